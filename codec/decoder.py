@@ -1,0 +1,53 @@
+"""Decoder: header and frames in, scene state out. Never trusts its input (SPEC.md 9)."""
+from __future__ import annotations
+
+from .delta import Delta
+from .errors import ErrorCode, GsdError
+from .limits import SPEC_LIMITS, Limits
+from .state import SceneState
+from .wire import StreamHeader, decode_frame, decode_header
+
+
+class Decoder:
+    """Holds one stream's header and state; ``decode_frame`` applies a frame all-or-nothing.
+
+    ``verify_digest=False`` skips digest checks (a trusted local file, say);
+    the state is still the same.
+    """
+
+    def __init__(self, header: bytes | StreamHeader | None = None, limits: Limits = SPEC_LIMITS,
+                 verify_digest: bool = True):
+        self.limits = limits
+        self.verify_digest = verify_digest
+        self.header: StreamHeader | None = None
+        self.state: SceneState | None = None
+        self.frames = 0
+        if header is not None:
+            self.set_header(header)
+
+    def set_header(self, header: bytes | StreamHeader) -> int:
+        """Install the stream header (bytes or parsed); returns the bytes consumed."""
+        used = 0
+        if not isinstance(header, StreamHeader):
+            header, used = decode_header(header, self.limits)
+        self.header = header
+        self.state = SceneState(header.profile, self.limits, header.max_gaussians)
+        return used
+
+    def decode_frame(self, buf) -> Delta:
+        """Decode and apply the frame at the start of ``buf``; returns the Delta."""
+        d, _ = self.read_frame(buf)
+        return d
+
+    def read_frame(self, buf) -> tuple[Delta, int]:
+        if self.state is None:
+            raise GsdError(ErrorCode.MALFORMED, "frame before stream header")
+        try:
+            d, used = decode_frame(buf, self.header.profile, self.limits)
+            if not self.verify_digest:
+                d.digest = None
+            self.state.apply(d, adopt=True)
+        except GsdError as e:
+            raise e.at_frame(self.frames)
+        self.frames += 1
+        return d, used

@@ -1,0 +1,145 @@
+"""Encoder: floats in, frames out, with the decoder's state kept in step (closed loop, SPEC.md 5.5).
+
+UPDATE residuals are taken against the quantized state the decoder holds, not
+against the previous float input, so quantization error never accumulates.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .attributes import ATTRS, Attr, Gaussians, full_mask
+from .delta import Delta
+from .profile import Profile
+from .spatial import assign_slots
+from .state import SceneState
+from .wire import FrameEncoder, StreamHeader, encode_header
+
+U64 = np.uint64
+
+
+def _as_attr_dict(values) -> dict:
+    if isinstance(values, Gaussians):
+        return {a: values.attribute(a) for a in ATTRS}
+    return {Attr(k): np.asarray(v, np.float32) for k, v in values.items()}
+
+
+class Encoder:
+    """Encodes frames of one stream. ``encoder.state`` is exactly what a decoder will hold."""
+
+    def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
+                 level: int = 3, digest: bool = True):
+        self.profile = profile
+        self.header = StreamHeader(profile, max_gaussians, generator)
+        self.state = SceneState(profile, max_gaussians=max_gaussians)
+        self.frames = FrameEncoder(profile, level)
+        self.with_digest = digest
+        self._issued = np.zeros(0, U64)  # ids handed out by assign_ids, not yet added
+
+    def header_bytes(self) -> bytes:
+        return encode_header(self.header)
+
+    # -- ids ------------------------------------------------------------------------------
+    def assign_ids(self, positions: np.ndarray) -> np.ndarray:
+        """Fresh spatial ids for Gaussians born at ``positions`` (SPEC.md 3.3)."""
+        g = self.profile.grid
+        cells = g.cells_of(np.asarray(positions, np.float32).reshape(-1, 3))
+        shift = U64(g.slot_bits)
+        idx = self.state.index
+        keysets = [idx.main_ids, idx.over_ids, self._issued]
+
+        def next_slot(uniq: np.ndarray) -> np.ndarray:
+            lo, hi = uniq << shift, (uniq + U64(1)) << shift
+            best = np.zeros(len(uniq), U64)
+            for keys in keysets:
+                if len(keys) == 0:
+                    continue
+                pos = np.searchsorted(keys, hi) - 1
+                ok = pos >= 0
+                top = keys[np.maximum(pos, 0)]
+                hit = ok & (top >= lo)
+                best = np.where(hit, np.maximum(best, top - lo + U64(1)), best)
+            return best
+
+        slots = assign_slots(cells, next_slot)
+        if len(slots) and slots.max() >= U64(1) << shift:
+            raise ValueError("a grid cell ran out of slots; use more slot_bits or smaller cells")
+        ids = (cells << shift) | slots
+        self._issued = np.union1d(self._issued, ids)
+        return ids
+
+    # -- building deltas --------------------------------------------------------------------
+    def make_delta(self, *, add=None, update=None, delete=None, delete_ranges=None, delete_cells=None,
+                   keyframe: bool = False) -> Delta:
+        """A code-space Delta against the current state (not applied).
+
+        add: (ids, Gaussians); update: (ids, Gaussians or {Attr: (n, C) floats}) [, mask];
+        delete: ids; delete_ranges: (R, 2) inclusive; delete_cells: {level: cell codes}.
+        """
+        p = self.profile
+        d = Delta.empty_like(p, seq=self.state.seq + 1, base_seq=self.state.seq, keyframe=keyframe)
+        if add is not None:
+            ids, g = add
+            ids = np.asarray(ids, U64)
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            vals = _as_attr_dict(g)
+            d.add_ids = ids
+            for a in ATTRS:
+                d.add[a] = p.quantize(a, vals[a][order], ids)
+        if update is not None:
+            ids, values, *rest = update
+            user_mask = rest[0] if rest else full_mask(p.sh_degree)
+            ids = np.asarray(ids, U64)
+            order = np.argsort(ids, kind="stable")
+            ids = ids[order]
+            vals = _as_attr_dict(values)
+            old = self.state.codes_of(ids)
+            mask = np.zeros(len(ids), np.uint8)
+            res = {}
+            for a in ATTRS:
+                if a in vals and user_mask & a.bit and p.comps(a):
+                    r = p.quantize(a, vals[a][order], ids) - old[a]
+                    res[a] = r
+                    mask |= np.where((r != 0).any(axis=0), np.uint8(a.bit), np.uint8(0))
+            keep = mask != 0
+            d.update_ids, d.update_mask = ids[keep], mask[keep]
+            for a in ATTRS:
+                d.update[a] = res[a][:, keep] if a in res else np.zeros((p.comps(a), int(keep.sum())), p.dtype(a))
+        if delete is not None:
+            d.delete_ids = np.unique(np.asarray(delete, U64))
+        if delete_ranges is not None:
+            d.delete_ranges = np.asarray(delete_ranges, U64).reshape(-1, 2)
+        if delete_cells:
+            d.delete_cells = {int(k): np.unique(np.asarray(v, U64)) for k, v in delete_cells.items()}
+        return d
+
+    # -- encoding ------------------------------------------------------------------------------
+    def encode_delta(self, d: Delta) -> bytes:
+        """Apply a code-space delta to the closed-loop state, then serialize it (with digest)."""
+        d.digest = None
+        self.state.apply(d)
+        if len(d.add_ids) and len(self._issued):
+            self._issued = np.setdiff1d(self._issued, d.add_ids, assume_unique=True)
+        if self.with_digest:
+            d.digest = self.state.digest()
+        return self.frames.encode(d)
+
+    def encode(self, **ops) -> bytes:
+        """make_delta(**ops) then encode_delta: one call per frame."""
+        return self.encode_delta(self.make_delta(**ops))
+
+    def keyframe(self, gaussians: Gaussians | None = None, ids: np.ndarray | None = None) -> bytes:
+        """A keyframe: of new Gaussians (ids assigned if not given), or of the current state (resync)."""
+        if gaussians is None:
+            return self.frames.encode(self.state_keyframe())
+        if ids is None:
+            ids = self.assign_ids(gaussians.positions)
+        return self.encode(add=(ids, gaussians), keyframe=True)
+
+    def state_keyframe(self) -> Delta:
+        """The current state as a keyframe Delta at the current seq (for late joiners and resync)."""
+        ids, codes = self.state.sorted_codes()
+        d = Delta.empty_like(self.profile, seq=max(self.state.seq, 1), base_seq=self.state.seq, keyframe=True)
+        d.add_ids, d.add = ids, codes
+        d.digest = self.state.digest() if self.with_digest else None
+        return d

@@ -1,0 +1,277 @@
+"""Quantization profiles: float attributes <-> the integer codes the state holds (SPEC.md 5).
+
+Decoders only dequantize; the codes themselves are the state, so two decoders
+agree bit for bit whatever their float arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .attributes import Attr, components, rest_coeffs
+from .errors import ErrorCode, GsdError
+from .spatial import Grid
+
+SQRT2 = np.sqrt(2.0)
+INV_SQRT2 = 1.0 / SQRT2
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Bits and ranges of a lossy profile; carried in the stream header."""
+
+    position_bits: int
+    scale_bits: int
+    scale_min: float
+    scale_max: float
+    rotation_bits: int
+    opacity_bits: int
+    dc_bits: int
+    dc_min: float
+    dc_max: float
+    rest_bits: tuple[int, int, int]
+    rest_range: tuple[float, float, float]
+
+    def __post_init__(self):
+        for name in ("scale_min", "scale_max", "dc_min", "dc_max"):
+            object.__setattr__(self, name, float(np.float32(getattr(self, name))))
+        object.__setattr__(self, "rest_bits", tuple(int(b) for b in self.rest_bits))
+        object.__setattr__(self, "rest_range", tuple(float(np.float32(r)) for r in self.rest_range))
+
+    def problem(self, sh_degree: int) -> str | None:
+        checks = [
+            (1 <= self.position_bits <= 24, "position_bits not in 1..24"),
+            (1 <= self.scale_bits <= 16, "scale_bits not in 1..16"),
+            (np.isfinite(self.scale_min) and np.isfinite(self.scale_max) and self.scale_min < self.scale_max,
+             "scale range must be finite with min < max"),
+            (2 <= self.rotation_bits <= 16, "rotation_bits not in 2..16"),
+            (1 <= self.opacity_bits <= 16, "opacity_bits not in 1..16"),
+            (1 <= self.dc_bits <= 16, "dc_bits not in 1..16"),
+            (np.isfinite(self.dc_min) and np.isfinite(self.dc_max) and self.dc_min < self.dc_max,
+             "dc range must be finite with min < max"),
+            (len(self.rest_bits) >= sh_degree and len(self.rest_range) >= sh_degree,
+             "rest_bits/rest_range need one entry per SH degree"),
+        ]
+        for l in range(sh_degree):
+            checks.append((2 <= self.rest_bits[l] <= 16, f"rest_bits[{l}] not in 2..16"))
+            checks.append((np.isfinite(self.rest_range[l]) and self.rest_range[l] > 0, f"rest_range[{l}] must be > 0"))
+        for ok, msg in checks:
+            if not ok:
+                return msg
+        return None
+
+
+PRESETS: dict[str, Quantization | None] = {
+    "lossless": None,
+    "high": Quantization(8, 12, -16.0, 6.0, 12, 12, 12, -4.0, 4.0, (10, 9, 8), (2.0, 1.5, 1.2)),
+    "compact": Quantization(4, 8, -14.0, 4.0, 8, 8, 8, -3.5, 3.5, (6, 5, 5), (1.2, 1.0, 0.8)),
+}
+DEFAULT_PROFILE = "compact"
+
+
+def _width(bits: int) -> int:
+    return 1 if bits <= 8 else 2
+
+
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_SIGNED = {1: np.int8, 2: np.int16, 4: np.int32}
+
+
+def _round(x: np.ndarray) -> np.ndarray:
+    return np.floor(x + 0.5)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything needed to turn floats into codes and back: SH degree, grid, quantization."""
+
+    sh_degree: int = 3
+    grid: Grid = field(default_factory=Grid)
+    quant: Quantization | None = PRESETS[DEFAULT_PROFILE]
+    name: str = DEFAULT_PROFILE
+
+    @classmethod
+    def preset(cls, name: str, sh_degree: int = 3, grid: Grid | None = None) -> "Profile":
+        if name not in PRESETS:
+            raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PRESETS)}")
+        return cls(sh_degree, grid or Grid(), PRESETS[name], name)
+
+    def __post_init__(self):
+        if not (0 <= self.sh_degree <= 3):
+            raise GsdError(ErrorCode.BAD_HEADER, f"sh_degree {self.sh_degree} not in 0..3")
+        if self.quant is not None:
+            problem = self.quant.problem(self.sh_degree)
+            if problem:
+                raise GsdError(ErrorCode.BAD_HEADER, problem)
+            if self.grid.cell_bits + self.quant.position_bits > 30:
+                raise GsdError(ErrorCode.BAD_HEADER, "cell_bits + position_bits exceeds 30")
+
+    def with_grid(self, grid: Grid) -> "Profile":
+        return replace(self, grid=grid)
+
+    @property
+    def lossless(self) -> bool:
+        return self.quant is None
+
+    # -- code layout -----------------------------------------------------------
+    def comps(self, attr: Attr) -> int:
+        return components(attr, self.sh_degree)
+
+    def width(self, attr: Attr) -> int:
+        q = self.quant
+        if q is None or attr is Attr.POSITION:
+            return 4
+        bits = {Attr.SCALE: q.scale_bits, Attr.ROTATION: q.rotation_bits, Attr.OPACITY: q.opacity_bits,
+                Attr.SH_DC: q.dc_bits, Attr.SH_REST: max(q.rest_bits[: self.sh_degree], default=1)}[attr]
+        return _width(bits)
+
+    def dtype(self, attr: Attr) -> np.dtype:
+        """Numpy dtype of the codes: signed where the spec says two's complement."""
+        w = self.width(attr)
+        if self.quant is not None and attr in (Attr.POSITION, Attr.SH_REST):
+            return np.dtype(_SIGNED[w])
+        return np.dtype(_UNSIGNED[w])
+
+    def rest_limits(self) -> np.ndarray:
+        """Per-component max |code| of SH_REST (channel-major layout)."""
+        k = rest_coeffs(self.sh_degree)
+        deg = np.concatenate([np.full(2 * l + 1, l) for l in range(1, self.sh_degree + 1)]).astype(int) if k else np.zeros(0, int)
+        m = np.array([(1 << (self.quant.rest_bits[l - 1] - 1)) - 1 for l in deg], dtype=np.int64)
+        return np.tile(m, 3)
+
+    def rest_steps(self) -> np.ndarray:
+        k = rest_coeffs(self.sh_degree)
+        deg = np.concatenate([np.full(2 * l + 1, l) for l in range(1, self.sh_degree + 1)]).astype(int) if k else np.zeros(0, int)
+        step = np.array([self.quant.rest_range[l - 1] / ((1 << (self.quant.rest_bits[l - 1] - 1)) - 1) for l in deg])
+        return np.tile(step, 3)
+
+    # -- validity (decoder side) -------------------------------------------------
+    def invalid_rows(self, attr: Attr, codes: np.ndarray) -> np.ndarray:
+        """Boolean per row (codes are (C, N) planar): True where a code is outside its domain."""
+        n = codes.shape[1]
+        q = self.quant
+        if q is None:
+            exp = (codes.view(np.uint32) >> np.uint32(23)) & np.uint32(0xFF)
+            return (exp == 0xFF).any(axis=0)
+        if attr is Attr.POSITION:
+            return np.zeros(n, bool)
+        if attr is Attr.SH_REST:
+            lim = self.rest_limits()[:, None]
+            return (np.abs(codes.astype(np.int32)) > lim).any(axis=0)
+        if attr is Attr.ROTATION:
+            top = (1 << q.rotation_bits) - 1
+            return (codes[0] > 3) | (codes[1:] > top).any(axis=0)
+        bits = {Attr.SCALE: q.scale_bits, Attr.OPACITY: q.opacity_bits, Attr.SH_DC: q.dc_bits}[attr]
+        return (codes > (1 << bits) - 1).any(axis=0)
+
+    # -- floats -> codes (encoder side) -----------------------------------------------
+    def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """(N, C) float values -> (C, N) planar codes."""
+        values = np.asarray(values, dtype=np.float32).reshape(len(ids), -1)
+        if not np.isfinite(values).all():
+            raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
+        q = self.quant
+        if q is None:
+            return np.ascontiguousarray(values.T).view(np.uint32)
+        v = values.astype(np.float64)
+        if attr is Attr.POSITION:
+            step = self.grid.cell_size / (1 << q.position_bits)
+            c = _round((v - self.grid.cell_origin_of_ids(ids)) / step)
+            if (np.abs(c) > 2**31 - 1).any():
+                raise ValueError("a position is too far from its birth cell for int32 codes")
+            return np.ascontiguousarray(c.T).astype(np.int32)
+        if attr is Attr.SCALE:
+            return _uniform_q(v, q.scale_min, q.scale_max, q.scale_bits, self.dtype(attr))
+        if attr is Attr.SH_DC:
+            return _uniform_q(v, q.dc_min, q.dc_max, q.dc_bits, self.dtype(attr))
+        if attr is Attr.OPACITY:
+            alpha = 1.0 / (1.0 + np.exp(-v[:, 0]))
+            top = (1 << q.opacity_bits) - 1
+            return np.clip(np.floor(alpha * (1 << q.opacity_bits)), 0, top).astype(self.dtype(attr))[None, :]
+        if attr is Attr.SH_REST:
+            lim = self.rest_limits()
+            c = np.clip(_round(v / self.rest_steps()), -lim, lim)
+            return np.ascontiguousarray(c.T).astype(self.dtype(attr))
+        if attr is Attr.ROTATION:
+            return _smallest_three(v, q.rotation_bits).astype(self.dtype(attr))
+        raise AssertionError(attr)
+
+    # -- codes -> floats ---------------------------------------------------------------------
+    def dequantize(self, attr: Attr, codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """(C, N) planar codes -> (N, C) float32 values."""
+        q = self.quant
+        if q is None:
+            return np.ascontiguousarray(codes.T).view(np.float32)
+        c = codes.T.astype(np.float64)
+        if attr is Attr.POSITION:
+            step = self.grid.cell_size / (1 << q.position_bits)
+            out = self.grid.cell_origin_of_ids(ids) + c * step
+        elif attr is Attr.SCALE:
+            out = q.scale_min + c * ((q.scale_max - q.scale_min) / ((1 << q.scale_bits) - 1))
+        elif attr is Attr.SH_DC:
+            out = q.dc_min + c * ((q.dc_max - q.dc_min) / ((1 << q.dc_bits) - 1))
+        elif attr is Attr.OPACITY:
+            alpha = (c + 0.5) / (1 << q.opacity_bits)
+            out = np.log(alpha / (1.0 - alpha))
+        elif attr is Attr.SH_REST:
+            out = c * self.rest_steps()
+        elif attr is Attr.ROTATION:
+            out = _smallest_three_decode(c, q.rotation_bits)
+        else:
+            raise AssertionError(attr)
+        return out.astype(np.float32)
+
+    # -- stated error bounds (SPEC.md 5.4), used by tests -----------------------------------------
+    def error_bound(self, attr: Attr) -> float:
+        """Max abs error per component inside the quantization ranges (ROTATION: of the unit quaternion, up to sign)."""
+        q = self.quant
+        if q is None:
+            return 0.0
+        if attr is Attr.POSITION:
+            return 0.5 * self.grid.cell_size / (1 << q.position_bits)
+        if attr is Attr.SCALE:
+            return 0.5 * (q.scale_max - q.scale_min) / ((1 << q.scale_bits) - 1)
+        if attr is Attr.SH_DC:
+            return 0.5 * (q.dc_max - q.dc_min) / ((1 << q.dc_bits) - 1)
+        if attr is Attr.OPACITY:  # in alpha = sigmoid(opacity)
+            return 2.0 ** -(q.opacity_bits + 1)
+        if attr is Attr.SH_REST:
+            return 0.5 * float(self.rest_steps().max()) if self.sh_degree else 0.0
+        if attr is Attr.ROTATION:  # small three: step/2 each; largest: <= 3 * step/2 * (1/sqrt2) * 2 / (1/2)
+            e = 0.5 * SQRT2 / ((1 << q.rotation_bits) - 1)
+            return 3.0 * SQRT2 * e + 3 * e * e
+        raise AssertionError(attr)
+
+
+def _uniform_q(v: np.ndarray, lo: float, hi: float, bits: int, dtype) -> np.ndarray:
+    n = (1 << bits) - 1
+    c = np.clip(_round((v - lo) * (n / (hi - lo))), 0, n)
+    return np.ascontiguousarray(c.T).astype(dtype)
+
+
+def _smallest_three(q: np.ndarray, bits: int) -> np.ndarray:
+    """(N,4) quaternions -> (4, N) codes (i, a, b, c)."""
+    norm = np.linalg.norm(q, axis=1, keepdims=True)
+    q = np.where(norm > 0, q / np.where(norm > 0, norm, 1), np.array([1.0, 0, 0, 0]))
+    i = np.argmax(np.abs(q), axis=1)
+    rows = np.arange(len(q))
+    q = q * np.where(q[rows, i] < 0, -1.0, 1.0)[:, None]
+    keep = np.array([[j for j in range(4) if j != k] for k in range(4)])[i]  # (N,3)
+    small = np.take_along_axis(q, keep, axis=1)
+    n = (1 << bits) - 1
+    codes = np.clip(_round((small + INV_SQRT2) * (n / SQRT2)), 0, n)
+    return np.vstack([i[None, :].astype(np.float64), codes.T])
+
+
+def _smallest_three_decode(c: np.ndarray, bits: int) -> np.ndarray:
+    """(N,4) codes (i, a, b, c) as float64 -> (N,4) unit quaternions w,x,y,z."""
+    n = (1 << bits) - 1
+    i = c[:, 0].astype(np.int64)
+    small = c[:, 1:] * (SQRT2 / n) - INV_SQRT2
+    big = np.sqrt(np.maximum(0.0, 1.0 - (small * small).sum(1)))
+    out = np.empty((len(c), 4))
+    keep = np.array([[j for j in range(4) if j != k] for k in range(4)])[i]
+    np.put_along_axis(out, keep, small, axis=1)
+    out[np.arange(len(c)), i] = big
+    return out

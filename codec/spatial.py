@@ -1,0 +1,128 @@
+"""Spatial ids: a Morton-coded grid cell plus a slot within the cell (SPEC.md 3)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ErrorCode, GsdError
+
+U64 = np.uint64
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The grid spatial ids live on: ``2**cell_bits`` cells per axis of ``cell_size`` from ``origin``."""
+
+    origin: tuple[float, float, float] = (-2048.0, -2048.0, -2048.0)
+    cell_size: float = 0.25
+    cell_bits: int = 14
+    slot_bits: int = 16
+
+    def __post_init__(self):
+        object.__setattr__(self, "origin", tuple(float(np.float32(v)) for v in self.origin))
+        object.__setattr__(self, "cell_size", float(np.float32(self.cell_size)))
+        problem = self.problem()
+        if problem:
+            raise GsdError(ErrorCode.BAD_HEADER, problem)
+
+    def problem(self) -> str | None:
+        if not (1 <= self.cell_bits <= 20):
+            return f"cell_bits {self.cell_bits} not in 1..20"
+        if not (0 <= self.slot_bits <= 32):
+            return f"slot_bits {self.slot_bits} not in 0..32"
+        if 3 * self.cell_bits + self.slot_bits > 63:
+            return "3*cell_bits + slot_bits exceeds 63"
+        if not (np.isfinite(self.cell_size) and self.cell_size > 0):
+            return "cell_size must be finite and > 0"
+        if not all(np.isfinite(self.origin)):
+            return "grid origin must be finite"
+        return None
+
+    @property
+    def id_bits(self) -> int:
+        return 3 * self.cell_bits + self.slot_bits
+
+    @property
+    def id_limit(self) -> int:
+        """Every valid id is below this."""
+        return 1 << self.id_bits
+
+    @classmethod
+    def fit(cls, positions: np.ndarray, cell_bits: int = 14, slot_bits: int = 16, margin: float = 0.25) -> "Grid":
+        """A grid covering the bounding box of ``positions`` with ``margin`` of room on every side."""
+        if len(positions) == 0:
+            return cls(cell_bits=cell_bits, slot_bits=slot_bits)
+        lo, hi = positions.min(0).astype(np.float64), positions.max(0).astype(np.float64)
+        extent = float(max((hi - lo).max(), 1e-3)) * (1 + 2 * margin)
+        centre = (lo + hi) / 2
+        cell = extent / (1 << cell_bits)
+        cell = float(2.0 ** np.ceil(np.log2(cell)))  # a power of two keeps cell origins exact in float32
+        origin = np.floor((centre - cell * (1 << (cell_bits - 1))) / cell) * cell
+        return cls(tuple(origin), cell, cell_bits, slot_bits)
+
+    # -- cells ---------------------------------------------------------------
+    def cell_coords(self, positions: np.ndarray) -> np.ndarray:
+        """(N,3) uint64 cell coordinates of positions, clamped to the grid."""
+        c = np.floor((positions.astype(np.float64) - np.asarray(self.origin)) / self.cell_size)
+        return np.clip(c, 0, (1 << self.cell_bits) - 1).astype(U64)
+
+    def cells_of(self, positions: np.ndarray) -> np.ndarray:
+        return morton_encode(self.cell_coords(positions), self.cell_bits)
+
+    def cell_origin_of_ids(self, ids: np.ndarray) -> np.ndarray:
+        """(N,3) float64 origin of each id's birth cell."""
+        coords = morton_decode(ids >> U64(self.slot_bits), self.cell_bits)
+        return np.asarray(self.origin) + coords.astype(np.float64) * self.cell_size
+
+    def cell_range(self, codes: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
+        """First and last id (inclusive) covered by cells of an octree ``level``."""
+        shift = U64(self.slot_bits + 3 * level)
+        first = codes.astype(U64) << shift
+        return first, first + ((U64(1) << shift) - U64(1))
+
+
+def _spread(v: np.ndarray, bits: int) -> np.ndarray:
+    """Insert two zero bits between each of the low ``bits`` bits of v."""
+    out = np.zeros_like(v, dtype=U64)
+    v = v.astype(U64)
+    for i in range(bits):
+        out |= ((v >> U64(i)) & U64(1)) << U64(3 * i)
+    return out
+
+
+def _compact(v: np.ndarray, bits: int) -> np.ndarray:
+    out = np.zeros_like(v, dtype=U64)
+    for i in range(bits):
+        out |= ((v >> U64(3 * i)) & U64(1)) << U64(i)
+    return out
+
+
+def morton_encode(coords: np.ndarray, bits: int) -> np.ndarray:
+    """Interleave (N,3) cell coordinates: bit 3i = x_i, 3i+1 = y_i, 3i+2 = z_i."""
+    coords = coords.astype(U64)
+    return _spread(coords[:, 0], bits) | (_spread(coords[:, 1], bits) << U64(1)) | (_spread(coords[:, 2], bits) << U64(2))
+
+
+def morton_decode(codes: np.ndarray, bits: int) -> np.ndarray:
+    codes = np.asarray(codes, dtype=U64)
+    return np.stack([_compact(codes >> U64(k), bits) for k in range(3)], axis=1)
+
+
+def assign_slots(cells: np.ndarray, next_slot_of_cell) -> np.ndarray:
+    """Slots for new Gaussians born in ``cells``: consecutive per cell from the cell's next free slot.
+
+    ``next_slot_of_cell(unique_cells) -> uint64 array`` gives the first slot above any slot in use.
+    """
+    n = len(cells)
+    if n == 0:
+        return np.zeros(0, U64)
+    order = np.argsort(cells, kind="stable")
+    sorted_cells = cells[order]
+    starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
+    uniq = sorted_cells[starts]
+    rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    base = np.asarray(next_slot_of_cell(uniq), dtype=U64)
+    slots = np.empty(n, U64)
+    slots[order] = np.repeat(base, np.diff(np.r_[starts, n])) + rank.astype(U64)
+    return slots

@@ -1,0 +1,425 @@
+"""Bytes <-> header and frames: record framing, CRC, FlatBuffers metadata, sections (SPEC.md 4, 6).
+
+Everything read from the wire is checked before it is used: lengths against
+the bytes present and the limits, counts against limits before any
+allocation, indices against their tables. Errors are GsdError with the
+spec's code.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+import flatbuffers
+import numpy as np
+
+from gsd.fb import Frame as FbFrame
+from gsd.fb import OpBlock as FbOpBlock
+from gsd.fb import Quantization as FbQuant
+from gsd.fb import StreamHeader as FbHeader
+from gsd.fb.Digest import CreateDigest
+from gsd.fb.Grid import CreateGrid
+from gsd.fb.Section import CreateSection
+
+from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs
+from .delta import Delta
+from .digest import Digest
+from .errors import ErrorCode, GsdError
+from .limits import SPEC_LIMITS, Limits
+from .profile import Profile, Quantization
+from .sections import DELTA, SHUFFLE, ZIGZAG, SectionDesc, SectionWriter, read_section
+from .spatial import Grid
+
+HEADER_MAGIC = b"GSDH"
+FRAME_MAGIC = b"GSDF"
+VERSION = (1, 0)
+KEYFRAME = 1
+ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS = 1, 2, 3, 4, 5
+KNOWN_FEATURES = 0  # 1.0 defines no required feature bits
+_PREFIX = struct.Struct("<4sII")
+_HPREFIX = struct.Struct("<4sBBHI")
+_FB_ERRORS = (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError, AttributeError)
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    profile: Profile
+    max_gaussians: int = 0
+    generator: str = ""
+    version: tuple[int, int] = VERSION
+
+
+# ---------------------------------------------------------------------------------------- header
+def encode_header(h: StreamHeader) -> bytes:
+    p = h.profile
+    b = flatbuffers.Builder(256)
+    name = b.CreateString(p.name)
+    gen = b.CreateString(h.generator)
+    quant = None
+    if p.quant is not None:
+        q = p.quant
+        bits = b.CreateNumpyVector(np.array(q.rest_bits[: p.sh_degree], np.uint8))
+        rng = b.CreateNumpyVector(np.array(q.rest_range[: p.sh_degree], np.float32))
+        FbQuant.Start(b)
+        FbQuant.AddPositionBits(b, q.position_bits)
+        FbQuant.AddScaleBits(b, q.scale_bits)
+        FbQuant.AddScaleMin(b, q.scale_min)
+        FbQuant.AddScaleMax(b, q.scale_max)
+        FbQuant.AddRotationBits(b, q.rotation_bits)
+        FbQuant.AddOpacityBits(b, q.opacity_bits)
+        FbQuant.AddDcBits(b, q.dc_bits)
+        FbQuant.AddDcMin(b, q.dc_min)
+        FbQuant.AddDcMax(b, q.dc_max)
+        FbQuant.AddRestBits(b, bits)
+        FbQuant.AddRestRange(b, rng)
+        quant = FbQuant.End(b)
+    FbHeader.Start(b)
+    FbHeader.AddShDegree(b, p.sh_degree)
+    g = p.grid
+    FbHeader.AddGrid(b, CreateGrid(b, *g.origin, g.cell_size, g.cell_bits, g.slot_bits))
+    if quant is not None:
+        FbHeader.AddQuantization(b, quant)
+    FbHeader.AddProfileName(b, name)
+    FbHeader.AddMaxGaussians(b, h.max_gaussians)
+    FbHeader.AddGenerator(b, gen)
+    b.Finish(FbHeader.End(b))
+    body = bytes(b.Output())
+    head = _HPREFIX.pack(HEADER_MAGIC, *VERSION, 0, len(body)) + body
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def decode_header(buf, limits: Limits = SPEC_LIMITS) -> tuple[StreamHeader, int]:
+    """Parse a header record at the start of ``buf``; returns it and its byte length."""
+    mv = memoryview(buf)
+    if len(mv) < 4:
+        raise GsdError(ErrorCode.TRUNCATED, "stream ends inside the header magic")
+    if bytes(mv[:4]) != HEADER_MAGIC:
+        raise GsdError(ErrorCode.BAD_MAGIC, "stream does not start with GSDH")
+    if len(mv) < _HPREFIX.size:
+        raise GsdError(ErrorCode.TRUNCATED, "stream ends inside the header prefix")
+    _, major, minor, _reserved, body_len = _HPREFIX.unpack_from(mv)
+    if major != VERSION[0]:
+        raise GsdError(ErrorCode.UNSUPPORTED_VERSION, f"major version {major}, this decoder reads {VERSION[0]}")
+    if body_len > limits.max_header_bytes:
+        raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"header body of {body_len} bytes")
+    total = _HPREFIX.size + body_len + 4
+    if len(mv) < total:
+        raise GsdError(ErrorCode.TRUNCATED, "stream ends inside the header")
+    (crc,) = struct.unpack_from("<I", mv, total - 4)
+    if zlib.crc32(mv[: total - 4]) != crc:
+        raise GsdError(ErrorCode.BAD_CHECKSUM, "header CRC-32 mismatch")
+    body = bytes(mv[_HPREFIX.size: total - 4])
+    try:
+        fb = FbHeader.StreamHeader.GetRootAs(body, 0)
+        _check_root(body)
+        features = fb.RequiredFeatures()
+        degree = fb.ShDegree()
+        g = fb.Grid()
+        if g is None:
+            raise GsdError(ErrorCode.MALFORMED, "header has no grid")
+        grid_args = ((g.OriginX(), g.OriginY(), g.OriginZ()), g.CellSize(), g.CellBits(), g.SlotBits())
+        q = fb.Quantization()
+        quant_args = None
+        if q is not None:
+            nb, nr = q.RestBitsLength(), q.RestRangeLength()
+            if nb > 3 or nr > 3:
+                raise GsdError(ErrorCode.BAD_HEADER, "more than 3 SH degrees of rest parameters")
+            rest_bits = tuple(q.RestBits(j) for j in range(nb)) + (8,) * (3 - nb)
+            rest_range = tuple(q.RestRange(j) for j in range(nr)) + (1.0,) * (3 - nr)
+            if nb < degree or nr < degree:
+                raise GsdError(ErrorCode.BAD_HEADER, "rest_bits/rest_range shorter than sh_degree")
+            quant_args = (q.PositionBits(), q.ScaleBits(), q.ScaleMin(), q.ScaleMax(), q.RotationBits(),
+                          q.OpacityBits(), q.DcBits(), q.DcMin(), q.DcMax(), rest_bits, rest_range)
+        name = (fb.ProfileName() or b"").decode("utf-8", "replace")
+        gen = (fb.Generator() or b"").decode("utf-8", "replace")
+        max_g = fb.MaxGaussians()
+    except GsdError:
+        raise
+    except _FB_ERRORS as e:
+        raise GsdError(ErrorCode.MALFORMED, f"header metadata unreadable: {e}") from None
+    if features & ~KNOWN_FEATURES:
+        raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required header features {features:#x}")
+    if max_g > SPEC_LIMITS.max_gaussians:
+        raise GsdError(ErrorCode.BAD_HEADER, f"max_gaussians {max_g} above the spec limit")
+    grid = Grid(*grid_args)  # raises BAD_HEADER
+    profile = Profile(degree, grid, Quantization(*quant_args) if quant_args else None, name)
+    return StreamHeader(profile, max_g, gen, (major, minor)), total
+
+
+def _check_root(buf: bytes) -> None:
+    if len(buf) < 8:
+        raise GsdError(ErrorCode.MALFORMED, "metadata shorter than a FlatBuffers root")
+    (root,) = struct.unpack_from("<I", buf, 0)
+    if root + 4 > len(buf):
+        raise GsdError(ErrorCode.MALFORMED, "FlatBuffers root offset outside the metadata")
+
+
+# ---------------------------------------------------------------------------------------- frames
+class FrameEncoder:
+    """Serializes a Delta for one profile. Reuse it: it holds the zstd context."""
+
+    def __init__(self, profile: Profile, level: int = 3):
+        self.profile = profile
+        self.level = level
+
+    def _attr_filters(self, attr: Attr, residual: bool) -> int:
+        w = self.profile.width(attr)
+        f = SHUFFLE if w > 1 else 0
+        return f | ZIGZAG if residual else f
+
+    def encode(self, d: Delta) -> bytes:
+        p = self.profile
+        sw = SectionWriter(self.level)
+        blocks = []  # (kind, count, mask, level, [section indices])
+        for ids in (d.delete_ids,):
+            if len(ids):
+                blocks.append((DELETE_IDS, len(ids), 0, 0, [sw.add(ids[None, :], DELTA | SHUFFLE)]))
+        if len(d.delete_ranges):
+            r = np.ascontiguousarray(d.delete_ranges.T)
+            blocks.append((DELETE_RANGES, r.shape[1], 0, 0, [sw.add(r, DELTA | ZIGZAG | SHUFFLE)]))
+        for level in sorted(d.delete_cells):
+            cells = np.asarray(d.delete_cells[level], np.uint64)
+            if len(cells):
+                blocks.append((DELETE_CELLS, len(cells), 0, level, [sw.add(cells[None, :], DELTA | ZIGZAG | SHUFFLE)]))
+        if len(d.add_ids):
+            secs = [sw.add(d.add_ids[None, :], DELTA | SHUFFLE)]
+            secs += [sw.add(d.add[a], self._attr_filters(a, False)) for a in present_attrs(p.sh_degree)]
+            blocks.append((ADD, len(d.add_ids), 0, 0, secs))
+        if len(d.update_ids):
+            for mask in np.unique(d.update_mask):
+                rows = np.flatnonzero(d.update_mask == mask)
+                ids = d.update_ids[rows]
+                secs = [sw.add(ids[None, :], DELTA | SHUFFLE)]
+                secs += [sw.add(d.update[a][:, rows], self._attr_filters(a, True)) for a in mask_attrs(int(mask))]
+                blocks.append((UPDATE, len(rows), int(mask), 0, secs))
+        payload = sw.payload()
+        meta = self._meta(d, blocks, sw.descs)
+        frame_len = _PREFIX.size + len(meta) + len(payload) + 4
+        head = _PREFIX.pack(FRAME_MAGIC, frame_len, len(meta))
+        crc = zlib.crc32(payload, zlib.crc32(meta, zlib.crc32(head)))
+        return b"".join((head, meta, payload, struct.pack("<I", crc)))
+
+    @staticmethod
+    def _meta(d: Delta, blocks, descs) -> bytes:
+        b = flatbuffers.Builder(256 + 32 * len(descs))
+        block_offs = []
+        for kind, count, mask, level, secs in blocks:
+            vec = b.CreateNumpyVector(np.array(secs, np.uint32))
+            FbOpBlock.Start(b)
+            FbOpBlock.AddKind(b, kind)
+            FbOpBlock.AddCount(b, count)
+            FbOpBlock.AddMask(b, mask)
+            FbOpBlock.AddLevel(b, level)
+            FbOpBlock.AddSections(b, vec)
+            block_offs.append(FbOpBlock.End(b))
+        FbFrame.StartBlocksVector(b, len(block_offs))
+        for o in reversed(block_offs):
+            b.PrependUOffsetTRelative(o)
+        blocks_vec = b.EndVector()
+        FbFrame.StartSectionsVector(b, len(descs))
+        for s in reversed(descs):
+            CreateSection(b, s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0)
+        secs_vec = b.EndVector()
+        FbFrame.Start(b)
+        FbFrame.AddSeq(b, d.seq)
+        FbFrame.AddBaseSeq(b, d.base_seq)
+        FbFrame.AddFlags(b, KEYFRAME if d.keyframe else 0)
+        if d.digest is not None:
+            FbFrame.AddDigest(b, CreateDigest(b, d.digest.count, d.digest.lane0, d.digest.lane1))
+        FbFrame.AddBlocks(b, blocks_vec)
+        FbFrame.AddSections(b, secs_vec)
+        b.Finish(FbFrame.End(b))
+        return bytes(b.Output())
+
+
+def frame_length(buf, limits: Limits = SPEC_LIMITS) -> int:
+    """Length of the frame record at the start of ``buf`` after checking its prefix (for stream splitting)."""
+    mv = memoryview(buf)
+    if len(mv) < 4:
+        raise GsdError(ErrorCode.TRUNCATED, "bytes end inside a frame magic")
+    if bytes(mv[:4]) != FRAME_MAGIC:
+        raise GsdError(ErrorCode.BAD_MAGIC, "frame does not start with GSDF")
+    if len(mv) < _PREFIX.size:
+        raise GsdError(ErrorCode.TRUNCATED, "bytes end inside a frame prefix")
+    _, frame_len, meta_len = _PREFIX.unpack_from(mv)
+    if frame_len < _PREFIX.size + 4 or meta_len > frame_len - _PREFIX.size - 4:
+        raise GsdError(ErrorCode.MALFORMED, "frame_len/meta_len inconsistent")
+    if frame_len > limits.max_frame_bytes:
+        raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"frame of {frame_len} bytes")
+    if len(mv) < frame_len:
+        raise GsdError(ErrorCode.TRUNCATED, f"frame needs {frame_len} bytes, {len(mv)} present")
+    return frame_len
+
+
+@dataclass
+class FrameInfo:
+    """What a frame cost on the wire, by section role (for `gsd info`)."""
+
+    frame_bytes: int
+    meta_bytes: int
+    section_bytes: dict  # role -> stored bytes
+    raw_bytes: int
+
+
+def decode_frame(buf, profile: Profile, limits: Limits = SPEC_LIMITS,
+                 info: bool = False) -> tuple[Delta, int] | tuple[Delta, int, FrameInfo]:
+    """Parse the frame record at the start of ``buf`` into a Delta (not applied)."""
+    mv = memoryview(buf)
+    frame_len = frame_length(mv, limits)
+    (crc,) = struct.unpack_from("<I", mv, frame_len - 4)
+    if zlib.crc32(mv[: frame_len - 4]) != crc:
+        raise GsdError(ErrorCode.BAD_CHECKSUM, "frame CRC-32 mismatch")
+    meta_len = _PREFIX.unpack_from(mv)[2]
+    meta = bytes(mv[_PREFIX.size: _PREFIX.size + meta_len])
+    payload = mv[_PREFIX.size + meta_len: frame_len - 4]
+    blocks, descs, d = _read_meta(meta, limits)
+    roles: dict = {}
+    d = _read_blocks(d, blocks, descs, payload, profile, limits, roles)
+    if info:
+        return d, frame_len, FrameInfo(frame_len, meta_len, roles, sum(s.raw_size for s in descs))
+    return d, frame_len
+
+
+def _read_meta(meta: bytes, limits: Limits):
+    try:
+        _check_root(meta)
+        fb = FbFrame.Frame.GetRootAs(meta, 0)
+        features = fb.RequiredFeatures()
+        flags = fb.Flags()
+        seq, base = fb.Seq(), fb.BaseSeq()
+        dg = fb.Digest()
+        digest = Digest(dg.Count(), dg.Lane0(), dg.Lane1()) if dg is not None else None
+        nb, ns = fb.BlocksLength(), fb.SectionsLength()
+        if nb > limits.max_blocks or ns > limits.max_sections:
+            raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{nb} blocks / {ns} sections")
+        if ns * 16 > len(meta) or nb * 4 > len(meta):
+            raise GsdError(ErrorCode.MALFORMED, "vector longer than the metadata")
+        descs = []
+        for j in range(ns):
+            s = fb.Sections(j)
+            descs.append(SectionDesc(s.Offset(), s.StoredSize(), s.RawSize(), s.Compression(), s.Filters(), s.Width()))
+        blocks = []
+        for j in range(nb):
+            ob = fb.Blocks(j)
+            n = ob.SectionsLength()
+            if n > 8 or n * 4 > len(meta):
+                raise GsdError(ErrorCode.MALFORMED, "op block with too many sections")
+            blocks.append((ob.Kind(), ob.Count(), ob.Mask(), ob.Level(), [ob.Sections(k) for k in range(n)]))
+    except GsdError:
+        raise
+    except _FB_ERRORS as e:
+        raise GsdError(ErrorCode.MALFORMED, f"frame metadata unreadable: {e}") from None
+    if features & ~KNOWN_FEATURES:
+        raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required frame features {features:#x}")
+    if sum(s.raw_size for s in descs) > limits.max_frame_raw_bytes:
+        raise GsdError(ErrorCode.LIMIT_EXCEEDED, "frame declares too many raw bytes")
+    d = Delta(seq=seq, base_seq=base, keyframe=bool(flags & KEYFRAME), digest=digest)
+    return blocks, descs, d
+
+
+_ROLE_WIDTH_IDS = 8
+
+
+def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, roles: dict) -> Delta:
+    # Counts first: every limit is checked before any section is decompressed.
+    n_ids = sum(c for k, c, *_ in blocks if k in (ADD, UPDATE, DELETE_IDS))
+    n_rng = sum(c for k, c, *_ in blocks if k in (DELETE_RANGES, DELETE_CELLS))
+    if n_ids > limits.max_ids_per_frame:
+        raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{n_ids} ids in one frame")
+    if n_rng > limits.max_ranges_per_frame:
+        raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{n_rng} ranges/cells in one frame")
+    attrs = present_attrs(p.sh_degree)
+    fmask = full_mask(p.sh_degree)
+
+    def section(idx: int, comps: int, count: int, width: int, role: str) -> np.ndarray:
+        if idx >= len(descs):
+            raise GsdError(ErrorCode.MALFORMED, f"section index {idx} out of range")
+        desc = descs[idx]
+        roles[role] = roles.get(role, 0) + desc.stored_size
+        return read_section(payload, desc, comps, count, width)
+
+    def expect(secs, n, kind):
+        if len(secs) != n:
+            raise GsdError(ErrorCode.MALFORMED, f"{kind} block has {len(secs)} sections, expected {n}")
+
+    adds, upds, dels, ranges, cells = [], [], [], [], {}
+    for kind, count, mask, level, secs in blocks:
+        if kind == 0:
+            raise GsdError(ErrorCode.MALFORMED, "op block kind 0")
+        if kind >= 128:
+            continue  # optional extension block: skipped by 1.0 decoders
+        if kind > DELETE_CELLS:
+            raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required op kind {kind}")
+        if kind == ADD:
+            expect(secs, 1 + len(attrs), "ADD")
+            ids = section(secs[0], 1, count, 8, "ids")[0]
+            codes = {a: section(s, p.comps(a), count, p.width(a), a.name.lower()).view(p.dtype(a))
+                     for a, s in zip(attrs, secs[1:])}
+            adds.append((ids, codes))
+        elif kind == UPDATE:
+            if mask == 0 or mask & ~fmask:
+                raise GsdError(ErrorCode.MALFORMED, f"UPDATE mask {mask:#x} invalid for SH degree {p.sh_degree}")
+            mattrs = mask_attrs(mask)
+            expect(secs, 1 + len(mattrs), "UPDATE")
+            ids = section(secs[0], 1, count, 8, "ids")[0]
+            res = {a: section(s, p.comps(a), count, p.width(a), a.name.lower()).view(p.dtype(a))
+                   for a, s in zip(mattrs, secs[1:])}
+            upds.append((ids, mask, res))
+        elif kind == DELETE_IDS:
+            expect(secs, 1, "DELETE_IDS")
+            dels.append(section(secs[0], 1, count, 8, "delete")[0])
+        elif kind == DELETE_RANGES:
+            expect(secs, 1, "DELETE_RANGES")
+            ranges.append(section(secs[0], 2, count, 8, "delete").T)
+        else:
+            expect(secs, 1, "DELETE_CELLS")
+            if level in cells:
+                raise GsdError(ErrorCode.MALFORMED, f"two DELETE_CELLS blocks of level {level}")
+            cells[level] = section(secs[0], 1, count, 8, "delete")[0]
+    return _assemble(d, p, adds, upds, dels, ranges, cells)
+
+
+def _concat_sorted(parts: list[np.ndarray], what: str) -> np.ndarray:
+    """Concatenate id arrays of several blocks; an id in two of them is DUPLICATE_ID."""
+    if not parts:
+        return np.zeros(0, np.uint64)
+    ids = np.concatenate(parts)
+    if len(parts) > 1:
+        s = np.sort(ids)
+        if (s[1:] == s[:-1]).any():
+            raise GsdError(ErrorCode.DUPLICATE_ID, f"an id is in two {what} blocks")
+    return ids
+
+
+def _assemble(d: Delta, p: Profile, adds, upds, dels, ranges, cells) -> Delta:
+    for ids in [a[0] for a in adds] + [u[0] for u in upds] + dels:
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+            code = ErrorCode.DUPLICATE_ID if (ids[1:] == ids[:-1]).any() else ErrorCode.BAD_VALUE
+            raise GsdError(code, "ids in a block must be strictly ascending")
+    d.add_ids = _concat_sorted([a[0] for a in adds], "ADD")
+    if len(adds) > 1:
+        order = np.argsort(d.add_ids, kind="stable")
+        d.add_ids = d.add_ids[order]
+    else:
+        order = None
+    for a in ATTRS:
+        parts = [c[a] for _, c in adds if a in c]
+        arr = np.concatenate(parts, axis=1) if parts else np.zeros((p.comps(a), len(d.add_ids)), p.dtype(a))
+        d.add[a] = arr[:, order] if order is not None else arr
+    uids = _concat_sorted([u[0] for u in upds], "UPDATE")
+    masks = np.concatenate([np.full(len(u[0]), u[1], np.uint8) for u in upds]) if upds else np.zeros(0, np.uint8)
+    order = np.argsort(uids, kind="stable")
+    d.update_ids, d.update_mask = uids[order], masks[order]
+    for a in ATTRS:
+        full = np.zeros((p.comps(a), len(uids)), p.dtype(a))
+        start = 0
+        for ids, _, res in upds:
+            if a in res:
+                full[:, start:start + len(ids)] = res[a]
+            start += len(ids)
+        d.update[a] = full[:, order]
+    d.delete_ids = np.sort(_concat_sorted(dels, "DELETE_IDS"))
+    d.delete_ranges = np.concatenate(ranges) if ranges else np.zeros((0, 2), np.uint64)
+    d.delete_cells = cells
+    return d
