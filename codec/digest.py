@@ -67,10 +67,12 @@ def row_hashes(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
         c = codes.shape[0]
         if c == 0:
             continue
-        u = codes.view(np.dtype(f"u{codes.dtype.itemsize}")).astype(np.uint32)
-        for lane in (0, 1):
-            acc[lane] += (u * k[lane, j:j + c, None]).sum(axis=0, dtype=np.uint32)
-        j += c
+        u = codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
+        for comp in range(c):
+            w = u[comp].astype(np.uint32)
+            acc[0] += w * k[0, j]
+            acc[1] += w * k[1, j]
+            j += 1
     return fmix32(acc)
 
 

@@ -64,7 +64,7 @@ class Encoder:
         if len(slots) and slots.max() >= U64(1) << shift:
             raise ValueError("a grid cell ran out of slots; use more slot_bits or smaller cells")
         ids = (cells << shift) | slots
-        self._issued = np.union1d(self._issued, ids)
+        self._issued = np.sort(np.concatenate([self._issued, ids]))  # disjoint by construction
         return ids
 
     # -- building deltas --------------------------------------------------------------------
@@ -81,11 +81,10 @@ class Encoder:
             ids, g = add
             ids = np.asarray(ids, U64)
             order = np.argsort(ids, kind="stable")
-            ids = ids[order]
             vals = _as_attr_dict(g)
-            d.add_ids = ids
-            for a in ATTRS:
-                d.add[a] = p.quantize(a, vals[a][order], ids)
+            d.add_ids = ids[order]
+            for a in ATTRS:  # quantize in input order, then reorder the (narrower) codes
+                d.add[a] = np.take(p.quantize(a, vals[a], ids), order, axis=1)
         if update is not None:
             ids, values, *rest = update
             user_mask = rest[0] if rest else full_mask(p.sh_degree)

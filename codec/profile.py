@@ -78,10 +78,6 @@ _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32}
 
 
-def _round(x: np.ndarray) -> np.ndarray:
-    return np.floor(x + 0.5)
-
-
 @dataclass(frozen=True)
 class Profile:
     """Everything needed to turn floats into codes and back: SH degree, grid, quantization."""
@@ -147,54 +143,55 @@ class Profile:
         return np.tile(step, 3)
 
     # -- validity (decoder side) -------------------------------------------------
-    def invalid_rows(self, attr: Attr, codes: np.ndarray) -> np.ndarray:
-        """Boolean per row (codes are (C, N) planar): True where a code is outside its domain."""
-        n = codes.shape[1]
+    def has_invalid(self, attr: Attr, codes: np.ndarray) -> bool:
+        """True if any code of a (C, N) planar array is outside its domain (SPEC.md 5.6)."""
+        if codes.size == 0:
+            return False
         q = self.quant
         if q is None:
-            exp = (codes.view(np.uint32) >> np.uint32(23)) & np.uint32(0xFF)
-            return (exp == 0xFF).any(axis=0)
+            return not np.isfinite(codes.view(np.float32)).all()
         if attr is Attr.POSITION:
-            return np.zeros(n, bool)
+            return False
         if attr is Attr.SH_REST:
-            lim = self.rest_limits()[:, None]
-            return (np.abs(codes.astype(np.int32)) > lim).any(axis=0)
+            lim = self.rest_limits()
+            return bool((codes.max(axis=1) > lim).any() or (codes.min(axis=1) < -lim).any())
         if attr is Attr.ROTATION:
-            top = (1 << q.rotation_bits) - 1
-            return (codes[0] > 3) | (codes[1:] > top).any(axis=0)
+            return bool(codes[0].max() > 3 or codes[1:].max() > (1 << q.rotation_bits) - 1)
         bits = {Attr.SCALE: q.scale_bits, Attr.OPACITY: q.opacity_bits, Attr.SH_DC: q.dc_bits}[attr]
-        return (codes > (1 << bits) - 1).any(axis=0)
+        return bool(codes.max() > (1 << bits) - 1)
 
     # -- floats -> codes (encoder side) -----------------------------------------------
     def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """(N, C) float values -> (C, N) planar codes."""
+        """(N, C) float values -> (C, N) planar codes. Rounding is the encoder's choice (round half even)."""
         values = np.asarray(values, dtype=np.float32).reshape(len(ids), -1)
         if not np.isfinite(values).all():
             raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
         q = self.quant
+        vt = values.T
         if q is None:
-            return np.ascontiguousarray(values.T).view(np.uint32)
-        v = values.astype(np.float64)
+            return np.ascontiguousarray(vt).view(np.uint32)
         if attr is Attr.POSITION:
             step = self.grid.cell_size / (1 << q.position_bits)
-            c = _round((v - self.grid.cell_origin_of_ids(ids)) / step)
+            c = np.rint((vt - self.grid.cell_origin_of_ids(ids).T) / step)
             if (np.abs(c) > 2**31 - 1).any():
                 raise ValueError("a position is too far from its birth cell for int32 codes")
-            return np.ascontiguousarray(c.T).astype(np.int32)
+            return c.astype(np.int32)
         if attr is Attr.SCALE:
-            return _uniform_q(v, q.scale_min, q.scale_max, q.scale_bits, self.dtype(attr))
+            return _uniform_q(vt, q.scale_min, q.scale_max, q.scale_bits, self.dtype(attr))
         if attr is Attr.SH_DC:
-            return _uniform_q(v, q.dc_min, q.dc_max, q.dc_bits, self.dtype(attr))
+            return _uniform_q(vt, q.dc_min, q.dc_max, q.dc_bits, self.dtype(attr))
         if attr is Attr.OPACITY:
-            alpha = 1.0 / (1.0 + np.exp(-v[:, 0]))
+            alpha = 1.0 / (1.0 + np.exp(-vt.astype(np.float64)))
             top = (1 << q.opacity_bits) - 1
-            return np.clip(np.floor(alpha * (1 << q.opacity_bits)), 0, top).astype(self.dtype(attr))[None, :]
-        if attr is Attr.SH_REST:
-            lim = self.rest_limits()
-            c = np.clip(_round(v / self.rest_steps()), -lim, lim)
-            return np.ascontiguousarray(c.T).astype(self.dtype(attr))
+            return np.clip(np.floor(alpha * (1 << q.opacity_bits)), 0, top).astype(self.dtype(attr))
+        if attr is Attr.SH_REST:  # row-major math (contiguous), transpose the narrow result
+            lim = self.rest_limits().astype(np.float32)
+            c = np.multiply(values, (1.0 / self.rest_steps()).astype(np.float32))
+            np.rint(c, out=c)
+            np.clip(c, -lim, lim, out=c)
+            return np.ascontiguousarray(c.astype(self.dtype(attr)).T)
         if attr is Attr.ROTATION:
-            return _smallest_three(v, q.rotation_bits).astype(self.dtype(attr))
+            return _smallest_three(values.astype(np.float64), q.rotation_bits).astype(self.dtype(attr))
         raise AssertionError(attr)
 
     # -- codes -> floats ---------------------------------------------------------------------
@@ -244,10 +241,14 @@ class Profile:
         raise AssertionError(attr)
 
 
-def _uniform_q(v: np.ndarray, lo: float, hi: float, bits: int, dtype) -> np.ndarray:
+def _uniform_q(vt: np.ndarray, lo: float, hi: float, bits: int, dtype) -> np.ndarray:
+    """(C, N) float32 view -> codes in [0, 2^bits - 1]."""
     n = (1 << bits) - 1
-    c = np.clip(_round((v - lo) * (n / (hi - lo))), 0, n)
-    return np.ascontiguousarray(c.T).astype(dtype)
+    c = np.subtract(vt.T, np.float32(lo))
+    c *= np.float32(n / (hi - lo))
+    np.rint(c, out=c)
+    np.clip(c, 0, n, out=c)
+    return np.ascontiguousarray(c.astype(dtype).T)
 
 
 def _smallest_three(q: np.ndarray, bits: int) -> np.ndarray:
@@ -260,7 +261,7 @@ def _smallest_three(q: np.ndarray, bits: int) -> np.ndarray:
     keep = np.array([[j for j in range(4) if j != k] for k in range(4)])[i]  # (N,3)
     small = np.take_along_axis(q, keep, axis=1)
     n = (1 << bits) - 1
-    codes = np.clip(_round((small + INV_SQRT2) * (n / SQRT2)), 0, n)
+    codes = np.clip(np.rint((small + INV_SQRT2) * (n / SQRT2)), 0, n)
     return np.vstack([i[None, :].astype(np.float64), codes.T])
 
 

@@ -5,6 +5,9 @@ The encoder runs it backwards. Arrays are planar (C, N): component-major.
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,18 +42,50 @@ def _unzigzag(z: np.ndarray, width: int) -> np.ndarray:
     return (z >> one) ^ (UINT[width](0) - (z & one))
 
 
+_local = threading.local()
+
+
+def _cctx(level: int, threads: int = 0) -> "zstandard.ZstdCompressor":
+    cache = _local.__dict__.setdefault("c", {})
+    if (level, threads) not in cache:
+        cache[level, threads] = zstandard.ZstdCompressor(level=level, threads=threads)
+    return cache[level, threads]
+
+
+def _dctx() -> "zstandard.ZstdDecompressor":
+    if not hasattr(_local, "d"):
+        _local.d = zstandard.ZstdDecompressor()
+    return _local.d
+
+
+_POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="gsd-sections")
+PARALLEL_MIN_BYTES = 1 << 20
+MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worker threads  # below this, thread hand-off costs more than it saves
+
+
+def parallel_map(fn, items: list, total_bytes: int) -> list:
+    """Map over sections on worker threads (zstd and numpy release the GIL) when the frame is large."""
+    if total_bytes < PARALLEL_MIN_BYTES or len(items) < 2:
+        return [fn(x) for x in items]
+    return list(_POOL.map(fn, items))
+
+
 class SectionWriter:
     """Accumulates filtered, compressed sections into one payload."""
 
     def __init__(self, level: int = 3, min_compress: int = 64):
-        self._cctx = zstandard.ZstdCompressor(level=level) if level > 0 else None
+        self._level = level
         self._min = min_compress
-        self.parts: list[bytes] = []
+        self._queue: list = []
         self.descs: list[SectionDesc] = []
-        self._offset = 0
 
     def add(self, planar: np.ndarray, filters: int) -> int:
-        """Append a (C, N) unsigned array; returns its section index."""
+        """Queue a (C, N) array; returns its section index. Sections are built by payload()."""
+        self._queue.append((planar, filters))
+        return len(self._queue) - 1
+
+    def _build(self, job) -> tuple[bytes, int, int, int, int]:
+        planar, filters = job
         a = np.ascontiguousarray(planar)
         width = a.dtype.itemsize
         if a.dtype.kind != "u":
@@ -65,20 +100,24 @@ class SectionWriter:
             np.ascontiguousarray(a.reshape(-1).view(np.uint8).reshape(-1, width).T).tobytes()
         comp = NONE
         data = raw
-        if self._cctx is not None and len(raw) >= self._min:
-            z = self._cctx.compress(raw)
+        if self._level > 0 and len(raw) >= self._min:
+            z = _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
             if len(z) < len(raw):
                 comp, data = ZSTD, z
-        self.descs.append(SectionDesc(self._offset, len(data), len(raw), comp, filters, width))
-        self.parts.append(data)
-        self._offset += len(data)
-        return len(self.descs) - 1
+        return data, len(raw), comp, filters, width
 
     def payload(self) -> bytes:
-        return b"".join(self.parts)
+        """Filter and compress every queued section (in parallel for big frames); fills ``descs``."""
+        total = sum(p.nbytes for p, _ in self._queue)
+        built = parallel_map(self._build, self._queue, total)
+        offset = 0
+        self.descs = []
+        for data, raw_len, comp, filters, width in built:
+            self.descs.append(SectionDesc(offset, len(data), raw_len, comp, filters, width))
+            offset += len(data)
+        return b"".join(b[0] for b in built)
 
 
-_dctx = zstandard.ZstdDecompressor()
 
 
 def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int, width: int) -> np.ndarray:
@@ -116,7 +155,7 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
 def _decompress(stored: memoryview, expected: int) -> bytes:
     """zstd with the output bounded to ``expected`` bytes (the zstd frame's own size field is not trusted)."""
     try:
-        with _dctx.stream_reader(stored, read_across_frames=True) as reader:
+        with _dctx().stream_reader(stored, read_across_frames=True) as reader:
             out = reader.read(expected + 1)
     except zstandard.ZstdError as e:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}") from None

@@ -82,20 +82,24 @@ class Grid:
         return first, first + ((U64(1) << shift) - U64(1))
 
 
+_SPREAD = [(U64(0x1F00000000FFFF), 32), (U64(0x1F0000FF0000FF), 16), (U64(0x100F00F00F00F00F), 8),
+           (U64(0x10C30C30C30C30C3), 4), (U64(0x1249249249249249), 2)]
+
+
 def _spread(v: np.ndarray, bits: int) -> np.ndarray:
-    """Insert two zero bits between each of the low ``bits`` bits of v."""
-    out = np.zeros_like(v, dtype=U64)
-    v = v.astype(U64)
-    for i in range(bits):
-        out |= ((v >> U64(i)) & U64(1)) << U64(3 * i)
-    return out
+    """Insert two zero bits between each of the low 21 bits of v (magic-number bit spreading)."""
+    x = v.astype(U64) & U64(0x1FFFFF)
+    for mask, shift in _SPREAD:
+        x = (x | (x << U64(shift))) & mask
+    return x
 
 
 def _compact(v: np.ndarray, bits: int) -> np.ndarray:
-    out = np.zeros_like(v, dtype=U64)
-    for i in range(bits):
-        out |= ((v >> U64(3 * i)) & U64(1)) << U64(i)
-    return out
+    x = v.astype(U64) & U64(0x1249249249249249)
+    masks = [m for m, _ in _SPREAD[:4]][::-1] + [U64(0x1FFFFF)]
+    for mask, shift in zip(masks, (2, 4, 8, 16, 32)):
+        x = (x | (x >> U64(shift))) & mask
+    return x
 
 
 def morton_encode(coords: np.ndarray, bits: int) -> np.ndarray:

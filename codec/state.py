@@ -191,7 +191,7 @@ class SceneState:
             if live.any() and (~np.isin(s[live], gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
             for a in ATTRS:
-                if p.invalid_rows(a, d.add[a]).any():
+                if p.has_invalid(a, d.add[a]):
                     raise GsdError(ErrorCode.BAD_VALUE, f"ADD {a.name}: code outside its domain")
         # 4. updates
         new_codes = {}
@@ -204,7 +204,7 @@ class SceneState:
             for a in ATTRS:
                 if any_mask & a.bit:
                     nc = self.codes[a][:, upd] + d.update[a]
-                    if p.invalid_rows(a, nc).any():
+                    if p.has_invalid(a, nc):
                         raise GsdError(ErrorCode.BAD_VALUE, f"UPDATE {a.name}: resulting code outside its domain")
                     new_codes[a] = nc
         # 5. budget

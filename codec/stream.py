@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -116,7 +118,6 @@ def validate_stream(source, limits: Limits = SPEC_LIMITS) -> list[GsdError]:
     except GsdError:
         return problems
     index = 0
-    import zlib, struct
     mv = memoryview(data)
     while pos < len(data):
         try:

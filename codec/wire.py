@@ -28,7 +28,7 @@ from .digest import Digest
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, Quantization
-from .sections import DELTA, SHUFFLE, ZIGZAG, SectionDesc, SectionWriter, read_section
+from .sections import DELTA, SHUFFLE, ZIGZAG, SectionDesc, SectionWriter, parallel_map, read_section
 from .spatial import Grid
 
 HEADER_MAGIC = b"GSDH"
@@ -332,18 +332,20 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
     attrs = present_attrs(p.sh_degree)
     fmask = full_mask(p.sh_degree)
 
-    def section(idx: int, comps: int, count: int, width: int, role: str) -> np.ndarray:
+    jobs: list = []  # (section index, comps, count, width, role); decoded together below
+
+    def section(idx: int, comps: int, count: int, width: int, role: str) -> int:
         if idx >= len(descs):
             raise GsdError(ErrorCode.MALFORMED, f"section index {idx} out of range")
-        desc = descs[idx]
-        roles[role] = roles.get(role, 0) + desc.stored_size
-        return read_section(payload, desc, comps, count, width)
+        roles[role] = roles.get(role, 0) + descs[idx].stored_size
+        jobs.append((descs[idx], comps, count, width))
+        return len(jobs) - 1
 
     def expect(secs, n, kind):
         if len(secs) != n:
             raise GsdError(ErrorCode.MALFORMED, f"{kind} block has {len(secs)} sections, expected {n}")
 
-    adds, upds, dels, ranges, cells = [], [], [], [], {}
+    plan = []  # (kind, job refs...)
     for kind, count, mask, level, secs in blocks:
         if kind == 0:
             raise GsdError(ErrorCode.MALFORMED, "op block kind 0")
@@ -353,30 +355,40 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required op kind {kind}")
         if kind == ADD:
             expect(secs, 1 + len(attrs), "ADD")
-            ids = section(secs[0], 1, count, 8, "ids")[0]
-            codes = {a: section(s, p.comps(a), count, p.width(a), a.name.lower()).view(p.dtype(a))
-                     for a, s in zip(attrs, secs[1:])}
-            adds.append((ids, codes))
+            plan.append((ADD, section(secs[0], 1, count, 8, "ids"),
+                         {a: section(s, p.comps(a), count, p.width(a), a.name.lower()) for a, s in zip(attrs, secs[1:])}))
         elif kind == UPDATE:
             if mask == 0 or mask & ~fmask:
                 raise GsdError(ErrorCode.MALFORMED, f"UPDATE mask {mask:#x} invalid for SH degree {p.sh_degree}")
             mattrs = mask_attrs(mask)
             expect(secs, 1 + len(mattrs), "UPDATE")
-            ids = section(secs[0], 1, count, 8, "ids")[0]
-            res = {a: section(s, p.comps(a), count, p.width(a), a.name.lower()).view(p.dtype(a))
-                   for a, s in zip(mattrs, secs[1:])}
-            upds.append((ids, mask, res))
+            plan.append((UPDATE, section(secs[0], 1, count, 8, "ids"), mask,
+                         {a: section(s, p.comps(a), count, p.width(a), a.name.lower()) for a, s in zip(mattrs, secs[1:])}))
         elif kind == DELETE_IDS:
             expect(secs, 1, "DELETE_IDS")
-            dels.append(section(secs[0], 1, count, 8, "delete")[0])
+            plan.append((DELETE_IDS, section(secs[0], 1, count, 8, "delete")))
         elif kind == DELETE_RANGES:
             expect(secs, 1, "DELETE_RANGES")
-            ranges.append(section(secs[0], 2, count, 8, "delete").T)
+            plan.append((DELETE_RANGES, section(secs[0], 2, count, 8, "delete")))
         else:
             expect(secs, 1, "DELETE_CELLS")
-            if level in cells:
+            if any(x[0] == DELETE_CELLS and x[2] == level for x in plan):
                 raise GsdError(ErrorCode.MALFORMED, f"two DELETE_CELLS blocks of level {level}")
-            cells[level] = section(secs[0], 1, count, 8, "delete")[0]
+            plan.append((DELETE_CELLS, section(secs[0], 1, count, 8, "delete"), level))
+    arrays = parallel_map(lambda job: read_section(payload, *job), jobs, sum(j[0].raw_size for j in jobs))
+    adds, upds, dels, ranges, cells = [], [], [], [], {}
+    for entry in plan:
+        kind = entry[0]
+        if kind == ADD:
+            adds.append((arrays[entry[1]][0], {a: arrays[j].view(p.dtype(a)) for a, j in entry[2].items()}))
+        elif kind == UPDATE:
+            upds.append((arrays[entry[1]][0], entry[2], {a: arrays[j].view(p.dtype(a)) for a, j in entry[3].items()}))
+        elif kind == DELETE_IDS:
+            dels.append(arrays[entry[1]][0])
+        elif kind == DELETE_RANGES:
+            ranges.append(arrays[entry[1]].T)
+        else:
+            cells[entry[2]] = arrays[entry[1]][0]
     return _assemble(d, p, adds, upds, dels, ranges, cells)
 
 

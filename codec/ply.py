@@ -1,0 +1,235 @@
+"""Standard 3DGS PLY read and write.
+
+The layout every 3DGS trainer writes (the reference ``GaussianModel.save_ply``)::
+
+    ply
+    format binary_little_endian 1.0
+    element vertex N
+    property float x / y / z
+    property float nx / ny / nz                  (always zero)
+    property float f_dc_0 .. f_dc_2
+    property float f_rest_0 .. f_rest_{3K-1}     (channel-major, K = 0, 3, 8 or 15)
+    property float opacity                       (logit)
+    property float scale_0 .. scale_2            (log std-dev)
+    property float rot_0 .. rot_3                (quaternion w, x, y, z)
+    end_header
+    <N records of float32, little-endian>
+
+``read_ply`` accepts any property order, extra properties, missing normals,
+float32 or float64 (or integer) properties and any element order. Binary
+files whose vertex element has only scalar properties are parsed here with
+one ``np.fromfile``; everything else (ascii, list properties in the vertex
+element, list-property elements before it) goes through ``plyfile``.
+``write_ply`` writes the trainer layout exactly, so a write -> read round
+trip is bit-exact (including -0.0 and NaN payloads).
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from .attributes import Gaussians, rest_coeffs
+
+__all__ = ["read_ply", "write_ply", "ply_size_bytes", "ply_header", "ply_property_names"]
+
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}
+_REST_RE = re.compile(r"f_rest_(\d+)$")
+_MAX_HEADER = 1 << 20
+
+
+# ------------------------------------------------------------------------------------------ write
+def ply_property_names(sh_degree: int) -> list[str]:
+    """Vertex property names of the standard layout, in order."""
+    k3 = 3 * rest_coeffs(sh_degree)
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+            + [f"f_rest_{i}" for i in range(k3)]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def ply_header(n: int, sh_degree: int) -> bytes:
+    """The exact header ``write_ply`` writes for n Gaussians of an SH degree."""
+    lines = ["ply", "format binary_little_endian 1.0", f"element vertex {int(n)}"]
+    lines += [f"property float {p}" for p in ply_property_names(sh_degree)]
+    lines.append("end_header")
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def ply_size_bytes(n: int, sh_degree: int) -> int:
+    """Byte size of the standard float32 3DGS PLY (with normals) of n Gaussians."""
+    if sh_degree not in (0, 1, 2, 3):
+        raise ValueError(f"sh_degree must be 0..3, got {sh_degree}")
+    return len(ply_header(n, sh_degree)) + int(n) * 4 * len(ply_property_names(sh_degree))
+
+
+def write_ply(path, gaussians: Gaussians) -> None:
+    """Write the standard binary little-endian 3DGS PLY (normals zero)."""
+    g = gaussians
+    n, d = len(g), g.sh_degree
+    k3 = g.sh_rest.shape[1]
+    body = np.zeros((n, 14 + k3), dtype="<f4")
+    body[:, 0:3] = g.positions
+    # columns 3:6 are the normals, left zero
+    body[:, 6:9] = g.sh_dc
+    body[:, 9:9 + k3] = g.sh_rest
+    c = 9 + k3
+    body[:, c] = g.opacities
+    body[:, c + 1:c + 4] = g.scales
+    body[:, c + 4:c + 8] = g.rotations
+    with open(os.fspath(path), "wb") as f:
+        f.write(ply_header(n, d))
+        body.tofile(f)
+
+
+# ------------------------------------------------------------------------------------------- read
+def read_ply(path) -> Gaussians:
+    """Read a 3DGS PLY into float32 ``Gaussians``.
+
+    Raises ValueError when the file is not a PLY, is truncated, or its vertex
+    element lacks a 3DGS attribute (x/y/z, f_dc_0..2, opacity, scale_0..2,
+    rot_0..3) or has an f_rest_* set that is not 0, 9, 24 or 45 contiguous
+    coefficients.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        head = _read_header(f, path)
+        fmt, elements = head
+        if fmt != "ascii":
+            vertex = _fast_vertex(f, fmt, elements, path)
+            if vertex is not None:
+                return _gaussians_from_struct(vertex, path)
+    return _gaussians_from_struct(_plyfile_vertex(path), path)
+
+
+def _read_header(f, path: str):
+    """(format, [(element name, count, [(prop name, ply type or None for list)])])."""
+    first = f.readline(16)
+    if first.rstrip(b"\r\n") != b"ply":
+        raise ValueError(f"{path}: not a PLY file (no 'ply' magic)")
+    fmt = None
+    elements: list = []
+    total = len(first)
+    while True:
+        raw = f.readline(_MAX_HEADER)
+        total += len(raw)
+        if not raw or total > _MAX_HEADER:
+            raise ValueError(f"{path}: PLY header has no end_header")
+        try:
+            line = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: PLY header is not ASCII") from None
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "end_header":
+            break
+        if words[0] == "format" and len(words) >= 3:
+            fmt = words[1]
+            if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+                raise ValueError(f"{path}: unknown PLY format {fmt!r}")
+        elif words[0] == "element" and len(words) == 3:
+            try:
+                count = int(words[2])
+            except ValueError:
+                raise ValueError(f"{path}: bad element count in {line!r}") from None
+            if count < 0:
+                raise ValueError(f"{path}: negative element count in {line!r}")
+            elements.append((words[1], count, []))
+        elif words[0] == "property" and elements:
+            if len(words) == 3:
+                if words[1] not in _PLY_TYPES:
+                    raise ValueError(f"{path}: unknown PLY property type {words[1]!r}")
+                elements[-1][2].append((words[2], words[1]))
+            elif len(words) == 5 and words[1] == "list":
+                elements[-1][2].append((words[4], None))
+            else:
+                raise ValueError(f"{path}: bad property line {line!r}")
+        else:
+            raise ValueError(f"{path}: bad PLY header line {line!r}")
+    if fmt is None:
+        raise ValueError(f"{path}: PLY header has no format line")
+    return fmt, elements
+
+
+def _fast_vertex(f, fmt: str, elements, path: str):
+    """The vertex element as a structured array read straight from the file, or None to defer."""
+    endian = "<" if fmt == "binary_little_endian" else ">"
+    skip = 0
+    for name, count, props in elements:
+        if any(t is None for _, t in props):
+            return None  # list properties: variable record size, let plyfile handle it
+        dtype = np.dtype([(p, endian + _PLY_TYPES[t]) for p, t in props])
+        if name == "vertex":
+            if len(set(p for p, _ in props)) != len(props):
+                raise ValueError(f"{path}: duplicate vertex property names")
+            if skip:
+                f.seek(skip, os.SEEK_CUR)
+            if count == 0 or dtype.itemsize == 0:
+                return np.zeros(count, dtype)
+            data = np.fromfile(f, dtype=dtype, count=count)
+            if len(data) != count:
+                raise ValueError(f"{path}: truncated PLY: {len(data)} of {count} vertices")
+            return data
+        skip += count * dtype.itemsize
+    raise ValueError(f"{path}: PLY has no 'vertex' element; not a 3DGS PLY")
+
+
+def _plyfile_vertex(path: str) -> np.ndarray:
+    try:
+        from plyfile import PlyData
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ValueError(f"{path}: this PLY (ascii or list properties) needs the 'plyfile' package") from e
+    try:
+        ply = PlyData.read(path)
+    except Exception as e:
+        raise ValueError(f"{path}: cannot parse PLY: {e}") from e
+    if "vertex" not in ply:
+        raise ValueError(f"{path}: PLY has no 'vertex' element; not a 3DGS PLY")
+    return ply["vertex"].data
+
+
+def _gaussians_from_struct(data: np.ndarray, path: str) -> Gaussians:
+    names = data.dtype.names or ()
+    nameset = set(names)
+    required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity",
+                "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    missing = [p for p in required if p not in nameset]
+    if missing:
+        raise ValueError(f"{path}: not a 3DGS PLY: vertex element lacks {', '.join(missing)}")
+    rest_idx = sorted(int(m.group(1)) for p in names if (m := _REST_RE.match(p)))
+    if rest_idx != list(range(len(rest_idx))) or len(rest_idx) not in (0, 9, 24, 45):
+        raise ValueError(f"{path}: not a 3DGS PLY: f_rest_* must be f_rest_0..f_rest_{{3K-1}} with K in 0,3,8,15 "
+                         f"(found {len(rest_idx)} coefficients)")
+    rest_names = [f"f_rest_{i}" for i in range(len(rest_idx))]
+    n = len(data)
+
+    fields = data.dtype.fields
+    same_f4 = all(fields[p][0] == np.dtype("<f4") for p in names) and data.dtype.itemsize == 4 * len(names)
+    if same_f4 and n:
+        # every property a packed little-endian float32: gather columns of a 2-D view
+        table = data.view("<f4").reshape(n, len(names))
+        col = {p: fields[p][1] // 4 for p in names}
+
+        def cols(ps):
+            return table[:, [col[p] for p in ps]]
+    else:
+        def cols(ps):
+            out = np.empty((n, len(ps)), np.float32)
+            for j, p in enumerate(ps):
+                out[:, j] = data[p]
+            return out
+
+    return Gaussians(
+        positions=cols(["x", "y", "z"]),
+        scales=cols(["scale_0", "scale_1", "scale_2"]),
+        rotations=cols(["rot_0", "rot_1", "rot_2", "rot_3"]),
+        opacities=cols(["opacity"])[:, 0],
+        sh_dc=cols(["f_dc_0", "f_dc_1", "f_dc_2"]),
+        sh_rest=cols(rest_names) if rest_names else np.zeros((n, 0), np.float32),
+    )

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Installs everything into .venv (idempotent). Usage: bash scripts/setup.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q -e '.[dev]' 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import codec, gsd.fb" && echo "setup: ok (.venv ready; try: .venv/bin/gsd --help)"
