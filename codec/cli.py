@@ -28,7 +28,7 @@ from .profile import DEFAULT_PROFILE, PRESETS, Profile
 from .spatial import Grid
 from .state import SceneState
 from .stream import StreamWriter, read_stream, split_frames, validate_stream
-from .wire import StreamHeader
+from .wire import StreamHeader, decode_header
 
 U64 = np.uint64
 PROG = "gsd"
@@ -159,7 +159,8 @@ def _attr_errors(profile: Profile, source: Gaussians, decoded: dict) -> list[dic
 
     Opacity is measured on alpha = sigmoid(opacity) and rotation on the unit
     quaternion up to sign, the quantities the profile's error bounds speak of.
-    ``over`` counts components beyond the bound: inputs outside a profile's range are clamped.
+    ``over_bound`` counts components beyond the bound (plus float32 rounding of the
+    result): inputs outside a profile's range are clamped.
     """
     out = []
     for a in ATTRS:
@@ -177,7 +178,7 @@ def _attr_errors(profile: Profile, source: Gaussians, decoded: dict) -> list[dic
         bound = profile.error_bound(a)
         out.append({"attribute": a.name.lower() + (" (alpha)" if a is Attr.OPACITY else ""),
                     "max": float(err.max()) if err.size else 0.0, "mean": float(err.mean()) if err.size else 0.0,
-                    "bound": bound, "over_bound": int((err > bound * (1 + 1e-6) + 1e-7).sum())})
+                    "bound": bound, "over_bound": int((err > bound * (1 + 1e-6) + 2.4e-7 * np.abs(x)).sum())})
     return out
 
 
@@ -194,8 +195,6 @@ def cmd_encode(args) -> int:
     with _step(f"read {os.path.basename(src)}", os.path.getsize(src)):
         g = ply.read_ply(src)
     t_read = time.perf_counter() - t0
-    if isinstance(g, tuple):  # tolerate read_ply returning (gaussians, extras)
-        g = g[0]
     degree = g.sh_degree if args.sh_degree is None else args.sh_degree
     if degree != g.sh_degree:
         g = g.with_sh_degree(degree)
@@ -249,8 +248,13 @@ def cmd_encode(args) -> int:
 def cmd_decode(args) -> int:
     ply = _ply_module()
     data = _read_bytes(args.input)
-    _, _, spans = split_frames(data)
-    n = len(spans)
+    try:
+        n = len(split_frames(data)[2])
+    except GsdError as e:
+        # A damaged record after the requested frame does not stop us from decoding up to it.
+        if args.frame is None or args.frame < 0 or e.frame is None or args.frame >= e.frame:
+            raise
+        n = e.frame
     if n == 0:
         raise UsageError(f"{args.input}: the stream has no frames")
     target = n - 1 if args.frame is None else args.frame
@@ -293,22 +297,17 @@ def _header_dict(header: StreamHeader, header_bytes: int) -> dict:
 
 def cmd_info(args) -> int:
     data = _read_bytes(args.input)
+    header, header_len = decode_header(data)  # a bad header is a GsdError: nothing to show
     try:
-        header, header_len, spans = split_frames(data)
-    except GsdError as e:
-        if e.frame is None:
-            raise
-        header, header_len, spans = None, None, None  # framing problem later on: report while decoding
+        total = len(split_frames(data)[2])
+    except GsdError:
+        total = None  # a framing problem further on: reported when decoding reaches it
     frames, error = [], None
     prev_count = 0
-    sh = None
-    with _bar(desc="info", total=len(spans) if spans is not None else None, unit="frame") as bar:
+    sh = header.profile.sh_degree
+    with _bar(desc="info", total=total, unit="frame") as bar:
         try:
             for dec, fr in read_stream(data):
-                if header is None:
-                    header = dec.header
-                if sh is None:
-                    sh = header.profile.sh_degree
                 d, fi = fr.delta, fr.info
                 live = len(dec.state)
                 c = d.counts()
@@ -332,11 +331,6 @@ def cmd_info(args) -> int:
                 bar.update(1)
         except GsdError as e:
             error = e
-    if header is None:  # the header itself failed
-        raise error if error is not None else GsdError(5, "no header")
-    if header_len is None:
-        from .wire import decode_header
-        header_len = decode_header(data)[1]
     totals = _info_totals(frames, header_len, len(data), header.profile.sh_degree)
     out = {"file": args.input, "file_bytes": len(data), "header": _header_dict(header, header_len),
            "frames": frames, "totals": totals,
@@ -380,7 +374,7 @@ def _print_info(out: dict, header: StreamHeader) -> None:
     print(f"  SH degree    {h['sh_degree']} ({3 * rest_coeffs(h['sh_degree'])} rest coefficients)")
     print(f"  grid         origin ({', '.join(f'{v:g}' for v in g['origin'])}), cell {g['cell_size']:g}, "
           f"{g['cell_bits']} cell bits, {g['slot_bits']} slot bits, extent {g['extent']:g}")
-    print(f"  budget       {h['max_gaussians'] or 'spec limit'} Gaussians")
+    print(f"  budget       max Gaussians {h['max_gaussians'] or 'unset (the spec limit applies)'}")
     print()
     roles = [r for r in _ROLES if any(r in f["section_bytes"] for f in out["frames"])]
     heads = ["#", "seq", "base", "K", "add", "upd", "del", "rng", "cells", "bytes", "meta"]
@@ -436,7 +430,6 @@ def cmd_validate(args) -> int:
                 final = dec.state
                 bar.update(1)
             if final is None:  # header only: still check that the header decodes
-                from .wire import decode_header
                 decode_header(data)
         except GsdError:
             failed = True
@@ -456,17 +449,22 @@ def cmd_validate(args) -> int:
 
 
 # ------------------------------------------------------------------------------------ demo
-def _cell_level(ids: np.ndarray, grid: Grid, per_cell: int) -> int:
-    """Finest octree level whose occupied cells hold ``per_cell`` live Gaussians on average."""
+def _cell_around(ids: np.ndarray, grid: Grid, at: int, target: int) -> tuple[int, int, int, int]:
+    """The finest octree cell around ``ids[at]`` holding at least ``target`` live ids.
+
+    Returns (level, cell code, lo, hi) with ids[lo:hi] the ids in the cell. Adapting
+    the level keeps the deleted count near the target whatever the local density.
+    """
     for level in range(grid.cell_bits + 1):
-        cells = ids >> U64(grid.slot_bits + 3 * level)
-        occupied = int(np.count_nonzero(cells[1:] != cells[:-1])) + 1 if len(cells) else 1
-        if len(ids) / occupied >= per_cell:
-            return level
-    return grid.cell_bits
+        shift = U64(grid.slot_bits + 3 * level)
+        cell = ids[at] >> shift
+        lo, hi = np.searchsorted(ids, [cell << shift, (cell + U64(1)) << shift])
+        if hi - lo >= target or level == grid.cell_bits:
+            return level, int(cell), int(lo), int(hi)
+    raise AssertionError("unreachable")
 
 
-def _demo_frame(enc: Encoder, rng: np.random.Generator, level: int, k_move: int, k_colour: int, k_add: int,
+def _demo_frame(enc: Encoder, rng: np.random.Generator, k_move: int, k_colour: int, k_add: int,
                 velocity: np.ndarray, jitter: float) -> dict:
     """The ops of one synthetic world-model step, as make_delta keywords.
 
@@ -474,20 +472,16 @@ def _demo_frame(enc: Encoder, rng: np.random.Generator, level: int, k_move: int,
     is an object: one run moves rigidly, one changes colour, one cell is dropped,
     and new Gaussians grow near another run.
     """
-    g = enc.profile.grid
     ids = enc.state.ids()
-    n = len(ids)
-    shift = U64(g.slot_bits + 3 * level)
-    cell = ids[rng.integers(n)] >> shift
-    lo, hi = np.searchsorted(ids, [cell << shift, (cell + U64(1)) << shift])
+    level, cell, lo, hi = _cell_around(ids, enc.profile.grid, int(rng.integers(len(ids))), max(1, k_add // 4))
     keep = np.r_[ids[:lo], ids[hi:]]  # candidates for UPDATE: not in the dropped cell
 
-    def run(k):
-        k = min(k, len(keep))
-        s = int(rng.integers(0, max(len(keep) - k, 0) + 1))
-        return keep[s:s + k]
+    def run(pool, k):
+        k = min(k, len(pool))
+        s = int(rng.integers(0, len(pool) - k + 1))
+        return pool[s:s + k]
 
-    movers, recolour = run(k_move), run(k_colour)
+    movers, recolour = run(keep, k_move), run(keep, k_colour)
     upd = np.union1d(movers, recolour)
     cur = _floats_of(enc.state, upd)
     pos, dc = cur[Attr.POSITION], cur[Attr.SH_DC]
@@ -495,12 +489,12 @@ def _demo_frame(enc: Encoder, rng: np.random.Generator, level: int, k_move: int,
     tint = rng.normal(0, 0.4, 3).astype(np.float32)
     dc[np.isin(upd, recolour, assume_unique=True)] += tint
     # Growth: clones of a cluster, jittered (new detail generated next to what is there).
-    tmpl = run(k_add)
+    tmpl = run(ids, k_add)  # may lie in the dropped cell: clones get fresh ids, and the scene never empties
     src = _floats_of(enc.state, tmpl)
     src[Attr.POSITION] = src[Attr.POSITION] + rng.normal(0, jitter, src[Attr.POSITION].shape).astype(np.float32)
     new = Gaussians.from_attributes(src)
     new_ids = enc.assign_ids(new.positions)
-    return {"update": (upd, {Attr.POSITION: pos, Attr.SH_DC: dc}), "delete_cells": {level: [int(cell)]},
+    return {"update": (upd, {Attr.POSITION: pos, Attr.SH_DC: dc}), "delete_cells": {level: [cell]},
             "add": (new_ids, new)}
 
 
@@ -524,10 +518,9 @@ def cmd_demo(args) -> int:
     n = len(scene)
     k_move, k_colour, k_add = max(1, n // 100), max(1, n // 200), max(1, n // 200)
 
-    rows, sizes, enc_ms, touched = [], [], [], []
+    rows, sizes, enc_ms, touched, changed = [], [], [], [], []
     header = enc.header_bytes()
     with StreamWriter(args.out, header) as w, _bar(desc="encode", total=args.frames, unit="frame") as bar:
-        level = None
         for f in range(args.frames):
             if f == 0:
                 t = time.perf_counter()
@@ -535,9 +528,8 @@ def cmd_demo(args) -> int:
                 dt = time.perf_counter() - t
                 c = {"add": n, "update": 0, "delete_cells": 0}
                 removed = 0
-                level = _cell_level(enc.state.ids(), grid, max(1, n // 500))
             else:
-                ops = _demo_frame(enc, rng, level, k_move, k_colour, k_add, velocity, grid.cell_size * 4)
+                ops = _demo_frame(enc, rng, k_move, k_colour, k_add, velocity, grid.cell_size * 4)
                 before = len(enc.state)
                 t = time.perf_counter()
                 d = enc.make_delta(**ops)
@@ -549,9 +541,10 @@ def cmd_demo(args) -> int:
             sizes.append(len(frame))
             enc_ms.append(dt * 1e3)
             touched.append(c["add"] + c["update"] + removed)
+            changed.append(c["add"] + c["update"])
             rows.append([f, "key" if f == 0 else "delta",
-                         f"+{c['add']} ~{c['update']} -{removed}" + (f" ({c['delete_cells']} cell L{level})"
-                                                                     if c["delete_cells"] else ""),
+                         f"+{c['add']} ~{c['update']} -{removed}" + (f" (cell L{next(iter(d.delete_cells))})"
+                                                                     if f else ""),
                          len(frame), f"{dt * 1e3:.1f}"])
             bar.update(1)
     final_digest = enc.state.digest()
@@ -583,10 +576,11 @@ def cmd_demo(args) -> int:
           f"{ply_scene / sizes[0]:.1f}x smaller")
     if len(sizes) > 1:
         ds, dt = sizes[1:], touched[1:]
-        changed_ply = _ply_size(int(sum(dt)), sh)
+        changed_ply = _ply_size(int(sum(changed[1:])), sh)
         print(f"deltas: mean {np.mean(ds):,.0f} bytes for {np.mean(dt):,.0f} Gaussians touched "
-              f"({sum(ds) / max(sum(dt), 1):.2f} B/Gaussian; float PLY of the same Gaussians {changed_ply / sum(ds):.1f}x "
-              f"larger); encode mean {np.mean(enc_ms[1:]):.1f} ms, decode mean {np.mean(dec_ms[1:]):.1f} ms")
+              f"({sum(ds) / max(sum(dt), 1):.2f} B/Gaussian); float PLY of the Gaussians added/updated "
+              f"{changed_ply / sum(ds):.1f}x larger; encode mean {np.mean(enc_ms[1:]):.1f} ms, "
+              f"decode mean {np.mean(dec_ms[1:]):.1f} ms")
     print(f"verified: {'OK' if ok else 'MISMATCH'}: decoded {len(dec_ms)} frames, final digest {dec.state.digest()}"
           f" (encoder {final_digest}), {len(dec.state):,} Gaussians live")
     return 0 if ok else 1

@@ -27,7 +27,7 @@ class Encoder:
     """Encodes frames of one stream. ``encoder.state`` is exactly what a decoder will hold."""
 
     def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
-                 level: int = 3, digest: bool = True):
+                 level: int = 1, digest: bool = True):
         self.profile = profile
         self.header = StreamHeader(profile, max_gaussians, generator)
         self.state = SceneState(profile, max_gaussians=max_gaussians)

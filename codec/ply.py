@@ -73,7 +73,7 @@ def write_ply(path, gaussians: Gaussians) -> None:
     g = gaussians
     n, d = len(g), g.sh_degree
     k3 = g.sh_rest.shape[1]
-    body = np.zeros((n, 14 + k3), dtype="<f4")
+    body = np.zeros((n, 17 + k3), dtype="<f4")
     body[:, 0:3] = g.positions
     # columns 3:6 are the normals, left zero
     body[:, 6:9] = g.sh_dc

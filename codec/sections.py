@@ -70,34 +70,57 @@ def parallel_map(fn, items: list, total_bytes: int) -> list:
     return list(_POOL.map(fn, items))
 
 
+SAMPLE_COLUMNS = 16384
+
+
+def _filter(planar: np.ndarray, filters: int) -> bytes:
+    """Encoder side of the pipeline: delta, zigzag, shuffle -> raw bytes."""
+    a = np.ascontiguousarray(planar)
+    width = a.dtype.itemsize
+    if a.dtype.kind != "u":
+        a = a.view(UINT[width])
+    if filters & DELTA and a.shape[-1] > 1:
+        d = a.copy()
+        d[..., 1:] = a[..., 1:] - a[..., :-1]
+        a = d
+    if filters & ZIGZAG:
+        a = _zigzag(a, width)
+    if filters & SHUFFLE and width > 1:
+        return np.ascontiguousarray(a.reshape(-1).view(np.uint8).reshape(-1, width).T).tobytes()
+    return a.tobytes()
+
+
 class SectionWriter:
     """Accumulates filtered, compressed sections into one payload."""
 
-    def __init__(self, level: int = 3, min_compress: int = 64):
+    def __init__(self, level: int = 1, min_compress: int = 64):
         self._level = level
         self._min = min_compress
         self._queue: list = []
         self.descs: list[SectionDesc] = []
 
-    def add(self, planar: np.ndarray, filters: int) -> int:
-        """Queue a (C, N) array; returns its section index. Sections are built by payload()."""
+    def add(self, planar: np.ndarray, filters: int | tuple[int, ...]) -> int:
+        """Queue a (C, N) array; returns its section index. Sections are built by payload().
+
+        ``filters`` may be a tuple of candidates: the one that compresses a sample
+        of the array best is used (an encoder choice; decoders read any).
+        """
         self._queue.append((planar, filters))
         return len(self._queue) - 1
 
+    def _choose(self, planar: np.ndarray, candidates: tuple[int, ...]) -> int:
+        if len(candidates) == 1 or self._level <= 0:
+            return candidates[0]
+        sample = np.ascontiguousarray(planar[:, :SAMPLE_COLUMNS])
+        sizes = [len(_cctx(self._level).compress(_filter(sample, f))) for f in candidates]
+        return candidates[int(np.argmin(sizes))]
+
     def _build(self, job) -> tuple[bytes, int, int, int, int]:
         planar, filters = job
-        a = np.ascontiguousarray(planar)
-        width = a.dtype.itemsize
-        if a.dtype.kind != "u":
-            a = a.view(UINT[width])
-        if filters & DELTA and a.shape[-1] > 1:
-            d = a.copy()
-            d[..., 1:] = a[..., 1:] - a[..., :-1]
-            a = d
-        if filters & ZIGZAG:
-            a = _zigzag(a, width)
-        raw = a.tobytes() if not (filters & SHUFFLE and width > 1) else \
-            np.ascontiguousarray(a.reshape(-1).view(np.uint8).reshape(-1, width).T).tobytes()
+        if isinstance(filters, tuple):
+            filters = self._choose(planar, filters)
+        raw = _filter(planar, filters)
+        width = planar.dtype.itemsize
         comp = NONE
         data = raw
         if self._level > 0 and len(raw) >= self._min:

@@ -159,14 +159,16 @@ def _check_root(buf: bytes) -> None:
 class FrameEncoder:
     """Serializes a Delta for one profile. Reuse it: it holds the zstd context."""
 
-    def __init__(self, profile: Profile, level: int = 3):
+    def __init__(self, profile: Profile, level: int = 1):
         self.profile = profile
         self.level = level
 
-    def _attr_filters(self, attr: Attr, residual: bool) -> int:
-        w = self.profile.width(attr)
-        f = SHUFFLE if w > 1 else 0
-        return f | ZIGZAG if residual else f
+    def _attr_filters(self, attr: Attr, residual: bool) -> tuple[int, ...]:
+        """Candidate filters; the section writer keeps the one that compresses best."""
+        shuffle = SHUFFLE if self.profile.width(attr) > 1 else 0
+        if residual:
+            return (ZIGZAG | shuffle, DELTA | ZIGZAG | shuffle)
+        return (shuffle, DELTA | ZIGZAG | shuffle)
 
     def encode(self, d: Delta) -> bytes:
         p = self.profile

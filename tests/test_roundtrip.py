@@ -35,6 +35,11 @@ def roundtrip(profile: Profile, g: Gaussians) -> tuple[Gaussians, Gaussians, np.
     return g.take(order), out, out_ids
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Overflow-free logistic in float64."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, np.float64)))
+
+
 def _ulp(x: np.ndarray) -> np.ndarray:
     return np.spacing(np.abs(np.asarray(x, np.float32))).astype(np.float64)
 
@@ -63,8 +68,7 @@ def measured_errors(profile: Profile, orig: Gaussians, out: Gaussians) -> dict:
         v, vv = orig.attribute(a).astype(np.float64), out.attribute(a).astype(np.float64)
         res[a] = (np.abs(vv - np.clip(v, lo, hi)), profile.error_bound(a) + _ulp(vv))
     # opacity: in alpha = sigmoid(logit) space
-    alpha = 1 / (1 + np.exp(-orig.opacities.astype(np.float64)))
-    alpha2 = 1 / (1 + np.exp(-out.opacities.astype(np.float64)))
+    alpha, alpha2 = sigmoid(orig.opacities), sigmoid(out.opacities)
     res[Attr.OPACITY] = (np.abs(alpha2 - alpha), profile.error_bound(Attr.OPACITY) + _ulp(out.opacities) / 4)
     # rest: per degree range r_l, clamped outside it
     if profile.sh_degree:
