@@ -51,7 +51,8 @@ def _bar(**kw) -> tqdm:
 @contextmanager
 def _step(desc: str, total: int | None = None, unit: str = "B"):
     """A bar for one opaque step (a PLY read, a big keyframe): shows elapsed time, then completes."""
-    bar = _bar(desc=desc, total=total, unit=unit, unit_scale=True)
+    extra = {} if total is not None else {"bar_format": "{desc}: {elapsed}"}  # no total: just a clock
+    bar = _bar(desc=desc, total=total, unit=unit, unit_scale=True, **extra)
     try:
         yield bar
         if total is not None:
@@ -588,13 +589,25 @@ def cmd_demo(args) -> int:
 
 # ------------------------------------------------------------------------------------ parser
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keep hand-made line breaks in descriptions/epilogs and show defaults."""
+    """Keep hand-made line breaks in descriptions/epilogs; show defaults that say something."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def _positive(text: str) -> int:
     v = int(text)
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _zstd_level(text: str) -> int:
+    v = int(text)
+    if not 0 <= v <= 22:
+        raise argparse.ArgumentTypeError(f"zstd level must be 0..22, got {v}")
     return v
 
 
@@ -636,8 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantization preset: lossless = float32 exact; high; compact")
     e.add_argument("--sh-degree", type=int, choices=range(4), default=None, metavar="N",
                    help="SH degree 0..3 to keep (higher-order coefficients dropped or zero-padded); default: the PLY's")
-    e.add_argument("--level", type=int, default=3, metavar="ZSTD_LEVEL",
-                   help="zstd level for the sections (0 = store uncompressed)")
+    e.add_argument("--level", type=_zstd_level, default=3, metavar="ZSTD_LEVEL",
+                   help="zstd level 0..22 for the sections (0 = store uncompressed)")
     e.add_argument("--cell-bits", type=int, choices=range(1, 21), default=14, metavar="B",
                    help="grid cells per axis = 2^B (1..20); B + position bits must be <= 30")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -705,7 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="demo.gsd", metavar="OUT.gsd", help="stream file to write")
     m.add_argument("--profile", choices=profiles, default=DEFAULT_PROFILE, help="quantization preset")
     m.add_argument("--sh-degree", type=int, choices=range(4), default=3, metavar="N", help="SH degree 0..3")
-    m.add_argument("--level", type=int, default=3, metavar="ZSTD_LEVEL", help="zstd level")
+    m.add_argument("--level", type=_zstd_level, default=3, metavar="ZSTD_LEVEL",
+                   help="zstd level 0..22 (0 = store uncompressed)")
     m.add_argument("--seed", type=int, default=0, help="random seed (scene and edits)")
     m.set_defaults(func=cmd_demo)
     return p

@@ -47,11 +47,12 @@ class Digest:
 EMPTY = Digest(0, 0, 0)
 
 
-def row_hashes(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
-    """(2, N) uint32 lane hashes of N Gaussians.
+def row_accumulators(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
+    """(2, N) uint32 pre-finalization lane sums  sum_j w_j * K_L[j]  of N Gaussians.
 
     ``planar_codes`` are the (C, N) code arrays in attribute order; each component
-    contributes its raw bit pattern zero-extended to 32 bits.
+    contributes its raw bit pattern zero-extended to 32 bits. The state keeps
+    these so an UPDATE re-hashes a row from its changed components only.
     """
     n = len(ids)
     total = 2 + sum(c.shape[0] for c in planar_codes)
@@ -64,16 +65,33 @@ def row_hashes(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
         acc[lane] = lo * k[lane, 0] + hi * k[lane, 1]
     j = 2
     for codes in planar_codes:
-        c = codes.shape[0]
-        if c == 0:
-            continue
-        u = codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
-        for comp in range(c):
-            w = u[comp].astype(np.uint32)
-            acc[0] += w * k[0, j]
-            acc[1] += w * k[1, j]
-            j += 1
-    return fmix32(acc)
+        _accumulate(acc, codes, k[:, j:j + codes.shape[0]])
+        j += codes.shape[0]
+    return acc
+
+
+def _accumulate(acc: np.ndarray, codes: np.ndarray, k: np.ndarray, sign: int = 1) -> None:
+    """acc[L] += sign * sum_c zext(codes[c]) * k[L, c]  (mod 2^32), in place."""
+    u = codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
+    for comp in range(codes.shape[0]):
+        w = u[comp].astype(np.uint32)
+        if sign < 0:
+            w = np.uint32(0) - w
+        acc[0] += w * k[0, comp]
+        acc[1] += w * k[1, comp]
+
+
+def accumulator_change(old: np.ndarray, new: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """(2, N) change of the lane accumulators when one attribute's codes go from old to new."""
+    acc = np.zeros((2, old.shape[1]), np.uint32)
+    _accumulate(acc, new, k)
+    _accumulate(acc, old, k, -1)
+    return acc
+
+
+def row_hashes(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
+    """(2, N) uint32 lane hashes h_L(g) = fmix32(accumulator)."""
+    return fmix32(row_accumulators(ids, planar_codes))
 
 
 def lane_sums(hashes: np.ndarray) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from .attributes import ATTRS, Attr, Gaussians, full_mask
 from .delta import Delta
 from .profile import Profile
 from .spatial import assign_slots
+from .id_index import sorted_unique
 from .state import SceneState
 from .wire import FrameEncoder, StreamHeader, encode_header
 
@@ -92,7 +93,7 @@ class Encoder:
             order = np.argsort(ids, kind="stable")
             ids = ids[order]
             vals = _as_attr_dict(values)
-            old = self.state.codes_of(ids)
+            old = self.state.codes_of(ids, [a for a in vals if user_mask & a.bit])
             mask = np.zeros(len(ids), np.uint8)
             res = {}
             for a in ATTRS:
@@ -105,11 +106,11 @@ class Encoder:
             for a in ATTRS:
                 d.update[a] = res[a][:, keep] if a in res else np.zeros((p.comps(a), int(keep.sum())), p.dtype(a))
         if delete is not None:
-            d.delete_ids = np.unique(np.asarray(delete, U64))
+            d.delete_ids = sorted_unique(np.asarray(delete, U64).reshape(-1))
         if delete_ranges is not None:
             d.delete_ranges = np.asarray(delete_ranges, U64).reshape(-1, 2)
         if delete_cells:
-            d.delete_cells = {int(k): np.unique(np.asarray(v, U64)) for k, v in delete_cells.items()}
+            d.delete_cells = {int(k): sorted_unique(np.asarray(v, U64).reshape(-1)) for k, v in delete_cells.items()}
         return d
 
     # -- encoding ------------------------------------------------------------------------------

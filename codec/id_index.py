@@ -13,6 +13,22 @@ _EMPTY_IDS = np.zeros(0, U64)
 _EMPTY_SLOTS = np.zeros(0, np.int64)
 
 
+def sorted_unique(x: np.ndarray) -> np.ndarray:
+    """np.unique via sort (numpy's hash-based unique is slow on small uint64 arrays)."""
+    s = np.sort(x)
+    if len(s) > 1:
+        s = s[np.r_[True, s[1:] != s[:-1]]]
+    return s
+
+
+def sorted_member(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """Boolean: x[i] is in sorted_set (ascending)."""
+    if len(sorted_set) == 0 or len(x) == 0:
+        return np.zeros(len(x), bool)
+    pos = np.minimum(np.searchsorted(sorted_set, x), len(sorted_set) - 1)
+    return sorted_set[pos] == x
+
+
 def _find(keys: np.ndarray, slots: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positions of q in keys (clipped) and the slot found there, -1 where absent or tombstoned."""
     if len(keys) == 0:
@@ -78,7 +94,7 @@ class IdIndex:
         self.tombstones += int(in_main.sum())
         rest = ids[~in_main]
         if len(rest):
-            keep = ~np.isin(self.over_ids, rest, assume_unique=True)
+            keep = ~sorted_member(self.over_ids, np.sort(rest))
             self.over_ids, self.over_slots = self.over_ids[keep], self.over_slots[keep]
 
     def insert(self, ids: np.ndarray, slots: np.ndarray) -> None:

@@ -217,7 +217,10 @@ def _gaussians_from_struct(data: np.ndarray, path: str) -> Gaussians:
         col = {p: fields[p][1] // 4 for p in names}
 
         def cols(ps):
-            return table[:, [col[p] for p in ps]]
+            c = [col[p] for p in ps]
+            if c == list(range(c[0], c[0] + len(c))):  # a contiguous run (the standard layout): slice
+                return table[:, c[0]:c[0] + len(c)]
+            return table[:, c]
     else:
         def cols(ps):
             out = np.empty((n, len(ps)), np.float32)

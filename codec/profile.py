@@ -163,7 +163,7 @@ class Profile:
     # -- floats -> codes (encoder side) -----------------------------------------------
     def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """(N, C) float values -> (C, N) planar codes. Rounding is the encoder's choice (round half even)."""
-        values = np.asarray(values, dtype=np.float32).reshape(len(ids), -1)
+        values = np.asarray(values, dtype=np.float32).reshape(len(ids), self.comps(attr))  # n may be 0
         if not np.isfinite(values).all():
             raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
         q = self.quant
@@ -181,7 +181,7 @@ class Profile:
         if attr is Attr.SH_DC:
             return _uniform_q(vt, q.dc_min, q.dc_max, q.dc_bits, self.dtype(attr))
         if attr is Attr.OPACITY:
-            alpha = 1.0 / (1.0 + np.exp(-vt.astype(np.float64)))
+            alpha = 0.5 * (1.0 + np.tanh(0.5 * vt.astype(np.float64)))  # sigmoid without overflow
             top = (1 << q.opacity_bits) - 1
             return np.clip(np.floor(alpha * (1 << q.opacity_bits)), 0, top).astype(self.dtype(attr))
         if attr is Attr.SH_REST:  # row-major math (contiguous), transpose the narrow result

@@ -71,6 +71,7 @@ def parallel_map(fn, items: list, total_bytes: int) -> list:
 
 
 SAMPLE_COLUMNS = 16384
+TRIAL_MIN_BYTES = 16384  # smaller sections take the first candidate filter
 
 
 def _filter(planar: np.ndarray, filters: int) -> bytes:
@@ -118,7 +119,7 @@ class SectionWriter:
     def _build(self, job) -> tuple[bytes, int, int, int, int]:
         planar, filters = job
         if isinstance(filters, tuple):
-            filters = self._choose(planar, filters)
+            filters = self._choose(planar, filters) if planar.nbytes >= TRIAL_MIN_BYTES else filters[0]
         raw = _filter(planar, filters)
         width = planar.dtype.itemsize
         comp = NONE
@@ -176,12 +177,19 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
 
 
 def _decompress(stored: memoryview, expected: int) -> bytes:
-    """zstd with the output bounded to ``expected`` bytes (the zstd frame's own size field is not trusted)."""
+    """One zstd frame that declares Frame_Content_Size == raw_size, with nothing after it (SPEC.md 4.4)."""
     try:
-        with _dctx().stream_reader(stored, read_across_frames=True) as reader:
-            out = reader.read(expected + 1)
+        declared = zstandard.frame_content_size(stored)
+    except zstandard.ZstdError as e:
+        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd frame header: {e}") from None
+    if declared != expected:
+        raise GsdError(ErrorCode.DECOMPRESSION_FAILED,
+                       f"zstd frame declares {declared} bytes, section raw_size is {expected}")
+    try:
+        dobj = _dctx().decompressobj()
+        out = dobj.decompress(stored)
     except zstandard.ZstdError as e:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}") from None
-    if len(out) != expected:
-        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd gave {len(out)}+ bytes, expected {expected}")
+    if len(out) != expected or not dobj.eof or dobj.unused_data:
+        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame incomplete, oversize, or followed by extra bytes")
     return out

@@ -10,9 +10,9 @@ import numpy as np
 
 from .attributes import ATTRS, Attr, Gaussians, full_mask
 from .delta import Delta
-from .digest import EMPTY, Digest, lane_sums, row_hashes
+from .digest import EMPTY, Digest, accumulator_change, fmix32, lane_constants, lane_sums, row_accumulators
 from .errors import ErrorCode, GsdError
-from .id_index import IdIndex
+from .id_index import IdIndex, sorted_member, sorted_unique
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile
 
@@ -33,6 +33,9 @@ class SceneState:
         self.profile = profile
         self.limits = limits
         self.max_gaussians = min(max_gaussians or limits.max_gaussians, limits.max_gaussians)
+        offsets = np.cumsum([2] + [profile.comps(a) for a in ATTRS])
+        self._word_offset = {a: int(offsets[i]) for i, a in enumerate(ATTRS)}
+        self._k = lane_constants(int(offsets[-1]))
         self._reset(0)
         self.seq = 0
 
@@ -41,7 +44,7 @@ class SceneState:
         p = self.profile
         self.codes = {a: np.zeros((p.comps(a), capacity), p.dtype(a)) for a in ATTRS}
         self.slot_ids = np.zeros(capacity, U64)
-        self.hashes = np.zeros((2, capacity), np.uint32)
+        self.accs = np.zeros((2, capacity), np.uint32)  # per-slot digest accumulators (SPEC.md 7)
         self.index = IdIndex()
         self.free = np.zeros(0, np.int64)
         self.high = 0          # slots [0, high) have been used
@@ -59,7 +62,7 @@ class SceneState:
             arr[:, :cap] = self.codes[a]
             self.codes[a] = arr
         ids = np.zeros(new, U64); ids[:cap] = self.slot_ids; self.slot_ids = ids
-        h = np.zeros((2, new), np.uint32); h[:, :cap] = self.hashes; self.hashes = h
+        h = np.zeros((2, new), np.uint32); h[:, :cap] = self.accs; self.accs = h
 
     def __len__(self) -> int:
         return self.count
@@ -68,7 +71,7 @@ class SceneState:
         c = SceneState.__new__(SceneState)
         c.__dict__.update(self.__dict__)
         c.codes = {a: v.copy() for a, v in self.codes.items()}
-        c.slot_ids, c.hashes, c.free = self.slot_ids.copy(), self.hashes.copy(), self.free.copy()
+        c.slot_ids, c.accs, c.free = self.slot_ids.copy(), self.accs.copy(), self.free.copy()
         c.index = self.index.copy()
         return c
 
@@ -80,12 +83,12 @@ class SceneState:
     def slots_of(self, ids: np.ndarray) -> np.ndarray:
         return self.index.lookup(ids)
 
-    def codes_of(self, ids: np.ndarray) -> dict:
-        """{Attr: (C, n)} codes of live ids (ids must be live)."""
+    def codes_of(self, ids: np.ndarray, attrs=ATTRS) -> dict:
+        """{Attr: (C, n)} codes of live ids, for ``attrs``; KeyError if an id is not live."""
         s = self.index.lookup(ids)
         if (s < 0).any():
             raise KeyError("id not live")
-        return {a: self.codes[a][:, s] for a in ATTRS}
+        return {a: self.codes[a][:, s] for a in attrs}
 
     def sorted_codes(self) -> tuple[np.ndarray, dict]:
         ids, slots = self.index.sorted_items()
@@ -106,8 +109,8 @@ class SceneState:
 
     def _rehash(self) -> None:
         ids, slots = self.index.sorted_items()
-        self.hashes[:, slots] = row_hashes(ids, [self.codes[a][:, slots] for a in ATTRS])
-        self.sums = lane_sums(self.hashes[:, slots])
+        self.accs[:, slots] = row_accumulators(ids, [self.codes[a][:, slots] for a in ATTRS])
+        self.sums = lane_sums(fmix32(self.accs[:, slots]))
         self.hashed = True
 
     def equals(self, other: "SceneState") -> bool:
@@ -136,7 +139,7 @@ class SceneState:
         if len(d.add_ids) + len(d.update_ids) + len(d.delete_ids) > self.limits.max_ids_per_frame:
             raise GsdError(ErrorCode.LIMIT_EXCEEDED, "too many ids in one frame")
         if len(d.add_ids) and len(d.update_ids):
-            if np.isin(d.update_ids, d.add_ids, assume_unique=True).any():
+            if sorted_member(d.update_ids, d.add_ids).any():
                 raise GsdError(ErrorCode.DUPLICATE_ID, "an id is both ADDed and UPDATEd")
         r = d.delete_ranges
         if len(r) and ((r[:, 0] > r[:, 1]).any() or (r >= limit).any()):
@@ -181,29 +184,30 @@ class SceneState:
             firsts.append(f); lasts.append(l)
         if firsts:
             ranged = index.in_ranges(np.concatenate(firsts), np.concatenate(lasts))
-            gone = np.unique(np.concatenate([del_slots, ranged]))
+            gone = sorted_unique(np.concatenate([del_slots, ranged]))
         else:
-            gone = del_slots  # sorted ids, distinct slots
+            gone = np.sort(del_slots)  # distinct ids, so distinct slots
         # 3. adds
         if len(d.add_ids):
             s = index.lookup(d.add_ids)
             live = s >= 0
-            if live.any() and (~np.isin(s[live], gone)).any():
+            if live.any() and (~sorted_member(s[live], gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
             for a in ATTRS:
                 if p.has_invalid(a, d.add[a]):
                     raise GsdError(ErrorCode.BAD_VALUE, f"ADD {a.name}: code outside its domain")
         # 4. updates
-        new_codes = {}
+        new_codes, old_codes = {}, {}
         upd = np.zeros(0, np.int64)
         if len(d.update_ids):
             upd = index.lookup(d.update_ids)
-            if (upd < 0).any() or (len(gone) and np.isin(upd, gone).any()):
+            if (upd < 0).any() or sorted_member(upd, gone).any():
                 raise GsdError(ErrorCode.ID_MISSING, "UPDATE of an id that is not live")
             any_mask = int(np.bitwise_or.reduce(d.update_mask))
             for a in ATTRS:
                 if any_mask & a.bit:
-                    nc = self.codes[a][:, upd] + d.update[a]
+                    old_codes[a] = self.codes[a][:, upd]
+                    nc = old_codes[a] + d.update[a]
                     if p.has_invalid(a, nc):
                         raise GsdError(ErrorCode.BAD_VALUE, f"UPDATE {a.name}: resulting code outside its domain")
                     new_codes[a] = nc
@@ -223,16 +227,19 @@ class SceneState:
                 self._rehash()
             sums = np.array([0, 0] if d.keyframe else self.sums, np.uint64)
             if len(gone) and not d.keyframe:
-                sums -= self.hashes[:, gone].sum(axis=1, dtype=np.uint64)
+                sums -= fmix32(self.accs[:, gone]).sum(axis=1, dtype=np.uint64)
             if len(upd):
-                full = {a: new_codes.get(a, self.codes[a][:, upd]) for a in ATTRS}
-                uh = row_hashes(d.update_ids, [full[a] for a in ATTRS])
-                sums += uh.sum(axis=1, dtype=np.uint64) - self.hashes[:, upd].sum(axis=1, dtype=np.uint64)
-                plan["upd_hashes"] = uh
+                old_acc = self.accs[:, upd]
+                new_acc = old_acc.copy()
+                for a, nc in new_codes.items():
+                    j = self._word_offset[a]
+                    new_acc += accumulator_change(old_codes[a], nc, self._k[:, j:j + nc.shape[0]])
+                sums += fmix32(new_acc).sum(axis=1, dtype=np.uint64) - fmix32(old_acc).sum(axis=1, dtype=np.uint64)
+                plan["upd_accs"] = new_acc
             if len(d.add_ids):
-                ah = row_hashes(d.add_ids, [d.add[a] for a in ATTRS])
-                sums += ah.sum(axis=1, dtype=np.uint64)
-                plan["add_hashes"] = ah
+                aa = row_accumulators(d.add_ids, [d.add[a] for a in ATTRS])
+                sums += fmix32(aa).sum(axis=1, dtype=np.uint64)
+                plan["add_accs"] = aa
             sums &= np.uint64(0xFFFFFFFF)
             plan["sums"] = (int(sums[0]), int(sums[1]))
             if d.digest is not None:
@@ -254,7 +261,7 @@ class SceneState:
                 for a, nc in plan["new_codes"].items():
                     self.codes[a][:, upd] = nc
                 if hashed:
-                    self.hashes[:, upd] = plan["upd_hashes"]
+                    self.accs[:, upd] = plan["upd_accs"]
             n = len(d.add_ids)
             if n:
                 take = min(n, len(self.free))
@@ -267,7 +274,7 @@ class SceneState:
                     self.codes[a][:, slots] = d.add[a]
                 self.slot_ids[slots] = d.add_ids
                 if hashed:
-                    self.hashes[:, slots] = plan["add_hashes"]
+                    self.accs[:, slots] = plan["add_accs"]
                 self.index.insert(d.add_ids, slots)
         self.count = plan["count"]
         self.hashed = hashed
@@ -282,7 +289,7 @@ class SceneState:
         self.codes = {a: d.add[a] if own and d.add[a].flags.writeable and d.add[a].flags.c_contiguous
                       else d.add[a].copy() for a in ATTRS}
         self.slot_ids = d.add_ids.copy()
-        self.hashes = plan["add_hashes"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
-        self.index = IdIndex(self.slot_ids, np.arange(n, dtype=np.int64))
+        self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
+        self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64))  # own copy: slot_ids is written per slot on later ADDs
         self.free = np.zeros(0, np.int64)
         self.high = n

@@ -6,13 +6,16 @@
 spans about [-extent, extent] horizontally):
 
 * **Positions** lie on surfaces, not in a volume. About 30% on a ground plane
-  with gentle height variation (a few sinusoids, amplitude ~2% of extent),
-  denser near the centre; about 33% on boxes (buildings, furniture: random
+  with gentle height variation (four sinusoids, amplitude 0.5-2% of extent
+  each), half of it uniform and half centre-weighted; about 33% on boxes (buildings, furniture: random
   size and yaw, 5 faces sampled by area); about 32% on ellipsoids (trees:
   raised, fuzzy; rocks: squashed, half buried); about 3% on a far background
   shell at 1.3-2x extent (sky, distant geometry) and 2% floaters in the
-  volume. A few hundred objects in all (``min(300, n // 200)`` + ground),
-  each with a log-normal density factor. Every point is jittered along its
+  volume. A few hundred objects in all (``min(300, max(3, n // 200))``
+  boxes and ellipsoids, plus the ground, background and floaters), each
+  with points in proportion to its area times a log-normal density factor.
+  Rows are in random order (as trainers emit them: SfM points, then
+  densified clones appended), not sorted spatially or by object. Every point is jittered along its
   surface normal (std 0.1% of extent on hard surfaces, 0.8% on foliage).
 * **Scales** (natural log of std-dev): per object an offset N(0, 0.3), per
   Gaussian a log-normal size around log(0.01 * extent / 20) (std 0.6;
@@ -26,7 +29,7 @@ spans about [-extent, extent] horizontally):
 * **Opacity**: logits of a mixture of sigmoid values -- 60% near 1
   (1 - Beta(0.5, 6)), 25% near 0 (Beta(0.5, 8)), 15% uniform -- clipped to
   [0.001, 0.99995] before the logit, so logits lie in about [-6.9, 9.9].
-  sigmoid(opacity) has ~45% of its mass above 0.9 and ~25% below 0.1.
+  sigmoid(opacity) has ~45% of its mass above 0.9 and ~21% below 0.1.
 * **SH DC** (f_dc units; colour = 0.5 + 0.2820948 * f_dc): a per-object base
   colour (palette by object type: earth/grass, concrete/brick, foliage,
   stone, sky) plus per-Gaussian noise (a shared luminance term N(0, 0.3) and
@@ -39,6 +42,10 @@ spans about [-extent, extent] horizontally):
 
 ``synthetic_motion`` and ``perturb_colors`` make the rows of one frame of an
 edit (a random subset, moved or recoloured) for delta benchmarks.
+
+Normal deviates come from a 16-bit inverse-CDF table (65536 levels, |z| <= 4.3)
+for speed; every use is scaled by a continuous per-object or per-Gaussian
+factor, so the output values are not visibly discretized.
 """
 from __future__ import annotations
 
@@ -65,6 +72,23 @@ _PALETTE = {
     _FLOAT: [(0.5, 0.5, 0.5)],
 }
 _REST_STD = {1: 0.12, 2: 0.06, 3: 0.03}
+
+
+_NTAB: np.ndarray | None = None
+
+
+def _randn(rng: np.random.Generator, shape) -> np.ndarray:
+    """Standard normal float32 deviates by inverse-CDF lookup of 16 random bits (65536 levels, |z| <= 4.3).
+
+    About 3x faster than ``Generator.standard_normal`` and plenty for synthetic data: every use
+    is multiplied by a continuous per-Gaussian or per-object factor.
+    """
+    global _NTAB
+    if _NTAB is None:
+        from statistics import NormalDist
+        inv = NormalDist().inv_cdf
+        _NTAB = np.array([inv((i + 0.5) / 65536.0) for i in range(65536)], dtype=F32)
+    return _NTAB[rng.integers(0, 65536, size=shape, dtype=np.uint16)]
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -177,8 +201,8 @@ def synthetic_scene(n: int, sh_degree: int = 3, seed: int = 0, extent: float = 2
         if kind in (_BOX, _TREE, _ROCK):
             w *= (size[sel] ** 2).sum(1)                                          # ~ surface area
         weights[sel] = share * w / w.sum()
+    # random row order, as trainers emit it (SfM points, then densified clones appended): not spatially sorted
     obj = rng.choice(n_all, size=n, p=weights / weights.sum())
-    obj.sort(kind="stable")  # trainers emit Gaussians roughly grouped (densification clones neighbours)
 
     scene = dict(kinds=kinds, size=size, yaw=yaw, centre=centre, waves=waves, E=E, base_dc=base_dc,
                  scale_off=scale_off, k=k, sh_degree=sh_degree)
@@ -212,7 +236,7 @@ def _fill(rng, scene, obj, pos_out, scales_out, quats_out, opac_out, dc_out, res
     if c:
         u = rng.uniform(-E, E, (c, 2))
         central = rng.random(c) < 0.5
-        u[central] = np.clip(rng.normal(0, 0.35 * E, (int(central.sum()), 2)), -E, E)
+        u[central] = np.clip(_randn(rng, (int(central.sum()), 2)) * (0.35 * E), -E, E)
         h, dx, dy = _ground_height(u[:, 0], u[:, 1], E, scene["waves"])
         pos[m] = np.column_stack([u, h])
         nrm[m] = _unit(np.column_stack([-dx, -dy, np.ones(c)]))
@@ -249,7 +273,7 @@ def _fill(rng, scene, obj, pos_out, scales_out, quats_out, opac_out, dc_out, res
     c = int(m.sum())
     if c:
         o = obj[m]
-        dirs = _unit(rng.normal(size=(c, 3)))
+        dirs = _unit(_randn(rng, (c, 3)))
         r = size[o]
         pos[m] = centre[o] + dirs * r
         nrm[m] = _unit(dirs / r)
@@ -257,7 +281,7 @@ def _fill(rng, scene, obj, pos_out, scales_out, quats_out, opac_out, dc_out, res
     m = kind == _SKY
     c = int(m.sum())
     if c:
-        dirs = _unit(rng.normal(size=(c, 3)))
+        dirs = _unit(_randn(rng, (c, 3)))
         dirs[:, 2] = np.abs(dirs[:, 2]) * 0.6 + 0.02                              # upper hemisphere, flattened
         dirs = _unit(dirs)
         pos[m] = dirs * (E * rng.uniform(1.3, 2.0, (c, 1)))
@@ -267,15 +291,15 @@ def _fill(rng, scene, obj, pos_out, scales_out, quats_out, opac_out, dc_out, res
     c = int(m.sum())
     if c:
         pos[m] = rng.uniform(-E, E, (c, 3)) * np.array([1.0, 1.0, 0.3]) + np.array([0, 0, 0.3 * E])
-        nrm[m] = _unit(rng.normal(size=(c, 3)))
+        nrm[m] = _unit(_randn(rng, (c, 3)))
         jitter_std[m] = 0.0
-    pos += nrm * (rng.standard_normal(n) * jitter_std)[:, None]
+    pos += nrm * (_randn(rng, n) * jitter_std)[:, None]
     pos_out[:] = pos
 
     # ---- scales and rotations ------------------------------------------------------------------------
-    s0 = np.log(0.01 * E / 20.0) + scene["scale_off"][obj] + rng.standard_normal(n) * 0.6
-    t1 = s0 + rng.standard_normal(n) * 0.35
-    t2 = s0 - np.abs(rng.standard_normal(n)) * 0.35
+    s0 = np.log(0.01 * E / 20.0) + scene["scale_off"][obj] + _randn(rng, n) * 0.6
+    t1 = s0 + _randn(rng, n) * 0.35
+    t2 = s0 - np.abs(_randn(rng, n)) * 0.35
     sn = np.minimum(t1, t2) - rng.uniform(np.log(3.0), np.log(10.0), n)
     axis = rng.integers(0, 3, n)
     idx = np.arange(n)
@@ -299,7 +323,7 @@ def _fill(rng, scene, obj, pos_out, scales_out, quats_out, opac_out, dc_out, res
     opac_out[:] = np.log(p) - np.log1p(-p)
 
     # ---- SH DC ----------------------------------------------------------------------------------
-    dc = scene["base_dc"][obj] + rng.standard_normal((n, 1)) * 0.3 + rng.standard_normal((n, 3)) * 0.12
+    dc = scene["base_dc"][obj] + _randn(rng, (n, 1)) * 0.3 + _randn(rng, (n, 3)) * 0.12
     bright = rng.random(n) < 0.02
     dc[bright] += rng.exponential(0.8, (int(bright.sum()), 1))
     np.clip(dc, -2.0, 3.0, out=dc_out)
@@ -310,7 +334,7 @@ def _fill(rng, scene, obj, pos_out, scales_out, quats_out, opac_out, dc_out, res
         deg = np.concatenate([np.full(2 * l + 1, l) for l in range(1, scene["sh_degree"] + 1)])
         std = np.array([_REST_STD[l] for l in deg], dtype=F32)                   # (k,)
         z = rest_out                                                              # (n, 3, k) channel-major
-        rng.standard_normal(out=z, dtype=F32)
+        z[:] = _randn(rng, z.shape)
         # correlate the channels: (R, G, B) = L (w0, w1, w2), L the Cholesky factor of corr 0.7
         l = _REST_CHOL
         z[:, 2] *= l[2, 2]
@@ -318,7 +342,7 @@ def _fill(rng, scene, obj, pos_out, scales_out, quats_out, opac_out, dc_out, res
         z[:, 2] += l[2, 0] * z[:, 0]
         z[:, 1] *= l[1, 1]
         z[:, 1] += l[1, 0] * z[:, 0]
-        energy = np.exp(rng.standard_normal(n, dtype=F32) * F32(0.5) - F32(0.25))  # E[energy^2] = 1
+        energy = np.exp(_randn(rng, n) * F32(0.5) - F32(0.25))  # E[energy^2] = 1
         outlier = rng.random(n) < 0.005
         energy[outlier] *= F32(5.0)
         z *= (energy[:, None] * std[None, :])[:, None, :]

@@ -189,7 +189,7 @@ class FrameEncoder:
             secs += [sw.add(d.add[a], self._attr_filters(a, False)) for a in present_attrs(p.sh_degree)]
             blocks.append((ADD, len(d.add_ids), 0, 0, secs))
         if len(d.update_ids):
-            for mask in np.unique(d.update_mask):
+            for mask in np.flatnonzero(np.bincount(d.update_mask, minlength=64)):
                 rows = np.flatnonzero(d.update_mask == mask)
                 ids = d.update_ids[rows]
                 secs = [sw.add(ids[None, :], DELTA | SHUFFLE)]

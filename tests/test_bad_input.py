@@ -1,0 +1,720 @@
+"""Decoders never trust input (SPEC.md 4, 6, 9; docs/format-notes.md 4 and 9).
+
+A small stream (header + keyframe, update, delete frames) is truncated at every
+byte, bit-flipped at every bit, corrupted behind a recomputed CRC, and crafted
+into frames that each provoke one error code. Every failure must be one
+GsdError with the documented code, and must leave the decoder state exactly as
+it was; nothing else may escape (warnings are errors here).
+
+Error codes produced from bytes by the tests below (test_every_error_code_is_covered
+checks the table): TRUNCATED, BAD_MAGIC, UNSUPPORTED_VERSION, BAD_CHECKSUM,
+MALFORMED, UNSUPPORTED_FEATURE, LIMIT_EXCEEDED, DECOMPRESSION_FAILED, BAD_VALUE,
+DUPLICATE_ID, ID_EXISTS, ID_MISSING, SEQUENCE_GAP, DIGEST_MISMATCH, BAD_HEADER.
+"""
+from __future__ import annotations
+
+import struct
+import tracemalloc
+import zlib
+from dataclasses import dataclass, field, replace
+
+import flatbuffers
+import numpy as np
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codec import Decoder, Delta, Encoder, ErrorCode, Gaussians, GsdError, Limits, read_stream
+from codec.attributes import ATTRS, Attr
+from codec.digest import Digest
+from codec.wire import FrameEncoder, decode_header
+from gsd.fb import Frame as FbFrame
+from gsd.fb import OpBlock as FbOpBlock
+from gsd.fb import Quantization as FbQuant
+from gsd.fb import StreamHeader as FbHeader
+from gsd.fb.Digest import CreateDigest
+from gsd.fb.Grid import CreateGrid
+from gsd.fb.Section import CreateSection
+
+from conftest import fix_crc, frame_record, make_profile, random_gaussians, split_frame
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+E = ErrorCode
+ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS = 1, 2, 3, 4, 5
+U64 = np.uint64
+
+
+# ------------------------------------------------------------------------------ metadata I/O
+@dataclass
+class Meta:
+    """A frame's FlatBuffers metadata as plain Python, to edit and rebuild."""
+
+    seq: int = 1
+    base_seq: int = 0
+    flags: int = 0
+    features: int = 0
+    digest: tuple | None = None
+    blocks: list = field(default_factory=list)    # [kind, count, mask, level, [section indices]]
+    sections: list = field(default_factory=list)  # [offset, stored, raw, compression, filters, width, reserved]
+
+
+def parse_meta(meta: bytes) -> Meta:
+    fb = FbFrame.Frame.GetRootAs(meta, 0)
+    dg = fb.Digest()
+    blocks = []
+    for j in range(fb.BlocksLength()):
+        b = fb.Blocks(j)
+        blocks.append([b.Kind(), b.Count(), b.Mask(), b.Level(), [b.Sections(k) for k in range(b.SectionsLength())]])
+    sections = []
+    for j in range(fb.SectionsLength()):
+        s = fb.Sections(j)
+        sections.append([s.Offset(), s.StoredSize(), s.RawSize(), s.Compression(), s.Filters(), s.Width(), s.Reserved()])
+    return Meta(fb.Seq(), fb.BaseSeq(), fb.Flags(), fb.RequiredFeatures(),
+                (dg.Count(), dg.Lane0(), dg.Lane1()) if dg is not None else None, blocks, sections)
+
+
+def build_meta(m: Meta) -> bytes:
+    b = flatbuffers.Builder(1024)
+    offs = []
+    for kind, count, mask, level, secs in m.blocks:
+        FbOpBlock.StartSectionsVector(b, len(secs))
+        for s in reversed(secs):
+            b.PrependUint32(s)
+        vec = b.EndVector()
+        FbOpBlock.Start(b)
+        FbOpBlock.AddKind(b, kind)
+        FbOpBlock.AddCount(b, count)
+        FbOpBlock.AddMask(b, mask)
+        FbOpBlock.AddLevel(b, level)
+        FbOpBlock.AddSections(b, vec)
+        offs.append(FbOpBlock.End(b))
+    FbFrame.StartBlocksVector(b, len(offs))
+    for o in reversed(offs):
+        b.PrependUOffsetTRelative(o)
+    blocks = b.EndVector()
+    FbFrame.StartSectionsVector(b, len(m.sections))
+    for s in reversed(m.sections):
+        CreateSection(b, *s)
+    secs = b.EndVector()
+    FbFrame.Start(b)
+    FbFrame.AddSeq(b, m.seq)
+    FbFrame.AddBaseSeq(b, m.base_seq)
+    FbFrame.AddFlags(b, m.flags)
+    FbFrame.AddRequiredFeatures(b, m.features)
+    if m.digest is not None:
+        FbFrame.AddDigest(b, CreateDigest(b, *m.digest))
+    FbFrame.AddBlocks(b, blocks)
+    FbFrame.AddSections(b, secs)
+    b.Finish(FbFrame.End(b))
+    return bytes(b.Output())
+
+
+def edit_frame(frame: bytes, edit=None, payload: bytes | None = None) -> bytes:
+    """Re-serialize a frame after ``edit(meta)``; the CRC is correct so the edit reaches the parser."""
+    meta, pl = split_frame(frame)
+    m = parse_meta(meta)
+    if edit is not None:
+        edit(m)
+    return frame_record(build_meta(m), pl if payload is None else payload)
+
+
+def header_body(sh_degree=1, grid=(-8.0, -8.0, -8.0, 0.25, 8, 16), quant: dict | None = None, features=0,
+                max_gaussians=0, name="compact") -> bytes:
+    b = flatbuffers.Builder(256)
+    nm, gen = b.CreateString(name), b.CreateString("tests")
+    q_off = None
+    if quant is not None:
+        rb = b.CreateNumpyVector(np.array(quant["rest_bits"], np.uint8))
+        rr = b.CreateNumpyVector(np.array(quant["rest_range"], np.float32))
+        FbQuant.Start(b)
+        for key in ("position_bits", "scale_bits", "scale_min", "scale_max", "rotation_bits", "opacity_bits",
+                    "dc_bits", "dc_min", "dc_max"):
+            getattr(FbQuant, "Add" + "".join(w.title() for w in key.split("_")))(b, quant[key])
+        FbQuant.AddRestBits(b, rb)
+        FbQuant.AddRestRange(b, rr)
+        q_off = FbQuant.End(b)
+    FbHeader.Start(b)
+    FbHeader.AddShDegree(b, sh_degree)
+    FbHeader.AddGrid(b, CreateGrid(b, *grid))
+    if q_off is not None:
+        FbHeader.AddQuantization(b, q_off)
+    FbHeader.AddProfileName(b, nm)
+    FbHeader.AddRequiredFeatures(b, features)
+    FbHeader.AddMaxGaussians(b, max_gaussians)
+    FbHeader.AddGenerator(b, gen)
+    b.Finish(FbHeader.End(b))
+    return bytes(b.Output())
+
+
+def header_record(body: bytes, major=1, minor=0, body_len=None, magic=b"GSDH") -> bytes:
+    head = struct.pack("<4sBBHI", magic, major, minor, 0, len(body) if body_len is None else body_len) + body
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+COMPACT = dict(position_bits=4, scale_bits=8, scale_min=-14.0, scale_max=4.0, rotation_bits=8, opacity_bits=8,
+               dc_bits=8, dc_min=-3.5, dc_max=3.5, rest_bits=[6], rest_range=[1.2])
+
+
+# ------------------------------------------------------------------------------------ the stream
+@dataclass
+class Stream:
+    profile: object
+    header: bytes
+    frames: list
+    states: list  # SceneState before frame i (states[-1]: after the last frame)
+    ids: np.ndarray
+
+    @property
+    def data(self) -> bytes:
+        return self.header + b"".join(self.frames)
+
+    def decoder(self, at: int, limits: Limits | None = None) -> Decoder:
+        dec = Decoder(self.header, **({"limits": limits} if limits else {}))
+        for f in self.frames[:at]:
+            dec.decode_frame(f)
+        return dec
+
+
+def build_stream(name="compact", degree=1, n=48, seed=0) -> Stream:
+    rng = np.random.default_rng(seed)
+    g = random_gaussians(rng, n, degree)
+    profile = make_profile(name, degree, g.positions, cell_bits=4, slot_bits=12)
+    enc = Encoder(profile)
+    ids = enc.assign_ids(g.positions)
+    frames, states = [], [enc.state.copy()]
+    frames.append(enc.keyframe(g, ids)); states.append(enc.state.copy())
+    moved = g.take(np.arange(0, n, 3))
+    moved.positions[:] += 0.05
+    moved.sh_dc[::2] += 0.3
+    frames.append(enc.encode(update=(ids[::3], moved))); states.append(enc.state.copy())
+    grid = profile.grid
+    cell = int(ids[40]) >> grid.slot_bits
+    frames.append(enc.encode(delete=ids[1:6], delete_ranges=[[int(ids[10]), int(ids[13])]], delete_cells={0: [cell]}))
+    states.append(enc.state.copy())
+    return Stream(profile, enc.header_bytes(), frames, states, ids)
+
+
+@pytest.fixture(scope="module")
+def S() -> Stream:
+    return build_stream()
+
+
+@pytest.fixture(scope="module")
+def S_lossless() -> Stream:
+    return build_stream("lossless", 2, 24, seed=1)
+
+
+def test_stream_uses_every_block_kind(S):
+    kinds = set()
+    for f in S.frames:
+        kinds |= {b[0] for b in parse_meta(split_frame(f)[0]).blocks}
+    assert kinds == {ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS}
+    assert len(S.states[-1]) < len(S.states[1])
+
+
+# ------------------------------------------------------------------------------------- helpers
+def snapshot(dec: Decoder):
+    return dec.state.copy(), dec.state.digest(), dec.state.seq, dec.frames
+
+
+def assert_unchanged(dec: Decoder, snap) -> None:
+    state, digest, seq, frames = snap
+    assert dec.state.equals(state), "a failed frame changed the state"
+    assert dec.state.digest() == digest and dec.state.seq == seq and dec.frames == frames
+
+
+def decode_error(dec: Decoder, buf: bytes) -> GsdError:
+    """Decode a bad frame: it must raise GsdError (anything else propagates and fails the test)."""
+    try:
+        dec.decode_frame(buf)
+    except GsdError as e:
+        return e
+    raise AssertionError("bad frame accepted")
+
+
+# ----------------------------------------------------------------------------------- truncation
+@pytest.mark.parametrize("fixture", ["S", "S_lossless"])
+def test_truncated_frame_at_every_byte(fixture, request):
+    s = request.getfixturevalue(fixture)
+    for i, frame in enumerate(s.frames):
+        dec = s.decoder(i)
+        snap = snapshot(dec)
+        for k in range(len(frame)):
+            e = decode_error(dec, frame[:k])
+            assert e.code == E.TRUNCATED, (i, k, e)
+            assert_unchanged(dec, snap) if k % 16 == 0 or k == len(frame) - 1 else None
+        assert_unchanged(dec, snap)
+        dec.decode_frame(frame)  # the decoder still works after all those failures
+        assert dec.state.equals(s.states[i + 1]) and dec.state.digest() == s.states[i + 1].digest()
+
+
+def test_truncated_header_at_every_byte(S):
+    for k in range(len(S.header)):
+        with pytest.raises(GsdError) as e:
+            decode_header(S.header[:k])
+        assert e.value.code == E.TRUNCATED, k
+    assert decode_header(S.header)[1] == len(S.header)
+
+
+def test_truncated_stream_at_every_byte(S):
+    data = S.data
+    bounds = np.cumsum([len(S.header)] + [len(f) for f in S.frames])
+    for k in range(len(data) + 1):
+        done = 0
+        err = None
+        try:
+            for dec, fr in read_stream(data[:k]):
+                done += 1
+                assert dec.state.digest() == S.states[done].digest()
+        except GsdError as e:
+            err = e
+        if k < len(S.header):
+            assert err is not None and err.code == E.TRUNCATED and err.frame is None, k
+        elif k in bounds:
+            assert err is None and done == int(np.searchsorted(bounds, k)), k
+        else:
+            assert err is not None and err.code == E.TRUNCATED, (k, err)
+            assert err.frame == done, (k, err.frame, done)
+
+
+# -------------------------------------------------------------------------------------- bit flips
+def expected_frame_prefix_code(buf: bytes, limits: Limits = Limits()) -> ErrorCode | None:
+    """The code the check order of format-notes 4 gives for a frame's prefix, or None if it passes."""
+    if len(buf) < 4:
+        return E.TRUNCATED
+    if buf[:4] != b"GSDF":
+        return E.BAD_MAGIC
+    if len(buf) < 12:
+        return E.TRUNCATED
+    _, flen, mlen = struct.unpack_from("<4sII", buf)
+    if flen < 16:
+        return E.MALFORMED
+    if flen > limits.max_frame_bytes:
+        return E.LIMIT_EXCEEDED
+    if len(buf) < flen:
+        return E.TRUNCATED
+    if mlen > flen - 16:
+        return E.MALFORMED
+    return None
+
+
+@pytest.mark.parametrize("fixture", ["S", "S_lossless"])
+def test_single_bit_flip_in_every_frame_bit(fixture, request):
+    s = request.getfixturevalue(fixture)
+    seen = set()
+    for i, frame in enumerate(s.frames):
+        dec = s.decoder(i)
+        snap = snapshot(dec)
+        buf = bytearray(frame)
+        for bit in range(8 * len(frame)):
+            buf[bit >> 3] ^= 1 << (bit & 7)
+            e = decode_error(dec, bytes(buf))
+            pos = bit >> 3
+            want = expected_frame_prefix_code(bytes(buf)) or E.BAD_CHECKSUM
+            assert e.code == want, (i, pos, bit & 7, e, want)
+            seen.add(e.code)
+            if bit % 61 == 0:
+                assert_unchanged(dec, snap)
+            buf[bit >> 3] ^= 1 << (bit & 7)
+        assert_unchanged(dec, snap)
+        dec.decode_frame(frame)
+    assert {E.BAD_MAGIC, E.MALFORMED, E.LIMIT_EXCEEDED, E.TRUNCATED, E.BAD_CHECKSUM} <= seen
+
+
+def test_single_bit_flip_in_every_header_bit(S):
+    buf = bytearray(S.header)
+    for bit in range(8 * len(buf)):
+        pos = bit >> 3
+        buf[pos] ^= 1 << (bit & 7)
+        with pytest.raises(GsdError) as e:
+            decode_header(bytes(buf))
+        body_len = struct.unpack_from("<I", buf, 8)[0]
+        if pos < 4:
+            want = {E.BAD_MAGIC}
+        elif pos == 4:
+            want = {E.UNSUPPORTED_VERSION}
+        elif 8 <= pos < 12:
+            want = {E.LIMIT_EXCEEDED} if body_len > 65536 else {E.TRUNCATED} if 12 + body_len + 4 > len(buf) \
+                else {E.BAD_CHECKSUM}
+        else:
+            want = {E.BAD_CHECKSUM}  # minor version, reserved, body, CRC
+        assert e.value.code in want, (pos, bit & 7, e.value)
+        buf[pos] ^= 1 << (bit & 7)
+
+
+def test_prefix_check_order_of_format_notes(S):
+    """Two prefix fields wrong at once: the notes' order decides (frame_len checks before meta_len)."""
+    frame = S.frames[0]
+    n = len(frame)
+    dec = S.decoder(0)
+    for flen, mlen, want in [(n + 100, n + 100, E.TRUNCATED),        # short bytes beat a bad meta_len
+                             (2**31, 2**31, E.LIMIT_EXCEEDED),        # the frame limit beats a bad meta_len
+                             (8, 0, E.MALFORMED),                     # frame_len < 16
+                             (n, n - 15, E.MALFORMED)]:               # meta_len > frame_len - 16
+        buf = bytearray(frame)
+        struct.pack_into("<II", buf, 4, flen, mlen)
+        assert decode_error(dec, bytes(buf)).code == want, (flen, mlen)
+
+
+# ------------------------------------------------------------------- corruption behind a good CRC
+def check_corrupt(s: Stream, i: int, buf: bytes, dec: Decoder | None = None) -> ErrorCode | None:
+    """Decode a CRC-valid corrupted frame i: GsdError and untouched state, or a correct result."""
+    dec = dec or s.decoder(i)
+    snap = snapshot(dec)
+    try:
+        d = dec.decode_frame(buf)
+    except GsdError as e:
+        assert e.code not in (E.TRUNCATED, E.BAD_MAGIC, E.BAD_CHECKSUM), e
+        assert_unchanged(dec, snap)
+        return e.code
+    if d.digest is not None:  # the frame vouched for its result: it must be the true one
+        assert dec.state.equals(s.states[i + 1]) and dec.state.digest() == s.states[i + 1].digest()
+    return None
+
+
+@pytest.mark.parametrize("fixture", ["S", "S_lossless"])
+def test_every_metadata_byte_corrupted_behind_good_crc(fixture, request):
+    s = request.getfixturevalue(fixture)
+    codes = set()
+    for i, frame in enumerate(s.frames):
+        _, flen, mlen = struct.unpack_from("<4sII", frame)
+        for pos in range(12, 12 + mlen):
+            for val in {frame[pos] ^ 0xFF, 0, 0xFF, (frame[pos] + 1) & 0xFF, frame[pos] ^ 0x80} - {frame[pos]}:
+                buf = bytearray(frame)
+                buf[pos] = val
+                codes.add(check_corrupt(s, i, fix_crc(buf)))
+    assert {E.MALFORMED, E.DIGEST_MISMATCH} <= codes
+
+
+@pytest.mark.parametrize("fixture", ["S", "S_lossless"])
+def test_every_payload_byte_corrupted_behind_good_crc(fixture, request):
+    s = request.getfixturevalue(fixture)
+    codes = set()
+    for i, frame in enumerate(s.frames):
+        _, flen, mlen = struct.unpack_from("<4sII", frame)
+        dec = s.decoder(i)
+        for pos in range(12 + mlen, flen - 4):
+            for val in (frame[pos] ^ 0xFF, frame[pos] ^ 0x01):
+                buf = bytearray(frame)
+                buf[pos] = val
+                codes.add(check_corrupt(s, i, fix_crc(buf), dec))
+    assert E.DIGEST_MISMATCH in codes
+
+
+@settings(max_examples=300)
+@given(data=st.data(), which=st.sampled_from([0, 1, 2]), nmut=st.integers(1, 6))
+def test_random_corruption_behind_good_crc(S, data, which, nmut):
+    frame = S.frames[which]
+    buf = bytearray(frame)
+    for _ in range(nmut):
+        pos = data.draw(st.integers(12, len(frame) - 5))
+        buf[pos] = data.draw(st.integers(0, 255))
+    check_corrupt(S, which, fix_crc(buf))
+
+
+@settings(max_examples=150)
+@given(data=st.data(), which=st.sampled_from([0, 1, 2]))
+def test_random_metadata_and_meta_len_behind_good_crc(S, data, which):
+    """Random metadata bytes of random length (and so a shifted payload), CRC fixed."""
+    meta, payload = split_frame(S.frames[which])
+    mode = data.draw(st.sampled_from(["random", "truncate", "extend"]))
+    if mode == "random":
+        meta = data.draw(st.binary(min_size=0, max_size=len(meta) + 8))
+    elif mode == "truncate":
+        meta = meta[: data.draw(st.integers(0, len(meta)))]
+    else:
+        meta = meta + data.draw(st.binary(min_size=1, max_size=64))
+    check_corrupt(S, which, frame_record(meta, payload))
+
+
+# ------------------------------------------------------------------ oversize counts, bombs, memory
+def peak_bytes(fn) -> tuple[object, int]:
+    tracemalloc.start()
+    try:
+        result = fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return result, peak
+
+
+MB = 1 << 20
+
+
+@pytest.mark.parametrize("kind,count,code", [
+    (ADD, 2**31, E.LIMIT_EXCEEDED),
+    (ADD, 2**32 - 1, E.LIMIT_EXCEEDED),
+    (UPDATE, 2**24 + 1, E.LIMIT_EXCEEDED),
+    (DELETE_IDS, 2**31, E.LIMIT_EXCEEDED),
+    (DELETE_RANGES, 2**20 + 1, E.LIMIT_EXCEEDED),
+    (DELETE_CELLS, 2**31, E.LIMIT_EXCEEDED),
+])
+def test_oversize_declared_count_fails_without_allocating(S, kind, count, code):
+    frame = S.frames[0] if kind == ADD else S.frames[1] if kind == UPDATE else S.frames[2]
+    target = {ADD: ADD, UPDATE: UPDATE, DELETE_IDS: DELETE_IDS, DELETE_RANGES: DELETE_RANGES,
+              DELETE_CELLS: DELETE_CELLS}[kind]
+
+    def edit(m: Meta):
+        blk = next(b for b in m.blocks if b[0] == target)
+        blk[1] = count
+
+    bad = edit_frame(frame, edit)
+    dec = S.decoder(S.frames.index(frame))
+    snap = snapshot(dec)
+    e, peak = peak_bytes(lambda: decode_error(dec, bad))
+    assert e.code == code
+    assert peak < 4 * MB, f"{peak} bytes allocated to reject a count of {count}"
+    assert_unchanged(dec, snap)
+
+
+def _bomb(total: int, declare_size: bool) -> bytes:
+    """zstd data that expands to ``total`` zero bytes, built without holding them in memory."""
+    cctx = zstandard.ZstdCompressor(level=1, write_content_size=declare_size)
+    chunk = bytes(MB)
+    co = cctx.compressobj(size=total if declare_size else -1)
+    parts = [co.compress(chunk) for _ in range(total // MB)]
+    parts.append(co.flush())
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("declare_size", [False, True])
+def test_zstd_bomb_section_is_decompression_failed_with_bounded_memory(S, declare_size):
+    """A DELETE_IDS section declared as 5 ids (40 bytes) whose zstd data expands to 256 MiB."""
+    bomb = _bomb(256 * MB, declare_size)
+    assert len(bomb) < 64 * 1024
+    frame = S.frames[2]
+
+    def edit(m: Meta):
+        blk = next(b for b in m.blocks if b[0] == DELETE_IDS)
+        sec = m.sections[blk[4][0]]
+        sec[0], sec[1], sec[3] = len(payload0), len(bomb), 1  # offset, stored_size, zstd
+        assert sec[2] == 8 * blk[1]
+
+    payload0 = split_frame(frame)[1]
+    bad = edit_frame(frame, edit, payload0 + bomb)
+    dec = S.decoder(2)
+    snap = snapshot(dec)
+    e, peak = peak_bytes(lambda: decode_error(dec, bad))
+    assert e.code == E.DECOMPRESSION_FAILED
+    assert peak < 8 * MB, f"peak {peak / MB:.1f} MiB while rejecting a zstd bomb"
+    assert_unchanged(dec, snap)
+
+
+def test_large_declared_raw_size_with_tiny_zstd_data_has_bounded_memory(S):
+    """A count within limits (2^24 ids, 128 MiB raw) backed by 100 bytes of zstd: memory follows the data."""
+    frame = S.frames[2]
+    tiny = zstandard.ZstdCompressor().compress(bytes(100))
+    count = 1 << 24
+
+    def edit(m: Meta):
+        blk = next(b for b in m.blocks if b[0] == DELETE_IDS)
+        blk[1] = count
+        sec = m.sections[blk[4][0]]
+        sec[0], sec[1], sec[2], sec[3] = len(payload0), len(tiny), 8 * count, 1
+
+    payload0 = split_frame(frame)[1]
+    bad = edit_frame(frame, edit, payload0 + tiny)
+    dec = S.decoder(2)
+    e, peak = peak_bytes(lambda: decode_error(dec, bad))
+    assert e.code == E.DECOMPRESSION_FAILED
+    assert peak < 16 * MB, f"peak {peak / MB:.1f} MiB for a {len(bad)}-byte frame"
+
+
+# ---------------------------------------------------------------- one case per error code (table)
+def _delta(S, at: int, **kw) -> Delta:
+    p = S.profile
+    seq = S.states[at].seq
+    d = Delta.empty_like(p, seq=seq + 1, base_seq=seq)
+    for k, v in kw.items():
+        setattr(d, k, v)
+    return d
+
+
+def _frame(S, d: Delta) -> bytes:
+    return FrameEncoder(S.profile).encode(d)
+
+
+def _codes(S, n, **over):
+    """n valid codes (copied from live Gaussians) with some attributes overridden."""
+    ids = S.states[1].ids()[:n]
+    c = {a: v.copy() for a, v in S.states[1].codes_of(ids).items()}
+    c.update(over)
+    return c
+
+
+def _free_ids(S, n):
+    live = set(int(i) for i in S.states[1].ids())
+    return np.array([i for i in range(1, 10**6) if i not in live][:n], U64)
+
+
+def _section_edit(S, frame_idx, fn):
+    return lambda: (frame_idx, edit_frame(S.frames[frame_idx], fn))
+
+
+def _first_block(m, kind):
+    return next(b for b in m.blocks if b[0] == kind)
+
+
+def _hdr(S, **kw):
+    return ("header", header_record(header_body(**kw)))
+
+
+CASES = {
+    # framing
+    "truncated_frame": (E.TRUNCATED, lambda S: (0, S.frames[0][:-1])),
+    "truncated_header": (E.TRUNCATED, lambda S: ("header", S.header[:-1])),
+    "bad_frame_magic": (E.BAD_MAGIC, lambda S: (0, b"GSDX" + S.frames[0][4:])),
+    "bad_header_magic": (E.BAD_MAGIC, lambda S: ("header", b"XSDH" + S.header[4:])),
+    "header_major_2": (E.UNSUPPORTED_VERSION, lambda S: ("header", fix_crc(S.header[:4] + b"\x02" + S.header[5:]))),
+    "frame_crc": (E.BAD_CHECKSUM, lambda S: (0, S.frames[0][:-1] + bytes([S.frames[0][-1] ^ 1]))),
+    "header_crc": (E.BAD_CHECKSUM, lambda S: ("header", S.header[:-1] + bytes([S.header[-1] ^ 1]))),
+    "frame_len_15": (E.MALFORMED, lambda S: (0, S.frames[0][:4] + struct.pack("<I", 15) + S.frames[0][8:])),
+    "frame_over_limit": (E.LIMIT_EXCEEDED, lambda S: (0, S.frames[0][:4] + struct.pack("<I", 2**30 + 1) + S.frames[0][8:])),
+    "header_body_over_limit": (E.LIMIT_EXCEEDED, lambda S: ("header", header_record(b"", body_len=65537))),
+    # metadata
+    "meta_garbage": (E.MALFORMED, lambda S: (0, frame_record(b"\xff" * 16, split_frame(S.frames[0])[1]))),
+    "meta_empty": (E.MALFORMED, lambda S: (0, frame_record(b"", b""))),
+    "block_kind_0": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: _first_block(m, DELETE_IDS).__setitem__(0, 0)))),
+    "update_mask_0": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: _first_block(m, UPDATE).__setitem__(2, 0)))),
+    "update_mask_bit6": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: _first_block(m, UPDATE).__setitem__(2, _first_block(m, UPDATE)[2] | 0x40)))),
+    "add_missing_section": (E.MALFORMED, lambda S: (0, edit_frame(S.frames[0], lambda m: _first_block(m, ADD)[4].pop()))),
+    "section_index_out_of_range": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: _first_block(m, DELETE_IDS)[4].__setitem__(0, 999)))),
+    "raw_size_mismatch": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(2, 8)))),
+    "width_mismatch": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(5, 4)))),
+    "section_past_payload": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(0, 10**6)))),
+    "uncompressed_stored_ne_raw": (E.MALFORMED, lambda S: (2, edit_frame(
+        S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(1, m.sections[_first_block(m, DELETE_IDS)[4][0]][2] - 1)))),
+    "two_cell_blocks_same_level": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.append(list(_first_block(m, DELETE_CELLS)))))),
+    "keyframe_seq_0": (E.MALFORMED, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(m, "seq", 0)))),
+    "seq_not_after_base": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(m, "seq", m.base_seq)))),
+    # features
+    "frame_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(m, "features", 1 << 5)))),
+    "header_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: _hdr(S, quant=COMPACT, features=1)),
+    "op_kind_6": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: _first_block(m, DELETE_IDS).__setitem__(0, 6)))),
+    "compression_2": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(3, 2)))),
+    "filter_bit_3": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(4, 8)))),
+    # limits
+    "add_count_2^31": (E.LIMIT_EXCEEDED, lambda S: (0, edit_frame(S.frames[0], lambda m: _first_block(m, ADD).__setitem__(1, 2**31)))),
+    "too_many_blocks": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.extend([[200, 0, 0, 0, []]] * 4097)))),
+    "too_many_sections": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections.extend([[0, 0, 0, 0, 0, 1, 0]] * 16385)))),
+    "raw_bytes_over_2^32": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections.extend([[0, 0, 2**31 + 1, 1, 0, 8, 0]] * 2)))),
+    "scene_budget": (E.LIMIT_EXCEEDED, lambda S: ("stream", header_record(header_body(grid=_grid(S), quant=COMPACT, max_gaussians=10)) + S.frames[0])),
+    # decompression
+    "zstd_garbage": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, b"\x28\xb5\x2f\xfd" + bytes(range(60)))),
+    "zstd_short": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(8)))),
+    "zstd_long": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(4096)))),
+    # values
+    "ids_descending": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=S.states[1].ids()[[3, 1]])))),
+    "id_outside_id_space": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=np.array([S.profile.grid.id_limit], U64))))),
+    "range_first_gt_last": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ranges=np.array([[9, 3]], U64))))),
+    "cell_outside_grid": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_cells={0: np.array([1 << (3 * S.profile.grid.cell_bits)], U64)})))),
+    "cell_level_over_B": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_cells={S.profile.grid.cell_bits + 1: np.array([0], U64)})))),
+    "rotation_index_4": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, add_ids=_free_ids(S, 1), add=_codes(S, 1, **{Attr.ROTATION: np.array([[4], [0], [0], [0]], np.uint8)}))))),
+    "rest_over_M": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, add_ids=_free_ids(S, 1), add=_codes(S, 1, **{Attr.SH_REST: np.full((9, 1), 100, np.int8)}))))),
+    "update_makes_invalid_code": (E.BAD_VALUE, lambda S: (1, _upd_invalid(S))),
+    # ids
+    "add_equal_ids": (E.DUPLICATE_ID, lambda S: (1, _frame(S, _delta(S, 1, add_ids=np.repeat(_free_ids(S, 1), 2), add=_codes(S, 2))))),
+    "id_in_add_and_update": (E.DUPLICATE_ID, lambda S: (1, _add_and_update(S))),
+    "two_delete_id_blocks": (E.DUPLICATE_ID, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.append(list(_first_block(m, DELETE_IDS)))))),
+    "add_live_id": (E.ID_EXISTS, lambda S: (1, _frame(S, _delta(S, 1, add_ids=S.states[1].ids()[:1], add=_codes(S, 1))))),
+    "delete_absent_id": (E.ID_MISSING, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=_free_ids(S, 1))))),
+    "update_deleted_id": (E.ID_MISSING, lambda S: (2, edit_frame(S.frames[1], lambda m: (setattr(m, "seq", S.states[2].seq + 1), setattr(m, "base_seq", S.states[2].seq), setattr(m, "digest", None))))),
+    "base_seq_gap": (E.SEQUENCE_GAP, lambda S: (0, S.frames[1])),
+    "replayed_frame": (E.SEQUENCE_GAP, lambda S: (2, S.frames[1])),
+    "digest_mismatch": (E.DIGEST_MISMATCH, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(m, "digest", (m.digest[0], m.digest[1] ^ 1, m.digest[2]))))),
+    "digest_count_mismatch": (E.DIGEST_MISMATCH, lambda S: (1, _frame(S, _delta(S, 1, digest=Digest(1, 0, 0))))),
+    # header parameters
+    "header_cell_bits_0": (E.BAD_HEADER, lambda S: _hdr(S, grid=(0.0, 0.0, 0.0, 1.0, 0, 8), quant=COMPACT)),
+    "header_id_bits_over_63": (E.BAD_HEADER, lambda S: _hdr(S, grid=(0.0, 0.0, 0.0, 1.0, 20, 8), quant=COMPACT)),
+    "header_cell_size_0": (E.BAD_HEADER, lambda S: _hdr(S, grid=(0.0, 0.0, 0.0, 0.0, 8, 8), quant=COMPACT)),
+    "header_sh_degree_4": (E.BAD_HEADER, lambda S: _hdr(S, sh_degree=4)),
+    "header_max_gaussians": (E.BAD_HEADER, lambda S: _hdr(S, quant=COMPACT, max_gaussians=2**24 + 1)),
+    "header_position_bits_0": (E.BAD_HEADER, lambda S: _hdr(S, quant={**COMPACT, "position_bits": 0})),
+    "header_rest_bits_short": (E.BAD_HEADER, lambda S: _hdr(S, sh_degree=2, quant=COMPACT)),
+    "header_scale_range_empty": (E.BAD_HEADER, lambda S: _hdr(S, quant={**COMPACT, "scale_min": 4.0})),
+}
+
+
+def _grid(S):
+    g = S.profile.grid
+    return (*g.origin, g.cell_size, g.cell_bits, g.slot_bits)
+
+
+def _zstd_case(S, data: bytes):
+    frame = S.frames[2]
+    payload0 = split_frame(frame)[1]
+
+    def edit(m: Meta):
+        blk = _first_block(m, DELETE_IDS)
+        sec = m.sections[blk[4][0]]
+        sec[0], sec[1], sec[3] = len(payload0), len(data), 1
+
+    return 2, edit_frame(frame, edit, payload0 + data)
+
+
+def _upd_invalid(S):
+    ids = S.states[1].ids()[:1]
+    p = S.profile
+    old = S.states[1].codes_of(ids)[Attr.ROTATION]
+    res = {a: np.zeros((p.comps(a), 1), p.dtype(a)) for a in ATTRS}
+    res[Attr.ROTATION] = (np.array([[7], [0], [0], [0]], np.uint8) - np.array([[old[0, 0]], [0], [0], [0]], np.uint8)).astype(np.uint8)
+    return _frame(S, _delta(S, 1, update_ids=ids, update_mask=np.array([Attr.ROTATION.bit], np.uint8), update=res))
+
+
+def _add_and_update(S):
+    p = S.profile
+    ids = S.states[1].ids()[:1]
+    res = {a: np.zeros((p.comps(a), 1), p.dtype(a)) for a in ATTRS}
+    res[Attr.OPACITY][:] = 1
+    d = _delta(S, 1, delete_ids=ids, add_ids=ids, add=_codes(S, 1), update_ids=ids,
+               update_mask=np.array([Attr.OPACITY.bit], np.uint8), update=res)
+    return _frame(S, d)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_error_code_case(S, case):
+    code, make = CASES[case]
+    where, buf = make(S)
+    if where == "header":
+        with pytest.raises(GsdError) as e:
+            Decoder(buf)
+        assert e.value.code == code, e.value
+        return
+    if where == "stream":
+        with pytest.raises(GsdError) as e:
+            for _ in read_stream(buf):
+                pass
+        assert e.value.code == code and e.value.frame == 0, e.value
+        return
+    dec = S.decoder(where)
+    snap = snapshot(dec)
+    e = decode_error(dec, buf)
+    assert e.code == code, (case, e)
+    assert_unchanged(dec, snap)
+    if where < len(S.frames):
+        dec.decode_frame(S.frames[where])  # still usable afterwards
+        assert dec.state.digest() == S.states[where + 1].digest()
+
+
+def test_every_error_code_is_covered():
+    assert {code for code, _ in CASES.values()} == set(ErrorCode)
+
+
+def test_lowered_decoder_limits_apply(S):
+    """A decoder MAY lower limits: the same valid keyframe is refused with LIMIT_EXCEEDED."""
+    for limits in (Limits(max_ids_per_frame=10), Limits(max_gaussians=10), Limits(max_frame_bytes=64),
+                   Limits(max_frame_raw_bytes=100), Limits(max_sections=2)):
+        dec = Decoder(S.header, limits=limits)
+        snap = snapshot(dec)
+        assert decode_error(dec, S.frames[0]).code == E.LIMIT_EXCEEDED, limits
+        assert_unchanged(dec, snap)
+
+
+def test_extension_blocks_are_skipped_and_unknown_flag_bits_ignored(S):
+    """Forward compatibility: kinds 128..255 are skipped, reserved flag bits ignored (notes 6, 10)."""
+    bad = edit_frame(S.frames[2], lambda m: (m.blocks.append([200, 5, 0, 0, [0]]), setattr(m, "flags", m.flags | 0x80)))
+    dec = S.decoder(2)
+    dec.decode_frame(bad)
+    assert dec.state.equals(S.states[3]) and dec.state.digest() == S.states[3].digest()
