@@ -42,7 +42,7 @@ from codec.ply import ply_size_bytes, read_ply, write_ply
 from codec.synthetic import synthetic_motion, synthetic_scene
 from codec.wire import decode_frame
 
-from .scenes import DeltaRig, coherent_motion, position_step, profile_for
+from .scenes import COLOR_SIGMA, MIX, MOVE_SIGMA, DeltaRig, coherent_motion, position_step, profile_for
 
 PROFILES = ("lossless", "high", "compact")
 DEFAULT = codec.DEFAULT_PROFILE
@@ -57,9 +57,6 @@ T_DECODE_MS = {3: 100.0, 0: 40.0}
 T_SIZE_BPG = {3: 16.0, 0: 7.0}          # default lossy profile, strictly under
 T_DELTA_MS = 2.0
 T_MOTION_BPG = 2.0                      # strictly under
-MIX = {"n_move": 3000, "n_color": 1000, "n_add": 500, "n_delete": 500}
-MOVE_SIGMA = 0.02                       # metres (synthetic scenes span ~40 m plus a background shell)
-COLOR_SIGMA = 0.1                       # f_dc units
 MOTION_FRACTION = 0.10
 MOTION_STEPS = 3.0                      # motion std in position steps of the default profile
 
@@ -175,7 +172,7 @@ def bench_delta(g, reps: int, warmup: int = 3, seed: int = 0) -> dict:
     t_assign, t_enc, t_dec, sizes = [], [], [], []
     frame = None
     for i in range(warmup + reps):
-        md = rig.make(move_sigma=MOVE_SIGMA, color_sigma=COLOR_SIGMA, **MIX)  # untimed (includes assign_ids)
+        md = rig.make()  # untimed: picks the rows, assigns the adds' ids
         de, frame = clock(rig.enc.encode, **md.ops)
         rig.scene.commit(md)
         dd, d = clock(rig.dec.decode_frame, frame)  # digest verified (the frame carries it)
@@ -447,8 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     reps = args.repeat or (3 if args.quick else 5)
     delta_reps = args.delta_reps or (30 if args.quick else 40)
     out = args.out or (None if args.quick else "BENCHMARKS.md")
-    if n < 1000 or reps < 1 or delta_reps < 1:
-        ap.error("need --n >= 1000 and positive repetition counts")
+    if n < 10_000 or reps < 1 or delta_reps < 1:
+        ap.error("need --n >= 10000 (the mixed delta edits 4,500 live Gaussians) and positive repetition counts")
     env = environment(argv)
     t_start = time.perf_counter()
 

@@ -15,6 +15,10 @@ U64 = np.uint64
 F32 = np.float32
 FIELDS = ("positions", "scales", "rotations", "opacities", "sh_dc", "sh_rest")
 SPLIT_SHRINK = float(np.log(1.6))  # 3DGS densification shrinks split Gaussians by 1.6
+# The issue's 5,000-Gaussian mixed delta: moves, recolours, adds, deletes.
+MIX = {"n_move": 3000, "n_color": 1000, "n_add": 500, "n_delete": 500}
+MOVE_SIGMA = 0.02   # metres per axis (synthetic scenes span ~40 m plus a background shell)
+COLOR_SIGMA = 0.1   # f_dc units (one 8-bit DC step of the compact profile is ~0.027)
 
 
 def profile_for(g: Gaussians, name: str) -> Profile:
@@ -95,9 +99,9 @@ class LiveScene:
     def alive(self) -> np.ndarray:
         return np.flatnonzero(self.live[: self.size])
 
-    def mixed_delta(self, enc: Encoder, rng: np.random.Generator, n_move: int = 3000, n_color: int = 1000,
-                    n_add: int = 500, n_delete: int = 500, move_sigma: float = 0.02,
-                    color_sigma: float = 0.1) -> MixedDelta:
+    def mixed_delta(self, enc: Encoder, rng: np.random.Generator, n_move: int = MIX["n_move"],
+                    n_color: int = MIX["n_color"], n_add: int = MIX["n_add"], n_delete: int = MIX["n_delete"],
+                    move_sigma: float = MOVE_SIGMA, color_sigma: float = COLOR_SIGMA) -> MixedDelta:
         """A mixed edit of random live Gaussians; new ids for the adds come from ``enc``.
 
         Moves: position += N(0, move_sigma) per axis; recolours: f_dc += N(0,

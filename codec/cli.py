@@ -11,6 +11,7 @@ Progress bars go to stderr, only on a terminal and never with --quiet.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ from .wire import StreamHeader, decode_header
 
 U64 = np.uint64
 PROG = "gsd"
+ZSTD_LEVEL = inspect.signature(Encoder).parameters["level"].default  # one source of truth: the encoder's
 
 
 class UsageError(Exception):
@@ -649,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantization preset: lossless = float32 exact; high; compact")
     e.add_argument("--sh-degree", type=int, choices=range(4), default=None, metavar="N",
                    help="SH degree 0..3 to keep (higher-order coefficients dropped or zero-padded); default: the PLY's")
-    e.add_argument("--level", type=_zstd_level, default=3, metavar="ZSTD_LEVEL",
+    e.add_argument("--level", type=_zstd_level, default=ZSTD_LEVEL, metavar="ZSTD_LEVEL",
                    help="zstd level 0..22 for the sections (0 = store uncompressed)")
     e.add_argument("--cell-bits", type=int, choices=range(1, 21), default=14, metavar="B",
                    help="grid cells per axis = 2^B (1..20); B + position bits must be <= 30")
@@ -718,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="demo.gsd", metavar="OUT.gsd", help="stream file to write")
     m.add_argument("--profile", choices=profiles, default=DEFAULT_PROFILE, help="quantization preset")
     m.add_argument("--sh-degree", type=int, choices=range(4), default=3, metavar="N", help="SH degree 0..3")
-    m.add_argument("--level", type=_zstd_level, default=3, metavar="ZSTD_LEVEL",
+    m.add_argument("--level", type=_zstd_level, default=ZSTD_LEVEL, metavar="ZSTD_LEVEL",
                    help="zstd level 0..22 (0 = store uncompressed)")
     m.add_argument("--seed", type=int, default=0, help="random seed (scene and edits)")
     m.set_defaults(func=cmd_demo)

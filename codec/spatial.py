@@ -49,16 +49,28 @@ class Grid:
         return 1 << self.id_bits
 
     @classmethod
-    def fit(cls, positions: np.ndarray, cell_bits: int = 14, slot_bits: int = 16, margin: float = 0.25) -> "Grid":
-        """A grid covering the bounding box of ``positions`` with ``margin`` of room on every side."""
+    def fit(cls, positions: np.ndarray, cell_bits: int = 10, slot_bits: int | None = None,
+            margin: float = 0.25) -> "Grid":
+        """A grid covering the bounding box of ``positions`` with ``margin`` of room on every side.
+
+        Coarse cells (1024 per axis by default) keep the ids of nearby Gaussians close, so
+        sorted id lists delta-code small; ``slot_bits`` defaults to the fullest cell's need
+        with 4x headroom for Gaussians born there later.
+        """
         if len(positions) == 0:
-            return cls(cell_bits=cell_bits, slot_bits=slot_bits)
+            return cls(cell_bits=cell_bits, slot_bits=slot_bits if slot_bits is not None else 16)
         lo, hi = positions.min(0).astype(np.float64), positions.max(0).astype(np.float64)
         extent = float(max((hi - lo).max(), 1e-3)) * (1 + 2 * margin)
         centre = (lo + hi) / 2
         cell = extent / (1 << cell_bits)
         cell = float(2.0 ** np.ceil(np.log2(cell)))  # a power of two keeps cell origins exact in float32
         origin = np.floor((centre - cell * (1 << (cell_bits - 1))) / cell) * cell
+        if slot_bits is None:
+            probe = cls(tuple(origin), cell, cell_bits, 0)
+            cells = np.sort(probe.cells_of(positions))
+            edges = np.flatnonzero(np.r_[True, cells[1:] != cells[:-1], True])
+            fullest = int(np.diff(edges).max())
+            slot_bits = int(min(max(np.ceil(np.log2(fullest + 1)) + 2, 4), 63 - 3 * cell_bits))
         return cls(tuple(origin), cell, cell_bits, slot_bits)
 
     # -- cells ---------------------------------------------------------------

@@ -121,16 +121,18 @@ def decode_header(buf, limits: Limits = SPEC_LIMITS) -> tuple[StreamHeader, int]
         grid_args = ((g.OriginX(), g.OriginY(), g.OriginZ()), g.CellSize(), g.CellBits(), g.SlotBits())
         q = fb.Quantization()
         quant_args = None
+        param_problem = None  # BAD_HEADER, raised after the required_features check (SPEC.md 4 check order)
         if q is not None:
             nb, nr = q.RestBitsLength(), q.RestRangeLength()
             if nb > 3 or nr > 3:
-                raise GsdError(ErrorCode.BAD_HEADER, "more than 3 SH degrees of rest parameters")
-            rest_bits = tuple(q.RestBits(j) for j in range(nb)) + (8,) * (3 - nb)
-            rest_range = tuple(q.RestRange(j) for j in range(nr)) + (1.0,) * (3 - nr)
-            if nb < degree or nr < degree:
-                raise GsdError(ErrorCode.BAD_HEADER, "rest_bits/rest_range shorter than sh_degree")
-            quant_args = (q.PositionBits(), q.ScaleBits(), q.ScaleMin(), q.ScaleMax(), q.RotationBits(),
-                          q.OpacityBits(), q.DcBits(), q.DcMin(), q.DcMax(), rest_bits, rest_range)
+                param_problem = "more than 3 SH degrees of rest parameters"
+            elif nb < degree or nr < degree:
+                param_problem = "rest_bits/rest_range shorter than sh_degree"
+            else:
+                rest_bits = tuple(q.RestBits(j) for j in range(nb)) + (8,) * (3 - nb)
+                rest_range = tuple(q.RestRange(j) for j in range(nr)) + (1.0,) * (3 - nr)
+                quant_args = (q.PositionBits(), q.ScaleBits(), q.ScaleMin(), q.ScaleMax(), q.RotationBits(),
+                              q.OpacityBits(), q.DcBits(), q.DcMin(), q.DcMax(), rest_bits, rest_range)
         name = (fb.ProfileName() or b"").decode("utf-8", "replace")
         gen = (fb.Generator() or b"").decode("utf-8", "replace")
         max_g = fb.MaxGaussians()
@@ -140,6 +142,8 @@ def decode_header(buf, limits: Limits = SPEC_LIMITS) -> tuple[StreamHeader, int]
         raise GsdError(ErrorCode.MALFORMED, f"header metadata unreadable: {e}") from None
     if features & ~KNOWN_FEATURES:
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required header features {features:#x}")
+    if param_problem:
+        raise GsdError(ErrorCode.BAD_HEADER, param_problem)
     if max_g > SPEC_LIMITS.max_gaussians:
         raise GsdError(ErrorCode.BAD_HEADER, f"max_gaussians {max_g} above the spec limit")
     grid = Grid(*grid_args)  # raises BAD_HEADER
@@ -245,12 +249,15 @@ def frame_length(buf, limits: Limits = SPEC_LIMITS) -> int:
     if len(mv) < _PREFIX.size:
         raise GsdError(ErrorCode.TRUNCATED, "bytes end inside a frame prefix")
     _, frame_len, meta_len = _PREFIX.unpack_from(mv)
-    if frame_len < _PREFIX.size + 4 or meta_len > frame_len - _PREFIX.size - 4:
-        raise GsdError(ErrorCode.MALFORMED, "frame_len/meta_len inconsistent")
+    # Check order of SPEC.md 4 (format-notes 4): frame_len, limit, bytes present, then meta_len.
+    if frame_len < _PREFIX.size + 4:
+        raise GsdError(ErrorCode.MALFORMED, f"frame_len {frame_len} below the 16-byte minimum")
     if frame_len > limits.max_frame_bytes:
         raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"frame of {frame_len} bytes")
     if len(mv) < frame_len:
         raise GsdError(ErrorCode.TRUNCATED, f"frame needs {frame_len} bytes, {len(mv)} present")
+    if meta_len > frame_len - _PREFIX.size - 4:
+        raise GsdError(ErrorCode.MALFORMED, "meta_len larger than the frame")
     return frame_len
 
 

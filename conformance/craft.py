@@ -145,7 +145,8 @@ class Payload:
         """The raw (uncompressed) section bytes of a (C, N) array and its element width."""
         sw = SectionWriter(level=0)
         sw.add(planar, filters)
-        return sw.parts[0], sw.descs[0].width
+        raw = sw.payload()
+        return raw, sw.descs[0].width
 
     def add(self, planar: np.ndarray, filters: int, compression: str = "auto", zstd_frames: int = 1,
             zstd_args: dict | None = None) -> int:

@@ -13,6 +13,7 @@ DUPLICATE_ID, ID_EXISTS, ID_MISSING, SEQUENCE_GAP, DIGEST_MISMATCH, BAD_HEADER.
 """
 from __future__ import annotations
 
+import functools
 import struct
 import tracemalloc
 import zlib
@@ -186,12 +187,13 @@ def build_stream(name="compact", degree=1, n=48, seed=0) -> Stream:
     frames, states = [], [enc.state.copy()]
     frames.append(enc.keyframe(g, ids)); states.append(enc.state.copy())
     moved = g.take(np.arange(0, n, 3))
-    moved.positions[:] += 0.05
+    moved.positions[:] += 0.3
     moved.sh_dc[::2] += 0.3
     frames.append(enc.encode(update=(ids[::3], moved))); states.append(enc.state.copy())
     grid = profile.grid
-    cell = int(ids[40]) >> grid.slot_bits
-    frames.append(enc.encode(delete=ids[1:6], delete_ranges=[[int(ids[10]), int(ids[13])]], delete_cells={0: [cell]}))
+    srt = np.sort(ids)
+    cell = int(ids[n - 8]) >> grid.slot_bits
+    frames.append(enc.encode(delete=ids[1:6], delete_ranges=[[int(srt[10]), int(srt[13])]], delete_cells={0: [cell]}))
     states.append(enc.state.copy())
     return Stream(profile, enc.header_bytes(), frames, states, ids)
 
@@ -396,7 +398,7 @@ def test_every_payload_byte_corrupted_behind_good_crc(fixture, request):
         _, flen, mlen = struct.unpack_from("<4sII", frame)
         dec = s.decoder(i)
         for pos in range(12 + mlen, flen - 4):
-            for val in (frame[pos] ^ 0xFF, frame[pos] ^ 0x01):
+            for val in (frame[pos] ^ 0xFF, frame[pos] ^ 0x01)[: 2 if pos % 4 == 0 else 1]:
                 buf = bytearray(frame)
                 buf[pos] = val
                 codes.add(check_corrupt(s, i, fix_crc(buf), dec))
@@ -469,6 +471,7 @@ def test_oversize_declared_count_fails_without_allocating(S, kind, count, code):
     assert_unchanged(dec, snap)
 
 
+@functools.lru_cache(maxsize=None)
 def _bomb(total: int, declare_size: bool) -> bytes:
     """zstd data that expands to ``total`` zero bytes, built without holding them in memory."""
     cctx = zstandard.ZstdCompressor(level=1, write_content_size=declare_size)
@@ -479,47 +482,75 @@ def _bomb(total: int, declare_size: bool) -> bytes:
     return b"".join(parts)
 
 
-@pytest.mark.parametrize("declare_size", [False, True])
-def test_zstd_bomb_section_is_decompression_failed_with_bounded_memory(S, declare_size):
-    """A DELETE_IDS section declared as 5 ids (40 bytes) whose zstd data expands to 256 MiB."""
-    bomb = _bomb(256 * MB, declare_size)
-    assert len(bomb) < 64 * 1024
+def _set_content_size(z: bytes, value: int) -> bytes:
+    """Rewrite the Frame_Content_Size field of a zstd frame header in place (RFC 8878 3.1.1.1)."""
+    fhd = z[4]
+    single, fcs_flag, did_flag = (fhd >> 5) & 1, fhd >> 6, fhd & 3
+    off = 5 + (0 if single else 1) + (0, 1, 2, 4)[did_flag]
+    size = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    assert size >= 4 and value < 1 << (8 * size)
+    return z[:off] + value.to_bytes(size, "little") + z[off + size:]
+
+
+def _raw_block_frame(content_size: int, data: bytes) -> bytes:
+    """A zstd frame that declares ``content_size`` (4-byte field) but holds only ``data`` in one raw last block."""
+    header = struct.pack("<IB", 0xFD2FB528, 0b10100000) + struct.pack("<I", content_size)  # FCS 4 bytes, single segment
+    block = ((len(data) << 3) | 1).to_bytes(3, "little")  # Last_Block=1, Raw
+    return header + block + data
+
+
+BOMBS = {
+    "no_content_size": lambda raw: _bomb(256 * MB, False),
+    "true_content_size": lambda raw: _bomb(256 * MB, True),
+    "content_size_lies": lambda raw: _set_content_size(_bomb(256 * MB, True), raw),
+    "bomb_after_a_good_frame": lambda raw: zstandard.ZstdCompressor().compress(bytes(raw)) + _bomb(256 * MB, False),
+}
+
+
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_zstd_bomb_section_is_decompression_failed_with_bounded_memory(S, bomb):
+    """A DELETE_IDS section of 5 ids (40 raw bytes) whose zstd data expands to 256 MiB."""
     frame = S.frames[2]
+    meta, payload0 = split_frame(frame)
+    m = parse_meta(meta)
+    raw = m.sections[_first_block(m, DELETE_IDS)[4][0]][2]
+    data = BOMBS[bomb](raw)
 
     def edit(m: Meta):
-        blk = next(b for b in m.blocks if b[0] == DELETE_IDS)
-        sec = m.sections[blk[4][0]]
-        sec[0], sec[1], sec[3] = len(payload0), len(bomb), 1  # offset, stored_size, zstd
-        assert sec[2] == 8 * blk[1]
+        sec = m.sections[_first_block(m, DELETE_IDS)[4][0]]
+        sec[0], sec[1], sec[3] = len(payload0), len(data), 1  # offset, stored_size, zstd
 
-    payload0 = split_frame(frame)[1]
-    bad = edit_frame(frame, edit, payload0 + bomb)
+    bad = edit_frame(frame, edit, payload0 + data)
+    assert len(bad) < 64 * 1024
     dec = S.decoder(2)
     snap = snapshot(dec)
     e, peak = peak_bytes(lambda: decode_error(dec, bad))
-    assert e.code == E.DECOMPRESSION_FAILED
+    assert e.code == E.DECOMPRESSION_FAILED, e
     assert peak < 8 * MB, f"peak {peak / MB:.1f} MiB while rejecting a zstd bomb"
     assert_unchanged(dec, snap)
 
 
-def test_large_declared_raw_size_with_tiny_zstd_data_has_bounded_memory(S):
-    """A count within limits (2^24 ids, 128 MiB raw) backed by 100 bytes of zstd: memory follows the data."""
+@pytest.mark.parametrize("declare", [False, True])
+def test_large_declared_raw_size_with_tiny_zstd_data_has_bounded_memory(S, declare):
+    """A count within limits (2^24 ids, 128 MiB raw) backed by ~100 bytes: memory follows the data."""
     frame = S.frames[2]
-    tiny = zstandard.ZstdCompressor().compress(bytes(100))
     count = 1 << 24
+    tiny = _raw_block_frame(8 * count, bytes(100)) if declare else zstandard.ZstdCompressor().compress(bytes(100))
+    payload0 = split_frame(frame)[1]
 
     def edit(m: Meta):
-        blk = next(b for b in m.blocks if b[0] == DELETE_IDS)
+        blk = _first_block(m, DELETE_IDS)
         blk[1] = count
         sec = m.sections[blk[4][0]]
         sec[0], sec[1], sec[2], sec[3] = len(payload0), len(tiny), 8 * count, 1
 
-    payload0 = split_frame(frame)[1]
     bad = edit_frame(frame, edit, payload0 + tiny)
     dec = S.decoder(2)
+    snap = snapshot(dec)
     e, peak = peak_bytes(lambda: decode_error(dec, bad))
     assert e.code == E.DECOMPRESSION_FAILED
-    assert peak < 16 * MB, f"peak {peak / MB:.1f} MiB for a {len(bad)}-byte frame"
+    assert peak < 8 * MB, f"peak {peak / MB:.1f} MiB for a {len(bad)}-byte frame"
+    assert_unchanged(dec, snap)
 
 
 # ---------------------------------------------------------------- one case per error code (table)
@@ -536,11 +567,11 @@ def _frame(S, d: Delta) -> bytes:
     return FrameEncoder(S.profile).encode(d)
 
 
-def _codes(S, n, **over):
+def _codes(S, n, over=None):
     """n valid codes (copied from live Gaussians) with some attributes overridden."""
     ids = S.states[1].ids()[:n]
     c = {a: v.copy() for a, v in S.states[1].codes_of(ids).items()}
-    c.update(over)
+    c.update(over or {})
     return c
 
 
@@ -605,14 +636,17 @@ CASES = {
     "zstd_garbage": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, b"\x28\xb5\x2f\xfd" + bytes(range(60)))),
     "zstd_short": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(8)))),
     "zstd_long": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(4096)))),
+    "zstd_no_content_size": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor(write_content_size=False).compress(bytes(40)))),
+    "zstd_trailing_bytes": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(40)) + b"\0")),
+    "zstd_data_short_of_content_size": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, _raw_block_frame(40, bytes(39)))),
     # values
     "ids_descending": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=S.states[1].ids()[[3, 1]])))),
     "id_outside_id_space": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=np.array([S.profile.grid.id_limit], U64))))),
     "range_first_gt_last": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ranges=np.array([[9, 3]], U64))))),
     "cell_outside_grid": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_cells={0: np.array([1 << (3 * S.profile.grid.cell_bits)], U64)})))),
     "cell_level_over_B": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_cells={S.profile.grid.cell_bits + 1: np.array([0], U64)})))),
-    "rotation_index_4": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, add_ids=_free_ids(S, 1), add=_codes(S, 1, **{Attr.ROTATION: np.array([[4], [0], [0], [0]], np.uint8)}))))),
-    "rest_over_M": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, add_ids=_free_ids(S, 1), add=_codes(S, 1, **{Attr.SH_REST: np.full((9, 1), 100, np.int8)}))))),
+    "rotation_index_4": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, add_ids=_free_ids(S, 1), add=_codes(S, 1, {Attr.ROTATION: np.array([[4], [0], [0], [0]], np.uint8)}))))),
+    "rest_over_M": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, add_ids=_free_ids(S, 1), add=_codes(S, 1, {Attr.SH_REST: np.full((9, 1), 100, np.int8)}))))),
     "update_makes_invalid_code": (E.BAD_VALUE, lambda S: (1, _upd_invalid(S))),
     # ids
     "add_equal_ids": (E.DUPLICATE_ID, lambda S: (1, _frame(S, _delta(S, 1, add_ids=np.repeat(_free_ids(S, 1), 2), add=_codes(S, 2))))),
@@ -620,7 +654,7 @@ CASES = {
     "two_delete_id_blocks": (E.DUPLICATE_ID, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.append(list(_first_block(m, DELETE_IDS)))))),
     "add_live_id": (E.ID_EXISTS, lambda S: (1, _frame(S, _delta(S, 1, add_ids=S.states[1].ids()[:1], add=_codes(S, 1))))),
     "delete_absent_id": (E.ID_MISSING, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=_free_ids(S, 1))))),
-    "update_deleted_id": (E.ID_MISSING, lambda S: (2, edit_frame(S.frames[1], lambda m: (setattr(m, "seq", S.states[2].seq + 1), setattr(m, "base_seq", S.states[2].seq), setattr(m, "digest", None))))),
+    "update_deleted_id": (E.ID_MISSING, lambda S: (3, _upd(S, 3, np.setdiff1d(S.states[1].ids(), S.states[3].ids())[:1]))),
     "base_seq_gap": (E.SEQUENCE_GAP, lambda S: (0, S.frames[1])),
     "replayed_frame": (E.SEQUENCE_GAP, lambda S: (2, S.frames[1])),
     "digest_mismatch": (E.DIGEST_MISMATCH, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(m, "digest", (m.digest[0], m.digest[1] ^ 1, m.digest[2]))))),
@@ -661,6 +695,13 @@ def _upd_invalid(S):
     res = {a: np.zeros((p.comps(a), 1), p.dtype(a)) for a in ATTRS}
     res[Attr.ROTATION] = (np.array([[7], [0], [0], [0]], np.uint8) - np.array([[old[0, 0]], [0], [0], [0]], np.uint8)).astype(np.uint8)
     return _frame(S, _delta(S, 1, update_ids=ids, update_mask=np.array([Attr.ROTATION.bit], np.uint8), update=res))
+
+
+def _upd(S, at, ids):
+    p = S.profile
+    res = {a: np.zeros((p.comps(a), len(ids)), p.dtype(a)) for a in ATTRS}
+    res[Attr.OPACITY][:] = 1
+    return _frame(S, _delta(S, at, update_ids=ids, update_mask=np.full(len(ids), Attr.OPACITY.bit, np.uint8), update=res))
 
 
 def _add_and_update(S):

@@ -12,7 +12,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from codec import Decoder, Delta, Encoder, ErrorCode, Gaussians, GsdError
+from codec import Decoder, Delta, Encoder, ErrorCode, Gaussians, GsdError, SceneState
 from codec.attributes import ATTRS, Attr, full_mask, mask_attrs
 from codec.wire import FrameEncoder
 
@@ -223,6 +223,13 @@ class StreamMachine(RuleBasedStateMachine):
         assert self.dec.state.digest() == self.enc.state.digest()
         assert self.dec.state.digest().count == len(self.model)
         assert self.dec.state.seq == self.enc.state.seq
+        # the incrementally maintained digest equals one hashed from scratch (a fresh, unhashed load)
+        ids, codes = self.dec.state.sorted_codes()
+        kf = Delta.empty_like(self.profile, seq=1, keyframe=True)
+        kf.add_ids, kf.add = ids, {a: c.copy() for a, c in codes.items()}
+        fresh = SceneState(self.profile)
+        fresh.apply(kf)
+        assert fresh.digest() == self.dec.state.digest()
 
 
 StreamMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=25, deadline=None)

@@ -1,0 +1,296 @@
+"""GSD-HASH digest against a plain reference (format-notes 7), Morton codes and spatial ids (notes 3)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codec import Decoder, Delta, Digest, Encoder, Grid, SceneState
+from codec.attributes import ATTRS, Attr, full_mask, mask_attrs
+from codec.spatial import morton_decode, morton_encode
+
+from conftest import PROFILE_NAMES, SH_DEGREES, make_profile, random_codes, random_gaussians
+
+M32 = 0xFFFFFFFF
+
+
+# ------------------------------------------------------------------ reference GSD-HASH, plain Python
+def ref_fmix32(h: int) -> int:
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    h ^= h >> 16
+    return h
+
+
+def ref_k(lane: int, j: int) -> int:
+    return ref_fmix32(((j + 1) * 0x9E3779B1 + lane * 0x7F4A7C15) & M32) | 1
+
+
+def ref_words(gid: int, codes: dict, col: int) -> list[int]:
+    """w0 = id low, w1 = id high, then every component in attribute order, zero-extended bit patterns."""
+    words = [gid & M32, gid >> 32]
+    for a in ATTRS:
+        arr = codes[a]
+        bits = 8 * arr.dtype.itemsize
+        for c in range(arr.shape[0]):
+            words.append(int(arr[c, col]) & ((1 << bits) - 1))  # two's complement for signed codes
+    return words
+
+
+def ref_digest(ids, codes: dict) -> Digest:
+    lanes = [0, 0]
+    for col, gid in enumerate(int(i) for i in ids):
+        w = ref_words(gid, codes, col)
+        for lane in (0, 1):
+            acc = 0
+            for j, word in enumerate(w):
+                acc = (acc + word * ref_k(lane, j)) & M32
+            lanes[lane] = (lanes[lane] + ref_fmix32(acc)) & M32
+    return Digest(len(ids), lanes[0], lanes[1])
+
+
+def ref_state_digest(state: SceneState) -> Digest:
+    ids, codes = state.sorted_codes()
+    return ref_digest(ids, codes)
+
+
+def test_reference_hash_known_values():
+    """Pin the reference to the published constants (so a wrong reference cannot agree with wrong code)."""
+    assert ref_fmix32(0) == 0
+    assert ref_fmix32(1) == 0x514E28B7  # MurmurHash3 fmix32(1)
+    assert ref_k(0, 0) == ref_fmix32(0x9E3779B1) | 1
+    assert ref_k(1, 0) == ref_fmix32((0x9E3779B1 + 0x7F4A7C15) & M32) | 1
+
+
+# --------------------------------------------------------------------------------------------- digest
+def test_empty_state_digest_is_zero():
+    for name in PROFILE_NAMES:
+        p = make_profile(name, 3, np.zeros((1, 3)))
+        s = SceneState(p)
+        assert s.digest() == Digest(0, 0, 0)
+        assert str(s.digest()) == "0:00000000:00000000"
+        enc = Encoder(p)
+        dec = Decoder(enc.header_bytes())
+        g = random_gaussians(np.random.default_rng(0), 10, 3)
+        ids = enc.assign_ids(g.positions)
+        dec.decode_frame(enc.keyframe(g, ids))
+        dec.decode_frame(enc.encode(delete=ids))
+        assert dec.state.digest() == Digest(0, 0, 0) == enc.state.digest()
+
+
+@settings(max_examples=40)
+@given(name=st.sampled_from(PROFILE_NAMES), degree=st.sampled_from(SH_DEGREES), seed=st.integers(0, 2**32 - 1),
+       n=st.integers(1, 12))
+def test_digest_matches_reference(name, degree, seed, n):
+    rng = np.random.default_rng(seed)
+    g = random_gaussians(rng, n, degree)
+    p = make_profile(name, degree, g.positions, cell_bits=12, slot_bits=20)  # 56-bit ids: w1 is non-zero
+    enc = Encoder(p)
+    dec = Decoder(enc.header_bytes())
+    ids = enc.assign_ids(g.positions)
+    assert (ids >> np.uint64(32)).any()
+    dec.decode_frame(enc.keyframe(g, ids))
+    want = ref_state_digest(dec.state)
+    assert dec.state.digest() == want == enc.state.digest()
+    text = str(want)
+    assert Digest.parse(text) == want and text.count(":") == 2 and len(text.split(":")[1]) == 8
+
+
+@settings(max_examples=25)
+@given(name=st.sampled_from(PROFILE_NAMES), degree=st.sampled_from(SH_DEGREES), seed=st.integers(0, 2**32 - 1))
+def test_incremental_digest_matches_reference_after_every_frame(name, degree, seed):
+    """Adds, partial-mask updates, deletes and replaces: the O(delta) digest equals a from-scratch hash."""
+    rng = np.random.default_rng(seed)
+    p = make_profile(name, degree, np.array([[-4.0] * 3, [4.0] * 3]), cell_bits=3, slot_bits=8)
+    state = SceneState(p)
+    seq = 0
+    for step in range(8):
+        live = state.ids()
+        d = Delta.empty_like(p, seq=seq + 1, base_seq=seq, keyframe=(step == 0))
+        gone = live[rng.random(len(live)) < 0.2]
+        d.delete_ids = gone
+        rest = np.setdiff1d(live, gone)
+        upd = rest[rng.random(len(rest)) < 0.5]
+        if len(upd):
+            fm = full_mask(degree)
+            masks = (rng.integers(1, fm + 1, len(upd)) & fm).astype(np.uint8)
+            masks[masks == 0] = Attr.SCALE.bit
+            old, new = state.codes_of(upd), random_codes(rng, p, len(upd))
+            d.update_ids, d.update_mask = upd, masks
+            for a in ATTRS:
+                on = (masks & a.bit) != 0
+                d.update[a] = np.where(on, new[a] - old[a], 0).astype(p.dtype(a))
+        fresh = np.setdiff1d(rng.integers(0, p.grid.id_limit, 4).astype(np.uint64), rest)
+        add = np.union1d(gone[: len(gone) // 2], fresh)
+        d.add_ids = add
+        d.add = random_codes(rng, p, len(add))
+        state.apply(d)
+        seq += 1
+        assert state.digest() == ref_state_digest(state), f"step {step}"
+
+
+def _two_ways(rng, p, n):
+    """The same content built as one keyframe and as shuffled batches with deletes/re-adds."""
+    ids = np.sort(rng.choice(p.grid.id_limit, n, replace=False).astype(np.uint64))
+    codes = random_codes(rng, p, n)
+    a = SceneState(p)
+    kf = Delta.empty_like(p, seq=1, keyframe=True)
+    kf.add_ids, kf.add = ids, codes
+    a.apply(kf)
+
+    b = SceneState(p)
+    seq = 0
+    perm = rng.permutation(n)
+    junk = random_codes(rng, p, n)
+    for chunk in np.array_split(perm, 5):  # batches in random order, first with wrong codes
+        chunk = np.sort(chunk)
+        d = Delta.empty_like(p, seq=seq + 1, base_seq=seq)
+        d.add_ids, d.add = ids[chunk], {x: junk[x][:, chunk] for x in ATTRS}
+        b.apply(d); seq += 1
+    # delete some, re-add them in a different frame (new slots), then fix codes by UPDATE
+    redo = np.sort(perm[: n // 3])
+    d = Delta.empty_like(p, seq=seq + 1, base_seq=seq)
+    d.delete_ids = ids[redo]
+    b.apply(d); seq += 1
+    d = Delta.empty_like(p, seq=seq + 1, base_seq=seq)
+    d.add_ids, d.add = ids[redo], {x: codes[x][:, redo] for x in ATTRS}
+    b.apply(d); seq += 1
+    others = np.setdiff1d(np.arange(n), redo)
+    d = Delta.empty_like(p, seq=seq + 1, base_seq=seq)
+    d.update_ids = ids[others]
+    d.update_mask = np.full(len(others), full_mask(p.sh_degree), np.uint8)
+    d.update = {x: (codes[x][:, others] - junk[x][:, others]).astype(p.dtype(x)) for x in ATTRS}
+    b.apply(d)
+    return a, b, ids
+
+
+@pytest.mark.parametrize("name", PROFILE_NAMES)
+@pytest.mark.parametrize("degree", [0, 3])
+def test_digest_independent_of_insertion_order_and_slots(name, degree):
+    rng = np.random.default_rng(degree)
+    p = make_profile(name, degree, np.zeros((1, 3)), cell_bits=4, slot_bits=10)
+    a, b, ids = _two_ways(rng, p, 300)
+    assert not np.array_equal(a.slots_of(ids), b.slots_of(ids)), "the two states share a slot layout"
+    assert a.equals(b)
+    assert a.digest() == b.digest() == ref_state_digest(a)
+
+
+def test_digest_sensitive_to_every_word():
+    """Changing any single component (or the id) changes the digest."""
+    rng = np.random.default_rng(1)
+    p = make_profile("high", 3, np.zeros((1, 3)), cell_bits=12, slot_bits=20)
+    ids = np.array([5, 1 << 40], np.uint64)
+    codes = random_codes(rng, p, 2)
+    base = ref_digest(ids, codes)
+    s = SceneState(p)
+    kf = Delta.empty_like(p, seq=1, keyframe=True)
+    kf.add_ids, kf.add = ids, codes
+    s.apply(kf)
+    assert s.digest() == base
+    for a in ATTRS:
+        for c in range(codes[a].shape[0]):
+            t = s.copy()
+            d = Delta.empty_like(p, seq=2, base_seq=1)
+            d.update_ids, d.update_mask = ids[:1], np.array([a.bit], np.uint8)
+            d.update = {x: np.zeros((p.comps(x), 1), p.dtype(x)) for x in ATTRS}
+            new = codes[a][:, :1].copy()
+            new[c, 0] = 0 if new[c, 0] != 0 else 1
+            d.update[a] = (new - codes[a][:, :1]).astype(p.dtype(a))
+            t.apply(d)
+            assert t.digest() != base and t.digest() == ref_state_digest(t), (a.name, c)
+    moved = ref_digest(np.array([6, 1 << 40], np.uint64), codes)
+    assert moved != base
+
+
+# ------------------------------------------------------------------------------------------- morton
+def ref_morton(x: int, y: int, z: int, bits: int) -> int:
+    m = 0
+    for i in range(bits):
+        m |= ((x >> i) & 1) << (3 * i) | ((y >> i) & 1) << (3 * i + 1) | ((z >> i) & 1) << (3 * i + 2)
+    return m
+
+
+@settings(max_examples=60)
+@given(bits=st.integers(1, 20), data=st.data())
+def test_morton_round_trip_and_reference(bits, data):
+    n = data.draw(st.integers(1, 20))
+    coords = np.array(data.draw(st.lists(st.tuples(*[st.integers(0, (1 << bits) - 1)] * 3), min_size=n, max_size=n)),
+                      np.uint64)
+    codes = morton_encode(coords, bits)
+    assert [int(c) for c in codes] == [ref_morton(int(x), int(y), int(z), bits) for x, y, z in coords]
+    assert (codes < np.uint64(1) << np.uint64(3 * bits)).all()
+    np.testing.assert_array_equal(morton_decode(codes, bits), coords)
+
+
+# ---------------------------------------------------------------------------------------------- ids
+def ref_cell(grid: Grid, p) -> int:
+    c = [min(max(int(np.floor((float(p[k]) - grid.origin[k]) / grid.cell_size)), 0), (1 << grid.cell_bits) - 1)
+         for k in range(3)]
+    return ref_morton(*c, grid.cell_bits)
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(100, 1500), cell_bits=st.integers(1, 8),
+       slot_bits=st.integers(12, 20))
+def test_assigned_ids_unique_in_space_and_in_birth_cell(seed, n, cell_bits, slot_bits):
+    rng = np.random.default_rng(seed)
+    g = random_gaussians(rng, n, 0)
+    g.positions[: n // 10] *= 3  # some outside the grid: their cell clamps to the border
+    p = make_profile("compact", 0, g.positions[n // 10:], cell_bits, slot_bits)
+    grid = p.grid
+    enc = Encoder(p)
+    ids = enc.assign_ids(g.positions)
+    assert len(np.unique(ids)) == n
+    assert (ids < np.uint64(grid.id_limit)).all()
+    sample = rng.choice(n, min(n, 200), replace=False)
+    for j in sample:
+        assert int(ids[j]) >> grid.slot_bits == ref_cell(grid, g.positions[j]), j
+    # ids handed out but not yet added are not handed out again
+    more = enc.assign_ids(g.positions[:50])
+    assert not np.isin(more, ids).any()
+    dec = Decoder(enc.header_bytes())
+    dec.decode_frame(enc.keyframe(g, ids))
+    # after deletes, a new id's slot is above every live slot of its cell (notes 3)
+    gone = ids[rng.random(n) < 0.3]
+    dec.decode_frame(enc.encode(delete=gone))
+    newpos = g.positions[rng.choice(n, 100)]
+    new = enc.assign_ids(newpos)
+    live = enc.state.ids()
+    assert not np.isin(new, live).any() and not np.isin(new, more).any()
+    by_cell: dict = {}
+    for i in live:
+        c = int(i) >> grid.slot_bits
+        by_cell[c] = max(by_cell.get(c, -1), int(i) & ((1 << grid.slot_bits) - 1))
+    for i, pos in zip(new, newpos):
+        c = int(i) >> grid.slot_bits
+        assert c == ref_cell(grid, pos)
+        assert (int(i) & ((1 << grid.slot_bits) - 1)) > by_cell.get(c, -1)
+
+
+@settings(max_examples=30)
+@given(seed=st.integers(0, 2**32 - 1), level=st.integers(0, 3), name=st.sampled_from(PROFILE_NAMES))
+def test_cell_delete_removes_exactly_that_cell(seed, level, name):
+    rng = np.random.default_rng(seed)
+    g = random_gaussians(rng, 400, 1)
+    p = make_profile(name, 1, g.positions, cell_bits=4, slot_bits=12)
+    grid = p.grid
+    enc = Encoder(p)
+    dec = Decoder(enc.header_bytes())
+    ids = enc.assign_ids(g.positions)
+    dec.decode_frame(enc.keyframe(g, ids))
+    shift = grid.slot_bits + 3 * level
+    victim = int(ids[int(rng.integers(0, len(ids)))]) >> shift
+    before = set(int(i) for i in dec.state.ids())
+    dec.decode_frame(enc.encode(delete_cells={level: [victim]}))
+    after = set(int(i) for i in dec.state.ids())
+    expect = {i for i in before if (i >> shift) != victim}
+    assert after == expect and len(after) < len(before)
+    assert dec.state.digest() == enc.state.digest() == ref_state_digest(dec.state)
+    # the cell really is the birth cell of the positions (level 0): plain-Python cells of survivors differ
+    if level == 0:
+        order = {int(i): j for j, i in enumerate(ids)}
+        for i in before - after:
+            assert ref_cell(grid, g.positions[order[i]]) == victim
