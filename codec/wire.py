@@ -304,16 +304,13 @@ def _read_meta(meta: bytes, limits: Limits):
             raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{nb} blocks / {ns} sections")
         if ns * 16 > len(meta) or nb * 4 > len(meta):
             raise GsdError(ErrorCode.MALFORMED, "vector longer than the metadata")
-        descs = []
-        for j in range(ns):
-            s = fb.Sections(j)
-            descs.append(SectionDesc(s.Offset(), s.StoredSize(), s.RawSize(), s.Compression(), s.Filters(), s.Width()))
+        descs = _section_table(fb, ns, meta)
         blocks = []
         for j in range(nb):
             ob = fb.Blocks(j)
             n = ob.SectionsLength()
-            if n > 8 or n * 4 > len(meta):
-                raise GsdError(ErrorCode.MALFORMED, "op block with too many sections")
+            if n > limits.max_sections or n * 4 > len(meta):
+                raise GsdError(ErrorCode.MALFORMED, "op block section list longer than the metadata")
             blocks.append((ob.Kind(), ob.Count(), ob.Mask(), ob.Level(), [ob.Sections(k) for k in range(n)]))
     except GsdError:
         raise
@@ -327,7 +324,20 @@ def _read_meta(meta: bytes, limits: Limits):
     return blocks, descs, d
 
 
-_ROLE_WIDTH_IDS = 8
+_SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored", "<u4"), ("raw", "<u4"),
+                           ("compression", "u1"), ("filters", "u1"), ("width", "u1"), ("reserved", "u1")])
+
+
+def _section_table(fb, n: int, meta: bytes) -> list[SectionDesc]:
+    """Frame.sections read in one numpy view (same bytes the generated Section accessor reads)."""
+    if n == 0:
+        return []
+    start = fb._tab.Vector(fb._tab.Offset(16))
+    if start + 16 * n > len(meta):
+        raise GsdError(ErrorCode.MALFORMED, "sections vector runs past the metadata")
+    t = np.frombuffer(meta, _SECTION_DTYPE, n, start)
+    return [SectionDesc(*row) for row in zip(t["offset"].tolist(), t["stored"].tolist(), t["raw"].tolist(),
+                                             t["compression"].tolist(), t["filters"].tolist(), t["width"].tolist())]
 
 
 def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, roles: dict) -> Delta:
@@ -381,8 +391,6 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             plan.append((DELETE_RANGES, section(secs[0], 2, count, 8, "delete")))
         else:
             expect(secs, 1, "DELETE_CELLS")
-            if any(x[0] == DELETE_CELLS and x[2] == level for x in plan):
-                raise GsdError(ErrorCode.MALFORMED, f"two DELETE_CELLS blocks of level {level}")
             plan.append((DELETE_CELLS, section(secs[0], 1, count, 8, "delete"), level))
     arrays = parallel_map(lambda job: read_section(payload, *job), jobs, sum(j[0].raw_size for j in jobs))
     adds, upds, dels, ranges, cells = [], [], [], [], {}
@@ -397,7 +405,8 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         elif kind == DELETE_RANGES:
             ranges.append(arrays[entry[1]].T)
         else:
-            cells[entry[2]] = arrays[entry[1]][0]
+            prev = cells.get(entry[2])
+            cells[entry[2]] = arrays[entry[1]][0] if prev is None else np.concatenate([prev, arrays[entry[1]][0]])
     return _assemble(d, p, adds, upds, dels, ranges, cells)
 
 
