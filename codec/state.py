@@ -1,7 +1,7 @@
 """SceneState: live Gaussians by id, in code space, and all-or-nothing apply (SPEC.md 6.3).
 
 Storage is slot based (like the viewer's GPU buffers): planar (C, capacity)
-code arrays, a free list and an id -> slot index. apply() first validates the
+code arrays (new rows appended at the tail, holes compacted in bulk) and an id -> slot index. apply() first validates the
 whole frame and computes its plan without touching the state, then commits.
 """
 from __future__ import annotations
@@ -46,8 +46,8 @@ class SceneState:
         self.slot_ids = np.zeros(capacity, U64)
         self.accs = np.zeros((2, capacity), np.uint32)  # per-slot digest accumulators (SPEC.md 7)
         self.index = IdIndex()
-        self.free = np.zeros(0, np.int64)
         self.high = 0          # slots [0, high) have been used
+        self.holes = 0         # slots below high that hold no live Gaussian
         self.count = 0
         self.sums = (0, 0)
         self.hashed = True     # hashes/sums are maintained (False after an unhashed bulk load)
@@ -71,7 +71,7 @@ class SceneState:
         c = SceneState.__new__(SceneState)
         c.__dict__.update(self.__dict__)
         c.codes = {a: v.copy() for a, v in self.codes.items()}
-        c.slot_ids, c.accs, c.free = self.slot_ids.copy(), self.accs.copy(), self.free.copy()
+        c.slot_ids, c.accs = self.slot_ids.copy(), self.accs.copy()
         c.index = self.index.copy()
         return c
 
@@ -173,8 +173,11 @@ class SceneState:
                     raise GsdError(ErrorCode.MALFORMED, "seq must be greater than base_seq")
         self._validate_delta(d)
         index = IdIndex() if d.keyframe else self.index
+        # One lookup for every id the frame names (the index is latency-bound, not work-bound).
+        n_del, n_add = len(d.delete_ids), len(d.add_ids)
+        found = index.lookup(np.concatenate([d.delete_ids, d.add_ids, d.update_ids]))
+        del_slots, add_found, upd = found[:n_del], found[n_del:n_del + n_add], found[n_del + n_add:]
         # 2. deletes
-        del_slots = index.lookup(d.delete_ids)
         if (del_slots < 0).any():
             raise GsdError(ErrorCode.ID_MISSING, "DELETE_IDS of an id that is not live")
         firsts = [d.delete_ranges[:, 0]] if len(d.delete_ranges) else []
@@ -189,18 +192,15 @@ class SceneState:
             gone = np.sort(del_slots)  # distinct ids, so distinct slots
         # 3. adds
         if len(d.add_ids):
-            s = index.lookup(d.add_ids)
-            live = s >= 0
-            if live.any() and (~sorted_member(s[live], gone)).any():
+            live = add_found >= 0
+            if live.any() and (~sorted_member(add_found[live], gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
             for a in ATTRS:
                 if p.has_invalid(a, d.add[a]):
                     raise GsdError(ErrorCode.BAD_VALUE, f"ADD {a.name}: code outside its domain")
         # 4. updates
         new_codes, old_codes = {}, {}
-        upd = np.zeros(0, np.int64)
         if len(d.update_ids):
-            upd = index.lookup(d.update_ids)
             if (upd < 0).any() or sorted_member(upd, gone).any():
                 raise GsdError(ErrorCode.ID_MISSING, "UPDATE of an id that is not live")
             any_mask = int(np.bitwise_or.reduce(d.update_mask))
@@ -256,31 +256,40 @@ class SceneState:
             gone, upd = plan["gone"], plan["upd"]
             if len(gone):
                 self.index.remove(self.slot_ids[gone])
-                self.free = np.concatenate([self.free, gone])
+                self.holes += len(gone)
             if len(upd):
                 for a, nc in plan["new_codes"].items():
                     self.codes[a][:, upd] = nc
                 if hashed:
                     self.accs[:, upd] = plan["upd_accs"]
             n = len(d.add_ids)
-            if n:
-                take = min(n, len(self.free))
-                slots = np.concatenate([self.free[len(self.free) - take:],
-                                        np.arange(self.high, self.high + n - take, dtype=np.int64)])
-                self.free = self.free[: len(self.free) - take]
-                self._grow(self.high + n - take)
-                self.high += n - take
+            if n:  # new Gaussians go to the tail: contiguous writes; holes are compacted in bulk
+                h = self.high
+                self._grow(h + n)
                 for a in ATTRS:
-                    self.codes[a][:, slots] = d.add[a]
-                self.slot_ids[slots] = d.add_ids
+                    self.codes[a][:, h:h + n] = d.add[a]
+                self.slot_ids[h:h + n] = d.add_ids
                 if hashed:
-                    self.accs[:, slots] = plan["add_accs"]
-                self.index.insert(d.add_ids, slots)
+                    self.accs[:, h:h + n] = plan["add_accs"]
+                self.index.insert(d.add_ids, np.arange(h, h + n, dtype=np.int64))
+                self.high = h + n
         self.count = plan["count"]
         self.hashed = hashed
         if hashed:
             self.sums = plan["sums"]
         self.seq = d.seq
+        if self.holes > max(self.count, 1 << 16):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Move live rows to slots 0..count-1 in id order (amortized: runs when holes outnumber rows)."""
+        ids, slots = self.index.sorted_items()
+        n = len(ids)
+        self.codes = {a: np.ascontiguousarray(self.codes[a][:, slots]) for a in ATTRS}
+        self.accs = np.ascontiguousarray(self.accs[:, slots])
+        self.slot_ids = ids.copy()
+        self.index = IdIndex(ids.copy(), np.arange(n, dtype=np.int64))
+        self.high, self.holes = n, 0
 
     def _load_keyframe(self, d: Delta, plan: dict) -> None:
         """Adopt the keyframe's arrays as storage: slots 0..n-1 in id order."""
@@ -291,5 +300,4 @@ class SceneState:
         self.slot_ids = d.add_ids.copy()
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64))  # own copy: slot_ids is written per slot on later ADDs
-        self.free = np.zeros(0, np.int64)
-        self.high = n
+        self.high, self.holes = n, 0

@@ -311,7 +311,8 @@ def _read_meta(meta: bytes, limits: Limits):
             n = ob.SectionsLength()
             if n > limits.max_sections or n * 4 > len(meta):
                 raise GsdError(ErrorCode.MALFORMED, "op block section list longer than the metadata")
-            blocks.append((ob.Kind(), ob.Count(), ob.Mask(), ob.Level(), [ob.Sections(k) for k in range(n)]))
+            secs = ob.SectionsAsNumpy().tolist() if n else []
+            blocks.append((ob.Kind(), ob.Count(), ob.Mask(), ob.Level(), secs))
     except GsdError:
         raise
     except _FB_ERRORS as e:

@@ -617,7 +617,6 @@ CASES = {
     "section_past_payload": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(0, 10**6)))),
     "uncompressed_stored_ne_raw": (E.MALFORMED, lambda S: (2, edit_frame(
         S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(1, m.sections[_first_block(m, DELETE_IDS)[4][0]][2] - 1)))),
-    "two_cell_blocks_same_level": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.append(list(_first_block(m, DELETE_CELLS)))))),
     "keyframe_seq_0": (E.MALFORMED, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(m, "seq", 0)))),
     "seq_not_after_base": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(m, "seq", m.base_seq)))),
     # features
@@ -753,9 +752,15 @@ def test_lowered_decoder_limits_apply(S):
         assert_unchanged(dec, snap)
 
 
-def test_extension_blocks_are_skipped_and_unknown_flag_bits_ignored(S):
-    """Forward compatibility: kinds 128..255 are skipped, reserved flag bits ignored (notes 6, 10)."""
-    bad = edit_frame(S.frames[2], lambda m: (m.blocks.append([200, 5, 0, 0, [0]]), setattr(m, "flags", m.flags | 0x80)))
+@pytest.mark.parametrize("edit", [
+    lambda m: m.blocks.append([200, 5, 0, 0, [0]]),                   # extension kind: skipped with its sections
+    lambda m: setattr(m, "flags", m.flags | 0x80),                     # reserved flag bits: ignored
+    lambda m: m.blocks.append(list(_first_block(m, DELETE_CELLS))),    # repeated cells/level: allowed (SPEC 6.1)
+    lambda m: m.blocks.append(list(_first_block(m, DELETE_RANGES))),   # overlapping ranges: allowed
+    lambda m: m.blocks.reverse(),                                      # block order does not matter
+], ids=["extension_kind", "flag_bits", "repeated_cells", "repeated_ranges", "block_order"])
+def test_frames_the_spec_allows_are_accepted(S, edit):
+    """Forward compatibility and freedoms of SPEC.md 6.1/10: these edited frames give the same state."""
     dec = S.decoder(2)
-    dec.decode_frame(bad)
+    dec.decode_frame(edit_frame(S.frames[2], edit))
     assert dec.state.equals(S.states[3]) and dec.state.digest() == S.states[3].digest()

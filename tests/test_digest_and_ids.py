@@ -68,13 +68,13 @@ def test_reference_hash_known_values():
 # --------------------------------------------------------------------------------------------- digest
 def test_empty_state_digest_is_zero():
     for name in PROFILE_NAMES:
-        p = make_profile(name, 3, np.zeros((1, 3)))
+        g = random_gaussians(np.random.default_rng(0), 10, 3)
+        p = make_profile(name, 3, g.positions)
         s = SceneState(p)
         assert s.digest() == Digest(0, 0, 0)
         assert str(s.digest()) == "0:00000000:00000000"
         enc = Encoder(p)
         dec = Decoder(enc.header_bytes())
-        g = random_gaussians(np.random.default_rng(0), 10, 3)
         ids = enc.assign_ids(g.positions)
         dec.decode_frame(enc.keyframe(g, ids))
         dec.decode_frame(enc.encode(delete=ids))

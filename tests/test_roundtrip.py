@@ -87,6 +87,15 @@ def measured_errors(profile: Profile, orig: Gaussians, out: Gaussians) -> dict:
     assert np.allclose(np.linalg.norm(d, axis=1), 1, atol=1e-5)
     err = np.minimum(np.abs(u - d).max(1), np.abs(u + d).max(1))
     res[Attr.ROTATION] = (err, profile.error_bound(Attr.ROTATION) + 1e-7)
+    # the three stored components: e = sqrt2 / (2n) each (SPEC.md 5.4), with the encoder's sign (q_i >= 0)
+    rows = np.arange(len(u))
+    i = np.argmax(np.abs(u), axis=1)
+    us = u * np.where(u[rows, i] < 0, -1.0, 1.0)[:, None]
+    stored = np.ones_like(u, bool)
+    stored[rows, i] = False
+    e = np.sqrt(2) / (2 * ((1 << q.rotation_bits) - 1))
+    small_err = np.abs(us - d)[stored]
+    assert _max_excess(small_err, e + 1e-7) <= 0, f"ROTATION stored components: {small_err.max():.3g} > {e:.3g}"
     return res
 
 
