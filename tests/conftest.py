@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from codec import Decoder, Delta, Encoder, Gaussians, Grid, Profile
+from codec import Gaussians, Grid, Profile
 from codec.attributes import ATTRS, Attr, rest_coeffs
 
 settings.register_profile(
@@ -118,7 +118,7 @@ def grids(draw):
     b = draw(st.integers(1, 20))
     s = draw(st.integers(0, min(32, 63 - 3 * b)))
     origin = tuple(draw(st.floats(-1e4, 1e4, width=32)) for _ in range(3))
-    cell = draw(st.floats(1e-3, 1e3, width=32))
+    cell = draw(st.floats(2.0**-10, 2.0**10, width=32))
     return Grid(origin, cell, b, s)
 
 
@@ -148,18 +148,6 @@ def random_codes(rng: np.random.Generator, profile: Profile, n: int) -> dict:
     return out
 
 
-def codes_rows(ids: np.ndarray, codes: dict) -> dict:
-    """{id: tuple of every code component in attribute order} -- the plain-Python view of a state."""
-    cols = np.vstack([codes[a].view(np.dtype(f"u{codes[a].dtype.itemsize}")).astype(np.uint64)
-                      for a in ATTRS if codes[a].shape[0]] or [np.zeros((0, len(ids)), np.uint64)])
-    return {int(i): tuple(int(x) for x in cols[:, j]) for j, i in enumerate(ids)}
-
-
-def state_rows(state) -> dict:
-    ids, codes = state.sorted_codes()
-    return codes_rows(ids, codes)
-
-
 # ------------------------------------------------------------------------------------------ bytes
 def frame_record(meta: bytes, payload: bytes = b"", crc: int | None = None) -> bytes:
     """A frame record around given metadata and payload, with a correct CRC unless ``crc`` is given."""
@@ -179,11 +167,3 @@ def split_frame(record: bytes) -> tuple[bytes, bytes]:
     """(metadata, payload) of a frame record."""
     _, flen, mlen = struct.unpack_from("<4sII", record)
     return record[12:12 + mlen], record[12 + mlen:flen - 4]
-
-
-def new_decoder(enc: Encoder) -> Decoder:
-    return Decoder(enc.header_bytes())
-
-
-def empty_delta(profile: Profile, seq: int = 1, base_seq: int = 0, keyframe: bool = False) -> Delta:
-    return Delta.empty_like(profile, seq=seq, base_seq=base_seq, keyframe=keyframe)

@@ -246,7 +246,8 @@ def test_truncated_frame_at_every_byte(fixture, request):
         for k in range(len(frame)):
             e = decode_error(dec, frame[:k])
             assert e.code == E.TRUNCATED, (i, k, e)
-            assert_unchanged(dec, snap) if k % 16 == 0 or k == len(frame) - 1 else None
+            if k % 16 == 0:
+                assert_unchanged(dec, snap)
         assert_unchanged(dec, snap)
         dec.decode_frame(frame)  # the decoder still works after all those failures
         assert dec.state.equals(s.states[i + 1]) and dec.state.digest() == s.states[i + 1].digest()

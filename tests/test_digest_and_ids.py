@@ -10,7 +10,7 @@ from codec import Decoder, Delta, Digest, Encoder, Grid, SceneState
 from codec.attributes import ATTRS, Attr, full_mask, mask_attrs
 from codec.spatial import morton_decode, morton_encode
 
-from conftest import PROFILE_NAMES, SH_DEGREES, make_profile, random_codes, random_gaussians
+from conftest import PROFILE_NAMES, SH_DEGREES, grids, make_profile, random_codes, random_gaussians
 
 M32 = 0xFFFFFFFF
 
@@ -294,3 +294,20 @@ def test_cell_delete_removes_exactly_that_cell(seed, level, name):
         order = {int(i): j for j, i in enumerate(ids)}
         for i in before - after:
             assert ref_cell(grid, g.positions[order[i]]) == victim
+
+
+@settings(max_examples=60)
+@given(grid=grids(), data=st.data())
+def test_cells_and_cell_ranges_on_any_grid(grid, data):
+    """cells_of matches the plain definition; cell_range(level) holds exactly the ids with that prefix."""
+    span = grid.cell_size * (1 << grid.cell_bits)
+    pts = np.array(data.draw(st.lists(st.tuples(*[st.floats(-0.2, 1.2)] * 3), min_size=1, max_size=8)))
+    pos = (np.asarray(grid.origin) + pts * span).astype(np.float32)
+    cells = grid.cells_of(pos)
+    assert [int(c) for c in cells] == [ref_cell(grid, p) for p in pos]
+    level = data.draw(st.integers(0, grid.cell_bits))
+    gid = data.draw(st.integers(0, grid.id_limit - 1))
+    shift = grid.slot_bits + 3 * level
+    first, last = grid.cell_range(np.array([gid >> shift], np.uint64), level)
+    assert int(first[0]) == (gid >> shift) << shift and int(last[0]) == (((gid >> shift) + 1) << shift) - 1
+    assert int(first[0]) <= gid <= int(last[0]) < grid.id_limit
