@@ -324,7 +324,7 @@ def render(env: dict, n: int, reps: int, kfs: list[dict], peers: dict, motions: 
               "load with digest, serialize); *assign_ids* is `Encoder.assign_ids` on the same positions. "
               "*decode* is `Decoder(header, verify_digest=False).decode_frame(kf)` (a usable state, digest not "
               "computed); *decode + verify* also hashes the state and checks the frame's digest. Grid: "
-              "`Grid.fit` of the positions (14 cell bits, 16 slot bits). zstd level 1. Times in ms; "
+              "`Grid.fit` of the positions (default cell bits; slot bits from the fullest cell). zstd level 1. Times in ms; "
               "vs PLY = float PLY size / keyframe size.", "",
               table(["SH", "profile", "keyframe", "B/Gaussian", "vs PLY", "assign_ids", "encode", "decode",
                      "decode + verify"], rows), ""]
