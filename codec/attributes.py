@@ -42,6 +42,28 @@ def components(attr: Attr, sh_degree: int) -> int:
     return (3, 3, 4, 1, 3, 3 * rest_coeffs(sh_degree))[int(attr)]
 
 
+def rest_degree_rows(sh_degree: int) -> list[np.ndarray]:
+    """Per SH degree l = 1..d, the SH_REST components of that degree (R's, then G's, then B's).
+
+    On the wire SH_REST travels as one section per degree (SPEC.md 6.1), so the bands
+    decode in parallel and each gets its own zstd statistics.
+    """
+    k = rest_coeffs(sh_degree)
+    return [np.array([c * k + l * l - 1 + j for c in range(3) for j in range(2 * l + 1)])
+            for l in range(1, sh_degree + 1)]
+
+
+def wire_parts(attrs, sh_degree: int) -> list[tuple["Attr", np.ndarray | None]]:
+    """The sections that carry ``attrs``, in order: (attribute, component rows or None for all)."""
+    out = []
+    for a in attrs:
+        if a is Attr.SH_REST:
+            out += [(a, rows) for rows in rest_degree_rows(sh_degree)]
+        elif components(a, sh_degree):
+            out.append((a, None))
+    return out
+
+
 def present_attrs(sh_degree: int) -> tuple[Attr, ...]:
     """Attributes that have at least one component at this SH degree."""
     return tuple(a for a in ATTRS if components(a, sh_degree) > 0)

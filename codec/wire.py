@@ -22,7 +22,7 @@ from gsd.fb.Digest import CreateDigest
 from gsd.fb.Grid import CreateGrid
 from gsd.fb.Section import CreateSection
 
-from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs
+from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs, wire_parts
 from .delta import Delta
 from .digest import Digest
 from .errors import ErrorCode, GsdError
@@ -190,14 +190,17 @@ class FrameEncoder:
                 blocks.append((DELETE_CELLS, len(cells), 0, level, [sw.add(cells[None, :], DELTA | ZIGZAG | SHUFFLE)]))
         if len(d.add_ids):
             secs = [sw.add(d.add_ids[None, :], DELTA | SHUFFLE)]
-            secs += [sw.add(d.add[a], self._attr_filters(a, False)) for a in present_attrs(p.sh_degree)]
+            secs += [sw.add(d.add[a] if rows is None else d.add[a][rows], self._attr_filters(a, False))
+                     for a, rows in wire_parts(present_attrs(p.sh_degree), p.sh_degree)]
             blocks.append((ADD, len(d.add_ids), 0, 0, secs))
         if len(d.update_ids):
             for mask in np.flatnonzero(np.bincount(d.update_mask, minlength=64)):
                 rows = np.flatnonzero(d.update_mask == mask)
                 ids = d.update_ids[rows]
                 secs = [sw.add(ids[None, :], DELTA | SHUFFLE)]
-                secs += [sw.add(d.update[a][:, rows], self._attr_filters(a, True)) for a in mask_attrs(int(mask))]
+                res = {a: d.update[a][:, rows] for a in mask_attrs(int(mask))}
+                secs += [sw.add(res[a] if comp is None else res[a][comp], self._attr_filters(a, True))
+                         for a, comp in wire_parts(mask_attrs(int(mask)), p.sh_degree)]
                 blocks.append((UPDATE, len(rows), int(mask), 0, secs))
         payload = sw.payload()
         meta = self._meta(d, blocks, sw.descs)
@@ -361,6 +364,23 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         jobs.append((descs[idx], comps, count, width))
         return len(jobs) - 1
 
+    def attr_jobs(parts, secs, count):
+        return [(a, rows, section(s, p.comps(a) if rows is None else len(rows), count, p.width(a), a.name.lower()))
+                for (a, rows), s in zip(parts, secs)]
+
+    def gather(count, jobs) -> dict:
+        """Attribute arrays of one block from its decoded sections (SH_REST from its degree bands)."""
+        out = {}
+        for a, rows, j in jobs:
+            arr = arrays[j].view(p.dtype(a))
+            if rows is None:
+                out[a] = arr
+            else:
+                if a not in out:
+                    out[a] = np.empty((p.comps(a), count), p.dtype(a))
+                out[a][rows] = arr
+        return out
+
     def expect(secs, n, kind):
         if len(secs) != n:
             raise GsdError(ErrorCode.MALFORMED, f"{kind} block has {len(secs)} sections, expected {n}")
@@ -374,16 +394,15 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         if kind > DELETE_CELLS:
             raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required op kind {kind}")
         if kind == ADD:
-            expect(secs, 1 + len(attrs), "ADD")
-            plan.append((ADD, section(secs[0], 1, count, 8, "ids"),
-                         {a: section(s, p.comps(a), count, p.width(a), a.name.lower()) for a, s in zip(attrs, secs[1:])}))
+            parts = wire_parts(attrs, p.sh_degree)
+            expect(secs, 1 + len(parts), "ADD")
+            plan.append((ADD, section(secs[0], 1, count, 8, "ids"), count, attr_jobs(parts, secs[1:], count)))
         elif kind == UPDATE:
             if mask == 0 or mask & ~fmask:
                 raise GsdError(ErrorCode.MALFORMED, f"UPDATE mask {mask:#x} invalid for SH degree {p.sh_degree}")
-            mattrs = mask_attrs(mask)
-            expect(secs, 1 + len(mattrs), "UPDATE")
-            plan.append((UPDATE, section(secs[0], 1, count, 8, "ids"), mask,
-                         {a: section(s, p.comps(a), count, p.width(a), a.name.lower()) for a, s in zip(mattrs, secs[1:])}))
+            parts = wire_parts(mask_attrs(mask), p.sh_degree)
+            expect(secs, 1 + len(parts), "UPDATE")
+            plan.append((UPDATE, section(secs[0], 1, count, 8, "ids"), count, attr_jobs(parts, secs[1:], count), mask))
         elif kind == DELETE_IDS:
             expect(secs, 1, "DELETE_IDS")
             plan.append((DELETE_IDS, section(secs[0], 1, count, 8, "delete")))
@@ -398,9 +417,9 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
     for entry in plan:
         kind = entry[0]
         if kind == ADD:
-            adds.append((arrays[entry[1]][0], {a: arrays[j].view(p.dtype(a)) for a, j in entry[2].items()}))
+            adds.append((arrays[entry[1]][0], gather(entry[2], entry[3])))
         elif kind == UPDATE:
-            upds.append((arrays[entry[1]][0], entry[2], {a: arrays[j].view(p.dtype(a)) for a, j in entry[3].items()}))
+            upds.append((arrays[entry[1]][0], entry[4], gather(entry[2], entry[3])))
         elif kind == DELETE_IDS:
             dels.append(arrays[entry[1]][0])
         elif kind == DELETE_RANGES:
