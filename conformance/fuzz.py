@@ -139,6 +139,16 @@ def mutate(data: bytes, ops: list[tuple], corpus: list, fix: bool) -> bytes:
     return fix_crcs(out) if fix else out
 
 
+def op_from_ints(kind: int, a: int, b: int, c: int) -> tuple:
+    """A mutation op from four integers (what a hypothesis strategy draws cheaply)."""
+    name = OPS[kind % len(OPS)]
+    if name == "insert":
+        return (name, a, bytes((b >> (8 * (i % 3)) ^ (c >> i)) & 0xFF for i in range(1 + c % 16)))
+    if name == "splice":
+        return (name, a, b, c, (a ^ b ^ c) % 512)
+    return (name, a, b)
+
+
 def random_ops(rng: random.Random, k: int | None = None) -> list[tuple]:
     ops = []
     for _ in range(k or rng.choice((1, 1, 1, 2, 2, 3, 4))):

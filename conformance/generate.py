@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import struct
 import sys
 import zlib
@@ -38,9 +37,13 @@ from .refmodel import Layout, RefError, RefFrame, RefState, digest_text
 HERE = os.path.dirname(os.path.abspath(__file__))
 VECTOR_DIR = os.path.join(HERE, "vectors")
 
-# SPEC.md sections by topic (numbering of docs/format-notes.md); renumber here if SPEC.md moves them.
-S_MODEL, S_IDS, S_CONTAINER, S_SECTIONS, S_QUANT = "2", "3", "4", "4.4", "5"
-S_OPS, S_APPLY, S_DIGEST, S_COMPOSE, S_LIMITS, S_VERSION = "6", "6.3", "7", "8", "9", "10"
+# SPEC.md section numbers by topic; renumber here if SPEC.md moves them.
+S_MODEL, S_GRID, S_IDS, S_OCTREE = "2.1", "3.1", "3.2", "3.5"
+S_RECORDS, S_HEADER_REC, S_FRAME_REC, S_SECTIONS, S_SCHEMA = "4.1", "4.2", "4.3", "4.4", "4.5"
+S_HEADER, S_FRAME, S_CRC, S_ORDER = "4.6", "4.7", "4.8", "4.9"
+S_CODES, S_LOSSLESS, S_QUANT, S_VALIDITY, S_QDOMAIN, S_PRESETS = "5.1", "5.2", "5.3", "5.6", "5.7", "5.8"
+S_OPS, S_IDRULES, S_APPLY, S_KEYFRAME, S_SEQ = "6.1", "6.2", "6.3", "6.4", "6.5"
+S_DIGEST, S_COMPOSE, S_LIMITS, S_ERRORS, S_VERSION = "7", "8", "9.1", "9.2", "10"
 
 LIMIT_NAMES = [f.name for f in dataclasses.fields(Limits)]
 DEFAULT_LIMITS = Limits()
@@ -103,6 +106,12 @@ def rand_codes(L: Layout, n: int, rng) -> list[np.ndarray]:
             arr = rng.integers(0, 1 << bits, size=(c, n))
         out.append(arr.astype(dtype_of(L, a)))
     return out
+
+
+def band_rows(d: int) -> list[list[int]]:
+    """SH_REST component rows of each band section l = 1..d (SPEC.md 6.1): c*K + l^2 - 1 + i."""
+    k = (d + 1) ** 2 - 1
+    return [[c * k + l * l - 1 + i for c in range(3) for i in range(2 * l + 1)] for l in range(1, d + 1)]
 
 
 def per_gaussian(arrays: list[np.ndarray], j: int) -> tuple:
@@ -215,13 +224,20 @@ class Stream:
         for level, cs in cells:
             blocks.append(BlockFields(DELETE_CELLS, len(cs), 0, level,
                                       [sec(np.asarray(cs, np.uint64)[None, :], enc.cells)]))
+        def attr_sections(arrays, mask, residual):
+            out = []
+            for a in range(6):
+                if mask >> a & 1 and L.comps(a):
+                    f = enc.attr_filters(a, L.width(a), residual)
+                    parts = [arrays[a][rows] for rows in band_rows(L.sh_degree)] if a == 5 else [arrays[a]]
+                    out += [sec(np.ascontiguousarray(p), f) for p in parts]
+            return out
+
         for ids, codes in adds:
-            s = [sec(np.asarray(ids, np.uint64)[None, :], enc.ids)]
-            s += [sec(codes[a], enc.attr_filters(a, L.width(a), False)) for a in range(6) if L.comps(a)]
+            s = [sec(np.asarray(ids, np.uint64)[None, :], enc.ids)] + attr_sections(codes, 0x3F, False)
             blocks.append(BlockFields(ADD, len(ids), 0, 0, s))
         for ids, mask, res in updates:
-            s = [sec(np.asarray(ids, np.uint64)[None, :], enc.ids)]
-            s += [sec(res[a], enc.attr_filters(a, L.width(a), True)) for a in range(6) if mask >> a & 1]
+            s = [sec(np.asarray(ids, np.uint64)[None, :], enc.ids)] + attr_sections(res, mask, True)
             blocks.append(BlockFields(UPDATE, len(ids), mask, 0, s))
         for kind, arrays in ext:
             blocks.append(BlockFields(kind, 0, 0, 0, [sec(arr, 0) for arr in arrays]))
@@ -262,14 +278,10 @@ class Stream:
         self.records.append(rec)
         return rec
 
-    def raw(self, rec: bytes, error: str | None = None, ref: RefFrame | None = None) -> None:
-        """Append record bytes made elsewhere: ``ref`` (the frame's ops) for a valid one, ``error`` for a bad one."""
+    def raw(self, rec: bytes, error: str) -> None:
+        """Append hand-made record bytes at which decoding must fail with ``error``."""
         assert self.fail is None
-        if error is None:
-            self.model.apply(ref)
-            self.digests.append(digest_text(self.model.digest()))
-        else:
-            self.fail = (len(self.records) - 1, error)
+        self.fail = (len(self.records) - 1, error)
         self.records.append(rec)
 
     def _copy_model(self) -> RefState:
@@ -405,7 +417,7 @@ def gen_ops(g: Gen) -> None:
     ids = np.array([(cell << 8) | k for k in (0, 1, 7)] + [((cell + 1) << 8) | 3], np.uint64)
     s.frame(key=True, adds=[(ids, s.codes(4))])
     s.frame(cells=[(0, [cell])])
-    s.valid("op", "DELETE_CELLS at level 0 removes the 3 Gaussians of one cell, not its neighbour", sec + [S_IDS])
+    s.valid("op", "DELETE_CELLS at level 0 removes the 3 Gaussians of one cell, not its neighbour", sec + [S_OCTREE])
 
     s = g.stream("op_all_kinds_in_one_frame", key_n=12)
     live = s.live()
@@ -462,7 +474,7 @@ def gen_ops(g: Gen) -> None:
     new[0][:, 0] = [-2**31, 2**31 - 1, -5]
     new[1][:, 0] = [4, 254, 0]
     s.frame(updates=[(ids[:1], 0x03, s.residuals(ids[:1], 0x03, new=[x[:, :1] for x in new]))])
-    s.valid("op", "UPDATE residuals wrap: int32 position 2^31-1 -> -2^31, u8 scale 250 -> 4", sec + [S_QUANT])
+    s.valid("op", "UPDATE residuals wrap: int32 position 2^31-1 -> -2^31, u8 scale 250 -> 4", sec + [S_CODES])
 
     s = g.stream("op_long_mixed_chain", key_n=16)
     for k in range(12):
@@ -482,6 +494,19 @@ def gen_ops(g: Gen) -> None:
     s = g.stream("op_optional_block_kind_255", key_n=4)
     s.frame(ext=[(255, [])])
     s.valid("op", "optional extension block kind 255 without sections is skipped", sec + [S_VERSION])
+
+    def ext_bad_sections(ff, pl):
+        ff.sections.append(SectionDesc(0, 999999, 5, 7, 0xFF, 5))
+        ff.blocks.append(BlockFields(131, 7, 0xFF, 0xFF, [len(ff.sections) - 1, 4000]))
+    s = g.stream("op_optional_block_sections_not_decoded", key_n=3)
+    s.add_frame(1, tweak=ext_bad_sections)
+    s.valid("op", "optional block kind 131 referencing an undecodable section and index 4000: skipped unread",
+            sec + [S_VERSION])
+
+    s = g.stream("op_optional_block_count_not_limited", key_n=3, limits={"max_ids_per_frame": 4})
+    s.add_frame(2, tweak=lambda ff, pl: ff.blocks.append(BlockFields(250, 2**32 - 1, 0, 0, [])))
+    s.valid("op", "optional block kind 250 with count 2^32-1 does not count toward max_ids_per_frame (4)",
+            sec + [S_VERSION, S_LIMITS])
 
     s = g.stream("op_optional_block_between", key_n=4)
     ids = s.live()[:2]
@@ -507,11 +532,16 @@ def gen_masks(g: Gen) -> None:
 
 
 def _encoder_stream(g: Gen, vid: str, profile_name: str, d: int, n: int, seed: int, frames: int = 4) -> Stream:
-    """A stream written by the codec's own Encoder from float Gaussians; the model replays its deltas."""
+    """Deltas made by the codec's Encoder from float Gaussians (its quantization and closed loop).
+
+    They are serialized here with fixed section choices rather than taken as the Encoder's bytes, so
+    the vectors do not change when the encoder's filter or compression heuristics are tuned. Each
+    frame carries the Encoder's digest, which the reference model must reproduce.
+    """
     profile = Profile.preset(profile_name, d, Grid(*G))
     hf = HeaderFields.of(profile)
     enc = Encoder(profile, generator="gsd-conformance")
-    s = Stream(g, vid, hf, header=enc.header_bytes())
+    s = Stream(g, vid, hf)
     rng = np.random.default_rng(seed)
     k = (d + 1) ** 2 - 1
 
@@ -520,8 +550,10 @@ def _encoder_stream(g: Gen, vid: str, profile_name: str, d: int, n: int, seed: i
                          rng.normal(size=m), rng.normal(scale=0.6, size=(m, 3)), rng.normal(scale=0.15, size=(m, 3 * k)))
 
     def push(delta: Delta):
-        b = enc.encode_delta(delta)
-        s.raw(b, ref=ref_from_delta(delta, s.L))
+        enc.encode_delta(delta)  # advances the closed-loop state and sets delta.digest
+        dg = delta.digest
+        s.frame(key=delta.keyframe, seq=delta.seq, base=delta.base_seq, digest=(dg.count, dg.lane0, dg.lane1),
+                **delta_kwargs(delta))
 
     g0 = gaussians(n)
     ids = enc.assign_ids(g0.positions)
@@ -576,7 +608,7 @@ def gen_profiles(g: Gen) -> None:
         for d in range(4):
             s = _encoder_stream(g, f"profile_{name}_sh{d}", name, d, 12, 100 + 10 * i + d)
             s.valid("profile", f"{name} profile, SH degree {d}: Encoder output (keyframe, update, add+delete, "
-                               "range+cell delete)", [S_QUANT, S_MODEL, S_OPS])
+                               "range+cell delete)", [S_LOSSLESS if name == "lossless" else S_QUANT, S_PRESETS, S_CODES, S_APPLY])
     s = _encoder_stream(g, "profile_compact_sh3_large", "compact", 3, 3000, 7, frames=2)
     s.valid("profile", "3000-Gaussian compact SH3 keyframe and a 1000-Gaussian update from the Encoder",
             [S_QUANT, S_SECTIONS], state=False)
@@ -590,7 +622,7 @@ def gen_profiles(g: Gen) -> None:
     for a in range(6):
         c[a][:] = specials[np.arange(c[a].size) % len(specials)].reshape(c[a].shape)
     s.frame(key=True, adds=[(ids, c)])
-    s.valid("profile", "lossless profile keeps -0.0, subnormals and +-FLT_MAX bit-exactly", [S_QUANT])
+    s.valid("profile", "lossless profile keeps -0.0, subnormals and +-FLT_MAX bit-exactly", [S_LOSSLESS])
 
     cases = [
         ("profile_custom_widest", QuantFields(24, 16, -20.0, 8.0, 16, 16, 16, -8.0, 8.0, (16, 16, 16), (4.0, 3.0, 2.0)),
@@ -604,7 +636,7 @@ def gen_profiles(g: Gen) -> None:
         s = g.stream(vid, hf=hf_quant(q, 3, grid), key_n=5)
         ids = s.live()[[0, 3]]
         s.frame(updates=[(ids, 0x3F, s.residuals(ids, 0x3F))])
-        s.valid("profile", f"custom quantization with {what}", [S_QUANT, S_CONTAINER])
+        s.valid("profile", f"custom quantization with {what}", [S_QUANT, S_QDOMAIN, S_CODES])
 
 
 def gen_ids(g: Gen) -> None:
@@ -641,6 +673,12 @@ def gen_ids(g: Gen) -> None:
                    (3, [int(ids[29]) >> 17])])
     s.valid("ids", "DELETE_CELLS blocks at levels 0, 1 and 3 in one frame", sec)
 
+    s = g.stream("ids_cells_same_level_twice", key_n=None)
+    ids = s.fresh_ids(20)
+    s.frame(key=True, adds=[(ids, s.codes(20))])
+    s.frame(cells=[(1, [int(ids[0]) >> 11]), (1, sorted({int(ids[0]) >> 11, int(ids[7]) >> 11}))])
+    s.valid("ids", "two DELETE_CELLS blocks of the same level with overlapping cells", sec + [S_OCTREE])
+
     s = g.stream("ids_extremes", key_n=None)
     ids = np.array([0, 1, s.L.id_limit - 2, s.L.id_limit - 1], np.uint64)
     s.frame(key=True, adds=[(ids, s.codes(4))])
@@ -672,7 +710,7 @@ def gen_ids(g: Gen) -> None:
 
 
 def gen_keyframes(g: Gen) -> None:
-    sec = [S_OPS, S_APPLY]
+    sec = [S_KEYFRAME, S_APPLY, S_SEQ]
     s = g.stream("key_mid_stream", key_n=6)
     ids = s.live()[:3]
     s.frame(updates=[(ids, 0x01, s.residuals(ids, 0x01))])
@@ -831,7 +869,7 @@ def gen_compose(g: Gen) -> None:
 
 
 def gen_empty(g: Gen) -> None:
-    sec = [S_OPS, S_CONTAINER]
+    sec = [S_OPS, S_RECORDS]
     s = g.stream("empty_header_only", key_n=None)
     s.valid("empty", "a header and no frames", sec)
 
@@ -863,7 +901,7 @@ def gen_empty(g: Gen) -> None:
 
 
 def gen_replace(g: Gen) -> None:
-    sec = [S_OPS, S_APPLY]
+    sec = [S_APPLY, S_IDRULES]
     s = g.stream("replace_delete_ids_then_add", key_n=5)
     x = s.live()[[1, 3]]
     s.frame(deletes=[x], adds=[(x, s.codes(2))])
@@ -948,11 +986,11 @@ def gen_encoding(g: Gen) -> None:
     s = g.stream("enc_unknown_frame_field", key_n=4)
     s.frame(adds=[(s.fresh_ids(1), s.codes(1))], extra_field=0xC0FFEE)
     s.valid("encoding", "frame metadata with a field unknown to 1.0 (a later minor's optional field) is ignored",
-            [S_CONTAINER, S_VERSION])
+            [S_SCHEMA, S_VERSION])
 
     hf = hf_preset("compact", 1, extra_field=77)
     s = g.stream("enc_unknown_header_field", hf=hf, key_n=3)
-    s.valid("encoding", "stream header with a field unknown to 1.0 is ignored", [S_CONTAINER, S_VERSION])
+    s.valid("encoding", "stream header with a field unknown to 1.0 is ignored", [S_SCHEMA, S_VERSION])
 
     for minor in (1, 255):
         hf = hf_preset("compact", 1)
@@ -962,12 +1000,38 @@ def gen_encoding(g: Gen) -> None:
     s = g.stream("enc_reserved_flag_bits", key_n=None)
     s.frame(key=True, adds=[(s.fresh_ids(3), s.codes(3))], flags=0xFFFFFFFF)
     s.frame(adds=[(s.fresh_ids(1), s.codes(1))], flags=0xFFFFFFFE)
-    s.valid("encoding", "reserved frame flag bits set: ignored (bit 0 alone decides keyframe)", [S_CONTAINER])
+    s.valid("encoding", "reserved frame flag bits set: ignored (bit 0 alone decides keyframe)", [S_FRAME, S_VERSION])
 
     hf = replace(hf_preset("compact", 1), profile_name="\u00e9t\u00e9 \u2603", generator="")
     s = g.stream("enc_informative_strings", hf=hf, key_n=2)
     s.valid("encoding", "profile_name with non-ASCII UTF-8 and an empty generator string (informative only)",
-            [S_CONTAINER])
+            [S_HEADER])
+
+    # SPEC 4.4: sections MAY share bytes and be referenced by several blocks; unreferenced ones are not decoded
+    s = g.stream("enc_section_shared_by_two_blocks", key_n=5)
+    x = s.live()[[1, 3]]
+    s.frame(deletes=[x], adds=[(x, s.codes(2))], tweak=lambda ff, pl: setattr(ff.blocks[0], "sections",
+                                                                                [ff.blocks[1].sections[0]]))
+    s.valid("encoding", "DELETE_IDS and ADD of the same ids reference one ids section", sec + [S_OPS])
+
+    s = g.stream("enc_sections_share_bytes", key_n=None)
+    c = s.codes(4)
+    c[4][:] = c[1]
+    s.frame(key=True, adds=[(s.fresh_ids(4), c)], enc=Enc(compression="none"),
+            tweak=lambda ff, pl: ff.sections.__setitem__(5, ff.sections[2]))
+    s.valid("encoding", "the SH_DC and SCALE descriptors point at the same payload bytes", sec)
+
+    s = g.stream("enc_unreferenced_section_not_decoded", key_n=3)
+    s.add_frame(1, tweak=lambda ff, pl: ff.sections.append(SectionDesc(0xFFFFFF00, 64, 64, 9, 0xF8, 3)))
+    s.valid("encoding", "a descriptor no block references (bad offset, compression 9, filter bits 3..7, width 3) "
+                        "is not decoded", sec)
+
+    hf = hf_preset("compact", 1)
+    s = g.stream("enc_reserved_bytes_nonzero", hf=hf, header=craft.header(hf, reserved=0xBEEF), key_n=None)
+    s.add_frame(3, key=True, tweak=lambda ff, pl: setattr(ff, "sections", [
+        (d.offset, d.stored_size, d.raw_size, d.compression, d.filters, d.width, 0xFF) for d in ff.sections]))
+    s.valid("encoding", "header reserved u16 0xBEEF and Section.reserved 0xFF: readers ignore them",
+            [S_HEADER_REC, S_SECTIONS, S_VERSION])
 
     s = g.stream("enc_digest_omitted", key_n=None)
     s.add_frame(3, key=True, digest=None)
@@ -1035,12 +1099,12 @@ def gen_limits_valid_and_invalid(g: Gen) -> None:
         lim = {"max_header_bytes": len(body) - past}
         if past:
             g.header_invalid("lim_header_bytes_past", "limits", "max_header_bytes one below the header's body_len",
-                             sec + [S_CONTAINER], craft.header(hf), "LIMIT_EXCEEDED", lim)
+                             sec + [S_HEADER_REC], craft.header(hf), "LIMIT_EXCEEDED", lim)
             return None
         s = g.stream("lim_header_bytes_at", hf=hf, limits=lim, key_n=2)
         return s
     s = header_bytes(False)
-    s.valid("limits", "max_header_bytes equal to the header's body_len", sec + [S_CONTAINER])
+    s.valid("limits", "max_header_bytes equal to the header's body_len", sec + [S_HEADER_REC])
     header_bytes(True)
 
     def gaussians(past):
@@ -1076,31 +1140,37 @@ def gen_limits_valid_and_invalid(g: Gen) -> None:
     pair("raw", "max_frame_raw_bytes equal to the sum of the frame's raw_size",
          "sum of raw_size one above max_frame_raw_bytes (checked before decompressing)", raw_bytes)
 
-    # default limits, claimed by counts: must fail before allocating or decompressing anything
+    # Default limits, claimed by counts. The section is consistent up to the zstd frame header (which
+    # declares raw_size); only its blocks are garbage. F10 must be finished before decompressing, so
+    # LIMIT_EXCEEDED is the one acceptable answer: DECOMPRESSION_FAILED means the decoder decompressed first.
     def claim(vid, kind, count, comps, desc):
         s = g.stream(vid, key_n=2)
+        raw = count * comps * 8
+        stored = zstd_header_only(raw) + bytes(range(16))
 
         def t(ff, pl):
-            pl.parts = [bytes(range(16))]
-            ff.sections = [SectionDesc(0, 16, count * comps * 8, 1, DELTA | SHUFFLE, 8)]
+            pl.parts = [stored]
+            ff.sections = [SectionDesc(0, len(stored), raw, 1, DELTA | SHUFFLE, 8)]
             ff.blocks = [BlockFields(kind, count, 0, 0, [0])]
         s.frame(tweak=t, error="LIMIT_EXCEEDED", model=False)
-        s.invalid("limits", desc, sec)
-    claim("lim_claim_ids_default", DELETE_IDS, (1 << 24) + 1, 1,
-          "DELETE_IDS block claiming 2^24+1 ids (raw_size 128 MiB) over 16 bytes of payload, default limits")
-    claim("lim_claim_ranges_default", DELETE_RANGES, (1 << 20) + 1, 2,
-          "DELETE_RANGES block claiming 2^20+1 ranges over 16 bytes of payload, default limits")
+        s.invalid("limits", desc, sec + [S_ORDER])
+    claim("order_limit_before_decompress_ids", DELETE_IDS, (1 << 24) + 1, 1,
+          "DELETE_IDS claiming 2^24+1 ids: zstd header declares the 128 MiB raw_size, blocks are garbage; "
+          "LIMIT_EXCEEDED before any decompression")
+    claim("order_limit_before_decompress_ranges", DELETE_RANGES, (1 << 20) + 1, 2,
+          "DELETE_RANGES claiming 2^20+1 ranges over a zstd header and garbage blocks; LIMIT_EXCEEDED before "
+          "any decompression")
 
     rec_head = struct.pack("<4sII", b"GSDF", (1 << 30) + 1, 8)
     s = g.stream("lim_claim_frame_bytes_default", key_n=2)
     s.raw(rec_head + bytes(40), error="LIMIT_EXCEEDED")
     s.invalid("limits", "frame_len 2^30+1 with 52 bytes present: LIMIT_EXCEEDED (checked before TRUNCATED)",
-              sec + [S_CONTAINER])
+              sec + [S_FRAME_REC, S_ORDER])
 
     body = craft.header_body(hf_preset("compact", 1))
     g.header_invalid("lim_claim_header_bytes_default", "limits",
                      "header body_len 65537 with a short body: LIMIT_EXCEEDED (checked before TRUNCATED)",
-                     sec + [S_CONTAINER], craft.header_record(body, body_len=65537), "LIMIT_EXCEEDED")
+                     sec + [S_HEADER_REC, S_ORDER], craft.header_record(body, body_len=65537), "LIMIT_EXCEEDED")
 
     # header parameters exactly at their bounds
     bounds = [
@@ -1114,12 +1184,12 @@ def gen_limits_valid_and_invalid(g: Gen) -> None:
     ]
     for vid, hf, desc in bounds:
         s = g.stream(vid, hf=hf, key_n=3)
-        s.valid("limits", desc, sec + [S_CONTAINER, S_IDS])
+        s.valid("limits", desc, sec + [S_GRID, S_HEADER, S_QDOMAIN])
 
 
 # ------------------------------------------------------------------------------------------ vectors: invalid
 def gen_framing(g: Gen) -> None:
-    sec = [S_CONTAINER]
+    sec = [S_RECORDS, S_ORDER]
     hdr = craft.header(hf_preset("compact", 1))
     for vid, data, desc in [
         ("trunc_empty_file", b"", "zero-byte file"),
@@ -1207,7 +1277,7 @@ def gen_framing(g: Gen) -> None:
 
 
 def gen_checksum(g: Gen) -> None:
-    sec = [S_CONTAINER]
+    sec = [S_CRC, S_ORDER]
     hf = hf_preset("compact", 1)
     body = craft.header_body(hf)
     good = craft.header_record(body)
@@ -1256,20 +1326,20 @@ def gen_checksum(g: Gen) -> None:
 def gen_version_feature(g: Gen) -> None:
     body = craft.header_body(hf_preset("compact", 1))
     for major in (0, 2, 255):
-        g.header_invalid(f"ver_major_{major}", "version", f"header major version {major}", [S_VERSION, S_CONTAINER],
+        g.header_invalid(f"ver_major_{major}", "version", f"header major version {major}", [S_VERSION, S_HEADER_REC],
                          craft.header_record(body, major=major), "UNSUPPORTED_VERSION")
 
     for bit in (0, 17, 63):
         g.header_invalid(f"feat_header_bit_{bit}", "feature", f"header required_features bit {bit} (none defined in 1.0)",
-                         [S_VERSION, S_CONTAINER],
+                         [S_VERSION, S_HEADER],
                          craft.header(hf_preset("compact", 1, required_features=1 << bit)), "UNSUPPORTED_FEATURE")
     s = g.stream("feat_frame_bit_0_first_frame", key_n=None)
     s.add_frame(2, key=True, features=1, error="UNSUPPORTED_FEATURE", model=False)
-    s.invalid("feature", "keyframe with required_features bit 0", [S_VERSION, S_CONTAINER])
+    s.invalid("feature", "keyframe with required_features bit 0", [S_VERSION, S_FRAME])
     s = g.stream("feat_frame_bit_63", key_n=3)
     s.add_frame(1)
     s.add_frame(1, features=1 << 63, error="UNSUPPORTED_FEATURE", model=False)
-    s.invalid("feature", "third frame with required_features bit 63", [S_VERSION, S_CONTAINER])
+    s.invalid("feature", "third frame with required_features bit 63", [S_VERSION, S_FRAME])
 
     for kind in (6, 7, 64, 127):
         s = g.stream(f"feat_op_kind_{kind}", key_n=3)
@@ -1292,7 +1362,7 @@ def gen_version_feature(g: Gen) -> None:
 
 
 def gen_header(g: Gen) -> None:
-    sec = [S_CONTAINER]
+    sec = [S_HEADER, S_ORDER]
     base = hf_preset("compact", 1)
     bad = {
         "hdr_sh_degree_4": (replace(hf_preset("lossless", 0), sh_degree=4),
@@ -1332,12 +1402,20 @@ def gen_header(g: Gen) -> None:
         ("hdr_q_rest_range_inf", (6, 5, 5), (1.2, float("inf"), 0.8), "rest_range[1] = +Inf"),
         ("hdr_q_rest_bits_short", (6, 5), (1.2, 1.0, 0.8), "SH degree 3 with 2 rest_bits entries"),
         ("hdr_q_rest_range_short", (6, 5, 5), (1.2,), "SH degree 3 with 1 rest_range entry"),
+        ("hdr_q_rest_bits_four_entries", (6, 5, 5, 5), (1.2, 1.0, 0.8), "4 rest_bits entries (at most 3)"),
+        ("hdr_q_rest_range_four_entries", (6, 5, 5), (1.2, 1.0, 0.8, 0.8), "4 rest_range entries (at most 3)"),
     ]:
         bad[name] = (replace(b3, quant=replace(b3.quant, rest_bits=rb, rest_range=rr)), f"quantization {desc}")
     for vid, (hf, desc) in bad.items():
-        secs = sec + ([S_QUANT] if "_q_" in vid or "position_bits" in vid else []) + \
-            ([S_IDS] if "cell" in vid or "slot" in vid or "origin" in vid or "id_bits" in vid else [])
+        secs = sec + ([S_QDOMAIN] if "_q_" in vid or "position_bits" in vid else []) + \
+            ([S_GRID] if "cell" in vid or "slot" in vid or "origin" in vid or "id_bits" in vid else [])
         g.header_invalid(vid, "header", f"stream header with {desc}", secs, craft.header(hf), "BAD_HEADER")
+
+    q1 = replace(base.quant, rest_bits=(base.quant.rest_bits[0], 0, 99), rest_range=(base.quant.rest_range[0], -1.0,
+                                                                                     float("nan")))
+    s = g.stream("hdr_rest_entries_beyond_degree_ignored", hf=replace(base, quant=q1), key_n=3)
+    s.valid("header", "SH degree 1 with 3 rest_bits/rest_range entries whose unused ones are out of domain",
+            sec + [S_QDOMAIN])
 
     good_body = craft.header_body(base)
     for vid, body, desc in [
@@ -1346,7 +1424,7 @@ def gen_header(g: Gen) -> None:
         ("hdr_body_vtable_out_of_range", _bad_vtable(good_body), "root table's vtable offset points outside the body"),
     ]:
         g.header_invalid(vid, "header", desc, sec, craft.header_record(body), "MALFORMED")
-    g.header_invalid("hdr_no_grid", "header", "stream header without its grid", sec + [S_IDS],
+    g.header_invalid("hdr_no_grid", "header", "stream header without its grid", sec + [S_GRID],
                      craft.header(replace(base, grid=None)), "MALFORMED")
 
 
@@ -1358,7 +1436,7 @@ def _bad_vtable(body: bytes) -> bytes:
 
 
 def gen_metadata(g: Gen) -> None:
-    sec = [S_CONTAINER, S_OPS]
+    sec = [S_SCHEMA, S_OPS, S_ORDER]
 
     def meta_edit(fn):
         """post(): edit the metadata bytes in place (length unchanged), then fix the CRC."""
@@ -1451,6 +1529,17 @@ def gen_metadata(g: Gen) -> None:
             model=False)
     s.invalid("metadata", "UPDATE mask 0x21 at SH degree 0 (SH_REST is absent)", sec + [S_MODEL])
 
+    s = g.stream("meta_add_sh_rest_one_band_short", hf=hf_preset("compact", 3), key_n=3)
+    s.add_frame(2, tweak=lambda ff, pl: setattr(ff.blocks[0], "sections", ff.blocks[0].sections[:8]),
+                error="MALFORMED", model=False)
+    s.invalid("metadata", "SH degree 3 ADD with 8 sections: SH_REST needs 3 band sections (1 + 5 + 3 = 9)", sec)
+
+    s = g.stream("meta_update_sh_rest_band_missing", hf=hf_preset("compact", 2), key_n=3)
+    ids = s.live()[:2]
+    s.frame(updates=[(ids, 0x20, s.residuals(ids, 0x20))], error="MALFORMED", model=False,
+            tweak=lambda ff, pl: setattr(ff.blocks[0], "sections", ff.blocks[0].sections[:2]))
+    s.invalid("metadata", "SH degree 2 UPDATE of SH_REST with one band section instead of 2", sec)
+
 
 def _grow_section(i: int, extra: int):
     def t(ff, pl):
@@ -1464,7 +1553,7 @@ def _grow_section(i: int, extra: int):
 
 
 def gen_ids_invalid(g: Gen) -> None:
-    sec = [S_IDS, S_OPS]
+    sec = [S_IDRULES, S_IDS]
 
     def one(vid, error, desc, build, hf=None, key_n=6):
         s = g.stream(vid, hf=hf, key_n=key_n)
@@ -1558,7 +1647,7 @@ def gen_state_invalid(g: Gen) -> None:
 
 
 def gen_values(g: Gen) -> None:
-    sec = [S_QUANT, S_APPLY]
+    sec = [S_VALIDITY, S_APPLY]
     hf = hf_quant(NARROW, 3)
 
     def add_bad(vid, desc, edit, hf=hf):
@@ -1707,6 +1796,11 @@ def _block_size(frame: bytes, n: int) -> bytes:
     return frame[:p] + struct.pack("<I", h)[:3] + frame[p + 3:]
 
 
+def zstd_header_only(content_size: int) -> bytes:
+    """A zstd frame header declaring ``content_size`` (4-byte field, 1 MiB window), no blocks."""
+    return b"\x28\xb5\x2f\xfd" + bytes([0x80, (20 - 10) << 3]) + struct.pack("<I", content_size)
+
+
 def set_fcs(frame: bytes, n: int) -> bytes:
     """Rewrite a zstd frame header's Frame_Content_Size field to ``n`` (RFC 8878 3.1.1.1), leaving the blocks."""
     d = frame[4]
@@ -1718,7 +1812,7 @@ def set_fcs(frame: bytes, n: int) -> bytes:
 
 
 def gen_sequence(g: Gen) -> None:
-    sec = [S_APPLY]
+    sec = [S_SEQ]
     s = g.stream("seq_gap_ahead", key_n=3)
     s.add_frame(1, seq=s.seq + 2, base=s.seq + 1, error="SEQUENCE_GAP")
     s.invalid("sequence", "base_seq one ahead of the state (a frame was lost)", sec)
@@ -1787,10 +1881,45 @@ def gen_digest(g: Gen) -> None:
     s.invalid("digest", "every Gaussian deleted but the digest says 0:00000000:00000001", sec)
 
 
+def gen_spec_examples(g: Gen) -> None:
+    """The worked examples of SPEC.md 4.4 and 7.6 as vectors; generation fails if the spec's numbers differ."""
+    q = QuantFields(4, 8, -14.0, 4.0, 8, 8, 8, -3.5, 3.5, (), ())
+    hf = HeaderFields(0, ((0.0, 0.0, 0.0), 1.0, 4, 4), q, "compact")
+    s = Stream(g, "spec_example_7_6_digest", hf)
+    a = ((5, 10, 2), (133, 133, 125), (0, 184, 53, 165), (225,), (146, 118, 164), ())
+    b = ((3, 14, 6), (156, 149, 142), (3, 109, 164, 109), (68,), (129, 131, 124), ())
+    s.frame(adds=[(np.array([848], np.uint64), planar(s.L, [a]))])
+    s.frame(key=True, adds=[(np.array([0, 848], np.uint64), planar(s.L, [b, a]))])
+    res = [np.zeros((s.L.comps(k), 1), dtype_of(s.L, k)) for k in range(6)]
+    res[0][:, 0] = (1, 0, 0)
+    s.frame(updates=[(np.array([848], np.uint64), 0x01, res)])
+    want = ["1:d2076ae6:492dc7c0", "2:e07963a0:0278f735", "2:e711aeef:36aff9f3"]
+    assert s.digests == want, f"SPEC.md 7.6 says {want}, refmodel computes {s.digests}"
+    s.valid("spec_example", "SPEC.md 7.6 worked example: A alone, keyframe of A and B, UPDATE of A's position",
+            [S_DIGEST, "7.6"])
+
+    hf = HeaderFields(0, ((0.0, 0.0, 0.0), 1.0, 4, 4), QuantFields.of(PRESETS["high"], 0), "high")
+    s = Stream(g, "spec_example_4_4_sections", hf)
+    got = {}
+    ids = np.array([848, 850, 858], np.uint64)
+    c = s.codes(3)
+    c[3][:] = 100
+    raw = Enc(ids=DELTA | SHUFFLE, attr=lambda a, w, r: ZIGZAG | SHUFFLE if r else 0, compression="none")
+    s.frame(key=True, adds=[(ids, c)], enc=raw, tweak=lambda ff, pl: got.update(ids=pl.parts[0]))
+    res = [np.zeros((s.L.comps(k), 3), dtype_of(s.L, k)) for k in range(6)]
+    res[3][0] = [1, 0xFFFF, 0xFFFE]
+    s.frame(updates=[(ids, 0x08, res)], enc=raw, tweak=lambda ff, pl: got.update(res=pl.parts[1]))
+    assert got["ids"] == bytes.fromhex("500208 030000") + bytes(18), got["ids"].hex()
+    assert got["res"] == bytes.fromhex("020103000000"), got["res"].hex()
+    s.valid("spec_example", "SPEC.md 4.4 examples: ids 848, 850, 858 with DELTA+SHUFFLE; i16 residuals 1, -1, -2 "
+                            "with ZIGZAG+SHUFFLE (uncompressed)", [S_SECTIONS])
+
+
 # ------------------------------------------------------------------------------------------ driver
 GROUPS = [gen_ops, gen_masks, gen_profiles, gen_ids, gen_keyframes, gen_compose, gen_empty, gen_replace,
           gen_encoding, gen_limits_valid_and_invalid, gen_framing, gen_checksum, gen_version_feature, gen_header,
-          gen_metadata, gen_ids_invalid, gen_state_invalid, gen_values, gen_compression, gen_sequence, gen_digest]
+          gen_metadata, gen_ids_invalid, gen_state_invalid, gen_values, gen_compression, gen_sequence, gen_digest,
+          gen_spec_examples]
 
 
 def generate(out: str = VECTOR_DIR) -> dict:

@@ -11,8 +11,9 @@ import sys
 from codec import Decoder, GsdError, Limits
 
 
-def decode(data: bytes, limits: Limits, out=sys.stdout) -> None:
-    """Print one protocol line per record, stopping at the first error."""
+def decode(data: bytes, limits: Limits, out=None) -> None:
+    """Print one protocol line per record (to ``out``, default stdout), stopping at the first error."""
+    out = out or sys.stdout
     dec = Decoder(limits=limits)
     try:
         pos = dec.set_header(data)
