@@ -117,7 +117,7 @@ class Encoder:
     def encode_delta(self, d: Delta) -> bytes:
         """Apply a code-space delta to the closed-loop state, then serialize it (with digest)."""
         d.digest = None
-        self.state.apply(d)
+        self.state.apply(d, track_digest=self.with_digest)
         if len(d.add_ids) and len(self._issued):
             self._issued = np.setdiff1d(self._issued, d.add_ids, assume_unique=True)
         if self.with_digest:

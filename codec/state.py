@@ -119,13 +119,15 @@ class SceneState:
         return np.array_equal(a_ids, b_ids) and all(np.array_equal(a[k], b[k]) for k in ATTRS)
 
     # -- apply -------------------------------------------------------------------------------
-    def apply(self, d: Delta, check_seq: bool = True, adopt: bool = False) -> None:
+    def apply(self, d: Delta, check_seq: bool = True, adopt: bool = False, track_digest: bool = False) -> None:
         """Apply a frame all-or-nothing; raises GsdError and leaves the state as it was.
 
         ``adopt`` lets a keyframe's arrays become the state's storage without a copy
-        (only for a Delta nobody else holds, e.g. one just decoded).
+        (only for a Delta nobody else holds, e.g. one just decoded). ``track_digest``
+        keeps the digest up to date even when the frame carries none (an encoder about
+        to write one), which is cheaper than hashing the whole state afterwards.
         """
-        plan = self._plan(d, check_seq)
+        plan = self._plan(d, check_seq, track_digest)
         plan["adopt"] = adopt
         self._commit(d, plan)
 
@@ -160,7 +162,7 @@ class SceneState:
                 if arr is None or arr.shape != (p.comps(a), n) or arr.dtype != p.dtype(a):
                     raise GsdError(ErrorCode.MALFORMED, f"{name} {a.name}: wrong array shape or dtype")
 
-    def _plan(self, d: Delta, check_seq: bool) -> dict:
+    def _plan(self, d: Delta, check_seq: bool, track_digest: bool = False) -> dict:
         p = self.profile
         if check_seq:
             if d.keyframe:
@@ -218,9 +220,9 @@ class SceneState:
             raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"scene would hold {after} Gaussians, budget {self.max_gaussians}")
         plan = {"gone": gone, "upd": upd, "new_codes": new_codes, "count": after}
         # 6. digest
-        hashed = self.hashed or d.digest is not None
+        hashed = self.hashed or d.digest is not None or track_digest
         if d.keyframe:
-            hashed = d.digest is not None
+            hashed = d.digest is not None or track_digest
         plan["hashed"] = hashed
         if hashed:
             if not self.hashed and not d.keyframe:
