@@ -186,7 +186,8 @@ class Profile:
             return np.clip(np.floor(alpha * (1 << q.opacity_bits)), 0, top).astype(self.dtype(attr))
         if attr is Attr.SH_REST:  # row-major math (contiguous), transpose the narrow result
             lim = self.rest_limits().astype(np.float32)
-            c = np.multiply(values, (1.0 / self.rest_steps()).astype(np.float32))
+            with np.errstate(over="ignore"):  # huge inputs become inf, then clamp like any out-of-range value
+                c = np.multiply(values, (1.0 / self.rest_steps()).astype(np.float32))
             np.rint(c, out=c)
             np.clip(c, -lim, lim, out=c)
             return np.ascontiguousarray(c.astype(self.dtype(attr)).T)
