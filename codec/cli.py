@@ -589,6 +589,23 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
+# ------------------------------------------------------------------------------------ quality
+def _quality_cli():
+    """The `quality` package's argument builder and runner (a top-level package beside codec/)."""
+    try:
+        from quality.__main__ import add_arguments, run
+    except ImportError:
+        return None
+    return add_arguments, run
+
+
+def cmd_quality(args) -> int:
+    q = _quality_cli()
+    if q is None:
+        raise UsageError("the 'quality' package is not importable (run from the repository root, or install it)")
+    return q[1](args)
+
+
 # ------------------------------------------------------------------------------------ parser
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keep hand-made line breaks in descriptions/epilogs; show defaults that say something."""
@@ -724,6 +741,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="zstd level 0..22 (0 = store uncompressed)")
     m.add_argument("--seed", type=int, default=0, help="random seed (scene and edits)")
     m.set_defaults(func=cmd_demo)
+
+    q = sub.add_parser(
+        "quality", parents=[quiet], formatter_class=_Formatter,
+        help="render quality (PSNR/SSIM) and size per profile, beside SPZ and .splat",
+        description="Render orbit views of a scene (synthetic, or a PLY) and of what each format decodes to: the GSD\n"
+                    "profiles, SPZ v3/v4, .splat; print bytes per Gaussian, PSNR/SSIM against the float renders and\n"
+                    "encode/decode times (the same as `python -m quality`).")
+    qc = _quality_cli()
+    if qc is not None:
+        qc[0](q)
+    q.set_defaults(func=cmd_quality)
     return p
 
 

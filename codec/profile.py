@@ -65,7 +65,7 @@ class Quantization:
 PRESETS: dict[str, Quantization | None] = {
     "lossless": None,
     "high": Quantization(12, 12, -16.0, 6.0, 12, 12, 12, -4.0, 4.0, (10, 9, 8), (2.0, 1.5, 1.2)),
-    "compact": Quantization(8, 8, -14.0, 4.0, 8, 8, 8, -3.5, 3.5, (5, 4, 4), (0.9375, 0.875, 0.875)),
+    "compact": Quantization(8, 8, -14.0, 4.0, 8, 8, 8, -3.5, 3.5, (5, 5, 4), (0.9375, 0.9375, 0.875)),
 }
 DEFAULT_PROFILE = "compact"
 

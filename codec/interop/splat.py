@@ -13,7 +13,8 @@ The format has no higher-order SH (view-dependent colour is lost) and clamps
 the base colour to [0, 1]. Writing rounds to nearest (the original converter
 truncates; readers cannot tell). Reading inverts each field: f_dc =
 ``(c / 255 - 0.5) / SH_C0``, opacity = logit(a / 255) with a = 0 and 255
-read as 0.5 and 254.5 (finite), rotation = ``(b - 128) / 128`` (not renormalized;
+read as 0.25 and 254.75 (finite, the middle of
+the codes' rounding intervals, so re-encoding gives the same bytes), rotation = ``(b - 128) / 128`` (not renormalized;
 GSD takes any non-zero quaternion), log-scale = ``ln(max(s, tiny))``.
 """
 from __future__ import annotations
@@ -57,7 +58,7 @@ def decode_splat(data: bytes) -> Gaussians:
     if not (np.isfinite(pos).all() and np.isfinite(scale).all()):
         raise ValueError(".splat has non-finite positions or scales")
     rgba = rec["rgba"].astype(np.float64)
-    a = np.clip(rgba[:, 3], 0.5, 254.5) / 255.0
+    a = np.clip(rgba[:, 3], 0.25, 254.75) / 255.0
     return Gaussians(
         positions=pos,
         scales=np.log(np.maximum(np.abs(scale), np.finfo(np.float32).tiny)),

@@ -42,8 +42,9 @@ system it declares (one of the eight axis-flip systems; the rotated ones are
 rejected) whatever ``frame`` says.
 
 Decoded alphas of code 0 and 255 would be logits of -inf and +inf; they decode to
-the logits of 0.5/255 and 254.5/255 instead (invisible, and fully opaque after the
-renderer's 0.99 clamp), so every decoded value is finite. SH degree 4 files
+the logits of 0.25/255 and 254.75/255 instead (the middle of those codes'
+rounding intervals: invisible, and fully opaque after the renderer's 0.99 clamp),
+so every decoded value is finite and re-encodes to the same code. SH degree 4 files
 decode with their degree-4 band dropped (GSD stops at degree 3).
 """
 from __future__ import annotations
@@ -69,7 +70,8 @@ _LEGACY_HEADER = struct.Struct("<IIIBBBB")
 _V4_HEADER = struct.Struct("<IIIBBBBI12s")
 _TOC_ENTRY = struct.Struct("<QQ")
 _MAX_EXTENSION_BYTES = 1 << 20         # extension records after a legacy payload: read at most this much
-_MAX_RATIO = 1032                      # deflate's (and, generously, zstd's) largest expansion: bomb guard
+_MAX_RATIO = 1032                      # deflate's largest expansion: bomb guard
+MAX_POINTS = 1 << 26                   # default cap on a file's point count (67M; the largest captures are ~20M)
 ZSTD_LEVEL = 12                        # what the reference writer uses for v4 streams
 
 
@@ -167,7 +169,7 @@ def _unpack_arrays(arrays: list[bytes], header: SpzHeader, frame: str) -> Gaussi
     positions = fixed.astype(np.float32) * np.float32(1.0 / (1 << header.fractional_bits)) * fpos
 
     a = np.frombuffer(arrays[1], np.uint8).astype(np.float64)
-    a = np.clip(a, 0.5, 254.5) / 255.0
+    a = np.clip(a, 0.25, 254.75) / 255.0
     opacities = np.log(a / (1.0 - a)).astype(np.float32)
     colors = ((np.frombuffer(arrays[2], np.uint8).reshape(n, 3).astype(np.float32) / 255.0) - 0.5) / COLOR_SCALE
     scales = np.frombuffer(arrays[3], np.uint8).reshape(n, 3).astype(np.float32) / 16.0 - 10.0
@@ -200,23 +202,25 @@ def _unpack_arrays(arrays: list[bytes], header: SpzHeader, frame: str) -> Gaussi
     return Gaussians(positions, scales, rotations, opacities, colors, sh_rest)
 
 
-def decode_spz(data: bytes, frame: str = "rub") -> tuple[Gaussians, SpzHeader]:
+def decode_spz(data: bytes, frame: str = "rub", max_points: int = MAX_POINTS) -> tuple[Gaussians, SpzHeader]:
     """Decode the bytes of a .spz file (v2, v3 or v4) into Gaussians in PLY (RDF) conventions.
 
     ``frame``: how to read a file without a coordinate-system extension: "rub"
     (the SPZ README's default) or "raw" (values already in the PLY frame, as
-    splat-transform and the reference CLI tools write them).
+    splat-transform and the reference CLI tools write them). A header claiming
+    more than ``max_points`` points, or more than its compressed size can hold,
+    is rejected before anything is allocated for it.
     """
     data = bytes(data)
     _frame(frame)
     if len(data) >= 4 and struct.unpack_from("<I", data)[0] == MAGIC:
-        return _decode_v4(data, frame)
+        return _decode_v4(data, frame, max_points)
     if data[:2] == b"\x1f\x8b":
-        return _decode_legacy(data, frame)
+        return _decode_legacy(data, frame, max_points)
     raise SpzError("not an SPZ file (neither the NGSP magic nor a gzip stream)")
 
 
-def _check_header(version: int, n: int, degree: int, fb: int, legacy: bool) -> None:
+def _check_header(version: int, n: int, degree: int, fb: int, legacy: bool, max_points: int) -> None:
     if legacy and version not in (2, 3):
         raise SpzError(f"unsupported SPZ version {version} in a gzip payload (2 and 3 are)")
     if not legacy and version != 4:
@@ -225,11 +229,11 @@ def _check_header(version: int, n: int, degree: int, fb: int, legacy: bool) -> N
         raise SpzError(f"SPZ SH degree {degree} > 4")
     if fb > 24:
         raise SpzError(f"SPZ fractional bits {fb} > 24")
-    if n > 2**31 - 1:
-        raise SpzError(f"SPZ point count {n} too large")
+    if n > min(max_points, 2**31 - 1):
+        raise SpzError(f"SPZ point count {n} is above the limit of {max_points}")
 
 
-def _decode_legacy(data: bytes, frame: str) -> tuple[Gaussians, SpzHeader]:
+def _decode_legacy(data: bytes, frame: str, max_points: int) -> tuple[Gaussians, SpzHeader]:
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
         head = d.decompress(data, _LEGACY_HEADER.size)
@@ -238,11 +242,11 @@ def _decode_legacy(data: bytes, frame: str) -> tuple[Gaussians, SpzHeader]:
         magic, version, n, degree, fb, flags, _ = _LEGACY_HEADER.unpack(head)
         if magic != MAGIC:
             raise SpzError(f"bad SPZ magic 0x{magic:08x}")
-        _check_header(version, n, degree, fb, legacy=True)
-        if n > len(data) * _MAX_RATIO // 9:
-            raise SpzError(f"SPZ claims {n} points, more than {len(data)} compressed bytes can hold")
+        _check_header(version, n, degree, fb, True, max_points)
         sizes = _sizes(n, degree, version)
         need = sum(sizes)
+        if need > len(data) * _MAX_RATIO:   # deflate expands at most 1032:1
+            raise SpzError(f"SPZ claims {n} points, more than {len(data)} compressed bytes can hold")
         # bounded inflation: never more than the arrays plus a bounded extension block
         body = d.decompress(d.unconsumed_tail, need + _MAX_EXTENSION_BYTES + 1)
     except zlib.error as e:
@@ -262,12 +266,12 @@ def _decode_legacy(data: bytes, frame: str) -> tuple[Gaussians, SpzHeader]:
     return _unpack_arrays(arrays, header, frame), header
 
 
-def _decode_v4(data: bytes, frame: str) -> tuple[Gaussians, SpzHeader]:
+def _decode_v4(data: bytes, frame: str, max_points: int) -> tuple[Gaussians, SpzHeader]:
     if len(data) < _V4_HEADER.size:
         raise SpzError("SPZ file shorter than its 32-byte header")
     magic, version, n, degree, fb, flags, n_streams, toc, _ = _V4_HEADER.unpack_from(data)
-    _check_header(version, n, degree, fb, legacy=False)
-    if n > len(data) * _MAX_RATIO // 9:
+    _check_header(version, n, degree, fb, False, max_points)
+    if n > len(data) * _MAX_RATIO // 9:     # the reference loader's bound (positions alone need 9 bytes a point)
         raise SpzError(f"SPZ claims {n} points, more than {len(data)} compressed bytes can hold")
     if toc < _V4_HEADER.size or toc + n_streams * _TOC_ENTRY.size > len(data):
         raise SpzError("SPZ table of contents outside the file")
@@ -386,9 +390,9 @@ def encode_spz(g: Gaussians, version: int = 3, fractional_bits: int | None = Non
 
 
 # ------------------------------------------------------------------------------------------ files
-def read_spz(path, frame: str = "rub") -> Gaussians:
+def read_spz(path, frame: str = "rub", max_points: int = MAX_POINTS) -> Gaussians:
     with open(path, "rb") as f:
-        return decode_spz(f.read(), frame)[0]
+        return decode_spz(f.read(), frame, max_points)[0]
 
 
 def write_spz(path, g: Gaussians, **options) -> int:

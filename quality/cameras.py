@@ -1,0 +1,105 @@
+"""Pinhole cameras in the conventions of SPEC.md Appendix B.
+
+A camera is intrinsics in pixels (fx, fy, cx, cy) plus a world-to-camera rigid
+transform in the OpenCV convention: camera +x right, +y down, +z forward (the
+direction the camera looks). Pixel (u, v) -- column u, row v -- covers
+[u, u+1) x [v, v+1) in the continuous image coordinates in which the principal
+point (cx, cy) and projected means are given, so its centre is (u + 0.5, v + 0.5).
+These are gsplat's conventions, which is what makes the renders comparable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NEAR_PLANE = 0.01  # Gaussians whose camera-space depth z is below this are not drawn
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Image size, intrinsics (pixels) and a 4x4 world-to-camera matrix (OpenCV axes)."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    world_to_camera: np.ndarray  # (4, 4) float64, rows: R | t ; last row 0 0 0 1
+
+    def __post_init__(self):
+        m = np.asarray(self.world_to_camera, dtype=np.float64)
+        if m.shape != (4, 4):
+            raise ValueError(f"world_to_camera must be 4x4, got {m.shape}")
+        object.__setattr__(self, "world_to_camera", m)
+        if self.width < 1 or self.height < 1 or not (self.fx > 0 and self.fy > 0):
+            raise ValueError("camera needs positive image size and focal lengths")
+
+    @property
+    def rotation(self) -> np.ndarray:
+        return self.world_to_camera[:3, :3]
+
+    @property
+    def translation(self) -> np.ndarray:
+        return self.world_to_camera[:3, 3]
+
+    @property
+    def centre(self) -> np.ndarray:
+        """Camera centre in world coordinates: -R^T t."""
+        return -self.rotation.T @ self.translation
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """World-to-camera 4x4 for a camera at ``eye`` looking at ``target`` (OpenCV axes).
+
+    Camera +z is the viewing direction, +x is to the right of it with respect to
+    ``up``, +y = z cross x points down (so "up" in the world is up in the image).
+    """
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    fwd = target - eye
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, up)
+    if np.linalg.norm(right) < 1e-9:  # looking along up: any perpendicular will do
+        right = np.cross(fwd, np.roll(up, 1))
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    m = np.eye(4)
+    m[:3, :3] = np.stack([right, down, fwd])
+    m[:3, 3] = -m[:3, :3] @ eye
+    return m
+
+
+def pinhole(width: int, height: int, fov: float, world_to_camera) -> Camera:
+    """A camera with horizontal field of view ``fov`` (degrees), square pixels, centred principal point."""
+    fx = 0.5 * width / np.tan(np.radians(fov) / 2)
+    return Camera(int(width), int(height), fx, fx, width / 2.0, height / 2.0, world_to_camera)
+
+
+def orbit_cameras(center, radius: float, n: int, width: int, height: int, fov: float = 60.0,
+                  elevation: float = 20.0, up=(0.0, 0.0, 1.0), phase: float = 0.0) -> list[Camera]:
+    """``n`` cameras evenly spaced on a circle around ``center``, all looking at it.
+
+    The circle lies ``elevation`` degrees above the plane perpendicular to ``up``
+    (the synthetic scenes are z-up), at distance ``radius`` from ``center``;
+    azimuths are ``phase + 360 k / n`` degrees.
+    """
+    center = np.asarray(center, dtype=np.float64)
+    up = np.asarray(up, dtype=np.float64)
+    up = up / np.linalg.norm(up)
+    a = np.cross(up, [1.0, 0.0, 0.0])
+    if np.linalg.norm(a) < 1e-6:
+        a = np.cross(up, [0.0, 1.0, 0.0])
+    a /= np.linalg.norm(a)
+    b = np.cross(up, a)
+    el = np.radians(elevation)
+    cams = []
+    for k in range(n):
+        az = np.radians(phase) + 2 * np.pi * k / n
+        d = np.cos(el) * (np.cos(az) * a + np.sin(az) * b) + np.sin(el) * up
+        cams.append(pinhole(width, height, fov, look_at(center + radius * d, center, up)))
+    return cams
