@@ -1,0 +1,209 @@
+"""The Generator protocol: any action-conditioned world model that emits GSD deltas.
+
+A generator works in floats on its own device (torch): it names Gaussians by spatial ids
+(SPEC.md 3, int64 tensors; every valid id is below 2^63) and says, per step, which Gaussians
+appear (ADD: ids + all attributes), which change (UPDATE groups: ids + the attributes that
+changed) and which go (DELETE_IDS, or whole spatial cells). The codec's Encoder owns
+quantization and the closed-loop state: ``to_delta`` moves a step's output to the host in
+**one** device-to-host copy and hands numpy views to ``Encoder.make_delta``, so no float ever
+takes a detour through Python objects.
+
+Attributes of added Gaussians travel packed as one (n, F) float32 tensor in the order of
+SPEC.md 2.1 (``attr_layout``): position 3, log-scale 3, quaternion w x y z 4, opacity logit 1,
+SH DC 3, SH rest 3K channel-major.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from codec import ATTRS, Attr, Delta, Encoder, Profile
+from codec.attributes import components
+
+from .actions import Action
+
+U64 = np.uint64
+
+
+def attr_layout(sh_degree: int) -> dict[Attr, slice]:
+    """Column slice of each attribute in the packed (n, F) float layout."""
+    out, start = {}, 0
+    for a in ATTRS:
+        c = components(a, sh_degree)
+        out[a] = slice(start, start + c)
+        start += c
+    return out
+
+
+def n_floats(sh_degree: int) -> int:
+    return 14 + 3 * ((sh_degree + 1) ** 2 - 1)
+
+
+@dataclass
+class Camera:
+    """The player's eye: position (x, y, z), yaw and pitch in degrees (conventions: actions.py)."""
+    position: tuple = (0.0, 0.0, 1.7)
+    yaw: float = 0.0
+    pitch: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {"position": [round(float(v), 4) for v in self.position], "yaw": round(self.yaw, 3),
+                "pitch": round(self.pitch, 3)}
+
+
+@dataclass
+class UpdateGroup:
+    """Live Gaussians whose listed attributes changed: ids (n,) int64 and {Attr: (n, C) float32}."""
+    ids: torch.Tensor
+    values: dict
+
+    @property
+    def mask(self) -> int:
+        return sum(a.bit for a in self.values)
+
+
+def _empty_ids(device=None) -> torch.Tensor:
+    return torch.zeros(0, dtype=torch.int64, device=device)
+
+
+@dataclass
+class StepOutput:
+    """What one generator step (or reset) produced, in floats on the generator's device.
+
+    A keyframe (``reset``) ADDs the whole scene. Ids within ``add_ids``, within each update
+    group and across groups are distinct; no id is both added and updated; updated ids are live
+    and not deleted by this step (SPEC.md 6.2, 6.3).
+    """
+    step: int
+    keyframe: bool
+    add_ids: torch.Tensor
+    add: torch.Tensor                      # (n_add, F) packed floats, attr_layout order
+    updates: list = field(default_factory=list)        # [UpdateGroup]
+    delete_ids: torch.Tensor = field(default_factory=_empty_ids)
+    delete_cells: dict = field(default_factory=dict)   # level -> (m,) int64 cell codes
+    camera: Camera = field(default_factory=Camera)
+    live: int = 0                          # Gaussians live after this step
+    events: list = field(default_factory=list)          # human-readable notes ("door 3 opening", ...)
+
+    def counts(self) -> dict:
+        return {"add": int(self.add_ids.numel()), "update": int(sum(g.ids.numel() for g in self.updates)),
+                "delete_ids": int(self.delete_ids.numel()),
+                "delete_cells": int(sum(c.numel() for c in self.delete_cells.values()))}
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Any causal, action-conditioned scene generator.
+
+    ``profile`` fixes the grid its ids live on and the SH degree of what it emits;
+    ``max_gaussians`` is the scene budget it promises to respect (the stream header's).
+    """
+    profile: Profile
+    max_gaussians: int
+
+    def reset(self, seed: int) -> StepOutput:
+        """Start a fresh world; the output is a keyframe of the whole initial scene."""
+        ...
+
+    def step(self, action: Action | None) -> StepOutput:
+        """Advance one step under ``action`` (None: no input, time still passes)."""
+        ...
+
+
+# ------------------------------------------------------------------------------------- to the host
+@dataclass
+class HostOutput:
+    """A StepOutput as numpy arrays (views into the one buffer copied from the device)."""
+    keyframe: bool
+    add_ids: np.ndarray                    # uint64
+    add: dict                              # Attr -> (n, C) float32
+    updates: list                          # [(ids uint64, {Attr: (n, C) float32})]
+    delete_ids: np.ndarray
+    delete_cells: dict
+
+
+def to_host(out: StepOutput, sh_degree: int) -> HostOutput:
+    """Everything in one device-to-host copy: every tensor viewed as int32 words, concatenated.
+
+    Integer words keep float bit patterns exact; the int64 parts go first so each lands
+    8-byte aligned in the host buffer.
+    """
+    ints = [out.add_ids] + [g.ids for g in out.updates] + [out.delete_ids] + [out.delete_cells[k] for k in sorted(out.delete_cells)]
+    floats = [out.add] + [g.values[a] for g in out.updates for a in ATTRS if a in g.values]
+    dev = out.add.device      # parts built elsewhere (an empty default) may sit on the CPU
+    parts = [t.to(dev).contiguous().reshape(-1).view(torch.int32) for t in ints]
+    parts += [t.to(dev, torch.float32).contiguous().reshape(-1).view(torch.int32) for t in floats]
+    flat = torch.cat(parts).cpu().numpy() if parts else np.zeros(0, np.int32)
+    pos = 0
+
+    def take(n_words: int) -> np.ndarray:
+        nonlocal pos
+        a = flat[pos:pos + n_words]
+        pos += n_words
+        return a
+
+    def take_ids(t) -> np.ndarray:
+        return take(2 * t.numel()).view(np.int64).astype(U64)
+
+    add_ids = take_ids(out.add_ids)
+    upd_ids = [take_ids(g.ids) for g in out.updates]
+    del_ids = take_ids(out.delete_ids)
+    cells = {int(k): take_ids(out.delete_cells[k]) for k in sorted(out.delete_cells)}
+    f = n_floats(sh_degree)
+    packed = take(out.add.shape[0] * f).view(np.float32).reshape(-1, f)
+    lay = attr_layout(sh_degree)
+    add = {a: packed[:, lay[a]] for a in ATTRS}
+    updates = []
+    for ids, g in zip(upd_ids, out.updates):
+        vals = {}
+        for a in ATTRS:
+            if a in g.values:
+                c = components(a, sh_degree)
+                vals[a] = take(len(ids) * c).view(np.float32).reshape(len(ids), c)
+        updates.append((ids, vals))
+    return HostOutput(out.keyframe, add_ids, add, updates, del_ids, cells)
+
+
+def _merge_updates(base: Delta, parts: list[Delta]) -> None:
+    """Put the UPDATE ops of several code-space deltas (disjoint ids) into ``base``, sorted by id."""
+    parts = [p for p in parts if p.n_update]
+    if not parts:
+        return
+    if len(parts) == 1:                      # already sorted by make_delta
+        p = parts[0]
+        base.update_ids, base.update_mask, base.update = p.update_ids, p.update_mask, p.update
+        return
+    ids = np.concatenate([p.update_ids for p in parts])
+    order = np.argsort(ids, kind="stable")
+    base.update_ids = ids[order]
+    base.update_mask = np.concatenate([p.update_mask for p in parts])[order]
+    for a in ATTRS:
+        base.update[a] = np.concatenate([p.update[a] for p in parts], axis=1)[:, order]
+    if len(base.update_ids) > 1 and not (base.update_ids[1:] > base.update_ids[:-1]).all():
+        raise ValueError("update groups overlap: an id is updated twice in one step")
+
+
+def to_delta(encoder: Encoder, out: StepOutput | HostOutput) -> Delta:
+    """The code-space Delta of one step against the encoder's current state (not yet applied)."""
+    p = encoder.profile
+    h = out if isinstance(out, HostOutput) else to_host(out, p.sh_degree)
+    ops = {"keyframe": h.keyframe}
+    if len(h.add_ids) or h.keyframe:
+        ops["add"] = (h.add_ids, {int(a): v for a, v in h.add.items()})
+    if len(h.delete_ids):
+        ops["delete"] = h.delete_ids
+    if h.delete_cells:
+        ops["delete_cells"] = h.delete_cells
+    d = encoder.make_delta(**ops)
+    parts = [encoder.make_delta(update=(ids, {int(a): v for a, v in vals.items()}, sum(a.bit for a in vals)))
+             for ids, vals in h.updates if len(ids)]
+    _merge_updates(d, parts)
+    return d
+
+
+def encode_output(encoder: Encoder, out: StepOutput | HostOutput) -> bytes:
+    """to_delta then Encoder.encode_delta: the frame bytes of one step (the state advances)."""
+    return encoder.encode_delta(to_delta(encoder, out))
