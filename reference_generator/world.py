@@ -262,9 +262,9 @@ class Chunk:
     ids: torch.Tensor        # (n,) int64 spatial ids
     attrs: torch.Tensor      # (n, F) float32, packed (protocol.attr_layout); dynamic rows may be stale (pools hold them)
     cells: torch.Tensor      # level-chunk_level cell codes its ids live in
-    born: int
-    emitted: int = 0         # rows [0, emitted) have been ADDed (rows are in random order: any prefix
-    live_rows: int = 0       # is a uniform subsample); rows [0, live_rows) were live when this step began
+    born: int                # the step that generated it
+    emitted: int = 0         # rows [0, emitted) have been ADDed (rows are shuffled: any prefix is a uniform subsample)
+    live_rows: int = 0       # rows [0, live_rows) were live when the current step began
     foliage: dict = field(default_factory=dict)   # rows, p0, w, phase
     water: dict = field(default_factory=dict)     # rows, p0, rho, phase, dc0
     doors: list = field(default_factory=list)
