@@ -89,11 +89,6 @@ def accumulator_change(old: np.ndarray, new: np.ndarray, k: np.ndarray) -> np.nd
     return acc
 
 
-def row_hashes(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
-    """(2, N) uint32 lane hashes h_L(g) = fmix32(accumulator)."""
-    return fmix32(row_accumulators(ids, planar_codes))
-
-
 def lane_sums(hashes: np.ndarray) -> tuple[int, int]:
     s = hashes.sum(axis=1, dtype=np.uint64) & np.uint64(M32)
     return int(s[0]), int(s[1])
