@@ -1,0 +1,219 @@
+"""A headless gsd/1 client: connect, send actions, apply frames to a local state, verify digests.
+
+    async with Client("ws://127.0.0.1:8765/ws") as c:
+        await c.act(Move(0.3))
+        f = await c.next_frame()            # decoded, applied, digest-checked and acknowledged
+        print(f.seq, c.digest, f.latency_ms)
+
+Used by the tests, by ``gsd-watch`` and by anyone who needs a non-browser client (a recorder, a
+robot simulator). The client follows SPEC.md 11: it acknowledges every applied frame with its
+digest, and on a frame error keeps its state, sends one ``resync`` and drops non-keyframes until
+a keyframe arrives. ``run_script`` adds reconnection (a restarted server gets a new hello).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from codec import Decoder, GsdError, StreamWriter
+from codec.limits import SPEC_LIMITS, Limits
+from codec.wire import decode_frame
+
+from .actions import Action, to_json
+
+
+@dataclass
+class FrameEvent:
+    seq: int
+    keyframe: bool
+    nbytes: int
+    digest: str
+    steps: int                      # world steps this frame covers
+    latency_ms: list                # action-to-delta latency of each of our actions it answers
+    receive_ms: float               # decode + apply + digest check time
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    keyframes: int = 0
+    bytes: int = 0
+    resyncs: int = 0
+    errors: dict = field(default_factory=dict)      # error code name -> count
+    latencies_ms: list = field(default_factory=list)
+    reconnects: int = 0
+
+
+class ProtocolClosed(Exception):
+    """The server closed the session (code and reason as it sent them)."""
+
+    def __init__(self, code, reason: str):
+        super().__init__(f"closed by server: {code} {reason}")
+        self.code, self.reason = code, reason
+
+
+class Client:
+    def __init__(self, url: str, *, max_sh_degree: int = 3, max_gaussians: int = 2_000_000,
+                 max_bytes_per_second: int = 250_000_000, max_frame_bytes: int = 64 << 20,
+                 ack: bool = True, origin: str | None = None, record: str | None = None):
+        self.url = url
+        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0"], "max_sh_degree": max_sh_degree,
+                      "budgets": {"max_gaussians": max_gaussians, "max_bytes_per_second": max_bytes_per_second,
+                                  "max_frame_bytes": max_frame_bytes}}
+        self.limits = Limits(max_gaussians=min(max_gaussians, SPEC_LIMITS.max_gaussians),
+                             max_frame_bytes=min(max_frame_bytes, SPEC_LIMITS.max_frame_bytes))
+        self.ack = ack
+        self.origin = origin
+        self.record = record
+        self.stats = Stats()
+        self.decoder: Decoder | None = None
+        self.drop_next = 0                   # test hook: discard this many frames unread (a lossy link)
+        self._http: aiohttp.ClientSession | None = None
+        self._ws = None
+        self._writer = None
+        self._next_id = 1
+        self._sent: dict = {}                # action id -> send time
+        self._info: dict | None = None
+        self._resyncing = False
+
+    # -- connection ---------------------------------------------------------------------------
+    async def __aenter__(self) -> "Client":
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the WebSocket, send the hello, read the stream header."""
+        await self._drop_connection()
+        self._http = aiohttp.ClientSession()
+        headers = {"Origin": self.origin} if self.origin else None
+        self._ws = await self._http.ws_connect(self.url, max_msg_size=self.limits.max_frame_bytes + 1024,
+                                               headers=headers, autoping=True)
+        await self._ws.send_str(json.dumps(self.hello))
+        data = await self._receive_binary()
+        self.decoder = Decoder(data, limits=self.limits)
+        self._resyncing = False
+        if self.record and self._writer is None and not self.stats.reconnects:
+            self._writer = StreamWriter(self.record, data)   # the first connection's stream only
+        elif self._writer is not None:
+            self._writer.close()                             # a new stream restarts seq: stop recording
+            self._writer = None
+            self.record = None
+
+    async def close(self) -> None:
+        await self._drop_connection()
+        if self._writer:
+            self._writer.close()
+            self._writer = None
+
+    async def _drop_connection(self) -> None:
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._http is not None:
+            await self._http.close()
+        self._ws = self._http = None
+
+    @property
+    def digest(self) -> str:
+        return str(self.decoder.state.digest())
+
+    @property
+    def seq(self) -> int:
+        return self.decoder.state.seq
+
+    # -- messages -----------------------------------------------------------------------------
+    async def act(self, action: Action) -> int:
+        """Send an action; returns its id (the server echoes it with the frame that answers it)."""
+        aid = self._next_id
+        self._next_id += 1
+        msg = to_json(action, self.seq)
+        msg["id"] = aid
+        self._sent[aid] = time.perf_counter()
+        await self._ws.send_str(json.dumps(msg))
+        return aid
+
+    async def send_json(self, msg) -> None:
+        await self._ws.send_str(msg if isinstance(msg, str) else json.dumps(msg))
+
+    async def resync(self, reason: str = "CLIENT") -> None:
+        self.stats.resyncs += 1
+        self._resyncing = True
+        await self._ws.send_str(json.dumps({"type": "resync", "reason": reason}))
+
+    async def _receive_binary(self) -> bytes:
+        while True:
+            msg = await self._ws.receive()
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                return msg.data
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    m = json.loads(msg.data)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(m, dict) and m.get("type") == "frame":
+                    self._info = m
+                continue                                     # unknown text messages are ignored
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                raise ProtocolClosed(self._ws.close_code, msg.extra or "")
+            if msg.type == aiohttp.WSMsgType.ERROR:
+                raise ConnectionError(f"WebSocket error: {self._ws.exception()}")
+
+    async def next_frame(self, timeout: float | None = 30.0) -> FrameEvent:
+        """Receive frames until one applies; returns it (errors trigger a resync, as SPEC.md 11.4 says)."""
+        async def loop():
+            while True:
+                data = await self._receive_binary()
+                info, self._info = self._info, None
+                if self.drop_next:
+                    self.drop_next -= 1
+                    continue
+                ev = await self._apply(data, info)
+                if ev is not None:
+                    return ev
+        return await asyncio.wait_for(loop(), timeout)
+
+    async def _apply(self, data: bytes, info: dict | None) -> FrameEvent | None:
+        t0 = time.perf_counter()
+        try:
+            if self._resyncing and not self._is_keyframe(data):
+                return None                                   # waiting for the keyframe
+            d, used = self.decoder.read_frame(data)
+            if used != len(data):
+                raise GsdError(5, "bytes after the frame record in one message")
+        except GsdError as e:
+            self.stats.errors[e.code.name] = self.stats.errors.get(e.code.name, 0) + 1
+            if not self._resyncing:
+                await self.resync(e.code.name)
+            return None
+        t1 = time.perf_counter()
+        self._resyncing = False
+        if self._writer:
+            self._writer.write(data)
+        lat = []
+        for aid in (info or {}).get("actions", []):
+            t = self._sent.pop(aid, None)
+            if t is not None:
+                lat.append((t1 - t) * 1e3)
+        s = self.stats
+        s.frames += 1
+        s.keyframes += d.keyframe
+        s.bytes += len(data)
+        s.latencies_ms += lat
+        digest = str(self.decoder.state.digest())
+        if self.ack:
+            await self._ws.send_str(json.dumps({"type": "ack", "seq": d.seq, "digest": digest}))
+        return FrameEvent(d.seq, d.keyframe, len(data), digest, (info or {}).get("steps", 1), lat, (t1 - t0) * 1e3)
+
+    def _is_keyframe(self, data: bytes) -> bool:
+        """Whether a frame is a keyframe, decoded without applying it (only while resyncing)."""
+        try:
+            d, _ = decode_frame(data, self.decoder.header.profile, self.limits)
+        except GsdError:
+            return False
+        return d.keyframe

@@ -1,0 +1,173 @@
+"""Per-client flow control of SPEC.md 11.6: one pending delta, a window of unacknowledged frames.
+
+Two halves with one owner each, so no lock is needed:
+
+* ``Pending`` lives on its world's thread (``worldhost.WorldHost``): every world step is composed
+  into it, and it turns into frame bytes when the client's window opens. It never holds more than
+  one delta, and it becomes "send a keyframe" when the delta would outgrow one (rule 3).
+* ``Window`` lives on the event loop: the seq and digest of each frame sent and not yet
+  acknowledged (at most ``W``), the byte-rate budget, and the ack checks of 11.5.
+
+Neither does I/O; the server (``server.py``) wires them to a WebSocket.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from codec import Delta, Encoder, compose
+from codec.digest import Digest
+
+
+@dataclass
+class OutFrame:
+    """One frame ready to send: its record bytes and what the client's state will be after it."""
+    data: bytes
+    seq: int
+    digest: str
+    keyframe: bool
+    actions: list          # client action ids whose steps this frame covers
+    composed: int          # world steps folded into this frame (1 when the client keeps up)
+    camera: dict | None    # the world's camera after the frame (Camera.as_dict)
+
+
+class Pending:
+    """The one pending delta of a client, from the last frame sent to the world's current state.
+
+    ``head`` is the seq the client will be at once everything sent and pending has arrived.
+    Owned by the world thread.
+    """
+
+    def __init__(self, encoder: Encoder, max_frame_bytes: int):
+        self.enc = encoder
+        self.max_frame_bytes = max_frame_bytes
+        self.delta: Delta | None = None
+        self.data: bytes | None = None      # the world's own encoding of ``delta`` when it is one step
+        self.need_keyframe = True            # a new client starts with a keyframe (11.3)
+        self.head = -1
+        self.actions: list = []
+        self.steps = 0
+        self.camera = None
+
+    def push(self, d: Delta, data: bytes, action_ids: list, camera: dict | None = None) -> None:
+        """Fold one world step (already applied to the world's encoder) into the pending delta."""
+        if self.need_keyframe:
+            return                           # the keyframe will be cut from the newest state
+        if d.base_seq != self.head:
+            if d.seq <= self.head:           # a keyframe cut after this step already covers it
+                return
+            self.need_keyframe = True        # cannot happen with one world thread; stay safe
+            return
+        self.actions += action_ids
+        self.steps += 1
+        self.camera = camera
+        if self.delta is None:
+            self.delta, self.data = d, data
+        else:
+            self.delta, self.data = compose(self.delta, d, self.enc.profile), None
+            # Rule 3: a pending delta that touches more Gaussians than are live costs more than a keyframe.
+            if self.delta.n_add + self.delta.n_update > max(len(self.enc.state), 1):
+                self.request_keyframe()
+                return
+        self.head = d.seq
+
+    def request_keyframe(self) -> None:
+        self.need_keyframe = True
+        self.delta, self.data = None, None
+
+    @property
+    def ready(self) -> bool:
+        return self.need_keyframe or self.delta is not None
+
+    def take(self, camera: dict | None = None) -> OutFrame | None:
+        """The frame to send now (the pending delta, or a keyframe of the current state), or None."""
+        if not self.ready:
+            return None
+        state = self.enc.state
+        if not self.need_keyframe:
+            data = self.data if self.data is not None else self.enc.frames.encode(self.delta)
+            if len(data) <= self.max_frame_bytes:
+                out = OutFrame(data, self.delta.seq, str(self.delta.digest), False, self.actions, self.steps,
+                               self.camera)
+                self._clear(self.delta.seq)
+                return out
+        k = self.enc.state_keyframe()
+        data = self.enc.frames.encode(k)
+        if len(data) > self.max_frame_bytes:
+            raise FrameTooLarge(len(data), self.max_frame_bytes)
+        out = OutFrame(data, k.seq, str(state.digest()), True, self.actions, self.steps, camera)
+        self._clear(k.seq)
+        return out
+
+    def _clear(self, head: int) -> None:
+        self.delta, self.data, self.need_keyframe = None, None, False
+        self.head = head
+        self.actions, self.steps, self.camera = [], 0, None
+
+
+class FrameTooLarge(Exception):
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"a keyframe of the scene is {size} bytes, over the client's max_frame_bytes {limit}")
+        self.size, self.limit = size, limit
+
+
+class Window:
+    """What the event loop knows of one client: unacknowledged frames and its byte budget."""
+
+    def __init__(self, window: int, max_bytes_per_second: int, clock=time.monotonic):
+        self.size = window
+        self.rate = float(max_bytes_per_second)
+        self.clock = clock
+        self.unacked: deque = deque()        # (seq, digest text, sent time)
+        self.acked = -1
+        self.last_ack = clock()
+        self.tokens = self.rate              # token bucket: about one second of budget
+        self.stamp = clock()
+
+    @property
+    def depth(self) -> int:
+        return len(self.unacked)
+
+    def open(self) -> bool:
+        return len(self.unacked) < self.size
+
+    def wait_for_budget(self, nbytes: int) -> float:
+        """Seconds to wait before ``nbytes`` fit the byte rate (0: send now)."""
+        now = self.clock()
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= min(nbytes, self.rate):
+            return 0.0
+        return (min(nbytes, self.rate) - self.tokens) / self.rate
+
+    def sent(self, seq: int, digest: str, nbytes: int, keyframe: bool) -> None:
+        if keyframe:                        # acks for frames before a keyframe no longer matter
+            self.unacked.clear()
+            self.last_ack = self.clock()
+        self.tokens -= nbytes
+        self.unacked.append((seq, digest, self.clock()))
+
+    def ack(self, seq: int, digest: str) -> str | None:
+        """Check an ack (11.5). None if it is good, else the reason the client needs a keyframe."""
+        for i, (s, d, _) in enumerate(self.unacked):
+            if s == seq:
+                if Digest.parse(digest) != Digest.parse(d):
+                    return "DIGEST_MISMATCH"
+                for _ in range(i + 1):
+                    self.unacked.popleft()
+                self.acked = seq
+                self.last_ack = self.clock()
+                return None
+        if seq == self.acked:
+            return None                      # a repeated ack of the last acknowledged frame
+        return "UNKNOWN_SEQ"
+
+    def stalled(self, timeout: float) -> bool:
+        """Frames are out and nothing was acknowledged for ``timeout`` seconds (rule 3)."""
+        return bool(self.unacked) and self.clock() - self.last_ack > timeout
+
+    def forget(self) -> None:
+        """Drop the unacknowledged frames (a keyframe is on its way: the old acks say nothing)."""
+        self.unacked.clear()
+        self.last_ack = self.clock()
