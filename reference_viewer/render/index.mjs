@@ -1,0 +1,364 @@
+/**
+ * GSD reference viewer: WebGPU renderer of a SceneStore (the decoder's slot array), SPEC.md Appendix B.
+ *
+ * API
+ *   const r = await Renderer.create(canvas, { width, height });   // canvas may be null (offscreen)
+ *       options: width, height (render size; default canvas size), gpu (default navigator.gpu),
+ *                device (an existing GPUDevice), format ('rgba32float' | 'rgba16float'; default
+ *                rgba32float when the adapter can blend it, else rgba16float), timing (GPU timestamps
+ *                when the adapter has 'timestamp-query'; default true)
+ *   r.sync(store)        upload what changed in the store since the last sync: coalesced runs of
+ *                        store.takeDirty().slots through queue.writeBuffer; a full upload when takeDirty()
+ *                        says full, when store.generation changed, or when capacity/stride grew.
+ *                        Returns { full, runs, bytes }.
+ *   r.render(camera)     draw slots [0, store.highWater) into the linear float target and, with a canvas,
+ *                        present it (clipped to [0, 1]). camera = { viewMatrix, fx, fy, cx, cy, width, height }
+ *                        with viewMatrix the world-to-camera 4x4 [R | t; 0 0 0 1] in OpenCV axes (+x right,
+ *                        +y down, +z forward), ROW-MAJOR: 16 numbers, viewMatrix[4 * row + col] (or an array
+ *                        of 4 rows). width/height default to the renderer's size; another size resizes.
+ *   await r.readPixels() -> Float32Array(width * height * 4), RGBA of the last linear render, row 0 at the
+ *                        top, not clipped (rgb = composited colour, a = 1 - final transmittance).
+ *   r.stats              { visible, frames, sortMs, projectMs, rasterMs, gpuFrameMs } (GPU timestamps of
+ *                        the last measured frame, when available; Chromium quantizes them to 100 us unless
+ *                        started with --enable-dawn-features=allow_unsafe_apis or developer features),
+ *                        upload counters { uploads, fullUploads, uploadRuns, uploadBytes }.
+ *   await r.timeFrames(camera, n, { sortOnly }) -> mean ms per frame (or per sort) over n frames, measured
+ *                        on the CPU around queue.onSubmittedWorkDone (works without timestamp queries).
+ *   await r.readVisibleCount() -> number of splats that passed culling in the last render.
+ *   r.destroy()
+ *
+ * Pipeline per frame: compute "project" (one thread per slot: cull at z < 0.01 and alpha < 1/255, EWA
+ * covariance with the 1.3 half-fov clamp and +0.3 px^2, SH up to degree 3 at the view direction camera
+ * centre -> mean, colour max(SH + 0.5, 0), pixel box of the ellipse D^T S^-1 D <= 2 ln(255 alpha), depth
+ * key); GPU radix sort of (depth bits, slot) over all slots (culled ones sort last); an indirect instanced
+ * draw of one quad per visible splat in increasing depth, blended front to back ("under" operator) into
+ * the float target cleared to black; a present pass to the canvas. The one deviation from Appendix B:
+ * there is no early stop at T < 1e-4, so a pixel keeps adding contributions after its transmittance
+ * falls below 1e-4; together they weigh less than 1e-4 (their sum of a*T is < T_stop), i.e. at most
+ * 1e-4 * the brightest colour behind, invisible at 8 bits.
+ */
+import { PROJECT_WGSL, RASTER_WGSL, PRESENT_WGSL } from './shaders.mjs';
+import { RadixSort } from './sort.mjs';
+
+const U = globalThis.GPUBufferUsage;
+const MERGE_GAP = 8; // dirty runs closer than this many slots are uploaded as one write
+
+export function rowMajor16(m) {
+  const flat = Array.isArray(m?.[0]) || ArrayBuffer.isView(m?.[0]) ? m.flat() : Array.from(m);
+  if (flat.length !== 16) throw new Error('viewMatrix must have 16 entries');
+  return flat.map(Number);
+}
+
+export class Renderer {
+  static async create(canvas, opts = {}) {
+    const gpu = opts.gpu ?? globalThis.navigator?.gpu;
+    let device = opts.device;
+    let adapter = null;
+    if (!device) {
+      if (!gpu) throw new Error('WebGPU is not available (navigator.gpu missing)');
+      adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+      if (!adapter) throw new Error('no WebGPU adapter');
+      const features = [];
+      for (const f of ['float32-blendable', 'timestamp-query']) if (adapter.features.has(f)) features.push(f);
+      const L = adapter.limits;
+      device = await adapter.requestDevice({
+        requiredFeatures: features,
+        requiredLimits: {
+          maxStorageBufferBindingSize: L.maxStorageBufferBindingSize,
+          maxBufferSize: L.maxBufferSize,
+        },
+      });
+    }
+    const r = new Renderer(canvas, device, gpu, opts);
+    r.adapter = adapter;  // keep the adapter (and its instance) alive as long as the renderer
+    return r;
+  }
+
+  constructor(canvas, device, gpu, opts) {
+    this.device = device;
+    this.canvas = canvas;
+    this.errors = [];
+    device.addEventListener?.('uncapturederror', (e) => { this.errors.push(e.error.message); console.error('WebGPU error: ' + e.error.message); });
+    device.lost?.then((info) => { this.errors.push('device lost: ' + info.message); console.error('WebGPU device lost: ' + info.message); });
+    this.width = opts.width ?? canvas?.width ?? 256;
+    this.height = opts.height ?? canvas?.height ?? 256;
+    this.format = opts.format ?? (device.features.has('float32-blendable') ? 'rgba32float' : 'rgba16float');
+    this.timing = (opts.timing ?? true) && device.features.has('timestamp-query');
+    this.stats = { visible: 0, frames: 0, sortMs: null, projectMs: null, rasterMs: null, gpuFrameMs: null,
+                   uploads: 0, fullUploads: 0, uploadRuns: 0, uploadBytes: 0 };
+    if (canvas) {
+      this.context = canvas.getContext('webgpu');
+      this.canvasFormat = gpu?.getPreferredCanvasFormat?.() ?? 'bgra8unorm';
+      this.context.configure({ device, format: this.canvasFormat, alphaMode: 'opaque' });
+    }
+    this.sorter = new RadixSort(device);
+    this.params = device.createBuffer({ size: 128, usage: U.UNIFORM | U.COPY_DST });
+    this.viewport = device.createBuffer({ size: 16, usage: U.UNIFORM | U.COPY_DST });
+    this.drawArgs = device.createBuffer({ size: 16, usage: U.INDIRECT | U.STORAGE | U.COPY_DST | U.COPY_SRC });
+    this.countRead = device.createBuffer({ size: 4, usage: U.MAP_READ | U.COPY_DST });
+
+    const projModule = device.createShaderModule({ code: PROJECT_WGSL, label: 'project' });
+    this.projectPipeline = device.createComputePipeline({ layout: 'auto', compute: { module: projModule, entryPoint: 'main' } });
+    const rasterModule = device.createShaderModule({ code: RASTER_WGSL, label: 'raster' });
+    const blend = { srcFactor: 'one-minus-dst-alpha', dstFactor: 'one', operation: 'add' };
+    this.rasterPipeline = device.createRenderPipeline({
+      layout: 'auto',
+      vertex: { module: rasterModule, entryPoint: 'vs' },
+      fragment: { module: rasterModule, entryPoint: 'fs', targets: [{ format: this.format, blend: { color: blend, alpha: blend } }] },
+      primitive: { topology: 'triangle-strip', cullMode: 'none' },
+    });
+    if (canvas) {
+      const pm = device.createShaderModule({ code: PRESENT_WGSL, label: 'present' });
+      this.presentPipeline = device.createRenderPipeline({
+        layout: 'auto',
+        vertex: { module: pm, entryPoint: 'vs' },
+        fragment: { module: pm, entryPoint: 'fs', targets: [{ format: this.canvasFormat }] },
+        primitive: { topology: 'triangle-list' },
+      });
+    }
+    if (this.timing) {
+      this.querySet = device.createQuerySet({ type: 'timestamp', count: 6 });
+      this.queryResolve = device.createBuffer({ size: 48, usage: U.QUERY_RESOLVE | U.COPY_SRC });
+      this.queryRead = device.createBuffer({ size: 48, usage: U.MAP_READ | U.COPY_DST });
+      this.queryBusy = false;
+    }
+    this.capacity = 0;
+    this.stride = 0;
+    this.highWater = 0;
+    this.generation = null;
+    this._allocTarget(this.width, this.height);
+  }
+
+  _allocTarget(w, h) {
+    this.target?.destroy();
+    this.width = w;
+    this.height = h;
+    this.target = this.device.createTexture({
+      size: [w, h], format: this.format,
+      usage: GPUTextureUsage.RENDER_ATTACHMENT | GPUTextureUsage.COPY_SRC | GPUTextureUsage.TEXTURE_BINDING,
+    });
+    this.targetView = this.target.createView();
+    this.device.queue.writeBuffer(this.viewport, 0, new Float32Array([w, h, 0, 0]));
+    this.presentGroup = null;
+  }
+
+  _allocScene(capacity, stride) {
+    const d = this.device;
+    for (const b of [this.splats, this.proj]) b?.destroy();
+    const cap = Math.max(capacity, 1);
+    this.splats = d.createBuffer({ size: cap * stride * 4, usage: U.STORAGE | U.COPY_DST, label: 'splats' });
+    this.proj = d.createBuffer({ size: cap * 64, usage: U.STORAGE, label: 'projected' });
+    this.sorter.ensure(cap);
+    this.capacity = capacity;
+    this.stride = stride;
+    this.projectGroup = d.createBindGroup({
+      layout: this.projectPipeline.getBindGroupLayout(0),
+      entries: [this.params, this.splats, this.proj, this.sorter.keysA, this.sorter.valsA, this.drawArgs]
+        .map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+    this.rasterGroup = d.createBindGroup({
+      layout: this.rasterPipeline.getBindGroupLayout(0),
+      entries: [this.proj, this.sorter.valsA, this.viewport].map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+  }
+
+  /** Upload the store's changes since the last sync (see the module comment). */
+  sync(store) {
+    const { stride, capacity, data } = store;
+    const q = this.device.queue;
+    let full = false;
+    if (capacity > this.capacity || stride !== this.stride || !this.splats) {
+      this._allocScene(Math.max(capacity, Math.ceil(this.capacity * 1.25)) , stride);
+      full = true;
+    }
+    if (store.generation !== this.generation) full = true;
+    const dirty = store.takeDirty();
+    if (dirty.full) full = true;
+    this.generation = store.generation;
+    this.shDegree = store.shDegree;
+    this.restCount = store.restCount;
+    this.highWater = store.highWater;
+    const s4 = stride * 4;
+    let runs = 0, bytes = 0;
+    const write = (s0, s1) => {  // slots [s0, s1)
+      if (s1 <= s0) return;
+      q.writeBuffer(this.splats, s0 * s4, data.buffer, data.byteOffset + s0 * s4, (s1 - s0) * s4);
+      runs += 1;
+      bytes += (s1 - s0) * s4;
+    };
+    if (full) {
+      write(0, Math.min(store.highWater, capacity));
+    } else {
+      const slots = dirty.slots;
+      let i = 0;
+      while (i < slots.length) {
+        const s0 = slots[i];
+        let s1 = s0 + 1;
+        i++;
+        while (i < slots.length && slots[i] < s1 + MERGE_GAP) { s1 = slots[i] + 1; i++; }
+        write(s0, Math.min(s1, capacity));
+      }
+    }
+    const st = this.stats;
+    st.uploads += 1;
+    st.fullUploads += full ? 1 : 0;
+    st.uploadRuns += runs;
+    st.uploadBytes += bytes;
+    return { full, runs, bytes };
+  }
+
+  _writeCamera(cam) {
+    const m = rowMajor16(cam.viewMatrix);
+    const W = cam.width ?? this.width, H = cam.height ?? this.height;
+    if (W !== this.width || H !== this.height) this._allocTarget(W, H);
+    const { fx, fy, cx, cy } = cam;
+    const R = [[m[0], m[1], m[2]], [m[4], m[5], m[6]], [m[8], m[9], m[10]]];
+    const t = [m[3], m[7], m[11]];
+    const centre = [0, 1, 2].map((j) => -(R[0][j] * t[0] + R[1][j] * t[1] + R[2][j] * t[2]));
+    const hx = 0.5 * W / fx, hy = 0.5 * H / fy;
+    const lim = [(W - cx) / fx + 0.3 * hx, cx / fx + 0.3 * hx, (H - cy) / fy + 0.3 * hy, cy / fy + 0.3 * hy];
+    const buf = new ArrayBuffer(128);
+    const f = new Float32Array(buf);
+    f.set([m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11]], 0);
+    f.set(centre, 12);
+    f.set([fx, fy, cx, cy], 16);
+    f.set(lim, 20);
+    f.set([W, H, 0, 0], 24);
+    new Uint32Array(buf, 112, 4).set([this.highWater, this.stride, this.restCount, this.shDegree]);
+    this.device.queue.writeBuffer(this.params, 0, buf);
+  }
+
+  _encodeFrame(enc, opts = {}) {
+    const { sortOnly = false, present = true } = opts;
+    const n = this.highWater;
+    const ts = this.timing && !this.queryBusy && !opts.noTimestamps;
+    const tw = (a, b) => (ts ? { timestampWrites: { querySet: this.querySet, beginningOfPassWriteIndex: a, endOfPassWriteIndex: b } } : {});
+    if (!sortOnly) {
+      this.device.queue.writeBuffer(this.drawArgs, 0, new Uint32Array([4, 0, 0, 0]));
+      const p = enc.beginComputePass(tw(0, 1));
+      if (n > 0) {
+        p.setPipeline(this.projectPipeline);
+        p.setBindGroup(0, this.projectGroup);
+        p.dispatchWorkgroups(Math.ceil(n / 256));
+      }
+      p.end();
+    }
+    const s = enc.beginComputePass(tw(2, 3));
+    this.sorter.encode(s, n);
+    s.end();
+    if (sortOnly) return false;
+    const r = enc.beginRenderPass({
+      colorAttachments: [{ view: this.targetView, clearValue: [0, 0, 0, 0], loadOp: 'clear', storeOp: 'store' }],
+      ...tw(4, 5),
+    });
+    if (n > 0) {
+      r.setPipeline(this.rasterPipeline);
+      r.setBindGroup(0, this.rasterGroup);
+      r.drawIndirect(this.drawArgs, 0);
+    }
+    r.end();
+    if (this.canvas && present) {
+      if (!this.presentGroup) {
+        this.presentGroup = this.device.createBindGroup({
+          layout: this.presentPipeline.getBindGroupLayout(0), entries: [{ binding: 0, resource: this.targetView }],
+        });
+      }
+      const pr = enc.beginRenderPass({
+        colorAttachments: [{ view: this.context.getCurrentTexture().createView(), clearValue: [0, 0, 0, 1], loadOp: 'clear', storeOp: 'store' }],
+      });
+      pr.setPipeline(this.presentPipeline);
+      pr.setBindGroup(0, this.presentGroup);
+      pr.draw(3);
+      pr.end();
+    }
+    if (ts) {
+      enc.resolveQuerySet(this.querySet, 0, 6, this.queryResolve, 0);
+      enc.copyBufferToBuffer(this.queryResolve, 0, this.queryRead, 0, 48);
+    }
+    return ts;
+  }
+
+  render(camera, opts = {}) {
+    if (!this.splats) this._allocScene(0, 16);
+    this._writeCamera(camera);
+    const enc = this.device.createCommandEncoder();
+    const measured = this._encodeFrame(enc, opts);
+    this.device.queue.submit([enc.finish()]);
+    this.stats.frames += 1;
+    if (measured) {
+      this.queryBusy = true;
+      this.queryRead.mapAsync(GPUMapMode.READ).then(() => {
+        const t = new BigUint64Array(this.queryRead.getMappedRange().slice(0));
+        this.queryRead.unmap();
+        const ms = (a, b) => Number(t[b] - t[a]) / 1e6;
+        this.stats.projectMs = ms(0, 1);
+        this.stats.sortMs = ms(2, 3);
+        this.stats.rasterMs = ms(4, 5);
+        this.stats.gpuFrameMs = ms(0, 5);
+        this.queryBusy = false;
+      }, () => { this.queryBusy = false; });
+    }
+  }
+
+  async readVisibleCount() {
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(this.drawArgs, 4, this.countRead, 0, 4);
+    this.device.queue.submit([enc.finish()]);
+    await this.countRead.mapAsync(GPUMapMode.READ);
+    const n = new Uint32Array(this.countRead.getMappedRange())[0];
+    this.countRead.unmap();
+    this.stats.visible = n;
+    return n;
+  }
+
+  async readPixels() {
+    const W = this.width, H = this.height;
+    const bpp = this.format === 'rgba32float' ? 16 : 8;
+    const bytesPerRow = Math.ceil((W * bpp) / 256) * 256;
+    const buf = this.device.createBuffer({ size: bytesPerRow * H, usage: U.MAP_READ | U.COPY_DST });
+    const enc = this.device.createCommandEncoder();
+    enc.copyTextureToBuffer({ texture: this.target }, { buffer: buf, bytesPerRow }, [W, H]);
+    this.device.queue.submit([enc.finish()]);
+    await buf.mapAsync(GPUMapMode.READ);
+    const raw = buf.getMappedRange();
+    const out = new Float32Array(W * H * 4);
+    for (let y = 0; y < H; y++) {
+      if (bpp === 16) {
+        out.set(new Float32Array(raw, y * bytesPerRow, W * 4), y * W * 4);
+      } else {
+        const h = new Uint16Array(raw, y * bytesPerRow, W * 4);
+        for (let i = 0; i < W * 4; i++) out[y * W * 4 + i] = half(h[i]);
+      }
+    }
+    buf.unmap();
+    buf.destroy();
+    return out;
+  }
+
+  async timeFrames(camera, n = 20, { sortOnly = false } = {}) {
+    this._writeCamera(camera);
+    const once = () => {
+      const enc = this.device.createCommandEncoder();
+      this._encodeFrame(enc, { sortOnly, present: !!this.canvas, noTimestamps: true });
+      this.device.queue.submit([enc.finish()]);
+    };
+    once();
+    await this.device.queue.onSubmittedWorkDone();
+    const now = () => globalThis.performance.now();
+    const t0 = now();
+    for (let i = 0; i < n; i++) once();
+    await this.device.queue.onSubmittedWorkDone();
+    return (now() - t0) / n;
+  }
+
+  destroy() {
+    for (const b of [this.splats, this.proj, this.params, this.viewport, this.drawArgs, this.countRead, this.target]) b?.destroy();
+  }
+}
+
+function half(h) {
+  const s = h & 0x8000 ? -1 : 1, e = (h >> 10) & 31, f = h & 1023;
+  if (e === 0) return s * f * 2 ** -24;
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * (1 + f / 1024) * 2 ** (e - 15);
+}

@@ -1,0 +1,57 @@
+// A minimal SceneStore (the decoder's contract) over raw slot floats, for tests and benchmarks that do
+// not go through the decoder: load(floats, count) fills slots [0, count); write(slot, floats) and
+// free(slot) edit single slots and mark them dirty, as the decoder does.
+export class RawStore {
+  constructor(shDegree, capacity) {
+    this.shDegree = shDegree;
+    this.restCount = (shDegree + 1) ** 2 - 1;
+    this.stride = Math.ceil((16 + 3 * this.restCount) / 4) * 4;
+    this.capacity = capacity;
+    this.data = new Float32Array(capacity * this.stride);
+    this.highWater = 0;
+    this.live = 0;
+    this.generation = 1;
+    this._dirty = new Set();
+    this._full = true;
+  }
+  load(floats, count) {
+    if (count > this.capacity) {
+      this.capacity = count;
+      this.data = new Float32Array(count * this.stride);
+    }
+    this.data.fill(0);
+    this.data.set(floats.subarray(0, count * this.stride));
+    this.highWater = count;
+    this.live = count;
+    this.generation += 1;
+    this._full = true;
+    this._dirty.clear();
+  }
+  write(slot, floats) {
+    if (slot >= this.capacity) {
+      const cap = Math.max(slot + 1, Math.ceil(this.capacity * 1.5));
+      const d = new Float32Array(cap * this.stride);
+      d.set(this.data);
+      this.data = d;
+      this.capacity = cap;
+      this.generation += 1;
+      this._full = true;
+    }
+    this.data.set(floats.subarray(0, this.stride), slot * this.stride);
+    if (slot >= this.highWater) { this.live += 1; this.highWater = slot + 1; }
+    this._dirty.add(slot);
+  }
+  free(slot) {
+    this.data.fill(0, slot * this.stride, (slot + 1) * this.stride);
+    this.data[slot * this.stride + 3] = -1e30;
+    this.live -= 1;
+    this._dirty.add(slot);
+  }
+  takeDirty() {
+    const slots = Uint32Array.from(this._dirty).sort();
+    const full = this._full;
+    this._dirty.clear();
+    this._full = false;
+    return { full, slots };
+  }
+}

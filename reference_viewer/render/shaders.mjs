@@ -1,0 +1,277 @@
+// WGSL sources of the renderer (plain strings so the module loads in a browser and in node alike).
+// Conventions: SPEC.md Appendix B, the same as quality/rasterizer.py.
+
+// ---------------------------------------------------------------------------------------- project
+// One invocation per slot in [0, n): cull, EWA-project, evaluate SH, write the screen-space splat,
+// its depth key (f32 bits of the camera-space z, monotonic for z > 0; culled = 0xffffffff) and the
+// slot as the sort value, and count the visible ones into the indirect draw's instanceCount.
+export const PROJECT_WGSL = /* wgsl */ `
+struct Params {
+  r0: vec4f, r1: vec4f, r2: vec4f,   // world-to-camera rows [R | t]
+  centre: vec4f,                     // camera centre -R^T t (world)
+  intr: vec4f,                       // fx fy cx cy
+  lim: vec4f,                        // x' upper, x' lower (magnitude), y' upper, y' lower
+  size: vec4f,                       // W H
+  n: u32, stride: u32, K: u32, deg: u32,
+}
+struct DrawArgs { vertexCount: u32, instanceCount: atomic<u32>, firstVertex: u32, firstInstance: u32 }
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> data: array<f32>;
+@group(0) @binding(2) var<storage, read_write> proj: array<vec4f>;
+@group(0) @binding(3) var<storage, read_write> keys: array<u32>;
+@group(0) @binding(4) var<storage, read_write> vals: array<u32>;
+@group(0) @binding(5) var<storage, read_write> draw: DrawArgs;
+
+const NEAR = 0.01;
+const ALPHA_MIN = 0.00392156862745098;  // 1/255
+const LOW_PASS = 0.3;
+const C0 = 0.28209479177387814;
+const C1 = 0.4886025119029199;
+const C20 = 1.0925484305920792;
+const C21 = -1.0925484305920792;
+const C22 = 0.31539156525252005;
+const C23 = -1.0925484305920792;
+const C24 = 0.5462742152960396;
+const C30 = -0.5900435899266435;
+const C31 = 2.890611442640554;
+const C32 = -0.4570457994644658;
+const C33 = 0.3731763325901154;
+const C34 = -0.4570457994644658;
+const C35 = 1.445305721320277;
+const C36 = -0.5900435899266435;
+
+fn shc(b: u32, k: u32) -> vec3f {   // SH rest coefficient k (0-based) of R, G, B: channel-major
+  let o = b + 16u + k;
+  return vec3f(data[o], data[o + P.K], data[o + 2u * P.K]);
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  if (i >= P.n) { return; }
+  keys[i] = 0xffffffffu;
+  vals[i] = i;
+  let b = i * P.stride;
+  let p = vec3f(data[b], data[b + 1u], data[b + 2u]);
+  let alpha = 1.0 / (1.0 + exp(-clamp(data[b + 3u], -80.0, 80.0)));
+  let w0 = P.r0.xyz; let w1 = P.r1.xyz; let w2 = P.r2.xyz;
+  let t = vec3f(dot(w0, p) + P.r0.w, dot(w1, p) + P.r1.w, dot(w2, p) + P.r2.w);
+  if (!(t.z >= NEAR) || !(alpha >= ALPHA_MIN)) { return; }
+
+  // rotation R(q/|q|), q = (w, x, y, z); zero quaternion = identity
+  var q = vec4f(data[b + 8u], data[b + 9u], data[b + 10u], data[b + 11u]);
+  let qn = length(q);
+  q = select(vec4f(1.0, 0.0, 0.0, 0.0), q / qn, qn > 0.0);
+  let qw = q.x; let qx = q.y; let qy = q.z; let qz = q.w;
+  let s = exp(vec3f(data[b + 4u], data[b + 5u], data[b + 6u]));
+  // rows of M = R diag(s); Sigma = M M^T
+  let m0 = vec3f(1.0 - 2.0 * (qy * qy + qz * qz), 2.0 * (qx * qy - qw * qz), 2.0 * (qx * qz + qw * qy)) * s;
+  let m1 = vec3f(2.0 * (qx * qy + qw * qz), 1.0 - 2.0 * (qx * qx + qz * qz), 2.0 * (qy * qz - qw * qx)) * s;
+  let m2 = vec3f(2.0 * (qx * qz - qw * qy), 2.0 * (qy * qz + qw * qx), 1.0 - 2.0 * (qx * qx + qy * qy)) * s;
+
+  let fx = P.intr.x; let fy = P.intr.y;
+  let z = t.z;
+  let tx = clamp(t.x / z, -P.lim.y, P.lim.x);
+  let ty = clamp(t.y / z, -P.lim.w, P.lim.z);
+  // rows of T = J W (2x3)
+  let j0 = (fx / z) * w0 - (fx * tx / z) * w2;
+  let j1 = (fy / z) * w1 - (fy * ty / z) * w2;
+  // Sigma2 = T M M^T T^T: g = M^T T^T columns
+  let g0 = j0.x * m0 + j0.y * m1 + j0.z * m2;
+  let g1 = j1.x * m0 + j1.y * m1 + j1.z * m2;
+  let ca = dot(g0, g0) + LOW_PASS;
+  let cb = dot(g0, g1);
+  let cc = dot(g1, g1) + LOW_PASS;
+  let det = ca * cc - cb * cb;
+  let mean = vec2f(fx * t.x / z + P.intr.z, fy * t.y / z + P.intr.w);
+  // pixels whose centre can get alpha >= 1/255: the ellipse D^T S^-1 D <= 2 ln(255 alpha), its box
+  let e = 2.0 * log(alpha / ALPHA_MIN);
+  let rx = sqrt(e * ca);
+  let ry = sqrt(e * cc);
+  let u0 = max(ceil(mean.x - rx - 0.5), 0.0);
+  let u1 = min(floor(mean.x + rx - 0.5), P.size.x - 1.0);
+  let v0 = max(ceil(mean.y - ry - 0.5), 0.0);
+  let v1 = min(floor(mean.y + ry - 0.5), P.size.y - 1.0);
+  if (!(det > 0.0) || !(u1 >= u0) || !(v1 >= v0)) { return; }
+
+  // colour: SH at the unit direction camera centre -> mean
+  var d = p - P.centre.xyz;
+  let dn = length(d);
+  d = select(d, d / dn, dn > 0.0);
+  var col = C0 * vec3f(data[b + 12u], data[b + 13u], data[b + 14u]);
+  if (P.deg >= 1u) {
+    let x = d.x; let y = d.y; let zz0 = d.z;
+    col += -C1 * y * shc(b, 0u) + C1 * zz0 * shc(b, 1u) - C1 * x * shc(b, 2u);
+    if (P.deg >= 2u) {
+      let xx = x * x; let yy = y * y; let zz = zz0 * zz0;
+      let xy = x * y; let yz = y * zz0; let xz = x * zz0;
+      col += C20 * xy * shc(b, 3u) + C21 * yz * shc(b, 4u) + C22 * (2.0 * zz - xx - yy) * shc(b, 5u)
+           + C23 * xz * shc(b, 6u) + C24 * (xx - yy) * shc(b, 7u);
+      if (P.deg >= 3u) {
+        col += C30 * y * (3.0 * xx - yy) * shc(b, 8u) + C31 * xy * zz0 * shc(b, 9u)
+             + C32 * y * (4.0 * zz - xx - yy) * shc(b, 10u) + C33 * zz0 * (2.0 * zz - 3.0 * xx - 3.0 * yy) * shc(b, 11u)
+             + C34 * x * (4.0 * zz - xx - yy) * shc(b, 12u) + C35 * zz0 * (xx - yy) * shc(b, 13u)
+             + C36 * x * (xx - 3.0 * yy) * shc(b, 14u);
+      }
+    }
+  }
+  col = max(col + 0.5, vec3f(0.0));
+
+  proj[4u * i] = vec4f(mean, alpha, 0.0);
+  proj[4u * i + 1u] = vec4f(cc / det, -cb / det, ca / det, 0.0);
+  proj[4u * i + 2u] = vec4f(col, 0.0);
+  proj[4u * i + 3u] = vec4f(u0, v0, u1 + 1.0, v1 + 1.0);
+  keys[i] = bitcast<u32>(z);
+  atomicAdd(&draw.instanceCount, 1u);
+}
+`;
+
+// ---------------------------------------------------------------------------------------- radix sort
+// LSD radix sort of (u32 key, u32 value) pairs, 8 bits per pass, 4 passes. A block is BLOCK = 256 * EPT
+// elements, one workgroup each. hist: per-block digit counts, digit-major (count[d * numBlocks + b]);
+// scan: one workgroup turns them into exclusive global offsets; scatter: each block walks its elements
+// in rounds of 256, ranking each among equal digits of the round (stable), and writes to its offset.
+export const SORT_EPT = 16;
+export const SORT_BLOCK = 256 * SORT_EPT;
+export const SORT_WGSL = /* wgsl */ `
+struct SortParams { n: u32, shift: u32, numBlocks: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> S: SortParams;
+@group(0) @binding(1) var<storage, read> keysIn: array<u32>;
+@group(0) @binding(2) var<storage, read> valsIn: array<u32>;
+@group(0) @binding(3) var<storage, read_write> keysOut: array<u32>;
+@group(0) @binding(4) var<storage, read_write> valsOut: array<u32>;
+@group(0) @binding(5) var<storage, read_write> blockHist: array<u32>;
+
+const EPT = ${SORT_EPT}u;
+const BLOCK = ${SORT_BLOCK}u;
+
+var<workgroup> h: array<atomic<u32>, 256>;
+var<workgroup> part: array<u32, 256>;
+var<workgroup> offs: array<u32, 256>;
+var<workgroup> sd: array<u32, 256>;
+
+@compute @workgroup_size(256)
+fn hist(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
+  atomicStore(&h[t], 0u);
+  workgroupBarrier();
+  let start = wg.x * BLOCK;
+  for (var r = 0u; r < EPT; r++) {
+    let i = start + r * 256u + t;
+    if (i < S.n) { atomicAdd(&h[(keysIn[i] >> S.shift) & 255u], 1u); }
+  }
+  workgroupBarrier();
+  blockHist[t * S.numBlocks + wg.x] = atomicLoad(&h[t]);
+}
+
+@compute @workgroup_size(256)
+fn scan(@builtin(local_invocation_index) t: u32) {
+  let L = 256u * S.numBlocks;
+  let chunk = (L + 255u) / 256u;
+  let s0 = min(t * chunk, L);
+  let s1 = min(s0 + chunk, L);
+  var sum = 0u;
+  for (var i = s0; i < s1; i++) { sum += blockHist[i]; }
+  part[t] = sum;
+  workgroupBarrier();
+  for (var off = 1u; off < 256u; off *= 2u) {
+    var v = 0u;
+    if (t >= off) { v = part[t - off]; }
+    workgroupBarrier();
+    part[t] += v;
+    workgroupBarrier();
+  }
+  var run = part[t] - sum;
+  for (var i = s0; i < s1; i++) { let v = blockHist[i]; blockHist[i] = run; run += v; }
+}
+
+@compute @workgroup_size(256)
+fn scatter(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
+  offs[t] = blockHist[t * S.numBlocks + wg.x];
+  workgroupBarrier();
+  let start = wg.x * BLOCK;
+  for (var r = 0u; r < EPT; r++) {
+    if (start + r * 256u >= S.n) { break; }
+    let i = start + r * 256u + t;
+    let valid = i < S.n;
+    var k = 0u;
+    var d = 256u;
+    if (valid) { k = keysIn[i]; d = (k >> S.shift) & 255u; }
+    sd[t] = d;
+    workgroupBarrier();
+    var before = 0u;
+    var after = 0u;
+    for (var j = 0u; j < 256u; j++) {
+      let same = sd[j] == d;
+      before += select(0u, 1u, same && j < t);
+      after += select(0u, 1u, same && j > t);
+    }
+    if (valid) {
+      let dst = offs[d] + before;
+      keysOut[dst] = k;
+      valsOut[dst] = valsIn[i];
+    }
+    workgroupBarrier();
+    if (valid && after == 0u) { offs[d] += before + 1u; }
+    workgroupBarrier();
+  }
+}
+`;
+
+// ---------------------------------------------------------------------------------------- rasterize
+// One instanced quad per visible splat, drawn front to back (sorted ascending depth). The quad is the
+// splat's pixel box [u0, u1+1) x [v0, v1+1), so exactly the pixels the reference enumerates are shaded.
+// Blending is front-to-back "under": C += (1 - A) a c, A += (1 - A) a (T = 1 - A), black background.
+export const RASTER_WGSL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> proj: array<vec4f>;
+@group(0) @binding(1) var<storage, read> order: array<u32>;
+@group(0) @binding(2) var<uniform> V: vec4f;   // W H
+
+struct VOut {
+  @builtin(position) pos: vec4f,
+  @location(0) @interpolate(flat) meanOp: vec4f,
+  @location(1) @interpolate(flat) conic: vec4f,
+  @location(2) @interpolate(flat) col: vec4f,
+}
+
+@vertex
+fn vs(@builtin(vertex_index) vi: u32, @builtin(instance_index) ii: u32) -> VOut {
+  let s = order[ii];
+  let box = proj[4u * s + 3u];
+  let px = select(box.x, box.z, (vi & 1u) == 1u);
+  let py = select(box.y, box.w, (vi & 2u) == 2u);
+  var o: VOut;
+  o.pos = vec4f(2.0 * px / V.x - 1.0, 1.0 - 2.0 * py / V.y, 0.0, 1.0);
+  o.meanOp = proj[4u * s];
+  o.conic = proj[4u * s + 1u];
+  o.col = proj[4u * s + 2u];
+  return o;
+}
+
+@fragment
+fn fs(in: VOut) -> @location(0) vec4f {
+  let d = in.pos.xy - in.meanOp.xy;
+  let power = -0.5 * (in.conic.x * d.x * d.x + in.conic.z * d.y * d.y) - in.conic.y * d.x * d.y;
+  let a = min(0.99, in.meanOp.z * exp(power));
+  if (a < 0.00392156862745098) { discard; }
+  return vec4f(in.col.rgb * a, a);
+}
+`;
+
+// ---------------------------------------------------------------------------------------- present
+// Copies the linear float target to the canvas, clipped to [0, 1] (no transfer curve: 3DGS colours are
+// display values already), opaque.
+export const PRESENT_WGSL = /* wgsl */ `
+@group(0) @binding(0) var src: texture_2d<f32>;
+@vertex
+fn vs(@builtin(vertex_index) vi: u32) -> @builtin(position) vec4f {
+  let x = f32((vi << 1u) & 2u);
+  let y = f32(vi & 2u);
+  return vec4f(2.0 * x - 1.0, 1.0 - 2.0 * y, 0.0, 1.0);
+}
+@fragment
+fn fs(@builtin(position) pos: vec4f) -> @location(0) vec4f {
+  let c = textureLoad(src, vec2i(pos.xy), 0);
+  return vec4f(clamp(c.rgb, vec3f(0.0), vec3f(1.0)), 1.0);
+}
+`;

@@ -1,0 +1,230 @@
+"""Real-browser image test of the reference viewer's WebGPU renderer (reference_viewer/render/).
+
+Small conformance-like scenes (codec.synthetic, a few thousand Gaussians, SH degrees 0, 1 and 3, the
+compact and lossless profiles) go through the codec; the viewer renders the decoded state in headless
+Chromium (SwiftShader WebGPU when there is no GPU) and quality/rasterizer.py renders the same decoded
+state (the same quantized values the viewer holds). Each view's PSNR (images clipped to [0, 1], peak 1)
+must be >= PSNR_BOUND.
+
+Why 40 dB: the two renderers implement the same arithmetic (SPEC.md Appendix B), so what differs is
+float32 vs float64 evaluation, float32 blending, the viewer's missing T < 1e-4 early stop (weight
+< 1e-4 per pixel) and the rare pixel whose contribution sits right at the alpha >= 1/255 cut or the
+depth order of two near-equal depths. Those are 1e-6..1e-3 per pixel, i.e. 60 dB and more; a
+convention error (a flipped axis, a wrong SH sign or basis order, a missing low-pass, an off-by-half
+pixel centre, the wrong blend) costs far more: it lands at 15-30 dB on these scenes. 40 dB leaves
+room for SwiftShader's fast-math exp/log while failing every such error. Each image must also have
+>= 20% of its pixels lit (so a black or empty render fails).
+
+Partial updates: after the first renders a delta moves 5% of the Gaussians, deletes 3% and adds a few
+hundred; only those slots are written (the test checks the upload was partial: not full, bytes far
+below a full upload) and the renders are compared again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from codec import Encoder, Grid, Profile
+from codec.synthetic import synthetic_motion, synthetic_scene
+from quality.cameras import orbit_cameras, pinhole, look_at
+from quality.rasterizer import render
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("GSD_CHROMIUM", "/usr/bin/chromium")
+PLAYWRIGHT = REPO / "node_modules" / "playwright-core"
+NODE = shutil.which("node")
+PSNR_BOUND = 40.0
+LIT_FRACTION = 0.2
+W = H = 128
+
+pytestmark = pytest.mark.skipif(
+    not (Path(CHROMIUM).exists() and PLAYWRIGHT.exists() and NODE),
+    reason="needs node, Debian's chromium and node_modules/playwright-core (npm ci)")
+
+
+def stride_of(degree: int) -> int:
+    k = (degree + 1) ** 2 - 1
+    return (16 + 3 * k + 3) // 4 * 4
+
+
+def slot_floats(g, degree: int) -> np.ndarray:
+    """(N, stride) float32 slot rows in the SceneStore layout (reference_viewer/render/index.mjs)."""
+    n, st = len(g), stride_of(degree)
+    k = (degree + 1) ** 2 - 1
+    out = np.zeros((n, st), np.float32)
+    out[:, 0:3] = g.positions
+    out[:, 3] = g.opacities
+    out[:, 4:7] = g.scales
+    out[:, 8:12] = g.rotations
+    out[:, 12:15] = g.sh_dc
+    out[:, 16:16 + 3 * k] = g.sh_rest
+    return out
+
+
+def camera_json(cam) -> dict:
+    return {"viewMatrix": cam.world_to_camera.reshape(-1).tolist(), "fx": cam.fx, "fy": cam.fy,
+            "cx": cam.cx, "cy": cam.cy, "width": cam.width, "height": cam.height}
+
+
+def scene_cameras(w: int, h: int):
+    cams = orbit_cameras((0.0, 0.0, 0.0), 16.0, 3, w, h, fov=60.0, elevation=25.0, phase=15.0)
+    # one off-centre principal point and a low view into the scene (covers the clamp of x'/y')
+    m = look_at((3.0, -9.0, 2.5), (0.0, 0.0, 1.0))
+    cams.append(type(cams[0])(w, h, 0.8 * w, 0.8 * w, 0.42 * w, 0.55 * h, m))
+    return cams
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
+
+
+class RawScene:
+    """The codec's decoded state mirrored as a stand-in SceneStore: ids -> slots, tail allocation."""
+
+    def __init__(self, enc: Encoder, degree: int):
+        self.enc, self.degree = enc, degree
+        ids, g = enc.state.to_gaussians()
+        self.slot = {int(i): s for s, i in enumerate(ids)}
+        self.high = len(ids)
+        self.initial = slot_floats(g, degree)
+
+    def edit_records(self) -> bytes:
+        """After enc has applied a delta: the [slot, op, floats] records turning the old slots into the new state."""
+        ids, g = self.enc.state.to_gaussians()
+        rows = slot_floats(g, self.degree)
+        st = stride_of(self.degree)
+        now = {int(i): r for i, r in zip(ids, range(len(ids)))}
+        recs = []
+        for i in sorted(set(self.slot) - set(now)):          # deleted
+            recs.append((self.slot.pop(i), 2, np.zeros(st, np.float32)))
+        for i, r in now.items():
+            if i not in self.slot:                           # added: next tail slot
+                self.slot[i] = self.high
+                self.high += 1
+                recs.append((self.slot[i], 1, rows[r]))
+            elif not np.array_equal(rows[r], self._rows.get(i, None) if hasattr(self, "_rows") else None):
+                recs.append((self.slot[i], 1, rows[r]))
+        self._rows = {i: rows[r] for i, r in now.items()}
+        out = bytearray()
+        for s, op, f in recs:
+            out += np.array([s, op], np.uint32).tobytes() + f.astype(np.float32).tobytes()
+        return bytes(out), sum(1 for r in recs)
+
+
+SCENES = [("deg0_compact", 0, "compact", 2500), ("deg1_lossless", 1, "lossless", 2500), ("deg3_compact", 3, "compact", 3000)]
+
+
+def build(tmp: Path, w: int = W, h: int = H):
+    """Write the job's data files; return (job, expected images per scene/step/camera, partial-update info)."""
+    cams = scene_cameras(w, h)
+    job = {"dataDir": str(tmp), "outDir": str(tmp / "out"), "width": w, "height": h, "scenes": []}
+    (tmp / "out").mkdir(exist_ok=True)
+    expected, edits = {}, {}
+    for name, degree, profile, n in SCENES:
+        g = synthetic_scene(n, sh_degree=degree, seed=7 + degree, extent=8.0)
+        enc = Encoder(Profile.preset(profile, sh_degree=degree, grid=Grid.fit(g.positions)))
+        enc.header_bytes()
+        enc.keyframe(g)
+        raw = RawScene(enc, degree)
+        raw._rows = {i: raw.initial[s] for i, s in raw.slot.items()}
+        (tmp / f"{name}.bin").write_bytes(raw.initial.tobytes())
+        exp = [[render(enc.state.to_gaussians()[1], c) for c in cams]]
+        # the delta: move 5%, delete 3%, add 200 new (copies of moved ones, shifted)
+        ids, gd = enc.state.to_gaussians()
+        idx, moved = synthetic_motion(gd, 0.05, 0.3, seed=degree)
+        rng = np.random.default_rng(degree)
+        dele = np.setdiff1d(rng.choice(len(ids), int(0.03 * len(ids)), replace=False), idx)
+        add = moved.take(np.arange(min(200, len(idx))))
+        add.positions = add.positions + np.float32(0.5)
+        enc.encode(update=(ids[idx], moved), delete=ids[dele], add=(enc.assign_ids(add.positions), add))
+        rec, count = raw.edit_records()
+        (tmp / f"{name}_edit.bin").write_bytes(rec)
+        edits[name] = {"records": count, "high": raw.high}
+        exp.append([render(enc.state.to_gaussians()[1], c) for c in cams])
+        expected[name] = exp
+        job["scenes"].append({"name": name, "raw": {"shDegree": degree, "count": len(raw.initial), "file": f"{name}.bin"},
+                              "steps": [{"cameras": [camera_json(c) for c in cams]},
+                                        {"edit": f"{name}_edit.bin", "cameras": [camera_json(c) for c in cams]}]})
+    return job, expected, edits
+
+
+def run_browser(tmp: Path, job: dict) -> dict:
+    (tmp / "job.json").write_text(json.dumps(job))
+    p = subprocess.run([NODE, str(REPO / "tests/browser/render_scenes.mjs"), str(tmp / "job.json")],
+                       capture_output=True, text=True, timeout=240)
+    res_file = tmp / "out" / "result.json"
+    assert p.returncode == 0, f"browser run failed:\n{p.stdout}\n{p.stderr}"
+    return json.loads(res_file.read_text())
+
+
+def load_image(path: Path, w: int, h: int) -> np.ndarray:
+    return np.fromfile(path, np.float32).reshape(h, w, 4)
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("viewer_render")
+    job, expected, edits = build(tmp)
+    res = run_browser(tmp, job)
+    return tmp, job, expected, edits, res
+
+
+def compare(tmp, job, expected, res):
+    rows = []
+    for sc in job["scenes"]:
+        name = sc["name"]
+        for si, step in enumerate(res["scenes"][name]["steps"]):
+            for ci, cam in enumerate(step["cameras"]):
+                img = load_image(tmp / "out" / cam["file"], job["width"], job["height"])[..., :3]
+                ref = expected[name][si][ci]
+                lit = float(np.mean(np.clip(ref, 0, 1).max(axis=2) > 0.05))
+                lit_v = float(np.mean(np.clip(img, 0, 1).max(axis=2) > 0.05))
+                rows.append((name, si, ci, psnr(img, ref), lit, lit_v, cam["visible"]))
+    return rows
+
+
+def test_images_match_reference(rendered):
+    tmp, job, expected, edits, res = rendered
+    rows = compare(tmp, job, expected, res)
+    report = "\n".join(f"{n} step{s} cam{c}: {p:.2f} dB, lit ref {l:.2f} viewer {lv:.2f}, visible {v}"
+                       for n, s, c, p, l, lv, v in rows)
+    print(report)
+    for n, s, c, p, l, lv, v in rows:
+        assert lv >= LIT_FRACTION and l >= LIT_FRACTION, f"{n} step {s} cam {c}: too dark to test\n{report}"
+        assert p >= PSNR_BOUND, f"{n} step {s} cam {c}: PSNR {p:.2f} < {PSNR_BOUND}\n{report}"
+
+
+def test_partial_updates_are_partial(rendered):
+    tmp, job, expected, edits, res = rendered
+    for sc in job["scenes"]:
+        name = sc["name"]
+        load = res["scenes"][name]["load"]
+        sync = res["scenes"][name]["steps"][1]["sync"]
+        assert load["full"] is True
+        assert sync["full"] is False, sync          # the edit went through writeBuffer runs, not a re-upload
+        assert 0 < sync["bytes"] < 0.6 * load["bytes"] * edits[name]["high"] / sc["raw"]["count"]
+        assert sync["runs"] > 1
+
+
+if __name__ == "__main__":  # manual run: python tests/test_viewer_render.py [outdir]
+    import tempfile
+    import time
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    job, expected, edits = build(out)
+    t1 = time.time()
+    res = run_browser(out, job)
+    t2 = time.time()
+    for r in compare(out, job, expected, res):
+        print(*r)
+    print(f"build {t1 - t0:.1f}s browser {t2 - t1:.1f}s", res.get("init"), [res["scenes"][k]["ms"] for k in res["scenes"]])
+    print("\n".join(res["log"][:20]))
