@@ -1,0 +1,477 @@
+// GSD 1.0 decoder (SPEC.md 4, 5, 6, 7, 9): records -> validated plan -> all-or-nothing commit
+// into a SceneStore. Written from SPEC.md; the Python codec is a separate implementation.
+import { GsdError, fail } from './errors.mjs';
+import { crc32 } from './crc32.mjs';
+import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
+import { decodeSection } from './sections.mjs';
+import { Profile, checkHeaderDomain } from './profile.mjs';
+import { SceneStore } from './store.mjs';
+import { fmix32, digestText } from './digest.mjs';
+import { IdTable } from './idtable.mjs';
+
+export const SPEC_LIMITS = Object.freeze({
+  max_header_bytes: 65536,
+  max_frame_bytes: 2 ** 30,
+  max_blocks: 4096,
+  max_sections: 16384,
+  max_frame_raw_bytes: 2 ** 32,
+  max_ids_per_frame: 2 ** 24,
+  max_ranges_per_frame: 2 ** 20,
+  max_gaussians: 2 ** 24,
+});
+
+const ADD = 1, UPDATE = 2, DELETE_IDS = 3, DELETE_RANGES = 4, DELETE_CELLS = 5;
+
+const u32le = (u8, p) => (u8[p] | (u8[p + 1] << 8) | (u8[p + 2] << 16) | (u8[p + 3] << 24)) >>> 0;
+const popcount = (x) => { let c = 0; for (; x; x &= x - 1) c++; return c; };
+
+/** Limits of SPEC 9.1, lowered by `given` (names as in 9.1); a decoder never raises them. */
+export function makeLimits(given = {}) {
+  const out = { ...SPEC_LIMITS };
+  for (const [k, v] of Object.entries(given || {})) {
+    if (!(k in SPEC_LIMITS)) throw new TypeError(`unknown GSD limit ${k}`);
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new TypeError(`bad value for limit ${k}: ${v}`);
+    out[k] = Math.min(n, SPEC_LIMITS[k]);
+  }
+  return Object.freeze(out);
+}
+
+export class Decoder {
+  /**
+   * @param {object} [opts]
+   * @param {object} [opts.limits]  decoder limits (SPEC 9.1 names) lowered for this decoder
+   * @param {boolean} [opts.verifyDigest=true]  check frames' digests (SPEC 6.3 step 6)
+   */
+  constructor({ limits = {}, verifyDigest = true } = {}) {
+    this.limits = makeLimits(limits);
+    this.verifyDigest = verifyDigest;
+    this.header = null;
+    this.profile = null;
+    this.store = null;
+    this.seqBig = 0n;
+    this._stamp = 0;
+    this._scratch = new IdTable(16);
+  }
+
+  /** seq of the state (a Number; exact below 2^53, which the session protocol guarantees). */
+  get seq() { return Number(this.seqBig); }
+
+  digestText() {
+    return this.store ? this.store.digestText() : digestText(0, 0, 0);
+  }
+
+  get digest() {
+    const s = this.store;
+    return s ? { count: s.live, lane0: s.lane0, lane1: s.lane1 } : { count: 0, lane0: 0, lane1: 0 };
+  }
+
+  /**
+   * Reads the header record at the start of u8 (checks H1..H10 of SPEC 4.9) and starts a new
+   * stream (empty state, seq 0). With {message: true}, u8 must hold exactly the record
+   * (WebSocket, SPEC 11.3): bytes after it are MALFORMED. Returns the header info, with
+   * `used` = bytes of the record.
+   */
+  readHeader(u8, { message = false } = {}) {
+    u8 = asBytes(u8);
+    const L = this.limits;
+    if (u8.length < 4) fail('TRUNCATED', 'header record shorter than its magic');
+    if (u8[0] !== 0x47 || u8[1] !== 0x53 || u8[2] !== 0x44 || u8[3] !== 0x48) fail('BAD_MAGIC', 'not a GSDH record');
+    if (u8.length < 12) fail('TRUNCATED', 'header prefix');
+    const versionMajor = u8[4], versionMinor = u8[5];
+    if (versionMajor !== 1) fail('UNSUPPORTED_VERSION', `version ${versionMajor}.${versionMinor}`);
+    const bodyLen = u32le(u8, 8);
+    if (bodyLen > L.max_header_bytes) fail('LIMIT_EXCEEDED', `header body_len ${bodyLen}`);
+    const used = 16 + bodyLen;
+    if (u8.length < used) fail('TRUNCATED', 'header record');
+    if (crc32(u8, 0, 12 + bodyLen) !== u32le(u8, 12 + bodyLen)) fail('BAD_CHECKSUM', 'header CRC-32');
+    if (message && u8.length !== used) fail('MALFORMED', 'bytes after the header record in its message');
+    const h = readStreamHeader(u8.subarray(12, 12 + bodyLen));
+    if (!h.grid) fail('MALFORMED', 'StreamHeader.grid absent');
+    if (h.requiredFeatures !== 0n) fail('UNSUPPORTED_FEATURE', `required header features 0x${h.requiredFeatures.toString(16)}`);
+    checkHeaderDomain(h);
+    const profile = new Profile(h);
+    this.header = {
+      versionMajor, versionMinor, shDegree: h.shDegree, grid: { ...h.grid }, quantization: h.quantization,
+      lossless: !h.quantization, profileName: h.profileName, generator: h.generator,
+      maxGaussians: h.maxGaussians, requiredFeatures: h.requiredFeatures, used,
+    };
+    this.profile = profile;
+    this.budget = Math.min(h.maxGaussians !== 0 ? h.maxGaussians : 2 ** 24, L.max_gaussians);
+    if (this.store) this.store.reset(profile); else this.store = new SceneStore(profile);
+    this.seqBig = 0n;
+    this.headerUsed = used;
+    return this.header;
+  }
+
+  /**
+   * Decodes the frame record at the start of u8 and applies it, all-or-nothing (SPEC 4.9 F1..F14).
+   * Throws GsdError and leaves the state (store, seq, digest) as it was on any failure.
+   * Returns {seq, seqBig, baseSeq, keyframe, digest: text|null, used, counts}.
+   */
+  readFrame(u8, { message = false } = {}) {
+    try {
+      return this._readFrame(asBytes(u8), message);
+    } catch (e) {
+      if (e instanceof GsdError) throw e;
+      // a bug or an exhausted resource, never a silent partial apply: the plan is built before
+      // the commit, and the commit only writes into memory reserved beforehand
+      throw new GsdError('MALFORMED', `internal error while decoding: ${e && e.message}`);
+    }
+  }
+
+  _readFrame(u8, message) {
+    if (!this.profile) fail('MALFORMED', 'frame before any stream header');
+    const L = this.limits, p = this.profile;
+    // ---- F1..F8 framing
+    if (u8.length < 4) fail('TRUNCATED', 'frame record shorter than its magic');
+    if (u8[0] !== 0x47 || u8[1] !== 0x53 || u8[2] !== 0x44 || u8[3] !== 0x46) fail('BAD_MAGIC', 'not a GSDF record');
+    if (u8.length < 12) fail('TRUNCATED', 'frame prefix');
+    const frameLen = u32le(u8, 4), metaLen = u32le(u8, 8);
+    if (frameLen < 16) fail('MALFORMED', `frame_len ${frameLen}`);
+    if (frameLen > L.max_frame_bytes) fail('LIMIT_EXCEEDED', `frame_len ${frameLen}`);
+    if (u8.length < frameLen) fail('TRUNCATED', 'frame record');
+    if (metaLen > frameLen - 16) fail('MALFORMED', `meta_len ${metaLen}`);
+    if (crc32(u8, 0, frameLen - 4) !== u32le(u8, frameLen - 4)) fail('BAD_CHECKSUM', 'frame CRC-32');
+    if (message && u8.length !== frameLen) fail('MALFORMED', 'bytes after the frame record in its message');
+    const meta = u8.subarray(12, 12 + metaLen);
+    const payload = u8.subarray(12 + metaLen, frameLen - 4);
+    // ---- F9 metadata
+    const m = readFrameMeta(meta);
+    if (m.blocks.length > L.max_blocks) fail('LIMIT_EXCEEDED', `${m.blocks.length} blocks`);
+    if (m.sections.length > L.max_sections) fail('LIMIT_EXCEEDED', `${m.sections.length} sections`);
+    if (m.requiredFeatures !== 0n) fail('UNSUPPORTED_FEATURE', `required frame features 0x${m.requiredFeatures.toString(16)}`);
+    // ---- F10 frame limits
+    let rawSum = 0, idSum = 0, rangeSum = 0;
+    for (const s of m.sections) rawSum += s.raw;
+    if (rawSum > L.max_frame_raw_bytes) fail('LIMIT_EXCEEDED', `frame raw bytes ${rawSum}`);
+    for (const b of m.blocks) {
+      if (b.kind >= 1 && b.kind <= 3) idSum += b.count;
+      else if (b.kind === 4 || b.kind === 5) rangeSum += b.count;
+    }
+    if (idSum > L.max_ids_per_frame) fail('LIMIT_EXCEEDED', `${idSum} ids in the frame`);
+    if (rangeSum > L.max_ranges_per_frame) fail('LIMIT_EXCEEDED', `${rangeSum} ranges and cells in the frame`);
+    // ---- F11 block structure
+    const d = p.shDegree, nsec = m.sections.length;
+    const blocks = [];
+    for (let bi = 0; bi < m.blocks.length; bi++) {
+      const b = m.blocks[bi];
+      if (b.kind === 0) fail('MALFORMED', `block ${bi}: kind 0`);
+      if (b.kind >= 128) continue;
+      if (b.kind > 5) fail('UNSUPPORTED_FEATURE', `block ${bi}: kind ${b.kind}`);
+      let want = 1;
+      if (b.kind === UPDATE) {
+        if (b.mask === 0 || (b.mask & ~p.fullMask)) fail('MALFORMED', `block ${bi}: UPDATE mask 0x${b.mask.toString(16)}`);
+        want = 1 + popcount(b.mask & 0x1F) + ((b.mask & 0x20) ? d : 0);
+      } else if (b.kind === ADD) want = 1 + 5 + d;
+      if (b.sections.length !== want) fail('MALFORMED', `block ${bi}: ${b.sections.length} sections, kind ${b.kind} needs ${want}`);
+      for (const si of b.sections) if (si >= nsec) fail('MALFORMED', `block ${bi}: section index ${si} of ${nsec}`);
+      blocks.push(b);
+    }
+    // ---- F12 sections, in block order
+    const cache = new Map();
+    const sec = (si, C, n, w) => decodeSection(payload, m.sections[si], si, C, n, w, cache);
+    const adds = [], upds = [], dels = [], ranges = [], cells = [];
+    for (const b of blocks) {
+      const n = b.count, S = b.sections;
+      if (b.kind === ADD || b.kind === UPDATE) {
+        const ids = sec(S[0], 1, n, 8);
+        const mask = b.kind === ADD ? p.fullMask : b.mask;
+        const comps = [];   // [j, array, offset]
+        let k = 1;
+        for (let a = 0; a < 5; a++) {
+          if (!(mask & (1 << a))) continue;
+          const C = p.attrComps[a], arr = sec(S[k++], C, n, p.attrWidth[a]);
+          for (let c = 0; c < C; c++) comps.push([p.attrFirst[a] + c, arr, c * n]);
+        }
+        if (mask & 0x20) {
+          for (let l = 1; l <= d; l++) {
+            const bc = p.bandComponents(l), arr = sec(S[k++], bc.length, n, p.attrWidth[5]);
+            for (let t = 0; t < bc.length; t++) comps.push([14 + bc[t], arr, t * n]);
+          }
+        }
+        comps.sort((x, y) => x[0] - y[0]);
+        (b.kind === ADD ? adds : upds).push({ n, ids, mask, comps });
+      } else if (b.kind === DELETE_IDS) {
+        dels.push({ n, ids: sec(S[0], 1, n, 8) });
+      } else if (b.kind === DELETE_RANGES) {
+        ranges.push({ n, r: sec(S[0], 2, n, 8) });
+      } else {
+        cells.push({ n, level: b.level, c: sec(S[0], 1, n, 8) });
+      }
+    }
+    // ---- F13 sequencing (6.5) and id rules (6.2)
+    const keyframe = (m.flags & 1) !== 0;
+    if (keyframe) {
+      if (m.seq < 1n) fail('MALFORMED', 'keyframe seq 0');
+    } else {
+      if (m.baseSeq !== this.seqBig) fail('SEQUENCE_GAP', `base_seq ${m.baseSeq}, state seq ${this.seqBig}`);
+      if (!(m.seq > m.baseSeq)) fail('MALFORMED', `seq ${m.seq} <= base_seq ${m.baseSeq}`);
+    }
+    this._idRules(adds, upds, dels, ranges, cells);
+    // ---- F14 apply
+    const counts = this._apply(keyframe, m, adds, upds, dels, ranges, cells);
+    this.seqBig = m.seq;
+    return {
+      seq: Number(m.seq), seqBig: m.seq, baseSeq: Number(m.baseSeq), keyframe,
+      digest: m.digest ? digestText(m.digest.count, m.digest.lane0, m.digest.lane1) : null,
+      used: frameLen, counts,
+    };
+  }
+
+  _idRules(adds, upds, dels, ranges, cells) {
+    const p = this.profile, bits = p.idBits;
+    const hiLimit = bits > 32 ? 2 ** (bits - 32) : 0;   // id valid iff hi < hiLimit, or hi == 0 && lo < 2^bits
+    const loLimit = bits >= 32 ? 2 ** 32 : 2 ** bits;
+    const valid = (lo, hi) => (bits > 32 ? hi < hiLimit : hi === 0 && lo < loLimit);
+    const checkBlock = ({ n, ids: { lo, hi } }) => {
+      for (let i = 0; i < n; i++) {
+        if (!valid(lo[i], hi[i])) fail('BAD_VALUE', `id outside the grid's ${bits} bits`);
+        if (i > 0) {
+          const ph = hi[i - 1], pl = lo[i - 1];
+          if (hi[i] === ph && lo[i] === pl) fail('DUPLICATE_ID', 'equal adjacent ids in a block');
+          if (hi[i] < ph || (hi[i] === ph && lo[i] < pl)) fail('BAD_VALUE', 'ids not ascending in a block');
+        }
+      }
+    };
+    for (const b of adds) checkBlock(b);
+    for (const b of upds) checkBlock(b);
+    for (const b of dels) checkBlock(b);
+    const crossCheck = (group) => {
+      const nonEmpty = group.filter((b) => b.n > 0);
+      if (nonEmpty.length < 2) return;
+      const t = this._scratch;
+      t.clear();
+      t.reserve(nonEmpty.reduce((s, b) => s + b.n, 0));
+      for (const { n, ids: { lo, hi } } of nonEmpty) {
+        for (let i = 0; i < n; i++) if (t.set(lo[i], hi[i], 0) !== -1) fail('DUPLICATE_ID', 'an id in two blocks');
+      }
+    };
+    crossCheck(adds.concat(upds));
+    crossCheck(dels);
+    for (const { n, r: { lo, hi } } of ranges) {
+      for (let i = 0; i < n; i++) {
+        const al = lo[i], ah = hi[i], bl = lo[n + i], bh = hi[n + i];
+        if (!valid(al, ah) || !valid(bl, bh)) fail('BAD_VALUE', 'range end outside the grid');
+        if (ah > bh || (ah === bh && al > bl)) fail('BAD_VALUE', 'range first > last');
+      }
+    }
+    for (const { n, level, c: { lo, hi } } of cells) {
+      if (level > p.B) fail('BAD_VALUE', `cell level ${level} > cell_bits ${p.B}`);
+      const cb = 3 * (p.B - level);
+      for (let i = 0; i < n; i++) {
+        const ok = cb > 32 ? hi[i] < 2 ** (cb - 32) : hi[i] === 0 && lo[i] < 2 ** cb;
+        if (!ok) fail('BAD_VALUE', `cell code outside level ${level}`);
+      }
+    }
+  }
+
+  /** Merged, sorted, disjoint id intervals of all ranges and cells: {n, sHi, sLo, eHi, eLo}. */
+  _intervals(ranges, cells) {
+    const p = this.profile, iv = [];
+    const big = (lo, hi) => (BigInt(hi) << 32n) | BigInt(lo);
+    for (const { n, r: { lo, hi } } of ranges) for (let i = 0; i < n; i++) iv.push([big(lo[i], hi[i]), big(lo[n + i], hi[n + i])]);
+    for (const { n, level, c: { lo, hi } } of cells) {
+      const sh = BigInt(p.S + 3 * level);
+      for (let i = 0; i < n; i++) { const c = big(lo[i], hi[i]); iv.push([c << sh, ((c + 1n) << sh) - 1n]); }
+    }
+    iv.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    const merged = [];
+    for (const [a, b] of iv) {
+      const last = merged[merged.length - 1];
+      if (last && a <= last[1] + 1n) { if (b > last[1]) last[1] = b; } else merged.push([a, b]);
+    }
+    const k = merged.length, M = 0xFFFFFFFFn;
+    const out = { n: k, sHi: new Uint32Array(k), sLo: new Uint32Array(k), eHi: new Uint32Array(k), eLo: new Uint32Array(k) };
+    merged.forEach(([a, b], i) => {
+      out.sHi[i] = Number(a >> 32n); out.sLo[i] = Number(a & M); out.eHi[i] = Number(b >> 32n); out.eLo[i] = Number(b & M);
+    });
+    return out;
+  }
+
+  _apply(keyframe, m, adds, upds, dels, ranges, cells) {
+    const p = this.profile, st = this.store, NC = p.NC;
+    const K0 = st.K0, K1 = st.K1;
+    const stamp = ++this._stamp;
+    if (stamp >= 0xFFFFFFFF) { st.mark.fill(0); this._stamp = 1; }
+    const mark = st.mark;
+    let lane0 = keyframe ? 0 : st.lane0, lane1 = keyframe ? 0 : st.lane1;
+    let live = keyframe ? 0 : st.live;
+    // ---- step 2: deletes
+    const delSlots = [];
+    let nDelIds = 0, nRanges = 0, nCells = 0;
+    for (const { n, ids: { lo, hi } } of dels) {
+      nDelIds += n;
+      if (keyframe) { if (n > 0) fail('ID_MISSING', 'DELETE_IDS in a keyframe (the state is empty)'); continue; }
+      for (let i = 0; i < n; i++) {
+        const s = st.lookup(lo[i], hi[i]);
+        if (s < 0 || mark[s] === this._stamp) fail('ID_MISSING', 'DELETE_IDS of an id that is not live');
+        mark[s] = this._stamp;
+        delSlots.push(s);
+      }
+    }
+    for (const r of ranges) nRanges += r.n;
+    for (const c of cells) nCells += c.n;
+    if (!keyframe && nRanges + nCells > 0 && st.live > delSlots.length) {
+      const iv = this._intervals(ranges, cells);
+      if (iv.n) {
+        const { sHi, sLo, eHi, eLo } = iv, idLo = st.idLo, idHi = st.idHi, alive = st.alive, sk = this._stamp;
+        for (let s = 0; s < st.highWater; s++) {
+          if (!alive[s] || mark[s] === sk) continue;
+          const h = idHi[s], l = idLo[s];
+          // greatest interval start <= id
+          let a = 0, b = iv.n - 1, f = -1;
+          while (a <= b) {
+            const mid = (a + b) >> 1;
+            if (sHi[mid] < h || (sHi[mid] === h && sLo[mid] <= l)) { f = mid; a = mid + 1; } else b = mid - 1;
+          }
+          if (f >= 0 && (h < eHi[f] || (h === eHi[f] && l <= eLo[f]))) { mark[s] = sk; delSlots.push(s); }
+        }
+      }
+    }
+    for (const s of delSlots) {
+      lane0 = (lane0 - fmix32(st.sum0[s])) >>> 0;
+      lane1 = (lane1 - fmix32(st.sum1[s])) >>> 0;
+    }
+    live -= delSlots.length;
+    // ---- step 3: adds
+    let nAdd = 0;
+    for (const b of adds) {
+      const { n, ids: { lo, hi }, comps } = b;
+      nAdd += n;
+      if (!keyframe) {
+        for (let i = 0; i < n; i++) {
+          const s = st.lookup(lo[i], hi[i]);
+          if (s >= 0 && mark[s] !== this._stamp) fail('ID_EXISTS', 'ADD of a live id');
+        }
+      }
+      for (const [j, arr, off] of comps) if (p.firstInvalid(j, arr, n, off) >= 0) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
+      // lane sums of the new records
+      const s0 = new Int32Array(n), s1 = new Int32Array(n);
+      const k00 = K0[0], k01 = K0[1], k10 = K1[0], k11 = K1[1];
+      for (let i = 0; i < n; i++) {
+        s0[i] = Math.imul(lo[i], k00) + Math.imul(hi[i], k01);
+        s1[i] = Math.imul(lo[i], k10) + Math.imul(hi[i], k11);
+      }
+      for (const [j, arr, off] of comps) {
+        const k0 = K0[j + 2], k1 = K1[j + 2];
+        for (let i = 0; i < n; i++) { const w = arr[off + i]; s0[i] += Math.imul(w, k0); s1[i] += Math.imul(w, k1); }
+      }
+      for (let i = 0; i < n; i++) { lane0 = (lane0 + fmix32(s0[i] >>> 0)) >>> 0; lane1 = (lane1 + fmix32(s1[i] >>> 0)) >>> 0; }
+      b.s0 = s0; b.s1 = s1;
+    }
+    live += nAdd;
+    // ---- step 4: updates
+    let nUpd = 0;
+    for (const b of upds) {
+      const { n, ids: { lo, hi }, comps } = b;
+      nUpd += n;
+      if (n > 0 && keyframe) fail('ID_MISSING', 'UPDATE in a keyframe (the state is empty)');
+      const slots = new Int32Array(n);
+      for (let i = 0; i < n; i++) {
+        const s = st.lookup(lo[i], hi[i]);
+        if (s < 0 || mark[s] === this._stamp) fail('ID_MISSING', 'UPDATE of an id that is not live');
+        slots[i] = s;
+      }
+      const codes = st.codes;
+      const s0 = new Int32Array(n), s1 = new Int32Array(n);
+      for (let i = 0; i < n; i++) { s0[i] = st.sum0[slots[i]]; s1[i] = st.sum1[slots[i]]; }
+      const news = [];
+      for (const [j, arr, off] of comps) {
+        const w = p.compWidth[j], msk = p.compMask[j], k0 = K0[j + 2], k1 = K1[j + 2];
+        const nv = w === 1 ? new Uint8Array(n) : w === 2 ? new Uint16Array(n) : new Uint32Array(n);
+        for (let i = 0; i < n; i++) {
+          const old = codes[slots[i] * NC + j];
+          const v = w === 4 ? (old + arr[off + i]) >>> 0 : (old + arr[off + i]) & msk;
+          nv[i] = v;
+          const dlt = (v - old) | 0;
+          s0[i] += Math.imul(dlt, k0); s1[i] += Math.imul(dlt, k1);
+        }
+        if (p.firstInvalid(j, nv, n) >= 0) fail('BAD_VALUE', `UPDATE produces an invalid code (component ${j})`);
+        news.push([j, nv]);
+      }
+      for (let i = 0; i < n; i++) {
+        const s = slots[i];
+        lane0 = (lane0 - fmix32(st.sum0[s]) + fmix32(s0[i] >>> 0)) >>> 0;
+        lane1 = (lane1 - fmix32(st.sum1[s]) + fmix32(s1[i] >>> 0)) >>> 0;
+      }
+      Object.assign(b, { slots, news, s0, s1 });
+    }
+    // ---- step 5: budget
+    if (live > this.budget) fail('LIMIT_EXCEEDED', `${live} live Gaussians, budget ${this.budget}`);
+    // ---- step 6: digest
+    if (m.digest && this.verifyDigest) {
+      const g = m.digest;
+      if (g.count !== BigInt(live) || g.lane0 !== lane0 || g.lane1 !== lane1) {
+        fail('DIGEST_MISMATCH', `state ${digestText(live, lane0, lane1)}, frame says ${digestText(g.count, g.lane0, g.lane1)}`);
+      }
+    }
+    // ---- step 7: commit (nothing below can fail on valid input; memory is reserved first)
+    if (keyframe) this._commitKeyframe(adds, nAdd);
+    else this._commitDelta(delSlots, adds, upds, nAdd, live);
+    st.lane0 = lane0; st.lane1 = lane1;
+    if (st.live !== live) throw new Error(`internal: live ${st.live} != planned ${live}`);
+    return { add: nAdd, update: nUpd, deleteIds: nDelIds, deleteRanges: nRanges, deleteCells: nCells,
+             deleted: delSlots.length, live };
+  }
+
+  _commitKeyframe(adds, nAdd) {
+    const p = this.profile, NC = p.NC;
+    const t = new SceneStore(p);
+    t.reserve(nAdd, nAdd);
+    let s = 0;
+    for (const { n, ids: { lo, hi }, comps, s0, s1 } of adds) {
+      t.idLo.set(lo, s); t.idHi.set(hi, s);
+      t.sum0.set(new Uint32Array(s0.buffer, s0.byteOffset, n), s);
+      t.sum1.set(new Uint32Array(s1.buffer, s1.byteOffset, n), s);
+      t.alive.fill(1, s, s + n);
+      const codes = t.codes;
+      for (const [j, arr, off] of comps) for (let i = 0; i < n; i++) codes[(s + i) * NC + j] = arr[off + i];
+      for (let i = 0; i < n; i++) t.ids.set(lo[i], hi[i], s + i);
+      s += n;
+    }
+    t.highWater = nAdd;
+    t.live = nAdd;
+    for (let i = 0; i < nAdd; i++) t.derive(i);
+    this.store._adopt(t);
+  }
+
+  _commitDelta(delSlots, adds, upds, nAdd, liveAfter) {
+    const st = this.store, NC = st.NC;
+    st.reserve(nAdd, liveAfter);
+    for (const s of delSlots) st.freeSlot(s);
+    const codes = st.codes;
+    for (const { n, ids: { lo, hi }, comps, s0, s1 } of adds) {
+      for (let i = 0; i < n; i++) {
+        const s = st.allocSlot();
+        st.idLo[s] = lo[i]; st.idHi[s] = hi[i];
+        st.sum0[s] = s0[i]; st.sum1[s] = s1[i];
+        st.alive[s] = 1;
+        st.mark[s] = 0;
+        const cb = s * NC;
+        for (const [j, arr, off] of comps) codes[cb + j] = arr[off + i];
+        st.ids.set(lo[i], hi[i], s);
+        st.derive(s);
+        st._touch(s);
+      }
+      st.live += n;
+    }
+    for (const { n, slots, news, s0, s1, mask } of upds) {
+      for (const [j, nv] of news) for (let i = 0; i < n; i++) codes[slots[i] * NC + j] = nv[i];
+      for (let i = 0; i < n; i++) {
+        const s = slots[i];
+        st.sum0[s] = s0[i]; st.sum1[s] = s1[i];
+        for (let a = 0; a < 6; a++) if (mask & (1 << a)) st.deriveAttr(s, a);
+        st._touch(s);
+      }
+    }
+    st.maybeCompact();
+  }
+}
+
+function asBytes(u8) {
+  if (u8 instanceof Uint8Array) return u8;
+  if (u8 instanceof ArrayBuffer) return new Uint8Array(u8);
+  if (ArrayBuffer.isView(u8)) return new Uint8Array(u8.buffer, u8.byteOffset, u8.byteLength);
+  throw new TypeError('GSD decoder input must be a Uint8Array, an ArrayBuffer or a typed-array view');
+}
