@@ -1,0 +1,275 @@
+// The GSD reference viewer app: a live gsd/1 session (or an offline .gsd file) decoded into a
+// SceneStore and drawn by the WebGPU renderer every animation frame from a local free camera
+// (or the world's camera). Exposes window.gsdViewer for tests (see README.md).
+import { Renderer } from '../render/index.mjs';
+import { Session, sessionUrl } from './session.mjs';
+import { Player } from './playback.mjs';
+import { FreeCamera, renderCamera, storeBounds, copyPose } from './camera.mjs';
+import { Input } from './input.mjs';
+import { Hud } from './hud.mjs';
+
+const q = new URLSearchParams(location.search);
+const canvas = document.getElementById('view');
+const hud = new Hud(document.getElementById('hud'), document.getElementById('help'));
+const fixedSize = /^(\d+)x(\d+)$/.exec(q.get('size') || '');
+const fov = Number(q.get('fov')) || 70;
+const cam = new FreeCamera();
+let follow = q.get('follow') !== '0';
+let renderer = null, rendererError = null;
+let session = null, player = null, mode = 'live', offlineName = '';
+let gpuBusy = false, lastStore = null, rendered = 0, frameMs = null, lastRenderCam = null;
+let fpsCount = 0, fpsT0 = performance.now(), fps = null, lastT = performance.now();
+
+// ------------------------------------------------------------------------------ canvas and renderer
+function resize() {
+  let w, h;
+  if (fixedSize) { w = +fixedSize[1]; h = +fixedSize[2]; }
+  else {
+    const dpr = Math.min(window.devicePixelRatio || 1, 2);
+    w = Math.max(16, Math.round(canvas.clientWidth * dpr)); h = Math.max(16, Math.round(canvas.clientHeight * dpr));
+    const s = Math.min(1, 1920 / w); w = Math.round(w * s); h = Math.round(h * s);
+  }
+  if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
+}
+if (fixedSize) { canvas.style.width = `${fixedSize[1]}px`; canvas.style.height = `${fixedSize[2]}px`; }
+window.addEventListener('resize', resize);
+resize();
+
+const rendererReady = (async () => {
+  try {
+    renderer = await Renderer.create(canvas, { width: canvas.width, height: canvas.height });
+    renderer.device.lost?.then((info) => { rendererError = `GPU device lost: ${info.message}`; renderer = null; });
+  } catch (e) {
+    rendererError = String(e && e.message || e);
+    console.warn('renderer unavailable:', rendererError);
+  }
+})();
+
+const currentStore = () => (mode === 'live' ? session?.store : player?.store) ?? null;
+
+function draw() {
+  if (!renderer || gpuBusy) return false;
+  const store = currentStore();
+  if (store) {
+    if (store !== lastStore) { renderer.generation = null; lastStore = store; }  // a new decoder: full upload
+    renderer.sync(store);
+  }
+  const rc = renderCamera(cam.pose, canvas.width, canvas.height, fov);
+  const t0 = performance.now();
+  try {
+    renderer.render(rc);
+  } catch (e) {
+    rendererError = String(e && e.message || e);
+    return false;
+  }
+  lastRenderCam = rc;
+  rendered += 1;
+  gpuBusy = true;                                         // at most one frame in flight on the GPU
+  renderer.device.queue.onSubmittedWorkDone().then(() => { frameMs = performance.now() - t0; gpuBusy = false; },
+                                                   () => { gpuBusy = false; });
+  return true;
+}
+
+function tick(t) {
+  requestAnimationFrame(tick);
+  const dt = Math.min(0.1, (t - lastT) / 1000);
+  lastT = t;
+  fpsCount += 1;
+  if (t - fpsT0 >= 1000) { fps = (fpsCount * 1000) / (t - fpsT0); fpsCount = 0; fpsT0 = t; }
+  const { axes, fast } = input.flyAxes();
+  if (axes[0] || axes[1] || axes[2]) {
+    follow = false;
+    const v = cam.speed * (fast ? 4 : 1) * dt;
+    cam.fly(axes[0] * v, axes[1] * v, axes[2] * v);
+  }
+  if (follow && mode === 'live' && session?.worldCamera) applyWorldCamera(session.worldCamera);
+  draw();
+}
+
+function applyWorldCamera(c) {
+  if (!c || !Array.isArray(c.position)) return;
+  cam.set({ position: c.position.map(Number), yaw: Number(c.yaw) || 0, pitch: Number(c.pitch) || 0 });
+}
+
+// ------------------------------------------------------------------------------------ live session
+function startLive() {
+  player?.stop();
+  player = null;
+  mode = 'live';
+  session?.close();
+  session = new Session({
+    url: sessionUrl(),
+    budgets: {
+      ...(q.get('max_gaussians') ? { max_gaussians: +q.get('max_gaussians') } : {}),
+      ...(q.get('max_bytes_per_second') ? { max_bytes_per_second: +q.get('max_bytes_per_second') } : {}),
+    },
+  });
+  session.connect();
+  api.session = session;
+}
+
+// -------------------------------------------------------------------------------- offline playback
+function openBytes(bytes, name = 'stream.gsd') {
+  session?.close(1000, 'offline playback');
+  player?.stop();
+  mode = 'offline';
+  offlineName = name;
+  follow = false;
+  player = new Player(bytes, {
+    fps: Number(document.getElementById('fps').value) || 25,
+    loop: document.getElementById('loop').checked,
+    onRestart: () => {},
+  });
+  if (player.step()) {
+    const box = storeBounds(player.store);
+    if (box) cam.frameBox(box);
+  }
+  player.play();
+  api.player = player;
+  return { frames: player.frames.length, header: player.header };
+}
+
+async function openFile(file) {
+  try {
+    openBytes(new Uint8Array(await file.arrayBuffer()), file.name);
+  } catch (e) {
+    player = null;
+    alert(`cannot open ${file.name}: ${e.code || ''} ${e.message}`);
+  }
+}
+
+document.getElementById('file').addEventListener('change', (e) => { if (e.target.files[0]) openFile(e.target.files[0]); });
+window.addEventListener('dragover', (e) => { e.preventDefault(); document.body.classList.add('drop'); });
+window.addEventListener('dragleave', () => document.body.classList.remove('drop'));
+window.addEventListener('drop', (e) => {
+  e.preventDefault();
+  document.body.classList.remove('drop');
+  const f = e.dataTransfer?.files?.[0];
+  if (f) openFile(f);
+});
+document.getElementById('play').addEventListener('click', () => player?.toggle());
+document.getElementById('fps').addEventListener('change', (e) => player?.setFps(Number(e.target.value) || 25));
+document.getElementById('loop').addEventListener('change', (e) => { if (player) player.loop = e.target.checked; });
+document.getElementById('live').addEventListener('click', () => startLive());
+const followBox = document.getElementById('follow');
+followBox.addEventListener('change', (e) => { follow = e.target.checked; });
+
+// ----------------------------------------------------------------------------------------- input
+function home() {
+  if (mode === 'live' && session?.worldCamera) { applyWorldCamera(session.worldCamera); return; }
+  const box = storeBounds(currentStore());
+  if (box) cam.frameBox(box);
+}
+
+const input = new Input(canvas, {
+  world: (kind, params) => { if (mode === 'live') session?.act(kind, params); },
+  drag: (dx, dy, look) => {
+    follow = false;
+    if (look) cam.look(-dx * 0.2, -dy * 0.2); else cam.orbit(-dx * 0.3, -dy * 0.3);
+  },
+  wheel: (dy) => { follow = false; cam.dolly(Math.exp(dy * 0.001)); },
+  command: (c) => {
+    if (c === 'follow') follow = !follow;
+    else if (c === 'home') home();
+    else if (c === 'help') hud.toggleHelp();
+    else if (c === 'hud') hud.toggle();
+    else if (c === 'resync') { if (mode === 'live') session?.resync('CLIENT'); }
+    else if (c === 'playpause') player?.toggle();
+    else if (c === 'pose' && mode === 'live') {
+      const p = copyPose(cam.pose);
+      session?.act('pose', { position: p.position, yaw: p.yaw, pitch: p.pitch });
+    }
+  },
+});
+
+// ------------------------------------------------------------------------------------------- HUD
+function digestStatus() {
+  if (mode === 'offline') {
+    if (!player) return '-';
+    if (player.error) return `ERROR ${player.error.code || ''} at frame ${player.index}`;
+    const last = player.log[player.log.length - 1];
+    return last ? (last.serverDigestFromFrame ? `ok ${last.digest}` : `unchecked ${last.digest}`) : '-';
+  }
+  if (!session) return '-';
+  if (session.resyncing) return `resyncing (${session.stats.lastError || ''})`;
+  const last = session.log[session.log.length - 1];
+  if (!last) return '-';
+  return `${last.serverDigestFromFrame ? 'verified' : 'unchecked'} ${last.digest}`;
+}
+
+function hudState() {
+  const store = currentStore();
+  const p = cam.pose;
+  const r = renderer?.stats;
+  const common = {
+    mode: mode === 'live' ? 'live' : `offline ${offlineName} ${player ? `${player.index}/${player.frames.length}${player.playing ? '' : ' (paused)'}` : ''}`,
+    fps, live: store ? store.live : null, digestStatus: digestStatus(),
+    render: renderer ? `${canvas.width}x${canvas.height}, frame ${frameMs == null ? '-' : frameMs.toFixed(1)} ms, sort ${r?.sortMs == null ? '-' : r.sortMs.toFixed(2)} ms, gpu ${r?.gpuFrameMs == null ? '-' : r.gpuFrameMs.toFixed(2)} ms`
+      : rendererError ? `unavailable: ${rendererError}` : 'starting',
+    camera: `${follow ? 'following world' : 'local'} (${p.position.map((v) => v.toFixed(2)).join(', ')}) yaw ${p.yaw.toFixed(1)} pitch ${p.pitch.toFixed(1)}`,
+  };
+  if (mode === 'offline') {
+    return { ...common, link: player ? `${player.frames.length} frames, ${player.totalBytes} bytes` : '-',
+             seq: player?.seq, frames: player?.index, bytesPerSecond: 0, lastBytes: player?.log.at(-1)?.bytes };
+  }
+  const s = session.stats;
+  const link = session.state === 'open' ? `open ${session.url}` :
+    session.state === 'closed' && session.closeInfo ? `closed ${session.closeInfo.code} ${session.closeInfo.reason || ''}` : session.state;
+  return { ...common, link, seq: session.header ? session.seq : null, frames: s.frames, keyframes: s.keyframes,
+           resyncs: s.resyncs, bytesPerSecond: session.bytesPerSecond(), lastBytes: s.lastBytes,
+           lastSteps: s.lastSteps, lastLatency: s.lastLatency, latencies: s.latencies };
+}
+setInterval(() => { hud.update(hudState()); followBox.checked = follow; }, 250);
+
+// ------------------------------------------------------------------------------------- test hooks
+function b64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+const api = {
+  ready: false,
+  session: null,
+  player: null,
+  get frames() { return mode === 'live' ? session?.stats.frames ?? 0 : player?.index ?? 0; },
+  get log() { return mode === 'live' ? session?.log ?? [] : player?.log ?? []; },
+  get rendered() { return rendered; },
+  get rendererError() { return rendererError; },
+  get follow() { return follow; },
+  setFollow(v) { follow = !!v; },
+  mode: () => mode,
+  digest: () => (mode === 'live' ? session?.digest() : player?.digest()) ?? null,
+  seq: () => (mode === 'live' ? session?.seq : player?.seq) ?? 0,
+  live: () => currentStore()?.live ?? 0,
+  stats: () => (session ? { ...session.stats, state: session.state, closeInfo: session.closeInfo, resyncing: session.resyncing } : null),
+  worldCamera: () => session?.worldCamera ?? null,
+  pose: () => copyPose(cam.pose),
+  setPose: (p) => { follow = false; cam.set(p); },
+  act: (kind, params = {}) => session?.act(kind, params),
+  corruptNext: (n = 1) => { if (session) session.corrupt = n; },
+  openBytes: (u8, name) => openBytes(u8 instanceof Uint8Array ? u8 : new Uint8Array(u8), name),
+  hud: () => hudState(),
+  /** Render the current state from the current camera now; RGBA8 (clipped linear), base64. */
+  async snapshot() {
+    await rendererReady;
+    if (!renderer) throw new Error(`no renderer: ${rendererError}`);
+    while (gpuBusy) await renderer.device.queue.onSubmittedWorkDone();
+    if (follow && mode === 'live' && session?.worldCamera) applyWorldCamera(session.worldCamera);
+    const store = currentStore();
+    if (store) { if (store !== lastStore) { renderer.generation = null; lastStore = store; } renderer.sync(store); }
+    const rc = renderCamera(cam.pose, canvas.width, canvas.height, fov);
+    renderer.render(rc);
+    const px = await renderer.readPixels();
+    const out = new Uint8Array(px.length);
+    for (let i = 0; i < px.length; i++) out[i] = Math.round(Math.min(1, Math.max(0, px[i])) * 255);
+    return { width: renderer.width, height: renderer.height, rgba: b64(out), camera: rc, pose: copyPose(cam.pose),
+             seq: api.seq(), digest: api.digest(), live: api.live() };
+  },
+};
+window.gsdViewer = api;
+
+if (q.get('connect') !== '0') startLive();
+else { mode = 'offline'; }
+requestAnimationFrame(tick);
+rendererReady.then(() => { api.ready = true; });

@@ -1,0 +1,209 @@
+// The gsd/1 session client (SPEC.md 11): hello, stream header, frames decoded and applied with the
+// Decoder, an ack with the state digest after every applied frame, one resync on a frame error and
+// then non-keyframes dropped until a keyframe (11.4), `frame` text messages for the world camera and
+// action-to-delta latency, actions with ids. Reconnects (a fresh hello and decoder) after a close.
+import { Decoder, GsdError } from '../decoder/index.mjs';
+import { peekFrame, digestText } from './records.mjs';
+
+export const DEFAULT_BUDGETS = { max_gaussians: 2_000_000, max_bytes_per_second: 25_000_000, max_frame_bytes: 16 << 20 };
+const LOG_MAX = 20000;
+
+/** ws(s)://host/ws for the page's location, with ?world= taken from the page URL when present. */
+export function sessionUrl(loc = globalThis.location) {
+  const q = new URLSearchParams(loc.search);
+  const base = q.get('ws') || `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`;
+  const world = q.get('world');
+  return world ? `${base}${base.includes('?') ? '&' : '?'}world=${encodeURIComponent(world)}` : base;
+}
+
+export function makeDecoder(budgets) {
+  const limits = { max_gaussians: budgets.max_gaussians, max_frame_bytes: budgets.max_frame_bytes };
+  return new Decoder({ limits, verifyDigest: true });
+}
+
+export class Session {
+  /**
+   * opts: url, budgets, maxShDegree (3), reconnect (true), onFrame(ev), onHeader(info), onState(),
+   * onCamera(cam)
+   */
+  constructor(opts = {}) {
+    this.url = opts.url ?? sessionUrl();
+    this.budgets = { ...DEFAULT_BUDGETS, ...(opts.budgets || {}) };
+    this.maxShDegree = opts.maxShDegree ?? 3;
+    this.reconnect = opts.reconnect ?? true;
+    this.cb = opts;
+    this.ws = null;
+    this.decoder = null;
+    this.header = null;
+    this.state = 'idle';          // idle | connecting | open | closed
+    this.closeInfo = null;        // {code, reason}
+    this.resyncing = false;
+    this.info = null;             // the last `frame` text message, until its record arrives
+    this.worldCamera = null;
+    this.nextId = 1;
+    this.sentAt = new Map();      // action id -> performance.now() at send
+    this.stopped = false;
+    this.retryMs = 1000;
+    this.corrupt = 0;             // test hook: flip a byte in this many of the next frames
+    this.resetStats();
+  }
+
+  resetStats() {
+    this.stats = { frames: 0, keyframes: 0, bytes: 0, lastBytes: 0, lastSteps: 0, resyncs: 0, dropped: 0,
+                   errors: {}, latencies: [], lastLatency: null, actionsSent: 0, acks: 0, connects: 0,
+                   digestOk: 0, digestUnchecked: 0, lastError: null };
+    this.log = [];
+    this.byteWindow = [];         // [t, bytes] over the last second
+  }
+
+  get seq() { return this.decoder ? Number(this.decoder.seq) : 0; }
+  digest() { return this.decoder && this.header ? this.decoder.digestText() : null; }
+  get store() { return this.decoder ? this.decoder.store : null; }
+
+  bytesPerSecond(now = performance.now()) {
+    const w = this.byteWindow;
+    while (w.length && now - w[0][0] > 1000) w.shift();
+    return w.reduce((s, x) => s + x[1], 0);
+  }
+
+  connect() {
+    this.stopped = false;
+    this.state = 'connecting';
+    this.header = null;
+    this.decoder = null;
+    this.resyncing = false;
+    this.info = null;
+    this.sentAt.clear();
+    const ws = new WebSocket(this.url);
+    ws.binaryType = 'arraybuffer';
+    this.ws = ws;
+    ws.onopen = () => {
+      this.stats.connects += 1;
+      ws.send(JSON.stringify({ type: 'hello', protocol: 'gsd/1', versions: ['1.0'],
+                               max_sh_degree: this.maxShDegree, budgets: this.budgets }));
+      this.state = 'open';
+      this.closeInfo = null;
+      this.cb.onState?.();
+    };
+    ws.onmessage = (ev) => {
+      if (ws !== this.ws) return;
+      if (typeof ev.data === 'string') this._onText(ev.data);
+      else this._onBinary(new Uint8Array(ev.data));
+    };
+    ws.onclose = (ev) => {
+      if (ws !== this.ws) return;
+      this.state = 'closed';
+      this.closeInfo = { code: ev.code, reason: ev.reason };
+      this.cb.onState?.();
+      if (this.reconnect && !this.stopped) {
+        setTimeout(() => { if (!this.stopped && this.ws === ws) this.connect(); }, this.retryMs);
+        this.retryMs = Math.min(this.retryMs * 2, 15000);
+      }
+    };
+    ws.onerror = () => {};
+  }
+
+  close(code = 1000, reason = 'bye') {
+    this.stopped = true;
+    if (this.ws && this.ws.readyState <= 1) this.ws.close(code, reason);
+    this.state = 'closed';
+    this.cb.onState?.();
+  }
+
+  _send(msg) {
+    if (this.ws && this.ws.readyState === 1) { this.ws.send(JSON.stringify(msg)); return true; }
+    return false;
+  }
+
+  /** Send a world action; returns its id (echoed in `frame` messages), or null when not connected. */
+  act(kind, params = {}) {
+    if (!this.header) return null;
+    const id = this.nextId++;
+    if (!this._send({ type: 'action', seq: this.seq, kind, params, id })) return null;
+    this.sentAt.set(id, performance.now());
+    if (this.sentAt.size > 1024) this.sentAt.delete(this.sentAt.keys().next().value);
+    this.stats.actionsSent += 1;
+    return id;
+  }
+
+  resync(reason = 'CLIENT') {
+    this.stats.resyncs += 1;
+    this.resyncing = true;
+    this._send({ type: 'resync', reason });
+  }
+
+  _onText(text) {
+    let m;
+    try { m = JSON.parse(text); } catch { return; }
+    if (m && m.type === 'frame') this.info = m;        // unknown types are ignored (11.1)
+  }
+
+  _onBinary(u8) {
+    const now = performance.now();
+    const info = this.info;
+    this.info = null;
+    if (!this.header) {
+      try {
+        this.decoder = makeDecoder(this.budgets);
+        this.header = this.decoder.readHeader(u8, { message: true }) || {};   // one record per message
+        this.retryMs = 1000;
+        this.cb.onHeader?.(this.header);
+      } catch (e) {
+        this.stats.lastError = `header: ${e.code || e.message}`;
+        this.ws.close(1000, 'bad stream header');
+      }
+      return;
+    }
+    if (this.corrupt > 0) {                             // test hook: a damaged frame (BAD_CHECKSUM)
+      this.corrupt -= 1;
+      u8 = u8.slice();
+      u8[u8.length >> 1] ^= 0x5a;
+    }
+    let keyframeHint = false;
+    if (this.resyncing) {                              // 11.4: drop non-keyframes until a keyframe
+      const p = peekFrame(u8);
+      if (!p || !p.keyframe) { this.stats.dropped += 1; return; }
+      keyframeHint = true;
+    }
+    let r;
+    try {
+      r = this.decoder.readFrame(u8, { message: true });   // trailing bytes: MALFORMED (11.3)
+    } catch (e) {
+      const code = e instanceof GsdError || (e && typeof e.code === 'string') ? e.code : 'CLIENT';
+      this.stats.errors[code] = (this.stats.errors[code] || 0) + 1;
+      this.stats.lastError = `${code}: ${e.message}`;
+      if (!this.resyncing || keyframeHint) this.resync(code);
+      return;
+    }
+    this.resyncing = false;
+    const seq = Number(r.seq);
+    const digest = this.decoder.digestText();
+    this._send({ type: 'ack', seq, digest });
+    this.stats.acks += 1;
+    const matched = info && Number(info.seq) === seq && (info.bytes === undefined || info.bytes === u8.length);
+    const lat = [];
+    if (matched) {
+      for (const id of info.actions || []) {
+        const t = this.sentAt.get(id);
+        if (t !== undefined) { lat.push(now - t); this.sentAt.delete(id); }
+      }
+      if (info.camera) { this.worldCamera = info.camera; this.cb.onCamera?.(info.camera); }
+    }
+    const s = this.stats;
+    s.frames += 1;
+    s.keyframes += r.keyframe ? 1 : 0;
+    s.bytes += u8.length;
+    s.lastBytes = u8.length;
+    s.lastSteps = matched ? info.steps ?? 1 : 1;
+    if (lat.length) { s.lastLatency = lat[lat.length - 1]; s.latencies.push(...lat); if (s.latencies.length > 256) s.latencies.splice(0, s.latencies.length - 256); }
+    const frameDigest = digestText(r.digest ?? null);
+    if (frameDigest) s.digestOk += 1; else s.digestUnchecked += 1;
+    this.byteWindow.push([now, u8.length]);
+    const ev = { seq, baseSeq: Number(r.baseSeq ?? 0), keyframe: !!r.keyframe, bytes: u8.length, digest,
+                 serverDigestFromFrame: frameDigest, steps: s.lastSteps, actions: matched ? info.actions || [] : [],
+                 latencyMs: lat, t: now };
+    this.log.push(ev);
+    if (this.log.length > LOG_MAX) this.log.splice(0, this.log.length - LOG_MAX);
+    this.cb.onFrame?.(ev);
+  }
+}
