@@ -86,75 +86,43 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else -10.0 * np.log10(mse)
 
 
-class RawScene:
-    """The codec's decoded state mirrored as a stand-in SceneStore: ids -> slots, tail allocation."""
-
-    def __init__(self, enc: Encoder, degree: int):
-        self.enc, self.degree = enc, degree
-        ids, g = enc.state.to_gaussians()
-        self.slot = {int(i): s for s, i in enumerate(ids)}
-        self.high = len(ids)
-        self.initial = slot_floats(g, degree)
-
-    def edit_records(self) -> bytes:
-        """After enc has applied a delta: the [slot, op, floats] records turning the old slots into the new state."""
-        ids, g = self.enc.state.to_gaussians()
-        rows = slot_floats(g, self.degree)
-        st = stride_of(self.degree)
-        now = {int(i): r for i, r in zip(ids, range(len(ids)))}
-        recs = []
-        for i in sorted(set(self.slot) - set(now)):          # deleted
-            recs.append((self.slot.pop(i), 2, np.zeros(st, np.float32)))
-        for i, r in now.items():
-            if i not in self.slot:                           # added: next tail slot
-                self.slot[i] = self.high
-                self.high += 1
-                recs.append((self.slot[i], 1, rows[r]))
-            elif not np.array_equal(rows[r], self._rows.get(i, None) if hasattr(self, "_rows") else None):
-                recs.append((self.slot[i], 1, rows[r]))
-        self._rows = {i: rows[r] for i, r in now.items()}
-        out = bytearray()
-        for s, op, f in recs:
-            out += np.array([s, op], np.uint32).tobytes() + f.astype(np.float32).tobytes()
-        return bytes(out), sum(1 for r in recs)
-
-
 SCENES = [("deg0_compact", 0, "compact", 6000), ("deg1_lossless", 1, "lossless", 6000), ("deg3_compact", 3, "compact", 6000)]
 
 
 def build(tmp: Path, w: int = W, h: int = H):
-    """Write the job's data files; return (job, expected images per scene/step/camera, partial-update info)."""
+    """Write the job's streams; return (job, expected images per scene/step/camera, scene facts)."""
     cams = scene_cameras(w, h)
+    cam_json = [camera_json(c) for c in cams]
     job = {"dataDir": str(tmp), "outDir": str(tmp / "out"), "width": w, "height": h, "scenes": []}
     (tmp / "out").mkdir(exist_ok=True)
-    expected, edits = {}, {}
+    expected, facts = {}, {}
     for name, degree, profile, n in SCENES:
         g = synthetic_scene(n, sh_degree=degree, seed=7 + degree, extent=8.0)
         g.scales = g.scales + np.float32(2.2)   # 9x larger splats: overlapping layers, so order and blending matter
         enc = Encoder(Profile.preset(profile, sh_degree=degree, grid=Grid.fit(g.positions)))
-        enc.header_bytes()
-        enc.keyframe(g)
-        raw = RawScene(enc, degree)
-        raw._rows = {i: raw.initial[s] for i, s in raw.slot.items()}
-        (tmp / f"{name}.bin").write_bytes(raw.initial.tobytes())
+        (tmp / f"{name}.gsd").write_bytes(enc.header_bytes() + enc.keyframe(g))
         exp = [[render(enc.state.to_gaussians()[1], c) for c in cams]]
-        # the delta: move 5%, delete 3%, add 200 new (copies of moved ones, shifted)
+        digests = [enc.state.digest()]
+        # two deltas, applied together before one sync: move 5% and delete 3%, then add 100 (copies of
+        # moved ones, shifted). The decoder reuses the freed slots for the adds, so its store neither
+        # grows nor compacts and the renderer must take the partial path (writeBuffer of dirty runs).
         ids, gd = enc.state.to_gaussians()
         idx, moved = synthetic_motion(gd, 0.05, 0.3, seed=degree)
         rng = np.random.default_rng(degree)
         dele = np.setdiff1d(rng.choice(len(ids), int(0.03 * len(ids)), replace=False), idx)
-        add = moved.take(np.arange(min(200, len(idx))))
+        add = moved.take(np.arange(100))
         add.positions = add.positions + np.float32(0.5)
-        enc.encode(update=(ids[idx], moved), delete=ids[dele], add=(enc.assign_ids(add.positions), add))
-        rec, count = raw.edit_records()
-        (tmp / f"{name}_edit.bin").write_bytes(rec)
-        edits[name] = {"records": count, "high": raw.high}
+        frame = enc.encode(update=(ids[idx], moved), delete=ids[dele])
+        frame += enc.encode(add=(enc.assign_ids(add.positions), add))
+        (tmp / f"{name}_delta.gsd").write_bytes(frame)
+        digests.append(enc.state.digest())
         exp.append([render(enc.state.to_gaussians()[1], c) for c in cams])
         expected[name] = exp
-        job["scenes"].append({"name": name, "raw": {"shDegree": degree, "count": len(raw.initial), "file": f"{name}.bin"},
-                              "steps": [{"cameras": [camera_json(c) for c in cams]},
-                                        {"edit": f"{name}_edit.bin", "cameras": [camera_json(c) for c in cams]}]})
-    return job, expected, edits
+        facts[name] = {"n": n, "stride": stride_of(degree), "changed": len(idx) + len(dele),
+                       "live": [int(d.count) for d in digests]}
+        job["scenes"].append({"name": name, "stream": {"file": f"{name}.gsd"},
+                              "steps": [{"cameras": cam_json}, {"frames": f"{name}_delta.gsd", "cameras": cam_json}]})
+    return job, expected, facts
 
 
 def run_browser(tmp: Path, job: dict) -> dict:
@@ -173,9 +141,9 @@ def load_image(path: Path, w: int, h: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("viewer_render")
-    job, expected, edits = build(tmp)
+    job, expected, facts = build(tmp)
     res = run_browser(tmp, job)
-    return tmp, job, expected, edits, res
+    return tmp, job, expected, facts, res
 
 
 def compare(tmp, job, expected, res):
@@ -193,7 +161,7 @@ def compare(tmp, job, expected, res):
 
 
 def test_images_match_reference(rendered):
-    tmp, job, expected, edits, res = rendered
+    tmp, job, expected, facts, res = rendered
     rows = compare(tmp, job, expected, res)
     report = "\n".join(f"{n} step{s} cam{c}: {p:.2f} dB, lit ref {l:.2f} viewer {lv:.2f}, visible {v}"
                        for n, s, c, p, l, lv, v in rows)
@@ -204,15 +172,19 @@ def test_images_match_reference(rendered):
 
 
 def test_partial_updates_are_partial(rendered):
-    tmp, job, expected, edits, res = rendered
+    """The delta reached the GPU as writeBuffer runs of the changed slots, not as a re-upload."""
+    tmp, job, expected, facts, res = rendered
     for sc in job["scenes"]:
-        name = sc["name"]
+        name, f = sc["name"], facts[sc["name"]]
         load = res["scenes"][name]["load"]
         sync = res["scenes"][name]["steps"][1]["sync"]
-        assert load["full"] is True
-        assert sync["full"] is False, sync          # the edit went through writeBuffer runs, not a re-upload
-        assert 0 < sync["bytes"] < 0.6 * load["bytes"] * edits[name]["high"] / sc["raw"]["count"]
+        assert load["full"] is True and load["live"] == f["live"][0]
+        assert sync["live"] == f["live"][1]
+        assert sync["full"] is False, sync
         assert sync["runs"] > 1
+        # at most the changed slots plus the merged gaps between them (MERGE_GAP), well below a full upload
+        assert 0 < sync["bytes"] <= 0.6 * load["bytes"], (sync, load)
+        assert sync["bytes"] >= f["changed"] * f["stride"] * 4 * 0.9, (sync, f)
 
 
 if __name__ == "__main__":  # manual run: python tests/test_viewer_render.py [outdir]
@@ -222,6 +194,7 @@ if __name__ == "__main__":  # manual run: python tests/test_viewer_render.py [ou
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     job, expected, edits = build(out)
+    print(edits)
     t1 = time.time()
     res = run_browser(out, job)
     t2 = time.time()
