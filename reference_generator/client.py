@@ -138,6 +138,17 @@ class Client:
         await self._ws.send_str(json.dumps(msg))
         return aid
 
+    async def step(self, action: Action, timeout: float = 30.0) -> list:
+        """Send an action and receive frames until the one that answers it; returns those frames."""
+        aid = await self.act(action)
+        got = []
+        deadline = time.monotonic() + timeout
+        while True:
+            f = await self.next_frame(max(0.01, deadline - time.monotonic()))
+            got.append(f)
+            if aid not in self._sent:               # its latency was taken: this frame answers it
+                return got
+
     async def send_json(self, msg) -> None:
         await self._ws.send_str(msg if isinstance(msg, str) else json.dumps(msg))
 
@@ -217,3 +228,54 @@ class Client:
         except GsdError:
             return False
         return d.keyframe
+
+
+async def run_script(client: Client, actions: list, *, lockstep: bool = True, rate: float = 0.0,
+                     reconnects: int = 0, on_frame=None, timeout: float = 30.0) -> Stats:
+    """Play ``actions`` against the server; reconnect (fresh hello, header, keyframe) up to
+    ``reconnects`` times when the connection drops. ``lockstep``: wait for each action's frame
+    before the next; else send at ``rate`` actions/s and take frames as they come."""
+    i, attempts = 0, 0
+    if client.decoder is None:
+        await client.connect()
+        if on_frame:
+            on_frame(await client.next_frame(timeout))          # the keyframe
+    while i < len(actions):
+        try:
+            if lockstep:
+                for f in await client.step(actions[i], timeout):
+                    if on_frame:
+                        on_frame(f)
+            else:
+                await client.act(actions[i])
+                t_next = time.monotonic() + (1.0 / rate if rate > 0 else 0.0)
+                while True:
+                    left = t_next - time.monotonic()
+                    if left <= 0:
+                        break
+                    try:
+                        f = await client.next_frame(left)
+                    except asyncio.TimeoutError:
+                        break
+                    if on_frame:
+                        on_frame(f)
+            i += 1
+        except (ProtocolClosed, ConnectionError, aiohttp.ClientError) as e:
+            if isinstance(e, ProtocolClosed) and e.code not in (1001, 1006, None):
+                raise                                          # the server refused us: not a network fault
+            if attempts >= reconnects:
+                raise
+            attempts += 1
+            client.stats.reconnects += 1
+            for k in range(50):                                # a restarting server: retry for ~10 s
+                try:
+                    await client.connect()
+                    break
+                except (aiohttp.ClientError, ConnectionError, OSError):
+                    await asyncio.sleep(0.2)
+            else:
+                raise
+            f = await client.next_frame(timeout)               # the new stream's keyframe
+            if on_frame:
+                on_frame(f)
+    return client.stats

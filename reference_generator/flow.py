@@ -66,8 +66,8 @@ class Pending:
             self.delta, self.data = d, data
         else:
             self.delta, self.data = compose(self.delta, d, self.enc.profile), None
-            # Rule 3: a pending delta that touches more Gaussians than are live costs more than a keyframe.
-            if self.delta.n_add + self.delta.n_update > max(len(self.enc.state), 1):
+            # Rule 3: a pending delta that touches as many Gaussians as are live costs a keyframe or more.
+            if self.delta.n_add + self.delta.n_update >= max(len(self.enc.state), 1):
                 self.request_keyframe()
                 return
         self.head = d.seq
@@ -119,7 +119,7 @@ class Window:
         self.size = window
         self.rate = float(max_bytes_per_second)
         self.clock = clock
-        self.unacked: deque = deque()        # (seq, digest text, sent time)
+        self.unacked: deque = deque()        # (seq, digest text, sent time, keyframe)
         self.acked = -1
         self.last_ack = clock()
         self.tokens = self.rate              # token bucket: about one second of budget
@@ -146,11 +146,11 @@ class Window:
             self.unacked.clear()
             self.last_ack = self.clock()
         self.tokens -= nbytes
-        self.unacked.append((seq, digest, self.clock()))
+        self.unacked.append((seq, digest, self.clock(), keyframe))
 
     def ack(self, seq: int, digest: str) -> str | None:
         """Check an ack (11.5). None if it is good, else the reason the client needs a keyframe."""
-        for i, (s, d, _) in enumerate(self.unacked):
+        for i, (s, d, _, _) in enumerate(self.unacked):
             if s == seq:
                 if Digest.parse(digest) != Digest.parse(d):
                     return "DIGEST_MISMATCH"
@@ -164,8 +164,12 @@ class Window:
         return "UNKNOWN_SEQ"
 
     def stalled(self, timeout: float) -> bool:
-        """Frames are out and nothing was acknowledged for ``timeout`` seconds (rule 3)."""
-        return bool(self.unacked) and self.clock() - self.last_ack > timeout
+        """Frames are out and nothing was acknowledged for ``timeout`` seconds (rule 3).
+
+        Not after a keyframe already went out unacknowledged: one keyframe per stall, then the
+        client is left to catch up (or to time out), not fed a keyframe every few seconds."""
+        return (bool(self.unacked) and not self.unacked[0][3]
+                and self.clock() - self.last_ack > timeout)
 
     def forget(self) -> None:
         """Drop the unacknowledged frames (a keyframe is on its way: the old acks say nothing)."""

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit
 import torch
 from aiohttp import WSMsgType, web
 
+from codec.digest import Digest
+
 from .actions import from_json
 from .flow import FrameTooLarge, Window
 from .metrics import JsonFormatter, Metrics, Rate, event
@@ -50,7 +52,7 @@ class ServerConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     seed: int = 0
     device: str = "cpu"
-    tick_hz: float = 25.0            # world steps per second; 0: one step per action
+    tick_hz: float = 25.0            # idle steps per second without actions; 0: step on actions only
     window: int = 3                  # W: unacknowledged frames in flight per client (11.6)
     max_message_bytes: int = 65536   # client messages above this close the session with 1009
     actions_per_second: float = 120.0
@@ -227,12 +229,13 @@ class Session:
         if kind == "ack":
             seq = _json_int(m.get("seq"), "ack.seq")
             digest = m.get("digest")
-            if not isinstance(digest, str) or len(digest) > 40:
-                raise SessionClosed(POLICY, "ack.digest must be a digest text")
             try:
-                why = self.window.ack(seq, digest)
+                if not isinstance(digest, str) or len(digest) > 40:
+                    raise ValueError
+                Digest.parse(digest)
             except ValueError:
                 raise SessionClosed(POLICY, "ack.digest is not a digest text (7.4)") from None
+            why = self.window.ack(seq, digest)
             self.m.depth.labels(self.sid).set(self.window.depth)
             if why:
                 await self._resync(why)
@@ -347,8 +350,8 @@ class Server:
         self.app.router.add_get("/ws", self.ws_handler)
         self.app.router.add_get("/metrics", self.metrics_handler)
         self.app.router.add_get("/sessions", self.sessions_handler)
-        self.app.router.add_get("/healthz", lambda r: web.Response(text="ok\n"))
-        self.app.router.add_get("/", lambda r: web.HTTPFound("/viewer/index.html"))
+        self.app.router.add_get("/healthz", self.health_handler)
+        self.app.router.add_get("/", self.index_handler)
         if self.cfg.viewer_dir.is_dir():
             self.app.router.add_static("/viewer", self.cfg.viewer_dir, follow_symlinks=False)
         self.app.on_shutdown.append(self._on_shutdown)
@@ -431,6 +434,12 @@ class Server:
         return web.Response(body=self.metrics.text(), content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
 
+    async def health_handler(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def index_handler(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/viewer/index.html" + (f"?{request.query_string}" if request.query_string else ""))
+
     async def sessions_handler(self, request: web.Request) -> web.Response:
         return web.json_response([s.describe() for s in self.sessions.values()])
 
@@ -467,7 +476,7 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--target-live", type=int, default=200_000, help="Gaussians in view at steady state")
     ap.add_argument("--sh-degree", type=int, default=3, choices=range(4))
     ap.add_argument("--profile", default="compact", choices=("compact", "high", "lossless"))
-    ap.add_argument("--tick-hz", type=float, default=25.0, help="world steps per second; 0 = one step per action")
+    ap.add_argument("--tick-hz", type=float, default=25.0, help="idle world steps per second when no action arrives (each action steps at once); 0 = on actions only")
     ap.add_argument("--window", type=int, default=3, help="unacknowledged frames in flight per client")
     ap.add_argument("--max-sessions", type=int, default=256)
     ap.add_argument("--idle-timeout", type=float, default=60.0)

@@ -4,8 +4,9 @@ Everything that touches the world, the encoder state or a client's ``flow.Pendin
 host's own worker thread, one call at a time, so a world step (torch) never blocks the event
 loop and no two calls race on the state. The event loop only awaits ``call`` and moves bytes.
 
-A host steps on a clock (``tick_hz`` > 0: one step per tick, taking the oldest queued action or
-``Idle``) or on demand (``tick_hz`` == 0: one step per action). Each step is encoded once; a
+A host steps at once for each queued action (oldest first), and when no action comes for
+``1 / tick_hz`` seconds it steps with ``Idle`` (time passes: foliage sways, doors swing);
+``tick_hz`` == 0 steps on actions only. Each step is encoded once; a
 client that keeps up is sent exactly those bytes, a lagging one a composed delta (flow.py).
 """
 from __future__ import annotations
@@ -102,25 +103,26 @@ class WorldHost:
         return True
 
     async def _next_actions(self, deadline: float | None) -> list:
-        """Wait for the next step's input: one queued action, or (on a clock) Idle at the tick."""
-        if self.tick_hz <= 0:
-            while not self.queue:
-                self._kick.clear()
+        """Wait for the next step's input: a queued action at once, else (on a clock) Idle at the deadline."""
+        while not self.queue:
+            self._kick.clear()
+            if deadline is None:
                 await self._kick.wait()
-            return [self.queue.popleft()]
-        delay = deadline - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        return [self.queue.popleft()] if self.queue else []
+                continue
+            delay = deadline - time.monotonic()
+            if delay <= 0:
+                return []
+            try:
+                await asyncio.wait_for(self._kick.wait(), delay)
+            except asyncio.TimeoutError:
+                return []
+        return [self.queue.popleft()]
 
     async def _run(self) -> None:
         period = 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0
-        deadline = time.monotonic() + period
         try:
             while True:
-                taken = await self._next_actions(deadline if period else None)
-                if period:
-                    deadline = max(deadline + period, time.monotonic())
+                taken = await self._next_actions(time.monotonic() + period if period else None)
                 action = taken[0][0] if taken else Idle()
                 ids = [t[1] for t in taken if t[1] is not None]
                 stats = await self.call(self._step, action, ids)

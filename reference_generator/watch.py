@@ -1,0 +1,99 @@
+"""`gsd-watch`: a headless client of `gsd-serve` -- connect, play scripted actions, verify every frame.
+
+    gsd-watch                                       # ws://127.0.0.1:8765/ws, the 300-step scripted session
+    gsd-watch ws://host:8765/ws --world lobby --steps 1000 --rate 10 --out session.gsd --reconnect 5
+
+Every frame is decoded, applied to a local state and checked against the digest it carries; the
+client acknowledges each with its own digest, so the server checks it too (SPEC.md 11.5). Prints
+a line per ``--every`` frames and a summary (frames, bytes, resyncs, action-to-delta latency).
+Exit status: 0 all frames verified, 1 a frame failed or the server closed the session, 2 bad
+arguments or no server.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+
+import aiohttp
+
+from .client import Client, ProtocolClosed, run_script
+from .simulate import scripted_session
+
+
+def _pct(xs: list, p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def summary(stats, client: Client) -> dict:
+    lat = stats.latencies_ms
+    return {"frames": stats.frames, "keyframes": stats.keyframes, "bytes": stats.bytes,
+            "resyncs": stats.resyncs, "errors": stats.errors, "reconnects": stats.reconnects,
+            "latency_ms": {"n": len(lat), "p50": round(_pct(lat, 50), 2), "p99": round(_pct(lat, 99), 2),
+                           "mean": round(statistics.fmean(lat), 2) if lat else None},
+            "seq": client.seq, "digest": client.digest}
+
+
+async def watch(a) -> int:
+    url = a.url + (("&" if "?" in a.url else "?") + f"world={a.world}" if a.world else "")
+    client = Client(url, max_sh_degree=a.max_sh_degree, record=a.out)
+    actions = scripted_session(a.steps)
+    n = 0
+
+    def on_frame(f):
+        nonlocal n
+        n += 1
+        if not a.json and (n == 1 or n % a.every == 0):
+            lat = f" latency {f.latency_ms[0]:.1f} ms" if f.latency_ms else ""
+            print(f"frame {n:5d} seq {f.seq:6d} {'KEY ' if f.keyframe else ''}{f.nbytes:8d} B  "
+                  f"digest {f.digest} ok{lat}", flush=True)
+
+    try:
+        stats = await run_script(client, actions, lockstep=a.rate <= 0, rate=a.rate, reconnects=a.reconnect,
+                                 on_frame=on_frame, timeout=a.timeout)
+        code = 0 if not stats.errors else 1
+    except ProtocolClosed as e:
+        print(f"gsd-watch: server closed the session: {e.code} {e.reason}", file=sys.stderr)
+        stats, code = client.stats, 1
+    except (aiohttp.ClientError, OSError) as e:
+        print(f"gsd-watch: cannot reach {url}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        await client.close()
+    s = summary(stats, client) if client.decoder else {"frames": 0}
+    if a.json:
+        print(json.dumps(s))
+    else:
+        lat = s.get("latency_ms", {})
+        print(f"{s['frames']} frames ({s.get('keyframes', 0)} keyframes), {s.get('bytes', 0)} bytes, "
+              f"{s.get('resyncs', 0)} resyncs, errors {s.get('errors', {})}; action-to-delta p50 "
+              f"{lat.get('p50')} ms, p99 {lat.get('p99')} ms; final seq {s.get('seq')} digest {s.get('digest')}")
+    return code
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="gsd-watch", description=__doc__.split("\n")[0])
+    ap.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws")
+    ap.add_argument("--world", help="join this shared world (late joiner if it is running)")
+    ap.add_argument("--steps", type=int, default=300, help="scripted actions to send (simulate.scripted_session)")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="actions per second; 0 (default): lockstep, each action waits for its frame")
+    ap.add_argument("--out", help="record the stream to this .gsd file")
+    ap.add_argument("--reconnect", type=int, default=0, help="reconnect this many times if the connection drops")
+    ap.add_argument("--max-sh-degree", type=int, default=3, choices=range(4))
+    ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a frame")
+    ap.add_argument("--every", type=int, default=25, help="print every Nth frame")
+    ap.add_argument("--json", action="store_true", help="print only the summary, as JSON")
+    a = ap.parse_args(argv)
+    if a.steps < 0 or a.every < 1:
+        ap.error("--steps >= 0 and --every >= 1")
+    return asyncio.run(watch(a))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

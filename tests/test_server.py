@@ -1,0 +1,474 @@
+"""The streaming server and the Python client on loopback (SPEC.md 11): agreement, flow control, faults.
+
+Each test runs a server and its clients in one event loop; worlds step on their own threads.
+Worlds are small (a few thousand Gaussians) so the suite stays fast on 2 cores.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+
+import aiohttp
+import pytest
+
+pytest.importorskip("torch")
+
+from codec import Digest
+from reference_generator.actions import Idle, Interact, Move, Turn
+from reference_generator.client import Client, ProtocolClosed, run_script
+from reference_generator.server import Server, ServerConfig, parse_hello, SessionClosed
+from reference_generator.simulate import scripted_session
+from reference_generator.world import WorldConfig
+
+SMALL = WorldConfig(target_live=3000, view_radius=32, max_add_per_step=1024)
+
+
+def config(**kw) -> ServerConfig:
+    kw.setdefault("world", SMALL)
+    kw.setdefault("tick_hz", 0)
+    kw.setdefault("actions_per_second", 10_000)
+    kw.setdefault("action_burst", 10_000)
+    return ServerConfig(port=kw.pop("port", 0), **kw)
+
+
+@contextlib.asynccontextmanager
+async def server(**kw):
+    s = Server(config(**kw))
+    port = await s.start()
+    s.url = f"ws://127.0.0.1:{port}/ws"
+    s.http = f"http://127.0.0.1:{port}"
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+def run(coro, timeout=120):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def only_host(s: Server):
+    (sess,) = s.sessions.values()
+    return sess.host
+
+
+async def raw_ws(url: str, http: aiohttp.ClientSession, **kw):
+    return await http.ws_connect(url, **kw)
+
+
+HELLO = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0"], "max_sh_degree": 3,
+         "budgets": {"max_gaussians": 2_000_000, "max_bytes_per_second": 100_000_000, "max_frame_bytes": 1 << 24}}
+
+
+async def wait_until(pred, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------ agreement
+def test_300_step_session_digests_agree_after_every_frame():
+    async def go():
+        async with server() as s:
+            async with Client(s.url) as c:
+                key = await c.next_frame()
+                host = only_host(s)
+                assert key.keyframe and key.digest == str(host.encoder.state.digest())
+                for k, action in enumerate(scripted_session(300)):
+                    frames = await c.step(action)
+                    # lockstep on an action-driven world: nothing else moved the server's state
+                    assert c.digest == str(host.encoder.state.digest()), f"step {k}"
+                    assert c.seq == host.encoder.state.seq
+                    assert all(f.digest == c.digest for f in frames[-1:])
+                st = c.stats
+                assert st.frames == 301 and st.resyncs == 0 and not st.errors
+                assert len(st.latencies_ms) == 300
+                await asyncio.sleep(0.1)
+                (sess,) = s.sessions.values()
+                assert sess.resyncs == 0                     # every ack matched the server's digest
+                assert sess.window.acked == c.seq
+    run(go(), 240)
+
+
+def test_late_joiner_gets_keyframe_of_running_world_then_same_deltas():
+    async def go():
+        async with server() as s:
+            url = s.url + "?world=lobby"
+            async with Client(url) as a:
+                await a.next_frame()
+                for act in [Move(0.3)] * 10 + [Turn(5.0)] * 5:
+                    await a.step(act)
+                async with Client(url) as b:
+                    k = await b.next_frame()
+                    assert k.keyframe and k.seq == a.seq and b.digest == a.digest
+                    for act in [Move(0.3)] * 10:
+                        await b.step(act)                    # b drives, a watches
+                        while a.seq < b.seq:
+                            await a.next_frame()
+                        assert a.digest == b.digest
+                assert len(s.shared) == 1
+            await wait_until(lambda: not s.shared)           # the last client gone: the world stops
+    run(go())
+
+
+def test_shared_world_refuses_client_with_lower_sh_degree():
+    async def go():
+        async with server() as s:
+            async with Client(s.url + "?world=w") as a:
+                await a.next_frame()
+                with pytest.raises(ProtocolClosed) as e:
+                    c = Client(s.url + "?world=w", max_sh_degree=1)
+                    await c.connect()
+                    await c.next_frame()
+                assert e.value.code == 1008 and "SH degree" in e.value.reason
+                await c.close()
+            # a private world drops the SH degree instead (11.3)
+            async with Client(s.url, max_sh_degree=1) as low:
+                await low.next_frame()
+                assert low.decoder.header.profile.sh_degree == 1
+    run(go())
+
+
+# ------------------------------------------------------------------------------ flow control
+def test_lagging_client_gets_composed_frames_and_stays_in_step():
+    async def go():
+        async with server(tick_hz=50, window=2) as s:
+            async with Client(s.url) as c:
+                await c.next_frame()
+                host = only_host(s)
+                for _ in range(5):
+                    await c.act(Move(0.3))
+                await asyncio.sleep(1.0)                     # not reading: ~50 steps pass, W=2 frames out
+                start = host.encoder.state.seq
+                got = []
+                while c.seq < start:
+                    got.append(await c.next_frame())
+                assert any(f.steps > 1 for f in got), [f.steps for f in got]
+                assert len(got) < start - 1                  # fewer, larger frames
+                # every composed frame carried the world's digest at its seq and the decoder checked
+                # it; the server checked every ack against its record of what it sent
+                assert not c.stats.errors and c.stats.resyncs == 0
+                await asyncio.sleep(0.1)
+                (sess,) = s.sessions.values()
+                assert sess.resyncs == 0 and s.metrics.composed._value.get() > 0
+    run(go())
+
+
+def test_slow_consumer_is_bounded_and_does_not_stall_others():
+    async def go():
+        async with server(tick_hz=100, send_timeout=3.0, ack_timeout=0.5, idle_timeout=4.0) as s:
+            async with aiohttp.ClientSession() as http:
+                # a client that says hello and never reads a byte
+                slow = await raw_ws(s.url, http)
+                await slow.send_str(json.dumps(HELLO))
+                await wait_until(lambda: len(s.sessions) == 1)
+                slow_sess = next(iter(s.sessions.values()))
+                async with Client(s.url) as fast:
+                    await fast.next_frame()
+                    t0 = time.monotonic()
+                    for _ in range(40):
+                        await fast.step(Move(0.25))
+                    elapsed = time.monotonic() - t0
+                    assert not fast.stats.errors and fast.stats.resyncs == 0
+                    fast_sess = next(x for x in s.sessions.values() if x is not slow_sess)
+                    assert fast_sess.resyncs == 0 and fast_sess.window.acked >= fast.seq - 1
+                    # bounded: at most one pending delta, never more Gaussians in it than a keyframe
+                    p = slow_sess.pending
+                    if p.delta is not None:
+                        assert p.delta.n_add + p.delta.n_update <= len(p.enc.state) + 4096
+                    assert slow_sess.window.depth <= slow_sess.window.size
+                    assert elapsed < 30, elapsed
+                # its window filled and stayed full: W frames sent, the rest composed into one pending
+                # delta (its first frame, the keyframe, is unacknowledged, so no keyframe storm either)
+                assert slow_sess.frames <= slow_sess.window.size and slow_sess.resyncs == 0
+                # the never-reading client is closed once its writes stall (4001) or it idles (4000)
+                await wait_until(lambda: slow_sess.sid not in s.sessions, timeout=20)
+                await slow.close()
+    run(go())
+
+
+# ------------------------------------------------------------------------------ faults
+def test_dropped_frame_gives_sequence_gap_then_resync_keyframe():
+    async def go():
+        async with server() as s:
+            async with Client(s.url) as c:
+                await c.next_frame()
+                await c.step(Move(0.3))
+                (sess,) = s.sessions.values()
+                sent = sess.frames
+                c.drop_next = 1                              # the network loses the next frame
+                await c.act(Move(0.3))
+                await wait_until(lambda: sess.frames == sent + 1)
+                await c.act(Move(0.3))                       # its successor no longer links: SEQUENCE_GAP
+                f = await c.next_frame()
+                assert f.keyframe
+                assert c.stats.errors == {"SEQUENCE_GAP": 1} and c.stats.resyncs == 1
+                await c.step(Idle())
+                assert c.digest == str(only_host(s).encoder.state.digest())
+    run(go())
+
+
+def test_bad_ack_digest_gets_a_keyframe():
+    async def go():
+        async with server() as s:
+            async with Client(s.url, ack=False) as c:
+                await c.next_frame()
+                await c.act(Move(0.3))
+                f = await c.next_frame()
+                await c.send_json({"type": "ack", "seq": f.seq, "digest": "1:00000000:00000000"})
+                f2 = await c.next_frame()
+                assert f2.keyframe and f2.digest == c.digest
+                (sess,) = s.sessions.values()
+                assert sess.resyncs == 1
+                await c.send_json({"type": "ack", "seq": 10 ** 9, "digest": c.digest})   # never sent
+                assert (await c.next_frame()).keyframe
+    run(go())
+
+
+def test_server_restart_client_reconnects_and_resyncs():
+    async def go():
+        port = free_port()
+        s1 = Server(config(port=port)); await s1.start()
+        c = Client(f"ws://127.0.0.1:{port}/ws")
+        seen = []
+
+        async def restart_later():
+            await wait_until(lambda: c.stats.frames >= 10)
+            await s1.stop()
+            await asyncio.sleep(0.3)
+            s2 = Server(config(port=port))
+            await s2.start()
+            return s2
+
+        restarter = asyncio.create_task(restart_later())
+        try:
+            stats = await run_script(c, [Move(0.2)] * 40, reconnects=2, on_frame=seen.append, timeout=15)
+            s2 = await restarter
+            assert stats.reconnects == 1 and not stats.errors
+            assert sum(f.keyframe for f in seen) == 2           # one per connection
+            await c.step(Idle())
+            assert c.digest == str(only_host(s2).encoder.state.digest())
+        finally:
+            await c.close()
+            if restarter.done() and not restarter.exception():
+                await restarter.result().stop()
+    run(go())
+
+
+def free_port() -> int:
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+BAD_MESSAGES = [
+    ("binary", b"\x00\x01", 1008),
+    ("not json", "{nope", 1008),
+    ("unknown type", json.dumps({"type": "teleport"}), 1008),
+    ("second hello", json.dumps(HELLO), 1008),
+    ("bad params", json.dumps({"type": "action", "seq": 0, "kind": "move", "params": {"distance": "far"}}), 1008),
+    ("huge seq", json.dumps({"type": "ack", "seq": 2 ** 60, "digest": "0:00000000:00000000"}), 1008),
+    ("bad digest text", json.dumps({"type": "ack", "seq": 1, "digest": "zz"}), 1008),
+    ("oversize", "x" * 100_000, 1009),
+]
+
+
+@pytest.mark.parametrize("name,payload,code", BAD_MESSAGES, ids=[b[0] for b in BAD_MESSAGES])
+def test_malformed_client_message_closes_that_session_only(name, payload, code):
+    async def go():
+        async with server() as s:
+            async with Client(s.url) as good:
+                await good.next_frame()
+                async with aiohttp.ClientSession() as http:
+                    bad = await raw_ws(s.url, http)
+                    await bad.send_str(json.dumps(HELLO))
+                    await bad.receive()                       # header
+                    if isinstance(payload, bytes):
+                        await bad.send_bytes(payload)
+                    else:
+                        await bad.send_str(payload)
+                    while True:
+                        msg = await asyncio.wait_for(bad.receive(), 10)
+                        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                            break
+                    assert bad.close_code == code, (bad.close_code, msg.extra)
+                for _ in range(5):                            # the other session is unaffected
+                    await good.step(Move(0.3))
+                assert not good.stats.errors
+                assert good.digest == str(only_host(s).encoder.state.digest())
+    run(go())
+
+
+@pytest.mark.parametrize("hello,why", [
+    ("[]", "first message must be a hello"),
+    (json.dumps({**HELLO, "protocol": "gsd/9"}), "protocol"),
+    (json.dumps({**HELLO, "versions": ["2.0"]}), "no common format version"),
+    (json.dumps({**HELLO, "max_sh_degree": 7}), "max_sh_degree"),
+    (json.dumps({**HELLO, "budgets": {"max_gaussians": True}}), "budgets.max_gaussians"),
+])
+def test_bad_hello_is_refused_with_reason(hello, why):
+    with pytest.raises(SessionClosed) as e:
+        parse_hello(hello)
+    assert e.value.code == 1008 and why in e.value.reason
+
+
+def test_disconnect_mid_frame_cleans_up():
+    async def go():
+        async with server(world=WorldConfig(target_live=20000, view_radius=32)) as s:
+            async with Client(s.url) as good:
+                await good.next_frame()
+                for _ in range(3):
+                    async with aiohttp.ClientSession() as http:
+                        ws = await raw_ws(s.url, http)
+                        await ws.send_str(json.dumps(HELLO))
+                        await ws.receive()                    # header; the keyframe is on its way
+                        ws._response.connection.transport.abort()   # TCP reset mid-keyframe
+                await wait_until(lambda: len(s.sessions) == 1)
+                for _ in range(5):
+                    await good.step(Move(0.3))
+                assert not good.stats.errors
+                assert s.metrics.worlds._value.get() == 1     # the aborted sessions' worlds stopped
+    run(go())
+
+
+def test_origin_rate_limit_and_idle_timeout():
+    async def go():
+        async with server(actions_per_second=5, action_burst=5, idle_timeout=1.0) as s:
+            async with aiohttp.ClientSession() as http:
+                with pytest.raises(aiohttp.WSServerHandshakeError) as e:
+                    await raw_ws(s.url, http, headers={"Origin": "http://evil.example"})
+                assert e.value.status == 403
+                host = s.url.split("/")[2]
+                ok = await raw_ws(s.url, http, headers={"Origin": f"http://{host}"})   # same origin
+                await ok.close()
+            c = Client(s.url)
+            await c.connect()
+            await c.next_frame()
+            with pytest.raises(ProtocolClosed) as e:
+                for _ in range(50):
+                    await c.act(Idle())
+                while True:
+                    await c.next_frame()
+            assert e.value.code == 1008 and "rate" in e.value.reason
+            await c.close()
+            c = Client(s.url, ack=False)                      # says nothing after its hello
+            await c.connect()
+            with pytest.raises(ProtocolClosed) as e:
+                while True:
+                    await c.next_frame(timeout=10)
+            assert e.value.code == 4000
+            await c.close()
+    run(go())
+
+
+def test_metrics_and_sessions_endpoints():
+    async def go():
+        async with server() as s:
+            async with Client(s.url) as c:
+                await c.next_frame()
+                for _ in range(5):
+                    await c.step(Move(0.3))
+                async with aiohttp.ClientSession() as http:
+                    text = await (await http.get(s.http + "/metrics")).text()
+                    sessions = await (await http.get(s.http + "/sessions")).json()
+                    index = await http.get(s.http + "/", allow_redirects=False)
+            for name in ("gsd_sessions 1.0", "gsd_step_seconds_count", "gsd_encode_seconds_count",
+                         "gsd_action_to_delta_seconds_count 5.0", "gsd_session_bytes_sent_total{session=",
+                         "gsd_session_frames_per_second{session=", "gsd_session_queue_depth{session="):
+                assert name in text, name
+            (row,) = sessions
+            assert row["frames"] == 6 and row["bytes"] > 0 and row["resyncs"] == 0
+            assert index.status == 302 and index.headers["Location"].startswith("/viewer/")
+    run(go())
+
+
+# ------------------------------------------------------------------------------ units
+def test_pending_composes_steps_into_one_delta_equal_to_the_steps():
+    import torch
+    from codec import Decoder, Encoder
+    from reference_generator.flow import Pending
+    from reference_generator.protocol import to_delta
+    from reference_generator.world import World
+    torch.manual_seed(0)
+    w = World(SMALL)
+    enc = Encoder(w.profile, max_gaussians=w.max_gaussians)
+    enc.encode_delta(to_delta(enc, w.reset(3)))
+    p = Pending(enc, 1 << 26)
+    key = p.take()
+    assert key.keyframe
+    dec = Decoder(enc.header_bytes())
+    dec.decode_frame(key.data)
+    for k in range(12):
+        d = to_delta(enc, w.step([Move(0.4), Turn(10.0), Interact()][k % 3]))
+        p.push(d, enc.encode_delta(d), [k])
+    f = p.take()
+    assert not f.keyframe and f.composed == 12 and f.actions == list(range(12))
+    dec.decode_frame(f.data)                               # checks the digest the frame carries
+    assert dec.state.digest() == enc.state.digest()
+    assert p.take() is None
+
+
+def test_pending_that_touches_every_live_gaussian_becomes_a_keyframe():
+    """SPEC 11.6 rule 3: composing past the size of a keyframe replaces the delta by a keyframe."""
+    from codec import Attr, Decoder, Encoder, Grid, Profile
+    from codec.synthetic import synthetic_scene
+    from reference_generator.flow import Pending
+    g = synthetic_scene(200, sh_degree=0, seed=1)
+    enc = Encoder(Profile.preset("compact", 0, Grid.fit(g.positions)))
+    dec = Decoder(enc.header_bytes())
+    ids = enc.assign_ids(g.positions)
+    enc.keyframe(g, ids)
+    p = Pending(enc, 1 << 26)
+    dec.decode_frame(p.take().data)
+    for k in (1, 2):                                         # each step moves every Gaussian
+        d = enc.make_delta(update=(ids, {Attr.POSITION: g.positions + 0.05 * k}))
+        p.push(d, enc.encode_delta(d), [])
+    assert p.need_keyframe and p.delta is None               # one pending keyframe, no delta kept
+    f = p.take()
+    assert f.keyframe and f.seq == enc.state.seq
+    dec.decode_frame(f.data)
+    assert dec.state.digest() == enc.state.digest()
+
+
+def test_window_ack_rules():
+    from reference_generator.flow import Window
+    t = [0.0]
+    w = Window(2, 1000, clock=lambda: t[0])
+    assert w.open()
+    w.sent(5, "3:00000001:00000002", 100, False)
+    w.sent(6, "3:00000003:00000004", 100, False)
+    assert not w.open() and w.depth == 2
+    assert w.ack(5, "3:00000001:00000002") is None and w.open()
+    assert w.ack(6, "3:00000009:00000004") == "DIGEST_MISMATCH"
+    assert w.ack(99, "0:00000000:00000000") == "UNKNOWN_SEQ"
+    assert w.ack(5, "3:00000001:00000002") is None           # a repeated ack of the last one
+    t[0] = 10.0
+    assert w.stalled(5.0)
+    assert w.wait_for_budget(10) == 0.0
+    w.tokens = -500.0
+    w.stamp = t[0]
+    assert w.wait_for_budget(10) > 0.4
+
+
+def test_watch_cli_against_a_server_and_without_one():
+    async def go():
+        async with server() as s:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "reference_generator.watch", s.url, "--steps", "20", "--json",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            assert proc.returncode == 0, err.decode()
+            summary = json.loads(out.decode().strip().splitlines()[-1])
+            assert summary["frames"] == 21 and summary["resyncs"] == 0 and summary["latency_ms"]["n"] == 20
+            Digest.parse(summary["digest"])
+    run(go())
+    r = subprocess.run([sys.executable, "-m", "reference_generator.watch", f"ws://127.0.0.1:{free_port()}/ws"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot reach" in r.stderr
