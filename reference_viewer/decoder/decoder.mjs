@@ -110,8 +110,9 @@ export class Decoder {
    * Returns {seq, seqBig, baseSeq, keyframe, digest: text|null, used, counts}.
    */
   readFrame(u8, { message = false } = {}) {
+    u8 = asBytes(u8);   // a TypeError for a wrong argument type (a caller bug, not input)
     try {
-      return this._readFrame(asBytes(u8), message);
+      return this._readFrame(u8, message);
     } catch (e) {
       if (e instanceof GsdError) throw e;
       // a bug or an exhausted resource, never a silent partial apply: the plan is built before
@@ -379,7 +380,7 @@ export class Decoder {
       const news = [];
       for (const [j, arr, off] of comps) {
         const w = p.compWidth[j], msk = p.compMask[j], k0 = K0[j + 2], k1 = K1[j + 2];
-        const nv = w === 1 ? new Uint8Array(n) : w === 2 ? new Uint16Array(n) : new Uint32Array(n);
+        const nv = new Uint32Array(n);
         for (let i = 0; i < n; i++) {
           const old = codes[slots[i] * NC + j];
           const v = w === 4 ? (old + arr[off + i]) >>> 0 : (old + arr[off + i]) & msk;
@@ -418,7 +419,7 @@ export class Decoder {
   _commitKeyframe(adds, nAdd) {
     const p = this.profile, NC = p.NC;
     const t = new SceneStore(p);
-    t.reserve(nAdd, nAdd);
+    t.reserve(nAdd, nAdd, 0, Math.max(4096, nAdd >> 3));
     let s = 0;
     for (const { n, ids: { lo, hi }, comps, s0, s1 } of adds) {
       t.idLo.set(lo, s); t.idHi.set(hi, s);
@@ -438,7 +439,7 @@ export class Decoder {
 
   _commitDelta(delSlots, adds, upds, nAdd, liveAfter) {
     const st = this.store, NC = st.NC;
-    st.reserve(nAdd, liveAfter);
+    st.reserve(nAdd, liveAfter, delSlots.length);
     for (const s of delSlots) st.freeSlot(s);
     const codes = st.codes;
     for (const { n, ids: { lo, hi }, comps, s0, s1 } of adds) {

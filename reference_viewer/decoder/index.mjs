@@ -4,4 +4,5 @@ export { GsdError, ERROR_CODES } from './errors.mjs';
 export { SceneStore } from './store.mjs';
 export { crc32 } from './crc32.mjs';
 export { xxh64 } from './xxh64.mjs';
+export { decodeStreamLines } from './stream.mjs';
 export { fmix32, laneConstants, digestText, recordHashes } from './digest.mjs';

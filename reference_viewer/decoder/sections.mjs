@@ -4,7 +4,7 @@ import { zstdDecompress } from './zstd.mjs';
 
 /**
  * decode_section(Pl, s, C, n, w) of SPEC.md 4.4.
- * Returns, for w = 1, 2, 4, a Uint8Array / Uint16Array / Uint32Array of C*n unsigned values
+ * Returns, for w = 1, 2, 4, a Uint32Array of C*n unsigned values
  * (component j of element i at j*n + i); for w = 8 {lo, hi}: two Uint32Arrays.
  * `rawCache` (a Map, per frame) keeps decompressed bytes of sections referenced more than once.
  */
@@ -30,31 +30,27 @@ export function decodeSection(pl, s, index, C, n, w, rawCache) {
   }
   const shuffle = (s.filters & 4) !== 0, zigzag = (s.filters & 2) !== 0, delta = (s.filters & 1) !== 0;
   if (w === 8) return decode64(raw, N, C, n, shuffle, zigzag, delta);
-  let u;
+  // Always a Uint32Array (whatever w): the hot loops downstream then see one element kind.
+  const u = new Uint32Array(N);
   if (w === 1) {
-    u = new Uint8Array(N);
-    u.set(raw);
+    u.set(raw.subarray(0, N));
   } else if (w === 2) {
-    u = new Uint16Array(N);
     if (shuffle) for (let e = 0; e < N; e++) u[e] = raw[e] | (raw[N + e] << 8);
     else for (let e = 0, b = 0; e < N; e++, b += 2) u[e] = raw[b] | (raw[b + 1] << 8);
+  } else if (shuffle) {
+    const N2 = 2 * N, N3 = 3 * N;
+    for (let e = 0; e < N; e++) u[e] = raw[e] | (raw[N + e] << 8) | (raw[N2 + e] << 16) | (raw[N3 + e] << 24);
+  } else if ((raw.byteOffset & 3) === 0) {
+    u.set(new Uint32Array(raw.buffer, raw.byteOffset, N));   // little-endian hosts (all browsers)
   } else {
-    u = new Uint32Array(N);
-    if (shuffle) {
-      const N2 = 2 * N, N3 = 3 * N;
-      for (let e = 0; e < N; e++) u[e] = raw[e] | (raw[N + e] << 8) | (raw[N2 + e] << 16) | (raw[N3 + e] << 24);
-    } else if ((raw.byteOffset & 3) === 0) {
-      u.set(new Uint32Array(raw.buffer, raw.byteOffset, N));   // little-endian hosts (all browsers)
-    } else {
-      for (let e = 0, b = 0; e < N; e++, b += 4) u[e] = raw[b] | (raw[b + 1] << 8) | (raw[b + 2] << 16) | (raw[b + 3] << 24);
-    }
+    for (let e = 0, b = 0; e < N; e++, b += 4) u[e] = raw[b] | (raw[b + 1] << 8) | (raw[b + 2] << 16) | (raw[b + 3] << 24);
   }
-  // typed-array stores wrap mod 2^(8w)
-  if (zigzag) for (let e = 0; e < N; e++) { const v = u[e]; u[e] = (v >>> 1) ^ -(v & 1); }
+  const mask = w === 4 ? -1 : (1 << (8 * w)) - 1;   // values mod 2^(8w)
+  if (zigzag) for (let e = 0; e < N; e++) { const v = u[e]; u[e] = ((v >>> 1) ^ -(v & 1)) & mask; }
   if (delta) {
     for (let j = 0; j < C; j++) {
       const b = j * n;
-      for (let i = 1; i < n; i++) u[b + i] += u[b + i - 1];
+      for (let i = 1; i < n; i++) u[b + i] = (u[b + i] + u[b + i - 1]) & mask;
     }
   }
   return u;

@@ -151,13 +151,13 @@ export class SceneStore {
   lookup(lo, hi) { return this.ids.get(lo, hi); }
 
   /**
-   * Makes room for `adds` more Gaussians and a table of `liveAfter` ids without touching the state
+   * Makes room for `adds` more Gaussians (after `freedFirst` slots are freed) and a table of `liveAfter` ids without touching the state
    * visible to the renderer (except by a reallocation, which bumps generation). Called before a
    * commit, so that the commit itself cannot fail half-way.
    */
-  reserve(adds, liveAfter) {
-    const need = this.highWater + Math.max(0, adds - this.freeCount);
-    if (need > this.capacity) this._grow(Math.max(need, Math.ceil(this.capacity * 1.5)));
+  reserve(adds, liveAfter, freedFirst = 0, slack = 0) {
+    const need = this.highWater + Math.max(0, adds - this.freeCount - freedFirst);
+    if (need > this.capacity) this._grow(Math.max(need + slack, Math.ceil(this.capacity * 1.5)));
     this.ids.reserve(liveAfter);
     if (this.freeList.length < this.highWater) {
       const f = new Int32Array(Math.max(this.capacity, 64));

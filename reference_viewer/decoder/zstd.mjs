@@ -9,12 +9,13 @@
 //  - frames of raw and RLE blocks only are reassembled here, exactly;
 //  - otherwise, when cheap enough, fzstd's streaming Decompress is run on a copy of the frame
 //    whose header is rewritten (no single-segment flag, no content size, no checksum, a window
-//    of at least 128 KiB so no block is clipped); it hands over every block's true output,
-//    which is counted (and stopped as soon as it passes raw_size);
+//    larger than raw_size or of at least 128 KiB, so no valid block is clipped); it hands over
+//    every block's output, which is counted (and stopped as soon as it passes raw_size). (A
+//    corrupt block claiming more than the 128 KiB block maximum is clipped by fzstd to 128 KiB.)
 //  - very large frames (where the streaming decoder's window shifting would be quadratic) go
 //    through fzstd.decompress into a raw_size buffer; the size is then only bounded by the block
 //    headers (known raw/RLE sizes plus at most 128 KiB per compressed block) and, if present,
-//    by the content checksum. See STREAM_COST_LIMIT.
+//    by the content checksum. See zstdTuning.streamCostLimit.
 import { decompress, Decompress } from '../vendor/fzstd/index.mjs';
 import { GsdError, fail } from './errors.mjs';
 import { xxh64 } from './xxh64.mjs';
@@ -22,8 +23,8 @@ import { xxh64 } from './xxh64.mjs';
 const MAGIC = 0xFD2FB528;
 const MAX_WINDOW = 2 ** 27;
 const BLOCK_MAX = 128 * 1024;
-/** Streaming path when window * compressed blocks stays under this many bytes of copying. */
-export const STREAM_COST_LIMIT = 256 * 1024 * 1024;
+/** Streaming path when window * blocks stays under streamCostLimit bytes of window copying (tests lower it). */
+export const zstdTuning = { streamCostLimit: 256 * 1024 * 1024 };
 
 const bad = (msg) => fail('DECOMPRESSION_FAILED', msg);
 
@@ -104,8 +105,13 @@ function rawBlocks(s, f, out) {
 }
 
 function streamed(s, f, out) {
-  let exp = 7;   // window 2^(10+exp) >= max(128 KiB, original window)
-  while (2 ** (10 + exp) < f.window) exp++;
+  // Window 2^(10+exp): at least the original window (matches reach that far back), capped at
+  // what the content needs, and above raw_size when raw_size < 128 KiB, so that fzstd's block
+  // buffer (min(window, 128 KiB)) holds one byte more than a valid frame can produce: a block
+  // that overproduces is then counted, not clipped.
+  const want = Math.min(Math.max(f.window, 1), out.length + 1);
+  let exp = 0;
+  while (2 ** (10 + exp) < want) exp++;
   const body = s.subarray(f.headerEnd, f.blocksEnd);
   const frame = new Uint8Array(6 + body.length);
   frame.set([0x28, 0xB5, 0x2F, 0xFD, 0x00, exp << 3]);
@@ -126,7 +132,7 @@ export function zstdDecompress(stored, rawSize) {
     const f = scan(stored, rawSize);
     const out = new Uint8Array(rawSize);
     if (f.compressed === 0) rawBlocks(stored, f, out);
-    else if (Math.max(f.window, BLOCK_MAX) * f.blocks <= STREAM_COST_LIMIT) streamed(stored, f, out);
+    else if (Math.max(f.window, BLOCK_MAX) * f.blocks <= zstdTuning.streamCostLimit) streamed(stored, f, out);
     else {
       const r = decompress(stored, out);
       if (r !== out) bad('unexpected output buffer');

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
-// Conformance testee (conformance/README.md): node reference_viewer/tools/testee.mjs decode FILE [--limit NAME=VALUE ...]
+// Conformance testee (conformance/README.md):
+//   node reference_viewer/tools/testee.mjs decode FILE [--limit NAME=VALUE ...]
 // Prints `header ok|error CODE`, then `frame K ok DIGEST|error CODE` per record; exits 0.
 import { readFileSync } from 'node:fs';
-import { Decoder, GsdError } from '../decoder/index.mjs';
+import { decodeStreamLines } from '../decoder/stream.mjs';
 
 function main(argv) {
   if (argv[0] !== 'decode' || argv.length < 2) {
@@ -19,32 +20,8 @@ function main(argv) {
       return 2;
     }
   }
-  const data = new Uint8Array(readFileSync(argv[1]));
-  const dec = new Decoder({ limits });
-  const out = [];
-  const code = (e) => {
-    if (e instanceof GsdError) return e.code;
-    throw e;
-  };
-  let pos;
-  try {
-    pos = dec.readHeader(data).used;
-    out.push('header ok');
-  } catch (e) {
-    out.push(`header error ${code(e)}`);
-    pos = -1;
-  }
-  for (let k = 0; pos >= 0 && pos < data.length; k++) {
-    try {
-      const r = dec.readFrame(data.subarray(pos));
-      out.push(`frame ${k} ok ${dec.digestText()}`);
-      pos += r.used;
-    } catch (e) {
-      out.push(`frame ${k} error ${code(e)}`);
-      break;
-    }
-  }
-  process.stdout.write(out.join('\n') + '\n');
+  const lines = decodeStreamLines(new Uint8Array(readFileSync(argv[1])), { limits });
+  process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }
 
