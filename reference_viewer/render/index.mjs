@@ -29,7 +29,8 @@
  *
  * Pipeline per frame: compute "project" (one thread per slot: cull at z < 0.01 and alpha < 1/255, EWA
  * covariance with the 1.3 half-fov clamp and +0.3 px^2, SH up to degree 3 at the view direction camera
- * centre -> mean, colour max(SH + 0.5, 0), pixel box of the ellipse D^T S^-1 D <= 2 ln(255 alpha), depth
+ * centre -> mean, colour max(SH + 0.5, 0), culling by the pixel box of the ellipse D^T S^-1 D <= 2 ln(255 alpha)
+ * and an oriented quad circumscribing that ellipse (outside it every a < 1/255, so same image), depth
  * key); GPU radix sort of (depth bits, slot) over all slots (culled ones sort last); an indirect instanced
  * draw of one quad per visible splat in increasing depth, blended front to back ("under" operator) into
  * the float target cleared to black; a present pass to the canvas. The one deviation from Appendix B:

@@ -121,7 +121,19 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   proj[4u * i] = vec4f(mean, alpha, 0.0);
   proj[4u * i + 1u] = vec4f(cc / det, -cb / det, ca / det, 0.0);
   proj[4u * i + 2u] = vec4f(col, 0.0);
-  proj[4u * i + 3u] = vec4f(u0, v0, u1 + 1.0, v1 + 1.0);
+  // the quad: the rectangle circumscribing that ellipse along its axes (half-axes sqrt(e l) v for the
+  // eigenpairs (l, v) of S); every pixel centre it misses has a < 1/255, so the image is the same as
+  // with the reference's axis-aligned box, with fewer fragments for elongated splats
+  let mid = 0.5 * (ca + cc);
+  let dd = sqrt(max(0.25 * (ca - cc) * (ca - cc) + cb * cb, 0.0));
+  let l1 = mid + dd;
+  let l2 = max(mid - dd, 0.0);
+  var v = select(vec2f(cb, l1 - ca), vec2f(l1 - cc, cb), ca >= cc);
+  let vn = length(v);
+  v = select(vec2f(1.0, 0.0), v / vn, vn > 0.0);
+  let e1 = sqrt(e * l1) * v;
+  let e2 = sqrt(e * l2) * vec2f(-v.y, v.x);
+  proj[4u * i + 3u] = vec4f(e1, e2);
   keys[i] = bitcast<u32>(z);
   atomicAdd(&draw.instanceCount, 1u);
 }
@@ -220,7 +232,8 @@ fn scatter(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
 
 // ---------------------------------------------------------------------------------------- rasterize
 // One instanced quad per visible splat, drawn front to back (sorted ascending depth). The quad is the
-// splat's pixel box [u0, u1+1) x [v0, v1+1), so exactly the pixels the reference enumerates are shaded.
+// oriented rectangle around the ellipse the reference enumerates pixels in (see project), so the same
+// contributions are shaded.
 // Blending is front-to-back "under": C += (1 - A) a c, A += (1 - A) a (T = 1 - A), black background.
 export const RASTER_WGSL = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> proj: array<vec4f>;
@@ -237,12 +250,14 @@ struct VOut {
 @vertex
 fn vs(@builtin(vertex_index) vi: u32, @builtin(instance_index) ii: u32) -> VOut {
   let s = order[ii];
-  let box = proj[4u * s + 3u];
-  let px = select(box.x, box.z, (vi & 1u) == 1u);
-  let py = select(box.y, box.w, (vi & 2u) == 2u);
+  let ax = proj[4u * s + 3u];
+  let m = proj[4u * s];
+  let sx = select(-1.0, 1.0, (vi & 1u) == 1u);
+  let sy = select(-1.0, 1.0, (vi & 2u) == 2u);
+  let px = m.xy + sx * ax.xy + sy * ax.zw;
   var o: VOut;
-  o.pos = vec4f(2.0 * px / V.x - 1.0, 1.0 - 2.0 * py / V.y, 0.0, 1.0);
-  o.meanOp = proj[4u * s];
+  o.pos = vec4f(2.0 * px.x / V.x - 1.0, 1.0 - 2.0 * px.y / V.y, 0.0, 1.0);
+  o.meanOp = m;
   o.conic = proj[4u * s + 1u];
   o.col = proj[4u * s + 2u];
   return o;
