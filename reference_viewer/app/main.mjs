@@ -26,24 +26,64 @@ function resize() {
   if (fixedSize) { w = +fixedSize[1]; h = +fixedSize[2]; }
   else {
     const dpr = Math.min(window.devicePixelRatio || 1, 2);
-    w = Math.max(16, Math.round(canvas.clientWidth * dpr)); h = Math.max(16, Math.round(canvas.clientHeight * dpr));
+    const st = document.getElementById('stage');
+    w = Math.max(16, Math.round(st.clientWidth * dpr)); h = Math.max(16, Math.round(st.clientHeight * dpr));
     const s = Math.min(1, 1920 / w); w = Math.round(w * s); h = Math.round(h * s);
   }
   if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
 }
-if (fixedSize) { canvas.style.width = `${fixedSize[1]}px`; canvas.style.height = `${fixedSize[2]}px`; }
+if (fixedSize) {
+  for (const c of [canvas, document.getElementById('view2d')]) { c.style.width = `${fixedSize[1]}px`; c.style.height = `${fixedSize[2]}px`; }
+}
 window.addEventListener('resize', resize);
 resize();
 
+// How frames reach the screen: 'canvas' (the renderer presents to a WebGPU canvas) or 'readback'
+// (render offscreen, read the pixels back, draw them on a 2D canvas). Headless Chromium on
+// SwiftShader destroys the device at the first getCurrentTexture() of a WebGPU canvas, so 'auto'
+// picks readback for a fallback (software) adapter and headless browsers, canvas otherwise.
+let presentMode = q.get('present') || 'auto';
+const canvas2d = document.getElementById('view2d');
+const ctx2d = canvas2d.getContext('2d');
+
+async function choosePresent() {
+  if (presentMode !== 'auto') return presentMode;
+  if (/HeadlessChrome/.test(navigator.userAgent)) return 'readback';
+  try {
+    const a = await navigator.gpu?.requestAdapter();
+    const info = a?.info || {};
+    if (a?.isFallbackAdapter || info.isFallbackAdapter || /swiftshader/i.test(`${info.architecture} ${info.description}`)) return 'readback';
+  } catch { /* Renderer.create reports it */ }
+  return 'canvas';
+}
+
 const rendererReady = (async () => {
   try {
-    renderer = await Renderer.create(canvas, { width: canvas.width, height: canvas.height });
+    presentMode = await choosePresent();
+    const onCanvas = presentMode === 'canvas';
+    canvas.style.display = onCanvas ? '' : 'none';
+    canvas2d.style.display = onCanvas ? 'none' : '';
+    renderer = await Renderer.create(onCanvas ? canvas : null, { width: canvas.width, height: canvas.height });
     renderer.device.lost?.then((info) => { rendererError = `GPU device lost: ${info.message}`; renderer = null; });
   } catch (e) {
     rendererError = String(e && e.message || e);
     console.warn('renderer unavailable:', rendererError);
   }
 })();
+
+/** Readback presentation: linear RGBA float -> RGBA8 (clipped) on the 2D canvas. */
+async function blit(r) {
+  const px = await r.readPixels();
+  const W = r.width, H = r.height;
+  if (canvas2d.width !== W || canvas2d.height !== H) { canvas2d.width = W; canvas2d.height = H; }
+  const img = ctx2d.createImageData(W, H);
+  const d = img.data;
+  for (let i = 0; i < px.length; i += 4) {
+    d[i] = px[i] * 255 + 0.5; d[i + 1] = px[i + 1] * 255 + 0.5; d[i + 2] = px[i + 2] * 255 + 0.5; d[i + 3] = 255;
+  }
+  ctx2d.putImageData(img, 0, 0);
+  return px;
+}
 
 const currentStore = () => (mode === 'live' ? session?.store : player?.store) ?? null;
 
@@ -65,8 +105,10 @@ function draw() {
   lastRenderCam = rc;
   rendered += 1;
   gpuBusy = true;                                         // at most one frame in flight on the GPU
-  renderer.device.queue.onSubmittedWorkDone().then(() => { frameMs = performance.now() - t0; gpuBusy = false; },
-                                                   () => { gpuBusy = false; });
+  const r = renderer;
+  const done = presentMode === 'canvas' ? r.device.queue.onSubmittedWorkDone() : blit(r);
+  done.then(() => { frameMs = performance.now() - t0; gpuBusy = false; },
+            (e) => { gpuBusy = false; if (!rendererError) rendererError = String(e && e.message || e); });
   return true;
 }
 
@@ -161,7 +203,13 @@ function home() {
   if (box) cam.frameBox(box);
 }
 
-const input = new Input(canvas, {
+const input = new Input(document.getElementById('stage'), {
+  localKey: () => {                      // a tap moves one 60 Hz frame's worth; holding keeps flying (tick)
+    follow = false;
+    const { axes, fast } = input.flyAxes();
+    const v = (cam.speed * (fast ? 4 : 1)) / 60;
+    cam.fly(axes[0] * v, axes[1] * v, axes[2] * v);
+  },
   world: (kind, params) => { if (mode === 'live') session?.act(kind, params); },
   drag: (dx, dy, look) => {
     follow = false;
@@ -204,7 +252,7 @@ function hudState() {
   const common = {
     mode: mode === 'live' ? 'live' : `offline ${offlineName} ${player ? `${player.index}/${player.frames.length}${player.playing ? '' : ' (paused)'}` : ''}`,
     fps, live: store ? store.live : null, digestStatus: digestStatus(),
-    render: renderer ? `${canvas.width}x${canvas.height}, frame ${frameMs == null ? '-' : frameMs.toFixed(1)} ms, sort ${r?.sortMs == null ? '-' : r.sortMs.toFixed(2)} ms, gpu ${r?.gpuFrameMs == null ? '-' : r.gpuFrameMs.toFixed(2)} ms`
+    render: renderer ? `${canvas.width}x${canvas.height} ${presentMode}, frame ${frameMs == null ? '-' : frameMs.toFixed(1)} ms, sort ${r?.sortMs == null ? '-' : r.sortMs.toFixed(2)} ms, gpu ${r?.gpuFrameMs == null ? '-' : r.gpuFrameMs.toFixed(2)} ms`
       : rendererError ? `unavailable: ${rendererError}` : 'starting',
     camera: `${follow ? 'following world' : 'local'} (${p.position.map((v) => v.toFixed(2)).join(', ')}) yaw ${p.yaw.toFixed(1)} pitch ${p.pitch.toFixed(1)}`,
   };
@@ -236,6 +284,7 @@ const api = {
   get log() { return mode === 'live' ? session?.log ?? [] : player?.log ?? []; },
   get rendered() { return rendered; },
   get rendererError() { return rendererError; },
+  get presentMode() { return presentMode; },
   get follow() { return follow; },
   setFollow(v) { follow = !!v; },
   mode: () => mode,
@@ -254,7 +303,7 @@ const api = {
   async snapshot() {
     await rendererReady;
     if (!renderer) throw new Error(`no renderer: ${rendererError}`);
-    while (gpuBusy) await renderer.device.queue.onSubmittedWorkDone();
+    while (gpuBusy) await new Promise((r) => setTimeout(r, 5));
     if (follow && mode === 'live' && session?.worldCamera) applyWorldCamera(session.worldCamera);
     const store = currentStore();
     if (store) { if (store !== lastStore) { renderer.generation = null; lastStore = store; } renderer.sync(store); }
