@@ -13,6 +13,7 @@ tests/live/viewer_live.mjs with scripted key presses. Checked:
   exactly one resync, drops non-keyframes, recovers on a keyframe and agrees again;
 * one key press -> one action -> one world step (seq + 1), every action answered with a latency;
   the local camera keys send nothing;
+* offline playback of a .gsd file (the file input) reproduces a conformance vector's digests;
 * a rendering before and after ``interact`` (E, then the door's 12 swing steps) differs clearly
   in the projected region of the spawn house door, and much less elsewhere.
 """
@@ -37,6 +38,7 @@ PLAYWRIGHT = REPO / "node_modules/playwright-core/index.mjs"
 NODE = shutil.which("node")
 WORLD = "viewer-live"
 TARGET_LIVE = 30000          # dense enough for a recognisable door; SwiftShader renders it in ~0.3 s
+OFFLINE = REPO / "conformance/vectors/op_long_mixed_chain.gsd"   # a valid 13-frame stream with expected digests
 DOOR_W, DOOR_H = 1.1, 2.1    # reference_generator/world.py House: door_w, door_h (spawn house, yaw 0)
 
 _missing = [what for what, ok in (("node", NODE), ("chromium", Path(CHROMIUM).exists()),
@@ -70,7 +72,7 @@ async def _run(port: int, out: Path) -> tuple[dict, dict, str]:
         task = asyncio.create_task(reader())
         proc = await asyncio.create_subprocess_exec(
             NODE, str(SCRIPT), "--url", f"http://127.0.0.1:{port}", "--world", WORLD, "--out", str(out),
-            "--size", "320x240", cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "--size", "320x240", "--offline", str(OFFLINE), cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             stdout, stderr = await asyncio.wait_for(proc.communicate(), 150)
         except asyncio.TimeoutError:
@@ -123,6 +125,8 @@ def test_viewer_live(tmp_path):
     elapsed = time.monotonic() - t0
     assert result.get("ok"), f"viewer script failed: {result.get('error')}\n{node_out}\n" + "\n".join(result.get("console", []))
     assert not result.get("rendererError"), result.get("rendererError")
+    page_errors = [c for c in result["console"] if c.startswith("pageerror") or "WebGPU error" in c or "device lost" in c]
+    assert not page_errors, page_errors
     assert result["redirected"].endswith("/viewer/index.html"), result["redirected"]
 
     log, stats, steps = result["log"], result["stats"], {s["name"]: s for s in result["steps"]}
@@ -180,5 +184,14 @@ def test_viewer_live(tmp_path):
     assert b.mean() > 0.05, "the rendering is black"
     assert inside > 0.08, f"door region changed by only {inside:.3f}"
     assert inside > 3 * outside, f"door region {inside:.3f} vs elsewhere {outside:.3f}"
+    # --- offline playback of a .gsd file through the file input: the conformance vector's digests
+    manifest = json.loads((OFFLINE.parent / "manifest.json").read_text())
+    entries = manifest["vectors"] if isinstance(manifest, dict) else manifest
+    expected = next(e for e in entries if e["file"] == OFFLINE.name)["expected"]["digests"]
+    off = result["offline"]
+    assert off["error"] == "" and off["frames"] == len(expected)
+    assert [e["digest"] for e in off["log"]] == expected
+    assert off["live"] == int(expected[-1].split(":")[0]) and off["renderedAfter"] > off["rendered"]
+
     print(f"viewer live: {len(log)} frames, {len(common)} cross-checked, door diff {inside:.3f} vs {outside:.3f}, "
           f"{elapsed:.1f} s (server start {t_server:.1f} s, browser script {result['ms'] / 1000:.1f} s)")

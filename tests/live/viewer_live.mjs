@@ -3,6 +3,7 @@
 // presses, and writes what it saw for tests/test_viewer_live.py to check.
 //
 //   node tests/live/viewer_live.mjs --url http://127.0.0.1:PORT --world NAME --out DIR [--size 320x240]
+//        [--offline FILE.gsd]   (then also plays FILE through the file input: offline playback)
 //
 // DIR/result.json: {ok, error, steps: [...], log (the page's per-frame log), sessions (the server's
 // /sessions at checkpoints), snapshots: {before, after} (camera, seq, digest; pixels in DIR/*.rgba as
@@ -117,6 +118,18 @@ try {
   result.log = await V(() => window.gsdViewer.log.map(({ t, ...e }) => e));
   result.final = { seq: await V(() => window.gsdViewer.seq()), digest: await V(() => window.gsdViewer.digest()),
                    live: await V(() => window.gsdViewer.live()), hud: await V(() => window.gsdViewer.hud()) };
+  // Offline playback: the file input (as a dropped file would) plays a .gsd stream at a fixed rate.
+  if (args.offline) {
+    await page.setInputFiles('#file', args.offline);
+    await page.waitForFunction(() => window.gsdViewer.mode() === 'offline' && window.gsdViewer.player
+                                 && (window.gsdViewer.player.done || window.gsdViewer.player.error), null, { timeout: 20000, polling: 50 });
+    result.offline = await V(() => ({ frames: window.gsdViewer.player.frames.length, error: String(window.gsdViewer.player.error || ''),
+                                      log: window.gsdViewer.player.log, live: window.gsdViewer.live(),
+                                      rendered: window.gsdViewer.rendered }));
+    await page.waitForTimeout(300);
+    result.offline.renderedAfter = await V(() => window.gsdViewer.rendered);
+    step('offline');
+  }
   result.ok = true;
 } catch (e) {
   result.error = String(e && e.stack || e);
