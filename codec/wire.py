@@ -20,7 +20,6 @@ from gsd.fb import Quantization as FbQuant
 from gsd.fb import StreamHeader as FbHeader
 from gsd.fb.Digest import CreateDigest
 from gsd.fb.Grid import CreateGrid
-from gsd.fb.Section import CreateSection
 
 from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs, wire_parts
 from .delta import Delta
@@ -226,9 +225,13 @@ class FrameEncoder:
         for o in reversed(block_offs):
             b.PrependUOffsetTRelative(o)
         blocks_vec = b.EndVector()
+        # The Section structs are one contiguous little-endian array: write it in one copy
+        # (the same bytes as CreateSection per struct, without ~20 Python calls each).
+        table = np.array([(s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0) for s in descs],
+                         dtype=_SECTION_DTYPE).tobytes()
         FbFrame.StartSectionsVector(b, len(descs))
-        for s in reversed(descs):
-            CreateSection(b, s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0)
+        b.head = b.head - len(table)
+        b.Bytes[b.head:b.head + len(table)] = table
         secs_vec = b.EndVector()
         FbFrame.Start(b)
         FbFrame.AddSeq(b, d.seq)
@@ -240,6 +243,10 @@ class FrameEncoder:
         FbFrame.AddSections(b, secs_vec)
         b.Finish(FbFrame.End(b))
         return bytes(b.Output())
+
+
+_SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored_size", "<u4"), ("raw_size", "<u4"), ("compression", "u1"),
+                           ("filters", "u1"), ("width", "u1"), ("reserved", "u1")])
 
 
 def frame_length(buf, limits: Limits = SPEC_LIMITS) -> int:
