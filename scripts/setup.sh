@@ -7,8 +7,18 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # world = torch==2.13.0, which pip takes from a local CPU wheel (never a bare torch: that pulls CUDA)
 .venv/bin/python -m pip install -q -e '.[dev,world]' 2>&1 | grep -v "^WARNING: Location" || true
-# Third-party interop tools the tests run (tests/test_interop.py); optional at run time.
+# JavaScript tools the tests run: playwright-core (drives Debian's chromium for the viewer tests),
+# splat-transform (interop), and the sources of the viewer's vendored runtime (fzstd, flatbuffers).
 if command -v npm >/dev/null 2>&1; then
-  npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || echo "setup: npm ci failed; splat-transform interop tests will say why they skip"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || echo "setup: npm ci failed; the browser and interop tests will say why they skip"
+fi
+# The viewer's browser tests use Debian's chromium (Playwright cannot download browsers here).
+if ! command -v chromium >/dev/null 2>&1 && [ "${GSD_NO_APT:-0}" != 1 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo -n"
+  if command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing chromium (apt) for the viewer's browser tests"
+    { $SUDO apt-get install -y -q chromium >/dev/null 2>&1 || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q chromium >/dev/null 2>&1; }; } \
+      || echo "setup: could not install chromium; the browser tests will say why they skip"
+  fi
 fi
 .venv/bin/python -c "import codec, gsd.fb" && echo "setup: ok (.venv ready; try: .venv/bin/gsd --help)"
