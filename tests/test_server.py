@@ -472,3 +472,38 @@ def test_watch_cli_against_a_server_and_without_one():
     r = subprocess.run([sys.executable, "-m", "reference_generator.watch", f"ws://127.0.0.1:{free_port()}/ws"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot reach" in r.stderr
+
+
+# ------------------------------------------------------------------------------ property: any message
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 64, 2 ** 64) | st.floats(allow_nan=False)
+                     | st.text(max_size=20),
+                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                     max_leaves=12)
+_typed = st.fixed_dictionaries({"type": st.sampled_from(["ack", "action", "resync", "hello", "x"])},
+                               optional={"seq": _json, "digest": _json, "kind": st.sampled_from(["move", "pose", "fly"]) | _json,
+                                         "params": _json, "id": _json, "reason": _json})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(msgs=st.lists(_typed | _json, min_size=1, max_size=4))
+def test_any_client_message_is_handled_or_refused_cleanly(msgs):
+    """Whatever JSON a client sends, its session either goes on or closes with 1008; never 1011,
+    and a second session on the server keeps stepping with verified frames."""
+    async def go():
+        async with server() as s:
+            async with Client(s.url) as good:
+                await good.next_frame()
+                async with aiohttp.ClientSession() as http:
+                    ws = await raw_ws(s.url, http)
+                    await ws.send_str(json.dumps(HELLO))
+                    for m in msgs:
+                        await ws.send_str(json.dumps(m))
+                    await good.step(Move(0.2))
+                    await ws.close()
+                    assert ws.close_code in (1000, 1008), ws.close_code
+                await wait_until(lambda: len(s.sessions) == 1)
+                assert not good.stats.errors
+                assert s.metrics.closes.labels("1011")._value.get() == 0
+    run(go(), 60)
