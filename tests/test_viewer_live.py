@@ -191,7 +191,7 @@ def test_viewer_live(tmp_path):
     off = result["offline"]
     assert off["error"] == "" and off["frames"] == len(expected)
     assert [e["digest"] for e in off["log"]] == expected
-    assert off["live"] == int(expected[-1].split(":")[0]) and off["renderedAfter"] > off["rendered"]
+    assert off["live"] == int(expected[-1].split(":")[0]) and off["rendered"] > off["renderedBefore"]
 
-    print(f"viewer live: {len(log)} frames, {len(common)} cross-checked, door diff {inside:.3f} vs {outside:.3f}, "
+    print(f"viewer live: {len(log)} frames, {len(common)} cross-checked with the Python client, door diff {inside:.3f} vs {outside:.3f}, "
           f"{elapsed:.1f} s (server start {t_server:.1f} s, browser script {result['ms'] / 1000:.1f} s)")

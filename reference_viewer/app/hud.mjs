@@ -25,7 +25,7 @@ export class Hud {
     const rows = [
       ['mode', s.mode],
       ['link', s.link],
-      ['fps', s.fps == null ? '-' : s.fps.toFixed(1)],
+      ['fps', s.fps == null ? '-' : typeof s.fps === 'number' ? s.fps.toFixed(1) : s.fps],
       ['live Gaussians', s.live == null ? '-' : s.live.toLocaleString('en')],
       ['bytes/s', fmtBytes(s.bytesPerSecond || 0)],
       ['last delta', s.lastBytes ? `${fmtBytes(s.lastBytes)}${s.lastSteps > 1 ? ` (${s.lastSteps} steps)` : ''}` : '-'],

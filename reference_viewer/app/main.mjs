@@ -87,9 +87,16 @@ async function blit(r) {
 
 const currentStore = () => (mode === 'live' ? session?.store : player?.store) ?? null;
 
+let lastKey = '', idle = false;
 function draw() {
   if (!renderer || gpuBusy) return false;
   const store = currentStore();
+  // nothing new to show (same frames, camera and size): skip the frame (SwiftShader is slow)
+  const p = cam.pose;
+  const key = `${mode}|${api.frames}|${api.seq()}|${store?.generation}|${p.position}|${p.yaw}|${p.pitch}|${canvas.width}x${canvas.height}`;
+  idle = key === lastKey;
+  if (idle) return false;
+  lastKey = key;
   if (store) {
     if (store !== lastStore) { renderer.generation = null; lastStore = store; }  // a new decoder: full upload
     renderer.sync(store);
@@ -107,7 +114,7 @@ function draw() {
   gpuBusy = true;                                         // at most one frame in flight on the GPU
   const r = renderer;
   const done = presentMode === 'canvas' ? r.device.queue.onSubmittedWorkDone() : blit(r);
-  done.then(() => { frameMs = performance.now() - t0; gpuBusy = false; },
+  done.then(() => { frameMs = performance.now() - t0; gpuBusy = false; fpsCount += 1; },
             (e) => { gpuBusy = false; if (!rendererError) rendererError = String(e && e.message || e); });
   return true;
 }
@@ -116,7 +123,6 @@ function tick(t) {
   requestAnimationFrame(tick);
   const dt = Math.min(0.1, (t - lastT) / 1000);
   lastT = t;
-  fpsCount += 1;
   if (t - fpsT0 >= 1000) { fps = (fpsCount * 1000) / (t - fpsT0); fpsCount = 0; fpsT0 = t; }
   const { axes, fast } = input.flyAxes();
   if (axes[0] || axes[1] || axes[2]) {
@@ -251,7 +257,7 @@ function hudState() {
   const r = renderer?.stats;
   const common = {
     mode: mode === 'live' ? 'live' : `offline ${offlineName} ${player ? `${player.index}/${player.frames.length}${player.playing ? '' : ' (paused)'}` : ''}`,
-    fps, live: store ? store.live : null, digestStatus: digestStatus(),
+    fps: idle && fps === 0 ? 'idle (no change)' : fps, live: store ? store.live : null, digestStatus: digestStatus(),
     render: renderer ? `${canvas.width}x${canvas.height} ${presentMode}, frame ${frameMs == null ? '-' : frameMs.toFixed(1)} ms, sort ${r?.sortMs == null ? '-' : r.sortMs.toFixed(2)} ms, gpu ${r?.gpuFrameMs == null ? '-' : r.gpuFrameMs.toFixed(2)} ms`
       : rendererError ? `unavailable: ${rendererError}` : 'starting',
     camera: `${follow ? 'following world' : 'local'} (${p.position.map((v) => v.toFixed(2)).join(', ')}) yaw ${p.yaw.toFixed(1)} pitch ${p.pitch.toFixed(1)}`,

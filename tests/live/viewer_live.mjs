@@ -54,7 +54,7 @@ try {
                              null, { timeout: 30000, polling: 50 });
   result.rendererError = await V(() => window.gsdViewer.rendererError);
   if (result.rendererError) throw new Error(`renderer: ${result.rendererError}`);
-  await page.waitForFunction(() => window.gsdViewer.rendered >= 2, null, { timeout: 30000, polling: 50 });
+  await page.waitForFunction(() => window.gsdViewer.rendered >= 1, null, { timeout: 30000, polling: 50 });
   let seq = await V(() => window.gsdViewer.seq());
   step('connected', { seq, live: await V(() => window.gsdViewer.live()) });
 
@@ -120,14 +120,14 @@ try {
                    live: await V(() => window.gsdViewer.live()), hud: await V(() => window.gsdViewer.hud()) };
   // Offline playback: the file input (as a dropped file would) plays a .gsd stream at a fixed rate.
   if (args.offline) {
+    const renderedBefore = await V(() => window.gsdViewer.rendered);
     await page.setInputFiles('#file', args.offline);
     await page.waitForFunction(() => window.gsdViewer.mode() === 'offline' && window.gsdViewer.player
                                  && (window.gsdViewer.player.done || window.gsdViewer.player.error), null, { timeout: 20000, polling: 50 });
     result.offline = await V(() => ({ frames: window.gsdViewer.player.frames.length, error: String(window.gsdViewer.player.error || ''),
                                       log: window.gsdViewer.player.log, live: window.gsdViewer.live(),
                                       rendered: window.gsdViewer.rendered }));
-    await page.waitForTimeout(300);
-    result.offline.renderedAfter = await V(() => window.gsdViewer.rendered);
+    result.offline.renderedBefore = renderedBefore;
     step('offline');
   }
   result.ok = true;
