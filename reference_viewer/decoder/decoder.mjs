@@ -5,7 +5,7 @@ import { crc32 } from './crc32.mjs';
 import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
 import { decodeSection } from './sections.mjs';
 import { Profile, checkHeaderDomain } from './profile.mjs';
-import { SceneStore } from './store.mjs';
+import { SceneStore, cellOfId, writeRotation, M_SUM0, M_SUM1, M_MARK, M_FLAGS } from './store.mjs';
 import { fmix32, digestText } from './digest.mjs';
 import { IdTable } from './idtable.mjs';
 
@@ -293,9 +293,11 @@ export class Decoder {
   _apply(keyframe, m, adds, upds, dels, ranges, cells) {
     const p = this.profile, st = this.store, NC = p.NC;
     const K0 = st.K0, K1 = st.K1;
-    const stamp = ++this._stamp;
-    if (stamp >= 0xFFFFFFFF) { st.mark.fill(0); this._stamp = 1; }
-    const mark = st.mark;
+    if (++this._stamp >= 0x7FFFFFFF) {   // stamps of staged deletes in meta[4s + M_MARK]
+      for (let s = 0; s < st.highWater; s++) st.meta[4 * s + M_MARK] = 0;
+      this._stamp = 1;
+    }
+    const meta = st.meta, sk = this._stamp;
     let lane0 = keyframe ? 0 : st.lane0, lane1 = keyframe ? 0 : st.lane1;
     let live = keyframe ? 0 : st.live;
     // ---- step 2: deletes
@@ -306,8 +308,8 @@ export class Decoder {
       if (keyframe) { if (n > 0) fail('ID_MISSING', 'DELETE_IDS in a keyframe (the state is empty)'); continue; }
       for (let i = 0; i < n; i++) {
         const s = st.lookup(lo[i], hi[i]);
-        if (s < 0 || mark[s] === this._stamp) fail('ID_MISSING', 'DELETE_IDS of an id that is not live');
-        mark[s] = this._stamp;
+        if (s < 0 || meta[4 * s + M_MARK] === sk) fail('ID_MISSING', 'DELETE_IDS of an id that is not live');
+        meta[4 * s + M_MARK] = sk;
         delSlots.push(s);
       }
     }
@@ -316,9 +318,9 @@ export class Decoder {
     if (!keyframe && nRanges + nCells > 0 && st.live > delSlots.length) {
       const iv = this._intervals(ranges, cells);
       if (iv.n) {
-        const { sHi, sLo, eHi, eLo } = iv, idLo = st.idLo, idHi = st.idHi, alive = st.alive, sk = this._stamp;
+        const { sHi, sLo, eHi, eLo } = iv, idLo = st.idLo, idHi = st.idHi;
         for (let s = 0; s < st.highWater; s++) {
-          if (!alive[s] || mark[s] === sk) continue;
+          if (!(meta[4 * s + M_FLAGS] & 1) || meta[4 * s + M_MARK] === sk) continue;
           const h = idHi[s], l = idLo[s];
           // greatest interval start <= id
           let a = 0, b = iv.n - 1, f = -1;
@@ -326,24 +328,32 @@ export class Decoder {
             const mid = (a + b) >> 1;
             if (sHi[mid] < h || (sHi[mid] === h && sLo[mid] <= l)) { f = mid; a = mid + 1; } else b = mid - 1;
           }
-          if (f >= 0 && (h < eHi[f] || (h === eHi[f] && l <= eLo[f]))) { mark[s] = sk; delSlots.push(s); }
+          if (f >= 0 && (h < eHi[f] || (h === eHi[f] && l <= eLo[f]))) { meta[4 * s + M_MARK] = sk; delSlots.push(s); }
         }
       }
     }
     for (const s of delSlots) {
-      lane0 = (lane0 - fmix32(st.sum0[s])) >>> 0;
-      lane1 = (lane1 - fmix32(st.sum1[s])) >>> 0;
+      lane0 = (lane0 - fmix32(meta[4 * s + M_SUM0] >>> 0)) >>> 0;
+      lane1 = (lane1 - fmix32(meta[4 * s + M_SUM1] >>> 0)) >>> 0;
     }
     live -= delSlots.length;
     // ---- step 3: adds
     let nAdd = 0;
-    for (const b of adds) {
+    let built = null;
+    if (keyframe) {
+      for (const b of adds) nAdd += b.n;
+      // the result's size is known now: check the budget (step 5) before building anything
+      if (nAdd > this.budget) fail('LIMIT_EXCEEDED', `${nAdd} live Gaussians, budget ${this.budget}`);
+      built = this._buildKeyframe(adds, nAdd);   // validates codes (BAD_VALUE) into a new store
+      lane0 = built.lane0; lane1 = built.lane1;
+    }
+    for (const b of (keyframe ? [] : adds)) {
       const { n, ids: { lo, hi }, comps } = b;
       nAdd += n;
       if (!keyframe) {
         for (let i = 0; i < n; i++) {
           const s = st.lookup(lo[i], hi[i]);
-          if (s >= 0 && mark[s] !== this._stamp) fail('ID_EXISTS', 'ADD of a live id');
+          if (s >= 0 && meta[4 * s + M_MARK] !== sk) fail('ID_EXISTS', 'ADD of a live id');
         }
       }
       for (const [j, arr, off] of comps) if (p.firstInvalid(j, arr, n, off) >= 0) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
@@ -371,12 +381,12 @@ export class Decoder {
       const slots = new Int32Array(n);
       for (let i = 0; i < n; i++) {
         const s = st.lookup(lo[i], hi[i]);
-        if (s < 0 || mark[s] === this._stamp) fail('ID_MISSING', 'UPDATE of an id that is not live');
+        if (s < 0 || meta[4 * s + M_MARK] === sk) fail('ID_MISSING', 'UPDATE of an id that is not live');
         slots[i] = s;
       }
       const codes = st.codes;
       const s0 = new Int32Array(n), s1 = new Int32Array(n);
-      for (let i = 0; i < n; i++) { s0[i] = st.sum0[slots[i]]; s1[i] = st.sum1[slots[i]]; }
+      for (let i = 0; i < n; i++) { s0[i] = meta[4 * slots[i] + M_SUM0]; s1[i] = meta[4 * slots[i] + M_SUM1]; }
       const news = [];
       for (const [j, arr, off] of comps) {
         const w = p.compWidth[j], msk = p.compMask[j], k0 = K0[j + 2], k1 = K1[j + 2];
@@ -393,8 +403,8 @@ export class Decoder {
       }
       for (let i = 0; i < n; i++) {
         const s = slots[i];
-        lane0 = (lane0 - fmix32(st.sum0[s]) + fmix32(s0[i] >>> 0)) >>> 0;
-        lane1 = (lane1 - fmix32(st.sum1[s]) + fmix32(s1[i] >>> 0)) >>> 0;
+        lane0 = (lane0 - fmix32(meta[4 * s + M_SUM0] >>> 0) + fmix32(s0[i] >>> 0)) >>> 0;
+        lane1 = (lane1 - fmix32(meta[4 * s + M_SUM1] >>> 0) + fmix32(s1[i] >>> 0)) >>> 0;
       }
       Object.assign(b, { slots, news, s0, s1 });
     }
@@ -408,7 +418,7 @@ export class Decoder {
       }
     }
     // ---- step 7: commit (nothing below can fail on valid input; memory is reserved first)
-    if (keyframe) this._commitKeyframe(adds, nAdd);
+    if (keyframe) this.store._adopt(built);
     else this._commitDelta(delSlots, adds, upds, nAdd, live);
     st.lane0 = lane0; st.lane1 = lane1;
     if (st.live !== live) throw new Error(`internal: live ${st.live} != planned ${live}`);
@@ -416,39 +426,95 @@ export class Decoder {
              deleted: delSlots.length, live };
   }
 
-  _commitKeyframe(adds, nAdd) {
+  /**
+   * Keyframe ADDs, fused: one pass per component validates the codes (5.6), accumulates the record
+   * lane sums, stores the codes and writes the dequantized floats, all into a new SceneStore that
+   * replaces the current one only at commit. Throws BAD_VALUE on an invalid code.
+   */
+  _buildKeyframe(adds, nAdd) {
     const p = this.profile, NC = p.NC;
     const t = new SceneStore(p);
     t.reserve(nAdd, nAdd, 0, Math.max(4096, nAdd >> 3));
+    const K0 = t.K0, K1 = t.K1, stride = t.stride, codes = t.codes, data = t.data, dataU32 = t.dataU32;
     let s = 0;
-    for (const { n, ids: { lo, hi }, comps, s0, s1 } of adds) {
+    for (const { n, ids: { lo, hi }, comps } of adds) {
+      const s0 = new Int32Array(n), s1 = new Int32Array(n);
+      for (let i = 0; i < n; i++) {
+        s0[i] = Math.imul(lo[i], K0[0]) + Math.imul(hi[i], K0[1]);
+        s1[i] = Math.imul(lo[i], K1[0]) + Math.imul(hi[i], K1[1]);
+      }
+      // tiles of TILE Gaussians: the tile's slots (codes and floats) stay in cache across the
+      // component passes, while each planar input component is read sequentially
+      const TILE = 256;
+      for (let i0 = 0; i0 < n; i0 += TILE) {
+        const i1 = Math.min(n, i0 + TILE);
+        for (const [j, arr, off] of comps) {
+          const k0 = K0[j + 2], k1 = K1[j + 2];
+          let ci = (s + i0) * NC + j, di = (s + i0) * stride + p.dataOff[j];
+          if (p.lossless) {
+            for (let i = i0; i < i1; i++, ci += NC, di += stride) {
+              const v = arr[off + i];
+              if ((v & 0x7F800000) === 0x7F800000) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
+              s0[i] += Math.imul(v, k0); s1[i] += Math.imul(v, k1);
+              codes[ci] = v; dataU32[di] = v;
+            }
+            continue;
+          }
+          const maxU = p.compMaxU[j], neg = p.compMinNegU[j] || 0x100000000, T = p.compTable[j];
+          if (T === null) {
+            for (let i = i0; i < i1; i++, ci += NC) {
+              const v = arr[off + i];
+              if (v > maxU && v < neg) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
+              s0[i] += Math.imul(v, k0); s1[i] += Math.imul(v, k1);
+              codes[ci] = v;
+            }
+          } else {
+            for (let i = i0; i < i1; i++, ci += NC, di += stride) {
+              const v = arr[off + i];
+              if (v > maxU && v < neg) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
+              s0[i] += Math.imul(v, k0); s1[i] += Math.imul(v, k1);
+              codes[ci] = v; data[di] = T[v];
+            }
+          }
+        }
+      }
       t.idLo.set(lo, s); t.idHi.set(hi, s);
-      t.sum0.set(new Uint32Array(s0.buffer, s0.byteOffset, n), s);
-      t.sum1.set(new Uint32Array(s1.buffer, s1.byteOffset, n), s);
-      t.alive.fill(1, s, s + n);
-      const codes = t.codes;
-      for (const [j, arr, off] of comps) for (let i = 0; i < n; i++) codes[(s + i) * NC + j] = arr[off + i];
+      const tm = t.meta;
+      for (let i = 0, m = 4 * s; i < n; i++, m += 4) { tm[m + M_SUM0] = s0[i]; tm[m + M_SUM1] = s1[i]; tm[m + M_FLAGS] = 1; }
+      for (let i = 0; i < n; i++) {
+        t.lane0 = (t.lane0 + fmix32(s0[i] >>> 0)) >>> 0;
+        t.lane1 = (t.lane1 + fmix32(s1[i] >>> 0)) >>> 0;
+      }
+      if (!p.lossless) {   // POSITION (needs the id's cell) and ROTATION (needs all four codes)
+        const c = new Uint32Array(3), g = p.grid, st = p.posStep, rt = p.rotTable;
+        for (let i = 0, cb = s * NC, db = s * stride; i < n; i++, cb += NC, db += stride) {
+          cellOfId(lo[i], hi[i], p.S, c);
+          data[db] = g.originX + c[0] * g.cellSize + (codes[cb] | 0) * st;
+          data[db + 1] = g.originY + c[1] * g.cellSize + (codes[cb + 1] | 0) * st;
+          data[db + 2] = g.originZ + c[2] * g.cellSize + (codes[cb + 2] | 0) * st;
+          writeRotation(data, db + 8, codes[cb + 6], rt[codes[cb + 7]], rt[codes[cb + 8]], rt[codes[cb + 9]]);
+        }
+      }
       for (let i = 0; i < n; i++) t.ids.set(lo[i], hi[i], s + i);
       s += n;
     }
     t.highWater = nAdd;
     t.live = nAdd;
-    for (let i = 0; i < nAdd; i++) t.derive(i);
-    this.store._adopt(t);
+    return t;
   }
 
   _commitDelta(delSlots, adds, upds, nAdd, liveAfter) {
     const st = this.store, NC = st.NC;
     st.reserve(nAdd, liveAfter, delSlots.length);
     for (const s of delSlots) st.freeSlot(s);
-    const codes = st.codes;
+    const codes = st.codes, meta = st.meta;
     for (const { n, ids: { lo, hi }, comps, s0, s1 } of adds) {
       for (let i = 0; i < n; i++) {
         const s = st.allocSlot();
         st.idLo[s] = lo[i]; st.idHi[s] = hi[i];
-        st.sum0[s] = s0[i]; st.sum1[s] = s1[i];
-        st.alive[s] = 1;
-        st.mark[s] = 0;
+        const m = 4 * s;
+        meta[m + M_SUM0] = s0[i]; meta[m + M_SUM1] = s1[i]; meta[m + M_MARK] = 0;
+        meta[m + M_FLAGS] = (meta[m + M_FLAGS] & 2) | 1;   // alive; keeps a dirty flag of the freed slot
         const cb = s * NC;
         for (const [j, arr, off] of comps) codes[cb + j] = arr[off + i];
         st.ids.set(lo[i], hi[i], s);
@@ -461,7 +527,7 @@ export class Decoder {
       for (const [j, nv] of news) for (let i = 0; i < n; i++) codes[slots[i] * NC + j] = nv[i];
       for (let i = 0; i < n; i++) {
         const s = slots[i];
-        st.sum0[s] = s0[i]; st.sum1[s] = s1[i];
+        meta[4 * s + M_SUM0] = s0[i]; meta[4 * s + M_SUM1] = s1[i];
         for (let a = 0; a < 6; a++) if (mask & (1 << a)) st.deriveAttr(s, a);
         st._touch(s);
       }

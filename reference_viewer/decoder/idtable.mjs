@@ -1,5 +1,6 @@
 // Open-addressing hash table from a u64 id (two u32 halves) to a non-negative int32 value
-// (a slot). Linear probing, backward-shift deletion, load factor <= 1/2.
+// (a slot). Linear probing, backward-shift deletion, load factor <= 1/2. Entries are
+// interleaved (lo, hi, value, -) in one Int32Array, so a probe touches one cache line.
 const EMPTY = -1;
 
 function hash(lo, hi) {
@@ -22,64 +23,72 @@ export class IdTable {
   _alloc(cap) {
     this.cap = cap;
     this.mask = cap - 1;
-    this.klo = new Uint32Array(cap);
-    this.khi = new Uint32Array(cap);
-    this.val = new Int32Array(cap).fill(EMPTY);
+    this.e = new Int32Array(cap * 4);
+    for (let i = 2; i < this.e.length; i += 4) this.e[i] = EMPTY;
   }
-  clear() { this.val.fill(EMPTY); this.size = 0; }
+  clear() {
+    const e = this.e;
+    for (let i = 2; i < e.length; i += 4) e[i] = EMPTY;
+    this.size = 0;
+  }
   /** Makes room for `n` entries in total without rehashing later (may reallocate now). */
   reserve(n) {
     if (2 * n <= this.cap) return;
-    const { klo, khi, val, cap } = this;
+    const old = this.e;
     this._alloc(IdTable.capacityFor(n));
     this.size = 0;
-    for (let i = 0; i < cap; i++) if (val[i] !== EMPTY) this.set(klo[i], khi[i], val[i]);
+    for (let i = 0; i < old.length; i += 4) if (old[i + 2] !== EMPTY) this.set(old[i] >>> 0, old[i + 1] >>> 0, old[i + 2]);
   }
   get(lo, hi) {
-    const { klo, khi, val, mask } = this;
+    const e = this.e, mask = this.mask;
+    lo |= 0; hi |= 0;
     let i = hash(lo, hi) & mask;
     for (;;) {
-      const v = val[i];
+      const p = i << 2, v = e[p + 2];
       if (v === EMPTY) return -1;
-      if (klo[i] === lo && khi[i] === hi) return v;
+      if (e[p] === lo && e[p + 1] === hi) return v;
       i = (i + 1) & mask;
     }
   }
   /** Inserts or overwrites. Returns the previous value or -1. */
   set(lo, hi, value) {
     if (2 * (this.size + 1) > this.cap) this.reserve(this.size + 1);
-    const { klo, khi, val, mask } = this;
+    const e = this.e, mask = this.mask;
+    lo |= 0; hi |= 0;
     let i = hash(lo, hi) & mask;
     for (;;) {
-      const v = val[i];
-      if (v === EMPTY) { klo[i] = lo; khi[i] = hi; val[i] = value; this.size++; return -1; }
-      if (klo[i] === lo && khi[i] === hi) { val[i] = value; return v; }
+      const p = i << 2, v = e[p + 2];
+      if (v === EMPTY) { e[p] = lo; e[p + 1] = hi; e[p + 2] = value; this.size++; return -1; }
+      if (e[p] === lo && e[p + 1] === hi) { e[p + 2] = value; return v; }
       i = (i + 1) & mask;
     }
   }
   delete(lo, hi) {
-    const { klo, khi, val, mask } = this;
+    const e = this.e, mask = this.mask;
+    lo |= 0; hi |= 0;
     let i = hash(lo, hi) & mask;
     for (;;) {
-      const v = val[i];
+      const p = i << 2, v = e[p + 2];
       if (v === EMPTY) return -1;
-      if (klo[i] === lo && khi[i] === hi) break;
+      if (e[p] === lo && e[p + 1] === hi) break;
       i = (i + 1) & mask;
     }
-    const old = val[i];
+    const old = e[(i << 2) + 2];
     // backward-shift deletion
     let j = i;
     for (;;) {
       j = (j + 1) & mask;
-      if (val[j] === EMPTY) break;
-      const home = hash(klo[j], khi[j]) & mask;
-      // can the entry at j move to i? yes unless home lies cyclically in (i, j]
+      const q = j << 2;
+      if (e[q + 2] === EMPTY) break;
+      const home = hash(e[q], e[q + 1]) & mask;
+      // the entry at j may move to i unless its home lies cyclically in (i, j]
       if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
-        klo[i] = klo[j]; khi[i] = khi[j]; val[i] = val[j];
+        const p = i << 2;
+        e[p] = e[q]; e[p + 1] = e[q + 1]; e[p + 2] = e[q + 2];
         i = j;
       }
     }
-    val[i] = EMPTY;
+    e[(i << 2) + 2] = EMPTY;
     this.size--;
     return old;
   }

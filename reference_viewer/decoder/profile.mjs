@@ -76,6 +76,10 @@ export class Profile {
         this.compMask[j] = w === 4 ? 0xFFFFFFFF : (1 << (8 * w)) - 1;
       }
     }
+    // float offset of component j within a store slot (store.mjs contract)
+    this.dataOff = new Uint8Array(NC);
+    [0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 3, 12, 13, 14].forEach((o, j) => { this.dataOff[j] = o; });
+    for (let r = 0; r < 3 * K; r++) this.dataOff[14 + r] = 16 + r;
     if (q) {
       const set = (j, maxU, minNeg = 0) => { this.compMaxU[j] = maxU; this.compMinNegU[j] = minNeg; };
       for (let j = 0; j < 3; j++) set(j, 0xFFFFFFFF);
@@ -149,5 +153,11 @@ export class Profile {
     }
     this.restCompTable = [];
     for (let r = 0; r < 3 * this.K; r++) this.restCompTable.push(this.restTables[this.degreeOf(r) - 1]);
+    // per component: the table from code to float (null for POSITION and ROTATION, computed)
+    this.compTable = [];
+    for (let j = 0; j < this.NC; j++) {
+      this.compTable.push(j < 3 || (j >= 6 && j < 10) ? null : j < 6 ? this.scaleTable : j === 10 ? this.opacityTable
+        : j < 14 ? this.dcTable : this.restCompTable[j - 14]);
+    }
   }
 }

@@ -40,12 +40,15 @@
 // ============================================================================================
 //
 // Internals (not part of the contract): per slot the id (two u32 halves), the NC = 14 + 3K
-// integer codes as zero-extended u32 words (exactly the record words w_2.. of SPEC 7.1), the two
-// pre-fmix32 lane sums of the record (SPEC 7.5), and an alive flag; an IdTable id -> slot.
+// integer codes as zero-extended u32 words (exactly the record words w_2.. of SPEC 7.1), and
+// `meta` (4 int32 per slot, one cache line for 4 slots): the two pre-fmix32 lane sums of the
+// record (SPEC 7.5), the decoder's staging mark, and flags (alive, dirty); an IdTable id -> slot.
 import { IdTable } from './idtable.mjs';
 import { fmix32, laneConstants, digestText } from './digest.mjs';
 
 const FREED_OPACITY = -1e30;
+export const M_SUM0 = 0, M_SUM1 = 1, M_MARK = 2, M_FLAGS = 3;   // meta[4*s + ...]
+const ALIVE = 1, DIRTY = 2;
 export const COMPACT_MIN_FREE = 4096;
 
 function compact1by2(x) {
@@ -111,11 +114,7 @@ export class SceneStore {
     this.codes = new Uint32Array(cap * this.NC);
     this.idLo = new Uint32Array(cap);
     this.idHi = new Uint32Array(cap);
-    this.sum0 = new Uint32Array(cap);
-    this.sum1 = new Uint32Array(cap);
-    this.alive = new Uint8Array(cap);
-    this.dirtyFlag = new Uint8Array(cap);
-    this.mark = new Uint32Array(cap);     // decoder scratch: frame stamp of a staged delete
+    this.meta = new Int32Array(cap * 4);
   }
 
   digestText() { return digestText(this.live, this.lane0, this.lane1); }
@@ -126,14 +125,15 @@ export class SceneStore {
     this._lastTakenGeneration = this.generation;
     const n = this._dirtyCount;
     const slots = this._dirtyList.slice(0, n).sort();
-    for (let i = 0; i < n; i++) this.dirtyFlag[slots[i]] = 0;
+    for (let i = 0; i < n; i++) this.meta[4 * slots[i] + M_FLAGS] &= ~DIRTY;
     this._dirtyCount = 0;
     return { full, slots: full ? new Uint32Array(0) : slots };
   }
 
   _touch(s) {
-    if (this.dirtyFlag[s]) return;
-    this.dirtyFlag[s] = 1;
+    const f = 4 * s + M_FLAGS;
+    if (this.meta[f] & DIRTY) return;
+    this.meta[f] |= DIRTY;
     if (this._dirtyCount === this._dirtyList.length) {
       const grown = new Uint32Array(this._dirtyList.length * 2);
       grown.set(this._dirtyList);
@@ -143,9 +143,11 @@ export class SceneStore {
   }
 
   _clearDirty() {
-    this.dirtyFlag.fill(0);
+    for (let i = 0; i < this._dirtyCount; i++) this.meta[4 * this._dirtyList[i] + M_FLAGS] &= ~DIRTY;
     this._dirtyCount = 0;
   }
+
+  isAlive(s) { return (this.meta[4 * s + M_FLAGS] & ALIVE) !== 0; }
 
   // ------------------------------------------------------------------ decoder side
   lookup(lo, hi) { return this.ids.get(lo, hi); }
@@ -167,14 +169,14 @@ export class SceneStore {
   }
 
   _grow(cap) {
-    const old = { data: this.data, codes: this.codes, idLo: this.idLo, idHi: this.idHi, sum0: this.sum0,
-                  sum1: this.sum1, alive: this.alive, mark: this.mark };
+    this._clearDirty();
+    const old = { data: this.data, codes: this.codes, idLo: this.idLo, idHi: this.idHi, meta: this.meta };
     const hw = this.highWater;
     this._alloc(cap);
     this.data.set(old.data.subarray(0, hw * this.stride));
     this.codes.set(old.codes.subarray(0, hw * this.NC));
-    for (const k of ['idLo', 'idHi', 'sum0', 'sum1', 'alive', 'mark']) this[k].set(old[k].subarray(0, hw));
-    this._dirtyCount = 0;
+    this.meta.set(old.meta.subarray(0, hw * 4));
+    for (const k of ['idLo', 'idHi']) this[k].set(old[k].subarray(0, hw));
     this.generation++;
   }
 
@@ -186,9 +188,10 @@ export class SceneStore {
   /** Removes a live slot (id table, lane sums, freed opacity). */
   freeSlot(s) {
     this.ids.delete(this.idLo[s], this.idHi[s]);
-    this.lane0 = (this.lane0 - fmix32(this.sum0[s])) >>> 0;
-    this.lane1 = (this.lane1 - fmix32(this.sum1[s])) >>> 0;
-    this.alive[s] = 0;
+    const m = 4 * s;
+    this.lane0 = (this.lane0 - fmix32(this.meta[m + M_SUM0] >>> 0)) >>> 0;
+    this.lane1 = (this.lane1 - fmix32(this.meta[m + M_SUM1] >>> 0)) >>> 0;
+    this.meta[m + M_FLAGS] &= ~ALIVE;
     this.live--;
     this.data[s * this.stride + 3] = FREED_OPACITY;
     this.freeList[this.freeCount++] = s;
@@ -206,8 +209,8 @@ export class SceneStore {
       s0 = (s0 + Math.imul(w, K0[j + 2])) | 0;
       s1 = (s1 + Math.imul(w, K1[j + 2])) | 0;
     }
-    this.sum0[s] = s0;
-    this.sum1[s] = s1;
+    this.meta[4 * s + M_SUM0] = s0;
+    this.meta[4 * s + M_SUM1] = s1;
   }
 
   /** Writes the dequantized floats of attribute a (0..5) of slot s. */
@@ -255,33 +258,34 @@ export class SceneStore {
 
   compact() {
     const { stride, NC } = this;
+    this._clearDirty();
+    const meta = this.meta;
     let dst = 0;
     for (let s = 0; s < this.highWater; s++) {
-      if (!this.alive[s]) continue;
+      if (!(meta[4 * s + M_FLAGS] & ALIVE)) continue;
       if (dst !== s) {
         this.data.copyWithin(dst * stride, s * stride, (s + 1) * stride);
         this.codes.copyWithin(dst * NC, s * NC, (s + 1) * NC);
         this.idLo[dst] = this.idLo[s]; this.idHi[dst] = this.idHi[s];
-        this.sum0[dst] = this.sum0[s]; this.sum1[dst] = this.sum1[s];
-        this.alive[dst] = 1; this.alive[s] = 0;
+        meta.copyWithin(4 * dst, 4 * s, 4 * s + 4);
+        meta[4 * s + M_FLAGS] = 0;
         this.ids.set(this.idLo[dst], this.idHi[dst], dst);
       }
       dst++;
     }
     this.data.fill(0, dst * stride, this.highWater * stride);
+    meta.fill(0, 4 * dst, 4 * this.highWater);
     this.highWater = dst;
     this.freeCount = 0;
-    this._clearDirty();
     this.generation++;
   }
 
   /** Takes over the contents of another store of the same profile (a keyframe's); generation++. */
   _adopt(t) {
-    for (const k of ['capacity', 'data', 'dataU32', 'codes', 'idLo', 'idHi', 'sum0', 'sum1', 'alive', 'dirtyFlag',
-                     'mark', 'highWater', 'live', 'lane0', 'lane1', 'ids', 'freeList', 'freeCount']) this[k] = t[k];
-    this._dirtyList = new Uint32Array(256);
+    for (const k of ['capacity', 'data', 'dataU32', 'codes', 'idLo', 'idHi', 'meta',
+                     'highWater', 'live', 'lane0', 'lane1', 'ids', 'freeList', 'freeCount']) this[k] = t[k];
+    this._dirtyList = new Uint32Array(256);   // t's slots are not flagged dirty: generation says all
     this._dirtyCount = 0;
-    this.dirtyFlag.fill(0);
     this.generation++;
   }
 
@@ -289,7 +293,7 @@ export class SceneStore {
   entries() {
     const out = [];
     for (let s = 0; s < this.highWater; s++) {
-      if (!this.alive[s]) continue;
+      if (!this.isAlive(s)) continue;
       out.push({ id: (BigInt(this.idHi[s]) << 32n) | BigInt(this.idLo[s]), slot: s,
                  codes: this.codes.slice(s * this.NC, (s + 1) * this.NC) });
     }

@@ -46,7 +46,7 @@ test('keyframe: generation changes, takeDirty says full; then a delta gives asce
   assert.ok(d1.slots[0] < d1.slots[1]);
   for (const slot of d1.slots) {
     assert.equal(s.data[slot * s.stride + 3], Math.fround(-1e30));   // freed slot renders with alpha 0
-    assert.equal(s.alive[slot], 0);
+    assert.equal(s.isAlive(slot), false);
   }
   assert.equal(s.live, 4);
   assert.equal(s.highWater, 6);
@@ -64,7 +64,7 @@ test('delete then add in one frame reuses the freed slot; highWater stays', () =
   const { slots } = s.takeDirty();
   assert.ok(slots.length >= r.counts.add);
   for (const slot of slots) {
-    assert.equal(s.alive[slot], 1);
+    assert.equal(s.isAlive(slot), true);
     assert.ok(s.data[slot * s.stride + 3] > -1e29);
   }
 });
@@ -97,7 +97,7 @@ test('compaction moves live slots down in order, keeps ids and floats, bumps gen
     const slot = s.allocSlot();
     s.idLo[slot] = 0x10000000 + i; s.idHi[slot] = 0;
     s.codes.copyWithin(slot * s.NC, 0, s.NC);
-    s.alive[slot] = 1; s.live++;
+    s.meta[4 * slot + 3] = 1; s.live++;
     s.ids.set(s.idLo[slot], 0, slot);
     s.rehash(slot); s.derive(slot);
   }
