@@ -15,7 +15,7 @@ try {
   const page = await ctx.newPage();
   page.on('console', (m) => result.log.push(m.text()));
   page.on('pageerror', (e) => result.log.push('pageerror: ' + e.message));
-  await page.goto(`${srv.url}/reference_viewer/render_test.html`);
+  await page.goto(`${srv.url}/reference_viewer/render_test.html${job.format ? '?format=' + job.format : ''}`);
   await page.waitForFunction(() => window.gsdReady === true, null, { timeout: 30000 });
   result.init = await page.evaluate(([w, h]) => window.gsdRender.init(w, h), [job.width, job.height]);
   for (const sc of job.scenes) {
