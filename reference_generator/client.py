@@ -176,18 +176,22 @@ class Client:
                 raise ConnectionError(f"WebSocket error: {self._ws.exception()}")
 
     async def next_frame(self, timeout: float | None = 30.0) -> FrameEvent:
-        """Receive frames until one applies; returns it (errors trigger a resync, as SPEC.md 11.4 says)."""
-        async def loop():
-            while True:
-                data = await self._receive_binary()
-                info, self._info = self._info, None
-                if self.drop_next:
-                    self.drop_next -= 1
-                    continue
-                ev = await self._apply(data, info)
-                if ev is not None:
-                    return ev
-        return await asyncio.wait_for(loop(), timeout)
+        """Receive frames until one applies; returns it (errors trigger a resync, as SPEC.md 11.4 says).
+
+        Only the wait for bytes is subject to ``timeout``: a frame that has arrived is always
+        applied and acknowledged, never abandoned half way (that would leave the server
+        waiting for an ack that never comes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            data = await asyncio.wait_for(self._receive_binary(), left)
+            info, self._info = self._info, None
+            if self.drop_next:
+                self.drop_next -= 1
+                continue
+            ev = await asyncio.shield(self._apply(data, info))
+            if ev is not None:
+                return ev
 
     async def _apply(self, data: bytes, info: dict | None) -> FrameEvent | None:
         t0 = time.perf_counter()

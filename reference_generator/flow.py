@@ -120,6 +120,7 @@ class Window:
         self.rate = float(max_bytes_per_second)
         self.clock = clock
         self.unacked: deque = deque()        # (seq, digest text, sent time, keyframe)
+        self.history: deque = deque(maxlen=4 * window)   # (seq, digest) of recent frames, kept across forget()
         self.acked = -1
         self.last_ack = clock()
         self.tokens = self.rate              # token bucket: about one second of budget
@@ -147,6 +148,7 @@ class Window:
             self.last_ack = self.clock()
         self.tokens -= nbytes
         self.unacked.append((seq, digest, self.clock(), keyframe))
+        self.history.append((seq, digest))
 
     def ack(self, seq: int, digest: str) -> str | None:
         """Check an ack (11.5). None if it is good, else the reason the client needs a keyframe."""
@@ -159,8 +161,9 @@ class Window:
                 self.acked = seq
                 self.last_ack = self.clock()
                 return None
-        if seq == self.acked:
-            return None                      # a repeated ack of the last acknowledged frame
+        for s, d in self.history:            # a late ack of a frame sent before a keyframe or forget()
+            if s == seq:
+                return "DIGEST_MISMATCH" if Digest.parse(digest) != Digest.parse(d) else None
         return "UNKNOWN_SEQ"
 
     def stalled(self, timeout: float) -> bool:

@@ -129,9 +129,11 @@ def run_round(n: int, a) -> dict:
             except OSError:
                 time.sleep(0.05)
         url = f"ws://127.0.0.1:{port}/ws"
-        cpu0, t0 = _proc_cpu_seconds(srv.pid), time.monotonic()
+        cpu0, t0, own0 = _proc_cpu_seconds(srv.pid), time.monotonic(), time.process_time()
         results = asyncio.run(_round(url, n, a.seconds, a.rate))
-        cpu = (_proc_cpu_seconds(srv.pid) - cpu0) / (time.monotonic() - t0)
+        wall = time.monotonic() - t0
+        cpu = (_proc_cpu_seconds(srv.pid) - cpu0) / wall
+        client_cpu = (time.process_time() - own0) / wall
         rss, hwm = _proc_mem_mb(srv.pid)
     finally:
         srv.terminate()
@@ -151,7 +153,7 @@ def run_round(n: int, a) -> dict:
             "p50": _pct(lat, 50), "p99": _pct(lat, 99), "n_lat": len(lat),
             "errors": sum(sum(r["errors"].values()) for r in ok), "resyncs": sum(r["resyncs"] for r in ok),
             "kbps": statistics.fmean(r["bytes"] for r in ok) / a.seconds / 1e3 if ok else 0.0,
-            "cpu": cpu, "rss": rss, "hwm": hwm}
+            "cpu": cpu, "client_cpu": client_cpu, "rss": rss, "hwm": hwm}
 
 
 def report(rows: list, gen: tuple, a) -> str:
@@ -192,7 +194,7 @@ def main(argv=None) -> int:
         r = run_round(n, a)
         rows.append(r)
         print(f"N={n}: {r['fps_mean']:.1f} frames/s per client, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
-              f"server CPU {r['cpu']:.2f} cores, RSS {r['rss']:.0f} MB, errors {r['errors']}, failed {len(r['failed'])}",
+              f"server CPU {r['cpu']:.2f} cores, clients {r['client_cpu']:.2f}, RSS {r['rss']:.0f} MB, errors {r['errors']}, failed {len(r['failed'])}",
               flush=True)
     text = report(rows, gen, a)
     print(text)

@@ -455,6 +455,12 @@ def test_window_ack_rules():
     w.tokens = -500.0
     w.stamp = t[0]
     assert w.wait_for_budget(10) > 0.4
+    w.forget()                                               # a keyframe is on its way ...
+    w.sent(9, "4:00000001:00000001", 100, True)
+    assert w.ack(6, "3:00000003:00000004") is None           # ... a late ack of an older frame is no resync
+    assert w.ack(6, "3:00000003:00000005") == "DIGEST_MISMATCH"
+    t[0] = 20.0
+    assert not w.stalled(5.0)                                # one keyframe per stall: it is still out
 
 
 def test_watch_cli_against_a_server_and_without_one():
