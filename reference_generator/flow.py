@@ -108,8 +108,11 @@ class Pending:
 
 class FrameTooLarge(Exception):
     def __init__(self, size: int, limit: int):
-        super().__init__(f"a keyframe of the scene is {size} bytes, over the client's max_frame_bytes {limit}")
+        super().__init__(size, limit)           # args as given: picklable across world processes
         self.size, self.limit = size, limit
+
+    def __str__(self) -> str:
+        return f"a keyframe of the scene is {self.size} bytes, over the client's max_frame_bytes {self.limit}"
 
 
 class Window:

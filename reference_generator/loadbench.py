@@ -40,15 +40,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tree(pid: int) -> list:
+    """The process and its descendants (the server's world processes)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids = (task / "children").read_text().split()
+        for k in kids:
+            out += _tree(int(k))
+    return out
+
+
 def _proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in _tree(pid):
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _proc_mem_mb(pid: int) -> tuple[float, float]:
-    txt = Path(f"/proc/{pid}/status").read_text()
-    rss = int(re.search(r"VmRSS:\s+(\d+)", txt).group(1)) / 1024
-    hwm = int(re.search(r"VmHWM:\s+(\d+)", txt).group(1)) / 1024
+    """RSS and peak RSS summed over the process tree, MB."""
+    rss = hwm = 0.0
+    for p in _tree(pid):
+        txt = Path(f"/proc/{p}/status").read_text()
+        rss += int(re.search(r"VmRSS:\s+(\d+)", txt).group(1)) / 1024
+        hwm += int(re.search(r"VmHWM:\s+(\d+)", txt).group(1)) / 1024
     return rss, hwm
 
 
@@ -79,15 +95,17 @@ def generation_ms(target_live: int, steps: int = 60) -> tuple[float, float]:
     return statistics.median(gen), statistics.median(total)
 
 
-async def _client(url: str, seconds: float, rate: float, seed: int, results: list) -> None:
+async def _client(url: str, seconds: float, rate: float, seed: int, results: list, ready) -> None:
     rng = random.Random(seed)
     c = Client(url)
     try:
         await c.connect()
-        await c.next_frame(60)                       # keyframe (not counted in the latencies)
+        await c.next_frame(120)                      # keyframe (not counted in the latencies)
+        await ready()                                # all clients connected: start together
         await asyncio.sleep(rng.random() / rate)     # spread the clients over one action period
-        t_end = time.monotonic() + seconds
+        c.stats.latencies_ms.clear()
         t_start = time.monotonic()
+        t_end = t_start + seconds
         frames0 = c.stats.frames
         next_act = time.monotonic()
         while time.monotonic() < t_end:
@@ -104,13 +122,23 @@ async def _client(url: str, seconds: float, rate: float, seed: int, results: lis
                         "errors": dict(c.stats.errors), "resyncs": c.stats.resyncs, "bytes": c.stats.bytes})
     except Exception as e:                            # a failed client is a result, not a crash
         results.append({"failed": f"{type(e).__name__}: {e}"})
+        await ready(failed=True)
     finally:
         await c.close()
 
 
 async def _round(url: str, n: int, seconds: float, rate: float) -> list:
     results: list = []
-    await asyncio.gather(*[_client(url, seconds, rate, k, results) for k in range(n)])
+    arrived, go = [0], asyncio.Event()
+
+    async def ready(failed=False):
+        arrived[0] += 1
+        if arrived[0] >= n:
+            go.set()
+        if not failed:
+            await go.wait()
+
+    await asyncio.gather(*[_client(url, seconds, rate, k, results, ready) for k in range(n)])
     return results
 
 
@@ -118,7 +146,7 @@ def run_round(n: int, a) -> dict:
     port = _free_port()
     cmd = [sys.executable, "-m", "reference_generator.server", "--port", str(port), "--target-live",
            str(a.target_live), "--tick-hz", str(a.tick_hz), "--log-level", "warning",
-           "--max-sessions", str(max(256, n))]
+           "--max-sessions", str(max(256, n)), "--workers", str(a.workers)]
     log = tempfile.TemporaryFile()
     srv = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     try:
@@ -129,7 +157,7 @@ def run_round(n: int, a) -> dict:
             except OSError:
                 time.sleep(0.05)
         url = f"ws://127.0.0.1:{port}/ws"
-        cpu0, t0, own0 = _proc_cpu_seconds(srv.pid), time.monotonic(), time.process_time()
+        cpu0, t0, own0 = _proc_cpu_seconds(srv.pid), time.monotonic(), time.process_time()   # (includes connecting)
         results = asyncio.run(_round(url, n, a.seconds, a.rate))
         wall = time.monotonic() - t0
         cpu = (_proc_cpu_seconds(srv.pid) - cpu0) / wall
@@ -161,7 +189,7 @@ def report(rows: list, gen: tuple, a) -> str:
     lines = [
         "# Server load benchmark", "",
         f"`python -m reference_generator.loadbench --clients {' '.join(map(str, a.clients))} --seconds {a.seconds:g} "
-        f"--rate {a.rate:g} --target-live {a.target_live} --tick-hz {a.tick_hz:g}` on {platform.machine()}, "
+        f"--rate {a.rate:g} --target-live {a.target_live} --tick-hz {a.tick_hz:g} --workers {a.workers}` on {platform.machine()}, "
         f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Server and clients share the machine: the "
         "clients decode, verify and acknowledge every frame in one Python process.", "",
         f"Each client has a private world of about {a.target_live} Gaussians in view (SH degree 3, compact) and "
@@ -186,6 +214,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=10.0, help="actions per second per client")
     ap.add_argument("--target-live", type=int, default=3000)
     ap.add_argument("--tick-hz", type=float, default=0.0, help="server idle tick (0: steps on actions only)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="server world processes (default: one per core); 0 = threads in the server process")
     ap.add_argument("--out", default=str(ROOT / "SERVER_BENCH.md"), help="report file, or - for stdout only")
     a = ap.parse_args(argv)
     gen = generation_ms(a.target_live)

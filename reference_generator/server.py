@@ -34,7 +34,7 @@ from .actions import from_json
 from .flow import FrameTooLarge, Window
 from .metrics import JsonFormatter, Metrics, Rate, event
 from .world import WorldConfig
-from .worldhost import WorldHost
+from .worldhost import ProcessPool, WorldHost
 
 log = logging.getLogger("gsd.server")
 VIEWER_DIR = Path(__file__).resolve().parent.parent / "reference_viewer"
@@ -62,6 +62,7 @@ class ServerConfig:
     ack_timeout: float = 5.0         # frames out, no ack for this long: next frame is a keyframe
     send_timeout: float = 30.0       # one frame not written for this long: close 4001
     max_sessions: int = 256
+    workers: int = 0                 # world processes; 0: worlds on threads of the server process
     allowed_origins: tuple = ()      # extra Origin values accepted besides same-origin
     viewer_dir: Path = VIEWER_DIR
 
@@ -129,7 +130,6 @@ class Session:
         self.m = server.metrics
         self.host: WorldHost | None = None
         self.link = None
-        self.pending = None
         self.window: Window | None = None
         self.wake = asyncio.Event()
         self.rate = Rate()
@@ -147,8 +147,8 @@ class Session:
             hello = await self._hello()
             self.host = await self.server.world_for(self.world_name, hello)
             self.window = Window(self.cfg.window, hello["max_bytes_per_second"])
-            await self.ws.send_bytes(self.host.header_bytes())
-            self.link, self.pending = await self.host.attach(hello["max_frame_bytes"], self.wake)
+            await self.ws.send_bytes(self.host.header)
+            self.link = await self.host.attach(hello["max_frame_bytes"], self.wake)
             event(log, "session.start", session=self.sid, world=self.host.name, **hello)
             sender = asyncio.create_task(self._send_loop(), name=f"send-{self.sid}")
             await self._receive_loop(sender)
@@ -277,7 +277,7 @@ class Session:
         self.resyncs += 1
         self.m.resyncs.labels(reason if reason.isupper() and len(reason) < 32 else "CLIENT").inc()
         event(log, "session.resync", session=self.sid, reason=reason)
-        await self.host.call(self.pending.request_keyframe)
+        await self.host.request_keyframe(self.link)
         self.window.forget()
         self.wake.set()
 
@@ -291,7 +291,7 @@ class Session:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 try:
-                    f = await self.host.call(self.host.take, self.pending)
+                    f = await self.host.take(self.link)
                 except FrameTooLarge as e:
                     raise SessionClosed(POLICY, str(e)) from None
                 if f is None:
@@ -356,6 +356,7 @@ class Server:
             self.app.router.add_static("/viewer", self.cfg.viewer_dir, follow_symlinks=False)
         self.app.on_shutdown.append(self._on_shutdown)
         self.runner: web.AppRunner | None = None
+        self.pool = ProcessPool(self.cfg.workers) if self.cfg.workers > 0 else None
 
     # -- worlds ------------------------------------------------------------------------------------
     def _world_config(self, hello: dict) -> WorldConfig:
@@ -377,15 +378,15 @@ class Server:
         if host.config.sh_degree > hello["max_sh_degree"]:
             raise SessionClosed(POLICY, f"world {name!r} streams SH degree {host.config.sh_degree}, "
                                         f"client renders up to {hello['max_sh_degree']}")
-        if host.world.max_gaussians > hello["max_gaussians"]:
-            raise SessionClosed(POLICY, f"world {name!r} may hold {host.world.max_gaussians} Gaussians, "
+        if host.max_gaussians > hello["max_gaussians"]:
+            raise SessionClosed(POLICY, f"world {name!r} may hold {host.max_gaussians} Gaussians, "
                                         f"over the client's max_gaussians")
         return host
 
     def _new_host(self, name: str, config: WorldConfig) -> WorldHost:
         self.metrics.worlds.inc()
         return WorldHost(name, config, seed=self.cfg.seed, device=self.cfg.device, tick_hz=self.cfg.tick_hz,
-                         on_step=self._on_step)
+                         on_step=self._on_step, pool=self.pool)
 
     def _on_step(self, host: WorldHost, s) -> None:
         self.metrics.step.observe(s.step_ms / 1e3)
@@ -465,6 +466,8 @@ class Server:
             await self.runner.cleanup()
         for host in list(self.shared.values()):
             await host.stop()
+        if self.pool:
+            self.pool.close()
 
 
 def parse_args(argv=None) -> ServerConfig:
@@ -479,18 +482,20 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--tick-hz", type=float, default=25.0, help="idle world steps per second when no action arrives (each action steps at once); 0 = on actions only")
     ap.add_argument("--window", type=int, default=3, help="unacknowledged frames in flight per client")
     ap.add_argument("--max-sessions", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=0,
+                    help="world processes (each has its own GIL; use the core count under load); 0: threads")
     ap.add_argument("--idle-timeout", type=float, default=60.0)
     ap.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                     help="accept WebSocket connections from this Origin too (repeatable)")
     ap.add_argument("--log-level", default="info")
     a = ap.parse_args(argv)
-    if a.window < 1 or a.tick_hz < 0 or a.target_live <= 0:
-        ap.error("--window >= 1, --tick-hz >= 0 and --target-live > 0 required")
+    if a.window < 1 or a.tick_hz < 0 or a.target_live <= 0 or a.workers < 0:
+        ap.error("--window >= 1, --tick-hz >= 0, --target-live > 0 and --workers >= 0 required")
     world = WorldConfig(sh_degree=a.sh_degree, profile=a.profile, target_live=a.target_live)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr)
     logging.getLogger().handlers[0].setFormatter(JsonFormatter())
     return ServerConfig(host=a.host, port=a.port, world=world, seed=a.seed, device=a.device, tick_hz=a.tick_hz,
-                        window=a.window, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout,
+                        window=a.window, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout, workers=a.workers,
                         allowed_origins=tuple(a.allow_origin))
 
 

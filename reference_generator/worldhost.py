@@ -1,19 +1,26 @@
 """WorldHost: one running world, its closed-loop encoder, and the pending deltas of its clients.
 
-Everything that touches the world, the encoder state or a client's ``flow.Pending`` runs on the
-host's own worker thread, one call at a time, so a world step (torch) never blocks the event
-loop and no two calls race on the state. The event loop only awaits ``call`` and moves bytes.
+Two halves:
+
+* ``WorldCore`` is everything that touches the world, the encoder state or a client's
+  ``flow.Pending``. It is called one method at a time, so nothing races on the state.
+* ``WorldHost`` lives on the event loop: the action queue, the step clock, the wake-ups of the
+  clients' senders. It reaches its core through a backend: ``ThreadBackend`` (the core on a
+  worker thread of this process: one GIL for all worlds) or ``ProcessPool`` (cores spread over
+  worker processes, one GIL each: what lets a server use every core of the machine). Either way a
+  world step never blocks the event loop.
 
 A host steps at once for each queued action (oldest first), and when no action comes for
 ``1 / tick_hz`` seconds it steps with ``Idle`` (time passes: foliage sways, doors swing);
-``tick_hz`` == 0 steps on actions only. Each step is encoded once; a
-client that keeps up is sent exactly those bytes, a lagging one a composed delta (flow.py).
+``tick_hz`` == 0 steps on actions only. Each step is encoded once; a client that keeps up is
+sent exactly those bytes, a lagging one a composed delta (flow.py).
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import multiprocessing
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +31,7 @@ import torch
 from codec import Encoder
 
 from .actions import Action, Idle
-from .flow import Pending
+from .flow import OutFrame, Pending
 from .protocol import to_delta
 from .world import World, WorldConfig
 
@@ -42,59 +49,203 @@ class StepStats:
     received: list = field(default_factory=list)   # loop time each covered action arrived
 
 
+class WorldCore:
+    """The world, its encoder and its clients' pending deltas; every method runs on one thread."""
+
+    def __init__(self, config: WorldConfig, seed: int, device: str):
+        self.device = torch.device(device)
+        self.world = World(config, self.device)
+        self.encoder = Encoder(self.world.profile, max_gaussians=self.world.max_gaussians,
+                               generator=f"gsd reference world (seed {seed})")
+        self.encoder.encode_delta(to_delta(self.encoder, self.world.reset(seed)))
+        self.pendings: dict = {}             # link id -> Pending
+
+    def info(self) -> dict:
+        return {"header": self.encoder.header_bytes(), "max_gaussians": self.world.max_gaussians}
+
+    def step(self, action: Action, action_ids: list) -> StepStats:
+        t0 = time.perf_counter()
+        out = self.world.step(action)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t1 = time.perf_counter()
+        d = to_delta(self.encoder, out)
+        data = self.encoder.encode_delta(d)
+        t2 = time.perf_counter()
+        cam = out.camera.as_dict()
+        for p in self.pendings.values():
+            p.push(d, data, action_ids, cam)
+        return StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, len(data), len(self.encoder.state), action_ids)
+
+    def attach(self, link: int, max_frame_bytes: int) -> None:
+        self.pendings[link] = Pending(self.encoder, max_frame_bytes)
+
+    def detach(self, link: int) -> None:
+        self.pendings.pop(link, None)
+
+    def take(self, link: int) -> OutFrame | None:
+        """The next frame for one client: its pending delta, or a keyframe, or None."""
+        return self.pendings[link].take(self.world.camera().as_dict())
+
+    def request_keyframe(self, link: int) -> None:
+        self.pendings[link].request_keyframe()
+
+
+class ThreadBackend:
+    """A core on a worker thread of this process."""
+
+    def __init__(self, name: str):
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"world-{name}")
+        self.core: WorldCore | None = None
+
+    async def create(self, config, seed, device) -> None:
+        loop = asyncio.get_running_loop()
+        self.core = await loop.run_in_executor(self.executor, WorldCore, config, seed, device)
+
+    async def call(self, method: str, *args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, getattr(self.core, method), *args)
+
+    async def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _worker_main(conn) -> None:
+    """A world process: cores by id, one request at a time, (ok, result) back."""
+    torch.set_num_threads(1)
+    cores: dict = {}
+    while True:
+        try:
+            wid, method, args = conn.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            if method == "create":
+                cores[wid] = WorldCore(*args)
+                res = None
+            elif method == "close":
+                cores.pop(wid, None)
+                res = None
+            else:
+                res = getattr(cores[wid], method)(*args)
+            conn.send((True, res))
+        except Exception as e:               # an error goes back to the caller, the worker lives on
+            try:
+                conn.send((False, e))
+            except Exception:
+                conn.send((False, RuntimeError(f"{type(e).__name__}: {e}")))
+
+
+class _Worker:
+    def __init__(self, ctx, index: int):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), name=f"gsd-world-{index}", daemon=True)
+        self.proc.start()
+        child.close()
+        self.io = ThreadPoolExecutor(1, thread_name_prefix=f"world-io-{index}")   # one request in flight
+        self.worlds = 0
+
+    def request(self, wid: int, method: str, args: tuple):
+        self.conn.send((wid, method, args))
+        ok, res = self.conn.recv()
+        if not ok:
+            raise res
+        return res
+
+
+class ProcessPool:
+    """Worker processes shared by all worlds of a server; each world lives in one of them."""
+
+    _wids = itertools.count(1)
+
+    def __init__(self, processes: int):
+        ctx = multiprocessing.get_context("spawn")   # fork after threads (torch, asyncio) is unsafe
+        self.workers = [_Worker(ctx, i) for i in range(processes)]
+
+    def backend(self) -> "ProcessBackend":
+        w = min(self.workers, key=lambda w: w.worlds)
+        return ProcessBackend(self, w, next(self._wids))
+
+    def close(self) -> None:
+        for w in self.workers:
+            w.conn.close()
+            w.proc.join(2)
+            if w.proc.is_alive():
+                w.proc.terminate()
+            w.io.shutdown(wait=False, cancel_futures=True)
+
+
+class ProcessBackend:
+    def __init__(self, pool: ProcessPool, worker: _Worker, wid: int):
+        self.pool, self.worker, self.wid = pool, worker, wid
+        self.core = None                     # lives in the worker process
+
+    async def _req(self, method, args):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.worker.io, self.worker.request, self.wid, method, args)
+
+    async def create(self, config, seed, device) -> None:
+        self.worker.worlds += 1
+        await self._req("create", (config, seed, device))
+
+    async def call(self, method: str, *args):
+        return await self._req(method, args)
+
+    async def close(self) -> None:
+        self.worker.worlds -= 1
+        try:
+            await self._req("close", ())
+        except (EOFError, OSError, RuntimeError):
+            pass
+
+
 class WorldHost:
-    """One world; ``attach`` clients (Pending objects) and ``submit`` their actions."""
+    """One world; ``attach`` clients and ``submit`` their actions (event loop side)."""
 
     _ids = itertools.count(1)
 
     def __init__(self, name: str, config: WorldConfig, *, seed: int = 0, device: str = "cpu",
-                 tick_hz: float = 25.0, max_queued_actions: int = 64, on_step=None):
+                 tick_hz: float = 25.0, max_queued_actions: int = 64, on_step=None, pool: ProcessPool | None = None):
         self.name = name
         self.config = config
         self.seed = seed
-        self.device = torch.device(device)
+        self.device = device
         self.tick_hz = tick_hz
         self.queue: deque = deque()
         self.max_queued = max_queued_actions
         self.dropped = 0
-        self.on_step = on_step               # loop-side callback(host, StepStats) after each step
-        self.pendings: dict = {}             # link id -> Pending   (world thread only)
-        self.wakers: dict = {}               # link id -> asyncio.Event (loop only)
-        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"world-{name}")
-        self.world: World | None = None
-        self.encoder: Encoder | None = None
+        self.on_step = on_step               # callback(host, StepStats) after each step
+        self.wakers: dict = {}               # link id -> asyncio.Event
+        self.backend = pool.backend() if pool else ThreadBackend(name)
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed: BaseException | None = None
-        self.last = None                     # StepStats of the newest step
+        self.last: StepStats | None = None
+        self.header: bytes = b""
+        self.max_gaussians = 0
 
-    # -- running ------------------------------------------------------------------------------
-    async def call(self, fn, *args):
-        """Run ``fn(*args)`` on this world's thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    @property
+    def encoder(self) -> Encoder:
+        """The world's encoder, when the core is in this process (thread backend; tests)."""
+        return self.backend.core.encoder
+
+    async def call(self, method: str, *args):
+        return await self.backend.call(method, *args)
 
     async def start(self) -> None:
-        await self.call(self._reset)
+        await self.backend.create(self.config, self.seed, self.device)
+        info = await self.call("info")
+        self.header, self.max_gaussians = info["header"], info["max_gaussians"]
         self._task = asyncio.create_task(self._run(), name=f"world-{self.name}")
-
-    def _reset(self) -> None:
-        self.world = World(self.config, self.device)
-        self.encoder = Encoder(self.world.profile, max_gaussians=self.world.max_gaussians,
-                               generator=f"gsd reference world (seed {self.seed})")
-        out = self.world.reset(self.seed)
-        self.encoder.encode_delta(to_delta(self.encoder, out))
 
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        self.executor.shutdown(wait=False, cancel_futures=True)
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.backend.close()
 
     def submit(self, action: Action, action_id=None) -> bool:
-        """Queue a client's action (loop side). False when the queue is full (the action is dropped)."""
+        """Queue a client's action. False when the queue is full (the action is dropped)."""
         if len(self.queue) >= self.max_queued:
             self.dropped += 1
             return False
@@ -125,7 +276,7 @@ class WorldHost:
                 taken = await self._next_actions(time.monotonic() + period if period else None)
                 action = taken[0][0] if taken else Idle()
                 ids = [t[1] for t in taken if t[1] is not None]
-                stats = await self.call(self._step, action, ids)
+                stats = await self.call("step", action, ids)
                 stats.received = [t[2] for t in taken]
                 self.last = stats
                 if self.on_step:
@@ -134,53 +285,33 @@ class WorldHost:
                     ev.set()
         except asyncio.CancelledError:
             raise
-        except Exception as e:                # a broken world: its sessions close with 1011
+        except BaseException as e:            # a broken world: its sessions close with 1011
             self.failed = e
             log.exception("world %s failed", self.name)
             for ev in self.wakers.values():
                 ev.set()
 
-    def _step(self, action: Action, action_ids: list) -> StepStats:
-        t0 = time.perf_counter()
-        out = self.world.step(action)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t1 = time.perf_counter()
-        d = to_delta(self.encoder, out)
-        data = self.encoder.encode_delta(d)
-        t2 = time.perf_counter()
-        cam = out.camera.as_dict()
-        for p in self.pendings.values():
-            p.push(d, data, action_ids, cam)
-        return StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, len(data), len(self.encoder.state), action_ids)
-
     # -- clients ---------------------------------------------------------------------------------
-    async def attach(self, max_frame_bytes: int, wake: asyncio.Event) -> tuple[int, Pending]:
+    async def attach(self, max_frame_bytes: int, wake: asyncio.Event) -> int:
         link = next(self._ids)
-        pending = Pending(self.encoder, max_frame_bytes)
-
-        def add():
-            self.pendings[link] = pending
-
-        await self.call(add)
+        await self.call("attach", link, max_frame_bytes)
         self.wakers[link] = wake
         wake.set()
-        return link, pending
+        return link
 
     async def detach(self, link: int) -> None:
         self.wakers.pop(link, None)
         try:
-            await self.call(self.pendings.pop, link, None)
-        except RuntimeError:                  # executor already shut down
-            self.pendings.pop(link, None)
+            await self.call("detach", link)
+        except (RuntimeError, EOFError, OSError):   # backend already closed
+            pass
+
+    async def take(self, link: int) -> OutFrame | None:
+        return await self.call("take", link)
+
+    async def request_keyframe(self, link: int) -> None:
+        await self.call("request_keyframe", link)
 
     @property
     def clients(self) -> int:
         return len(self.wakers)
-
-    def take(self, pending: Pending):
-        """The next frame for one client (world thread: call it through ``call``)."""
-        return pending.take(self.world.camera().as_dict())
-
-    def header_bytes(self) -> bytes:
-        return self.encoder.header_bytes()

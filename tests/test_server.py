@@ -180,7 +180,7 @@ def test_slow_consumer_is_bounded_and_does_not_stall_others():
                     fast_sess = next(x for x in s.sessions.values() if x is not slow_sess)
                     assert fast_sess.resyncs == 0 and fast_sess.window.acked >= fast.seq - 1
                     # bounded: at most one pending delta, never more Gaussians in it than a keyframe
-                    p = slow_sess.pending
+                    p = slow_sess.host.backend.core.pendings[slow_sess.link]
                     if p.delta is not None:
                         assert p.delta.n_add + p.delta.n_update <= len(p.enc.state) + 4096
                     assert slow_sess.window.depth <= slow_sess.window.size
@@ -513,3 +513,36 @@ def test_any_client_message_is_handled_or_refused_cleanly(msgs):
                 assert not good.stats.errors
                 assert s.metrics.closes.labels("1011")._value.get() == 0
     run(go(), 60)
+
+
+def test_worlds_in_worker_processes_stream_the_same_frames():
+    """--workers: worlds live in spawned processes (one GIL each); a session ends in the state a
+    thread-hosted world of the same seed reaches, and errors cross the process boundary."""
+    async def go():
+        script = scripted_session(40)
+        async with server() as ref:
+            async with Client(ref.url) as c:
+                await c.next_frame()
+                for a in script:
+                    await c.step(a)
+                want = c.digest
+        async with server(workers=2) as s:
+            async with Client(s.url) as a, Client(s.url + "?world=shared") as b:
+                await a.next_frame()
+                await b.next_frame()
+                for act in script:
+                    await a.step(act)
+                assert a.digest == want and not a.stats.errors
+                await b.step(Idle())
+                (sa,) = [x for x in s.sessions.values() if x.world_name is None]
+                assert sa.resyncs == 0
+                assert {w.worlds for w in s.pool.workers} == {1}       # spread over both processes
+            with pytest.raises(ProtocolClosed) as e:                  # FrameTooLarge, raised in a worker
+                small = Client(s.url, max_frame_bytes=4096)
+                try:
+                    await small.connect()
+                    await small.next_frame()
+                finally:
+                    await small.close()
+            assert e.value.code == 1008 and "max_frame_bytes" in e.value.reason
+    run(go(), 180)
