@@ -192,7 +192,9 @@ export class Decoder {
           }
         }
         comps.sort((x, y) => x[0] - y[0]);
-        (b.kind === ADD ? adds : upds).push({ n, ids, mask, comps });
+        // flat views of comps for row-major loops: component j, its array and offset
+        const cj = Int32Array.from(comps, (c) => c[0]), cArr = comps.map((c) => c[1]), cOff = Int32Array.from(comps, (c) => c[2]);
+        (b.kind === ADD ? adds : upds).push({ n, ids, mask, comps, cj, cArr, cOff });
       } else if (b.kind === DELETE_IDS) {
         dels.push({ n, ids: sec(S[0], 1, n, 8) });
       } else if (b.kind === DELETE_RANGES) {
@@ -210,6 +212,8 @@ export class Decoder {
       if (!(m.seq > m.baseSeq)) fail('MALFORMED', `seq ${m.seq} <= base_seq ${m.baseSeq}`);
     }
     this._idRules(adds, upds, dels, ranges, cells);
+    const plan = { keyframe, m, adds, upds, dels, ranges, cells, frameLen };
+    if (this._parseOnly) return plan;   // benchmarks of F1..F13 alone
     // ---- F14 apply
     const counts = this._apply(keyframe, m, adds, upds, dels, ranges, cells);
     this.seqBig = m.seq;
@@ -384,28 +388,36 @@ export class Decoder {
         if (s < 0 || meta[4 * s + M_MARK] === sk) fail('ID_MISSING', 'UPDATE of an id that is not live');
         slots[i] = s;
       }
-      const codes = st.codes;
-      const s0 = new Int32Array(n), s1 = new Int32Array(n);
-      for (let i = 0; i < n; i++) { s0[i] = meta[4 * slots[i] + M_SUM0]; s1[i] = meta[4 * slots[i] + M_SUM1]; }
-      const news = [];
-      for (const [j, arr, off] of comps) {
-        const w = p.compWidth[j], msk = p.compMask[j], k0 = K0[j + 2], k1 = K1[j + 2];
-        const nv = new Uint32Array(n);
-        for (let i = 0; i < n; i++) {
-          const old = codes[slots[i] * NC + j];
-          const v = w === 4 ? (old + arr[off + i]) >>> 0 : (old + arr[off + i]) & msk;
-          nv[i] = v;
-          const dlt = (v - old) | 0;
-          s0[i] += Math.imul(dlt, k0); s1[i] += Math.imul(dlt, k1);
-        }
-        if (p.firstInvalid(j, nv, n) >= 0) fail('BAD_VALUE', `UPDATE produces an invalid code (component ${j})`);
-        news.push([j, nv]);
+      // row-major: per Gaussian, its residuals applied to its codes (one or two cache lines)
+      const codes = st.codes, { cj, cArr, cOff } = b, nc = cj.length;
+      const cMsk = new Int32Array(nc), cK0 = new Int32Array(nc), cK1 = new Int32Array(nc);
+      const cMax = new Float64Array(nc), cNeg = new Float64Array(nc);
+      for (let c = 0; c < nc; c++) {
+        const j = cj[c];
+        cMsk[c] = p.compMask[j]; cK0[c] = K0[j + 2]; cK1[c] = K1[j + 2];
+        cMax[c] = p.compMaxU[j]; cNeg[c] = p.compMinNegU[j] || 2 ** 32;
       }
+      const lossless = p.lossless;
+      const nv = new Uint32Array(n * nc), s0 = new Int32Array(n), s1 = new Int32Array(n);
       for (let i = 0; i < n; i++) {
-        const s = slots[i];
-        lane0 = (lane0 - fmix32(meta[4 * s + M_SUM0] >>> 0) + fmix32(s0[i] >>> 0)) >>> 0;
-        lane1 = (lane1 - fmix32(meta[4 * s + M_SUM1] >>> 0) + fmix32(s1[i] >>> 0)) >>> 0;
+        const s = slots[i], base = s * NC, m4 = 4 * s;
+        let a0 = meta[m4 + M_SUM0], a1 = meta[m4 + M_SUM1];
+        const h0 = fmix32(a0 >>> 0), h1 = fmix32(a1 >>> 0);
+        for (let c = 0; c < nc; c++) {
+          const old = codes[base + cj[c]];
+          const v = ((old + cArr[c][cOff[c] + i]) & cMsk[c]) >>> 0;
+          if (lossless ? (v & 0x7F800000) === 0x7F800000 : v > cMax[c] && v < cNeg[c]) {
+            fail('BAD_VALUE', `UPDATE produces an invalid code (component ${cj[c]})`);
+          }
+          nv[i * nc + c] = v;
+          const dlt = (v - old) | 0;
+          a0 += Math.imul(dlt, cK0[c]); a1 += Math.imul(dlt, cK1[c]);
+        }
+        s0[i] = a0; s1[i] = a1;
+        lane0 = (lane0 - h0 + fmix32(a0 >>> 0)) >>> 0;
+        lane1 = (lane1 - h1 + fmix32(a1 >>> 0)) >>> 0;
       }
+      const news = nv;
       Object.assign(b, { slots, news, s0, s1 });
     }
     // ---- step 5: budget
@@ -508,7 +520,8 @@ export class Decoder {
     st.reserve(nAdd, liveAfter, delSlots.length);
     for (const s of delSlots) st.freeSlot(s);
     const codes = st.codes, meta = st.meta;
-    for (const { n, ids: { lo, hi }, comps, s0, s1 } of adds) {
+    for (const { n, ids: { lo, hi }, cj, cArr, cOff, s0, s1 } of adds) {
+      const nc = cj.length;
       for (let i = 0; i < n; i++) {
         const s = st.allocSlot();
         st.idLo[s] = lo[i]; st.idHi[s] = hi[i];
@@ -516,17 +529,18 @@ export class Decoder {
         meta[m + M_SUM0] = s0[i]; meta[m + M_SUM1] = s1[i]; meta[m + M_MARK] = 0;
         meta[m + M_FLAGS] = (meta[m + M_FLAGS] & 2) | 1;   // alive; keeps a dirty flag of the freed slot
         const cb = s * NC;
-        for (const [j, arr, off] of comps) codes[cb + j] = arr[off + i];
+        for (let c = 0; c < nc; c++) codes[cb + cj[c]] = cArr[c][cOff[c] + i];
         st.ids.set(lo[i], hi[i], s);
         st.derive(s);
         st._touch(s);
       }
       st.live += n;
     }
-    for (const { n, slots, news, s0, s1, mask } of upds) {
-      for (const [j, nv] of news) for (let i = 0; i < n; i++) codes[slots[i] * NC + j] = nv[i];
+    for (const { n, slots, news, s0, s1, mask, cj } of upds) {
+      const nc = cj.length;
       for (let i = 0; i < n; i++) {
-        const s = slots[i];
+        const s = slots[i], base = s * NC;
+        for (let c = 0; c < nc; c++) codes[base + cj[c]] = news[i * nc + c];
         meta[4 * s + M_SUM0] = s0[i]; meta[4 * s + M_SUM1] = s1[i];
         for (let a = 0; a < 6; a++) if (mask & (1 << a)) st.deriveAttr(s, a);
         st._touch(s);
