@@ -500,7 +500,8 @@ def parse_args(argv=None) -> ServerConfig:
 
 
 async def serve(cfg: ServerConfig) -> None:
-    torch.set_num_threads(1)       # parallelism comes from sessions, one world thread each
+    torch.set_num_threads(1)       # parallelism comes from sessions, one world thread (or process) each
+    sys.setswitchinterval(0.001)   # world threads hand the GIL back to the event loop within 1 ms, not 5
     server = Server(cfg)
     port = await server.start()
     print(f"gsd-serve: open http://{cfg.host}:{port}/ (WebSocket ws://{cfg.host}:{port}/ws, "
