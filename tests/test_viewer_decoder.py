@@ -3,7 +3,8 @@
 1. the conformance runner over every vector with the Node testee must pass 100%;
 2. the decoder's own `node --test` unit tests must pass;
 3. the vendored runtime libraries must equal the node_modules copies they were made from
-   (scripts/vendor_viewer_deps.sh), when node_modules exists.
+   (scripts/vendor_viewer_deps.sh), when node_modules exists;
+4. every vector decodes alike inside headless Chromium (playwright-core), when both are installed.
 Everything skips, with the reason, when `node` is not on PATH.
 """
 from __future__ import annotations
@@ -71,6 +72,21 @@ def test_vendored_modules_load_in_node():
             "if (typeof m.Decoder !== 'function') process.exit(3); console.log('ok'); })")
     p = subprocess.run([NODE, "-e", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@needs_node
+def test_conformance_vectors_in_chromium():
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH")
+    if not os.path.isfile(os.path.join(ROOT, "node_modules", "playwright-core", "index.mjs")):
+        pytest.skip("node_modules/playwright-core missing (run npm ci)")
+    p = subprocess.run([NODE, os.path.join(VIEWER, "tests", "browser_conformance.mjs"), CHROMIUM], cwd=ROOT,
+                       capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, (p.stdout[-3000:] + p.stderr[-3000:])
+    assert '"fail":[]' in p.stdout
 
 
 if __name__ == "__main__":
