@@ -1,6 +1,10 @@
 // Renderer benchmark: frame time and sort time of the WebGPU renderer at N Gaussians.
 //   node reference_viewer/render/bench.mjs [--webgpu PATH/TO/webgpu/index.js] [--n 100000,1000000]
-//        [--width 1920] [--height 1080] [--sh 3] [--frames 50] [--format rgba16float|rgba32float]
+//        [--width 1920] [--height 1080] [--sh 3] [--frames 50] [--format rgba16float,rgba8unorm,rgba32float]
+//        [--raw FILE.f32] [--radius 14] [--varyings conic,uv]
+// --format takes a comma list (one renderer per format, same scene). --raw FILE: slot floats (N x stride
+// float32, the RawStore layout, e.g. from tests/browser/synthetic_raw.py = codec/synthetic.py's
+// trained-scene statistics) instead of the generated scene; --n then caps N.
 // Runs the same modules as the browser (render/index.mjs, shaders.mjs, sort.mjs) in node on Dawn (the
 // `webgpu` npm package, node_modules/webgpu by default), on whatever adapter Dawn picks (Vulkan on a
 // GPU machine). The scene is synthetic, generated here (seeded): a 20 m x 20 m ground plus 150 boxes,
@@ -64,7 +68,7 @@ function scene(N, sh, seed = 1) {
 }
 
 function camera(azDeg) {
-  const az = (azDeg * Math.PI) / 180, el = (30 * Math.PI) / 180, R = 14;
+  const az = (azDeg * Math.PI) / 180, el = (30 * Math.PI) / 180, R = RADIUS;
   const eye = [R * Math.cos(el) * Math.cos(az), R * Math.cos(el) * Math.sin(az), 1 + R * Math.sin(el)];
   const tgt = [0, 0, 1], up = [0, 0, 1];
   const sub = (a, b) => a.map((v, i) => v - b[i]), nrm = (a) => { const l = Math.hypot(...a); return a.map((v) => v / l); };
@@ -75,18 +79,35 @@ function camera(azDeg) {
   return { viewMatrix: [...r, t[0], ...dn, t[1], ...f, t[2], 0, 0, 0, 1], fx, fy: fx, cx: W / 2, cy: H / 2, width: W, height: H };
 }
 
-const r = await Renderer.create(null, { gpu, width: W, height: H, format: args.format });
-const info = r.adapter?.info ?? {};
-const out = { adapter: `${info.vendor} ${info.architecture} ${info.description}`.trim(), width: W, height: H, sh: SH, format: r.format, results: [] };
-for (const N of sizes) {
+function rawScene(file, sh, cap) {
+  const buf = (await_fs()).readFileSync(file);
+  const st0 = new RawStore(sh, 1);
+  const f = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
+  const N = Math.min(cap, f.length / st0.stride);
+  const st = new RawStore(sh, N);
+  st.load(f, N);
+  return st;
+}
+let fsMod = null;
+const await_fs = () => fsMod;
+if (args.raw) fsMod = await import('node:fs');
+const RADIUS = Number(args.radius ?? 14);
+const formats = (args.format ?? 'rgba16float').split(',');
+const varyingsList = (args.varyings ?? 'conic').split(',');
+const out = { width: W, height: H, sh: SH, scene: args.raw ?? 'bench', results: [] };
+for (const N0 of sizes) for (const fmt of formats) for (const varyings of varyingsList) {
+  const r = await Renderer.create(null, { gpu, width: W, height: H, format: fmt, varyings });
+  const info = r.adapter?.info ?? {};
+  out.adapter = `${info.vendor} ${info.architecture} ${info.description}`.trim();
   const t0 = performance.now();
-  const st = scene(N, SH);
+  const st = args.raw ? rawScene(args.raw, SH, N0) : scene(N0, SH);
+  const N = st.highWater;
   const tGen = performance.now() - t0;
   const t1 = performance.now();
   r.sync(st);
   await r.device.queue.onSubmittedWorkDone();
   const tUpload = performance.now() - t1;
-  const res = { n: N, genMs: +tGen.toFixed(1), uploadMs: +tUpload.toFixed(1), frameMs: [], sortMs: [] };
+  const res = { n: N, format: r.format, varyings, genMs: +tGen.toFixed(1), uploadMs: +tUpload.toFixed(1), frameMs: [], sortMs: [] };
   for (const az of [20, 110, 200]) {
     const cam = camera(az);
     r.render(cam);
@@ -99,8 +120,9 @@ for (const N of sizes) {
     res.gpuTimestamps = (res.gpuTimestamps ?? []).concat([{ projectMs: r.stats.projectMs, sortMs: r.stats.sortMs, rasterMs: r.stats.rasterMs }]);
   }
   res.fps = res.frameMs.map((m) => +(1000 / m).toFixed(1));
+  if (r.errors.length) res.errors = r.errors;
   out.results.push(res);
   console.log(JSON.stringify(res));
+  r.destroy();
 }
-if (r.errors.length) out.errors = r.errors;
 console.log(JSON.stringify(out));

@@ -5,7 +5,9 @@
  *   const r = await Renderer.create(canvas, { width, height });   // canvas may be null (offscreen)
  *       options: width, height (render size; default canvas size), gpu (default navigator.gpu),
  *                device (an existing GPUDevice), format ('rgba16float' (default) | 'rgba32float',
- *                the latter when the adapter can blend it, 'float32-blendable'), timing (GPU timestamps
+ *                the latter when the adapter can blend it, 'float32-blendable';
+ *                'rgba8unorm': 8-bit premultiplied, blended by the hardware like most web splat renderers),
+ *                varyings ('conic' (default) | 'uv', see RASTER_UV_WGSL), timing (GPU timestamps
  *                when the adapter has 'timestamp-query'; default true)
  *   r.sync(store)        upload what changed in the store since the last sync: coalesced runs of
  *                        store.takeDirty().slots through queue.writeBuffer; a full upload when takeDirty()
@@ -38,7 +40,7 @@
  * falls below 1e-4; together they weigh less than 1e-4 (their sum of a*T is < T_stop), i.e. at most
  * 1e-4 * the brightest colour behind, invisible at 8 bits.
  */
-import { PROJECT_WGSL, RASTER_WGSL, PRESENT_WGSL } from './shaders.mjs';
+import { PROJECT_WGSL, RASTER_WGSL, RASTER_UV_WGSL, PRESENT_WGSL } from './shaders.mjs';
 import { RadixSort } from './sort.mjs';
 
 const U = globalThis.GPUBufferUsage;
@@ -86,6 +88,7 @@ export class Renderer {
     // rgba16float by default: blending rgba32float ran 5.5x slower on an H200 (RENDER_BENCH.md)
     this.format = opts.format ?? 'rgba16float';
     if (this.format === 'rgba32float' && !device.features.has('float32-blendable')) this.format = 'rgba16float';
+    if (!['rgba32float', 'rgba16float', 'rgba8unorm'].includes(this.format)) throw new Error('unsupported format ' + this.format);
     this.timing = (opts.timing ?? true) && device.features.has('timestamp-query');
     this.stats = { visible: 0, frames: 0, sortMs: null, projectMs: null, rasterMs: null, gpuFrameMs: null,
                    uploads: 0, fullUploads: 0, uploadRuns: 0, uploadBytes: 0 };
@@ -102,7 +105,8 @@ export class Renderer {
 
     const projModule = device.createShaderModule({ code: PROJECT_WGSL, label: 'project' });
     this.projectPipeline = device.createComputePipeline({ layout: 'auto', compute: { module: projModule, entryPoint: 'main' } });
-    const rasterModule = device.createShaderModule({ code: RASTER_WGSL, label: 'raster' });
+    this.varyings = opts.varyings ?? 'conic';
+    const rasterModule = device.createShaderModule({ code: this.varyings === 'uv' ? RASTER_UV_WGSL : RASTER_WGSL, label: 'raster' });
     const blend = { srcFactor: 'one-minus-dst-alpha', dstFactor: 'one', operation: 'add' };
     this.rasterPipeline = device.createRenderPipeline({
       layout: 'auto',
@@ -316,7 +320,7 @@ export class Renderer {
 
   async readPixels() {
     const W = this.width, H = this.height;
-    const bpp = this.format === 'rgba32float' ? 16 : 8;
+    const bpp = { rgba32float: 16, rgba16float: 8, rgba8unorm: 4 }[this.format];
     const bytesPerRow = Math.ceil((W * bpp) / 256) * 256;
     const buf = this.device.createBuffer({ size: bytesPerRow * H, usage: U.MAP_READ | U.COPY_DST });
     const enc = this.device.createCommandEncoder();
@@ -328,6 +332,9 @@ export class Renderer {
     for (let y = 0; y < H; y++) {
       if (bpp === 16) {
         out.set(new Float32Array(raw, y * bytesPerRow, W * 4), y * W * 4);
+      } else if (bpp === 4) {
+        const b = new Uint8Array(raw, y * bytesPerRow, W * 4);
+        for (let i = 0; i < W * 4; i++) out[y * W * 4 + i] = b[i] / 255;
       } else {
         const h = new Uint16Array(raw, y * bytesPerRow, W * 4);
         for (let i = 0; i < W * 4; i++) out[y * W * 4 + i] = half(h[i]);

@@ -119,8 +119,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   col = max(col + 0.5, vec3f(0.0));
 
   proj[4u * i] = vec4f(mean, alpha, 0.0);
-  proj[4u * i + 1u] = vec4f(cc / det, -cb / det, ca / det, 0.0);
-  proj[4u * i + 2u] = vec4f(col, 0.0);
+  proj[4u * i + 1u] = vec4f(cc / det, -cb / det, ca / det, 1.0 / cc);
+  proj[4u * i + 2u] = vec4f(col, alpha);
   // the quad: the rectangle circumscribing that ellipse along its axes (half-axes sqrt(e l) v for the
   // eigenpairs (l, v) of S); every pixel centre it misses has a < 1/255, so the image is the same as
   // with the reference's axis-aligned box, with fewer fragments for elongated splats
@@ -235,6 +235,10 @@ fn scatter(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: v
 // oriented rectangle around the ellipse the reference enumerates pixels in (see project), so the same
 // contributions are shaded.
 // Blending is front-to-back "under": C += (1 - A) a c, A += (1 - A) a (T = 1 - A), black background.
+// Two variants of the same arithmetic: 'conic' (default) evaluates D^T S^-1 D at the exact pixel centre
+// (flat mean, conic, colour: 12 floats of varyings); 'uv' interpolates uv = L^T D (L the Cholesky factor
+// of the conic) linearly over the quad, 6 floats, no per-fragment quadratic form, but the rasterizer's
+// vertex snapping (1/256 px) shifts it slightly (see RENDER_BENCH.md for the PSNR of each).
 export const RASTER_WGSL = /* wgsl */ `
 @group(0) @binding(0) var<storage, read> proj: array<vec4f>;
 @group(0) @binding(1) var<storage, read> order: array<u32>;
@@ -270,6 +274,46 @@ fn fs(in: VOut) -> @location(0) vec4f {
   let a = min(0.99, in.meanOp.z * exp(power));
   if (a < 0.00392156862745098) { discard; }
   return vec4f(in.col.rgb * a, a);
+}
+`;
+
+export const RASTER_UV_WGSL = /* wgsl */ `
+@group(0) @binding(0) var<storage, read> proj: array<vec4f>;
+@group(0) @binding(1) var<storage, read> order: array<u32>;
+@group(0) @binding(2) var<uniform> V: vec4f;   // W H
+
+struct VOut {
+  @builtin(position) pos: vec4f,
+  // uv = L^T D for the pixel offset D from the mean and the Cholesky factor L of the conic S^-1 = L L^T
+  // (S^-1 = [A B; B C] -> L^T = [sqrt A, B / sqrt A; 0, sqrt(C - B^2 / A)], C - B^2 / A = 1 / Sigma2_yy):
+  // D^T S^-1 D = dot(uv, uv), affine in screen space, so linear interpolation is exact
+  @location(0) @interpolate(linear) uv: vec2f,
+  @location(1) @interpolate(flat) colOp: vec4f,   // colour, opacity
+}
+
+@vertex
+fn vs(@builtin(vertex_index) vi: u32, @builtin(instance_index) ii: u32) -> VOut {
+  let s = order[ii];
+  let ax = proj[4u * s + 3u];
+  let m = proj[4u * s];          // mean, opacity
+  let c = proj[4u * s + 1u];     // conic A B C, 1 / Sigma2_yy
+  let sx = select(-1.0, 1.0, (vi & 1u) == 1u);
+  let sy = select(-1.0, 1.0, (vi & 2u) == 2u);
+  let d = sx * ax.xy + sy * ax.zw;
+  let px = m.xy + d;
+  var o: VOut;
+  o.pos = vec4f(2.0 * px.x / V.x - 1.0, 1.0 - 2.0 * px.y / V.y, 0.0, 1.0);
+  let sa = sqrt(c.x);
+  o.uv = vec2f(sa * d.x + (c.y / sa) * d.y, sqrt(c.w) * d.y);
+  o.colOp = proj[4u * s + 2u];
+  return o;
+}
+
+@fragment
+fn fs(in: VOut) -> @location(0) vec4f {
+  let a = min(0.99, in.colOp.a * exp(-0.5 * dot(in.uv, in.uv)));
+  if (a < 0.00392156862745098) { discard; }
+  return vec4f(in.colOp.rgb * a, a);
 }
 `;
 
