@@ -13,7 +13,8 @@ depth order of two near-equal depths. Those are 1e-6..1e-3 per pixel, i.e. 60 dB
 convention error (a flipped axis, a wrong SH sign or basis order, a missing low-pass, an off-by-half
 pixel centre, the wrong blend) costs far more: it lands at 15-30 dB on these scenes. 40 dB leaves
 room for SwiftShader's fast-math exp/log while failing every such error. Measured here: 72-77 dB with
-the default rgba16float target, 81-88 dB with GSD_RENDER_FORMAT=rgba32float. Each image must also have
+the default rgba16float target, 81-88 dB with GSD_RENDER_FORMAT=rgba32float, 50-53 dB with
+GSD_RENDER_FORMAT=rgba8unorm (8-bit rounding at each blend). Each image must also have
 >= 20% of its pixels lit (so a black or empty render fails).
 
 Partial updates: after the first renders a delta moves 5% of the Gaussians, deletes 3% and adds a few
