@@ -73,7 +73,16 @@ export class Decoder {
    * `used` = bytes of the record.
    */
   readHeader(u8, { message = false } = {}) {
-    u8 = asBytes(u8);
+    u8 = asBytes(u8);   // a TypeError for a wrong argument type (a caller bug, not input)
+    try {
+      return this._readHeader(u8, message);
+    } catch (e) {
+      if (e instanceof GsdError) throw e;
+      throw new GsdError('MALFORMED', `internal error while reading the header: ${e && e.message}`);
+    }
+  }
+
+  _readHeader(u8, message) {
     const L = this.limits;
     if (u8.length < 4) fail('TRUNCATED', 'header record shorter than its magic');
     if (u8[0] !== 0x47 || u8[1] !== 0x53 || u8[2] !== 0x44 || u8[3] !== 0x48) fail('BAD_MAGIC', 'not a GSDH record');
