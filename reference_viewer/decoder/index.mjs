@@ -1,4 +1,29 @@
-// Public entry of the GSD decoder for the reference viewer (plain ES modules; Node 20 and browsers).
+// GSD 1.0 decoder for the reference viewer: plain ES modules, no build step; runs in Node 20+ and
+// in browsers (the vendored fzstd and flatbuffers runtime are imported by relative path).
+// An independent implementation of SPEC.md (sections 1-9, Appendix A); passes every vector of
+// conformance/ (node reference_viewer/tools/testee.mjs is its conformance testee).
+//
+//   import { Decoder, GsdError } from './decoder/index.mjs'
+//   const dec = new Decoder({ limits: { max_gaussians: 2_000_000 }, verifyDigest: true })
+//                             // limits: SPEC 9.1 names, lowered only (higher values are capped)
+//   const h = dec.readHeader(u8)      // one header record at the start of u8 (H1..H10 of SPEC 4.9)
+//       // -> { versionMajor, versionMinor, shDegree, grid, quantization (null: lossless), lossless,
+//       //      profileName, generator, maxGaussians, requiredFeatures, used }   (used = record bytes)
+//       // starts a new stream: empty state, seq 0, dec.store reset (generation++)
+//   const r = dec.readFrame(u8)       // decode + apply the frame record at the start of u8
+//       // -> { seq, seqBig, baseSeq, keyframe, digest: 'count:lane0:lane1' | null, used,
+//       //      counts: { add, update, deleteIds, deleteRanges, deleteCells, deleted, live } }
+//       // all-or-nothing: on any error it throws a GsdError and the state, dec.seq, the digest and
+//       // dec.store (data, slots, dirty set, generation) are exactly as before
+//   readHeader(u8, { message: true }) / readFrame(u8, { message: true }): u8 must hold exactly one
+//       record (one WebSocket message, SPEC 11.3); bytes after it are MALFORMED
+//   dec.digestText()                  // digest of the current state, text form (SPEC 7.4)
+//   dec.seq                           // seq of the state (Number; dec.seqBig is the exact u64 BigInt)
+//   dec.store                         // the SceneStore the renderer reads (contract in store.mjs)
+//   GsdError: .code is the SPEC 9.2 name ('BAD_CHECKSUM', ...), .number its numeric code
+//
+// A frame before any header is MALFORMED. Inputs are never trusted: every count, length, offset and
+// index is checked before use; FlatBuffers metadata is fully verified before any field is read.
 export { Decoder, SPEC_LIMITS, makeLimits } from './decoder.mjs';
 export { GsdError, ERROR_CODES } from './errors.mjs';
 export { SceneStore } from './store.mjs';
