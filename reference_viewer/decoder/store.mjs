@@ -229,19 +229,24 @@ export class SceneStore {
       return;
     }
     switch (a) {
-      case 0: {
-        const cell = cellOfId(this.idLo[s], this.idHi[s], p.S, _cell), g = p.grid, st = p.posStep;
-        d[base] = g.originX + cell[0] * g.cellSize + (c[cb] | 0) * st;
-        d[base + 1] = g.originY + cell[1] * g.cellSize + (c[cb + 1] | 0) * st;
-        d[base + 2] = g.originZ + cell[2] * g.cellSize + (c[cb + 2] | 0) * st;
-        break;
-      }
+      case 0: this._derivePos(s, base, cb); break;
       case 1: { const t = p.scaleTable; d[base + 4] = t[c[cb + 3]]; d[base + 5] = t[c[cb + 4]]; d[base + 6] = t[c[cb + 5]]; break; }
       case 2: writeRotation(d, base + 8, c[cb + 6], p.rotTable[c[cb + 7]], p.rotTable[c[cb + 8]], p.rotTable[c[cb + 9]]); break;
       case 3: d[base + 3] = p.opacityTable[c[cb + 10]]; break;
       case 4: { const t = p.dcTable; d[base + 12] = t[c[cb + 11]]; d[base + 13] = t[c[cb + 12]]; d[base + 14] = t[c[cb + 13]]; break; }
       default: { const T = p.restCompTable; for (let r = 0; r < 3 * p.K; r++) d[base + 16 + r] = T[r][c[cb + 14 + r]]; }
     }
+  }
+
+  /** Lossy POSITION: origin_cell(id) + code * step per axis (3.4, 5.3), f64 then f32. */
+  _derivePos(s, base, cb) {
+    const p = this.profile, g = p.grid, st = p.posStep, cs = g.cellSize, S = p.S;
+    const lo = this.idLo[s], hi = this.idHi[s];
+    const c0 = bits30(lo, hi, S), c1 = S + 30 < 64 ? bits30(lo, hi, S + 30) : 0;
+    const c = this.codes, d = this.data;
+    d[base] = g.originX + (compact1by2(c0) | (compact1by2(c1) << 10)) * cs + (c[cb] | 0) * st;
+    d[base + 1] = g.originY + (compact1by2(c0 >>> 1) | (compact1by2(c1 >>> 1) << 10)) * cs + (c[cb + 1] | 0) * st;
+    d[base + 2] = g.originZ + (compact1by2(c0 >>> 2) | (compact1by2(c1 >>> 2) << 10)) * cs + (c[cb + 2] | 0) * st;
   }
 
   derive(s) {
@@ -301,8 +306,6 @@ export class SceneStore {
     return out;
   }
 }
-
-const _cell = new Uint32Array(3);
 
 /** Smallest-three decode (5.3) into d[o..o+3] = w x y z. */
 export function writeRotation(d, o, i, a, b, c) {
