@@ -13,7 +13,7 @@
 //    every block's output, which is counted (and stopped as soon as it passes raw_size). (A
 //    corrupt block claiming more than the 128 KiB block maximum is clipped by fzstd to 128 KiB.)
 //  - very large frames (where the streaming decoder's window shifting would be quadratic) go
-//    through fzstd.decompress into a raw_size buffer; the size is then only bounded by the block
+//    through fzstd.decompress, which writes into a buffer of the declared size; the size is then only bounded by the block
 //    headers (known raw/RLE sizes plus at most 128 KiB per compressed block) and, if present,
 //    by the content checksum. See zstdTuning.streamCostLimit.
 import { decompress, Decompress } from '../vendor/fzstd/index.mjs';
@@ -130,12 +130,14 @@ function streamed(s, f, out) {
 export function zstdDecompress(stored, rawSize) {
   try {
     const f = scan(stored, rawSize);
-    const out = new Uint8Array(rawSize);
-    if (f.compressed === 0) rawBlocks(stored, f, out);
-    else if (Math.max(f.window, BLOCK_MAX) * f.blocks <= zstdTuning.streamCostLimit) streamed(stored, f, out);
+    let out;
+    if (f.compressed === 0) rawBlocks(stored, f, out = new Uint8Array(rawSize));
+    else if (Math.max(f.window, BLOCK_MAX) * f.blocks <= zstdTuning.streamCostLimit) streamed(stored, f, out = new Uint8Array(rawSize));
     else {
-      const r = decompress(stored, out);
-      if (r !== out) bad('unexpected output buffer');
+      // fzstd sizes its output from the (checked) Frame_Content_Size. Not decompress(stored, out):
+      // fzstd 0.1.1 compares that buffer with 1 (`w != 1`), which stringifies the whole array.
+      out = decompress(stored);
+      if (!(out instanceof Uint8Array) || out.length !== rawSize) bad('content size differs from raw_size');
     }
     if (f.checksum) {
       const want = le(stored, f.blocksEnd, 4);
