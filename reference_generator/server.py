@@ -284,8 +284,10 @@ class Session:
     # -- server -> client ----------------------------------------------------------------------
     async def _send_loop(self) -> None:
         while True:
+            self.host.waiting(self.link, self.window.open() and self.window.wait_for_budget(1) == 0)
             await self.wake.wait()
             self.wake.clear()
+            self.host.waiting(self.link, False)
             while self.window.open() and self.host.failed is None:
                 wait = self.window.wait_for_budget(1)
                 if wait > 0:

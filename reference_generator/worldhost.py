@@ -63,7 +63,9 @@ class WorldCore:
     def info(self) -> dict:
         return {"header": self.encoder.header_bytes(), "max_gaussians": self.world.max_gaussians}
 
-    def step(self, action: Action, action_ids: list) -> StepStats:
+    def step(self, action: Action, action_ids: list, ready: tuple = ()) -> tuple:
+        """One world step, folded into every client's pending delta; returns its StepStats and
+        the frames of the ``ready`` links (clients waiting to send), saving each a ``take`` call."""
         t0 = time.perf_counter()
         out = self.world.step(action)
         if self.device.type == "cuda":
@@ -75,7 +77,12 @@ class WorldCore:
         cam = out.camera.as_dict()
         for p in self.pendings.values():
             p.push(d, data, action_ids, cam)
-        return StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, len(data), len(self.encoder.state), action_ids)
+        stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, len(data), len(self.encoder.state), action_ids)
+        frames = {}
+        for link in ready:
+            if link in self.pendings:
+                frames[link] = self.pendings[link].take(cam)
+        return stats, frames
 
     def attach(self, link: int, max_frame_bytes: int) -> None:
         self.pendings[link] = Pending(self.encoder, max_frame_bytes)
@@ -216,6 +223,8 @@ class WorldHost:
         self.dropped = 0
         self.on_step = on_step               # callback(host, StepStats) after each step
         self.wakers: dict = {}               # link id -> asyncio.Event
+        self.ready: set = set()              # links whose sender waits with an open window
+        self.prefetched: dict = {}           # link id -> OutFrame cut by the last step for it
         self.backend = pool.backend() if pool else ThreadBackend(name)
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -276,11 +285,16 @@ class WorldHost:
                 taken = await self._next_actions(time.monotonic() + period if period else None)
                 action = taken[0][0] if taken else Idle()
                 ids = [t[1] for t in taken if t[1] is not None]
-                stats = await self.call("step", action, ids)
+                ready = tuple(self.ready)
+                self.ready.clear()
+                stats, frames = await self.call("step", action, ids, ready)
                 stats.received = [t[2] for t in taken]
                 self.last = stats
                 if self.on_step:
                     self.on_step(self, stats)
+                for link, f in frames.items():
+                    if f is not None and link in self.wakers:
+                        self.prefetched[link] = f
                 for ev in self.wakers.values():
                     ev.set()
         except asyncio.CancelledError:
@@ -301,15 +315,27 @@ class WorldHost:
 
     async def detach(self, link: int) -> None:
         self.wakers.pop(link, None)
+        self.ready.discard(link)
+        self.prefetched.pop(link, None)
         try:
             await self.call("detach", link)
         except (RuntimeError, EOFError, OSError):   # backend already closed
             pass
 
     async def take(self, link: int) -> OutFrame | None:
-        return await self.call("take", link)
+        """The next frame for a client: the one the last step cut for it, else ask the core."""
+        f = self.prefetched.pop(link, None)
+        return f if f is not None else await self.call("take", link)
+
+    def waiting(self, link: int, ready: bool) -> None:
+        """A client's sender is idle with an open window (the next step cuts its frame) or not."""
+        if ready:
+            self.ready.add(link)
+        else:
+            self.ready.discard(link)
 
     async def request_keyframe(self, link: int) -> None:
+        self.prefetched.pop(link, None)      # a delta cut before the request is superseded
         await self.call("request_keyframe", link)
 
     @property
