@@ -136,6 +136,28 @@ ACTION_TYPES: dict[str, type] = {t.KIND: t for t in (Move, Strafe, Turn, Look, J
 KINDS = tuple(ACTION_TYPES)
 
 
+def coalesce(first: Action, then: Action) -> Action | None:
+    """One action with the effect of ``first`` then ``then`` in one world step, or None.
+
+    A server that falls behind folds queued input into fewer steps (latency stays bounded
+    under load): walks, strafes and turns add up, a later pose replaces an earlier one, and
+    idle adds nothing. Jumps, interactions and looks (pitch clamps) keep their own steps.
+    """
+    if isinstance(then, Idle):
+        return first
+    if isinstance(first, Idle):
+        return then
+    if type(first) is not type(then):
+        return None
+    if isinstance(first, (Move, Strafe)) and abs(first.distance + then.distance) <= 100:
+        return type(first)(first.distance + then.distance)
+    if isinstance(first, Turn):
+        return Turn(first.degrees + then.degrees)
+    if isinstance(first, Pose):
+        return then
+    return None
+
+
 def params_of(action: Action) -> dict:
     d = asdict(action)
     if "position" in d:

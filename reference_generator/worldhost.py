@@ -10,8 +10,9 @@ Two halves:
   worker processes, one GIL each: what lets a server use every core of the machine). Either way a
   world step never blocks the event loop.
 
-A host steps at once for each queued action (oldest first), and when no action comes for
-``1 / tick_hz`` seconds it steps with ``Idle`` (time passes: foliage sways, doors swing);
+A host steps at once for each queued action (oldest first; when it is behind, consecutive
+actions that add up are folded into one step, ``actions.coalesce``), and when no action comes
+for ``1 / tick_hz`` seconds it steps with ``Idle`` (time passes: foliage sways, doors swing);
 ``tick_hz`` == 0 steps on actions only. Each step is encoded once; a client that keeps up is
 sent exactly those bytes, a lagging one a composed delta (flow.py).
 """
@@ -30,7 +31,7 @@ import torch
 
 from codec import Encoder
 
-from .actions import Action, Idle
+from .actions import Action, Idle, coalesce
 from .flow import OutFrame, Pending
 from .protocol import to_delta
 from .world import World, WorldConfig
@@ -276,7 +277,16 @@ class WorldHost:
                 await asyncio.wait_for(self._kick.wait(), delay)
             except asyncio.TimeoutError:
                 return []
-        return [self.queue.popleft()]
+        taken = [self.queue.popleft()]
+        merged = taken[0][0]
+        while self.queue:                    # behind: fold what else is queued into this step
+            m = coalesce(merged, self.queue[0][0])
+            if m is None:
+                break
+            merged = m
+            taken.append(self.queue.popleft())
+        taken[0] = (merged,) + taken[0][1:]
+        return taken
 
     async def _run(self) -> None:
         period = 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0

@@ -546,3 +546,29 @@ def test_worlds_in_worker_processes_stream_the_same_frames():
                     await small.close()
             assert e.value.code == 1008 and "max_frame_bytes" in e.value.reason
     run(go(), 180)
+
+
+def test_coalesce_folds_additive_actions_only():
+    from reference_generator.actions import Jump, Look, Pose, Strafe, coalesce
+    assert coalesce(Move(0.2), Move(0.3)) == Move(0.5)
+    assert coalesce(Turn(5), Turn(-2)) == Turn(3)
+    assert coalesce(Idle(), Strafe(1)) == Strafe(1) and coalesce(Strafe(1), Idle()) == Strafe(1)
+    assert coalesce(Pose((1, 2, 3)), Pose((4, 5, 6))) == Pose((4, 5, 6))
+    for a, b in [(Move(1), Turn(1)), (Jump(), Jump()), (Look(1), Look(1)), (Move(60), Move(60))]:
+        assert coalesce(a, b) is None
+
+
+def test_a_world_behind_folds_queued_actions_into_one_step():
+    from reference_generator.worldhost import WorldHost
+
+    async def go():
+        h = WorldHost("t", SMALL, tick_hz=0)
+        for k, a in enumerate([Move(0.1), Move(0.2), Turn(3), Turn(4), Interact(), Move(1)]):
+            h.submit(a, k)
+        steps = []
+        while h.queue:
+            taken = await h._next_actions(None)
+            steps.append((taken[0][0], [t[1] for t in taken]))
+        assert steps == [(Move(0.30000000000000004), [0, 1]), (Turn(7), [2, 3]), (Interact(), [4]), (Move(1), [5])]
+        await h.backend.close()
+    run(go())
