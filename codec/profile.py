@@ -102,6 +102,9 @@ class Profile:
                 raise GsdError(ErrorCode.BAD_HEADER, problem)
             if self.grid.cell_bits + self.quant.position_bits > 30:
                 raise GsdError(ErrorCode.BAD_HEADER, "cell_bits + position_bits exceeds 30")
+        # Widths and dtypes are asked for ~100 times per frame: compute them once (frozen, so safe).
+        object.__setattr__(self, "_widths", {a: self._width_of(a) for a in Attr})
+        object.__setattr__(self, "_dtypes", {a: self._dtype_of(a) for a in Attr})
 
     def with_grid(self, grid: Grid) -> "Profile":
         return replace(self, grid=grid)
@@ -115,6 +118,13 @@ class Profile:
         return components(attr, self.sh_degree)
 
     def width(self, attr: Attr) -> int:
+        return self._widths[attr]
+
+    def dtype(self, attr: Attr) -> np.dtype:
+        """Numpy dtype of the codes: signed where the spec says two's complement."""
+        return self._dtypes[attr]
+
+    def _width_of(self, attr: Attr) -> int:
         q = self.quant
         if q is None or attr is Attr.POSITION:
             return 4
@@ -122,9 +132,8 @@ class Profile:
                 Attr.SH_DC: q.dc_bits, Attr.SH_REST: max(q.rest_bits[: self.sh_degree], default=1)}[attr]
         return _width(bits)
 
-    def dtype(self, attr: Attr) -> np.dtype:
-        """Numpy dtype of the codes: signed where the spec says two's complement."""
-        w = self.width(attr)
+    def _dtype_of(self, attr: Attr) -> np.dtype:
+        w = self._width_of(attr)
         if self.quant is not None and attr in (Attr.POSITION, Attr.SH_REST):
             return np.dtype(_SIGNED[w])
         return np.dtype(_UNSIGNED[w])
