@@ -463,18 +463,26 @@ def test_window_ack_rules():
     assert not w.stalled(5.0)                                # one keyframe per stall: it is still out
 
 
-def test_watch_cli_against_a_server_and_without_one():
+def test_watch_cli_against_a_server_and_without_one(tmp_path):
+    from codec import read_stream, validate_stream
+    rec = tmp_path / "session.gsd"
+
     async def go():
         async with server() as s:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "reference_generator.watch", s.url, "--steps", "20", "--json",
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                "--out", str(rec), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             out, err = await asyncio.wait_for(proc.communicate(), 60)
             assert proc.returncode == 0, err.decode()
             summary = json.loads(out.decode().strip().splitlines()[-1])
             assert summary["frames"] == 21 and summary["resyncs"] == 0 and summary["latency_ms"]["n"] == 20
             Digest.parse(summary["digest"])
-    run(go())
+            return summary
+    summary = run(go())
+    data = rec.read_bytes()
+    assert validate_stream(data) == []                       # the recording is a valid stream file ...
+    frames = list(read_stream(data))
+    assert len(frames) == 21 and str(frames[-1][0].state.digest()) == summary["digest"]   # ... of that session
     r = subprocess.run([sys.executable, "-m", "reference_generator.watch", f"ws://127.0.0.1:{free_port()}/ws"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "cannot reach" in r.stderr
