@@ -88,8 +88,12 @@ def encode_header(h: StreamHeader) -> bytes:
     return head + struct.pack("<I", zlib.crc32(head))
 
 
-def decode_header(buf, limits: Limits = SPEC_LIMITS) -> tuple[StreamHeader, int]:
-    """Parse a header record at the start of ``buf``; returns it and its byte length."""
+def decode_header(buf, limits: Limits = SPEC_LIMITS, message: bool = False) -> tuple[StreamHeader, int]:
+    """Parse a header record at the start of ``buf``; returns it and its byte length.
+
+    ``message=True``: ``buf`` is one WebSocket message (SPEC.md 11.3) and must hold exactly the
+    record; bytes after it are MALFORMED, checked right after the CRC (SPEC.md 4.9, H7a).
+    """
     mv = memoryview(buf)
     if len(mv) < 4:
         raise GsdError(ErrorCode.TRUNCATED, "stream ends inside the header magic")
@@ -108,37 +112,26 @@ def decode_header(buf, limits: Limits = SPEC_LIMITS) -> tuple[StreamHeader, int]
     (crc,) = struct.unpack_from("<I", mv, total - 4)
     if zlib.crc32(mv[: total - 4]) != crc:
         raise GsdError(ErrorCode.BAD_CHECKSUM, "header CRC-32 mismatch")
+    if message and len(mv) != total:
+        raise GsdError(ErrorCode.MALFORMED, "bytes after the header record in its message")
     body = bytes(mv[_HPREFIX.size: total - 4])
     try:
-        fb = FbHeader.StreamHeader.GetRootAs(body, 0)
-        _check_root(body)
-        features = fb.RequiredFeatures()
-        degree = fb.ShDegree()
-        g = fb.Grid()
-        if g is None:
-            raise GsdError(ErrorCode.MALFORMED, "header has no grid")
-        grid_args = ((g.OriginX(), g.OriginY(), g.OriginZ()), g.CellSize(), g.CellBits(), g.SlotBits())
-        q = fb.Quantization()
-        quant_args = None
-        param_problem = None  # BAD_HEADER, raised after the required_features check (SPEC.md 4 check order)
-        if q is not None:
-            nb, nr = q.RestBitsLength(), q.RestRangeLength()
-            if nb > 3 or nr > 3:
-                param_problem = "more than 3 SH degrees of rest parameters"
-            elif nb < degree or nr < degree:
-                param_problem = "rest_bits/rest_range shorter than sh_degree"
-            else:
-                rest_bits = tuple(q.RestBits(j) for j in range(nb)) + (8,) * (3 - nb)
-                rest_range = tuple(q.RestRange(j) for j in range(nr)) + (1.0,) * (3 - nr)
-                quant_args = (q.PositionBits(), q.ScaleBits(), q.ScaleMin(), q.ScaleMax(), q.RotationBits(),
-                              q.OpacityBits(), q.DcBits(), q.DcMin(), q.DcMax(), rest_bits, rest_range)
-        name = (fb.ProfileName() or b"").decode("utf-8", "replace")
-        gen = (fb.Generator() or b"").decode("utf-8", "replace")
-        max_g = fb.MaxGaussians()
+        h = _read_header_body(body)
     except GsdError:
         raise
-    except _FB_ERRORS as e:
+    except _FB_ERRORS as e:  # not reachable after verification; a safety net, never a crash
         raise GsdError(ErrorCode.MALFORMED, f"header metadata unreadable: {e}") from None
+    features, degree, grid_args, quant, name, gen, max_g = h
+    param_problem = None  # BAD_HEADER, raised after the required_features check (H9 before H10)
+    quant_args = None
+    if quant is not None:
+        scalars, rest_bits, rest_range, nb, nr = quant
+        if nb > 3 or nr > 3:
+            param_problem = "more than 3 SH degrees of rest parameters"
+        elif nb < degree or nr < degree:
+            param_problem = "rest_bits/rest_range shorter than sh_degree"
+        else:
+            quant_args = scalars + (rest_bits + (8,) * (3 - nb), rest_range + (1.0,) * (3 - nr))
     if features & ~KNOWN_FEATURES:
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required header features {features:#x}")
     if param_problem:
@@ -150,12 +143,189 @@ def decode_header(buf, limits: Limits = SPEC_LIMITS) -> tuple[StreamHeader, int]
     return StreamHeader(profile, max_g, gen, (major, minor)), total
 
 
-def _check_root(buf: bytes) -> None:
-    if len(buf) < 8:
-        raise GsdError(ErrorCode.MALFORMED, "metadata shorter than a FlatBuffers root")
-    (root,) = struct.unpack_from("<I", buf, 0)
-    if root + 4 > len(buf):
-        raise GsdError(ErrorCode.MALFORMED, "FlatBuffers root offset outside the metadata")
+# ---------------------------------------------------------------------------------------- FlatBuffers
+# Verification of the header body and the frame metadata (SPEC.md 4.5, "Verification"): every
+# offset, vtable, table, vector and string is checked against the buffer before any field is
+# read; any failure is MALFORMED. Alignment is not checked (4.5); a string's terminator must be
+# present and 0. Reads are struct.unpack_from at verified positions (no generated accessors on
+# the decode path); the OpBlock tables of a frame are verified with numpy when there are many.
+_U8 = struct.Struct("<B")
+_U16 = struct.Struct("<H")
+_U32 = struct.Struct("<I")
+_I32 = struct.Struct("<i")
+_VT = struct.Struct("<HH")
+_SLOTS = [struct.Struct(f"<{k}H") for k in range(16)]
+_GRID = struct.Struct("<4f2B")
+_DIGEST = struct.Struct("<QII")
+_HDR_FIELDS = (1, 20, 4, 4, 8, 4, 4)              # StreamHeader field sizes (ids 0..6; offsets are 4)
+_QUANT_FIELDS = (1, 1, 4, 4, 1, 1, 1, 4, 4, 4, 4)  # Quantization (ids 0..10)
+_FRAME_FIELDS = (8, 8, 4, 8, 16, 4, 4)            # Frame (ids 0..6)
+_QUANT_SCALARS = ((0, "<B"), (1, "<B"), (2, "<f"), (3, "<f"), (4, "<B"), (5, "<B"), (6, "<B"), (7, "<f"), (8, "<f"))
+_BLOCK_NP_MIN = 24      # OpBlock tables verified with numpy from this many blocks on
+_BLOCK_CHUNK = 1 << 20  # ... in chunks of this many (bounded temporaries for huge claimed vectors)
+
+
+def _bad(what: str):
+    raise GsdError(ErrorCode.MALFORMED, f"FlatBuffers verification: {what}")
+
+
+def _table(buf: bytes, n: int, t: int, sizes: tuple, what: str) -> list[int]:
+    """Verify the table at ``t``; returns the absolute position of each schema field (0 = absent)."""
+    if t + 4 > n:
+        _bad(f"{what} table outside the buffer")
+    vt = t - _I32.unpack_from(buf, t)[0]
+    if vt < 0 or vt + 4 > n:
+        _bad(f"{what} vtable outside the buffer")
+    vsize, tsize = _VT.unpack_from(buf, vt)
+    if vsize & 1 or vsize < 4 or vt + vsize > n:
+        _bad(f"{what} vtable size {vsize}")
+    if tsize < 4 or t + tsize > n:
+        _bad(f"{what} table size {tsize}")
+    k = min(len(sizes), (vsize - 4) >> 1)
+    pos = [t + o if o else 0 for o in _SLOTS[k].unpack_from(buf, vt + 4)] + [0] * (len(sizes) - k)
+    for p, s in zip(pos, sizes):
+        if p and p + s > n:
+            _bad(f"{what} field outside the buffer")
+    return pos
+
+
+def _ref(buf: bytes, n: int, p: int, what: str) -> int:
+    """Target of the (verified, in-buffer) uoffset at ``p``; 0 offsets are MALFORMED."""
+    o = _U32.unpack_from(buf, p)[0]
+    if o == 0:
+        _bad(f"{what}: offset 0")
+    return p + o
+
+
+def _vector(buf: bytes, n: int, p: int, elem: int, what: str) -> tuple[int, int]:
+    """(first element position, length) of the vector referenced at ``p`` (0: absent, empty)."""
+    if not p:
+        return 0, 0
+    v = _ref(buf, n, p, what)
+    if v + 4 > n:
+        _bad(f"{what} length outside the buffer")
+    length = _U32.unpack_from(buf, v)[0]
+    if v + 4 + elem * length > n:
+        _bad(f"{what} of {length} runs past the buffer")
+    return v + 4, length
+
+
+def _string(buf: bytes, n: int, p: int, what: str) -> bytes:
+    if not p:
+        return b""
+    v = _ref(buf, n, p, what)
+    if v + 4 > n:
+        _bad(f"{what} length outside the buffer")
+    length = _U32.unpack_from(buf, v)[0]
+    end = v + 4 + length
+    if end + 1 > n:
+        _bad(f"{what} of {length} bytes runs past the buffer")
+    if buf[end] != 0:
+        _bad(f"{what} terminator is not 0")
+    return buf[v + 4:end]
+
+
+def _root(buf: bytes, sizes: tuple, what: str) -> list[int]:
+    n = len(buf)
+    if n < 8:
+        _bad(f"{what} shorter than 8 bytes")
+    return _table(buf, n, _ref(buf, n, 0, f"{what} root"), sizes, what)
+
+
+def _read_header_body(body: bytes):
+    """Verify the whole StreamHeader buffer, then read it (raw values; domains are checked later)."""
+    n = len(body)
+    f = _root(body, _HDR_FIELDS, "StreamHeader")
+    quant = None
+    if f[2]:
+        q = _table(body, n, _ref(body, n, f[2], "quantization"), _QUANT_FIELDS, "Quantization")
+        bits_at, nb = _vector(body, n, q[9], 1, "rest_bits")
+        range_at, nr = _vector(body, n, q[10], 4, "rest_range")
+        quant = (q, bits_at, nb, range_at, nr)
+    name = _string(body, n, f[3], "profile_name")
+    gen = _string(body, n, f[6], "generator")
+    # ---- verified: read
+    if not f[1]:
+        raise GsdError(ErrorCode.MALFORMED, "header has no grid")
+    ox, oy, oz, cs, cb, sb = _GRID.unpack_from(body, f[1])
+    if quant is not None:
+        q, bits_at, nb, range_at, nr = quant
+        scalars = tuple(struct.unpack_from(fmt, body, q[i])[0] if q[i] else 0 for i, fmt in _QUANT_SCALARS)
+        rest_bits = tuple(body[bits_at:bits_at + min(nb, 3)])
+        rest_range = struct.unpack_from(f"<{min(nr, 3)}f", body, range_at) if nr else ()
+        quant = (scalars, rest_bits, tuple(rest_range), nb, nr)
+    features = struct.unpack_from("<Q", body, f[4])[0] if f[4] else 0
+    degree = body[f[0]] if f[0] else 0
+    max_g = _U32.unpack_from(body, f[5])[0] if f[5] else 0
+    return (features, degree, ((ox, oy, oz), cs, cb, sb), quant, name.decode("utf-8", "replace"),
+            gen.decode("utf-8", "replace"), max_g)
+
+
+def _gather(a: np.ndarray, p: np.ndarray, width: int) -> np.ndarray:
+    """Little-endian unsigned ``width``-byte values at byte positions ``p`` (any alignment)."""
+    v = a[p].astype(np.int64)
+    for k in range(1, width):
+        v |= a[p + k].astype(np.int64) << (8 * k)
+    return v
+
+
+def _blocks_np(buf: bytes, n: int, start: int, nb: int) -> np.ndarray:
+    """Verify ``nb`` OpBlock tables (vector elements at ``start``) with numpy; returns, per block,
+    (kind, count, mask, level, sections start, sections length)."""
+    a = np.frombuffer(buf, np.uint8)
+    out = np.zeros((nb, 6), np.int64)
+    for c0 in range(0, nb, _BLOCK_CHUNK):
+        m = min(nb - c0, _BLOCK_CHUNK)
+        e = start + 4 * (c0 + np.arange(m, dtype=np.int64))
+        o = _gather(a, e, 4)
+        if not o.all():
+            _bad("blocks element: offset 0")
+        t = e + o
+        if (t + 4 > n).any():
+            _bad("OpBlock table outside the buffer")
+        s = _gather(a, t, 4)
+        vt = t - np.where(s >= 1 << 31, s - (1 << 32), s)
+        if ((vt < 0) | (vt + 4 > n)).any():
+            _bad("OpBlock vtable outside the buffer")
+        vsize, tsize = _gather(a, vt, 2), _gather(a, vt + 2, 2)
+        if ((vsize & 1) | (vsize < 4) | (vt + vsize > n) | (tsize < 4) | (t + tsize > n)).any():
+            _bad("OpBlock vtable or table size")
+        pos = []
+        for i, size in enumerate((1, 4, 1, 1, 4)):
+            has = vsize >= 6 + 2 * i
+            off = np.where(has, _gather(a, np.where(has, vt + 4 + 2 * i, 0), 2), 0)
+            p = np.where(off != 0, t + off, 0)
+            if ((p != 0) & (p + size > n)).any():
+                _bad("OpBlock field outside the buffer")
+            pos.append(p)
+        for i, width in enumerate((1, 4, 1, 1)):
+            out[c0:c0 + m, i] = np.where(pos[i] != 0, _gather(a, pos[i], width), 0)
+        p = pos[4]
+        has = p != 0
+        so = np.where(has, _gather(a, p, 4), 1)
+        if not so.all():
+            _bad("OpBlock sections: offset 0")
+        v = np.where(has, p + so, 0)
+        if (has & (v + 4 > n)).any():
+            _bad("OpBlock sections length outside the buffer")
+        ln = np.where(has, _gather(a, v, 4), 0)
+        if (has & (v + 4 + 4 * ln > n)).any():
+            _bad("OpBlock sections vector runs past the buffer")
+        out[c0:c0 + m, 4] = np.where(has, v + 4, 0)
+        out[c0:c0 + m, 5] = ln
+    return out
+
+
+def _blocks_py(buf: bytes, n: int, start: int, nb: int) -> list[tuple]:
+    """Verify ``nb`` OpBlock tables one by one (few blocks); same result rows as _blocks_np."""
+    rows = []
+    for j in range(nb):
+        e = start + 4 * j
+        b = _table(buf, n, _ref(buf, n, e, "blocks element"), (1, 4, 1, 1, 4), "OpBlock")
+        at, ln = _vector(buf, n, b[4], 4, "OpBlock sections")
+        rows.append((buf[b[0]] if b[0] else 0, _U32.unpack_from(buf, b[1])[0] if b[1] else 0,
+                     buf[b[2]] if b[2] else 0, buf[b[3]] if b[3] else 0, at, ln))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------- frames
@@ -281,18 +451,29 @@ class FrameInfo:
     raw_bytes: int
 
 
-def decode_frame(buf, profile: Profile, limits: Limits = SPEC_LIMITS,
-                 info: bool = False) -> tuple[Delta, int] | tuple[Delta, int, FrameInfo]:
-    """Parse the frame record at the start of ``buf`` into a Delta (not applied)."""
+def decode_frame(buf, profile: Profile, limits: Limits = SPEC_LIMITS, info: bool = False,
+                 message: bool = False) -> tuple[Delta, int] | tuple[Delta, int, FrameInfo]:
+    """Parse the frame record at the start of ``buf`` into a Delta (not applied).
+
+    ``message=True``: ``buf`` is one WebSocket message (SPEC.md 11.3) and must hold exactly the
+    record; bytes after it are MALFORMED, checked right after the CRC (SPEC.md 4.9, F8a).
+    """
     mv = memoryview(buf)
     frame_len = frame_length(mv, limits)
     (crc,) = struct.unpack_from("<I", mv, frame_len - 4)
     if zlib.crc32(mv[: frame_len - 4]) != crc:
         raise GsdError(ErrorCode.BAD_CHECKSUM, "frame CRC-32 mismatch")
+    if message and len(mv) != frame_len:
+        raise GsdError(ErrorCode.MALFORMED, "bytes after the frame record in its message")
     meta_len = _PREFIX.unpack_from(mv)[2]
     meta = bytes(mv[_PREFIX.size: _PREFIX.size + meta_len])
     payload = mv[_PREFIX.size + meta_len: frame_len - 4]
-    blocks, descs, d = _read_meta(meta, limits)
+    try:
+        blocks, descs, d = _read_meta(meta, limits)
+    except GsdError:
+        raise
+    except _FB_ERRORS as e:  # not reachable after verification; a safety net, never a crash
+        raise GsdError(ErrorCode.MALFORMED, f"frame metadata unreadable: {e}") from None
     roles: dict = {}
     d = _read_blocks(d, blocks, descs, payload, profile, limits, roles)
     if info:
@@ -301,52 +482,44 @@ def decode_frame(buf, profile: Profile, limits: Limits = SPEC_LIMITS,
 
 
 def _read_meta(meta: bytes, limits: Limits):
-    try:
-        _check_root(meta)
-        fb = FbFrame.Frame.GetRootAs(meta, 0)
-        features = fb.RequiredFeatures()
-        flags = fb.Flags()
-        seq, base = fb.Seq(), fb.BaseSeq()
-        dg = fb.Digest()
-        digest = Digest(dg.Count(), dg.Lane0(), dg.Lane1()) if dg is not None else None
-        nb, ns = fb.BlocksLength(), fb.SectionsLength()
-        if nb > limits.max_blocks or ns > limits.max_sections:
-            raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{nb} blocks / {ns} sections")
-        if ns * 16 > len(meta) or nb * 4 > len(meta):
-            raise GsdError(ErrorCode.MALFORMED, "vector longer than the metadata")
-        descs = _section_table(fb, ns, meta)
-        blocks = []
-        for j in range(nb):
-            ob = fb.Blocks(j)
-            n = ob.SectionsLength()
-            if n > limits.max_sections or n * 4 > len(meta):
-                raise GsdError(ErrorCode.MALFORMED, "op block section list longer than the metadata")
-            secs = ob.SectionsAsNumpy().tolist() if n else []
-            blocks.append((ob.Kind(), ob.Count(), ob.Mask(), ob.Level(), secs))
-    except GsdError:
-        raise
-    except _FB_ERRORS as e:
-        raise GsdError(ErrorCode.MALFORMED, f"frame metadata unreadable: {e}") from None
+    """F9: verify the whole Frame buffer (MALFORMED), then the vector lengths against the limits
+    (LIMIT_EXCEEDED), then required_features; then F10's raw-byte sum."""
+    n = len(meta)
+    f = _root(meta, _FRAME_FIELDS, "Frame")
+    bstart, nb = _vector(meta, n, f[5], 4, "blocks")
+    sstart, ns = _vector(meta, n, f[6], 16, "sections")
+    rows = _blocks_py(meta, n, bstart, nb) if nb < _BLOCK_NP_MIN else _blocks_np(meta, n, bstart, nb)
+    # ---- verified
+    if nb > limits.max_blocks or ns > limits.max_sections:
+        raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{nb} blocks / {ns} sections")
+    r = f[3]
+    features = struct.unpack_from("<Q", meta, r)[0] if r else 0
     if features & ~KNOWN_FEATURES:
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required frame features {features:#x}")
+    seq = struct.unpack_from("<Q", meta, f[0])[0] if f[0] else 0
+    base = struct.unpack_from("<Q", meta, f[1])[0] if f[1] else 0
+    flags = _U32.unpack_from(meta, f[2])[0] if f[2] else 0
+    digest = Digest(*_DIGEST.unpack_from(meta, f[4])) if f[4] else None
+    if nb >= _BLOCK_NP_MIN:
+        rows = rows.tolist()
+    blocks = [(k, c, m, lv, np.frombuffer(meta, "<u4", ln, at).tolist() if ln else [])
+              for k, c, m, lv, at, ln in rows]
+    descs = _section_table(meta, sstart, ns)
     if sum(s.raw_size for s in descs) > limits.max_frame_raw_bytes:
         raise GsdError(ErrorCode.LIMIT_EXCEEDED, "frame declares too many raw bytes")
     d = Delta(seq=seq, base_seq=base, keyframe=bool(flags & KEYFRAME), digest=digest)
     return blocks, descs, d
 
 
-_SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored", "<u4"), ("raw", "<u4"),
+_SECTION_READ_DTYPE = np.dtype([("offset", "<u4"), ("stored", "<u4"), ("raw", "<u4"),
                            ("compression", "u1"), ("filters", "u1"), ("width", "u1"), ("reserved", "u1")])
 
 
-def _section_table(fb, n: int, meta: bytes) -> list[SectionDesc]:
-    """Frame.sections read in one numpy view (same bytes the generated Section accessor reads)."""
+def _section_table(meta: bytes, start: int, n: int) -> list[SectionDesc]:
+    """Frame.sections (verified extent) read in one numpy view."""
     if n == 0:
         return []
-    start = fb._tab.Vector(fb._tab.Offset(16))
-    if start + 16 * n > len(meta):
-        raise GsdError(ErrorCode.MALFORMED, "sections vector runs past the metadata")
-    t = np.frombuffer(meta, _SECTION_DTYPE, n, start)
+    t = np.frombuffer(meta, _SECTION_READ_DTYPE, n, start)
     return [SectionDesc(*row) for row in zip(t["offset"].tolist(), t["stored"].tolist(), t["raw"].tolist(),
                                              t["compression"].tolist(), t["filters"].tolist(), t["width"].tolist())]
 
