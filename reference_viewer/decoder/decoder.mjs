@@ -5,7 +5,7 @@ import { crc32 } from './crc32.mjs';
 import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
 import { decodeSection } from './sections.mjs';
 import { Profile, checkHeaderDomain } from './profile.mjs';
-import { SceneStore, cellOfId, writeRotation, M_SUM0, M_SUM1, M_MARK, M_FLAGS } from './store.mjs';
+import { SceneStore, cellOfId, writeRotation, H_LO, H_HI, H_S0, H_S1, H_MARK, H_FLAGS } from './store.mjs';
 import { fmix32, digestText } from './digest.mjs';
 import { IdTable } from './idtable.mjs';
 
@@ -304,25 +304,26 @@ export class Decoder {
   }
 
   _apply(keyframe, m, adds, upds, dels, ranges, cells) {
-    const p = this.profile, st = this.store, NC = p.NC;
-    const K0 = st.K0, K1 = st.K1;
-    if (++this._stamp >= 0x7FFFFFFF) {   // stamps of staged deletes in meta[4s + M_MARK]
-      for (let s = 0; s < st.highWater; s++) st.meta[4 * s + M_MARK] = 0;
+    const p = this.profile, st = this.store;
+    const K0 = st.K0, K1 = st.K1, R = st.R, ck = st.ck, ci = st.ci;
+    const rows = st.rows, r16 = st.rows16, r8 = st.rows8, ids = st.ids;
+    if (++this._stamp >= 0x7FFFFFFF) {   // stamps of staged deletes in the rows' mark word
+      for (let s = 0; s < st.highWater; s++) rows[s * R + H_MARK] = 0;
       this._stamp = 1;
     }
-    const meta = st.meta, sk = this._stamp;
+    const sk = this._stamp;
     let lane0 = keyframe ? 0 : st.lane0, lane1 = keyframe ? 0 : st.lane1;
     let live = keyframe ? 0 : st.live;
-    // ---- step 2: deletes
+    // ---- step 2: deletes (staged: a mark in the row, the stamp of this frame)
     const delSlots = [];
     let nDelIds = 0, nRanges = 0, nCells = 0;
     for (const { n, ids: { lo, hi } } of dels) {
       nDelIds += n;
       if (keyframe) { if (n > 0) fail('ID_MISSING', 'DELETE_IDS in a keyframe (the state is empty)'); continue; }
       for (let i = 0; i < n; i++) {
-        const s = st.lookup(lo[i], hi[i]);
-        if (s < 0 || meta[4 * s + M_MARK] === sk) fail('ID_MISSING', 'DELETE_IDS of an id that is not live');
-        meta[4 * s + M_MARK] = sk;
+        const s = ids.get(lo[i], hi[i]);
+        if (s < 0 || rows[s * R + H_MARK] === sk) fail('ID_MISSING', 'DELETE_IDS of an id that is not live');
+        rows[s * R + H_MARK] = sk;
         delSlots.push(s);
       }
     }
@@ -331,23 +332,24 @@ export class Decoder {
     if (!keyframe && nRanges + nCells > 0 && st.live > delSlots.length) {
       const iv = this._intervals(ranges, cells);
       if (iv.n) {
-        const { sHi, sLo, eHi, eLo } = iv, idLo = st.idLo, idHi = st.idHi;
-        for (let s = 0; s < st.highWater; s++) {
-          if (!(meta[4 * s + M_FLAGS] & 1) || meta[4 * s + M_MARK] === sk) continue;
-          const h = idHi[s], l = idLo[s];
+        const { sHi, sLo, eHi, eLo } = iv;
+        for (let s = 0, b = 0; s < st.highWater; s++, b += R) {
+          if (!(rows[b + H_FLAGS] & 1) || rows[b + H_MARK] === sk) continue;
+          const h = rows[b + H_HI], l = rows[b + H_LO];
           // greatest interval start <= id
-          let a = 0, b = iv.n - 1, f = -1;
-          while (a <= b) {
-            const mid = (a + b) >> 1;
-            if (sHi[mid] < h || (sHi[mid] === h && sLo[mid] <= l)) { f = mid; a = mid + 1; } else b = mid - 1;
+          let a = 0, e = iv.n - 1, f = -1;
+          while (a <= e) {
+            const mid = (a + e) >> 1;
+            if (sHi[mid] < h || (sHi[mid] === h && sLo[mid] <= l)) { f = mid; a = mid + 1; } else e = mid - 1;
           }
-          if (f >= 0 && (h < eHi[f] || (h === eHi[f] && l <= eLo[f]))) { meta[4 * s + M_MARK] = sk; delSlots.push(s); }
+          if (f >= 0 && (h < eHi[f] || (h === eHi[f] && l <= eLo[f]))) { rows[b + H_MARK] = sk; delSlots.push(s); }
         }
       }
     }
-    for (const s of delSlots) {
-      lane0 = (lane0 - fmix32(meta[4 * s + M_SUM0] >>> 0)) >>> 0;
-      lane1 = (lane1 - fmix32(meta[4 * s + M_SUM1] >>> 0)) >>> 0;
+    for (let i = 0; i < delSlots.length; i++) {
+      const b = delSlots[i] * R;
+      lane0 = (lane0 - fmix32(rows[b + H_S0])) >>> 0;
+      lane1 = (lane1 - fmix32(rows[b + H_S1])) >>> 0;
     }
     live -= delSlots.length;
     // ---- step 3: adds
@@ -363,11 +365,9 @@ export class Decoder {
     for (const b of (keyframe ? [] : adds)) {
       const { n, ids: { lo, hi }, comps } = b;
       nAdd += n;
-      if (!keyframe) {
-        for (let i = 0; i < n; i++) {
-          const s = st.lookup(lo[i], hi[i]);
-          if (s >= 0 && meta[4 * s + M_MARK] !== sk) fail('ID_EXISTS', 'ADD of a live id');
-        }
+      for (let i = 0; i < n; i++) {
+        const s = ids.get(lo[i], hi[i]);
+        if (s >= 0 && rows[s * R + H_MARK] !== sk) fail('ID_EXISTS', 'ADD of a live id');
       }
       for (const [j, arr, off] of comps) if (p.firstInvalid(j, arr, n, off) >= 0) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
       // lane sums of the new records
@@ -385,49 +385,61 @@ export class Decoder {
       b.s0 = s0; b.s1 = s1;
     }
     live += nAdd;
-    // ---- step 4: updates
+    // ---- step 4: updates (in place, undone below if the frame fails from here on)
     let nUpd = 0;
+    const lossless = p.lossless, undo = [];
+    try {
     for (const b of upds) {
-      const { n, ids: { lo, hi }, comps } = b;
+      const { n, ids: { lo, hi }, cj, cArr, cOff } = b;
       nUpd += n;
       if (n > 0 && keyframe) fail('ID_MISSING', 'UPDATE in a keyframe (the state is empty)');
-      const slots = new Int32Array(n);
-      for (let i = 0; i < n; i++) {
-        const s = st.lookup(lo[i], hi[i]);
-        if (s < 0 || meta[4 * s + M_MARK] === sk) fail('ID_MISSING', 'UPDATE of an id that is not live');
-        slots[i] = s;
-      }
-      // row-major: per Gaussian, its residuals applied to its codes (one or two cache lines)
-      const codes = st.codes, { cj, cArr, cOff } = b, nc = cj.length;
+      const nc = cj.length;
       const cMsk = new Int32Array(nc), cK0 = new Int32Array(nc), cK1 = new Int32Array(nc);
-      const cMax = new Float64Array(nc), cNeg = new Float64Array(nc);
+      const cMax = new Float64Array(nc), cNeg = new Float64Array(nc), cKind = new Int32Array(nc), cIdx = new Int32Array(nc);
       for (let c = 0; c < nc; c++) {
         const j = cj[c];
         cMsk[c] = p.compMask[j]; cK0[c] = K0[j + 2]; cK1[c] = K1[j + 2];
         cMax[c] = p.compMaxU[j]; cNeg[c] = p.compMinNegU[j] || 2 ** 32;
+        cKind[c] = ck[j]; cIdx[c] = ci[j];
       }
-      const lossless = p.lossless;
-      const nv = new Uint32Array(n * nc), s0 = new Int32Array(n), s1 = new Int32Array(n);
+      // One pass per Gaussian: its id-table entry, its row (mark, sums, codes: one cache line) and
+      // its floats. UPDATEs are applied in place here (each slot at most once per frame: the id
+      // rules forbid an id in two ADD/UPDATE blocks), with the old codes and sums kept, so that a
+      // later failure of this frame undoes them exactly (_undoUpdates); the dirty set is only
+      // touched at commit.
+      const slots = new Int32Array(n), nv = new Uint32Array(nc), ov = new Uint32Array(n * nc);
+      const os0 = new Int32Array(n), os1 = new Int32Array(n), mask = b.mask;
+      b.slots = slots; b.ov = ov; b.os0 = os0; b.os1 = os1; b.cKind = cKind; b.cIdx = cIdx; b.done = 0;
+      undo.push(b);
       for (let i = 0; i < n; i++) {
-        const s = slots[i], base = s * NC, m4 = 4 * s;
-        let a0 = meta[m4 + M_SUM0], a1 = meta[m4 + M_SUM1];
+        const s = ids.get(lo[i], hi[i]);
+        const rb = s * R;
+        if (s < 0 || rows[rb + H_MARK] === sk) fail('ID_MISSING', 'UPDATE of an id that is not live');
+        slots[i] = s;
+        let a0 = rows[rb + H_S0] | 0, a1 = rows[rb + H_S1] | 0;
         const h0 = fmix32(a0 >>> 0), h1 = fmix32(a1 >>> 0);
+        os0[i] = a0; os1[i] = a1;
         for (let c = 0; c < nc; c++) {
-          const old = codes[base + cj[c]];
+          const k = cKind[c], x = cIdx[c];
+          const old = k === 1 ? r8[4 * rb + x] : k === 4 ? rows[rb + x] : r16[2 * rb + x];
           const v = ((old + cArr[c][cOff[c] + i]) & cMsk[c]) >>> 0;
           if (lossless ? (v & 0x7F800000) === 0x7F800000 : v > cMax[c] && v < cNeg[c]) {
             fail('BAD_VALUE', `UPDATE produces an invalid code (component ${cj[c]})`);
           }
-          nv[i * nc + c] = v;
+          nv[c] = v; ov[i * nc + c] = old;
           const dlt = (v - old) | 0;
           a0 += Math.imul(dlt, cK0[c]); a1 += Math.imul(dlt, cK1[c]);
         }
-        s0[i] = a0; s1[i] = a1;
+        for (let c = 0; c < nc; c++) {
+          const k = cKind[c], x = cIdx[c], v = nv[c];
+          if (k === 1) r8[4 * rb + x] = v; else if (k === 4) rows[rb + x] = v; else r16[2 * rb + x] = v;
+        }
+        rows[rb + H_S0] = a0; rows[rb + H_S1] = a1;
+        st.deriveMask(s, mask);
+        b.done = i + 1;
         lane0 = (lane0 - h0 + fmix32(a0 >>> 0)) >>> 0;
         lane1 = (lane1 - h1 + fmix32(a1 >>> 0)) >>> 0;
       }
-      const news = nv;
-      Object.assign(b, { slots, news, s0, s1 });
     }
     // ---- step 5: budget
     if (live > this.budget) fail('LIMIT_EXCEEDED', `${live} live Gaussians, budget ${this.budget}`);
@@ -437,6 +449,10 @@ export class Decoder {
       if (g.count !== BigInt(live) || g.lane0 !== lane0 || g.lane1 !== lane1) {
         fail('DIGEST_MISMATCH', `state ${digestText(live, lane0, lane1)}, frame says ${digestText(g.count, g.lane0, g.lane1)}`);
       }
+    }
+    } catch (e) {
+      this._undoUpdates(undo);
+      throw e;
     }
     // ---- step 7: commit (nothing below can fail on valid input; memory is reserved first)
     if (keyframe) this.store._adopt(built);
@@ -453,10 +469,11 @@ export class Decoder {
    * replaces the current one only at commit. Throws BAD_VALUE on an invalid code.
    */
   _buildKeyframe(adds, nAdd) {
-    const p = this.profile, NC = p.NC;
+    const p = this.profile;
     const t = new SceneStore(p);
     t.reserve(nAdd, nAdd, 0, Math.max(4096, nAdd >> 3));
-    const K0 = t.K0, K1 = t.K1, stride = t.stride, codes = t.codes, data = t.data, dataU32 = t.dataU32;
+    const K0 = t.K0, K1 = t.K1, stride = t.stride, data = t.data, dataU32 = t.dataU32;
+    const R = t.R, rows = t.rows, r16 = t.rows16, r8 = t.rows8, ck = t.ck, ci = t.ci;
     let s = 0;
     for (const { n, ids: { lo, hi }, comps } of adds) {
       const s0 = new Int32Array(n), s1 = new Int32Array(n);
@@ -464,56 +481,67 @@ export class Decoder {
         s0[i] = Math.imul(lo[i], K0[0]) + Math.imul(hi[i], K0[1]);
         s1[i] = Math.imul(lo[i], K1[0]) + Math.imul(hi[i], K1[1]);
       }
-      // tiles of TILE Gaussians: the tile's slots (codes and floats) stay in cache across the
-      // component passes, while each planar input component is read sequentially
+      // tiles of TILE Gaussians: the tile's rows and floats stay in cache across the component
+      // passes, while each planar input component is read sequentially
       const TILE = 256;
       for (let i0 = 0; i0 < n; i0 += TILE) {
         const i1 = Math.min(n, i0 + TILE);
         for (const [j, arr, off] of comps) {
-          const k0 = K0[j + 2], k1 = K1[j + 2];
-          let ci = (s + i0) * NC + j, di = (s + i0) * stride + p.dataOff[j];
+          const k0 = K0[j + 2], k1 = K1[j + 2], kind = ck[j];
+          let di = (s + i0) * stride + p.dataOff[j];
           if (p.lossless) {
-            for (let i = i0; i < i1; i++, ci += NC, di += stride) {
+            for (let i = i0, ri = (s + i0) * R + ci[j]; i < i1; i++, ri += R, di += stride) {
               const v = arr[off + i];
               if ((v & 0x7F800000) === 0x7F800000) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
               s0[i] += Math.imul(v, k0); s1[i] += Math.imul(v, k1);
-              codes[ci] = v; dataU32[di] = v;
+              rows[ri] = v; dataU32[di] = v;
             }
             continue;
           }
           const maxU = p.compMaxU[j], neg = p.compMinNegU[j] || 0x100000000, T = p.compTable[j];
-          if (T === null) {
-            for (let i = i0; i < i1; i++, ci += NC) {
+          if (kind === 4) {   // POSITION (no table: computed below)
+            for (let i = i0, ri = (s + i0) * R + ci[j]; i < i1; i++, ri += R) {
               const v = arr[off + i];
               if (v > maxU && v < neg) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
               s0[i] += Math.imul(v, k0); s1[i] += Math.imul(v, k1);
-              codes[ci] = v;
+              rows[ri] = v;
+            }
+          } else if (kind === 1) {
+            for (let i = i0, ri = 4 * (s + i0) * R + ci[j]; i < i1; i++, ri += 4 * R, di += stride) {
+              const v = arr[off + i];
+              if (v > maxU && v < neg) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
+              s0[i] += Math.imul(v, k0); s1[i] += Math.imul(v, k1);
+              r8[ri] = v;
+              if (T !== null) data[di] = T[v];
             }
           } else {
-            for (let i = i0; i < i1; i++, ci += NC, di += stride) {
+            for (let i = i0, ri = 2 * (s + i0) * R + ci[j]; i < i1; i++, ri += 2 * R, di += stride) {
               const v = arr[off + i];
               if (v > maxU && v < neg) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
               s0[i] += Math.imul(v, k0); s1[i] += Math.imul(v, k1);
-              codes[ci] = v; data[di] = T[v];
+              r16[ri] = v;
+              if (T !== null) data[di] = T[v];
             }
           }
         }
       }
-      t.idLo.set(lo, s); t.idHi.set(hi, s);
-      const tm = t.meta;
-      for (let i = 0, m = 4 * s; i < n; i++, m += 4) { tm[m + M_SUM0] = s0[i]; tm[m + M_SUM1] = s1[i]; tm[m + M_FLAGS] = 1; }
-      for (let i = 0; i < n; i++) {
+      for (let i = 0, b = s * R; i < n; i++, b += R) {
+        rows[b + H_LO] = lo[i]; rows[b + H_HI] = hi[i];
+        rows[b + H_S0] = s0[i]; rows[b + H_S1] = s1[i]; rows[b + H_FLAGS] = 1;
         t.lane0 = (t.lane0 + fmix32(s0[i] >>> 0)) >>> 0;
         t.lane1 = (t.lane1 + fmix32(s1[i] >>> 0)) >>> 0;
       }
       if (!p.lossless) {   // POSITION (needs the id's cell) and ROTATION (needs all four codes)
-        const c = new Uint32Array(3), g = p.grid, st = p.posStep, rt = p.rotTable;
-        for (let i = 0, cb = s * NC, db = s * stride; i < n; i++, cb += NC, db += stride) {
+        const c = new Uint32Array(3), g = p.grid, ps = p.posStep, rt = p.rotTable;
+        const rv = ck[6] === 1 ? r8 : r16, rm = ck[6] === 1 ? 4 : 2;
+        const x0 = ci[0], x1 = ci[1], x2 = ci[2], q0 = ci[6], q1 = ci[7], q2 = ci[8], q3 = ci[9];
+        for (let i = 0, b = s * R, db = s * stride; i < n; i++, b += R, db += stride) {
           cellOfId(lo[i], hi[i], p.S, c);
-          data[db] = g.originX + c[0] * g.cellSize + (codes[cb] | 0) * st;
-          data[db + 1] = g.originY + c[1] * g.cellSize + (codes[cb + 1] | 0) * st;
-          data[db + 2] = g.originZ + c[2] * g.cellSize + (codes[cb + 2] | 0) * st;
-          writeRotation(data, db + 8, codes[cb + 6], rt[codes[cb + 7]], rt[codes[cb + 8]], rt[codes[cb + 9]]);
+          data[db] = g.originX + c[0] * g.cellSize + (rows[b + x0] | 0) * ps;
+          data[db + 1] = g.originY + c[1] * g.cellSize + (rows[b + x1] | 0) * ps;
+          data[db + 2] = g.originZ + c[2] * g.cellSize + (rows[b + x2] | 0) * ps;
+          const vb = rm * b;
+          writeRotation(data, db + 8, rv[vb + q0], rt[rv[vb + q1]], rt[rv[vb + q2]], rt[rv[vb + q3]]);
         }
       }
       for (let i = 0; i < n; i++) t.ids.set(lo[i], hi[i], s + i);
@@ -524,37 +552,45 @@ export class Decoder {
     return t;
   }
 
+  /** Restores the codes, sums and floats of the UPDATEs applied in place by a frame that failed. */
+  _undoUpdates(undo) {
+    const st = this.store, R = st.R, rows = st.rows, r16 = st.rows16, r8 = st.rows8;
+    for (let u = undo.length - 1; u >= 0; u--) {
+      const { slots, ov, os0, os1, cKind, cIdx, done, mask } = undo[u], nc = cKind.length;
+      for (let i = 0; i < done; i++) {
+        const s = slots[i], rb = s * R;
+        for (let c = 0; c < nc; c++) {
+          const k = cKind[c], x = cIdx[c], v = ov[i * nc + c];
+          if (k === 1) r8[4 * rb + x] = v; else if (k === 4) rows[rb + x] = v; else r16[2 * rb + x] = v;
+        }
+        rows[rb + H_S0] = os0[i]; rows[rb + H_S1] = os1[i];
+        st.deriveMask(s, mask);
+      }
+      undo[u].done = 0;
+    }
+  }
+
   _commitDelta(delSlots, adds, upds, nAdd, liveAfter) {
-    const st = this.store, NC = st.NC;
+    const st = this.store, R = st.R, ck = st.ck, ci = st.ci;
     st.reserve(nAdd, liveAfter, delSlots.length);
-    for (const s of delSlots) st.freeSlot(s);
-    const codes = st.codes, meta = st.meta;
+    for (let i = 0; i < delSlots.length; i++) st.freeSlot(delSlots[i]);
+    const rows = st.rows, r16 = st.rows16, r8 = st.rows8;   // after reserve (it may reallocate)
     for (const { n, ids: { lo, hi }, cj, cArr, cOff, s0, s1 } of adds) {
       const nc = cj.length;
       for (let i = 0; i < n; i++) {
-        const s = st.allocSlot();
-        st.idLo[s] = lo[i]; st.idHi[s] = hi[i];
-        const m = 4 * s;
-        meta[m + M_SUM0] = s0[i]; meta[m + M_SUM1] = s1[i]; meta[m + M_MARK] = 0;
-        meta[m + M_FLAGS] = (meta[m + M_FLAGS] & 2) | 1;   // alive; keeps a dirty flag of the freed slot
-        const cb = s * NC;
-        for (let c = 0; c < nc; c++) codes[cb + cj[c]] = cArr[c][cOff[c] + i];
-        st.ids.set(lo[i], hi[i], s);
+        const s = st.allocSlot(), rb = s * R;
+        st.initSlot(s, lo[i], hi[i]);
+        rows[rb + H_S0] = s0[i]; rows[rb + H_S1] = s1[i];
+        for (let c = 0; c < nc; c++) {
+          const j = cj[c], k = ck[j], v = cArr[c][cOff[c] + i];
+          if (k === 1) r8[4 * rb + ci[j]] = v; else if (k === 4) rows[rb + ci[j]] = v; else r16[2 * rb + ci[j]] = v;
+        }
         st.derive(s);
         st._touch(s);
       }
       st.live += n;
     }
-    for (const { n, slots, news, s0, s1, mask, cj } of upds) {
-      const nc = cj.length;
-      for (let i = 0; i < n; i++) {
-        const s = slots[i], base = s * NC;
-        for (let c = 0; c < nc; c++) codes[base + cj[c]] = news[i * nc + c];
-        meta[4 * s + M_SUM0] = s0[i]; meta[4 * s + M_SUM1] = s1[i];
-        for (let a = 0; a < 6; a++) if (mask & (1 << a)) st.deriveAttr(s, a);
-        st._touch(s);
-      }
-    }
+    for (const { n, slots } of upds) for (let i = 0; i < n; i++) st._touch(slots[i]);   // applied in _apply
     st.maybeCompact();
   }
 }

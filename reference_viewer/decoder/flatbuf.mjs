@@ -51,7 +51,9 @@ class Reader {
   ref(h, id) {
     const p = this.field(h, id, 4);
     if (!p) return 0;
-    const target = p + this.u32(p);
+    const o = this.u32(p);
+    if (o === 0) fail('MALFORMED', `${h.what} field ${id}: uoffset 0 (an offset never points to itself)`);
+    const target = p + o;
     this.need(target, 0, `${h.what} field ${id} target`);
     return target;
   }
@@ -70,10 +72,12 @@ class Reader {
     this.need(v, 4, `${h.what} string ${id} length`);
     const length = this.u32(v);
     this.need(v + 4, length + 1, `${h.what} string ${id}`);  // + the terminating 0
+    if (this.u8(v + 4 + length) !== 0) fail('MALFORMED', `${h.what} string ${id}: terminator byte not 0`);
     return new TextDecoder('utf-8', { fatal: false }).decode(this.bb.bytes().subarray(v + 4, v + 4 + length));
   }
   root(what) {
     if (this.n < 8) fail('MALFORMED', `${what} metadata shorter than a FlatBuffers root`);
+    if (this.u32(0) === 0) fail('MALFORMED', `${what} metadata: root uoffset 0`);
     return this.table(this.u32(0), what);
   }
 }
@@ -144,6 +148,7 @@ export function readFrameMeta(u8) {
     const blocks = new Array(bv.length);
     for (let i = 0; i < bv.length; i++) {
       const p = bv.start + 4 * i;
+      if (r.u32(p) === 0) fail('MALFORMED', `OpBlock ${i}: uoffset 0`);
       const b = r.table(p + r.u32(p), 'OpBlock');
       const sv = r.vector(b, 4, 4);
       const secs = new Uint32Array(sv.length);

@@ -39,16 +39,24 @@
 //   than 4096), the live slots are compacted down in slot order (generation++).
 // ============================================================================================
 //
-// Internals (not part of the contract): per slot the id (two u32 halves), the NC = 14 + 3K
-// integer codes as zero-extended u32 words (exactly the record words w_2.. of SPEC 7.1), and
-// `meta` (4 int32 per slot, one cache line for 4 slots): the two pre-fmix32 lane sums of the
-// record (SPEC 7.5), the decoder's staging mark, and flags (alive, dirty); an IdTable id -> slot.
+// Internals (not part of the contract): one row of R u32 words per slot in `rows` (with u16 and u8
+// views of the same memory), so that a delta's random access to a slot touches one cache line of
+// `rows` besides the slot's floats and its id-table entry:
+//   word 0, 1   id (lo, hi u32 halves)
+//   word 2, 3   the two pre-fmix32 lane sums of the record (SPEC 7.5)
+//   word 4      the decoder's staging mark (a stamp)
+//   word 5      flags (bit 0: alive)
+//   then the NC = 14 + 3K codes (the record words w_2.. of SPEC 7.1) at their real width:
+//   4-byte components as words, then 2-byte ones (u16), then 1-byte ones (u8); R is rounded up
+//   to a multiple of 16 words (64 bytes), so a row starts on a cache line.
+// Per component j: ck[j] (its width 4, 2 or 1) and ci[j] (its index within the row in units of
+// that width). The dirty set is a list plus a bit per slot. An IdTable maps id -> slot.
 import { IdTable } from './idtable.mjs';
 import { fmix32, laneConstants, digestText } from './digest.mjs';
 
 const FREED_OPACITY = -1e30;
-export const M_SUM0 = 0, M_SUM1 = 1, M_MARK = 2, M_FLAGS = 3;   // meta[4*s + ...]
-const ALIVE = 1, DIRTY = 2;
+export const H_LO = 0, H_HI = 1, H_S0 = 2, H_S1 = 3, H_MARK = 4, H_FLAGS = 5, H_WORDS = 6;
+const ALIVE = 1;
 export const COMPACT_MIN_FREE = 4096;
 
 function compact1by2(x) {
@@ -77,6 +85,21 @@ export function cellOfId(lo, hi, S, out) {
   return out;
 }
 
+/** Row layout of a profile: {R, ck, ci} (see above). Cached on the profile. */
+export function rowLayout(p) {
+  if (p._rowLayout) return p._rowLayout;
+  const NC = p.NC, ck = new Uint8Array(NC), ci = new Int32Array(NC);
+  for (let j = 0; j < NC; j++) ck[j] = p.compWidth[j];
+  let word = H_WORDS;
+  for (let j = 0; j < NC; j++) if (ck[j] === 4) ci[j] = word++;
+  let half = 2 * word;
+  for (let j = 0; j < NC; j++) if (ck[j] === 2) ci[j] = half++;
+  let byte = 2 * half;
+  for (let j = 0; j < NC; j++) if (ck[j] === 1) ci[j] = byte++;
+  const R = (((byte + 3) >> 2) + 15) & ~15;
+  return (p._rowLayout = { R, ck, ci });
+}
+
 export class SceneStore {
   constructor(profile) {
     this.generation = 0;
@@ -92,6 +115,8 @@ export class SceneStore {
     this.restCount = profile.K;
     this.NC = profile.NC;
     this.stride = (16 + 3 * profile.K + 3) & ~3;
+    const L = rowLayout(profile);
+    this.R = L.R; this.ck = L.ck; this.ci = L.ci;
     this.K0 = laneConstants(2 + this.NC, 0);
     this.K1 = laneConstants(2 + this.NC, 1);
     this._alloc(Math.max(capacity, 64));
@@ -111,10 +136,10 @@ export class SceneStore {
     this.capacity = cap;
     this.data = new Float32Array(cap * this.stride);
     this.dataU32 = new Uint32Array(this.data.buffer);
-    this.codes = new Uint32Array(cap * this.NC);
-    this.idLo = new Uint32Array(cap);
-    this.idHi = new Uint32Array(cap);
-    this.meta = new Int32Array(cap * 4);
+    this.rows = new Uint32Array(cap * this.R);
+    this.rows16 = new Uint16Array(this.rows.buffer);
+    this.rows8 = new Uint8Array(this.rows.buffer);
+    this.dirtyBits = new Int32Array((cap + 31) >>> 5);
   }
 
   digestText() { return digestText(this.live, this.lane0, this.lane1); }
@@ -123,17 +148,25 @@ export class SceneStore {
   takeDirty() {
     const full = this.generation !== this._lastTakenGeneration;
     this._lastTakenGeneration = this.generation;
-    const n = this._dirtyCount;
-    const slots = this._dirtyList.slice(0, n).sort();
-    for (let i = 0; i < n; i++) this.meta[4 * slots[i] + M_FLAGS] &= ~DIRTY;
-    this._dirtyCount = 0;
-    return { full, slots: full ? new Uint32Array(0) : slots };
+    const n = this._dirtyCount, bits = this.dirtyBits;
+    let slots;
+    if (full) slots = new Uint32Array(0);
+    else if (n > (bits.length >> 4)) {   // many: a scan of the bits gives them ascending
+      slots = new Uint32Array(n);
+      const words = Math.min(bits.length, (this.highWater + 31) >>> 5);
+      for (let w = 0, k = 0; w < words; w++) {
+        let b = bits[w];
+        while (b !== 0) { const t = b & -b; slots[k++] = (w << 5) | (31 - Math.clz32(t)); b ^= t; }
+      }
+    } else slots = this._dirtyList.slice(0, n).sort();
+    this._clearDirty();
+    return { full, slots };
   }
 
   _touch(s) {
-    const f = 4 * s + M_FLAGS;
-    if (this.meta[f] & DIRTY) return;
-    this.meta[f] |= DIRTY;
+    const w = s >>> 5, m = 1 << (s & 31), bits = this.dirtyBits;
+    if (bits[w] & m) return;
+    bits[w] |= m;
     if (this._dirtyCount === this._dirtyList.length) {
       const grown = new Uint32Array(this._dirtyList.length * 2);
       grown.set(this._dirtyList);
@@ -143,11 +176,31 @@ export class SceneStore {
   }
 
   _clearDirty() {
-    for (let i = 0; i < this._dirtyCount; i++) this.meta[4 * this._dirtyList[i] + M_FLAGS] &= ~DIRTY;
+    const bits = this.dirtyBits, l = this._dirtyList;
+    if (this._dirtyCount > (bits.length >> 3)) bits.fill(0);
+    else for (let i = 0; i < this._dirtyCount; i++) bits[l[i] >>> 5] = 0;
     this._dirtyCount = 0;
   }
 
-  isAlive(s) { return (this.meta[4 * s + M_FLAGS] & ALIVE) !== 0; }
+  isAlive(s) { return (this.rows[s * this.R + H_FLAGS] & ALIVE) !== 0; }
+  idLoOf(s) { return this.rows[s * this.R + H_LO]; }
+  idHiOf(s) { return this.rows[s * this.R + H_HI]; }
+
+  /** Code of component j of slot s (unsigned, zero-extended). */
+  code(s, j) {
+    const k = this.ck[j], i = this.ci[j], b = s * this.R;
+    return k === 4 ? this.rows[b + i] : k === 2 ? this.rows16[2 * b + i] : this.rows8[4 * b + i];
+  }
+  setCode(s, j, v) {
+    const k = this.ck[j], i = this.ci[j], b = s * this.R;
+    if (k === 4) this.rows[b + i] = v; else if (k === 2) this.rows16[2 * b + i] = v; else this.rows8[4 * b + i] = v;
+  }
+  /** The NC codes of slot s as a Uint32Array. */
+  codesOf(s) {
+    const out = new Uint32Array(this.NC);
+    for (let j = 0; j < this.NC; j++) out[j] = this.code(s, j);
+    return out;
+  }
 
   // ------------------------------------------------------------------ decoder side
   lookup(lo, hi) { return this.ids.get(lo, hi); }
@@ -170,13 +223,11 @@ export class SceneStore {
 
   _grow(cap) {
     this._clearDirty();
-    const old = { data: this.data, codes: this.codes, idLo: this.idLo, idHi: this.idHi, meta: this.meta };
+    const old = { data: this.data, rows: this.rows };
     const hw = this.highWater;
     this._alloc(cap);
     this.data.set(old.data.subarray(0, hw * this.stride));
-    this.codes.set(old.codes.subarray(0, hw * this.NC));
-    this.meta.set(old.meta.subarray(0, hw * 4));
-    for (const k of ['idLo', 'idHi']) this[k].set(old[k].subarray(0, hw));
+    this.rows.set(old.rows.subarray(0, hw * this.R));
     this.generation++;
   }
 
@@ -185,13 +236,21 @@ export class SceneStore {
     return this.highWater++;
   }
 
+  /** Marks slot s live with id (lo, hi) and enters it in the id table (codes and sums are the caller's). */
+  initSlot(s, lo, hi) {
+    const b = s * this.R;
+    this.rows[b + H_LO] = lo; this.rows[b + H_HI] = hi;
+    this.rows[b + H_MARK] = 0; this.rows[b + H_FLAGS] = ALIVE;
+    this.ids.set(lo, hi, s);
+  }
+
   /** Removes a live slot (id table, lane sums, freed opacity). */
   freeSlot(s) {
-    this.ids.delete(this.idLo[s], this.idHi[s]);
-    const m = 4 * s;
-    this.lane0 = (this.lane0 - fmix32(this.meta[m + M_SUM0] >>> 0)) >>> 0;
-    this.lane1 = (this.lane1 - fmix32(this.meta[m + M_SUM1] >>> 0)) >>> 0;
-    this.meta[m + M_FLAGS] &= ~ALIVE;
+    const b = s * this.R, rows = this.rows;
+    this.ids.delete(rows[b + H_LO], rows[b + H_HI]);
+    this.lane0 = (this.lane0 - fmix32(rows[b + H_S0])) >>> 0;
+    this.lane1 = (this.lane1 - fmix32(rows[b + H_S1])) >>> 0;
+    rows[b + H_FLAGS] &= ~ALIVE;
     this.live--;
     this.data[s * this.stride + 3] = FREED_OPACITY;
     this.freeList[this.freeCount++] = s;
@@ -200,57 +259,61 @@ export class SceneStore {
 
   /** Record lane sums of slot s from its id and codes. */
   rehash(s) {
-    const { K0, K1, codes, NC } = this;
-    let s0 = Math.imul(this.idLo[s], K0[0]) + Math.imul(this.idHi[s], K0[1]);
-    let s1 = Math.imul(this.idLo[s], K1[0]) + Math.imul(this.idHi[s], K1[1]);
-    const b = s * NC;
+    const { K0, K1, NC, rows } = this, b = s * this.R;
+    let s0 = Math.imul(rows[b + H_LO], K0[0]) + Math.imul(rows[b + H_HI], K0[1]);
+    let s1 = Math.imul(rows[b + H_LO], K1[0]) + Math.imul(rows[b + H_HI], K1[1]);
     for (let j = 0; j < NC; j++) {
-      const w = codes[b + j];
+      const w = this.code(s, j);
       s0 = (s0 + Math.imul(w, K0[j + 2])) | 0;
       s1 = (s1 + Math.imul(w, K1[j + 2])) | 0;
     }
-    this.meta[4 * s + M_SUM0] = s0;
-    this.meta[4 * s + M_SUM1] = s1;
+    rows[b + H_S0] = s0;
+    rows[b + H_S1] = s1;
   }
 
-  /** Writes the dequantized floats of attribute a (0..5) of slot s. */
-  deriveAttr(s, a) {
-    const p = this.profile, d = this.data, base = s * this.stride, cb = s * this.NC, c = this.codes;
-    if (p.lossless) {
-      const u = this.dataU32;
-      switch (a) {
-        case 0: u[base] = c[cb]; u[base + 1] = c[cb + 1]; u[base + 2] = c[cb + 2]; break;
-        case 1: u[base + 4] = c[cb + 3]; u[base + 5] = c[cb + 4]; u[base + 6] = c[cb + 5]; break;
-        case 2: for (let k = 0; k < 4; k++) u[base + 8 + k] = c[cb + 6 + k]; break;
-        case 3: u[base + 3] = c[cb + 10]; break;
-        case 4: u[base + 12] = c[cb + 11]; u[base + 13] = c[cb + 12]; u[base + 14] = c[cb + 13]; break;
-        default: for (let r = 0; r < 3 * p.K; r++) u[base + 16 + r] = c[cb + 14 + r];
+  /**
+   * Writes the dequantized floats of the attributes in `mask` (bit a: attribute a, 0..5) of slot s
+   * from its codes.
+   */
+  deriveMask(s, mask) {
+    const p = this.profile, d = this.data, u = this.dataU32, base = s * this.stride;
+    const rows = this.rows, r8 = this.rows8, r16 = this.rows16, b = s * this.R, ck = this.ck, ci = this.ci;
+    if (p.lossless) {   // every component is a 4-byte word: the float is its bit pattern
+      const off = p.dataOff;
+      for (let a = 0; a < 6; a++) {
+        if (!(mask & (1 << a))) continue;
+        const j0 = p.attrFirst[a], j1 = j0 + p.attrComps[a];
+        for (let j = j0; j < j1; j++) u[base + off[j]] = rows[b + ci[j]];
       }
       return;
     }
-    switch (a) {
-      case 0: this._derivePos(s, base, cb); break;
-      case 1: { const t = p.scaleTable; d[base + 4] = t[c[cb + 3]]; d[base + 5] = t[c[cb + 4]]; d[base + 6] = t[c[cb + 5]]; break; }
-      case 2: writeRotation(d, base + 8, c[cb + 6], p.rotTable[c[cb + 7]], p.rotTable[c[cb + 8]], p.rotTable[c[cb + 9]]); break;
-      case 3: d[base + 3] = p.opacityTable[c[cb + 10]]; break;
-      case 4: { const t = p.dcTable; d[base + 12] = t[c[cb + 11]]; d[base + 13] = t[c[cb + 12]]; d[base + 14] = t[c[cb + 13]]; break; }
-      default: { const T = p.restCompTable; for (let r = 0; r < 3 * p.K; r++) d[base + 16 + r] = T[r][c[cb + 14 + r]]; }
+    if (mask & 1) {   // POSITION: origin_cell(id) + code * step per axis (3.4, 5.3), f64 then f32
+      const g = p.grid, st = p.posStep, cs = g.cellSize, S = p.S;
+      const lo = rows[b + H_LO], hi = rows[b + H_HI];
+      const c0 = bits30(lo, hi, S), c1 = S + 30 < 64 ? bits30(lo, hi, S + 30) : 0;
+      d[base] = g.originX + (compact1by2(c0) | (compact1by2(c1) << 10)) * cs + (rows[b + ci[0]] | 0) * st;
+      d[base + 1] = g.originY + (compact1by2(c0 >>> 1) | (compact1by2(c1 >>> 1) << 10)) * cs + (rows[b + ci[1]] | 0) * st;
+      d[base + 2] = g.originZ + (compact1by2(c0 >>> 2) | (compact1by2(c1 >>> 2) << 10)) * cs + (rows[b + ci[2]] | 0) * st;
+    }
+    if (mask & 0x3E) {
+      const b2 = 2 * b, b8 = 4 * b;
+      const cv = (j) => (ck[j] === 1 ? r8[b8 + ci[j]] : r16[b2 + ci[j]]);
+      if (mask & 2) { const t = p.scaleTable; d[base + 4] = t[cv(3)]; d[base + 5] = t[cv(4)]; d[base + 6] = t[cv(5)]; }
+      if (mask & 4) { const t = p.rotTable; writeRotation(d, base + 8, cv(6), t[cv(7)], t[cv(8)], t[cv(9)]); }
+      if (mask & 8) d[base + 3] = p.opacityTable[cv(10)];
+      if (mask & 16) { const t = p.dcTable; d[base + 12] = t[cv(11)]; d[base + 13] = t[cv(12)]; d[base + 14] = t[cv(13)]; }
+      if (mask & 32) {
+        const T = p.restCompTable, n = 3 * p.K;
+        for (let r = 0; r < n; r++) d[base + 16 + r] = T[r][cv(14 + r)];
+      }
     }
   }
 
-  /** Lossy POSITION: origin_cell(id) + code * step per axis (3.4, 5.3), f64 then f32. */
-  _derivePos(s, base, cb) {
-    const p = this.profile, g = p.grid, st = p.posStep, cs = g.cellSize, S = p.S;
-    const lo = this.idLo[s], hi = this.idHi[s];
-    const c0 = bits30(lo, hi, S), c1 = S + 30 < 64 ? bits30(lo, hi, S + 30) : 0;
-    const c = this.codes, d = this.data;
-    d[base] = g.originX + (compact1by2(c0) | (compact1by2(c1) << 10)) * cs + (c[cb] | 0) * st;
-    d[base + 1] = g.originY + (compact1by2(c0 >>> 1) | (compact1by2(c1 >>> 1) << 10)) * cs + (c[cb + 1] | 0) * st;
-    d[base + 2] = g.originZ + (compact1by2(c0 >>> 2) | (compact1by2(c1 >>> 2) << 10)) * cs + (c[cb + 2] | 0) * st;
-  }
+  /** Writes the dequantized floats of attribute a (0..5) of slot s. */
+  deriveAttr(s, a) { this.deriveMask(s, 1 << a); }
 
   derive(s) {
-    for (let a = 0; a < 6; a++) this.deriveAttr(s, a);
+    this.deriveMask(s, 0x3F);
     const base = s * this.stride;
     this.data[base + 7] = 0;
     this.data[base + 15] = 0;
@@ -262,24 +325,21 @@ export class SceneStore {
   }
 
   compact() {
-    const { stride, NC } = this;
+    const { stride, R, rows } = this;
     this._clearDirty();
-    const meta = this.meta;
     let dst = 0;
     for (let s = 0; s < this.highWater; s++) {
-      if (!(meta[4 * s + M_FLAGS] & ALIVE)) continue;
+      if (!(rows[s * R + H_FLAGS] & ALIVE)) continue;
       if (dst !== s) {
         this.data.copyWithin(dst * stride, s * stride, (s + 1) * stride);
-        this.codes.copyWithin(dst * NC, s * NC, (s + 1) * NC);
-        this.idLo[dst] = this.idLo[s]; this.idHi[dst] = this.idHi[s];
-        meta.copyWithin(4 * dst, 4 * s, 4 * s + 4);
-        meta[4 * s + M_FLAGS] = 0;
-        this.ids.set(this.idLo[dst], this.idHi[dst], dst);
+        rows.copyWithin(dst * R, s * R, (s + 1) * R);
+        rows[s * R + H_FLAGS] = 0;
+        this.ids.set(rows[dst * R + H_LO], rows[dst * R + H_HI], dst);
       }
       dst++;
     }
     this.data.fill(0, dst * stride, this.highWater * stride);
-    meta.fill(0, 4 * dst, 4 * this.highWater);
+    rows.fill(0, dst * R, this.highWater * R);
     this.highWater = dst;
     this.freeCount = 0;
     this.generation++;
@@ -287,20 +347,19 @@ export class SceneStore {
 
   /** Takes over the contents of another store of the same profile (a keyframe's); generation++. */
   _adopt(t) {
-    for (const k of ['capacity', 'data', 'dataU32', 'codes', 'idLo', 'idHi', 'meta',
+    for (const k of ['capacity', 'data', 'dataU32', 'rows', 'rows16', 'rows8', 'dirtyBits',
                      'highWater', 'live', 'lane0', 'lane1', 'ids', 'freeList', 'freeCount']) this[k] = t[k];
     this._dirtyList = new Uint32Array(256);   // t's slots are not flagged dirty: generation says all
     this._dirtyCount = 0;
     this.generation++;
   }
 
-  /** The live Gaussians as {id: BigInt, codes: Uint32Array(NC)}, ids ascending (tests, tools). */
+  /** The live Gaussians as {id: BigInt, slot, codes: Uint32Array(NC)}, ids ascending (tests, tools). */
   entries() {
     const out = [];
     for (let s = 0; s < this.highWater; s++) {
       if (!this.isAlive(s)) continue;
-      out.push({ id: (BigInt(this.idHi[s]) << 32n) | BigInt(this.idLo[s]), slot: s,
-                 codes: this.codes.slice(s * this.NC, (s + 1) * this.NC) });
+      out.push({ id: (BigInt(this.idHiOf(s)) << 32n) | BigInt(this.idLoOf(s)), slot: s, codes: this.codesOf(s) });
     }
     out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return out;

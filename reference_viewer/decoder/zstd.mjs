@@ -5,27 +5,19 @@
 // produced size == raw_size, and the content checksum (XXH64 low 32 bits) when the frame has one.
 // Every failure, including any exception from fzstd, is DECOMPRESSION_FAILED.
 //
-// fzstd (vendored, unmodified) does not report how many bytes a compressed block produced, so:
-//  - frames of raw and RLE blocks only are reassembled here, exactly;
-//  - otherwise, when cheap enough, fzstd's streaming Decompress is run on a copy of the frame
-//    whose header is rewritten (no single-segment flag, no content size, no checksum, a window
-//    larger than raw_size or of at least 128 KiB, so no valid block is clipped); it hands over
-//    every block's output, which is counted (and stopped as soon as it passes raw_size). (A
-//    corrupt block claiming more than the 128 KiB block maximum is clipped by fzstd to 128 KiB.)
-//  - very large frames (where the streaming decoder's window shifting would be quadratic) go
-//    through fzstd.decompress, which writes into a buffer of the declared size; the size is then only bounded by the block
-//    headers (known raw/RLE sizes plus at most 128 KiB per compressed block) and, if present,
-//    by the content checksum. See zstdTuning.streamCostLimit.
-import { decompress, Decompress } from '../vendor/fzstd/index.mjs';
+// fzstd (vendored; scripts/vendor_viewer_deps.sh appends one line exporting its frame-header and
+// block readers) is driven block by block here, into one buffer of raw_size bytes: its block reader
+// reports how many bytes each block produced (st.y), so content longer or shorter than declared,
+// and a block producing more than the block maximum, are caught exactly (writes past the buffer's
+// end are dropped by the typed array; the frame then fails). Frames of raw and RLE blocks only
+// are reassembled here.
+import { _rzfh as rzfh, _rzb as rzb } from '../vendor/fzstd/index.mjs';
 import { GsdError, fail } from './errors.mjs';
 import { xxh64 } from './xxh64.mjs';
 
 const MAGIC = 0xFD2FB528;
 const MAX_WINDOW = 2 ** 27;
 const BLOCK_MAX = 128 * 1024;
-/** Streaming path when window * blocks stays under streamCostLimit bytes of window copying (tests lower it). */
-export const zstdTuning = { streamCostLimit: 256 * 1024 * 1024 };
-
 const bad = (msg) => fail('DECOMPRESSION_FAILED', msg);
 
 function le(u8, p, n) {
@@ -104,26 +96,21 @@ function rawBlocks(s, f, out) {
   if (o !== out.length) bad('content shorter than declared');
 }
 
-function streamed(s, f, out) {
-  // Window 2^(10+exp): at least the original window (matches reach that far back), capped at
-  // what the content needs, and above raw_size when raw_size < 128 KiB, so that fzstd's block
-  // buffer (min(window, 128 KiB)) holds one byte more than a valid frame can produce: a block
-  // that overproduces is then counted, not clipped.
-  const want = Math.min(Math.max(f.window, 1), out.length + 1);
-  let exp = 0;
-  while (2 ** (10 + exp) < want) exp++;
-  const body = s.subarray(f.headerEnd, f.blocksEnd);
-  const frame = new Uint8Array(6 + body.length);
-  frame.set([0x28, 0xB5, 0x2F, 0xFD, 0x00, exp << 3]);
-  frame.set(body, 6);
-  let o = 0;
-  const d = new Decompress((chunk) => {
-    if (o + chunk.length > out.length) bad('content longer than declared');
-    out.set(chunk, o);
-    o += chunk.length;
-  });
-  d.push(frame, true);
-  if (o !== out.length) bad('content shorter than declared');
+function direct(s, f, rawSize) {
+  const st = rzfh(s, 1);   // with a single-segment or sized frame: st.w = new Uint8Array(raw_size)
+  if (typeof st !== 'object' || st.u !== rawSize || st.w.length < rawSize) bad('frame header');
+  const out = st.w, blockMax = Math.min(f.window || rawSize, BLOCK_MAX);
+  st.e = 0;
+  while (!st.l) {
+    const y0 = st.y;
+    if (!rzb(s, st, out)) bad('block past the end of the frame');
+    st.e = st.y;
+    if (st.y > rawSize) bad('content longer than declared');
+    if (st.y - y0 > blockMax) bad('block produced more than the maximum block size');
+  }
+  if (st.b !== f.blocksEnd) bad('blocks end where the frame scan did not');
+  if (st.y !== rawSize) bad('content shorter than declared');
+  return out.length === rawSize ? out : out.subarray(0, rawSize);
 }
 
 /** Decompresses the stored bytes of one section (compression 1) into exactly rawSize bytes. */
@@ -132,13 +119,7 @@ export function zstdDecompress(stored, rawSize) {
     const f = scan(stored, rawSize);
     let out;
     if (f.compressed === 0) rawBlocks(stored, f, out = new Uint8Array(rawSize));
-    else if (Math.max(f.window, BLOCK_MAX) * f.blocks <= zstdTuning.streamCostLimit) streamed(stored, f, out = new Uint8Array(rawSize));
-    else {
-      // fzstd sizes its output from the (checked) Frame_Content_Size. Not decompress(stored, out):
-      // fzstd 0.1.1 compares that buffer with 1 (`w != 1`), which stringifies the whole array.
-      out = decompress(stored);
-      if (!(out instanceof Uint8Array) || out.length !== rawSize) bad('content size differs from raw_size');
-    }
+    else out = direct(stored, f, rawSize);
     if (f.checksum) {
       const want = le(stored, f.blocksEnd, 4);
       const got = Number(xxh64(out) & 0xFFFFFFFFn);

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Decoder, GsdError, decodeStreamLines } from '../decoder/index.mjs';
-import { zstdTuning } from '../decoder/zstd.mjs';
+import { H_MARK } from '../decoder/store.mjs';
 import { manifest, vector, vectorBytes, records, expectedLines } from './helpers.mjs';
 
 const ATTRS = ['position', 'scale', 'rotation', 'opacity', 'sh_dc', 'sh_rest'];
@@ -40,11 +40,22 @@ test('final code state equals the manifest state (ids ascending, codes per attri
   assert.ok(checked > 100, `only ${checked} vectors carry a state`);
 });
 
+// every row of the store but its staging mark word (a stamp the failed frame may leave behind)
+function rowsState(s) {
+  const out = [];
+  for (let slot = 0; slot < s.highWater; slot++) {
+    const r = s.rows.slice(slot * s.R, (slot + 1) * s.R);
+    r[H_MARK] = 0;
+    out.push(r);
+  }
+  return out;
+}
+
 function snapshot(dec) {
   const s = dec.store;
   return {
     seq: dec.seqBig, digest: dec.digestText(), live: s.live, highWater: s.highWater, capacity: s.capacity,
-    generation: s.generation, data: s.data.slice(0, s.highWater * s.stride), codes: s.codes.slice(0, s.highWater * s.NC),
+    generation: s.generation, data: s.data.slice(0, s.highWater * s.stride), rows: rowsState(s),
     dirty: s._dirtyList.slice(0, s._dirtyCount), free: s.freeList.slice(0, s.freeCount), ids: s.ids.size,
   };
 }
@@ -64,19 +75,6 @@ test('a rejected frame leaves the state, the store and its dirty set exactly as 
     checked++;
   }
   assert.ok(checked > 40, `only ${checked} vectors fail after a good frame`);
-});
-
-test('the zstd fast path (fzstd.decompress into a raw_size buffer) decodes every valid vector alike', () => {
-  const saved = zstdTuning.streamCostLimit;
-  zstdTuning.streamCostLimit = 0;
-  try {
-    for (const v of manifest) {
-      if (v.expected.result !== 'valid') continue;
-      assert.deepEqual(decodeStreamLines(vectorBytes(v), { limits: v.limits || {} }), expectedLines(v), v.id);
-    }
-  } finally {
-    zstdTuning.streamCostLimit = saved;
-  }
 });
 
 test('SPEC 7.6 example: dequantized floats in the store', () => {

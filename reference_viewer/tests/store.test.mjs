@@ -95,15 +95,13 @@ test('compaction moves live slots down in order, keeps ids and floats, bumps gen
   const base = s.highWater;
   for (let i = 0; i < n; i++) {
     const slot = s.allocSlot();
-    s.idLo[slot] = 0x10000000 + i; s.idHi[slot] = 0;
-    s.codes.copyWithin(slot * s.NC, 0, s.NC);
-    s.meta[4 * slot + 3] = 1; s.live++;
-    s.ids.set(s.idLo[slot], 0, slot);
+    s.rows.copyWithin(slot * s.R, 0, s.R);   // slot 0's codes
+    s.initSlot(slot, 0x10000000 + i, 0); s.live++;
     s.rehash(slot); s.derive(slot);
   }
   const keep = [];
   for (let i = 0; i < n; i++) if (i % 3 === 0) keep.push(base + i); else s.freeSlot(base + i);
-  const want = new Map(keep.map((slot) => [s.idLo[slot], s.data.slice(slot * s.stride, (slot + 1) * s.stride)]));
+  const want = new Map(keep.map((slot) => [s.idLoOf(slot), s.data.slice(slot * s.stride, (slot + 1) * s.stride)]));
   const gen = s.generation;
   s.maybeCompact();
   assert.ok(s.generation > gen);

@@ -751,3 +751,4 @@ var Decompress = /*#__PURE__*/ (function () {
     return Decompress;
 }());
 export { Decompress };
+export { rzfh as _rzfh, rzb as _rzb }; // appended by scripts/vendor_viewer_deps.sh
