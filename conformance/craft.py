@@ -275,3 +275,143 @@ def fix_crcs(data: bytes) -> bytes:
     for _, off, n in record_spans(data):
         struct.pack_into("<I", out, off + n - 4, zlib.crc32(out[off:off + n - 4]))
     return bytes(out)
+
+
+# ----------------------------------------------------------------------------------- hand-laid FlatBuffers
+# A minimal FlatBuffers writer that places every object where it is told (the library's Builder
+# always aligns): used for buffers that verify but are laid out unusually (misaligned fields), and,
+# with the positions it returns, for editing one offset or length into an invalid value.
+@dataclass
+class FbTable:
+    fields: dict            # field id -> ("u8"|"u32"|"u64"|"f32", value) | ("raw", bytes) | ("ref", node)
+    nslots: int | None = None
+
+
+@dataclass
+class FbVector:
+    elems: list             # bytes per element, or ("ref", node)
+
+
+@dataclass
+class FbString:
+    data: bytes
+    terminator: int = 0
+
+
+_SCALAR_FMT = {"u8": "<B", "u32": "<I", "u64": "<Q", "f32": "<f"}
+
+
+def fb_layout(root, pad: int = 1) -> tuple[bytes, dict]:
+    """Serialize ``root`` (an FbTable); ``pad`` zero bytes go before every object, so with pad=1 no
+    4- or 8-byte value is aligned. Returns (buffer, positions): positions[id(node)] is the table's
+    start (its soffset), a vector's or string's length field; positions[(id(table), "vtable")] and
+    positions[(id(node), field id)] / positions[(id(vector), k)] locate vtables, fields and elements."""
+    order, seen = [], set()
+
+    def walk(node):
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        order.append(node)
+        kids = node.fields.values() if isinstance(node, FbTable) else node.elems if isinstance(node, FbVector) else ()
+        for v in kids:
+            if isinstance(v, tuple) and v[0] == "ref":
+                walk(v[1])
+
+    walk(root)
+
+    def inline(v) -> int:
+        kind, val = v
+        return 4 if kind == "ref" else len(val) if kind == "raw" else struct.calcsize(_SCALAR_FMT[kind])
+
+    pos: dict = {}
+    at = 4
+    for node in order:
+        at += pad
+        if isinstance(node, FbTable):
+            slots = node.nslots if node.nslots is not None else max(node.fields, default=-1) + 1
+            pos[(id(node), "vtable")] = at
+            at += 4 + 2 * slots
+            at += pad
+            pos[id(node)] = at
+            at += 4
+            for i in sorted(node.fields):
+                pos[(id(node), i)] = at
+                at += inline(node.fields[i])
+        elif isinstance(node, FbVector):
+            pos[id(node)] = at
+            at += 4
+            for k, e in enumerate(node.elems):
+                pos[(id(node), k)] = at
+                at += 4 if isinstance(e, tuple) else len(e)
+        else:
+            pos[id(node)] = at
+            at += 4 + len(node.data) + 1
+    out = bytearray(at + pad)
+    struct.pack_into("<I", out, 0, pos[id(root)])
+
+    def put_ref(p, node):
+        struct.pack_into("<I", out, p, pos[id(node)] - p)
+
+    for node in order:
+        p = pos[id(node)]
+        if isinstance(node, FbTable):
+            vt = pos[(id(node), "vtable")]
+            slots = node.nslots if node.nslots is not None else max(node.fields, default=-1) + 1
+            end = max([pos[(id(node), i)] + inline(v) for i, v in node.fields.items()], default=p + 4)
+            struct.pack_into("<HH", out, vt, 4 + 2 * slots, end - p)
+            for i, v in node.fields.items():
+                struct.pack_into("<H", out, vt + 4 + 2 * i, pos[(id(node), i)] - p)
+            struct.pack_into("<i", out, p, p - vt)
+            for i, (kind, val) in node.fields.items():
+                q = pos[(id(node), i)]
+                if kind == "ref":
+                    put_ref(q, val)
+                elif kind == "raw":
+                    out[q:q + len(val)] = val
+                else:
+                    struct.pack_into(_SCALAR_FMT[kind], out, q, val)
+        elif isinstance(node, FbVector):
+            struct.pack_into("<I", out, p, len(node.elems))
+            for k, e in enumerate(node.elems):
+                q = pos[(id(node), k)]
+                if isinstance(e, tuple):
+                    put_ref(q, e[1])
+                else:
+                    out[q:q + len(e)] = e
+        else:
+            struct.pack_into("<I", out, p, len(node.data))
+            out[p + 4:p + 4 + len(node.data)] = node.data
+            out[p + 4 + len(node.data)] = node.terminator
+    return bytes(out), pos
+
+
+def header_tree(h: HeaderFields) -> FbTable:
+    """The StreamHeader of ``h`` as hand-layout nodes (same fields header_body writes)."""
+    f: dict = {0: ("u8", h.sh_degree), 3: ("ref", FbString(h.profile_name.encode())),
+               4: ("u64", h.required_features), 5: ("u32", h.max_gaussians),
+               6: ("ref", FbString(h.generator.encode()))}
+    if h.grid is not None:
+        origin, cell_size, cell_bits, slot_bits = h.grid
+        f[1] = ("raw", struct.pack("<4f2B2x", *origin, cell_size, cell_bits, slot_bits))
+    if h.quant is not None:
+        q = h.quant
+        f[2] = ("ref", FbTable({0: ("u8", q.position_bits), 1: ("u8", q.scale_bits), 2: ("f32", q.scale_min),
+                                3: ("f32", q.scale_max), 4: ("u8", q.rotation_bits), 5: ("u8", q.opacity_bits),
+                                6: ("u8", q.dc_bits), 7: ("f32", q.dc_min), 8: ("f32", q.dc_max),
+                                9: ("ref", FbVector([bytes([b]) for b in q.rest_bits])),
+                                10: ("ref", FbVector([struct.pack("<f", r) for r in q.rest_range]))}))
+    return FbTable(f)
+
+
+def frame_tree(f: FrameFields) -> FbTable:
+    """The Frame of ``f`` as hand-layout nodes (same fields frame_meta writes)."""
+    blocks = [("ref", FbTable({0: ("u8", b.kind), 1: ("u32", b.count), 2: ("u8", b.mask), 3: ("u8", b.level),
+                               4: ("ref", FbVector([struct.pack("<I", s) for s in b.sections]))})) for b in f.blocks]
+    secs = [struct.pack("<3I4B", s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0)
+            if isinstance(s, SectionDesc) else struct.pack("<3I4B", *s) for s in f.sections]
+    fields: dict = {0: ("u64", f.seq), 1: ("u64", f.base_seq), 2: ("u32", f.flags), 3: ("u64", f.required_features),
+                    5: ("ref", FbVector(blocks)), 6: ("ref", FbVector(secs))}
+    if f.digest is not None:
+        fields[4] = ("raw", struct.pack("<QII", *f.digest))
+    return FbTable(fields)

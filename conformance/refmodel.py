@@ -4,7 +4,8 @@ The vectors' digests and states come from this pure-Python model (a dict of
 id -> codes, the spec's apply steps written out one by one, GSD-HASH on Python
 ints), not from the codec's vectorized SceneState. The generator then checks
 that the codec agrees, so a vector is only written when two independent
-readings of the spec give the same answer.
+readings of the spec give the same answer. ``check_records`` does the same for the record
+framing and the FlatBuffers verification of SPEC.md 4.5 (H1..H9, F1..F9 of 4.9), byte by byte.
 """
 from __future__ import annotations
 
@@ -225,3 +226,161 @@ class RefState:
                 rec[name] = list(comp)
             out.append(rec)
         return out
+
+
+# ------------------------------------------------------------------------------------- records
+# Record framing and metadata verification (SPEC.md 4.2, 4.3, 4.5 "Verification", 4.9 H1..H9 and
+# F1..F9), written out from the spec text: plain byte reads, no FlatBuffers library.
+HEADER_FIELDS = {  # StreamHeader / Quantization / Frame / OpBlock: field id -> (kind, size or type)
+    "StreamHeader": {0: ("scalar", 1), 1: ("struct", 20), 2: ("table", "Quantization"), 3: ("string", None),
+                     4: ("scalar", 8), 5: ("scalar", 4), 6: ("string", None)},
+    "Quantization": {0: ("scalar", 1), 1: ("scalar", 1), 2: ("scalar", 4), 3: ("scalar", 4), 4: ("scalar", 1),
+                     5: ("scalar", 1), 6: ("scalar", 1), 7: ("scalar", 4), 8: ("scalar", 4), 9: ("vector", 1),
+                     10: ("vector", 4)},
+    "Frame": {0: ("scalar", 8), 1: ("scalar", 8), 2: ("scalar", 4), 3: ("scalar", 8), 4: ("struct", 16),
+              5: ("tables", "OpBlock"), 6: ("vector", 16)},
+    "OpBlock": {0: ("scalar", 1), 1: ("scalar", 4), 2: ("scalar", 1), 3: ("scalar", 1), 4: ("vector", 4)},
+}
+
+
+class RefBuffer:
+    """verify(B, T) of SPEC.md 4.5; ``fields[(t, id)]`` keeps each present field's position."""
+
+    def __init__(self, data: bytes, root_type: str):
+        self.b = data
+        self.n = len(data)
+        self.fields: dict = {}
+        self.vectors: dict = {}   # (t, id) -> (first element position, length)
+        if self.n < 8:
+            raise RefError("MALFORMED", "buffer shorter than 8 bytes")
+        self.root = self.table(self.ref(0), root_type)
+
+    def inside(self, p: int, k: int) -> None:
+        if not (0 <= p and p + k <= self.n):
+            raise RefError("MALFORMED", f"[{p}, {p + k}) outside the {self.n}-byte buffer")
+
+    def uint(self, p: int, k: int) -> int:
+        self.inside(p, k)
+        return int.from_bytes(self.b[p:p + k], "little")
+
+    def ref(self, p: int) -> int:
+        o = self.uint(p, 4)
+        if o == 0:
+            raise RefError("MALFORMED", "offset 0")
+        return p + o
+
+    def table(self, t: int, type_name: str) -> int:
+        self.inside(t, 4)
+        s = self.uint(t, 4)
+        vt = t - (s - (1 << 32) if s >= 1 << 31 else s)
+        self.inside(vt, 4)
+        vsize, tsize = self.uint(vt, 2), self.uint(vt + 2, 2)
+        if vsize % 2 or vsize < 4:
+            raise RefError("MALFORMED", f"vtable size {vsize}")
+        self.inside(vt, vsize)
+        if tsize < 4:
+            raise RefError("MALFORMED", f"table size {tsize}")
+        self.inside(t, tsize)
+        for i, (kind, arg) in HEADER_FIELDS[type_name].items():
+            if 4 + 2 * i + 2 > vsize:
+                continue
+            off = self.uint(vt + 4 + 2 * i, 2)
+            if off == 0:
+                continue
+            p = t + off
+            self.inside(p, arg if kind in ("scalar", "struct") else 4)
+            self.fields[(t, i)] = p
+            if kind == "table":
+                self.table(self.ref(p), arg)
+            elif kind in ("vector", "tables", "string"):
+                v = self.ref(p)
+                self.inside(v, 4)
+                length = self.uint(v, 4)
+                if kind == "string":
+                    self.inside(v + 4, length + 1)
+                    if self.b[v + 4 + length] != 0:
+                        raise RefError("MALFORMED", "string terminator not 0")
+                else:
+                    self.inside(v + 4, length * (4 if kind == "tables" else arg))
+                    if kind == "tables":
+                        for k in range(length):
+                            self.table(self.ref(v + 4 + 4 * k), arg)
+                self.vectors[(t, i)] = (v + 4, length)
+        return t
+
+    def scalar(self, t: int, i: int, k: int) -> int:
+        p = self.fields.get((t, i))
+        return 0 if p is None else self.uint(p, k)
+
+
+def check_records(data: bytes, limits: dict) -> tuple[int, str] | None:
+    """The first error of H1..H9 / F1..F9 in a stream (record -1 is the header), or None.
+
+    Checks after F9 (frame limits, blocks, sections, ids, apply) and H10 (header domains) are not
+    modelled here: a record that passes these is taken as far as its frame_len and the next record
+    is read. ``limits``: the vector's limit overrides (names of SPEC.md 9.1).
+    """
+    lim = {"max_header_bytes": 1 << 16, "max_frame_bytes": 1 << 30, "max_blocks": 4096, "max_sections": 16384}
+    lim.update({k: v for k, v in limits.items() if k in lim})
+
+    def u32(p):
+        return int.from_bytes(data[p:p + 4], "little")
+
+    from zlib import crc32  # the CRC-32 of SPEC.md 4.8 (ISO-HDLC), as zlib computes it
+
+    n = len(data)
+    if n < 4:
+        return -1, "TRUNCATED"
+    if data[:4] != b"GSDH":
+        return -1, "BAD_MAGIC"
+    if n < 12:
+        return -1, "TRUNCATED"
+    if data[4] != 1:
+        return -1, "UNSUPPORTED_VERSION"
+    body_len = u32(8)
+    if body_len > lim["max_header_bytes"]:
+        return -1, "LIMIT_EXCEEDED"
+    if n < 16 + body_len:
+        return -1, "TRUNCATED"
+    if crc32(data[:12 + body_len]) != u32(12 + body_len):
+        return -1, "BAD_CHECKSUM"
+    try:
+        h = RefBuffer(data[12:12 + body_len], "StreamHeader")
+    except RefError as e:
+        return -1, e.code
+    if (h.root, 1) not in h.fields:
+        return -1, "MALFORMED"
+    if h.scalar(h.root, 4, 8) != 0:
+        return -1, "UNSUPPORTED_FEATURE"
+    pos, k = 16 + body_len, 0
+    while pos < n:
+        rec = data[pos:]
+        if len(rec) < 4:
+            return k, "TRUNCATED"
+        if rec[:4] != b"GSDF":
+            return k, "BAD_MAGIC"
+        if len(rec) < 12:
+            return k, "TRUNCATED"
+        frame_len, meta_len = u32(pos + 4), u32(pos + 8)
+        if frame_len < 16:
+            return k, "MALFORMED"
+        if frame_len > lim["max_frame_bytes"]:
+            return k, "LIMIT_EXCEEDED"
+        if len(rec) < frame_len:
+            return k, "TRUNCATED"
+        if meta_len > frame_len - 16:
+            return k, "MALFORMED"
+        if crc32(rec[:frame_len - 4]) != u32(pos + frame_len - 4):
+            return k, "BAD_CHECKSUM"
+        try:
+            f = RefBuffer(rec[12:12 + meta_len], "Frame")
+        except RefError as e:
+            return k, e.code
+        if f.vectors.get((f.root, 5), (0, 0))[1] > lim["max_blocks"]:
+            return k, "LIMIT_EXCEEDED"
+        if f.vectors.get((f.root, 6), (0, 0))[1] > lim["max_sections"]:
+            return k, "LIMIT_EXCEEDED"
+        if f.scalar(f.root, 3, 8) != 0:
+            return k, "UNSUPPORTED_FEATURE"
+        pos, k = pos + frame_len, k + 1
+    return None

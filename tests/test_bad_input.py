@@ -765,3 +765,157 @@ def test_frames_the_spec_allows_are_accepted(S, edit):
     dec = S.decoder(2)
     dec.decode_frame(edit_frame(S.frames[2], edit))
     assert dec.state.equals(S.states[3]) and dec.state.digest() == S.states[3].digest()
+
+
+# ------------------------------------------------------------------------------ FlatBuffers verification
+# SPEC.md 4.5 "Verification": the reader checks every offset and length of the header body and the
+# frame metadata against the buffer before use; refmodel.RefBuffer is the spec's algorithm written
+# out naively, so random edits must give the codec and it the same verdict.
+from codec import wire  # noqa: E402
+from conformance import craft, refmodel  # noqa: E402
+
+
+def _ref_verdict(buf: bytes, root: str) -> bool:
+    try:
+        refmodel.RefBuffer(buf, root)
+    except refmodel.RefError:
+        return False
+    return True
+
+
+def _codec_verdict(fn, *args) -> bool:
+    try:
+        fn(*args)
+    except GsdError as e:
+        if e.code is E.MALFORMED:
+            return False
+        return True   # verified, then rejected by a later check (limits, features, grid)
+    return True
+
+
+def test_header_vtable_before_the_body_is_malformed_not_wrapped(S):
+    """The fuzzing find: a positive soffset larger than the table position puts the vtable before
+    the body; struct.unpack_from would read it from the end (negative offsets wrap)."""
+    tree = craft.header_tree(craft.HeaderFields.of(S.profile))
+    body, pos = craft.fb_layout(tree, pad=0)
+    for target in (-4, -len(body), -(1 << 31) + 4096):
+        out = bytearray(body)
+        t = pos[id(tree.fields[2][1])]
+        struct.pack_into("<i", out, t, t - target)
+        with pytest.raises(GsdError) as e:
+            decode_header(header_record(bytes(out)))
+        assert e.value.code is E.MALFORMED, e.value
+
+
+@pytest.mark.parametrize("field,fid", [("profile_name", 3), ("generator", 6)])
+def test_header_strings_running_past_the_body(S, field, fid):
+    tree = craft.header_tree(craft.HeaderFields.of(S.profile))
+    body, pos = craft.fb_layout(tree)
+    v = pos[id(tree.fields[fid][1])]
+    for length in (len(body) - v - 4, len(body), 2**32 - 1):   # terminator outside, past, huge
+        out = bytearray(body)
+        struct.pack_into("<I", out, v, length)
+        with pytest.raises(GsdError) as e:
+            decode_header(header_record(bytes(out)))
+        assert e.value.code is E.MALFORMED, (field, length)
+
+
+def test_header_misaligned_and_terminators(S):
+    hf = craft.HeaderFields.of(S.profile)
+    tree = craft.header_tree(hf)
+    body, _ = craft.fb_layout(tree, pad=1)
+    h, _ = decode_header(header_record(body))                      # alignment is not checked
+    assert h.profile == decode_header(S.header)[0].profile
+    tree.fields[6] = ("ref", craft.FbString(b"x", terminator=1))
+    with pytest.raises(GsdError) as e:
+        decode_header(header_record(craft.fb_layout(tree)[0]))
+    assert e.value.code is E.MALFORMED
+
+
+def test_f9_verification_comes_before_the_vector_limits(S):
+    """SPEC.md 4.9 F9: a blocks/sections vector over its limit and past the buffer is MALFORMED."""
+    meta, payload = split_frame(S.frames[2])
+    fb = FbFrame.Frame.GetRootAs(meta, 0)
+    for slot, count in ((5, 5000), (6, 20000)):
+        out = bytearray(meta)
+        struct.pack_into("<I", out, fb._tab.Vector(fb._tab.Offset(4 + 2 * slot)) - 4, count)
+        dec = S.decoder(2)
+        assert decode_error(dec, frame_record(bytes(out), payload)).code is E.MALFORMED
+
+
+@pytest.mark.parametrize("nb", [3, 30, 300])
+def test_block_verification_python_and_numpy_paths_agree(S, nb):
+    """OpBlock tables are verified one by one (few blocks) or with numpy (many): same verdicts and
+    rows, and the same verdict as refmodel, under random edits of the metadata bytes."""
+    ff = craft.FrameFields(seq=5, base_seq=4, blocks=[craft.BlockFields(200 + k % 50, k, k % 7, k % 3, [k, k + 1][: k % 3])
+                                                      for k in range(nb)])
+    tree = craft.frame_tree(ff)
+    meta, _ = craft.fb_layout(tree, pad=1)
+    rng = np.random.default_rng(nb)
+    for trial in range(150):
+        out = bytearray(meta)
+        for _ in range(rng.integers(1, 4)):
+            out[rng.integers(0, len(out))] = rng.integers(0, 256)
+        buf = bytes(out)
+        results = []
+        for threshold in (1 << 30, 0):
+            wire._BLOCK_NP_MIN, saved = threshold, wire._BLOCK_NP_MIN
+            try:
+                try:
+                    results.append(("ok", [b[:4] + (tuple(b[4]),) for b in wire._read_meta(buf, Limits())[0]]))
+                except GsdError as e:
+                    results.append((e.code, None))
+            finally:
+                wire._BLOCK_NP_MIN = saved
+        assert results[0] == results[1], trial
+        ref_ok = _ref_verdict(buf, "Frame")
+        assert (results[0][0] is not E.MALFORMED) == ref_ok, (trial, results[0])
+
+
+def test_header_random_edits_agree_with_refmodel(S):
+    hf = craft.HeaderFields.of(S.profile)
+    body, _ = craft.fb_layout(craft.header_tree(hf), pad=1)
+    rng = np.random.default_rng(7)
+    for trial in range(400):
+        out = bytearray(body)
+        for _ in range(rng.integers(1, 3)):
+            out[rng.integers(0, len(out))] = rng.integers(0, 256)
+        buf = bytes(out)
+        ok = _codec_verdict(decode_header, header_record(buf))
+        ref = _ref_verdict(buf, "StreamHeader")
+        if ref:  # an absent grid is MALFORMED too (H8), after verification
+            tree_ok = refmodel.RefBuffer(buf, "StreamHeader")
+            ref = (tree_ok.root, 1) in tree_ok.fields
+        assert ok == ref, trial
+
+
+def test_huge_blocks_vector_is_verified_in_linear_time(S):
+    """2^20 block references to one table (4 MiB of metadata): verified with numpy, then over the limit."""
+    import time
+    ff = craft.FrameFields(seq=5, base_seq=4, blocks=[craft.BlockFields(200, 0)])
+    tree = craft.frame_tree(ff)
+    blocks = tree.fields[5][1]
+    blocks.elems = blocks.elems * (1 << 20)
+    meta, _ = craft.fb_layout(tree, pad=0)
+    t0 = time.perf_counter()
+    with pytest.raises(GsdError) as e:
+        wire._read_meta(meta, Limits())
+    assert e.value.code is E.LIMIT_EXCEEDED
+    assert time.perf_counter() - t0 < 20
+
+
+def test_message_mode_rejects_bytes_after_the_record(S):
+    """SPEC.md 4.9 H7a/F8a: in a WebSocket message, bytes after the record are MALFORMED, after the CRC."""
+    with pytest.raises(GsdError) as e:
+        decode_header(S.header + b"\0", message=True)
+    assert e.value.code is E.MALFORMED
+    decode_header(S.header, message=True)
+    assert decode_header(S.header + b"\0")[1] == len(S.header)    # a file: the next record's first byte
+    bad_crc = S.header[:-1] + bytes([S.header[-1] ^ 1]) + b"\0"
+    with pytest.raises(GsdError) as e:
+        decode_header(bad_crc, message=True)
+    assert e.value.code is E.BAD_CHECKSUM                        # the CRC comes first
+    with pytest.raises(GsdError) as e:
+        wire.decode_frame(S.frames[0] + b"x", S.profile, message=True)
+    assert e.value.code is E.MALFORMED
+    wire.decode_frame(S.frames[0], S.profile, message=True)
