@@ -25,25 +25,29 @@ class Decoder:
         if header is not None:
             self.set_header(header)
 
-    def set_header(self, header: bytes | StreamHeader) -> int:
-        """Install the stream header (bytes or parsed); returns the bytes consumed."""
+    def set_header(self, header: bytes | StreamHeader, message: bool = False) -> int:
+        """Install the stream header (bytes or parsed); returns the bytes consumed.
+
+        ``message=True``: the bytes are one WebSocket message, which must hold exactly the record."""
         used = 0
         if not isinstance(header, StreamHeader):
-            header, used = decode_header(header, self.limits)
+            header, used = decode_header(header, self.limits, message=message)
         self.header = header
         self.state = SceneState(header.profile, self.limits, header.max_gaussians)
         return used
 
-    def decode_frame(self, buf) -> Delta:
+    def decode_frame(self, buf, message: bool = False) -> Delta:
         """Decode and apply the frame at the start of ``buf``; returns the Delta."""
-        d, _ = self.read_frame(buf)
+        d, _ = self.read_frame(buf, message)
         return d
 
-    def read_frame(self, buf) -> tuple[Delta, int]:
+    def read_frame(self, buf, message: bool = False) -> tuple[Delta, int]:
+        """Decode and apply one frame record, all-or-nothing; ``message=True``: ``buf`` is one
+        WebSocket message and bytes after the record are MALFORMED before anything is applied."""
         if self.state is None:
             raise GsdError(ErrorCode.MALFORMED, "frame before stream header")
         try:
-            d, used = decode_frame(buf, self.header.profile, self.limits)
+            d, used = decode_frame(buf, self.header.profile, self.limits, message=message)
             if not self.verify_digest:
                 d.digest = None
             self.state.apply(d, adopt=True)

@@ -97,7 +97,8 @@ class Client:
                                                headers=headers, autoping=True)
         await self._ws.send_str(json.dumps(self.hello))
         data = await self._receive_binary()
-        self.decoder = Decoder(data, limits=self.limits)
+        self.decoder = Decoder(limits=self.limits)
+        self.decoder.set_header(data, message=True)
         self._resyncing = False
         if self.record and self._writer is None and not self.stats.reconnects:
             self._writer = StreamWriter(self.record, data)   # the first connection's stream only
@@ -198,9 +199,7 @@ class Client:
         try:
             if self._resyncing and not self._is_keyframe(data):
                 return None                                   # waiting for the keyframe
-            d, used = self.decoder.read_frame(data)
-            if used != len(data):
-                raise GsdError(5, "bytes after the frame record in one message")
+            d, _ = self.decoder.read_frame(data, message=True)   # one record per message (SPEC 11.3)
         except GsdError as e:
             self.stats.errors[e.code.name] = self.stats.errors.get(e.code.name, 0) + 1
             if not self._resyncing:
@@ -228,7 +227,7 @@ class Client:
     def _is_keyframe(self, data: bytes) -> bool:
         """Whether a frame is a keyframe, decoded without applying it (only while resyncing)."""
         try:
-            d, _ = decode_frame(data, self.decoder.header.profile, self.limits)
+            d, _ = decode_frame(data, self.decoder.header.profile, self.limits, message=True)
         except GsdError:
             return False
         return d.keyframe

@@ -580,3 +580,18 @@ def test_a_world_behind_folds_queued_actions_into_one_step():
         assert steps == [(Move(0.30000000000000004), [0, 1]), (Turn(7), [2, 3]), (Interact(), [4]), (Move(1), [5])]
         await h.backend.close()
     run(go())
+
+
+def test_client_rejects_bytes_after_a_record_before_applying_it():
+    """SPEC 11.3 / 4.9 F8a: a message with bytes after its record is MALFORMED and changes nothing."""
+    async def go():
+        async with server() as s:
+            async with Client(s.url) as c:
+                await c.next_frame()
+                before = c.digest
+                await c.act(Move(0.3))
+                data = await c._receive_binary()
+                assert await c._apply(data + b"\0", None) is None
+                assert c.stats.errors == {"MALFORMED": 1} and c.digest == before
+                assert (await c.next_frame()).keyframe               # the resync it sent was answered
+    run(go())
