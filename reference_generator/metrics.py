@@ -30,6 +30,10 @@ class Metrics:
         self.byte_rate = Gauge("gsd_session_bytes_per_second", "bytes/s over the last few seconds", ["session"], registry=r)
         self.frame_rate = Gauge("gsd_session_frames_per_second", "frames/s over the last few seconds", ["session"], registry=r)
         self.depth = Gauge("gsd_session_queue_depth", "frames sent and not yet acknowledged", ["session"], registry=r)
+        self.session_step = Gauge("gsd_session_step_seconds", "recent mean step time of the session's world",
+                                  ["session"], registry=r)
+        self.session_encode = Gauge("gsd_session_encode_seconds", "recent mean encode time of the session's world",
+                                    ["session"], registry=r)
         self.composed = Counter("gsd_composed_steps", "world steps folded into a larger frame for a lagging client",
                                 registry=r)
         self.actions = Counter("gsd_actions", "actions received", ["result"], registry=r)
@@ -40,7 +44,8 @@ class Metrics:
         return generate_latest(self.registry)
 
     def drop_session(self, sid: str) -> None:
-        for m in (self.bytes, self.frames, self.keyframes, self.byte_rate, self.frame_rate, self.depth):
+        for m in (self.bytes, self.frames, self.keyframes, self.byte_rate, self.frame_rate, self.depth,
+                  self.session_step, self.session_encode):
             try:
                 m.remove(sid)
             except KeyError:

@@ -320,6 +320,8 @@ class Session:
         m.frame_rate.labels(sid).set(fr)
         m.byte_rate.labels(sid).set(br)
         m.depth.labels(sid).set(self.window.depth)
+        m.session_step.labels(sid).set(self.host.step_ms / 1e3)
+        m.session_encode.labels(sid).set(self.host.encode_ms / 1e3)
         if f.keyframe:
             m.keyframes.labels(sid).inc()
         if f.composed > 1:
@@ -337,7 +339,9 @@ class Session:
         fr, br = self.rate.rates()
         return {"session": self.sid, "world": self.host.name if self.host else None, "frames": self.frames,
                 "bytes": self.bytes, "frames_per_second": round(fr, 2), "bytes_per_second": round(br, 1),
-                "queue_depth": self.window.depth if self.window else 0, "resyncs": self.resyncs}
+                "queue_depth": self.window.depth if self.window else 0, "resyncs": self.resyncs,
+                "step_ms": round(self.host.step_ms, 3) if self.host else None,
+                "encode_ms": round(self.host.encode_ms, 3) if self.host else None}
 
 
 class Server:

@@ -231,6 +231,7 @@ class WorldHost:
         self._task: asyncio.Task | None = None
         self.failed: BaseException | None = None
         self.last: StepStats | None = None
+        self.step_ms = self.encode_ms = 0.0  # moving averages of the world's steps
         self.header: bytes = b""
         self.max_gaussians = 0
 
@@ -300,6 +301,9 @@ class WorldHost:
                 stats, frames = await self.call("step", action, ids, ready)
                 stats.received = [t[2] for t in taken]
                 self.last = stats
+                k = 0.1 if self.step_ms else 1.0         # exponential moving averages over ~10 steps
+                self.step_ms += k * (stats.step_ms - self.step_ms)
+                self.encode_ms += k * (stats.encode_ms - self.encode_ms)
                 if self.on_step:
                     self.on_step(self, stats)
                 for link, f in frames.items():

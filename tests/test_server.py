@@ -381,10 +381,12 @@ def test_metrics_and_sessions_endpoints():
                     index = await http.get(s.http + "/", allow_redirects=False)
             for name in ("gsd_sessions 1.0", "gsd_step_seconds_count", "gsd_encode_seconds_count",
                          "gsd_action_to_delta_seconds_count 5.0", "gsd_session_bytes_sent_total{session=",
-                         "gsd_session_frames_per_second{session=", "gsd_session_queue_depth{session="):
+                         "gsd_session_frames_per_second{session=", "gsd_session_queue_depth{session=",
+                         "gsd_session_step_seconds{session=", "gsd_session_encode_seconds{session="):
                 assert name in text, name
             (row,) = sessions
             assert row["frames"] == 6 and row["bytes"] > 0 and row["resyncs"] == 0
+            assert row["step_ms"] > 0 and row["encode_ms"] > 0
             assert index.status == 302 and index.headers["Location"].startswith("/viewer/")
     run(go())
 
