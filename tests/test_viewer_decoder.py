@@ -25,14 +25,14 @@ needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH (the J
 
 # (vendored path under reference_viewer/vendor, its source under node_modules)
 VENDORED = [
-    ("fzstd/index.mjs", "fzstd/esm/index.mjs"),
-    ("fzstd/LICENSE", "fzstd/LICENSE"),
+    ("zstddec/zstddec.mjs", "zstddec/dist/zstddec.mjs"),
+    ("zstddec/LICENSE", "zstddec/LICENSE"),
     *[(f"flatbuffers/{f}", f"flatbuffers/mjs/{f}") for f in
       ("flatbuffers.js", "constants.js", "utils.js", "builder.js", "byte-buffer.js", "encoding.js")],
     ("flatbuffers/LICENSE", "flatbuffers/LICENSE"),
 ]
-# the one line scripts/vendor_viewer_deps.sh appends to fzstd (exports of its block reader)
-SUFFIX = {"fzstd/index.mjs": b"export { rzfh as _rzfh, rzb as _rzb }; // appended by scripts/vendor_viewer_deps.sh\n"}
+# the one line scripts/vendor_viewer_deps.sh appends to zstddec (an export of its wasm instance)
+SUFFIX = {"zstddec/zstddec.mjs": b"export { instance as _instance }; // appended by scripts/vendor_viewer_deps.sh\n"}
 
 
 @needs_node

@@ -1,5 +1,6 @@
 // GSD 1.0 decoder for the reference viewer: plain ES modules, no build step; runs in Node 20+ and
-// in browsers (the vendored fzstd and flatbuffers runtime are imported by relative path).
+// in browsers (the vendored zstddec (wasm) and flatbuffers runtime are imported by relative path; the zstd module
+// instantiates its wasm with a top-level await).
 // An independent implementation of SPEC.md (sections 1-9, Appendix A); passes every vector of
 // conformance/ (node reference_viewer/tools/testee.mjs is its conformance testee).
 //

@@ -22,8 +22,8 @@ export function decodeSection(pl, s, index, C, n, w, rawCache) {
   } else if (s.compression === 1) {
     raw = rawCache && rawCache.get(index);
     if (!raw) {
-      raw = zstdDecompress(stored, s.raw);
-      if (rawCache) rawCache.set(index, raw);
+      raw = zstdDecompress(stored, s.raw);   // a view of the wasm heap, valid until the next call
+      if (rawCache) rawCache.set(index, raw.slice());
     }
   } else {
     fail('UNSUPPORTED_FEATURE', `section ${index}: compression ${s.compression}`);
