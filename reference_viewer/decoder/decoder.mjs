@@ -3,9 +3,9 @@
 import { GsdError, fail } from './errors.mjs';
 import { crc32 } from './crc32.mjs';
 import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
-import { decodeSection } from './sections.mjs';
+import { decodeSection, U32Arena } from './sections.mjs';
 import { Profile, checkHeaderDomain } from './profile.mjs';
-import { SceneStore, cellOfId, writeRotation, H_LO, H_HI, H_S0, H_S1, H_MARK, H_FLAGS } from './store.mjs';
+import { SceneStore, cellOfId, writeRotation, FREED_OPACITY, H_LO, H_HI, H_S0, H_S1, H_MARK, H_FLAGS } from './store.mjs';
 import { fmix32, digestText } from './digest.mjs';
 import { IdTable } from './idtable.mjs';
 
@@ -52,6 +52,8 @@ export class Decoder {
     this.seqBig = 0n;
     this._stamp = 0;
     this._scratch = new IdTable(16);
+    this._arena = new U32Arena();               // the decoded sections of the current frame
+    this._work = new U32Arena(1 << 14, Int32Array);   // slots and undo records of the current frame
   }
 
   /** seq of the state (a Number; exact below 2^53, which the session protocol guarantees). */
@@ -179,8 +181,12 @@ export class Decoder {
       blocks.push(b);
     }
     // ---- F12 sections, in block order
-    const cache = new Map();
-    const sec = (si, C, n, w) => decodeSection(payload, m.sections[si], si, C, n, w, cache);
+    const refs = new Int32Array(nsec);   // references to each section (those of 2+ are cached)
+    for (const b of blocks) for (const si of b.sections) refs[si]++;
+    this._arena.reset();
+    this._work.reset();
+    const ctx = { arena: this._arena, cache: new Map(), refs };
+    const sec = (si, C, n, w) => decodeSection(payload, m.sections[si], si, C, n, w, ctx);
     const adds = [], upds = [], dels = [], ranges = [], cells = [];
     for (const b of blocks) {
       const n = b.count, S = b.sections;
@@ -239,21 +245,31 @@ export class Decoder {
     const loLimit = bits >= 32 ? 2 ** 32 : 2 ** bits;
     const valid = (lo, hi) => (bits > 32 ? hi < hiLimit : hi === 0 && lo < loLimit);
     const checkBlock = ({ n, ids: { lo, hi } }) => {
+      let pl = 0, ph = 0;
       for (let i = 0; i < n; i++) {
-        if (!valid(lo[i], hi[i])) fail('BAD_VALUE', `id outside the grid's ${bits} bits`);
+        const l = lo[i], h = hi[i];
+        if (bits > 32 ? h >= hiLimit : h !== 0 || l >= loLimit) fail('BAD_VALUE', `id outside the grid's ${bits} bits`);
         if (i > 0) {
-          const ph = hi[i - 1], pl = lo[i - 1];
-          if (hi[i] === ph && lo[i] === pl) fail('DUPLICATE_ID', 'equal adjacent ids in a block');
-          if (hi[i] < ph || (hi[i] === ph && lo[i] < pl)) fail('BAD_VALUE', 'ids not ascending in a block');
+          if (h === ph && l === pl) fail('DUPLICATE_ID', 'equal adjacent ids in a block');
+          if (h < ph || (h === ph && l < pl)) fail('BAD_VALUE', 'ids not ascending in a block');
         }
+        pl = l; ph = h;
       }
     };
     for (const b of adds) checkBlock(b);
     for (const b of upds) checkBlock(b);
     for (const b of dels) checkBlock(b);
+    // an id in two blocks of a group: the blocks' ids are ascending (checked above), so a few blocks
+    // are compared pairwise by merging; many blocks through a hash table
     const crossCheck = (group) => {
       const nonEmpty = group.filter((b) => b.n > 0);
       if (nonEmpty.length < 2) return;
+      if (nonEmpty.length <= 8) {
+        for (let a = 0; a < nonEmpty.length; a++) {
+          for (let b = a + 1; b < nonEmpty.length; b++) mergeDuplicates(nonEmpty[a], nonEmpty[b]);
+        }
+        return;
+      }
       const t = this._scratch;
       t.clear();
       t.reserve(nonEmpty.reduce((s, b) => s + b.n, 0));
@@ -307,6 +323,7 @@ export class Decoder {
     const p = this.profile, st = this.store;
     const K0 = st.K0, K1 = st.K1, R = st.R, ck = st.ck, ci = st.ci;
     const rows = st.rows, r16 = st.rows16, r8 = st.rows8, ids = st.ids;
+    const work = this._work;   // Int32 scratch of this frame (slots, undo records)
     if (++this._stamp >= 0x7FFFFFFF) {   // stamps of staged deletes in the rows' mark word
       for (let s = 0; s < st.highWater; s++) rows[s * R + H_MARK] = 0;
       this._stamp = 1;
@@ -320,8 +337,10 @@ export class Decoder {
     for (const { n, ids: { lo, hi } } of dels) {
       nDelIds += n;
       if (keyframe) { if (n > 0) fail('ID_MISSING', 'DELETE_IDS in a keyframe (the state is empty)'); continue; }
+      const sl = work.take(n);
+      ids.getMany(lo, hi, n, sl);
       for (let i = 0; i < n; i++) {
-        const s = ids.get(lo[i], hi[i]);
+        const s = sl[i];
         if (s < 0 || rows[s * R + H_MARK] === sk) fail('ID_MISSING', 'DELETE_IDS of an id that is not live');
         rows[s * R + H_MARK] = sk;
         delSlots.push(s);
@@ -352,7 +371,7 @@ export class Decoder {
       lane1 = (lane1 - fmix32(rows[b + H_S1])) >>> 0;
     }
     live -= delSlots.length;
-    // ---- step 3: adds
+    // ---- step 3: adds (checked and hashed here from the decoded arrays; written at commit)
     let nAdd = 0;
     let built = null;
     if (keyframe) {
@@ -365,27 +384,30 @@ export class Decoder {
     for (const b of (keyframe ? [] : adds)) {
       const { n, ids: { lo, hi }, comps } = b;
       nAdd += n;
+      const sl = work.take(n);
+      ids.getMany(lo, hi, n, sl);
       for (let i = 0; i < n; i++) {
-        const s = ids.get(lo[i], hi[i]);
+        const s = sl[i];
         if (s >= 0 && rows[s * R + H_MARK] !== sk) fail('ID_EXISTS', 'ADD of a live id');
       }
       for (const [j, arr, off] of comps) if (p.firstInvalid(j, arr, n, off) >= 0) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
       // lane sums of the new records
-      const s0 = new Int32Array(n), s1 = new Int32Array(n);
+      const s0 = work.take(n), s1 = work.take(n);
       const k00 = K0[0], k01 = K0[1], k10 = K1[0], k11 = K1[1];
       for (let i = 0; i < n; i++) {
-        s0[i] = Math.imul(lo[i], k00) + Math.imul(hi[i], k01);
-        s1[i] = Math.imul(lo[i], k10) + Math.imul(hi[i], k11);
+        s0[i] = (Math.imul(lo[i], k00) + Math.imul(hi[i], k01)) | 0;
+        s1[i] = (Math.imul(lo[i], k10) + Math.imul(hi[i], k11)) | 0;
       }
       for (const [j, arr, off] of comps) {
         const k0 = K0[j + 2], k1 = K1[j + 2];
-        for (let i = 0; i < n; i++) { const w = arr[off + i]; s0[i] += Math.imul(w, k0); s1[i] += Math.imul(w, k1); }
+        for (let i = 0; i < n; i++) { const w = arr[off + i]; s0[i] = (s0[i] + Math.imul(w, k0)) | 0; s1[i] = (s1[i] + Math.imul(w, k1)) | 0; }
       }
       for (let i = 0; i < n; i++) { lane0 = (lane0 + fmix32(s0[i] >>> 0)) >>> 0; lane1 = (lane1 + fmix32(s1[i] >>> 0)) >>> 0; }
       b.s0 = s0; b.s1 = s1;
     }
     live += nAdd;
-    // ---- step 4: updates (in place, undone below if the frame fails from here on)
+    // ---- step 4: updates: codes and sums in place (undone below if the frame fails from here
+    // on); their floats are derived at commit
     let nUpd = 0;
     const lossless = p.lossless, undo = [];
     try {
@@ -402,31 +424,30 @@ export class Decoder {
         cMax[c] = p.compMaxU[j]; cNeg[c] = p.compMinNegU[j] || 2 ** 32;
         cKind[c] = ck[j]; cIdx[c] = ci[j];
       }
-      // One pass per Gaussian: its id-table entry, its row (mark, sums, codes: one cache line) and
-      // its floats. UPDATEs are applied in place here (each slot at most once per frame: the id
-      // rules forbid an id in two ADD/UPDATE blocks), with the old codes and sums kept, so that a
-      // later failure of this frame undoes them exactly (_undoUpdates); the dirty set is only
-      // touched at commit.
-      const slots = new Int32Array(n), nv = new Uint32Array(nc), ov = new Uint32Array(n * nc);
-      const os0 = new Int32Array(n), os1 = new Int32Array(n), mask = b.mask;
+      // The id-table probes first, in one loop (independent: their cache misses overlap), then one
+      // pass over the rows (mark, sums, codes). Each slot is updated at most once per frame (the id
+      // rules forbid an id in two ADD/UPDATE blocks); its old codes and sums are kept so that a
+      // later failure of this frame undoes them exactly (_undoUpdates).
+      const slots = work.take(n), ov = work.take(n * nc), os0 = work.take(n), os1 = work.take(n);
+      ids.getMany(lo, hi, n, slots);
+      const nv = new Int32Array(nc);
       b.slots = slots; b.ov = ov; b.os0 = os0; b.os1 = os1; b.cKind = cKind; b.cIdx = cIdx; b.done = 0;
       undo.push(b);
       for (let i = 0; i < n; i++) {
-        const s = ids.get(lo[i], hi[i]);
+        const s = slots[i];
         const rb = s * R;
         if (s < 0 || rows[rb + H_MARK] === sk) fail('ID_MISSING', 'UPDATE of an id that is not live');
-        slots[i] = s;
         let a0 = rows[rb + H_S0] | 0, a1 = rows[rb + H_S1] | 0;
         const h0 = fmix32(a0 >>> 0), h1 = fmix32(a1 >>> 0);
         os0[i] = a0; os1[i] = a1;
-        for (let c = 0; c < nc; c++) {
+        for (let c = 0, o = i * nc; c < nc; c++, o++) {
           const k = cKind[c], x = cIdx[c];
           const old = k === 1 ? r8[4 * rb + x] : k === 4 ? rows[rb + x] : r16[2 * rb + x];
           const v = ((old + cArr[c][cOff[c] + i]) & cMsk[c]) >>> 0;
           if (lossless ? (v & 0x7F800000) === 0x7F800000 : v > cMax[c] && v < cNeg[c]) {
             fail('BAD_VALUE', `UPDATE produces an invalid code (component ${cj[c]})`);
           }
-          nv[c] = v; ov[i * nc + c] = old;
+          nv[c] = v; ov[o] = old;
           const dlt = (v - old) | 0;
           a0 += Math.imul(dlt, cK0[c]); a1 += Math.imul(dlt, cK1[c]);
         }
@@ -435,7 +456,6 @@ export class Decoder {
           if (k === 1) r8[4 * rb + x] = v; else if (k === 4) rows[rb + x] = v; else r16[2 * rb + x] = v;
         }
         rows[rb + H_S0] = a0; rows[rb + H_S1] = a1;
-        st.deriveMask(s, mask);
         b.done = i + 1;
         lane0 = (lane0 - h0 + fmix32(a0 >>> 0)) >>> 0;
         lane1 = (lane1 - h1 + fmix32(a1 >>> 0)) >>> 0;
@@ -450,13 +470,15 @@ export class Decoder {
         fail('DIGEST_MISMATCH', `state ${digestText(live, lane0, lane1)}, frame says ${digestText(g.count, g.lane0, g.lane1)}`);
       }
     }
+    // memory for the commit (may reallocate, or throw on exhaustion: then undone like any failure)
+    if (!keyframe) st.reserve(nAdd, live, delSlots.length);
     } catch (e) {
       this._undoUpdates(undo);
       throw e;
     }
-    // ---- step 7: commit (nothing below can fail on valid input; memory is reserved first)
+    // ---- step 7: commit (nothing below can fail: memory was reserved above)
     if (keyframe) this.store._adopt(built);
-    else this._commitDelta(delSlots, adds, upds, nAdd, live);
+    else this._commitDelta(delSlots, adds, upds, live);
     st.lane0 = lane0; st.lane1 = lane1;
     if (st.live !== live) throw new Error(`internal: live ${st.live} != planned ${live}`);
     return { add: nAdd, update: nUpd, deleteIds: nDelIds, deleteRanges: nRanges, deleteCells: nCells,
@@ -552,11 +574,11 @@ export class Decoder {
     return t;
   }
 
-  /** Restores the codes, sums and floats of the UPDATEs applied in place by a frame that failed. */
+  /** Restores the codes and sums of the UPDATEs applied in place by a frame that failed. */
   _undoUpdates(undo) {
     const st = this.store, R = st.R, rows = st.rows, r16 = st.rows16, r8 = st.rows8;
     for (let u = undo.length - 1; u >= 0; u--) {
-      const { slots, ov, os0, os1, cKind, cIdx, done, mask } = undo[u], nc = cKind.length;
+      const { slots, ov, os0, os1, cKind, cIdx, done } = undo[u], nc = cKind.length;
       for (let i = 0; i < done; i++) {
         const s = slots[i], rb = s * R;
         for (let c = 0; c < nc; c++) {
@@ -564,34 +586,70 @@ export class Decoder {
           if (k === 1) r8[4 * rb + x] = v; else if (k === 4) rows[rb + x] = v; else r16[2 * rb + x] = v;
         }
         rows[rb + H_S0] = os0[i]; rows[rb + H_S1] = os1[i];
-        st.deriveMask(s, mask);
       }
       undo[u].done = 0;
     }
   }
 
-  _commitDelta(delSlots, adds, upds, nAdd, liveAfter) {
-    const st = this.store, R = st.R, ck = st.ck, ci = st.ci;
-    st.reserve(nAdd, liveAfter, delSlots.length);
-    for (let i = 0; i < delSlots.length; i++) st.freeSlot(delSlots[i]);
-    const rows = st.rows, r16 = st.rows16, r8 = st.rows8;   // after reserve (it may reallocate)
+  /** The commit of a delta (memory reserved beforehand): frees, ADDs' rows and floats, UPDATEs' floats. */
+  _commitDelta(delSlots, adds, upds, liveAfter) {
+    const st = this.store, R = st.R, ck = st.ck, ci = st.ci, stride = st.stride, ids = st.ids;
+    const rows = st.rows, r16 = st.rows16, r8 = st.rows8, data = st.data;
+    // deletes: id table, alive flag, freed opacity, free list (most recently freed on top), dirty
+    const nd = delSlots.length;
+    for (let i = 0; i < nd; i++) {
+      const s = delSlots[i], b = s * R;
+      ids.delete(rows[b + H_LO], rows[b + H_HI]);
+      rows[b + H_FLAGS] = 0;
+      data[s * stride + 3] = FREED_OPACITY;
+      st.freeList[st.freeCount++] = s;
+      st._touch(s);
+    }
+    st.live -= nd;
+    // adds: slots from the free list (else past highWater), then rows column by column, floats
     for (const { n, ids: { lo, hi }, cj, cArr, cOff, s0, s1 } of adds) {
-      const nc = cj.length;
+      const slots = this._work.take(n);
       for (let i = 0; i < n; i++) {
-        const s = st.allocSlot(), rb = s * R;
-        st.initSlot(s, lo[i], hi[i]);
-        rows[rb + H_S0] = s0[i]; rows[rb + H_S1] = s1[i];
-        for (let c = 0; c < nc; c++) {
-          const j = cj[c], k = ck[j], v = cArr[c][cOff[c] + i];
-          if (k === 1) r8[4 * rb + ci[j]] = v; else if (k === 4) rows[rb + ci[j]] = v; else r16[2 * rb + ci[j]] = v;
-        }
-        st.derive(s);
+        const s = st.allocSlot(), b = s * R;
+        slots[i] = s;
+        rows[b + H_LO] = lo[i]; rows[b + H_HI] = hi[i]; rows[b + H_S0] = s0[i]; rows[b + H_S1] = s1[i];
+        rows[b + H_MARK] = 0; rows[b + H_FLAGS] = 1;
+        ids.set(lo[i], hi[i], s);
         st._touch(s);
       }
+      for (let c = 0; c < cj.length; c++) {
+        const j = cj[c], k = ck[j], x = ci[j], arr = cArr[c], off = cOff[c];
+        if (k === 4) for (let i = 0; i < n; i++) rows[slots[i] * R + x] = arr[off + i];
+        else if (k === 2) for (let i = 0; i < n; i++) r16[2 * slots[i] * R + x] = arr[off + i];
+        else for (let i = 0; i < n; i++) r8[4 * slots[i] * R + x] = arr[off + i];
+      }
+      st.deriveSlots(slots, n, 0x3F);
+      for (let i = 0; i < n; i++) { const o = slots[i] * stride; data[o + 7] = 0; data[o + 15] = 0; }
       st.live += n;
     }
-    for (const { n, slots } of upds) for (let i = 0; i < n; i++) st._touch(slots[i]);   // applied in _apply
+    // updates: codes were written in _apply; now their floats and the dirty set
+    for (const { n, slots, mask } of upds) {
+      st.deriveSlots(slots, n, mask);
+      for (let i = 0; i < n; i++) st._touch(slots[i]);
+    }
     st.maybeCompact();
+    if (st.live !== liveAfter) throw new Error(`internal: live ${st.live} != planned ${liveAfter}`);
+  }
+}
+
+/** DUPLICATE_ID if two blocks (non-empty, ids strictly ascending) share an id. */
+function mergeDuplicates({ n: na, ids: { lo: al, hi: ah } }, { n: nb, ids: { lo: bl, hi: bh } }) {
+  const before = (h1, l1, h2, l2) => h1 < h2 || (h1 === h2 && l1 < l2);
+  if (before(ah[na - 1], al[na - 1], bh[0], bl[0]) || before(bh[nb - 1], bl[nb - 1], ah[0], al[0])) return;
+  let i = 0, j = 0;
+  while (i < na && j < nb) {
+    const x = ah[i], y = bh[j];
+    if (x < y) i++;
+    else if (x > y) j++;
+    else {
+      const u = al[i], v = bl[j];
+      if (u < v) i++; else if (u > v) j++; else fail('DUPLICATE_ID', 'an id in two blocks');
+    }
   }
 }
 

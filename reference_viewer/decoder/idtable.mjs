@@ -50,6 +50,24 @@ export class IdTable {
       i = (i + 1) & mask;
     }
   }
+  /** out[i] = get(lo[i], hi[i]) for i < n (one tight loop: the probes of different ids overlap). */
+  getMany(lo, hi, n, out) {
+    const e = this.e, mask = this.mask;
+    for (let k = 0; k < n; k++) {
+      const l = lo[k] | 0, h = hi[k] | 0;
+      let x = Math.imul(l ^ Math.imul(h, 0x9E3779B1), 0x85EBCA6B);
+      x ^= x >>> 15;
+      x = Math.imul(x, 0xC2B2AE35);
+      let i = (x ^ (x >>> 13)) & mask, r = -1;
+      for (;;) {
+        const p = i << 2, v = e[p + 2];
+        if (v === EMPTY) break;
+        if (e[p] === l && e[p + 1] === h) { r = v; break; }
+        i = (i + 1) & mask;
+      }
+      out[k] = r;
+    }
+  }
   /** Inserts or overwrites. Returns the previous value or -1. */
   set(lo, hi, value) {
     if (2 * (this.size + 1) > this.cap) this.reserve(this.size + 1);

@@ -54,7 +54,7 @@
 import { IdTable } from './idtable.mjs';
 import { fmix32, laneConstants, digestText } from './digest.mjs';
 
-const FREED_OPACITY = -1e30;
+export const FREED_OPACITY = -1e30;
 export const H_LO = 0, H_HI = 1, H_S0 = 2, H_S1 = 3, H_MARK = 4, H_FLAGS = 5, H_WORDS = 6;
 const ALIVE = 1;
 export const COMPACT_MIN_FREE = 4096;
@@ -132,14 +132,16 @@ export class SceneStore {
     this.generation++;
   }
 
-  _alloc(cap) {
+  _alloc(cap) {   // allocates everything before changing anything (an allocation may throw)
+    const data = new Float32Array(cap * this.stride), rows = new Uint32Array(cap * this.R);
+    const dirtyBits = new Int32Array((cap + 31) >>> 5);
     this.capacity = cap;
-    this.data = new Float32Array(cap * this.stride);
-    this.dataU32 = new Uint32Array(this.data.buffer);
-    this.rows = new Uint32Array(cap * this.R);
-    this.rows16 = new Uint16Array(this.rows.buffer);
-    this.rows8 = new Uint8Array(this.rows.buffer);
-    this.dirtyBits = new Int32Array((cap + 31) >>> 5);
+    this.data = data;
+    this.dataU32 = new Uint32Array(data.buffer);
+    this.rows = rows;
+    this.rows16 = new Uint16Array(rows.buffer);
+    this.rows8 = new Uint8Array(rows.buffer);
+    this.dirtyBits = dirtyBits;
   }
 
   digestText() { return digestText(this.live, this.lane0, this.lane1); }
@@ -222,10 +224,13 @@ export class SceneStore {
   }
 
   _grow(cap) {
-    this._clearDirty();
-    const old = { data: this.data, rows: this.rows };
+    const old = { data: this.data, rows: this.rows, dirtyBits: this.dirtyBits };
     const hw = this.highWater;
-    this._alloc(cap);
+    this._alloc(cap);   // first (it may throw): the state is untouched until it succeeds
+    const fresh = this.dirtyBits;
+    this.dirtyBits = old.dirtyBits;
+    this._clearDirty();
+    this.dirtyBits = fresh;
     this.data.set(old.data.subarray(0, hw * this.stride));
     this.rows.set(old.rows.subarray(0, hw * this.R));
     this.generation++;
@@ -305,6 +310,56 @@ export class SceneStore {
       if (mask & 32) {
         const T = p.restCompTable, n = 3 * p.K;
         for (let r = 0; r < n; r++) d[base + 16 + r] = T[r][cv(14 + r)];
+      }
+    }
+  }
+
+  /**
+   * deriveMask(slots[i], mask) for i < n, with the per-profile set-up hoisted out of the loop (the
+   * decoder's commit of UPDATEs and ADDs).
+   */
+  deriveSlots(slots, n, mask) {
+    const p = this.profile;
+    if (p.lossless) { for (let i = 0; i < n; i++) this.deriveMask(slots[i], mask); return; }
+    const d = this.data, rows = this.rows, r8 = this.rows8, r16 = this.rows16, R = this.R, stride = this.stride;
+    const ck = this.ck, ci = this.ci;
+    const g = p.grid, ps = p.posStep, cs = g.cellSize, S = p.S, wide = S + 30 < 64;
+    const ox = g.originX, oy = g.originY, oz = g.originZ, x0 = ci[0], x1 = ci[1], x2 = ci[2];
+    // 1- or 2-byte components (all but POSITION): their index in u8 or u16 units of the row
+    const v8 = ck[3] === 1, i3 = ci[3], i4 = ci[4], i5 = ci[5];
+    const rot8 = ck[6] === 1, q0 = ci[6], q1 = ci[7], q2 = ci[8], q3 = ci[9];
+    const op8 = ck[10] === 1, o0 = ci[10];
+    const dc8 = ck[11] === 1, c0i = ci[11], c1i = ci[12], c2i = ci[13];
+    const st = p.scaleTable, rt = p.rotTable, ot = p.opacityTable, dt = p.dcTable;
+    const nr = 3 * p.K, RT = p.restCompTable, rest8 = nr > 0 && ck[14] === 1, ri0 = nr > 0 ? ci[14] : 0;
+    let restContiguous = true;   // the rest codes are consecutive in the row (rowLayout puts them so)
+    for (let r = 1; r < nr; r++) if (ci[14 + r] !== ri0 + r || ck[14 + r] !== ck[14]) restContiguous = false;
+    for (let i = 0; i < n; i++) {
+      const s = slots[i], b = s * R, base = s * stride, b2 = 2 * b, b8 = 4 * b;
+      if (mask & 1) {
+        const lo = rows[b + H_LO], hi = rows[b + H_HI];
+        const c0 = bits30(lo, hi, S), c1 = wide ? bits30(lo, hi, S + 30) : 0;
+        d[base] = ox + (compact1by2(c0) | (compact1by2(c1) << 10)) * cs + (rows[b + x0] | 0) * ps;
+        d[base + 1] = oy + (compact1by2(c0 >>> 1) | (compact1by2(c1 >>> 1) << 10)) * cs + (rows[b + x1] | 0) * ps;
+        d[base + 2] = oz + (compact1by2(c0 >>> 2) | (compact1by2(c1 >>> 2) << 10)) * cs + (rows[b + x2] | 0) * ps;
+      }
+      if (mask & 2) {
+        if (v8) { d[base + 4] = st[r8[b8 + i3]]; d[base + 5] = st[r8[b8 + i4]]; d[base + 6] = st[r8[b8 + i5]]; }
+        else { d[base + 4] = st[r16[b2 + i3]]; d[base + 5] = st[r16[b2 + i4]]; d[base + 6] = st[r16[b2 + i5]]; }
+      }
+      if (mask & 4) {
+        if (rot8) writeRotation(d, base + 8, r8[b8 + q0], rt[r8[b8 + q1]], rt[r8[b8 + q2]], rt[r8[b8 + q3]]);
+        else writeRotation(d, base + 8, r16[b2 + q0], rt[r16[b2 + q1]], rt[r16[b2 + q2]], rt[r16[b2 + q3]]);
+      }
+      if (mask & 8) d[base + 3] = ot[op8 ? r8[b8 + o0] : r16[b2 + o0]];
+      if (mask & 16) {
+        if (dc8) { d[base + 12] = dt[r8[b8 + c0i]]; d[base + 13] = dt[r8[b8 + c1i]]; d[base + 14] = dt[r8[b8 + c2i]]; }
+        else { d[base + 12] = dt[r16[b2 + c0i]]; d[base + 13] = dt[r16[b2 + c1i]]; d[base + 14] = dt[r16[b2 + c2i]]; }
+      }
+      if ((mask & 32) && nr > 0) {
+        if (restContiguous && rest8) { const q = b8 + ri0, o = base + 16; for (let r = 0; r < nr; r++) d[o + r] = RT[r][r8[q + r]]; }
+        else if (restContiguous) { const q = b2 + ri0, o = base + 16; for (let r = 0; r < nr; r++) d[o + r] = RT[r][r16[q + r]]; }
+        else for (let r = 0; r < nr; r++) d[base + 16 + r] = RT[r][ck[14 + r] === 1 ? r8[b8 + ci[14 + r]] : r16[b2 + ci[14 + r]]];
       }
     }
   }
