@@ -390,8 +390,7 @@ export class Decoder {
         const s = sl[i];
         if (s >= 0 && rows[s * R + H_MARK] !== sk) fail('ID_EXISTS', 'ADD of a live id');
       }
-      for (const [j, arr, off] of comps) if (p.firstInvalid(j, arr, n, off) >= 0) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
-      // lane sums of the new records
+      // lane sums of the new records, and the codes' validity (5.6), one pass per component
       const s0 = work.take(n), s1 = work.take(n);
       const k00 = K0[0], k01 = K0[1], k10 = K1[0], k11 = K1[1];
       for (let i = 0; i < n; i++) {
@@ -399,8 +398,10 @@ export class Decoder {
         s1[i] = (Math.imul(lo[i], k10) + Math.imul(hi[i], k11)) | 0;
       }
       for (const [j, arr, off] of comps) {
-        const k0 = K0[j + 2], k1 = K1[j + 2];
-        for (let i = 0; i < n; i++) { const w = arr[off + i]; s0[i] = (s0[i] + Math.imul(w, k0)) | 0; s1[i] = (s1[i] + Math.imul(w, k1)) | 0; }
+        const maxU = p.compMaxU[j], mode = p.lossless ? 2 : maxU === 0xFFFFFFFF ? 0 : 1;
+        if (sumColumn(arr, off, n, s0, s1, K0[j + 2], K1[j + 2], maxU, p.compMinNegU[j] || 2 ** 32, mode) >= 0) {
+          fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
+        }
       }
       for (let i = 0; i < n; i++) { lane0 = (lane0 + fmix32(s0[i] >>> 0)) >>> 0; lane1 = (lane1 + fmix32(s1[i] >>> 0)) >>> 0; }
       b.s0 = s0; b.s1 = s1;
@@ -424,42 +425,35 @@ export class Decoder {
         cMax[c] = p.compMaxU[j]; cNeg[c] = p.compMinNegU[j] || 2 ** 32;
         cKind[c] = ck[j]; cIdx[c] = ci[j];
       }
-      // The id-table probes first, in one loop (independent: their cache misses overlap), then one
-      // pass over the rows (mark, sums, codes). Each slot is updated at most once per frame (the id
-      // rules forbid an id in two ADD/UPDATE blocks); its old codes and sums are kept so that a
-      // later failure of this frame undoes them exactly (_undoUpdates).
+      // The id-table probes first, in one loop (independent: their cache misses overlap); then a
+      // pass over the rows (mark check, old sums), one pass per component (old code + delta, its
+      // validity, the new code, the change of the sums: a loop of one element kind each), and the
+      // new sums. Each slot is updated at most once per frame (the id rules forbid an id in two
+      // ADD/UPDATE blocks); the old codes and sums are kept so that a later failure of this frame
+      // undoes them exactly (_undoUpdates: components [0, doneC) of every Gaussian, then doneI
+      // Gaussians of component doneC; the sums once sumsDone).
       const slots = work.take(n), ov = work.take(n * nc), os0 = work.take(n), os1 = work.take(n);
+      const t0 = work.take(n), t1 = work.take(n);
       ids.getMany(lo, hi, n, slots);
-      const nv = new Int32Array(nc);
-      b.slots = slots; b.ov = ov; b.os0 = os0; b.os1 = os1; b.cKind = cKind; b.cIdx = cIdx; b.done = 0;
+      b.slots = slots; b.ov = ov; b.os0 = os0; b.os1 = os1; b.cKind = cKind; b.cIdx = cIdx;
+      b.doneC = 0; b.doneI = 0; b.sumsDone = false;
       undo.push(b);
       for (let i = 0; i < n; i++) {
         const s = slots[i];
         const rb = s * R;
         if (s < 0 || rows[rb + H_MARK] === sk) fail('ID_MISSING', 'UPDATE of an id that is not live');
-        let a0 = rows[rb + H_S0] | 0, a1 = rows[rb + H_S1] | 0;
-        const h0 = fmix32(a0 >>> 0), h1 = fmix32(a1 >>> 0);
-        os0[i] = a0; os1[i] = a1;
-        for (let c = 0, o = i * nc; c < nc; c++, o++) {
-          const k = cKind[c], x = cIdx[c];
-          const old = k === 1 ? r8[4 * rb + x] : k === 4 ? rows[rb + x] : r16[2 * rb + x];
-          const v = ((old + cArr[c][cOff[c] + i]) & cMsk[c]) >>> 0;
-          if (lossless ? (v & 0x7F800000) === 0x7F800000 : v > cMax[c] && v < cNeg[c]) {
-            fail('BAD_VALUE', `UPDATE produces an invalid code (component ${cj[c]})`);
-          }
-          nv[c] = v; ov[o] = old;
-          const dlt = (v - old) | 0;
-          a0 += Math.imul(dlt, cK0[c]); a1 += Math.imul(dlt, cK1[c]);
-        }
-        for (let c = 0; c < nc; c++) {
-          const k = cKind[c], x = cIdx[c], v = nv[c];
-          if (k === 1) r8[4 * rb + x] = v; else if (k === 4) rows[rb + x] = v; else r16[2 * rb + x] = v;
-        }
-        rows[rb + H_S0] = a0; rows[rb + H_S1] = a1;
-        b.done = i + 1;
-        lane0 = (lane0 - h0 + fmix32(a0 >>> 0)) >>> 0;
-        lane1 = (lane1 - h1 + fmix32(a1 >>> 0)) >>> 0;
+        const a0 = rows[rb + H_S0] | 0, a1 = rows[rb + H_S1] | 0;
+        os0[i] = a0; os1[i] = a1; t0[i] = a0; t1[i] = a1;
       }
+      updateCodes(b, rows, r16, r8, R, n, nc, slots, ov, t0, t1, cArr, cOff, cKind, cIdx, cK0, cK1, cMsk, cMax, cNeg, cj, lossless);
+      b.doneC = nc; b.doneI = 0;
+      for (let i = 0; i < n; i++) {
+        const rb = slots[i] * R, a0 = t0[i], a1 = t1[i];
+        lane0 = (lane0 - fmix32(os0[i] >>> 0) + fmix32(a0 >>> 0)) >>> 0;
+        lane1 = (lane1 - fmix32(os1[i] >>> 0) + fmix32(a1 >>> 0)) >>> 0;
+        rows[rb + H_S0] = a0; rows[rb + H_S1] = a1;
+      }
+      b.sumsDone = true;
     }
     // ---- step 5: budget
     if (live > this.budget) fail('LIMIT_EXCEEDED', `${live} live Gaussians, budget ${this.budget}`);
@@ -578,16 +572,16 @@ export class Decoder {
   _undoUpdates(undo) {
     const st = this.store, R = st.R, rows = st.rows, r16 = st.rows16, r8 = st.rows8;
     for (let u = undo.length - 1; u >= 0; u--) {
-      const { slots, ov, os0, os1, cKind, cIdx, done } = undo[u], nc = cKind.length;
-      for (let i = 0; i < done; i++) {
-        const s = slots[i], rb = s * R;
-        for (let c = 0; c < nc; c++) {
-          const k = cKind[c], x = cIdx[c], v = ov[i * nc + c];
+      const b = undo[u], { n, slots, ov, os0, os1, cKind, cIdx, doneC, doneI, sumsDone } = b, nc = cKind.length;
+      for (let c = Math.min(doneC, nc - 1); c >= 0; c--) {
+        const k = cKind[c], x = cIdx[c], o = c * n, m = c < doneC ? n : doneI;
+        for (let i = 0; i < m; i++) {
+          const rb = slots[i] * R, v = ov[o + i];
           if (k === 1) r8[4 * rb + x] = v; else if (k === 4) rows[rb + x] = v; else r16[2 * rb + x] = v;
         }
-        rows[rb + H_S0] = os0[i]; rows[rb + H_S1] = os1[i];
       }
-      undo[u].done = 0;
+      if (sumsDone) for (let i = 0; i < n; i++) { const rb = slots[i] * R; rows[rb + H_S0] = os0[i]; rows[rb + H_S1] = os1[i]; }
+      b.doneC = 0; b.doneI = 0; b.sumsDone = false;
     }
   }
 
@@ -617,13 +611,18 @@ export class Decoder {
         ids.set(lo[i], hi[i], s);
         st._touch(s);
       }
+      const p = this.profile, dataOff = p.dataOff, u32 = st.dataU32;
       for (let c = 0; c < cj.length; c++) {
         const j = cj[c], k = ck[j], x = ci[j], arr = cArr[c], off = cOff[c];
-        if (k === 4) for (let i = 0; i < n; i++) rows[slots[i] * R + x] = arr[off + i];
-        else if (k === 2) for (let i = 0; i < n; i++) r16[2 * slots[i] * R + x] = arr[off + i];
-        else for (let i = 0; i < n; i++) r8[4 * slots[i] * R + x] = arr[off + i];
+        if (k === 4) putColumn32(rows, slots, n, R, x, arr, off);
+        else if (k === 2) putColumn16(r16, slots, n, 2 * R, x, arr, off);
+        else putColumn8(r8, slots, n, 4 * R, x, arr, off);
+        // the float of a component with a table (not POSITION, not ROTATION: derived below)
+        const T = p.lossless ? null : p.compTable[j];
+        if (T) tableColumn(data, slots, n, stride, dataOff[j], T, arr, off);
+        else if (p.lossless) putColumn32(u32, slots, n, stride, dataOff[j], arr, off);
       }
-      st.deriveSlots(slots, n, 0x3F);
+      if (!p.lossless) st.deriveSlots(slots, n, 1 | 4);
       for (let i = 0; i < n; i++) { const o = slots[i] * stride; data[o + 7] = 0; data[o + 15] = 0; }
       st.live += n;
     }
@@ -636,6 +635,62 @@ export class Decoder {
     if (st.live !== liveAfter) throw new Error(`internal: live ${st.live} != planned ${liveAfter}`);
   }
 }
+
+/**
+ * s0[i] += w_i * k0, s1[i] += w_i * k1 (mod 2^32) over one component's codes w_i = arr[off + i];
+ * returns the first i whose code is invalid (mode 1: lossy range, 2: lossless exponent), or -1.
+ */
+function sumColumn(arr, off, n, s0, s1, k0, k1, maxU, neg, mode) {
+  for (let i = 0; i < n; i++) {
+    const w = arr[off + i];
+    if (mode !== 0 && (mode === 1 ? w > maxU && w < neg : (w & 0x7F800000) === 0x7F800000)) return i;
+    s0[i] = (s0[i] + Math.imul(w, k0)) | 0; s1[i] = (s1[i] + Math.imul(w, k1)) | 0;
+  }
+  return -1;
+}
+
+/** The per-component passes of an UPDATE block (see _apply). */
+function updateCodes(b, rows, r16, r8, R, n, nc, slots, ov, t0, t1, cArr, cOff, cKind, cIdx, cK0, cK1, cMsk, cMax, cNeg, cj, lossless) {
+for (let c = 0; c < nc; c++) {
+    const k = cKind[c], x = cIdx[c], arr = cArr[c], off = cOff[c], k0 = cK0[c], k1 = cK1[c], o = c * n;
+    const msk = cMsk[c], max = cMax[c], neg = cNeg[c], check = lossless || max < 0xFFFFFFFF;
+    b.doneC = c;
+    if (k === 4) {
+      for (let i = 0; i < n; i++) {
+        const q = slots[i] * R + x, old = rows[q] | 0, v = (old + arr[off + i]) | 0;
+        if (check && (lossless ? (v & 0x7F800000) === 0x7F800000 : (v >>> 0) > max && (v >>> 0) < neg)) {
+          b.doneI = i;
+          fail('BAD_VALUE', `UPDATE produces an invalid code (component ${cj[c]})`);
+        }
+        ov[o + i] = old; rows[q] = v;
+        const dlt = (v - old) | 0;
+        t0[i] = (t0[i] + Math.imul(dlt, k0)) | 0; t1[i] = (t1[i] + Math.imul(dlt, k1)) | 0;
+      }
+    } else if (k === 2) {
+      for (let i = 0; i < n; i++) {
+        const q = 2 * slots[i] * R + x, old = r16[q], v = (old + arr[off + i]) & msk;
+        if (v > max && v < neg) { b.doneI = i; fail('BAD_VALUE', `UPDATE produces an invalid code (component ${cj[c]})`); }
+        ov[o + i] = old; r16[q] = v;
+        const dlt = v - old;
+        t0[i] = (t0[i] + Math.imul(dlt, k0)) | 0; t1[i] = (t1[i] + Math.imul(dlt, k1)) | 0;
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        const q = 4 * slots[i] * R + x, old = r8[q], v = (old + arr[off + i]) & msk;
+        if (v > max && v < neg) { b.doneI = i; fail('BAD_VALUE', `UPDATE produces an invalid code (component ${cj[c]})`); }
+        ov[o + i] = old; r8[q] = v;
+        const dlt = v - old;
+        t0[i] = (t0[i] + Math.imul(dlt, k0)) | 0; t1[i] = (t1[i] + Math.imul(dlt, k1)) | 0;
+      }
+    }
+  }
+}
+
+// column writes of the ADD commit: view[slots[i] * m + x] = arr[off + i] (one per element kind)
+function putColumn32(view, slots, n, m, x, arr, off) { for (let i = 0; i < n; i++) view[slots[i] * m + x] = arr[off + i]; }
+function putColumn16(view, slots, n, m, x, arr, off) { for (let i = 0; i < n; i++) view[slots[i] * m + x] = arr[off + i]; }
+function putColumn8(view, slots, n, m, x, arr, off) { for (let i = 0; i < n; i++) view[slots[i] * m + x] = arr[off + i]; }
+function tableColumn(data, slots, n, stride, o, T, arr, off) { for (let i = 0; i < n; i++) data[slots[i] * stride + o] = T[arr[off + i]]; }
 
 /** DUPLICATE_ID if two blocks (non-empty, ids strictly ascending) share an id. */
 function mergeDuplicates({ n: na, ids: { lo: al, hi: ah } }, { n: nb, ids: { lo: bl, hi: bh } }) {

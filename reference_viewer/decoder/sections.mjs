@@ -62,6 +62,18 @@ export function decodeSection(pl, s, index, C, n, w, ctx) {
     else for (let e = 0, b = 0; e < N; e++, b += 2) u[e] = raw[b] | (raw[b + 1] << 8);
   } else if (shuffle) {
     const N2 = 2 * N, N3 = 3 * N;
+    if (zigzag || delta) {   // one pass: read, unzigzag, prefix sum (mod 2^32)
+      for (let j = 0; j < C; j++) {
+        let prev = 0;
+        for (let e = j * n, end = e + n; e < end; e++) {
+          let v = raw[e] | (raw[N + e] << 8) | (raw[N2 + e] << 16) | (raw[N3 + e] << 24);
+          if (zigzag) v = (v >>> 1) ^ -(v & 1);
+          if (delta) v = prev = (v + prev) | 0;
+          u[e] = v;
+        }
+      }
+      return u;
+    }
     for (let e = 0; e < N; e++) u[e] = raw[e] | (raw[N + e] << 8) | (raw[N2 + e] << 16) | (raw[N3 + e] << 24);
   } else if ((raw.byteOffset & 3) === 0) {
     u.set(new Uint32Array(raw.buffer, raw.byteOffset, N));   // little-endian hosts (all browsers)
@@ -91,6 +103,20 @@ if (!LE) throw new Error('GSD decoder: big-endian hosts are not supported');
 
 function decode64(raw, N, C, n, shuffle, zigzag, delta, arena) {
   const lo = arena.take(N), hi = arena.take(N);
+  if (shuffle && delta && !zigzag) {   // ids (SPEC 6.1 writers: SHUFFLE | DELTA): one pass
+    const N2 = 2 * N, N3 = 3 * N, N4 = 4 * N, N5 = 5 * N, N6 = 6 * N, N7 = 7 * N;
+    for (let j = 0; j < C; j++) {
+      let pl = 0, ph = 0;
+      for (let e = j * n, end = e + n; e < end; e++) {
+        const l = ((raw[e] | (raw[N + e] << 8) | (raw[N2 + e] << 16) | (raw[N3 + e] << 24)) >>> 0) + pl;
+        const h = raw[N4 + e] | (raw[N5 + e] << 8) | (raw[N6 + e] << 16) | (raw[N7 + e] << 24);
+        pl = l >>> 0;                                          // l < 2^33: >>> 0 is l mod 2^32
+        ph = (h + ph + (l > 0xFFFFFFFF ? 1 : 0)) >>> 0;
+        lo[e] = pl; hi[e] = ph;
+      }
+    }
+    return { lo, hi };
+  }
   if (shuffle) {
     const N2 = 2 * N, N3 = 3 * N, N4 = 4 * N, N5 = 5 * N, N6 = 6 * N, N7 = 7 * N;
     for (let e = 0; e < N; e++) {
