@@ -115,20 +115,24 @@ function main() {
   let thp = 'unknown';
   try { thp = (readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8').match(/\[(\w+)\]/) || [])[1] || thp; } catch { /* not Linux */ }
   const notes = [
-    'Where the time goes: the "decode only" row is framing, CRC-32, metadata verification, zstd (fzstd driven',
-    'block by block, the largest part: ~14 small sections per delta, ~1 ms) and unfiltering. The rest is apply +',
-    'commit: ~5,500 random slot accesses, each touching an id-table entry, the slot\'s row (id, lane sums, mark,',
-    'codes at their real width: 128 bytes at SH3 compact) and its floats (256 bytes): ~420 MB at 1M SH3, so',
-    'cache and TLB misses (this machine: THP ' + thp + '); a 100k scene is barely faster, so per-op compute matters',
-    'as much. The keyframe row includes first-touch page faults of that memory. Timings on a shared 2-core',
-    'machine: medians move with its load; compare mins.',
+    'Where the time goes (per-phase timers, 100k and 20k scenes): the "decode only" row is framing, CRC-32,',
+    'metadata verification, zstd (the vendored zstddec wasm, ~14 small sections per delta: ~0.35 ms of',
+    'which little is the wasm call overhead, ~2.6 us a call, most is cold caches after the scene work),',
+    'unfiltering into a per-frame arena and the id rules. The rest is apply + commit: ~5,500 random slot',
+    'accesses (an id-table entry, the slot\'s row of 128 bytes at SH3 compact, its 256 bytes of floats; ~420',
+    'MB at 1M SH3, so cache and TLB misses: this machine runs THP ' + thp + '), UPDATE codes (~1 ms for',
+    '4,000), the ADDs\' 59 components (validity + lane sums ~0.3 ms, rows + floats at commit ~0.5 ms for',
+    '500) and the UPDATEs\' floats (~0.4 ms). A 20k scene (all in cache) is only ~25% faster, so per-element',
+    'JS compute on this machine (~3 ns for the simplest typed-array loop step) is most of it. The keyframe',
+    'row includes first-touch page faults of that memory. Timings on a shared 2-core machine: medians move',
+    'with its load; compare mins.',
   ].join('\n');
   console.log(table);
   console.log(env);
   if (!a.write) return;
   const section = ['## Decoder (Node)', '',
     'JavaScript decode + apply (`reference_viewer/decoder`: framing, CRC-32, FlatBuffers metadata, zstd via the',
-    'vendored fzstd, unfilter, code validation, apply into the SceneStore including the dequantized float view the',
+    'vendored zstddec (wasm), unfilter, code validation, apply into the SceneStore including the dequantized float view the',
     'renderer uploads, GSD-HASH check). Streams from `reference_viewer/bench/make_streams.py` (built like',
     '`bench/run.py`: `bench.scenes.DeltaRig`, compact profile); times are medians.', '',
     table, '', env, '', notes, '',

@@ -611,8 +611,8 @@ export class Decoder {
         ids.set(lo[i], hi[i], s);
         st._touch(s);
       }
-      const p = this.profile, dataOff = p.dataOff, u32 = st.dataU32;
-      for (let c = 0; c < cj.length; c++) {
+      const p = this.profile, dataOff = p.dataOff, u32 = st.dataU32, nc = cj.length;
+      for (let c = 0; c < nc; c++) {
         const j = cj[c], k = ck[j], x = ci[j], arr = cArr[c], off = cOff[c];
         if (k === 4) putColumn32(rows, slots, n, R, x, arr, off);
         else if (k === 2) putColumn16(r16, slots, n, 2 * R, x, arr, off);
@@ -651,7 +651,7 @@ function sumColumn(arr, off, n, s0, s1, k0, k1, maxU, neg, mode) {
 
 /** The per-component passes of an UPDATE block (see _apply). */
 function updateCodes(b, rows, r16, r8, R, n, nc, slots, ov, t0, t1, cArr, cOff, cKind, cIdx, cK0, cK1, cMsk, cMax, cNeg, cj, lossless) {
-for (let c = 0; c < nc; c++) {
+  for (let c = 0; c < nc; c++) {
     const k = cKind[c], x = cIdx[c], arr = cArr[c], off = cOff[c], k0 = cK0[c], k1 = cK1[c], o = c * n;
     const msk = cMsk[c], max = cMax[c], neg = cNeg[c], check = lossless || max < 0xFFFFFFFF;
     b.doneC = c;
