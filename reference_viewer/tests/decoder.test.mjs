@@ -161,3 +161,41 @@ test('random byte corruption: only GsdErrors, and a rejected frame leaves the st
     }
   }
 });
+
+// A frame that fails inside an UPDATE block's per-component pass (component c > 0, element i > 0)
+// after other codes of it, and of earlier blocks, were written in place: the undo restores them.
+test('an invalid code late in an UPDATE block: the codes written before it are undone', () => {
+  let checked = 0;
+  for (const v of manifest) {
+    if (v.expected.result !== 'valid') continue;
+    const u8 = vectorBytes(v), recs = records(u8);
+    const dec = new Decoder({ limits: v.limits || {} });
+    dec.readHeader(u8);
+    if (dec.profile.lossless) continue;
+    for (let k = 1; k < recs.length; k++) {
+      const fr = u8.subarray(recs[k][0], recs[k][1]);
+      dec._parseOnly = true;
+      const plan = dec.readFrame(fr);
+      dec._parseOnly = false;
+      const b = plan.upds.length ? plan.upds[plan.upds.length - 1] : null;
+      const p = dec.profile;
+      const c = b ? b.cj.length - 1 : -1, j = b ? b.cj[c] : -1;
+      // (a component with invalid patterns: maxU + 1 below the width's range and the negative range)
+      if (b && !plan.keyframe && b.n >= 2 && c >= 1 && p.compMaxU[j] < p.compMask[j] && p.compMaxU[j] + 1 < (p.compMinNegU[j] || 2 ** 32)) {
+        const i = b.n - 1, s = dec.store.lookup(b.ids.lo[i], b.ids.hi[i]);
+        if (s >= 0) {
+          const before = snapshot(dec);
+          // the delta that turns this Gaussian's code into maxU + 1 (invalid), mod 2^(8w)
+          b.cArr[c][b.cOff[c] + i] = (p.compMaxU[j] + 1 - dec.store.code(s, j)) & p.compMask[j];
+          assert.throws(() => dec._apply(plan.keyframe, plan.m, plan.adds, plan.upds, plan.dels, plan.ranges, plan.cells),
+            (e) => e instanceof GsdError && e.code === 'BAD_VALUE', v.id);
+          assert.deepEqual(snapshot(dec), before, v.id);
+          checked++;
+        }
+      }
+      dec.readFrame(fr);
+    }
+  }
+  assert.ok(checked > 0, 'no vector has a multi-component UPDATE block to break');
+  console.log(`# partial-undo cases: ${checked}`);
+});
