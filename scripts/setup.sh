@@ -8,7 +8,7 @@ PY=${PYTHON:-python3}
 # world = torch==2.13.0, which pip takes from a local CPU wheel (never a bare torch: that pulls CUDA)
 .venv/bin/python -m pip install -q -e '.[dev,world]' 2>&1 | grep -v "^WARNING: Location" || true
 # JavaScript tools the tests run: playwright-core (drives Debian's chromium for the viewer tests),
-# splat-transform (interop), and the sources of the viewer's vendored runtime (fzstd, flatbuffers).
+# splat-transform (interop), and the sources of the viewer's vendored runtime (zstddec, flatbuffers).
 if command -v npm >/dev/null 2>&1; then
   npm ci --no-audit --no-fund --loglevel=error >/dev/null 2>&1 || echo "setup: npm ci failed; the browser and interop tests will say why they skip"
 fi
