@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
 
 from .actions import Move, Turn
 from .client import Client

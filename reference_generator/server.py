@@ -190,7 +190,7 @@ class Session:
             raise SessionClosed(NORMAL, "client closed")
         if msg.type == WSMsgType.ERROR:
             exc = self.ws.exception()
-            if "too big" in str(exc).lower() or "exceeds" in str(exc).lower():
+            if getattr(exc, "code", None) == TOO_BIG:       # aiohttp's max_msg_size check
                 raise SessionClosed(TOO_BIG, f"message over {self.cfg.max_message_bytes} bytes")
             raise SessionClosed(POLICY, f"bad WebSocket data: {exc}")
 
