@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .actions import Move, Turn
 from .client import Client
+from .watch import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,10 +68,6 @@ def _proc_mem_mb(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
-def _pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))] if xs else float("nan")
-
 
 def generation_ms(target_live: int, steps: int = 400) -> dict:
     """Step (generation) and step+encode times of the bench world alone, one thread, under the
@@ -93,7 +90,7 @@ def generation_ms(target_live: int, steps: int = 400) -> dict:
         t2 = time.perf_counter()
         gen.append((t1 - t0) * 1e3)
         total.append((t2 - t0) * 1e3)
-    return {"gen50": _pct(gen, 50), "gen99": _pct(gen, 99), "tot50": _pct(total, 50), "tot99": _pct(total, 99)}
+    return {"gen50": percentile(gen, 50), "gen99": percentile(gen, 99), "tot50": percentile(total, 50), "tot99": percentile(total, 99)}
 
 
 async def _client(url: str, seconds: float, rate: float, seed: int, results: list, ready) -> None:
@@ -179,7 +176,7 @@ def run_round(n: int, a) -> dict:
     return {"clients": n, "ok": len(ok), "failed": [r["failed"] for r in results if "failed" in r],
             "fps_mean": statistics.fmean(r["frames_per_s"] for r in ok) if ok else 0.0,
             "fps_min": min((r["frames_per_s"] for r in ok), default=0.0),
-            "p50": _pct(lat, 50), "p99": _pct(lat, 99), "n_lat": len(lat),
+            "p50": percentile(lat, 50), "p99": percentile(lat, 99), "n_lat": len(lat),
             "errors": sum(sum(r["errors"].values()) for r in ok), "resyncs": sum(r["resyncs"] for r in ok),
             "kbps": statistics.fmean(r["bytes"] for r in ok) / a.seconds / 1e3 if ok else 0.0,
             "cpu": cpu, "client_cpu": client_cpu, "rss": rss, "hwm": hwm}

@@ -23,7 +23,8 @@ from .client import Client, ProtocolClosed, run_script
 from .simulate import scripted_session
 
 
-def _pct(xs: list, p: float) -> float:
+def percentile(xs: list, p: float) -> float:
+    """Nearest-rank percentile (nan for no samples): what gsd-watch and the load bench report."""
     if not xs:
         return float("nan")
     xs = sorted(xs)
@@ -34,7 +35,7 @@ def summary(stats, client: Client) -> dict:
     lat = stats.latencies_ms
     return {"frames": stats.frames, "keyframes": stats.keyframes, "bytes": stats.bytes,
             "resyncs": stats.resyncs, "errors": stats.errors, "reconnects": stats.reconnects,
-            "latency_ms": {"n": len(lat), "p50": round(_pct(lat, 50), 2), "p99": round(_pct(lat, 99), 2),
+            "latency_ms": {"n": len(lat), "p50": round(percentile(lat, 50), 2), "p99": round(percentile(lat, 99), 2),
                            "mean": round(statistics.fmean(lat), 2) if lat else None},
             "seq": client.seq, "digest": client.digest}
 

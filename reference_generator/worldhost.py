@@ -25,7 +25,7 @@ import multiprocessing
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -44,10 +44,6 @@ class StepStats:
     seq: int
     step_ms: float          # the generator step (torch), device synchronized
     encode_ms: float        # quantize + encode + digest on the host
-    nbytes: int
-    live: int
-    action_ids: list = field(default_factory=list)
-    received: list = field(default_factory=list)   # loop time each covered action arrived
 
 
 class WorldCore:
@@ -78,7 +74,7 @@ class WorldCore:
         cam = out.camera.as_dict()
         for p in self.pendings.values():
             p.push(d, data, action_ids, cam)
-        stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, len(data), len(self.encoder.state), action_ids)
+        stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
         frames = {}
         for link in ready:
             if link in self.pendings:
@@ -221,7 +217,6 @@ class WorldHost:
         self.tick_hz = tick_hz
         self.queue: deque = deque()
         self.max_queued = max_queued_actions
-        self.dropped = 0
         self.on_step = on_step               # callback(host, StepStats) after each step
         self.wakers: dict = {}               # link id -> asyncio.Event
         self.ready: set = set()              # links whose sender waits with an open window
@@ -230,7 +225,6 @@ class WorldHost:
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed: BaseException | None = None
-        self.last: StepStats | None = None
         self.step_ms = self.encode_ms = 0.0  # moving averages of the world's steps
         self.header: bytes = b""
         self.max_gaussians = 0
@@ -258,9 +252,8 @@ class WorldHost:
     def submit(self, action: Action, action_id=None) -> bool:
         """Queue a client's action. False when the queue is full (the action is dropped)."""
         if len(self.queue) >= self.max_queued:
-            self.dropped += 1
             return False
-        self.queue.append((action, action_id, time.monotonic()))
+        self.queue.append((action, action_id))
         self._kick.set()
         return True
 
@@ -299,8 +292,6 @@ class WorldHost:
                 ready = tuple(self.ready)
                 self.ready.clear()
                 stats, frames = await self.call("step", action, ids, ready)
-                stats.received = [t[2] for t in taken]
-                self.last = stats
                 k = 0.1 if self.step_ms else 1.0         # exponential moving averages over ~10 steps
                 self.step_ms += k * (stats.step_ms - self.step_ms)
                 self.encode_ms += k * (stats.encode_ms - self.encode_ms)
