@@ -1,11 +1,19 @@
-"""Byte-level builders for GSD records, able to write invalid ones on purpose.
+"""GSD bytes for tests and conformance vectors, able to write invalid ones on purpose.
 
-The codec's own writers only produce conforming bytes; conformance vectors and
-the fuzzer need headers and frames with any field set to any value (a zero
-cell size, a block of kind 7, a section past the payload, a wrong CRC). These
-helpers build the FlatBuffers metadata with the generated ``gsd.fb`` API and
-the payload with ``codec.sections.SectionWriter``, and expose every length,
-magic and checksum as an override.
+The codec's own writers only produce conforming bytes; conformance vectors, the fuzzer
+and the bad-input tests need headers and frames with any field set to any value (a
+zero cell size, a block of kind 7, a section past the payload, a wrong CRC, an offset
+pointing outside the buffer). This module is the one place that writes them:
+
+- header and frame records: ``HeaderFields``/``header``, ``FrameFields``/``frame_meta``/
+  ``frame_record``, every length, magic and checksum overridable; ``parse_frame_meta``
+  reads metadata back into ``FrameFields`` so a codec frame can be edited and rebuilt;
+- payloads: ``Payload`` (filters through ``codec.sections.SectionWriter``, compression
+  chosen here) and the zstd frame surgery that compression vectors need;
+- in-place edits: ``fix_crc``/``fix_crcs`` after tampering, ``frame_vector_len_at`` and
+  ``set_root_soffset`` to aim one offset or length outside the buffer;
+- hand-laid FlatBuffers: ``fb_layout`` places every object where it is told (the
+  library's Builder always aligns), for buffers that verify but are laid out unusually.
 """
 from __future__ import annotations
 
@@ -17,7 +25,7 @@ import flatbuffers
 import numpy as np
 import zstandard
 
-from codec.sections import SectionDesc, SectionWriter
+from codec.sections import SectionWriter
 from gsd.fb import Frame as FbFrame
 from gsd.fb import OpBlock as FbOpBlock
 from gsd.fb import Quantization as FbQuant
@@ -32,6 +40,7 @@ ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS = 1, 2, 3, 4, 5
 KEYFRAME = 1
 NONE, ZSTD = 0, 1
 DELTA, ZIGZAG, SHUFFLE = 1, 2, 4
+FRAME_BLOCKS, FRAME_SECTIONS = 5, 6      # field ids of the Frame table's two vectors
 
 # Number of fields the 1.0 schema defines per table: an extra slot past these is
 # an "unknown optional field" that a 1.0 reader must ignore (SPEC versioning).
@@ -130,6 +139,123 @@ def header(h: HeaderFields | None = None, **record_kw) -> bytes:
     return header_record(header_body(h or HeaderFields()), **record_kw)
 
 
+# ----------------------------------------------------------------------------------- frames
+@dataclass
+class Section:
+    """One section descriptor as written (SPEC.md 4.4), reserved byte included so it can be non-zero."""
+
+    offset: int
+    stored_size: int
+    raw_size: int
+    compression: int
+    filters: int
+    width: int
+    reserved: int = 0
+
+
+@dataclass
+class BlockFields:
+    kind: int
+    count: int
+    mask: int = 0
+    level: int = 0
+    sections: list = field(default_factory=list)
+
+
+@dataclass
+class FrameFields:
+    seq: int = 1
+    base_seq: int = 0
+    flags: int = 0
+    required_features: int = 0
+    digest: tuple | None = None          # (count, lane0, lane1)
+    blocks: list = field(default_factory=list)
+    sections: list = field(default_factory=list)  # Section
+    extra_field: int | None = None
+
+
+def frame_meta(f: FrameFields) -> bytes:
+    b = flatbuffers.Builder(256 + 32 * len(f.sections))
+    offs = []
+    for blk in f.blocks:
+        vec = b.CreateNumpyVector(np.array(blk.sections, np.uint32))
+        FbOpBlock.Start(b)
+        FbOpBlock.AddKind(b, blk.kind)
+        FbOpBlock.AddCount(b, blk.count)
+        FbOpBlock.AddMask(b, blk.mask)
+        FbOpBlock.AddLevel(b, blk.level)
+        FbOpBlock.AddSections(b, vec)
+        offs.append(FbOpBlock.End(b))
+    FbFrame.StartBlocksVector(b, len(offs))
+    for o in reversed(offs):
+        b.PrependUOffsetTRelative(o)
+    blocks_vec = b.EndVector()
+    FbFrame.StartSectionsVector(b, len(f.sections))
+    for s in reversed(f.sections):
+        CreateSection(b, s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, s.reserved)
+    secs_vec = b.EndVector()
+    b.StartObject(_FRAME_SLOTS + (2 if f.extra_field is not None else 0))
+    FbFrame.AddSeq(b, f.seq)
+    FbFrame.AddBaseSeq(b, f.base_seq)
+    FbFrame.AddFlags(b, f.flags)
+    FbFrame.AddRequiredFeatures(b, f.required_features)
+    if f.digest is not None:
+        FbFrame.AddDigest(b, CreateDigest(b, *f.digest))
+    FbFrame.AddBlocks(b, blocks_vec)
+    FbFrame.AddSections(b, secs_vec)
+    if f.extra_field is not None:
+        b.PrependUint32Slot(_FRAME_SLOTS + 1, f.extra_field, 0)
+    b.Finish(b.EndObject())
+    return bytes(b.Output())
+
+
+def parse_frame_meta(meta: bytes) -> FrameFields:
+    """Frame metadata read back into FrameFields, to edit a codec-written frame and rebuild it."""
+    fb = FbFrame.Frame.GetRootAs(meta, 0)
+    dg = fb.Digest()
+    blocks = []
+    for j in range(fb.BlocksLength()):
+        b = fb.Blocks(j)
+        blocks.append(BlockFields(b.Kind(), b.Count(), b.Mask(), b.Level(),
+                                  [b.Sections(k) for k in range(b.SectionsLength())]))
+    sections = []
+    for j in range(fb.SectionsLength()):
+        s = fb.Sections(j)
+        sections.append(Section(s.Offset(), s.StoredSize(), s.RawSize(), s.Compression(), s.Filters(), s.Width(),
+                                s.Reserved()))
+    return FrameFields(fb.Seq(), fb.BaseSeq(), fb.Flags(), fb.RequiredFeatures(),
+                       (dg.Count(), dg.Lane0(), dg.Lane1()) if dg is not None else None, blocks, sections)
+
+
+def frame_prefix(frame_len: int, meta_len: int, magic: bytes = FRAME_MAGIC) -> bytes:
+    """The 12-byte frame prefix alone, for records whose lengths lie about what follows."""
+    return struct.pack("<4sII", magic, frame_len, meta_len)
+
+
+def frame_record(meta: bytes, payload: bytes = b"", *, magic: bytes = FRAME_MAGIC, frame_len: int | None = None,
+                 meta_len: int | None = None, crc: int | None = None) -> bytes:
+    n = 12 + len(meta) + len(payload) + 4
+    body = frame_prefix(n if frame_len is None else frame_len, len(meta) if meta_len is None else meta_len,
+                        magic) + meta + payload
+    return body + struct.pack("<I", zlib.crc32(body) if crc is None else crc)
+
+
+def split_frame(record: bytes) -> tuple[bytes, bytes]:
+    """(metadata, payload) of a frame record, as its prefix declares them."""
+    _, flen, mlen = struct.unpack_from("<4sII", record)
+    return record[12:12 + mlen], record[12 + mlen:flen - 4]
+
+
+def edit_frame(record: bytes, edit=None, payload: bytes | None = None) -> bytes:
+    """Rebuild a frame record after ``edit(FrameFields)`` (and with another payload); the CRC is
+    correct, so the edit reaches the checks behind it."""
+    meta, pl = split_frame(record)
+    f = parse_frame_meta(meta)
+    if edit is not None:
+        edit(f)
+    return frame_record(frame_meta(f), pl if payload is None else payload)
+
+
 # ----------------------------------------------------------------------------------- payload
 class Payload:
     """Sections of one frame payload. Filters go through SectionWriter; compression is chosen here."""
@@ -137,7 +263,7 @@ class Payload:
     def __init__(self, level: int = 3):
         self.level = level
         self.parts: list[bytes] = []
-        self.descs: list[SectionDesc] = []
+        self.descs: list[Section] = []
         self.offset = 0
 
     @staticmethod
@@ -162,8 +288,8 @@ class Payload:
     def add_raw(self, data: bytes, raw_size: int, compression: int, filters: int, width: int,
                 offset: int | None = None) -> int:
         """Append stored bytes with an arbitrary descriptor (offset defaults to where they land)."""
-        self.descs.append(SectionDesc(self.offset if offset is None else offset, len(data), raw_size,
-                                      compression, filters, width))
+        self.descs.append(Section(self.offset if offset is None else offset, len(data), raw_size,
+                                  compression, filters, width))
         self.parts.append(data)
         self.offset += len(data)
         return len(self.descs) - 1
@@ -172,6 +298,9 @@ class Payload:
         return b"".join(self.parts)
 
 
+# ----------------------------------------------------------------------------------- zstd frames
+# Compression vectors need zstd frames that lie: a header declaring any content size, a block
+# header of a reserved type or running past the data (RFC 8878 3.1.1).
 def zstd_chunks(raw: bytes, frames: int = 1, level: int = 3, **args) -> bytes:
     """raw compressed as ``frames`` concatenated zstd frames (deterministic for a fixed level)."""
     cctx = zstandard.ZstdCompressor(level=level, **args)
@@ -181,75 +310,49 @@ def zstd_chunks(raw: bytes, frames: int = 1, level: int = 3, **args) -> bytes:
     return b"".join(cctx.compress(raw[cut[i]:cut[i + 1]]) for i in range(frames))
 
 
-# ----------------------------------------------------------------------------------- frames
-@dataclass
-class BlockFields:
-    kind: int
-    count: int
-    mask: int = 0
-    level: int = 0
-    sections: list = field(default_factory=list)
+def zstd_header_only(content_size: int) -> bytes:
+    """A zstd frame header declaring ``content_size`` (4-byte field, 1 MiB window), no blocks."""
+    return b"\x28\xb5\x2f\xfd" + bytes([0x80, (20 - 10) << 3]) + struct.pack("<I", content_size)
 
 
-@dataclass
-class FrameFields:
-    seq: int = 1
-    base_seq: int = 0
-    flags: int = 0
-    required_features: int = 0
-    digest: tuple | None = None          # (count, lane0, lane1)
-    blocks: list = field(default_factory=list)
-    sections: list = field(default_factory=list)  # SectionDesc, or tuples with a reserved byte appended
-    extra_field: int | None = None
+def zstd_raw_block_frame(content_size: int, data: bytes) -> bytes:
+    """A single-segment zstd frame declaring ``content_size`` that holds only ``data``, in one raw last block."""
+    head = struct.pack("<IB", 0xFD2FB528, 0b10100000) + struct.pack("<I", content_size)
+    return head + ((len(data) << 3) | 1).to_bytes(3, "little") + data
 
 
-def frame_meta(f: FrameFields) -> bytes:
-    b = flatbuffers.Builder(256 + 32 * len(f.sections))
-    offs = []
-    for blk in f.blocks:
-        vec = b.CreateNumpyVector(np.array(blk.sections, np.uint32))
-        FbOpBlock.Start(b)
-        FbOpBlock.AddKind(b, blk.kind)
-        FbOpBlock.AddCount(b, blk.count)
-        FbOpBlock.AddMask(b, blk.mask)
-        FbOpBlock.AddLevel(b, blk.level)
-        FbOpBlock.AddSections(b, vec)
-        offs.append(FbOpBlock.End(b))
-    FbFrame.StartBlocksVector(b, len(offs))
-    for o in reversed(offs):
-        b.PrependUOffsetTRelative(o)
-    blocks_vec = b.EndVector()
-    FbFrame.StartSectionsVector(b, len(f.sections))
-    for s in reversed(f.sections):
-        if isinstance(s, SectionDesc):
-            CreateSection(b, s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0)
-        else:
-            CreateSection(b, *s)
-    secs_vec = b.EndVector()
-    b.StartObject(_FRAME_SLOTS + (2 if f.extra_field is not None else 0))
-    FbFrame.AddSeq(b, f.seq)
-    FbFrame.AddBaseSeq(b, f.base_seq)
-    FbFrame.AddFlags(b, f.flags)
-    FbFrame.AddRequiredFeatures(b, f.required_features)
-    if f.digest is not None:
-        FbFrame.AddDigest(b, CreateDigest(b, *f.digest))
-    FbFrame.AddBlocks(b, blocks_vec)
-    FbFrame.AddSections(b, secs_vec)
-    if f.extra_field is not None:
-        b.PrependUint32Slot(_FRAME_SLOTS + 1, f.extra_field, 0)
-    b.Finish(b.EndObject())
-    return bytes(b.Output())
+def _zstd_fcs_span(frame: bytes) -> tuple[int, int]:
+    """(offset, size) of a zstd frame's Frame_Content_Size field."""
+    d = frame[4]
+    flag, single, did = d >> 6, (d >> 5) & 1, d & 3
+    return 5 + (0 if single else 1) + (0, 1, 2, 4)[did], (1 if single else 0, 2, 4, 8)[flag]
 
 
-def frame_record(meta: bytes, payload: bytes, *, magic: bytes = FRAME_MAGIC, frame_len: int | None = None,
-                 meta_len: int | None = None, crc: int | None = None) -> bytes:
-    n = 12 + len(meta) + len(payload) + 4
-    head = struct.pack("<4sII", magic, n if frame_len is None else frame_len, len(meta) if meta_len is None else meta_len)
-    body = head + meta + payload
-    return body + struct.pack("<I", zlib.crc32(body) if crc is None else crc)
+def zstd_set_content_size(frame: bytes, n: int) -> bytes:
+    """Rewrite a zstd frame header's Frame_Content_Size field to ``n``, leaving the blocks."""
+    pos, size = _zstd_fcs_span(frame)
+    assert size in (1, 4, 8) and n < 1 << (8 * size), "field cannot hold n"
+    return frame[:pos] + n.to_bytes(size, "little") + frame[pos + size:]
 
 
-# ----------------------------------------------------------------------------------- record walking
+def _zstd_edit_first_block_header(frame: bytes, fn) -> bytes:
+    pos, size = _zstd_fcs_span(frame)
+    p = pos + size
+    (h,) = struct.unpack("<I", frame[p:p + 3] + b"\x00")
+    return frame[:p] + struct.pack("<I", fn(h))[:3] + frame[p + 3:]
+
+
+def zstd_set_block_type(frame: bytes, t: int) -> bytes:
+    """The first block header's Block_Type set to ``t`` (3 is reserved)."""
+    return _zstd_edit_first_block_header(frame, lambda h: (h & ~0b110) | (t << 1))
+
+
+def zstd_set_block_size(frame: bytes, n: int) -> bytes:
+    """The first block header's Block_Size set to ``n``, whatever the frame holds."""
+    return _zstd_edit_first_block_header(frame, lambda h: (h & 0b111) | (n << 3))
+
+
+# ----------------------------------------------------------------------------------- in-place edits
 def record_spans(data: bytes) -> list[tuple[str, int, int]]:
     """(kind, offset, length) of each complete record that framing alone can find; stops at the first doubt."""
     spans = []
@@ -269,6 +372,13 @@ def record_spans(data: bytes) -> list[tuple[str, int, int]]:
     return spans
 
 
+def fix_crc(record: bytes | bytearray) -> bytes:
+    """Recompute the trailing CRC-32 of one header or frame record after tampering."""
+    out = bytearray(record)
+    struct.pack_into("<I", out, len(out) - 4, zlib.crc32(out[:-4]))
+    return bytes(out)
+
+
 def fix_crcs(data: bytes) -> bytes:
     """Recompute the CRC-32 of every complete record, so a mutation reaches the checks behind the checksum."""
     out = bytearray(data)
@@ -277,6 +387,19 @@ def fix_crcs(data: bytes) -> bytes:
     return bytes(out)
 
 
+def frame_vector_len_at(meta: bytes, field_id: int) -> int:
+    """Position in ``meta`` of the length of the Frame's vector ``field_id`` (FRAME_BLOCKS or
+    FRAME_SECTIONS), to make it claim more entries than the buffer holds."""
+    fb = FbFrame.Frame.GetRootAs(bytes(meta), 0)
+    return fb._tab.Vector(fb._tab.Offset(4 + 2 * field_id)) - 4
+
+
+def set_root_soffset(buf: bytes, soffset: int) -> bytes:
+    """``buf`` with its root table's soffset set to ``soffset`` (the vtable then lies at table - soffset)."""
+    (root,) = struct.unpack_from("<I", buf, 0)
+    out = bytearray(buf)
+    struct.pack_into("<i", out, root, soffset)
+    return bytes(out)
 # ----------------------------------------------------------------------------------- hand-laid FlatBuffers
 # A minimal FlatBuffers writer that places every object where it is told (the library's Builder
 # always aligns): used for buffers that verify but are laid out unusually (misaligned fields), and,
@@ -408,8 +531,8 @@ def frame_tree(f: FrameFields) -> FbTable:
     """The Frame of ``f`` as hand-layout nodes (same fields frame_meta writes)."""
     blocks = [("ref", FbTable({0: ("u8", b.kind), 1: ("u32", b.count), 2: ("u8", b.mask), 3: ("u8", b.level),
                                4: ("ref", FbVector([struct.pack("<I", s) for s in b.sections]))})) for b in f.blocks]
-    secs = [struct.pack("<3I4B", s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0)
-            if isinstance(s, SectionDesc) else struct.pack("<3I4B", *s) for s in f.sections]
+    secs = [struct.pack("<3I4B", s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, s.reserved)
+            for s in f.sections]
     fields: dict = {0: ("u64", f.seq), 1: ("u64", f.base_seq), 2: ("u32", f.flags), 3: ("u64", f.required_features),
                     5: ("ref", FbVector(blocks)), 6: ("ref", FbVector(secs))}
     if f.digest is not None:

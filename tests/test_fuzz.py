@@ -15,7 +15,6 @@ import os
 import struct
 import time
 import tracemalloc
-import zlib
 from collections import Counter
 from dataclasses import replace
 
@@ -25,11 +24,9 @@ from hypothesis import strategies as st
 
 import codec.decoder
 from codec import Decoder, GsdError, Limits
-from codec.sections import SectionDesc
 from codec.state import SceneState
 from conformance import craft, fuzz
-from conformance.generate import zstd_header_only
-from conformance.craft import ADD, DELETE_IDS, DELETE_RANGES, UPDATE, BlockFields, FrameFields, HeaderFields
+from conformance.craft import ADD, DELETE_IDS, DELETE_RANGES, UPDATE, BlockFields, FrameFields, HeaderFields, Section
 
 CORPUS = fuzz.load_corpus()
 SECONDS = float(os.environ.get("GSD_FUZZ_SECONDS", "75"))
@@ -131,22 +128,20 @@ def _frame(blocks, sections, payload=b"", **kw) -> bytes:
     return craft.frame_record(craft.frame_meta(FrameFields(1, 0, 0, 0, None, blocks, sections, **kw)), payload)
 
 
-def _patch_vector_len(frame: bytes, slot: int, n: int) -> bytes:
-    from gsd.fb import Frame as FbFrame
-    meta_len = struct.unpack_from("<I", frame, 8)[0]
-    fb = FbFrame.Frame.GetRootAs(frame[12:12 + meta_len], 0)
-    out = bytearray(frame)
-    struct.pack_into("<I", out, 12 + fb._tab.Vector(fb._tab.Offset(slot)) - 4, n)
-    struct.pack_into("<I", out, len(out) - 4, zlib.crc32(out[:-4]))  # the claim must get past the CRC
-    return bytes(out)
+def _patch_vector_len(frame: bytes, field_id: int, n: int) -> bytes:
+    """The Frame vector field_id claims n entries; the CRC is recomputed so the claim gets past it."""
+    meta, payload = craft.split_frame(frame)
+    out = bytearray(meta)
+    struct.pack_into("<I", out, craft.frame_vector_len_at(meta, field_id), n)
+    return craft.frame_record(bytes(out), payload)
 
 
 def _claims() -> dict[str, bytes]:
     """Streams of at most 1 KB that claim far more than the limits allow."""
-    fat = SectionDesc(0, 16, 0xFFFFFFFF, 1, 0, 8)
-    zst = zstd_header_only(1 << 27) + bytes(range(24))  # declares 128 MiB honestly; blocks are garbage
-    honest = SectionDesc(0, len(zst), 1 << 27, 1, 0, 8)
-    one = [SectionDesc(0, 8, 8, 0, 0, 8)]
+    fat = Section(0, 16, 0xFFFFFFFF, 1, 0, 8)
+    zst = craft.zstd_header_only(1 << 27) + bytes(range(24))  # declares 128 MiB honestly; blocks are garbage
+    honest = Section(0, len(zst), 1 << 27, 1, 0, 8)
+    one = [Section(0, 8, 8, 0, 0, 8)]
     return {
         "add_2p31": _frame([BlockFields(ADD, BIG, 0, 0, list(range(7)))], [fat] * 7, bytes(16)),
         "update_2p31": _frame([BlockFields(UPDATE, BIG, 1, 0, [0, 1])], [fat] * 2, bytes(16)),
@@ -155,9 +150,11 @@ def _claims() -> dict[str, bytes]:
         "raw_4gib_one_id": _frame([BlockFields(DELETE_IDS, 1, 0, 0, [0])], [fat], bytes(16)),
         "raw_4gib_x_4096_sections": _frame([BlockFields(DELETE_IDS, 1, 0, 0, [0])], one + [fat] * 4095, bytes(16)),
         "zstd_128mib_at_id_limit": _frame([BlockFields(DELETE_IDS, 1 << 24, 0, 0, [0])], [honest], zst),
-        "blocks_vector_2p31": _patch_vector_len(_frame([BlockFields(DELETE_IDS, 1, 0, 0, [0])], one, bytes(8)), 14, BIG),
-        "sections_vector_2p31": _patch_vector_len(_frame([BlockFields(DELETE_IDS, 1, 0, 0, [0])], one, bytes(8)), 16, BIG),
-        "frame_len_2p31": struct.pack("<4sII", b"GSDF", BIG, 0) + bytes(64),
+        "blocks_vector_2p31": _patch_vector_len(_frame([BlockFields(DELETE_IDS, 1, 0, 0, [0])], one, bytes(8)),
+                                                craft.FRAME_BLOCKS, BIG),
+        "sections_vector_2p31": _patch_vector_len(_frame([BlockFields(DELETE_IDS, 1, 0, 0, [0])], one, bytes(8)),
+                                                  craft.FRAME_SECTIONS, BIG),
+        "frame_len_2p31": craft.frame_prefix(BIG, 0) + bytes(64),
     }
 
 

@@ -1,0 +1,62 @@
+"""Integer attribute codes in the layout of a stream header (SPEC.md 2, 5).
+
+Vectors carry codes, not floats: these helpers draw valid random codes, move them between
+per-Gaussian tuples (the reference model's form) and planar arrays (the sections' form), and
+split SH_REST into its band sections.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .refmodel import Layout
+
+
+def dtype_of(L: Layout, a: int) -> np.dtype:
+    return np.dtype(("i" if L.signed(a) else "u") + str(L.width(a)))
+
+
+def rest_limits(L: Layout) -> list[int]:
+    k = (L.sh_degree + 1) ** 2 - 1
+    from math import isqrt
+    return [(1 << (L.quant.rest_bits[isqrt(j % k + 1) - 1] - 1)) - 1 for j in range(3 * k)]
+
+
+def rand_codes(L: Layout, n: int, rng) -> list[np.ndarray]:
+    """Valid random codes, planar (C, n) per attribute."""
+    out = []
+    for a in range(6):
+        c = L.comps(a)
+        if L.quant is None:
+            v = (rng.normal(size=(c, n)) * (2.0 if a != 5 else 0.3)).astype(np.float32)
+            out.append(v.view(np.uint32))
+            continue
+        q = L.quant
+        if a == 0:
+            lim = 1 << (q.position_bits + 1)
+            arr = rng.integers(-lim, lim, size=(c, n))
+        elif a == 2:
+            arr = np.vstack([rng.integers(0, 4, size=(1, n)), rng.integers(0, 1 << q.rotation_bits, size=(3, n))])
+        elif a == 5:
+            m = np.array(rest_limits(L), np.int64)[:, None] if c else np.zeros((0, 1), np.int64)
+            arr = rng.integers(-m, m + 1, size=(c, n)) if c else np.zeros((0, n), np.int64)
+        else:
+            bits = (None, q.scale_bits, None, q.opacity_bits, q.dc_bits)[a]
+            arr = rng.integers(0, 1 << bits, size=(c, n))
+        out.append(arr.astype(dtype_of(L, a)))
+    return out
+
+
+def band_rows(d: int) -> list[list[int]]:
+    """SH_REST component rows of each band section l = 1..d (SPEC.md 6.1): c*K + l^2 - 1 + i."""
+    k = (d + 1) ** 2 - 1
+    return [[c * k + l * l - 1 + i for c in range(3) for i in range(2 * l + 1)] for l in range(1, d + 1)]
+
+
+def per_gaussian(arrays: list[np.ndarray], j: int) -> tuple:
+    return tuple(tuple(int(x) for x in arr[:, j]) for arr in arrays)
+
+
+def planar(L: Layout, rows: list[tuple]) -> list[np.ndarray]:
+    """Per-Gaussian code tuples -> planar arrays per attribute."""
+    return [np.array([r[a] for r in rows], dtype=np.int64).reshape(len(rows), L.comps(a)).T.astype(dtype_of(L, a))
+            for a in range(6)]

@@ -1,0 +1,103 @@
+"""A frame record read back into its ops, by the spec's pipeline rather than the codec's reader.
+
+Some vectors start from frames the codec writes (the Encoder's closed loop, compose); they are
+re-serialized with fixed section choices so that tuning the codec's filters or compression does not
+change the vectors. Reading those frames from their bytes (SPEC.md 4.4 decoding pipeline, 6.1 block
+layouts) keeps the generator to the codec's public wire output, whatever its in-memory Delta looks
+like.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import zstandard
+
+from . import craft
+from .attribute_codes import band_rows, dtype_of
+from .refmodel import Layout
+
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.ndarray:
+    """The (comps, n) unsigned values of one well-formed section: decompress, unshuffle, unzigzag, delta sum."""
+    w = s.width
+    raw = bytes(payload[s.offset:s.offset + s.stored_size])
+    if s.compression == craft.ZSTD:
+        raw = zstandard.ZstdDecompressor().decompress(raw)
+    count = comps * n
+    b = np.frombuffer(raw, np.uint8)
+    if s.filters & craft.SHUFFLE and w > 1:
+        b = np.ascontiguousarray(b.reshape(w, count).T)
+    u = b.view(_UINT[w]).reshape(comps, n).copy()
+    if s.filters & craft.ZIGZAG:
+        u = (u >> _UINT[w](1)) ^ (_UINT[w](0) - (u & _UINT[w](1)))
+    if s.filters & craft.DELTA:
+        u = np.cumsum(u, axis=1, dtype=_UINT[w])
+    return u
+
+
+@dataclass
+class FrameOps:
+    """One frame as Stream.frame() arguments: blocks grouped by kind, arrays in the header's code dtypes."""
+
+    seq: int
+    base_seq: int
+    keyframe: bool
+    digest: tuple | None
+    adds: list = field(default_factory=list)       # [(ids, [planar codes per attribute])]
+    updates: list = field(default_factory=list)    # [(ids, mask, [planar residuals per attribute])], by mask
+    deletes: list = field(default_factory=list)    # [ids]
+    ranges: list = field(default_factory=list)     # [[(first, last), ...]]
+    cells: list = field(default_factory=list)      # [(level, [cell, ...])], by level
+
+    def blocks(self) -> dict:
+        return {"adds": self.adds, "updates": self.updates, "deletes": self.deletes, "ranges": self.ranges,
+                "cells": self.cells}
+
+
+def read_frame_ops(record: bytes, L: Layout) -> FrameOps:
+    """The ops of a valid frame record. Empty blocks are dropped, UPDATE blocks of one mask merged
+    (ids ascending) and ordered by mask, DELETE_CELLS ordered by level: one canonical form however the
+    writer split its blocks."""
+    meta, payload = craft.split_frame(record)
+    f = craft.parse_frame_meta(meta)
+    ops = FrameOps(f.seq, f.base_seq, bool(f.flags & craft.KEYFRAME), f.digest)
+    updates: dict[int, list] = {}
+    for b in f.blocks:
+        if b.count == 0:
+            continue
+        secs = iter(f.sections[k] for k in b.sections)
+        if b.kind == craft.DELETE_RANGES:
+            r = decode_section(payload, next(secs), 2, b.count)
+            ops.ranges.append([(int(x), int(y)) for x, y in r.T])
+            continue
+        ids = decode_section(payload, next(secs), 1, b.count)[0]
+        if b.kind == craft.DELETE_IDS:
+            ops.deletes.append(ids)
+        elif b.kind == craft.DELETE_CELLS:
+            ops.cells.append((b.level, [int(c) for c in ids]))
+        elif b.kind == craft.ADD:
+            ops.adds.append((ids, _attributes(payload, secs, L, 0x3F, b.count)))
+        elif b.kind == craft.UPDATE:
+            updates.setdefault(b.mask, []).append((ids, _attributes(payload, secs, L, b.mask, b.count)))
+    for mask in sorted(updates):
+        ids = np.concatenate([i for i, _ in updates[mask]])
+        order = np.argsort(ids, kind="stable")
+        res = [np.concatenate([r[a] for _, r in updates[mask]], axis=1)[:, order] for a in range(6)]
+        ops.updates.append((ids[order], mask, res))
+    ops.cells.sort(key=lambda c: c[0])
+    return ops
+
+
+def _attributes(payload: bytes, secs, L: Layout, mask: int, n: int) -> list[np.ndarray]:
+    """Planar arrays of the six attributes; those outside ``mask`` are zero (as UPDATE leaves them)."""
+    out = []
+    for a in range(6):
+        arr = np.zeros((L.comps(a), n), dtype_of(L, a))
+        if mask >> a & 1 and L.comps(a):
+            for rows in (band_rows(L.sh_degree) if a == 5 else [list(range(L.comps(a)))]):
+                arr[rows] = decode_section(payload, next(secs), len(rows), n).view(arr.dtype)
+        out.append(arr)
+    return out

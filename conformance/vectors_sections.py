@@ -1,0 +1,193 @@
+"""Vectors for SPEC.md 4.4 (sections): every filter combination, compression choices, payload
+layouts the spec allows (reordered, shared, unreferenced sections), unknown optional fields and
+minor versions; and zstd data that must fail decompression (lying sizes, bombs, trailing bytes).
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+
+from . import craft
+from .craft import Section
+from .spec_index import S_DIGEST, S_FRAME, S_HEADER, S_HEADER_REC, S_OPS, S_SCHEMA, S_SECTIONS, S_VERSION
+from .vector_stream import Enc, VectorWriter, hf_preset
+
+
+def gen_encoding(g: VectorWriter) -> None:
+    sec = [S_SECTIONS]
+    for f in range(8):
+        s = g.stream(f"enc_filters_{f}", key_n=None, hf=hf_preset("high", 1))
+        e = Enc(ids=f, ranges=f, cells=f, attr=lambda a, w, r, f=f: f)
+        s.frame(key=True, adds=[(s.fresh_ids(40), s.codes(40))], enc=e)
+        ids = s.live()[2::3]
+        live = s.live()
+        s.frame(updates=[(ids, 0x3F, s.residuals(ids, 0x3F))], ranges=[[(int(live[-1]), int(live[-1])),
+                (int(live[1]), int(live[1]))]], enc=e)
+        names = "+".join(n for b, n in ((1, "DELTA"), (2, "ZIGZAG"), (4, "SHUFFLE")) if f & b) or "none"
+        s.valid("encoding", f"every section with filters {f} ({names})", sec, state=False)
+
+    s = g.stream("enc_uncompressed", key_n=None, hf=hf_preset("compact", 2))
+    s.frame(key=True, adds=[(s.fresh_ids(50), s.codes(50))], enc=Enc(compression="none"))
+    s.valid("encoding", "all sections stored without compression", sec, state=False)
+
+    s = g.stream("enc_zstd_everywhere", key_n=None)
+    e = Enc(compression="zstd")
+    s.frame(key=True, adds=[(s.fresh_ids(3), s.codes(3))], enc=e)
+    s.frame(deletes=[s.live()[:1]], enc=e)
+    s.valid("encoding", "zstd even for tiny sections where it is larger than the raw bytes", sec)
+
+    s = g.stream("enc_zstd_checksum_flag", key_n=None, hf=hf_preset("compact", 3))
+    s.frame(key=True, adds=[(s.fresh_ids(30), s.codes(30))],
+            enc=Enc(compression="zstd", zstd_args={"write_checksum": True}))
+    s.valid("encoding", "zstd frames carrying their own content checksum", sec, state=False)
+
+    s = g.stream("enc_zstd_level_19", key_n=None, hf=hf_preset("high", 2))
+    s.frame(key=True, adds=[(s.fresh_ids(30), s.codes(30))], enc=Enc(compression="zstd", level=19))
+    s.valid("encoding", "zstd frames from compression level 19 (long matches)", sec, state=False)
+
+    def reverse_payload(ff, pl):
+        # Same sections, stored in the payload back to front with 3 bytes of padding before each.
+        parts = pl.parts
+        new, off, descs = [], 0, list(ff.sections)
+        for i in reversed(range(len(parts))):
+            new.append(b"\xAA\xBB\xCC" + parts[i])
+            descs[i] = replace(descs[i], offset=off + 3)
+            off += 3 + len(parts[i])
+        pl.parts, ff.sections = new, descs
+
+    s = g.stream("enc_payload_reordered_with_gaps", key_n=None)
+    s.frame(key=True, adds=[(s.fresh_ids(8), s.codes(8))], tweak=reverse_payload)
+    s.valid("encoding", "sections stored in reverse order with unused bytes between them", sec)
+
+    def shuffle_table(ff, pl):
+        n = len(ff.sections)
+        perm = list(reversed(range(n)))
+        ff.sections = [ff.sections[perm[i]] for i in range(n)]
+        inv = {old: new for new, old in enumerate(perm)}
+        for b in ff.blocks:
+            b.sections = [inv[k] for k in b.sections]
+
+    s = g.stream("enc_section_table_permuted", key_n=4)
+    ids = s.live()[:2]
+    s.frame(adds=[(s.fresh_ids(2), s.codes(2))], updates=[(ids, 0x21, s.residuals(ids, 0x21))], tweak=shuffle_table)
+    s.valid("encoding", "blocks reference sections in descending table order", sec + [S_OPS])
+
+    s = g.stream("enc_unknown_frame_field", key_n=4)
+    s.frame(adds=[(s.fresh_ids(1), s.codes(1))], extra_field=0xC0FFEE)
+    s.valid("encoding", "frame metadata with a field unknown to 1.0 (a later minor's optional field) is ignored",
+            [S_SCHEMA, S_VERSION])
+
+    hf = hf_preset("compact", 1, extra_field=77)
+    s = g.stream("enc_unknown_header_field", hf=hf, key_n=3)
+    s.valid("encoding", "stream header with a field unknown to 1.0 is ignored", [S_SCHEMA, S_VERSION])
+
+    for minor in (1, 255):
+        hf = hf_preset("compact", 1)
+        s = g.stream(f"enc_minor_version_{minor}", hf=hf, header=craft.header(hf, minor=minor), key_n=3)
+        s.valid("encoding", f"header version 1.{minor}: any minor version is accepted", [S_VERSION])
+
+    s = g.stream("enc_reserved_flag_bits", key_n=None)
+    s.frame(key=True, adds=[(s.fresh_ids(3), s.codes(3))], flags=0xFFFFFFFF)
+    s.frame(adds=[(s.fresh_ids(1), s.codes(1))], flags=0xFFFFFFFE)
+    s.valid("encoding", "reserved frame flag bits set: ignored (bit 0 alone decides keyframe)", [S_FRAME, S_VERSION])
+
+    hf = replace(hf_preset("compact", 1), profile_name="\u00e9t\u00e9 \u2603", generator="")
+    s = g.stream("enc_informative_strings", hf=hf, key_n=2)
+    s.valid("encoding", "profile_name with non-ASCII UTF-8 and an empty generator string (informative only)",
+            [S_HEADER])
+
+    # SPEC 4.4: sections MAY share bytes and be referenced by several blocks; unreferenced ones are not decoded
+    s = g.stream("enc_section_shared_by_two_blocks", key_n=5)
+    x = s.live()[[1, 3]]
+    s.frame(deletes=[x], adds=[(x, s.codes(2))], tweak=lambda ff, pl: setattr(ff.blocks[0], "sections",
+                                                                                [ff.blocks[1].sections[0]]))
+    s.valid("encoding", "DELETE_IDS and ADD of the same ids reference one ids section", sec + [S_OPS])
+
+    s = g.stream("enc_sections_share_bytes", key_n=None)
+    c = s.codes(4)
+    c[4][:] = c[1]
+    s.frame(key=True, adds=[(s.fresh_ids(4), c)], enc=Enc(compression="none"),
+            tweak=lambda ff, pl: ff.sections.__setitem__(5, ff.sections[2]))
+    s.valid("encoding", "the SH_DC and SCALE descriptors point at the same payload bytes", sec)
+
+    s = g.stream("enc_unreferenced_section_not_decoded", key_n=3)
+    s.add_frame(1, tweak=lambda ff, pl: ff.sections.append(Section(0xFFFFFF00, 64, 64, 9, 0xF8, 3)))
+    s.valid("encoding", "a descriptor no block references (bad offset, compression 9, filter bits 3..7, width 3) "
+                        "is not decoded", sec)
+
+    hf = hf_preset("compact", 1)
+    s = g.stream("enc_reserved_bytes_nonzero", hf=hf, header=craft.header(hf, reserved=0xBEEF), key_n=None)
+    s.add_frame(3, key=True, tweak=lambda ff, pl: setattr(ff, "sections", [
+        replace(d, reserved=0xFF) for d in ff.sections]))
+    s.valid("encoding", "header reserved u16 0xBEEF and Section.reserved 0xFF: readers ignore them",
+            [S_HEADER_REC, S_SECTIONS, S_VERSION])
+
+    s = g.stream("enc_digest_omitted", key_n=None)
+    s.add_frame(3, key=True, digest=None)
+    s.add_frame(2, digest=None)
+    s.add_frame(1)
+    s.valid("encoding", "frames without the optional digest, then one with it", [S_DIGEST])
+
+
+def gen_compression(g: VectorWriter) -> None:
+    sec = [S_SECTIONS]
+
+    def one(vid, desc, stored_fn):
+        """Replace the ADD position section (index 1, raw_size 36) by stored_fn(raw) marked as zstd."""
+        s = g.stream(vid, key_n=3)
+        c = s.codes(3)
+
+        def t(ff, pl):
+            raw, _ = craft.Payload.filtered(c[0], ff.sections[1].filters)
+            data = stored_fn(raw)
+            old = ff.sections[1]
+            pl.parts[1] = data
+            ff.sections[1] = replace(old, stored_size=len(data), compression=1)
+            for j in range(2, len(ff.sections)):
+                ff.sections[j] = replace(ff.sections[j], offset=ff.sections[j].offset + len(data) - old.stored_size)
+        s.frame(adds=[(s.fresh_ids(3), c)], tweak=t, error="DECOMPRESSION_FAILED", model=False)
+        s.invalid("compression", desc, sec)
+
+    z = craft.zstd_chunks
+    one("zstd_reserved_block_type", "zstd frame (declaring raw_size) whose block header has the reserved type 3",
+        lambda raw: craft.zstd_set_block_type(z(raw), 3))
+    one("zstd_block_past_end", "zstd frame whose block header claims more bytes than the frame holds",
+        lambda raw: craft.zstd_set_block_size(z(raw), 1000))
+    one("zstd_wrong_magic", "zstd section starting with a wrong magic", lambda raw: b"GSDF" + z(raw)[4:])
+    one("zstd_truncated", "zstd frame cut short by 3 bytes", lambda raw: z(raw)[:-3])
+    one("zstd_empty", "zstd section with 0 stored bytes for 36 raw bytes", lambda raw: b"")
+    one("zstd_no_content_size", "zstd frame without the Frame_Content_Size field",
+        lambda raw: z(raw, write_content_size=False))
+    one("zstd_declares_fewer_bytes", "zstd frame honestly declaring and holding raw_size - 1 bytes",
+        lambda raw: z(raw[:-1]))
+    one("zstd_declares_more_bytes", "zstd frame honestly declaring and holding raw_size + 1 bytes",
+        lambda raw: z(raw + b"\x00"))
+    one("zstd_content_shorter_than_declared", "zstd frame declaring raw_size whose blocks hold one byte less",
+        lambda raw: craft.zstd_set_content_size(z(raw[:-1]), len(raw)))
+    one("zstd_content_longer_than_declared", "zstd frame declaring raw_size whose blocks hold one byte more",
+        lambda raw: craft.zstd_set_content_size(z(raw + b"\x00"), len(raw)))
+    one("zstd_bomb_declared", "2 KB zstd frame declaring (and holding) 64 MiB for a 36-byte section",
+        lambda raw: zstd_bomb())
+    one("zstd_bomb_undeclared", "2 KB zstd frame declaring 36 bytes whose blocks hold 64 MiB: output must stay "
+                                "bounded", lambda raw: craft.zstd_set_content_size(zstd_bomb(), len(raw)))
+    one("zstd_two_frames", "the section split into two zstd frames (exactly one is allowed)",
+        lambda raw: z(raw, 2))
+    one("zstd_trailing_garbage", "a valid zstd frame followed by 8 other bytes", lambda raw: z(raw) + b"garbage!")
+    one("zstd_trailing_skippable_frame", "a valid zstd frame followed by a zstd skippable frame",
+        lambda raw: z(raw) + bytes.fromhex("502a4d18") + struct.pack("<I", 4) + b"skip")
+    one("zstd_bad_content_checksum", "zstd frame whose own content checksum is wrong",
+        lambda raw: _flip_last(z(raw, write_checksum=True)))
+
+
+_BOMB = None
+
+
+def zstd_bomb() -> bytes:
+    global _BOMB
+    if _BOMB is None:
+        _BOMB = craft.zstd_chunks(bytes(64 << 20), 1, 19)
+    return _BOMB
+
+
+def _flip_last(b: bytes) -> bytes:
+    return b[:-1] + bytes([b[-1] ^ 0x5A])
