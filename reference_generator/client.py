@@ -9,11 +9,17 @@ Used by the tests, by ``gsd-watch`` and by anyone who needs a non-browser client
 robot simulator). The client follows SPEC.md 11: it acknowledges every applied frame with its
 digest, and on a frame error keeps its state, sends one ``resync`` and drops non-keyframes until
 a keyframe arrives. ``run_script`` adds reconnection (a restarted server gets a new hello).
+
+A server that is too busy for a new session closes it at once with 1013 and ``retry-after=N``
+in the reason (SPEC.md 11.7): ``connect`` raises ``ServerBusy`` with that delay, and
+``run_script`` waits it out (plus up to half again, at random) before trying again.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import random
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -21,7 +27,7 @@ import aiohttp
 
 from codec import Decoder, GsdError, StreamWriter
 from codec.limits import SPEC_LIMITS, Limits
-from codec.wire import decode_frame
+from codec.wire import _FRAME_FIELDS, _PREFIX, _U32, KEYFRAME, _root, frame_length
 
 from .actions import Action, to_json
 
@@ -46,6 +52,8 @@ class Stats:
     errors: dict = field(default_factory=dict)      # error code name -> count
     latencies_ms: list = field(default_factory=list)
     reconnects: int = 0
+    refusals: int = 0               # connections the server refused as busy (1013)
+    waited_s: list = field(default_factory=list)     # delay honoured after each refusal
 
 
 class ProtocolClosed(Exception):
@@ -54,6 +62,38 @@ class ProtocolClosed(Exception):
     def __init__(self, code, reason: str):
         super().__init__(f"closed by server: {code} {reason}")
         self.code, self.reason = code, reason
+
+
+TRY_AGAIN_LATER = 1013
+DEFAULT_RETRY_AFTER = 10.0          # SPEC.md 11.7: a 1013 without a readable delay
+
+
+class ServerBusy(ProtocolClosed):
+    """The server refused the session for load (1013); ``retry_after``: seconds to wait first."""
+
+    def __init__(self, code, reason: str):
+        super().__init__(code, reason)
+        m = re.match(r"retry-after=(\d{1,4})(?:\s|$)", reason)
+        self.retry_after = float(m.group(1)) if m and int(m.group(1)) >= 1 else DEFAULT_RETRY_AFTER
+        self.cause = reason[m.end():].strip() if m else reason
+
+    def __str__(self) -> str:
+        return f"server busy ({self.code}): {self.cause or 'no reason given'}; retry after {self.retry_after:g} s"
+
+
+def frame_is_keyframe(data, limits: Limits = SPEC_LIMITS) -> bool:
+    """The KEYFRAME flag of the frame record in ``data``, read from its metadata alone: the prefix
+    and the Frame table of the FlatBuffers metadata are verified (codec.wire), the blocks and
+    sections are neither verified nor decoded, the CRC is not checked. False when unreadable.
+    Only a hint for skipping frames while resyncing; the frame itself is then decoded in full."""
+    try:
+        frame_length(data, limits)
+        meta_len = _PREFIX.unpack_from(data)[2]
+        meta = bytes(memoryview(data)[_PREFIX.size:_PREFIX.size + meta_len])
+        flags_at = _root(meta, _FRAME_FIELDS, "Frame")[2]
+    except GsdError:
+        return False
+    return bool(flags_at and _U32.unpack_from(meta, flags_at)[0] & KEYFRAME)
 
 
 class Client:
@@ -89,14 +129,25 @@ class Client:
         await self.close()
 
     async def connect(self) -> None:
-        """Open the WebSocket, send the hello, read the stream header."""
+        """Open the WebSocket, send the hello, read the stream header. ``ServerBusy`` when the
+        server refuses the session for load (SPEC.md 11.7)."""
         await self._drop_connection()
         self._http = aiohttp.ClientSession()
         headers = {"Origin": self.origin} if self.origin else None
         self._ws = await self._http.ws_connect(self.url, max_msg_size=self.limits.max_frame_bytes + 1024,
                                                headers=headers, autoping=True)
-        await self._ws.send_str(json.dumps(self.hello))
-        data = await self._receive_binary()
+        try:
+            await self._ws.send_str(json.dumps(self.hello))
+        except ConnectionError:
+            pass                                             # closed first (refused): read why below
+        try:
+            data = await self._receive_binary()
+        except ProtocolClosed as e:
+            if e.code == TRY_AGAIN_LATER:
+                self.stats.refusals += 1
+                await self._drop_connection()
+                raise ServerBusy(e.code, e.reason) from None
+            raise
         self.decoder = Decoder(limits=self.limits)
         self.decoder.set_header(data, message=True)
         self._resyncing = False
@@ -196,14 +247,15 @@ class Client:
 
     async def _apply(self, data: bytes, info: dict | None) -> FrameEvent | None:
         t0 = time.perf_counter()
+        if self._resyncing and not frame_is_keyframe(data, self.limits):
+            return None                                       # waiting for the keyframe (11.4)
         try:
-            if self._resyncing and not self._is_keyframe(data):
-                return None                                   # waiting for the keyframe
             d, _ = self.decoder.read_frame(data, message=True)   # one record per message (SPEC 11.3)
         except GsdError as e:
             self.stats.errors[e.code.name] = self.stats.errors.get(e.code.name, 0) + 1
-            if not self._resyncing:
-                await self.resync(e.code.name)
+            # the first failure asks for a keyframe; so does a failed keyframe awaited after a
+            # resync (else the client would wait for ever); other frames while resyncing do not
+            await self.resync(e.code.name)
             return None
         t1 = time.perf_counter()
         self._resyncing = False
@@ -224,25 +276,49 @@ class Client:
             await self._ws.send_str(json.dumps({"type": "ack", "seq": d.seq, "digest": digest}))
         return FrameEvent(d.seq, d.keyframe, len(data), digest, (info or {}).get("steps", 1), lat, (t1 - t0) * 1e3)
 
-    def _is_keyframe(self, data: bytes) -> bool:
-        """Whether a frame is a keyframe, decoded without applying it (only while resyncing)."""
-        try:
-            d, _ = decode_frame(data, self.decoder.header.profile, self.limits, message=True)
-        except GsdError:
-            return False
-        return d.keyframe
-
 
 async def run_script(client: Client, actions: list, *, lockstep: bool = True, rate: float = 0.0,
-                     reconnects: int = 0, on_frame=None, timeout: float = 30.0) -> Stats:
+                     reconnects: int = 0, on_frame=None, timeout: float = 30.0, on_busy=None) -> Stats:
     """Play ``actions`` against the server; reconnect (fresh hello, header, keyframe) up to
-    ``reconnects`` times when the connection drops. ``lockstep``: wait for each action's frame
-    before the next; else send at ``rate`` actions/s and take frames as they come."""
+    ``reconnects`` times when the connection drops or the server refuses it as busy (1013: after
+    waiting its retry-after delay; ``on_busy(ServerBusy, delay)`` is told first). ``lockstep``:
+    wait for each action's frame before the next; else send at ``rate`` actions/s and take frames
+    as they come."""
     i, attempts = 0, 0
-    if client.decoder is None:
-        await client.connect()
+
+    async def honour(e: ServerBusy) -> None:
+        delay = e.retry_after * (1.0 + 0.5 * random.random())    # jitter: refused clients spread out
+        client.stats.waited_s.append(delay)
+        if on_busy:
+            on_busy(e, delay)
+        await asyncio.sleep(delay)
+
+    async def open_session(first: bool) -> None:
+        """Connect and take the keyframe. A refusal (1013) waits its delay and tries again, within
+        ``reconnects``; after a drop, a server that cannot be reached is retried for ~10 s."""
+        nonlocal attempts
+        down = 0
+        while True:
+            try:
+                await client.connect()
+                break
+            except ServerBusy as e:
+                if attempts >= reconnects:
+                    raise
+                attempts += 1
+                client.stats.reconnects += 1
+                await honour(e)
+            except (aiohttp.ClientError, ConnectionError, OSError):
+                if first or down >= 50:
+                    raise
+                down += 1
+                await asyncio.sleep(0.2)
+        f = await client.next_frame(timeout)                   # the new stream's keyframe
         if on_frame:
-            on_frame(await client.next_frame(timeout))          # the keyframe
+            on_frame(f)
+
+    if client.decoder is None:
+        await open_session(first=True)
     while i < len(actions):
         try:
             if lockstep:
@@ -264,21 +340,13 @@ async def run_script(client: Client, actions: list, *, lockstep: bool = True, ra
                         on_frame(f)
             i += 1
         except (ProtocolClosed, ConnectionError, aiohttp.ClientError) as e:
-            if isinstance(e, ProtocolClosed) and e.code not in (1001, 1006, None):
+            if isinstance(e, ProtocolClosed) and e.code not in (1001, 1006, TRY_AGAIN_LATER, None):
                 raise                                          # the server refused us: not a network fault
             if attempts >= reconnects:
                 raise
             attempts += 1
             client.stats.reconnects += 1
-            for k in range(50):                                # a restarting server: retry for ~10 s
-                try:
-                    await client.connect()
-                    break
-                except (aiohttp.ClientError, ConnectionError, OSError):
-                    await asyncio.sleep(0.2)
-            else:
-                raise
-            f = await client.next_frame(timeout)               # the new stream's keyframe
-            if on_frame:
-                on_frame(f)
+            if isinstance(e, ProtocolClosed) and e.code == TRY_AGAIN_LATER:
+                await honour(e if isinstance(e, ServerBusy) else ServerBusy(e.code, e.reason))
+            await open_session(first=False)
     return client.stats

@@ -12,6 +12,15 @@ from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+def percentile(xs: list, p: float) -> float:
+    """Nearest-rank percentile (nan for no samples): what gsd-watch, the load bench and admission
+    control use."""
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
 _MS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.06, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -39,6 +48,22 @@ class Metrics:
         self.actions = Counter("gsd_actions", "actions received", ["result"], registry=r)
         self.resyncs = Counter("gsd_resyncs", "keyframes sent to resynchronise a client", ["reason"], registry=r)
         self.closes = Counter("gsd_session_closes", "sessions closed", ["code"], registry=r)
+        # admission control (server.Admission): the signals over its window, and the refusals
+        self.step_wait = Histogram("gsd_step_wait_seconds", "an action's wait for its world step beyond the "
+                                   "step's own compute", buckets=_MS, registry=r)
+        self.admission_open = Gauge("gsd_admission_open", "1 while new sessions are admitted, 0 while they are "
+                                    "refused with 1013", registry=r)
+        self.lanes_busy = Gauge("gsd_world_lanes_busy", "share of the time the world lanes (worker processes, or "
+                                "the GIL of thread-hosted worlds) spent in world calls", registry=r)
+        self.wait_p95 = Gauge("gsd_admission_step_wait_seconds", "p95 of the step waits over the admission window",
+                              registry=r)
+        self.queue_age = Gauge("gsd_admission_queue_age_seconds", "age of the oldest action queued in any world",
+                               registry=r)
+        self.loop_lag = Gauge("gsd_event_loop_lag_seconds", "p90 lateness of the event loop's 0.1 s ticks over the "
+                              "admission window", registry=r)
+        self.refused = Counter("gsd_sessions_refused", "new sessions refused with 1013 (try again later), by the "
+                               "signal that refused them", ["reason"], registry=r)
+        self.admission_open.set(1)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,11 +5,18 @@
 
 Routes: ``/`` redirects to the viewer (``reference_viewer/``, static), ``/ws`` is the session
 endpoint (``/ws?world=NAME`` joins a shared world, starting it if needed; without it every
-connection gets a private world), ``/metrics`` is Prometheus text, ``/sessions`` a JSON list,
-``/healthz`` says ok.
+connection gets a private world), ``/metrics`` is Prometheus text, ``/sessions`` a JSON list
+(with the admission state in its ``GSD-Admission`` header), ``/admission`` the admission state as
+JSON, ``/healthz`` says ok.
 
 Each session: hello -> stream header -> keyframe -> deltas (flow.py). The world runs on its own
 thread (worldhost.py); the event loop only parses small JSON messages and writes frames.
+
+Admission control (``Admission``): while the worlds fall behind -- the world lanes (worker
+processes, or the GIL of thread-hosted worlds) busy over ``admit_max_busy`` of the time, actions
+waiting over ``admit_max_wait_ms`` for their step, or the event loop late by over
+``admit_max_loop_lag_ms`` -- a new connection is closed at once with 1013 and
+``retry-after=N`` in its reason (SPEC.md 11.7); the sessions already running are not touched.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,9 +40,9 @@ from codec.digest import Digest
 
 from .actions import from_json
 from .flow import FrameTooLarge, Window
-from .metrics import JsonFormatter, Metrics, Rate, event
+from .metrics import JsonFormatter, Metrics, Rate, event, percentile
 from .world import WorldConfig
-from .worldhost import ProcessPool, WorldHost
+from .worldhost import BusyMeter, ProcessPool, WorldHost
 
 log = logging.getLogger("gsd.server")
 VIEWER_DIR = Path(__file__).resolve().parent.parent / "reference_viewer"
@@ -43,6 +51,7 @@ MAX_JSON_INT = 2 ** 53
 
 # WebSocket close codes (SPEC.md 11.7)
 NORMAL, GOING_AWAY, POLICY, TOO_BIG, SERVER_ERROR, IDLE = 1000, 1001, 1008, 1009, 1011, 4000
+TRY_AGAIN_LATER = 1013           # a new session refused for load; the reason starts "retry-after=N"
 
 
 @dataclass
@@ -61,7 +70,13 @@ class ServerConfig:
     idle_timeout: float = 60.0       # no message from the client for this long: close 4000
     ack_timeout: float = 5.0         # frames out, no ack for this long: next frame is a keyframe
     send_timeout: float = 30.0       # one frame not written for this long: close 4001
-    max_sessions: int = 256
+    max_sessions: int = 256          # sessions beyond this are refused with 1013
+    admission: bool = True           # refuse new sessions (1013) while the worlds fall behind
+    admit_max_busy: float = 0.8      # world lanes busy over this share of the time ...
+    admit_max_wait_ms: float = 25.0  # ... or actions waiting this long for their step (p95, or the oldest queued)
+    admit_max_loop_lag_ms: float = 25.0   # ... or the event loop this late (p90 of its 0.1 s ticks)
+    admit_window: float = 2.0        # seconds the signals are measured over
+    retry_after: int = 10            # seconds a refused client is told to wait (the reason's retry-after)
     workers: int = 0                 # world processes; 0: worlds on threads of the server process
     allowed_origins: tuple = ()      # extra Origin values accepted besides same-origin
     viewer_dir: Path = VIEWER_DIR
@@ -119,6 +134,91 @@ class TokenBucket:
             return False
         self.tokens -= 1
         return True
+
+
+class Admission:
+    """Whether a new session may start (SPEC.md 11.7, close code 1013).
+
+    Signals, over the last ``admit_window`` seconds:
+
+    * ``busy``: the share of the time the world lanes spent in world calls (``BusyMeter``: worker
+      processes, or the one GIL of thread-hosted worlds), averaged over the lanes. A session
+      admitted within the window may not show its load yet: each adds the mean share of one
+      session, weighted by the part of the window it has not been measured over (``projected``).
+    * ``wait``: the p95 of how long actions waited for their world step beyond the step's compute,
+      and the age of the oldest action still queued in any world.
+    * ``loop``: the p90 lateness of the event loop's 0.1 s ticks (every message and frame of
+      every session passes through the loop).
+
+    Any signal over its threshold refuses new sessions; sessions already running are untouched.
+    """
+
+    TICK = 0.1
+
+    def __init__(self, cfg: ServerConfig, meters: list, hosts, clock=time.monotonic):
+        self.cfg, self.meters, self.hosts, self.clock = cfg, meters, hosts, clock
+        self.samples: deque = deque()        # (time, busy seconds summed over the lanes)
+        self.waits: deque = deque()          # (time, seconds an action waited for its step)
+        self.lags: deque = deque()           # (time, event-loop lateness in seconds)
+        self.admitted: deque = deque()       # times of recent admissions
+        self.sample()
+
+    def _prune(self, q: deque, now: float) -> None:
+        cut = now - self.cfg.admit_window
+        while q and q[0][0] < cut:
+            q.popleft()
+
+    def sample(self, lag: float | None = None) -> None:
+        now = self.clock()
+        self.samples.append((now, sum(m.seconds() for m in self.meters)))
+        while len(self.samples) > 2 and self.samples[1][0] <= now - self.cfg.admit_window:
+            self.samples.popleft()           # keep one sample at or before the window's start
+        if lag is not None:
+            self.lags.append((now, lag))
+            self._prune(self.lags, now)
+
+    def note_wait(self, seconds: float) -> None:
+        now = self.clock()
+        self.waits.append((now, seconds))
+        self._prune(self.waits, now)
+
+    def note_admit(self) -> None:
+        self.admitted.append(self.clock())
+
+    def signals(self, sessions: int) -> dict:
+        now = self.clock()
+        w = self.cfg.admit_window
+        while self.admitted and self.admitted[0] < now - w:
+            self.admitted.popleft()
+        self._prune(self.waits, now)
+        self._prune(self.lags, now)
+        t0, b0 = self.samples[0]
+        busy = (sum(m.seconds() for m in self.meters) - b0) / (max(now - t0, w) * max(1, len(self.meters)))
+        fresh = sum(1.0 - (now - t) / w for t in self.admitted)      # recent admissions, not yet measured
+        settled = sessions - fresh
+        projected = busy + (fresh * busy / settled if settled >= 1 else 0.0)
+        waits = [x for _, x in self.waits]
+        lags = [x for _, x in self.lags]
+        age = max((h.queue_age(now) for h in self.hosts()), default=0.0)
+        return {"busy": busy, "busy_projected": projected, "wait_p95_ms": percentile(waits, 95) * 1e3 if waits else 0.0,
+                "queue_age_ms": age * 1e3, "loop_lag_ms": percentile(lags, 90) * 1e3 if lags else 0.0}
+
+    def refusal(self, sessions: int) -> tuple[str, str] | None:
+        """(metric label, reason text) when a new session must be refused now, else None."""
+        c = self.cfg
+        if sessions >= c.max_sessions:
+            return "sessions", f"server full: {sessions} sessions"
+        if not c.admission:
+            return None
+        g = self.signals(sessions)
+        if g["busy_projected"] > c.admit_max_busy:
+            return "busy", f"server busy: worlds {g['busy_projected']:.0%} busy > {c.admit_max_busy:.0%}"
+        wait = max(g["wait_p95_ms"], g["queue_age_ms"])
+        if wait > c.admit_max_wait_ms:
+            return "wait", f"server busy: actions wait {wait:.0f} ms for a step > {c.admit_max_wait_ms:g} ms"
+        if g["loop_lag_ms"] > c.admit_max_loop_lag_ms:
+            return "loop", f"server busy: event loop {g['loop_lag_ms']:.0f} ms late > {c.admit_max_loop_lag_ms:g} ms"
+        return None
 
 
 class Session:
@@ -341,7 +441,8 @@ class Session:
                 "bytes": self.bytes, "frames_per_second": round(fr, 2), "bytes_per_second": round(br, 1),
                 "queue_depth": self.window.depth if self.window else 0, "resyncs": self.resyncs,
                 "step_ms": round(self.host.step_ms, 3) if self.host else None,
-                "encode_ms": round(self.host.encode_ms, 3) if self.host else None}
+                "encode_ms": round(self.host.encode_ms, 3) if self.host else None,
+                "wait_ms": round(self.host.wait_ms, 3) if self.host else None}
 
 
 class Server:
@@ -356,6 +457,7 @@ class Server:
         self.app.router.add_get("/ws", self.ws_handler)
         self.app.router.add_get("/metrics", self.metrics_handler)
         self.app.router.add_get("/sessions", self.sessions_handler)
+        self.app.router.add_get("/admission", self.admission_handler)
         self.app.router.add_get("/healthz", self.health_handler)
         self.app.router.add_get("/", self.index_handler)
         if self.cfg.viewer_dir.is_dir():
@@ -363,6 +465,9 @@ class Server:
         self.app.on_shutdown.append(self._on_shutdown)
         self.runner: web.AppRunner | None = None
         self.pool = ProcessPool(self.cfg.workers) if self.cfg.workers > 0 else None
+        self.thread_lane = BusyMeter()       # thread-hosted worlds share one GIL: one lane
+        self.admission = Admission(self.cfg, self.pool.meters if self.pool else [self.thread_lane], self._hosts)
+        self._monitor: asyncio.Task | None = None
 
     # -- worlds ------------------------------------------------------------------------------------
     def _world_config(self, hello: dict) -> WorldConfig:
@@ -392,11 +497,59 @@ class Server:
     def _new_host(self, name: str, config: WorldConfig) -> WorldHost:
         self.metrics.worlds.inc()
         return WorldHost(name, config, seed=self.cfg.seed, device=self.cfg.device, tick_hz=self.cfg.tick_hz,
-                         on_step=self._on_step, pool=self.pool)
+                         on_step=self._on_step, pool=self.pool, meter=self.thread_lane)
 
     def _on_step(self, host: WorldHost, s) -> None:
         self.metrics.step.observe(s.step_ms / 1e3)
         self.metrics.encode.observe(s.encode_ms / 1e3)
+        if s.wait_ms is not None:
+            self.metrics.step_wait.observe(s.wait_ms / 1e3)
+            self.admission.note_wait(s.wait_ms / 1e3)
+
+    def _hosts(self) -> set:
+        return {x.host for x in self.sessions.values() if x.host is not None}
+
+    # -- admission control (SPEC.md 11.7) ------------------------------------------------------
+    async def _watch_load(self) -> None:
+        """Sample the admission signals every 0.1 s (the sleep's lateness is the loop lag) and
+        publish them as gauges."""
+        loop = asyncio.get_running_loop()
+        adm, m = self.admission, self.metrics
+        k = 0
+        while True:
+            t = loop.time()
+            await asyncio.sleep(adm.TICK)
+            adm.sample(max(0.0, loop.time() - t - adm.TICK))
+            k += 1
+            if k % 5 == 0:                   # gauges twice a second
+                g = adm.signals(len(self.sessions))
+                m.lanes_busy.set(g["busy"])
+                m.wait_p95.set(g["wait_p95_ms"] / 1e3)
+                m.queue_age.set(g["queue_age_ms"] / 1e3)
+                m.loop_lag.set(g["loop_lag_ms"] / 1e3)
+                m.admission_open.set(0 if adm.refusal(len(self.sessions)) else 1)
+
+    def admission_state(self) -> dict:
+        c = self.cfg
+        why = self.admission.refusal(len(self.sessions))
+        return {"open": why is None, "reason": why[1] if why else None, "retry_after": c.retry_after,
+                "enabled": c.admission, "sessions": len(self.sessions), "max_sessions": c.max_sessions,
+                "signals": {k: round(v, 3) for k, v in self.admission.signals(len(self.sessions)).items()},
+                "thresholds": {"busy": c.admit_max_busy, "wait_ms": c.admit_max_wait_ms,
+                               "loop_lag_ms": c.admit_max_loop_lag_ms, "window_s": c.admit_window},
+                "refused": {s.labels["reason"]: int(s.value) for mf in self.metrics.refused.collect()
+                            for s in mf.samples if s.name.endswith("_total")}}
+
+    async def _refuse(self, request: web.Request, label: str, why: str) -> web.WebSocketResponse:
+        """Open the WebSocket and close it at once with 1013 and ``retry-after=N`` (SPEC.md 11.7):
+        a browser sees a close code and reason, never the status of a refused handshake."""
+        self.metrics.refused.labels(label).inc()
+        event(log, "session.refused", why=why, sessions=len(self.sessions))
+        ws = web.WebSocketResponse(max_msg_size=self.cfg.max_message_bytes, compress=False, timeout=2.0)
+        await ws.prepare(request)
+        reason = f"retry-after={self.cfg.retry_after} {why}"
+        await ws.close(code=TRY_AGAIN_LATER, message=reason.encode()[:123])
+        return ws
 
     async def release(self, host: WorldHost, link: int) -> None:
         await host.detach(link)
@@ -419,11 +572,13 @@ class Server:
         if not self._origin_ok(request):
             event(log, "session.refused", origin=request.headers.get("Origin"), why="origin")
             raise web.HTTPForbidden(text="origin not allowed\n")
-        if len(self.sessions) >= self.cfg.max_sessions:
-            raise web.HTTPServiceUnavailable(text="too many sessions\n")
         world = request.query.get("world")
         if world is not None and not (0 < len(world) <= 64 and world.replace("-", "").replace("_", "").isalnum()):
             raise web.HTTPBadRequest(text="world names are 1-64 letters, digits, - and _\n")
+        refusal = self.admission.refusal(len(self.sessions))
+        if refusal:
+            return await self._refuse(request, *refusal)
+        self.admission.note_admit()
         ws = web.WebSocketResponse(max_msg_size=self.cfg.max_message_bytes, compress=False, autoping=True)
         await ws.prepare(request)
         sid = f"s{next(self._sid)}"
@@ -448,7 +603,12 @@ class Server:
         raise web.HTTPFound("/viewer/index.html" + (f"?{request.query_string}" if request.query_string else ""))
 
     async def sessions_handler(self, request: web.Request) -> web.Response:
-        return web.json_response([s.describe() for s in self.sessions.values()])
+        a = self.admission_state()
+        head = "open" if a["open"] else f"refusing; retry-after={a['retry_after']}; {a['reason']}"
+        return web.json_response([s.describe() for s in self.sessions.values()], headers={"GSD-Admission": head})
+
+    async def admission_handler(self, request: web.Request) -> web.Response:
+        return web.json_response(self.admission_state())
 
     async def _on_shutdown(self, app) -> None:
         for s in list(self.sessions.values()):
@@ -462,12 +622,16 @@ class Server:
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port)
         await site.start()
+        self._monitor = asyncio.create_task(self._watch_load(), name="admission")
         self.port = site._server.sockets[0].getsockname()[1]
         event(log, "server.listen", host=self.cfg.host, port=self.port, tick_hz=self.cfg.tick_hz,
               target_live=self.cfg.world.target_live, sh_degree=self.cfg.world.sh_degree)
         return self.port
 
     async def stop(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
+            await asyncio.gather(self._monitor, return_exceptions=True)
         if self.runner:
             await self.runner.cleanup()
         for host in list(self.shared.values()):
@@ -487,7 +651,17 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--profile", default="compact", choices=("compact", "high", "lossless"))
     ap.add_argument("--tick-hz", type=float, default=25.0, help="idle world steps per second when no action arrives (each action steps at once); 0 = on actions only")
     ap.add_argument("--window", type=int, default=3, help="unacknowledged frames in flight per client")
-    ap.add_argument("--max-sessions", type=int, default=256)
+    ap.add_argument("--max-sessions", type=int, default=256, help="sessions beyond this are refused (1013)")
+    ap.add_argument("--admission", default="on", choices=("on", "off"),
+                    help="refuse new sessions (close 1013, retry-after) while the worlds fall behind (default on)")
+    ap.add_argument("--admit-max-busy", type=float, default=0.8,
+                    help="refuse while the world lanes are busy over this share of the time (default 0.8)")
+    ap.add_argument("--admit-max-wait-ms", type=float, default=25.0,
+                    help="refuse while actions wait over this long for their step, p95 (default 25)")
+    ap.add_argument("--admit-max-loop-lag-ms", type=float, default=25.0,
+                    help="refuse while the event loop runs this late, p90 (default 25)")
+    ap.add_argument("--admit-window", type=float, default=2.0, help="seconds the signals are measured over")
+    ap.add_argument("--retry-after", type=int, default=10, help="seconds a refused client is told to wait")
     ap.add_argument("--workers", type=int, default=0,
                     help="world processes (each has its own GIL; use the core count under load); 0: threads")
     ap.add_argument("--idle-timeout", type=float, default=60.0)
@@ -497,12 +671,17 @@ def parse_args(argv=None) -> ServerConfig:
     a = ap.parse_args(argv)
     if a.window < 1 or a.tick_hz < 0 or a.target_live <= 0 or a.workers < 0:
         ap.error("--window >= 1, --tick-hz >= 0, --target-live > 0 and --workers >= 0 required")
+    if not 1 <= a.retry_after <= 3600 or a.admit_window <= 0 or a.max_sessions < 0:
+        ap.error("--retry-after 1..3600, --admit-window > 0 and --max-sessions >= 0 required")
     world = WorldConfig(sh_degree=a.sh_degree, profile=a.profile, target_live=a.target_live)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr)
     logging.getLogger().handlers[0].setFormatter(JsonFormatter())
     return ServerConfig(host=a.host, port=a.port, world=world, seed=a.seed, device=a.device, tick_hz=a.tick_hz,
                         window=a.window, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout, workers=a.workers,
-                        allowed_origins=tuple(a.allow_origin))
+                        allowed_origins=tuple(a.allow_origin), admission=a.admission == "on",
+                        admit_max_busy=a.admit_max_busy, admit_max_wait_ms=a.admit_max_wait_ms,
+                        admit_max_loop_lag_ms=a.admit_max_loop_lag_ms, admit_window=a.admit_window,
+                        retry_after=a.retry_after)
 
 
 async def serve(cfg: ServerConfig) -> None:

@@ -7,7 +7,9 @@ Every frame is decoded, applied to a local state and checked against the digest 
 client acknowledges each with its own digest, so the server checks it too (SPEC.md 11.5). Prints
 a line per ``--every`` frames and a summary (frames, bytes, resyncs, action-to-delta latency).
 Exit status: 0 all frames verified, 1 a frame failed or the server closed the session, 2 bad
-arguments or no server.
+arguments or no server, 3 the server is busy and refused the session (close 1013, SPEC.md 11.7)
+and ``--reconnect`` retries are spent; each refusal is printed with its delay, which gsd-watch
+waits out before it tries again.
 """
 from __future__ import annotations
 
@@ -19,22 +21,16 @@ import sys
 
 import aiohttp
 
-from .client import Client, ProtocolClosed, run_script
+from .client import Client, ProtocolClosed, ServerBusy, run_script
+from .metrics import percentile
 from .simulate import scripted_session
-
-
-def percentile(xs: list, p: float) -> float:
-    """Nearest-rank percentile (nan for no samples): what gsd-watch and the load bench report."""
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
 def summary(stats, client: Client) -> dict:
     lat = stats.latencies_ms
     return {"frames": stats.frames, "keyframes": stats.keyframes, "bytes": stats.bytes,
             "resyncs": stats.resyncs, "errors": stats.errors, "reconnects": stats.reconnects,
+            "refusals": stats.refusals,
             "latency_ms": {"n": len(lat), "p50": round(percentile(lat, 50), 2), "p99": round(percentile(lat, 99), 2),
                            "mean": round(statistics.fmean(lat), 2) if lat else None},
             "seq": client.seq, "digest": client.digest}
@@ -54,10 +50,16 @@ async def watch(a) -> int:
             print(f"frame {n:5d} seq {f.seq:6d} {'KEY ' if f.keyframe else ''}{f.nbytes:8d} B  "
                   f"digest {f.digest} ok{lat}", flush=True)
 
+    def on_busy(e: ServerBusy, delay: float):
+        print(f"gsd-watch: {e}; waiting {delay:.1f} s before trying again", file=sys.stderr, flush=True)
+
     try:
         stats = await run_script(client, actions, lockstep=a.rate <= 0, rate=a.rate, reconnects=a.reconnect,
-                                 on_frame=on_frame, timeout=a.timeout)
+                                 on_frame=on_frame, timeout=a.timeout, on_busy=on_busy)
         code = 0 if not stats.errors else 1
+    except ServerBusy as e:
+        print(f"gsd-watch: {e} (no --reconnect attempts left)", file=sys.stderr)
+        stats, code = client.stats, 3
     except ProtocolClosed as e:
         print(f"gsd-watch: server closed the session: {e.code} {e.reason}", file=sys.stderr)
         stats, code = client.stats, 1
@@ -66,7 +68,7 @@ async def watch(a) -> int:
         return 2
     finally:
         await client.close()
-    s = summary(stats, client) if client.decoder else {"frames": 0}
+    s = summary(stats, client) if client.decoder else {"frames": 0, "refusals": stats.refusals}
     if a.json:
         print(json.dumps(s))
     else:

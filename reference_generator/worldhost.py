@@ -15,6 +15,12 @@ actions that add up are folded into one step, ``actions.coalesce``), and when no
 for ``1 / tick_hz`` seconds it steps with ``Idle`` (time passes: foliage sways, doors swing);
 ``tick_hz`` == 0 steps on actions only. Each step is encoded once; a client that keeps up is
 sent exactly those bytes, a lagging one a composed delta (flow.py).
+
+Load, for admission control (server.py): every world call runs on a *lane* (a worker process,
+or for thread-hosted worlds the one GIL they share), and a ``BusyMeter`` per lane adds up the
+seconds that lane spent in world calls; each step reports how long its oldest action waited
+beyond its own compute time (``StepStats.wait_ms``), and ``queue_age`` how long the oldest action
+still queued has waited.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +51,49 @@ class StepStats:
     seq: int
     step_ms: float          # the generator step (torch), device synchronized
     encode_ms: float        # quantize + encode + digest on the host
+    call_ms: float = 0.0    # the whole step call in the core (step, encode, fan-out to the clients)
+    wait_ms: float | None = None   # set by the host for a step that serves actions: its oldest
+                            # action, arrival to step done, less call_ms (time queued behind
+                            # other steps and other worlds); None for an idle step
+
+
+class BusyMeter:
+    """Seconds one lane spent in world calls, cumulative (thread safe).
+
+    Calls may overlap (thread-hosted worlds each have a thread, all on one GIL): the lane counts
+    as busy while at least one call is in progress, so the fraction read over a window is the
+    lane's occupancy, never above 1.
+    """
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._active = 0
+        self._since = 0.0
+        self._total = 0.0
+
+    def begin(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._since = self.clock()
+            self._active += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self._active -= 1
+            if self._active == 0:
+                self._total += self.clock() - self._since
+
+    def seconds(self) -> float:
+        with self._lock:
+            return self._total + (self.clock() - self._since if self._active else 0.0)
+
+    def run(self, fn, *args):
+        self.begin()
+        try:
+            return fn(*args)
+        finally:
+            self.end()
 
 
 class WorldCore:
@@ -74,11 +124,11 @@ class WorldCore:
         cam = out.camera.as_dict()
         for p in self.pendings.values():
             p.push(d, data, action_ids, cam)
-        stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
         frames = {}
         for link in ready:
             if link in self.pendings:
                 frames[link] = self.pendings[link].take(cam)
+        stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t0) * 1e3)
         return stats, frames
 
     def attach(self, link: int, max_frame_bytes: int) -> None:
@@ -96,10 +146,12 @@ class WorldCore:
 
 
 class ThreadBackend:
-    """A core on a worker thread of this process."""
+    """A core on a worker thread of this process; ``meter``: the lane of all thread-hosted worlds
+    (world calls count as busy; creating the world, a one-off, does not)."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, meter: BusyMeter | None = None):
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"world-{name}")
+        self.meter = meter or BusyMeter()
         self.core: WorldCore | None = None
 
     async def create(self, config, seed, device) -> None:
@@ -108,7 +160,7 @@ class ThreadBackend:
 
     async def call(self, method: str, *args):
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, getattr(self.core, method), *args)
+        return await loop.run_in_executor(self.executor, self.meter.run, getattr(self.core, method), *args)
 
     async def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -148,8 +200,18 @@ class _Worker:
         child.close()
         self.io = ThreadPoolExecutor(1, thread_name_prefix=f"world-io-{index}")   # one request in flight
         self.worlds = 0
+        self.meter = BusyMeter()             # requests are serial: busy = the process's time on them
 
     def request(self, wid: int, method: str, args: tuple):
+        if method == "create":               # a one-off, not service load (steps that wait behind it show it)
+            return self._request(wid, method, args)
+        self.meter.begin()
+        try:
+            return self._request(wid, method, args)
+        finally:
+            self.meter.end()
+
+    def _request(self, wid: int, method: str, args: tuple):
         self.conn.send((wid, method, args))
         ok, res = self.conn.recv()
         if not ok:
@@ -165,6 +227,10 @@ class ProcessPool:
     def __init__(self, processes: int):
         ctx = multiprocessing.get_context("spawn")   # fork after threads (torch, asyncio) is unsafe
         self.workers = [_Worker(ctx, i) for i in range(processes)]
+
+    @property
+    def meters(self) -> list:
+        return [w.meter for w in self.workers]
 
     def backend(self) -> "ProcessBackend":
         w = min(self.workers, key=lambda w: w.worlds)
@@ -209,23 +275,25 @@ class WorldHost:
     _ids = itertools.count(1)
 
     def __init__(self, name: str, config: WorldConfig, *, seed: int = 0, device: str = "cpu",
-                 tick_hz: float = 25.0, max_queued_actions: int = 64, on_step=None, pool: ProcessPool | None = None):
+                 tick_hz: float = 25.0, max_queued_actions: int = 64, on_step=None, pool: ProcessPool | None = None,
+                 meter: BusyMeter | None = None):
         self.name = name
         self.config = config
         self.seed = seed
         self.device = device
         self.tick_hz = tick_hz
-        self.queue: deque = deque()
+        self.queue: deque = deque()          # (action, (session, id) or None, arrival time)
         self.max_queued = max_queued_actions
         self.on_step = on_step               # callback(host, StepStats) after each step
         self.wakers: dict = {}               # link id -> asyncio.Event
         self.ready: set = set()              # links whose sender waits with an open window
         self.prefetched: dict = {}           # link id -> OutFrame cut by the last step for it
-        self.backend = pool.backend() if pool else ThreadBackend(name)
+        self.backend = pool.backend() if pool else ThreadBackend(name, meter)
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed: BaseException | None = None
         self.step_ms = self.encode_ms = 0.0  # moving averages of the world's steps
+        self.wait_ms = 0.0                   # ... and of the wait of the steps that serve actions
         self.header: bytes = b""
         self.max_gaussians = 0
 
@@ -253,9 +321,14 @@ class WorldHost:
         """Queue a client's action. False when the queue is full (the action is dropped)."""
         if len(self.queue) >= self.max_queued:
             return False
-        self.queue.append((action, action_id))
+        self.queue.append((action, action_id, time.monotonic()))
         self._kick.set()
         return True
+
+    def queue_age(self, now: float | None = None) -> float:
+        """Seconds the oldest queued action has waited (0 with none queued)."""
+        q = self.queue
+        return max(0.0, (time.monotonic() if now is None else now) - q[0][2]) if q else 0.0
 
     async def _next_actions(self, deadline: float | None) -> list:
         """Wait for the next step's input: a queued action at once, else (on a clock) Idle at the deadline."""
@@ -295,6 +368,10 @@ class WorldHost:
                 k = 0.1 if self.step_ms else 1.0         # exponential moving averages over ~10 steps
                 self.step_ms += k * (stats.step_ms - self.step_ms)
                 self.encode_ms += k * (stats.encode_ms - self.encode_ms)
+                if taken:
+                    waited = time.monotonic() - min(t[2] for t in taken)
+                    stats.wait_ms = max(0.0, waited * 1e3 - stats.call_ms)
+                    self.wait_ms += 0.1 * (stats.wait_ms - self.wait_ms)
                 if self.on_step:
                     self.on_step(self, stats)
                 for link, f in frames.items():

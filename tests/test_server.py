@@ -33,6 +33,7 @@ def config(**kw) -> ServerConfig:
     kw.setdefault("tick_hz", 0)
     kw.setdefault("actions_per_second", 10_000)
     kw.setdefault("action_burst", 10_000)
+    kw.setdefault("admission", False)        # load-based refusals are tested on their own (below)
     return ServerConfig(port=kw.pop("port", 0), **kw)
 
 
