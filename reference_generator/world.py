@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -65,6 +66,7 @@ class WorldConfig:
     max_gaussians: int = 1_000_000  # hard budget: the stream header's max_gaussians
     max_chunk_loads: int = 2        # chunks generated per step
     max_add_per_step: int = 4096    # Gaussians ADDed per step: a new chunk streams in over several steps
+    prefetch_margin: float = 16.0   # chunks this far beyond view_radius are generated ahead on a worker thread (0: off)
     dyn_radius: float = 10.0        # foliage and water move only this close to the camera
     dt: float = 0.04                # seconds per step (25 steps/s)
     eye_height: float = 1.7
@@ -271,7 +273,7 @@ class Chunk:
 
     @property
     def n(self) -> int:
-        return int(self.ids.numel())
+        return int(self.attrs.shape[0])
 
 
 class _Pool:
@@ -385,6 +387,87 @@ def spatial_ids(pos: torch.Tensor, grid: Grid, lo=None, hi=None) -> torch.Tensor
     return (cells << grid.slot_bits) | slots
 
 
+# ------------------------------------------------------------------------------------ chunks ahead
+class _Ahead:
+    """Chunks generated ahead of need on one worker thread (on the GPU: on its own CUDA stream).
+
+    A chunk's content is a pure function of (seed, chunk), so generating it early changes nothing
+    in the stream: the world still decides on its own which chunk loads at which step, and takes
+    a chunk from here when it is ready (waits for one that is being generated; generates one
+    still queued itself). ``depth`` chunks are in flight at most; finished ones beyond the
+    prefetch range plus the retire margin are dropped.
+    """
+
+    def __init__(self, world: "World", depth: int = 2):
+        self.w = world
+        self.depth = depth
+        self.pool: ThreadPoolExecutor | None = None
+        self.jobs: dict = {}                       # (seed, key) -> Future of (Layout, raw Chunk)
+        self.stream = torch.cuda.Stream(world.device) if world.device.type == "cuda" else None
+
+    def _make(self, seed: int, key: tuple):
+        w = self.w
+        if self.stream is None:
+            lay = w._layout(key, seed)
+            return lay, w._generate(lay)
+        with torch.cuda.stream(self.stream):
+            lay = w._layout(key, seed)
+            ch = w._generate(lay)
+        self.stream.synchronize()               # ready when the future is: the main stream never waits on it
+        return lay, ch
+
+    def clear(self) -> None:
+        for f in self.jobs.values():
+            f.cancel()
+        self.jobs = {}
+
+    def close(self) -> None:
+        self.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+
+    def take(self, key: tuple):
+        """(Layout, raw Chunk) of ``key`` if it was asked for and is not still queued, else None."""
+        f = self.jobs.pop((self.w.seed, key), None)
+        if f is None or f.cancel():
+            return None
+        lay, ch = f.result()
+        if self.stream is not None:             # made on the worker's stream, used and freed on ours
+            cur = torch.cuda.current_stream(self.w.device)
+            for t in _chunk_tensors(ch):
+                t.record_stream(cur)
+        return lay, ch
+
+    def keep(self, key: tuple, ready) -> None:
+        f = Future()
+        f.set_result(ready)
+        self.jobs[(self.w.seed, key)] = f
+
+    def plan(self, keys: list, keep: set) -> None:
+        """Queue ``keys`` (best first) up to ``depth`` in flight; forget chunks not in ``keep``."""
+        seed = self.w.seed
+        for k in [k for k in self.jobs if k[0] != seed or k[1] not in keep]:
+            self.jobs.pop(k).cancel()
+        busy = sum(not f.done() for f in self.jobs.values())
+        for key in keys:
+            if busy >= self.depth:
+                break
+            if (seed, key) in self.jobs:
+                continue
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix="gsd-chunks")
+            self.jobs[(seed, key)] = self.pool.submit(self._make, seed, key)
+            busy += 1
+
+
+def _chunk_tensors(ch) -> list:
+    out = [ch.attrs] + [v for d in (ch.foliage, ch.water) for v in d.values() if isinstance(v, torch.Tensor)]
+    for d in ch.doors:
+        out += [d.rows, d.hinge, d.rel, d.rot0]
+    return out
+
+
 # ------------------------------------------------------------------------------------------ world
 class World:
     """The reference generator (see the module docstring). Implements protocol.Generator."""
@@ -401,6 +484,13 @@ class World:
         self.chunks: dict = {}
         self.seed = None
         self.step_index = 0
+        self._ahead = _Ahead(self) if self.cfg.prefetch_margin > 0 else None
+
+    def close(self) -> None:
+        """Stop generating chunks ahead (the world stays usable; it then generates them when needed)."""
+        if self._ahead is not None:
+            self._ahead.close()
+            self._ahead = None
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -428,7 +518,10 @@ class World:
         self.yaw, self.pitch = 0.0, 0.0
         self.jump_h, self.vz = 0.0, 0.0
         self.pending: list = []             # chunks still streaming in, oldest first
+        if self._ahead:
+            self._ahead.clear()
         self._load(limit=None)
+        self._plan_ahead()
         ids, attrs = self._emit(None)       # a keyframe carries everything in view at once
         self._rebuild_pools()
         loaded = list(self.chunks.values())
@@ -451,6 +544,7 @@ class World:
             self._rebuild_pools()
         ids, attrs = self._emit(self.cfg.max_add_per_step)
         updates = self._dynamics(events)
+        self._plan_ahead()
         cells = {}
         gone = [c for c in retired if c.emitted]      # a chunk retired before any of it streamed in: nothing to delete
         if gone:
@@ -539,9 +633,16 @@ class World:
         c = self.cfg.chunk_size
         return math.hypot((key[0] + 0.5) * c - self.cam_xy[0], (key[1] + 0.5) * c - self.cam_xy[1])
 
-    def _wanted(self) -> list:
-        """Chunks in range not yet live, best first: near, and in front of the camera."""
-        c, r = self.cfg.chunk_size, self.cfg.view_radius
+    def _plan_ahead(self) -> None:
+        if self._ahead is None:
+            return
+        r = self.cfg.view_radius + self.cfg.prefetch_margin
+        keep = set(self._wanted(r + self.cfg.retire_margin))
+        self._ahead.plan(self._wanted(r), keep)
+
+    def _wanted(self, r: float | None = None) -> list:
+        """Chunks within ``r`` (the view radius) not yet live, best first: near, and in front of the camera."""
+        c, r = self.cfg.chunk_size, self.cfg.view_radius if r is None else r
         x, y = self.cam_xy
         yaw = math.radians(self.yaw)
         out = []
@@ -562,10 +663,13 @@ class World:
         for key in self._wanted():
             if limit is not None and (len(loaded) >= limit or backlog >= self.cfg.max_add_per_step):
                 break
-            lay = self._layout(key)
+            ready = self._ahead.take(key) if self._ahead else None
+            lay = ready[0] if ready else self._layout(key)
             if reserved + lay.total > self.max_gaussians:
+                if ready:
+                    self._ahead.keep(key, ready)
                 continue   # over budget: a smaller chunk may still fit
-            ch = self._generate(lay)
+            ch = self._finish(ready[1] if ready else self._generate(lay))
             self.chunks[key] = ch
             self.pending.append(ch)
             loaded.append(ch)
@@ -683,12 +787,12 @@ class World:
         return d.hinge + d.rel @ rz.T, quat_mul(q.expand_as(d.rot0), d.rot0)
 
     # -- layout (Python, per object) ---------------------------------------------------------------
-    def _layout(self, key) -> Layout:
+    def _layout(self, key, world_seed: int | None = None) -> Layout:
         """Which objects chunk ``key`` holds and how many Gaussians each gets (no tensors yet)."""
         i, j = key
         cs = self.cfg.chunk_size
         x0, y0 = i * cs, j * cs
-        seed = chunk_seed(self.seed, i, j)
+        seed = chunk_seed(self.seed if world_seed is None else world_seed, i, j)
         r = random.Random(seed)
         th = self.terrain.height
         houses, trees, rocks, ponds = [], [], [], []
@@ -931,34 +1035,24 @@ class World:
         pos, nrm, rgb, spacing, jitter = (torch.cat([p[q] for p in parts]) for q in range(1, 6))
         attrs = self._attributes(kinds, pos, nrm, rgb, spacing, jitter, randn, rand)
 
-        # dynamic state at birth time: the rest pose is what was generated, then today's motion
-        t = self.time
+        # the rest pose of what moves (today's motion and door angles are applied at load, _finish)
         P_, R_, D_ = self.layout_[Attr.POSITION], self.layout_[Attr.ROTATION], self.layout_[Attr.SH_DC]
         if foliage is not None:
-            rows = foliage["rows"]
-            foliage["p0"] = attrs[rows, P_].clone()
-            attrs[rows, P_] = self._sway(foliage["p0"], foliage["w"], foliage["phase"], t)
+            foliage["p0"] = attrs[foliage["rows"], P_].clone()
         if water is not None:
-            rows = water["rows"]
-            water["p0"] = attrs[rows, P_].clone()
-            water["dc0"] = attrs[rows, D_].clone()
-            attrs[rows, P_], attrs[rows, D_] = self._ripple(water["p0"], water["rho"], water["phase"], water["dc0"], t)
+            water["p0"] = attrs[water["rows"], P_].clone()
+            water["dc0"] = attrs[water["rows"], D_].clone()
         door_list = []
         for hidx, start, hinge_all in door_parts:
             hs = lay.houses[hidx]
             rows = torch.arange(start, start + hs.n_door, device=dev)
             hinge = hinge_all[start - door_parts[0][1]]
-            dkey = (i, j, hidx)
-            angle, target = self.door_state.get(dkey, (0.0, 0.0))
             yaw = math.radians(hs.yaw)
             hx_, hy_ = -hs.w / 2 - 0.04, hs.door_off
             centre = (hs.cx + math.cos(yaw) * hx_ - math.sin(yaw) * hy_,
                       hs.cy + math.sin(yaw) * hx_ + math.cos(yaw) * hy_, hs.zb + hs.door_h / 2)
-            door = Door(dkey, rows, None, hinge, attrs[rows, P_] - hinge, attrs[rows, R_].clone(), centre,
-                        angle, target)
-            if angle:
-                attrs[rows, P_], attrs[rows, R_] = self._door_pose(door)
-            door_list.append(door)
+            door_list.append(Door((i, j, hidx), rows, None, hinge, attrs[rows, P_] - hinge, attrs[rows, R_].clone(),
+                                  centre))
 
         # rows in random order, so that the chunk can stream in over several steps with every
         # prefix a uniform subsample of it (coarse to fine); dynamic row lists follow the shuffle
@@ -972,19 +1066,34 @@ class World:
                 dyn["rows"] = inv[dyn["rows"]]
         for door in door_list:
             door.rows = inv[door.rows]
+        return Chunk(lay.key, None, attrs, None, -1, foliage=foliage or {}, water=water or {}, doors=door_list)
 
-        # ids: birth cells of the emitted positions, clamped to the chunk's cells (a no-op for
-        # positions inside it, which the layout's margins guarantee)
+    def _finish(self, ch: Chunk) -> Chunk:
+        """A generated chunk enters the world now: today's sway and ripple, remembered door angles,
+        then ids from the positions it is born at (birth cells clamped to the chunk's own cells, a
+        no-op for positions inside it, which the layout's margins guarantee)."""
+        t, attrs, dev = self.time, ch.attrs, self.device
+        P_, R_, D_ = self.layout_[Attr.POSITION], self.layout_[Attr.ROTATION], self.layout_[Attr.SH_DC]
+        if ch.foliage:
+            f = ch.foliage
+            attrs[f["rows"], P_] = self._sway(f["p0"], f["w"], f["phase"], t)
+        if ch.water:
+            wd = ch.water
+            attrs[wd["rows"], P_], attrs[wd["rows"], D_] = self._ripple(wd["p0"], wd["rho"], wd["phase"], wd["dc0"], t)
+        for door in ch.doors:
+            door.angle, door.target = self.door_state.get(door.key, (0.0, 0.0))
+            if door.angle:
+                attrs[door.rows, P_], attrs[door.rows, R_] = self._door_pose(door)
+        i, j = ch.key
         cb = 1 << self.cfg.chunk_level
         base = (1 << (self.cfg.cell_bits - 1))
         lo = torch.tensor([base + i * cb, base + j * cb, 0], device=dev)
         hi = torch.tensor([base + (i + 1) * cb - 1, base + (j + 1) * cb - 1, (1 << self.cfg.cell_bits) - 1], device=dev)
-        ids = spatial_ids(attrs[:, P_], self.grid, lo, hi)
-        cells = torch.unique(ids >> (self.grid.slot_bits + 3 * self.cfg.chunk_level))
-        ch = Chunk(lay.key, ids, attrs, cells, self.step_index, foliage=foliage or {}, water=water or {},
-                   doors=door_list)
-        for d in door_list:
-            d.ids = ids[d.rows]
+        ch.ids = spatial_ids(attrs[:, P_], self.grid, lo, hi)
+        ch.cells = torch.unique(ch.ids >> (self.grid.slot_bits + 3 * self.cfg.chunk_level))
+        ch.born = self.step_index
+        for d in ch.doors:
+            d.ids = ch.ids[d.rows]
         return ch
 
     def _attributes(self, kinds, pos, nrm, rgb, spacing, jitter, randn, rand) -> torch.Tensor:

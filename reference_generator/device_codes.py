@@ -1,0 +1,626 @@
+"""Code space on the scene's own device: quantization, closed-loop residuals and UPDATE masks in torch.
+
+A generator or a model holds its scene as torch tensors (on a GPU, or on the CPU). Everything
+that touches every changed Gaussian runs there, in torch, on that device:
+
+* ``TorchQuantizer`` -- floats -> integer codes, bit-identical to the codec's normative numpy
+  quantizer (``Profile.quantize``) for every attribute and profile: float64 for positions,
+  scales and SH DC, round half to even, smallest-three rotations in float64 (the same
+  operation order as numpy, one rounding per operation), SH rest in float32, and opacity as a
+  lookup in the exact float32 thresholds of numpy's sigmoid-floor rule (found once per
+  profile by bisection over float32 bit patterns with ``Profile.quantize`` itself).
+* ``DeviceCodes`` -- a mirror of the encoder's closed-loop state on the device: the codes of
+  every live id (int32 rows, one column per component), found by id through a sorted main
+  array plus a small sorted overlay (tombstones for deletes, merged in bulk). It equals
+  ``Encoder.state`` by construction: an UPDATE's residual is new - old against these very
+  codes, so the state after the frame holds the new quantized codes, which is what the mirror
+  stores when the frame is committed.
+* ``build_delta`` -- one frame's float changes (ADDs, UPDATE groups, deletes) -> the code-space
+  ``Delta``: codes of the ADDs, residuals of the UPDATEs against the mirror (rows whose codes did
+  not move past their threshold drop out; each row's mask names the attributes that moved),
+  rows grouped by mask into UPDATE blocks sorted by id, and everything the host needs in
+  **one** device-to-host copy of a packed byte buffer. The host only frames and compresses
+  (``Encoder.encode_delta``).
+
+The mirror is attached to its ``Encoder``; a delta built here is committed to the mirror when
+the encoder's state shows it was applied (same seq and digest), on the next ``build_delta``;
+if the state moved any other way, the mirror reloads it from the host state.
+
+Inputs may be numpy arrays as well (they become CPU tensors without a copy).
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from codec import ATTRS, Attr, Delta, Encoder, Profile
+
+I64 = torch.int64
+I32 = torch.int32
+F64 = torch.float64
+U64 = np.uint64
+_WIRE = {1: torch.int8, 2: torch.int16, 4: torch.int32}
+_SQRT2 = np.sqrt(2.0)
+_INV_SQRT2 = 1.0 / _SQRT2
+# the SPEC.md 3.2 Morton code, de-interleaved: per axis, the low 21 bits of every third bit
+_COMPACT = [(0x10C30C30C30C30C3, 2), (0x100F00F00F00F00F, 4), (0x1F0000FF0000FF, 8), (0x1F00000000FFFF, 16),
+            (0x1FFFFF, 32)]
+
+
+def as_tensor(x, device, dtype=None) -> torch.Tensor:
+    """numpy or torch -> a tensor on ``device`` (numpy arrays on the CPU are not copied)."""
+    if isinstance(x, np.ndarray):
+        if x.dtype == np.uint64:
+            x = x.view(np.int64)
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    t = torch.as_tensor(x, device=device)
+    return t if dtype is None else t.to(dtype)
+
+
+# ------------------------------------------------------------------------------------ the quantizer
+_OPACITY_THRESHOLDS: dict = {}
+
+
+def _ordered_to_f32(o: np.ndarray) -> np.ndarray:
+    """Monotone map of int64 keys in [-0x7F7FFFFF, 0x7F7FFFFF] onto the finite float32 values."""
+    bits = np.where(o >= 0, o, (-o) | 0x80000000).astype(np.uint32)
+    return bits.view(np.float32)
+
+
+def opacity_thresholds(profile: Profile) -> np.ndarray:
+    """float32 t[k-1] = the smallest float32 opacity whose code (``Profile.quantize``) is >= k.
+
+    The code is a non-decreasing step function of the input, so a code is the number of
+    thresholds <= the value: a lookup that reproduces numpy's sigmoid and floor exactly on any
+    device, whatever its tanh.
+    """
+    bits = profile.quant.opacity_bits
+    if bits in _OPACITY_THRESHOLDS:
+        return _OPACITY_THRESHOLDS[bits]
+    top = (1 << bits) - 1
+    k = np.arange(1, top + 1, dtype=np.int64)
+    lo = np.full(top, -0x7F7FFFFF, np.int64)
+    hi = np.full(top, 0x7F7FFFFF, np.int64)
+
+    def q(o):
+        v = _ordered_to_f32(o)
+        return profile.quantize(Attr.OPACITY, v.reshape(-1, 1), np.zeros(len(v), U64))[0].astype(np.int64)
+    if not (q(hi) >= k).all() or (q(lo) >= 1).any():
+        raise AssertionError("opacity codes do not span 0..top over the finite floats")
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        up = q(mid) >= k
+        hi = np.where(up, mid, hi)
+        lo = np.where(up, lo, mid + 1)
+    t = _ordered_to_f32(lo)
+    if (np.diff(t) < 0).any():
+        raise AssertionError("opacity quantizer is not monotone")
+    _OPACITY_THRESHOLDS[bits] = t
+    return t
+
+
+class TorchQuantizer:
+    """``Profile.quantize`` in torch: (n, C) floats -> (n, C) int32 codes on the values' device.
+
+    Codes are numeric (0..2^bits-1, signed for POSITION and SH_REST; float bits for the
+    lossless profile). ``codes`` returns them with a flag tensor (non-finite input, or a
+    position too far from its cell for int32) instead of raising, so a whole frame is checked
+    with one synchronisation; ``quantize`` is the checked, host-facing form.
+    """
+
+    def __init__(self, profile: Profile, device):
+        self.p = profile
+        self.device = torch.device(device)
+        q = profile.quant
+        g = profile.grid
+        self.origin = torch.tensor(g.origin, dtype=F64, device=self.device)
+        self.cell_size = float(g.cell_size)
+        self.slot_bits = int(g.slot_bits)
+        if q is None:
+            return
+        self.pos_step = g.cell_size / (1 << q.position_bits)
+        if profile.sh_degree:
+            self.rest_inv = torch.from_numpy((1.0 / profile.rest_steps()).astype(np.float32)).to(self.device)
+            self.rest_lim = torch.from_numpy(profile.rest_limits().astype(np.float32)).to(self.device)
+        self.op_thr = torch.from_numpy(opacity_thresholds(profile)).to(self.device)
+        self.rot_n = (1 << q.rotation_bits) - 1
+        self.rot_keep = torch.tensor([[j for j in range(4) if j != k] for k in range(4)], dtype=I64, device=self.device)
+        self.e0 = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=F64, device=self.device)
+
+    def cell_origins(self, ids: torch.Tensor) -> torch.Tensor:
+        """(n, 3) float64 origin of each id's birth cell (SPEC.md 3.4), as Grid.cell_origin_of_ids."""
+        cells = ids >> self.slot_bits
+        x = torch.stack([cells, cells >> 1, cells >> 2], 1) & 0x1249249249249249
+        for mask, shift in _COMPACT:
+            x = (x | (x >> shift)) & mask
+        return self.origin + x.to(F64) * self.cell_size
+
+    def codes(self, attr: Attr, values: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, C) values -> ((n, C) int32 codes, bool flag: some input was not quantizable)."""
+        p, q = self.p, self.p.quant
+        v = values.to(torch.float32).reshape(values.shape[0], p.comps(attr))
+        bad = ~torch.isfinite(v).all()
+        if q is None:
+            return v.contiguous().view(I32), bad
+        if attr is Attr.POSITION:
+            c = torch.round((v.to(F64) - self.cell_origins(ids)) / self.pos_step)
+            bad = bad | (c.abs() > 2**31 - 1).any()
+            return c.clamp(-2**31, 2**31 - 1).to(I32), bad
+        if attr is Attr.SCALE:
+            return self._uniform(v, q.scale_min, q.scale_max, q.scale_bits), bad
+        if attr is Attr.SH_DC:
+            return self._uniform(v, q.dc_min, q.dc_max, q.dc_bits), bad
+        if attr is Attr.OPACITY:
+            return torch.searchsorted(self.op_thr, v.contiguous(), right=True).to(I32), bad
+        if attr is Attr.SH_REST:
+            c = torch.round(v * self.rest_inv)                # float32 product, as numpy's
+            return torch.maximum(torch.minimum(c, self.rest_lim), -self.rest_lim).to(I32), bad
+        if attr is Attr.ROTATION:
+            return self._smallest_three(v.to(F64)), bad
+        raise AssertionError(attr)
+
+    @staticmethod
+    def _uniform(v, lo, hi, bits):
+        n = (1 << bits) - 1
+        c = (v.to(F64) - lo) * (n / (hi - lo))
+        return torch.round(c).clamp(0, n).to(I32)
+
+    def _smallest_three(self, q: torch.Tensor) -> torch.Tensor:
+        s = q * q
+        norm = torch.sqrt(((s[:, 0:1] + s[:, 1:2]) + s[:, 2:3]) + s[:, 3:4])    # numpy's summation order
+        pos = norm > 0
+        q = torch.where(pos, q / torch.where(pos, norm, torch.ones_like(norm)), self.e0)
+        a = q.abs()
+        i = torch.zeros(q.shape[0], dtype=I64, device=q.device)
+        for j in (1, 2, 3):                                   # the first largest, as argmax
+            i = torch.where(a[:, j] > a.gather(1, i[:, None])[:, 0], j, i)
+        sign = torch.where(q.gather(1, i[:, None]) < 0, -1.0, 1.0)
+        small = (q * sign).gather(1, self.rot_keep[i])
+        c = torch.round((small + _INV_SQRT2) * (self.rot_n / _SQRT2)).clamp(0, self.rot_n)
+        return torch.cat([i[:, None].to(I32), c.to(I32)], 1)
+
+    def quantize(self, attr: Attr, values, ids) -> np.ndarray:
+        """As ``Profile.quantize``: (n, C) floats -> (C, n) codes in ``profile.dtype(attr)`` on the host."""
+        v = as_tensor(values, self.device)
+        i = as_tensor(ids, self.device, I64).reshape(-1)
+        v = v.reshape(i.numel(), self.p.comps(attr))
+        c, bad = self.codes(attr, v, i)
+        if bool(bad):
+            raise ValueError(f"{attr.name.lower()} has NaN or infinite values, or a position too far from its cell")
+        return wire(self.p, attr, c).t().contiguous().cpu().numpy().view(self.p.dtype(attr))
+
+
+def wire(profile: Profile, attr: Attr, c: torch.Tensor) -> torch.Tensor:
+    """Numeric int codes (or residuals) -> the signed torch dtype of the wire width, wrapping
+    modulo 2^(8 width) as the format does; the host views the bytes as ``profile.dtype(attr)``."""
+    w = profile.width(attr)
+    if w == 4:
+        if c.dtype == I32:
+            return c
+        return (((c.to(I64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).to(I32)
+    half = 1 << (8 * w - 1)
+    return (((c.to(I32) + half) & (2 * half - 1)) - half).to(_WIRE[w])
+
+
+def _host_rows(profile: Profile, codes: dict) -> np.ndarray:
+    """{Attr: (C, n) codes in profile dtypes} -> (n, Ctot) int32 numeric rows."""
+    cols = []
+    for a in ATTRS:
+        c = codes[a]
+        if c.shape[0] == 0:
+            continue
+        cols.append(c.view(np.int32) if c.dtype == np.uint32 else c.astype(np.int32))
+    n = next(iter(codes.values())).shape[1] if codes else 0
+    return np.ascontiguousarray(np.concatenate(cols, 0).T) if cols else np.zeros((n, 0), np.int32)
+
+
+# ------------------------------------------------------------------------------ the device mirror
+def _merge_sorted(a_ids, a_slots, b_ids, b_slots):
+    """Two sorted id arrays with disjoint ids -> one, in O(a + b log a)."""
+    n = a_ids.numel() + b_ids.numel()
+    at = torch.searchsorted(a_ids, b_ids) + torch.arange(b_ids.numel(), device=b_ids.device)
+    into = torch.zeros(n, dtype=torch.bool, device=b_ids.device)
+    into[at] = True
+    ids = torch.empty(n, dtype=I64, device=b_ids.device)
+    slots = torch.empty(n, dtype=I64, device=b_ids.device)
+    ids.masked_scatter_(into, b_ids)
+    slots.masked_scatter_(into, b_slots)
+    ids.masked_scatter_(~into, a_ids)
+    slots.masked_scatter_(~into, a_slots)
+    return ids, slots
+
+
+class DeviceCodes:
+    """The closed-loop codes of every live id on a device (see the module docstring).
+
+    ``rows`` is (capacity, Ctot) int32, one row per slot, columns ``cols[attr]``. The index is a
+    sorted ``main`` array of (id, slot) with tombstones (slot -1) plus a small sorted ``over``
+    array of recent ADDs; lookups search both.
+    """
+
+    def __init__(self, profile: Profile, device):
+        self.p = profile
+        self.device = torch.device(device)
+        self.cols, start = {}, 0
+        for a in ATTRS:
+            self.cols[a] = slice(start, start + profile.comps(a))
+            start += profile.comps(a)
+        self.ctot = start
+        self._load(torch.zeros(0, dtype=I64, device=self.device), torch.zeros((0, self.ctot), dtype=I32, device=self.device))
+        self.seq = 0
+        self.digest = None
+        self.pending: Change | None = None
+
+    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor) -> None:
+        n = ids_sorted.numel()
+        self.rows = rows.contiguous()
+        self.high = n
+        self.main_ids = ids_sorted
+        self.main_slots = torch.arange(n, dtype=I64, device=self.device)
+        self.over_ids = torch.zeros(0, dtype=I64, device=self.device)
+        self.over_slots = torch.zeros(0, dtype=I64, device=self.device)
+        self.over_dead = False               # the overlay may hold tombstones
+
+    # -- queries ----------------------------------------------------------------------------------
+    @staticmethod
+    def _find(keys, slots, q):
+        if keys.numel() == 0:
+            return torch.full_like(q, -1)
+        pos = torch.searchsorted(keys, q).clamp_max(keys.numel() - 1)
+        return torch.where(keys[pos] == q, slots[pos], -1)
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Slot of each id, -1 where it is not live."""
+        s = self._find(self.main_ids, self.main_slots, ids)
+        if self.over_ids.numel():
+            o = self._find(self.over_ids, self.over_slots, ids)
+            s = torch.where(o >= 0, o, s)
+        return s
+
+    def codes_of(self, ids) -> dict:
+        """{Attr: (C, n) numpy codes} of live ids, as ``SceneState.codes_of`` (KeyError if one is not live)."""
+        s = self.lookup(as_tensor(ids, self.device, I64).reshape(-1))
+        if bool((s < 0).any()):
+            raise KeyError("id not live")
+        r = self.rows[s]
+        return {a: wire(self.p, a, r[:, self.cols[a]]).t().contiguous().cpu().numpy().view(self.p.dtype(a))
+                for a in ATTRS}
+
+    # -- keeping in step with the encoder ------------------------------------------------------------
+    def catch_up(self, enc: Encoder) -> None:
+        """Commit the pending change if the encoder applied it; reload from the host on any other move."""
+        ch, self.pending = self.pending, None
+        st = enc.state
+        if ch is not None and st.seq == ch.seq and self.seq == ch.base_seq and self._same(enc, ch.delta.digest):
+            self.commit(ch, len(st))
+            self.digest = ch.delta.digest
+        if self.seq != st.seq or not self._same(enc, self.digest):
+            self.reload(enc)
+
+    @staticmethod
+    def _same(enc: Encoder, digest) -> bool:
+        if not getattr(enc, "with_digest", True):
+            return True                          # no digests kept: the seq is all there is to compare
+        return digest == enc.state.digest() if len(enc.state) else digest in (None, enc.state.digest())
+
+    def reload(self, enc: Encoder) -> None:
+        """The host state -> the device (a full upload: only when the stream moved without this mirror)."""
+        ids, codes = enc.state.sorted_codes()
+        rows = torch.from_numpy(_host_rows(self.p, codes)).to(self.device)
+        self._load(torch.from_numpy(ids.view(np.int64).copy()).to(self.device), rows)
+        self.seq = enc.state.seq
+        self.digest = enc.state.digest() if getattr(enc, "with_digest", True) else None
+
+    def commit(self, ch: "Change", live: int) -> None:
+        """Apply a change the encoder applied: deletes, then ADDs, then UPDATEs (SPEC.md 6.3)."""
+        self.seq = ch.seq
+        if ch.keyframe:
+            self._load(ch.add_ids, ch.add_rows)
+            return
+        if ch.upd_slots.numel():
+            self.rows[ch.upd_slots] = ch.upd_rows
+        if ch.del_ids.numel():
+            for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots)):
+                if keys.numel():
+                    pos = torch.searchsorted(keys, ch.del_ids).clamp_max(keys.numel() - 1)
+                    hit = torch.zeros(keys.numel(), dtype=I32, device=self.device)
+                    hit.index_add_(0, pos, (keys[pos] == ch.del_ids).to(I32))
+                    slots.masked_fill_(hit > 0, -1)
+            self.over_dead = self.over_dead or self.over_ids.numel() > 0
+        if ch.del_first.numel():
+            for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots)):
+                if keys.numel():
+                    lo = torch.searchsorted(keys, ch.del_first)
+                    hi = torch.searchsorted(keys, ch.del_last, right=True)
+                    edge = torch.zeros(keys.numel() + 1, dtype=I32, device=self.device)
+                    edge.index_add_(0, lo, torch.ones_like(lo, dtype=I32))
+                    edge.index_add_(0, hi, torch.full_like(hi, -1, dtype=I32))
+                    inside = torch.cumsum(edge, 0, dtype=I32)[:-1] > 0
+                    slots.masked_fill_(inside, -1)
+            self.over_dead = self.over_dead or self.over_ids.numel() > 0
+        n = ch.add_ids.numel()
+        if n:
+            if self.high + n > self.rows.shape[0]:
+                grown = torch.empty((max(2 * self.rows.shape[0], self.high + n, 1024), self.ctot), dtype=I32,
+                                    device=self.device)
+                grown[:self.high] = self.rows[:self.high]
+                self.rows = grown
+            self.rows[self.high:self.high + n] = ch.add_rows
+            new_slots = torch.arange(self.high, self.high + n, dtype=I64, device=self.device)
+            self.high += n
+            o_ids, o_slots = self.over_ids, self.over_slots
+            if self.over_dead:                        # an id deleted and ADDed again must not be there twice
+                live_o = o_slots >= 0
+                o_ids, o_slots = o_ids[live_o], o_slots[live_o]
+                self.over_dead = False
+            self.over_ids, self.over_slots = _merge_sorted(o_ids, o_slots, ch.add_ids, new_slots)
+        if self.high - live > max(live, 1 << 16):
+            self._compact()
+        elif self.over_ids.numel() > max(1 << 15, self.main_ids.numel() // 8):
+            live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
+            self.main_ids, self.main_slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m],
+                                                           self.over_ids[live_o], self.over_slots[live_o])
+            self.over_ids = self.over_ids[:0]
+            self.over_slots = self.over_slots[:0]
+            self.over_dead = False
+
+    def _compact(self) -> None:
+        """Live rows to slots 0..n-1 in id order (when holes outnumber live rows)."""
+        live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
+        ids, slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m], self.over_ids[live_o],
+                                   self.over_slots[live_o])
+        self._load(ids, self.rows[slots])
+
+
+# ----------------------------------------------------------------------------------- frame building
+@dataclass
+class Change:
+    """A built frame's effect on the mirror, committed once the encoder applied ``delta``."""
+    delta: Delta
+    seq: int
+    base_seq: int
+    keyframe: bool
+    add_ids: torch.Tensor                 # sorted
+    add_rows: torch.Tensor                # (n, Ctot) int32
+    upd_slots: torch.Tensor
+    upd_rows: torch.Tensor                # (U, Ctot) the rows' codes after the frame
+    del_ids: torch.Tensor
+    del_first: torch.Tensor               # deleted id ranges (cells), inclusive
+    del_last: torch.Tensor
+
+
+@dataclass
+class FloatOps:
+    """One frame's changes in floats on one device (torch tensors, or numpy on the CPU).
+
+    ``add``: (n, F) packed floats (protocol.attr_layout order) of ``add_ids``; ``updates``: a list of
+    (ids, {Attr: (n, C) floats}); ids of all UPDATE groups are distinct and live. ``thresholds``:
+    Attr -> allowed change in quantized units before an attribute counts as moved (0: any change).
+    """
+    keyframe: bool = False
+    add_ids: object = None
+    add: object = None
+    updates: list = field(default_factory=list)
+    delete_ids: object = None
+    delete_cells: dict = field(default_factory=dict)
+    thresholds: dict | None = None
+
+
+_MIRRORS: "weakref.WeakKeyDictionary[Encoder, DeviceCodes]" = weakref.WeakKeyDictionary()
+_QUANTIZERS: dict = {}
+
+
+def mirror_of(enc: Encoder, device) -> DeviceCodes:
+    """The encoder's device mirror (made, committed or reloaded as needed)."""
+    device = torch.device(device)
+    m = _MIRRORS.get(enc)
+    if m is None or m.device != device:
+        m = DeviceCodes(enc.profile, device)
+        _MIRRORS[enc] = m
+    m.catch_up(enc)
+    return m
+
+
+def quantizer_of(profile: Profile, device) -> TorchQuantizer:
+    key = (profile, str(torch.device(device)))
+    q = _QUANTIZERS.get(key)
+    if q is None:
+        q = _QUANTIZERS[key] = TorchQuantizer(profile, device)
+    return q
+
+
+class _Payload:
+    """Device tensors -> numpy arrays in one device-to-host copy (parts packed as bytes, widest first)."""
+
+    def __init__(self, device):
+        self.device = device
+        self.parts: list = []
+
+    def add(self, t: torch.Tensor) -> int:
+        if t.dtype == torch.bool:
+            t = t.to(torch.uint8)
+        self.parts.append(t.contiguous())
+        return len(self.parts) - 1
+
+    def fetch(self) -> list:
+        if self.device.type == "cpu":
+            return [t.numpy() for t in self.parts]
+        order = sorted(range(len(self.parts)), key=lambda k: -self.parts[k].element_size())  # aligned views
+        buf = torch.cat([self.parts[k].reshape(-1).view(torch.uint8) for k in order]).cpu().numpy()
+        out, pos = [None] * len(self.parts), 0
+        for k in order:
+            t = self.parts[k]
+            nb = t.numel() * t.element_size()
+            out[k] = buf[pos:pos + nb].view(_NP[t.dtype]).reshape(tuple(t.shape))
+            pos += nb
+        return out
+
+
+_NP = {torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64,
+       torch.uint8: np.uint8, torch.float32: np.float32}
+
+
+def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
+    """The code-space Delta of ``ops`` against the encoder's current state (not yet applied).
+
+    Quantization, residuals against the device mirror and UPDATE masks run on ``device`` (the
+    tensors' own by default); one packed copy brings the codes to the host.
+    """
+    from codec.delta import UpdateBlock       # the wire-form UPDATE block
+
+    p = enc.profile
+    dev = torch.device(device) if device is not None else _device_of(ops)
+    m = mirror_of(enc, dev)
+    qz = quantizer_of(p, dev)
+    lay = _layout(p)
+    pay = _Payload(dev)
+    bad = []
+
+    # ADD: codes of every attribute, in id order
+    add_ids = as_tensor(ops.add_ids if ops.add_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
+    n_add = add_ids.numel()
+    add_rows = torch.zeros((n_add, m.ctot), dtype=I32, device=dev)
+    i_add_ids, i_add = None, {}
+    if n_add or ops.keyframe:
+        add_x = (as_tensor(ops.add, dev, torch.float32) if ops.add is not None
+                 else torch.zeros((0, lay[Attr.SH_REST].stop), device=dev)).reshape(n_add, -1)
+        add_ids, order = torch.sort(add_ids)
+        add_x = add_x[order]
+        for a in ATTRS:
+            if p.comps(a):
+                c, b = qz.codes(a, add_x[:, lay[a]], add_ids)
+                add_rows[:, m.cols[a]] = c
+                bad.append(b)
+                i_add[a] = pay.add(wire(p, a, c).t())
+        if n_add > 1:
+            bad.append((add_ids[1:] == add_ids[:-1]).any())
+        i_add_ids = pay.add(add_ids)
+
+    # UPDATE: residuals against the mirror, rows grouped by the attributes that moved
+    groups = [(as_tensor(ids, dev, I64).reshape(-1), vals) for ids, vals in ops.updates]
+    groups = [(ids, {Attr(a): v for a, v in vals.items()}) for ids, vals in groups if ids.numel()]
+    upd_slots = torch.zeros(0, dtype=I64, device=dev)
+    upd_rows = torch.zeros((0, m.ctot), dtype=I32, device=dev)
+    i_upd_ids = i_counts = None
+    i_res = {}
+    if groups:
+        ids = torch.cat([g[0] for g in groups])
+        u = ids.numel()
+        slots = m.lookup(ids)
+        bad.append((slots < 0).any())
+        old = m.rows[slots.clamp_min(0)]
+        new = old.clone()
+        mask = torch.zeros(u, dtype=I32, device=dev)
+        thr = ops.thresholds or {}
+        attrs = [a for a in ATTRS if p.comps(a) and any(a in g[1] for g in groups)]
+        res = {}
+        for a in attrs:
+            cols = m.cols[a]
+            q = old[:, cols].clone()
+            start = 0
+            for gid, vals in groups:
+                k = gid.numel()
+                if a in vals:
+                    c, b = qz.codes(a, as_tensor(vals[a], dev, torch.float32).reshape(k, -1), gid)
+                    q[start:start + k] = c
+                    bad.append(b)
+                start += k
+            o = old[:, cols]
+            t = int(thr.get(a, 0)) if not p.lossless else 0
+            if a is Attr.ROTATION and not p.lossless:
+                moved = (q[:, 0] != o[:, 0]) | ((q[:, 1:] - o[:, 1:]).abs().amax(1) > t)
+            elif p.width(a) == 4:
+                moved = (q.to(I64) - o.to(I64)).abs().amax(1) > t
+            else:
+                moved = (q - o).abs().amax(1) > t
+            new[:, cols] = torch.where(moved[:, None], q, o)
+            res[a] = torch.where(moved[:, None], q.to(I64) - o.to(I64), 0)
+            mask |= moved.to(I32) << int(a)
+        sid, o1 = torch.sort(ids, stable=True)
+        if u > 1:
+            bad.append((sid[1:] == sid[:-1]).any())
+        _, o2 = torch.sort(mask[o1], stable=True)
+        order = o1[o2]
+        i_upd_ids = pay.add(ids[order])
+        i_counts = pay.add(torch.bincount(mask.to(I64), minlength=64))
+        for a in attrs:
+            i_res[a] = pay.add(wire(p, a, res[a][order]).t())
+        upd_slots, upd_rows = slots, new
+
+    # deletes (few: ids and cells go to the host as they are)
+    del_ids = as_tensor(ops.delete_ids if ops.delete_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
+    i_del = pay.add(del_ids) if del_ids.numel() else None
+    cell_levels = sorted(int(k) for k in ops.delete_cells)
+    i_cells = [pay.add(as_tensor(ops.delete_cells[k], dev, I64).reshape(-1)) for k in cell_levels]
+    i_bad = pay.add(torch.stack(bad).any().reshape(1)) if bad else None
+
+    h = pay.fetch()                                           # the one device-to-host copy
+    if i_bad is not None and h[i_bad][0]:
+        _raise_bad(h, i_add_ids, i_upd_ids, m, qz, ops, groups, dev)
+    d = Delta.empty_like(p, seq=enc.state.seq + 1, base_seq=enc.state.seq, keyframe=ops.keyframe)
+    if i_add_ids is not None:
+        d.add_ids = h[i_add_ids].view(U64)
+        d.add = {a: (h[i_add[a]].view(p.dtype(a)) if a in i_add else np.zeros((0, n_add), p.dtype(a))) for a in ATTRS}
+    if i_upd_ids is not None:
+        uid = h[i_upd_ids].view(U64)
+        counts = h[i_counts]
+        start = int(counts[0])                                # rows whose codes did not move
+        blocks = []
+        for mk in range(1, 64):
+            k = int(counts[mk])
+            if k:
+                blocks.append(UpdateBlock(mk, uid[start:start + k],
+                                          {a: h[i_res[a]][:, start:start + k].view(p.dtype(a))
+                                           for a in i_res if mk & a.bit}))
+                start += k
+        d.updates = blocks
+    if i_del is not None:
+        d.delete_ids = np.unique(h[i_del].view(U64))
+    if cell_levels:
+        d.delete_cells = {k: np.unique(h[i].view(U64)) for k, i in zip(cell_levels, i_cells) if len(h[i])}
+    first, last = [], []
+    for k, cells in d.delete_cells.items():
+        f, l = p.grid.cell_range(cells, k)
+        first.append(f), last.append(l)
+    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, upd_slots, upd_rows,
+                       torch.from_numpy(d.delete_ids.view(np.int64)).to(dev),
+                       torch.from_numpy(np.concatenate(first).view(np.int64) if first else np.zeros(0, np.int64)).to(dev),
+                       torch.from_numpy(np.concatenate(last).view(np.int64) if last else np.zeros(0, np.int64)).to(dev))
+    return d
+
+
+def _raise_bad(h, i_add_ids, i_upd_ids, m, qz, ops, groups, dev) -> None:
+    """Say what was wrong with a frame whose flag came back set (the slow path of an error)."""
+    if i_add_ids is not None and len(h[i_add_ids]) > 1 and (np.diff(h[i_add_ids]) == 0).any():
+        raise ValueError("an id is ADDed twice in one frame")
+    if groups:
+        ids = torch.cat([g[0] for g in groups])
+        if bool((m.lookup(ids) < 0).any()):
+            raise KeyError("UPDATE of an id that is not live")
+        if ids.numel() != torch.unique(ids).numel():
+            raise ValueError("update groups overlap: an id is updated twice in one step")
+    raise ValueError("a value is NaN or infinite, or a position is too far from its birth cell")
+
+
+def _device_of(ops: FloatOps) -> torch.device:
+    for t in [ops.add, ops.add_ids, ops.delete_ids] + [g[0] for g in ops.updates]:
+        if isinstance(t, torch.Tensor):
+            return t.device
+    return torch.device("cpu")
+
+
+_LAYOUTS: dict = {}
+
+
+def _layout(p: Profile) -> dict:
+    lay = _LAYOUTS.get(p.sh_degree)
+    if lay is None:
+        lay, start = {}, 0
+        for a in ATTRS:
+            lay[a] = slice(start, start + p.comps(a))
+            start += p.comps(a)
+        _LAYOUTS[p.sh_degree] = lay
+    return lay
