@@ -46,12 +46,6 @@ def rand_codes(L: Layout, n: int, rng) -> list[np.ndarray]:
     return out
 
 
-def band_rows(d: int) -> list[list[int]]:
-    """SH_REST component rows of each band section l = 1..d (SPEC.md 6.1): c*K + l^2 - 1 + i."""
-    k = (d + 1) ** 2 - 1
-    return [[c * k + l * l - 1 + i for c in range(3) for i in range(2 * l + 1)] for l in range(1, d + 1)]
-
-
 def per_gaussian(arrays: list[np.ndarray], j: int) -> tuple:
     return tuple(tuple(int(x) for x in arr[:, j]) for arr in arrays)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import flatbuffers
 import numpy as np
@@ -296,6 +297,86 @@ class Payload:
 
     def bytes(self) -> bytes:
         return b"".join(self.parts)
+
+
+# ----------------------------------------------------------------------------------- op blocks
+@dataclass
+class Encoding:
+    """How a frame's sections are written: filters per role, compression and zstd settings."""
+
+    ids: int = DELTA | SHUFFLE
+    ranges: int = DELTA | ZIGZAG | SHUFFLE
+    cells: int = DELTA | ZIGZAG | SHUFFLE
+    attr: Callable | None = None     # fn(attribute index, width, residual) -> filters
+    compression: str = "auto"
+    zstd_frames: int = 1
+    zstd_args: dict | None = None
+    level: int = 3
+
+    def attr_filters(self, a: int, width: int, residual: bool) -> int:
+        if self.attr is not None:
+            return self.attr(a, width, residual)
+        f = SHUFFLE if width > 1 else 0
+        return f | ZIGZAG if residual else f
+
+
+def band_rows(sh_degree: int) -> list[list[int]]:
+    """SH_REST component rows of each band section l = 1..d (SPEC.md 6.1): c*K + l^2 - 1 + i."""
+    k = (sh_degree + 1) ** 2 - 1
+    return [[c * k + l * l - 1 + i for c in range(3) for i in range(2 * l + 1)] for l in range(1, sh_degree + 1)]
+
+
+def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges=(), cells=(), adds=(), updates=(),
+              ext=()) -> tuple[list[BlockFields], Payload]:
+    """Op blocks and their payload, laid out as SPEC.md 6.1 says, in the order deletes, ranges, cells, adds,
+    updates, ext; nothing is checked, so ids may repeat or descend and codes may be out of range.
+
+    deletes: [ids]; ranges: [[(first, last), ...]]; cells: [(level, [cell, ...])]; adds: [(ids, codes)];
+    updates: [(ids, mask, residuals)]; ext: [(kind, [array, ...])]. codes and residuals are planar
+    (C, n) arrays in the attributes' code dtypes, indexed by attribute (a list or a dict by Attr);
+    residuals are read only for the attributes of their mask.
+    """
+    enc = enc or Encoding()
+    pl = Payload(enc.level)
+
+    def sec(arr, filters):
+        return pl.add(arr, filters, enc.compression, enc.zstd_frames, enc.zstd_args)
+
+    def ids_section(ids, filters):
+        return sec(np.asarray(ids, np.uint64)[None, :], filters)
+
+    def attr_sections(arrays, mask, residual):
+        out = []
+        for a in range(6):
+            if mask >> a & 1 and arrays[a].shape[0]:
+                f = enc.attr_filters(a, arrays[a].dtype.itemsize, residual)
+                parts = [arrays[a][rows] for rows in band_rows(sh_degree)] if a == 5 else [arrays[a]]
+                out += [sec(np.ascontiguousarray(p), f) for p in parts]
+        return out
+
+    blocks = []
+    for ids in deletes:
+        blocks.append(BlockFields(DELETE_IDS, len(ids), 0, 0, [ids_section(ids, enc.ids)]))
+    for rs in ranges:
+        r = np.array(rs, np.uint64).reshape(-1, 2).T.copy()
+        blocks.append(BlockFields(DELETE_RANGES, r.shape[1], 0, 0, [sec(r, enc.ranges)]))
+    for level, cs in cells:
+        blocks.append(BlockFields(DELETE_CELLS, len(cs), 0, level, [ids_section(cs, enc.cells)]))
+    for ids, codes in adds:
+        blocks.append(BlockFields(ADD, len(ids), 0, 0, [ids_section(ids, enc.ids)] + attr_sections(codes, 0x3F, False)))
+    for ids, mask, res in updates:
+        blocks.append(BlockFields(UPDATE, len(ids), mask, 0, [ids_section(ids, enc.ids)] + attr_sections(res, mask, True)))
+    for kind, arrays in ext:
+        blocks.append(BlockFields(kind, 0, 0, 0, [sec(arr, 0) for arr in arrays]))
+    return blocks, pl
+
+
+def ops_frame(sh_degree: int, seq: int, base_seq: int, *, keyframe: bool = False, digest: tuple | None = None,
+              enc: Encoding | None = None, **ops) -> bytes:
+    """A whole frame record holding ``ops`` (as op_blocks takes them), with a correct CRC."""
+    blocks, pl = op_blocks(sh_degree, enc, **ops)
+    f = FrameFields(seq, base_seq, KEYFRAME if keyframe else 0, 0, digest, blocks, pl.descs)
+    return frame_record(frame_meta(f), pl.bytes())
 
 
 # ----------------------------------------------------------------------------------- zstd frames

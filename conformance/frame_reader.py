@@ -14,7 +14,7 @@ import numpy as np
 import zstandard
 
 from . import craft
-from .attribute_codes import band_rows, dtype_of
+from .attribute_codes import dtype_of
 from .refmodel import Layout
 
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -97,7 +97,7 @@ def _attributes(payload: bytes, secs, L: Layout, mask: int, n: int) -> list[np.n
     for a in range(6):
         arr = np.zeros((L.comps(a), n), dtype_of(L, a))
         if mask >> a & 1 and L.comps(a):
-            for rows in (band_rows(L.sh_degree) if a == 5 else [list(range(L.comps(a)))]):
+            for rows in (craft.band_rows(L.sh_degree) if a == 5 else [list(range(L.comps(a)))]):
                 arr[rows] = decode_section(payload, next(secs), len(rows), n).view(arr.dtype)
         out.append(arr)
     return out

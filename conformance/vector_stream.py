@@ -19,9 +19,8 @@ from codec import Limits
 from codec.profile import PRESETS
 
 from . import craft
-from .attribute_codes import band_rows, dtype_of, per_gaussian, planar, rand_codes
-from .craft import (ADD, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, DELTA, KEYFRAME, SHUFFLE, UPDATE, ZIGZAG,
-                    BlockFields, FrameFields, HeaderFields, QuantFields)
+from .attribute_codes import dtype_of, per_gaussian, planar, rand_codes
+from .craft import KEYFRAME, Encoding, FrameFields, HeaderFields, QuantFields
 from .refmodel import Layout, RefError, RefFrame, RefState, check_records, digest_text
 
 
@@ -41,22 +40,6 @@ def hf_preset(name: str, d: int, grid=G, **kw) -> HeaderFields:
 def hf_quant(q: QuantFields, d: int, grid=G, name="custom", **kw) -> HeaderFields:
     return HeaderFields(d, grid, replace(q, rest_bits=tuple(q.rest_bits[:d]), rest_range=tuple(q.rest_range[:d])),
                         name, **kw)
-
-
-class Enc:
-    """How a frame's sections are encoded (filters and compression)."""
-
-    def __init__(self, ids=DELTA | SHUFFLE, ranges=DELTA | ZIGZAG | SHUFFLE, cells=DELTA | ZIGZAG | SHUFFLE,
-                 attr=None, compression="auto", zstd_frames=1, zstd_args=None, level=3):
-        self.ids, self.ranges, self.cells = ids, ranges, cells
-        self.attr = attr  # fn(attr_index, width, residual) -> filters
-        self.compression, self.zstd_frames, self.zstd_args, self.level = compression, zstd_frames, zstd_args, level
-
-    def attr_filters(self, a: int, width: int, residual: bool) -> int:
-        if self.attr is not None:
-            return self.attr(a, width, residual)
-        f = SHUFFLE if width > 1 else 0
-        return f | ZIGZAG if residual else f
 
 
 class Stream:
@@ -120,46 +103,17 @@ class Stream:
 
     # -- frames ----------------------------------------------------------------------------------
     def frame(self, *, key=False, adds=(), updates=(), deletes=(), ranges=(), cells=(), ext=(), seq=None, base=None,
-              digest="auto", flags=None, features=0, extra_field=None, enc: Enc | None = None, order=None,
+              digest="auto", flags=None, features=0, extra_field=None, enc: Encoding | None = None, order=None,
               tweak=None, post=None, record=None, error: str | None = None, model: bool = True,
               layout=None) -> bytes:
         """Build, model and append one frame. ``error`` marks it as the frame where decoding must fail."""
         assert self.fail is None, "no frames after the failing one"
-        enc = enc or Enc()
+        enc = enc or Encoding()
         L = self.L
         seq = self.seq + 1 if seq is None else seq
         base = (self.seq if not key else 0) if base is None else base
-        pl = craft.Payload(enc.level)
-
-        def sec(arr, filters):
-            return pl.add(arr, filters, enc.compression, enc.zstd_frames, enc.zstd_args)
-
-        blocks = []
-        for ids in deletes:
-            blocks.append(BlockFields(DELETE_IDS, len(ids), 0, 0, [sec(np.asarray(ids, np.uint64)[None, :], enc.ids)]))
-        for rs in ranges:
-            r = np.array(rs, np.uint64).reshape(-1, 2).T.copy()
-            blocks.append(BlockFields(DELETE_RANGES, r.shape[1], 0, 0, [sec(r, enc.ranges)]))
-        for level, cs in cells:
-            blocks.append(BlockFields(DELETE_CELLS, len(cs), 0, level,
-                                      [sec(np.asarray(cs, np.uint64)[None, :], enc.cells)]))
-        def attr_sections(arrays, mask, residual):
-            out = []
-            for a in range(6):
-                if mask >> a & 1 and L.comps(a):
-                    f = enc.attr_filters(a, L.width(a), residual)
-                    parts = [arrays[a][rows] for rows in band_rows(L.sh_degree)] if a == 5 else [arrays[a]]
-                    out += [sec(np.ascontiguousarray(p), f) for p in parts]
-            return out
-
-        for ids, codes in adds:
-            s = [sec(np.asarray(ids, np.uint64)[None, :], enc.ids)] + attr_sections(codes, 0x3F, False)
-            blocks.append(BlockFields(ADD, len(ids), 0, 0, s))
-        for ids, mask, res in updates:
-            s = [sec(np.asarray(ids, np.uint64)[None, :], enc.ids)] + attr_sections(res, mask, True)
-            blocks.append(BlockFields(UPDATE, len(ids), mask, 0, s))
-        for kind, arrays in ext:
-            blocks.append(BlockFields(kind, 0, 0, 0, [sec(arr, 0) for arr in arrays]))
+        blocks, pl = craft.op_blocks(L.sh_degree, enc, deletes=deletes, ranges=ranges, cells=cells, adds=adds,
+                                     updates=updates, ext=ext)
         if order is not None:
             blocks = order(blocks)
 

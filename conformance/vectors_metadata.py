@@ -7,8 +7,9 @@ import struct
 from dataclasses import replace
 
 from . import craft
+from .craft import Encoding
 from .spec_index import S_GRID, S_HEADER, S_LIMITS, S_MODEL, S_OPS, S_ORDER, S_QDOMAIN, S_SCHEMA, S_SECTIONS
-from .vector_stream import Enc, VectorWriter, both, hf_preset, set_block, set_section
+from .vector_stream import VectorWriter, both, hf_preset, set_block, set_section
 
 
 def gen_header(g: VectorWriter) -> None:
@@ -149,10 +150,10 @@ def gen_metadata(g: VectorWriter) -> None:
          lambda s: dict(updates=[(s.live()[:1], 0x01, s.residuals(s.live()[:1], 0x01))],
                         tweak=set_block(0, mask=0x81)), "UPDATE mask 0x81"),
         ("sec_ids_width_4", lambda s: dict(tweak=set_section(0, width=4)), "ADD ids section declares width 4"),
-        ("sec_attr_width_2", lambda s: dict(enc=Enc(compression="none"),
+        ("sec_attr_width_2", lambda s: dict(enc=Encoding(compression="none"),
                                             tweak=set_section(2, width=2)),
          "ADD scale section (8-bit codes) declares width 2"),
-        ("sec_raw_size_mismatch", lambda s: dict(enc=Enc(compression="none"), tweak=_grow_section(1, 8)),
+        ("sec_raw_size_mismatch", lambda s: dict(enc=Encoding(compression="none"), tweak=_grow_section(1, 8)),
          "uncompressed position section with 8 extra bytes (raw_size = stored_size = count*3*4 + 8)"),
         ("sec_past_payload", lambda s: dict(tweak=lambda ff, pl: ff.sections.__setitem__(
             6, replace(ff.sections[6], offset=ff.sections[6].offset + 1))),
@@ -161,7 +162,7 @@ def gen_metadata(g: VectorWriter) -> None:
             3, replace(ff.sections[3], offset=(1 << 32) - ff.sections[3].stored_size + 2))),
          "section offset 2^32 - stored_size + 2: offset + stored_size wraps to 2 in 32-bit arithmetic"),
         ("sec_uncompressed_stored_ne_raw",
-         lambda s: dict(enc=Enc(compression="none"),
+         lambda s: dict(enc=Encoding(compression="none"),
                         tweak=lambda ff, pl: ff.sections.__setitem__(
                             4, replace(ff.sections[4], stored_size=ff.sections[4].stored_size - 1))),
          "uncompressed opacity section with stored_size = raw_size - 1"),

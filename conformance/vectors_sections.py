@@ -8,16 +8,16 @@ import struct
 from dataclasses import replace
 
 from . import craft
-from .craft import Section
+from .craft import Encoding, Section
 from .spec_index import S_DIGEST, S_FRAME, S_HEADER, S_HEADER_REC, S_OPS, S_SCHEMA, S_SECTIONS, S_VERSION
-from .vector_stream import Enc, VectorWriter, hf_preset
+from .vector_stream import VectorWriter, hf_preset
 
 
 def gen_encoding(g: VectorWriter) -> None:
     sec = [S_SECTIONS]
     for f in range(8):
         s = g.stream(f"enc_filters_{f}", key_n=None, hf=hf_preset("high", 1))
-        e = Enc(ids=f, ranges=f, cells=f, attr=lambda a, w, r, f=f: f)
+        e = Encoding(ids=f, ranges=f, cells=f, attr=lambda a, w, r, f=f: f)
         s.frame(key=True, adds=[(s.fresh_ids(40), s.codes(40))], enc=e)
         ids = s.live()[2::3]
         live = s.live()
@@ -27,22 +27,22 @@ def gen_encoding(g: VectorWriter) -> None:
         s.valid("encoding", f"every section with filters {f} ({names})", sec, state=False)
 
     s = g.stream("enc_uncompressed", key_n=None, hf=hf_preset("compact", 2))
-    s.frame(key=True, adds=[(s.fresh_ids(50), s.codes(50))], enc=Enc(compression="none"))
+    s.frame(key=True, adds=[(s.fresh_ids(50), s.codes(50))], enc=Encoding(compression="none"))
     s.valid("encoding", "all sections stored without compression", sec, state=False)
 
     s = g.stream("enc_zstd_everywhere", key_n=None)
-    e = Enc(compression="zstd")
+    e = Encoding(compression="zstd")
     s.frame(key=True, adds=[(s.fresh_ids(3), s.codes(3))], enc=e)
     s.frame(deletes=[s.live()[:1]], enc=e)
     s.valid("encoding", "zstd even for tiny sections where it is larger than the raw bytes", sec)
 
     s = g.stream("enc_zstd_checksum_flag", key_n=None, hf=hf_preset("compact", 3))
     s.frame(key=True, adds=[(s.fresh_ids(30), s.codes(30))],
-            enc=Enc(compression="zstd", zstd_args={"write_checksum": True}))
+            enc=Encoding(compression="zstd", zstd_args={"write_checksum": True}))
     s.valid("encoding", "zstd frames carrying their own content checksum", sec, state=False)
 
     s = g.stream("enc_zstd_level_19", key_n=None, hf=hf_preset("high", 2))
-    s.frame(key=True, adds=[(s.fresh_ids(30), s.codes(30))], enc=Enc(compression="zstd", level=19))
+    s.frame(key=True, adds=[(s.fresh_ids(30), s.codes(30))], enc=Encoding(compression="zstd", level=19))
     s.valid("encoding", "zstd frames from compression level 19 (long matches)", sec, state=False)
 
     def reverse_payload(ff, pl):
@@ -106,7 +106,7 @@ def gen_encoding(g: VectorWriter) -> None:
     s = g.stream("enc_sections_share_bytes", key_n=None)
     c = s.codes(4)
     c[4][:] = c[1]
-    s.frame(key=True, adds=[(s.fresh_ids(4), c)], enc=Enc(compression="none"),
+    s.frame(key=True, adds=[(s.fresh_ids(4), c)], enc=Encoding(compression="none"),
             tweak=lambda ff, pl: ff.sections.__setitem__(5, ff.sections[2]))
     s.valid("encoding", "the SH_DC and SCALE descriptors point at the same payload bytes", sec)
 

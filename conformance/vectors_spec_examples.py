@@ -8,9 +8,9 @@ import numpy as np
 from codec.profile import PRESETS
 
 from .attribute_codes import dtype_of, planar
-from .craft import DELTA, SHUFFLE, ZIGZAG, HeaderFields, QuantFields
+from .craft import DELTA, SHUFFLE, ZIGZAG, Encoding, HeaderFields, QuantFields
 from .spec_index import S_DIGEST, S_SECTIONS
-from .vector_stream import Enc, Stream, VectorWriter
+from .vector_stream import Stream, VectorWriter
 
 
 def gen_spec_examples(g: VectorWriter) -> None:
@@ -36,7 +36,7 @@ def gen_spec_examples(g: VectorWriter) -> None:
     ids = np.array([848, 850, 858], np.uint64)
     c = s.codes(3)
     c[3][:] = 100
-    raw = Enc(ids=DELTA | SHUFFLE, attr=lambda a, w, r: ZIGZAG | SHUFFLE if r else 0, compression="none")
+    raw = Encoding(ids=DELTA | SHUFFLE, attr=lambda a, w, r: ZIGZAG | SHUFFLE if r else 0, compression="none")
     s.frame(key=True, adds=[(ids, c)], enc=raw, tweak=lambda ff, pl: got.update(ids=pl.parts[0]))
     res = [np.zeros((s.L.comps(k), 3), dtype_of(s.L, k)) for k in range(6)]
     res[3][0] = [1, 0xFFFF, 0xFFFE]

@@ -8,8 +8,9 @@ from dataclasses import replace
 import numpy as np
 
 from . import craft
+from .craft import Encoding
 from .spec_index import S_FRAME, S_HEADER, S_HEADER_REC, S_OPS, S_SECTIONS, S_VERSION
-from .vector_stream import Enc, VectorWriter, hf_preset, set_section
+from .vector_stream import VectorWriter, hf_preset, set_section
 
 
 def gen_version_feature(g: VectorWriter) -> None:
@@ -45,6 +46,6 @@ def gen_version_feature(g: VectorWriter) -> None:
         s.invalid("feature", desc, [S_SECTIONS, S_VERSION])
     for comp in (2, 255):
         s = g.stream(f"feat_compression_{comp}", key_n=3)
-        s.add_frame(2, tweak=set_section(0, compression=comp), enc=Enc(compression="zstd"),
+        s.add_frame(2, tweak=set_section(0, compression=comp), enc=Encoding(compression="zstd"),
                     error="UNSUPPORTED_FEATURE", model=False)
         s.invalid("feature", f"section compression id {comp}", [S_SECTIONS, S_VERSION])

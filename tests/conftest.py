@@ -5,9 +5,6 @@ counts with no deadline, so the whole suite stays fast on a 2-core CPU box.
 """
 from __future__ import annotations
 
-import struct
-import zlib
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -146,24 +143,3 @@ def random_codes(rng: np.random.Generator, profile: Profile, n: int) -> dict:
             bits = {Attr.SCALE: q.scale_bits, Attr.OPACITY: q.opacity_bits, Attr.SH_DC: q.dc_bits}[a]
             out[a] = rng.integers(0, 1 << bits, (c, n)).astype(dt)
     return out
-
-
-# ------------------------------------------------------------------------------------------ bytes
-def frame_record(meta: bytes, payload: bytes = b"", crc: int | None = None) -> bytes:
-    """A frame record around given metadata and payload, with a correct CRC unless ``crc`` is given."""
-    head = struct.pack("<4sII", b"GSDF", 12 + len(meta) + len(payload) + 4, len(meta))
-    body = head + meta + payload
-    return body + struct.pack("<I", zlib.crc32(body) if crc is None else crc)
-
-
-def fix_crc(record: bytes | bytearray) -> bytes:
-    """Recompute the trailing CRC-32 of a header or frame record after tampering."""
-    b = bytearray(record)
-    b[-4:] = struct.pack("<I", zlib.crc32(bytes(b[:-4])))
-    return bytes(b)
-
-
-def split_frame(record: bytes) -> tuple[bytes, bytes]:
-    """(metadata, payload) of a frame record."""
-    _, flen, mlen = struct.unpack_from("<4sII", record)
-    return record[12:12 + mlen], record[12 + mlen:flen - 4]

@@ -16,146 +16,32 @@ from __future__ import annotations
 import functools
 import struct
 import tracemalloc
-import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-import flatbuffers
 import numpy as np
 import pytest
 import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from codec import Decoder, Delta, Encoder, ErrorCode, Gaussians, GsdError, Limits, read_stream
-from codec.attributes import ATTRS, Attr
-from codec.digest import Digest
-from codec.wire import FrameEncoder, decode_header
-from gsd.fb import Frame as FbFrame
-from gsd.fb import OpBlock as FbOpBlock
-from gsd.fb import Quantization as FbQuant
-from gsd.fb import StreamHeader as FbHeader
-from gsd.fb.Digest import CreateDigest
-from gsd.fb.Grid import CreateGrid
-from gsd.fb.Section import CreateSection
+from codec import Decoder, Encoder, ErrorCode, GsdError, Limits, read_stream, wire
+from codec.attributes import Attr
+from codec.wire import decode_header
+from conformance import craft, refmodel
+from conformance.craft import (ADD, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, UPDATE, BlockFields, HeaderFields,
+                               QuantFields, Section, edit_frame, fix_crc, frame_record, header_record, split_frame)
 
-from conftest import fix_crc, frame_record, make_profile, random_gaussians, split_frame
+from conftest import make_profile, random_gaussians
 
 pytestmark = pytest.mark.filterwarnings("error")
 
 E = ErrorCode
-ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS = 1, 2, 3, 4, 5
 U64 = np.uint64
 
-
-# ------------------------------------------------------------------------------ metadata I/O
-@dataclass
-class Meta:
-    """A frame's FlatBuffers metadata as plain Python, to edit and rebuild."""
-
-    seq: int = 1
-    base_seq: int = 0
-    flags: int = 0
-    features: int = 0
-    digest: tuple | None = None
-    blocks: list = field(default_factory=list)    # [kind, count, mask, level, [section indices]]
-    sections: list = field(default_factory=list)  # [offset, stored, raw, compression, filters, width, reserved]
-
-
-def parse_meta(meta: bytes) -> Meta:
-    fb = FbFrame.Frame.GetRootAs(meta, 0)
-    dg = fb.Digest()
-    blocks = []
-    for j in range(fb.BlocksLength()):
-        b = fb.Blocks(j)
-        blocks.append([b.Kind(), b.Count(), b.Mask(), b.Level(), [b.Sections(k) for k in range(b.SectionsLength())]])
-    sections = []
-    for j in range(fb.SectionsLength()):
-        s = fb.Sections(j)
-        sections.append([s.Offset(), s.StoredSize(), s.RawSize(), s.Compression(), s.Filters(), s.Width(), s.Reserved()])
-    return Meta(fb.Seq(), fb.BaseSeq(), fb.Flags(), fb.RequiredFeatures(),
-                (dg.Count(), dg.Lane0(), dg.Lane1()) if dg is not None else None, blocks, sections)
-
-
-def build_meta(m: Meta) -> bytes:
-    b = flatbuffers.Builder(1024)
-    offs = []
-    for kind, count, mask, level, secs in m.blocks:
-        FbOpBlock.StartSectionsVector(b, len(secs))
-        for s in reversed(secs):
-            b.PrependUint32(s)
-        vec = b.EndVector()
-        FbOpBlock.Start(b)
-        FbOpBlock.AddKind(b, kind)
-        FbOpBlock.AddCount(b, count)
-        FbOpBlock.AddMask(b, mask)
-        FbOpBlock.AddLevel(b, level)
-        FbOpBlock.AddSections(b, vec)
-        offs.append(FbOpBlock.End(b))
-    FbFrame.StartBlocksVector(b, len(offs))
-    for o in reversed(offs):
-        b.PrependUOffsetTRelative(o)
-    blocks = b.EndVector()
-    FbFrame.StartSectionsVector(b, len(m.sections))
-    for s in reversed(m.sections):
-        CreateSection(b, *s)
-    secs = b.EndVector()
-    FbFrame.Start(b)
-    FbFrame.AddSeq(b, m.seq)
-    FbFrame.AddBaseSeq(b, m.base_seq)
-    FbFrame.AddFlags(b, m.flags)
-    FbFrame.AddRequiredFeatures(b, m.features)
-    if m.digest is not None:
-        FbFrame.AddDigest(b, CreateDigest(b, *m.digest))
-    FbFrame.AddBlocks(b, blocks)
-    FbFrame.AddSections(b, secs)
-    b.Finish(FbFrame.End(b))
-    return bytes(b.Output())
-
-
-def edit_frame(frame: bytes, edit=None, payload: bytes | None = None) -> bytes:
-    """Re-serialize a frame after ``edit(meta)``; the CRC is correct so the edit reaches the parser."""
-    meta, pl = split_frame(frame)
-    m = parse_meta(meta)
-    if edit is not None:
-        edit(m)
-    return frame_record(build_meta(m), pl if payload is None else payload)
-
-
-def header_body(sh_degree=1, grid=(-8.0, -8.0, -8.0, 0.25, 8, 16), quant: dict | None = None, features=0,
-                max_gaussians=0, name="compact") -> bytes:
-    b = flatbuffers.Builder(256)
-    nm, gen = b.CreateString(name), b.CreateString("tests")
-    q_off = None
-    if quant is not None:
-        rb = b.CreateNumpyVector(np.array(quant["rest_bits"], np.uint8))
-        rr = b.CreateNumpyVector(np.array(quant["rest_range"], np.float32))
-        FbQuant.Start(b)
-        for key in ("position_bits", "scale_bits", "scale_min", "scale_max", "rotation_bits", "opacity_bits",
-                    "dc_bits", "dc_min", "dc_max"):
-            getattr(FbQuant, "Add" + "".join(w.title() for w in key.split("_")))(b, quant[key])
-        FbQuant.AddRestBits(b, rb)
-        FbQuant.AddRestRange(b, rr)
-        q_off = FbQuant.End(b)
-    FbHeader.Start(b)
-    FbHeader.AddShDegree(b, sh_degree)
-    FbHeader.AddGrid(b, CreateGrid(b, *grid))
-    if q_off is not None:
-        FbHeader.AddQuantization(b, q_off)
-    FbHeader.AddProfileName(b, nm)
-    FbHeader.AddRequiredFeatures(b, features)
-    FbHeader.AddMaxGaussians(b, max_gaussians)
-    FbHeader.AddGenerator(b, gen)
-    b.Finish(FbHeader.End(b))
-    return bytes(b.Output())
-
-
-def header_record(body: bytes, major=1, minor=0, body_len=None, magic=b"GSDH") -> bytes:
-    head = struct.pack("<4sBBHI", magic, major, minor, 0, len(body) if body_len is None else body_len) + body
-    return head + struct.pack("<I", zlib.crc32(head))
-
-
-COMPACT = dict(position_bits=4, scale_bits=8, scale_min=-14.0, scale_max=4.0, rotation_bits=8, opacity_bits=8,
-               dc_bits=8, dc_min=-3.5, dc_max=3.5, rest_bits=[6], rest_range=[1.2])
+# Crafted headers start from this one (lossless, 2^8 cells a side, 16 slot bits); COMPACT is the
+# compact preset's quantization at SH degree 1.
+HDR = HeaderFields(1, ((-8.0, -8.0, -8.0), 0.25, 8, 16), None, "compact", generator="tests")
+COMPACT = QuantFields(rest_bits=(6,), rest_range=(1.2,))
 
 
 # ------------------------------------------------------------------------------------ the stream
@@ -211,7 +97,7 @@ def S_lossless() -> Stream:
 def test_stream_uses_every_block_kind(S):
     kinds = set()
     for f in S.frames:
-        kinds |= {b[0] for b in parse_meta(split_frame(f)[0]).blocks}
+        kinds |= {b.kind for b in craft.parse_frame_meta(split_frame(f)[0]).blocks}
     assert kinds == {ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS}
     assert len(S.states[-1]) < len(S.states[1])
 
@@ -456,14 +342,7 @@ MB = 1 << 20
 ])
 def test_oversize_declared_count_fails_without_allocating(S, kind, count, code):
     frame = S.frames[0] if kind == ADD else S.frames[1] if kind == UPDATE else S.frames[2]
-    target = {ADD: ADD, UPDATE: UPDATE, DELETE_IDS: DELETE_IDS, DELETE_RANGES: DELETE_RANGES,
-              DELETE_CELLS: DELETE_CELLS}[kind]
-
-    def edit(m: Meta):
-        blk = next(b for b in m.blocks if b[0] == target)
-        blk[1] = count
-
-    bad = edit_frame(frame, edit)
+    bad = edit_frame(frame, lambda m: setattr(_first_block(m, kind), "count", count))
     dec = S.decoder(S.frames.index(frame))
     snap = snapshot(dec)
     e, peak = peak_bytes(lambda: decode_error(dec, bad))
@@ -483,27 +362,10 @@ def _bomb(total: int, declare_size: bool) -> bytes:
     return b"".join(parts)
 
 
-def _set_content_size(z: bytes, value: int) -> bytes:
-    """Rewrite the Frame_Content_Size field of a zstd frame header in place (RFC 8878 3.1.1.1)."""
-    fhd = z[4]
-    single, fcs_flag, did_flag = (fhd >> 5) & 1, fhd >> 6, fhd & 3
-    off = 5 + (0 if single else 1) + (0, 1, 2, 4)[did_flag]
-    size = (1 if single else 0, 2, 4, 8)[fcs_flag]
-    assert size >= 4 and value < 1 << (8 * size)
-    return z[:off] + value.to_bytes(size, "little") + z[off + size:]
-
-
-def _raw_block_frame(content_size: int, data: bytes) -> bytes:
-    """A zstd frame that declares ``content_size`` (4-byte field) but holds only ``data`` in one raw last block."""
-    header = struct.pack("<IB", 0xFD2FB528, 0b10100000) + struct.pack("<I", content_size)  # FCS 4 bytes, single segment
-    block = ((len(data) << 3) | 1).to_bytes(3, "little")  # Last_Block=1, Raw
-    return header + block + data
-
-
 BOMBS = {
     "no_content_size": lambda raw: _bomb(256 * MB, False),
     "true_content_size": lambda raw: _bomb(256 * MB, True),
-    "content_size_lies": lambda raw: _set_content_size(_bomb(256 * MB, True), raw),
+    "content_size_lies": lambda raw: craft.zstd_set_content_size(_bomb(256 * MB, True), raw),
     "bomb_after_a_good_frame": lambda raw: zstandard.ZstdCompressor().compress(bytes(raw)) + _bomb(256 * MB, False),
 }
 
@@ -513,13 +375,11 @@ def test_zstd_bomb_section_is_decompression_failed_with_bounded_memory(S, bomb):
     """A DELETE_IDS section of 5 ids (40 raw bytes) whose zstd data expands to 256 MiB."""
     frame = S.frames[2]
     meta, payload0 = split_frame(frame)
-    m = parse_meta(meta)
-    raw = m.sections[_first_block(m, DELETE_IDS)[4][0]][2]
-    data = BOMBS[bomb](raw)
+    data = BOMBS[bomb](_ids_section(craft.parse_frame_meta(meta)).raw_size)
 
-    def edit(m: Meta):
-        sec = m.sections[_first_block(m, DELETE_IDS)[4][0]]
-        sec[0], sec[1], sec[3] = len(payload0), len(data), 1  # offset, stored_size, zstd
+    def edit(m: craft.FrameFields):
+        sec = _ids_section(m)
+        sec.offset, sec.stored_size, sec.compression = len(payload0), len(data), craft.ZSTD
 
     bad = edit_frame(frame, edit, payload0 + data)
     assert len(bad) < 64 * 1024
@@ -536,14 +396,13 @@ def test_large_declared_raw_size_with_tiny_zstd_data_has_bounded_memory(S, decla
     """A count within limits (2^24 ids, 128 MiB raw) backed by ~100 bytes: memory follows the data."""
     frame = S.frames[2]
     count = 1 << 24
-    tiny = _raw_block_frame(8 * count, bytes(100)) if declare else zstandard.ZstdCompressor().compress(bytes(100))
+    tiny = craft.zstd_raw_block_frame(8 * count, bytes(100)) if declare else zstandard.ZstdCompressor().compress(bytes(100))
     payload0 = split_frame(frame)[1]
 
-    def edit(m: Meta):
-        blk = _first_block(m, DELETE_IDS)
-        blk[1] = count
-        sec = m.sections[blk[4][0]]
-        sec[0], sec[1], sec[2], sec[3] = len(payload0), len(tiny), 8 * count, 1
+    def edit(m: craft.FrameFields):
+        _first_block(m, DELETE_IDS).count = count
+        sec = _ids_section(m)
+        sec.offset, sec.stored_size, sec.raw_size, sec.compression = len(payload0), len(tiny), 8 * count, craft.ZSTD
 
     bad = edit_frame(frame, edit, payload0 + tiny)
     dec = S.decoder(2)
@@ -555,17 +414,10 @@ def test_large_declared_raw_size_with_tiny_zstd_data_has_bounded_memory(S, decla
 
 
 # ---------------------------------------------------------------- one case per error code (table)
-def _delta(S, at: int, **kw) -> Delta:
-    p = S.profile
+def _frame(S, at: int, digest: tuple | None = None, **ops) -> bytes:
+    """A frame after S.states[at] holding ``ops`` (as craft.op_blocks takes them), written as given."""
     seq = S.states[at].seq
-    d = Delta.empty_like(p, seq=seq + 1, base_seq=seq)
-    for k, v in kw.items():
-        setattr(d, k, v)
-    return d
-
-
-def _frame(S, d: Delta) -> bytes:
-    return FrameEncoder(S.profile).encode(d)
+    return craft.ops_frame(S.profile.sh_degree, seq + 1, seq, digest=digest, **ops)
 
 
 def _codes(S, n, over=None):
@@ -581,16 +433,17 @@ def _free_ids(S, n):
     return np.array([i for i in range(1, 10**6) if i not in live][:n], U64)
 
 
-def _section_edit(S, frame_idx, fn):
-    return lambda: (frame_idx, edit_frame(S.frames[frame_idx], fn))
+def _first_block(m: craft.FrameFields, kind: int) -> BlockFields:
+    return next(b for b in m.blocks if b.kind == kind)
 
 
-def _first_block(m, kind):
-    return next(b for b in m.blocks if b[0] == kind)
+def _ids_section(m: craft.FrameFields) -> Section:
+    """The section of the first DELETE_IDS block."""
+    return m.sections[_first_block(m, DELETE_IDS).sections[0]]
 
 
-def _hdr(S, **kw):
-    return ("header", header_record(header_body(**kw)))
+def _hdr(**kw):
+    return ("header", craft.header(replace(HDR, **kw)))
 
 
 CASES = {
@@ -608,110 +461,106 @@ CASES = {
     # metadata
     "meta_garbage": (E.MALFORMED, lambda S: (0, frame_record(b"\xff" * 16, split_frame(S.frames[0])[1]))),
     "meta_empty": (E.MALFORMED, lambda S: (0, frame_record(b"", b""))),
-    "block_kind_0": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: _first_block(m, DELETE_IDS).__setitem__(0, 0)))),
-    "update_mask_0": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: _first_block(m, UPDATE).__setitem__(2, 0)))),
-    "update_mask_bit6": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: _first_block(m, UPDATE).__setitem__(2, _first_block(m, UPDATE)[2] | 0x40)))),
-    "add_missing_section": (E.MALFORMED, lambda S: (0, edit_frame(S.frames[0], lambda m: _first_block(m, ADD)[4].pop()))),
-    "section_index_out_of_range": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: _first_block(m, DELETE_IDS)[4].__setitem__(0, 999)))),
-    "raw_size_mismatch": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(2, 8)))),
-    "width_mismatch": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(5, 4)))),
-    "section_past_payload": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(0, 10**6)))),
+    "block_kind_0": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 0)))),
+    "update_mask_0": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(_first_block(m, UPDATE), "mask", 0)))),
+    "update_mask_bit6": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(_first_block(m, UPDATE), "mask", _first_block(m, UPDATE).mask | 0x40)))),
+    "add_missing_section": (E.MALFORMED, lambda S: (0, edit_frame(S.frames[0], lambda m: _first_block(m, ADD).sections.pop()))),
+    "section_index_out_of_range": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: _first_block(m, DELETE_IDS).sections.__setitem__(0, 999)))),
+    "raw_size_mismatch": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "raw_size", 8)))),
+    "width_mismatch": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "width", 4)))),
+    "section_past_payload": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "offset", 10**6)))),
     "uncompressed_stored_ne_raw": (E.MALFORMED, lambda S: (2, edit_frame(
-        S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(1, m.sections[_first_block(m, DELETE_IDS)[4][0]][2] - 1)))),
+        S.frames[2], lambda m: setattr(_ids_section(m), "stored_size", _ids_section(m).raw_size - 1)))),
     "keyframe_seq_0": (E.MALFORMED, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(m, "seq", 0)))),
     "seq_not_after_base": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(m, "seq", m.base_seq)))),
     # features
-    "frame_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(m, "features", 1 << 5)))),
-    "header_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: _hdr(S, quant=COMPACT, features=1)),
-    "op_kind_6": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: _first_block(m, DELETE_IDS).__setitem__(0, 6)))),
-    "compression_2": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(3, 2)))),
-    "filter_bit_3": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections[_first_block(m, DELETE_IDS)[4][0]].__setitem__(4, 8)))),
+    "frame_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(m, "required_features", 1 << 5)))),
+    "header_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: _hdr(quant=COMPACT, required_features=1)),
+    "op_kind_6": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 6)))),
+    "compression_2": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "compression", 2)))),
+    "filter_bit_3": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "filters", 8)))),
     # limits
-    "add_count_2^31": (E.LIMIT_EXCEEDED, lambda S: (0, edit_frame(S.frames[0], lambda m: _first_block(m, ADD).__setitem__(1, 2**31)))),
-    "too_many_blocks": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.extend([[200, 0, 0, 0, []]] * 4097)))),
-    "too_many_sections": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections.extend([[0, 0, 0, 0, 0, 1, 0]] * 16385)))),
-    "raw_bytes_over_2^32": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections.extend([[0, 0, 2**31 + 1, 1, 0, 8, 0]] * 2)))),
-    "scene_budget": (E.LIMIT_EXCEEDED, lambda S: ("stream", header_record(header_body(grid=_grid(S), quant=COMPACT, max_gaussians=10)) + S.frames[0])),
+    "add_count_2^31": (E.LIMIT_EXCEEDED, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(_first_block(m, ADD), "count", 2**31)))),
+    "too_many_blocks": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.extend([BlockFields(200, 0)] * 4097)))),
+    "too_many_sections": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections.extend([Section(0, 0, 0, 0, 0, 1)] * 16385)))),
+    "raw_bytes_over_2^32": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.sections.extend([Section(0, 0, 2**31 + 1, 1, 0, 8)] * 2)))),
+    "scene_budget": (E.LIMIT_EXCEEDED, lambda S: ("stream", craft.header(replace(HDR, grid=_grid(S), quant=COMPACT, max_gaussians=10)) + S.frames[0])),
     # decompression
     "zstd_garbage": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, b"\x28\xb5\x2f\xfd" + bytes(range(60)))),
     "zstd_short": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(8)))),
     "zstd_long": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(4096)))),
     "zstd_no_content_size": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor(write_content_size=False).compress(bytes(40)))),
     "zstd_trailing_bytes": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(40)) + b"\0")),
-    "zstd_data_short_of_content_size": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, _raw_block_frame(40, bytes(39)))),
+    "zstd_data_short_of_content_size": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, craft.zstd_raw_block_frame(40, bytes(39)))),
     # values
-    "ids_descending": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=S.states[1].ids()[[3, 1]])))),
-    "id_outside_id_space": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=np.array([S.profile.grid.id_limit], U64))))),
-    "range_first_gt_last": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_ranges=np.array([[9, 3]], U64))))),
-    "cell_outside_grid": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_cells={0: np.array([1 << (3 * S.profile.grid.cell_bits)], U64)})))),
-    "cell_level_over_B": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, delete_cells={S.profile.grid.cell_bits + 1: np.array([0], U64)})))),
-    "rotation_index_4": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, add_ids=_free_ids(S, 1), add=_codes(S, 1, {Attr.ROTATION: np.array([[4], [0], [0], [0]], np.uint8)}))))),
-    "rest_over_M": (E.BAD_VALUE, lambda S: (1, _frame(S, _delta(S, 1, add_ids=_free_ids(S, 1), add=_codes(S, 1, {Attr.SH_REST: np.full((9, 1), 100, np.int8)}))))),
+    "ids_descending": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, deletes=[S.states[1].ids()[[3, 1]]]))),
+    "id_outside_id_space": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, deletes=[np.array([S.profile.grid.id_limit], U64)]))),
+    "range_first_gt_last": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, ranges=[[(9, 3)]]))),
+    "cell_outside_grid": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, cells=[(0, [1 << (3 * S.profile.grid.cell_bits)])]))),
+    "cell_level_over_B": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, cells=[(S.profile.grid.cell_bits + 1, [0])]))),
+    "rotation_index_4": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, adds=[(_free_ids(S, 1), _codes(S, 1, {Attr.ROTATION: np.array([[4], [0], [0], [0]], np.uint8)}))]))),
+    "rest_over_M": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, adds=[(_free_ids(S, 1), _codes(S, 1, {Attr.SH_REST: np.full((9, 1), 100, np.int8)}))]))),
     "update_makes_invalid_code": (E.BAD_VALUE, lambda S: (1, _upd_invalid(S))),
     # ids
-    "add_equal_ids": (E.DUPLICATE_ID, lambda S: (1, _frame(S, _delta(S, 1, add_ids=np.repeat(_free_ids(S, 1), 2), add=_codes(S, 2))))),
+    "add_equal_ids": (E.DUPLICATE_ID, lambda S: (1, _frame(S, 1, adds=[(np.repeat(_free_ids(S, 1), 2), _codes(S, 2))]))),
     "id_in_add_and_update": (E.DUPLICATE_ID, lambda S: (1, _add_and_update(S))),
-    "two_delete_id_blocks": (E.DUPLICATE_ID, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.append(list(_first_block(m, DELETE_IDS)))))),
-    "add_live_id": (E.ID_EXISTS, lambda S: (1, _frame(S, _delta(S, 1, add_ids=S.states[1].ids()[:1], add=_codes(S, 1))))),
-    "delete_absent_id": (E.ID_MISSING, lambda S: (1, _frame(S, _delta(S, 1, delete_ids=_free_ids(S, 1))))),
+    "two_delete_id_blocks": (E.DUPLICATE_ID, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.append(replace(_first_block(m, DELETE_IDS)))))),
+    "add_live_id": (E.ID_EXISTS, lambda S: (1, _frame(S, 1, adds=[(S.states[1].ids()[:1], _codes(S, 1))]))),
+    "delete_absent_id": (E.ID_MISSING, lambda S: (1, _frame(S, 1, deletes=[_free_ids(S, 1)]))),
     "update_deleted_id": (E.ID_MISSING, lambda S: (3, _upd(S, 3, np.setdiff1d(S.states[1].ids(), S.states[3].ids())[:1]))),
     "base_seq_gap": (E.SEQUENCE_GAP, lambda S: (0, S.frames[1])),
     "replayed_frame": (E.SEQUENCE_GAP, lambda S: (2, S.frames[1])),
     "digest_mismatch": (E.DIGEST_MISMATCH, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(m, "digest", (m.digest[0], m.digest[1] ^ 1, m.digest[2]))))),
-    "digest_count_mismatch": (E.DIGEST_MISMATCH, lambda S: (1, _frame(S, _delta(S, 1, digest=Digest(1, 0, 0))))),
+    "digest_count_mismatch": (E.DIGEST_MISMATCH, lambda S: (1, _frame(S, 1, digest=(1, 0, 0)))),
     # header parameters
-    "header_cell_bits_0": (E.BAD_HEADER, lambda S: _hdr(S, grid=(0.0, 0.0, 0.0, 1.0, 0, 8), quant=COMPACT)),
-    "header_id_bits_over_63": (E.BAD_HEADER, lambda S: _hdr(S, grid=(0.0, 0.0, 0.0, 1.0, 20, 8), quant=COMPACT)),
-    "header_cell_size_0": (E.BAD_HEADER, lambda S: _hdr(S, grid=(0.0, 0.0, 0.0, 0.0, 8, 8), quant=COMPACT)),
-    "header_sh_degree_4": (E.BAD_HEADER, lambda S: _hdr(S, sh_degree=4)),
-    "header_max_gaussians": (E.BAD_HEADER, lambda S: _hdr(S, quant=COMPACT, max_gaussians=2**24 + 1)),
-    "header_position_bits_0": (E.BAD_HEADER, lambda S: _hdr(S, quant={**COMPACT, "position_bits": 0})),
-    "header_rest_bits_short": (E.BAD_HEADER, lambda S: _hdr(S, sh_degree=2, quant=COMPACT)),
-    "header_scale_range_empty": (E.BAD_HEADER, lambda S: _hdr(S, quant={**COMPACT, "scale_min": 4.0})),
+    "header_cell_bits_0": (E.BAD_HEADER, lambda S: _hdr(grid=((0.0, 0.0, 0.0), 1.0, 0, 8), quant=COMPACT)),
+    "header_id_bits_over_63": (E.BAD_HEADER, lambda S: _hdr(grid=((0.0, 0.0, 0.0), 1.0, 20, 8), quant=COMPACT)),
+    "header_cell_size_0": (E.BAD_HEADER, lambda S: _hdr(grid=((0.0, 0.0, 0.0), 0.0, 8, 8), quant=COMPACT)),
+    "header_sh_degree_4": (E.BAD_HEADER, lambda S: _hdr(sh_degree=4)),
+    "header_max_gaussians": (E.BAD_HEADER, lambda S: _hdr(quant=COMPACT, max_gaussians=2**24 + 1)),
+    "header_position_bits_0": (E.BAD_HEADER, lambda S: _hdr(quant=replace(COMPACT, position_bits=0))),
+    "header_rest_bits_short": (E.BAD_HEADER, lambda S: _hdr(sh_degree=2, quant=COMPACT)),
+    "header_scale_range_empty": (E.BAD_HEADER, lambda S: _hdr(quant=replace(COMPACT, scale_min=4.0))),
 }
 
 
 def _grid(S):
     g = S.profile.grid
-    return (*g.origin, g.cell_size, g.cell_bits, g.slot_bits)
+    return (tuple(g.origin), g.cell_size, g.cell_bits, g.slot_bits)
 
 
 def _zstd_case(S, data: bytes):
     frame = S.frames[2]
     payload0 = split_frame(frame)[1]
 
-    def edit(m: Meta):
-        blk = _first_block(m, DELETE_IDS)
-        sec = m.sections[blk[4][0]]
-        sec[0], sec[1], sec[3] = len(payload0), len(data), 1
+    def edit(m: craft.FrameFields):
+        sec = _ids_section(m)
+        sec.offset, sec.stored_size, sec.compression = len(payload0), len(data), craft.ZSTD
 
     return 2, edit_frame(frame, edit, payload0 + data)
 
 
 def _upd_invalid(S):
+    """UPDATE residual taking rotation's largest-component index to 7."""
     ids = S.states[1].ids()[:1]
-    p = S.profile
     old = S.states[1].codes_of(ids)[Attr.ROTATION]
-    res = {a: np.zeros((p.comps(a), 1), p.dtype(a)) for a in ATTRS}
-    res[Attr.ROTATION] = (np.array([[7], [0], [0], [0]], np.uint8) - np.array([[old[0, 0]], [0], [0], [0]], np.uint8)).astype(np.uint8)
-    return _frame(S, _delta(S, 1, update_ids=ids, update_mask=np.array([Attr.ROTATION.bit], np.uint8), update=res))
+    res = (np.array([[7], [0], [0], [0]], np.uint8) - np.array([[old[0, 0]], [0], [0], [0]], np.uint8)).astype(np.uint8)
+    return _frame(S, 1, updates=[(ids, Attr.ROTATION.bit, {Attr.ROTATION: res})])
+
+
+def _opacity_plus_one(S, ids):
+    p = S.profile
+    return {Attr.OPACITY: np.ones((p.comps(Attr.OPACITY), len(ids)), p.dtype(Attr.OPACITY))}
 
 
 def _upd(S, at, ids):
-    p = S.profile
-    res = {a: np.zeros((p.comps(a), len(ids)), p.dtype(a)) for a in ATTRS}
-    res[Attr.OPACITY][:] = 1
-    return _frame(S, _delta(S, at, update_ids=ids, update_mask=np.full(len(ids), Attr.OPACITY.bit, np.uint8), update=res))
+    return _frame(S, at, updates=[(ids, Attr.OPACITY.bit, _opacity_plus_one(S, ids))])
 
 
 def _add_and_update(S):
-    p = S.profile
     ids = S.states[1].ids()[:1]
-    res = {a: np.zeros((p.comps(a), 1), p.dtype(a)) for a in ATTRS}
-    res[Attr.OPACITY][:] = 1
-    d = _delta(S, 1, delete_ids=ids, add_ids=ids, add=_codes(S, 1), update_ids=ids,
-               update_mask=np.array([Attr.OPACITY.bit], np.uint8), update=res)
-    return _frame(S, d)
+    return _frame(S, 1, deletes=[ids], adds=[(ids, _codes(S, 1))],
+                  updates=[(ids, Attr.OPACITY.bit, _opacity_plus_one(S, ids))])
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -754,10 +603,10 @@ def test_lowered_decoder_limits_apply(S):
 
 
 @pytest.mark.parametrize("edit", [
-    lambda m: m.blocks.append([200, 5, 0, 0, [0]]),                   # extension kind: skipped with its sections
+    lambda m: m.blocks.append(BlockFields(200, 5, 0, 0, [0])),        # extension kind: skipped with its sections
     lambda m: setattr(m, "flags", m.flags | 0x80),                     # reserved flag bits: ignored
-    lambda m: m.blocks.append(list(_first_block(m, DELETE_CELLS))),    # repeated cells/level: allowed (SPEC 6.1)
-    lambda m: m.blocks.append(list(_first_block(m, DELETE_RANGES))),   # overlapping ranges: allowed
+    lambda m: m.blocks.append(replace(_first_block(m, DELETE_CELLS))), # repeated cells/level: allowed (SPEC 6.1)
+    lambda m: m.blocks.append(replace(_first_block(m, DELETE_RANGES))),  # overlapping ranges: allowed
     lambda m: m.blocks.reverse(),                                      # block order does not matter
 ], ids=["extension_kind", "flag_bits", "repeated_cells", "repeated_ranges", "block_order"])
 def test_frames_the_spec_allows_are_accepted(S, edit):
@@ -771,8 +620,6 @@ def test_frames_the_spec_allows_are_accepted(S, edit):
 # SPEC.md 4.5 "Verification": the reader checks every offset and length of the header body and the
 # frame metadata against the buffer before use; refmodel.RefBuffer is the spec's algorithm written
 # out naively, so random edits must give the codec and it the same verdict.
-from codec import wire  # noqa: E402
-from conformance import craft, refmodel  # noqa: E402
 
 
 def _ref_verdict(buf: bytes, root: str) -> bool:
@@ -835,10 +682,9 @@ def test_header_misaligned_and_terminators(S):
 def test_f9_verification_comes_before_the_vector_limits(S):
     """SPEC.md 4.9 F9: a blocks/sections vector over its limit and past the buffer is MALFORMED."""
     meta, payload = split_frame(S.frames[2])
-    fb = FbFrame.Frame.GetRootAs(meta, 0)
-    for slot, count in ((5, 5000), (6, 20000)):
+    for field_id, count in ((craft.FRAME_BLOCKS, 5000), (craft.FRAME_SECTIONS, 20000)):
         out = bytearray(meta)
-        struct.pack_into("<I", out, fb._tab.Vector(fb._tab.Offset(4 + 2 * slot)) - 4, count)
+        struct.pack_into("<I", out, craft.frame_vector_len_at(meta, field_id), count)
         dec = S.decoder(2)
         assert decode_error(dec, frame_record(bytes(out), payload)).code is E.MALFORMED
 
