@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 from codec import FORMAT_VERSION, __version__, cli
 from codec.attributes import Attr
 from codec.ply import read_ply, write_ply
+from conformance import craft
 from conftest import random_gaussians
 
 SUBCOMMANDS = ("encode", "decode", "info", "validate", "demo")
@@ -218,7 +218,7 @@ def test_bad_input_data_exits_1_with_a_message(tmp_path):
     r = gsd("encode", junk, tmp_path / "o.gsd")
     assert r.returncode == 1 and "not a PLY" in r.stderr and "Traceback" not in r.stderr
     notgsd = tmp_path / "junk.gsd"
-    notgsd.write_bytes(b"GSDH" + struct.pack("<BBHI", 2, 0, 0, 0) + b"\0" * 4)
+    notgsd.write_bytes(craft.header_record(b"", major=2, crc=0))
     r = gsd("info", notgsd)
     assert r.returncode == 1 and "UNSUPPORTED_VERSION (code 3)" in r.stderr
 
