@@ -9,8 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from .attributes import ATTRS
-from .delta import Delta
+from .delta import Delta, UpdateBlock, group_updates
 from .errors import ErrorCode, GsdError
+from .id_index import sorted_member, sorted_unique
 from .profile import Profile
 
 U64 = np.uint64
@@ -61,43 +62,47 @@ def compose(d1: Delta, d2: Delta, profile: Profile) -> Delta:
     r.delete_cells = {lv: np.union1d(d1.delete_cells.get(lv, np.zeros(0, U64)),
                                      d2.delete_cells.get(lv, np.zeros(0, U64))).astype(U64) for lv in levels}
 
-    # d1 ADDs that survive d2, with d2's UPDATEs folded in
+    # d1 ADDs that survive d2, with d2's UPDATEs of them folded in
     keep_a = ~removed_by_d2(d1.add_ids)
     a_ids = d1.add_ids[keep_a]
     a_codes = {a: d1.add[a][:, keep_a].copy() for a in ATTRS}
-    upd_in_add = np.isin(d2.update_ids, a_ids, assume_unique=True)
-    if upd_in_add.any():
-        pos = np.searchsorted(a_ids, d2.update_ids[upd_in_add])
-        for a in ATTRS:
-            a_codes[a][:, pos] += d2.update[a][:, upd_in_add]
+    parts = []  # surviving UPDATE rows: (ids, mask, {Attr: residuals})
+    for b in d1.updates:
+        keep = ~removed_by_d2(b.ids)
+        parts.append((b.ids[keep], b.mask, {a: r[:, keep] for a, r in b.res.items()}))
+    for b in d2.updates:
+        in_add = sorted_member(b.ids, a_ids)
+        if in_add.any():
+            pos = np.searchsorted(a_ids, b.ids[in_add])
+            for a, res in b.res.items():
+                a_codes[a][:, pos] += res[:, in_add]
+        rest = ~in_add
+        parts.append((b.ids[rest], b.mask, {a: res[:, rest] for a, res in b.res.items()}))
     # plus d2's ADDs
     add_ids = np.concatenate([a_ids, d2.add_ids])
     order = np.argsort(add_ids, kind="stable")
     r.add_ids = add_ids[order]
     r.add = {a: np.concatenate([a_codes[a], d2.add[a]], axis=1)[:, order] for a in ATTRS}
-
-    # d1 UPDATEs that survive d2, merged with d2's UPDATEs of Gaussians d1 did not add
-    keep_u = ~removed_by_d2(d1.update_ids)
-    u1_ids, u1_mask = d1.update_ids[keep_u], d1.update_mask[keep_u]
-    u2 = ~upd_in_add
-    u2_ids, u2_mask = d2.update_ids[u2], d2.update_mask[u2]
-    ids = np.union1d(u1_ids, u2_ids)
-    p1, p2 = np.searchsorted(ids, u1_ids), np.searchsorted(ids, u2_ids)
+    # UPDATEs of one id in both deltas merge: masks OR, residuals add (modular)
+    parts = [x for x in parts if len(x[0])]
+    if not parts:
+        return r
+    ids = sorted_unique(np.concatenate([x[0] for x in parts]))
     mask = np.zeros(len(ids), np.uint8)
-    mask[p1] |= u1_mask
-    mask[p2] |= u2_mask
-    r.update_ids, r.update_mask = ids, mask
-    r.update = {}
-    for a in ATTRS:
-        res = np.zeros((d1.update[a].shape[0], len(ids)), d1.update[a].dtype)
-        res[:, p1] += d1.update[a][:, keep_u]
-        res[:, p2] += d2.update[a][:, u2]
-        r.update[a] = res
+    res = {}
+    for pids, m, rr in parts:
+        pos = np.searchsorted(ids, pids)
+        mask[pos] |= np.uint8(m)
+        for a, v in rr.items():
+            if a not in res:
+                res[a] = np.zeros((v.shape[0], len(ids)), v.dtype)
+            res[a][:, pos] += v
+    r.updates = group_updates(ids, mask, res)
     return r
 
 
 def _copy(d: Delta) -> Delta:
     return Delta(d.seq, d.base_seq, d.keyframe, d.add_ids.copy(), {a: v.copy() for a, v in d.add.items()},
-                 d.update_ids.copy(), d.update_mask.copy(), {a: v.copy() for a, v in d.update.items()},
+                 [UpdateBlock(b.mask, b.ids.copy(), {a: v.copy() for a, v in b.res.items()}) for b in d.updates],
                  d.delete_ids.copy(), d.delete_ranges.copy(), {k: v.copy() for k, v in d.delete_cells.items()},
                  d.digest)

@@ -1,8 +1,9 @@
-"""Delta: one frame's operations in code space, as numpy arrays (SPEC.md 6).
+"""Delta: one frame's operations in code space, as on the wire (SPEC.md 6).
 
-Attribute arrays are planar (C, N) in the profile's code dtypes. UPDATE carries
-residuals (new - old, wrapping) for every attribute, zero where its bit is not
-in that Gaussian's mask. Ids in each op are sorted ascending and unique.
+ADD carries planar (C, N) codes of every attribute. UPDATE ops stay in wire form: a list of
+blocks, each a mask and the residuals (new - old, wrapping) of exactly the attributes that mask
+names, so a position-only update of 5,000 Gaussians holds 15,000 position residuals and nothing
+else. Ids within each op or block are strictly ascending; ids are disjoint across blocks.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .attributes import Attr
+from .attributes import Attr, mask_attrs
 from .digest import Digest
 
 U64 = np.uint64
@@ -21,15 +22,41 @@ def _ids(a=None) -> np.ndarray:
 
 
 @dataclass
+class UpdateBlock:
+    """One UPDATE op block: Gaussians that change the same attributes (SPEC.md 6.1)."""
+
+    mask: int
+    ids: np.ndarray   # uint64, strictly ascending
+    res: dict         # Attr -> (C, n) residual codes, for each attribute of ``mask``
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def group_updates(ids: np.ndarray, masks: np.ndarray, res: dict) -> list[UpdateBlock]:
+    """Blocks from per-Gaussian masks and full-width residuals (for builders that have them dense).
+
+    ``ids`` ascending; ``res[a]`` is (C, n) for each attribute any mask names. Gaussians with
+    mask 0 are dropped. One block per distinct mask, in ascending mask order.
+    """
+    ids = np.asarray(ids, U64)
+    masks = np.asarray(masks, np.uint8)
+    blocks = []
+    for m in np.flatnonzero(np.bincount(masks, minlength=64)[1:]) + 1:
+        rows = np.flatnonzero(masks == m)
+        blocks.append(UpdateBlock(int(m), ids[rows], {a: np.ascontiguousarray(res[a][:, rows])
+                                                      for a in mask_attrs(int(m))}))
+    return blocks
+
+
+@dataclass
 class Delta:
     seq: int = 1
     base_seq: int = 0
     keyframe: bool = False
     add_ids: np.ndarray = field(default_factory=_ids)
     add: dict = field(default_factory=dict)          # Attr -> (C, n_add) codes
-    update_ids: np.ndarray = field(default_factory=_ids)
-    update_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
-    update: dict = field(default_factory=dict)       # Attr -> (C, n_upd) residuals
+    updates: list = field(default_factory=list)      # UpdateBlock, in wire order
     delete_ids: np.ndarray = field(default_factory=_ids)
     delete_ranges: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), U64))  # (R, 2) first, last
     delete_cells: dict = field(default_factory=dict)  # level -> cell codes
@@ -41,7 +68,19 @@ class Delta:
 
     @property
     def n_update(self) -> int:
-        return len(self.update_ids)
+        return sum(len(b.ids) for b in self.updates)
+
+    @property
+    def update_ids(self) -> np.ndarray:
+        """Every UPDATEd id, block after block (for inspection; the codec itself works per block)."""
+        return np.concatenate([b.ids for b in self.updates]) if self.updates else _ids()
+
+    @property
+    def update_mask(self) -> np.ndarray:
+        """The mask of each id of ``update_ids``."""
+        if not self.updates:
+            return np.zeros(0, np.uint8)
+        return np.concatenate([np.full(len(b.ids), b.mask, np.uint8) for b in self.updates])
 
     def counts(self) -> dict:
         return {"add": self.n_add, "update": self.n_update, "delete_ids": len(self.delete_ids),
@@ -53,24 +92,24 @@ class Delta:
 
     @classmethod
     def empty_like(cls, profile, seq=1, base_seq=0, keyframe=False) -> "Delta":
-        """A delta with zero-length attribute arrays of the right dtypes."""
+        """A delta with zero-length ADD arrays of the right dtypes and no UPDATE blocks."""
         d = cls(seq=seq, base_seq=base_seq, keyframe=keyframe)
         for a in Attr:
-            c = profile.comps(a)
-            d.add[a] = np.zeros((c, 0), profile.dtype(a))
-            d.update[a] = np.zeros((c, 0), profile.dtype(a))
+            d.add[a] = np.zeros((profile.comps(a), 0), profile.dtype(a))
         return d
 
     def equals(self, other: "Delta") -> bool:
         """Structural equality (used by tests)."""
         if (self.seq, self.base_seq, self.keyframe, self.digest) != (other.seq, other.base_seq, other.keyframe, other.digest):
             return False
-        arrays = [(self.add_ids, other.add_ids), (self.update_ids, other.update_ids),
-                  (self.update_mask, other.update_mask), (self.delete_ids, other.delete_ids),
+        if len(self.updates) != len(other.updates) or set(self.delete_cells) != set(other.delete_cells):
+            return False
+        arrays = [(self.add_ids, other.add_ids), (self.delete_ids, other.delete_ids),
                   (self.delete_ranges, other.delete_ranges)]
         arrays += [(self.add[a], other.add[a]) for a in Attr if a in self.add or a in other.add]
-        arrays += [(self.update[a], other.update[a]) for a in Attr if a in self.update or a in other.update]
-        if set(self.delete_cells) != set(other.delete_cells):
-            return False
+        for x, y in zip(self.updates, other.updates):
+            if x.mask != y.mask or set(x.res) != set(y.res):
+                return False
+            arrays += [(x.ids, y.ids)] + [(x.res[a], y.res[a]) for a in x.res]
         arrays += [(self.delete_cells[l], other.delete_cells[l]) for l in self.delete_cells]
         return all(x.shape == y.shape and np.array_equal(x, y) for x, y in arrays)

@@ -3,6 +3,9 @@
 Each Gaussian hashes to two 32-bit lanes; the digest is the live count and the
 sum of each lane mod 2^32. Adding, removing or changing a Gaussian moves the
 sums by its own hash only, so a frame's digest costs O(changed Gaussians).
+
+A Gaussian's lane value before finalization, its *accumulator* sum_j w_j * K_L[j], is kept per
+slot by the state, so an UPDATE re-hashes a row from its changed components only.
 """
 from __future__ import annotations
 
@@ -10,7 +13,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .jit import kernel
+
 M32 = 0xFFFFFFFF
+_M = np.uint64(M32)
+_C1, _C2 = np.uint64(0x85EBCA6B), np.uint64(0xC2B2AE35)
+_S13, _S16, _S32 = np.uint64(13), np.uint64(16), np.uint64(32)
+_TWO32 = np.uint64(1 << 32)
 
 
 def fmix32(h: np.ndarray) -> np.ndarray:
@@ -47,48 +56,85 @@ class Digest:
 EMPTY = Digest(0, 0, 0)
 
 
-def row_accumulators(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
-    """(2, N) uint32 pre-finalization lane sums  sum_j w_j * K_L[j]  of N Gaussians.
+# ------------------------------------------------------------------------------------------ loops
+@kernel
+def fmix(h):
+    """fmix32 of one uint64 holding a 32-bit value."""
+    h = h ^ (h >> _S16)
+    h = (h * _C1) & _M
+    h = h ^ (h >> _S13)
+    h = (h * _C2) & _M
+    return h ^ (h >> _S16)
 
-    ``planar_codes`` are the (C, N) code arrays in attribute order; each component
-    contributes its raw bit pattern zero-extended to 32 bits. The state keeps
-    these so an UPDATE re-hashes a row from its changed components only.
-    """
-    n = len(ids)
+
+@kernel
+def id_accumulators(ids, k, acc):
+    """acc[L, i] = lo32(id_i) * K[L, 0] + hi32(id_i) * K[L, 1]  (mod 2^32)."""
+    k00, k01 = np.uint64(k[0, 0]), np.uint64(k[0, 1])
+    k10, k11 = np.uint64(k[1, 0]), np.uint64(k[1, 1])
+    for i in range(ids.shape[0]):
+        lo = ids[i] & _M
+        hi = ids[i] >> _S32
+        acc[0, i] = (lo * k00 + hi * k01) & _M
+        acc[1, i] = (lo * k10 + hi * k11) & _M
+
+
+@kernel
+def add_words(acc, codes, k0, k1):
+    """acc[L, i] += sum_c zext(codes[c, i]) * kL[c]  (mod 2^32); ``codes`` is an unsigned view."""
+    for c in range(codes.shape[0]):
+        a, b = np.uint64(k0[c]), np.uint64(k1[c])
+        for i in range(codes.shape[1]):
+            w = np.uint64(codes[c, i])
+            acc[0, i] = (np.uint64(acc[0, i]) + w * a) & _M
+            acc[1, i] = (np.uint64(acc[1, i]) + w * b) & _M
+
+
+@kernel
+def lane_sums_at(acc, slots):
+    """(sum fmix32(acc[0, s]), sum fmix32(acc[1, s])) mod 2^32 over the columns ``slots``."""
+    s0 = np.uint64(0)
+    s1 = np.uint64(0)
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        s0 += fmix(np.uint64(acc[0, s]))
+        s1 += fmix(np.uint64(acc[1, s]))
+    return s0 & _M, s1 & _M
+
+
+@kernel
+def lane_sums_all(acc):
+    """Lane sums of fmix32 over every column of ``acc``."""
+    s0 = np.uint64(0)
+    s1 = np.uint64(0)
+    for i in range(acc.shape[1]):
+        s0 += fmix(np.uint64(acc[0, i]))
+        s1 += fmix(np.uint64(acc[1, i]))
+    return s0 & _M, s1 & _M
+
+
+# ------------------------------------------------------------------------------------------ arrays
+def unsigned(codes: np.ndarray) -> np.ndarray:
+    """The raw bit pattern of codes as an unsigned array of the same width (a view)."""
+    return codes if codes.dtype.kind == "u" else codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
+
+
+def row_accumulators(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
+    """(2, N) uint32 accumulators of N Gaussians from their ids and (C, N) codes in attribute order."""
     total = 2 + sum(c.shape[0] for c in planar_codes)
     k = lane_constants(total)
-    ids = np.asarray(ids, dtype=np.uint64)
-    lo = (ids & np.uint64(M32)).astype(np.uint32)
-    hi = (ids >> np.uint64(32)).astype(np.uint32)
-    acc = np.empty((2, n), np.uint32)
-    for lane in (0, 1):
-        acc[lane] = lo * k[lane, 0] + hi * k[lane, 1]
+    acc = np.empty((2, len(ids)), np.uint32)
+    id_accumulators(np.ascontiguousarray(ids, np.uint64), k, acc)
     j = 2
     for codes in planar_codes:
-        _accumulate(acc, codes, k[:, j:j + codes.shape[0]])
-        j += codes.shape[0]
+        c = codes.shape[0]
+        if c:
+            add_words(acc, unsigned(codes), k[0, j:j + c].copy(), k[1, j:j + c].copy())
+        j += c
     return acc
 
 
-def _accumulate(acc: np.ndarray, codes: np.ndarray, k: np.ndarray, sign: int = 1) -> None:
-    """acc[L] += sign * sum_c zext(codes[c]) * k[L, c]  (mod 2^32), in place."""
-    u = codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
-    for comp in range(codes.shape[0]):
-        w = u[comp].astype(np.uint32)
-        if sign < 0:
-            w = np.uint32(0) - w
-        acc[0] += w * k[0, comp]
-        acc[1] += w * k[1, comp]
-
-
-def accumulator_change(old: np.ndarray, new: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """(2, N) change of the lane accumulators when one attribute's codes go from old to new."""
-    acc = np.zeros((2, old.shape[1]), np.uint32)
-    _accumulate(acc, new, k)
-    _accumulate(acc, old, k, -1)
-    return acc
-
-
-def lane_sums(hashes: np.ndarray) -> tuple[int, int]:
-    s = hashes.sum(axis=1, dtype=np.uint64) & np.uint64(M32)
-    return int(s[0]), int(s[1])
+def lane_sums(acc: np.ndarray) -> tuple[int, int]:
+    """Lane sums mod 2^32 of the finalized accumulators of every column."""
+    s0, s1 = lane_sums_all(acc)
+    return int(s0), int(s1)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import numpy as np
 
 from .attributes import ATTRS, Attr, Gaussians, full_mask
-from .delta import Delta
+from .delta import Delta, group_updates
+from .digest import unsigned
+from .jit import kernel
 from .profile import Profile
 from .spatial import assign_slots
 from .id_index import sorted_unique
@@ -22,6 +24,17 @@ def _as_attr_dict(values) -> dict:
     if isinstance(values, Gaussians):
         return {a: values.attribute(a) for a in ATTRS}
     return {Attr(k): np.asarray(v, np.float32) for k, v in values.items()}
+
+
+@kernel
+def residuals(state, slots, new, res, mask, bit):
+    """res = new - state[:, slots] (wrapping, unsigned views); mask[i] |= bit where a component moved."""
+    for c in range(new.shape[0]):
+        for i in range(new.shape[1]):
+            r = new[c, i] - state[c, slots[i]]
+            res[c, i] = r
+            if res[c, i] != 0:
+                mask[i] |= bit
 
 
 class Encoder:
@@ -93,18 +106,17 @@ class Encoder:
             order = np.argsort(ids, kind="stable")
             ids = ids[order]
             vals = _as_attr_dict(values)
-            old = self.state.codes_of(ids, [a for a in vals if user_mask & a.bit])
+            slots = self.state.slots_of(ids)
+            if (slots < 0).any():
+                raise KeyError("UPDATE of an id that is not live")
             mask = np.zeros(len(ids), np.uint8)
             res = {}
             for a in ATTRS:
                 if a in vals and user_mask & a.bit and p.comps(a):
-                    r = p.quantize(a, vals[a][order], ids) - old[a]
-                    res[a] = r
-                    mask |= np.where((r != 0).any(axis=0), np.uint8(a.bit), np.uint8(0))
-            keep = mask != 0
-            d.update_ids, d.update_mask = ids[keep], mask[keep]
-            for a in ATTRS:
-                d.update[a] = res[a][:, keep] if a in res else np.zeros((p.comps(a), int(keep.sum())), p.dtype(a))
+                    new = p.quantize(a, vals[a][order], ids)
+                    res[a] = np.empty_like(new)
+                    residuals(unsigned(self.state.codes[a]), slots, unsigned(new), unsigned(res[a]), mask, a.bit)
+            d.updates = group_updates(ids, mask, res)
         if delete is not None:
             d.delete_ids = sorted_unique(np.asarray(delete, U64).reshape(-1))
         if delete_ranges is not None:

@@ -5,12 +5,13 @@ agree bit for bit whatever their float arithmetic.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .attributes import Attr, components, rest_coeffs
 from .errors import ErrorCode, GsdError
+from .jit import kernel
 from .spatial import Grid
 
 SQRT2 = np.sqrt(2.0)
@@ -105,9 +106,7 @@ class Profile:
         # Widths and dtypes are asked for ~100 times per frame: compute them once (frozen, so safe).
         object.__setattr__(self, "_widths", {a: self._width_of(a) for a in Attr})
         object.__setattr__(self, "_dtypes", {a: self._dtype_of(a) for a in Attr})
-
-    def with_grid(self, grid: Grid) -> "Profile":
-        return replace(self, grid=grid)
+        object.__setattr__(self, "_bounds", {a: self._bounds_of(a) for a in Attr})
 
     @property
     def lossless(self) -> bool:
@@ -152,22 +151,31 @@ class Profile:
         return np.tile(step, 3)
 
     # -- validity (decoder side) -------------------------------------------------
+    def bounds(self, attr: Attr) -> "CodeBounds":
+        """The domain of each component's code (SPEC.md 5.6), in the form the apply loops check."""
+        return self._bounds[attr]
+
+    def _bounds_of(self, attr: Attr) -> "CodeBounds":
+        c = self.comps(attr)
+        q = self.quant
+        if q is None:  # float32 bit patterns: finite values only
+            return CodeBounds(np.zeros(c, np.int64), np.full(c, (1 << 32) - 1, np.int64), 0, True)
+        if attr is Attr.POSITION:  # every int32 is a valid position code
+            return CodeBounds(np.full(c, -(1 << 31), np.int64), np.full(c, (1 << 31) - 1, np.int64), 32, False)
+        if attr is Attr.SH_REST:
+            lim = self.rest_limits().astype(np.int64) if c else np.zeros(0, np.int64)
+            return CodeBounds(-lim, lim, 8 * self.width(attr), False)
+        if attr is Attr.ROTATION:
+            hi = np.full(4, (1 << q.rotation_bits) - 1, np.int64)
+            hi[0] = 3
+            return CodeBounds(np.zeros(4, np.int64), hi, 0, False)
+        bits = {Attr.SCALE: q.scale_bits, Attr.OPACITY: q.opacity_bits, Attr.SH_DC: q.dc_bits}[attr]
+        return CodeBounds(np.zeros(c, np.int64), np.full(c, (1 << bits) - 1, np.int64), 0, False)
+
     def has_invalid(self, attr: Attr, codes: np.ndarray) -> bool:
         """True if any code of a (C, N) planar array is outside its domain (SPEC.md 5.6)."""
-        if codes.size == 0:
-            return False
-        q = self.quant
-        if q is None:
-            return not np.isfinite(codes.view(np.float32)).all()
-        if attr is Attr.POSITION:
-            return False
-        if attr is Attr.SH_REST:
-            lim = self.rest_limits()
-            return bool((codes.max(axis=1) > lim).any() or (codes.min(axis=1) < -lim).any())
-        if attr is Attr.ROTATION:
-            return bool(codes[0].max() > 3 or codes[1:].max() > (1 << q.rotation_bits) - 1)
-        bits = {Attr.SCALE: q.scale_bits, Attr.OPACITY: q.opacity_bits, Attr.SH_DC: q.dc_bits}[attr]
-        return bool(codes.max() > (1 << bits) - 1)
+        b = self._bounds[attr]
+        return bool(codes.size) and bool(invalid_codes(codes, b.lo, b.hi, b.finite))
 
     # -- floats -> codes (encoder side) -----------------------------------------------
     def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -249,6 +257,56 @@ class Profile:
             e = 0.5 * SQRT2 / ((1 << q.rotation_bits) - 1)
             return 3.0 * SQRT2 * e + 3 * e * e
         raise AssertionError(attr)
+
+
+@dataclass(frozen=True)
+class CodeBounds:
+    """Per component: lo <= code <= hi, the code read as signed ``signed_bits``-bit two's complement
+    (0: unsigned); ``finite``: the codes are float32 bit patterns that must be finite."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    signed_bits: int
+    finite: bool
+
+
+@kernel
+def code_value(u, signed_bits):
+    """A code's value: its unsigned bit pattern ``u``, read as two's complement when signed_bits > 0."""
+    v = np.int64(u)
+    if signed_bits > 0 and v >= (np.int64(1) << (signed_bits - 1)):
+        v -= np.int64(1) << signed_bits
+    return v
+
+
+@kernel
+def code_ok(u, lo, hi, signed_bits, finite):
+    if finite:
+        return (np.int64(u) & 0x7F800000) != 0x7F800000
+    v = code_value(u, signed_bits)
+    return lo <= v <= hi
+
+
+@kernel
+def invalid_codes(codes, lo, hi, finite):
+    """True if any codes[c, i] (in the profile's dtype, signed where signed) is outside [lo[c], hi[c]]."""
+    for c in range(codes.shape[0]):
+        if finite:
+            bad = False
+            for i in range(codes.shape[1]):
+                bad |= (np.int64(codes[c, i]) & 0x7F800000) == 0x7F800000
+            if bad:
+                return True
+        else:
+            mx = np.int64(-(1 << 62))
+            mn = np.int64(1 << 62)
+            for i in range(codes.shape[1]):
+                v = np.int64(codes[c, i])
+                mx = max(mx, v)
+                mn = min(mn, v)
+            if mx > hi[c] or mn < lo[c]:
+                return True
+    return False
 
 
 def _uniform_q(vt: np.ndarray, lo: float, hi: float, bits: int, dtype) -> np.ndarray:

@@ -8,24 +8,67 @@ from __future__ import annotations
 
 import numpy as np
 
-from .attributes import ATTRS, Attr, Gaussians, full_mask
+from .attributes import ATTRS, Attr, Gaussians, full_mask, mask_attrs
 from .delta import Delta
-from .digest import EMPTY, Digest, accumulator_change, fmix32, lane_constants, lane_sums, row_accumulators
+from .digest import (EMPTY, M32, Digest, lane_constants, lane_sums, lane_sums_all, lane_sums_at, row_accumulators,
+                     unsigned)
 from .errors import ErrorCode, GsdError
-from .id_index import IdIndex, sorted_member, sorted_unique
+from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
+from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
-from .profile import Profile
+from .profile import Profile, code_ok
 
 U64 = np.uint64
+_M = np.uint64(M32)
+_TWO32 = np.uint64(1 << 32)
+_NO_ACC = np.zeros((2, 0), np.uint32)
+
+
+@kernel
+def update_codes(state, slots, res, lo, hi, signed_bits, finite, k0, k1, acc, hashed, out):
+    """One attribute of one UPDATE block: out = state[:, slots] + res (wrapping), each new code checked
+    against [lo, hi]; with ``hashed``, acc += (zext(new) - zext(old)) * K per component (mod 2^32).
+    Arrays are unsigned views; returns True if a new code is outside its domain. Writes nothing else."""
+    for c in range(res.shape[0]):
+        a = np.uint64(k0[c])
+        b = np.uint64(k1[c])
+        for i in range(res.shape[1]):
+            old = state[c, slots[i]]
+            out[c, i] = old + res[c, i]
+            new = out[c, i]
+            if not code_ok(new, lo[c], hi[c], signed_bits, finite):
+                return True
+            if hashed:
+                w = (np.uint64(new) + _TWO32 - np.uint64(old)) & _M
+                acc[0, i] = (np.uint64(acc[0, i]) + w * a) & _M
+                acc[1, i] = (np.uint64(acc[1, i]) + w * b) & _M
+    return False
+
+
+@kernel
+def gather(src, slots):
+    """src[:, slots] (a new array)."""
+    out = np.empty((src.shape[0], slots.shape[0]), src.dtype)
+    for c in range(src.shape[0]):
+        for i in range(slots.shape[0]):
+            out[c, i] = src[c, slots[i]]
+    return out
+
+
+@kernel
+def scatter(dst, slots, src):
+    """dst[:, slots] = src."""
+    for c in range(src.shape[0]):
+        for i in range(slots.shape[0]):
+            dst[c, slots[i]] = src[c, i]
 
 
 def _check_sorted(ids: np.ndarray, what: str) -> None:
-    if len(ids) > 1:
-        d = ids[1:] > ids[:-1]
-        if not d.all():
-            if (ids[1:] == ids[:-1]).any():
-                raise GsdError(ErrorCode.DUPLICATE_ID, f"{what}: id repeated")
-            raise GsdError(ErrorCode.BAD_VALUE, f"{what}: ids not ascending")
+    problem = ascending_problem(ids) if len(ids) > 1 else 0
+    if problem == 1:
+        raise GsdError(ErrorCode.DUPLICATE_ID, f"{what}: id repeated")
+    if problem:
+        raise GsdError(ErrorCode.BAD_VALUE, f"{what}: ids not ascending")
 
 
 class SceneState:
@@ -35,7 +78,8 @@ class SceneState:
         self.max_gaussians = min(max_gaussians or limits.max_gaussians, limits.max_gaussians)
         offsets = np.cumsum([2] + [profile.comps(a) for a in ATTRS])
         self._word_offset = {a: int(offsets[i]) for i, a in enumerate(ATTRS)}
-        self._k = lane_constants(int(offsets[-1]))
+        k = lane_constants(int(offsets[-1]))
+        self._k0, self._k1 = k[0].copy(), k[1].copy()
         self._reset(0)
         self.seq = 0
 
@@ -45,7 +89,7 @@ class SceneState:
         self.codes = {a: np.zeros((p.comps(a), capacity), p.dtype(a)) for a in ATTRS}
         self.slot_ids = np.zeros(capacity, U64)
         self.accs = np.zeros((2, capacity), np.uint32)  # per-slot digest accumulators (SPEC.md 7)
-        self.index = IdIndex()
+        self.index = IdIndex(slot_bits=self.profile.grid.slot_bits)
         self.high = 0          # slots [0, high) have been used
         self.holes = 0         # slots below high that hold no live Gaussian
         self.count = 0
@@ -110,7 +154,7 @@ class SceneState:
     def _rehash(self) -> None:
         ids, slots = self.index.sorted_items()
         self.accs[:, slots] = row_accumulators(ids, [self.codes[a][:, slots] for a in ATTRS])
-        self.sums = lane_sums(fmix32(self.accs[:, slots]))
+        self.sums = lane_sums(self.accs[:, slots])
         self.hashed = True
 
     def equals(self, other: "SceneState") -> bool:
@@ -134,15 +178,19 @@ class SceneState:
     def _validate_delta(self, d: Delta) -> None:
         p = self.profile
         limit = U64(p.grid.id_limit)
-        for ids, what in ((d.add_ids, "ADD"), (d.update_ids, "UPDATE"), (d.delete_ids, "DELETE_IDS")):
+        fmask = full_mask(p.sh_degree)
+        named = [(d.add_ids, "ADD"), (d.delete_ids, "DELETE_IDS")] + [(b.ids, "UPDATE") for b in d.updates]
+        for ids, what in named:
             _check_sorted(ids, what)
             if len(ids) and ids[-1] >= limit:
                 raise GsdError(ErrorCode.BAD_VALUE, f"{what}: id outside the grid's id space")
-        if len(d.add_ids) + len(d.update_ids) + len(d.delete_ids) > self.limits.max_ids_per_frame:
+        n_upd = d.n_update
+        if len(d.add_ids) + n_upd + len(d.delete_ids) > self.limits.max_ids_per_frame:
             raise GsdError(ErrorCode.LIMIT_EXCEEDED, "too many ids in one frame")
-        if len(d.add_ids) and len(d.update_ids):
-            if sorted_member(d.update_ids, d.add_ids).any():
-                raise GsdError(ErrorCode.DUPLICATE_ID, "an id is both ADDed and UPDATEd")
+        if d.updates and (len(d.updates) > 1 or len(d.add_ids)):
+            ids = np.sort(np.concatenate([d.add_ids] + [b.ids for b in d.updates]), kind="stable")
+            if len(ids) > 1 and (ids[1:] == ids[:-1]).any():
+                raise GsdError(ErrorCode.DUPLICATE_ID, "an id is in two UPDATE blocks, or both ADDed and UPDATEd")
         r = d.delete_ranges
         if len(r) and ((r[:, 0] > r[:, 1]).any() or (r >= limit).any()):
             raise GsdError(ErrorCode.BAD_VALUE, "DELETE_RANGES: first > last or outside the id space")
@@ -151,16 +199,18 @@ class SceneState:
                 raise GsdError(ErrorCode.BAD_VALUE, f"DELETE_CELLS: level {level} > cell_bits")
             if len(cells) and cells.max() >= U64(1) << U64(3 * (p.grid.cell_bits - level)):
                 raise GsdError(ErrorCode.BAD_VALUE, "DELETE_CELLS: cell code outside the grid")
-        mask = d.update_mask
-        if len(mask) != len(d.update_ids):
-            raise GsdError(ErrorCode.MALFORMED, "update mask length differs from update ids")
-        if len(mask) and (((mask & ~np.uint8(full_mask(p.sh_degree))) != 0) | (mask == 0)).any():
-            raise GsdError(ErrorCode.MALFORMED, "UPDATE mask empty or names an absent attribute")
+        for b in d.updates:
+            if b.mask == 0 or b.mask & ~fmask:
+                raise GsdError(ErrorCode.MALFORMED, "UPDATE mask empty or names an absent attribute")
+            if set(b.res) != set(mask_attrs(b.mask)):
+                raise GsdError(ErrorCode.MALFORMED, "UPDATE residuals do not match the block's mask")
+            for a, arr in b.res.items():
+                if arr.shape != (p.comps(a), len(b.ids)) or arr.dtype != p.dtype(a):
+                    raise GsdError(ErrorCode.MALFORMED, f"UPDATE {a.name}: wrong array shape or dtype")
         for a in ATTRS:
-            for name, arrs, n in (("ADD", d.add, len(d.add_ids)), ("UPDATE", d.update, len(d.update_ids))):
-                arr = arrs.get(a)
-                if arr is None or arr.shape != (p.comps(a), n) or arr.dtype != p.dtype(a):
-                    raise GsdError(ErrorCode.MALFORMED, f"{name} {a.name}: wrong array shape or dtype")
+            arr = d.add.get(a)
+            if arr is None or arr.shape != (p.comps(a), len(d.add_ids)) or arr.dtype != p.dtype(a):
+                raise GsdError(ErrorCode.MALFORMED, f"ADD {a.name}: wrong array shape or dtype")
 
     def _plan(self, d: Delta, check_seq: bool, track_digest: bool = False) -> dict:
         p = self.profile
@@ -174,11 +224,11 @@ class SceneState:
                 if d.seq <= d.base_seq:
                     raise GsdError(ErrorCode.MALFORMED, "seq must be greater than base_seq")
         self._validate_delta(d)
-        index = IdIndex() if d.keyframe else self.index
+        index = IdIndex(slot_bits=p.grid.slot_bits) if d.keyframe else self.index
         # One lookup for every id the frame names (the index is latency-bound, not work-bound).
         n_del, n_add = len(d.delete_ids), len(d.add_ids)
-        found = index.lookup(np.concatenate([d.delete_ids, d.add_ids, d.update_ids]))
-        del_slots, add_found, upd = found[:n_del], found[n_del:n_del + n_add], found[n_del + n_add:]
+        found, where = index.find(np.concatenate([d.delete_ids, d.add_ids] + [b.ids for b in d.updates]))
+        del_slots, add_found = found[:n_del], found[n_del:n_del + n_add]
         # 2. deletes
         if (del_slots < 0).any():
             raise GsdError(ErrorCode.ID_MISSING, "DELETE_IDS of an id that is not live")
@@ -193,57 +243,60 @@ class SceneState:
         else:
             gone = np.sort(del_slots)  # distinct ids, so distinct slots
         # 3. adds
-        if len(d.add_ids):
+        if n_add:
             live = add_found >= 0
             if live.any() and (~sorted_member(add_found[live], gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
             for a in ATTRS:
                 if p.has_invalid(a, d.add[a]):
                     raise GsdError(ErrorCode.BAD_VALUE, f"ADD {a.name}: code outside its domain")
-        # 4. updates
-        new_codes, old_codes = {}, {}
-        if len(d.update_ids):
-            if (upd < 0).any() or sorted_member(upd, gone).any():
+        # 4. updates, block by block: new codes and, for the digest, new accumulators
+        hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
+            else (d.digest is not None or track_digest)
+        if hashed and not self.hashed and not d.keyframe:
+            self._rehash()
+        upd_plans = []
+        at = n_del + n_add
+        for b in d.updates:
+            slots = found[at:at + len(b.ids)]
+            at += len(b.ids)
+            if (slots < 0).any() or (len(gone) and sorted_member(slots, gone).any()):
                 raise GsdError(ErrorCode.ID_MISSING, "UPDATE of an id that is not live")
-            any_mask = int(np.bitwise_or.reduce(d.update_mask))
-            for a in ATTRS:
-                if any_mask & a.bit:
-                    old_codes[a] = self.codes[a][:, upd]
-                    nc = old_codes[a] + d.update[a]
-                    if p.has_invalid(a, nc):
-                        raise GsdError(ErrorCode.BAD_VALUE, f"UPDATE {a.name}: resulting code outside its domain")
-                    new_codes[a] = nc
+            acc = gather(self.accs, slots) if hashed else _NO_ACC
+            new_codes = {}
+            for a, res in b.res.items():
+                j = self._word_offset[a]
+                bd = p.bounds(a)
+                out = np.empty_like(res)
+                if update_codes(unsigned(self.codes[a]), slots, unsigned(res), bd.lo, bd.hi, bd.signed_bits, bd.finite,
+                                self._k0[j:j + res.shape[0]], self._k1[j:j + res.shape[0]], acc, hashed,
+                                unsigned(out)):
+                    raise GsdError(ErrorCode.BAD_VALUE, f"UPDATE {a.name}: resulting code outside its domain")
+                new_codes[a] = out
+            upd_plans.append((slots, new_codes, acc))
         # 5. budget
         before = 0 if d.keyframe else self.count
-        after = before - len(gone) + len(d.add_ids)
+        after = before - len(gone) + n_add
         if after > self.max_gaussians:
             raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"scene would hold {after} Gaussians, budget {self.max_gaussians}")
-        plan = {"gone": gone, "upd": upd, "new_codes": new_codes, "count": after}
+        plan = {"gone": gone, "updates": upd_plans, "count": after, "hashed": hashed,
+                "gone_where": where[:n_del] if not firsts else None}
         # 6. digest
-        hashed = self.hashed or d.digest is not None or track_digest
-        if d.keyframe:
-            hashed = d.digest is not None or track_digest
-        plan["hashed"] = hashed
         if hashed:
-            if not self.hashed and not d.keyframe:
-                self._rehash()
-            sums = np.array([0, 0] if d.keyframe else self.sums, np.uint64)
+            s0, s1 = (0, 0) if d.keyframe else self.sums
             if len(gone) and not d.keyframe:
-                sums -= fmix32(self.accs[:, gone]).sum(axis=1, dtype=np.uint64)
-            if len(upd):
-                old_acc = self.accs[:, upd]
-                new_acc = old_acc.copy()
-                for a, nc in new_codes.items():
-                    j = self._word_offset[a]
-                    new_acc += accumulator_change(old_codes[a], nc, self._k[:, j:j + nc.shape[0]])
-                sums += fmix32(new_acc).sum(axis=1, dtype=np.uint64) - fmix32(old_acc).sum(axis=1, dtype=np.uint64)
-                plan["upd_accs"] = new_acc
-            if len(d.add_ids):
+                g0, g1 = lane_sums_at(self.accs, gone)
+                s0, s1 = s0 - int(g0), s1 - int(g1)
+            for slots, _, acc in upd_plans:
+                o0, o1 = lane_sums_at(self.accs, slots)
+                n0, n1 = lane_sums_all(acc)
+                s0, s1 = s0 + int(n0) - int(o0), s1 + int(n1) - int(o1)
+            if n_add:
                 aa = row_accumulators(d.add_ids, [d.add[a] for a in ATTRS])
-                sums += fmix32(aa).sum(axis=1, dtype=np.uint64)
+                a0, a1 = lane_sums_all(aa)
+                s0, s1 = s0 + int(a0), s1 + int(a1)
                 plan["add_accs"] = aa
-            sums &= np.uint64(0xFFFFFFFF)
-            plan["sums"] = (int(sums[0]), int(sums[1]))
+            plan["sums"] = (s0 & M32, s1 & M32)
             if d.digest is not None:
                 got = Digest(after, *plan["sums"]) if after else EMPTY
                 if got != d.digest:
@@ -255,15 +308,17 @@ class SceneState:
         if d.keyframe:
             self._load_keyframe(d, plan)
         else:
-            gone, upd = plan["gone"], plan["upd"]
-            if len(gone):
+            gone = plan["gone"]
+            if plan["gone_where"] is not None:
+                self.index.remove_found(plan["gone_where"])
+            elif len(gone):
                 self.index.remove(self.slot_ids[gone])
                 self.holes += len(gone)
-            if len(upd):
-                for a, nc in plan["new_codes"].items():
-                    self.codes[a][:, upd] = nc
+            for slots, new_codes, acc in plan["updates"]:
+                for a, nc in new_codes.items():
+                    scatter(unsigned(self.codes[a]), slots, unsigned(nc))
                 if hashed:
-                    self.accs[:, upd] = plan["upd_accs"]
+                    scatter(self.accs, slots, acc)
             n = len(d.add_ids)
             if n:  # new Gaussians go to the tail: contiguous writes; holes are compacted in bulk
                 h = self.high
@@ -290,7 +345,7 @@ class SceneState:
         self.codes = {a: np.ascontiguousarray(self.codes[a][:, slots]) for a in ATTRS}
         self.accs = np.ascontiguousarray(self.accs[:, slots])
         self.slot_ids = ids.copy()
-        self.index = IdIndex(ids.copy(), np.arange(n, dtype=np.int64))
+        self.index = IdIndex(ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)
         self.high, self.holes = n, 0
 
     def _load_keyframe(self, d: Delta, plan: dict) -> None:
@@ -301,5 +356,5 @@ class SceneState:
                       else d.add[a].copy() for a in ATTRS}
         self.slot_ids = d.add_ids.copy()
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
-        self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64))  # own copy: slot_ids is written per slot on later ADDs
+        self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
         self.high, self.holes = n, 0

@@ -22,7 +22,8 @@ from gsd.fb.Digest import CreateDigest
 from gsd.fb.Grid import CreateGrid
 
 from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs, wire_parts
-from .delta import Delta
+from .id_index import ascending_problem
+from .delta import Delta, UpdateBlock
 from .digest import Digest
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
@@ -149,8 +150,6 @@ def decode_header(buf, limits: Limits = SPEC_LIMITS, message: bool = False) -> t
 # read; any failure is MALFORMED. Alignment is not checked (4.5); a string's terminator must be
 # present and 0. Reads are struct.unpack_from at verified positions (no generated accessors on
 # the decode path); the OpBlock tables of a frame are verified with numpy when there are many.
-_U8 = struct.Struct("<B")
-_U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
 _VT = struct.Struct("<HH")
@@ -362,15 +361,11 @@ class FrameEncoder:
             secs += [sw.add(d.add[a] if rows is None else d.add[a][rows], self._attr_filters(a, False))
                      for a, rows in wire_parts(present_attrs(p.sh_degree), p.sh_degree)]
             blocks.append((ADD, len(d.add_ids), 0, 0, secs))
-        if len(d.update_ids):
-            for mask in np.flatnonzero(np.bincount(d.update_mask, minlength=64)):
-                rows = np.flatnonzero(d.update_mask == mask)
-                ids = d.update_ids[rows]
-                secs = [sw.add(ids[None, :], DELTA | SHUFFLE)]
-                res = {a: d.update[a][:, rows] for a in mask_attrs(int(mask))}
-                secs += [sw.add(res[a] if comp is None else res[a][comp], self._attr_filters(a, True))
-                         for a, comp in wire_parts(mask_attrs(int(mask)), p.sh_degree)]
-                blocks.append((UPDATE, len(rows), int(mask), 0, secs))
+        for b in d.updates:
+            secs = [sw.add(b.ids[None, :], DELTA | SHUFFLE)]
+            secs += [sw.add(b.res[a] if comp is None else b.res[a][comp], self._attr_filters(a, True))
+                     for a, comp in wire_parts(mask_attrs(b.mask), p.sh_degree)]
+            blocks.append((UPDATE, len(b.ids), b.mask, 0, secs))
         payload = sw.payload()
         meta = self._meta(d, blocks, sw.descs)
         frame_len = _PREFIX.size + len(meta) + len(payload) + 4
@@ -610,46 +605,31 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
     return _assemble(d, p, adds, upds, dels, ranges, cells)
 
 
-def _concat_sorted(parts: list[np.ndarray], what: str) -> np.ndarray:
-    """Concatenate id arrays of several blocks; an id in two of them is DUPLICATE_ID."""
+def _merge_blocks(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ids of one op kind from its blocks: the block's own array when there is one (the state checks
+    its order), else each block checked ascending, then merged in id order (returns the order)."""
     if not parts:
-        return np.zeros(0, np.uint64)
+        return np.zeros(0, np.uint64), None
+    if len(parts) == 1:
+        return parts[0], None
+    for ids in parts:
+        if ascending_problem(ids):
+            code = ErrorCode.DUPLICATE_ID if ascending_problem(ids) == 1 else ErrorCode.BAD_VALUE
+            raise GsdError(code, "ids in a block must be strictly ascending")
     ids = np.concatenate(parts)
-    if len(parts) > 1:
-        s = np.sort(ids)
-        if (s[1:] == s[:-1]).any():
-            raise GsdError(ErrorCode.DUPLICATE_ID, f"an id is in two {what} blocks")
-    return ids
+    order = np.argsort(ids, kind="stable")
+    return ids[order], order
 
 
 def _assemble(d: Delta, p: Profile, adds, upds, dels, ranges, cells) -> Delta:
-    for ids in [a[0] for a in adds] + [u[0] for u in upds] + dels:
-        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
-            code = ErrorCode.DUPLICATE_ID if (ids[1:] == ids[:-1]).any() else ErrorCode.BAD_VALUE
-            raise GsdError(code, "ids in a block must be strictly ascending")
-    d.add_ids = _concat_sorted([a[0] for a in adds], "ADD")
-    if len(adds) > 1:
-        order = np.argsort(d.add_ids, kind="stable")
-        d.add_ids = d.add_ids[order]
-    else:
-        order = None
+    d.add_ids, order = _merge_blocks([a[0] for a in adds])
     for a in ATTRS:
         parts = [c[a] for _, c in adds if a in c]
-        arr = np.concatenate(parts, axis=1) if parts else np.zeros((p.comps(a), len(d.add_ids)), p.dtype(a))
+        arr = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0] if parts \
+            else np.zeros((p.comps(a), len(d.add_ids)), p.dtype(a))
         d.add[a] = arr[:, order] if order is not None else arr
-    uids = _concat_sorted([u[0] for u in upds], "UPDATE")
-    masks = np.concatenate([np.full(len(u[0]), u[1], np.uint8) for u in upds]) if upds else np.zeros(0, np.uint8)
-    order = np.argsort(uids, kind="stable")
-    d.update_ids, d.update_mask = uids[order], masks[order]
-    for a in ATTRS:
-        full = np.zeros((p.comps(a), len(uids)), p.dtype(a))
-        start = 0
-        for ids, _, res in upds:
-            if a in res:
-                full[:, start:start + len(ids)] = res[a]
-            start += len(ids)
-        d.update[a] = full[:, order]
-    d.delete_ids = np.sort(_concat_sorted(dels, "DELETE_IDS"))
+    d.updates = [UpdateBlock(mask, ids, res) for ids, mask, res in upds]
+    d.delete_ids, _ = _merge_blocks(dels)
     d.delete_ranges = np.concatenate(ranges) if ranges else np.zeros((0, 2), np.uint64)
     d.delete_cells = cells
     return d

@@ -10,14 +10,18 @@ re-optimized 3DGS) needs someone to find out what changed. ``Differ`` does it in
    Matched rows keep their stream id; unmatched new rows are ADDs (fresh spatial ids from
    ``Encoder.assign_ids``, or the model's own when ``spatial_ids``); unmatched old rows are
    deleted (whole level-0 cells when every live id of a cell goes, else by id).
+   Rows in the same order as last time (the same ids, or associated one to one in place) skip
+   the joins and gathers.
 2. **Prefilter** on the device: a matched row whose floats are bit-identical to the previous
-   step's cannot need an UPDATE (its codes are unchanged), so only changed rows leave the device.
-3. **Decision in code space** (closed loop, SPEC.md 5.5): the changed rows are quantized with
-   the stream's profile and compared with the codes the decoder holds (the encoder's state).
-   An attribute is sent only if some component moved by more than its threshold, in quantized
+   step's cannot need an UPDATE (its codes are unchanged).
+3. **Decision in code space** (closed loop, SPEC.md 5.5), still on the device
+   (``device_codes.build_delta``): the changed rows are quantized with the stream's profile and
+   compared with the codes the decoder holds (the device mirror of the encoder's state). An
+   attribute is sent only if some component moved by more than its threshold, in quantized
    units (0 = any change; ROTATION also when the stored component index changes). Error never
    accumulates: every decoded value stays within ``threshold + 1/2`` steps of the latest target.
-   With the lossless profile thresholds are ignored (any bit change is a change).
+   With the lossless profile thresholds are ignored (any bit change is a change). Only the
+   codes of what changed cross to the host, in one copy; the host frames and compresses them.
 
 ``DiffStats`` reports the counts and the bytes saved against sending the whole scene.
 """
@@ -30,6 +34,7 @@ import torch
 
 from codec import ATTRS, Attr, Delta, Encoder, Gaussians
 
+from .device_codes import FloatOps, as_tensor, build_delta
 from .protocol import attr_layout, n_floats
 
 U64 = np.uint64
@@ -187,20 +192,22 @@ class Differ:
     def _as_tensor(self, attrs) -> torch.Tensor:
         if isinstance(attrs, Gaussians):
             attrs = pack_gaussians(attrs)
-        x = torch.as_tensor(attrs, device=self.device).to(torch.float32)
+        x = as_tensor(attrs, self.device, torch.float32)
         if x.ndim != 2 or x.shape[1] != self.nf:
             raise ValueError(f"scene must be (N, {self.nf}) packed floats for SH degree {self.p.sh_degree}")
         return x.contiguous()
 
-    def _as_keys(self, ids, n: int) -> torch.Tensor | None:
+    def _as_keys(self, ids, n: int, same_as: torch.Tensor | None = None) -> torch.Tensor | None:
         if ids is None:
             if self.spatial_ids:
                 raise ValueError("spatial_ids=True needs the ids")
             return None
-        k = torch.as_tensor(np.asarray(ids).astype(np.int64) if isinstance(ids, np.ndarray) else ids,
-                            device=self.device).to(I64).reshape(-1)
+        k = as_tensor(np.asarray(ids).astype(np.int64) if isinstance(ids, np.ndarray) else ids,
+                      self.device, I64).reshape(-1)
         if k.numel() != n:
             raise ValueError("ids must have one entry per row")
+        if same_as is not None and same_as.shape == k.shape and bool(torch.equal(k, same_as)):
+            return same_as                    # the last scene's keys, in the same order: unique already
         if n > 1:
             sk = torch.sort(k).values
             if bool((sk[1:] == sk[:-1]).any()):
@@ -211,135 +218,110 @@ class Differ:
     def diff(self, attrs, ids=None) -> DiffResult:
         """The delta from the last accepted scene (or a keyframe at first) to this one; not applied."""
         x = self._as_tensor(attrs)
-        keys = self._as_keys(ids, x.shape[0])
-        if self.prev is None:
-            return self._keyframe(x, keys)
         pv = self.prev
-        n = x.shape[0]
-        # 1. association
-        if keys is not None and pv["keys"] is not None:
+        keys = self._as_keys(ids, x.shape[0], pv["keys"] if pv is not None else None)
+        if pv is None:
+            return self._keyframe(x, keys)
+        dev = self.device
+        n, n_prev = x.shape[0], pv["x"].shape[0]
+        # 1. association (rows of the last scene in the same order: nothing to search)
+        same_order = keys is not None and keys is pv["keys"]
+        if same_order:
+            match = None
+        elif keys is not None and pv["keys"] is not None:
             sk, order = torch.sort(pv["keys"])
             pos = torch.searchsorted(sk, keys).clamp_max(max(sk.numel() - 1, 0))
-            found = (sk[pos] == keys) if sk.numel() else torch.zeros(n, dtype=torch.bool, device=self.device)
+            found = (sk[pos] == keys) if sk.numel() else torch.zeros(n, dtype=torch.bool, device=dev)
             match = torch.where(found, order[pos], torch.full_like(pos, -1))
         else:
             match = associate(pv["x"][:, :3], x[:, :3], self.tol)
-        matched = match >= 0
-        claimed = torch.zeros(pv["x"].shape[0], dtype=torch.bool, device=self.device)
-        claimed[match[matched]] = True
-        gone_rows = torch.nonzero(~claimed).squeeze(1)
-        new_rows = torch.nonzero(~matched).squeeze(1)
-        m_rows = torch.nonzero(matched).squeeze(1)
+        if match is not None and n == n_prev and bool((match == torch.arange(n, device=dev)).all()):
+            match, same_order = None, True
         # 2. device prefilter: rows whose float bits did not change need nothing (bits, not values:
-        #    0.0 -> -0.0 is a change in the lossless profile). Rows in the same order skip the gathers.
+        #    0.0 -> -0.0 is a change in the lossless profile)
         xi, pi = x.view(torch.int32), pv["x"].view(torch.int32)
-        if n == pi.shape[0] and bool((match == torch.arange(n, device=self.device)).all()):
+        if same_order:
+            sids = pv["sids"]
             ch_rows = torch.nonzero((xi != pi).any(1)).squeeze(1)
+            new_rows = gone_rows = torch.zeros(0, dtype=I64, device=dev)
+            n_matched = n
         else:
+            matched = match >= 0
+            claimed = torch.zeros(n_prev, dtype=torch.bool, device=dev)
+            claimed[match[matched]] = True
+            gone_rows = torch.nonzero(~claimed).squeeze(1)
+            new_rows = torch.nonzero(~matched).squeeze(1)
+            m_rows = torch.nonzero(matched).squeeze(1)
+            n_matched = m_rows.numel()
             ch_rows = m_rows[(xi[m_rows] != pi[match[m_rows]]).any(1)]
-        sids = torch.full((n,), -1, dtype=I64, device=self.device)
-        sids[m_rows] = pv["sids"][match[m_rows]]
-        if self.spatial_ids:
-            sids[new_rows] = keys[new_rows]
-        # one copy to the host: changed rows, new rows, their stream ids, the deleted ids
-        parts = [x[ch_rows], x[new_rows]]
-        host = torch.cat(parts).cpu().numpy() if n else np.zeros((0, self.nf), np.float32)
-        ch_x, new_x = host[:ch_rows.numel()], host[ch_rows.numel():]
-        id_parts = torch.cat([sids[ch_rows], sids[new_rows], pv["sids"][gone_rows]]).cpu().numpy()
-        ch_ids = id_parts[:ch_rows.numel()].astype(U64)
-        del_ids = id_parts[ch_rows.numel() + new_rows.numel():].astype(U64)
-        if self.spatial_ids:
-            new_ids = id_parts[ch_rows.numel():ch_rows.numel() + new_rows.numel()].astype(U64)
+            sids = torch.full((n,), -1, dtype=I64, device=dev)
+            sids[m_rows] = pv["sids"][match[m_rows]]
+        # 3. ids of the new rows: the model's own, or fresh spatial ids from the encoder
+        if new_rows.numel():
+            if self.spatial_ids:
+                new_ids = keys[new_rows]
+            else:
+                pos = x[new_rows][:, self.lay[Attr.POSITION]].cpu().numpy()
+                if not np.isfinite(pos).all():
+                    raise ValueError("scene has NaN or infinite values")
+                new_ids = as_tensor(self.enc.assign_ids(pos), dev, I64)
+            sids[new_rows] = new_ids
         else:
-            if not np.isfinite(new_x).all():   # changed rows are checked by quantize; unchanged ones were before
-                raise ValueError("scene has NaN or infinite values")
-            new_ids = self.enc.assign_ids(new_x[:, self.lay[Attr.POSITION]]) if len(new_x) else np.zeros(0, U64)
-            sids[new_rows] = torch.as_tensor(new_ids.astype(np.int64), device=self.device)
-        # 3. deletes (whole cells where possible), adds, updates decided in code space
-        del_ids, cells = self._collapse_cells(del_ids)
-        ops = {}
-        if len(new_ids):
-            ops["add"] = (new_ids, {int(a): new_x[:, self.lay[a]] for a in ATTRS})
-        if len(del_ids):
-            ops["delete"] = del_ids
-        if len(cells):
-            ops["delete_cells"] = {0: cells}
-        d = self.enc.make_delta(**ops)
-        updated = self._updates(d, ch_ids, ch_x)
-        st = DiffStats(n=n, added=len(new_ids), updated=updated, deleted=int(gone_rows.numel()),
-                       deleted_cells=len(cells), unchanged=int(m_rows.numel()) - updated,
+            new_ids = new_rows
+        # 4. deletes (whole level-0 cells where every live id of the cell goes), then the frame:
+        #    quantized, compared with the decoder's codes and thresholded on the device
+        del_ids, cells = self._collapse_cells(pv["sids"][gone_rows], pv["sids"])
+        ops = FloatOps(add_ids=new_ids, add=x[new_rows],
+                       updates=[(sids[ch_rows], {a: x[ch_rows, self.lay[a]] for a in ATTRS if self.p.comps(a)})],
+                       delete_ids=del_ids, delete_cells={0: cells} if cells.numel() else {},
+                       thresholds=self.thr)
+        d = build_delta(self.enc, ops, dev)
+        st = DiffStats(n=n, added=int(new_rows.numel()), updated=d.n_update, deleted=int(gone_rows.numel()),
+                       deleted_cells=int(cells.numel()), unchanged=n_matched - d.n_update,
                        changed_floats=int(ch_rows.numel()), full_raw_bytes=n * self.raw_per_gaussian)
         return DiffResult(d, st, {"x": x, "sids": sids, "keys": keys})
 
     def _keyframe(self, x: torch.Tensor, keys) -> DiffResult:
-        h = x.cpu().numpy()
-        if not np.isfinite(h).all():
-            raise ValueError("scene has NaN or infinite values")
         if self.spatial_ids:
-            sids_np = keys.cpu().numpy().astype(U64)
+            sids = keys.clone()
         else:
-            sids_np = self.enc.assign_ids(h[:, self.lay[Attr.POSITION]]) if len(h) else np.zeros(0, U64)
-        d = self.enc.make_delta(add=(sids_np, {int(a): h[:, self.lay[a]] for a in ATTRS}), keyframe=True)
-        sids = torch.as_tensor(sids_np.astype(np.int64), device=self.device)
-        st = DiffStats(n=len(h), added=len(h), keyframe=True, full_raw_bytes=len(h) * self.raw_per_gaussian)
+            pos = x[:, self.lay[Attr.POSITION]].cpu().numpy()
+            if not np.isfinite(pos).all():
+                raise ValueError("scene has NaN or infinite values")
+            sids = as_tensor(self.enc.assign_ids(pos) if len(pos) else np.zeros(0, np.int64), self.device, I64)
+        d = build_delta(self.enc, FloatOps(keyframe=True, add_ids=sids, add=x), self.device)
+        n = x.shape[0]
+        st = DiffStats(n=n, added=n, keyframe=True, full_raw_bytes=n * self.raw_per_gaussian)
         return DiffResult(d, st, {"x": x, "sids": sids, "keys": keys})
 
-    def _collapse_cells(self, del_ids: np.ndarray):
-        """Level-0 cells whose every live id is deleted (and that hold 2+) go as one cell code."""
-        if len(del_ids) < 2:
-            return np.sort(del_ids), np.zeros(0, U64)
-        s = U64(self.p.grid.slot_bits)
-        del_ids = np.sort(del_ids)
-        cells, counts = np.unique(del_ids >> s, return_counts=True)
+    def _collapse_cells(self, gone: torch.Tensor, live: torch.Tensor):
+        """Deleted ids -> (ids, level-0 cells): cells whose every live id goes (and that hold 2+) go whole."""
+        none = torch.zeros(0, dtype=I64, device=self.device)
+        if gone.numel() < 2:
+            return gone, none
+        s = self.p.grid.slot_bits
+        gone = torch.sort(gone).values
+        cells, counts = torch.unique_consecutive(gone >> s, return_counts=True)
         cand = counts >= 2
-        if not cand.any():
-            return del_ids, np.zeros(0, U64)
-        live = self.enc.state.ids()
         c = cells[cand]
-        n_live = np.searchsorted(live, (c + U64(1)) << s) - np.searchsorted(live, c << s)
+        if c.numel() == 0:
+            return gone, none
+        srt = torch.sort(live).values
+        n_live = torch.searchsorted(srt, (c + 1) << s) - torch.searchsorted(srt, c << s)
         full = c[n_live == counts[cand]]
-        if len(full) == 0:
-            return del_ids, np.zeros(0, U64)
-        keep = ~np.isin(del_ids >> s, full)
-        return del_ids[keep], full
-
-    def _updates(self, d: Delta, ids: np.ndarray, vals: np.ndarray) -> int:
-        """Fill d's UPDATE ops for rows whose codes moved past their thresholds; returns the count."""
-        if len(ids) == 0:
-            return 0
-        p = self.p
-        order = np.argsort(ids)
-        ids, vals = ids[order], vals[order]
-        old = self.enc.state.codes_of(ids)
-        mask = np.zeros(len(ids), np.uint8)
-        res = {}
-        for a in ATTRS:
-            c = p.comps(a)
-            if not c:
-                res[a] = np.zeros((0, len(ids)), p.dtype(a))
-                continue
-            new = p.quantize(a, vals[:, self.lay[a]], ids)
-            r = new - old[a]                                  # wraps in the code dtype, as the format does
-            if a is Attr.ROTATION and not p.lossless:
-                moved = (new[0] != old[a][0]) | (np.abs(new[1:].astype(np.int64) - old[a][1:].astype(np.int64)).max(0)
-                                                 > self.thr[a])
-            else:
-                moved = np.abs(new.astype(np.int64) - old[a].astype(np.int64)).max(0) > self.thr[a]
-            r[:, ~moved] = 0
-            res[a] = r
-            mask |= np.where(moved, np.uint8(a.bit), np.uint8(0))
-        keep = mask != 0
-        d.update_ids, d.update_mask = ids[keep], mask[keep]
-        for a in ATTRS:
-            d.update[a] = np.ascontiguousarray(res[a][:, keep])
-        return int(keep.sum())
+        if full.numel() == 0:
+            return gone, none
+        return gone[~torch.isin(gone >> s, full)], full
 
     # -- commit -------------------------------------------------------------------------------------
     def accept(self, result: DiffResult) -> None:
         """Adopt ``result`` as the last scene (call after the encoder applied its delta)."""
         st = result.state
         # a private copy: the caller may reuse or edit its scene buffer in place (as_tensor shares memory)
-        self.prev = {"x": st["x"].clone(), "sids": st["sids"], "keys": None if st["keys"] is None else st["keys"].clone()}
+        keys = st["keys"]
+        if keys is not None and (self.prev is None or keys is not self.prev["keys"]):
+            keys = keys.clone()
+        self.prev = {"x": st["x"].clone(), "sids": st["sids"], "keys": keys}
         self.stream_ids = st["sids"]
 
     def encode(self, attrs, ids=None) -> tuple[bytes, DiffStats]:

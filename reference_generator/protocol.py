@@ -3,10 +3,12 @@
 A generator works in floats on its own device (torch): it names Gaussians by spatial ids
 (SPEC.md 3, int64 tensors; every valid id is below 2^63) and says, per step, which Gaussians
 appear (ADD: ids + all attributes), which change (UPDATE groups: ids + the attributes that
-changed) and which go (DELETE_IDS, or whole spatial cells). The codec's Encoder owns
-quantization and the closed-loop state: ``to_delta`` moves a step's output to the host in
-**one** device-to-host copy and hands numpy views to ``Encoder.make_delta``, so no float ever
-takes a detour through Python objects.
+changed) and which go (DELETE_IDS, or whole spatial cells). ``to_delta`` turns a step's output
+into the codec's code-space Delta where the floats live: quantization, residuals against the
+closed-loop codes (a mirror of the encoder's state on the same device) and UPDATE masks run in
+torch (``device_codes``), and only the codes cross to the host, in **one** device-to-host copy;
+the host frames and compresses them (``Encoder.encode_delta``). ``to_host`` is the float
+hand-off, for inspection.
 
 Attributes of added Gaussians travel packed as one (n, F) float32 tensor in the order of
 SPEC.md 2.1 (``attr_layout``): position 3, log-scale 3, quaternion w x y z 4, opacity logit 1,
@@ -24,6 +26,7 @@ from codec import ATTRS, Attr, Delta, Encoder, Profile
 from codec.attributes import components
 
 from .actions import Action
+from .device_codes import FloatOps, build_delta
 
 U64 = np.uint64
 
@@ -167,43 +170,22 @@ def to_host(out: StepOutput, sh_degree: int) -> HostOutput:
     return HostOutput(out.keyframe, add_ids, add, updates, del_ids, cells)
 
 
-def _merge_updates(base: Delta, parts: list[Delta]) -> None:
-    """Put the UPDATE ops of several code-space deltas (disjoint ids) into ``base``, sorted by id."""
-    parts = [p for p in parts if p.n_update]
-    if not parts:
-        return
-    if len(parts) == 1:                      # already sorted by make_delta
-        p = parts[0]
-        base.update_ids, base.update_mask, base.update = p.update_ids, p.update_mask, p.update
-        return
-    ids = np.concatenate([p.update_ids for p in parts])
-    order = np.argsort(ids, kind="stable")
-    base.update_ids = ids[order]
-    base.update_mask = np.concatenate([p.update_mask for p in parts])[order]
-    for a in ATTRS:
-        base.update[a] = np.concatenate([p.update[a] for p in parts], axis=1)[:, order]
-    if len(base.update_ids) > 1 and not (base.update_ids[1:] > base.update_ids[:-1]).all():
-        raise ValueError("update groups overlap: an id is updated twice in one step")
+def to_ops(out: StepOutput) -> FloatOps:
+    """A step's output as the frame builder's input (no copy: the tensors stay on their device)."""
+    return FloatOps(keyframe=out.keyframe, add_ids=out.add_ids, add=out.add,
+                    updates=[(g.ids, g.values) for g in out.updates], delete_ids=out.delete_ids,
+                    delete_cells=out.delete_cells)
 
 
-def to_delta(encoder: Encoder, out: StepOutput | HostOutput) -> Delta:
-    """The code-space Delta of one step against the encoder's current state (not yet applied)."""
-    p = encoder.profile
-    h = out if isinstance(out, HostOutput) else to_host(out, p.sh_degree)
-    ops = {"keyframe": h.keyframe}
-    if len(h.add_ids) or h.keyframe:
-        ops["add"] = (h.add_ids, {int(a): v for a, v in h.add.items()})
-    if len(h.delete_ids):
-        ops["delete"] = h.delete_ids
-    if h.delete_cells:
-        ops["delete_cells"] = h.delete_cells
-    d = encoder.make_delta(**ops)
-    parts = [encoder.make_delta(update=(ids, {int(a): v for a, v in vals.items()}, sum(a.bit for a in vals)))
-             for ids, vals in h.updates if len(ids)]
-    _merge_updates(d, parts)
-    return d
+def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
+    """The code-space Delta of one step against the encoder's current state (not yet applied).
+
+    Quantization, residuals against the closed-loop codes and UPDATE masks run in torch on the
+    generator's device (``device_codes.build_delta``); one packed copy brings the codes to the host.
+    """
+    return build_delta(encoder, to_ops(out), out.add.device)
 
 
-def encode_output(encoder: Encoder, out: StepOutput | HostOutput) -> bytes:
+def encode_output(encoder: Encoder, out: StepOutput) -> bytes:
     """to_delta then Encoder.encode_delta: the frame bytes of one step (the state advances)."""
     return encoder.encode_delta(to_delta(encoder, out))

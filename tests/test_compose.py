@@ -8,6 +8,8 @@ to, so applying a composed delta also checks the digest it inherits.
 from __future__ import annotations
 
 import numpy as np
+
+from codec.delta import group_updates
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -81,10 +83,9 @@ def gen_delta(rng, profile: Profile, state: SceneState, keyframe: bool = False, 
             masks[masks == 0] = 1
             old = state.codes_of(ui)
             new = random_codes(rng, profile, len(ui))
-            d.update_ids, d.update_mask = ui, masks
-            for a in ATTRS:
-                on = (masks & np.uint8(a.bit)) != 0
-                d.update[a] = np.where(on[None, :], new[a] - old[a], 0).astype(profile.dtype(a))
+            res = {a: np.where(((masks & np.uint8(a.bit)) != 0)[None, :], new[a] - old[a], 0).astype(profile.dtype(a))
+                   for a in ATTRS}
+            d.updates = group_updates(ui, masks, res)
     # adds: re-adds of removed ids (replace) and fresh ids not live
     readd = [i for i in removed if rng.random() < p["readd"]]
     fresh = rng.integers(0, limit, int(rng.poisson(p["add"] * 20)))

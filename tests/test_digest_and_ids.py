@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
+
+from codec.delta import UpdateBlock, group_updates
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -119,10 +121,8 @@ def test_incremental_digest_matches_reference_after_every_frame(name, degree, se
             masks = (rng.integers(1, fm + 1, len(upd)) & fm).astype(np.uint8)
             masks[masks == 0] = Attr.SCALE.bit
             old, new = state.codes_of(upd), random_codes(rng, p, len(upd))
-            d.update_ids, d.update_mask = upd, masks
-            for a in ATTRS:
-                on = (masks & a.bit) != 0
-                d.update[a] = np.where(on, new[a] - old[a], 0).astype(p.dtype(a))
+            d.updates = group_updates(upd, masks, {a: np.where((masks & a.bit) != 0, new[a] - old[a], 0).astype(p.dtype(a))
+                                                   for a in ATTRS})
         fresh = np.setdiff1d(rng.integers(0, p.grid.id_limit, 4).astype(np.uint64), rest)
         add = np.union1d(gone[: len(gone) // 2], fresh)
         d.add_ids = add
@@ -160,9 +160,8 @@ def _two_ways(rng, p, n):
     b.apply(d); seq += 1
     others = np.setdiff1d(np.arange(n), redo)
     d = Delta.empty_like(p, seq=seq + 1, base_seq=seq)
-    d.update_ids = ids[others]
-    d.update_mask = np.full(len(others), full_mask(p.sh_degree), np.uint8)
-    d.update = {x: (codes[x][:, others] - junk[x][:, others]).astype(p.dtype(x)) for x in ATTRS}
+    d.updates = group_updates(ids[others], np.full(len(others), full_mask(p.sh_degree), np.uint8),
+                              {x: (codes[x][:, others] - junk[x][:, others]).astype(p.dtype(x)) for x in ATTRS})
     b.apply(d)
     return a, b, ids
 
@@ -194,11 +193,9 @@ def test_digest_sensitive_to_every_word():
         for c in range(codes[a].shape[0]):
             t = s.copy()
             d = Delta.empty_like(p, seq=2, base_seq=1)
-            d.update_ids, d.update_mask = ids[:1], np.array([a.bit], np.uint8)
-            d.update = {x: np.zeros((p.comps(x), 1), p.dtype(x)) for x in ATTRS}
             new = codes[a][:, :1].copy()
             new[c, 0] = 0 if new[c, 0] != 0 else 1
-            d.update[a] = (new - codes[a][:, :1]).astype(p.dtype(a))
+            d.updates = [UpdateBlock(a.bit, ids[:1], {a: (new - codes[a][:, :1]).astype(p.dtype(a))})]
             t.apply(d)
             assert t.digest() != base and t.digest() == ref_state_digest(t), (a.name, c)
     moved = ref_digest(np.array([6, 1 << 40], np.uint64), codes)

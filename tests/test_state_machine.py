@@ -8,6 +8,8 @@ arithmetic on integers. Decoder and encoder must both match it, with equal diges
 from __future__ import annotations
 
 import numpy as np
+
+from codec.delta import UpdateBlock
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -188,9 +190,8 @@ class StreamMachine(RuleBasedStateMachine):
         d = Delta.empty_like(p, seq=s.seq + 1, base_seq=s.seq)
         absent = next(i for i in range(p.grid.id_limit) if i not in self.model)
         if which == "update_missing":
-            d.update_ids = np.array([absent], np.uint64)
-            d.update_mask = np.array([Attr.OPACITY.bit], np.uint8)
-            d.update = {a: np.zeros((p.comps(a), 1), p.dtype(a)) for a in ATTRS}
+            d.updates = [UpdateBlock(Attr.OPACITY.bit, np.array([absent], np.uint64),
+                                     {Attr.OPACITY: np.zeros((1, 1), p.dtype(Attr.OPACITY))})]
             code = ErrorCode.ID_MISSING
         elif which == "delete_missing":
             d.delete_ids = np.array([absent], np.uint64)
