@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import aiohttp
 import pytest
@@ -20,7 +22,7 @@ pytest.importorskip("torch")
 
 from codec import Digest
 from reference_generator.actions import Idle, Interact, Move, Turn
-from reference_generator.client import Client, ProtocolClosed, run_script
+from reference_generator.client import Client, ProtocolClosed, ServerBusy, run_script
 from reference_generator.server import Server, ServerConfig, parse_hello, SessionClosed
 from reference_generator.simulate import scripted_session
 from reference_generator.world import WorldConfig
@@ -597,4 +599,196 @@ def test_client_rejects_bytes_after_a_record_before_applying_it():
                 assert await c._apply(data + b"\0", None) is None
                 assert c.stats.errors == {"MALFORMED": 1} and c.digest == before
                 assert (await c.next_frame()).keyframe               # the resync it sent was answered
+    run(go())
+
+
+# ------------------------------------------------------------------------------ admission control
+async def _refused(url: str) -> tuple:
+    """Open a raw session that sends its hello; (close code, reason) of the server's close."""
+    async with aiohttp.ClientSession() as http:
+        ws = await raw_ws(url, http)
+        await ws.send_str(json.dumps(HELLO))
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), msg.type  # no stream header
+        return ws.close_code, msg.extra
+
+
+def test_unsaturated_server_admits_and_says_so():
+    async def go():
+        async with server(admission=True) as s:             # default thresholds, an idle server
+            async with Client(s.url) as c:
+                await c.next_frame()
+                for _ in range(5):
+                    await c.step(Move(0.3))
+                async with Client(s.url) as d:                # a second session is admitted
+                    assert (await d.next_frame()).keyframe
+                await wait_until(lambda: len(s.sessions) == 1)
+                async with aiohttp.ClientSession() as http:
+                    state = await (await http.get(s.http + "/admission")).json()
+                    r = await http.get(s.http + "/sessions")
+                    assert r.headers["GSD-Admission"] == "open" and len(await r.json()) == 1
+            assert state["open"] and state["reason"] is None and state["refused"] == {}
+            assert 0 <= state["signals"]["busy"] < 0.8 and c.stats.refusals == 0
+    run(go())
+
+
+@pytest.mark.parametrize("limits,label", [
+    ({"admit_max_busy": 0.0}, "busy"),                      # any world work in the window is too much
+    ({"admit_max_busy": 1.0, "admit_max_wait_ms": 2.0}, "wait"),
+    ({"admit_max_busy": 1.0, "admit_max_loop_lag_ms": 30.0}, "loop"),
+], ids=["busy", "wait", "loop"])
+def test_saturated_server_refuses_new_sessions_with_1013_and_keeps_serving_the_others(limits, label):
+    async def go():
+        async with server(admission=True, retry_after=7, **limits) as s:
+            async with Client(s.url) as a:
+                await a.next_frame()
+                for _ in range(3):
+                    await a.step(Move(0.3))
+                if label == "wait":                           # a burst that cannot fold: steps queue up
+                    for k in range(60):
+                        await a.act(Move(0.05) if k % 2 else Turn(1.0))
+                    await wait_until(lambda: s.admission.refusal(len(s.sessions)) is not None)
+                if label == "loop":                           # the event loop blocked, again and again
+                    for _ in range(8):
+                        time.sleep(0.2)
+                        await asyncio.sleep(0.03)
+                code, reason = await _refused(s.url)
+                assert code == 1013, (code, reason)
+                assert re.match(r"retry-after=7 server busy: ", reason), reason
+                with pytest.raises(ServerBusy) as e:          # the client reports it, with the delay
+                    b = Client(s.url)
+                    try:
+                        await b.connect()
+                    finally:
+                        await b.close()
+                assert e.value.retry_after == 7 and "server busy" in str(e.value) and b.stats.refusals == 1
+                while a._sent:                                # the running session keeps its service
+                    await a.next_frame()
+                await a.step(Move(0.3))
+                assert not a.stats.errors and a.stats.resyncs == 0
+                assert a.digest == str(only_host(s).encoder.state.digest())
+                async with aiohttp.ClientSession() as http:
+                    text = await (await http.get(s.http + "/metrics")).text()
+                    state = await (await http.get(s.http + "/admission")).json()
+                    r = await http.get(s.http + "/sessions")
+                    head = r.headers["GSD-Admission"]
+            assert f'gsd_sessions_refused_total{{reason="{label}"}} 2.0' in text, text
+            for name in ("gsd_admission_open", "gsd_world_lanes_busy", "gsd_admission_step_wait_seconds",
+                         "gsd_admission_queue_age_seconds", "gsd_event_loop_lag_seconds", "gsd_step_wait_seconds_count"):
+                assert name in text, name
+            assert state["refused"] == {label: 2} and state["retry_after"] == 7
+            if not state["open"]:                             # still saturated: the header says why
+                assert head.startswith("refusing; retry-after=7; server busy")
+    run(go())
+
+
+def test_admission_projects_the_load_of_sessions_not_yet_measured():
+    """Sessions admitted within the window count with the mean load of one session, so a burst of
+    arrivals is not all admitted before its load shows; the session cap refuses too."""
+    from reference_generator.server import Admission
+
+    class Lane:
+        def __init__(self):
+            self.busy = 0.0
+
+        def seconds(self):
+            return self.busy
+
+    t = [100.0]
+    lanes = [Lane(), Lane()]
+    cfg = config(admission=True, admit_max_busy=0.8, admit_window=2.0, max_sessions=30)
+    adm = Admission(cfg, lanes, hosts=lambda: [], clock=lambda: t[0])
+    for _ in range(20):                                      # 2 s at 50% on both lanes
+        t[0] += 0.1
+        for ln in lanes:
+            ln.busy += 0.05
+        adm.sample(0.0)
+    assert adm.signals(10)["busy"] == pytest.approx(0.5) and adm.refusal(10) is None
+    for _ in range(6):                                       # 6 arrivals at once, not measured yet
+        adm.note_admit()
+    g = adm.signals(16)
+    assert g["busy"] == pytest.approx(0.5) and g["busy_projected"] == pytest.approx(0.5 + 6 * 0.05)
+    assert adm.refusal(16)[0] == "busy"
+    for _ in range(20):                                      # their load never came: admitted again
+        t[0] += 0.1
+        for ln in lanes:
+            ln.busy += 0.05
+        adm.sample(0.0)
+    assert adm.signals(16)["busy_projected"] == pytest.approx(0.5) and adm.refusal(16) is None
+    assert adm.refusal(30) == ("sessions", "server full: 30 sessions")
+    adm.cfg = replace(cfg, admission=False)
+    for _ in range(6):
+        adm.note_admit()
+    assert adm.refusal(16) is None and adm.refusal(30)[0] == "sessions"   # the cap holds without admission
+
+
+def test_refused_client_waits_the_retry_delay_then_gets_in():
+    async def go():
+        async with server(max_sessions=1, retry_after=1) as s:
+            holder = Client(s.url)
+            await holder.connect()
+            await holder.next_frame()
+            told = []
+
+            def on_busy(e, delay):                            # the slot frees while b waits
+                told.append((e.retry_after, delay))
+                asyncio.get_running_loop().create_task(holder.close())
+
+            b = Client(s.url)
+            try:
+                stats = await run_script(b, [Move(0.2)] * 5, reconnects=1, on_busy=on_busy)
+            finally:
+                await b.close()
+                await holder.close()
+            assert stats.refusals == 1 and len(told) == 1 and told[0][0] == 1.0
+            assert 1.0 <= stats.waited_s[0] <= 1.5 and stats.waited_s[0] == told[0][1]
+            assert stats.frames == 6 and not stats.errors
+            assert s.metrics.refused.labels("sessions")._value.get() == 1
+    run(go())
+
+
+def test_watch_reports_a_busy_server_and_retries_after_its_delay():
+    async def go():
+        async with server(max_sessions=0, retry_after=1) as s:   # refuses every session
+            out = []
+            for extra in ([], ["--reconnect", "1"]):
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "reference_generator.watch", s.url, "--steps", "3", "--json", *extra,
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                o, e = await asyncio.wait_for(proc.communicate(), 60)
+                out.append((proc.returncode, e.decode(), json.loads(o.decode().strip().splitlines()[-1])))
+            return out
+    (rc0, err0, sum0), (rc1, err1, sum1) = run(go())
+    assert rc0 == 3 and "server busy (1013): server full" in err0 and "retry after 1 s" in err0, err0
+    assert sum0 == {"frames": 0, "refusals": 1}
+    assert rc1 == 3 and re.search(r"waiting 1(\.\d)? s before trying again", err1), err1
+    assert sum1["refusals"] == 2
+
+
+def test_client_reads_the_keyframe_flag_from_metadata_and_decodes_a_frame_once():
+    """While resyncing, non-keyframes are dropped unread (flag from the frame metadata); the
+    awaited keyframe is decoded once, and a damaged one asks for another keyframe."""
+    from reference_generator.client import frame_is_keyframe
+
+    async def go():
+        async with server() as s:
+            async with Client(s.url) as c:
+                await c.next_frame()
+                await c.act(Move(0.3))
+                delta = await c._receive_binary()             # a delta, left unapplied
+                calls = []
+                read = c.decoder.read_frame
+                c.decoder.read_frame = lambda *a, **k: (calls.append(1), read(*a, **k))[1]
+                await c.resync("CLIENT")
+                key = await c._receive_binary()
+                assert frame_is_keyframe(key) and not frame_is_keyframe(delta)
+                assert not frame_is_keyframe(key[:20]) and not frame_is_keyframe(b"GSDH" + key[4:])
+                assert await c._apply(delta, None) is None and calls == []       # skipped, never decoded
+                bad = bytearray(key)
+                bad[len(bad) // 2] ^= 0x5A                    # payload damage: the flag still reads KEYFRAME
+                assert await c._apply(bytes(bad), None) is None and len(calls) == 1
+                assert c.stats.errors == {"BAD_CHECKSUM": 1} and c.stats.resyncs == 2   # asked again
+                f = await c.next_frame()
+                assert f.keyframe and len(calls) == 2
+                assert c.digest == str(only_host(s).encoder.state.digest())
     run(go())
