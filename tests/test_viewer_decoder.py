@@ -4,7 +4,8 @@
 2. the decoder's own `node --test` unit tests must pass;
 3. the vendored runtime libraries must equal the node_modules copies they were made from
    (scripts/vendor_viewer_deps.sh), when node_modules exists;
-4. every vector decodes alike inside headless Chromium (playwright-core), when both are installed.
+4. every vector decodes alike inside headless Chromium (playwright-core), when both are installed;
+5. the checked-in wasm kernel (decoder/wasm/kernel.wasm) is what its AssemblyScript source compiles to.
 Everything skips, with the reason, when `node` is not on PATH.
 """
 from __future__ import annotations
@@ -74,6 +75,15 @@ def test_vendored_modules_load_in_node():
             "if (typeof m.Decoder !== 'function') process.exit(3); console.log('ok'); })")
     p = subprocess.run([NODE, "-e", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr[-2000:]
+
+
+@needs_node
+def test_wasm_kernel_matches_its_source():
+    if not os.path.isfile(os.path.join(ROOT, "node_modules", "assemblyscript", "bin", "asc.js")):
+        pytest.skip("node_modules/assemblyscript missing (run npm ci); cannot rebuild the wasm kernel")
+    p = subprocess.run([NODE, os.path.join(VIEWER, "decoder", "wasm", "build.mjs"), "--check"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout[-2000:] + p.stderr[-2000:])
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

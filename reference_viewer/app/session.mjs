@@ -144,6 +144,7 @@ export class Session {
     this.info = null;
     if (!this.header) {
       try {
+        if (this.decoder) this.decoder.dispose();   // its wasm memory goes back to the kernel's heap now
         this.decoder = makeDecoder(this.budgets);
         this.header = this.decoder.readHeader(u8, { message: true }) || {};   // one record per message
         this.retryMs = 1000;

@@ -1,12 +1,9 @@
-// GSD-HASH (SPEC.md 7): per-Gaussian lane hashes over the record words, summed mod 2^32.
-export function fmix32(h) {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85EBCA6B);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xC2B2AE35);
-  h ^= h >>> 16;
-  return h >>> 0;
-}
+// GSD-HASH (SPEC.md 7): per-Gaussian lane hashes over the record words, summed mod 2^32. The
+// per-frame sums are the wasm kernel's (decoder/wasm/kernel.ts); here: constants, text, tools.
+import { K } from './kernel.mjs';
+
+/** The 32-bit finaliser of MurmurHash3 (7.2), the kernel's. */
+export const fmix32 = (h) => K.fmix(h) >>> 0;
 
 /** K_L[j] for j in 0..m-1 (7.2). */
 export function laneConstants(m, L) {

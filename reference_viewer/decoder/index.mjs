@@ -1,6 +1,14 @@
-// GSD 1.0 decoder for the reference viewer: plain ES modules, no build step; runs in Node 20+ and
-// in browsers (the vendored zstddec (wasm) and flatbuffers runtime are imported by relative path; the zstd module
-// instantiates its wasm with a top-level await).
+// GSD 1.0 decoder for the reference viewer: plain ES modules and two wasm modules, no build step at
+// load time; runs in Node 20+ and in browsers. The vendored zstddec (wasm) and flatbuffers runtime are
+// imported by relative path; the decoder's own inner loops are the wasm kernel decoder/wasm/kernel.wasm
+// (AssemblyScript source kernel.ts beside it, rebuilt by decoder/wasm/build.mjs), loaded by
+// decoder/kernel.mjs. Both wasm modules are instantiated with a top-level await.
+//
+//   decoder.mjs   the Decoder: header and frame records in, state out
+//   frame.mjs     frame checks: framing, CRC-32, FlatBuffers metadata, limits, block and section
+//                 table, sections (sections.mjs, zstd.mjs), sequencing and id rules -> a plan
+//   apply.mjs     the plan against the state: validation, all-or-nothing apply with undo, digest
+//   store.mjs     the SceneStore the renderer reads; layout.mjs its slot float layout
 // An independent implementation of SPEC.md (sections 1-9, Appendix A); passes every vector of
 // conformance/ (node reference_viewer/tools/testee.mjs is its conformance testee).
 //
@@ -21,6 +29,8 @@
 //   dec.digestText()                  // digest of the current state, text form (SPEC 7.4)
 //   dec.seq                           // seq of the state (Number; dec.seqBig is the exact u64 BigInt)
 //   dec.store                         // the SceneStore the renderer reads (contract in store.mjs)
+//   dec.checkFrame(u8)                // the frame checks alone (F1..F13), state untouched
+//   dec.dispose()                     // frees the decoder's wasm memory now (else when collected)
 //   GsdError: .code is the SPEC 9.2 name ('BAD_CHECKSUM', ...), .number its numeric code
 //
 // A frame before any header is MALFORMED. Inputs are never trusted: every count, length, offset and

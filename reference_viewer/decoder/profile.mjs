@@ -1,5 +1,13 @@
 // The stream's profile (SPEC.md 5): code widths, code validity, dequantization; header domains (4.6, 3.1, 5.7).
+// Also the profile's description for the wasm kernel (its layout P in decoder/wasm/kernel.ts): the
+// row layout of the codes, the slot float offsets (decoder/layout.mjs), lane constants, tables.
 import { fail } from './errors.mjs';
+import { componentOffsets, slotStride, restCount } from './layout.mjs';
+import { laneConstants } from './digest.mjs';
+import { K as W, alloc, views, finalizer } from './kernel.mjs';
+
+/** Row words before the codes: id (2), the record's two lane sums, staging mark, flags. */
+export const H_WORDS = 6;
 
 export const ATTR = Object.freeze({ POSITION: 0, SCALE: 1, ROTATION: 2, OPACITY: 3, SH_DC: 4, SH_REST: 5 });
 export const ATTR_NAMES = ['position', 'scale', 'rotation', 'opacity', 'sh_dc', 'sh_rest'];
@@ -43,7 +51,7 @@ export function checkHeaderDomain(h) {
 export class Profile {
   constructor(h) {
     this.shDegree = h.shDegree;
-    const d = h.shDegree, K = (d + 1) * (d + 1) - 1;
+    const d = h.shDegree, K = restCount(d);
     this.K = K;
     this.NC = 14 + 3 * K;
     this.grid = h.grid;
@@ -76,10 +84,9 @@ export class Profile {
         this.compMask[j] = w === 4 ? 0xFFFFFFFF : (1 << (8 * w)) - 1;
       }
     }
-    // float offset of component j within a store slot (store.mjs contract)
-    this.dataOff = new Uint8Array(NC);
-    [0, 1, 2, 4, 5, 6, 8, 9, 10, 11, 3, 12, 13, 14].forEach((o, j) => { this.dataOff[j] = o; });
-    for (let r = 0; r < 3 * K; r++) this.dataOff[14 + r] = 16 + r;
+    // float offset of component j within a store slot (decoder/layout.mjs)
+    this.dataOff = componentOffsets(d);
+    this.stride = slotStride(d);
     if (q) {
       const set = (j, maxU, minNeg = 0) => { this.compMaxU[j] = maxU; this.compMinNegU[j] = minNeg; };
       for (let j = 0; j < 3; j++) set(j, 0xFFFFFFFF);
@@ -96,6 +103,71 @@ export class Profile {
       }
       this.buildTables();
     }
+    this._rowLayout();
+    this.P = this._kernelProfile();
+  }
+
+  /**
+   * Row layout of the store (decoder/wasm/kernel.ts): H_WORDS header words, then the NC codes at
+   * their width: 4-byte components as words, then 2-byte ones, then 1-byte ones; R (row words)
+   * rounded up to a multiple of 16 (64 bytes: a row starts on a cache line). ck[j]: the width of
+   * component j, ci[j]: its index within the row in units of that width.
+   */
+  _rowLayout() {
+    const NC = this.NC, ck = new Uint8Array(NC), ci = new Int32Array(NC);
+    for (let j = 0; j < NC; j++) ck[j] = this.compWidth[j];
+    let word = H_WORDS;
+    for (let j = 0; j < NC; j++) if (ck[j] === 4) ci[j] = word++;
+    let half = 2 * word;
+    for (let j = 0; j < NC; j++) if (ck[j] === 2) ci[j] = half++;
+    let byte = 2 * half;
+    for (let j = 0; j < NC; j++) if (ck[j] === 1) ci[j] = byte++;
+    this.R = (((byte + 3) >> 2) + 15) & ~15;
+    this.ck = ck; this.ci = ci;
+  }
+
+  /** Writes the profile record P of the kernel (and its tables) into the kernel heap; returns P. */
+  _kernelProfile() {
+    const NC = this.NC, g = this.grid, ptrs = [];
+    const K0 = laneConstants(2 + NC, 0), K1 = laneConstants(2 + NC, 1);
+    const put = (arr, minLen) => {   // a table, padded with zeros to minLen entries
+      const bytes = Math.max(arr.length, minLen) * arr.BYTES_PER_ELEMENT, p = alloc(bytes, 'profile');
+      ptrs.push(p);
+      const v = views(), T = arr instanceof Float64Array ? v.f64 : v.f32, o = p / arr.BYTES_PER_ELEMENT;
+      T.fill(0, o, o + bytes / arr.BYTES_PER_ELEMENT);
+      T.set(arr, o);
+      return p;
+    };
+    const tables = new Map();   // one copy of each table
+    const tableOf = (t, w) => { if (!tables.has(t)) tables.set(t, put(t, 2 ** (8 * w) <= 256 ? 256 : 0)); return tables.get(t); };
+    const rot = this.lossless ? 0 : tableOf(this.rotTable, this.attrWidth[2]);
+    const tp = Array.from({ length: NC }, (_, j) => (this.lossless || !this.compTable[j] ? 0 : tableOf(this.compTable[j], this.ck[j])));
+    const P = alloc(96 + 32 * NC, 'profile');   // the last allocation: the views below stay valid
+    ptrs.push(P);
+    const v = views(), u = v.u32, f = v.f64, w = P >> 2;
+    u.fill(0, w, w + 24 + 8 * NC);
+    u[w] = NC; u[w + 1] = this.R; u[w + 2] = this.stride; u[w + 3] = this.K; u[w + 4] = this.lossless ? 1 : 0;
+    u[w + 5] = this.S; u[w + 6] = K0[0]; u[w + 7] = K0[1]; u[w + 8] = K1[0]; u[w + 9] = K1[1];
+    u[w + 10] = rot; u[w + 11] = 16 + 3 * this.K;
+    const fo = (P + 48) >> 3;
+    f[fo] = g.originX; f[fo + 1] = g.originY; f[fo + 2] = g.originZ; f[fo + 3] = g.cellSize; f[fo + 4] = this.posStep || 0;
+    for (let j = 0; j < NC; j++) {
+      const c = w + 24 + 8 * j;
+      u[c] = this.ck[j]; u[c + 1] = this.ci[j]; u[c + 2] = this.dataOff[j]; u[c + 3] = K0[j + 2]; u[c + 4] = K1[j + 2];
+      u[c + 5] = this.compMaxU[j]; u[c + 6] = this.compMinNegU[j];
+      u[c + 7] = tp[j];
+    }
+    const own = { ptrs, free() { for (const p of this.ptrs) W.release(p); this.ptrs = []; } };
+    this._own = own;
+    if (finalizer) finalizer.register(this, own, own);
+    return P;
+  }
+
+  /** Frees the kernel copy of the profile (the profile is unusable afterwards). */
+  release() {
+    if (finalizer) finalizer.unregister(this._own);
+    this._own.free();
+    this.P = 0;
   }
 
   /** degree(j) of SH_REST component j (2.3). */
@@ -106,25 +178,6 @@ export class Profile {
     const out = [];
     for (let c = 0; c < 3; c++) for (let i = 0; i <= 2 * l; i++) out.push(c * this.K + l * l - 1 + i);
     return out;
-  }
-
-  /** Index (into the first `n` entries) of the first invalid code of component j in `u`, or -1. */
-  firstInvalid(j, u, n, off = 0) {
-    if (this.lossless) {
-      for (let i = 0; i < n; i++) if ((u[off + i] & 0x7F800000) === 0x7F800000) return i;
-      return -1;
-    }
-    const maxU = this.compMaxU[j], neg = this.compMinNegU[j];
-    if (maxU === 0xFFFFFFFF) return -1;
-    if (neg) { for (let i = 0; i < n; i++) { const v = u[off + i]; if (v > maxU && v < neg) return i; } }
-    else { for (let i = 0; i < n; i++) if (u[off + i] > maxU) return i; }
-    return -1;
-  }
-
-  validCode(j, v) {
-    if (this.lossless) return (v & 0x7F800000) !== 0x7F800000;
-    const maxU = this.compMaxU[j], neg = this.compMinNegU[j];
-    return v <= maxU || (neg !== 0 && v >= neg);
   }
 
   buildTables() {

@@ -1,11 +1,14 @@
 // A minimal SceneStore (the decoder's contract) over raw slot floats, for tests and benchmarks that do
 // not go through the decoder: load(floats, count) fills slots [0, count); write(slot, floats) and
-// free(slot) edit single slots and mark them dirty, as the decoder does.
+// free(slot) edit single slots and mark them dirty, as the decoder does. The slot layout is the
+// decoder's (decoder/layout.mjs).
+import { restCount, slotStride, SLOT, FREED_OPACITY } from '../decoder/layout.mjs';
+
 export class RawStore {
   constructor(shDegree, capacity) {
     this.shDegree = shDegree;
-    this.restCount = (shDegree + 1) ** 2 - 1;
-    this.stride = Math.ceil((16 + 3 * this.restCount) / 4) * 4;
+    this.restCount = restCount(shDegree);
+    this.stride = slotStride(shDegree);
     this.capacity = capacity;
     this.data = new Float32Array(capacity * this.stride);
     this.highWater = 0;
@@ -43,7 +46,7 @@ export class RawStore {
   }
   free(slot) {
     this.data.fill(0, slot * this.stride, (slot + 1) * this.stride);
-    this.data[slot * this.stride + 3] = -1e30;
+    this.data[slot * this.stride + SLOT.OPACITY] = FREED_OPACITY;
     this.live -= 1;
     this._dirty.add(slot);
   }

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Decoder, GsdError, decodeStreamLines } from '../decoder/index.mjs';
 import { H_MARK } from '../decoder/store.mjs';
+import { applyPlan } from '../decoder/apply.mjs';
+import { views } from '../decoder/kernel.mjs';
 import { manifest, vector, vectorBytes, records, expectedLines } from './helpers.mjs';
 
 const ATTRS = ['position', 'scale', 'rotation', 'opacity', 'sh_dc', 'sh_rest'];
@@ -56,7 +58,7 @@ function snapshot(dec) {
   return {
     seq: dec.seqBig, digest: dec.digestText(), live: s.live, highWater: s.highWater, capacity: s.capacity,
     generation: s.generation, data: s.data.slice(0, s.highWater * s.stride), rows: rowsState(s),
-    dirty: s._dirtyList.slice(0, s._dirtyCount), free: s.freeList.slice(0, s.freeCount), ids: s.ids.size,
+    dirty: s.dirtyList.slice(), free: s.freeList.slice(), ids: s.idCount,
   };
 }
 
@@ -174,21 +176,22 @@ test('an invalid code late in an UPDATE block: the codes written before it are u
     if (dec.profile.lossless) continue;
     for (let k = 1; k < recs.length; k++) {
       const fr = u8.subarray(recs[k][0], recs[k][1]);
-      dec._parseOnly = true;
-      const plan = dec.readFrame(fr);
-      dec._parseOnly = false;
+      const plan = dec.checkFrame(fr);
       const b = plan.upds.length ? plan.upds[plan.upds.length - 1] : null;
       const p = dec.profile;
-      const c = b ? b.cj.length - 1 : -1, j = b ? b.cj[c] : -1;
+      const c = b ? b.comps.length - 1 : -1, j = b ? b.comps[c].j : -1;
       // (a component with invalid patterns: maxU + 1 below the width's range and the negative range)
       if (b && !plan.keyframe && b.n >= 2 && c >= 1 && p.compMaxU[j] < p.compMask[j] && p.compMaxU[j] + 1 < (p.compMinNegU[j] || 2 ** 32)) {
-        const i = b.n - 1, s = dec.store.lookup(b.ids.lo[i], b.ids.hi[i]);
+        const i = b.n - 1, ids = views().u32, id = (b.ids >> 2) + 2 * i;
+        const s = dec.store.lookup(ids[id], ids[id + 1]);
         if (s >= 0) {
           const before = snapshot(dec);
-          // the delta that turns this Gaussian's code into maxU + 1 (invalid), mod 2^(8w)
-          b.cArr[c][b.cOff[c] + i] = (p.compMaxU[j] + 1 - dec.store.code(s, j)) & p.compMask[j];
-          assert.throws(() => dec._apply(plan.keyframe, plan.m, plan.adds, plan.upds, plan.dels, plan.ranges, plan.cells),
-            (e) => e instanceof GsdError && e.code === 'BAD_VALUE', v.id);
+          // the residual that turns this Gaussian's code into maxU + 1 (invalid), mod 2^(8w)
+          const w = p.compWidth[j], at = b.comps[c].src + w * i;
+          const residual = (p.compMaxU[j] + 1 - dec.store.code(s, j)) & p.compMask[j];
+          const mem = views();
+          if (w === 1) mem.u8[at] = residual; else if (w === 2) mem.u16[at >> 1] = residual; else mem.u32[at >> 2] = residual;
+          assert.throws(() => applyPlan(dec, plan), (e) => e instanceof GsdError && e.code === 'BAD_VALUE', v.id);
           assert.deepEqual(snapshot(dec), before, v.id);
           checked++;
         }

@@ -90,18 +90,16 @@ test('compaction moves live slots down in order, keeps ids and floats, bumps gen
   dec.readFrame(fr[0]);
   const s = dec.store;
   const n = 3 * COMPACT_MIN_FREE;
-  // grow the store with copies of slot 0 under fresh ids, through the internal API the decoder uses
+  // grow the store with copies of slot 0's codes under fresh ids, through the store's own API
   s.reserve(n, s.live + n);
+  const codes = s.codesOf(0), digest0 = s.digestText();
   const base = s.highWater;
-  for (let i = 0; i < n; i++) {
-    const slot = s.allocSlot();
-    s.rows.copyWithin(slot * s.R, 0, s.R);   // slot 0's codes
-    s.initSlot(slot, 0x10000000 + i, 0); s.live++;
-    s.rehash(slot); s.derive(slot);
-  }
+  for (let i = 0; i < n; i++) s.initSlot(s.allocSlot(), 0x10000000 + i, 0, codes);
   const keep = [];
   for (let i = 0; i < n; i++) if (i % 3 === 0) keep.push(base + i); else s.freeSlot(base + i);
   const want = new Map(keep.map((slot) => [s.idLoOf(slot), s.data.slice(slot * s.stride, (slot + 1) * s.stride)]));
+  // same codes: the same floats but for the position (which also depends on the id's cell)
+  for (const floats of want.values()) assert.deepEqual(floats.subarray(3), s.data.slice(3, s.stride));
   const gen = s.generation;
   s.maybeCompact();
   assert.ok(s.generation > gen);
@@ -111,8 +109,12 @@ test('compaction moves live slots down in order, keeps ids and floats, bumps gen
     const slot = s.lookup(lo, 0);
     assert.ok(slot >= 0 && slot < s.highWater);
     assert.deepEqual(s.data.slice(slot * s.stride, (slot + 1) * s.stride), floats);
+    assert.deepEqual(s.codesOf(slot), codes);
   }
   assert.equal(s.takeDirty().full, true);
+  // freeing the copies again gives the keyframe's digest back (sums added and removed per slot)
+  for (const [lo] of want) s.freeSlot(s.lookup(lo, 0));
+  assert.equal(s.digestText(), digest0);
 });
 
 test('IdTable against a Map: inserts, overwrites, deletes (backward shift), reserve', () => {

@@ -1,0 +1,205 @@
+// Frame checks (SPEC.md 4.9): record framing, CRC-32, FlatBuffers verification, frame limits, the
+// block and section table, section decoding, sequencing and id rules (H1..H10, F1..F13). Nothing
+// here reads or changes the scene state: parseFrame returns a plan that decoder/apply.mjs applies.
+import { fail } from './errors.mjs';
+import { crc32, crc32At } from './crc32.mjs';
+import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
+import { decodeSection } from './sections.mjs';
+import { checkHeaderDomain } from './profile.mjs';
+import { K, arena, views } from './kernel.mjs';
+
+export const SPEC_LIMITS = Object.freeze({
+  max_header_bytes: 65536,
+  max_frame_bytes: 2 ** 30,
+  max_blocks: 4096,
+  max_sections: 16384,
+  max_frame_raw_bytes: 2 ** 32,
+  max_ids_per_frame: 2 ** 24,
+  max_ranges_per_frame: 2 ** 20,
+  max_gaussians: 2 ** 24,
+});
+
+export const ADD = 1, UPDATE = 2, DELETE_IDS = 3, DELETE_RANGES = 4, DELETE_CELLS = 5;
+
+const u32le = (u8, p) => (u8[p] | (u8[p + 1] << 8) | (u8[p + 2] << 16) | (u8[p + 3] << 24)) >>> 0;
+const popcount = (x) => { let c = 0; for (; x; x &= x - 1) c++; return c; };
+
+/** Limits of SPEC 9.1, lowered by `given` (names as in 9.1); a decoder never raises them. */
+export function makeLimits(given = {}) {
+  const out = { ...SPEC_LIMITS };
+  for (const [k, v] of Object.entries(given || {})) {
+    if (!(k in SPEC_LIMITS)) throw new TypeError(`unknown GSD limit ${k}`);
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < 0) throw new TypeError(`bad value for limit ${k}: ${v}`);
+    out[k] = Math.min(n, SPEC_LIMITS[k]);
+  }
+  return Object.freeze(out);
+}
+
+/**
+ * H1..H9 of the header record at the start of u8: returns {versionMajor, versionMinor, h (the
+ * StreamHeader fields), used}; H10 (the domains) is checkHeaderDomain's.
+ */
+export function readHeaderRecord(u8, message, L) {
+  if (u8.length < 4) fail('TRUNCATED', 'header record shorter than its magic');
+  if (u8[0] !== 0x47 || u8[1] !== 0x53 || u8[2] !== 0x44 || u8[3] !== 0x48) fail('BAD_MAGIC', 'not a GSDH record');
+  if (u8.length < 12) fail('TRUNCATED', 'header prefix');
+  const versionMajor = u8[4], versionMinor = u8[5];
+  if (versionMajor !== 1) fail('UNSUPPORTED_VERSION', `version ${versionMajor}.${versionMinor}`);
+  const bodyLen = u32le(u8, 8);
+  if (bodyLen > L.max_header_bytes) fail('LIMIT_EXCEEDED', `header body_len ${bodyLen}`);
+  const used = 16 + bodyLen;
+  if (u8.length < used) fail('TRUNCATED', 'header record');
+  if (crc32(u8, 0, 12 + bodyLen) !== u32le(u8, 12 + bodyLen)) fail('BAD_CHECKSUM', 'header CRC-32');
+  if (message && u8.length !== used) fail('MALFORMED', 'bytes after the header record in its message');
+  const h = readStreamHeader(u8.subarray(12, 12 + bodyLen));
+  if (!h.grid) fail('MALFORMED', 'StreamHeader.grid absent');
+  if (h.requiredFeatures !== 0n) fail('UNSUPPORTED_FEATURE', `required header features 0x${h.requiredFeatures.toString(16)}`);
+  checkHeaderDomain(h);
+  return { versionMajor, versionMinor, h, used };
+}
+
+/**
+ * F1..F13 of the frame record at the start of u8 for a stream of profile p whose state is at seq
+ * `seqBig`. Returns the plan {keyframe, m (the metadata), adds, upds (blocks: {n, ids, mask, comps:
+ * [{j, src}] by ascending j}), dels ({n, ids}), ranges ({n, r}), cells ({n, level, c}), frameLen};
+ * ids, r, c and src are pointers into the frame arena (decoder/kernel.mjs), valid until the next frame.
+ */
+export function parseFrame(u8, message, L, p, seqBig) {
+  // ---- F1..F8 framing
+  if (u8.length < 4) fail('TRUNCATED', 'frame record shorter than its magic');
+  if (u8[0] !== 0x47 || u8[1] !== 0x53 || u8[2] !== 0x44 || u8[3] !== 0x46) fail('BAD_MAGIC', 'not a GSDF record');
+  if (u8.length < 12) fail('TRUNCATED', 'frame prefix');
+  const frameLen = u32le(u8, 4), metaLen = u32le(u8, 8);
+  if (frameLen < 16) fail('MALFORMED', `frame_len ${frameLen}`);
+  if (frameLen > L.max_frame_bytes) fail('LIMIT_EXCEEDED', `frame_len ${frameLen}`);
+  if (u8.length < frameLen) fail('TRUNCATED', 'frame record');
+  if (metaLen > frameLen - 16) fail('MALFORMED', `meta_len ${metaLen}`);
+  arena.reset();
+  if (crc32At(arena.put(u8.subarray(0, frameLen - 4)), frameLen - 4) !== u32le(u8, frameLen - 4)) fail('BAD_CHECKSUM', 'frame CRC-32');
+  arena.reset();
+  if (message && u8.length !== frameLen) fail('MALFORMED', 'bytes after the frame record in its message');
+  const meta = u8.subarray(12, 12 + metaLen);
+  const payload = u8.subarray(12 + metaLen, frameLen - 4);
+  // ---- F9 metadata
+  const m = readFrameMeta(meta);
+  if (m.blocks.length > L.max_blocks) fail('LIMIT_EXCEEDED', `${m.blocks.length} blocks`);
+  if (m.sections.length > L.max_sections) fail('LIMIT_EXCEEDED', `${m.sections.length} sections`);
+  if (m.requiredFeatures !== 0n) fail('UNSUPPORTED_FEATURE', `required frame features 0x${m.requiredFeatures.toString(16)}`);
+  // ---- F10 frame limits
+  let rawSum = 0, idSum = 0, rangeSum = 0;
+  for (const s of m.sections) rawSum += s.raw;
+  if (rawSum > L.max_frame_raw_bytes) fail('LIMIT_EXCEEDED', `frame raw bytes ${rawSum}`);
+  for (const b of m.blocks) {
+    if (b.kind >= 1 && b.kind <= 3) idSum += b.count;
+    else if (b.kind === 4 || b.kind === 5) rangeSum += b.count;
+  }
+  if (idSum > L.max_ids_per_frame) fail('LIMIT_EXCEEDED', `${idSum} ids in the frame`);
+  if (rangeSum > L.max_ranges_per_frame) fail('LIMIT_EXCEEDED', `${rangeSum} ranges and cells in the frame`);
+  // ---- F11 block structure
+  const d = p.shDegree, nsec = m.sections.length;
+  const blocks = [];
+  for (let bi = 0; bi < m.blocks.length; bi++) {
+    const b = m.blocks[bi];
+    if (b.kind === 0) fail('MALFORMED', `block ${bi}: kind 0`);
+    if (b.kind >= 128) continue;
+    if (b.kind > 5) fail('UNSUPPORTED_FEATURE', `block ${bi}: kind ${b.kind}`);
+    let want = 1;
+    if (b.kind === UPDATE) {
+      if (b.mask === 0 || (b.mask & ~p.fullMask)) fail('MALFORMED', `block ${bi}: UPDATE mask 0x${b.mask.toString(16)}`);
+      want = 1 + popcount(b.mask & 0x1F) + ((b.mask & 0x20) ? d : 0);
+    } else if (b.kind === ADD) want = 1 + 5 + d;
+    if (b.sections.length !== want) fail('MALFORMED', `block ${bi}: ${b.sections.length} sections, kind ${b.kind} needs ${want}`);
+    for (const si of b.sections) if (si >= nsec) fail('MALFORMED', `block ${bi}: section index ${si} of ${nsec}`);
+    blocks.push(b);
+  }
+  // ---- F12 sections, in block order
+  const refs = new Int32Array(nsec);   // references to each section (those of 2+ are cached)
+  for (const b of blocks) for (const si of b.sections) refs[si]++;
+  const ctx = { cache: new Map(), refs };
+  const sec = (si, C, n, w) => decodeSection(payload, m.sections[si], si, C, n, w, ctx);
+  const adds = [], upds = [], dels = [], ranges = [], cells = [];
+  for (const b of blocks) {
+    const n = b.count, S = b.sections;
+    if (b.kind === ADD || b.kind === UPDATE) {
+      const ids = sec(S[0], 1, n, 8);
+      const mask = b.kind === ADD ? p.fullMask : b.mask;
+      const comps = [];   // {j, src}: component j's n codes at src
+      let k = 1;
+      for (let a = 0; a < 5; a++) {
+        if (!(mask & (1 << a))) continue;
+        const C = p.attrComps[a], w = p.attrWidth[a], arr = sec(S[k++], C, n, w);
+        for (let c = 0; c < C; c++) comps.push({ j: p.attrFirst[a] + c, src: arr + c * n * w });
+      }
+      if (mask & 0x20) {
+        const w = p.attrWidth[5];
+        for (let l = 1; l <= d; l++) {
+          const bc = p.bandComponents(l), arr = sec(S[k++], bc.length, n, w);
+          for (let t = 0; t < bc.length; t++) comps.push({ j: 14 + bc[t], src: arr + t * n * w });
+        }
+      }
+      comps.sort((x, y) => x.j - y.j);
+      (b.kind === ADD ? adds : upds).push({ n, ids, mask, comps });
+    } else if (b.kind === DELETE_IDS) {
+      dels.push({ n, ids: sec(S[0], 1, n, 8) });
+    } else if (b.kind === DELETE_RANGES) {
+      ranges.push({ n, r: sec(S[0], 2, n, 8) });
+    } else {
+      cells.push({ n, level: b.level, c: sec(S[0], 1, n, 8) });
+    }
+  }
+  // ---- F13 sequencing (6.5) and id rules (6.2)
+  const keyframe = (m.flags & 1) !== 0;
+  if (keyframe) {
+    if (m.seq < 1n) fail('MALFORMED', 'keyframe seq 0');
+  } else {
+    if (m.baseSeq !== seqBig) fail('SEQUENCE_GAP', `base_seq ${m.baseSeq}, state seq ${seqBig}`);
+    if (!(m.seq > m.baseSeq)) fail('MALFORMED', `seq ${m.seq} <= base_seq ${m.baseSeq}`);
+  }
+  idRules(p, adds, upds, dels, ranges, cells);
+  return { keyframe, m, adds, upds, dels, ranges, cells, frameLen };
+}
+
+function idRules(p, adds, upds, dels, ranges, cells) {
+  const bits = p.idBits;
+  const checkBlock = ({ n, ids }) => {
+    const r = K.checkIds(ids, n, bits);
+    if (r === 1) fail('BAD_VALUE', `id outside the grid's ${bits} bits`);
+    if (r === 2) fail('DUPLICATE_ID', 'equal adjacent ids in a block');
+    if (r === 3) fail('BAD_VALUE', 'ids not ascending in a block');
+  };
+  for (const b of adds) checkBlock(b);
+  for (const b of upds) checkBlock(b);
+  for (const b of dels) checkBlock(b);
+  // an id in two blocks of a group: the blocks' ids are ascending (checked above), so a few blocks
+  // are compared pairwise by merging; many through one sorted list
+  const crossCheck = (group) => {
+    const nonEmpty = group.filter((b) => b.n > 0);
+    if (nonEmpty.length < 2) return;
+    if (nonEmpty.length <= 8) {
+      for (let a = 0; a < nonEmpty.length; a++) {
+        for (let b = a + 1; b < nonEmpty.length; b++) {
+          const x = nonEmpty[a], y = nonEmpty[b];
+          if (K.sharedId(x.ids, x.n, y.ids, y.n)) fail('DUPLICATE_ID', 'an id in two blocks');
+        }
+      }
+      return;
+    }
+    const all = new BigUint64Array(nonEmpty.reduce((s, b) => s + b.n, 0)), u64 = views().u64;
+    let k = 0;
+    for (const { n, ids } of nonEmpty) { all.set(u64.subarray(ids >> 3, (ids >> 3) + n), k); k += n; }
+    all.sort();
+    for (let i = 1; i < all.length; i++) if (all[i] === all[i - 1]) fail('DUPLICATE_ID', 'an id in two blocks');
+  };
+  crossCheck(adds.concat(upds));
+  crossCheck(dels);
+  for (const { n, r } of ranges) {
+    const e = K.checkRanges(r, n, bits);
+    if (e === 1) fail('BAD_VALUE', 'range end outside the grid');
+    if (e === 2) fail('BAD_VALUE', 'range first > last');
+  }
+  for (const { n, level, c } of cells) {
+    if (level > p.B) fail('BAD_VALUE', `cell level ${level} > cell_bits ${p.B}`);
+    if (K.checkCells(c, n, 3 * (p.B - level))) fail('BAD_VALUE', `cell code outside level ${level}`);
+  }
+}

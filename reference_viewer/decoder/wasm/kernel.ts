@@ -1,0 +1,776 @@
+// The GSD decoder's inner loops (AssemblyScript, compiled to kernel.wasm by build.mjs). JavaScript
+// (decoder/*.mjs) parses and checks the frame's structure, sizes every array it hands over and
+// calls these functions with pointers into this module's memory; they never read outside the
+// arrays they are given (every count they loop over was checked against the array's size in
+// JavaScript, and every index they compute from data is checked here: a slot from the id table is
+// < highWater, a code indexes a table of 2^(8 width) entries). Wasm loads and stores are themselves
+// bounds-checked against the linear memory. Memory is the TLSF heap of the AssemblyScript runtime
+// (heap.alloc / heap.free); an allocation that cannot grow the memory traps, and the JavaScript
+// caller turns that into a GsdError before any state has changed.
+//
+// Layouts (little-endian, byte offsets) shared with decoder/kernel.mjs:
+//
+// Profile P (written once per stream header by JavaScript):
+//   0 NC, 4 R (row words), 8 stride (floats per slot), 12 K, 16 lossless, 20 S (slot bits),
+//   24 K0[0], 28 K0[1], 32 K1[0], 36 K1[1] (lane constants of the id words),
+//   40 rotTable (f64[2^rotationBits] pointer), 44 restFirst (float offset of SH rest),
+//   48 originX, 56 originY, 64 originZ, 72 cellSize, 80 posStep (f64),
+//   96 + 32 j: component j: 0 width (1, 2, 4), 4 ci (index in the row in units of the width),
+//     8 dataOff (float index in the slot), 12 k0, 16 k1 (lane constants of word j + 2),
+//     20 maxU, 24 neg (0: none), 28 table (f32[2^(8 width)] pointer, 0: none).
+//   A code v is invalid iff (lossless) its exponent bits are all ones, else iff v > maxU and
+//   (neg == 0 or v < neg).
+//
+// Store ST (allocated by storeNew):
+//   0 P, 4 rows, 8 data, 12 capacity, 16 highWater, 20 live, 24 lane0, 28 lane1, 32 generation,
+//   36 ids (id table), 40 idCap, 44 idShift, 48 idSize, 52 freeList, 56 freeCount, 60 dirtyBits,
+//   64 dirtyList (capacity entries), 68 dirtyCount.
+//   Row of slot s: R u32 words at rows + 4 R s: 0-1 id (u64), 2 s0, 3 s1 (pre-fmix32 lane sums of
+//   the record, SPEC 7.5), 4 mark (staged-delete stamp), 5 flags (bit 0 alive), then the codes.
+//   Slot floats at data + 4 stride s (decoder/layout.mjs).
+//   Id table: idCap entries of 16 bytes (u64 id, i32 slot or -1, unused), linear probing,
+//   backward-shift deletion, load <= 1/2.
+//
+// Block BL (one ADD or UPDATE block, written by JavaScript per frame):
+//   0 n, 4 ids (u64[n]), 8 mask, 12 nc, 16 slots (i32[n]), 20 s0, 24 s1 (i32[n]), 28 ov (u32[nc n]),
+//   32 os0, 36 os1 (i32[n]), 40 doneC, 44 doneI, 48 sumsDone, 52 errJ, 56 lane0, 60 lane1,
+//   64 + 8 c: component c (ascending j): 0 j, 4 src (nc columns of n codes at the width of j).
+
+const H_S0: u32 = 2, H_S1: u32 = 3, H_MARK: u32 = 4, H_FLAGS: u32 = 5;
+const FREED_OPACITY: f32 = -1e30;
+const PC: usize = 96;
+
+// ------------------------------------------------------------------ memory
+export function alloc(n: usize): usize { return heap.alloc(n > 0 ? n : 4); }
+export function release(p: usize): void { if (p) heap.free(p); }
+
+// ------------------------------------------------------------------ CRC-32 (SPEC 4.8), slicing-by-8
+let crcT: usize = 0;
+function crcInit(): void {
+  crcT = heap.alloc(8 * 256 * 4);
+  for (let n: u32 = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = (c & 1) ? (c >>> 1) ^ 0xEDB88320 : c >>> 1;
+    store<u32>(crcT + (n << 2), c);
+  }
+  for (let n: u32 = 0; n < 256; n++) {
+    let c = load<u32>(crcT + (n << 2));
+    for (let t: u32 = 1; t < 8; t++) {
+      c = load<u32>(crcT + ((c & 0xFF) << 2)) ^ (c >>> 8);
+      store<u32>(crcT + ((t * 256 + n) << 2), c);
+    }
+  }
+}
+@inline function T(t: u32, i: u32): u32 { return load<u32>(crcT + (((t << 8) | i) << 2)); }
+
+export function crc32(p: usize, n: usize): u32 {
+  if (!crcT) crcInit();
+  let c: u32 = 0xFFFFFFFF;
+  const end = p + n, end8 = end - (n & 7);
+  while (p < end8) {
+    const a = c ^ load<u32>(p), b = load<u32>(p, 4);
+    c = T(7, a & 0xFF) ^ T(6, (a >>> 8) & 0xFF) ^ T(5, (a >>> 16) & 0xFF) ^ T(4, a >>> 24)
+      ^ T(3, b & 0xFF) ^ T(2, (b >>> 8) & 0xFF) ^ T(1, (b >>> 16) & 0xFF) ^ T(0, b >>> 24);
+    p += 8;
+  }
+  while (p < end) { c = T(0, (c ^ load<u8>(p)) & 0xFF) ^ (c >>> 8); p++; }
+  return c ^ 0xFFFFFFFF;
+}
+
+// ------------------------------------------------------------------ sections (SPEC 4.4)
+/**
+ * raw (C n elements of w bytes, byte-shuffled when filters & 4) -> dst (C n elements of w bytes):
+ * unzigzag (filters & 2) and the per-component prefix sum (filters & 1), modulo 2^(8 w).
+ * dst may equal raw only without the shuffle.
+ */
+export function unfilter(raw: usize, dst: usize, C: u32, n: u32, w: u32, filters: u32): void {
+  const N = <usize>C * n, shuffle = (filters & 4) != 0, zig = (filters & 2) != 0, delta = (filters & 1) != 0;
+  if (w == 8) {
+    for (let j: usize = 0; j < C; j++) {
+      let prev: u64 = 0;
+      for (let e = j * n, end = e + n; e < end; e++) {
+        let v: u64;
+        if (shuffle) {
+          const q = raw + e;
+          v = <u64>load<u8>(q) | (<u64>load<u8>(q + N) << 8) | (<u64>load<u8>(q + 2 * N) << 16) | (<u64>load<u8>(q + 3 * N) << 24)
+            | (<u64>load<u8>(q + 4 * N) << 32) | (<u64>load<u8>(q + 5 * N) << 40) | (<u64>load<u8>(q + 6 * N) << 48) | (<u64>load<u8>(q + 7 * N) << 56);
+        } else v = load<u64>(raw + 8 * e);
+        if (zig) v = (v >>> 1) ^ (0 - (v & 1));
+        if (delta) { v += prev; prev = v; }
+        store<u64>(dst + 8 * e, v);
+      }
+    }
+    return;
+  }
+  const mask: u32 = w == 4 ? 0xFFFFFFFF : (1 << (8 * w)) - 1;
+  for (let j: usize = 0; j < C; j++) {
+    let prev: u32 = 0;
+    for (let e = j * n, end = e + n; e < end; e++) {
+      let v: u32;
+      if (w == 1) v = load<u8>(raw + e);
+      else if (w == 2) v = shuffle ? (<u32>load<u8>(raw + e) | (<u32>load<u8>(raw + N + e) << 8)) : <u32>load<u16>(raw + 2 * e);
+      else v = shuffle ? (<u32>load<u8>(raw + e) | (<u32>load<u8>(raw + N + e) << 8) | (<u32>load<u8>(raw + 2 * N + e) << 16) | (<u32>load<u8>(raw + 3 * N + e) << 24))
+        : load<u32>(raw + 4 * e);
+      if (zig) v = ((v >>> 1) ^ (0 - (v & 1))) & mask;
+      if (delta) { v = (v + prev) & mask; prev = v; }
+      if (w == 1) store<u8>(dst + e, <u8>v);
+      else if (w == 2) store<u16>(dst + 2 * e, <u16>v);
+      else store<u32>(dst + 4 * e, v);
+    }
+  }
+}
+
+// ------------------------------------------------------------------ id rules (SPEC 6.2)
+/** 0: ids valid (< 2^bits) and strictly ascending; 1: an id outside; 2: equal neighbours; 3: descending. */
+export function checkIds(ids: usize, n: u32, bits: u32): i32 {
+  const lim: u64 = bits >= 64 ? 0 : (<u64>1 << bits);
+  let prev: u64 = 0;
+  for (let i: u32 = 0; i < n; i++) {
+    const v = load<u64>(ids + <usize>8 * <usize>i);
+    if (lim != 0 && v >= lim) return 1;
+    if (i > 0) { if (v == prev) return 2; if (v < prev) return 3; }
+    prev = v;
+  }
+  return 0;
+}
+
+/** 1 when two strictly ascending id lists share an id. */
+export function sharedId(a: usize, na: u32, b: usize, nb: u32): i32 {
+  let i: u32 = 0, j: u32 = 0;
+  while (i < na && j < nb) {
+    const x = load<u64>(a + <usize>8 * <usize>i), y = load<u64>(b + <usize>8 * <usize>j);
+    if (x < y) i++; else if (x > y) j++; else return 1;
+  }
+  return 0;
+}
+
+/** Ranges (C = 2: n firsts then n lasts): 0 ok, 1 an end outside 2^bits, 2 first > last. */
+export function checkRanges(r: usize, n: u32, bits: u32): i32 {
+  const lim: u64 = bits >= 64 ? 0 : (<u64>1 << bits);
+  for (let i: usize = 0; i < n; i++) {
+    const a = load<u64>(r + 8 * i), b = load<u64>(r + 8 * (i + n));
+    if (lim != 0 && (a >= lim || b >= lim)) return 1;
+    if (a > b) return 2;
+  }
+  return 0;
+}
+
+/** 0 when every cell code < 2^cb. */
+export function checkCells(c: usize, n: u32, cb: u32): i32 {
+  const lim: u64 = cb >= 64 ? 0 : (<u64>1 << cb);
+  for (let i: usize = 0; i < n; i++) if (lim != 0 && load<u64>(c + 8 * i) >= lim) return 1;
+  return 0;
+}
+
+// ------------------------------------------------------------------ digest (SPEC 7)
+@inline function fmix32(h: u32): u32 {
+  h ^= h >>> 16; h *= 0x85EBCA6B; h ^= h >>> 13; h *= 0xC2B2AE35; h ^= h >>> 16;
+  return h;
+}
+export function fmix(h: u32): u32 { return fmix32(h); }
+
+// ------------------------------------------------------------------ id table
+@inline function hashIdx(id: u64, shift: u32): usize { return <usize>((id * 0x9E3779B97F4A7C15) >>> shift); }
+
+function idtFill(t: usize, cap: u32): void {
+  for (let i: usize = 0; i < cap; i++) store<i32>(t + 16 * i, -1, 8);
+}
+@inline function idtGet(st: usize, id: u64): i32 {
+  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1;
+  let i = hashIdx(id, load<u32>(st, 44));
+  for (;;) {
+    const e = t + 16 * i, v = load<i32>(e, 8);
+    if (v < 0) return -1;
+    if (load<u64>(e) == id) return v;
+    i = (i + 1) & m;
+  }
+  return -1;
+}
+/** Inserts or overwrites (the table has room: callers reserve); returns the previous value or -1. */
+function idtSet(st: usize, id: u64, val: i32): i32 {
+  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1;
+  let i = hashIdx(id, load<u32>(st, 44));
+  for (;;) {
+    const e = t + 16 * i, v = load<i32>(e, 8);
+    if (v < 0) { store<u64>(e, id); store<i32>(e, val, 8); store<u32>(st, load<u32>(st, 48) + 1, 48); return -1; }
+    if (load<u64>(e) == id) { store<i32>(e, val, 8); return v; }
+    i = (i + 1) & m;
+  }
+  return -1;
+}
+function idtDelete(st: usize, id: u64): i32 {
+  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1, sh = load<u32>(st, 44);
+  let i = hashIdx(id, sh);
+  for (;;) {
+    const e = t + 16 * i, v = load<i32>(e, 8);
+    if (v < 0) return -1;
+    if (load<u64>(e) == id) break;
+    i = (i + 1) & m;
+  }
+  const old = load<i32>(t + 16 * i, 8);
+  let j = i;
+  for (;;) {
+    j = (j + 1) & m;
+    const q = t + 16 * j;
+    if (load<i32>(q, 8) < 0) break;
+    const home = hashIdx(load<u64>(q), sh);
+    // the entry at j may move to i unless its home lies cyclically in (i, j]
+    if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
+      const p = t + 16 * i;
+      store<u64>(p, load<u64>(q)); store<i32>(p, load<i32>(q, 8), 8);
+      i = j;
+    }
+  }
+  store<i32>(t + 16 * i, -1, 8);
+  store<u32>(st, load<u32>(st, 48) - 1, 48);
+  return old;
+}
+function idCapFor(n: u32): u32 { let c: u32 = 16; while (c < 2 * n) c <<= 1; return c; }
+/** Makes room for n entries: a table of idCapFor(n) entries, rehashed (may trap: nothing changed then). */
+function idtReserve(st: usize, n: u32): void {
+  const cap = load<u32>(st, 40);
+  if (<u64>2 * n <= <u64>cap) return;
+  const nc = idCapFor(n), nt = heap.alloc(<usize>16 * <usize>nc);
+  idtFill(nt, nc);
+  const ot = load<usize>(st, 36);
+  store<usize>(st, nt, 36); store<u32>(st, nc, 40); store<u32>(st, 64 - ctz(nc), 44); store<u32>(st, 0, 48);
+  for (let i: usize = 0; i < cap; i++) {
+    const e = ot + 16 * i, v = load<i32>(e, 8);
+    if (v >= 0) idtSet(st, load<u64>(e), v);
+  }
+  heap.free(ot);
+}
+
+// exported for the id table's own tests (decoder/idtable.mjs): a bare table is a store struct
+// whose id-table fields alone are used
+export function idtNew(expected: u32): usize {
+  const st = heap.alloc(80);
+  memory.fill(st, 0, 80);
+  const c = idCapFor(expected), t = heap.alloc(<usize>16 * <usize>c);
+  idtFill(t, c);
+  store<usize>(st, t, 36); store<u32>(st, c, 40); store<u32>(st, 64 - ctz(c), 44);
+  return st;
+}
+export function idtFree(st: usize): void { heap.free(load<usize>(st, 36)); heap.free(st); }
+export function idGet(st: usize, id: u64): i32 { return idtGet(st, id); }
+export function idSet(st: usize, id: u64, v: i32): i32 { idtReserve(st, load<u32>(st, 48) + 1); return idtSet(st, id, v); }
+export function idDelete(st: usize, id: u64): i32 { return idtDelete(st, id); }
+export function idReserve(st: usize, n: u32): void { idtReserve(st, n); }
+export function idCountOf(st: usize): u32 { return load<u32>(st, 48); }
+export function lookupMany(st: usize, ids: usize, n: u32, out: usize): void {
+  for (let i: usize = 0; i < n; i++) store<i32>(out + 4 * i, idtGet(st, load<u64>(ids + 8 * i)));
+}
+
+// ------------------------------------------------------------------ store
+export function storeNew(P: usize, cap: u32): usize {
+  const st = heap.alloc(80);
+  memory.fill(st, 0, 80);
+  store<usize>(st, P);
+  if (cap < 64) cap = 64;
+  const R = load<u32>(P, 4), stride = load<u32>(P, 8);
+  const rows = heap.alloc(<usize>4 * <usize>R * cap), data = heap.alloc(<usize>4 * <usize>stride * cap);
+  const bits = heap.alloc(<usize>4 * <usize>((cap + 31) >>> 5)), list = heap.alloc(<usize>4 * <usize>cap), free = heap.alloc(<usize>4 * <usize>cap);
+  const c = idCapFor(cap), t = heap.alloc(<usize>16 * <usize>c);
+  idtFill(t, c);
+  memory.fill(bits, 0, <usize>4 * <usize>((cap + 31) >>> 5));
+  store<usize>(st, rows, 4); store<usize>(st, data, 8); store<u32>(st, cap, 12);
+  store<usize>(st, t, 36); store<u32>(st, c, 40); store<u32>(st, 64 - ctz(c), 44);
+  store<usize>(st, free, 52); store<usize>(st, bits, 60); store<usize>(st, list, 64);
+  return st;
+}
+export function storeFree(st: usize): void {
+  heap.free(load<usize>(st, 4)); heap.free(load<usize>(st, 8)); heap.free(load<usize>(st, 36));
+  heap.free(load<usize>(st, 52)); heap.free(load<usize>(st, 60)); heap.free(load<usize>(st, 64));
+  heap.free(st);
+}
+
+/** Sets capacity to cap (>= highWater): new arrays, the used part copied (may trap: nothing changed then). */
+function storeGrow(st: usize, cap: u32): void {
+  const P = load<usize>(st), R = load<u32>(P, 4), stride = load<u32>(P, 8), hw = <usize>load<u32>(st, 16);
+  const nw = (cap + 31) >>> 5;
+  const rows = heap.alloc(<usize>4 * <usize>R * cap), data = heap.alloc(<usize>4 * <usize>stride * cap);
+  const bits = heap.alloc(<usize>4 * <usize>nw), free = heap.alloc(<usize>4 * <usize>cap), list = heap.alloc(<usize>4 * <usize>cap);
+  const orows = load<usize>(st, 4), odata = load<usize>(st, 8), obits = load<usize>(st, 60), ofree = load<usize>(st, 52);
+  const olist = load<usize>(st, 64);
+  memory.copy(rows, orows, 4 * R * hw);
+  memory.copy(data, odata, 4 * stride * hw);
+  memory.copy(free, ofree, <usize>4 * <usize>load<u32>(st, 56));
+  memory.fill(bits, 0, <usize>4 * <usize>nw);   // the dirty set is dropped: generation says everything
+  store<u32>(st, 0, 68);
+  store<usize>(st, rows, 4); store<usize>(st, data, 8); store<u32>(st, cap, 12);
+  store<usize>(st, bits, 60); store<usize>(st, free, 52); store<usize>(st, list, 64);
+  store<u32>(st, load<u32>(st, 32) + 1, 32);
+  heap.free(orows); heap.free(odata); heap.free(obits); heap.free(ofree); heap.free(olist);
+}
+
+/**
+ * Room for `adds` more Gaussians after `freedFirst` slots are freed, and an id table for
+ * `liveAfter` ids, so that a commit cannot fail half-way; slack: extra slots when growing.
+ */
+export function storeReserve(st: usize, adds: u32, liveAfter: u32, freedFirst: u32, slack: u32): void {
+  const free = load<u32>(st, 56) + freedFirst;
+  const need = <u64>load<u32>(st, 16) + (adds > free ? adds - free : 0);
+  const cap = load<u32>(st, 12);
+  if (need > <u64>cap) {
+    const grown = <u64>cap + (cap >>> 1), want = need + slack;
+    storeGrow(st, <u32>(want > grown ? want : grown));
+  }
+  idtReserve(st, liveAfter);
+}
+
+@inline function touch(st: usize, s: u32): void {
+  const bits = load<usize>(st, 60), w = bits + <usize>4 * <usize>(s >>> 5), m: u32 = 1 << (s & 31), b = load<u32>(w);
+  if (b & m) return;
+  store<u32>(w, b | m);
+  const n = load<u32>(st, 68);   // < capacity: one entry per slot at most (its bit)
+  store<u32>(load<usize>(st, 64) + <usize>4 * <usize>n, s);
+  store<u32>(st, n + 1, 68);
+}
+/** Clears the dirty set (the caller has read it). */
+export function clearDirty(st: usize): void {
+  const n = load<u32>(st, 68), bits = load<usize>(st, 60), list = load<usize>(st, 64);
+  const nw = (load<u32>(st, 12) + 31) >>> 5;
+  if (n > (nw >>> 3)) memory.fill(bits, 0, <usize>4 * <usize>nw);
+  else for (let i: usize = 0; i < n; i++) store<u32>(bits + <usize>4 * <usize>(load<u32>(list + 4 * i) >>> 5), 0);
+  store<u32>(st, 0, 68);
+}
+
+@inline function codeAt(row: usize, w: u32, ci: u32): u32 {
+  return w == 1 ? <u32>load<u8>(row + ci) : w == 2 ? <u32>load<u16>(row + 2 * ci) : load<u32>(row + 4 * ci);
+}
+@inline function putCode(row: usize, w: u32, ci: u32, v: u32): void {
+  if (w == 1) store<u8>(row + ci, <u8>v); else if (w == 2) store<u16>(row + 2 * ci, <u16>v); else store<u32>(row + 4 * ci, v);
+}
+@inline function compact3(x: u64): u32 {
+  x &= 0x1249249249249249;
+  x = (x ^ (x >> 2)) & 0x10C30C30C30C30C3;
+  x = (x ^ (x >> 4)) & 0x100F00F00F00F00F;
+  x = (x ^ (x >> 8)) & 0x001F0000FF0000FF;
+  x = (x ^ (x >> 16)) & 0x001F00000000FFFF;
+  x = (x ^ (x >> 32)) & 0x00000000001FFFFF;
+  return <u32>x;
+}
+
+/**
+ * The dequantized floats (SPEC 5.2, 5.3; f64 then f32) of the attributes in mask of slot s from
+ * its row; lossless: the float is the code's bit pattern.
+ */
+@inline function derive(P: usize, row: usize, d: usize, mask: u32): void {
+  const NC = load<u32>(P);
+  if (load<u32>(P, 16)) {
+    for (let j: u32 = 0; j < NC; j++) {
+      const c = P + PC + <usize>32 * <usize>j, a = j < 3 ? 0 : j < 6 ? 1 : j < 10 ? 2 : j == 10 ? 3 : j < 14 ? 4 : 5;
+      if (mask & (1 << a)) store<u32>(d + <usize>4 * <usize>load<u32>(c, 8), load<u32>(row + <usize>4 * <usize>load<u32>(c, 4)));
+    }
+    return;
+  }
+  if (mask & 1) {   // origin_cell(id) + code * step per axis
+    const m = load<u64>(row) >> load<u32>(P, 20), cs = load<f64>(P, 72), ps = load<f64>(P, 80);
+    store<f32>(d, <f32>(load<f64>(P, 48) + <f64>compact3(m) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC, 4)) * ps));
+    store<f32>(d, <f32>(load<f64>(P, 56) + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC + 32, 4)) * ps), 4);
+    store<f32>(d, <f32>(load<f64>(P, 64) + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC + 64, 4)) * ps), 8);
+  }
+  if (mask & 4) {   // smallest-three (5.3)
+    const c6 = P + PC + 192, w = load<u32>(c6), rt = load<usize>(P, 40);
+    const i = codeAt(row, w, load<u32>(c6, 4)) & 3;
+    const a = load<f64>(rt + <usize>8 * <usize>codeAt(row, w, load<u32>(c6 + 32, 4)));
+    const b = load<f64>(rt + <usize>8 * <usize>codeAt(row, w, load<u32>(c6 + 64, 4)));
+    const e = load<f64>(rt + <usize>8 * <usize>codeAt(row, w, load<u32>(c6 + 96, 4)));
+    const qi = Math.sqrt(Math.max(0, 1 - (a * a + b * b + e * e)));
+    const q = d + 32;
+    if (i == 0) { store<f32>(q, <f32>qi); store<f32>(q, <f32>a, 4); store<f32>(q, <f32>b, 8); store<f32>(q, <f32>e, 12); }
+    else if (i == 1) { store<f32>(q, <f32>a); store<f32>(q, <f32>qi, 4); store<f32>(q, <f32>b, 8); store<f32>(q, <f32>e, 12); }
+    else if (i == 2) { store<f32>(q, <f32>a); store<f32>(q, <f32>b, 4); store<f32>(q, <f32>qi, 8); store<f32>(q, <f32>e, 12); }
+    else { store<f32>(q, <f32>a); store<f32>(q, <f32>b, 4); store<f32>(q, <f32>e, 8); store<f32>(q, <f32>qi, 12); }
+  }
+  // table components: SCALE (bit 1), OPACITY (3), SH_DC (4), SH_REST (5)
+  tableFloats(P, row, d, mask & 2 ? 3 : 0, mask & 2 ? 6 : 0);
+  if (mask & 8) tableFloats(P, row, d, 10, 11);
+  if (mask & 16) tableFloats(P, row, d, 11, 14);
+  if (mask & 32) tableFloats(P, row, d, 14, NC);
+}
+@inline function tableFloats(P: usize, row: usize, d: usize, j0: u32, j1: u32): void {
+  if (j0 >= j1) return;
+  const c0 = P + PC + <usize>32 * <usize>j0, w = load<u32>(c0);
+  if (w == 1) {
+    for (let c = c0, e = P + PC + <usize>32 * <usize>j1; c < e; c += 32) {
+      store<f32>(d + <usize>4 * <usize>load<u32>(c, 8), load<f32>(load<usize>(c, 28) + <usize>4 * <usize>load<u8>(row + load<u32>(c, 4))));
+    }
+  } else {
+    for (let c = c0, e = P + PC + <usize>32 * <usize>j1; c < e; c += 32) {
+      store<f32>(d + <usize>4 * <usize>load<u32>(c, 8), load<f32>(load<usize>(c, 28) + <usize>4 * <usize>load<u16>(row + 2 * load<u32>(c, 4))));
+    }
+  }
+}
+/** Zeros the slot's padding floats (7, 15 and those after the SH rest). */
+@inline function zeroPad(P: usize, d: usize): void {
+  store<f32>(d, 0, 28); store<f32>(d, 0, 60);
+  for (let o = load<u32>(P, 44), e = load<u32>(P, 8); o < e; o++) store<f32>(d + <usize>4 * <usize>o, 0);
+}
+
+/** deriveSlots: the floats of mask for slots[0..n) (and, with pad, the padding floats). */
+export function deriveSlots(st: usize, slots: usize, n: u32, mask: u32, pad: u32): void {
+  const P = load<usize>(st), rows = load<usize>(st, 4), data = load<usize>(st, 8);
+  const R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
+  for (let i: usize = 0; i < n; i++) {
+    const s = <usize>load<u32>(slots + 4 * i), d = data + S4 * s;
+    derive(P, rows + R4 * s, d, mask);
+    if (pad) zeroPad(P, d);
+  }
+}
+
+/** Record lane sums of slot s from its id and codes, stored in its row. */
+export function rehash(st: usize, s: u32): void {
+  const P = load<usize>(st), row = load<usize>(st, 4) + <usize>4 * <usize>load<u32>(P, 4) * s, NC = load<u32>(P);
+  const lo = load<u32>(row), hi = load<u32>(row, 4);
+  let s0 = lo * load<u32>(P, 24) + hi * load<u32>(P, 28), s1 = lo * load<u32>(P, 32) + hi * load<u32>(P, 36);
+  for (let j: u32 = 0; j < NC; j++) {
+    const c = P + PC + <usize>32 * <usize>j, v = codeAt(row, load<u32>(c), load<u32>(c, 4));
+    s0 += v * load<u32>(c, 12); s1 += v * load<u32>(c, 16);
+  }
+  store<u32>(row, s0, 8); store<u32>(row, s1, 12);
+}
+
+// ------------------------------------------------------------------ frame apply (SPEC 6.3)
+@inline function invalid(c: usize, lossless: u32, v: u32): bool {
+  if (lossless) return (v & 0x7F800000) == 0x7F800000;
+  const neg = load<u32>(c, 24);
+  return v > load<u32>(c, 20) && (neg == 0 || v < neg);
+}
+@inline function colLoad(src: usize, w: u32, i: usize): u32 {
+  return w == 1 ? <u32>load<u8>(src + i) : w == 2 ? <u32>load<u16>(src + 2 * i) : load<u32>(src + 4 * i);
+}
+
+/**
+ * Staged DELETE_IDS: slots of ids[0..n) into out; each must be live and not staged (mark != stamp);
+ * marks them. Returns -1, or the index of the first missing id (nothing is marked after it; the
+ * caller's failure leaves the marks, which a later frame's new stamp ignores).
+ */
+export function stageDeletes(st: usize, ids: usize, n: u32, stamp: u32, out: usize): i32 {
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(load<usize>(st), 4);
+  lookupMany(st, ids, n, out);
+  for (let i: u32 = 0; i < n; i++) {
+    const s = load<i32>(out + <usize>4 * <usize>i);
+    if (s < 0) return i;
+    const row = rows + R4 * <usize>s;
+    if (load<u32>(row, 4 * H_MARK) == stamp) return i;
+    store<u32>(row, stamp, 4 * H_MARK);
+  }
+  return -1;
+}
+
+/**
+ * DELETE_RANGES / DELETE_CELLS: every live, unstaged slot whose id lies in one of the nIv merged,
+ * sorted, disjoint intervals (u64 pairs first, last) is marked and appended to out (room for
+ * highWater entries). Returns the count.
+ */
+export function stageIntervals(st: usize, iv: usize, nIv: u32, stamp: u32, out: usize): u32 {
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(load<usize>(st), 4), hw = load<u32>(st, 16);
+  let k: u32 = 0;
+  for (let s: u32 = 0; s < hw; s++) {
+    const row = rows + R4 * <usize>s;
+    if (!(load<u32>(row, 4 * H_FLAGS) & 1) || load<u32>(row, 4 * H_MARK) == stamp) continue;
+    const id = load<u64>(row);
+    let a: i32 = 0, e: i32 = <i32>nIv - 1, f: i32 = -1;   // the greatest interval start <= id
+    while (a <= e) {
+      const mid = (a + e) >> 1;
+      if (load<u64>(iv + <usize>16 * <usize>mid) <= id) { f = mid; a = mid + 1; } else e = mid - 1;
+    }
+    if (f >= 0 && id <= load<u64>(iv + <usize>16 * <usize>f, 8)) {
+      store<u32>(row, stamp, 4 * H_MARK);
+      store<u32>(out + <usize>4 * <usize>k, s); k++;
+    }
+  }
+  return k;
+}
+
+/** Sums of fmix32 of the two record sums of slots[0..n), into out[0], out[1]. */
+export function laneSums(st: usize, slots: usize, n: u32, out: usize): void {
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(load<usize>(st), 4);
+  let l0: u32 = 0, l1: u32 = 0;
+  for (let i: usize = 0; i < n; i++) {
+    const row = rows + R4 * <usize>load<u32>(slots + 4 * i);
+    l0 += fmix32(load<u32>(row, 8)); l1 += fmix32(load<u32>(row, 12));
+  }
+  store<u32>(out, l0); store<u32>(out, l1, 4);
+}
+
+/** Lane sums s0/s1 of the block's records from its ids (the words w_0, w_1). */
+function idSums(P: usize, bl: usize, n: u32): void {
+  const ids = load<usize>(bl, 4), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
+  const a0 = load<u32>(P, 24), a1 = load<u32>(P, 28), b0 = load<u32>(P, 32), b1 = load<u32>(P, 36);
+  for (let i: usize = 0; i < n; i++) {
+    const lo = load<u32>(ids + 8 * i), hi = load<u32>(ids + 8 * i, 4);
+    store<u32>(s0 + 4 * i, lo * a0 + hi * a1); store<u32>(s1 + 4 * i, lo * b0 + hi * b1);
+  }
+}
+/** s0/s1 += the block's column c (validity checked): returns the first invalid index or -1. */
+function columnSums(P: usize, bl: usize, c: usize, i0: usize, i1: usize): i32 {
+  const n = <usize>load<u32>(bl), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24), lossless = load<u32>(P, 16);
+  const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
+  const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
+  const maxU = load<u32>(pc, 20), neg = load<u32>(pc, 24);
+  const check = lossless != 0 || maxU != 0xFFFFFFFF;
+  for (let i = i0; i < i1; i++) {
+    const v = colLoad(src, w, i);
+    if (check && (lossless ? (v & 0x7F800000) == 0x7F800000 : v > maxU && (neg == 0 || v < neg))) return <i32>i;
+    store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0);
+    store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
+  }
+  return -1;
+  // (n: the column's length; i1 <= n by the callers)
+}
+
+/**
+ * ADD block of a delta, checked against the state (no writes): no id may be live unless staged
+ * for deletion (1: ID_EXISTS), every code valid (2: BAD_VALUE, errJ = its component); computes the
+ * records' sums (s0, s1) and their lanes (lane0, lane1). Returns 0 when it passes.
+ */
+export function addCheck(st: usize, bl: usize, stamp: u32): i32 {
+  const P = load<usize>(st), n = load<u32>(bl), slots = load<usize>(bl, 16);
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4);
+  lookupMany(st, load<usize>(bl, 4), n, slots);
+  for (let i: usize = 0; i < n; i++) {
+    const s = load<i32>(slots + 4 * i);
+    if (s >= 0 && load<u32>(rows + R4 * <usize>s, 4 * H_MARK) != stamp) return 1;
+  }
+  idSums(P, bl, n);
+  const nc = load<u32>(bl, 12);
+  for (let c: usize = 0; c < nc; c++) {
+    if (columnSums(P, bl, c, 0, n) >= 0) { store<u32>(bl, load<u32>(bl + 64 + 8 * c), 52); return 2; }
+  }
+  let l0: u32 = 0, l1: u32 = 0;
+  const s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
+  for (let i: usize = 0; i < n; i++) { l0 += fmix32(load<u32>(s0 + 4 * i)); l1 += fmix32(load<u32>(s1 + 4 * i)); }
+  store<u32>(bl, l0, 56); store<u32>(bl, l1, 60);
+  return 0;
+}
+
+/**
+ * UPDATE block, in place: every id live and unstaged (1: ID_MISSING), new code = old + residual
+ * (mod 2^(8 width)) valid (2: BAD_VALUE, errJ). Old codes and sums are kept in ov/os0/os1 with the
+ * progress (doneC, doneI, sumsDone) so that updUndo restores them exactly. lane0/lane1: the change
+ * of the lanes. Returns 0 when it passes.
+ */
+export function updApply(st: usize, bl: usize, stamp: u32): i32 {
+  const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4), lossless = load<u32>(P, 16);
+  const t0 = load<usize>(bl, 20), t1 = load<usize>(bl, 24), ov = load<usize>(bl, 28), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
+  store<u32>(bl, 0, 40); store<u32>(bl, 0, 44); store<u32>(bl, 0, 48);
+  lookupMany(st, load<usize>(bl, 4), <u32>n, slots);
+  for (let i: usize = 0; i < n; i++) {
+    const s = load<i32>(slots + 4 * i);
+    if (s < 0) return 1;
+    const row = rows + R4 * <usize>s;
+    if (load<u32>(row, 4 * H_MARK) == stamp) return 1;
+    const a0 = load<u32>(row, 8), a1 = load<u32>(row, 12);
+    store<u32>(os0 + 4 * i, a0); store<u32>(os1 + 4 * i, a1); store<u32>(t0 + 4 * i, a0); store<u32>(t1 + 4 * i, a1);
+  }
+  for (let c: usize = 0; c < nc; c++) {
+    const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
+    const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), ci = <usize>load<u32>(pc, 4), k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
+    const msk: u32 = w == 4 ? 0xFFFFFFFF : (1 << (8 * w)) - 1, o = ov + 4 * c * n;
+    store<u32>(bl, <u32>c, 40);
+    for (let i: usize = 0; i < n; i++) {
+      const row = rows + R4 * <usize>load<u32>(slots + 4 * i);
+      const old = codeAt(row, w, <u32>ci), v = (old + colLoad(src, w, i)) & msk;
+      if (invalid(pc, lossless, v)) { store<u32>(bl, <u32>i, 44); store<u32>(bl, j, 52); return 2; }
+      store<u32>(o + 4 * i, old);
+      putCode(row, w, <u32>ci, v);
+      const dl = v - old;
+      store<u32>(t0 + 4 * i, load<u32>(t0 + 4 * i) + dl * k0);
+      store<u32>(t1 + 4 * i, load<u32>(t1 + 4 * i) + dl * k1);
+    }
+  }
+  store<u32>(bl, <u32>nc, 40); store<u32>(bl, 0, 44);
+  let l0: u32 = 0, l1: u32 = 0;
+  for (let i: usize = 0; i < n; i++) {
+    const row = rows + R4 * <usize>load<u32>(slots + 4 * i), a0 = load<u32>(t0 + 4 * i), a1 = load<u32>(t1 + 4 * i);
+    l0 += fmix32(a0) - fmix32(load<u32>(os0 + 4 * i));
+    l1 += fmix32(a1) - fmix32(load<u32>(os1 + 4 * i));
+    store<u32>(row, a0, 8); store<u32>(row, a1, 12);
+  }
+  store<u32>(bl, 1, 48);
+  store<u32>(bl, l0, 56); store<u32>(bl, l1, 60);
+  return 0;
+}
+
+/** Restores what updApply wrote for this block (components [0, doneC) whole, doneI of doneC). */
+export function updUndo(st: usize, bl: usize): void {
+  const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4), ov = load<usize>(bl, 28);
+  const doneC = <usize>load<u32>(bl, 40), doneI = <usize>load<u32>(bl, 44);
+  for (let c: isize = <isize>(doneC < nc ? doneC : nc - 1); c >= 0; c--) {
+    const j = load<u32>(bl + 64 + <usize>8 * <usize>c), pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), ci = load<u32>(pc, 4);
+    const m = <usize>c < doneC ? n : doneI, o = ov + <usize>4 * <usize>c * n;
+    for (let i: usize = 0; i < m; i++) putCode(rows + R4 * <usize>load<u32>(slots + 4 * i), w, ci, load<u32>(o + 4 * i));
+  }
+  if (load<u32>(bl, 48)) {
+    const os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
+    for (let i: usize = 0; i < n; i++) {
+      const row = rows + R4 * <usize>load<u32>(slots + 4 * i);
+      store<u32>(row, load<u32>(os0 + 4 * i), 8); store<u32>(row, load<u32>(os1 + 4 * i), 12);
+    }
+  }
+  store<u32>(bl, 0, 40); store<u32>(bl, 0, 44); store<u32>(bl, 0, 48);
+}
+
+// ------------------------------------------------------------------ commit (after every check)
+export function commitDeletes(st: usize, slots: usize, n: u32): void {
+  const P = load<usize>(st), rows = load<usize>(st, 4), data = load<usize>(st, 8);
+  const R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8), free = load<usize>(st, 52);
+  let fc = load<u32>(st, 56);
+  for (let i: usize = 0; i < n; i++) {
+    const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s;
+    idtDelete(st, load<u64>(row));
+    store<u32>(row, 0, 4 * H_FLAGS);
+    store<f32>(data + S4 * <usize>s, FREED_OPACITY, 12);
+    store<u32>(free + <usize>4 * <usize>fc, s); fc++;
+    touch(st, s);
+  }
+  store<u32>(st, fc, 56);
+  store<u32>(st, load<u32>(st, 20) - n, 20);
+}
+
+@inline function allocSlot(st: usize): u32 {
+  const fc = load<u32>(st, 56);
+  if (fc > 0) { store<u32>(st, fc - 1, 56); return load<u32>(load<usize>(st, 52) + <usize>4 * <usize>(fc - 1)); }
+  const hw = load<u32>(st, 16);
+  store<u32>(st, hw + 1, 16);
+  return hw;
+}
+export function allocSlotOf(st: usize): u32 { return allocSlot(st); }
+
+/** A delta's ADD block (addCheck passed, room reserved): slots, rows, id table, floats. */
+export function commitAdd(st: usize, bl: usize): void {
+  const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12);
+  const ids = load<usize>(bl, 4), slots = load<usize>(bl, 16), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4);
+  for (let i: usize = 0; i < n; i++) {
+    const s = allocSlot(st), row = rows + R4 * <usize>s, id = load<u64>(ids + 8 * i);
+    store<u32>(slots + 4 * i, s);
+    store<u64>(row, id); store<u32>(row, load<u32>(s0 + 4 * i), 8); store<u32>(row, load<u32>(s1 + 4 * i), 12);
+    store<u32>(row, 0, 16); store<u32>(row, 1, 20);
+    idtSet(st, id, <i32>s);
+    touch(st, s);
+  }
+  for (let c: usize = 0; c < nc; c++) {
+    const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
+    const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), ci = load<u32>(pc, 4);
+    for (let i: usize = 0; i < n; i++) putCode(rows + R4 * <usize>load<u32>(slots + 4 * i), w, ci, colLoad(src, w, i));
+  }
+  deriveSlots(st, slots, <u32>n, 0x3F, 1);
+  store<u32>(st, load<u32>(st, 20) + <u32>n, 20);
+}
+
+/** A delta's UPDATE block (codes written by updApply): floats of its attributes, dirty slots. */
+export function commitUpd(st: usize, bl: usize): void {
+  const n = load<u32>(bl), slots = load<usize>(bl, 16);
+  deriveSlots(st, slots, n, load<u32>(bl, 8), 0);
+  for (let i: usize = 0; i < n; i++) touch(st, load<u32>(slots + 4 * i));
+}
+
+/**
+ * One ADD block of a keyframe into the fresh store st (room reserved) at slots [first, first + n):
+ * validity, sums, rows, floats and id table in tiles of 256 Gaussians, so that a tile's rows and
+ * floats stay in cache across the component passes. Returns -1, or the component j of an invalid
+ * code (the store is then dropped by the caller).
+ */
+export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
+  const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), lossless = load<u32>(P, 16);
+  const ids = load<usize>(bl, 4), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
+  const rows = load<usize>(st, 4), data = load<usize>(st, 8), R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
+  idSums(P, bl, <u32>n);
+  let l0 = load<u32>(st, 24), l1 = load<u32>(st, 28);
+  const TILE: usize = 64;
+  for (let i0: usize = 0; i0 < n; i0 += TILE) {
+    const i1 = i0 + TILE < n ? i0 + TILE : n;
+    for (let c: usize = 0; c < nc; c++) {
+      const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
+      const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), ci = <usize>load<u32>(pc, 4), k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
+      const maxU = load<u32>(pc, 20), neg = load<u32>(pc, 24), T = load<usize>(pc, 28), off = <usize>4 * <usize>load<u32>(pc, 8);
+      let row = rows + R4 * (<usize>first + i0), d = data + S4 * (<usize>first + i0) + off;
+      if (lossless) {
+        for (let i = i0; i < i1; i++, row += R4, d += S4) {
+          const v = load<u32>(src + 4 * i);
+          if ((v & 0x7F800000) == 0x7F800000) return j;
+          store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
+          store<u32>(row + 4 * ci, v); store<u32>(d, v);
+        }
+      } else if (w == 1) {
+        for (let i = i0; i < i1; i++, row += R4, d += S4) {
+          const v = <u32>load<u8>(src + i);
+          if (v > maxU && (neg == 0 || v < neg)) return j;
+          store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
+          store<u8>(row + ci, <u8>v);
+          if (T) store<f32>(d, load<f32>(T + <usize>4 * <usize>v));
+        }
+      } else if (w == 2) {
+        for (let i = i0; i < i1; i++, row += R4, d += S4) {
+          const v = <u32>load<u16>(src + 2 * i);
+          if (v > maxU && (neg == 0 || v < neg)) return j;
+          store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
+          store<u16>(row + 2 * ci, <u16>v);
+          if (T) store<f32>(d, load<f32>(T + <usize>4 * <usize>v));
+        }
+      } else {   // POSITION: no validity bound, float from the id's cell below
+        for (let i = i0; i < i1; i++, row += R4) {
+          const v = load<u32>(src + 4 * i);
+          if (v > maxU && (neg == 0 || v < neg)) return j;
+          store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
+          store<u32>(row + 4 * ci, v);
+        }
+      }
+    }
+    for (let i = i0; i < i1; i++) {
+      const s = first + <u32>i, row = rows + R4 * <usize>s, d = data + S4 * <usize>s, a0 = load<u32>(s0 + 4 * i), a1 = load<u32>(s1 + 4 * i);
+      store<u64>(row, load<u64>(ids + 8 * i)); store<u32>(row, a0, 8); store<u32>(row, a1, 12);
+      store<u32>(row, 0, 16); store<u32>(row, 1, 20);
+      l0 += fmix32(a0); l1 += fmix32(a1);
+      if (!lossless) derive(P, row, d, 5);   // POSITION (needs the id's cell), ROTATION (all four codes)
+      zeroPad(P, d);
+    }
+  }
+  for (let i: usize = 0; i < n; i++) idtSet(st, load<u64>(ids + 8 * i), <i32>(first + <u32>i));
+  store<u32>(st, l0, 24); store<u32>(st, l1, 28);
+  const hw = first + <u32>n;
+  store<u32>(st, hw, 16); store<u32>(st, hw, 20);
+  return -1;
+}
+
+/** Compacts when more slots are free than live (and more than minFree): live slots move down in slot order. */
+export function maybeCompact(st: usize, minFree: u32): u32 {
+  const fc = load<u32>(st, 56), live = load<u32>(st, 20);
+  if (!(fc > live && fc > minFree)) return 0;
+  const P = load<usize>(st), rows = load<usize>(st, 4), data = load<usize>(st, 8);
+  const R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8), hw = load<u32>(st, 16);
+  clearDirty(st);
+  let dst: u32 = 0;
+  for (let s: u32 = 0; s < hw; s++) {
+    const row = rows + R4 * <usize>s;
+    if (!(load<u32>(row, 4 * H_FLAGS) & 1)) continue;
+    if (dst != s) {
+      memory.copy(data + S4 * <usize>dst, data + S4 * <usize>s, S4);
+      memory.copy(rows + R4 * <usize>dst, row, R4);
+      store<u32>(row, 0, 4 * H_FLAGS);
+      idtSet(st, load<u64>(rows + R4 * <usize>dst), <i32>dst);
+    }
+    dst++;
+  }
+  memory.fill(data + S4 * <usize>dst, 0, S4 * <usize>(hw - dst));
+  memory.fill(rows + R4 * <usize>dst, 0, R4 * <usize>(hw - dst));
+  store<u32>(st, dst, 16); store<u32>(st, 0, 56);
+  store<u32>(st, load<u32>(st, 32) + 1, 32);
+  return 1;
+}
+
+/** The dirty slots, ascending, by a scan of the bits (when there are many), into out; returns the count. */
+export function dirtyScan(st: usize, out: usize): u32 {
+  const bits = load<usize>(st, 60), words = (load<u32>(st, 16) + 31) >>> 5;
+  let k: usize = 0;
+  for (let w: u32 = 0; w < words; w++) {
+    let b = load<u32>(bits + <usize>4 * <usize>w);
+    while (b) { store<u32>(out + 4 * k++, (w << 5) | ctz(b)); b &= b - 1; }
+  }
+  return <u32>k;
+}
