@@ -249,10 +249,19 @@ class DeviceCodes:
             self.cols[a] = slice(start, start + profile.comps(a))
             start += profile.comps(a)
         self.ctot = start
+        self._col_index: dict = {}
         self._load(torch.zeros(0, dtype=I64, device=self.device), torch.zeros((0, self.ctot), dtype=I32, device=self.device))
         self.seq = 0
         self.digest = None
         self.pending: Change | None = None
+
+    def col_index(self, attrs: list):
+        """Columns of ``attrs`` (a slice when they are all the columns, else an index tensor)."""
+        key = tuple(attrs)
+        if key not in self._col_index:
+            cols = [c for a in attrs for c in range(self.cols[a].start, self.cols[a].stop)]
+            self._col_index[key] = None if cols == list(range(self.ctot)) else torch.tensor(cols, device=self.device)
+        return self._col_index[key]
 
     def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor) -> None:
         n = ids_sorted.numel()
@@ -463,11 +472,43 @@ _NP = {torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32, torch.
        torch.uint8: np.uint8, torch.float32: np.float32}
 
 
+def _width_groups(p: Profile, attrs: list) -> list:
+    """Attributes by code width: [(width, [attrs])], each group one narrow array on the wire side."""
+    out: dict = {}
+    for a in attrs:
+        out.setdefault(p.width(a), []).append(a)
+    return sorted(out.items(), reverse=True)
+
+
+def _narrow(p: Profile, w: int, x: torch.Tensor) -> torch.Tensor:
+    """(n, C) int codes or residuals of one width group -> (C, n) in the wire dtype (wrapping)."""
+    if w == 4:
+        x = x if x.dtype == I32 else (((x.to(I64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).to(I32)
+    else:
+        half = 1 << (8 * w - 1)
+        x = (((x.to(I32) + half) & (2 * half - 1)) - half).to(_WIRE[w])
+    return x.t()
+
+
+def _unpack_groups(p: Profile, groups: list, arrays: list) -> dict:
+    """Host (C_group, n) arrays of width groups -> {Attr: (C, n) view in profile.dtype(attr)}."""
+    out = {}
+    for (w, attrs), arr in zip(groups, arrays):
+        r = 0
+        for a in attrs:
+            c = p.comps(a)
+            out[a] = arr[r:r + c].view(p.dtype(a))
+            r += c
+    return out
+
+
 def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     """The code-space Delta of ``ops`` against the encoder's current state (not yet applied).
 
     Quantization, residuals against the device mirror and UPDATE masks run on ``device`` (the
-    tensors' own by default); one packed copy brings the codes to the host.
+    tensors' own by default); one packed copy brings the codes to the host. Each attribute is
+    quantized once for the ADDs and every UPDATE group together; codes cross as one narrow
+    array per code width.
     """
     from codec.delta import UpdateBlock       # the wire-form UPDATE block
 
@@ -476,68 +517,94 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     m = mirror_of(enc, dev)
     qz = quantizer_of(p, dev)
     lay = _layout(p)
+    present = [a for a in ATTRS if p.comps(a)]
     pay = _Payload(dev)
     bad = []
 
-    # ADD: codes of every attribute, in id order
+    # inputs: ADDs in id order, UPDATE groups as given
     add_ids = as_tensor(ops.add_ids if ops.add_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
     n_add = add_ids.numel()
-    add_rows = torch.zeros((n_add, m.ctot), dtype=I32, device=dev)
-    i_add_ids, i_add = None, {}
-    if n_add or ops.keyframe:
+    has_add = bool(n_add or ops.keyframe)
+    if has_add:
         add_x = (as_tensor(ops.add, dev, torch.float32) if ops.add is not None
                  else torch.zeros((0, lay[Attr.SH_REST].stop), device=dev)).reshape(n_add, -1)
-        add_ids, order = torch.sort(add_ids)
-        add_x = add_x[order]
-        for a in ATTRS:
-            if p.comps(a):
-                c, b = qz.codes(a, add_x[:, lay[a]], add_ids)
-                add_rows[:, m.cols[a]] = c
-                bad.append(b)
-                i_add[a] = pay.add(wire(p, a, c).t())
         if n_add > 1:
+            add_ids, order = torch.sort(add_ids)
+            add_x = add_x[order]
             bad.append((add_ids[1:] == add_ids[:-1]).any())
-        i_add_ids = pay.add(add_ids)
+    groups = []
+    for ids, vals in ops.updates:
+        ids = as_tensor(ids, dev, I64).reshape(-1)
+        if ids.numel():
+            groups.append((ids, {Attr(a): as_tensor(v, dev, torch.float32).reshape(ids.numel(), -1)
+                                 for a, v in vals.items() if p.comps(Attr(a))}))
+    sizes = [g[0].numel() for g in groups]
+    u = sum(sizes)
 
-    # UPDATE: residuals against the mirror, rows grouped by the attributes that moved
-    groups = [(as_tensor(ids, dev, I64).reshape(-1), vals) for ids, vals in ops.updates]
-    groups = [(ids, {Attr(a): v for a, v in vals.items()}) for ids, vals in groups if ids.numel()]
+    # quantize: per attribute, the ADD rows and the UPDATE rows of the groups that carry it
+    add_codes, upd_codes = [], {}
+    for a in present:
+        vs, ids_, segs, start = ([add_x[:, lay[a]]], [add_ids], [], 0) if has_add else ([], [], [], 0)
+        for (gids, vals), k in zip(groups, sizes):
+            if a in vals:
+                vs.append(vals[a])
+                ids_.append(gids)
+                segs.append((start, start + k))
+            start += k
+        if not vs:
+            continue
+        c, b = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], torch.cat(ids_) if len(ids_) > 1 else ids_[0])
+        bad.append(b)
+        if has_add:
+            add_codes.append(c[:n_add])
+        if segs:
+            upd_codes[a] = (c[n_add:] if has_add else c, segs)
+
+    i_add_ids, i_add = None, []
+    add_rows = torch.zeros((0, m.ctot), dtype=I32, device=dev)
+    wg_add = _width_groups(p, present)
+    if has_add:
+        add_rows = torch.cat(add_codes, 1) if add_codes else torch.zeros((n_add, 0), dtype=I32, device=dev)
+        i_add_ids = pay.add(add_ids)
+        for w, attrs in wg_add:
+            cols = m.col_index(attrs)
+            i_add.append(pay.add(_narrow(p, w, add_rows if cols is None else add_rows[:, cols])))
+
+    # UPDATE: residuals against the mirror; a row's mask names the attributes that moved
     upd_slots = torch.zeros(0, dtype=I64, device=dev)
     upd_rows = torch.zeros((0, m.ctot), dtype=I32, device=dev)
     i_upd_ids = i_counts = None
-    i_res = {}
+    i_res, wg_upd = [], []
     if groups:
-        ids = torch.cat([g[0] for g in groups])
-        u = ids.numel()
+        ids = torch.cat([g[0] for g in groups]) if len(groups) > 1 else groups[0][0]
         slots = m.lookup(ids)
         bad.append((slots < 0).any())
         old = m.rows[slots.clamp_min(0)]
         new = old.clone()
         mask = torch.zeros(u, dtype=I32, device=dev)
         thr = ops.thresholds or {}
-        attrs = [a for a in ATTRS if p.comps(a) and any(a in g[1] for g in groups)]
+        union = [a for a in present if a in upd_codes]
         res = {}
-        for a in attrs:
+        for a in union:
+            q, segs = upd_codes[a]
             cols = m.cols[a]
-            q = old[:, cols].clone()
-            start = 0
-            for gid, vals in groups:
-                k = gid.numel()
-                if a in vals:
-                    c, b = qz.codes(a, as_tensor(vals[a], dev, torch.float32).reshape(k, -1), gid)
-                    q[start:start + k] = c
-                    bad.append(b)
-                start += k
             o = old[:, cols]
-            t = int(thr.get(a, 0)) if not p.lossless else 0
-            if a is Attr.ROTATION and not p.lossless:
-                moved = (q[:, 0] != o[:, 0]) | ((q[:, 1:] - o[:, 1:]).abs().amax(1) > t)
-            elif p.width(a) == 4:
-                moved = (q.to(I64) - o.to(I64)).abs().amax(1) > t
+            if len(segs) != len(groups):              # groups without this attribute keep their codes
+                full = o.clone()
+                rows = torch.cat([torch.arange(s0, s1, device=dev) for s0, s1 in segs])
+                full[rows] = q
+                q = full
+            t = 0 if p.lossless else int(thr.get(a, 0))
+            wide = p.width(a) == 4
+            diff = q.to(I64) - o.to(I64) if wide else q - o
+            if t == 0:
+                moved = (diff != 0).any(1)
+            elif a is Attr.ROTATION:
+                moved = (q[:, 0] != o[:, 0]) | (diff[:, 1:].abs().amax(1) > t)
             else:
-                moved = (q - o).abs().amax(1) > t
+                moved = diff.abs().amax(1) > t
             new[:, cols] = torch.where(moved[:, None], q, o)
-            res[a] = torch.where(moved[:, None], q.to(I64) - o.to(I64), 0)
+            res[a] = diff if t == 0 else torch.where(moved[:, None], diff, 0)
             mask |= moved.to(I32) << int(a)
         sid, o1 = torch.sort(ids, stable=True)
         if u > 1:
@@ -546,8 +613,10 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         order = o1[o2]
         i_upd_ids = pay.add(ids[order])
         i_counts = pay.add(torch.bincount(mask.to(I64), minlength=64))
-        for a in attrs:
-            i_res[a] = pay.add(wire(p, a, res[a][order]).t())
+        wg_upd = _width_groups(p, union)
+        for w, attrs in wg_upd:
+            r = torch.cat([res[a] for a in attrs], 1) if len(attrs) > 1 else res[attrs[0]]
+            i_res.append(pay.add(_narrow(p, w, r[order])))
         upd_slots, upd_rows = slots, new
 
     # deletes (few: ids and cells go to the host as they are)
@@ -559,23 +628,24 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
 
     h = pay.fetch()                                           # the one device-to-host copy
     if i_bad is not None and h[i_bad][0]:
-        _raise_bad(h, i_add_ids, i_upd_ids, m, qz, ops, groups, dev)
+        _raise_bad(h, i_add_ids, m, groups)
     d = Delta.empty_like(p, seq=enc.state.seq + 1, base_seq=enc.state.seq, keyframe=ops.keyframe)
     if i_add_ids is not None:
         d.add_ids = h[i_add_ids].view(U64)
-        d.add = {a: (h[i_add[a]].view(p.dtype(a)) if a in i_add else np.zeros((0, n_add), p.dtype(a))) for a in ATTRS}
+        d.add = {a: np.zeros((0, n_add), p.dtype(a)) for a in ATTRS}
+        d.add.update(_unpack_groups(p, wg_add, [h[i] for i in i_add]))
     if i_upd_ids is not None:
         uid = h[i_upd_ids].view(U64)
         counts = h[i_counts]
+        res_h = _unpack_groups(p, wg_upd, [h[i] for i in i_res])
         start = int(counts[0])                                # rows whose codes did not move
         blocks = []
-        for mk in range(1, 64):
+        for mk in np.flatnonzero(counts[1:]) + 1:
             k = int(counts[mk])
-            if k:
-                blocks.append(UpdateBlock(mk, uid[start:start + k],
-                                          {a: h[i_res[a]][:, start:start + k].view(p.dtype(a))
-                                           for a in i_res if mk & a.bit}))
-                start += k
+            blocks.append(UpdateBlock(int(mk), uid[start:start + k],
+                                      {a: np.ascontiguousarray(v[:, start:start + k]) for a, v in res_h.items()
+                                       if mk & a.bit}))
+            start += k
         d.updates = blocks
     if i_del is not None:
         d.delete_ids = np.unique(h[i_del].view(U64))
@@ -586,13 +656,13 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         f, l = p.grid.cell_range(cells, k)
         first.append(f), last.append(l)
     m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, upd_slots, upd_rows,
-                       torch.from_numpy(d.delete_ids.view(np.int64)).to(dev),
-                       torch.from_numpy(np.concatenate(first).view(np.int64) if first else np.zeros(0, np.int64)).to(dev),
-                       torch.from_numpy(np.concatenate(last).view(np.int64) if last else np.zeros(0, np.int64)).to(dev))
+                       as_tensor(d.delete_ids, dev, I64),
+                       as_tensor(np.concatenate(first) if first else np.zeros(0, np.int64), dev, I64),
+                       as_tensor(np.concatenate(last) if last else np.zeros(0, np.int64), dev, I64))
     return d
 
 
-def _raise_bad(h, i_add_ids, i_upd_ids, m, qz, ops, groups, dev) -> None:
+def _raise_bad(h, i_add_ids, m, groups) -> None:
     """Say what was wrong with a frame whose flag came back set (the slow path of an error)."""
     if i_add_ids is not None and len(h[i_add_ids]) > 1 and (np.diff(h[i_add_ids]) == 0).any():
         raise ValueError("an id is ADDed twice in one frame")
