@@ -1,23 +1,29 @@
-"""Load benchmark of `gsd-serve`: N headless clients on loopback for S seconds each round.
+"""Load benchmark of `gsd-serve`: N headless clients on loopback, arriving over a ramp, then S seconds measured.
 
-    python -m reference_generator.loadbench                       # N = 16 and 64, 60 s each -> SERVER_BENCH.md
+    python -m reference_generator.loadbench                       # N = 64, 128, 256; 60 s each -> SERVER_BENCH.md
+    python -m reference_generator.loadbench --clients 64 --admission on off   # with and without admission control
     python -m reference_generator.loadbench --clients 4 --seconds 5 --out -   # a quick look, table only
 
 The server runs as its own process (as in production), each client has a private small world and
 sends actions at ``--rate`` per second; every frame is decoded, digest-checked and acknowledged.
-Reported per round: frames/s per client, action-to-delta latency percentiles (client clock: send
-of the action -> arrival of the frame that lists its id), server CPU (share of one core) and
-memory, and the generation time of the same world measured alone, which is the goal's yardstick:
-p99 action-to-delta under generation time + 10 ms.
+Client k arrives at ``k / N`` of the ``--ramp`` and starts acting as soon as it has its keyframe;
+a client the server refuses (1013, SPEC.md 11.7) waits the retry-after delay it was given (N to
+1.5 N s) and tries again, until the round ends. The measured window is the ``--seconds`` after
+the ramp. Reported per round: sessions admitted and refused, frames/s per client, action-to-delta
+latency percentiles (client clock: send of the action -> arrival of the frame that lists its id),
+server CPU (cores) and memory, the CPU of the rest of the machine (other work on a shared box),
+the load average, and the server's admission signals at the end.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import random
 import re
+import shlex
 import socket
 import statistics
 import subprocess
@@ -26,10 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 
 from .actions import Move, Turn
-from .client import Client
-from .watch import percentile
+from .client import Client, ServerBusy
+from .metrics import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +75,11 @@ def _proc_mem_mb(pid: int) -> tuple[float, float]:
     return rss, hwm
 
 
+def _box_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all processes, all cores)."""
+    v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")      # less idle and iowait
+
 
 def generation_ms(target_live: int, steps: int = 400) -> dict:
     """Step (generation) and step+encode times of the bench world alone, one thread, under the
@@ -93,59 +105,79 @@ def generation_ms(target_live: int, steps: int = 400) -> dict:
     return {"gen50": percentile(gen, 50), "gen99": percentile(gen, 99), "tot50": percentile(total, 50), "tot99": percentile(total, 99)}
 
 
-async def _client(url: str, seconds: float, rate: float, seed: int, results: list, ready) -> None:
-    rng = random.Random(seed)
+async def _client(url: str, k: int, n: int, a, t0: float, results: list) -> None:
+    """One client: arrive, get in (waiting out refusals), act at the rate until the round ends."""
+    rng = random.Random(k)
+    w0, t_end = t0 + a.ramp, t0 + a.ramp + a.seconds
+    r = {"refusals": 0, "admitted_at": None, "lat": [], "frames": 0, "bytes": 0}
+    await asyncio.sleep(max(0.0, t0 + a.ramp * k / n - time.monotonic()))
     c = Client(url)
     try:
-        await c.connect()
-        await c.next_frame(120)                      # keyframe (not counted in the latencies)
-        await ready()                                # all clients connected: start together
-        await asyncio.sleep(rng.random() / rate)     # spread the clients over one action period
-        c.stats.latencies_ms.clear()
-        t_start = time.monotonic()
-        t_end = t_start + seconds
-        frames0 = c.stats.frames
-        next_act = time.monotonic()
-        while time.monotonic() < t_end:
-            now = time.monotonic()
-            if now >= next_act:
-                await c.act(Move(0.05) if rng.random() < 0.7 else Turn(rng.uniform(-5, 5)))
-                next_act += 1.0 / rate
+        while True:
             try:
-                await c.next_frame(max(0.001, min(next_act, t_end) - time.monotonic()))
+                await c.connect()
+                break
+            except ServerBusy as e:
+                r["refusals"] += 1
+                delay = e.retry_after * (1.0 + 0.5 * rng.random())      # as SPEC.md 11.7 asks
+                if time.monotonic() + delay >= t_end - 1.0:
+                    return                                              # never admitted
+                await asyncio.sleep(delay)
+        await c.next_frame(120)                                         # keyframe (not counted)
+        r["admitted_at"] = time.monotonic()
+        next_act = time.monotonic() + rng.random() / a.rate           # spread the clients over a period
+        while time.monotonic() < t_end:
+            if time.monotonic() >= next_act:
+                await c.act(Move(0.05) if rng.random() < 0.7 else Turn(rng.uniform(-5, 5)))
+                next_act += 1.0 / a.rate
+            try:
+                f = await c.next_frame(max(0.001, min(next_act, t_end) - time.monotonic()))
             except asyncio.TimeoutError:
-                pass
-        dur = time.monotonic() - t_start
-        results.append({"frames_per_s": (c.stats.frames - frames0) / dur, "lat": list(c.stats.latencies_ms),
-                        "errors": dict(c.stats.errors), "resyncs": c.stats.resyncs, "bytes": c.stats.bytes})
+                continue
+            if time.monotonic() >= w0:
+                r["frames"] += 1
+                r["bytes"] += f.nbytes
+                r["lat"] += f.latency_ms
+        r["active_s"] = t_end - max(w0, r["admitted_at"])
+        r["errors"], r["resyncs"] = dict(c.stats.errors), c.stats.resyncs
     except Exception as e:                            # a failed client is a result, not a crash
-        results.append({"failed": f"{type(e).__name__}: {e}"})
-        await ready(failed=True)
+        r["failed"] = f"{type(e).__name__}: {e}"
     finally:
         await c.close()
+        results.append(r)
 
 
-async def _round(url: str, n: int, seconds: float, rate: float) -> list:
+async def _round(url: str, http_url: str, pid: int, n: int, a) -> dict:
     results: list = []
-    arrived, go = [0], asyncio.Event()
+    async with Client(url) as warm:                   # the world processes are up (imports done)
+        await warm.next_frame(120)
+    t0 = time.monotonic()
+    marks: dict = {}
 
-    async def ready(failed=False):
-        arrived[0] += 1
-        if arrived[0] >= n:
-            go.set()
-        if not failed:
-            await go.wait()
+    async def probe():
+        await asyncio.sleep(max(0.0, t0 + a.ramp - time.monotonic()))
+        marks["start"] = (time.monotonic(), _proc_cpu_seconds(pid), time.process_time(), _box_cpu_seconds())
+        await asyncio.sleep(max(0.0, t0 + a.ramp + a.seconds - 0.5 - time.monotonic()))
+        marks["end"] = (time.monotonic(), _proc_cpu_seconds(pid), time.process_time(), _box_cpu_seconds())
+        marks["mem"] = _proc_mem_mb(pid)
+        try:
+            async with aiohttp.ClientSession() as http:
+                marks["admission"] = await (await http.get(http_url + "/admission")).json()
+        except (aiohttp.ClientError, OSError, json.JSONDecodeError):
+            marks["admission"] = None
 
-    await asyncio.gather(*[_client(url, seconds, rate, k, results, ready) for k in range(n)])
-    return results
+    await asyncio.gather(probe(), *[_client(url, k, n, a, t0, results) for k in range(n)])
+    return {"results": results, **marks}
 
 
-def run_round(n: int, a) -> dict:
+def run_round(n: int, mode: str, a) -> dict:
     port = _free_port()
     cmd = [sys.executable, "-m", "reference_generator.server", "--port", str(port), "--target-live",
            str(a.target_live), "--tick-hz", str(a.tick_hz), "--log-level", "warning",
-           "--max-sessions", str(max(256, n)), "--workers", str(a.workers)]
+           "--max-sessions", str(a.max_sessions), "--workers", str(a.workers), "--admission", mode,
+           "--retry-after", str(a.retry_after)] + shlex.split(a.server_args)
     log = tempfile.TemporaryFile()
+    load0 = os.getloadavg()
     srv = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log)
     try:
         for _ in range(200):
@@ -154,13 +186,7 @@ def run_round(n: int, a) -> dict:
                 break
             except OSError:
                 time.sleep(0.05)
-        url = f"ws://127.0.0.1:{port}/ws"
-        cpu0, t0, own0 = _proc_cpu_seconds(srv.pid), time.monotonic(), time.process_time()   # (includes connecting)
-        results = asyncio.run(_round(url, n, a.seconds, a.rate))
-        wall = time.monotonic() - t0
-        cpu = (_proc_cpu_seconds(srv.pid) - cpu0) / wall
-        client_cpu = (time.process_time() - own0) / wall
-        rss, hwm = _proc_mem_mb(srv.pid)
+        out = asyncio.run(_round(f"ws://127.0.0.1:{port}/ws", f"http://127.0.0.1:{port}", srv.pid, n, a))
     finally:
         srv.terminate()
         try:
@@ -171,65 +197,114 @@ def run_round(n: int, a) -> dict:
         errors = [ln for ln in log.read().decode(errors="replace").splitlines() if '"level": "error"' in ln]
         if errors:
             print(f"server logged {len(errors)} errors; first: {errors[0][:400]}", file=sys.stderr)
-    ok = [r for r in results if "failed" not in r]
-    lat = [x for r in ok for x in r["lat"]]
-    return {"clients": n, "ok": len(ok), "failed": [r["failed"] for r in results if "failed" in r],
-            "fps_mean": statistics.fmean(r["frames_per_s"] for r in ok) if ok else 0.0,
-            "fps_min": min((r["frames_per_s"] for r in ok), default=0.0),
+    load1 = os.getloadavg()
+    results = out["results"]
+    (ta, sa, ca, ba), (tb, sb, cb, bb) = out["start"], out["end"]
+    wall = tb - ta
+    cpu, client_cpu = (sb - sa) / wall, (cb - ca) / wall
+    admitted = [r for r in results if r["admitted_at"] is not None and "failed" not in r]
+    lat = [x for r in admitted for x in r["lat"]]
+    fps = [r["frames"] / r["active_s"] for r in admitted if r["active_s"] > 1.0]
+    return {"clients": n, "admission": mode, "admitted": len(admitted),
+            "never": sum(1 for r in results if r["admitted_at"] is None and "failed" not in r),
+            "refusals": sum(r["refusals"] for r in results),
+            "failed": [r["failed"] for r in results if "failed" in r],
+            "fps_mean": statistics.fmean(fps) if fps else 0.0, "fps_min": min(fps, default=0.0),
             "p50": percentile(lat, 50), "p99": percentile(lat, 99), "n_lat": len(lat),
-            "errors": sum(sum(r["errors"].values()) for r in ok), "resyncs": sum(r["resyncs"] for r in ok),
-            "kbps": statistics.fmean(r["bytes"] for r in ok) / a.seconds / 1e3 if ok else 0.0,
-            "cpu": cpu, "client_cpu": client_cpu, "rss": rss, "hwm": hwm}
+            "errors": sum(sum(r["errors"].values()) for r in admitted), "resyncs": sum(r["resyncs"] for r in admitted),
+            "kbps": statistics.fmean(r["bytes"] / r["active_s"] for r in admitted if r["active_s"] > 1.0) / 1e3
+            if fps else 0.0,
+            "cpu": cpu, "client_cpu": client_cpu, "other_cpu": max(0.0, (bb - ba) / wall - cpu - client_cpu),
+            "rss": out["mem"][0], "hwm": out["mem"][1], "load": (load0, load1), "server_log_errors": len(errors),
+            "state": out.get("admission")}
 
 
-def report(rows: list, gen: dict, a) -> str:
-    g = gen["gen50"]
+def _target(r: dict, a) -> str:
+    ok = r["p99"] <= a.target_p99 and r["errors"] == 0 and not r["failed"] and r["admitted"] > 0
+    return "met" if ok else "missed"
+
+
+def report(rows: list, gen: dict, a, started: str) -> str:
     lines = [
         "# Server load benchmark", "",
         f"`python -m reference_generator.loadbench --clients {' '.join(map(str, a.clients))} --seconds {a.seconds:g} "
-        f"--rate {a.rate:g} --target-live {a.target_live} --tick-hz {a.tick_hz:g} --workers {a.workers}` on "
-        f"{platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}. Server (main process + "
-        f"{a.workers} world processes) and clients share the machine: the clients decode, verify and acknowledge "
-        "every frame in one Python process.", "",
+        f"--rate {a.rate:g} --ramp {a.ramp:g} --target-live {a.target_live} --tick-hz {a.tick_hz:g} --workers {a.workers} "
+        f"--admission {' '.join(a.admission)}"
+        + (f" --server-args '{a.server_args}'" if a.server_args else "") + f"` on {platform.machine()}, "
+        f"{os.cpu_count()} cores, started {started}. Server (main process + {a.workers} world processes) and "
+        "clients share the machine: the clients decode, verify and acknowledge every frame in one Python process.", "",
         f"Each client has a private world of about {a.target_live} Gaussians in view (SH degree 3, compact) and "
-        f"sends {a.rate:g} actions/s (70% move 5 cm, 30% turn). The same world and action mix measured alone, one "
-        f"thread: generation p50 **{g:.1f} ms** / p99 {gen['gen99']:.1f} ms; generation + encode p50 "
-        f"{gen['tot50']:.1f} ms / p99 {gen['tot99']:.1f} ms. Goal: p99 action-to-delta < generation time + 10 ms "
-        f"= **{g + 10:.1f} ms** (with the median generation time; {gen['gen99'] + 10:.1f} ms with its p99).", "",
-        "| clients | frames/s per client (mean / min) | action-to-delta p50 | p99 | goal | server CPU (cores) "
-        "| client CPU | server RSS / peak (all processes) | kB/s per client | errors / resyncs | failed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
+        f"sends {a.rate:g} actions/s (70% move 5 cm, 30% turn). Client k of N arrives at k/N of a {a.ramp:g} s ramp "
+        f"and acts from its keyframe on; then {a.seconds:g} s are measured. A client refused with 1013 waits the "
+        f"server's retry-after ({a.retry_after} s) times 1 to 1.5 and tries again until the round ends. The same world "
+        f"and action mix alone, one thread: generation p50 {gen['gen50']:.1f} ms / p99 {gen['gen99']:.1f} ms; "
+        f"generation + encode p50 {gen['tot50']:.1f} ms / p99 {gen['tot99']:.1f} ms. Target: p99 action-to-delta "
+        f"<= {a.target_p99:g} ms with 0 errors for the admitted sessions.", "",
+        "| clients | admission | admitted / never admitted (refusals) | frames/s per client (mean / min) "
+        "| action-to-delta p50 | p99 | target | server CPU (cores) | client CPU | other CPU on the box "
+        "| server RSS / peak (all processes) | kB/s per client | errors / resyncs | failed | load avg (1 min) before / after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        goal = "PASS" if r["p99"] < g + 10 else ("PASS vs p99 gen" if r["p99"] < gen["gen99"] + 10 else "MISS")
-        lines.append(f"| {r['clients']} | {r['fps_mean']:.1f} / {r['fps_min']:.1f} | {r['p50']:.1f} ms | "
-                     f"{r['p99']:.1f} ms | {goal} | {r['cpu']:.2f} | {r['client_cpu']:.2f} | {r['rss']:.0f} / {r['hwm']:.0f} MB | "
-                     f"{r['kbps']:.1f} | {r['errors']} / {r['resyncs']} | {len(r['failed'])} |")
+        lines.append(
+            f"| {r['clients']} | {r['admission']} | {r['admitted']} / {r['never']} ({r['refusals']}) | "
+            f"{r['fps_mean']:.1f} / {r['fps_min']:.1f} | {r['p50']:.1f} ms | {r['p99']:.1f} ms | {_target(r, a)} | "
+            f"{r['cpu']:.2f} | {r['client_cpu']:.2f} | {r['other_cpu']:.2f} | {r['rss']:.0f} / {r['hwm']:.0f} MB | "
+            f"{r['kbps']:.1f} | {r['errors']} / {r['resyncs']} | {len(r['failed'])} | "
+            f"{r['load'][0][0]:.2f} / {r['load'][1][0]:.2f} |")
     lines += ["", "Latency is measured on the client clock from sending an action to the arrival of the frame that "
-              "lists its id (SPEC.md 11.3), decoded and applied. " + ", ".join(
-                  f"{r['n_lat']} actions at N={r['clients']}" for r in rows) + ".", ""]
+              "lists its id (SPEC.md 11.3), decoded and applied, for frames that arrive in the measured window. "
+              "*Other CPU* is the machine's busy time less the server's and the clients' (work of other users). "
+              + ", ".join(f"{r['n_lat']} actions at N={r['clients']} ({r['admission']})" for r in rows) + ".", ""]
+    lines += ["Admission signals the server reported at the end of each round (`/admission`):", "",
+              "| clients | admission | open | lanes busy (projected) | step wait p90 | oldest queued | loop lag p90 "
+              "| refused by cause |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        st = r["state"]
+        if not st:
+            lines.append(f"| {r['clients']} | {r['admission']} | (no answer) | | | | | |")
+            continue
+        g = st["signals"]
+        lines.append(f"| {r['clients']} | {r['admission']} | {'yes' if st['open'] else 'no'} | "
+                     f"{g['busy']:.2f} ({g['busy_projected']:.2f}) | {g['wait_p90_ms']:.1f} ms | "
+                     f"{g['queue_age_ms']:.1f} ms | {g['loop_lag_ms']:.1f} ms | "
+                     f"{', '.join(f'{k} {v}' for k, v in sorted(st['refused'].items())) or 'none'} |")
+    lines.append("")
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="loadbench", description=__doc__.split("\n")[0])
-    ap.add_argument("--clients", type=int, nargs="+", default=[16, 64])
-    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--clients", type=int, nargs="+", default=[64, 128, 256])
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds per round, after the ramp")
+    ap.add_argument("--ramp", type=float, default=10.0, help="seconds over which the clients arrive")
     ap.add_argument("--rate", type=float, default=10.0, help="actions per second per client")
     ap.add_argument("--target-live", type=int, default=3000)
     ap.add_argument("--tick-hz", type=float, default=0.0, help="server idle tick (0: steps on actions only)")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                     help="server world processes (default: one per core); 0 = threads in the server process")
+    ap.add_argument("--admission", nargs="+", default=["on"], choices=("on", "off"),
+                    help="server admission control; 'on off' runs every N both ways")
+    ap.add_argument("--max-sessions", type=int, default=1024)
+    ap.add_argument("--retry-after", type=int, default=10, help="the server's retry-after for refused sessions")
+    ap.add_argument("--server-args", default="", help="more gsd-serve options, e.g. '--admit-max-busy 0.7'")
+    ap.add_argument("--target-p99", type=float, default=60.0, help="p99 action-to-delta target, ms")
     ap.add_argument("--out", default=str(ROOT / "SERVER_BENCH.md"), help="report file, or - for stdout only")
     a = ap.parse_args(argv)
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     gen = generation_ms(a.target_live)
     rows = []
     for n in a.clients:
-        r = run_round(n, a)
-        rows.append(r)
-        print(f"N={n}: {r['fps_mean']:.1f} frames/s per client, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
-              f"server CPU {r['cpu']:.2f} cores, clients {r['client_cpu']:.2f}, RSS {r['rss']:.0f} MB, errors {r['errors']}, failed {len(r['failed'])}",
-              flush=True)
-    text = report(rows, gen, a)
+        for mode in a.admission:
+            r = run_round(n, mode, a)
+            rows.append(r)
+            print(f"N={n} admission {mode}: admitted {r['admitted']}, never {r['never']} ({r['refusals']} refusals), "
+                  f"{r['fps_mean']:.1f} frames/s per client, p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, "
+                  f"server CPU {r['cpu']:.2f} cores, clients {r['client_cpu']:.2f}, other {r['other_cpu']:.2f}, "
+                  f"RSS {r['rss']:.0f} MB, errors {r['errors']}, failed {len(r['failed'])}, "
+                  f"load {r['load'][0][0]:.2f} -> {r['load'][1][0]:.2f}", flush=True)
+            if r["failed"]:
+                print(f"  first failure: {r['failed'][0]}", flush=True)
+    text = report(rows, gen, a, started)
     print(text)
     if a.out != "-":
         Path(a.out).write_text(text)

@@ -55,7 +55,7 @@ class Metrics:
                                     "refused with 1013", registry=r)
         self.lanes_busy = Gauge("gsd_world_lanes_busy", "share of the time the world lanes (worker processes, or "
                                 "the GIL of thread-hosted worlds) spent in world calls", registry=r)
-        self.wait_p95 = Gauge("gsd_admission_step_wait_seconds", "p95 of the step waits over the admission window",
+        self.wait_p90 = Gauge("gsd_admission_step_wait_seconds", "p90 of the step waits over the admission window",
                               registry=r)
         self.queue_age = Gauge("gsd_admission_queue_age_seconds", "age of the oldest action queued in any world",
                                registry=r)

@@ -73,7 +73,7 @@ class ServerConfig:
     max_sessions: int = 256          # sessions beyond this are refused with 1013
     admission: bool = True           # refuse new sessions (1013) while the worlds fall behind
     admit_max_busy: float = 0.8      # world lanes busy over this share of the time ...
-    admit_max_wait_ms: float = 25.0  # ... or actions waiting this long for their step (p95, or the oldest queued)
+    admit_max_wait_ms: float = 25.0  # ... or actions waiting this long for their step (p90; the oldest queued: 4x)
     admit_max_loop_lag_ms: float = 25.0   # ... or the event loop this late (p90 of its 0.1 s ticks)
     admit_window: float = 2.0        # seconds the signals are measured over
     retry_after: int = 10            # seconds a refused client is told to wait (the reason's retry-after)
@@ -145,8 +145,10 @@ class Admission:
       processes, or the one GIL of thread-hosted worlds), averaged over the lanes. A session
       admitted within the window may not show its load yet: each adds the mean share of one
       session, weighted by the part of the window it has not been measured over (``projected``).
-    * ``wait``: the p95 of how long actions waited for their world step beyond the step's compute,
-      and the age of the oldest action still queued in any world.
+    * ``wait``: the p90 of how long actions waited for their world step beyond the step's compute
+      (a lone stall, such as a world being created, moves only a few samples), and the age of
+      the oldest action still queued in any world, against four times the threshold (a world
+      that has stopped stepping yields no samples).
     * ``loop``: the p90 lateness of the event loop's 0.1 s ticks (every message and frame of
       every session passes through the loop).
 
@@ -200,7 +202,7 @@ class Admission:
         waits = [x for _, x in self.waits]
         lags = [x for _, x in self.lags]
         age = max((h.queue_age(now) for h in self.hosts()), default=0.0)
-        return {"busy": busy, "busy_projected": projected, "wait_p95_ms": percentile(waits, 95) * 1e3 if waits else 0.0,
+        return {"busy": busy, "busy_projected": projected, "wait_p90_ms": percentile(waits, 90) * 1e3 if waits else 0.0,
                 "queue_age_ms": age * 1e3, "loop_lag_ms": percentile(lags, 90) * 1e3 if lags else 0.0}
 
     def refusal(self, sessions: int) -> tuple[str, str] | None:
@@ -213,9 +215,10 @@ class Admission:
         g = self.signals(sessions)
         if g["busy_projected"] > c.admit_max_busy:
             return "busy", f"server busy: worlds {g['busy_projected']:.0%} busy > {c.admit_max_busy:.0%}"
-        wait = max(g["wait_p95_ms"], g["queue_age_ms"])
-        if wait > c.admit_max_wait_ms:
-            return "wait", f"server busy: actions wait {wait:.0f} ms for a step > {c.admit_max_wait_ms:g} ms"
+        if g["wait_p90_ms"] > c.admit_max_wait_ms:
+            return "wait", f"server busy: actions wait {g['wait_p90_ms']:.0f} ms for a step > {c.admit_max_wait_ms:g} ms"
+        if g["queue_age_ms"] > 4 * c.admit_max_wait_ms:
+            return "wait", f"server busy: an action queued for {g['queue_age_ms']:.0f} ms > {4 * c.admit_max_wait_ms:g} ms"
         if g["loop_lag_ms"] > c.admit_max_loop_lag_ms:
             return "loop", f"server busy: event loop {g['loop_lag_ms']:.0f} ms late > {c.admit_max_loop_lag_ms:g} ms"
         return None
@@ -524,7 +527,7 @@ class Server:
             if k % 5 == 0:                   # gauges twice a second
                 g = adm.signals(len(self.sessions))
                 m.lanes_busy.set(g["busy"])
-                m.wait_p95.set(g["wait_p95_ms"] / 1e3)
+                m.wait_p90.set(g["wait_p90_ms"] / 1e3)
                 m.queue_age.set(g["queue_age_ms"] / 1e3)
                 m.loop_lag.set(g["loop_lag_ms"] / 1e3)
                 m.admission_open.set(0 if adm.refusal(len(self.sessions)) else 1)
@@ -657,7 +660,8 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--admit-max-busy", type=float, default=0.8,
                     help="refuse while the world lanes are busy over this share of the time (default 0.8)")
     ap.add_argument("--admit-max-wait-ms", type=float, default=25.0,
-                    help="refuse while actions wait over this long for their step, p95 (default 25)")
+                    help="refuse while actions wait over this long for their step, p90 (default 25; "
+                         "an action still queued: 4 times as long)")
     ap.add_argument("--admit-max-loop-lag-ms", type=float, default=25.0,
                     help="refuse while the event loop runs this late, p90 (default 25)")
     ap.add_argument("--admit-window", type=float, default=2.0, help="seconds the signals are measured over")
