@@ -144,7 +144,8 @@ class Admission:
     * ``busy``: the share of the time the world lanes spent in world calls (``BusyMeter``: worker
       processes, or the one GIL of thread-hosted worlds), averaged over the lanes. A session
       admitted within the window may not show its load yet: each adds the mean share of one
-      session, weighted by the part of the window it has not been measured over (``projected``).
+      session (the last one measured), weighted by the part of the window it has not been
+      measured over (``projected``).
     * ``wait``: the p90 of how long actions waited for their world step beyond the step's compute
       (a lone stall, such as a world being created, moves only a few samples), and the age of
       the oldest action still queued in any world, against four times the threshold (a world
@@ -163,6 +164,7 @@ class Admission:
         self.waits: deque = deque()          # (time, seconds an action waited for its step)
         self.lags: deque = deque()           # (time, event-loop lateness in seconds)
         self.admitted: deque = deque()       # times of recent admissions
+        self.share = 0.0                     # the last measured lane share of one session
         self.sample()
 
     def _prune(self, q: deque, now: float) -> None:
@@ -198,7 +200,9 @@ class Admission:
         busy = (sum(m.seconds() for m in self.meters) - b0) / (max(now - t0, w) * max(1, len(self.meters)))
         fresh = sum(1.0 - (now - t) / w for t in self.admitted)      # recent admissions, not yet measured
         settled = sessions - fresh
-        projected = busy + (fresh * busy / settled if settled >= 1 else 0.0)
+        if settled >= 1 and busy > 0.05:
+            self.share = busy / settled      # one session's share, remembered for when none is settled
+        projected = busy + fresh * self.share
         waits = [x for _, x in self.waits]
         lags = [x for _, x in self.lags]
         age = max((h.queue_age(now) for h in self.hosts()), default=0.0)

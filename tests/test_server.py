@@ -715,6 +715,10 @@ def test_admission_projects_the_load_of_sessions_not_yet_measured():
             ln.busy += 0.05
         adm.sample(0.0)
     assert adm.signals(16)["busy_projected"] == pytest.approx(0.5) and adm.refusal(16) is None
+    for _ in range(16):                                      # a burst with none settled: the remembered share
+        adm.note_admit()
+    assert adm.signals(16)["busy_projected"] == pytest.approx(0.5 + 16 * 0.5 / 16)
+    t[0] += 2.5
     assert adm.refusal(30) == ("sessions", "server full: 30 sessions")
     adm.cfg = replace(cfg, admission=False)
     for _ in range(6):
