@@ -238,8 +238,13 @@ class DeviceCodes:
 
     ``rows`` is (capacity, Ctot) int32, one row per slot, columns ``cols[attr]``. The index is a
     sorted ``main`` array of (id, slot) with tombstones (slot -1) plus a small sorted ``over``
-    array of recent ADDs; lookups search both.
+    array of recent ADDs; lookups search both. The overlay is merged into ``main`` when it
+    outgrows ``MERGE_MIN`` and 1/8 of it; rows are compacted when dead slots outnumber live rows
+    and ``COMPACT_MIN``.
     """
+
+    MERGE_MIN = 1 << 15
+    COMPACT_MIN = 1 << 16
 
     def __init__(self, profile: Profile, device):
         self.p = profile
@@ -366,9 +371,9 @@ class DeviceCodes:
                 o_ids, o_slots = o_ids[live_o], o_slots[live_o]
                 self.over_dead = False
             self.over_ids, self.over_slots = _merge_sorted(o_ids, o_slots, ch.add_ids, new_slots)
-        if self.high - live > max(live, 1 << 16):
+        if self.high - live > max(live, self.COMPACT_MIN):
             self._compact()
-        elif self.over_ids.numel() > max(1 << 15, self.main_ids.numel() // 8):
+        elif self.over_ids.numel() > max(self.MERGE_MIN, self.main_ids.numel() // 8):
             live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
             self.main_ids, self.main_slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m],
                                                            self.over_ids[live_o], self.over_slots[live_o])
@@ -418,6 +423,7 @@ class FloatOps:
     thresholds: dict | None = None
 
 
+PACK_ON_CPU = False       # pack on the CPU too (as on a GPU), to test the packing where there is no GPU
 _MIRRORS: "weakref.WeakKeyDictionary[Encoder, DeviceCodes]" = weakref.WeakKeyDictionary()
 _QUANTIZERS: dict = {}
 
@@ -455,7 +461,7 @@ class _Payload:
         return len(self.parts) - 1
 
     def fetch(self) -> list:
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and not PACK_ON_CPU:
             return [t.numpy() for t in self.parts]
         order = sorted(range(len(self.parts)), key=lambda k: -self.parts[k].element_size())  # aligned views
         buf = torch.cat([self.parts[k].reshape(-1).view(torch.uint8) for k in order]).cpu().numpy()

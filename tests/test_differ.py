@@ -268,3 +268,36 @@ def test_bad_input_is_refused():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError):
         df.encode(bad)
+
+
+def test_differ_finds_exactly_the_changed_gaussians():
+    """With zero thresholds an UPDATE goes out for exactly the Gaussians whose codes changed, each
+    with exactly the attributes whose codes changed; float changes below a code step send nothing."""
+    rng = np.random.default_rng(8)
+    x, enc, dec, df = setup(n=2000, sh=1)
+    p = enc.profile
+    keys = np.arange(len(x)) * 3 + 1
+    frames = [enc.header_bytes()]
+    push(df, dec, frames, x, keys)
+    for f in range(5):
+        sids = df.stream_ids.numpy().astype(U64)
+        y = x.copy()
+        rows = rng.random(len(x)) < 0.2
+        for a in ATTRS:                                         # a random attribute set per changed row
+            pick = rows & (rng.random(len(x)) < 0.5)
+            y[np.ix_(pick, np.arange(df.lay[a].start, df.lay[a].stop))] += rng.normal(0, 0.3, (int(pick.sum()), p.comps(a))).astype(np.float32)
+        tiny = ~rows & (rng.random(len(x)) < 0.2)               # one ulp: the floats change, codes (almost all) do not
+        y[tiny, 0] = np.nextafter(y[tiny, 0], np.float32(np.inf))
+        want = np.zeros(len(x), np.uint8)
+        for a in ATTRS:
+            if p.comps(a):
+                moved = (p.quantize(a, y[:, df.lay[a]], sids) != p.quantize(a, x[:, df.lay[a]], sids)).any(0)
+                want |= np.where(moved, np.uint8(a.bit), np.uint8(0))
+        st, d = push(df, dec, frames, y, keys)
+        got = dict(zip(d.update_ids.tolist(), d.update_mask.tolist()))
+        expect = {int(i): int(m) for i, m in zip(sids, want) if m}
+        assert got == expect and st.updated == len(expect) > 100
+        assert st.changed_floats == int((rows & (y != x).any(1)).sum() + (tiny & (y != x).any(1)).sum())
+        assert_decoded_is_target(dec, df, y)
+        x = y
+    assert validate_stream(b"".join(frames)) == []

@@ -335,3 +335,18 @@ def test_simulate_command_writes_a_valid_stream(tmp_path, capsys):
     assert rep["totals"]["steps"] == 40 and len(rep["steps"]) == 41
     assert rep["totals"]["stream_bytes"] == out.stat().st_size
     assert math.isfinite(rep["totals"]["delta_bytes_mean"])
+
+
+def test_chunks_generated_ahead_change_nothing():
+    """Chunks made on the worker thread ahead of need give the same stream as chunks made when needed."""
+    def run(margin):
+        s = Session(WorldConfig(sh_degree=1, target_live=5000, view_radius=36.0, retire_margin=12.0,
+                                prefetch_margin=margin), seed=4)
+        for a in [Move(2.0)] * 12 + [Turn(90)] + [Move(2.0)] * 8 + [Pose((-60.0, 20.0, 0.0), 0.0, 0.0)] + [Idle()] * 3:
+            s.step(a)
+        ahead = s.world._ahead
+        s.world.close()
+        return s.frames, ahead
+    (a, ahead), (b, none) = run(16.0), run(0.0)
+    assert ahead is not None and none is None
+    assert a == b

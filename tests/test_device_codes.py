@@ -1,0 +1,309 @@
+"""Code space on the scene's device (reference_generator.device_codes), on the CPU.
+
+The torch quantizer against the codec's normative numpy quantizer (bit for bit, random and edge
+inputs, every attribute and profile); the device mirror against the encoder's state (deletes by
+id and cell, ids reused, overlay merges, compaction, frames made elsewhere); frames built in
+torch against a decoder (digests equal after every step, no drift over 1,000 closed-loop
+frames); the packed device-to-host copy against the plain views; errors that leave the stream
+as it was.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from codec import ATTRS, Attr, Decoder, Encoder, Grid, Profile, validate_stream  # noqa: E402
+from codec.synthetic import synthetic_scene  # noqa: E402
+from reference_generator import device_codes as dc  # noqa: E402
+from reference_generator.device_codes import (  # noqa: E402
+    DeviceCodes, FloatOps, TorchQuantizer, build_delta, mirror_of, opacity_thresholds, wire,
+)
+from reference_generator.differ import pack_gaussians  # noqa: E402
+from reference_generator.protocol import attr_layout  # noqa: E402
+
+torch.set_num_threads(1)
+U64 = np.uint64
+GRID = Grid((-100.0, -50.0, -20.0), 0.5, 10, 12)
+PROFILES = [(name, sh) for name in ("compact", "high", "lossless") for sh in (0, 1, 3)]
+
+
+def _ids(rng, n):
+    return (rng.integers(0, 1 << 30, n).astype(U64) << U64(12)) | rng.integers(0, 4096, n).astype(U64)
+
+
+def _values(p, a, ids, rng):
+    """Random values over many magnitudes, then the awkward ones: zeros of both signs, denormals,
+    the largest floats, exact halves (rounding ties), cell origins."""
+    n, c = len(ids), p.comps(a)
+    if a is Attr.POSITION:
+        v = (GRID.cell_origin_of_ids(ids) + rng.uniform(-2, 3, (n, 3))).astype(np.float32)
+        v[:40] = GRID.cell_origin_of_ids(ids[:40]).astype(np.float32)
+        step = GRID.cell_size / (1 << p.quant.position_bits) if p.quant else 0.0
+        v[40:80] = (GRID.cell_origin_of_ids(ids[40:80]) + (rng.integers(-9, 9, (40, 3)) + 0.5) * step).astype(np.float32)
+        return v
+    v = (rng.standard_normal((n, c)) * rng.choice([1e-3, 0.1, 1.0, 3.0, 10.0, 1e4], (n, 1))).astype(np.float32)
+    v[:50] = 0.0
+    v[50:60] = -0.0
+    v[60:70] = np.float32(1e-40)
+    v[70:80] = np.float32(3e38)
+    v[80:90] = -np.float32(3e38)
+    v[90:200] = rng.integers(-50, 50, (110, c)).astype(np.float32) * np.float32(0.5)
+    return v
+
+
+@pytest.mark.parametrize("name,sh", PROFILES)
+def test_torch_quantizer_is_bit_identical_to_profile_quantize(name, sh):
+    rng = np.random.default_rng(sh + 10 * len(name))
+    p = Profile.preset(name, sh, GRID)
+    tq = TorchQuantizer(p, "cpu")
+    ids = _ids(rng, 50_000)
+    for a in ATTRS:
+        if not p.comps(a):
+            continue
+        v = _values(p, a, ids, rng)
+        ref = p.quantize(a, v, ids)
+        got = tq.quantize(a, v, ids)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        assert np.array_equal(got, ref), (a.name, int((got != ref).any(0).sum()))
+        # the same from float64 and from torch tensors (rounded to float32 first, as numpy does)
+        assert np.array_equal(tq.quantize(a, torch.from_numpy(v.astype(np.float64)), torch.from_numpy(ids.view(np.int64))),
+                              ref)
+
+
+@pytest.mark.parametrize("name", ["compact", "high"])
+def test_opacity_thresholds_reproduce_the_sigmoid_floor_at_every_step(name):
+    p = Profile.preset(name, 0, GRID)
+    t = opacity_thresholds(p)
+    top = (1 << p.quant.opacity_bits) - 1
+    assert t.shape == (top,) and (np.diff(t) >= 0).all()
+    below = np.nextafter(t, np.float32(-np.inf))
+    z = np.zeros(top, U64)
+    at = p.quantize(Attr.OPACITY, t[:, None], z)[0].astype(np.int64)
+    before = p.quantize(Attr.OPACITY, below[:, None], z)[0].astype(np.int64)
+    k = np.arange(1, top + 1)
+    assert (at >= k).all() and (before < k).all()            # t[k-1] is exactly where code k begins
+    tq = TorchQuantizer(p, "cpu")
+    for v in (t, below, np.nextafter(t, np.float32(np.inf))):
+        assert np.array_equal(tq.quantize(Attr.OPACITY, v[:, None], z), p.quantize(Attr.OPACITY, v[:, None], z))
+
+
+def test_rotation_edge_cases():
+    p = Profile.preset("compact", 0, GRID)
+    q = np.array([[0, 0, 0, 0], [0.5, 0.5, 0.5, 0.5], [-0.5, 0.5, -0.5, 0.5], [0, 0, 0, -1], [0, -1, 1, 0],
+                  [1e-30, 0, 0, 0], [-1e-38, 1e-38, 0, 0], [3e38, -3e38, 3e38, 1], [1, 1, 0, 0], [-2, 2, -2, 2],
+                  [0.7071068, 0.7071068, 0, 0], [-0.0, 0.0, -0.0, 1e-45]], np.float32)
+    ids = np.zeros(len(q), U64)
+    assert np.array_equal(TorchQuantizer(p, "cpu").quantize(Attr.ROTATION, q, ids), p.quantize(Attr.ROTATION, q, ids))
+
+
+def test_values_that_cannot_be_quantized_are_refused():
+    rng = np.random.default_rng(3)
+    for name in ("compact", "lossless"):
+        p = Profile.preset(name, 1, GRID)
+        tq = TorchQuantizer(p, "cpu")
+        many = _ids(rng, 300)
+        ids = many[:10]
+        for a in ATTRS:
+            for bad in (np.nan, np.inf, -np.inf):
+                v = _values(p, a, many, rng)[:10]
+                v[3, 0] = bad
+                with pytest.raises(ValueError):
+                    p.quantize(a, v, ids)
+                with pytest.raises(ValueError):
+                    tq.quantize(a, v, ids)
+    p = Profile.preset("compact", 0, GRID)
+    far = (GRID.cell_origin_of_ids(ids) + 1e7).astype(np.float32)      # > 2^31 position steps from the cell
+    with pytest.raises(ValueError):
+        p.quantize(Attr.POSITION, far, ids)
+    with pytest.raises(ValueError):
+        TorchQuantizer(p, "cpu").quantize(Attr.POSITION, far, ids)
+
+
+def test_wire_wraps_residuals_like_the_format():
+    rng = np.random.default_rng(4)
+    for name in ("compact", "high", "lossless"):
+        p = Profile.preset(name, 3, GRID)
+        for a in ATTRS:
+            dt = p.dtype(a)
+            info = np.iinfo(dt)
+            new = rng.integers(info.min, int(info.max) + 1, (500, p.comps(a)), dtype=np.int64).astype(dt)
+            old = rng.integers(info.min, int(info.max) + 1, (500, p.comps(a)), dtype=np.int64).astype(dt)
+            num = lambda x: torch.from_numpy(x.view(np.int32) if dt == np.uint32 else x.astype(np.int64))  # noqa: E731
+            r = wire(p, a, num(new).to(torch.int64) - num(old).to(torch.int64)).numpy().view(dt)
+            assert np.array_equal(r, (new - old).astype(dt))           # numpy wraps in the code dtype
+
+
+# ------------------------------------------------------------------------------- frames and the mirror
+class Stream:
+    """An encoder fed frames built in torch, and a decoder fed its bytes; digests compared every frame."""
+
+    def __init__(self, p: Profile):
+        self.p = p
+        self.enc = Encoder(p)
+        self.dec = Decoder(self.enc.header_bytes())
+        self.frames = [self.enc.header_bytes()]
+
+    def push(self, ops: FloatOps):
+        d = build_delta(self.enc, ops, "cpu")
+        frame = self.enc.encode_delta(d)
+        self.frames.append(frame)
+        self.dec.decode_frame(frame)
+        assert self.dec.state.digest() == self.enc.state.digest()
+        return d
+
+    def check_mirror(self):
+        m = mirror_of(self.enc, "cpu")
+        ids = self.enc.state.ids()
+        got, want = m.codes_of(ids), self.enc.state.codes_of(ids)
+        assert all(np.array_equal(got[a], want[a]) for a in ATTRS)
+        return m
+
+
+def _scene(n, sh, seed, profile="compact"):
+    g = synthetic_scene(n, sh, seed)
+    p = Profile.preset(profile, sh, Grid.fit(g.positions, cell_bits=8))
+    return pack_gaussians(g), p
+
+
+def test_no_drift_over_1000_closed_loop_frames(monkeypatch):
+    """Positions random-walk, colours and rotations change every frame, ids come and go: after 1,000
+    frames the decoder holds exactly the quantized latest floats, and the digests never differed."""
+    monkeypatch.setattr(DeviceCodes, "MERGE_MIN", 64)
+    monkeypatch.setattr(DeviceCodes, "COMPACT_MIN", 64)
+    rng = np.random.default_rng(5)
+    x, p = _scene(400, 1, 5)
+    lay = attr_layout(1)
+    P, D, R = lay[Attr.POSITION], lay[Attr.SH_DC], lay[Attr.ROTATION]
+    s = Stream(p)
+    ids = s.enc.assign_ids(x[:, :3])
+    s.push(FloatOps(keyframe=True, add_ids=ids, add=x))
+    order = np.argsort(ids)
+    live, sent = ids[order], x[order].copy()              # the latest floats sent, by id
+    for f in range(1000):
+        perm = rng.permutation(len(live))
+        a, b, c = perm[:60], perm[60:90], perm[90:100]
+        pos_a = sent[a, P] + rng.normal(0, 0.002, (len(a), 3)).astype(np.float32)
+        dc_b, pos_b = sent[b, D] + np.float32(0.05 * np.sin(f / 7)), sent[b, P] + np.float32(0.001)
+        rot_c = sent[c, R] + rng.normal(0, 0.05, (len(c), 4)).astype(np.float32)
+        ops = FloatOps(updates=[(live[a], {Attr.POSITION: pos_a}),
+                                (live[b], {Attr.SH_DC: dc_b, Attr.POSITION: pos_b}),
+                                (torch.from_numpy(live[c].view(np.int64)), {Attr.ROTATION: torch.from_numpy(rot_c)})])
+        sent[a, P], sent[b, D], sent[b, P], sent[c, R] = pos_a, dc_b, pos_b, rot_c
+        if f % 50 == 49:                                   # some go, others are born (ids reused as they free up)
+            gone = perm[100:130]
+            born = x[rng.integers(0, len(x), 25)] + np.float32(0.01)
+            new_ids = s.enc.assign_ids(born[:, :3])
+            ops.delete_ids, ops.add_ids, ops.add = live[gone], new_ids, born
+            keep = np.ones(len(live), bool)
+            keep[gone] = False
+            live, sent = np.concatenate([live[keep], new_ids]), np.concatenate([sent[keep], born])
+            order = np.argsort(live)
+            live, sent = live[order], sent[order]
+        s.push(ops)
+        if f % 250 == 0:
+            s.check_mirror()
+    codes = s.dec.state.codes_of(live)
+    assert len(s.dec.state) == len(live)
+    for at in ATTRS:
+        if p.comps(at):
+            assert np.array_equal(codes[at], p.quantize(at, sent[:, lay[at]], live)), at.name
+    s.check_mirror()
+    assert validate_stream(b"".join(s.frames)) == []
+
+
+def test_mirror_through_deletes_by_id_and_cell_reused_ids_merges_and_compaction(monkeypatch):
+    monkeypatch.setattr(DeviceCodes, "MERGE_MIN", 16)
+    monkeypatch.setattr(DeviceCodes, "COMPACT_MIN", 16)
+    rng = np.random.default_rng(6)
+    x, p = _scene(600, 0, 6)
+    s = Stream(p)
+    ids = s.enc.assign_ids(x[:, :3])
+    s.push(FloatOps(keyframe=True, add_ids=ids, add=x))
+    rows = dict(zip(ids.tolist(), range(len(ids))))
+    slot_bits = U64(p.grid.slot_bits)
+    for f in range(40):
+        live = s.enc.state.ids()
+        ops = FloatOps()
+        if f % 4 == 0:                                      # a whole cell goes, then comes back with the same ids
+            cell = live[rng.integers(len(live))] >> slot_bits
+            in_cell = live[(live >> slot_bits) == cell]
+            ops.delete_cells = {0: np.array([cell], U64)}
+            s.push(ops)
+            s.check_mirror()
+            ops = FloatOps(add_ids=in_cell, add=x[[rows[i] for i in in_cell.tolist()]] + np.float32(0.001))
+        elif f % 4 == 1:                                    # ids deleted and ADDed again in one frame
+            some = rng.choice(live, 20, replace=False)
+            ops = FloatOps(delete_ids=some, add_ids=some, add=x[[rows[i] for i in some.tolist()]] * np.float32(1.01))
+        else:
+            some = rng.choice(live, 80, replace=False)
+            vals = x[[rows[i] for i in some.tolist()]]
+            ops = FloatOps(delete_ids=rng.choice(np.setdiff1d(live, some), 10, replace=False),
+                           updates=[(some, {Attr.POSITION: vals[:, :3] + np.float32(0.01 * f), Attr.OPACITY: vals[:, 10:11] * 0})])
+        s.push(ops)
+        m = s.check_mirror()
+    assert m.main_ids.numel() + m.over_ids.numel() >= len(s.enc.state)
+    assert validate_stream(b"".join(s.frames)) == []
+
+
+def test_frames_made_elsewhere_or_dropped_reload_the_mirror():
+    x, p = _scene(300, 1, 7)
+    s = Stream(p)
+    ids = s.enc.assign_ids(x[:, :3])
+    s.push(FloatOps(keyframe=True, add_ids=ids, add=x))
+    lay = attr_layout(1)
+    build_delta(s.enc, FloatOps(updates=[(ids[:5], {Attr.POSITION: x[:5, :3] + 1})]), "cpu")   # built, never sent
+    frame = s.enc.encode(update=(ids[:50], {Attr.SH_DC: x[:50, lay[Attr.SH_DC]] + 0.5}))       # the host path
+    s.dec.decode_frame(frame)
+    s.frames.append(frame)
+    d = s.push(FloatOps(updates=[(ids[:100], {Attr.SH_DC: x[:100, lay[Attr.SH_DC]] + 0.5})]))
+    assert sorted(d.update_ids.tolist()) == sorted(ids[50:100].tolist())   # the first 50 hold these codes already
+    s.check_mirror()
+
+
+def test_errors_leave_the_stream_as_it_was():
+    x, p = _scene(200, 1, 8)
+    s = Stream(p)
+    ids = s.enc.assign_ids(x[:, :3])
+    s.push(FloatOps(keyframe=True, add_ids=ids, add=x))
+    digest = s.enc.state.digest()
+    absent = np.array([int(ids.max()) + 1], U64)
+    with pytest.raises(KeyError):
+        build_delta(s.enc, FloatOps(updates=[(absent, {Attr.POSITION: x[:1, :3]})]), "cpu")
+    with pytest.raises(ValueError):
+        build_delta(s.enc, FloatOps(updates=[(ids[:3], {Attr.POSITION: x[:3, :3]}), (ids[2:4], {Attr.SH_DC: x[2:4, 10:13]})]),
+                    "cpu")
+    nan = x[:4, :3].copy()
+    nan[1, 1] = np.nan
+    with pytest.raises(ValueError):
+        build_delta(s.enc, FloatOps(updates=[(ids[:4], {Attr.POSITION: nan})]), "cpu")
+    with pytest.raises(ValueError):
+        build_delta(s.enc, FloatOps(add_ids=np.array([5, 5], U64), add=x[:2]), "cpu")
+    assert s.enc.state.digest() == digest
+    s.push(FloatOps(updates=[(ids[:10], {Attr.POSITION: x[:10, :3] + 0.1})]))
+    s.check_mirror()
+
+
+def test_packed_copy_equals_the_plain_views(monkeypatch):
+    """On a GPU the codes come back as one packed byte buffer; packing on the CPU gives the same deltas."""
+    for name, sh in (("compact", 3), ("high", 2), ("lossless", 1)):
+        x, p = _scene(500, sh, 9, name)
+        lay = attr_layout(sh)
+        deltas = []
+        for packed in (False, True):
+            monkeypatch.setattr(dc, "PACK_ON_CPU", packed)
+            s = Stream(p)
+            ids = s.enc.assign_ids(x[:, :3])
+            s.push(FloatOps(keyframe=True, add_ids=ids, add=x))
+            r = np.random.default_rng(1)
+            sb = U64(p.grid.slot_bits)
+            cell = ids[420] >> sb
+            rows = np.flatnonzero((ids >> sb) != cell)      # the Gaussians outside the cell that goes
+            u1, u2, gone = rows[:100], rows[100:150], rows[400:420]
+            ops = FloatOps(updates=[(ids[u1], {Attr.POSITION: x[u1, :3] + 0.3, Attr.SCALE: x[u1][:, lay[Attr.SCALE]] * 2}),
+                                    (ids[u2], {Attr.ROTATION: r.normal(size=(50, 4)).astype(np.float32)})],
+                           delete_ids=ids[gone], delete_cells={0: np.array([cell], U64)},
+                           add_ids=s.enc.assign_ids(x[450:, :3] + 0.2), add=x[450:] + np.float32(0.2))
+            deltas.append(s.push(ops))
+        assert deltas[0].equals(deltas[1]) and deltas[0].n_update and deltas[0].n_add and deltas[0].delete_cells
