@@ -15,8 +15,9 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..', '..', '..');
 const ASC = join(ROOT, 'node_modules', 'assemblyscript', 'bin', 'asc.js');
 // -O3: speed; runtime minimal: the TLSF heap (heap.alloc / heap.free), no automatic collection;
-// abort= : a failed allocation traps (no imports at all); SIMD off (not needed by these loops)
-export const FLAGS = ['-O3', '--runtime', 'minimal', '--noAssert', '--use', 'abort=', '--disable', 'simd'];
+// abort= : a failed allocation traps (no imports at all); fixed-width SIMD (in every browser with
+// WebGPU and in Node 16+)
+export const FLAGS = ['-O3', '--runtime', 'minimal', '--noAssert', '--use', 'abort=', '--enable', 'simd'];
 
 function build(out) {
   if (!existsSync(ASC)) throw new Error(`${ASC} missing: run npm ci`);

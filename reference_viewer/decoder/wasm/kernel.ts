@@ -44,36 +44,40 @@ const PC: usize = 96;
 export function alloc(n: usize): usize { return heap.alloc(n > 0 ? n : 4); }
 export function release(p: usize): void { if (p) heap.free(p); }
 
-// ------------------------------------------------------------------ CRC-32 (SPEC 4.8), slicing-by-8
-let crcT: usize = 0;
+// ------------------------------------------------------------------ CRC-32 (SPEC 4.8), slicing-by-16
+let crcT: usize = 0;   // 16 tables of 256 u32: table t maps a byte to its CRC contribution t bytes later
 function crcInit(): void {
-  crcT = heap.alloc(8 * 256 * 4);
+  crcT = heap.alloc(16 * 256 * 4);
   for (let n: u32 = 0; n < 256; n++) {
     let c = n;
     for (let k = 0; k < 8; k++) c = (c & 1) ? (c >>> 1) ^ 0xEDB88320 : c >>> 1;
-    store<u32>(crcT + (n << 2), c);
+    store<u32>(crcT + (<usize>n << 2), c);
   }
   for (let n: u32 = 0; n < 256; n++) {
-    let c = load<u32>(crcT + (n << 2));
-    for (let t: u32 = 1; t < 8; t++) {
-      c = load<u32>(crcT + ((c & 0xFF) << 2)) ^ (c >>> 8);
-      store<u32>(crcT + ((t * 256 + n) << 2), c);
+    let c = load<u32>(crcT + (<usize>n << 2));
+    for (let t: u32 = 1; t < 16; t++) {
+      c = load<u32>(crcT + (<usize>(c & 0xFF) << 2)) ^ (c >>> 8);
+      store<u32>(crcT + (<usize>(t * 256 + n) << 2), c);
     }
   }
 }
-@inline function T(t: u32, i: u32): u32 { return load<u32>(crcT + (((t << 8) | i) << 2)); }
+@inline function tb(t: usize, i: u32): u32 { return load<u32>(t + (<usize>i << 2)); }
 
 export function crc32(p: usize, n: usize): u32 {
   if (!crcT) crcInit();
+  const T0 = crcT, T1 = T0 + 1024, T2 = T0 + 2048, T3 = T0 + 3072, T4 = T0 + 4096, T5 = T0 + 5120, T6 = T0 + 6144, T7 = T0 + 7168;
+  const T8 = T0 + 8192, T9 = T0 + 9216, T10 = T0 + 10240, T11 = T0 + 11264, T12 = T0 + 12288, T13 = T0 + 13312, T14 = T0 + 14336, T15 = T0 + 15360;
   let c: u32 = 0xFFFFFFFF;
-  const end = p + n, end8 = end - (n & 7);
-  while (p < end8) {
-    const a = c ^ load<u32>(p), b = load<u32>(p, 4);
-    c = T(7, a & 0xFF) ^ T(6, (a >>> 8) & 0xFF) ^ T(5, (a >>> 16) & 0xFF) ^ T(4, a >>> 24)
-      ^ T(3, b & 0xFF) ^ T(2, (b >>> 8) & 0xFF) ^ T(1, (b >>> 16) & 0xFF) ^ T(0, b >>> 24);
-    p += 8;
+  const end = p + n, end16 = end - (n & 15);
+  while (p < end16) {
+    const a = c ^ load<u32>(p), b = load<u32>(p, 4), d = load<u32>(p, 8), e = load<u32>(p, 12);
+    c = tb(T15, a & 0xFF) ^ tb(T14, (a >>> 8) & 0xFF) ^ tb(T13, (a >>> 16) & 0xFF) ^ tb(T12, a >>> 24)
+      ^ tb(T11, b & 0xFF) ^ tb(T10, (b >>> 8) & 0xFF) ^ tb(T9, (b >>> 16) & 0xFF) ^ tb(T8, b >>> 24)
+      ^ tb(T7, d & 0xFF) ^ tb(T6, (d >>> 8) & 0xFF) ^ tb(T5, (d >>> 16) & 0xFF) ^ tb(T4, d >>> 24)
+      ^ tb(T3, e & 0xFF) ^ tb(T2, (e >>> 8) & 0xFF) ^ tb(T1, (e >>> 16) & 0xFF) ^ tb(T0, e >>> 24);
+    p += 16;
   }
-  while (p < end) { c = T(0, (c ^ load<u8>(p)) & 0xFF) ^ (c >>> 8); p++; }
+  while (p < end) { c = tb(T0, (c ^ <u32>load<u8>(p)) & 0xFF) ^ (c >>> 8); p++; }
   return c ^ 0xFFFFFFFF;
 }
 
@@ -432,6 +436,8 @@ export function rehash(st: usize, s: u32): void {
 }
 
 // ------------------------------------------------------------------ frame apply (SPEC 6.3)
+/** Sum of words read only to bring cache lines in early (kept so the reads are not optimised away). */
+export let touched: u32 = 0;
 @inline function invalid(c: usize, lossless: u32, v: u32): bool {
   if (lossless) return (v & 0x7F800000) == 0x7F800000;
   const neg = load<u32>(c, 24);
@@ -555,7 +561,8 @@ export function addCheck(st: usize, bl: usize, stamp: u32): i32 {
 export function updApply(st: usize, bl: usize, stamp: u32): i32 {
   const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
   const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4), lossless = load<u32>(P, 16);
-  const t0 = load<usize>(bl, 20), t1 = load<usize>(bl, 24), ov = load<usize>(bl, 28), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
+  const t0 = load<usize>(bl, 20), t1 = load<usize>(bl, 24), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
+  const data = load<usize>(st, 8), S4 = <usize>4 * <usize>load<u32>(P, 8);
   store<u32>(bl, 0, 40); store<u32>(bl, 0, 44); store<u32>(bl, 0, 48);
   lookupMany(st, load<usize>(bl, 4), <u32>n, slots);
   for (let i: usize = 0; i < n; i++) {
@@ -565,22 +572,14 @@ export function updApply(st: usize, bl: usize, stamp: u32): i32 {
     if (load<u32>(row, 4 * H_MARK) == stamp) return 1;
     const a0 = load<u32>(row, 8), a1 = load<u32>(row, 12);
     store<u32>(os0 + 4 * i, a0); store<u32>(os1 + 4 * i, a1); store<u32>(t0 + 4 * i, a0); store<u32>(t1 + 4 * i, a1);
-  }
+    touched += load<u32>(data + S4 * <usize>s);   // the slot's floats, read now so that their cache
+  }                                               // miss overlaps this loop's (commitUpd writes them)
   for (let c: usize = 0; c < nc; c++) {
-    const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
-    const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), ci = <usize>load<u32>(pc, 4), k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
-    const msk: u32 = w == 4 ? 0xFFFFFFFF : (1 << (8 * w)) - 1, o = ov + 4 * c * n;
+    const j = load<u32>(bl + 64 + 8 * c), pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc);
     store<u32>(bl, <u32>c, 40);
-    for (let i: usize = 0; i < n; i++) {
-      const row = rows + R4 * <usize>load<u32>(slots + 4 * i);
-      const old = codeAt(row, w, <u32>ci), v = (old + colLoad(src, w, i)) & msk;
-      if (invalid(pc, lossless, v)) { store<u32>(bl, <u32>i, 44); store<u32>(bl, j, 52); return 2; }
-      store<u32>(o + 4 * i, old);
-      putCode(row, w, <u32>ci, v);
-      const dl = v - old;
-      store<u32>(t0 + 4 * i, load<u32>(t0 + 4 * i) + dl * k0);
-      store<u32>(t1 + 4 * i, load<u32>(t1 + 4 * i) + dl * k1);
-    }
+    const bad = w == 1 ? updColumn<u8>(bl, c, pc, rows, R4, lossless) : w == 2 ? updColumn<u16>(bl, c, pc, rows, R4, lossless)
+      : updColumn<u32>(bl, c, pc, rows, R4, lossless);
+    if (bad >= 0) { store<u32>(bl, <u32>bad, 44); store<u32>(bl, j, 52); return 2; }
   }
   store<u32>(bl, <u32>nc, 40); store<u32>(bl, 0, 44);
   let l0: u32 = 0, l1: u32 = 0;
@@ -593,6 +592,29 @@ export function updApply(st: usize, bl: usize, stamp: u32): i32 {
   store<u32>(bl, 1, 48);
   store<u32>(bl, l0, 56); store<u32>(bl, l1, 60);
   return 0;
+}
+
+/**
+ * Component c of an UPDATE block (codes of type T): old code + residual, its validity, the new code
+ * in the row, the old one in ov, the change of the sums t0/t1. Returns the index of the first
+ * invalid new code (codes before it are written), or -1.
+ */
+function updColumn<T>(bl: usize, c: usize, pc: usize, rows: usize, R4: usize, lossless: u32): i32 {
+  const n = <usize>load<u32>(bl), slots = load<usize>(bl, 16), t0 = load<usize>(bl, 20), t1 = load<usize>(bl, 24);
+  const o = load<usize>(bl, 28) + 4 * c * n, src = load<usize>(bl + 64 + 8 * c, 4);
+  const at = <usize>sizeof<T>() * <usize>load<u32>(pc, 4), k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
+  const maxU = load<u32>(pc, 20), neg = load<u32>(pc, 24), check = lossless != 0 || maxU != 0xFFFFFFFF;
+  for (let i: usize = 0; i < n; i++) {
+    const q = rows + R4 * <usize>load<u32>(slots + 4 * i) + at;
+    const old = <u32>load<T>(q), v = <u32><T>(old + <u32>load<T>(src + sizeof<T>() * i));
+    if (check && (lossless ? (v & 0x7F800000) == 0x7F800000 : v > maxU && (neg == 0 || v < neg))) return <i32>i;
+    store<u32>(o + 4 * i, old);
+    store<T>(q, <T>v);
+    const dl = v - old;
+    store<u32>(t0 + 4 * i, load<u32>(t0 + 4 * i) + dl * k0);
+    store<u32>(t1 + 4 * i, load<u32>(t1 + 4 * i) + dl * k1);
+  }
+  return -1;
 }
 
 /** Restores what updApply wrote for this block (components [0, doneC) whole, doneI of doneC). */
@@ -671,55 +693,64 @@ export function commitUpd(st: usize, bl: usize): void {
 }
 
 /**
- * One ADD block of a keyframe into the fresh store st (room reserved) at slots [first, first + n):
- * validity, sums, rows, floats and id table in tiles of 256 Gaussians, so that a tile's rows and
- * floats stay in cache across the component passes. Returns -1, or the component j of an invalid
- * code (the store is then dropped by the caller).
+ * One ADD block of a keyframe into the fresh store st (room reserved) at slots [first, first + n),
+ * in tiles of 64 Gaussians: per component, validity and lane sums down the planar column; then per
+ * Gaussian its row of codes and its floats, written in order (a tile's rows and floats stay in
+ * cache, and stores never stride through them); then ids, sums, POSITION and ROTATION floats, padding.
+ * The block record has room for the kernel's table of components after them (BL + 64 + 8 nc:
+ * 16 bytes each: src, byte offset in the row, byte offset in the slot floats, table). Returns -1, or
+ * the component j of an invalid code (the store is then dropped by the caller).
  */
 export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), lossless = load<u32>(P, 16);
   const ids = load<usize>(bl, 4), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
   const rows = load<usize>(st, 4), data = load<usize>(st, 8), R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
+  // the component table, grouped by width: [tab4, tab4 + n4) 4-byte, then 2-byte, then 1-byte
+  const tab = bl + 64 + 8 * nc;
+  let n4: usize = 0, n2: usize = 0, n1: usize = 0;
+  for (let c: usize = 0; c < nc; c++) {
+    const w = load<u32>(P + PC + <usize>32 * <usize>load<u32>(bl + 64 + 8 * c));
+    if (w == 4) n4++; else if (w == 2) n2++; else n1++;
+  }
+  let e4 = tab, e2 = tab + 16 * n4, e1 = tab + 16 * (n4 + n2);
+  for (let c: usize = 0; c < nc; c++) {
+    const j = load<u32>(bl + 64 + 8 * c), pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc);
+    const e = w == 4 ? e4 : w == 2 ? e2 : e1;
+    store<u32>(e, load<u32>(bl + 64 + 8 * c, 4)); store<u32>(e, w * load<u32>(pc, 4), 4);
+    store<u32>(e, 4 * load<u32>(pc, 8), 8); store<u32>(e, load<u32>(pc, 28), 12);
+    if (w == 4) e4 += 16; else if (w == 2) e2 += 16; else e1 += 16;
+  }
+  const end4 = tab + 16 * n4, end2 = end4 + 16 * n2, end1 = end2 + 16 * n1;
   idSums(P, bl, <u32>n);
   let l0 = load<u32>(st, 24), l1 = load<u32>(st, 28);
   const TILE: usize = 64;
   for (let i0: usize = 0; i0 < n; i0 += TILE) {
     const i1 = i0 + TILE < n ? i0 + TILE : n;
+    // validity and sums, column by column
     for (let c: usize = 0; c < nc; c++) {
       const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
-      const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), ci = <usize>load<u32>(pc, 4), k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
-      const maxU = load<u32>(pc, 20), neg = load<u32>(pc, 24), T = load<usize>(pc, 28), off = <usize>4 * <usize>load<u32>(pc, 8);
-      let row = rows + R4 * (<usize>first + i0), d = data + S4 * (<usize>first + i0) + off;
-      if (lossless) {
-        for (let i = i0; i < i1; i++, row += R4, d += S4) {
-          const v = load<u32>(src + 4 * i);
-          if ((v & 0x7F800000) == 0x7F800000) return j;
-          store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
-          store<u32>(row + 4 * ci, v); store<u32>(d, v);
-        }
-      } else if (w == 1) {
-        for (let i = i0; i < i1; i++, row += R4, d += S4) {
-          const v = <u32>load<u8>(src + i);
-          if (v > maxU && (neg == 0 || v < neg)) return j;
-          store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
-          store<u8>(row + ci, <u8>v);
-          if (T) store<f32>(d, load<f32>(T + <usize>4 * <usize>v));
-        }
-      } else if (w == 2) {
-        for (let i = i0; i < i1; i++, row += R4, d += S4) {
-          const v = <u32>load<u16>(src + 2 * i);
-          if (v > maxU && (neg == 0 || v < neg)) return j;
-          store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
-          store<u16>(row + 2 * ci, <u16>v);
-          if (T) store<f32>(d, load<f32>(T + <usize>4 * <usize>v));
-        }
-      } else {   // POSITION: no validity bound, float from the id's cell below
-        for (let i = i0; i < i1; i++, row += R4) {
-          const v = load<u32>(src + 4 * i);
-          if (v > maxU && (neg == 0 || v < neg)) return j;
-          store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
-          store<u32>(row + 4 * ci, v);
-        }
+      const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc);
+      if (w == 1 && !lossless) {
+        if (keyColumn8(src, i0, i1, s0, s1, load<u32>(pc, 12), load<u32>(pc, 16), load<u32>(pc, 20), load<u32>(pc, 24))) return j;
+      } else if (columnSums(P, bl, c, i0, i1) >= 0) return j;
+    }
+    // rows and floats, Gaussian by Gaussian
+    for (let i = i0; i < i1; i++) {
+      const row = rows + R4 * (<usize>first + i), d = data + S4 * (<usize>first + i);
+      for (let e = tab; e < end4; e += 16) {
+        const v = load<u32>(load<usize>(e) + 4 * i);
+        store<u32>(row + <usize>load<u32>(e, 4), v);
+        if (lossless) store<u32>(d + <usize>load<u32>(e, 8), v);
+      }
+      for (let e = end4; e < end2; e += 16) {
+        const v = <usize>load<u16>(load<usize>(e) + 2 * i), T = load<usize>(e, 12);
+        store<u16>(row + <usize>load<u32>(e, 4), <u16>v);
+        if (T) store<f32>(d + <usize>load<u32>(e, 8), load<f32>(T + (v << 2)));
+      }
+      for (let e = end2; e < end1; e += 16) {
+        const v = <usize>load<u8>(load<usize>(e) + i), T = load<usize>(e, 12);
+        store<u8>(row + <usize>load<u32>(e, 4), <u8>v);
+        if (T) store<f32>(d + <usize>load<u32>(e, 8), load<f32>(T + (v << 2)));
       }
     }
     for (let i = i0; i < i1; i++) {
@@ -736,6 +767,43 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const hw = first + <u32>n;
   store<u32>(st, hw, 16); store<u32>(st, hw, 20);
   return -1;
+}
+
+/**
+ * Validity and lane sums of one 1-byte component over [i0, i1) of a keyframe block, 16 codes at a
+ * time (SIMD; the tail one by one): s0[i] += v k0, s1[i] += v k1. True when a code is invalid.
+ */
+function keyColumn8(src: usize, i0: usize, i1: usize, s0: usize, s1: usize, k0: u32, k1: u32, maxU: u32, neg: u32): bool {
+  const check = maxU < 255, hasNeg = neg != 0 && neg < 256;
+  const maxV = i8x16.splat(<i8>(check ? maxU : 255)), negV = i8x16.splat(<i8>(hasNeg ? neg : 0));
+  const k0v = i32x4.splat(k0), k1v = i32x4.splat(k1);
+  let i = i0;
+  for (; i + 16 <= i1; i += 16) {
+    const v = v128.load(src + i);
+    if (check) {
+      let bad = i8x16.gt_u(v, maxV);
+      if (hasNeg) bad = v128.and(bad, i8x16.lt_u(v, negV));
+      if (v128.any_true(bad)) return true;
+    }
+    const l = i16x8.extend_low_i8x16_u(v), h = i16x8.extend_high_i8x16_u(v);
+    const w0 = i32x4.extend_low_i16x8_u(l), w1 = i32x4.extend_high_i16x8_u(l);
+    const w2 = i32x4.extend_low_i16x8_u(h), w3 = i32x4.extend_high_i16x8_u(h);
+    const a = s0 + 4 * i, b = s1 + 4 * i;
+    v128.store(a, i32x4.add(v128.load(a), i32x4.mul(w0, k0v)));
+    v128.store(a, i32x4.add(v128.load(a, 16), i32x4.mul(w1, k0v)), 16);
+    v128.store(a, i32x4.add(v128.load(a, 32), i32x4.mul(w2, k0v)), 32);
+    v128.store(a, i32x4.add(v128.load(a, 48), i32x4.mul(w3, k0v)), 48);
+    v128.store(b, i32x4.add(v128.load(b), i32x4.mul(w0, k1v)));
+    v128.store(b, i32x4.add(v128.load(b, 16), i32x4.mul(w1, k1v)), 16);
+    v128.store(b, i32x4.add(v128.load(b, 32), i32x4.mul(w2, k1v)), 32);
+    v128.store(b, i32x4.add(v128.load(b, 48), i32x4.mul(w3, k1v)), 48);
+  }
+  for (; i < i1; i++) {
+    const v = <u32>load<u8>(src + i);
+    if (v > maxU && (neg == 0 || v < neg)) return true;
+    store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
+  }
+  return false;
 }
 
 /** Compacts when more slots are free than live (and more than minFree): live slots move down in slot order. */
