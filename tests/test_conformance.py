@@ -164,7 +164,7 @@ def test_broken_testee_fails_exactly_the_checksum_vectors():
     failing = set()
     for v in VECTORS:
         out = io.StringIO()
-        broken.decode(broken.repair_checksums(data_of(v)), limits_of(v), out=out)
+        broken.decode(broken.fix_crcs(data_of(v)), limits_of(v), out=out)
         if runner.judge(v, 0, out.getvalue(), "", 10.0)[0] != "PASS":
             failing.add(v["id"])
     assert failing == {v["id"] for v in INVALID if v["expected"]["error"] == "BAD_CHECKSUM"}
