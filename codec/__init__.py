@@ -31,13 +31,9 @@ def apply(state: SceneState, delta: Delta) -> None:
     state.apply(delta)
 
 
-def digest(state: SceneState) -> Digest:
-    return state.digest()
-
-
 __all__ = [
     "ALL_MASK", "ATTRS", "SH_C0", "Attr", "Gaussians", "full_mask", "compose", "Decoder", "Delta", "Digest",
     "Encoder", "ErrorCode", "GsdError", "SPEC_LIMITS", "Limits", "DEFAULT_PROFILE", "PRESETS", "Profile",
     "Quantization", "Grid", "SceneState", "StreamWriter", "read_stream", "validate_stream", "StreamHeader",
-    "decode_frame", "decode_header", "encode_header", "apply", "digest",
+    "decode_frame", "decode_header", "encode_header", "apply",
 ]

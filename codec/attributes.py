@@ -29,7 +29,6 @@ class Attr(IntEnum):
 
 ATTRS = tuple(Attr)
 ALL_MASK = 0x3F
-ATTR_NAMES = {a: a.name.lower() for a in ATTRS}
 
 
 def rest_coeffs(sh_degree: int) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import FORMAT_VERSION, __version__
+from . import ply
 from .attributes import ATTRS, Attr, Gaussians, rest_coeffs
 from .encoder import Encoder
 from .errors import GsdError
@@ -107,17 +108,9 @@ def _read_bytes(path: str) -> bytes:
     return b"".join(chunks)
 
 
-def _ply_module():
-    try:
-        from . import ply
-    except ImportError as e:  # being written in parallel; say so rather than crash
-        raise UsageError(f"PLY support (codec.ply) is not available: {e}") from None
-    return ply
-
-
 def _ply_size(n: int, sh_degree: int) -> int:
     """Bytes of a standard float32 3DGS PLY holding n Gaussians (what the stream is compared with)."""
-    return int(_ply_module().ply_size_bytes(n, sh_degree))
+    return int(ply.ply_size_bytes(n, sh_degree))
 
 
 def _profile_numbers(profile: Profile) -> dict:
@@ -192,7 +185,6 @@ def _print_json(obj) -> None:
 
 # ------------------------------------------------------------------------------------ encode
 def cmd_encode(args) -> int:
-    ply = _ply_module()
     src = _input_file(args.input)
     t0 = time.perf_counter()
     with _step(f"read {os.path.basename(src)}", os.path.getsize(src)):
@@ -249,7 +241,6 @@ def cmd_encode(args) -> int:
 
 # ------------------------------------------------------------------------------------ decode
 def cmd_decode(args) -> int:
-    ply = _ply_module()
     data = _read_bytes(args.input)
     try:
         n = len(split_frames(data)[2])
@@ -317,7 +308,7 @@ def cmd_info(args) -> int:
                 removed = (prev_count if d.keyframe else prev_count + c["add"] - live)
                 touched = c["add"] + c["update"] + (0 if d.keyframe else removed)
                 changed = c["add"] + c["update"]
-                ply = _ply_size(changed, sh) if changed else 0
+                ply_bytes = _ply_size(changed, sh) if changed else 0
                 frames.append({
                     "index": fr.index, "offset": fr.offset, "seq": d.seq, "base_seq": d.base_seq,
                     "keyframe": d.keyframe,
@@ -328,7 +319,7 @@ def cmd_info(args) -> int:
                                       sorted(fi.section_bytes, key=lambda r: _ROLES.index(r) if r in _ROLES else 99)},
                     "raw_bytes": fi.raw_bytes,
                     "bytes_per_touched": fi.frame_bytes / touched if touched else None,
-                    "ply_bytes_changed": ply, "ratio_vs_ply": ply / fi.frame_bytes if changed else None,
+                    "ply_bytes_changed": ply_bytes, "ratio_vs_ply": ply_bytes / fi.frame_bytes if changed else None,
                     "digest": str(dec.state.digest()), "digest_carried": d.digest is not None})
                 prev_count = live
                 bar.update(1)
@@ -589,23 +580,6 @@ def cmd_demo(args) -> int:
     return 0 if ok else 1
 
 
-# ------------------------------------------------------------------------------------ quality
-def _quality_cli():
-    """The `quality` package's argument builder and runner (a top-level package beside codec/)."""
-    try:
-        from quality.__main__ import add_arguments, run
-    except ImportError:
-        return None
-    return add_arguments, run
-
-
-def cmd_quality(args) -> int:
-    q = _quality_cli()
-    if q is None:
-        raise UsageError("the 'quality' package is not importable (run from the repository root, or install it)")
-    return q[1](args)
-
-
 # ------------------------------------------------------------------------------------ parser
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keep hand-made line breaks in descriptions/epilogs; show defaults that say something."""
@@ -742,16 +716,6 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0, help="random seed (scene and edits)")
     m.set_defaults(func=cmd_demo)
 
-    q = sub.add_parser(
-        "quality", parents=[quiet], formatter_class=_Formatter,
-        help="render quality (PSNR/SSIM) and size per profile, beside SPZ and .splat",
-        description="Render orbit views of a scene (synthetic, or a PLY) and of what each format decodes to: the GSD\n"
-                    "profiles, SPZ v3/v4, .splat; print bytes per Gaussian, PSNR/SSIM against the float renders and\n"
-                    "encode/decode times (the same as `python -m quality`).")
-    qc = _quality_cli()
-    if qc is not None:
-        qc[0](q)
-    q.set_defaults(func=cmd_quality)
     return p
 
 

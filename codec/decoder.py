@@ -41,17 +41,19 @@ class Decoder:
         d, _ = self.read_frame(buf, message)
         return d
 
-    def read_frame(self, buf, message: bool = False) -> tuple[Delta, int]:
-        """Decode and apply one frame record, all-or-nothing; ``message=True``: ``buf`` is one
-        WebSocket message and bytes after the record are MALFORMED before anything is applied."""
+    def read_frame(self, buf, message: bool = False, info: bool = False):
+        """Decode and apply one frame record, all-or-nothing; returns (Delta, bytes used) and, with
+        ``info``, the frame's FrameInfo. ``message=True``: ``buf`` is one WebSocket message and bytes
+        after the record are MALFORMED before anything is applied."""
         if self.state is None:
             raise GsdError(ErrorCode.MALFORMED, "frame before stream header")
         try:
-            d, used = decode_frame(buf, self.header.profile, self.limits, message=message)
+            out = decode_frame(buf, self.header.profile, self.limits, info=info, message=message)
+            d = out[0]
             if not self.verify_digest:
                 d.digest = None
             self.state.apply(d, adopt=True)
         except GsdError as e:
             raise e.at_frame(self.frames)
         self.frames += 1
-        return d, used
+        return out

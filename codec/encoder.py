@@ -13,7 +13,7 @@ from .digest import unsigned
 from .jit import kernel
 from .profile import Profile
 from .spatial import assign_slots
-from .id_index import sorted_unique
+from .id_index import sorted_member, sorted_unique
 from .state import SceneState
 from .wire import FrameEncoder, StreamHeader, encode_header
 
@@ -94,11 +94,11 @@ class Encoder:
         if add is not None:
             ids, g = add
             ids = np.asarray(ids, U64)
-            order = np.argsort(ids, kind="stable")
+            order = np.argsort(ids)  # ids are distinct: any sort is stable
             vals = _as_attr_dict(g)
             d.add_ids = ids[order]
-            for a in ATTRS:  # quantize in input order, then reorder the (narrower) codes
-                d.add[a] = np.take(p.quantize(a, vals[a], ids), order, axis=1)
+            for a in ATTRS:  # written in id order while quantizing
+                d.add[a] = p.quantize(a, vals[a], ids, order)
         if update is not None:
             ids, values, *rest = update
             user_mask = rest[0] if rest else full_mask(p.sh_degree)
@@ -131,7 +131,7 @@ class Encoder:
         d.digest = None
         self.state.apply(d, track_digest=self.with_digest)
         if len(d.add_ids) and len(self._issued):
-            self._issued = np.setdiff1d(self._issued, d.add_ids, assume_unique=True)
+            self._issued = self._issued[~sorted_member(self._issued, d.add_ids)]
         if self.with_digest:
             d.digest = self.state.digest()
         return self.frames.encode(d)

@@ -40,7 +40,3 @@ class GsdError(Exception):
         self.args = (f"{self.code.name}: {self.message} (frame {frame})",)
         return self
 
-
-def fail(code: ErrorCode, message: str) -> "GsdError":
-    """Raise a GsdError; written as ``raise fail(...)`` reads poorly, so this raises."""
-    raise GsdError(code, message)

@@ -1,28 +1,89 @@
 """The compiler of the codec's per-element loops: numba when it is installed, plain Python otherwise.
 
-The loops in sections.py, digest.py, id_index.py, state.py and encoder.py are written once, like
-SPEC.md's pseudo-code. With numba they run as machine code (compiled on first use and cached on
-disk next to the module, so a later process starts fast); without it, or with NUMBA_DISABLE_JIT=1,
-the same functions run as Python: slowly, with the same results. Every compiled function keeps
-its Python original as ``.py_func`` (tests compare the two).
+The loops in sections.py, digest.py, id_index.py, state.py, profile.py and encoder.py are written
+once, like SPEC.md's pseudo-code, and decorated with ``@kernel``. A kernel runs as machine code once
+the JIT is on: numba compiles it on first use and caches the result on disk next to the module, so
+later processes load it instead of compiling. The JIT is switched on by the first call that hands a
+kernel more than ``LAZY_ELEMENTS`` array elements: importing numba and loading compiled code costs
+a few hundred milliseconds, more than a small file takes to decode as Python, so `gsd info
+small.gsd` or a conformance testee on a tiny vector never pays it, while a server or any large
+scene switches it on at its first real frame and keeps it.
+
+Without numba, or with ``GSD_JIT=0`` (or numba's own ``NUMBA_DISABLE_JIT=1``), every kernel runs as
+Python: slowly, with the same results. ``GSD_JIT=1`` switches the JIT on at the first call whatever
+its size. Every kernel keeps its Python original as ``.py_func`` (tests compare the two).
 """
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
+import threading
 
-try:
-    if os.environ.get("GSD_NO_JIT") == "1":
-        raise ImportError("GSD_NO_JIT=1")
-    import numba
-except ImportError:  # pragma: no cover - exercised by the no-JIT test run
-    numba = None
+import numpy as np
 
-JIT = numba is not None and os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0")
+LAZY_ELEMENTS = 4096
+
+_MODE = os.environ.get("GSD_JIT", "lazy")
+AVAILABLE = (_MODE != "0" and os.environ.get("NUMBA_DISABLE_JIT", "0") in ("", "0")
+             and importlib.util.find_spec("numba") is not None)
+_KERNELS: list["Kernel"] = []
+_LOCK = threading.Lock()
+_on = False
 
 
-def kernel(fn):
-    """Compile ``fn`` (nopython, cached, GIL released) when numba is present; else return it as is."""
-    if numba is None:
-        fn.py_func = fn
-        return fn
-    return numba.njit(cache=True, nogil=True)(fn)
+class Kernel:
+    """A loop that runs compiled once the JIT is on, and as Python before that (or without numba)."""
+
+    def __init__(self, fn):
+        functools.update_wrapper(self, fn)
+        self.py_func = fn
+        self._compiled = None
+
+    def __call__(self, *args):
+        if self._compiled is not None:
+            return self._compiled(*args)
+        if AVAILABLE and (_MODE == "1" or _large(args)):
+            switch_on()
+            return self._compiled(*args)
+        with np.errstate(over="ignore"):  # modular arithmetic, as in the compiled code
+            return self.py_func(*args)
+
+
+def kernel(fn) -> Kernel:
+    k = Kernel(fn)
+    _KERNELS.append(k)
+    return k
+
+
+def _large(args) -> bool:
+    return sum(a.size for a in args if isinstance(a, np.ndarray)) > LAZY_ELEMENTS
+
+
+def is_on() -> bool:
+    return _on
+
+
+def switch_on() -> bool:
+    """Compile every kernel with numba (lazily, per signature, cached on disk); False if unavailable.
+
+    Kernels call each other: inside compiled code a callee must be numba's dispatcher, so every
+    module-level name bound to a Kernel is rebound to its dispatcher."""
+    global _on
+    if _on or not AVAILABLE:
+        return _on
+    with _LOCK:
+        if _on:
+            return True
+        import numba
+        for k in _KERNELS:
+            k._compiled = numba.njit(cache=True, nogil=True)(k.py_func)
+        by_kernel = {id(k): k._compiled for k in _KERNELS}
+        for k in _KERNELS:
+            g = k.py_func.__globals__
+            for name, value in list(g.items()):
+                if isinstance(value, Kernel) and id(value) in by_kernel:
+                    g[name] = by_kernel[id(value)]
+        _on = True
+    return True
+

@@ -12,6 +12,7 @@ import numpy as np
 from .attributes import Attr, components, rest_coeffs
 from .errors import ErrorCode, GsdError
 from .jit import kernel
+from .quantize import opacity_codes, position_codes, rest_codes, rotation_codes, uniform_codes
 from .spatial import Grid
 
 SQRT2 = np.sqrt(2.0)
@@ -178,39 +179,39 @@ class Profile:
         return bool(codes.size) and bool(invalid_codes(codes, b.lo, b.hi, b.finite))
 
     # -- floats -> codes (encoder side) -----------------------------------------------
-    def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        """(N, C) float values -> (C, N) planar codes. Rounding is the encoder's choice (round half even)."""
-        values = np.asarray(values, dtype=np.float32).reshape(len(ids), self.comps(attr))  # n may be 0
+    def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+        """(N, C) float values -> (C, N) planar codes; with ``order``, column j is row order[j]
+        (the encoder sorts by id while quantizing). Rounding is the encoder's choice (round half
+        even); quantize.py fixes the arithmetic."""
+        values = np.ascontiguousarray(values, dtype=np.float32).reshape(len(ids), self.comps(attr))  # n may be 0
         if not np.isfinite(values).all():
             raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
+        order = np.arange(len(ids), dtype=np.int64) if order is None else np.asarray(order, np.int64)
         q = self.quant
-        vt = values.T
         if q is None:
-            return np.ascontiguousarray(vt).view(np.uint32)
+            return np.ascontiguousarray(values[order].T).view(np.uint32)
+        out = np.empty((self.comps(attr), len(order)), self.dtype(attr))
         if attr is Attr.POSITION:
-            step = self.grid.cell_size / (1 << q.position_bits)
-            c = np.rint((vt - self.grid.cell_origin_of_ids(ids).T) / step)
-            if (np.abs(c) > 2**31 - 1).any():
+            g = self.grid
+            if not position_codes(values, np.ascontiguousarray(ids, np.uint64), order, np.uint64(g.slot_bits),
+                                  np.asarray(g.origin, np.float64), float(g.cell_size),
+                                  g.cell_size / (1 << q.position_bits), out):
                 raise ValueError("a position is too far from its birth cell for int32 codes")
-            return c.astype(np.int32)
-        if attr is Attr.SCALE:
-            return _uniform_q(vt, q.scale_min, q.scale_max, q.scale_bits, self.dtype(attr))
-        if attr is Attr.SH_DC:
-            return _uniform_q(vt, q.dc_min, q.dc_max, q.dc_bits, self.dtype(attr))
-        if attr is Attr.OPACITY:
-            alpha = 0.5 * (1.0 + np.tanh(0.5 * vt.astype(np.float64)))  # sigmoid without overflow
-            top = (1 << q.opacity_bits) - 1
-            return np.clip(np.floor(alpha * (1 << q.opacity_bits)), 0, top).astype(self.dtype(attr))
-        if attr is Attr.SH_REST:  # row-major math (contiguous), transpose the narrow result
-            lim = self.rest_limits().astype(np.float32)
-            with np.errstate(over="ignore"):  # huge inputs become inf, then clamp like any out-of-range value
-                c = np.multiply(values, (1.0 / self.rest_steps()).astype(np.float32))
-            np.rint(c, out=c)
-            np.clip(c, -lim, lim, out=c)
-            return np.ascontiguousarray(c.astype(self.dtype(attr)).T)
-        if attr is Attr.ROTATION:
-            return _smallest_three(values.astype(np.float64), q.rotation_bits).astype(self.dtype(attr))
-        raise AssertionError(attr)
+        elif attr in (Attr.SCALE, Attr.SH_DC):
+            lo, hi, bits = (q.scale_min, q.scale_max, q.scale_bits) if attr is Attr.SCALE else (q.dc_min, q.dc_max, q.dc_bits)
+            n = (1 << bits) - 1
+            uniform_codes(values, order, float(lo), n / (hi - lo), float(n), out)
+        elif attr is Attr.OPACITY:
+            opacity_codes(values, order, float(1 << q.opacity_bits), out)
+        elif attr is Attr.SH_REST:
+            if out.size:
+                rest_codes(values, order, (1.0 / self.rest_steps()).astype(np.float32),
+                           self.rest_limits().astype(np.float32), out)
+        elif attr is Attr.ROTATION:
+            rotation_codes(values, order, float((1 << q.rotation_bits) - 1), out)
+        else:
+            raise AssertionError(attr)
+        return out
 
     # -- codes -> floats ---------------------------------------------------------------------
     def dequantize(self, attr: Attr, codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -307,32 +308,6 @@ def invalid_codes(codes, lo, hi, finite):
             if mx > hi[c] or mn < lo[c]:
                 return True
     return False
-
-
-def _uniform_q(vt: np.ndarray, lo: float, hi: float, bits: int, dtype) -> np.ndarray:
-    """(C, N) float32 view -> codes in [0, 2^bits - 1]."""
-    n = (1 << bits) - 1
-    # float64: float32 (v - lo) * scale lands on the wrong side of a rounding tie by up to
-    # 2e-6 absolute, which breaks the stated |v' - v| <= step/2 (SPEC.md 5).
-    c = np.subtract(vt.T, lo, dtype=np.float64)
-    c *= n / (hi - lo)
-    np.rint(c, out=c)
-    np.clip(c, 0, n, out=c)
-    return np.ascontiguousarray(c.astype(dtype).T)
-
-
-def _smallest_three(q: np.ndarray, bits: int) -> np.ndarray:
-    """(N,4) quaternions -> (4, N) codes (i, a, b, c)."""
-    norm = np.linalg.norm(q, axis=1, keepdims=True)
-    q = np.where(norm > 0, q / np.where(norm > 0, norm, 1), np.array([1.0, 0, 0, 0]))
-    i = np.argmax(np.abs(q), axis=1)
-    rows = np.arange(len(q))
-    q = q * np.where(q[rows, i] < 0, -1.0, 1.0)[:, None]
-    keep = np.array([[j for j in range(4) if j != k] for k in range(4)])[i]  # (N,3)
-    small = np.take_along_axis(q, keep, axis=1)
-    n = (1 << bits) - 1
-    codes = np.clip(np.rint((small + INV_SQRT2) * (n / SQRT2)), 0, n)
-    return np.vstack([i[None, :].astype(np.float64), codes.T])
 
 
 def _smallest_three_decode(c: np.ndarray, bits: int) -> np.ndarray:

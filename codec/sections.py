@@ -14,6 +14,7 @@ import numpy as np
 import zstandard
 
 from .errors import ErrorCode, GsdError
+from .jit import kernel
 
 DELTA, ZIGZAG, SHUFFLE = 1, 2, 4
 KNOWN_FILTERS = DELTA | ZIGZAG | SHUFFLE
@@ -31,15 +32,64 @@ class SectionDesc:
     width: int
 
 
-def _zigzag(u: np.ndarray, width: int) -> np.ndarray:
-    bits = 8 * width
-    s = u.view(np.dtype(f"i{width}"))
-    return ((u << UINT[width](1)) ^ (s >> (bits - 1)).view(u.dtype))
+_ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
+_ONE = np.uint64(1)
 
 
-def _unzigzag(z: np.ndarray, width: int) -> np.ndarray:
-    one = UINT[width](1)
-    return (z >> one) ^ (UINT[width](0) - (z & one))
+@kernel
+def unfilter(raw, count, width, filters, out):
+    """SPEC.md 4.4 decode pipeline for one section: bytes -> (C, count) values of ``width`` bytes.
+
+    Unshuffle (byte plane b of value k at raw[b * C * count + k]), unzigzag, then a running sum
+    along each component's row; all arithmetic modulo 2^(8 * width)."""
+    n = out.shape[0] * count
+    shuffle = (filters & 4) != 0 and width > 1
+    zigzag = (filters & 2) != 0
+    delta = (filters & 1) != 0
+    wmask = _ONES >> np.uint64(64 - 8 * width)
+    for c in range(out.shape[0]):
+        acc = np.uint64(0)
+        for i in range(count):
+            k = c * count + i
+            v = np.uint64(0)
+            for b in range(width):
+                byte = raw[b * n + k] if shuffle else raw[k * width + b]
+                v |= np.uint64(byte) << np.uint64(8 * b)
+            if zigzag:
+                v = (v >> _ONE) ^ ((np.uint64(0) - (v & _ONE)) & wmask)
+            if delta:
+                acc = (acc + v) & wmask
+                v = acc
+            out[c, i] = v
+
+
+@kernel
+def filter_bytes(a, width, filters, out):
+    """SPEC.md 4.4 encode pipeline: (C, N) unsigned values -> ``out`` bytes (delta per row, zigzag, shuffle)."""
+    count = a.shape[1]
+    n = a.shape[0] * count
+    shuffle = (filters & 4) != 0 and width > 1
+    zigzag = (filters & 2) != 0
+    delta = (filters & 1) != 0
+    wmask = _ONES >> np.uint64(64 - 8 * width)
+    top = np.uint64(8 * width - 1)
+    for c in range(a.shape[0]):
+        prev = np.uint64(0)
+        for i in range(count):
+            v = np.uint64(a[c, i])
+            if delta:
+                cur = v
+                v = (v - prev) & wmask
+                prev = cur
+            if zigzag:
+                v = ((v << _ONE) & wmask) ^ (wmask if (v >> top) & _ONE else np.uint64(0))
+            k = c * count + i
+            for b in range(width):
+                byte = np.uint8((v >> np.uint64(8 * b)) & np.uint64(0xFF))
+                if shuffle:
+                    out[b * n + k] = byte
+                else:
+                    out[k * width + b] = byte
 
 
 _local = threading.local()
@@ -74,21 +124,17 @@ SAMPLE_COLUMNS = 16384
 TRIAL_MIN_BYTES = 16384  # smaller sections take the first candidate filter
 
 
-def _filter(planar: np.ndarray, filters: int) -> bytes:
-    """Encoder side of the pipeline: delta, zigzag, shuffle -> raw bytes."""
+def _filter(planar: np.ndarray, filters: int) -> np.ndarray:
+    """Encoder side of the pipeline: delta, zigzag, shuffle -> raw bytes (a uint8 array)."""
     a = np.ascontiguousarray(planar)
     width = a.dtype.itemsize
     if a.dtype.kind != "u":
         a = a.view(UINT[width])
-    if filters & DELTA and a.shape[-1] > 1:
-        d = a.copy()
-        d[..., 1:] = a[..., 1:] - a[..., :-1]
-        a = d
-    if filters & ZIGZAG:
-        a = _zigzag(a, width)
-    if filters & SHUFFLE and width > 1:
-        return np.ascontiguousarray(a.reshape(-1).view(np.uint8).reshape(-1, width).T).tobytes()
-    return a.tobytes()
+    if not filters & (DELTA | ZIGZAG) and not (filters & SHUFFLE and width > 1):
+        return a.reshape(-1).view(np.uint8)
+    out = np.empty(a.size * width, np.uint8)
+    filter_bytes(a, width, filters, out)
+    return out
 
 
 class SectionWriter:
@@ -164,15 +210,10 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
         raw = _decompress(stored, expected)
     else:
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown compression {desc.compression}")
-    if desc.filters & SHUFFLE and width > 1:
-        planes = np.frombuffer(raw, np.uint8).reshape(width, -1)
-        a = np.ascontiguousarray(planes.T).view(UINT[width]).reshape(comps, count)
-    else:
-        a = np.frombuffer(raw, UINT[width]).reshape(comps, count)
-    if desc.filters & ZIGZAG:
-        a = _unzigzag(a, width)
-    if desc.filters & DELTA:
-        a = np.cumsum(a, axis=1, dtype=UINT[width])
+    if not desc.filters & (DELTA | ZIGZAG) and not (desc.filters & SHUFFLE and width > 1):
+        return np.frombuffer(raw, UINT[width]).reshape(comps, count)
+    a = np.empty((comps, count), UINT[width])
+    unfilter(np.frombuffer(raw, np.uint8), count, width, desc.filters, a)
     return a
 
 

@@ -11,7 +11,7 @@ from .decoder import Decoder
 from .delta import Delta
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
-from .wire import FrameInfo, StreamHeader, decode_frame, decode_header, frame_length
+from .wire import FrameInfo, StreamHeader, decode_header, frame_length
 
 
 class StreamWriter:
@@ -82,14 +82,7 @@ def read_stream(source, limits: Limits = SPEC_LIMITS, verify_digest: bool = True
     index = 0
     mv = memoryview(data)
     while pos < len(data):
-        try:
-            d, used, info = decode_frame(mv[pos:], dec.header.profile, limits, info=True)
-            if not verify_digest:
-                d.digest = None
-            dec.state.apply(d, adopt=True)
-        except GsdError as e:
-            raise e.at_frame(index)
-        dec.frames += 1
+        d, used, info = dec.read_frame(mv[pos:], info=True)
         yield dec, DecodedFrame(index, pos, d, info)
         pos += used
         index += 1

@@ -156,6 +156,7 @@ _VT = struct.Struct("<HH")
 _SLOTS = [struct.Struct(f"<{k}H") for k in range(16)]
 _GRID = struct.Struct("<4f2B")
 _DIGEST = struct.Struct("<QII")
+_U64 = struct.Struct("<Q")
 _HDR_FIELDS = (1, 20, 4, 4, 8, 4, 4)              # StreamHeader field sizes (ids 0..6; offsets are 4)
 _QUANT_FIELDS = (1, 1, 4, 4, 1, 1, 1, 4, 4, 4, 4)  # Quantization (ids 0..10)
 _FRAME_FIELDS = (8, 8, 4, 8, 16, 4, 4)            # Frame (ids 0..6)
@@ -367,51 +368,112 @@ class FrameEncoder:
                      for a, comp in wire_parts(mask_attrs(b.mask), p.sh_degree)]
             blocks.append((UPDATE, len(b.ids), b.mask, 0, secs))
         payload = sw.payload()
-        meta = self._meta(d, blocks, sw.descs)
+        meta = frame_metadata(d, blocks, sw.descs)
         frame_len = _PREFIX.size + len(meta) + len(payload) + 4
         head = _PREFIX.pack(FRAME_MAGIC, frame_len, len(meta))
         crc = zlib.crc32(payload, zlib.crc32(meta, zlib.crc32(head)))
         return b"".join((head, meta, payload, struct.pack("<I", crc)))
 
-    @staticmethod
-    def _meta(d: Delta, blocks, descs) -> bytes:
-        b = flatbuffers.Builder(256 + 32 * len(descs))
-        block_offs = []
-        for kind, count, mask, level, secs in blocks:
-            vec = b.CreateNumpyVector(np.array(secs, np.uint32))
-            FbOpBlock.Start(b)
-            FbOpBlock.AddKind(b, kind)
-            FbOpBlock.AddCount(b, count)
-            FbOpBlock.AddMask(b, mask)
-            FbOpBlock.AddLevel(b, level)
-            FbOpBlock.AddSections(b, vec)
-            block_offs.append(FbOpBlock.End(b))
-        FbFrame.StartBlocksVector(b, len(block_offs))
-        for o in reversed(block_offs):
-            b.PrependUOffsetTRelative(o)
-        blocks_vec = b.EndVector()
-        # The Section structs are one contiguous little-endian array: write it in one copy
-        # (the same bytes as CreateSection per struct, without ~20 Python calls each).
-        table = np.array([(s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0) for s in descs],
-                         dtype=_SECTION_DTYPE).tobytes()
-        FbFrame.StartSectionsVector(b, len(descs))
-        b.head = b.head - len(table)
-        b.Bytes[b.head:b.head + len(table)] = table
-        secs_vec = b.EndVector()
-        FbFrame.Start(b)
-        FbFrame.AddSeq(b, d.seq)
-        FbFrame.AddBaseSeq(b, d.base_seq)
-        FbFrame.AddFlags(b, KEYFRAME if d.keyframe else 0)
-        if d.digest is not None:
-            FbFrame.AddDigest(b, CreateDigest(b, d.digest.count, d.digest.lane0, d.digest.lane1))
-        FbFrame.AddBlocks(b, blocks_vec)
-        FbFrame.AddSections(b, secs_vec)
-        b.Finish(FbFrame.End(b))
-        return bytes(b.Output())
-
-
 _SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored_size", "<u4"), ("raw_size", "<u4"), ("compression", "u1"),
                            ("filters", "u1"), ("width", "u1"), ("reserved", "u1")])
+
+
+def _build_metadata(d: Delta, blocks, descs) -> bytes:
+    """The Frame metadata written by the FlatBuffers builder (the layout every template comes from)."""
+    b = flatbuffers.Builder(256 + 32 * len(descs))
+    block_offs = []
+    for kind, count, mask, level, secs in blocks:
+        vec = b.CreateNumpyVector(np.array(secs, np.uint32))
+        FbOpBlock.Start(b)
+        FbOpBlock.AddKind(b, kind)
+        FbOpBlock.AddCount(b, count)
+        FbOpBlock.AddMask(b, mask)
+        FbOpBlock.AddLevel(b, level)
+        FbOpBlock.AddSections(b, vec)
+        block_offs.append(FbOpBlock.End(b))
+    FbFrame.StartBlocksVector(b, len(block_offs))
+    for o in reversed(block_offs):
+        b.PrependUOffsetTRelative(o)
+    blocks_vec = b.EndVector()
+    # The Section structs are one contiguous little-endian array: write it in one copy
+    # (the same bytes as CreateSection per struct, without ~20 Python calls each).
+    table = np.array([(s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0) for s in descs],
+                     dtype=_SECTION_DTYPE).tobytes()
+    FbFrame.StartSectionsVector(b, len(descs))
+    b.head = b.head - len(table)
+    b.Bytes[b.head:b.head + len(table)] = table
+    secs_vec = b.EndVector()
+    FbFrame.Start(b)
+    FbFrame.AddSeq(b, d.seq)
+    FbFrame.AddBaseSeq(b, d.base_seq)
+    FbFrame.AddFlags(b, KEYFRAME if d.keyframe else 0)
+    if d.digest is not None:
+        FbFrame.AddDigest(b, CreateDigest(b, d.digest.count, d.digest.lane0, d.digest.lane1))
+    FbFrame.AddBlocks(b, blocks_vec)
+    FbFrame.AddSections(b, secs_vec)
+    b.Finish(FbFrame.End(b))
+    return bytes(b.Output())
+
+
+# Frame metadata of a given *shape* (which fields are present or zero, the kind, mask, level and
+# section count of each block, the number of sections) always has the same layout; only the values
+# differ. The first frame of a shape is written by the FlatBuffers builder and read back with the
+# verifying reader above to find where each value sits; later frames of that shape copy those
+# bytes and write their values in place: the same bytes as the builder, without ~100 Python calls
+# per frame.
+_TEMPLATES: dict = {}
+_TEMPLATE_CAP = 256
+
+
+def _shape(d: Delta, blocks, descs) -> tuple:
+    return (d.base_seq == 0, d.seq == 0, d.keyframe, d.digest is not None, len(descs),
+            tuple((k, c == 0, m, lv, len(secs)) for k, c, m, lv, secs in blocks))
+
+
+def _template(meta: bytes, nblocks: int) -> tuple:
+    """Positions of every value in ``meta``: (seq, base_seq, flags, digest, sections table, per block
+    (count, sections vector))."""
+    n = len(meta)
+    f = _root(meta, _FRAME_FIELDS, "Frame")
+    bstart, _ = _vector(meta, n, f[5], 4, "blocks")
+    sstart, _ = _vector(meta, n, f[6], 16, "sections")
+    rows = _blocks_py(meta, n, bstart, nblocks)
+    per_block = []
+    for j in range(nblocks):
+        t = _table(meta, n, _ref(meta, n, bstart + 4 * j, "blocks element"), (1, 4, 1, 1, 4), "OpBlock")
+        per_block.append((t[1], rows[j][4]))
+    return f[0], f[1], f[2], f[4], sstart, per_block
+
+
+def frame_metadata(d: Delta, blocks, descs) -> bytes:
+    """The Frame FlatBuffers metadata of a delta whose payload ``descs`` describe (SPEC.md 4.5)."""
+    key = _shape(d, blocks, descs)
+    t = _TEMPLATES.get(key)
+    if t is None:
+        meta = _build_metadata(d, blocks, descs)
+        if len(_TEMPLATES) >= _TEMPLATE_CAP:
+            _TEMPLATES.clear()
+        _TEMPLATES[key] = (meta, _template(meta, len(blocks)))
+        return meta
+    meta, (p_seq, p_base, p_flags, p_digest, p_secs, per_block) = t
+    out = bytearray(meta)
+    if p_seq:
+        _U64.pack_into(out, p_seq, d.seq)
+    if p_base:
+        _U64.pack_into(out, p_base, d.base_seq)
+    if p_digest:
+        _DIGEST.pack_into(out, p_digest, d.digest.count, d.digest.lane0, d.digest.lane1)
+    for (p_count, p_vec), (_, count, _, _, secs) in zip(per_block, blocks):
+        if p_count:
+            _U32.pack_into(out, p_count, count)
+        if secs:
+            struct.pack_into(f"<{len(secs)}I", out, p_vec, *secs)
+    if descs:
+        table = np.array([(s.offset, s.stored_size, s.raw_size, s.compression, s.filters, s.width, 0) for s in descs],
+                         dtype=_SECTION_DTYPE).tobytes()
+        out[p_secs:p_secs + len(table)] = table
+    return bytes(out)
+
 
 
 def frame_length(buf, limits: Limits = SPEC_LIMITS) -> int:

@@ -1,4 +1,4 @@
-"""``python -m quality`` (also ``gsd quality``): render quality and size of each profile for one scene.
+"""``python -m quality`` (also ``gsd-quality``): render quality and size of each profile for one scene.
 
 Renders N orbit views of the float scene (a synthetic scene by default, or a
 3DGS PLY) and of what each format decodes to -- the GSD profiles' keyframes,

@@ -8,7 +8,7 @@ against the float original's renders, encode and decode times, all from the same
 run, plus which attribute of the default profile costs the most PSNR.
 
 The library part (``evaluate``, ``attribution``) is shared with ``python -m
-quality`` / ``gsd quality``.
+quality`` / ``gsd-quality``.
 """
 from __future__ import annotations
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from codec import Attr, Encoder, Grid, Profile
-from codec.cli import main as gsd_main
 from codec.synthetic import synthetic_scene
 from quality import compare
 from quality.__main__ import main as quality_main
@@ -142,7 +141,7 @@ def test_gsd_quality_json_from_a_ply(tmp_path, capsys):
     g = synthetic_scene(300, 1, seed=2, extent=3.0)
     path = tmp_path / "s.ply"
     write_ply(path, g)
-    rc = gsd_main(["quality", str(path), "--views", "2", "--width", "16", "--height", "16", "--json",
+    rc = quality_main([str(path), "--views", "2", "--width", "16", "--height", "16", "--json",
                    "--profiles", "compact", "--up", "0,0,1", "--save-images", str(tmp_path / "img")])
     assert rc == 0
     res = json.loads(capsys.readouterr().out)

@@ -1,0 +1,106 @@
+"""The encoder's loops from float attributes to integer codes (SPEC.md 5), one per attribute kind.
+
+Each reads (N, C) float32 rows in the order given by ``order`` (the encoder writes ids ascending)
+and writes (C, N) planar codes. The arithmetic is fixed so that every encoder built on this codec
+rounds the same way: float64 for position, scale, DC, opacity and rotation, float32 for the SH
+rest coefficients; ties round half to even. Decoders never run these: the codes are the state.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .jit import kernel
+
+_SQRT2 = np.sqrt(2.0)
+_INV_SQRT2 = 1.0 / _SQRT2
+_M21 = np.uint64(0x1249249249249249)
+_COMPACT = (np.uint64(0x10C30C30C30C30C3), np.uint64(0x100F00F00F00F00F), np.uint64(0x1F0000FF0000FF),
+            np.uint64(0x1F00000000FFFF), np.uint64(0x1FFFFF))
+
+
+@kernel
+def _unspread(x):
+    """Every third bit of x, packed (Morton decode of one axis)."""
+    x = x & _M21
+    x = (x | (x >> np.uint64(2))) & np.uint64(0x10C30C30C30C30C3)
+    x = (x | (x >> np.uint64(4))) & np.uint64(0x100F00F00F00F00F)
+    x = (x | (x >> np.uint64(8))) & np.uint64(0x1F0000FF0000FF)
+    x = (x | (x >> np.uint64(16))) & np.uint64(0x1F00000000FFFF)
+    x = (x | (x >> np.uint64(32))) & np.uint64(0x1FFFFF)
+    return x
+
+
+@kernel
+def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out):
+    """out[k, j] = rint((v - origin of the id's birth cell) / step); False if a code leaves int32."""
+    for j in range(order.shape[0]):
+        r = order[j]
+        cell = ids[r] >> slot_bits
+        for k in range(3):
+            o = origin[k] + np.float64(_unspread(cell >> np.uint64(k))) * cell_size
+            c = np.rint((np.float64(values[r, k]) - o) / step)
+            if not (-2147483647.0 <= c <= 2147483647.0):
+                return False
+            out[k, j] = np.int32(c)
+    return True
+
+
+@kernel
+def uniform_codes(values, order, lo, scale, top, out):
+    """out[k, j] = clip(rint((v - lo) * scale), 0, top), in float64 (scale, DC)."""
+    for j in range(order.shape[0]):
+        r = order[j]
+        for k in range(values.shape[1]):
+            c = np.rint((np.float64(values[r, k]) - lo) * scale)
+            out[k, j] = min(max(c, 0.0), top)
+
+
+@kernel
+def opacity_codes(values, order, levels, out):
+    """out[0, j] = clip(floor(sigmoid(v) * levels), 0, levels - 1); sigmoid via tanh (no overflow)."""
+    top = levels - 1.0
+    for j in range(order.shape[0]):
+        alpha = 0.5 * (1.0 + np.tanh(0.5 * np.float64(values[order[j], 0])))
+        out[0, j] = min(max(np.floor(alpha * levels), 0.0), top)
+
+
+@kernel
+def rest_codes(values, order, inv_step, lim, out):
+    """out[k, j] = clip(rint(v * inv_step[k]), -lim[k], lim[k]), in float32 (SH rest)."""
+    for j in range(order.shape[0]):
+        r = order[j]
+        for k in range(values.shape[1]):
+            c = np.rint(values[r, k] * inv_step[k])
+            out[k, j] = min(max(c, -lim[k]), lim[k])
+
+
+@kernel
+def rotation_codes(values, order, top, out):
+    """Smallest three: (index of the largest |component|, the other three mapped from
+    [-1/sqrt2, 1/sqrt2] to 0..top), of the normalized quaternion with its largest component >= 0."""
+    scale = top / _SQRT2
+    q = np.empty(4, np.float64)
+    for j in range(order.shape[0]):
+        r = order[j]
+        s = 0.0
+        for k in range(4):
+            q[k] = np.float64(values[r, k])
+            s += q[k] * q[k]
+        norm = np.sqrt(s)
+        if norm > 0:
+            for k in range(4):
+                q[k] = q[k] / norm
+        else:
+            q[0], q[1], q[2], q[3] = 1.0, 0.0, 0.0, 0.0
+        big = 0
+        for k in range(1, 4):
+            if abs(q[k]) > abs(q[big]):
+                big = k
+        sign = -1.0 if q[big] < 0 else 1.0
+        out[0, j] = big
+        m = 1
+        for k in range(4):
+            if k != big:
+                c = np.rint((q[k] * sign + _INV_SQRT2) * scale)
+                out[m, j] = min(max(c, 0.0), top)
+                m += 1
