@@ -90,36 +90,63 @@ export function crc32(p: usize, n: usize): u32 {
 export function unfilter(raw: usize, dst: usize, C: u32, n: u32, w: u32, filters: u32): void {
   const N = <usize>C * n, shuffle = (filters & 4) != 0, zig = (filters & 2) != 0, delta = (filters & 1) != 0;
   if (w == 8) {
+    if (shuffle) unshuffle64(raw, dst, N); else if (raw != dst) memory.copy(dst, raw, 8 * N);
     for (let j: usize = 0; j < C; j++) {
       let prev: u64 = 0;
-      for (let e = j * n, end = e + n; e < end; e++) {
-        let v: u64;
-        if (shuffle) {
-          const q = raw + e;
-          v = <u64>load<u8>(q) | (<u64>load<u8>(q + N) << 8) | (<u64>load<u8>(q + 2 * N) << 16) | (<u64>load<u8>(q + 3 * N) << 24)
-            | (<u64>load<u8>(q + 4 * N) << 32) | (<u64>load<u8>(q + 5 * N) << 40) | (<u64>load<u8>(q + 6 * N) << 48) | (<u64>load<u8>(q + 7 * N) << 56);
-        } else v = load<u64>(raw + 8 * e);
+      for (let e = dst + 8 * j * n, end = e + 8 * <usize>n; e < end; e += 8) {
+        let v = load<u64>(e);
         if (zig) v = (v >>> 1) ^ (0 - (v & 1));
         if (delta) { v += prev; prev = v; }
-        store<u64>(dst + 8 * e, v);
+        store<u64>(e, v);
       }
     }
     return;
   }
-  const mask: u32 = w == 4 ? 0xFFFFFFFF : (1 << (8 * w)) - 1;
+  if (w == 4) {
+    if (shuffle) unshuffle32(raw, dst, N); else if (raw != dst) memory.copy(dst, raw, 4 * N);
+    if (zig && delta) filter32(dst, C, n, true, true);
+    else if (zig) filter32(dst, C, n, true, false);
+    else if (delta) filter32(dst, C, n, false, true);
+    return;
+  }
+  const mask: u32 = (1 << (8 * w)) - 1;
   for (let j: usize = 0; j < C; j++) {
     let prev: u32 = 0;
     for (let e = j * n, end = e + n; e < end; e++) {
       let v: u32;
       if (w == 1) v = load<u8>(raw + e);
-      else if (w == 2) v = shuffle ? (<u32>load<u8>(raw + e) | (<u32>load<u8>(raw + N + e) << 8)) : <u32>load<u16>(raw + 2 * e);
-      else v = shuffle ? (<u32>load<u8>(raw + e) | (<u32>load<u8>(raw + N + e) << 8) | (<u32>load<u8>(raw + 2 * N + e) << 16) | (<u32>load<u8>(raw + 3 * N + e) << 24))
-        : load<u32>(raw + 4 * e);
+      else v = shuffle ? (<u32>load<u8>(raw + e) | (<u32>load<u8>(raw + N + e) << 8)) : <u32>load<u16>(raw + 2 * e);
       if (zig) v = ((v >>> 1) ^ (0 - (v & 1))) & mask;
       if (delta) { v = (v + prev) & mask; prev = v; }
       if (w == 1) store<u8>(dst + e, <u8>v);
-      else if (w == 2) store<u16>(dst + 2 * e, <u16>v);
-      else store<u32>(dst + 4 * e, v);
+      else store<u16>(dst + 2 * e, <u16>v);
+    }
+  }
+}
+/** Byte planes (plane k: byte k of every element) -> N little-endian u32 (raw != dst). */
+function unshuffle32(raw: usize, dst: usize, N: usize): void {
+  const p1 = raw + N, p2 = raw + 2 * N, p3 = raw + 3 * N;
+  for (let e: usize = 0; e < N; e++) {
+    store<u32>(dst + 4 * e, <u32>load<u8>(raw + e) | (<u32>load<u8>(p1 + e) << 8) | (<u32>load<u8>(p2 + e) << 16) | (<u32>load<u8>(p3 + e) << 24));
+  }
+}
+function unshuffle64(raw: usize, dst: usize, N: usize): void {
+  const p1 = raw + N, p2 = raw + 2 * N, p3 = raw + 3 * N, p4 = raw + 4 * N, p5 = raw + 5 * N, p6 = raw + 6 * N, p7 = raw + 7 * N;
+  for (let e: usize = 0; e < N; e++) {
+    const lo = <u32>load<u8>(raw + e) | (<u32>load<u8>(p1 + e) << 8) | (<u32>load<u8>(p2 + e) << 16) | (<u32>load<u8>(p3 + e) << 24);
+    const hi = <u32>load<u8>(p4 + e) | (<u32>load<u8>(p5 + e) << 8) | (<u32>load<u8>(p6 + e) << 16) | (<u32>load<u8>(p7 + e) << 24);
+    store<u32>(dst + 8 * e, lo); store<u32>(dst + 8 * e, hi, 4);
+  }
+}
+/** In place on C components of n u32: unzigzag (ZIG) and prefix sum (DELTA), modulo 2^32. */
+@inline function filter32(p: usize, C: u32, n: u32, ZIG: bool, DELTA: bool): void {
+  for (let j: usize = 0; j < C; j++) {
+    let prev: u32 = 0;
+    for (let e = p + 4 * j * n, end = e + 4 * <usize>n; e < end; e += 4) {
+      let v = load<u32>(e);
+      if (ZIG) v = (v >>> 1) ^ (0 - (v & 1));
+      if (DELTA) { v += prev; prev = v; }
+      store<u32>(e, v);
     }
   }
 }
@@ -723,6 +750,11 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const end4 = tab + 16 * n4, end2 = end4 + 16 * n2, end1 = end2 + 16 * n1;
   idSums(P, bl, <u32>n);
   let l0 = load<u32>(st, 24), l1 = load<u32>(st, 28);
+  const padFirst = <usize>4 * <usize>load<u32>(P, 44), padEnd = S4;
+  const S = <u64>load<u32>(P, 20), ox = load<f64>(P, 48), oy = load<f64>(P, 56), oz = load<f64>(P, 64), cs = load<f64>(P, 72), ps = load<f64>(P, 80);
+  const px = <usize>4 * <usize>load<u32>(P + PC, 4), py = <usize>4 * <usize>load<u32>(P + PC + 32, 4), pz = <usize>4 * <usize>load<u32>(P + PC + 64, 4);
+  const rw = load<u32>(P + PC + 192), q0 = load<u32>(P + PC + 196), q1 = load<u32>(P + PC + 228), q2 = load<u32>(P + PC + 260), q3 = load<u32>(P + PC + 292);
+  const rt = load<usize>(P, 40);
   const TILE: usize = 64;
   for (let i0: usize = 0; i0 < n; i0 += TILE) {
     const i1 = i0 + TILE < n ? i0 + TILE : n;
@@ -755,14 +787,29 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
     }
     for (let i = i0; i < i1; i++) {
       const s = first + <u32>i, row = rows + R4 * <usize>s, d = data + S4 * <usize>s, a0 = load<u32>(s0 + 4 * i), a1 = load<u32>(s1 + 4 * i);
-      store<u64>(row, load<u64>(ids + 8 * i)); store<u32>(row, a0, 8); store<u32>(row, a1, 12);
+      const id = load<u64>(ids + 8 * i);
+      store<u64>(row, id); store<u32>(row, a0, 8); store<u32>(row, a1, 12);
       store<u32>(row, 0, 16); store<u32>(row, 1, 20);
       l0 += fmix32(a0); l1 += fmix32(a1);
-      if (!lossless) derive(P, row, d, 5);   // POSITION (needs the id's cell), ROTATION (all four codes)
-      zeroPad(P, d);
+      store<f32>(d, 0, 28); store<f32>(d, 0, 60);
+      for (let o = padFirst; o < padEnd; o += 4) store<f32>(d + o, 0);
+      if (lossless) continue;
+      // POSITION: origin_cell(id) + code * step per axis (f64, then f32)
+      const m = id >> S;
+      store<f32>(d, <f32>(ox + <f64>compact3(m) * cs + <f64>load<i32>(row + px) * ps));
+      store<f32>(d, <f32>(oy + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + py) * ps), 4);
+      store<f32>(d, <f32>(oz + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + pz) * ps), 8);
+      // ROTATION: smallest-three (5.3)
+      const qi = codeAt(row, rw, q0) & 3;
+      const a = load<f64>(rt + 8 * <usize>codeAt(row, rw, q1)), b = load<f64>(rt + 8 * <usize>codeAt(row, rw, q2));
+      const e = load<f64>(rt + 8 * <usize>codeAt(row, rw, q3));
+      const big = <f32>Math.sqrt(Math.max(0, 1 - (a * a + b * b + e * e)));
+      const q = d + 32;
+      store<f32>(q, qi == 0 ? big : <f32>a); store<f32>(q, qi == 0 ? <f32>a : qi == 1 ? big : <f32>b, 4);
+      store<f32>(q, qi <= 1 ? <f32>b : qi == 2 ? big : <f32>e, 8); store<f32>(q, qi <= 2 ? <f32>e : big, 12);
     }
   }
-  for (let i: usize = 0; i < n; i++) idtSet(st, load<u64>(ids + 8 * i), <i32>(first + <u32>i));
+  bulkInsert(st, ids, n, first);
   store<u32>(st, l0, 24); store<u32>(st, l1, 28);
   const hw = first + <u32>n;
   store<u32>(st, hw, 16); store<u32>(st, hw, 20);
@@ -804,6 +851,30 @@ function keyColumn8(src: usize, i0: usize, i1: usize, s0: usize, s1: usize, k0: 
     store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + v * k0); store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + v * k1);
   }
   return false;
+}
+
+/**
+ * Inserts ids[0..n) with slots first + i into the (empty, reserved) id table in the order of their
+ * table positions (a counting sort on the top 8 bits of the hash), so that the inserts sweep the
+ * table instead of hitting it at random.
+ */
+function bulkInsert(st: usize, ids: usize, n: usize, first: u32): void {
+  const sh = load<u32>(st, 44), top: u32 = sh > 56 ? 64 - sh : 8, bsh = 64 - top, nb: usize = <usize>1 << top;
+  const cnt = heap.alloc(4 * (nb + 1)), tmp = heap.alloc(16 * (n > 0 ? n : 1));
+  memory.fill(cnt, 0, 4 * (nb + 1));
+  for (let i: usize = 0; i < n; i++) {
+    const b = <usize>((load<u64>(ids + 8 * i) * 0x9E3779B97F4A7C15) >>> bsh);
+    store<u32>(cnt + 4 * b, load<u32>(cnt + 4 * b) + 1);
+  }
+  let sum: u32 = 0;
+  for (let b: usize = 0; b < nb; b++) { const c = load<u32>(cnt + 4 * b); store<u32>(cnt + 4 * b, sum); sum += c; }
+  for (let i: usize = 0; i < n; i++) {
+    const id = load<u64>(ids + 8 * i), b = <usize>((id * 0x9E3779B97F4A7C15) >>> bsh), k = <usize>load<u32>(cnt + 4 * b);
+    store<u32>(cnt + 4 * b, <u32>k + 1);
+    store<u64>(tmp + 16 * k, id); store<u32>(tmp + 16 * k, first + <u32>i, 8);
+  }
+  for (let k: usize = 0; k < n; k++) idtSet(st, load<u64>(tmp + 16 * k), load<i32>(tmp + 16 * k, 8));
+  heap.free(tmp); heap.free(cnt);
 }
 
 /** Compacts when more slots are free than live (and more than minFree): live slots move down in slot order. */
