@@ -204,6 +204,8 @@ def _worker_main(conn, create_conn) -> None:
             wid, method, args = conn.recv()
         except (EOFError, OSError):
             return
+        if method == "quit":
+            return
         _answer(conn, _call, cores, wid, method, args)
 
 
@@ -214,7 +216,21 @@ def _call(cores: dict, wid: int, method: str, args: tuple):
     return getattr(cores[wid], method)(*args)
 
 
+def _settle(fut: asyncio.Future, ok: bool, res) -> None:
+    if fut.cancelled():                      # its caller went away (a session ended)
+        return
+    if ok:
+        fut.set_result(res)
+    else:
+        fut.set_exception(res)
+
+
 class _Worker:
+    """One world process, seen from the server. Requests are written straight from the event loop
+    and may queue in the pipe (the process works through them back to back, not idling while the
+    server reads each reply); a reader thread hands each reply to the future of its request, in
+    order. New worlds go over a second pipe to the process's creator thread."""
+
     def __init__(self, ctx, index: int):
         self.conn, child = ctx.Pipe()
         self.create_conn, create_child = ctx.Pipe()
@@ -223,21 +239,48 @@ class _Worker:
         self.proc.start()
         child.close()
         create_child.close()
-        self.io = ThreadPoolExecutor(1, thread_name_prefix=f"world-io-{index}")   # one request in flight
         self.create_io = ThreadPoolExecutor(1, thread_name_prefix=f"world-create-{index}")
         self.worlds = 0
-        self.meter = BusyMeter()             # requests are serial: busy = the process's time on them
+        self.meter = BusyMeter()             # busy while a request is out: the process works on them
+        self._lock = threading.Lock()
+        self._waiting: deque = deque()       # (loop, future) of each request sent, oldest first
+        self._gone: BaseException | None = None
+        threading.Thread(target=self._read, name=f"world-replies-{index}", daemon=True).start()
 
-    def request(self, wid: int, method: str, args: tuple):
-        self.meter.begin()
-        try:
-            self.conn.send((wid, method, args))
-            ok, res = self.conn.recv()
-        finally:
-            self.meter.end()
-        if not ok:
-            raise res
-        return res
+    def request(self, wid: int, method: str, args: tuple) -> asyncio.Future:
+        """Send a request now (event loop thread); the future resolves with its reply."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        with self._lock:
+            if self._gone is not None:
+                raise EOFError(f"world process gone: {self._gone!r}")
+            self.meter.begin()
+            self._waiting.append((loop, fut))
+            try:
+                self.conn.send((wid, method, args))
+            except BaseException:
+                self._waiting.pop()
+                self.meter.end()
+                raise
+        return fut
+
+    def _read(self) -> None:
+        while True:
+            try:
+                ok, res = self.conn.recv()
+            except (EOFError, OSError) as e:
+                with self._lock:
+                    self._gone = e
+                    waiting = list(self._waiting)
+                    self._waiting.clear()
+                for loop, fut in waiting:
+                    self.meter.end()
+                    loop.call_soon_threadsafe(_settle, fut, False, EOFError("world process ended"))
+                return
+            with self._lock:
+                loop, fut = self._waiting.popleft()
+                self.meter.end()
+            loop.call_soon_threadsafe(_settle, fut, ok, res)
 
     def create(self, wid: int, args: tuple) -> None:
         """Build a world (a one-off, not counted as service load: steps that wait behind it show it)."""
@@ -266,12 +309,15 @@ class ProcessPool:
 
     def close(self) -> None:
         for w in self.workers:
+            try:
+                w.conn.send((0, "quit", ()))     # the process exits; the reply reader then sees the end
+            except (OSError, ValueError):
+                pass
+            w.proc.join(2)
             w.conn.close()
             w.create_conn.close()
-            w.proc.join(2)
             if w.proc.is_alive():
                 w.proc.terminate()
-            w.io.shutdown(wait=False, cancel_futures=True)
             w.create_io.shutdown(wait=False, cancel_futures=True)
 
 
@@ -281,8 +327,7 @@ class ProcessBackend:
         self.core = None                     # lives in the worker process
 
     async def _req(self, method, args):
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.worker.io, self.worker.request, self.wid, method, args)
+        return await self.worker.request(self.wid, method, args)
 
     async def create(self, config, seed, device) -> None:
         self.worker.worlds += 1
