@@ -335,7 +335,7 @@ class DeviceCodes:
             self._load(ch.add_ids, ch.add_rows)
             return
         if ch.upd_slots.numel():
-            self.rows[ch.upd_slots] = ch.upd_rows
+            self.rows.index_copy_(0, ch.upd_slots, ch.upd_rows)
         if ch.del_ids.numel():
             for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots)):
                 if keys.numel():
@@ -464,7 +464,14 @@ class _Payload:
         if self.device.type == "cpu" and not PACK_ON_CPU:
             return [t.numpy() for t in self.parts]
         order = sorted(range(len(self.parts)), key=lambda k: -self.parts[k].element_size())  # aligned views
-        buf = torch.cat([self.parts[k].reshape(-1).view(torch.uint8) for k in order]).cpu().numpy()
+        flat = torch.cat([self.parts[k].reshape(-1).view(torch.uint8) for k in order])
+        if self.device.type == "cuda":            # into page-locked memory, then wait for this stream only
+            host = torch.empty(flat.numel(), dtype=torch.uint8, pin_memory=True)
+            host.copy_(flat, non_blocking=True)
+            torch.cuda.current_stream(self.device).synchronize()
+        else:
+            host = flat.cpu()
+        buf = host.numpy()                        # the views below keep ``host`` alive
         out, pos = [None] * len(self.parts), 0
         for k in order:
             t = self.parts[k]
@@ -661,10 +668,11 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     for k, cells in d.delete_cells.items():
         f, l = p.grid.cell_range(cells, k)
         first.append(f), last.append(l)
+    none = upd_slots[:0] if not groups else torch.zeros(0, dtype=I64, device=dev)
     m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, upd_slots, upd_rows,
-                       as_tensor(d.delete_ids, dev, I64),
-                       as_tensor(np.concatenate(first) if first else np.zeros(0, np.int64), dev, I64),
-                       as_tensor(np.concatenate(last) if last else np.zeros(0, np.int64), dev, I64))
+                       as_tensor(d.delete_ids, dev, I64) if len(d.delete_ids) else none,
+                       as_tensor(np.concatenate(first), dev, I64) if first else none,
+                       as_tensor(np.concatenate(last), dev, I64) if last else none)
     return d
 
 

@@ -279,7 +279,8 @@ class Differ:
         st = DiffStats(n=n, added=int(new_rows.numel()), updated=d.n_update, deleted=int(gone_rows.numel()),
                        deleted_cells=int(cells.numel()), unchanged=n_matched - d.n_update,
                        changed_floats=int(ch_rows.numel()), full_raw_bytes=n * self.raw_per_gaussian)
-        return DiffResult(d, st, {"x": x, "sids": sids, "keys": keys})
+        return DiffResult(d, st, {"x": x, "sids": sids, "keys": keys, "base": pv["x"] if same_order else None,
+                                  "changed": ch_rows})
 
     def _keyframe(self, x: torch.Tensor, keys) -> DiffResult:
         if self.spatial_ids:
@@ -321,7 +322,13 @@ class Differ:
         keys = st["keys"]
         if keys is not None and (self.prev is None or keys is not self.prev["keys"]):
             keys = keys.clone()
-        self.prev = {"x": st["x"].clone(), "sids": st["sids"], "keys": keys}
+        base = st.get("base")
+        if base is not None and self.prev is not None and base is self.prev["x"]:
+            x = base                              # rows in place: only the changed ones need copying
+            x.index_copy_(0, st["changed"], st["x"][st["changed"]])
+        else:
+            x = st["x"].clone()
+        self.prev = {"x": x, "sids": st["sids"], "keys": keys}
         self.stream_ids = st["sids"]
 
     def encode(self, attrs, ids=None) -> tuple[bytes, DiffStats]:
