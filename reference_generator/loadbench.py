@@ -166,7 +166,21 @@ async def _round(url: str, http_url: str, pid: int, n: int, a) -> dict:
         except (aiohttp.ClientError, OSError, json.JSONDecodeError):
             marks["admission"] = None
 
-    await asyncio.gather(probe(), *[_client(url, k, n, a, t0, results) for k in range(n)])
+    async def trace():                                # --trace: the server's signals once a second
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < t0 + a.ramp + a.seconds:
+                await asyncio.sleep(1.0)
+                try:
+                    st = await (await http.get(http_url + "/admission")).json()
+                except (aiohttp.ClientError, OSError, json.JSONDecodeError):
+                    continue
+                g = st["signals"]
+                print(f"  t={time.monotonic() - t0:5.1f}s sessions {st['sessions']:3d} {'open   ' if st['open'] else 'refuses'} "
+                      f"busy {g['busy']:.2f} ({g['busy_projected']:.2f}) wait p90 {g['wait_p90_ms']:6.1f} ms "
+                      f"queued {g['queue_age_ms']:6.1f} ms loop {g['loop_lag_ms']:5.1f} ms load {os.getloadavg()[0]:.2f}",
+                      file=sys.stderr, flush=True)
+
+    await asyncio.gather(probe(), *([trace()] if a.trace else []), *[_client(url, k, n, a, t0, results) for k in range(n)])
     return {"results": results, **marks}
 
 
@@ -288,6 +302,7 @@ def main(argv=None) -> int:
     ap.add_argument("--retry-after", type=int, default=10, help="the server's retry-after for refused sessions")
     ap.add_argument("--server-args", default="", help="more gsd-serve options, e.g. '--admit-max-busy 0.7'")
     ap.add_argument("--target-p99", type=float, default=60.0, help="p99 action-to-delta target, ms")
+    ap.add_argument("--trace", action="store_true", help="print the server's admission signals every second")
     ap.add_argument("--out", default=str(ROOT / "SERVER_BENCH.md"), help="report file, or - for stdout only")
     a = ap.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

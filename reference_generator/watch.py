@@ -71,6 +71,8 @@ async def watch(a) -> int:
     s = summary(stats, client) if client.decoder else {"frames": 0, "refusals": stats.refusals}
     if a.json:
         print(json.dumps(s))
+    elif not client.decoder:
+        print(f"no session: 0 frames, refused {s['refusals']} times")
     else:
         lat = s.get("latency_ms", {})
         print(f"{s['frames']} frames ({s.get('keyframes', 0)} keyframes), {s.get('bytes', 0)} bytes, "
