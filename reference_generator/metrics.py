@@ -9,6 +9,7 @@ import json
 import logging
 import time
 from collections import deque
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -68,6 +69,12 @@ class Metrics:
     def text(self) -> bytes:
         return generate_latest(self.registry)
 
+    def session(self, sid: str) -> "SessionSeries":
+        """The per-session series of one session, looked up once (each frame updates eight)."""
+        return SessionSeries(*(m.labels(sid) for m in (self.bytes, self.frames, self.keyframes, self.byte_rate,
+                                                       self.frame_rate, self.depth, self.session_step,
+                                                       self.session_encode)))
+
     def drop_session(self, sid: str) -> None:
         for m in (self.bytes, self.frames, self.keyframes, self.byte_rate, self.frame_rate, self.depth,
                   self.session_step, self.session_encode):
@@ -75,6 +82,17 @@ class Metrics:
                 m.remove(sid)
             except KeyError:
                 pass
+
+
+class SessionSeries(NamedTuple):
+    bytes: Counter
+    frames: Counter
+    keyframes: Counter
+    byte_rate: Gauge
+    frame_rate: Gauge
+    depth: Gauge
+    step: Gauge
+    encode: Gauge
 
 
 class Rate:

@@ -235,6 +235,7 @@ class Session:
         self.server, self.ws, self.sid, self.world_name = server, ws, sid, world_name
         self.cfg = server.cfg
         self.m = server.metrics
+        self.series = self.m.session(sid)
         self.host: WorldHost | None = None
         self.link = None
         self.window: Window | None = None
@@ -343,7 +344,7 @@ class Session:
             except ValueError:
                 raise SessionClosed(POLICY, "ack.digest is not a digest text (7.4)") from None
             why = self.window.ack(seq, digest)
-            self.m.depth.labels(self.sid).set(self.window.depth)
+            self.series.depth.set(self.window.depth)
             if why:
                 await self._resync(why)
             else:
@@ -421,16 +422,16 @@ class Session:
         self.bytes += len(f.data)
         self.rate.add(len(f.data))
         fr, br = self.rate.rates()
-        m, sid = self.m, self.sid
-        m.bytes.labels(sid).inc(len(f.data))
-        m.frames.labels(sid).inc()
-        m.frame_rate.labels(sid).set(fr)
-        m.byte_rate.labels(sid).set(br)
-        m.depth.labels(sid).set(self.window.depth)
-        m.session_step.labels(sid).set(self.host.step_ms / 1e3)
-        m.session_encode.labels(sid).set(self.host.encode_ms / 1e3)
+        m, ms = self.m, self.series
+        ms.bytes.inc(len(f.data))
+        ms.frames.inc()
+        ms.frame_rate.set(fr)
+        ms.byte_rate.set(br)
+        ms.depth.set(self.window.depth)
+        ms.step.set(self.host.step_ms / 1e3)
+        ms.encode.set(self.host.encode_ms / 1e3)
         if f.keyframe:
-            m.keyframes.labels(sid).inc()
+            ms.keyframes.inc()
         if f.composed > 1:
             m.composed.inc(f.composed - 1)
         for aid in mine:
