@@ -482,7 +482,7 @@ class _Payload:
 
 
 _NP = {torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64,
-       torch.uint8: np.uint8, torch.float32: np.float32}
+       torch.uint8: np.uint8, torch.uint16: np.uint16, torch.uint32: np.uint32, torch.float32: np.float32}
 
 
 def _width_groups(p: Profile, attrs: list) -> list:
@@ -493,13 +493,14 @@ def _width_groups(p: Profile, attrs: list) -> list:
     return sorted(out.items(), reverse=True)
 
 
+_UNSIGNED = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32}
+
+
 def _narrow(p: Profile, w: int, x: torch.Tensor) -> torch.Tensor:
-    """(n, C) int codes or residuals of one width group -> (C, n) in the wire dtype (wrapping)."""
-    if w == 4:
-        x = x if x.dtype == I32 else (((x.to(I64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).to(I32)
-    else:
-        half = 1 << (8 * w - 1)
-        x = (((x.to(I32) + half) & (2 * half - 1)) - half).to(_WIRE[w])
+    """(n, C) int codes or residuals of one width group -> (C, n) of the wire width: a cast to the
+    unsigned type of that width, which wraps modulo 2^(8 width) as the format does."""
+    if not (w == 4 and x.dtype == I32):
+        x = x.to(_UNSIGNED[w])
     return x.t()
 
 

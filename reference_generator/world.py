@@ -16,7 +16,11 @@ Each step (SPEC.md 6 semantics):
   fine. Ids are spatial ids (SPEC.md 3.3): the birth cell of each Gaussian, slots consecutive
   per cell in row order -- exactly what ``Encoder.assign_ids`` gives, computed here on the
   device. The grid is aligned so a chunk owns whole octree cells of level ``chunk_level``:
-  its cells are empty when it is born, so slots start at 0.
+  its cells are empty when it is born, so slots start at 0. Chunks within ``view_radius +
+  prefetch_margin`` are generated ahead on a worker thread (its own CUDA stream on a GPU), so a
+  step that loads a chunk only finishes it (today's sway and ripple, remembered door angles,
+  ids): a chunk's content depends on (seed, chunk) alone, so the stream is the same whether a
+  chunk was generated ahead or when needed.
 * **DELETE_CELLS** -- chunks farther than ``view_radius + retire_margin`` are retired by their
   level-``chunk_level`` cells: a few cell codes instead of thousands of ids.
 * **UPDATE** -- crowns within ``dyn_radius`` sway in the wind (POSITION), pond surfaces ripple
