@@ -796,3 +796,26 @@ def test_client_reads_the_keyframe_flag_from_metadata_and_decodes_a_frame_once()
                 assert f.keyframe and len(calls) == 2
                 assert c.digest == str(only_host(s).encoder.state.digest())
     run(go())
+
+
+def test_a_client_that_stops_reading_holds_one_pending_delta_of_all_the_steps():
+    """SPEC 11.6: per client at most one pending delta, composed from every step since the last
+    frame sent -- never a queue of frames or deltas, however many steps pass."""
+    from codec import Delta
+
+    async def go():
+        async with server(window=1) as s:
+            async with Client(s.url, ack=False) as c:        # never acknowledges: its window stays shut
+                await c.next_frame()                          # the keyframe: the one frame in flight
+                sess = next(iter(s.sessions.values()))
+                host = sess.host
+                for k in range(40):
+                    await c.act(Move(0.05) if k % 2 else Turn(2.0))
+                await wait_until(lambda: not host.queue and host.encoder.state.seq >= 41)
+                p = host.backend.core.pendings[sess.link]
+                kept = [v for v in vars(p).values() if isinstance(v, (list, tuple, dict, set)) and
+                        any(isinstance(x, (Delta, bytes)) for x in (v.values() if isinstance(v, dict) else v))]
+                assert isinstance(p.delta, Delta) and kept == []        # one delta, no collection of them
+                assert p.steps == 40 and p.delta.seq == host.encoder.state.seq
+                assert sess.frames == 1 and sess.link not in host.prefetched   # nothing cut ahead either
+    run(go())
