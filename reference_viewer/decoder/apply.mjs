@@ -12,11 +12,11 @@ const BL_HEAD = 64;   // bytes before the components of a block record (kernel.t
 
 /**
  * Writes the kernel record of an ADD or UPDATE block (an object {n, ids, mask, comps: [{j, src}]},
- * with 16 bytes of kernel scratch per component after them) and its scratch arrays (slots, sums; for an UPDATE the undo records); returns its pointer.
+ * with 32 bytes of kernel scratch per component after them) and its scratch arrays (slots, sums; for an UPDATE the undo records); returns its pointer.
  */
 function blockRecord(b, update) {
   const n = b.n, nc = b.comps.length;
-  const bl = arena.take(BL_HEAD + 24 * nc), slots = arena.take(4 * n), s0 = arena.take(4 * n), s1 = arena.take(4 * n);
+  const bl = arena.take(BL_HEAD + 40 * nc), slots = arena.take(4 * n), s0 = arena.take(4 * n), s1 = arena.take(4 * n);
   const ov = update ? arena.take(4 * n * nc) : 0, os0 = update ? arena.take(4 * n) : 0, os1 = update ? arena.take(4 * n) : 0;
   const u = views().u32, w = bl >> 2;
   u.fill(0, w, w + BL_HEAD / 4);

@@ -32,9 +32,10 @@
 //   backward-shift deletion, load <= 1/2.
 //
 // Block BL (one ADD or UPDATE block, written by JavaScript per frame):
-//   0 n, 4 ids (u64[n]), 8 mask, 12 nc, 16 slots (i32[n]), 20 s0, 24 s1 (i32[n]), 28 ov (u32[nc n]),
-//   32 os0, 36 os1 (i32[n]), 40 doneC, 44 doneI, 48 sumsDone, 52 errJ, 56 lane0, 60 lane1,
-//   64 + 8 c: component c (ascending j): 0 j, 4 src (nc columns of n codes at the width of j).
+//   0 n, 4 ids (u64[n]), 8 mask, 12 nc, 16 slots (i32[n]), 20 s0, 24 s1 (i32[n]), 28 ov (u32[n nc]),
+//   32 os0, 36 os1 (i32[n]), 40 doneI, 44 doneC (UPDATE progress), 52 errJ, 56 lane0, 60 lane1,
+//   64 + 8 c: component c (ascending j): 0 j, 4 src (nc columns of n codes at the width of j);
+//   then 32 bytes per component of the kernel's own (a table of the block's components).
 
 const H_S0: u32 = 2, H_S1: u32 = 3, H_MARK: u32 = 4, H_FLAGS: u32 = 5;
 const FREED_OPACITY: f32 = -1e30;
@@ -204,7 +205,7 @@ export function fmix(h: u32): u32 { return fmix32(h); }
 @inline function hashIdx(id: u64, shift: u32): usize { return <usize>((id * 0x9E3779B97F4A7C15) >>> shift); }
 
 function idtFill(t: usize, cap: u32): void {
-  for (let i: usize = 0; i < cap; i++) store<i32>(t + 16 * i, -1, 8);
+  memory.fill(t, 0xFF, 16 * <usize>cap);   // every entry's slot -1: empty
 }
 @inline function idtGet(st: usize, id: u64): i32 {
   const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1;
@@ -568,9 +569,13 @@ export function addCheck(st: usize, bl: usize, stamp: u32): i32 {
     if (s >= 0 && load<u32>(rows + R4 * <usize>s, 4 * H_MARK) != stamp) return 1;
   }
   idSums(P, bl, n);
-  const nc = load<u32>(bl, 12);
+  const nc = load<u32>(bl, 12), lossless = load<u32>(P, 16), s0p = load<usize>(bl, 20), s1p = load<usize>(bl, 24);
   for (let c: usize = 0; c < nc; c++) {
-    if (columnSums(P, bl, c, 0, n) >= 0) { store<u32>(bl, load<u32>(bl + 64 + 8 * c), 52); return 2; }
+    const j = load<u32>(bl + 64 + 8 * c), pc = P + PC + <usize>32 * <usize>j;
+    const bad = load<u32>(pc) == 1 && !lossless
+      ? keyColumn8(load<usize>(bl + 64 + 8 * c, 4), 0, n, s0p, s1p, load<u32>(pc, 12), load<u32>(pc, 16), load<u32>(pc, 20), load<u32>(pc, 24))
+      : columnSums(P, bl, c, 0, n) >= 0;
+    if (bad) { store<u32>(bl, j, 52); return 2; }
   }
   let l0: u32 = 0, l1: u32 = 0;
   const s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
@@ -580,88 +585,82 @@ export function addCheck(st: usize, bl: usize, stamp: u32): i32 {
 }
 
 /**
- * UPDATE block, in place: every id live and unstaged (1: ID_MISSING), new code = old + residual
- * (mod 2^(8 width)) valid (2: BAD_VALUE, errJ). Old codes and sums are kept in ov/os0/os1 with the
- * progress (doneC, doneI, sumsDone) so that updUndo restores them exactly. lane0/lane1: the change
- * of the lanes. Returns 0 when it passes.
+ * UPDATE block, in place: every id live and unstaged (1: ID_MISSING; all ids are checked before any
+ * code is written), new code = old + residual (mod 2^(8 width)) valid (2: BAD_VALUE, errJ), one
+ * Gaussian at a time. Old codes (ov, nc per Gaussian) and sums (os0/os1) are kept with the progress
+ * (doneI Gaussians complete, doneC components of the next) so that updUndo restores them exactly.
+ * lane0/lane1: the change of the lanes. Returns 0 when it passes.
  */
 export function updApply(st: usize, bl: usize, stamp: u32): i32 {
   const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
   const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4), lossless = load<u32>(P, 16);
-  const t0 = load<usize>(bl, 20), t1 = load<usize>(bl, 24), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
+  const ov = load<usize>(bl, 28), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
   const data = load<usize>(st, 8), S4 = <usize>4 * <usize>load<u32>(P, 8);
-  store<u32>(bl, 0, 40); store<u32>(bl, 0, 44); store<u32>(bl, 0, 48);
+  store<u32>(bl, 0, 40); store<u32>(bl, 0, 44);
   lookupMany(st, load<usize>(bl, 4), <u32>n, slots);
+  let touch: u32 = 0;
   for (let i: usize = 0; i < n; i++) {
     const s = load<i32>(slots + 4 * i);
     if (s < 0) return 1;
     const row = rows + R4 * <usize>s;
     if (load<u32>(row, 4 * H_MARK) == stamp) return 1;
-    const a0 = load<u32>(row, 8), a1 = load<u32>(row, 12);
-    store<u32>(os0 + 4 * i, a0); store<u32>(os1 + 4 * i, a1); store<u32>(t0 + 4 * i, a0); store<u32>(t1 + 4 * i, a1);
-    touched += load<u32>(data + S4 * <usize>s);   // the slot's floats, read now so that their cache
-  }                                               // miss overlaps this loop's (commitUpd writes them)
+    store<u32>(os0 + 4 * i, load<u32>(row, 8)); store<u32>(os1 + 4 * i, load<u32>(row, 12));
+    touch += load<u32>(data + S4 * <usize>s);   // the slot's floats, read now so that their cache miss
+  }                                             // overlaps this loop's (commitUpd writes them)
+  touched += touch;
+  // the block's components: src, width, byte offset in the row, k0, k1, maxU, neg (32 bytes each)
+  const tab = bl + 64 + 8 * nc, end = tab + 32 * nc;
   for (let c: usize = 0; c < nc; c++) {
-    const j = load<u32>(bl + 64 + 8 * c), pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc);
-    store<u32>(bl, <u32>c, 40);
-    const bad = w == 1 ? updColumn<u8>(bl, c, pc, rows, R4, lossless) : w == 2 ? updColumn<u16>(bl, c, pc, rows, R4, lossless)
-      : updColumn<u32>(bl, c, pc, rows, R4, lossless);
-    if (bad >= 0) { store<u32>(bl, <u32>bad, 44); store<u32>(bl, j, 52); return 2; }
+    const pc = P + PC + <usize>32 * <usize>load<u32>(bl + 64 + 8 * c), e = tab + 32 * c, w = load<u32>(pc);
+    store<u32>(e, load<u32>(bl + 64 + 8 * c, 4)); store<u32>(e, w, 4); store<u32>(e, w * load<u32>(pc, 4), 8);
+    store<u32>(e, load<u32>(pc, 12), 12); store<u32>(e, load<u32>(pc, 16), 16);
+    store<u32>(e, load<u32>(pc, 20), 20); store<u32>(e, load<u32>(pc, 24), 24);
   }
-  store<u32>(bl, <u32>nc, 40); store<u32>(bl, 0, 44);
   let l0: u32 = 0, l1: u32 = 0;
   for (let i: usize = 0; i < n; i++) {
-    const row = rows + R4 * <usize>load<u32>(slots + 4 * i), a0 = load<u32>(t0 + 4 * i), a1 = load<u32>(t1 + 4 * i);
-    l0 += fmix32(a0) - fmix32(load<u32>(os0 + 4 * i));
-    l1 += fmix32(a1) - fmix32(load<u32>(os1 + 4 * i));
+    const row = rows + R4 * <usize>load<u32>(slots + 4 * i), o = ov + 4 * nc * i;
+    const b0 = load<u32>(os0 + 4 * i), b1 = load<u32>(os1 + 4 * i);
+    let a0 = b0, a1 = b1, c: usize = 0;
+    for (let e = tab; e < end; e += 32, c++) {
+      const w = load<u32>(e, 4), q = row + <usize>load<u32>(e, 8), src = load<usize>(e);
+      let old: u32, v: u32;
+      if (w == 1) { old = load<u8>(q); v = (old + <u32>load<u8>(src + i)) & 0xFF; }
+      else if (w == 2) { old = load<u16>(q); v = (old + <u32>load<u16>(src + 2 * i)) & 0xFFFF; }
+      else { old = load<u32>(q); v = old + load<u32>(src + 4 * i); }
+      const maxU = load<u32>(e, 20), neg = load<u32>(e, 24);
+      if (lossless ? (v & 0x7F800000) == 0x7F800000 : v > maxU && (neg == 0 || v < neg)) {
+        store<u32>(bl, <u32>i, 40); store<u32>(bl, <u32>c, 44);
+        store<u32>(bl, load<u32>(bl + 64 + 8 * c), 52);
+        return 2;
+      }
+      store<u32>(o + 4 * c, old);
+      if (w == 1) store<u8>(q, <u8>v); else if (w == 2) store<u16>(q, <u16>v); else store<u32>(q, v);
+      const dl = v - old;
+      a0 += dl * load<u32>(e, 12); a1 += dl * load<u32>(e, 16);
+    }
     store<u32>(row, a0, 8); store<u32>(row, a1, 12);
+    l0 += fmix32(a0) - fmix32(b0); l1 += fmix32(a1) - fmix32(b1);
   }
-  store<u32>(bl, 1, 48);
+  store<u32>(bl, <u32>n, 40); store<u32>(bl, 0, 44);
   store<u32>(bl, l0, 56); store<u32>(bl, l1, 60);
   return 0;
 }
 
-/**
- * Component c of an UPDATE block (codes of type T): old code + residual, its validity, the new code
- * in the row, the old one in ov, the change of the sums t0/t1. Returns the index of the first
- * invalid new code (codes before it are written), or -1.
- */
-function updColumn<T>(bl: usize, c: usize, pc: usize, rows: usize, R4: usize, lossless: u32): i32 {
-  const n = <usize>load<u32>(bl), slots = load<usize>(bl, 16), t0 = load<usize>(bl, 20), t1 = load<usize>(bl, 24);
-  const o = load<usize>(bl, 28) + 4 * c * n, src = load<usize>(bl + 64 + 8 * c, 4);
-  const at = <usize>sizeof<T>() * <usize>load<u32>(pc, 4), k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
-  const maxU = load<u32>(pc, 20), neg = load<u32>(pc, 24), check = lossless != 0 || maxU != 0xFFFFFFFF;
-  for (let i: usize = 0; i < n; i++) {
-    const q = rows + R4 * <usize>load<u32>(slots + 4 * i) + at;
-    const old = <u32>load<T>(q), v = <u32><T>(old + <u32>load<T>(src + sizeof<T>() * i));
-    if (check && (lossless ? (v & 0x7F800000) == 0x7F800000 : v > maxU && (neg == 0 || v < neg))) return <i32>i;
-    store<u32>(o + 4 * i, old);
-    store<T>(q, <T>v);
-    const dl = v - old;
-    store<u32>(t0 + 4 * i, load<u32>(t0 + 4 * i) + dl * k0);
-    store<u32>(t1 + 4 * i, load<u32>(t1 + 4 * i) + dl * k1);
-  }
-  return -1;
-}
-
-/** Restores what updApply wrote for this block (components [0, doneC) whole, doneI of doneC). */
+/** Restores what updApply wrote for this block (Gaussians [0, doneI) whole, doneC codes of doneI). */
 export function updUndo(st: usize, bl: usize): void {
   const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
   const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4), ov = load<usize>(bl, 28);
-  const doneC = <usize>load<u32>(bl, 40), doneI = <usize>load<u32>(bl, 44);
-  for (let c: isize = <isize>(doneC < nc ? doneC : nc - 1); c >= 0; c--) {
-    const j = load<u32>(bl + 64 + <usize>8 * <usize>c), pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), ci = load<u32>(pc, 4);
-    const m = <usize>c < doneC ? n : doneI, o = ov + <usize>4 * <usize>c * n;
-    for (let i: usize = 0; i < m; i++) putCode(rows + R4 * <usize>load<u32>(slots + 4 * i), w, ci, load<u32>(o + 4 * i));
-  }
-  if (load<u32>(bl, 48)) {
-    const os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
-    for (let i: usize = 0; i < n; i++) {
-      const row = rows + R4 * <usize>load<u32>(slots + 4 * i);
-      store<u32>(row, load<u32>(os0 + 4 * i), 8); store<u32>(row, load<u32>(os1 + 4 * i), 12);
+  const os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36), tab = bl + 64 + 8 * nc;
+  const doneI = <usize>load<u32>(bl, 40), doneC = <usize>load<u32>(bl, 44);
+  for (let i: usize = 0; i <= doneI && i < n; i++) {
+    const row = rows + R4 * <usize>load<u32>(slots + 4 * i), o = ov + 4 * nc * i, m = i < doneI ? nc : doneC;
+    for (let c: usize = 0; c < m; c++) {
+      const e = tab + 32 * c, w = load<u32>(e, 4), q = row + <usize>load<u32>(e, 8), v = load<u32>(o + 4 * c);
+      if (w == 1) store<u8>(q, <u8>v); else if (w == 2) store<u16>(q, <u16>v); else store<u32>(q, v);
     }
+    if (i < doneI) { store<u32>(row, load<u32>(os0 + 4 * i), 8); store<u32>(row, load<u32>(os1 + 4 * i), 12); }
   }
-  store<u32>(bl, 0, 40); store<u32>(bl, 0, 44); store<u32>(bl, 0, 48);
+  store<u32>(bl, 0, 40); store<u32>(bl, 0, 44);
 }
 
 // ------------------------------------------------------------------ commit (after every check)
@@ -692,23 +691,22 @@ export function allocSlotOf(st: usize): u32 { return allocSlot(st); }
 
 /** A delta's ADD block (addCheck passed, room reserved): slots, rows, id table, floats. */
 export function commitAdd(st: usize, bl: usize): void {
-  const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12);
+  const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), lossless = load<u32>(P, 16);
   const ids = load<usize>(bl, 4), slots = load<usize>(bl, 16), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
-  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4);
+  const rows = load<usize>(st, 4), data = load<usize>(st, 8), R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
+  const tab = bl + 64 + 8 * nc, ends = writerTable(P, bl, nc);
+  const end4 = tab + 16 * <usize>(ends & 0xFF), end2 = tab + 16 * <usize>((ends >>> 8) & 0xFF), end1 = tab + 16 * nc;
   for (let i: usize = 0; i < n; i++) {
-    const s = allocSlot(st), row = rows + R4 * <usize>s, id = load<u64>(ids + 8 * i);
+    const s = allocSlot(st), row = rows + R4 * <usize>s, d = data + S4 * <usize>s, id = load<u64>(ids + 8 * i);
     store<u32>(slots + 4 * i, s);
     store<u64>(row, id); store<u32>(row, load<u32>(s0 + 4 * i), 8); store<u32>(row, load<u32>(s1 + 4 * i), 12);
     store<u32>(row, 0, 16); store<u32>(row, 1, 20);
+    writeGaussian(tab, end4, end2, end1, i, row, d, lossless);
+    if (!lossless) derive(P, row, d, 5);   // POSITION, ROTATION
+    zeroPad(P, d);
     idtSet(st, id, <i32>s);
     touch(st, s);
   }
-  for (let c: usize = 0; c < nc; c++) {
-    const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
-    const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc), ci = load<u32>(pc, 4);
-    for (let i: usize = 0; i < n; i++) putCode(rows + R4 * <usize>load<u32>(slots + 4 * i), w, ci, colLoad(src, w, i));
-  }
-  deriveSlots(st, slots, <u32>n, 0x3F, 1);
   store<u32>(st, load<u32>(st, 20) + <u32>n, 20);
 }
 
@@ -717,6 +715,51 @@ export function commitUpd(st: usize, bl: usize): void {
   const n = load<u32>(bl), slots = load<usize>(bl, 16);
   deriveSlots(st, slots, n, load<u32>(bl, 8), 0);
   for (let i: usize = 0; i < n; i++) touch(st, load<u32>(slots + 4 * i));
+}
+
+/**
+ * The table of a block's components for writeGaussian, at bl + 64 + 8 nc (16 bytes each: src, byte
+ * offset in the row, byte offset in the slot floats, f32 table or 0), grouped by width: 4-byte, then
+ * 2-byte, then 1-byte ones. Returns the group ends as counts: n4 | (n4 + n2) << 8.
+ */
+function writerTable(P: usize, bl: usize, nc: usize): u32 {
+  const tab = bl + 64 + 8 * nc;
+  let n4: usize = 0, n2: usize = 0;
+  for (let c: usize = 0; c < nc; c++) {
+    const w = load<u32>(P + PC + <usize>32 * <usize>load<u32>(bl + 64 + 8 * c));
+    if (w == 4) n4++; else if (w == 2) n2++;
+  }
+  let e4 = tab, e2 = tab + 16 * n4, e1 = tab + 16 * (n4 + n2);
+  for (let c: usize = 0; c < nc; c++) {
+    const j = load<u32>(bl + 64 + 8 * c), pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc);
+    const e = w == 4 ? e4 : w == 2 ? e2 : e1;
+    store<u32>(e, load<u32>(bl + 64 + 8 * c, 4)); store<u32>(e, w * load<u32>(pc, 4), 4);
+    store<u32>(e, 4 * load<u32>(pc, 8), 8); store<u32>(e, load<u32>(pc, 28), 12);
+    if (w == 4) e4 += 16; else if (w == 2) e2 += 16; else e1 += 16;
+  }
+  return <u32>n4 | (<u32>(n4 + n2) << 8);
+}
+
+/**
+ * Gaussian i of a block (its codes in the columns of writerTable): its codes into its row and the
+ * floats of its table components (lossless: of every component, the code's bits) into d.
+ */
+@inline function writeGaussian(tab: usize, end4: usize, end2: usize, end1: usize, i: usize, row: usize, d: usize, lossless: u32): void {
+  for (let e = tab; e < end4; e += 16) {
+    const v = load<u32>(load<usize>(e) + 4 * i);
+    store<u32>(row + <usize>load<u32>(e, 4), v);
+    if (lossless) store<u32>(d + <usize>load<u32>(e, 8), v);
+  }
+  for (let e = end4; e < end2; e += 16) {
+    const v = <usize>load<u16>(load<usize>(e) + 2 * i), T = load<usize>(e, 12);
+    store<u16>(row + <usize>load<u32>(e, 4), <u16>v);
+    if (T) store<f32>(d + <usize>load<u32>(e, 8), load<f32>(T + (v << 2)));
+  }
+  for (let e = end2; e < end1; e += 16) {
+    const v = <usize>load<u8>(load<usize>(e) + i), T = load<usize>(e, 12);
+    store<u8>(row + <usize>load<u32>(e, 4), <u8>v);
+    if (T) store<f32>(d + <usize>load<u32>(e, 8), load<f32>(T + (v << 2)));
+  }
 }
 
 /**
@@ -732,22 +775,8 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), lossless = load<u32>(P, 16);
   const ids = load<usize>(bl, 4), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
   const rows = load<usize>(st, 4), data = load<usize>(st, 8), R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
-  // the component table, grouped by width: [tab4, tab4 + n4) 4-byte, then 2-byte, then 1-byte
-  const tab = bl + 64 + 8 * nc;
-  let n4: usize = 0, n2: usize = 0, n1: usize = 0;
-  for (let c: usize = 0; c < nc; c++) {
-    const w = load<u32>(P + PC + <usize>32 * <usize>load<u32>(bl + 64 + 8 * c));
-    if (w == 4) n4++; else if (w == 2) n2++; else n1++;
-  }
-  let e4 = tab, e2 = tab + 16 * n4, e1 = tab + 16 * (n4 + n2);
-  for (let c: usize = 0; c < nc; c++) {
-    const j = load<u32>(bl + 64 + 8 * c), pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc);
-    const e = w == 4 ? e4 : w == 2 ? e2 : e1;
-    store<u32>(e, load<u32>(bl + 64 + 8 * c, 4)); store<u32>(e, w * load<u32>(pc, 4), 4);
-    store<u32>(e, 4 * load<u32>(pc, 8), 8); store<u32>(e, load<u32>(pc, 28), 12);
-    if (w == 4) e4 += 16; else if (w == 2) e2 += 16; else e1 += 16;
-  }
-  const end4 = tab + 16 * n4, end2 = end4 + 16 * n2, end1 = end2 + 16 * n1;
+  const tab = bl + 64 + 8 * nc, ends = writerTable(P, bl, nc);
+  const end4 = tab + 16 * <usize>(ends & 0xFF), end2 = tab + 16 * <usize>((ends >>> 8) & 0xFF), end1 = tab + 16 * nc;
   idSums(P, bl, <u32>n);
   let l0 = load<u32>(st, 24), l1 = load<u32>(st, 28);
   const padFirst = <usize>4 * <usize>load<u32>(P, 44), padEnd = S4;
@@ -768,22 +797,7 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
     }
     // rows and floats, Gaussian by Gaussian
     for (let i = i0; i < i1; i++) {
-      const row = rows + R4 * (<usize>first + i), d = data + S4 * (<usize>first + i);
-      for (let e = tab; e < end4; e += 16) {
-        const v = load<u32>(load<usize>(e) + 4 * i);
-        store<u32>(row + <usize>load<u32>(e, 4), v);
-        if (lossless) store<u32>(d + <usize>load<u32>(e, 8), v);
-      }
-      for (let e = end4; e < end2; e += 16) {
-        const v = <usize>load<u16>(load<usize>(e) + 2 * i), T = load<usize>(e, 12);
-        store<u16>(row + <usize>load<u32>(e, 4), <u16>v);
-        if (T) store<f32>(d + <usize>load<u32>(e, 8), load<f32>(T + (v << 2)));
-      }
-      for (let e = end2; e < end1; e += 16) {
-        const v = <usize>load<u8>(load<usize>(e) + i), T = load<usize>(e, 12);
-        store<u8>(row + <usize>load<u32>(e, 4), <u8>v);
-        if (T) store<f32>(d + <usize>load<u32>(e, 8), load<f32>(T + (v << 2)));
-      }
+      writeGaussian(tab, end4, end2, end1, i, rows + R4 * (<usize>first + i), data + S4 * (<usize>first + i), lossless);
     }
     for (let i = i0; i < i1; i++) {
       const s = first + <u32>i, row = rows + R4 * <usize>s, d = data + S4 * <usize>s, a0 = load<u32>(s0 + 4 * i), a1 = load<u32>(s1 + 4 * i);
