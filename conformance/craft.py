@@ -8,8 +8,8 @@ pointing outside the buffer). This module is the one place that writes them:
 - header and frame records: ``HeaderFields``/``header``, ``FrameFields``/``frame_meta``/
   ``frame_record``, every length, magic and checksum overridable; ``parse_frame_meta``
   reads metadata back into ``FrameFields`` so a codec frame can be edited and rebuilt;
-- payloads: ``Payload`` (filters through ``codec.sections.SectionWriter``, compression
-  chosen here) and the zstd frame surgery that compression vectors need;
+- payloads: ``Payload`` (the filters of SPEC.md 4.4 written out here, so the bytes do not
+  follow the codec's section writer) and the zstd frame surgery that compression vectors need;
 - in-place edits: ``fix_crc``/``fix_crcs`` after tampering, ``frame_vector_len_at`` and
   ``set_root_soffset`` to aim one offset or length outside the buffer;
 - hand-laid FlatBuffers: ``fb_layout`` places every object where it is told (the
@@ -26,7 +26,6 @@ import flatbuffers
 import numpy as np
 import zstandard
 
-from codec.sections import SectionWriter
 from gsd.fb import Frame as FbFrame
 from gsd.fb import OpBlock as FbOpBlock
 from gsd.fb import Quantization as FbQuant
@@ -42,6 +41,8 @@ KEYFRAME = 1
 NONE, ZSTD = 0, 1
 DELTA, ZIGZAG, SHUFFLE = 1, 2, 4
 FRAME_BLOCKS, FRAME_SECTIONS = 5, 6      # field ids of the Frame table's two vectors
+
+UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}   # unsigned element type by byte width
 
 # Number of fields the 1.0 schema defines per table: an extra slot past these is
 # an "unknown optional field" that a 1.0 reader must ignore (SPEC versioning).
@@ -269,11 +270,20 @@ class Payload:
 
     @staticmethod
     def filtered(planar: np.ndarray, filters: int) -> tuple[bytes, int]:
-        """The raw (uncompressed) section bytes of a (C, N) array and its element width."""
-        sw = SectionWriter(level=0)
-        sw.add(planar, filters)
-        raw = sw.payload()
-        return raw, sw.descs[0].width
+        """The raw (uncompressed) section bytes of a (C, N) array and its element width: the encoder
+        side of SPEC.md 4.4's pipeline (delta within each component, zigzag, shuffle into byte planes)."""
+        a = np.ascontiguousarray(planar)
+        w = a.dtype.itemsize
+        u = a.view(UINT[w])
+        if filters & DELTA and u.shape[-1] > 1:
+            d = u.copy()
+            d[..., 1:] = u[..., 1:] - u[..., :-1]
+            u = d
+        if filters & ZIGZAG:
+            u = (u << UINT[w](1)) ^ (u.view(np.dtype(f"i{w}")) >> (8 * w - 1)).view(UINT[w])
+        if filters & SHUFFLE and w > 1:
+            return np.ascontiguousarray(u.reshape(-1).view(np.uint8).reshape(-1, w).T).tobytes(), w
+        return u.tobytes(), w
 
     def add(self, planar: np.ndarray, filters: int, compression: str = "auto", zstd_frames: int = 1,
             zstd_args: dict | None = None) -> int:

@@ -17,9 +17,6 @@ from . import craft
 from .attribute_codes import dtype_of
 from .refmodel import Layout
 
-_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
-
-
 def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.ndarray:
     """The (comps, n) unsigned values of one well-formed section: decompress, unshuffle, unzigzag, delta sum."""
     w = s.width
@@ -30,11 +27,11 @@ def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.n
     b = np.frombuffer(raw, np.uint8)
     if s.filters & craft.SHUFFLE and w > 1:
         b = np.ascontiguousarray(b.reshape(w, count).T)
-    u = b.view(_UINT[w]).reshape(comps, n).copy()
+    u = b.view(craft.UINT[w]).reshape(comps, n).copy()
     if s.filters & craft.ZIGZAG:
-        u = (u >> _UINT[w](1)) ^ (_UINT[w](0) - (u & _UINT[w](1)))
+        u = (u >> craft.UINT[w](1)) ^ (craft.UINT[w](0) - (u & craft.UINT[w](1)))
     if s.filters & craft.DELTA:
-        u = np.cumsum(u, axis=1, dtype=_UINT[w])
+        u = np.cumsum(u, axis=1, dtype=craft.UINT[w])
     return u
 
 
