@@ -154,9 +154,12 @@ class Admission:
       every session passes through the loop).
 
     Any signal over its threshold refuses new sessions; sessions already running are untouched.
+    Once refusing, admission reopens only when every signal is below ``REOPEN`` of its threshold,
+    so that it does not flap at the edge, letting in one session at each dip of the load.
     """
 
     TICK = 0.1
+    REOPEN = 0.8
 
     def __init__(self, cfg: ServerConfig, meters: list, hosts, clock=time.monotonic):
         self.cfg, self.meters, self.hosts, self.clock = cfg, meters, hosts, clock
@@ -165,6 +168,7 @@ class Admission:
         self.lags: deque = deque()           # (time, event-loop lateness in seconds)
         self.admitted: deque = deque()       # times of recent admissions
         self.share = 0.0                     # the last measured lane share of one session
+        self.refusing = False                # refused for load at the last look (hysteresis)
         self.sample()
 
     def _prune(self, q: deque, now: float) -> None:
@@ -216,15 +220,21 @@ class Admission:
             return "sessions", f"server full: {sessions} sessions"
         if not c.admission:
             return None
-        g = self.signals(sessions)
-        if g["busy_projected"] > c.admit_max_busy:
-            return "busy", f"server busy: worlds {g['busy_projected']:.0%} busy > {c.admit_max_busy:.0%}"
-        if g["wait_p90_ms"] > c.admit_max_wait_ms:
-            return "wait", f"server busy: actions wait {g['wait_p90_ms']:.0f} ms for a step > {c.admit_max_wait_ms:g} ms"
-        if g["queue_age_ms"] > 4 * c.admit_max_wait_ms:
-            return "wait", f"server busy: an action queued for {g['queue_age_ms']:.0f} ms > {4 * c.admit_max_wait_ms:g} ms"
-        if g["loop_lag_ms"] > c.admit_max_loop_lag_ms:
-            return "loop", f"server busy: event loop {g['loop_lag_ms']:.0f} ms late > {c.admit_max_loop_lag_ms:g} ms"
+        why = self._overload(self.signals(sessions), self.REOPEN if self.refusing else 1.0)
+        self.refusing = why is not None
+        return why
+
+    def _overload(self, g: dict, k: float) -> tuple[str, str] | None:
+        c = self.cfg
+        busy, wait, lag = k * c.admit_max_busy, k * c.admit_max_wait_ms, k * c.admit_max_loop_lag_ms
+        if g["busy_projected"] > busy:
+            return "busy", f"server busy: worlds {g['busy_projected']:.0%} busy > {busy:.0%}"
+        if g["wait_p90_ms"] > wait:
+            return "wait", f"server busy: actions wait {g['wait_p90_ms']:.0f} ms for a step > {wait:g} ms"
+        if g["queue_age_ms"] > 4 * wait:
+            return "wait", f"server busy: an action queued for {g['queue_age_ms']:.0f} ms > {4 * wait:g} ms"
+        if g["loop_lag_ms"] > lag:
+            return "loop", f"server busy: event loop {g['loop_lag_ms']:.0f} ms late > {lag:g} ms"
         return None
 
 

@@ -709,8 +709,8 @@ def test_admission_projects_the_load_of_sessions_not_yet_measured():
     g = adm.signals(16)
     assert g["busy"] == pytest.approx(0.5) and g["busy_projected"] == pytest.approx(0.5 + 6 * 0.05)
     assert adm.refusal(16)[0] == "busy"
-    for _ in range(20):                                      # their load never came: admitted again
-        t[0] += 0.1
+    for _ in range(20):                                      # their load never came: 50% is under 80% of
+        t[0] += 0.1                                          # 0.8, where a refusing server reopens
         for ln in lanes:
             ln.busy += 0.05
         adm.sample(0.0)
@@ -718,8 +718,19 @@ def test_admission_projects_the_load_of_sessions_not_yet_measured():
     for _ in range(16):                                      # a burst with none settled: the remembered share
         adm.note_admit()
     assert adm.signals(16)["busy_projected"] == pytest.approx(0.5 + 16 * 0.5 / 16)
-    t[0] += 2.5
+    for _ in range(25):                                      # the burst leaves the window
+        t[0] += 0.1
+        for ln in lanes:
+            ln.busy += 0.05
+        adm.sample(0.0)
     assert adm.refusal(30) == ("sessions", "server full: 30 sessions")
+    for busy, refused in ((0.85, True), (0.7, True), (0.66, True), (0.6, False), (0.7, False), (0.85, True)):
+        for _ in range(20):                                  # 2 s at this load: refused from over 0.8 until
+            t[0] += 0.1                                      # under 0.64 (no flapping at the edge)
+            for ln in lanes:
+                ln.busy += busy / 10
+            adm.sample(0.0)
+        assert (adm.refusal(16) is not None) == refused, busy
     adm.cfg = replace(cfg, admission=False)
     for _ in range(6):
         adm.note_admit()
