@@ -15,8 +15,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from codec import Limits
-from codec.profile import PRESETS
+from codec import PRESETS, Limits
 
 from . import craft
 from .attribute_codes import dtype_of, per_gaussian, planar, rand_codes

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec import Grid, Profile, compose, decode_frame
+from codec import compose, decode_frame, decode_header
 from codec.wire import FrameEncoder
 
-from .craft import HeaderFields
+from . import craft
 from .frame_reader import read_frame_ops
 from .refmodel import RefState
 from .spec_index import S_APPLY, S_COMPOSE, S_OPS
@@ -17,7 +17,7 @@ from .vector_stream import Stream, VectorWriter, hf_preset
 
 def gen_compose(g: VectorWriter) -> None:
     hf = hf_preset("compact", 1)
-    prof = codec_profile(hf)
+    prof = decode_header(craft.header(hf))[0].profile   # the profile as the codec reads it
     sec = [S_COMPOSE, S_OPS]
 
     def delta(s: Stream, model: RefState, seq, base, key=False, adds=None, updates=None, deletes=(), ranges=(),
@@ -130,13 +130,3 @@ def gen_compose(g: VectorWriter) -> None:
     s.add_frame(1)
     s.valid("compose", "frames 2 and 3 sent as one composed frame (seq 3, base 1), then seq 4: a seq gap linked by "
                        "base_seq", sec + [S_APPLY])
-
-
-def codec_profile(hf: HeaderFields) -> Profile:
-    from codec import Quantization
-    q = hf.quant
-    quant = None if q is None else Quantization(
-        q.position_bits, q.scale_bits, q.scale_min, q.scale_max, q.rotation_bits, q.opacity_bits, q.dc_bits,
-        q.dc_min, q.dc_max, tuple(q.rest_bits) + (8,) * (3 - len(q.rest_bits)),
-        tuple(q.rest_range) + (1.0,) * (3 - len(q.rest_range)))
-    return Profile(hf.sh_degree, Grid(*hf.grid), quant, hf.profile_name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec.profile import PRESETS
+from codec import PRESETS
 
 from .attribute_codes import dtype_of, planar
 from .craft import DELTA, SHUFFLE, ZIGZAG, Encoding, HeaderFields, QuantFields
