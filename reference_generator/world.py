@@ -274,6 +274,7 @@ class Chunk:
     foliage: dict = field(default_factory=dict)   # rows, p0, w, phase
     water: dict = field(default_factory=dict)     # rows, p0, rho, phase, dc0
     doors: list = field(default_factory=list)
+    box: tuple = (0.0, 0.0, 0.0)                  # x0, y0, size of its square, metres
 
     @property
     def n(self) -> int:
@@ -284,10 +285,12 @@ class _Pool:
     """The dynamic rows of one kind across all live chunks, concatenated in chunk order.
 
     ``cur`` holds what was last emitted for the moving attributes (the chunk tensors keep the
-    birth values); ``flush`` writes it back before the pool is rebuilt or the scene exported.
+    birth values); ``flush`` writes it back before the scene is exported. A pool rebuilt after
+    chunks came and went (``old``: the previous pool) keeps the rows of the chunks that stayed
+    as they are and gathers only the new chunks' rows.
     """
 
-    def __init__(self, kind: str, chunks: list, cols: dict, device):
+    def __init__(self, kind: str, chunks: list, cols: dict, device, old: "_Pool | None" = None):
         self.kind, self.cols = kind, cols
         parts = [(c, getattr(c, kind)) for c in chunks if getattr(c, kind)]
         self.ranges, start = [], 0
@@ -300,21 +303,48 @@ class _Pool:
         keys = sorted({k for _, d in parts for k in d})
         self.f = {k: torch.cat([d[k] for _, d in parts]) for k in keys} if parts else {}
         if parts:
-            self.f["ids"] = torch.cat([c.ids[d["rows"]] for c, d in parts])
-            self.f["cidx"] = torch.cat([torch.full((int(d["rows"].numel()),), k, dtype=I64, device=device)
-                                        for k, (c, d) in enumerate(parts)])
-            self.cur = {a: torch.cat([c.attrs[d["rows"], s] for c, d in parts]) for a, s in cols.items()}
+            counts = torch.tensor([e - s for _, s, e in self.ranges], device=device)
+            self.f["cidx"] = torch.repeat_interleave(torch.arange(len(parts), device=device), counts,
+                                                     output_size=self.n)
+            kept = {c.key: (c, s, e) for c, s, e in old.ranges} if old is not None and old.n else {}
 
-    def live(self, device) -> torch.Tensor:
-        """Per row: was it live when this step began (so it may be UPDATEd)?"""
-        lim = torch.tensor([c.live_rows for c in self.chunks], dtype=I64, device=device)
-        return self.f["rows"] < lim[self.f["cidx"]]
+            def rows_of(c, d, a, sl):
+                k = kept.get(c.key)
+                return old.cur[a][k[1]:k[2]] if k is not None and k[0] is c else c.attrs[d["rows"], sl]
+            self.cur = {a: torch.cat([rows_of(c, d, a, sl) for c, d in parts]) for a, sl in cols.items()}
+
+    def near(self, xy: tuple, radius: float, device) -> torch.Tensor:
+        """Rows whose rest position is within ``radius`` of ``xy`` and that were live when this step
+        began (so they may be UPDATEd); only chunks that reach the circle are looked at."""
+        x, y = xy
+        spans = []
+        for k, (c, s, e) in enumerate(self.ranges):
+            if c.live_rows and _square_dist(c.box, x, y) <= radius + 1.0:
+                spans.append((k, s, e))
+        if not spans:
+            return torch.zeros(0, dtype=I64, device=device)
+        idx = torch.cat([torch.arange(s, e, device=device) for _, s, e in spans])
+        lim = torch.tensor([self.chunks[k].live_rows for k in range(len(self.chunks))], dtype=I64, device=device)
+        p0 = self.f["p0"][idx]
+        d2 = (p0[:, 0] - x) ** 2 + (p0[:, 1] - y) ** 2
+        ok = (d2 < radius ** 2) & (self.f["rows"][idx] < lim[self.f["cidx"][idx]])
+        return idx[torch.nonzero(ok).squeeze(1)]
 
     def flush(self) -> None:
+        if not self.n:
+            return
         for c, s, e in self.ranges:
             rows = getattr(c, self.kind)["rows"]
             for a, sl in self.cols.items():
                 c.attrs[rows, sl] = self.cur[a][s:e]
+
+
+def _square_dist(box: tuple, x: float, y: float) -> float:
+    """Distance from (x, y) to the square (x0, y0, size)."""
+    x0, y0, size = box
+    dx = max(x0 - x, 0.0, x - (x0 + size))
+    dy = max(y0 - y, 0.0, y - (y0 + size))
+    return math.hypot(dx, dy)
 
 
 # ------------------------------------------------------------------------------------------ torch
@@ -527,7 +557,7 @@ class World:
         self._load(limit=None)
         self._plan_ahead()
         ids, attrs = self._emit(None)       # a keyframe carries everything in view at once
-        self._rebuild_pools()
+        self._rebuild_pools(keep=False)
         loaded = list(self.chunks.values())
         return StepOutput(0, True, ids, attrs, delete_ids=torch.zeros(0, dtype=I64, device=self.device),
                           camera=self.camera(), live=self.live,
@@ -716,13 +746,13 @@ class World:
     def _pools(self) -> list:
         return [p for p in (getattr(self, "_foliage", None), getattr(self, "_water", None)) if p is not None]
 
-    def _rebuild_pools(self) -> None:
-        for p in self._pools():
-            p.flush()
+    def _rebuild_pools(self, keep: bool = True) -> None:
         chunks = [self.chunks[k] for k in sorted(self.chunks)]
-        self._foliage = _Pool("foliage", chunks, {Attr.POSITION: self.layout_[Attr.POSITION]}, self.device)
+        old_f = getattr(self, "_foliage", None) if keep else None
+        old_w = getattr(self, "_water", None) if keep else None
+        self._foliage = _Pool("foliage", chunks, {Attr.POSITION: self.layout_[Attr.POSITION]}, self.device, old_f)
         self._water = _Pool("water", chunks, {Attr.POSITION: self.layout_[Attr.POSITION],
-                                              Attr.SH_DC: self.layout_[Attr.SH_DC]}, self.device)
+                                              Attr.SH_DC: self.layout_[Attr.SH_DC]}, self.device, old_w)
 
     def _sway(self, p0, w, phase, t):
         om = 2 * math.pi * self.cfg.sway_hz
@@ -740,10 +770,7 @@ class World:
 
     def _near(self, pool: _Pool) -> torch.Tensor:
         """Rows of a pool close to the camera and live since before this step (ADD and UPDATE never mix)."""
-        x, y = self.cam_xy
-        p0 = pool.f["p0"]
-        d2 = (p0[:, 0] - x) ** 2 + (p0[:, 1] - y) ** 2
-        return torch.nonzero((d2 < self.cfg.dyn_radius ** 2) & pool.live(self.device)).squeeze(1)
+        return pool.near(tuple(self.cam_xy), self.cfg.dyn_radius, self.device)
 
     def _dynamics(self, events: list) -> list:
         t = self.time
@@ -1070,7 +1097,8 @@ class World:
                 dyn["rows"] = inv[dyn["rows"]]
         for door in door_list:
             door.rows = inv[door.rows]
-        return Chunk(lay.key, None, attrs, None, -1, foliage=foliage or {}, water=water or {}, doors=door_list)
+        return Chunk(lay.key, None, attrs, None, -1, foliage=foliage or {}, water=water or {}, doors=door_list,
+                     box=(x0, y0, cs))
 
     def _finish(self, ch: Chunk) -> Chunk:
         """A generated chunk enters the world now: today's sway and ripple, remembered door angles,
@@ -1098,6 +1126,9 @@ class World:
         ch.born = self.step_index
         for d in ch.doors:
             d.ids = ch.ids[d.rows]
+        for dyn in (ch.foliage, ch.water):
+            if dyn:
+                dyn["ids"] = ch.ids[dyn["rows"]]
         return ch
 
     def _attributes(self, kinds, pos, nrm, rgb, spacing, jitter, randn, rand) -> torch.Tensor:
