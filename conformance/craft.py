@@ -8,6 +8,8 @@ pointing outside the buffer). This module is the one place that writes them:
 - header and frame records: ``HeaderFields``/``header``, ``FrameFields``/``frame_meta``/
   ``frame_record``, every length, magic and checksum overridable; ``parse_frame_meta``
   reads metadata back into ``FrameFields`` so a codec frame can be edited and rebuilt;
+- op blocks: ``op_blocks``/``ops_frame`` lay out ops given as arrays as SPEC.md 6.1 says,
+  valid or not, with the filters and compression of an ``Encoding``;
 - payloads: ``Payload`` (the filters of SPEC.md 4.4 written out here, so the bytes do not
   follow the codec's section writer) and the zstd frame surgery that compression vectors need;
 - in-place edits: ``fix_crc``/``fix_crcs`` after tampering, ``frame_vector_len_at`` and
