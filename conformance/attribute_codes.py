@@ -1,8 +1,7 @@
 """Integer attribute codes in the layout of a stream header (SPEC.md 2, 5).
 
-Vectors carry codes, not floats: these helpers draw valid random codes, move them between
-per-Gaussian tuples (the reference model's form) and planar arrays (the sections' form), and
-split SH_REST into its band sections.
+Vectors carry codes, not floats: these helpers draw valid random codes and move them between
+per-Gaussian tuples (the reference model's form) and planar arrays (the sections' form).
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from codec import Encoder, Gaussians, Grid, Profile
 
 from .attribute_codes import dtype_of
 from .craft import HeaderFields, QuantFields
-from .spec_index import S_APPLY, S_CODES, S_LOSSLESS, S_OPS, S_PRESETS, S_QDOMAIN, S_QUANT, S_SECTIONS, S_VALIDITY
 from .frame_reader import read_frame_ops
+from .spec_index import S_APPLY, S_CODES, S_LOSSLESS, S_OPS, S_PRESETS, S_QDOMAIN, S_QUANT, S_SECTIONS, S_VALIDITY
 from .vector_stream import G, NARROW, Stream, VectorWriter, hf_preset, hf_quant
 
 
