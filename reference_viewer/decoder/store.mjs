@@ -36,7 +36,7 @@
 // delta's random access to a slot touches one cache line of the rows besides the slot's floats and
 // its id-table entry; the floats; the id table; the free list; the dirty set (a bit per slot and a
 // list). This class reads them through views and calls the kernel for every change.
-import { K, views, allocating, arena, finalizer } from './kernel.mjs';
+import { K, views, allocating, arena, finalizer, blockRecord, blockField } from './kernel.mjs';
 import { digestText } from './digest.mjs';
 import { H_WORDS } from './profile.mjs';
 
@@ -47,7 +47,7 @@ export const COMPACT_MIN_FREE = 4096;
 const ALIVE = 1;
 // ST field word indices (kernel.ts)
 const F_ROWS = 1, F_DATA = 2, F_CAP = 3, F_HW = 4, F_LIVE = 5, F_LANE0 = 6, F_LANE1 = 7, F_GEN = 8;
-const F_IDSIZE = 12, F_FREE = 13, F_FREECOUNT = 14, F_DIRTYBITS = 15, F_DIRTYLIST = 16, F_DIRTYCOUNT = 17;
+const F_IDSIZE = 12, F_FREE = 13, F_FREECOUNT = 14, F_DIRTYLIST = 16, F_DIRTYCOUNT = 17;
 
 const big = (lo, hi) => (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
 
@@ -164,34 +164,31 @@ export class SceneStore {
     allocating('scene store', () => K.storeReserve(this._own.st, adds, liveAfter, freedFirst, slack));
   }
 
-  /** A slot for a new Gaussian: the most recently freed one, else highWater (room reserved). */
-  allocSlot() { return K.allocSlotOf(this._own.st); }
-
   /**
-   * Makes slot s (from allocSlot) the live Gaussian `id` (lo, hi) with the given codes (NC
-   * values): row, id table, record sums, floats, dirty (tools and tests; frames go through the kernel).
+   * Adds the Gaussian `id` (lo, hi) with the given codes (NC values, valid) the way a frame's ADD
+   * does (the kernel's addCheck and commitAdd, room reserved): a freed slot or a new one, row, id
+   * table, record sums, lanes, floats, dirty. Returns its slot, or -1 when the id is live or a code
+   * invalid (then nothing changed). Tools and tests; frames go through Decoder.readFrame.
    */
-  initSlot(s, lo, hi, codes) {
-    const v = views(), b = this._f(F_ROWS) + 4 * s * this.R, w = b >> 2;
-    v.u32.fill(0, w, w + this.R);
-    v.u32[w + H_LO] = lo; v.u32[w + H_HI] = hi; v.u32[w + H_FLAGS] = ALIVE;
+  addGaussian(lo, hi, codes) {
+    const p = this.profile, ids = arena.take(8), comps = [];
     for (let j = 0; j < this.NC; j++) {
-      const k = this.ck[j], i = this.ci[j];
-      if (k === 4) v.u32[w + i] = codes[j]; else if (k === 2) v.u16[(b >> 1) + i] = codes[j]; else v.u8[b + i] = codes[j];
+      const w = this.ck[j], src = arena.take(w);
+      comps.push({ j, src });
+      const v = views();
+      if (w === 4) v.u32[src >> 2] = codes[j]; else if (w === 2) v.u16[src >> 1] = codes[j]; else v.u8[src] = codes[j];
     }
-    allocating('id table', () => K.idSet(this._own.st, big(lo, hi), s));
-    K.rehash(this._own.st, s);
-    const one = arena.take(8);
-    views().u32[one >> 2] = s;
-    K.deriveSlots(this._own.st, one, 1, 0x3F, 1);
-    K.laneSums(this._own.st, one, 1, one + 4);
     const u = views().u32;
-    this.lane0 = this.lane0 + u[(one >> 2) + 1]; this.lane1 = this.lane1 + u[(one >> 2) + 2];
-    this._set(F_LIVE, this.live + 1);
-    this._touch(s);
+    u[ids >> 2] = lo; u[(ids >> 2) + 1] = hi;
+    const bl = blockRecord({ n: 1, ids, mask: p.fullMask, comps }, false);
+    if (K.addCheck(this._own.st, bl, 0xFFFFFFFF) !== 0) return -1;   // (no row carries that stamp)
+    this.reserve(1, this.live + 1);
+    this.lane0 = this.lane0 + blockField(bl, 14); this.lane1 = this.lane1 + blockField(bl, 15);
+    K.commitAdd(this._own.st, bl);
+    return views().u32[(blockField(bl, 4) >> 2)];
   }
 
-  /** Removes a live slot (id table, lane sums, freed opacity, free list, dirty). */
+  /** Removes a live slot (id table, lane sums, freed opacity, free list, dirty): a DELETE's commit. */
   freeSlot(s) {
     const one = arena.take(12);
     views().u32[one >> 2] = s;
@@ -199,15 +196,6 @@ export class SceneStore {
     const u = views().u32;
     this.lane0 = this.lane0 - u[(one >> 2) + 1]; this.lane1 = this.lane1 - u[(one >> 2) + 2];
     K.commitDeletes(this._own.st, one, 1);
-  }
-
-  _touch(s) {
-    const v = views(), bits = this._f(F_DIRTYBITS) >> 2, m = 1 << (s & 31);
-    if (v.u32[bits + (s >>> 5)] & m) return;
-    v.u32[bits + (s >>> 5)] |= m;
-    const n = this._f(F_DIRTYCOUNT);
-    v.u32[(this._f(F_DIRTYLIST) >> 2) + n] = s;
-    this._set(F_DIRTYCOUNT, n + 1);
   }
 
   /** Compacts when more slots are free than live (and more than COMPACT_MIN_FREE). */

@@ -94,7 +94,8 @@ test('compaction moves live slots down in order, keeps ids and floats, bumps gen
   s.reserve(n, s.live + n);
   const codes = s.codesOf(0), digest0 = s.digestText();
   const base = s.highWater;
-  for (let i = 0; i < n; i++) s.initSlot(s.allocSlot(), 0x10000000 + i, 0, codes);
+  for (let i = 0; i < n; i++) assert.equal(s.addGaussian(0x10000000 + i, 0, codes), base + i);
+  assert.equal(s.addGaussian(0x10000000, 0, codes), -1);   // a live id
   const keep = [];
   for (let i = 0; i < n; i++) if (i % 3 === 0) keep.push(base + i); else s.freeSlot(base + i);
   const want = new Map(keep.map((slot) => [s.idLoOf(slot), s.data.slice(slot * s.stride, (slot + 1) * s.stride)]));

@@ -13,7 +13,7 @@
 // Profile P (written once per stream header by JavaScript):
 //   0 NC, 4 R (row words), 8 stride (floats per slot), 12 K, 16 lossless, 20 S (slot bits),
 //   24 K0[0], 28 K0[1], 32 K1[0], 36 K1[1] (lane constants of the id words),
-//   40 rotTable (f64[2^rotationBits] pointer), 44 restFirst (float offset of SH rest),
+//   40 rotTable (f64[2^rotationBits] pointer), 44 padFirst (16 + 3K: the first float after the SH rest),
 //   48 originX, 56 originY, 64 originZ, 72 cellSize, 80 posStep (f64),
 //   96 + 32 j: component j: 0 width (1, 2, 4), 4 ci (index in the row in units of the width),
 //     8 dataOff (float index in the slot), 12 k0, 16 k1 (lane constants of word j + 2),
@@ -43,6 +43,15 @@ const PC: usize = 96;
 
 // ------------------------------------------------------------------ memory
 export function alloc(n: usize): usize { return heap.alloc(n > 0 ? n : 4); }
+/**
+ * A block of count * each bytes; a size past what the heap can give (its largest block is just under
+ * 1 GiB) traps here, before the product could wrap around in 32 bits.
+ */
+function block(count: u64, each: u64): usize {
+  const n = count * each;
+  if (n > 0x3FF00000) unreachable();
+  return heap.alloc(n > 0 ? <usize>n : 4);
+}
 export function release(p: usize): void { if (p) heap.free(p); }
 
 // ------------------------------------------------------------------ CRC-32 (SPEC 4.8), slicing-by-16
@@ -257,12 +266,15 @@ function idtDelete(st: usize, id: u64): i32 {
   store<u32>(st, load<u32>(st, 48) - 1, 48);
   return old;
 }
-function idCapFor(n: u32): u32 { let c: u32 = 16; while (c < 2 * n) c <<= 1; return c; }
+function idCapFor(n: u32): u32 {
+  if (n > 0x4000000) unreachable();   // 2^26 ids: a table of 2 GiB, more than the heap can give
+  let c: u32 = 16; while (c < 2 * n) c <<= 1; return c;
+}
 /** Makes room for n entries: a table of idCapFor(n) entries, rehashed (may trap: nothing changed then). */
 function idtReserve(st: usize, n: u32): void {
   const cap = load<u32>(st, 40);
   if (<u64>2 * n <= <u64>cap) return;
-  const nc = idCapFor(n), nt = heap.alloc(<usize>16 * <usize>nc);
+  const nc = idCapFor(n), nt = block(nc, 16);
   idtFill(nt, nc);
   const ot = load<usize>(st, 36);
   store<usize>(st, nt, 36); store<u32>(st, nc, 40); store<u32>(st, 64 - ctz(nc), 44); store<u32>(st, 0, 48);
@@ -278,7 +290,7 @@ function idtReserve(st: usize, n: u32): void {
 export function idtNew(expected: u32): usize {
   const st = heap.alloc(80);
   memory.fill(st, 0, 80);
-  const c = idCapFor(expected), t = heap.alloc(<usize>16 * <usize>c);
+  const c = idCapFor(expected), t = block(c, 16);
   idtFill(t, c);
   store<usize>(st, t, 36); store<u32>(st, c, 40); store<u32>(st, 64 - ctz(c), 44);
   return st;
@@ -289,7 +301,7 @@ export function idSet(st: usize, id: u64, v: i32): i32 { idtReserve(st, load<u32
 export function idDelete(st: usize, id: u64): i32 { return idtDelete(st, id); }
 export function idReserve(st: usize, n: u32): void { idtReserve(st, n); }
 export function idCountOf(st: usize): u32 { return load<u32>(st, 48); }
-export function lookupMany(st: usize, ids: usize, n: u32, out: usize): void {
+function lookupMany(st: usize, ids: usize, n: u32, out: usize): void {
   for (let i: usize = 0; i < n; i++) store<i32>(out + 4 * i, idtGet(st, load<u64>(ids + 8 * i)));
 }
 
@@ -300,9 +312,9 @@ export function storeNew(P: usize, cap: u32): usize {
   store<usize>(st, P);
   if (cap < 64) cap = 64;
   const R = load<u32>(P, 4), stride = load<u32>(P, 8);
-  const rows = heap.alloc(<usize>4 * <usize>R * cap), data = heap.alloc(<usize>4 * <usize>stride * cap);
-  const bits = heap.alloc(<usize>4 * <usize>((cap + 31) >>> 5)), list = heap.alloc(<usize>4 * <usize>cap), free = heap.alloc(<usize>4 * <usize>cap);
-  const c = idCapFor(cap), t = heap.alloc(<usize>16 * <usize>c);
+  const rows = block(cap, 4 * R), data = block(cap, 4 * stride);
+  const bits = block((cap + 31) >>> 5, 4), list = block(cap, 4), free = block(cap, 4);
+  const c = idCapFor(cap), t = block(c, 16);
   idtFill(t, c);
   memory.fill(bits, 0, <usize>4 * <usize>((cap + 31) >>> 5));
   store<usize>(st, rows, 4); store<usize>(st, data, 8); store<u32>(st, cap, 12);
@@ -320,8 +332,8 @@ export function storeFree(st: usize): void {
 function storeGrow(st: usize, cap: u32): void {
   const P = load<usize>(st), R = load<u32>(P, 4), stride = load<u32>(P, 8), hw = <usize>load<u32>(st, 16);
   const nw = (cap + 31) >>> 5;
-  const rows = heap.alloc(<usize>4 * <usize>R * cap), data = heap.alloc(<usize>4 * <usize>stride * cap);
-  const bits = heap.alloc(<usize>4 * <usize>nw), free = heap.alloc(<usize>4 * <usize>cap), list = heap.alloc(<usize>4 * <usize>cap);
+  const rows = block(cap, 4 * R), data = block(cap, 4 * stride);
+  const bits = block(nw, 4), free = block(cap, 4), list = block(cap, 4);
   const orows = load<usize>(st, 4), odata = load<usize>(st, 8), obits = load<usize>(st, 60), ofree = load<usize>(st, 52);
   const olist = load<usize>(st, 64);
   memory.copy(rows, orows, 4 * R * hw);
@@ -344,8 +356,9 @@ export function storeReserve(st: usize, adds: u32, liveAfter: u32, freedFirst: u
   const need = <u64>load<u32>(st, 16) + (adds > free ? adds - free : 0);
   const cap = load<u32>(st, 12);
   if (need > <u64>cap) {
-    const grown = <u64>cap + (cap >>> 1), want = need + slack;
-    storeGrow(st, <u32>(want > grown ? want : grown));
+    const grown = <u64>cap + (cap >>> 1), want = need + slack, to = want > grown ? want : grown;
+    if (to > 0x10000000) unreachable();   // 2^28 slots: past the heap (and any limit of SPEC 9.1)
+    storeGrow(st, <u32>to);
   }
   idtReserve(st, liveAfter);
 }
@@ -441,7 +454,7 @@ export function clearDirty(st: usize): void {
 }
 
 /** deriveSlots: the floats of mask for slots[0..n) (and, with pad, the padding floats). */
-export function deriveSlots(st: usize, slots: usize, n: u32, mask: u32, pad: u32): void {
+function deriveSlots(st: usize, slots: usize, n: u32, mask: u32, pad: u32): void {
   const P = load<usize>(st), rows = load<usize>(st, 4), data = load<usize>(st, 8);
   const R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
   for (let i: usize = 0; i < n; i++) {
@@ -449,18 +462,6 @@ export function deriveSlots(st: usize, slots: usize, n: u32, mask: u32, pad: u32
     derive(P, rows + R4 * s, d, mask);
     if (pad) zeroPad(P, d);
   }
-}
-
-/** Record lane sums of slot s from its id and codes, stored in its row. */
-export function rehash(st: usize, s: u32): void {
-  const P = load<usize>(st), row = load<usize>(st, 4) + <usize>4 * <usize>load<u32>(P, 4) * s, NC = load<u32>(P);
-  const lo = load<u32>(row), hi = load<u32>(row, 4);
-  let s0 = lo * load<u32>(P, 24) + hi * load<u32>(P, 28), s1 = lo * load<u32>(P, 32) + hi * load<u32>(P, 36);
-  for (let j: u32 = 0; j < NC; j++) {
-    const c = P + PC + <usize>32 * <usize>j, v = codeAt(row, load<u32>(c), load<u32>(c, 4));
-    s0 += v * load<u32>(c, 12); s1 += v * load<u32>(c, 16);
-  }
-  store<u32>(row, s0, 8); store<u32>(row, s1, 12);
 }
 
 // ------------------------------------------------------------------ frame apply (SPEC 6.3)
@@ -687,7 +688,6 @@ export function commitDeletes(st: usize, slots: usize, n: u32): void {
   store<u32>(st, hw + 1, 16);
   return hw;
 }
-export function allocSlotOf(st: usize): u32 { return allocSlot(st); }
 
 /** A delta's ADD block (addCheck passed, room reserved): slots, rows, id table, floats. */
 export function commitAdd(st: usize, bl: usize): void {
@@ -874,7 +874,7 @@ function keyColumn8(src: usize, i0: usize, i1: usize, s0: usize, s1: usize, k0: 
  */
 function bulkInsert(st: usize, ids: usize, n: usize, first: u32): void {
   const sh = load<u32>(st, 44), top: u32 = sh > 56 ? 64 - sh : 8, bsh = 64 - top, nb: usize = <usize>1 << top;
-  const cnt = heap.alloc(4 * (nb + 1)), tmp = heap.alloc(16 * (n > 0 ? n : 1));
+  const cnt = block(nb + 1, 4), tmp = block(n, 16);
   memory.fill(cnt, 0, 4 * (nb + 1));
   for (let i: usize = 0; i < n; i++) {
     const b = <usize>((load<u64>(ids + 8 * i) * 0x9E3779B97F4A7C15) >>> bsh);

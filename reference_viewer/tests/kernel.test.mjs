@@ -1,0 +1,56 @@
+// The wasm kernel (decoder/wasm/kernel.wasm through decoder/kernel.mjs): allocations it cannot make are
+// LIMIT_EXCEEDED and leave it working; a store that must grow past what a frame reserved keeps the
+// state when the frame fails later; the frame arena survives frames larger than itself.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Decoder, GsdError, decodeStreamLines } from '../decoder/index.mjs';
+import { K, alloc, allocating, arena, views } from '../decoder/kernel.mjs';
+import { manifest, vectorBytes, expectedLines, vector } from './helpers.mjs';
+
+const limitExceeded = (e) => e instanceof GsdError && e.code === 'LIMIT_EXCEEDED';
+
+test('an allocation the heap cannot make is LIMIT_EXCEEDED, and the kernel keeps working', () => {
+  assert.throws(() => alloc(2 ** 31 + 1), limitExceeded);                 // refused before the kernel
+  assert.throws(() => alloc(2 ** 30 + 4096), limitExceeded);              // above the heap's largest block: a trap
+  const dec = new Decoder();
+  const u8 = vectorBytes('profile_compact_sh3');
+  let pos = dec.readHeader(u8).used;
+  pos += dec.readFrame(u8.subarray(pos)).used;
+  // sizes whose bytes do not fit 32 bits: refused, never wrapped around
+  assert.throws(() => allocating('test', () => K.storeNew(dec.profile.P, 2 ** 27)), limitExceeded);
+  const s = dec.store, before = [s.capacity, s.generation, s.digestText(), s.data.slice(0, s.highWater * s.stride)];
+  assert.throws(() => s.reserve(2 ** 26, 2 ** 26), limitExceeded);
+  assert.deepEqual([s.capacity, s.generation, s.digestText(), s.data.slice(0, s.highWater * s.stride)], before);
+  while (pos < u8.length) pos += dec.readFrame(u8.subarray(pos)).used;   // the decoder goes on
+  assert.equal(dec.digestText(), vector('profile_compact_sh3').expected.digests.at(-1));
+  const p = alloc(1 << 20);                                               // the heap is consistent afterwards
+  views().u8.fill(7, p, p + (1 << 20));
+  K.release(p);
+  const v = vector('op_long_mixed_chain') || manifest.find((m) => m.expected.result === 'valid');
+  assert.deepEqual(decodeStreamLines(vectorBytes(v), { limits: v.limits || {} }), expectedLines(v));
+});
+
+test('arena: blocks stay valid within a frame across growth, and one block replaces them at reset', () => {
+  arena.reset();
+  const a = arena.take(16);
+  views().u32[a >> 2] = 0xDEADBEEF;
+  const big = arena.take(arena.cap * 3);   // forces a new block
+  views().u8.fill(1, big, big + 64);
+  assert.equal(views().u32[a >> 2], 0xDEADBEEF);
+  assert.ok(arena.blocks.length >= 2);
+  arena.reset();
+  assert.equal(arena.blocks.length, 1);
+  assert.equal(arena.take(8) % 8, 0);
+});
+
+test('a decoder disposed, then new decoders: the same vectors decode alike', () => {
+  const ids = manifest.filter((m) => m.expected.result === 'valid').slice(0, 12);
+  for (let round = 0; round < 2; round++) {
+    for (const v of ids) {
+      const dec = new Decoder({ limits: v.limits || {} });
+      assert.deepEqual(decodeStreamLines(vectorBytes(v), { decoder: dec }), expectedLines(v), v.id);
+      dec.dispose();
+      assert.equal(dec.store, null);
+    }
+  }
+});
