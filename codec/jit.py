@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import os
 import threading
+import warnings
 
 import numpy as np
 
@@ -43,8 +44,7 @@ class Kernel:
     def __call__(self, *args):
         if self._compiled is not None:
             return self._compiled(*args)
-        if AVAILABLE and (_MODE == "1" or _large(args)):
-            switch_on()
+        if AVAILABLE and (_MODE == "1" or _large(args)) and switch_on():
             return self._compiled(*args)
         with np.errstate(over="ignore"):  # modular arithmetic, as in the compiled code
             return self.py_func(*args)
@@ -69,13 +69,18 @@ def switch_on() -> bool:
 
     Kernels call each other: inside compiled code a callee must be numba's dispatcher, so every
     module-level name bound to a Kernel is rebound to its dispatcher."""
-    global _on
+    global _on, AVAILABLE
     if _on or not AVAILABLE:
         return _on
     with _LOCK:
         if _on:
             return True
-        import numba
+        try:
+            import numba
+        except ImportError as e:  # e.g. numba built for another numpy: run as Python, and say so once
+            warnings.warn(f"numba could not be imported ({e}); the codec's loops run as Python", RuntimeWarning)
+            AVAILABLE = False
+            return False
         for k in _KERNELS:
             k._compiled = numba.njit(cache=True, nogil=True)(k.py_func)
         by_kernel = {id(k): k._compiled for k in _KERNELS}
