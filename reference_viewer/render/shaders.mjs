@@ -1,5 +1,6 @@
 // WGSL sources of the renderer (plain strings so the module loads in a browser and in node alike).
-// Conventions: SPEC.md Appendix B, the same as quality/rasterizer.py.
+// Conventions: SPEC.md Appendix B, the same as quality/rasterizer.py. The slot floats they read
+// (data[b + k]) are laid out as decoder/layout.mjs says.
 
 // ---------------------------------------------------------------------------------------- project
 // One invocation per slot in [0, n): cull, EWA-project, evaluate SH, write the screen-space splat,
