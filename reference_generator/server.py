@@ -72,8 +72,8 @@ class ServerConfig:
     send_timeout: float = 30.0       # one frame not written for this long: close 4001
     max_sessions: int = 256          # sessions beyond this are refused with 1013
     admission: bool = True           # refuse new sessions (1013) while the worlds fall behind
-    admit_max_busy: float = 0.8      # world lanes busy over this share of the time ...
-    admit_max_wait_ms: float = 25.0  # ... or actions waiting this long for their step (p90; the oldest queued: 4x)
+    admit_max_busy: float = 0.7      # world lanes busy over this share of the time ...
+    admit_max_wait_ms: float = 20.0  # ... or actions waiting this long for their step (p90; the oldest queued: 4x)
     admit_max_loop_lag_ms: float = 25.0   # ... or the event loop this late (p90 of its 0.1 s ticks)
     admit_window: float = 2.0        # seconds the signals are measured over
     retry_after: int = 10            # seconds a refused client is told to wait (the reason's retry-after)
@@ -672,10 +672,10 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--max-sessions", type=int, default=256, help="sessions beyond this are refused (1013)")
     ap.add_argument("--admission", default="on", choices=("on", "off"),
                     help="refuse new sessions (close 1013, retry-after) while the worlds fall behind (default on)")
-    ap.add_argument("--admit-max-busy", type=float, default=0.8,
-                    help="refuse while the world lanes are busy over this share of the time (default 0.8)")
-    ap.add_argument("--admit-max-wait-ms", type=float, default=25.0,
-                    help="refuse while actions wait over this long for their step, p90 (default 25; "
+    ap.add_argument("--admit-max-busy", type=float, default=0.7,
+                    help="refuse while the world lanes are busy over this share of the time (default 0.7)")
+    ap.add_argument("--admit-max-wait-ms", type=float, default=20.0,
+                    help="refuse while actions wait over this long for their step, p90 (default 20; "
                          "an action still queued: 4 times as long)")
     ap.add_argument("--admit-max-loop-lag-ms", type=float, default=25.0,
                     help="refuse while the event loop runs this late, p90 (default 25)")
