@@ -283,6 +283,8 @@ def report(rows: list, gen: dict, a, started: str) -> str:
                      f"{g['queue_age_ms']:.1f} ms | {g['loop_lag_ms']:.1f} ms | "
                      f"{', '.join(f'{k} {v}' for k, v in sorted(st['refused'].items())) or 'none'} |")
     lines.append("")
+    if a.note:
+        lines += ["## Notes", ""] + [f"- {n}" for n in a.note] + [""]
     return "\n".join(lines)
 
 
@@ -303,6 +305,7 @@ def main(argv=None) -> int:
     ap.add_argument("--server-args", default="", help="more gsd-serve options, e.g. '--admit-max-busy 0.7'")
     ap.add_argument("--target-p99", type=float, default=60.0, help="p99 action-to-delta target, ms")
     ap.add_argument("--trace", action="store_true", help="print the server's admission signals every second")
+    ap.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "SERVER_BENCH.md"), help="report file, or - for stdout only")
     a = ap.parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
