@@ -1,6 +1,6 @@
 """Benchmark the reference codec and write BENCHMARKS.md.
 
-    python -m bench.run [--n 1000000] [--quick] [--out BENCHMARKS.md] [--repeat 5] [--seed 0]
+    python -m bench.run [--n 1000000] [--quick] [--out BENCHMARKS.md] [--repeat 5] [--seed 0] [--before FILE]
 
 Measures, on scenes from codec.synthetic.synthetic_scene:
   a. keyframes at SH degree 3 and 0 for every profile: size, assign_ids,
@@ -8,7 +8,10 @@ Measures, on scenes from codec.synthetic.synthetic_scene:
   b. a 5,000-Gaussian mixed delta against the n-Gaussian scene: encode and
      decode + apply (median of >= 30 fresh deltas);
   c. position-only UPDATEs of small motions (bytes per updated Gaussian);
-  d. the keyframe's bytes per Gaussian by section.
+  d. the keyframe's bytes per Gaussian by section;
+  e. the realtime path (bench/realtime.py): a 5k mixed delta and a small frame
+     each way, the SH3 keyframe decode and encode; ``--before FILE`` adds the
+     same figures from an earlier tree.
 Peers (float PLY write/read, PLY + zlib, np.save/np.load of the floats) run in
 the same process so times compare as ratios. Every timed result is checked
 (digests equal) outside the timed region. Progress goes to stderr, the report
@@ -21,6 +24,7 @@ import argparse
 import datetime
 import gc
 import io
+import json
 import os
 import platform
 import statistics
@@ -42,6 +46,8 @@ from codec.ply import ply_size_bytes, read_ply, write_ply
 from codec.synthetic import synthetic_motion, synthetic_scene
 from codec.wire import decode_frame
 
+from .realtime import measure as measure_realtime
+from .realtime import table as realtime_table
 from .scenes import COLOR_SIGMA, MIX, MOVE_SIGMA, DeltaRig, coherent_motion, position_step, profile_for
 
 PROFILES = ("lossless", "high", "compact")
@@ -51,7 +57,7 @@ QUICK_N = 100_000
 DEGREES = (3, 0)
 ROLES = ("ids", "position", "scale", "rotation", "opacity", "sh_dc", "sh_rest", "delete")
 
-# The issue's targets (issue 2, "Benchmarks"); times are for a 1M-Gaussian scene.
+# Targets; times are for a 1M-Gaussian scene.
 T_ENCODE_MS = {3: 1000.0}
 T_DECODE_MS = {3: 100.0, 0: 40.0}
 T_SIZE_BPG = {3: 16.0, 0: 7.0}          # default lossy profile, strictly under
@@ -238,7 +244,7 @@ def environment(argv: list[str]) -> dict:
 
 
 def render(env: dict, n: int, reps: int, kfs: list[dict], peers: dict, motions: list[dict], delta: dict,
-           gen_s: dict) -> str:
+           gen_s: dict, realtime: dict | None = None, realtime_before: dict | None = None) -> str:
     full = n == FULL_N
     bpg = lambda b, count: b / count  # noqa: E731
     by = {(k["degree"], k["name"]): k for k in kfs}
@@ -292,7 +298,14 @@ def render(env: dict, n: int, reps: int, kfs: list[dict], peers: dict, motions: 
             v = m["bytes"] / max(1, m["updated"])
             rows.append([f"position-only UPDATE, {m['label']} ({DEFAULT})", f"{v:.2f} B/G",
                          f"< {T_MOTION_BPG:g} B/G", verdict(v < T_MOTION_BPG)])
-    parts += ["## Targets (issue 2)", "", table(["target", "measured", "goal", "verdict"], rows), ""]
+    parts += ["## Targets", "", table(["target", "measured", "goal", "verdict"], rows), ""]
+    if realtime is not None:
+        parts += ["## The realtime path", "",
+                  "What one frame costs each way against the scene, and the scene's keyframe (`bench/realtime.py`, "
+                  f"{len(realtime['delta_encode'])} fresh frames of each kind after 5 warm-up ones; keyframes: median "
+                  "of 5). Median and p90, ms." + (" *before*: the same command on the tree named in `--before`'s "
+                  "file, same machine, same run." if realtime_before else ""), "",
+                  realtime_table(realtime, realtime_before), ""]
 
     # ---- a. keyframes
     rows = []
@@ -342,7 +355,7 @@ def render(env: dict, n: int, reps: int, kfs: list[dict], peers: dict, motions: 
             rows.append([f"SH{deg}", label, f"{size / n:.2f}", f"{size / k['bytes']:.2f}×", fmt_ms(med_ms(w)),
                          fmt_ms(med_ms(r)), f"{enc_ms / med_ms(w):.2f}", f"{dec_ms / med_ms(r):.2f}"])
     parts += [f"### Peers in the same run (ratios against the {DEFAULT} keyframe)", "",
-              "No external codec here (SPZ is compared in its own issue). *size ×* = peer size / "
+              "No external codec here (SPZ and SOG are compared in QUALITY.md). *size ×* = peer size / "
               f"{DEFAULT} keyframe size; *enc ratio* = {DEFAULT} encode time / peer write time; *dec ratio* = "
               f"{DEFAULT} decode time / peer read time (below 1: GSD is faster). zlib ran once.", "",
               table(["SH", "reference", "B/Gaussian", "size ×", "write ms", "read ms", "enc ratio", "dec ratio"],
@@ -439,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
                                                              "--quick: 3)")
     ap.add_argument("--delta-reps", type=int, default=None, help="fresh deltas timed (default 40; --quick: 30)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--before", default=None, help="realtime figures of an earlier tree, from "
+                                                   "`python -m bench.realtime --json FILE` there")
     args = ap.parse_args(argv)
     n = args.n or (QUICK_N if args.quick else FULL_N)
     reps = args.repeat or (3 if args.quick else 5)
@@ -481,7 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"delta vs {delta['n']:,}: encode {fmt_ms(med_ms(delta['encode']))} ms, decode+apply "
         f"{fmt_ms(med_ms(delta['decode']))} ms, {statistics.median(delta['sizes']) / 1e3:.1f} kB")
 
-    report = render(env, n, reps, kfs, peers, motions, delta, gen_s)
+    realtime = measure_realtime(n, delta_reps, seed=args.seed, log=log)
+    before = json.loads(Path(args.before).read_text()) if args.before else None
+    report = render(env, n, reps, kfs, peers, motions, delta, gen_s, realtime, before)
     print(report)
     if out:
         Path(out).write_text(report)

@@ -61,6 +61,9 @@ class Delta:
     delete_ranges: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), U64))  # (R, 2) first, last
     delete_cells: dict = field(default_factory=dict)  # level -> cell codes
     digest: Digest | None = None
+    # (state token, slots of each UPDATE block) from the encoder that built this delta against that
+    # state: apply skips looking the ids up again while the state is unchanged. Not part of the frame.
+    slot_hint: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_add(self) -> int:

@@ -9,6 +9,7 @@ slot by the state, so an UPDATE re-hashes a row from its changed components only
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,11 +32,14 @@ def fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
+@functools.lru_cache(maxsize=None)
 def lane_constants(words: int) -> np.ndarray:
-    """K[L, j] = fmix32((j+1)*0x9E3779B1 + L*0x7F4A7C15) | 1, shape (2, words), uint32."""
+    """K[L, j] = fmix32((j+1)*0x9E3779B1 + L*0x7F4A7C15) | 1, shape (2, words), uint32 (read-only, cached)."""
     j = np.arange(1, words + 1, dtype=np.uint64)
     base = np.stack([(j * 0x9E3779B1 + lane * 0x7F4A7C15) & M32 for lane in (0, 1)]).astype(np.uint32)
-    return fmix32(base) | np.uint32(1)
+    k = fmix32(base) | np.uint32(1)
+    k.flags.writeable = False
+    return k
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ def row_accumulators(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndar
     for codes in planar_codes:
         c = codes.shape[0]
         if c:
-            add_words(acc, unsigned(codes), k[0, j:j + c].copy(), k[1, j:j + c].copy())
+            add_words(acc, unsigned(codes), k[0, j:j + c], k[1, j:j + c])
         j += c
     return acc
 

@@ -117,6 +117,7 @@ class Encoder:
                     res[a] = np.empty_like(new)
                     residuals(unsigned(self.state.codes[a]), slots, unsigned(new), unsigned(res[a]), mask, a.bit)
             d.updates = group_updates(ids, mask, res)
+            d.slot_hint = (self.state.token(), [slots[np.searchsorted(ids, b.ids)] for b in d.updates])
         if delete is not None:
             d.delete_ids = sorted_unique(np.asarray(delete, U64).reshape(-1))
         if delete_ranges is not None:

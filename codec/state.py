@@ -82,6 +82,7 @@ class SceneState:
         self._k0, self._k1 = k[0].copy(), k[1].copy()
         self._reset(0)
         self.seq = 0
+        self._version = 0
 
     # -- storage ---------------------------------------------------------------------
     def _reset(self, capacity: int) -> None:
@@ -110,6 +111,10 @@ class SceneState:
 
     def __len__(self) -> int:
         return self.count
+
+    def token(self) -> tuple:
+        """Changes whenever the state does: slots looked up under one token hold while it is current."""
+        return (id(self), self._version)
 
     def copy(self) -> "SceneState":
         c = SceneState.__new__(SceneState)
@@ -225,9 +230,20 @@ class SceneState:
                     raise GsdError(ErrorCode.MALFORMED, "seq must be greater than base_seq")
         self._validate_delta(d)
         index = IdIndex(slot_bits=p.grid.slot_bits) if d.keyframe else self.index
-        # One lookup for every id the frame names (the index is latency-bound, not work-bound).
+        # One lookup for every id the frame names (the index is latency-bound, not work-bound);
+        # UPDATE slots the encoder found against this very state are taken as they are.
         n_del, n_add = len(d.delete_ids), len(d.add_ids)
-        found, where = index.find(np.concatenate([d.delete_ids, d.add_ids] + [b.ids for b in d.updates]))
+        hinted = d.slot_hint is not None and not d.keyframe and d.slot_hint[0] == self.token() \
+            and len(d.slot_hint[1]) == len(d.updates) \
+            and all(np.array_equal(self.slot_ids[s], b.ids) for s, b in zip(d.slot_hint[1], d.updates))
+        named = [d.delete_ids, d.add_ids] + ([] if hinted else [b.ids for b in d.updates])
+        if d.keyframe and not len(d.delete_ids):  # nothing is live before a keyframe
+            found = np.full(n_add + d.n_update, -1, np.int64)
+            where = found
+        else:
+            found, where = index.find(np.concatenate(named))
+        if hinted:
+            found = np.concatenate([found] + list(d.slot_hint[1]))
         del_slots, add_found = found[:n_del], found[n_del:n_del + n_add]
         # 2. deletes
         if (del_slots < 0).any():
@@ -304,6 +320,7 @@ class SceneState:
         return plan
 
     def _commit(self, d: Delta, plan: dict) -> None:
+        self._version += 1
         hashed = plan["hashed"]
         if d.keyframe:
             self._load_keyframe(d, plan)
