@@ -2,7 +2,7 @@
 // block and section table, section decoding, sequencing and id rules (H1..H10, F1..F13). Nothing
 // here reads or changes the scene state: parseFrame returns a plan that decoder/apply.mjs applies.
 import { fail } from './errors.mjs';
-import { crc32, crc32At } from './crc32.mjs';
+import { crc32 } from './crc32.mjs';
 import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
 import { decodeSection } from './sections.mjs';
 import { checkHeaderDomain } from './profile.mjs';
@@ -75,8 +75,7 @@ export function parseFrame(u8, message, L, p, seqBig) {
   if (frameLen > L.max_frame_bytes) fail('LIMIT_EXCEEDED', `frame_len ${frameLen}`);
   if (u8.length < frameLen) fail('TRUNCATED', 'frame record');
   if (metaLen > frameLen - 16) fail('MALFORMED', `meta_len ${metaLen}`);
-  arena.reset();
-  if (crc32At(arena.put(u8.subarray(0, frameLen - 4)), frameLen - 4) !== u32le(u8, frameLen - 4)) fail('BAD_CHECKSUM', 'frame CRC-32');
+  if (crc32(u8, 0, frameLen - 4) !== u32le(u8, frameLen - 4)) fail('BAD_CHECKSUM', 'frame CRC-32');
   arena.reset();
   if (message && u8.length !== frameLen) fail('MALFORMED', 'bytes after the frame record in its message');
   const meta = u8.subarray(12, 12 + metaLen);

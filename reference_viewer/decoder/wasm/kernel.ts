@@ -73,11 +73,11 @@ function crcInit(): void {
 }
 @inline function tb(t: usize, i: u32): u32 { return load<u32>(t + (<usize>i << 2)); }
 
-export function crc32(p: usize, n: usize): u32 {
+/** The running CRC-32 register c (start: 0xFFFFFFFF; the CRC is the final c ^ 0xFFFFFFFF) after n more bytes at p. */
+export function crc32(c: u32, p: usize, n: usize): u32 {
   if (!crcT) crcInit();
   const T0 = crcT, T1 = T0 + 1024, T2 = T0 + 2048, T3 = T0 + 3072, T4 = T0 + 4096, T5 = T0 + 5120, T6 = T0 + 6144, T7 = T0 + 7168;
   const T8 = T0 + 8192, T9 = T0 + 9216, T10 = T0 + 10240, T11 = T0 + 11264, T12 = T0 + 12288, T13 = T0 + 13312, T14 = T0 + 14336, T15 = T0 + 15360;
-  let c: u32 = 0xFFFFFFFF;
   const end = p + n, end16 = end - (n & 15);
   while (p < end16) {
     const a = c ^ load<u32>(p), b = load<u32>(p, 4), d = load<u32>(p, 8), e = load<u32>(p, 12);
@@ -88,7 +88,7 @@ export function crc32(p: usize, n: usize): u32 {
     p += 16;
   }
   while (p < end) { c = tb(T0, (c ^ <u32>load<u8>(p)) & 0xFF) ^ (c >>> 8); p++; }
-  return c ^ 0xFFFFFFFF;
+  return c;
 }
 
 // ------------------------------------------------------------------ sections (SPEC 4.4)
@@ -617,17 +617,38 @@ export function updApply(st: usize, bl: usize, stamp: u32): i32 {
     store<u32>(e, load<u32>(pc, 12), 12); store<u32>(e, load<u32>(pc, 16), 16);
     store<u32>(e, load<u32>(pc, 20), 20); store<u32>(e, load<u32>(pc, 24), 24);
   }
+  let same = true;   // every component of one width: a loop without width branches
+  for (let e = tab + 32; e < end; e += 32) if (load<u32>(e, 4) != load<u32>(tab, 4)) same = false;
+  const w0 = load<u32>(tab, 4);
+  const r = !same ? updRows<u32>(bl, tab, end, rows, R4, lossless, 0)
+    : w0 == 1 ? updRows<u8>(bl, tab, end, rows, R4, lossless, 1) : w0 == 2 ? updRows<u16>(bl, tab, end, rows, R4, lossless, 1)
+    : updRows<u32>(bl, tab, end, rows, R4, lossless, 1);
+  if (r) return r;
+  return 0;
+}
+
+/**
+ * The per-Gaussian pass of updApply: with uniform (all components of type T) the codes are read
+ * and written as T, else each by its width. Returns 0, or 2 on an invalid code (progress, errJ set).
+ */
+function updRows<T>(bl: usize, tab: usize, end: usize, rows: usize, R4: usize, lossless: u32, uniform: u32): i32 {
+  const n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
+  const ov = load<usize>(bl, 28), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
   let l0: u32 = 0, l1: u32 = 0;
   for (let i: usize = 0; i < n; i++) {
     const row = rows + R4 * <usize>load<u32>(slots + 4 * i), o = ov + 4 * nc * i;
     const b0 = load<u32>(os0 + 4 * i), b1 = load<u32>(os1 + 4 * i);
     let a0 = b0, a1 = b1, c: usize = 0;
     for (let e = tab; e < end; e += 32, c++) {
-      const w = load<u32>(e, 4), q = row + <usize>load<u32>(e, 8), src = load<usize>(e);
+      const q = row + <usize>load<u32>(e, 8), src = load<usize>(e);
       let old: u32, v: u32;
-      if (w == 1) { old = load<u8>(q); v = (old + <u32>load<u8>(src + i)) & 0xFF; }
-      else if (w == 2) { old = load<u16>(q); v = (old + <u32>load<u16>(src + 2 * i)) & 0xFFFF; }
-      else { old = load<u32>(q); v = old + load<u32>(src + 4 * i); }
+      if (uniform) { old = <u32>load<T>(q); v = <u32><T>(old + <u32>load<T>(src + sizeof<T>() * i)); }
+      else {
+        const w = load<u32>(e, 4);
+        if (w == 1) { old = load<u8>(q); v = (old + <u32>load<u8>(src + i)) & 0xFF; }
+        else if (w == 2) { old = load<u16>(q); v = (old + <u32>load<u16>(src + 2 * i)) & 0xFFFF; }
+        else { old = load<u32>(q); v = old + load<u32>(src + 4 * i); }
+      }
       const maxU = load<u32>(e, 20), neg = load<u32>(e, 24);
       if (lossless ? (v & 0x7F800000) == 0x7F800000 : v > maxU && (neg == 0 || v < neg)) {
         store<u32>(bl, <u32>i, 40); store<u32>(bl, <u32>c, 44);
@@ -635,7 +656,11 @@ export function updApply(st: usize, bl: usize, stamp: u32): i32 {
         return 2;
       }
       store<u32>(o + 4 * c, old);
-      if (w == 1) store<u8>(q, <u8>v); else if (w == 2) store<u16>(q, <u16>v); else store<u32>(q, v);
+      if (uniform) store<T>(q, <T>v);
+      else {
+        const w = load<u32>(e, 4);
+        if (w == 1) store<u8>(q, <u8>v); else if (w == 2) store<u16>(q, <u16>v); else store<u32>(q, v);
+      }
       const dl = v - old;
       a0 += dl * load<u32>(e, 12); a1 += dl * load<u32>(e, 16);
     }
