@@ -76,6 +76,7 @@ class ServerConfig:
     admit_max_wait_ms: float = 20.0  # ... or actions waiting this long for their step (p90; the oldest queued: 4x)
     admit_max_loop_lag_ms: float = 25.0   # ... or the event loop this late (p90 of its 0.1 s ticks)
     admit_window: float = 2.0        # seconds the signals are measured over
+    admit_min_sessions: int = 4      # so many sessions are admitted whatever the load (up to max_sessions)
     retry_after: int = 10            # seconds a refused client is told to wait (the reason's retry-after)
     workers: int = 0                 # world processes; 0: worlds on threads of the server process
     allowed_origins: tuple = ()      # extra Origin values accepted besides same-origin
@@ -153,7 +154,8 @@ class Admission:
     * ``loop``: the p90 lateness of the event loop's 0.1 s ticks (every message and frame of
       every session passes through the loop).
 
-    Any signal over its threshold refuses new sessions; sessions already running are untouched.
+    Any signal over its threshold refuses new sessions once ``admit_min_sessions`` are running;
+    sessions already running are untouched.
     Once refusing, admission reopens only when every signal is below ``REOPEN`` of its threshold,
     so that it does not flap at the edge, letting in one session at each dip of the load.
     """
@@ -218,7 +220,8 @@ class Admission:
         c = self.cfg
         if sessions >= c.max_sessions:
             return "sessions", f"server full: {sessions} sessions"
-        if not c.admission:
+        if not c.admission or sessions < c.admit_min_sessions:
+            self.refusing = False
             return None
         why = self._overload(self.signals(sessions), self.REOPEN if self.refusing else 1.0)
         self.refusing = why is not None
@@ -680,6 +683,8 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--admit-max-loop-lag-ms", type=float, default=25.0,
                     help="refuse while the event loop runs this late, p90 (default 25)")
     ap.add_argument("--admit-window", type=float, default=2.0, help="seconds the signals are measured over")
+    ap.add_argument("--admit-min-sessions", type=int, default=4,
+                    help="admit this many sessions whatever the load (default 4)")
     ap.add_argument("--retry-after", type=int, default=10, help="seconds a refused client is told to wait")
     ap.add_argument("--workers", type=int, default=0,
                     help="world processes (each has its own GIL; use the core count under load); 0: threads")
@@ -700,7 +705,7 @@ def parse_args(argv=None) -> ServerConfig:
                         allowed_origins=tuple(a.allow_origin), admission=a.admission == "on",
                         admit_max_busy=a.admit_max_busy, admit_max_wait_ms=a.admit_max_wait_ms,
                         admit_max_loop_lag_ms=a.admit_max_loop_lag_ms, admit_window=a.admit_window,
-                        retry_after=a.retry_after)
+                        admit_min_sessions=a.admit_min_sessions, retry_after=a.retry_after)
 
 
 async def serve(cfg: ServerConfig) -> None:

@@ -615,7 +615,7 @@ async def _refused(url: str) -> tuple:
 
 def test_unsaturated_server_admits_and_says_so():
     async def go():
-        async with server(admission=True) as s:             # default thresholds, an idle server
+        async with server(admission=True, admit_min_sessions=1) as s:   # default thresholds, an idle server
             async with Client(s.url) as c:
                 await c.next_frame()
                 for _ in range(5):
@@ -639,7 +639,7 @@ def test_unsaturated_server_admits_and_says_so():
 ], ids=["busy", "wait", "loop"])
 def test_saturated_server_refuses_new_sessions_with_1013_and_keeps_serving_the_others(limits, label):
     async def go():
-        async with server(admission=True, retry_after=7, **limits) as s:
+        async with server(admission=True, retry_after=7, admit_min_sessions=1, **limits) as s:
             async with Client(s.url) as a:
                 await a.next_frame()
                 for _ in range(3):
@@ -696,7 +696,7 @@ def test_admission_projects_the_load_of_sessions_not_yet_measured():
 
     t = [100.0]
     lanes = [Lane(), Lane()]
-    cfg = config(admission=True, admit_max_busy=0.8, admit_window=2.0, max_sessions=30)
+    cfg = config(admission=True, admit_max_busy=0.8, admit_window=2.0, max_sessions=30, admit_min_sessions=4)
     adm = Admission(cfg, lanes, hosts=lambda: [], clock=lambda: t[0])
     for _ in range(20):                                      # 2 s at 50% on both lanes
         t[0] += 0.1
@@ -731,6 +731,7 @@ def test_admission_projects_the_load_of_sessions_not_yet_measured():
                 ln.busy += busy / 10
             adm.sample(0.0)
         assert (adm.refusal(16) is not None) == refused, busy
+    assert adm.refusal(3) is None                            # the first sessions get in whatever the load
     adm.cfg = replace(cfg, admission=False)
     for _ in range(6):
         adm.note_admit()
