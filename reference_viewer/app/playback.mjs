@@ -20,6 +20,7 @@ export class Player {
   }
 
   _open() {
+    if (this.decoder) this.decoder.dispose();   // a restart: the old state's wasm memory goes back now
     this.decoder = makeDecoder(DEFAULT_BUDGETS);
     this.header = this.decoder.readHeader(this.headerBytes) || {};
     this.index = 0;
@@ -68,5 +69,6 @@ export class Player {
   toggle() { if (this.playing) this.pause(); else this.play(); }
   setFps(fps) { this.fps = Math.max(0.5, Math.min(240, fps)); if (this.playing) { this.pause(); this.play(); } }
   restart() { this.error = null; this.log = []; this._open(); this.opts.onRestart?.(); }
-  stop() { this.pause(); }
+  /** Stops for good (the page moves to another stream): the decoder's memory is freed. */
+  stop() { this.pause(); if (this.decoder) this.decoder.dispose(); }
 }

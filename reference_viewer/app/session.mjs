@@ -70,6 +70,7 @@ export class Session {
     this.stopped = false;
     this.state = 'connecting';
     this.header = null;
+    if (this.decoder) this.decoder.dispose();   // a reconnect starts from a new decoder
     this.decoder = null;
     this.resyncing = false;
     this.info = null;
