@@ -453,17 +453,6 @@ export function clearDirty(st: usize): void {
   for (let o = load<u32>(P, 44), e = load<u32>(P, 8); o < e; o++) store<f32>(d + <usize>4 * <usize>o, 0);
 }
 
-/** deriveSlots: the floats of mask for slots[0..n) (and, with pad, the padding floats). */
-function deriveSlots(st: usize, slots: usize, n: u32, mask: u32, pad: u32): void {
-  const P = load<usize>(st), rows = load<usize>(st, 4), data = load<usize>(st, 8);
-  const R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
-  for (let i: usize = 0; i < n; i++) {
-    const s = <usize>load<u32>(slots + 4 * i), d = data + S4 * s;
-    derive(P, rows + R4 * s, d, mask);
-    if (pad) zeroPad(P, d);
-  }
-}
-
 // ------------------------------------------------------------------ frame apply (SPEC 6.3)
 /** Sum of words read only to bring cache lines in early (kept so the reads are not optimised away). */
 export let touched: u32 = 0;
@@ -737,9 +726,26 @@ export function commitAdd(st: usize, bl: usize): void {
 
 /** A delta's UPDATE block (codes written by updApply): floats of its attributes, dirty slots. */
 export function commitUpd(st: usize, bl: usize): void {
-  const n = load<u32>(bl), slots = load<usize>(bl, 16);
-  deriveSlots(st, slots, n, load<u32>(bl, 8), 0);
-  for (let i: usize = 0; i < n; i++) touch(st, load<u32>(slots + 4 * i));
+  const P = load<usize>(st), n = <usize>load<u32>(bl), slots = load<usize>(bl, 16), mask = load<u32>(bl, 8);
+  const rows = load<usize>(st, 4), data = load<usize>(st, 8), R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
+  if (load<u32>(P, 16) || (mask & ~1)) {   // lossless, or more than POSITION: the general derive
+    for (let i: usize = 0; i < n; i++) {
+      const s = load<u32>(slots + 4 * i);
+      derive(P, rows + R4 * <usize>s, data + S4 * <usize>s, mask);
+      touch(st, s);
+    }
+    return;
+  }
+  // POSITION alone (a move), with the profile's fields in locals
+  const S = <u64>load<u32>(P, 20), ox = load<f64>(P, 48), oy = load<f64>(P, 56), oz = load<f64>(P, 64), cs = load<f64>(P, 72), ps = load<f64>(P, 80);
+  const px = <usize>4 * <usize>load<u32>(P + PC, 4), py = <usize>4 * <usize>load<u32>(P + PC + 32, 4), pz = <usize>4 * <usize>load<u32>(P + PC + 64, 4);
+  for (let i: usize = 0; i < n; i++) {
+    const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s, d = data + S4 * <usize>s, m = load<u64>(row) >> S;
+    store<f32>(d, <f32>(ox + <f64>compact3(m) * cs + <f64>load<i32>(row + px) * ps));
+    store<f32>(d, <f32>(oy + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + py) * ps), 4);
+    store<f32>(d, <f32>(oz + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + pz) * ps), 8);
+    touch(st, s);
+  }
 }
 
 /**
