@@ -70,19 +70,20 @@ def count_cells(ids, slot_bits):
 
 
 @kernel
-def build_cell_table(ids, slot_bits, hash_shift, keys, first, end):
-    """Open-addressing table cell -> [first, end) of its ids in ``ids`` (ascending)."""
-    m = keys.shape[0] - 1
+def build_cell_table(ids, slot_bits, hash_shift, table):
+    """Open-addressing table: row j = (cell, first, end) with ids[first:end] the cell's ids (ascending).
+    One row per 32 bytes, so a probe reads one cache line."""
+    m = table.shape[0] - 1
     j = -1
     for i in range(ids.shape[0]):
         cell = ids[i] >> slot_bits
         if i == 0 or cell != (ids[i - 1] >> slot_bits):
             j = np.int64((cell * _GOLDEN) >> hash_shift)
-            while keys[j] != _EMPTY_KEY:
+            while table[j, 0] != _EMPTY_KEY:
                 j = (j + 1) & m
-            keys[j] = cell
-            first[j] = i
-        end[j] = i + 1
+            table[j, 0] = cell
+            table[j, 1] = i
+        table[j, 2] = i + 1
 
 
 @kernel
@@ -101,13 +102,13 @@ def _search(keys, lo, hi, x):
 
 
 @kernel
-def lookup_ids(main_ids, main_slots, keys, first, end, slot_bits, hash_shift, over_ids, over_slots, q, out, where):
+def lookup_ids(main_ids, main_slots, table, slot_bits, hash_shift, over_ids, over_slots, q, out, where):
     """out[i] = slot of q[i], or -1 where it is not live (tombstoned in main, absent from both);
     where[i] = its position in main (>= 0), or -2 - its position in the overlay, or -1.
 
     Main: the cell table gives the cell's run of ids; slots are handed out densely within a cell,
     so the id is usually at run start + its slot, else a binary search of the run finds it."""
-    m = keys.shape[0] - 1
+    m = table.shape[0] - 1
     slot_mask = (np.uint64(1) << slot_bits) - np.uint64(1)
     for i in range(q.shape[0]):
         x = q[i]
@@ -116,11 +117,11 @@ def lookup_ids(main_ids, main_slots, keys, first, end, slot_bits, hash_shift, ov
         if main_ids.shape[0] > 0:
             cell = x >> slot_bits
             j = np.int64((cell * _GOLDEN) >> hash_shift)
-            while keys[j] != _EMPTY_KEY and keys[j] != cell:
+            while table[j, 0] != _EMPTY_KEY and table[j, 0] != cell:
                 j = (j + 1) & m
-            if keys[j] == cell:
-                lo = first[j]
-                hi = end[j]
+            if table[j, 0] == cell:
+                lo = np.int64(table[j, 1])
+                hi = np.int64(table[j, 2])
                 p = lo + np.int64(x & slot_mask)
                 if not (p < hi and main_ids[p] == x):
                     p = _search(main_ids, lo, hi, x)
@@ -156,11 +157,10 @@ class IdIndex:
         if self._cells is None:
             sb = U64(self.slot_bits)
             bits = max(4, (2 * count_cells(self.main_ids, sb)).bit_length())
-            keys = np.full(1 << bits, _EMPTY_KEY, U64)
-            first = np.zeros(1 << bits, np.int64)
-            end = np.zeros(1 << bits, np.int64)
-            build_cell_table(self.main_ids, sb, U64(64 - bits), keys, first, end)
-            self._cells = (keys, first, end, sb, U64(64 - bits))
+            table = np.zeros((1 << bits, 4), U64)
+            table[:, 0] = _EMPTY_KEY
+            build_cell_table(self.main_ids, sb, U64(64 - bits), table)
+            self._cells = (table, sb, U64(64 - bits))
         return self._cells
 
     def find(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -168,8 +168,8 @@ class IdIndex:
         q = np.ascontiguousarray(q, U64)
         out = np.empty(len(q), np.int64)
         where = np.empty(len(q), np.int64)
-        keys, first, end, sb, hs = self._table()
-        lookup_ids(self.main_ids, self.main_slots, keys, first, end, sb, hs, self.over_ids, self.over_slots, q, out, where)
+        table, sb, hs = self._table()
+        lookup_ids(self.main_ids, self.main_slots, table, sb, hs, self.over_ids, self.over_slots, q, out, where)
         return out, where
 
     def lookup(self, q: np.ndarray) -> np.ndarray:
