@@ -2,8 +2,9 @@
 // (decoder/*.mjs) parses and checks the frame's structure, sizes every array it hands over and
 // calls these functions with pointers into this module's memory; they never read outside the
 // arrays they are given (every count they loop over was checked against the array's size in
-// JavaScript, and every index they compute from data is checked here: a slot from the id table is
-// < highWater, a code indexes a table of 2^(8 width) entries). Wasm loads and stores are themselves
+// JavaScript, and every index they compute from data is checked here: a slot comes from the id
+// table, which holds only slots < highWater; a code indexes a table only once its validity was
+// checked, and the tables cover every valid code (all 256 for 1-byte codes). Wasm loads and stores are themselves
 // bounds-checked against the linear memory. Memory is the TLSF heap of the AssemblyScript runtime
 // (heap.alloc / heap.free); an allocation that cannot grow the memory traps, and the JavaScript
 // caller turns that into a GsdError before any state has changed.
@@ -17,7 +18,7 @@
 //   48 originX, 56 originY, 64 originZ, 72 cellSize, 80 posStep (f64),
 //   96 + 32 j: component j: 0 width (1, 2, 4), 4 ci (index in the row in units of the width),
 //     8 dataOff (float index in the slot), 12 k0, 16 k1 (lane constants of word j + 2),
-//     20 maxU, 24 neg (0: none), 28 table (f32[2^(8 width)] pointer, 0: none).
+//     20 maxU, 24 neg (0: none), 28 table (f32 pointer, one entry per valid code, 0: none).
 //   A code v is invalid iff (lossless) its exponent bits are all ones, else iff v > maxU and
 //   (neg == 0 or v < neg).
 //
@@ -37,7 +38,7 @@
 //   64 + 8 c: component c (ascending j): 0 j, 4 src (nc columns of n codes at the width of j);
 //   then 32 bytes per component of the kernel's own (a table of the block's components).
 
-const H_S0: u32 = 2, H_S1: u32 = 3, H_MARK: u32 = 4, H_FLAGS: u32 = 5;
+const H_MARK: u32 = 4, H_FLAGS: u32 = 5;   // row words (the sums are words 2 and 3: bytes 8, 12)
 const FREED_OPACITY: f32 = -1e30;
 const PC: usize = 96;
 
