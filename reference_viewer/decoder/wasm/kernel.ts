@@ -900,27 +900,18 @@ function keyColumn8(src: usize, i0: usize, i1: usize, s0: usize, s1: usize, k0: 
 }
 
 /**
- * Inserts ids[0..n) with slots first + i into the (empty, reserved) id table in the order of their
- * table positions (a counting sort on the top 8 bits of the hash), so that the inserts sweep the
- * table instead of hitting it at random.
+ * Inserts ids[0..n) with slots first + i into the (reserved) id table, 32 at a time: first a read
+ * of each one's home entry (independent loads: their cache misses overlap), then the inserts.
  */
 function bulkInsert(st: usize, ids: usize, n: usize, first: u32): void {
-  const sh = load<u32>(st, 44), top: u32 = sh > 56 ? 64 - sh : 8, bsh = 64 - top, nb: usize = <usize>1 << top;
-  const cnt = block(nb + 1, 4), tmp = block(n, 16);
-  memory.fill(cnt, 0, 4 * (nb + 1));
-  for (let i: usize = 0; i < n; i++) {
-    const b = <usize>((load<u64>(ids + 8 * i) * 0x9E3779B97F4A7C15) >>> bsh);
-    store<u32>(cnt + 4 * b, load<u32>(cnt + 4 * b) + 1);
+  const t = load<usize>(st, 36), sh = load<u32>(st, 44);
+  let warm: u32 = 0;
+  for (let i0: usize = 0; i0 < n; i0 += 32) {
+    const i1 = i0 + 32 < n ? i0 + 32 : n;
+    for (let i = i0; i < i1; i++) warm += load<u32>(t + 16 * hashIdx(load<u64>(ids + 8 * i), sh), 8);
+    for (let i = i0; i < i1; i++) idtSet(st, load<u64>(ids + 8 * i), <i32>(first + <u32>i));
   }
-  let sum: u32 = 0;
-  for (let b: usize = 0; b < nb; b++) { const c = load<u32>(cnt + 4 * b); store<u32>(cnt + 4 * b, sum); sum += c; }
-  for (let i: usize = 0; i < n; i++) {
-    const id = load<u64>(ids + 8 * i), b = <usize>((id * 0x9E3779B97F4A7C15) >>> bsh), k = <usize>load<u32>(cnt + 4 * b);
-    store<u32>(cnt + 4 * b, <u32>k + 1);
-    store<u64>(tmp + 16 * k, id); store<u32>(tmp + 16 * k, first + <u32>i, 8);
-  }
-  for (let k: usize = 0; k < n; k++) idtSet(st, load<u64>(tmp + 16 * k), load<i32>(tmp + 16 * k, 8));
-  heap.free(tmp); heap.free(cnt);
+  touched += warm;
 }
 
 /** Compacts when more slots are free than live (and more than minFree): live slots move down in slot order. */
