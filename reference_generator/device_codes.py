@@ -138,28 +138,35 @@ class TorchQuantizer:
             x = (x | (x >> shift)) & mask
         return self.origin + x.to(F64) * self.cell_size
 
-    def codes(self, attr: Attr, values: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, C) values -> ((n, C) int32 codes, bool flag: some input was not quantizable)."""
+    def codes(self, attr: Attr, values: torch.Tensor, ids: torch.Tensor,
+              origins: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, C) values -> ((n, C) int32 codes, bool flag: every input was quantizable).
+
+        ``origins``: the ids' cell origins (``cell_origins``) when the caller has them already.
+        """
         p, q = self.p, self.p.quant
         v = values.to(torch.float32).reshape(values.shape[0], p.comps(attr))
-        bad = ~torch.isfinite(v).all()
+        if q is not None and attr is Attr.POSITION:
+            if origins is None:
+                origins = self.cell_origins(ids)
+            c = torch.round((v.to(F64) - origins) / self.pos_step)
+            # NaN and infinities reach c too: one check covers them and the int32 range
+            ok = c.abs().amax() <= 2**31 - 1 if c.numel() else torch.ones((), dtype=torch.bool, device=c.device)
+            return c.clamp(-2**31, 2**31 - 1).to(I32), ok
+        ok = torch.isfinite(v).all()
         if q is None:
-            return v.contiguous().view(I32), bad
-        if attr is Attr.POSITION:
-            c = torch.round((v.to(F64) - self.cell_origins(ids)) / self.pos_step)
-            bad = bad | (c.abs() > 2**31 - 1).any()
-            return c.clamp(-2**31, 2**31 - 1).to(I32), bad
+            return v.contiguous().view(I32), ok
         if attr is Attr.SCALE:
-            return self._uniform(v, q.scale_min, q.scale_max, q.scale_bits), bad
+            return self._uniform(v, q.scale_min, q.scale_max, q.scale_bits), ok
         if attr is Attr.SH_DC:
-            return self._uniform(v, q.dc_min, q.dc_max, q.dc_bits), bad
+            return self._uniform(v, q.dc_min, q.dc_max, q.dc_bits), ok
         if attr is Attr.OPACITY:
-            return torch.searchsorted(self.op_thr, v.contiguous(), right=True).to(I32), bad
+            return torch.searchsorted(self.op_thr, v.contiguous(), right=True).to(I32), ok
         if attr is Attr.SH_REST:
             c = torch.round(v * self.rest_inv)                # float32 product, as numpy's
-            return torch.maximum(torch.minimum(c, self.rest_lim), -self.rest_lim).to(I32), bad
+            return torch.maximum(torch.minimum(c, self.rest_lim), -self.rest_lim).to(I32), ok
         if attr is Attr.ROTATION:
-            return self._smallest_three(v.to(F64)), bad
+            return self._smallest_three(v.to(F64)), ok
         raise AssertionError(attr)
 
     @staticmethod
@@ -187,8 +194,8 @@ class TorchQuantizer:
         v = as_tensor(values, self.device)
         i = as_tensor(ids, self.device, I64).reshape(-1)
         v = v.reshape(i.numel(), self.p.comps(attr))
-        c, bad = self.codes(attr, v, i)
-        if bool(bad):
+        c, ok = self.codes(attr, v, i)
+        if not bool(ok):
             raise ValueError(f"{attr.name.lower()} has NaN or infinite values, or a position too far from its cell")
         return wire(self.p, attr, c).t().contiguous().cpu().numpy().view(self.p.dtype(attr))
 
@@ -255,6 +262,8 @@ class DeviceCodes:
             start += profile.comps(a)
         self.ctot = start
         self._col_index: dict = {}
+        self.quantizer = quantizer_of(profile, self.device)
+        self.keep_origins = profile.quant is not None    # cell origins of the ids, for POSITION residuals
         self._load(torch.zeros(0, dtype=I64, device=self.device), torch.zeros((0, self.ctot), dtype=I32, device=self.device))
         self.seq = 0
         self.digest = None
@@ -268,9 +277,11 @@ class DeviceCodes:
             self._col_index[key] = None if cols == list(range(self.ctot)) else torch.tensor(cols, device=self.device)
         return self._col_index[key]
 
-    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor) -> None:
+    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor, origins: torch.Tensor | None = None) -> None:
         n = ids_sorted.numel()
         self.rows = rows.contiguous()
+        if self.keep_origins:
+            self.origins = (origins if origins is not None else self.quantizer.cell_origins(ids_sorted)).contiguous()
         self.high = n
         self.main_ids = ids_sorted
         self.main_slots = torch.arange(n, dtype=I64, device=self.device)
@@ -324,7 +335,7 @@ class DeviceCodes:
         """The host state -> the device (a full upload: only when the stream moved without this mirror)."""
         ids, codes = enc.state.sorted_codes()
         rows = torch.from_numpy(_host_rows(self.p, codes)).to(self.device)
-        self._load(torch.from_numpy(ids.view(np.int64).copy()).to(self.device), rows)
+        self._load(torch.from_numpy(ids.view(np.int64).copy()).to(self.device), rows)      # origins from the ids
         self.seq = enc.state.seq
         self.digest = enc.state.digest() if getattr(enc, "with_digest", True) else None
 
@@ -332,7 +343,7 @@ class DeviceCodes:
         """Apply a change the encoder applied: deletes, then ADDs, then UPDATEs (SPEC.md 6.3)."""
         self.seq = ch.seq
         if ch.keyframe:
-            self._load(ch.add_ids, ch.add_rows)
+            self._load(ch.add_ids, ch.add_rows, ch.add_origins)
             return
         if ch.upd_slots.numel():
             self.rows.index_copy_(0, ch.upd_slots, ch.upd_rows)
@@ -358,11 +369,17 @@ class DeviceCodes:
         n = ch.add_ids.numel()
         if n:
             if self.high + n > self.rows.shape[0]:
-                grown = torch.empty((max(2 * self.rows.shape[0], self.high + n, 1024), self.ctot), dtype=I32,
-                                    device=self.device)
+                cap = max(2 * self.rows.shape[0], self.high + n, 1024)
+                grown = torch.empty((cap, self.ctot), dtype=I32, device=self.device)
                 grown[:self.high] = self.rows[:self.high]
                 self.rows = grown
+                if self.keep_origins:
+                    g = torch.empty((cap, 3), dtype=F64, device=self.device)
+                    g[:self.high] = self.origins[:self.high]
+                    self.origins = g
             self.rows[self.high:self.high + n] = ch.add_rows
+            if self.keep_origins:
+                self.origins[self.high:self.high + n] = ch.add_origins
             new_slots = torch.arange(self.high, self.high + n, dtype=I64, device=self.device)
             self.high += n
             o_ids, o_slots = self.over_ids, self.over_slots
@@ -386,7 +403,7 @@ class DeviceCodes:
         live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
         ids, slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m], self.over_ids[live_o],
                                    self.over_slots[live_o])
-        self._load(ids, self.rows[slots])
+        self._load(ids, self.rows[slots], self.origins[slots] if self.keep_origins else None)
 
 
 # ----------------------------------------------------------------------------------- frame building
@@ -399,6 +416,7 @@ class Change:
     keyframe: bool
     add_ids: torch.Tensor                 # sorted
     add_rows: torch.Tensor                # (n, Ctot) int32
+    add_origins: torch.Tensor | None      # (n, 3) float64 cell origins (lossy profiles)
     upd_slots: torch.Tensor
     upd_rows: torch.Tensor                # (U, Ctot) the rows' codes after the frame
     del_ids: torch.Tensor
@@ -461,6 +479,8 @@ class _Payload:
         return len(self.parts) - 1
 
     def fetch(self) -> list:
+        if not self.parts:
+            return []
         if self.device.type == "cpu" and not PACK_ON_CPU:
             return [t.numpy() for t in self.parts]
         order = sorted(range(len(self.parts)), key=lambda k: -self.parts[k].element_size())  # aligned views
@@ -533,7 +553,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     lay = _layout(p)
     present = [a for a in ATTRS if p.comps(a)]
     pay = _Payload(dev)
-    bad = []
+    oks = []                                   # flags: every check of the frame passed
 
     # inputs: ADDs in id order, UPDATE groups as given
     add_ids = as_tensor(ops.add_ids if ops.add_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
@@ -545,7 +565,8 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         if n_add > 1:
             add_ids, order = torch.sort(add_ids)
             add_x = add_x[order]
-            bad.append((add_ids[1:] == add_ids[:-1]).any())
+            oks.append((add_ids[1:] != add_ids[:-1]).all())
+    add_origins = qz.cell_origins(add_ids) if has_add and m.keep_origins else None
     groups = []
     for ids, vals in ops.updates:
         ids = as_tensor(ids, dev, I64).reshape(-1)
@@ -554,6 +575,11 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
                                  for a, v in vals.items() if p.comps(Attr(a))}))
     sizes = [g[0].numel() for g in groups]
     u = sum(sizes)
+    if groups:                                    # the rows' slots in the mirror: old codes, cell origins
+        ids = torch.cat([g[0] for g in groups]) if len(groups) > 1 else groups[0][0]
+        slots = m.lookup(ids)
+        oks.append((slots >= 0).all())
+        slots_c = slots.clamp_min(0)
 
     # quantize: per attribute, the ADD rows and the UPDATE rows of the groups that carry it
     add_codes, upd_codes = [], {}
@@ -567,8 +593,12 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             start += k
         if not vs:
             continue
-        c, b = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], torch.cat(ids_) if len(ids_) > 1 else ids_[0])
-        bad.append(b)
+        org = None
+        if a is Attr.POSITION and m.keep_origins:
+            org = ([add_origins] if has_add else []) + [m.origins[slots_c[s0:s1]] for s0, s1 in segs]
+            org = torch.cat(org) if len(org) > 1 else org[0]
+        c, ok = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], torch.cat(ids_) if len(ids_) > 1 else ids_[0], org)
+        oks.append(ok)
         if has_add:
             add_codes.append(c[:n_add])
         if segs:
@@ -590,12 +620,9 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     i_upd_ids = i_counts = None
     i_res, wg_upd = [], []
     if groups:
-        ids = torch.cat([g[0] for g in groups]) if len(groups) > 1 else groups[0][0]
-        slots = m.lookup(ids)
-        bad.append((slots < 0).any())
-        old = m.rows[slots.clamp_min(0)]
+        old = m.rows[slots_c]
         new = old.clone()
-        mask = torch.zeros(u, dtype=I32, device=dev)
+        mask = torch.zeros(u, dtype=I64, device=dev)
         thr = ops.thresholds or {}
         union = [a for a in present if a in upd_codes]
         res = {}
@@ -609,8 +636,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
                 full[rows] = q
                 q = full
             t = 0 if p.lossless else int(thr.get(a, 0))
-            wide = p.width(a) == 4
-            diff = q.to(I64) - o.to(I64) if wide else q - o
+            diff = q.to(I64) - o.to(I64) if p.width(a) == 4 else q - o
             if t == 0:
                 moved = (diff != 0).any(1)
             elif a is Attr.ROTATION:
@@ -619,14 +645,14 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
                 moved = diff.abs().amax(1) > t
             new[:, cols] = torch.where(moved[:, None], q, o)
             res[a] = diff if t == 0 else torch.where(moved[:, None], diff, 0)
-            mask |= moved.to(I32) << int(a)
+            mask.add_(moved, alpha=a.bit)
         sid, o1 = torch.sort(ids, stable=True)
         if u > 1:
-            bad.append((sid[1:] == sid[:-1]).any())
+            oks.append((sid[1:] != sid[:-1]).all())
         _, o2 = torch.sort(mask[o1], stable=True)
         order = o1[o2]
         i_upd_ids = pay.add(ids[order])
-        i_counts = pay.add(torch.bincount(mask.to(I64), minlength=64))
+        i_counts = pay.add(torch.bincount(mask, minlength=64))
         wg_upd = _width_groups(p, union)
         for w, attrs in wg_upd:
             r = torch.cat([res[a] for a in attrs], 1) if len(attrs) > 1 else res[attrs[0]]
@@ -638,10 +664,10 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     i_del = pay.add(del_ids) if del_ids.numel() else None
     cell_levels = sorted(int(k) for k in ops.delete_cells)
     i_cells = [pay.add(as_tensor(ops.delete_cells[k], dev, I64).reshape(-1)) for k in cell_levels]
-    i_bad = pay.add(torch.stack(bad).any().reshape(1)) if bad else None
+    i_ok = pay.add(torch.stack(oks).all().reshape(1)) if oks else None
 
     h = pay.fetch()                                           # the one device-to-host copy
-    if i_bad is not None and h[i_bad][0]:
+    if i_ok is not None and not h[i_ok][0]:
         _raise_bad(h, i_add_ids, m, groups)
     d = Delta.empty_like(p, seq=enc.state.seq + 1, base_seq=enc.state.seq, keyframe=ops.keyframe)
     if i_add_ids is not None:
@@ -670,7 +696,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         f, l = p.grid.cell_range(cells, k)
         first.append(f), last.append(l)
     none = upd_slots[:0] if not groups else torch.zeros(0, dtype=I64, device=dev)
-    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, upd_slots, upd_rows,
+    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, add_origins, upd_slots, upd_rows,
                        as_tensor(d.delete_ids, dev, I64) if len(d.delete_ids) else none,
                        as_tensor(np.concatenate(first), dev, I64) if first else none,
                        as_tensor(np.concatenate(last), dev, I64) if last else none)

@@ -307,3 +307,4 @@ def test_packed_copy_equals_the_plain_views(monkeypatch):
                            add_ids=s.enc.assign_ids(x[450:, :3] + 0.2), add=x[450:] + np.float32(0.2))
             deltas.append(s.push(ops))
         assert deltas[0].equals(deltas[1]) and deltas[0].n_update and deltas[0].n_add and deltas[0].delete_cells
+        assert s.push(FloatOps()).is_empty()                   # a step with nothing to send
