@@ -129,8 +129,13 @@ class Encoder:
     # -- encoding ------------------------------------------------------------------------------
     def encode_delta(self, d: Delta) -> bytes:
         """Apply a code-space delta to the closed-loop state, then serialize it (with digest)."""
+        return self._encode(d, adopt=False)
+
+    def _encode(self, d: Delta, adopt: bool) -> bytes:
+        """``adopt``: the delta is this encoder's own (never handed out), so a keyframe's arrays may
+        become the state's storage without a copy."""
         d.digest = None
-        self.state.apply(d, track_digest=self.with_digest)
+        self.state.apply(d, track_digest=self.with_digest, adopt=adopt)
         if len(d.add_ids) and len(self._issued):
             self._issued = self._issued[~sorted_member(self._issued, d.add_ids)]
         if self.with_digest:
@@ -139,7 +144,7 @@ class Encoder:
 
     def encode(self, **ops) -> bytes:
         """make_delta(**ops) then encode_delta: one call per frame."""
-        return self.encode_delta(self.make_delta(**ops))
+        return self._encode(self.make_delta(**ops), adopt=True)
 
     def keyframe(self, gaussians: Gaussians | None = None, ids: np.ndarray | None = None) -> bytes:
         """A keyframe: of new Gaussians (ids assigned if not given), or of the current state (resync)."""

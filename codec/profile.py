@@ -12,7 +12,7 @@ import numpy as np
 from .attributes import Attr, components, rest_coeffs
 from .errors import ErrorCode, GsdError
 from .jit import kernel
-from .quantize import opacity_codes, position_codes, rest_codes, rotation_codes, uniform_codes
+from .quantize import opacity_codes, position_codes, rest_codes, rotation_codes, take_columns, uniform_codes
 from .spatial import Grid
 
 SQRT2 = np.sqrt(2.0)
@@ -205,8 +205,10 @@ class Profile:
             opacity_codes(values, order, float(1 << q.opacity_bits), out)
         elif attr is Attr.SH_REST:
             if out.size:
-                rest_codes(values, order, (1.0 / self.rest_steps()).astype(np.float32),
-                           self.rest_limits().astype(np.float32), out)
+                rows = np.empty(values.shape, out.dtype)
+                rest_codes(values, (1.0 / self.rest_steps()).astype(np.float32),
+                           self.rest_limits().astype(np.float32), rows)
+                take_columns(rows, order, out)
         elif attr is Attr.ROTATION:
             rotation_codes(values, order, float((1 << q.rotation_bits) - 1), out)
         else:

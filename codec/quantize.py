@@ -65,13 +65,26 @@ def opacity_codes(values, order, levels, out):
 
 
 @kernel
-def rest_codes(values, order, inv_step, lim, out):
-    """out[k, j] = clip(rint(v * inv_step[k]), -lim[k], lim[k]), in float32 (SH rest)."""
-    for j in range(order.shape[0]):
-        r = order[j]
+def rest_codes(values, inv_step, lim, out):
+    """out[r, k] = clip(rint(v[r, k] * inv_step[k]), -lim[k], lim[k]), in float32 (SH rest), in input
+    order and row-major: contiguous on both sides, so it vectorizes; ``take_columns`` then writes
+    the planar, id-ordered codes."""
+    for r in range(values.shape[0]):
         for k in range(values.shape[1]):
             c = np.rint(values[r, k] * inv_step[k])
-            out[k, j] = min(max(c, -lim[k]), lim[k])
+            out[r, k] = min(max(c, -lim[k]), lim[k])
+
+
+@kernel
+def take_columns(rows, order, out):
+    """out[k, j] = rows[order[j], k]: a gather and a transpose, in blocks of 64 columns so that the
+    rows read stay in cache while every component of them is written."""
+    n = order.shape[0]
+    for j0 in range(0, n, 64):
+        j1 = min(n, j0 + 64)
+        for k in range(rows.shape[1]):
+            for j in range(j0, j1):
+                out[k, j] = rows[order[j], k]
 
 
 @kernel
