@@ -300,14 +300,14 @@ def invalid_codes(codes, lo, hi, finite):
                 bad |= (np.int64(codes[c, i]) & 0x7F800000) == 0x7F800000
             if bad:
                 return True
-        else:
-            mx = np.int64(-(1 << 62))
-            mn = np.int64(1 << 62)
-            for i in range(codes.shape[1]):
-                v = np.int64(codes[c, i])
-                mx = max(mx, v)
-                mn = min(mn, v)
-            if mx > hi[c] or mn < lo[c]:
+        elif codes.shape[1]:
+            row = codes[c]
+            mx = row[0]
+            mn = row[0]
+            for i in range(1, row.shape[0]):  # in the codes' own type: vectorizes
+                mx = max(mx, row[i])
+                mn = min(mn, row[i])
+            if np.int64(mx) > hi[c] or np.int64(mn) < lo[c]:
                 return True
     return False
 
