@@ -465,6 +465,10 @@ class _Ahead:
         """(Layout, raw Chunk) of ``key`` if it was asked for and is not still queued, else None."""
         f = self.jobs.pop((self.w.seed, key), None)
         if f is None or f.cancel():
+            # needed now and not begun: the caller generates it; nothing else starts meanwhile (the
+            # worker would only compete for the interpreter), the next plan() queues again
+            for k in [k for k, g in self.jobs.items() if g.cancel()]:
+                del self.jobs[k]
             return None
         lay, ch = f.result()
         if self.stream is not None:             # made on the worker's stream, used and freed on ours
