@@ -13,7 +13,7 @@ from .digest import unsigned
 from .jit import kernel
 from .profile import Profile
 from .spatial import assign_slots
-from .id_index import sorted_member, sorted_unique
+from .id_index import ascending_problem, sorted_member, sorted_unique
 from .state import SceneState
 from .wire import FrameEncoder, StreamHeader, encode_header
 
@@ -102,9 +102,9 @@ class Encoder:
         if update is not None:
             ids, values, *rest = update
             user_mask = rest[0] if rest else full_mask(p.sh_degree)
-            ids = np.asarray(ids, U64)
-            order = np.argsort(ids, kind="stable")
-            ids = ids[order]
+            given = np.ascontiguousarray(ids, U64)
+            order = np.arange(len(given)) if not ascending_problem(given) else np.argsort(given, kind="stable")
+            ids = given[order]
             vals = _as_attr_dict(values)
             slots = self.state.slots_of(ids)
             if (slots < 0).any():
@@ -113,7 +113,7 @@ class Encoder:
             res = {}
             for a in ATTRS:
                 if a in vals and user_mask & a.bit and p.comps(a):
-                    new = p.quantize(a, vals[a][order], ids)
+                    new = p.quantize(a, vals[a], given, order)
                     res[a] = np.empty_like(new)
                     residuals(unsigned(self.state.codes[a]), slots, unsigned(new), unsigned(res[a]), mask, a.bit)
             d.updates = group_updates(ids, mask, res)
