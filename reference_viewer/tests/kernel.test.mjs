@@ -54,3 +54,19 @@ test('a decoder disposed, then new decoders: the same vectors decode alike', () 
     }
   }
 });
+
+test('unfilter: byte-shuffled 2-, 4- and 8-byte elements, every length around the 16-element steps', () => {
+  let seed = 99;
+  const rnd = () => { seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0; return seed >>> 24; };
+  for (const w of [2, 4, 8]) {
+    for (const N of [1, 15, 16, 17, 31, 32, 33, 100]) {
+      arena.reset();
+      const raw = arena.take(N * w), dst = arena.take(N * w);
+      const bytes = Uint8Array.from({ length: N * w }, rnd);
+      views().u8.set(bytes, raw);
+      K.unfilter(raw, dst, 1, N, w, 4);   // shuffle only
+      const out = views().u8.slice(dst, dst + N * w);
+      for (let e = 0; e < N; e++) for (let k = 0; k < w; k++) assert.equal(out[e * w + k], bytes[k * N + e], `w ${w} N ${N} e ${e} k ${k}`);
+    }
+  }
+});
