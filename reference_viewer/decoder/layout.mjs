@@ -14,6 +14,8 @@
 //   16 .. 16+3K-1   SH rest in SPEC order (channel-major: R coefficients 1..K, then G, then B)
 //   (rest of the stride: 0)
 export const SLOT = Object.freeze({ POSITION: 0, OPACITY: 3, SCALE: 4, ROTATION: 8, SH_DC: 12, SH_REST: 16 });
+/** The two floats among the attributes that are always 0. */
+export const ZERO_FLOATS = Object.freeze([7, 15]);
 export const FREED_OPACITY = -1e30;
 
 /** K = (d+1)^2 - 1 SH rest coefficients per colour channel at SH degree d. */

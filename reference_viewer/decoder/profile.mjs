@@ -2,7 +2,7 @@
 // Also the profile's description for the wasm kernel (its layout P in decoder/wasm/kernel.ts): the
 // row layout of the codes, the slot float offsets (decoder/layout.mjs), lane constants, tables.
 import { fail } from './errors.mjs';
-import { componentOffsets, slotStride, restCount } from './layout.mjs';
+import { componentOffsets, slotStride, restCount, ZERO_FLOATS, FREED_OPACITY } from './layout.mjs';
 import { laneConstants } from './digest.mjs';
 import { K as W, alloc, views, finalizer } from './kernel.mjs';
 
@@ -151,6 +151,8 @@ export class Profile {
     u[w + 10] = rot; u[w + 11] = 16 + 3 * this.K;
     const fo = (P + 48) >> 3;
     f[fo] = g.originX; f[fo + 1] = g.originY; f[fo + 2] = g.originZ; f[fo + 3] = g.cellSize; f[fo + 4] = this.posStep || 0;
+    v.f32[(P + 88) >> 2] = FREED_OPACITY;
+    v.u16[(P + 92) >> 1] = 4 * ZERO_FLOATS[0]; v.u16[(P + 94) >> 1] = 4 * ZERO_FLOATS[1];
     for (let j = 0; j < NC; j++) {
       const c = w + 24 + 8 * j;
       u[c] = this.ck[j]; u[c + 1] = this.ci[j]; u[c + 2] = this.dataOff[j]; u[c + 3] = K0[j + 2]; u[c + 4] = K1[j + 2];

@@ -15,7 +15,8 @@
 //   0 NC, 4 R (row words), 8 stride (floats per slot), 12 K, 16 lossless, 20 S (slot bits),
 //   24 K0[0], 28 K0[1], 32 K1[0], 36 K1[1] (lane constants of the id words),
 //   40 rotTable (f64[2^rotationBits] pointer), 44 padFirst (16 + 3K: the first float after the SH rest),
-//   48 originX, 56 originY, 64 originZ, 72 cellSize, 80 posStep (f64),
+//   48 originX, 56 originY, 64 originZ, 72 cellSize, 80 posStep (f64), 88 the freed slot's
+//   opacity (f32), 92 the two zero floats among the attributes (byte offsets, u16 each),
 //   96 + 32 j: component j: 0 width (1, 2, 4), 4 ci (index in the row in units of the width),
 //     8 dataOff (float index in the slot), 12 k0, 16 k1 (lane constants of word j + 2),
 //     20 maxU, 24 neg (0: none), 28 table (f32 pointer, one entry per valid code, 0: none).
@@ -39,7 +40,6 @@
 //   then 32 bytes per component of the kernel's own (a table of the block's components).
 
 const H_MARK: u32 = 4, H_FLAGS: u32 = 5;   // row words (the sums are words 2 and 3: bytes 8, 12)
-const FREED_OPACITY: f32 = -1e30;
 const PC: usize = 96;
 
 // ------------------------------------------------------------------ memory
@@ -494,7 +494,7 @@ export function clearDirty(st: usize): void {
 }
 /** Zeros the slot's padding floats (7, 15 and those after the SH rest). */
 @inline function zeroPad(P: usize, d: usize): void {
-  store<f32>(d, 0, 28); store<f32>(d, 0, 60);
+  store<f32>(d + <usize>load<u16>(P, 92), 0); store<f32>(d + <usize>load<u16>(P, 94), 0);
   for (let o = load<u32>(P, 44), e = load<u32>(P, 8); o < e; o++) store<f32>(d + <usize>4 * <usize>o, 0);
 }
 
@@ -727,12 +727,13 @@ export function updUndo(st: usize, bl: usize): void {
 export function commitDeletes(st: usize, slots: usize, n: u32): void {
   const P = load<usize>(st), rows = load<usize>(st, 4), data = load<usize>(st, 8);
   const R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8), free = load<usize>(st, 52);
+  const freed = load<f32>(P, 88), op = <usize>4 * <usize>load<u32>(P + PC + 32 * 10, 8);   // OPACITY's float
   let fc = load<u32>(st, 56);
   for (let i: usize = 0; i < n; i++) {
     const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s;
     idtDelete(st, load<u64>(row));
     store<u32>(row, 0, 4 * H_FLAGS);
-    store<f32>(data + S4 * <usize>s, FREED_OPACITY, 12);
+    store<f32>(data + S4 * <usize>s + op, freed);
     store<u32>(free + <usize>4 * <usize>fc, s); fc++;
     touch(st, s);
   }
@@ -855,7 +856,7 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const end4 = tab + 16 * <usize>(ends & 0xFF), end2 = tab + 16 * <usize>((ends >>> 8) & 0xFF), end1 = tab + 16 * nc;
   idSums(P, bl, <u32>n);
   let l0 = load<u32>(st, 24), l1 = load<u32>(st, 28);
-  const padFirst = <usize>4 * <usize>load<u32>(P, 44), padEnd = S4;
+  const padFirst = <usize>4 * <usize>load<u32>(P, 44), padEnd = S4, z0 = <usize>load<u16>(P, 92), z1 = <usize>load<u16>(P, 94);
   const S = <u64>load<u32>(P, 20), ox = load<f64>(P, 48), oy = load<f64>(P, 56), oz = load<f64>(P, 64), cs = load<f64>(P, 72), ps = load<f64>(P, 80);
   const px = <usize>4 * <usize>load<u32>(P + PC, 4), py = <usize>4 * <usize>load<u32>(P + PC + 32, 4), pz = <usize>4 * <usize>load<u32>(P + PC + 64, 4);
   const rw = load<u32>(P + PC + 192), q0 = load<u32>(P + PC + 196), q1 = load<u32>(P + PC + 228), q2 = load<u32>(P + PC + 260), q3 = load<u32>(P + PC + 292);
@@ -881,7 +882,7 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
       store<u64>(row, id); store<u32>(row, a0, 8); store<u32>(row, a1, 12);
       store<u32>(row, 0, 16); store<u32>(row, 1, 20);
       l0 += fmix32(a0); l1 += fmix32(a1);
-      store<f32>(d, 0, 28); store<f32>(d, 0, 60);
+      store<f32>(d + z0, 0); store<f32>(d + z1, 0);
       for (let o = padFirst; o < padEnd; o += 4) store<f32>(d + o, 0);
       if (lossless) continue;
       // POSITION: origin_cell(id) + code * step per axis (f64, then f32)
