@@ -268,6 +268,7 @@ class DeviceCodes:
         self.seq = 0
         self.digest = None
         self.pending: Change | None = None
+        self.staging: torch.Tensor | None = None  # page-locked bytes for the copy to the host (CUDA)
 
     def col_index(self, attrs: list):
         """Columns of ``attrs`` (a slice when they are all the columns, else an index tensor)."""
@@ -468,8 +469,9 @@ def quantizer_of(profile: Profile, device) -> TorchQuantizer:
 class _Payload:
     """Device tensors -> numpy arrays in one device-to-host copy (parts packed as bytes, widest first)."""
 
-    def __init__(self, device):
+    def __init__(self, device, owner: "DeviceCodes"):
         self.device = device
+        self.owner = owner                         # one stream's frames are built one at a time
         self.parts: list = []
 
     def add(self, t: torch.Tensor) -> int:
@@ -485,13 +487,18 @@ class _Payload:
             return [t.numpy() for t in self.parts]
         order = sorted(range(len(self.parts)), key=lambda k: -self.parts[k].element_size())  # aligned views
         flat = torch.cat([self.parts[k].reshape(-1).view(torch.uint8) for k in order])
-        if self.device.type == "cuda":            # into page-locked memory, then wait for this stream only
-            host = torch.empty(flat.numel(), dtype=torch.uint8, pin_memory=True)
-            host.copy_(flat, non_blocking=True)
+        if self.device.type == "cuda":
+            # through a page-locked staging buffer kept by the mirror (allocating one costs milliseconds),
+            # waiting for this stream only; the bytes are then copied out, as the buffer is reused
+            n = flat.numel()
+            stage = self.owner.staging
+            if stage is None or stage.numel() < n:
+                stage = self.owner.staging = torch.empty(max(n, 1 << 20) * 2, dtype=torch.uint8, pin_memory=True)
+            stage[:n].copy_(flat, non_blocking=True)
             torch.cuda.current_stream(self.device).synchronize()
+            buf = stage[:n].numpy().copy()
         else:
-            host = flat.cpu()
-        buf = host.numpy()                        # the views below keep ``host`` alive
+            buf = flat.cpu().numpy()
         out, pos = [None] * len(self.parts), 0
         for k in order:
             t = self.parts[k]
@@ -552,7 +559,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     qz = quantizer_of(p, dev)
     lay = _layout(p)
     present = [a for a in ATTRS if p.comps(a)]
-    pay = _Payload(dev)
+    pay = _Payload(dev, m)
     oks = []                                   # flags: every check of the frame passed
 
     # inputs: ADDs in id order, UPDATE groups as given
@@ -595,7 +602,8 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             continue
         org = None
         if a is Attr.POSITION and m.keep_origins:
-            org = ([add_origins] if has_add else []) + [m.origins[slots_c[s0:s1]] for s0, s1 in segs]
+            upd = [m.origins[slots_c]] if len(segs) == len(groups) else [m.origins[slots_c[s0:s1]] for s0, s1 in segs]
+            org = ([add_origins] if has_add else []) + (upd if segs else [])
             org = torch.cat(org) if len(org) > 1 else org[0]
         c, ok = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], torch.cat(ids_) if len(ids_) > 1 else ids_[0], org)
         oks.append(ok)

@@ -271,8 +271,16 @@ class Differ:
         # 4. deletes (whole level-0 cells where every live id of the cell goes), then the frame:
         #    quantized, compared with the decoder's codes and thresholded on the device
         del_ids, cells = self._collapse_cells(pv["sids"][gone_rows], pv["sids"])
-        ops = FloatOps(add_ids=new_ids, add=x[new_rows],
-                       updates=[(sids[ch_rows], {a: x[ch_rows, self.lay[a]] for a in ATTRS if self.p.comps(a)})],
+        updates = []
+        if ch_rows.numel():
+            # only attributes whose floats changed in some row can need an UPDATE (an unchanged target
+            # leaves the decoder's codes as they were decided last time)
+            xc = x[ch_rows]
+            pc = pv["x"][ch_rows if same_order else match[ch_rows]]
+            cols = (xc.view(torch.int32) != pc.view(torch.int32)).any(0).cpu().numpy()
+            attrs = [a for a in ATTRS if self.p.comps(a) and cols[self.lay[a]].any()]
+            updates = [(sids[ch_rows], {a: xc[:, self.lay[a]] for a in attrs})]
+        ops = FloatOps(add_ids=new_ids, add=x[new_rows], updates=updates,
                        delete_ids=del_ids, delete_cells={0: cells} if cells.numel() else {},
                        thresholds=self.thr)
         d = build_delta(self.enc, ops, dev)
