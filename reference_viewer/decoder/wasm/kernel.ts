@@ -456,9 +456,10 @@ export function clearDirty(st: usize): void {
   }
   if (mask & 1) {   // origin_cell(id) + code * step per axis
     const m = load<u64>(row) >> load<u32>(P, 20), cs = load<f64>(P, 72), ps = load<f64>(P, 80);
-    store<f32>(d, <f32>(load<f64>(P, 48) + <f64>compact3(m) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC, 4)) * ps));
-    store<f32>(d, <f32>(load<f64>(P, 56) + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC + 32, 4)) * ps), 4);
-    store<f32>(d, <f32>(load<f64>(P, 64) + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC + 64, 4)) * ps), 8);
+    const pd = d + <usize>4 * <usize>load<u32>(P + PC, 8);   // x y z: consecutive floats (layout.mjs)
+    store<f32>(pd, <f32>(load<f64>(P, 48) + <f64>compact3(m) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC, 4)) * ps));
+    store<f32>(pd, <f32>(load<f64>(P, 56) + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC + 32, 4)) * ps), 4);
+    store<f32>(pd, <f32>(load<f64>(P, 64) + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + <usize>4 * <usize>load<u32>(P + PC + 64, 4)) * ps), 8);
   }
   if (mask & 4) {   // smallest-three (5.3)
     const c6 = P + PC + 192, w = load<u32>(c6), rt = load<usize>(P, 40);
@@ -467,7 +468,7 @@ export function clearDirty(st: usize): void {
     const b = load<f64>(rt + <usize>8 * <usize>codeAt(row, w, load<u32>(c6 + 64, 4)));
     const e = load<f64>(rt + <usize>8 * <usize>codeAt(row, w, load<u32>(c6 + 96, 4)));
     const qi = Math.sqrt(Math.max(0, 1 - (a * a + b * b + e * e)));
-    const q = d + 32;
+    const q = d + <usize>4 * <usize>load<u32>(c6, 8);   // w x y z: consecutive floats (layout.mjs)
     if (i == 0) { store<f32>(q, <f32>qi); store<f32>(q, <f32>a, 4); store<f32>(q, <f32>b, 8); store<f32>(q, <f32>e, 12); }
     else if (i == 1) { store<f32>(q, <f32>a); store<f32>(q, <f32>qi, 4); store<f32>(q, <f32>b, 8); store<f32>(q, <f32>e, 12); }
     else if (i == 2) { store<f32>(q, <f32>a); store<f32>(q, <f32>b, 4); store<f32>(q, <f32>qi, 8); store<f32>(q, <f32>e, 12); }
@@ -785,11 +786,12 @@ export function commitUpd(st: usize, bl: usize): void {
   // POSITION alone (a move), with the profile's fields in locals
   const S = <u64>load<u32>(P, 20), ox = load<f64>(P, 48), oy = load<f64>(P, 56), oz = load<f64>(P, 64), cs = load<f64>(P, 72), ps = load<f64>(P, 80);
   const px = <usize>4 * <usize>load<u32>(P + PC, 4), py = <usize>4 * <usize>load<u32>(P + PC + 32, 4), pz = <usize>4 * <usize>load<u32>(P + PC + 64, 4);
+  const pf = <usize>4 * <usize>load<u32>(P + PC, 8);   // x y z: consecutive floats (layout.mjs)
   for (let i: usize = 0; i < n; i++) {
     const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s, d = data + S4 * <usize>s, m = load<u64>(row) >> S;
-    store<f32>(d, <f32>(ox + <f64>compact3(m) * cs + <f64>load<i32>(row + px) * ps));
-    store<f32>(d, <f32>(oy + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + py) * ps), 4);
-    store<f32>(d, <f32>(oz + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + pz) * ps), 8);
+    store<f32>(d + pf, <f32>(ox + <f64>compact3(m) * cs + <f64>load<i32>(row + px) * ps));
+    store<f32>(d + pf, <f32>(oy + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + py) * ps), 4);
+    store<f32>(d + pf, <f32>(oz + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + pz) * ps), 8);
     touch(st, s);
   }
 }
@@ -861,6 +863,7 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const px = <usize>4 * <usize>load<u32>(P + PC, 4), py = <usize>4 * <usize>load<u32>(P + PC + 32, 4), pz = <usize>4 * <usize>load<u32>(P + PC + 64, 4);
   const rw = load<u32>(P + PC + 192), q0 = load<u32>(P + PC + 196), q1 = load<u32>(P + PC + 228), q2 = load<u32>(P + PC + 260), q3 = load<u32>(P + PC + 292);
   const rt = load<usize>(P, 40);
+  const pf = <usize>4 * <usize>load<u32>(P + PC, 8), rf = <usize>4 * <usize>load<u32>(P + PC + 192, 8);   // POSITION x, ROTATION w
   const TILE: usize = 64;
   for (let i0: usize = 0; i0 < n; i0 += TILE) {
     const i1 = i0 + TILE < n ? i0 + TILE : n;
@@ -887,15 +890,15 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
       if (lossless) continue;
       // POSITION: origin_cell(id) + code * step per axis (f64, then f32)
       const m = id >> S;
-      store<f32>(d, <f32>(ox + <f64>compact3(m) * cs + <f64>load<i32>(row + px) * ps));
-      store<f32>(d, <f32>(oy + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + py) * ps), 4);
-      store<f32>(d, <f32>(oz + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + pz) * ps), 8);
+      store<f32>(d + pf, <f32>(ox + <f64>compact3(m) * cs + <f64>load<i32>(row + px) * ps));
+      store<f32>(d + pf, <f32>(oy + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + py) * ps), 4);
+      store<f32>(d + pf, <f32>(oz + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + pz) * ps), 8);
       // ROTATION: smallest-three (5.3)
       const qi = codeAt(row, rw, q0) & 3;
       const a = load<f64>(rt + 8 * <usize>codeAt(row, rw, q1)), b = load<f64>(rt + 8 * <usize>codeAt(row, rw, q2));
       const e = load<f64>(rt + 8 * <usize>codeAt(row, rw, q3));
       const big = <f32>Math.sqrt(Math.max(0, 1 - (a * a + b * b + e * e)));
-      const q = d + 32;
+      const q = d + rf;
       store<f32>(q, qi == 0 ? big : <f32>a); store<f32>(q, qi == 0 ? <f32>a : qi == 1 ? big : <f32>b, 4);
       store<f32>(q, qi <= 1 ? <f32>b : qi == 2 ? big : <f32>e, 8); store<f32>(q, qi <= 2 ? <f32>e : big, 12);
     }
