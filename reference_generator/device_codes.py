@@ -602,8 +602,10 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             continue
         org = None
         if a is Attr.POSITION and m.keep_origins:
-            upd = [m.origins[slots_c]] if len(segs) == len(groups) else [m.origins[slots_c[s0:s1]] for s0, s1 in segs]
-            org = ([add_origins] if has_add else []) + (upd if segs else [])
+            org = [add_origins] if has_add else []
+            if segs:
+                org += ([m.origins[slots_c]] if len(segs) == len(groups)
+                        else [m.origins[slots_c[s0:s1]] for s0, s1 in segs])
             org = torch.cat(org) if len(org) > 1 else org[0]
         c, ok = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], torch.cat(ids_) if len(ids_) > 1 else ids_[0], org)
         oks.append(ok)
