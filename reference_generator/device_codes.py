@@ -347,7 +347,8 @@ class DeviceCodes:
             self._load(ch.add_ids, ch.add_rows, ch.add_origins)
             return
         if ch.upd_slots.numel():
-            self.rows.index_copy_(0, ch.upd_slots, ch.upd_rows)
+            for cols, new in ch.upd_cols:          # only the columns of attributes the frame could move
+                self.rows[:, cols].index_copy_(0, ch.upd_slots, new)
         if ch.del_ids.numel():
             for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots)):
                 if keys.numel():
@@ -419,7 +420,7 @@ class Change:
     add_rows: torch.Tensor                # (n, Ctot) int32
     add_origins: torch.Tensor | None      # (n, 3) float64 cell origins (lossy profiles)
     upd_slots: torch.Tensor
-    upd_rows: torch.Tensor                # (U, Ctot) the rows' codes after the frame
+    upd_cols: list                        # [(column slice, (U, C) codes after the frame)]
     del_ids: torch.Tensor
     del_first: torch.Tensor               # deleted id ranges (cells), inclusive
     del_last: torch.Tensor
@@ -626,12 +627,11 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
 
     # UPDATE: residuals against the mirror; a row's mask names the attributes that moved
     upd_slots = torch.zeros(0, dtype=I64, device=dev)
-    upd_rows = torch.zeros((0, m.ctot), dtype=I32, device=dev)
+    upd_cols = []
     i_upd_ids = i_counts = None
     i_res, wg_upd = [], []
     if groups:
         old = m.rows[slots_c]
-        new = old.clone()
         mask = torch.zeros(u, dtype=I64, device=dev)
         thr = ops.thresholds or {}
         union = [a for a in present if a in upd_codes]
@@ -653,8 +653,12 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
                 moved = (q[:, 0] != o[:, 0]) | (diff[:, 1:].abs().amax(1) > t)
             else:
                 moved = diff.abs().amax(1) > t
-            new[:, cols] = torch.where(moved[:, None], q, o)
-            res[a] = diff if t == 0 else torch.where(moved[:, None], diff, 0)
+            if t == 0:                                # unmoved rows have q == o already
+                res[a] = diff
+                upd_cols.append((cols, q))
+            else:
+                res[a] = torch.where(moved[:, None], diff, 0)
+                upd_cols.append((cols, torch.where(moved[:, None], q, o)))
             mask.add_(moved, alpha=a.bit)
         sid, o1 = torch.sort(ids, stable=True)
         if u > 1:
@@ -667,7 +671,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         for w, attrs in wg_upd:
             r = torch.cat([res[a] for a in attrs], 1) if len(attrs) > 1 else res[attrs[0]]
             i_res.append(pay.add(_narrow(p, w, r[order])))
-        upd_slots, upd_rows = slots, new
+        upd_slots = slots
 
     # deletes (few: ids and cells go to the host as they are)
     del_ids = as_tensor(ops.delete_ids if ops.delete_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
@@ -706,7 +710,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         f, l = p.grid.cell_range(cells, k)
         first.append(f), last.append(l)
     none = upd_slots[:0] if not groups else torch.zeros(0, dtype=I64, device=dev)
-    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, add_origins, upd_slots, upd_rows,
+    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, add_origins, upd_slots, upd_cols,
                        as_tensor(d.delete_ids, dev, I64) if len(d.delete_ids) else none,
                        as_tensor(np.concatenate(first), dev, I64) if first else none,
                        as_tensor(np.concatenate(last), dev, I64) if last else none)
