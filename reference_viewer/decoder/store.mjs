@@ -89,7 +89,7 @@ export class SceneStore {
   }
 
   get st() { return this._own.st; }
-  _f(i) { return views().u32[(this._own.st >> 2) + i]; }
+  _f(i) { return this._own.st ? views().u32[(this._own.st >> 2) + i] : 0; }   // released: an empty store
   _set(i, v) { views().u32[(this._own.st >> 2) + i] = v; }
 
   get capacity() { return this._f(F_CAP); }
@@ -110,6 +110,7 @@ export class SceneStore {
 
   /** The slot floats (contract above): a view of the kernel memory, renewed when it moved. */
   get data() {
+    if (!this._own.st) return new Float32Array(0);
     const v = views(), p = this._f(F_DATA), n = this.capacity * this.stride, d = this._dataView;
     if (d && d.buffer === v.f32.buffer && d.byteOffset === p && d.length === n) return d;
     return (this._dataView = new Float32Array(v.f32.buffer, p, n));

@@ -49,8 +49,11 @@ test('a decoder disposed, then new decoders: the same vectors decode alike', () 
     for (const v of ids) {
       const dec = new Decoder({ limits: v.limits || {} });
       assert.deepEqual(decodeStreamLines(vectorBytes(v), { decoder: dec }), expectedLines(v), v.id);
+      const store = dec.store;
       dec.dispose();
       assert.equal(dec.store, null);
+      // a store someone still holds reads as empty, never as freed memory
+      assert.deepEqual([store.capacity, store.highWater, store.live, store.data.length], [0, 0, 0, 0]);
     }
   }
 });
