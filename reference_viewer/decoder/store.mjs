@@ -126,6 +126,7 @@ export class SceneStore {
     const gen = this.generation, full = gen !== this._lastTakenGeneration;
     this._lastTakenGeneration = gen;
     const n = this._f(F_DIRTYCOUNT), st = this._own.st;
+    if (!st) return { full, slots: new Uint32Array(0) };   // released
     let slots;
     if (full) slots = new Uint32Array(0);
     else if (n > ((this.capacity + 31) >>> 9)) {   // many: a scan of the bits gives them ascending

@@ -54,6 +54,7 @@ test('a decoder disposed, then new decoders: the same vectors decode alike', () 
       assert.equal(dec.store, null);
       // a store someone still holds reads as empty, never as freed memory
       assert.deepEqual([store.capacity, store.highWater, store.live, store.data.length], [0, 0, 0, 0]);
+      assert.equal(store.takeDirty().slots.length, 0);
     }
   }
 });
