@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .attributes import ATTRS, Attr, Gaussians, full_mask, mask_attrs
+from .attributes import ATTRS, Gaussians, full_mask, mask_attrs
 from .delta import Delta
 from .digest import (EMPTY, M32, Digest, lane_constants, lane_sums, lane_sums_all, lane_sums_at, row_accumulators,
                      unsigned)

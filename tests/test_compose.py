@@ -8,14 +8,13 @@ to, so applying a composed delta also checks the digest it inherits.
 from __future__ import annotations
 
 import numpy as np
-
-from codec.delta import group_updates
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codec import Delta, ErrorCode, GsdError, Grid, Profile, SceneState, compose
-from codec.attributes import ATTRS, full_mask, mask_attrs
+from codec.attributes import ATTRS, full_mask
+from codec.delta import group_updates
 from codec.wire import FrameEncoder, decode_frame
 
 from conftest import PROFILE_NAMES, SH_DEGREES, random_codes

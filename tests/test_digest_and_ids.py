@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
-
-from codec.delta import UpdateBlock, group_updates
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codec import Decoder, Delta, Digest, Encoder, Grid, SceneState
-from codec.attributes import ATTRS, Attr, full_mask, mask_attrs
+from codec.attributes import ATTRS, Attr, full_mask
+from codec.delta import UpdateBlock, group_updates
 from codec.spatial import morton_decode, morton_encode
 
 from conftest import PROFILE_NAMES, SH_DEGREES, grids, make_profile, random_codes, random_gaussians

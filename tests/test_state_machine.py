@@ -8,14 +8,13 @@ arithmetic on integers. Decoder and encoder must both match it, with equal diges
 from __future__ import annotations
 
 import numpy as np
-
-from codec.delta import UpdateBlock
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from codec import Decoder, Delta, Encoder, ErrorCode, Gaussians, GsdError, SceneState
 from codec.attributes import ATTRS, Attr, full_mask, mask_attrs
+from codec.delta import UpdateBlock
 from codec.wire import FrameEncoder
 
 from conftest import PROFILE_NAMES, SH_DEGREES, make_profile, random_gaussians
