@@ -348,7 +348,7 @@ class DeviceCodes:
             return
         if ch.upd_slots.numel():
             for cols, new in ch.upd_cols:          # only the columns of attributes the frame could move
-                self.rows[:, cols].index_copy_(0, ch.upd_slots, new)
+                self.rows[ch.upd_slots, cols] = new
         if ch.del_ids.numel():
             for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots)):
                 if keys.numel():
@@ -572,7 +572,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
                  else torch.zeros((0, lay[Attr.SH_REST].stop), device=dev)).reshape(n_add, -1)
         if n_add > 1:
             add_ids, order = torch.sort(add_ids)
-            add_x = add_x[order]
+            add_x = torch.index_select(add_x, 0, order)
             oks.append((add_ids[1:] != add_ids[:-1]).all())
     add_origins = qz.cell_origins(add_ids) if has_add and m.keep_origins else None
     groups = []
@@ -605,8 +605,8 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         if a is Attr.POSITION and m.keep_origins:
             org = [add_origins] if has_add else []
             if segs:
-                org += ([m.origins[slots_c]] if len(segs) == len(groups)
-                        else [m.origins[slots_c[s0:s1]] for s0, s1 in segs])
+                org += ([torch.index_select(m.origins, 0, slots_c)] if len(segs) == len(groups)
+                        else [torch.index_select(m.origins, 0, slots_c[s0:s1]) for s0, s1 in segs])
             org = torch.cat(org) if len(org) > 1 else org[0]
         c, ok = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], torch.cat(ids_) if len(ids_) > 1 else ids_[0], org)
         oks.append(ok)
@@ -631,7 +631,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     i_upd_ids = i_counts = None
     i_res, wg_upd = [], []
     if groups:
-        old = m.rows[slots_c]
+        old = torch.index_select(m.rows, 0, slots_c)
         mask = torch.zeros(u, dtype=I64, device=dev)
         thr = ops.thresholds or {}
         union = [a for a in present if a in upd_codes]
