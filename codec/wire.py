@@ -498,6 +498,22 @@ def frame_length(buf, limits: Limits = SPEC_LIMITS) -> int:
     return frame_len
 
 
+def frame_is_keyframe(buf, limits: Limits = SPEC_LIMITS) -> bool:
+    """The KEYFRAME flag of the frame record at the start of ``buf``, from its metadata alone.
+
+    The prefix and the Frame table are verified; blocks and sections are neither verified nor
+    decoded and the CRC is not checked, so this is a hint (a client awaiting a keyframe skips other
+    frames with it), never a substitute for decoding. False when the record is unreadable."""
+    try:
+        frame_length(buf, limits)
+        meta_len = _PREFIX.unpack_from(buf)[2]
+        meta = bytes(memoryview(buf)[_PREFIX.size:_PREFIX.size + meta_len])
+        flags_at = _root(meta, _FRAME_FIELDS, "Frame")[2]
+    except GsdError:
+        return False
+    return bool(flags_at and _U32.unpack_from(meta, flags_at)[0] & KEYFRAME)
+
+
 @dataclass
 class FrameInfo:
     """What a frame cost on the wire, by section role (for `gsd info`)."""

@@ -41,3 +41,17 @@ def test_template_metadata_reads_back():
         f = wire._root(meta, wire._FRAME_FIELDS, "Frame")
         assert f[4] == 0 if d.digest is None else wire._DIGEST.unpack_from(meta, f[4]) == (
             d.digest.count, d.digest.lane0, d.digest.lane1)
+
+
+def test_keyframe_flag_read_from_the_metadata_alone():
+    from codec import Encoder, Profile
+    from codec.synthetic import synthetic_scene
+
+    g = synthetic_scene(200, 1, 0)
+    enc = Encoder(Profile.preset("compact", 1))
+    key = enc.keyframe(g)
+    delta = enc.encode(delete=enc.state.ids()[:5])
+    assert wire.frame_is_keyframe(key) and not wire.frame_is_keyframe(delta)
+    assert wire.frame_is_keyframe(key + b"next record") and wire.frame_is_keyframe(enc.keyframe())
+    for bad in (b"", b"GSDF", key[:20], b"GSDH" + key[4:]):
+        assert not wire.frame_is_keyframe(bad)
