@@ -6,7 +6,7 @@ import { crc32 } from './crc32.mjs';
 import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
 import { decodeSection } from './sections.mjs';
 import { checkHeaderDomain } from './profile.mjs';
-import { K, arena, views } from './kernel.mjs';
+import { K, arena, allocating } from './kernel.mjs';
 
 export const SPEC_LIMITS = Object.freeze({
   max_header_bytes: 65536,
@@ -171,7 +171,7 @@ function idRules(p, adds, upds, dels, ranges, cells) {
   for (const b of upds) checkBlock(b);
   for (const b of dels) checkBlock(b);
   // an id in two blocks of a group: the blocks' ids are ascending (checked above), so a few blocks
-  // are compared pairwise by merging; many through one sorted list
+  // are compared pairwise by merging; many through a scratch id table
   const crossCheck = (group) => {
     const nonEmpty = group.filter((b) => b.n > 0);
     if (nonEmpty.length < 2) return;
@@ -184,11 +184,10 @@ function idRules(p, adds, upds, dels, ranges, cells) {
       }
       return;
     }
-    const all = new BigUint64Array(nonEmpty.reduce((s, b) => s + b.n, 0)), u64 = views().u64;
-    let k = 0;
-    for (const { n, ids } of nonEmpty) { all.set(u64.subarray(ids >> 3, (ids >> 3) + n), k); k += n; }
-    all.sort();
-    for (let i = 1; i < all.length; i++) if (all[i] === all[i - 1]) fail('DUPLICATE_ID', 'an id in two blocks');
+    const t = allocating('id check', () => K.idtNew(nonEmpty.reduce((s, b) => s + b.n, 0)));
+    try {
+      for (const { n, ids } of nonEmpty) if (K.insertIds(t, ids, n)) fail('DUPLICATE_ID', 'an id in two blocks');
+    } finally { K.idtFree(t); }
   };
   crossCheck(adds.concat(upds));
   crossCheck(dels);

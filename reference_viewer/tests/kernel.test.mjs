@@ -74,3 +74,15 @@ test('unfilter: byte-shuffled 2-, 4- and 8-byte elements, every length around th
     }
   }
 });
+
+test('an id in two of many blocks: the scratch id table finds it, and only then', () => {
+  const lists = [[1n, 5n, 9n], [2n, 6n], [3n, 2n ** 40n], [7n, 8n, 2n ** 62n]];
+  arena.reset();
+  const put = (ids) => { const p = arena.take(8 * ids.length); views().u64.set(ids, p >> 3); return p; };
+  const ptrs = lists.map(put);
+  const t = K.idtNew(16);
+  try {
+    lists.forEach((ids, k) => assert.equal(K.insertIds(t, ptrs[k], ids.length), 0));
+    assert.equal(K.insertIds(t, put([4n, 2n ** 40n]), 2), 1);   // 2^40 is in the third list
+  } finally { K.idtFree(t); }
+});

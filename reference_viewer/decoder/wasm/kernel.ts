@@ -230,6 +230,15 @@ export function sharedId(a: usize, na: u32, b: usize, nb: u32): i32 {
   return 0;
 }
 
+/**
+ * Inserts ids[0..n) into the scratch id table t (idtNew, sized for every id it will get); 1 when one
+ * of them is there already (an id in two blocks), else 0.
+ */
+export function insertIds(t: usize, ids: usize, n: u32): i32 {
+  for (let i: usize = 0; i < n; i++) if (idtSet(t, load<u64>(ids + 8 * i), 0) >= 0) return 1;
+  return 0;
+}
+
 /** Ranges (C = 2: n firsts then n lasts): 0 ok, 1 an end outside 2^bits, 2 first > last. */
 export function checkRanges(r: usize, n: u32, bits: u32): i32 {
   const lim: u64 = bits >= 64 ? 0 : (<u64>1 << bits);
