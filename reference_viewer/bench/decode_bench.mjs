@@ -96,15 +96,19 @@ function runDeltas(Dec, ds, a, info) {
   return { tDelta, tParse, counts };
 }
 
-/** One keyframe into a new decoder (the previous one disposed first); returns ms. */
+/**
+ * One keyframe into a new decoder (the previous one disposed first); returns wall ms, and pushes the
+ * process's CPU ms (all threads) for it onto prev.cpu.
+ */
 function keyframeOnce(Dec, kf, info, prev) {
   if (prev.dec && prev.dec.dispose) prev.dec.dispose();
   prev.dec = null;
   const d = new Dec();
   d.readHeader(kf[0]);
-  const t = performance.now();
+  const c = process.cpuUsage(), t = performance.now();
   d.readFrame(kf[1]);
-  const ms = performance.now() - t;
+  const ms = performance.now() - t, u = process.cpuUsage(c);
+  (prev.cpu ||= []).push((u.user + u.system) / 1000);
   if (d.store.live !== info.n) throw new Error('keyframe did not decode to n Gaussians');
   prev.dec = d;
   return ms;
@@ -145,11 +149,13 @@ async function main() {
   const cell = (xs) => `${fmt(median(xs))} / ${fmt(Math.min(...xs))} ms`;
   const rowOf = (what, A, B, target, limit) => [what, B ? cell(B) : '-', cell(A), `${fmt(pct(A, 0.9))} ms`, `${A.length}`, target,
     limit === null ? '-' : median(A) <= limit ? 'met' : 'not met'];
+  const full = info.n === 1_000_000;   // the targets are for the 1M scene
   const rows = [
-    rowOf(`5k mixed delta decode + apply vs ${info.n.toLocaleString('en')} scene (SH3 compact)`, after.tDelta, before && before.tDelta, '≤ 1 ms', 1),
+    rowOf(`5k mixed delta decode + apply vs ${info.n.toLocaleString('en')} scene (SH3 compact)`, after.tDelta, before && before.tDelta,
+      full ? '≤ 1 ms' : '-', full ? 1 : null),
     rowOf('... of which decode only (F1-F13: CRC, metadata, zstd, unfilter, id rules)', after.tParse, before && before.tParse, '-', null),
     rowOf(`${info.n.toLocaleString('en')}-Gaussian keyframe decode + apply (SH3 compact), new decoder, memory reused`,
-      warm(key.after), Before ? warm(key.before) : null, '≤ 250 ms', 250),
+      warm(key.after), Before ? warm(key.before) : null, full ? '≤ 250 ms' : '-', full ? 250 : null),
     [`... the first keyframe of the process (fresh memory: page faults)`, Before ? `${fmt(key.before[0])} ms` : '-', `${fmt(key.after[0])} ms`, '-', '1', '-', '-'],
   ];
   const header = ['what', `before${a.before ? ` (${a.before})` : ''}: median / min`, 'after: median / min', 'after: p90', 'samples', 'target', ''];
@@ -160,7 +166,10 @@ async function main() {
               `delta frames ${Math.min(...sizes).toLocaleString('en')}–${Math.max(...sizes).toLocaleString('en')} bytes ` +
               `(ops per delta: ${counts.add} add, ${counts.update} update, ${counts.deleteIds} delete), keyframe ` +
               `${kf[1].length.toLocaleString('en')} bytes; digests verified on every frame; ` +
-              `${after.tDelta.length} deltas, ${a.reps} keyframes per decoder.`;
+              `${after.tDelta.length} deltas, ${a.reps} keyframes per decoder. CPU time of the process per ` +
+              `keyframe (the runs after the first, median): ${fmt(median(warm(prevA.cpu)))} ms` +
+              `${Before ? ` (before: ${fmt(median(warm(prevB.cpu)))} ms)` : ''}: other jobs on the machine stretch ` +
+              `the wall-clock figures beyond it.`;
   console.log(table);
   console.log(env);
   if (!a.write) return;
