@@ -129,7 +129,9 @@ class HostOutput:
 
 
 def to_host(out: StepOutput, sh_degree: int) -> HostOutput:
-    """Everything in one device-to-host copy: every tensor viewed as int32 words, concatenated.
+    """A step's floats on the host, for inspection (frames are built on the device: ``to_delta``).
+
+    Everything in one device-to-host copy: every tensor viewed as int32 words, concatenated.
 
     Integer words keep float bit patterns exact; the int64 parts go first so each lands
     8-byte aligned in the host buffer.
