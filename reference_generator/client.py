@@ -27,7 +27,7 @@ import aiohttp
 
 from codec import Decoder, GsdError, StreamWriter
 from codec.limits import SPEC_LIMITS, Limits
-from codec.wire import _FRAME_FIELDS, _PREFIX, _U32, KEYFRAME, _root, frame_length
+from codec.wire import frame_is_keyframe
 
 from .actions import Action, to_json
 
@@ -74,26 +74,11 @@ class ServerBusy(ProtocolClosed):
     def __init__(self, code, reason: str):
         super().__init__(code, reason)
         m = re.match(r"retry-after=(\d{1,4})(?:\s|$)", reason)
-        self.retry_after = float(m.group(1)) if m and int(m.group(1)) >= 1 else DEFAULT_RETRY_AFTER
+        self.retry_after = float(min(int(m.group(1)), 3600)) if m and int(m.group(1)) >= 1 else DEFAULT_RETRY_AFTER
         self.cause = reason[m.end():].strip() if m else reason
 
     def __str__(self) -> str:
         return f"server busy ({self.code}): {self.cause or 'no reason given'}; retry after {self.retry_after:g} s"
-
-
-def frame_is_keyframe(data, limits: Limits = SPEC_LIMITS) -> bool:
-    """The KEYFRAME flag of the frame record in ``data``, read from its metadata alone: the prefix
-    and the Frame table of the FlatBuffers metadata are verified (codec.wire), the blocks and
-    sections are neither verified nor decoded, the CRC is not checked. False when unreadable.
-    Only a hint for skipping frames while resyncing; the frame itself is then decoded in full."""
-    try:
-        frame_length(data, limits)
-        meta_len = _PREFIX.unpack_from(data)[2]
-        meta = bytes(memoryview(data)[_PREFIX.size:_PREFIX.size + meta_len])
-        flags_at = _root(meta, _FRAME_FIELDS, "Frame")[2]
-    except GsdError:
-        return False
-    return bool(flags_at and _U32.unpack_from(meta, flags_at)[0] & KEYFRAME)
 
 
 class Client:

@@ -784,7 +784,7 @@ def test_watch_reports_a_busy_server_and_retries_after_its_delay():
 def test_client_reads_the_keyframe_flag_from_metadata_and_decodes_a_frame_once():
     """While resyncing, non-keyframes are dropped unread (flag from the frame metadata); the
     awaited keyframe is decoded once, and a damaged one asks for another keyframe."""
-    from reference_generator.client import frame_is_keyframe
+    from codec.wire import frame_is_keyframe
 
     async def go():
         async with server() as s:
@@ -831,3 +831,13 @@ def test_a_client_that_stops_reading_holds_one_pending_delta_of_all_the_steps():
                 assert p.steps == 40 and p.delta.seq == host.encoder.state.seq
                 assert sess.frames == 1 and sess.link not in host.prefetched   # nothing cut ahead either
     run(go())
+
+
+def test_server_busy_reads_the_retry_delay_of_spec_11_7():
+    e = ServerBusy(1013, "retry-after=7 server busy: worlds 90% busy > 70%")
+    assert e.retry_after == 7 and e.cause == "server busy: worlds 90% busy > 70%"
+    assert "retry after 7 s" in str(e) and "worlds 90% busy" in str(e)
+    assert ServerBusy(1013, "retry-after=12").retry_after == 12 and ServerBusy(1013, "retry-after=12").cause == ""
+    for reason in ("server busy", "retry-after=0 x", "retry-after=x", "retry-after=12s", "retry-after=99999 x"):
+        assert ServerBusy(1013, reason).retry_after == 10.0, reason   # no readable N: 10 s
+    assert ServerBusy(1013, "retry-after=9000 x").retry_after == 3600  # beyond the range: its upper end
