@@ -132,6 +132,12 @@ def bench_walk(w: World, enc: Encoder, steps: int) -> dict:
 
 def bench_differ(w: World, steps: int) -> dict:
     """A full-scene model: World.scene() every step through the Differ (ids given, spatial)."""
+    quiet = 0
+    for _ in range(400):                      # stand until nothing streams in: idle steps carry motion only
+        w.step(Idle())
+        quiet = quiet + 1 if not w.pending else 0
+        if quiet >= 3:
+            break
     enc = Encoder(w.profile, max_gaussians=w.max_gaussians)
     df = Differ(enc, spatial_ids=True, device=w.device)
     ids, x = w.scene()

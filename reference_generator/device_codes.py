@@ -264,7 +264,9 @@ class DeviceCodes:
         self._col_index: dict = {}
         self.quantizer = quantizer_of(profile, self.device)
         self.keep_origins = profile.quant is not None    # cell origins of the ids, for POSITION residuals
-        self._load(torch.zeros(0, dtype=I64, device=self.device), torch.zeros((0, self.ctot), dtype=I32, device=self.device))
+        self.no_ids = torch.zeros(0, dtype=I64, device=self.device)          # shared empty tensors
+        self.no_rows = torch.zeros((0, self.ctot), dtype=I32, device=self.device)
+        self._load(self.no_ids, self.no_rows)
         self.seq = 0
         self.digest = None
         self.pending: Change | None = None
@@ -616,7 +618,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             upd_codes[a] = (c[n_add:] if has_add else c, segs)
 
     i_add_ids, i_add = None, []
-    add_rows = torch.zeros((0, m.ctot), dtype=I32, device=dev)
+    add_rows = m.no_rows
     wg_add = _width_groups(p, present)
     if has_add:
         add_rows = torch.cat(add_codes, 1) if add_codes else torch.zeros((n_add, 0), dtype=I32, device=dev)
@@ -626,7 +628,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             i_add.append(pay.add(_narrow(p, w, add_rows if cols is None else add_rows[:, cols])))
 
     # UPDATE: residuals against the mirror; a row's mask names the attributes that moved
-    upd_slots = torch.zeros(0, dtype=I64, device=dev)
+    upd_slots = m.no_ids
     upd_cols = []
     i_upd_ids = i_counts = None
     i_res, wg_upd = [], []
@@ -709,7 +711,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     for k, cells in d.delete_cells.items():
         f, l = p.grid.cell_range(cells, k)
         first.append(f), last.append(l)
-    none = upd_slots[:0] if not groups else torch.zeros(0, dtype=I64, device=dev)
+    none = m.no_ids
     m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, add_origins, upd_slots, upd_cols,
                        as_tensor(d.delete_ids, dev, I64) if len(d.delete_ids) else none,
                        as_tensor(np.concatenate(first), dev, I64) if first else none,
