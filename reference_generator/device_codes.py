@@ -587,8 +587,11 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     u = sum(sizes)
     if groups:                                    # the rows' slots in the mirror: old codes, cell origins
         ids = torch.cat([g[0] for g in groups]) if len(groups) > 1 else groups[0][0]
-        slots = m.lookup(ids)
+        sid, o1 = torch.sort(ids, stable=True)    # ids in order: the binary searches walk memory forwards
+        slots = torch.empty_like(sid).index_copy_(0, o1, m.lookup(sid))
         oks.append((slots >= 0).all())
+        if u > 1:
+            oks.append((sid[1:] != sid[:-1]).all())
         slots_c = slots.clamp_min(0)
 
     # quantize: per attribute, the ADD rows and the UPDATE rows of the groups that carry it
@@ -662,9 +665,6 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
                 res[a] = torch.where(moved[:, None], diff, 0)
                 upd_cols.append((cols, torch.where(moved[:, None], q, o)))
             mask.add_(moved, alpha=a.bit)
-        sid, o1 = torch.sort(ids, stable=True)
-        if u > 1:
-            oks.append((sid[1:] != sid[:-1]).all())
         _, o2 = torch.sort(mask[o1], stable=True)
         order = o1[o2]
         i_upd_ids = pay.add(ids[order])
