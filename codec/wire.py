@@ -631,7 +631,8 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             else:
                 if a not in out:
                     out[a] = np.empty((p.comps(a), count), p.dtype(a))
-                out[a][rows] = arr
+                for start, stop, at in _runs(rows):  # a band's rows are 3 runs (R, G, B): row copies
+                    out[a][start:stop] = arr[at:at + stop - start]
         return out
 
     def expect(secs, n, kind):
@@ -681,6 +682,14 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             prev = cells.get(entry[2])
             cells[entry[2]] = arrays[entry[1]][0] if prev is None else np.concatenate([prev, arrays[entry[1]][0]])
     return _assemble(d, p, adds, upds, dels, ranges, cells)
+
+
+def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first, end, position in ``rows``) of each run of consecutive row numbers."""
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    starts = np.r_[0, breaks]
+    ends = np.r_[breaks, len(rows)]
+    return [(int(rows[i]), int(rows[j - 1]) + 1, int(i)) for i, j in zip(starts, ends)]
 
 
 def _merge_blocks(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
