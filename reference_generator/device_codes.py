@@ -42,7 +42,6 @@ I64 = torch.int64
 I32 = torch.int32
 F64 = torch.float64
 U64 = np.uint64
-_WIRE = {1: torch.int8, 2: torch.int16, 4: torch.int32}
 _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
 # the SPEC.md 3.2 Morton code, de-interleaved: per axis, the low 21 bits of every third bit
@@ -200,16 +199,17 @@ class TorchQuantizer:
         return wire(self.p, attr, c).t().contiguous().cpu().numpy().view(self.p.dtype(attr))
 
 
+_UNSIGNED = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32}
+
+
 def wire(profile: Profile, attr: Attr, c: torch.Tensor) -> torch.Tensor:
-    """Numeric int codes (or residuals) -> the signed torch dtype of the wire width, wrapping
-    modulo 2^(8 width) as the format does; the host views the bytes as ``profile.dtype(attr)``."""
-    w = profile.width(attr)
-    if w == 4:
-        if c.dtype == I32:
-            return c
-        return (((c.to(I64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)).to(I32)
-    half = 1 << (8 * w - 1)
-    return (((c.to(I32) + half) & (2 * half - 1)) - half).to(_WIRE[w])
+    """Numeric int codes (or residuals) -> the wire width: a cast to the unsigned type of that width,
+    which wraps modulo 2^(8 width) as the format does; the host views the bytes as ``profile.dtype(attr)``."""
+    return _to_width(profile.width(attr), c)
+
+
+def _to_width(w: int, c: torch.Tensor) -> torch.Tensor:
+    return c if w == 4 and c.dtype == I32 else c.to(_UNSIGNED[w])
 
 
 def _host_rows(profile: Profile, codes: dict) -> np.ndarray:
@@ -523,15 +523,9 @@ def _width_groups(p: Profile, attrs: list) -> list:
     return sorted(out.items(), reverse=True)
 
 
-_UNSIGNED = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32}
-
-
 def _narrow(p: Profile, w: int, x: torch.Tensor) -> torch.Tensor:
-    """(n, C) int codes or residuals of one width group -> (C, n) of the wire width: a cast to the
-    unsigned type of that width, which wraps modulo 2^(8 width) as the format does."""
-    if not (w == 4 and x.dtype == I32):
-        x = x.to(_UNSIGNED[w])
-    return x.t()
+    """(n, C) int codes or residuals of one width group -> (C, n) of the wire width (``wire``)."""
+    return _to_width(w, x).t()
 
 
 def _unpack_groups(p: Profile, groups: list, arrays: list) -> dict:
