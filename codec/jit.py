@@ -46,7 +46,7 @@ class Kernel:
             return self._compiled(*args)
         if AVAILABLE and (_MODE == "1" or _large(args)) and switch_on():
             return self._compiled(*args)
-        with np.errstate(over="ignore"):  # modular arithmetic, as in the compiled code
+        with np.errstate(over="ignore", invalid="ignore"):  # modular arithmetic, as compiled; NaN inputs are reported
             return self.py_func(*args)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from .attributes import Attr, components, rest_coeffs
 from .errors import ErrorCode, GsdError
 from .jit import kernel
-from .quantize import opacity_codes, position_codes, rest_codes, rotation_codes, take_columns, uniform_codes
+from .quantize import NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, take_columns, uniform_codes
 from .spatial import Grid
 
 SQRT2 = np.sqrt(2.0)
@@ -184,35 +184,39 @@ class Profile:
         (the encoder sorts by id while quantizing). Rounding is the encoder's choice (round half
         even); quantize.py fixes the arithmetic."""
         values = np.ascontiguousarray(values, dtype=np.float32).reshape(len(ids), self.comps(attr))  # n may be 0
-        if not np.isfinite(values).all():
-            raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
         order = np.arange(len(ids), dtype=np.int64) if order is None else np.asarray(order, np.int64)
         q = self.quant
         if q is None:
+            if not np.isfinite(values).all():
+                raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
             return np.ascontiguousarray(values[order].T).view(np.uint32)
         out = np.empty((self.comps(attr), len(order)), self.dtype(attr))
+        status = OK
         if attr is Attr.POSITION:
             g = self.grid
-            if not position_codes(values, np.ascontiguousarray(ids, np.uint64), order, np.uint64(g.slot_bits),
-                                  np.asarray(g.origin, np.float64), float(g.cell_size),
-                                  g.cell_size / (1 << q.position_bits), out):
-                raise ValueError("a position is too far from its birth cell for int32 codes")
+            status = position_codes(values, np.ascontiguousarray(ids, np.uint64), order, np.uint64(g.slot_bits),
+                                    np.asarray(g.origin, np.float64), float(g.cell_size),
+                                    g.cell_size / (1 << q.position_bits), out)
         elif attr in (Attr.SCALE, Attr.SH_DC):
             lo, hi, bits = (q.scale_min, q.scale_max, q.scale_bits) if attr is Attr.SCALE else (q.dc_min, q.dc_max, q.dc_bits)
             n = (1 << bits) - 1
-            uniform_codes(values, order, float(lo), n / (hi - lo), float(n), out)
+            status = uniform_codes(values, order, float(lo), n / (hi - lo), float(n), out)
         elif attr is Attr.OPACITY:
-            opacity_codes(values, order, float(1 << q.opacity_bits), out)
+            status = opacity_codes(values, order, float(1 << q.opacity_bits), out)
         elif attr is Attr.SH_REST:
-            if out.size:
+            if values.size:
                 rows = np.empty(values.shape, out.dtype)
-                rest_codes(values, (1.0 / self.rest_steps()).astype(np.float32),
-                           self.rest_limits().astype(np.float32), rows)
+                status = rest_codes(values, (1.0 / self.rest_steps()).astype(np.float32),
+                                    self.rest_limits().astype(np.float32), rows)
                 take_columns(rows, order, out)
         elif attr is Attr.ROTATION:
-            rotation_codes(values, order, float((1 << q.rotation_bits) - 1), out)
+            status = rotation_codes(values, order, float((1 << q.rotation_bits) - 1), out)
         else:
             raise AssertionError(attr)
+        if status == NONFINITE:
+            raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
+        if status == TOO_FAR:
+            raise ValueError("a position is too far from its birth cell for int32 codes")
         return out
 
     # -- codes -> floats ---------------------------------------------------------------------

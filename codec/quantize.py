@@ -1,7 +1,8 @@
 """The encoder's loops from float attributes to integer codes (SPEC.md 5), one per attribute kind.
 
 Each reads (N, C) float32 rows in the order given by ``order`` (the encoder writes ids ascending)
-and writes (C, N) planar codes. The arithmetic is fixed so that every encoder built on this codec
+and writes (C, N) planar codes, and returns NONFINITE if it met a NaN or an infinity (the codes
+are then meaningless and the caller raises), so the input is read once. The arithmetic is fixed so that every encoder built on this codec
 rounds the same way: float64 for position, scale, DC, opacity and rotation, float32 for the SH
 rest coefficients; ties round half to even. Decoders never run these: the codes are the state.
 """
@@ -11,6 +12,7 @@ import numpy as np
 
 from .jit import kernel
 
+OK, NONFINITE, TOO_FAR = 0, 1, 2
 _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
 _M21 = np.uint64(0x1249249249249249)
@@ -32,36 +34,49 @@ def _unspread(x):
 
 @kernel
 def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out):
-    """out[k, j] = rint((v - origin of the id's birth cell) / step); False if a code leaves int32."""
+    """out[k, j] = rint((v - origin of the id's birth cell) / step); TOO_FAR if a code leaves int32."""
+    bad = False
+    far = False
     for j in range(order.shape[0]):
         r = order[j]
         cell = ids[r] >> slot_bits
         for k in range(3):
+            v = np.float64(values[r, k])
+            bad |= v - v != 0.0
             o = origin[k] + np.float64(_unspread(cell >> np.uint64(k))) * cell_size
-            c = np.rint((np.float64(values[r, k]) - o) / step)
-            if not (-2147483647.0 <= c <= 2147483647.0):
-                return False
-            out[k, j] = np.int32(c)
-    return True
+            c = np.rint((v - o) / step)
+            if -2147483647.0 <= c <= 2147483647.0:
+                out[k, j] = np.int32(c)
+            else:
+                far = True
+    return NONFINITE if bad else TOO_FAR if far else OK
 
 
 @kernel
 def uniform_codes(values, order, lo, scale, top, out):
     """out[k, j] = clip(rint((v - lo) * scale), 0, top), in float64 (scale, DC)."""
+    bad = False
     for j in range(order.shape[0]):
         r = order[j]
         for k in range(values.shape[1]):
-            c = np.rint((np.float64(values[r, k]) - lo) * scale)
+            v = np.float64(values[r, k])
+            bad |= v - v != 0.0
+            c = np.rint((v - lo) * scale)
             out[k, j] = min(max(c, 0.0), top)
+    return NONFINITE if bad else OK
 
 
 @kernel
 def opacity_codes(values, order, levels, out):
     """out[0, j] = clip(floor(sigmoid(v) * levels), 0, levels - 1); sigmoid via tanh (no overflow)."""
     top = levels - 1.0
+    bad = False
     for j in range(order.shape[0]):
-        alpha = 0.5 * (1.0 + np.tanh(0.5 * np.float64(values[order[j], 0])))
+        v = np.float64(values[order[j], 0])
+        bad |= v - v != 0.0
+        alpha = 0.5 * (1.0 + np.tanh(0.5 * v))
         out[0, j] = min(max(np.floor(alpha * levels), 0.0), top)
+    return NONFINITE if bad else OK
 
 
 @kernel
@@ -69,10 +84,14 @@ def rest_codes(values, inv_step, lim, out):
     """out[r, k] = clip(rint(v[r, k] * inv_step[k]), -lim[k], lim[k]), in float32 (SH rest), in input
     order and row-major: contiguous on both sides, so it vectorizes; ``take_columns`` then writes
     the planar, id-ordered codes."""
+    bad = False
     for r in range(values.shape[0]):
         for k in range(values.shape[1]):
-            c = np.rint(values[r, k] * inv_step[k])
+            v = values[r, k]
+            bad |= v - v != 0
+            c = np.rint(v * inv_step[k])
             out[r, k] = min(max(c, -lim[k]), lim[k])
+    return NONFINITE if bad else OK
 
 
 @kernel
@@ -93,11 +112,13 @@ def rotation_codes(values, order, top, out):
     [-1/sqrt2, 1/sqrt2] to 0..top), of the normalized quaternion with its largest component >= 0."""
     scale = top / _SQRT2
     q = np.empty(4, np.float64)
+    bad = False
     for j in range(order.shape[0]):
         r = order[j]
         s = 0.0
         for k in range(4):
             q[k] = np.float64(values[r, k])
+            bad |= q[k] - q[k] != 0.0
             s += q[k] * q[k]
         norm = np.sqrt(s)
         if norm > 0:
@@ -117,3 +138,4 @@ def rotation_codes(values, order, top, out):
                 c = np.rint((q[k] * sign + _INV_SQRT2) * scale)
                 out[m, j] = min(max(c, 0.0), top)
                 m += 1
+    return NONFINITE if bad else OK
