@@ -304,6 +304,8 @@ def write_report(path: str, section: str, key: str) -> None:
     pat = re.compile(rf"<!-- device:{re.escape(key)} -->.*?<!-- /device:{re.escape(key)} -->", re.S)
     if not old.startswith("# Reference generator benchmarks"):
         old = HEAD
+    first = old.find("<!-- device:")              # the head is always this version's; sections are kept
+    old = HEAD + ("\n" + old[first:] if first >= 0 else "")
     if pat.search(old):
         new = pat.sub(lambda _: section, old)
     else:

@@ -1,6 +1,6 @@
 """The differ: successive full scenes -> minimal deltas, with and without persistent ids.
 
-Two model kinds, as in the issue: a fixed set of Gaussians updated every frame, and a set that
+Two model kinds: a fixed set of Gaussians updated every frame, and a set that
 changes (adds and deletes). Every test decodes the stream and checks the decoded state against
 the target scene in code space (closed loop: exact codes with zero thresholds, within
 threshold + 1/2 step otherwise).
