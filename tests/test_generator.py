@@ -21,6 +21,7 @@ from reference_generator import (  # noqa: E402
     ACTION_TYPES, Generator, Idle, Interact, Jump, Look, Move, Pose, Strafe, Turn, World, WorldConfig,
     attr_layout, encode_output, from_json, to_host, to_json,
 )
+from reference_generator.device_codes import mirror_of  # noqa: E402
 from reference_generator.protocol import StepOutput, UpdateGroup  # noqa: E402
 from reference_generator.simulate import main as simulate_main, scripted_session  # noqa: E402
 from reference_generator.world import spatial_ids  # noqa: E402
@@ -45,7 +46,9 @@ class Session:
     def _push(self, out):
         frame = encode_output(self.enc, out)
         self.frames.append(frame)
-        return self.dec.decode_frame(frame)
+        d = self.dec.decode_frame(frame)
+        assert self.dec.state.digest() == self.enc.state.digest()
+        return d
 
     def step(self, action=None):
         self.out = self.world.step(action)
@@ -167,6 +170,10 @@ def test_scripted_session_stream_is_valid_and_state_is_the_scene():
             assert_state_is_scene(s.dec, s.world)
     assert kinds == set(ACTION_TYPES)
     assert validate_stream(s.stream()) == []
+    # the device mirror the frames were built against holds exactly the encoder's state
+    ids = s.enc.state.ids()
+    mirror, state = mirror_of(s.enc, "cpu").codes_of(ids), s.enc.state.codes_of(ids)
+    assert all(np.array_equal(mirror[a], state[a]) for a in ATTRS)
 
 
 def test_chunks_stream_in_and_are_retired_by_cells_within_budget():
