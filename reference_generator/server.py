@@ -429,6 +429,8 @@ class Session:
             await asyncio.wait_for(self._send_pair(json.dumps(info), f.data), self.cfg.send_timeout)
         except asyncio.TimeoutError:
             raise SessionClosed(4001, f"client read nothing for {self.cfg.send_timeout:g} s") from None
+        except ConnectionError:                              # the client went away mid-write: not a server error
+            raise SessionClosed(NORMAL, "connection lost") from None
         now = time.monotonic()
         self.window.sent(f.seq, f.digest, len(f.data), f.keyframe)
         self.frames += 1
