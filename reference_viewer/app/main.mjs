@@ -274,7 +274,9 @@ function hudState() {
   }
   const s = session.stats;
   const link = session.state === 'open' ? `open ${session.url}` :
-    session.state === 'closed' && session.closeInfo ? `closed ${session.closeInfo.code} ${session.closeInfo.reason || ''}` : session.state;
+    session.state === 'closed' && session.closeInfo?.busy
+      ? `server busy: retrying in ${(session.closeInfo.retryAfterMs / 1000).toFixed(0)} s`
+      : session.state === 'closed' && session.closeInfo ? `closed ${session.closeInfo.code} ${session.closeInfo.reason || ''}` : session.state;
   return { ...common, link, seq: session.header ? session.seq : null, frames: s.frames, keyframes: s.keyframes,
            resyncs: s.resyncs, bytesPerSecond: session.bytesPerSecond(), lastBytes: s.lastBytes,
            lastSteps: s.lastSteps, lastLatency: s.lastLatency, latencies: s.latencies };

@@ -97,8 +97,13 @@ export class Session {
       this.closeInfo = { code: ev.code, reason: ev.reason };
       this.cb.onState?.();
       if (this.reconnect && !this.stopped) {
-        setTimeout(() => { if (!this.stopped && this.ws === ws) this.connect(); }, this.retryMs);
-        this.retryMs = Math.min(this.retryMs * 2, 15000);
+        // 1013 (server busy, SPEC.md 11.7): wait the server's retry-after=N, N to 1.5 N seconds.
+        const busy = ev.code === 1013 ? /^retry-after=(\d+(?:\.\d+)?)/.exec(ev.reason || '') : null;
+        const wait = busy ? Number(busy[1]) * 1000 * (1 + 0.5 * Math.random()) : this.retryMs;
+        this.closeInfo.busy = !!busy;
+        this.closeInfo.retryAfterMs = busy ? Math.round(wait) : null;
+        setTimeout(() => { if (!this.stopped && this.ws === ws) this.connect(); }, wait);
+        if (!busy) this.retryMs = Math.min(this.retryMs * 2, 15000);
       }
     };
     ws.onerror = () => {};
