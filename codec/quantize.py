@@ -11,25 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 from .jit import kernel
+from .spatial import unspread
 
 OK, NONFINITE, TOO_FAR = 0, 1, 2
 _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
-_M21 = np.uint64(0x1249249249249249)
-_COMPACT = (np.uint64(0x10C30C30C30C30C3), np.uint64(0x100F00F00F00F00F), np.uint64(0x1F0000FF0000FF),
-            np.uint64(0x1F00000000FFFF), np.uint64(0x1FFFFF))
-
-
-@kernel
-def _unspread(x):
-    """Every third bit of x, packed (Morton decode of one axis)."""
-    x = x & _M21
-    x = (x | (x >> np.uint64(2))) & np.uint64(0x10C30C30C30C30C3)
-    x = (x | (x >> np.uint64(4))) & np.uint64(0x100F00F00F00F00F)
-    x = (x | (x >> np.uint64(8))) & np.uint64(0x1F0000FF0000FF)
-    x = (x | (x >> np.uint64(16))) & np.uint64(0x1F00000000FFFF)
-    x = (x | (x >> np.uint64(32))) & np.uint64(0x1FFFFF)
-    return x
 
 
 @kernel
@@ -43,7 +29,7 @@ def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out):
         for k in range(3):
             v = np.float64(values[r, k])
             bad |= v - v != 0.0
-            o = origin[k] + np.float64(_unspread(cell >> np.uint64(k))) * cell_size
+            o = origin[k] + np.float64(unspread(cell >> np.uint64(k))) * cell_size
             c = np.rint((v - o) / step)
             if -2147483647.0 <= c <= 2147483647.0:
                 out[k, j] = np.int32(c)

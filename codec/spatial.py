@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ErrorCode, GsdError
+from .jit import kernel
 
 U64 = np.uint64
 
@@ -106,12 +107,29 @@ def _spread(v: np.ndarray, bits: int) -> np.ndarray:
     return x
 
 
-def _compact(v: np.ndarray, bits: int) -> np.ndarray:
-    x = v.astype(U64) & U64(0x1249249249249249)
-    masks = [m for m, _ in _SPREAD[:4]][::-1] + [U64(0x1FFFFF)]
-    for mask, shift in zip(masks, (2, 4, 8, 16, 32)):
-        x = (x | (x >> U64(shift))) & mask
+@kernel
+def unspread(x):
+    """Every third bit of x, packed: one axis of a Morton code (the inverse of _spread)."""
+    x = x & np.uint64(0x1249249249249249)
+    x = (x | (x >> np.uint64(2))) & np.uint64(0x10C30C30C30C30C3)
+    x = (x | (x >> np.uint64(4))) & np.uint64(0x100F00F00F00F00F)
+    x = (x | (x >> np.uint64(8))) & np.uint64(0x1F0000FF0000FF)
+    x = (x | (x >> np.uint64(16))) & np.uint64(0x1F00000000FFFF)
+    x = (x | (x >> np.uint64(32))) & np.uint64(0x1FFFFF)
     return x
+
+
+@kernel
+def _unspread_all(v, out):
+    for i in range(v.shape[0]):
+        out[i] = unspread(v[i])
+
+
+def _compact(v: np.ndarray, bits: int) -> np.ndarray:
+    v = np.ascontiguousarray(v, U64).reshape(-1)
+    out = np.empty(len(v), U64)
+    _unspread_all(v, out)
+    return out
 
 
 def morton_encode(coords: np.ndarray, bits: int) -> np.ndarray:

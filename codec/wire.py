@@ -700,8 +700,9 @@ def _merge_blocks(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | Non
     if len(parts) == 1:
         return parts[0], None
     for ids in parts:
-        if ascending_problem(ids):
-            code = ErrorCode.DUPLICATE_ID if ascending_problem(ids) == 1 else ErrorCode.BAD_VALUE
+        problem = ascending_problem(ids)
+        if problem:
+            code = ErrorCode.DUPLICATE_ID if problem == 1 else ErrorCode.BAD_VALUE
             raise GsdError(code, "ids in a block must be strictly ascending")
     ids = np.concatenate(parts)
     order = np.argsort(ids, kind="stable")
