@@ -5,11 +5,12 @@ agree bit for bit whatever their float arithmetic.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .attributes import Attr, components, rest_coeffs
+from .attributes import Attr, components
 from .errors import ErrorCode, GsdError
 from .jit import kernel
 from .quantize import NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, take_columns, uniform_codes
@@ -138,18 +139,24 @@ class Profile:
             return np.dtype(_SIGNED[w])
         return np.dtype(_UNSIGNED[w])
 
+    def _rest_degrees(self) -> np.ndarray:
+        """The SH degree of each SH_REST component (channel-major: R's, then G's, then B's)."""
+        per_channel = [l for l in range(1, self.sh_degree + 1) for _ in range(2 * l + 1)]
+        return np.tile(np.array(per_channel, dtype=np.int64), 3)
+
     def rest_limits(self) -> np.ndarray:
         """Per-component max |code| of SH_REST (channel-major layout)."""
-        k = rest_coeffs(self.sh_degree)
-        deg = np.concatenate([np.full(2 * l + 1, l) for l in range(1, self.sh_degree + 1)]).astype(int) if k else np.zeros(0, int)
-        m = np.array([(1 << (self.quant.rest_bits[l - 1] - 1)) - 1 for l in deg], dtype=np.int64)
-        return np.tile(m, 3)
+        bits = np.array(self.quant.rest_bits, np.int64)
+        return (np.int64(1) << (bits[self._rest_degrees() - 1] - 1)) - 1
 
     def rest_steps(self) -> np.ndarray:
-        k = rest_coeffs(self.sh_degree)
-        deg = np.concatenate([np.full(2 * l + 1, l) for l in range(1, self.sh_degree + 1)]).astype(int) if k else np.zeros(0, int)
-        step = np.array([self.quant.rest_range[l - 1] / ((1 << (self.quant.rest_bits[l - 1] - 1)) - 1) for l in deg])
-        return np.tile(step, 3)
+        deg = self._rest_degrees()
+        return np.array(self.quant.rest_range, np.float64)[deg - 1] / self.rest_limits()
+
+    @functools.cached_property
+    def _rest_quantizer(self) -> tuple[np.ndarray, np.ndarray]:
+        """(1 / step, limit) per SH_REST component as the quantizer's float32 inputs (computed once)."""
+        return (1.0 / self.rest_steps()).astype(np.float32), self.rest_limits().astype(np.float32)
 
     # -- validity (decoder side) -------------------------------------------------
     def bounds(self, attr: Attr) -> "CodeBounds":
@@ -206,8 +213,7 @@ class Profile:
         elif attr is Attr.SH_REST:
             if values.size:
                 rows = np.empty(values.shape, out.dtype)
-                status = rest_codes(values, (1.0 / self.rest_steps()).astype(np.float32),
-                                    self.rest_limits().astype(np.float32), rows)
+                status = rest_codes(values, *self._rest_quantizer, rows)
                 take_columns(rows, order, out)
         elif attr is Attr.ROTATION:
             status = rotation_codes(values, order, float((1 << q.rotation_bits) - 1), out)

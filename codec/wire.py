@@ -437,11 +437,10 @@ def _template(meta: bytes, nblocks: int) -> tuple:
     f = _root(meta, _FRAME_FIELDS, "Frame")
     bstart, _ = _vector(meta, n, f[5], 4, "blocks")
     sstart, _ = _vector(meta, n, f[6], 16, "sections")
-    rows = _blocks_py(meta, n, bstart, nblocks)
     per_block = []
     for j in range(nblocks):
         t = _table(meta, n, _ref(meta, n, bstart + 4 * j, "blocks element"), (1, 4, 1, 1, 4), "OpBlock")
-        per_block.append((t[1], rows[j][4]))
+        per_block.append((t[1], _vector(meta, n, t[4], 4, "OpBlock sections")[0]))
     return f[0], f[1], f[2], f[4], sstart, per_block
 
 
