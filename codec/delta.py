@@ -33,20 +33,22 @@ class UpdateBlock:
         return len(self.ids)
 
 
-def group_updates(ids: np.ndarray, masks: np.ndarray, res: dict) -> list[UpdateBlock]:
+def mask_rows(masks: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(mask, rows holding it) for each distinct non-zero mask, ascending."""
+    masks = np.asarray(masks, np.uint8)
+    return [(int(m), np.flatnonzero(masks == m)) for m in np.flatnonzero(np.bincount(masks, minlength=64)[1:]) + 1]
+
+
+def group_updates(ids: np.ndarray, masks: np.ndarray, res: dict, groups=None) -> list[UpdateBlock]:
     """Blocks from per-Gaussian masks and full-width residuals (for builders that have them dense).
 
     ``ids`` ascending; ``res[a]`` is (C, n) for each attribute any mask names. Gaussians with
-    mask 0 are dropped. One block per distinct mask, in ascending mask order.
+    mask 0 are dropped. One block per distinct mask, in ascending mask order (``groups``: the
+    ``mask_rows(masks)`` the caller already has).
     """
     ids = np.asarray(ids, U64)
-    masks = np.asarray(masks, np.uint8)
-    blocks = []
-    for m in np.flatnonzero(np.bincount(masks, minlength=64)[1:]) + 1:
-        rows = np.flatnonzero(masks == m)
-        blocks.append(UpdateBlock(int(m), ids[rows], {a: np.ascontiguousarray(res[a][:, rows])
-                                                      for a in mask_attrs(int(m))}))
-    return blocks
+    return [UpdateBlock(m, ids[rows], {a: np.ascontiguousarray(res[a][:, rows]) for a in mask_attrs(m)})
+            for m, rows in (mask_rows(masks) if groups is None else groups)]
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .attributes import ATTRS, Attr, Gaussians, full_mask
-from .delta import Delta, group_updates
+from .delta import Delta, group_updates, mask_rows
 from .digest import unsigned
 from .jit import kernel
 from .profile import Profile
@@ -116,8 +116,9 @@ class Encoder:
                     new = p.quantize(a, vals[a], given, order)
                     res[a] = np.empty_like(new)
                     residuals(unsigned(self.state.codes[a]), slots, unsigned(new), unsigned(res[a]), mask, a.bit)
-            d.updates = group_updates(ids, mask, res)
-            d.slot_hint = (self.state.token(), [slots[np.searchsorted(ids, b.ids)] for b in d.updates])
+            groups = mask_rows(mask)
+            d.updates = group_updates(ids, mask, res, groups)
+            d.slot_hint = (self.state.token(), [slots[rows] for _, rows in groups])
         if delete is not None:
             d.delete_ids = sorted_unique(np.asarray(delete, U64).reshape(-1))
         if delete_ranges is not None:
