@@ -184,18 +184,29 @@ def _print_json(obj) -> None:
 
 
 # ------------------------------------------------------------------------------------ encode
+def encoder_for(g: Gaussians, args: argparse.Namespace) -> tuple[Gaussians, Encoder]:
+    """The scene at the SH degree kept and the encoder ``gsd encode`` builds for it from its parsed arguments.
+
+    One place for the grid fit and the profile choice, so tools that report what
+    the CLI produces (quality.compare) measure exactly the CLI's streams:
+    ``encoder_for(g, build_parser().parse_args(["encode", "in.ply", "out.gsd"]))``.
+    """
+    degree = g.sh_degree if args.sh_degree is None else args.sh_degree
+    if degree != g.sh_degree:
+        g = g.with_sh_degree(degree)
+    grid = Grid.fit(g.positions, cell_bits=args.cell_bits)
+    profile = Profile.preset(args.profile, degree, grid)
+    return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode")
+
+
 def cmd_encode(args) -> int:
     src = _input_file(args.input)
     t0 = time.perf_counter()
     with _step(f"read {os.path.basename(src)}", os.path.getsize(src)):
         g = ply.read_ply(src)
     t_read = time.perf_counter() - t0
-    degree = g.sh_degree if args.sh_degree is None else args.sh_degree
-    if degree != g.sh_degree:
-        g = g.with_sh_degree(degree)
-    grid = Grid.fit(g.positions, cell_bits=args.cell_bits)
-    profile = Profile.preset(args.profile, degree, grid)
-    enc = Encoder(profile, level=args.level, generator=f"gsd {__version__} encode")
+    g, enc = encoder_for(g, args)
+    degree, profile, grid = g.sh_degree, enc.profile, enc.profile.grid
 
     t0 = time.perf_counter()
     with _step(f"encode {len(g):,} Gaussians", len(g), unit="G"):
