@@ -98,7 +98,8 @@ _local = threading.local()
 def _cctx(level: int, threads: int = 0) -> "zstandard.ZstdCompressor":
     cache = _local.__dict__.setdefault("c", {})
     if (level, threads) not in cache:
-        cache[level, threads] = zstandard.ZstdCompressor(level=level, threads=threads)
+        # SPEC.md 4.4: writers set the Content_Checksum_flag on every zstd frame.
+        cache[level, threads] = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
     return cache[level, threads]
 
 
@@ -217,15 +218,39 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
     return a
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528, little-endian: a Zstandard frame (skippable frames are not)
+
+
 def _decompress(stored: memoryview, expected: int) -> bytes:
-    """One zstd frame that declares Frame_Content_Size == raw_size, with nothing after it (SPEC.md 4.4)."""
+    """Exactly one Zstandard frame that declares Frame_Content_Size == raw_size, names no dictionary,
+    and has nothing after it; its content checksum, when present, matches (SPEC.md 4.4)."""
+    check_zstd_header(stored, expected)
+    return _zstd_one_frame(stored, expected)
+
+
+def check_zstd_header(stored: memoryview, expected: int) -> None:
+    """The frame-header checks of SPEC.md 4.4, made on the stored bytes before any decompression: the
+    Zstandard magic (a skippable frame is not one), no Dictionary_ID, Frame_Content_Size == raw_size."""
+    if bytes(stored[:4]) != ZSTD_MAGIC:
+        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "stored bytes do not start with a Zstandard frame "
+                       "(magic 0xFD2FB528; a skippable frame is not one)")
     try:
+        params = zstandard.get_frame_parameters(stored)
         declared = zstandard.frame_content_size(stored)
     except zstandard.ZstdError as e:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd frame header: {e}") from None
+    if params.dict_id != 0:
+        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd frame header names dictionary {params.dict_id}")
     if declared != expected:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED,
                        f"zstd frame declares {declared} bytes, section raw_size is {expected}")
+
+
+def _zstd_one_frame(stored: memoryview, expected: int) -> bytes:
+    """Decompress the one frame (header checked) into exactly ``expected`` bytes, nothing after it.
+
+    libzstd verifies the content checksum whenever the frame has one (python-zstandard never turns
+    that off: tests/test_bad_input.py checks it), so content that does not hash to it fails here."""
     try:
         dobj = _dctx().decompressobj()
         out = dobj.decompress(stored)

@@ -445,6 +445,63 @@ def zstd_set_block_size(frame: bytes, n: int) -> bytes:
     return _zstd_edit_first_block_header(frame, lambda h: (h & 0b111) | (n << 3))
 
 
+def zstd_skippable_frame(data: bytes, nibble: int = 0) -> bytes:
+    """An RFC 8878 skippable frame (magic 0x184D2A50 + nibble, u32 Frame_Size, ``data``): not a Zstandard frame."""
+    assert 0 <= nibble <= 15
+    return struct.pack("<II", 0x184D2A50 + nibble, len(data)) + data
+
+
+def zstd_checksum(content: bytes) -> bytes:
+    """The 4-byte Content_Checksum of a frame holding ``content``: the low 32 bits of XXH64 (seed 0),
+    little-endian, taken from a frame zstd writes (the checksum depends on the content alone)."""
+    return zstandard.ZstdCompressor(level=1, write_checksum=True).compress(content)[-4:]
+
+
+def zstd_block_frame(content_size: int, blocks: list[tuple[str, bytes]], dict_id: int | None = None,
+                     checksum_of: bytes | None = None) -> bytes:
+    """A single-segment zstd frame laid out by hand: 4-byte Frame_Content_Size ``content_size``, an optional
+    1-byte Dictionary_ID field holding ``dict_id``, then ``blocks`` in order (("raw", bytes) or ("rle", bytes
+    whose length is the block's size and whose first byte is repeated); the last one is marked last), then,
+    when ``checksum_of`` is given, the Content_Checksum of those bytes. No block needs a dictionary."""
+    fhd = 0b10100000 | (4 if checksum_of is not None else 0) | (1 if dict_id is not None else 0)
+    out = struct.pack("<IB", 0xFD2FB528, fhd)
+    if dict_id is not None:
+        out += bytes([dict_id])
+    out += struct.pack("<I", content_size)
+    for k, (kind, data) in enumerate(blocks):
+        last = 1 if k == len(blocks) - 1 else 0
+        btype, body = (0, data) if kind == "raw" else (1, data[:1])
+        out += ((len(data) << 3) | (btype << 1) | last).to_bytes(3, "little") + body
+    if checksum_of is not None:
+        out += zstd_checksum(checksum_of)
+    return out
+
+
+def zstd_strip_checksum(frame: bytes) -> bytes:
+    """A frame with a Content_Checksum rewritten without it (flag cleared, last 4 bytes dropped)."""
+    assert frame[4] & 4, "frame has no checksum"
+    return frame[:4] + bytes([frame[4] & ~4]) + frame[5:-4]
+
+
+def zstd_corrupt_undetected(frame: bytes, raw: bytes) -> bytes:
+    """``frame`` (compressed blocks and a Content_Checksum, content ``raw``) with one byte of its blocks changed
+    so that this zstd library, reading the frame without its checksum, decodes it without error into
+    len(raw) bytes that are not ``raw``: corruption that only the checksum reveals. The first such change in
+    a fixed search order (positions from the end of the frame header, XOR values 0x01, 0x80, 0x5A)."""
+    start = sum(_zstd_fcs_span(frame)) + 3          # after the frame header and the first block header
+    dctx = zstandard.ZstdDecompressor()
+    for pos in range(start, len(frame) - 4):
+        for x in (0x01, 0x80, 0x5A):
+            bad = frame[:pos] + bytes([frame[pos] ^ x]) + frame[pos + 1:]
+            try:
+                out = dctx.decompress(zstd_strip_checksum(bad), max_output_size=len(raw))
+            except zstandard.ZstdError:
+                continue
+            if len(out) == len(raw) and out != raw:
+                return bad
+    raise AssertionError("no undetected single-byte corruption found")
+
+
 # ----------------------------------------------------------------------------------- in-place edits
 def record_spans(data: bytes) -> list[tuple[str, int, int]]:
     """(kind, offset, length) of each complete record that framing alone can find; stops at the first doubt."""

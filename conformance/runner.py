@@ -3,6 +3,10 @@
 Each vector is one process: ``IMPL decode FILE [--limit NAME=VALUE ...]``. The
 testee's stdout must be exactly the lines the manifest implies; a nonzero exit
 is a crash, running past the timeout a hang, and both count as failures.
+
+``--limit`` only ever lowers a limit (SPEC.md 9.1: a decoder MAY lower a limit and MUST NOT raise
+it): the runner refuses, before starting any testee, a manifest whose vector names an unknown
+limit or a value that is not an integer in [0, spec default] (``UsageError``, exit status 2).
 """
 from __future__ import annotations
 
@@ -12,12 +16,24 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_VECTORS = os.path.join(HERE, "vectors")
+# SPEC.md 9.1: the limits a vector may lower, with the spec defaults (also the maxima)
+SPEC_DEFAULT_LIMITS = {
+    "max_header_bytes": 65536,
+    "max_frame_bytes": 2**30,
+    "max_gaussians": 2**24,
+    "max_ids_per_frame": 2**24,
+    "max_ranges_per_frame": 2**20,
+    "max_blocks": 4096,
+    "max_sections": 16384,
+    "max_frame_raw_bytes": 2**32,
+}
 _LINE = re.compile(r"^(header (ok|error [A-Z_]+)|frame (\d+) (ok \d+:[0-9a-f]{8}:[0-9a-f]{8}|error [A-Z_]+))$")
 
 
@@ -30,6 +46,31 @@ class Result:
     got: str
     detail: str
     seconds: float
+
+
+class UsageError(ValueError):
+    """The runner was asked for something the testee protocol does not allow (a limit above the spec's)."""
+
+
+def limit_args(v: dict) -> list[str]:
+    """The ``--limit NAME=VALUE`` arguments of a vector; UsageError unless each lowers a limit of SPEC.md 9.1."""
+    args = []
+    for name, value in v.get("limits", {}).items():
+        if name not in SPEC_DEFAULT_LIMITS:
+            raise UsageError(f"vector {v.get('id')!r}: unknown limit {name!r}")
+        if type(value) is not int or not 0 <= value <= SPEC_DEFAULT_LIMITS[name]:
+            raise UsageError(f"vector {v.get('id')!r}: limit {name}={value!r} is not an integer in "
+                             f"[0, {SPEC_DEFAULT_LIMITS[name]}] (a vector may lower a limit, never raise it)")
+        args += ["--limit", f"{name}={value}"]
+    return args
+
+
+def check_manifest(m: dict) -> None:
+    """UsageError when the manifest's default limits are not the spec's or a vector raises a limit."""
+    if "default_limits" in m and m["default_limits"] != SPEC_DEFAULT_LIMITS:
+        raise UsageError(f"manifest default_limits {m['default_limits']} differ from SPEC.md 9.1")
+    for v in m["vectors"]:
+        limit_args(v)
 
 
 def load_manifest(vectors: str) -> dict:
@@ -84,9 +125,7 @@ def judge(v: dict, rc: int | None, out: str, err: str, timeout: float) -> tuple[
 
 
 def run_one(cmd: list[str], v: dict, vectors: str, timeout: float) -> Result:
-    args = cmd + ["decode", os.path.join(vectors, v["file"])]
-    for name, value in v.get("limits", {}).items():
-        args += ["--limit", f"{name}={value}"]
+    args = cmd + ["decode", os.path.join(vectors, v["file"])] + limit_args(v)
     t0 = time.monotonic()
     try:
         # Own session, so a hang is ended with everything the testee started (a shell wrapper, say).
@@ -111,6 +150,7 @@ def run_one(cmd: list[str], v: dict, vectors: str, timeout: float) -> Result:
 def run(impl: str, vectors: str = DEFAULT_VECTORS, pattern: str | None = None, timeout: float = 10.0,
         jobs: int | None = None) -> list[Result]:
     m = load_manifest(vectors)
+    check_manifest(m)  # refuses the whole vector file before any testee runs
     vs = [v for v in m["vectors"] if pattern is None or re.search(pattern, v["id"])]
     cmd = shlex.split(impl)
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
@@ -128,7 +168,11 @@ def print_table(results: list[Result]) -> None:
 
 
 def main(args) -> int:
-    results = run(args.impl, args.vectors, args.filter, args.timeout, args.jobs)
+    try:
+        results = run(args.impl, args.vectors, args.filter, args.timeout, args.jobs)
+    except UsageError as e:
+        print(f"python -m conformance run: error: {e}", file=sys.stderr)
+        return 2
     passed = sum(r.status == "PASS" for r in results)
     failed = len(results) - passed
     if args.json:

@@ -204,6 +204,8 @@ class VectorWriter:
                  "sections": sorted(set(sections), key=lambda s: [int(x) for x in s.split(".")])}
         if limits:
             assert set(limits) <= set(LIMIT_NAMES), limits
+            # SPEC.md 9.1: a vector may only lower a limit (the runner refuses a manifest that raises one)
+            assert all(0 <= v <= getattr(DEFAULT_LIMITS, k) for k, v in limits.items()), limits
             entry["limits"] = dict(sorted(limits.items()))
         entry["expected"] = expected
         self.entries.append(entry)

@@ -138,6 +138,14 @@ def gen_ops(g: VectorWriter) -> None:
             ext=[(200, [np.arange(6, dtype=np.uint16)[None, :]])], order=lambda bl: [bl[0], bl[2], bl[1]])
     s.valid("op", "optional block kind 200 placed between the ADD and UPDATE blocks is skipped", sec + [S_VERSION])
 
+    # SPEC.md 6.1 / 4.9 F11: an optional block is skipped as a whole, none of its fields checked
+    s = g.stream("op_optional_block_skipped_whole", key_n=4)
+    s.frame(tweak=lambda ff, pl: ff.blocks.append(BlockFields(129, 2**32 - 1, 0xFF, 0xFF, [2**32 - 1, 7, 0])))
+    s.add_frame(1)
+    s.valid("op", "a frame whose only block is optional kind 129 with count 2^32-1, mask 0xFF, level 0xFF and "
+                  "section indices 2^32-1, 7, 0 in a frame of no sections: accepted, state and digest unchanged; "
+                  "the next frame applies", sec + [S_VERSION, S_LIMITS])
+
 
 def gen_masks(g: VectorWriter) -> None:
     hf = hf_preset("compact", 3)

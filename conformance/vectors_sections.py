@@ -4,8 +4,9 @@ minor versions; and zstd data that must fail decompression (lying sizes, bombs, 
 """
 from __future__ import annotations
 
-import struct
 from dataclasses import replace
+
+import numpy as np
 
 from . import craft
 from .craft import Encoding, Section
@@ -44,6 +45,19 @@ def gen_encoding(g: VectorWriter) -> None:
     s = g.stream("enc_zstd_level_19", key_n=None, hf=hf_preset("high", 2))
     s.frame(key=True, adds=[(s.fresh_ids(30), s.codes(30))], enc=Encoding(compression="zstd", level=19))
     s.valid("encoding", "zstd frames from compression level 19 (long matches)", sec, state=False)
+
+    s = g.stream("enc_zstd_empty_section", key_n=3)
+    s.frame(deletes=[np.zeros(0, np.uint64)], adds=[(s.fresh_ids(1), s.codes(1))],
+            enc=Encoding(compression="zstd", zstd_args={"write_checksum": True}))
+    s.valid("encoding", "DELETE_IDS block of count 0 whose ids section (raw_size 0) is a Zstandard frame of "
+                        "0 bytes with a content checksum", sec)
+
+    s = g.stream("enc_zstd_dictionary_id_zero", key_n=3)
+    c = s.codes(3)
+    s.frame(adds=[(s.fresh_ids(3), c)], tweak=lambda ff, pl: _set_stored(ff, pl, 1, _hand_laid(
+        ff.sections[1].filters, c[0], dict_id=0)))
+    s.valid("encoding", "zstd frame with a Dictionary_ID field holding 0 (no dictionary named), a raw and an "
+                        "RLE block and a content checksum", sec)
 
     def reverse_payload(ff, pl):
         # Same sections, stored in the payload back to front with 3 bytes of padding before each.
@@ -132,29 +146,36 @@ def gen_encoding(g: VectorWriter) -> None:
 def gen_compression(g: VectorWriter) -> None:
     sec = [S_SECTIONS]
 
-    def one(vid, desc, stored_fn):
-        """Replace the ADD position section (index 1, raw_size 36) by stored_fn(raw) marked as zstd."""
+    def one(vid, desc, stored_fn, n=3):
+        """Replace the ADD position section (index 1, raw_size 12 n) by stored_fn(raw) marked as zstd."""
         s = g.stream(vid, key_n=3)
-        c = s.codes(3)
+        c = s.codes(n)
 
         def t(ff, pl):
             raw, _ = craft.Payload.filtered(c[0], ff.sections[1].filters)
-            data = stored_fn(raw)
-            old = ff.sections[1]
-            pl.parts[1] = data
-            ff.sections[1] = replace(old, stored_size=len(data), compression=1)
-            for j in range(2, len(ff.sections)):
-                ff.sections[j] = replace(ff.sections[j], offset=ff.sections[j].offset + len(data) - old.stored_size)
-        s.frame(adds=[(s.fresh_ids(3), c)], tweak=t, error="DECOMPRESSION_FAILED", model=False)
+            _set_stored(ff, pl, 1, stored_fn(raw))
+        s.frame(adds=[(s.fresh_ids(n), c)], tweak=t, error="DECOMPRESSION_FAILED", model=False)
+        s.invalid("compression", desc, sec)
+
+    def empty(vid, desc, stored):
+        """A DELETE_IDS block of count 0 whose ids section (raw_size 0) holds ``stored``, marked as zstd."""
+        s = g.stream(vid, key_n=3)
+        s.frame(deletes=[np.zeros(0, np.uint64)], enc=Encoding(compression="zstd"),
+                tweak=lambda ff, pl: _set_stored(ff, pl, 0, stored), error="DECOMPRESSION_FAILED", model=False)
         s.invalid("compression", desc, sec)
 
     z = craft.zstd_chunks
-    one("zstd_reserved_block_type", "zstd frame (declaring raw_size) whose block header has the reserved type 3",
-        lambda raw: craft.zstd_set_block_type(z(raw), 3))
-    one("zstd_block_past_end", "zstd frame whose block header claims more bytes than the frame holds",
-        lambda raw: craft.zstd_set_block_size(z(raw), 1000))
+
+    def zc(raw, frames=1):
+        return craft.zstd_chunks(raw, frames, write_checksum=True)
+
+    # Corrupt frames carry a content checksum (SPEC.md 4.4), so that every zstd library reports them.
+    one("zstd_reserved_block_type", "zstd frame (declaring raw_size, with a content checksum) whose block header "
+        "has the reserved type 3", lambda raw: craft.zstd_set_block_type(zc(raw), 3))
+    one("zstd_block_past_end", "zstd frame (with a content checksum) whose block header claims more bytes than "
+        "the frame holds", lambda raw: craft.zstd_set_block_size(zc(raw), 1000))
     one("zstd_wrong_magic", "zstd section starting with a wrong magic", lambda raw: b"GSDF" + z(raw)[4:])
-    one("zstd_truncated", "zstd frame cut short by 3 bytes", lambda raw: z(raw)[:-3])
+    one("zstd_truncated", "zstd frame with a content checksum cut short by 3 bytes", lambda raw: zc(raw)[:-3])
     one("zstd_empty", "zstd section with 0 stored bytes for 36 raw bytes", lambda raw: b"")
     one("zstd_no_content_size", "zstd frame without the Frame_Content_Size field",
         lambda raw: z(raw, write_content_size=False))
@@ -162,21 +183,76 @@ def gen_compression(g: VectorWriter) -> None:
         lambda raw: z(raw[:-1]))
     one("zstd_declares_more_bytes", "zstd frame honestly declaring and holding raw_size + 1 bytes",
         lambda raw: z(raw + b"\x00"))
-    one("zstd_content_shorter_than_declared", "zstd frame declaring raw_size whose blocks hold one byte less",
-        lambda raw: craft.zstd_set_content_size(z(raw[:-1]), len(raw)))
-    one("zstd_content_longer_than_declared", "zstd frame declaring raw_size whose blocks hold one byte more",
-        lambda raw: craft.zstd_set_content_size(z(raw + b"\x00"), len(raw)))
+    one("zstd_content_shorter_than_declared", "zstd frame (with a content checksum) declaring raw_size whose "
+        "blocks hold one byte less", lambda raw: craft.zstd_set_content_size(zc(raw[:-1]), len(raw)))
+    one("zstd_content_longer_than_declared", "zstd frame (with a content checksum) declaring raw_size whose "
+        "blocks hold one byte more", lambda raw: craft.zstd_set_content_size(zc(raw + b"\x00"), len(raw)))
     one("zstd_bomb_declared", "2 KB zstd frame declaring (and holding) 64 MiB for a 36-byte section",
         lambda raw: zstd_bomb())
-    one("zstd_bomb_undeclared", "2 KB zstd frame declaring 36 bytes whose blocks hold 64 MiB: output must stay "
-                                "bounded", lambda raw: craft.zstd_set_content_size(zstd_bomb(), len(raw)))
+    one("zstd_bomb_undeclared", "2 KB zstd frame (with a content checksum) declaring 36 bytes whose blocks hold "
+        "64 MiB: output must stay bounded", lambda raw: craft.zstd_set_content_size(zstd_bomb(), len(raw)))
     one("zstd_two_frames", "the section split into two zstd frames (exactly one is allowed)",
         lambda raw: z(raw, 2))
     one("zstd_trailing_garbage", "a valid zstd frame followed by 8 other bytes", lambda raw: z(raw) + b"garbage!")
     one("zstd_trailing_skippable_frame", "a valid zstd frame followed by a zstd skippable frame",
-        lambda raw: z(raw) + bytes.fromhex("502a4d18") + struct.pack("<I", 4) + b"skip")
+        lambda raw: z(raw) + craft.zstd_skippable_frame(b"skip"))
     one("zstd_bad_content_checksum", "zstd frame whose own content checksum is wrong",
         lambda raw: _flip_last(z(raw, write_checksum=True)))
+    one("zstd_corrupt_raw_block", "zstd frame of one raw block with one byte changed: the frame parses and gives "
+        "raw_size bytes, its content checksum does not match them",
+        lambda raw: craft.zstd_block_frame(len(raw), [("raw", _flip_at(raw, 7))], checksum_of=raw))
+    one("zstd_corrupt_compressed_block", "zstd frame (with a content checksum) with one byte of its compressed "
+        "block changed such that zstd decodes the blocks without error into other bytes: only the checksum "
+        "reveals it", lambda raw: craft.zstd_corrupt_undetected(_compressed(zc(raw)), raw), n=200)
+
+    # SPEC.md 4.4: skippable frames (magic 0x184D2A50..0x184D2A5F) are not Zstandard frames
+    empty("zstd_skippable_frame_alone", "a section of raw_size 0 whose stored bytes are one skippable frame "
+          "(magic 0x184D2A50, 4 bytes of data)", craft.zstd_skippable_frame(b"skip"))
+    empty("zstd_skippable_frame_before_empty", "a section of raw_size 0: a skippable frame (magic 0x184D2A5F), "
+          "then a valid Zstandard frame of 0 bytes", craft.zstd_skippable_frame(b"", 15) + _empty_frame())
+    empty("zstd_skippable_frame_after_empty", "a section of raw_size 0: a valid Zstandard frame of 0 bytes, "
+          "then a skippable frame", _empty_frame() + craft.zstd_skippable_frame(b"skip", 7))
+    one("zstd_skippable_frame_before", "a skippable frame (magic 0x184D2A5F), then a valid zstd frame of the "
+        "section's raw_size bytes", lambda raw: craft.zstd_skippable_frame(b"skip", 15) + zc(raw))
+
+    # SPEC.md 4.4: a non-zero Dictionary_ID fails, whether or not the blocks need a dictionary
+    one("zstd_dictionary_id_raw_rle_blocks", "zstd frame whose header names Dictionary_ID 1 but whose blocks "
+        "(one raw, one RLE) need no dictionary; content checksum correct", lambda raw: _hand_laid_raw(raw, 1))
+
+
+def _set_stored(ff, pl, i: int, data: bytes) -> None:
+    """Section ``i`` now stores ``data`` as zstd (compression 1); the sections after it move along."""
+    old = ff.sections[i]
+    pl.parts[i] = data
+    ff.sections[i] = replace(old, stored_size=len(data), compression=1)
+    for j in range(i + 1, len(ff.sections)):
+        ff.sections[j] = replace(ff.sections[j], offset=ff.sections[j].offset + len(data) - old.stored_size)
+
+
+def _hand_laid_raw(raw: bytes, dict_id: int | None) -> bytes:
+    """A hand-laid frame of ``raw``: a raw block of all but its last byte, an RLE block of that byte, a checksum."""
+    return craft.zstd_block_frame(len(raw), [("raw", raw[:-1]), ("rle", raw[-1:])], dict_id=dict_id,
+                                  checksum_of=raw)
+
+
+def _hand_laid(filters: int, planar, dict_id: int | None) -> bytes:
+    raw, _ = craft.Payload.filtered(planar, filters)
+    return _hand_laid_raw(raw, dict_id)
+
+
+def _empty_frame() -> bytes:
+    return craft.zstd_chunks(b"", write_checksum=True)
+
+
+def _compressed(frame: bytes) -> bytes:
+    """``frame``, checked to start with a compressed block (Block_Type 2)."""
+    pos, size = craft._zstd_fcs_span(frame)
+    assert (frame[pos + size] >> 1) & 3 == 2, "expected a compressed first block"
+    return frame
+
+
+def _flip_at(b: bytes, i: int) -> bytes:
+    return b[:i] + bytes([b[i] ^ 0x5A]) + b[i + 1:]
 
 
 _BOMB = None
@@ -185,7 +261,7 @@ _BOMB = None
 def zstd_bomb() -> bytes:
     global _BOMB
     if _BOMB is None:
-        _BOMB = craft.zstd_chunks(bytes(64 << 20), 1, 19)
+        _BOMB = craft.zstd_chunks(bytes(64 << 20), 1, 19, write_checksum=True)
     return _BOMB
 
 

@@ -492,6 +492,9 @@ CASES = {
     "zstd_no_content_size": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor(write_content_size=False).compress(bytes(40)))),
     "zstd_trailing_bytes": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, zstandard.ZstdCompressor().compress(bytes(40)) + b"\0")),
     "zstd_data_short_of_content_size": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, craft.zstd_raw_block_frame(40, bytes(39)))),
+    "zstd_skippable_frame_first": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, craft.zstd_skippable_frame(b"x") + zstandard.ZstdCompressor().compress(bytes(40)))),
+    "zstd_dictionary_id": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, craft.zstd_block_frame(40, [("raw", bytes(40))], dict_id=1))),
+    "zstd_checksum_mismatch": (E.DECOMPRESSION_FAILED, lambda S: _zstd_case(S, craft.zstd_block_frame(40, [("raw", bytes(40))], checksum_of=bytes(39) + b"\1"))),
     # values
     "ids_descending": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, deletes=[S.states[1].ids()[[3, 1]]]))),
     "id_outside_id_space": (E.BAD_VALUE, lambda S: (1, _frame(S, 1, deletes=[np.array([S.profile.grid.id_limit], U64)]))),

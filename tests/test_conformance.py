@@ -7,6 +7,8 @@ its frame and code; and the codec's final states equal the manifest's (which com
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib.util
 import io
 import json
@@ -195,6 +197,62 @@ def test_runner_fails_crashes_hangs_and_bad_output(tmp_path, body, got):
     assert (r.status, r.got) == ("FAIL", got)
 
 
+def test_runner_limits_are_the_spec_defaults():
+    import dataclasses
+    assert runner.SPEC_DEFAULT_LIMITS == dataclasses.asdict(Limits()) == MANIFEST["default_limits"]
+    for v in VECTORS:
+        runner.limit_args(v)   # every committed vector only lowers limits
+
+
+def _one_vector_dir(tmp_path, limits: dict, default_limits: dict | None = None) -> str:
+    v = dict(next(v for v in VECTORS if v["id"] == "op_delete_ids"), limits=limits)
+    d = tmp_path / "vectors"
+    d.mkdir()
+    (d / v["file"]).write_bytes(data_of(v))
+    m = dict(MANIFEST, vectors=[v])
+    if default_limits is not None:
+        m["default_limits"] = default_limits
+    (d / "manifest.json").write_text(json.dumps(m))
+    return str(d)
+
+
+@pytest.mark.parametrize("limits,ok", [
+    ({"max_blocks": 4096, "max_frame_raw_bytes": 2**32}, True),       # at the defaults: allowed
+    ({"max_sections": 100}, True),                                  # lowered
+    ({"max_blocks": 4097}, False),                                    # above the default: a usage error
+    ({"max_frame_raw_bytes": 2**32 + 1}, False),
+    ({"max_gaussians": -1}, False),
+    ({"max_gaussians": 1.5}, False),
+    ({"max_widgets": 1}, False),
+])
+def test_runner_refuses_a_vector_file_that_raises_a_limit(tmp_path, limits, ok):
+    """SPEC.md 9.1 / conformance/README.md: --limit only lowers; the runner refuses, before running any
+    testee, a manifest that asks for more (exit status 2), so no testee ever receives such a value."""
+    vec = _one_vector_dir(tmp_path, limits)
+    marker = tmp_path / "ran"
+    script = tmp_path / "testee.py"
+    script.write_text(f"open({str(marker)!r}, 'a').write('x')\nimport runpy, sys\n"
+                      f"sys.argv = ['t'] + sys.argv[1:]\n"
+                      f"runpy.run_path({os.path.join(ROOT, 'conformance', 'testee_python.py')!r}, run_name='__main__')\n")
+    impl = f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}"
+    p = subprocess.run([sys.executable, "-m", "conformance", "run", "--impl", impl, "--vectors", vec], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    if ok:
+        assert p.returncode == 0 and p.stdout.strip().splitlines()[-1] == "1 passed, 0 failed", p.stdout + p.stderr
+        assert marker.exists()
+    else:
+        assert p.returncode == 2 and "limit" in p.stderr, p.stdout + p.stderr
+        assert not marker.exists(), "a testee ran although the vector file was refused"
+        with pytest.raises(runner.UsageError):
+            runner.run(impl, vec)
+
+
+def test_runner_refuses_a_manifest_whose_default_limits_are_not_the_spec(tmp_path):
+    vec = _one_vector_dir(tmp_path, {}, dict(MANIFEST["default_limits"], max_blocks=8192))
+    with pytest.raises(runner.UsageError):
+        runner.run("true", vec)
+
+
 # ------------------------------------------------------------------------------------------ validate
 @pytest.mark.parametrize("v", INVALID, ids=lambda v: v["id"])
 def test_validate_stream_reports_the_expected_problem(v):
@@ -208,3 +266,44 @@ def test_validate_stream_reports_the_expected_problem(v):
 def test_validate_stream_accepts_every_valid_vector():
     bad = {v["id"]: validate_stream(os.path.join(VEC, v["file"]), limits_of(v)) for v in VALID}
     assert not {k: p for k, p in bad.items() if p}
+
+
+# ------------------------------------------------------------------------------------------ zstd libraries
+def _system_libzstd():
+    name = ctypes.util.find_library("zstd")
+    if name is None:
+        return None
+    lib = ctypes.CDLL(name)
+    lib.ZSTD_versionString.restype = ctypes.c_char_p
+    lib.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    lib.ZSTD_findFrameCompressedSize.restype = ctypes.c_size_t
+    lib.ZSTD_findFrameCompressedSize.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    lib.ZSTD_decompress.restype = ctypes.c_size_t
+    lib.ZSTD_decompress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_size_t]
+    return lib
+
+
+def test_zstd_vectors_have_one_outcome_with_another_libzstd(monkeypatch):
+    """SPEC.md 4.4: the outcome of a zstd vector does not depend on the zstd library. The reference's frame
+    checks stay, its decompression goes through the system's libzstd (one-shot ZSTD_decompress into exactly
+    raw_size bytes; Debian 12 ships 1.5.4, which decodes some corrupt data that newer versions refuse)."""
+    from codec import sections
+    lib = _system_libzstd()
+    if lib is None:
+        pytest.skip("no system libzstd")
+
+    def one_frame(stored, expected):
+        src = bytes(stored)
+        n = lib.ZSTD_findFrameCompressedSize(src, len(src))
+        if lib.ZSTD_isError(n) or n != len(src):
+            raise sections.GsdError(ErrorCode.DECOMPRESSION_FAILED, "not exactly one frame")
+        dst = ctypes.create_string_buffer(max(expected, 1))
+        r = lib.ZSTD_decompress(dst, expected, src, len(src))
+        if lib.ZSTD_isError(r) or r != expected:
+            raise sections.GsdError(ErrorCode.DECOMPRESSION_FAILED, f"libzstd {lib.ZSTD_versionString()}")
+        return dst.raw[:expected]
+
+    monkeypatch.setattr(sections, "_zstd_one_frame", one_frame)
+    zstd = [v for v in VECTORS if v["id"].startswith(("zstd_", "enc_"))]
+    assert len([v for v in zstd if v["expected"].get("error") == "DECOMPRESSION_FAILED"]) >= 20
+    assert not generate.check_with_codec(VEC, {"vectors": zstd})

@@ -1,7 +1,8 @@
 // One zstd frame -> exactly raw_size bytes, with the checks of SPEC.md 4.4, made here on the
 // frame's own bytes before the wasm decoder sees them:
-//   exactly one frame (magic FD2FB528; a skippable frame, or any byte after the frame, fails),
-//   no reserved header bit, no dictionary, Frame_Content_Size present and == raw_size,
+//   exactly one frame (magic FD2FB528; a skippable frame, or any byte after the frame, fails, also
+//   for raw_size 0), no reserved header bit, a Dictionary_ID field absent or 0 (the header field
+//   decides, whether or not the blocks need a dictionary), Frame_Content_Size present and == raw_size,
 //   window <= 2^27 when the frame has a Window_Descriptor (SPEC 4.9 notes: MAY reject),
 //   every block header inside the stored bytes, no reserved block type, no block larger than the
 //   maximum block size, raw/RLE content never longer than declared, and enough blocks to produce

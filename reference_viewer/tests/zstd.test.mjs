@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { zstdDecompress } from '../decoder/zstd.mjs';
-import { GsdError } from '../decoder/index.mjs';
+import { GsdError, xxh64 } from '../decoder/index.mjs';
 
 // 3000 bytes (i*7 % 251), level 3, with Frame_Content_Size and a content checksum (python zstandard)
 const HEX = '28b52ffd64b80a2d0800b40f00070e151c232a31383f464d545b626970777e858c939aa1a8afb6bdc4cbd2d9e0e7eef5' +
@@ -48,7 +48,8 @@ test('size, trailing bytes, checksum, corrupt data, magic, dictionary: DECOMPRES
   let failed = 0;
   for (let p = 12; p < FRAME.length - 4; p++) {                    // corruption inside the compressed block
     const c = FRAME.slice(); c[p] ^= 0x5A;
-    try { const out = zstdDecompress(c, 3000); assert.equal(out.length, 3000); } catch (e) {
+    // with the checksum, a corruption that zstd decodes without error is caught unless the content is intact
+    try { const out = zstdDecompress(c, 3000); assert.deepEqual(Array.from(out), Array.from(RAW)); } catch (e) {
       assert.ok(e instanceof GsdError && e.code === 'DECOMPRESSION_FAILED', String(e));
       failed++;
     }
@@ -64,4 +65,54 @@ test('a window above 2^27 is rejected before decompressing; a declared size the 
   // a raw block of 0 bytes, last, claiming 2^24 bytes of content: no allocation of 2^24 happens
   const short = Uint8Array.from([0x28, 0xB5, 0x2F, 0xFD, 0x80, 10 << 3, 0, 0, 0, 1, 0x01, 0x00, 0x00]);
   fails(() => zstdDecompress(short, 2 ** 24));
+});
+
+// A single-segment frame laid out by hand: FHD (4-byte Frame_Content_Size, single segment, checksum flag
+// when `sumOf` is given, a 1-byte Dictionary_ID field when `dictId` is given), the blocks ([type, bytes]:
+// 'raw' stores the bytes, 'rle' repeats the first byte bytes.length times), then the checksum of `sumOf`.
+function laid(fcs, blocks, { dictId = null, sumOf = null } = {}) {
+  const out = [0x28, 0xB5, 0x2F, 0xFD, 0xA0 | (sumOf ? 4 : 0) | (dictId === null ? 0 : 1)];
+  if (dictId !== null) out.push(dictId);
+  out.push(fcs & 255, (fcs >> 8) & 255, (fcs >> 16) & 255, fcs >>> 24);
+  blocks.forEach(([type, bytes], k) => {
+    const h = (bytes.length << 3) | ((type === 'rle' ? 1 : 0) << 1) | (k === blocks.length - 1 ? 1 : 0);
+    out.push(h & 255, (h >> 8) & 255, h >> 16, ...(type === 'rle' ? [bytes[0]] : bytes));
+  });
+  if (sumOf) {
+    const c = Number(xxh64(sumOf) & 0xFFFFFFFFn);
+    out.push(c & 255, (c >> 8) & 255, (c >> 16) & 255, c >>> 24);
+  }
+  return Uint8Array.from(out);
+}
+const skippable = (nibble, data) => Uint8Array.from([0x50 + nibble, 0x2A, 0x4D, 0x18, data.length, 0, 0, 0, ...data]);
+const cat = (...parts) => Uint8Array.from(parts.flatMap((p) => Array.from(p)));
+
+test('the content checksum is verified when the blocks decode without error', () => {
+  const raw = RAW.subarray(0, 100);
+  assert.deepEqual(Array.from(zstdDecompress(laid(100, [['raw', raw]], { sumOf: raw }), 100)), Array.from(raw));
+  const other = raw.slice(); other[50] ^= 1;
+  fails(() => zstdDecompress(laid(100, [['raw', raw]], { sumOf: other }), 100));
+  fails(() => zstdDecompress(laid(100, [['raw', other]], { sumOf: raw }), 100));
+  assert.equal(zstdDecompress(laid(100, [['raw', raw]]), 100).length, 100);   // no checksum: still valid
+});
+
+test('skippable frames are not Zstandard frames, also for raw_size 0', () => {
+  const empty = laid(0, [['raw', []]], { sumOf: new Uint8Array(0) });
+  assert.equal(zstdDecompress(empty, 0).length, 0);
+  for (const n of [0, 15]) {
+    fails(() => zstdDecompress(skippable(n, [1, 2, 3, 4]), 0));
+    fails(() => zstdDecompress(skippable(n, []), 0));
+    fails(() => zstdDecompress(cat(skippable(n, []), empty), 0));
+    fails(() => zstdDecompress(cat(empty, skippable(n, [9])), 0));
+    fails(() => zstdDecompress(cat(skippable(n, [9]), FRAME), 3000));
+    fails(() => zstdDecompress(cat(FRAME, skippable(n, [9])), 3000));
+  }
+});
+
+test('a non-zero Dictionary_ID fails from the header even when the blocks need no dictionary', () => {
+  const raw = RAW.subarray(0, 40);
+  const blocks = [['raw', raw.subarray(0, 39)], ['rle', raw.subarray(39)]];
+  assert.deepEqual(Array.from(zstdDecompress(laid(40, blocks, { dictId: 0, sumOf: raw }), 40)), Array.from(raw));
+  fails(() => zstdDecompress(laid(40, blocks, { dictId: 1, sumOf: raw }), 40));
+  fails(() => zstdDecompress(laid(40, [['rle', new Uint8Array(40)]], { dictId: 200 }), 40));
 });

@@ -1,0 +1,111 @@
+"""zstd sections (SPEC.md 4.4): what the reference writes and what its reader refuses.
+
+The writer sets the Content_Checksum_flag on every compressed section; the reader takes exactly one
+Zstandard frame (a skippable frame is not one, also for raw_size 0), refuses a non-zero Dictionary_ID
+from the frame header alone, and verifies the content checksum (libzstd does, through python-zstandard:
+checked here on frames whose blocks decode without error into other bytes).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zstandard
+
+from codec import Encoder, ErrorCode, GsdError, Limits
+from codec.sections import SectionWriter, _decompress
+from conformance import craft
+from conformance.craft import split_frame
+
+from conftest import make_profile, random_gaussians
+
+RAW = bytes((i * 7) % 251 for i in range(3000))
+
+
+def fails(data: bytes, n: int) -> GsdError:
+    with pytest.raises(GsdError) as e:
+        _decompress(memoryview(data), n)
+    assert e.value.code == ErrorCode.DECOMPRESSION_FAILED
+    return e.value
+
+
+def _has_checksum(frame: bytes) -> bool:
+    return zstandard.get_frame_parameters(frame).has_checksum
+
+
+def test_section_writer_sets_the_content_checksum_on_every_compressed_section():
+    w = SectionWriter(level=3)
+    rng = np.random.default_rng(1)
+    arrays = [np.cumsum(rng.integers(0, 9, (c, n)), axis=1).astype(t) for c, n, t in
+              [(1, 5000, np.uint64), (3, 2000, np.int32), (4, 700, np.uint8), (1, 3 << 20, np.uint32)]]
+    for a in arrays:
+        w.add(a, 1)
+    payload = w.payload()
+    zstd = [d for d in w.descs if d.compression == 1]
+    assert len(zstd) == len(arrays)   # all compressible: the big one goes through zstd's worker threads
+    for d in zstd:
+        frame = payload[d.offset:d.offset + d.stored_size]
+        assert _has_checksum(frame)
+        assert len(_decompress(memoryview(frame), d.raw_size)) == d.raw_size
+
+
+def test_encoder_frames_carry_checksums():
+    rng = np.random.default_rng(2)
+    g = random_gaussians(rng, 500, 2)
+    enc = Encoder(make_profile("compact", 2, g.positions, cell_bits=5, slot_bits=10))
+    meta, payload = split_frame(enc.keyframe(g, enc.assign_ids(g.positions)))
+    secs = [s for s in craft.parse_frame_meta(meta).sections if s.compression == 1]
+    assert secs
+    assert all(_has_checksum(payload[s.offset:s.offset + s.stored_size]) for s in secs)
+
+
+def test_content_checksum_is_verified():
+    ok = craft.zstd_block_frame(len(RAW), [("raw", RAW)], checksum_of=RAW)
+    assert _decompress(memoryview(ok), len(RAW)) == RAW
+    # the blocks decode without error; only the checksum says the content is not what was written
+    fails(craft.zstd_block_frame(len(RAW), [("raw", RAW)], checksum_of=RAW[:-1] + b"\0"), len(RAW))
+    z = zstandard.ZstdCompressor(level=3, write_checksum=True).compress(RAW)
+    bad = craft.zstd_corrupt_undetected(z, RAW)
+    out = zstandard.ZstdDecompressor().decompress(craft.zstd_strip_checksum(bad), max_output_size=len(RAW))
+    assert len(out) == len(RAW) and out != RAW      # without its checksum the corruption goes unnoticed
+    fails(bad, len(RAW))
+
+
+def test_frames_without_checksum_stay_valid():
+    z = zstandard.ZstdCompressor(level=3, write_checksum=False).compress(RAW)
+    assert not _has_checksum(z)
+    assert _decompress(memoryview(z), len(RAW)) == RAW
+
+
+@pytest.mark.parametrize("nibble", [0, 7, 15])
+def test_skippable_frames_are_not_zstandard_frames(nibble):
+    empty = zstandard.ZstdCompressor(write_checksum=True).compress(b"")
+    assert _decompress(memoryview(empty), 0) == b""
+    skip = craft.zstd_skippable_frame(b"skip", nibble)
+    assert "Zstandard frame" in str(fails(skip, 0))                   # raw_size 0: still refused
+    fails(craft.zstd_skippable_frame(b"", nibble), 0)
+    fails(skip + empty, 0)
+    fails(empty + skip, 0)
+    z = zstandard.ZstdCompressor().compress(RAW)
+    fails(skip + z, len(RAW))
+    fails(z + skip, len(RAW))
+
+
+@pytest.mark.parametrize("blocks", [[("raw", RAW)], [("rle", b"\7" * 40)], [("raw", RAW[:-1]), ("rle", RAW[-1:])]])
+def test_dictionary_id_is_refused_from_the_header(blocks):
+    content = b"".join(d if k == "raw" else d[:1] * len(d) for k, d in blocks)
+    zero = craft.zstd_block_frame(len(content), blocks, dict_id=0, checksum_of=content)
+    assert _decompress(memoryview(zero), len(content)) == content      # field present, 0: no dictionary named
+    for did in (1, 255):
+        e = fails(craft.zstd_block_frame(len(content), blocks, dict_id=did, checksum_of=content), len(content))
+        assert "dictionary" in str(e)
+
+
+def test_limits_may_only_be_lowered():
+    assert Limits(max_blocks=0).max_blocks == 0
+    assert Limits(max_blocks=4096) == Limits()
+    for name, value in [("max_blocks", 4097), ("max_frame_raw_bytes", 2**32 + 1), ("max_gaussians", -1)]:
+        with pytest.raises(ValueError):
+            Limits(**{name: value})
+    assert Limits.lowered(max_blocks=10**9, max_sections=7) == Limits(max_sections=7)
+    with pytest.raises(TypeError):
+        Limits.lowered(max_widgets=1)
