@@ -7,6 +7,11 @@ QUALITY.md: bytes per Gaussian, PSNR and SSIM of each decoded scene's renders
 against the float original's renders, encode and decode times, all from the same
 run, plus which attribute of the default profile costs the most PSNR.
 
+``python -m quality.compare --scenes DIR`` adds a section for real scenes: every
+scene file in DIR (the documented example is ``../shared/scenes``) against SPZ v4
+and SOG written and read back by splat-transform (see quality/scenes.py);
+``--no-synthetic`` measures only DIR.
+
 The library part (``evaluate``, ``attribution``) is shared with ``python -m
 quality`` / ``gsd-quality``.
 """
@@ -193,13 +198,14 @@ def fmt_psnr(v: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ QUALITY.md
+SOG_ITERATIONS = 1   # splat-transform's SH k-means iterations for SOG on a CPU: see real_scenes_markdown
 SCENES = (  # (label, n, sh_degree, seed, extent)
     ("outdoor, SH3", 100_000, 3, 0, 20.0),
     ("room scale, SH1", 100_000, 1, 1, 5.0),
     ("large, SH2", 150_000, 2, 2, 60.0),
 )
 GT_PSNRS = (23.0, 27.0, 30.0)  # typical float 3DGS PSNR against test photos: T&T ~23, Mip-NeRF 360 ~27, DB ~29.5
-TARGET_LOSS_DB, TARGET_GT = 0.3, 27.0   # issue 4: default profile loses <= 0.3 dB (read at P0 = 27 dB) while smaller than SPZ
+TARGET_LOSS_DB, TARGET_GT = 0.3, 27.0   # the target: default profile loses <= 0.3 dB (read at P0 = 27 dB) while smaller than SPZ
 WHAT_IF_REST_BITS = ((5, 5, 4), (6, 5, 4), (6, 5, 5))
 
 
@@ -242,25 +248,82 @@ def _table(headers, rows) -> str:
     return "\n".join(lines)
 
 
+def _positive_or_zero(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def _positive(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m quality.compare", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  python -m quality.compare                                  # synthetic scenes -> QUALITY.md\n"
+               "  python -m quality.compare --scenes ../shared/scenes        # and the real scenes of a folder\n"
+               "  python -m quality.compare --scenes my_scenes --no-synthetic --out mine.md\n\n"
+               "--scenes needs splat-transform (`npm ci` in the repository root installs it).")
+    ap.add_argument("--out", default="QUALITY.md", help="markdown file to write (default QUALITY.md)")
+    ap.add_argument("--views", type=_positive, default=8, help="orbit views per scene (default 8)")
+    ap.add_argument("--size", type=_positive, default=256, help="image width and height in pixels (default 256)")
+    ap.add_argument("--repeat", type=_positive, default=3,
+                    help="synthetic scenes' encode/decode timing: best of this many runs (default 3)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every synthetic scene's Gaussian count (quick runs)")
+    real = ap.add_argument_group("real scenes")
+    real.add_argument("--scenes", metavar="DIR", default=None,
+                      help="also measure every scene file in DIR (.ply float or compressed, .splat, .spz, .sog, "
+                           ".ksplat) against SPZ v4 and SOG from splat-transform; e.g. ../shared/scenes")
+    real.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scenes (needs --scenes)")
+    real.add_argument("--max-render-gaussians", type=_positive_or_zero, default=100_000, metavar="N",
+                      help="render at most N Gaussians of a real scene: the same spatially uniform subsample of "
+                           "the reference and of every decoded scene (all are still encoded and decoded); "
+                           "0 renders all (default 100000)")
+    real.add_argument("--sog-iterations", type=_positive, default=SOG_ITERATIONS, metavar="N",
+                      help=f"splat-transform --sh-iterations for SOG writing (default {SOG_ITERATIONS})")
+    real.add_argument("--sog-gpu", default="cpu", metavar="N|cpu",
+                      help="splat-transform --gpu for SOG writing: an adapter index or cpu (default cpu)")
+    real.add_argument("--splat-transform", metavar="PATH", default=None,
+                      help="splat-transform executable (default: node_modules/.bin/splat-transform, then PATH)")
+    real.add_argument("-q", "--quiet", action="store_true", help="no progress bars or progress lines")
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m quality.compare", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="QUALITY.md", help="markdown file to write")
-    ap.add_argument("--views", type=int, default=8, help="orbit views per scene")
-    ap.add_argument("--size", type=int, default=256, help="image width and height in pixels")
-    ap.add_argument("--repeat", type=int, default=3, help="encode/decode timing: best of this many runs")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply every scene's Gaussian count (quick runs)")
+    ap = build_parser()
     args = ap.parse_args(argv)
+    real_scenes = None
+    if args.no_synthetic and not args.scenes:
+        ap.error("--no-synthetic needs --scenes DIR (there would be nothing to measure)")
+    if args.scenes:
+        from . import scenes as real
+        try:
+            tool = real.find_splat_transform(args.splat_transform)
+            real_scenes = real.scene_files(args.scenes)
+        except real.SceneError as e:
+            ap.error(str(e))
+    load_start = os.getloadavg()
 
     sections, summary = [], []
     t_all = time.perf_counter()
-    for label, n, degree, seed, extent in SCENES:
+    for label, n, degree, seed, extent in ([] if args.no_synthetic else SCENES):
         from codec.synthetic import synthetic_scene
         n = max(100, int(n * args.scale))
         g = synthetic_scene(n, degree, seed, extent)
         cams = default_views(g, args.views, args.size, args.size)
-        print(f"[{label}] {n:,} Gaussians: encoding", file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"[{label}] {n:,} Gaussians: encoding", file=sys.stderr, flush=True)
         results = run_formats(g, args.repeat)
-        print(f"[{label}] rendering {args.views} views x {len(results) + 1} scenes", file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"[{label}] rendering {args.views} views x {len(results) + 1} scenes", file=sys.stderr, flush=True)
         ref = render_views(g, cams)
         score(results, ref, cams)
         attr = attribution(g, ref, cams, "compact")
@@ -297,13 +360,36 @@ def main(argv: list[str] | None = None) -> int:
             + _table([a for a, _ in attr], [[fmt_psnr(v) for _, v in attr]])
             + f"\n\nCostliest attribute: **{worst[0]}** ({fmt_psnr(worst[1])} dB alone)." + alt_text
             + "\n\nWhere GSD compact loses in this scene: " + ("; ".join(lose) if lose else "nowhere") + ".\n")
-        print(f"[{label}] done", file=sys.stderr, flush=True)
+        if not args.quiet:
+            print(f"[{label}] done", file=sys.stderr, flush=True)
 
-    env = (f"- command: `python -m quality.compare{' ' + ' '.join(argv) if argv else ''}`\n"
+    t_synthetic = time.perf_counter() - t_all
+    real_text = ""
+    if real_scenes:
+        sog_opts = ("--gpu", args.sog_gpu, "--sh-iterations", str(args.sog_iterations))
+        measured = []
+        for path in real_scenes:
+            try:
+                measured.append(real.measure_scene(path, tool, profiles=GSD_PROFILES, views=args.views,
+                                                   size=args.size, max_render=args.max_render_gaussians,
+                                                   sog_opts=sog_opts, quiet=args.quiet))
+            except (RuntimeError, ValueError, OSError) as e:   # a scene that cannot be read or round-tripped
+                print(f"python -m quality.compare: {os.path.basename(path)}: {e}", file=sys.stderr)
+                return 1
+        real_text = real.real_scenes_markdown(measured, folder=args.scenes, tool=tool, views=args.views,
+                                              size=args.size, max_render=args.max_render_gaussians,
+                                              sog_opts=sog_opts)
+    load_end = os.getloadavg()
+    command = "python -m quality.compare" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    env = (f"- command: `{command}`\n"
            f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; git `{_git()}`; "
-           f"total run {time.perf_counter() - t_all:.0f} s\n"
+           f"total run {time.perf_counter() - t_all:.0f} s"
+           + (f" (synthetic scenes {t_synthetic:.0f} s)" if real_scenes and not args.no_synthetic else "") + "\n"
            f"- machine: {platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}, "
-           f"numpy {np.__version__}\n"
+           f"numpy {np.__version__}; load average (1/5/15 min) "
+           f"{' / '.join(f'{v:.2f}' for v in load_start)} at the start, "
+           f"{' / '.join(f'{v:.2f}' for v in load_end)} at the end (times on a busy machine run long)\n")
+    env_synthetic = (
            f"- renders: {args.views} orbit views per scene, {args.size}x{args.size}, 60 degree horizontal field of view, "
            "20 degrees above the horizon, at the 75th-percentile distance of the points from their median, "
            "black background, reference rasterizer `quality.rasterizer` (SPEC.md Appendix B)\n"
@@ -314,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     explain = (
         "PSNR and SSIM compare the renders of each decoded scene with the renders of the float original, view by "
         "view (images clipped to [0, 1]); PSNR is the mean over views of per-view PSNR. There are no photographs of "
-        "synthetic scenes, so the issue's 'PSNR loss against the float original' cannot be measured as a drop "
+        "synthetic scenes, so the project's target, a 'PSNR loss against the float original', cannot be measured as a drop "
         "against ground truth directly. The column *implied loss* converts it: if the float scene scores P0 "
         "against test photos and quantization error is independent of training error, the decoded scene scores "
         "P0 - 10 log10(1 + 10^((P0 - P) / 10)), P the PSNR against the float render. It is given for P0 = 23, 27 "
@@ -328,9 +414,12 @@ def main(argv: list[str] | None = None) -> int:
             verdicts.append(f"- {label}: GSD compact {bpg:.2f} B/G = {vs_spz * 100:.0f}% of SPZ v4, "
                             f"PSNR {fmt_psnr(p)} dB vs float, implied loss {loss:.3f} dB at GT {TARGET_GT:g} dB: "
                             f"**{'PASS' if ok else 'MISS'}** (target <= {TARGET_LOSS_DB} dB and smaller than SPZ)")
-    text = ("# Render quality against peers\n\nGenerated by `python -m quality.compare`; do not edit by hand.\n\n"
-            + env + "\n" + explain + "\n## Summary (default profile)\n\n" + "\n".join(verdicts) + "\n\n"
-            + "## Scenes\n\n" + "\n".join(sections))
+    head = "# Render quality against peers\n\nGenerated by `python -m quality.compare`; do not edit by hand.\n\n"
+    if args.no_synthetic:
+        text = head + env + "\n" + real_text
+    else:
+        text = (head + env + env_synthetic + "\n" + explain + "\n## Summary (default profile)\n\n" + "\n".join(verdicts) + "\n\n"
+                + "## Scenes\n\n" + "\n".join(sections) + ("\n" + real_text if real_text else ""))
     with open(args.out, "w") as f:
         f.write(text)
     print(f"wrote {args.out}", file=sys.stderr)

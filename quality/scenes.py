@@ -1,0 +1,307 @@
+"""Real scenes for ``python -m quality.compare --scenes DIR``: GSD beside SPZ v4 and SOG from splat-transform.
+
+Synthetic scenes say how the quantizers behave; real captures say what a user
+gets. Each scene file (PLY float or compressed, .splat, .spz, .sog, .ksplat) is
+first converted to a float PLY by splat-transform, as a new user would, and that
+float scene is the reference. The GSD profiles are encoded through the `gsd
+encode` CLI's own setup (``codec.cli.encoder_for`` with the CLI parser's
+defaults), so the numbers follow whatever the CLI does. SPZ v4 and SOG are
+written *and* read back by splat-transform (PLY -> format -> PLY): independent
+implementations, not this repository's.
+
+Every format decodes every Gaussian. Only rendering may be thinned
+(``max_render``): a deterministic, spatially uniform subsample chosen by index
+from the reference, and the same indices taken from every decoded scene, so the
+PSNR compares like with like. That needs each decoded scene in the reference's
+order: GSD's ids give it exactly; splat-transform keeps the order of a
+Morton-ordered input (its SOG writer Morton-sorts, stably), so the reference is
+converted with ``--morton-order`` and the order of every splat-transform round
+trip is checked against the reference positions.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from codec import Decoder, Gaussians
+from codec.ply import ply_size_bytes, read_ply
+from codec.profile import DEFAULT_PROFILE
+from codec.spatial import morton_encode
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENE_SUFFIXES = (".ply", ".splat", ".spz", ".sog", ".ksplat")   # .compressed.ply is a .ply
+EXAMPLE_DIR = "../shared/scenes"                                  # relative to the repository root
+UP = (0.0, -1.0, 0.0)     # trained captures are usually y-down (COLMAP); python -m quality assumes the same for a PLY
+
+
+class SceneError(Exception):
+    """A problem with the command line's scenes or tools (the CLI exits 2 with this message)."""
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def find_splat_transform(explicit: str | None = None) -> str:
+    """Path of the splat-transform CLI: ``explicit``, else the repository's node_modules, else PATH."""
+    candidates = [explicit] if explicit else [os.path.join(REPO, "node_modules", ".bin", "splat-transform"),
+                                               shutil.which("splat-transform")]
+    for c in candidates:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    where = explicit or "node_modules/.bin/splat-transform"
+    raise SceneError(f"splat-transform not found ({where}): install it with `npm ci` in the repository root "
+                     f"({REPO}), which needs Node.js >= 18")
+
+
+def scene_files(folder: str) -> list[str]:
+    """The scene files of ``folder`` (not recursive), sorted by name."""
+    if not os.path.exists(folder):
+        raise SceneError(f"{folder}: no such folder")
+    if not os.path.isdir(folder):
+        raise SceneError(f"{folder}: not a folder (give the folder that holds the scenes)")
+    found = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                   if f.lower().endswith(SCENE_SUFFIXES) and os.path.isfile(os.path.join(folder, f)))
+    if not found:
+        raise SceneError(f"{folder}: no scene files (looked for {', '.join(SCENE_SUFFIXES)})")
+    return found
+
+
+def run_tool(tool: str, *args: str) -> float:
+    """Run splat-transform quietly; its wall time in s. A failure raises with the tool's own message."""
+    t = time.perf_counter()
+    p = subprocess.run([tool, "-q", "-w", *args], capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        tail = (p.stderr or p.stdout).strip().splitlines()[-5:]
+        raise RuntimeError(f"splat-transform {' '.join(args)} failed (exit {p.returncode}): " + " | ".join(tail))
+    return dt
+
+
+def tool_version(tool: str) -> str:
+    try:
+        p = subprocess.run([tool, "--version"], capture_output=True, text=True)
+        return (p.stdout.strip() or p.stderr.strip() or "unknown").splitlines()[0]
+    except OSError:
+        return "unknown"
+
+
+# ------------------------------------------------------------------------------------------ order, subsample
+def spatial_subsample(positions: np.ndarray, n: int) -> np.ndarray:
+    """Ascending indices of ``n`` Gaussians spread evenly through space: every k-th along a Morton curve.
+
+    Deterministic (depends on the positions only, not on their order), so any
+    scene in the same order as ``positions`` can be thinned to the same Gaussians.
+    """
+    total = len(positions)
+    if n <= 0 or n >= total:
+        return np.arange(total)
+    p = positions.astype(np.float64)
+    lo, hi = p.min(0), p.max(0)
+    cells = np.clip((p - lo) / np.maximum(hi - lo, 1e-30) * 1024, 0, 1023).astype(np.int64)
+    order = np.argsort(morton_encode(cells, 10), kind="stable")
+    return np.sort(order[(np.arange(n, dtype=np.int64) * total) // n])
+
+
+def check_order(ref: Gaussians, dec: Gaussians, name: str) -> None:
+    """Raise unless ``dec`` holds the reference's Gaussians in the reference's order (positions agree)."""
+    if len(dec) != len(ref):
+        raise RuntimeError(f"{name} decoded {len(dec):,} Gaussians, the reference has {len(ref):,}: "
+                           "render every Gaussian (--max-render-gaussians 0) to compare it")
+    extent = float(np.ptp(ref.positions, axis=0).max()) if len(ref) else 1.0
+    err = np.abs(dec.positions.astype(np.float64) - ref.positions).max(axis=1)
+    if len(err) and (np.median(err) > 5e-3 * extent or np.quantile(err, 0.99) > 5e-2 * extent):
+        raise RuntimeError(f"{name} decoded the Gaussians in another order than the reference (median position "
+                           f"difference {np.median(err):.3g} of extent {extent:.3g}): render every Gaussian "
+                           "(--max-render-gaussians 0) to compare it")
+
+
+# ------------------------------------------------------------------------------------------ formats
+@dataclass
+class Row:
+    name: str
+    nbytes: int
+    encode_s: float
+    decode_s: float
+    decoded: Gaussians
+    note: str = ""
+    psnr: list[float] = field(default_factory=list)
+    ssim: list[float] = field(default_factory=list)
+
+
+def _warm_up(ref: Gaussians, args) -> None:
+    """Encode and decode a few Gaussians first, so compiling the codec's kernels is not timed."""
+    from codec.cli import encoder_for
+    g, enc = encoder_for(ref.take(np.arange(min(len(ref), 256))), args)
+    frame = enc.keyframe(g, ids=enc.assign_ids(g.positions))
+    Decoder(enc.header_bytes()).decode_frame(frame)
+
+
+def gsd_row(ref: Gaussians, profile: str) -> Row:
+    """One keyframe encoded as `gsd encode --profile PROFILE` does it, decoded, in the reference's order.
+
+    The encoder comes from the CLI's own ``encoder_for`` and parser defaults, so
+    a change to how the CLI fits grids or ranges shows up here.
+    """
+    from codec.cli import build_parser, encoder_for
+    args = build_parser().parse_args(["encode", "reference.ply", "out.gsd", "--profile", profile])
+    _warm_up(ref, args)
+    t = time.perf_counter()
+    g, enc = encoder_for(ref, args)
+    ids = enc.assign_ids(g.positions)
+    frame = enc.keyframe(g, ids=ids)
+    header = enc.header_bytes()
+    t_enc = time.perf_counter() - t
+    t = time.perf_counter()
+    dec = Decoder(header)
+    dec.decode_frame(frame)
+    dec_ids, out = dec.state.to_gaussians()
+    t_dec = time.perf_counter() - t
+    where = np.searchsorted(dec_ids, ids)                     # to_gaussians lists ids ascending
+    if len(dec_ids) != len(ids) or not np.array_equal(dec_ids[np.minimum(where, len(dec_ids) - 1)], ids):
+        raise RuntimeError(f"GSD {profile}: decoded ids differ from the encoder's")
+    name = f"GSD {profile}" + (" (default)" if profile == DEFAULT_PROFILE else "")
+    return Row(name, len(header) + len(frame), t_enc, t_dec, out.take(where))
+
+
+def tool_row(tool: str, ref_ply: str, ref: Gaussians, tmp: str, name: str, suffix: str,
+             write_opts: tuple[str, ...]) -> Row:
+    """``ref_ply`` -> file -> float PLY, both by splat-transform; size of the file, wall times of the two calls."""
+    path = os.path.join(tmp, "out" + suffix)
+    back = os.path.join(tmp, "back" + suffix.replace(".", "_") + ".ply")
+    t_enc = run_tool(tool, *write_opts, ref_ply, path)
+    t_dec = run_tool(tool, path, back)
+    out = read_ply(back)
+    check_order(ref, out, name)
+    size = os.path.getsize(path)
+    os.remove(back)
+    return Row(name, size, t_enc, t_dec, out, note="splat-transform CLI both ways: " + " ".join(write_opts))
+
+
+# ------------------------------------------------------------------------------------------ one scene
+@dataclass
+class SceneReport:
+    path: str
+    n: int
+    sh_degree: int
+    source_bytes: int
+    convert_s: float
+    rendered: int
+    rows: list[Row]
+    seconds: float
+
+
+def _bar(quiet: bool, **kw) -> tqdm:
+    """A tqdm bar on stderr, off with --quiet or when stderr is not a terminal (as the gsd CLI's)."""
+    disable = quiet or not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    return tqdm(file=sys.stderr, disable=disable, leave=False, dynamic_ncols=True, **kw)
+
+
+def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_render: int,
+                  sog_opts: tuple[str, ...], quiet: bool = False) -> SceneReport:
+    """Every format's row for one scene file: sizes, times, and PSNR/SSIM of its renders against the reference's."""
+    from .compare import default_views, render_views
+    from .metrics import psnr, ssim
+    t_all = time.perf_counter()
+    label = os.path.basename(path)
+    log = (lambda m: None) if quiet else (lambda m: print(f"[{label}] {m}", file=sys.stderr, flush=True))
+    with tempfile.TemporaryDirectory(prefix="gsd_quality_") as tmp:
+        ref_ply = os.path.join(tmp, "reference.ply")
+        log("converting to a float PLY with splat-transform")
+        t_conv = run_tool(tool, path, "--morton-order", ref_ply)
+        ref = read_ply(ref_ply)
+        if len(ref) == 0:
+            raise RuntimeError(f"{label}: the scene is empty")
+        log(f"{len(ref):,} Gaussians, SH degree {ref.sh_degree}: encoding and decoding")
+        jobs = [(f"GSD {p}", lambda p=p: gsd_row(ref, p)) for p in profiles]
+        jobs.append(("SPZ v4", lambda: tool_row(tool, ref_ply, ref, tmp, "SPZ v4 (splat-transform)", ".spz",
+                                                ("--spz-version", "4"))))
+        jobs.append(("SOG", lambda: tool_row(tool, ref_ply, ref, tmp, "SOG (splat-transform)", ".sog", sog_opts)))
+        rows = []
+        with _bar(quiet, desc=f"{label}: formats", total=len(jobs), unit="format") as bar:
+            for desc, job in jobs:
+                bar.set_postfix_str(desc)
+                rows.append(job())
+                bar.update(1)
+    idx = spatial_subsample(ref.positions, max_render)
+    cams = default_views(ref, views, size, size, UP)
+    log(f"rendering {views} views x {len(rows) + 1} scenes of {len(idx):,} Gaussians at {size}x{size}")
+    with _bar(quiet, desc=f"{label}: renders", total=views * (len(rows) + 1), unit="view") as bar:
+        def render_all(g: Gaussians) -> list[np.ndarray]:
+            out = []
+            for c in cams:
+                out += render_views(g, [c])
+                bar.update(1)
+            return out
+        reference = render_all(ref.take(idx))
+        for r in rows:
+            bar.set_postfix_str(r.name)
+            imgs = render_all(r.decoded.take(idx))
+            r.psnr = [psnr(a, b) for a, b in zip(imgs, reference)]
+            r.ssim = [ssim(a, b) for a, b in zip(imgs, reference)]
+            r.decoded = None                                   # free the floats of a big scene as we go
+    log("done")
+    return SceneReport(path, len(ref), ref.sh_degree, os.path.getsize(path), t_conv, len(idx), rows,
+                       time.perf_counter() - t_all)
+
+
+# ------------------------------------------------------------------------------------------ markdown
+def scene_section(s: SceneReport) -> tuple[str, str]:
+    """(markdown section, one summary line) for a measured scene."""
+    from .compare import _table, fmt_psnr, mean_psnr
+    sog = next(r for r in s.rows if r.name.startswith("SOG"))
+    ply = ply_size_bytes(s.n, s.sh_degree)
+    rows = [[r.name, f"{r.nbytes / s.n:.2f}", f"{r.nbytes / ply * 100:.1f}%", f"{r.nbytes / sog.nbytes:.2f}",
+             fmt_psnr(mean_psnr(r.psnr)), fmt_psnr(min(r.psnr)), f"{np.mean(r.ssim):.4f}",
+             f"{r.encode_s:.2f}", f"{r.decode_s:.2f}", r.note] for r in s.rows]
+    label = os.path.basename(s.path)
+    thinned = (f"{s.rendered:,} of the {s.n:,} Gaussians rendered (spatially uniform subsample, the same "
+               "Gaussians for every format)" if s.rendered < s.n else f"all {s.n:,} Gaussians rendered")
+    text = (f"### {label}: {s.n:,} Gaussians, SH degree {s.sh_degree}\n\n"
+            f"Source file {s.source_bytes:,} bytes ({s.source_bytes / s.n:.2f} B/Gaussian); float PLY reference "
+            f"{ply:,} bytes, converted by splat-transform in {s.convert_s:.1f} s; {thinned}; scene measured in "
+            f"{s.seconds:.0f} s.\n\n"
+            + _table(["format", "B/Gaussian", "of float PLY", "size / SOG", "PSNR dB", "worst view", "SSIM",
+                      "encode s", "decode s", "note"], rows) + "\n")
+    default = next(r for r in s.rows if r.name.endswith("(default)"))
+    spz = next(r for r in s.rows if r.name.startswith("SPZ"))
+    summary = (f"- {label}: {default.name} {default.nbytes / s.n:.2f} B/G vs SOG {sog.nbytes / s.n:.2f} B/G, "
+               f"GSD/SOG size **{default.nbytes / sog.nbytes:.2f}**; PSNR {fmt_psnr(mean_psnr(default.psnr))} dB "
+               f"(GSD) vs {fmt_psnr(mean_psnr(sog.psnr))} dB (SOG); SPZ v4 {spz.nbytes / s.n:.2f} B/G, "
+               f"{fmt_psnr(mean_psnr(spz.psnr))} dB")
+    return text, summary
+
+
+def real_scenes_markdown(scenes: list[SceneReport], *, folder: str, tool: str, views: int, size: int,
+                         max_render: int, sog_opts: tuple[str, ...]) -> str:
+    sections, summaries = zip(*(scene_section(s) for s in scenes))
+    notes = (
+        f"Scenes: every scene file in `{folder}`. splat-transform: `{tool_version(tool)}`. Each is converted to a "
+        "float PLY by `splat-transform SCENE --morton-order reference.ply` (Morton order: see below) and read with "
+        "`codec.ply.read_ply`; that float scene is the reference every format encodes.\n\n"
+        "- GSD rows: one keyframe through `codec.cli.encoder_for` with the `gsd encode` parser's defaults "
+        "(grid fitted to the scene, default zstd level); encode = grid fit + `assign_ids` + `keyframe`, decode = "
+        "`decode_frame` + `state.to_gaussians()`, one run each, in this Python process. Bytes = header + frame "
+        "(the file `gsd encode` writes).\n"
+        "- SPZ v4 and SOG rows: written by `splat-transform [OPTIONS] reference.ply out.spz|out.sog` and read "
+        "back by `splat-transform out.spz|out.sog back.ply`; encode and decode times are the wall time of those "
+        "CLI calls (Node start-up and PLY file I/O included, so they are not comparable with the GSD times to "
+        f"better than about a second). SOG options: `{' '.join(sog_opts)}` (CPU k-means of the SH palette; "
+        "splat-transform's default is 10 iterations on a GPU when one is available).\n"
+        f"- Renders: {views} orbit views per scene, {size}x{size}, 60 degree field of view, 20 degrees above the "
+        f"horizon, at the 75th-percentile distance of the points from their median, up = {list(UP)} (y-down "
+        "captures), black background, `quality.rasterizer`. "
+        + (f"At most {max_render:,} Gaussians are rendered: every k-th Gaussian along a Morton curve over the "
+           "reference (spatially uniform), and the same Gaussians, by index, from every decoded scene; each "
+           "format still encodes and decodes them all. " if max_render > 0 else "Every Gaussian is rendered. ")
+        + "GSD decodes in id order and is put back into the reference's order by its ids; splat-transform keeps "
+        "a Morton-ordered input's order, which is checked against the reference positions.\n"
+        "- PSNR and SSIM: decoded renders against the reference's renders, mean over views. *size / SOG* is each "
+        "format's bytes over SOG's.\n")
+    return ("## Real scenes\n\n" + notes + "\nSummary (default GSD profile against SOG, both against the float "
+            "reference):\n\n" + "\n".join(summaries) + "\n\n" + "\n".join(sections))
