@@ -5,6 +5,7 @@ agree bit for bit whatever their float arithmetic.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, field
 
@@ -95,6 +96,35 @@ class Profile:
         if name not in PRESETS:
             raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PRESETS)}")
         return cls(sh_degree, grid or Grid(), PRESETS[name], name)
+
+    @classmethod
+    def fit(cls, name: str, gaussians, grid: Grid | None = None, sh_degree: int | None = None,
+            cell_bits: int | None = None) -> "Profile":
+        """The preset ``name``'s bit depths with every range fitted to ``gaussians`` (codec/fit.py): the
+        profile for content known before the header is written (``preset`` keeps the fixed ranges, the
+        streaming defaults). Without ``grid`` the grid is fitted too (``fit.fit_grid``: ``cell_bits``
+        cells per axis, and the position bits that keep the preset's precision relative to the scene)."""
+        from . import fit
+
+        if name not in PRESETS:
+            raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PRESETS)}")
+        d = gaussians.sh_degree if sh_degree is None else sh_degree
+        q = PRESETS[name]
+        pb = None
+        if grid is None:
+            grid, pb = fit.fit_grid(gaussians.positions, q.position_bits if q else 8, cell_bits)
+        if q is not None:
+            q = fit.fit_quantization(q, gaussians, d)
+            if pb is not None:
+                q = dataclasses.replace(q, position_bits=pb)
+        return cls(d, grid, q, name)
+
+    def clamped(self, values) -> dict[Attr, int]:
+        """{attribute: components that quantizing ``values`` (Gaussians or {Attr: floats}) clamps}: what
+        a caller logs, since clamped components exceed the error bound (codec/fit.py)."""
+        from .fit import clamped
+
+        return clamped(self, values)
 
     def __post_init__(self):
         if not (0 <= self.sh_degree <= 3):

@@ -90,7 +90,7 @@ def test_text_outputs_name_the_numbers(scene_ply, tmp_path):
     stream = tmp_path / "c.gsd"
     out = ok("encode", ply, stream).stdout
     assert f"{len(g):,}" in out and "B/Gaussian" in out and "ratio" in out
-    for name in ("position", "scale", "rotation", "opacity (alpha)", "sh_dc", "sh_rest"):
+    for name in ("position", "scale", "rotation", "opacity (alpha)", "sh_dc", "sh_rest", "clamped", "fitted ranges"):
         assert name in out
     info = ok("info", stream).stdout
     assert "compact" in info and "SH degree    3" in info and "cell bits" in info
@@ -104,8 +104,13 @@ def test_lossy_encode_reports_errors_within_bounds_and_decodes_close(scene_ply, 
     summary = json.loads(ok("encode", ply, stream, "--profile", profile, "--json").stdout)
     errs = {e["attribute"]: e for e in summary["errors"]}
     assert set(errs) == {"position", "scale", "rotation", "opacity (alpha)", "sh_dc", "sh_rest"}
-    for name in ("position", "rotation", "opacity (alpha)", "sh_rest"):  # inputs inside the profile's ranges
-        assert errs[name]["over_bound"] == 0 and 0 < errs[name]["max"] <= errs[name]["bound"] * (1 + 1e-5)
+    for name in ("position", "rotation", "opacity (alpha)", "scale", "sh_dc"):  # never clamp, or fitted to min/max
+        assert errs[name]["clamped"] == 0 and 0 < errs[name]["max"] <= errs[name]["bound"] * (1 + 1e-5)
+    for e in errs.values():  # only clamped components may exceed the bound, and the summary counts them
+        assert e["over_bound"] <= e["clamped"]
+    assert summary["ranges"] == "fitted"
+    assert summary["clamped"] == {"scale": 0, "sh_dc": 0, "sh_rest": errs["sh_rest"]["clamped"]}
+    assert summary["clamped_total"] == errs["sh_rest"]["clamped"]
     compact = json.loads(ok("info", stream, "--json").stdout)["header"]["profile"]
     assert compact["name"] == profile and compact["lossless"] is False
 
