@@ -2,8 +2,8 @@
 
 Five lines for a pipeline::
 
-    from codec import Encoder, Decoder, Profile, Grid
-    enc = Encoder(Profile.preset("compact", sh_degree=3, grid=Grid.fit(g.positions)))
+    from codec import Encoder, Decoder, Profile
+    enc = Encoder(Profile.fit("compact", g))  # preset bit depths; grid and ranges fitted to g
     frames = [enc.header_bytes(), enc.keyframe(g)]
     dec = Decoder(frames[0]); dec.decode_frame(frames[1])
     assert dec.state.digest() == enc.state.digest()

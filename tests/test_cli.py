@@ -134,6 +134,53 @@ def test_encode_sh_degree_and_cell_bits(scene_ply, tmp_path):
     assert np.array_equal(rows(got), rows(g.with_sh_degree(1)))
 
 
+@pytest.fixture(scope="module")
+def outlier_ply(tmp_path_factory):
+    """What captured scenes have and the presets' fixed ranges clamp: DC up to 14.9, log-scales to -20."""
+    g = random_gaussians(np.random.default_rng(11), 900, 2)
+    dc, sc = g.sh_dc.copy(), g.scales.copy()
+    dc[:7, 1] = np.linspace(5.0, 14.9, 7)
+    sc[10:60, 0] = np.linspace(-20.0, -15.0, 50)
+    g = type(g)(g.positions, sc, g.rotations, g.opacities, dc, g.sh_rest)
+    path = tmp_path_factory.mktemp("outliers") / "outliers.ply"
+    write_ply(path, g)
+    return path, g
+
+
+def test_encode_fits_ranges_and_fixed_ranges_report_their_clamps(outlier_ply, tmp_path):
+    ply, g = outlier_ply
+    fitted = json.loads(ok("encode", ply, tmp_path / "f.gsd", "--json").stdout)
+    assert fitted["ranges"] == "fitted" and fitted["clamped"]["sh_dc"] == 0 and fitted["clamped"]["scale"] == 0
+    header = json.loads(ok("info", tmp_path / "f.gsd", "--json").stdout)["header"]["profile"]
+    assert header["dc_range"][1] == pytest.approx(14.9) and header["scale_range"][0] == -20.0
+
+    fixed = json.loads(ok("encode", ply, tmp_path / "x.gsd", "--fixed-ranges", "--json").stdout)
+    assert fixed["ranges"] == "fixed"
+    assert fixed["clamped"]["sh_dc"] == 7 and fixed["clamped"]["scale"] == 50
+    assert fixed["clamped_total"] == sum(fixed["clamped"].values())
+    errs = {e["attribute"]: e for e in fixed["errors"]}
+    assert errs["sh_dc"]["clamped"] == 7 and errs["sh_dc"]["clamped_max"] == pytest.approx(14.9 - 3.5, abs=0.02)
+    assert errs["scale"]["clamped_max"] == pytest.approx(6.0, abs=0.04) and errs["scale"]["clamped_mean"] > 1
+    text = ok("encode", ply, tmp_path / "x.gsd", "--fixed-ranges").stdout
+    assert "fixed ranges" in text
+    clamp_lines = [line for line in text.splitlines() if "components (" in line]
+    assert any("7 of 2,700 sh_dc components" in line and "error max 11.4" in line for line in clamp_lines)
+    assert any("50 of 2,700 scale components" in line for line in clamp_lines)
+
+
+def test_cell_bits_keep_the_position_step(scene_ply, tmp_path):
+    ply, _ = scene_ply
+    steps = {}
+    for b in (10, 12, 14):
+        r = json.loads(ok("encode", ply, tmp_path / f"b{b}.gsd", "--cell-bits", b, "--json").stdout)
+        h = json.loads(ok("info", tmp_path / f"b{b}.gsd", "--json").stdout)["header"]
+        assert r["grid"]["cell_bits"] == h["grid"]["cell_bits"] == b and h["profile"]["position_bits"] == 18 - b
+        steps[b] = h["profile"]["position_step"]
+    assert steps[10] == steps[12] == steps[14]
+    assert json.loads(ok("info", tmp_path / "b10.gsd", "--json").stdout)["header"] == \
+        json.loads(ok("info", ok("encode", ply, tmp_path / "d.gsd") and tmp_path / "d.gsd", "--json").stdout)["header"]
+
+
 # ------------------------------------------------------------------------------------ bad streams
 def _last_frame(stream: Path) -> tuple[int, int, int]:
     info = json.loads(ok("info", stream, "--json").stdout)
@@ -255,6 +302,7 @@ def test_console_script_is_installed():
 def test_demo_stream_validates_and_matches_its_report(demo_stream, tmp_path):
     stream, report = demo_stream
     assert "verified: OK" in report
+    assert "clamped: " in report  # the count over all frames, "none" included
     final = report.split("final digest ")[1].split()[0]
     assert ok("validate", stream).stdout.strip() == f"OK: 5 frames, final digest {final}"
 
