@@ -174,3 +174,22 @@ def test_fitted_header_is_rejected_if_tampered_into_an_empty_range():
     q = dataclasses.replace(PRESETS["compact"], dc_min=1.0, dc_max=1.0)
     with pytest.raises(GsdError):
         Profile(1, quant=q)
+
+
+def test_the_reference_worlds_content_fits_the_streaming_defaults():
+    """The generator writes its header before it makes content, so it keeps the fixed ranges: its scale and
+    DC stay inside them, and SH rest clamps only in the tails (its coefficients reach +-1.5, the compact
+    default is 0.9375). The count is here because the generator's device path does not report it."""
+    torch = pytest.importorskip("torch")
+    from reference_generator import Move, Turn, World, WorldConfig, attr_layout
+
+    torch.set_num_threads(1)
+    w = World(WorldConfig(sh_degree=1, target_live=5000, view_radius=36.0, retire_margin=12.0))
+    w.reset(0)
+    for k in range(6):
+        w.step(Move(2.0) if k % 3 else Turn(30.0))
+    _, x = w.scene()
+    x, lay = x.numpy(), attr_layout(1)
+    counts = w.profile.clamped({a: x[:, lay[a]] for a in (Attr.SCALE, Attr.SH_DC, Attr.SH_REST)})
+    assert counts[Attr.SCALE] == 0 and counts[Attr.SH_DC] == 0
+    assert counts[Attr.SH_REST] <= 1e-3 * len(x) * 9
