@@ -104,7 +104,7 @@ def spatial_subsample(positions: np.ndarray, n: int) -> np.ndarray:
     p = positions.astype(np.float64)
     lo, hi = p.min(0), p.max(0)
     cells = np.clip((p - lo) / np.maximum(hi - lo, 1e-30) * 1024, 0, 1023).astype(np.int64)
-    order = np.argsort(morton_encode(cells, 10), kind="stable")
+    order = np.lexsort((p[:, 2], p[:, 1], p[:, 0], morton_encode(cells, 10)))   # ties in a cell: by position
     return np.sort(order[(np.arange(n, dtype=np.int64) * total) // n])
 
 
@@ -258,7 +258,7 @@ def scene_section(s: SceneReport) -> tuple[str, str]:
     ply = ply_size_bytes(s.n, s.sh_degree)
     rows = [[r.name, f"{r.nbytes / s.n:.2f}", f"{r.nbytes / ply * 100:.1f}%", f"{r.nbytes / sog.nbytes:.2f}",
              fmt_psnr(mean_psnr(r.psnr)), fmt_psnr(min(r.psnr)), f"{np.mean(r.ssim):.4f}",
-             f"{r.encode_s:.2f}", f"{r.decode_s:.2f}", r.note] for r in s.rows]
+             f"{r.encode_s:.3g}", f"{r.decode_s:.3g}", r.note] for r in s.rows]
     label = os.path.basename(s.path)
     thinned = (f"{s.rendered:,} of the {s.n:,} Gaussians rendered (spatially uniform subsample, the same "
                "Gaussians for every format)" if s.rendered < s.n else f"all {s.n:,} Gaussians rendered")

@@ -1,0 +1,110 @@
+"""python -m quality.compare --scenes: real-scene rows beside SPZ v4 and SOG round-tripped by splat-transform.
+
+The end-to-end test runs the real splat-transform CLI on a 300-Gaussian scene
+rendered at 32x32, so it takes seconds, not minutes.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from codec.ply import write_ply
+from codec.synthetic import synthetic_scene
+from quality import compare, scenes
+
+TOOL = os.path.join(scenes.REPO, "node_modules", ".bin", "splat-transform")
+needs_tool = pytest.mark.skipif(not os.access(TOOL, os.X_OK),
+                                reason="node_modules/.bin/splat-transform missing (run `npm ci`)")
+FORMATS = ("GSD lossless", "GSD high", "GSD compact", "SPZ v4 (splat-transform)", "SOG (splat-transform)")
+
+
+def _rows(markdown: str) -> dict[str, list[str]]:
+    """Cells of the real-scene table rows, by format name (the '(default)' mark dropped)."""
+    out = {}
+    for line in markdown.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and (cells[0].startswith("GSD") or "splat-transform" in cells[0]):
+            out[cells[0].replace(" (default)", "")] = cells
+    return out
+
+
+@needs_tool
+def test_scenes_end_to_end_with_splat_transform_round_trips(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    write_ply(folder / "tiny.ply", synthetic_scene(300, 2, 0, 5.0))
+    (folder / "notes.txt").write_text("not a scene")
+    out = tmp_path / "report.md"
+    # 150 of 300 rendered: the subsample and the order checks of every round trip are exercised
+    assert compare.main(["--scenes", str(folder), "--no-synthetic", "--views", "2", "--size", "32",
+                         "--max-render-gaussians", "150", "--out", str(out), "-q"]) == 0
+    text = out.read_text()
+    assert "## Real scenes" in text and "### tiny.ply: 300 Gaussians, SH degree 2" in text
+    assert "150 of the 300 Gaussians rendered" in text
+    assert "load average" in text and "--sh-iterations" in text
+    rows = _rows(text)
+    assert sorted(rows) == sorted(FORMATS)
+    bpg = {k: float(v[1]) for k, v in rows.items()}
+    psnr = {k: v[4] for k, v in rows.items()}
+    assert all(b > 0 for b in bpg.values())
+    assert bpg["GSD compact"] < bpg["GSD high"] < bpg["GSD lossless"] < 167.4   # float PLY: 167.34 B/G + header
+    assert psnr["GSD lossless"] == "exact" and rows["GSD lossless"][6] == "1.0000"
+    for name in FORMATS[1:]:
+        assert 30 < float(psnr[name]) < 150, (name, psnr[name])        # lossy, yet close to the reference
+        assert 0.9 < float(rows[name][6]) <= 1.0
+        assert float(rows[name][7]) > 0 and float(rows[name][8]) >= 0
+    assert float(rows["SOG (splat-transform)"][3]) == 1.0
+    assert float(rows["GSD compact"][3]) == pytest.approx(bpg["GSD compact"] / bpg["SOG (splat-transform)"], abs=0.01)
+    summary = re.search(r"- tiny.ply: GSD compact \(default\) ([\d.]+) B/G vs SOG ([\d.]+) B/G", text)
+    assert summary and float(summary.group(1)) == bpg["GSD compact"]
+
+
+def test_spatial_subsample_is_deterministic_uniform_and_order_free():
+    g = synthetic_scene(5000, 0, 3, 10.0)
+    idx = scenes.spatial_subsample(g.positions, 500)
+    assert len(idx) == 500 and np.all(np.diff(idx) > 0)
+    assert np.array_equal(idx, scenes.spatial_subsample(g.positions, 500))
+    perm = np.random.default_rng(0).permutation(len(g))                 # same Gaussians whatever their order
+    assert np.array_equal(np.sort(perm[scenes.spatial_subsample(g.positions[perm], 500)]), idx)
+    assert np.array_equal(scenes.spatial_subsample(g.positions, 0), np.arange(5000))
+    assert np.array_equal(scenes.spatial_subsample(g.positions, 9999), np.arange(5000))
+    # spatially uniform: each octant of the bounding box keeps about a tenth of its Gaussians
+    p = g.positions
+    octant = ((p > np.median(p, 0)) * [1, 2, 4]).sum(1)
+    kept = np.bincount(octant[idx], minlength=8) / np.bincount(octant, minlength=8)
+    assert np.all(np.abs(kept - 0.1) < 0.03), kept
+
+
+def test_check_order_accepts_small_errors_and_rejects_a_shuffle():
+    g = synthetic_scene(400, 0, 1, 5.0)
+    near = g.take(np.arange(len(g)))
+    near.positions = near.positions + 1e-4
+    scenes.check_order(g, near, "x")
+    with pytest.raises(RuntimeError, match="another order"):
+        scenes.check_order(g, g.take(np.random.default_rng(1).permutation(len(g))), "x")
+    with pytest.raises(RuntimeError, match="decoded 399"):
+        scenes.check_order(g, g.take(np.arange(399)), "x")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "no such folder"), ("empty", "no scene files"), ("file", "not a folder"),
+    ("no-tool", "npm ci"), ("no-synthetic-alone", "--no-synthetic needs --scenes")])
+def test_cli_usage_errors_are_clear(tmp_path, capsys, case, message):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("x")
+    (tmp_path / "scene.ply").write_bytes(b"ply\n")
+    argv = {"missing": ["--scenes", str(tmp_path / "nope")], "empty": ["--scenes", str(empty)],
+            "file": ["--scenes", str(tmp_path / "scene.ply")],
+            "no-tool": ["--scenes", str(tmp_path), "--splat-transform", str(tmp_path / "absent")],
+            "no-synthetic-alone": ["--no-synthetic"]}[case]
+    if case in ("missing", "empty", "file") and not os.access(TOOL, os.X_OK):
+        argv += ["--splat-transform", "/bin/true"]                        # the folder check, not the tool's
+    with pytest.raises(SystemExit) as e:
+        compare.main(argv + ["--out", str(tmp_path / "r.md")])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r.md").exists()
