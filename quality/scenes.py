@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -72,15 +73,48 @@ def scene_files(folder: str) -> list[str]:
     return found
 
 
+class ToolCall:
+    """One splat-transform call in the background: SOG's k-means takes minutes on a CPU, the rest can run meanwhile.
+
+    ``wait`` returns the call's own wall time (start to exit, recorded by a
+    watcher thread), not the time until someone asked.
+    """
+
+    def __init__(self, tool: str, *args: str):
+        self.args = args
+        self.t0 = time.perf_counter()
+        self.proc = subprocess.Popen([tool, "-q", "-w", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.seconds, self.output = None, ("", "")
+        self._watch = threading.Thread(target=self._finish, daemon=True)
+        self._watch.start()
+
+    def _finish(self) -> None:
+        self.output = self.proc.communicate()
+        self.seconds = time.perf_counter() - self.t0
+
+    def running(self) -> bool:
+        return self._watch.is_alive()
+
+    def wait(self) -> float:
+        self._watch.join()
+        if self.proc.returncode != 0:
+            out, err = self.output
+            tail = (err or out).strip().splitlines()[-5:]
+            raise RuntimeError(f"splat-transform {' '.join(self.args)} failed (exit {self.proc.returncode}): "
+                               + " | ".join(tail))
+        return self.seconds
+
+    def stop(self) -> None:
+        """End the call if it still runs (an error elsewhere in the scene)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self._watch.join()
+
+
 def run_tool(tool: str, *args: str) -> float:
     """Run splat-transform quietly; its wall time in s. A failure raises with the tool's own message."""
-    t = time.perf_counter()
-    p = subprocess.run([tool, "-q", "-w", *args], capture_output=True, text=True)
-    dt = time.perf_counter() - t
-    if p.returncode != 0:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-5:]
-        raise RuntimeError(f"splat-transform {' '.join(args)} failed (exit {p.returncode}): " + " | ".join(tail))
-    return dt
+    return ToolCall(tool, *args).wait()
 
 
 def tool_version(tool: str) -> str:
@@ -169,18 +203,16 @@ def gsd_row(ref: Gaussians, profile: str) -> Row:
     return Row(name, len(header) + len(frame), t_enc, t_dec, out.take(where))
 
 
-def tool_row(tool: str, ref_ply: str, ref: Gaussians, tmp: str, name: str, suffix: str,
-             write_opts: tuple[str, ...]) -> Row:
-    """``ref_ply`` -> file -> float PLY, both by splat-transform; size of the file, wall times of the two calls."""
-    path = os.path.join(tmp, "out" + suffix)
-    back = os.path.join(tmp, "back" + suffix.replace(".", "_") + ".ply")
-    t_enc = run_tool(tool, *write_opts, ref_ply, path)
+def tool_row(tool: str, written: ToolCall, path: str, ref: Gaussians, name: str) -> Row:
+    """Finish a splat-transform write of ``path``, read it back to a float PLY with splat-transform too."""
+    t_enc = written.wait()
+    back = path + ".back.ply"
     t_dec = run_tool(tool, path, back)
     out = read_ply(back)
     check_order(ref, out, name)
-    size = os.path.getsize(path)
     os.remove(back)
-    return Row(name, size, t_enc, t_dec, out, note="splat-transform CLI both ways: " + " ".join(write_opts))
+    return Row(name, os.path.getsize(path), t_enc, t_dec, out,
+               note="splat-transform CLI both ways: " + " ".join(written.args[:-2]))
 
 
 # ------------------------------------------------------------------------------------------ one scene
@@ -204,7 +236,12 @@ def _bar(quiet: bool, **kw) -> tqdm:
 
 def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_render: int,
                   sog_opts: tuple[str, ...], quiet: bool = False) -> SceneReport:
-    """Every format's row for one scene file: sizes, times, and PSNR/SSIM of its renders against the reference's."""
+    """Every format's row for one scene file: sizes, times, and PSNR/SSIM of its renders against the reference's.
+
+    The SOG write (k-means, minutes on a CPU) starts first and runs beside the
+    GSD and SPZ rows and their renders; each row is rendered as soon as it is
+    decoded, so only one decoded copy of a big scene is held at a time.
+    """
     from .compare import default_views, render_views
     from .metrics import psnr, ssim
     t_all = time.perf_counter()
@@ -217,34 +254,44 @@ def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_
         ref = read_ply(ref_ply)
         if len(ref) == 0:
             raise RuntimeError(f"{label}: the scene is empty")
-        log(f"{len(ref):,} Gaussians, SH degree {ref.sh_degree}: encoding and decoding")
-        jobs = [(f"GSD {p}", lambda p=p: gsd_row(ref, p)) for p in profiles]
-        jobs.append(("SPZ v4", lambda: tool_row(tool, ref_ply, ref, tmp, "SPZ v4 (splat-transform)", ".spz",
-                                                ("--spz-version", "4"))))
-        jobs.append(("SOG", lambda: tool_row(tool, ref_ply, ref, tmp, "SOG (splat-transform)", ".sog", sog_opts)))
-        rows = []
-        with _bar(quiet, desc=f"{label}: formats", total=len(jobs), unit="format") as bar:
-            for desc, job in jobs:
-                bar.set_postfix_str(desc)
-                rows.append(job())
-                bar.update(1)
-    idx = spatial_subsample(ref.positions, max_render)
-    cams = default_views(ref, views, size, size, UP)
-    log(f"rendering {views} views x {len(rows) + 1} scenes of {len(idx):,} Gaussians at {size}x{size}")
-    with _bar(quiet, desc=f"{label}: renders", total=views * (len(rows) + 1), unit="view") as bar:
-        def render_all(g: Gaussians) -> list[np.ndarray]:
-            out = []
-            for c in cams:
-                out += render_views(g, [c])
-                bar.update(1)
-            return out
-        reference = render_all(ref.take(idx))
-        for r in rows:
-            bar.set_postfix_str(r.name)
-            imgs = render_all(r.decoded.take(idx))
-            r.psnr = [psnr(a, b) for a, b in zip(imgs, reference)]
-            r.ssim = [ssim(a, b) for a, b in zip(imgs, reference)]
-            r.decoded = None                                   # free the floats of a big scene as we go
+        sog_path, spz_path = os.path.join(tmp, "out.sog"), os.path.join(tmp, "out.spz")
+        sog = ToolCall(tool, *sog_opts, ref_ply, sog_path)
+        try:
+            idx = spatial_subsample(ref.positions, max_render)
+            cams = default_views(ref, views, size, size, UP)
+            log(f"{len(ref):,} Gaussians, SH degree {ref.sh_degree}: SOG writing in the background; "
+                f"{len(profiles) + 2} formats, {views} views x {len(profiles) + 3} scenes of {len(idx):,} Gaussians "
+                f"at {size}x{size}")
+            jobs = [(f"GSD {p}", lambda p=p: gsd_row(ref, p)) for p in profiles]
+            jobs.append(("SPZ v4", lambda: tool_row(tool, ToolCall(tool, "--spz-version", "4", ref_ply, spz_path),
+                                                    spz_path, ref, "SPZ v4 (splat-transform)")))
+            jobs.append(("SOG", lambda: tool_row(tool, sog, sog_path, ref, "SOG (splat-transform)")))
+            rows = []
+            with _bar(quiet, desc=label, total=len(jobs) + views * (len(jobs) + 1), unit="step") as bar:
+                def render_all(g: Gaussians) -> list[np.ndarray]:
+                    out = []
+                    for c in cams:
+                        out += render_views(g, [c])
+                        bar.update(1)
+                    return out
+                bar.set_postfix_str("reference renders")
+                reference = render_all(ref.take(idx))
+                for desc, job in jobs:
+                    bar.set_postfix_str(f"{desc}" + (" (waiting for its k-means)" if desc == "SOG" and sog.running()
+                                                     else ""))
+                    while desc == "SOG" and sog.running():        # keep the bar's clock moving
+                        bar.refresh()
+                        time.sleep(0.5)
+                    r = job()
+                    bar.update(1)
+                    bar.set_postfix_str(f"{desc} renders")
+                    imgs = render_all(r.decoded.take(idx))
+                    r.psnr = [psnr(a, b) for a, b in zip(imgs, reference)]
+                    r.ssim = [ssim(a, b) for a, b in zip(imgs, reference)]
+                    r.decoded = None                           # free the floats of a big scene as we go
+                    rows.append(r)
+        finally:
+            sog.stop()
     log("done")
     return SceneReport(path, len(ref), ref.sh_degree, os.path.getsize(path), t_conv, len(idx), rows,
                        time.perf_counter() - t_all)
@@ -291,7 +338,9 @@ def real_scenes_markdown(scenes: list[SceneReport], *, folder: str, tool: str, v
         "- SPZ v4 and SOG rows: written by `splat-transform [OPTIONS] reference.ply out.spz|out.sog` and read "
         "back by `splat-transform out.spz|out.sog back.ply`; encode and decode times are the wall time of those "
         "CLI calls (Node start-up and PLY file I/O included, so they are not comparable with the GSD times to "
-        f"better than about a second). SOG options: `{' '.join(sog_opts)}` (CPU k-means of the SH palette; "
+        "better than about a second). SOG is written in the background while the other rows are measured (its "
+        "k-means is single-threaded), so on a 2-core machine its time and theirs share the cores. SOG's k-means "
+        "starts from random centroids, so its size and PSNR vary a little from run to run. SOG options: `{' '.join(sog_opts)}` (CPU k-means of the SH palette; "
         "splat-transform's default is 10 iterations on a GPU when one is available).\n"
         f"- Renders: {views} orbit views per scene, {size}x{size}, 60 degree field of view, 20 degrees above the "
         f"horizon, at the 75th-percentile distance of the points from their median, up = {list(UP)} (y-down "
