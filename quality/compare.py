@@ -291,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"splat-transform --sh-iterations for SOG writing (default {SOG_ITERATIONS})")
     real.add_argument("--sog-gpu", default="cpu", metavar="N|cpu",
                       help="splat-transform --gpu for SOG writing: an adapter index or cpu (default cpu)")
+    real.add_argument("--cache", metavar="DIR", default=None,
+                      help="keep the SPZ and SOG files splat-transform writes (with their write times) in DIR and "
+                           "reuse them when the same tool wrote the same reference with the same options: SOG's CPU "
+                           "k-means dominates a scene's time and does not change when GSD does")
     real.add_argument("--splat-transform", metavar="PATH", default=None,
                       help="splat-transform executable (default: node_modules/.bin/splat-transform, then PATH)")
     real.add_argument("-q", "--quiet", action="store_true", help="no progress bars or progress lines")
@@ -372,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 measured.append(real.measure_scene(path, tool, profiles=GSD_PROFILES, views=args.views,
                                                    size=args.size, max_render=args.max_render_gaussians,
-                                                   sog_opts=sog_opts, quiet=args.quiet))
+                                                   sog_opts=sog_opts, cache=args.cache, quiet=args.quiet))
             except (RuntimeError, ValueError, OSError) as e:   # a scene that cannot be read or round-tripped
                 print(f"python -m quality.compare: {os.path.basename(path)}: {e}", file=sys.stderr)
                 return 1

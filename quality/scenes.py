@@ -20,6 +20,8 @@ trip is checked against the reference positions.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -110,6 +112,59 @@ class ToolCall:
         if self.proc.poll() is None:
             self.proc.kill()
         self._watch.join()
+
+
+class CachedWrite:
+    """A splat-transform write served from ``cache`` when the same tool wrote the same reference with the same options.
+
+    SOG's CPU k-means takes longer than everything else in a scene together;
+    the peers' files do not change when GSD does, so a rerun after a codec
+    change can reuse them. The key is the reference PLY's SHA-256, the tool's
+    version and the write options; the recorded write time and date come along.
+    """
+
+    def __init__(self, tool: str, cache: str, ref_ply: str, opts: tuple[str, ...], path: str):
+        self.args, self.path, self.version = (*opts, ref_ply, path), path, tool_version(tool)
+        h = hashlib.sha256()
+        for part in (self.version, *opts, os.path.splitext(path)[1]):
+            h.update(part.encode() + b"\0")
+        with open(ref_ply, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 24), b""):
+                h.update(chunk)
+        self.entry = os.path.join(cache, h.hexdigest()[:32] + os.path.splitext(path)[1])
+        self.hit = os.path.isfile(self.entry) and os.path.isfile(self.entry + ".json")
+        self.call = None if self.hit else ToolCall(tool, *self.args)
+        self.when = ""
+
+    def running(self) -> bool:
+        return self.call is not None and self.call.running()
+
+    def wait(self) -> float:
+        if self.hit:
+            with open(self.entry + ".json") as f:
+                meta = json.load(f)
+            shutil.copyfile(self.entry, self.path)
+            self.when = meta["date"]
+            return float(meta["seconds"])
+        seconds = self.call.wait()
+        os.makedirs(os.path.dirname(self.entry) or ".", exist_ok=True)
+        shutil.copyfile(self.path, self.entry + ".tmp")
+        with open(self.entry + ".json", "w") as f:
+            json.dump({"seconds": seconds, "options": list(self.args[:-2]), "tool": self.version,
+                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}, f)
+        os.replace(self.entry + ".tmp", self.entry)
+        return seconds
+
+    def stop(self) -> None:
+        if self.call is not None:
+            self.call.stop()
+
+
+def write_call(tool: str, cache: str | None, ref_ply: str, opts: tuple[str, ...], path: str):
+    """A background splat-transform write of ``ref_ply`` to ``path`` (through ``cache`` when one is given)."""
+    if cache:
+        return CachedWrite(tool, cache, ref_ply, opts, path)
+    return ToolCall(tool, *opts, ref_ply, path)
 
 
 def run_tool(tool: str, *args: str) -> float:
@@ -203,16 +258,18 @@ def gsd_row(ref: Gaussians, profile: str) -> Row:
     return Row(name, len(header) + len(frame), t_enc, t_dec, out.take(where))
 
 
-def tool_row(tool: str, written: ToolCall, path: str, ref: Gaussians, name: str) -> Row:
+def tool_row(tool: str, written: "ToolCall | CachedWrite", path: str, ref: Gaussians, name: str) -> Row:
     """Finish a splat-transform write of ``path``, read it back to a float PLY with splat-transform too."""
     t_enc = written.wait()
+    cached = getattr(written, "when", "")
     back = path + ".back.ply"
     t_dec = run_tool(tool, path, back)
     out = read_ply(back)
     check_order(ref, out, name)
     os.remove(back)
     return Row(name, os.path.getsize(path), t_enc, t_dec, out,
-               note="splat-transform CLI both ways: " + " ".join(written.args[:-2]))
+               note="splat-transform CLI both ways: " + " ".join(written.args[:-2])
+               + (f"; file and write time from the cache (written {cached})" if cached else ""))
 
 
 # ------------------------------------------------------------------------------------------ one scene
@@ -235,7 +292,7 @@ def _bar(quiet: bool, **kw) -> tqdm:
 
 
 def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_render: int,
-                  sog_opts: tuple[str, ...], quiet: bool = False) -> SceneReport:
+                  sog_opts: tuple[str, ...], cache: str | None = None, quiet: bool = False) -> SceneReport:
     """Every format's row for one scene file: sizes, times, and PSNR/SSIM of its renders against the reference's.
 
     The SOG write (k-means, minutes on a CPU) starts first and runs beside the
@@ -255,15 +312,17 @@ def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_
         if len(ref) == 0:
             raise RuntimeError(f"{label}: the scene is empty")
         sog_path, spz_path = os.path.join(tmp, "out.sog"), os.path.join(tmp, "out.spz")
-        sog = ToolCall(tool, *sog_opts, ref_ply, sog_path)
+        sog = write_call(tool, cache, ref_ply, sog_opts, sog_path)
         try:
             idx = spatial_subsample(ref.positions, max_render)
             cams = default_views(ref, views, size, size, UP)
-            log(f"{len(ref):,} Gaussians, SH degree {ref.sh_degree}: SOG writing in the background; "
+            log(f"{len(ref):,} Gaussians, SH degree {ref.sh_degree}: SOG "
+                + ("from the cache" if getattr(sog, "hit", False) else "writing in the background") + "; "
                 f"{len(profiles) + 2} formats, {views} views x {len(profiles) + 3} scenes of {len(idx):,} Gaussians "
                 f"at {size}x{size}")
             jobs = [(f"GSD {p}", lambda p=p: gsd_row(ref, p)) for p in profiles]
-            jobs.append(("SPZ v4", lambda: tool_row(tool, ToolCall(tool, "--spz-version", "4", ref_ply, spz_path),
+            spz_opts = ("--spz-version", "4")
+            jobs.append(("SPZ v4", lambda: tool_row(tool, write_call(tool, cache, ref_ply, spz_opts, spz_path),
                                                     spz_path, ref, "SPZ v4 (splat-transform)")))
             jobs.append(("SOG", lambda: tool_row(tool, sog, sog_path, ref, "SOG (splat-transform)")))
             rows = []

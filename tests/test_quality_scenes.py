@@ -39,8 +39,9 @@ def test_scenes_end_to_end_with_splat_transform_round_trips(tmp_path):
     (folder / "notes.txt").write_text("not a scene")
     out = tmp_path / "report.md"
     # 150 of 300 rendered: the subsample and the order checks of every round trip are exercised
-    assert compare.main(["--scenes", str(folder), "--no-synthetic", "--views", "2", "--size", "32",
-                         "--max-render-gaussians", "150", "--out", str(out), "-q"]) == 0
+    argv = ["--scenes", str(folder), "--no-synthetic", "--views", "2", "--size", "32",
+            "--max-render-gaussians", "150", "--cache", str(tmp_path / "cache"), "-q"]
+    assert compare.main(argv + ["--out", str(out)]) == 0
     text = out.read_text()
     assert "## Real scenes" in text and "### tiny.ply: 300 Gaussians, SH degree 2" in text
     assert "150 of the 300 Gaussians rendered" in text
@@ -60,6 +61,15 @@ def test_scenes_end_to_end_with_splat_transform_round_trips(tmp_path):
     assert float(rows["GSD compact"][3]) == pytest.approx(bpg["GSD compact"] / bpg["SOG (splat-transform)"], abs=0.01)
     summary = re.search(r"- tiny.ply: GSD compact \(default\) ([\d.]+) B/G vs SOG ([\d.]+) B/G", text)
     assert summary and float(summary.group(1)) == bpg["GSD compact"]
+    assert "from the cache" not in text
+
+    # a rerun takes the peers' files from the cache (SOG's k-means is random: the same file gives the same row)
+    again = tmp_path / "again.md"
+    assert compare.main(argv + ["--out", str(again)]) == 0
+    rows2 = _rows(again.read_text())
+    for name in ("SPZ v4 (splat-transform)", "SOG (splat-transform)"):
+        assert "from the cache" in rows2[name][9]
+        assert rows2[name][1:7] == rows[name][1:7]
 
 
 def test_spatial_subsample_is_deterministic_uniform_and_order_free():
