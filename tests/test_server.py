@@ -241,9 +241,18 @@ def test_server_restart_client_reconnects_and_resyncs():
         s1 = Server(config(port=port)); await s1.start()
         c = Client(f"ws://127.0.0.1:{port}/ws")
         seen = []
+        ten_frames = asyncio.Event()
 
+        def on_frame(f):
+            seen.append(f)
+            if c.stats.frames >= 10:
+                ten_frames.set()
+
+        # The restart waits for the 10th frame itself, not for a deadline: the first connection
+        # builds a world and a loaded box can take longer than any fixed time for those frames
+        # (the run's own timeout bounds the whole test).
         async def restart_later():
-            await wait_until(lambda: c.stats.frames >= 10)
+            await ten_frames.wait()
             await s1.stop()
             await asyncio.sleep(0.3)
             s2 = Server(config(port=port))
@@ -252,15 +261,18 @@ def test_server_restart_client_reconnects_and_resyncs():
 
         restarter = asyncio.create_task(restart_later())
         try:
-            stats = await run_script(c, [Move(0.2)] * 40, reconnects=2, on_frame=seen.append, timeout=15)
-            s2 = await restarter
+            stats = await run_script(c, [Move(0.2)] * 40, reconnects=2, on_frame=on_frame, timeout=30)
+            assert ten_frames.is_set()
+            s2 = await asyncio.wait_for(restarter, 30)
             assert stats.reconnects == 1 and not stats.errors
             assert sum(f.keyframe for f in seen) == 2           # one per connection
             await c.step(Idle())
             assert c.digest == str(only_host(s2).encoder.state.digest())
         finally:
             await c.close()
-            if restarter.done() and not restarter.exception():
+            if not restarter.done():
+                restarter.cancel()
+            elif not restarter.cancelled() and not restarter.exception():
                 await restarter.result().stop()
     run(go())
 
