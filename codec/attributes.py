@@ -52,17 +52,6 @@ def rest_degree_rows(sh_degree: int) -> list[np.ndarray]:
             for l in range(1, sh_degree + 1)]
 
 
-def wire_parts(attrs, sh_degree: int) -> list[tuple["Attr", np.ndarray | None]]:
-    """The sections that carry ``attrs``, in order: (attribute, component rows or None for all)."""
-    out = []
-    for a in attrs:
-        if a is Attr.SH_REST:
-            out += [(a, rows) for rows in rest_degree_rows(sh_degree)]
-        elif components(a, sh_degree):
-            out.append((a, None))
-    return out
-
-
 def present_attrs(sh_degree: int) -> tuple[Attr, ...]:
     """Attributes that have at least one component at this SH degree."""
     return tuple(a for a in ATTRS if components(a, sh_degree) > 0)

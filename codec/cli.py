@@ -125,7 +125,7 @@ def _profile_numbers(profile: Profile) -> dict:
             "scale_bits": q.scale_bits, "scale_range": [q.scale_min, q.scale_max],
             "rotation_bits": q.rotation_bits, "opacity_bits": q.opacity_bits,
             "dc_bits": q.dc_bits, "dc_range": [q.dc_min, q.dc_max],
-            "rest_bits": list(q.rest_bits[:d]), "rest_range": list(q.rest_range[:d])}
+            "rest_bits": list(q.rest_bits[:d]), "rest_range": list(q.rest_range[:d]), "sh_palette": q.palette}
 
 
 def _profile_line(profile: Profile) -> str:
@@ -135,6 +135,8 @@ def _profile_line(profile: Profile) -> str:
     rest = ""
     if profile.sh_degree:
         rest = " rest " + "/".join(f"{b}b±{r:g}" for b, r in zip(n["rest_bits"], n["rest_range"]))
+        if profile.palette:
+            rest += f" in a palette of up to {profile.palette:,} entries"
     return (f"{n['name']}: position {n['position_bits']}b (step {n['position_step']:.3g}), "
             f"scale {n['scale_bits']}b [{n['scale_range'][0]:g},{n['scale_range'][1]:g}], rotation {n['rotation_bits']}b, "
             f"opacity {n['opacity_bits']}b, dc {n['dc_bits']}b [{n['dc_range'][0]:g},{n['dc_range'][1]:g}]{rest}")
@@ -147,9 +149,7 @@ def _grid_dict(g: Grid) -> dict:
 
 def _floats_of(state: SceneState, ids: np.ndarray) -> dict:
     """Dequantized {Attr: (n, C) float32} of live ids: what a decoder shows for them."""
-    codes = state.codes_of(ids)
-    p = state.profile
-    return {a: p.dequantize(a, codes[a], ids) for a in ATTRS}
+    return state.floats(ids, state.codes_of(ids))
 
 
 def _attr_errors(profile: Profile, source: Gaussians, decoded: dict) -> list[dict]:
@@ -316,9 +316,9 @@ def cmd_decode(args) -> int:
 
 
 # ------------------------------------------------------------------------------------ info
-_ROLES = ("ids", "position", "scale", "rotation", "opacity", "sh_dc", "sh_rest", "delete")
+_ROLES = ("ids", "position", "scale", "rotation", "opacity", "sh_dc", "sh_rest", "palette", "delete")
 _ROLE_SHORT = {"ids": "ids", "position": "pos", "scale": "scale", "rotation": "rot", "opacity": "opac",
-               "sh_dc": "dc", "sh_rest": "rest", "delete": "del"}
+               "sh_dc": "dc", "sh_rest": "rest", "palette": "palette", "delete": "del"}
 
 
 def _header_dict(header: StreamHeader, header_bytes: int) -> dict:

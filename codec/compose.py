@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .attributes import ATTRS
-from .delta import Delta, UpdateBlock, group_updates
+from .delta import Delta, PaletteSet, UpdateBlock, group_updates
 from .errors import ErrorCode, GsdError
 from .id_index import sorted_member, sorted_unique
 from .profile import Profile
@@ -83,6 +83,7 @@ def compose(d1: Delta, d2: Delta, profile: Profile) -> Delta:
     order = np.argsort(add_ids, kind="stable")
     r.add_ids = add_ids[order]
     r.add = {a: np.concatenate([a_codes[a], d2.add[a]], axis=1)[:, order] for a in ATTRS}
+    r.palette = _palette(d1.palette, d2.palette)
     # UPDATEs of one id in both deltas merge: masks OR, residuals add (modular)
     parts = [x for x in parts if len(x[0])]
     if not parts:
@@ -101,8 +102,18 @@ def compose(d1: Delta, d2: Delta, profile: Profile) -> Delta:
     return r
 
 
+def _palette(p1: PaletteSet | None, p2: PaletteSet | None) -> PaletteSet | None:
+    """Entries set by either delta, d2's where both set one (entries are absolute, never residuals)."""
+    if p1 is None or p2 is None:
+        return p1 if p2 is None else p2
+    keep = ~np.isin(p1.index, p2.index, assume_unique=True)
+    index = np.concatenate([p1.index[keep], p2.index])
+    order = np.argsort(index, kind="stable")
+    return PaletteSet(index[order], np.concatenate([p1.codes[:, keep], p2.codes], axis=1)[:, order])
+
+
 def _copy(d: Delta) -> Delta:
     return Delta(d.seq, d.base_seq, d.keyframe, d.add_ids.copy(), {a: v.copy() for a, v in d.add.items()},
                  [UpdateBlock(b.mask, b.ids.copy(), {a: v.copy() for a, v in b.res.items()}) for b in d.updates],
                  d.delete_ids.copy(), d.delete_ranges.copy(), {k: v.copy() for k, v in d.delete_cells.items()},
-                 d.digest)
+                 d.digest, None if d.palette is None else PaletteSet(d.palette.index.copy(), d.palette.codes.copy()))

@@ -33,6 +33,18 @@ class UpdateBlock:
         return len(self.ids)
 
 
+@dataclass
+class PaletteSet:
+    """Palette entries a frame sets (SPEC.md 6.1, PALETTE): indices strictly ascending, and the
+    (3K, n) SH_REST component codes of each entry."""
+
+    index: np.ndarray  # uint16
+    codes: np.ndarray  # (3K, n), the profile's rest_dtype
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
 def mask_rows(masks: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(mask, rows holding it) for each distinct non-zero mask, ascending."""
     masks = np.asarray(masks, np.uint8)
@@ -63,6 +75,7 @@ class Delta:
     delete_ranges: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), U64))  # (R, 2) first, last
     delete_cells: dict = field(default_factory=dict)  # level -> cell codes
     digest: Digest | None = None
+    palette: PaletteSet | None = None                # entries set by PALETTE blocks (SH palette streams)
     # (state token, slots of each UPDATE block) from the encoder that built this delta against that
     # state: apply skips looking the ids up again while the state is unchanged. Not part of the frame.
     slot_hint: tuple | None = field(default=None, repr=False, compare=False)
@@ -89,6 +102,7 @@ class Delta:
 
     def counts(self) -> dict:
         return {"add": self.n_add, "update": self.n_update, "delete_ids": len(self.delete_ids),
+                "palette": 0 if self.palette is None else len(self.palette),
                 "delete_ranges": len(self.delete_ranges),
                 "delete_cells": int(sum(len(c) for c in self.delete_cells.values()))}
 
@@ -117,4 +131,8 @@ class Delta:
                 return False
             arrays += [(x.ids, y.ids)] + [(x.res[a], y.res[a]) for a in x.res]
         arrays += [(self.delete_cells[l], other.delete_cells[l]) for l in self.delete_cells]
+        if (self.palette is None) != (other.palette is None):
+            return False
+        if self.palette is not None:
+            arrays += [(self.palette.index, other.palette.index), (self.palette.codes, other.palette.codes)]
         return all(x.shape == y.shape and np.array_equal(x, y) for x, y in arrays)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import palette
 from .attributes import ATTRS, Attr, Gaussians, full_mask
-from .delta import Delta, group_updates, mask_rows
+from .delta import Delta, PaletteSet, group_updates, mask_rows
 from .digest import unsigned
 from .jit import kernel
 from .profile import Profile
@@ -41,8 +42,14 @@ class Encoder:
     """Encodes frames of one stream. ``encoder.state`` is exactly what a decoder will hold."""
 
     def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
-                 level: int = 1, digest: bool = True):
+                 level: int = 1, digest: bool = True, gaussians_per_entry: int = 8):
         self.profile = profile
+        # SH palette streams: a scene's palette gets one entry per this many Gaussians (up to the
+        # header's sh_palette); ``_search`` finds entries for new content.
+        self.gaussians_per_entry = gaussians_per_entry
+        self._search: palette.PaletteSearch | None = None
+        self._poor = np.inf  # squared distance above which new content earns new palette entries
+        self._made = None    # the palette entries of the last delta built here
         self.header = StreamHeader(profile, max_gaussians, generator)
         self.state = SceneState(profile, max_gaussians=max_gaussians)
         self.frames = FrameEncoder(profile, level)
@@ -98,7 +105,11 @@ class Encoder:
             vals = _as_attr_dict(g)
             d.add_ids = ids[order]
             for a in ATTRS:  # written in id order while quantizing
-                d.add[a] = p.quantize(a, vals[a], ids, order)
+                if a is Attr.SH_REST and p.palette:
+                    fresh = keyframe or self.state.count == 0
+                    d.add[a] = self._palette_codes(vals[a][order], d, fresh)
+                else:
+                    d.add[a] = p.quantize(a, vals[a], ids, order)
         if update is not None:
             ids, values, *rest = update
             user_mask = rest[0] if rest else full_mask(p.sh_degree)
@@ -113,12 +124,16 @@ class Encoder:
             res = {}
             for a in ATTRS:
                 if a in vals and user_mask & a.bit and p.comps(a):
-                    new = p.quantize(a, vals[a], given, order)
+                    if a is Attr.SH_REST and p.palette:
+                        new = self._palette_codes(np.asarray(vals[a], np.float32)[order], d, False)
+                    else:
+                        new = p.quantize(a, vals[a], given, order)
                     res[a] = np.empty_like(new)
                     residuals(unsigned(self.state.codes[a]), slots, unsigned(new), unsigned(res[a]), mask, a.bit)
             groups = mask_rows(mask)
             d.updates = group_updates(ids, mask, res, groups)
             d.slot_hint = (self.state.token(), [slots[rows] for _, rows in groups])
+        self._made = d.palette
         if delete is not None:
             d.delete_ids = sorted_unique(np.asarray(delete, U64).reshape(-1))
         if delete_ranges is not None:
@@ -126,6 +141,68 @@ class Encoder:
         if delete_cells:
             d.delete_cells = {int(k): sorted_unique(np.asarray(v, U64).reshape(-1)) for k, v in delete_cells.items()}
         return d
+
+    # -- SH palette --------------------------------------------------------------------------------
+    def _palette_codes(self, values: np.ndarray, d: Delta, fresh: bool) -> np.ndarray:
+        """(1, n) palette indices for SH_REST float rows. ``fresh``: the frame starts the palette over
+        (a keyframe, or an empty scene), so a palette is built for these rows; otherwise rows that
+        no entry fits earn new entries in entries no live Gaussian uses (SPEC.md 5.9)."""
+        p = self.profile
+        values = np.ascontiguousarray(values, np.float32).reshape(-1, p.rest_comps)
+        if not np.isfinite(values).all():
+            raise ValueError("sh_rest has NaN or infinite values")
+        reach = (p.rest_limits() * p.rest_steps()).astype(np.float32)  # what an entry can hold
+        values = np.clip(values, -reach, reach)
+        if not fresh and self._search is None:  # a palette this encoder did not build: search the state's
+            index = np.flatnonzero(self.state.palette.any(axis=0))
+            self._search = palette.PaletteSearch(p.dequantize_rest(self.state.palette[:, index]), index)
+            self._poor = np.inf
+        if not fresh and np.isinf(self._poor) and len(self._search):
+            self._poor = 4.0 * float(np.median(self._search.nearest(values)[1]))
+        if fresh:
+            k = min(p.palette, max(1, -(-len(values) // self.gaussians_per_entry)))
+            codes = p.quantize_rest(palette.build(values, k))
+            found, dist = palette.PaletteSearch(p.dequantize_rest(codes), np.arange(codes.shape[1])).nearest(values)
+            # Number the entries in the order of their Gaussians (rows come in id order, i.e. along
+            # the Morton curve), so that neighbours carry nearby indices and the index section
+            # delta-codes small; entries that no row uses are dropped.
+            count = np.bincount(found, minlength=codes.shape[1])
+            centre = np.bincount(found, weights=np.arange(len(found), dtype=np.float64), minlength=len(count))
+            used = np.flatnonzero(count)
+            keep = used[np.argsort(centre[used] / count[used], kind="stable")]
+            renumber = np.zeros(len(count), np.int64)
+            renumber[keep] = np.arange(len(keep))
+            codes, found = np.ascontiguousarray(codes[:, keep]), renumber[found]
+            index = np.arange(len(keep), dtype=np.uint16)
+            d.palette = PaletteSet(index, codes)
+            self._search = palette.PaletteSearch(p.dequantize_rest(codes), index)
+            self._poor = 4.0 * float(np.median(dist)) if len(dist) else np.inf
+            return found.astype(np.uint16)[None, :]
+        found, dist = self._search.nearest(values)
+        poor = np.flatnonzero(dist > self._poor)
+        if len(poor):
+            free = self._free_entries(d)
+            k = min(len(free), max(1, -(-len(poor) // self.gaussians_per_entry)))
+            if k:
+                codes = p.quantize_rest(palette.build(values[poor], k))
+                index = free[:codes.shape[1]].astype(np.uint16)
+                d.palette = _merge_palette(d.palette, index, codes)
+                self._search.add(p.dequantize_rest(codes), index)
+                f, dd = self._search.nearest(values[poor])
+                found[poor], dist[poor] = f, dd
+        return found.astype(np.uint16)[None, :]
+
+    def _free_entries(self, d: Delta) -> np.ndarray:
+        """Palette indices that no live Gaussian, no ADD of ``d`` and no entry set by ``d`` uses, ascending."""
+        p = self.profile
+        _, slots = self.state.index.sorted_items()
+        used = np.bincount(self.state.codes[Attr.SH_REST][0, slots], minlength=p.palette) > 0
+        add = d.add.get(Attr.SH_REST)
+        if add is not None and add.shape[1]:
+            used[add[0]] = True
+        if d.palette is not None:
+            used[d.palette.index] = True
+        return np.flatnonzero(~used)
 
     # -- encoding ------------------------------------------------------------------------------
     def encode_delta(self, d: Delta) -> bytes:
@@ -136,6 +213,8 @@ class Encoder:
         """``adopt``: the delta is this encoder's own (never handed out), so a keyframe's arrays may
         become the state's storage without a copy."""
         d.digest = None
+        if d.palette is not None and d.palette is not self._made:
+            self._search = None  # entries set by someone else: search the state's palette afresh
         self.state.apply(d, track_digest=self.with_digest, adopt=adopt)
         if len(d.add_ids) and len(self._issued):
             self._issued = self._issued[~sorted_member(self._issued, d.add_ids)]
@@ -160,5 +239,17 @@ class Encoder:
         ids, codes = self.state.sorted_codes()
         d = Delta.empty_like(self.profile, seq=max(self.state.seq, 1), base_seq=self.state.seq, keyframe=True)
         d.add_ids, d.add = ids, codes
+        if self.state.palette is not None:  # a keyframe starts from a zero palette: send the rest
+            index = np.flatnonzero(self.state.palette.any(axis=0)).astype(np.uint16)
+            d.palette = PaletteSet(index, self.state.palette[:, index])
         d.digest = self.state.digest() if self.with_digest else None
         return d
+
+
+def _merge_palette(old: PaletteSet | None, index: np.ndarray, codes: np.ndarray) -> PaletteSet:
+    """``old``'s entries plus these (ascending; ``index`` disjoint from ``old``'s)."""
+    if old is None:
+        return PaletteSet(index, codes)
+    all_index = np.concatenate([old.index, index])
+    order = np.argsort(all_index, kind="stable")
+    return PaletteSet(all_index[order], np.concatenate([old.codes, codes], axis=1)[:, order])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .attributes import Attr, components
+from .attributes import Attr, components, rest_degree_rows
 from .errors import ErrorCode, GsdError
 from .jit import kernel
 from .quantize import NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, take_columns, uniform_codes
@@ -36,6 +36,8 @@ class Quantization:
     dc_max: float
     rest_bits: tuple[int, int, int]
     rest_range: tuple[float, float, float]
+    # Entries of the SH palette (SPEC.md 5.9); 0: SH_REST is coded per Gaussian, component by component.
+    palette: int = 0
 
     def __post_init__(self):
         for name in ("scale_min", "scale_max", "dc_min", "dc_max"):
@@ -57,6 +59,8 @@ class Quantization:
             (len(self.rest_bits) >= sh_degree and len(self.rest_range) >= sh_degree,
              "rest_bits/rest_range need one entry per SH degree"),
         ]
+        checks.append((0 <= self.palette <= MAX_PALETTE, f"sh_palette not in 0..{MAX_PALETTE}"))
+        checks.append((self.palette == 0 or sh_degree > 0, "sh_palette needs SH degree 1 or more"))
         for l in range(sh_degree):
             checks.append((2 <= self.rest_bits[l] <= 16, f"rest_bits[{l}] not in 2..16"))
             checks.append((np.isfinite(self.rest_range[l]) and self.rest_range[l] > 0, f"rest_range[{l}] must be > 0"))
@@ -70,8 +74,18 @@ PRESETS: dict[str, Quantization | None] = {
     "lossless": None,
     "high": Quantization(12, 12, -16.0, 6.0, 12, 12, 12, -4.0, 4.0, (10, 9, 8), (2.0, 1.5, 1.2)),
     "compact": Quantization(8, 8, -14.0, 4.0, 8, 8, 8, -3.5, 3.5, (5, 5, 4), (0.9375, 0.9375, 0.875)),
+    # compact's bit depths with SH_REST through a palette of up to 65,536 entries (SPEC.md 5.9)
+    "small": Quantization(8, 8, -14.0, 4.0, 8, 8, 8, -3.5, 3.5, (6, 6, 6), (0.9375, 0.9375, 0.875), palette=1 << 16),
 }
 DEFAULT_PROFILE = "compact"
+MAX_PALETTE = 1 << 16  # palette indices are u16 codes
+
+
+def _for_degree(q: Quantization | None, sh_degree: int) -> Quantization | None:
+    """A preset's quantization for an SH degree: no palette without SH_REST."""
+    if q is not None and q.palette and sh_degree == 0:
+        return dataclasses.replace(q, palette=0)
+    return q
 
 
 def _width(bits: int) -> int:
@@ -95,7 +109,7 @@ class Profile:
     def preset(cls, name: str, sh_degree: int = 3, grid: Grid | None = None) -> "Profile":
         if name not in PRESETS:
             raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PRESETS)}")
-        return cls(sh_degree, grid or Grid(), PRESETS[name], name)
+        return cls(sh_degree, grid or Grid(), _for_degree(PRESETS[name], sh_degree), name)
 
     @classmethod
     def fit(cls, name: str, gaussians, grid: Grid | None = None, sh_degree: int | None = None,
@@ -114,7 +128,7 @@ class Profile:
         if grid is None:
             grid, pb = fit.fit_grid(gaussians.positions, q.position_bits if q else 8, cell_bits)
         if q is not None:
-            q = fit.fit_quantization(q, gaussians, d)
+            q = fit.fit_quantization(_for_degree(q, d), gaussians, d)
             if pb is not None:
                 q = dataclasses.replace(q, position_bits=pb)
         return cls(d, grid, q, name)
@@ -144,9 +158,38 @@ class Profile:
     def lossless(self) -> bool:
         return self.quant is None
 
+    @property
+    def palette(self) -> int:
+        """Entries of the SH palette; 0 when SH_REST is coded per Gaussian (SPEC.md 5.9)."""
+        return 0 if self.quant is None else self.quant.palette
+
     # -- code layout -----------------------------------------------------------
     def comps(self, attr: Attr) -> int:
+        if attr is Attr.SH_REST and self.palette:
+            return 1  # the index of a palette entry
         return components(attr, self.sh_degree)
+
+    @property
+    def rest_comps(self) -> int:
+        """Components of an SH_REST code vector: of every Gaussian, or of every palette entry."""
+        return components(Attr.SH_REST, self.sh_degree)
+
+    @property
+    def rest_dtype(self) -> np.dtype:
+        """Dtype of SH_REST component codes (a Gaussian's, or a palette entry's)."""
+        return np.dtype(_SIGNED[_width(max(self.quant.rest_bits[: self.sh_degree], default=1))])
+
+    def wire_parts(self, attrs) -> list[tuple[Attr, np.ndarray | None]]:
+        """The sections that carry ``attrs``, in order (SPEC.md 6.1): (attribute, component rows or None
+        for all). SH_REST codes travel as one section per SH degree (parallel decompression, own zstd
+        statistics per band); palette indices as one section."""
+        out = []
+        for a in attrs:
+            if a is Attr.SH_REST and not self.palette:
+                out += [(a, rows) for rows in rest_degree_rows(self.sh_degree)]
+            elif self.comps(a):
+                out.append((a, None))
+        return out
 
     def width(self, attr: Attr) -> int:
         return self._widths[attr]
@@ -159,12 +202,16 @@ class Profile:
         q = self.quant
         if q is None or attr is Attr.POSITION:
             return 4
+        if attr is Attr.SH_REST and q.palette:
+            return 2
         bits = {Attr.SCALE: q.scale_bits, Attr.ROTATION: q.rotation_bits, Attr.OPACITY: q.opacity_bits,
                 Attr.SH_DC: q.dc_bits, Attr.SH_REST: max(q.rest_bits[: self.sh_degree], default=1)}[attr]
         return _width(bits)
 
     def _dtype_of(self, attr: Attr) -> np.dtype:
         w = self._width_of(attr)
+        if attr is Attr.SH_REST and self.palette:
+            return np.dtype(np.uint16)
         if self.quant is not None and attr in (Attr.POSITION, Attr.SH_REST):
             return np.dtype(_SIGNED[w])
         return np.dtype(_UNSIGNED[w])
@@ -200,15 +247,22 @@ class Profile:
             return CodeBounds(np.zeros(c, np.int64), np.full(c, (1 << 32) - 1, np.int64), 0, True)
         if attr is Attr.POSITION:  # every int32 is a valid position code
             return CodeBounds(np.full(c, -(1 << 31), np.int64), np.full(c, (1 << 31) - 1, np.int64), 32, False)
+        if attr is Attr.SH_REST and self.palette:
+            return CodeBounds(np.zeros(1, np.int64), np.full(1, self.palette - 1, np.int64), 0, False)
         if attr is Attr.SH_REST:
-            lim = self.rest_limits().astype(np.int64) if c else np.zeros(0, np.int64)
-            return CodeBounds(-lim, lim, 8 * self.width(attr), False)
+            return self.rest_bounds()
         if attr is Attr.ROTATION:
             hi = np.full(4, (1 << q.rotation_bits) - 1, np.int64)
             hi[0] = 3
             return CodeBounds(np.zeros(4, np.int64), hi, 0, False)
         bits = {Attr.SCALE: q.scale_bits, Attr.OPACITY: q.opacity_bits, Attr.SH_DC: q.dc_bits}[attr]
         return CodeBounds(np.zeros(c, np.int64), np.full(c, (1 << bits) - 1, np.int64), 0, False)
+
+    def rest_bounds(self) -> "CodeBounds":
+        """The domain of SH_REST component codes, of a Gaussian or of a palette entry (SPEC.md 5.6)."""
+        c = self.rest_comps
+        lim = self.rest_limits().astype(np.int64) if c else np.zeros(0, np.int64)
+        return CodeBounds(-lim, lim, 8 * self.rest_dtype.itemsize, False)
 
     def has_invalid(self, attr: Attr, codes: np.ndarray) -> bool:
         """True if any code of a (C, N) planar array is outside its domain (SPEC.md 5.6)."""
@@ -241,6 +295,8 @@ class Profile:
         elif attr is Attr.OPACITY:
             status = opacity_codes(values, order, float(1 << q.opacity_bits), out)
         elif attr is Attr.SH_REST:
+            if self.palette:
+                raise ValueError("with an SH palette, SH_REST codes are palette indices: the encoder assigns them")
             if values.size:
                 rows = np.empty(values.shape, out.dtype)
                 status = rest_codes(values, *self._rest_quantizer, rows)
@@ -254,6 +310,18 @@ class Profile:
         if status == TOO_FAR:
             raise ValueError("a position is too far from its birth cell for int32 codes")
         return out
+
+    def quantize_rest(self, values: np.ndarray) -> np.ndarray:
+        """(N, 3K) SH_REST floats -> (3K, N) component codes (palette entries are coded this way)."""
+        values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, self.rest_comps)
+        rows = np.empty(values.shape, self.rest_dtype)
+        if values.size and rest_codes(values, *self._rest_quantizer, rows) == NONFINITE:
+            raise ValueError("sh_rest has NaN or infinite values")
+        return np.ascontiguousarray(rows.T)
+
+    def dequantize_rest(self, codes: np.ndarray) -> np.ndarray:
+        """(3K, N) SH_REST component codes -> (N, 3K) float32."""
+        return (codes.T.astype(np.float64) * self.rest_steps()).astype(np.float32)
 
     # -- codes -> floats ---------------------------------------------------------------------
     def dequantize(self, attr: Attr, codes: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -273,6 +341,8 @@ class Profile:
             alpha = (c + 0.5) / (1 << q.opacity_bits)
             out = np.log(alpha / (1.0 - alpha))
         elif attr is Attr.SH_REST:
+            if self.palette:
+                raise ValueError("palette indices dequantize through the state's palette (SceneState.to_gaussians)")
             out = c * self.rest_steps()
         elif attr is Attr.ROTATION:
             out = _smallest_three_decode(c, q.rotation_bits)
@@ -294,6 +364,8 @@ class Profile:
             return 0.5 * (q.dc_max - q.dc_min) / ((1 << q.dc_bits) - 1)
         if attr is Attr.OPACITY:  # in alpha = sigmoid(opacity)
             return 2.0 ** -(q.opacity_bits + 1)
+        if attr is Attr.SH_REST and self.palette:
+            return float("inf")  # an entry's distance from the SH it stands for is the encoder's choice
         if attr is Attr.SH_REST:
             return 0.5 * float(self.rest_steps().max()) if self.sh_degree else 0.0
         if attr is Attr.ROTATION:  # small three: step/2 each; largest: <= 3 * step/2 * (1/sqrt2) * 2 / (1/2)

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .attributes import ATTRS, Gaussians, full_mask, mask_attrs
+from .attributes import ATTRS, Attr, Gaussians, full_mask, mask_attrs
 from .delta import Delta
-from .digest import (EMPTY, M32, Digest, lane_constants, lane_sums, lane_sums_all, lane_sums_at, row_accumulators,
+from .digest import (M32, Digest, lane_constants, lane_sums, lane_sums_all, lane_sums_at, row_accumulators,
                      unsigned)
 from .errors import ErrorCode, GsdError
 from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
 from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
-from .profile import Profile, code_ok
+from .profile import Profile, code_ok, invalid_codes
 
 U64 = np.uint64
 _M = np.uint64(M32)
 _TWO32 = np.uint64(1 << 32)
 _NO_ACC = np.zeros((2, 0), np.uint32)
+_ENTRY_TAG = U64(0xFFFFFFFF) << U64(32)  # a palette entry's record: w_0 = index, w_1 = 0xFFFFFFFF (SPEC.md 7.1)
 
 
 @kernel
@@ -80,6 +81,7 @@ class SceneState:
         self._word_offset = {a: int(offsets[i]) for i, a in enumerate(ATTRS)}
         k = lane_constants(int(offsets[-1]))
         self._k0, self._k1 = k[0].copy(), k[1].copy()
+        self._clear_palette()
         self._reset(0)
         self.seq = 0
         self._version = 0
@@ -109,6 +111,13 @@ class SceneState:
         ids = np.zeros(new, U64); ids[:cap] = self.slot_ids; self.slot_ids = ids
         h = np.zeros((2, new), np.uint32); h[:, :cap] = self.accs; self.accs = h
 
+    def _clear_palette(self) -> None:
+        """The SH palette (SPEC.md 5.9): ``palette`` entries of zero codes, none contributing to the digest."""
+        p = self.profile
+        self.palette = np.zeros((p.rest_comps, p.palette), p.rest_dtype) if p.palette else None
+        self.palette_accs = np.zeros((2, p.palette), np.uint32) if p.palette else None
+        self.palette_sums = (0, 0)
+
     def __len__(self) -> int:
         return self.count
 
@@ -122,6 +131,8 @@ class SceneState:
         c.codes = {a: v.copy() for a, v in self.codes.items()}
         c.slot_ids, c.accs = self.slot_ids.copy(), self.accs.copy()
         c.index = self.index.copy()
+        if self.palette is not None:
+            c.palette, c.palette_accs = self.palette.copy(), self.palette_accs.copy()
         return c
 
     # -- queries -----------------------------------------------------------------------
@@ -143,18 +154,29 @@ class SceneState:
         ids, slots = self.index.sorted_items()
         return ids.copy(), {a: self.codes[a][:, slots] for a in ATTRS}
 
+    def rest_codes_of(self, codes: np.ndarray) -> np.ndarray:
+        """(3K, n) SH_REST component codes of Gaussians whose SH_REST codes are ``codes``: the codes
+        themselves, or in a palette stream the entries those indices name."""
+        return self.palette[:, codes[0]] if self.palette is not None else codes
+
+    def floats(self, ids: np.ndarray, codes: dict) -> dict:
+        """{Attr: (n, C) float32} of Gaussians with these ids and codes: what a decoder shows."""
+        p = self.profile
+        out = {a: p.dequantize(a, codes[a], ids) for a in ATTRS if a is not Attr.SH_REST or not p.palette}
+        if p.palette:
+            out[Attr.SH_REST] = p.dequantize_rest(self.rest_codes_of(codes[Attr.SH_REST]))
+        return out
+
     def to_gaussians(self) -> tuple[np.ndarray, Gaussians]:
         """Live ids ascending and their dequantized float attributes."""
         ids, codes = self.sorted_codes()
-        p = self.profile
-        return ids, Gaussians.from_attributes({a: p.dequantize(a, codes[a], ids) for a in ATTRS})
+        return ids, Gaussians.from_attributes(self.floats(ids, codes))
 
     def digest(self) -> Digest:
         if not self.hashed:
             self._rehash()
-        if self.count == 0:
-            return EMPTY
-        return Digest(self.count, *self.sums)
+        s0, s1 = self.sums
+        return Digest(self.count, (s0 + self.palette_sums[0]) & M32, (s1 + self.palette_sums[1]) & M32)
 
     def _rehash(self) -> None:
         ids, slots = self.index.sorted_items()
@@ -165,7 +187,8 @@ class SceneState:
     def equals(self, other: "SceneState") -> bool:
         a_ids, a = self.sorted_codes()
         b_ids, b = other.sorted_codes()
-        return np.array_equal(a_ids, b_ids) and all(np.array_equal(a[k], b[k]) for k in ATTRS)
+        same_palette = self.palette is None or np.array_equal(self.palette, other.palette)
+        return same_palette and np.array_equal(a_ids, b_ids) and all(np.array_equal(a[k], b[k]) for k in ATTRS)
 
     # -- apply -------------------------------------------------------------------------------
     def apply(self, d: Delta, check_seq: bool = True, adopt: bool = False, track_digest: bool = False) -> None:
@@ -296,7 +319,8 @@ class SceneState:
         if after > self.max_gaussians:
             raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"scene would hold {after} Gaussians, budget {self.max_gaussians}")
         plan = {"gone": gone, "updates": upd_plans, "count": after, "hashed": hashed,
-                "gone_where": where[:n_del] if not firsts else None}
+                "gone_where": where[:n_del] if not firsts else None, "palette": self._plan_palette(d)}
+        pal_sums = plan["palette"][3] if plan["palette"] else (0, 0) if d.keyframe else self.palette_sums
         # 6. digest
         if hashed:
             s0, s1 = (0, 0) if d.keyframe else self.sums
@@ -314,13 +338,48 @@ class SceneState:
                 plan["add_accs"] = aa
             plan["sums"] = (s0 & M32, s1 & M32)
             if d.digest is not None:
-                got = Digest(after, *plan["sums"]) if after else EMPTY
+                got = Digest(after, (s0 + pal_sums[0]) & M32, (s1 + pal_sums[1]) & M32)
                 if got != d.digest:
                     raise GsdError(ErrorCode.DIGEST_MISMATCH, f"state digest {got}, frame says {d.digest}")
         return plan
 
+    def _plan_palette(self, d: Delta):
+        """Check a frame's palette entries (SPEC.md 6.3 step 2a); returns (index, codes, accumulators,
+        palette lane sums after the frame), or None when the frame sets no entry."""
+        if d.palette is None or not len(d.palette):
+            return None
+        p = self.profile
+        if not p.palette:
+            raise GsdError(ErrorCode.MALFORMED, "PALETTE entries in a stream without an SH palette")
+        index, codes = d.palette.index, d.palette.codes
+        if index.dtype != np.uint16 or codes.shape != (p.rest_comps, len(index)) or codes.dtype != p.rest_dtype:
+            raise GsdError(ErrorCode.MALFORMED, "PALETTE: wrong array shape or dtype")
+        _check_sorted(index, "PALETTE")
+        if int(index[-1]) >= p.palette:
+            raise GsdError(ErrorCode.BAD_VALUE, f"PALETTE index {int(index[-1])} outside the palette of {p.palette}")
+        b = p.rest_bounds()
+        if invalid_codes(codes, b.lo, b.hi, False):
+            raise GsdError(ErrorCode.BAD_VALUE, "PALETTE: entry code outside its domain")
+        accs = row_accumulators(index.astype(U64) | _ENTRY_TAG, [codes])
+        live = codes.any(axis=0)  # an all-zero entry is not hashed (SPEC.md 7.1)
+        n0, n1 = lane_sums_at(accs, np.flatnonzero(live))
+        if d.keyframe:
+            s0, s1 = int(n0), int(n1)
+        else:
+            old = np.flatnonzero(self.palette[:, index].any(axis=0))
+            o0, o1 = lane_sums_at(self.palette_accs, index[old].astype(np.int64))
+            s0 = self.palette_sums[0] - int(o0) + int(n0)
+            s1 = self.palette_sums[1] - int(o1) + int(n1)
+        return index, codes, accs, (s0 & M32, s1 & M32)
+
     def _commit(self, d: Delta, plan: dict) -> None:
         self._version += 1
+        if d.keyframe and self.palette is not None:
+            self._clear_palette()
+        if plan["palette"]:
+            index, codes, accs, self.palette_sums = plan["palette"]
+            self.palette[:, index] = codes
+            self.palette_accs[:, index] = accs
         hashed = plan["hashed"]
         if d.keyframe:
             self._load_keyframe(d, plan)

@@ -21,9 +21,9 @@ from gsd.fb import StreamHeader as FbHeader
 from gsd.fb.Digest import CreateDigest
 from gsd.fb.Grid import CreateGrid
 
-from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs, wire_parts
+from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs, rest_degree_rows
 from .id_index import ascending_problem
-from .delta import Delta, UpdateBlock
+from .delta import Delta, PaletteSet, UpdateBlock
 from .digest import Digest
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
@@ -33,10 +33,12 @@ from .spatial import Grid
 
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
-VERSION = (1, 0)
+VERSION = (1, 1)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
 KEYFRAME = 1
-ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS = 1, 2, 3, 4, 5
-KNOWN_FEATURES = 0  # 1.0 defines no required feature bits
+ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE = 1, 2, 3, 4, 5, 6
+SH_PALETTE = 1      # StreamHeader.required_features bit 0: SH_REST codes are palette indices (SPEC.md 5.9)
+KNOWN_FEATURES = SH_PALETTE  # header feature bits this decoder understands
+KNOWN_FRAME_FEATURES = 0     # frame feature bits (none defined)
 _PREFIX = struct.Struct("<4sII")
 _HPREFIX = struct.Struct("<4sBBHI")
 _FB_ERRORS = (struct.error, IndexError, ValueError, TypeError, OverflowError, UnicodeDecodeError, AttributeError)
@@ -73,6 +75,8 @@ def encode_header(h: StreamHeader) -> bytes:
         FbQuant.AddDcMax(b, q.dc_max)
         FbQuant.AddRestBits(b, bits)
         FbQuant.AddRestRange(b, rng)
+        if q.palette:
+            FbQuant.AddShPalette(b, q.palette)
         quant = FbQuant.End(b)
     FbHeader.Start(b)
     FbHeader.AddShDegree(b, p.sh_degree)
@@ -81,6 +85,8 @@ def encode_header(h: StreamHeader) -> bytes:
     if quant is not None:
         FbHeader.AddQuantization(b, quant)
     FbHeader.AddProfileName(b, name)
+    if p.palette:
+        FbHeader.AddRequiredFeatures(b, SH_PALETTE)
     FbHeader.AddMaxGaussians(b, h.max_gaussians)
     FbHeader.AddGenerator(b, gen)
     b.Finish(FbHeader.End(b))
@@ -126,15 +132,19 @@ def decode_header(buf, limits: Limits = SPEC_LIMITS, message: bool = False) -> t
     param_problem = None  # BAD_HEADER, raised after the required_features check (H9 before H10)
     quant_args = None
     if quant is not None:
-        scalars, rest_bits, rest_range, nb, nr = quant
+        scalars, rest_bits, rest_range, nb, nr, palette = quant
         if nb > 3 or nr > 3:
             param_problem = "more than 3 SH degrees of rest parameters"
         elif nb < degree or nr < degree:
             param_problem = "rest_bits/rest_range shorter than sh_degree"
         else:
-            quant_args = scalars + (rest_bits + (8,) * (3 - nb), rest_range + (1.0,) * (3 - nr))
+            quant_args = scalars + (rest_bits + (8,) * (3 - nb), rest_range + (1.0,) * (3 - nr), palette)
     if features & ~KNOWN_FEATURES:
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required header features {features:#x}")
+    if param_problem is None and bool(features & SH_PALETTE) != bool(quant_args and quant_args[-1]):
+        param_problem = "required feature SH_PALETTE is set without sh_palette, or sh_palette without it"
+    if param_problem is None and quant_args and quant_args[-1] and degree == 0:
+        param_problem = "sh_palette needs SH degree 1 or more"
     if param_problem:
         raise GsdError(ErrorCode.BAD_HEADER, param_problem)
     if max_g > SPEC_LIMITS.max_gaussians:
@@ -158,7 +168,7 @@ _GRID = struct.Struct("<4f2B")
 _DIGEST = struct.Struct("<QII")
 _U64 = struct.Struct("<Q")
 _HDR_FIELDS = (1, 20, 4, 4, 8, 4, 4)              # StreamHeader field sizes (ids 0..6; offsets are 4)
-_QUANT_FIELDS = (1, 1, 4, 4, 1, 1, 1, 4, 4, 4, 4)  # Quantization (ids 0..10)
+_QUANT_FIELDS = (1, 1, 4, 4, 1, 1, 1, 4, 4, 4, 4, 4)  # Quantization (ids 0..11)
 _FRAME_FIELDS = (8, 8, 4, 8, 16, 4, 4)            # Frame (ids 0..6)
 _QUANT_SCALARS = ((0, "<B"), (1, "<B"), (2, "<f"), (3, "<f"), (4, "<B"), (5, "<B"), (6, "<B"), (7, "<f"), (8, "<f"))
 _BLOCK_NP_MIN = 24      # OpBlock tables verified with numpy from this many blocks on
@@ -253,7 +263,8 @@ def _read_header_body(body: bytes):
         scalars = tuple(struct.unpack_from(fmt, body, q[i])[0] if q[i] else 0 for i, fmt in _QUANT_SCALARS)
         rest_bits = tuple(body[bits_at:bits_at + min(nb, 3)])
         rest_range = struct.unpack_from(f"<{min(nr, 3)}f", body, range_at) if nr else ()
-        quant = (scalars, rest_bits, tuple(rest_range), nb, nr)
+        palette = _U32.unpack_from(body, q[11])[0] if q[11] else 0
+        quant = (scalars, rest_bits, tuple(rest_range), nb, nr, palette)
     features = struct.unpack_from("<Q", body, f[4])[0] if f[4] else 0
     degree = body[f[0]] if f[0] else 0
     max_g = _U32.unpack_from(body, f[5])[0] if f[5] else 0
@@ -357,15 +368,21 @@ class FrameEncoder:
             cells = np.asarray(d.delete_cells[level], np.uint64)
             if len(cells):
                 blocks.append((DELETE_CELLS, len(cells), 0, level, [sw.add(cells[None, :], DELTA | ZIGZAG | SHUFFLE)]))
+        if d.palette is not None and len(d.palette):
+            pal = d.palette
+            secs = [sw.add(np.asarray(pal.index, np.uint16)[None, :], DELTA | SHUFFLE)]
+            shuffle = SHUFFLE if pal.codes.dtype.itemsize > 1 else 0
+            secs += [sw.add(pal.codes[rows], (shuffle, DELTA | ZIGZAG | shuffle)) for rows in rest_degree_rows(p.sh_degree)]
+            blocks.append((PALETTE, len(pal), 0, 0, secs))
         if len(d.add_ids):
             secs = [sw.add(d.add_ids[None, :], DELTA | SHUFFLE)]
             secs += [sw.add(d.add[a] if rows is None else d.add[a][rows], self._attr_filters(a, False))
-                     for a, rows in wire_parts(present_attrs(p.sh_degree), p.sh_degree)]
+                     for a, rows in p.wire_parts(present_attrs(p.sh_degree))]
             blocks.append((ADD, len(d.add_ids), 0, 0, secs))
         for b in d.updates:
             secs = [sw.add(b.ids[None, :], DELTA | SHUFFLE)]
             secs += [sw.add(b.res[a] if comp is None else b.res[a][comp], self._attr_filters(a, True))
-                     for a, comp in wire_parts(mask_attrs(b.mask), p.sh_degree)]
+                     for a, comp in p.wire_parts(mask_attrs(b.mask))]
             blocks.append((UPDATE, len(b.ids), b.mask, 0, secs))
         payload = sw.payload()
         meta = frame_metadata(d, blocks, sw.descs)
@@ -566,7 +583,7 @@ def _read_meta(meta: bytes, limits: Limits):
         raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{nb} blocks / {ns} sections")
     r = f[3]
     features = struct.unpack_from("<Q", meta, r)[0] if r else 0
-    if features & ~KNOWN_FEATURES:
+    if features & ~KNOWN_FRAME_FEATURES:
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required frame features {features:#x}")
     seq = struct.unpack_from("<Q", meta, f[0])[0] if f[0] else 0
     base = struct.unpack_from("<Q", meta, f[1])[0] if f[1] else 0
@@ -598,7 +615,7 @@ def _section_table(meta: bytes, start: int, n: int) -> list[SectionDesc]:
 
 def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, roles: dict) -> Delta:
     # Counts first: every limit is checked before any section is decompressed.
-    n_ids = sum(c for k, c, *_ in blocks if k in (ADD, UPDATE, DELETE_IDS))
+    n_ids = sum(c for k, c, *_ in blocks if k in (ADD, UPDATE, DELETE_IDS, PALETTE))
     n_rng = sum(c for k, c, *_ in blocks if k in (DELETE_RANGES, DELETE_CELLS))
     if n_ids > limits.max_ids_per_frame:
         raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{n_ids} ids in one frame")
@@ -616,20 +633,21 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         jobs.append((descs[idx], comps, count, width))
         return len(jobs) - 1
 
-    def attr_jobs(parts, secs, count):
-        return [(a, rows, section(s, p.comps(a) if rows is None else len(rows), count, p.width(a), a.name.lower()))
+    def attr_jobs(parts, secs, count, width=None, role=None):
+        return [(a, rows, section(s, p.comps(a) if rows is None else len(rows), count, width or p.width(a),
+                                  role or a.name.lower()))
                 for (a, rows), s in zip(parts, secs)]
 
-    def gather(count, jobs) -> dict:
+    def gather(count, jobs, dtype=None, comps=None) -> dict:
         """Attribute arrays of one block from its decoded sections (SH_REST from its degree bands)."""
         out = {}
         for a, rows, j in jobs:
-            arr = arrays[j].view(p.dtype(a))
+            arr = arrays[j].view(dtype or p.dtype(a))
             if rows is None:
                 out[a] = arr
             else:
                 if a not in out:
-                    out[a] = np.empty((p.comps(a), count), p.dtype(a))
+                    out[a] = np.empty((comps or p.comps(a), count), dtype or p.dtype(a))
                 for start, stop, at in _runs(rows):  # a band's rows are 3 runs (R, G, B): row copies
                     out[a][start:stop] = arr[at:at + stop - start]
         return out
@@ -644,16 +662,23 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             raise GsdError(ErrorCode.MALFORMED, "op block kind 0")
         if kind >= 128:
             continue  # optional extension block: skipped by 1.0 decoders
-        if kind > DELETE_CELLS:
+        if kind > PALETTE:
             raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required op kind {kind}")
-        if kind == ADD:
-            parts = wire_parts(attrs, p.sh_degree)
+        if kind == PALETTE:
+            if not p.palette:
+                raise GsdError(ErrorCode.MALFORMED, "PALETTE block in a stream without an SH palette")
+            bands = [(Attr.SH_REST, rows) for rows in rest_degree_rows(p.sh_degree)]
+            expect(secs, 1 + len(bands), "PALETTE")
+            plan.append((PALETTE, section(secs[0], 1, count, 2, "palette"), count,
+                         attr_jobs(bands, secs[1:], count, p.rest_dtype.itemsize, "palette")))
+        elif kind == ADD:
+            parts = p.wire_parts(attrs)
             expect(secs, 1 + len(parts), "ADD")
             plan.append((ADD, section(secs[0], 1, count, 8, "ids"), count, attr_jobs(parts, secs[1:], count)))
         elif kind == UPDATE:
             if mask == 0 or mask & ~fmask:
                 raise GsdError(ErrorCode.MALFORMED, f"UPDATE mask {mask:#x} invalid for SH degree {p.sh_degree}")
-            parts = wire_parts(mask_attrs(mask), p.sh_degree)
+            parts = p.wire_parts(mask_attrs(mask))
             expect(secs, 1 + len(parts), "UPDATE")
             plan.append((UPDATE, section(secs[0], 1, count, 8, "ids"), count, attr_jobs(parts, secs[1:], count), mask))
         elif kind == DELETE_IDS:
@@ -666,10 +691,13 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             expect(secs, 1, "DELETE_CELLS")
             plan.append((DELETE_CELLS, section(secs[0], 1, count, 8, "delete"), level))
     arrays = parallel_map(lambda job: read_section(payload, *job), jobs, sum(j[0].raw_size for j in jobs))
-    adds, upds, dels, ranges, cells = [], [], [], [], {}
+    adds, upds, dels, ranges, cells, pals = [], [], [], [], {}, []
     for entry in plan:
         kind = entry[0]
-        if kind == ADD:
+        if kind == PALETTE:
+            pals.append((arrays[entry[1]][0].view(np.uint16),
+                         gather(entry[2], entry[3], p.rest_dtype, p.rest_comps)[Attr.SH_REST]))
+        elif kind == ADD:
             adds.append((arrays[entry[1]][0], gather(entry[2], entry[3])))
         elif kind == UPDATE:
             upds.append((arrays[entry[1]][0], entry[4], gather(entry[2], entry[3])))
@@ -680,6 +708,7 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         else:
             prev = cells.get(entry[2])
             cells[entry[2]] = arrays[entry[1]][0] if prev is None else np.concatenate([prev, arrays[entry[1]][0]])
+    d.palette = _palette_set(pals)
     return _assemble(d, p, adds, upds, dels, ranges, cells)
 
 
@@ -689,6 +718,16 @@ def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
     starts = np.r_[0, breaks]
     ends = np.r_[breaks, len(rows)]
     return [(int(rows[i]), int(rows[j - 1]) + 1, int(i)) for i, j in zip(starts, ends)]
+
+
+def _palette_set(pals: list) -> PaletteSet | None:
+    """The entries of a frame's PALETTE blocks; indices checked ascending per block, merged in order."""
+    if not pals:
+        return None
+    if len(pals) == 1:
+        return PaletteSet(*pals[0])  # the state checks the order
+    index, order = _merge_blocks([i.astype(np.uint64) for i, _ in pals])
+    return PaletteSet(index.astype(np.uint16), np.concatenate([c for _, c in pals], axis=1)[:, order])
 
 
 def _merge_blocks(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -96,7 +96,7 @@ def gen_framing(g: VectorWriter) -> None:
                      craft.header_record(body)[:-6], "TRUNCATED")
     g.header_invalid("order_header_feature_before_params", "framing",
                      "unknown required feature and sh_degree 4: UNSUPPORTED_FEATURE comes first", sec + [S_VERSION],
-                     craft.header(replace(hf_preset("compact", 1), required_features=1, sh_degree=4)),
+                     craft.header(replace(hf_preset("compact", 1), required_features=2, sh_degree=4)),
                      "UNSUPPORTED_FEATURE")
 
 

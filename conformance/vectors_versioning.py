@@ -19,8 +19,8 @@ def gen_version_feature(g: VectorWriter) -> None:
         g.header_invalid(f"ver_major_{major}", "version", f"header major version {major}", [S_VERSION, S_HEADER_REC],
                          craft.header_record(body, major=major), "UNSUPPORTED_VERSION")
 
-    for bit in (0, 17, 63):
-        g.header_invalid(f"feat_header_bit_{bit}", "feature", f"header required_features bit {bit} (none defined in 1.0)",
+    for bit in (1, 17, 63):
+        g.header_invalid(f"feat_header_bit_{bit}", "feature", f"header required_features bit {bit} (only bit 0 is defined)",
                          [S_VERSION, S_HEADER],
                          craft.header(hf_preset("compact", 1, required_features=1 << bit)), "UNSUPPORTED_FEATURE")
     s = g.stream("feat_frame_bit_0_first_frame", key_n=None)
@@ -31,7 +31,7 @@ def gen_version_feature(g: VectorWriter) -> None:
     s.add_frame(1, features=1 << 63, error="UNSUPPORTED_FEATURE", model=False)
     s.invalid("feature", "third frame with required_features bit 63", [S_VERSION, S_FRAME])
 
-    for kind in (6, 7, 64, 127):
+    for kind in (7, 64, 127):
         s = g.stream(f"feat_op_kind_{kind}", key_n=3)
         s.frame(ext=[(kind, [np.arange(4, dtype=np.uint8)[None, :]])], error="UNSUPPORTED_FEATURE", model=False)
         s.invalid("feature", f"op block of unknown required kind {kind}", [S_OPS, S_VERSION])

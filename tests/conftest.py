@@ -22,7 +22,7 @@ settings.register_profile(
 )
 settings.load_profile("gsd")
 
-PROFILE_NAMES = ("lossless", "high", "compact")
+PROFILE_NAMES = ("lossless", "high", "compact", "small")
 SH_DEGREES = (0, 1, 2, 3)
 U64 = np.uint64
 
@@ -120,6 +120,19 @@ def grids(draw):
 
 
 # --------------------------------------------------------------------------------- code-space data
+def random_palette(rng: np.random.Generator, profile: Profile, n: int):
+    """A PaletteSet of ``n`` distinct random indices with random valid entry codes (None without a palette)."""
+    from codec.delta import PaletteSet
+
+    if not profile.palette:
+        return None
+    index = np.sort(rng.choice(profile.palette, min(n, profile.palette), replace=False)).astype(np.uint16)
+    lim = profile.rest_limits()[:, None]
+    codes = rng.integers(-lim, lim + 1, (profile.rest_comps, len(index))).astype(profile.rest_dtype)
+    codes[:, rng.random(len(index)) < 0.1] = 0  # some all-zero entries: not hashed (SPEC.md 7.1)
+    return PaletteSet(index, codes)
+
+
 def random_codes(rng: np.random.Generator, profile: Profile, n: int) -> dict:
     """{Attr: (C, n)} codes drawn uniformly from each attribute's valid domain."""
     out = {}
@@ -133,6 +146,8 @@ def random_codes(rng: np.random.Generator, profile: Profile, n: int) -> dict:
             out[a] = v.view(np.uint32)
         elif a is Attr.POSITION:
             out[a] = rng.integers(-(2**31), 2**31, (c, n), dtype=np.int64).astype(dt)
+        elif a is Attr.SH_REST and profile.palette:
+            out[a] = rng.integers(0, profile.palette, (c, n)).astype(dt)
         elif a is Attr.SH_REST:
             lim = profile.rest_limits()[:, None]
             out[a] = rng.integers(-lim, lim + 1, (c, n)).astype(dt)

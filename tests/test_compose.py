@@ -17,7 +17,7 @@ from codec.attributes import ATTRS, full_mask
 from codec.delta import group_updates
 from codec.wire import FrameEncoder, decode_frame
 
-from conftest import PROFILE_NAMES, SH_DEGREES, random_codes
+from conftest import PROFILE_NAMES, SH_DEGREES, random_codes, random_palette
 
 U64 = np.uint64
 
@@ -32,6 +32,7 @@ def initial_state(rng, profile: Profile, n: int) -> SceneState:
     d = Delta.empty_like(profile, seq=1, base_seq=0, keyframe=True)
     d.add_ids = np.sort(rng.choice(profile.grid.id_limit, n, replace=False).astype(U64))
     d.add = random_codes(rng, profile, n)
+    d.palette = random_palette(rng, profile, 16)
     s.apply(d)
     return s
 
@@ -93,6 +94,8 @@ def gen_delta(rng, profile: Profile, state: SceneState, keyframe: bool = False, 
     if add:
         d.add_ids = np.array(add, U64)
         d.add = random_codes(rng, profile, len(add))
+    if profile.palette and (keyframe or rng.random() < 0.5):  # set palette entries (SPEC.md 5.9)
+        d.palette = random_palette(rng, profile, int(rng.integers(1, 12)))
     if digest:
         t = state.copy()
         t.apply(d)

@@ -70,8 +70,10 @@ def measured_errors(profile: Profile, orig: Gaussians, out: Gaussians) -> dict:
     # opacity: in alpha = sigmoid(logit) space
     alpha, alpha2 = sigmoid(orig.opacities), sigmoid(out.opacities)
     res[Attr.OPACITY] = (np.abs(alpha2 - alpha), profile.error_bound(Attr.OPACITY) + _ulp(out.opacities) / 4)
-    # rest: per degree range r_l, clamped outside it
-    if profile.sh_degree:
+    # rest: per degree range r_l, clamped outside it (a palette has no per-component bound: below)
+    if profile.sh_degree and profile.palette:
+        check_palette_rest(profile, orig, out)
+    elif profile.sh_degree:
         steps = profile.rest_steps()
         ranges = np.array([q.rest_range[l - 1] for l in _rest_degrees(profile.sh_degree)] * 3)
         v, vv = orig.sh_rest.astype(np.float64), out.sh_rest.astype(np.float64)
@@ -97,6 +99,18 @@ def measured_errors(profile: Profile, orig: Gaussians, out: Gaussians) -> dict:
     small_err = np.abs(us - d)[stored]
     assert _max_excess(small_err, e + 1e-7) <= 0, f"ROTATION stored components: {small_err.max():.3g} > {e:.3g}"
     return res
+
+
+def check_palette_rest(profile: Profile, orig: Gaussians, out: Gaussians) -> None:
+    """SH palette (SPEC.md 5.9): every decoded SH_REST is a palette entry, the encoder picked an entry
+    about as near as the nearest one, and the palette explains most of the SH energy."""
+    v, vv = orig.sh_rest.astype(np.float64), out.sh_rest.astype(np.float64)
+    entries = np.unique(vv, axis=0)
+    assert len(entries) <= max(1, -(-len(v) // 8)), "more distinct SH_REST values than palette entries"
+    err = ((vv - v) ** 2).sum(1)
+    best = ((v[:, None, :] - entries[None, :, :]) ** 2).sum(2).min(1)
+    assert err.mean() <= 1.25 * best.mean() + 1e-9, "entries chosen far from the nearest"
+    assert err.mean() <= (v ** 2).sum(1).mean() + 1e-9, "the palette does worse than no SH at all"
 
 
 def _rest_degrees(sh_degree: int) -> list[int]:
@@ -128,6 +142,9 @@ def test_roundtrip_realistic(name, sh_degree, realistic_scene):
         # a bound that could never be reached would make the check vacuous: the error is real
         errs = measured_errors(profile, orig, out)
         assert errs[Attr.POSITION][0].max() > 0.25 * profile.error_bound(Attr.POSITION)
+        if profile.palette and sh_degree:  # spatially coherent SH: the palette explains most of it
+            v, vv = orig.sh_rest.astype(np.float64), out.sh_rest.astype(np.float64)
+            assert ((vv - v) ** 2).sum(1).mean() < 0.5 * (v ** 2).sum(1).mean()
 
 
 @settings(max_examples=30)

@@ -141,8 +141,15 @@ class Quantization(object):
         o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(24))
         return o == 0
 
+    # Quantization
+    def ShPalette(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(26))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Uint32Flags, o + self._tab.Pos)
+        return 0
+
 def QuantizationStart(builder):
-    builder.StartObject(11)
+    builder.StartObject(12)
 
 def Start(builder):
     QuantizationStart(builder)
@@ -224,6 +231,12 @@ def QuantizationStartRestRangeVector(builder, numElems):
 
 def StartRestRangeVector(builder, numElems):
     return QuantizationStartRestRangeVector(builder, numElems)
+
+def QuantizationAddShPalette(builder, shPalette):
+    builder.PrependUint32Slot(11, shPalette, 0)
+
+def AddShPalette(builder, shPalette):
+    QuantizationAddShPalette(builder, shPalette)
 
 def QuantizationEnd(builder):
     return builder.EndObject()
