@@ -20,8 +20,21 @@ def rest_limits(L: Layout) -> list[int]:
     return [(1 << (L.quant.rest_bits[isqrt(j % k + 1) - 1] - 1)) - 1 for j in range(3 * k)]
 
 
+def entry_dtype(L: Layout) -> np.dtype:
+    """Dtype of SH_REST component codes of a palette entry (SPEC.md 5.9)."""
+    return np.dtype("i" + str(L.entry_width))
+
+
+def rand_entries(L: Layout, n: int, rng) -> np.ndarray:
+    """Valid random palette entries, planar (3K, n), every entry non-zero."""
+    m = np.array(rest_limits(L), np.int64)[:, None]
+    arr = rng.integers(-m, m + 1, size=(L.rest_comps, n))
+    arr[0, ~arr.any(axis=0)] = 1
+    return arr.astype(entry_dtype(L))
+
+
 def rand_codes(L: Layout, n: int, rng) -> list[np.ndarray]:
-    """Valid random codes, planar (C, n) per attribute."""
+    """Valid random codes, planar (C, n) per attribute (with an SH palette, SH_REST indices below sh_palette)."""
     out = []
     for a in range(6):
         c = L.comps(a)
@@ -35,6 +48,8 @@ def rand_codes(L: Layout, n: int, rng) -> list[np.ndarray]:
             arr = rng.integers(-lim, lim, size=(c, n))
         elif a == 2:
             arr = np.vstack([rng.integers(0, 4, size=(1, n)), rng.integers(0, 1 << q.rotation_bits, size=(3, n))])
+        elif a == 5 and L.palette:
+            arr = rng.integers(0, L.palette, size=(1, n))
         elif a == 5:
             m = np.array(rest_limits(L), np.int64)[:, None] if c else np.zeros((0, 1), np.int64)
             arr = rng.integers(-m, m + 1, size=(c, n)) if c else np.zeros((0, n), np.int64)

@@ -38,8 +38,9 @@ from gsd.fb.Section import CreateSection
 
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
-ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS = 1, 2, 3, 4, 5
+ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE = 1, 2, 3, 4, 5, 6
 KEYFRAME = 1
+SH_PALETTE = 1                           # StreamHeader.required_features bit 0 (1.1, SPEC.md 5.9)
 NONE, ZSTD = 0, 1
 DELTA, ZIGZAG, SHUFFLE = 1, 2, 4
 FRAME_BLOCKS, FRAME_SECTIONS = 5, 6      # field ids of the Frame table's two vectors
@@ -68,12 +69,14 @@ class QuantFields:
     dc_max: float = 3.5
     rest_bits: tuple = (6, 5, 5)
     rest_range: tuple = (1.2, 1.0, 0.8)
+    sh_palette: int = 0                  # 1.1: entries of the SH palette; 0 = none (the field is then not written)
 
     @classmethod
     def of(cls, q, sh_degree: int) -> "QuantFields":
         """From a codec Quantization, with rest_* cut to sh_degree entries as encoders write them."""
         return cls(q.position_bits, q.scale_bits, q.scale_min, q.scale_max, q.rotation_bits, q.opacity_bits,
-                   q.dc_bits, q.dc_min, q.dc_max, tuple(q.rest_bits[:sh_degree]), tuple(q.rest_range[:sh_degree]))
+                   q.dc_bits, q.dc_min, q.dc_max, tuple(q.rest_bits[:sh_degree]), tuple(q.rest_range[:sh_degree]),
+                   q.palette)
 
 
 @dataclass
@@ -89,8 +92,10 @@ class HeaderFields:
 
     @classmethod
     def of(cls, profile, **kw) -> "HeaderFields":
+        """A codec Profile's header; with an SH palette, required_features bit 0 is set (unless kw says otherwise)."""
         g = profile.grid
         q = QuantFields.of(profile.quant, profile.sh_degree) if profile.quant is not None else None
+        kw.setdefault("required_features", SH_PALETTE if q is not None and q.sh_palette else 0)
         return cls(profile.sh_degree, (g.origin, g.cell_size, g.cell_bits, g.slot_bits), q, profile.name, **kw)
 
 
@@ -115,6 +120,8 @@ def header_body(h: HeaderFields) -> bytes:
         FbQuant.AddDcMax(b, q.dc_max)
         FbQuant.AddRestBits(b, bits)
         FbQuant.AddRestRange(b, rng)
+        if q.sh_palette:
+            FbQuant.AddShPalette(b, q.sh_palette)
         quant = FbQuant.End(b)
     b.StartObject(_HEADER_SLOTS + (2 if h.extra_field is not None else 0))
     FbHeader.AddShDegree(b, h.sh_degree)
@@ -319,6 +326,7 @@ class Encoding:
     ids: int = DELTA | SHUFFLE
     ranges: int = DELTA | ZIGZAG | SHUFFLE
     cells: int = DELTA | ZIGZAG | SHUFFLE
+    palette: int = DELTA | SHUFFLE   # a PALETTE block's u16 indices
     attr: Callable | None = None     # fn(attribute index, width, residual) -> filters
     compression: str = "auto"
     zstd_frames: int = 1
@@ -338,15 +346,17 @@ def band_rows(sh_degree: int) -> list[list[int]]:
     return [[c * k + l * l - 1 + i for c in range(3) for i in range(2 * l + 1)] for l in range(1, sh_degree + 1)]
 
 
-def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges=(), cells=(), adds=(), updates=(),
-              ext=()) -> tuple[list[BlockFields], Payload]:
-    """Op blocks and their payload, laid out as SPEC.md 6.1 says, in the order deletes, ranges, cells, adds,
-    updates, ext; nothing is checked, so ids may repeat or descend and codes may be out of range.
+def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges=(), cells=(), palettes=(), adds=(),
+              updates=(), ext=(), palette: bool = False) -> tuple[list[BlockFields], Payload]:
+    """Op blocks and their payload, laid out as SPEC.md 6.1 says, in the order deletes, ranges, cells, palettes,
+    adds, updates, ext; nothing is checked, so ids may repeat or descend and codes may be out of range.
 
-    deletes: [ids]; ranges: [[(first, last), ...]]; cells: [(level, [cell, ...])]; adds: [(ids, codes)];
-    updates: [(ids, mask, residuals)]; ext: [(kind, [array, ...])]. codes and residuals are planar
-    (C, n) arrays in the attributes' code dtypes, indexed by attribute (a list or a dict by Attr);
-    residuals are read only for the attributes of their mask.
+    deletes: [ids]; ranges: [[(first, last), ...]]; cells: [(level, [cell, ...])]; palettes: [(indices,
+    entries)]; adds: [(ids, codes)]; updates: [(ids, mask, residuals)]; ext: [(kind, [array, ...])]. codes and
+    residuals are planar (C, n) arrays in the attributes' code dtypes, indexed by attribute (a list or a dict by
+    Attr); residuals are read only for the attributes of their mask. ``palette``: the stream has an SH palette
+    (SPEC.md 5.9), so SH_REST is one section of u16 indices (a (1, n) array) and PALETTE blocks carry the
+    entries, (3K, n) component codes, as band sections.
     """
     enc = enc or Encoding()
     pl = Payload(enc.level)
@@ -357,13 +367,15 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
     def ids_section(ids, filters):
         return sec(np.asarray(ids, np.uint64)[None, :], filters)
 
+    def bands(arr, filters):
+        return [sec(np.ascontiguousarray(arr[rows]), filters) for rows in band_rows(sh_degree)]
+
     def attr_sections(arrays, mask, residual):
         out = []
         for a in range(6):
             if mask >> a & 1 and arrays[a].shape[0]:
                 f = enc.attr_filters(a, arrays[a].dtype.itemsize, residual)
-                parts = [arrays[a][rows] for rows in band_rows(sh_degree)] if a == 5 else [arrays[a]]
-                out += [sec(np.ascontiguousarray(p), f) for p in parts]
+                out += bands(arrays[a], f) if a == 5 and not palette else [sec(np.ascontiguousarray(arrays[a]), f)]
         return out
 
     blocks = []
@@ -374,6 +386,10 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
         blocks.append(BlockFields(DELETE_RANGES, r.shape[1], 0, 0, [sec(r, enc.ranges)]))
     for level, cs in cells:
         blocks.append(BlockFields(DELETE_CELLS, len(cs), 0, level, [ids_section(cs, enc.cells)]))
+    for index, entries in palettes:
+        first = sec(np.asarray(index, np.uint16)[None, :], enc.palette)
+        blocks.append(BlockFields(PALETTE, len(index), 0, 0,
+                                  [first] + bands(entries, enc.attr_filters(5, entries.dtype.itemsize, False))))
     for ids, codes in adds:
         blocks.append(BlockFields(ADD, len(ids), 0, 0, [ids_section(ids, enc.ids)] + attr_sections(codes, 0x3F, False)))
     for ids, mask, res in updates:
@@ -674,6 +690,8 @@ def header_tree(h: HeaderFields) -> FbTable:
                                 6: ("u8", q.dc_bits), 7: ("f32", q.dc_min), 8: ("f32", q.dc_max),
                                 9: ("ref", FbVector([bytes([b]) for b in q.rest_bits])),
                                 10: ("ref", FbVector([struct.pack("<f", r) for r in q.rest_range]))}))
+        if q.sh_palette:
+            f[2][1].fields[11] = ("u32", q.sh_palette)
     return FbTable(f)
 
 

@@ -4,7 +4,8 @@
 (conformance.refmodel) as it goes, so a valid vector's digests and final state come from a second
 reading of the spec, never from the codec; a frame declared invalid must be refused by the model
 with the declared code. ``VectorWriter`` writes each stream file and its manifest entry, after
-refmodel.check_records has walked its records through the checks of SPEC.md 4.9.
+refmodel.check_records has walked its records through the checks of SPEC.md 4.9 and
+refmodel.decode_stream has read the file from its bytes to the same digests and error.
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from dataclasses import replace
 
 import numpy as np
 
-from codec import PRESETS, Limits
+from codec import Limits, Profile
 
 from . import craft
 from .attribute_codes import dtype_of, per_gaussian, planar, rand_codes
 from .craft import KEYFRAME, Encoding, FrameFields, HeaderFields, QuantFields
-from .refmodel import Layout, RefError, RefFrame, RefState, check_records, digest_text
+from .refmodel import Layout, RefError, RefFrame, RefState, check_records, decode_stream, digest_text
 
 
 LIMIT_NAMES = [f.name for f in dataclasses.fields(Limits)]
@@ -32,8 +33,12 @@ STATE_MAX = 64   # manifest lists the full final state when it has at most this 
 
 
 def hf_preset(name: str, d: int, grid=G, **kw) -> HeaderFields:
-    q = PRESETS[name]
-    return HeaderFields(d, grid, QuantFields.of(q, d) if q is not None else None, name, **kw)
+    """A preset's header at SH degree d (the codec's Profile.preset: a palette preset has none at d = 0);
+    with an SH palette, required_features bit 0 is set unless kw says otherwise."""
+    q = Profile.preset(name, d).quant
+    qf = QuantFields.of(q, d) if q is not None else None
+    kw.setdefault("required_features", craft.SH_PALETTE if qf is not None and qf.sh_palette else 0)
+    return HeaderFields(d, grid, qf, name, **kw)
 
 
 def hf_quant(q: QuantFields, d: int, grid=G, name="custom", **kw) -> HeaderFields:
@@ -101,18 +106,19 @@ class Stream:
         return self.frame(key=key, adds=[(ids, self.codes(n))], **kw)
 
     # -- frames ----------------------------------------------------------------------------------
-    def frame(self, *, key=False, adds=(), updates=(), deletes=(), ranges=(), cells=(), ext=(), seq=None, base=None,
-              digest="auto", flags=None, features=0, extra_field=None, enc: Encoding | None = None, order=None,
-              tweak=None, post=None, record=None, error: str | None = None, model: bool = True,
+    def frame(self, *, key=False, adds=(), updates=(), deletes=(), ranges=(), cells=(), palettes=(), ext=(), seq=None,
+              base=None, digest="auto", flags=None, features=0, extra_field=None, enc: Encoding | None = None,
+              order=None, tweak=None, post=None, record=None, error: str | None = None, model: bool = True,
               layout=None) -> bytes:
-        """Build, model and append one frame. ``error`` marks it as the frame where decoding must fail."""
+        """Build, model and append one frame. ``error`` marks it as the frame where decoding must fail.
+        ``palettes``: PALETTE blocks, [(indices, (3K, n) entry codes)] (streams with an SH palette)."""
         assert self.fail is None, "no frames after the failing one"
         enc = enc or Encoding()
         L = self.L
         seq = self.seq + 1 if seq is None else seq
         base = (self.seq if not key else 0) if base is None else base
-        blocks, pl = craft.op_blocks(L.sh_degree, enc, deletes=deletes, ranges=ranges, cells=cells, adds=adds,
-                                     updates=updates, ext=ext)
+        blocks, pl = craft.op_blocks(L.sh_degree, enc, deletes=deletes, ranges=ranges, cells=cells, palettes=palettes,
+                                     adds=adds, updates=updates, ext=ext, palette=bool(L.palette))
         if order is not None:
             blocks = order(blocks)
 
@@ -121,7 +127,9 @@ class Stream:
                       updates=[[(int(i), m, per_gaussian(r, j)) for j, i in enumerate(ids)] for ids, m, r in updates],
                       delete_ids=[[int(i) for i in ids] for ids in deletes],
                       ranges=[(int(a), int(b)) for rs in ranges for a, b in rs],
-                      cells=[(lv, int(c)) for lv, cs in cells for c in cs])
+                      cells=[(lv, int(c)) for lv, cs in cells for c in cs],
+                      palettes=[[(int(e), tuple(int(x) for x in codes[:, j])) for j, e in enumerate(index)]
+                                for index, codes in palettes])
         if error is None:
             trial = self._copy_model()
             trial.apply(rf)
@@ -157,9 +165,7 @@ class Stream:
         self.records.append(rec)
 
     def _copy_model(self) -> RefState:
-        m = RefState(self.L, self.model.max_gaussians)
-        m.g, m.seq = dict(self.model.g), self.model.seq
-        return m
+        return self.model.copy()
 
     # -- results ---------------------------------------------------------------------------------
     def data(self) -> bytes:
@@ -170,6 +176,8 @@ class Stream:
         exp = {"result": "valid", "digests": self.digests}
         if state and len(self.model.g) <= STATE_MAX:
             exp["state"] = self.model.state_json()
+            if self.L.palette:
+                exp["palette"] = self.model.palette_json()
         self.writer.emit(self.vid, category, desc, sections, self.data(), exp, self.limits)
 
     def invalid(self, category: str, desc: str, sections: list[str], ref_records: bool = False) -> None:
@@ -200,6 +208,10 @@ class VectorWriter:
         want = None if expected["result"] == "valid" else (expected["frame"], expected["error"])
         if found != want and (ref_records or found is not None):
             raise AssertionError(f"{vid}: refmodel.check_records says {found}, vector declares {want}")
+        digests, failed = decode_stream(data, limits or {})
+        if (digests, failed) != (expected["digests"], want):
+            raise AssertionError(f"{vid}: refmodel.decode_stream reads {failed} after {digests[-2:]}, vector "
+                                 f"declares {want} after {expected['digests'][-2:]}")
         entry = {"id": vid, "file": vid + ".gsd", "category": category, "description": desc,
                  "sections": sorted(set(sections), key=lambda s: [int(x) for x in s.split(".")])}
         if limits:
@@ -219,7 +231,7 @@ class VectorWriter:
 
     def manifest(self) -> dict:
         return {
-            "format": "GSD 1.0",
+            "format": "GSD 1.1",
             "generator": "python -m conformance.generate",
             "digest_text": "count:lane0hex8:lane1hex8",
             "default_limits": dataclasses.asdict(DEFAULT_LIMITS),
