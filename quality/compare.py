@@ -279,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--scale", type=float, default=1.0,
                     help="multiply every synthetic scene's Gaussian count (quick runs)")
     real = ap.add_argument_group("real scenes")
-    real.add_argument("--scenes", metavar="DIR", default=None,
-                      help="also measure every scene file in DIR (.ply float or compressed, .splat, .spz, .sog, "
+    real.add_argument("--scenes", metavar="DIR", nargs="+", default=None,
+                      help="also measure every scene file in each DIR (.ply float or compressed, .splat, .spz, .sog, "
                            ".ksplat) against SPZ v4 and SOG from splat-transform; e.g. ../shared/scenes")
     real.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scenes (needs --scenes)")
     real.add_argument("--max-render-gaussians", type=_positive_or_zero, default=100_000, metavar="N",
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         from . import scenes as real
         try:
             tool = real.find_splat_transform(args.splat_transform)
-            real_scenes = real.scene_files(args.scenes)
+            real_scenes = [f for folder in args.scenes for f in real.scene_files(folder)]
         except real.SceneError as e:
             ap.error(str(e))
     load_start = os.getloadavg()
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, ValueError, OSError) as e:   # a scene that cannot be read or round-tripped
                 print(f"python -m quality.compare: {os.path.basename(path)}: {e}", file=sys.stderr)
                 return 1
-        real_text = real.real_scenes_markdown(measured, folder=args.scenes, tool=tool, views=args.views,
+        real_text = real.real_scenes_markdown(measured, folders=args.scenes, tool=tool, views=args.views,
                                               size=args.size, max_render=args.max_render_gaussians,
                                               sog_opts=sog_opts)
     load_end = os.getloadavg()

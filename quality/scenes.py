@@ -383,11 +383,11 @@ def scene_section(s: SceneReport) -> tuple[str, str]:
     return text, summary
 
 
-def real_scenes_markdown(scenes: list[SceneReport], *, folder: str, tool: str, views: int, size: int,
+def real_scenes_markdown(scenes: list[SceneReport], *, folders: list[str], tool: str, views: int, size: int,
                          max_render: int, sog_opts: tuple[str, ...]) -> str:
     sections, summaries = zip(*(scene_section(s) for s in scenes))
     notes = (
-        f"Scenes: every scene file in `{folder}`. splat-transform: `{tool_version(tool)}`. Each is converted to a "
+        f"Scenes: every scene file in {', '.join(f'`{f}`' for f in folders)}. splat-transform: `{tool_version(tool)}`. Each is converted to a "
         "float PLY by `splat-transform SCENE --morton-order reference.ply` (Morton order: see below) and read with "
         "`codec.ply.read_ply`; that float scene is the reference every format encodes.\n\n"
         "- GSD rows: one keyframe through `codec.cli.encoder_for` with the `gsd encode` parser's defaults "
