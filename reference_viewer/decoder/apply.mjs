@@ -2,11 +2,14 @@
 // Steps 2-6 validate (ids live or not, code validity, budget, digest) while computing the new
 // digest; UPDATE codes are written in place and undone exactly if anything later fails; the commit
 // (step 7) writes only memory reserved beforehand, so it cannot fail half-way. The loops are the
-// wasm kernel's (decoder/wasm/kernel.ts); blocks reach it as records in the frame arena (BL).
+// wasm kernel's (decoder/wasm/kernel.ts); blocks reach it as records in the frame arena (BL, PB).
+// With an SH palette (SPEC 5.9) the palette is part of the state: PALETTE entries are checked and
+// hashed against the entries they replace (step 2a) and written at the commit, a keyframe's into
+// the new store's all-zero palette.
 import { fail } from './errors.mjs';
 import { digestText } from './digest.mjs';
 import { SceneStore, H_MARK } from './store.mjs';
-import { K, arena, views, blockRecord, blockField as field } from './kernel.mjs';
+import { K, arena, views, blockRecord, paletteRecord, blockField as field } from './kernel.mjs';
 
 /** Merged, sorted, disjoint id intervals of all ranges and cells, as u64 pairs in the arena: {iv, n}. */
 function intervals(p, ranges, cells) {
@@ -30,9 +33,9 @@ function intervals(p, ranges, cells) {
 /**
  * Applies plan (parseFrame's) to dec.store, all-or-nothing; dec: {profile, store, budget,
  * verifyDigest, stamp}. Returns the counts {add, update, deleteIds, deleteRanges, deleteCells,
- * deleted, live}. Throws GsdError with the state as it was.
+ * palette, deleted, live}. Throws GsdError with the state (palette included) as it was.
  */
-export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells }) {
+export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, pals = [] }) {
   const p = dec.profile, store = dec.store, st = store.st;
   if (++dec.stamp >= 0x7FFFFFFF) {   // stamps of staged deletes in the rows' mark word
     const rows = store.rows, R = store.R;
@@ -70,6 +73,28 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells })
     lane0 = (lane0 - u[out >> 2]) >>> 0; lane1 = (lane1 - u[(out >> 2) + 1]) >>> 0;
   }
   live -= deleted;
+  // ---- step 2a: palette entries (a keyframe's below, into the new store)
+  let nPal = 0, palLo = 0xFFFFFFFF, palHi = 0;
+  const palRecs = [];
+  for (const b of pals) {
+    nPal += b.n;
+    if (b.n === 0) continue;
+    const pb = paletteRecord(b), u16 = views().u16;
+    palLo = Math.min(palLo, u16[b.ids >> 1]); palHi = Math.max(palHi, u16[(b.ids >> 1) + b.n - 1] + 1);
+    palRecs.push(pb);
+  }
+  const stagePalette = (target) => {   // -> the change of the lanes
+    let d0 = 0, d1 = 0;
+    for (const pb of palRecs) {
+      if (K.palStage(target, pb) !== 0) fail('BAD_VALUE', `invalid palette entry code (component ${field(pb, 13)})`);
+      d0 += field(pb, 14); d1 += field(pb, 15);
+    }
+    return [d0 >>> 0, d1 >>> 0];
+  };
+  if (!keyframe && palRecs.length) {
+    const [d0, d1] = stagePalette(st);
+    lane0 = (lane0 + d0) >>> 0; lane1 = (lane1 + d1) >>> 0;
+  }
   // ---- step 3: adds (checked and hashed here; written at commit; a keyframe's into a new store)
   let nAdd = 0, built = null;
   const addRecs = [];
@@ -80,6 +105,11 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells })
     built = new SceneStore(p);
     try {
       built.reserve(nAdd, nAdd, 0, Math.max(4096, nAdd >> 3));
+      if (palRecs.length) {   // step 2a into the new store's all-zero palette (dropped on failure)
+        const [d0, d1] = stagePalette(built.st);
+        for (const pb of palRecs) K.palCommit(built.st, pb);
+        built.lane0 = d0; built.lane1 = d1;
+      }
       let first = 0;
       for (const b of adds) {
         const j = K.keyframeBlock(built.st, blockRecord(b, false), first);
@@ -140,9 +170,11 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells })
     for (const [sl, n] of delLists) K.commitDeletes(st, sl, n);
     for (const bl of addRecs) K.commitAdd(st, bl);
     for (const bl of undo) K.commitUpd(st, bl);
+    for (const pb of palRecs) K.palCommit(st, pb);
+    if (palRecs.length) store._paletteSet(palLo, palHi);
     store.maybeCompact();
   }
   store.lane0 = lane0; store.lane1 = lane1;
   if (store.live !== live) throw new Error(`internal: live ${store.live} != planned ${live}`);
-  return { add: nAdd, update: nUpd, deleteIds: nDelIds, deleteRanges: nRanges, deleteCells: nCells, deleted, live };
+  return { add: nAdd, update: nUpd, deleteIds: nDelIds, deleteRanges: nRanges, deleteCells: nCells, palette: nPal, deleted, live };
 }

@@ -1,4 +1,4 @@
-// GSD 1.0 decoder (SPEC.md 4, 5, 6, 7, 9): records -> checked plan (decoder/frame.mjs) ->
+// GSD 1.1 decoder (SPEC.md 4, 5, 6, 7, 9; the SH palette of 5.9): records -> checked plan (decoder/frame.mjs) ->
 // all-or-nothing apply into a SceneStore (decoder/apply.mjs). Written from SPEC.md; the Python codec
 // is a separate implementation.
 import { GsdError, fail } from './errors.mjs';
@@ -55,7 +55,7 @@ export class Decoder {
       this.header = {
         versionMajor, versionMinor, shDegree: h.shDegree, grid: { ...h.grid }, quantization: h.quantization,
         lossless: !h.quantization, profileName: h.profileName, generator: h.generator,
-        maxGaussians: h.maxGaussians, requiredFeatures: h.requiredFeatures, used,
+        maxGaussians: h.maxGaussians, requiredFeatures: h.requiredFeatures, shPalette: profile.palette, used,
       };
       this.profile = profile;
       this.budget = Math.min(h.maxGaussians !== 0 ? h.maxGaussians : 2 ** 24, this.limits.max_gaussians);

@@ -119,6 +119,7 @@ export function readStreamHeader(u8) {
         rotationBits: r.scalarU8(q, 4), opacityBits: r.scalarU8(q, 5), dcBits: r.scalarU8(q, 6),
         dcMin: r.scalarF32(q, 7), dcMax: r.scalarF32(q, 8),
         restBits, restRange, restBitsLength: rb.length, restRangeLength: rr.length,
+        shPalette: r.scalarU32(q, 11),   // 1.1: entries of the SH palette (SPEC 5.9), 0: none
       };
     }
     const profileName = r.string(h, 3);

@@ -5,8 +5,8 @@ import { fail } from './errors.mjs';
 import { crc32 } from './crc32.mjs';
 import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
 import { decodeSection } from './sections.mjs';
-import { checkHeaderDomain } from './profile.mjs';
-import { K, arena, allocating } from './kernel.mjs';
+import { checkHeaderDomain, SH_PALETTE } from './profile.mjs';
+import { K, arena, allocating, views } from './kernel.mjs';
 
 export const SPEC_LIMITS = Object.freeze({
   max_header_bytes: 65536,
@@ -19,7 +19,7 @@ export const SPEC_LIMITS = Object.freeze({
   max_gaussians: 2 ** 24,
 });
 
-export const ADD = 1, UPDATE = 2, DELETE_IDS = 3, DELETE_RANGES = 4, DELETE_CELLS = 5;
+export const ADD = 1, UPDATE = 2, DELETE_IDS = 3, DELETE_RANGES = 4, DELETE_CELLS = 5, PALETTE = 6;
 
 const u32le = (u8, p) => (u8[p] | (u8[p + 1] << 8) | (u8[p + 2] << 16) | (u8[p + 3] << 24)) >>> 0;
 const popcount = (x) => { let c = 0; for (; x; x &= x - 1) c++; return c; };
@@ -54,7 +54,7 @@ export function readHeaderRecord(u8, message, L) {
   if (message && u8.length !== used) fail('MALFORMED', 'bytes after the header record in its message');
   const h = readStreamHeader(u8.subarray(12, 12 + bodyLen));
   if (!h.grid) fail('MALFORMED', 'StreamHeader.grid absent');
-  if (h.requiredFeatures !== 0n) fail('UNSUPPORTED_FEATURE', `required header features 0x${h.requiredFeatures.toString(16)}`);
+  if (h.requiredFeatures & ~SH_PALETTE) fail('UNSUPPORTED_FEATURE', `required header features 0x${h.requiredFeatures.toString(16)}`);
   checkHeaderDomain(h);
   return { versionMajor, versionMinor, h, used };
 }
@@ -62,8 +62,10 @@ export function readHeaderRecord(u8, message, L) {
 /**
  * F1..F13 of the frame record at the start of u8 for a stream of profile p whose state is at seq
  * `seqBig`. Returns the plan {keyframe, m (the metadata), adds, upds (blocks: {n, ids, mask, comps:
- * [{j, src}] by ascending j}), dels ({n, ids}), ranges ({n, r}), cells ({n, level, c}), frameLen};
- * ids, r, c and src are pointers into the frame arena (decoder/kernel.mjs), valid until the next frame.
+ * [{j, src}] by ascending j}), dels ({n, ids}), ranges ({n, r}), cells ({n, level, c}), pals
+ * (PALETTE blocks: {n, ids: the u16 entry indices, comps: [{j, src}], j the entry component}),
+ * frameLen}; ids, r, c and src are pointers into the frame arena (decoder/kernel.mjs), valid until
+ * the next frame.
  */
 export function parseFrame(u8, message, L, p, seqBig) {
   // ---- F1..F8 framing
@@ -90,24 +92,27 @@ export function parseFrame(u8, message, L, p, seqBig) {
   for (const s of m.sections) rawSum += s.raw;
   if (rawSum > L.max_frame_raw_bytes) fail('LIMIT_EXCEEDED', `frame raw bytes ${rawSum}`);
   for (const b of m.blocks) {
-    if (b.kind >= 1 && b.kind <= 3) idSum += b.count;
+    if ((b.kind >= 1 && b.kind <= 3) || b.kind === PALETTE) idSum += b.count;
     else if (b.kind === 4 || b.kind === 5) rangeSum += b.count;
   }
   if (idSum > L.max_ids_per_frame) fail('LIMIT_EXCEEDED', `${idSum} ids in the frame`);
   if (rangeSum > L.max_ranges_per_frame) fail('LIMIT_EXCEEDED', `${rangeSum} ranges and cells in the frame`);
   // ---- F11 block structure
   const d = p.shDegree, nsec = m.sections.length;
+  const restSecs = p.palette ? 1 : d;   // SH_REST sections of an ADD or UPDATE: one of indices, or d bands
   const blocks = [];
   for (let bi = 0; bi < m.blocks.length; bi++) {
     const b = m.blocks[bi];
     if (b.kind === 0) fail('MALFORMED', `block ${bi}: kind 0`);
     if (b.kind >= 128) continue;
-    if (b.kind > 5) fail('UNSUPPORTED_FEATURE', `block ${bi}: kind ${b.kind}`);
+    if (b.kind > PALETTE) fail('UNSUPPORTED_FEATURE', `block ${bi}: kind ${b.kind}`);
+    if (b.kind === PALETTE && !p.palette) fail('MALFORMED', `block ${bi}: PALETTE in a stream without an SH palette`);
     let want = 1;
     if (b.kind === UPDATE) {
       if (b.mask === 0 || (b.mask & ~p.fullMask)) fail('MALFORMED', `block ${bi}: UPDATE mask 0x${b.mask.toString(16)}`);
-      want = 1 + popcount(b.mask & 0x1F) + ((b.mask & 0x20) ? d : 0);
-    } else if (b.kind === ADD) want = 1 + 5 + d;
+      want = 1 + popcount(b.mask & 0x1F) + ((b.mask & 0x20) ? restSecs : 0);
+    } else if (b.kind === ADD) want = 1 + 5 + restSecs;
+    else if (b.kind === PALETTE) want = 1 + d;
     if (b.sections.length !== want) fail('MALFORMED', `block ${bi}: ${b.sections.length} sections, kind ${b.kind} needs ${want}`);
     for (const si of b.sections) if (si >= nsec) fail('MALFORMED', `block ${bi}: section index ${si} of ${nsec}`);
     blocks.push(b);
@@ -117,7 +122,7 @@ export function parseFrame(u8, message, L, p, seqBig) {
   for (const b of blocks) for (const si of b.sections) refs[si]++;
   const ctx = { cache: new Map(), refs };
   const sec = (si, C, n, w) => decodeSection(payload, m.sections[si], si, C, n, w, ctx);
-  const adds = [], upds = [], dels = [], ranges = [], cells = [];
+  const adds = [], upds = [], dels = [], ranges = [], cells = [], pals = [];
   for (const b of blocks) {
     const n = b.count, S = b.sections;
     if (b.kind === ADD || b.kind === UPDATE) {
@@ -130,7 +135,9 @@ export function parseFrame(u8, message, L, p, seqBig) {
         const C = p.attrComps[a], w = p.attrWidth[a], arr = sec(S[k++], C, n, w);
         for (let c = 0; c < C; c++) comps.push({ j: p.attrFirst[a] + c, src: arr + c * n * w });
       }
-      if (mask & 0x20) {
+      if ((mask & 0x20) && p.palette) {
+        comps.push({ j: 14, src: sec(S[k++], 1, n, 2) });   // palette indices (5.9)
+      } else if (mask & 0x20) {
         const w = p.attrWidth[5];
         for (let l = 1; l <= d; l++) {
           const bc = p.bandComponents(l), arr = sec(S[k++], bc.length, n, w);
@@ -139,6 +146,14 @@ export function parseFrame(u8, message, L, p, seqBig) {
       }
       comps.sort((x, y) => x.j - y.j);
       (b.kind === ADD ? adds : upds).push({ n, ids, mask, comps });
+    } else if (b.kind === PALETTE) {
+      const ids = sec(S[0], 1, n, 2), w = p.restWidth, comps = [];
+      for (let l = 1; l <= d; l++) {
+        const bc = p.bandComponents(l), arr = sec(S[l], bc.length, n, w);
+        for (let t = 0; t < bc.length; t++) comps.push({ j: bc[t], src: arr + t * n * w });
+      }
+      comps.sort((x, y) => x.j - y.j);
+      pals.push({ n, ids, mask: 0, comps });
     } else if (b.kind === DELETE_IDS) {
       dels.push({ n, ids: sec(S[0], 1, n, 8) });
     } else if (b.kind === DELETE_RANGES) {
@@ -156,7 +171,22 @@ export function parseFrame(u8, message, L, p, seqBig) {
     if (!(m.seq > m.baseSeq)) fail('MALFORMED', `seq ${m.seq} <= base_seq ${m.baseSeq}`);
   }
   idRules(p, adds, upds, dels, ranges, cells);
-  return { keyframe, m, adds, upds, dels, ranges, cells, frameLen };
+  paletteRules(p, pals);
+  return { keyframe, m, adds, upds, dels, ranges, cells, pals, frameLen };
+}
+
+/** The index rules of PALETTE blocks (6.2): ascending in a block, inside the palette, none in two blocks. */
+function paletteRules(p, pals) {
+  for (const { n, ids } of pals) {
+    const r = K.checkPalIdx(ids, n, p.palette);
+    if (r === 1) fail('BAD_VALUE', `PALETTE index outside the palette of ${p.palette}`);
+    if (r === 2) fail('DUPLICATE_ID', 'equal adjacent indices in a PALETTE block');
+    if (r === 3) fail('BAD_VALUE', 'indices not ascending in a PALETTE block');
+  }
+  if (pals.filter((b) => b.n > 0).length < 2) return;
+  const words = (p.palette + 31) >>> 5, bits = arena.take(4 * words);
+  views().u32.fill(0, bits >> 2, (bits >> 2) + words);
+  for (const { n, ids } of pals) if (K.markPalIdx(bits, ids, n)) fail('DUPLICATE_ID', 'a palette index in two PALETTE blocks');
 }
 
 function idRules(p, adds, upds, dels, ranges, cells) {

@@ -1,4 +1,4 @@
-// GSD 1.0 decoder for the reference viewer: plain ES modules and two wasm modules, no build step at
+// GSD 1.1 decoder for the reference viewer: plain ES modules and two wasm modules, no build step at
 // load time; runs in Node 20+ and in browsers. The vendored zstddec (wasm) and flatbuffers runtime are
 // imported by relative path; the decoder's own inner loops are the wasm kernel decoder/wasm/kernel.wasm
 // (AssemblyScript source kernel.ts beside it, rebuilt by decoder/wasm/build.mjs), loaded by
@@ -17,13 +17,15 @@
 //                             // limits: SPEC 9.1 names, lowered only (higher values are capped)
 //   const h = dec.readHeader(u8)      // one header record at the start of u8 (H1..H10 of SPEC 4.9)
 //       // -> { versionMajor, versionMinor, shDegree, grid, quantization (null: lossless), lossless,
-//       //      profileName, generator, maxGaussians, requiredFeatures, used }   (used = record bytes)
+//       //      profileName, generator, maxGaussians, requiredFeatures, shPalette (0: none), used }
 //       // starts a new stream: empty state, seq 0, dec.store reset (generation++)
 //   const r = dec.readFrame(u8)       // decode + apply the frame record at the start of u8
 //       // -> { seq, seqBig, baseSeq, keyframe, digest: 'count:lane0:lane1' | null, used,
-//       //      counts: { add, update, deleteIds, deleteRanges, deleteCells, deleted, live } }
+//       //      counts: { add, update, deleteIds, deleteRanges, deleteCells, palette, deleted, live } }
 //       // all-or-nothing: on any error it throws a GsdError and the state, dec.seq, the digest and
-//       // dec.store (data, slots, dirty set, generation) are exactly as before
+//       // dec.store (data, slots, dirty set, generation, SH palette) are exactly as before
+//   SH palette streams (SPEC 5.9, header required_features bit 0): the palette is part of the state;
+//       dec.store.paletteSize / paletteData / takePaletteDirty() give it to the renderer (store.mjs)
 //   readHeader(u8, { message: true }) / readFrame(u8, { message: true }): u8 must hold exactly one
 //       record (one WebSocket message, SPEC 11.3); bytes after it are MALFORMED
 //   dec.digestText()                  // digest of the current state, text form (SPEC 7.4)

@@ -102,6 +102,18 @@ export function blockRecord(b, update) {
   for (let c = 0; c < nc; c++) { u[w + 16 + 2 * c] = b.comps[c].j; u[w + 17 + 2 * c] = b.comps[c].src; }
   return bl;
 }
+/**
+ * Writes the kernel record of a PALETTE block ({n, ids: its u16 indices, comps: [{j, src}]}, the
+ * layout of a block record without the scratch arrays: kernel.ts, PB); returns its pointer.
+ */
+export function paletteRecord(b) {
+  const nc = b.comps.length, pb = arena.take(BL_HEAD + 8 * nc), u = views().u32, w = pb >> 2;
+  u.fill(0, w, w + BL_HEAD / 4);
+  u[w] = b.n; u[w + 1] = b.ids; u[w + 3] = nc;
+  for (let c = 0; c < nc; c++) { u[w + 16 + 2 * c] = b.comps[c].j; u[w + 17 + 2 * c] = b.comps[c].src; }
+  return pb;
+}
+
 /** Word i of a block record. */
 export const blockField = (bl, i) => views().u32[(bl >> 2) + i];
 

@@ -1,4 +1,5 @@
-// The stream's profile (SPEC.md 5): code widths, code validity, dequantization; header domains (4.6, 3.1, 5.7).
+// The stream's profile (SPEC.md 5): code widths, code validity, dequantization, the SH palette (5.9);
+// header domains (4.6, 3.1, 5.7).
 // Also the profile's description for the wasm kernel (its layout P in decoder/wasm/kernel.ts): the
 // row layout of the codes, the slot float offsets (decoder/layout.mjs), lane constants, tables.
 import { fail } from './errors.mjs';
@@ -14,6 +15,10 @@ export const ATTR_NAMES = ['position', 'scale', 'rotation', 'opacity', 'sh_dc', 
 const F32_MAX = 3.4028234663852886e38;
 const finite = (x) => Number.isFinite(x) && Math.abs(x) <= F32_MAX;
 const wb = (bits) => (bits <= 8 ? 1 : 2);
+/** Header required_features bit 0: SH_REST codes are palette indices (SPEC 5.9). */
+export const SH_PALETTE = 1n;
+/** Most entries of an SH palette (its indices are u16 codes). */
+export const MAX_PALETTE = 65536;
 
 /** H10: every header parameter in its domain, else BAD_HEADER. */
 export function checkHeaderDomain(h) {
@@ -26,7 +31,10 @@ export function checkHeaderDomain(h) {
   if (g.slotBits > 32) bad(`slot_bits ${g.slotBits}`);
   if (3 * g.cellBits + g.slotBits > 63) bad('3B + S > 63');
   if (h.maxGaussians > 2 ** 24) bad(`max_gaussians ${h.maxGaussians}`);
-  const q = h.quantization, d = h.shDegree;
+  const q = h.quantization, d = h.shDegree, pal = q ? q.shPalette : 0;
+  if (((h.requiredFeatures & SH_PALETTE) !== 0n) !== (pal !== 0)) bad(`required feature SH_PALETTE ${h.requiredFeatures & SH_PALETTE} with sh_palette ${pal}`);
+  if (pal > MAX_PALETTE) bad(`sh_palette ${pal}`);
+  if (pal !== 0 && d < 1) bad('sh_palette at SH degree 0');
   if (q) {
     if (q.positionBits < 1 || q.positionBits > 24 || g.cellBits + q.positionBits > 30) bad('position_bits');
     if (q.scaleBits < 1 || q.scaleBits > 16) bad('scale_bits');
@@ -46,27 +54,32 @@ export function checkHeaderDomain(h) {
 
 /**
  * Per-component description of the code record (SPEC 7.1 order: POSITION x y z, SCALE 0..2,
- * ROTATION 4, OPACITY, SH_DC r g b, SH_REST 3K channel-major). NC = 14 + 3K components.
+ * ROTATION 4, OPACITY, SH_DC r g b, SH_REST 3K channel-major). NC = 14 + 3K components; with an SH
+ * palette (SPEC 5.9) NC = 15, SH_REST being one u16 palette index, and the palette's entries are 3K
+ * codes each, described by restMaxU / restNeg / restWidth.
  */
 export class Profile {
   constructor(h) {
     this.shDegree = h.shDegree;
     const d = h.shDegree, K = restCount(d);
     this.K = K;
-    this.NC = 14 + 3 * K;
     this.grid = h.grid;
     this.q = h.quantization;
     this.lossless = !this.q;
     this.fullMask = d >= 1 ? 0x3F : 0x1F;
+    this.palette = this.q ? this.q.shPalette : 0;   // entries of the SH palette; 0: none
+    this.restComps = this.palette ? 1 : 3 * K;      // SH_REST components of a Gaussian's codes
+    this.NC = 14 + this.restComps;
     this.B = h.grid.cellBits;
     this.S = h.grid.slotBits;
     this.idBits = 3 * this.B + this.S;
     const q = this.q;
+    // width of scalar SH_REST codes, and of palette entry codes
+    this.restWidth = q ? (d ? wb(Math.max(...q.restBits.slice(0, d))) : 1) : 4;
     // attribute -> [first component, count, width]
-    const C = [3, 3, 4, 1, 3, 3 * K];
+    const C = [3, 3, 4, 1, 3, this.restComps];
     const W = q
-      ? [4, wb(q.scaleBits), wb(q.rotationBits), wb(q.opacityBits), wb(q.dcBits),
-         d ? wb(Math.max(...q.restBits.slice(0, d))) : 1]
+      ? [4, wb(q.scaleBits), wb(q.rotationBits), wb(q.opacityBits), wb(q.dcBits), this.palette ? 2 : this.restWidth]
       : [4, 4, 4, 4, 4, 4];
     this.attrComps = C;
     this.attrWidth = W;
@@ -85,8 +98,8 @@ export class Profile {
       }
     }
     // float offset of component j within a store slot (decoder/layout.mjs)
-    this.dataOff = componentOffsets(d);
-    this.stride = slotStride(d);
+    this.dataOff = componentOffsets(d, this.palette !== 0);
+    this.stride = slotStride(d, this.palette !== 0);
     if (q) {
       const set = (j, maxU, minNeg = 0) => { this.compMaxU[j] = maxU; this.compMinNegU[j] = minNeg; };
       for (let j = 0; j < 3; j++) set(j, 0xFFFFFFFF);
@@ -97,15 +110,23 @@ export class Profile {
       for (let j = 11; j < 14; j++) set(j, 2 ** q.dcBits - 1);
       this.restM = [];
       for (let l = 1; l <= d; l++) this.restM.push(2 ** (q.restBits[l - 1] - 1) - 1);
+      // SH_REST component r (of a Gaussian, or of a palette entry): -M <= code <= M (5.6)
+      this.restMaxU = new Uint32Array(3 * K);
+      this.restNeg = new Uint32Array(3 * K);
       for (let r = 0; r < 3 * K; r++) {
         const M = this.restM[this.degreeOf(r) - 1];
-        set(14 + r, M, this.compMask[14 + r] + 1 - M);
+        this.restMaxU[r] = M; this.restNeg[r] = 2 ** (8 * this.restWidth) - M;
       }
+      if (this.palette) set(14, this.palette - 1);
+      else for (let r = 0; r < 3 * K; r++) set(14 + r, this.restMaxU[r], this.restNeg[r]);
       this.buildTables();
     }
     this._rowLayout();
     this.P = this._kernelProfile();
   }
+
+  /** Floats of a palette entry: 3K. */
+  get entryFloats() { return 3 * this.K; }
 
   /**
    * Row layout of the store (decoder/wasm/kernel.ts): H_WORDS header words, then the NC codes at
@@ -142,19 +163,32 @@ export class Profile {
     const tableOf = (t, w) => { if (!tables.has(t)) tables.set(t, put(t, 2 ** (8 * w) <= 256 ? 256 : 0)); return tables.get(t); };
     const rot = this.lossless ? 0 : tableOf(this.rotTable, this.attrWidth[2]);
     const tp = Array.from({ length: NC }, (_, j) => (this.lossless || !this.compTable[j] ? 0 : tableOf(this.compTable[j], this.ck[j])));
-    const P = alloc(96 + 32 * NC, 'profile');   // the last allocation: the views below stay valid
+    // the palette's entry components: maxU, neg, the lane constants of words 2 + j, the float table
+    const PN = 3 * this.K, PK0 = this.palette ? laneConstants(2 + PN, 0) : null, PK1 = this.palette ? laneConstants(2 + PN, 1) : null;
+    const pt = this.palette ? Array.from({ length: PN }, (_, r) => tableOf(this.restCompTable[r], this.restWidth)) : [];
+    const desc = this.palette ? alloc(32 * PN, 'profile') : 0;
+    if (desc) ptrs.push(desc);
+    const P = alloc(128 + 32 * NC, 'profile');   // the last allocation: the views below stay valid
     ptrs.push(P);
     const v = views(), u = v.u32, f = v.f64, w = P >> 2;
-    u.fill(0, w, w + 24 + 8 * NC);
+    u.fill(0, w, w + 32 + 8 * NC);
     u[w] = NC; u[w + 1] = this.R; u[w + 2] = this.stride; u[w + 3] = this.K; u[w + 4] = this.lossless ? 1 : 0;
     u[w + 5] = this.S; u[w + 6] = K0[0]; u[w + 7] = K0[1]; u[w + 8] = K1[0]; u[w + 9] = K1[1];
-    u[w + 10] = rot; u[w + 11] = 16 + 3 * this.K;
+    u[w + 10] = rot; u[w + 11] = 16 + (this.palette ? 1 : 3 * this.K);
     const fo = (P + 48) >> 3;
     f[fo] = g.originX; f[fo + 1] = g.originY; f[fo + 2] = g.originZ; f[fo + 3] = g.cellSize; f[fo + 4] = this.posStep || 0;
     v.f32[(P + 88) >> 2] = FREED_OPACITY;
     v.u16[(P + 92) >> 1] = 4 * ZERO_FLOATS[0]; v.u16[(P + 94) >> 1] = 4 * ZERO_FLOATS[1];
+    if (this.palette) {
+      u[w + 24] = this.palette; u[w + 25] = PN; u[w + 26] = this.restWidth; u[w + 27] = desc;
+      for (let r = 0; r < PN; r++) {
+        const c = (desc >> 2) + 8 * r;
+        u.fill(0, c, c + 8);
+        u[c] = this.restMaxU[r]; u[c + 1] = this.restNeg[r]; u[c + 2] = PK0[r + 2]; u[c + 3] = PK1[r + 2]; u[c + 4] = pt[r];
+      }
+    }
     for (let j = 0; j < NC; j++) {
-      const c = w + 24 + 8 * j;
+      const c = w + 32 + 8 * j;
       u[c] = this.ck[j]; u[c + 1] = this.ci[j]; u[c + 2] = this.dataOff[j]; u[c + 3] = K0[j + 2]; u[c + 4] = K1[j + 2];
       u[c + 5] = this.compMaxU[j]; u[c + 6] = this.compMinNegU[j];
       u[c + 7] = tp[j];
@@ -198,9 +232,10 @@ export class Profile {
     this.rotTable = new Float64Array(rn + 1);
     for (let c = 0; c <= rn; c++) this.rotTable[c] = c * Math.SQRT2 / rn - Math.SQRT1_2;
     this.posStep = this.grid.cellSize / 2 ** q.positionBits;
-    // SH_REST: per degree, a table over the unsigned pattern of width w (signed reading)
+    // SH_REST (of a Gaussian, or of a palette entry): per degree, a table over the unsigned pattern
+    // of width w (signed reading)
     this.restTables = [];
-    const w = this.attrWidth[5], size = 2 ** (8 * w);
+    const w = this.restWidth, size = 2 ** (8 * w);
     for (let l = 1; l <= this.shDegree; l++) {
       const M = this.restM[l - 1], step = q.restRange[l - 1] / M, t = new Float32Array(size);
       for (let u = 0; u < size; u++) { const c = u >= size / 2 ? u - size : u; t[u] = c * step; }
@@ -208,11 +243,17 @@ export class Profile {
     }
     this.restCompTable = [];
     for (let r = 0; r < 3 * this.K; r++) this.restCompTable.push(this.restTables[this.degreeOf(r) - 1]);
+    // a palette index's slot float is the index itself (layout.mjs)
+    this.indexTable = null;
+    if (this.palette) {
+      this.indexTable = new Float32Array(this.palette);
+      for (let e = 0; e < this.palette; e++) this.indexTable[e] = e;
+    }
     // per component: the table from code to float (null for POSITION and ROTATION, computed)
     this.compTable = [];
     for (let j = 0; j < this.NC; j++) {
       this.compTable.push(j < 3 || (j >= 6 && j < 10) ? null : j < 6 ? this.scaleTable : j === 10 ? this.opacityTable
-        : j < 14 ? this.dcTable : this.restCompTable[j - 14]);
+        : j < 14 ? this.dcTable : this.palette ? this.indexTable : this.restCompTable[j - 14]);
     }
   }
 }

@@ -19,12 +19,20 @@
 //                  //    ascending, unique; full === true when the generation changed since the
 //                  //    last call (then slots may be empty and everything < highWater is to be
 //                  //    re-uploaded)
+//     paletteSize  // P, entries of the stream's SH palette (SPEC 5.9); 0: none
+//     paletteData  // with a palette: Float32Array(P * 3K), entry e's dequantized SH rest floats at
+//                  //    [e * 3K, (e + 1) * 3K), channel-major (a view of the decoder's wasm memory,
+//                  //    like data); a slot's float 16 is then the index of its entry
+//     takePaletteDirty() // -> [lo, hi): the entries set since the last call lie in it (lo >= hi:
+//                  //    none); after a generation change the whole palette is to be re-uploaded
 //   }
 //
 //   Slot layout: decoder/layout.mjs (the dequantized floats of the state's codes, PLY conventions).
+//   A palette entry that changes changes the SH of every Gaussian that names it: their slots are not
+//   rewritten (they hold the index), so the renderer resolves the index at draw time.
 //
 //   The store is mutated only by Decoder.readFrame after a frame has fully validated, so a
-//   failed frame leaves data, highWater, live, generation and the dirty set untouched.
+//   failed frame leaves data, highWater, live, generation, the palette and the dirty sets untouched.
 //   A keyframe replaces everything (generation++); ADDs reuse freed slots (free list, most
 //   recently freed first) before growing highWater; when more slots are free than live (and more
 //   than 4096), the live slots are compacted down in slot order (generation++).
@@ -47,7 +55,7 @@ export const COMPACT_MIN_FREE = 4096;
 const ALIVE = 1;
 // ST field word indices (kernel.ts)
 const F_ROWS = 1, F_DATA = 2, F_CAP = 3, F_HW = 4, F_LIVE = 5, F_LANE0 = 6, F_LANE1 = 7, F_GEN = 8;
-const F_IDSIZE = 12, F_FREE = 13, F_FREECOUNT = 14, F_DIRTYLIST = 16, F_DIRTYCOUNT = 17;
+const F_IDSIZE = 12, F_FREE = 13, F_FREECOUNT = 14, F_DIRTYLIST = 16, F_DIRTYCOUNT = 17, F_PALCODES = 18, F_PALFLOATS = 19;
 
 const big = (lo, hi) => (BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0);
 
@@ -79,7 +87,10 @@ export class SceneStore {
     this.NC = profile.NC;
     this.stride = profile.stride;
     this.R = profile.R; this.ck = profile.ck; this.ci = profile.ci;
+    this.paletteSize = profile.palette;
     this._dataView = null;
+    this._palView = null;
+    this._palLo = 0; this._palHi = 0;
   }
 
   /** Frees the store's kernel memory (the store is unusable afterwards). */
@@ -115,6 +126,31 @@ export class SceneStore {
     if (d && d.buffer === v.f32.buffer && d.byteOffset === p && d.length === n) return d;
     return (this._dataView = new Float32Array(v.f32.buffer, p, n));
   }
+  /** The palette's floats (contract above), or an empty array without a palette. */
+  get paletteData() {
+    const p = this._own.st ? this._f(F_PALFLOATS) : 0;
+    if (!p) return new Float32Array(0);
+    const v = views(), n = this.paletteSize * this.profile.entryFloats, d = this._palView;
+    if (d && d.buffer === v.f32.buffer && d.byteOffset === p && d.length === n) return d;
+    return (this._palView = new Float32Array(v.f32.buffer, p, n));
+  }
+  /** The 3K codes of palette entry e (unsigned patterns of the entry code width), a copy. */
+  paletteCodes(e) {
+    const n = this.profile.entryFloats, w = this.profile.restWidth, p = this._f(F_PALCODES), v = views();
+    return Uint32Array.from(w === 1 ? v.u8.subarray(p + n * e, p + n * (e + 1)) : v.u16.subarray((p >> 1) + n * e, (p >> 1) + n * (e + 1)));
+  }
+  /** Records that palette entries [lo, hi) were set (the commit of a frame). */
+  _paletteSet(lo, hi) {
+    if (this._palLo >= this._palHi) { this._palLo = lo; this._palHi = hi; } else {
+      this._palLo = Math.min(this._palLo, lo); this._palHi = Math.max(this._palHi, hi);
+    }
+  }
+  takePaletteDirty() {
+    const r = [this._palLo, this._palHi];
+    this._palLo = 0; this._palHi = 0;
+    return r;
+  }
+
   /** The rows (u32 words, R per slot): tests and tools. */
   get rows() { const p = this._f(F_ROWS) >> 2; return views().u32.subarray(p, p + this.capacity * this.R); }
   _word(s, i) { return views().u32[(this._f(F_ROWS) >> 2) + s * this.R + i]; }
@@ -212,6 +248,8 @@ export class SceneStore {
     if (finalizer) finalizer.unregister(t._own);
     this._gen = before + 1 - this._f(F_GEN);
     this._dataView = null;
+    this._palView = null;
+    this._palLo = 0; this._palHi = 0;   // the generation changed: the whole palette is new
   }
 
   /** The live Gaussians as {id: BigInt, slot, codes: Uint32Array(NC)}, ids ascending (tests, tools). */

@@ -3,13 +3,22 @@ import { Decoder } from './decoder.mjs';
 import { GsdError } from './errors.mjs';
 
 /**
- * Decodes a stream record by record with `dec` (a Decoder; a new one by default) and returns the
- * conformance transcript (conformance/README.md): ['header ok', 'frame 0 ok 2:...', ...], stopping
- * at the first error ('header error CODE' / 'frame K error CODE'). onFrame(k, result) is called
- * after every applied frame.
+ * Decodes a stream record by record with `dec` (a Decoder; a new one by default, disposed at the
+ * end) and returns the conformance transcript (conformance/README.md): ['header ok', 'frame 0 ok
+ * 2:...', ...], stopping at the first error ('header error CODE' / 'frame K error CODE').
+ * onFrame(k, result) is called after every applied frame.
  */
 export function decodeStreamLines(u8, { decoder, limits, onFrame } = {}) {
-  const dec = decoder || new Decoder({ limits });
+  if (decoder) return transcript(decoder, u8, onFrame);
+  const dec = new Decoder({ limits });
+  try {
+    return transcript(dec, u8, onFrame);
+  } finally {
+    dec.dispose();   // its wasm memory now, not when it is collected (a loop over many streams)
+  }
+}
+
+function transcript(dec, u8, onFrame) {
   const out = [];
   let pos;
   try {

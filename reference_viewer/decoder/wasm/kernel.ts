@@ -17,16 +17,23 @@
 //   40 rotTable (f64[2^rotationBits] pointer), 44 padFirst (16 + 3K: the first float after the SH rest),
 //   48 originX, 56 originY, 64 originZ, 72 cellSize, 80 posStep (f64), 88 the freed slot's
 //   opacity (f32), 92 the two zero floats among the attributes (byte offsets, u16 each),
-//   96 + 32 j: component j: 0 width (1, 2, 4), 4 ci (index in the row in units of the width),
+//   96 palN (entries of the SH palette, SPEC 5.9; 0: none), 100 palNC (3K codes per entry),
+//   104 palW (their width, 1 or 2), 108 palDesc (pointer: 32 bytes per entry component j: 0 maxU,
+//     4 neg, 8 k0, 12 k1 (lane constants of word j + 2 of an entry's record), 16 table (f32 pointer,
+//     one entry per pattern of width palW)),
+//   128 + 32 j: component j: 0 width (1, 2, 4), 4 ci (index in the row in units of the width),
 //     8 dataOff (float index in the slot), 12 k0, 16 k1 (lane constants of word j + 2),
 //     20 maxU, 24 neg (0: none), 28 table (f32 pointer, one entry per valid code, 0: none).
 //   A code v is invalid iff (lossless) its exponent bits are all ones, else iff v > maxU and
-//   (neg == 0 or v < neg).
+//   (neg == 0 or v < neg). With a palette, SH_REST is one component (14): the u16 index of an
+//   entry, valid below palN, and its table maps the index to its value as a float.
 //
 // Store ST (allocated by storeNew):
 //   0 P, 4 rows, 8 data, 12 capacity, 16 highWater, 20 live, 24 lane0, 28 lane1, 32 generation,
 //   36 ids (id table), 40 idCap, 44 idShift, 48 idSize, 52 freeList, 56 freeCount, 60 dirtyBits,
-//   64 dirtyList (capacity entries), 68 dirtyCount.
+//   64 dirtyList (capacity entries), 68 dirtyCount, 72 palCodes (palN x palNC codes of width palW,
+//   entry e at palCodes + palW palNC e, channel-major), 76 palFloats (palN x palNC f32, likewise).
+//   The palette starts all zero (SPEC 2.5); a keyframe's store is a new one.
 //   Row of slot s: R u32 words at rows + 4 R s: 0-1 id (u64), 2 s0, 3 s1 (pre-fmix32 lane sums of
 //   the record, SPEC 7.5), 4 mark (staged-delete stamp), 5 flags (bit 0 alive), then the codes.
 //   Slot floats at data + 4 stride s (decoder/layout.mjs).
@@ -38,9 +45,12 @@
 //   32 os0, 36 os1 (i32[n]), 40 doneI, 44 doneC (UPDATE progress), 52 errJ, 56 lane0, 60 lane1,
 //   64 + 8 c: component c (ascending j): 0 j, 4 src (nc columns of n codes at the width of j);
 //   then 32 bytes per component of the kernel's own (a table of the block's components).
+//
+// Palette block PB (one PALETTE block, written by JavaScript per frame): the layout of BL with
+//   4 the entry indices (u16[n]) in place of the ids and nc = palNC components (entry code j).
 
 const H_MARK: u32 = 4, H_FLAGS: u32 = 5;   // row words (the sums are words 2 and 3: bytes 8, 12)
-const PC: usize = 96;
+const PC: usize = 128;
 
 // ------------------------------------------------------------------ memory
 export function alloc(n: usize): usize { return heap.alloc(n > 0 ? n : 4); }
@@ -257,6 +267,31 @@ export function checkCells(c: usize, n: u32, cb: u32): i32 {
   return 0;
 }
 
+/**
+ * The indices of one PALETTE block (u16[n]): 0 when every index < palN and they are strictly
+ * ascending; 1 an index outside the palette, 2 equal neighbours, 3 descending (SPEC 6.2).
+ */
+export function checkPalIdx(idx: usize, n: u32, palN: u32): i32 {
+  let prev: u32 = 0;
+  for (let i: usize = 0; i < n; i++) {
+    const v = <u32>load<u16>(idx + 2 * i);
+    if (v >= palN) return 1;
+    if (i > 0) { if (v == prev) return 2; if (v < prev) return 3; }
+    prev = v;
+  }
+  return 0;
+}
+
+/** Sets the bits of a block's indices in the bit set `bits`; 1 when one was set already (an index in two blocks). */
+export function markPalIdx(bits: usize, idx: usize, n: u32): i32 {
+  for (let i: usize = 0; i < n; i++) {
+    const v = <usize>load<u16>(idx + 2 * i), w = bits + 4 * (v >>> 5), m: u32 = 1 << <u32>(v & 31), b = load<u32>(w);
+    if (b & m) return 1;
+    store<u32>(w, b | m);
+  }
+  return 0;
+}
+
 // ------------------------------------------------------------------ digest (SPEC 7)
 @inline function fmix32(h: u32): u32 {
   h ^= h >>> 16; h *= 0x85EBCA6B; h ^= h >>> 13; h *= 0xC2B2AE35; h ^= h >>> 16;
@@ -374,11 +409,18 @@ export function storeNew(P: usize, cap: u32): usize {
   store<usize>(st, rows, 4); store<usize>(st, data, 8); store<u32>(st, cap, 12);
   store<usize>(st, t, 36); store<u32>(st, c, 40); store<u32>(st, 64 - ctz(c), 44);
   store<usize>(st, free, 52); store<usize>(st, bits, 60); store<usize>(st, list, 64);
+  const pn = load<u32>(P, 96);
+  if (pn) {   // the SH palette, all zero
+    const pc = <u64>pn * <u64>load<u32>(P, 100), codes = block(pc, load<u32>(P, 104)), floats = block(pc, 4);
+    memory.fill(codes, 0, <usize>(pc * load<u32>(P, 104))); memory.fill(floats, 0, <usize>(pc * 4));
+    store<usize>(st, codes, 72); store<usize>(st, floats, 76);
+  }
   return st;
 }
 export function storeFree(st: usize): void {
   heap.free(load<usize>(st, 4)); heap.free(load<usize>(st, 8)); heap.free(load<usize>(st, 36));
   heap.free(load<usize>(st, 52)); heap.free(load<usize>(st, 60)); heap.free(load<usize>(st, 64));
+  release(load<usize>(st, 72)); release(load<usize>(st, 76));
   heap.free(st);
 }
 
@@ -731,6 +773,59 @@ export function updUndo(st: usize, bl: usize): void {
     if (i < doneI) { store<u32>(row, load<u32>(os0 + 4 * i), 8); store<u32>(row, load<u32>(os1 + 4 * i), 12); }
   }
   store<u32>(bl, 0, 40); store<u32>(bl, 0, 44);
+}
+
+// ------------------------------------------------------------------ SH palette (SPEC 5.9, 6.3 step 2a)
+/**
+ * A PALETTE block against the store's palette, without writing (SPEC 6.3 step 2a, 7.1): every
+ * entry code valid (2: BAD_VALUE, errJ = its component j); lane0/lane1 of the record = the change
+ * of the lanes: the records (w_0 = e, w_1 = 0xFFFFFFFF, the codes) of the non-zero new entries
+ * added, those of the non-zero entries they replace subtracted. Returns 0 when it passes. The
+ * indices were checked (< palN, none twice in the frame), so each entry is replaced once per frame.
+ */
+export function palStage(st: usize, pb: usize): i32 {
+  const P = load<usize>(st), n = <usize>load<u32>(pb), idx = load<usize>(pb, 4), nc = <usize>load<u32>(pb, 12);
+  const w = load<u32>(P, 104), desc = load<usize>(P, 108), pnc = <usize>load<u32>(P, 100), codes = load<usize>(st, 72);
+  const a0 = load<u32>(P, 24), t0 = 0xFFFFFFFF * load<u32>(P, 28), a1 = load<u32>(P, 32), t1 = 0xFFFFFFFF * load<u32>(P, 36);
+  let l0: u32 = 0, l1: u32 = 0;
+  for (let i: usize = 0; i < n; i++) {
+    const e = <u32>load<u16>(idx + 2 * i);
+    // the new entry, from the block's columns
+    let s0 = e * a0 + t0, s1 = e * a1 + t1, nz: u32 = 0;
+    for (let c: usize = 0; c < nc; c++) {
+      const j = <usize>load<u32>(pb + 64 + 8 * c), src = load<usize>(pb + 64 + 8 * c, 4), dj = desc + 32 * j;
+      const v = w == 1 ? <u32>load<u8>(src + i) : <u32>load<u16>(src + 2 * i), neg = load<u32>(dj, 4);
+      if (v > load<u32>(dj) && (neg == 0 || v < neg)) { store<u32>(pb, <u32>j, 52); return 2; }
+      s0 += v * load<u32>(dj, 8); s1 += v * load<u32>(dj, 12); nz |= v;
+    }
+    if (nz) { l0 += fmix32(s0); l1 += fmix32(s1); }
+    // the entry it replaces, from the state
+    const row = codes + <usize>w * pnc * <usize>e;
+    s0 = e * a0 + t0; s1 = e * a1 + t1; nz = 0;
+    for (let j: usize = 0; j < pnc; j++) {
+      const v = w == 1 ? <u32>load<u8>(row + j) : <u32>load<u16>(row + 2 * j), dj = desc + 32 * j;
+      s0 += v * load<u32>(dj, 8); s1 += v * load<u32>(dj, 12); nz |= v;
+    }
+    if (nz) { l0 -= fmix32(s0); l1 -= fmix32(s1); }
+  }
+  store<u32>(pb, l0, 56); store<u32>(pb, l1, 60);
+  return 0;
+}
+
+/** Writes a staged PALETTE block (palStage passed) into the store's palette: codes and floats. */
+export function palCommit(st: usize, pb: usize): void {
+  const P = load<usize>(st), n = <usize>load<u32>(pb), idx = load<usize>(pb, 4), nc = <usize>load<u32>(pb, 12);
+  const w = <usize>load<u32>(P, 104), desc = load<usize>(P, 108), pnc = <usize>load<u32>(P, 100);
+  const codes = load<usize>(st, 72), floats = load<usize>(st, 76);
+  for (let i: usize = 0; i < n; i++) {
+    const e = <usize>load<u16>(idx + 2 * i), row = codes + w * pnc * e, f = floats + 4 * pnc * e;
+    for (let c: usize = 0; c < nc; c++) {
+      const j = <usize>load<u32>(pb + 64 + 8 * c), src = load<usize>(pb + 64 + 8 * c, 4), T = load<usize>(desc + 32 * j, 16);
+      const v = w == 1 ? <usize>load<u8>(src + i) : <usize>load<u16>(src + 2 * i);
+      if (w == 1) store<u8>(row + j, <u8>v); else store<u16>(row + 2 * j, <u16>v);
+      store<f32>(f + 4 * j, load<f32>(T + (v << 2)));
+    }
+  }
 }
 
 // ------------------------------------------------------------------ commit (after every check)
