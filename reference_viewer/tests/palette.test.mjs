@@ -4,12 +4,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Decoder, GsdError, decodeStreamLines, recordHashes, digestText } from '../decoder/index.mjs';
 import { H_MARK } from '../decoder/store.mjs';
-import { ROOT, records } from './helpers.mjs';
+import { splitStream } from '../app/records.mjs';
 
-const DIR = join(ROOT, 'reference_viewer', 'tests', 'data', 'palette');
+const DIR = join(dirname(fileURLToPath(import.meta.url)), 'data', 'palette');
 const { cases } = JSON.parse(readFileSync(join(DIR, 'cases.json'), 'utf8'));
 const bytes = (c) => new Uint8Array(readFileSync(join(DIR, c.file)));
 const byName = (n) => cases.find((c) => c.name === n);
@@ -83,13 +84,13 @@ test('valid streams: digest from scratch after every frame, index floats, entry 
 });
 
 test('a keyframe starts from an all-zero palette', () => {
-  const c = byName('keyframe_resets_palette'), u8 = bytes(c), rec = records(u8), dec = new Decoder();
+  const c = byName('keyframe_resets_palette'), u8 = bytes(c), { frames } = splitStream(u8), dec = new Decoder();
   dec.readHeader(u8);
-  for (const [a, b] of rec.slice(1, -1)) dec.readFrame(u8.subarray(a, b));
+  for (const f of frames.slice(0, -1)) dec.readFrame(f);
   const s = dec.store;
   assert.ok(s.paletteCodes(3).some((x) => x !== 0));
   const gen = s.generation;
-  dec.readFrame(u8.subarray(...rec.at(-1)));
+  dec.readFrame(frames.at(-1));
   assert.notEqual(s.generation, gen);
   assert.equal(s.live, 0);
   assert.ok(s.paletteCodes(9).some((x) => x !== 0));
@@ -117,11 +118,11 @@ function snapshot(dec) {
 test('a rejected frame leaves the state, the palette and its floats exactly as they were', () => {
   let checked = 0;
   for (const c of cases.filter((x) => x.error && !x.name.startsWith('hdr_'))) {
-    const u8 = bytes(c), rec = records(u8), dec = new Decoder({ limits: c.limits });
+    const u8 = bytes(c), { frames } = splitStream(u8), dec = new Decoder({ limits: c.limits });
     dec.readHeader(u8);
-    for (const [a, b] of rec.slice(1, -1)) dec.readFrame(u8.subarray(a, b));
+    for (const f of frames.slice(0, -1)) dec.readFrame(f);
     const before = snapshot(dec);
-    assert.throws(() => dec.readFrame(u8.subarray(...rec.at(-1))), (e) => e instanceof GsdError && e.code === c.error, c.name);
+    assert.throws(() => dec.readFrame(frames.at(-1)), (e) => e instanceof GsdError && e.code === c.error, c.name);
     assert.deepEqual(snapshot(dec), before, c.name);
     dec.dispose();
     checked++;
@@ -130,14 +131,14 @@ test('a rejected frame leaves the state, the palette and its floats exactly as t
 });
 
 test('PALETTE frames mark the entries they set for the renderer; slots of the Gaussians using them are not rewritten', () => {
-  const c = byName('scene_deg3_p4096'), u8 = bytes(c), rec = records(u8), dec = new Decoder();
+  const c = byName('scene_deg3_p4096'), u8 = bytes(c), { frames } = splitStream(u8), dec = new Decoder();
   dec.readHeader(u8);
   const s = dec.store;
-  for (const [k, [a, b]] of rec.slice(1).entries()) {
+  for (const [k, f] of frames.entries()) {
     s.takeDirty();
     s.takePaletteDirty();
     const pd = s.paletteData.slice();
-    const r = dec.readFrame(u8.subarray(a, b));
+    const r = dec.readFrame(f);
     const [lo, hi] = s.takePaletteDirty(), now = s.paletteData, n3 = 3 * dec.profile.K;
     if (r.keyframe) { assert.equal(s.takeDirty().full, true); continue; }
     // every entry whose floats changed lies in [lo, hi)
