@@ -11,8 +11,12 @@
  *                when the adapter has 'timestamp-query'; default true)
  *   r.sync(store)        upload what changed in the store since the last sync: coalesced runs of
  *                        store.takeDirty().slots through queue.writeBuffer; a full upload when takeDirty()
- *                        says full, when store.generation changed, or when capacity/stride grew.
- *                        Returns { full, runs, bytes }.
+ *                        says full, when store.generation changed, or when capacity/stride grew. With an
+ *                        SH palette (store.paletteSize > 0, SPEC 5.9) also the palette: the entries of
+ *                        store.takePaletteDirty(), or all of store.paletteData on a full upload; the
+ *                        shader resolves each slot's index there, so an entry that changes changes every
+ *                        Gaussian naming it without a write to their slots.
+ *                        Returns { full, runs, bytes, paletteBytes }.
  *   r.render(camera)     draw slots [0, store.highWater) into the linear float target and, with a canvas,
  *                        present it (clipped to [0, 1]). camera = { viewMatrix, fx, fy, cx, cy, width, height }
  *                        with viewMatrix the world-to-camera 4x4 [R | t; 0 0 0 1] in OpenCV axes (+x right,
@@ -98,7 +102,11 @@ export class Renderer {
       this.context.configure({ device, format: this.canvasFormat, alphaMode: 'opaque' });
     }
     this.sorter = new RadixSort(device);
-    this.params = device.createBuffer({ size: 128, usage: U.UNIFORM | U.COPY_DST });
+    this.params = device.createBuffer({ size: 144, usage: U.UNIFORM | U.COPY_DST });
+    // the SH palette's floats (a stand-in of 16 bytes while the scene has none)
+    this.palette = device.createBuffer({ size: 16, usage: U.STORAGE | U.COPY_DST, label: 'palette' });
+    this.paletteBytes = 0;
+    this.paletteOn = false;
     this.viewport = device.createBuffer({ size: 16, usage: U.UNIFORM | U.COPY_DST });
     this.drawArgs = device.createBuffer({ size: 16, usage: U.INDIRECT | U.STORAGE | U.COPY_DST | U.COPY_SRC });
     this.countRead = device.createBuffer({ size: 4, usage: U.MAP_READ | U.COPY_DST });
@@ -158,15 +166,40 @@ export class Renderer {
     this.sorter.ensure(cap);
     this.capacity = capacity;
     this.stride = stride;
-    this.projectGroup = d.createBindGroup({
-      layout: this.projectPipeline.getBindGroupLayout(0),
-      entries: [this.params, this.splats, this.proj, this.sorter.keysA, this.sorter.valsA, this.drawArgs]
-        .map((buffer, binding) => ({ binding, resource: { buffer } })),
-    });
+    this._bindProject();
     this.rasterGroup = d.createBindGroup({
       layout: this.rasterPipeline.getBindGroupLayout(0),
       entries: [this.proj, this.sorter.valsA, this.viewport].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
+  }
+
+  _bindProject() {
+    this.projectGroup = this.device.createBindGroup({
+      layout: this.projectPipeline.getBindGroupLayout(0),
+      entries: [this.params, this.splats, this.proj, this.sorter.keysA, this.sorter.valsA, this.drawArgs, this.palette]
+        .map((buffer, binding) => ({ binding, resource: { buffer } })),
+    });
+  }
+
+  /** Uploads the palette's entries [lo, hi) (all of them when `all`, or when the buffer is new). */
+  _syncPalette(store, all) {
+    const P = store.paletteSize || 0;
+    this.paletteOn = P > 0;
+    if (!P) return 0;
+    const n3 = 3 * store.restCount, size = P * n3 * 4, q = this.device.queue;
+    if (size > this.paletteBytes) {
+      this.palette.destroy();
+      this.palette = this.device.createBuffer({ size, usage: U.STORAGE | U.COPY_DST, label: 'palette' });
+      this.paletteBytes = size;
+      if (this.splats) this._bindProject();
+      all = true;
+    }
+    let [lo, hi] = store.takePaletteDirty();
+    if (all) { lo = 0; hi = P; }
+    if (!(hi > lo)) return 0;
+    const pd = store.paletteData, b = lo * n3 * 4, n = (hi - lo) * n3 * 4;
+    q.writeBuffer(this.palette, b, pd.buffer, pd.byteOffset + b, n);
+    return n;
   }
 
   /** Upload the store's changes since the last sync (see the module comment). */
@@ -206,12 +239,13 @@ export class Renderer {
         write(s0, Math.min(s1, capacity));
       }
     }
+    const paletteBytes = this._syncPalette(store, full);
     const st = this.stats;
     st.uploads += 1;
     st.fullUploads += full ? 1 : 0;
     st.uploadRuns += runs;
-    st.uploadBytes += bytes;
-    return { full, runs, bytes };
+    st.uploadBytes += bytes + paletteBytes;
+    return { full, runs, bytes, paletteBytes };
   }
 
   _writeCamera(cam) {
@@ -224,14 +258,14 @@ export class Renderer {
     const centre = [0, 1, 2].map((j) => -(R[0][j] * t[0] + R[1][j] * t[1] + R[2][j] * t[2]));
     const hx = 0.5 * W / fx, hy = 0.5 * H / fy;
     const lim = [(W - cx) / fx + 0.3 * hx, cx / fx + 0.3 * hx, (H - cy) / fy + 0.3 * hy, cy / fy + 0.3 * hy];
-    const buf = new ArrayBuffer(128);
+    const buf = new ArrayBuffer(144);
     const f = new Float32Array(buf);
     f.set([m[0], m[1], m[2], m[3], m[4], m[5], m[6], m[7], m[8], m[9], m[10], m[11]], 0);
     f.set(centre, 12);
     f.set([fx, fy, cx, cy], 16);
     f.set(lim, 20);
     f.set([W, H, 0, 0], 24);
-    new Uint32Array(buf, 112, 4).set([this.highWater, this.stride, this.restCount, this.shDegree]);
+    new Uint32Array(buf, 112, 8).set([this.highWater, this.stride, this.restCount, this.shDegree, this.paletteOn ? 1 : 0]);
     this.device.queue.writeBuffer(this.params, 0, buf);
   }
 
@@ -362,7 +396,7 @@ export class Renderer {
   }
 
   destroy() {
-    for (const b of [this.splats, this.proj, this.params, this.viewport, this.drawArgs, this.countRead, this.target]) b?.destroy();
+    for (const b of [this.splats, this.proj, this.params, this.viewport, this.drawArgs, this.countRead, this.target, this.palette]) b?.destroy();
   }
 }
 

@@ -1,6 +1,7 @@
 // WGSL sources of the renderer (plain strings so the module loads in a browser and in node alike).
 // Conventions: SPEC.md Appendix B, the same as quality/rasterizer.py. The slot floats they read
-// (data[b + k]) are laid out as decoder/layout.mjs says.
+// (data[b + k]) are laid out as decoder/layout.mjs says; with an SH palette (SPEC 5.9) a slot's SH
+// rest floats are those of the palette entry whose index is its float 16 (pal[e * 3K + k]).
 
 // ---------------------------------------------------------------------------------------- project
 // One invocation per slot in [0, n): cull, EWA-project, evaluate SH, write the screen-space splat,
@@ -14,6 +15,7 @@ struct Params {
   lim: vec4f,                        // x' upper, x' lower (magnitude), y' upper, y' lower
   size: vec4f,                       // W H
   n: u32, stride: u32, K: u32, deg: u32,
+  pal: u32, pad0: u32, pad1: u32, pad2: u32,   // pal != 0: SH rest from the palette
 }
 struct DrawArgs { vertexCount: u32, instanceCount: atomic<u32>, firstVertex: u32, firstInstance: u32 }
 
@@ -23,6 +25,7 @@ struct DrawArgs { vertexCount: u32, instanceCount: atomic<u32>, firstVertex: u32
 @group(0) @binding(3) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(4) var<storage, read_write> vals: array<u32>;
 @group(0) @binding(5) var<storage, read_write> draw: DrawArgs;
+@group(0) @binding(6) var<storage, read> pal: array<f32>;   // palette entries, 3K floats each
 
 const NEAR = 0.01;
 const ALPHA_MIN = 0.00392156862745098;  // 1/255
@@ -42,8 +45,11 @@ const C34 = -0.4570457994644658;
 const C35 = 1.445305721320277;
 const C36 = -0.5900435899266435;
 
-fn shc(b: u32, k: u32) -> vec3f {   // SH rest coefficient k (0-based) of R, G, B: channel-major
-  let o = b + 16u + k;
+// SH rest coefficient k (0-based) of R, G, B (channel-major) from its first float o: in the slot
+// (o = b + 16), or with a palette in the entry (o = index * 3K)
+fn shc(o0: u32, k: u32) -> vec3f {
+  let o = o0 + k;
+  if (P.pal != 0u) { return vec3f(pal[o], pal[o + P.K], pal[o + 2u * P.K]); }
   return vec3f(data[o], data[o + P.K], data[o + 2u * P.K]);
 }
 
@@ -102,18 +108,19 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   d = select(d, d / dn, dn > 0.0);
   var col = C0 * vec3f(data[b + 12u], data[b + 13u], data[b + 14u]);
   if (P.deg >= 1u) {
+    let sb = select(b + 16u, u32(data[b + 16u]) * 3u * P.K, P.pal != 0u);
     let x = d.x; let y = d.y; let zz0 = d.z;
-    col += -C1 * y * shc(b, 0u) + C1 * zz0 * shc(b, 1u) - C1 * x * shc(b, 2u);
+    col += -C1 * y * shc(sb, 0u) + C1 * zz0 * shc(sb, 1u) - C1 * x * shc(sb, 2u);
     if (P.deg >= 2u) {
       let xx = x * x; let yy = y * y; let zz = zz0 * zz0;
       let xy = x * y; let yz = y * zz0; let xz = x * zz0;
-      col += C20 * xy * shc(b, 3u) + C21 * yz * shc(b, 4u) + C22 * (2.0 * zz - xx - yy) * shc(b, 5u)
-           + C23 * xz * shc(b, 6u) + C24 * (xx - yy) * shc(b, 7u);
+      col += C20 * xy * shc(sb, 3u) + C21 * yz * shc(sb, 4u) + C22 * (2.0 * zz - xx - yy) * shc(sb, 5u)
+           + C23 * xz * shc(sb, 6u) + C24 * (xx - yy) * shc(sb, 7u);
       if (P.deg >= 3u) {
-        col += C30 * y * (3.0 * xx - yy) * shc(b, 8u) + C31 * xy * zz0 * shc(b, 9u)
-             + C32 * y * (4.0 * zz - xx - yy) * shc(b, 10u) + C33 * zz0 * (2.0 * zz - 3.0 * xx - 3.0 * yy) * shc(b, 11u)
-             + C34 * x * (4.0 * zz - xx - yy) * shc(b, 12u) + C35 * zz0 * (xx - yy) * shc(b, 13u)
-             + C36 * x * (xx - 3.0 * yy) * shc(b, 14u);
+        col += C30 * y * (3.0 * xx - yy) * shc(sb, 8u) + C31 * xy * zz0 * shc(sb, 9u)
+             + C32 * y * (4.0 * zz - xx - yy) * shc(sb, 10u) + C33 * zz0 * (2.0 * zz - 3.0 * xx - 3.0 * yy) * shc(sb, 11u)
+             + C34 * x * (4.0 * zz - xx - yy) * shc(sb, 12u) + C35 * zz0 * (xx - yy) * shc(sb, 13u)
+             + C36 * x * (xx - 3.0 * yy) * shc(sb, 14u);
       }
     }
   }
