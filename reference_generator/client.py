@@ -86,7 +86,7 @@ class Client:
                  max_bytes_per_second: int = 250_000_000, max_frame_bytes: int = 64 << 20,
                  ack: bool = True, origin: str | None = None, record: str | None = None):
         self.url = url
-        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0"], "max_sh_degree": max_sh_degree,
+        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1"], "max_sh_degree": max_sh_degree,
                       "budgets": {"max_gaussians": max_gaussians, "max_bytes_per_second": max_bytes_per_second,
                                   "max_frame_bytes": max_frame_bytes}}
         self.limits = Limits(max_gaussians=min(max_gaussians, SPEC_LIMITS.max_gaussians),

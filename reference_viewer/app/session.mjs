@@ -80,7 +80,7 @@ export class Session {
     this.ws = ws;
     ws.onopen = () => {
       this.stats.connects += 1;
-      ws.send(JSON.stringify({ type: 'hello', protocol: 'gsd/1', versions: ['1.0'],
+      ws.send(JSON.stringify({ type: 'hello', protocol: 'gsd/1', versions: ['1.0', '1.1'],
                                max_sh_degree: this.maxShDegree, budgets: this.budgets }));
       this.state = 'open';
       this.closeInfo = null;

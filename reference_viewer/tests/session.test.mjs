@@ -44,3 +44,16 @@ test('any other close: the usual backoff, no busy flag', async (t) => {
   assert.equal(s.retryMs, Math.min(first * 2, 15000));
   s.close();
 });
+
+test('the hello announces format versions 1.0 and 1.1 (SH palette streams, SPEC.md 11.2)', async () => {
+  const s = await session();
+  FakeSocket.made.length = 0;
+  s.connect();
+  const ws = FakeSocket.made[0], sent = [];
+  ws.send = (m) => sent.push(JSON.parse(m));
+  ws.onopen();
+  assert.equal(sent[0].type, 'hello');
+  assert.equal(sent[0].protocol, 'gsd/1');
+  assert.deepEqual(sent[0].versions, ['1.0', '1.1']);
+  s.close();
+});
