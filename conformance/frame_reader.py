@@ -14,7 +14,7 @@ import numpy as np
 import zstandard
 
 from . import craft
-from .attribute_codes import dtype_of
+from .attribute_codes import dtype_of, entry_dtype
 from .refmodel import Layout
 
 def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.ndarray:
@@ -48,10 +48,11 @@ class FrameOps:
     deletes: list = field(default_factory=list)    # [ids]
     ranges: list = field(default_factory=list)     # [[(first, last), ...]]
     cells: list = field(default_factory=list)      # [(level, [cell, ...])], by level
+    palettes: list = field(default_factory=list)   # [(indices, (3K, n) entry codes)]
 
     def blocks(self) -> dict:
         return {"adds": self.adds, "updates": self.updates, "deletes": self.deletes, "ranges": self.ranges,
-                "cells": self.cells}
+                "cells": self.cells, "palettes": self.palettes}
 
 
 def read_frame_ops(record: bytes, L: Layout) -> FrameOps:
@@ -69,6 +70,13 @@ def read_frame_ops(record: bytes, L: Layout) -> FrameOps:
         if b.kind == craft.DELETE_RANGES:
             r = decode_section(payload, next(secs), 2, b.count)
             ops.ranges.append([(int(x), int(y)) for x, y in r.T])
+            continue
+        if b.kind == craft.PALETTE:
+            index = decode_section(payload, next(secs), 1, b.count)[0]
+            entries = np.zeros((L.rest_comps, b.count), entry_dtype(L))
+            for rows in craft.band_rows(L.sh_degree):
+                entries[rows] = decode_section(payload, next(secs), len(rows), b.count).view(entries.dtype)
+            ops.palettes.append((index, entries))
             continue
         ids = decode_section(payload, next(secs), 1, b.count)[0]
         if b.kind == craft.DELETE_IDS:
@@ -94,7 +102,7 @@ def _attributes(payload: bytes, secs, L: Layout, mask: int, n: int) -> list[np.n
     for a in range(6):
         arr = np.zeros((L.comps(a), n), dtype_of(L, a))
         if mask >> a & 1 and L.comps(a):
-            for rows in (craft.band_rows(L.sh_degree) if a == 5 else [list(range(L.comps(a)))]):
+            for rows in (craft.band_rows(L.sh_degree) if a == 5 and not L.palette else [list(range(L.comps(a)))]):
                 arr[rows] = decode_section(payload, next(secs), len(rows), n).view(arr.dtype)
         out.append(arr)
     return out

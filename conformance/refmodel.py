@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from math import isfinite, isqrt
 
 import zstandard
@@ -126,8 +127,14 @@ def fmix32(h: int) -> int:
     return h ^ (h >> 16)
 
 
-def _constants(lane: int, words: int) -> list[int]:
-    return [fmix32(((j + 1) * 0x9E3779B1 + lane * 0x7F4A7C15) & M32) | 1 for j in range(words)]
+@lru_cache(maxsize=None)
+def _constants(lane: int, words: int) -> tuple[int, ...]:
+    return tuple(fmix32(((j + 1) * 0x9E3779B1 + lane * 0x7F4A7C15) & M32) | 1 for j in range(words))
+
+
+def record_hashes(words: list[int]) -> tuple[int, int]:
+    """(h_0, h_1) of one record's words (SPEC.md 7.2)."""
+    return tuple(fmix32(sum(x * y for x, y in zip(words, _constants(lane, len(words)))) & M32) for lane in (0, 1))
 
 
 def gaussian_words(layout: Layout, gid: int, codes: tuple) -> list[int]:
@@ -148,15 +155,11 @@ def digest(layout: Layout, gaussians: dict, palette: dict | None = None) -> tupl
     """GSD-HASH of live Gaussians (id -> codes) and palette entries (index -> codes; an entry that is
     absent or all zero is no record)."""
     lanes = [0, 0]
-    consts = {}
     records = [gaussian_words(layout, gid, codes) for gid, codes in gaussians.items()]
     records += [entry_words(layout, e, c) for e, c in (palette or {}).items() if any(c)]
     for w in records:
-        if len(w) not in consts:
-            consts[len(w)] = (_constants(0, len(w)), _constants(1, len(w)))
-        for lane in (0, 1):
-            k = consts[len(w)][lane]
-            lanes[lane] = (lanes[lane] + fmix32(sum(x * y for x, y in zip(w, k)) & M32)) & M32
+        h = record_hashes(w)
+        lanes = [(lanes[lane] + h[lane]) & M32 for lane in (0, 1)]
     return (len(gaussians), lanes[0], lanes[1])
 
 

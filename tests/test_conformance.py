@@ -17,11 +17,12 @@ import shlex
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from codec import Decoder, ErrorCode, Limits, validate_stream
 from codec.attributes import ATTRS
-from codec.profile import PRESETS
+from codec.profile import PRESETS, Profile
 from conformance import generate, runner
 from conformance import craft
 from conformance.craft import UPDATE, record_spans
@@ -102,13 +103,13 @@ def test_vector_coverage():
         dec = Decoder(limits=limits_of(v))
         dec.set_header(data)
         p = dec.header.profile
-        profiles.add((_preset_of(p), p.sh_degree))
+        profiles.update((name, p.sh_degree) for name in _presets_of(p))
         if p.sh_degree == 3:
             masks_sh3.update(b.mask for b in blocks if b.kind == UPDATE)
     assert masks_sh3 == set(range(1, 64)), "all 63 UPDATE masks at SH degree 3"
     assert {(name, d) for name in PRESETS for d in range(4)} <= profiles
-    assert {1, 2, 3, 4, 5} <= kinds_valid and any(k >= 128 for k in kinds_valid)
-    assert 0 in kinds_invalid and any(6 <= k <= 127 for k in kinds_invalid)
+    assert {1, 2, 3, 4, 5, 6} <= kinds_valid and any(k >= 128 for k in kinds_valid)
+    assert 0 in kinds_invalid and any(7 <= k <= 127 for k in kinds_invalid)
 
     by_limit: dict[str, set] = {}
     for v in VECTORS:
@@ -118,16 +119,20 @@ def test_vector_coverage():
         assert {"valid", "LIMIT_EXCEEDED"} <= by_limit.get(name, set()), f"{name}: needs an at- and a past-limit vector"
 
 
-def _preset_of(p) -> str:
-    for name, q in PRESETS.items():
-        if q is None and p.quant is None:
-            return name
-        if q is not None and p.quant is not None:
-            d = p.sh_degree
-            same = all(getattr(q, f) == getattr(p.quant, f) for f in q.__dataclass_fields__ if not f.startswith("rest"))
-            if same and q.rest_bits[:d] == p.quant.rest_bits[:d] and q.rest_range[:d] == p.quant.rest_range[:d]:
-                return name
-    return "custom"
+def _presets_of(p) -> set[str]:
+    """The presets whose quantization at p's SH degree is p's (at degree 0 'small' has no palette, so it is
+    'compact'), or {"custom"}."""
+    d, out = p.sh_degree, set()
+    for name in PRESETS:
+        q = Profile.preset(name, d).quant
+        if q is None or p.quant is None:
+            if q is None and p.quant is None:
+                out.add(name)
+            continue
+        same = all(getattr(q, f) == getattr(p.quant, f) for f in q.__dataclass_fields__ if not f.startswith("rest"))
+        if same and q.rest_bits[:d] == p.quant.rest_bits[:d] and q.rest_range[:d] == p.quant.rest_range[:d]:
+            out.add(name)
+    return out or {"custom"}
 
 
 @pytest.mark.parametrize("v", [v for v in VALID if "state" in v["expected"]], ids=lambda v: v["id"])
@@ -143,10 +148,17 @@ def test_codec_final_state_equals_manifest_state(v):
            for j, i in enumerate(ids)]
     assert got == v["expected"]["state"]
     p = dec.header.profile
-    layout = Layout(p.sh_degree, p.quant, p.grid.cell_bits, p.grid.slot_bits)
+    palette = {}
+    if p.palette:   # the non-zero entries of the codec's palette, as the manifest lists them
+        table = dec.state.palette
+        palette = {int(e): tuple(int(x) for x in table[:, e]) for e in np.flatnonzero(table.any(axis=0))}
+        assert [{"index": e, "sh_rest": list(c)} for e, c in sorted(palette.items())] == v["expected"]["palette"]
+    else:
+        assert "palette" not in v["expected"]
+    layout = Layout(p.sh_degree, p.quant, p.grid.cell_bits, p.grid.slot_bits, p.palette)
     state = {int(g["id"]): tuple(tuple(g[n]) for n in ATTR_NAMES) for g in v["expected"]["state"]}
     last = v["expected"]["digests"][-1] if v["expected"]["digests"] else "0:00000000:00000000"
-    assert digest_text(digest(layout, state)) == last
+    assert digest_text(digest(layout, state, palette)) == last
 
 
 # ------------------------------------------------------------------------------------------ runner
