@@ -18,8 +18,8 @@ test('every conformance vector, in-process', () => {
   assert.deepEqual(bad, []);
 });
 
-test('final code state equals the manifest state (ids ascending, codes per attribute)', () => {
-  let checked = 0;
+test('final code state equals the manifest state (ids ascending, codes per attribute; palette entries)', () => {
+  let checked = 0, palettes = 0;
   for (const v of manifest) {
     if (!v.expected.state) continue;
     const dec = new Decoder({ limits: v.limits || {} });
@@ -37,9 +37,19 @@ test('final code state equals the manifest state (ids ascending, codes per attri
         assert.deepEqual(mine, theirs, `${v.id} id ${want.id} ${ATTRS[a]}`);
       }
     });
+    if (v.expected.palette) {   // the non-zero entries of an SH palette, indices ascending (codes signed)
+      const mine = [], w = p.restWidth;
+      for (let e = 0; e < p.palette; e++) {
+        const c = dec.store.paletteCodes(e);
+        if (c.some((x) => x !== 0)) mine.push({ index: e, sh_rest: [...c].map((x) => (x >= 2 ** (8 * w - 1) ? x - 2 ** (8 * w) : x)) });
+      }
+      assert.deepEqual(mine, v.expected.palette, `${v.id} palette`);
+      palettes++;
+    }
     checked++;
   }
   assert.ok(checked > 100, `only ${checked} vectors carry a state`);
+  assert.ok(palettes > 0 || !manifest.some((v) => v.expected.palette), 'palette states checked');
 });
 
 // every row of the store but its staging mark word (a stamp the failed frame may leave behind)
@@ -59,6 +69,7 @@ function snapshot(dec) {
     seq: dec.seqBig, digest: dec.digestText(), live: s.live, highWater: s.highWater, capacity: s.capacity,
     generation: s.generation, data: s.data.slice(0, s.highWater * s.stride), rows: rowsState(s),
     dirty: s.dirtyList.slice(), free: s.freeList.slice(), ids: s.idCount,
+    palette: s.paletteData.slice(), paletteDirty: [s._palLo, s._palHi],
   };
 }
 
