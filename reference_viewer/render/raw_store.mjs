@@ -1,7 +1,7 @@
 // A minimal SceneStore (the decoder's contract) over raw slot floats, for tests and benchmarks that do
 // not go through the decoder: load(floats, count) fills slots [0, count); write(slot, floats) and
 // free(slot) edit single slots and mark them dirty, as the decoder does. The slot layout is the
-// decoder's (decoder/layout.mjs).
+// decoder's (decoder/layout.mjs), without an SH palette (the SH rest floats are in the slots).
 import { restCount, slotStride, SLOT, FREED_OPACITY } from '../decoder/layout.mjs';
 
 export class RawStore {
@@ -16,7 +16,10 @@ export class RawStore {
     this.generation = 1;
     this._dirty = new Set();
     this._full = true;
+    this.paletteSize = 0;
+    this.paletteData = new Float32Array(0);
   }
+  takePaletteDirty() { return [0, 0]; }
   load(floats, count) {
     if (count > this.capacity) {
       this.capacity = count;
