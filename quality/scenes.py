@@ -357,6 +357,21 @@ def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_
 
 
 # ------------------------------------------------------------------------------------------ markdown
+LOSSY_SOURCES = {".sog": "SOG", ".spz": "SPZ", ".compressed.ply": "compressed PLY", ".splat": ".splat",
+                 ".ksplat": ".ksplat"}
+
+
+def source_caveat(path: str) -> str:
+    """A sentence for scenes whose file was already quantized: re-encoding its decoded floats flatters lossy formats."""
+    name = path.lower()
+    fmt = next((v for k, v in LOSSY_SOURCES.items() if name.endswith(k)), None)
+    if fmt is None:
+        return ""
+    return (f" The source was already quantized by {fmt}: re-encoding its decoded values flatters the lossy "
+            "formats" + (", SOG most, as it meets its own codebooks again" if fmt == "SOG" else "")
+            + "; trainer output would score lower.")
+
+
 def scene_section(s: SceneReport) -> tuple[str, str]:
     """(markdown section, one summary line) for a measured scene."""
     from .compare import _table, fmt_psnr, mean_psnr
@@ -371,7 +386,7 @@ def scene_section(s: SceneReport) -> tuple[str, str]:
     text = (f"### {label}: {s.n:,} Gaussians, SH degree {s.sh_degree}\n\n"
             f"Source file {s.source_bytes:,} bytes ({s.source_bytes / s.n:.2f} B/Gaussian); float PLY reference "
             f"{ply:,} bytes, converted by splat-transform in {s.convert_s:.1f} s; {thinned}; scene measured in "
-            f"{s.seconds:.0f} s.\n\n"
+            f"{s.seconds:.0f} s." + source_caveat(s.path) + "\n\n"
             + _table(["format", "B/Gaussian", "of float PLY", "size / SOG", "PSNR dB", "worst view", "SSIM",
                       "encode s", "decode s", "note"], rows) + "\n")
     default = next(r for r in s.rows if r.name.endswith("(default)"))
