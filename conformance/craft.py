@@ -393,7 +393,8 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
     for ids, codes in adds:
         blocks.append(BlockFields(ADD, len(ids), 0, 0, [ids_section(ids, enc.ids)] + attr_sections(codes, 0x3F, False)))
     for ids, mask, res in updates:
-        blocks.append(BlockFields(UPDATE, len(ids), mask, 0, [ids_section(ids, enc.ids)] + attr_sections(res, mask, True)))
+        blocks.append(BlockFields(UPDATE, len(ids), mask, 0,
+                                  [ids_section(ids, enc.ids)] + attr_sections(res, mask, True)))
     for kind, arrays in ext:
         blocks.append(BlockFields(kind, 0, 0, 0, [sec(arr, 0) for arr in arrays]))
     return blocks, pl

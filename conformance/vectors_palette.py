@@ -132,7 +132,8 @@ def gen_palette(g: VectorWriter) -> None:
     assert s.model.palette == {}
     s.frame(palettes=[entries(s, [1])])
     s.valid(CAT, "a keyframe sets entries 1 and 2; a second keyframe without PALETTE blocks starts from an all-zero "
-                 "palette (its Gaussians on 1 and 2 have zero SH_REST, its digest no entry record); then entry 1 is set",
+                 "palette (its Gaussians on 1 and 2 have zero SH_REST, its digest no entry record); then entry 1 is "
+                 "set",
             SEC + [S_KEYFRAME, S_STATE, S_DIGEST])
 
     s = stream(g, "pal_several_blocks", hf_palette(2, 64))
@@ -192,7 +193,8 @@ def gen_palette(g: VectorWriter) -> None:
 
     s = stream(g, "pal_many_entries_zstd", hf_preset("small", 3))
     used = np.sort(s.rng.choice(1 << 16, 300, replace=False))
-    enc = Encoding(compression="zstd", attr=lambda a, w, r: craft.DELTA | craft.ZIGZAG | (craft.SHUFFLE if w > 1 else 0))
+    enc = Encoding(compression="zstd",
+                   attr=lambda a, w, r: craft.DELTA | craft.ZIGZAG | (craft.SHUFFLE if w > 1 else 0))
     s.frame(key=True, palettes=[entries(s, used)], adds=[(s.fresh_ids(40), using(s, 40, used))], enc=enc)
     s.valid(CAT, "300 entries and 40 Gaussians, every section zstd-compressed, entries with DELTA and ZIGZAG",
             SEC + [S_SECTIONS], state=False)
