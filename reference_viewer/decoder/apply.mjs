@@ -74,14 +74,11 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, p
   }
   live -= deleted;
   // ---- step 2a: palette entries (a keyframe's below, into the new store)
-  let nPal = 0, palLo = 0xFFFFFFFF, palHi = 0;
+  let nPal = 0;
   const palRecs = [];
   for (const b of pals) {
     nPal += b.n;
-    if (b.n === 0) continue;
-    const pb = paletteRecord(b), u16 = views().u16;
-    palLo = Math.min(palLo, u16[b.ids >> 1]); palHi = Math.max(palHi, u16[(b.ids >> 1) + b.n - 1] + 1);
-    palRecs.push(pb);
+    if (b.n > 0) palRecs.push(paletteRecord(b));
   }
   const stagePalette = (target) => {   // -> the change of the lanes
     let d0 = 0, d1 = 0;
@@ -166,12 +163,13 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, p
   // ---- step 7: commit (nothing below can fail: memory was reserved above)
   if (keyframe) {
     store._adopt(built);
+    for (const b of pals) store._paletteSet(b.ids, b.n);
   } else {
     for (const [sl, n] of delLists) K.commitDeletes(st, sl, n);
     for (const bl of addRecs) K.commitAdd(st, bl);
     for (const bl of undo) K.commitUpd(st, bl);
     for (const pb of palRecs) K.palCommit(st, pb);
-    if (palRecs.length) store._paletteSet(palLo, palHi);
+    for (const b of pals) store._paletteSet(b.ids, b.n);
     store.maybeCompact();
   }
   store.lane0 = lane0; store.lane1 = lane1;

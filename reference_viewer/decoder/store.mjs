@@ -23,8 +23,10 @@
 //     paletteData  // with a palette: Float32Array(P * 3K), entry e's dequantized SH rest floats at
 //                  //    [e * 3K, (e + 1) * 3K), channel-major (a view of the decoder's wasm memory,
 //                  //    like data); a slot's float 16 is then the index of its entry
-//     takePaletteDirty() // -> [lo, hi): the entries set since the last call lie in it (lo >= hi:
-//                  //    none); after a generation change the whole palette is to be re-uploaded
+//     paletteUsed  // entries at or past it are all zero (the highest entry set since the palette
+//                  //    started, + 1)
+//     takePaletteDirty() // -> Uint32Array: the entries set since the last call, ascending, unique;
+//                  //    after a generation change the whole palette is to be re-uploaded
 //   }
 //
 //   Slot layout: decoder/layout.mjs (the dequantized floats of the state's codes, PLY conventions).
@@ -45,6 +47,8 @@
 // its id-table entry; the floats; the id table; the free list; the dirty set (a bit per slot and a
 // list). This class reads them through views and calls the kernel for every change.
 import { K, views, allocating, arena, finalizer, blockRecord, blockField } from './kernel.mjs';
+
+const NONE = new Uint32Array(0);
 import { digestText } from './digest.mjs';
 import { H_WORDS } from './profile.mjs';
 
@@ -90,7 +94,10 @@ export class SceneStore {
     this.paletteSize = profile.palette;
     this._dataView = null;
     this._palView = null;
-    this._palLo = 0; this._palHi = 0;
+    // entries set since the renderer last took them: a flag per entry and their list
+    this._palMark = this.paletteSize ? new Uint8Array(this.paletteSize) : null;
+    this._palList = this.paletteSize ? new Uint32Array(this.paletteSize) : null;
+    this._palCount = 0; this._palUsed = 0;
   }
 
   /** Frees the store's kernel memory (the store is unusable afterwards). */
@@ -139,16 +146,30 @@ export class SceneStore {
     const n = this.profile.entryFloats, w = this.profile.restWidth, p = this._f(F_PALCODES), v = views();
     return Uint32Array.from(w === 1 ? v.u8.subarray(p + n * e, p + n * (e + 1)) : v.u16.subarray((p >> 1) + n * e, (p >> 1) + n * (e + 1)));
   }
-  /** Records that palette entries [lo, hi) were set (the commit of a frame). */
-  _paletteSet(lo, hi) {
-    if (this._palLo >= this._palHi) { this._palLo = lo; this._palHi = hi; } else {
-      this._palLo = Math.min(this._palLo, lo); this._palHi = Math.max(this._palHi, hi);
+  get paletteUsed() { return this._palUsed; }
+  /** Records that the n palette entries whose u16 indices are at `idx` (kernel memory, ascending) were set. */
+  _paletteSet(idx, n) {
+    if (n === 0) return;
+    const u16 = views().u16, o = idx >> 1, mark = this._palMark, list = this._palList;
+    let c = this._palCount;
+    for (let i = 0; i < n; i++) {
+      const e = u16[o + i];
+      if (!mark[e]) { mark[e] = 1; list[c++] = e; }
     }
+    this._palCount = c;
+    if (u16[o + n - 1] + 1 > this._palUsed) this._palUsed = u16[o + n - 1] + 1;
   }
   takePaletteDirty() {
-    const r = [this._palLo, this._palHi];
-    this._palLo = 0; this._palHi = 0;
-    return r;
+    const c = this._palCount;
+    if (c === 0) return NONE;
+    const out = this._palList.slice(0, c).sort();
+    for (let i = 0; i < c; i++) this._palMark[out[i]] = 0;
+    this._palCount = 0;
+    return out;
+  }
+  _paletteClean() {
+    for (let i = 0; i < this._palCount; i++) this._palMark[this._palList[i]] = 0;
+    this._palCount = 0;
   }
 
   /** The rows (u32 words, R per slot): tests and tools. */
@@ -249,7 +270,8 @@ export class SceneStore {
     this._gen = before + 1 - this._f(F_GEN);
     this._dataView = null;
     this._palView = null;
-    this._palLo = 0; this._palHi = 0;   // the generation changed: the whole palette is new
+    if (this._palMark) this._paletteClean();   // the generation changed: the whole palette is new
+    this._palUsed = 0;
   }
 
   /** The live Gaussians as {id: BigInt, slot, codes: Uint32Array(NC)}, ids ascending (tests, tools). */

@@ -13,7 +13,8 @@
  *                        store.takeDirty().slots through queue.writeBuffer; a full upload when takeDirty()
  *                        says full, when store.generation changed, or when capacity/stride grew. With an
  *                        SH palette (store.paletteSize > 0, SPEC 5.9) also the palette: the entries of
- *                        store.takePaletteDirty(), or all of store.paletteData on a full upload; the
+ *                        store.takePaletteDirty(), or on a full upload the entries that are not zero or
+ *                        were not zero on the GPU (store.paletteUsed and what was uploaded before); the
  *                        shader resolves each slot's index there, so an entry that changes changes every
  *                        Gaussian naming it without a write to their slots.
  *                        Returns { full, runs, bytes, paletteBytes }.
@@ -105,7 +106,8 @@ export class Renderer {
     this.params = device.createBuffer({ size: 144, usage: U.UNIFORM | U.COPY_DST });
     // the SH palette's floats (a stand-in of 16 bytes while the scene has none)
     this.palette = device.createBuffer({ size: 16, usage: U.STORAGE | U.COPY_DST, label: 'palette' });
-    this.paletteBytes = 0;
+    this.paletteBytes = 0;   // the palette buffer's size for the current stream's P and K
+    this.paletteGpuHi = 0;   // entries at or past it are zero in the buffer
     this.paletteOn = false;
     this.viewport = device.createBuffer({ size: 16, usage: U.UNIFORM | U.COPY_DST });
     this.drawArgs = device.createBuffer({ size: 16, usage: U.INDIRECT | U.STORAGE | U.COPY_DST | U.COPY_SRC });
@@ -181,25 +183,44 @@ export class Renderer {
     });
   }
 
-  /** Uploads the palette's entries [lo, hi) (all of them when `all`, or when the buffer is new). */
+  /**
+   * Uploads the palette entries set since the last sync; `all`: every entry that is not zero in
+   * the store or may not be zero in the buffer. A new buffer (a stream of another palette size) is
+   * zero-initialized by WebGPU.
+   */
   _syncPalette(store, all) {
     const P = store.paletteSize || 0;
     this.paletteOn = P > 0;
     if (!P) return 0;
     const n3 = 3 * store.restCount, size = P * n3 * 4, q = this.device.queue;
-    if (size > this.paletteBytes) {
+    if (size !== this.paletteBytes) {
       this.palette.destroy();
       this.palette = this.device.createBuffer({ size, usage: U.STORAGE | U.COPY_DST, label: 'palette' });
       this.paletteBytes = size;
+      this.paletteGpuHi = 0;
       if (this.splats) this._bindProject();
       all = true;
     }
-    let [lo, hi] = store.takePaletteDirty();
-    if (all) { lo = 0; hi = P; }
-    if (!(hi > lo)) return 0;
-    const pd = store.paletteData, b = lo * n3 * 4, n = (hi - lo) * n3 * 4;
-    q.writeBuffer(this.palette, b, pd.buffer, pd.byteOffset + b, n);
-    return n;
+    const dirty = store.takePaletteDirty(), pd = store.paletteData, e4 = n3 * 4;
+    let bytes = 0;
+    const write = (e0, e1) => {   // entries [e0, e1)
+      q.writeBuffer(this.palette, e0 * e4, pd.buffer, pd.byteOffset + e0 * e4, (e1 - e0) * e4);
+      bytes += (e1 - e0) * e4;
+    };
+    if (all) {
+      const used = Math.min(store.paletteUsed ?? P, P), hi = Math.max(used, this.paletteGpuHi);
+      if (hi > 0) write(0, hi);
+      this.paletteGpuHi = used;
+      return bytes;
+    }
+    for (let i = 0; i < dirty.length;) {   // runs of entries, closer than MERGE_GAP merged
+      const e0 = dirty[i];
+      let e1 = e0 + 1;
+      for (i++; i < dirty.length && dirty[i] < e1 + MERGE_GAP; i++) e1 = dirty[i] + 1;
+      write(e0, e1);
+    }
+    if (dirty.length && dirty[dirty.length - 1] + 1 > this.paletteGpuHi) this.paletteGpuHi = dirty[dirty.length - 1] + 1;
+    return bytes;
   }
 
   /** Upload the store's changes since the last sync (see the module comment). */

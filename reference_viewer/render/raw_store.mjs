@@ -19,7 +19,7 @@ export class RawStore {
     this.paletteSize = 0;
     this.paletteData = new Float32Array(0);
   }
-  takePaletteDirty() { return [0, 0]; }
+  takePaletteDirty() { return new Uint32Array(0); }
   load(floats, count) {
     if (count > this.capacity) {
       this.capacity = count;

@@ -69,7 +69,7 @@ function snapshot(dec) {
     seq: dec.seqBig, digest: dec.digestText(), live: s.live, highWater: s.highWater, capacity: s.capacity,
     generation: s.generation, data: s.data.slice(0, s.highWater * s.stride), rows: rowsState(s),
     dirty: s.dirtyList.slice(), free: s.freeList.slice(), ids: s.idCount,
-    palette: s.paletteData.slice(), paletteDirty: [s._palLo, s._palHi],
+    palette: s.paletteData.slice(), paletteDirty: s._palList ? s._palList.slice(0, s._palCount) : null, paletteUsed: s.paletteUsed,
   };
 }
 

@@ -111,7 +111,7 @@ function snapshot(dec) {
   return {
     seq: dec.seqBig, digest: dec.digestText(), live: s.live, highWater: s.highWater, generation: s.generation,
     data: s.data.slice(0, s.highWater * s.stride), rows, dirty: s.dirtyList.slice(), palette: s.paletteData.slice(),
-    paletteCodes: codes, paletteDirty: [s._palLo, s._palHi],
+    paletteCodes: codes, paletteDirty: s._palList ? s._palList.slice(0, s._palCount) : null, paletteUsed: s.paletteUsed,
   };
 }
 
@@ -139,12 +139,15 @@ test('PALETTE frames mark the entries they set for the renderer; slots of the Ga
     s.takePaletteDirty();
     const pd = s.paletteData.slice();
     const r = dec.readFrame(f);
-    const [lo, hi] = s.takePaletteDirty(), now = s.paletteData, n3 = 3 * dec.profile.K;
+    const dirty = s.takePaletteDirty(), now = s.paletteData, n3 = 3 * dec.profile.K;
+    assert.ok(s.paletteData.subarray(s.paletteUsed * n3).every((x) => x === 0), `frame ${k}: zero past paletteUsed`);
     if (r.keyframe) { assert.equal(s.takeDirty().full, true); continue; }
-    // every entry whose floats changed lies in [lo, hi)
-    for (let i = 0; i < now.length; i++) if (now[i] !== pd[i]) assert.ok(Math.floor(i / n3) >= lo && Math.floor(i / n3) < hi, `frame ${k}`);
-    if (r.counts.palette) assert.ok(hi > lo, `frame ${k}`);
-    else assert.ok(hi <= lo, `frame ${k}`);
+    // the entries set, ascending and unique; every entry whose floats changed is among them
+    assert.equal(dirty.length, r.counts.palette, `frame ${k}`);
+    for (let i = 1; i < dirty.length; i++) assert.ok(dirty[i] > dirty[i - 1]);
+    const set = new Set(dirty);
+    for (let i = 0; i < now.length; i++) if (now[i] !== pd[i]) assert.ok(set.has(Math.floor(i / n3)), `frame ${k}`);
+    assert.equal(s.takePaletteDirty().length, 0);
     if (r.counts.palette && !r.counts.add && !r.counts.update) assert.equal(s.takeDirty().slots.length, 0, `frame ${k}`);
   }
   dec.dispose();
