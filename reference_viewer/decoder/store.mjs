@@ -94,9 +94,9 @@ export class SceneStore {
     this.paletteSize = profile.palette;
     this._dataView = null;
     this._palView = null;
-    // entries set since the renderer last took them: a flag per entry and their list
-    this._palMark = this.paletteSize ? new Uint8Array(this.paletteSize) : null;
-    this._palList = this.paletteSize ? new Uint32Array(this.paletteSize) : null;
+    // entries set since the renderer last took them: a flag per entry and their list (made when
+    // the first entry is set: a keyframe's store under construction has none)
+    this._palMark = null; this._palList = null;
     this._palCount = 0; this._palUsed = 0;
   }
 
@@ -150,6 +150,7 @@ export class SceneStore {
   /** Records that the n palette entries whose u16 indices are at `idx` (kernel memory, ascending) were set. */
   _paletteSet(idx, n) {
     if (n === 0) return;
+    if (!this._palMark) { this._palMark = new Uint8Array(this.paletteSize); this._palList = new Uint32Array(this.paletteSize); }
     const u16 = views().u16, o = idx >> 1, mark = this._palMark, list = this._palList;
     let c = this._palCount;
     for (let i = 0; i < n; i++) {
