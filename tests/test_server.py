@@ -181,7 +181,9 @@ def test_slow_consumer_is_bounded_and_does_not_stall_others():
                     elapsed = time.monotonic() - t0
                     assert not fast.stats.errors and fast.stats.resyncs == 0
                     fast_sess = next(x for x in s.sessions.values() if x is not slow_sess)
-                    assert fast_sess.resyncs == 0 and fast_sess.window.acked >= fast.seq - 1
+                    # the fast client's acks reach the server (a loaded box may hold the last few in flight)
+                    await wait_until(lambda: fast_sess.window.acked >= fast.seq - 1, timeout=10)
+                    assert fast_sess.resyncs == 0
                     # bounded: at most one pending delta, never more Gaussians in it than a keyframe
                     p = slow_sess.host.backend.core.pendings[slow_sess.link]
                     if p.delta is not None:
