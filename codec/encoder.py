@@ -19,6 +19,10 @@ from .state import SceneState
 from .wire import FrameEncoder, StreamHeader, encode_header
 
 U64 = np.uint64
+# New content earns palette entries where it fits worse than this quantile of the rows the palette
+# was built for: content like the palette's (heavy-tailed SH included) mostly does not, content
+# unlike it does. It earns one entry per ``gaussians_per_entry`` such rows, as the keyframe did.
+POOR_FIT = 0.99
 
 
 def _as_attr_dict(values) -> dict:
@@ -42,13 +46,15 @@ class Encoder:
     """Encodes frames of one stream. ``encoder.state`` is exactly what a decoder will hold."""
 
     def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
-                 level: int = 1, digest: bool = True, gaussians_per_entry: int = 8):
+                 level: int = 1, digest: bool = True, gaussians_per_entry: int = 8,
+                 weighted: bool = False):
         self.profile = profile
         # SH palette streams: a scene's palette gets one entry per this many Gaussians (up to the
         # header's sh_palette); ``_search`` finds entries for new content.
         self.gaussians_per_entry = gaussians_per_entry
+        self.weighted = weighted
         self._search: palette.PaletteSearch | None = None
-        self._poor = np.inf  # squared distance above which new content earns new palette entries
+        self._poor = np.inf  # squared distance above which new content earns new palette entries (POOR_FIT)
         self._made = None    # the palette entries of the last delta built here
         self.header = StreamHeader(profile, max_gaussians, generator)
         self.state = SceneState(profile, max_gaussians=max_gaussians)
@@ -107,7 +113,7 @@ class Encoder:
             for a in ATTRS:  # written in id order while quantizing
                 if a is Attr.SH_REST and p.palette:
                     fresh = keyframe or self.state.count == 0
-                    d.add[a] = self._palette_codes(vals[a][order], d, fresh)
+                    d.add[a] = self._palette_codes(vals[a][order], d, fresh, self._weights(vals, order))
                 else:
                     d.add[a] = p.quantize(a, vals[a], ids, order)
         if update is not None:
@@ -125,7 +131,8 @@ class Encoder:
             for a in ATTRS:
                 if a in vals and user_mask & a.bit and p.comps(a):
                     if a is Attr.SH_REST and p.palette:
-                        new = self._palette_codes(np.asarray(vals[a], np.float32)[order], d, False)
+                        new = self._palette_codes(np.asarray(vals[a], np.float32)[order], d, False,
+                                                  self._weights(vals, order))
                     else:
                         new = p.quantize(a, vals[a], given, order)
                     res[a] = np.empty_like(new)
@@ -143,26 +150,22 @@ class Encoder:
         return d
 
     # -- SH palette --------------------------------------------------------------------------------
-    def _palette_codes(self, values: np.ndarray, d: Delta, fresh: bool) -> np.ndarray:
+    def _palette_codes(self, values: np.ndarray, d: Delta, fresh: bool, weights: np.ndarray | None = None) -> np.ndarray:
         """(1, n) palette indices for SH_REST float rows. ``fresh``: the frame starts the palette over
         (a keyframe, or an empty scene), so a palette is built for these rows; otherwise rows that
-        no entry fits earn new entries in entries no live Gaussian uses (SPEC.md 5.9)."""
+        no entry fits earn new entries in entries no live Gaussian uses (SPEC.md 5.9). ``weights``:
+        how much each row's SH error shows (``importance``); None weighs rows alike."""
         p = self.profile
         values = np.ascontiguousarray(values, np.float32).reshape(-1, p.rest_comps)
         if not np.isfinite(values).all():
             raise ValueError("sh_rest has NaN or infinite values")
         reach = (p.rest_limits() * p.rest_steps()).astype(np.float32)  # what an entry can hold
         values = np.clip(values, -reach, reach)
-        if not fresh and self._search is None:  # a palette this encoder did not build: search the state's
-            index = np.flatnonzero(self.state.palette.any(axis=0))
-            self._search = palette.PaletteSearch(p.dequantize_rest(self.state.palette[:, index]), index)
-            self._poor = np.inf
-        if not fresh and np.isinf(self._poor) and len(self._search):
-            self._poor = 4.0 * float(np.median(self._search.nearest(values)[1]))
         if fresh:
             k = min(p.palette, max(1, -(-len(values) // self.gaussians_per_entry)))
-            codes = p.quantize_rest(palette.build(values, k))
-            found, dist = palette.PaletteSearch(p.dequantize_rest(codes), np.arange(codes.shape[1])).nearest(values)
+            codes = p.quantize_rest(palette.build(values, k, weights=weights))
+            search = palette.PaletteSearch(p.dequantize_rest(codes), np.arange(codes.shape[1]))
+            found, dist = search.nearest(values)
             # Number the entries in the order of their Gaussians (rows come in id order, i.e. along
             # the Morton curve), so that neighbours carry nearby indices and the index section
             # delta-codes small; entries that no row uses are dropped.
@@ -170,30 +173,43 @@ class Encoder:
             centre = np.bincount(found, weights=np.arange(len(found), dtype=np.float64), minlength=len(count))
             used = np.flatnonzero(count)
             keep = used[np.argsort(centre[used] / count[used], kind="stable")]
-            renumber = np.zeros(len(count), np.int64)
+            renumber = np.full(len(count), -1, np.int64)
             renumber[keep] = np.arange(len(keep))
-            codes, found = np.ascontiguousarray(codes[:, keep]), renumber[found]
-            index = np.arange(len(keep), dtype=np.uint16)
-            d.palette = PaletteSet(index, codes)
-            self._search = palette.PaletteSearch(p.dequantize_rest(codes), index)
-            self._poor = 4.0 * float(np.median(dist)) if len(dist) else np.inf
-            return found.astype(np.uint16)[None, :]
+            search.relabel(renumber)
+            d.palette = PaletteSet(np.arange(len(keep), dtype=np.uint16), np.ascontiguousarray(codes[:, keep]))
+            self._search = search
+            self._poor = float(np.quantile(dist, POOR_FIT)) if len(dist) else np.inf
+            return renumber[found].astype(np.uint16)[None, :]
+        if self._search is None:  # a palette this encoder did not build: search the state's
+            index = np.flatnonzero(self.state.palette.any(axis=0))
+            self._search = palette.PaletteSearch(p.dequantize_rest(self.state.palette[:, index]), index)
+            self._poor = np.inf
         found, dist = self._search.nearest(values)
+        if np.isinf(self._poor) and len(self._search):
+            self._poor = float(np.quantile(dist, POOR_FIT))
         poor = np.flatnonzero(dist > self._poor)
         if len(poor):
-            free = self._free_entries(d)
-            k = min(len(free), max(1, -(-len(poor) // self.gaussians_per_entry)))
+            fit = np.ones(len(found), bool)
+            fit[poor] = False
+            free = self._free_entries(d, found[fit])
+            k = min(len(free), len(poor) // self.gaussians_per_entry)
             if k:
-                codes = p.quantize_rest(palette.build(values[poor], k))
+                codes = p.quantize_rest(palette.build(values[poor], k, weights=None if weights is None else weights[poor]))
                 index = free[:codes.shape[1]].astype(np.uint16)
                 d.palette = _merge_palette(d.palette, index, codes)
                 self._search.add(p.dequantize_rest(codes), index)
-                f, dd = self._search.nearest(values[poor])
-                found[poor], dist[poor] = f, dd
+                found[poor], dist[poor] = self._search.nearest(values[poor])
         return found.astype(np.uint16)[None, :]
 
-    def _free_entries(self, d: Delta) -> np.ndarray:
-        """Palette indices that no live Gaussian, no ADD of ``d`` and no entry set by ``d`` uses, ascending."""
+    def _weights(self, vals: dict, order: np.ndarray) -> np.ndarray | None:
+        """Palette weights of rows given as {Attr: floats} (in ``order``); None without opacity and scale."""
+        if not self.weighted or Attr.OPACITY not in vals or Attr.SCALE not in vals:
+            return None
+        return importance(vals[Attr.OPACITY], vals[Attr.SCALE])[order]
+
+    def _free_entries(self, d: Delta, taken: np.ndarray = ()) -> np.ndarray:
+        """Palette indices that no live Gaussian, no ADD of ``d``, no entry set by ``d`` and none of
+        ``taken`` (indices this frame already gave) uses, ascending: the entries a frame may overwrite."""
         p = self.profile
         _, slots = self.state.index.sorted_items()
         used = np.bincount(self.state.codes[Attr.SH_REST][0, slots], minlength=p.palette) > 0
@@ -202,6 +218,7 @@ class Encoder:
             used[add[0]] = True
         if d.palette is not None:
             used[d.palette.index] = True
+        used[np.asarray(taken, np.int64)] = True
         return np.flatnonzero(~used)
 
     # -- encoding ------------------------------------------------------------------------------
@@ -244,6 +261,24 @@ class Encoder:
             d.palette = PaletteSet(index, self.state.palette[:, index])
         d.digest = self.state.digest() if self.with_digest else None
         return d
+
+
+WEIGHT_MODE = "area"
+
+
+def importance(opacity: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """How much each Gaussian's SH error shows: its opacity times the area of its two largest
+    axes (log-scales in, a world-space stand-in for its share of the pixels)."""
+    alpha = 1.0 / (1.0 + np.exp(-np.asarray(opacity, np.float64).reshape(-1)))
+    s = np.sort(np.asarray(scale, np.float64).reshape(len(alpha), -1), axis=1)
+    area = np.exp(s[:, -1] + s[:, -2] - (s[:, -1] + s[:, -2]).max()) if len(alpha) else np.zeros(0)
+    if WEIGHT_MODE == "alpha":
+        return alpha.astype(np.float32)
+    if WEIGHT_MODE == "sqrt":
+        return np.sqrt(alpha * area).astype(np.float32)
+    if WEIGHT_MODE == "radius":
+        return (alpha * np.sqrt(area)).astype(np.float32)
+    return (alpha * area).astype(np.float32)
 
 
 def _merge_palette(old: PaletteSet | None, index: np.ndarray, codes: np.ndarray) -> PaletteSet:

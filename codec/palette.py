@@ -2,100 +2,233 @@
 
 A palette entry stands for the higher-order SH of many Gaussians, which then carry only the u16
 index of their entry. Building a palette is k-means; coding a Gaussian is a nearest-entry search.
-Both run in two levels (coarse clusters, then entries within a cluster), so a million
-45-component vectors against 65,536 entries take seconds rather than hours: every step is a
-matrix product over one coarse cluster at a time. Decoders need none of this.
+Both run in two levels (coarse clusters, then the entries of one or two clusters), and k-means
+trains on a sample of a few rows per entry, so a million 45-component vectors against 65,536
+entries take seconds. The distance loop is one compiled kernel (``nearest_in``) that never holds
+a rows x entries matrix. Decoders need none of this.
 """
 from __future__ import annotations
 
 import numpy as np
 
-COARSE_MAX = 256        # coarse clusters of the two-level search and build
-CHUNK = 1 << 14         # rows per distance block (bounds the temporaries at CHUNK x entries)
-SAMPLE_PER_CLUSTER = 64  # the coarse k-means trains on this many vectors per cluster
+from .jit import kernel
+from .sections import parallel_map
+
+COARSE_MAX = 256     # coarse clusters of the two-level build and search
+COARSE_SAMPLE = 64   # the coarse k-means trains on this many rows per cluster
+TRAIN_PER_ENTRY = 16  # the fine k-means trains on at most this many rows per entry
+ITERS = 6            # Lloyd iterations of each level
+SEED = "plus"
+SEED_ROWS = 4
+PART = 1 << 14       # rows per call of the search kernel (calls run on worker threads)
+
+
+@kernel
+def nearest_in(x, group, start, ct, cn, best, dist):
+    """Merge into ``best[i]`` / ``dist[i]`` (ascending, ``best.shape[1]`` long, kept from earlier
+    calls) the nearest columns ``j`` of ``ct`` (D, K) with ``start[g] <= j < start[g + 1]``,
+    ``g = group[i]``, to row ``x[i]``. The distance is ``cn[j] - 2 x[i] . c_j`` (``cn`` = squared
+    norms): add ``|x[i]|^2`` for the squared distance. One row at a time against a run of columns
+    (slices: the inner loop is over contiguous memory without index checks, and vectorizes)."""
+    n, dim = x.shape
+    p = best.shape[1]
+    acc = np.empty(ct.shape[1], np.float32)
+    for i in range(n):
+        lo, hi = start[group[i]], start[group[i] + 1]
+        a = acc[:hi - lo]
+        a[:] = cn[lo:hi]
+        for d in range(dim):
+            w = np.float32(2.0) * x[i, d]
+            row = ct[d, lo:hi]
+            for j in range(hi - lo):
+                a[j] -= w * row[j]
+        t = dist[i, p - 1]
+        for j in range(hi - lo):
+            if a[j] < t:
+                q = p - 1
+                while q > 0 and dist[i, q - 1] > a[j]:
+                    dist[i, q] = dist[i, q - 1]
+                    best[i, q] = best[i, q - 1]
+                    q -= 1
+                dist[i, q] = a[j]
+                best[i, q] = lo + j
+                t = dist[i, p - 1]
+
+
+@kernel
+def accumulate(x, label, w, sums, wsum):
+    """sums[label[i]] += w[i] x[i]; wsum[label[i]] += w[i] (float64, in row order)."""
+    n, dim = x.shape
+    for i in range(n):
+        j = label[i]
+        wsum[j] += w[i]
+        for d in range(dim):
+            sums[j, d] += w[i] * x[i, d]
+
+
+@kernel
+def seed_plus(xt, w, start, share, u, out):
+    """k-means++ seeds within groups: ``share[g]`` of the rows (columns of ``xt``, D x N, grouped)
+    ``start[g]`` to ``start[g + 1]``, each drawn with probability proportional to ``w`` times its
+    squared distance to the nearest seed so far (the first in proportion to ``w``), written to
+    ``out`` in group order; ``u``: one uniform draw in [0, 1) per seed. Random rows leave some
+    clusters without a seed, and Lloyd's iterations never give them one."""
+    dim = xt.shape[0]
+    d2 = np.empty(xt.shape[1], np.float64)
+    e = np.empty(xt.shape[1], np.float32)
+    o = 0
+    for g in range(len(share)):
+        lo, hi = start[g], start[g + 1]
+        dg, eg, wg = d2[lo:hi], e[lo:hi], w[lo:hi]
+        for i in range(hi - lo):
+            dg[i] = wg[i]
+        for s in range(share[g]):
+            total = 0.0
+            for i in range(hi - lo):
+                total += dg[i]
+            r = min(int(u[o] * (hi - lo)), hi - lo - 1)  # every row is on a seed already: any row
+            if total > 0:
+                target = u[o] * total
+                acc = 0.0
+                for i in range(hi - lo):
+                    acc += dg[i]
+                    if acc > target:
+                        r = i
+                        break
+            eg[:] = 0
+            for d in range(dim):
+                row = xt[d, lo:hi]
+                v = row[r]
+                out[o, d] = v
+                for i in range(hi - lo):
+                    t = row[i] - v
+                    eg[i] += t * t
+            o += 1
+            for i in range(hi - lo):
+                dg[i] = min(dg[i], wg[i] * eg[i]) if s else wg[i] * eg[i]
+
+
+def _search(x: np.ndarray, group: np.ndarray, start: np.ndarray, c: np.ndarray, p: int = 1,
+            best: np.ndarray | None = None, dist: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, p) nearest rows of ``c`` among each row's group (``nearest_in``), merged into ``best``/``dist``."""
+    n = len(x)
+    if best is None:
+        best, dist = np.full((n, p), -1, np.int64), np.full((n, p), np.inf, np.float32)
+    if n and len(c) and len(start) > 2 and (group[1:] < group[:-1]).any():
+        order = np.argsort(group, kind="stable")  # rows of one group in a row: its entries stay in cache
+        b, d = _search(x[order], group[order], start, c, p, best[order], dist[order])
+        best[order], dist[order] = b, d
+    elif n and len(c):
+        ct, cn = np.ascontiguousarray(c.T), (c * c).sum(1, dtype=np.float32)
+        parts = [slice(a, a + PART) for a in range(0, n, PART)]  # the compiled kernel runs on every core
+        parallel_map(lambda s: nearest_in(x[s], group[s], start, ct, cn, best[s], dist[s]), parts, x.nbytes)
+    return best, dist
+
+
+def _sq(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x)
 
 
 def nearest(x: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index of the nearest row of ``c`` for each row of ``x`` and its squared distance (exhaustive)."""
-    n = len(x)
-    idx = np.zeros(n, np.int64)
-    dist = np.full(n, np.inf, np.float32)
-    if n == 0 or len(c) == 0:
-        return idx, dist
-    cn = (c * c).sum(1)
-    for s in range(0, n, CHUNK):
-        xs = x[s:s + CHUNK]
-        d = cn[None, :] - 2.0 * (xs @ c.T)
-        j = d.argmin(1)
-        idx[s:s + CHUNK] = j
-        dist[s:s + CHUNK] = np.maximum(d[np.arange(len(xs)), j] + (xs * xs).sum(1), 0)
-    return idx, dist
+    x = np.ascontiguousarray(x, np.float32)
+    c = np.ascontiguousarray(c, np.float32)
+    if len(c) == 0:
+        return np.zeros(len(x), np.int64), np.full(len(x), np.inf, np.float32)
+    best, dist = _search(x, np.zeros(len(x), np.int64), np.array([0, len(c)]), c)
+    return np.maximum(best[:, 0], 0), np.maximum(dist[:, 0] + _sq(x), 0)
 
 
-def kmeans(x: np.ndarray, k: int, iters: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means from k distinct random rows; empty clusters restart at the worst-fit rows.
+def _firsts(group: np.ndarray, count: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """The first ``count[g]`` rows of each group ``g`` in ``order`` (grouped by ascending ``g``)."""
+    order = order[np.argsort(group[order], kind="stable")]
+    g = group[order]
+    rank = np.arange(len(g)) - np.searchsorted(g, g)
+    return order[rank < count[g]]
 
-    Returns (k', D) centroids (k' = min(k, rows)) and each row's cluster.
-    """
+
+def kmeans(x: np.ndarray, group: np.ndarray, share: np.ndarray, iters: int, rng: np.random.Generator,
+           w: np.ndarray | None = None) -> np.ndarray:
+    """Weighted k-means in independent groups: ``share[g]`` centroids for the rows of group ``g``
+    (at most its rows), returned grouped (``share`` rows of group 0, then of group 1, ...).
+
+    Starts from distinct random rows of each group. A centroid left without rows (its start row
+    duplicated another) restarts at one of the rows that fit worst, so few entries are wasted."""
     n, dim = x.shape
-    k = min(k, n)
-    if k == 0:
-        return np.zeros((0, dim), np.float32), np.zeros(n, np.int64)
-    c = x[rng.choice(n, k, replace=False)].astype(np.float32)
-    label = np.zeros(n, np.int64)
+    w = np.ones(n, np.float32) if w is None else w
+    order = np.argsort(group, kind="stable")  # grouped rows: each search keeps one group's centroids in cache
+    x, group, w = x[order], group[order], w[order]
+    start = np.concatenate([[0], np.cumsum(share)]).astype(np.int64)
+    if SEED == "random":
+        c = x[_firsts(group, share, rng.permutation(n))]
+    else:  # k-means++ on a sample of SEED_ROWS rows per centroid
+        rows = _firsts(group, np.minimum(SEED_ROWS * share, np.bincount(group, minlength=len(share))), rng.permutation(n))
+        c = np.empty((start[-1], dim), np.float32)
+        seed_plus(np.ascontiguousarray(x[rows].T), w[rows], np.searchsorted(group[rows], np.arange(len(share) + 1)), share,
+                  rng.random(start[-1]), c)
     for _ in range(iters):
-        label, dist = nearest(x, c)
-        count = np.bincount(label, minlength=k)
-        sums = np.stack([np.bincount(label, weights=x[:, j], minlength=k) for j in range(dim)], axis=1)
-        full = count > 0
-        c[full] = (sums[full] / count[full, None]).astype(np.float32)
+        best, dist = _search(x, group, start, c)
+        label = best[:, 0]
+        sums, wsum = np.zeros((len(c), dim)), np.zeros(len(c))
+        accumulate(x, label, w, sums, wsum)
+        full = wsum > 0
+        c[full] = sums[full] / wsum[full, None]
         empty = np.flatnonzero(~full)
-        if len(empty):  # re-seed at the rows the current centroids fit worst
-            c[empty] = x[np.argsort(dist)[::-1][:len(empty)]]
-    label, _ = nearest(x, c)
-    return c, label
+        if len(empty):  # restart at the worst-fitting rows that do not hold a centroid alone
+            score = np.where(np.bincount(label, minlength=len(c))[label] > 1, w * (dist[:, 0] + _sq(x)), 0)
+            m = min(n, 8 * len(empty) + 256)
+            top = np.argpartition(-score, m - 1)[:m]
+            top = top[np.argsort(-score[top], kind="stable")]
+            top = top[score[top] > 0]
+            eg = np.searchsorted(start, empty, "right") - 1  # the group of each empty centroid
+            rows = _firsts(group, np.bincount(eg, minlength=len(share)), top)
+            got = np.bincount(group[rows], minlength=len(share))
+            c[empty[_firsts(eg, got, np.arange(len(empty)))]] = x[rows]
+    return c
 
 
-def _split(total: int, sizes: np.ndarray) -> np.ndarray:
+def _split(total: int, sizes: np.ndarray, cap: np.ndarray) -> np.ndarray:
     """``total`` entries shared by groups in proportion to ``sizes``: at least 1 for a non-empty
-    group, at most its size, largest remainders first."""
-    sizes = np.asarray(sizes, np.int64)
-    want = sizes * total / max(int(sizes.sum()), 1)
-    k = np.minimum(np.maximum(np.floor(want).astype(np.int64), (sizes > 0).astype(np.int64)), sizes)
+    group, at most ``cap`` (its rows), largest remainders first."""
+    sizes = np.asarray(sizes, np.float64)
+    want = sizes * total / max(float(sizes.sum()), 1e-300)
+    k = np.minimum(np.maximum(np.floor(want).astype(np.int64), (cap > 0).astype(np.int64)), cap)
     short = total - int(k.sum())
     if short > 0:
-        room = np.flatnonzero(k < sizes)
+        room = np.flatnonzero(k < cap)
         for j in room[np.argsort(-(want[room] - k[room]), kind="stable")][:short]:
             k[j] += 1
     while k.sum() > total:  # the minimum of 1 per group can overshoot a tiny budget
-        j = int(np.argmax(k))
-        k[j] -= 1
+        k[int(np.argmax(k))] -= 1
     return k
 
 
-def build(x: np.ndarray, k: int, seed: int = 0, iters: int = 8) -> np.ndarray:
-    """A palette of at most ``k`` entries for the rows of ``x`` (N, D): coarse k-means on a sample,
-    then k-means within each coarse cluster with entries in proportion to its rows."""
+def build(x: np.ndarray, k: int, seed: int = 0, weights: np.ndarray | None = None, iters: int = ITERS) -> np.ndarray:
+    """A palette of at most ``k`` entries for the rows of ``x`` (N, D), ``weights`` (N,) saying how
+    much each row's error counts (entries are weighted means, and go where the weight is).
+
+    Coarse k-means on a sample, then k-means within each coarse cluster with entries in proportion
+    to its weight, trained on at most ``TRAIN_PER_ENTRY`` rows per entry: more rows barely move
+    the entries (one more Lloyd iteration matters more), and coding every row is the search's job."""
     x = np.ascontiguousarray(x, np.float32)
     n, dim = x.shape
+    if not np.isfinite(x).all():
+        raise ValueError("palette rows have NaN or infinite values")
     k = min(k, n)
     if k == 0:
         return np.zeros((0, dim), np.float32)
+    w = np.ones(n, np.float32) if weights is None else np.asarray(weights, np.float32)
     rng = np.random.default_rng(seed)
+    if n > TRAIN_PER_ENTRY * k:
+        rows = np.sort(rng.choice(n, TRAIN_PER_ENTRY * k, replace=False))
+        x, w, n = x[rows], w[rows], len(rows)
     k1 = int(min(COARSE_MAX, max(1, round(np.sqrt(k)))))
-    sample = x[rng.choice(n, min(n, SAMPLE_PER_CLUSTER * k1 * 4), replace=False)]
-    coarse, _ = kmeans(sample, k1, iters, rng)
-    group, _ = nearest(x, coarse)
-    order = np.argsort(group, kind="stable")
-    sizes = np.bincount(group, minlength=len(coarse))
-    share = _split(k, sizes)
-    out, start = [], 0
-    for j, size in enumerate(sizes):
-        rows = x[order[start:start + size]]
-        start += size
-        if share[j]:
-            out.append(kmeans(rows, int(share[j]), iters, rng)[0])
-    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
+    sample = rng.choice(n, min(n, COARSE_SAMPLE * k1), replace=False)
+    coarse = kmeans(x[sample], np.zeros(len(sample), np.int64), np.array([k1]), iters, rng, w[sample])
+    group = _search(x, np.zeros(n, np.int64), np.array([0, k1]), coarse)[0][:, 0]
+    size = np.bincount(group, minlength=k1)
+    share = _split(k, np.bincount(group, weights=w, minlength=k1), size)
+    return kmeans(x, group, share, iters, rng, w)
 
 
 class PaletteSearch:
@@ -103,15 +236,18 @@ class PaletteSearch:
     vector is compared with the entries of its ``probes`` nearest coarse groups."""
 
     def __init__(self, entries: np.ndarray, index: np.ndarray, seed: int = 0, probes: int = 2):
+        entries = np.ascontiguousarray(entries, np.float32)
         self.dim = entries.shape[1] if entries.ndim == 2 else 0
         self.probes = probes
         self.entries = np.zeros((0, self.dim), np.float32)
         self.index = np.zeros(0, np.int64)
         self.group = np.zeros(0, np.int64)
-        rng = np.random.default_rng(seed)
-        k1 = int(min(COARSE_MAX, max(1, round(np.sqrt(max(len(entries), 1)) / 2))))
-        self.coarse = kmeans(np.ascontiguousarray(entries, np.float32), k1, 6, rng)[0] if len(entries) else \
-            np.zeros((0, self.dim), np.float32)
+        k1 = int(min(COARSE_MAX, max(1, round(np.sqrt(len(entries))))))
+        self.coarse = np.zeros((0, self.dim), np.float32)
+        if len(entries):
+            rng = np.random.default_rng(seed)
+            sample = rng.choice(len(entries), min(len(entries), COARSE_SAMPLE * k1), replace=False)
+            self.coarse = kmeans(entries[sample], np.zeros(len(sample), np.int64), np.array([k1]), ITERS, rng)
         self.add(entries, index)
 
     def add(self, entries: np.ndarray, index: np.ndarray) -> None:
@@ -126,7 +262,7 @@ class PaletteSearch:
         self.group = np.concatenate([self.group[keep], nearest(entries, self.coarse)[0]])
         order = np.argsort(self.group, kind="stable")
         self.entries, self.index, self.group = self.entries[order], self.index[order], self.group[order]
-        self._starts = np.searchsorted(self.group, np.arange(len(self.coarse) + 1))
+        self._start = np.searchsorted(self.group, np.arange(len(self.coarse) + 1))
 
     def __len__(self) -> int:
         return len(self.index)
@@ -135,32 +271,23 @@ class PaletteSearch:
         """(palette index, squared distance) of the nearest entry found for each row of ``x``."""
         x = np.ascontiguousarray(x, np.float32).reshape(-1, self.dim)
         n = len(x)
-        best = np.zeros(n, np.int64)
-        dist = np.full(n, np.inf, np.float32)
         if n == 0 or len(self.index) == 0:
-            return best, dist
-        # The probes nearest coarse centroids of every row (a small exhaustive product).
-        cn = (self.coarse * self.coarse).sum(1)
+            return np.zeros(n, np.int64), np.full(n, np.inf, np.float32)
         probes = min(self.probes, len(self.coarse))
-        near = np.empty((n, probes), np.int64)
-        for s in range(0, n, CHUNK):
-            d = cn[None, :] - 2.0 * (x[s:s + CHUNK] @ self.coarse.T)
-            near[s:s + CHUNK] = np.argpartition(d, probes - 1, axis=1)[:, :probes] if probes < d.shape[1] \
-                else np.argsort(d, axis=1)[:, :probes]
+        near = _search(x, np.zeros(n, np.int64), np.array([0, len(self.coarse)]), self.coarse, probes)[0]
+        best = dist = None
         for p in range(probes):
-            order = np.argsort(near[:, p], kind="stable")
-            bounds = np.searchsorted(near[order, p], np.arange(len(self.coarse) + 1))
-            for j in range(len(self.coarse)):
-                rows = order[bounds[j]:bounds[j + 1]]
-                lo, hi = self._starts[j], self._starts[j + 1]
-                if len(rows) == 0 or lo == hi:
-                    continue
-                i, d = nearest(x[rows], self.entries[lo:hi])
-                better = d < dist[rows]
-                dist[rows[better]] = d[better]
-                best[rows[better]] = self.index[lo + i[better]]
-        lost = np.flatnonzero(~np.isfinite(dist))  # every probed group was empty: search them all
+            best, dist = _search(x, near[:, p], self._start, self.entries, 1, best, dist)
+        best, dist = best[:, 0], dist[:, 0]
+        lost = np.flatnonzero(best < 0)  # every probed group was empty: search them all
+        dist = np.maximum(dist + _sq(x), 0)
         if len(lost):
-            i, d = nearest(x[lost], self.entries)
-            best[lost], dist[lost] = self.index[i], d
-        return best, dist
+            best[lost], dist[lost] = nearest(x[lost], self.entries)
+        return self.index[best], dist
+
+    def relabel(self, index_map: np.ndarray) -> None:
+        """Entry ``i`` becomes entry ``index_map[i]``; entries mapped to a negative index are dropped."""
+        new = np.asarray(index_map, np.int64)[self.index]
+        keep = new >= 0
+        self.entries, self.index, self.group = self.entries[keep], new[keep], self.group[keep]
+        self._start = np.searchsorted(self.group, np.arange(len(self.coarse) + 1))
