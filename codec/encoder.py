@@ -166,14 +166,12 @@ class Encoder:
             codes = p.quantize_rest(palette.build(values, k, weights=weights))
             search = palette.PaletteSearch(p.dequantize_rest(codes), np.arange(codes.shape[1]))
             found, dist = search.nearest(values)
-            # Number the entries in the order of their Gaussians (rows come in id order, i.e. along
-            # the Morton curve), so that neighbours carry nearby indices and the index section
-            # delta-codes small; entries that no row uses are dropped.
-            count = np.bincount(found, minlength=codes.shape[1])
-            centre = np.bincount(found, weights=np.arange(len(found), dtype=np.float64), minlength=len(count))
-            used = np.flatnonzero(count)
-            keep = used[np.argsort(centre[used] / count[used], kind="stable")]
-            renumber = np.full(len(count), -1, np.int64)
+            # Number the entries in the order of their first Gaussian (rows come in id order, i.e.
+            # along the Morton curve), so that the index section delta-codes a little smaller;
+            # entries that no row uses are dropped.
+            _, first = np.unique(found, return_index=True)
+            keep = found[np.sort(first)]
+            renumber = np.full(codes.shape[1], -1, np.int64)
             renumber[keep] = np.arange(len(keep))
             search.relabel(renumber)
             d.palette = PaletteSet(np.arange(len(keep), dtype=np.uint16), np.ascontiguousarray(codes[:, keep]))
@@ -274,6 +272,10 @@ def importance(opacity: np.ndarray, scale: np.ndarray) -> np.ndarray:
     area = np.exp(s[:, -1] + s[:, -2] - (s[:, -1] + s[:, -2]).max()) if len(alpha) else np.zeros(0)
     if WEIGHT_MODE == "alpha":
         return alpha.astype(np.float32)
+    if WEIGHT_MODE == "alpha2":
+        return (alpha * alpha).astype(np.float32)
+    if WEIGHT_MODE == "alpha_area4":
+        return (alpha * area ** 0.25).astype(np.float32)
     if WEIGHT_MODE == "sqrt":
         return np.sqrt(alpha * area).astype(np.float32)
     if WEIGHT_MODE == "radius":

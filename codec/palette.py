@@ -9,6 +9,8 @@ a rows x entries matrix. Decoders need none of this.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .jit import kernel
@@ -17,10 +19,12 @@ from .sections import parallel_map
 COARSE_MAX = 256     # coarse clusters of the two-level build and search
 COARSE_SAMPLE = 64   # the coarse k-means trains on this many rows per cluster
 TRAIN_PER_ENTRY = 16  # the fine k-means trains on at most this many rows per entry
-ITERS = 6            # Lloyd iterations of each level
-SEED = "plus"
-SEED_ROWS = 4
+ITERS = 2            # Lloyd iterations of each level (after k-means++ seeds, more barely help)
+SEED_ROWS = 4        # k-means++ draws each group's seeds from this many of its rows per seed,
+SEED_MIN = 256       # and from at least this many (all of a small group's)
+PROBES = 4           # coarse groups a search looks into (with 2, 8-25% more squared error than exhaustive)
 PART = 1 << 14       # rows per call of the search kernel (calls run on worker threads)
+PARTS = min(8, os.cpu_count() or 1)  # seeding work is split in this many runs of groups
 
 
 @kernel
@@ -67,17 +71,17 @@ def accumulate(x, label, w, sums, wsum):
 
 
 @kernel
-def seed_plus(xt, w, start, share, u, out):
-    """k-means++ seeds within groups: ``share[g]`` of the rows (columns of ``xt``, D x N, grouped)
-    ``start[g]`` to ``start[g + 1]``, each drawn with probability proportional to ``w`` times its
-    squared distance to the nearest seed so far (the first in proportion to ``w``), written to
-    ``out`` in group order; ``u``: one uniform draw in [0, 1) per seed. Random rows leave some
-    clusters without a seed, and Lloyd's iterations never give them one."""
+def seed_plus(xt, w, start, share, u, out, g0, g1, o):
+    """k-means++ seeds within groups ``g0 <= g < g1``: ``share[g]`` of the rows (columns of ``xt``,
+    D x N, grouped) ``start[g]`` to ``start[g + 1]``, each drawn with probability proportional to
+    ``w`` times its squared distance to the nearest seed so far (the first in proportion to
+    ``w``), written to ``out`` from row ``o`` on; ``u``: one uniform draw in [0, 1) per row of
+    ``out``. Random rows leave some clusters without a seed, and Lloyd's iterations never give
+    them one."""
     dim = xt.shape[0]
     d2 = np.empty(xt.shape[1], np.float64)
     e = np.empty(xt.shape[1], np.float32)
-    o = 0
-    for g in range(len(share)):
+    for g in range(g0, g1):
         lo, hi = start[g], start[g + 1]
         dg, eg, wg = d2[lo:hi], e[lo:hi], w[lo:hi]
         for i in range(hi - lo):
@@ -159,13 +163,16 @@ def kmeans(x: np.ndarray, group: np.ndarray, share: np.ndarray, iters: int, rng:
     order = np.argsort(group, kind="stable")  # grouped rows: each search keeps one group's centroids in cache
     x, group, w = x[order], group[order], w[order]
     start = np.concatenate([[0], np.cumsum(share)]).astype(np.int64)
-    if SEED == "random":
-        c = x[_firsts(group, share, rng.permutation(n))]
-    else:  # k-means++ on a sample of SEED_ROWS rows per centroid
-        rows = _firsts(group, np.minimum(SEED_ROWS * share, np.bincount(group, minlength=len(share))), rng.permutation(n))
-        c = np.empty((start[-1], dim), np.float32)
-        seed_plus(np.ascontiguousarray(x[rows].T), w[rows], np.searchsorted(group[rows], np.arange(len(share) + 1)), share,
-                  rng.random(start[-1]), c)
+    # k-means++ seeds from SEED_ROWS rows per centroid (a small group's from all its rows), groups
+    # shared among worker threads
+    sample = np.minimum(np.maximum(SEED_ROWS * share, SEED_MIN), np.bincount(group, minlength=len(share)))
+    rows = _firsts(group, sample, rng.permutation(n))
+    xt, wr, rstart = np.ascontiguousarray(x[rows].T), w[rows], np.searchsorted(group[rows], np.arange(len(share) + 1))
+    c, u = np.empty((start[-1], dim), np.float32), rng.random(start[-1])
+    work = np.cumsum(share * np.diff(rstart))
+    cut = np.unique(np.searchsorted(work, np.linspace(0, work[-1], PARTS + 1)[1:-1]))
+    bounds = list(zip(np.concatenate([[0], cut]), np.concatenate([cut, [len(share)]])))
+    parallel_map(lambda b: seed_plus(xt, wr, rstart, share, u, c, b[0], b[1], start[b[0]]), bounds, xt.nbytes)
     for _ in range(iters):
         best, dist = _search(x, group, start, c)
         label = best[:, 0]
@@ -184,6 +191,27 @@ def kmeans(x: np.ndarray, group: np.ndarray, share: np.ndarray, iters: int, rng:
             rows = _firsts(group, np.bincount(eg, minlength=len(share)), top)
             got = np.bincount(group[rows], minlength=len(share))
             c[empty[_firsts(eg, got, np.arange(len(empty)))]] = x[rows]
+    return c
+
+
+def coarse_level(x: np.ndarray, k: int, rng: np.random.Generator, w: np.ndarray | None = None) -> np.ndarray:
+    """About ``k`` centroids whose groups (the rows nearest each) hold at most twice ``len(x) / k``
+    rows of ``x``: k-means, then k-means again within every bigger group. A search costs the size
+    of the groups it meets, and k-means alone leaves the dense middle of SH data in a few huge
+    groups (4x the work on a captured scene)."""
+    n = len(x)
+    w = np.ones(n, np.float32) if w is None else w
+    c = kmeans(x, np.zeros(n, np.int64), np.array([min(k, n)]), ITERS, rng, w)
+    for _ in range(3):
+        group = _search(x, np.zeros(n, np.int64), np.array([0, len(c)]), c)[0][:, 0]
+        size = np.bincount(group, minlength=len(c))
+        big = size > 2 * n / k
+        if not big.any():
+            break
+        sub = np.cumsum(big) - 1  # the big groups, renumbered
+        rows = np.flatnonzero(big[group])
+        share = -(-size[big] * k // n)
+        c = np.concatenate([c[~big], kmeans(x[rows], sub[group[rows]], share, ITERS, rng, w[rows])])
     return c
 
 
@@ -224,7 +252,8 @@ def build(x: np.ndarray, k: int, seed: int = 0, weights: np.ndarray | None = Non
         x, w, n = x[rows], w[rows], len(rows)
     k1 = int(min(COARSE_MAX, max(1, round(np.sqrt(k)))))
     sample = rng.choice(n, min(n, COARSE_SAMPLE * k1), replace=False)
-    coarse = kmeans(x[sample], np.zeros(len(sample), np.int64), np.array([k1]), iters, rng, w[sample])
+    coarse = coarse_level(x[sample], k1, rng, w[sample])
+    k1 = len(coarse)
     group = _search(x, np.zeros(n, np.int64), np.array([0, k1]), coarse)[0][:, 0]
     size = np.bincount(group, minlength=k1)
     share = _split(k, np.bincount(group, weights=w, minlength=k1), size)
@@ -235,7 +264,7 @@ class PaletteSearch:
     """Nearest-entry search over a palette: the entries are grouped under coarse centroids and a
     vector is compared with the entries of its ``probes`` nearest coarse groups."""
 
-    def __init__(self, entries: np.ndarray, index: np.ndarray, seed: int = 0, probes: int = 2):
+    def __init__(self, entries: np.ndarray, index: np.ndarray, seed: int = 0, probes: int = PROBES):
         entries = np.ascontiguousarray(entries, np.float32)
         self.dim = entries.shape[1] if entries.ndim == 2 else 0
         self.probes = probes
@@ -247,7 +276,7 @@ class PaletteSearch:
         if len(entries):
             rng = np.random.default_rng(seed)
             sample = rng.choice(len(entries), min(len(entries), COARSE_SAMPLE * k1), replace=False)
-            self.coarse = kmeans(entries[sample], np.zeros(len(sample), np.int64), np.array([k1]), ITERS, rng)
+            self.coarse = coarse_level(entries[sample], k1, rng)
         self.add(entries, index)
 
     def add(self, entries: np.ndarray, index: np.ndarray) -> None:
