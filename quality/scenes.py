@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 from codec import Decoder, Gaussians
-from codec.ply import ply_size_bytes, read_ply
+from codec.ply import ply_size_bytes, read_ply, write_ply
 from codec.profile import DEFAULT_PROFILE
 from codec.spatial import morton_encode
 
@@ -210,6 +210,26 @@ def check_order(ref: Gaussians, dec: Gaussians, name: str) -> None:
                            "(--max-render-gaussians 0) to compare it")
 
 
+OPACITY_CLAMP = 20.0   # logit: sigmoid(20) rounds to 1.0 in float32, so clamping +-inf to it changes no render
+
+
+def finite_reference(g: Gaussians) -> tuple[Gaussians, int]:
+    """``g`` with opacity logits of +-inf (alpha exactly 1 or 0, as 8-bit alpha formats decode) clamped to +-20.
+
+    Returns the scene and how many values were clamped. Any other non-finite
+    value is an error: there is no faithful finite stand-in for it.
+    """
+    bad = [a for a in ("positions", "scales", "rotations", "sh_dc", "sh_rest") if not np.isfinite(getattr(g, a)).all()]
+    if bad or np.isnan(g.opacities).any():
+        raise RuntimeError("the float PLY has NaN or infinite " + ", ".join(bad or ["opacity"]) + " values")
+    inf = np.isinf(g.opacities)
+    if not inf.any():
+        return g, 0
+    out = g.take(np.arange(len(g)))
+    out.opacities = np.clip(g.opacities, -OPACITY_CLAMP, OPACITY_CLAMP).astype(np.float32)
+    return out, int(inf.sum())
+
+
 # ------------------------------------------------------------------------------------------ formats
 @dataclass
 class Row:
@@ -283,6 +303,8 @@ class SceneReport:
     rendered: int
     rows: list[Row]
     seconds: float
+    clamped: int = 0          # opacity logits of +-inf clamped in the reference
+    raw_error: str = ""       # what `gsd encode` said about the unclamped float PLY
 
 
 def _bar(quiet: bool, **kw) -> tqdm:
@@ -311,6 +333,16 @@ def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_
         ref = read_ply(ref_ply)
         if len(ref) == 0:
             raise RuntimeError(f"{label}: the scene is empty")
+        ref, clamped = finite_reference(ref)
+        raw_error = ""
+        if clamped:                            # what a user running `gsd encode` on the converted file meets
+            try:
+                gsd_row(read_ply(ref_ply), DEFAULT_PROFILE)
+            except ValueError as e:
+                raw_error = str(e)
+            write_ply(ref_ply, ref)            # every format then encodes the same, clamped, reference
+            log(f"{clamped} opacity values of +-inf clamped to +-{OPACITY_CLAMP:g}"
+                + (f" (`gsd encode` of the unclamped file: {raw_error})" if raw_error else ""))
         sog_path, spz_path = os.path.join(tmp, "out.sog"), os.path.join(tmp, "out.spz")
         sog = write_call(tool, cache, ref_ply, sog_opts, sog_path)
         try:
@@ -353,7 +385,7 @@ def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_
             sog.stop()
     log("done")
     return SceneReport(path, len(ref), ref.sh_degree, os.path.getsize(path), t_conv, len(idx), rows,
-                       time.perf_counter() - t_all)
+                       time.perf_counter() - t_all, clamped, raw_error)
 
 
 # ------------------------------------------------------------------------------------------ markdown
@@ -372,6 +404,14 @@ def source_caveat(path: str) -> str:
             + "; trainer output would score lower.")
 
 
+def _clamp_note(s: SceneReport) -> str:
+    if not s.clamped:
+        return ""
+    return (f" {s.clamped:,} opacity values of splat-transform's float PLY are +-inf (alpha exactly 1 or 0); "
+            + (f"`gsd encode` rejects that file ({s.raw_error}), so " if s.raw_error else "")
+            + f"the reference clamps them to +-{OPACITY_CLAMP:g} (the same renders) and every format encodes it.")
+
+
 def scene_section(s: SceneReport) -> tuple[str, str]:
     """(markdown section, one summary line) for a measured scene."""
     from .compare import _table, fmt_psnr, mean_psnr
@@ -386,7 +426,7 @@ def scene_section(s: SceneReport) -> tuple[str, str]:
     text = (f"### {label}: {s.n:,} Gaussians, SH degree {s.sh_degree}\n\n"
             f"Source file {s.source_bytes:,} bytes ({s.source_bytes / s.n:.2f} B/Gaussian); float PLY reference "
             f"{ply:,} bytes, converted by splat-transform in {s.convert_s:.1f} s; {thinned}; scene measured in "
-            f"{s.seconds:.0f} s." + source_caveat(s.path) + "\n\n"
+            f"{s.seconds:.0f} s." + source_caveat(s.path) + _clamp_note(s) + "\n\n"
             + _table(["format", "B/Gaussian", "of float PLY", "size / SOG", "PSNR dB", "worst view", "SSIM",
                       "encode s", "decode s", "note"], rows) + "\n")
     default = next(r for r in s.rows if r.name.endswith("(default)"))
@@ -399,8 +439,13 @@ def scene_section(s: SceneReport) -> tuple[str, str]:
 
 
 def real_scenes_markdown(scenes: list[SceneReport], *, folders: list[str], tool: str, views: int, size: int,
-                         max_render: int, sog_opts: tuple[str, ...]) -> str:
-    sections, summaries = zip(*(scene_section(s) for s in scenes))
+                         max_render: int, sog_opts: tuple[str, ...],
+                         failed: list[tuple[str, str]] = ()) -> str:
+    """The "Real scenes" section: how it was measured, a summary line per scene, a table per scene."""
+    parts = [scene_section(s) for s in scenes]
+    sections = [t for t, _ in parts]
+    summaries = [line for _, line in parts]
+    summaries += [f"- {os.path.basename(p)}: **not measured**: {e}" for p, e in failed]
     notes = (
         f"Scenes: every scene file in {', '.join(f'`{f}`' for f in folders)}. splat-transform: `{tool_version(tool)}`. Each is converted to a "
         "float PLY by `splat-transform SCENE --morton-order reference.ply` (Morton order: see below) and read with "

@@ -118,3 +118,27 @@ def test_cli_usage_errors_are_clear(tmp_path, capsys, case, message):
     assert e.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r.md").exists()
+
+
+def test_finite_reference_clamps_only_infinite_opacity():
+    g = synthetic_scene(50, 0, 2, 5.0)
+    assert scenes.finite_reference(g)[1] == 0
+    g.opacities[[3, 7]] = [np.inf, -np.inf]
+    out, clamped = scenes.finite_reference(g)
+    assert clamped == 2 and np.isfinite(out.opacities).all()
+    assert out.opacities[3] == scenes.OPACITY_CLAMP and out.opacities[7] == -scenes.OPACITY_CLAMP
+    assert np.array_equal(np.delete(out.opacities, [3, 7]), np.delete(g.opacities, [3, 7]))
+    g.scales[0, 0] = np.nan
+    with pytest.raises(RuntimeError, match="scales"):
+        scenes.finite_reference(g)
+
+
+@needs_tool
+def test_a_scene_that_cannot_be_read_is_reported_and_the_exit_status_is_1(tmp_path, capsys):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    (folder / "broken.ply").write_bytes(b"ply\nformat ascii 1.0\nnonsense\n")
+    out = tmp_path / "r.md"
+    assert compare.main(["--scenes", str(folder), "--no-synthetic", "--out", str(out), "-q"]) == 1
+    assert "broken.ply: **not measured**: splat-transform" in out.read_text()
+    assert "broken.ply" in capsys.readouterr().err
