@@ -41,7 +41,6 @@ from codec.spatial import morton_encode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCENE_SUFFIXES = (".ply", ".splat", ".spz", ".sog", ".ksplat")   # .compressed.ply is a .ply
-EXAMPLE_DIR = "../shared/scenes"                                  # relative to the repository root
 UP = (0.0, -1.0, 0.0)     # trained captures are usually y-down (COLMAP); python -m quality assumes the same for a PLY
 
 
