@@ -205,7 +205,7 @@ SCENES = (  # (label, n, sh_degree, seed, extent)
     ("large, SH2", 150_000, 2, 2, 60.0),
 )
 GT_PSNRS = (23.0, 27.0, 30.0)  # typical float 3DGS PSNR against test photos: T&T ~23, Mip-NeRF 360 ~27, DB ~29.5
-TARGET_LOSS_DB, TARGET_GT = 0.3, 27.0   # the target: default profile loses <= 0.3 dB (read at P0 = 27 dB) while smaller than SPZ
+TARGET_LOSS_DB, TARGET_GT = 0.3, 27.0   # target: the default profile loses <= 0.3 dB (read at P0 = 27 dB) while smaller than SPZ
 WHAT_IF_REST_BITS = ((5, 5, 4), (6, 5, 4), (6, 5, 5))
 
 
@@ -394,8 +394,8 @@ def main(argv: list[str] | None = None) -> int:
            f"{' / '.join(f'{v:.2f}' for v in load_start)} at the start, "
            f"{' / '.join(f'{v:.2f}' for v in load_end)} at the end (times on a busy machine run long)\n")
     env_synthetic = (
-           f"- renders: {args.views} orbit views per scene, {args.size}x{args.size}, 60 degree horizontal field of view, "
-           "20 degrees above the horizon, at the 75th-percentile distance of the points from their median, "
+           f"- renders: {args.views} orbit views per scene, {args.size}x{args.size}, 60 degree horizontal field of "
+           "view, 20 degrees above the horizon, at the 75th-percentile distance of the points from their median, "
            "black background, reference rasterizer `quality.rasterizer` (SPEC.md Appendix B)\n"
            f"- times: best of {args.repeat} runs, one thread of Python; PLY times are a file write/read, the others "
            "bytes in memory. GSD encode = `assign_ids` + `keyframe`; GSD decode = `decode_frame` + "
@@ -404,8 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     explain = (
         "PSNR and SSIM compare the renders of each decoded scene with the renders of the float original, view by "
         "view (images clipped to [0, 1]); PSNR is the mean over views of per-view PSNR. There are no photographs of "
-        "synthetic scenes, so the project's target, a 'PSNR loss against the float original', cannot be measured as a drop "
-        "against ground truth directly. The column *implied loss* converts it: if the float scene scores P0 "
+        "synthetic scenes, so the project's target, a 'PSNR loss against the float original', cannot be measured "
+        "as a drop against ground truth directly. The column *implied loss* converts it: if the float scene scores P0 "
         "against test photos and quantization error is independent of training error, the decoded scene scores "
         "P0 - 10 log10(1 + 10^((P0 - P) / 10)), P the PSNR against the float render. It is given for P0 = 23, 27 "
         "and 30 dB (typical 3DGS results on Tanks & Temples, Mip-NeRF 360, Deep Blending). A loss <= 0.3 dB needs "
@@ -422,8 +422,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.no_synthetic:
         text = head + env + "\n" + real_text
     else:
-        text = (head + env + env_synthetic + "\n" + explain + "\n## Summary (default profile)\n\n" + "\n".join(verdicts) + "\n\n"
-                + "## Scenes\n\n" + "\n".join(sections) + ("\n" + real_text if real_text else ""))
+        text = (head + env + env_synthetic + "\n" + explain + "\n## Summary (default profile)\n\n"
+                + "\n".join(verdicts) + "\n\n" + "## Scenes\n\n" + "\n".join(sections)
+                + ("\n" + real_text if real_text else ""))
     with open(args.out, "w") as f:
         f.write(text)
     print(f"wrote {args.out}", file=sys.stderr)

@@ -446,9 +446,10 @@ def real_scenes_markdown(scenes: list[SceneReport], *, folders: list[str], tool:
     summaries = [line for _, line in parts]
     summaries += [f"- {os.path.basename(p)}: **not measured**: {e}" for p, e in failed]
     notes = (
-        f"Scenes: every scene file in {', '.join(f'`{f}`' for f in folders)}. splat-transform: `{tool_version(tool)}`. Each is converted to a "
-        "float PLY by `splat-transform SCENE --morton-order reference.ply` (Morton order: see below) and read with "
-        "`codec.ply.read_ply`; that float scene is the reference every format encodes.\n\n"
+        f"Scenes: every scene file in {', '.join(f'`{f}`' for f in folders)}. splat-transform: "
+        f"`{tool_version(tool)}`. Each is converted to a float PLY by `splat-transform SCENE --morton-order "
+        "reference.ply` (Morton order: see below) and read with `codec.ply.read_ply`; that float scene is the "
+        "reference every format encodes.\n\n"
         "- GSD rows: one keyframe through `codec.cli.encoder_for` with the `gsd encode` parser's defaults "
         "(grid fitted to the scene, default zstd level); encode = grid fit + `assign_ids` + `keyframe`, decode = "
         "`decode_frame` + `state.to_gaussians()`, one run each, in this Python process. Bytes = header + frame "
@@ -458,8 +459,9 @@ def real_scenes_markdown(scenes: list[SceneReport], *, folders: list[str], tool:
         "CLI calls (Node start-up and PLY file I/O included, so they are not comparable with the GSD times to "
         "better than about a second). SOG is written in the background while the other rows are measured (its "
         "k-means is single-threaded), so on a 2-core machine its time and theirs share the cores. SOG's k-means "
-        "starts from random centroids, so its size and PSNR vary a little from run to run. SOG options: `{' '.join(sog_opts)}` (CPU k-means of the SH palette; "
-        "splat-transform's default is 10 iterations on a GPU when one is available).\n"
+        "starts from random centroids, so its size and PSNR vary a little from run to run. SOG options: "
+        f"`{' '.join(sog_opts)}` (k-means of the SH palette; splat-transform's default is 10 iterations, on a GPU "
+        "when one is available; `--sog-iterations`, `--sog-gpu`).\n"
         f"- Renders: {views} orbit views per scene, {size}x{size}, 60 degree field of view, 20 degrees above the "
         f"horizon, at the 75th-percentile distance of the points from their median, up = {list(UP)} (y-down "
         "captures), black background, `quality.rasterizer`. "
