@@ -411,6 +411,11 @@ def _clamp_note(s: SceneReport) -> str:
             + f"the reference clamps them to +-{OPACITY_CLAMP:g} (the same renders) and every format encodes it.")
 
 
+def _seconds(t: float) -> str:
+    """Three significant digits, without exponents for the minutes a CPU k-means takes."""
+    return f"{t:.0f}" if t >= 100 else f"{t:.3g}"
+
+
 def scene_section(s: SceneReport) -> tuple[str, str]:
     """(markdown section, one summary line) for a measured scene."""
     from .compare import _table, fmt_psnr, mean_psnr
@@ -418,13 +423,14 @@ def scene_section(s: SceneReport) -> tuple[str, str]:
     ply = ply_size_bytes(s.n, s.sh_degree)
     rows = [[r.name, f"{r.nbytes / s.n:.2f}", f"{r.nbytes / ply * 100:.1f}%", f"{r.nbytes / sog.nbytes:.2f}",
              fmt_psnr(mean_psnr(r.psnr)), fmt_psnr(min(r.psnr)), f"{np.mean(r.ssim):.4f}",
-             f"{r.encode_s:.3g}", f"{r.decode_s:.3g}", r.note] for r in s.rows]
+             _seconds(r.encode_s), _seconds(r.decode_s), r.note] for r in s.rows]
     label = os.path.basename(s.path)
     thinned = (f"{s.rendered:,} of the {s.n:,} Gaussians rendered (spatially uniform subsample, the same "
                "Gaussians for every format)" if s.rendered < s.n else f"all {s.n:,} Gaussians rendered")
     text = (f"### {label}: {s.n:,} Gaussians, SH degree {s.sh_degree}\n\n"
-            f"Source file {s.source_bytes:,} bytes ({s.source_bytes / s.n:.2f} B/Gaussian); float PLY reference "
-            f"{ply:,} bytes, converted by splat-transform in {s.convert_s:.1f} s; {thinned}; scene measured in "
+            f"Source file {s.source_bytes:,} bytes ({s.source_bytes / s.n:.2f} B/Gaussian), converted to the float "
+            f"reference by splat-transform in {s.convert_s:.1f} s; *of float PLY* is of the standard 3DGS float PLY "
+            f"layout, {ply:,} bytes; {thinned}; scene measured in "
             f"{s.seconds:.0f} s." + source_caveat(s.path) + _clamp_note(s) + "\n\n"
             + _table(["format", "B/Gaussian", "of float PLY", "size / SOG", "PSNR dB", "worst view", "SSIM",
                       "encode s", "decode s", "note"], rows) + "\n")

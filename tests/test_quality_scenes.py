@@ -45,7 +45,8 @@ def test_scenes_end_to_end_with_splat_transform_round_trips(tmp_path):
     text = out.read_text()
     assert "## Real scenes" in text and "### tiny.ply: 300 Gaussians, SH degree 2" in text
     assert "150 of the 300 Gaussians rendered" in text
-    assert "load average" in text and "--sh-iterations" in text
+    assert "load average" in text and "SOG options: `--gpu cpu --sh-iterations 1`" in text
+    assert "{" not in text and "}" not in text                            # no unformatted template left
     rows = _rows(text)
     assert sorted(rows) == sorted(FORMATS)
     bpg = {k: float(v[1]) for k, v in rows.items()}
