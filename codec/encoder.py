@@ -196,8 +196,11 @@ class Encoder:
                 codes = p.quantize_rest(palette.build(values[poor], k, weights=None if weights is None else weights[poor]))
                 index = free[:codes.shape[1]].astype(np.uint16)
                 d.palette = _merge_palette(d.palette, index, codes)
-                self._search.add(p.dequantize_rest(codes), index)
-                found[poor], dist[poor] = self._search.nearest(values[poor])
+                entries = p.dequantize_rest(codes)
+                self._search.add(entries, index)
+                near, nd = palette.nearest(values, entries)  # any row of the frame may fit a new entry best
+                better = nd < dist
+                found[better], dist[better] = index[near[better]], nd[better]
         return found.astype(np.uint16)[None, :]
 
     def _weights(self, vals: dict, order: np.ndarray) -> np.ndarray | None:
