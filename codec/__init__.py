@@ -16,14 +16,14 @@ from .digest import Digest
 from .encoder import Encoder
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
-from .profile import DEFAULT_PROFILE, PRESETS, Profile, Quantization
+from .profile import DEFAULT_PROFILE, PRESETS, STREAM_PROFILE, Profile, Quantization
 from .spatial import Grid
 from .state import SceneState
 from .stream import StreamWriter, read_stream, validate_stream
 from .wire import StreamHeader, decode_frame, decode_header, encode_header
 
-__version__ = "1.0.0"
-FORMAT_VERSION = "1.0"
+__version__ = "1.1.0"
+FORMAT_VERSION = "1.1"
 
 
 def apply(state: SceneState, delta: Delta) -> None:
@@ -33,7 +33,7 @@ def apply(state: SceneState, delta: Delta) -> None:
 
 __all__ = [
     "ALL_MASK", "ATTRS", "SH_C0", "Attr", "Gaussians", "full_mask", "compose", "Decoder", "Delta", "Digest",
-    "Encoder", "ErrorCode", "GsdError", "SPEC_LIMITS", "Limits", "DEFAULT_PROFILE", "PRESETS", "Profile",
+    "Encoder", "ErrorCode", "GsdError", "SPEC_LIMITS", "Limits", "DEFAULT_PROFILE", "STREAM_PROFILE", "PRESETS", "Profile",
     "Quantization", "Grid", "SceneState", "StreamWriter", "read_stream", "validate_stream", "StreamHeader",
     "decode_frame", "decode_header", "encode_header", "apply",
 ]

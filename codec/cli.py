@@ -28,7 +28,7 @@ from .attributes import ATTRS, Attr, Gaussians, rest_coeffs
 from .encoder import Encoder
 from .errors import GsdError
 from .fit import CLAMPING, DEFAULT_CELL_BITS, clamp_mask, fit_grid
-from .profile import DEFAULT_PROFILE, PRESETS, Profile
+from .profile import DEFAULT_PROFILE, PRESETS, STREAM_PROFILE, Profile
 from .spatial import Grid
 from .state import SceneState
 from .stream import StreamWriter, read_stream, split_frames, validate_stream
@@ -689,7 +689,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("input", metavar="IN.ply", help="input PLY")
     e.add_argument("output", metavar="OUT.gsd", help="output stream (overwritten)")
     e.add_argument("--profile", choices=profiles, default=DEFAULT_PROFILE,
-                   help="quantization preset: lossless = float32 exact; high; compact")
+                   help="quantization preset: lossless = float32 exact; high; compact; small (default: "
+                        "fewer bits, SH_REST through an SH palette, format 1.1)")
     e.add_argument("--sh-degree", type=int, choices=range(4), default=None, metavar="N",
                    help="SH degree 0..3 to keep (higher-order coefficients dropped or zero-padded); default: the PLY's")
     e.add_argument("--level", type=_zstd_level, default=ZSTD_LEVEL, metavar="ZSTD_LEVEL",
@@ -767,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--n", type=_positive, default=200_000, help="Gaussians in the synthetic scene")
     m.add_argument("--frames", type=_positive, default=30, help="frames in all (1 keyframe + deltas)")
     m.add_argument("--out", default="demo.gsd", metavar="OUT.gsd", help="stream file to write")
-    m.add_argument("--profile", choices=profiles, default=DEFAULT_PROFILE, help="quantization preset")
+    m.add_argument("--profile", choices=profiles, default=STREAM_PROFILE, help="quantization preset (a stream's default)")
     m.add_argument("--sh-degree", type=int, choices=range(4), default=3, metavar="N", help="SH degree 0..3")
     m.add_argument("--level", type=_zstd_level, default=ZSTD_LEVEL, metavar="ZSTD_LEVEL",
                    help="zstd level 0..22 (0 = store uncompressed)")

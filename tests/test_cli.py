@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from codec import FORMAT_VERSION, __version__, cli
+from codec import DEFAULT_PROFILE, FORMAT_VERSION, __version__, cli
 from codec.attributes import Attr
 from codec.ply import read_ply, write_ply
 from conformance import craft
@@ -93,11 +93,11 @@ def test_text_outputs_name_the_numbers(scene_ply, tmp_path):
     for name in ("position", "scale", "rotation", "opacity (alpha)", "sh_dc", "sh_rest", "clamped", "fitted ranges"):
         assert name in out
     info = ok("info", stream).stdout
-    assert "compact" in info and "SH degree    3" in info and "cell bits" in info
+    assert DEFAULT_PROFILE in info and "palette" in info and "SH degree    3" in info and "cell bits" in info
     assert "totals: 1 frames (1 keyframes)" in info
 
 
-@pytest.mark.parametrize("profile", ["high", "compact"])
+@pytest.mark.parametrize("profile", ["high", "compact", "small"])
 def test_lossy_encode_reports_errors_within_bounds_and_decodes_close(scene_ply, tmp_path, profile):
     ply, g = scene_ply
     stream, back = tmp_path / "s.gsd", tmp_path / "back.ply"
