@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         measured, failed = [], []
         for path in real_scenes:
             try:
-                measured.append(real.measure_scene(path, tool, profiles=GSD_PROFILES, views=args.views,
+                measured.append(real.measure_scene(path, tool, profiles=real.gsd_profiles(), views=args.views,
                                                    size=args.size, max_render=args.max_render_gaussians,
                                                    sog_opts=sog_opts, cache=args.cache, quiet=args.quiet))
             except (RuntimeError, ValueError, OSError) as e:   # one scene that cannot be read or round-tripped

@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from codec import Decoder, Gaussians
 from codec.ply import ply_size_bytes, read_ply, write_ply
-from codec.profile import DEFAULT_PROFILE
+from codec.profile import PRESETS
 from codec.spatial import morton_encode
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -242,6 +242,17 @@ class Row:
     ssim: list[float] = field(default_factory=list)
 
 
+def cli_profile() -> str:
+    """The profile `gsd encode` uses when none is given (read from its parser, so a new default shows up here)."""
+    from codec.cli import build_parser
+    return build_parser().parse_args(["encode", "in.ply", "out.gsd"]).profile
+
+
+def gsd_profiles() -> list[str]:
+    """Every preset, so each real scene shows all of them, the CLI's default among them."""
+    return list(dict.fromkeys([*PRESETS, cli_profile()]))
+
+
 def _warm_up(ref: Gaussians, args) -> None:
     """Encode and decode a few Gaussians first, so compiling the codec's kernels is not timed."""
     from codec.cli import encoder_for
@@ -273,7 +284,7 @@ def gsd_row(ref: Gaussians, profile: str) -> Row:
     where = np.searchsorted(dec_ids, ids)                     # to_gaussians lists ids ascending
     if len(dec_ids) != len(ids) or not np.array_equal(dec_ids[np.minimum(where, len(dec_ids) - 1)], ids):
         raise RuntimeError(f"GSD {profile}: decoded ids differ from the encoder's")
-    name = f"GSD {profile}" + (" (default)" if profile == DEFAULT_PROFILE else "")
+    name = f"GSD {profile}" + (" (default)" if profile == cli_profile() else "")
     return Row(name, len(header) + len(frame), t_enc, t_dec, out.take(where))
 
 
@@ -336,7 +347,7 @@ def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_
         raw_error = ""
         if clamped:                            # what a user running `gsd encode` on the converted file meets
             try:
-                gsd_row(read_ply(ref_ply), DEFAULT_PROFILE)
+                gsd_row(read_ply(ref_ply), cli_profile())
             except ValueError as e:
                 raw_error = str(e)
             write_ply(ref_ply, ref)            # every format then encodes the same, clamped, reference

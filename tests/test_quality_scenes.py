@@ -18,7 +18,7 @@ from quality import compare, scenes
 TOOL = os.path.join(scenes.REPO, "node_modules", ".bin", "splat-transform")
 needs_tool = pytest.mark.skipif(not os.access(TOOL, os.X_OK),
                                 reason="node_modules/.bin/splat-transform missing (run `npm ci`)")
-FORMATS = ("GSD lossless", "GSD high", "GSD compact", "SPZ v4 (splat-transform)", "SOG (splat-transform)")
+PEERS = ("SPZ v4 (splat-transform)", "SOG (splat-transform)")
 
 
 def _rows(markdown: str) -> dict[str, list[str]]:
@@ -48,27 +48,32 @@ def test_scenes_end_to_end_with_splat_transform_round_trips(tmp_path):
     assert "load average" in text and "SOG options: `--gpu cpu --sh-iterations 1`" in text
     assert "{" not in text and "}" not in text                            # no unformatted template left
     rows = _rows(text)
-    assert sorted(rows) == sorted(FORMATS)
+    formats = [f"GSD {p}" for p in scenes.gsd_profiles()] + list(PEERS)
+    assert {"GSD lossless", "GSD high", "GSD compact"} <= set(formats)
+    assert sorted(rows) == sorted(formats)
+    default = f"GSD {scenes.cli_profile()}"
+    assert f"| {default} (default) |" in text
     bpg = {k: float(v[1]) for k, v in rows.items()}
     psnr = {k: v[4] for k, v in rows.items()}
     assert all(b > 0 for b in bpg.values())
     assert bpg["GSD compact"] < bpg["GSD high"] < bpg["GSD lossless"] < 167.4   # float PLY: 167.34 B/G + header
     assert psnr["GSD lossless"] == "exact" and rows["GSD lossless"][6] == "1.0000"
-    for name in FORMATS[1:]:
+    for name in [f for f in formats if f != "GSD lossless"]:
         assert 30 < float(psnr[name]) < 150, (name, psnr[name])        # lossy, yet close to the reference
         assert 0.9 < float(rows[name][6]) <= 1.0
         assert float(rows[name][7]) > 0 and float(rows[name][8]) >= 0
     assert float(rows["SOG (splat-transform)"][3]) == 1.0
     assert float(rows["GSD compact"][3]) == pytest.approx(bpg["GSD compact"] / bpg["SOG (splat-transform)"], abs=0.01)
-    summary = re.search(r"- tiny.ply: GSD compact \(default\) ([\d.]+) B/G vs SOG ([\d.]+) B/G", text)
-    assert summary and float(summary.group(1)) == bpg["GSD compact"]
+    summary = re.search(rf"- tiny.ply: {default} \(default\) ([\d.]+) B/G vs SOG ([\d.]+) B/G", text)
+    assert summary and float(summary.group(1)) == bpg[default]
+    assert float(summary.group(2)) == bpg["SOG (splat-transform)"]
     assert "from the cache" not in text
 
     # a rerun takes the peers' files from the cache (SOG's k-means is random: the same file gives the same row)
     again = tmp_path / "again.md"
     assert compare.main(argv + ["--out", str(again)]) == 0
     rows2 = _rows(again.read_text())
-    for name in ("SPZ v4 (splat-transform)", "SOG (splat-transform)"):
+    for name in PEERS:
         assert "from the cache" in rows2[name][9]
         assert rows2[name][1:7] == rows[name][1:7]
 
