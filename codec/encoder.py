@@ -151,7 +151,8 @@ class Encoder:
         return d
 
     # -- SH palette --------------------------------------------------------------------------------
-    def _palette_codes(self, values: np.ndarray, d: Delta, fresh: bool, weights: np.ndarray | None = None) -> np.ndarray:
+    def _palette_codes(self, values: np.ndarray, d: Delta, fresh: bool,
+                       weights: np.ndarray | None = None) -> np.ndarray:
         """(1, n) palette indices for SH_REST float rows. ``fresh``: the frame starts the palette over
         (a keyframe, or an empty scene), so a palette is built for these rows; otherwise rows that
         no entry fits earn new entries in entries no live Gaussian uses (SPEC.md 5.9). ``weights``:
@@ -193,7 +194,8 @@ class Encoder:
             free = self._free_entries(d, found[fit])
             k = min(len(free), len(poor) // self.gaussians_per_entry)
             if k:
-                codes = p.quantize_rest(palette.build(values[poor], k, weights=None if weights is None else weights[poor]))
+                w = None if weights is None else weights[poor]
+                codes = p.quantize_rest(palette.build(values[poor], k, weights=w))
                 index = free[:codes.shape[1]].astype(np.uint16)
                 d.palette = _merge_palette(d.palette, index, codes)
                 entries = p.dequantize_rest(codes)

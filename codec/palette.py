@@ -2,10 +2,11 @@
 
 A palette entry stands for the higher-order SH of many Gaussians, which then carry only the u16
 index of their entry. Building a palette is k-means; coding a Gaussian is a nearest-entry search.
-Both run in two levels (coarse clusters, then the entries of one or two clusters), and k-means
-trains on a sample of a few rows per entry, so a million 45-component vectors against 65,536
-entries take seconds. The distance loop is one compiled kernel (``nearest_in``) that never holds
-a rows x entries matrix. Decoders need none of this.
+Both run in two levels (coarse clusters of about equal size, then the entries of a few of them),
+k-means starts from k-means++ seeds and stops after 2 iterations, so a million 45-component
+vectors against 65,536 entries take seconds. The distance loop is one compiled kernel
+(``nearest_in``, on worker threads) that never holds a rows x entries matrix. Decoders need none
+of this.
 """
 from __future__ import annotations
 
@@ -156,8 +157,8 @@ def kmeans(x: np.ndarray, group: np.ndarray, share: np.ndarray, iters: int, rng:
     """Weighted k-means in independent groups: ``share[g]`` centroids for the rows of group ``g``
     (at most its rows), returned grouped (``share`` rows of group 0, then of group 1, ...).
 
-    Starts from distinct random rows of each group. A centroid left without rows (its start row
-    duplicated another) restarts at one of the rows that fit worst, so few entries are wasted."""
+    Starts from k-means++ seeds (``seed_plus``). A centroid left without rows (its seed duplicated
+    another) restarts at one of the rows that fit worst, so few entries are wasted."""
     n, dim = x.shape
     w = np.ones(n, np.float32) if w is None else w
     order = np.argsort(group, kind="stable")  # grouped rows: each search keeps one group's centroids in cache
@@ -236,8 +237,9 @@ def build(x: np.ndarray, k: int, seed: int = 0, weights: np.ndarray | None = Non
     much each row's error counts (entries are weighted means, and go where the weight is).
 
     Coarse k-means on a sample, then k-means within each coarse cluster with entries in proportion
-    to its weight, trained on at most ``TRAIN_PER_ENTRY`` rows per entry: more rows barely move
-    the entries (one more Lloyd iteration matters more), and coding every row is the search's job."""
+    to its weight, trained on at most ``TRAIN_PER_ENTRY`` rows per entry (coding every row is the
+    search's job). Training rows matter more than iterations: from k-means++ seeds a third and a
+    fourth iteration gained under 1% of squared error, 4 rows per entry instead of 16 lost 6-19%."""
     x = np.ascontiguousarray(x, np.float32)
     n, dim = x.shape
     if not np.isfinite(x).all():
