@@ -19,10 +19,13 @@ from .state import SceneState
 from .wire import FrameEncoder, StreamHeader, encode_header
 
 U64 = np.uint64
-# New content earns palette entries where it fits worse than this quantile of the rows the palette
-# was built for: content like the palette's (heavy-tailed SH included) mostly does not, content
-# unlike it does. It earns one entry per ``gaussians_per_entry`` such rows, as the keyframe did.
-POOR_FIT = 0.99
+# Which rows of a later frame earn new palette entries, judged by their distance to the nearest entry
+# against the keyframe's distances: in a frame whose median is more than NOVEL times the keyframe's
+# (new rows like the keyframe's fit 1.3-1.5 times worse than the rows the palette was built for),
+# every row farther than the keyframe's median; in any frame, rows beyond its 99th percentile (heavy
+# tails of content like the palette's mostly are not). They earn one entry per gaussians_per_entry,
+# as the keyframe did.
+NOVEL = 2.0
 
 
 def _as_attr_dict(values) -> dict:
@@ -55,7 +58,7 @@ class Encoder:
         self.gaussians_per_entry = gaussians_per_entry
         self.weighted = weighted
         self._search: palette.PaletteSearch | None = None
-        self._poor = np.inf  # squared distance above which new content earns new palette entries (POOR_FIT)
+        self._fit = None  # (median, 99th percentile) of the squared distances of the palette's own rows
         self._made = None    # the palette entries of the last delta built here
         self.header = StreamHeader(profile, max_gaussians, generator)
         self.state = SceneState(profile, max_gaussians=max_gaussians)
@@ -178,16 +181,19 @@ class Encoder:
             search.relabel(renumber)
             d.palette = PaletteSet(np.arange(len(keep), dtype=np.uint16), np.ascontiguousarray(codes[:, keep]))
             self._search = search
-            self._poor = float(np.quantile(dist, POOR_FIT)) if len(dist) else np.inf
+            self._fit = tuple(np.quantile(dist, [0.5, 0.99])) if len(dist) else None
             return renumber[found].astype(np.uint16)[None, :]
         if self._search is None:  # a palette this encoder did not build: search the state's
             index = np.flatnonzero(self.state.palette.any(axis=0))
             self._search = palette.PaletteSearch(p.dequantize_rest(self.state.palette[:, index]), index)
-            self._poor = np.inf
+            self._fit = None
         found, dist = self._search.nearest(values)
-        if np.isinf(self._poor) and len(self._search):
-            self._poor = float(np.quantile(dist, POOR_FIT))
-        poor = np.flatnonzero(dist > self._poor)
+        if self._fit is None and len(self._search) and len(dist):  # the first rows stand for the palette's
+            self._fit = tuple(np.quantile(dist, [0.5, 0.99]))
+        poor = np.zeros(0, np.int64)
+        if self._fit is not None and len(dist):
+            median, tail = self._fit
+            poor = np.flatnonzero(dist > (median if np.median(dist) > NOVEL * median else tail))
         if len(poor):
             fit = np.ones(len(found), bool)
             fit[poor] = False

@@ -118,6 +118,11 @@ def test_stream_extends_palette_for_new_content_only():
     d = _step(enc, dec, add=(same_ids, same))
     assert d.palette is None or len(d.palette.index) <= 2
 
+    # content shifted a little: each row within the keyframe's tail, but as a whole unlike it
+    mild = _scene(1000, seed=4, hue=0.05)
+    d = _step(enc, dec, add=(enc.assign_ids(mild.positions), mild))
+    assert d.palette is not None and len(d.palette.index) >= 1000 // (2 * enc.gaussians_per_entry)
+
     # new content far from every entry earns new entries, in entries no Gaussian used
     before = _decoded_rest(dec, ids)
     new = _scene(1500, seed=2, hue=0.4)
