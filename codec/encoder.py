@@ -195,9 +195,7 @@ class Encoder:
             median, tail = self._fit
             poor = np.flatnonzero(dist > (median if np.median(dist) > NOVEL * median else tail))
         if len(poor):
-            fit = np.ones(len(found), bool)
-            fit[poor] = False
-            free = self._free_entries(d, found[fit])
+            free = self._free_entries(d, found)
             k = min(len(free), len(poor) // self.gaussians_per_entry)
             if k:
                 w = None if weights is None else weights[poor]
