@@ -61,7 +61,7 @@ def test_two_level_search_close_to_exhaustive():
     # replacing entries: the search finds the new content under the old index
     search.add(x[:3] + 5, index[:3])
     got, d = search.nearest(x[:3] + 5)
-    assert (got == index[:3]).all() and d.max() < 1e-6
+    assert (got == index[:3]).all() and d.max() < 1e-3  # (float32 |c|^2 - 2 x.c + |x|^2 at |x|^2 ~ 600)
 
 
 def _scene(n: int, seed: int, hue: float = 0.0):
