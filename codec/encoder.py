@@ -202,11 +202,10 @@ class Encoder:
                 codes = p.quantize_rest(palette.build(values[poor], k, weights=w))
                 index = free[:codes.shape[1]].astype(np.uint16)
                 d.palette = _merge_palette(d.palette, index, codes)
-                entries = p.dequantize_rest(codes)
-                self._search.add(entries, index)
-                near, nd = palette.nearest(values, entries)  # any row of the frame may fit a new entry best
+                self._search.add(p.dequantize_rest(codes), index)
+                near, nd = self._search.nearest(values)  # any row of the frame may fit a new entry best
                 better = nd < dist
-                found[better], dist[better] = index[near[better]], nd[better]
+                found[better], dist[better] = near[better], nd[better]
         return found.astype(np.uint16)[None, :]
 
     def _weights(self, vals: dict, order: np.ndarray) -> np.ndarray | None:

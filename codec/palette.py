@@ -270,27 +270,29 @@ class PaletteSearch:
         entries = np.ascontiguousarray(entries, np.float32)
         self.dim = entries.shape[1] if entries.ndim == 2 else 0
         self.probes = probes
+        self._rng = np.random.default_rng(seed)
         self.entries = np.zeros((0, self.dim), np.float32)
         self.index = np.zeros(0, np.int64)
         self.group = np.zeros(0, np.int64)
-        k1 = int(min(COARSE_MAX, max(1, round(np.sqrt(len(entries))))))
         self.coarse = np.zeros((0, self.dim), np.float32)
-        if len(entries):
-            rng = np.random.default_rng(seed)
-            sample = rng.choice(len(entries), min(len(entries), COARSE_SAMPLE * k1), replace=False)
-            self.coarse = coarse_level(entries[sample], k1, rng)
         self.add(entries, index)
 
     def add(self, entries: np.ndarray, index: np.ndarray) -> None:
-        """Make entries (rows) findable under their palette indices (replacing any at those indices)."""
+        """Make entries (rows) findable under their palette indices (replacing any at those indices).
+        New content far from the old entries crowds a few groups, and a search costs the size of the
+        groups it meets: when a group grows past 4x the mean, the coarse level is built anew."""
         entries = np.ascontiguousarray(entries, np.float32).reshape(-1, self.dim)
         index = np.asarray(index, np.int64)
-        if len(self.coarse) == 0 and len(entries):
-            self.coarse = entries[:1].copy()
         keep = ~np.isin(self.index, index)
         self.entries = np.concatenate([self.entries[keep], entries])
         self.index = np.concatenate([self.index[keep], index])
         self.group = np.concatenate([self.group[keep], nearest(entries, self.coarse)[0]])
+        n = len(self.index)
+        if n and (len(self.coarse) == 0 or np.bincount(self.group).max() > 4 * n / len(self.coarse)):
+            k1 = int(min(COARSE_MAX, max(1, round(np.sqrt(n)))))
+            sample = self._rng.choice(n, min(n, COARSE_SAMPLE * k1), replace=False)
+            self.coarse = coarse_level(self.entries[sample], k1, self._rng)
+            self.group = nearest(self.entries, self.coarse)[0]
         order = np.argsort(self.group, kind="stable")
         self.entries, self.index, self.group = self.entries[order], self.index[order], self.group[order]
         self._start = np.searchsorted(self.group, np.arange(len(self.coarse) + 1))
