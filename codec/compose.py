@@ -83,7 +83,7 @@ def compose(d1: Delta, d2: Delta, profile: Profile) -> Delta:
     order = np.argsort(add_ids, kind="stable")
     r.add_ids = add_ids[order]
     r.add = {a: np.concatenate([a_codes[a], d2.add[a]], axis=1)[:, order] for a in ATTRS}
-    r.palette = _palette(d1.palette, d2.palette)
+    r.palette = PaletteSet.merged(d1.palette, d2.palette)
     # UPDATEs of one id in both deltas merge: masks OR, residuals add (modular)
     parts = [x for x in parts if len(x[0])]
     if not parts:
@@ -100,16 +100,6 @@ def compose(d1: Delta, d2: Delta, profile: Profile) -> Delta:
             res[a][:, pos] += v
     r.updates = group_updates(ids, mask, res)
     return r
-
-
-def _palette(p1: PaletteSet | None, p2: PaletteSet | None) -> PaletteSet | None:
-    """Entries set by either delta, d2's where both set one (entries are absolute, never residuals)."""
-    if p1 is None or p2 is None:
-        return p1 if p2 is None else p2
-    keep = ~np.isin(p1.index, p2.index, assume_unique=True)
-    index = np.concatenate([p1.index[keep], p2.index])
-    order = np.argsort(index, kind="stable")
-    return PaletteSet(index[order], np.concatenate([p1.codes[:, keep], p2.codes], axis=1)[:, order])
 
 
 def _copy(d: Delta) -> Delta:

@@ -44,6 +44,17 @@ class PaletteSet:
     def __len__(self) -> int:
         return len(self.index)
 
+    @staticmethod
+    def merged(first: "PaletteSet | None", then: "PaletteSet | None") -> "PaletteSet | None":
+        """Entries set by ``first`` or ``then``, ``then``'s where both set one (entries are absolute
+        codes, never residuals): one frame's sets after another's, or two sets of one frame."""
+        if first is None or then is None:
+            return first if then is None else then
+        keep = ~np.isin(first.index, then.index, assume_unique=True)
+        index = np.concatenate([first.index[keep], then.index])
+        order = np.argsort(index, kind="stable")
+        return PaletteSet(index[order], np.concatenate([first.codes[:, keep], then.codes], axis=1)[:, order])
+
 
 def mask_rows(masks: np.ndarray) -> list[tuple[int, np.ndarray]]:
     """(mask, rows holding it) for each distinct non-zero mask, ascending."""

@@ -184,8 +184,8 @@ class Encoder:
             self._fit = tuple(np.quantile(dist, [0.5, 0.99])) if len(dist) else None
             return renumber[found].astype(np.uint16)[None, :]
         if self._search is None:  # a palette this encoder did not build: search the state's
-            index = np.flatnonzero(self.state.palette.any(axis=0))
-            self._search = palette.PaletteSearch(p.dequantize_rest(self.state.palette[:, index]), index)
+            entries = self.state.palette_set()
+            self._search = palette.PaletteSearch(p.dequantize_rest(entries.codes), entries.index.astype(np.int64))
             self._fit = None
         found, dist = self._search.nearest(values)
         if self._fit is None and len(self._search) and len(dist):  # the first rows stand for the palette's
@@ -201,7 +201,7 @@ class Encoder:
                 w = None if weights is None else weights[poor]
                 codes = p.quantize_rest(palette.build(values[poor], k, weights=w))
                 index = free[:codes.shape[1]].astype(np.uint16)
-                d.palette = _merge_palette(d.palette, index, codes)
+                d.palette = PaletteSet.merged(d.palette, PaletteSet(index, codes))
                 self._search.add(p.dequantize_rest(codes), index)
                 near, nd = self._search.nearest(values)  # any row of the frame may fit a new entry best
                 better = nd < dist
@@ -263,9 +263,7 @@ class Encoder:
         ids, codes = self.state.sorted_codes()
         d = Delta.empty_like(self.profile, seq=max(self.state.seq, 1), base_seq=self.state.seq, keyframe=True)
         d.add_ids, d.add = ids, codes
-        if self.state.palette is not None:  # a keyframe starts from a zero palette: send the rest
-            index = np.flatnonzero(self.state.palette.any(axis=0)).astype(np.uint16)
-            d.palette = PaletteSet(index, self.state.palette[:, index])
+        d.palette = self.state.palette_set()  # a keyframe starts from a zero palette: send the rest
         d.digest = self.state.digest() if self.with_digest else None
         return d
 
@@ -277,11 +275,3 @@ def importance(opacity: np.ndarray) -> np.ndarray:
     are mostly faint or hidden, and starves the many small ones that make the picture."""
     return (0.5 + 0.5 * np.tanh(0.5 * np.asarray(opacity, np.float64).reshape(-1))).astype(np.float32)
 
-
-def _merge_palette(old: PaletteSet | None, index: np.ndarray, codes: np.ndarray) -> PaletteSet:
-    """``old``'s entries plus these (ascending; ``index`` disjoint from ``old``'s)."""
-    if old is None:
-        return PaletteSet(index, codes)
-    all_index = np.concatenate([old.index, index])
-    order = np.argsort(all_index, kind="stable")
-    return PaletteSet(all_index[order], np.concatenate([old.codes, codes], axis=1)[:, order])

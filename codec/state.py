@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .attributes import ATTRS, Attr, Gaussians, full_mask, mask_attrs
-from .delta import Delta
+from .delta import Delta, PaletteSet
 from .digest import (M32, Digest, lane_constants, lane_sums, lane_sums_all, lane_sums_at, row_accumulators,
                      unsigned)
 from .errors import ErrorCode, GsdError
@@ -117,6 +117,13 @@ class SceneState:
         self.palette = np.zeros((p.rest_comps, p.palette), p.rest_dtype) if p.palette else None
         self.palette_accs = np.zeros((2, p.palette), np.uint32) if p.palette else None
         self.palette_sums = (0, 0)
+
+    def palette_set(self) -> PaletteSet | None:
+        """The palette's non-zero entries (all a keyframe must set: it starts from zeros); None without one."""
+        if self.palette is None:
+            return None
+        index = np.flatnonzero(self.palette.any(axis=0)).astype(np.uint16)
+        return PaletteSet(index, self.palette[:, index])
 
     def __len__(self) -> int:
         return self.count

@@ -20,6 +20,8 @@ from math import isfinite, isqrt
 
 import zstandard
 
+from .craft import QuantFields, Section  # plain field records, as a header or frame holds them
+
 M32 = 0xFFFFFFFF
 ATTR_NAMES = ("position", "scale", "rotation", "opacity", "sh_dc", "sh_rest")
 
@@ -44,7 +46,7 @@ class Layout:
     """
 
     sh_degree: int
-    quant: object  # craft.QuantFields, HeaderQuant or None (lossless)
+    quant: object  # craft.QuantFields or None (lossless)
     cell_bits: int
     slot_bits: int
     palette: int = 0
@@ -497,23 +499,6 @@ def check_records(data: bytes, limits: dict) -> tuple[int, str] | None:
 # structure (SPEC.md 6.1), the section pipeline (4.4), then apply (RefState). Written from the spec
 # text with plain Python; zstd frames are opened by the zstandard library after the header checks
 # of 4.4 are done here.
-@dataclass(frozen=True)
-class HeaderQuant:
-    """The Quantization table as a header holds it (absent fields 0, absent vectors empty)."""
-
-    position_bits: int
-    scale_bits: int
-    scale_min: float
-    scale_max: float
-    rotation_bits: int
-    opacity_bits: int
-    dc_bits: int
-    dc_min: float
-    dc_max: float
-    rest_bits: tuple
-    rest_range: tuple
-    sh_palette: int
-
 
 def _f32(b: bytes, p: int) -> float:
     return struct.unpack_from("<f", b, p)[0]
@@ -536,7 +521,7 @@ def read_header(h: RefBuffer) -> tuple[Layout, int]:
             return 0.0 if p is None else _f32(b, p)
         bits_at, nb = h.vectors.get((qt, 9), (0, 0))
         range_at, nr = h.vectors.get((qt, 10), (0, 0))
-        q = HeaderQuant(h.scalar(qt, 0, 1), h.scalar(qt, 1, 1), f32(2), f32(3), h.scalar(qt, 4, 1),
+        q = QuantFields(h.scalar(qt, 0, 1), h.scalar(qt, 1, 1), f32(2), f32(3), h.scalar(qt, 4, 1),
                         h.scalar(qt, 5, 1), h.scalar(qt, 6, 1), f32(7), f32(8), tuple(b[bits_at:bits_at + nb]),
                         tuple(_f32(b, range_at + 4 * k) for k in range(nr)), h.scalar(qt, 11, 4))
     palette = q.sh_palette if q is not None else 0
@@ -568,15 +553,6 @@ def read_header(h: RefBuffer) -> tuple[Layout, int]:
             raise RefError("BAD_HEADER", why)
     return Layout(d, q, cell_bits, slot_bits, palette), max_gaussians
 
-
-@dataclass(frozen=True)
-class RefSection:
-    offset: int
-    stored_size: int
-    raw_size: int
-    compression: int
-    filters: int
-    width: int
 
 
 def zstd_content(stored: bytes, raw_size: int) -> bytes:
@@ -611,7 +587,7 @@ def zstd_content(stored: bytes, raw_size: int) -> bytes:
     return out
 
 
-def decode_section(payload: bytes, s: RefSection, comps: int, n: int, w: int) -> list[int]:
+def decode_section(payload: bytes, s: Section, comps: int, n: int, w: int) -> list[int]:
     """decode_section of SPEC.md 4.4: the unsigned values, component j of element i at j*n + i."""
     if s.width != w:
         raise RefError("MALFORMED", f"section width {s.width}, role width {w}")
@@ -673,7 +649,7 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
     rf = RefFrame(f.scalar(t, 0, 8), f.scalar(t, 1, 8), bool(f.scalar(t, 2, 4) & 1),
                   digest=struct.unpack_from("<QII", b, digest_at) if digest_at is not None else None)
     at, ns = f.vectors.get((t, 6), (0, 0))
-    sections = [RefSection(*struct.unpack_from("<3I3B", b, at + 16 * k)) for k in range(ns)]
+    sections = [Section(*struct.unpack_from("<3I4B", b, at + 16 * k)) for k in range(ns)]
     blocks = []
     for bt in f.table_lists.get((t, 5), []):
         sat, nsec = f.vectors.get((bt, 4), (0, 0))

@@ -101,6 +101,16 @@ def _step(enc: Encoder, dec: Decoder, **ops):
     return d
 
 
+def _started(n: int, seed: int):
+    """A scene's keyframe through an encoder and a decoder: (scene, encoder, decoder, ids)."""
+    base = _scene(n, seed=seed)
+    enc = Encoder(_profile(base), max_gaussians=10000)
+    dec = Decoder(enc.header_bytes())
+    ids = enc.assign_ids(base.positions)
+    dec.decode_frame(enc.keyframe(base, ids))
+    return base, enc, dec, ids
+
+
 def test_stream_extends_palette_for_new_content_only():
     base = _scene(3000, seed=1)
     profile = _profile(base)
@@ -142,11 +152,7 @@ def _concat(a, b):
 
 
 def test_freed_entries_are_reused_and_untouched_gaussians_keep_their_sh():
-    base = _scene(3000, seed=3)
-    enc = Encoder(_profile(base), max_gaussians=10000)
-    dec = Decoder(enc.header_bytes())
-    ids = enc.assign_ids(base.positions)
-    dec.decode_frame(enc.keyframe(base, ids))
+    base, enc, dec, ids = _started(3000, seed=3)
     size = int(enc.state.palette.any(axis=0).sum())
     gone, kept = ids[:1500], ids[1500:]
     _step(enc, dec, delete=gone)
@@ -169,11 +175,7 @@ def test_freed_entries_are_reused_and_untouched_gaussians_keep_their_sh():
 
 
 def test_update_to_new_sh_and_closed_loop():
-    base = _scene(2000, seed=5)
-    enc = Encoder(_profile(base), max_gaussians=10000)
-    dec = Decoder(enc.header_bytes())
-    ids = enc.assign_ids(base.positions)
-    dec.decode_frame(enc.keyframe(base, ids))
+    base, enc, dec, ids = _started(2000, seed=5)
     rows = np.arange(0, 2000, 3)
     other = _scene(2000, seed=6, hue=0.5).sh_rest[rows]
     before = _decoded_rest(dec, ids[1::3])

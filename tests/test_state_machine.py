@@ -14,7 +14,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from codec import Decoder, Delta, Encoder, ErrorCode, Gaussians, GsdError, SceneState
 from codec.attributes import ATTRS, Attr, full_mask, mask_attrs
-from codec.delta import PaletteSet, UpdateBlock
+from codec.delta import UpdateBlock
 from codec.wire import FrameEncoder
 
 from conftest import PROFILE_NAMES, SH_DEGREES, make_profile, random_gaussians
@@ -233,9 +233,7 @@ class StreamMachine(RuleBasedStateMachine):
         ids, codes = self.dec.state.sorted_codes()
         kf = Delta.empty_like(self.profile, seq=1, keyframe=True)
         kf.add_ids, kf.add = ids, {a: c.copy() for a, c in codes.items()}
-        if self.profile.palette:
-            index = np.flatnonzero(self.dec.state.palette.any(axis=0)).astype(np.uint16)
-            kf.palette = PaletteSet(index, self.dec.state.palette[:, index].copy())
+        kf.palette = self.dec.state.palette_set()
         fresh = SceneState(self.profile)
         fresh.apply(kf)
         assert fresh.digest() == self.dec.state.digest()
