@@ -89,16 +89,18 @@ const BL_HEAD = 64;   // bytes before the components of a block record (kernel.t
 
 /**
  * Writes the kernel record of an ADD or UPDATE block (an object {n, ids, mask, comps: [{j, src}]},
- * with 32 bytes of kernel scratch per component after them) and its scratch arrays (slots, sums; for an UPDATE the undo records); returns its pointer.
+ * with 32 bytes of kernel scratch per component after them) and its scratch arrays (slots, sums; for an
+ * UPDATE the undo records: old codes, sums and floats); returns its pointer.
  */
 export function blockRecord(b, update) {
   const n = b.n, nc = b.comps.length;
   const bl = arena.take(BL_HEAD + 40 * nc), slots = arena.take(4 * n), s0 = arena.take(4 * n), s1 = arena.take(4 * n);
   const ov = update ? arena.take(4 * n * nc) : 0, os0 = update ? arena.take(4 * n) : 0, os1 = update ? arena.take(4 * n) : 0;
+  const of = update ? arena.take(4 * n * nc) : 0;
   const u = views().u32, w = bl >> 2;
   u.fill(0, w, w + BL_HEAD / 4);
   u[w] = n; u[w + 1] = b.ids; u[w + 2] = b.mask; u[w + 3] = nc; u[w + 4] = slots; u[w + 5] = s0; u[w + 6] = s1;
-  u[w + 7] = ov; u[w + 8] = os0; u[w + 9] = os1;
+  u[w + 7] = ov; u[w + 8] = os0; u[w + 9] = os1; u[w + 12] = of;
   for (let c = 0; c < nc; c++) { u[w + 16 + 2 * c] = b.comps[c].j; u[w + 17 + 2 * c] = b.comps[c].src; }
   return bl;
 }

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Decoder, GsdError, decodeStreamLines } from '../decoder/index.mjs';
-import { K, alloc, allocating, arena, views } from '../decoder/kernel.mjs';
+import { K, alloc, allocating, arena, views, blockRecord } from '../decoder/kernel.mjs';
 import { manifest, vectorBytes, expectedLines, vector } from './helpers.mjs';
 
 const limitExceeded = (e) => e instanceof GsdError && e.code === 'LIMIT_EXCEEDED';
@@ -85,4 +85,74 @@ test('an id in two of many blocks: the scratch id table finds it, and only then'
     lists.forEach((ids, k) => assert.equal(K.insertIds(t, ptrs[k], ids.length), 0));
     assert.equal(K.insertIds(t, put([4n, 2n ** 40n]), 2), 1);   // 2^40 is in the third list
   } finally { K.idtFree(t); }
+});
+
+test('UPDATE blocks of many batches: floats derived in place, and undone exactly when a later Gaussian fails', () => {
+  const u8 = vectorBytes('profile_compact_sh3');
+  const make = () => {
+    const dec = new Decoder();
+    let pos = dec.readHeader(u8).used;
+    pos += dec.readFrame(u8.subarray(pos)).used;
+    return dec;
+  };
+  const dec = make(), s = dec.store, p = dec.profile, seedCodes = s.entries().map((e) => e.codes);
+  const N = 150;   // several of updApply's batches
+  const ids = Array.from({ length: N }, (_, i) => 1_000_000 + 7 * i);
+  for (let i = 0; i < N; i++) assert.ok(s.addGaussian(ids[i], 0, seedCodes[i % seedCodes.length]) >= 0);
+  s.takeDirty();
+  const M = p.compMaxU[14];   // SH rest component 0: valid in [-M, M] (1-byte patterns)
+  const block = (mask, res) => {   // an UPDATE record: residual res(i, j) per Gaussian i, component j
+    arena.reset();
+    const idp = arena.take(8 * N);
+    views().u64.set(ids.map(BigInt), idp >> 3);
+    const comps = [];
+    for (let j = 0; j < p.NC; j++) {
+      const a = j < 3 ? 0 : j < 6 ? 1 : j < 10 ? 2 : j === 10 ? 3 : j < 14 ? 4 : 5;
+      if (!(mask & (1 << a))) continue;
+      const w = p.ck[j], src = arena.take(w * N), v = views();
+      for (let i = 0; i < N; i++) {
+        const r = res(i, j);
+        if (w === 4) v.u32[(src >> 2) + i] = r; else if (w === 2) v.u16[(src >> 1) + i] = r; else v.u8[src + i] = r;
+      }
+      comps.push({ j, src });
+    }
+    return blockRecord({ n: N, ids: idp, mask, comps }, true);
+  };
+  const state = () => [s.digestText(), s.data.slice(0, s.highWater * s.stride), s.rows.slice()];
+  const before = state();
+  for (const mask of [0x20, 0x21]) {   // one width (u8), mixed widths (u32 positions)
+    // an invalid code in a late batch: BAD_VALUE, and the undo restores codes, sums and floats
+    let bl = block(mask, (i, j) => (i === 130 && j === 14 ? (M + 1 - s.code(s.lookup(ids[i], 0), 14)) & 0xFF : 1));
+    assert.equal(K.updApply(s.st, bl, 1), 2);
+    K.updUndo(s.st, bl);
+    assert.deepEqual(state(), before);
+    // a missing id in a late batch: ID_MISSING, likewise
+    const keep = ids[140];
+    ids[140] = 999;
+    bl = block(mask, () => 1);
+    assert.equal(K.updApply(s.st, bl, 1), 1);
+    K.updUndo(s.st, bl);
+    ids[140] = keep;
+    assert.deepEqual(state(), before);
+  }
+  // a valid block: each Gaussian's floats are those of a Gaussian added with the new codes
+  const res = (i, j) => (j < 3 ? i : j === 14 ? (s.code(s.lookup(ids[i], 0), 14) === M ? 0 : 1) : 0);
+  const want = make(), ws = want.store;
+  for (let i = 0; i < N; i++) {
+    const c = s.codesOf(s.lookup(ids[i], 0));
+    for (let j = 0; j < 3; j++) c[j] = (c[j] + i) >>> 0;
+    c[14] = (c[14] + res(i, 14)) & 0xFF;
+    assert.ok(ws.addGaussian(ids[i], 0, c) >= 0);
+  }
+  const bl = block(0x21, res);
+  assert.equal(K.updApply(s.st, bl, 1), 0);
+  K.commitUpd(s.st, bl);
+  for (let i = 0; i < N; i++) {
+    const a = s.lookup(ids[i], 0), b = ws.lookup(ids[i], 0);
+    assert.deepEqual(s.data.slice(a * s.stride, (a + 1) * s.stride), ws.data.slice(b * ws.stride, (b + 1) * ws.stride), `Gaussian ${i}`);
+    assert.deepEqual(s.codesOf(a), ws.codesOf(b));
+  }
+  assert.equal(s.takeDirty().slots.length, N);
+  want.dispose();
+  dec.dispose();
 });

@@ -42,7 +42,8 @@
 //
 // Block BL (one ADD or UPDATE block, written by JavaScript per frame):
 //   0 n, 4 ids (u64[n]), 8 mask, 12 nc, 16 slots (i32[n]), 20 s0, 24 s1 (i32[n]), 28 ov (u32[n nc]),
-//   32 os0, 36 os1 (i32[n]), 40 doneI, 44 doneC (UPDATE progress), 52 errJ, 56 lane0, 60 lane1,
+//   32 os0, 36 os1 (i32[n]), 40 doneI, 44 doneC (UPDATE progress), 48 of (u32[n nc]: an UPDATE's old
+//   floats), 52 errJ, 56 lane0, 60 lane1,
 //   64 + 8 c: component c (ascending j): 0 j, 4 src (nc columns of n codes at the width of j);
 //   then 32 bytes per component of the kernel's own (a table of the block's components).
 //
@@ -672,57 +673,70 @@ export function addCheck(st: usize, bl: usize, stamp: u32): i32 {
 }
 
 /**
- * UPDATE block, in place: every id live and unstaged (1: ID_MISSING; all ids are checked before any
- * code is written), new code = old + residual (mod 2^(8 width)) valid (2: BAD_VALUE, errJ), one
- * Gaussian at a time. Old codes (ov, nc per Gaussian) and sums (os0/os1) are kept with the progress
- * (doneI Gaussians complete, doneC components of the next) so that updUndo restores them exactly.
- * lane0/lane1: the change of the lanes. Returns 0 when it passes.
+ * UPDATE block, in place (SPEC 6.3 step 4): every id live and unstaged (1: ID_MISSING), new code =
+ * old + residual (mod 2^(8 width)) valid (2: BAD_VALUE, errJ), and the slot's floats of the block's
+ * attributes derived from the new codes. In batches of UB Gaussians: their id-table entries are
+ * looked up, then their rows and slot floats read (independent loads: the misses overlap), then
+ * each Gaussian's codes, sums and floats are written while its pages are still in the TLB (one
+ * visit of each page per Gaussian). Old codes (ov, nc per Gaussian), sums (os0/os1) and floats (of,
+ * nc per Gaussian: component c's float) are kept with the progress (doneI Gaussians complete,
+ * doneC components of the next) so that updUndo restores them exactly. lane0/lane1: the change of
+ * the lanes. Returns 0 when it passes (commitUpd then only marks the slots dirty).
  */
 export function updApply(st: usize, bl: usize, stamp: u32): i32 {
   const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
   const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4), lossless = load<u32>(P, 16);
-  const ov = load<usize>(bl, 28), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
+  const os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36), ids = load<usize>(bl, 4);
   const data = load<usize>(st, 8), S4 = <usize>4 * <usize>load<u32>(P, 8);
-  store<u32>(bl, 0, 40); store<u32>(bl, 0, 44);
-  lookupMany(st, load<usize>(bl, 4), <u32>n, slots);
-  let touch: u32 = 0;
-  for (let i: usize = 0; i < n; i++) {
-    const s = load<i32>(slots + 4 * i);
-    if (s < 0) return 1;
-    const row = rows + R4 * <usize>s;
-    if (load<u32>(row, 4 * H_MARK) == stamp) return 1;
-    store<u32>(os0 + 4 * i, load<u32>(row, 8)); store<u32>(os1 + 4 * i, load<u32>(row, 12));
-    touch += load<u32>(data + S4 * <usize>s);   // the slot's floats, read now so that their cache miss
-  }                                             // overlaps this loop's (commitUpd writes them)
-  touched += touch;
-  // the block's components: src, width, byte offset in the row, k0, k1, maxU, neg (32 bytes each)
+  store<u32>(bl, 0, 40); store<u32>(bl, 0, 44); store<u32>(bl, 0, 56); store<u32>(bl, 0, 60);
+  // the block's components: src, width, byte offset in the row, k0, k1, maxU, neg, byte offset in the slot floats (32 bytes each)
   const tab = bl + 64 + 8 * nc, end = tab + 32 * nc;
   for (let c: usize = 0; c < nc; c++) {
     const pc = P + PC + <usize>32 * <usize>load<u32>(bl + 64 + 8 * c), e = tab + 32 * c, w = load<u32>(pc);
     store<u32>(e, load<u32>(bl + 64 + 8 * c, 4)); store<u32>(e, w, 4); store<u32>(e, w * load<u32>(pc, 4), 8);
     store<u32>(e, load<u32>(pc, 12), 12); store<u32>(e, load<u32>(pc, 16), 16);
-    store<u32>(e, load<u32>(pc, 20), 20); store<u32>(e, load<u32>(pc, 24), 24);
+    store<u32>(e, load<u32>(pc, 20), 20); store<u32>(e, load<u32>(pc, 24), 24); store<u32>(e, 4 * load<u32>(pc, 8), 28);
   }
   let same = true;   // every component of one width: a loop without width branches
   for (let e = tab + 32; e < end; e += 32) if (load<u32>(e, 4) != load<u32>(tab, 4)) same = false;
   const w0 = load<u32>(tab, 4);
-  const r = !same ? updRows<u32>(bl, tab, end, rows, R4, lossless, 0)
-    : w0 == 1 ? updRows<u8>(bl, tab, end, rows, R4, lossless, 1) : w0 == 2 ? updRows<u16>(bl, tab, end, rows, R4, lossless, 1)
-    : updRows<u32>(bl, tab, end, rows, R4, lossless, 1);
-  if (r) return r;
+  const f0 = <usize>load<u32>(tab, 28), f1 = <usize>load<u32>(end - 32, 28);   // the first and last float written
+  let warm: u32 = 0;
+  for (let i0: usize = 0; i0 < n; i0 += UB) {
+    const i1 = i0 + UB < n ? i0 + UB : n;
+    lookupMany(st, ids + 8 * i0, <u32>(i1 - i0), slots + 4 * i0);
+    for (let i = i0; i < i1; i++) {
+      const s = load<i32>(slots + 4 * i);
+      if (s < 0) { store<u32>(bl, <u32>i0, 40); return 1; }   // Gaussians [0, i0) complete
+      const row = rows + R4 * <usize>s, d = data + S4 * <usize>s;
+      if (load<u32>(row, 4 * H_MARK) == stamp) { store<u32>(bl, <u32>i0, 40); return 1; }
+      store<u32>(os0 + 4 * i, load<u32>(row, 8)); store<u32>(os1 + 4 * i, load<u32>(row, 12));
+      warm += load<u32>(d + f0) + load<u32>(d + f1);   // the floats' cache lines, read now so that their misses overlap
+    }
+    const r = !same ? updRows<u32>(P, bl, tab, end, rows, data, R4, S4, lossless, 0, i0, i1)
+      : w0 == 1 ? updRows<u8>(P, bl, tab, end, rows, data, R4, S4, lossless, 1, i0, i1)
+      : w0 == 2 ? updRows<u16>(P, bl, tab, end, rows, data, R4, S4, lossless, 1, i0, i1)
+      : updRows<u32>(P, bl, tab, end, rows, data, R4, S4, lossless, 1, i0, i1);
+    if (r) return r;
+  }
+  touched += warm;
+  store<u32>(bl, <u32>n, 40); store<u32>(bl, 0, 44);
   return 0;
 }
+/** Gaussians per batch of updApply: enough independent misses in flight, few enough pages for the TLB. */
+const UB: usize = 32;
 
 /**
- * The per-Gaussian pass of updApply: with uniform (all components of type T) the codes are read
- * and written as T, else each by its width. Returns 0, or 2 on an invalid code (progress, errJ set).
+ * Gaussians [i0, i1) of updApply (their slots checked): with uniform (all components of type T) the
+ * codes are read and written as T, else each by its width; then the old floats of the components
+ * are kept and the new ones derived. Returns 0, or 2 on an invalid code (progress, errJ set).
  */
-function updRows<T>(bl: usize, tab: usize, end: usize, rows: usize, R4: usize, lossless: u32, uniform: u32): i32 {
-  const n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
-  const ov = load<usize>(bl, 28), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36);
+function updRows<T>(P: usize, bl: usize, tab: usize, end: usize, rows: usize, data: usize, R4: usize, S4: usize, lossless: u32, uniform: u32, i0: usize, i1: usize): i32 {
+  const nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16), mask = load<u32>(bl, 8);
+  const ov = load<usize>(bl, 28), os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36), ofl = load<usize>(bl, 48);
   let l0: u32 = 0, l1: u32 = 0;
-  for (let i: usize = 0; i < n; i++) {
-    const row = rows + R4 * <usize>load<u32>(slots + 4 * i), o = ov + 4 * nc * i;
+  for (let i = i0; i < i1; i++) {
+    const s = <usize>load<u32>(slots + 4 * i), row = rows + R4 * s, d = data + S4 * s, o = ov + 4 * nc * i;
     const b0 = load<u32>(os0 + 4 * i), b1 = load<u32>(os1 + 4 * i);
     let a0 = b0, a1 = b1, c: usize = 0;
     for (let e = tab; e < end; e += 32, c++) {
@@ -739,6 +753,7 @@ function updRows<T>(bl: usize, tab: usize, end: usize, rows: usize, R4: usize, l
       if (lossless ? (v & 0x7F800000) == 0x7F800000 : v > maxU && (neg == 0 || v < neg)) {
         store<u32>(bl, <u32>i, 40); store<u32>(bl, <u32>c, 44);
         store<u32>(bl, load<u32>(bl + 64 + 8 * c), 52);
+        store<u32>(bl, load<u32>(bl, 56) + l0, 56); store<u32>(bl, load<u32>(bl, 60) + l1, 60);
         return 2;
       }
       store<u32>(o + 4 * c, old);
@@ -752,25 +767,36 @@ function updRows<T>(bl: usize, tab: usize, end: usize, rows: usize, R4: usize, l
     }
     store<u32>(row, a0, 8); store<u32>(row, a1, 12);
     l0 += fmix32(a0) - fmix32(b0); l1 += fmix32(a1) - fmix32(b1);
+    const fo = ofl + 4 * nc * i;
+    c = 0;
+    for (let e = tab; e < end; e += 32, c++) store<u32>(fo + 4 * c, load<u32>(d + <usize>load<u32>(e, 28)));
+    derive(P, row, d, mask);
   }
-  store<u32>(bl, <u32>n, 40); store<u32>(bl, 0, 44);
-  store<u32>(bl, l0, 56); store<u32>(bl, l1, 60);
+  store<u32>(bl, <u32>i1, 40);
+  store<u32>(bl, load<u32>(bl, 56) + l0, 56); store<u32>(bl, load<u32>(bl, 60) + l1, 60);
   return 0;
 }
 
-/** Restores what updApply wrote for this block (Gaussians [0, doneI) whole, doneC codes of doneI). */
+/**
+ * Restores what updApply wrote for this block: Gaussians [0, doneI) whole (codes, sums, floats),
+ * doneC codes of Gaussian doneI (its floats were not written yet).
+ */
 export function updUndo(st: usize, bl: usize): void {
   const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), slots = load<usize>(bl, 16);
   const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4), ov = load<usize>(bl, 28);
+  const data = load<usize>(st, 8), S4 = <usize>4 * <usize>load<u32>(P, 8), ofl = load<usize>(bl, 48);
   const os0 = load<usize>(bl, 32), os1 = load<usize>(bl, 36), tab = bl + 64 + 8 * nc;
   const doneI = <usize>load<u32>(bl, 40), doneC = <usize>load<u32>(bl, 44);
   for (let i: usize = 0; i <= doneI && i < n; i++) {
-    const row = rows + R4 * <usize>load<u32>(slots + 4 * i), o = ov + 4 * nc * i, m = i < doneI ? nc : doneC;
+    const s = <usize>load<u32>(slots + 4 * i), row = rows + R4 * s, d = data + S4 * s, o = ov + 4 * nc * i, m = i < doneI ? nc : doneC;
     for (let c: usize = 0; c < m; c++) {
       const e = tab + 32 * c, w = load<u32>(e, 4), q = row + <usize>load<u32>(e, 8), v = load<u32>(o + 4 * c);
       if (w == 1) store<u8>(q, <u8>v); else if (w == 2) store<u16>(q, <u16>v); else store<u32>(q, v);
     }
-    if (i < doneI) { store<u32>(row, load<u32>(os0 + 4 * i), 8); store<u32>(row, load<u32>(os1 + 4 * i), 12); }
+    if (i < doneI) {
+      store<u32>(row, load<u32>(os0 + 4 * i), 8); store<u32>(row, load<u32>(os1 + 4 * i), 12);
+      for (let c: usize = 0; c < nc; c++) store<u32>(d + <usize>load<u32>(tab + 32 * c, 28), load<u32>(ofl + 4 * nc * i + 4 * c));
+    }
   }
   store<u32>(bl, 0, 40); store<u32>(bl, 0, 44);
 }
@@ -875,29 +901,10 @@ export function commitAdd(st: usize, bl: usize): void {
   store<u32>(st, load<u32>(st, 20) + <u32>n, 20);
 }
 
-/** A delta's UPDATE block (codes written by updApply): floats of its attributes, dirty slots. */
+/** A delta's UPDATE block (codes and floats written by updApply): its slots marked dirty. */
 export function commitUpd(st: usize, bl: usize): void {
-  const P = load<usize>(st), n = <usize>load<u32>(bl), slots = load<usize>(bl, 16), mask = load<u32>(bl, 8);
-  const rows = load<usize>(st, 4), data = load<usize>(st, 8), R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
-  if (load<u32>(P, 16) || (mask & ~1)) {   // lossless, or more than POSITION: the general derive
-    for (let i: usize = 0; i < n; i++) {
-      const s = load<u32>(slots + 4 * i);
-      derive(P, rows + R4 * <usize>s, data + S4 * <usize>s, mask);
-      touch(st, s);
-    }
-    return;
-  }
-  // POSITION alone (a move), with the profile's fields in locals
-  const S = <u64>load<u32>(P, 20), ox = load<f64>(P, 48), oy = load<f64>(P, 56), oz = load<f64>(P, 64), cs = load<f64>(P, 72), ps = load<f64>(P, 80);
-  const px = <usize>4 * <usize>load<u32>(P + PC, 4), py = <usize>4 * <usize>load<u32>(P + PC + 32, 4), pz = <usize>4 * <usize>load<u32>(P + PC + 64, 4);
-  const pf = <usize>4 * <usize>load<u32>(P + PC, 8);   // x y z: consecutive floats (layout.mjs)
-  for (let i: usize = 0; i < n; i++) {
-    const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s, d = data + S4 * <usize>s, m = load<u64>(row) >> S;
-    store<f32>(d + pf, <f32>(ox + <f64>compact3(m) * cs + <f64>load<i32>(row + px) * ps));
-    store<f32>(d + pf, <f32>(oy + <f64>compact3(m >> 1) * cs + <f64>load<i32>(row + py) * ps), 4);
-    store<f32>(d + pf, <f32>(oz + <f64>compact3(m >> 2) * cs + <f64>load<i32>(row + pz) * ps), 8);
-    touch(st, s);
-  }
+  const n = <usize>load<u32>(bl), slots = load<usize>(bl, 16);
+  for (let i: usize = 0; i < n; i++) touch(st, load<u32>(slots + 4 * i));
 }
 
 /**
