@@ -591,23 +591,22 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     # quantize: per attribute, the ADD rows and the UPDATE rows of the groups that carry it
     add_codes, upd_codes = [], {}
     for a in present:
-        vs, ids_, segs, start = ([add_x[:, lay[a]]], [add_ids], [], 0) if has_add else ([], [], [], 0)
+        vs, segs, start = ([add_x[:, lay[a]]], [], 0) if has_add else ([], [], 0)
         for (gids, vals), k in zip(groups, sizes):
             if a in vals:
                 vs.append(vals[a])
-                ids_.append(gids)
                 segs.append((start, start + k))
             start += k
         if not vs:
             continue
-        org = None
+        org = None                             # ids are only needed for cell origins, given here
         if a is Attr.POSITION and m.keep_origins:
             org = [add_origins] if has_add else []
             if segs:
                 org += ([torch.index_select(m.origins, 0, slots_c)] if len(segs) == len(groups)
                         else [torch.index_select(m.origins, 0, slots_c[s0:s1]) for s0, s1 in segs])
             org = torch.cat(org) if len(org) > 1 else org[0]
-        c, ok = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], torch.cat(ids_) if len(ids_) > 1 else ids_[0], org)
+        c, ok = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], None, org)
         oks.append(ok)
         if has_add:
             add_codes.append(c[:n_add])
@@ -641,8 +640,10 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             o = old[:, cols]
             if len(segs) != len(groups):              # groups without this attribute keep their codes
                 full = o.clone()
-                rows = torch.cat([torch.arange(s0, s1, device=dev) for s0, s1 in segs])
-                full[rows] = q
+                at = 0
+                for s0, s1 in segs:                   # a few contiguous runs: slice copies
+                    full[s0:s1] = q[at:at + s1 - s0]
+                    at += s1 - s0
                 q = full
             t = 0 if p.lossless else int(thr.get(a, 0))
             diff = q.to(I64) - o.to(I64) if p.width(a) == 4 else q - o
@@ -662,6 +663,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         _, o2 = torch.sort(mask[o1], stable=True)
         order = o1[o2]
         i_upd_ids = pay.add(ids[order])
+        i_upd_slots = pay.add(slots[order])      # the host state's slots too: the mirror allots them alike
         i_counts = pay.add(torch.bincount(mask, minlength=64))
         wg_upd = _width_groups(p, union)
         for w, attrs in wg_upd:
@@ -688,15 +690,22 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         uid = h[i_upd_ids].view(U64)
         counts = h[i_counts]
         res_h = _unpack_groups(p, wg_upd, [h[i] for i in i_res])
+        usl = h[i_upd_slots]
         start = int(counts[0])                                # rows whose codes did not move
-        blocks = []
+        blocks, hints = [], []
         for mk in np.flatnonzero(counts[1:]) + 1:
             k = int(counts[mk])
             blocks.append(UpdateBlock(int(mk), uid[start:start + k],
                                       {a: np.ascontiguousarray(v[:, start:start + k]) for a, v in res_h.items()
                                        if mk & a.bit}))
+            hints.append(usl[start:start + k])
             start += k
         d.updates = blocks
+        if blocks and hasattr(enc.state, "token"):
+            # slots of each block in the host state (the mirror numbers slots as SceneState does:
+            # keyframe rows in id order, ADDs at the tail, compaction in id order); apply checks them
+            # against its own ids and looks the ids up itself where they differ
+            d.slot_hint = (enc.state.token(), hints)
     if i_del is not None:
         d.delete_ids = np.unique(h[i_del].view(U64))
     if cell_levels:
