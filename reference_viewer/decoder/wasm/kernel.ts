@@ -859,15 +859,25 @@ export function commitDeletes(st: usize, slots: usize, n: u32): void {
   const P = load<usize>(st), rows = load<usize>(st, 4), data = load<usize>(st, 8);
   const R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8), free = load<usize>(st, 52);
   const freed = load<f32>(P, 88), op = <usize>4 * <usize>load<u32>(P + PC + 32 * 10, 8);   // OPACITY's float
-  let fc = load<u32>(st, 56);
-  for (let i: usize = 0; i < n; i++) {
-    const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s;
-    idtDelete(st, load<u64>(row));
-    store<u32>(row, 0, 4 * H_FLAGS);
-    store<f32>(data + S4 * <usize>s + op, freed);
-    store<u32>(free + <usize>4 * <usize>fc, s); fc++;
-    touch(st, s);
+  const t = load<usize>(st, 36), sh = load<u32>(st, 44);
+  let fc = load<u32>(st, 56), warm: u32 = 0;
+  for (let i0: usize = 0; i0 < n; i0 += UB) {
+    const i1 = i0 + UB < n ? i0 + UB : <usize>n;
+    // the batch's id-table home entries and opacity floats first: their misses overlap
+    for (let i = i0; i < i1; i++) {
+      const s = <usize>load<u32>(slots + 4 * i);
+      warm += load<u32>(t + 16 * hashIdx(load<u64>(rows + R4 * s), sh), 8) + load<u32>(data + S4 * s + op);
+    }
+    for (let i = i0; i < i1; i++) {
+      const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s;
+      idtDelete(st, load<u64>(row));
+      store<u32>(row, 0, 4 * H_FLAGS);
+      store<f32>(data + S4 * <usize>s + op, freed);
+      store<u32>(free + <usize>4 * <usize>fc, s); fc++;
+      touch(st, s);
+    }
   }
+  touched += warm;
   store<u32>(st, fc, 56);
   store<u32>(st, load<u32>(st, 20) - n, 20);
 }
@@ -880,24 +890,39 @@ export function commitDeletes(st: usize, slots: usize, n: u32): void {
   return hw;
 }
 
-/** A delta's ADD block (addCheck passed, room reserved): slots, rows, id table, floats. */
+/**
+ * A delta's ADD block (addCheck passed, room reserved): slots, rows, id table, floats; in batches of
+ * UB Gaussians whose slots, rows, floats and id-table home entries are read first (the misses overlap).
+ */
 export function commitAdd(st: usize, bl: usize): void {
   const P = load<usize>(st), n = <usize>load<u32>(bl), nc = <usize>load<u32>(bl, 12), lossless = load<u32>(P, 16);
   const ids = load<usize>(bl, 4), slots = load<usize>(bl, 16), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
   const rows = load<usize>(st, 4), data = load<usize>(st, 8), R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
   const tab = bl + 64 + 8 * nc, ends = writerTable(P, bl, nc);
   const end4 = tab + 16 * <usize>(ends & 0xFF), end2 = tab + 16 * <usize>((ends >>> 8) & 0xFF), end1 = tab + 16 * nc;
-  for (let i: usize = 0; i < n; i++) {
-    const s = allocSlot(st), row = rows + R4 * <usize>s, d = data + S4 * <usize>s, id = load<u64>(ids + 8 * i);
-    store<u32>(slots + 4 * i, s);
-    store<u64>(row, id); store<u32>(row, load<u32>(s0 + 4 * i), 8); store<u32>(row, load<u32>(s1 + 4 * i), 12);
-    store<u32>(row, 0, 16); store<u32>(row, 1, 20);
-    writeGaussian(tab, end4, end2, end1, i, row, d, lossless);
-    if (!lossless) derive(P, row, d, 5);   // POSITION, ROTATION
-    zeroPad(P, d);
-    idtSet(st, id, <i32>s);
-    touch(st, s);
+  const t = load<usize>(st, 36), sh = load<u32>(st, 44);
+  let warm: u32 = 0;
+  for (let i0: usize = 0; i0 < n; i0 += UB) {
+    const i1 = i0 + UB < n ? i0 + UB : n;
+    for (let i = i0; i < i1; i++) {
+      const s = allocSlot(st), row = rows + R4 * <usize>s, d = data + S4 * <usize>s;
+      store<u32>(slots + 4 * i, s);
+      warm += load<u32>(t + 16 * hashIdx(load<u64>(ids + 8 * i), sh), 8);
+      for (let o: usize = 0; o < R4; o += 64) warm += load<u32>(row + o);
+      for (let o: usize = 0; o < S4; o += 64) warm += load<u32>(d + o);
+    }
+    for (let i = i0; i < i1; i++) {
+      const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s, d = data + S4 * <usize>s, id = load<u64>(ids + 8 * i);
+      store<u64>(row, id); store<u32>(row, load<u32>(s0 + 4 * i), 8); store<u32>(row, load<u32>(s1 + 4 * i), 12);
+      store<u32>(row, 0, 16); store<u32>(row, 1, 20);
+      writeGaussian(tab, end4, end2, end1, i, row, d, lossless);
+      if (!lossless) derive(P, row, d, 5);   // POSITION, ROTATION
+      zeroPad(P, d);
+      idtSet(st, id, <i32>s);
+      touch(st, s);
+    }
   }
+  touched += warm;
   store<u32>(st, load<u32>(st, 20) + <u32>n, 20);
 }
 
