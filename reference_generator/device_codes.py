@@ -646,7 +646,9 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
                     at += s1 - s0
                 q = full
             t = 0 if p.lossless else int(thr.get(a, 0))
-            diff = q.to(I64) - o.to(I64) if p.width(a) == 4 else q - o
+            # int32 codes: a residual wraps modulo 2^32 as the wire's does, so with no threshold the
+            # int32 difference is the residual; a threshold compares true distances (int64)
+            diff = q.to(I64) - o.to(I64) if p.width(a) == 4 and t else q - o
             if t == 0:
                 moved = (diff != 0).any(1)
             elif a is Attr.ROTATION:
