@@ -700,7 +700,9 @@ export function updApply(st: usize, bl: usize, stamp: u32): i32 {
   let same = true;   // every component of one width: a loop without width branches
   for (let e = tab + 32; e < end; e += 32) if (load<u32>(e, 4) != load<u32>(tab, 4)) same = false;
   const w0 = load<u32>(tab, 4);
-  const f0 = <usize>load<u32>(tab, 28), f1 = <usize>load<u32>(end - 32, 28);   // the first and last float written
+  let f0: usize = S4, f1: usize = 0;   // the cache lines of the floats written: [f0, f1] rounded to lines
+  for (let e = tab; e < end; e += 32) { const o = <usize>load<u32>(e, 28); if (o < f0) f0 = o; if (o > f1) f1 = o; }
+  f0 &= ~63;
   let warm: u32 = 0;
   for (let i0: usize = 0; i0 < n; i0 += UB) {
     const i1 = i0 + UB < n ? i0 + UB : n;
@@ -711,7 +713,7 @@ export function updApply(st: usize, bl: usize, stamp: u32): i32 {
       const row = rows + R4 * <usize>s, d = data + S4 * <usize>s;
       if (load<u32>(row, 4 * H_MARK) == stamp) { store<u32>(bl, <u32>i0, 40); return 1; }
       store<u32>(os0 + 4 * i, load<u32>(row, 8)); store<u32>(os1 + 4 * i, load<u32>(row, 12));
-      warm += load<u32>(d + f0) + load<u32>(d + f1);   // the floats' cache lines, read now so that their misses overlap
+      for (let o = f0; o <= f1; o += 64) warm += load<u32>(d + o);   // the floats' cache lines, read now so that their misses overlap
     }
     const r = !same ? updRows<u32>(P, bl, tab, end, rows, data, R4, S4, lossless, 0, i0, i1)
       : w0 == 1 ? updRows<u8>(P, bl, tab, end, rows, data, R4, S4, lossless, 1, i0, i1)
