@@ -114,6 +114,11 @@ PARALLEL_MIN_BYTES = 1 << 20
 MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worker threads  # below this, thread hand-off costs more than it saves
 
 
+def submit(fn, *args):
+    """Run ``fn(*args)`` on a section worker thread; returns its future."""
+    return _POOL.submit(fn, *args)
+
+
 def parallel_map(fn, items: list, total_bytes: int) -> list:
     """Map over sections on worker threads (zstd and numpy release the GIL) when the frame is large."""
     if total_bytes < PARALLEL_MIN_BYTES or len(items) < 2:
@@ -147,13 +152,14 @@ class SectionWriter:
         self._queue: list = []
         self.descs: list[SectionDesc] = []
 
-    def add(self, planar: np.ndarray, filters: int | tuple[int, ...]) -> int:
-        """Queue a (C, N) array; returns its section index. Sections are built by payload().
+    def add(self, planar: np.ndarray, filters: int | tuple[int, ...], rows: np.ndarray | None = None) -> int:
+        """Queue a (C, N) array, or those ``rows`` of it; returns its section index. Sections are built
+        by parts() (on worker threads for a big frame, which also gather the rows).
 
         ``filters`` may be a tuple of candidates: the one that compresses a sample
         of the array best is used (an encoder choice; decoders read any).
         """
-        self._queue.append((planar, filters))
+        self._queue.append((planar, filters, rows))
         return len(self._queue) - 1
 
     def _choose(self, planar: np.ndarray, candidates: tuple[int, ...]) -> int:
@@ -164,7 +170,9 @@ class SectionWriter:
         return candidates[int(np.argmin(sizes))]
 
     def _build(self, job) -> tuple[bytes, int, int, int, int]:
-        planar, filters = job
+        planar, filters, rows = job
+        if rows is not None:
+            planar = planar[rows]
         if isinstance(filters, tuple):
             filters = self._choose(planar, filters) if planar.nbytes >= TRIAL_MIN_BYTES else filters[0]
         raw = _filter(planar, filters)
@@ -177,22 +185,33 @@ class SectionWriter:
                 comp, data = ZSTD, z
         return data, len(raw), comp, filters, width
 
-    def payload(self) -> bytes:
-        """Filter and compress every queued section (in parallel for big frames); fills ``descs``."""
-        total = sum(p.nbytes for p, _ in self._queue)
+    def parts(self) -> list:
+        """Filter and compress every queued section (in parallel for big frames); fills ``descs``.
+        Returns the stored sections in payload order (the caller joins them once, into its record)."""
+        total = sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r in self._queue)
         built = parallel_map(self._build, self._queue, total)
         offset = 0
         self.descs = []
         for data, raw_len, comp, filters, width in built:
             self.descs.append(SectionDesc(offset, len(data), raw_len, comp, filters, width))
             offset += len(data)
-        return b"".join(b[0] for b in built)
+        return [b[0] for b in built]
+
+    def payload(self) -> bytes:
+        """parts() joined."""
+        return b"".join(self.parts())
 
 
 
 
-def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int, width: int) -> np.ndarray:
-    """Decode one section into a (comps, count) unsigned array. Every field is checked before use."""
+def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int, width: int,
+                 into: tuple | None = None) -> np.ndarray:
+    """Decode one section into a new, writable (comps, count) unsigned array. Every field is checked
+    before use.
+
+    ``into=(array, rows)`` writes the values into those rows of ``array`` instead (an SH band into
+    its attribute's rows: runs of rows, each one copy) and returns ``array``. Decoding straight
+    into place on the worker threads keeps a large keyframe's copies off the caller's thread."""
     if desc.width != width:
         raise GsdError(ErrorCode.MALFORMED, f"section width {desc.width}, expected {width}")
     if desc.filters & ~KNOWN_FILTERS:
@@ -212,12 +231,33 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
     else:
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown compression {desc.compression}")
     if not desc.filters & (DELTA | ZIGZAG) and not (desc.filters & SHUFFLE and width > 1):
-        return np.frombuffer(raw, UINT[width]).reshape(comps, count)
-    a = np.empty((comps, count), UINT[width])
-    unfilter(np.frombuffer(raw, np.uint8), count, width, desc.filters, a)
-    return a
+        a = np.frombuffer(raw, UINT[width]).reshape(comps, count)
+        if into is None:
+            return a.copy()
+    else:
+        a = np.empty((comps, count), UINT[width])
+        unfilter(np.frombuffer(raw, np.uint8), count, width, desc.filters, a)
+        if into is None:
+            return a
+    dest, rows = into
+    view = dest.view(UINT[width])
+    for start, stop, at in row_runs(rows):
+        view[start:stop] = a[at:at + stop - start]
+    return dest
 
 
+def row_runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
+    """(first, end, position in ``rows``) of each run of consecutive row numbers (an SH band: 3 runs)."""
+    r = rows.tolist()
+    out, start = [], 0
+    for i in range(1, len(r) + 1):
+        if i == len(r) or r[i] != r[i - 1] + 1:
+            out.append((r[start], r[i - 1] + 1, start))
+            start = i
+    return out
+
+
+ONE_SHOT_RATIO = 64  # real sections compress 1-15x; a higher claim is streamed (memory follows the data)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528, little-endian: a Zstandard frame (skippable frames are not)
 
 
@@ -249,13 +289,23 @@ def check_zstd_header(stored: memoryview, expected: int) -> None:
 def _zstd_one_frame(stored: memoryview, expected: int) -> bytes:
     """Decompress the one frame (header checked) into exactly ``expected`` bytes, nothing after it.
 
-    libzstd verifies the content checksum whenever the frame has one (python-zstandard never turns
-    that off: tests/test_bad_input.py checks it), so content that does not hash to it fails here."""
+    Usually one call into libzstd with the output sized from the checked header: a quarter faster
+    than streaming, and libzstd itself refuses bytes after the frame (``allow_extra_data=False``).
+    That call allocates all ``expected`` bytes first, so a frame that claims far more output than
+    its data can plausibly hold (over ONE_SHOT_RATIO times its stored size) is streamed instead:
+    memory follows the data actually decompressed. libzstd verifies the content checksum whenever
+    the frame has one (python-zstandard never turns that off: tests/test_bad_input.py checks it),
+    so content that does not hash to it fails here."""
     try:
-        dobj = _dctx().decompressobj()
-        out = dobj.decompress(stored)
+        if 0 < expected <= ONE_SHOT_RATIO * len(stored):
+            out = _dctx().decompress(stored, max_output_size=expected, allow_extra_data=False)
+            tail = False
+        else:  # also an empty frame: python-zstandard answers b"" for one without reading on
+            dobj = _dctx().decompressobj()
+            out = dobj.decompress(stored)
+            tail = not dobj.eof or bool(dobj.unused_data)
     except zstandard.ZstdError as e:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}") from None
-    if len(out) != expected or not dobj.eof or dobj.unused_data:
+    if len(out) != expected or tail:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame incomplete, oversize, or followed by extra bytes")
     return out

@@ -17,6 +17,7 @@ from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
 from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, code_ok, invalid_codes
+from .sections import parallel_map
 
 U64 = np.uint64
 _M = np.uint64(M32)
@@ -293,8 +294,9 @@ class SceneState:
             live = add_found >= 0
             if live.any() and (~sorted_member(add_found[live], gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
-            for a in ATTRS:
-                if p.has_invalid(a, d.add[a]):
+            bad = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
+            for a, b in zip(ATTRS, bad):
+                if b:
                     raise GsdError(ErrorCode.BAD_VALUE, f"ADD {a.name}: code outside its domain")
         # 4. updates, block by block: new codes and, for the digest, new accumulators
         hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \

@@ -28,7 +28,8 @@ from .digest import Digest
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, Quantization
-from .sections import DELTA, SHUFFLE, ZIGZAG, SectionDesc, SectionWriter, parallel_map, read_section
+from .sections import (DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, SectionDesc, SectionWriter, parallel_map,
+                       read_section, submit)
 from .spatial import Grid
 
 HEADER_MAGIC = b"GSDH"
@@ -372,24 +373,26 @@ class FrameEncoder:
             pal = d.palette
             secs = [sw.add(np.asarray(pal.index, np.uint16)[None, :], DELTA | SHUFFLE)]
             shuffle = SHUFFLE if pal.codes.dtype.itemsize > 1 else 0
-            secs += [sw.add(pal.codes[rows], (shuffle, DELTA | ZIGZAG | shuffle)) for rows in rest_degree_rows(p.sh_degree)]
+            secs += [sw.add(pal.codes, (shuffle, DELTA | ZIGZAG | shuffle), rows) for rows in rest_degree_rows(p.sh_degree)]
             blocks.append((PALETTE, len(pal), 0, 0, secs))
         if len(d.add_ids):
             secs = [sw.add(d.add_ids[None, :], DELTA | SHUFFLE)]
-            secs += [sw.add(d.add[a] if rows is None else d.add[a][rows], self._attr_filters(a, False))
+            secs += [sw.add(d.add[a], self._attr_filters(a, False), rows)
                      for a, rows in p.wire_parts(present_attrs(p.sh_degree))]
             blocks.append((ADD, len(d.add_ids), 0, 0, secs))
         for b in d.updates:
             secs = [sw.add(b.ids[None, :], DELTA | SHUFFLE)]
-            secs += [sw.add(b.res[a] if comp is None else b.res[a][comp], self._attr_filters(a, True))
+            secs += [sw.add(b.res[a], self._attr_filters(a, True), comp)
                      for a, comp in p.wire_parts(mask_attrs(b.mask))]
             blocks.append((UPDATE, len(b.ids), b.mask, 0, secs))
-        payload = sw.payload()
+        parts = sw.parts()
         meta = frame_metadata(d, blocks, sw.descs)
-        frame_len = _PREFIX.size + len(meta) + len(payload) + 4
+        frame_len = _PREFIX.size + len(meta) + sum(len(x) for x in parts) + 4
         head = _PREFIX.pack(FRAME_MAGIC, frame_len, len(meta))
-        crc = zlib.crc32(payload, zlib.crc32(meta, zlib.crc32(head)))
-        return b"".join((head, meta, payload, struct.pack("<I", crc)))
+        crc = zlib.crc32(meta, zlib.crc32(head))
+        for x in parts:
+            crc = zlib.crc32(x, crc)
+        return b"".join((head, meta, *parts, struct.pack("<I", crc)))
 
 _SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored_size", "<u4"), ("raw_size", "<u4"), ("compression", "u1"),
                            ("filters", "u1"), ("width", "u1"), ("reserved", "u1")])
@@ -550,24 +553,45 @@ def decode_frame(buf, profile: Profile, limits: Limits = SPEC_LIMITS, info: bool
     mv = memoryview(buf)
     frame_len = frame_length(mv, limits)
     (crc,) = struct.unpack_from("<I", mv, frame_len - 4)
-    if zlib.crc32(mv[: frame_len - 4]) != crc:
-        raise GsdError(ErrorCode.BAD_CHECKSUM, "frame CRC-32 mismatch")
-    if message and len(mv) != frame_len:
-        raise GsdError(ErrorCode.MALFORMED, "bytes after the frame record in its message")
-    meta_len = _PREFIX.unpack_from(mv)[2]
-    meta = bytes(mv[_PREFIX.size: _PREFIX.size + meta_len])
-    payload = mv[_PREFIX.size + meta_len: frame_len - 4]
-    try:
-        blocks, descs, d = _read_meta(meta, limits)
-    except GsdError:
-        raise
-    except _FB_ERRORS as e:  # not reachable after verification; a safety net, never a crash
-        raise GsdError(ErrorCode.MALFORMED, f"frame metadata unreadable: {e}") from None
+    crc_check = checksum_job(mv[: frame_len - 4], crc)
     roles: dict = {}
-    d = _read_blocks(d, blocks, descs, payload, profile, limits, roles)
+    try:
+        if message and len(mv) != frame_len:
+            raise GsdError(ErrorCode.MALFORMED, "bytes after the frame record in its message")
+        meta_len = _PREFIX.unpack_from(mv)[2]
+        meta = bytes(mv[_PREFIX.size: _PREFIX.size + meta_len])
+        payload = mv[_PREFIX.size + meta_len: frame_len - 4]
+        try:
+            blocks, descs, d = _read_meta(meta, limits)
+        except GsdError:
+            raise
+        except _FB_ERRORS as e:  # not reachable after verification; a safety net, never a crash
+            raise GsdError(ErrorCode.MALFORMED, f"frame metadata unreadable: {e}") from None
+        d = _read_blocks(d, blocks, descs, payload, profile, limits, roles)
+    except GsdError:
+        crc_check()  # a bad checksum outranks every later error (F8)
+        raise
+    crc_check()
     if info:
         return d, frame_len, FrameInfo(frame_len, meta_len, roles, sum(s.raw_size for s in descs))
     return d, frame_len
+
+
+def checksum_job(record: memoryview, crc: int):
+    """F8's CRC-32 check as a callable that raises BAD_CHECKSUM. A large frame's CRC runs on a worker
+    thread while the caller parses and decompresses (zlib releases the GIL); the caller runs the check
+    before it returns or raises anything, so the outcome is that of checking first."""
+    if len(record) < PARALLEL_MIN_BYTES:
+        ok = zlib.crc32(record) == crc
+        job = None
+    else:
+        job = submit(zlib.crc32, record)
+
+    def check() -> None:
+        if (job.result() == crc) if job is not None else ok:
+            return
+        raise GsdError(ErrorCode.BAD_CHECKSUM, "frame CRC-32 mismatch")
+    return check
 
 
 def _read_meta(meta: bytes, limits: Limits):
@@ -626,31 +650,30 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
 
     jobs: list = []  # (section index, comps, count, width, role); decoded together below
 
-    def section(idx: int, comps: int, count: int, width: int, role: str) -> int:
+    def section(idx: int, comps: int, count: int, width: int, role: str, into=None) -> int:
         if idx >= len(descs):
             raise GsdError(ErrorCode.MALFORMED, f"section index {idx} out of range")
         roles[role] = roles.get(role, 0) + descs[idx].stored_size
-        jobs.append((descs[idx], comps, count, width))
+        jobs.append((descs[idx], comps, count, width, into))
         return len(jobs) - 1
 
-    def attr_jobs(parts, secs, count, width=None, role=None):
-        return [(a, rows, section(s, p.comps(a) if rows is None else len(rows), count, width or p.width(a),
-                                  role or a.name.lower()))
-                for (a, rows), s in zip(parts, secs)]
-
-    def gather(count, jobs, dtype=None, comps=None) -> dict:
-        """Attribute arrays of one block from its decoded sections (SH_REST from its degree bands)."""
-        out = {}
-        for a, rows, j in jobs:
-            arr = arrays[j].view(dtype or p.dtype(a))
-            if rows is None:
-                out[a] = arr
-            else:
-                if a not in out:
-                    out[a] = np.empty((comps or p.comps(a), count), dtype or p.dtype(a))
-                for start, stop, at in _runs(rows):  # a band's rows are 3 runs (R, G, B): row copies
-                    out[a][start:stop] = arr[at:at + stop - start]
+    def attr_jobs(parts, secs, count, width=None, role=None, dtype=None, comps=None):
+        """One job per section; an SH band is decoded straight into its rows of one shared array."""
+        bands: dict = {}
+        out = []
+        for (a, rows), s in zip(parts, secs):
+            into = None
+            if rows is not None:
+                if a not in bands:
+                    bands[a] = np.empty((comps or p.comps(a), count), dtype or p.dtype(a))
+                into = (bands[a], rows)
+            out.append((a, section(s, p.comps(a) if rows is None else len(rows), count, width or p.width(a),
+                                   role or a.name.lower(), into), dtype))
         return out
+
+    def gather(jobs) -> dict:
+        """Attribute arrays of one block from its decoded sections (an SH band's job returns the whole array)."""
+        return {a: arrays[j].view(dtype or p.dtype(a)) for a, j, dtype in jobs}
 
     def expect(secs, n, kind):
         if len(secs) != n:
@@ -670,7 +693,8 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             bands = [(Attr.SH_REST, rows) for rows in rest_degree_rows(p.sh_degree)]
             expect(secs, 1 + len(bands), "PALETTE")
             plan.append((PALETTE, section(secs[0], 1, count, 2, "palette"), count,
-                         attr_jobs(bands, secs[1:], count, p.rest_dtype.itemsize, "palette")))
+                         attr_jobs(bands, secs[1:], count, p.rest_dtype.itemsize, "palette", p.rest_dtype,
+                                   p.rest_comps)))
         elif kind == ADD:
             parts = p.wire_parts(attrs)
             expect(secs, 1 + len(parts), "ADD")
@@ -696,11 +720,11 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         kind = entry[0]
         if kind == PALETTE:
             pals.append((arrays[entry[1]][0].view(np.uint16),
-                         gather(entry[2], entry[3], p.rest_dtype, p.rest_comps)[Attr.SH_REST]))
+                         gather(entry[3])[Attr.SH_REST]))
         elif kind == ADD:
-            adds.append((arrays[entry[1]][0], gather(entry[2], entry[3])))
+            adds.append((arrays[entry[1]][0], gather(entry[3])))
         elif kind == UPDATE:
-            upds.append((arrays[entry[1]][0], entry[4], gather(entry[2], entry[3])))
+            upds.append((arrays[entry[1]][0], entry[4], gather(entry[3])))
         elif kind == DELETE_IDS:
             dels.append(arrays[entry[1]][0])
         elif kind == DELETE_RANGES:
@@ -710,14 +734,6 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             cells[entry[2]] = arrays[entry[1]][0] if prev is None else np.concatenate([prev, arrays[entry[1]][0]])
     d.palette = _palette_set(pals)
     return _assemble(d, p, adds, upds, dels, ranges, cells)
-
-
-def _runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
-    """(first, end, position in ``rows``) of each run of consecutive row numbers."""
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    starts = np.r_[0, breaks]
-    ends = np.r_[breaks, len(rows)]
-    return [(int(rows[i]), int(rows[j - 1]) + 1, int(i)) for i, j in zip(starts, ends)]
 
 
 def _palette_set(pals: list) -> PaletteSet | None:
