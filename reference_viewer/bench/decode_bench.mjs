@@ -10,7 +10,9 @@
 //        [--before REV] [--no-write]
 // (the first 10 deltas are warm-up, untimed; the renderer's takeDirty() runs after every frame, untimed)
 // --before REV also measures the decoder of git revision REV (its reference_viewer/ from `git archive`)
-// in the same run, on the same streams, alternating with this one: the table then has both.
+// in the same run, on the same streams, alternating with this one (keyframes in the order after,
+// before, before, after, ...; the delta sequence after, before, before, after, each decoder disposed
+// before the next starts): the table then has both.
 // Each keyframe rep uses a new Decoder; the previous one is disposed first (as the viewer does when a
 // session starts over), so its memory is reused; the first rep of the process also pays for fresh
 // memory (page faults) and is reported on its own.
@@ -71,29 +73,31 @@ function checkOnly(dec, u8) {
   try { return dec.readFrame(u8); } finally { dec._parseOnly = false; }
 }
 
-/** Deltas in sequence against one decoder: {tDelta, tParse, counts}; the final digest is checked. */
-function runDeltas(Dec, ds, a, info) {
+/**
+ * Deltas in sequence against one decoder, each against the state the previous left, appended to o
+ * = {tDelta, tParse, counts}; the final digest is checked and the decoder disposed (so that only one
+ * scene is in memory, as in the viewer).
+ */
+function runDeltas(Dec, ds, a, info, o) {
   const dec = new Dec();
   dec.readHeader(ds[0]);
   dec.readFrame(ds[1]);
-  const tDelta = [], tParse = [];
-  let counts = null;
   for (let k = 2; k < ds.length; k++) {
     // F1..F13 alone (framing, CRC, metadata, zstd, unfilter, id rules), untimed in the main row
     const tp = performance.now();
     checkOnly(dec, ds[k]);
     const dp = performance.now() - tp;
-    if (k - 2 >= a.warmup) tParse.push(dp);
+    if (k - 2 >= a.warmup) o.tParse.push(dp);
     const t = performance.now();
     const r = dec.readFrame(ds[k]);
     const dt = performance.now() - t;
-    if (k - 2 >= a.warmup) tDelta.push(dt);
-    counts = r.counts;
+    if (k - 2 >= a.warmup) o.tDelta.push(dt);
+    o.counts = r.counts;
     dec.store.takeDirty();   // as the renderer does after every frame (untimed)
   }
   if (dec.digestText() !== info.final_digest) throw new Error(`final digest ${dec.digestText()} != Python's ${info.final_digest}`);
   if (dec.dispose) dec.dispose();
-  return { tDelta, tParse, counts };
+  return o;
 }
 
 /**
@@ -129,18 +133,22 @@ async function main() {
   const Before = a.before ? await decoderAt(a.before) : null;
   const loads = [loadavg()];
 
-  // b. keyframes (first: the cold run of each decoder), alternating between the decoders
+  // b. keyframes (first: the cold run of each decoder), alternating between the decoders, which
+  // goes first alternating too (after, before, before, after, ...)
   const key = { after: [], before: [] }, prevA = {}, prevB = {};
   for (let i = 0; i < a.reps; i++) {
+    if (Before && i % 2 === 1) key.before.push(keyframeOnce(Before, kf, info, prevB));
     key.after.push(keyframeOnce(Decoder, kf, info, prevA));
-    if (Before) key.before.push(keyframeOnce(Before, kf, info, prevB));
+    if (Before && i % 2 === 0) key.before.push(keyframeOnce(Before, kf, info, prevB));
   }
-  if (prevA.dec && prevA.dec.dispose) prevA.dec.dispose();
-  prevB.dec = null;
+  for (const prev of [prevA, prevB]) if (prev.dec && prev.dec.dispose) prev.dec.dispose();
+  prevA.dec = prevB.dec = null;
   loads.push(loadavg());
-  // a. deltas, in sequence against one decoder each
-  const after = runDeltas(Decoder, ds, a, info);
-  const before = Before ? runDeltas(Before, ds, a, info) : null;
+  // a. deltas, in sequence against one decoder at a time (with --before: after, before, before, after)
+  const after = { tDelta: [], tParse: [], counts: null }, before = Before ? { tDelta: [], tParse: [], counts: null } : null;
+  for (const which of Before ? [0, 1, 1, 0] : [0]) {
+    if (which === 0) runDeltas(Decoder, ds, a, info, after); else runDeltas(Before, ds, a, info, before);
+  }
   loads.push(loadavg());
   const sizes = ds.slice(2).map((x) => x.length);
   const counts = after.counts;
