@@ -18,6 +18,8 @@ above; ``pitch`` is degrees up from the horizon (clamped to +-89); distances are
 
 Every action also advances the world clock by one step. A server ignores kinds it does not know
 (``from_json`` returns None for them) and rejects malformed parameters of known kinds.
+``scripted_session`` is the scripted walk that ``gsd-world``, ``gsd-watch`` and the bench play.
+This module, like ``client`` and ``watch``, imports without torch.
 """
 from __future__ import annotations
 
@@ -203,3 +205,27 @@ def from_json(msg: dict | str | bytes) -> Action | None:
         return cls(**params)
     except TypeError as e:
         raise ValueError(str(e)) from None
+
+
+def scripted_session(steps: int = 300) -> list[Action]:
+    """Walk to the spawn house, open its door, look around, turn, walk and jump through new
+    chunks, strafe, then glide under continuous camera poses (as a client-driven camera sends
+    them), and idle. Positions follow from the spawn at (2.5, 6.5) facing +x."""
+    s: list = []
+    s += [Move(0.2)] * 15                     # to 3.5 m from the door
+    s += [Interact()]                         # open it
+    s += [Idle()] * 14                        # it swings for 12 steps
+    s += [Look(-3.0)] * 5 + [Look(3.0)] * 5
+    s += [Turn(9.0)] * 10                     # face +y
+    s += [Move(0.3)] * 60                     # chunks stream in ahead, retire behind
+    s += [Jump()] + [Move(0.3)] * 19
+    s += [Strafe(0.3)] * 20
+    s += [Turn(-6.0)] * 15                    # face +x
+    s += [Move(0.3)] * 60
+    x, y = 29.5, 30.2                         # where the walk above ends
+    for k in range(1, 31):                    # a 14 m glide to the north-east
+        s.append(Pose((x + k / 3, y + k / 3, 0.0), 45.0, -5.0 + k / 3))
+    s += [Move(0.3)] * 20
+    s += [Interact()]                         # nothing in reach out here: a no-op step
+    s += [Idle()] * max(0, steps - len(s))
+    return s[:steps]

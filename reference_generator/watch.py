@@ -23,7 +23,7 @@ import aiohttp
 
 from .client import Client, ProtocolClosed, ServerBusy, run_script
 from .metrics import percentile
-from .simulate import scripted_session
+from .actions import scripted_session
 
 
 def summary(stats, client: Client) -> dict:

@@ -6,7 +6,9 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 # world = torch==2.13.0, which pip takes from a local CPU wheel (never a bare torch: that pulls CUDA)
-.venv/bin/python -m pip install -q -e '.[dev,world]' 2>&1 | grep -v "^WARNING: Location" || true
+# PYTHONWARNINGS: setuptools' notice that an editable install finds packages through a meta path
+# finder (this project maps gsd/ to codec/_generated/gsd, so it always does) says nothing to act on.
+PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[dev,world]' 2>&1 | grep -v "^WARNING: Location" || true
 # JavaScript tools the tests run: playwright-core (drives Debian's chromium for the viewer tests),
 # splat-transform (interop), and the sources of the viewer's vendored runtime (zstddec, flatbuffers).
 if command -v npm >/dev/null 2>&1; then
