@@ -664,41 +664,61 @@ class Server:
 
 
 def parse_args(argv=None) -> ServerConfig:
-    ap = argparse.ArgumentParser(prog="gsd-serve", description="Stream the reference world to browsers (gsd/1 over WebSocket).")
-    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    ap.add_argument("--port", type=int, default=8765)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu", help="torch device of the worlds (cpu, cuda)")
-    ap.add_argument("--target-live", type=int, default=200_000, help="Gaussians in view at steady state")
-    ap.add_argument("--sh-degree", type=int, default=3, choices=range(4))
-    ap.add_argument("--profile", default="compact", choices=("compact", "high", "lossless"))
-    ap.add_argument("--tick-hz", type=float, default=25.0, help="idle world steps per second when no action arrives (each action steps at once); 0 = on actions only")
-    ap.add_argument("--window", type=int, default=3, help="unacknowledged frames in flight per client")
-    ap.add_argument("--max-sessions", type=int, default=256, help="sessions beyond this are refused (1013)")
+    ap = argparse.ArgumentParser(
+        prog="gsd-serve", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Stream the reference world to browsers and headless clients (gsd/1 over WebSocket, SPEC.md 11).\n"
+                    "Serves the viewer at /, sessions at /ws (/ws?world=NAME: a shared world), Prometheus text at\n"
+                    "/metrics, open sessions at /sessions. Needs the world extra (torch): pip install '.[world]'.")
+    ap.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on; 127.0.0.1 serves this machine only (default: %(default)s)")
+    ap.add_argument("--port", type=int, default=8765, help="TCP port; 0 picks a free one and prints it (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of every world's procedural layout (default: %(default)s)")
+    ap.add_argument("--device", default="cpu", help="torch device the worlds run on: cpu, cuda, cuda:1, ... (default: %(default)s)")
+    ap.add_argument("--target-live", type=int, default=200_000, metavar="N",
+                    help="Gaussians in view at steady state, per world (default: %(default)s)")
+    ap.add_argument("--sh-degree", type=int, default=3, choices=range(4),
+                    help="spherical-harmonics degree of the worlds' Gaussians (default: %(default)s)")
+    ap.add_argument("--profile", default="compact", choices=("compact", "high", "lossless"),
+                    help="quantization profile of the streams (SPEC.md 5; default: %(default)s)")
+    ap.add_argument("--tick-hz", type=float, default=25.0,
+                    help="idle world steps per second when no action arrives (an action steps at once); "
+                         "0: step on actions only (default: %(default)s)")
+    ap.add_argument("--window", type=int, default=3, metavar="N",
+                    help="frames in flight per client before the server waits for acks (default: %(default)s)")
+    ap.add_argument("--max-sessions", type=int, default=256, metavar="N",
+                    help="sessions beyond this are refused with close 1013 (default: %(default)s)")
     ap.add_argument("--admission", default="on", choices=("on", "off"),
-                    help="refuse new sessions (close 1013, retry-after) while the worlds fall behind (default on)")
-    ap.add_argument("--admit-max-busy", type=float, default=0.7,
-                    help="refuse while the world lanes are busy over this share of the time (default 0.7)")
-    ap.add_argument("--admit-max-wait-ms", type=float, default=20.0,
-                    help="refuse while actions wait over this long for their step, p90 (default 20; "
-                         "an action still queued: 4 times as long)")
-    ap.add_argument("--admit-max-loop-lag-ms", type=float, default=25.0,
-                    help="refuse while the event loop runs this late, p90 (default 25)")
-    ap.add_argument("--admit-window", type=float, default=2.0, help="seconds the signals are measured over")
-    ap.add_argument("--admit-min-sessions", type=int, default=4,
-                    help="admit this many sessions whatever the load (default 4)")
-    ap.add_argument("--retry-after", type=int, default=10, help="seconds a refused client is told to wait")
-    ap.add_argument("--workers", type=int, default=0,
-                    help="world processes (each has its own GIL; use the core count under load); 0: threads")
-    ap.add_argument("--idle-timeout", type=float, default=60.0)
+                    help="refuse new sessions (close 1013, retry-after) while the worlds fall behind, by the "
+                         "--admit-* limits below (default: %(default)s)")
+    ap.add_argument("--admit-max-busy", type=float, default=0.7, metavar="SHARE",
+                    help="refuse while the world lanes (worker processes, or the GIL of thread-hosted worlds) "
+                         "are busy over this share of the time (default: %(default)s)")
+    ap.add_argument("--admit-max-wait-ms", type=float, default=20.0, metavar="MS",
+                    help="refuse while the p90 wait of actions for their step is over this; an action still "
+                         "queued counts against 4 times this (default: %(default)s)")
+    ap.add_argument("--admit-max-loop-lag-ms", type=float, default=25.0, metavar="MS",
+                    help="refuse while the event loop runs this late, p90 (default: %(default)s)")
+    ap.add_argument("--admit-window", type=float, default=2.0, metavar="S",
+                    help="seconds the admission signals are measured over (default: %(default)s)")
+    ap.add_argument("--admit-min-sessions", type=int, default=4, metavar="N",
+                    help="admit this many sessions whatever the load (default: %(default)s)")
+    ap.add_argument("--retry-after", type=int, default=10, metavar="S",
+                    help="seconds a refused client is told to wait, 1..3600 (default: %(default)s)")
+    ap.add_argument("--workers", type=int, default=0, metavar="N",
+                    help="world processes, each with its own GIL (under load: the core count); "
+                         "0: worlds on threads of this process (default: %(default)s)")
+    ap.add_argument("--idle-timeout", type=float, default=60.0, metavar="S",
+                    help="close a session (4000) after this many seconds without a client message (default: %(default)s)")
     ap.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
-                    help="accept WebSocket connections from this Origin too (repeatable)")
-    ap.add_argument("--log-level", default="info")
+                    help="also accept browser WebSocket connections whose Origin is this (repeatable; default: "
+                         "the server's own origin only; clients that send no Origin are not checked)")
+    ap.add_argument("--log-level", default="info", type=str.lower, choices=("debug", "info", "warning", "error", "critical"),
+                    help="threshold of the JSON log lines on stderr (default: %(default)s)")
     a = ap.parse_args(argv)
     if a.window < 1 or a.tick_hz < 0 or a.target_live <= 0 or a.workers < 0:
         ap.error("--window >= 1, --tick-hz >= 0, --target-live > 0 and --workers >= 0 required")
-    if not 1 <= a.retry_after <= 3600 or a.admit_window <= 0 or a.max_sessions < 0:
-        ap.error("--retry-after 1..3600, --admit-window > 0 and --max-sessions >= 0 required")
+    if not 1 <= a.retry_after <= 3600 or a.admit_window <= 0 or a.max_sessions < 0 or not 0 <= a.port <= 65535:
+        ap.error("--retry-after 1..3600, --admit-window > 0, --max-sessions >= 0 and --port 0..65535 required")
     world = WorldConfig(sh_degree=a.sh_degree, profile=a.profile, target_live=a.target_live)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr)
     logging.getLogger().handlers[0].setFormatter(JsonFormatter())

@@ -82,18 +82,25 @@ async def watch(a) -> int:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="gsd-watch", description=__doc__.split("\n")[0])
-    ap.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws")
-    ap.add_argument("--world", help="join this shared world (late joiner if it is running)")
-    ap.add_argument("--steps", type=int, default=300, help="scripted actions to send (simulate.scripted_session)")
-    ap.add_argument("--rate", type=float, default=0.0,
-                    help="actions per second; 0 (default): lockstep, each action waits for its frame")
-    ap.add_argument("--out", help="record the stream to this .gsd file")
-    ap.add_argument("--reconnect", type=int, default=0, help="reconnect this many times if the connection drops")
-    ap.add_argument("--max-sh-degree", type=int, default=3, choices=range(4))
-    ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a frame")
-    ap.add_argument("--every", type=int, default=25, help="print every Nth frame")
-    ap.add_argument("--json", action="store_true", help="print only the summary, as JSON")
+    ap = argparse.ArgumentParser(prog="gsd-watch", description=__doc__.rstrip(),
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("url", nargs="?", default="ws://127.0.0.1:8765/ws",
+                    help="the server's session endpoint (default: %(default)s)")
+    ap.add_argument("--world", metavar="NAME",
+                    help="join the shared world NAME, starting it if it is not running (default: a world of its own)")
+    ap.add_argument("--steps", type=int, default=300, metavar="N",
+                    help="scripted actions to send (actions.scripted_session; default: %(default)s)")
+    ap.add_argument("--rate", type=float, default=0.0, metavar="HZ",
+                    help="actions per second; 0: lockstep, each action waits for its frame (default: %(default)s)")
+    ap.add_argument("--out", metavar="FILE", help="record the stream to this .gsd file (default: no recording)")
+    ap.add_argument("--reconnect", type=int, default=0, metavar="N",
+                    help="reconnect this many times if the connection drops or the server is busy (default: %(default)s)")
+    ap.add_argument("--max-sh-degree", type=int, default=3, choices=range(4),
+                    help="highest spherical-harmonics degree to ask the server for (default: %(default)s)")
+    ap.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                    help="seconds to wait for a frame before giving up (default: %(default)s)")
+    ap.add_argument("--every", type=int, default=25, metavar="N", help="print every Nth frame (default: %(default)s)")
+    ap.add_argument("--json", action="store_true", help="print only the summary, as one JSON line (default: off)")
     a = ap.parse_args(argv)
     if a.steps < 0 or a.every < 1:
         ap.error("--steps >= 0 and --every >= 1")
