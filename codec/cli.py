@@ -1,11 +1,13 @@
 """`gsd`: the command line of the GSD reference codec.
 
-Subcommands: encode (PLY -> stream), decode (stream -> PLY), info (what each
+Subcommands: encode (a splat file -> stream), decode (stream -> .ply/.spz/.splat), info (what each
 frame costs), validate (conformance check with stable error codes) and demo
 (a synthetic scene streamed as a keyframe plus deltas, verified by decoding).
 
 Exit status: 0 success, 1 a stream/codec error (GsdError: its code name is
-printed) or bad input data, 2 usage errors (bad arguments, missing files).
+printed) or bad input data, 2 usage errors (bad arguments, missing or
+unwritable files). Output cut short by a closed pipe (``gsd info x | head``)
+ends quietly with status 141, as a C tool killed by SIGPIPE.
 Progress bars go to stderr, only on a terminal and never with --quiet.
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ from .attributes import ATTRS, Attr, Gaussians, rest_coeffs
 from .encoder import Encoder
 from .errors import GsdError
 from .fit import CLAMPING, DEFAULT_CELL_BITS, clamp_mask, fit_grid
+from .interop.clean import clean_scene
+from .interop.scene import READ_FORMATS, SceneFileError, output_format, read_scene, scene_bytes, write_scene
 from .profile import DEFAULT_PROFILE, PRESETS, STREAM_PROFILE, Profile
 from .spatial import Grid
 from .state import SceneState
@@ -86,15 +90,38 @@ def _table(headers: list[str], rows: list[list], align: str | None = None) -> st
     return "\n".join(out)
 
 
-def _input_file(path: str) -> str:
+def _input_file(path: str, folder_ok: bool = False) -> str:
     """Missing or unreadable input is a usage error (exit 2), reported in one line."""
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
-    if os.path.isdir(path):
+    if os.path.isdir(path) and not folder_ok:
         raise UsageError(f"{path}: is a directory")
     if not os.access(path, os.R_OK):
         raise UsageError(f"{path}: permission denied")
     return path
+
+
+def _output_file(path: str) -> str:
+    """An output that cannot be written is a usage error (exit 2, one line), found before any work is done."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory")
+    if not os.path.isdir(parent):
+        raise UsageError(f"{path}: no such directory: {os.path.dirname(path) or parent}")
+    if os.path.exists(path) and not os.access(path, os.W_OK) or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: permission denied")
+    return path
+
+
+@contextmanager
+def _writing(path: str):
+    """Turn an OS error while writing ``path`` (disk full, a race) into a one-line usage error."""
+    try:
+        yield
+    except OSError as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def _read_bytes(path: str) -> bytes:
@@ -219,12 +246,29 @@ def encoder_for(g: Gaussians, args: argparse.Namespace) -> tuple[Gaussians, Enco
     return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode")
 
 
+def read_input(args) -> tuple[Gaussians, str, dict]:
+    """The scene ``gsd encode`` encodes: any READ_FORMATS file read, then cleaned (codec.interop.clean's policy).
+
+    Returns (Gaussians, format name, the ``CleanReport``).
+    """
+    src = _input_file(args.input, folder_ok=True)
+    g, fmt = read_scene(src, spz_frame=args.spz_frame)
+    g, report = clean_scene(g, drop_invalid=args.drop_invalid, drop_outliers=args.drop_outliers)
+    return g, fmt, report
+
+
 def cmd_encode(args) -> int:
-    src = _input_file(args.input)
+    src = _input_file(args.input, folder_ok=True)
+    _output_file(args.output)
     t0 = time.perf_counter()
-    with _step(f"read {os.path.basename(src)}", os.path.getsize(src)):
-        g = ply.read_ply(src)
+    with _step(f"read {os.path.basename(src)}", None):
+        g, fmt, cleaning = read_input(args)
     t_read = time.perf_counter() - t0
+    if len(g) == 0:
+        raise ValueError(f"{src}: the scene has no Gaussians" + (" left" if cleaning.rows_in else ""))
+    notes = cleaning.notes()
+    if cleaning.outliers and not cleaning.outliers_dropped:
+        print(f"{PROG} encode: warning: {notes[-1]}", file=sys.stderr)
 
     t0 = time.perf_counter()  # the grid and range fit count as encoding
     with _step(f"encode {len(g):,} Gaussians", len(g), unit="G"):
@@ -234,32 +278,38 @@ def cmd_encode(args) -> int:
         frame = enc.keyframe(g, ids=ids)
     t_enc = time.perf_counter() - t0
     header = enc.header_bytes()
-    with _step(f"write {os.path.basename(args.output)}", len(header) + len(frame)) as bar:
+    with _step(f"write {os.path.basename(args.output)}", len(header) + len(frame)) as bar, _writing(args.output):
         with StreamWriter(args.output, header) as w:
             w.write(frame)
         bar.update(len(header) + len(frame))
 
     total = len(header) + len(frame)
     ply_bytes = _ply_size(len(g), degree)
+    input_bytes = scene_bytes(src)
     errors = _attr_errors(profile, g, _floats_of(enc.state, ids)) if not profile.lossless else []
     clamped = {a.name.lower(): 0 for a in CLAMPING if profile.comps(a) and not profile.lossless}
     clamped.update({e["attribute"]: e["clamped"] for e in errors if e["attribute"] in clamped})
-    result = {"input": src, "output": args.output, "gaussians": len(g), "sh_degree": degree,
+    result = {"input": src, "input_format": fmt, "input_bytes": input_bytes, "input_cleaning": cleaning.as_dict(),
+              "output": args.output, "gaussians": len(g), "sh_degree": degree,
               "profile": profile.name,
               "ranges": "lossless" if profile.lossless else "fixed" if getattr(args, "fixed_ranges", False) else "fitted",
               "clamped": clamped, "clamped_total": sum(clamped.values()), "bytes": total, "header_bytes": len(header), "frame_bytes": len(frame),
               "bytes_per_gaussian": total / max(len(g), 1), "ply_bytes": ply_bytes,
-              "ratio": ply_bytes / total, "read_s": t_read, "encode_s": t_enc,
+              "ratio": input_bytes / total, "ratio_vs_float_ply": ply_bytes / total, "read_s": t_read, "encode_s": t_enc,
               "digest": str(enc.state.digest()), "grid": _grid_dict(grid), "errors": errors}
     if args.json:
         _print_json(result)
         return 0
     print(f"{src} -> {args.output}")
-    print(f"  Gaussians      {len(g):,} (SH degree {degree})")
+    print(f"  Gaussians      {len(g):,} (SH degree {degree}), read as {fmt}")
+    for k, note in enumerate(notes):
+        print(f"  {'input' if k == 0 else '':<15}{note}")
     print(f"  profile        {_profile_line(profile)}" + ("" if profile.lossless else f"; {result['ranges']} ranges"))
     print(f"  grid           cell {grid.cell_size:g}, {grid.cell_bits} cell bits, {grid.slot_bits} slot bits")
     print(f"  stream         {total:,} bytes ({_fmt_bytes(total)}), {result['bytes_per_gaussian']:.2f} B/Gaussian")
-    print(f"  float PLY      {ply_bytes:,} bytes ({_fmt_bytes(ply_bytes)}), ratio {result['ratio']:.2f}x")
+    print(f"  input file     {input_bytes:,} bytes ({_fmt_bytes(input_bytes)}, {fmt}): ratio {result['ratio']:.2f}x "
+          f"(input file size / stream size)" + ("" if fmt == "ply" else f"; a float PLY would be {_fmt_bytes(ply_bytes)}, "
+                                                 f"{result['ratio_vs_float_ply']:.2f}x"))
     print(f"  time           read {t_read * 1e3:.0f} ms, encode {t_enc * 1e3:.0f} ms "
           f"({len(g) / max(t_enc, 1e-9) / 1e6:.2f} M Gaussians/s)")
     print(f"  digest         {result['digest']}")
@@ -280,6 +330,12 @@ def cmd_encode(args) -> int:
 
 # ------------------------------------------------------------------------------------ decode
 def cmd_decode(args) -> int:
+    _input_file(args.input)
+    _output_file(args.output)
+    try:
+        out_fmt = output_format(args.output)
+    except SceneFileError as e:
+        raise UsageError(str(e)) from None
     data = _read_bytes(args.input)
     try:
         n = len(split_frames(data)[2])
@@ -305,10 +361,10 @@ def cmd_decode(args) -> int:
     t_dec = time.perf_counter() - t0
     ids, g = dec.state.to_gaussians()
     t0 = time.perf_counter()
-    with _step(f"write {os.path.basename(args.output)}", len(g), unit="G"):
-        ply.write_ply(args.output, g)
+    with _step(f"write {os.path.basename(args.output)}", len(g), unit="G"), _writing(args.output):
+        write_scene(args.output, g, spz_frame=args.spz_frame, spz_version=args.spz_version)
     t_write = time.perf_counter() - t0
-    print(f"{args.input} -> {args.output}: frame {target} (seq {dec.state.seq}) of {n}, "
+    print(f"{args.input} -> {args.output} ({out_fmt}): frame {target} (seq {dec.state.seq}) of {n}, "
           f"{len(g):,} Gaussians, SH degree {dec.header.profile.sh_degree}, profile {dec.header.profile.name}")
     print(f"  decode {t_dec * 1e3:.0f} ms, write {t_write * 1e3:.0f} ms, "
           f"{os.path.getsize(args.output):,} bytes written, digest {dec.state.digest()}")
@@ -652,6 +708,13 @@ def _zstd_level(text: str) -> int:
     return v
 
 
+def _spz_frame_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("--spz-frame", choices=("raw", "rub"), default="raw",
+                        help=f"how to {verb} SPZ coordinates (a file's coordinate-system extension wins when reading): "
+                             "raw = the PLY frame as stored (what splat-transform and the SPZ tools write; default), "
+                             "rub = the SPZ README's RUB frame")
+
+
 def build_parser() -> argparse.ArgumentParser:
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
@@ -675,24 +738,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser(
         "encode", parents=[quiet], formatter_class=_Formatter,
-        help="PLY -> GSD stream (one keyframe)",
-        description="Encode a 3DGS PLY (as written by the standard trainers) into a GSD stream holding one keyframe.\n"
+        help="splat file (.ply, .compressed.ply, .spz, .splat, .sog) -> GSD stream (one keyframe)",
+        description="Encode a 3DGS scene (a trainer's float PLY, a PlayCanvas compressed PLY, SPZ, .splat or SOG)\n"
+                    "into a GSD stream holding one keyframe.\n"
                     "The spatial-id grid is fitted to the scene's bounding box, and the profile's scale, DC and\n"
                     "SH ranges to its values (the preset's bit depths kept; SPEC.md 5.8). Prints size, bytes per\n"
-                    "Gaussian, the ratio to the float PLY, time, and for lossy profiles the components clamped\n"
+                    "Gaussian, the ratio to the input file's size, time, and for lossy profiles the components clamped\n"
                     "(outside the ranges) and the error per attribute against the input (max, mean, the bound).",
         epilog="examples:\n"
                "  gsd encode point_cloud.ply scene.gsd                  # compact profile\n"
                "  gsd encode point_cloud.ply scene.gsd --fixed-ranges   # the preset's fixed ranges\n"
                "  gsd encode point_cloud.ply scene.gsd --profile lossless\n"
-               "  gsd encode point_cloud.ply small.gsd --sh-degree 1 --level 19")
-    e.add_argument("input", metavar="IN.ply", help="input PLY")
+               "  gsd encode point_cloud.ply small.gsd --sh-degree 1 --level 19\n"
+               "  gsd encode scene.sog scene.gsd --drop-outliers     # also .spz, .splat, .compressed.ply, SOG folders")
+    e.add_argument("input", metavar="IN", help="input scene: a float 3DGS .ply, a PlayCanvas .compressed.ply, .spz (v2-v4), "
+                                               "an antimatter15 .splat, a .sog or a SOG folder/meta.json (format told by "
+                                               "content, then extension)")
     e.add_argument("output", metavar="OUT.gsd", help="output stream (overwritten)")
     e.add_argument("--profile", choices=profiles, default=DEFAULT_PROFILE,
                    help="quantization preset: lossless = float32 exact; high; compact; small (default: "
                         "fewer bits, SH_REST through an SH palette, format 1.1)")
     e.add_argument("--sh-degree", type=int, choices=range(4), default=None, metavar="N",
-                   help="SH degree 0..3 to keep (higher-order coefficients dropped or zero-padded); default: the PLY's")
+                   help="SH degree 0..3 to keep (higher-order coefficients dropped or zero-padded); default: the input's")
     e.add_argument("--level", type=_zstd_level, default=ZSTD_LEVEL, metavar="ZSTD_LEVEL",
                    help="zstd level 0..22 for the sections (0 = store uncompressed)")
     e.add_argument("--cell-bits", type=int, choices=range(1, 21), default=DEFAULT_CELL_BITS, metavar="B",
@@ -705,23 +772,35 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--fixed-ranges", action="store_true",
                    help="use the preset's fixed scale/DC/SH ranges (the streaming defaults) instead of ranges fitted to "
                         "the scene; values outside them are clamped (and reported)")
+    e.add_argument("--drop-invalid", action="store_true",
+                   help="drop rows holding a NaN or infinite value (default: opacity logits of +-inf are clamped to "
+                        "+-20 and counted; any other non-finite value is an error naming the attribute and row count)")
+    e.add_argument("--drop-outliers", action="store_true",
+                   help="drop Gaussians far outside the rest (beyond the 1st-99th percentile box widened 10x its size "
+                        "on each side; default: keep them and warn, since they stretch the grid)")
+    _spz_frame_option(e, "read")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=cmd_encode)
 
     d = sub.add_parser(
         "decode", parents=[quiet], formatter_class=_Formatter,
-        help="GSD stream -> PLY (state after a frame)",
-        description="Decode a stream up to a frame and write the scene state as a standard 3DGS PLY:\n"
-                    "dequantized float32 attributes, Gaussians in ascending id (Morton) order.\n"
+        help="GSD stream -> .ply, .spz or .splat (state after a frame)",
+        description="Decode a stream up to a frame and write the scene state as a standard 3DGS PLY (or .spz,\n"
+                    ".splat, by the output's extension): dequantized float32 attributes, Gaussians in ascending id\n"
+                    "(Morton) order.\n"
                     "Every frame's digest is checked on the way.",
         epilog="examples:\n"
                "  gsd decode scene.gsd back.ply                 # state after the last frame\n"
-               "  gsd decode world.gsd step10.ply --frame 10    # state after frame 10 (0-based, as in 'gsd info')")
+               "  gsd decode world.gsd step10.ply --frame 10    # state after frame 10 (0-based, as in 'gsd info')\n"
+               "  gsd decode scene.gsd scene.spz                # SPZ v3 for web viewers")
     d.add_argument("input", metavar="IN.gsd", help="input stream")
-    d.add_argument("output", metavar="OUT.ply", help="output PLY (overwritten)")
+    d.add_argument("output", metavar="OUT", help="output scene (overwritten), format by extension: .ply (float 3DGS), "
+                                                 ".spz or .splat")
     d.add_argument("--frame", type=int, default=None, metavar="N",
                    help="0-based frame index to stop after (negative counts from the end); default: the last")
     d.add_argument("--no-verify", action="store_true", help="skip the per-frame digest checks")
+    d.add_argument("--spz-version", type=int, choices=(2, 3, 4), default=3, help="SPZ version written to a .spz output")
+    _spz_frame_option(d, "write")
     d.set_defaults(func=cmd_decode)
 
     i = sub.add_parser(
@@ -787,19 +866,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _QUIET = bool(args.quiet)
     try:
-        return args.func(args)
+        status = args.func(args)
+        sys.stdout.flush()            # inside the try: a closed pipe is met here, not at interpreter exit
+        return status
     except UsageError as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except GsdError as e:
         print(f"{PROG} {args.command}: {_problem_line(e)}", file=sys.stderr)
         return 1
+    except BrokenPipeError:       # the reader of stdout went away (| head): stop quietly, as a C tool would
+        _silence_stdout()
+        return 141
     except (ValueError, OSError) as e:  # bad input data (a malformed PLY, NaN values) or an unwritable output
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not raise BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ import numpy as np
 
 from .attributes import Gaussians, rest_coeffs
 
-__all__ = ["read_ply", "write_ply", "ply_size_bytes", "ply_header", "ply_property_names"]
+__all__ = ["read_ply", "write_ply", "ply_size_bytes", "ply_header", "ply_property_names", "read_ply_elements",
+           "is_compressed_ply"]
 
 _PLY_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
@@ -91,20 +92,72 @@ def write_ply(path, gaussians: Gaussians) -> None:
 def read_ply(path) -> Gaussians:
     """Read a 3DGS PLY into float32 ``Gaussians``.
 
-    Raises ValueError when the file is not a PLY, is truncated, or its vertex
-    element lacks a 3DGS attribute (x/y/z, f_dc_0..2, opacity, scale_0..2,
-    rot_0..3) or has an f_rest_* set that is not 0, 9, 24 or 45 contiguous
-    coefficients.
+    Raises ValueError when the file is not a PLY, is truncated (its header
+    declares more rows than the file has bytes for: checked before anything
+    is allocated), or its vertex element lacks a 3DGS attribute (x/y/z,
+    f_dc_0..2, opacity, scale_0..2, rot_0..3) or has an f_rest_* set that is
+    not 0, 9, 24 or 45 contiguous coefficients. A PlayCanvas compressed PLY
+    is named as such (``codec.interop.read_scene`` reads it).
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
-        head = _read_header(f, path)
-        fmt, elements = head
+        fmt, elements = _read_header(f, path)
+        _check_counts(f, fmt, elements, path)
+        if is_compressed_ply(elements):
+            raise ValueError(f"{path}: a PlayCanvas compressed PLY (packed_position), not a float 3DGS PLY; "
+                             "read it with codec.interop.read_scene (gsd encode does)")
         if fmt != "ascii":
             vertex = _fast_vertex(f, fmt, elements, path)
             if vertex is not None:
                 return _gaussians_from_struct(vertex, path)
     return _gaussians_from_struct(_plyfile_vertex(path), path)
+
+
+def is_compressed_ply(elements) -> bool:
+    """Whether a parsed header is PlayCanvas's compressed layout (a vertex element with packed_position)."""
+    return any(name == "vertex" and any(p == "packed_position" for p, _ in props) for name, _, props in elements)
+
+
+def read_ply_elements(path) -> tuple[list, dict]:
+    """(header elements, {name: structured array}) of a binary PLY whose elements have only scalar properties.
+
+    For layouts other than the 3DGS one (PlayCanvas's compressed PLY); counts
+    are checked against the file size before anything is read.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        fmt, elements = _read_header(f, path)
+        _check_counts(f, fmt, elements, path)
+        if fmt == "ascii" or any(t is None for _, _, props in elements for _, t in props):
+            raise ValueError(f"{path}: expected a binary PLY with scalar properties only")
+        endian = "<" if fmt == "binary_little_endian" else ">"
+        out = {}
+        for name, count, props in elements:
+            dtype = np.dtype([(p, endian + _PLY_TYPES[t]) for p, t in props])
+            if len(set(p for p, _ in props)) != len(props):
+                raise ValueError(f"{path}: duplicate property names in element {name!r}")
+            out[name] = np.fromfile(f, dtype=dtype, count=count) if count and dtype.itemsize else np.zeros(count, dtype)
+            if len(out[name]) != count:
+                raise ValueError(f"{path}: truncated PLY: {len(out[name])} of {count} {name} rows")
+    return elements, out
+
+
+def _check_counts(f, fmt: str, elements, path: str) -> None:
+    """Reject a header whose element counts need more bytes than follow it (before any allocation).
+
+    Binary elements of scalar properties need exactly count x record size;
+    any other element row (ascii, list properties) at least one byte.
+    """
+    here = f.tell()
+    left = os.fstat(f.fileno()).st_size - here
+    need = 0
+    for name, count, props in elements:
+        fixed = fmt != "ascii" and all(t is not None for _, t in props)
+        row = sum(int(_PLY_TYPES[t][1]) for _, t in props) if fixed else 1
+        need += count * max(row, 1 if props else 0)
+        if need > left:
+            raise ValueError(f"{path}: truncated or corrupt PLY: the header declares {count:,} {name} rows "
+                             f"({need:,} bytes or more), but only {left:,} bytes follow it")
 
 
 def _read_header(f, path: str):

@@ -48,20 +48,26 @@ def encode_splat(g: Gaussians) -> bytes:
     return rec.tobytes()
 
 
-def decode_splat(data: bytes) -> Gaussians:
-    """Gaussians (SH degree 0) from .splat bytes; a length not a multiple of 32 is an error."""
+def decode_splat(data: bytes, allow_nonfinite: bool = False) -> Gaussians:
+    """Gaussians (SH degree 0) from .splat bytes; a length not a multiple of 32 is an error.
+
+    Non-finite positions or scales are an error unless ``allow_nonfinite`` (then
+    they pass through, for ``codec.interop.clean`` to judge).
+    """
     if len(data) % RECORD.itemsize:
         raise ValueError(f".splat data of {len(data)} bytes is not a whole number of 32-byte records")
     rec = np.frombuffer(data, RECORD)
     pos = rec["position"]
     scale = rec["scale"].astype(np.float64)
-    if not (np.isfinite(pos).all() and np.isfinite(scale).all()):
+    if not allow_nonfinite and not (np.isfinite(pos).all() and np.isfinite(scale).all()):
         raise ValueError(".splat has non-finite positions or scales")
     rgba = rec["rgba"].astype(np.float64)
     a = np.clip(rgba[:, 3], 0.25, 254.75) / 255.0
+    with np.errstate(invalid="ignore"):
+        log_scale = np.log(np.maximum(np.abs(scale), np.finfo(np.float32).tiny))
     return Gaussians(
         positions=pos,
-        scales=np.log(np.maximum(np.abs(scale), np.finfo(np.float32).tiny)),
+        scales=log_scale,
         rotations=(rec["rotation"].astype(np.float32) - 128.0) / 128.0,
         opacities=np.log(a / (1.0 - a)),
         sh_dc=(rgba[:, :3] / 255.0 - 0.5) / SH_C0,
@@ -69,9 +75,9 @@ def decode_splat(data: bytes) -> Gaussians:
     )
 
 
-def read_splat(path) -> Gaussians:
+def read_splat(path, allow_nonfinite: bool = False) -> Gaussians:
     with open(path, "rb") as f:
-        return decode_splat(f.read())
+        return decode_splat(f.read(), allow_nonfinite)
 
 
 def write_splat(path, g: Gaussians) -> int:
