@@ -54,8 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     if args.input:
-        from codec.ply import read_ply
-        g = read_ply(args.input)
+        from codec.interop.clean import clean_scene
+        from codec.interop.scene import read_scene
+        g = clean_scene(read_scene(args.input)[0])[0]   # any splat file, read and cleaned as gsd encode does
         if args.sh_degree is not None and args.sh_degree != g.sh_degree:
             g = g.with_sh_degree(args.sh_degree)
         up = args.up or (0.0, -1.0, 0.0)
