@@ -31,7 +31,7 @@ from .encoder import Encoder
 from .errors import GsdError
 from .fit import CLAMPING, DEFAULT_CELL_BITS, clamp_mask, fit_grid
 from .interop.clean import clean_scene
-from .interop.scene import READ_FORMATS, SceneFileError, output_format, read_scene, scene_bytes, write_scene
+from .interop.scene import SceneFileError, output_format, read_scene, scene_bytes, write_scene
 from .profile import DEFAULT_PROFILE, PRESETS, STREAM_PROFILE, Profile
 from .spatial import Grid
 from .state import SceneState
@@ -295,7 +295,8 @@ def cmd_encode(args) -> int:
               "ranges": "lossless" if profile.lossless else "fixed" if getattr(args, "fixed_ranges", False) else "fitted",
               "clamped": clamped, "clamped_total": sum(clamped.values()), "bytes": total, "header_bytes": len(header), "frame_bytes": len(frame),
               "bytes_per_gaussian": total / max(len(g), 1), "ply_bytes": ply_bytes,
-              "ratio": input_bytes / total, "ratio_vs_float_ply": ply_bytes / total, "read_s": t_read, "encode_s": t_enc,
+              "ratio": input_bytes / total, "ratio_vs_float_ply": ply_bytes / total,
+              "read_s": t_read, "encode_s": t_enc,
               "digest": str(enc.state.digest()), "grid": _grid_dict(grid), "errors": errors}
     if args.json:
         _print_json(result)
@@ -307,9 +308,9 @@ def cmd_encode(args) -> int:
     print(f"  profile        {_profile_line(profile)}" + ("" if profile.lossless else f"; {result['ranges']} ranges"))
     print(f"  grid           cell {grid.cell_size:g}, {grid.cell_bits} cell bits, {grid.slot_bits} slot bits")
     print(f"  stream         {total:,} bytes ({_fmt_bytes(total)}), {result['bytes_per_gaussian']:.2f} B/Gaussian")
+    as_ply = "" if fmt == "ply" else f"; a float PLY would be {_fmt_bytes(ply_bytes)}, {ply_bytes / total:.2f}x"
     print(f"  input file     {input_bytes:,} bytes ({_fmt_bytes(input_bytes)}, {fmt}): ratio {result['ratio']:.2f}x "
-          f"(input file size / stream size)" + ("" if fmt == "ply" else f"; a float PLY would be {_fmt_bytes(ply_bytes)}, "
-                                                 f"{result['ratio_vs_float_ply']:.2f}x"))
+          f"(input file size / stream size){as_ply}")
     print(f"  time           read {t_read * 1e3:.0f} ms, encode {t_enc * 1e3:.0f} ms "
           f"({len(g) / max(t_enc, 1e-9) / 1e6:.2f} M Gaussians/s)")
     print(f"  digest         {result['digest']}")
@@ -743,17 +744,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "into a GSD stream holding one keyframe.\n"
                     "The spatial-id grid is fitted to the scene's bounding box, and the profile's scale, DC and\n"
                     "SH ranges to its values (the preset's bit depths kept; SPEC.md 5.8). Prints size, bytes per\n"
-                    "Gaussian, the ratio to the input file's size, time, and for lossy profiles the components clamped\n"
-                    "(outside the ranges) and the error per attribute against the input (max, mean, the bound).",
+                    "Gaussian, the ratio to the input file's size, time, and for lossy profiles the components\n"
+                    "clamped (outside the ranges) and the error per attribute against the input (max, mean, the\n"
+                    "bound). Non-finite values and far outliers: see --drop-invalid and --drop-outliers.",
         epilog="examples:\n"
                "  gsd encode point_cloud.ply scene.gsd                  # compact profile\n"
                "  gsd encode point_cloud.ply scene.gsd --fixed-ranges   # the preset's fixed ranges\n"
                "  gsd encode point_cloud.ply scene.gsd --profile lossless\n"
                "  gsd encode point_cloud.ply small.gsd --sh-degree 1 --level 19\n"
                "  gsd encode scene.sog scene.gsd --drop-outliers     # also .spz, .splat, .compressed.ply, SOG folders")
-    e.add_argument("input", metavar="IN", help="input scene: a float 3DGS .ply, a PlayCanvas .compressed.ply, .spz (v2-v4), "
-                                               "an antimatter15 .splat, a .sog or a SOG folder/meta.json (format told by "
-                                               "content, then extension)")
+    e.add_argument("input", metavar="IN",
+                   help="input scene: a float 3DGS .ply, a PlayCanvas .compressed.ply, .spz (v2-v4), an antimatter15 "
+                        ".splat, a .sog or a SOG folder/meta.json (format told by content, then extension)")
     e.add_argument("output", metavar="OUT.gsd", help="output stream (overwritten)")
     e.add_argument("--profile", choices=profiles, default=DEFAULT_PROFILE,
                    help="quantization preset: lossless = float32 exact; high; compact; small (default: "

@@ -185,7 +185,8 @@ def _sh_lookup(files, s, n, k, palette, table):
     rows = max(1, -(-palette // 64))
     cen, cw, ch = _image(files, s["files"][0], min(palette, 64 * rows) * k if palette else 0, 3)
     if cw != 64 * k:
-        raise SogError(f"{files.path}: corrupt SOG: shN centroids are {cw} wide, {64 * k} expected for {k} coefficients")
+        raise SogError(f"{files.path}: corrupt SOG: shN centroids are {cw} wide, "
+                       f"{64 * k} expected for {k} coefficients")
     labels = _image(files, s["files"][1], n, 3)[0][:n].astype(np.int64)
     label = labels[:, 0] | (labels[:, 1] << 8)
     ok = (label < palette) & (label // 64 < ch)
