@@ -188,3 +188,27 @@ def test_decode_refuses_an_unknown_output_extension(scene, tmp_path):
     for out in ("x.foo", "x.compressed.ply"):
         r = gsd("decode", stream, tmp_path / out)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / out).exists()
+
+
+def test_damaged_files_raise_only_scene_file_errors(scene, sog, st, tmp_path):
+    """Bytes flipped (often in the header) or the file cut: read_scene raises SceneFileError, never anything else."""
+    d, _ = scene
+    if not (d / "s.compressed.ply").exists():
+        run_st(st, d / "src.ply", d / "s.compressed.ply")
+    rng = np.random.default_rng(5)
+    for src in (sog[0], d / "s.compressed.ply", d / "src.ply"):
+        data = src.read_bytes()
+        for i in range(25):
+            b = bytearray(data)
+            if i % 3 == 0:
+                b = b[:int(rng.integers(0, len(b)))]
+            else:
+                span = 2048 if i % 3 == 1 else len(b)
+                for _ in range(int(rng.integers(1, 8))):
+                    b[int(rng.integers(0, min(span, len(b))))] = int(rng.integers(0, 256))
+            path = tmp_path / src.name
+            path.write_bytes(bytes(b))
+            try:
+                read_scene(path)
+            except SceneFileError:
+                pass
