@@ -13,7 +13,6 @@ from .delta import Delta, PaletteSet, group_updates, mask_rows
 from .digest import unsigned
 from .jit import kernel
 from .profile import Profile
-from .sections import parallel_map
 from .spatial import assign_slots
 from .id_index import ascending_problem, sorted_member, sorted_unique
 from .state import SceneState
@@ -115,15 +114,12 @@ class Encoder:
             order = np.argsort(ids)  # ids are distinct: any sort is stable
             vals = _as_attr_dict(g)
             d.add_ids = ids[order]
-            # Written in id order while quantizing, one attribute per worker thread (the loops
-            # release the GIL; a large ADD is bound by its gathers' memory latency).
-            scalar = [a for a in ATTRS if not (a is Attr.SH_REST and p.palette)]
-            work = len(ids) * 4 * sum(p.comps(a) for a in scalar)
-            d.add.update(zip(scalar, parallel_map(lambda a: p.quantize(a, vals[a], ids, order), scalar, work)))
-            if p.palette:
-                fresh = keyframe or self.state.count == 0
-                d.add[Attr.SH_REST] = self._palette_codes(vals[Attr.SH_REST][order], d, fresh,
-                                                          self._weights(vals, order))
+            for a in ATTRS:  # written in id order while quantizing
+                if a is Attr.SH_REST and p.palette:
+                    fresh = keyframe or self.state.count == 0
+                    d.add[a] = self._palette_codes(vals[a][order], d, fresh, self._weights(vals, order))
+                else:
+                    d.add[a] = p.quantize(a, vals[a], ids, order)
         if update is not None:
             ids, values, *rest = update
             user_mask = rest[0] if rest else full_mask(p.sh_degree)

@@ -36,9 +36,10 @@ _on = False
 class Kernel:
     """A loop that runs compiled once the JIT is on, and as Python before that (or without numba)."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, inline: bool = False):
         functools.update_wrapper(self, fn)
         self.py_func = fn
+        self.inline = inline
         self._compiled = None
 
     def __call__(self, *args):
@@ -50,8 +51,12 @@ class Kernel:
             return self.py_func(*args)
 
 
-def kernel(fn) -> Kernel:
-    k = Kernel(fn)
+def kernel(fn=None, *, inline: bool = False):
+    """``@kernel`` or ``@kernel(inline=True)``: the latter for a small helper of other kernels, which
+    numba then inlines into its callers' code (a call per element would stop them vectorizing)."""
+    if fn is None:
+        return lambda f: kernel(f, inline=inline)
+    k = Kernel(fn, inline)
     _KERNELS.append(k)
     return k
 
@@ -82,7 +87,7 @@ def switch_on() -> bool:
             AVAILABLE = False
             return False
         for k in _KERNELS:
-            k._compiled = numba.njit(cache=True, nogil=True)(k.py_func)
+            k._compiled = numba.njit(cache=True, nogil=True, inline="always" if k.inline else "never")(k.py_func)
         by_kernel = {id(k): k._compiled for k in _KERNELS}
         for k in _KERNELS:
             g = k.py_func.__globals__

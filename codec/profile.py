@@ -14,6 +14,7 @@ import numpy as np
 from .attributes import Attr, components, rest_degree_rows
 from .errors import ErrorCode, GsdError
 from .jit import kernel
+from .sections import parallel_map
 from .quantize import NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, take_columns, uniform_codes
 from .spatial import Grid
 
@@ -285,27 +286,27 @@ class Profile:
                 raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
             return np.ascontiguousarray(values[order].T).view(np.uint32)
         out = np.empty((self.comps(attr), len(order)), self.dtype(attr))
-        status = OK
+        spans = column_spans(len(order))
+        run = lambda loop, *args: _status(parallel_map(lambda s: loop(*args, out, *s), spans, len(order) * 64))
         if attr is Attr.POSITION:
             g = self.grid
-            status = position_codes(values, np.ascontiguousarray(ids, np.uint64), order, np.uint64(g.slot_bits),
-                                    np.asarray(g.origin, np.float64), float(g.cell_size),
-                                    g.cell_size / (1 << q.position_bits), out)
+            status = run(position_codes, values, np.ascontiguousarray(ids, np.uint64), order, np.uint64(g.slot_bits),
+                         np.asarray(g.origin, np.float64), float(g.cell_size), g.cell_size / (1 << q.position_bits))
         elif attr in (Attr.SCALE, Attr.SH_DC):
             lo, hi, bits = (q.scale_min, q.scale_max, q.scale_bits) if attr is Attr.SCALE else (q.dc_min, q.dc_max, q.dc_bits)
             n = (1 << bits) - 1
-            status = uniform_codes(values, order, float(lo), n / (hi - lo), float(n), out)
+            status = run(uniform_codes, values, order, float(lo), n / (hi - lo), float(n))
         elif attr is Attr.OPACITY:
-            status = opacity_codes(values, order, float(1 << q.opacity_bits), out)
+            status = run(opacity_codes, values, order, float(1 << q.opacity_bits))
         elif attr is Attr.SH_REST:
             if self.palette:
                 raise ValueError("with an SH palette, SH_REST codes are palette indices: the encoder assigns them")
-            if values.size:
-                rows = np.empty(values.shape, out.dtype)
-                status = rest_codes(values, *self._rest_quantizer, rows)
-                take_columns(rows, order, out)
+            rows = np.empty(values.shape, out.dtype)
+            status = _status(parallel_map(lambda s: rest_codes(values, *self._rest_quantizer, rows, *s), spans,
+                                          values.size))
+            parallel_map(lambda s: take_columns(rows, order, out, *s), spans, values.size)
         elif attr is Attr.ROTATION:
-            status = rotation_codes(values, order, float((1 << q.rotation_bits) - 1), out)
+            status = run(rotation_codes, values, order, float((1 << q.rotation_bits) - 1))
         else:
             raise AssertionError(attr)
         if status == NONFINITE:
@@ -318,7 +319,7 @@ class Profile:
         """(N, 3K) SH_REST floats -> (3K, N) component codes (palette entries are coded this way)."""
         values = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, self.rest_comps)
         rows = np.empty(values.shape, self.rest_dtype)
-        if values.size and rest_codes(values, *self._rest_quantizer, rows) == NONFINITE:
+        if values.size and rest_codes(values, *self._rest_quantizer, rows, 0, len(values)) == NONFINITE:
             raise ValueError("sh_rest has NaN or infinite values")
         return np.ascontiguousarray(rows.T)
 
@@ -403,6 +404,19 @@ def code_ok(u, lo, hi, signed_bits, finite):
         return (np.int64(u) & 0x7F800000) != 0x7F800000
     v = code_value(u, signed_bits)
     return lo <= v <= hi
+
+
+SPAN = 1 << 16  # columns per worker job when one attribute's codes are computed in parallel
+
+
+def column_spans(n: int) -> list[tuple[int, int]]:
+    """(start, stop) ranges covering 0..n, one worker job each."""
+    return [(i, min(n, i + SPAN)) for i in range(0, n, SPAN)] or [(0, 0)]
+
+
+def _status(statuses: list) -> int:
+    """The status of a whole array from its ranges': a NaN outranks a position too far."""
+    return NONFINITE if NONFINITE in statuses else TOO_FAR if TOO_FAR in statuses else OK
 
 
 @kernel

@@ -1,10 +1,12 @@
 """The encoder's loops from float attributes to integer codes (SPEC.md 5), one per attribute kind.
 
-Each reads (N, C) float32 rows in the order given by ``order`` (the encoder writes ids ascending)
-and writes (C, N) planar codes, and returns NONFINITE if it met a NaN or an infinity (the codes
-are then meaningless and the caller raises), so the input is read once. The arithmetic is fixed so that every encoder built on this codec
-rounds the same way: float64 for position, scale, DC, opacity and rotation, float32 for the SH
-rest coefficients; ties round half to even. Decoders never run these: the codes are the state.
+Each reads (N, C) float32 rows in the order given by ``order`` (the encoder writes ids ascending),
+writes columns start..stop of (C, N) planar codes (ranges of one array go to different worker
+threads), and returns NONFINITE if it met a NaN or an infinity (the codes are then meaningless and
+the caller raises), so the input is read once. The arithmetic is fixed so that every encoder built
+on this codec rounds the same way: float64 for position, scale, DC, opacity and rotation, float32
+for the SH rest coefficients; ties round half to even. Decoders never run these: the codes are the
+state.
 """
 from __future__ import annotations
 
@@ -19,11 +21,11 @@ _INV_SQRT2 = 1.0 / _SQRT2
 
 
 @kernel
-def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out):
+def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out, start, stop):
     """out[k, j] = rint((v - origin of the id's birth cell) / step); TOO_FAR if a code leaves int32."""
     bad = False
     far = False
-    for j in range(order.shape[0]):
+    for j in range(start, stop):
         r = order[j]
         cell = ids[r] >> slot_bits
         for k in range(3):
@@ -39,10 +41,10 @@ def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out):
 
 
 @kernel
-def uniform_codes(values, order, lo, scale, top, out):
+def uniform_codes(values, order, lo, scale, top, out, start, stop):
     """out[k, j] = clip(rint((v - lo) * scale), 0, top), in float64 (scale, DC)."""
     bad = False
-    for j in range(order.shape[0]):
+    for j in range(start, stop):
         r = order[j]
         for k in range(values.shape[1]):
             v = np.float64(values[r, k])
@@ -53,11 +55,11 @@ def uniform_codes(values, order, lo, scale, top, out):
 
 
 @kernel
-def opacity_codes(values, order, levels, out):
+def opacity_codes(values, order, levels, out, start, stop):
     """out[0, j] = clip(floor(sigmoid(v) * levels), 0, levels - 1); sigmoid via tanh (no overflow)."""
     top = levels - 1.0
     bad = False
-    for j in range(order.shape[0]):
+    for j in range(start, stop):
         v = np.float64(values[order[j], 0])
         bad |= v - v != 0.0
         alpha = 0.5 * (1.0 + np.tanh(0.5 * v))
@@ -66,12 +68,12 @@ def opacity_codes(values, order, levels, out):
 
 
 @kernel
-def rest_codes(values, inv_step, lim, out):
-    """out[r, k] = clip(rint(v[r, k] * inv_step[k]), -lim[k], lim[k]), in float32 (SH rest), in input
-    order and row-major: contiguous on both sides, so it vectorizes; ``take_columns`` then writes
-    the planar, id-ordered codes."""
+def rest_codes(values, inv_step, lim, out, start, stop):
+    """out[r, k] = clip(rint(v[r, k] * inv_step[k]), -lim[k], lim[k]) for rows start..stop, in float32
+    (SH rest), in input order and row-major: contiguous on both sides, so it vectorizes;
+    ``take_columns`` then writes the planar, id-ordered codes."""
     bad = False
-    for r in range(values.shape[0]):
+    for r in range(start, stop):
         for k in range(values.shape[1]):
             v = values[r, k]
             bad |= v - v != 0
@@ -81,25 +83,24 @@ def rest_codes(values, inv_step, lim, out):
 
 
 @kernel
-def take_columns(rows, order, out):
-    """out[k, j] = rows[order[j], k]: a gather and a transpose, in blocks of 64 columns so that the
-    rows read stay in cache while every component of them is written."""
-    n = order.shape[0]
-    for j0 in range(0, n, 64):
-        j1 = min(n, j0 + 64)
+def take_columns(rows, order, out, start, stop):
+    """out[k, j] = rows[order[j], k] for columns start..stop: a gather and a transpose, in blocks of
+    64 columns so that the rows read stay in cache while every component of them is written."""
+    for j0 in range(start, stop, 64):
+        j1 = min(stop, j0 + 64)
         for k in range(rows.shape[1]):
             for j in range(j0, j1):
                 out[k, j] = rows[order[j], k]
 
 
 @kernel
-def rotation_codes(values, order, top, out):
+def rotation_codes(values, order, top, out, start, stop):
     """Smallest three: (index of the largest |component|, the other three mapped from
     [-1/sqrt2, 1/sqrt2] to 0..top), of the normalized quaternion with its largest component >= 0."""
     scale = top / _SQRT2
     q = np.empty(4, np.float64)
     bad = False
-    for j in range(order.shape[0]):
+    for j in range(start, stop):
         r = order[j]
         s = 0.0
         for k in range(4):

@@ -36,6 +36,42 @@ _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ONE = np.uint64(1)
 
 
+@kernel(inline=True)
+def shuffled_value(raw, k, n, width):
+    """Value k of a byte-shuffled section of n values: byte b at raw[b * n + k]. The common widths are
+    spelled out, so that the compiled loops that call this read byte planes without an inner loop."""
+    if width == 2:
+        return np.uint64(raw[k]) | np.uint64(raw[n + k]) << np.uint64(8)
+    if width == 4:
+        return (np.uint64(raw[k]) | np.uint64(raw[n + k]) << np.uint64(8)
+                | np.uint64(raw[2 * n + k]) << np.uint64(16) | np.uint64(raw[3 * n + k]) << np.uint64(24))
+    if width == 8:
+        return (np.uint64(raw[k]) | np.uint64(raw[n + k]) << np.uint64(8)
+                | np.uint64(raw[2 * n + k]) << np.uint64(16) | np.uint64(raw[3 * n + k]) << np.uint64(24)
+                | np.uint64(raw[4 * n + k]) << np.uint64(32) | np.uint64(raw[5 * n + k]) << np.uint64(40)
+                | np.uint64(raw[6 * n + k]) << np.uint64(48) | np.uint64(raw[7 * n + k]) << np.uint64(56))
+    v = np.uint64(0)
+    for b in range(width):
+        v |= np.uint64(raw[b * n + k]) << np.uint64(8 * b)
+    return v
+
+
+@kernel(inline=True)
+def put_shuffled(out, k, n, width, v):
+    """The encoder's side of ``shuffled_value``: byte b of v to out[b * n + k]."""
+    if width == 2:
+        out[k] = np.uint8(v & np.uint64(0xFF))
+        out[n + k] = np.uint8((v >> np.uint64(8)) & np.uint64(0xFF))
+    elif width == 4:
+        out[k] = np.uint8(v & np.uint64(0xFF))
+        out[n + k] = np.uint8((v >> np.uint64(8)) & np.uint64(0xFF))
+        out[2 * n + k] = np.uint8((v >> np.uint64(16)) & np.uint64(0xFF))
+        out[3 * n + k] = np.uint8((v >> np.uint64(24)) & np.uint64(0xFF))
+    else:
+        for b in range(width):
+            out[b * n + k] = np.uint8((v >> np.uint64(8 * b)) & np.uint64(0xFF))
+
+
 @kernel
 def unfilter(raw, count, width, filters, out):
     """SPEC.md 4.4 decode pipeline for one section: bytes -> (C, count) values of ``width`` bytes.
@@ -48,13 +84,19 @@ def unfilter(raw, count, width, filters, out):
     delta = (filters & 1) != 0
     wmask = _ONES >> np.uint64(64 - 8 * width)
     for c in range(out.shape[0]):
+        if shuffle and not zigzag and not delta:  # positions: byte planes to values, nothing else
+            for i in range(count):
+                out[c, i] = shuffled_value(raw, c * count + i, n, width)
+            continue
         acc = np.uint64(0)
         for i in range(count):
             k = c * count + i
-            v = np.uint64(0)
-            for b in range(width):
-                byte = raw[b * n + k] if shuffle else raw[k * width + b]
-                v |= np.uint64(byte) << np.uint64(8 * b)
+            if shuffle:
+                v = shuffled_value(raw, k, n, width)
+            else:
+                v = np.uint64(0)
+                for b in range(width):
+                    v |= np.uint64(raw[k * width + b]) << np.uint64(8 * b)
             if zigzag:
                 v = (v >> _ONE) ^ ((np.uint64(0) - (v & _ONE)) & wmask)
             if delta:
@@ -84,12 +126,11 @@ def filter_bytes(a, width, filters, out):
             if zigzag:
                 v = ((v << _ONE) & wmask) ^ (wmask if (v >> top) & _ONE else np.uint64(0))
             k = c * count + i
-            for b in range(width):
-                byte = np.uint8((v >> np.uint64(8 * b)) & np.uint64(0xFF))
-                if shuffle:
-                    out[b * n + k] = byte
-                else:
-                    out[k * width + b] = byte
+            if shuffle:
+                put_shuffled(out, k, n, width, v)
+            else:
+                for b in range(width):
+                    out[k * width + b] = np.uint8((v >> np.uint64(8 * b)) & np.uint64(0xFF))
 
 
 _local = threading.local()
@@ -109,7 +150,9 @@ def _dctx() -> "zstandard.ZstdDecompressor":
     return _local.d
 
 
-_POOL = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="gsd-sections")
+_PREFIX = "gsd-sections"
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # usable here
+_POOL = ThreadPoolExecutor(max_workers=min(8, _CPUS), thread_name_prefix=_PREFIX)
 PARALLEL_MIN_BYTES = 1 << 20
 MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worker threads  # below this, thread hand-off costs more than it saves
 
@@ -120,8 +163,10 @@ def submit(fn, *args):
 
 
 def parallel_map(fn, items: list, total_bytes: int) -> list:
-    """Map over sections on worker threads (zstd and numpy release the GIL) when the frame is large."""
-    if total_bytes < PARALLEL_MIN_BYTES or len(items) < 2:
+    """Map over sections (or other independent ranges) on worker threads (zstd, numpy and the
+    compiled loops release the GIL) when the work is large. A worker that maps again runs its
+    items itself: waiting on its own pool could deadlock it."""
+    if total_bytes < PARALLEL_MIN_BYTES or len(items) < 2 or threading.current_thread().name.startswith(_PREFIX):
         return [fn(x) for x in items]
     return list(_POOL.map(fn, items))
 
