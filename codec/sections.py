@@ -255,8 +255,9 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
     before use.
 
     ``into=(array, rows)`` writes the values into those rows of ``array`` instead (an SH band into
-    its attribute's rows: runs of rows, each one copy) and returns ``array``. Decoding straight
-    into place on the worker threads keeps a large keyframe's copies off the caller's thread."""
+    its attribute's rows: runs of rows) and returns ``array``. An unfiltered section is decompressed
+    straight into place, with no copy; on the worker threads, a large keyframe's sections land where
+    the state keeps them."""
     if desc.width != width:
         raise GsdError(ErrorCode.MALFORMED, f"section width {desc.width}, expected {width}")
     if desc.filters & ~KNOWN_FILTERS:
@@ -266,28 +267,39 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
         raise GsdError(ErrorCode.MALFORMED, f"section raw_size {desc.raw_size}, expected {expected}")
     if desc.offset + desc.stored_size > len(payload):
         raise GsdError(ErrorCode.MALFORMED, "section extends past the payload")
-    stored = payload[desc.offset: desc.offset + desc.stored_size]
-    if desc.compression == NONE:
-        if desc.stored_size != desc.raw_size:
-            raise GsdError(ErrorCode.MALFORMED, "uncompressed section with stored_size != raw_size")
-        raw = stored
-    elif desc.compression == ZSTD:
-        raw = _decompress(stored, expected)
-    else:
+    if desc.compression not in (NONE, ZSTD):
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown compression {desc.compression}")
-    if not desc.filters & (DELTA | ZIGZAG) and not (desc.filters & SHUFFLE and width > 1):
-        a = np.frombuffer(raw, UINT[width]).reshape(comps, count)
-        if into is None:
-            return a.copy()
+    if desc.compression == NONE and desc.stored_size != desc.raw_size:
+        raise GsdError(ErrorCode.MALFORMED, "uncompressed section with stored_size != raw_size")
+    stored = payload[desc.offset: desc.offset + desc.stored_size]
+    plain = not desc.filters & (DELTA | ZIGZAG) and not (desc.filters & SHUFFLE and width > 1)
+    # Memory follows the data: the output is allocated before decompressing only where the stored
+    # bytes can plausibly hold it; otherwise the frame is decompressed (or refused) first.
+    raw = None
+    if desc.compression == NONE:
+        raw = stored
+    elif not plain or expected > ONE_SHOT_RATIO * len(stored):
+        raw = _decompress(stored, expected)
+    if into is None:
+        dest = view = np.empty((comps, count), UINT[width])
+        runs = [(0, comps, 0)]
     else:
-        a = np.empty((comps, count), UINT[width])
-        unfilter(np.frombuffer(raw, np.uint8), count, width, desc.filters, a)
-        if into is None:
-            return a
-    dest, rows = into
-    view = dest.view(UINT[width])
-    for start, stop, at in row_runs(rows):
-        view[start:stop] = a[at:at + stop - start]
+        dest, rows = into
+        view = dest.view(UINT[width])
+        runs = row_runs(rows)
+    if plain:
+        if raw is None:  # the values themselves: decompressed straight into place
+            _decompress(stored, expected, [view[s:e] for s, e, _ in runs])
+        else:
+            values = np.frombuffer(raw, UINT[width]).reshape(comps, count)
+            for s, e, at in runs:
+                view[s:e] = values[at:at + e - s]
+        return dest
+    a = dest if into is None else np.empty((comps, count), UINT[width])
+    unfilter(np.frombuffer(raw, np.uint8), count, width, desc.filters, a)
+    if into is not None:
+        for s, e, at in runs:
+            view[s:e] = a[at:at + e - s]
     return dest
 
 
@@ -306,11 +318,12 @@ ONE_SHOT_RATIO = 64  # real sections compress 1-15x; a higher claim is streamed 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528, little-endian: a Zstandard frame (skippable frames are not)
 
 
-def _decompress(stored: memoryview, expected: int) -> bytes:
+def _decompress(stored: memoryview, expected: int, into: list | None = None) -> bytes | None:
     """Exactly one Zstandard frame that declares Frame_Content_Size == raw_size, names no dictionary,
-    and has nothing after it; its content checksum, when present, matches (SPEC.md 4.4)."""
+    and has nothing after it; its content checksum, when present, matches (SPEC.md 4.4). ``into``:
+    contiguous arrays whose sizes add up to ``expected`` receive the content (returns None)."""
     check_zstd_header(stored, expected)
-    return _zstd_one_frame(stored, expected)
+    return _zstd_one_frame(stored, expected, into)
 
 
 def check_zstd_header(stored: memoryview, expected: int) -> None:
@@ -331,26 +344,71 @@ def check_zstd_header(stored: memoryview, expected: int) -> None:
                        f"zstd frame declares {declared} bytes, section raw_size is {expected}")
 
 
-def _zstd_one_frame(stored: memoryview, expected: int) -> bytes:
-    """Decompress the one frame (header checked) into exactly ``expected`` bytes, nothing after it.
+def _zstd_one_frame(stored: memoryview, expected: int, into: list | None = None) -> bytes | None:
+    """Decompress the one frame (header checked) into exactly ``expected`` bytes, nothing after it:
+    returned, or written into the arrays of ``into`` in order.
 
-    Usually one call into libzstd with the output sized from the checked header: a quarter faster
-    than streaming, and libzstd itself refuses bytes after the frame (``allow_extra_data=False``).
-    That call allocates all ``expected`` bytes first, so a frame that claims far more output than
-    its data can plausibly hold (over ONE_SHOT_RATIO times its stored size) is streamed instead:
-    memory follows the data actually decompressed. libzstd verifies the content checksum whenever
-    the frame has one (python-zstandard never turns that off: tests/test_bad_input.py checks it),
-    so content that does not hash to it fails here."""
+    Usually libzstd writes the content straight into an output sized from the checked header: a
+    quarter faster than streaming it in chunks. That output is allocated first, so a frame that
+    claims far more than its data can plausibly hold (over ONE_SHOT_RATIO times its stored size)
+    is streamed instead and memory follows the data actually decompressed. Bytes after the frame
+    are refused (libzstd's ``allow_extra_data=False``, or the frame's end found from its block
+    headers). libzstd verifies the content checksum whenever the frame has one (python-zstandard
+    never turns that off: tests/test_bad_input.py checks it), so content that does not hash to it
+    fails here."""
     try:
         if 0 < expected <= ONE_SHOT_RATIO * len(stored):
-            out = _dctx().decompress(stored, max_output_size=expected, allow_extra_data=False)
-            tail = False
-        else:  # also an empty frame: python-zstandard answers b"" for one without reading on
-            dobj = _dctx().decompressobj()
-            out = dobj.decompress(stored)
-            tail = not dobj.eof or bool(dobj.unused_data)
+            if into is None:
+                return _checked(_dctx().decompress(stored, max_output_size=expected, allow_extra_data=False),
+                                expected)
+            if frame_end(stored) != len(stored):
+                raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame cut short or followed by extra bytes")
+            reader = _dctx().stream_reader(stored, read_across_frames=False)
+            for a in into:
+                buf = memoryview(a).cast("B")
+                got = 0
+                while got < len(buf):
+                    n = reader.readinto(buf[got:])
+                    if n == 0:
+                        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame incomplete")
+                    got += n
+            if reader.read(1):  # also reads the frame to its end: its checksum is checked there
+                raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame oversize")
+            return None
+        dobj = _dctx().decompressobj()  # also an empty frame: python-zstandard answers b"" for one without reading on
+        out = _checked(dobj.decompress(stored), expected)
+        if not dobj.eof or dobj.unused_data:
+            raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame incomplete or followed by extra bytes")
     except zstandard.ZstdError as e:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}") from None
-    if len(out) != expected or tail:
-        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame incomplete, oversize, or followed by extra bytes")
+    if into is not None:  # an empty frame's
+        at = 0
+        for a in into:
+            buf = memoryview(a).cast("B")
+            buf[:] = out[at:at + len(buf)]
+            at += len(buf)
+        return None
     return out
+
+
+def _checked(out: bytes, expected: int) -> bytes:
+    if len(out) != expected:
+        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame incomplete or oversize")
+    return out
+
+
+def frame_end(stored: memoryview) -> int:
+    """Where the Zstandard frame at the start of ``stored`` ends (RFC 8878 3.1.1: its header, its blocks
+    up to the one marked last, then the 4-byte checksum if the header has one), or -1 if its blocks
+    run past the end. Each block header is 3 bytes: last-block bit, type (1 = RLE: one stored byte),
+    size."""
+    pos = zstandard.frame_header_size(stored)
+    n = len(stored)
+    last = 0
+    while not last:
+        if pos + 3 > n:
+            return -1
+        h = stored[pos] | stored[pos + 1] << 8 | stored[pos + 2] << 16
+        last = h & 1
+        pos += 3 + (1 if (h >> 1) & 3 == 1 else h >> 3)
+    return pos + 4 * zstandard.get_frame_parameters(stored).has_checksum

@@ -12,7 +12,7 @@ import pytest
 import zstandard
 
 from codec import Encoder, ErrorCode, GsdError, Limits
-from codec.sections import SectionWriter, _decompress
+from codec.sections import SectionWriter, _decompress, frame_end
 from conformance import craft
 from conformance.craft import split_frame
 
@@ -22,10 +22,36 @@ RAW = bytes((i * 7) % 251 for i in range(3000))
 
 
 def fails(data: bytes, n: int) -> GsdError:
+    """Refused both ways a section is decompressed: into new bytes, and straight into arrays."""
+    with pytest.raises(GsdError) as into:
+        _decompress(memoryview(data), n, [np.empty(n // 2, np.uint8), np.empty(n - n // 2, np.uint8)])
+    assert into.value.code == ErrorCode.DECOMPRESSION_FAILED
     with pytest.raises(GsdError) as e:
         _decompress(memoryview(data), n)
     assert e.value.code == ErrorCode.DECOMPRESSION_FAILED
     return e.value
+
+
+def into_arrays(data: bytes, n: int) -> bytes:
+    parts = [np.empty(n // 3, np.uint8), np.empty(n - n // 3, np.uint8)]
+    assert _decompress(memoryview(data), n, parts) is None
+    return b"".join(p.tobytes() for p in parts)
+
+
+def test_frame_end_walks_the_blocks_and_the_arrays_get_the_content():
+    content = bytes(np.random.default_rng(3).integers(0, 4, 700_000, dtype=np.uint8)) + bytes(300_000)
+    for level, checksum in [(1, True), (19, True), (3, False)]:
+        z = zstandard.ZstdCompressor(level=level, write_checksum=checksum).compress(content)
+        assert frame_end(memoryview(z)) == len(z)          # several blocks (content > 128 KiB), RLE among them
+        assert frame_end(memoryview(z)[:-1]) in (-1, len(z))
+        assert into_arrays(z, len(content)) == content
+        fails(z + b"\0", len(content))
+        fails(z[:-1], len(content))
+    for blocks in [[("raw", RAW)], [("rle", b"\7" * 40)], [("raw", RAW[:-1]), ("rle", RAW[-1:])]]:
+        body = b"".join(d if k == "raw" else d[:1] * len(d) for k, d in blocks)
+        frame = craft.zstd_block_frame(len(body), blocks, checksum_of=body)
+        assert frame_end(memoryview(frame)) == len(frame)
+        assert into_arrays(frame, len(body)) == body
 
 
 def _has_checksum(frame: bytes) -> bool:
