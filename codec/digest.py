@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .jit import kernel
+from .sections import column_spans, parallel_map
 
 M32 = 0xFFFFFFFF
 _M = np.uint64(M32)
@@ -72,11 +73,11 @@ def fmix(h):
 
 
 @kernel
-def id_accumulators(ids, k, acc):
-    """acc[L, i] = lo32(id_i) * K[L, 0] + hi32(id_i) * K[L, 1]  (mod 2^32)."""
+def id_accumulators(ids, k, acc, start, stop):
+    """acc[L, i] = lo32(id_i) * K[L, 0] + hi32(id_i) * K[L, 1]  (mod 2^32), for i in start..stop."""
     k00, k01 = np.uint64(k[0, 0]), np.uint64(k[0, 1])
     k10, k11 = np.uint64(k[1, 0]), np.uint64(k[1, 1])
-    for i in range(ids.shape[0]):
+    for i in range(start, stop):
         lo = ids[i] & _M
         hi = ids[i] >> _S32
         acc[0, i] = (lo * k00 + hi * k01) & _M
@@ -84,11 +85,12 @@ def id_accumulators(ids, k, acc):
 
 
 @kernel
-def add_words(acc, codes, k0, k1):
-    """acc[L, i] += sum_c zext(codes[c, i]) * kL[c]  (mod 2^32); ``codes`` is an unsigned view."""
+def add_words(acc, codes, k0, k1, start, stop):
+    """acc[L, i] += sum_c zext(codes[c, i]) * kL[c]  (mod 2^32) for i in start..stop; ``codes`` is an
+    unsigned view."""
     for c in range(codes.shape[0]):
         a, b = np.uint64(k0[c]), np.uint64(k1[c])
-        for i in range(codes.shape[1]):
+        for i in range(start, stop):
             w = np.uint64(codes[c, i])
             acc[0, i] = (np.uint64(acc[0, i]) + w * a) & _M
             acc[1, i] = (np.uint64(acc[1, i]) + w * b) & _M
@@ -124,17 +126,26 @@ def unsigned(codes: np.ndarray) -> np.ndarray:
 
 
 def row_accumulators(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
-    """(2, N) uint32 accumulators of N Gaussians from their ids and (C, N) codes in attribute order."""
+    """(2, N) uint32 accumulators of N Gaussians from their ids and (C, N) codes in attribute order
+    (ranges of columns on the section workers for a large N)."""
     total = 2 + sum(c.shape[0] for c in planar_codes)
     k = lane_constants(total)
     acc = np.empty((2, len(ids)), np.uint32)
-    id_accumulators(np.ascontiguousarray(ids, np.uint64), k, acc)
+    ids = np.ascontiguousarray(ids, np.uint64)
+    words = []
     j = 2
     for codes in planar_codes:
         c = codes.shape[0]
         if c:
-            add_words(acc, unsigned(codes), k[0, j:j + c], k[1, j:j + c])
+            words.append((unsigned(codes), k[0, j:j + c], k[1, j:j + c]))
         j += c
+
+    def span(s):
+        id_accumulators(ids, k, acc, *s)
+        for w in words:
+            add_words(acc, *w, *s)
+    n = len(ids)
+    parallel_map(span, column_spans(n), n * total)
     return acc
 
 

@@ -14,8 +14,9 @@ import numpy as np
 from .attributes import Attr, components, rest_degree_rows
 from .errors import ErrorCode, GsdError
 from .jit import kernel
-from .sections import parallel_map
-from .quantize import NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, take_columns, uniform_codes
+from .sections import column_spans, parallel_map
+from .quantize import (NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, take_columns,
+                       take_planar, uniform_codes)
 from .spatial import Grid
 
 SQRT2 = np.sqrt(2.0)
@@ -277,38 +278,47 @@ class Profile:
     def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
         """(N, C) float values -> (C, N) planar codes; with ``order``, column j is row order[j]
         (the encoder sorts by id while quantizing). Rounding is the encoder's choice (round half
-        even); quantize.py fixes the arithmetic."""
+        even); quantize.py fixes the arithmetic.
+
+        The float rows are read in their own order and the codes then put in ``order``: reading
+        1-4-byte codes of one component at random stays in cache, reading 12-16-byte float rows at
+        random does not (a 1M keyframe's quantization takes about half as long)."""
         values = np.ascontiguousarray(values, dtype=np.float32).reshape(len(ids), self.comps(attr))  # n may be 0
-        order = np.arange(len(ids), dtype=np.int64) if order is None else np.asarray(order, np.int64)
+        n = len(ids)
+        order = None if order is None else np.asarray(order, np.int64)
         q = self.quant
         if q is None:
             if not np.isfinite(values).all():
                 raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
-            return np.ascontiguousarray(values[order].T).view(np.uint32)
-        out = np.empty((self.comps(attr), len(order)), self.dtype(attr))
-        spans = column_spans(len(order))
-        run = lambda loop, *args: _status(parallel_map(lambda s: loop(*args, out, *s), spans, len(order) * 64))
+            return np.ascontiguousarray((values if order is None else values[order]).T).view(np.uint32)
+        out = np.empty((self.comps(attr), n), self.dtype(attr))
+        codes = out if order is None or attr is Attr.SH_REST else np.empty_like(out)  # in input order
+        natural = np.arange(n, dtype=np.int64)
+        spans = column_spans(n)
+        run = lambda loop, *args: _status(parallel_map(lambda s: loop(*args, codes, *s), spans, n * 64))
         if attr is Attr.POSITION:
             g = self.grid
-            status = run(position_codes, values, np.ascontiguousarray(ids, np.uint64), order, np.uint64(g.slot_bits),
+            status = run(position_codes, values, np.ascontiguousarray(ids, np.uint64), natural, np.uint64(g.slot_bits),
                          np.asarray(g.origin, np.float64), float(g.cell_size), g.cell_size / (1 << q.position_bits))
         elif attr in (Attr.SCALE, Attr.SH_DC):
             lo, hi, bits = (q.scale_min, q.scale_max, q.scale_bits) if attr is Attr.SCALE else (q.dc_min, q.dc_max, q.dc_bits)
-            n = (1 << bits) - 1
-            status = run(uniform_codes, values, order, float(lo), n / (hi - lo), float(n))
+            top = (1 << bits) - 1
+            status = run(uniform_codes, values, natural, float(lo), top / (hi - lo), float(top))
         elif attr is Attr.OPACITY:
-            status = run(opacity_codes, values, order, float(1 << q.opacity_bits))
+            status = run(opacity_codes, values, natural, float(1 << q.opacity_bits))
         elif attr is Attr.SH_REST:
             if self.palette:
                 raise ValueError("with an SH palette, SH_REST codes are palette indices: the encoder assigns them")
             rows = np.empty(values.shape, out.dtype)
             status = _status(parallel_map(lambda s: rest_codes(values, *self._rest_quantizer, rows, *s), spans,
                                           values.size))
-            parallel_map(lambda s: take_columns(rows, order, out, *s), spans, values.size)
+            parallel_map(lambda s: take_columns(rows, natural if order is None else order, out, *s), spans, values.size)
         elif attr is Attr.ROTATION:
-            status = run(rotation_codes, values, order, float((1 << q.rotation_bits) - 1))
+            status = run(rotation_codes, values, natural, float((1 << q.rotation_bits) - 1))
         else:
             raise AssertionError(attr)
+        if codes is not out and status == OK:
+            parallel_map(lambda s: take_planar(codes, order, out, *s), spans, n * 16)
         if status == NONFINITE:
             raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
         if status == TOO_FAR:
@@ -404,14 +414,6 @@ def code_ok(u, lo, hi, signed_bits, finite):
         return (np.int64(u) & 0x7F800000) != 0x7F800000
     v = code_value(u, signed_bits)
     return lo <= v <= hi
-
-
-SPAN = 1 << 16  # columns per worker job when one attribute's codes are computed in parallel
-
-
-def column_spans(n: int) -> list[tuple[int, int]]:
-    """(start, stop) ranges covering 0..n, one worker job each."""
-    return [(i, min(n, i + SPAN)) for i in range(0, n, SPAN)] or [(0, 0)]
 
 
 def _status(statuses: list) -> int:

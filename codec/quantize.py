@@ -126,3 +126,12 @@ def rotation_codes(values, order, top, out, start, stop):
                 out[m, j] = min(max(c, 0.0), top)
                 m += 1
     return NONFINITE if bad else OK
+
+
+@kernel
+def take_planar(codes, order, out, start, stop):
+    """out[k, j] = codes[k, order[j]] for columns start..stop: codes quantized in input order put in
+    id order. One component at a time, so the row read at random (1-4 bytes a code) stays in cache."""
+    for k in range(codes.shape[0]):
+        for j in range(start, stop):
+            out[k, j] = codes[k, order[j]]

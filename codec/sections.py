@@ -162,6 +162,14 @@ def submit(fn, *args):
     return _POOL.submit(fn, *args)
 
 
+SPAN = 1 << 16  # columns per worker job when one array's columns are computed in parallel
+
+
+def column_spans(n: int) -> list[tuple[int, int]]:
+    """(start, stop) ranges covering 0..n, one worker job each."""
+    return [(i, min(n, i + SPAN)) for i in range(0, n, SPAN)] or [(0, 0)]
+
+
 def parallel_map(fn, items: list, total_bytes: int) -> list:
     """Map over sections (or other independent ranges) on worker threads (zstd, numpy and the
     compiled loops release the GIL) when the work is large. A worker that maps again runs its
