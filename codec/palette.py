@@ -113,18 +113,26 @@ def seed_plus(xt, w, start, share, u, out, g0, g1, o):
                 dg[i] = min(dg[i], wg[i] * eg[i]) if s else wg[i] * eg[i]
 
 
+def prepared(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What ``nearest_in`` reads of candidate rows: their transpose and squared norms (a palette's
+    search keeps these, instead of recomputing megabytes for every frame)."""
+    return np.ascontiguousarray(c.T), (c * c).sum(1, dtype=np.float32)
+
+
 def _search(x: np.ndarray, group: np.ndarray, start: np.ndarray, c: np.ndarray, p: int = 1,
-            best: np.ndarray | None = None, dist: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(n, p) nearest rows of ``c`` among each row's group (``nearest_in``), merged into ``best``/``dist``."""
+            best: np.ndarray | None = None, dist: np.ndarray | None = None,
+            prep: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n, p) nearest rows of ``c`` among each row's group (``nearest_in``), merged into ``best``/``dist``.
+    ``prep``: ``prepared(c)``, if the caller keeps it."""
     n = len(x)
     if best is None:
         best, dist = np.full((n, p), -1, np.int64), np.full((n, p), np.inf, np.float32)
     if n and len(c) and len(start) > 2 and (group[1:] < group[:-1]).any():
         order = np.argsort(group, kind="stable")  # rows of one group in a row: its entries stay in cache
-        b, d = _search(x[order], group[order], start, c, p, best[order], dist[order])
+        b, d = _search(x[order], group[order], start, c, p, best[order], dist[order], prep)
         best[order], dist[order] = b, d
     elif n and len(c):
-        ct, cn = np.ascontiguousarray(c.T), (c * c).sum(1, dtype=np.float32)
+        ct, cn = prep if prep is not None else prepared(c)
         parts = [slice(a, a + PART) for a in range(0, n, PART)]  # the compiled kernel runs on every core
         parallel_map(lambda s: nearest_in(x[s], group[s], start, ct, cn, best[s], dist[s]), parts, x.nbytes)
     return best, dist
@@ -295,7 +303,11 @@ class PaletteSearch:
             self.group = nearest(self.entries, self.coarse)[0]
         order = np.argsort(self.group, kind="stable")
         self.entries, self.index, self.group = self.entries[order], self.index[order], self.group[order]
+        self._regrouped()
+
+    def _regrouped(self) -> None:
         self._start = np.searchsorted(self.group, np.arange(len(self.coarse) + 1))
+        self._prep, self._coarse_prep = prepared(self.entries), prepared(self.coarse)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -307,10 +319,11 @@ class PaletteSearch:
         if n == 0 or len(self.index) == 0:
             return np.zeros(n, np.int64), np.full(n, np.inf, np.float32)
         probes = min(self.probes, len(self.coarse))
-        near = _search(x, np.zeros(n, np.int64), np.array([0, len(self.coarse)]), self.coarse, probes)[0]
+        near = _search(x, np.zeros(n, np.int64), np.array([0, len(self.coarse)]), self.coarse, probes,
+                       prep=self._coarse_prep)[0]
         best = dist = None
         for p in range(probes):
-            best, dist = _search(x, near[:, p], self._start, self.entries, 1, best, dist)
+            best, dist = _search(x, near[:, p], self._start, self.entries, 1, best, dist, self._prep)
         best, dist = best[:, 0], dist[:, 0]
         lost = np.flatnonzero(best < 0)  # every probed group was empty: search them all
         dist = np.maximum(dist + _sq(x), 0)
@@ -323,4 +336,4 @@ class PaletteSearch:
         new = np.asarray(index_map, np.int64)[self.index]
         keep = new >= 0
         self.entries, self.index, self.group = self.entries[keep], new[keep], self.group[keep]
-        self._start = np.searchsorted(self.group, np.arange(len(self.coarse) + 1))
+        self._regrouped()
