@@ -50,7 +50,7 @@ class Encoder:
 
     def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
                  level: int = 1, digest: bool = True, gaussians_per_entry: int = 8,
-                 weighted: bool = True):
+                 weighted: bool = True, frame_rate: float = 0.0):
         self.profile = profile
         # SH palette streams: a scene's palette gets one entry per this many Gaussians (up to the
         # header's sh_palette), its k-means weighing each Gaussian's SH error by its alpha
@@ -60,7 +60,7 @@ class Encoder:
         self._search: palette.PaletteSearch | None = None
         self._fit = None  # (median, 99th percentile) of the squared distances of the palette's own rows
         self._made = None    # the palette entries of the last delta built here
-        self.header = StreamHeader(profile, max_gaussians, generator)
+        self.header = StreamHeader(profile, max_gaussians, generator, frame_rate=frame_rate)  # frame_rate: informative
         self.state = SceneState(profile, max_gaussians=max_gaussians)
         self.frames = FrameEncoder(profile, level)
         self.with_digest = digest

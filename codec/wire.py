@@ -51,6 +51,7 @@ class StreamHeader:
     max_gaussians: int = 0
     generator: str = ""
     version: tuple[int, int] = VERSION
+    frame_rate: float = 0.0  # informative (SPEC.md 4.6): frames per second for playback; 0 = unset
 
 
 # ---------------------------------------------------------------------------------------- header
@@ -90,6 +91,8 @@ def encode_header(h: StreamHeader) -> bytes:
         FbHeader.AddRequiredFeatures(b, SH_PALETTE)
     FbHeader.AddMaxGaussians(b, h.max_gaussians)
     FbHeader.AddGenerator(b, gen)
+    if h.frame_rate:
+        FbHeader.AddFrameRate(b, h.frame_rate)
     b.Finish(FbHeader.End(b))
     body = bytes(b.Output())
     head = _HPREFIX.pack(HEADER_MAGIC, *VERSION, 0, len(body)) + body
@@ -129,7 +132,7 @@ def decode_header(buf, limits: Limits = SPEC_LIMITS, message: bool = False) -> t
         raise
     except _FB_ERRORS as e:  # not reachable after verification; a safety net, never a crash
         raise GsdError(ErrorCode.MALFORMED, f"header metadata unreadable: {e}") from None
-    features, degree, grid_args, quant, name, gen, max_g = h
+    features, degree, grid_args, quant, name, gen, max_g, frame_rate = h
     param_problem = None  # BAD_HEADER, raised after the required_features check (H9 before H10)
     quant_args = None
     if quant is not None:
@@ -152,7 +155,7 @@ def decode_header(buf, limits: Limits = SPEC_LIMITS, message: bool = False) -> t
         raise GsdError(ErrorCode.BAD_HEADER, f"max_gaussians {max_g} above the spec limit")
     grid = Grid(*grid_args)  # raises BAD_HEADER
     profile = Profile(degree, grid, Quantization(*quant_args) if quant_args else None, name)
-    return StreamHeader(profile, max_g, gen, (major, minor)), total
+    return StreamHeader(profile, max_g, gen, (major, minor), frame_rate), total
 
 
 # ---------------------------------------------------------------------------------------- FlatBuffers
@@ -168,7 +171,7 @@ _SLOTS = [struct.Struct(f"<{k}H") for k in range(16)]
 _GRID = struct.Struct("<4f2B")
 _DIGEST = struct.Struct("<QII")
 _U64 = struct.Struct("<Q")
-_HDR_FIELDS = (1, 20, 4, 4, 8, 4, 4)              # StreamHeader field sizes (ids 0..6; offsets are 4)
+_HDR_FIELDS = (1, 20, 4, 4, 8, 4, 4, 4)           # StreamHeader field sizes (ids 0..7; offsets are 4)
 _QUANT_FIELDS = (1, 1, 4, 4, 1, 1, 1, 4, 4, 4, 4, 4)  # Quantization (ids 0..11)
 _FRAME_FIELDS = (8, 8, 4, 8, 16, 4, 4)            # Frame (ids 0..6)
 _QUANT_SCALARS = ((0, "<B"), (1, "<B"), (2, "<f"), (3, "<f"), (4, "<B"), (5, "<B"), (6, "<B"), (7, "<f"), (8, "<f"))
@@ -269,8 +272,10 @@ def _read_header_body(body: bytes):
     features = struct.unpack_from("<Q", body, f[4])[0] if f[4] else 0
     degree = body[f[0]] if f[0] else 0
     max_g = _U32.unpack_from(body, f[5])[0] if f[5] else 0
+    rate = struct.unpack_from("<f", body, f[7])[0] if f[7] else 0.0
+    rate = rate if 0 < rate < float("inf") else 0.0  # informative: anything but a positive finite rate is unset
     return (features, degree, ((ox, oy, oz), cs, cb, sb), quant, name.decode("utf-8", "replace"),
-            gen.decode("utf-8", "replace"), max_g)
+            gen.decode("utf-8", "replace"), max_g, rate)
 
 
 def _gather(a: np.ndarray, p: np.ndarray, width: int) -> np.ndarray:

@@ -89,6 +89,7 @@ class HeaderFields:
     max_gaussians: int = 0
     generator: str = "gsd-conformance"
     extra_field: int | None = None                          # value of an unknown u32 field past the schema
+    frame_rate: float = 0.0                                 # 1.1, informative; 0 = absent
 
     @classmethod
     def of(cls, profile, **kw) -> "HeaderFields":
@@ -123,7 +124,7 @@ def header_body(h: HeaderFields) -> bytes:
         if q.sh_palette:
             FbQuant.AddShPalette(b, q.sh_palette)
         quant = FbQuant.End(b)
-    b.StartObject(_HEADER_SLOTS + (2 if h.extra_field is not None else 0))
+    b.StartObject(_HEADER_SLOTS + (2 if h.extra_field is not None else 1 if h.frame_rate else 0))
     FbHeader.AddShDegree(b, h.sh_degree)
     if h.grid is not None:
         origin, cell_size, cell_bits, slot_bits = h.grid
@@ -134,6 +135,8 @@ def header_body(h: HeaderFields) -> bytes:
     FbHeader.AddRequiredFeatures(b, h.required_features)
     FbHeader.AddMaxGaussians(b, h.max_gaussians)
     FbHeader.AddGenerator(b, gen)
+    if h.frame_rate:
+        FbHeader.AddFrameRate(b, h.frame_rate)
     if h.extra_field is not None:
         b.PrependUint32Slot(_HEADER_SLOTS + 1, h.extra_field, 0)
     b.Finish(b.EndObject())

@@ -311,7 +311,7 @@ class RefState:
 # F1..F9), written out from the spec text: plain byte reads, no FlatBuffers library.
 HEADER_FIELDS = {  # StreamHeader / Quantization / Frame / OpBlock: field id -> (kind, size or type)
     "StreamHeader": {0: ("scalar", 1), 1: ("struct", 20), 2: ("table", "Quantization"), 3: ("string", None),
-                     4: ("scalar", 8), 5: ("scalar", 4), 6: ("string", None)},
+                     4: ("scalar", 8), 5: ("scalar", 4), 6: ("string", None), 7: ("scalar", 4)},
     "Quantization": {0: ("scalar", 1), 1: ("scalar", 1), 2: ("scalar", 4), 3: ("scalar", 4), 4: ("scalar", 1),
                      5: ("scalar", 1), 6: ("scalar", 1), 7: ("scalar", 4), 8: ("scalar", 4), 9: ("vector", 1),
                      10: ("vector", 4), 11: ("scalar", 4)},

@@ -95,6 +95,12 @@ def gen_encoding(g: VectorWriter) -> None:
     s = g.stream("enc_unknown_header_field", hf=hf, key_n=3)
     s.valid("encoding", "stream header with a field unknown to 1.0 is ignored", [S_SCHEMA, S_VERSION])
 
+    hf = hf_preset("compact", 1, frame_rate=30.0)
+    s = g.stream("enc_header_frame_rate", hf=hf, header=craft.header(hf, minor=1), key_n=3)
+    s.add_frame(1)
+    s.valid("encoding", "stream header with the informative frame_rate field (1.1) set to 30: no effect on the "
+            "state", [S_SCHEMA, S_HEADER])
+
     for minor in (1, 255):
         hf = hf_preset("compact", 1)
         s = g.stream(f"enc_minor_version_{minor}", hf=hf, header=craft.header(hf, minor=minor), key_n=3)

@@ -55,6 +55,8 @@ export class Decoder {
       this.header = {
         versionMajor, versionMinor, shDegree: h.shDegree, grid: { ...h.grid }, quantization: h.quantization,
         lossless: !h.quantization, profileName: h.profileName, generator: h.generator,
+        // informative (SPEC 4.6): a positive finite rate or 0; never acted on beyond playback timing
+        frameRate: h.frameRate > 0 && h.frameRate < Infinity ? h.frameRate : 0,
         maxGaussians: h.maxGaussians, requiredFeatures: h.requiredFeatures, shPalette: profile.palette, used,
       };
       this.profile = profile;

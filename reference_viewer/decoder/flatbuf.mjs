@@ -126,7 +126,8 @@ export function readStreamHeader(u8) {
     const requiredFeatures = r.scalarU64(h, 4);
     const maxGaussians = r.scalarU32(h, 5);
     const generator = r.string(h, 6);
-    return { shDegree, grid, quantization, profileName, requiredFeatures, maxGaussians, generator };
+    const frameRate = r.scalarF32(h, 7);   // 1.1, informative: playback rate; 0 = unset
+    return { shDegree, grid, quantization, profileName, requiredFeatures, maxGaussians, generator, frameRate };
   });
 }
 

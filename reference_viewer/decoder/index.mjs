@@ -17,7 +17,8 @@
 //                             // limits: SPEC 9.1 names, lowered only (higher values are capped)
 //   const h = dec.readHeader(u8)      // one header record at the start of u8 (H1..H10 of SPEC 4.9)
 //       // -> { versionMajor, versionMinor, shDegree, grid, quantization (null: lossless), lossless,
-//       //      profileName, generator, maxGaussians, requiredFeatures, shPalette (0: none), used }
+//       //      profileName, generator, frameRate (informative, 0: unset), maxGaussians,
+//       //      requiredFeatures, shPalette (0: none), used }
 //       // starts a new stream: empty state, seq 0, dec.store reset (generation++)
 //   const r = dec.readFrame(u8)       // decode + apply the frame record at the start of u8
 //       // -> { seq, seqBig, baseSeq, keyframe, digest: 'count:lane0:lane1' | null, used,

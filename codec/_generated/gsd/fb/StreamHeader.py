@@ -81,8 +81,15 @@ class StreamHeader(object):
             return self._tab.String(o + self._tab.Pos)
         return None
 
+    # StreamHeader
+    def FrameRate(self):
+        o = flatbuffers.number_types.UOffsetTFlags.py_type(self._tab.Offset(18))
+        if o != 0:
+            return self._tab.Get(flatbuffers.number_types.Float32Flags, o + self._tab.Pos)
+        return 0.0
+
 def StreamHeaderStart(builder):
-    builder.StartObject(7)
+    builder.StartObject(8)
 
 def Start(builder):
     StreamHeaderStart(builder)
@@ -128,6 +135,12 @@ def StreamHeaderAddGenerator(builder, generator):
 
 def AddGenerator(builder, generator):
     StreamHeaderAddGenerator(builder, generator)
+
+def StreamHeaderAddFrameRate(builder, frameRate):
+    builder.PrependFloat32Slot(7, frameRate, 0.0)
+
+def AddFrameRate(builder, frameRate):
+    StreamHeaderAddFrameRate(builder, frameRate)
 
 def StreamHeaderEnd(builder):
     return builder.EndObject()
