@@ -31,8 +31,9 @@ from .encoder import Encoder
 from .errors import GsdError
 from .fit import CLAMPING, DEFAULT_CELL_BITS, clamp_mask, fit_grid
 from .interop.clean import clean_scene
-from .interop.scene import SceneFileError, output_format, read_scene, scene_bytes, write_scene
+from .interop.scene import SceneFileError, output_format, read_scene, read_scene_with_ids, scene_bytes, write_scene
 from .profile import DEFAULT_PROFILE, PRESETS, STREAM_PROFILE, Profile
+from .sequence import encode_sequence, file_ids, frame_paths
 from .spatial import Grid
 from .state import SceneState
 from .stream import StreamWriter, read_stream, split_frames, validate_stream
@@ -243,7 +244,8 @@ def encoder_for(g: Gaussians, args: argparse.Namespace) -> tuple[Gaussians, Enco
         q = PRESETS[args.profile]
         grid, pb = fit_grid(g.positions, q.position_bits if q else 8, args.cell_bits)
         profile = Profile(degree, grid, dataclasses.replace(q, position_bits=pb) if q else None, args.profile)
-    return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode")
+    return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode",
+                      frame_rate=getattr(args, "fps", None) or 0.0)
 
 
 def read_input(args) -> tuple[Gaussians, str, dict]:
@@ -251,13 +253,20 @@ def read_input(args) -> tuple[Gaussians, str, dict]:
 
     Returns (Gaussians, format name, the ``CleanReport``).
     """
-    src = _input_file(args.input, folder_ok=True)
+    src = _input_file(args.input if isinstance(args.input, str) else args.input[0], folder_ok=True)
     g, fmt = read_scene(src, spz_frame=args.spz_frame)
     g, report = clean_scene(g, drop_invalid=args.drop_invalid, drop_outliers=args.drop_outliers)
     return g, fmt, report
 
 
 def cmd_encode(args) -> int:
+    try:
+        paths = frame_paths(args.input)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    if len(paths) > 1:
+        return cmd_encode_sequence(args, paths)
+    args = argparse.Namespace(**{**vars(args), "input": paths[0]})
     src = _input_file(args.input, folder_ok=True)
     _output_file(args.output)
     t0 = time.perf_counter()
@@ -296,7 +305,7 @@ def cmd_encode(args) -> int:
               "clamped": clamped, "clamped_total": sum(clamped.values()), "bytes": total, "header_bytes": len(header), "frame_bytes": len(frame),
               "bytes_per_gaussian": total / max(len(g), 1), "ply_bytes": ply_bytes,
               "ratio": input_bytes / total, "ratio_vs_float_ply": ply_bytes / total,
-              "read_s": t_read, "encode_s": t_enc,
+              "read_s": t_read, "encode_s": t_enc, "frame_rate": enc.header.frame_rate,
               "digest": str(enc.state.digest()), "grid": _grid_dict(grid), "errors": errors}
     if args.json:
         _print_json(result)
@@ -314,6 +323,8 @@ def cmd_encode(args) -> int:
     print(f"  time           read {t_read * 1e3:.0f} ms, encode {t_enc * 1e3:.0f} ms "
           f"({len(g) / max(t_enc, 1e-9) / 1e6:.2f} M Gaussians/s)")
     print(f"  digest         {result['digest']}")
+    if result["frame_rate"]:
+        print(f"  frame rate     {result['frame_rate']:g} fps (informative, in the header)")
     if profile.lossless:
         print("  error          none (lossless: float32 bit patterns round trip exactly)")
     else:
@@ -326,6 +337,71 @@ def cmd_encode(args) -> int:
         print("  error vs input (clamped = components outside the profile's range: error beyond the bound):")
         print("\n".join("    " + line for line in _table(["attribute", "max", "mean", "bound", "clamped"],
                                                           rows, "lrrrr").splitlines()))
+    return 0
+
+
+def cmd_encode_sequence(args, paths: list[str]) -> int:
+    """Several scenes (a 4D sequence) -> one stream: a keyframe of the first, one delta per later one."""
+    if args.drop_invalid or args.drop_outliers:
+        raise UsageError("--drop-invalid and --drop-outliers work on one scene: dropping rows per frame would "
+                         "break matching rows between frames")
+    for p in paths:
+        _input_file(p, folder_ok=True)
+    _output_file(args.output)
+
+    def scenes():
+        for i, path in enumerate(paths):
+            g, fmt, raw_ids = read_scene_with_ids(path, spz_frame=args.spz_frame)
+            g, _ = clean_scene(g)
+            if len(g) == 0:
+                raise ValueError(f"{path}: the scene has no Gaussians")
+            keys = file_ids(raw_ids, len(g), f"{path}: ")
+            yield g, keys, fmt
+
+    t0 = time.perf_counter()
+    it = scenes()
+    first, keys, fmt = next(it)
+    first, enc = encoder_for(first, args)
+    degree, profile = first.sh_degree, enc.profile
+
+    def frames():
+        yield first, keys
+        for g, k, _ in it:
+            yield (g if g.sh_degree == degree else g.with_sh_degree(degree)), k
+
+    header = enc.header_bytes()
+    with _writing(args.output), StreamWriter(args.output, header) as w, \
+            _bar(desc="encode", total=len(paths), unit="frame") as bar:
+        def write(frame):
+            w.write(frame)
+            bar.update(1)
+        reports = encode_sequence(frames(), enc, write)
+    t_enc = time.perf_counter() - t0
+    total = len(header) + sum(r.bytes for r in reports)
+    clamped = {}
+    for r in reports:
+        for a, k in r.as_dict()["clamped"].items():
+            clamped[a] = clamped.get(a, 0) + k
+    result = {"inputs": paths, "input_format": fmt, "output": args.output, "frames": len(reports),
+              "sh_degree": degree, "profile": profile.name, "frame_rate": enc.header.frame_rate,
+              "bytes": total, "header_bytes": len(header), "time_s": t_enc,
+              "clamped": clamped, "final_gaussians": len(enc.state), "digest": str(enc.state.digest()),
+              "grid": _grid_dict(profile.grid), "per_frame": [dict(r.as_dict(), file=p) for r, p in zip(reports, paths)]}
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{len(paths)} scenes ({fmt} first) -> {args.output}: {total:,} bytes ({_fmt_bytes(total)}), "
+          f"{t_enc:.2f} s")
+    print(f"  profile        {_profile_line(profile)}; ranges fitted to the first scene")
+    rate = enc.header.frame_rate
+    print(f"  frame rate     {f'{rate:g} fps (informative, in the header)' if rate else 'unset (--fps N records one)'}")
+    rows = [[r.index, "key" if r.keyframe else "delta", r.matched_by, r.add, r.update, r.delete, r.unchanged,
+             r.bytes, r.gaussians, os.path.basename(p)] for r, p in zip(reports, paths)]
+    print(_table(["#", "kind", "matched", "add", "upd", "del", "same", "bytes", "live", "file"], rows,
+                 "rllrrrrrrl"))
+    print(f"  clamped        {', '.join(f'{k:,} {a}' for a, k in clamped.items()) + ' components' if clamped else 'none'}"
+          " (values outside the ranges fitted to the first scene)")
+    print(f"  digest         {result['digest']}")
     return 0
 
 
@@ -382,7 +458,7 @@ def _header_dict(header: StreamHeader, header_bytes: int) -> dict:
     p = header.profile
     return {"version": f"{header.version[0]}.{header.version[1]}", "bytes": header_bytes,
             "generator": header.generator, "max_gaussians": header.max_gaussians,
-            "sh_degree": p.sh_degree, "profile": _profile_numbers(p), "grid": _grid_dict(p.grid)}
+            "frame_rate": header.frame_rate or None, "sh_degree": p.sh_degree, "profile": _profile_numbers(p), "grid": _grid_dict(p.grid)}
 
 
 def cmd_info(args) -> int:
@@ -465,6 +541,8 @@ def _print_info(out: dict, header: StreamHeader) -> None:
     print(f"  grid         origin ({', '.join(f'{v:g}' for v in g['origin'])}), cell {g['cell_size']:g}, "
           f"{g['cell_bits']} cell bits, {g['slot_bits']} slot bits, extent {g['extent']:g}")
     print(f"  budget       max Gaussians {h['max_gaussians'] or 'unset (the spec limit applies)'}")
+    rate, n = h["frame_rate"], len(out["frames"])
+    print(f"  frame rate   {f'{rate:g} fps (informative): {n} frames play in {n / rate:.2f} s' if rate else 'unset'}")
     print()
     roles = [r for r in _ROLES if any(r in f["section_bytes"] for f in out["frames"])]
     heads = ["#", "seq", "base", "K", "add", "upd", "del", "rng", "cells", "bytes", "meta"]
@@ -702,6 +780,13 @@ def _positive(text: str) -> int:
     return v
 
 
+def _frame_rate(text: str) -> float:
+    v = float(text)
+    if not 0 < v <= 1000:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1000] frames per second, got {text}")
+    return v
+
+
 def _zstd_level(text: str) -> int:
     v = int(text)
     if not 0 <= v <= 22:
@@ -739,23 +824,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser(
         "encode", parents=[quiet], formatter_class=_Formatter,
-        help="splat file (.ply, .compressed.ply, .spz, .splat, .sog) -> GSD stream (one keyframe)",
+        help="splat file (.ply, .compressed.ply, .spz, .splat, .sog) -> GSD stream (one keyframe); "
+             "several (a 4D sequence) -> keyframe + deltas",
         description="Encode a 3DGS scene (a trainer's float PLY, a PlayCanvas compressed PLY, SPZ, .splat or SOG)\n"
                     "into a GSD stream holding one keyframe.\n"
                     "The spatial-id grid is fitted to the scene's bounding box, and the profile's scale, DC and\n"
                     "SH ranges to its values (the preset's bit depths kept; SPEC.md 5.8). Prints size, bytes per\n"
                     "Gaussian, the ratio to the input file's size, time, and for lossy profiles the components\n"
                     "clamped (outside the ranges) and the error per attribute against the input (max, mean, the\n"
-                    "bound). Non-finite values and far outliers: see --drop-invalid and --drop-outliers.",
+                    "bound). Non-finite values and far outliers: see --drop-invalid and --drop-outliers.\n\n"
+                    "Several inputs (files, a glob pattern in quotes, or a folder of scene files; natural order) are\n"
+                    "a 4D sequence and become ONE stream: a keyframe of the first scene, then one delta per later\n"
+                    "scene. A Gaussian of one scene is the same as one of the next when both files carry an 'id'\n"
+                    "(PLY vertex property) and it is equal; else, with the same row count, when it is the same row;\n"
+                    "else when all its float values are identical. Matched Gaussians that changed are UPDATEs,\n"
+                    "the rest DELETEs and ADDs. Ranges and grid are fitted to the first scene.",
         epilog="examples:\n"
                "  gsd encode point_cloud.ply scene.gsd                  # compact profile\n"
                "  gsd encode point_cloud.ply scene.gsd --fixed-ranges   # the preset's fixed ranges\n"
                "  gsd encode point_cloud.ply scene.gsd --profile lossless\n"
                "  gsd encode point_cloud.ply small.gsd --sh-degree 1 --level 19\n"
-               "  gsd encode scene.sog scene.gsd --drop-outliers     # also .spz, .splat, .compressed.ply, SOG folders")
-    e.add_argument("input", metavar="IN",
+               "  gsd encode scene.sog scene.gsd --drop-outliers     # also .spz, .splat, .compressed.ply, SOG folders\n"
+               "  gsd encode frame_*.ply seq.gsd --fps 24            # a 4D sequence: keyframe + one delta per file\n"
+               "  gsd encode 'frames/*.ply' seq.gsd                  # a quoted pattern, or a folder: frames/")
+    e.add_argument("input", metavar="IN", nargs="+",
                    help="input scene: a float 3DGS .ply, a PlayCanvas .compressed.ply, .spz (v2-v4), an antimatter15 "
-                        ".splat, a .sog or a SOG folder/meta.json (format told by content, then extension)")
+                        ".splat, a .sog or a SOG folder/meta.json (format told by content, then extension); "
+                        "several, a glob pattern or a folder of scene files: a sequence, one frame each")
     e.add_argument("output", metavar="OUT.gsd", help="output stream (overwritten)")
     e.add_argument("--profile", choices=profiles, default=DEFAULT_PROFILE,
                    help="quantization preset: lossless = float32 exact; high; compact; small (default: "
@@ -781,6 +876,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop Gaussians far outside the rest (beyond the 1st-99th percentile box widened 10x its size "
                         "on each side; default: keep them and warn, since they stretch the grid)")
     _spz_frame_option(e, "read")
+    e.add_argument("--fps", type=_frame_rate, default=None, metavar="N",
+                   help="frame rate recorded in the stream header (informative: viewers play at it); default: unset")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=cmd_encode)
 

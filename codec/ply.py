@@ -32,7 +32,7 @@ import numpy as np
 
 from .attributes import Gaussians, rest_coeffs
 
-__all__ = ["read_ply", "write_ply", "ply_size_bytes", "ply_header", "ply_property_names", "read_ply_elements",
+__all__ = ["read_ply", "read_ply_with_ids", "write_ply", "ply_size_bytes", "ply_header", "ply_property_names", "read_ply_elements",
            "is_compressed_ply"]
 
 _PLY_TYPES = {
@@ -69,8 +69,9 @@ def ply_size_bytes(n: int, sh_degree: int) -> int:
     return len(ply_header(n, sh_degree)) + int(n) * 4 * len(ply_property_names(sh_degree))
 
 
-def write_ply(path, gaussians: Gaussians) -> None:
-    """Write the standard binary little-endian 3DGS PLY (normals zero)."""
+def write_ply(path, gaussians: Gaussians, ids: np.ndarray | None = None) -> None:
+    """Write the standard binary little-endian 3DGS PLY (normals zero); with ``ids``, one more vertex
+    property ``uint id`` after the standard ones (a Gaussian's identity across the files of a sequence)."""
     g = gaussians
     n, d = len(g), g.sh_degree
     k3 = g.sh_rest.shape[1]
@@ -83,14 +84,28 @@ def write_ply(path, gaussians: Gaussians) -> None:
     body[:, c] = g.opacities
     body[:, c + 1:c + 4] = g.scales
     body[:, c + 4:c + 8] = g.rotations
+    header = ply_header(n, d)
+    if ids is not None:
+        ids = np.asarray(ids).reshape(-1)
+        if len(ids) != n or (n and (ids.min() < 0 or ids.max() > 0xFFFFFFFF)):
+            raise ValueError("ids: one value in 0..2^32-1 per Gaussian")
+        rec = np.zeros(n, [("f", "<f4", (body.shape[1],)), ("id", "<u4")])
+        rec["f"], rec["id"] = body, ids
+        body, header = rec, header.replace(b"end_header", b"property uint id\nend_header")
     with open(os.fspath(path), "wb") as f:
-        f.write(ply_header(n, d))
+        f.write(header)
         body.tofile(f)
 
 
 # ------------------------------------------------------------------------------------------- read
 def read_ply(path) -> Gaussians:
-    """Read a 3DGS PLY into float32 ``Gaussians``.
+    """Read a 3DGS PLY into float32 ``Gaussians`` (``read_ply_with_ids`` for its ``id`` property too)."""
+    return read_ply_with_ids(path)[0]
+
+
+def read_ply_with_ids(path) -> tuple[Gaussians, np.ndarray | None]:
+    """Read a 3DGS PLY into float32 ``Gaussians``, and its vertex property ``id`` (as stored; None when
+    absent): a Gaussian's identity across the files of a sequence (codec.sequence checks the values).
 
     Raises ValueError when the file is not a PLY, is truncated (its header
     declares more rows than the file has bytes for: checked before anything
@@ -106,11 +121,11 @@ def read_ply(path) -> Gaussians:
         if is_compressed_ply(elements):
             raise ValueError(f"{path}: a PlayCanvas compressed PLY (packed_position), not a float 3DGS PLY; "
                              "read it with codec.interop.read_scene (gsd encode does)")
-        if fmt != "ascii":
-            vertex = _fast_vertex(f, fmt, elements, path)
-            if vertex is not None:
-                return _gaussians_from_struct(vertex, path)
-    return _gaussians_from_struct(_plyfile_vertex(path), path)
+        vertex = _fast_vertex(f, fmt, elements, path) if fmt != "ascii" else None
+    if vertex is None:
+        vertex = _plyfile_vertex(path)
+    ids = np.asarray(vertex["id"]) if "id" in (vertex.dtype.names or ()) else None
+    return _gaussians_from_struct(vertex, path), ids
 
 
 def is_compressed_ply(elements) -> bool:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from ..attributes import Gaussians
-from ..ply import read_ply, write_ply
+from ..ply import read_ply_with_ids, write_ply
 from .compressed_ply import read_compressed_ply
 from .sog import read_sog, sog_bytes
 from .splat import read_splat, write_splat
@@ -71,11 +73,18 @@ def detect_format(path) -> str:
 
 def read_scene(path, spz_frame: str = "raw") -> tuple[Gaussians, str]:
     """(Gaussians in PLY conventions, format name) of any READ_FORMATS file; SceneFileError on bad input."""
+    return read_scene_with_ids(path, spz_frame)[:2]
+
+
+def read_scene_with_ids(path, spz_frame: str = "raw") -> tuple[Gaussians, str, np.ndarray | None]:
+    """``read_scene`` and the Gaussians' ids carried by the file: a float PLY's vertex property ``id``
+    (as stored), None for a file without one and for the other formats (they have no such field)."""
     path = os.fspath(path)
     fmt = detect_format(path)
+    ids = None
     try:
         if fmt == "ply":
-            g = read_ply(path)
+            g, ids = read_ply_with_ids(path)
         elif fmt == "compressed.ply":
             g = read_compressed_ply(path)
         elif fmt == "spz":
@@ -89,7 +98,7 @@ def read_scene(path, spz_frame: str = "raw") -> tuple[Gaussians, str]:
     except (ValueError, EOFError) as e:
         msg = str(e)
         raise SceneFileError(msg if msg.startswith(path) else f"{path}: corrupt {fmt} file: {msg}") from None
-    return g, fmt
+    return g, fmt, ids
 
 
 def scene_bytes(path) -> int:
