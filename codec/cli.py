@@ -953,7 +953,36 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0, help="random seed (scene and edits)")
     m.set_defaults(func=cmd_demo)
 
+    _plugin_commands(sub, [quiet])
     return p
+
+
+PLUGIN_GROUP = "gsd.commands"
+
+
+def _plugin_commands(sub, parents: list[argparse.ArgumentParser]) -> None:
+    """Subcommands that packages above the codec add (``gsd view``: reference_viewer/serve.py).
+
+    Each entry point of the group ``gsd.commands`` is a ``register(subparsers, parents)`` that adds its
+    parser and sets ``func``; the codec imports none of them by name. A plugin that fails to load is
+    left out with a warning, so the codec's own commands still work. Every distribution on the path is
+    read (not only the first of a name: a stale ``*.egg-info`` in the working directory would hide the
+    installed one's entry points).
+    """
+    from importlib.metadata import distributions
+
+    found = {}
+    for dist in distributions():
+        for ep in dist.entry_points:
+            if ep.group == PLUGIN_GROUP:
+                found.setdefault(ep.name, ep)
+    for name, ep in sorted(found.items()):
+        if name in sub.choices:
+            continue
+        try:
+            ep.load()(sub, parents)
+        except Exception as e:  # noqa: BLE001 - any failure of foreign code
+            print(f"{PROG}: warning: command {ep.name!r} ({ep.value}) unavailable: {e}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -995,4 +1024,6 @@ def _silence_stdout() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run as codec.cli, not __main__: a plugin command's codec.cli.UsageError is then the one main() catches
+    from codec.cli import main as _main
+    sys.exit(_main())

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -134,11 +135,11 @@ def test_readme_client_snippet_runs_without_torch(no_torch_env, server_url, tmp_
 
 
 def test_pip_install_without_extras_gives_a_torch_free_client(tmp_path, server_url):
-    """`pip install .` (no extras) into a fresh venv: no torch, yet the client and gsd-watch work.
+    """`pip install .` (no extras) into a fresh venv: no torch, yet the client, gsd-watch and gsd view work.
     Installs from the configured (local) index; about 20 s."""
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc", "build", "*.egg-info")
-    for d in ("codec", "quality", "reference_generator"):
+    for d in ("codec", "quality", "reference_generator", "reference_viewer"):
         shutil.copytree(ROOT / d, src / d, ignore=ignore)
     for f in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / f, src / f)
@@ -167,3 +168,19 @@ def test_pip_install_without_extras_gives_a_torch_free_client(tmp_path, server_u
     r = venv_run(str(venv / "bin" / "gsd-watch"), server_url, "--steps", "10", "--json")
     assert r.returncode == 0, r.stderr
     assert '"errors": {}' in r.stdout
+
+    # `gsd view` (a plugin command) with the viewer's files as package data, no torch either
+    r = venv_run(str(venv / "bin" / "gsd"), "demo", "--n", "300", "--frames", "2", "--out", "d.gsd", "--quiet")
+    assert r.returncode == 0, r.stderr
+    view = subprocess.Popen([str(venv / "bin" / "gsd"), "view", "d.gsd", "--up", "z"], env=env, cwd=elsewhere,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        m = re.search(r"http://127\.0\.0\.1:\d+/", view.stdout.readline())
+        assert m, view.stderr.read() if view.poll() is not None else "no address"
+        for path in ("viewer/index.html", "viewer/app/main.mjs", "viewer/decoder/wasm/kernel.wasm",
+                     "viewer/vendor/zstddec/zstddec.mjs", "stream/d.gsd"):
+            with urllib.request.urlopen(m.group(0) + path, timeout=10) as resp:
+                assert resp.status == 200 and resp.read(), path
+    finally:
+        view.terminate()
+        view.wait(10)

@@ -23,6 +23,7 @@ export class Hud {
     const lat = s.latencies && s.latencies.length ? s.latencies.slice(-32) : [];
     const mean = lat.length ? lat.reduce((a, b) => a + b, 0) / lat.length : null;
     const rows = [
+      ...(s.error ? [['error', s.error]] : []),
       ['mode', s.mode],
       ['link', s.link],
       ['fps', s.fps == null ? '-' : typeof s.fps === 'number' ? s.fps.toFixed(1) : s.fps],

@@ -4,7 +4,7 @@
 import { Renderer } from '../render/index.mjs';
 import { Session, sessionUrl } from './session.mjs';
 import { Player } from './playback.mjs';
-import { FreeCamera, renderCamera, storeBounds, copyPose } from './camera.mjs';
+import { FreeCamera, renderCamera, storeBounds, copyPose, setUpAxis } from './camera.mjs';
 import { Input } from './input.mjs';
 import { Hud } from './hud.mjs';
 
@@ -14,9 +14,10 @@ const hud = new Hud(document.getElementById('hud'), document.getElementById('hel
 const fixedSize = /^(\d+)x(\d+)$/.exec(q.get('size') || '');
 const fov = Number(q.get('fov')) || 70;
 const cam = new FreeCamera();
+try { setUpAxis(q.get('up') || 'z'); } catch (e) { console.warn(e.message); }   // ?up=-y: a COLMAP / 3DGS scene
 let follow = q.get('follow') !== '0';
 let renderer = null, rendererError = null;
-let session = null, player = null, mode = 'live', offlineName = '';
+let session = null, player = null, mode = 'live', offlineName = '', openError = null;
 let gpuBusy = false, lastStore = null, rendered = 0, frameMs = null, lastRenderCam = null;
 let fpsCount = 0, fpsT0 = performance.now(), fps = null, lastT = performance.now();
 
@@ -168,6 +169,7 @@ function openBytes(bytes, name = 'stream.gsd') {
   player?.stop();
   mode = 'offline';
   offlineName = name;
+  openError = null;
   follow = false;
   player = new Player(bytes, {
     fps: Number(document.getElementById('fps').value) || 25,
@@ -183,12 +185,37 @@ function openBytes(bytes, name = 'stream.gsd') {
   return { frames: player.frames.length, header: player.header };
 }
 
+/** A file that could not be opened: one HUD line naming it (the old stream is already stopped). */
+function openFailed(name, e) {
+  player = null;
+  api.player = null;
+  mode = 'offline';
+  offlineName = name;
+  const msg = String(e && e.message || e);
+  openError = e && e.code === 'BAD_MAGIC' && /GSDH/.test(msg)   // the first record is not a header
+    ? `${name} is not a GSD stream (no GSDH header); open a .gsd file, or run: gsd view ${name}`
+    : `cannot open ${name}: ${e && e.code && !msg.startsWith(e.code) ? `${e.code} ` : ''}${msg}`;
+  console.warn(openError);
+}
+
 async function openFile(file) {
   try {
     openBytes(new Uint8Array(await file.arrayBuffer()), file.name);
   } catch (e) {
-    player = null;
-    alert(`cannot open ${file.name}: ${e.code || ''} ${e.message}`);
+    openFailed(file.name, e);
+  }
+}
+
+/** Offline playback of a stream fetched from `url` (?stream=URL, what `gsd view` opens). */
+async function openUrl(url) {
+  const name = decodeURIComponent(url.split(/[?#]/)[0].split('/').pop() || 'stream.gsd');
+  offlineName = name;
+  try {
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`HTTP ${r.status} ${r.statusText}`);
+    openBytes(new Uint8Array(await r.arrayBuffer()), name);
+  } catch (e) {
+    openFailed(name, e);
   }
 }
 
@@ -262,6 +289,7 @@ function hudState() {
   const p = cam.pose;
   const r = renderer?.stats;
   const common = {
+    error: mode === 'offline' ? openError : null,
     mode: mode === 'live' ? 'live' : `offline ${offlineName} ${player ? `${player.index}/${player.frames.length}${player.playing ? '' : ' (paused)'}` : ''}`,
     fps: idle && fps === 0 ? 'idle (no change)' : fps, live: store ? store.live : null, digestStatus: digestStatus(),
     render: renderer ? `${canvas.width}x${canvas.height} ${presentMode}, frame ${frameMs == null ? '-' : frameMs.toFixed(1)} ms, sort ${r?.sortMs == null ? '-' : r.sortMs.toFixed(2)} ms, gpu ${r?.gpuFrameMs == null ? '-' : r.gpuFrameMs.toFixed(2)} ms`
@@ -270,7 +298,8 @@ function hudState() {
   };
   if (mode === 'offline') {
     return { ...common, link: player ? `${player.frames.length} frames, ${player.totalBytes} bytes` : '-',
-             seq: player?.seq, frames: player?.index, bytesPerSecond: 0, lastBytes: player?.log.at(-1)?.bytes };
+             seq: player?.seq, frames: player?.index, keyframes: player?.log.filter((e) => e.keyframe).length,
+             bytesPerSecond: 0, lastBytes: player?.log.at(-1)?.bytes };
   }
   const s = session.stats;
   const link = session.state === 'open' ? `open ${session.url}` :
@@ -332,7 +361,8 @@ const api = {
 };
 window.gsdViewer = api;
 
-if (q.get('connect') !== '0') startLive();
+if (q.get('stream')) { mode = 'offline'; follow = false; openUrl(q.get('stream')); }
+else if (q.get('connect') !== '0') startLive();
 else { mode = 'offline'; }
 requestAnimationFrame(tick);
 rendererReady.then(() => { api.ready = true; });

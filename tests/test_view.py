@@ -1,0 +1,204 @@
+"""``gsd view FILE`` (reference_viewer/serve.py, a ``gsd.commands`` plugin of codec/cli.py).
+
+CLI: the help, bad input (missing file, a file no reader takes, a .gsd that is not a stream) in one
+line with the codec's exit statuses, and a server that listens on 127.0.0.1 only and serves the
+viewer, the stream and the redirect that carries ``up``.
+
+Browser (headless Chromium, SwiftShader WebGPU; skipped without node, chromium or playwright-core):
+PLAYBOT (../shared/scenes/playbot.sog) subsampled to 4 000 Gaussians (their scales x4, so the sparse
+sample still covers the figure) is written to a temporary .ply and opened with ``gsd view``. The page
+must play the encoded stream, start on the fitted framing (the 2nd-98th percentile box's centre on
+the image centre, the camera upright for a y-down scene), and its snapshot must match
+quality/rasterizer.py's render of the decoded stream from the same camera: PSNR >= 40 dB on the
+8-bit snapshot (the viewer's renderer is 72+ dB from the rasterizer, tests/test_viewer_render.py;
+8-bit rounding caps this at ~59 dB; a flipped axis or a wrong framing lands far below). The HUD
+counts the keyframe-only stream as 1 frame, 1 keyframe; a .ply picked in the file input gives one
+message naming it and saying it is not a GSD stream.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCENE = REPO.parent / "shared" / "scenes" / "playbot.sog"
+CHROMIUM = os.environ.get("GSD_CHROMIUM", "/usr/bin/chromium")
+PLAYWRIGHT = REPO / "node_modules" / "playwright-core"
+NODE = shutil.which("node")
+GSD = [sys.executable, "-m", "codec.cli"]
+W, H = 160, 120
+PSNR_BOUND = 40.0
+
+
+def gsd(*args, timeout=60):
+    return subprocess.run([*GSD, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+class View:
+    """A running ``gsd view``: its process and port (from the address line on stdout)."""
+
+    def __init__(self, *args):
+        self.proc = subprocess.Popen([*GSD, "view", *args], cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        if not m:
+            self.proc.kill()
+            raise AssertionError(f"gsd view did not start: {line!r} {self.proc.stderr.read()[-2000:]}")
+        self.port = int(m.group(1))
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def small_stream(tmp_path) -> Path:
+    from codec import Encoder, Grid, Profile
+    from codec.synthetic import synthetic_scene
+
+    g = synthetic_scene(500, sh_degree=1, seed=3)
+    enc = Encoder(Profile.preset("compact", sh_degree=1, grid=Grid.fit(g.positions)))
+    path = tmp_path / "small.gsd"
+    path.write_bytes(enc.header_bytes() + enc.keyframe(g))
+    return path
+
+
+def test_view_help():
+    r = gsd("view", "--help")
+    assert r.returncode == 0, r.stderr
+    for word in ("FILE", "--port", "--up", "--open", "127.0.0.1"):
+        assert word in r.stdout
+    assert "view" in gsd("--help").stdout          # listed among the commands
+
+
+def test_view_bad_files(tmp_path):
+    r = gsd("view", str(tmp_path / "missing.ply"))
+    assert r.returncode == 2 and "no such file" in r.stderr and "Traceback" not in r.stderr
+    junk = tmp_path / "junk.ply"
+    junk.write_bytes(b"this is not a scene\n" * 10)
+    r = gsd("view", str(junk))
+    assert r.returncode == 1 and r.stderr.count("\n") <= 2 and "junk.ply" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    fake = tmp_path / "fake.gsd"
+    fake.write_bytes(b"PK\x03\x04" + bytes(100))
+    r = gsd("view", str(fake))
+    assert r.returncode == 1 and "not a GSD stream" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def _listening(port: int) -> list[str]:
+    """Local addresses (hex, as /proc/net/tcp* writes them) of the sockets listening on ``port``."""
+    out = []
+    for name in ("tcp", "tcp6"):
+        path = Path("/proc/net") / name
+        if not path.exists():
+            continue
+        for line in path.read_text().splitlines()[1:]:
+            f = line.split()
+            addr, p = f[1].split(":")
+            if int(p, 16) == port and f[3] == "0A":          # 0A: LISTEN
+                out.append(addr)
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc/net/tcp (Linux)")
+def test_view_listens_on_loopback_only(small_stream):
+    v = View(str(small_stream), "--up", "z")
+    try:
+        addrs = _listening(v.port)
+        assert addrs and all(a == "0100007F" for a in addrs), addrs      # 127.0.0.1, nothing else
+        opener = urllib.request.build_opener(type("NoRedirect", (urllib.request.HTTPRedirectHandler,),
+                                                  {"redirect_request": lambda *a, **k: None}))
+        with pytest.raises(urllib.error.HTTPError) as e:
+            opener.open(v.url + "?size=64x48")
+        loc = e.value.headers["Location"]
+        assert "stream=/stream/small.gsd" in loc and "up=z" in loc and "size=64x48" in loc, loc
+        with urllib.request.urlopen(f"{v.url}stream/small.gsd") as r:
+            assert r.read() == small_stream.read_bytes()
+        with urllib.request.urlopen(f"{v.url}viewer/app/main.mjs") as r:
+            assert "javascript" in r.headers["Content-Type"]
+    finally:
+        v.close()
+
+
+# ------------------------------------------------------------------------------------------- browser
+def _subsampled_scene(path: Path, n: int = 4000) -> None:
+    from codec.interop.scene import read_scene
+    from codec.ply import write_ply
+
+    g, _ = read_scene(SCENE)
+    g = g.take(np.sort(np.random.default_rng(0).choice(len(g), n, replace=False)))
+    g.scales = g.scales + np.float32(np.log(4.0))
+    write_ply(str(path), g)
+
+
+def _psnr(a, b) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else -10.0 * np.log10(mse)
+
+
+@pytest.mark.skipif(not (Path(CHROMIUM).exists() and PLAYWRIGHT.exists() and NODE and SCENE.exists()),
+                    reason="needs node, Debian's chromium, node_modules/playwright-core and ../shared/scenes/playbot.sog")
+def test_view_in_browser_matches_reference(tmp_path):
+    from codec.stream import read_stream
+    from quality.cameras import Camera
+    from quality.rasterizer import render
+
+    ply = tmp_path / "bot.ply"
+    _subsampled_scene(ply)
+    v = View(str(ply))
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        p = subprocess.run([NODE, str(REPO / "tests/browser/view_scene.mjs"), f"{v.url}?size={W}x{H}", str(out), str(ply)],
+                           capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, f"browser run failed:\n{p.stdout}\n{p.stderr}"
+        with urllib.request.urlopen(f"{v.url}stream/bot.ply.gsd") as r:
+            stream = r.read()
+    finally:
+        v.close()
+    res = json.loads((out / "result.json").read_text())
+    snap = res["snapshot"]
+    for dec, _ in read_stream(stream):
+        pass
+    _, g = dec.state.to_gaussians()
+    assert snap["live"] == len(g) == 4000 and snap["digest"] == str(dec.state.digest())
+
+    # the fitted framing: the percentile box's centre on the image centre, upright for y-down (up = -y)
+    c = snap["camera"]
+    m = np.array(c["viewMatrix"], np.float64).reshape(4, 4)
+    pos = np.sort(g.positions.astype(np.float64), axis=0)
+    n = len(pos)
+    lo, hi = pos[int(np.floor(0.02 * (n - 1)))], pos[int(np.ceil(0.98 * (n - 1)))]
+    centre = m @ np.append((lo + hi) / 2, 1.0)
+    assert abs(c["fx"] * centre[0] / centre[2]) < 0.5 and abs(c["fy"] * centre[1] / centre[2]) < 0.5, centre
+    assert centre[2] == pytest.approx(1.1 * float(np.max(hi - lo)), rel=1e-3)
+    assert m[1, 1] > 0.9                     # the camera's down is world +y (within the 20 degree pitch)
+
+    cam = Camera(c["width"], c["height"], c["fx"], c["fy"], c["cx"], c["cy"], m)
+    ref = np.clip(render(g, cam), 0, 1)
+    img = np.fromfile(out / "snapshot.rgba", np.uint8).reshape(H, W, 4)[..., :3] / 255.0
+    lit = float(np.mean(img.max(axis=2) > 0.05))
+    score = _psnr(img, ref)
+    print(f"gsd view snapshot vs rasterizer: {score:.2f} dB, lit {lit:.2f}")
+    assert lit > 0.2, f"too little of the picture is lit ({lit:.2f}): the scene is not framed"
+    assert score >= PSNR_BOUND, f"PSNR {score:.2f} < {PSNR_BOUND}"
+
+    hud = res["hud"]
+    assert hud["frames"] == 1 and hud["keyframes"] == 1 and "1 (1 key" in res["hudText"], res["hudText"]
+    bad = res["badHud"]
+    assert "bot.ply is not a GSD stream" in bad["error"] and bad["mode"].startswith("offline bot.ply"), bad
+    assert res["badHudText"].count("not a GSD stream") == 1 and "BAD_MAGIC" not in res["badHudText"]
