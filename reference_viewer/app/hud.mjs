@@ -31,6 +31,7 @@ export class Hud {
       ['bytes/s', fmtBytes(s.bytesPerSecond || 0)],
       ['last delta', s.lastBytes ? `${fmtBytes(s.lastBytes)}${s.lastSteps > 1 ? ` (${s.lastSteps} steps)` : ''}` : '-'],
       ['latency', s.mode === 'live' ? `${fmtMs(s.lastLatency)} (mean ${fmtMs(mean)})` : '-'],
+      ...(s.timeline ? [['timeline', s.timeline]] : []),
       ['seq', s.seq ?? '-'],
       ['digest', s.digestStatus],
       ['frames', `${s.frames ?? 0} (${s.keyframes ?? 0} key, ${s.resyncs ?? 0} resyncs)`],

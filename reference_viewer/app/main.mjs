@@ -4,6 +4,7 @@
 import { Renderer } from '../render/index.mjs';
 import { Session, sessionUrl } from './session.mjs';
 import { Player } from './playback.mjs';
+import { Timeline } from './timeline.mjs';
 import { FreeCamera, renderCamera, storeBounds, copyPose, setUpAxis } from './camera.mjs';
 import { Input } from './input.mjs';
 import { Hud } from './hud.mjs';
@@ -164,6 +165,8 @@ function startLive() {
 }
 
 // -------------------------------------------------------------------------------- offline playback
+const timeline = new Timeline();   // play / pause / scrub / loop / speed of the offline stream
+
 function openBytes(bytes, name = 'stream.gsd') {
   session?.close(1000, 'offline playback');
   player?.stop();
@@ -181,6 +184,7 @@ function openBytes(bytes, name = 'stream.gsd') {
     if (box) cam.frameBox(box);
   }
   player.play();
+  timeline.attach(player);
   api.player = player;
   return { frames: player.frames.length, header: player.header };
 }
@@ -298,6 +302,7 @@ function hudState() {
   };
   if (mode === 'offline') {
     return { ...common, link: player ? `${player.frames.length} frames, ${player.totalBytes} bytes` : '-',
+             timeline: player ? timeline.describe() : null,
              seq: player?.seq, frames: player?.index, keyframes: player?.log.filter((e) => e.keyframe).length,
              bytesPerSecond: 0, lastBytes: player?.log.at(-1)?.bytes };
   }
@@ -326,6 +331,7 @@ const api = {
   get frames() { return mode === 'live' ? session?.stats.frames ?? 0 : player?.index ?? 0; },
   get log() { return mode === 'live' ? session?.log ?? [] : player?.log ?? []; },
   get rendered() { return rendered; },
+  get timeline() { return timeline; },
   get rendererError() { return rendererError; },
   get presentMode() { return presentMode; },
   get follow() { return follow; },

@@ -58,7 +58,7 @@ export class Player {
     if (this.done) this.restart();
     this.timer = setInterval(() => {
       if (!this.step()) {
-        if (this.loop && !this.error) { this.restart(); return; }
+        if (this.loop && !this.error) { this.restart(); this.step(); return; }   // no empty frame between rounds
         this.pause();
         this.opts.onEnd?.();
       }
