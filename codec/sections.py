@@ -215,25 +215,33 @@ class SectionWriter:
         self._queue.append((planar, filters, rows))
         return len(self._queue) - 1
 
-    def _choose(self, planar: np.ndarray, candidates: tuple[int, ...]) -> int:
+    def _choose(self, planar: np.ndarray, candidates: tuple[int, ...]) -> tuple[int, tuple | None]:
+        """The candidate whose filtered sample compresses smallest. When the sample is the whole array
+        (up to SAMPLE_COLUMNS columns), also that candidate's (raw, compressed) bytes: the trial was
+        the real thing, so it is not done again."""
         if len(candidates) == 1 or self._level <= 0:
-            return candidates[0]
-        sample = np.ascontiguousarray(planar[:, :SAMPLE_COLUMNS])
-        sizes = [len(_cctx(self._level).compress(_filter(sample, f))) for f in candidates]
-        return candidates[int(np.argmin(sizes))]
+            return candidates[0], None
+        whole = planar.shape[1] <= SAMPLE_COLUMNS
+        sample = planar if whole else np.ascontiguousarray(planar[:, :SAMPLE_COLUMNS])
+        raws = [_filter(sample, f) for f in candidates]
+        zs = [_cctx(self._level).compress(r) for r in raws]
+        best = int(np.argmin([len(z) for z in zs]))
+        return candidates[best], ((raws[best], zs[best]) if whole else None)
 
     def _build(self, job) -> tuple[bytes, int, int, int, int]:
         planar, filters, rows = job
         if rows is not None:
             planar = planar[rows]
+        done = None
         if isinstance(filters, tuple):
-            filters = self._choose(planar, filters) if planar.nbytes >= TRIAL_MIN_BYTES else filters[0]
-        raw = _filter(planar, filters)
+            filters, done = self._choose(planar, filters) if planar.nbytes >= TRIAL_MIN_BYTES else (filters[0], None)
+        raw = _filter(planar, filters) if done is None else done[0]
         width = planar.dtype.itemsize
         comp = NONE
         data = raw
         if self._level > 0 and len(raw) >= self._min:
-            z = _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
+            z = done[1] if done is not None else \
+                _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
             if len(z) < len(raw):
                 comp, data = ZSTD, z
         return data, len(raw), comp, filters, width
