@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .attributes import ATTRS, Attr, Gaussians
+from .attributes import ATTRS, Gaussians
 from .encoder import Encoder
 
 U64 = np.uint64
