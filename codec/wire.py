@@ -719,7 +719,7 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         else:
             expect(secs, 1, "DELETE_CELLS")
             plan.append((DELETE_CELLS, section(secs[0], 1, count, 8, "delete"), level))
-    arrays = parallel_map(lambda job: read_section(payload, *job), jobs, sum(j[0].raw_size for j in jobs))
+    arrays = _read_sections(payload, jobs)
     adds, upds, dels, ranges, cells, pals = [], [], [], [], {}, []
     for entry in plan:
         kind = entry[0]
@@ -739,6 +739,25 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             cells[entry[2]] = arrays[entry[1]][0] if prev is None else np.concatenate([prev, arrays[entry[1]][0]])
     d.palette = _palette_set(pals)
     return _assemble(d, p, adds, upds, dels, ranges, cells)
+
+
+def _read_sections(payload, jobs: list) -> list:
+    """Decode every section; the largest start first, so that the workers finish together. A bad
+    frame raises the error of its first bad section in frame order, whichever worker met it first."""
+    def attempt(job):
+        try:
+            return read_section(payload, *job)
+        except GsdError as e:
+            return e
+    order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].raw_size)
+    done = parallel_map(attempt, [jobs[i] for i in order], sum(j[0].raw_size for j in jobs))
+    arrays = [None] * len(jobs)
+    for i, a in zip(order, done):
+        arrays[i] = a
+    for a in arrays:
+        if isinstance(a, GsdError):
+            raise a
+    return arrays
 
 
 def _palette_set(pals: list) -> PaletteSet | None:
