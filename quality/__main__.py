@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -35,9 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="SH degree 0..3 (synthetic default 3; a PLY keeps its own unless given)")
     p.add_argument("--seed", type=int, default=0, help="synthetic scene seed")
     p.add_argument("--extent", type=float, default=20.0, help="synthetic scene half-extent")
-    p.add_argument("--views", type=int, default=8, help="orbit views")
-    p.add_argument("--width", type=int, default=256, help="image width in pixels")
-    p.add_argument("--height", type=int, default=256, help="image height in pixels")
+    p.add_argument("--views", type=int, default=6, help="orbit views (6 at 192x192: 15-35 s for a 45k "
+                                                         "Gaussian capture on 2 cores; QUALITY.md uses 8 at 256)")
+    p.add_argument("--width", type=int, default=192, help="image width in pixels")
+    p.add_argument("--height", type=int, default=192, help="image height in pixels")
     p.add_argument("--fov", type=float, default=60.0, help="horizontal field of view, degrees")
     p.add_argument("--up", type=_vec3, default=None, metavar="X,Y,Z",
                    help="world up axis for the orbit (default 0,0,1 for synthetic scenes, 0,-1,0 for a PLY: "
@@ -48,12 +50,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-ssim", action="store_true", help="skip SSIM")
     p.add_argument("--no-attribution", action="store_true", help="skip the one-attribute-at-a-time renders")
     p.add_argument("--repeat", type=int, default=1, help="encode/decode timing: best of this many runs")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--save-images", metavar="DIR", default=None, help="write the float and compact renders as PNG")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
 
 
+class Progress:
+    """Progress as plain lines on stderr (a terminal or a log alike), with the time since the start."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+
+    def __call__(self, line: str) -> None:
+        if not self.quiet:
+            print(f"gsd-quality: {time.perf_counter() - self.t0:6.1f} s  {line}", file=sys.stderr, flush=True)
+
+
 def run(args) -> int:
+    progress = Progress(getattr(args, "quiet", False))
     if args.input:
+        progress(f"reading {args.input}")
         from codec.interop.clean import clean_scene
         from codec.interop.scene import read_scene
         g = clean_scene(read_scene(args.input)[0])[0]   # any splat file, read and cleaned as gsd encode does
@@ -72,10 +89,13 @@ def run(args) -> int:
         return 1
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
     cams = default_views(g, args.views, args.width, args.height, up, args.fov, args.radius_scale)
-    results = run_formats(g, args.repeat, profiles)
+    progress(f"{len(g):,} Gaussians (SH degree {g.sh_degree}): encoding and decoding {len(profiles) + 4} formats")
+    results = run_formats(g, args.repeat, profiles, progress=progress)
+    progress(f"rendering {len(cams)} reference views {args.width}x{args.height}")
     ref = render_views(g, cams)
-    score(results, ref, cams, with_ssim=not args.no_ssim)
-    attr = [] if args.no_attribution else attribution(g, ref, cams, "compact")
+    score(results, ref, cams, with_ssim=not args.no_ssim, progress=progress)
+    attr = [] if args.no_attribution else attribution(g, ref, cams, "compact", progress=progress)
+    progress("done")
     n = len(g)
 
     if args.save_images:

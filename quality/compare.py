@@ -109,15 +109,23 @@ def _bytes_format(name: str, g: Gaussians, encode, decode, repeat: int, note: st
     return Result(name, len(data), t_enc, t_dec, decoded, note=note)
 
 
-def run_formats(g: Gaussians, repeat: int = 3, profiles=GSD_PROFILES) -> list[Result]:
-    """Encode and decode ``g`` with every format; times are the best of ``repeat`` runs."""
-    out = [_ply(g, repeat)]
-    out += [_gsd(g, p, repeat) for p in profiles]
-    out.append(_bytes_format("SPZ v3 (gzip)", g, lambda x: encode_spz(x, version=3),
-                             lambda b: decode_spz(b)[0], repeat))
-    out.append(_bytes_format("SPZ v4 (zstd)", g, lambda x: encode_spz(x, version=4),
-                             lambda b: decode_spz(b)[0], repeat))
-    out.append(_bytes_format(".splat", g, encode_splat, decode_splat, repeat, note="no SH rest"))
+def run_formats(g: Gaussians, repeat: int = 3, profiles=GSD_PROFILES, progress=None) -> list[Result]:
+    """Encode and decode ``g`` with every format; times are the best of ``repeat`` runs.
+
+    ``progress(line)``, if given, hears of each format done.
+    """
+    jobs = [lambda: _ply(g, repeat)]
+    jobs += [lambda p=p: _gsd(g, p, repeat) for p in profiles]
+    jobs.append(lambda: _bytes_format("SPZ v3 (gzip)", g, lambda x: encode_spz(x, version=3),
+                                      lambda b: decode_spz(b)[0], repeat))
+    jobs.append(lambda: _bytes_format("SPZ v4 (zstd)", g, lambda x: encode_spz(x, version=4),
+                                      lambda b: decode_spz(b)[0], repeat))
+    jobs.append(lambda: _bytes_format(".splat", g, encode_splat, decode_splat, repeat, note="no SH rest"))
+    out = []
+    for k, job in enumerate(jobs, 1):
+        out.append(job())
+        if progress:
+            progress(f"{out[-1].name}: encoded and decoded ({k}/{len(jobs)})")
     return out
 
 
@@ -127,12 +135,14 @@ def render_views(g: Gaussians, cams: list[Camera], background=(0.0, 0.0, 0.0)) -
 
 
 def score(results: list[Result], reference: list[np.ndarray], cams: list[Camera], with_ssim: bool = True,
-          background=(0.0, 0.0, 0.0)) -> None:
+          background=(0.0, 0.0, 0.0), progress=None) -> None:
     """Fill each result's per-view PSNR (and SSIM) of its renders against ``reference``."""
-    for r in results:
+    for k, r in enumerate(results, 1):
         imgs = render_views(r.decoded, cams, background)
         r.psnr = [psnr(a, b) for a, b in zip(imgs, reference)]
         r.ssim = [ssim(a, b) for a, b in zip(imgs, reference)] if with_ssim else []
+        if progress:
+            progress(f"{r.name}: {len(cams)} views rendered and scored ({k}/{len(results)})")
 
 
 def quantize_only(g: Gaussians, profile: Profile, attr: Attr, ids: np.ndarray) -> Gaussians:
@@ -143,16 +153,17 @@ def quantize_only(g: Gaussians, profile: Profile, attr: Attr, ids: np.ndarray) -
 
 
 def attribution(g: Gaussians, reference: list[np.ndarray], cams: list[Camera], profile_name: str = "compact",
-                background=(0.0, 0.0, 0.0)) -> list[tuple[str, float]]:
+                background=(0.0, 0.0, 0.0), progress=None) -> list[tuple[str, float]]:
     """Mean PSNR with only one attribute quantized by ``profile_name``, per attribute (lowest = costliest)."""
     profile = Profile.preset(profile_name, g.sh_degree, Grid.fit(g.positions))
     ids = Encoder(profile).assign_ids(g.positions)
+    attrs = [a for a in ATTRS if profile.comps(a)]
     out = []
-    for a in ATTRS:
-        if profile.comps(a) == 0:
-            continue
+    for k, a in enumerate(attrs, 1):
         imgs = render_views(quantize_only(g, profile, a, ids), cams, background)
         out.append((a.name.lower(), mean_psnr([psnr(x, y) for x, y in zip(imgs, reference)])))
+        if progress:
+            progress(f"{profile_name} with only {a.name.lower()} quantized: {len(cams)} views ({k}/{len(attrs)})")
     return out
 
 
@@ -325,12 +336,16 @@ def main(argv: list[str] | None = None) -> int:
         cams = default_views(g, args.views, args.size, args.size)
         if not args.quiet:
             print(f"[{label}] {n:,} Gaussians: encoding", file=sys.stderr, flush=True)
-        results = run_formats(g, args.repeat)
+        log = (lambda m, label=label: None) if args.quiet else \
+            (lambda m, label=label: print(f"[{label}] {m}", file=sys.stderr, flush=True))   # plain lines, tty or not
+        results = run_formats(g, args.repeat, progress=log)
         if not args.quiet:
             print(f"[{label}] rendering {args.views} views x {len(results) + 1} scenes", file=sys.stderr, flush=True)
         ref = render_views(g, cams)
-        score(results, ref, cams)
-        attr = attribution(g, ref, cams, "compact")
+        score(results, ref, cams, progress=log)
+        attr = attribution(g, ref, cams, "compact", progress=log)
+        if degree >= 2:
+            log("compact with other SH_REST bit depths")
         options = {b[:degree]: b for b in WHAT_IF_REST_BITS if b[:degree] != PRESETS["compact"].rest_bits[:degree]}
         alts = what_if(g, ref, cams, options.values()) if degree >= 2 else []
         spz = next(r for r in results if r.name.startswith("SPZ v4"))

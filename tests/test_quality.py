@@ -136,6 +136,19 @@ def test_quality_command_prints_a_row_per_format(capsys):
         assert name in out
 
 
+def test_gsd_quality_progress_lines_on_stderr_without_a_terminal(capsys):
+    """Plain progress lines on stderr though stderr is no terminal here (pytest captures it); -q drops them."""
+    assert quality_main(["--n", "200", "--views", "1", "--width", "12", "--height", "12", "--profiles", "compact"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert all(line.startswith("gsd-quality: ") for line in err) and "\r" not in "".join(err)
+    assert any("GSD compact: encoded and decoded (2/5)" in line for line in err)
+    assert any("rendered and scored (5/5)" in line for line in err)
+    assert any("only sh_rest quantized" in line for line in err) and err[-1].endswith("done")
+    assert quality_main(["--n", "200", "--views", "1", "--width", "12", "--height", "12", "--no-attribution",
+                         "--profiles", "compact", "-q"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_gsd_quality_json_from_a_ply(tmp_path, capsys):
     from codec.ply import write_ply
     g = synthetic_scene(300, 1, seed=2, extent=3.0)
