@@ -170,6 +170,7 @@ const timeline = new Timeline();   // play / pause / scrub / loop / speed of the
 function openBytes(bytes, name = 'stream.gsd') {
   session?.close(1000, 'offline playback');
   player?.stop();
+  player = null;                         // a file that fails below leaves no stopped player behind
   mode = 'offline';
   offlineName = name;
   openError = null;
