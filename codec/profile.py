@@ -14,7 +14,7 @@ import numpy as np
 from .attributes import Attr, components, rest_degree_rows
 from .errors import ErrorCode, GsdError
 from .jit import kernel
-from .sections import column_spans, parallel_map
+from .sections import SPAN, column_spans, parallel_map
 from .quantize import (NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, take_columns,
                        take_planar, uniform_codes)
 from .spatial import Grid
@@ -292,29 +292,31 @@ class Profile:
                 raise ValueError(f"{attr.name.lower()} has NaN or infinite values")
             return np.ascontiguousarray((values if order is None else values[order]).T).view(np.uint32)
         out = np.empty((self.comps(attr), n), self.dtype(attr))
-        codes = out if order is None or attr is Attr.SH_REST else np.empty_like(out)  # in input order
-        natural = np.arange(n, dtype=np.int64)
+        # A small array (one worker job) is gathered from its float rows directly: no second pass.
+        direct = order is None or n <= SPAN or attr is Attr.SH_REST
+        codes = out if direct else np.empty_like(out)  # else in input order, then put in ``order``
+        row_order = np.arange(n, dtype=np.int64) if order is None or not direct else order
         spans = column_spans(n)
         run = lambda loop, *args: _status(parallel_map(lambda s: loop(*args, codes, *s), spans, n * 64))
         if attr is Attr.POSITION:
             g = self.grid
-            status = run(position_codes, values, np.ascontiguousarray(ids, np.uint64), natural, np.uint64(g.slot_bits),
+            status = run(position_codes, values, np.ascontiguousarray(ids, np.uint64), row_order, np.uint64(g.slot_bits),
                          np.asarray(g.origin, np.float64), float(g.cell_size), g.cell_size / (1 << q.position_bits))
         elif attr in (Attr.SCALE, Attr.SH_DC):
             lo, hi, bits = (q.scale_min, q.scale_max, q.scale_bits) if attr is Attr.SCALE else (q.dc_min, q.dc_max, q.dc_bits)
             top = (1 << bits) - 1
-            status = run(uniform_codes, values, natural, float(lo), top / (hi - lo), float(top))
+            status = run(uniform_codes, values, row_order, float(lo), top / (hi - lo), float(top))
         elif attr is Attr.OPACITY:
-            status = run(opacity_codes, values, natural, float(1 << q.opacity_bits))
+            status = run(opacity_codes, values, row_order, float(1 << q.opacity_bits))
         elif attr is Attr.SH_REST:
             if self.palette:
                 raise ValueError("with an SH palette, SH_REST codes are palette indices: the encoder assigns them")
             rows = np.empty(values.shape, out.dtype)
             status = _status(parallel_map(lambda s: rest_codes(values, *self._rest_quantizer, rows, *s), spans,
                                           values.size))
-            parallel_map(lambda s: take_columns(rows, natural if order is None else order, out, *s), spans, values.size)
+            parallel_map(lambda s: take_columns(rows, row_order, out, *s), spans, values.size)
         elif attr is Attr.ROTATION:
-            status = run(rotation_codes, values, natural, float((1 << q.rotation_bits) - 1))
+            status = run(rotation_codes, values, row_order, float((1 << q.rotation_bits) - 1))
         else:
             raise AssertionError(attr)
         if codes is not out and status == OK:
