@@ -4,7 +4,9 @@ A ``.gsd`` stream is served as it is; any scene file the codec reads (``codec.in
 .ply, .compressed.ply, .spz, .splat, .sog) is first encoded with the codec's default profile, the
 way ``gsd encode`` does (``codec.cli.read_input`` and ``encoder_for``). The page opens the stream
 offline (``?stream=``), frames the camera on the scene's 2nd-98th percentile box and holds it upright
-(``?up=``, default ``-y``: a COLMAP / 3DGS scene is y-down).
+(``?up=``, default ``-y``: a COLMAP / 3DGS scene is y-down). Several scene files, a glob or a folder of
+them are a 4D sequence: encoded as ``gsd encode A B C ... --fps`` writes it (a keyframe, then one delta
+per later file) and played with the viewer's timeline.
 
 The codec knows this command only as a plugin: ``register`` is the ``gsd.commands`` entry point of
 pyproject.toml, which ``codec/cli.py`` calls with its subparsers. Needs aiohttp (a base dependency),
@@ -43,7 +45,12 @@ def register(sub, parents: list[argparse.ArgumentParser]) -> None:
                "  gsd view point_cloud.ply                # a trainer's PLY (COLMAP axes: y down)\n"
                "  gsd view scene.sog --open               # and open the default browser\n"
                "  gsd view world.gsd --up z --port 8800   # a z-up stream at a fixed port")
-    v.add_argument("input", metavar="FILE", help="a .gsd stream, or a scene file 'gsd encode' reads (a SOG folder too)")
+    v.add_argument("input", metavar="FILE", nargs="+",
+                   help="a .gsd stream, or a scene file 'gsd encode' reads (a SOG folder too); several files, a "
+                        "quoted glob or a folder of scene files: a 4D sequence, encoded as 'gsd encode' does and "
+                        "played with the viewer's timeline")
+    v.add_argument("--fps", type=float, default=None,
+                   help="a sequence's frame rate for playback (default: 10 frames a second)")
     v.add_argument("--port", type=int, default=0,
                    help="port on 127.0.0.1 (default 0: a free one)")
     v.add_argument("--up", choices=UP_AXES, default=DEFAULT_UP,
@@ -58,14 +65,27 @@ def _say(msg: str) -> None:
     print(f"gsd view: {msg}", file=sys.stderr, flush=True)
 
 
-def load_stream(path: str, say=None) -> tuple[bytes, str]:
-    """(stream bytes, name to serve them as) of ``path``: a GSD stream read, or a scene file encoded.
+SEQUENCE_FPS = 10.0
+
+
+def load_stream(path: str | list[str], say=None, fps: float | None = None) -> tuple[bytes, str]:
+    """(stream bytes, name to serve them as) of ``path``: a GSD stream read, a scene file encoded, or
+    a 4D sequence (several files, a glob, a folder of scene files) encoded into one stream.
 
     ``say(line)`` gets the progress lines (default: stderr).
     """
     from codec.cli import UsageError, build_parser, encoder_for, read_input
+    from codec.sequence import frame_paths
     from codec.wire import decode_header
 
+    if not isinstance(path, str):
+        try:
+            paths = frame_paths(list(path))
+        except FileNotFoundError as e:
+            raise UsageError(str(e)) from None
+        if len(paths) > 1:
+            return _sequence_stream(paths, say or _say, fps or SEQUENCE_FPS)
+        path = paths[0]
     if not os.path.exists(path):
         raise UsageError(f"{path}: no such file")
     base = os.path.basename(os.path.normpath(path))
@@ -95,6 +115,28 @@ def load_stream(path: str, say=None) -> tuple[bytes, str]:
     data = enc.header_bytes() + enc.keyframe(g)
     say(f"encoded {len(data):,} bytes ({len(data) / len(g):.2f} B/Gaussian) in {time.perf_counter() - t0:.1f} s")
     return data, base + ".gsd"
+
+
+def _sequence_stream(paths: list[str], say, fps: float) -> tuple[bytes, str]:
+    """A 4D sequence encoded as ``gsd encode A B C ... --fps`` writes it (its report goes to ``say``)."""
+    import contextlib
+    import io
+    import tempfile
+
+    from codec.cli import build_parser, cmd_encode_sequence
+
+    say(f"encoding a sequence of {len(paths)} scenes ({os.path.basename(paths[0])} first) at {fps:g} fps")
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "sequence.gsd")
+        args = build_parser().parse_args(["encode", *paths, out, "--fps", f"{fps:g}", "-q"])
+        report = io.StringIO()
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(report):
+            cmd_encode_sequence(args, paths)
+        data = open(out, "rb").read()
+    say(f"encoded {len(data):,} bytes in {time.perf_counter() - t0:.1f} s")
+    base = os.path.splitext(os.path.basename(os.path.normpath(paths[0])))[0]
+    return data, f"{base}-sequence.gsd"
 
 
 def page_path(stream_name: str, up: str) -> str:
@@ -147,7 +189,7 @@ def cmd_view(args) -> int:
     if not 0 <= args.port <= 65535:
         from codec.cli import UsageError
         raise UsageError(f"--port must be 0..65535, got {args.port}")
-    data, name = load_stream(args.input, (lambda line: None) if getattr(args, "quiet", False) else None)
+    data, name = load_stream(args.input, (lambda line: None) if getattr(args, "quiet", False) else None, args.fps)
     try:
         asyncio.run(serve(data, name, args.up, args.port, args.open))
     except KeyboardInterrupt:

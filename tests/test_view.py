@@ -202,3 +202,27 @@ def test_view_in_browser_matches_reference(tmp_path):
     bad = res["badHud"]
     assert "bot.ply is not a GSD stream" in bad["error"] and bad["mode"].startswith("offline bot.ply"), bad
     assert res["badHudText"].count("not a GSD stream") == 1 and "BAD_MAGIC" not in res["badHudText"]
+
+
+def test_view_serves_a_4d_sequence_as_one_stream(tmp_path):
+    """Several scene files (here a folder of them) are one sequence: a keyframe and one delta per later
+    file, the frame rate in the header, served to the viewer's timeline."""
+    from codec.ply import write_ply
+    from codec.stream import read_stream
+    from codec.synthetic import synthetic_scene
+
+    g = synthetic_scene(400, sh_degree=1, seed=5)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):
+        h = g.take(np.arange(len(g)))
+        h.positions[:40, 0] += 0.05 * i
+        write_ply(frames / f"frame_{i}.ply", h)
+    view = View(str(frames), "--fps", "12", "-q")
+    try:
+        body = urllib.request.urlopen(view.url + "stream/frame_0-sequence.gsd", timeout=30).read()
+    finally:
+        view.close()
+    decoded = [(dec.header, dec.state.seq) for dec, _ in read_stream(body)]
+    assert len(decoded) == 4 and decoded[0][0].frame_rate == 12.0
+    assert [seq for _, seq in decoded] == [1, 2, 3, 4]
