@@ -13,7 +13,10 @@ quality/rasterizer.py's render of the decoded stream from the same camera: PSNR 
 8-bit snapshot (the viewer's renderer is 72+ dB from the rasterizer, tests/test_viewer_render.py;
 8-bit rounding caps this at ~59 dB; a flipped axis or a wrong framing lands far below). The HUD
 counts the keyframe-only stream as 1 frame, 1 keyframe; a .ply picked in the file input gives one
-message naming it and saying it is not a GSD stream.
+message naming it and saying it is not a GSD stream. A folder of four such PLAYBOT frames (its upper
+half turning, a band recolouring) is a 4D sequence: paused and scrubbed with the viewer's timeline, the
+page shows the Python decoder's state at each frame it stops at, and its snapshot at frame 2 matches the
+rasterizer's render of that frame at the same bound.
 """
 from __future__ import annotations
 
@@ -226,3 +229,94 @@ def test_view_serves_a_4d_sequence_as_one_stream(tmp_path):
     decoded = [(dec.header, dec.state.seq) for dec, _ in read_stream(body)]
     assert len(decoded) == 4 and decoded[0][0].frame_rate == 12.0
     assert [seq for _, seq in decoded] == [1, 2, 3, 4]
+
+
+def _sequence_frames(n: int = 3000, frames: int = 4) -> list:
+    """PLAYBOT subsampled as _subsampled_scene does (n Gaussians, scales x4), then per frame: its upper
+    half (y-down: y below the median) turned 12 degrees more about the vertical (y) axis through its
+    centre, and from frame 2 on a vertical band of it recoloured."""
+    from codec.interop.scene import read_scene
+
+    g, _ = read_scene(SCENE)
+    g = g.take(np.sort(np.random.default_rng(0).choice(len(g), n, replace=False)))
+    g.scales = g.scales + np.float32(np.log(4.0))
+    moving = g.positions[:, 1] < np.median(g.positions[:, 1])
+    band = np.abs(g.positions[:, 0] - np.median(g.positions[:, 0])) < 0.15 * np.ptp(g.positions[:, 0])
+    centre = g.positions[moving].mean(0)
+    out = []
+    for i in range(frames):
+        h = g.take(np.arange(len(g)))
+        t = np.radians(12.0 * i)
+        p = h.positions[moving] - centre
+        x, z = p[:, 0].copy(), p[:, 2].copy()
+        p[:, 0], p[:, 2] = np.cos(t) * x + np.sin(t) * z, -np.sin(t) * x + np.cos(t) * z
+        h.positions[moving] = p + centre
+        if i >= 2:
+            h.sh_dc[band] += 0.4
+        out.append(h)
+    return out
+
+
+@pytest.mark.skipif(not (Path(CHROMIUM).exists() and PLAYWRIGHT.exists() and NODE and SCENE.exists()),
+                    reason="needs node, Debian's chromium, node_modules/playwright-core and ../shared/scenes/playbot.sog")
+def test_view_4d_sequence_in_browser_matches_reference(tmp_path):
+    """``gsd view FOLDER`` of four PLAYBOT frames (part of it turning and recolouring): the page plays the
+    sequence, is paused with the play button and scrubbed with the timeline to the last frame and back
+    to frame K = 2 (a seek behind the current frame: decoded again from the keyframe). At every frame it
+    stops at, the viewer's state is the Python decoder's after that frame (digest, seq, live count); the
+    snapshot at K matches quality/rasterizer.py's render of frame K's decoded Gaussians from the viewer's
+    camera at PSNR >= PSNR_BOUND, while frame 0's render (what a seek that did nothing would show) is far
+    from it."""
+    from codec.ply import write_ply
+    from codec.stream import read_stream
+    from quality.cameras import Camera
+    from quality.rasterizer import render
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, g in enumerate(_sequence_frames()):
+        write_ply(frames / f"frame_{i:02d}.ply", g)
+    K, seeks = 2, [3, 2]
+    v = View(str(frames), "--fps", "1", "-q")
+    try:
+        out = tmp_path / "out"
+        out.mkdir()
+        p = subprocess.run([NODE, str(REPO / "tests/browser/view_sequence.mjs"), f"{v.url}?size={W}x{H}", str(out),
+                            *map(str, seeks)], capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, f"browser run failed:\n{p.stdout}\n{p.stderr}"
+        with urllib.request.urlopen(f"{v.url}stream/frame_00-sequence.gsd") as r:
+            stream = r.read()
+    finally:
+        v.close()
+    res = json.loads((out / "result.json").read_text())
+
+    want, scenes = [], {}
+    for i, (dec, _) in enumerate(read_stream(stream)):
+        want.append({"seq": dec.state.seq, "digest": str(dec.state.digest()), "live": len(dec.state)})
+        if i in (0, K):
+            scenes[i] = dec.state.to_gaussians()[1]
+    assert len(want) == 4 and len({w["digest"] for w in want}) == 4
+    assert res["header"] == {"frameRate": 1, "frames": 4}
+    for st in (res["played"], res["paused"]):
+        assert st["frame"] >= 1 and st["error"] is None and st["digest"] == want[st["frame"]]["digest"], st
+    assert res["paused"]["playing"] is False
+    for k, st in zip(seeks, res["seeks"]):
+        assert st["frame"] == k and st["error"] is None and st["playing"] is False, st
+        assert (st["seq"], st["digest"], st["live"]) == (want[k]["seq"], want[k]["digest"], want[k]["live"]), k
+    assert res["still"]["frame"] == K and res["still"]["digest"] == want[K]["digest"]
+    snap = res["snapshot"]
+    assert (snap["seq"], snap["digest"], snap["live"]) == (want[K]["seq"], want[K]["digest"], want[K]["live"])
+    assert res["label"].startswith(f"{K}/3 ") and f"frame {K} of 4" in res["hudText"], (res["label"], res["hudText"])
+
+    c = snap["camera"]
+    cam = Camera(c["width"], c["height"], c["fx"], c["fy"], c["cx"], c["cy"],
+                 np.array(c["viewMatrix"], np.float64).reshape(4, 4))
+    ref = np.clip(render(scenes[K], cam), 0, 1)
+    ref0 = np.clip(render(scenes[0], cam), 0, 1)
+    img = np.fromfile(out / "snapshot.rgba", np.uint8).reshape(H, W, 4)[..., :3] / 255.0
+    lit = float(np.mean(img.max(axis=2) > 0.05))
+    score, score0 = _psnr(img, ref), _psnr(img, ref0)
+    print(f"gsd view sequence frame {K} vs rasterizer: {score:.2f} dB (vs frame 0: {score0:.2f} dB), lit {lit:.2f}")
+    assert lit > 0.2, f"too little of the picture is lit ({lit:.2f}): the scene is not framed"
+    assert score >= PSNR_BOUND, f"PSNR {score:.2f} < {PSNR_BOUND}"
+    assert score0 < PSNR_BOUND - 10, f"frame {K} looks like frame 0 ({score0:.2f} dB): the test scene barely moves"
