@@ -4,11 +4,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+# pip's output without its location warnings; pip's own exit status (a failed install stops setup)
+pip_quiet() {
+  local log; log=$(mktemp)
+  if ! "$@" >"$log" 2>&1; then cat "$log"; rm -f "$log"; return 1; fi
+  grep -v "^WARNING: Location" "$log" || true
+  rm -f "$log"
+}
+pip_quiet .venv/bin/python -m pip install -q --upgrade pip
 # world = torch==2.13.0, which pip takes from a local CPU wheel (never a bare torch: that pulls CUDA)
 # PYTHONWARNINGS: setuptools' notice that an editable install finds packages through a meta path
 # finder (this project maps gsd/ to codec/_generated/gsd, so it always does) says nothing to act on.
-PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[dev,world]' 2>&1 | grep -v "^WARNING: Location" || true
+pip_quiet env PYTHONWARNINGS="ignore:Editable installation" .venv/bin/python -m pip install -q -e '.[dev,world]'
 # JavaScript tools the tests run: playwright-core (drives Debian's chromium for the viewer tests),
 # splat-transform (interop), and the sources of the viewer's vendored runtime (zstddec, flatbuffers).
 if command -v npm >/dev/null 2>&1; then
