@@ -268,14 +268,16 @@ class SceneState:
             and len(d.slot_hint[1]) == len(d.updates) \
             and all(np.array_equal(self.slot_ids[s], b.ids) for s, b in zip(d.slot_hint[1], d.updates))
         named = [d.delete_ids, d.add_ids] + ([] if hinted else [b.ids for b in d.updates])
-        if d.keyframe and not len(d.delete_ids):  # nothing is live before a keyframe
-            found = np.full(n_add + d.n_update, -1, np.int64)
+        add_found = None  # slots of ADD ids that are live (None: none can be)
+        if d.keyframe and not len(d.delete_ids):  # nothing is live before a keyframe: no lookups
+            found = np.full(n_add + d.n_update, -1, np.int64) if d.n_update else np.zeros(0, np.int64)
             where = found
         else:
             found, where = index.find(np.concatenate(named))
+            add_found = found[n_del:n_del + n_add]
         if hinted:
             found = np.concatenate([found] + list(d.slot_hint[1]))
-        del_slots, add_found = found[:n_del], found[n_del:n_del + n_add]
+        del_slots = found[:n_del]
         # 2. deletes
         if (del_slots < 0).any():
             raise GsdError(ErrorCode.ID_MISSING, "DELETE_IDS of an id that is not live")
@@ -291,8 +293,8 @@ class SceneState:
             gone = np.sort(del_slots)  # distinct ids, so distinct slots
         # 3. adds
         if n_add:
-            live = add_found >= 0
-            if live.any() and (~sorted_member(add_found[live], gone)).any():
+            live = add_found[add_found >= 0] if add_found is not None else ()
+            if len(live) and (~sorted_member(live, gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
             bad = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
             for a, b in zip(ATTRS, bad):
@@ -439,7 +441,8 @@ class SceneState:
         own = plan["adopt"]
         self.codes = {a: d.add[a] if own and d.add[a].flags.writeable and d.add[a].flags.c_contiguous
                       else d.add[a].copy() for a in ATTRS}
-        self.slot_ids = d.add_ids.copy()
+        ids = d.add_ids
+        self.slot_ids = ids if own and ids.flags.writeable and ids.flags.c_contiguous else ids.copy()
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
         self.high, self.holes = n, 0
