@@ -68,6 +68,21 @@ class View:
             self.proc.kill()
 
 
+def _browse(view: View, script: str, out: Path, stream_name: str, *args) -> tuple[dict, bytes]:
+    """Run tests/browser/SCRIPT on ``view``'s page (OUT gets its snapshot and result.json), then fetch the
+    stream it played; closes the view. Returns (result.json, stream bytes)."""
+    try:
+        out.mkdir()
+        p = subprocess.run([NODE, str(REPO / "tests/browser" / script), f"{view.url}?size={W}x{H}", str(out),
+                            *map(str, args)], capture_output=True, text=True, timeout=180)
+        assert p.returncode == 0, f"browser run failed:\n{p.stdout}\n{p.stderr}"
+        with urllib.request.urlopen(f"{view.url}stream/{stream_name}") as r:
+            stream = r.read()
+    finally:
+        view.close()
+    return json.loads((out / "result.json").read_text()), stream
+
+
 @pytest.fixture
 def small_stream(tmp_path) -> Path:
     from codec import Encoder, Grid, Profile
@@ -162,18 +177,8 @@ def test_view_in_browser_matches_reference(tmp_path):
 
     ply = tmp_path / "bot.ply"
     _subsampled_scene(ply)
-    v = View(str(ply))
-    try:
-        out = tmp_path / "out"
-        out.mkdir()
-        p = subprocess.run([NODE, str(REPO / "tests/browser/view_scene.mjs"), f"{v.url}?size={W}x{H}", str(out), str(ply)],
-                           capture_output=True, text=True, timeout=180)
-        assert p.returncode == 0, f"browser run failed:\n{p.stdout}\n{p.stderr}"
-        with urllib.request.urlopen(f"{v.url}stream/bot.ply.gsd") as r:
-            stream = r.read()
-    finally:
-        v.close()
-    res = json.loads((out / "result.json").read_text())
+    out = tmp_path / "out"
+    res, stream = _browse(View(str(ply)), "view_scene.mjs", out, "bot.ply.gsd", ply)
     snap = res["snapshot"]
     for dec, _ in read_stream(stream):
         pass
@@ -277,18 +282,9 @@ def test_view_4d_sequence_in_browser_matches_reference(tmp_path):
     for i, g in enumerate(_sequence_frames()):
         write_ply(frames / f"frame_{i:02d}.ply", g)
     K, seeks = 2, [3, 2]
-    v = View(str(frames), "--fps", "1", "-q")
-    try:
-        out = tmp_path / "out"
-        out.mkdir()
-        p = subprocess.run([NODE, str(REPO / "tests/browser/view_sequence.mjs"), f"{v.url}?size={W}x{H}", str(out),
-                            *map(str, seeks)], capture_output=True, text=True, timeout=180)
-        assert p.returncode == 0, f"browser run failed:\n{p.stdout}\n{p.stderr}"
-        with urllib.request.urlopen(f"{v.url}stream/frame_00-sequence.gsd") as r:
-            stream = r.read()
-    finally:
-        v.close()
-    res = json.loads((out / "result.json").read_text())
+    out = tmp_path / "out"
+    res, stream = _browse(View(str(frames), "--fps", "1", "-q"), "view_sequence.mjs", out, "frame_00-sequence.gsd",
+                          *seeks)
 
     want, scenes = [], {}
     for i, (dec, _) in enumerate(read_stream(stream)):

@@ -46,3 +46,48 @@ export async function launch() {
   const close = async () => { await ctx.close(); fs.rmSync(dir, { recursive: true, force: true }); };
   return { ctx, close };
 }
+
+/** A new page of `ctx` whose console lines and page errors are pushed to `log`. */
+export async function loggedPage(ctx, log) {
+  const page = await ctx.newPage();
+  page.on('console', (m) => log.push(m.text()));
+  page.on('pageerror', (e) => log.push('pageerror: ' + e.message));
+  return page;
+}
+
+/** The viewer's snapshot(): its pixels written to `file` (RGBA8, row-major), the rest returned. */
+export async function saveSnapshot(page, file) {
+  const snap = await page.evaluate(() => window.gsdViewer.snapshot());
+  fs.writeFileSync(file, Buffer.from(snap.rgba, 'base64'));
+  delete snap.rgba;
+  return snap;
+}
+
+/** Where the viewer's timeline stands: {frame, seq, digest, live, playing, fps, error}. */
+export function timelineState(page) {
+  return page.evaluate(() => {
+    const v = window.gsdViewer, t = v.timeline;
+    return { frame: t.frame, seq: v.seq(), digest: v.digest(), live: v.live(), playing: t.playing,
+             fps: v.player?.fps, error: v.player?.error ? String(v.player.error.code || v.player.error) : null };
+  });
+}
+
+/** Move the timeline's range input to frame k, as a user drags it. */
+export function scrubTo(page, k) {
+  return page.$eval('#scrub', (el, v) => { el.value = String(v); el.dispatchEvent(new Event('input')); }, Number(k));
+}
+
+/** Run `body(result)` (result = {log: [...]} plus what `body` adds); its error goes to result.error. Then
+ *  write result as JSON to `file`, run `cleanup`, and exit 1 (error and log on stderr) if it failed. */
+export async function runRecorded(file, body, cleanup) {
+  const result = { log: [] };
+  try {
+    await body(result);
+  } catch (e) {
+    result.error = String(e && e.stack || e);
+  } finally {
+    fs.writeFileSync(file, JSON.stringify(result, null, 1));
+    await cleanup();
+  }
+  if (result.error) { console.error(result.error); console.error(result.log.join('\n')); process.exit(1); }
+}

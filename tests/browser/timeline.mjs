@@ -4,26 +4,19 @@
 // pauses, then scrubs to each K (the range input, as a user drags it; the list may go back and forth)
 // and records {frame, seq, digest, live} after each, plus the header's frameRate, the playback rate,
 // and a toggle of loop and speed. OUT.json: {header, played, paused, seeks: [...], loop, speed, hud, log}.
-import fs from 'node:fs';
-import { launch, serve, REPO } from './chromium.mjs';
+import { launch, loggedPage, runRecorded, scrubTo, serve, timelineState, REPO } from './chromium.mjs';
 
 const [stream, out, ...ks] = process.argv.slice(2);
 const srv = await serve({ '/': REPO });
 const { ctx, close } = await launch();
-const result = { log: [], seeks: [] };
-try {
-  const page = await ctx.newPage();
-  page.on('console', (m) => result.log.push(m.text()));
-  page.on('pageerror', (e) => result.log.push('pageerror: ' + e.message));
+await runRecorded(out, async (result) => {
+  result.seeks = [];
+  const page = await loggedPage(ctx, result.log);
   await page.goto(`${srv.url}/reference_viewer/index.html?connect=0&size=160x120`);
   await page.waitForFunction(() => window.gsdViewer?.ready, null, { timeout: 60000 });
   await page.setInputFiles('#file', stream);
   await page.waitForFunction(() => window.gsdViewer.timeline.frame >= 2, null, { timeout: 30000 });
-  const state = () => page.evaluate(() => {
-    const v = window.gsdViewer, t = v.timeline;
-    return { frame: t.frame, seq: v.seq(), digest: v.digest(), live: v.live(), playing: t.playing,
-             fps: v.player.fps, error: v.player.error ? String(v.player.error.code) : null };
-  });
+  const state = () => timelineState(page);
   result.header = await page.evaluate(() => ({ frameRate: window.gsdViewer.player.header.frameRate,
                                                frames: window.gsdViewer.timeline.frames }));
   result.played = await state();
@@ -33,7 +26,7 @@ try {
   await page.waitForTimeout(300);
   result.pausedLater = await state();              // nothing moves while paused
   for (const k of ks) {
-    await page.$eval('#scrub', (el, v) => { el.value = String(v); el.dispatchEvent(new Event('input')); }, Number(k));
+    await scrubTo(page, k);
     result.seeks.push({ k: Number(k), ...(await state()) });
   }
   await page.selectOption('#speed', '2');
@@ -49,11 +42,4 @@ try {
   await page.waitForTimeout(400);
   result.hud = await page.evaluate(() => document.getElementById('hud').innerText);
   result.label = await page.evaluate(() => document.getElementById('tframe').textContent);
-} catch (e) {
-  result.error = String(e && e.stack || e);
-} finally {
-  fs.writeFileSync(out, JSON.stringify(result, null, 1));
-  await close();
-  srv.close();
-}
-if (result.error) { console.error(result.error); console.error(result.log.join('\n')); process.exit(1); }
+}, async () => { await close(); srv.close(); });

@@ -9,50 +9,33 @@
 // OUT_DIR/snapshot.rgba (RGBA8, row-major) and OUT_DIR/result.json: {header: {frameRate, frames},
 // played, paused, seeks: [{k, frame, seq, digest, live, playing, error}], still, snapshot: {width, height,
 // camera, pose, seq, digest, live}, label, hudText, log}.
-import fs from 'node:fs';
 import path from 'node:path';
-import { launch } from './chromium.mjs';
+import { launch, loggedPage, runRecorded, saveSnapshot, scrubTo, timelineState } from './chromium.mjs';
 
 const [url, outDir, ...ks] = process.argv.slice(2);
 const { ctx, close } = await launch();
-const result = { log: [], seeks: [] };
-try {
-  const page = await ctx.newPage();
-  page.on('console', (m) => result.log.push(m.text()));
-  page.on('pageerror', (e) => result.log.push('pageerror: ' + e.message));
+await runRecorded(path.join(outDir, 'result.json'), async (result) => {
+  result.seeks = [];
+  const page = await loggedPage(ctx, result.log);
   await page.goto(url);
   result.page = page.url();
   await page.waitForFunction(() => window.gsdViewer?.ready && window.gsdViewer.timeline.frame >= 1
     || /not a GSD|cannot open/.test(window.gsdViewer?.hud().error || ''), null, { timeout: 60000 });
-  const state = () => page.evaluate(() => {
-    const v = window.gsdViewer, t = v.timeline;
-    return { frame: t.frame, seq: v.seq(), digest: v.digest(), live: v.live(), playing: t.playing,
-             error: v.player?.error ? String(v.player.error.code || v.player.error) : null };
-  });
   result.header = await page.evaluate(() => ({ frameRate: window.gsdViewer.player.header.frameRate,
                                                frames: window.gsdViewer.timeline.frames }));
-  result.played = await state();
+  result.played = await timelineState(page);
   if (result.played.playing) {                     // pause, as a user does
     await page.click('#play');
     await page.waitForFunction(() => !window.gsdViewer.timeline.playing, null, { timeout: 5000 });
   }
-  result.paused = await state();
+  result.paused = await timelineState(page);
   for (const k of ks) {
-    await page.$eval('#scrub', (el, v) => { el.value = String(v); el.dispatchEvent(new Event('input')); }, Number(k));
-    result.seeks.push({ k: Number(k), ...(await state()) });
+    await scrubTo(page, k);
+    result.seeks.push({ k: Number(k), ...(await timelineState(page)) });
   }
   await page.waitForTimeout(400);                  // a few ticks and a HUD refresh
-  result.still = await state();
-  const snap = await page.evaluate(() => window.gsdViewer.snapshot());
-  fs.writeFileSync(path.join(outDir, 'snapshot.rgba'), Buffer.from(snap.rgba, 'base64'));
-  delete snap.rgba;
-  result.snapshot = snap;
+  result.still = await timelineState(page);
+  result.snapshot = await saveSnapshot(page, path.join(outDir, 'snapshot.rgba'));
   result.label = await page.evaluate(() => document.getElementById('tframe').textContent);
   result.hudText = await page.evaluate(() => document.getElementById('hud').innerText);
-} catch (e) {
-  result.error = String(e && e.stack || e);
-} finally {
-  fs.writeFileSync(path.join(outDir, 'result.json'), JSON.stringify(result, null, 1));
-  await close();
-}
-if (result.error) { console.error(result.error); console.error(result.log.join('\n')); process.exit(1); }
+}, close);
