@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import numpy as np
 from tqdm import tqdm
@@ -340,6 +340,34 @@ def cmd_encode(args) -> int:
     return 0
 
 
+def encode_sequence_files(args, paths: list[str], start, write):
+    """The scene files of a 4D sequence, read one at a time, through one SequenceEncoder: ``start(header)``
+    gets the stream header once the first scene fixed the profile, ``write(frame)`` each frame.
+    Returns (encoder, header bytes, first file's format, per-frame reports). ``gsd encode`` and
+    ``gsd view`` both encode sequences this way."""
+    def scenes():
+        for path in paths:
+            g, fmt, raw_ids = read_scene_with_ids(path, spz_frame=args.spz_frame)
+            g, _ = clean_scene(g)
+            if len(g) == 0:
+                raise ValueError(f"{path}: the scene has no Gaussians")
+            yield g, file_ids(raw_ids, len(g), f"{path}: "), fmt
+
+    it = scenes()
+    first, keys, fmt = next(it)
+    first, enc = encoder_for(first, args)
+    degree = first.sh_degree
+
+    def frames():
+        yield first, keys
+        for g, k, _ in it:
+            yield (g if g.sh_degree == degree else g.with_sh_degree(degree)), k
+
+    header = enc.header_bytes()
+    start(header)
+    return enc, header, fmt, encode_sequence(frames(), enc, write)
+
+
 def cmd_encode_sequence(args, paths: list[str]) -> int:
     """Several scenes (a 4D sequence) -> one stream: a keyframe of the first, one delta per later one."""
     if args.drop_invalid or args.drop_outliers:
@@ -349,33 +377,17 @@ def cmd_encode_sequence(args, paths: list[str]) -> int:
         _input_file(p, folder_ok=True)
     _output_file(args.output)
 
-    def scenes():
-        for i, path in enumerate(paths):
-            g, fmt, raw_ids = read_scene_with_ids(path, spz_frame=args.spz_frame)
-            g, _ = clean_scene(g)
-            if len(g) == 0:
-                raise ValueError(f"{path}: the scene has no Gaussians")
-            keys = file_ids(raw_ids, len(g), f"{path}: ")
-            yield g, keys, fmt
-
     t0 = time.perf_counter()
-    it = scenes()
-    first, keys, fmt = next(it)
-    first, enc = encoder_for(first, args)
-    degree, profile = first.sh_degree, enc.profile
+    with _writing(args.output), ExitStack() as files, _bar(desc="encode", total=len(paths), unit="frame") as bar:
+        out: list[StreamWriter] = []
 
-    def frames():
-        yield first, keys
-        for g, k, _ in it:
-            yield (g if g.sh_degree == degree else g.with_sh_degree(degree)), k
-
-    header = enc.header_bytes()
-    with _writing(args.output), StreamWriter(args.output, header) as w, \
-            _bar(desc="encode", total=len(paths), unit="frame") as bar:
         def write(frame):
-            w.write(frame)
+            out[0].write(frame)
             bar.update(1)
-        reports = encode_sequence(frames(), enc, write)
+
+        enc, header, fmt, reports = encode_sequence_files(
+            args, paths, lambda header: out.append(files.enter_context(StreamWriter(args.output, header))), write)
+    degree, profile = enc.profile.sh_degree, enc.profile
     t_enc = time.perf_counter() - t0
     total = len(header) + sum(r.bytes for r in reports)
     clamped = {}

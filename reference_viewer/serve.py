@@ -118,22 +118,15 @@ def load_stream(path: str | list[str], say=None, fps: float | None = None) -> tu
 
 
 def _sequence_stream(paths: list[str], say, fps: float) -> tuple[bytes, str]:
-    """A 4D sequence encoded as ``gsd encode A B C ... --fps`` writes it (its report goes to ``say``)."""
-    import contextlib
-    import io
-    import tempfile
-
-    from codec.cli import build_parser, cmd_encode_sequence
+    """A 4D sequence encoded in memory as ``gsd encode A B C ... --fps`` writes it."""
+    from codec.cli import build_parser, encode_sequence_files
 
     say(f"encoding a sequence of {len(paths)} scenes ({os.path.basename(paths[0])} first) at {fps:g} fps")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "sequence.gsd")
-        args = build_parser().parse_args(["encode", *paths, out, "--fps", f"{fps:g}", "-q"])
-        report = io.StringIO()
-        t0 = time.perf_counter()
-        with contextlib.redirect_stdout(report):
-            cmd_encode_sequence(args, paths)
-        data = open(out, "rb").read()
+    args = build_parser().parse_args(["encode", *paths, os.devnull, "--fps", f"{fps:g}"])
+    parts: list[bytes] = []
+    t0 = time.perf_counter()
+    encode_sequence_files(args, paths, parts.append, parts.append)
+    data = b"".join(parts)
     say(f"encoded {len(data):,} bytes in {time.perf_counter() - t0:.1f} s")
     base = os.path.splitext(os.path.basename(os.path.normpath(paths[0])))[0]
     return data, f"{base}-sequence.gsd"
