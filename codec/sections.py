@@ -397,14 +397,19 @@ def _zstd_one_frame(stored: memoryview, expected: int, into: list | None = None)
             raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame incomplete or followed by extra bytes")
     except zstandard.ZstdError as e:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}") from None
-    if into is not None:  # an empty frame's
-        at = 0
-        for a in into:
-            buf = memoryview(a).cast("B")
-            buf[:] = out[at:at + len(buf)]
-            at += len(buf)
+    if into is not None:
+        fill(into, out)
         return None
     return out
+
+
+def fill(into: list, data: bytes) -> None:
+    """Copy ``data`` into the contiguous arrays of ``into``, in order (their sizes add up to its length)."""
+    at = 0
+    for a in into:
+        buf = memoryview(a).cast("B")
+        buf[:] = data[at:at + len(buf)]
+        at += len(buf)
 
 
 def _checked(out: bytes, expected: int) -> bytes:

@@ -315,11 +315,7 @@ def test_zstd_vectors_have_one_outcome_with_another_libzstd(monkeypatch):
             raise sections.GsdError(ErrorCode.DECOMPRESSION_FAILED, f"libzstd {lib.ZSTD_versionString()}")
         if into is None:
             return dst.raw[:expected]
-        at = 0
-        for a in into:
-            buf = memoryview(a).cast("B")
-            buf[:] = dst.raw[at:at + len(buf)]
-            at += len(buf)
+        sections.fill(into, dst.raw[:expected])
 
     monkeypatch.setattr(sections, "_zstd_one_frame", one_frame)
     zstd = [v for v in VECTORS if v["id"].startswith(("zstd_", "enc_"))]
