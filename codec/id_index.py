@@ -101,40 +101,68 @@ def _search(keys, lo, hi, x):
     return -1
 
 
+_BATCH = 64  # lookups whose memory reads are issued together
+
+
 @kernel
 def lookup_ids(main_ids, main_slots, table, slot_bits, hash_shift, over_ids, over_slots, q, out, where):
     """out[i] = slot of q[i], or -1 where it is not live (tombstoned in main, absent from both);
     where[i] = its position in main (>= 0), or -2 - its position in the overlay, or -1.
 
     Main: the cell table gives the cell's run of ids; slots are handed out densely within a cell,
-    so the id is usually at run start + its slot, else a binary search of the run finds it."""
+    so the id is usually at run start + its slot, else a binary search of the run finds it.
+    Lookups go in batches, one step of every lookup at a time (probe the table, find the cell's
+    row, read the guessed entry, check it): the batch's cache misses are independent loads, in flight
+    together, instead of three dependent misses per id one id after another."""
     m = table.shape[0] - 1
     slot_mask = (np.uint64(1) << slot_bits) - np.uint64(1)
-    for i in range(q.shape[0]):
-        x = q[i]
-        r = -1
-        w = -1
-        if main_ids.shape[0] > 0:
-            cell = x >> slot_bits
-            j = np.int64((cell * _GOLDEN) >> hash_shift)
-            while table[j, 0] != _EMPTY_KEY and table[j, 0] != cell:
-                j = (j + 1) & m
-            if table[j, 0] == cell:
-                lo = np.int64(table[j, 1])
-                hi = np.int64(table[j, 2])
-                p = lo + np.int64(x & slot_mask)
-                if not (p < hi and main_ids[p] == x):
-                    p = _search(main_ids, lo, hi, x)
+    row = np.empty(_BATCH, np.int64)
+    guess = np.empty(_BATCH, np.int64)
+    has_main = main_ids.shape[0] > 0
+    touch = np.uint64(0)  # returned, so that the reads of steps 1 and 3 are kept
+    for s in range(0, q.shape[0], _BATCH):
+        e = min(q.shape[0], s + _BATCH)
+        if has_main:
+            for i in range(s, e):  # 1. each id's home row of the cell table
+                j = np.int64(((q[i] >> slot_bits) * _GOLDEN) >> hash_shift)
+                row[i - s] = j
+                touch += table[j, 0]
+            for i in range(s, e):  # 2. its cell's row, and where its slot should be in the run
+                cell = q[i] >> slot_bits
+                j = row[i - s]
+                while table[j, 0] != _EMPTY_KEY and table[j, 0] != cell:
+                    j = (j + 1) & m
+                p = -1
+                if table[j, 0] == cell:
+                    p = np.int64(table[j, 1]) + np.int64(q[i] & slot_mask)
+                    if p >= np.int64(table[j, 2]):
+                        p = np.int64(table[j, 2]) - 1
+                row[i - s] = j
+                guess[i - s] = p
+            for i in range(s, e):  # 3. the entry there
+                p = guess[i - s]
+                if p >= 0:
+                    touch += main_ids[p] + np.uint64(main_slots[p])
+        for i in range(s, e):  # 4. check it (else search the run), then the overlay
+            x = q[i]
+            r = -1
+            w = -1
+            if has_main and guess[i - s] >= 0:
+                p = guess[i - s]
+                if main_ids[p] != x:
+                    j = row[i - s]
+                    p = _search(main_ids, np.int64(table[j, 1]), np.int64(table[j, 2]), x)
                 if p >= 0 and main_slots[p] >= 0:
                     r = main_slots[p]
                     w = p
-        if r < 0 and over_ids.shape[0] > 0:
-            p = _search(over_ids, 0, over_ids.shape[0], x)
-            if p >= 0:
-                r = over_slots[p]
-                w = -2 - p
-        out[i] = r
-        where[i] = w
+            if r < 0 and over_ids.shape[0] > 0:
+                p = _search(over_ids, 0, over_ids.shape[0], x)
+                if p >= 0:
+                    r = over_slots[p]
+                    w = -2 - p
+            out[i] = r
+            where[i] = w
+    return touch
 
 
 class IdIndex:

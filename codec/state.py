@@ -1,8 +1,11 @@
 """SceneState: live Gaussians by id, in code space, and all-or-nothing apply (SPEC.md 6.3).
 
 Storage is slot based (like the viewer's GPU buffers): planar (C, capacity)
-code arrays (new rows appended at the tail, holes compacted in bulk) and an id -> slot index. apply() first validates the
-whole frame and computes its plan without touching the state, then commits.
+code arrays (new rows appended at the tail, holes compacted in bulk) and an id -> slot index. apply() first
+validates the frame's ids, deletes and adds without touching the state; then applies its UPDATE
+blocks in place, keeping the old codes as an undo record (one pass over each updated row instead
+of a read pass now and a write pass at the commit); then checks the budget and the digest, and on
+any failure puts the updated rows back before raising. Only then does it commit deletes and adds.
 """
 from __future__ import annotations
 
@@ -10,8 +13,8 @@ import numpy as np
 
 from .attributes import ATTRS, Attr, Gaussians, full_mask, mask_attrs
 from .delta import Delta, PaletteSet
-from .digest import (M32, Digest, lane_constants, lane_sums, lane_sums_all, lane_sums_at, row_accumulators,
-                     unsigned)
+from .digest import (M32, Digest, fmix, lane_constants, lane_sums, lane_sums_all, lane_sums_at,
+                     row_accumulators, unsigned)
 from .errors import ErrorCode, GsdError
 from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
 from .jit import kernel
@@ -27,24 +30,65 @@ _ENTRY_TAG = U64(0xFFFFFFFF) << U64(32)  # a palette entry's record: w_0 = index
 
 
 @kernel
-def update_codes(state, slots, res, lo, hi, signed_bits, finite, k0, k1, acc, hashed, out):
-    """One attribute of one UPDATE block: out = state[:, slots] + res (wrapping), each new code checked
-    against [lo, hi]; with ``hashed``, acc += (zext(new) - zext(old)) * K per component (mod 2^32).
-    Arrays are unsigned views; returns True if a new code is outside its domain. Writes nothing else."""
+def update_in_place(state, slots, res, lo, hi, signed_bits, finite, k0, k1, acc, hashed, old):
+    """One attribute of one UPDATE block, in place: state[:, slots] += res (wrapping), the old codes
+    kept in ``old`` (the undo record); with ``hashed``, acc += (zext(new) - zext(old)) * K per
+    component (mod 2^32). Arrays are unsigned views; slots are distinct. If a new code is outside
+    its domain, the codes this call wrote are put back and it returns True."""
     for c in range(res.shape[0]):
         a = np.uint64(k0[c])
         b = np.uint64(k1[c])
         for i in range(res.shape[1]):
-            old = state[c, slots[i]]
-            out[c, i] = old + res[c, i]
-            new = out[c, i]
+            s = slots[i]
+            was = state[c, s]
+            old[c, i] = was
+            state[c, s] = was + res[c, i]  # stored first: the sum wraps at the code's width
+            new = state[c, s]
             if not code_ok(new, lo[c], hi[c], signed_bits, finite):
+                for c2 in range(c + 1):
+                    for i2 in range(res.shape[1] if c2 < c else i + 1):
+                        state[c2, slots[i2]] = old[c2, i2]
                 return True
             if hashed:
-                w = (np.uint64(new) + _TWO32 - np.uint64(old)) & _M
+                w = (np.uint64(new) + _TWO32 - np.uint64(was)) & _M
                 acc[0, i] = (np.uint64(acc[0, i]) + w * a) & _M
                 acc[1, i] = (np.uint64(acc[1, i]) + w * b) & _M
     return False
+
+
+_BATCH = 64  # columns whose cache lines are read together before they are updated
+
+
+@kernel
+def add_accumulators(accs, slots, delta):
+    """accs[:, slots] += delta (mod 2^32), ``delta`` then holding the old columns (the undo record).
+    Returns the lane sums of the old columns and of the new ones, and a value of no meaning.
+
+    Columns go in batches: first both lines of every column of the batch are read (independent
+    loads, their misses overlap: the returned ``touch`` keeps them from being optimised away),
+    then the batch is updated from cache: twice as fast here as one column after another."""
+    o0 = np.uint64(0)
+    o1 = np.uint64(0)
+    n0 = np.uint64(0)
+    n1 = np.uint64(0)
+    touch = np.uint64(0)
+    for s0 in range(0, slots.shape[0], _BATCH):
+        e = min(slots.shape[0], s0 + _BATCH)
+        for i in range(s0, e):
+            touch += np.uint64(accs[0, slots[i]]) + np.uint64(accs[1, slots[i]])
+        for i in range(s0, e):
+            s = slots[i]
+            w0 = accs[0, s]
+            w1 = accs[1, s]
+            accs[0, s] = w0 + delta[0, i]
+            accs[1, s] = w1 + delta[1, i]
+            delta[0, i] = w0
+            delta[1, i] = w1
+            o0 += fmix(np.uint64(w0))
+            o1 += fmix(np.uint64(w1))
+            n0 += fmix(np.uint64(accs[0, s]))
+            n1 += fmix(np.uint64(accs[1, s]))
+    return o0 & _M, o1 & _M, n0 & _M, n1 & _M, touch
 
 
 @kernel
@@ -300,59 +344,74 @@ class SceneState:
             for a, b in zip(ATTRS, bad):
                 if b:
                     raise GsdError(ErrorCode.BAD_VALUE, f"ADD {a.name}: code outside its domain")
-        # 4. updates, block by block: new codes and, for the digest, new accumulators
         hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
             else (d.digest is not None or track_digest)
+        plan = {"gone": gone, "hashed": hashed, "gone_where": where[:n_del] if not firsts else None}
         if hashed and not self.hashed and not d.keyframe:
             self._rehash()
-        upd_plans = []
+        s0, s1 = (0, 0) if d.keyframe else self.sums
+        if hashed and n_add:
+            aa = row_accumulators(d.add_ids, [d.add[a] for a in ATTRS])
+            a0, a1 = lane_sums_all(aa)
+            s0, s1 = s0 + int(a0), s1 + int(a1)
+            plan["add_accs"] = aa
+        if hashed and len(gone) and not d.keyframe:
+            g0, g1 = lane_sums_at(self.accs, gone)
+            s0, s1 = s0 - int(g0), s1 - int(g1)
+        # 4. updates, block by block, in place with an undo record: from here on a failure puts the
+        # state back as it was
+        undo = []
         at = n_del + n_add
         for b in d.updates:
             slots = found[at:at + len(b.ids)]
             at += len(b.ids)
             if (slots < 0).any() or (len(gone) and sorted_member(slots, gone).any()):
+                self._undo(undo)
                 raise GsdError(ErrorCode.ID_MISSING, "UPDATE of an id that is not live")
-            acc = gather(self.accs, slots) if hashed else _NO_ACC
-            new_codes = {}
+            acc = np.zeros((2, len(slots)), np.uint32) if hashed else _NO_ACC
+            olds = []
+            undo.append((slots, olds, None))
             for a, res in b.res.items():
                 j = self._word_offset[a]
                 bd = p.bounds(a)
-                out = np.empty_like(res)
-                if update_codes(unsigned(self.codes[a]), slots, unsigned(res), bd.lo, bd.hi, bd.signed_bits, bd.finite,
-                                self._k0[j:j + res.shape[0]], self._k1[j:j + res.shape[0]], acc, hashed,
-                                unsigned(out)):
+                old = np.empty_like(res)
+                if update_in_place(unsigned(self.codes[a]), slots, unsigned(res), bd.lo, bd.hi, bd.signed_bits,
+                                   bd.finite, self._k0[j:j + res.shape[0]], self._k1[j:j + res.shape[0]], acc,
+                                   hashed, unsigned(old)):
+                    self._undo(undo)
                     raise GsdError(ErrorCode.BAD_VALUE, f"UPDATE {a.name}: resulting code outside its domain")
-                new_codes[a] = out
-            upd_plans.append((slots, new_codes, acc))
-        # 5. budget
-        before = 0 if d.keyframe else self.count
-        after = before - len(gone) + n_add
-        if after > self.max_gaussians:
-            raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"scene would hold {after} Gaussians, budget {self.max_gaussians}")
-        plan = {"gone": gone, "updates": upd_plans, "count": after, "hashed": hashed,
-                "gone_where": where[:n_del] if not firsts else None, "palette": self._plan_palette(d)}
-        pal_sums = plan["palette"][3] if plan["palette"] else (0, 0) if d.keyframe else self.palette_sums
-        # 6. digest
-        if hashed:
-            s0, s1 = (0, 0) if d.keyframe else self.sums
-            if len(gone) and not d.keyframe:
-                g0, g1 = lane_sums_at(self.accs, gone)
-                s0, s1 = s0 - int(g0), s1 - int(g1)
-            for slots, _, acc in upd_plans:
-                o0, o1 = lane_sums_at(self.accs, slots)
-                n0, n1 = lane_sums_all(acc)
+                olds.append((a, old))
+            if hashed:
+                o0, o1, n0, n1, _ = add_accumulators(self.accs, slots, acc)
+                undo[-1] = (slots, olds, acc)
                 s0, s1 = s0 + int(n0) - int(o0), s1 + int(n1) - int(o1)
-            if n_add:
-                aa = row_accumulators(d.add_ids, [d.add[a] for a in ATTRS])
-                a0, a1 = lane_sums_all(aa)
-                s0, s1 = s0 + int(a0), s1 + int(a1)
-                plan["add_accs"] = aa
-            plan["sums"] = (s0 & M32, s1 & M32)
-            if d.digest is not None:
-                got = Digest(after, (s0 + pal_sums[0]) & M32, (s1 + pal_sums[1]) & M32)
-                if got != d.digest:
-                    raise GsdError(ErrorCode.DIGEST_MISMATCH, f"state digest {got}, frame says {d.digest}")
+        try:
+            # 5. budget
+            before = 0 if d.keyframe else self.count
+            after = plan["count"] = before - len(gone) + n_add
+            if after > self.max_gaussians:
+                raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"scene would hold {after} Gaussians, budget {self.max_gaussians}")
+            plan["palette"] = self._plan_palette(d)
+            pal_sums = plan["palette"][3] if plan["palette"] else (0, 0) if d.keyframe else self.palette_sums
+            # 6. digest
+            if hashed:
+                plan["sums"] = (s0 & M32, s1 & M32)
+                if d.digest is not None:
+                    got = Digest(after, (s0 + pal_sums[0]) & M32, (s1 + pal_sums[1]) & M32)
+                    if got != d.digest:
+                        raise GsdError(ErrorCode.DIGEST_MISMATCH, f"state digest {got}, frame says {d.digest}")
+        except BaseException:
+            self._undo(undo)
+            raise
         return plan
+
+    def _undo(self, undo: list) -> None:
+        """Put back the codes and accumulators of UPDATE blocks applied in place (last first)."""
+        for slots, olds, accs in reversed(undo):
+            for a, old in olds:
+                scatter(unsigned(self.codes[a]), slots, unsigned(old))
+            if accs is not None:
+                scatter(self.accs, slots, accs)
 
     def _plan_palette(self, d: Delta):
         """Check a frame's palette entries (SPEC.md 6.3 step 2a); returns (index, codes, accumulators,
@@ -401,11 +460,6 @@ class SceneState:
             elif len(gone):
                 self.index.remove(self.slot_ids[gone])
                 self.holes += len(gone)
-            for slots, new_codes, acc in plan["updates"]:
-                for a, nc in new_codes.items():
-                    scatter(unsigned(self.codes[a]), slots, unsigned(nc))
-                if hashed:
-                    scatter(self.accs, slots, acc)
             n = len(d.add_ids)
             if n:  # new Gaussians go to the tail: contiguous writes; holes are compacted in bulk
                 h = self.high
