@@ -2,7 +2,7 @@
 // block and section table, section decoding, sequencing and id rules (H1..H10, F1..F13). Nothing
 // here reads or changes the scene state: parseFrame returns a plan that decoder/apply.mjs applies.
 import { fail } from './errors.mjs';
-import { crc32 } from './crc32.mjs';
+import { crc32, crc32Into } from './crc32.mjs';
 import { readStreamHeader, readFrameMeta } from './flatbuf.mjs';
 import { decodeSection } from './sections.mjs';
 import { checkHeaderDomain, SH_PALETTE } from './profile.mjs';
@@ -77,11 +77,13 @@ export function parseFrame(u8, message, L, p, seqBig) {
   if (frameLen > L.max_frame_bytes) fail('LIMIT_EXCEEDED', `frame_len ${frameLen}`);
   if (u8.length < frameLen) fail('TRUNCATED', 'frame record');
   if (metaLen > frameLen - 16) fail('MALFORMED', `meta_len ${metaLen}`);
-  if (crc32(u8, 0, frameLen - 4) !== u32le(u8, frameLen - 4)) fail('BAD_CHECKSUM', 'frame CRC-32');
+  // the record is copied into the frame arena as its CRC-32 is computed: zstd reads the sections there
   arena.reset();
+  const rec = arena.take(frameLen);
+  if (crc32Into(u8, frameLen, frameLen - 4, rec) !== u32le(u8, frameLen - 4)) fail('BAD_CHECKSUM', 'frame CRC-32');
   if (message && u8.length !== frameLen) fail('MALFORMED', 'bytes after the frame record in its message');
   const meta = u8.subarray(12, 12 + metaLen);
-  const payload = u8.subarray(12 + metaLen, frameLen - 4);
+  const payload = u8.subarray(12 + metaLen, frameLen - 4), payloadAt = rec + 12 + metaLen;
   // ---- F9 metadata
   const m = readFrameMeta(meta);
   if (m.blocks.length > L.max_blocks) fail('LIMIT_EXCEEDED', `${m.blocks.length} blocks`);
@@ -121,7 +123,7 @@ export function parseFrame(u8, message, L, p, seqBig) {
   const refs = new Int32Array(nsec);   // references to each section (those of 2+ are cached)
   for (const b of blocks) for (const si of b.sections) refs[si]++;
   const ctx = { cache: new Map(), refs };
-  const sec = (si, C, n, w) => decodeSection(payload, m.sections[si], si, C, n, w, ctx);
+  const sec = (si, C, n, w) => decodeSection(payload, payloadAt, m.sections[si], si, C, n, w, ctx);
   const adds = [], upds = [], dels = [], ranges = [], cells = [], pals = [];
   for (const b of blocks) {
     const n = b.count, S = b.sections;

@@ -1,8 +1,8 @@
-// GSD 1.1 decoder for the reference viewer: plain ES modules and two wasm modules, no build step at
-// load time; runs in Node 20+ and in browsers. The vendored zstddec (wasm) and flatbuffers runtime are
-// imported by relative path; the decoder's own inner loops are the wasm kernel decoder/wasm/kernel.wasm
-// (AssemblyScript source kernel.ts beside it, rebuilt by decoder/wasm/build.mjs), loaded by
-// decoder/kernel.mjs. Both wasm modules are instantiated with a top-level await.
+// GSD 1.1 decoder for the reference viewer: plain ES modules and one wasm module, no build step at
+// load time; runs in Node 20+ and in browsers. The vendored flatbuffers runtime is imported by relative
+// path; the decoder's own inner loops and zstd's decoder are the wasm kernel decoder/wasm/kernel.wasm
+// (AssemblyScript source kernel.ts beside it, merged with zstddec's build of zstd's C decoder by
+// decoder/wasm/build.mjs: one linear memory), loaded by decoder/kernel.mjs with a top-level await.
 //
 //   decoder.mjs   the Decoder: header and frame records in, state out
 //   frame.mjs     frame checks: framing, CRC-32, FlatBuffers metadata, limits, block and section

@@ -1,7 +1,8 @@
 // The wasm kernel of the decoder (decoder/wasm/kernel.ts, compiled to kernel.wasm by
 // decoder/wasm/build.mjs): instantiated once per JavaScript realm (a top-level await), in Node from
 // the file and in browsers by fetch, both relative to this module. One linear memory holds every
-// store, profile and the frame arena; its views (views()) are renewed after the memory grows.
+// store, profile and the frame arena, and below them zstd's decoder (decoder/zstd.mjs; build.mjs
+// merges it in); its views (views()) are renewed after the memory grows.
 import { GsdError } from './errors.mjs';
 
 const url = new URL('./wasm/kernel.wasm', import.meta.url);

@@ -1,19 +1,21 @@
-// Section decoding (SPEC.md 4.4): checks, decompress, then the kernel's unfilter (unshuffle,
+// Section decoding (SPEC.md 4.4): checks, decompress (zstd reads the stored bytes from the record's
+// copy in the frame arena and writes into the arena), then the kernel's unfilter (unshuffle,
 // unzigzag, delta) into the frame arena.
 import { fail } from './errors.mjs';
-import { zstdDecompress } from './zstd.mjs';
+import { zstdInto } from './zstd.mjs';
 import { K, arena } from './kernel.mjs';
 
 const LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 if (!LE) throw new Error('GSD decoder: big-endian hosts are not supported');
 
 /**
- * decode_section(Pl, s, C, n, w) of SPEC.md 4.4 for section `index` of payload pl (a Uint8Array).
+ * decode_section(Pl, s, C, n, w) of SPEC.md 4.4 for section `index` of payload pl (a Uint8Array,
+ * whose bytes are also at plAt in the kernel memory).
  * Returns the pointer (in the kernel memory, the frame arena) of C n elements of w bytes
  * (component j of element i at j n + i; w = 8: u64 ids), valid until the arena's next reset.
  * ctx: {cache: Map (raw bytes of the sections referenced more than once: refs[index] > 1), refs}.
  */
-export function decodeSection(pl, s, index, C, n, w, ctx) {
+export function decodeSection(pl, plAt, s, index, C, n, w, ctx) {
   if (s.width !== w) fail('MALFORMED', `section ${index}: width ${s.width}, role needs ${w}`);
   if (s.filters & 0xF8) fail('UNSUPPORTED_FEATURE', `section ${index}: filter bits ${s.filters}`);
   const N = C * n;
@@ -27,8 +29,8 @@ export function decodeSection(pl, s, index, C, n, w, ctx) {
       if (s.stored !== s.raw) fail('MALFORMED', `section ${index}: stored_size != raw_size (uncompressed)`);
       raw = arena.put(stored);
     } else if (s.compression === 1) {
-      const bytes = zstdDecompress(stored, s.raw);   // a view of zstd's wasm heap, valid until its next call
-      raw = arena.put(bytes);
+      raw = arena.take(s.raw);
+      zstdInto(stored, plAt + s.offset, s.raw, raw);
     } else {
       fail('UNSUPPORTED_FEATURE', `section ${index}: compression ${s.compression}`);
     }

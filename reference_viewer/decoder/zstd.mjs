@@ -7,22 +7,32 @@
 //   every block header inside the stored bytes, no reserved block type, no block larger than the
 //   maximum block size, raw/RLE content never longer than declared, and enough blocks to produce
 //   raw_size bytes at all.
-// Then zstd's own decoder (zstddec: the reference C decoder compiled to wasm, vendored by
-// scripts/vendor_viewer_deps.sh) decompresses the frame with ZSTD_decompress into a buffer of
-// exactly raw_size bytes (dstCapacity = raw_size, so it cannot write more; one-shot decoding
-// allocates no window, and runs in time linear in the input and output). It verifies the content
-// checksum when the frame has one (XXH64, zstd's default), and its result must be exactly raw_size.
-// Every failure, including a wasm error or an exhausted wasm heap, is DECOMPRESSION_FAILED.
-//
-// The input and output buffers live in the wasm heap and are reused from call to call (grown when
-// needed): the returned Uint8Array is a view of that heap, valid until the next zstdDecompress call
-// (callers copy what they keep).
-import { ZSTDDecoder, _instance } from '../vendor/zstddec/zstddec.mjs';
+// Then zstd's own decoder (the reference C decoder compiled to wasm by the zstddec package, merged
+// into the decoder's kernel by decoder/wasm/build.mjs: one linear memory) decompresses the frame
+// where it lies in the kernel memory straight into its destination there: ZSTD_decompressStream with
+// one reused context (ZSTD_createDCtx once), the whole frame as input and an output of exactly
+// raw_size bytes, which zstd decodes in one pass (it cannot write more; no window is allocated; time
+// linear in the input and output). It verifies the content checksum when the frame has one (XXH64,
+// zstd's default); the frame must be consumed entirely and give exactly raw_size bytes. Every failure,
+// including a wasm error, is DECOMPRESSION_FAILED; after one the context is replaced by a fresh one.
 import { GsdError, fail } from './errors.mjs';
+import { K, views, alloc } from './kernel.mjs';
 
-await new ZSTDDecoder().init();   // top-level await: instantiates the embedded wasm once
-const W = _instance.exports;
-const { malloc, free, ZSTD_decompress, ZSTD_isError, memory } = W;
+const ZERR = 0xFFFFFF88;   // size_t results above (size_t)-120 are zstd error codes (ZSTD_isError)
+let dctx = 0;
+// ZSTD_inBuffer {src, size, pos} at io, ZSTD_outBuffer {dst, size, pos} at io + 12 (wasm32 size_t)
+const io = alloc(24, 'zstd buffers');
+function context() {
+  if (!dctx) {
+    dctx = K.ZSTD_createDCtx();
+    if (!dctx) bad('no zstd context (its memory region is full)');
+  }
+  return dctx;
+}
+function dropContext() {
+  if (dctx) { try { K.ZSTD_freeDCtx(dctx); } catch { /* a broken context: its memory is lost */ } }
+  dctx = 0;
+}
 
 const MAGIC = 0xFD2FB528;
 const MAX_WINDOW = 2 ** 27;
@@ -89,45 +99,46 @@ function scan(s, rawSize) {
   if (known + compressed * blockMax < rawSize) bad('content shorter than declared');
 }
 
-// reused wasm-heap buffers (pointers, capacities) and a view of the heap
-let inPtr = 0, inCap = 0, outPtr = 0, outCap = 0;
-let heap = new Uint8Array(memory.buffer);
-
-function ensure(inLen, outLen) {
-  if (inLen > inCap) {
-    if (inPtr) free(inPtr);
-    inCap = 0;
-    inPtr = malloc(Math.max(inLen, 65536));
-    if (!inPtr) bad(`wasm heap exhausted (${inLen} bytes of input)`);
-    inCap = Math.max(inLen, 65536);
-  }
-  if (outLen > outCap) {
-    if (outPtr) free(outPtr);
-    outCap = 0;
-    outPtr = malloc(Math.max(outLen, 262144));
-    if (!outPtr) bad(`wasm heap exhausted (${outLen} bytes of output)`);
-    outCap = Math.max(outLen, 262144);
-  }
-  if (heap.buffer !== memory.buffer) heap = new Uint8Array(memory.buffer);   // after a growth
-}
-
 /**
- * Decompresses the stored bytes of one section (compression 1) into exactly rawSize bytes.
- * Returns a view of the wasm heap, valid until the next call.
+ * Decompresses the zstd frame `stored` (a Uint8Array, read by the checks), whose bytes are also at
+ * `src` in the kernel memory, into exactly rawSize bytes at `dst` in the kernel memory.
  */
-export function zstdDecompress(stored, rawSize) {
+export function zstdInto(stored, src, rawSize, dst) {
+  scan(stored, rawSize);
   try {
-    scan(stored, rawSize);
-    ensure(stored.length, rawSize);
-    heap.set(stored, inPtr);
-    const r = ZSTD_decompress(outPtr, rawSize, inPtr, stored.length);
-    if (ZSTD_isError(r)) bad(`zstd error ${-r}`);
-    if ((r >>> 0) !== rawSize) bad(`zstd produced ${r >>> 0} bytes, raw_size ${rawSize}`);
-    if (heap.buffer !== memory.buffer) heap = new Uint8Array(memory.buffer);
-    return heap.subarray(outPtr, outPtr + rawSize);
+    const u = views().u32, w = io >> 2, d = context();
+    u[w] = src; u[w + 1] = stored.length; u[w + 2] = 0;
+    u[w + 3] = dst; u[w + 4] = rawSize; u[w + 5] = 0;
+    const r = K.ZSTD_decompressStream(d, io + 12, io) >>> 0;
+    if (r > ZERR) { dropContext(); bad(`zstd error ${(-r) >>> 0 & 0xFF}`); }
+    const v = views().u32;
+    if (r !== 0 || v[w + 2] !== stored.length || v[w + 5] !== rawSize) {
+      dropContext();
+      bad(`zstd produced ${v[w + 5]} bytes of ${rawSize} from ${v[w + 2]} of ${stored.length}`);
+    }
   } catch (e) {
     if (e instanceof GsdError) throw e;
+    dropContext();
     throw new GsdError('DECOMPRESSION_FAILED', `zstd: ${e && e.message}`);
   }
 }
 
+// scratch blocks of the kernel memory for zstdDecompress, grown when needed
+let inPtr = 0, inCap = 0, outPtr = 0, outCap = 0;
+
+/**
+ * Decompresses the stored bytes of one section (compression 1) into exactly rawSize bytes.
+ * Returns a view of the kernel memory, valid until the next call (callers copy what they keep).
+ */
+export function zstdDecompress(stored, rawSize) {
+  scan(stored, rawSize);
+  if (stored.length > inCap || rawSize > outCap) {
+    const ni = Math.max(stored.length, inCap, 65536), no = Math.max(rawSize, outCap, 65536);
+    const a = alloc(ni, 'zstd input'), b = alloc(no, 'zstd output');
+    if (inPtr) { K.release(inPtr); K.release(outPtr); }
+    inPtr = a; inCap = ni; outPtr = b; outCap = no;
+  }
+  views().u8.set(stored, inPtr);
+  zstdInto(stored, inPtr, rawSize, outPtr);
+  return views().u8.subarray(outPtr, outPtr + rawSize);
+}

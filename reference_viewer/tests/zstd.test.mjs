@@ -1,4 +1,4 @@
-// zstd sections through the vendored zstddec wasm (reference_viewer/decoder/zstd.mjs): the frame
+// zstd sections through zstd's decoder in the wasm kernel (reference_viewer/decoder/zstd.mjs): the frame
 // checks of SPEC 4.4 made before the wasm call, the exact size after, errors as DECOMPRESSION_FAILED,
 // and a decoder that keeps working after a hostile frame.
 import { test } from 'node:test';

@@ -65,6 +65,19 @@ function block(count: u64, each: u64): usize {
   return heap.alloc(n > 0 ? <usize>n : 4);
 }
 export function release(p: usize): void { if (p) heap.free(p); }
+/**
+ * block(count, each) starting on a 4 KiB page (the store's rows and floats: a row of 128 bytes and a
+ * slot of floats then span whole cache lines and one page, not one more of each at a random offset);
+ * the heap's own pointer is kept in the word before it, for freeAligned.
+ */
+function blockAligned(count: u64, each: u64): usize {
+  const n = count * each;
+  if (n > 0x3FF00000) unreachable();
+  const raw = heap.alloc(<usize>n + 4096), p = (raw + 4 + 4095) & ~<usize>4095;
+  store<usize>(p - 4, raw);
+  return p;
+}
+function freeAligned(p: usize): void { heap.free(load<usize>(p - 4)); }
 
 // ------------------------------------------------------------------ CRC-32 (SPEC 4.8), slicing-by-16
 let crcT: usize = 0;   // 16 tables of 256 u32: table t maps a byte to its CRC contribution t bytes later
@@ -364,7 +377,7 @@ function idCapFor(n: u32): u32 {
 function idtReserve(st: usize, n: u32): void {
   const cap = load<u32>(st, 40);
   if (<u64>2 * n <= <u64>cap) return;
-  const nc = idCapFor(n), nt = block(nc, 16);
+  const nc = idCapFor(n), nt = blockAligned(nc, 16);
   idtFill(nt, nc);
   const ot = load<usize>(st, 36);
   store<usize>(st, nt, 36); store<u32>(st, nc, 40); store<u32>(st, 64 - ctz(nc), 44); store<u32>(st, 0, 48);
@@ -372,7 +385,7 @@ function idtReserve(st: usize, n: u32): void {
     const e = ot + 16 * i, v = load<i32>(e, 8);
     if (v >= 0) idtSet(st, load<u64>(e), v);
   }
-  heap.free(ot);
+  freeAligned(ot);
 }
 
 // exported for the id table's own tests (decoder/idtable.mjs): a bare table is a store struct
@@ -380,12 +393,12 @@ function idtReserve(st: usize, n: u32): void {
 export function idtNew(expected: u32): usize {
   const st = heap.alloc(80);
   memory.fill(st, 0, 80);
-  const c = idCapFor(expected), t = block(c, 16);
+  const c = idCapFor(expected), t = blockAligned(c, 16);
   idtFill(t, c);
   store<usize>(st, t, 36); store<u32>(st, c, 40); store<u32>(st, 64 - ctz(c), 44);
   return st;
 }
-export function idtFree(st: usize): void { heap.free(load<usize>(st, 36)); heap.free(st); }
+export function idtFree(st: usize): void { freeAligned(load<usize>(st, 36)); heap.free(st); }
 export function idGet(st: usize, id: u64): i32 { return idtGet(st, id); }
 export function idSet(st: usize, id: u64, v: i32): i32 { idtReserve(st, load<u32>(st, 48) + 1); return idtSet(st, id, v); }
 export function idDelete(st: usize, id: u64): i32 { return idtDelete(st, id); }
@@ -402,9 +415,9 @@ export function storeNew(P: usize, cap: u32): usize {
   store<usize>(st, P);
   if (cap < 64) cap = 64;
   const R = load<u32>(P, 4), stride = load<u32>(P, 8);
-  const rows = block(cap, 4 * R), data = block(cap, 4 * stride);
+  const rows = blockAligned(cap, 4 * R), data = blockAligned(cap, 4 * stride);
   const bits = block((cap + 31) >>> 5, 4), list = block(cap, 4), free = block(cap, 4);
-  const c = idCapFor(cap), t = block(c, 16);
+  const c = idCapFor(cap), t = blockAligned(c, 16);
   idtFill(t, c);
   memory.fill(bits, 0, <usize>4 * <usize>((cap + 31) >>> 5));
   store<usize>(st, rows, 4); store<usize>(st, data, 8); store<u32>(st, cap, 12);
@@ -419,7 +432,7 @@ export function storeNew(P: usize, cap: u32): usize {
   return st;
 }
 export function storeFree(st: usize): void {
-  heap.free(load<usize>(st, 4)); heap.free(load<usize>(st, 8)); heap.free(load<usize>(st, 36));
+  freeAligned(load<usize>(st, 4)); freeAligned(load<usize>(st, 8)); freeAligned(load<usize>(st, 36));
   heap.free(load<usize>(st, 52)); heap.free(load<usize>(st, 60)); heap.free(load<usize>(st, 64));
   release(load<usize>(st, 72)); release(load<usize>(st, 76));
   heap.free(st);
@@ -429,7 +442,7 @@ export function storeFree(st: usize): void {
 function storeGrow(st: usize, cap: u32): void {
   const P = load<usize>(st), R = load<u32>(P, 4), stride = load<u32>(P, 8), hw = <usize>load<u32>(st, 16);
   const nw = (cap + 31) >>> 5;
-  const rows = block(cap, 4 * R), data = block(cap, 4 * stride);
+  const rows = blockAligned(cap, 4 * R), data = blockAligned(cap, 4 * stride);
   const bits = block(nw, 4), free = block(cap, 4), list = block(cap, 4);
   const orows = load<usize>(st, 4), odata = load<usize>(st, 8), obits = load<usize>(st, 60), ofree = load<usize>(st, 52);
   const olist = load<usize>(st, 64);
@@ -441,7 +454,7 @@ function storeGrow(st: usize, cap: u32): void {
   store<usize>(st, rows, 4); store<usize>(st, data, 8); store<u32>(st, cap, 12);
   store<usize>(st, bits, 60); store<usize>(st, free, 52); store<usize>(st, list, 64);
   store<u32>(st, load<u32>(st, 32) + 1, 32);
-  heap.free(orows); heap.free(odata); heap.free(obits); heap.free(ofree); heap.free(olist);
+  freeAligned(orows); freeAligned(odata); heap.free(obits); heap.free(ofree); heap.free(olist);
 }
 
 /**
