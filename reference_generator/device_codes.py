@@ -30,6 +30,7 @@ Inputs may be numpy arrays as well (they become CPU tensors without a copy).
 """
 from __future__ import annotations
 
+import time
 import weakref
 from dataclasses import dataclass, field
 
@@ -128,6 +129,18 @@ class TorchQuantizer:
         self.rot_n = (1 << q.rotation_bits) - 1
         self.rot_keep = torch.tensor([[j for j in range(4) if j != k] for k in range(4)], dtype=I64, device=self.device)
         self.e0 = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=F64, device=self.device)
+        # the uniform quantizers (SCALE, SH_DC) as per-column constants, for all rows at once
+        lay = _layout(profile)
+        lo, k, top, cols = [], [], [], []
+        for a, (a_lo, a_hi, bits) in ((Attr.SCALE, (q.scale_min, q.scale_max, q.scale_bits)),
+                                      (Attr.SH_DC, (q.dc_min, q.dc_max, q.dc_bits))):
+            n = (1 << bits) - 1
+            for c in range(lay[a].start, lay[a].stop):
+                cols.append(c), lo.append(a_lo), k.append(n / (a_hi - a_lo)), top.append(float(n))
+        self.u_cols = torch.tensor(cols, dtype=I64, device=self.device)
+        self.u_lo = torch.tensor(lo, dtype=F64, device=self.device)
+        self.u_k = torch.tensor(k, dtype=F64, device=self.device)
+        self.u_top = torch.tensor(top, dtype=F64, device=self.device)
 
     def cell_origins(self, ids: torch.Tensor) -> torch.Tensor:
         """(n, 3) float64 origin of each id's birth cell (SPEC.md 3.4), as Grid.cell_origin_of_ids."""
@@ -168,6 +181,33 @@ class TorchQuantizer:
             return self._smallest_three(v.to(F64)), ok
         raise AssertionError(attr)
 
+    def codes_all(self, x: torch.Tensor, origins: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, F) packed float32 rows, every attribute (``protocol.attr_layout`` order) -> ((n, Ctot)
+        int32 codes in the same column order, bool flag), as ``codes`` attribute by attribute but in a
+        fixed number of operations whatever the row count. ``origins``: the rows' cell origins."""
+        n = x.shape[0]
+        ok = torch.isfinite(x).all()
+        if self.p.quant is None:
+            return x.contiguous().view(I32), ok
+        lay = _layout(self.p)
+        out = torch.empty((n, lay[Attr.SH_REST].stop), dtype=I32, device=x.device)
+        P = lay[Attr.POSITION]
+        c = torch.round((x[:, P].to(F64) - origins) / self.pos_step)
+        if n:
+            ok = ok & (c.abs().amax() <= 2**31 - 1)           # NaN fails it too
+        out[:, P] = c.clamp(-2**31, 2**31 - 1)
+        u = torch.round((x.index_select(1, self.u_cols).to(F64) - self.u_lo) * self.u_k)
+        out.index_copy_(1, self.u_cols, torch.minimum(u.clamp_min(0), self.u_top).to(I32))
+        R = lay[Attr.ROTATION]
+        out[:, R] = self._smallest_three(x[:, R].to(F64))
+        O = lay[Attr.OPACITY]
+        out[:, O] = torch.searchsorted(self.op_thr, x[:, O].contiguous(), right=True)
+        S = lay[Attr.SH_REST]
+        if S.stop > S.start:
+            r = torch.round(x[:, S] * self.rest_inv)
+            out[:, S] = torch.maximum(torch.minimum(r, self.rest_lim), -self.rest_lim)
+        return out, ok
+
     @staticmethod
     def _uniform(v, lo, hi, bits):
         n = (1 << bits) - 1
@@ -179,10 +219,7 @@ class TorchQuantizer:
         norm = torch.sqrt(((s[:, 0:1] + s[:, 1:2]) + s[:, 2:3]) + s[:, 3:4])    # numpy's summation order
         pos = norm > 0
         q = torch.where(pos, q / torch.where(pos, norm, torch.ones_like(norm)), self.e0)
-        a = q.abs()
-        i = torch.zeros(q.shape[0], dtype=I64, device=q.device)
-        for j in (1, 2, 3):                                   # the first largest, as argmax
-            i = torch.where(a[:, j] > a.gather(1, i[:, None])[:, 0], j, i)
+        i = q.abs().argmax(1)                                 # the first largest (NaN rows are refused anyway)
         sign = torch.where(q.gather(1, i[:, None]) < 0, -1.0, 1.0)
         small = (q * sign).gather(1, self.rot_keep[i])
         c = torch.round((small + _INV_SQRT2) * (self.rot_n / _SQRT2)).clamp(0, self.rot_n)
@@ -240,6 +277,14 @@ def _merge_sorted(a_ids, a_slots, b_ids, b_slots):
     return ids, slots
 
 
+def _sort_merged(a_ids, a_slots, b_ids, b_slots):
+    """As ``_merge_sorted`` by one sort of both (fewer operations; for the small overlay)."""
+    if not a_ids.numel():
+        return b_ids, b_slots
+    ids, order = torch.sort(torch.cat([a_ids, b_ids]))
+    return ids, torch.cat([a_slots, b_slots])[order]
+
+
 class DeviceCodes:
     """The closed-loop codes of every live id on a device (see the module docstring).
 
@@ -262,6 +307,13 @@ class DeviceCodes:
             start += profile.comps(a)
         self.ctot = start
         self._col_index: dict = {}
+        self._col_mask: dict = {}
+        self._col_thr: dict = {}
+        # column -> attribute (one-hot, for per-attribute reductions by a product) and the attributes' mask bits
+        owner = [k for k, a in enumerate(ATTRS) for _ in range(profile.comps(a))]
+        self.attr_of_col = torch.tensor(owner, dtype=I64, device=self.device)
+        self.col_attr = torch.nn.functional.one_hot(self.attr_of_col, len(ATTRS)).to(torch.float32)
+        self.attr_bits = torch.tensor([float(a.bit) for a in ATTRS], dtype=torch.float32, device=self.device)
         self.quantizer = quantizer_of(profile, self.device)
         self.keep_origins = profile.quant is not None    # cell origins of the ids, for POSITION residuals
         self.no_ids = torch.zeros(0, dtype=I64, device=self.device)          # shared empty tensors
@@ -279,6 +331,31 @@ class DeviceCodes:
             cols = [c for a in attrs for c in range(self.cols[a].start, self.cols[a].stop)]
             self._col_index[key] = None if cols == list(range(self.ctot)) else torch.tensor(cols, device=self.device)
         return self._col_index[key]
+
+    def col_mask(self, attrs: list) -> torch.Tensor:
+        """(Ctot,) bool: the columns of ``attrs``."""
+        key = tuple(attrs)
+        if key not in self._col_mask:
+            mk = torch.zeros(self.ctot, dtype=torch.bool)
+            for a in attrs:
+                mk[self.cols[a]] = True
+            self._col_mask[key] = mk.to(self.device)
+        return self._col_mask[key]
+
+    def col_thresholds(self, thresholds: dict | None) -> torch.Tensor | None:
+        """(Ctot,) int64 allowed change per column in quantized units (a rotation's component index: 0),
+        or None when every threshold is 0 (or the profile is lossless)."""
+        if not thresholds or self.p.lossless:
+            return None
+        key = tuple(sorted((int(Attr(a)), int(t)) for a, t in thresholds.items()))
+        if key not in self._col_thr:
+            t = torch.zeros(self.ctot, dtype=I64)
+            for a, v in thresholds.items():
+                t[self.cols[Attr(a)]] = int(v)
+            if self.p.comps(Attr.ROTATION):
+                t[self.cols[Attr.ROTATION].start] = 0
+            self._col_thr[key] = t.to(self.device) if bool((t > 0).any()) else None
+        return self._col_thr[key]
 
     def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor, origins: torch.Tensor | None = None) -> None:
         n = ids_sorted.numel()
@@ -349,8 +426,7 @@ class DeviceCodes:
             self._load(ch.add_ids, ch.add_rows, ch.add_origins)
             return
         if ch.upd_slots.numel():
-            for cols, new in ch.upd_cols:          # only the columns of attributes the frame could move
-                self.rows[ch.upd_slots, cols] = new
+            self.rows.index_copy_(0, ch.upd_slots, ch.upd_rows)
         if ch.del_ids.numel():
             for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots)):
                 if keys.numel():
@@ -391,7 +467,7 @@ class DeviceCodes:
                 live_o = o_slots >= 0
                 o_ids, o_slots = o_ids[live_o], o_slots[live_o]
                 self.over_dead = False
-            self.over_ids, self.over_slots = _merge_sorted(o_ids, o_slots, ch.add_ids, new_slots)
+            self.over_ids, self.over_slots = _sort_merged(o_ids, o_slots, ch.add_ids, new_slots)
         if self.high - live > max(live, self.COMPACT_MIN):
             self._compact()
         elif self.over_ids.numel() > max(self.MERGE_MIN, self.main_ids.numel() // 8):
@@ -422,7 +498,7 @@ class Change:
     add_rows: torch.Tensor                # (n, Ctot) int32
     add_origins: torch.Tensor | None      # (n, 3) float64 cell origins (lossy profiles)
     upd_slots: torch.Tensor
-    upd_cols: list                        # [(column slice, (U, C) codes after the frame)]
+    upd_rows: torch.Tensor                # (U, Ctot) codes of the updated slots after the frame
     del_ids: torch.Tensor
     del_first: torch.Tensor               # deleted id ranges (cells), inclusive
     del_last: torch.Tensor
@@ -443,6 +519,31 @@ class FloatOps:
     delete_ids: object = None
     delete_cells: dict = field(default_factory=dict)
     thresholds: dict | None = None
+
+
+TIMING: dict | None = None    # diagnostic mode: stage -> [ms], the device synchronized at every stage's end
+
+
+class _Clock:
+    """Stage timer of ``build_delta`` in the diagnostic mode (``TIMING`` a dict); a no-op otherwise."""
+
+    def __init__(self, dev):
+        self.on = TIMING is not None
+        if self.on:
+            self.dev = dev
+            self._sync()
+            self.t = time.perf_counter()
+
+    def _sync(self):
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+
+    def __call__(self, stage: str) -> None:
+        if self.on:
+            self._sync()
+            now = time.perf_counter()
+            TIMING.setdefault(stage, []).append((now - self.t) * 1e3)
+            self.t = now
 
 
 PACK_ON_CPU = False       # pack on the CPU too (as on a GPU), to test the packing where there is no GPU
@@ -524,8 +625,11 @@ def _width_groups(p: Profile, attrs: list) -> list:
 
 
 def _narrow(p: Profile, w: int, x: torch.Tensor) -> torch.Tensor:
-    """(n, C) int codes or residuals of one width group -> (C, n) of the wire width (``wire``)."""
-    return _to_width(w, x).t()
+    """(n, C) int codes or residuals of one width group -> (C, n) of the wire width (``wire``), contiguous:
+    one cast-and-transpose copy."""
+    out = torch.empty((x.shape[1], x.shape[0]), dtype=I32 if w == 4 and x.dtype == I32 else _UNSIGNED[w],
+                      device=x.device)
+    return out.copy_(x.t())
 
 
 def _unpack_groups(p: Profile, groups: list, arrays: list) -> dict:
@@ -552,7 +656,9 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
 
     p = enc.profile
     dev = torch.device(device) if device is not None else _device_of(ops)
+    clk = _Clock(dev)
     m = mirror_of(enc, dev)
+    clk("mirror")
     qz = quantizer_of(p, dev)
     lay = _layout(p)
     present = [a for a in ATTRS if p.comps(a)]
@@ -587,92 +693,95 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         if u > 1:
             oks.append((sid[1:] != sid[:-1]).all())
         slots_c = slots.clamp_min(0)
+    clk("inputs")
 
-    # quantize: per attribute, the ADD rows and the UPDATE rows of the groups that carry it
-    add_codes, upd_codes = [], {}
-    for a in present:
-        vs, segs, start = ([add_x[:, lay[a]]], [], 0) if has_add else ([], [], 0)
-        for (gids, vals), k in zip(groups, sizes):
-            if a in vals:
-                vs.append(vals[a])
-                segs.append((start, start + k))
-            start += k
-        if not vs:
-            continue
-        org = None                             # ids are only needed for cell origins, given here
-        if a is Attr.POSITION and m.keep_origins:
-            org = [add_origins] if has_add else []
-            if segs:
-                org += ([torch.index_select(m.origins, 0, slots_c)] if len(segs) == len(groups)
-                        else [torch.index_select(m.origins, 0, slots_c[s0:s1]) for s0, s1 in segs])
-            org = torch.cat(org) if len(org) > 1 else org[0]
-        c, ok = qz.codes(a, torch.cat(vs) if len(vs) > 1 else vs[0], None, org)
-        oks.append(ok)
+    # quantize: every row of the frame at once -- the ADD rows, then the UPDATE rows, whose attributes
+    # that their group does not carry are placeholders (zeros; positions at the cell origin) that
+    # take the mirror's codes below
+    F = lay[Attr.SH_REST].stop
+    org = add_origins
+    if groups:
+        x = torch.zeros((n_add + u, F), dtype=torch.float32, device=dev)
         if has_add:
-            add_codes.append(c[:n_add])
-        if segs:
-            upd_codes[a] = (c[n_add:] if has_add else c, segs)
+            x[:n_add] = add_x
+        if m.keep_origins:
+            uo = torch.index_select(m.origins, 0, slots_c)
+            org = torch.cat([add_origins, uo]) if has_add else uo
+        start, sets = n_add, []
+        for (gids, vals), k in zip(groups, sizes):
+            for a, v in vals.items():
+                x[start:start + k, lay[a]] = v
+            if Attr.POSITION not in vals and m.keep_origins and p.comps(Attr.POSITION):
+                x[start:start + k, lay[Attr.POSITION]] = org[start:start + k]
+            sets.append(tuple(a for a in present if a in vals))
+            start += k
+    else:
+        x = add_x if has_add else None
+    if has_add or groups:
+        codes, ok = qz.codes_all(x, org)
+        oks.append(ok)
+    clk("quantize")
 
     i_add_ids, i_add = None, []
     add_rows = m.no_rows
     wg_add = _width_groups(p, present)
     if has_add:
-        add_rows = torch.cat(add_codes, 1) if add_codes else torch.zeros((n_add, 0), dtype=I32, device=dev)
+        add_rows = codes[:n_add] if groups else codes
         i_add_ids = pay.add(add_ids)
         for w, attrs in wg_add:
             cols = m.col_index(attrs)
             i_add.append(pay.add(_narrow(p, w, add_rows if cols is None else add_rows[:, cols])))
+    clk("add_pack")
 
     # UPDATE: residuals against the mirror; a row's mask names the attributes that moved
     upd_slots = m.no_ids
-    upd_cols = []
+    upd_rows = m.no_rows
     i_upd_ids = i_counts = None
     i_res, wg_upd = [], []
     if groups:
+        q = codes[n_add:]
         old = torch.index_select(m.rows, 0, slots_c)
-        mask = torch.zeros(u, dtype=I64, device=dev)
-        thr = ops.thresholds or {}
-        union = [a for a in present if a in upd_codes]
-        res = {}
-        for a in union:
-            q, segs = upd_codes[a]
-            cols = m.cols[a]
-            o = old[:, cols]
-            if len(segs) != len(groups):              # groups without this attribute keep their codes
-                full = o.clone()
-                at = 0
-                for s0, s1 in segs:                   # a few contiguous runs: slice copies
-                    full[s0:s1] = q[at:at + s1 - s0]
-                    at += s1 - s0
-                q = full
-            t = 0 if p.lossless else int(thr.get(a, 0))
+        union = [a for a in present if any(a in s_ for s_ in sets)]
+        if len(set(sets)) == 1:
+            if len(union) < len(present):
+                q = torch.where(m.col_mask(union), q, old)
+        else:                                         # groups carry different attributes
+            carried = torch.zeros((u, m.ctot), dtype=torch.bool, device=dev)
+            start = 0
+            for s_, k in zip(sets, sizes):
+                for a in s_:
+                    carried[start:start + k, m.cols[a]] = True
+                start += k
+            q = torch.where(carried, q, old)
+        tcol = m.col_thresholds(ops.thresholds)
+        if tcol is None:
             # int32 codes: a residual wraps modulo 2^32 as the wire's does, so with no threshold the
-            # int32 difference is the residual; a threshold compares true distances (int64)
-            diff = q.to(I64) - o.to(I64) if p.width(a) == 4 and t else q - o
-            if t == 0:
-                moved = (diff != 0).any(1)
-            elif a is Attr.ROTATION:
-                moved = (q[:, 0] != o[:, 0]) | (diff[:, 1:].abs().amax(1) > t)
-            else:
-                moved = diff.abs().amax(1) > t
-            if t == 0:                                # unmoved rows have q == o already
-                res[a] = diff
-                upd_cols.append((cols, q))
-            else:
-                res[a] = torch.where(moved[:, None], diff, 0)
-                upd_cols.append((cols, torch.where(moved[:, None], q, o)))
-            mask.add_(moved, alpha=a.bit)
+            # int32 difference is the residual (rows and attributes that did not move have 0)
+            res = q - old
+            moved_c = res != 0
+        else:                                         # thresholds compare true distances (int64)
+            diff = q.to(I64) - old.to(I64)
+            moved_c = diff.abs() > tcol               # a rotation's component index moves at any change
+        moved = (moved_c.to(torch.float32) @ m.col_attr) > 0.5          # (u, attributes)
+        mask = (moved.to(torch.float32) @ m.attr_bits).round().to(I64)
+        if tcol is None:
+            upd_rows = q
+        else:                                         # attributes that did not move keep their codes
+            mc = moved.index_select(1, m.attr_of_col)
+            res = torch.where(mc, diff, 0)
+            upd_rows = torch.where(mc, q, old)
         _, o2 = torch.sort(mask[o1], stable=True)
         order = o1[o2]
         i_upd_ids = pay.add(ids[order])
         i_upd_slots = pay.add(slots[order])      # the host state's slots too: the mirror allots them alike
         i_counts = pay.add(torch.bincount(mask, minlength=64))
         wg_upd = _width_groups(p, union)
+        r = torch.index_select(res, 0, order)
         for w, attrs in wg_upd:
-            r = torch.cat([res[a] for a in attrs], 1) if len(attrs) > 1 else res[attrs[0]]
-            i_res.append(pay.add(_narrow(p, w, r[order])))
+            cols = m.col_index(attrs)
+            i_res.append(pay.add(_narrow(p, w, r if cols is None else r[:, cols])))
         upd_slots = slots
-
+    clk("residuals")
     # deletes (few: ids and cells go to the host as they are)
     del_ids = as_tensor(ops.delete_ids if ops.delete_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
     i_del = pay.add(del_ids) if del_ids.numel() else None
@@ -680,7 +789,9 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     i_cells = [pay.add(as_tensor(ops.delete_cells[k], dev, I64).reshape(-1)) for k in cell_levels]
     i_ok = pay.add(torch.stack(oks).all().reshape(1)) if oks else None
 
+    clk("deletes")
     h = pay.fetch()                                           # the one device-to-host copy
+    clk("fetch")
     if i_ok is not None and not h[i_ok][0]:
         _raise_bad(h, i_add_ids, m, groups)
     d = Delta.empty_like(p, seq=enc.state.seq + 1, base_seq=enc.state.seq, keyframe=ops.keyframe)
@@ -717,10 +828,11 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         f, l = p.grid.cell_range(cells, k)
         first.append(f), last.append(l)
     none = m.no_ids
-    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, add_origins, upd_slots, upd_cols,
+    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, add_origins, upd_slots, upd_rows,
                        as_tensor(d.delete_ids, dev, I64) if len(d.delete_ids) else none,
                        as_tensor(np.concatenate(first), dev, I64) if first else none,
                        as_tensor(np.concatenate(last), dev, I64) if last else none)
+    clk("host")
     return d
 
 

@@ -72,6 +72,25 @@ def test_torch_quantizer_is_bit_identical_to_profile_quantize(name, sh):
                               ref)
 
 
+@pytest.mark.parametrize("name,sh", PROFILES)
+def test_all_attributes_at_once_equal_the_codes_of_each(name, sh):
+    """codes_all (every column of packed rows in one pass, as frames are built) == codes per attribute."""
+    rng = np.random.default_rng(7 + sh)
+    p = Profile.preset(name, sh, GRID)
+    tq = TorchQuantizer(p, "cpu")
+    ids = _ids(rng, 5000)
+    present = [a for a in ATTRS if p.comps(a)]
+    vals = [_values(p, a, ids, rng) for a in present]
+    x = torch.from_numpy(np.concatenate([v.reshape(len(ids), -1) for v in vals], 1))
+    t_ids = torch.from_numpy(ids.view(np.int64))
+    got, ok = tq.codes_all(x, tq.cell_origins(t_ids) if p.quant else None)
+    want = torch.cat([tq.codes(a, torch.from_numpy(v).reshape(len(ids), -1), t_ids)[0]
+                      for a, v in zip(present, vals)], 1)
+    assert bool(ok) and got.dtype == want.dtype and torch.equal(got, want)
+    x[17, -1] = float("nan")
+    assert not bool(tq.codes_all(x, tq.cell_origins(t_ids) if p.quant else None)[1])
+
+
 @pytest.mark.parametrize("name", ["compact", "high"])
 def test_opacity_thresholds_reproduce_the_sigmoid_floor_at_every_step(name):
     p = Profile.preset(name, 0, GRID)
