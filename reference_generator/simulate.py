@@ -66,6 +66,9 @@ def timed_step(world: World, enc: Encoder, action: Action | None, *, reset_seed:
     t2 = time.perf_counter()
     frame = enc.encode_delta(d)
     t3 = time.perf_counter()
+    resume = getattr(world, "resume_ahead", None)      # the frame is done: work ahead may go on
+    if resume is not None:
+        resume()
     c = d.counts()
     rec = StepRecord(out.step, "reset" if reset_seed is not None else (action.KIND if action else "idle"),
                      c["add"], c["update"], c["delete_cells"], c["delete_ids"], out.live, len(frame),

@@ -20,7 +20,9 @@ Each step (SPEC.md 6 semantics):
   prefetch_margin`` are generated ahead on a worker thread (its own CUDA stream on a GPU), so a
   step that loads a chunk only finishes it (today's sway and ripple, remembered door angles,
   ids): a chunk's content depends on (seed, chunk) alone, so the stream is the same whether a
-  chunk was generated ahead or when needed.
+  chunk was generated ahead or when needed. The worker shares the interpreter with the caller, so
+  it holds still while the caller turns the step into a frame: from the end of ``step`` until
+  ``resume_ahead()`` (or ``prefetch_pause_ms`` later), pausing between its operations.
 * **DELETE_CELLS** -- chunks farther than ``view_radius + retire_margin`` are retired by their
   level-``chunk_level`` cells: a few cell codes instead of thousands of ids.
 * **UPDATE** -- crowns within ``dyn_radius`` sway in the wind (POSITION), pond surfaces ripple
@@ -38,6 +40,8 @@ from __future__ import annotations
 
 import math
 import random
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -71,6 +75,7 @@ class WorldConfig:
     max_chunk_loads: int = 2        # chunks generated per step
     max_add_per_step: int = 4096    # Gaussians ADDed per step: a new chunk streams in over several steps
     prefetch_margin: float = 16.0   # chunks this far beyond view_radius are generated ahead on a worker thread (0: off)
+    prefetch_pause_ms: float = 20.0  # ... and holds still after a step this long, or until resume_ahead()
     dyn_radius: float = 10.0        # foliage and water move only this close to the camera
     dt: float = 0.04                # seconds per step (25 steps/s)
     eye_height: float = 1.7
@@ -422,6 +427,34 @@ def spatial_ids(pos: torch.Tensor, grid: Grid, lo=None, hi=None) -> torch.Tensor
 
 
 # ------------------------------------------------------------------------------------ chunks ahead
+_WORKER = threading.local()          # .on: this thread generates chunks ahead
+
+
+class _Gate:
+    """When the chunk worker may run. Paused (until a deadline, or until resumed) it stops at its
+    next pause point: its Python between GPU launches would otherwise hold the interpreter lock
+    while the caller's thread builds and encodes the step's frame, delaying every launch there."""
+
+    def __init__(self):
+        self._until = 0.0
+        self._wake = threading.Event()
+
+    def pause(self, seconds: float) -> None:
+        self._wake.clear()
+        self._until = time.monotonic() + seconds
+
+    def resume(self) -> None:
+        self._until = 0.0
+        self._wake.set()
+
+    def wait(self) -> None:
+        while True:
+            left = self._until - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(left)
+
+
 class _Ahead:
     """Chunks generated ahead of need on one worker thread (on the GPU: on its own CUDA stream).
 
@@ -441,11 +474,15 @@ class _Ahead:
 
     def _make(self, seed: int, key: tuple):
         w = self.w
+        _WORKER.on = True
+        w._pause_point()
         if self.stream is None:
             lay = w._layout(key, seed)
+            w._pause_point()
             return lay, w._generate(lay)
         with torch.cuda.stream(self.stream):
             lay = w._layout(key, seed)
+            w._pause_point()
             ch = w._generate(lay)
         self.stream.synchronize()               # ready when the future is: the main stream never waits on it
         return lay, ch
@@ -523,12 +560,28 @@ class World:
         self.seed = None
         self.step_index = 0
         self._ahead = _Ahead(self) if self.cfg.prefetch_margin > 0 else None
+        self._gate = _Gate()
 
     def close(self) -> None:
         """Stop generating chunks ahead (the world stays usable; it then generates them when needed)."""
+        self._gate.resume()
         if self._ahead is not None:
             self._ahead.close()
             self._ahead = None
+
+    def resume_ahead(self) -> None:
+        """The step's frame is built and encoded: chunks may be generated ahead again (a step holds
+        that work still from its end until this call, or ``prefetch_pause_ms`` later)."""
+        self._gate.resume()
+
+    def _pause_point(self) -> None:
+        """On the chunk worker: wait here while the gate is paused (elsewhere: nothing)."""
+        if getattr(_WORKER, "on", False):
+            self._gate.wait()
+
+    def _hold_ahead(self) -> None:
+        if self._ahead is not None and self.cfg.prefetch_pause_ms > 0:
+            self._gate.pause(self.cfg.prefetch_pause_ms / 1e3)
 
     # -- public ------------------------------------------------------------------------------
     @property
@@ -547,6 +600,7 @@ class World:
 
     def reset(self, seed: int) -> StepOutput:
         """A fresh world at the spawn point; the output ADDs every chunk in range (a keyframe)."""
+        self._gate.resume()
         self.seed = int(seed)
         self.terrain = Terrain(self.seed)
         self.chunks = {}
@@ -563,6 +617,7 @@ class World:
         ids, attrs = self._emit(None)       # a keyframe carries everything in view at once
         self._rebuild_pools(keep=False)
         loaded = list(self.chunks.values())
+        self._hold_ahead()
         return StepOutput(0, True, ids, attrs, delete_ids=torch.zeros(0, dtype=I64, device=self.device),
                           camera=self.camera(), live=self.live,
                           events=[f"spawned {len(loaded)} chunks"])
@@ -570,6 +625,7 @@ class World:
     def step(self, action: Action | None = None) -> StepOutput:
         if self.seed is None:
             raise RuntimeError("call reset(seed) first")
+        self._gate.resume()       # a chunk this step needs may be in the making
         self.step_index += 1
         events: list = []
         self._act(action or Idle(), events)
@@ -591,6 +647,7 @@ class World:
             events.append(f"retired {len(retired)} chunk(s)")
         if loaded:
             events.append(f"loaded {len(loaded)} chunk(s)")
+        self._hold_ahead()
         return StepOutput(self.step_index, False, ids, attrs, updates=updates,
                           delete_ids=torch.zeros(0, dtype=I64, device=self.device), delete_cells=cells,
                           camera=self.camera(), live=self.live, events=events)
@@ -945,6 +1002,7 @@ class World:
         rgb = torch.lerp(self._tensor([_GRASS_RGB]), self._tensor([_DIRT_RGB]), mix[:, None])
         parts.append((GROUND, torch.stack([gx, gy, h], 1), nrm, rgb, torch.full((n,), cs / math.sqrt(n), device=dev),
                       torch.full((n,), 0.003, device=dev)))
+        self._pause_point()
 
         # trees: trunks and crowns
         foliage = None
@@ -960,6 +1018,7 @@ class World:
             cnt = torch.tensor([t.n_trunk for t in lay.trees], dtype=F32, device=dev)[o]
             parts.append((TRUNK, pos, radial, self._tensor([_TRUNK_RGB]).expand(o.numel(), 3),
                           (area / cnt).sqrt(), torch.full((o.numel(),), 0.004, device=dev)))
+            self._pause_point()
             C = self._tensor([(t.cx, t.cy, t.crown_z, *t.crown, t.zb + t.trunk_h, t.phase) for t in lay.trees])
             o = obj_index([t.n_crown for t in lay.trees])
             k = o.numel()
@@ -973,6 +1032,7 @@ class World:
             start = sum(p[1].shape[0] for p in parts)
             parts.append((CROWN, pos, _unit(dirs / radii), rgb, (area / cnt).sqrt() * 1.3,
                           torch.full((k,), 0.05, device=dev)))
+            self._pause_point()
             top = cc[:, 2] + cc[:, 5]
             w = ((pos[:, 2] - cc[:, 6]) / (top - cc[:, 6])).clamp(0.05, 1.0) ** 1.5 * self.cfg.sway_amplitude
             foliage = {"rows": torch.arange(start, start + k, device=dev), "w": w, "phase": cc[:, 7]}
@@ -991,6 +1051,7 @@ class World:
             cnt = torch.tensor([rk.n for rk in lay.rocks], dtype=F32, device=dev)[o]
             rgb = self._tensor([rk.rgb for rk in lay.rocks])[o] * (0.85 + 0.3 * rand(k, 1))
             parts.append((ROCK, pos, _unit(dirs / rr[:, 3:6]), rgb, (area / cnt).sqrt(), torch.full((k,), 0.004, device=dev)))
+            self._pause_point()
 
         # houses: 4 walls (one with a doorway) + roof, then the door panels
         door_parts = []
@@ -1030,6 +1091,7 @@ class World:
             area = cum[:, -1]
             cnt = torch.tensor([hs.n_wall for hs in lay.houses], dtype=F32, device=dev)[o]
             parts.append((WALL, pos, rot(ln), rgb, (area / cnt).sqrt(), torch.full((k,), 0.002, device=dev)))
+            self._pause_point()
             # doors: a panel hinged at its -y' edge, 4 cm proud of the -x' wall
             o = obj_index([hs.n_door for hs in lay.houses])
             k = o.numel()
@@ -1045,6 +1107,7 @@ class World:
             cnt = torch.tensor([hs.n_door for hs in lay.houses], dtype=F32, device=dev)[o]
             parts.append((DOOR, hinge + rot(rel_l), nrm, rgb, (hh[:, 8] * hh[:, 9] / cnt).sqrt(),
                           torch.full((k,), 0.001, device=dev)))
+            self._pause_point()
             door_parts = [(hidx, start + s, hinge) for hidx, s in
                           enumerate(torch.tensor([0] + [hs.n_door for hs in lay.houses]).cumsum(0)[:-1].tolist())]
 
@@ -1064,8 +1127,10 @@ class World:
             cnt = torch.tensor([p.n for p in lay.ponds], dtype=F32, device=dev)[o]
             start = sum(p[1].shape[0] for p in parts)
             parts.append((WATER, pos, up, rgb, (area / cnt).sqrt(), torch.zeros(k, device=dev)))
+            self._pause_point()
             water = {"rows": torch.arange(start, start + k, device=dev), "rho": rho, "phase": pp[:, 4]}
 
+        self._pause_point()
         kinds = torch.cat([torch.full((p[1].shape[0],), p[0], dtype=I64, device=dev) for p in parts])
         pos, nrm, rgb, spacing, jitter = (torch.cat([p[q] for p in parts]) for q in range(1, 6))
         attrs = self._attributes(kinds, pos, nrm, rgb, spacing, jitter, randn, rand)
@@ -1089,6 +1154,7 @@ class World:
             door_list.append(Door((i, j, hidx), rows, None, hinge, attrs[rows, P_] - hinge, attrs[rows, R_].clone(),
                                   centre))
 
+        self._pause_point()
         # rows in random order, so that the chunk can stream in over several steps with every
         # prefix a uniform subsample of it (coarse to fine); dynamic row lists follow the shuffle
         n_all = attrs.shape[0]
@@ -1156,8 +1222,10 @@ class World:
         sc[ar, (axis + 1) % 3] = t1
         sc[ar, (axis + 2) % 3] = t2
         out[:, L[Attr.SCALE]] = sc.clamp(-12.0, 2.0)
+        self._pause_point()
         q = align_quats(axis, nrm, 2 * math.pi * rand(n))
         out[:, L[Attr.ROTATION]] = q * torch.where(rand(n) < 0.5, -1.0, 1.0)[:, None]
+        self._pause_point()
         # opacity: solid surfaces mostly opaque; crowns a mix; water translucent
         u, m = rand(n), rand(n)
         solid = torch.where(m < 0.85, 1.0 - 0.35 * u ** 4, 0.05 + 0.9 * u)
@@ -1165,6 +1233,7 @@ class World:
         alpha = torch.where(kinds == CROWN, crown, torch.where(kinds == WATER, 0.55 + 0.35 * u, solid))
         alpha = alpha.clamp(1e-3, 1 - 5e-5)
         out[:, L[Attr.OPACITY]] = (torch.log(alpha) - torch.log1p(-alpha))[:, None]
+        self._pause_point()
         # colour: per-object base, per-Gaussian luminance and chroma noise
         col = rgb * (1.0 + 0.12 * randn(n, 1)) + 0.03 * randn(n, 3)
         out[:, L[Attr.SH_DC]] = ((col - 0.5) / SH_C0).clamp(-2.0, 3.0)
@@ -1177,4 +1246,5 @@ class World:
             energy = torch.exp(0.5 * randn(n) - 0.25)
             z = z * std * energy[:, None, None]
             out[:, L[Attr.SH_REST]] = z.clamp(-1.5, 1.5).reshape(n, 3 * k)
+            self._pause_point()
         return out
