@@ -52,6 +52,8 @@ _COMPACT = [(0x10C30C30C30C30C3, 2), (0x100F00F00F00F00F, 4), (0x1F0000FF0000FF,
 
 def as_tensor(x, device, dtype=None) -> torch.Tensor:
     """numpy or torch -> a tensor on ``device`` (numpy arrays on the CPU are not copied)."""
+    if isinstance(x, torch.Tensor) and x.device == device and (dtype is None or x.dtype == dtype):
+        return x                                  # already there: no dispatch at all
     if isinstance(x, np.ndarray):
         if x.dtype == np.uint64:
             x = x.view(np.int64)

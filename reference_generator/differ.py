@@ -273,13 +273,11 @@ class Differ:
         del_ids, cells = self._collapse_cells(pv["sids"][gone_rows], pv["sids"])
         updates = []
         if ch_rows.numel():
-            # only attributes whose floats changed in some row can need an UPDATE (an unchanged target
-            # leaves the decoder's codes as they were decided last time)
+            # every attribute of the changed rows goes to the frame builder, which quantizes them all in
+            # one pass anyway: an attribute whose floats did not change cannot move (its codes were
+            # decided against these very floats last time), so it drops out there, with no host round trip
             xc = x[ch_rows]
-            pc = pv["x"][ch_rows if same_order else match[ch_rows]]
-            cols = (xc.view(torch.int32) != pc.view(torch.int32)).any(0).cpu().numpy()
-            attrs = [a for a in ATTRS if self.p.comps(a) and cols[self.lay[a]].any()]
-            updates = [(sids[ch_rows], {a: xc[:, self.lay[a]] for a in attrs})]
+            updates = [(sids[ch_rows], {a: xc[:, self.lay[a]] for a in ATTRS if self.p.comps(a)})]
         ops = FloatOps(add_ids=new_ids, add=x[new_rows], updates=updates,
                        delete_ids=del_ids, delete_cells={0: cells} if cells.numel() else {},
                        thresholds=self.thr)
