@@ -14,7 +14,7 @@ from .digest import unsigned
 from .jit import kernel
 from .profile import Profile
 from .spatial import assign_slots
-from .id_index import ascending_problem, sorted_member, sorted_unique
+from .id_index import ascending_problem, id_order, sorted_member, sorted_unique
 from .state import SceneState
 from .wire import FrameEncoder, StreamHeader, encode_header
 
@@ -111,7 +111,7 @@ class Encoder:
         if add is not None:
             ids, g = add
             ids = np.asarray(ids, U64)
-            order = np.argsort(ids)  # ids are distinct: any sort is stable
+            order = id_order(ids)
             vals = _as_attr_dict(g)
             d.add_ids = ids[order]
             for a in ATTRS:  # written in id order while quantizing

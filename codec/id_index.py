@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .jit import kernel
+from .sections import parallel_map
 
 U64 = np.uint64
 _EMPTY_IDS = np.zeros(0, U64)
@@ -31,6 +32,50 @@ def sorted_member(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
         return np.zeros(len(x), bool)
     pos = np.minimum(np.searchsorted(sorted_set, x), len(sorted_set) - 1)
     return sorted_set[pos] == x
+
+
+SPLIT_SORT_MIN = 1 << 18  # ids from here up are sorted in parts on the section workers, then merged
+
+
+def id_order(ids: np.ndarray) -> np.ndarray:
+    """np.argsort of distinct uint64 ids (any sort is stable on distinct keys). A large array is
+    sorted in two halves at once on the section workers (numpy's sort releases the GIL), each
+    with its sorted keys, and the halves are then merged reading those keys in order."""
+    n = len(ids)
+    if n < SPLIT_SORT_MIN:
+        return np.argsort(ids)
+    ids = np.ascontiguousarray(ids, U64)
+    h = n // 2
+
+    def half(part):
+        o = np.argsort(part)
+        return o, part[o]
+    (a, ka), (b, kb) = parallel_map(half, [ids[:h], ids[h:]], n * 8)
+    out = np.empty(n, np.int64)
+    merge_orders(ka, a, kb, b + h, out)
+    return out
+
+
+@kernel
+def merge_orders(ka, a, kb, b, out):
+    """out = the positions a and b merged by their sorted keys ka, kb (each ascending)."""
+    i = 0
+    j = 0
+    k = 0
+    while i < a.shape[0] and j < b.shape[0]:  # without branches: the keys interleave at random
+        take_b = np.int64(kb[j] < ka[i])
+        out[k] = take_b * b[j] + (1 - take_b) * a[i]
+        j += take_b
+        i += 1 - take_b
+        k += 1
+    while i < a.shape[0]:
+        out[k] = a[i]
+        i += 1
+        k += 1
+    while j < b.shape[0]:
+        out[k] = b[j]
+        j += 1
+        k += 1
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -235,10 +280,12 @@ class IdIndex:
         """Add ids that are not live."""
         if len(ids) == 0:
             return
-        ids = np.concatenate([self.over_ids, np.asarray(ids, U64)])
-        slots = np.concatenate([self.over_slots, np.asarray(slots, np.int64)])
-        order = np.argsort(ids, kind="stable")  # two ascending runs: a merge
-        self.over_ids, self.over_slots = ids[order], slots[order]
+        ids = np.asarray(ids, U64)
+        order = np.argsort(ids, kind="stable")  # usually ascending already
+        ids, slots = ids[order], np.asarray(slots, np.int64)[order]
+        at = np.searchsorted(self.over_ids, ids)  # a linear merge into the overlay, no sort of it
+        self.over_ids = np.insert(self.over_ids, at, ids)
+        self.over_slots = np.insert(self.over_slots, at, slots)
         if len(self.over_ids) > max(4096, len(self.main_ids) >> 3) or self.tombstones > max(4096, len(self.main_ids) >> 2):
             self.compact()
 

@@ -294,7 +294,7 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
     raw = None
     if desc.compression == NONE:
         raw = stored
-    elif not plain or expected > ONE_SHOT_RATIO * len(stored):
+    elif not plain or expected > ONE_SHOT_RATIO * len(stored) or expected < STREAM_INTO_MIN:
         raw = _decompress(stored, expected)
     if into is None:
         dest = view = np.empty((comps, count), UINT[width])
@@ -330,6 +330,7 @@ def row_runs(rows: np.ndarray) -> list[tuple[int, int, int]]:
     return out
 
 
+STREAM_INTO_MIN = 1 << 16  # smaller sections: one call into bytes and a copy beats a stream reader's set-up
 ONE_SHOT_RATIO = 64  # real sections compress 1-15x; a higher claim is streamed (memory follows the data)
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"  # 0xFD2FB528, little-endian: a Zstandard frame (skippable frames are not)
 

@@ -328,3 +328,18 @@ def test_cells_and_cell_ranges_on_any_grid(grid, data):
     first, last = grid.cell_range(np.array([gid >> shift], np.uint64), level)
     assert int(first[0]) == (gid >> shift) << shift and int(last[0]) == (((gid >> shift) + 1) << shift) - 1
     assert int(first[0]) <= gid <= int(last[0]) < grid.id_limit
+
+
+def test_id_order_is_argsort_of_distinct_ids():
+    """id_order sorts large arrays in halves on the workers and merges them: the same order as argsort."""
+    from codec.id_index import SPLIT_SORT_MIN, id_order, merge_orders
+    rng = np.random.default_rng(11)
+    n = SPLIT_SORT_MIN + 12345
+    for ids in (rng.choice(1 << 39, n, replace=False).astype(np.uint64), np.arange(n, dtype=np.uint64)[::-1].copy(),
+                np.arange(n, dtype=np.uint64)):
+        assert np.array_equal(id_order(ids), np.argsort(ids))
+    keys = rng.choice(1000, 60, replace=False).astype(np.uint64)  # the merge as Python, too
+    a, b = np.argsort(keys[:25]), np.argsort(keys[25:])
+    out = np.empty(60, np.int64)
+    merge_orders.py_func(keys[:25][a], a, keys[25:][b], b + 25, out)
+    assert np.array_equal(out, np.argsort(keys))
