@@ -1,6 +1,11 @@
 """Mutation fuzzing of header decode, frame decode and apply, seeded with the conformance vectors.
 
     python -m conformance.fuzz --seconds 600 [--seed N] [--crashers DIR]
+    python -m conformance.fuzz --structured --execs N --seed S --jobs J [--report conformance/FUZZ.md]
+
+The second form is the structure-aware, coverage-guided fuzzer of fuzz_structured.py (mutations
+beneath the framing, a depth table of how far inputs got); python -m conformance.fuzz_diff runs
+its streams through the Python and the JS decoder and compares their transcripts.
 
 An input fails if decoding it raises anything but GsdError, if a frame that
 fails to apply leaves the state different from before (digest, contents or
@@ -245,6 +250,10 @@ def run_for(seconds: float, seed: int, corpus: list, crashers: str | None = None
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--structured" in argv:
+        from . import fuzz_structured
+        return fuzz_structured.main(argv)
     ap = argparse.ArgumentParser(prog="python -m conformance.fuzz", description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: time-based, printed)")
