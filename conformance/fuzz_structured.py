@@ -555,6 +555,9 @@ def reseq(frames: list[bytes]) -> list[bytes]:
             out.append(rec)
             continue
         f = p.fields
+        if prev >= (1 << 64) - 1:
+            out.append(rec)
+            continue
         if f.flags & craft.KEYFRAME:
             if f.seq == 0:
                 f.seq = prev + 1
@@ -627,8 +630,19 @@ class Entry:
         return self._ids
 
 
+MUTATOR_ERRORS = Counter()   # a value the schema's builder refuses (past its type): the mutation is skipped
+
+
 def mutate_stream(rng: random.Random, entry: Entry, corpus: list[Entry]) -> tuple[bytes, Limits, str]:
     """One structure-aware mutation (sometimes two stacked) of ``entry``; returns (data, limits, mutator)."""
+    try:
+        return _mutate_stream(rng, entry, corpus)
+    except (struct.error, OverflowError, ValueError) as e:  # not the decoder: the mutators ran it nowhere
+        MUTATOR_ERRORS[type(e).__name__] += 1
+        return entry.data, entry.limits, "unmutated"
+
+
+def _mutate_stream(rng: random.Random, entry: Entry, corpus: list[Entry]) -> tuple[bytes, Limits, str]:
     name = rng.choices(MUTATORS, WEIGHTS)[0]
     data, limits = _mutate_once(rng, name, entry, corpus)
     if rng.random() < 0.25:
@@ -734,12 +748,14 @@ def _framing_ok(buf: memoryview, limits: Limits) -> tuple[bool, int]:
     return True, n
 
 
-def execute(data: bytes, limits: Limits, budget: float = 5.0, full_compare: bool = False) -> Outcome:
-    """Decode and apply ``data`` record by record with the depth probes counting; raises fuzz.Crash."""
+def execute(data: bytes, limits: Limits, budget: float = 5.0, full_compare: bool = False,
+            lines: list | None = None) -> Outcome:
+    """Decode and apply ``data`` record by record with the depth probes counting; raises fuzz.Crash.
+    ``lines``, when given, receives the conformance transcript (conformance/README.md)."""
     old = signal.signal(signal.SIGALRM, fuzz._alarm)
     signal.setitimer(signal.ITIMER_REAL, budget)
     try:
-        return _execute(data, limits, full_compare)
+        return _execute(data, limits, full_compare, lines)
     except fuzz._Hang:
         raise fuzz.Crash("hang", f"no result within {budget:g} s") from None
     except (fuzz.Crash, GsdError):
@@ -753,8 +769,9 @@ def execute(data: bytes, limits: Limits, budget: float = 5.0, full_compare: bool
         signal.signal(signal.SIGALRM, old)
 
 
-def _execute(data: bytes, limits: Limits, full_compare: bool) -> Outcome:
+def _execute(data: bytes, limits: Limits, full_compare: bool, lines: list | None = None) -> Outcome:
     feats: set = set()
+    say = lines.append if lines is not None else (lambda _: None)
     dec = Decoder(limits=limits)
     mv = memoryview(data)
     # header: framing (magic, version, length), CRC, then its body
@@ -771,7 +788,9 @@ def _execute(data: bytes, limits: Limits, full_compare: bool) -> Outcome:
         else:
             st = METADATA
         feats.add(("h", st, code, _NUM.sub("#", e.message)))
+        say(f"header error {code}")
         return Outcome(code, st, st, feats)
+    say("header ok")
     reached = METADATA
     k = 0
     while pos < len(data):
@@ -798,6 +817,7 @@ def _execute(data: bytes, limits: Limits, full_compare: bool) -> Outcome:
                 raise fuzz.Crash("state_changed", f"{code} at frame {k} but the state changed") from None
             reached = max(reached, st)
             feats.add(("f", min(k, 3), st, code, _NUM.sub("#", e.message)))
+            say(f"frame {k} error {code}")
             return Outcome(code, reached, st, feats)
         st = DIGEST if d.digest is not None else APPLY
         reached = max(reached, st)
@@ -805,6 +825,7 @@ def _execute(data: bytes, limits: Limits, full_compare: bool) -> Outcome:
                                           3 if len(d.delete_ids) else 0, 4 if len(d.delete_ranges) else 0,
                                           5 if d.delete_cells else 0, 6 if d.palette is not None else 0) if b}))
         feats.add(("ok", min(k, 3), st, kinds, bool(d.keyframe)))
+        say(f"frame {k} ok {dec.state.digest()}")
         pos += used
         k += 1
     return Outcome("ok", DONE, None, feats)
@@ -885,12 +906,7 @@ def campaign(execs: int | None, seed: int, seconds: float | None = None, vectors
         while (execs is None or stats.execs < execs) and (seconds is None or time.monotonic() - t0 < seconds):
             parent = rng.choices(seeds, weights)[0] if not finds or rng.random() < 0.5 else \
                 finds[-1 - min(int(rng.expovariate(1 / 300)), len(finds) - 1)]
-            try:
-                data, limits, mname = mutate_stream(rng, parent, seeds)
-            except fuzz._Hang:
-                raise
-            except Exception as e:  # noqa: BLE001 -- a mutator bug must not look like a decoder finding
-                raise RuntimeError(f"mutator failed on {parent.vid}: {e}") from e
+            data, limits, mname = mutate_stream(rng, parent, seeds)
             try:
                 o = execute(data, limits, budget, full_compare=rng.random() < compare_rate)
             except fuzz.Crash as c:
