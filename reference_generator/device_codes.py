@@ -121,6 +121,7 @@ class TorchQuantizer:
         self.origin = torch.tensor(g.origin, dtype=F64, device=self.device)
         self.cell_size = float(g.cell_size)
         self.slot_bits = int(g.slot_bits)
+        self._graphs: dict = {}
         if q is None:
             return
         self.pos_step = g.cell_size / (1 << q.position_bits)
@@ -186,7 +187,25 @@ class TorchQuantizer:
     def codes_all(self, x: torch.Tensor, origins: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, F) packed float32 rows, every attribute (``protocol.attr_layout`` order) -> ((n, Ctot)
         int32 codes in the same column order, bool flag), as ``codes`` attribute by attribute but in a
-        fixed number of operations whatever the row count. ``origins``: the rows' cell origins."""
+        fixed number of operations whatever the row count. ``origins``: the rows' cell origins.
+
+        On a GPU, up to ``GRAPH_MAX_ROWS`` rows run as one replay of a CUDA graph of these operations
+        (captured once per power-of-two row count; the rows padded with zeros).
+        """
+        n = x.shape[0]
+        if GRAPHS and x.is_cuda and self.p.quant is not None and 0 < n <= GRAPH_MAX_ROWS:
+            cap = max(GRAPH_MIN_ROWS, 1 << (n - 1).bit_length())
+            if cap not in self._graphs:
+                try:
+                    self._graphs[cap] = _GraphedCodes(self, cap, x.shape[1])
+                except RuntimeError:                  # no capture here: the operations one by one
+                    self._graphs[cap] = None
+            g = self._graphs[cap]
+            if g is not None:
+                return g(x, origins)
+        return self._codes_all(x, origins)
+
+    def _codes_all(self, x: torch.Tensor, origins: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
         ok = torch.isfinite(x).all()
         if self.p.quant is None:
@@ -236,6 +255,38 @@ class TorchQuantizer:
         if not bool(ok):
             raise ValueError(f"{attr.name.lower()} has NaN or infinite values, or a position too far from its cell")
         return wire(self.p, attr, c).t().contiguous().cpu().numpy().view(self.p.dtype(attr))
+
+
+GRAPHS = True              # codes_all of a frame's rows as a CUDA graph replay on a GPU
+GRAPH_MIN_ROWS, GRAPH_MAX_ROWS = 1 << 11, 1 << 16
+
+
+class _GraphedCodes:
+    """``TorchQuantizer._codes_all`` of ``cap`` rows captured as a CUDA graph: a call copies its rows
+    in (zeros after them), replays, and copies the codes out."""
+
+    def __init__(self, qz: TorchQuantizer, cap: int, f: int):
+        dev = qz.device
+        self.x = torch.zeros((cap, f), dtype=torch.float32, device=dev)
+        self.org = torch.zeros((cap, 3), dtype=F64, device=dev)
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):             # warm-up off the capture, as CUDA graphs want
+            for _ in range(2):
+                qz._codes_all(self.x, self.org)
+        torch.cuda.current_stream(dev).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.out, self.ok = qz._codes_all(self.x, self.org)
+
+    def __call__(self, x: torch.Tensor, origins: torch.Tensor):
+        n = x.shape[0]
+        self.x[:n].copy_(x)
+        self.x[n:].zero_()
+        self.org[:n].copy_(origins)
+        self.org[n:].zero_()
+        self.graph.replay()
+        return self.out[:n].clone(), self.ok.clone()
 
 
 _UNSIGNED = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32}
