@@ -217,9 +217,7 @@ class Encoder:
     def _free_entries(self, d: Delta, taken: np.ndarray = ()) -> np.ndarray:
         """Palette indices that no live Gaussian, no ADD of ``d``, no entry set by ``d`` and none of
         ``taken`` (indices this frame already gave) uses, ascending: the entries a frame may overwrite."""
-        p = self.profile
-        slots = self.state.index.live_slots()
-        used = np.bincount(self.state.codes[Attr.SH_REST][0, slots], minlength=p.palette) > 0
+        used = self.state.palette_uses > 0
         add = d.add.get(Attr.SH_REST)
         if add is not None and add.shape[1]:
             used[add[0]] = True

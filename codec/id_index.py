@@ -300,10 +300,6 @@ class IdIndex:
         self.over_ids, self.over_slots, self.tombstones = _EMPTY_IDS, _EMPTY_SLOTS, 0
         self._cells = None
 
-    def live_slots(self) -> np.ndarray:
-        """Slots of all live ids, in no particular order (no merge: O(N) reads, nothing rebuilt)."""
-        return np.concatenate([self.main_slots[self.main_slots >= 0], self.over_slots])
-
     def sorted_items(self) -> tuple[np.ndarray, np.ndarray]:
         """All live (ids, slots) in ascending id order."""
         self.compact()

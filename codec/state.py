@@ -162,6 +162,12 @@ class SceneState:
         self.palette = np.zeros((p.rest_comps, p.palette), p.rest_dtype) if p.palette else None
         self.palette_accs = np.zeros((2, p.palette), np.uint32) if p.palette else None
         self.palette_sums = (0, 0)
+        # live Gaussians per entry (not part of the state's meaning: it tells an encoder which
+        # entries it may overwrite without scanning every live Gaussian)
+        self.palette_uses = np.zeros(p.palette, np.int64) if p.palette else None
+
+    def _count_uses(self, indices: np.ndarray, by: int) -> None:
+        np.add.at(self.palette_uses, indices.astype(np.int64), by)
 
     def palette_set(self) -> PaletteSet | None:
         """The palette's non-zero entries (all a keyframe must set: it starts from zeros); None without one."""
@@ -184,7 +190,8 @@ class SceneState:
         c.slot_ids, c.accs = self.slot_ids.copy(), self.accs.copy()
         c.index = self.index.copy()
         if self.palette is not None:
-            c.palette, c.palette_accs = self.palette.copy(), self.palette_accs.copy()
+            c.palette, c.palette_accs, c.palette_uses = self.palette.copy(), self.palette_accs.copy(), \
+                self.palette_uses.copy()
         return c
 
     # -- queries -----------------------------------------------------------------------
@@ -346,7 +353,8 @@ class SceneState:
                     raise GsdError(ErrorCode.BAD_VALUE, f"ADD {a.name}: code outside its domain")
         hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
             else (d.digest is not None or track_digest)
-        plan = {"gone": gone, "hashed": hashed, "gone_where": where[:n_del] if not firsts else None}
+        undo = []
+        plan = {"gone": gone, "hashed": hashed, "gone_where": where[:n_del] if not firsts else None, "undo": undo}
         if hashed and not self.hashed and not d.keyframe:
             self._rehash()
         s0, s1 = (0, 0) if d.keyframe else self.sums
@@ -360,7 +368,6 @@ class SceneState:
             s0, s1 = s0 - int(g0), s1 - int(g1)
         # 4. updates, block by block, in place with an undo record: from here on a failure puts the
         # state back as it was
-        undo = []
         at = n_del + n_add
         for b in d.updates:
             slots = found[at:at + len(b.ids)]
@@ -455,11 +462,19 @@ class SceneState:
             self._load_keyframe(d, plan)
         else:
             gone = plan["gone"]
+            if self.palette_uses is not None:
+                self._count_uses(self.codes[Attr.SH_REST][0, gone], -1)
+                for slots, olds, _ in plan["undo"]:
+                    for a, old in olds:
+                        if a is Attr.SH_REST:
+                            self._count_uses(old[0], -1)
+                            self._count_uses(self.codes[a][0, slots], 1)
+                self._count_uses(d.add[Attr.SH_REST][0], 1)
             if plan["gone_where"] is not None:
                 self.index.remove_found(plan["gone_where"])
             elif len(gone):
                 self.index.remove(self.slot_ids[gone])
-                self.holes += len(gone)
+            self.holes += len(gone)
             n = len(d.add_ids)
             if n:  # new Gaussians go to the tail: contiguous writes; holes are compacted in bulk
                 h = self.high
@@ -500,3 +515,5 @@ class SceneState:
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
         self.high, self.holes = n, 0
+        if self.palette_uses is not None:
+            self.palette_uses = np.bincount(self.codes[Attr.SH_REST][0], minlength=len(self.palette_uses))

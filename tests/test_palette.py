@@ -98,6 +98,9 @@ def _step(enc: Encoder, dec: Decoder, **ops):
     frame = enc.encode_delta(d)
     dec.decode_frame(frame)
     assert dec.state.equals(enc.state) and dec.state.digest() == enc.state.digest()
+    for st in (enc.state, dec.state):  # the per-entry use counts follow every add, delete and update
+        _, codes = st.sorted_codes()
+        assert np.array_equal(st.palette_uses, np.bincount(codes[Attr.SH_REST][0], minlength=len(st.palette_uses)))
     return d
 
 
