@@ -228,6 +228,8 @@ class StreamMachine(RuleBasedStateMachine):
         assert self.dec.state.equals(self.enc.state)  # palette indices and entries included
         assert self.dec.state.digest() == self.enc.state.digest()
         assert self.dec.state.digest().count == len(self.model)
+        for st in (self.dec.state, self.enc.state):  # every slot below high is live or a counted hole
+            assert st.holes == st.high - st.count
         assert self.dec.state.seq == self.enc.state.seq
         # the incrementally maintained digest equals one hashed from scratch (a fresh, unhashed load)
         ids, codes = self.dec.state.sorted_codes()
