@@ -49,12 +49,40 @@ def f10_fails(record: bytes, limits: Limits) -> bool:
             or rng > limits.max_ranges_per_frame)
 
 
-def classify(py: list[str], js: list[str], py_stage: int | None, data: bytes, limits: Limits) -> str:
-    """'same'; 'permitted': both stop at the same frame with different codes, the frame passed F1..F10
-    (the reference decoder got to its blocks, F10 rechecked here) and both codes are of F11..F14, so
+def zstd_frames(record: bytes) -> list[bytes]:
+    """The stored bytes of a frame's zstd sections (compression 1)."""
+    p = fs.parse_frame(record)
+    return [d for sec, d in zip(p.fields.sections, p.stored) if sec.compression == 1]
+
+
+def first_difference(py: list[str], js: list[str]) -> int | None:
+    """The frame index of the first line where two transcripts differ (None: the header line)."""
+    for a, b in zip(py + [""] * len(js), js + [""] * len(py)):
+        if a != b:
+            words = (a or b).split()
+            return int(words[1]) if words and words[0] == "frame" else None
+    return None
+
+
+def classify(py: list[str], js: list[str], py_stage: int | None, data: bytes, limits: Limits,
+             pristine: set | None = None) -> str:
+    """'same'; 'zstd': the transcripts part at a frame holding a zstd frame that no compressor wrote
+    (``pristine``: hashes of the zstd frames of the seed vectors and of the mutators' compressor) --
+    corrupt zstd data, which SPEC.md 4.4 lets each zstd library detect or decode as it does;
+    'permitted': both stop at the same frame with different codes, the frame passed F1..F10 (the
+    reference decoder got to its blocks, F10 rechecked here) and both codes are of F11..F14, so
     SPEC.md 4.9 lets a frame with several defects report either; else 'disagree'."""
     if py == js:
         return "same"
+    if pristine is not None:
+        k = first_difference(py, js)
+        frames = fs.split_stream(data)[1]
+        if k is not None and k < len(frames):
+            try:
+                if any(hash(z) not in pristine for z in zstd_frames(frames[k])):
+                    return "zstd"
+            except Exception:  # noqa: BLE001 -- metadata the flatbuffers reader cannot follow
+                pass
     if len(py) != len(js) or py[:-1] != js[:-1] or py_stage is None or py_stage < fs.SECTIONS:
         return "disagree"
     a, b = py[-1].split(), js[-1].split()
@@ -143,6 +171,7 @@ class DiffStats:
     streams: int = 0
     disagreements: list = field(default_factory=list)    # (kind, py lines, js lines, data, limits, vid)
     permitted: Counter = field(default_factory=Counter)   # (python code, js code) of frames with several defects
+    zstd_dependent: Counter = field(default_factory=Counter)  # (python line, js line) at corrupt zstd data
     crashes: list = field(default_factory=list)          # (who, message, data, vid)
     reached: Counter = field(default_factory=Counter)
     outcomes: Counter = field(default_factory=Counter)
@@ -155,7 +184,7 @@ class DiffStats:
         return (f"{self.streams} streams through both decoders in {self.seconds:.0f} s "
                 f"({self.streams / max(self.seconds, 1e-9):.0f}/s), {self.frames_compared} transcript lines compared; "
                 f"{len(self.disagreements)} disagreements, {sum(self.permitted.values())} permitted check-order "
-                f"differences, {len(self.crashes)} crashes; "
+                f"differences, {sum(self.zstd_dependent.values())} at corrupt zstd data, {len(self.crashes)} crashes; "
                 f"reached apply {100 * apply / n:.1f}%")
 
 
@@ -178,12 +207,15 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
     features: set = set()
     st = DiffStats()
     js = NodeDecoder(node)
+    # zstd frames a compressor wrote: those of the seed vectors, and per stream those its mutations wrote
+    seed_written = frozenset(hash(z) for e in seeds for rec in e.split()[1] for z in _zstd_or_none(rec))
+    written_of: dict[int, frozenset] = {}   # id of a find's Entry -> zstd frames its mutations wrote
     t0 = last = time.monotonic()
     pending: list = []   # (py lines or None, data, limits, vid) in the order sent
     todo = list(seeds)   # the unmutated vectors first
 
     def compare(batch) -> None:
-        for py, py_stage, data, limits, vid in batch:
+        for py, py_stage, data, limits, vid, pristine in batch:
             theirs = js.get()
             st.streams += 1
             crash = [x for x in theirs if x.startswith("crash")]
@@ -196,8 +228,16 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
             if py is None:
                 continue
             st.frames_compared += len(py)
-            verdict = classify(py, theirs, py_stage, data, limits)
-            if verdict == "permitted":
+            verdict = classify(py, theirs, py_stage, data, limits, pristine)
+            if verdict == "zstd":
+                k = first_difference(py, theirs)
+                pick = [x for x in py if x.startswith(f"frame {k} ")], [x for x in theirs if x.startswith(f"frame {k} ")]
+                st.zstd_dependent[(" ".join(pick[0][0].split()[2:3] + pick[0][0].split()[3:4]) if pick[0] else "-",
+                                   " ".join(pick[1][0].split()[2:3] + pick[1][0].split()[3:4]) if pick[1] else "-")] += 1
+                if save and sum(st.zstd_dependent.values()) <= 20:
+                    _save(save, f"zstd-{sum(st.zstd_dependent.values())}", data,
+                          "\n".join(["python:"] + py + ["", "js:"] + theirs) + "\n")
+            elif verdict == "permitted":
                 st.permitted[(py[-1].split()[-1], theirs[-1].split()[-1])] += 1
                 if save and sum(st.permitted.values()) <= 50:
                     _save(save, f"permitted-{sum(st.permitted.values())}", data,
@@ -215,13 +255,16 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
         while st.streams + len(pending) < streams:
             batch = []
             for _ in range(min(chunk, streams - st.streams - len(pending))):
+                written = frozenset()
                 if todo:
                     e = todo.pop(0)
                     data, limits, vid = e.data, e.limits, e.vid
                 else:
                     parent = rng.choices(seeds, weights)[0] if not finds or rng.random() < 0.5 else \
                         finds[-1 - min(int(rng.expovariate(1 / 300)), len(finds) - 1)]
+                    fs.WRITTEN_ZSTD = set(written_of.get(id(parent), ()))
                     data, limits, _ = fs.mutate_stream(rng, parent, seeds)
+                    written = frozenset(fs.WRITTEN_ZSTD)
                     vid = parent.vid
                 lines: list[str] = []
                 try:
@@ -239,10 +282,13 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
                     if new:
                         features |= new
                         finds.append(fs.Entry(vid, data, limits))
+                        written_of[id(finds[-1])] = written
                         if len(finds) > 4000:
+                            for gone in finds[:1000]:
+                                written_of.pop(id(gone), None)
                             del finds[:1000]
                 js.send(data, limits)
-                batch.append((lines, o.failed if o is not None else None, data, limits, vid))
+                batch.append((lines, o.failed if o is not None else None, data, limits, vid, seed_written | written))
             compare(pending)     # the previous batch, decoded by node while this one was prepared
             pending = batch
             now = time.monotonic()
@@ -253,8 +299,16 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
         compare(pending)
     finally:
         js.close()
+        fs.WRITTEN_ZSTD = None
     st.seconds = time.monotonic() - t0
     return st
+
+
+def _zstd_or_none(rec: bytes) -> list[bytes]:
+    try:
+        return zstd_frames(rec)
+    except Exception:  # noqa: BLE001 -- metadata the flatbuffers reader cannot follow
+        return []
 
 
 def _kind(py: list[str], js: list[str]) -> str:
@@ -268,6 +322,7 @@ def _kind(py: list[str], js: list[str]) -> str:
 def report_markdown(st: DiffStats, command: str) -> str:
     kinds = Counter(k for k, *_ in st.disagreements)
     dis = "\n".join(f"- {k}: {v}" for k, v in kinds.most_common()) or "none"
+    zs = ", ".join(f"python {a} / js {b}: {v}" for (a, b), v in st.zstd_dependent.most_common()) or "none"
     perm = ", ".join(f"python {a} / js {b}: {v}" for (a, b), v in st.permitted.most_common()) or "none"
     reached = " | ".join(f"{fs.STAGES[s]} {sum(v for t, v in st.reached.items() if t >= s)}" for s in range(len(fs.STAGES)))
     return f"""## Differential fuzzing (Python reference decoder vs JS decoder)
@@ -281,6 +336,10 @@ Streams reaching each stage (Python side): {reached}
 Outcomes: {", ".join(f"{k} {v}" for k, v in st.outcomes.most_common())}
 
 Disagreements: {dis}
+
+Differences at corrupt zstd data (a frame whose zstd bytes a mutation changed, no compressor wrote them:
+SPEC.md 4.4 lets each zstd library detect such corruption or decode it as it does):
+{zs}
 
 Permitted check-order differences (same frame, both codes of F11..F14, the frame past F10: SPEC.md 4.9 lets a
 frame that fails several of those checks report any of their errors): {perm}

@@ -236,13 +236,19 @@ def decompress(desc: Section, stored: bytes) -> bytes | None:
 
 
 _ZSTD = {}
+# When a set: hashes of every zstd frame compress() wrote (fuzz_diff tells frames a compressor wrote from
+# frames whose bytes a mutation changed, whose decoding SPEC.md 4.4 leaves to the zstd library).
+WRITTEN_ZSTD: set | None = None
 
 
 def compress(raw: bytes, level: int = 1) -> bytes:
     c = _ZSTD.get(level)
     if c is None:
         c = _ZSTD[level] = zstandard.ZstdCompressor(level=level)
-    return c.compress(raw)
+    out = c.compress(raw)
+    if WRITTEN_ZSTD is not None:
+        WRITTEN_ZSTD.add(hash(out))
+    return out
 
 
 def section_roles(f: FrameFields) -> dict[int, tuple[str, int, int]]:
@@ -742,8 +748,8 @@ _NUM = re.compile(r"0x[0-9a-fA-F]+|\d+")
 def _framing_ok(buf: memoryview, limits: Limits) -> tuple[bool, int]:
     if len(buf) < 16 or bytes(buf[:4]) != craft.FRAME_MAGIC:
         return False, 0
-    (n,) = struct.unpack_from("<I", buf, 4)
-    if n < 16 or n > len(buf) or n > limits.max_frame_bytes:
+    n, meta_len = struct.unpack_from("<II", buf, 4)
+    if n < 16 or n > len(buf) or n > limits.max_frame_bytes or meta_len > n - 16:   # F4..F7
         return False, 0
     return True, n
 
@@ -882,7 +888,8 @@ class Stats:
         return (f"{self.execs} executions in {self.seconds:.0f} s ({self.execs / max(self.seconds, 1e-9):.0f}/s), "
                 f"{len(self.crashes)} crashes; past the CRC {100 * self.at_least(METADATA) / n:.1f}%, "
                 f"reached apply {100 * self.at_least(APPLY) / n:.1f}%, decoded to the end "
-                f"{100 * self.at_least(DONE) / n:.1f}%; {len(self.features)} behaviours, corpus {self.corpus}")
+                f"{100 * self.at_least(DONE) / n:.1f}%"
+                + (f"; {len(self.features)} behaviours, corpus {self.corpus}" if self.features else ""))
 
 
 def seed_corpus(vectors: str = fuzz.VECTORS) -> list[Entry]:
@@ -927,6 +934,7 @@ def campaign(execs: int | None, seed: int, seconds: float | None = None, vectors
             now = time.monotonic()
             if log and now - last >= report_every:
                 stats.seconds = now - t0
+                stats.corpus = len(finds)
                 log(f"  {stats.summary()}")
                 last = now
     stats.seconds = time.monotonic() - t0

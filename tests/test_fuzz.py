@@ -3,8 +3,11 @@
 - A bounded, hypothesis-driven mutation fuzzer seeded with the conformance vectors: any exception
   other than GsdError, a failed frame that changes the state, a disagreement with validate_stream,
   or an input past its time budget fails the test (hypothesis then shrinks the mutation program).
-  GSD_FUZZ_SECONDS sets the budget (default 75); the execution count is printed. The long run is
-  ``python -m conformance.fuzz --seconds 600``.
+  GSD_FUZZ_SECONDS sets the budget (default 30); the execution count and the depth table (the stage
+  each input reached, conformance/fuzz_structured.py) are printed. Byte mutations mostly stop at the
+  framing and the checksum; tests/test_fuzz_structured.py runs the structure-aware fuzzer that gets
+  beneath them. The long runs are ``python -m conformance.fuzz --seconds 600`` and
+  ``python -m conformance.fuzz --structured --execs N --seed S --jobs J``.
 - The harness's own oracle is tested: a planted crash, state change and hang are each caught.
 - Small inputs that claim huge sizes (2^31 Gaussians, 4 GiB sections, 2^31-entry vectors) fail
   with a GsdError while Python allocations stay under a few MB (tracemalloc).
@@ -26,10 +29,11 @@ import codec.decoder
 from codec import Decoder, GsdError, Limits
 from codec.state import SceneState
 from conformance import craft, fuzz
+from conformance import fuzz_structured as fs
 from conformance.craft import ADD, DELETE_IDS, DELETE_RANGES, UPDATE, BlockFields, FrameFields, HeaderFields, Section
 
 CORPUS = fuzz.load_corpus()
-SECONDS = float(os.environ.get("GSD_FUZZ_SECONDS", "75"))
+SECONDS = float(os.environ.get("GSD_FUZZ_SECONDS", "30"))
 
 # One op: (kind, a, b, c) integers; fuzz.op_from_ints maps them onto the engine's mutation ops.
 OP = st.tuples(st.integers(0, len(fuzz.OPS) - 1), st.integers(0, 1 << 20), st.integers(0, 1 << 20),
@@ -41,6 +45,7 @@ PROGRAM = st.tuples(st.lists(st.integers(0, len(CORPUS) - 1), min_size=1, max_si
 
 def test_fuzz_decode_and_apply(capsys):
     outcomes: Counter = Counter()
+    stats = fs.Stats()
 
     @settings(max_examples=300, deadline=None, database=None, phases=(Phase.generate, Phase.shrink),
               suppress_health_check=list(HealthCheck))
@@ -51,14 +56,20 @@ def test_fuzz_decode_and_apply(capsys):
         for index in indices:
             _, data, limits = CORPUS[index]
             case = fuzz.mutate(data, ops, CORPUS, fix=fix_crc != 0)  # CRCs repaired 3 times in 4
-            outcomes[fuzz.execute(case, limits, budget=5.0, validate=validate == 0)] += 1  # a Crash fails the test
+            o = fs.execute(case, limits, budget=5.0)  # a Crash fails the test
+            stats.add(o, "bytes")
+            outcomes[o.outcome] += 1
+            if validate == 0:  # decode and validate_stream agree
+                assert fuzz.execute(case, limits, budget=5.0, validate=True) == o.outcome
 
     t0 = time.monotonic()
-    while time.monotonic() - t0 < SECONDS:
-        batch()
+    with fs.depth_probes():
+        while time.monotonic() - t0 < SECONDS:
+            batch()
     n, dt = sum(outcomes.values()), time.monotonic() - t0
+    stats.seconds = dt
     with capsys.disabled():
-        print(f"\nfuzz: {n} executions in {dt:.0f} s ({n / dt:.0f}/s), no crash; outcomes: "
+        print(f"\nbyte fuzz: {stats.summary()}\n{stats.table()}\noutcomes: "
               + ", ".join(f"{k} {v}" for k, v in outcomes.most_common()))
     # The mutations must reach deep checks, not only the framing ones.
     assert {"ok", "DIGEST_MISMATCH", "BAD_VALUE", "DECOMPRESSION_FAILED"} <= set(outcomes)
