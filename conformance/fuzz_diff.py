@@ -255,7 +255,7 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
         while st.streams + len(pending) < streams:
             batch = []
             for _ in range(min(chunk, streams - st.streams - len(pending))):
-                written = frozenset()
+                written, parent = frozenset(), None
                 if todo:
                     e = todo.pop(0)
                     data, limits, vid = e.data, e.limits, e.vid
@@ -281,7 +281,7 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
                     new = o.features - features
                     if new:
                         features |= new
-                        finds.append(fs.Entry(vid, data, limits))
+                        finds.append(fs.Entry(vid, data, limits, _ids=parent._ids if parent else None))
                         written_of[id(finds[-1])] = written
                         if len(finds) > 4000:
                             for gone in finds[:1000]:

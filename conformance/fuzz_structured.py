@@ -182,10 +182,24 @@ class ParsedFrame:
     payload: bytes          # the payload as it was
 
 
+_PARSED: dict = {}   # record bytes -> ParsedFrame (the flatbuffers library's reader is slow; records repeat)
+
+
 def parse_frame(record: bytes) -> ParsedFrame:
-    meta, payload = craft.split_frame(record)
-    f = craft.parse_frame_meta(meta)
-    return ParsedFrame(f, [payload[s.offset:s.offset + s.stored_size] for s in f.sections], bytes(payload))
+    """The record's metadata and section bytes, as a fresh copy the caller may edit."""
+    record = bytes(record)
+    p = _PARSED.get(record)
+    if p is None:
+        meta, payload = craft.split_frame(record)
+        f = craft.parse_frame_meta(meta)
+        p = ParsedFrame(f, [payload[s.offset:s.offset + s.stored_size] for s in f.sections], bytes(payload))
+        if len(_PARSED) > 20000:
+            _PARSED.clear()
+        _PARSED[record] = p
+    f = p.fields
+    return ParsedFrame(FrameFields(f.seq, f.base_seq, f.flags, f.required_features, f.digest,
+                                   [BlockFields(b.kind, b.count, b.mask, b.level, list(b.sections)) for b in f.blocks],
+                                   [replace(x) for x in f.sections], f.extra_field), list(p.stored), p.payload)
 
 
 def build_frame(p: ParsedFrame, relayout: bool = True) -> bytes:
@@ -928,7 +942,7 @@ def campaign(execs: int | None, seed: int, seconds: float | None = None, vectors
             if new:
                 stats.features |= new
                 if len(data) <= 1 << 18:
-                    finds.append(Entry(parent.vid, data, limits))
+                    finds.append(Entry(parent.vid, data, limits, _ids=parent._ids))
                     if len(finds) > max_corpus:
                         del finds[: max_corpus // 4]
             now = time.monotonic()
