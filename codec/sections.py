@@ -351,14 +351,14 @@ def check_zstd_header(stored: memoryview, expected: int) -> None:
                        "(magic 0xFD2FB528; a skippable frame is not one)")
     try:
         params = zstandard.get_frame_parameters(stored)
-        declared = zstandard.frame_content_size(stored)
+        declared = params.content_size  # ZSTD_CONTENTSIZE_UNKNOWN when absent, which no raw_size equals
     except zstandard.ZstdError as e:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd frame header: {e}") from None
     if params.dict_id != 0:
         raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd frame header names dictionary {params.dict_id}")
     if declared != expected:
-        raise GsdError(ErrorCode.DECOMPRESSION_FAILED,
-                       f"zstd frame declares {declared} bytes, section raw_size is {expected}")
+        said = "no content size" if declared >= 1 << 63 else f"{declared} bytes"
+        raise GsdError(ErrorCode.DECOMPRESSION_FAILED, f"zstd frame declares {said}, section raw_size is {expected}")
 
 
 def _zstd_one_frame(stored: memoryview, expected: int, into: list | None = None) -> bytes | None:
