@@ -789,6 +789,35 @@ def execute(data: bytes, limits: Limits, budget: float = 5.0, full_compare: bool
         signal.signal(signal.SIGALRM, old)
 
 
+_HEADERS: dict = {}   # (header record bytes, limits) -> (StreamHeader, bytes used) or the GsdError it raised
+
+
+def _header(dec: Decoder, data: bytes, limits: Limits) -> int:
+    """dec.set_header(data), with header decoding memoized: it is a pure function of the record's bytes and
+    the limits, and most inputs repeat their parent's header (the StreamHeader goes in through the API)."""
+    key = None
+    if len(data) >= 12 and data[:4] == craft.HEADER_MAGIC:
+        n = 16 + struct.unpack_from("<I", data, 8)[0]
+        if n <= len(data) and n <= 1 << 17:
+            key = (data[:n], limits)
+    if key is None:
+        return dec.set_header(data)
+    hit = _HEADERS.get(key)
+    if hit is None:
+        try:
+            used = dec.set_header(data)
+            hit = (dec.header, used)
+        except GsdError as e:
+            hit = e
+        if len(_HEADERS) > 4096:
+            _HEADERS.clear()
+        _HEADERS[key] = hit
+    if isinstance(hit, GsdError):
+        raise GsdError(hit.code, hit.message)
+    dec.set_header(hit[0])
+    return hit[1]
+
+
 def _execute(data: bytes, limits: Limits, full_compare: bool, lines: list | None = None) -> Outcome:
     feats: set = set()
     say = lines.append if lines is not None else (lambda _: None)
@@ -796,7 +825,7 @@ def _execute(data: bytes, limits: Limits, full_compare: bool, lines: list | None
     mv = memoryview(data)
     # header: framing (magic, version, length), CRC, then its body
     try:
-        pos = dec.set_header(data)
+        pos = _header(dec, data, limits)
     except GsdError as e:
         code = e.code.name
         if code == "BAD_CHECKSUM":
