@@ -35,7 +35,7 @@ def test_structured_smoke_run_reaches_deep_with_no_crash(capsys):
         print(f"\nstructured fuzz: {stats.summary()}\n{stats.table()}\noutcomes: "
               + ", ".join(f"{k} {v}" for k, v in stats.outcomes.most_common()))
     assert not stats.crashes, stats.crashes[0][0]
-    assert stats.execs > 1000
+    assert stats.execs > 500
     assert stats.at_least(fs.METADATA) >= 0.6 * stats.execs, "under 60% of executions got past the CRC"
     assert stats.at_least(fs.APPLY) >= 0.2 * stats.execs, "under 20% of executions reached apply"
     # the checks behind the framing all fire, apply's included
