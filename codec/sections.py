@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -179,6 +180,39 @@ def parallel_map(fn, items: list, total_bytes: int) -> list:
     return list(_POOL.map(fn, items))
 
 
+_CRC_POLY = 0xEDB88320  # CRC-32 (SPEC.md 4.8), reflected
+
+
+def _mult_mod_p(a: int, b: int) -> int:
+    """a * b modulo the CRC-32 polynomial (reflected bit order: bit 31 is x^0)."""
+    m = 1 << 31
+    p = 0
+    while a:
+        if a & m:
+            p ^= b
+            a ^= m
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+    return p
+
+
+_X2N = [1 << 30]  # x^(2^k) modulo the polynomial: x^1, x^2, x^4, ...
+for _ in range(31):
+    _X2N.append(_mult_mod_p(_X2N[-1], _X2N[-1]))
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """The CRC-32 of A + B from crc1 = CRC(A), crc2 = CRC(B) and len(B) (zlib's crc32_combine): crc1
+    times x^(8 len2), plus crc2. Lets section workers checksum their own output."""
+    p, n, k = 1 << 31, len2, 3
+    while n:
+        if n & 1:
+            p = _mult_mod_p(_X2N[k & 31], p)
+        n >>= 1
+        k += 1
+    return _mult_mod_p(p, crc1) ^ crc2
+
+
 SAMPLE_COLUMNS = 16384
 TRIAL_MIN_BYTES = 16384  # smaller sections take the first candidate filter
 
@@ -228,7 +262,7 @@ class SectionWriter:
         best = int(np.argmin([len(z) for z in zs]))
         return candidates[best], ((raws[best], zs[best]) if whole else None)
 
-    def _build(self, job) -> tuple[bytes, int, int, int, int]:
+    def _build(self, job) -> tuple[bytes, int, int, int, int, int]:
         planar, filters, rows = job
         if rows is not None:
             planar = planar[rows]
@@ -244,18 +278,21 @@ class SectionWriter:
                 _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
             if len(z) < len(raw):
                 comp, data = ZSTD, z
-        return data, len(raw), comp, filters, width
+        return data, len(raw), comp, filters, width, zlib.crc32(data)
 
     def parts(self) -> list:
         """Filter and compress every queued section (in parallel for big frames); fills ``descs``.
-        Returns the stored sections in payload order (the caller joins them once, into its record)."""
+        Returns the stored sections in payload order (the caller joins them once, into its record);
+        ``crcs`` then holds each one's CRC-32, taken on the worker that built it (``crc32_combine``
+        joins them to the record's without reading the payload again)."""
         total = sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r in self._queue)
         built = parallel_map(self._build, self._queue, total)
         offset = 0
         self.descs = []
-        for data, raw_len, comp, filters, width in built:
+        for data, raw_len, comp, filters, width, _ in built:
             self.descs.append(SectionDesc(offset, len(data), raw_len, comp, filters, width))
             offset += len(data)
+        self.crcs = [b[5] for b in built]
         return [b[0] for b in built]
 
     def payload(self) -> bytes:

@@ -7,12 +7,14 @@ checked here on frames whose blocks decode without error into other bytes).
 """
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 import zstandard
 
 from codec import Encoder, ErrorCode, GsdError, Limits
-from codec.sections import SectionWriter, _decompress, frame_end
+from codec.sections import SectionWriter, _decompress, crc32_combine, frame_end
 from conformance import craft
 from conformance.craft import split_frame
 
@@ -135,3 +137,11 @@ def test_limits_may_only_be_lowered():
     assert Limits.lowered(max_blocks=10**9, max_sections=7) == Limits(max_sections=7)
     with pytest.raises(TypeError):
         Limits.lowered(max_widgets=1)
+
+
+@pytest.mark.parametrize("la,lb", [(0, 0), (0, 7), (7, 0), (1, 1), (100, 3000), (12345, 1 << 20)])
+def test_crc32_combine_is_the_crc_of_the_concatenation(la, lb):
+    """Section workers checksum their own output; the record's CRC-32 is combined from those."""
+    rng = np.random.default_rng(la * 7 + lb)
+    a, b = rng.bytes(la), rng.bytes(lb)
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), lb) == zlib.crc32(a + b)
