@@ -216,7 +216,12 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
 
     def compare(batch) -> None:
         for py, py_stage, data, limits, vid, pristine in batch:
-            theirs = js.get()
+            try:
+                theirs = js.get()
+            except TimeoutError as e:   # a hang (the streams before it came back): saved, then the run stops
+                st.crashes.append(("js", f"hang: {e}", data, vid))
+                _save(save, "js-hang", data, f"{e}\nlimits {lowered(limits)}\nseed vector {vid}\n")
+                raise
             st.streams += 1
             crash = [x for x in theirs if x.startswith("crash")]
             theirs = [x for x in theirs if not x.startswith("crash")]
