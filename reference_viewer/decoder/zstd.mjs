@@ -14,12 +14,14 @@
 // raw_size bytes, which zstd decodes in one pass (it cannot write more; no window is allocated; time
 // linear in the input and output). It verifies the content checksum when the frame has one (XXH64,
 // zstd's default); the frame must be consumed entirely and give exactly raw_size bytes. Every failure,
-// including a wasm error, is DECOMPRESSION_FAILED; after one the context is replaced by a fresh one.
+// including a wasm error, is DECOMPRESSION_FAILED; after one the context is replaced by a fresh one
+// (and zstd's stack pointer, which a trap would leave lower, is reset).
 import { GsdError, fail } from './errors.mjs';
 import { K, views, alloc } from './kernel.mjs';
 
 const ZERR = 0xFFFFFF88;   // size_t results above (size_t)-120 are zstd error codes (ZSTD_isError)
 let dctx = 0;
+const sp0 = K.emscripten_stack_get_current();   // zstd's stack pointer between calls (a trap leaves it lower)
 // ZSTD_inBuffer {src, size, pos} at io, ZSTD_outBuffer {dst, size, pos} at io + 12 (wasm32 size_t)
 const io = alloc(24, 'zstd buffers');
 function context() {
@@ -30,6 +32,7 @@ function context() {
   return dctx;
 }
 function dropContext() {
+  K._emscripten_stack_restore(sp0);
   if (dctx) { try { K.ZSTD_freeDCtx(dctx); } catch { /* a broken context: its memory is lost */ } }
   dctx = 0;
 }

@@ -59,6 +59,24 @@ test('a decoder disposed, then new decoders: the same vectors decode alike', () 
   }
 });
 
+test("zstd's region and the kernel share the memory: the kernel's heap starts above it; the store's arrays start on a page", () => {
+  const p = alloc(16);
+  assert.ok(p >= 1 << 20, `kernel heap at ${p}`);   // build.mjs: ZSTD_REGION
+  K.release(p);
+  const dec = new Decoder();
+  const u8 = vectorBytes('profile_compact_sh3');
+  let pos = dec.readHeader(u8).used;
+  pos += dec.readFrame(u8.subarray(pos)).used;
+  const u = views().u32, st = dec.store.st >> 2;
+  for (const w of [1, 2, 9]) assert.equal(u[st + w] % 4096, 0, `store word ${w}`);   // rows, floats, id table
+  dec.store.reserve(dec.store.capacity * 4, dec.store.capacity * 4);                // grown: new arrays
+  const v = views().u32;
+  for (const w of [1, 2, 9]) assert.equal(v[st + w] % 4096, 0, `grown store word ${w}`);
+  while (pos < u8.length) pos += dec.readFrame(u8.subarray(pos)).used;
+  assert.equal(dec.digestText(), vector('profile_compact_sh3').expected.digests.at(-1));
+  dec.dispose();
+});
+
 test('unfilter: byte-shuffled 2-, 4- and 8-byte elements, every length around the 16-element steps', () => {
   let seed = 99;
   const rnd = () => { seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0; return seed >>> 24; };

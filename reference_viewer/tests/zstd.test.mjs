@@ -4,6 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { zstdDecompress } from '../decoder/zstd.mjs';
+import { K } from '../decoder/kernel.mjs';
 import { GsdError, xxh64 } from '../decoder/index.mjs';
 
 // 3000 bytes (i*7 % 251), level 3, with Frame_Content_Size and a content checksum (python zstandard)
@@ -115,4 +116,17 @@ test('a non-zero Dictionary_ID fails from the header even when the blocks need n
   assert.deepEqual(Array.from(zstdDecompress(laid(40, blocks, { dictId: 0, sumOf: raw }), 40)), Array.from(raw));
   fails(() => zstdDecompress(laid(40, blocks, { dictId: 1, sumOf: raw }), 40));
   fails(() => zstdDecompress(laid(40, [['rle', new Uint8Array(40)]], { dictId: 200 }), 40));
+});
+
+test("zstd's stack pointer and its malloc heap are where they were after failures and many frames", () => {
+  const sp = K.emscripten_stack_get_current(), brk = new Uint32Array(K.memory.buffer)[3488 >> 2];   // emscripten's sbrk
+  for (let k = 0; k < 50; k++) {
+    fails(() => zstdDecompress(FRAME.subarray(0, FRAME.length - 1), 3000));
+    const c = FRAME.slice(); c[20] ^= 0x5A;
+    try { zstdDecompress(c, 3000); } catch { /* DECOMPRESSION_FAILED or the checksum */ }
+    assert.deepEqual(Array.from(zstdDecompress(FRAME, 3000)), Array.from(RAW));
+  }
+  assert.equal(K.emscripten_stack_get_current(), sp);
+  assert.equal(new Uint32Array(K.memory.buffer)[3488 >> 2], brk);
+  assert.ok(brk < 1 << 20);   // below the kernel's data (build.mjs: ZSTD_REGION)
 });

@@ -19,7 +19,7 @@
 //     (ZSTD_decompressStream with the whole frame and an output of its exact size), which allocates
 //     nothing;
 //   - the import telling emscripten's JavaScript of a memory growth becomes an empty function, and the
-//     exports the decoder does not call are dropped (memory, table, malloc, free, stack helpers).
+//     exports the decoder does not call are dropped (memory, table, malloc, free).
 // The .wasm is checked in, so serving the viewer needs no build step; `--check` rebuilds into a
 // temporary folder and exits 1 when the result differs from the checked-in file
 // (tests/test_viewer_decoder.py runs it).
@@ -44,8 +44,9 @@ export const ZSTD_REGION = 1 << 20;
 // WebGPU and in Node 16+); the kernel's data and heap above zstd's region
 export const FLAGS = ['-O3', '--runtime', 'minimal', '--noAssert', '--use', 'abort=', '--enable', 'simd',
   '--memoryBase', String(ZSTD_REGION)];
-// zstd's exports the decoder calls
-const ZSTD_EXPORTS = ['ZSTD_createDCtx', 'ZSTD_freeDCtx', 'ZSTD_decompressStream'];
+// zstd's exports the decoder calls (the stack pointer's, to reset it after a trap)
+const ZSTD_EXPORTS = ['ZSTD_createDCtx', 'ZSTD_freeDCtx', 'ZSTD_decompressStream', 'emscripten_stack_get_current',
+  '_emscripten_stack_restore'];
 
 /** Replaces each s-expression of wat starting with '(' + head by rep; exactly `want` of them. */
 function replaceExpr(wat, head, rep, want) {
