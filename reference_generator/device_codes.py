@@ -257,7 +257,7 @@ class TorchQuantizer:
         return wire(self.p, attr, c).t().contiguous().cpu().numpy().view(self.p.dtype(attr))
 
 
-GRAPHS = True              # codes_all of a frame's rows as a CUDA graph replay on a GPU
+GRAPHS = False             # codes_all of a frame's rows as a CUDA graph replay on a GPU (off until measured there)
 GRAPH_MIN_ROWS, GRAPH_MAX_ROWS = 1 << 11, 1 << 16
 
 
