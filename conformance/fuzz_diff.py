@@ -236,9 +236,7 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
             verdict = classify(py, theirs, py_stage, data, limits, pristine)
             if verdict == "zstd":
                 k = first_difference(py, theirs)
-                pick = [x for x in py if x.startswith(f"frame {k} ")], [x for x in theirs if x.startswith(f"frame {k} ")]
-                st.zstd_dependent[(" ".join(pick[0][0].split()[2:3] + pick[0][0].split()[3:4]) if pick[0] else "-",
-                                   " ".join(pick[1][0].split()[2:3] + pick[1][0].split()[3:4]) if pick[1] else "-")] += 1
+                st.zstd_dependent[(_outcome_at(py, k), _outcome_at(theirs, k))] += 1
                 if save and sum(st.zstd_dependent.values()) <= 20:
                     _save(save, f"zstd-{sum(st.zstd_dependent.values())}", data,
                           "\n".join(["python:"] + py + ["", "js:"] + theirs) + "\n")
@@ -307,6 +305,15 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
         fs.WRITTEN_ZSTD = None
     st.seconds = time.monotonic() - t0
     return st
+
+
+def _outcome_at(lines: list[str], k: int | None) -> str:
+    """'ok', 'error CODE' or '-' (no line) for frame k of a transcript."""
+    for x in lines:
+        w = x.split()
+        if w[0] == "frame" and int(w[1]) == k:
+            return "ok" if w[2] == "ok" else f"error {w[3]}"
+    return "-"
 
 
 def _zstd_or_none(rec: bytes) -> list[bytes]:
