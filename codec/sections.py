@@ -215,6 +215,7 @@ def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
 
 SAMPLE_COLUMNS = 16384
 TRIAL_MIN_BYTES = 16384  # smaller sections take the first candidate filter
+RETRIAL = 15  # frames that reuse a role's trial winner before it is trialled again
 
 
 def _filter(planar: np.ndarray, filters: int) -> np.ndarray:
@@ -233,20 +234,25 @@ def _filter(planar: np.ndarray, filters: int) -> np.ndarray:
 class SectionWriter:
     """Accumulates filtered, compressed sections into one payload."""
 
-    def __init__(self, level: int = 1, min_compress: int = 64):
+    def __init__(self, level: int = 1, min_compress: int = 64, choices: dict | None = None):
         self._level = level
         self._min = min_compress
         self._queue: list = []
+        self._choices = choices
         self.descs: list[SectionDesc] = []
 
-    def add(self, planar: np.ndarray, filters: int | tuple[int, ...], rows: np.ndarray | None = None) -> int:
+    def add(self, planar: np.ndarray, filters: int | tuple[int, ...], rows: np.ndarray | None = None,
+            role=None) -> int:
         """Queue a (C, N) array, or those ``rows`` of it; returns its section index. Sections are built
         by parts() (on worker threads for a big frame, which also gather the rows).
 
-        ``filters`` may be a tuple of candidates: the one that compresses a sample
-        of the array best is used (an encoder choice; decoders read any).
+        ``filters`` may be a tuple of candidates: the one that compresses a sample of the array best is
+        used (an encoder choice; decoders read any). With a ``role`` (any hashable naming what the
+        section holds) and the writer's ``choices`` (a dict kept from frame to frame), the winner of a
+        trial is reused for that role in the next RETRIAL frames: sections of one role keep their
+        statistics through a stream, and the trial compresses the sample once per candidate.
         """
-        self._queue.append((planar, filters, rows))
+        self._queue.append((planar, filters, rows, role))
         return len(self._queue) - 1
 
     def _choose(self, planar: np.ndarray, candidates: tuple[int, ...]) -> tuple[int, tuple | None]:
@@ -263,12 +269,23 @@ class SectionWriter:
         return candidates[best], ((raws[best], zs[best]) if whole else None)
 
     def _build(self, job) -> tuple[bytes, int, int, int, int, int]:
-        planar, filters, rows = job
+        planar, filters, rows, role = job
         if rows is not None:
             planar = planar[rows]
         done = None
         if isinstance(filters, tuple):
-            filters, done = self._choose(planar, filters) if planar.nbytes >= TRIAL_MIN_BYTES else (filters[0], None)
+            if planar.nbytes < TRIAL_MIN_BYTES:
+                filters = filters[0]
+            else:
+                kept = self._choices.get((role, filters)) if self._choices is not None and role is not None else None
+                if kept is not None and kept[1] > 0:
+                    self._choices[(role, filters)] = (kept[0], kept[1] - 1)
+                    filters = kept[0]
+                else:
+                    key = (role, filters)
+                    filters, done = self._choose(planar, filters)
+                    if self._choices is not None and role is not None:
+                        self._choices[key] = (filters, RETRIAL)
         raw = _filter(planar, filters) if done is None else done[0]
         width = planar.dtype.itemsize
         comp = NONE
@@ -285,7 +302,7 @@ class SectionWriter:
         Returns the stored sections in payload order (the caller joins them once, into its record);
         ``crcs`` then holds each one's CRC-32, taken on the worker that built it (``crc32_combine``
         joins them to the record's without reading the payload again)."""
-        total = sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r in self._queue)
+        total = sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
         built = parallel_map(self._build, self._queue, total)
         offset = 0
         self.descs = []

@@ -346,12 +346,18 @@ def _blocks_py(buf: bytes, n: int, start: int, nb: int) -> list[tuple]:
 
 
 # ---------------------------------------------------------------------------------------- frames
+def _first(rows) -> int:
+    """A band's first row (its name in a section role), -1 for a whole attribute."""
+    return -1 if rows is None else int(rows[0])
+
+
 class FrameEncoder:
     """Serializes a Delta for one profile. Reuse it: it holds the zstd context."""
 
     def __init__(self, profile: Profile, level: int = 1):
         self.profile = profile
         self.level = level
+        self._choices: dict = {}  # section role -> (filter trial winner, frames left before the next trial)
 
     def _attr_filters(self, attr: Attr, residual: bool) -> tuple[int, ...]:
         """Candidate filters; the section writer keeps the one that compresses best."""
@@ -362,7 +368,7 @@ class FrameEncoder:
 
     def encode(self, d: Delta) -> bytes:
         p = self.profile
-        sw = SectionWriter(self.level)
+        sw = SectionWriter(self.level, choices=self._choices)
         blocks = []  # (kind, count, mask, level, [section indices])
         for ids in (d.delete_ids,):
             if len(ids):
@@ -378,16 +384,17 @@ class FrameEncoder:
             pal = d.palette
             secs = [sw.add(np.asarray(pal.index, np.uint16)[None, :], DELTA | SHUFFLE)]
             shuffle = SHUFFLE if pal.codes.dtype.itemsize > 1 else 0
-            secs += [sw.add(pal.codes, (shuffle, DELTA | ZIGZAG | shuffle), rows) for rows in rest_degree_rows(p.sh_degree)]
+            secs += [sw.add(pal.codes, (shuffle, DELTA | ZIGZAG | shuffle), rows, (PALETTE, _first(rows)))
+                     for rows in rest_degree_rows(p.sh_degree)]
             blocks.append((PALETTE, len(pal), 0, 0, secs))
         if len(d.add_ids):
             secs = [sw.add(d.add_ids[None, :], DELTA | SHUFFLE)]
-            secs += [sw.add(d.add[a], self._attr_filters(a, False), rows)
+            secs += [sw.add(d.add[a], self._attr_filters(a, False), rows, (ADD, a, _first(rows)))
                      for a, rows in p.wire_parts(present_attrs(p.sh_degree))]
             blocks.append((ADD, len(d.add_ids), 0, 0, secs))
         for b in d.updates:
             secs = [sw.add(b.ids[None, :], DELTA | SHUFFLE)]
-            secs += [sw.add(b.res[a], self._attr_filters(a, True), comp)
+            secs += [sw.add(b.res[a], self._attr_filters(a, True), comp, (UPDATE, a, _first(comp)))
                      for a, comp in p.wire_parts(mask_attrs(b.mask))]
             blocks.append((UPDATE, len(b.ids), b.mask, 0, secs))
         parts = sw.parts()

@@ -14,7 +14,8 @@ import pytest
 import zstandard
 
 from codec import Encoder, ErrorCode, GsdError, Limits
-from codec.sections import SectionWriter, _decompress, crc32_combine, frame_end
+from codec.sections import (DELTA, RETRIAL, SHUFFLE, ZIGZAG, SectionWriter, _decompress, crc32_combine, frame_end,
+                            read_section)
 from conformance import craft
 from conformance.craft import split_frame
 
@@ -145,3 +146,26 @@ def test_crc32_combine_is_the_crc_of_the_concatenation(la, lb):
     rng = np.random.default_rng(la * 7 + lb)
     a, b = rng.bytes(la), rng.bytes(lb)
     assert crc32_combine(zlib.crc32(a), zlib.crc32(b), lb) == zlib.crc32(a + b)
+
+
+def test_filter_trial_winner_is_reused_for_a_role_then_trialled_again(monkeypatch):
+    """A stream's sections of one role are trialled on the first frame and every RETRIAL + 1 frames
+    after; between trials the writer reuses the winner (the frames still decode to the same codes)."""
+    trials = []
+    choose = SectionWriter._choose
+
+    def counted(self, planar, candidates):
+        trials.append(planar.shape)
+        return choose(self, planar, candidates)
+    monkeypatch.setattr(SectionWriter, "_choose", counted)
+    choices: dict = {}
+    rng = np.random.default_rng(5)
+    for frame in range(2 * (RETRIAL + 1)):
+        a = np.cumsum(rng.integers(-3, 4, (3, 8000)), axis=1).astype(np.int32)
+        w = SectionWriter(level=1, choices=choices)
+        w.add(a, (ZIGZAG | SHUFFLE, DELTA | ZIGZAG | SHUFFLE), role="positions")
+        payload = w.payload()
+        d = w.descs[0]
+        got = read_section(memoryview(payload), d, 3, 8000, 4)
+        assert np.array_equal(got.view(np.int32), a)
+        assert len(trials) == 1 + frame // (RETRIAL + 1)
