@@ -174,9 +174,15 @@ class DiffStats:
     zstd_dependent: Counter = field(default_factory=Counter)  # (python line, js line) at corrupt zstd data
     crashes: list = field(default_factory=list)          # (who, message, data, vid)
     reached: Counter = field(default_factory=Counter)
+    failed: Counter = field(default_factory=Counter)      # (stage, code) where the Python side stopped
     outcomes: Counter = field(default_factory=Counter)
     frames_compared: int = 0
     seconds: float = 0.0
+
+    def table(self) -> str:
+        """The depth table of fuzz_structured (Python side)."""
+        s = fs.Stats(execs=sum(self.reached.values()), reached=self.reached, failed=self.failed)
+        return s.table()
 
     def summary(self) -> str:
         n = max(self.streams, 1)
@@ -281,6 +287,8 @@ def run(streams: int, seed: int, save: str | None = None, chunk: int = 256, vect
                 else:
                     st.reached[o.reached] += 1
                     st.outcomes[o.outcome] += 1
+                    if o.failed is not None:
+                        st.failed[(o.failed, o.outcome)] += 1
                     new = o.features - features
                     if new:
                         features |= new
@@ -345,6 +353,8 @@ def report_markdown(st: DiffStats, command: str) -> str:
 
 Streams reaching each stage (Python side): {reached}
 
+{st.table()}
+
 Outcomes: {", ".join(f"{k} {v}" for k, v in st.outcomes.most_common())}
 
 Disagreements: {dis}
@@ -373,6 +383,7 @@ def main(argv=None) -> int:
     with fs.depth_probes():
         st = run(a.streams, seed, a.save, a.chunk, a.vectors, log=lambda m: print(m, flush=True), node=a.node)
     print(st.summary())
+    print(st.table())
     for kind, v in Counter(k for k, *_ in st.disagreements).most_common():
         print(f"  {v} x {kind}")
     if a.report:

@@ -25,7 +25,7 @@ def test_python_and_js_decoders_agree_on_mutated_streams(capsys, tmp_path):
     with fs.depth_probes():
         st = fd.run(STREAMS, seed=4242, save=str(tmp_path))
     with capsys.disabled():
-        print(f"\ndifferential fuzz: {st.summary()}"
+        print(f"\ndifferential fuzz: {st.summary()}\n{st.table()}"
               + "".join(f"\n  permitted: python {a} / js {b}: {v}" for (a, b), v in st.permitted.most_common()))
     assert st.streams == STREAMS
     assert not st.crashes, st.crashes[0][:2]
