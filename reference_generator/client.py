@@ -30,6 +30,7 @@ from codec.limits import SPEC_LIMITS, Limits
 from codec.wire import frame_is_keyframe
 
 from .actions import Action, to_json
+from .flow import wait_for
 
 
 @dataclass
@@ -221,7 +222,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            data = await asyncio.wait_for(self._receive_binary(), left)
+            data = await wait_for(self._receive_binary(), left)
             info, self._info = self._info, None
             if self.drop_next:
                 self.drop_next -= 1

@@ -8,16 +8,45 @@ Two halves with one owner each, so no lock is needed:
 * ``Window`` lives on the event loop: the seq and digest of each frame sent and not yet
   acknowledged (at most ``W``), the byte-rate budget, and the ack checks of 11.5.
 
-Neither does I/O; the server (``server.py``) wires them to a WebSocket.
+Neither does I/O; the server (``server.py``) wires them to a WebSocket. ``wait_for`` is the
+timeout both sides of the session use (server and client): ``asyncio.wait_for`` of Python 3.10
+and 3.11 loses a cancellation that arrives as the awaited operation completes, which would leave a
+session's sender running after its session ended.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
 
 from codec import Delta, Encoder, compose
 from codec.digest import Digest
+
+
+async def wait_for(aw, timeout: float | None):
+    """``await aw`` with a timeout (``asyncio.TimeoutError``), never swallowing a cancellation.
+
+    ``asyncio.wait_for`` before Python 3.12 returns the result when the task awaiting it is
+    cancelled in the same loop iteration as ``aw`` completes: the cancel is lost and the task goes
+    on. Here a cancelled caller always gets ``CancelledError`` (``aw`` cancelled if unfinished)."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        _abandon(task)
+        raise
+    if not done:
+        _abandon(task)
+        raise asyncio.TimeoutError
+    return task.result()
+
+
+def _abandon(task: asyncio.Future) -> None:
+    """Cancel ``task`` without waiting for it (a write stuck on a dead socket may take long to
+    unwind); its outcome is read when it ends, so it logs no 'exception never retrieved'."""
+    task.cancel()
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
 
 @dataclass

@@ -39,7 +39,7 @@ from aiohttp import WSMsgType, web
 from codec.digest import Digest
 
 from .actions import from_json
-from .flow import FrameTooLarge, Window
+from .flow import FrameTooLarge, Window, wait_for
 from .metrics import JsonFormatter, Metrics, Rate, event, percentile
 from .world import WorldConfig
 from .worldhost import BusyMeter, ProcessPool, WorldHost
@@ -259,6 +259,7 @@ class Session:
         self.frames = 0
         self.bytes = 0
         self.resyncs = 0
+        self.closing = False                 # set when the session ends: the sender stops at its next turn
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -281,14 +282,22 @@ class Session:
             log.exception("session %s failed", self.sid)
             code, reason = SERVER_ERROR, f"server error: {type(e).__name__}"
         finally:
+            self.closing = True
             if sender:
+                # The sender ends on the cancel, or at its next turn of the loop if a cancel is ever
+                # lost (it waits on ``wake``); the session never waits on it for more than 2 s.
                 sender.cancel()
-                await asyncio.gather(sender, return_exceptions=True)
+                self.wake.set()
+                done, _ = await asyncio.wait({sender}, timeout=2.0)
+                if done:
+                    sender.cancelled() or sender.exception()
+                else:
+                    log.warning("session %s: sender still running 2 s after the session ended", self.sid)
             if self.host and self.link is not None:
                 await self.server.release(self.host, self.link)
             if not self.ws.closed:
                 try:
-                    await asyncio.wait_for(self.ws.close(code=code, message=reason[:120].encode()), 2.0)
+                    await wait_for(self.ws.close(code=code, message=reason[:120].encode()), 2.0)
                 except (asyncio.TimeoutError, ConnectionError, RuntimeError):
                     pass
             self.m.closes.labels(str(code)).inc()
@@ -404,12 +413,12 @@ class Session:
 
     # -- server -> client ----------------------------------------------------------------------
     async def _send_loop(self) -> None:
-        while True:
+        while not self.closing:
             self.host.waiting(self.link, self.window.open() and self.window.wait_for_budget(1) == 0)
             await self.wake.wait()
             self.wake.clear()
             self.host.waiting(self.link, False)
-            while self.window.open() and self.host.failed is None:
+            while self.window.open() and self.host.failed is None and not self.closing:
                 wait = self.window.wait_for_budget(1)
                 if wait > 0:
                     await asyncio.sleep(wait)
@@ -426,7 +435,7 @@ class Session:
         info = {"type": "frame", "seq": f.seq, "keyframe": f.keyframe, "steps": f.composed,
                 "actions": mine, "bytes": len(f.data), "camera": f.camera}
         try:
-            await asyncio.wait_for(self._send_pair(json.dumps(info), f.data), self.cfg.send_timeout)
+            await wait_for(self._send_pair(json.dumps(info), f.data), self.cfg.send_timeout)
         except asyncio.TimeoutError:
             raise SessionClosed(4001, f"client read nothing for {self.cfg.send_timeout:g} s") from None
         except ConnectionError:                              # the client went away mid-write: not a server error
@@ -634,14 +643,22 @@ class Server:
         return web.json_response(self.admission_state())
 
     async def _on_shutdown(self, app) -> None:
-        for s in list(self.sessions.values()):
+        """Close every session at once (1001), each given at most 2 s for its client's reply."""
+        async def bye(s: Session) -> None:
+            s.closing = True
+            s.wake.set()
             if not s.ws.closed:
-                await s.ws.close(code=GOING_AWAY, message=b"server shutting down")
+                try:
+                    await wait_for(s.ws.close(code=GOING_AWAY, message=b"server shutting down"), 2.0)
+                except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+                    pass
+        await asyncio.gather(*(bye(s) for s in list(self.sessions.values())))
 
     # -- running -------------------------------------------------------------------------------
     async def start(self) -> int:
         """Listen; returns the bound port (useful with port 0)."""
-        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        # handlers still running 5 s after the sessions were told to close are cancelled
+        self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port)
         await site.start()

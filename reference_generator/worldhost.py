@@ -40,7 +40,7 @@ import torch
 from codec import Encoder
 
 from .actions import Action, Idle, coalesce
-from .flow import OutFrame, Pending
+from .flow import OutFrame, Pending, wait_for
 from .protocol import to_delta
 from .world import World, WorldConfig
 
@@ -417,7 +417,7 @@ class WorldHost:
             if delay <= 0:
                 return []
             try:
-                await asyncio.wait_for(self._kick.wait(), delay)
+                await wait_for(self._kick.wait(), delay)
             except asyncio.TimeoutError:
                 return []
         taken = [self.queue.popleft()]

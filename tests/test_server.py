@@ -860,3 +860,138 @@ def test_server_busy_reads_the_retry_delay_of_spec_11_7():
     for reason in ("server busy", "retry-after=0 x", "retry-after=x", "retry-after=12s", "retry-after=99999 x"):
         assert ServerBusy(1013, reason).retry_after == 10.0, reason   # no readable N: 10 s
     assert ServerBusy(1013, "retry-after=9000 x").retry_after == 3600  # beyond the range: its upper end
+
+
+# ------------------------------------------------------------------------------ bursts and ending sessions
+def test_wait_for_passes_on_a_cancel_that_arrives_as_the_operation_completes():
+    """flow.wait_for: the cancel of a task whose awaited operation completes in the same loop
+    iteration reaches the task (asyncio.wait_for of Python 3.10/3.11 returns the result instead,
+    and a session's sender cancelled that way went on for ever)."""
+    from reference_generator.flow import wait_for
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        t = asyncio.create_task(wait_for(fut, 10))
+        await asyncio.sleep(0)                               # t now waits on fut
+        fut.set_result(1)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        slow = loop.create_future()
+        with pytest.raises(asyncio.TimeoutError):
+            await wait_for(slow, 0.05)
+        assert slow.cancelled()                              # a timed-out operation is cancelled
+        assert await wait_for(asyncio.sleep(0, "ok"), 1) == "ok"
+    run(go())
+
+
+def _burst(kind: str, n: int, ids: bool) -> list:
+    from reference_generator.actions import ACTION_TYPES, to_json
+    cls = ACTION_TYPES.get(kind)
+    base = to_json(cls()) if cls else {"type": "action", "seq": 0, "kind": kind, "params": {}}
+    return [json.dumps({**base, **({"id": i} if ids else {})}) for i in range(n)]
+
+
+async def _close_of(ws, timeout=10.0) -> tuple:
+    """Read (and drop) frames until the server closes; (code, reason)."""
+    end = time.monotonic() + timeout
+    while True:
+        msg = await asyncio.wait_for(ws.receive(), max(0.01, end - time.monotonic()))
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+            return ws.close_code, msg.extra
+
+
+BURSTS = [(k, n, ids) for k in ("move", "strafe", "turn", "look", "jump", "interact", "pose", "idle", "fly")
+          for n, ids in ((300, True), (2000, False))]
+
+
+def test_a_burst_of_any_action_kind_over_the_rate_limit_closes_1008_and_ends_the_session():
+    """A burst of one kind of action, back to back (every kind of the reference world, and one it
+    does not know), over the default rate limit (120/s, bursts of 240), while the world ticks and
+    frames flow: close 1008 naming the rate, and the session is gone from /sessions at once."""
+    async def go():
+        async with server(actions_per_second=120, action_burst=240, tick_hz=25) as s:
+            async with aiohttp.ClientSession() as http:
+                for kind, n, ids in BURSTS:
+                    ws = await raw_ws(s.url, http)
+                    await ws.send_str(json.dumps(HELLO))
+                    assert (await ws.receive()).type == aiohttp.WSMsgType.BINARY      # header
+                    for text in _burst(kind, n, ids):
+                        await ws.send_str(text)
+                    code, reason = await _close_of(ws)
+                    assert (code, "rate" in reason) == (1008, True), (kind, n, code, reason)
+                    await wait_until(lambda: not s.sessions, timeout=3)
+                    rows = await (await http.get(s.http + "/sessions")).json()
+                    assert rows == [], (kind, rows)
+                    await ws.close()
+    run(go())
+
+
+def test_a_session_ends_even_when_its_sender_loses_the_cancel(monkeypatch):
+    """The session's end does not depend on its sender task honouring a cancel: a sender parked
+    in a write that swallows the cancel (what asyncio.wait_for of Python <= 3.11 does when the
+    write completes as the cancel arrives) still stops, the close reaches the client and the
+    session leaves /sessions."""
+    from reference_generator.server import Session
+    write = Session._write
+
+    async def write_losing_cancel(self, f):
+        try:
+            await write(self, f)
+            await asyncio.Event().wait()                     # parked here until cancelled
+        except asyncio.CancelledError:
+            pass                                             # ... and the cancel is lost
+
+    monkeypatch.setattr(Session, "_write", write_losing_cancel)
+
+    async def go():
+        async with server(actions_per_second=5, action_burst=5) as s:
+            async with aiohttp.ClientSession() as http:
+                ws = await raw_ws(s.url, http)
+                await ws.send_str(json.dumps(HELLO))
+                await ws.receive()                           # header
+                await wait_until(lambda: any(x.frames for x in s.sessions.values()))
+                t0 = time.monotonic()
+                for text in _burst("idle", 20, True):
+                    await ws.send_str(text)
+                code, reason = await _close_of(ws, 5)
+                assert code == 1008 and "rate" in reason
+                await wait_until(lambda: not s.sessions, timeout=3)
+                assert time.monotonic() - t0 < 4
+    run(go())
+
+
+def test_shutdown_ends_sessions_within_seconds_even_with_stuck_senders(monkeypatch):
+    """Server.stop (SIGTERM) with sessions whose senders lost their cancel (as above) and whose
+    clients never read, so never answer the close: every session gets 1001 at once and at most
+    2 s for the answer; the stop is not held for aiohttp's 60 s shutdown wait."""
+    from reference_generator.server import Session
+    write = Session._write
+
+    async def write_losing_cancel(self, f):
+        try:
+            await write(self, f)
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+
+    monkeypatch.setattr(Session, "_write", write_losing_cancel)
+
+    async def go():
+        s = Server(config(tick_hz=25))
+        port = await s.start()
+        async with aiohttp.ClientSession() as http:
+            socks = []                                        # held: a dropped client socket closes
+            for _ in range(3):
+                ws = await raw_ws(f"ws://127.0.0.1:{port}/ws", http)
+                await ws.send_str(json.dumps(HELLO))
+                await ws.receive()                            # from here on nobody reads
+                socks.append(ws)
+            await wait_until(lambda: len(s.sessions) == 3 and all(x.frames for x in s.sessions.values()), 30)
+            t0 = time.monotonic()
+            await s.stop()
+            took = time.monotonic() - t0
+            assert took < 5, took
+            assert not s.sessions
+    run(go())
