@@ -17,7 +17,7 @@
 // session starts over), so its memory is reused; the first rep of the process also pays for fresh
 // memory (page faults) and is reported on its own.
 //
-// Streams are generated into DIR (default: $TMPDIR/gsd-viewer-bench-<n>-<deltas>) with
+// Streams are generated into DIR (default: $TMPDIR/gsd-viewer-bench-compact-ck-<n>-<deltas>) with
 // .venv/bin/python reference_viewer/bench/make_streams.py when missing. Writes the
 // "## Decoder (Node)" section of reference_viewer/VIEWER_BENCH.md (other sections are kept).
 import { existsSync, readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
@@ -29,6 +29,10 @@ import { Decoder } from '../decoder/index.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..', '..');
+
+// the name of the streams' cache: a new one when make_streams.py or the codec's output changes in a way
+// that matters to the figures (compact: the profile pinned; ck: sections with zstd's content checksum)
+const STREAMS = 'compact-ck';
 
 function args(argv) {
   const a = { n: 1_000_000, reps: 5, dir: null, write: true, warmup: 10, deltas: 100, before: null };
@@ -42,7 +46,7 @@ function args(argv) {
     else if (k === '--before') a.before = argv[++i];
     else throw new Error(`unknown argument ${k}`);
   }
-  a.dir ||= join(tmpdir(), `gsd-viewer-bench-${a.n}-${a.deltas}`);
+  a.dir ||= join(tmpdir(), `gsd-viewer-bench-${STREAMS}-${a.n}-${a.deltas}`);
   return a;
 }
 
@@ -75,7 +79,7 @@ function checkOnly(dec, u8) {
 
 /**
  * Deltas in sequence against one decoder, each against the state the previous left, appended to o
- * = {tDelta, tParse, counts}; the final digest is checked and the decoder disposed (so that only one
+ * = {tDelta, cDelta (the process's CPU ms), tParse, counts}; the final digest is checked and the decoder disposed (so that only one
  * scene is in memory, as in the viewer).
  */
 function runDeltas(Dec, ds, a, info, o) {
@@ -88,10 +92,10 @@ function runDeltas(Dec, ds, a, info, o) {
     checkOnly(dec, ds[k]);
     const dp = performance.now() - tp;
     if (k - 2 >= a.warmup) o.tParse.push(dp);
-    const t = performance.now();
+    const c = process.cpuUsage(), t = performance.now();
     const r = dec.readFrame(ds[k]);
-    const dt = performance.now() - t;
-    if (k - 2 >= a.warmup) o.tDelta.push(dt);
+    const dt = performance.now() - t, u = process.cpuUsage(c);
+    if (k - 2 >= a.warmup) { o.tDelta.push(dt); o.cDelta.push((u.user + u.system) / 1000); }
     o.counts = r.counts;
     dec.store.takeDirty();   // as the renderer does after every frame (untimed)
   }
@@ -145,7 +149,8 @@ async function main() {
   prevA.dec = prevB.dec = null;
   loads.push(loadavg());
   // a. deltas, in sequence against one decoder at a time (with --before: after, before, before, after)
-  const after = { tDelta: [], tParse: [], counts: null }, before = Before ? { tDelta: [], tParse: [], counts: null } : null;
+  const after = { tDelta: [], cDelta: [], tParse: [], counts: null };
+  const before = Before ? { tDelta: [], cDelta: [], tParse: [], counts: null } : null;
   for (const which of Before ? [0, 1, 1, 0] : [0]) {
     if (which === 0) runDeltas(Decoder, ds, a, info, after); else runDeltas(Before, ds, a, info, before);
   }
@@ -175,6 +180,7 @@ async function main() {
               `(ops per delta: ${counts.add} add, ${counts.update} update, ${counts.deleteIds} delete), keyframe ` +
               `${kf[1].length.toLocaleString('en')} bytes; digests verified on every frame; ` +
               `${after.tDelta.length} deltas, ${a.reps} keyframes per decoder. CPU time of the process per ` +
+              `delta (median): ${fmt(median(after.cDelta))} ms${Before ? ` (before: ${fmt(median(before.cDelta))} ms)` : ''}, per ` +
               `keyframe (the runs after the first, median): ${fmt(median(warm(prevA.cpu)))} ms` +
               `${Before ? ` (before: ${fmt(median(warm(prevB.cpu)))} ms)` : ''}: other jobs on the machine stretch ` +
               `the wall-clock figures beyond it.`;
@@ -182,10 +188,11 @@ async function main() {
   console.log(env);
   if (!a.write) return;
   const section = ['## Decoder (Node)', '',
-    'JavaScript + wasm decode + apply (`reference_viewer/decoder`: framing, CRC-32, FlatBuffers metadata, zstd via the',
-    'vendored zstddec (wasm), unfilter, code validation, apply into the SceneStore including the dequantized float view the',
-    'renderer uploads, GSD-HASH check; the loops in the wasm kernel `decoder/wasm/kernel.wasm`). Streams from',
-    '`reference_viewer/bench/make_streams.py` (built like `bench/run.py`: `bench.scenes.DeltaRig`, compact profile).',
+    'JavaScript + wasm decode + apply (`reference_viewer/decoder`: framing, CRC-32, FlatBuffers metadata, zstd (zstddec\'s',
+    'build of its C decoder, merged into the kernel), unfilter, code validation, apply into the SceneStore including the',
+    'dequantized float view the renderer uploads, GSD-HASH check; the loops in the wasm kernel `decoder/wasm/kernel.wasm`).',
+    'Streams from `reference_viewer/bench/make_streams.py` (built like `bench/run.py`: `bench.scenes.DeltaRig`, compact',
+    'profile, sections with zstd\'s content checksum).',
     'Wall-clock times, median / min.', '',
     table, '', env, '', NOTES, '',
     `Reproduce: \`node reference_viewer/bench/decode_bench.mjs --n ${info.n}${a.before ? ` --before ${a.before}` : ''}\``, ''].join('\n');

@@ -3,7 +3,8 @@
     .venv/bin/python reference_viewer/bench/make_streams.py OUTDIR [--n 1000000] [--deltas 33] [--seed 0]
 
 OUTDIR/keyframe.gsd   header + one keyframe of the n-Gaussian synthetic SH3 scene, compact profile
-                      (bench/scenes.profile_for + Encoder.keyframe, as bench/run.py's keyframe rows)
+                      (the profile the decoder targets are stated for, whatever gsd encode's default;
+                      Encoder.keyframe, as bench/run.py's keyframe rows)
 OUTDIR/deltas.gsd     the same header + keyframe, then `--deltas` 5,000-Gaussian mixed deltas
                       (bench/scenes.DeltaRig: 3,000 moves, 1,000 recolours, 500 adds, 500 deletes),
                       each against the state left by the previous one, every frame with its digest
@@ -21,8 +22,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..", "..")))
 
 from bench.scenes import MIX, DeltaRig  # noqa: E402
-from codec import DEFAULT_PROFILE  # noqa: E402
 from codec.synthetic import synthetic_scene  # noqa: E402
+
+PROFILE = "compact"
 
 
 def main(argv=None) -> int:
@@ -35,7 +37,7 @@ def main(argv=None) -> int:
     os.makedirs(a.outdir, exist_ok=True)
     t0 = time.perf_counter()
     g = synthetic_scene(a.n, 3, a.seed)
-    rig = DeltaRig(g, DEFAULT_PROFILE, room=a.deltas * MIX["n_add"], seed=a.seed)
+    rig = DeltaRig(g, PROFILE, room=a.deltas * MIX["n_add"], seed=a.seed)
     header = rig.enc.header_bytes()
     with open(os.path.join(a.outdir, "keyframe.gsd"), "wb") as f:
         f.write(header + rig.keyframe)
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
         raise SystemExit("encoder and decoder states differ")
     with open(os.path.join(a.outdir, "deltas.gsd"), "wb") as f:
         f.write(header + rig.keyframe + b"".join(frames))
-    info = dict(n=a.n, sh_degree=3, profile=DEFAULT_PROFILE, deltas=a.deltas, delta_counts=counts,
+    info = dict(n=a.n, sh_degree=3, profile=PROFILE, deltas=a.deltas, delta_counts=counts,
                 keyframe_bytes=len(rig.keyframe), delta_bytes=[len(x) for x in frames],
                 final_digest=str(rig.dec.state.digest()), seconds=round(time.perf_counter() - t0, 1))
     with open(os.path.join(a.outdir, "info.json"), "w") as f:
