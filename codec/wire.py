@@ -402,8 +402,12 @@ class FrameEncoder:
         frame_len = _PREFIX.size + len(meta) + sum(len(x) for x in parts) + 4
         head = _PREFIX.pack(FRAME_MAGIC, frame_len, len(meta))
         crc = zlib.crc32(meta, zlib.crc32(head))
-        for x, c in zip(parts, sw.crcs):
-            crc = crc32_combine(crc, c, len(x))
+        if frame_len < PARALLEL_MIN_BYTES:  # a combine costs more than checksumming a small part again
+            for x in parts:
+                crc = zlib.crc32(x, crc)
+        else:
+            for x, c in zip(parts, sw.crcs):
+                crc = crc32_combine(crc, c, len(x))
         return b"".join((head, meta, *parts, struct.pack("<I", crc)))
 
 _SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored_size", "<u4"), ("raw_size", "<u4"), ("compression", "u1"),
