@@ -757,7 +757,7 @@ class Outcome:
     features: set = field(default_factory=set)
 
 
-_NUM = re.compile(r"0x[0-9a-fA-F]+|\d+")
+_NUM = re.compile(r"\w*\d\w*")   # numbers, hex digests, names with numbers: blanked in feature messages
 
 
 def _framing_ok(buf: memoryview, limits: Limits) -> tuple[bool, int]:
@@ -951,10 +951,12 @@ def campaign(execs: int | None, seed: int, seconds: float | None = None, vectors
     finds: list[Entry] = []
     stats = Stats()
     t0 = last = time.monotonic()
-    with depth_probes() as complete:
+    stop = _Stop()
+    with depth_probes() as complete, stop:
         if not complete and log:
             log("note: some decoder pipeline probes are missing; their stages are inferred from error codes")
-        while (execs is None or stats.execs < execs) and (seconds is None or time.monotonic() - t0 < seconds):
+        while (execs is None or stats.execs < execs) and (seconds is None or time.monotonic() - t0 < seconds) \
+                and not stop.requested:
             parent = rng.choices(seeds, weights)[0] if not finds or rng.random() < 0.5 else \
                 finds[-1 - min(int(rng.expovariate(1 / 300)), len(finds) - 1)]
             data, limits, mname = mutate_stream(rng, parent, seeds)
@@ -984,6 +986,28 @@ def campaign(execs: int | None, seed: int, seconds: float | None = None, vectors
     stats.seconds = time.monotonic() - t0
     stats.corpus = len(finds)
     return stats
+
+
+class _Stop:
+    """SIGTERM ends a campaign after the current execution (its stats and report are kept); in the main
+    thread only, and the previous handler comes back afterwards."""
+
+    requested = False
+
+    def __enter__(self):
+        import threading
+        self.old = None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGTERM, self.old)
+        return False
 
 
 def _save(crashers: str | None, c: fuzz.Crash, data: bytes, vid: str, limits: Limits) -> None:
