@@ -10,6 +10,9 @@ robot simulator). The client follows SPEC.md 11: it acknowledges every applied f
 digest, and on a frame error keeps its state, sends one ``resync`` and drops non-keyframes until
 a keyframe arrives. ``run_script`` adds reconnection (a restarted server gets a new hello).
 
+A server that checks session tokens (SPEC.md 11.8) gets one from ``Client(url, token=...)``, sent
+as ``Authorization: Bearer TOKEN``; a refused token raises ``NotAuthorised`` (close 4002 or 4003).
+
 A server that is too busy for a new session closes it at once with 1013 and ``retry-after=N``
 in the reason (SPEC.md 11.7): ``connect`` raises ``ServerBusy`` with that delay, and
 ``run_script`` waits it out (plus up to half again, at random) before trying again.
@@ -66,6 +69,12 @@ class ProtocolClosed(Exception):
 
 
 TRY_AGAIN_LATER = 1013
+UNAUTHORISED, FORBIDDEN = 4002, 4003     # SPEC.md 11.8: no valid token; a token that does not grant this
+
+
+class NotAuthorised(ProtocolClosed):
+    """The server refused the token (4002: none, malformed, forged or expired; 4003: it does not
+    grant this world, or a watch-only session acted). Retrying with the same token does not help."""
 DEFAULT_RETRY_AFTER = 10.0          # SPEC.md 11.7: a 1013 without a readable delay
 
 
@@ -85,8 +94,9 @@ class ServerBusy(ProtocolClosed):
 class Client:
     def __init__(self, url: str, *, max_sh_degree: int = 3, max_gaussians: int = 2_000_000,
                  max_bytes_per_second: int = 250_000_000, max_frame_bytes: int = 64 << 20,
-                 ack: bool = True, origin: str | None = None, record: str | None = None):
+                 ack: bool = True, origin: str | None = None, record: str | None = None, token: str | None = None):
         self.url = url
+        self.token = token                   # session token (SPEC.md 11.8), sent as Authorization: Bearer
         self.hello = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1"], "max_sh_degree": max_sh_degree,
                       "budgets": {"max_gaussians": max_gaussians, "max_bytes_per_second": max_bytes_per_second,
                                   "max_frame_bytes": max_frame_bytes}}
@@ -119,7 +129,11 @@ class Client:
         server refuses the session for load (SPEC.md 11.7)."""
         await self._drop_connection()
         self._http = aiohttp.ClientSession()
-        headers = {"Origin": self.origin} if self.origin else None
+        headers = {}
+        if self.origin:
+            headers["Origin"] = self.origin
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         self._ws = await self._http.ws_connect(self.url, max_msg_size=self.limits.max_frame_bytes + 1024,
                                                headers=headers, autoping=True)
         try:
@@ -133,6 +147,9 @@ class Client:
                 self.stats.refusals += 1
                 await self._drop_connection()
                 raise ServerBusy(e.code, e.reason) from None
+            if e.code in (UNAUTHORISED, FORBIDDEN):
+                await self._drop_connection()
+                raise NotAuthorised(e.code, e.reason) from None
             raise
         self.decoder = Decoder(limits=self.limits)
         self.decoder.set_header(data, message=True)

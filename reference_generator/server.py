@@ -9,6 +9,11 @@ connection gets a private world), ``/metrics`` is Prometheus text, ``/sessions``
 (with the admission state in its ``GSD-Admission`` header), ``/admission`` the admission state as
 JSON, ``/healthz`` says ok.
 
+Who may join (SPEC.md 11.8): with a secret (``--auth-secret-file`` or ``$GSD_AUTH_SECRET``) every
+connection needs a token (auth.py, minted by ``gsd-token``) that grants the world it asks for; a
+refused token closes the WebSocket at once with 4002 or 4003, and a watch-only session that sends
+an action is closed with 4003. Without a secret the server listens on loopback only.
+
 Each session: hello -> stream header -> keyframe -> deltas (flow.py). The world runs on its own
 thread (worldhost.py); the event loop only parses small JSON messages and writes frames.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import itertools
 import json
 import logging
@@ -39,6 +45,7 @@ from aiohttp import WSMsgType, web
 from codec.digest import Digest
 
 from .actions import from_json
+from .auth import FORBIDDEN, SECRET_ENV, UNAUTHORISED, WORLD_NAME, Grant, TokenError, bearer, read_secret, verify
 from .flow import FrameTooLarge, Window, wait_for
 from .metrics import JsonFormatter, Metrics, Rate, event, percentile
 from .world import WorldConfig
@@ -80,6 +87,7 @@ class ServerConfig:
     retry_after: int = 10            # seconds a refused client is told to wait (the reason's retry-after)
     workers: int = 0                 # world processes; 0: worlds on threads of the server process
     allowed_origins: tuple = ()      # extra Origin values accepted besides same-origin
+    auth_secret: bytes | None = None  # HMAC key of session tokens (SPEC.md 11.8); None: no tokens, loopback only
     viewer_dir: Path = VIEWER_DIR
 
 
@@ -244,8 +252,10 @@ class Admission:
 class Session:
     """One WebSocket connection: the protocol state machine of SPEC.md 11 on the server side."""
 
-    def __init__(self, server: "Server", ws: web.WebSocketResponse, sid: str, world_name: str | None):
+    def __init__(self, server: "Server", ws: web.WebSocketResponse, sid: str, world_name: str | None,
+                 grant: Grant | None = None):
         self.server, self.ws, self.sid, self.world_name = server, ws, sid, world_name
+        self.grant = grant                   # the session's token (None: the server checks none)
         self.cfg = server.cfg
         self.m = server.metrics
         self.series = self.m.session(sid)
@@ -347,6 +357,8 @@ class Session:
                 raise exc if exc else SessionClosed(SERVER_ERROR, "sender stopped")
             if self.host.failed is not None:
                 raise SessionClosed(SERVER_ERROR, "world failed")
+            if self.grant is not None and time.time() >= self.grant.exp:
+                raise SessionClosed(UNAUTHORISED, "token expired")
             if self.window.stalled(self.cfg.ack_timeout):
                 await self._resync("ACK_TIMEOUT")
 
@@ -372,6 +384,8 @@ class Session:
             else:
                 self.wake.set()
         elif kind == "action":
+            if self.grant is not None and self.grant.watch_only:
+                raise SessionClosed(FORBIDDEN, "watch-only token: actions are not allowed")
             _json_int(m.get("seq"), "action.seq")
             aid = m.get("id")
             if aid is not None:
@@ -577,11 +591,26 @@ class Server:
         a browser sees a close code and reason, never the status of a refused handshake."""
         self.metrics.refused.labels(label).inc()
         event(log, "session.refused", why=why, sessions=len(self.sessions))
+        return await self._close_at_once(request, TRY_AGAIN_LATER, f"retry-after={self.cfg.retry_after} {why}")
+
+    async def _close_at_once(self, request: web.Request, code: int, reason: str) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=self.cfg.max_message_bytes, compress=False, timeout=2.0)
         await ws.prepare(request)
-        reason = f"retry-after={self.cfg.retry_after} {why}"
-        await ws.close(code=TRY_AGAIN_LATER, message=reason.encode()[:123])
+        await ws.close(code=code, message=reason.encode()[:123])
         return ws
+
+    def _grant(self, request: web.Request, world: str | None) -> Grant:
+        """The request's token (``Authorization: Bearer``, else ``?token=``), verified and checked
+        against the world asked for (SPEC.md 11.8); TokenError(4002 or 4003) otherwise."""
+        header = request.headers.get("Authorization")
+        token = bearer(header)
+        if header is not None and token is None:
+            raise TokenError(UNAUTHORISED, "Authorization header is not 'Bearer TOKEN'")
+        if token is None:
+            token = request.query.get("token")
+        g = verify(self.cfg.auth_secret, token)
+        g.check_world(world)
+        return g
 
     async def release(self, host: WorldHost, link: int) -> None:
         await host.detach(link)
@@ -605,8 +634,16 @@ class Server:
             event(log, "session.refused", origin=request.headers.get("Origin"), why="origin")
             raise web.HTTPForbidden(text="origin not allowed\n")
         world = request.query.get("world")
-        if world is not None and not (0 < len(world) <= 64 and world.replace("-", "").replace("_", "").isalnum()):
-            raise web.HTTPBadRequest(text="world names are 1-64 letters, digits, - and _\n")
+        if world is not None and not WORLD_NAME.fullmatch(world):      # SPEC.md 11.1: ASCII only
+            raise web.HTTPBadRequest(text="world names are 1-64 ASCII letters, digits, - and _\n")
+        grant = None
+        if self.cfg.auth_secret is not None:
+            try:
+                grant = self._grant(request, world)
+            except TokenError as e:
+                self.metrics.refused.labels("token").inc()
+                event(log, "session.refused", why=e.reason, code=e.code, world=world)
+                return await self._close_at_once(request, e.code, e.reason)
         refusal = self.admission.refusal(len(self.sessions))
         if refusal:
             return await self._refuse(request, *refusal)
@@ -614,7 +651,7 @@ class Server:
         ws = web.WebSocketResponse(max_msg_size=self.cfg.max_message_bytes, compress=False, autoping=True)
         await ws.prepare(request)
         sid = f"s{next(self._sid)}"
-        session = Session(self, ws, sid, world)
+        session = Session(self, ws, sid, world, grant)
         self.sessions[sid] = session
         self.metrics.sessions.inc()
         try:
@@ -656,7 +693,11 @@ class Server:
 
     # -- running -------------------------------------------------------------------------------
     async def start(self) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
+        """Listen; returns the bound port (useful with port 0). Without an auth secret only on a
+        loopback address (ValueError otherwise)."""
+        if self.cfg.auth_secret is None and not is_loopback(self.cfg.host):
+            raise ValueError(f"refusing to listen on {self.cfg.host} without session tokens: "
+                             f"give --auth-secret-file or ${SECRET_ENV} (SPEC.md 11.8)")
         # handlers still running 5 s after the sessions were told to close are cancelled
         self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
         await self.runner.setup()
@@ -666,6 +707,11 @@ class Server:
         self.port = site._server.sockets[0].getsockname()[1]
         event(log, "server.listen", host=self.cfg.host, port=self.port, tick_hz=self.cfg.tick_hz,
               target_live=self.cfg.world.target_live, sh_degree=self.cfg.world.sh_degree)
+        if self.cfg.auth_secret is None:
+            event(log, "server.auth", auth=False,
+                  note=f"no auth secret: local-only on {self.cfg.host}, every connection may join any world and act")
+        else:
+            event(log, "server.auth", auth=True, note="sessions need a token (SPEC.md 11.8; mint with gsd-token)")
         return self.port
 
     async def stop(self) -> None:
@@ -678,6 +724,15 @@ class Server:
             await host.stop()
         if self.pool:
             self.pool.close()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_args(argv=None) -> ServerConfig:
@@ -729,6 +784,10 @@ def parse_args(argv=None) -> ServerConfig:
     ap.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
                     help="also accept browser WebSocket connections whose Origin is this (repeatable; default: "
                          "the server's own origin only; clients that send no Origin are not checked)")
+    ap.add_argument("--auth-secret-file", metavar="FILE",
+                    help=f"require a session token signed with this secret (the file's bytes less one trailing "
+                         f"line end, at least 16; or ${SECRET_ENV}); mint tokens with gsd-token. Without a "
+                         f"secret the server listens on loopback only (default: no tokens, loopback)")
     ap.add_argument("--log-level", default="info", type=str.lower, choices=("debug", "info", "warning", "error", "critical"),
                     help="threshold of the JSON log lines on stderr (default: %(default)s)")
     a = ap.parse_args(argv)
@@ -736,6 +795,13 @@ def parse_args(argv=None) -> ServerConfig:
         ap.error("--window >= 1, --tick-hz >= 0, --target-live > 0 and --workers >= 0 required")
     if not 1 <= a.retry_after <= 3600 or a.admit_window <= 0 or a.max_sessions < 0 or not 0 <= a.port <= 65535:
         ap.error("--retry-after 1..3600, --admit-window > 0, --max-sessions >= 0 and --port 0..65535 required")
+    try:
+        secret = read_secret(a.auth_secret_file)
+    except (OSError, ValueError) as e:
+        ap.error(f"--auth-secret-file / ${SECRET_ENV}: {e}")
+    if secret is None and not is_loopback(a.host):
+        ap.error(f"--host {a.host} serves other machines: give --auth-secret-file or set ${SECRET_ENV} "
+                 f"(without a secret the server is local-only)")
     world = WorldConfig(sh_degree=a.sh_degree, profile=a.profile, target_live=a.target_live)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr)
     logging.getLogger().handlers[0].setFormatter(JsonFormatter())
@@ -744,7 +810,7 @@ def parse_args(argv=None) -> ServerConfig:
                         allowed_origins=tuple(a.allow_origin), admission=a.admission == "on",
                         admit_max_busy=a.admit_max_busy, admit_max_wait_ms=a.admit_max_wait_ms,
                         admit_max_loop_lag_ms=a.admit_max_loop_lag_ms, admit_window=a.admit_window,
-                        admit_min_sessions=a.admit_min_sessions, retry_after=a.retry_after)
+                        admit_min_sessions=a.admit_min_sessions, retry_after=a.retry_after, auth_secret=secret)
 
 
 async def serve(cfg: ServerConfig) -> None:
@@ -766,7 +832,7 @@ def main(argv=None) -> int:
     cfg = parse_args(argv)
     try:
         asyncio.run(serve(cfg))
-    except OSError as e:
+    except (OSError, ValueError) as e:
         print(f"gsd-serve: {e}", file=sys.stderr)
         return 1
     return 0

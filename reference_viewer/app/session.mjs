@@ -8,12 +8,17 @@ import { peekFrame, digestText } from './records.mjs';
 export const DEFAULT_BUDGETS = { max_gaussians: 2_000_000, max_bytes_per_second: 25_000_000, max_frame_bytes: 16 << 20 };
 const LOG_MAX = 20000;
 
-/** ws(s)://host/ws for the page's location, with ?world= taken from the page URL when present. */
+/** ws(s)://host/ws for the page's location, with ?world= and ?token= (a session token, SPEC.md
+ * 11.8: a browser cannot set an Authorization header on a WebSocket) taken from the page URL when
+ * present. */
 export function sessionUrl(loc = globalThis.location) {
   const q = new URLSearchParams(loc.search);
-  const base = q.get('ws') || `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`;
-  const world = q.get('world');
-  return world ? `${base}${base.includes('?') ? '&' : '?'}world=${encodeURIComponent(world)}` : base;
+  let url = q.get('ws') || `${loc.protocol === 'https:' ? 'wss' : 'ws'}://${loc.host}/ws`;
+  for (const name of ['world', 'token']) {
+    const v = q.get(name);
+    if (v) url += `${url.includes('?') ? '&' : '?'}${name}=${encodeURIComponent(v)}`;
+  }
+  return url;
 }
 
 export function makeDecoder(budgets) {
