@@ -124,6 +124,9 @@ try {
     await page.setInputFiles('#file', args.offline);
     await page.waitForFunction(() => window.gsdViewer.mode() === 'offline' && window.gsdViewer.player
                                  && (window.gsdViewer.player.done || window.gsdViewer.player.error), null, { timeout: 20000, polling: 50 });
+    // playback can finish while the last frame is still being drawn (software WebGPU is slow): wait for a draw
+    await page.waitForFunction((before) => window.gsdViewer.player.error || window.gsdViewer.rendered > before,
+                               renderedBefore, { timeout: 20000, polling: 50 });
     result.offline = await V(() => ({ frames: window.gsdViewer.player.frames.length, error: String(window.gsdViewer.player.error || ''),
                                       log: window.gsdViewer.player.log, live: window.gsdViewer.live(),
                                       rendered: window.gsdViewer.rendered }));
