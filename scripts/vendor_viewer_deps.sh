@@ -2,25 +2,19 @@
 # Copies the reference viewer's runtime libraries from node_modules (npm ci) into
 # reference_viewer/vendor/, as plain ES modules the browser loads by relative path
 # (no bundler, no import map). Re-run after bumping zstddec or flatbuffers in package.json.
-#   zstddec      -> reference_viewer/vendor/zstddec/zstddec.mjs    (+ LICENSE)   [package dist/ build, + 1 export line]
+#   zstddec      -> reference_viewer/vendor/zstddec/LICENSE only: its build of zstd's decoder is merged
+#                   into reference_viewer/decoder/wasm/kernel.wasm by that folder's build.mjs
 #   flatbuffers  -> reference_viewer/vendor/flatbuffers/*.js       (+ LICENSE)   [package mjs/ build]
-# tests/test_viewer_decoder.py checks the copies are byte-identical to node_modules' (zstddec: plus that line).
+# tests/test_viewer_decoder.py checks the copies are byte-identical to node_modules'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NM=node_modules
 DST=reference_viewer/vendor
-ZSTDDEC_SUFFIX='export { instance as _instance }; // appended by scripts/vendor_viewer_deps.sh'
 for p in zstddec flatbuffers; do
   [ -f "$NM/$p/package.json" ] || { echo "vendor_viewer_deps: $NM/$p missing; run npm ci first" >&2; exit 1; }
 done
 rm -rf "$DST/fzstd" "$DST/zstddec" "$DST/flatbuffers"
 mkdir -p "$DST/zstddec" "$DST/flatbuffers"
-# zstddec (zstd's decoder compiled to wasm, embedded as base64; no imports): one file.
-cp "$NM/zstddec/dist/zstddec.mjs" "$DST/zstddec/zstddec.mjs"
-# ... plus one appended line (the only change): an export of its wasm instance (a live binding, set
-# by ZSTDDecoder.init()), whose malloc / ZSTD_decompress / free reference_viewer/decoder/zstd.mjs
-# calls directly, into buffers it reuses (no copy out of the wasm heap, no per-call allocation).
-printf '%s\n' "$ZSTDDEC_SUFFIX" >> "$DST/zstddec/zstddec.mjs"
 cp "$NM/zstddec/LICENSE" "$DST/zstddec/LICENSE"
 # flatbuffers' mjs/ build: the runtime modules (relative imports among themselves, all ".js" ESM).
 # flexbuffers is not needed; copy only the files flatbuffers.js reaches.

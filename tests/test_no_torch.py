@@ -178,7 +178,7 @@ def test_pip_install_without_extras_gives_a_torch_free_client(tmp_path, server_u
         m = re.search(r"http://127\.0\.0\.1:\d+/", view.stdout.readline())
         assert m, view.stderr.read() if view.poll() is not None else "no address"
         for path in ("viewer/index.html", "viewer/app/main.mjs", "viewer/decoder/wasm/kernel.wasm",
-                     "viewer/vendor/zstddec/zstddec.mjs", "stream/d.gsd"):
+                     "viewer/vendor/flatbuffers/flatbuffers.js", "stream/d.gsd"):
             with urllib.request.urlopen(m.group(0) + path, timeout=10) as resp:
                 assert resp.status == 200 and resp.read(), path
     finally:
