@@ -115,6 +115,10 @@ class Client:
         self._sent: dict = {}                # action id -> send time
         self._info: dict | None = None
         self._resyncing = False
+        self.ignored: dict = {}              # action id -> why the server will never run it (11.4)
+        self.session: dict = {}              # the server's session message (SPEC.md 11.3), if it sent one
+        self._last_ack: str | None = None    # the last ack sent: repeated as a keep-alive (11.6)
+        self._last_sent = time.monotonic()
 
     # -- connection ---------------------------------------------------------------------------
     async def __aenter__(self) -> "Client":
@@ -128,6 +132,7 @@ class Client:
         """Open the WebSocket, send the hello, read the stream header. ``ServerBusy`` when the
         server refuses the session for load (SPEC.md 11.7)."""
         await self._drop_connection()
+        self.session, self._last_ack = {}, None
         self._http = aiohttp.ClientSession()
         headers = {}
         if self.origin:
@@ -153,6 +158,7 @@ class Client:
             raise
         self.decoder = Decoder(limits=self.limits)
         self.decoder.set_header(data, message=True)
+        self._last_ack = None                                # acks of an earlier connection mean nothing here
         self._resyncing = False
         if self.record and self._writer is None and not self.stats.reconnects:
             self._writer = StreamWriter(self.record, data)   # the first connection's stream only
@@ -190,7 +196,7 @@ class Client:
         msg = to_json(action, self.seq)
         msg["id"] = aid
         self._sent[aid] = time.perf_counter()
-        await self._ws.send_str(json.dumps(msg))
+        await self._send(json.dumps(msg))
         return aid
 
     async def step(self, action: Action, timeout: float = 30.0) -> list:
@@ -205,16 +211,28 @@ class Client:
                 return got
 
     async def send_json(self, msg) -> None:
-        await self._ws.send_str(msg if isinstance(msg, str) else json.dumps(msg))
+        await self._send(msg if isinstance(msg, str) else json.dumps(msg))
 
     async def resync(self, reason: str = "CLIENT") -> None:
         self.stats.resyncs += 1
         self._resyncing = True
-        await self._ws.send_str(json.dumps({"type": "resync", "reason": reason}))
+        await self._send(json.dumps({"type": "resync", "reason": reason}))
+
+    async def _send(self, text: str) -> None:
+        await self._ws.send_str(text)
+        self._last_sent = time.monotonic()
 
     async def _receive_binary(self) -> bytes:
         while True:
-            msg = await self._ws.receive()
+            keepalive = float(self.session.get("keepalive_s") or 30.0)
+            left = self._last_sent + keepalive - time.monotonic()
+            if left <= 0 and self._last_ack is not None:
+                await self._send(self._last_ack)             # keep-alive: the last ack again (11.6)
+                continue
+            try:
+                msg = await self._ws.receive(timeout=max(0.05, left))
+            except asyncio.TimeoutError:
+                continue
             if msg.type == aiohttp.WSMsgType.BINARY:
                 return msg.data
             if msg.type == aiohttp.WSMsgType.TEXT:
@@ -224,6 +242,11 @@ class Client:
                     continue
                 if isinstance(m, dict) and m.get("type") == "frame":
                     self._info = m
+                elif isinstance(m, dict) and m.get("type") == "session":
+                    self.session = m
+                elif isinstance(m, dict) and m.get("type") == "ignored":
+                    self.ignored[m.get("id")] = m.get("reason")
+                    self._sent.pop(m.get("id"), None)
                 continue                                     # unknown text messages are ignored
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 raise ProtocolClosed(self._ws.close_code, msg.extra or "")
@@ -276,7 +299,8 @@ class Client:
         s.latencies_ms += lat
         digest = str(self.decoder.state.digest())
         if self.ack:
-            await self._ws.send_str(json.dumps({"type": "ack", "seq": d.seq, "digest": digest}))
+            self._last_ack = json.dumps({"type": "ack", "seq": d.seq, "digest": digest})
+            await self._send(self._last_ack)
         return FrameEvent(d.seq, d.keyframe, len(data), digest, (info or {}).get("steps", 1), lat, (t1 - t0) * 1e3)
 
 

@@ -75,6 +75,7 @@ class Pending:
         self.data: bytes | None = None      # the world's own encoding of ``delta`` when it is one step
         self.need_keyframe = True            # a new client starts with a keyframe (11.3)
         self.head = -1
+        self.last_sent = -1                  # seq of the last frame taken for sending (-1: none yet)
         self.actions: list = []
         self.steps = 0
         self.camera = None
@@ -82,7 +83,8 @@ class Pending:
     def push(self, d: Delta, data: bytes, action_ids: list, camera: dict | None = None) -> None:
         """Fold one world step (already applied to the world's encoder) into the pending delta."""
         if self.need_keyframe:
-            return                           # the keyframe will be cut from the newest state
+            self.actions += action_ids       # the keyframe, cut from the newest state, answers them
+            return
         if d.base_seq != self.head:
             if d.seq <= self.head:           # a keyframe cut after this step already covers it
                 return
@@ -125,13 +127,16 @@ class Pending:
         data = self.enc.frames.encode(k)
         if len(data) > self.max_frame_bytes:
             raise FrameTooLarge(len(data), self.max_frame_bytes)
-        out = OutFrame(data, k.seq, str(state.digest()), True, self.actions, self.steps, camera)
+        # steps (SPEC.md 11.3): world steps from the previous frame sent to this client, 0 for a
+        # session's first frame; a keyframe's seq is the current one, so seq - previous seq
+        steps = k.seq - self.last_sent if self.last_sent >= 0 else 0
+        out = OutFrame(data, k.seq, str(state.digest()), True, self.actions, steps, camera)
         self._clear(k.seq)
         return out
 
     def _clear(self, head: int) -> None:
         self.delta, self.data, self.need_keyframe = None, None, False
-        self.head = head
+        self.head = self.last_sent = head
         self.actions, self.steps, self.camera = [], 0, None
 
 

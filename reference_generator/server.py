@@ -91,6 +91,42 @@ class ServerConfig:
     viewer_dir: Path = VIEWER_DIR
 
 
+# The reference world's actions as declared to clients in the ``session`` message (SPEC.md 11.4):
+# per kind, its parameters with type, unit, range and default (actions.py enforces them; a test
+# holds the two together). ``min``/``max`` are inclusive unless ``min_exclusive``.
+def _num(unit: str, default: float, lo: float | None = None, hi: float | None = None, doc: str = "", **kw) -> dict:
+    d = {"type": "number", "unit": unit, "default": default, **kw}
+    if lo is not None:
+        d["min"] = lo
+    if hi is not None:
+        d["max"] = hi
+    if doc:
+        d["doc"] = doc
+    return d
+
+
+ACTIONS = {
+    "move": {"doc": "walk along the view heading (yaw only); negative walks back",
+             "params": {"distance": _num("m", 0.25, -100, 100)}},
+    "strafe": {"doc": "step sideways, positive to the right of the heading",
+               "params": {"distance": _num("m", 0.25, -100, 100)}},
+    "turn": {"doc": "change yaw, positive counter-clockwise seen from above (left); yaw wraps to [-180, 180)",
+             "params": {"degrees": _num("deg", 10.0)}},
+    "look": {"doc": "change pitch, positive up; pitch is clamped to [-89, 89]",
+             "params": {"degrees": _num("deg", 5.0)}},
+    "jump": {"doc": "take off vertically; ignored while airborne",
+             "params": {"speed": _num("m/s", 4.0, 0, 50)}},
+    "interact": {"doc": "toggle the nearest door whose centre is within reach of the eye",
+                 "params": {"reach": _num("m", 4.0, 0, 50, min_exclusive=True)}},
+    "pose": {"doc": "set the camera pose (continuous control; a far pose is a teleport)",
+             "params": {"position": {"type": "number[3]", "unit": "m", "default": [0.0, 0.0, 1.7],
+                                     "doc": "eye x, y, z (z up); z below eye height above the ground is raised to it"},
+                        "yaw": _num("deg", 0.0, doc="wrapped to [-180, 180)"),
+                        "pitch": _num("deg", 0.0, doc="clamped to [-89, 89]")}},
+    "idle": {"doc": "time passes (foliage and water still move)", "params": {}},
+}
+
+
 class SessionClosed(Exception):
     def __init__(self, code: int, reason: str):
         super().__init__(reason)
@@ -270,6 +306,7 @@ class Session:
         self.bytes = 0
         self.resyncs = 0
         self.closing = False                 # set when the session ends: the sender stops at its next turn
+        self.last_heard = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -279,6 +316,7 @@ class Session:
             hello = await self._hello()
             self.host = await self.server.world_for(self.world_name, hello)
             self.window = Window(self.cfg.window, hello["max_bytes_per_second"])
+            await self.ws.send_str(json.dumps(self._session_message()))
             await self.ws.send_bytes(self.host.header)
             self.link = await self.host.attach(hello["max_frame_bytes"], self.wake)
             event(log, "session.start", session=self.sid, world=self.host.name, **hello)
@@ -309,11 +347,24 @@ class Session:
                 try:
                     await wait_for(self.ws.close(code=code, message=reason[:120].encode()), 2.0)
                 except (asyncio.TimeoutError, ConnectionError, RuntimeError):
-                    pass
+                    # the close frame cannot be written either (a client that stopped reading,
+                    # 4001): abort the TCP connection; the client sees an abnormal closure (1006)
+                    transport = self.ws._req.transport if self.ws._req is not None else None
+                    if transport is not None:
+                        transport.abort()
             self.m.closes.labels(str(code)).inc()
             self.m.drop_session(self.sid)
             event(log, "session.end", session=self.sid, code=code, reason=reason, frames=self.frames,
                   bytes=self.bytes, resyncs=self.resyncs)
+
+    def _session_message(self) -> dict:
+        """The server's first message (SPEC.md 11.3): flow-control settings and the world's actions."""
+        c = self.cfg
+        return {"type": "session", "world": self.world_name, "window": c.window,
+                "ack_timeout_s": c.ack_timeout, "idle_timeout_s": c.idle_timeout,
+                "keepalive_s": c.idle_timeout / 2, "max_gaussians": self.host.max_gaussians,
+                "watch_only": bool(self.grant and self.grant.watch_only),
+                "actions": {} if self.grant and self.grant.watch_only else ACTIONS}
 
     async def _hello(self) -> dict:
         try:
@@ -336,7 +387,7 @@ class Session:
 
     # -- client -> server ----------------------------------------------------------------------
     async def _receive_loop(self, sender: asyncio.Task) -> None:
-        last_check = time.monotonic()
+        self.last_heard = time.monotonic()
         while True:
             try:
                 msg = await self.ws.receive(timeout=min(1.0, self.cfg.idle_timeout))
@@ -344,11 +395,13 @@ class Session:
                 msg = None
             now = time.monotonic()
             if msg is None:
-                if now - last_check >= self.cfg.idle_timeout:
+                # idle: nothing from the client for idle_timeout (a client with nothing to say sends
+                # a keep-alive, a repeat of its last ack, every keepalive_s: SPEC.md 11.6)
+                if now - self.last_heard >= self.cfg.idle_timeout:
                     raise SessionClosed(IDLE, f"idle for {self.cfg.idle_timeout:g} s")
             else:
                 self._check_closed(msg)
-                last_check = now
+                self.last_heard = now
                 if msg.type != WSMsgType.TEXT:
                     raise SessionClosed(POLICY, "client messages must be JSON text")
                 await self._on_message(msg.data)
@@ -398,6 +451,7 @@ class Session:
                 raise SessionClosed(POLICY, f"bad action: {e}") from None
             if action is None:
                 self.m.actions.labels("unknown_kind").inc()
+                await self._ignored(aid, "unknown kind")
                 return
             if self.host.submit(action, (self.sid, aid) if aid is not None else None):
                 self.m.actions.labels("queued").inc()
@@ -407,6 +461,7 @@ class Session:
                         self.received.pop(next(iter(self.received)))
             else:
                 self.m.actions.labels("dropped").inc()
+                await self._ignored(aid, "queue full")
         elif kind == "resync":
             reason = m.get("reason")
             if not isinstance(reason, str) or len(reason) > 64:
@@ -416,6 +471,15 @@ class Session:
             raise SessionClosed(POLICY, "hello sent twice")
         else:
             raise SessionClosed(POLICY, f"unknown message type {kind!r}")
+
+    async def _ignored(self, aid, reason: str) -> None:
+        """An action that will never be run: its id comes back at once (SPEC.md 11.4), so that a
+        client timing its actions does not wait for a frame that will not list it."""
+        if aid is not None:
+            try:
+                await self.ws.send_str(json.dumps({"type": "ignored", "id": aid, "reason": reason}))
+            except ConnectionError:
+                pass
 
     async def _resync(self, reason: str) -> None:
         self.resyncs += 1
@@ -491,6 +555,16 @@ class Session:
                 "wait_ms": round(self.host.wait_ms, 3) if self.host else None}
 
 
+class _SessionSocket(web.WebSocketResponse):
+    """aiohttp closes a connection whose message is over ``max_msg_size`` itself, with 1009 and no
+    reason; SPEC.md 11.7 wants the cause named."""
+
+    async def close(self, *, code: int = 1000, message: bytes = b"", drain: bool = True) -> bool:
+        if code == TOO_BIG and not message:
+            message = f"message over {self._max_msg_size} bytes".encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
 class Server:
     def __init__(self, cfg: ServerConfig | None = None):
         self.cfg = cfg or ServerConfig()
@@ -522,6 +596,10 @@ class Server:
                        max_gaussians=min(w.max_gaussians, hello["max_gaussians"]))
 
     async def world_for(self, name: str | None, hello: dict) -> WorldHost:
+        need = self.cfg.world.target_live
+        if hello["max_gaussians"] < need and (name is None or name not in self.shared):
+            raise SessionClosed(POLICY, f"the world's scene holds about {need} Gaussians, over the client's "
+                                        f"max_gaussians {hello['max_gaussians']}")
         if name is None:
             host = self._new_host(f"private-{next(self._sid)}", self._world_config(hello))
             await host.start()
@@ -648,7 +726,7 @@ class Server:
         if refusal:
             return await self._refuse(request, *refusal)
         self.admission.note_admit()
-        ws = web.WebSocketResponse(max_msg_size=self.cfg.max_message_bytes, compress=False, autoping=True)
+        ws = _SessionSocket(max_msg_size=self.cfg.max_message_bytes, compress=False, autoping=True)
         await ws.prepare(request)
         sid = f"s{next(self._sid)}"
         session = Session(self, ws, sid, world, grant)

@@ -916,6 +916,7 @@ def test_a_burst_of_any_action_kind_over_the_rate_limit_closes_1008_and_ends_the
                 for kind, n, ids in BURSTS:
                     ws = await raw_ws(s.url, http)
                     await ws.send_str(json.dumps(HELLO))
+                    assert (await ws.receive()).type == aiohttp.WSMsgType.TEXT        # session (11.3)
                     assert (await ws.receive()).type == aiohttp.WSMsgType.BINARY      # header
                     for text in _burst(kind, n, ids):
                         await ws.send_str(text)
