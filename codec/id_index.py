@@ -78,6 +78,31 @@ def merge_orders(ka, a, kb, b, out):
         k += 1
 
 
+@kernel
+def merge_live(main_ids, main_slots, over_ids, over_slots, ids, slots):
+    """(ids, slots) = the live entries of main (slot >= 0) merged with the overlay, ascending: one
+    linear pass (both are ascending and disjoint), where sorting them again cost a 1M-id index
+    tens of milliseconds at every merge."""
+    i = 0
+    j = 0
+    k = 0
+    n = main_ids.shape[0]
+    m = over_ids.shape[0]
+    while i < n or j < m:
+        if i < n and main_slots[i] < 0:
+            i += 1
+        elif j >= m or (i < n and main_ids[i] < over_ids[j]):
+            ids[k] = main_ids[i]
+            slots[k] = main_slots[i]
+            i += 1
+            k += 1
+        else:
+            ids[k] = over_ids[j]
+            slots[k] = over_slots[j]
+            j += 1
+            k += 1
+
+
 def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Concatenation of aranges [lo_i, hi_i)."""
     lens = hi - lo
@@ -292,11 +317,10 @@ class IdIndex:
     def compact(self) -> None:
         if len(self.over_ids) == 0 and self.tombstones == 0:
             return
-        live = self.main_slots >= 0
-        ids = np.concatenate([self.main_ids[live], self.over_ids])
-        slots = np.concatenate([self.main_slots[live], self.over_slots])
-        order = np.argsort(ids, kind="stable")
-        self.main_ids, self.main_slots = ids[order], slots[order]
+        n = len(self.main_ids) - self.tombstones + len(self.over_ids)
+        ids, slots = np.empty(n, U64), np.empty(n, np.int64)
+        merge_live(self.main_ids, self.main_slots, self.over_ids, self.over_slots, ids, slots)
+        self.main_ids, self.main_slots = ids, slots
         self.over_ids, self.over_slots, self.tombstones = _EMPTY_IDS, _EMPTY_SLOTS, 0
         self._cells = None
 

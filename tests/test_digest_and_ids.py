@@ -343,3 +343,37 @@ def test_id_order_is_argsort_of_distinct_ids():
     out = np.empty(60, np.int64)
     merge_orders.py_func(keys[:25][a], a, keys[25:][b], b + 25, out)
     assert np.array_equal(out, np.argsort(keys))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_id_index_against_a_dict(seed):
+    """IdIndex (main array with tombstones, overlay, merges) answers like a dict of live id -> slot
+    through random inserts, removals, lookups, range queries and merges."""
+    from codec.id_index import IdIndex
+    rng = np.random.default_rng(seed)
+    sb = 4
+    ids = np.unique(rng.integers(0, 1 << 20, 3000).astype(np.uint64))
+    idx = IdIndex(ids.copy(), np.arange(len(ids)), sb)
+    model = dict(zip(ids.tolist(), range(len(ids))))
+    next_slot = len(ids)
+    for step in range(60):
+        live = np.array(sorted(model), np.uint64)
+        gone = rng.choice(live, min(len(live), int(rng.integers(0, 300))), replace=False)
+        idx.remove(np.sort(gone))
+        for x in gone.tolist():
+            del model[x]
+        fresh = np.setdiff1d(np.unique(rng.integers(0, 1 << 20, 300).astype(np.uint64)),
+                             np.array(sorted(model), np.uint64))
+        idx.insert(fresh, np.arange(next_slot, next_slot + len(fresh)))
+        model.update(zip(fresh.tolist(), range(next_slot, next_slot + len(fresh))))
+        next_slot += len(fresh)
+        if step % 7 == 3:
+            idx.compact()
+        q = rng.integers(0, 1 << 20, 500).astype(np.uint64)
+        assert idx.lookup(q).tolist() == [model.get(x, -1) for x in q.tolist()]
+        lo = np.sort(rng.integers(0, 1 << 20, 3).astype(np.uint64))
+        hi = lo + np.uint64(5000)
+        want = sorted(s for x, s in model.items() if any(a <= x <= b for a, b in zip(lo.tolist(), hi.tolist())))
+        assert sorted(set(idx.in_ranges(lo, hi).tolist())) == want
+    got_ids, got_slots = idx.sorted_items()
+    assert got_ids.tolist() == sorted(model) and got_slots.tolist() == [model[x] for x in sorted(model)]
