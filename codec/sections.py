@@ -326,7 +326,9 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
     before use.
 
     ``into=(array, rows)`` writes the values into those rows of ``array`` instead (an SH band into
-    its attribute's rows: runs of rows) and returns ``array``. An unfiltered section is decompressed
+    its attribute's rows: runs of rows) and returns ``array``; ``array`` may be a ``LazyArray``, made
+    only once this section has passed its checks (a frame that claims more than it holds reserves
+    nothing). An unfiltered section is decompressed
     straight into place, with no copy; on the worker threads, a large keyframe's sections land where
     the state keeps them."""
     if desc.width != width:
@@ -356,6 +358,8 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
         runs = [(0, comps, 0)]
     else:
         dest, rows = into
+        if isinstance(dest, LazyArray):
+            dest = dest.get()
         view = dest.view(UINT[width])
         runs = row_runs(rows)
     if plain:
@@ -372,6 +376,22 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
         for s, e, at in runs:
             view[s:e] = a[at:at + e - s]
     return dest
+
+
+class LazyArray:
+    """An array that several sections fill (an SH attribute's bands), allocated by the first of them
+    to pass its checks, on whichever worker that is."""
+
+    def __init__(self, shape: tuple, dtype):
+        self.shape, self.dtype = shape, dtype
+        self._array = None
+        self._lock = threading.Lock()
+
+    def get(self) -> np.ndarray:
+        with self._lock:
+            if self._array is None:
+                self._array = np.empty(self.shape, self.dtype)
+            return self._array
 
 
 def row_runs(rows: np.ndarray) -> list[tuple[int, int, int]]:

@@ -28,8 +28,8 @@ from .digest import Digest
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, Quantization
-from .sections import (DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, SectionDesc, SectionWriter, crc32_combine,
-                       parallel_map, read_section, submit)
+from .sections import (DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, LazyArray, SectionDesc, SectionWriter,
+                       crc32_combine, parallel_map, read_section, submit)
 from .spatial import Grid
 
 HEADER_MAGIC = b"GSDH"
@@ -680,8 +680,8 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         for (a, rows), s in zip(parts, secs):
             into = None
             if rows is not None:
-                if a not in bands:
-                    bands[a] = np.empty((comps or p.comps(a), count), dtype or p.dtype(a))
+                if a not in bands:  # made once a band section has passed its checks
+                    bands[a] = LazyArray((comps or p.comps(a), count), dtype or p.dtype(a))
                 into = (bands[a], rows)
             out.append((a, section(s, p.comps(a) if rows is None else len(rows), count, width or p.width(a),
                                    role or a.name.lower(), into), dtype))

@@ -192,10 +192,6 @@ def test_python_allocations_follow_what_the_input_holds(name, python_peaks):
     assert python_peaks[name]["traced"] <= BOUND[name], f"{python_peaks[name]['traced'] / MB:.1f} MiB"
 
 
-@pytest.mark.xfail(strict=True, reason="the reference decoder reserves the SH band array of an ADD block "
-                   "(comps x count) before any of its sections is decompressed (codec/wire.py _read_blocks, "
-                   "attr_jobs); the pages stay untouched, so RSS does not grow, but the allocation is 151 MB "
-                   "for a 500-byte frame")
 def test_python_reserves_nothing_for_a_claim_its_sections_do_not_hold(python_peaks):
     assert python_peaks["keyframe_claims_2p24_gaussians"]["traced"] <= 8 * MB
 
@@ -231,8 +227,5 @@ def test_js_wasm_memory_follows_what_the_input_holds(name, js_peaks):
     assert js_peaks[name]["external"] <= BOUND[name], f"{js_peaks[name]['external'] / MB:.1f} MiB"
 
 
-@pytest.mark.xfail(strict=True, reason="the JS decoder grows its wasm memory by the frame's declared raw "
-                   "sizes (138 MiB for a 500-byte keyframe claiming 2^24 Gaussians) before a section has "
-                   "decompressed; untouched, so RSS does not grow, but a browser may refuse the grow")
 def test_js_reserves_nothing_for_a_claim_its_sections_do_not_hold(js_peaks):
     assert js_peaks["keyframe_claims_2p24_gaussians"]["external"] <= 8 * MB

@@ -2,7 +2,7 @@
 // copy in the frame arena and writes into the arena), then the kernel's unfilter (unshuffle,
 // unzigzag, delta) into the frame arena.
 import { fail } from './errors.mjs';
-import { zstdInto } from './zstd.mjs';
+import { scan, zstdInto } from './zstd.mjs';
 import { K, arena } from './kernel.mjs';
 
 const LE = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
@@ -29,8 +29,9 @@ export function decodeSection(pl, plAt, s, index, C, n, w, ctx) {
       if (s.stored !== s.raw) fail('MALFORMED', `section ${index}: stored_size != raw_size (uncompressed)`);
       raw = arena.put(stored);
     } else if (s.compression === 1) {
+      scan(stored, s.raw);   // first: the arena grows only for a frame whose blocks can make raw_size
       raw = arena.take(s.raw);
-      zstdInto(stored, plAt + s.offset, s.raw, raw);
+      zstdInto(stored, plAt + s.offset, s.raw, raw, true);
     } else {
       fail('UNSUPPORTED_FEATURE', `section ${index}: compression ${s.compression}`);
     }

@@ -48,8 +48,12 @@ function le(u8, p, n) {
   return v;   // exact for n <= 6; callers handle 8
 }
 
-/** Parses and walks the frame (throws DECOMPRESSION_FAILED); returns nothing. */
-function scan(s, rawSize) {
+/**
+ * Parses and walks the frame (throws DECOMPRESSION_FAILED); returns nothing. Its blocks must be able
+ * to make rawSize bytes, so a caller that scans before reserving rawSize bytes reserves in proportion
+ * to what the frame holds, not to what it claims.
+ */
+export function scan(s, rawSize) {
   const len = s.length;
   if (len < 6) bad('not a zstd frame (too short)');
   if ((s[0] | (s[1] << 8) | (s[2] << 16) | (s[3] << 24)) >>> 0 !== MAGIC) bad('not a zstd frame (magic)');
@@ -104,10 +108,11 @@ function scan(s, rawSize) {
 
 /**
  * Decompresses the zstd frame `stored` (a Uint8Array, read by the checks), whose bytes are also at
- * `src` in the kernel memory, into exactly rawSize bytes at `dst` in the kernel memory.
+ * `src` in the kernel memory, into exactly rawSize bytes at `dst` in the kernel memory (`scanned`:
+ * the caller has already run scan on it).
  */
-export function zstdInto(stored, src, rawSize, dst) {
-  scan(stored, rawSize);
+export function zstdInto(stored, src, rawSize, dst, scanned = false) {
+  if (!scanned) scan(stored, rawSize);
   try {
     const u = views().u32, w = io >> 2, d = context();
     u[w] = src; u[w + 1] = stored.length; u[w + 2] = 0;
