@@ -49,7 +49,7 @@ from .auth import FORBIDDEN, SECRET_ENV, UNAUTHORISED, WORLD_NAME, Grant, TokenE
 from .flow import FrameTooLarge, Window, wait_for
 from .metrics import JsonFormatter, Metrics, Rate, event, percentile
 from .world import WorldConfig
-from .worldhost import BusyMeter, ProcessPool, WorldHost
+from .worldhost import BusyMeter, ProcessPool, WorldGone, WorldHost
 
 log = logging.getLogger("gsd.server")
 VIEWER_DIR = Path(__file__).resolve().parent.parent / "reference_viewer"
@@ -326,6 +326,8 @@ class Session:
             code, reason = e.code, e.reason
         except asyncio.CancelledError:
             code, reason = GOING_AWAY, "server shutting down"
+        except WorldGone:                                # its world process ended (killed, crashed)
+            code, reason = SERVER_ERROR, "world failed"
         except Exception as e:                           # a bug: close this session only
             log.exception("session %s failed", self.sid)
             code, reason = SERVER_ERROR, f"server error: {type(e).__name__}"
@@ -405,11 +407,11 @@ class Session:
                 if msg.type != WSMsgType.TEXT:
                     raise SessionClosed(POLICY, "client messages must be JSON text")
                 await self._on_message(msg.data)
+            if self.host.failed is not None:
+                raise SessionClosed(SERVER_ERROR, "world failed")
             if sender.done():
                 exc = sender.exception()
                 raise exc if exc else SessionClosed(SERVER_ERROR, "sender stopped")
-            if self.host.failed is not None:
-                raise SessionClosed(SERVER_ERROR, "world failed")
             if self.grant is not None and time.time() >= self.grant.exp:
                 raise SessionClosed(UNAUTHORISED, "token expired")
             if self.window.stalled(self.cfg.ack_timeout):
@@ -550,6 +552,7 @@ class Session:
         return {"session": self.sid, "world": self.host.name if self.host else None, "frames": self.frames,
                 "bytes": self.bytes, "frames_per_second": round(fr, 2), "bytes_per_second": round(br, 1),
                 "queue_depth": self.window.depth if self.window else 0, "resyncs": self.resyncs,
+                "world_pid": self.host.backend_pid if self.host else None,
                 "step_ms": round(self.host.step_ms, 3) if self.host else None,
                 "encode_ms": round(self.host.encode_ms, 3) if self.host else None,
                 "wait_ms": round(self.host.wait_ms, 3) if self.host else None}
@@ -602,13 +605,16 @@ class Server:
                                         f"max_gaussians {hello['max_gaussians']}")
         if name is None:
             host = self._new_host(f"private-{next(self._sid)}", self._world_config(hello))
-            await host.start()
+            await self._start(host)
             return host
         async with self._world_lock:
             host = self.shared.get(name)
+            if host is not None and host.failed is not None:
+                del self.shared[name]            # lost (its process ended): its sessions are closing
+                host = None
             if host is None:
                 host = self._new_host(name, self._world_config(hello))
-                await host.start()
+                await self._start(host)
                 self.shared[name] = host
         if host.config.sh_degree > hello["max_sh_degree"]:
             raise SessionClosed(POLICY, f"world {name!r} streams SH degree {host.config.sh_degree}, "
@@ -617,6 +623,15 @@ class Server:
             raise SessionClosed(POLICY, f"world {name!r} may hold {host.max_gaussians} Gaussians, "
                                         f"over the client's max_gaussians")
         return host
+
+    async def _start(self, host: WorldHost) -> None:
+        """Start a new world; one that fails to start is stopped (not counted, its slot freed)."""
+        try:
+            await host.start()
+        except BaseException:
+            await host.stop()
+            self.metrics.worlds.dec()
+            raise
 
     def _new_host(self, name: str, config: WorldConfig) -> WorldHost:
         self.metrics.worlds.inc()
@@ -692,7 +707,8 @@ class Server:
 
     async def release(self, host: WorldHost, link: int) -> None:
         await host.detach(link)
-        if host.clients == 0:
+        if host.clients == 0 and not host.stopping:     # sessions leaving together stop it once
+            host.stopping = True
             if self.shared.get(host.name) is host:
                 del self.shared[host.name]
             await host.stop()

@@ -21,6 +21,11 @@ or for thread-hosted worlds the one GIL they share), and a ``BusyMeter`` per lan
 seconds that lane spent in world calls; each step reports how long its oldest action waited
 beyond its own compute time (``StepStats.wait_ms``), and ``queue_age`` how long the oldest action
 still queued has waited.
+
+A world process that dies (killed, out of memory) fails the worlds it held: each of their calls
+raises ``WorldGone``, their sessions close with 1011 (SPEC.md 11.7), and the pool starts a new
+process in its place for the next world (``ProcessPool.backend``), so clients that reconnect get a
+fresh world and its keyframe. The worlds of the other processes do not notice.
 """
 from __future__ import annotations
 
@@ -45,6 +50,10 @@ from .protocol import to_delta
 from .world import World, WorldConfig
 
 log = logging.getLogger("gsd.server")
+
+
+class WorldGone(RuntimeError):
+    """The process that held a world has ended (it was killed, or crashed): the world is lost."""
 
 
 @dataclass
@@ -231,7 +240,8 @@ class _Worker:
     server reads each reply); a reader thread hands each reply to the future of its request, in
     order. New worlds go over a second pipe to the process's creator thread."""
 
-    def __init__(self, ctx, index: int):
+    def __init__(self, ctx, index: int, meter: BusyMeter | None = None):
+        self.index = index
         self.conn, child = ctx.Pipe()
         self.create_conn, create_child = ctx.Pipe()
         self.proc = ctx.Process(target=_worker_main, args=(child, create_child), name=f"gsd-world-{index}",
@@ -241,23 +251,28 @@ class _Worker:
         create_child.close()
         self.create_io = ThreadPoolExecutor(1, thread_name_prefix=f"world-create-{index}")
         self.worlds = 0
-        self.meter = BusyMeter()             # busy while a request is out: the process works on them
+        self.meter = meter or BusyMeter()    # busy while a request is out: the process works on them
         self._lock = threading.Lock()
         self._waiting: deque = deque()       # (loop, future) of each request sent, oldest first
         self._gone: BaseException | None = None
         threading.Thread(target=self._read, name=f"world-replies-{index}", daemon=True).start()
 
     def request(self, wid: int, method: str, args: tuple) -> asyncio.Future:
-        """Send a request now (event loop thread); the future resolves with its reply."""
+        """Send a request now (event loop thread); the future resolves with its reply
+        (``WorldGone`` when the process has ended)."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         with self._lock:
             if self._gone is not None:
-                raise EOFError(f"world process gone: {self._gone!r}")
+                raise WorldGone(f"world process gone: {self._gone!r}")
             self.meter.begin()
             self._waiting.append((loop, fut))
             try:
                 self.conn.send((wid, method, args))
+            except (OSError, EOFError) as e:
+                self._waiting.pop()
+                self.meter.end()
+                raise WorldGone(f"world process gone: {e!r}") from None
             except BaseException:
                 self._waiting.pop()
                 self.meter.end()
@@ -275,7 +290,10 @@ class _Worker:
                     self._waiting.clear()
                 for loop, fut in waiting:
                     self.meter.end()
-                    loop.call_soon_threadsafe(_settle, fut, False, EOFError("world process ended"))
+                    try:
+                        loop.call_soon_threadsafe(_settle, fut, False, WorldGone("world process ended"))
+                    except RuntimeError:      # that loop is closed (the server stopped)
+                        pass
                 return
             with self._lock:
                 loop, fut = self._waiting.popleft()
@@ -284,10 +302,36 @@ class _Worker:
 
     def create(self, wid: int, args: tuple) -> None:
         """Build a world (a one-off, not counted as service load: steps that wait behind it show it)."""
-        self.create_conn.send((wid, args))
-        ok, res = self.create_conn.recv()
+        try:
+            self.create_conn.send((wid, args))
+            ok, res = self.create_conn.recv()
+        except (EOFError, OSError) as e:
+            raise WorldGone(f"world process {self.proc.pid} ended: {e!r}") from None
         if not ok:
             raise res
+
+    @property
+    def alive(self) -> bool:
+        """False once the process has ended (``is_alive`` also reaps it) or its pipe broke."""
+        return self._gone is None and self.proc.is_alive()
+
+    def dispose(self) -> None:
+        """Release what the server holds of an ended process: its pipes, its sentinel, its threads
+        (the reply reader ends on the closed pipe). Requests still made on it raise at once."""
+        with self._lock:
+            if self._gone is None:
+                self._gone = EOFError("world process replaced")
+        self.proc.join(1)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(1)
+        for c in (self.conn, self.create_conn):
+            c.close()
+        self.create_io.shutdown(wait=False, cancel_futures=True)
+        try:
+            self.proc.close()
+        except ValueError:                    # still running (join timed out): leave it to the OS
+            pass
 
 
 class ProcessPool:
@@ -296,16 +340,34 @@ class ProcessPool:
     _wids = itertools.count(1)
 
     def __init__(self, processes: int):
-        ctx = multiprocessing.get_context("spawn")   # fork after threads (torch, asyncio) is unsafe
-        self.workers = [_Worker(ctx, i) for i in range(processes)]
+        self.ctx = multiprocessing.get_context("spawn")   # fork after threads (torch, asyncio) is unsafe
+        self.workers = [_Worker(self.ctx, i) for i in range(processes)]
+        self.restarts = 0                    # processes started in place of ones that ended
 
     @property
     def meters(self) -> list:
         return [w.meter for w in self.workers]
 
     def backend(self) -> "ProcessBackend":
+        self.replace_dead()
         w = min(self.workers, key=lambda w: w.worlds)
         return ProcessBackend(self, w, next(self._wids))
+
+    def replace_dead(self) -> list:
+        """Start a new process in place of each one that has ended (its busy meter carries on, so
+        admission control keeps one lane per slot); returns the (old pid, exit code) of those replaced."""
+        out = []
+        for i, w in enumerate(self.workers):
+            if w.alive:
+                continue
+            pid, code = w.proc.pid, w.proc.exitcode
+            w.dispose()
+            self.workers[i] = _Worker(self.ctx, w.index, meter=w.meter)
+            self.restarts += 1
+            out.append((pid, code))
+            log.log(logging.WARNING, "world.process_restarted",
+                    extra={"fields": {"old_pid": pid, "exitcode": code, "pid": self.workers[i].proc.pid}})
+        return out
 
     def close(self) -> None:
         for w in self.workers:
@@ -329,6 +391,10 @@ class ProcessBackend:
     async def _req(self, method, args):
         return await self.worker.request(self.wid, method, args)
 
+    @property
+    def pid(self) -> int | None:
+        return self.worker.proc.pid
+
     async def create(self, config, seed, device) -> None:
         self.worker.worlds += 1
         loop = asyncio.get_running_loop()
@@ -341,7 +407,7 @@ class ProcessBackend:
         self.worker.worlds -= 1
         try:
             await self._req("close", ())
-        except (EOFError, OSError, RuntimeError):
+        except (EOFError, OSError, RuntimeError):   # WorldGone included: nothing left to close
             pass
 
 
@@ -368,6 +434,7 @@ class WorldHost:
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed: BaseException | None = None
+        self.stopping = False                # the server is stopping it (its last client left)
         self.step_ms = self.encode_ms = 0.0  # moving averages of the world's steps
         self.wait_ms = 0.0                   # ... and of the wait of the steps that serve actions
         self.header: bytes = b""
@@ -457,6 +524,12 @@ class WorldHost:
                     ev.set()
         except asyncio.CancelledError:
             raise
+        except WorldGone as e:                # its process ended: its sessions close with 1011
+            self.failed = e
+            log.log(logging.ERROR, "world.lost", extra={"fields": {"world": self.name, "pid": self.backend_pid,
+                                                                    "why": str(e)}})
+            for ev in self.wakers.values():
+                ev.set()
         except BaseException as e:            # a broken world: its sessions close with 1011
             self.failed = e
             log.exception("world %s failed", self.name)
@@ -499,3 +572,8 @@ class WorldHost:
     @property
     def clients(self) -> int:
         return len(self.wakers)
+
+    @property
+    def backend_pid(self) -> int | None:
+        """The pid of the world process that holds this world (None: a thread of this process)."""
+        return getattr(self.backend, "pid", None)
