@@ -65,6 +65,9 @@ def test_soak_verdicts_fail_on_the_faults_they_are_for():
     bad = copy.deepcopy(r)
     bad["end_rss"] = 1120.0                                # 12% growth
     assert not _verdict(bad, "server RSS")[0]
+    bad = copy.deepcopy(r)                                 # the survivors grew, hidden by a fresh process
+    bad["warm_rss_pids"], bad["end_rss_pids"] = {1: 250.0, 2: 450.0, 3: 300.0}, {1: 250.0, 2: 540.0, 4: 250.0}
+    assert not _verdict(bad, "server RSS")[0]
     bad = copy.deepcopy(r)
     bad["log"]["untyped"] = ['{"level": "error", "event": "session s3 failed", "exc": "Traceback ..."}']
     assert not _verdict(bad, "no untyped errors")[0]
