@@ -343,7 +343,7 @@ class Session:
                     sender.cancelled() or sender.exception()
                 else:
                     log.warning("session %s: sender still running 2 s after the session ended", self.sid)
-            if self.host and self.link is not None:
+            if self.host:
                 await self.server.release(self.host, self.link)
             if not self.ws.closed:
                 try:
@@ -606,6 +606,7 @@ class Server:
         if name is None:
             host = self._new_host(f"private-{next(self._sid)}", self._world_config(hello))
             await self._start(host)
+            host.users += 1
             return host
         async with self._world_lock:
             host = self.shared.get(name)
@@ -622,6 +623,9 @@ class Server:
         if host.max_gaussians > hello["max_gaussians"]:
             raise SessionClosed(POLICY, f"world {name!r} may hold {host.max_gaussians} Gaussians, "
                                         f"over the client's max_gaussians")
+        # the session holds the world from here (no await since it was looked up): a release by
+        # the world's last attached session while this one is still on its way to attach keeps it
+        host.users += 1
         return host
 
     async def _start(self, host: WorldHost) -> None:
@@ -705,9 +709,12 @@ class Server:
         g.check_world(world)
         return g
 
-    async def release(self, host: WorldHost, link: int) -> None:
-        await host.detach(link)
-        if host.clients == 0 and not host.stopping:     # sessions leaving together stop it once
+    async def release(self, host: WorldHost, link: int | None) -> None:
+        """A session lets go of its world (``world_for`` gave it); the last one stops it."""
+        if link is not None:
+            await host.detach(link)
+        host.users -= 1
+        if host.users == 0 and not host.stopping:       # sessions leaving together stop it once
             host.stopping = True
             if self.shared.get(host.name) is host:
                 del self.shared[host.name]

@@ -668,6 +668,13 @@ def report(r: dict, command: str, started: str) -> str:
     lg = r["log"]
     lines += [f"Server log: warnings {dict(lg['warnings']) or 'none'}; typed errors {dict(lg['typed']) or 'none'}; "
               f"untyped errors {len(lg['untyped'])}.", ""]
+    for line in lg["untyped"][:3]:                   # in full: a soak's bug is found from its traceback
+        try:
+            m = json.loads(line)
+            line = json.dumps({k: v for k, v in m.items() if k != "exc"}) + "\n" + str(m.get("exc", ""))
+        except (json.JSONDecodeError, AttributeError):
+            pass
+        lines += ["```", line.strip()[:4000], "```", ""]
     lines += [f"Overall: {'all requirements met' if all(ok for _, ok, _ in vs) else 'requirements missed'}.", ""]
     return "\n".join(lines)
 

@@ -448,6 +448,7 @@ class WorldHost:
         self._task: asyncio.Task | None = None
         self.failed: BaseException | None = None
         self.stopping = False                # the server is stopping it (its last client left)
+        self.users = 0                       # sessions holding it, attached or on their way (server.py)
         self.step_ms = self.encode_ms = 0.0  # moving averages of the world's steps
         self.wait_ms = 0.0                   # ... and of the wait of the steps that serve actions
         self.header: bytes = b""

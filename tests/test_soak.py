@@ -90,3 +90,33 @@ def test_soak_two_minutes():
     k = r["kill"]                                          # and a new world process took the killed one's place
     assert k["pid"] not in k["workers_after"] and len(k["workers_after"]) == len(k["workers_before"])
     assert r["log"]["warnings"].get("world.process_restarted", 0) == 1
+
+
+def test_a_shared_world_joined_while_its_last_session_leaves_is_kept():
+    """Found by the soak: session B joins a shared world while its last session A is releasing it
+    (A's detach in flight); the world must stay up for B, not be closed under it (KeyError in its
+    world process, an untyped 'session failed')."""
+    import asyncio
+    import json
+
+    from reference_generator.server import Server, ServerConfig, parse_hello
+    from reference_generator.world import WorldConfig
+
+    hello = parse_hello(json.dumps({"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1"],
+                                    "max_sh_degree": 3, "budgets": {"max_gaussians": 10 ** 6,
+                                    "max_bytes_per_second": 10 ** 8, "max_frame_bytes": 1 << 24}}))
+
+    async def go():
+        srv = Server(ServerConfig(world=WorldConfig(target_live=500), tick_hz=0))
+        h = await srv.world_for("w", hello)                  # session A
+        link = await h.attach(1 << 24, asyncio.Event())
+        leaving = asyncio.create_task(srv.release(h, link))  # A leaves ...
+        await asyncio.sleep(0)                               # ... its detach in flight
+        h2 = await srv.world_for("w", hello)                 # B joins meanwhile
+        await leaving
+        assert h2 is h and not h.stopping and srv.shared.get("w") is h
+        link2 = await h2.attach(1 << 24, asyncio.Event())
+        assert (await h2.take(link2)).keyframe
+        await srv.release(h2, link2)
+        assert h.stopping and "w" not in srv.shared
+    asyncio.run(go())
