@@ -249,7 +249,10 @@ class Client:
                     self._sent.pop(m.get("id"), None)
                 continue                                     # unknown text messages are ignored
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                raise ProtocolClosed(self._ws.close_code, msg.extra or "")
+                # the server's code from its close frame: the socket's own reads 1006 when our reply
+                # could not be written, which would hide why the server closed
+                code = msg.data if msg.type == aiohttp.WSMsgType.CLOSE else self._ws.close_code
+                raise ProtocolClosed(code, msg.extra or "")
             if msg.type == aiohttp.WSMsgType.ERROR:
                 raise ConnectionError(f"WebSocket error: {self._ws.exception()}")
 
