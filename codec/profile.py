@@ -76,28 +76,30 @@ PRESETS: dict[str, Quantization | None] = {
     "lossless": None,
     "high": Quantization(12, 12, -16.0, 6.0, 12, 12, 12, -4.0, 4.0, (10, 9, 8), (2.0, 1.5, 1.2)),
     "compact": Quantization(8, 8, -14.0, 4.0, 8, 8, 8, -3.5, 3.5, (5, 5, 4), (0.9375, 0.9375, 0.875)),
-    # for files: SH_REST through a palette of up to 65,536 entries (SPEC.md 5.9); the palette's error
-    # sets the render error (a 500k captured scene: 44.1 dB with every other attribute at 10 bits),
-    # so scale, rotation and SH_DC take one bit less than compact, opacity one less too, and a fitted
-    # profile's position step follows the Gaussians' sizes (SIZE_RELATIVE_POSITIONS). Measured against
-    # SOG files written by splat-transform from the same scenes (docs/format-notes.md). At SH degree 0
-    # there is no palette error to hide under: scale, rotation and SH_DC keep one bit more.
-    "small": Quantization(8, 6, -14.0, 4.0, 6, 7, 7, -3.5, 3.5, (6, 6, 6), (0.9375, 0.9375, 0.875), palette=1 << 16),
+    # for files: SH_REST through a palette of up to 65,536 entries (SPEC.md 5.9), scale, rotation and
+    # opacity one bit below compact; a fitted profile also follows the scene (Profile.fit):
+    # SIZE_RELATIVE_POSITIONS, and SHARED_PALETTE_TRIM once the palette is shared
+    "small": Quantization(8, 7, -14.0, 4.0, 7, 7, 8, -3.5, 3.5, (6, 6, 6), (0.9375, 0.9375, 0.875), palette=1 << 16),
 }
 # Presets whose fitted position step follows the scene (Profile.fit): at most 1/16 of a small
 # Gaussian's largest axis, never finer than the preset's own step (fit.position_bits_for_sizes).
 SIZE_RELATIVE_POSITIONS = {"small": 16}
+# Bits a fitted palette preset gives up when its scene has more than 2 Gaussians per palette entry:
+# the shared entries' error then sets the render error, and one bit less of scale, rotation and
+# SH_DC costs little under it (a captured 500k SH2 scene: 44.1 dB with every other attribute at 10
+# bits, 1.1 dB for these three bits and 1.1 B per Gaussian). With entries to spare (100k synthetic
+# SH1 and SH3 scenes) the palette is accurate and those bits show: they are kept.
+SHARED_PALETTE_TRIM = {"small": ("scale_bits", "rotation_bits", "dc_bits")}
+GAUSSIANS_PER_SHARED_ENTRY = 2
 DEFAULT_PROFILE = "small"    # gsd encode's: the scene is known before the header is written
 STREAM_PROFILE = "compact"   # Profile()'s and the streaming generator's (content arrives over time)
 MAX_PALETTE = 1 << 16  # palette indices are u16 codes
 
 
 def _for_degree(q: Quantization | None, sh_degree: int) -> Quantization | None:
-    """A preset's quantization for an SH degree: no palette without SH_REST, and then the bit of
-    scale, rotation and SH_DC that a palette preset gives up under the palette's error back."""
+    """A preset's quantization for an SH degree: no palette without SH_REST."""
     if q is not None and q.palette and sh_degree == 0:
-        return dataclasses.replace(q, palette=0, scale_bits=q.scale_bits + 1, rotation_bits=q.rotation_bits + 1,
-                                   dc_bits=q.dc_bits + 1)
+        return dataclasses.replace(q, palette=0)
     return q
 
 
@@ -131,7 +133,8 @@ class Profile:
         profile for content known before the header is written (``preset`` keeps the fixed ranges, the
         streaming defaults). Without ``grid`` the grid is fitted too (``fit.fit_grid``: ``cell_bits``
         cells per axis, and the position bits that keep the preset's precision relative to the scene);
-        a SIZE_RELATIVE_POSITIONS preset then takes no finer a step than the Gaussians' sizes need."""
+        a SIZE_RELATIVE_POSITIONS preset then takes no finer a step than the Gaussians' sizes need, and a
+        SHARED_PALETTE_TRIM preset gives up bits where its palette is shared."""
         from . import fit
 
         if name not in PRESETS:
@@ -148,6 +151,8 @@ class Profile:
             if name in SIZE_RELATIVE_POSITIONS:
                 q = dataclasses.replace(q, position_bits=fit.position_bits_for_sizes(
                     grid, gaussians.scales, q.position_bits, SIZE_RELATIVE_POSITIONS[name]))
+            if name in SHARED_PALETTE_TRIM and q.palette and len(gaussians) > GAUSSIANS_PER_SHARED_ENTRY * q.palette:
+                q = dataclasses.replace(q, **{f: getattr(q, f) - 1 for f in SHARED_PALETTE_TRIM[name]})
         return cls(d, grid, q, name)
 
     def clamped(self, values) -> dict[Attr, int]:
