@@ -217,6 +217,19 @@ def _execute(data: bytes, limits: Limits) -> str:
     return "ok"
 
 
+def save_crash(crashers: str | None, c: Crash, data: bytes, vid: str, limits: Limits) -> None:
+    """Keep a crashing input in ``crashers`` (if given): the stream, and a note of what it did,
+    which vector it came from and the limits it ran under."""
+    if not crashers:
+        return
+    os.makedirs(crashers, exist_ok=True)
+    name = hashlib.sha1(data).hexdigest()[:16]
+    with open(os.path.join(crashers, f"{c.kind}-{name}.gsd"), "wb") as f:
+        f.write(data)
+    with open(os.path.join(crashers, f"{c.kind}-{name}.txt"), "w") as f:
+        f.write(f"{c}\nseed vector: {vid}\nlimits: {limits}\n")
+
+
 def run_for(seconds: float, seed: int, corpus: list, crashers: str | None = None, budget: float = 5.0,
             report_every: float = 30.0, log=print) -> tuple[int, list[tuple[str, bytes]], Counter]:
     """Random mutation loop for ``seconds``; returns (executions, crashes, outcome histogram)."""
@@ -233,13 +246,7 @@ def run_for(seconds: float, seed: int, corpus: list, crashers: str | None = None
             outcomes[execute(case, limits, budget, validate=rng.random() < 0.1)] += 1
         except Crash as c:
             crashes.append((str(c), case))
-            if crashers:
-                os.makedirs(crashers, exist_ok=True)
-                name = hashlib.sha1(case).hexdigest()[:16]
-                with open(os.path.join(crashers, f"{c.kind}-{name}.gsd"), "wb") as f:
-                    f.write(case)
-                with open(os.path.join(crashers, f"{c.kind}-{name}.txt"), "w") as f:
-                    f.write(f"{c}\nseed vector: {vid}\nlimits: {limits}\n")
+            save_crash(crashers, c, case, vid, limits)
             log(f"CRASH {c} (from {vid})")
         execs += 1
         now = time.monotonic()

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import multiprocessing
 import os
 import random
@@ -964,7 +963,7 @@ def campaign(execs: int | None, seed: int, seconds: float | None = None, vectors
                 o = execute(data, limits, budget, full_compare=rng.random() < compare_rate)
             except fuzz.Crash as c:
                 stats.crashes.append((str(c), data, parent.vid))
-                _save(crashers, c, data, parent.vid, limits)
+                fuzz.save_crash(crashers, c, data, parent.vid, limits)
                 if log:
                     log(f"CRASH {c} (from {parent.vid}, {mname})")
                 stats.execs += 1
@@ -1008,17 +1007,6 @@ class _Stop:
         if self.old is not None:
             signal.signal(signal.SIGTERM, self.old)
         return False
-
-
-def _save(crashers: str | None, c: fuzz.Crash, data: bytes, vid: str, limits: Limits) -> None:
-    if not crashers:
-        return
-    os.makedirs(crashers, exist_ok=True)
-    name = hashlib.sha1(data).hexdigest()[:16]
-    with open(os.path.join(crashers, f"{c.kind}-{name}.gsd"), "wb") as f:
-        f.write(data)
-    with open(os.path.join(crashers, f"{c.kind}-{name}.txt"), "w") as f:
-        f.write(f"{c}\nseed vector: {vid}\nlimits: {limits}\n")
 
 
 def _worker(args) -> Stats:
