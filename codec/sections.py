@@ -240,7 +240,9 @@ class SectionWriter:
         self._min = min_compress
         self._queue: list = []
         self._choices = choices
+        self._crc_parts = False
         self.descs: list[SectionDesc] = []
+        self.crcs: list[int] | None = None
 
     def add(self, planar: np.ndarray, filters: int | tuple[int, ...], rows: np.ndarray | None = None,
             role=None) -> int:
@@ -278,14 +280,14 @@ class SectionWriter:
             if planar.nbytes < TRIAL_MIN_BYTES:
                 filters = filters[0]
             else:
-                kept = self._choices.get((role, filters)) if self._choices is not None and role is not None else None
+                key = (role, filters) if self._choices is not None and role is not None else None
+                kept = self._choices.get(key) if key is not None else None
                 if kept is not None and kept[1] > 0:
-                    self._choices[(role, filters)] = (kept[0], kept[1] - 1)
+                    self._choices[key] = (kept[0], kept[1] - 1)
                     filters = kept[0]
                 else:
-                    key = (role, filters)
                     filters, done = self._choose(planar, filters)
-                    if self._choices is not None and role is not None:
+                    if key is not None:
                         self._choices[key] = (filters, RETRIAL)
         raw = _filter(planar, filters) if done is None else done[0]
         width = planar.dtype.itemsize
@@ -296,21 +298,24 @@ class SectionWriter:
                 _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
             if len(z) < len(raw):
                 comp, data = ZSTD, z
-        return data, len(raw), comp, filters, width, zlib.crc32(data)
+        return data, len(raw), comp, filters, width, zlib.crc32(data) if self._crc_parts else None
 
     def parts(self) -> list:
         """Filter and compress every queued section (in parallel for big frames); fills ``descs``.
-        Returns the stored sections in payload order (the caller joins them once, into its record);
-        ``crcs`` then holds each one's CRC-32, taken on the worker that built it (``crc32_combine``
-        joins them to the record's without reading the payload again)."""
+        Returns the stored sections in payload order (the caller joins them once, into its record).
+        For a frame built on the workers, ``crcs`` then holds each section's CRC-32, taken on the
+        worker that built it (``crc32_combine`` joins them to the record's without reading the payload
+        again); for a small frame it is None (a combine costs about 80 us in Python, more than
+        checksumming its small parts once more)."""
         total = sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
+        self._crc_parts = total >= PARALLEL_MIN_BYTES
         built = parallel_map(self._build, self._queue, total)
         offset = 0
         self.descs = []
         for data, raw_len, comp, filters, width, _ in built:
             self.descs.append(SectionDesc(offset, len(data), raw_len, comp, filters, width))
             offset += len(data)
-        self.crcs = [b[5] for b in built]
+        self.crcs = [b[5] for b in built] if self._crc_parts else None
         return [b[0] for b in built]
 
     def payload(self) -> bytes:

@@ -402,7 +402,7 @@ class FrameEncoder:
         frame_len = _PREFIX.size + len(meta) + sum(len(x) for x in parts) + 4
         head = _PREFIX.pack(FRAME_MAGIC, frame_len, len(meta))
         crc = zlib.crc32(meta, zlib.crc32(head))
-        if frame_len < PARALLEL_MIN_BYTES:  # a combine costs more than checksumming a small part again
+        if sw.crcs is None:  # a small frame: its parts are checksummed here
             for x in parts:
                 crc = zlib.crc32(x, crc)
         else:
