@@ -86,6 +86,8 @@ class ServerConfig:
     admit_min_sessions: int = 4      # so many sessions are admitted whatever the load (up to max_sessions)
     retry_after: int = 10            # seconds a refused client is told to wait (the reason's retry-after)
     workers: int = 0                 # world processes; 0: worlds on threads of the server process
+    ray: str | None = None           # a Ray cluster (auto, ADDRESS, local): worlds as Ray actors (ray_host.py)
+    ray_options: dict = field(default_factory=dict)   # RayPool keywords (world_cpus, checkpoint_dir, ...)
     allowed_origins: tuple = ()      # extra Origin values accepted besides same-origin
     auth_secret: bytes | None = None  # HMAC key of session tokens (SPEC.md 11.8); None: no tokens, loopback only
     viewer_dir: Path = VIEWER_DIR
@@ -588,6 +590,9 @@ class Server:
         self.app.on_shutdown.append(self._on_shutdown)
         self.runner: web.AppRunner | None = None
         self.pool = ProcessPool(self.cfg.workers) if self.cfg.workers > 0 else None
+        if self.cfg.ray:
+            from .ray_host import RayPool
+            self.pool = RayPool(self.cfg.ray, tick_hz=self.cfg.tick_hz, device=self.cfg.device, **self.cfg.ray_options)
         self.thread_lane = BusyMeter()       # thread-hosted worlds share one GIL: one lane
         self.admission = Admission(self.cfg, self.pool.meters if self.pool else [self.thread_lane], self._hosts)
         self._monitor: asyncio.Task | None = None
@@ -877,6 +882,15 @@ def parse_args(argv=None) -> ServerConfig:
                     help="admit this many sessions whatever the load (default: %(default)s)")
     ap.add_argument("--retry-after", type=int, default=10, metavar="S",
                     help="seconds a refused client is told to wait, 1..3600 (default: %(default)s)")
+    ap.add_argument("--ray", metavar="ADDRESS",
+                    help="run each world as a Ray actor on a cluster: auto (this machine's cluster), a head's "
+                         "ADDRESS, or local (start one here); shared worlds are named actors every gateway "
+                         "of the cluster joins, docs/scaling.md (default: none, worlds run in this process)")
+    ap.add_argument("--ray-world-cpus", type=float, default=1.0, metavar="N",
+                    help="CPUs each world actor declares (a torch world on cuda also takes 0.25 GPU) (default: %(default)s)")
+    ap.add_argument("--ray-checkpoint-dir", metavar="DIR",
+                    help="where world actors checkpoint, for resuming after a fault: a shared file system "
+                         "on a multi-node cluster (default: the temp dir)")
     ap.add_argument("--workers", type=int, default=0, metavar="N",
                     help="world processes, each with its own GIL (under load: the core count); "
                          "0: worlds on threads of this process (default: %(default)s)")
@@ -908,6 +922,7 @@ def parse_args(argv=None) -> ServerConfig:
     logging.getLogger().handlers[0].setFormatter(JsonFormatter())
     return ServerConfig(host=a.host, port=a.port, world=world, seed=a.seed, device=a.device, tick_hz=a.tick_hz,
                         window=a.window, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout, workers=a.workers,
+                        ray=a.ray, ray_options={"world_cpus": a.ray_world_cpus, "checkpoint_dir": a.ray_checkpoint_dir},
                         allowed_origins=tuple(a.allow_origin), admission=a.admission == "on",
                         admit_max_busy=a.admit_max_busy, admit_max_wait_ms=a.admit_max_wait_ms,
                         admit_max_loop_lag_ms=a.admit_max_loop_lag_ms, admit_window=a.admit_window,

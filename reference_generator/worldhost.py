@@ -361,7 +361,7 @@ class ProcessPool:
     def meters(self) -> list:
         return [w.meter for w in self.workers]
 
-    def backend(self) -> "ProcessBackend":
+    def backend(self, name: str | None = None) -> "ProcessBackend":
         self.replace_dead()
         w = min(self.workers, key=lambda w: w.worlds)
         return ProcessBackend(self, w, next(self._wids))
@@ -443,7 +443,8 @@ class WorldHost:
         self.wakers: dict = {}               # link id -> asyncio.Event
         self.ready: set = set()              # links whose sender waits with an open window
         self.prefetched: dict = {}           # link id -> OutFrame cut by the last step for it
-        self.backend = pool.backend() if pool else ThreadBackend(name, meter)
+        # pool: a ProcessPool, or a ray_host.RayPool (worlds as Ray actors); same backend interface
+        self.backend = pool.backend(name) if pool else ThreadBackend(name, meter)
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed: BaseException | None = None
@@ -522,15 +523,17 @@ class WorldHost:
                 ready = tuple(self.ready)
                 self.ready.clear()
                 stats, frames = await self.call("step", action, ids, ready)
-                k = 0.1 if self.step_ms else 1.0         # exponential moving averages over ~10 steps
-                self.step_ms += k * (stats.step_ms - self.step_ms)
-                self.encode_ms += k * (stats.encode_ms - self.encode_ms)
-                if taken:
-                    waited = time.monotonic() - min(t[2] for t in taken)
-                    stats.wait_ms = max(0.0, waited * 1e3 - stats.call_ms)
-                    self.wait_ms += 0.1 * (stats.wait_ms - self.wait_ms)
-                if self.on_step:
-                    self.on_step(self, stats)
+                if stats is not None:    # None: no step ran (a shared Ray world another gateway just
+                                         # stepped, or a world that resumed after a fault), frames only
+                    k = 0.1 if self.step_ms else 1.0     # exponential moving averages over ~10 steps
+                    self.step_ms += k * (stats.step_ms - self.step_ms)
+                    self.encode_ms += k * (stats.encode_ms - self.encode_ms)
+                    if taken:
+                        waited = time.monotonic() - min(t[2] for t in taken)
+                        stats.wait_ms = max(0.0, waited * 1e3 - stats.call_ms)
+                        self.wait_ms += 0.1 * (stats.wait_ms - self.wait_ms)
+                    if self.on_step:
+                        self.on_step(self, stats)
                 for link, f in frames.items():
                     if f is not None and link in self.wakers:
                         self.prefetched[link] = f
