@@ -8,7 +8,9 @@ A token is ``base64url(payload) "." base64url(HMAC-SHA256(secret, base64url(payl
     {"v": 1, "world": "lobby", "watch_only": true, "exp": 1893456000}
 
 ``world`` the shared world it grants (``null``: a private world of its own), ``watch_only``
-whether its session may send actions, ``exp`` the Unix time (seconds) it expires. ``gsd-serve
+whether its session may send actions, ``exp`` the Unix time (seconds) it expires; an optional
+``"observe": true`` also grants the server's HTTP endpoints that show or steer it (``/metrics``,
+``/sessions``, ``/admission``: ``gsd-token --observe``), which no other token opens. ``gsd-serve
 --auth-secret-file F`` (or the environment variable ``GSD_AUTH_SECRET``) checks tokens with the
 same secret; a client passes its token as ``Authorization: Bearer TOKEN`` or ``?token=TOKEN``.
 
@@ -55,6 +57,7 @@ class Grant:
     world: str | None        # the shared world it grants; None: a private world
     watch_only: bool
     exp: int                 # Unix seconds
+    observe: bool = False    # also the server's observation endpoints (/metrics, /sessions, /admission)
 
     def check_world(self, world: str | None) -> None:
         """TokenError(4003) unless this grant covers joining ``world`` (None: a private world)."""
@@ -81,16 +84,20 @@ def _sign(secret: bytes, payload_b64: str) -> bytes:
     return hmac.new(secret, payload_b64.encode("ascii"), hashlib.sha256).digest()
 
 
-def payload_json(world: str | None, watch_only: bool, exp: int) -> bytes:
-    """The payload as gsd-token writes it: compact JSON, members in this order (any JSON that
-    carries the same members verifies as well: the signature covers the bytes sent)."""
-    return json.dumps({"v": VERSION, "world": world, "watch_only": bool(watch_only), "exp": int(exp)},
-                      separators=(",", ":")).encode("utf-8")
+def payload_json(world: str | None, watch_only: bool, exp: int, observe: bool = False) -> bytes:
+    """The payload as gsd-token writes it: compact JSON, members in this order, ``observe`` only
+    when true (any JSON that carries the same members verifies as well: the signature covers the
+    bytes sent)."""
+    m = {"v": VERSION, "world": world, "watch_only": bool(watch_only), "exp": int(exp)}
+    if observe:
+        m["observe"] = True
+    return json.dumps(m, separators=(",", ":")).encode("utf-8")
 
 
 def mint(secret: bytes, *, world: str | None, watch_only: bool = False, exp: int | None = None,
-         ttl: float = 3600.0, now: float | None = None) -> str:
-    """A token for ``world`` (None: a private world), expiring at ``exp`` or ``ttl`` seconds from now."""
+         ttl: float = 3600.0, now: float | None = None, observe: bool = False) -> str:
+    """A token for ``world`` (None: a private world), expiring at ``exp`` or ``ttl`` seconds from
+    now; ``observe``: it also opens the server's observation endpoints (SPEC.md 11.8)."""
     check_secret(secret)
     if world is not None and not WORLD_NAME.fullmatch(world):
         raise ValueError("world names are 1-64 letters, digits, - and _")
@@ -98,7 +105,7 @@ def mint(secret: bytes, *, world: str | None, watch_only: bool = False, exp: int
         exp = int((time.time() if now is None else now) + ttl)
     if not 0 < exp < 2 ** 53:
         raise ValueError("exp must be in (0, 2^53)")
-    p = b64url(payload_json(world, watch_only, exp))
+    p = b64url(payload_json(world, watch_only, exp, observe))
     return p + "." + b64url(_sign(secret, p))
 
 
@@ -130,9 +137,12 @@ def verify(secret: bytes, token: str | None, now: float | None = None) -> Grant:
         raise TokenError(UNAUTHORISED, "token payload: world must be a world name or null")
     if not isinstance(watch, bool):
         raise TokenError(UNAUTHORISED, "token payload: watch_only must be true or false")
+    observe = m.get("observe", False)
+    if not isinstance(observe, bool):
+        raise TokenError(UNAUTHORISED, "token payload: observe must be true or false")
     if (time.time() if now is None else now) >= exp:
         raise TokenError(UNAUTHORISED, "token expired")
-    return Grant(world, watch, exp)
+    return Grant(world, watch, exp, observe)
 
 
 def check_secret(secret: bytes) -> bytes:
@@ -172,6 +182,9 @@ def main(argv=None) -> int:
                     help="the shared world the token grants, ?world=NAME (default: a private world only)")
     ap.add_argument("--watch-only", action="store_true",
                     help="the session may only watch: an action closes it with 4003 (default: it may act)")
+    ap.add_argument("--observe", action="store_true",
+                    help="the token also opens the server's /metrics, /sessions and /admission (with a secret "
+                         "they need such a token; default: session only)")
     ap.add_argument("--ttl", type=float, default=3600.0, metavar="S",
                     help="seconds until the token expires (default: %(default)s)")
     ap.add_argument("--exp", type=int, metavar="UNIX", help="expiry as Unix seconds, instead of --ttl (default: now + --ttl)")
@@ -190,12 +203,12 @@ def main(argv=None) -> int:
         except TokenError as e:
             print(f"gsd-token: refused ({e.code}): {e.reason}", file=sys.stderr)
             return 1
-        print(json.dumps({"world": g.world, "watch_only": g.watch_only, "exp": g.exp}))
+        print(json.dumps({"world": g.world, "watch_only": g.watch_only, "exp": g.exp, "observe": g.observe}))
         return 0
     if a.exp is None and a.ttl <= 0:
         ap.error("--ttl must be > 0")
     try:
-        print(mint(secret, world=a.world, watch_only=a.watch_only, exp=a.exp, ttl=a.ttl))
+        print(mint(secret, world=a.world, watch_only=a.watch_only, exp=a.exp, ttl=a.ttl, observe=a.observe))
     except ValueError as e:
         ap.error(str(e))
     return 0

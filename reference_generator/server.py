@@ -12,7 +12,11 @@ JSON, ``/healthz`` says ok.
 Who may join (SPEC.md 11.8): with a secret (``--auth-secret-file`` or ``$GSD_AUTH_SECRET``) every
 connection needs a token (auth.py, minted by ``gsd-token``) that grants the world it asks for; a
 refused token closes the WebSocket at once with 4002 or 4003, and a watch-only session that sends
-an action is closed with 4003. Without a secret the server listens on loopback only.
+an action is closed with 4003. With a secret, the HTTP endpoints that show or steer the server
+(``/metrics``, ``/sessions``, ``/admission``, and any route but ``/ws``, ``/healthz`` and the static
+viewer) need a token with ``"observe": true`` (``gsd-token --observe``), else HTTP 401 (no valid
+token) or 403 (a session token). Without a secret the server listens on loopback only and these
+are open.
 
 Each session: hello -> stream header -> keyframe -> deltas (flow.py). The world runs on its own
 thread (worldhost.py); the event loop only parses small JSON messages and writes frames.
@@ -59,6 +63,10 @@ MAX_JSON_INT = 2 ** 53
 # WebSocket close codes (SPEC.md 11.7)
 NORMAL, GOING_AWAY, POLICY, TOO_BIG, SERVER_ERROR, IDLE = 1000, 1001, 1008, 1009, 1011, 4000
 TRY_AGAIN_LATER = 1013           # a new session refused for load; the reason starts "retry-after=N"
+# HTTP routes open without a token when the server has a secret (SPEC.md 11.8): the session
+# endpoint checks its own, the health check says only "ok", "/" redirects to the static viewer
+# (``/viewer/...``, open as well: the same files for everyone, nothing of the server's state)
+OPEN_ROUTES = frozenset({"/ws", "/healthz", "/", "/viewer"})
 
 
 @dataclass
@@ -578,7 +586,7 @@ class Server:
         self.shared: dict = {}               # name -> WorldHost
         self._sid = itertools.count(1)
         self._world_lock = asyncio.Lock()
-        self.app = web.Application()
+        self.app = web.Application(middlewares=[self._http_auth])
         self.app.router.add_get("/ws", self.ws_handler)
         self.app.router.add_get("/metrics", self.metrics_handler)
         self.app.router.add_get("/sessions", self.sessions_handler)
@@ -701,18 +709,44 @@ class Server:
         await ws.close(code=code, message=reason.encode()[:123])
         return ws
 
-    def _grant(self, request: web.Request, world: str | None) -> Grant:
-        """The request's token (``Authorization: Bearer``, else ``?token=``), verified and checked
-        against the world asked for (SPEC.md 11.8); TokenError(4002 or 4003) otherwise."""
+    @staticmethod
+    def _token(request: web.Request) -> str | None:
+        """The request's token: ``Authorization: Bearer``, else ``?token=`` (SPEC.md 11.8);
+        TokenError(4002) for an Authorization header of another form."""
         header = request.headers.get("Authorization")
         token = bearer(header)
         if header is not None and token is None:
             raise TokenError(UNAUTHORISED, "Authorization header is not 'Bearer TOKEN'")
-        if token is None:
-            token = request.query.get("token")
-        g = verify(self.cfg.auth_secret, token)
+        return token if token is not None else request.query.get("token")
+
+    def _grant(self, request: web.Request, world: str | None) -> Grant:
+        """The request's token, verified and checked against the world asked for (SPEC.md 11.8);
+        TokenError(4002 or 4003) otherwise."""
+        g = verify(self.cfg.auth_secret, self._token(request))
         g.check_world(world)
         return g
+
+    @web.middleware
+    async def _http_auth(self, request: web.Request, handler):
+        """With a secret, every HTTP route but the session endpoint (its own checks), the health
+        check and the static viewer needs a token with the ``observe`` grant (SPEC.md 11.8): 401
+        without a valid token, 403 for a valid one without the grant. Routes added later are
+        covered too: the open ones are listed, not the closed ones."""
+        path = request.path
+        resource = request.match_info.route.resource     # by the route matched, not the path's text
+        if self.cfg.auth_secret is None or (resource is not None and resource.canonical in OPEN_ROUTES):
+            return await handler(request)
+        try:
+            g = verify(self.cfg.auth_secret, self._token(request))
+        except TokenError as e:
+            status, why, err = 401, e.reason, "" if e.reason == "token required" else ', error="invalid_token"'
+        else:
+            if g.observe:
+                return await handler(request)
+            status, why, err = 403, "token does not grant observe", ', error="insufficient_scope"'
+        event(log, "http.refused", path=path, status=status, why=why)
+        return web.Response(status=status, text=why + "\n", headers={
+            "WWW-Authenticate": f'Bearer realm="gsd-serve"{err}', "Cache-Control": "no-store"})
 
     async def release(self, host: WorldHost, link: int | None) -> None:
         """A session lets go of its world (``world_for`` gave it); the last one stops it."""
