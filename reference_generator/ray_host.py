@@ -187,7 +187,7 @@ class RayPool:
     def __init__(self, address: str = "auto", *, tick_hz: float = 25.0, device: str = "cpu",
                  world_cpus: float = 1.0, world_gpus: float = 0.25, max_restarts: int = 3,
                  checkpoint_dir: str | None = None, checkpoint_every: int = 25, resume_timeout: float = 60.0,
-                 spread: bool = True, init_kwargs: dict | None = None):
+                 spread: bool = True, actor_options: dict | None = None, init_kwargs: dict | None = None):
         ray = _ray()
         self.owns_ray = False
         if not ray.is_initialized():
@@ -205,6 +205,7 @@ class RayPool:
         cuda = str(device).startswith("cuda")
         self.resources = {"num_cpus": world_cpus, "num_gpus": world_gpus if cuda else 0}
         self.max_restarts, self.resume_timeout, self.spread = max_restarts, resume_timeout, spread
+        self.actor_options = dict(actor_options or {})   # more Ray actor options: placement, labels
         self.checkpoint_dir = Path(checkpoint_dir or os.path.join(tempfile.gettempdir(), "gsd-ray-checkpoints"))
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_every = checkpoint_every
@@ -261,6 +262,7 @@ class RayBackend:
         opts = dict(max_restarts=p.max_restarts, max_task_retries=0, max_concurrency=1, **p.resources)
         if p.spread:
             opts["scheduling_strategy"] = "SPREAD"
+        opts.update(p.actor_options)
         if self.shared:
             opts.update(name=f"world-{self.name}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
         self.actor = _actor_class().options(**opts).remote(self.name, config, seed, device, self._checkpoint_path(),
@@ -300,16 +302,22 @@ class RayBackend:
             return await self._call(method, args)
         except ray.exceptions.RayActorError as e:
             await self._recover(gen, e)
-        # the world is back (a new incarnation, every link of this gateway attached again and
-        # due a keyframe): a step or take that was lost is nothing to send now
-        if method == "step":
-            return None, {}
-        if method == "take":
-            return None
+        # the world is back (a new incarnation, every link of this gateway attached again and due
+        # a keyframe): the call runs again there (a lost step's actions are answered by the keyframe)
         if method == "detach":
             self.links.pop(args[0], None)
             return 0
         return await self._call(method, args)
+
+    async def _ready_again(self) -> dict:
+        """The actor's next incarnation: calls made while Ray restarts it wait for it, or fail with
+        ActorUnavailableError (asked again) or ActorDiedError (it will not come back)."""
+        ray = _ray()
+        while True:
+            try:
+                return await self.actor.ready.remote()
+            except ray.exceptions.ActorUnavailableError:
+                await asyncio.sleep(0.05)
 
     async def _recover(self, gen: int, err: BaseException) -> None:
         ray = _ray()
@@ -320,7 +328,7 @@ class RayBackend:
                 return
             t0 = time.monotonic()
             try:
-                where = await asyncio.wait_for(self.actor.ready.remote(), self.pool.resume_timeout)
+                where = await asyncio.wait_for(self._ready_again(), self.pool.resume_timeout)
                 for link, mfb in list(self.links.items()):
                     await self.actor.attach.remote((self.gw, link), mfb)
             except (ray.exceptions.RayError, asyncio.TimeoutError) as e:
