@@ -30,6 +30,7 @@ Inputs may be numpy arrays as well (they become CPU tensors without a copy).
 """
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -257,16 +258,19 @@ class TorchQuantizer:
         return wire(self.p, attr, c).t().contiguous().cpu().numpy().view(self.p.dtype(attr))
 
 
-GRAPHS = False             # codes_all of a frame's rows as a CUDA graph replay on a GPU (off until measured there)
+GRAPHS = True              # codes_all of a frame's rows as a CUDA graph replay on a GPU: one launch instead of
+                           # ~130 (an idle step's codes at 1M on an H100: 2.8 -> 1.7 ms; GENERATOR_BENCH.md)
 GRAPH_MIN_ROWS, GRAPH_MAX_ROWS = 1 << 11, 1 << 16
 
 
 class _GraphedCodes:
     """``TorchQuantizer._codes_all`` of ``cap`` rows captured as a CUDA graph: a call copies its rows
-    in (zeros after them), replays, and copies the codes out."""
+    in (zeros after them), replays, and copies the codes out. The graph's buffers are shared by every
+    stream of the profile on the device (worlds on threads), so a call holds a lock while it enqueues."""
 
     def __init__(self, qz: TorchQuantizer, cap: int, f: int):
         dev = qz.device
+        self.lock = threading.Lock()
         self.x = torch.zeros((cap, f), dtype=torch.float32, device=dev)
         self.org = torch.zeros((cap, 3), dtype=F64, device=dev)
         side = torch.cuda.Stream(dev)
@@ -281,12 +285,13 @@ class _GraphedCodes:
 
     def __call__(self, x: torch.Tensor, origins: torch.Tensor):
         n = x.shape[0]
-        self.x[:n].copy_(x)
-        self.x[n:].zero_()
-        self.org[:n].copy_(origins)
-        self.org[n:].zero_()
-        self.graph.replay()
-        return self.out[:n].clone(), self.ok.clone()
+        with self.lock:                           # one stream order: copy in, replay, copy out
+            self.x[:n].copy_(x)
+            self.x[n:].zero_()
+            self.org[:n].copy_(origins)
+            self.org[n:].zero_()
+            self.graph.replay()
+            return self.out[:n].clone(), self.ok.clone()
 
 
 _UNSIGNED = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32}
