@@ -243,6 +243,19 @@ def losses(results: list[Result], ours: str = "GSD compact") -> list[str]:
     return out
 
 
+def synthetic_files(folder: str, scale: float = 1.0) -> list[str]:
+    """The synthetic scenes (``SCENES``) as float PLY files in ``folder``, named after their parameters, so
+    they can go through the real scenes' pipeline (splat-transform's SOG and SPZ beside `gsd encode`)."""
+    from codec.synthetic import synthetic_scene
+    paths = []
+    for label, n, degree, seed, extent in SCENES:
+        n = max(100, int(n * scale))
+        path = os.path.join(folder, f"synthetic_{label.split(',')[0].replace(' ', '_')}_sh{degree}_{n}.ply")
+        write_ply(path, synthetic_scene(n, degree, seed, extent))
+        paths.append(path)
+    return paths
+
+
 def _git() -> str:
     try:
         here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -294,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="also measure every scene file in each DIR (.ply float or compressed, .splat, .spz, .sog, "
                            ".ksplat) against SPZ v4 and SOG from splat-transform; e.g. ../shared/scenes")
     real.add_argument("--no-synthetic", action="store_true", help="skip the synthetic scenes (needs --scenes)")
+    real.add_argument("--synthetic-vs-sog", action="store_true",
+                      help="also write the synthetic scenes as float PLY files and measure them as the real scenes "
+                           "are (the `gsd encode` defaults against SPZ v4 and SOG from splat-transform)")
     real.add_argument("--max-render-gaussians", type=_positive_or_zero, default=100_000, metavar="N",
                       help="render at most N Gaussians of a real scene: the same spatially uniform subsample of "
                            "the reference and of every decoded scene (all are still encoded and decoded); "
@@ -316,15 +332,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
     real_scenes = None
-    if args.no_synthetic and not args.scenes:
-        ap.error("--no-synthetic needs --scenes DIR (there would be nothing to measure)")
-    if args.scenes:
+    if args.no_synthetic and not (args.scenes or args.synthetic_vs_sog):
+        ap.error("--no-synthetic needs --scenes DIR or --synthetic-vs-sog (there would be nothing to measure)")
+    tmp_synthetic = None
+    if args.scenes or args.synthetic_vs_sog:
         from . import scenes as real
         try:
             tool = real.find_splat_transform(args.splat_transform)
-            real_scenes = [f for folder in args.scenes for f in real.scene_files(folder)]
+            real_scenes = [(f, real.UP) for folder in args.scenes or [] for f in real.scene_files(folder)]
         except real.SceneError as e:
             ap.error(str(e))
+        if args.synthetic_vs_sog:
+            tmp_synthetic = tempfile.TemporaryDirectory(prefix="gsd_synthetic_")
+            real_scenes += [(p, (0.0, 0.0, 1.0)) for p in synthetic_files(tmp_synthetic.name, args.scale)]
     load_start = os.getloadavg()
 
     sections, summary = [], []
@@ -387,17 +407,20 @@ def main(argv: list[str] | None = None) -> int:
     if real_scenes:
         sog_opts = ("--gpu", args.sog_gpu, "--sh-iterations", str(args.sog_iterations))
         measured, failed = [], []
-        for path in real_scenes:
+        for path, up in real_scenes:
             try:
                 measured.append(real.measure_scene(path, tool, profiles=real.gsd_profiles(), views=args.views,
                                                    size=args.size, max_render=args.max_render_gaussians,
-                                                   sog_opts=sog_opts, cache=args.cache, quiet=args.quiet))
+                                                   sog_opts=sog_opts, cache=args.cache, quiet=args.quiet, up=up))
             except (RuntimeError, ValueError, OSError) as e:   # one scene that cannot be read or round-tripped
                 print(f"python -m quality.compare: {os.path.basename(path)}: {e}", file=sys.stderr)
                 failed.append((path, str(e)))
-        real_text = real.real_scenes_markdown(measured, folders=args.scenes, tool=tool, views=args.views,
+        real_text = real.real_scenes_markdown(measured, folders=args.scenes or [], tool=tool, views=args.views,
+                                              synthetic=args.synthetic_vs_sog,
                                               size=args.size, max_render=args.max_render_gaussians,
                                               sog_opts=sog_opts, failed=failed)
+    if tmp_synthetic is not None:
+        tmp_synthetic.cleanup()
     load_end = os.getloadavg()
     command = "python -m quality.compare" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     env = (f"- command: `{command}`\n"

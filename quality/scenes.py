@@ -324,7 +324,8 @@ def _bar(quiet: bool, **kw) -> tqdm:
 
 
 def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_render: int,
-                  sog_opts: tuple[str, ...], cache: str | None = None, quiet: bool = False) -> SceneReport:
+                  sog_opts: tuple[str, ...], cache: str | None = None, quiet: bool = False,
+                  up: tuple[float, float, float] = UP) -> SceneReport:
     """Every format's row for one scene file: sizes, times, and PSNR/SSIM of its renders against the reference's.
 
     The SOG write (k-means, minutes on a CPU) starts first and runs beside the
@@ -357,7 +358,7 @@ def measure_scene(path: str, tool: str, *, profiles, views: int, size: int, max_
         sog = write_call(tool, cache, ref_ply, sog_opts, sog_path)
         try:
             idx = spatial_subsample(ref.positions, max_render)
-            cams = default_views(ref, views, size, size, UP)
+            cams = default_views(ref, views, size, size, up)
             log(f"{len(ref):,} Gaussians, SH degree {ref.sh_degree}: SOG "
                 + ("from the cache" if getattr(sog, "hit", False) else "writing in the background") + "; "
                 f"{len(profiles) + 2} formats, {views} views x {len(profiles) + 3} scenes of {len(idx):,} Gaussians "
@@ -456,16 +457,18 @@ def scene_section(s: SceneReport) -> tuple[str, str]:
 
 def real_scenes_markdown(scenes: list[SceneReport], *, folders: list[str], tool: str, views: int, size: int,
                          max_render: int, sog_opts: tuple[str, ...],
-                         failed: list[tuple[str, str]] = ()) -> str:
+                         failed: list[tuple[str, str]] = (), synthetic: bool = False) -> str:
     """The "Real scenes" section: how it was measured, a summary line per scene, a table per scene."""
     parts = [scene_section(s) for s in scenes]
     sections = [t for t, _ in parts]
     summaries = [line for _, line in parts]
     summaries += [f"- {os.path.basename(p)}: **not measured**: {e}" for p, e in failed]
     notes = (
-        f"Scenes: every scene file in {', '.join(f'`{f}`' for f in folders)}. splat-transform: "
-        f"`{tool_version(tool)}`. Each is converted to a float PLY by `splat-transform SCENE --morton-order "
-        "reference.ply` (Morton order: see below) and read with `codec.ply.read_ply`; that float scene is the "
+        (f"Scenes: every scene file in {', '.join(f'`{f}`' for f in folders)}. " if folders else "")
+        + ("The synthetic scenes above, written as float PLY files (`synthetic_*.ply`, z up), go through the same "
+           "steps. " if synthetic else "")
+        + f"splat-transform: `{tool_version(tool)}`. Each is converted to a float PLY by "
+        "`splat-transform SCENE --morton-order reference.ply` (Morton order: see below) and read with `codec.ply.read_ply`; that float scene is the "
         "reference every format encodes.\n\n"
         "- GSD rows: one keyframe through `codec.cli.encoder_for` with the `gsd encode` parser's defaults, so "
         "whatever `gsd encode` fits to the scene (grid, ranges, SH palette) is fitted here too; encode = "
@@ -482,7 +485,7 @@ def real_scenes_markdown(scenes: list[SceneReport], *, folders: list[str], tool:
         "when one is available; `--sog-iterations`, `--sog-gpu`).\n"
         f"- Renders: {views} orbit views per scene, {size}x{size}, 60 degree field of view, 20 degrees above the "
         f"horizon, at the 75th-percentile distance of the points from their median, up = {list(UP)} (y-down "
-        "captures), black background, `quality.rasterizer`. "
+        "captures" + ("; [0, 0, 1] for the synthetic scenes" if synthetic else "") + "), black background, `quality.rasterizer`. "
         + (f"At most {max_render:,} Gaussians are rendered: every k-th Gaussian along a Morton curve over the "
            "reference (spatially uniform), and the same Gaussians, by index, from every decoded scene; each "
            "format still encodes and decodes them all. " if max_render > 0 else "Every Gaussian is rendered. ")

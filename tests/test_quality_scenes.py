@@ -148,3 +148,20 @@ def test_a_scene_that_cannot_be_read_is_reported_and_the_exit_status_is_1(tmp_pa
     assert compare.main(["--scenes", str(folder), "--no-synthetic", "--out", str(out), "-q"]) == 1
     assert "broken.ply: **not measured**: splat-transform" in out.read_text()
     assert "broken.ply" in capsys.readouterr().err
+
+
+@needs_tool
+def test_synthetic_scenes_go_through_the_real_scene_pipeline(tmp_path):
+    """--synthetic-vs-sog: the synthetic trio as float PLY files, each with the `gsd encode` row beside SOG."""
+    out = tmp_path / "report.md"
+    argv = ["--no-synthetic", "--synthetic-vs-sog", "--scale", "0.003", "--views", "1", "--size", "32",
+            "--cache", str(tmp_path / "cache"), "-q", "--out", str(out)]
+    assert compare.main(argv) == 0
+    text = out.read_text()
+    names = [f"synthetic_{label.split(',')[0].replace(' ', '_')}_sh{d}_{max(100, int(n * 0.003))}.ply"
+             for label, n, d, _, _ in compare.SCENES]
+    for name, (_, n, d, _, _) in zip(names, compare.SCENES):
+        assert f"### {name}: {max(100, int(n * 0.003))} Gaussians, SH degree {d}" in text
+        assert re.search(rf"- {name}: GSD \w+ \(default\) [\d.]+ B/G vs SOG [\d.]+ B/G", text)
+    assert "The synthetic scenes above, written as float PLY files" in text and "Scenes: every scene file" not in text
+    assert "[0, 0, 1] for the synthetic scenes" in text
