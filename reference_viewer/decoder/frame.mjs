@@ -202,20 +202,17 @@ function idRules(p, adds, upds, dels, ranges, cells) {
   for (const b of adds) checkBlock(b);
   for (const b of upds) checkBlock(b);
   for (const b of dels) checkBlock(b);
-  // an id in two blocks of a group: the blocks' ids are ascending (checked above), so a few blocks
-  // are compared pairwise by merging; many through a scratch id table
+  // an id in two blocks of a group (the blocks' ids are ascending, checked above): the kernel's
+  // bit set of the ids' hashes, its collisions settled by binary searches; where there are too many
+  // of those (many ids), a scratch id table of them all
   const crossCheck = (group) => {
     const nonEmpty = group.filter((b) => b.n > 0);
     if (nonEmpty.length < 2) return;
-    if (nonEmpty.length <= 8) {
-      for (let a = 0; a < nonEmpty.length; a++) {
-        for (let b = a + 1; b < nonEmpty.length; b++) {
-          const x = nonEmpty[a], y = nonEmpty[b];
-          if (K.sharedId(x.ids, x.n, y.ids, y.n)) fail('DUPLICATE_ID', 'an id in two blocks');
-        }
-      }
-      return;
-    }
+    const lists = arena.take(8 * nonEmpty.length), u = views().u32;
+    nonEmpty.forEach((b, k) => { u[(lists >> 2) + 2 * k] = b.ids; u[(lists >> 2) + 2 * k + 1] = b.n; });
+    const r = allocating('id check', () => K.sharedIds(lists, nonEmpty.length));
+    if (r === 1) fail('DUPLICATE_ID', 'an id in two blocks');
+    if (r === 0) return;
     const t = allocating('id check', () => K.idtNew(nonEmpty.reduce((s, b) => s + b.n, 0)));
     try {
       for (const { n, ids } of nonEmpty) if (K.insertIds(t, ids, n)) fail('DUPLICATE_ID', 'an id in two blocks');

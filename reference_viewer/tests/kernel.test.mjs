@@ -93,6 +93,40 @@ test('unfilter: byte-shuffled 2-, 4- and 8-byte elements, every length around th
   }
 });
 
+test('an id in two blocks: the bit set of sharedIds finds it, and only then; too many collisions leave it undecided', () => {
+  arena.reset();
+  const put = (ids) => { const p = arena.take(8 * ids.length); views().u64.set(ids, p >> 3); return p; };
+  const check = (lists) => {
+    const ptrs = lists.map(put), l = arena.take(8 * lists.length), u = views().u32;
+    lists.forEach((ids, k) => { u[(l >> 2) + 2 * k] = ptrs[k]; u[(l >> 2) + 2 * k + 1] = ids.length; });
+    return K.sharedIds(l, lists.length);
+  };
+  let seed = 11;
+  const rnd = () => { seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0; return seed; };
+  const all = new Set();
+  while (all.size < 6000) all.add((BigInt(rnd()) << 20n) | BigInt(rnd() & 0xFFFFF));
+  const ids = [...all].sort((x, y) => (x < y ? -1 : 1));
+  const parts = [[], [], [], []];
+  ids.forEach((id) => parts[rnd() % 4].push(id));
+  assert.equal(check(parts), 0);
+  assert.equal(check(parts), 0);   // the bits were cleared
+  for (const [a, b] of [[0, 3], [3, 0], [1, 2], [2, 2]]) {
+    if (a === b) continue;
+    const x = parts[a][rnd() % parts[a].length], moved = parts.map((p) => p.slice());
+    moved[b] = moved[b].concat([x]).sort((p, q) => (p < q ? -1 : p > q ? 1 : 0));
+    assert.equal(check(moved), 1, `an id of list ${a} also in ${b}`);
+  }
+  assert.equal(check([[1n, 5n, 9n], [2n, 6n], [3n, 2n ** 40n], [7n, 8n, 2n ** 62n], [4n, 2n ** 40n]]), 1);
+  assert.equal(check([[1n, 5n, 9n], [2n, 6n], [3n, 2n ** 40n], [7n, 8n, 2n ** 62n], [4n, 2n ** 41n]]), 0);
+  // many ids in many lists: more collisions than the binary searches settle
+  const big = new Set();
+  while (big.size < 200000) big.add(BigInt(rnd()) * 7n);
+  const bl = [...big].sort((x, y) => (x < y ? -1 : 1)), many = Array.from({ length: 16 }, () => []);
+  bl.forEach((id) => many[rnd() % 16].push(id));
+  assert.equal(check(many), 2);
+  assert.equal(check(parts), 0);   // cleared after an undecided answer too
+});
+
 test('an id in two of many blocks: the scratch id table finds it, and only then', () => {
   const lists = [[1n, 5n, 9n], [2n, 6n], [3n, 2n ** 40n], [7n, 8n, 2n ** 62n]];
   arena.reset();

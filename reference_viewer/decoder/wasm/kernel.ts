@@ -32,13 +32,14 @@
 //   0 P, 4 rows, 8 data, 12 capacity, 16 highWater, 20 live, 24 lane0, 28 lane1, 32 generation,
 //   36 ids (id table), 40 idCap, 44 idShift, 48 idSize, 52 freeList, 56 freeCount, 60 dirtyBits,
 //   64 dirtyList (capacity entries), 68 dirtyCount, 72 palCodes (palN x palNC codes of width palW,
-//   entry e at palCodes + palW palNC e, channel-major), 76 palFloats (palN x palNC f32, likewise).
+//   entry e at palCodes + palW palNC e, channel-major), 76 palFloats (palN x palNC f32, likewise),
+//   80 the id table's key stride (4 R: the key of slot s is the id in its row).
 //   The palette starts all zero (SPEC 2.5); a keyframe's store is a new one.
 //   Row of slot s: R u32 words at rows + 4 R s: 0-1 id (u64), 2 s0, 3 s1 (pre-fmix32 lane sums of
 //   the record, SPEC 7.5), 4 mark (staged-delete stamp), 5 flags (bit 0 alive), then the codes.
 //   Slot floats at data + 4 stride s (decoder/layout.mjs).
-//   Id table: idCap entries of 16 bytes (u64 id, i32 slot or -1, unused), linear probing,
-//   backward-shift deletion, load <= 1/2.
+//   Id table: idCap entries of 8 bytes (u32 tag of the id, i32 slot or -1), linear probing,
+//   backward-shift deletion, load <= 1/2; a tag match is confirmed by the slot's row (see idtGet).
 //
 // Block BL (one ADD or UPDATE block, written by JavaScript per frame):
 //   0 n, 4 ids (u64[n]), 8 mask, 12 nc, 16 slots (i32[n]), 20 s0, 24 s1 (i32[n]), 28 ov (u32[n nc]),
@@ -244,14 +245,52 @@ export function checkIds(ids: usize, n: u32, bits: u32): i32 {
   return 0;
 }
 
-/** 1 when two strictly ascending id lists share an id. */
-export function sharedId(a: usize, na: u32, b: usize, nb: u32): i32 {
-  let i: u32 = 0, j: u32 = 0;
-  while (i < na && j < nb) {
-    const x = load<u64>(a + <usize>8 * <usize>i), y = load<u64>(b + <usize>8 * <usize>j);
-    if (x < y) i++; else if (x > y) j++; else return 1;
+/** A bit set of 2^DUP_LOG bits for sharedIds, all zero between its calls (made at its first call). */
+const DUP_LOG: u32 = 20, DUP_SEARCHES: i32 = 4096;
+let dupBits: usize = 0;
+@inline function dupWord(id: u64): usize { return dupBits + 4 * <usize>(<u32>((id * 0x9E3779B97F4A7C15) >>> (64 - DUP_LOG)) >>> 5); }
+@inline function dupBit(id: u64): u32 { return <u32>1 << (<u32>((id * 0x9E3779B97F4A7C15) >>> (64 - DUP_LOG)) & 31); }
+/** Whether the strictly ascending list of n ids at p holds id (binary search). */
+function listHas(p: usize, n: u32, id: u64): bool {
+  let a: i32 = 0, e: i32 = <i32>n - 1;
+  while (a <= e) {
+    const mid = (a + e) >> 1, v = load<u64>(p + <usize>8 * <usize>mid);
+    if (v == id) return true;
+    if (v < id) a = mid + 1; else e = mid - 1;
   }
-  return 0;
+  return false;
+}
+/**
+ * Whether an id is in two of the k strictly ascending id lists (lists: k pairs u32 pointer, u32
+ * count): 0 no, 1 yes, 2 undecided (more hash collisions than DUP_SEARCHES binary searches settle:
+ * the caller checks with a scratch id table, insertIds). Each id tests, then sets, its bit of a hash
+ * of the id in a bit set; a set bit (an id of an earlier list, or a collision: with the 5,000 ids
+ * of a typical delta about 12 per frame) is settled by binary searches of the earlier lists. No
+ * branch depends on the order of two ids, as a merge's does (its mispredictions made the pairwise
+ * merges of a typical delta's three blocks 3 to 4 times slower). The bits are cleared before returning.
+ */
+export function sharedIds(lists: usize, k: u32): i32 {
+  if (!dupBits) { dupBits = heap.alloc(<usize>1 << (DUP_LOG - 3)); memory.fill(dupBits, 0, <usize>1 << (DUP_LOG - 3)); }
+  let found: i32 = 0, budget: i32 = DUP_SEARCHES;
+  for (let m: u32 = 0; m < k && !found; m++) {
+    const p = load<usize>(lists + <usize>8 * <usize>m), n = <usize>load<u32>(lists + <usize>8 * <usize>m, 4);
+    for (let i: usize = 0; i < n; i++) {
+      const id = load<u64>(p + 8 * i), w = dupWord(id), bit = dupBit(id), b = load<u32>(w);
+      if (b & bit) {
+        for (let q: u32 = 0; q < m && !found; q++) {
+          if (--budget < 0) found = 2;
+          else if (listHas(load<usize>(lists + <usize>8 * <usize>q), load<u32>(lists + <usize>8 * <usize>q, 4), id)) found = 1;
+        }
+        if (found) break;
+      }
+      store<u32>(w, b | bit);
+    }
+  }
+  for (let m: u32 = 0; m < k; m++) {
+    const p = load<usize>(lists + <usize>8 * <usize>m), n = <usize>load<u32>(lists + <usize>8 * <usize>m, 4);
+    for (let i: usize = 0; i < n; i++) store<u32>(dupWord(load<u64>(p + 8 * i)), 0);
+  }
+  return found;
 }
 
 /**
@@ -259,7 +298,10 @@ export function sharedId(a: usize, na: u32, b: usize, nb: u32): i32 {
  * of them is there already (an id in two blocks), else 0.
  */
 export function insertIds(t: usize, ids: usize, n: u32): i32 {
-  for (let i: usize = 0; i < n; i++) if (idtSet(t, load<u64>(ids + 8 * i), 0) >= 0) return 1;
+  for (let i: usize = 0; i < n; i++) {
+    const p = ids + 8 * i;   // the slot: the id's address / 8 (the table's keys are the ids in place)
+    if (idtSet(t, load<u64>(p), <i32>(p >>> 3)) >= 0) return 1;
+  }
   return 0;
 }
 
@@ -314,88 +356,109 @@ export function markPalIdx(bits: usize, idx: usize, n: u32): i32 {
 export function fmix(h: u32): u32 { return fmix32(h); }
 
 // ------------------------------------------------------------------ id table
-@inline function hashIdx(id: u64, shift: u32): usize { return <usize>((id * 0x9E3779B97F4A7C15) >>> shift); }
+// idCap entries of 8 bytes: 0 tag (u32: the high 32 bits of h = id * GOLD), 4 slot (i32, -1: empty).
+// An id's home entry is the top log2(idCap) bits of h, so the tag gives it back (rehash and
+// backward-shift deletion need no id). The tag holds 32 of h's 64 bits (h is a bijection of the id);
+// a tag match is confirmed by the id itself, the u64 key of the entry's slot: for a store its row's
+// first word (rows + R4 slot: the row an UPDATE or DELETE reads next anyway), for a scratch table the
+// id where the caller's array holds it (slot = its address / 8, key base 0). Entries of one home
+// share the tag's bits below the home's, 32 - log2(idCap) of them (>= 5), so a false match,
+// which only costs the key's read, is rare. Table fields of a store (or of a bare table): 4 key
+// base (the store's rows), 36 entries, 40 idCap, 44 shift (64 - log2 idCap), 48 size, 80 key stride.
+const GOLD: u64 = 0x9E3779B97F4A7C15;
+@inline function tagOf(id: u64): u32 { return <u32>((id * GOLD) >>> 32); }
+@inline function homeOf(tag: u32, shift: u32): usize { return <usize>(tag >>> (shift - 32)); }
+@inline function hashIdx(id: u64, shift: u32): usize { return homeOf(tagOf(id), shift); }
+@inline function keyOf(st: usize, slot: i32): u64 {
+  return load<u64>(load<usize>(st, 4) + <usize>load<u32>(st, 80) * <usize>slot);
+}
 
 function idtFill(t: usize, cap: u32): void {
-  memory.fill(t, 0xFF, 16 * <usize>cap);   // every entry's slot -1: empty
+  memory.fill(t, 0xFF, 8 * <usize>cap);   // every entry's slot -1: empty
 }
 @inline function idtGet(st: usize, id: u64): i32 {
-  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1;
-  let i = hashIdx(id, load<u32>(st, 44));
+  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1, tag = tagOf(id);
+  let i = homeOf(tag, load<u32>(st, 44));
   for (;;) {
-    const e = t + 16 * i, v = load<i32>(e, 8);
+    const e = load<u64>(t + 8 * i), v = <i32>(e >>> 32);
     if (v < 0) return -1;
-    if (load<u64>(e) == id) return v;
+    if (<u32>e == tag && keyOf(st, v) == id) return v;
     i = (i + 1) & m;
   }
   return -1;
 }
 /** Inserts or overwrites (the table has room: callers reserve); returns the previous value or -1. */
 function idtSet(st: usize, id: u64, val: i32): i32 {
-  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1;
-  let i = hashIdx(id, load<u32>(st, 44));
+  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1, tag = tagOf(id);
+  let i = homeOf(tag, load<u32>(st, 44));
   for (;;) {
-    const e = t + 16 * i, v = load<i32>(e, 8);
-    if (v < 0) { store<u64>(e, id); store<i32>(e, val, 8); store<u32>(st, load<u32>(st, 48) + 1, 48); return -1; }
-    if (load<u64>(e) == id) { store<i32>(e, val, 8); return v; }
+    const p = t + 8 * i, e = load<u64>(p), v = <i32>(e >>> 32);
+    if (v < 0) { store<u64>(p, (<u64>val << 32) | <u64>tag); store<u32>(st, load<u32>(st, 48) + 1, 48); return -1; }
+    if (<u32>e == tag && keyOf(st, v) == id) { store<i32>(p, val, 4); return v; }
     i = (i + 1) & m;
   }
   return -1;
 }
+/** Places an entry whose id is not in the table (a rehash: no key is read). */
+@inline function idtPlace(t: usize, m: usize, shift: u32, e: u64): void {
+  let i = homeOf(<u32>e, shift);
+  while (load<i32>(t + 8 * i, 4) >= 0) i = (i + 1) & m;
+  store<u64>(t + 8 * i, e);
+}
 function idtDelete(st: usize, id: u64): i32 {
-  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1, sh = load<u32>(st, 44);
-  let i = hashIdx(id, sh);
+  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1, sh = load<u32>(st, 44), tag = tagOf(id);
+  let i = homeOf(tag, sh);
   for (;;) {
-    const e = t + 16 * i, v = load<i32>(e, 8);
+    const e = load<u64>(t + 8 * i), v = <i32>(e >>> 32);
     if (v < 0) return -1;
-    if (load<u64>(e) == id) break;
+    if (<u32>e == tag && keyOf(st, v) == id) break;
     i = (i + 1) & m;
   }
-  const old = load<i32>(t + 16 * i, 8);
+  const old = load<i32>(t + 8 * i, 4);
   let j = i;
   for (;;) {
     j = (j + 1) & m;
-    const q = t + 16 * j;
-    if (load<i32>(q, 8) < 0) break;
-    const home = hashIdx(load<u64>(q), sh);
+    const e = load<u64>(t + 8 * j);
+    if (<i32>(e >>> 32) < 0) break;
+    const home = homeOf(<u32>e, sh);
     // the entry at j may move to i unless its home lies cyclically in (i, j]
     if ((j > i && (home <= i || home > j)) || (j < i && home <= i && home > j)) {
-      const p = t + 16 * i;
-      store<u64>(p, load<u64>(q)); store<i32>(p, load<i32>(q, 8), 8);
+      store<u64>(t + 8 * i, e);
       i = j;
     }
   }
-  store<i32>(t + 16 * i, -1, 8);
+  store<i32>(t + 8 * i, -1, 4);
   store<u32>(st, load<u32>(st, 48) - 1, 48);
   return old;
 }
 function idCapFor(n: u32): u32 {
-  if (n > 0x4000000) unreachable();   // 2^26 ids: a table of 2 GiB, more than the heap can give
+  if (n > 0x4000000) unreachable();   // 2^26 ids: a table of 1 GiB, more than the heap can give
   let c: u32 = 16; while (c < 2 * n) c <<= 1; return c;
 }
 /** Makes room for n entries: a table of idCapFor(n) entries, rehashed (may trap: nothing changed then). */
 function idtReserve(st: usize, n: u32): void {
   const cap = load<u32>(st, 40);
   if (<u64>2 * n <= <u64>cap) return;
-  const nc = idCapFor(n), nt = blockAligned(nc, 16);
+  const nc = idCapFor(n), nt = blockAligned(nc, 8), sh = 64 - ctz(nc), m = <usize>nc - 1;
   idtFill(nt, nc);
   const ot = load<usize>(st, 36);
-  store<usize>(st, nt, 36); store<u32>(st, nc, 40); store<u32>(st, 64 - ctz(nc), 44); store<u32>(st, 0, 48);
   for (let i: usize = 0; i < cap; i++) {
-    const e = ot + 16 * i, v = load<i32>(e, 8);
-    if (v >= 0) idtSet(st, load<u64>(e), v);
+    const e = load<u64>(ot + 8 * i);
+    if (<i32>(e >>> 32) >= 0) idtPlace(nt, m, sh, e);
   }
+  store<usize>(st, nt, 36); store<u32>(st, nc, 40); store<u32>(st, sh, 44);
   freeAligned(ot);
 }
 
-// exported for the id table's own tests (decoder/idtable.mjs): a bare table is a store struct
-// whose id-table fields alone are used
+// a bare table (the scratch tables of the id checks, and decoder/idtable.mjs) is a store struct
+// whose id-table fields alone are used: its key base 0 and stride 8, a slot the address of its id / 8
+const ST_SIZE: usize = 84;
 export function idtNew(expected: u32): usize {
-  const st = heap.alloc(80);
-  memory.fill(st, 0, 80);
-  const c = idCapFor(expected), t = blockAligned(c, 16);
+  const st = heap.alloc(ST_SIZE);
+  memory.fill(st, 0, ST_SIZE);
+  const c = idCapFor(expected), t = blockAligned(c, 8);
   idtFill(t, c);
-  store<usize>(st, t, 36); store<u32>(st, c, 40); store<u32>(st, 64 - ctz(c), 44);
+  store<usize>(st, t, 36); store<u32>(st, c, 40); store<u32>(st, 64 - ctz(c), 44); store<u32>(st, 8, 80);
   return st;
 }
 export function idtFree(st: usize): void { freeAligned(load<usize>(st, 36)); heap.free(st); }
@@ -404,21 +467,45 @@ export function idSet(st: usize, id: u64, v: i32): i32 { idtReserve(st, load<u32
 export function idDelete(st: usize, id: u64): i32 { return idtDelete(st, id); }
 export function idReserve(st: usize, n: u32): void { idtReserve(st, n); }
 export function idCountOf(st: usize): u32 { return load<u32>(st, 48); }
+/** A bare table's keys: slot s's id at base + 8 s (decoder/idtable.mjs; scratch tables keep base 0). */
+export function idKeyBase(st: usize, base: usize): void { store<usize>(st, base, 4); }
+/**
+ * The slots of ids[0..n) into out as candidates: the first entry of each id's tag, or -1 when there
+ * is none (the id is absent). The key is not read here, so that the table's misses of a batch
+ * overlap (and its rows' misses after them): the caller, which reads the candidate's row anyway,
+ * confirms it with confirmed().
+ */
 function lookupMany(st: usize, ids: usize, n: u32, out: usize): void {
-  for (let i: usize = 0; i < n; i++) store<i32>(out + 4 * i, idtGet(st, load<u64>(ids + 8 * i)));
+  const t = load<usize>(st, 36), m = <usize>load<u32>(st, 40) - 1, sh = load<u32>(st, 44);
+  for (let k: usize = 0; k < n; k++) {
+    const tag = tagOf(load<u64>(ids + 8 * k));
+    let i = homeOf(tag, sh), v: i32;
+    for (;;) {
+      const e = load<u64>(t + 8 * i);
+      v = <i32>(e >>> 32);
+      if (v < 0 || <u32>e == tag) break;
+      i = (i + 1) & m;
+    }
+    store<i32>(out + 4 * k, v);
+  }
+}
+/** A candidate slot s of lookupMany for id, confirmed: s when its key is id (or s < 0), else the id's slot or -1. */
+@inline function confirmed(st: usize, id: u64, s: i32): i32 {
+  return s < 0 || keyOf(st, s) == id ? s : idtGet(st, id);
 }
 
 // ------------------------------------------------------------------ store
 export function storeNew(P: usize, cap: u32): usize {
-  const st = heap.alloc(80);
-  memory.fill(st, 0, 80);
+  const st = heap.alloc(ST_SIZE);
+  memory.fill(st, 0, ST_SIZE);
   store<usize>(st, P);
   if (cap < 64) cap = 64;
   const R = load<u32>(P, 4), stride = load<u32>(P, 8);
   const rows = blockAligned(cap, 4 * R), data = blockAligned(cap, 4 * stride);
   const bits = block((cap + 31) >>> 5, 4), list = block(cap, 4), free = block(cap, 4);
-  const c = idCapFor(cap), t = blockAligned(c, 16);
+  const c = idCapFor(cap), t = blockAligned(c, 8);
   idtFill(t, c);
+  store<u32>(st, 4 * R, 80);   // the id table's keys: each row's first word
   memory.fill(bits, 0, <usize>4 * <usize>((cap + 31) >>> 5));
   store<usize>(st, rows, 4); store<usize>(st, data, 8); store<u32>(st, cap, 12);
   store<usize>(st, t, 36); store<u32>(st, c, 40); store<u32>(st, 64 - ctz(c), 44);
@@ -584,8 +671,12 @@ export let touched: u32 = 0;
 export function stageDeletes(st: usize, ids: usize, n: u32, stamp: u32, out: usize): i32 {
   const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(load<usize>(st), 4);
   lookupMany(st, ids, n, out);
+  let warm: u32 = 0;   // the candidates' rows first (loads alone: their misses overlap)
+  for (let i: usize = 0; i < n; i++) { const s = load<i32>(out + 4 * i); if (s >= 0) warm += load<u32>(rows + R4 * <usize>s); }
+  touched += warm;
   for (let i: u32 = 0; i < n; i++) {
-    const s = load<i32>(out + <usize>4 * <usize>i);
+    const s = confirmed(st, load<u64>(ids + <usize>8 * <usize>i), load<i32>(out + <usize>4 * <usize>i));
+    store<i32>(out + <usize>4 * <usize>i, s);
     if (s < 0) return i;
     const row = rows + R4 * <usize>s;
     if (load<u32>(row, 4 * H_MARK) == stamp) return i;
@@ -664,9 +755,10 @@ function columnSums(P: usize, bl: usize, c: usize, i0: usize, i1: usize): i32 {
 export function addCheck(st: usize, bl: usize, stamp: u32): i32 {
   const P = load<usize>(st), n = load<u32>(bl), slots = load<usize>(bl, 16);
   const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(P, 4);
-  lookupMany(st, load<usize>(bl, 4), n, slots);
+  const ids = load<usize>(bl, 4);
+  lookupMany(st, ids, n, slots);
   for (let i: usize = 0; i < n; i++) {
-    const s = load<i32>(slots + 4 * i);
+    const s = confirmed(st, load<u64>(ids + 8 * i), load<i32>(slots + 4 * i));
     if (s >= 0 && load<u32>(rows + R4 * <usize>s, 4 * H_MARK) != stamp) return 1;
   }
   idSums(P, bl, n);
@@ -720,13 +812,27 @@ export function updApply(st: usize, bl: usize, stamp: u32): i32 {
   for (let i0: usize = 0; i0 < n; i0 += UB) {
     const i1 = i0 + UB < n ? i0 + UB : n;
     lookupMany(st, ids + 8 * i0, <u32>(i1 - i0), slots + 4 * i0);
+    // the candidates' rows and the cache lines of their floats, read now so that their misses
+    // overlap (a loop of loads alone: the more of them in flight the better)
     for (let i = i0; i < i1; i++) {
       const s = load<i32>(slots + 4 * i);
-      if (s < 0) { store<u32>(bl, <u32>i0, 40); return 1; }   // Gaussians [0, i0) complete
-      const row = rows + R4 * <usize>s, d = data + S4 * <usize>s;
+      if (s < 0) { store<u32>(bl, <u32>i0, 40); return 1; }   // no entry of its tag: absent (Gaussians [0, i0) complete)
+      const d = data + S4 * <usize>s;
+      warm += load<u32>(rows + R4 * <usize>s);
+      for (let o = f0; o <= f1; o += 64) warm += load<u32>(d + o);
+    }
+    // then each candidate confirmed from its row (now in the cache), live and not staged
+    for (let i = i0; i < i1; i++) {
+      let s = load<i32>(slots + 4 * i);
+      const id = load<u64>(ids + 8 * i);
+      if (load<u64>(rows + R4 * <usize>s) != id) {
+        s = idtGet(st, id);
+        store<i32>(slots + 4 * i, s);
+        if (s < 0) { store<u32>(bl, <u32>i0, 40); return 1; }
+      }
+      const row = rows + R4 * <usize>s;
       if (load<u32>(row, 4 * H_MARK) == stamp) { store<u32>(bl, <u32>i0, 40); return 1; }
       store<u32>(os0 + 4 * i, load<u32>(row, 8)); store<u32>(os1 + 4 * i, load<u32>(row, 12));
-      for (let o = f0; o <= f1; o += 64) warm += load<u32>(d + o);   // the floats' cache lines, read now so that their misses overlap
     }
     const r = !same ? updRows<u32>(P, bl, tab, end, rows, data, R4, S4, lossless, 0, i0, i1)
       : w0 == 1 ? updRows<u8>(P, bl, tab, end, rows, data, R4, S4, lossless, 1, i0, i1)
@@ -881,7 +987,7 @@ export function commitDeletes(st: usize, slots: usize, n: u32): void {
     // the batch's id-table home entries and opacity floats first: their misses overlap
     for (let i = i0; i < i1; i++) {
       const s = <usize>load<u32>(slots + 4 * i);
-      warm += load<u32>(t + 16 * hashIdx(load<u64>(rows + R4 * s), sh), 8) + load<u32>(data + S4 * s + op);
+      warm += load<u32>(t + 8 * hashIdx(load<u64>(rows + R4 * s), sh)) + load<u32>(data + S4 * s + op);
     }
     for (let i = i0; i < i1; i++) {
       const s = load<u32>(slots + 4 * i), row = rows + R4 * <usize>s;
@@ -922,7 +1028,7 @@ export function commitAdd(st: usize, bl: usize): void {
     for (let i = i0; i < i1; i++) {
       const s = allocSlot(st), row = rows + R4 * <usize>s, d = data + S4 * <usize>s;
       store<u32>(slots + 4 * i, s);
-      warm += load<u32>(t + 16 * hashIdx(load<u64>(ids + 8 * i), sh), 8);
+      warm += load<u32>(t + 8 * hashIdx(load<u64>(ids + 8 * i), sh));
       for (let o: usize = 0; o < R4; o += 64) warm += load<u32>(row + o);
       for (let o: usize = 0; o < S4; o += 64) warm += load<u32>(d + o);
     }
@@ -1107,7 +1213,7 @@ function bulkInsert(st: usize, ids: usize, n: usize, first: u32): void {
   let warm: u32 = 0;
   for (let i0: usize = 0; i0 < n; i0 += 32) {
     const i1 = i0 + 32 < n ? i0 + 32 : n;
-    for (let i = i0; i < i1; i++) warm += load<u32>(t + 16 * hashIdx(load<u64>(ids + 8 * i), sh), 8);
+    for (let i = i0; i < i1; i++) warm += load<u32>(t + 8 * hashIdx(load<u64>(ids + 8 * i), sh));
     for (let i = i0; i < i1; i++) idtSet(st, load<u64>(ids + 8 * i), <i32>(first + <u32>i));
   }
   touched += warm;
