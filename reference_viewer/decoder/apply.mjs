@@ -109,7 +109,7 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, p
       }
       let first = 0;
       for (const b of adds) {
-        const j = K.keyframeBlock(built.st, blockRecord(b, false), first);
+        const j = K.keyframeBlock(built.st, blockRecord(b, false, true), first);
         if (j >= 0) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
         first += b.n;
       }

@@ -42,7 +42,8 @@
 //   backward-shift deletion, load <= 1/2; a tag match is confirmed by the slot's row (see idtGet).
 //
 // Block BL (one ADD or UPDATE block, written by JavaScript per frame):
-//   0 n, 4 ids (u64[n]), 8 mask, 12 nc, 16 slots (i32[n]), 20 s0, 24 s1 (i32[n]), 28 ov (u32[n nc]),
+//   0 n, 4 ids (u64[n]), 8 mask, 12 nc, 16 slots (i32[n]), 20 s0, 24 s1 (i32[n]), 28 ov (u32[n nc];
+//   a keyframe's ADD block: its scratch, 8 n + 4096 bytes, for keyframeBlock's id-table entries),
 //   32 os0, 36 os1 (i32[n]), 40 doneI, 44 doneC (UPDATE progress), 48 of (u32[n nc]: an UPDATE's old
 //   floats), 52 errJ, 56 lane0, 60 lane1,
 //   64 + 8 c: component c (ascending j): 0 j, 4 src (nc columns of n codes at the width of j);
@@ -721,13 +722,17 @@ export function laneSums(st: usize, slots: usize, n: u32, out: usize): void {
   store<u32>(out, l0); store<u32>(out, l1, 4);
 }
 
-/** Lane sums s0/s1 of the block's records from its ids (the words w_0, w_1). */
-function idSums(P: usize, bl: usize, n: u32): void {
+/**
+ * Lane sums s0/s1 of the block's records from its ids (the words w_0, w_1); with counts (a keyframe's
+ * id-table regions, keyframeBlock) each id's region counted too, in the same pass over the ids.
+ */
+function idSums(P: usize, bl: usize, n: u32, counts: usize = 0, rs: u32 = 0): void {
   const ids = load<usize>(bl, 4), s0 = load<usize>(bl, 20), s1 = load<usize>(bl, 24);
   const a0 = load<u32>(P, 24), a1 = load<u32>(P, 28), b0 = load<u32>(P, 32), b1 = load<u32>(P, 36);
   for (let i: usize = 0; i < n; i++) {
     const lo = load<u32>(ids + 8 * i), hi = load<u32>(ids + 8 * i, 4);
     store<u32>(s0 + 4 * i, lo * a0 + hi * a1); store<u32>(s1 + 4 * i, lo * b0 + hi * b1);
+    if (counts) { const w = counts + 4 * <usize>(tagOf(load<u64>(ids + 8 * i)) >>> rs); store<u32>(w, load<u32>(w) + 1); }
   }
 }
 /** s0/s1 += the block's column c (validity checked): returns the first invalid index or -1. */
@@ -1102,7 +1107,8 @@ function writerTable(P: usize, bl: usize, nc: usize): u32 {
  * One ADD block of a keyframe into the fresh store st (room reserved) at slots [first, first + n),
  * in tiles of 64 Gaussians: per component, validity and lane sums down the planar column; then per
  * Gaussian its row of codes and its floats, written in order (a tile's rows and floats stay in
- * cache, and stores never stride through them); then ids, sums, POSITION and ROTATION floats, padding.
+ * cache, and stores never stride through them); then ids, sums, POSITION and ROTATION floats, padding,
+ * and after the last tile the ids into the id table (bulkPlace, through the scratch at BL 28).
  * The block record has room for the kernel's table of components after them (BL + 64 + 8 nc:
  * 16 bytes each: src, byte offset in the row, byte offset in the slot floats, table). Returns -1, or
  * the component j of an invalid code (the store is then dropped by the caller).
@@ -1113,7 +1119,13 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const rows = load<usize>(st, 4), data = load<usize>(st, 8), R4 = <usize>4 * <usize>load<u32>(P, 4), S4 = <usize>4 * <usize>load<u32>(P, 8);
   const tab = bl + 64 + 8 * nc, ends = writerTable(P, bl, nc);
   const end4 = tab + 16 * <usize>(ends & 0xFF), end2 = tab + 16 * <usize>((ends >>> 8) & 0xFF), end1 = tab + 16 * nc;
-  idSums(P, bl, <u32>n);
+  // the id table's regions (up to 2^KR_LOG, by the top bits of the tag: 2,048 entries, 16 KiB, each for
+  // a table of 1M ids): the ids of each counted here, their first indices in the scratch for bulkPlace
+  const scr = load<usize>(bl, 28), counts = scr + 8 * n, lc = ctz(load<u32>(st, 40));
+  const rb: u32 = lc > 12 ? (lc - 11 < KR_LOG ? lc - 11 : KR_LOG) : 1, rs = 32 - rb;
+  memory.fill(counts, 0, <usize>4 << rb);
+  idSums(P, bl, <u32>n, counts, rs);
+  for (let r: usize = 0, sum: u32 = 0; r < (<usize>1 << rb); r++) { const c = load<u32>(counts + 4 * r); store<u32>(counts + 4 * r, sum); sum += c; }
   let l0 = load<u32>(st, 24), l1 = load<u32>(st, 28);
   const padFirst = <usize>4 * <usize>load<u32>(P, 44), padEnd = S4, z0 = <usize>load<u16>(P, 92), z1 = <usize>load<u16>(P, 94);
   const S = <u64>load<u32>(P, 20), ox = load<f64>(P, 48), oy = load<f64>(P, 56), oz = load<f64>(P, 64), cs = load<f64>(P, 72), ps = load<f64>(P, 80);
@@ -1160,7 +1172,7 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
       store<f32>(q, qi <= 1 ? <f32>b : qi == 2 ? big : <f32>e, 8); store<f32>(q, qi <= 2 ? <f32>e : big, 12);
     }
   }
-  bulkInsert(st, ids, n, first);
+  bulkPlace(st, scr, counts, rs, ids, n, first);
   store<u32>(st, l0, 24); store<u32>(st, l1, 28);
   const hw = first + <u32>n;
   store<u32>(st, hw, 16); store<u32>(st, hw, 20);
@@ -1204,19 +1216,34 @@ function keyColumn8(src: usize, i0: usize, i1: usize, s0: usize, s1: usize, k0: 
   return false;
 }
 
+/** log2 of the most id-table regions of keyframeBlock (their counters: 4 KiB of its scratch). */
+const KR_LOG: u32 = 10;
 /**
- * Inserts ids[0..n) with slots first + i into the (reserved) id table, 32 at a time: first a read
- * of each one's home entry (independent loads: their cache misses overlap), then the inserts.
+ * Inserts ids[0..n) with slots first + i into the (reserved) id table: their entries (tag | slot <<
+ * 32) grouped by region of the table into the scratch scr (counts: each region's first index, from
+ * idSums), then placed region after region, so that each region's 16 KiB are written while in the
+ * cache, where inserts in id order missed in the whole table. The ids are distinct and none is in
+ * the table (F13: ascending in the block, none in two blocks; the table holds the earlier blocks'),
+ * so no key is compared.
  */
-function bulkInsert(st: usize, ids: usize, n: usize, first: u32): void {
-  const t = load<usize>(st, 36), sh = load<u32>(st, 44);
-  let warm: u32 = 0;
-  for (let i0: usize = 0; i0 < n; i0 += 32) {
-    const i1 = i0 + 32 < n ? i0 + 32 : n;
-    for (let i = i0; i < i1; i++) warm += load<u32>(t + 8 * hashIdx(load<u64>(ids + 8 * i), sh));
-    for (let i = i0; i < i1; i++) idtSet(st, load<u64>(ids + 8 * i), <i32>(first + <u32>i));
+function bulkPlace(st: usize, scr: usize, counts: usize, rs: u32, ids: usize, n: usize, first: u32): void {
+  for (let i: usize = 0; i < n; i++) {
+    const tag = tagOf(load<u64>(ids + 8 * i)), w = counts + 4 * <usize>(tag >>> rs), k = load<u32>(w);
+    store<u32>(w, k + 1);
+    store<u64>(scr + 8 * <usize>k, (<u64>(first + <u32>i) << 32) | <u64>tag);
+  }
+  // counts[r] is now the end of region r's entries; each region's table lines are read first, in
+  // order (the prefetcher follows, and the loads do not wait on each other), then its entries placed
+  const t = load<usize>(st, 36), C = <usize>load<u32>(st, 40), m = C - 1, sh = load<u32>(st, 44);
+  const R: usize = <usize>1 << (32 - rs), RB: usize = 8 * (C / R);   // regions, bytes per region
+  let k: usize = 0, warm: u32 = 0;
+  for (let r: usize = 0; r < R; r++) {
+    const end = <usize>load<u32>(counts + 4 * r), p = t + RB * r;
+    if (end - k > 64) for (let o: usize = 0; o < RB; o += 64) warm += load<u32>(p + o);
+    for (; k < end; k++) idtPlace(t, m, sh, load<u64>(scr + 8 * k));
   }
   touched += warm;
+  store<u32>(st, load<u32>(st, 48) + <u32>n, 48);
 }
 
 /** Compacts when more slots are free than live (and more than minFree): live slots move down in slot order. */
