@@ -7,8 +7,9 @@ Two halves:
 * ``WorldHost`` lives on the event loop: the action queue, the step clock, the wake-ups of the
   clients' senders. It reaches its core through a backend: ``ThreadBackend`` (the core on a
   worker thread of this process: one GIL for all worlds) or ``ProcessPool`` (cores spread over
-  worker processes, one GIL each: what lets a server use every core of the machine). Either way a
-  world step never blocks the event loop.
+  worker processes, one GIL each: what lets a server use every core of the machine), or
+  ``ray_host.RayPool`` (each core in a Ray actor anywhere in a cluster: ``gsd-serve --ray``,
+  docs/scaling.md). Either way a world step never blocks the event loop.
 
 A host steps at once for each queued action (oldest first; when it is behind, consecutive
 actions that add up are folded into one step, ``actions.coalesce``), and when no action comes
