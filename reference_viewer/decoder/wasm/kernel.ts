@@ -98,23 +98,30 @@ function crcInit(): void {
     }
   }
 }
-@inline function tb(t: usize, i: u32): u32 { return load<u32>(t + (<usize>i << 2)); }
 
-/** The running CRC-32 register c (start: 0xFFFFFFFF; the CRC is the final c ^ 0xFFFFFFFF) after n more bytes at p. */
+/**
+ * The running CRC-32 register c (start: 0xFFFFFFFF; the CRC is the final c ^ 0xFFFFFFFF) after n more
+ * bytes at p. Each lookup takes its byte times 4 out of the word with one shift and one mask, and
+ * its table's place is the load's constant offset from the one base T (no register per table).
+ */
 export function crc32(c: u32, p: usize, n: usize): u32 {
   if (!crcT) crcInit();
-  const T0 = crcT, T1 = T0 + 1024, T2 = T0 + 2048, T3 = T0 + 3072, T4 = T0 + 4096, T5 = T0 + 5120, T6 = T0 + 6144, T7 = T0 + 7168;
-  const T8 = T0 + 8192, T9 = T0 + 9216, T10 = T0 + 10240, T11 = T0 + 11264, T12 = T0 + 12288, T13 = T0 + 13312, T14 = T0 + 14336, T15 = T0 + 15360;
-  const end = p + n, end16 = end - (n & 15);
+  const T = crcT, end = p + n, end16 = end - (n & 15);
   while (p < end16) {
     const a = c ^ load<u32>(p), b = load<u32>(p, 4), d = load<u32>(p, 8), e = load<u32>(p, 12);
-    c = tb(T15, a & 0xFF) ^ tb(T14, (a >>> 8) & 0xFF) ^ tb(T13, (a >>> 16) & 0xFF) ^ tb(T12, a >>> 24)
-      ^ tb(T11, b & 0xFF) ^ tb(T10, (b >>> 8) & 0xFF) ^ tb(T9, (b >>> 16) & 0xFF) ^ tb(T8, b >>> 24)
-      ^ tb(T7, d & 0xFF) ^ tb(T6, (d >>> 8) & 0xFF) ^ tb(T5, (d >>> 16) & 0xFF) ^ tb(T4, d >>> 24)
-      ^ tb(T3, e & 0xFF) ^ tb(T2, (e >>> 8) & 0xFF) ^ tb(T1, (e >>> 16) & 0xFF) ^ tb(T0, e >>> 24);
+    // the words after the first do not depend on c: their lookups are summed first, in a tree, so
+    // that the chain from one c to the next is one lookup and three xors
+    const rest = (((load<u32>(T + <usize>((b << 2) & 0x3FC), 11264) ^ load<u32>(T + <usize>((b >>> 6) & 0x3FC), 10240))
+      ^ (load<u32>(T + <usize>((b >>> 14) & 0x3FC), 9216) ^ load<u32>(T + <usize>((b >>> 22) & 0x3FC), 8192)))
+      ^ ((load<u32>(T + <usize>((d << 2) & 0x3FC), 7168) ^ load<u32>(T + <usize>((d >>> 6) & 0x3FC), 6144))
+      ^ (load<u32>(T + <usize>((d >>> 14) & 0x3FC), 5120) ^ load<u32>(T + <usize>((d >>> 22) & 0x3FC), 4096))))
+      ^ ((load<u32>(T + <usize>((e << 2) & 0x3FC), 3072) ^ load<u32>(T + <usize>((e >>> 6) & 0x3FC), 2048))
+      ^ (load<u32>(T + <usize>((e >>> 14) & 0x3FC), 1024) ^ load<u32>(T + <usize>((e >>> 22) & 0x3FC), 0)));
+    c = rest ^ ((load<u32>(T + <usize>((a << 2) & 0x3FC), 15360) ^ load<u32>(T + <usize>((a >>> 6) & 0x3FC), 14336))
+      ^ (load<u32>(T + <usize>((a >>> 14) & 0x3FC), 13312) ^ load<u32>(T + <usize>((a >>> 22) & 0x3FC), 12288)));
     p += 16;
   }
-  while (p < end) { c = tb(T0, (c ^ <u32>load<u8>(p)) & 0xFF) ^ (c >>> 8); p++; }
+  while (p < end) { c = load<u32>(T + (<usize>((c ^ <u32>load<u8>(p)) & 0xFF) << 2)) ^ (c >>> 8); p++; }
   return c;
 }
 
@@ -235,7 +242,17 @@ function unshuffle64(raw: usize, dst: usize, N: usize): void {
 // ------------------------------------------------------------------ id rules (SPEC 6.2)
 /** 0: ids valid (< 2^bits) and strictly ascending; 1: an id outside; 2: equal neighbours; 3: descending. */
 export function checkIds(ids: usize, n: u32, bits: u32): i32 {
-  const lim: u64 = bits >= 64 ? 0 : (<u64>1 << bits);
+  const lim: u64 = bits >= 64 ? 0 : (<u64>1 << bits), top: u64 = lim - 1;   // (lim 0: top 2^64 - 1)
+  // first one flag for any violation, without a branch on the ids; the loop below finds the first
+  // one's kind when there is one
+  if (n == 0) return 0;
+  let last = load<u64>(ids), bad = <u32>(last > top);
+  for (let i: usize = 1; i < <usize>n; i++) {
+    const v = load<u64>(ids + 8 * i);
+    bad |= <u32>(v > top) | <u32>(v <= last);
+    last = v;
+  }
+  if (!bad) return 0;
   let prev: u64 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const v = load<u64>(ids + <usize>8 * <usize>i);
