@@ -98,6 +98,10 @@ class Encoder:
         self._issued = np.sort(np.concatenate([self._issued, ids]))  # disjoint by construction
         return ids
 
+    def reserve(self, ids: np.ndarray) -> None:
+        """Ids the caller will ADD later but did not get from assign_ids: assign_ids will not hand them out."""
+        self._issued = np.union1d(self._issued, np.asarray(ids, U64).reshape(-1))
+
     # -- building deltas --------------------------------------------------------------------
     def make_delta(self, *, add=None, update=None, delete=None, delete_ranges=None, delete_cells=None,
                    keyframe: bool = False) -> Delta:

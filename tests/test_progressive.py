@@ -1,0 +1,101 @@
+"""Progressive keyframes (codec.progressive): stand-ins first, refinement frames after, ordinary frames."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from codec import Decoder, Encoder, Grid, Profile
+from codec.attributes import Gaussians
+from codec.cli import build_parser, encoder_for
+from codec.progressive import progressive_keyframe, refine_order, stand_ins
+from codec.synthetic import synthetic_scene
+
+
+def _compact(g: Gaussians) -> Encoder:
+    return Encoder(Profile.preset("compact", g.sh_degree, Grid.fit(g.positions)))
+
+
+def _play(enc: Encoder, g: Gaussians, ids, **kw):
+    dec = Decoder(enc.header_bytes())
+    frames = []
+    for f in progressive_keyframe(enc, g, ids, **kw):
+        dec.decode_frame(f.data)                       # every frame is an ordinary, valid frame
+        assert len(dec.state) == f.live
+        frames.append(f)
+    return dec, frames
+
+
+def test_refinement_ends_on_the_plain_keyframes_state_and_digest():
+    g = synthetic_scene(12_000, 2, 0, 10.0)
+    enc = _compact(g)
+    ids = enc.assign_ids(g.positions)
+    dec, frames = _play(enc, g, ids, first_bytes=20_000, refine_bytes=40_000)
+    assert len(frames) > 3
+    assert frames[0].live < len(g) // 3                    # the first frame stands in for the scene
+    assert [f.refined for f in frames] == sorted(f.refined for f in frames)
+    assert frames[-1].live == frames[-1].refined == len(g)
+    plain = Encoder(enc.profile)
+    plain.keyframe(g, ids)
+    assert dec.state.digest() == plain.state.digest() == enc.state.digest()
+    got_ids, _ = dec.state.to_gaussians()
+    assert np.array_equal(got_ids, np.sort(ids))
+
+
+def test_the_first_frame_keeps_to_its_byte_target():
+    g = synthetic_scene(30_000, 1, 1, 20.0)
+    enc = _compact(g)
+    _, frames = _play(enc, g, None, first_bytes=60_000, refine_bytes=10 ** 9)
+    assert len(frames[0].data) < 1.3 * 60_000
+    assert len(frames) == 2                                # then one refinement frame takes the rest
+
+
+def test_palette_streams_refine_to_the_same_scene_but_for_their_sh():
+    g = synthetic_scene(8_000, 2, 2, 10.0)
+    _, enc = encoder_for(g, build_parser().parse_args(["encode", "in.ply", "out.gsd"]), sequence=True)
+    ids = enc.assign_ids(g.positions)
+    dec, frames = _play(enc, g, ids, first_bytes=15_000, refine_bytes=30_000)
+    assert dec.state.digest() == enc.state.digest()
+    plain = Encoder(enc.profile)
+    plain.keyframe(g, ids)
+    (a_ids, a), (b_ids, b) = dec.state.to_gaussians(), plain.state.to_gaussians()
+    assert np.array_equal(a_ids, b_ids)
+    for f in ("positions", "scales", "rotations", "opacities", "sh_dc"):
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+
+
+def test_a_scene_under_the_first_target_is_one_plain_keyframe():
+    g = synthetic_scene(500, 0, 0, 5.0)
+    enc = _compact(g)
+    _, frames = _play(enc, g, None, first_bytes=10 ** 7)
+    assert len(frames) == 1 and frames[0].live == frames[0].refined == 500
+
+
+def test_stand_ins_match_their_gaussians_moments_and_keep_singletons_exactly():
+    rng = np.random.default_rng(0)
+    pos = np.array([[0.1, 0.1, 0.1], [0.3, 0.2, 0.1], [5.5, 5.5, 5.5]], np.float32)
+    g = Gaussians(pos, np.log(np.full((3, 3), 0.05, np.float32)), np.tile([1, 0, 0, 0], (3, 1)),
+                  np.array([0.0, 2.0, 1.0], np.float32), rng.normal(size=(3, 3)), rng.normal(size=(3, 9)))
+    coarse, group = stand_ins(g, 1.0)
+    assert len(coarse) == 2 and group[0] == group[1] != group[2]
+    alpha = 1 / (1 + np.exp(-g.opacities[:2].astype(np.float64)))
+    mean = (alpha[:, None] * pos[:2]).sum(0) / alpha.sum()         # equal areas: weights are the alphas
+    assert np.allclose(coarse.positions[group[0]], mean, atol=1e-6)
+    assert np.allclose(coarse.sh_dc[group[0]], (alpha[:, None] * g.sh_dc[:2]).sum(0) / alpha.sum(), atol=1e-6)
+    s = np.sort(np.exp(coarse.scales[group[0]]))
+    assert s[2] > 0.05 and s[0] == pytest.approx(0.05, rel=1e-3)  # stretched along the pair, not across
+    one = group[2]
+    for f in ("positions", "scales", "rotations", "opacities", "sh_dc", "sh_rest"):
+        assert np.array_equal(getattr(coarse, f)[one], getattr(g, f)[2]), f
+
+
+def test_refinement_goes_to_the_most_merged_cells_first_and_near_ones_from_an_eye():
+    g = synthetic_scene(4_000, 0, 3, 40.0)
+    coarse, group = stand_ins(g, 4.0)
+    sizes = np.bincount(group, minlength=len(coarse))
+    order = refine_order(coarse, sizes)
+    assert sizes[order[0]] == sizes.max() and list(sizes[order]) == sorted(sizes, reverse=True)
+    eye = coarse.positions[17].astype(np.float64) + 0.01
+    assert refine_order(coarse, sizes, eye)[0] == 17
+    d = np.linalg.norm(coarse.positions - eye, axis=1)
+    far = refine_order(coarse, sizes, eye)[-len(coarse) // 4:]
+    assert np.median(d[far]) > np.median(d)
