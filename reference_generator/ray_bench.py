@@ -249,7 +249,8 @@ def report(a, started: str, load: tuple, gen: dict, hop: dict, rows: list, rec: 
           "cluster's worker processes, with `--workers 1` in the gateway's child (counted), with threads in the "
           "gateway itself (counted). The sessions rows run every world as an actor on the 2 CPUs of this box: the latency there "
           "shows the box saturating (worlds and gateway and clients share 2 cores), the gateway CPU per session is "
-          "the figure that carries over to a cluster.", ""]
+          "the figure that carries over to a cluster. Clients of the sessions rows arrive over 4 + 1.5 N s: a new "
+          "world actor is a new Python process that imports torch (seconds on a loaded box).", ""]
     if rec:
         def s(x):
             return ", ".join(f"{v:.2f}" for v in x) + " s" if x else "-"
@@ -275,6 +276,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kills", type=int, default=3, help="world-actor kills timed (default: %(default)s)")
     ap.add_argument("--skip-recovery", action="store_true", help="no fault timing (default: timed)")
     ap.add_argument("--out", default=str(ROOT / "RAY_BENCH.md"), help="report file, or - (default: %(default)s)")
+    ap.add_argument("--note", action="append", default=[], help="a line for the report's notes (repeatable; default: none)")
     ap.add_argument("--recovery-json", help=argparse.SUPPRESS)   # the recovery runs alone, into this file
     a = ap.parse_args(argv)
     if a.recovery_json:
@@ -294,7 +296,7 @@ def main(argv=None) -> int:
             args = _args(seconds=a.seconds, rate=20.0, target_live=a.target_live, **kw)
             rows.append({**_row(label, run_round(1, "off", args)), "rate": 20.0})
         for n in a.sessions:
-            args = _args(seconds=a.seconds, ramp=4.0 + n * 0.4, rate=10.0, target_live=a.target_live,
+            args = _args(seconds=a.seconds, ramp=4.0 + n * 1.5, rate=10.0, target_live=a.target_live,
                          server_args=ray_args)
             rows.append({**_row("ray actor", run_round(n, "off", args)), "rate": 10.0})
     finally:
@@ -308,6 +310,8 @@ def main(argv=None) -> int:
                            env={k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}, timeout=400)
             rec = json.loads(Path(f.name).read_text())
     text = report(a, started, (load0, os.getloadavg()[0]), gen, hop, rows, rec)
+    if a.note:
+        text += "\n## Notes\n\n" + "".join(f"- {n}\n" for n in a.note)
     print(text)
     if a.out != "-":
         Path(a.out).write_text(text)
