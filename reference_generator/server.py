@@ -322,6 +322,8 @@ class Session:
     async def run(self) -> None:
         code, reason = NORMAL, "bye"
         sender = None
+        # kept now: the TCP connection to abort if the close cannot be written (aiohttp may let go of it)
+        transport = self.ws._req.transport if self.ws._req is not None else None
         try:
             hello = await self._hello()
             self.host = await self.server.world_for(self.world_name, hello)
@@ -355,19 +357,26 @@ class Session:
                     log.warning("session %s: sender still running 2 s after the session ended", self.sid)
             if self.host:
                 await self.server.release(self.host, self.link)
+            cancelled = None
             if not self.ws.closed:
                 try:
                     await wait_for(self.ws.close(code=code, message=reason[:120].encode()), 2.0)
-                except (asyncio.TimeoutError, ConnectionError, RuntimeError):
+                except (asyncio.TimeoutError, ConnectionError, RuntimeError, asyncio.CancelledError) as e:
                     # the close frame cannot be written either (a client that stopped reading,
-                    # 4001): abort the TCP connection; the client sees an abnormal closure (1006)
-                    transport = self.ws._req.transport if self.ws._req is not None else None
+                    # 4001): abort the TCP connection; the client sees an abnormal closure (1006).
+                    # A CancelledError is the close's wait for the socket to drain, cancelled with
+                    # the abandoned stuck write (aiohttp's writes share one drain waiter) -- unless
+                    # this task itself is being cancelled, which goes on once the session is ended
                     if transport is not None:
                         transport.abort()
+                    if isinstance(e, asyncio.CancelledError) and asyncio.current_task().cancelling():
+                        cancelled = e
             self.m.closes.labels(str(code)).inc()
             self.m.drop_session(self.sid)
             event(log, "session.end", session=self.sid, code=code, reason=reason, frames=self.frames,
                   bytes=self.bytes, resyncs=self.resyncs)
+            if cancelled is not None:
+                raise cancelled
 
     def _session_message(self) -> dict:
         """The server's first message (SPEC.md 11.3): flow-control settings and the world's actions."""
@@ -829,6 +838,9 @@ class Server:
                     await wait_for(s.ws.close(code=GOING_AWAY, message=b"server shutting down"), 2.0)
                 except (asyncio.TimeoutError, ConnectionError, RuntimeError):
                     pass
+                except asyncio.CancelledError:     # the drain waiter of a stuck write (see Session.run)
+                    if asyncio.current_task().cancelling():
+                        raise
         await asyncio.gather(*(bye(s) for s in list(self.sessions.values())))
 
     # -- running -------------------------------------------------------------------------------
