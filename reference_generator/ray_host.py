@@ -28,7 +28,9 @@ clients on it attaches them again and every one of them gets a keyframe (SPEC.md
 keyframe replaces the client's state whatever its seq). A world that cannot come back (restarts
 used up, no node with room within ``resume_timeout``) raises ``WorldGone``: its sessions close
 with 1011 (SPEC.md 11.7). A gateway that dies takes only its own sessions and private worlds
-(owned actors end with their owner); shared worlds live on for the other gateways.
+(owned actors end with their owner); shared worlds live on for the other gateways, and forget
+the dead gateway's clients once it has been silent for ``gateway_timeout`` (live gateways send
+a heartbeat at a quarter of it).
 """
 from __future__ import annotations
 
@@ -77,13 +79,16 @@ class WorldActor:
     """A ``WorldCore`` in a Ray actor (one call at a time: Ray runs an actor's calls in order)."""
 
     def __init__(self, name: str, config, seed: int, device: str, checkpoint: str, checkpoint_every: int,
-                 tick_hz: float):
+                 tick_hz: float, gateway_timeout: float = 30.0):
         import torch
         torch.set_num_threads(1)
         from .worldhost import WorldCore
         t0 = time.perf_counter()
         self.name, self.seed, self.checkpoint, self.every = name, seed, checkpoint, max(1, checkpoint_every)
         self.min_idle_gap = 0.5 / tick_hz if tick_hz > 0 else 0.0
+        self.gateway_timeout = gateway_timeout
+        self.seen: dict = {}                 # gateway -> when it last called (its heartbeat included)
+        self._swept = time.monotonic()
         self.core = WorldCore(config, seed, device)
         self.resumed_from: int | None = None
         ck = _load(checkpoint)
@@ -131,10 +136,14 @@ class WorldActor:
     def info(self) -> dict:
         return self.core.info()
 
-    def step(self, action, action_ids: list, ready: tuple):
+    def step(self, action, action_ids: list, ready: tuple, gateway: str | None = None):
         """One world step and the frames of the ``ready`` links; an idle step within half a tick of
         the last step (another gateway's clock) only collects frames: (None, frames)."""
         now = time.monotonic()
+        if gateway is not None:
+            self.seen[gateway] = now
+        if now - self._swept > 1.0:
+            self._sweep(now)
         if isinstance(action, Idle) and not action_ids and now - self.last_step < self.min_idle_gap:
             cam = self.core.world.camera().as_dict()
             p = self.core.pendings
@@ -146,7 +155,23 @@ class WorldActor:
             self._checkpoint()
         return out
 
+    def _sweep(self, now: float) -> None:
+        """Forget the clients of gateways silent for ``gateway_timeout`` (a gateway that died
+        without detaching them: they would keep the world alive and cost a pending delta each)."""
+        self._swept = now
+        dead = {g for g, t in self.seen.items() if now - t > self.gateway_timeout}
+        for k in [k for k in self.core.pendings if k[0] in dead]:
+            self.core.detach(k)
+        for g in dead:
+            del self.seen[g]
+
+    def touch(self, gateway: str) -> int:
+        """A gateway's heartbeat; returns the clients attached (all gateways)."""
+        self.seen[gateway] = time.monotonic()
+        return len(self.core.pendings)
+
     def attach(self, link, max_frame_bytes: int) -> None:
+        self.seen[link[0]] = time.monotonic()
         self.core.attach(link, max_frame_bytes)
 
     def detach(self, link) -> int:
@@ -187,7 +212,8 @@ class RayPool:
     def __init__(self, address: str = "auto", *, tick_hz: float = 25.0, device: str = "cpu",
                  world_cpus: float = 1.0, world_gpus: float = 0.25, max_restarts: int = 3,
                  checkpoint_dir: str | None = None, checkpoint_every: int = 25, resume_timeout: float = 60.0,
-                 spread: bool = True, actor_options: dict | None = None, init_kwargs: dict | None = None):
+                 spread: bool = True, actor_options: dict | None = None, gateway_timeout: float = 30.0,
+                 init_kwargs: dict | None = None):
         ray = _ray()
         self.owns_ray = False
         if not ray.is_initialized():
@@ -209,6 +235,7 @@ class RayPool:
         self.checkpoint_dir = Path(checkpoint_dir or os.path.join(tempfile.gettempdir(), "gsd-ray-checkpoints"))
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_every = checkpoint_every
+        self.gateway_timeout = gateway_timeout   # a shared world forgets a gateway silent this long
         self.meters: list = []       # world load is on the cluster: admission uses waits and loop lag
         self.restarts = 0            # worlds this gateway saw resume after their actor died
         self.lost = 0                # worlds that could not resume
@@ -242,6 +269,7 @@ class RayBackend:
         self.generation = 0                  # incarnations of the actor this backend has seen
         self.resumes = 0
         self._recovering = asyncio.Lock()
+        self._beat: asyncio.Task | None = None
         self.gone: WorldGone | None = None
 
     @property
@@ -266,18 +294,30 @@ class RayBackend:
         if self.shared:
             opts.update(name=f"world-{self.name}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
         self.actor = _actor_class().options(**opts).remote(self.name, config, seed, device, self._checkpoint_path(),
-                                                            p.checkpoint_every, p.tick_hz)
+                                                            p.checkpoint_every, p.tick_hz, p.gateway_timeout)
         try:
             self.where = await self.actor.ready.remote()
         except ray.exceptions.RayError as e:
             raise WorldGone(f"world actor did not start: {e}") from None
+        if self.shared:
+            self._beat = asyncio.create_task(self._heartbeat(), name=f"heartbeat-{self.name}")
+
+    async def _heartbeat(self) -> None:
+        """Tell a shared world this gateway lives (its clients may be quiet for long with no clock)."""
+        ray = _ray()
+        while True:
+            await asyncio.sleep(self.pool.gateway_timeout / 4)
+            try:
+                await self.actor.touch.remote(self.gw)
+            except ray.exceptions.RayError:
+                pass                          # a fault: the next world call recovers or fails it
 
     async def _call(self, method: str, args: tuple):
         gw = self.gw
         if method == "step":
             action, ids, ready = args
             stats, frames = await self.actor.step.remote(action, [(gw,) + tuple(i) for i in ids],
-                                                         tuple((gw, link) for link in ready))
+                                                         tuple((gw, link) for link in ready), gw)
             return stats, {k[1]: _key_frame(f, gw) for k, f in frames.items()}
         if method == "attach":
             link, mfb = args
@@ -347,6 +387,8 @@ class RayBackend:
 
     async def close(self) -> None:
         ray = _ray()
+        if self._beat is not None:
+            self._beat.cancel()
         if self.actor is None:
             return
         try:

@@ -218,3 +218,31 @@ def test_node_removed_world_resumes_elsewhere(cluster):
             assert c.stats.resyncs == 0 and not c.stats.errors
             await c.close()
     run(main(), timeout=120)
+
+
+def test_shared_world_forgets_the_clients_of_a_dead_gateway(cluster):
+    from reference_generator.actions import Idle
+    from reference_generator.ray_host import RayPool
+
+    async def main():
+        opts = dict(tick_hz=10, world_cpus=0.25, checkpoint_dir=cluster.ckpt, gateway_timeout=1.0)
+        b1, b2 = RayPool("auto", **opts).backend("orphans"), RayPool("auto", **opts).backend("orphans")
+        await b1.create(SMALL, 0, "cpu")
+        await b2.create(SMALL, 0, "cpu")
+        assert b1.pid == b2.pid
+        await b1.call("attach", 1, 1 << 26)
+        await b2.call("attach", 1, 1 << 26)              # the same link id on another gateway: its own
+        await b2.call("attach", 2, 1 << 26)
+        assert await b1.call("links") == 3
+        b2._beat.cancel()                                # gateway 2 dies: no detach, no heartbeat
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5:
+            await b1.call("step", Idle(), [], (1,))
+            await asyncio.sleep(0.05)
+        assert await b1.call("links") == 1               # gateway 1's client stays
+        await b1.call("detach", 1)
+        await b1.close()                                 # the last client gone: the actor ends
+        await asyncio.sleep(0.2)
+        with pytest.raises(ValueError):
+            ray.get_actor("world-orphans", namespace="gsd")
+    run(main())
