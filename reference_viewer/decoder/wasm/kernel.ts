@@ -135,15 +135,9 @@ export function unfilter(raw: usize, dst: usize, C: u32, n: u32, w: u32, filters
   const N = <usize>C * n, shuffle = (filters & 4) != 0, zig = (filters & 2) != 0, delta = (filters & 1) != 0;
   if (w == 8) {
     if (shuffle) unshuffle64(raw, dst, N); else if (raw != dst) memory.copy(dst, raw, 8 * N);
-    for (let j: usize = 0; j < C; j++) {
-      let prev: u64 = 0;
-      for (let e = dst + 8 * j * n, end = e + 8 * <usize>n; e < end; e += 8) {
-        let v = load<u64>(e);
-        if (zig) v = (v >>> 1) ^ (0 - (v & 1));
-        if (delta) { v += prev; prev = v; }
-        store<u64>(e, v);
-      }
-    }
+    if (zig && delta) filter64(dst, C, n, true, true);
+    else if (zig) filter64(dst, C, n, true, false);
+    else if (delta) filter64(dst, C, n, false, true);
     return;
   }
   if (w == 4) {
@@ -151,6 +145,13 @@ export function unfilter(raw: usize, dst: usize, C: u32, n: u32, w: u32, filters
     if (zig && delta) filter32(dst, C, n, true, true);
     else if (zig) filter32(dst, C, n, true, false);
     else if (delta) filter32(dst, C, n, false, true);
+    return;
+  }
+  if (w == 1) {   // (never shuffled: one byte plane)
+    if (zig && delta) filter8(raw, dst, C, n, true, true);
+    else if (zig) filter8(raw, dst, C, n, true, false);
+    else if (delta) filter8(raw, dst, C, n, false, true);
+    else if (raw != dst) memory.copy(dst, raw, N);
     return;
   }
   const mask: u32 = (1 << (8 * w)) - 1;
@@ -224,6 +225,30 @@ function unshuffle64(raw: usize, dst: usize, N: usize): void {
     const lo = <u32>load<u8>(raw + e) | (<u32>load<u8>(p1 + e) << 8) | (<u32>load<u8>(p2 + e) << 16) | (<u32>load<u8>(p3 + e) << 24);
     const hi = <u32>load<u8>(p4 + e) | (<u32>load<u8>(p5 + e) << 8) | (<u32>load<u8>(p6 + e) << 16) | (<u32>load<u8>(p7 + e) << 24);
     store<u32>(dst + 8 * e, lo); store<u32>(dst + 8 * e, hi, 4);
+  }
+}
+/** In place on C components of n u64: unzigzag (ZIG) and prefix sum (DELTA), modulo 2^64. */
+@inline function filter64(p: usize, C: u32, n: u32, ZIG: bool, DELTA: bool): void {
+  for (let j: usize = 0; j < C; j++) {
+    let prev: u64 = 0;
+    for (let e = p + 8 * j * n, end = e + 8 * <usize>n; e < end; e += 8) {
+      let v = load<u64>(e);
+      if (ZIG) v = (v >>> 1) ^ (0 - (v & 1));
+      if (DELTA) { v += prev; prev = v; }
+      store<u64>(e, v);
+    }
+  }
+}
+/** C components of n u8 from raw to dst (the same or apart): unzigzag (ZIG) and prefix sum (DELTA), modulo 2^8. */
+@inline function filter8(raw: usize, dst: usize, C: u32, n: u32, ZIG: bool, DELTA: bool): void {
+  for (let j: usize = 0; j < C; j++) {
+    let prev: u32 = 0;
+    for (let e = j * n, end = e + <usize>n; e < end; e++) {
+      let v = <u32>load<u8>(raw + e);
+      if (ZIG) v = (v >>> 1) ^ (0 - (v & 1));
+      if (DELTA) { v += prev; prev = v; }
+      store<u8>(dst + e, <u8>v);
+    }
   }
 }
 /** In place on C components of n u32: unzigzag (ZIG) and prefix sum (DELTA), modulo 2^32. */
