@@ -30,7 +30,8 @@ used up, no node with room within ``resume_timeout``) raises ``WorldGone``: its 
 with 1011 (SPEC.md 11.7). A gateway that dies takes only its own sessions and private worlds
 (owned actors end with their owner); shared worlds live on for the other gateways, and forget
 the dead gateway's clients once it has been silent for ``gateway_timeout`` (live gateways send
-a heartbeat at a quarter of it).
+a heartbeat at a quarter of it); one that no gateway has called for that long ends, and the
+next session asking for it resumes it from its checkpoint.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ import logging
 import os
 import pickle
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -98,6 +100,8 @@ class WorldActor:
         self.steps = 0
         self.start_ms = (time.perf_counter() - t0) * 1e3
         self._checkpoint()
+        if not name.startswith(PRIVATE_PREFIX):    # a private world ends with its owner (Ray)
+            threading.Thread(target=self._reaper, name="world-reaper", daemon=True).start()
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -127,7 +131,9 @@ class WorldActor:
         self.resumed_from = ck["seq"]
 
     # -- calls ---------------------------------------------------------------------------------
-    def ready(self) -> dict:
+    def ready(self, gateway: str | None = None) -> dict:
+        if gateway is not None:
+            self.seen[gateway] = time.monotonic()
         ray = _ray()
         ctx = ray.get_runtime_context()
         return {"pid": os.getpid(), "node": ctx.get_node_id(), "resumed_from": self.resumed_from,
@@ -164,6 +170,21 @@ class WorldActor:
             self.core.detach(k)
         for g in dead:
             del self.seen[g]
+
+    def _reaper(self) -> None:
+        """A shared world (a detached actor) ends once no gateway has called it for
+        ``gateway_timeout``: every gateway that held it died. Its checkpoint stays: the next
+        session that asks for the world resumes it from there."""
+        born = time.monotonic()
+        while True:
+            time.sleep(self.gateway_timeout / 4)
+            now = time.monotonic()
+            last = max(list(self.seen.values()), default=born)
+            if now - last > self.gateway_timeout:
+                log.warning("world %s: no gateway for %.0f s, ending", self.name, now - last)
+                ray = _ray()
+                ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+                return
 
     def touch(self, gateway: str) -> int:
         """A gateway's heartbeat; returns the clients attached (all gateways)."""
@@ -296,7 +317,7 @@ class RayBackend:
         self.actor = _actor_class().options(**opts).remote(self.name, config, seed, device, self._checkpoint_path(),
                                                             p.checkpoint_every, p.tick_hz, p.gateway_timeout)
         try:
-            self.where = await self.actor.ready.remote()
+            self.where = await self.actor.ready.remote(self.gw)
         except ray.exceptions.RayError as e:
             raise WorldGone(f"world actor did not start: {e}") from None
         if self.shared:
@@ -355,7 +376,7 @@ class RayBackend:
         ray = _ray()
         while True:
             try:
-                return await self.actor.ready.remote()
+                return await self.actor.ready.remote(self.gw)
             except ray.exceptions.ActorUnavailableError:
                 await asyncio.sleep(0.05)
 

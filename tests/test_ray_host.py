@@ -240,9 +240,14 @@ def test_shared_world_forgets_the_clients_of_a_dead_gateway(cluster):
             await b1.call("step", Idle(), [], (1,))
             await asyncio.sleep(0.05)
         assert await b1.call("links") == 1               # gateway 1's client stays
-        await b1.call("detach", 1)
-        await b1.close()                                 # the last client gone: the actor ends
-        await asyncio.sleep(0.2)
+        b1._beat.cancel()                                # gateway 1 dies too: the world ends itself
+        await asyncio.sleep(2.0)
         with pytest.raises(ValueError):
             ray.get_actor("world-orphans", namespace="gsd")
+        assert os.path.exists(b1._checkpoint_path())     # ... and the next session resumes it
+        b3 = RayPool("auto", **opts).backend("orphans")
+        await b3.create(SMALL, 0, "cpu")
+        assert b3.where["resumed_from"] is not None and b3.pid != b1.pid
+        await b3.close()                                 # no clients: ended, checkpoint removed
+        assert not os.path.exists(b3._checkpoint_path())
     run(main())
