@@ -60,6 +60,7 @@ class Encoder:
         self._search: palette.PaletteSearch | None = None
         self._fit = None  # (median, 99th percentile) of the squared distances of the palette's own rows
         self._made = None    # the palette entries of the last delta built here
+        self._planned = None  # (entries' codes, sent flags) of a palette fixed in advance (plan_palette)
         self.header = StreamHeader(profile, max_gaussians, generator, frame_rate=frame_rate)  # frame_rate: informative
         self.state = SceneState(profile, max_gaussians=max_gaussians)
         self.frames = FrameEncoder(profile, level)
@@ -158,6 +159,38 @@ class Encoder:
         return d
 
     # -- SH palette --------------------------------------------------------------------------------
+    def plan_palette(self, gaussians: Gaussians, ids: np.ndarray) -> None:
+        """Fix the SH palette of a scene that goes out over several frames (a progressive keyframe):
+        the entries, numbered alike, that a plain keyframe of ``gaussians`` with ``ids`` gets. Until
+        ``end_palette_plan``, every Gaussian added takes its nearest entry of that palette, and a frame
+        sends the entries its Gaussians are the first to use; so once all of the scene has arrived,
+        the palette is the plain keyframe's, and so is the digest."""
+        p = self.profile
+        if not p.palette:
+            return
+        ids = np.asarray(ids, U64)
+        order = id_order(ids)
+        vals = _as_attr_dict(gaussians)
+        scratch = Delta.empty_like(p, seq=0, base_seq=0, keyframe=True)
+        self._palette_codes(vals[Attr.SH_REST][order], scratch, True, self._weights(vals, order))
+        self._planned = (scratch.palette.codes, np.zeros(len(scratch.palette), bool))
+
+    def end_palette_plan(self) -> None:
+        """Back to the palette's own rules (SPEC.md Appendix C) for later frames."""
+        self._planned = None
+
+    def _planned_codes(self, values: np.ndarray, d: Delta, fresh: bool) -> np.ndarray:
+        codes, sent = self._planned
+        if fresh:
+            sent[:] = False                          # a keyframe starts from an all-zero palette
+        found, _ = self._search.nearest(values)
+        new = np.unique(found[~sent[found]])
+        if len(new):
+            sent[new] = True
+            entries = PaletteSet(new.astype(np.uint16), np.ascontiguousarray(codes[:, new]))
+            d.palette = PaletteSet.merged(d.palette, entries)
+        return found.astype(np.uint16)[None, :]
+
     def _palette_codes(self, values: np.ndarray, d: Delta, fresh: bool,
                        weights: np.ndarray | None = None) -> np.ndarray:
         """(1, n) palette indices for SH_REST float rows. ``fresh``: the frame starts the palette over
@@ -170,6 +203,8 @@ class Encoder:
             raise ValueError("sh_rest has NaN or infinite values")
         reach = (p.rest_limits() * p.rest_steps()).astype(np.float32)  # what an entry can hold
         values = np.clip(values, -reach, reach)
+        if self._planned is not None:
+            return self._planned_codes(values, d, fresh)
         if fresh:
             k = min(p.palette, max(1, -(-len(values) // self.gaussians_per_entry)))
             codes = p.quantize_rest(palette.build(values, k, weights=weights))

@@ -10,7 +10,8 @@ eye: near first).
 
 Every frame is an ordinary GSD frame (SPEC.md 6), so any decoder shows the coarse scene at once
 and, after the last refinement frame, holds exactly the scene a plain keyframe gives, with the
-digest of that state. Stand-ins take ids of their own (fresh slots, SPEC.md 3.3), so the scene's
+digest of that state: with an SH palette too, as the palette is the one a plain keyframe would get
+(``Encoder.plan_palette``), each entry sent with the first Gaussian that uses it. Stand-ins take ids of their own (fresh slots, SPEC.md 3.3), so the scene's
 ids never change. SPEC.md Appendix C describes the scheme.
 """
 from __future__ import annotations
@@ -166,6 +167,14 @@ def progressive_keyframe(enc, g: Gaussians, ids: np.ndarray | None = None, *, fi
         data = enc.keyframe(g, ids)
         yield Frame(data, n, n)
         return
+    enc.plan_palette(g, ids)                    # the palette a plain keyframe gets, sent as it is used
+    try:
+        yield from _frames(enc, g, ids, count, per, refine_bytes, eye)
+    finally:
+        enc.end_palette_plan()
+
+
+def _frames(enc, g: Gaussians, ids: np.ndarray, count: int, per: float, refine_bytes: int, eye) -> Iterator[Frame]:
     coarse, group = stand_ins(g, cell_for(g, count))
     sizes = np.bincount(group, minlength=len(coarse))
     members = np.argsort(group, kind="stable")
