@@ -5,7 +5,8 @@
   corpus gave, and nothing crashes, hangs, raises an untyped exception or changes the state after a failed
   frame. The long run is ``python -m conformance.fuzz_coverage --seconds S --seed S --report conformance/FUZZ.md``.
 - The harness can fail: a decoder planted with a plain KeyError on every frame that is not one of the
-  vectors' own is caught as a crash (saved with its traceback, exit status 1).
+  vectors' own is caught as a crash (saved with its traceback, exit status 1); a decoder that spends its
+  time budget in CPU time is a hang, one that only waits past it in wall time is not.
 - Inputs carry lowered limits in a prefix that round-trips; the report replaces its section in place.
 
 The fuzzing tests skip only where atheris is not installed (the ``dev`` extra installs it).
@@ -16,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -92,6 +94,33 @@ def test_a_planted_untyped_exception_is_caught_as_a_crash(tmp_path):
             fs.execute(stream, limits)
     finally:
         codec.decoder.decode_frame = real
+
+
+def test_a_hang_is_a_decoder_spending_its_budget_in_cpu_time(monkeypatch, tmp_path):
+    """The budget is wall-clock time first (fuzz_structured.execute); an input past it runs again with the
+    budget in CPU time, so a worker starved of the CPU on a loaded machine reports no hang."""
+    w = fc.Worker(str(tmp_path / "stats.json"), fuzz.VECTORS, str(tmp_path / "crashers"), budget=0.3,
+                  compare_rate=0)
+    e = next(e for e in w.seeds if e.vid == "op_delete_ids")
+    buf = fc.encode_input(e.data, e.limits)
+    real = codec.decoder.decode_frame
+
+    def stalls(*a, **k):
+        time.sleep(0.4)
+        return real(*a, **k)
+    monkeypatch.setattr(codec.decoder, "decode_frame", stalls)
+    w.test_one_input(buf)
+    assert (w.slow, w.stats.crashes, w.stats.outcomes["ok"]) == (1, [], 1)
+
+    def busy(*a, **k):
+        t = time.process_time()
+        while time.process_time() - t < 0.4:
+            pass
+        return real(*a, **k)
+    monkeypatch.setattr(codec.decoder, "decode_frame", busy)
+    w.test_one_input(buf)
+    assert len(w.stats.crashes) == 1 and w.stats.crashes[0][0].startswith("hang"), w.stats.crashes
+    assert list((tmp_path / "crashers").glob("hang-*.gsd"))
 
 
 def test_input_prefix_round_trips_limits():
