@@ -48,7 +48,7 @@ def measure(path: str, *, views: int, size: int, up, first_bytes: int, refine_by
     plain_psnr = _psnr(enc.state.to_gaussians()[1], cams, reference)
     log(f"plain keyframe {plain:,} bytes ({plain / n:.2f} B/G), {fmt_psnr(plain_psnr)} dB")
 
-    g, enc = encoder_for(g, args, sequence=True)           # the progressive stream
+    g, enc = encoder_for(g, args)                          # the progressive stream: the same encoder
     header = enc.header_bytes()
     dec = Decoder(header)
     rows, total = [], len(header)
