@@ -33,6 +33,7 @@ from .fit import CLAMPING, DEFAULT_CELL_BITS, clamp_mask, fit_grid
 from .interop.clean import clean_scene
 from .interop.scene import SceneFileError, output_format, read_scene, read_scene_with_ids, scene_bytes, write_scene
 from .profile import DEFAULT_PROFILE, PRESETS, STREAM_PROFILE, Profile
+from .progressive import Frame, progressive_keyframe
 from .sequence import encode_sequence, file_ids, frame_paths
 from .spatial import Grid
 from .state import SceneState
@@ -291,15 +292,21 @@ def cmd_encode(args) -> int:
         g, enc = encoder_for(g, args)
         degree, profile, grid = g.sh_degree, enc.profile, enc.profile.grid
         ids = enc.assign_ids(g.positions)
-        frame = enc.keyframe(g, ids=ids)
+        if getattr(args, "progressive", None):
+            frames = list(progressive_keyframe(enc, g, ids, first_bytes=int(args.progressive * 1e6)))
+        else:
+            frames = [Frame(enc.keyframe(g, ids=ids), len(g), len(g))]
     t_enc = time.perf_counter() - t0
     header = enc.header_bytes()
-    with _step(f"write {os.path.basename(args.output)}", len(header) + len(frame)) as bar, _writing(args.output):
+    size = sum(len(f.data) for f in frames)
+    with _step(f"write {os.path.basename(args.output)}", len(header) + size) as bar, _writing(args.output):
         with StreamWriter(args.output, header) as w:
-            w.write(frame)
-        bar.update(len(header) + len(frame))
+            for f in frames:
+                w.write(f.data)
+        bar.update(len(header) + size)
+    frame = frames[0].data
 
-    total = len(header) + len(frame)
+    total = len(header) + size
     ply_bytes = _ply_size(len(g), degree)
     input_bytes = scene_bytes(src)
     errors = _attr_errors(profile, g, _floats_of(enc.state, ids)) if not profile.lossless else []
@@ -313,6 +320,7 @@ def cmd_encode(args) -> int:
               "bytes_per_gaussian": total / max(len(g), 1), "ply_bytes": ply_bytes,
               "ratio": input_bytes / total, "ratio_vs_float_ply": ply_bytes / total,
               "read_s": t_read, "encode_s": t_enc, "frame_rate": enc.header.frame_rate,
+              "frames": len(frames), "first_frame_gaussians": frames[0].live,
               "digest": str(enc.state.digest()), "grid": _grid_dict(grid), "errors": errors}
     if args.json:
         _print_json(result)
@@ -324,6 +332,9 @@ def cmd_encode(args) -> int:
     print(f"  profile        {_profile_line(profile)}" + ("" if profile.lossless else f"; {result['ranges']} ranges"))
     print(f"  grid           cell {grid.cell_size:g}, {grid.cell_bits} cell bits, {grid.slot_bits} slot bits")
     print(f"  stream         {total:,} bytes ({_fmt_bytes(total)}), {result['bytes_per_gaussian']:.2f} B/Gaussian")
+    if len(frames) > 1:
+        print(f"  progressive    {len(frames)} frames: the first {len(header) + len(frame):,} bytes with the header "
+              f"({frames[0].live:,} Gaussians standing in for the scene), then {len(frames) - 1} refining it")
     as_ply = "" if fmt == "ply" else f"; a float PLY would be {_fmt_bytes(ply_bytes)}, {ply_bytes / total:.2f}x"
     print(f"  input file     {input_bytes:,} bytes ({_fmt_bytes(input_bytes)}, {fmt}): ratio {result['ratio']:.2f}x "
           f"(input file size / stream size){as_ply}")
@@ -373,6 +384,16 @@ def encode_sequence_files(args, paths: list[str], start, write):
     header = enc.header_bytes()
     start(header)
     return enc, header, fmt, encode_sequence(frames(), enc, write)
+
+
+def _megabytes(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of megabytes: {text!r}") from None
+    if not 0.001 <= v <= 1e6:
+        raise argparse.ArgumentTypeError(f"must be in [0.001, 1e6] megabytes, got {text}")
+    return v
 
 
 def cmd_encode_sequence(args, paths: list[str]) -> int:
@@ -898,6 +919,10 @@ def build_parser() -> argparse.ArgumentParser:
     _spz_frame_option(e, "read")
     e.add_argument("--fps", type=_frame_rate, default=None, metavar="N",
                    help="frame rate recorded in the stream header (informative: viewers play at it); default: unset")
+    e.add_argument("--progressive", type=_megabytes, nargs="?", const=1.5, default=None, metavar="MB",
+                   help="send the scene coarse first: a first frame of about MB megabytes (default 1.5) of stand-ins "
+                        "for it, then frames that refine it to the full scene (the stream ends on the same scene "
+                        "and digest; SPEC.md Appendix C)")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")
     e.set_defaults(func=cmd_encode)
 

@@ -134,6 +134,26 @@ def test_encode_sh_degree_and_cell_bits(scene_ply, tmp_path):
     assert np.array_equal(rows(got), rows(g.with_sh_degree(1)))
 
 
+def test_progressive_encode_writes_a_coarse_first_frame_that_refines_to_the_plain_stream(tmp_path):
+    g = random_gaussians(np.random.default_rng(3), 6000, 2)
+    ply = tmp_path / "scene.ply"
+    write_ply(ply, g)
+    plain, prog = tmp_path / "plain.gsd", tmp_path / "prog.gsd"
+    a = json.loads(ok("encode", ply, plain, "--json").stdout)
+    b = json.loads(ok("encode", ply, prog, "--progressive", "0.02", "--json").stdout)
+    assert a["frames"] == 1 and b["frames"] >= 2
+    assert b["first_frame_gaussians"] < len(g) // 2 and b["header_bytes"] + b["frame_bytes"] < 0.5 * a["bytes"]
+    assert b["digest"] == a["digest"]                          # the same scene in the end, palette and all
+    back_a, back_b = tmp_path / "a.ply", tmp_path / "b.ply"
+    ok("decode", plain, back_a)
+    ok("decode", prog, back_b)
+    assert np.array_equal(rows(read_ply(back_a)), rows(read_ply(back_b)))
+    text = ok("encode", ply, prog, "--progressive", "0.02").stdout
+    assert f"progressive    {b['frames']} frames" in text
+    bad = gsd("encode", ply, prog, "--progressive", "zero")
+    assert bad.returncode == 2 and "not a number of megabytes" in bad.stderr
+
+
 @pytest.fixture(scope="module")
 def outlier_ply(tmp_path_factory):
     """What captured scenes have and the presets' fixed ranges clamp: DC up to 14.9, log-scales to -20."""
