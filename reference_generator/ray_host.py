@@ -210,6 +210,7 @@ class WorldActor:
 
 
 _remote = None
+_handles: dict = {}                  # shared world name -> this process's handle of its actor
 
 
 def _actor_class():
@@ -314,12 +315,25 @@ class RayBackend:
         opts.update(p.actor_options)
         if self.shared:
             opts.update(name=f"world-{self.name}", namespace=NAMESPACE, lifetime="detached", get_if_exists=True)
-        self.actor = _actor_class().options(**opts).remote(self.name, config, seed, device, self._checkpoint_path(),
-                                                            p.checkpoint_every, p.tick_hz, p.gateway_timeout)
-        try:
-            self.where = await self.actor.ready.remote(self.gw)
-        except ray.exceptions.RayError as e:
-            raise WorldGone(f"world actor did not start: {e}") from None
+        # one handle per named actor and process: gateways of one process (tests) share it, so
+        # that Ray orders all of the process's calls to the actor on one handle
+        self.actor = _handles.get(self.name) if self.shared else None
+        if self.actor is not None:
+            try:
+                self.where = await self.actor.ready.remote(self.gw)
+            except ray.exceptions.RayActorError:     # ended since (no clients, or reaped): a new one
+                _handles.pop(self.name, None)
+                self.actor = None
+        if self.actor is None:
+            self.actor = _actor_class().options(**opts).remote(self.name, config, seed, device,
+                                                                self._checkpoint_path(), p.checkpoint_every,
+                                                                p.tick_hz, p.gateway_timeout)
+            try:
+                self.where = await self.actor.ready.remote(self.gw)
+            except ray.exceptions.RayError as e:
+                raise WorldGone(f"world actor did not start: {e}") from None
+            if self.shared:
+                _handles[self.name] = self.actor
         if self.shared:
             self._beat = asyncio.create_task(self._heartbeat(), name=f"heartbeat-{self.name}")
 
@@ -364,7 +378,12 @@ class RayBackend:
         except ray.exceptions.RayActorError as e:
             await self._recover(gen, e)
         # the world is back (a new incarnation, every link of this gateway attached again and due
-        # a keyframe): the call runs again there (a lost step's actions are answered by the keyframe)
+        # a keyframe): the call runs again there (a lost step's actions are answered by the keyframe).
+        # A step runs again without cutting frames: the links it named as waiting were named before
+        # the fault, and their senders may be taking their keyframes now (a frame cut here as well
+        # could reach the client before the keyframe)
+        if method == "step":
+            args = (args[0], args[1], ())
         if method == "detach":
             self.links.pop(args[0], None)
             return 0
@@ -417,6 +436,8 @@ class RayBackend:
                 left = await asyncio.wait_for(self.actor.links.remote(), 10)
                 if left:                         # other gateways' clients still on it
                     return
+            if _handles.get(self.name) is self.actor:
+                del _handles[self.name]
             ray.kill(self.actor, no_restart=True)
         except (ray.exceptions.RayError, asyncio.TimeoutError):
             pass

@@ -28,8 +28,10 @@ from reference_generator.server import Server, ServerConfig           # noqa: E4
 from reference_generator.world import WorldConfig                     # noqa: E402
 
 SMALL = WorldConfig(target_live=3000, view_radius=32, max_add_per_step=1024)
-FAST_HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300,
-               "health_check_failure_threshold": 3}
+# a removed node is noticed within about 3 s (Ray's default: about 15 s); not faster, so that a
+# node of a loaded 2-core box is never taken for dead
+FAST_HEALTH = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+               "health_check_failure_threshold": 6}
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +145,23 @@ def test_shared_world_on_two_gateways_same_digests(cluster):
                 common = set(seen1) & set(seen2)
                 assert len(common) >= 2, (sorted(seen1), sorted(seen2))
                 assert all(seen1[s] == seen2[s] for s in common)
+                # the world's process dies: both gateways reattach their clients to the restarted
+                # actor, both clients get a keyframe of the resumed world and agree again
+                pid = session_of(g1).host.backend.pid
+                os.kill(pid, signal.SIGKILL)
+                assert any(f.keyframe for f in await steps_checked(c1, g1, 2))
+                while not (f := await frame_checked(c2, g2)).keyframe:
+                    pass
+                after1, after2 = {c1.seq: c1.digest}, {f.seq: f.digest}
+                for f in await steps_checked(c2, g2, 3):
+                    after2[f.seq] = f.digest
+                while c1.seq < c2.seq:
+                    f = await frame_checked(c1, g1)
+                    after1[f.seq] = f.digest
+                common = set(after1) & set(after2)
+                assert common and all(after1[s] == after2[s] for s in common)
+                b1, b2 = session_of(g1).host.backend, session_of(g2).host.backend
+                assert b1.pid == b2.pid != pid and b1.resumes == b2.resumes == 1
                 assert c1.stats.resyncs == c2.stats.resyncs == 0
                 await c2.close()
             # gateway 2 is gone: the world lives on for gateway 1's client
