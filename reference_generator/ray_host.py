@@ -50,6 +50,7 @@ from .worldhost import StepStats, WorldGone
 
 log = logging.getLogger("gsd.server")
 
+UNATTACHED = "unattached"            # a link the actor's incarnation does not know
 NAMESPACE = "gsd"                    # shared worlds are named actors of this namespace
 PRIVATE_PREFIX = "private-"          # the server names private worlds so (server.py, world_for)
 
@@ -93,6 +94,7 @@ class WorldActor:
         self._swept = time.monotonic()
         self.core = WorldCore(config, seed, device)
         self.resumed_from: int | None = None
+        self.incarnation = uuid.uuid4().hex      # a new one after every restart
         ck = _load(checkpoint)
         if ck is not None and ck.get("seed") == seed:
             self._restore(ck)
@@ -137,6 +139,7 @@ class WorldActor:
         ray = _ray()
         ctx = ray.get_runtime_context()
         return {"pid": os.getpid(), "node": ctx.get_node_id(), "resumed_from": self.resumed_from,
+                "incarnation": self.incarnation,
                 "seq": self.core.encoder.state.seq, "start_ms": self.start_ms}
 
     def info(self) -> dict:
@@ -153,13 +156,13 @@ class WorldActor:
         if isinstance(action, Idle) and not action_ids and now - self.last_step < self.min_idle_gap:
             cam = self.core.world.camera().as_dict()
             p = self.core.pendings
-            return None, {k: p[k].take(cam) for k in ready if k in p and p[k].ready}
+            return None, {k: p[k].take(cam) for k in ready if k in p and p[k].ready}, self.incarnation
         self.last_step = now
-        out = self.core.step(action, action_ids, ready)
+        stats, frames = self.core.step(action, action_ids, ready)
         self.steps += 1
         if self.steps % self.every == 0:
             self._checkpoint()
-        return out
+        return stats, frames, self.incarnation
 
     def _sweep(self, now: float) -> None:
         """Forget the clients of gateways silent for ``gateway_timeout`` (a gateway that died
@@ -199,11 +202,16 @@ class WorldActor:
         self.core.detach(link)
         return len(self.core.pendings)
 
+    # A call for a link this incarnation does not know (made while Ray restarted the actor, before
+    # its gateway saw the fault) answers UNATTACHED: the gateway then attaches its links again.
     def take(self, link):
-        return self.core.take(link)
+        return self.core.take(link) if link in self.core.pendings else UNATTACHED
 
-    def request_keyframe(self, link) -> None:
+    def request_keyframe(self, link):
+        if link not in self.core.pendings:
+            return UNATTACHED
         self.core.request_keyframe(link)
+        return None
 
     def links(self) -> int:
         return len(self.core.pendings)
@@ -268,6 +276,10 @@ class RayPool:
     def close(self) -> None:
         if self.owns_ray:
             _ray().shutdown()
+
+
+class _Restarted(Exception):
+    """The world actor is a new incarnation that this gateway has not attached its links to."""
 
 
 def _key_frame(f, gw: str):
@@ -351,8 +363,10 @@ class RayBackend:
         gw = self.gw
         if method == "step":
             action, ids, ready = args
-            stats, frames = await self.actor.step.remote(action, [(gw,) + tuple(i) for i in ids],
-                                                         tuple((gw, link) for link in ready), gw)
+            stats, frames, incarnation = await self.actor.step.remote(
+                action, [(gw,) + tuple(i) for i in ids], tuple((gw, link) for link in ready), gw)
+            if incarnation != self.where.get("incarnation"):
+                raise _Restarted(f"world {self.name} restarted")   # the step ran: not run again
             return stats, {k[1]: _key_frame(f, gw) for k, f in frames.items()}
         if method == "attach":
             link, mfb = args
@@ -362,10 +376,11 @@ class RayBackend:
         if method == "detach":
             self.links.pop(args[0], None)
             return await self.actor.detach.remote((gw, args[0]))
-        if method == "take":
-            return _key_frame(await self.actor.take.remote((gw, args[0])), gw)
-        if method == "request_keyframe":
-            return await self.actor.request_keyframe.remote((gw, args[0]))
+        if method in ("take", "request_keyframe"):
+            out = await getattr(self.actor, method).remote((gw, args[0]))
+            if isinstance(out, str) and out == UNATTACHED:
+                raise _Restarted(f"world {self.name} restarted")
+            return _key_frame(out, gw)
         return await getattr(self.actor, method).remote(*args)
 
     async def call(self, method: str, *args):
@@ -375,6 +390,10 @@ class RayBackend:
         gen = self.generation
         try:
             return await self._call(method, args)
+        except _Restarted as e:              # restarted without this gateway seeing it fail
+            await self._recover(gen, e)
+            if method == "step":             # it ran on the new incarnation: an idle step answers its ids
+                args = (Idle(),) + tuple(args[1:])
         except ray.exceptions.RayActorError as e:
             await self._recover(gen, e)
         # the world is back (a new incarnation, every link of this gateway attached again and due

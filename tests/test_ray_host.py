@@ -270,3 +270,32 @@ def test_shared_world_forgets_the_clients_of_a_dead_gateway(cluster):
         await b3.close()                                 # no clients: ended, checkpoint removed
         assert not os.path.exists(b3._checkpoint_path())
     run(main())
+
+
+def test_gateway_that_missed_a_restart_reattaches(cluster):
+    """Ray restarted the world while this gateway had no call out: its next call finds its links
+    unknown to the new incarnation, and the gateway attaches them again (each due a keyframe)."""
+    from reference_generator.actions import Idle
+    from reference_generator.ray_host import RayPool
+
+    async def main():
+        b = RayPool("auto", tick_hz=0, world_cpus=0.25, checkpoint_dir=cluster.ckpt, checkpoint_every=2).backend()
+        await b.create(SMALL, 0, "cpu")
+        await b.call("attach", 1, 1 << 26)
+        assert (await b.call("take", 1)).keyframe
+        for _ in range(3):
+            await b.call("step", Move(0.3), [], ())
+        pid = b.pid
+        os.kill(pid, signal.SIGKILL)
+        while True:                                   # the restart, seen by another caller only
+            try:
+                if (await b.actor.ready.remote())["pid"] != pid:
+                    break
+            except ray.exceptions.RayActorError:
+                await asyncio.sleep(0.1)
+        f = await b.call("take", 1)
+        assert f.keyframe and b.resumes == 1 and b.pid != pid
+        stats, frames = await b.call("step", Idle(), [], (1,))
+        assert stats is not None and not frames[1].keyframe and frames[1].seq == f.seq + 1
+        await b.close()
+    run(main())
