@@ -261,7 +261,12 @@ def main(argv=None) -> int:
     if "--structured" in argv:
         from . import fuzz_structured
         return fuzz_structured.main(argv)
-    ap = argparse.ArgumentParser(prog="python -m conformance.fuzz", description=__doc__.split("\n")[0])
+    if "--coverage" in argv:
+        from . import fuzz_coverage
+        return fuzz_coverage.main(argv)
+    ap = argparse.ArgumentParser(prog="python -m conformance.fuzz", description=__doc__.split("\n")[0],
+                                 epilog="--structured: the structure-aware fuzzer (conformance/fuzz_structured.py); "
+                                        "--coverage: coverage-guided by atheris (conformance/fuzz_coverage.py)")
     ap.add_argument("--seconds", type=float, default=600.0)
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: time-based, printed)")
     ap.add_argument("--crashers", default="fuzz-crashers", help="directory for crashing inputs")
