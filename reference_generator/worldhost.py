@@ -156,6 +156,13 @@ class WorldCore:
     def request_keyframe(self, link: int) -> None:
         self.pendings[link].request_keyframe()
 
+    def close(self) -> None:
+        """Stop the world's chunk prefetch thread now: a dropped world left to the cycle collector
+        keeps its thread and chunks alive meanwhile (a world process whose worlds come and go grew
+        by a thread and megabytes per dropped world until a full collection)."""
+        self.pendings.clear()
+        self.world.close()
+
 
 class ThreadBackend:
     """A core on a worker thread of this process; ``meter``: the lane of all thread-hosted worlds
@@ -175,7 +182,10 @@ class ThreadBackend:
         return await loop.run_in_executor(self.executor, self.meter.run, getattr(self.core, method), *args)
 
     async def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.core is not None:
+            core, self.core = self.core, None
+            self.executor.submit(core.close)          # after any call still queued on the world's thread
+        self.executor.shutdown(wait=False, cancel_futures=False)
 
 
 def _answer(conn, fn, *args) -> None:
@@ -233,7 +243,9 @@ def _trim_heap() -> None:
 
 def _call(cores: dict, wid: int, method: str, args: tuple):
     if method == "close":
-        if cores.pop(wid, None) is not None:
+        core = cores.pop(wid, None)
+        if core is not None:
+            core.close()
             _trim_heap()
         return None
     return getattr(cores[wid], method)(*args)
