@@ -83,6 +83,35 @@ def test_oracle_catches_a_state_change(monkeypatch):
         fs.execute(e.data, e.limits)
 
 
+def test_a_hang_is_cpu_spent_by_the_decoder_not_wall_time_taken_by_other_work(monkeypatch):
+    """Over the wall-clock budget, an input runs again on a CPU-time budget: a decoder that only waited
+    (a loaded machine) is not a hang, one that spends the budget is; the transcript is not doubled."""
+    import time
+    real, calls = fs._execute, []
+
+    def slow_once(data, limits, full_compare, lines=None):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.6)                               # the first run loses its time to "other work"
+        return real(data, limits, full_compare, lines)
+    monkeypatch.setattr(fs, "_execute", slow_once)
+    e = BY_ID["op_delete_ids"]
+    lines: list = []
+    assert fs.execute(e.data, e.limits, budget=0.3, lines=lines).outcome == "ok" and len(calls) == 2
+    expected: list = []
+    real(e.data, e.limits, False, expected)
+    assert lines == expected
+
+    def spin(data, limits, full_compare, lines=None):
+        while True:
+            pass
+    monkeypatch.setattr(fs, "_execute", spin)
+    t = time.monotonic()
+    with pytest.raises(fuzz.Crash, match="hang"):
+        fs.execute(e.data, e.limits, budget=0.3)
+    assert time.monotonic() - t < 5
+
+
 def test_oracle_catches_an_untyped_exception(monkeypatch):
     def boom(*a, **k):
         raise KeyError("planted")
