@@ -81,6 +81,8 @@ class ServerConfig:
     max_message_bytes: int = 65536   # client messages above this close the session with 1009
     actions_per_second: float = 120.0
     action_burst: int = 240
+    resyncs_per_minute: float = 12.0  # keyframes a client may ask for (resync, or an ack with a wrong digest) ...
+    resync_burst: int = 6             # ... in bursts of this many; beyond: close 1008 (a keyframe costs the world)
     hello_timeout: float = 10.0
     idle_timeout: float = 60.0       # no message from the client for this long: close 4000
     ack_timeout: float = 5.0         # frames out, no ack for this long: next frame is a keyframe
@@ -311,6 +313,7 @@ class Session:
         self.wake = asyncio.Event()
         self.rate = Rate()
         self.actions = TokenBucket(self.cfg.actions_per_second, self.cfg.action_burst)
+        self.asked = TokenBucket(self.cfg.resyncs_per_minute / 60.0, self.cfg.resync_burst)   # client-caused keyframes
         self.received: dict = {}             # action id -> loop time it arrived (for latency)
         self.frames = 0
         self.bytes = 0
@@ -454,6 +457,7 @@ class Session:
             why = self.window.ack(seq, digest)
             self.series.depth.set(self.window.depth)
             if why:
+                self._take_keyframe_token()
                 await self._resync(why)
             else:
                 self.wake.set()
@@ -487,6 +491,7 @@ class Session:
             reason = m.get("reason")
             if not isinstance(reason, str) or len(reason) > 64:
                 raise SessionClosed(POLICY, "resync.reason must be a short string")
+            self._take_keyframe_token()
             await self._resync(reason)
         elif kind == "hello":
             raise SessionClosed(POLICY, "hello sent twice")
@@ -501,6 +506,12 @@ class Session:
                 await self.ws.send_str(json.dumps({"type": "ignored", "id": aid, "reason": reason}))
             except ConnectionError:
                 pass
+
+    def _take_keyframe_token(self) -> None:
+        """A keyframe the client asked for (a resync, or an ack that does not match) costs the world an
+        encode of its whole state: over the limit the session closes (SPEC.md 11.7)."""
+        if not self.asked.take():
+            raise SessionClosed(POLICY, f"resync rate over {self.cfg.resyncs_per_minute:g}/min")
 
     async def _resync(self, reason: str) -> None:
         self.resyncs += 1

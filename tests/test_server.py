@@ -35,6 +35,8 @@ def config(**kw) -> ServerConfig:
     kw.setdefault("tick_hz", 0)
     kw.setdefault("actions_per_second", 10_000)
     kw.setdefault("action_burst", 10_000)
+    kw.setdefault("resyncs_per_minute", 1e6)   # tests resync at will; the limit is tested on its own
+    kw.setdefault("resync_burst", 10_000)
     kw.setdefault("admission", False)        # load-based refusals are tested on their own (below)
     return ServerConfig(port=kw.pop("port", 0), **kw)
 

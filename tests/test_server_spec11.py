@@ -217,3 +217,26 @@ def test_malformed_world_names_get_http_400():
                 assert json.loads(first.data)["world"] == "Ok-name_9"
                 await ws.close()
     run(go())
+
+
+def test_keyframes_a_client_asks_for_are_rate_limited():
+    """11.7: resyncs, and acks whose digest does not match (each asks for a keyframe of the whole state),
+    beyond the limit close the session 1008 naming the rate; the limit's burst goes through."""
+    async def go():
+        async with server(resyncs_per_minute=6, resync_burst=3) as s:
+            async with aiohttp.ClientSession() as http:
+                for how in ("resync", "ack"):
+                    ws, _, _ = await _open(s.url, http)
+                    for i in range(4):
+                        if how == "resync":
+                            await ws.send_str(json.dumps({"type": "resync", "reason": "CLIENT"}))
+                        else:
+                            wrong = {"type": "ack", "seq": 1, "digest": "1:00000000:00000000"}
+                            await ws.send_str(json.dumps(wrong))
+                        if i < 3:
+                            await asyncio.sleep(0.05)
+                            assert not ws.closed, (how, i)
+                    code, reason = await _close(ws)
+                    assert code == 1008 and "resync rate" in reason, (how, code, reason)
+                    await wait_until(lambda: not s.sessions, timeout=5)
+    run(go())
