@@ -110,7 +110,7 @@ def test_a_hang_is_a_decoder_spending_its_budget_in_cpu_time(monkeypatch, tmp_pa
         return real(*a, **k)
     monkeypatch.setattr(codec.decoder, "decode_frame", stalls)
     w.test_one_input(buf)
-    assert (w.slow, w.stats.crashes, w.stats.outcomes["ok"]) == (1, [], 1)
+    assert (w.stats.crashes, w.stats.outcomes["ok"]) == ([], 1)
 
     def busy(*a, **k):
         t = time.process_time()
