@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("torch")
 
 from reference_generator.actions import ACTION_TYPES, KINDS, Move, from_json
-from reference_generator.client import Client, ProtocolClosed
+from reference_generator.client import Client
 from reference_generator.server import ACTIONS, SessionClosed, parse_hello
 
 from test_server import HELLO, raw_ws, run, server, wait_until
