@@ -21,25 +21,13 @@ from typing import Iterator
 
 import numpy as np
 
-from .attributes import Gaussians
+from .attributes import Gaussians, covariances
 
 FIRST_BYTES = 1_500_000        # the coarse keyframe's target size: 0.5 s at 25 Mbit/s
 REFINE_BYTES = 1_000_000       # refinement frames of about this size
 
 
 # ------------------------------------------------------------------------------------- geometry
-def _rotmats(q: np.ndarray) -> np.ndarray:
-    """(N, 4) quaternions w, x, y, z (any norm; zero = identity) -> (N, 3, 3) rotation matrices."""
-    q = np.asarray(q, np.float64)
-    n = np.linalg.norm(q, axis=1, keepdims=True)
-    q = np.where(n > 0, q / np.where(n > 0, n, 1.0), np.array([1.0, 0.0, 0.0, 0.0]))
-    w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1)], axis=1)
-
-
 def _quaternions(r: np.ndarray) -> np.ndarray:
     """(N, 3, 3) proper rotations -> (N, 4) unit quaternions w, x, y, z."""
     w = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2])) / 2
@@ -103,9 +91,8 @@ def stand_ins(g: Gaussians, cell: float) -> tuple[Gaussians, np.ndarray]:
     wsum = np.add.reduceat(w, starts)
     p = g.positions.astype(np.float64)[order]
     mu = np.add.reduceat(p * w[:, None], starts) / wsum[:, None]
-    m = _rotmats(g.rotations[order]) * np.exp(g.scales.astype(np.float64)[order])[:, None, :]
     d = p - mu[group[order]]
-    second = m @ m.transpose(0, 2, 1) + d[:, :, None] * d[:, None, :]
+    second = covariances(g)[order] + d[:, :, None] * d[:, None, :]
     cov = np.add.reduceat(second * w[:, None, None], starts) / wsum[:, None, None]
     ev, vec = np.linalg.eigh(cov)
     vec[np.linalg.det(vec) < 0, :, 0] *= -1                      # a proper rotation

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec.attributes import Gaussians
+from codec.attributes import Gaussians, covariances, quat_to_rotmat  # noqa: F401 (quat_to_rotmat: this module's API)
 
 from .cameras import NEAR_PLANE, Camera
 
@@ -88,25 +88,6 @@ def sh_colours(g: Gaussians, camera_centre: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ geometry
-def quat_to_rotmat(q: np.ndarray) -> np.ndarray:
-    """(N, 4) quaternions (w, x, y, z), any norm -> (N, 3, 3) rotation matrices (zero q -> identity)."""
-    q = np.asarray(q, dtype=np.float64)
-    n = np.linalg.norm(q, axis=1, keepdims=True)
-    q = np.where(n > 0, q / np.where(n > 0, n, 1.0), np.array([1.0, 0.0, 0.0, 0.0]))
-    w, x, y, z = q.T
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)], -1),
-        np.stack([2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)], -1),
-        np.stack([2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1),
-    ], axis=1)
-
-
-def covariances(g: Gaussians) -> np.ndarray:
-    """(N, 3, 3) world covariances R diag(exp(scale))^2 R^T."""
-    m = quat_to_rotmat(g.rotations) * np.exp(g.scales.astype(np.float64))[:, None, :]
-    return m @ m.transpose(0, 2, 1)
-
-
 def project(g: Gaussians, cam: Camera) -> dict:
     """Screen-space Gaussians: the visible ones' indices, depths, means, conics, opacities, pixel boxes.
 
