@@ -45,8 +45,9 @@
  * falls below 1e-4; together they weigh less than 1e-4 (their sum of a*T is < T_stop), i.e. at most
  * 1e-4 * the brightest colour behind, invisible at 8 bits.
  */
-import { PROJECT_WGSL, RASTER_WGSL, RASTER_UV_WGSL, PRESENT_WGSL } from './shaders.mjs';
+import { PROJECT_WGSL, RASTER_WGSL, RASTER_UV_WGSL, PRESENT_WGSL, projectWGSL } from './shaders.mjs';
 import { RadixSort } from './sort.mjs';
+import { TilePath } from './tiles.mjs';
 
 const U = globalThis.GPUBufferUsage;
 const MERGE_GAP = 8; // dirty runs closer than this many slots are uploaded as one write
@@ -95,8 +96,13 @@ export class Renderer {
     if (this.format === 'rgba32float' && !device.features.has('float32-blendable')) this.format = 'rgba16float';
     if (!['rgba32float', 'rgba16float', 'rgba8unorm'].includes(this.format)) throw new Error('unsupported format ' + this.format);
     this.timing = (opts.timing ?? true) && device.features.has('timestamp-query');
-    this.stats = { visible: 0, frames: 0, sortMs: null, projectMs: null, rasterMs: null, gpuFrameMs: null,
-                   uploads: 0, fullUploads: 0, uploadRuns: 0, uploadBytes: 0 };
+    this.pathOption = opts.path ?? 'raster';
+    if (!['raster', 'tiles', 'auto'].includes(this.pathOption)) throw new Error('unknown path ' + this.pathOption);
+    this.path = this.pathOption === 'tiles' ? 'tiles' : 'raster';   // 'auto' draws with 'raster' until measured
+    this.tileOpts = { maxSigma: opts.maxSigma, tileCapacity: opts.tileCapacity };
+    this.tiles = null;
+    this.stats = { visible: 0, frames: 0, sortMs: null, projectMs: null, rasterMs: null, binMs: null, gpuFrameMs: null,
+                   uploads: 0, fullUploads: 0, uploadRuns: 0, uploadBytes: 0, path: this.path, pathChoice: null };
     if (canvas) {
       this.context = canvas.getContext('webgpu');
       this.canvasFormat = gpu?.getPreferredCanvasFormat?.() ?? 'bgra8unorm';
@@ -134,9 +140,9 @@ export class Renderer {
       });
     }
     if (this.timing) {
-      this.querySet = device.createQuerySet({ type: 'timestamp', count: 6 });
-      this.queryResolve = device.createBuffer({ size: 48, usage: U.QUERY_RESOLVE | U.COPY_SRC });
-      this.queryRead = device.createBuffer({ size: 48, usage: U.MAP_READ | U.COPY_DST });
+      this.querySet = device.createQuerySet({ type: 'timestamp', count: 8 });
+      this.queryResolve = device.createBuffer({ size: 64, usage: U.QUERY_RESOLVE | U.COPY_SRC });
+      this.queryRead = device.createBuffer({ size: 64, usage: U.MAP_READ | U.COPY_DST });
       this.queryBusy = false;
     }
     this.capacity = 0;
@@ -144,6 +150,17 @@ export class Renderer {
     this.highWater = 0;
     this.generation = null;
     this._allocTarget(this.width, this.height);
+    if (this.path === 'tiles') this._ensureTiles();
+  }
+
+  /** The tile path's pipelines and buffers, made on first use (see tiles.mjs). */
+  _ensureTiles() {
+    if (this.tiles) return;
+    const d = this.device;
+    this.tiles = new TilePath(d, this.format, this.tileOpts);
+    const m = d.createShaderModule({ code: projectWGSL(true), label: 'project (tiles)' });
+    this.projectTilesPipeline = d.createComputePipeline({ layout: 'auto', compute: { module: m, entryPoint: 'main' } });
+    if (this.splats) this._bindProject();
   }
 
   _allocTarget(w, h) {
@@ -152,7 +169,8 @@ export class Renderer {
     this.height = h;
     this.target = this.device.createTexture({
       size: [w, h], format: this.format,
-      usage: GPUTextureUsage.RENDER_ATTACHMENT | GPUTextureUsage.COPY_SRC | GPUTextureUsage.TEXTURE_BINDING,
+      usage: GPUTextureUsage.RENDER_ATTACHMENT | GPUTextureUsage.COPY_SRC | GPUTextureUsage.TEXTURE_BINDING
+        | GPUTextureUsage.STORAGE_BINDING,   // the tile path writes it from a compute shader
     });
     this.targetView = this.target.createView();
     this.device.queue.writeBuffer(this.viewport, 0, new Float32Array([w, h, 0, 0]));
@@ -176,11 +194,18 @@ export class Renderer {
   }
 
   _bindProject() {
+    const bufs = [this.params, this.splats, this.proj, this.sorter.keysA, this.sorter.valsA, this.drawArgs, this.palette];
     this.projectGroup = this.device.createBindGroup({
       layout: this.projectPipeline.getBindGroupLayout(0),
-      entries: [this.params, this.splats, this.proj, this.sorter.keysA, this.sorter.valsA, this.drawArgs, this.palette]
-        .map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
+    if (this.tiles) {
+      this.tiles.ensure(this.capacity, this.proj, this.sorter.valsA);
+      this.projectTilesGroup = this.device.createBindGroup({
+        layout: this.projectTilesPipeline.getBindGroupLayout(0),
+        entries: [...bufs, this.tiles.rects].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      });
+    }
   }
 
   /**
@@ -287,20 +312,23 @@ export class Renderer {
     f.set(lim, 20);
     f.set([W, H, 0, 0], 24);
     new Uint32Array(buf, 112, 8).set([this.highWater, this.stride, this.restCount, this.shDegree, this.paletteOn ? 1 : 0]);
+    if (this.tiles) f[33] = this.tiles.cap2;   // the tile path's footprint cap (projectWGSL(true))
     this.device.queue.writeBuffer(this.params, 0, buf);
   }
 
   _encodeFrame(enc, opts = {}) {
     const { sortOnly = false, present = true } = opts;
     const n = this.highWater;
+    const tiles = this.path === 'tiles' && !sortOnly;
+    if (tiles && this.tiles.ensure(this.capacity, this.proj, this.sorter.valsA)) this._bindProject();
     const ts = this.timing && !this.queryBusy && !opts.noTimestamps;
     const tw = (a, b) => (ts ? { timestampWrites: { querySet: this.querySet, beginningOfPassWriteIndex: a, endOfPassWriteIndex: b } } : {});
     if (!sortOnly) {
       this.device.queue.writeBuffer(this.drawArgs, 0, new Uint32Array([4, 0, 0, 0]));
       const p = enc.beginComputePass(tw(0, 1));
       if (n > 0) {
-        p.setPipeline(this.projectPipeline);
-        p.setBindGroup(0, this.projectGroup);
+        p.setPipeline(tiles ? this.projectTilesPipeline : this.projectPipeline);
+        p.setBindGroup(0, tiles ? this.projectTilesGroup : this.projectGroup);
         p.dispatchWorkgroups(Math.ceil(n / 256));
       }
       p.end();
@@ -309,16 +337,20 @@ export class Renderer {
     this.sorter.encode(s, n);
     s.end();
     if (sortOnly) return false;
-    const r = enc.beginRenderPass({
-      colorAttachments: [{ view: this.targetView, clearValue: [0, 0, 0, 0], loadOp: 'clear', storeOp: 'store' }],
-      ...tw(4, 5),
-    });
-    if (n > 0) {
-      r.setPipeline(this.rasterPipeline);
-      r.setBindGroup(0, this.rasterGroup);
-      r.drawIndirect(this.drawArgs, 0);
+    if (tiles) {
+      this.tiles.encode(enc, n, this.width, this.height, this.targetView, tw);
+    } else {
+      const r = enc.beginRenderPass({
+        colorAttachments: [{ view: this.targetView, clearValue: [0, 0, 0, 0], loadOp: 'clear', storeOp: 'store' }],
+        ...tw(4, 5),
+      });
+      if (n > 0) {
+        r.setPipeline(this.rasterPipeline);
+        r.setBindGroup(0, this.rasterGroup);
+        r.drawIndirect(this.drawArgs, 0);
+      }
+      r.end();
     }
-    r.end();
     if (this.canvas && present) {
       if (!this.presentGroup) {
         this.presentGroup = this.device.createBindGroup({
@@ -334,18 +366,22 @@ export class Renderer {
       pr.end();
     }
     if (ts) {
-      enc.resolveQuerySet(this.querySet, 0, 6, this.queryResolve, 0);
-      enc.copyBufferToBuffer(this.queryResolve, 0, this.queryRead, 0, 48);
+      const q = tiles ? 8 : 6;
+      enc.resolveQuerySet(this.querySet, 0, q, this.queryResolve, 0);
+      enc.copyBufferToBuffer(this.queryResolve, 0, this.queryRead, 0, 8 * q);
     }
-    return ts;
+    return ts ? (tiles ? 'tiles' : 'raster') : null;
   }
 
   render(camera, opts = {}) {
     if (!this.splats) this._allocScene(0, 16);
+    if (this.pathOption === 'auto' && !this.pathChoice && this.highWater > 0 && !opts.noAuto) this.pathChoice = this.measurePaths(camera);
     this._writeCamera(camera);
+    this.lastCamera = camera;
     const enc = this.device.createCommandEncoder();
     const measured = this._encodeFrame(enc, opts);
     this.device.queue.submit([enc.finish()]);
+    if (this.path === 'tiles') this.tiles.afterSubmit();
     this.stats.frames += 1;
     if (measured) {
       this.queryBusy = true;
@@ -353,13 +389,43 @@ export class Renderer {
         const t = new BigUint64Array(this.queryRead.getMappedRange().slice(0));
         this.queryRead.unmap();
         const ms = (a, b) => Number(t[b] - t[a]) / 1e6;
+        const last = measured === 'tiles' ? 7 : 5;
         this.stats.projectMs = ms(0, 1);
         this.stats.sortMs = ms(2, 3);
-        this.stats.rasterMs = ms(4, 5);
-        this.stats.gpuFrameMs = ms(0, 5);
+        this.stats.binMs = measured === 'tiles' ? ms(4, 5) : null;
+        this.stats.rasterMs = measured === 'tiles' ? ms(6, 7) : ms(4, 5);
+        this.stats.gpuFrameMs = ms(0, last);
         this.queryBusy = false;
       }, () => { this.queryBusy = false; });
     }
+  }
+
+  /** Use path 'raster' or 'tiles' from the next frame on. */
+  setPath(path) {
+    if (path !== 'raster' && path !== 'tiles') throw new Error('unknown path ' + path);
+    if (path === 'tiles') this._ensureTiles();
+    this.path = path;
+    this.stats.path = path;
+  }
+
+  /**
+   * Times both paths on this scene and camera (timeFrames, `frames` each, after one frame that lets the
+   * tile path size its buffers) and keeps the faster; what path 'auto' runs once, at its first frame
+   * with a scene. -> { raster, tiles, path } (ms per frame).
+   */
+  async measurePaths(camera, frames = 5) {
+    const prev = this.path;
+    const out = {};
+    for (const p of ['raster', 'tiles']) {
+      this.setPath(p);
+      this.render(camera, { noAuto: true, noTimestamps: true });
+      if (p === 'tiles') await this.tiles.settle();
+      out[p] = await this.timeFrames(camera, frames);
+    }
+    out.path = out.tiles < out.raster ? 'tiles' : 'raster';
+    this.setPath(this.pathOption === 'auto' || prev === out.path ? out.path : prev);
+    this.stats.pathChoice = out;
+    return out;
   }
 
   async readVisibleCount() {
@@ -374,6 +440,11 @@ export class Renderer {
   }
 
   async readPixels() {
+    // the tile path: a frame whose entries overflowed the buffers is drawn again, grown, before reading
+    if (this.path === 'tiles' && this.lastCamera && await this.tiles.settle()) {
+      this.render(this.lastCamera, { noAuto: true });
+      await this.tiles.settle();
+    }
     const W = this.width, H = this.height;
     const bpp = { rgba32float: 16, rgba16float: 8, rgba8unorm: 4 }[this.format];
     const bytesPerRow = Math.ceil((W * bpp) / 256) * 256;
@@ -406,6 +477,7 @@ export class Renderer {
       const enc = this.device.createCommandEncoder();
       this._encodeFrame(enc, { sortOnly, present: !!this.canvas, noTimestamps: true });
       this.device.queue.submit([enc.finish()]);
+      if (this.path === 'tiles' && !sortOnly) this.tiles.afterSubmit();
     };
     once();
     await this.device.queue.onSubmittedWorkDone();
@@ -418,6 +490,7 @@ export class Renderer {
 
   destroy() {
     for (const b of [this.splats, this.proj, this.params, this.viewport, this.drawArgs, this.countRead, this.target, this.palette]) b?.destroy();
+    this.tiles?.destroy();
   }
 }
 

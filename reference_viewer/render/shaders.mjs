@@ -7,7 +7,12 @@
 // One invocation per slot in [0, n): cull, EWA-project, evaluate SH, write the screen-space splat,
 // its depth key (f32 bits of the camera-space z, monotonic for z > 0; culled = 0xffffffff) and the
 // slot as the sort value, and count the visible ones into the indirect draw's instanceCount.
-export const PROJECT_WGSL = /* wgsl */ `
+// Two variants: the raster path's (projectWGSL(false) = PROJECT_WGSL) writes the oriented quad around
+// the ellipse D^T S^-1 D <= 2 ln(255 alpha); the tile path's (projectWGSL(true)) bounds that ellipse
+// further by D^T S^-1 D <= P.cap2 (the footprint's largest Mahalanobis radius squared, 9 = 3 sigma by
+// default, see tiles.mjs) and writes the inclusive range of 16x16 tiles its pixel box overlaps
+// (rects[i]; x0 > x1 when culled).
+export const projectWGSL = (tiles) => /* wgsl */ `
 struct Params {
   r0: vec4f, r1: vec4f, r2: vec4f,   // world-to-camera rows [R | t]
   centre: vec4f,                     // camera centre -R^T t (world)
@@ -15,7 +20,7 @@ struct Params {
   lim: vec4f,                        // x' upper, x' lower (magnitude), y' upper, y' lower
   size: vec4f,                       // W H
   n: u32, stride: u32, K: u32, deg: u32,
-  pal: u32, pad0: u32, pad1: u32, pad2: u32,   // pal != 0: SH rest from the palette
+  pal: u32, cap2: f32, pad1: u32, pad2: u32,   // pal != 0: SH rest from the palette; cap2: see above
 }
 struct DrawArgs { vertexCount: u32, instanceCount: atomic<u32>, firstVertex: u32, firstInstance: u32 }
 
@@ -26,6 +31,7 @@ struct DrawArgs { vertexCount: u32, instanceCount: atomic<u32>, firstVertex: u32
 @group(0) @binding(4) var<storage, read_write> vals: array<u32>;
 @group(0) @binding(5) var<storage, read_write> draw: DrawArgs;
 @group(0) @binding(6) var<storage, read> pal: array<f32>;   // palette entries, 3K floats each
+${tiles ? '@group(0) @binding(7) var<storage, read_write> rects: array<vec4u>;' : ''}
 
 const NEAR = 0.01;
 const ALPHA_MIN = 0.00392156862745098;  // 1/255
@@ -59,6 +65,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   if (i >= P.n) { return; }
   keys[i] = 0xffffffffu;
   vals[i] = i;
+  ${tiles ? 'rects[i] = vec4u(1u, 1u, 0u, 0u);' : ''}
   let b = i * P.stride;
   let p = vec3f(data[b], data[b + 1u], data[b + 2u]);
   let alpha = 1.0 / (1.0 + exp(-clamp(data[b + 3u], -80.0, 80.0)));
@@ -93,7 +100,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let det = ca * cc - cb * cb;
   let mean = vec2f(fx * t.x / z + P.intr.z, fy * t.y / z + P.intr.w);
   // pixels whose centre can get alpha >= 1/255: the ellipse D^T S^-1 D <= 2 ln(255 alpha), its box
-  let e = 2.0 * log(alpha / ALPHA_MIN);
+  let e = ${tiles ? 'min(2.0 * log(alpha / ALPHA_MIN), P.cap2)' : '2.0 * log(alpha / ALPHA_MIN)'};
   let rx = sqrt(e * ca);
   let ry = sqrt(e * cc);
   let u0 = max(ceil(mean.x - rx - 0.5), 0.0);
@@ -129,7 +136,11 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   proj[4u * i] = vec4f(mean, alpha, 0.0);
   proj[4u * i + 1u] = vec4f(cc / det, -cb / det, ca / det, 1.0 / cc);
   proj[4u * i + 2u] = vec4f(col, alpha);
-  // the quad: the rectangle circumscribing that ellipse along its axes (half-axes sqrt(e l) v for the
+${tiles ? `  rects[i] = vec4u(u32(u0) / 16u, u32(v0) / 16u, u32(u1) / 16u, u32(v1) / 16u);
+  keys[i] = bitcast<u32>(z);
+  atomicAdd(&draw.instanceCount, 1u);
+}
+` : `  // the quad: the rectangle circumscribing that ellipse along its axes (half-axes sqrt(e l) v for the
   // eigenpairs (l, v) of S); every pixel centre it misses has a < 1/255, so the image is the same as
   // with the reference's axis-aligned box, with fewer fragments for elongated splats
   let mid = 0.5 * (ca + cc);
@@ -145,7 +156,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   keys[i] = bitcast<u32>(z);
   atomicAdd(&draw.instanceCount, 1u);
 }
-`;
+`}`;
+export const PROJECT_WGSL = projectWGSL(false);
 
 // ---------------------------------------------------------------------------------------- radix sort
 // LSD radix sort of (u32 key, u32 value) pairs, 8 bits per pass, 4 passes. A block is BLOCK = 256 * EPT

@@ -2,10 +2,20 @@
 import { SORT_WGSL, SORT_BLOCK } from './shaders.mjs';
 
 const U = GPUBufferUsage;
+const PARAM_STRIDE = 256;   // one pass's 16-byte params at 256-byte offsets (minUniformBufferOffsetAlignment)
+export const SORT_DISPATCH_OFFSET = 4 * PARAM_STRIDE;   // bytes: the indirect sort's dispatch in params
+export const SORT_PARAMS_BYTES = SORT_DISPATCH_OFFSET + 64;   // the last 48 bytes free for the caller's use
 
 export class RadixSort {
-  constructor(device) {
+  /**
+   * An even number of 8-bit passes up to 4 sorts the low 8 * passes bits of the keys (the others must be
+   * zero or equal). The pair count is the CPU's (encode) or, for an indirect sort, the GPU's: a shader
+   * writes params (bound as storage: u32 [64 k + 0..2] = n, 8 k, blocks of pass k, and [256..258] =
+   * blocks, 1, 1, the dispatch at byte SORT_DISPATCH_OFFSET) before encodeIndirect runs.
+   */
+  constructor(device, { label = 'sort' } = {}) {
     this.device = device;
+    this.label = label;
     const module = device.createShaderModule({ code: SORT_WGSL, label: 'radix sort' });
     this.layout = device.createBindGroupLayout({
       entries: [
@@ -22,7 +32,9 @@ export class RadixSort {
     this.pHist = mk('hist');
     this.pScan = mk('scan');
     this.pScatter = mk('scatter');
-    this.params = [0, 1, 2, 3].map(() => device.createBuffer({ size: 16, usage: U.UNIFORM | U.COPY_DST }));
+    this.params = device.createBuffer({
+      size: SORT_PARAMS_BYTES, usage: U.UNIFORM | U.STORAGE | U.INDIRECT | U.COPY_DST | U.COPY_SRC, label: label + ' params',
+    });
     this.capacity = 0;
     this.n = -1;
   }
@@ -33,32 +45,33 @@ export class RadixSort {
     for (const b of [this.keysA, this.valsA, this.keysB, this.valsB, this.hist]) b?.destroy();
     const bytes = Math.max(capacity, 1) * 4;
     const usage = U.STORAGE | U.COPY_SRC | U.COPY_DST;
-    this.keysA = this.device.createBuffer({ size: bytes, usage, label: 'sort keys A' });
-    this.valsA = this.device.createBuffer({ size: bytes, usage, label: 'sort vals A' });
-    this.keysB = this.device.createBuffer({ size: bytes, usage, label: 'sort keys B' });
-    this.valsB = this.device.createBuffer({ size: bytes, usage, label: 'sort vals B' });
+    this.keysA = this.device.createBuffer({ size: bytes, usage, label: this.label + ' keys A' });
+    this.valsA = this.device.createBuffer({ size: bytes, usage, label: this.label + ' vals A' });
+    this.keysB = this.device.createBuffer({ size: bytes, usage, label: this.label + ' keys B' });
+    this.valsB = this.device.createBuffer({ size: bytes, usage, label: this.label + ' vals B' });
     const maxBlocks = Math.ceil(Math.max(capacity, 1) / SORT_BLOCK);
     this.hist = this.device.createBuffer({ size: 256 * maxBlocks * 4, usage: U.STORAGE });
-    const bg = (p, ki, vi, ko, vo) => this.device.createBindGroup({
+    const bg = (k, ki, vi, ko, vo) => this.device.createBindGroup({
       layout: this.layout,
-      entries: [p, ki, vi, ko, vo, this.hist].map((buffer, binding) => ({ binding, resource: { buffer } })),
+      entries: [{ buffer: this.params, offset: k * PARAM_STRIDE, size: 16 }, ...[ki, vi, ko, vo, this.hist].map((buffer) => ({ buffer }))]
+        .map((resource, binding) => ({ binding, resource })),
     });
     const A = [this.keysA, this.valsA], B = [this.keysB, this.valsB];
-    this.groups = [0, 1, 2, 3].map((k) => (k % 2 === 0 ? bg(this.params[k], ...A, ...B) : bg(this.params[k], ...B, ...A)));
+    this.groups = [0, 1, 2, 3].map((k) => (k % 2 === 0 ? bg(k, ...A, ...B) : bg(k, ...B, ...A)));
     this.capacity = capacity;
     this.n = -1;
     return true;
   }
 
-  /** Record the four passes sorting the first n pairs of keysA/valsA in place (ascending, stable). */
-  encode(pass, n) {
+  /** Record the passes sorting the first n pairs of keysA/valsA in place (ascending, stable). */
+  encode(pass, n, passes = 4) {
     if (n === 0) return;
     const numBlocks = Math.ceil(n / SORT_BLOCK);
     if (n !== this.n) {
-      for (let k = 0; k < 4; k++) this.device.queue.writeBuffer(this.params[k], 0, new Uint32Array([n, 8 * k, numBlocks, 0]));
+      for (let k = 0; k < 4; k++) this.device.queue.writeBuffer(this.params, k * PARAM_STRIDE, new Uint32Array([n, 8 * k, numBlocks, 0]));
       this.n = n;
     }
-    for (let k = 0; k < 4; k++) {
+    for (let k = 0; k < passes; k++) {
       pass.setBindGroup(0, this.groups[k]);
       pass.setPipeline(this.pHist);
       pass.dispatchWorkgroups(numBlocks);
@@ -66,6 +79,20 @@ export class RadixSort {
       pass.dispatchWorkgroups(1);
       pass.setPipeline(this.pScatter);
       pass.dispatchWorkgroups(numBlocks);
+    }
+  }
+
+  /** The same with the pair count and blocks a shader wrote into params (see the constructor). */
+  encodeIndirect(pass, passes) {
+    this.n = -1;
+    for (let k = 0; k < passes; k++) {
+      pass.setBindGroup(0, this.groups[k]);
+      pass.setPipeline(this.pHist);
+      pass.dispatchWorkgroupsIndirect(this.params, SORT_DISPATCH_OFFSET);
+      pass.setPipeline(this.pScan);
+      pass.dispatchWorkgroups(1);
+      pass.setPipeline(this.pScatter);
+      pass.dispatchWorkgroupsIndirect(this.params, SORT_DISPATCH_OFFSET);
     }
   }
 }

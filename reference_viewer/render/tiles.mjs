@@ -1,0 +1,389 @@
+// Tile-based compute rasterizer (the approach of the 3DGS / gsplat CUDA kernels) behind the renderer's
+// path 'tiles' (index.mjs). Per frame, after projectWGSL(true) and the depth sort of all slots:
+//
+//   count   one workgroup per block of 4096 depth-sorted slots: the sum of their tile counts
+//           (rects from the projection, 16x16 tiles) -> blockSums
+//   scan    one workgroup: exclusive prefix of blockSums; the total number of (tile, Gaussian) entries;
+//           n = min(total, capacity); the tile sort's params and indirect dispatch sizes
+//   emit    the blocks again: each slot, in depth order, writes one entry per tile of its rect at its
+//           offset (key = tile id, value = slot); entries at or past the capacity are not written, so an
+//           overflow drops the farthest Gaussians' entries (see capacity below)
+//   sort    a stable LSD radix sort of the n entries by tile id (2 passes of 8 bits up to 65536 tiles,
+//           4 beyond), indirect: depth order holds within each tile because the entries were emitted
+//           in depth order
+//   ranges  one thread per entry: where each tile's run starts and ends
+//   raster  one 16x16 workgroup per tile: batches of 256 entries are loaded into workgroup memory
+//           (mean, opacity, conic, colour) and each pixel composites them front to back exactly as
+//           SPEC.md Appendix B says, stopping before the first contribution that would take T below
+//           1e-4; the workgroup leaves as soon as all of its pixels have stopped. One textureStore per
+//           pixel of (C, 1 - T): the target is written, not blended, so rgba16float rounds once.
+//
+// Footprint: a Gaussian covers the pixels where D^T S^-1 D <= min(2 ln(255 alpha), cap2) (cap2 = 9,
+// 3 sigma, by default): the opacity bound is where alpha exp(-m^2 / 2) falls below 1/255, past which
+// Appendix B skips every contribution, so it costs nothing; the cap (3.33 sigma at alpha = 1 otherwise)
+// drops contributions beyond 3 sigma, each below alpha * exp(-4.5) = 0.011 alpha. The per-pixel test
+// applies the same cap, so the image does not depend on the tiling (tests/test_viewer_render_tiles.py
+// measures the cap's PSNR cost). cap2 = Infinity gives the reference's footprint exactly.
+//
+// Capacity: the entry buffers hold `capacity` entries (initially max(4 per slot, 65536)). Each frame
+// copies the total to a readback buffer; when a frame needed more, the next frame first grows the
+// buffers to 1.25x that total (at most the device's storage binding size; past it the farthest
+// Gaussians' entries stay dropped, counted in stats.tileOverflows) and Renderer.readPixels renders an
+// overflowed frame again before reading it.
+import { RadixSort, SORT_DISPATCH_OFFSET } from './sort.mjs';
+import { SORT_BLOCK } from './shaders.mjs';
+
+const U = GPUBufferUsage;
+export const TILE = 16;
+const EPT = 16;                     // slots per thread in count / emit
+const BIN_BLOCK = 256 * EPT;
+
+const BIN_WGSL = /* wgsl */ `
+struct BinParams { n: u32, tilesX: u32, capacity: u32, numBlocks: u32, passes: u32, pad0: u32, pad1: u32, pad2: u32 }
+@group(0) @binding(0) var<uniform> B: BinParams;
+@group(0) @binding(1) var<storage, read> order: array<u32>;      // slots in increasing depth
+@group(0) @binding(2) var<storage, read> rects: array<vec4u>;    // tile rect per slot (x0 > x1: none)
+@group(0) @binding(3) var<storage, read_write> blockSums: array<u32>;
+// the tile sort's params (RadixSort): [64 k + 0..2] pass k's n, shift, blocks; [256..258] its dispatch;
+// [260..262] the ranges' dispatch; [264] the total entries, [265] n = min(total, capacity)
+@group(0) @binding(4) var<storage, read_write> control: array<u32>;
+@group(0) @binding(5) var<storage, read_write> keys: array<u32>;
+@group(0) @binding(6) var<storage, read_write> vals: array<u32>;
+
+const EPT = ${EPT}u;
+const SORT_BLOCK = ${SORT_BLOCK}u;
+var<workgroup> part: array<u32, 256>;
+
+fn tileCount(r: vec4u) -> u32 {
+  if (r.x > r.z || r.y > r.w) { return 0u; }
+  return (r.z - r.x + 1u) * (r.w - r.y + 1u);
+}
+
+// this thread's EPT slots' entry count, and the workgroup's exclusive scan of those in part
+fn threadSum(wg: u32, t: u32) -> u32 {
+  let j0 = wg * 256u * EPT + t * EPT;
+  var sum = 0u;
+  for (var k = 0u; k < EPT; k++) {
+    let j = j0 + k;
+    if (j < B.n) { sum += tileCount(rects[order[j]]); }
+  }
+  part[t] = sum;
+  workgroupBarrier();
+  for (var off = 1u; off < 256u; off *= 2u) {
+    var v = 0u;
+    if (t >= off) { v = part[t - off]; }
+    workgroupBarrier();
+    part[t] += v;
+    workgroupBarrier();
+  }
+  return sum;
+}
+
+@compute @workgroup_size(256)
+fn count(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
+  _ = threadSum(wg.x, t);
+  if (t == 255u) { blockSums[wg.x] = part[255]; }
+}
+
+@compute @workgroup_size(256)
+fn scan(@builtin(local_invocation_index) t: u32) {
+  let L = B.numBlocks;
+  let chunk = (L + 255u) / 256u;
+  let s0 = min(t * chunk, L);
+  let s1 = min(s0 + chunk, L);
+  var sum = 0u;
+  for (var i = s0; i < s1; i++) { sum += blockSums[i]; }
+  part[t] = sum;
+  workgroupBarrier();
+  for (var off = 1u; off < 256u; off *= 2u) {
+    var v = 0u;
+    if (t >= off) { v = part[t - off]; }
+    workgroupBarrier();
+    part[t] += v;
+    workgroupBarrier();
+  }
+  var run = part[t] - sum;
+  for (var i = s0; i < s1; i++) { let v = blockSums[i]; blockSums[i] = run; run += v; }
+  if (t == 255u) {
+    let total = part[255];
+    let n = min(total, B.capacity);
+    control[264] = total;
+    control[265] = n;
+    let blocks = (n + SORT_BLOCK - 1u) / SORT_BLOCK;
+    for (var k = 0u; k < B.passes; k++) {
+      control[64u * k] = n;
+      control[64u * k + 1u] = 8u * k;
+      control[64u * k + 2u] = blocks;
+    }
+    control[256] = blocks; control[257] = 1u; control[258] = 1u;
+    control[260] = (n + 255u) / 256u; control[261] = 1u; control[262] = 1u;
+  }
+}
+
+@compute @workgroup_size(256)
+fn emit(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
+  let sum = threadSum(wg.x, t);
+  var off = blockSums[wg.x] + part[t] - sum;
+  let j0 = wg.x * 256u * EPT + t * EPT;
+  for (var k = 0u; k < EPT; k++) {
+    let j = j0 + k;
+    if (j >= B.n || off >= B.capacity) { break; }
+    let s = order[j];
+    let r = rects[s];
+    if (r.x > r.z || r.y > r.w) { continue; }
+    for (var ty = r.y; ty <= r.w; ty++) {
+      for (var tx = r.x; tx <= r.z; tx++) {
+        if (off < B.capacity) { keys[off] = ty * B.tilesX + tx; vals[off] = s; }
+        off += 1u;
+      }
+    }
+  }
+}
+
+`;
+
+// where each tile's run of the tile-sorted keys starts and ends (ranges cleared to 0 before)
+const RANGES_WGSL = /* wgsl */ `
+struct SortParams { n: u32, shift: u32, numBlocks: u32, pad: u32 }
+@group(0) @binding(0) var<uniform> S: SortParams;
+@group(0) @binding(1) var<storage, read> keys: array<u32>;
+@group(0) @binding(2) var<storage, read_write> ranges: array<vec2u>;
+
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let i = gid.x;
+  let n = S.n;
+  if (i >= n) { return; }
+  let t = keys[i];
+  if (i == 0u || keys[i - 1u] != t) { ranges[t].x = i; }
+  if (i + 1u == n || keys[i + 1u] != t) { ranges[t].y = i + 1u; }
+}
+`;
+
+const rasterWGSL = (format) => /* wgsl */ `
+struct RasterParams { W: u32, H: u32, tilesX: u32, cap2: f32 }
+@group(0) @binding(0) var<uniform> R: RasterParams;
+@group(0) @binding(1) var<storage, read> proj: array<vec4f>;
+@group(0) @binding(2) var<storage, read> vals: array<u32>;      // slots, grouped by tile, front to back
+@group(0) @binding(3) var<storage, read> ranges: array<vec2u>;
+@group(0) @binding(4) var outTex: texture_storage_2d<${format}, write>;
+
+const ALPHA_MIN = 0.00392156862745098;  // 1/255
+const T_MIN = 0.0001;
+var<workgroup> sMean: array<vec4f, 256>;   // mean, opacity
+var<workgroup> sConic: array<vec4f, 256>;
+var<workgroup> sCol: array<vec4f, 256>;
+var<workgroup> doneCount: atomic<u32>;
+var<workgroup> uni: vec2u;                 // the tile's range, then the done count, read uniformly
+
+@compute @workgroup_size(${TILE}, ${TILE})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) lid: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let px = wg.xy * ${TILE}u + lid.xy;
+  let inside = px.x < R.W && px.y < R.H;
+  let centre = vec2f(px) + 0.5;
+  if (li == 0u) { atomicStore(&doneCount, 0u); uni = ranges[wg.y * R.tilesX + wg.x]; }
+  let range = workgroupUniformLoad(&uni);
+  var done = !inside;
+  if (done) { atomicAdd(&doneCount, 1u); }
+  var T = 1.0;
+  var C = vec3f(0.0);
+  for (var b = range.x; b < range.y; b += 256u) {
+    workgroupBarrier();
+    if (li == 0u) { uni.x = atomicLoad(&doneCount); }
+    if (workgroupUniformLoad(&uni).x == 256u) { break; }
+    let e = b + li;
+    if (e < range.y) {
+      let s = vals[e];
+      sMean[li] = proj[4u * s];
+      sConic[li] = proj[4u * s + 1u];
+      sCol[li] = proj[4u * s + 2u];
+    }
+    workgroupBarrier();
+    if (!done) {
+      let cnt = min(256u, range.y - b);
+      for (var k = 0u; k < cnt; k++) {
+        let m = sMean[k];
+        let c = sConic[k];
+        let d = centre - m.xy;
+        let m2 = c.x * d.x * d.x + c.z * d.y * d.y + 2.0 * c.y * d.x * d.y;
+        if (m2 > R.cap2) { continue; }
+        let a = min(0.99, m.z * exp(-0.5 * m2));
+        if (a < ALPHA_MIN) { continue; }
+        let Tn = T * (1.0 - a);
+        if (Tn < T_MIN) { done = true; atomicAdd(&doneCount, 1u); break; }
+        C += sCol[k].rgb * (a * T);
+        T = Tn;
+      }
+    }
+  }
+  if (inside) { textureStore(outTex, vec2i(px), vec4f(C, 1.0 - T)); }
+}
+`;
+
+export class TilePath {
+  /** opts: maxSigma (footprint cap in standard deviations, default 3; Infinity: the opacity bound only),
+   *  tileCapacity (initial entry capacity; default max(4 per slot, 65536)) */
+  constructor(device, format, opts = {}) {
+    this.device = device;
+    const d = device;
+    this.maxSigma = opts.maxSigma ?? 3;
+    this.cap2 = Number.isFinite(this.maxSigma) ? this.maxSigma * this.maxSigma : 3.0e38;
+    this.initialCapacity = opts.tileCapacity ?? 0;
+    this.sorter = new RadixSort(d, { label: 'tile sort' });
+    this.binParams = d.createBuffer({ size: 32, usage: U.UNIFORM | U.COPY_DST, label: 'bin params' });
+    this.rasterParams = d.createBuffer({ size: 16, usage: U.UNIFORM | U.COPY_DST, label: 'tile raster params' });
+    this.infoRead = d.createBuffer({ size: 16, usage: U.MAP_READ | U.COPY_DST, label: 'tile info read' });
+    const e = (binding, type) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
+    this.binLayout = d.createBindGroupLayout({
+      entries: [e(0, 'uniform'), e(1, 'read-only-storage'), e(2, 'read-only-storage'), ...[3, 4, 5, 6].map((b) => e(b, 'storage'))],
+    });
+    const module = d.createShaderModule({ code: BIN_WGSL, label: 'tile binning' });
+    const layout = d.createPipelineLayout({ bindGroupLayouts: [this.binLayout] });
+    const mk = (entryPoint) => d.createComputePipeline({ layout, compute: { module, entryPoint } });
+    this.pCount = mk('count');
+    this.pScan = mk('scan');
+    this.pEmit = mk('emit');
+    const rg = d.createShaderModule({ code: RANGES_WGSL, label: 'tile ranges' });
+    this.pRanges = d.createComputePipeline({ layout: 'auto', compute: { module: rg, entryPoint: 'main' } });
+    const rm = d.createShaderModule({ code: rasterWGSL(format), label: 'tile raster' });
+    this.pRaster = d.createComputePipeline({ layout: 'auto', compute: { module: rm, entryPoint: 'main' } });
+    const L = device.limits;
+    this.maxCapacity = Math.floor(Math.min(L.maxStorageBufferBindingSize, L.maxBufferSize) / 4);
+    this.slots = 0;
+    this.capacity = 0;
+    this.tiles = 0;
+    this.pending = null;        // the readback of the last frame's entry total
+    this.needed = 0;            // the largest total read back that did not fit
+    this.stats = { tileEntries: 0, tileCapacity: 0, tileGrows: 0, tileOverflows: 0 };
+  }
+
+  /** Buffers for `slots` slots (rects, block sums) and the entry buffers; false when nothing changed. */
+  ensure(slots, proj, order) {
+    const d = this.device;
+    let changed = proj !== this.proj || order !== this.order;
+    if (slots > this.slots) {
+      this.rects?.destroy();
+      this.blockSums?.destroy();
+      this.slots = Math.max(slots, 1);
+      this.rects = d.createBuffer({ size: this.slots * 16, usage: U.STORAGE, label: 'tile rects' });
+      this.blockSums = d.createBuffer({ size: Math.ceil(this.slots / BIN_BLOCK) * 4, usage: U.STORAGE, label: 'bin block sums' });
+      changed = true;
+    }
+    if (!this.capacity) {
+      this.capacity = Math.min(this.maxCapacity, Math.max(this.initialCapacity || Math.max(4 * slots, 65536), 1));
+      changed = true;
+    } else if (this.needed > this.capacity && this.capacity < this.maxCapacity) {
+      this.capacity = Math.min(this.maxCapacity, Math.ceil(this.needed * 1.25));
+      this.stats.tileGrows += 1;
+      changed = true;
+    }
+    if (this.sorter.ensure(this.capacity)) changed = true;
+    this.proj = proj;
+    this.order = order;
+    this.stats.tileCapacity = this.capacity;
+    if (changed) this.rasterGroup = null;
+    if (changed) this.binGroup = null;
+    return changed;
+  }
+
+  _ranges(tiles) {
+    if (tiles <= this.tiles) return;
+    this.rangesBuf?.destroy();
+    this.tiles = tiles;
+    this.rangesBuf = this.device.createBuffer({ size: tiles * 8, usage: U.STORAGE | U.COPY_DST, label: 'tile ranges' });
+    this.binGroup = null;
+    this.rasterGroup = null;
+  }
+
+  /** Record count .. raster for n slots into `enc` (passes with timestamp writes tw(a, b) when given). */
+  encode(enc, n, width, height, targetView, tw) {
+    const d = this.device, q = d.queue;
+    const tilesX = Math.ceil(width / TILE), tilesY = Math.ceil(height / TILE), tiles = tilesX * tilesY;
+    this._ranges(tiles);
+    const passes = tiles <= 65536 ? 2 : 4;
+    const numBlocks = Math.ceil(n / BIN_BLOCK);
+    q.writeBuffer(this.binParams, 0, new Uint32Array([n, tilesX, this.capacity, numBlocks, passes, 0, 0, 0]));
+    q.writeBuffer(this.rasterParams, 0, new Uint32Array([width, height, tilesX, 0]));
+    q.writeBuffer(this.rasterParams, 12, new Float32Array([this.cap2]));
+    if (!this.binGroup) {
+      const bufs = [this.binParams, this.order, this.rects, this.blockSums, this.sorter.params, this.sorter.keysA, this.sorter.valsA];
+      this.binGroup = d.createBindGroup({ layout: this.binLayout, entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })) });
+      this.rangeGroup = d.createBindGroup({
+        layout: this.pRanges.getBindGroupLayout(0),
+        entries: [{ buffer: this.sorter.params, offset: 0, size: 16 }, { buffer: this.sorter.keysA }, { buffer: this.rangesBuf }]
+          .map((resource, binding) => ({ binding, resource })),
+      });
+    }
+    if (this.rasterGroup?.view !== targetView || !this.rasterGroup) {
+      this.rasterGroup = {
+        view: targetView,
+        group: d.createBindGroup({
+          layout: this.pRaster.getBindGroupLayout(0),
+          entries: [this.rasterParams, this.proj, this.sorter.valsA, this.rangesBuf].map((buffer, binding) => ({ binding, resource: { buffer } }))
+            .concat([{ binding: 4, resource: targetView }]),
+        }),
+      };
+    }
+    enc.clearBuffer(this.rangesBuf, 0, tiles * 8);
+    const p = enc.beginComputePass(tw(4, 5));
+    if (n > 0) {
+      p.setBindGroup(0, this.binGroup);
+      p.setPipeline(this.pCount);
+      p.dispatchWorkgroups(numBlocks);
+      p.setPipeline(this.pScan);
+      p.dispatchWorkgroups(1);
+      p.setPipeline(this.pEmit);
+      p.dispatchWorkgroups(numBlocks);
+      this.sorter.encodeIndirect(p, passes);
+      p.setBindGroup(0, this.rangeGroup);
+      p.setPipeline(this.pRanges);
+      p.dispatchWorkgroupsIndirect(this.sorter.params, SORT_DISPATCH_OFFSET + 16);
+    }
+    p.end();
+    const r = enc.beginComputePass(tw(6, 7));
+    r.setPipeline(this.pRaster);
+    r.setBindGroup(0, this.rasterGroup.group);
+    r.dispatchWorkgroups(tilesX, tilesY);
+    r.end();
+    this.frameId = (this.frameId ?? 0) + 1;
+    this.copied = !this.pending;
+    if (this.copied) this.copiedFrame = this.frameId;
+    if (this.copied) enc.copyBufferToBuffer(this.sorter.params, SORT_DISPATCH_OFFSET + 32, this.infoRead, 0, 8);
+  }
+
+  /** After submitting a frame encoded by encode(): read its entry total back (one readback in flight). */
+  afterSubmit() {
+    if (this.pending || !this.copied) return this.pending;
+    this.copied = false;
+    const cap = this.capacity, frame = this.copiedFrame;
+    this.pending = this.infoRead.mapAsync(GPUMapMode.READ).then(() => {
+      const [total] = new Uint32Array(this.infoRead.getMappedRange().slice(0));
+      this.infoRead.unmap();
+      this.stats.tileEntries = total;
+      const over = total > cap;
+      if (over && frame !== this.overflowFrame) { this.stats.tileOverflows += 1; this.overflowFrame = frame; }
+      if (over) this.needed = Math.max(this.needed, total);
+      this.pending = null;
+      return over;
+    }, () => { this.pending = null; return false; });
+    return this.pending;
+  }
+
+  /** Reads the entry total of the last frame submitted; true when it did not fit the capacity it ran with
+   *  (the next frame grows the buffers). */
+  async settle() {
+    if (this.pending) await this.pending;
+    const enc = this.device.createCommandEncoder();
+    enc.copyBufferToBuffer(this.sorter.params, SORT_DISPATCH_OFFSET + 32, this.infoRead, 0, 8);
+    this.device.queue.submit([enc.finish()]);
+    this.copied = true;
+    this.copiedFrame = this.frameId;
+    return await this.afterSubmit();
+  }
+
+  destroy() {
+    for (const b of [this.rects, this.blockSums, this.infoRead, this.rangesBuf, this.binParams, this.rasterParams,
+                     this.sorter.keysA, this.sorter.valsA, this.sorter.keysB, this.sorter.valsB, this.sorter.hist, this.sorter.params]) b?.destroy();
+  }
+}
