@@ -6,7 +6,7 @@
 // linear memory, so that zstd reads a frame's sections where the record was copied and writes them
 // straight into the frame arena (no copy into or out of a heap of its own).
 //
-// zstd's module is rewritten (binaryen's wasm-dis / wasm-as / wasm-merge from node_modules), checking that
+// zstd's module is rewritten (binaryen's wasm-dis / wasm-as / wasm-opt / wasm-merge from node_modules), checking that
 // each rewrite applies exactly as many times as expected, so that a different zstddec build fails here
 // instead of giving a wrong binary:
 //   - its memory is imported from the kernel (the kernel's is exported), with the kernel's static data
@@ -44,6 +44,11 @@ export const ZSTD_REGION = 1 << 20;
 // WebGPU and in Node 16+); the kernel's data and heap above zstd's region
 export const FLAGS = ['-O3', '--runtime', 'minimal', '--noAssert', '--use', 'abort=', '--enable', 'simd',
   '--memoryBase', String(ZSTD_REGION)];
+// zstd's module is re-optimized for speed: zstddec builds it for size (emcc -Oz), which leaves the
+// helpers of its hot loops (the bit stream's reload, per symbol batch of the Huffman and sequence
+// decoders) as calls; binaryen inlines them (functions of up to 400 instructions, loops included):
+// zstd ~10% faster on a keyframe's sections (98 -> 87 ms for 76 MB), where plain -O3 changed nothing
+export const ZSTD_OPT = ['-O3', '--flexible-inline-max-function-size', '400', '--inline-functions-with-loops'];
 // zstd's exports the decoder calls (the stack pointer's, to reset it after a trap)
 const ZSTD_EXPORTS = ['ZSTD_createDCtx', 'ZSTD_freeDCtx', 'ZSTD_decompressStream', 'emscripten_stack_get_current',
   '_emscripten_stack_restore'];
@@ -87,7 +92,9 @@ function zstdModule(dir) {
   for (const e of ZSTD_EXPORTS) if (!exports.includes(e)) throw new Error(`zstd rewrite: no export ${e}`);
   t = t.replace(/ \(export "([^"]+)" \([^)]*\)\)\n/g, (line, name) => (ZSTD_EXPORTS.includes(name) ? line : ''));
   writeFileSync(wat, t);
-  execFileSync(BIN('wasm-as'), ['-all', wat, '-o', out], { stdio: 'inherit' });
+  const plain = join(dir, 'zstd-plain.wasm');
+  execFileSync(BIN('wasm-as'), ['-all', wat, '-o', plain], { stdio: 'inherit' });
+  execFileSync(BIN('wasm-opt'), ['-all', plain, ...ZSTD_OPT, '-o', out], { stdio: 'inherit' });
   return out;
 }
 
