@@ -45,6 +45,7 @@ class FrameEvent:
     steps: int                      # world steps this frame covers
     latency_ms: list                # action-to-delta latency of each of our actions it answers
     receive_ms: float               # decode + apply + digest check time
+    detail: dict | None = None      # progressive sessions: the server's held / coarse / budget (SPEC.md 11.9)
 
 
 @dataclass
@@ -94,12 +95,15 @@ class ServerBusy(ProtocolClosed):
 class Client:
     def __init__(self, url: str, *, max_sh_degree: int = 3, max_gaussians: int = 2_000_000,
                  max_bytes_per_second: int = 250_000_000, max_frame_bytes: int = 64 << 20,
-                 ack: bool = True, origin: str | None = None, record: str | None = None, token: str | None = None):
+                 ack: bool = True, origin: str | None = None, record: str | None = None, token: str | None = None,
+                 progressive: bool = False, budget: int | None = None):
         self.url = url
         self.token = token                   # session token (SPEC.md 11.8), sent as Authorization: Bearer
         self.hello = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1"], "max_sh_degree": max_sh_degree,
                       "budgets": {"max_gaussians": max_gaussians, "max_bytes_per_second": max_bytes_per_second,
                                   "max_frame_bytes": max_frame_bytes}}
+        if progressive:                      # join coarse first, refined after (SPEC.md 11.9)
+            self.hello["progressive"] = {} if budget is None else {"budget": budget}
         self.limits = Limits(max_gaussians=min(max_gaussians, SPEC_LIMITS.max_gaussians),
                              max_frame_bytes=min(max_frame_bytes, SPEC_LIMITS.max_frame_bytes))
         self.ack = ack
@@ -213,6 +217,15 @@ class Client:
     async def send_json(self, msg) -> None:
         await self._send(msg if isinstance(msg, str) else json.dumps(msg))
 
+    async def detail(self, budget: int | None = None, view: dict | None = None) -> None:
+        """A progressive session's new detail budget and/or eye ({"position", "yaw", "pitch"}), SPEC.md 11.9."""
+        msg = {"type": "detail"}
+        if budget is not None:
+            msg["budget"] = budget
+        if view is not None:
+            msg["view"] = view
+        await self._send(json.dumps(msg))
+
     async def resync(self, reason: str = "CLIENT") -> None:
         self.stats.resyncs += 1
         self._resyncing = True
@@ -304,7 +317,8 @@ class Client:
         if self.ack:
             self._last_ack = json.dumps({"type": "ack", "seq": d.seq, "digest": digest})
             await self._send(self._last_ack)
-        return FrameEvent(d.seq, d.keyframe, len(data), digest, (info or {}).get("steps", 1), lat, (t1 - t0) * 1e3)
+        return FrameEvent(d.seq, d.keyframe, len(data), digest, (info or {}).get("steps", 1), lat, (t1 - t0) * 1e3,
+                          (info or {}).get("detail"))
 
 
 async def run_script(client: Client, actions: list, *, lockstep: bool = True, rate: float = 0.0,

@@ -59,6 +59,7 @@ class OutFrame:
     actions: list          # client action ids whose steps this frame covers
     composed: int          # world steps folded into this frame (1 when the client keeps up)
     camera: dict | None    # the world's camera after the frame (Camera.as_dict)
+    detail: dict | None = None   # a progressive client's held, coarse and budget (SPEC.md 11.9)
 
 
 class Pending:
@@ -80,8 +81,9 @@ class Pending:
         self.steps = 0
         self.camera = None
 
-    def push(self, d: Delta, data: bytes, action_ids: list, camera: dict | None = None) -> None:
-        """Fold one world step (already applied to the world's encoder) into the pending delta."""
+    def push(self, d: Delta, data: bytes, action_ids: list, camera: dict | None = None, touched=None) -> None:
+        """Fold one world step (already applied to the world's encoder) into the pending delta.
+        ``touched``: the ids the step names, resolved (progressive clients use it; here unused)."""
         if self.need_keyframe:
             self.actions += action_ids       # the keyframe, cut from the newest state, answers them
             return

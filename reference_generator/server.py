@@ -35,6 +35,7 @@ import ipaddress
 import itertools
 import json
 import logging
+import math
 import signal
 import sys
 import time
@@ -100,6 +101,9 @@ class ServerConfig:
     ray_options: dict = field(default_factory=dict)   # RayPool keywords (world_cpus, checkpoint_dir, ...)
     allowed_origins: tuple = ()      # extra Origin values accepted besides same-origin
     auth_secret: bytes | None = None  # HMAC key of session tokens (SPEC.md 11.8); None: no tokens, loopback only
+    progressive: bool = True         # offer progressive join to clients that ask (SPEC.md 11.9)
+    first_bytes: int = 1_500_000     # ... the stand-ins keyframe's target size
+    refine_bytes: int = 1_000_000    # ... refinement per frame, about
     viewer_dir: Path = VIEWER_DIR
 
 
@@ -172,7 +176,13 @@ def parse_hello(text: str) -> dict:
     b = m.get("budgets")
     if not isinstance(b, dict):
         raise SessionClosed(POLICY, "budgets must be an object")
-    return {"max_sh_degree": sh,
+    prog = m.get("progressive")
+    if prog is not None:
+        if not isinstance(prog, dict):
+            raise SessionClosed(POLICY, "progressive must be an object")
+        budget = prog.get("budget")
+        prog = {"budget": None if budget is None else _json_int(budget, "progressive.budget", 1)}
+    return {"progressive": prog, "max_sh_degree": sh,
             "max_gaussians": _json_int(b.get("max_gaussians"), "budgets.max_gaussians", 1),
             "max_bytes_per_second": _json_int(b.get("max_bytes_per_second"), "budgets.max_bytes_per_second", 1024),
             "max_frame_bytes": _json_int(b.get("max_frame_bytes"), "budgets.max_frame_bytes", 1024)}
@@ -319,6 +329,7 @@ class Session:
         self.bytes = 0
         self.resyncs = 0
         self.closing = False                 # set when the session ends: the sender stops at its next turn
+        self.progressive: dict | None = None  # the session joined progressively (SPEC.md 11.9)
         self.last_heard = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -330,10 +341,13 @@ class Session:
         try:
             hello = await self._hello()
             self.host = await self.server.world_for(self.world_name, hello)
+            if hello["progressive"] is not None and self.cfg.progressive and not self.cfg.ray:
+                self.progressive = {"budget": hello["progressive"]["budget"], "first_bytes": self.cfg.first_bytes,
+                                    "refine_bytes": self.cfg.refine_bytes}
             self.window = Window(self.cfg.window, hello["max_bytes_per_second"])
             await self.ws.send_str(json.dumps(self._session_message()))
             await self.ws.send_bytes(self.host.header)
-            self.link = await self.host.attach(hello["max_frame_bytes"], self.wake)
+            self.link = await self.host.attach(hello["max_frame_bytes"], self.wake, self.progressive)
             event(log, "session.start", session=self.sid, world=self.host.name, **hello)
             sender = asyncio.create_task(self._send_loop(), name=f"send-{self.sid}")
             await self._receive_loop(sender)
@@ -384,11 +398,15 @@ class Session:
     def _session_message(self) -> dict:
         """The server's first message (SPEC.md 11.3): flow-control settings and the world's actions."""
         c = self.cfg
-        return {"type": "session", "world": self.world_name, "window": c.window,
+        m = {"type": "session", "world": self.world_name, "window": c.window,
                 "ack_timeout_s": c.ack_timeout, "idle_timeout_s": c.idle_timeout,
                 "keepalive_s": c.idle_timeout / 2, "max_gaussians": self.host.max_gaussians,
                 "watch_only": bool(self.grant and self.grant.watch_only),
                 "actions": {} if self.grant and self.grant.watch_only else ACTIONS}
+        if self.progressive is not None:
+            m["progressive"] = {"budget": self.progressive["budget"] or self.host.max_gaussians,
+                                "first_bytes": c.first_bytes, "refine_bytes": c.refine_bytes}
+        return m
 
     async def _hello(self) -> dict:
         try:
@@ -493,10 +511,35 @@ class Session:
                 raise SessionClosed(POLICY, "resync.reason must be a short string")
             self._take_keyframe_token()
             await self._resync(reason)
+        elif kind == "detail":
+            await self._detail(m)
         elif kind == "hello":
             raise SessionClosed(POLICY, "hello sent twice")
         else:
             raise SessionClosed(POLICY, f"unknown message type {kind!r}")
+
+    async def _detail(self, m: dict) -> None:
+        """A progressive client's detail budget and eye (SPEC.md 11.9)."""
+        if self.progressive is None:
+            raise SessionClosed(POLICY, "detail: the session did not join progressively")
+        budget, view = m.get("budget"), m.get("view")
+        if budget is None and view is None:
+            raise SessionClosed(POLICY, "detail needs a budget or a view")
+        if budget is not None:
+            budget = _json_int(budget, "detail.budget", 1)
+            self._take_keyframe_token()          # a smaller budget may cost a keyframe of stand-ins
+        eye = None
+        if view is not None:
+            pos = view.get("position") if isinstance(view, dict) else None
+            yaw, pitch = (view.get("yaw", 0.0), view.get("pitch", 0.0)) if isinstance(view, dict) else (None, None)
+            nums = (pos if isinstance(pos, list) and len(pos) == 3 else [None]) + [yaw, pitch]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in nums):
+                raise SessionClosed(POLICY, "detail.view needs position [x, y, z], yaw and pitch: finite numbers")
+            eye = {"position": [float(v) for v in pos], "yaw": float(yaw), "pitch": float(pitch)}
+        if not self.actions.take():
+            raise SessionClosed(POLICY, f"action rate over {self.cfg.actions_per_second:g}/s")
+        await self.host.detail(self.link, budget, eye)
+        self.wake.set()
 
     async def _ignored(self, aid, reason: str) -> None:
         """An action that will never be run: its id comes back at once (SPEC.md 11.4), so that a
@@ -544,6 +587,8 @@ class Session:
         mine = [a[1] for a in f.actions if a[0] == self.sid]
         info = {"type": "frame", "seq": f.seq, "keyframe": f.keyframe, "steps": f.composed,
                 "actions": mine, "bytes": len(f.data), "camera": f.camera}
+        if self.progressive is not None:
+            info["detail"] = f.detail or {"held": None, "coarse": 0, "budget": None}
         try:
             await wait_for(self._send_pair(json.dumps(info), f.data), self.cfg.send_timeout)
         except asyncio.TimeoutError:

@@ -48,10 +48,12 @@ from codec import Encoder
 
 from .actions import Action, Idle, coalesce
 from .flow import OutFrame, Pending, wait_for
+from .progressive_join import ProgressivePending, touched_ids
 from .protocol import to_delta
 from .world import World, WorldConfig
 
 log = logging.getLogger("gsd.server")
+REFINE_HZ = 25.0                         # idle steps per second while a progressive client refines (tick_hz 0)
 
 
 class WorldGone(RuntimeError):
@@ -67,6 +69,8 @@ class StepStats:
     wait_ms: float | None = None   # set by the host for a step that serves actions: its oldest
                             # action, arrival to step done, less call_ms (time queued behind
                             # other steps and other worlds); None for an idle step
+    refining: bool = False  # a progressive client still has refinement to do (SPEC.md 11.9)
+    progressive_ms: float = 0.0    # of call_ms: the progressive clients' frames and bookkeeping
 
 
 class BusyMeter:
@@ -131,20 +135,49 @@ class WorldCore:
             torch.cuda.synchronize(self.device)
         t1 = time.perf_counter()
         d = to_delta(self.encoder, out)
+        tracked = [p for p in self.pendings.values() if getattr(p, "tracked", False)]
+        tp = time.perf_counter()
+        touched = touched_ids(self.encoder.state, d) if tracked else None   # before the step applies
+        t_prog = time.perf_counter() - tp
         data = self.encoder.encode_delta(d)
         t2 = time.perf_counter()
         cam = out.camera.as_dict()
         for p in self.pendings.values():
-            p.push(d, data, action_ids, cam)
+            tp = time.perf_counter()
+            p.push(d, data, action_ids, cam, touched)
+            if p.__class__ is ProgressivePending:
+                t_prog += time.perf_counter() - tp
         frames = {}
         for link in ready:
             if link in self.pendings:
-                frames[link] = self.pendings[link].take(cam)
-        stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t0) * 1e3)
+                p = self.pendings[link]
+                tp = time.perf_counter()
+                frames[link] = p.take(cam)
+                if p.__class__ is ProgressivePending and getattr(p, "tracked", True):
+                    t_prog += time.perf_counter() - tp
+        stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t0) * 1e3,
+                          refining=self.refining(), progressive_ms=t_prog * 1e3)
         return stats, frames
 
-    def attach(self, link: int, max_frame_bytes: int) -> None:
-        self.pendings[link] = Pending(self.encoder, max_frame_bytes)
+    def refining(self) -> bool:
+        """A progressive client has refinement to do: a world that steps on actions only steps idle
+        meanwhile, as refinement frames take the world's seq (SPEC.md 11.9)."""
+        return any(getattr(p, "busy", False) for p in self.pendings.values())
+
+    def attach(self, link: int, max_frame_bytes: int, progressive: dict | None = None) -> None:
+        """A client's pending change; ``progressive`` ({"budget", "first_bytes", "refine_bytes"}):
+        it joins progressively (SPEC.md 11.9)."""
+        if progressive is None:
+            self.pendings[link] = Pending(self.encoder, max_frame_bytes)
+        else:
+            self.pendings[link] = ProgressivePending(self.encoder, max_frame_bytes, **progressive)
+
+    def detail(self, link: int, budget: int | None, eye: dict | None) -> bool:
+        """A progressive client's detail message (SPEC.md 11.9); returns ``refining``."""
+        p = self.pendings.get(link)
+        if isinstance(p, ProgressivePending):
+            p.set_detail(budget, eye)
+        return self.refining()
 
     def detach(self, link: int) -> None:
         self.pendings.pop(link, None)
@@ -153,8 +186,10 @@ class WorldCore:
         """The next frame for one client: its pending delta, or a keyframe, or None."""
         return self.pendings[link].take(self.world.camera().as_dict())
 
-    def request_keyframe(self, link: int) -> None:
+    def request_keyframe(self, link: int) -> bool:
+        """The client's next frame is a keyframe; returns ``refining``."""
         self.pendings[link].request_keyframe()
+        return self.refining()
 
     def close(self) -> None:
         """Stop the world's chunk prefetch thread now: a dropped world left to the cycle collector
@@ -467,6 +502,7 @@ class WorldHost:
         self.wait_ms = 0.0                   # ... and of the wait of the steps that serve actions
         self.header: bytes = b""
         self.max_gaussians = 0
+        self.refining = False                # a progressive client refines: step idle even with tick_hz 0
 
     @property
     def encoder(self) -> Encoder:
@@ -507,6 +543,8 @@ class WorldHost:
             self._kick.clear()
             if deadline is None:
                 await self._kick.wait()
+                if not self.queue and self.refining:
+                    return []                # an idle step: a progressive client refines
                 continue
             delay = deadline - time.monotonic()
             if delay <= 0:
@@ -530,7 +568,10 @@ class WorldHost:
         period = 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0
         try:
             while True:
-                taken = await self._next_actions(time.monotonic() + period if period else None)
+                # refinement frames take the world's seq, one per step (SPEC.md 11.9): a world that
+                # steps on actions only steps idle while a progressive client refines
+                tick = period or (1.0 / REFINE_HZ if self.refining else 0.0)
+                taken = await self._next_actions(time.monotonic() + tick if tick else None)
                 action = taken[0][0] if taken else Idle()
                 ids = [t[1] for t in taken if t[1] is not None]
                 ready = tuple(self.ready)
@@ -545,6 +586,7 @@ class WorldHost:
                         waited = time.monotonic() - min(t[2] for t in taken)
                         stats.wait_ms = max(0.0, waited * 1e3 - stats.call_ms)
                         self.wait_ms += 0.1 * (stats.wait_ms - self.wait_ms)
+                    self.refining = stats.refining
                     if self.on_step:
                         self.on_step(self, stats)
                 for link, f in frames.items():
@@ -567,12 +609,25 @@ class WorldHost:
                 ev.set()
 
     # -- clients ---------------------------------------------------------------------------------
-    async def attach(self, max_frame_bytes: int, wake: asyncio.Event) -> int:
+    async def attach(self, max_frame_bytes: int, wake: asyncio.Event, progressive: dict | None = None) -> int:
         link = next(self._ids)
-        await self.call("attach", link, max_frame_bytes)
+        if progressive is None:
+            await self.call("attach", link, max_frame_bytes)
+        else:
+            await self.call("attach", link, max_frame_bytes, progressive)
+            self._refine_started()
         self.wakers[link] = wake
         wake.set()
         return link
+
+    def _refine_started(self) -> None:
+        self.refining = True
+        self._kick.set()                     # a world waiting for an action takes up the idle tick
+
+    async def detail(self, link: int, budget: int | None, eye: dict | None) -> None:
+        """A progressive client's detail message (SPEC.md 11.9)."""
+        if await self.call("detail", link, budget, eye):
+            self._refine_started()
 
     async def detach(self, link: int) -> None:
         self.wakers.pop(link, None)
@@ -597,7 +652,8 @@ class WorldHost:
 
     async def request_keyframe(self, link: int) -> None:
         self.prefetched.pop(link, None)      # a delta cut before the request is superseded
-        await self.call("request_keyframe", link)
+        if await self.call("request_keyframe", link):
+            self._refine_started()               # a progressive client's keyframe: refinement follows
 
     @property
     def clients(self) -> int:

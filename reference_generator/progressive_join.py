@@ -1,0 +1,598 @@
+"""Progressive join on the live server (SPEC.md 11.9): a client that asks for it gets a keyframe of
+**stand-ins** first, then refinement frames, while the world keeps stepping.
+
+The world's Gaussians are grouped into **cubes** of a fixed grid (one cube size per join, chosen so
+that the stand-ins' keyframe is about ``first_bytes``). A cube is either *fine* (the client holds
+its Gaussians themselves) or *coarse* (the client holds one stand-in for them: their moments
+matched, as ``codec.progressive`` makes them). ``ProgressivePending`` keeps, per client:
+
+* ``held``: an Encoder whose state is exactly the client's state (seq, Gaussians, digest), so each
+  frame is built and digested against what the client holds, not against the world;
+* the cubes: their members (world ids), whether fine, their stand-in's id;
+* ``dirty``: the world ids any step touched since the last frame (the one pending change of the
+  client, SPEC.md 11.6: a set of ids, not a queue of deltas).
+
+Each frame (one per world step at most: its ``seq`` is the world's) brings the client's fine cubes
+to the world's current codes (ADD, UPDATE residuals against the held codes, DELETE), leaves the
+changes of coarse cubes out (their stand-in stays; a cube left with no Gaussian loses it), refines
+the most important coarse cubes (DELETE of the stand-in, ADD of its Gaussians with their current
+codes) within ``refine_bytes`` and the client's detail budget, and coarsens the least important fine
+cubes when the budget asks for room. Importance is screen-space from the client's eye: Gaussians
+per squared distance, less behind the view direction; a cube already fine counts double, so a small
+move of the eye does not swap cubes back and forth.
+
+When no cube is coarse and the budget is at least the stream header's ``max_gaussians`` (the world
+can never outgrow it), the client's state equals the world's at the same seq: from then on it is an
+ordinary client (``flow.Pending``: the world's own encoded deltas).
+
+Streams with an SH palette (SPEC.md 5.9) are not refined this way: their clients get a plain
+keyframe (the reference world's profiles have no palette).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from codec import Delta, Encoder
+from codec.attributes import ATTRS, Attr, Gaussians, covariances
+from codec.delta import group_updates
+from codec.digest import unsigned
+from codec.id_index import id_order, sorted_member, sorted_unique
+from codec.progressive import FIRST_BYTES, REFINE_BYTES, _cover, _quaternions
+
+from .flow import FrameTooLarge, OutFrame, Pending
+
+U64 = np.uint64
+KEY_BITS = 21                      # cube coordinates per axis in a key
+REFRESH = 0.25                     # a coarse cube's stand-in is remade once its count moved this much
+KEEP = 2.0                         # a fine cube's importance counts this many times (hysteresis)
+BEHIND = 0.1                       # importance of a cube outside the view cone
+COS_VIEW = 0.5                     # the view cone: 60 degrees either side of the view direction
+
+
+def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
+    """One stand-in per group ``0..n-1`` (each non-empty), matching its Gaussians' opacity-and-area
+    weighted first and second moments and SH mean, its opacity spreading their covered area over its
+    own: the stand-ins of ``codec.progressive`` (SPEC.md Appendix C) for groups given by the caller.
+    A group of one Gaussian gives that Gaussian."""
+    order = np.argsort(group, kind="stable")
+    sizes = np.bincount(group, minlength=n)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    grp = group[order]
+    cover = _cover(g)[order]
+    w = cover + 1e-30
+    wsum = np.add.reduceat(w, starts)
+    p = g.positions.astype(np.float64)[order]
+    mu = np.add.reduceat(p * w[:, None], starts) / wsum[:, None]
+    d = p - mu[grp]
+    second = covariances(g)[order] + d[:, :, None] * d[:, None, :]
+    cov = np.add.reduceat(second * w[:, None, None], starts) / wsum[:, None, None]
+    ev, vec = np.linalg.eigh(cov)
+    vec[np.linalg.det(vec) < 0, :, 0] *= -1
+    scales = np.sqrt(np.maximum(ev, 1e-24))
+    s = np.sort(scales, axis=1)
+    alpha = np.clip(np.add.reduceat(cover, starts) / (s[:, 2] * s[:, 1]), 1e-4, 0.999)
+
+    def mean(x):
+        return np.add.reduceat(x.astype(np.float64)[order] * w[:, None], starts) / wsum[:, None]
+    out = Gaussians(mu.astype(np.float32), np.log(scales).astype(np.float32), _quaternions(vec).astype(np.float32),
+                    np.log(alpha / (1 - alpha)).astype(np.float32), mean(g.sh_dc).astype(np.float32),
+                    mean(g.sh_rest).astype(np.float32) if g.sh_rest.shape[1] else np.zeros((n, 0), np.float32))
+    one = sizes == 1
+    src = order[starts[one]]
+    for f in ("positions", "scales", "rotations", "opacities", "sh_dc", "sh_rest"):
+        getattr(out, f)[one] = getattr(g, f)[src]
+    return out
+
+
+def touched_ids(state, d: Delta) -> np.ndarray:
+    """The ids a world step ``d`` adds, updates or deletes (its cells and ranges resolved against
+    ``state``, the world's state before ``d``): what a progressive client's frame must look at."""
+    parts = [d.add_ids, d.delete_ids] + [b.ids for b in d.updates]
+    firsts = [d.delete_ranges[:, 0]] if len(d.delete_ranges) else []
+    lasts = [d.delete_ranges[:, 1]] if len(d.delete_ranges) else []
+    for level, cells in d.delete_cells.items():
+        f, l = state.profile.grid.cell_range(cells, level)
+        firsts.append(f)
+        lasts.append(l)
+    if firsts:
+        slots = state.index.in_ranges(np.concatenate(firsts), np.concatenate(lasts))
+        parts.append(state.slot_ids[slots])
+    return np.concatenate([np.asarray(x, U64) for x in parts]) if parts else np.zeros(0, U64)
+
+
+def _concat_codes(parts: list, profile) -> tuple[np.ndarray, dict]:
+    """(ids ascending, {Attr: (C, n) codes}) of [(ids, codes)] parts with distinct ids."""
+    parts = [p for p in parts if len(p[0])]
+    if not parts:
+        return np.zeros(0, U64), {a: np.zeros((profile.comps(a), 0), profile.dtype(a)) for a in ATTRS}
+    ids = np.concatenate([p[0] for p in parts]).astype(U64)
+    order = id_order(ids)
+    codes = {a: np.ascontiguousarray(np.concatenate([p[1][a] for p in parts], axis=1)[:, order]) for a in ATTRS}
+    return ids[order], codes
+
+
+class ProgressivePending(Pending):
+    """The pending change of a client that joined progressively (see the module's text).
+
+    Owned by the world thread, like ``Pending``: ``push`` after each step, ``take`` when the
+    client's window opens, ``set_detail`` for the client's ``detail`` messages."""
+
+    def __init__(self, encoder: Encoder, max_frame_bytes: int, budget: int | None = None,
+                 first_bytes: int = FIRST_BYTES, refine_bytes: int = REFINE_BYTES):
+        super().__init__(encoder, max_frame_bytes)
+        self.world_max = int(encoder.header.max_gaussians) or (1 << 62)
+        self.budget = int(budget) if budget else self.world_max
+        self.first_bytes = max(1024, min(first_bytes, max_frame_bytes * 3 // 4))
+        self.refine_bytes = max(1024, min(refine_bytes, max_frame_bytes // 2))
+        self.eye: dict | None = None         # the client's own view (a detail message), else the world's camera
+        self.tracked = not encoder.profile.palette   # frames made for this client; False: an ordinary client
+        self.held: Encoder | None = None
+        self.dirty: list = []
+        self.settled = False                 # nothing left to refine or coarsen at the last frame
+        self.per = 16.0                      # bytes per Gaussian in a frame (measured at each keyframe)
+        self.cubes_made = 0                  # stand-ins made, for the metrics
+        self._track_now = False              # a smaller budget came while an ordinary client: follow it
+        self.last_world_camera: dict | None = None
+
+    # -- world thread: steps ---------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """Refinement is under way: frames would go out even on steps with no change."""
+        return self.tracked and (self.need_keyframe or not self.settled)
+
+    def push(self, d: Delta, data: bytes, action_ids: list, camera: dict | None = None, touched=None) -> None:
+        if not self.tracked:
+            super().push(d, data, action_ids, camera)
+            return
+        self.actions += action_ids
+        if camera is not None:
+            self.last_world_camera = camera
+        if self.need_keyframe:
+            return
+        self.steps += 1
+        self.camera = camera
+        self.head = d.seq
+        if touched is None:
+            touched = touched_ids(self.enc.state, d)    # (cells already applied: only ids named)
+        if len(touched):
+            self.dirty.append(np.asarray(touched, U64))
+            if sum(len(x) for x in self.dirty) > 2 * len(self.enc.state) + 4096:
+                self.dirty = [sorted_unique(np.concatenate(self.dirty))]
+            self.settled = False
+
+    def request_keyframe(self) -> None:
+        """Every keyframe of a progressive session is a keyframe of stand-ins (a resync too)."""
+        super().request_keyframe()
+        self.tracked = not self.enc.profile.palette
+        self._track_now = False
+        self.dirty = []
+
+    @property
+    def ready(self) -> bool:
+        if not self.tracked:
+            return super().ready
+        return self.need_keyframe or self.head > self.last_sent
+
+    def set_detail(self, budget: int | None = None, eye: dict | None = None) -> None:
+        """The client's ``detail`` message: a new budget, its eye, or both."""
+        if eye is not None:
+            self.eye = eye
+            self.settled = False
+        if budget is not None and budget != self.budget:
+            self.budget = int(budget)
+            self.settled = False
+            if not self.tracked and self.budget < self.world_max and not self.enc.profile.palette:
+                self._track_now = True                   # at the next frame (take)
+
+    # -- world thread: frames --------------------------------------------------------------------
+    def take(self, camera: dict | None = None) -> OutFrame | None:
+        if camera is not None:
+            self.last_world_camera = camera
+        if not self.tracked and self._track_now:
+            self._track_now = False
+            if len(self.enc.state) > self.budget:
+                self.request_keyframe()              # over the new budget: coarse again, from stand-ins
+            else:                                    # the pending delta, then the client holds the world's state
+                out = super().take(camera)
+                self._track_from_world()
+                return out
+        if not self.tracked:
+            out = super().take(camera)
+            if out is not None:                      # the client now holds the world's state
+                out.detail = {"held": len(self.enc.state), "coarse": 0, "budget": self.budget}
+            return out
+        if self.need_keyframe:
+            return self._keyframe()
+        if self.head <= self.last_sent:
+            return None
+        return self._frame()
+
+    def _eye(self) -> tuple[np.ndarray, np.ndarray | None]:
+        cam = self.eye or self.last_world_camera
+        if not cam:
+            return np.zeros(3), None
+        pos = np.asarray(cam.get("position", (0.0, 0.0, 0.0)), np.float64)
+        yaw, pitch = np.radians(float(cam.get("yaw", 0.0))), np.radians(float(cam.get("pitch", 0.0)))
+        fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
+        return pos, fwd
+
+    def _positions(self, state, ids: np.ndarray) -> np.ndarray:
+        codes = state.codes_of(ids, (Attr.POSITION,))[Attr.POSITION]
+        return self.enc.profile.dequantize(Attr.POSITION, codes, ids)
+
+    def _keys(self, positions: np.ndarray) -> np.ndarray:
+        k = np.floor((positions.astype(np.float64) - self.origin) / self.cell).astype(np.int64)
+        k = np.clip(k, 0, (1 << KEY_BITS) - 1)
+        return (k[:, 0] << (2 * KEY_BITS)) | (k[:, 1] << KEY_BITS) | k[:, 2]
+
+    def _centres(self, keys: np.ndarray) -> np.ndarray:
+        m = (1 << KEY_BITS) - 1
+        k = np.stack([keys >> (2 * KEY_BITS), (keys >> KEY_BITS) & m, keys & m], 1).astype(np.float64)
+        return self.origin + (k + 0.5) * self.cell
+
+    # cube tables ---------------------------------------------------------------------------------
+    def _new_cubes(self, keys: np.ndarray) -> np.ndarray:
+        """Append cubes for ``keys`` (none of them known); returns their indices."""
+        n0, k = len(self.c_key), len(keys)
+        self.c_key = np.r_[self.c_key, keys]
+        self.c_count = np.r_[self.c_count, np.zeros(k, np.int64)]
+        self.c_base = np.r_[self.c_base, np.zeros(k, np.int64)]
+        self.c_fine = np.r_[self.c_fine, np.zeros(k, bool)]
+        self.c_si = np.r_[self.c_si, np.zeros(k, U64)]
+        self.c_has = np.r_[self.c_has, np.zeros(k, bool)]
+        self.c_new = np.r_[self.c_new, np.ones(k, bool)]
+        o = np.argsort(self.c_key, kind="stable")
+        self.k_sorted, self.k_cube = self.c_key[o], o
+        return np.arange(n0, n0 + k)
+
+    def _cube_of_keys(self, keys: np.ndarray) -> np.ndarray:
+        """Cube index per key, -1 for keys with no cube."""
+        pos = np.searchsorted(self.k_sorted, keys)
+        pos = np.minimum(pos, max(len(self.k_sorted) - 1, 0))
+        hit = (len(self.k_sorted) > 0) & (self.k_sorted[pos] == keys) if len(self.k_sorted) else np.zeros(len(keys), bool)
+        return np.where(hit, self.k_cube[pos], -1)
+
+    def _build(self, ids: np.ndarray, positions: np.ndarray, target: int) -> None:
+        """Cubes of the world's Gaussians ``ids`` (ascending), about ``target`` of them."""
+        g = self.enc.profile.grid
+        self.origin = np.asarray(g.origin, np.float64)
+        self.cell = self._cell_for(positions, max(1, target))
+        limit = min(self.budget, max(1, target))
+        while True:                                   # never more cubes than the budget holds stand-ins
+            keys = self._keys(positions)
+            uniq, inv = np.unique(keys, return_inverse=True)
+            if len(uniq) <= max(limit, 1) or len(uniq) <= 1 or target >= len(ids):
+                break
+            self.cell *= 1.25
+        self.c_key = np.zeros(0, np.int64)
+        self.c_count = self.c_base = np.zeros(0, np.int64)
+        self.c_fine = self.c_has = self.c_new = np.zeros(0, bool)
+        self.c_si = np.zeros(0, U64)
+        self._new_cubes(uniq)
+        self.c_count = np.bincount(inv, minlength=len(uniq)).astype(np.int64)
+        self.c_base = self.c_count.copy()
+        self.c_new[:] = False
+        self.m_ids, self.m_cube = ids, inv.astype(np.int64)
+
+    def _cell_for(self, positions: np.ndarray, count: int) -> float:
+        """The cube size whose occupied cubes number about ``count`` (bisection on its log, on a
+        sample of at most 200k positions: ``_build`` then grows it while the whole has too many)."""
+        if len(positions) > 200_000:
+            positions = positions[np.linspace(0, len(positions) - 1, 200_000).astype(np.int64)]
+        ext = float(np.ptp(positions, axis=0).max()) if len(positions) else 1.0
+        lo, hi = np.log(max(ext, 1e-6) / 4096), np.log(max(ext, 1e-6) * 2)
+        for _ in range(20):
+            mid = 0.5 * (lo + hi)
+            self.cell = float(np.exp(mid))
+            if len(np.unique(self._keys(positions))) > count:
+                lo = mid
+            else:
+                hi = mid
+        return float(np.exp(hi))
+
+    def _members(self, cubes: np.ndarray) -> np.ndarray:
+        """World ids of the Gaussians of ``cubes`` (ascending)."""
+        if not len(cubes):
+            return np.zeros(0, U64)
+        want = np.zeros(len(self.c_key), bool)
+        want[cubes] = True
+        return self.m_ids[want[self.m_cube]]
+
+    # stand-ins -----------------------------------------------------------------------------------
+    def _stand_ins(self, cubes: np.ndarray, taken: np.ndarray) -> tuple[np.ndarray, dict]:
+        """Stand-ins of ``cubes`` from their Gaussians' current values: fresh ids (none live in the
+        world or the client, none in ``taken``), codes. Records them as the cubes' stand-ins."""
+        W = self.enc.state
+        mem = self._members(cubes)
+        slot = np.full(len(self.c_key), -1, np.int64)
+        slot[cubes] = np.arange(len(cubes))
+        idx = np.searchsorted(self.m_ids, mem)
+        group = slot[self.m_cube[idx]]
+        g = Gaussians.from_attributes(W.floats(mem, W.codes_of(mem)))
+        s = merge(g, group, len(cubes))
+        ids = self._fresh(self.enc.profile.grid.cells_of(s.positions), taken)
+        p = self.enc.profile
+        codes = {a: p.quantize(a, s.attribute(a), ids) for a in ATTRS}
+        self.c_si[cubes], self.c_has[cubes] = ids, True
+        self.c_base[cubes] = self.c_count[cubes]
+        self.cubes_made += len(cubes)
+        return ids, codes
+
+    def _fresh(self, cells: np.ndarray, taken: np.ndarray) -> np.ndarray:
+        """Ids in ``cells`` that no Gaussian of the world or the client has, none in ``taken``, all
+        distinct: from the top slot of each cell down (the world fills a cell's slots from 0 up)."""
+        g = self.enc.profile.grid
+        shift, top = U64(g.slot_bits), (1 << g.slot_bits) - 1
+        cells = np.asarray(cells, U64)
+        order = np.argsort(cells, kind="stable")
+        cs = cells[order]
+        first = np.r_[0, np.flatnonzero(cs[1:] != cs[:-1]) + 1] if len(cs) else np.zeros(0, np.int64)
+        rank = np.empty(len(cells), np.int64)
+        rank[order] = np.arange(len(cs)) - np.repeat(first, np.diff(np.r_[first, len(cs)]))
+        if len(cells) and rank.max() > top:
+            raise ValueError("a grid cell has no slot left for a stand-in")
+        ids = (cells << shift) | (U64(top) - rank.astype(U64))
+        taken = np.asarray(taken, U64)
+
+        def used(x: np.ndarray) -> np.ndarray:
+            out = (self.enc.state.slots_of(x) >= 0) | (self.held.state.slots_of(x) >= 0)
+            if len(taken):
+                out |= sorted_member(x, np.sort(taken))
+            return out
+
+        bad = np.flatnonzero(used(ids))
+        if len(bad):
+            mine = set(int(x) for x in ids)
+            for i in bad:
+                mine.discard(int(ids[i]))
+                cell, s = int(cells[i]), top - int(rank.max()) - 1
+                while s >= 0:
+                    cand = U64((cell << int(shift)) | s)
+                    if int(cand) not in mine and not used(np.array([cand], U64))[0]:
+                        break
+                    s -= 1
+                if s < 0:
+                    raise ValueError("a grid cell has no slot left for a stand-in")
+                ids[i] = cand
+                mine.add(int(cand))
+        return ids
+
+    # frames --------------------------------------------------------------------------------------
+    def _keyframe(self) -> OutFrame:
+        """A keyframe of stand-ins of the world's current state (within the budget), or a plain
+        keyframe when the world is small enough already."""
+        W = self.enc.state
+        ids, codes = W.sorted_codes()
+        n = len(ids)
+        positions = self.enc.profile.dequantize(Attr.POSITION, codes[Attr.POSITION], ids)
+        probe = min(n, 4096)
+        if probe:
+            sample = np.unique(np.linspace(0, n - 1, probe).astype(np.int64))
+            e = Encoder(self.enc.profile)
+            self.per = len(e.encode_delta(self._add_delta(ids[sample], {a: codes[a][:, sample] for a in ATTRS},
+                                                         e.state, keyframe=True))) / len(sample)
+        target = max(1, min(int(self.first_bytes / self.per), self.budget // 2 if self.budget < n else n))
+        self.held = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
+        self._build(ids, positions, target if target < n else n)
+        if target >= n and n <= self.budget:
+            self.c_fine[:] = True                    # small enough: the plain keyframe
+            parts = [(ids, codes)]
+        else:
+            single = self.c_count == 1
+            self.c_fine[single] = True
+            coarse = np.flatnonzero(~single)
+            fine_ids = self._members(np.flatnonzero(single))
+            parts = [(fine_ids, W.codes_of(fine_ids))]
+            parts.append(self._stand_ins(coarse, fine_ids))
+        add_ids, add = _concat_codes(parts, self.enc.profile)
+        d = self._add_delta(add_ids, add, self.held.state, keyframe=True)
+        d.seq = max(W.seq, 1)
+        data = self.held.encode_delta(d)
+        self.per = len(data) / max(1, len(add_ids)) if len(add_ids) > 64 else self.per
+        steps = d.seq - self.last_sent if self.last_sent >= 0 else 0
+        self.dirty, self.settled = [], False
+        return self._out(data, d, True, steps, self.last_world_camera)
+
+    def _add_delta(self, ids, codes, state, keyframe=False) -> Delta:
+        d = Delta.empty_like(self.enc.profile, seq=state.seq + 1, base_seq=state.seq, keyframe=keyframe)
+        d.add_ids, d.add = ids, codes
+        return d
+
+    def _out(self, data: bytes, d: Delta, keyframe: bool, steps: int, camera) -> OutFrame:
+        if len(data) > self.max_frame_bytes:
+            raise FrameTooLarge(len(data), self.max_frame_bytes)
+        coarse = int((self.c_has & ~self.c_fine & (self.c_count > 0)).sum())
+        out = OutFrame(data, d.seq, str(d.digest), keyframe, self.actions, steps, camera,
+                       detail={"held": len(self.held.state), "coarse": coarse, "budget": self.budget})
+        self._clear(d.seq)
+        self._maybe_ordinary()
+        return out
+
+    def _maybe_ordinary(self) -> None:
+        """Refinement is over and the world can never outgrow the budget: an ordinary client."""
+        if (self.budget >= self.world_max and not self.dirty and self.held.state.seq == self.enc.state.seq
+                and not (self.c_has & ~self.c_fine & (self.c_count > 0)).any()
+                and self.held.state.digest() == self.enc.state.digest()):
+            self.tracked = False
+            self.held = None
+            self.c_key = self.m_ids = None
+
+    def _track_from_world(self) -> None:
+        """Follow the client from here on (a smaller budget): its state is the world's, every cube fine."""
+        W = self.enc.state
+        self.held = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
+        self.held.state = W.copy()
+        ids = W.ids()
+        target = max(1, min(int(self.first_bytes / self.per), self.budget // 2))
+        self._build(ids, self._positions(W, ids), target)
+        self.c_fine[:] = True
+        self.tracked, self.dirty, self.settled = True, [], False
+
+    def _update_members(self) -> np.ndarray:
+        """Fold the dirty ids into the cube tables; returns them (ascending, distinct)."""
+        W = self.enc.state
+        touched = sorted_unique(np.concatenate(self.dirty)) if self.dirty else np.zeros(0, U64)
+        self.dirty = []
+        if not len(touched):
+            return touched
+        live = W.slots_of(touched) >= 0
+        member = sorted_member(touched, self.m_ids)
+        gone = touched[member & ~live]
+        if len(gone):
+            idx = np.searchsorted(self.m_ids, gone)
+            np.subtract.at(self.c_count, self.m_cube[idx], 1)
+            keep = np.ones(len(self.m_ids), bool)
+            keep[idx] = False
+            self.m_ids, self.m_cube = self.m_ids[keep], self.m_cube[keep]
+        new = touched[~member & live]
+        if len(new):
+            pos = self._positions(W, new)
+            keys = self._keys(pos)
+            cube = self._cube_of_keys(keys)
+            unknown = np.flatnonzero(cube < 0)
+            if len(unknown):
+                uk, inv = np.unique(keys[unknown], return_inverse=True)
+                live_cubes = int((self.c_count > 0).sum())
+                room = self.budget - live_cubes              # a new cube costs at least its stand-in
+                if len(uk) <= room:
+                    cube[unknown] = self._new_cubes(uk)[inv]
+                else:                                        # beyond the budget: into the nearest cube
+                    alive = np.flatnonzero(self.c_count > 0)
+                    if len(alive) == 0:
+                        alive = self._new_cubes(uk[:1])
+                    centres = self._centres(self.c_key[alive])
+                    for s in range(0, len(unknown), 256):
+                        part = unknown[s:s + 256]
+                        d2 = ((pos[part, None, :] - centres[None, :, :]) ** 2).sum(-1)
+                        cube[part] = alive[np.argmin(d2, axis=1)]
+            np.add.at(self.c_count, cube, 1)
+            at = np.searchsorted(self.m_ids, new)
+            self.m_ids = np.insert(self.m_ids, at, new)
+            self.m_cube = np.insert(self.m_cube, at, cube)
+        return touched
+
+    def _plan(self, allowance: int) -> tuple[np.ndarray, np.ndarray]:
+        """(cubes to refine, cubes to coarsen) now: the most important cubes fine within the budget,
+        at most ``allowance`` Gaussians refined (cubes new since the last frame do not count)."""
+        alive = self.c_count > 0
+        pos, fwd = self._eye()
+        centres = self._centres(self.c_key)
+        d = centres - pos
+        d2 = np.maximum((d ** 2).sum(1), (0.5 * self.cell) ** 2)
+        score = self.c_count / d2
+        if fwd is not None:
+            cos = (d @ fwd) / np.sqrt(d2)
+            score = np.where(cos >= COS_VIEW - self.cell / np.sqrt(d2), score, score * BEHIND)
+        score = np.where(self.c_fine, score * KEEP, score)
+        cost = np.where(alive, self.c_count - 1, 0)
+        score = np.where(cost == 0, np.inf, score)       # a lone Gaussian is its own stand-in
+        order = np.argsort(-score, kind="stable")
+        order = order[alive[order]]
+        room = self.budget - int(alive.sum())
+        if room < 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        fits = np.cumsum(cost[order]) <= room
+        desired = np.zeros(len(self.c_key), bool)
+        desired[order[fits]] = True      # the prefix that fits (cumsum is ascending: fits is a prefix)
+        want = order[desired[order] & ~self.c_fine[order]]
+        new = self.c_new[want] | (cost[want] == 0)
+        take = np.cumsum(np.where(new, 0, self.c_count[want])) <= max(allowance, 1)
+        if len(want) and not take.any():
+            take[0] = True
+        refine = want[take | new]
+        losers = np.flatnonzero(self.c_fine & alive & ~desired)
+        losers = losers[np.argsort(score[losers], kind="stable")]
+        fine_count = int(self.c_count[self.c_fine & alive].sum()) + int((alive & ~self.c_fine).sum())
+        need = fine_count + int(cost[refine].sum()) - self.budget
+        if need > 0:
+            k = int(np.searchsorted(np.cumsum(cost[losers]), need)) + 1
+            coarsen = losers[:k]
+        else:
+            coarsen = losers[:0]
+        return refine, coarsen
+
+    def _frame(self) -> OutFrame:
+        W, H = self.enc.state, self.held.state
+        p = self.enc.profile
+        touched = self._update_members()
+        if int((self.c_count > 0).sum()) > self.budget:
+            self.request_keyframe()                  # even one stand-in a cube is over the budget: coarser cubes
+            return self._keyframe()
+        allowance = int(self.refine_bytes / max(self.per, 1.0))
+        refine, coarsen = self._plan(allowance)
+        empty = np.flatnonzero(self.c_has & (self.c_count == 0))
+        # coarse cubes whose Gaussians changed a lot since their stand-in was made
+        coarse = np.flatnonzero(self.c_has & ~self.c_fine & (self.c_count > 0))
+        stale = coarse[np.abs(self.c_count[coarse] - self.c_base[coarse]) > REFRESH * np.maximum(self.c_base[coarse], 4)]
+        stale = np.setdiff1d(stale, refine)
+        new_coarse = np.flatnonzero(~self.c_fine & ~self.c_has & (self.c_count > 0))
+        new_coarse = np.setdiff1d(new_coarse, refine)
+
+        deletes, adds = [], []
+        si = np.sort(self.c_si[self.c_has])          # the client's stand-ins, before this frame
+
+        def held(ids):                               # the client holds the world's Gaussian of this id
+            return (H.slots_of(ids) >= 0) & ~sorted_member(ids, si)
+
+        # 1. Gaussians of fine cubes (and any the client holds that the world no longer has)
+        held_t = held(touched)
+        in_w = W.slots_of(touched) >= 0
+        deletes.append(touched[held_t & ~in_w])
+        cube_t = np.full(len(touched), -1, np.int64)
+        mem = sorted_member(touched, self.m_ids)
+        cube_t[mem] = self.m_cube[np.searchsorted(self.m_ids, touched[mem])]
+        fine_now = self.c_fine.copy()
+        fine_now[coarsen] = False
+        fine_t = (cube_t >= 0) & fine_now[np.maximum(cube_t, 0)]
+        add_w = touched[fine_t & in_w & ~held_t]
+        upd = touched[fine_t & in_w & held_t]
+        # 2. coarsened cubes: their held Gaussians go, a stand-in comes
+        if len(coarsen):
+            m = self._members(coarsen)
+            deletes.append(m[held(m)])
+        # 3. refined cubes: the stand-in goes, the Gaussians come with their current codes
+        refine_m = self._members(refine)
+        refine_m = refine_m[~held(refine_m)]
+        add_w = np.union1d(add_w, refine_m).astype(U64)
+        dead_si = np.r_[refine[self.c_has[refine]], empty, stale]
+        deletes.append(self.c_si[dead_si])
+        self.c_has[dead_si] = False
+        self.c_fine[refine] = True
+        self.c_fine[coarsen] = False
+        self.c_new[:] = False
+        # 4. a world id that is the id of a stand-in the client keeps: that stand-in moves
+        del_ids = sorted_unique(np.concatenate([np.asarray(x, U64) for x in deletes])) if deletes else np.zeros(0, U64)
+        keep_si = np.flatnonzero(self.c_has)
+        clash = keep_si[sorted_member(self.c_si[keep_si], np.sort(add_w))] if len(add_w) else keep_si[:0]
+        if len(clash):
+            del_ids = sorted_unique(np.r_[del_ids, self.c_si[clash]])
+            self.c_has[clash] = False
+        # 5. stand-ins made now
+        make = np.unique(np.r_[coarsen, stale, new_coarse, clash]).astype(np.int64)
+        if len(add_w):
+            adds.append((add_w, W.codes_of(add_w)))
+        if len(make):
+            adds.append(self._stand_ins(make, add_w))
+        add_ids, add = _concat_codes(adds, p)
+        d = Delta.empty_like(p, seq=W.seq, base_seq=H.seq)
+        d.add_ids, d.add, d.delete_ids = add_ids, add, del_ids
+        if len(upd):
+            d.updates = self._updates(upd)
+        data = self.held.encode_delta(d)
+        self.settled = not len(refine) and not len(coarsen) and not len(make)
+        return self._out(data, d, False, d.seq - self.last_sent, self.camera)
+
+    def _updates(self, ids: np.ndarray) -> list:
+        """UPDATE blocks that bring the client's codes of ``ids`` (ascending, held) to the world's."""
+        W, H = self.enc.state, self.held.state
+        ws, hs = W.slots_of(ids), H.slots_of(ids)
+        mask = np.zeros(len(ids), np.uint8)
+        res = {}
+        for a in ATTRS:
+            if not self.enc.profile.comps(a):
+                continue
+            new, old = unsigned(W.codes[a][:, ws]), unsigned(H.codes[a][:, hs])
+            r = new - old
+            res[a] = r.view(W.codes[a].dtype)
+            mask[(r != 0).any(0)] |= a.bit
+        return group_updates(ids, mask, res)
