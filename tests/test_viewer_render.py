@@ -4,7 +4,10 @@ Small conformance-like scenes (codec.synthetic, a few thousand Gaussians, SH deg
 compact and lossless profiles) go through the codec; the viewer renders the decoded state in headless
 Chromium (SwiftShader WebGPU when there is no GPU) and quality/rasterizer.py renders the same decoded
 state (the same quantized values the viewer holds). Each view's PSNR (images clipped to [0, 1], peak 1)
-must be >= PSNR_BOUND.
+must be >= PSNR_BOUND. Every test runs for both of the renderer's paths: 'raster' (instanced quads
+blended by the fixed-function pipeline) and 'tiles' (the compute tile rasterizer, render/tiles.mjs,
+with its default footprint cap of 3 sigma; tests/test_viewer_render_tiles.py measures what that cap
+costs against the reference).
 
 Why 40 dB: the two renderers implement the same arithmetic (SPEC.md Appendix B), so what differs is
 float32 vs float64 evaluation, float32 blending, the viewer's missing T < 1e-4 early stop (weight
@@ -14,7 +17,8 @@ convention error (a flipped axis, a wrong SH sign or basis order, a missing low-
 pixel centre, the wrong blend) costs far more: it lands at 15-30 dB on these scenes. 40 dB leaves
 room for SwiftShader's fast-math exp/log while failing every such error. Measured here: 72-77 dB with
 the default rgba16float target, 81-88 dB with GSD_RENDER_FORMAT=rgba32float, 50-53 dB with
-GSD_RENDER_FORMAT=rgba8unorm (8-bit rounding at each blend). Each image must also have
+GSD_RENDER_FORMAT=rgba8unorm (8-bit rounding at each blend) on the raster path; the tile path blends
+in float32 and rounds once when it stores the pixel, and has the T < 1e-4 stop. Each image must also have
 >= 20% of its pixels lit (so a black or empty render fails).
 
 Partial updates: after the first renders a delta moves 5% of the Gaussians, deletes 3% and adds a few
@@ -91,12 +95,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 SCENES = [("deg0_compact", 0, "compact", 6000), ("deg1_lossless", 1, "lossless", 6000), ("deg3_compact", 3, "compact", 6000)]
 
 
-def build(tmp: Path, w: int = W, h: int = H):
+def build(tmp: Path, w: int = W, h: int = H, path: str = "raster"):
     """Write the job's streams; return (job, expected images per scene/step/camera, scene facts)."""
     cams = scene_cameras(w, h)
     cam_json = [camera_json(c) for c in cams]
     job = {"dataDir": str(tmp), "outDir": str(tmp / "out"), "width": w, "height": h, "scenes": [],
-           "format": os.environ.get("GSD_RENDER_FORMAT", "")}  # "" = the renderer's default (rgba16float)
+           "format": os.environ.get("GSD_RENDER_FORMAT", ""),  # "" = the renderer's default (rgba16float)
+           "query": {"path": path}}
     (tmp / "out").mkdir(exist_ok=True)
     expected, facts = {}, {}
     for name, degree, profile, n in SCENES:
@@ -141,11 +146,12 @@ def load_image(path: Path, w: int, h: int) -> np.ndarray:
     return np.fromfile(path, np.float32).reshape(h, w, 4)
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("viewer_render")
-    job, expected, facts = build(tmp)
+@pytest.fixture(scope="module", params=["raster", "tiles"])
+def rendered(tmp_path_factory, request):
+    tmp = tmp_path_factory.mktemp(f"viewer_render_{request.param}")
+    job, expected, facts = build(tmp, path=request.param)
     res = run_browser(tmp, job)
+    assert res["init"]["path"] == request.param
     return tmp, job, expected, facts, res
 
 
@@ -190,13 +196,13 @@ def test_partial_updates_are_partial(rendered):
         assert sync["bytes"] >= f["changed"] * f["stride"] * 4 * 0.9, (sync, f)
 
 
-if __name__ == "__main__":  # manual run: python tests/test_viewer_render.py [outdir]
+if __name__ == "__main__":  # manual run: python tests/test_viewer_render.py [outdir [raster|tiles]]
     import tempfile
     import time
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp())
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    job, expected, edits = build(out)
+    job, expected, edits = build(out, path=sys.argv[2] if len(sys.argv) > 2 else "raster")
     print(edits)
     t1 = time.time()
     res = run_browser(out, job)

@@ -445,6 +445,7 @@ export class Renderer {
       this.render(this.lastCamera, { noAuto: true });
       await this.tiles.settle();
     }
+    if (this.tiles) Object.assign(this.stats, this.tiles.stats);
     const W = this.width, H = this.height;
     const bpp = { rgba32float: 16, rgba16float: 8, rgba8unorm: 4 }[this.format];
     const bytesPerRow = Math.ceil((W * bpp) / 256) * 256;

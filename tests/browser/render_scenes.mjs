@@ -1,8 +1,10 @@
 // Renders scenes with the reference viewer's WebGPU renderer in headless Chromium.
 //   node tests/browser/render_scenes.mjs JOB.json
-// JOB = { dataDir, outDir, width, height, scenes: [ { name, raw: {shDegree, count, file} | stream: {file},
+// JOB = { dataDir, outDir, width, height, format?, query?: {name: value} (more render_test.html options:
+//         path, maxSigma, tileCapacity), scenes: [ { name, raw: {shDegree, count, file} | stream: {file},
 //         steps: [ { edit?: file, cameras: [camera...] } ] } ] }
-// Writes outDir/<scene>_<step>_<cam>.f32 (RGBA float32, row-major) and outDir/result.json.
+// Writes outDir/<scene>_<step>_<cam>.f32 (RGBA float32, row-major) and outDir/result.json (per camera
+// its file, visible count and the renderer's stats after the frame).
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO, serve, launch } from './chromium.mjs';
@@ -15,7 +17,8 @@ try {
   const page = await ctx.newPage();
   page.on('console', (m) => result.log.push(m.text()));
   page.on('pageerror', (e) => result.log.push('pageerror: ' + e.message));
-  await page.goto(`${srv.url}/reference_viewer/render_test.html${job.format ? '?format=' + job.format : ''}`);
+  const query = new URLSearchParams(Object.entries({ ...(job.format ? { format: job.format } : {}), ...job.query ?? {} }).map(([k, v]) => [k, String(v)]));
+  await page.goto(`${srv.url}/reference_viewer/render_test.html?${query}`);
   await page.waitForFunction(() => window.gsdReady === true, null, { timeout: 30000 });
   result.init = await page.evaluate(([w, h]) => window.gsdRender.init(w, h), [job.width, job.height]);
   for (const sc of job.scenes) {
@@ -31,7 +34,7 @@ try {
         const r = await page.evaluate((c) => window.gsdRender.render(c), cam);
         const file = `${sc.name}_${si}_${ci}.f32`;
         fs.writeFileSync(path.join(job.outDir, file), Buffer.from(r.pixels, 'base64'));
-        st.cameras.push({ file, visible: r.visible });
+        st.cameras.push({ file, visible: r.visible, stats: r.stats });
       }
       out.steps.push(st);
     }
