@@ -70,7 +70,7 @@ class StepStats:
                             # action, arrival to step done, less call_ms (time queued behind
                             # other steps and other worlds); None for an idle step
     refining: bool = False  # a progressive client still has refinement to do (SPEC.md 11.9)
-    progressive_ms: float = 0.0    # of call_ms: the progressive clients' frames and bookkeeping
+    progressive_ms: float = 0.0    # CPU ms (thread time) of the progressive clients' frames and bookkeeping
 
 
 class BusyMeter:
@@ -136,25 +136,25 @@ class WorldCore:
         t1 = time.perf_counter()
         d = to_delta(self.encoder, out)
         tracked = [p for p in self.pendings.values() if getattr(p, "tracked", False)]
-        tp = time.perf_counter()
+        tp = time.thread_time()
         touched = touched_ids(self.encoder.state, d) if tracked else None   # before the step applies
-        t_prog = time.perf_counter() - tp
+        t_prog = time.thread_time() - tp
         data = self.encoder.encode_delta(d)
         t2 = time.perf_counter()
         cam = out.camera.as_dict()
         for p in self.pendings.values():
-            tp = time.perf_counter()
+            tp = time.thread_time()
             p.push(d, data, action_ids, cam, touched)
             if p.__class__ is ProgressivePending:
-                t_prog += time.perf_counter() - tp
+                t_prog += time.thread_time() - tp
         frames = {}
         for link in ready:
             if link in self.pendings:
                 p = self.pendings[link]
-                tp = time.perf_counter()
+                tp = time.thread_time()
                 frames[link] = p.take(cam)
-                if p.__class__ is ProgressivePending and getattr(p, "tracked", True):
-                    t_prog += time.perf_counter() - tp
+                if p.__class__ is ProgressivePending:
+                    t_prog += time.thread_time() - tp
         stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t0) * 1e3,
                           refining=self.refining(), progressive_ms=t_prog * 1e3)
         return stats, frames

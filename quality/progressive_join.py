@@ -1,0 +1,254 @@
+"""``python -m quality.progressive_join``: a client joining the live reference world progressively
+(SPEC.md 11.9) against a plain join, on a simulated link.
+
+Per world size, one world (``WorldCore``, the server's own: world, encoder and the clients' pending
+changes, no sockets) steps 25 times a second of simulated time while its camera walks; three clients
+are attached: a plain one (keyframe, then the world's deltas), a progressive one (stand-ins, then
+refinement), and a progressive one with a detail budget of 30% of the world. Each client has a link
+of its own of ``--rate`` Mbit/s, simulated by pacing bytes: a frame is cut at a world step when the
+client's link is free (the byte budget of SPEC.md 11.6 does the same on a real server), leaves once
+cut (server CPU time counted for the first frame) and arrives after its bytes (stream header
+included) at the link rate; latency, acks and transport framing are left out. Every frame is
+decoded and digest-checked by a client decoder.
+
+After each progressive frame arrives, the client's view (the world's camera, a small image) of its
+state is rendered with ``quality.rasterizer`` and compared (PSNR) with the render of the world's own
+state at that frame's seq, which is what a plain client shows there. The server's CPU time (process
+time) of each client's ``push`` (fold a step) and ``take`` (cut a frame) is summed per world step.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+
+import numpy as np
+
+from codec import Decoder
+from reference_generator.actions import Move, Turn
+from reference_generator.world import WorldConfig
+from reference_generator.worldhost import WorldCore
+
+from .cameras import look_at, pinhole
+from .metrics import psnr
+from .rasterizer import render
+
+BEGIN, END = "<!-- progressive_join: begin -->", "<!-- progressive_join: end -->"
+
+
+def camera_of(cam: dict, width: int, height: int, fov: float = 75.0):
+    """The world's camera dict (position, yaw, pitch in degrees; z up) as a pinhole camera."""
+    eye = np.asarray(cam["position"], np.float64)
+    yaw, pitch = np.radians(cam["yaw"]), np.radians(cam["pitch"])
+    fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
+    return pinhole(width, height, fov, look_at(eye, eye + fwd))
+
+
+class Timed:
+    """Wraps a pending's push and take with CPU-time counters (process time: section workers too)."""
+
+    def __init__(self, pending):
+        self.p, self.push_s, self.take_s = pending, 0.0, 0.0
+        push, take = pending.push, pending.take
+
+        def timed_push(*a, **k):
+            t = time.process_time()
+            try:
+                return push(*a, **k)
+            finally:
+                self.push_s += time.process_time() - t
+
+        def timed_take(*a, **k):
+            t = time.process_time()
+            try:
+                return take(*a, **k)
+            finally:
+                self.take_s += time.process_time() - t
+        pending.push, pending.take = timed_push, timed_take
+
+    def lap(self) -> float:
+        s, self.push_s, self.take_s = self.push_s + self.take_s, 0.0, 0.0
+        return s
+
+
+class Link:
+    def __init__(self, name: str, header: bytes, rate: float):
+        self.name, self.rate = name, rate            # bytes per second
+        self.dec = Decoder(header)
+        self.free = 0.0                              # simulated time the link is free again
+        self.total = len(header)
+        self.frames = []                             # (seq, bytes, arrival s, total bytes, held, coarse, keyframe)
+
+    def send(self, f, depart: float) -> float:
+        self.dec.decode_frame(f.data)
+        if str(self.dec.state.digest()) != f.digest:
+            raise AssertionError(f"{self.name}: digest of frame {f.seq} does not match the client's state")
+        self.total += len(f.data)
+        arrive = max(depart, self.free) + len(f.data) / self.rate
+        self.free = arrive
+        d = f.detail or {}
+        self.frames.append((f.seq, len(f.data), arrive, self.total, len(self.dec.state), d.get("coarse", 0), f.keyframe))
+        return arrive
+
+
+def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, budget_share: float, log) -> dict:
+    t = time.perf_counter()
+    core = WorldCore(WorldConfig(target_live=n, prefetch_margin=0), 0, "cpu")
+    live = len(core.encoder.state)
+    log(f"world of target {n:,}: {live:,} live, built in {time.perf_counter() - t:.1f} s")
+    header = core.encoder.header_bytes()
+    rate = rate_mbit * 1e6 / 8
+    budget = max(1, int(budget_share * live))
+    core.attach(1, 1 << 26)
+    core.attach(2, 1 << 26, {"budget": None})
+    core.attach(3, 1 << 26, {"budget": budget})
+    links = {1: Link("plain", header, rate), 2: Link("progressive", header, rate),
+             3: Link(f"progressive, budget {budget:,}", header, rate)}
+    timers = {k: Timed(core.pendings[k]) for k in (1, 2, 3)}
+    for ln in links.values():
+        ln.free = len(header) / rate                 # the header goes first, at once
+    first = {}
+    for k in (1, 2, 3):
+        t0, c0 = time.perf_counter(), time.process_time()
+        f = core.take(k)
+        cut, cpu = time.perf_counter() - t0, time.process_time() - c0
+        timers[k].lap()
+        arrive = links[k].send(f, cut)
+        first[k] = {"bytes": len(f.data), "cut_s": cut, "cpu_s": cpu, "arrive_s": arrive, "held": len(links[k].dec.state),
+                    "coarse": (f.detail or {}).get("coarse", 0)}
+        log(f"{links[k].name}: first frame {len(f.data):,} bytes, cut in {cut:.2f} s, arrives {arrive:.2f} s")
+    curve = []                                        # progressive client: (total bytes, arrive, held, coarse, psnr)
+
+    def score(seq: int, total: int, arrive: float, cam: dict) -> None:
+        c = camera_of(cam, width, height)
+        _, mine = links[2].dec.state.to_gaussians()
+        _, world = core.encoder.state.to_gaussians()
+        p = psnr(render(mine, c), render(world, c))
+        curve.append({"seq": seq, "total": total, "arrive": arrive, "held": len(links[2].dec.state),
+                      "coarse": links[2].frames[-1][5], "psnr": p})
+        log(f"  progressive seq {seq}: {total:,} bytes in, arrives {arrive:.2f} s, {curve[-1]['held']:,} held, "
+            f"{curve[-1]['coarse']:,} stand-ins, {p:.2f} dB")
+
+    cam0 = core.world.camera().as_dict()
+    score(links[2].frames[0][0], links[2].total, links[2].frames[0][2], cam0)
+    cost = {k: [] for k in (1, 2, 3)}                 # CPU s per step, per client
+    refining_cost = []
+    done_at = None
+    for s in range(1, steps + 1):
+        now = first[2]["cut_s"] + s / 25.0
+        ready = tuple(k for k in (1, 2, 3) if links[k].free <= now)
+        action = Turn(2.0) if s % 10 == 0 else Move(0.05)
+        stats, frames = core.step(action, [], ready)
+        for k in (1, 2, 3):
+            cost[k].append(timers[k].lap())
+        if core.pendings[2].tracked:
+            refining_cost.append(cost[2][-1])
+        for k, f in frames.items():
+            if f is None:
+                continue
+            arrive = links[k].send(f, now)
+            if k == 2 and done_at is None:             # every frame while refining, and the last
+                score(f.seq, links[2].total, arrive, core.world.camera().as_dict())
+            if k == 2 and done_at is None and (f.detail or {}).get("coarse", 1) == 0:
+                done_at = (arrive, links[2].total, f.seq)
+                if str(links[2].dec.state.digest()) != str(core.encoder.state.digest()):
+                    raise AssertionError("refinement over but the client's state is not the world's")
+    steady = {k: cost[k][len(cost[k]) // 2:] for k in cost}
+    world_live = len(core.encoder.state)
+    out = {"n": n, "live": live, "live_end": world_live, "budget": budget, "first": first, "curve": curve,
+           "done": done_at, "rate_mbit": rate_mbit,
+           "refine_ms": 1e3 * float(np.mean(refining_cost)) if refining_cost else 0.0,
+           "refine_ms_max": 1e3 * float(np.max(refining_cost)) if refining_cost else 0.0,
+           "refine_steps": len(refining_cost),
+           "steady_ms": {k: 1e3 * float(np.mean(v)) for k, v in steady.items()},
+           "plain_key": first[1], "budget_held_max": max(f[4] for f in links[3].frames),
+           "tracked_after": {k: bool(getattr(core.pendings[k], "tracked", False)) for k in (2, 3)}}
+    core.close()
+    return out
+
+
+def report(results: list, args, seconds: float, load: str) -> str:
+    lines = [BEGIN, "## Live server: progressive join (`reference_generator/progressive_join.py`, SPEC.md 11.9)", "",
+             f"- command: `python -m quality.progressive_join --sizes {args.sizes} --rate {args.rate:g} "
+             f"--steps {args.steps} --size {args.size}`",
+             f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; total {seconds:.0f} s; "
+             f"load average before / after: {load}",
+             f"- link: {args.rate:g} Mbit/s per client, **simulated by pacing bytes** (a frame leaves when cut at a "
+             "world step with the client's link free, and arrives after its bytes at the link rate; the header "
+             "first; latency, acks and transport framing left out). The first frame leaves once the server has "
+             "cut it (its CPU time counted).",
+             "- world: the reference world (`WorldConfig(target_live=N)`, seed 0, CPU, chunk prefetch off), "
+             "25 steps per simulated second, the camera walking 1.25 m/s and turning; one server-side `WorldCore` "
+             "with three clients: plain, progressive, and progressive with a detail budget of 30% of the world.",
+             f"- PSNR: the progressive client's view (the world's camera, {args.size} pixels, `quality.rasterizer`) "
+             "of its state against the render of the world's state at the same seq (what a plain client shows "
+             "there); `inf` once identical.",
+             "- server cost: CPU time (process time, section workers included) of each client's `push` and "
+             "`take` per world step, on this 2-core box shared with other jobs.", ""]
+    for r in results:
+        f = r["first"]
+        lines += [f"### World of target {r['n']:,}: {r['live']:,} live Gaussians at the join", ""]
+        lines += ["| client | first frame bytes | Gaussians held | stand-ins | cut (server) s | first image at "
+                  f"{r['rate_mbit']:g} Mbit/s, s |", "|---|---|---|---|---|---|"]
+        for k, name in ((1, "plain"), (2, "progressive"), (3, f"progressive, budget {r['budget']:,}")):
+            lines.append(f"| {name} | {f[k]['bytes']:,} | {f[k]['held']:,} | {f[k]['coarse']:,} | {f[k]['cut_s']:.2f} | "
+                         f"{f[k]['arrive_s']:.2f} |")
+        lines.append("")
+        if r["done"]:
+            lines.append(f"Refinement over at {r['done'][0]:.2f} s ({r['done'][1]:,} bytes in, seq {r['done'][2]}): the "
+                         "client's digest is the world's; it is an ordinary client from then on"
+                         f" (tracked after the run: {r['tracked_after'][2]}).")
+        else:
+            lines.append("Refinement not over within the run.")
+        lines.append(f"The budgeted client held at most {r['budget_held_max']:,} Gaussians (budget {r['budget']:,}); "
+                     f"the world had {r['live_end']:,} at the end.")
+        lines += ["", "| seq | bytes in (header included) | arrives, s | Gaussians held | stand-ins | PSNR dB |",
+                  "|---|---|---|---|---|---|"]
+        for c in r["curve"]:
+            lines.append(f"| {c['seq']} | {c['total']:,} | {c['arrive']:.2f} | {c['held']:,} | {c['coarse']:,} | "
+                         f"{'inf' if not np.isfinite(c['psnr']) else format(c['psnr'], '.2f')} |")
+        s = r["steady_ms"]
+        lines += ["", f"Server CPU per client per world step: progressive while refining {r['refine_ms']:.1f} ms "
+                      f"(mean over {r['refine_steps']} steps, max {r['refine_ms_max']:.0f} ms: a step that cuts a "
+                      f"refinement frame); over the second half of the run: plain {s[1]:.2f} ms, progressive "
+                      f"{s[2]:.2f} ms, progressive with a budget (frames made for it for good) {s[3]:.2f} ms.", ""]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def write(path: str, section: str) -> None:
+    text = open(path).read() if os.path.exists(path) else ""
+    if BEGIN in text and END in text:
+        a, b = text.index(BEGIN), text.index(END) + len(END)
+        text = text[:a] + section.rstrip("\n") + text[b:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m quality.progressive_join", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", default="200000,1000000", help="world target_live values, comma separated")
+    ap.add_argument("--rate", type=float, default=25.0, help="link rate per client, Mbit/s (simulated)")
+    ap.add_argument("--steps", type=int, default=150, help="world steps after the join (25 a simulated second)")
+    ap.add_argument("--size", default="128x80", help="render size WxH")
+    ap.add_argument("--budget-share", type=float, default=0.3)
+    ap.add_argument("--out", default="PROGRESSIVE.md", help="file whose progressive-join section is written")
+    a = ap.parse_args(argv)
+    w, h = (int(x) for x in a.size.split("x"))
+    load0 = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    t = time.perf_counter()
+    res = [run_world(int(n), a.rate, a.steps, w, h, a.budget_share, lambda m: print(m, file=sys.stderr, flush=True))
+           for n in a.sizes.split(",")]
+    load = f"{load0} / " + "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    section = report(res, a, time.perf_counter() - t, load)
+    write(a.out, section)
+    print(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
