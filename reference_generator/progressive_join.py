@@ -72,8 +72,12 @@ def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
     s = np.sort(scales, axis=1)
     alpha = np.clip(np.add.reduceat(cover, starts) / (s[:, 2] * s[:, 1]), 1e-4, 0.999)
 
-    def mean(x):
-        return np.add.reduceat(x.astype(np.float64)[order] * w[:, None], starts) / wsum[:, None]
+    w32 = w.astype(np.float32)
+
+    inv32 = (1.0 / wsum).astype(np.float32)
+
+    def mean(x):                  # colours: float32 is plenty for a stand-in
+        return np.add.reduceat(x[order] * w32[:, None], starts) * inv32[:, None]
     out = Gaussians(mu.astype(np.float32), np.log(scales).astype(np.float32), _quaternions(vec).astype(np.float32),
                     np.log(alpha / (1 - alpha)).astype(np.float32), mean(g.sh_dc).astype(np.float32),
                     mean(g.sh_rest).astype(np.float32) if g.sh_rest.shape[1] else np.zeros((n, 0), np.float32))
@@ -275,20 +279,35 @@ class ProgressivePending(Pending):
         self.m_ids, self.m_cube = ids, inv.astype(np.int64)
 
     def _cell_for(self, positions: np.ndarray, count: int) -> float:
-        """The cube size whose occupied cubes number about ``count`` (bisection on its log, on a
-        sample of at most 200k positions: ``_build`` then grows it while the whole has too many)."""
-        if len(positions) > 200_000:
-            positions = positions[np.linspace(0, len(positions) - 1, 200_000).astype(np.int64)]
-        ext = float(np.ptp(positions, axis=0).max()) if len(positions) else 1.0
-        lo, hi = np.log(max(ext, 1e-6) / 4096), np.log(max(ext, 1e-6) * 2)
-        for _ in range(20):
-            mid = 0.5 * (lo + hi)
-            self.cell = float(np.exp(mid))
-            if len(np.unique(self._keys(positions))) > count:
-                lo = mid
-            else:
-                hi = mid
-        return float(np.exp(hi))
+        """The cube size whose occupied cubes number about ``count``: bisection on its log, first on a
+        sample of 20k positions for a bracket, then 8 steps on all of them (``_build`` then grows it
+        while there are too many)."""
+        def occupied(cell: float, pos: np.ndarray) -> int:
+            self.cell = cell
+            return len(np.unique(self._keys(pos)))
+
+        def bisect(lo: float, hi: float, pos: np.ndarray, want: int, steps: int) -> float:
+            for _ in range(steps):
+                mid = 0.5 * (lo + hi)
+                if occupied(float(np.exp(mid)), pos) > want:
+                    lo = mid
+                else:
+                    hi = mid
+            return hi
+
+        n = len(positions)
+        ext = max(float(np.ptp(positions, axis=0).max()) if n else 1.0, 1e-6)
+        lo, hi = np.log(ext / 65536), np.log(ext * 2)
+        if n > 40_000:
+            sample = positions[np.linspace(0, n - 1, 20_000).astype(np.int64)]
+            guess = bisect(lo, hi, sample, max(1, count * 20_000 // n), 16)
+            lo, hi = guess - np.log(8.0), guess + np.log(2.0)    # the sample sees fewer cubes: a larger guess
+            while lo > np.log(ext / 65536) and occupied(float(np.exp(lo)), positions) <= count:
+                lo -= np.log(4.0)
+            while hi < np.log(ext * 2) and occupied(float(np.exp(hi)), positions) > count:
+                hi += np.log(4.0)
+            return float(np.exp(bisect(lo, hi, positions, count, 8)))
+        return float(np.exp(bisect(lo, hi, positions, count, 20)))
 
     def _members(self, cubes: np.ndarray) -> np.ndarray:
         """World ids of the Gaussians of ``cubes`` (ascending)."""
