@@ -1,16 +1,32 @@
-// Renderer benchmark: frame time and sort time of the WebGPU renderer at N Gaussians.
+// Renderer benchmark: frame time, FPS and the GPU timestamp split of the WebGPU renderer's two paths.
 //   node reference_viewer/render/bench.mjs [--webgpu PATH/TO/webgpu/index.js] [--n 100000,1000000]
 //        [--width 1920] [--height 1080] [--sh 3] [--frames 50] [--format rgba16float,rgba8unorm,rgba32float]
-//        [--raw FILE.f32] [--radius 14] [--varyings conic,uv]
+//        [--raw FILE.f32[,FILE2.f32...]] [--radius 14] [--varyings conic,uv] [--path raster,tiles]
+//        [--max-sigma 3] [--views 20,110,200] [--psnr DIR] [--save-raw FILE.f32]
+// --path: the renderer paths to measure, each on the same scene and views (default both): 'raster'
+// (instanced quads, fixed-function blending) and 'tiles' (the compute tile rasterizer, tiles.mjs;
+// --max-sigma its footprint cap, default 3, 'inf' for none). Per path and view: frame ms (CPU wall time
+// around queue.onSubmittedWorkDone over --frames frames), FPS, sort ms (the depth sort alone), the GPU
+// timestamps (project / sort / bin / raster; bin = the tile path's count, scan, emit, tile sort and
+// ranges), the visible count, the tile path's (tile, Gaussian) entries, and the PSNR of each path's
+// image against the first path's (images clipped to [0, 1]).
 // --format takes a comma list (one renderer per format, same scene). --raw FILE: slot floats (N x stride
-// float32, the RawStore layout, e.g. from tests/browser/synthetic_raw.py = codec/synthetic.py's
-// trained-scene statistics) instead of the generated scene; --n then caps N.
-// Runs the same modules as the browser (render/index.mjs, shaders.mjs, sort.mjs) in node on Dawn (the
-// `webgpu` npm package, node_modules/webgpu by default), on whatever adapter Dawn picks (Vulkan on a
-// GPU machine). The scene is synthetic, generated here (seeded): a 20 m x 20 m ground plus 150 boxes,
+// float32, the RawStore layout: tests/browser/synthetic_raw.py = codec/synthetic.py's trained-scene
+// statistics, or reference_viewer/render/scene_raw.py from a real scene file, whose FILE.json gives the
+// SH degree and an orbit that frames the scene) instead of the generated scene; a comma list measures
+// each; --n then caps N. --save-raw FILE writes the generated scene's floats (with FILE.json), for
+// gsplat_bench.py. --psnr DIR writes each scene's floats, the cameras and both paths' images there and
+// runs reference_viewer/render/bench_psnr.py on them (PSNR against quality/rasterizer.py; it needs the
+// project's Python with numpy, and the numpy reference is slow past ~1M fragments x 1080p).
+// Runs the same modules as the browser (render/index.mjs, shaders.mjs, sort.mjs, tiles.mjs) in node on
+// Dawn (the `webgpu` npm package, node_modules/webgpu by default), on whatever adapter Dawn picks (Vulkan
+// on a GPU machine). The generated scene is synthetic (seeded): a 20 m x 20 m ground plus 150 boxes,
 // splats with ~1.5 cm std-dev (log-normal, flattened along one axis), random orientations, opacity
 // logits 60% high / 25% low / 15% uniform, SH up to --sh with 3DGS-like band energies; the camera orbits
 // at 14 m, 60 degree horizontal fov, looking at the centre from 30 degrees up.
+import fs from 'node:fs';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
 const webgpuPath = args.webgpu ?? new URL('../../node_modules/webgpu/index.js', import.meta.url).href;
@@ -21,6 +37,9 @@ const { RawStore } = await import('./raw_store.mjs');
 const gpu = create([]);
 const W = Number(args.width ?? 1920), H = Number(args.height ?? 1080);
 const SH = Number(args.sh ?? 3);
+const PATHS = (args.path ?? 'raster,tiles').split(',');
+const MAX_SIGMA = args['max-sigma'] === undefined ? undefined : args['max-sigma'] === 'inf' ? Infinity : Number(args['max-sigma']);
+const VIEWS = (args.views ?? '20,110,200').split(',').map(Number);
 const FRAMES = Number(args.frames ?? 50);
 const sizes = (args.n ?? '100000,1000000').split(',').map(Number);
 
@@ -67,62 +86,114 @@ function scene(N, sh, seed = 1) {
   return st;
 }
 
-function camera(azDeg) {
-  const az = (azDeg * Math.PI) / 180, el = (30 * Math.PI) / 180, R = RADIUS;
-  const eye = [R * Math.cos(el) * Math.cos(az), R * Math.cos(el) * Math.sin(az), 1 + R * Math.sin(el)];
-  const tgt = [0, 0, 1], up = [0, 0, 1];
+// an orbit camera: azimuth azDeg around `target`, 30 degrees above the plane normal to `up`, at `radius`
+function camera(azDeg, frame = {}) {
+  const up = frame.up ?? [0, 0, 1], tgt = frame.target ?? [0, 0, 1], R = frame.radius ?? RADIUS;
   const sub = (a, b) => a.map((v, i) => v - b[i]), nrm = (a) => { const l = Math.hypot(...a); return a.map((v) => v / l); };
   const cross = (a, b) => [a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]];
+  // a basis (e1, e2, up) of the orbit
+  const ref = Math.abs(up[0]) < 0.9 ? [1, 0, 0] : [0, 1, 0];
+  const ru = ref[0] * up[0] + ref[1] * up[1] + ref[2] * up[2];
+  const e1 = nrm(ref.map((v, i) => v - ru * up[i])), e2 = cross(up, e1);   // up = z: e1 = x, e2 = y
+  const az = (azDeg * Math.PI) / 180, el = (30 * Math.PI) / 180;
+  const eye = [0, 1, 2].map((i) => tgt[i] + R * (Math.cos(el) * (Math.cos(az) * e1[i] + Math.sin(az) * e2[i]) + Math.sin(el) * up[i]));
   const f = nrm(sub(tgt, eye)), r = nrm(cross(f, up)), dn = cross(f, r);
   const t = [r, dn, f].map((row) => -(row[0] * eye[0] + row[1] * eye[1] + row[2] * eye[2]));
   const fx = 0.5 * W / Math.tan(Math.PI / 6);
   return { viewMatrix: [...r, t[0], ...dn, t[1], ...f, t[2], 0, 0, 0, 1], fx, fy: fx, cx: W / 2, cy: H / 2, width: W, height: H };
 }
 
-function rawScene(file, sh, cap) {
-  const buf = (await_fs()).readFileSync(file);
-  const st0 = new RawStore(sh, 1);
+function rawScene(file, cap) {
+  const metaFile = file.replace(/\.f32$/, '') + '.json';
+  const meta = fs.existsSync(metaFile) ? JSON.parse(fs.readFileSync(metaFile, 'utf8')) : {};
+  const sh = meta.shDegree ?? SH;
+  const buf = fs.readFileSync(file);
+  const stride = new RawStore(sh, 1).stride;
   const f = new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
-  const N = Math.min(cap, f.length / st0.stride);
+  const N = Math.min(cap, f.length / stride);
   const st = new RawStore(sh, N);
   st.load(f, N);
-  return st;
+  return { st, frame: meta.target ? meta : {}, name: path.basename(file) };
 }
-let fsMod = null;
-const await_fs = () => fsMod;
-if (args.raw) fsMod = await import('node:fs');
+
+function psnr(a, b) {
+  let m = 0, c = 0;
+  for (let i = 0; i < a.length; i++) {
+    if ((i & 3) === 3) continue;
+    const d = Math.min(1, Math.max(0, a[i])) - Math.min(1, Math.max(0, b[i]));
+    m += d * d; c++;
+  }
+  return m === 0 ? Infinity : -10 * Math.log10(m / c);
+}
+
+function saveRaw(file, st, frame) {
+  fs.writeFileSync(file, Buffer.from(st.data.buffer, st.data.byteOffset, st.highWater * st.stride * 4));
+  fs.writeFileSync(file.replace(/\.f32$/, '') + '.json', JSON.stringify({ n: st.highWater, shDegree: st.shDegree, ...frame }));
+}
+
 const RADIUS = Number(args.radius ?? 14);
 const formats = (args.format ?? 'rgba16float').split(',');
 const varyingsList = (args.varyings ?? 'conic').split(',');
-const out = { width: W, height: H, sh: SH, scene: args.raw ?? 'bench', results: [] };
-for (const N0 of sizes) for (const fmt of formats) for (const varyings of varyingsList) {
-  const r = await Renderer.create(null, { gpu, width: W, height: H, format: fmt, varyings });
-  const info = r.adapter?.info ?? {};
-  out.adapter = `${info.vendor} ${info.architecture} ${info.description}`.trim();
+const sceneList = args.raw ? args.raw.split(',') : ['bench'];
+const out = { width: W, height: H, frames: FRAMES, results: [] };
+const psnrJobs = [];
+const r3 = (x) => (x == null ? null : +x.toFixed(3));
+for (const sceneName of sceneList) for (const N0 of (args.raw ? [Math.max(...sizes)] : sizes)) {
   const t0 = performance.now();
-  const st = args.raw ? rawScene(args.raw, SH, N0) : scene(N0, SH);
+  const { st, frame, name } = sceneName === 'bench' ? { st: scene(N0, SH), frame: {}, name: 'bench' } : rawScene(sceneName, N0);
   const N = st.highWater;
   const tGen = performance.now() - t0;
-  const t1 = performance.now();
-  r.sync(st);
-  await r.device.queue.onSubmittedWorkDone();
-  const tUpload = performance.now() - t1;
-  const res = { n: N, format: r.format, varyings, genMs: +tGen.toFixed(1), uploadMs: +tUpload.toFixed(1), frameMs: [], sortMs: [] };
-  for (const az of [20, 110, 200]) {
-    const cam = camera(az);
-    r.render(cam);
-    res.visible = (res.visible ?? []).concat([await r.readVisibleCount()]);
-    res.frameMs.push(+(await r.timeFrames(cam, FRAMES)).toFixed(3));
-    res.sortMs.push(+(await r.timeFrames(cam, FRAMES, { sortOnly: true })).toFixed(3));
-    r.render(cam);
-    await r.device.queue.onSubmittedWorkDone();
-    await new Promise((ok) => setTimeout(ok, 50));
-    res.gpuTimestamps = (res.gpuTimestamps ?? []).concat([{ projectMs: r.stats.projectMs, sortMs: r.stats.sortMs, rasterMs: r.stats.rasterMs }]);
+  if (args['save-raw']) saveRaw(args['save-raw'], st, { target: [0, 0, 1], radius: RADIUS, up: [0, 0, 1] });
+  const cams = VIEWS.map((az) => camera(az, frame));
+  let dump = null;
+  if (args.psnr) {
+    dump = path.join(args.psnr, `${name}_${N}`);
+    fs.mkdirSync(dump, { recursive: true });
+    saveRaw(path.join(dump, 'scene.f32'), st, frame);
+    fs.writeFileSync(path.join(dump, 'cameras.json'), JSON.stringify(cams));
+    psnrJobs.push(dump);
   }
-  res.fps = res.frameMs.map((m) => +(1000 / m).toFixed(1));
-  if (r.errors.length) res.errors = r.errors;
-  out.results.push(res);
-  console.log(JSON.stringify(res));
-  r.destroy();
+  for (const fmt of formats) for (const varyings of varyingsList) {
+    const firstImages = [];
+    for (const p of PATHS) {
+      const r = await Renderer.create(null, { gpu, width: W, height: H, format: fmt, varyings, path: p, maxSigma: MAX_SIGMA });
+      const info = r.adapter?.info ?? {};
+      out.adapter = `${info.vendor} ${info.architecture} ${info.description}`.trim();
+      const t1 = performance.now();
+      r.sync(st);
+      await r.device.queue.onSubmittedWorkDone();
+      const tUpload = performance.now() - t1;
+      const res = { scene: name, n: N, sh: st.shDegree, format: r.format, varyings, path: p, genMs: +tGen.toFixed(1), uploadMs: +tUpload.toFixed(1),
+                    frameMs: [], fps: [], sortMs: [], gpu: [], visible: [], tileEntries: [], psnrVsFirst: [] };
+      for (const [vi, cam] of cams.entries()) {
+        r.render(cam);
+        const img = await r.readPixels();   // the tile path settles its entry buffers here
+        res.visible.push(await r.readVisibleCount());
+        if (p === 'tiles') res.tileEntries.push(r.stats.tileEntries);
+        if (firstImages.length <= vi) firstImages.push(img); else res.psnrVsFirst.push(+psnr(img, firstImages[vi]).toFixed(2));
+        if (dump) fs.writeFileSync(path.join(dump, `${p}_${fmt}_${varyings}_${vi}.f32`), Buffer.from(img.buffer));
+        const ms = await r.timeFrames(cam, FRAMES);
+        res.frameMs.push(r3(ms));
+        res.fps.push(+(1000 / ms).toFixed(1));
+        res.sortMs.push(r3(await r.timeFrames(cam, FRAMES, { sortOnly: true })));
+        r.render(cam);
+        await r.device.queue.onSubmittedWorkDone();
+        await new Promise((ok) => setTimeout(ok, 50));
+        const s = r.stats;
+        res.gpu.push({ projectMs: r3(s.projectMs), sortMs: r3(s.sortMs), binMs: r3(s.binMs), rasterMs: r3(s.rasterMs) });
+      }
+      if (p !== 'tiles') delete res.tileEntries;
+      if (!res.psnrVsFirst.length) delete res.psnrVsFirst; else res.psnrVsFirstPath = PATHS[0];
+      if (r.errors.length) res.errors = r.errors;
+      out.results.push(res);
+      console.log(JSON.stringify(res));
+      r.destroy();
+    }
+  }
 }
 console.log(JSON.stringify(out));
+for (const dir of psnrJobs) {
+  const py = fs.existsSync('.venv/bin/python') ? '.venv/bin/python' : 'python3';
+  const p = spawnSync(py, [new URL('./bench_psnr.py', import.meta.url).pathname, dir], { stdio: 'inherit' });
+  if (p.status !== 0) console.error(`bench_psnr.py ${dir} failed (${p.status})`);
+}

@@ -133,7 +133,7 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   }
   col = max(col + 0.5, vec3f(0.0));
 
-  proj[4u * i] = vec4f(mean, alpha, 0.0);
+  proj[4u * i] = vec4f(mean, alpha, ${tiles ? 'e' : '0.0'});   // the tile path keeps the footprint's m^2 bound
   proj[4u * i + 1u] = vec4f(cc / det, -cb / det, ca / det, 1.0 / cc);
   proj[4u * i + 2u] = vec4f(col, alpha);
 ${tiles ? `  rects[i] = vec4u(u32(u0) / 16u, u32(v0) / 16u, u32(u1) / 16u, u32(v1) / 16u);

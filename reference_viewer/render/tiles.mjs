@@ -43,6 +43,7 @@ struct BinParams { n: u32, tilesX: u32, capacity: u32, numBlocks: u32, passes: u
 @group(0) @binding(0) var<uniform> B: BinParams;
 @group(0) @binding(1) var<storage, read> order: array<u32>;      // slots in increasing depth
 @group(0) @binding(2) var<storage, read> rects: array<vec4u>;    // tile rect per slot (x0 > x1: none)
+@group(0) @binding(7) var<storage, read> proj: array<vec4f>;     // [4 s] mean, alpha, e; [4 s + 1] conic
 @group(0) @binding(3) var<storage, read_write> blockSums: array<u32>;
 // the tile sort's params (RadixSort): [64 k + 0..2] pass k's n, shift, blocks; [256..258] its dispatch;
 // [260..262] the ranges' dispatch; [264] the total entries, [265] n = min(total, capacity)
@@ -54,9 +55,52 @@ const EPT = ${EPT}u;
 const SORT_BLOCK = ${SORT_BLOCK}u;
 var<workgroup> part: array<u32, 256>;
 
-fn tileCount(r: vec4u) -> u32 {
+struct Foot { mean: vec2f, e: f32, conic: vec3f, dyStar: f32 }
+
+fn foot(s: u32) -> Foot {
+  let m = proj[4u * s];
+  let c = proj[4u * s + 1u].xyz;
+  let det = max(c.x * c.z - c.y * c.y, 1e-30);
+  // a hair of margin keeps the tile test conservative under rounding (an extra tile costs an entry,
+  // never a pixel); the ellipse's rightmost point is at dy = -b sqrt(e) / sqrt(c det) from the mean
+  let e = m.w * 1.0001 + 1e-4;
+  return Foot(m.xy, e, c, -c.y * sqrt(e / max(c.z * det, 1e-30)));
+}
+
+// The tiles of row ty that the ellipse a dx^2 + 2 b dx dy + c dy^2 <= e (the footprint) meets, within
+// the rect's columns: over the row's pixel-centre band of dy, the largest x of the ellipse is at dy
+// clamped to its rightmost point's (x_max(dy) is concave), the smallest likewise.
+fn rowSpan(f: Foot, r: vec4u, ty: u32) -> vec2u {
+  let a = f.conic.x; let b = f.conic.y; let c = f.conic.z;
+  let det = max(a * c - b * b, 1e-30);
+  let e = f.e;
+  let ymax = sqrt(e * a / det);              // the ellipse's half-height
+  let dya = max(f32(ty * ${TILE}u) + 0.5 - f.mean.y, -ymax);
+  let dyb = min(f32(ty * ${TILE}u) + ${TILE - 0.5} - f.mean.y, ymax);
+  if (dya > dyb) { return vec2u(1u, 0u); }
+  let yr = clamp(f.dyStar, dya, dyb);
+  let yl = clamp(-f.dyStar, dya, dyb);
+  let xr = (-b * yr + sqrt(max(a * e - det * yr * yr, 0.0))) / a;
+  let xl = (-b * yl - sqrt(max(a * e - det * yl * yl, 0.0))) / a;
+  let u0 = ceil(f.mean.x + xl - 0.5);
+  let u1 = floor(f.mean.x + xr - 0.5);
+  if (u1 < u0 || u1 < f32(r.x * ${TILE}u)) { return vec2u(1u, 0u); }
+  let t0 = max(u32(max(u0, 0.0)) / ${TILE}u, r.x);
+  let t1 = min(u32(u1) / ${TILE}u, r.z);
+  return vec2u(t0, t1);
+}
+
+fn tileCount(s: u32) -> u32 {
+  let r = rects[s];
   if (r.x > r.z || r.y > r.w) { return 0u; }
-  return (r.z - r.x + 1u) * (r.w - r.y + 1u);
+  if (r.x == r.z && r.y == r.w) { return 1u; }
+  let f = foot(s);
+  var n = 0u;
+  for (var ty = r.y; ty <= r.w; ty++) {
+    let sp = rowSpan(f, r, ty);
+    if (sp.y >= sp.x) { n += sp.y - sp.x + 1u; }
+  }
+  return n;
 }
 
 // this thread's EPT slots' entry count, and the workgroup's exclusive scan of those in part
@@ -65,7 +109,7 @@ fn threadSum(wg: u32, t: u32) -> u32 {
   var sum = 0u;
   for (var k = 0u; k < EPT; k++) {
     let j = j0 + k;
-    if (j < B.n) { sum += tileCount(rects[order[j]]); }
+    if (j < B.n) { sum += tileCount(order[j]); }
   }
   part[t] = sum;
   workgroupBarrier();
@@ -131,8 +175,12 @@ fn emit(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
     let s = order[j];
     let r = rects[s];
     if (r.x > r.z || r.y > r.w) { continue; }
+    let single = r.x == r.z && r.y == r.w;
+    let f = foot(s);
     for (var ty = r.y; ty <= r.w; ty++) {
-      for (var tx = r.x; tx <= r.z; tx++) {
+      var sp = r.xz;
+      if (!single) { sp = rowSpan(f, r, ty); }
+      for (var tx = sp.x; tx <= sp.y; tx++) {
         if (off < B.capacity) { keys[off] = ty * B.tilesX + tx; vals[off] = s; }
         off += 1u;
       }
@@ -236,7 +284,8 @@ export class TilePath {
     this.infoRead = d.createBuffer({ size: 16, usage: U.MAP_READ | U.COPY_DST, label: 'tile info read' });
     const e = (binding, type) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
     this.binLayout = d.createBindGroupLayout({
-      entries: [e(0, 'uniform'), e(1, 'read-only-storage'), e(2, 'read-only-storage'), ...[3, 4, 5, 6].map((b) => e(b, 'storage'))],
+      entries: [e(0, 'uniform'), e(1, 'read-only-storage'), e(2, 'read-only-storage'), ...[3, 4, 5, 6].map((b) => e(b, 'storage')),
+                e(7, 'read-only-storage')],
     });
     const module = d.createShaderModule({ code: BIN_WGSL, label: 'tile binning' });
     const layout = d.createPipelineLayout({ bindGroupLayouts: [this.binLayout] });
@@ -307,7 +356,7 @@ export class TilePath {
     q.writeBuffer(this.rasterParams, 0, new Uint32Array([width, height, tilesX, 0]));
     q.writeBuffer(this.rasterParams, 12, new Float32Array([this.cap2]));
     if (!this.binGroup) {
-      const bufs = [this.binParams, this.order, this.rects, this.blockSums, this.sorter.params, this.sorter.keysA, this.sorter.valsA];
+      const bufs = [this.binParams, this.order, this.rects, this.blockSums, this.sorter.params, this.sorter.keysA, this.sorter.valsA, this.proj];
       this.binGroup = d.createBindGroup({ layout: this.binLayout, entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })) });
       this.rangeGroup = d.createBindGroup({
         layout: this.pRanges.getBindGroupLayout(0),
