@@ -4,12 +4,12 @@
 
 SCENE is any splat file codec.interop.scene reads (.ply, .compressed.ply, .spz, .splat, .sog). Writes
 OUT.f32 (N x stride float32 slot rows, the layout of reference_viewer/decoder/layout.mjs without an SH
-palette, as RawStore loads them) and OUT.json: {n, shDegree, target, radius, up}, an orbit that frames the scene for the benchmark:
-target = the centre of the box of the positions' 2nd to 98th percentiles, radius = 1.5 x the 80th
-percentile of the distances to it, up = the axis of least spread of the positions (a capture's ground
-plane normal, as a scene on a patch of ground has), signed from the median position towards that
-centre (more of the scene rises above the ground than hangs below it). A rough framing: it only has to
-show the scene.
+palette, as RawStore loads them) and OUT.json: {n, shDegree, target, radius, up}, an orbit that
+frames the scene for the benchmark: target = the centre of the box of the positions' 2nd to 98th
+percentiles, radius = 1.5 x the 80th percentile of the distances to it, up = the axis of least
+spread of the positions (a capture's ground plane normal, as a scene on a patch of ground has),
+signed from the median position towards that centre (more of the scene rises above the ground than
+hangs below it). A rough framing: it only has to show the scene.
 """
 from __future__ import annotations
 
