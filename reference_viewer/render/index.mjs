@@ -8,7 +8,12 @@
  *                the latter when the adapter can blend it, 'float32-blendable';
  *                'rgba8unorm': 8-bit premultiplied, blended by the hardware like most web splat renderers),
  *                varyings ('conic' (default) | 'uv', see RASTER_UV_WGSL), timing (GPU timestamps
- *                when the adapter has 'timestamp-query'; default true)
+ *                when the adapter has 'timestamp-query'; default true),
+ *                path ('raster' (default): instanced quads blended by the fixed-function pipeline;
+ *                'tiles': the compute tile rasterizer of tiles.mjs; 'auto': 'raster' until the first
+ *                frame with a scene, which times both (measurePaths) and keeps the faster),
+ *                maxSigma (the tile path's footprint cap, default 3; Infinity: the opacity bound only,
+ *                the reference's footprint), tileCapacity (the tile path's first entry capacity)
  *   r.sync(store)        upload what changed in the store since the last sync: coalesced runs of
  *                        store.takeDirty().slots through queue.writeBuffer; a full upload when takeDirty()
  *                        says full, when store.generation changed, or when capacity/stride grew. With an
@@ -24,11 +29,18 @@
  *                        +y down, +z forward), ROW-MAJOR: 16 numbers, viewMatrix[4 * row + col] (or an array
  *                        of 4 rows). width/height default to the renderer's size; another size resizes.
  *   await r.readPixels() -> Float32Array(width * height * 4), RGBA of the last linear render, row 0 at the
- *                        top, not clipped (rgb = composited colour, a = 1 - final transmittance).
- *   r.stats              { visible, frames, sortMs, projectMs, rasterMs, gpuFrameMs } (GPU timestamps of
- *                        the last measured frame, when available; Chromium quantizes them to 100 us unless
- *                        started with --enable-dawn-features=allow_unsafe_apis or developer features),
- *                        upload counters { uploads, fullUploads, uploadRuns, uploadBytes }.
+ *                        top, not clipped (rgb = composited colour, a = 1 - final transmittance). On the
+ *                        tile path a frame whose entries overflowed the buffers is drawn again first.
+ *   r.stats              { visible, frames, sortMs, projectMs, binMs, rasterMs, gpuFrameMs } (GPU timestamps
+ *                        of the last measured frame, when available; binMs: the tile path's binning;
+ *                        Chromium quantizes them to 100 us unless started with
+ *                        --enable-dawn-features=allow_unsafe_apis or developer features), upload counters
+ *                        { uploads, fullUploads, uploadRuns, uploadBytes }, path (the one drawing),
+ *                        pathChoice (measurePaths' result), and after a tile path readPixels its entry
+ *                        counters { tileEntries, tileCapacity, tileGrows, tileOverflows }.
+ *   r.setPath(path)      'raster' or 'tiles' from the next frame on.
+ *   await r.measurePaths(camera, frames) -> { raster, tiles, path }: ms per frame of each path on this
+ *                        scene and camera (timeFrames); keeps the faster when the option was 'auto'.
  *   await r.timeFrames(camera, n, { sortOnly }) -> mean ms per frame (or per sort) over n frames, measured
  *                        on the CPU around queue.onSubmittedWorkDone (works without timestamp queries).
  *   await r.readVisibleCount() -> number of splats that passed culling in the last render.
@@ -44,6 +56,11 @@
  * there is no early stop at T < 1e-4, so a pixel keeps adding contributions after its transmittance
  * falls below 1e-4; together they weigh less than 1e-4 (their sum of a*T is < T_stop), i.e. at most
  * 1e-4 * the brightest colour behind, invisible at 8 bits.
+ * Path 'tiles' (tiles.mjs): the same projection, bounded at maxSigma, with each splat's range of 16x16
+ * tiles; the same depth sort; then (tile, splat) entries in depth order, a stable sort by tile, per-tile
+ * ranges and one compute workgroup per tile compositing front to back with Appendix B's early stop,
+ * writing the target (a storage texture) once per pixel. Its deviation is the cap: contributions beyond
+ * maxSigma standard deviations are dropped (the image test measures what that costs).
  */
 import { PROJECT_WGSL, RASTER_WGSL, RASTER_UV_WGSL, PRESENT_WGSL, projectWGSL } from './shaders.mjs';
 import { RadixSort } from './sort.mjs';

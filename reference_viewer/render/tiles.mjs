@@ -311,7 +311,7 @@ export class TilePath {
   ensure(slots, proj, order) {
     const d = this.device;
     let changed = proj !== this.proj || order !== this.order;
-    if (slots > this.slots) {
+    if (!this.rects || slots > this.slots) {
       this.rects?.destroy();
       this.blockSums?.destroy();
       this.slots = Math.max(slots, 1);
@@ -396,6 +396,7 @@ export class TilePath {
     r.dispatchWorkgroups(tilesX, tilesY);
     r.end();
     this.frameId = (this.frameId ?? 0) + 1;
+    this.lastN = n;
     this.copied = !this.pending;
     if (this.copied) this.copiedFrame = this.frameId;
     if (this.copied) enc.copyBufferToBuffer(this.sorter.params, SORT_DISPATCH_OFFSET + 32, this.infoRead, 0, 8);
@@ -423,6 +424,7 @@ export class TilePath {
    *  (the next frame grows the buffers). */
   async settle() {
     if (this.pending) await this.pending;
+    if (!this.lastN) return false;   // no entries were made (and the totals in the buffer are older)
     const enc = this.device.createCommandEncoder();
     enc.copyBufferToBuffer(this.sorter.params, SORT_DISPATCH_OFFSET + 32, this.infoRead, 0, 8);
     this.device.queue.submit([enc.finish()]);
