@@ -327,11 +327,26 @@ class ProgressivePending(Pending):
         slot[cubes] = np.arange(len(cubes))
         idx = np.searchsorted(self.m_ids, mem)
         group = slot[self.m_cube[idx]]
-        g = Gaussians.from_attributes(W.floats(mem, W.codes_of(mem)))
-        s = merge(g, group, len(cubes))
-        ids = self._fresh(self.enc.profile.grid.cells_of(s.positions), taken)
         p = self.enc.profile
-        codes = {a: p.quantize(a, s.attribute(a), ids) for a in ATTRS}
+        codes = W.codes_of(mem)
+        if p.quant is None:                          # float codes: merge the floats
+            g = Gaussians.from_attributes(W.floats(mem, codes))
+            s = merge(g, group, len(cubes))
+            ids = self._fresh(p.grid.cells_of(s.positions), taken)
+            return self._made(cubes, ids, {a: p.quantize(a, s.attribute(a), ids) for a in ATTRS})
+        # SH codes dequantize affinely (SPEC.md 5.3): their weighted mean, rounded, is the code of the
+        # floats' weighted mean; only the geometry goes through floats
+        geo = {a: p.dequantize(a, codes[a], mem) for a in (Attr.POSITION, Attr.SCALE, Attr.ROTATION, Attr.OPACITY)}
+        g = Gaussians(geo[Attr.POSITION], geo[Attr.SCALE], geo[Attr.ROTATION], geo[Attr.OPACITY][:, 0],
+                      codes[Attr.SH_DC].T.astype(np.float32), codes[Attr.SH_REST].T.astype(np.float32))
+        s = merge(g, group, len(cubes))
+        ids = self._fresh(p.grid.cells_of(s.positions), taken)
+        out = {a: p.quantize(a, s.attribute(a), ids) for a in (Attr.POSITION, Attr.SCALE, Attr.ROTATION, Attr.OPACITY)}
+        for a, x in ((Attr.SH_DC, s.sh_dc), (Attr.SH_REST, s.sh_rest)):
+            out[a] = np.ascontiguousarray(np.rint(x.T)).astype(codes[a].dtype)
+        return self._made(cubes, ids, out)
+
+    def _made(self, cubes: np.ndarray, ids: np.ndarray, codes: dict) -> tuple[np.ndarray, dict]:
         self.c_si[cubes], self.c_has[cubes] = ids, True
         self.c_base[cubes] = self.c_count[cubes]
         self.cubes_made += len(cubes)
