@@ -47,6 +47,7 @@ REFRESH = 0.25                     # a coarse cube's stand-in is remade once its
 KEEP = 2.0                         # a fine cube's importance counts this many times (hysteresis)
 BEHIND = 0.1                       # importance of a cube outside the view cone
 COS_VIEW = 0.5                     # the view cone: 60 degrees either side of the view direction
+COS_REPLAN = 0.985                 # the refinement order is made again when the view turns 10 degrees
 
 
 def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
@@ -162,7 +163,6 @@ class ProgressivePending(Pending):
             self.dirty.append(np.asarray(touched, U64))
             if sum(len(x) for x in self.dirty) > 2 * len(self.enc.state) + 4096:
                 self.dirty = [sorted_unique(np.concatenate(self.dirty))]
-            self.settled = False
 
     def request_keyframe(self) -> None:
         """Every keyframe of a progressive session is a keyframe of stand-ins (a resync too)."""
@@ -277,6 +277,7 @@ class ProgressivePending(Pending):
         self.c_base = self.c_count.copy()
         self.c_new[:] = False
         self.m_ids, self.m_cube = ids, inv.astype(np.int64)
+        self._plan_at, self._changed = None, True
 
     def _cell_for(self, positions: np.ndarray, count: int) -> float:
         """The cube size whose occupied cubes number about ``count``: bisection on its log, first on a
@@ -472,13 +473,14 @@ class ProgressivePending(Pending):
         live = W.slots_of(touched) >= 0
         member = sorted_member(touched, self.m_ids)
         gone = touched[member & ~live]
+        new = touched[~member & live]
+        self._changed |= bool(len(gone) or len(new))
         if len(gone):
             idx = np.searchsorted(self.m_ids, gone)
             np.subtract.at(self.c_count, self.m_cube[idx], 1)
             keep = np.ones(len(self.m_ids), bool)
             keep[idx] = False
             self.m_ids, self.m_cube = self.m_ids[keep], self.m_cube[keep]
-        new = touched[~member & live]
         if len(new):
             pos = self._positions(W, new)
             keys = self._keys(pos)
@@ -553,7 +555,17 @@ class ProgressivePending(Pending):
             self.request_keyframe()                  # even one stand-in a cube is over the budget: coarser cubes
             return self._keyframe()
         allowance = int(self.refine_bytes / max(self.per, 1.0))
-        refine, coarsen = self._plan(allowance)
+        # plan again when something it depends on moved: cube counts, the eye, the budget (settled)
+        pos, fwd = self._eye()
+        last = self._plan_at
+        moved = (last is None or np.linalg.norm(pos - last[0]) > 0.25 * self.cell
+                 or (fwd is not None and (last[1] is None or float(fwd @ last[1]) < COS_REPLAN)))
+        if not self.settled or self._changed or moved:
+            refine, coarsen = self._plan(allowance)
+            self._plan_at = (pos, fwd)
+        else:
+            refine = coarsen = np.zeros(0, np.int64)
+        self._changed = False
         empty = np.flatnonzero(self.c_has & (self.c_count == 0))
         # coarse cubes whose Gaussians changed a lot since their stand-in was made
         coarse = np.flatnonzero(self.c_has & ~self.c_fine & (self.c_count > 0))

@@ -141,9 +141,10 @@ def test_the_detail_budget_is_never_exceeded_while_the_world_streams_new_chunks(
                 assert c.session["progressive"]["budget"] == budget
                 held = [len(c.decoder.state)]
                 for k in range(90):                                    # walk far: chunks stream in and out
-                    for f in await c.step(WALK[k % 3]):
-                        held.append(len(c.decoder.state))
-                        assert f.detail["held"] == held[-1] and f.detail["budget"] == budget
+                    frames = await c.step(WALK[k % 3])
+                    held += [f.detail["held"] for f in frames]         # what the server made each frame for
+                    assert all(f.detail["budget"] == budget for f in frames)
+                    assert frames[-1].detail["held"] == len(c.decoder.state)   # ... is what the client holds
                 assert max(held) <= budget
                 assert max(held) >= 0.9 * budget                       # refined up to the budget
                 assert len(host.encoder.state) > 2 * budget            # the world stayed bigger
@@ -164,8 +165,9 @@ def test_budget_changes_mid_session_and_a_full_budget_converges():
                 async def run_for(n):
                     out = []
                     for k in range(n):
-                        for f in await c.step(WALK[k % 3]):
-                            out.append((f.detail["budget"], len(c.decoder.state), f.detail["coarse"]))
+                        frames = await c.step(WALK[k % 3])
+                        out += [(f.detail["budget"], f.detail["held"], f.detail["coarse"]) for f in frames]
+                        assert frames[-1].detail["held"] == len(c.decoder.state)
                     return out
 
                 seen = await run_for(15)
