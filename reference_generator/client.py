@@ -10,6 +10,10 @@ robot simulator). The client follows SPEC.md 11: it acknowledges every applied f
 digest, and on a frame error keeps its state, sends one ``resync`` and drops non-keyframes until
 a keyframe arrives. ``run_script`` adds reconnection (a restarted server gets a new hello).
 
+``Client(url, progressive=True, budget=N)`` joins progressively (SPEC.md 11.9): stand-ins first,
+refined while the world steps, never more than ``N`` Gaussians held; ``detail(budget=, view=)``
+changes the budget or names the client's eye. Every frame is still applied and digest-checked.
+
 A server that checks session tokens (SPEC.md 11.8) gets one from ``Client(url, token=...)``, sent
 as ``Authorization: Bearer TOKEN``; a refused token raises ``NotAuthorised`` (close 4002 or 4003).
 

@@ -18,7 +18,9 @@ viewer) need a token with ``"observe": true`` (``gsd-token --observe``), else HT
 token) or 403 (a session token). Without a secret the server listens on loopback only and these
 are open.
 
-Each session: hello -> stream header -> keyframe -> deltas (flow.py). The world runs on its own
+Each session: hello -> stream header -> keyframe -> deltas (flow.py). A hello with ``progressive``
+gets a keyframe of stand-ins, then refinement frames made for its own state, within its detail
+budget (SPEC.md 11.9, progressive_join.py). The world runs on its own
 thread (worldhost.py); the event loop only parses small JSON messages and writes frames.
 
 Admission control (``Admission``): while the worlds fall behind -- the world lanes (worker
