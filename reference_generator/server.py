@@ -632,7 +632,8 @@ class Session:
                 "world_pid": self.host.backend_pid if self.host else None,
                 "step_ms": round(self.host.step_ms, 3) if self.host else None,
                 "encode_ms": round(self.host.encode_ms, 3) if self.host else None,
-                "wait_ms": round(self.host.wait_ms, 3) if self.host else None}
+                "wait_ms": round(self.host.wait_ms, 3) if self.host else None,
+                "progressive": self.progressive is not None}
 
 
 class _SessionSocket(web.WebSocketResponse):

@@ -279,3 +279,27 @@ def test_plain_clients_of_a_shared_world_are_untouched_by_a_progressive_one():
                     assert len(b.decoder.state) <= 900
                 assert a.stats.keyframes == 1 and not a.stats.errors and not b.stats.errors
     run(go(), 180)
+
+
+def test_progressive_join_of_a_world_in_a_worker_process():
+    """The client's pending change lives with its world in the world's process (worldhost.ProcessPool)."""
+    async def go():
+        async with server(workers=1, **PROG) as s:
+            url = s.url + "?world=far"
+            async with Client(url) as a:
+                await a.next_frame()
+                async with Client(url, progressive=True, budget=2000) as b:
+                    k = await b.next_frame()
+                    assert k.keyframe and k.detail["coarse"] > 0 and k.detail["held"] <= 2000
+                    await b.detail(budget=10 ** 6)
+                    f = k
+                    for i in range(80):
+                        await a.step(WALK[i % 3])
+                        while b.seq < a.seq:
+                            f = await b.next_frame()
+                            assert f.detail["held"] <= max(2000, f.detail["budget"])
+                        if f.detail["coarse"] == 0 and b.digest == a.digest:
+                            break
+                    assert b.seq == a.seq and b.digest == a.digest
+                    assert not b.stats.errors and b.stats.resyncs == 0
+    run(go(), 240)
