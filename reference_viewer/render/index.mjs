@@ -440,7 +440,11 @@ export class Renderer {
       out[p] = await this.timeFrames(camera, frames);
     }
     out.path = out.tiles < out.raster ? 'tiles' : 'raster';
-    this.setPath(this.pathOption === 'auto' || prev === out.path ? out.path : prev);
+    this.setPath(this.pathOption === 'auto' ? out.path : prev);
+    if (this.path === 'raster') {   // the tile path's buffers go until it is asked for again
+      this.tiles.destroy();
+      this.tiles = null;
+    }
     this.stats.pathChoice = out;
     return out;
   }
