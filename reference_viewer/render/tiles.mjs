@@ -1,12 +1,13 @@
 // Tile-based compute rasterizer (the approach of the 3DGS / gsplat CUDA kernels) behind the renderer's
 // path 'tiles' (index.mjs). Per frame, after projectWGSL(true) and the depth sort of all slots:
 //
-//   count   one workgroup per block of 4096 depth-sorted slots: the sum of their tile counts
-//           (rects from the projection, 16x16 tiles) -> blockSums
+//   count   one workgroup per block of 4096 depth-sorted slots: the sum of their tile counts -> blockSums.
+//           A slot's tiles (16x16 pixels): within the rect of tiles its pixel box overlaps (from the
+//           projection), per tile row the columns its footprint ellipse meets (rowSpan)
 //   scan    one workgroup: exclusive prefix of blockSums; the total number of (tile, Gaussian) entries;
 //           n = min(total, capacity); the tile sort's params and indirect dispatch sizes
-//   emit    the blocks again: each slot, in depth order, writes one entry per tile of its rect at its
-//           offset (key = tile id, value = slot); entries at or past the capacity are not written, so an
+//   emit    the blocks again: each slot, in depth order, writes one entry per tile at its offset
+//           (key = tile id, value = slot); entries at or past the capacity are not written, so an
 //           overflow drops the farthest Gaussians' entries (see capacity below)
 //   sort    a stable LSD radix sort of the n entries by tile id (2 passes of 8 bits up to 65536 tiles,
 //           4 beyond), indirect: depth order holds within each tile because the entries were emitted
@@ -103,7 +104,7 @@ fn tileCount(s: u32) -> u32 {
   return n;
 }
 
-// this thread's EPT slots' entry count, and the workgroup's exclusive scan of those in part
+// this thread's EPT slots' entry count; part = the workgroup's inclusive scan of those counts
 fn threadSum(wg: u32, t: u32) -> u32 {
   let j0 = wg * 256u * EPT + t * EPT;
   var sum = 0u;
