@@ -1176,19 +1176,26 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const rt = load<usize>(P, 40);
   const pf = <usize>4 * <usize>load<u32>(P + PC, 8), rf = <usize>4 * <usize>load<u32>(P + PC + 192, 8);   // POSITION x, ROTATION w
   const TILE: usize = 64;
+  const k8: usize = lossless ? 0 : key8Setup(P, bl, tab, end2, end1, R4);   // the one-byte codes' tile path, or 0
   for (let i0: usize = 0; i0 < n; i0 += TILE) {
     const i1 = i0 + TILE < n ? i0 + TILE : n;
-    // validity and sums, column by column
-    for (let c: usize = 0; c < nc; c++) {
-      const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
-      const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc);
-      if (w == 1 && !lossless) {
-        if (keyColumn8(src, i0, i1, s0, s1, load<u32>(pc, 12), load<u32>(pc, 16), load<u32>(pc, 20), load<u32>(pc, 24))) return j;
-      } else if (columnSums(P, bl, c, i0, i1) >= 0) return j;
-    }
-    // rows and floats, Gaussian by Gaussian
-    for (let i = i0; i < i1; i++) {
-      writeGaussian(tab, end4, end2, end1, i, rows + R4 * (<usize>first + i), data + S4 * (<usize>first + i), lossless);
+    if (k8) {
+      // the other components' validity and sums down their columns; then each Gaussian's row of
+      // codes, its one-byte codes' validity and sums, and its table floats (key8Tile)
+      let ok = true;
+      for (let c: usize = 0; c < nc && ok; c++) {
+        const w = load<u32>(P + PC + <usize>32 * <usize>load<u32>(bl + 64 + 8 * c));
+        if (w != 1 && columnSums(P, bl, c, i0, i1) >= 0) ok = false;
+      }
+      if (ok) ok = key8Tile(k8, tab, end4, end2, s0, s1, i0, i1, rows + R4 * (<usize>first + i0), R4, data + S4 * (<usize>first + i0), S4);
+      if (!ok) { key8Free(k8); return tileFailure(P, bl, nc, lossless, s0, s1, i0, i1); }
+    } else {
+      const j = tileFailure(P, bl, nc, lossless, s0, s1, i0, i1);   // (validity and sums, column by column)
+      if (j >= 0) return j;
+      // rows and floats, Gaussian by Gaussian
+      for (let i = i0; i < i1; i++) {
+        writeGaussian(tab, end4, end2, end1, i, rows + R4 * (<usize>first + i), data + S4 * (<usize>first + i), lossless);
+      }
     }
     for (let i = i0; i < i1; i++) {
       const s = first + <u32>i, row = rows + R4 * <usize>s, d = data + S4 * <usize>s, a0 = load<u32>(s0 + 4 * i), a1 = load<u32>(s1 + 4 * i);
@@ -1214,11 +1221,178 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
       store<f32>(q, qi <= 1 ? <f32>b : qi == 2 ? big : <f32>e, 8); store<f32>(q, qi <= 2 ? <f32>e : big, 12);
     }
   }
+  if (k8) key8Free(k8);
   bulkPlace(st, scr, counts, rs, ids, n, first);
   store<u32>(st, l0, 24); store<u32>(st, l1, 28);
   const hw = first + <u32>n;
   store<u32>(st, hw, 16); store<u32>(st, hw, 20);
   return -1;
+}
+
+/**
+ * Validity and lane sums of the components of a keyframe block over [i0, i1), column by column in
+ * ascending component order: -1, or the component j of the first column with an invalid code.
+ */
+function tileFailure(P: usize, bl: usize, nc: usize, lossless: u32, s0: usize, s1: usize, i0: usize, i1: usize): i32 {
+  for (let c: usize = 0; c < nc; c++) {
+    const j = load<u32>(bl + 64 + 8 * c), src = load<usize>(bl + 64 + 8 * c, 4);
+    const pc = P + PC + <usize>32 * <usize>j, w = load<u32>(pc);
+    if (w == 1 && !lossless) {
+      if (keyColumn8(src, i0, i1, s0, s1, load<u32>(pc, 12), load<u32>(pc, 16), load<u32>(pc, 20), load<u32>(pc, 24))) return j;
+    } else if (columnSums(P, bl, c, i0, i1) >= 0) return j;
+  }
+  return -1;
+}
+
+// The one-byte codes of a keyframe tile, Gaussian by Gaussian (key8Setup, key8Tile): the tile's
+// one-byte columns (up to 64: K8_G groups of 16) are transposed 16 x 16 bytes at a time (four rounds
+// of byte interleaves) into a scratch of 64 bytes per Gaussian, its codes in component order. Each
+// Gaussian's codes are then stored into its row as 16-byte vectors (the one-byte codes are
+// consecutive in the row), checked 16 at a time against per-lane bounds, and summed into its record
+// sums with i32x4.dot_i16x8_s: a lane constant k (mod 2^32) is split into 16-bit halves kl + 2^16 kh,
+// both taken as signed (kh carries kl's sign bit), so v k = v kl + 2^16 v kh (mod 2^32) with exact
+// 16 x 16-bit products of the code (0..255) and each half.
+// The scratch (K8 below): per group of 16 components (176 bytes): 0 the largest valid code, 16 the
+// first negative code (0: none), 32 0xFF where a component has no negative codes, 48 kl of k0 (the
+// 16 components as i16), 80 kh of k0, 112 kl of k1, 144 kh of k1; then the float table (T, byte
+// offset in the slot floats per component), the column pointers (up to 16 G; the padding ones are set per tile), 64
+// zero bytes (the padding columns), the count of one-byte components, and the transposed codes.
+const K8_G: usize = 4, K8_FT: usize = 176 * K8_G, K8_SRC: usize = K8_FT + 8 * 16 * K8_G, K8_Z: usize = K8_SRC + 4 * 16 * K8_G;
+const K8_NB: usize = K8_Z + 64, K8_X: usize = K8_NB + 64, K8_SIZE: usize = K8_X + 64 * 64;
+
+/**
+ * The scratch of key8Tile for a block (lossy profile) whose one-byte components (writerTable's
+ * entries [end2, end1)) lie in consecutive bytes of the row with room for whole vectors after the
+ * first; else 0 (the column path).
+ */
+function key8Setup(P: usize, bl: usize, tab: usize, end2: usize, end1: usize, R4: usize): usize {
+  const nb = (end1 - end2) >> 4, G = (nb + 15) >> 4;
+  if (nb == 0 || G > K8_G) return 0;
+  const b1 = <usize>load<u32>(end2, 4);
+  if (b1 + 16 * G > R4) return 0;
+  for (let c: usize = 0; c < nb; c++) if (<usize>load<u32>(end2 + 16 * c, 4) != b1 + c) return 0;
+  const raw = heap.alloc(K8_SIZE + 16), k = (raw + 16) & ~<usize>15;
+  store<usize>(k - 4, raw);
+  memory.fill(k, 0, K8_X);
+  for (let c: usize = 0; c < 16 * G; c++) {   // defaults (also the padding lanes): any code valid, no sum
+    const g = k + 176 * (c >> 4), l = c & 15;
+    store<u8>(g + l, 255); store<u8>(g + 32 + l, 255);
+  }
+  // the one-byte components in writerTable's order (ascending c)
+  const nc = <usize>load<u32>(bl, 12);
+  let c: usize = 0;
+  for (let b: usize = 0; b < nc; b++) {
+    const pc = P + PC + <usize>32 * <usize>load<u32>(bl + 64 + 8 * b);
+    if (load<u32>(pc) != 1) continue;
+    const g = k + 176 * (c >> 4), l = c & 15, maxU = load<u32>(pc, 20), neg = load<u32>(pc, 24);
+    store<u8>(g + l, <u8>(maxU < 255 ? maxU : 255));
+    if (neg != 0 && neg < 256) { store<u8>(g + 16 + l, <u8>neg); store<u8>(g + 32 + l, 0); }
+    const k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
+    store<u16>(g + 48 + 2 * l, <u16>k0); store<u16>(g + 80 + 2 * l, <u16>((k0 >>> 16) + ((k0 >>> 15) & 1)));
+    store<u16>(g + 112 + 2 * l, <u16>k1); store<u16>(g + 144 + 2 * l, <u16>((k1 >>> 16) + ((k1 >>> 15) & 1)));
+    const e = end2 + 16 * c;
+    store<u32>(k + K8_FT + 8 * c, load<u32>(e, 12)); store<u32>(k + K8_FT + 8 * c, load<u32>(e, 8), 4);
+    store<u32>(k + K8_SRC + 4 * c, load<u32>(e));
+    c++;
+  }
+  store<u32>(k + K8_NB, <u32>nb);
+  return k;
+}
+@inline function key8Free(k: usize): void { heap.free(load<usize>(k - 4)); }
+
+/**
+ * Gaussians [i0, i1) of a keyframe block through key8Setup's scratch k: their one-byte codes
+ * transposed, then per Gaussian its row codes (4-, 2-, then one-byte), its table floats, and the
+ * one-byte codes' validity and sums (added to s0, s1). rows, data: the tile's first row and slot.
+ * False when a one-byte code is invalid (the caller finds which).
+ */
+function key8Tile(k: usize, tab: usize, end4: usize, end2: usize, s0: usize, s1: usize, i0: usize, i1: usize,
+                  rows: usize, R4: usize, data: usize, S4: usize): bool {
+  const nb = <usize>load<u32>(k + K8_NB), G = (nb + 15) >> 4, X = k + K8_X;
+  // the padding columns (up to 16 G) read zeros: K8_Z's 64 bytes for Gaussians i0..i0 + 63
+  for (let c = nb; c < 16 * G; c++) store<usize>(k + K8_SRC + 4 * c, k + K8_Z - i0);
+  const b1 = <usize>load<u32>(end2, 4);
+  // the transpose, 16 Gaussians x 16 components at a time; the last Gaussians (fewer than 16) by bytes
+  let i = i0;
+  for (; i + 16 <= i1; i += 16) {
+    for (let g: usize = 0; g < G; g++) transpose16(k + K8_SRC + 64 * g, i, X + 64 * (i - i0) + 16 * g);
+  }
+  for (; i < i1; i++) {
+    const x = X + 64 * (i - i0);
+    memory.fill(x, 0, 64);
+    for (let c: usize = 0; c < nb; c++) store<u8>(x + c, load<u8>(<usize>load<u32>(k + K8_SRC + 4 * c) + i));
+  }
+  let bad = i64x2.splat(0);
+  for (i = i0; i < i1; i++) {
+    const x = X + 64 * (i - i0), row = rows + R4 * (i - i0), d = data + S4 * (i - i0);
+    for (let e = tab; e < end4; e += 16) store<u32>(row + <usize>load<u32>(e, 4), load<u32>(load<usize>(e) + 4 * i));
+    for (let e = end4; e < end2; e += 16) {
+      const v = <usize>load<u16>(load<usize>(e) + 2 * i), T = load<usize>(e, 12);
+      store<u16>(row + <usize>load<u32>(e, 4), <u16>v);
+      if (T) store<f32>(d + <usize>load<u32>(e, 8), load<f32>(T + (v << 2)));
+    }
+    let a0 = i64x2.splat(0), h0 = i64x2.splat(0), a1 = i64x2.splat(0), h1 = i64x2.splat(0);
+    for (let g: usize = 0; g < G; g++) {
+      const v = v128.load(x + 16 * g), q = k + 176 * g;
+      v128.store(row + b1 + 16 * g, v);
+      bad = v128.or(bad, v128.and(i8x16.gt_u(v, v128.load(q)), v128.or(i8x16.lt_u(v, v128.load(q, 16)), v128.load(q, 32))));
+      const lo = i16x8.extend_low_i8x16_u(v), hi = i16x8.extend_high_i8x16_u(v);
+      a0 = i32x4.add(a0, i32x4.add(i32x4.dot_i16x8_s(lo, v128.load(q, 48)), i32x4.dot_i16x8_s(hi, v128.load(q, 64))));
+      h0 = i32x4.add(h0, i32x4.add(i32x4.dot_i16x8_s(lo, v128.load(q, 80)), i32x4.dot_i16x8_s(hi, v128.load(q, 96))));
+      a1 = i32x4.add(a1, i32x4.add(i32x4.dot_i16x8_s(lo, v128.load(q, 112)), i32x4.dot_i16x8_s(hi, v128.load(q, 128))));
+      h1 = i32x4.add(h1, i32x4.add(i32x4.dot_i16x8_s(lo, v128.load(q, 144)), i32x4.dot_i16x8_s(hi, v128.load(q, 160))));
+    }
+    const t0 = i32x4.add(a0, i32x4.shl(h0, 16)), t1 = i32x4.add(a1, i32x4.shl(h1, 16));
+    store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + <u32>(i32x4.extract_lane(t0, 0) + i32x4.extract_lane(t0, 1) + i32x4.extract_lane(t0, 2) + i32x4.extract_lane(t0, 3)));
+    store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + <u32>(i32x4.extract_lane(t1, 0) + i32x4.extract_lane(t1, 1) + i32x4.extract_lane(t1, 2) + i32x4.extract_lane(t1, 3)));
+    for (let c: usize = 0, f = k + K8_FT; c < nb; c++, f += 8) {
+      const T = <usize>load<u32>(f);
+      if (T) store<f32>(d + <usize>load<u32>(f, 4), load<f32>(T + (<usize>load<u8>(x + c) << 2)));
+    }
+  }
+  return !v128.any_true(bad);
+}
+/**
+ * The 16 x 16 byte transpose of key8Tile: the 16 bytes at each of the 16 column pointers cp[r] + i
+ * (component r, Gaussians i..i + 15) -> 16 vectors at x + 64 l (Gaussian i + l, components 0..15).
+ * Four rounds of byte interleaves, each vector 2k, 2k + 1 of a round from vectors k and k + 8 of the
+ * one before (each round rotates the 8 bits of row and lane by one: after four, row and lane swap).
+ */
+@inline function transpose16(cp: usize, i: usize, x: usize): void {
+  const r0 = v128.load(load<usize>(cp, 0) + i), r1 = v128.load(load<usize>(cp, 4) + i), r2 = v128.load(load<usize>(cp, 8) + i), r3 = v128.load(load<usize>(cp, 12) + i), r4 = v128.load(load<usize>(cp, 16) + i), r5 = v128.load(load<usize>(cp, 20) + i), r6 = v128.load(load<usize>(cp, 24) + i), r7 = v128.load(load<usize>(cp, 28) + i);
+  const r8 = v128.load(load<usize>(cp, 32) + i), r9 = v128.load(load<usize>(cp, 36) + i), r10 = v128.load(load<usize>(cp, 40) + i), r11 = v128.load(load<usize>(cp, 44) + i), r12 = v128.load(load<usize>(cp, 48) + i), r13 = v128.load(load<usize>(cp, 52) + i), r14 = v128.load(load<usize>(cp, 56) + i), r15 = v128.load(load<usize>(cp, 60) + i);
+  const a0 = i8x16.shuffle(r0, r8, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), a1 = i8x16.shuffle(r0, r8, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const a2 = i8x16.shuffle(r1, r9, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), a3 = i8x16.shuffle(r1, r9, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const a4 = i8x16.shuffle(r2, r10, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), a5 = i8x16.shuffle(r2, r10, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const a6 = i8x16.shuffle(r3, r11, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), a7 = i8x16.shuffle(r3, r11, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const a8 = i8x16.shuffle(r4, r12, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), a9 = i8x16.shuffle(r4, r12, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const a10 = i8x16.shuffle(r5, r13, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), a11 = i8x16.shuffle(r5, r13, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const a12 = i8x16.shuffle(r6, r14, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), a13 = i8x16.shuffle(r6, r14, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const a14 = i8x16.shuffle(r7, r15, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), a15 = i8x16.shuffle(r7, r15, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const b0 = i8x16.shuffle(a0, a8, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b1 = i8x16.shuffle(a0, a8, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const b2 = i8x16.shuffle(a1, a9, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b3 = i8x16.shuffle(a1, a9, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const b4 = i8x16.shuffle(a2, a10, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b5 = i8x16.shuffle(a2, a10, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const b6 = i8x16.shuffle(a3, a11, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b7 = i8x16.shuffle(a3, a11, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const b8 = i8x16.shuffle(a4, a12, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b9 = i8x16.shuffle(a4, a12, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const b10 = i8x16.shuffle(a5, a13, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b11 = i8x16.shuffle(a5, a13, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const b12 = i8x16.shuffle(a6, a14, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b13 = i8x16.shuffle(a6, a14, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const b14 = i8x16.shuffle(a7, a15, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), b15 = i8x16.shuffle(a7, a15, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const c0 = i8x16.shuffle(b0, b8, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), c1 = i8x16.shuffle(b0, b8, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const c2 = i8x16.shuffle(b1, b9, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), c3 = i8x16.shuffle(b1, b9, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const c4 = i8x16.shuffle(b2, b10, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), c5 = i8x16.shuffle(b2, b10, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const c6 = i8x16.shuffle(b3, b11, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), c7 = i8x16.shuffle(b3, b11, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const c8 = i8x16.shuffle(b4, b12, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), c9 = i8x16.shuffle(b4, b12, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const c10 = i8x16.shuffle(b5, b13, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), c11 = i8x16.shuffle(b5, b13, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const c12 = i8x16.shuffle(b6, b14, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), c13 = i8x16.shuffle(b6, b14, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const c14 = i8x16.shuffle(b7, b15, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), c15 = i8x16.shuffle(b7, b15, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  v128.store(x, i8x16.shuffle(c0, c8, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), 0); v128.store(x, i8x16.shuffle(c0, c8, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 64);
+  v128.store(x, i8x16.shuffle(c1, c9, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), 128); v128.store(x, i8x16.shuffle(c1, c9, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 192);
+  v128.store(x, i8x16.shuffle(c2, c10, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), 256); v128.store(x, i8x16.shuffle(c2, c10, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 320);
+  v128.store(x, i8x16.shuffle(c3, c11, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), 384); v128.store(x, i8x16.shuffle(c3, c11, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 448);
+  v128.store(x, i8x16.shuffle(c4, c12, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), 512); v128.store(x, i8x16.shuffle(c4, c12, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 576);
+  v128.store(x, i8x16.shuffle(c5, c13, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), 640); v128.store(x, i8x16.shuffle(c5, c13, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 704);
+  v128.store(x, i8x16.shuffle(c6, c14, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), 768); v128.store(x, i8x16.shuffle(c6, c14, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 832);
+  v128.store(x, i8x16.shuffle(c7, c15, 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), 896); v128.store(x, i8x16.shuffle(c7, c15, 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), 960);
 }
 
 /**
