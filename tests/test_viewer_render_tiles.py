@@ -17,6 +17,8 @@ test of tests/test_viewer_render.py (which runs both paths against quality/raste
   writes); every frame is compared with the reference of the state it shows.
 - Path 'auto': the renderer times both paths on the first frame, keeps the faster, and the image
   still matches.
+- An SH palette stream (SPEC 5.9, preset ``small``): the tile path's projection reads each slot's SH
+  from the palette as the raster path's does.
 """
 from __future__ import annotations
 
@@ -61,10 +63,11 @@ def capped_reference(max_sigma: float):
         rasterizer._fragments = plain
 
 
-def keyframe_scene(tmp, name, n, degree, seed):
+def keyframe_scene(tmp, name, n, degree, seed, preset="compact"):
     g = synthetic_scene(n, sh_degree=degree, seed=seed, extent=8.0)
     g.scales = g.scales + np.float32(2.2)   # large overlapping splats, as in test_viewer_render
-    enc = Encoder(Profile.preset("compact", sh_degree=degree, grid=Grid.fit(g.positions)))
+    g.sh_rest = g.sh_rest * np.float32(3.0)  # view-dependent colour that shows in the images
+    enc = Encoder(Profile.preset(preset, sh_degree=degree, grid=Grid.fit(g.positions)))
     (tmp / f"{name}.gsd").write_bytes(enc.header_bytes() + enc.keyframe(g))
     return enc
 
@@ -187,3 +190,16 @@ def test_auto_path_measures_both(tmp_path):
     assert choice["path"] == ("tiles" if choice["tiles"] < choice["raster"] else "raster") == stats["path"]
     img = images(tmp_path, res, "auto")[0][0]
     assert psnr(img, render(g, cams[0])) >= PSNR_BOUND
+
+
+def test_palette_stream(tmp_path):
+    cams = scene_cameras(W, H)[::2]
+    enc = keyframe_scene(tmp_path, "pal", 4000, 3, seed=21, preset="small")
+    assert enc.profile.palette > 0
+    g = enc.state.to_gaussians()[1]
+    scenes = [{"name": "pal", "stream": {"file": "pal.gsd"}, "steps": [{"cameras": [camera_json(c) for c in cams]}]}]
+    res = run_browser(tmp_path, job_for(tmp_path, {"path": "tiles", "maxSigma": "inf"}, scenes))
+    for i, (img, c) in enumerate(zip(images(tmp_path, res, "pal")[0], cams)):
+        p = psnr(img, render(g, c))
+        print(f"cam {i}: {p:.2f} dB")
+        assert lit(img) >= LIT_FRACTION and p >= PSNR_BOUND, f"cam {i}: {p:.2f} dB"
