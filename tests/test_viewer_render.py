@@ -39,7 +39,7 @@ import pytest
 
 from codec import Encoder, Grid, Profile
 from codec.synthetic import synthetic_motion, synthetic_scene
-from quality.cameras import orbit_cameras, pinhole, look_at
+from quality.cameras import orbit_cameras, look_at
 from quality.rasterizer import render
 
 REPO = Path(__file__).resolve().parents[1]

@@ -108,8 +108,8 @@ def main() -> None:
                            np.asarray(c["viewMatrix"], np.float64).reshape(4, 4))
                     for c in json.loads(Path(a.cameras).read_text())]
         else:
-            target, radius, up = frame.get("target", (0, 0, 1)), frame.get("radius", a.radius), frame.get("up", (0, 0, 1))
-            cams = [orbit_camera(float(v), a.width, a.height, target, radius, up) for v in a.views.split(",")]
+            orbit = (frame.get("target", (0, 0, 1)), frame.get("radius", a.radius), frame.get("up", (0, 0, 1)))
+            cams = [orbit_camera(float(v), a.width, a.height, *orbit) for v in a.views.split(",")]
         res = {"scene": Path(path).name, "n": len(g), "sh": g.sh_degree, "width": cams[0].width,
                "height": cams[0].height, "frameMs": [], "fps": [], "psnr": []}
         inp = rasterizer.gsplat_inputs(g, cams[0])

@@ -12,7 +12,7 @@
 //   sort    a stable LSD radix sort of the n entries by tile id (2 passes of 8 bits up to 65536 tiles,
 //           4 beyond), indirect: depth order holds within each tile because the entries were emitted
 //           in depth order
-//   ranges  one thread per entry: where each tile's run starts and ends
+//   ranges  one thread per entry (a grid-stride loop past 65535 workgroups): where each tile's run starts and ends
 //   raster  one 16x16 workgroup per tile: batches of 256 entries are loaded into workgroup memory
 //           (mean, opacity, conic, colour) and each pixel composites them front to back exactly as
 //           SPEC.md Appendix B says, stopping before the first contribution that would take T below
@@ -161,7 +161,7 @@ fn scan(@builtin(local_invocation_index) t: u32) {
       control[64u * k + 2u] = blocks;
     }
     control[256] = blocks; control[257] = 1u; control[258] = 1u;
-    control[260] = (n + 255u) / 256u; control[261] = 1u; control[262] = 1u;
+    control[260] = min((n + 255u) / 256u, 65535u); control[261] = 1u; control[262] = 1u;   // the ranges loop past that
   }
 }
 
@@ -199,13 +199,13 @@ struct SortParams { n: u32, shift: u32, numBlocks: u32, pad: u32 }
 @group(0) @binding(2) var<storage, read_write> ranges: array<vec2u>;
 
 @compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x;
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(num_workgroups) nwg: vec3u) {
   let n = S.n;
-  if (i >= n) { return; }
-  let t = keys[i];
-  if (i == 0u || keys[i - 1u] != t) { ranges[t].x = i; }
-  if (i + 1u == n || keys[i + 1u] != t) { ranges[t].y = i + 1u; }
+  for (var i = gid.x; i < n; i += nwg.x * 256u) {
+    let t = keys[i];
+    if (i == 0u || keys[i - 1u] != t) { ranges[t].x = i; }
+    if (i + 1u == n || keys[i + 1u] != t) { ranges[t].y = i + 1u; }
+  }
 }
 `;
 
