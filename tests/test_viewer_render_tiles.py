@@ -19,6 +19,8 @@ test of tests/test_viewer_render.py (which runs both paths against quality/raste
   still matches.
 - An SH palette stream (SPEC 5.9, preset ``small``): the tile path's projection reads each slot's SH
   from the palette as the raster path's does.
+- Needles: splats 50x longer than wide at every orientation, where a Gaussian's tiles (per tile row,
+  the columns its ellipse meets) are far fewer than its box's: no pixel it reaches may be missed.
 """
 from __future__ import annotations
 
@@ -63,9 +65,12 @@ def capped_reference(max_sigma: float):
         rasterizer._fragments = plain
 
 
-def keyframe_scene(tmp, name, n, degree, seed, preset="compact"):
+def keyframe_scene(tmp, name, n, degree, seed, preset="compact", needles=False):
     g = synthetic_scene(n, sh_degree=degree, seed=seed, extent=8.0)
     g.scales = g.scales + np.float32(2.2)   # large overlapping splats, as in test_viewer_render
+    if needles:   # one long axis (the scene's largest), the other two 50x shorter
+        g.scales = np.repeat(g.scales.max(axis=1, keepdims=True) + np.float32(0.5), 3, axis=1)
+        g.scales[:, 1:] -= np.float32(np.log(50.0))
     g.sh_rest = g.sh_rest * np.float32(3.0)  # view-dependent colour that shows in the images
     enc = Encoder(Profile.preset(preset, sh_degree=degree, grid=Grid.fit(g.positions)))
     (tmp / f"{name}.gsd").write_bytes(enc.header_bytes() + enc.keyframe(g))
@@ -202,4 +207,16 @@ def test_palette_stream(tmp_path):
     for i, (img, c) in enumerate(zip(images(tmp_path, res, "pal")[0], cams)):
         p = psnr(img, render(g, c))
         print(f"cam {i}: {p:.2f} dB")
+        assert lit(img) >= LIT_FRACTION and p >= PSNR_BOUND, f"cam {i}: {p:.2f} dB"
+
+
+def test_needles_lose_no_pixel(tmp_path):
+    cams = scene_cameras(W, H)[1::2]
+    enc = keyframe_scene(tmp_path, "needles", 3000, 0, seed=4, needles=True)
+    g = enc.state.to_gaussians()[1]
+    scenes = [{"name": "needles", "stream": {"file": "needles.gsd"}, "steps": [{"cameras": [camera_json(c) for c in cams]}]}]
+    res = run_browser(tmp_path, job_for(tmp_path, {"path": "tiles", "maxSigma": "inf"}, scenes))
+    for i, (img, c) in enumerate(zip(images(tmp_path, res, "needles")[0], cams)):
+        p = psnr(img, render(g, c))
+        print(f"cam {i}: {p:.2f} dB, lit {lit(img):.2f}")
         assert lit(img) >= LIT_FRACTION and p >= PSNR_BOUND, f"cam {i}: {p:.2f} dB"
