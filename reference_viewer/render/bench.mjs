@@ -143,7 +143,7 @@ for (const sceneName of sceneList) for (const N0 of (args.raw ? [Math.max(...siz
   const { st, frame, name } = sceneName === 'bench' ? { st: scene(N0, SH), frame: {}, name: 'bench' } : rawScene(sceneName, N0);
   const N = st.highWater;
   const tGen = performance.now() - t0;
-  if (args['save-raw']) saveRaw(args['save-raw'], st, { target: [0, 0, 1], radius: RADIUS, up: [0, 0, 1] });
+  if (args['save-raw']) saveRaw(args['save-raw'], st, frame.target ? frame : { target: [0, 0, 1], radius: RADIUS, up: [0, 0, 1] });
   const cams = VIEWS.map((az) => camera(az, frame));
   let dump = null;
   if (args.psnr) {
