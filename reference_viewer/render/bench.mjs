@@ -128,7 +128,7 @@ function psnr(a, b) {
 
 function saveRaw(file, st, frame) {
   fs.writeFileSync(file, Buffer.from(st.data.buffer, st.data.byteOffset, st.highWater * st.stride * 4));
-  fs.writeFileSync(file.replace(/\.f32$/, '') + '.json', JSON.stringify({ n: st.highWater, shDegree: st.shDegree, ...frame }));
+  fs.writeFileSync(file.replace(/\.f32$/, '') + '.json', JSON.stringify({ ...frame, n: st.highWater, shDegree: st.shDegree }));
 }
 
 const RADIUS = Number(args.radius ?? 14);
