@@ -18,7 +18,7 @@ pixel centre, the wrong blend) costs far more: it lands at 15-30 dB on these sce
 room for SwiftShader's fast-math exp/log while failing every such error. Measured here: 72-77 dB with
 the default rgba16float target, 81-88 dB with GSD_RENDER_FORMAT=rgba32float, 50-53 dB with
 GSD_RENDER_FORMAT=rgba8unorm (8-bit rounding at each blend) on the raster path; the tile path blends
-in float32 and rounds once when it stores the pixel, and has the T < 1e-4 stop: 50-60 dB with its
+in float32 and rounds once when it stores the pixel, and has the T < 1e-4 stop: 52-61 dB with its
 default 3-sigma cap (what the cap costs on these large splats), 82-88 dB without it. Each image must
 also have >= 20% of its pixels lit (so a black or empty render fails).
 
