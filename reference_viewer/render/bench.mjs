@@ -14,7 +14,7 @@
 // float32, the RawStore layout: tests/browser/synthetic_raw.py = codec/synthetic.py's trained-scene
 // statistics, or reference_viewer/render/scene_raw.py from a real scene file, whose FILE.json gives the
 // SH degree and an orbit that frames the scene) instead of the generated scene; a comma list measures
-// each; --n then caps N. --save-raw FILE writes the generated scene's floats (with FILE.json), for
+// each ('bench' in it: the generated scene); --n then caps N (the largest of its list). --save-raw FILE writes the generated scene's floats (with FILE.json), for
 // gsplat_bench.py. --psnr DIR writes each scene's floats, the cameras and both paths' images there and
 // runs reference_viewer/render/bench_psnr.py on them (PSNR against quality/rasterizer.py; it needs the
 // project's Python with numpy, and the numpy reference is slow past ~1M fragments x 1080p).
