@@ -1256,9 +1256,10 @@ function tileFailure(P: usize, bl: usize, nc: usize, lossless: u32, s0: usize, s
 // first negative code (0: none), 32 0xFF where a component has no negative codes, 48 kl of k0 (the
 // 16 components as i16), 80 kh of k0, 112 kl of k1, 144 kh of k1; then the float table (T, byte
 // offset in the slot floats per component), the column pointers (up to 16 G; the padding ones are set per tile), 64
-// zero bytes (the padding columns), the count of one-byte components, and the transposed codes.
+// zero bytes (the padding columns), the count of one-byte components, a table of 256 zero floats
+// and the transposed codes.
 const K8_G: usize = 4, K8_FT: usize = 176 * K8_G, K8_SRC: usize = K8_FT + 8 * 16 * K8_G, K8_Z: usize = K8_SRC + 4 * 16 * K8_G;
-const K8_NB: usize = K8_Z + 64, K8_X: usize = K8_NB + 64, K8_SIZE: usize = K8_X + 64 * 64;
+const K8_NB: usize = K8_Z + 64, K8_T0: usize = K8_NB + 64, K8_X: usize = K8_T0 + 1024, K8_SIZE: usize = K8_X + 64 * 64;
 
 /**
  * The scratch of key8Tile for a block (lossy profile) whose one-byte components (writerTable's
@@ -1290,11 +1291,16 @@ function key8Setup(P: usize, bl: usize, tab: usize, end2: usize, end1: usize, R4
     const k0 = load<u32>(pc, 12), k1 = load<u32>(pc, 16);
     store<u16>(g + 48 + 2 * l, <u16>k0); store<u16>(g + 80 + 2 * l, <u16>((k0 >>> 16) + ((k0 >>> 15) & 1)));
     store<u16>(g + 112 + 2 * l, <u16>k1); store<u16>(g + 144 + 2 * l, <u16>((k1 >>> 16) + ((k1 >>> 15) & 1)));
-    const e = end2 + 16 * c;
-    store<u32>(k + K8_FT + 8 * c, load<u32>(e, 12)); store<u32>(k + K8_FT + 8 * c, load<u32>(e, 8), 4);
+    const e = end2 + 16 * c, j = load<u32>(bl + 64 + 8 * b);
+    // a component without a table: ROTATION's, whose floats the caller derives afterwards (here
+    // zeros from a table of zeros); any other: the column path
+    const T = load<u32>(e, 12);
+    if (!T && (j < 6 || j > 9)) { key8Free(k); return 0; }
+    store<u32>(k + K8_FT + 8 * c, T ? T : <u32>(k + K8_T0)); store<u32>(k + K8_FT + 8 * c, load<u32>(e, 8), 4);
     store<u32>(k + K8_SRC + 4 * c, load<u32>(e));
     c++;
   }
+  for (; c < ((nb + 7) & ~7); c++) store<u32>(k + K8_FT + 8 * c, <u32>(k + K8_T0));   // (offset 0: POSITION x)
   store<u32>(k + K8_NB, <u32>nb);
   return k;
 }
@@ -1345,12 +1351,21 @@ function key8Tile(k: usize, tab: usize, end4: usize, end2: usize, s0: usize, s1:
     const t0 = i32x4.add(a0, i32x4.shl(h0, 16)), t1 = i32x4.add(a1, i32x4.shl(h1, 16));
     store<u32>(s0 + 4 * i, load<u32>(s0 + 4 * i) + <u32>(i32x4.extract_lane(t0, 0) + i32x4.extract_lane(t0, 1) + i32x4.extract_lane(t0, 2) + i32x4.extract_lane(t0, 3)));
     store<u32>(s1 + 4 * i, load<u32>(s1 + 4 * i) + <u32>(i32x4.extract_lane(t1, 0) + i32x4.extract_lane(t1, 1) + i32x4.extract_lane(t1, 2) + i32x4.extract_lane(t1, 3)));
-    for (let c: usize = 0, f = k + K8_FT; c < nb; c++, f += 8) {
-      const T = <usize>load<u32>(f);
-      if (T) store<f32>(d + <usize>load<u32>(f, 4), load<f32>(T + (<usize>load<u8>(x + c) << 2)));
+    // the table floats: eight codes per load, a table and its float's offset per load (the entries
+    // past nb, up to a multiple of 8, have code 0 and the table of zeros at offset 0, POSITION x, which
+    // the caller writes afterwards)
+    for (let c: usize = 0, f = k + K8_FT; c < nb; c += 8, f += 64) {
+      const v = load<u64>(x + c);
+      tableFloat(d, f, v); tableFloat(d, f + 8, v >> 8); tableFloat(d, f + 16, v >> 16); tableFloat(d, f + 24, v >> 24);
+      tableFloat(d, f + 32, v >> 32); tableFloat(d, f + 40, v >> 40); tableFloat(d, f + 48, v >> 48); tableFloat(d, f + 56, v >> 56);
     }
   }
   return !v128.any_true(bad);
+}
+/** The float of the code in v's low byte from the table entry at f (u32 table, u32 byte offset in the slot d). */
+@inline function tableFloat(d: usize, f: usize, v: u64): void {
+  const e = load<u64>(f);
+  store<f32>(d + <usize>(e >>> 32), load<f32>(<usize><u32>e + (<usize>(<u32>v & 0xFF) << 2)));
 }
 /**
  * The 16 x 16 byte transpose of key8Tile: the 16 bytes at each of the 16 column pointers cp[r] + i
