@@ -47,7 +47,8 @@ REFRESH = 0.25                     # a coarse cube's stand-in is remade once its
 KEEP = 2.0                         # a fine cube's importance counts this many times (hysteresis)
 BEHIND = 0.1                       # importance of a cube outside the view cone
 COS_VIEW = 0.5                     # the view cone: 60 degrees either side of the view direction
-COS_REPLAN = 0.985                 # the refinement order is made again when the view turns 10 degrees
+COS_REPLAN = 0.985                 # the refinement order is made again when the view turns 10 degrees,
+REPLAN_FRAMES = 8                  # ... or after this many frames of changed counts (at once over the budget)
 
 
 def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
@@ -239,6 +240,7 @@ class ProgressivePending(Pending):
         """Append cubes for ``keys`` (none of them known); returns their indices."""
         n0, k = len(self.c_key), len(keys)
         self.c_key = np.r_[self.c_key, keys]
+        self.c_centre = np.r_[getattr(self, "c_centre", np.zeros((0, 3))), self._centres(keys)] if n0 else self._centres(keys)
         self.c_count = np.r_[self.c_count, np.zeros(k, np.int64)]
         self.c_base = np.r_[self.c_base, np.zeros(k, np.int64)]
         self.c_fine = np.r_[self.c_fine, np.zeros(k, bool)]
@@ -277,7 +279,7 @@ class ProgressivePending(Pending):
         self.c_base = self.c_count.copy()
         self.c_new[:] = False
         self.m_ids, self.m_cube = ids, inv.astype(np.int64)
-        self._plan_at, self._changed = None, True
+        self._plan_at, self._changed, self._since_plan = None, True, 0
 
     def _cell_for(self, positions: np.ndarray, count: int) -> float:
         """The cube size whose occupied cubes number about ``count``: bisection on its log, first on a
@@ -367,29 +369,25 @@ class ProgressivePending(Pending):
         if len(cells) and rank.max() > top:
             raise ValueError("a grid cell has no slot left for a stand-in")
         ids = (cells << shift) | (U64(top) - rank.astype(U64))
-        taken = np.asarray(taken, U64)
+        taken = np.sort(np.asarray(taken, U64))
 
         def used(x: np.ndarray) -> np.ndarray:
             out = (self.enc.state.slots_of(x) >= 0) | (self.held.state.slots_of(x) >= 0)
             if len(taken):
-                out |= sorted_member(x, np.sort(taken))
+                out |= sorted_member(x, taken)
             return out
 
+        # taken ones try R slots lower, then 2R, ... (R: the most ids one cell asks for here), so
+        # that the tries of one cell never meet
         bad = np.flatnonzero(used(ids))
-        if len(bad):
-            mine = set(int(x) for x in ids)
-            for i in bad:
-                mine.discard(int(ids[i]))
-                cell, s = int(cells[i]), top - int(rank.max()) - 1
-                while s >= 0:
-                    cand = U64((cell << int(shift)) | s)
-                    if int(cand) not in mine and not used(np.array([cand], U64))[0]:
-                        break
-                    s -= 1
-                if s < 0:
-                    raise ValueError("a grid cell has no slot left for a stand-in")
-                ids[i] = cand
-                mine.add(int(cand))
+        span, attempt = int(rank.max()) + 1 if len(rank) else 1, 1
+        while len(bad):
+            slot = top - rank[bad] - attempt * span
+            if (slot < 0).any():
+                raise ValueError("a grid cell has no slot left for a stand-in")
+            ids[bad] = (cells[bad] << shift) | slot.astype(U64)
+            bad = bad[used(ids[bad])]
+            attempt += 1
         return ids
 
     # frames --------------------------------------------------------------------------------------
@@ -512,7 +510,7 @@ class ProgressivePending(Pending):
         at most ``allowance`` Gaussians refined (cubes new since the last frame do not count)."""
         alive = self.c_count > 0
         pos, fwd = self._eye()
-        centres = self._centres(self.c_key)
+        centres = self.c_centre
         d = centres - pos
         d2 = np.maximum((d ** 2).sum(1), (0.5 * self.cell) ** 2)
         score = self.c_count / d2
@@ -560,12 +558,16 @@ class ProgressivePending(Pending):
         last = self._plan_at
         moved = (last is None or np.linalg.norm(pos - last[0]) > 0.25 * self.cell
                  or (fwd is not None and (last[1] is None or float(fwd @ last[1]) < COS_REPLAN)))
-        if not self.settled or self._changed or moved:
+        self._since_plan += 1
+        if not moved and self.settled and self._changed and self._since_plan < REPLAN_FRAMES:
+            # counts moved a little: plan again only if the budget needs it now (or every few frames)
+            alive = self.c_count > 0
+            moved = int(self.c_count[self.c_fine & alive].sum()) + int((alive & ~self.c_fine).sum()) > self.budget
+        if not self.settled or moved or (self._changed and self._since_plan >= REPLAN_FRAMES):
             refine, coarsen = self._plan(allowance)
-            self._plan_at = (pos, fwd)
+            self._plan_at, self._since_plan, self._changed = (pos, fwd), 0, False
         else:
             refine = coarsen = np.zeros(0, np.int64)
-        self._changed = False
         empty = np.flatnonzero(self.c_has & (self.c_count == 0))
         # coarse cubes whose Gaussians changed a lot since their stand-in was made
         coarse = np.flatnonzero(self.c_has & ~self.c_fine & (self.c_count > 0))
@@ -625,7 +627,7 @@ class ProgressivePending(Pending):
         if len(upd):
             d.updates = self._updates(upd)
         data = self.held.encode_delta(d)
-        self.settled = not len(refine) and not len(coarsen) and not len(make)
+        self.settled = not len(refine) and not len(coarsen)
         return self._out(data, d, False, d.seq - self.last_sent, self.camera)
 
     def _updates(self, ids: np.ndarray) -> list:
