@@ -55,31 +55,35 @@ def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
     """One stand-in per group ``0..n-1`` (each non-empty), matching its Gaussians' opacity-and-area
     weighted first and second moments and SH mean, its opacity spreading their covered area over its
     own: the stand-ins of ``codec.progressive`` (SPEC.md Appendix C) for groups given by the caller.
-    A group of one Gaussian gives that Gaussian."""
-    order = np.argsort(group, kind="stable")
+    A group of one Gaussian gives that Gaussian. Gaussians already in group order are not copied."""
+    group = np.asarray(group, np.int64)
+    ordered = bool(len(group) < 2 or (group[1:] >= group[:-1]).all())
+    order = np.arange(len(group)) if ordered else np.argsort(group, kind="stable")
+
+    def take(x):
+        return x if ordered else x[order]
+
     sizes = np.bincount(group, minlength=n)
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    grp = group[order]
-    cover = _cover(g)[order]
+    grp = take(group)
+    cover = take(_cover(g))
     w = cover + 1e-30
     wsum = np.add.reduceat(w, starts)
-    p = g.positions.astype(np.float64)[order]
+    p = take(g.positions.astype(np.float64))
     mu = np.add.reduceat(p * w[:, None], starts) / wsum[:, None]
     d = p - mu[grp]
-    second = covariances(g)[order] + d[:, :, None] * d[:, None, :]
+    second = take(covariances(g)) + d[:, :, None] * d[:, None, :]
     cov = np.add.reduceat(second * w[:, None, None], starts) / wsum[:, None, None]
     ev, vec = np.linalg.eigh(cov)
     vec[np.linalg.det(vec) < 0, :, 0] *= -1
     scales = np.sqrt(np.maximum(ev, 1e-24))
     s = np.sort(scales, axis=1)
     alpha = np.clip(np.add.reduceat(cover, starts) / (s[:, 2] * s[:, 1]), 1e-4, 0.999)
-
     w32 = w.astype(np.float32)
-
     inv32 = (1.0 / wsum).astype(np.float32)
 
     def mean(x):                  # colours: float32 is plenty for a stand-in
-        return np.add.reduceat(x[order] * w32[:, None], starts) * inv32[:, None]
+        return np.add.reduceat(take(x) * w32[:, None], starts) * inv32[:, None]
     out = Gaussians(mu.astype(np.float32), np.log(scales).astype(np.float32), _quaternions(vec).astype(np.float32),
                     np.log(alpha / (1 - alpha)).astype(np.float32), mean(g.sh_dc).astype(np.float32),
                     mean(g.sh_rest).astype(np.float32) if g.sh_rest.shape[1] else np.zeros((n, 0), np.float32))
@@ -283,7 +287,7 @@ class ProgressivePending(Pending):
 
     def _cell_for(self, positions: np.ndarray, count: int) -> float:
         """The cube size whose occupied cubes number about ``count``: bisection on its log, first on a
-        sample of 20k positions for a bracket, then 8 steps on all of them (``_build`` then grows it
+        sample of 20k positions for a bracket, then 6 steps on all of them (``_build`` then grows it
         while there are too many)."""
         def occupied(cell: float, pos: np.ndarray) -> int:
             self.cell = cell
@@ -309,7 +313,7 @@ class ProgressivePending(Pending):
                 lo -= np.log(4.0)
             while hi < np.log(ext * 2) and occupied(float(np.exp(hi)), positions) > count:
                 hi += np.log(4.0)
-            return float(np.exp(bisect(lo, hi, positions, count, 8)))
+            return float(np.exp(bisect(lo, hi, positions, count, 6)))
         return float(np.exp(bisect(lo, hi, positions, count, 20)))
 
     def _members(self, cubes: np.ndarray) -> np.ndarray:
@@ -330,6 +334,8 @@ class ProgressivePending(Pending):
         slot[cubes] = np.arange(len(cubes))
         idx = np.searchsorted(self.m_ids, mem)
         group = slot[self.m_cube[idx]]
+        o = np.argsort(group, kind="stable")          # in cube order: merge reads them without a copy
+        mem, group = mem[o], group[o]
         p = self.enc.profile
         codes = W.codes_of(mem)
         if p.quant is None:                          # float codes: merge the floats
