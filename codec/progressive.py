@@ -24,7 +24,7 @@ import numpy as np
 from .attributes import Gaussians, covariances
 
 FIRST_BYTES = 1_500_000        # the coarse keyframe's target size: 0.5 s at 25 Mbit/s
-REFINE_BYTES = 1_000_000       # refinement frames of about this size
+REFINE_BYTES = 500_000         # refinement frames of about this size (0.16 s each at 25 Mbit/s)
 
 
 # ------------------------------------------------------------------------------------- geometry
@@ -52,33 +52,99 @@ def _cover(g: Gaussians) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------- stand-ins
-def _cells(positions: np.ndarray, cell: float) -> np.ndarray:
-    """A key per position: its cell of a grid of ``cell``-sized cubes."""
+def _cells(positions: np.ndarray, cell: float, level: np.ndarray | None = None) -> np.ndarray:
+    """A key per position: its cube of a grid of ``cell``-sized cubes, or with ``level`` of
+    ``cell * 2**level``-sized cubes (level >= 0 per position; cubes of each level keyed apart)."""
     p = positions.astype(np.float64)
-    k = np.floor((p - p.min(0)) / cell).astype(np.int64)
+    size = cell if level is None else cell * np.exp2(level)[:, None]
+    k = np.floor((p - p.min(0)) / size).astype(np.int64)
     span = k.max(0) + 1 if len(k) else np.ones(3, np.int64)
-    return (k[:, 0] * span[1] + k[:, 1]) * span[2] + k[:, 2]
+    key = (k[:, 0] * span[1] + k[:, 1]) * span[2] + k[:, 2]
+    if level is None:
+        return key
+    return key * (int(level.max()) + 1 if len(level) else 1) + level
 
 
-def cell_for(g: Gaussians, count: int) -> float:
-    """The coarse cell size whose occupied cells number about ``count`` (bisection on its log)."""
+def cell_for(g: Gaussians, count: int, level: np.ndarray | None = None) -> float:
+    """The coarse cube size (of level 0) whose occupied cubes number about ``count`` (bisection on its log)."""
     ext = float(np.ptp(g.positions, axis=0).max()) if len(g) else 1.0
     lo, hi = np.log(ext / 4096), np.log(ext)
     for _ in range(24):
         mid = 0.5 * (lo + hi)
-        if len(np.unique(_cells(g.positions, float(np.exp(mid))))) > count:
+        if len(np.unique(_cells(g.positions, float(np.exp(mid)), level))) > count:
             lo = mid
         else:
             hi = mid
     return float(np.exp(hi))
 
 
-def stand_ins(g: Gaussians, cell: float) -> tuple[Gaussians, np.ndarray]:
-    """One stand-in per occupied ``cell``-sized cube: (stand-ins, group), ``group[i]`` the stand-in
-    of Gaussian ``i``. A stand-in matches its Gaussians' first and second moments, each weighted
-    by opacity times area; its opacity spreads their covered area over its own; its colour (SH) is
-    their weighted mean. A cube with one Gaussian keeps it exactly."""
-    key = _cells(g.positions, cell)
+# ------------------------------------------------------------------------------------- the view
+def _in_view(g: Gaussians, view) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(depth, inside, projected radius in pixels, pixel xy) of each Gaussian for ``view``: any
+    object with ``world_to_camera`` (4x4, OpenCV axes: +z forward), ``fx``, ``fy``, ``cx``, ``cy``,
+    ``width`` and ``height`` (quality.cameras.Camera is one). ``inside``: its 3-sigma disc meets the image."""
+    m = np.asarray(view.world_to_camera, np.float64)
+    pc = g.positions.astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    z = pc[:, 2]
+    zs = np.maximum(z, 1e-6)
+    r = 3 * np.exp(g.scales.astype(np.float64)).max(axis=1) * max(view.fx, view.fy) / zs
+    u = pc[:, 0] / zs * view.fx + view.cx
+    v = pc[:, 1] / zs * view.fy + view.cy
+    inside = (z > 1e-6) & (u > -r) & (u < view.width + r) & (v > -r) & (v < view.height + r)
+    return z, inside, r, np.stack([u, v], 1)
+
+
+def screen_weight(g: Gaussians, view, bin_px: float = 2.0) -> np.ndarray:
+    """How much of ``view``'s picture each Gaussian makes: opacity times its projected area in
+    pixels (the two largest axes, capped at the image), times the light that reaches it past the
+    Gaussians in front (per ``bin_px``-sized square of the screen, each in front taking its alpha
+    times the share of the square it covers); 0 outside the view. Without the occlusion, the
+    hidden back of an object ranks with its front: on a captured 500k object the client's view
+    reached 95% of its final PSNR only once nearly every Gaussian in the view had arrived."""
+    z, inside, _, uv = _in_view(g, view)
+    area = np.minimum(_cover(g) * view.fx * view.fy / np.maximum(z, 1e-6) ** 2, float(view.width * view.height))
+    out = np.zeros(len(g))
+    idx = np.flatnonzero(inside)
+    if not len(idx):
+        return out
+    cols = int(np.ceil(view.width / bin_px))
+    bx = np.clip(uv[idx, 0] // bin_px, 0, cols - 1).astype(np.int64)
+    by = np.clip(uv[idx, 1] // bin_px, 0, np.ceil(view.height / bin_px) - 1).astype(np.int64)
+    order = np.lexsort((z[idx], by * cols + bx))          # per square, near to far
+    sq = (by * cols + bx)[order]
+    a = _alpha(g)[idx][order]
+    share = np.minimum(1.0, area[idx][order] / np.maximum(a, 1e-12) / (bin_px * bin_px))
+    lost = np.log1p(-np.minimum(a * share, 0.999))
+    acc = np.cumsum(lost) - lost                           # log-light past everything before, in order
+    start = np.r_[0, np.flatnonzero(sq[1:] != sq[:-1]) + 1]
+    acc -= np.repeat(acc[start], np.diff(np.r_[start, len(sq)]))
+    out[idx[order]] = area[idx][order] * np.exp(acc)
+    return out
+
+
+def view_levels(g: Gaussians, view, out_of_view: int = 4) -> np.ndarray:
+    """A cube level per Gaussian for stand-ins of even size on ``view``'s screen: level k holds
+    cubes 2**k times the level-0 size, for Gaussians about 2**k times as far as the nearest in view
+    (depth quantiles keep a stray near Gaussian from setting the scale); ``out_of_view`` levels
+    coarser outside the view, by distance from the eye."""
+    m = np.asarray(view.world_to_camera, np.float64)
+    eye = -m[:3, :3].T @ m[:3, 3]
+    z, inside, _, _ = _in_view(g, view)
+    dist = np.linalg.norm(g.positions.astype(np.float64) - eye, axis=1)
+    near = float(np.quantile(z[inside], 0.01)) if inside.any() else float(np.quantile(dist, 0.01))
+    near = max(near, 1e-6)
+    level = np.floor(np.log2(np.maximum(np.where(inside, z, dist), near) / near))
+    level = np.where(inside, level, level + out_of_view)
+    return np.clip(level, 0, 30).astype(np.int64)
+
+
+def stand_ins(g: Gaussians, cell: float, level: np.ndarray | None = None) -> tuple[Gaussians, np.ndarray]:
+    """One stand-in per occupied ``cell``-sized cube (``cell * 2**level`` with ``level``, per Gaussian):
+    (stand-ins, group), ``group[i]`` the stand-in of Gaussian ``i``. A stand-in matches its
+    Gaussians' first and second moments, each weighted by opacity times area; its opacity spreads
+    their covered area over its own; its colour (SH) is their weighted mean. A cube with one
+    Gaussian keeps it exactly."""
+    key = _cells(g.positions, cell, level)
     order = np.argsort(key, kind="stable")
     ks = key[order]
     starts = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1] if len(ks) else np.zeros(0, np.int64)
@@ -120,27 +186,39 @@ class Frame:
     refined: int            # the scene's own Gaussians among them
 
 
-def refine_order(coarse: Gaussians, sizes: np.ndarray, eye=None) -> np.ndarray:
+def refine_order(coarse: Gaussians, sizes: np.ndarray, eye=None, seen: np.ndarray | None = None) -> np.ndarray:
     """Stand-ins, most detail first: those that merged the most Gaussians, or with an ``eye`` those
-    with the most per squared distance (near first). Measured on a captured 500k scene, refining the
-    most merged first reached 32.7 dB against the float scene with three quarters of the Gaussians
-    in, against 30.4 dB for the stand-ins that cover the most area first."""
+    with the most per squared distance (near first). With ``seen`` (per stand-in, how much of the
+    client's picture its Gaussians make: ``screen_weight`` summed) the most seen go first and the
+    rest follow in the order above. Measured on a captured 500k scene, refining the most merged
+    first reached 32.7 dB against the float scene with three quarters of the Gaussians in, against
+    30.4 dB for the stand-ins that cover the most area first."""
     score = np.asarray(sizes, np.float64)
     if eye is not None:
         d2 = np.sum((coarse.positions.astype(np.float64) - np.asarray(eye, np.float64)) ** 2, axis=1)
         score = score / np.maximum(d2, 1e-12)
-    return np.argsort(-score, kind="stable")
+    if seen is None:
+        return np.argsort(-score, kind="stable")
+    return np.lexsort((-score, -np.asarray(seen, np.float64)))
 
 
 def progressive_keyframe(enc, g: Gaussians, ids: np.ndarray | None = None, *, first_bytes: int = FIRST_BYTES,
-                         refine_bytes: int = REFINE_BYTES, eye=None) -> Iterator[Frame]:
+                         refine_bytes: int = REFINE_BYTES, eye=None, view=None,
+                         budget: int | None = None) -> Iterator[Frame]:
     """The frames of ``g`` sent coarse first, through ``enc`` (an Encoder at the start of a stream or
     of a resync): a keyframe of stand-ins within about ``first_bytes``, then refinement frames of
-    about ``refine_bytes``. The last leaves ``enc.state`` equal to a plain keyframe of ``g``."""
+    about ``refine_bytes``. The last leaves ``enc.state`` equal to a plain keyframe of ``g``.
+
+    ``view`` (a camera: see ``screen_weight``): stand-ins of even size on its screen (``view_levels``:
+    finer near the eye, coarser far away and outside the view), refined in the order of how much of
+    its picture they make. ``budget``: the most Gaussians the client holds; refinement stops before
+    it is passed (the stream then ends on the stand-ins that remain, not on ``g``)."""
     n = len(g)
     if ids is None:
         ids = enc.assign_ids(g.positions)
     ids = np.asarray(ids, np.uint64)
+    if budget is not None and budget < 1:
+        raise ValueError("budget must be at least 1 Gaussian")
     probe = min(n, 4096)            # bytes per Gaussian, from a keyframe of a spread-out sample
     if probe:
         from .encoder import Encoder
@@ -150,19 +228,25 @@ def progressive_keyframe(enc, g: Gaussians, ids: np.ndarray | None = None, *, fi
     else:
         per = 1.0
     count = max(1, int(first_bytes / per))
+    if budget is not None:
+        count = min(count, budget)
     if count >= n:                  # small enough already: one plain keyframe
         data = enc.keyframe(g, ids)
         yield Frame(data, n, n)
         return
     enc.plan_palette(g, ids)                    # the palette a plain keyframe gets, sent as it is used
     try:
-        yield from _frames(enc, g, ids, count, per, refine_bytes, eye)
+        yield from _frames(enc, g, ids, count, per, refine_bytes, eye, view, budget)
     finally:
         enc.end_palette_plan()
 
 
-def _frames(enc, g: Gaussians, ids: np.ndarray, count: int, per: float, refine_bytes: int, eye) -> Iterator[Frame]:
-    coarse, group = stand_ins(g, cell_for(g, count))
+def _frames(enc, g: Gaussians, ids: np.ndarray, count: int, per: float, refine_bytes: int, eye, view,
+            budget: int | None) -> Iterator[Frame]:
+    level = view_levels(g, view) if view is not None else None
+    coarse, group = stand_ins(g, cell_for(g, count, level), level)
+    if budget is not None and len(coarse) > budget:  # the bisection's cube count is near, not exact
+        coarse, group = stand_ins(g, cell_for(g, int(count * count / len(coarse)), level), level)
     sizes = np.bincount(group, minlength=len(coarse))
     members = np.argsort(group, kind="stable")
     first = np.r_[0, np.cumsum(sizes)]
@@ -174,20 +258,46 @@ def _frames(enc, g: Gaussians, ids: np.ndarray, count: int, per: float, refine_b
     data = enc.keyframe(coarse, coarse_ids)
     live, refined = len(coarse), int(single.sum())
     yield Frame(data, live, refined)
-    budget = max(1, int(refine_bytes / per))    # Gaussians per refinement frame
-    todo = refine_order(coarse, sizes, eye)
-    todo = todo[~single[todo]]
-    ends = np.cumsum(sizes[todo])               # Gaussians refined once todo[:k + 1] are done
+    u_cube, u_start, u_len, members = _units(g, coarse, group, sizes, first, single, eye, view)
+    if budget is not None:                      # a refinement adds its Gaussians, less the stand-in
+        fits = live + np.cumsum(u_len - 1) <= budget
+        keep = len(fits) if fits.all() else int(np.argmin(fits))
+        u_cube, u_start, u_len = u_cube[:keep], u_start[:keep], u_len[:keep]
+    per_frame = max(1, int(refine_bytes / per))  # Gaussians per refinement frame
+    ends = np.cumsum(u_len)                     # Gaussians sent once units [0, k] are
     k = 0
-    while k < len(todo):
-        stop = max(k + 1, int(np.searchsorted(ends, (ends[k - 1] if k else 0) + budget, side="right")))
-        batch = todo[k:stop]
-        rows = members[_ranges(first[batch], sizes[batch])]
-        data = enc.encode(delete=coarse_ids[batch], add=(ids[rows], g.take(rows)))
-        live += len(rows) - len(batch)
+    while k < len(u_cube):
+        stop = max(k + 1, int(np.searchsorted(ends, (ends[k - 1] if k else 0) + per_frame, side="right")))
+        rows = members[_ranges(u_start[k:stop], u_len[k:stop])]
+        drop = coarse_ids[u_cube[k:stop]]
+        data = enc.encode(delete=drop, add=(ids[rows], g.take(rows)))
+        live += len(rows) - len(drop)
         refined += len(rows)
         k = stop
         yield Frame(data, live, refined)
+
+
+def _units(g: Gaussians, coarse: Gaussians, group, sizes, first, single, eye, view) -> tuple:
+    """Refinement in sending order: (stand-ins, their Gaussians' first row in ``members``, counts),
+    ``members`` the Gaussians grouped by stand-in. Without a view, ``refine_order``; with one, the
+    most of its picture per Gaussian sent first (``screen_weight`` summed over a stand-in's
+    Gaussians, over their count), near first among equals and for everything outside the view.
+    Measured on a captured 500k object at 128x128 with 0.5 MB frames: 95% of the view's final PSNR
+    after 3.97 MB (the plain keyframe: 6.67 MB); per stand-in instead of per Gaussian 4.25 MB (1 MB
+    frames), and without the occlusion in ``screen_weight`` 4.87 MB. Adding what the stand-in
+    itself covers, or sending the faintest 1% of the view's weight last, did worse (the occlusion
+    estimate is too rough to leave anything out)."""
+    multi = ~single
+    members = np.argsort(group, kind="stable")
+    if view is None:
+        todo = refine_order(coarse, sizes, eye)
+    else:
+        m = np.asarray(view.world_to_camera, np.float64)
+        eye = -m[:3, :3].T @ m[:3, 3] if eye is None else eye
+        shown = np.bincount(group, weights=screen_weight(g, view), minlength=len(coarse))
+        todo = refine_order(coarse, sizes, eye, shown / sizes)
+    todo = todo[multi[todo]]
+    return todo, first[:-1][todo], sizes[todo], members
 
 
 def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:

@@ -104,3 +104,56 @@ def test_refinement_goes_to_the_most_merged_cells_first_and_near_ones_from_an_ey
     d = np.linalg.norm(coarse.positions - eye, axis=1)
     far = refine_order(coarse, sizes, eye)[-len(coarse) // 4:]
     assert np.median(d[far]) > np.median(d)
+
+
+class _View:
+    """A pinhole camera at ``eye`` looking along +x (OpenCV axes: x right, y down, z forward)."""
+
+    def __init__(self, eye, size=64, fov_deg=60.0):
+        r = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])   # world +x is forward
+        self.world_to_camera = np.eye(4)
+        self.world_to_camera[:3, :3] = r
+        self.world_to_camera[:3, 3] = -r @ np.asarray(eye, np.float64)
+        self.width = self.height = size
+        self.fx = self.fy = size / 2 / np.tan(np.radians(fov_deg) / 2)
+        self.cx = self.cy = size / 2
+
+
+def test_with_a_view_the_gaussians_in_it_come_first_and_the_stream_still_ends_on_the_plain_keyframe():
+    g = synthetic_scene(12_000, 1, 3, 10.0)
+    enc = _compact(g)
+    ids = enc.assign_ids(g.positions)
+    view = _View(eye=np.median(g.positions, 0))                # in the middle: half of it behind
+    from codec.progressive import screen_weight
+    w = screen_weight(g, view)
+    assert (w > 0).sum() > 1000 and (w == 0).sum() > 1000      # some of the scene in the view, some not
+    dec, frames = _play(enc, g, ids, first_bytes=20_000, refine_bytes=20_000, view=view)
+    plain = Encoder(enc.profile)
+    plain.keyframe(g, ids)
+    assert dec.state.digest() == plain.state.digest()
+    # replay, noting which of the scene's ids each refinement frame brings: the view's weight arrives early
+    enc = _compact(g)
+    dec = Decoder(enc.header_bytes())
+    shown = []
+    weight = dict(zip(ids.tolist(), w))
+    for f in progressive_keyframe(enc, g, ids, first_bytes=20_000, refine_bytes=20_000, view=view):
+        before = set(dec.state.to_gaussians()[0].tolist())
+        dec.decode_frame(f.data)
+        new = set(dec.state.to_gaussians()[0].tolist()) - before
+        shown.append(sum(weight.get(i, 0.0) for i in new) / max(1, len(new)))
+    refinement = shown[1:]
+    half = len(refinement) // 2
+    assert np.mean(refinement[:half]) > 3 * np.mean(refinement[half:])
+
+
+@pytest.mark.parametrize("share", [0.1, 0.3])
+def test_a_budget_is_never_exceeded(share):
+    g = synthetic_scene(10_000, 1, 4, 10.0)
+    enc = _compact(g)
+    budget = int(share * len(g))
+    view = _View(eye=g.positions.mean(0) - [8.0, 0, 0])
+    dec, frames = _play(enc, g, None, first_bytes=50_000, refine_bytes=10_000, view=view, budget=budget)
+    assert all(f.live <= budget for f in frames) and len(dec.state) <= budget
+    assert frames[-1].live > 0.9 * budget                      # refinement went up to it
+    with pytest.raises(ValueError):
+        next(progressive_keyframe(_compact(g), g, None, budget=0))
