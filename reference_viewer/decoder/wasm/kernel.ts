@@ -664,16 +664,24 @@ export function clearDirty(st: usize): void {
     const e = load<f64>(rt + <usize>8 * <usize>codeAt(row, w, load<u32>(c6 + 96, 4)));
     const qi = Math.sqrt(Math.max(0, 1 - (a * a + b * b + e * e)));
     const q = d + <usize>4 * <usize>load<u32>(c6, 8);   // w x y z: consecutive floats (layout.mjs)
-    if (i == 0) { store<f32>(q, <f32>qi); store<f32>(q, <f32>a, 4); store<f32>(q, <f32>b, 8); store<f32>(q, <f32>e, 12); }
-    else if (i == 1) { store<f32>(q, <f32>a); store<f32>(q, <f32>qi, 4); store<f32>(q, <f32>b, 8); store<f32>(q, <f32>e, 12); }
-    else if (i == 2) { store<f32>(q, <f32>a); store<f32>(q, <f32>b, 4); store<f32>(q, <f32>qi, 8); store<f32>(q, <f32>e, 12); }
-    else { store<f32>(q, <f32>a); store<f32>(q, <f32>b, 4); store<f32>(q, <f32>e, 8); store<f32>(q, <f32>qi, 12); }
+    quatStore(q, i, <f32>qi, <f32>a, <f32>b, <f32>e);
   }
   // table components: SCALE (bit 1), OPACITY (3), SH_DC (4), SH_REST (5)
   tableFloats(P, row, d, mask & 2 ? 3 : 0, mask & 2 ? 6 : 0);
   if (mask & 8) tableFloats(P, row, d, 10, 11);
   if (mask & 16) tableFloats(P, row, d, 11, 14);
   if (mask & 32) tableFloats(P, row, d, 14, NC);
+}
+/**
+ * The quaternion w x y z at q: the largest component (index i) is big, the other three a, b, e in
+ * order. Stores at computed places, without branches on i (random per Gaussian: branches on it
+ * mispredicted three times in four).
+ */
+@inline function quatStore(q: usize, i: u32, big: f32, a: f32, b: f32, e: f32): void {
+  store<f32>(q + (<usize>(i == 0) << 2), a);
+  store<f32>(q + (<usize>(1 + <u32>(i <= 1)) << 2), b);
+  store<f32>(q + (<usize>(2 + <u32>(i <= 2)) << 2), e);
+  store<f32>(q + (<usize>i << 2), big);
 }
 @inline function tableFloats(P: usize, row: usize, d: usize, j0: u32, j1: u32): void {
   if (j0 >= j1) return;
@@ -1215,10 +1223,7 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
       const qi = codeAt(row, rw, q0) & 3;
       const a = load<f64>(rt + 8 * <usize>codeAt(row, rw, q1)), b = load<f64>(rt + 8 * <usize>codeAt(row, rw, q2));
       const e = load<f64>(rt + 8 * <usize>codeAt(row, rw, q3));
-      const big = <f32>Math.sqrt(Math.max(0, 1 - (a * a + b * b + e * e)));
-      const q = d + rf;
-      store<f32>(q, qi == 0 ? big : <f32>a); store<f32>(q, qi == 0 ? <f32>a : qi == 1 ? big : <f32>b, 4);
-      store<f32>(q, qi <= 1 ? <f32>b : qi == 2 ? big : <f32>e, 8); store<f32>(q, qi <= 2 ? <f32>e : big, 12);
+      quatStore(d + rf, qi, <f32>Math.sqrt(Math.max(0, 1 - (a * a + b * b + e * e))), <f32>a, <f32>b, <f32>e);
     }
   }
   if (k8) key8Free(k8);
