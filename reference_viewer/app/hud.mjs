@@ -1,10 +1,19 @@
 // The heads-up display: connection, FPS, live Gaussians, bytes/s, last delta size, action-to-delta
-// latency, seq and digest status, renderer timings; plus the help panel.
+// latency, seq and digest status, a progressive join's detail (held / coarse / budget), renderer path
+// and timings; plus the help panel.
 import { HELP } from './input.mjs';
 
 const fmtBytes = (n) => (n >= 1 << 20 ? `${(n / (1 << 20)).toFixed(2)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
 const esc = (v) => String(v).replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]);
+const fmtN = (n) => (n == null ? '-' : Number(n).toLocaleString('en'));
 const fmtMs = (x) => (x == null || !Number.isFinite(x) ? '-' : `${x.toFixed(1)} ms`);
+
+/** A progressive join's `detail` (SPEC.md 11.9): held (coarse stand-ins) / budget, and the budget rule. */
+export function describeDetail(d) {
+  if (d.join !== 'progressive') return d.join;
+  const asked = d.asked != null && d.asked !== d.budget ? `, asked ${fmtN(d.asked)}` : '';
+  return `held ${fmtN(d.held)} (coarse ${fmtN(d.coarse)}) / budget ${fmtN(d.budget)}${asked}${d.rule ? ` [${d.rule}]` : ''}`;
+}
 
 export class Hud {
   constructor(el, helpEl) {
@@ -28,6 +37,7 @@ export class Hud {
       ['link', s.link],
       ['fps', s.fps == null ? '-' : typeof s.fps === 'number' ? s.fps.toFixed(1) : s.fps],
       ['live Gaussians', s.live == null ? '-' : s.live.toLocaleString('en')],
+      ...(s.detail ? [['detail', describeDetail(s.detail)]] : []),
       ['bytes/s', fmtBytes(s.bytesPerSecond || 0)],
       ['last delta', s.lastBytes ? `${fmtBytes(s.lastBytes)}${s.lastSteps > 1 ? ` (${s.lastSteps} steps)` : ''}` : '-'],
       ['latency', s.mode === 'live' ? `${fmtMs(s.lastLatency)} (mean ${fmtMs(mean)})` : '-'],

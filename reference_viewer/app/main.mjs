@@ -2,12 +2,13 @@
 // SceneStore and drawn by the WebGPU renderer every animation frame from a local free camera
 // (or the world's camera). Exposes window.gsdViewer for tests (see README.md).
 import { Renderer } from '../render/index.mjs';
-import { Session, sessionUrl } from './session.mjs';
+import { Session, sessionUrl, DEFAULT_BUDGETS } from './session.mjs';
 import { Player } from './playback.mjs';
 import { Timeline } from './timeline.mjs';
-import { FreeCamera, renderCamera, storeBounds, copyPose, setUpAxis } from './camera.mjs';
+import { FreeCamera, renderCamera, storeBounds, copyPose, setUpAxis, upAxis } from './camera.mjs';
 import { Input } from './input.mjs';
 import { Hud } from './hud.mjs';
+import { DetailBudget, ADAPTER_BUDGETS, adapterClass, viewMoved, VIEW_MIN_MS } from './detail.mjs';
 
 const q = new URLSearchParams(location.search);
 const canvas = document.getElementById('view');
@@ -21,6 +22,12 @@ let renderer = null, rendererError = null;
 let session = null, player = null, mode = 'live', offlineName = '', openError = null;
 let gpuBusy = false, lastStore = null, rendered = 0, frameMs = null, lastRenderCam = null;
 let fpsCount = 0, fpsT0 = performance.now(), fps = null, lastT = performance.now();
+// Live sessions join progressively (SPEC.md 11.9: stand-ins first, refined while the world steps,
+// within a detail budget; README.md) unless ?progressive=0; ?budget=N fixes the detail budget.
+const urlBudget = /^\d+$/.test(q.get('budget') || '') && +q.get('budget') >= 1 ? +q.get('budget') : null;
+const progressiveJoin = q.get('progressive') !== '0';
+const renderPath = q.get('path') || 'raster';     // the renderer's path: raster | tiles | auto (render/index.mjs)
+let detail = null, adapterKind = null;
 
 // ------------------------------------------------------------------------------ canvas and renderer
 function resize() {
@@ -48,15 +55,15 @@ let presentMode = q.get('present') || 'auto';
 const canvas2d = document.getElementById('view2d');
 const ctx2d = canvas2d.getContext('2d');
 
+let adapterPromise = null;
+const adapter = () => (adapterPromise ??= (async () => {
+  try { return (await navigator.gpu?.requestAdapter()) ?? null; } catch { return null; }   // Renderer.create reports it
+})());
+
 async function choosePresent() {
   if (presentMode !== 'auto') return presentMode;
   if (/HeadlessChrome/.test(navigator.userAgent)) return 'readback';
-  try {
-    const a = await navigator.gpu?.requestAdapter();
-    const info = a?.info || {};
-    if (a?.isFallbackAdapter || info.isFallbackAdapter || /swiftshader/i.test(`${info.architecture} ${info.description}`)) return 'readback';
-  } catch { /* Renderer.create reports it */ }
-  return 'canvas';
+  return adapterClass(await adapter()) === 'software' ? 'readback' : 'canvas';
 }
 
 const rendererReady = (async () => {
@@ -70,7 +77,8 @@ const rendererReady = (async () => {
     // keeps the float target (72+ dB), which readback (tests, software adapters) always uses.
     const fast = onCanvas && (q.get('render') || 'fast') === 'fast';
     renderer = await Renderer.create(onCanvas ? canvas : null, {
-      width: canvas.width, height: canvas.height, ...(fast ? { format: 'rgba8unorm', varyings: 'uv' } : {}),
+      width: canvas.width, height: canvas.height, path: renderPath,
+      ...(fast ? { format: 'rgba8unorm', varyings: 'uv' } : {}),
     });
     renderer.device.lost?.then((info) => { rendererError = `GPU device lost: ${info.message}`; renderer = null; });
   } catch (e) {
@@ -122,7 +130,11 @@ function draw() {
   gpuBusy = true;                                         // at most one frame in flight on the GPU
   const r = renderer;
   const done = presentMode === 'canvas' ? r.device.queue.onSubmittedWorkDone() : blit(r);
-  done.then(() => { frameMs = performance.now() - t0; gpuBusy = false; fpsCount += 1; },
+  done.then(() => {
+    frameMs = performance.now() - t0; gpuBusy = false; fpsCount += 1;
+    // the detail budget follows the GPU's frame time where measured, else the time to the frame on screen
+    detail?.sample(performance.now(), r.stats?.gpuFrameMs ?? frameMs);
+  },
             (e) => { gpuBusy = false; if (!rendererError) rendererError = String(e && e.message || e); });
   return true;
 }
@@ -140,6 +152,27 @@ function tick(t) {
   }
   if (follow && mode === 'live' && session?.worldCamera) applyWorldCamera(session.worldCamera);
   draw();
+  if (mode === 'live') sendDetail(t);
+}
+
+/**
+ * A progressive session's `detail` messages (SPEC.md 11.9): a new budget when DetailBudget's rule
+ * asks for one, and the local camera's pose as the eye when it moved or turned enough (viewMoved),
+ * at most every VIEW_MIN_MS. While following the world's camera with no eye sent yet, the server
+ * already orders refinement from that camera: nothing is sent. The eye is sent in the reference
+ * world's conventions, so only while the page's up axis is the world's z.
+ */
+let lastViewT = -Infinity;
+function sendDetail(t) {
+  if (!session?.isProgressive || !session.header || session.stats.frames < 1) return;
+  const budget = detail?.update(t, session.detailInfo?.held ?? session.store?.live ?? null) ?? null;
+  const p = cam.pose;
+  let view = null;
+  if (upAxis() === 'z' && t - lastViewT >= VIEW_MIN_MS && (session.detailSent?.view || !follow)
+      && viewMoved(p, session.detailSent?.view ?? session.worldCamera)) {
+    view = { position: [...p.position], yaw: p.yaw, pitch: p.pitch };
+  }
+  if ((budget != null || view) && session.detail({ budget, view }) && view) lastViewT = t;
 }
 
 function applyWorldCamera(c) {
@@ -148,18 +181,25 @@ function applyWorldCamera(c) {
 }
 
 // ------------------------------------------------------------------------------------ live session
-function startLive() {
+async function startLive() {
   player?.stop();
   player = null;
   mode = 'live';
   session?.close();
-  session = new Session({
-    url: sessionUrl(),
-    budgets: {
-      ...(q.get('max_gaussians') ? { max_gaussians: +q.get('max_gaussians') } : {}),
-      ...(q.get('max_bytes_per_second') ? { max_bytes_per_second: +q.get('max_bytes_per_second') } : {}),
-    },
-  });
+  session = null;
+  const budgets = {
+    ...DEFAULT_BUDGETS,
+    ...(q.get('max_gaussians') ? { max_gaussians: +q.get('max_gaussians') } : {}),
+    ...(q.get('max_bytes_per_second') ? { max_bytes_per_second: +q.get('max_bytes_per_second') } : {}),
+  };
+  detail = null;
+  if (progressiveJoin) {
+    adapterKind = urlBudget != null ? null : adapterClass(await adapter(), navigator.userAgent);
+    if (mode !== 'live' || session) return;                 // a file was opened (or live pressed again) meanwhile
+    detail = new DetailBudget({ fixed: urlBudget, start: ADAPTER_BUDGETS[adapterKind] ?? ADAPTER_BUDGETS.other,
+                                max: budgets.max_gaussians, targetMs: Number(q.get('frame_ms')) || 1000 / 30 });
+  }
+  session = new Session({ url: sessionUrl(), budgets, progressive: detail ? { budget: detail.budget } : null });
   session.connect();
   api.session = session;
 }
@@ -289,6 +329,17 @@ function digestStatus() {
   return `${last.serverDigestFromFrame ? 'verified' : 'unchecked'} ${last.digest}`;
 }
 
+/** The progressive join as the HUD shows it: what the last frame's `detail` says, and the budget rule. */
+function detailState() {
+  if (!session) return null;
+  if (!session.progressive) return { join: 'ordinary' };
+  if (session.header && !session.isProgressive) return { join: 'ordinary (the server does not join progressively)' };
+  const d = session.detailInfo;
+  return { join: 'progressive', held: d?.held ?? null, coarse: d?.coarse ?? null, budget: d?.budget ?? session.detailBudget,
+           asked: detail?.budget ?? null, rule: detail ? `${detail.reason}${adapterKind ? `, ${adapterKind} adapter` : ''}` : null,
+           views: session.stats.details };
+}
+
 function hudState() {
   const store = currentStore();
   const p = cam.pose;
@@ -297,7 +348,7 @@ function hudState() {
     error: mode === 'offline' ? openError : null,
     mode: mode === 'live' ? 'live' : `offline ${offlineName} ${player ? `${player.index}/${player.frames.length}${player.playing ? '' : ' (paused)'}` : ''}`,
     fps: idle && fps === 0 ? 'idle (no change)' : fps, live: store ? store.live : null, digestStatus: digestStatus(),
-    render: renderer ? `${canvas.width}x${canvas.height} ${presentMode}, frame ${frameMs == null ? '-' : frameMs.toFixed(1)} ms, sort ${r?.sortMs == null ? '-' : r.sortMs.toFixed(2)} ms, gpu ${r?.gpuFrameMs == null ? '-' : r.gpuFrameMs.toFixed(2)} ms`
+    render: renderer ? `${canvas.width}x${canvas.height} ${presentMode}, path ${r?.path ?? renderPath}${renderPath === 'auto' ? ' (auto)' : ''}, frame ${frameMs == null ? '-' : frameMs.toFixed(1)} ms, sort ${r?.sortMs == null ? '-' : r.sortMs.toFixed(2)} ms, gpu ${r?.gpuFrameMs == null ? '-' : r.gpuFrameMs.toFixed(2)} ms`
       : rendererError ? `unavailable: ${rendererError}` : 'starting',
     camera: `${follow ? 'following world' : 'local'} (${p.position.map((v) => v.toFixed(2)).join(', ')}) yaw ${p.yaw.toFixed(1)} pitch ${p.pitch.toFixed(1)}`,
   };
@@ -307,6 +358,7 @@ function hudState() {
              seq: player?.seq, frames: player?.index, keyframes: player?.log.filter((e) => e.keyframe).length,
              bytesPerSecond: 0, lastBytes: player?.log.at(-1)?.bytes };
   }
+  if (!session) return { ...common, link: 'starting' };
   const s = session.stats;
   const link = session.state === 'open' ? `open ${session.url}` :
     session.state === 'closed' && session.closeInfo?.busy
@@ -314,7 +366,7 @@ function hudState() {
       : session.state === 'closed' && session.closeInfo ? `closed ${session.closeInfo.code} ${session.closeInfo.reason || ''}` : session.state;
   return { ...common, link, seq: session.header ? session.seq : null, frames: s.frames, keyframes: s.keyframes,
            resyncs: s.resyncs, bytesPerSecond: session.bytesPerSecond(), lastBytes: s.lastBytes,
-           lastSteps: s.lastSteps, lastLatency: s.lastLatency, latencies: s.latencies };
+           lastSteps: s.lastSteps, lastLatency: s.lastLatency, latencies: s.latencies, detail: detailState() };
 }
 setInterval(() => { hud.update(hudState()); followBox.checked = follow; }, 250);
 
@@ -342,6 +394,8 @@ const api = {
   seq: () => (mode === 'live' ? session?.seq : player?.seq) ?? 0,
   live: () => currentStore()?.live ?? 0,
   stats: () => (session ? { ...session.stats, state: session.state, closeInfo: session.closeInfo, resyncing: session.resyncing } : null),
+  detail: () => detailState(),
+  get renderPath() { return renderer?.stats?.path ?? null; },
   worldCamera: () => session?.worldCamera ?? null,
   pose: () => copyPose(cam.pose),
   setPose: (p) => { follow = false; cam.set(p); },

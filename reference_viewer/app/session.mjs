@@ -2,6 +2,8 @@
 // Decoder, an ack with the state digest after every applied frame, one resync on a frame error and
 // then non-keyframes dropped until a keyframe (11.4), `frame` text messages for the world camera and
 // action-to-delta latency, actions with ids. Reconnects (a fresh hello and decoder) after a close.
+// A progressive join (SPEC.md 11.9) asks for stand-ins first in the hello and sends `detail`
+// messages (detail budget, eye); its frames are ordinary frames whose digest is this client's state.
 import { Decoder, GsdError } from '../decoder/index.mjs';
 import { peekFrame, digestText } from './records.mjs';
 
@@ -29,7 +31,7 @@ export function makeDecoder(budgets) {
 export class Session {
   /**
    * opts: url, budgets, maxShDegree (3), reconnect (true), onFrame(ev), onHeader(info), onState(),
-   * onCamera(cam)
+   * onCamera(cam), progressive (null: an ordinary join; {budget?}: a progressive join, SPEC.md 11.9)
    */
   constructor(opts = {}) {
     this.url = opts.url ?? sessionUrl();
@@ -37,6 +39,10 @@ export class Session {
     this.maxShDegree = opts.maxShDegree ?? 3;
     this.reconnect = opts.reconnect ?? true;
     this.cb = opts;
+    this.progressive = opts.progressive ?? null;
+    this.sessionInfo = null;      // the server's `session` message (11.3), if it sent one
+    this.detailInfo = null;       // the last frame's `detail` (held / coarse / budget) in a progressive session
+    this.detailSent = null;       // {budget, view, t} of the last `detail` message sent
     this.ws = null;
     this.decoder = null;
     this.header = null;
@@ -56,7 +62,7 @@ export class Session {
   resetStats() {
     this.stats = { frames: 0, keyframes: 0, bytes: 0, lastBytes: 0, lastSteps: 0, resyncs: 0, dropped: 0,
                    errors: {}, latencies: [], lastLatency: null, actionsSent: 0, acks: 0, connects: 0,
-                   digestOk: 0, digestUnchecked: 0, lastError: null };
+                   digestOk: 0, digestUnchecked: 0, lastError: null, details: 0 };
     this.log = [];
     this.byteWindow = [];         // [t, bytes] over the last second
   }
@@ -79,14 +85,22 @@ export class Session {
     this.decoder = null;
     this.resyncing = false;
     this.info = null;
+    this.sessionInfo = null;
+    this.detailInfo = null;
+    this.detailSent = null;
     this.sentAt.clear();
     const ws = new WebSocket(this.url);
     ws.binaryType = 'arraybuffer';
     this.ws = ws;
     ws.onopen = () => {
       this.stats.connects += 1;
-      ws.send(JSON.stringify({ type: 'hello', protocol: 'gsd/1', versions: ['1.0', '1.1'],
-                               max_sh_degree: this.maxShDegree, budgets: this.budgets }));
+      const hello = { type: 'hello', protocol: 'gsd/1', versions: ['1.0', '1.1'],
+                      max_sh_degree: this.maxShDegree, budgets: this.budgets };
+      if (this.progressive) {
+        const b = this.progressive.budget;
+        hello.progressive = b ? { budget: Math.max(1, Math.floor(b)) } : {};
+      }
+      ws.send(JSON.stringify(hello));
       this.state = 'open';
       this.closeInfo = null;
       this.cb.onState?.();
@@ -137,6 +151,35 @@ export class Session {
     return id;
   }
 
+  /** True once the server took this session as a progressive join (its `session` message says so). */
+  get isProgressive() { return !!(this.progressive && this.sessionInfo && this.sessionInfo.progressive); }
+
+  /** The detail budget in force: the last one sent, else the server's (`session`), else the hello's. */
+  get detailBudget() {
+    return this.detailSent?.budget ?? this.sessionInfo?.progressive?.budget ?? this.progressive?.budget ?? null;
+  }
+
+  /**
+   * A progressive session's `detail` message (SPEC.md 11.9): a new detail budget (an integer >= 1)
+   * and/or the client's eye ({position: [x, y, z], yaw, pitch}, degrees). Sent only in a session the
+   * server took as progressive (elsewhere the server closes it with 1008); false when not sent.
+   */
+  detail({ budget = null, view = null } = {}) {
+    if (!this.isProgressive || !this.header || (budget == null && view == null)) return false;
+    const msg = { type: 'detail' };
+    if (budget != null) msg.budget = Math.max(1, Math.floor(budget));
+    if (view != null) {
+      const v = { position: view.position.map(Number), yaw: Number(view.yaw) || 0, pitch: Number(view.pitch) || 0 };
+      if (![...v.position, v.yaw, v.pitch].every(Number.isFinite)) return false;
+      msg.view = v;
+    }
+    if (!this._send(msg)) return false;
+    const prev = this.detailSent || {};
+    this.detailSent = { budget: msg.budget ?? prev.budget ?? null, view: msg.view ?? prev.view ?? null, t: performance.now() };
+    this.stats.details += 1;
+    return true;
+  }
+
   resync(reason = 'CLIENT') {
     this.stats.resyncs += 1;
     this.resyncing = true;
@@ -147,6 +190,7 @@ export class Session {
     let m;
     try { m = JSON.parse(text); } catch { return; }
     if (m && m.type === 'frame') this.info = m;        // unknown types are ignored (11.1)
+    else if (m && m.type === 'session') this.sessionInfo = m;
   }
 
   _onBinary(u8) {
@@ -200,6 +244,7 @@ export class Session {
         if (t !== undefined) { lat.push(now - t); this.sentAt.delete(id); }
       }
       if (info.camera) { this.worldCamera = info.camera; this.cb.onCamera?.(info.camera); }
+      if (info.detail) this.detailInfo = info.detail;
     }
     const s = this.stats;
     s.frames += 1;
@@ -213,7 +258,8 @@ export class Session {
     this.byteWindow.push([now, u8.length]);
     const ev = { seq, baseSeq: Number(r.baseSeq ?? 0), keyframe: !!r.keyframe, bytes: u8.length, digest,
                  serverDigestFromFrame: frameDigest, steps: s.lastSteps, actions: matched ? info.actions || [] : [],
-                 latencyMs: lat, t: now };
+                 latencyMs: lat, live: this.decoder.store.live, t: now,
+                 ...(matched && info.detail ? { detail: info.detail } : {}) };
     this.log.push(ev);
     if (this.log.length > LOG_MAX) this.log.splice(0, this.log.length - LOG_MAX);
     this.cb.onFrame?.(ev);

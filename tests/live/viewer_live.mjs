@@ -4,6 +4,9 @@
 //
 //   node tests/live/viewer_live.mjs --url http://127.0.0.1:PORT --world NAME --out DIR [--size 320x240]
 //        [--offline FILE.gsd]   (then also plays FILE through the file input: offline playback)
+//        [--path raster|tiles]  (the renderer's path, ?path=; default raster)
+//        [--progressive 0|1]    (?progressive=: 0, an ordinary join, by default: the test compares digests
+//                                with a Python client's at the same seq from the first frame on)
 //
 // DIR/result.json: {ok, error, steps: [...], log (the page's per-frame log), sessions (the server's
 // /sessions at checkpoints), snapshots: {before, after} (camera, seq, digest; pixels in DIR/*.rgba as
@@ -17,6 +20,7 @@ const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
 const url = args.url, world = args.world || 'live', out = args.out || fs.mkdtempSync(path.join(os.tmpdir(), 'gsd-live-'));
 const size = args.size || '320x240';
+const renderPath = args.path || 'raster', progressive = args.progressive || '0';
 const CHROMIUM = process.env.GSD_CHROMIUM || '/usr/bin/chromium';
 // The flags that work for WebGPU on SwiftShader here (see tests/browser/chromium.mjs and README.md).
 const CHROMIUM_ARGS = [
@@ -49,12 +53,14 @@ try {
 
   await page.goto(`${url}/`);                      // / redirects to /viewer/index.html
   result.redirected = page.url();
-  await page.goto(`${url}/viewer/index.html?world=${encodeURIComponent(world)}&size=${size}&follow=1`);
+  await page.goto(`${url}/viewer/index.html?world=${encodeURIComponent(world)}&size=${size}&follow=1`
+                  + `&path=${renderPath}&progressive=${progressive}`);
   await page.waitForFunction(() => window.gsdViewer && window.gsdViewer.ready && window.gsdViewer.frames >= 1,
                              null, { timeout: 30000, polling: 50 });
   result.rendererError = await V(() => window.gsdViewer.rendererError);
   if (result.rendererError) throw new Error(`renderer: ${result.rendererError}`);
   await page.waitForFunction(() => window.gsdViewer.rendered >= 1, null, { timeout: 30000, polling: 50 });
+  result.renderPath = await V(() => window.gsdViewer.renderPath);
   let seq = await V(() => window.gsdViewer.seq());
   step('connected', { seq, live: await V(() => window.gsdViewer.live()) });
 
