@@ -408,12 +408,21 @@ const api = {
     await rendererReady;
     if (!renderer) throw new Error(`no renderer: ${rendererError}`);
     while (gpuBusy) await new Promise((r) => setTimeout(r, 5));
-    if (follow && mode === 'live' && session?.worldCamera) applyWorldCamera(session.worldCamera);
-    const store = currentStore();
-    if (store) { if (store !== lastStore) { renderer.generation = null; lastStore = store; } renderer.sync(store); }
-    const rc = renderCamera(cam.pose, canvas.width, canvas.height, fov);
-    renderer.render(rc);
-    const px = await renderer.readPixels();
+    // this frame is the one in flight: no draw() meanwhile (two readbacks at once would both map the
+    // tile path's entry-count buffer)
+    gpuBusy = true;
+    let px, rc;
+    try {
+      if (follow && mode === 'live' && session?.worldCamera) applyWorldCamera(session.worldCamera);
+      const store = currentStore();
+      if (store) { if (store !== lastStore) { renderer.generation = null; lastStore = store; } renderer.sync(store); }
+      rc = renderCamera(cam.pose, canvas.width, canvas.height, fov);
+      renderer.render(rc);
+      px = await renderer.readPixels();
+    } finally {
+      gpuBusy = false;
+      lastKey = '';                                       // the screen shows the draw before: draw again
+    }
     const out = new Uint8Array(px.length);
     for (let i = 0; i < px.length; i++) out[i] = Math.round(Math.min(1, Math.max(0, px[i])) * 255);
     return { width: renderer.width, height: renderer.height, rgba: b64(out), camera: rc, pose: copyPose(cam.pose),
