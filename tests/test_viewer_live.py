@@ -15,7 +15,10 @@ tests/live/viewer_live.mjs with scripted key presses. Checked:
   the local camera keys send nothing;
 * offline playback of a .gsd file (the file input) reproduces a conformance vector's digests;
 * a rendering before and after ``interact`` (E, then the door's 12 swing steps) differs clearly
-  in the projected region of the spawn house door, and much less elsewhere.
+  in the projected region of the spawn house door, and much less elsewhere;
+* all of it on the renderer's raster path and again on its tiled compute path (``?path=tiles``,
+  render/tiles.mjs, at 160x120, as SwiftShader runs its compute slowly; the offline playback only on
+  the raster path).
 """
 from __future__ import annotations
 
@@ -58,7 +61,7 @@ def _start_server() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-async def _run(port: int, out: Path) -> tuple[dict, dict, str]:
+async def _run(port: int, out: Path, path: str) -> tuple[dict, dict, str]:
     from reference_generator.client import Client
 
     seen: dict[int, str] = {}
@@ -72,7 +75,7 @@ async def _run(port: int, out: Path) -> tuple[dict, dict, str]:
         task = asyncio.create_task(reader())
         proc = await asyncio.create_subprocess_exec(
             NODE, str(SCRIPT), "--url", f"http://127.0.0.1:{port}", "--world", WORLD, "--out", str(out),
-            "--size", "320x240", "--offline", str(OFFLINE), cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            "--size", "320x240" if path == "raster" else "160x120", "--path", path, *(["--offline", str(OFFLINE)] if path == "raster" else []), cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             stdout, stderr = await asyncio.wait_for(proc.communicate(), 150)
         except asyncio.TimeoutError:
@@ -110,12 +113,13 @@ def _image(out: Path, name: str, snap: dict) -> np.ndarray:
     return raw.reshape(snap["height"], snap["width"], 4)[:, :, :3].astype(np.float64) / 255.0
 
 
-def test_viewer_live(tmp_path):
+@pytest.mark.parametrize("path", ["raster", "tiles"])
+def test_viewer_live(tmp_path, path):
     t0 = time.monotonic()
     server, port = _start_server()
     t_server = time.monotonic() - t0
     try:
-        result, py_seen, node_out = asyncio.run(_run(port, tmp_path))
+        result, py_seen, node_out = asyncio.run(_run(port, tmp_path, path))
     finally:
         server.terminate()
         try:
@@ -128,6 +132,7 @@ def test_viewer_live(tmp_path):
     page_errors = [c for c in result["console"] if c.startswith("pageerror") or "WebGPU error" in c or "device lost" in c]
     assert not page_errors, page_errors
     assert result["redirected"].endswith("/viewer/index.html"), result["redirected"]
+    assert result["renderPath"] == path and f"path {path}," in result["final"]["hud"]["render"], result["final"]["hud"]["render"]
 
     log, stats, steps = result["log"], result["stats"], {s["name"]: s for s in result["steps"]}
     # --- every applied frame: the page's digest is the frame's digest, and the Python decoder's
@@ -185,6 +190,11 @@ def test_viewer_live(tmp_path):
     assert inside > 0.08, f"door region changed by only {inside:.3f}"
     assert inside > 3 * outside, f"door region {inside:.3f} vs elsewhere {outside:.3f}"
     # --- offline playback of a .gsd file through the file input: the conformance vector's digests
+    print(f"viewer live ({path}): {len(log)} frames, {len(common)} cross-checked with the Python client, "
+          f"door diff {inside:.3f} vs {outside:.3f}, {elapsed:.1f} s (server start {t_server:.1f} s, "
+          f"browser script {result['ms'] / 1000:.1f} s)")
+    if path != "raster":
+        return
     manifest = json.loads((OFFLINE.parent / "manifest.json").read_text())
     entries = manifest["vectors"] if isinstance(manifest, dict) else manifest
     expected = next(e for e in entries if e["file"] == OFFLINE.name)["expected"]["digests"]
@@ -193,5 +203,3 @@ def test_viewer_live(tmp_path):
     assert [e["digest"] for e in off["log"]] == expected
     assert off["live"] == int(expected[-1].split(":")[0]) and off["rendered"] > off["renderedBefore"]
 
-    print(f"viewer live: {len(log)} frames, {len(common)} cross-checked with the Python client, door diff {inside:.3f} vs {outside:.3f}, "
-          f"{elapsed:.1f} s (server start {t_server:.1f} s, browser script {result['ms'] / 1000:.1f} s)")
