@@ -92,12 +92,12 @@ const BL_HEAD = 64;   // bytes before the components of a block record (kernel.t
  * Writes the kernel record of an ADD or UPDATE block (an object {n, ids, mask, comps: [{j, src}]},
  * with 32 bytes of kernel scratch per component after them) and its scratch arrays (slots, sums; for an
  * UPDATE the undo records: old codes, sums and floats; for a keyframe's ADD block the scratch of its
- * id-table entries); returns its pointer.
+ * id-table entries and of its tiles' one-byte codes, kernel.ts K8_ROOM); returns its pointer.
  */
 export function blockRecord(b, update, keyframe = false) {
   const n = b.n, nc = b.comps.length;
   const bl = arena.take(BL_HEAD + 40 * nc), slots = arena.take(4 * n), s0 = arena.take(4 * n), s1 = arena.take(4 * n);
-  const ov = update ? arena.take(4 * n * nc) : keyframe ? arena.take(8 * n + 4096) : 0;
+  const ov = update ? arena.take(4 * n * nc) : keyframe ? arena.take(8 * n + 4096 + K.K8_ROOM.value) : 0;
   const os0 = update ? arena.take(4 * n) : 0, os1 = update ? arena.take(4 * n) : 0;
   const of = update ? arena.take(4 * n * nc) : 0;
   const u = views().u32, w = bl >> 2;

@@ -43,7 +43,8 @@
 //
 // Block BL (one ADD or UPDATE block, written by JavaScript per frame):
 //   0 n, 4 ids (u64[n]), 8 mask, 12 nc, 16 slots (i32[n]), 20 s0, 24 s1 (i32[n]), 28 ov (u32[n nc];
-//   a keyframe's ADD block: its scratch, 8 n + 4096 bytes, for keyframeBlock's id-table entries),
+//   a keyframe's ADD block: its scratch, 8 n + 4096 + K8_ROOM bytes, for keyframeBlock's id-table
+//   entries and region counts, then key8Setup's scratch),
 //   32 os0, 36 os1 (i32[n]), 40 doneI, 44 doneC (UPDATE progress), 48 of (u32[n nc]: an UPDATE's old
 //   floats), 52 errJ, 56 lane0, 60 lane1,
 //   64 + 8 c: component c (ascending j): 0 j, 4 src (nc columns of n codes at the width of j);
@@ -1184,7 +1185,7 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
   const rt = load<usize>(P, 40);
   const pf = <usize>4 * <usize>load<u32>(P + PC, 8), rf = <usize>4 * <usize>load<u32>(P + PC + 192, 8);   // POSITION x, ROTATION w
   const TILE: usize = 64;
-  const k8: usize = lossless ? 0 : key8Setup(P, bl, tab, end2, end1, R4);   // the one-byte codes' tile path, or 0
+  const k8: usize = lossless ? 0 : key8Setup(P, bl, tab, end2, end1, R4, (counts + 4096 + 15) & ~<usize>15);   // the one-byte codes' tile path, or 0
   for (let i0: usize = 0; i0 < n; i0 += TILE) {
     const i1 = i0 + TILE < n ? i0 + TILE : n;
     if (k8) {
@@ -1196,7 +1197,7 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
         if (w != 1 && columnSums(P, bl, c, i0, i1) >= 0) ok = false;
       }
       if (ok) ok = key8Tile(k8, tab, end4, end2, s0, s1, i0, i1, rows + R4 * (<usize>first + i0), R4, data + S4 * (<usize>first + i0), S4);
-      if (!ok) { key8Free(k8); return tileFailure(P, bl, nc, lossless, s0, s1, i0, i1); }
+      if (!ok) return tileFailure(P, bl, nc, lossless, s0, s1, i0, i1);
     } else {
       const j = tileFailure(P, bl, nc, lossless, s0, s1, i0, i1);   // (validity and sums, column by column)
       if (j >= 0) return j;
@@ -1226,7 +1227,6 @@ export function keyframeBlock(st: usize, bl: usize, first: u32): i32 {
       quatStore(d + rf, qi, <f32>Math.sqrt(Math.max(0, 1 - (a * a + b * b + e * e))), <f32>a, <f32>b, <f32>e);
     }
   }
-  if (k8) key8Free(k8);
   bulkPlace(st, scr, counts, rs, ids, n, first);
   store<u32>(st, l0, 24); store<u32>(st, l1, 28);
   const hw = first + <u32>n;
@@ -1265,20 +1265,20 @@ function tileFailure(P: usize, bl: usize, nc: usize, lossless: u32, s0: usize, s
 // and the transposed codes.
 const K8_G: usize = 4, K8_FT: usize = 176 * K8_G, K8_SRC: usize = K8_FT + 8 * 16 * K8_G, K8_Z: usize = K8_SRC + 4 * 16 * K8_G;
 const K8_NB: usize = K8_Z + 64, K8_T0: usize = K8_NB + 64, K8_X: usize = K8_T0 + 1024, K8_SIZE: usize = K8_X + 64 * 64;
+/** Bytes of a keyframe block's scratch for key8Setup's, after the id-table entries and counts (kernel.mjs). */
+export const K8_ROOM: usize = K8_SIZE + 16;
 
 /**
- * The scratch of key8Tile for a block (lossy profile) whose one-byte components (writerTable's
- * entries [end2, end1)) lie in consecutive bytes of the row with room for whole vectors after the
- * first; else 0 (the column path).
+ * key8Tile's scratch, written at k (16-aligned, K8_SIZE bytes of the block's scratch), for a block
+ * (lossy profile) whose one-byte components (writerTable's entries [end2, end1)) lie in consecutive
+ * bytes of the row with room for whole vectors after the first: returns k; else 0 (the column path).
  */
-function key8Setup(P: usize, bl: usize, tab: usize, end2: usize, end1: usize, R4: usize): usize {
+function key8Setup(P: usize, bl: usize, tab: usize, end2: usize, end1: usize, R4: usize, k: usize): usize {
   const nb = (end1 - end2) >> 4, G = (nb + 15) >> 4;
   if (nb == 0 || G > K8_G) return 0;
   const b1 = <usize>load<u32>(end2, 4);
   if (b1 + 16 * G > R4) return 0;
   for (let c: usize = 0; c < nb; c++) if (<usize>load<u32>(end2 + 16 * c, 4) != b1 + c) return 0;
-  const raw = heap.alloc(K8_SIZE + 16), k = (raw + 16) & ~<usize>15;
-  store<usize>(k - 4, raw);
   memory.fill(k, 0, K8_X);
   for (let c: usize = 0; c < 16 * G; c++) {   // defaults (also the padding lanes): any code valid, no sum
     const g = k + 176 * (c >> 4), l = c & 15;
@@ -1300,7 +1300,7 @@ function key8Setup(P: usize, bl: usize, tab: usize, end2: usize, end1: usize, R4
     // a component without a table: ROTATION's, whose floats the caller derives afterwards (here
     // zeros from a table of zeros); any other: the column path
     const T = load<u32>(e, 12);
-    if (!T && (j < 6 || j > 9)) { key8Free(k); return 0; }
+    if (!T && (j < 6 || j > 9)) return 0;
     store<u32>(k + K8_FT + 8 * c, T ? T : <u32>(k + K8_T0)); store<u32>(k + K8_FT + 8 * c, load<u32>(e, 8), 4);
     store<u32>(k + K8_SRC + 4 * c, load<u32>(e));
     c++;
@@ -1309,7 +1309,6 @@ function key8Setup(P: usize, bl: usize, tab: usize, end2: usize, end1: usize, R4
   store<u32>(k + K8_NB, <u32>nb);
   return k;
 }
-@inline function key8Free(k: usize): void { heap.free(load<usize>(k - 4)); }
 
 /**
  * Gaussians [i0, i1) of a keyframe block through key8Setup's scratch k: their one-byte codes
