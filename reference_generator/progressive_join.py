@@ -37,6 +37,7 @@ from codec.attributes import ATTRS, Attr, Gaussians, covariances
 from codec.delta import group_updates
 from codec.digest import unsigned
 from codec.id_index import id_order, sorted_member, sorted_unique
+from codec.jit import kernel
 from codec.progressive import FIRST_BYTES, REFINE_BYTES, _cover, _quaternions
 
 from .flow import FrameTooLarge, OutFrame, Pending
@@ -92,6 +93,96 @@ def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
     for f in ("positions", "scales", "rotations", "opacities", "sh_dc", "sh_rest"):
         getattr(out, f)[one] = getattr(g, f)[src]
     return out
+
+
+@kernel
+def _moments(starts, sizes, pos, scl, rot, w, mu, cov, wsum):
+    """Per group of consecutive rows: the weighted mean position ``mu``, the weighted second moment
+    about it ``cov`` (each row's covariance R diag(exp(2 scale)) R^T plus its offset's outer
+    product) and the weight ``wsum``; ``merge``'s moments in one pass without temporaries."""
+    for k in range(starts.shape[0]):
+        a, b = starts[k], starts[k] + sizes[k]
+        sw, m0, m1, m2 = 0.0, 0.0, 0.0, 0.0
+        for i in range(a, b):
+            sw += w[i]
+            m0 += w[i] * pos[i, 0]
+            m1 += w[i] * pos[i, 1]
+            m2 += w[i] * pos[i, 2]
+        m0 /= sw
+        m1 /= sw
+        m2 /= sw
+        c00, c01, c02, c11, c12, c22 = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+        for i in range(a, b):
+            qw, qx, qy, qz = float(rot[i, 0]), float(rot[i, 1]), float(rot[i, 2]), float(rot[i, 3])
+            n = np.sqrt(qw * qw + qx * qx + qy * qy + qz * qz)
+            if n > 0:
+                qw, qx, qy, qz = qw / n, qx / n, qy / n, qz / n
+            else:
+                qw, qx, qy, qz = 1.0, 0.0, 0.0, 0.0
+            r00, r01, r02 = 1 - 2 * (qy * qy + qz * qz), 2 * (qx * qy - qw * qz), 2 * (qx * qz + qw * qy)
+            r10, r11, r12 = 2 * (qx * qy + qw * qz), 1 - 2 * (qx * qx + qz * qz), 2 * (qy * qz - qw * qx)
+            r20, r21, r22 = 2 * (qx * qz - qw * qy), 2 * (qy * qz + qw * qx), 1 - 2 * (qx * qx + qy * qy)
+            s0, s1, s2 = np.exp(2.0 * scl[i, 0]), np.exp(2.0 * scl[i, 1]), np.exp(2.0 * scl[i, 2])
+            d0, d1, d2 = pos[i, 0] - m0, pos[i, 1] - m1, pos[i, 2] - m2
+            wi = w[i]
+            c00 += wi * (r00 * r00 * s0 + r01 * r01 * s1 + r02 * r02 * s2 + d0 * d0)
+            c01 += wi * (r00 * r10 * s0 + r01 * r11 * s1 + r02 * r12 * s2 + d0 * d1)
+            c02 += wi * (r00 * r20 * s0 + r01 * r21 * s1 + r02 * r22 * s2 + d0 * d2)
+            c11 += wi * (r10 * r10 * s0 + r11 * r11 * s1 + r12 * r12 * s2 + d1 * d1)
+            c12 += wi * (r10 * r20 * s0 + r11 * r21 * s1 + r12 * r22 * s2 + d1 * d2)
+            c22 += wi * (r20 * r20 * s0 + r21 * r21 * s1 + r22 * r22 * s2 + d2 * d2)
+        mu[k, 0], mu[k, 1], mu[k, 2] = m0, m1, m2
+        cov[k, 0, 0], cov[k, 0, 1], cov[k, 0, 2] = c00 / sw, c01 / sw, c02 / sw
+        cov[k, 1, 0], cov[k, 1, 1], cov[k, 1, 2] = c01 / sw, c11 / sw, c12 / sw
+        cov[k, 2, 0], cov[k, 2, 1], cov[k, 2, 2] = c02 / sw, c12 / sw, c22 / sw
+        wsum[k] = sw
+
+
+@kernel
+def _means(starts, sizes, planar, w, wsum, out):
+    """out[k, c]: the ``w``-weighted mean of ``planar[c]`` over group ``k``'s consecutive rows."""
+    for k in range(starts.shape[0]):
+        a, b = starts[k], starts[k] + sizes[k]
+        for c in range(planar.shape[0]):
+            acc = 0.0
+            for i in range(a, b):
+                acc += w[i] * planar[c, i]
+            out[k, c] = acc / wsum[k]
+
+
+def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.ndarray) -> tuple:
+    """``merge`` for Gaussians already in group order (``sizes[k]`` rows each, all above 0), its
+    moments in compiled loops; ``sh``: planar (C, n) arrays (floats, or codes that dequantize
+    affinely) whose weighted means come back as (groups, C) float64. Returns (positions, log-scales,
+    quaternions, opacity logits, [means]) of the stand-ins, a group of one giving its Gaussian."""
+    n = len(sizes)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
+    s = np.sort(np.exp(scales.astype(np.float64)), axis=1)
+    cover = (1.0 / (1.0 + np.exp(-opacities.astype(np.float64)))) * s[:, 2] * s[:, 1]
+    w = cover + 1e-30
+    pos = np.ascontiguousarray(positions, np.float64)
+    mu, cov, wsum = np.empty((n, 3)), np.empty((n, 3, 3)), np.empty(n)
+    _moments(starts, np.asarray(sizes, np.int64), pos, np.ascontiguousarray(scales, np.float32),
+             np.ascontiguousarray(rotations, np.float32), w, mu, cov, wsum)
+    ev, vec = np.linalg.eigh(cov)
+    vec[np.linalg.det(vec) < 0, :, 0] *= -1
+    sc = np.sqrt(np.maximum(ev, 1e-24))
+    ss = np.sort(sc, axis=1)
+    alpha = np.clip(np.add.reduceat(cover, starts) / (ss[:, 2] * ss[:, 1]), 1e-4, 0.999)
+    out_pos, out_scale = mu.astype(np.float32), np.log(sc).astype(np.float32)
+    out_rot, out_opa = _quaternions(vec).astype(np.float32), np.log(alpha / (1 - alpha)).astype(np.float32)
+    means = []
+    for x in sh:
+        m = np.zeros((n, x.shape[0]))
+        if x.shape[0]:
+            _means(starts, np.asarray(sizes, np.int64), x, w, wsum, m)
+        means.append(m)
+    one = np.flatnonzero(np.asarray(sizes) == 1)
+    src = starts[one]
+    out_pos[one], out_scale[one], out_rot[one], out_opa[one] = positions[src], scales[src], rotations[src], opacities[src]
+    for m, x in zip(means, sh):
+        m[one] = x[:, src].T
+    return out_pos, out_scale, out_rot, out_opa, means
 
 
 def touched_ids(state, d: Delta) -> np.ndarray:
@@ -267,13 +358,13 @@ class ProgressivePending(Pending):
         g = self.enc.profile.grid
         self.origin = np.asarray(g.origin, np.float64)
         self.cell = self._cell_for(positions, max(1, target))
-        limit = min(self.budget, max(1, target))
+        limit = min(self.budget, max(1, target + target // 10))
         while True:                                   # never more cubes than the budget holds stand-ins
             keys = self._keys(positions)
             uniq, inv = np.unique(keys, return_inverse=True)
             if len(uniq) <= max(limit, 1) or len(uniq) <= 1 or target >= len(ids):
                 break
-            self.cell *= 1.25
+            self.cell *= 1.08
         self.c_key = np.zeros(0, np.int64)
         self.c_count = self.c_base = np.zeros(0, np.int64)
         self.c_fine = self.c_has = self.c_new = np.zeros(0, bool)
@@ -286,9 +377,8 @@ class ProgressivePending(Pending):
         self._plan_at, self._changed, self._since_plan = None, True, 0
 
     def _cell_for(self, positions: np.ndarray, count: int) -> float:
-        """The cube size whose occupied cubes number about ``count``: bisection on its log, first on a
-        sample of 20k positions for a bracket, then 6 steps on all of them (``_build`` then grows it
-        while there are too many)."""
+        """The cube size whose occupied cubes number about ``count``, by bisection on its log
+        (``_build`` then grows it while there are too many)."""
         def occupied(cell: float, pos: np.ndarray) -> int:
             self.cell = cell
             return len(np.unique(self._keys(pos)))
@@ -305,16 +395,22 @@ class ProgressivePending(Pending):
         n = len(positions)
         ext = max(float(np.ptp(positions, axis=0).max()) if n else 1.0, 1e-6)
         lo, hi = np.log(ext / 65536), np.log(ext * 2)
-        if n > 40_000:
-            sample = positions[np.linspace(0, n - 1, 20_000).astype(np.int64)]
-            guess = bisect(lo, hi, sample, max(1, count * 20_000 // n), 16)
-            lo, hi = guess - np.log(8.0), guess + np.log(2.0)    # the sample sees fewer cubes: a larger guess
-            while lo > np.log(ext / 65536) and occupied(float(np.exp(lo)), positions) <= count:
-                lo -= np.log(4.0)
-            while hi < np.log(ext * 2) and occupied(float(np.exp(hi)), positions) > count:
-                hi += np.log(4.0)
-            return float(np.exp(bisect(lo, hi, positions, count, 6)))
-        return float(np.exp(bisect(lo, hi, positions, count, 20)))
+        if n <= 100_000:
+            return float(np.exp(bisect(lo, hi, positions, count, 20)))
+        # a guess from a sample of 30k, then the secant method on log(cubes) against log(size) over
+        # all positions (cubes go about as a power of the size): a few passes, not twenty
+        sample = positions[np.linspace(0, n - 1, 30_000).astype(np.int64)]
+        x0 = bisect(lo, hi, sample, max(1, count * len(sample) // n), 16)
+        f0 = np.log(occupied(float(np.exp(x0)), positions) / count)
+        x1 = x0 + (0.3 if f0 > 0 else -0.3)
+        f1 = np.log(occupied(float(np.exp(x1)), positions) / count)
+        for _ in range(4):
+            if abs(f1) < 0.05 or f1 == f0:
+                break
+            x2 = x1 - f1 * (x1 - x0) / (f1 - f0)
+            x0, f0, x1 = x1, f1, float(np.clip(x2, x1 - 1.5, x1 + 1.5))
+            f1 = np.log(occupied(float(np.exp(x1)), positions) / count)
+        return float(np.exp(x1))
 
     def _members(self, cubes: np.ndarray) -> np.ndarray:
         """World ids of the Gaussians of ``cubes`` (ascending)."""
@@ -346,12 +442,15 @@ class ProgressivePending(Pending):
         # SH codes dequantize affinely (SPEC.md 5.3): their weighted mean, rounded, is the code of the
         # floats' weighted mean; only the geometry goes through floats
         geo = {a: p.dequantize(a, codes[a], mem) for a in (Attr.POSITION, Attr.SCALE, Attr.ROTATION, Attr.OPACITY)}
-        g = Gaussians(geo[Attr.POSITION], geo[Attr.SCALE], geo[Attr.ROTATION], geo[Attr.OPACITY][:, 0],
-                      codes[Attr.SH_DC].T.astype(np.float32), codes[Attr.SH_REST].T.astype(np.float32))
-        s = merge(g, group, len(cubes))
-        ids = self._fresh(p.grid.cells_of(s.positions), taken)
-        out = {a: p.quantize(a, s.attribute(a), ids) for a in (Attr.POSITION, Attr.SCALE, Attr.ROTATION, Attr.OPACITY)}
-        for a, x in ((Attr.SH_DC, s.sh_dc), (Attr.SH_REST, s.sh_rest)):
+        sizes = np.bincount(group, minlength=len(cubes))
+        pos, scl, rot, opa, (dc, rest) = merge_sorted(geo[Attr.POSITION], geo[Attr.SCALE], geo[Attr.ROTATION],
+                                                      geo[Attr.OPACITY][:, 0], [codes[Attr.SH_DC], codes[Attr.SH_REST]],
+                                                      sizes)
+        ids = self._fresh(p.grid.cells_of(pos), taken)
+        out = {Attr.POSITION: p.quantize(Attr.POSITION, pos, ids), Attr.SCALE: p.quantize(Attr.SCALE, scl, ids),
+               Attr.ROTATION: p.quantize(Attr.ROTATION, rot, ids),
+               Attr.OPACITY: p.quantize(Attr.OPACITY, opa[:, None], ids)}
+        for a, x in ((Attr.SH_DC, dc), (Attr.SH_REST, rest)):
             out[a] = np.ascontiguousarray(np.rint(x.T)).astype(codes[a].dtype)
         return self._made(cubes, ids, out)
 

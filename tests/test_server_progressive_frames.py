@@ -168,3 +168,23 @@ def test_a_random_session_of_budgets_and_eyes_keeps_every_frame_within_its_budge
             break
     assert not p.tracked and dec.state.equals(core.encoder.state)
     core.close()
+
+
+def test_compiled_stand_ins_match_the_numpy_moments():
+    """``merge_sorted`` (compiled loops, the server's) gives ``merge``'s stand-ins (numpy, as codec.progressive)."""
+    from reference_generator.progressive_join import merge, merge_sorted
+    g = synthetic_scene(20_000, 2, 5, 10.0)
+    group = np.sort(np.random.default_rng(1).integers(0, 3000, len(g)))
+    group = np.unique(group, return_inverse=True)[1]                   # groups 0..n-1, none empty
+    n = int(group.max()) + 1
+    ref = merge(g, group, n)
+    pos, scl, rot, opa, (dc, rest) = merge_sorted(g.positions, g.scales, g.rotations, g.opacities,
+                                                  [g.sh_dc.T, g.sh_rest.T], np.bincount(group))
+    assert np.allclose(pos, ref.positions, atol=1e-5)
+    assert np.allclose(np.exp(scl), np.exp(ref.scales), rtol=1e-4, atol=1e-7)
+    same_axis = np.abs(np.sum(rot * ref.rotations, axis=1))            # q and -q are one rotation
+    assert np.all(same_axis > 1 - 1e-4)
+    assert np.allclose(opa, ref.opacities, atol=1e-4)
+    assert np.allclose(dc, ref.sh_dc, atol=1e-5) and np.allclose(rest, ref.sh_rest, atol=1e-5)
+    one = np.flatnonzero(np.bincount(group) == 1)
+    assert len(one) and np.array_equal(pos[one], g.positions[np.searchsorted(group, one)])
