@@ -187,6 +187,7 @@ async function startLive() {
   mode = 'live';
   session?.close();
   session = null;
+  api.session = null;
   const budgets = {
     ...DEFAULT_BUDGETS,
     ...(q.get('max_gaussians') ? { max_gaussians: +q.get('max_gaussians') } : {}),

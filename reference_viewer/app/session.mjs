@@ -174,6 +174,7 @@ export class Session {
       msg.view = v;
     }
     if (!this._send(msg)) return false;
+    if (msg.budget != null) this.progressive.budget = msg.budget;   // a reconnect's hello asks for it
     const prev = this.detailSent || {};
     this.detailSent = { budget: msg.budget ?? prev.budget ?? null, view: msg.view ?? prev.view ?? null, t: performance.now() };
     this.stats.details += 1;
