@@ -14,7 +14,8 @@ an ordinary join) holds the world's state at every seq; the viewer joins in head
   picture matches quality/rasterizer.py's render of the world's state from the same camera;
 * a local camera move sends the eye (`detail` with `view`) and the session goes on;
 * with ?budget=N below the world's size, no frame ever leaves the viewer holding more than N
-  Gaussians, and the budget leaves cubes coarse.
+  Gaussians, and the budget leaves cubes coarse; a smaller budget sent mid-session (a `detail`
+  message) holds for every frame made after the server took it.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ NODE = shutil.which("node")
 WORLD, BUDGET_WORLD = "viewer-progressive", "viewer-progressive-budget"
 TARGET_LIVE = 20000          # ~15,500 live Gaussians; SwiftShader draws them at 160x120 in ~0.2 s
 FIRST_BYTES, REFINE_BYTES = 20_000, 40_000   # ~800 stand-ins first, then ~2,000 Gaussians a frame
-BUDGET = 6000
+BUDGET, BUDGET_AFTER = 6000, 4000
 SOFTWARE_BUDGET = 100_000    # reference_viewer/app/detail.mjs ADAPTER_BUDGETS.software
 PSNR_FINAL = 40.0
 
@@ -75,7 +76,7 @@ async def _run(port: int, out: Path, path: str) -> tuple[dict, dict, str]:
         task = asyncio.create_task(reader())
         proc = await asyncio.create_subprocess_exec(
             NODE, str(SCRIPT), "--url", f"http://127.0.0.1:{port}", "--world", WORLD, "--budget-world", BUDGET_WORLD,
-            "--budget", str(BUDGET), "--out", str(out), "--size", "160x120", "--path", path,
+            "--budget", str(BUDGET), "--budget-after", str(BUDGET_AFTER), "--out", str(out), "--size", "160x120", "--path", path,
             cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         try:
             stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
@@ -109,6 +110,10 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _check_frames(log: list, budget: int | None) -> None:
     assert log and log[0]["keyframe"] and not any(e["keyframe"] for e in log[1:]), "one keyframe, then refinement"
+    _check_digests(log, budget)
+
+
+def _check_digests(log: list, budget: int | None) -> None:
     seqs = [e["seq"] for e in log]
     assert seqs == sorted(set(seqs)), seqs
     for e in log:
@@ -185,12 +190,23 @@ def test_viewer_progressive_join(tmp_path, path):
     # --- a budget in the URL is never exceeded
     log2, stats2 = result["log2"], result["stats2"]
     assert BUDGET < n_world
-    _check_frames(log2, BUDGET)
-    assert stats2["errors"] == {} and stats2["resyncs"] == 0 and stats2["details"] == 0
+    n2 = result["framesAtBudget2"]
+    _check_frames(log2[:n2], BUDGET)
+    assert stats2["errors"] == {} and stats2["resyncs"] == 0 and stats2["details"] == 1
     h2 = result["hud2"]["detail"]
     assert h2["rule"] == "fixed (URL)" and h2["budget"] == BUDGET and h2["coarse"] > 0, h2
-    assert 0.8 * BUDGET <= result["live2"] <= BUDGET, result["live2"]
+    assert 0.8 * BUDGET <= log2[n2 - 1]["live"] <= BUDGET, log2[n2 - 1]
+    # the smaller budget: frames made for the old one may be in flight, every later frame keeps to it
+    assert result["setBudget"] is True
+    later = log2[n2:]
+    k = next(i for i, e in enumerate(later) if e["detail"]["budget"] == BUDGET_AFTER)
+    assert all(e["detail"]["budget"] == BUDGET for e in later[:k])
+    _check_digests(later[:k], BUDGET)
+    _check_digests(later[k:], BUDGET_AFTER)
+    h2 = result["hud2after"]["detail"]
+    assert h2["budget"] == BUDGET_AFTER and h2["held"] <= BUDGET_AFTER and h2["rule"] == "set by the page", h2
+    assert result["live2"] <= BUDGET_AFTER
 
     print(f"viewer progressive ({path}): first frame {coarse['live']} of {n_world} live ({d0['coarse']} stand-ins), "
-          f"{p_coarse:.1f} dB -> {p_final:.1f} dB after {len(log)} frames; budget {BUDGET}: {result['live2']} held; "
+          f"{p_coarse:.1f} dB -> {p_final:.1f} dB after {len(log)} frames; budget {BUDGET}: {log2[n2 - 1]['live']} held, then {BUDGET_AFTER}: {result['live2']}; "
           f"{elapsed:.1f} s (server start {t_server:.1f} s, browser script {result['ms'] / 1000:.1f} s)")

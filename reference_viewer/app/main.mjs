@@ -400,6 +400,14 @@ const api = {
   worldCamera: () => session?.worldCamera ?? null,
   pose: () => copyPose(cam.pose),
   setPose: (p) => { follow = false; cam.set(p); },
+  /** A progressive session's detail budget set from outside (fixed from then on); sent at once. */
+  setDetailBudget: (n) => {
+    if (!detail || !session?.isProgressive) return false;
+    detail.fixed = true;
+    detail.budget = Math.max(1, Math.floor(n));
+    detail.reason = 'set by the page';
+    return session.detail({ budget: detail.budget });
+  },
   act: (kind, params = {}) => session?.act(kind, params),
   corruptNext: (n = 1) => { if (session) session.corrupt = n; },
   openBytes: (u8, name) => openBytes(u8 instanceof Uint8Array ? u8 : new Uint8Array(u8), name),

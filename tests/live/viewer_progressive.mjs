@@ -3,7 +3,7 @@
 // tests/test_viewer_progressive.py to check.
 //
 //   node tests/live/viewer_progressive.mjs --url http://127.0.0.1:PORT --world NAME --budget-world NAME2
-//        --budget N --out DIR [--size 160x120] [--path raster|tiles]
+//        --budget N [--budget-after M] --out DIR [--size 160x120] [--path raster|tiles]
 //
 // Page 1 joins NAME with the viewer's defaults (a progressive join, the adapter's detail budget). Its
 // WebSocket goes through playwright's routeWebSocket: after the stream header and the first frame the
@@ -11,7 +11,8 @@
 // again; the page refines until its last frame's `detail` says no cube is coarse, and the settled state
 // is rendered again (DIR/final.rgba). Then the local camera moves (the viewer sends its eye in a
 // `detail` message) and the session must go on. Page 2 joins NAME2 with ?budget=N and runs until the
-// frames stop coming (refinement within the budget done). DIR/result.json: {ok, error, steps, coarse,
+// frames stop coming (refinement within the budget done); with --budget-after M it then asks for a
+// budget of M (setDetailBudget: a `detail` message) and waits for a frame made for it. DIR/result.json: {ok, error, steps, coarse,
 // final (snapshot facts), log / log2 (the pages' per-frame logs), hud / hud2, stats / stats2, console}.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -132,6 +133,15 @@ try {
     n = m;
   }
   result.hud2 = await page2.evaluate(() => window.gsdViewer.hud());
+  result.framesAtBudget2 = await page2.evaluate(() => window.gsdViewer.frames);
+  // a smaller budget mid-session (a `detail` message with `budget`): frames cut after it keep to it
+  if (args['budget-after']) {
+    result.setBudget = await page2.evaluate((b) => window.gsdViewer.setDetailBudget(b), Number(args['budget-after']));
+    await page2.waitForFunction((b) => { const d = window.gsdViewer.detail(); return d && d.budget === b && d.held <= b; },
+                                Number(args['budget-after']), { timeout: 20000, polling: 50 });
+    await page2.waitForTimeout(300);
+    result.hud2after = await page2.evaluate(() => window.gsdViewer.hud());
+  }
   result.stats2 = await page2.evaluate(() => window.gsdViewer.stats());
   result.log2 = await page2.evaluate(() => window.gsdViewer.log.map(({ t, ...e }) => e));
   result.live2 = await page2.evaluate(() => window.gsdViewer.live());
