@@ -425,6 +425,8 @@ class ProgressivePending(Pending):
         """Stand-ins of ``cubes`` from their Gaussians' current values: fresh ids (none live in the
         world or the client, none in ``taken``), codes. Records them as the cubes' stand-ins."""
         W = self.enc.state
+        if not len(cubes):
+            return np.zeros(0, U64), W.codes_of(np.zeros(0, U64))
         mem = self._members(cubes)
         slot = np.full(len(self.c_key), -1, np.int64)
         slot[cubes] = np.arange(len(cubes))
