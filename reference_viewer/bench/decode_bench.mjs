@@ -7,8 +7,10 @@
 // Every frame carries its digest and is verified (as the viewer does).
 //
 //   node reference_viewer/bench/decode_bench.mjs [--n 1000000] [--deltas 100] [--dir DIR] [--reps 5]
-//        [--before REV] [--no-write]
-// (the first 10 deltas are warm-up, untimed; the renderer's takeDirty() runs after every frame, untimed)
+//        [--before REV] [--warm-passes 1] [--no-write]
+// (each decoder first decodes the delta sequence --warm-passes times untimed, so that V8 has compiled its
+// JavaScript and wasm with its optimizing tiers; then in each timed sequence the first 10 deltas are
+// warm-up, untimed; the renderer's takeDirty() runs after every frame, untimed)
 // --before REV also measures the decoder of git revision REV (its reference_viewer/ from `git archive`)
 // in the same run, on the same streams, alternating with this one (keyframes in the order after,
 // before, before, after, ...; the delta sequence after, before, before, after, each decoder disposed
@@ -35,7 +37,7 @@ const ROOT = join(HERE, '..', '..');
 const STREAMS = 'compact-ck';
 
 function args(argv) {
-  const a = { n: 1_000_000, reps: 5, dir: null, write: true, warmup: 10, deltas: 100, before: null };
+  const a = { n: 1_000_000, reps: 5, dir: null, write: true, warmup: 10, deltas: 100, before: null, passes: 1 };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === '--n') a.n = Number(argv[++i]);
@@ -44,6 +46,7 @@ function args(argv) {
     else if (k === '--dir') a.dir = argv[++i];
     else if (k === '--no-write') a.write = false;
     else if (k === '--before') a.before = argv[++i];
+    else if (k === '--warm-passes') a.passes = Number(argv[++i]);
     else throw new Error(`unknown argument ${k}`);
   }
   a.dir ||= join(tmpdir(), `gsd-viewer-bench-${STREAMS}-${a.n}-${a.deltas}`);
@@ -148,7 +151,12 @@ async function main() {
   for (const prev of [prevA, prevB]) if (prev.dec && prev.dec.dispose) prev.dec.dispose();
   prevA.dec = prevB.dec = null;
   loads.push(loadavg());
-  // a. deltas, in sequence against one decoder at a time (with --before: after, before, before, after)
+  // a. deltas, in sequence against one decoder at a time: first --warm-passes untimed sequences of each
+  // decoder (its JavaScript and wasm functions reach V8's optimizing tiers: a decoder's first sequence
+  // runs ~0.2 ms per delta slower), then the timed ones (with --before: after, before, before, after)
+  for (let p = 0; p < a.passes; p++) {
+    for (const which of Before ? [0, 1] : [0]) runDeltas(which === 0 ? Decoder : Before, ds, a, info, { tDelta: [], cDelta: [], tParse: [], counts: null });
+  }
   const after = { tDelta: [], cDelta: [], tParse: [], counts: null };
   const before = Before ? { tDelta: [], cDelta: [], tParse: [], counts: null } : null;
   for (const which of Before ? [0, 1, 1, 0] : [0]) {
