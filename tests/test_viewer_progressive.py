@@ -15,7 +15,9 @@ an ordinary join) holds the world's state at every seq; the viewer joins in head
 * a local camera move sends the eye (`detail` with `view`) and the session goes on;
 * with ?budget=N below the world's size, no frame ever leaves the viewer holding more than N
   Gaussians, and the budget leaves cubes coarse; a smaller budget sent mid-session (a `detail`
-  message) holds for every frame made after the server took it.
+  message) holds for every frame made after the server took it;
+* SwiftShader's slow frames make the viewer's frame-time rule lower the adapter's budget: a `detail`
+  message, and the next frame is made for the new budget.
 """
 from __future__ import annotations
 
@@ -206,6 +208,15 @@ def test_viewer_progressive_join(tmp_path, path):
     h2 = result["hud2after"]["detail"]
     assert h2["budget"] == BUDGET_AFTER and h2["held"] <= BUDGET_AFTER and h2["rule"] == "set by the page", h2
     assert result["live2"] <= BUDGET_AFTER
+
+    # --- the frame-time rule: SwiftShader frames (~0.1-0.3 s) are far over 33 ms: the budget is halved
+    rule = result["rule"]
+    assert rule["sent"]["budget"] == rule["detail"]["asked"] == SOFTWARE_BUDGET // 2, rule
+    assert rule["detail"]["rule"].startswith("frame ") and "over 33 ms" in rule["detail"]["rule"], rule["detail"]
+    assert rule["after"]["budget"] == SOFTWARE_BUDGET // 2 and rule["log"][-1]["detail"]["budget"] == SOFTWARE_BUDGET // 2
+    assert rule["stats"]["errors"] == {} and rule["stats"]["resyncs"] == 0 and rule["stats"]["state"] == "open"
+    assert rule["sent"]["view"] is not None, "the turning camera's eye went out too"
+    _check_digests(rule["log"], None)
 
     print(f"viewer progressive ({path}): first frame {coarse['live']} of {n_world} live ({d0['coarse']} stand-ins), "
           f"{p_coarse:.1f} dB -> {p_final:.1f} dB after {len(log)} frames; budget {BUDGET}: {log2[n2 - 1]['live']} held, then {BUDGET_AFTER}: {result['live2']}; "

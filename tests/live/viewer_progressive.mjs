@@ -12,7 +12,9 @@
 // is rendered again (DIR/final.rgba). Then the local camera moves (the viewer sends its eye in a
 // `detail` message) and the session must go on. Page 2 joins NAME2 with ?budget=N and runs until the
 // frames stop coming (refinement within the budget done); with --budget-after M it then asks for a
-// budget of M (setDetailBudget: a `detail` message) and waits for a frame made for it. DIR/result.json: {ok, error, steps, coarse,
+// budget of M (setDetailBudget: a `detail` message) and waits for a frame made for it. Page 3 joins
+// NAME with no frame_ms and turns its camera (frames are drawn): the frame-time rule lowers the
+// budget, and an idle step's frame is made for the new one (result.rule). DIR/result.json: {ok, error, steps, coarse,
 // final (snapshot facts), log / log2 (the pages' per-frame logs), hud / hud2, stats / stats2, console}.
 import fs from 'node:fs';
 import os from 'node:os';
@@ -146,6 +148,29 @@ try {
   result.log2 = await page2.evaluate(() => window.gsdViewer.log.map(({ t, ...e }) => e));
   result.live2 = await page2.evaluate(() => window.gsdViewer.live());
   step('budget');
+  await page2.close();
+
+  // ---- page 3: the frame-time rule (SwiftShader's frames are far over 33 ms): a lower budget goes out
+  // as a `detail` message, and the next frame (an idle step) is made for it
+  const page3 = await ctx.newPage();
+  page3.on('console', (m) => result.console.push(`page3 ${m.type()}: ${m.text()}`));
+  page3.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+  await page3.goto(`${url}/viewer/index.html?world=${encodeURIComponent(args.world)}&size=${size}&follow=1&path=${renderPath}`);
+  await page3.waitForFunction(() => window.gsdViewer && window.gsdViewer.frames >= 1, null, { timeout: 30000, polling: 50 });
+  // frames are drawn only when something changes: the local camera turns 1 degree every 50 ms
+  for (let i = 0; i < 300 && !(await page3.evaluate(() => window.gsdViewer.session.detailSent?.budget)); i++) {
+    await page3.evaluate(() => { const p = window.gsdViewer.pose(); window.gsdViewer.setPose({ ...p, yaw: p.yaw + 1 }); });
+    await page3.waitForTimeout(50);
+  }
+  result.rule = { detail: await page3.evaluate(() => window.gsdViewer.detail()),
+                  sent: await page3.evaluate(() => window.gsdViewer.session.detailSent) };
+  const frames3 = await page3.evaluate(() => window.gsdViewer.frames);
+  await page3.keyboard.press('.');
+  await page3.waitForFunction((n) => window.gsdViewer.frames > n, frames3, { timeout: 10000, polling: 20 });
+  result.rule.after = await page3.evaluate(() => window.gsdViewer.detail());
+  result.rule.stats = await page3.evaluate(() => window.gsdViewer.stats());
+  result.rule.log = await page3.evaluate(() => window.gsdViewer.log.map(({ t, ...e }) => e));
+  step('rule');
   result.ok = true;
 } catch (e) {
   result.error = String(e && e.stack || e);
