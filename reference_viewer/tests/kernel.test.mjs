@@ -210,56 +210,61 @@ test('UPDATE blocks of many batches: floats derived in place, and undone exactly
 });
 
 test('keyframe ADD blocks of every tile shape: rows, floats and sums as Gaussians added one by one; an invalid code names the first column of its tile', () => {
-  const u8 = vectorBytes('profile_compact_sh3');
-  const dec = new Decoder();
-  let pos = dec.readHeader(u8).used;
-  pos += dec.readFrame(u8.subarray(pos)).used;
-  const p = dec.profile, seed = dec.store.entries().map((e) => e.codes);
-  const Store = dec.store.constructor;
-  // codes of Gaussian i: a seed Gaussian's, the one-byte SH rest codes varied over their valid range
-  const M = p.compMaxU;   // SH rest component j: valid in [-M[j], M[j]] (1-byte patterns)
-  const codes = (i) => {
-    const c = seed[i % seed.length].slice();
-    for (let j = 14; j < p.NC; j++) c[j] = ((i * 7 + j * 3) % (2 * M[j] + 1) + 256 - M[j]) & 0xFF;
-    return c;
-  };
-  const block = (N, bad = []) => {   // a keyframe's ADD record; bad: [i, j] codes made invalid
-    arena.reset();
-    const idp = arena.take(8 * N);
-    views().u64.set(Array.from({ length: N }, (_, i) => BigInt(1000 + 3 * i)), idp >> 3);
-    const all = Array.from({ length: N }, (_, i) => codes(i));
-    for (const [i, j] of bad) all[i][j] = M[j] + 1;   // (j: ROTATION's index, 6, or an SH rest component)
-    const comps = [];
-    for (let j = 0; j < p.NC; j++) {
-      const w = p.ck[j], src = arena.take(w * N), v = views();
-      for (let i = 0; i < N; i++) {
-        if (w === 4) v.u32[(src >> 2) + i] = all[i][j]; else if (w === 2) v.u16[(src >> 1) + i] = all[i][j]; else v.u8[src + i] = all[i][j];
+  for (const name of ['profile_compact_sh3', 'profile_compact_sh2', 'profile_compact_sh1', 'profile_compact_sh0', 'pal_keyframe_sh2']) {
+    const u8 = vectorBytes(name);
+    const dec = new Decoder();
+    let pos = dec.readHeader(u8).used;
+    pos += dec.readFrame(u8.subarray(pos)).used;
+    const p = dec.profile, seed = dec.store.entries().map((e) => e.codes);
+    assert.ok(seed.length > 0, name);
+    const Store = dec.store.constructor;
+    // codes of Gaussian i: a seed Gaussian's, the one-byte SH rest codes varied over their valid range
+    // (valid in [-M[j], M[j]], 1-byte patterns; with a palette, component 14 is an entry's index)
+    const M = p.compMaxU;
+    const codes = (i) => {
+      const c = seed[i % seed.length].slice();
+      if (!p.palette) for (let j = 14; j < p.NC; j++) c[j] = ((i * 7 + j * 3) % (2 * M[j] + 1) + 256 - M[j]) & 0xFF;
+      return c;
+    };
+    const block = (N, bad = []) => {   // a keyframe's ADD record; bad: [i, j] codes made invalid
+      arena.reset();
+      const idp = arena.take(8 * N);
+      views().u64.set(Array.from({ length: N }, (_, i) => BigInt(1000 + 3 * i)), idp >> 3);
+      const all = Array.from({ length: N }, (_, i) => codes(i));
+      for (const [i, j] of bad) all[i][j] = M[j] + 1;   // (j: ROTATION's index, 6, or an SH rest component)
+      const comps = [];
+      for (let j = 0; j < p.NC; j++) {
+        const w = p.ck[j], src = arena.take(w * N), v = views();
+        for (let i = 0; i < N; i++) {
+          if (w === 4) v.u32[(src >> 2) + i] = all[i][j]; else if (w === 2) v.u16[(src >> 1) + i] = all[i][j]; else v.u8[src + i] = all[i][j];
+        }
+        comps.push({ j, src });
       }
-      comps.push({ j, src });
+      return blockRecord({ n: N, ids: idp, mask: p.fullMask, comps }, false, true);
+    };
+    for (const N of [1, 15, 16, 17, 63, 64, 65, 100, 150, 200]) {
+      const s = new Store(p);
+      s.reserve(N, N);
+      assert.equal(K.keyframeBlock(s.st, block(N), 0), -1, `${name} N ${N}`);
+      const want = new Store(p);
+      for (let i = 0; i < N; i++) assert.equal(want.addGaussian(1000 + 3 * i, 0, codes(i)), i);
+      assert.equal(s.digestText(), want.digestText(), `${name} N ${N}`);
+      assert.deepEqual(s.data.slice(0, N * s.stride), want.data.slice(0, N * s.stride), `${name} N ${N}`);
+      for (let i = 0; i < N; i++) assert.deepEqual(s.codesOf(i), want.codesOf(i), `${name} N ${N} Gaussian ${i}`);
+      s.release(); want.release();
     }
-    return blockRecord({ n: N, ids: idp, mask: p.fullMask, comps }, false, true);
-  };
-  for (const N of [1, 15, 16, 17, 63, 64, 65, 100, 150, 200]) {
-    const s = new Store(p);
-    s.reserve(N, N);
-    assert.equal(K.keyframeBlock(s.st, block(N), 0), -1, `N ${N}`);
-    const want = new Store(p);
-    for (let i = 0; i < N; i++) assert.equal(want.addGaussian(1000 + 3 * i, 0, codes(i)), i);
-    assert.equal(s.digestText(), want.digestText(), `N ${N}`);
-    assert.deepEqual(s.data.slice(0, N * s.stride), want.data.slice(0, N * s.stride), `N ${N}`);
-    for (let i = 0; i < N; i++) assert.deepEqual(s.codesOf(i), want.codesOf(i), `N ${N} Gaussian ${i}`);
-    s.release(); want.release();
+    // invalid codes: the tile (64 Gaussians) of the first one decides, and in it the lowest component
+    const cases = [[150, [[129, 6]], 6], [17, [[16, 6], [0, 6]], 6]];
+    if (name === 'profile_compact_sh3') {
+      cases.push([150, [[140, 30]], 30], [150, [[140, 30], [130, 20]], 20], [150, [[70, 40], [65, 50], [140, 15]], 40],
+        [150, [[149, 58]], 58], [150, [[129, 17], [128, 6]], 6], [17, [[16, 6], [0, 58]], 6], [100, [[99, 14]], 14]);
+    }
+    for (const [N, bad, j] of cases) {
+      const s = new Store(p);
+      s.reserve(N, N);
+      assert.equal(K.keyframeBlock(s.st, block(N, bad), 0), j, `${name} ${JSON.stringify(bad)}`);
+      s.release();
+    }
+    dec.dispose();
   }
-  // invalid codes: the tile (64 Gaussians) of the first one decides, and in it the lowest component
-  const cases = [
-    [150, [[140, 30]], 30], [150, [[140, 30], [130, 20]], 20], [150, [[70, 40], [65, 50], [140, 15]], 40],
-    [150, [[149, 58]], 58], [150, [[129, 17], [128, 6]], 6], [17, [[16, 6], [0, 58]], 6], [100, [[99, 14]], 14],
-  ];
-  for (const [N, bad, j] of cases) {
-    const s = new Store(p);
-    s.reserve(N, N);
-    assert.equal(K.keyframeBlock(s.st, block(N, bad), 0), j, JSON.stringify(bad));
-    s.release();
-  }
-  dec.dispose();
 });
