@@ -631,6 +631,7 @@ class ProgressivePending(Pending):
         order = order[alive[order]]
         room = self.budget - int(alive.sum())
         if room < 0:
+            self._complete = True
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         fits = np.cumsum(cost[order]) <= room
         desired = np.zeros(len(self.c_key), bool)
@@ -641,6 +642,7 @@ class ProgressivePending(Pending):
         if len(want) and not take.any():
             take[0] = True
         refine = want[take | new]
+        self._complete = len(refine) == len(want)    # else refinement goes on at the next frame
         losers = np.flatnonzero(self.c_fine & alive & ~desired)
         losers = losers[np.argsort(score[losers], kind="stable")]
         fine_count = int(self.c_count[self.c_fine & alive].sum()) + int((alive & ~self.c_fine).sum())
@@ -663,7 +665,7 @@ class ProgressivePending(Pending):
         # plan again when something it depends on moved: cube counts, the eye, the budget (settled)
         pos, fwd = self._eye()
         last = self._plan_at
-        moved = (last is None or np.linalg.norm(pos - last[0]) > 0.25 * self.cell
+        moved = (last is None or np.linalg.norm(pos - last[0]) > self.cell
                  or (fwd is not None and (last[1] is None or float(fwd @ last[1]) < COS_REPLAN)))
         self._since_plan += 1
         if not moved and self.settled and self._changed and self._since_plan < REPLAN_FRAMES:
@@ -672,6 +674,7 @@ class ProgressivePending(Pending):
             moved = int(self.c_count[self.c_fine & alive].sum()) + int((alive & ~self.c_fine).sum()) > self.budget
         if not self.settled or moved or (self._changed and self._since_plan >= REPLAN_FRAMES):
             refine, coarsen = self._plan(allowance)
+            self.settled = self._complete         # the plan is carried out: until the eye or the cubes move
             self._plan_at, self._since_plan, self._changed = (pos, fwd), 0, False
         else:
             refine = coarsen = np.zeros(0, np.int64)
@@ -734,7 +737,6 @@ class ProgressivePending(Pending):
         if len(upd):
             d.updates = self._updates(upd)
         data = self.held.encode_delta(d)
-        self.settled = not len(refine) and not len(coarsen)
         return self._out(data, d, False, d.seq - self.last_sent, self.camera)
 
     def _updates(self, ids: np.ndarray) -> list:
