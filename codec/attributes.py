@@ -156,6 +156,19 @@ def quat_to_rotmat(q: np.ndarray) -> np.ndarray:
     ], axis=1)
 
 
+def rotmat_to_quat(r: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) proper rotations -> (N, 4) unit quaternions w, x, y, z (the inverse of quat_to_rotmat)."""
+    w = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2])) / 2
+    x = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] - r[:, 1, 1] - r[:, 2, 2])) / 2
+    y = np.sqrt(np.maximum(0.0, 1 - r[:, 0, 0] + r[:, 1, 1] - r[:, 2, 2])) / 2
+    z = np.sqrt(np.maximum(0.0, 1 - r[:, 0, 0] - r[:, 1, 1] + r[:, 2, 2])) / 2
+    x = np.copysign(x, r[:, 2, 1] - r[:, 1, 2])
+    y = np.copysign(y, r[:, 0, 2] - r[:, 2, 0])
+    z = np.copysign(z, r[:, 1, 0] - r[:, 0, 1])
+    q = np.stack([w, x, y, z], 1)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
 def covariances(g: Gaussians) -> np.ndarray:
     """(N, 3, 3) world covariances R diag(exp(scale))^2 R^T."""
     m = quat_to_rotmat(g.rotations) * np.exp(g.scales.astype(np.float64))[:, None, :]

@@ -21,31 +21,18 @@ from typing import Iterator
 
 import numpy as np
 
-from .attributes import Gaussians, covariances
+from .attributes import Gaussians, covariances, rotmat_to_quat
 
 FIRST_BYTES = 1_500_000        # the coarse keyframe's target size: 0.5 s at 25 Mbit/s
 REFINE_BYTES = 500_000         # refinement frames of about this size (0.16 s each at 25 Mbit/s)
 
 
 # ------------------------------------------------------------------------------------- geometry
-def _quaternions(r: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) proper rotations -> (N, 4) unit quaternions w, x, y, z."""
-    w = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2])) / 2
-    x = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] - r[:, 1, 1] - r[:, 2, 2])) / 2
-    y = np.sqrt(np.maximum(0.0, 1 - r[:, 0, 0] + r[:, 1, 1] - r[:, 2, 2])) / 2
-    z = np.sqrt(np.maximum(0.0, 1 - r[:, 0, 0] - r[:, 1, 1] + r[:, 2, 2])) / 2
-    x = np.copysign(x, r[:, 2, 1] - r[:, 1, 2])
-    y = np.copysign(y, r[:, 0, 2] - r[:, 2, 0])
-    z = np.copysign(z, r[:, 1, 0] - r[:, 0, 1])
-    q = np.stack([w, x, y, z], 1)
-    return q / np.linalg.norm(q, axis=1, keepdims=True)
-
-
 def _alpha(g: Gaussians) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-g.opacities.astype(np.float64)))
 
 
-def _cover(g: Gaussians) -> np.ndarray:
+def coverage(g: Gaussians) -> np.ndarray:
     """Opacity times the area of the two largest axes: how much of a picture a Gaussian covers."""
     s = np.sort(np.exp(g.scales.astype(np.float64)), axis=1)
     return _alpha(g) * s[:, 2] * s[:, 1]
@@ -102,7 +89,7 @@ def screen_weight(g: Gaussians, view, bin_px: float = 2.0) -> np.ndarray:
     hidden back of an object ranks with its front: on a captured 500k object the client's view
     reached 95% of its final PSNR only once nearly every Gaussian in the view had arrived."""
     z, inside, _, uv = _in_view(g, view)
-    area = np.minimum(_cover(g) * view.fx * view.fy / np.maximum(z, 1e-6) ** 2, float(view.width * view.height))
+    area = np.minimum(coverage(g) * view.fx * view.fy / np.maximum(z, 1e-6) ** 2, float(view.width * view.height))
     out = np.zeros(len(g))
     idx = np.flatnonzero(inside)
     if not len(idx):
@@ -152,7 +139,7 @@ def stand_ins(g: Gaussians, cell: float, level: np.ndarray | None = None) -> tup
     group = np.empty(len(g), np.int64)
     group[order] = np.repeat(np.arange(len(starts)), sizes)
 
-    cover = _cover(g)[order]
+    cover = coverage(g)[order]
     w = cover + 1e-30
     wsum = np.add.reduceat(w, starts)
     p = g.positions.astype(np.float64)[order]
@@ -168,7 +155,7 @@ def stand_ins(g: Gaussians, cell: float, level: np.ndarray | None = None) -> tup
 
     def mean(x):
         return np.add.reduceat(x.astype(np.float64)[order] * w[:, None], starts) / wsum[:, None]
-    out = Gaussians(mu, np.log(scales), _quaternions(vec), np.log(alpha / (1 - alpha)), mean(g.sh_dc),
+    out = Gaussians(mu, np.log(scales), rotmat_to_quat(vec), np.log(alpha / (1 - alpha)), mean(g.sh_dc),
                     mean(g.sh_rest) if g.sh_rest.shape[1] else np.zeros((len(starts), 0), np.float32))
     one = sizes == 1
     src = order[starts[one]]

@@ -33,12 +33,12 @@ from __future__ import annotations
 import numpy as np
 
 from codec import Delta, Encoder
-from codec.attributes import ATTRS, Attr, Gaussians, covariances
+from codec.attributes import ATTRS, Attr, Gaussians, covariances, rotmat_to_quat
 from codec.delta import group_updates
 from codec.digest import unsigned
 from codec.id_index import id_order, sorted_member, sorted_unique
 from codec.jit import kernel
-from codec.progressive import FIRST_BYTES, REFINE_BYTES, _cover, _quaternions
+from codec.progressive import FIRST_BYTES, REFINE_BYTES, coverage
 
 from .flow import FrameTooLarge, OutFrame, Pending
 
@@ -67,7 +67,7 @@ def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
     sizes = np.bincount(group, minlength=n)
     starts = np.r_[0, np.cumsum(sizes)[:-1]]
     grp = take(group)
-    cover = take(_cover(g))
+    cover = take(coverage(g))
     w = cover + 1e-30
     wsum = np.add.reduceat(w, starts)
     p = take(g.positions.astype(np.float64))
@@ -85,7 +85,7 @@ def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
 
     def mean(x):                  # colours: float32 is plenty for a stand-in
         return np.add.reduceat(take(x) * w32[:, None], starts) * inv32[:, None]
-    out = Gaussians(mu.astype(np.float32), np.log(scales).astype(np.float32), _quaternions(vec).astype(np.float32),
+    out = Gaussians(mu.astype(np.float32), np.log(scales).astype(np.float32), rotmat_to_quat(vec).astype(np.float32),
                     np.log(alpha / (1 - alpha)).astype(np.float32), mean(g.sh_dc).astype(np.float32),
                     mean(g.sh_rest).astype(np.float32) if g.sh_rest.shape[1] else np.zeros((n, 0), np.float32))
     one = sizes == 1
@@ -170,7 +170,7 @@ def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.nd
     ss = np.sort(sc, axis=1)
     alpha = np.clip(np.add.reduceat(cover, starts) / (ss[:, 2] * ss[:, 1]), 1e-4, 0.999)
     out_pos, out_scale = mu.astype(np.float32), np.log(sc).astype(np.float32)
-    out_rot, out_opa = _quaternions(vec).astype(np.float32), np.log(alpha / (1 - alpha)).astype(np.float32)
+    out_rot, out_opa = rotmat_to_quat(vec).astype(np.float32), np.log(alpha / (1 - alpha)).astype(np.float32)
     means = []
     for x in sh:
         m = np.zeros((n, x.shape[0]))
