@@ -50,6 +50,7 @@ import torch
 from aiohttp import WSMsgType, web
 
 from codec.digest import Digest
+from codec.progressive import FIRST_BYTES, REFINE_BYTES
 
 from .actions import from_json
 from .auth import FORBIDDEN, SECRET_ENV, UNAUTHORISED, WORLD_NAME, Grant, TokenError, bearer, read_secret, verify
@@ -104,8 +105,8 @@ class ServerConfig:
     allowed_origins: tuple = ()      # extra Origin values accepted besides same-origin
     auth_secret: bytes | None = None  # HMAC key of session tokens (SPEC.md 11.8); None: no tokens, loopback only
     progressive: bool = True         # offer progressive join to clients that ask (SPEC.md 11.9)
-    first_bytes: int = 1_500_000     # ... the stand-ins keyframe's target size
-    refine_bytes: int = 1_000_000    # ... refinement per frame, about
+    first_bytes: int = FIRST_BYTES   # ... the stand-ins keyframe's target size
+    refine_bytes: int = REFINE_BYTES  # ... refinement per frame, about
     viewer_dir: Path = VIEWER_DIR
 
 
@@ -1008,6 +1009,13 @@ def parse_args(argv=None) -> ServerConfig:
                     help=f"require a session token signed with this secret (the file's bytes less one trailing "
                          f"line end, at least 16; or ${SECRET_ENV}); mint tokens with gsd-token. Without a "
                          f"secret the server listens on loopback only (default: no tokens, loopback)")
+    ap.add_argument("--progressive", default="on", choices=("on", "off"),
+                    help="offer a progressive join (stand-ins first, SPEC.md 11.9) to clients that ask; off: "
+                         "every client gets the whole keyframe (default: %(default)s)")
+    ap.add_argument("--first-bytes", type=int, default=FIRST_BYTES, metavar="N",
+                    help="a progressive join's keyframe of stand-ins: its target size in bytes (default: %(default)s)")
+    ap.add_argument("--refine-bytes", type=int, default=REFINE_BYTES, metavar="N",
+                    help="a progressive join's refinement per frame, about, in bytes (default: %(default)s)")
     ap.add_argument("--log-level", default="info", type=str.lower, choices=("debug", "info", "warning", "error", "critical"),
                     help="threshold of the JSON log lines on stderr (default: %(default)s)")
     a = ap.parse_args(argv)
@@ -1015,6 +1023,8 @@ def parse_args(argv=None) -> ServerConfig:
         ap.error("--window >= 1, --tick-hz >= 0, --target-live > 0 and --workers >= 0 required")
     if not 1 <= a.retry_after <= 3600 or a.admit_window <= 0 or a.max_sessions < 0 or not 0 <= a.port <= 65535:
         ap.error("--retry-after 1..3600, --admit-window > 0, --max-sessions >= 0 and --port 0..65535 required")
+    if a.first_bytes < 1 or a.refine_bytes < 1:
+        ap.error("--first-bytes and --refine-bytes must be at least 1")
     try:
         secret = read_secret(a.auth_secret_file)
     except (OSError, ValueError) as e:
@@ -1031,7 +1041,8 @@ def parse_args(argv=None) -> ServerConfig:
                         allowed_origins=tuple(a.allow_origin), admission=a.admission == "on",
                         admit_max_busy=a.admit_max_busy, admit_max_wait_ms=a.admit_max_wait_ms,
                         admit_max_loop_lag_ms=a.admit_max_loop_lag_ms, admit_window=a.admit_window,
-                        admit_min_sessions=a.admit_min_sessions, retry_after=a.retry_after, auth_secret=secret)
+                        admit_min_sessions=a.admit_min_sessions, retry_after=a.retry_after, auth_secret=secret,
+                        progressive=a.progressive == "on", first_bytes=a.first_bytes, refine_bytes=a.refine_bytes)
 
 
 async def serve(cfg: ServerConfig) -> None:

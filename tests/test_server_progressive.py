@@ -303,3 +303,31 @@ def test_progressive_join_of_a_world_in_a_worker_process():
                     assert b.seq == a.seq and b.digest == a.digest
                     assert not b.stats.errors and b.stats.resyncs == 0
     run(go(), 240)
+
+
+def test_gsd_serve_flags_set_the_progressive_join():
+    """`gsd-serve --progressive off|on --first-bytes N --refine-bytes N`; the defaults are the codec's."""
+    from codec.progressive import FIRST_BYTES, REFINE_BYTES
+    from reference_generator.server import parse_args
+
+    cfg = parse_args([])
+    assert cfg.progressive and (cfg.first_bytes, cfg.refine_bytes) == (FIRST_BYTES, REFINE_BYTES)
+    cfg = parse_args(["--progressive", "off", "--first-bytes", "20000", "--refine-bytes", "40000"])
+    assert not cfg.progressive and (cfg.first_bytes, cfg.refine_bytes) == (20_000, 40_000)
+    for bad in (["--first-bytes", "0"], ["--refine-bytes", "-5"], ["--progressive", "maybe"]):
+        with pytest.raises(SystemExit) as e:
+            parse_args(bad)
+        assert e.value.code == 2
+
+
+def test_a_server_with_progressive_off_ignores_the_hello_field():
+    """SPEC.md 11.9: a server that does not offer it ignores the field; the session is an ordinary one."""
+    async def go():
+        async with server(**{**PROG, "progressive": False}) as s:
+            async with Client(s.url, progressive=True) as c:
+                key = await c.next_frame()
+                host = only_host(s)
+                assert "progressive" not in c.session and key.keyframe and not key.detail
+                assert len(c.decoder.state) == len(host.encoder.state)     # the whole scene at once
+                assert c.digest == str(host.encoder.state.digest())
+    run(go())

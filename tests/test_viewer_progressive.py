@@ -1,7 +1,7 @@
 """The browser viewer's progressive join (SPEC.md 11.9) against a live gsd-serve.
 
-A real server (tests/live/serve_progressive.py: gsd-serve with small first_bytes / refine_bytes, so
-that a small world arrives as stand-ins first) runs on 127.0.0.1; a Python client (the Python codec,
+A real server (gsd-serve with small --first-bytes / --refine-bytes, so that a small world arrives
+as stand-ins first) runs on 127.0.0.1; a Python client (the Python codec,
 an ordinary join) holds the world's state at every seq; the viewer joins in headless Chromium
 (playwright-core, WebGPU on SwiftShader), driven by tests/live/viewer_progressive.mjs. Checked:
 
@@ -35,7 +35,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tests/live/viewer_progressive.mjs"
-SERVE = REPO / "tests/live/serve_progressive.py"
 CHROMIUM = os.environ.get("GSD_CHROMIUM", "/usr/bin/chromium")
 PLAYWRIGHT = REPO / "node_modules/playwright-core/index.mjs"
 NODE = shutil.which("node")
@@ -52,7 +51,7 @@ pytestmark = pytest.mark.skipif(bool(_missing), reason=f"viewer progressive test
 
 
 def _start_server() -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, str(SERVE), "--first-bytes", str(FIRST_BYTES), "--refine-bytes", str(REFINE_BYTES),
+    cmd = [sys.executable, "-m", "reference_generator.server", "--first-bytes", str(FIRST_BYTES), "--refine-bytes", str(REFINE_BYTES),
            "--host", "127.0.0.1", "--port", "0", "--target-live", str(TARGET_LIVE), "--tick-hz", "0",
            "--log-level", "warning"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
