@@ -164,6 +164,28 @@ export const PROJECT_WGSL = projectWGSL(false);
 // elements, one workgroup each. hist: per-block digit counts, digit-major (count[d * numBlocks + b]);
 // scan: one workgroup turns them into exclusive global offsets; scatter: each block walks its elements
 // in rounds of 256, ranking each among equal digits of the round (stable), and writes to its offset.
+/** Statements of a one-workgroup exclusive prefix sum over `arr[0..count)` in place (256 threads, each
+ *  a run of the array, then a scan of the runs' sums in `part`, a workgroup array<u32, 256>, which
+ *  ends holding the inclusive sums: part[255] is the total). `t` is the local invocation index. */
+export const exclusiveScanWGSL = (arr, count) => /* wgsl */ `
+  let L = ${count};
+  let chunk = (L + 255u) / 256u;
+  let s0 = min(t * chunk, L);
+  let s1 = min(s0 + chunk, L);
+  var sum = 0u;
+  for (var i = s0; i < s1; i++) { sum += ${arr}[i]; }
+  part[t] = sum;
+  workgroupBarrier();
+  for (var off = 1u; off < 256u; off *= 2u) {
+    var v = 0u;
+    if (t >= off) { v = part[t - off]; }
+    workgroupBarrier();
+    part[t] += v;
+    workgroupBarrier();
+  }
+  var run = part[t] - sum;
+  for (var i = s0; i < s1; i++) { let v = ${arr}[i]; ${arr}[i] = run; run += v; }`;
+
 export const SORT_EPT = 16;
 export const SORT_BLOCK = 256 * SORT_EPT;
 export const SORT_WGSL = /* wgsl */ `
@@ -198,23 +220,7 @@ fn hist(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
 
 @compute @workgroup_size(256)
 fn scan(@builtin(local_invocation_index) t: u32) {
-  let L = 256u * S.numBlocks;
-  let chunk = (L + 255u) / 256u;
-  let s0 = min(t * chunk, L);
-  let s1 = min(s0 + chunk, L);
-  var sum = 0u;
-  for (var i = s0; i < s1; i++) { sum += blockHist[i]; }
-  part[t] = sum;
-  workgroupBarrier();
-  for (var off = 1u; off < 256u; off *= 2u) {
-    var v = 0u;
-    if (t >= off) { v = part[t - off]; }
-    workgroupBarrier();
-    part[t] += v;
-    workgroupBarrier();
-  }
-  var run = part[t] - sum;
-  for (var i = s0; i < s1; i++) { let v = blockHist[i]; blockHist[i] = run; run += v; }
+${exclusiveScanWGSL('blockHist', '256u * S.numBlocks')}
 }
 
 @compute @workgroup_size(256)

@@ -32,7 +32,7 @@
 // Gaussians' entries stay dropped, counted in stats.tileOverflows) and Renderer.readPixels renders an
 // overflowed frame again before reading it.
 import { RadixSort, SORT_DISPATCH_OFFSET } from './sort.mjs';
-import { SORT_BLOCK } from './shaders.mjs';
+import { SORT_BLOCK, exclusiveScanWGSL } from './shaders.mjs';
 
 const U = GPUBufferUsage;
 export const TILE = 16;
@@ -132,23 +132,7 @@ fn count(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec
 
 @compute @workgroup_size(256)
 fn scan(@builtin(local_invocation_index) t: u32) {
-  let L = B.numBlocks;
-  let chunk = (L + 255u) / 256u;
-  let s0 = min(t * chunk, L);
-  let s1 = min(s0 + chunk, L);
-  var sum = 0u;
-  for (var i = s0; i < s1; i++) { sum += blockSums[i]; }
-  part[t] = sum;
-  workgroupBarrier();
-  for (var off = 1u; off < 256u; off *= 2u) {
-    var v = 0u;
-    if (t >= off) { v = part[t - off]; }
-    workgroupBarrier();
-    part[t] += v;
-    workgroupBarrier();
-  }
-  var run = part[t] - sum;
-  for (var i = s0; i < s1; i++) { let v = blockSums[i]; blockSums[i] = run; run += v; }
+${exclusiveScanWGSL('blockSums', 'B.numBlocks')}
   if (t == 255u) {
     let total = part[255];
     let n = min(total, B.capacity);
