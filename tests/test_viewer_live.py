@@ -49,9 +49,10 @@ _missing = [what for what, ok in (("node", NODE), ("chromium", Path(CHROMIUM).ex
 pytestmark = pytest.mark.skipif(bool(_missing), reason=f"viewer live test needs {', '.join(_missing)}")
 
 
-def _start_server() -> tuple[subprocess.Popen, int]:
+def start_server(*args: str) -> tuple[subprocess.Popen, int]:
+    """gsd-serve on 127.0.0.1 at a free port with ``args`` added: (process, port)."""
     cmd = [sys.executable, "-m", "reference_generator.server", "--host", "127.0.0.1", "--port", "0",
-           "--target-live", str(TARGET_LIVE), "--tick-hz", "0", "--log-level", "warning"]
+           "--tick-hz", "0", "--log-level", "warning", *args]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()               # "gsd-serve: open http://127.0.0.1:PORT/ ..."
     if "http://127.0.0.1:" not in line:
@@ -59,6 +60,30 @@ def _start_server() -> tuple[subprocess.Popen, int]:
         raise RuntimeError(f"gsd-serve did not start: {line!r} {proc.stderr.read()[-2000:]}")
     port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
     return proc, port
+
+
+def served(server_args: list, run) -> tuple:
+    """Start a server, ``asyncio.run(run(port))``, stop the server: (run's result, server start s, total s)."""
+    t0 = time.monotonic()
+    server, port = start_server(*server_args)
+    t_server = time.monotonic() - t0
+    try:
+        out = asyncio.run(run(port))
+    finally:
+        server.terminate()
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    return out, t_server, time.monotonic() - t0
+
+
+def check_page(result: dict, node_out: str) -> None:
+    """The browser script ended well: no script failure, renderer error, page error or lost device."""
+    assert result.get("ok"), f"viewer script failed: {result.get('error')}\n{node_out}\n" + "\n".join(result.get("console", []))
+    assert not result.get("rendererError"), result.get("rendererError")
+    page_errors = [c for c in result["console"] if c.startswith("pageerror") or "WebGPU error" in c or "device lost" in c]
+    assert not page_errors, page_errors
 
 
 async def _run(port: int, out: Path, path: str) -> tuple[dict, dict, str]:
@@ -115,22 +140,9 @@ def _image(out: Path, name: str, snap: dict) -> np.ndarray:
 
 @pytest.mark.parametrize("path", ["raster", "tiles"])
 def test_viewer_live(tmp_path, path):
-    t0 = time.monotonic()
-    server, port = _start_server()
-    t_server = time.monotonic() - t0
-    try:
-        result, py_seen, node_out = asyncio.run(_run(port, tmp_path, path))
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    elapsed = time.monotonic() - t0
-    assert result.get("ok"), f"viewer script failed: {result.get('error')}\n{node_out}\n" + "\n".join(result.get("console", []))
-    assert not result.get("rendererError"), result.get("rendererError")
-    page_errors = [c for c in result["console"] if c.startswith("pageerror") or "WebGPU error" in c or "device lost" in c]
-    assert not page_errors, page_errors
+    (result, py_seen, node_out), t_server, elapsed = served(["--target-live", str(TARGET_LIVE)],
+                                                           lambda port: _run(port, tmp_path, path))
+    check_page(result, node_out)
     assert result["redirected"].endswith("/viewer/index.html"), result["redirected"]
     assert result["renderPath"] == path and f"path {path}," in result["final"]["hud"]["render"], result["final"]["hud"]["render"]
 

@@ -25,13 +25,12 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from test_viewer_live import check_page, served
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "tests/live/viewer_progressive.mjs"
@@ -48,19 +47,6 @@ PSNR_FINAL = 40.0
 _missing = [what for what, ok in (("node", NODE), ("chromium", Path(CHROMIUM).exists()),
                                   ("playwright-core", PLAYWRIGHT.exists())) if not ok]
 pytestmark = pytest.mark.skipif(bool(_missing), reason=f"viewer progressive test needs {', '.join(_missing)}")
-
-
-def _start_server() -> tuple[subprocess.Popen, int]:
-    cmd = [sys.executable, "-m", "reference_generator.server", "--first-bytes", str(FIRST_BYTES), "--refine-bytes", str(REFINE_BYTES),
-           "--host", "127.0.0.1", "--port", "0", "--target-live", str(TARGET_LIVE), "--tick-hz", "0",
-           "--log-level", "warning"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    line = proc.stdout.readline()
-    if "http://127.0.0.1:" not in line:
-        proc.kill()
-        raise RuntimeError(f"gsd-serve did not start: {line!r} {proc.stderr.read()[-2000:]}")
-    return proc, int(line.split("http://127.0.0.1:")[1].split("/")[0])
 
 
 async def _run(port: int, out: Path, path: str) -> tuple[dict, dict, str]:
@@ -128,22 +114,10 @@ def _check_digests(log: list, budget: int | None) -> None:
 
 @pytest.mark.parametrize("path", ["raster"])
 def test_viewer_progressive_join(tmp_path, path):
-    t0 = time.monotonic()
-    server, port = _start_server()
-    t_server = time.monotonic() - t0
-    try:
-        result, seen, node_out = asyncio.run(_run(port, tmp_path, path))
-    finally:
-        server.terminate()
-        try:
-            server.wait(10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-    elapsed = time.monotonic() - t0
-    assert result.get("ok"), f"viewer script failed: {result.get('error')}\n{node_out}\n" + "\n".join(result.get("console", []))
-    assert not result.get("rendererError"), result.get("rendererError")
-    page_errors = [c for c in result["console"] if c.startswith("pageerror") or "WebGPU error" in c or "device lost" in c]
-    assert not page_errors, page_errors
+    (result, seen, node_out), t_server, elapsed = served(
+        ["--first-bytes", str(FIRST_BYTES), "--refine-bytes", str(REFINE_BYTES), "--target-live", str(TARGET_LIVE)],
+        lambda port: _run(port, tmp_path, path))
+    check_page(result, node_out)
     assert result["renderPath"] == path
 
     log, stats = result["log"], result["stats"]
