@@ -131,14 +131,17 @@ def stand_ins(g: Gaussians, cell: float, level: np.ndarray | None = None) -> tup
     Gaussians' first and second moments, each weighted by opacity times area; its opacity spreads
     their covered area over its own; its colour (SH) is their weighted mean. A cube with one
     Gaussian keeps it exactly."""
-    key = _cells(g.positions, cell, level)
-    order = np.argsort(key, kind="stable")
-    ks = key[order]
-    starts = np.r_[0, np.flatnonzero(ks[1:] != ks[:-1]) + 1] if len(ks) else np.zeros(0, np.int64)
-    sizes = np.diff(np.r_[starts, len(order)])
-    group = np.empty(len(g), np.int64)
-    group[order] = np.repeat(np.arange(len(starts)), sizes)
+    uniq, group = np.unique(_cells(g.positions, cell, level), return_inverse=True)
+    return merged(g, group.reshape(-1), len(uniq)), group.reshape(-1)
 
+
+def merged(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
+    """One stand-in per group ``0..n-1`` (each non-empty), as ``stand_ins`` makes them for its cubes:
+    for callers that group the Gaussians their own way (the live server's cubes)."""
+    group = np.asarray(group, np.int64)
+    order = np.argsort(group, kind="stable")
+    sizes = np.bincount(group, minlength=n)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
     cover = coverage(g)[order]
     w = cover + 1e-30
     wsum = np.add.reduceat(w, starts)
@@ -156,12 +159,12 @@ def stand_ins(g: Gaussians, cell: float, level: np.ndarray | None = None) -> tup
     def mean(x):
         return np.add.reduceat(x.astype(np.float64)[order] * w[:, None], starts) / wsum[:, None]
     out = Gaussians(mu, np.log(scales), rotmat_to_quat(vec), np.log(alpha / (1 - alpha)), mean(g.sh_dc),
-                    mean(g.sh_rest) if g.sh_rest.shape[1] else np.zeros((len(starts), 0), np.float32))
+                    mean(g.sh_rest) if g.sh_rest.shape[1] else np.zeros((n, 0), np.float32))
     one = sizes == 1
     src = order[starts[one]]
     for f in ("positions", "scales", "rotations", "opacities", "sh_dc", "sh_rest"):
         getattr(out, f)[one] = getattr(g, f)[src]
-    return out, group
+    return out
 
 
 # ------------------------------------------------------------------------------------- the frames

@@ -51,22 +51,16 @@ class Timed:
 
     def __init__(self, pending):
         self.p, self.push_s, self.take_s = pending, 0.0, 0.0
-        push, take = pending.push, pending.take
+        pending.push, pending.take = self._timed(pending.push, "push_s"), self._timed(pending.take, "take_s")
 
-        def timed_push(*a, **k):
+    def _timed(self, fn, counter: str):
+        def timed(*a, **k):
             t = time.process_time()
             try:
-                return push(*a, **k)
+                return fn(*a, **k)
             finally:
-                self.push_s += time.process_time() - t
-
-        def timed_take(*a, **k):
-            t = time.process_time()
-            try:
-                return take(*a, **k)
-            finally:
-                self.take_s += time.process_time() - t
-        pending.push, pending.take = timed_push, timed_take
+                setattr(self, counter, getattr(self, counter) + time.process_time() - t)
+        return timed
 
     def lap(self) -> float:
         s, self.push_s, self.take_s = self.push_s + self.take_s, 0.0, 0.0

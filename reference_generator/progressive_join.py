@@ -33,12 +33,12 @@ from __future__ import annotations
 import numpy as np
 
 from codec import Delta, Encoder
-from codec.attributes import ATTRS, Attr, Gaussians, covariances, rotmat_to_quat
+from codec.attributes import ATTRS, Attr, Gaussians, rotmat_to_quat
 from codec.delta import group_updates
 from codec.digest import unsigned
 from codec.id_index import id_order, sorted_member, sorted_unique
 from codec.jit import kernel
-from codec.progressive import FIRST_BYTES, REFINE_BYTES, coverage
+from codec.progressive import FIRST_BYTES, REFINE_BYTES, merged
 
 from .flow import FrameTooLarge, OutFrame, Pending
 
@@ -52,54 +52,11 @@ COS_REPLAN = 0.985                 # the refinement order is made again when the
 REPLAN_FRAMES = 8                  # ... or after this many frames of changed counts (at once over the budget)
 
 
-def merge(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
-    """One stand-in per group ``0..n-1`` (each non-empty), matching its Gaussians' opacity-and-area
-    weighted first and second moments and SH mean, its opacity spreading their covered area over its
-    own: the stand-ins of ``codec.progressive`` (SPEC.md Appendix C) for groups given by the caller.
-    A group of one Gaussian gives that Gaussian. Gaussians already in group order are not copied."""
-    group = np.asarray(group, np.int64)
-    ordered = bool(len(group) < 2 or (group[1:] >= group[:-1]).all())
-    order = np.arange(len(group)) if ordered else np.argsort(group, kind="stable")
-
-    def take(x):
-        return x if ordered else x[order]
-
-    sizes = np.bincount(group, minlength=n)
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    grp = take(group)
-    cover = take(coverage(g))
-    w = cover + 1e-30
-    wsum = np.add.reduceat(w, starts)
-    p = take(g.positions.astype(np.float64))
-    mu = np.add.reduceat(p * w[:, None], starts) / wsum[:, None]
-    d = p - mu[grp]
-    second = take(covariances(g)) + d[:, :, None] * d[:, None, :]
-    cov = np.add.reduceat(second * w[:, None, None], starts) / wsum[:, None, None]
-    ev, vec = np.linalg.eigh(cov)
-    vec[np.linalg.det(vec) < 0, :, 0] *= -1
-    scales = np.sqrt(np.maximum(ev, 1e-24))
-    s = np.sort(scales, axis=1)
-    alpha = np.clip(np.add.reduceat(cover, starts) / (s[:, 2] * s[:, 1]), 1e-4, 0.999)
-    w32 = w.astype(np.float32)
-    inv32 = (1.0 / wsum).astype(np.float32)
-
-    def mean(x):                  # colours: float32 is plenty for a stand-in
-        return np.add.reduceat(take(x) * w32[:, None], starts) * inv32[:, None]
-    out = Gaussians(mu.astype(np.float32), np.log(scales).astype(np.float32), rotmat_to_quat(vec).astype(np.float32),
-                    np.log(alpha / (1 - alpha)).astype(np.float32), mean(g.sh_dc).astype(np.float32),
-                    mean(g.sh_rest).astype(np.float32) if g.sh_rest.shape[1] else np.zeros((n, 0), np.float32))
-    one = sizes == 1
-    src = order[starts[one]]
-    for f in ("positions", "scales", "rotations", "opacities", "sh_dc", "sh_rest"):
-        getattr(out, f)[one] = getattr(g, f)[src]
-    return out
-
-
 @kernel
 def _moments(starts, sizes, pos, scl, rot, w, mu, cov, wsum):
     """Per group of consecutive rows: the weighted mean position ``mu``, the weighted second moment
     about it ``cov`` (each row's covariance R diag(exp(2 scale)) R^T plus its offset's outer
-    product) and the weight ``wsum``; ``merge``'s moments in one pass without temporaries."""
+    product) and the weight ``wsum``; ``codec.progressive.merged``'s moments in one pass without temporaries."""
     for k in range(starts.shape[0]):
         a, b = starts[k], starts[k] + sizes[k]
         sw, m0, m1, m2 = 0.0, 0.0, 0.0, 0.0
@@ -151,7 +108,7 @@ def _means(starts, sizes, planar, w, wsum, out):
 
 
 def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.ndarray) -> tuple:
-    """``merge`` for Gaussians already in group order (``sizes[k]`` rows each, all above 0), its
+    """``codec.progressive.merged`` for Gaussians already in group order (``sizes[k]`` rows each, all above 0), its
     moments in compiled loops; ``sh``: planar (C, n) arrays (floats, or codes that dequantize
     affinely) whose weighted means come back as (groups, C) float64. Returns (positions, log-scales,
     quaternions, opacity logits, [means]) of the stand-ins, a group of one giving its Gaussian."""
@@ -438,7 +395,7 @@ class ProgressivePending(Pending):
         codes = W.codes_of(mem)
         if p.quant is None:                          # float codes: merge the floats
             g = Gaussians.from_attributes(W.floats(mem, codes))
-            s = merge(g, group, len(cubes))
+            s = merged(g, group, len(cubes))
             ids = self._fresh(p.grid.cells_of(s.positions), taken)
             return self._made(cubes, ids, {a: p.quantize(a, s.attribute(a), ids) for a in ATTRS})
         # SH codes dequantize affinely (SPEC.md 5.3): their weighted mean, rounded, is the code of the

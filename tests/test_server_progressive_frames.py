@@ -171,8 +171,9 @@ def test_a_random_session_of_budgets_and_eyes_keeps_every_frame_within_its_budge
 
 
 def test_compiled_stand_ins_match_the_numpy_moments():
-    """``merge_sorted`` (compiled loops, the server's) gives ``merge``'s stand-ins (numpy, as codec.progressive)."""
-    from reference_generator.progressive_join import merge, merge_sorted
+    """``merge_sorted`` (compiled loops, the server's) gives codec.progressive's stand-ins (numpy)."""
+    from codec.progressive import merged as merge
+    from reference_generator.progressive_join import merge_sorted
     g = synthetic_scene(20_000, 2, 5, 10.0)
     group = np.sort(np.random.default_rng(1).integers(0, 3000, len(g)))
     group = np.unique(group, return_inverse=True)[1]                   # groups 0..n-1, none empty

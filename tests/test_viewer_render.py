@@ -42,6 +42,7 @@ from codec import Encoder, Grid, Profile
 from codec.synthetic import synthetic_motion, synthetic_scene
 from quality.cameras import orbit_cameras, look_at
 from quality.rasterizer import render
+from reference_viewer.render.scene_raw import stride_of
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("GSD_CHROMIUM", "/usr/bin/chromium")
@@ -54,25 +55,6 @@ W = H = 128
 pytestmark = pytest.mark.skipif(
     not (Path(CHROMIUM).exists() and PLAYWRIGHT.exists() and NODE),
     reason="needs node, Debian's chromium and node_modules/playwright-core (npm ci)")
-
-
-def stride_of(degree: int) -> int:
-    k = (degree + 1) ** 2 - 1
-    return (16 + 3 * k + 3) // 4 * 4
-
-
-def slot_floats(g, degree: int) -> np.ndarray:
-    """(N, stride) float32 slot rows in the SceneStore layout (reference_viewer/render/index.mjs)."""
-    n, st = len(g), stride_of(degree)
-    k = (degree + 1) ** 2 - 1
-    out = np.zeros((n, st), np.float32)
-    out[:, 0:3] = g.positions
-    out[:, 3] = g.opacities
-    out[:, 4:7] = g.scales
-    out[:, 8:12] = g.rotations
-    out[:, 12:15] = g.sh_dc
-    out[:, 16:16 + 3 * k] = g.sh_rest
-    return out
 
 
 def camera_json(cam) -> dict:

@@ -197,26 +197,25 @@ def test_auto_path_measures_both(tmp_path):
     assert psnr(img, render(g, cams[0])) >= PSNR_BOUND
 
 
+def tiles_match_reference(tmp_path, name: str, enc, cams) -> None:
+    """The stream ``name``.gsd (``enc``'s state) drawn on the uncapped tile path matches the reference from every camera."""
+    g = enc.state.to_gaussians()[1]
+    scenes = [{"name": name, "stream": {"file": f"{name}.gsd"}, "steps": [{"cameras": [camera_json(c) for c in cams]}]}]
+    res = run_browser(tmp_path, job_for(tmp_path, {"path": "tiles", "maxSigma": "inf"}, scenes))
+    for i, (img, c) in enumerate(zip(images(tmp_path, res, name)[0], cams)):
+        p = psnr(img, render(g, c))
+        print(f"cam {i}: {p:.2f} dB, lit {lit(img):.2f}")
+        assert lit(img) >= LIT_FRACTION and p >= PSNR_BOUND, f"cam {i}: {p:.2f} dB"
+
+
 def test_palette_stream(tmp_path):
     cams = scene_cameras(W, H)[::2]
     enc = keyframe_scene(tmp_path, "pal", 4000, 3, seed=21, preset="small")
     assert enc.profile.palette > 0
-    g = enc.state.to_gaussians()[1]
-    scenes = [{"name": "pal", "stream": {"file": "pal.gsd"}, "steps": [{"cameras": [camera_json(c) for c in cams]}]}]
-    res = run_browser(tmp_path, job_for(tmp_path, {"path": "tiles", "maxSigma": "inf"}, scenes))
-    for i, (img, c) in enumerate(zip(images(tmp_path, res, "pal")[0], cams)):
-        p = psnr(img, render(g, c))
-        print(f"cam {i}: {p:.2f} dB")
-        assert lit(img) >= LIT_FRACTION and p >= PSNR_BOUND, f"cam {i}: {p:.2f} dB"
+    tiles_match_reference(tmp_path, "pal", enc, cams)
 
 
 def test_needles_lose_no_pixel(tmp_path):
     cams = scene_cameras(W, H)[1::2]
     enc = keyframe_scene(tmp_path, "needles", 3000, 0, seed=4, needles=True)
-    g = enc.state.to_gaussians()[1]
-    scenes = [{"name": "needles", "stream": {"file": "needles.gsd"}, "steps": [{"cameras": [camera_json(c) for c in cams]}]}]
-    res = run_browser(tmp_path, job_for(tmp_path, {"path": "tiles", "maxSigma": "inf"}, scenes))
-    for i, (img, c) in enumerate(zip(images(tmp_path, res, "needles")[0], cams)):
-        p = psnr(img, render(g, c))
-        print(f"cam {i}: {p:.2f} dB, lit {lit(img):.2f}")
-        assert lit(img) >= LIT_FRACTION and p >= PSNR_BOUND, f"cam {i}: {p:.2f} dB"
+    tiles_match_reference(tmp_path, "needles", enc, cams)

@@ -159,22 +159,13 @@ ${tiles ? `  rects[i] = vec4u(u32(u0) / 16u, u32(v0) / 16u, u32(u1) / 16u, u32(v
 `}`;
 export const PROJECT_WGSL = projectWGSL(false);
 
-// ---------------------------------------------------------------------------------------- radix sort
-// LSD radix sort of (u32 key, u32 value) pairs, 8 bits per pass, 4 passes. A block is BLOCK = 256 * EPT
-// elements, one workgroup each. hist: per-block digit counts, digit-major (count[d * numBlocks + b]);
-// scan: one workgroup turns them into exclusive global offsets; scatter: each block walks its elements
-// in rounds of 256, ranking each among equal digits of the round (stable), and writes to its offset.
-/** Statements of a one-workgroup exclusive prefix sum over `arr[0..count)` in place (256 threads, each
- *  a run of the array, then a scan of the runs' sums in `part`, a workgroup array<u32, 256>, which
- *  ends holding the inclusive sums: part[255] is the total). `t` is the local invocation index. */
-export const exclusiveScanWGSL = (arr, count) => /* wgsl */ `
-  let L = ${count};
-  let chunk = (L + 255u) / 256u;
-  let s0 = min(t * chunk, L);
-  let s1 = min(s0 + chunk, L);
-  var sum = 0u;
-  for (var i = s0; i < s1; i++) { sum += ${arr}[i]; }
-  part[t] = sum;
+// ---------------------------------------------------------------------------------------- scans
+/** Module-scope WGSL of a 256-thread workgroup scan: `part` (one u32 per thread) and scanPart(t), which
+ *  turns part into its inclusive prefix sums (part[255]: the total). Every thread must call it. */
+export const PART_SCAN_WGSL = /* wgsl */ `
+var<workgroup> part: array<u32, 256>;
+
+fn scanPart(t: u32) {
   workgroupBarrier();
   for (var off = 1u; off < 256u; off *= 2u) {
     var v = 0u;
@@ -183,9 +174,29 @@ export const exclusiveScanWGSL = (arr, count) => /* wgsl */ `
     part[t] += v;
     workgroupBarrier();
   }
+}
+`;
+
+/** Statements of a one-workgroup exclusive prefix sum over `arr[0..count)` in place (256 threads, each
+ *  a run of the array, then scanPart over the runs' sums; part[255] ends as the total). Needs
+ *  PART_SCAN_WGSL in the module; `t` is the local invocation index. */
+export const exclusiveScanWGSL = (arr, count) => /* wgsl */ `
+  let L = ${count};
+  let chunk = (L + 255u) / 256u;
+  let s0 = min(t * chunk, L);
+  let s1 = min(s0 + chunk, L);
+  var sum = 0u;
+  for (var i = s0; i < s1; i++) { sum += ${arr}[i]; }
+  part[t] = sum;
+  scanPart(t);
   var run = part[t] - sum;
   for (var i = s0; i < s1; i++) { let v = ${arr}[i]; ${arr}[i] = run; run += v; }`;
 
+// ---------------------------------------------------------------------------------------- radix sort
+// LSD radix sort of (u32 key, u32 value) pairs, 8 bits per pass, 4 passes. A block is BLOCK = 256 * EPT
+// elements, one workgroup each. hist: per-block digit counts, digit-major (count[d * numBlocks + b]);
+// scan: one workgroup turns them into exclusive global offsets; scatter: each block walks its elements
+// in rounds of 256, ranking each among equal digits of the round (stable), and writes to its offset.
 export const SORT_EPT = 16;
 export const SORT_BLOCK = 256 * SORT_EPT;
 export const SORT_WGSL = /* wgsl */ `
@@ -201,7 +212,7 @@ const EPT = ${SORT_EPT}u;
 const BLOCK = ${SORT_BLOCK}u;
 
 var<workgroup> h: array<atomic<u32>, 256>;
-var<workgroup> part: array<u32, 256>;
+${PART_SCAN_WGSL}
 var<workgroup> offs: array<u32, 256>;
 var<workgroup> sd: array<u32, 256>;
 

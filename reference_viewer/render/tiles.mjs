@@ -32,7 +32,7 @@
 // Gaussians' entries stay dropped, counted in stats.tileOverflows) and Renderer.readPixels renders an
 // overflowed frame again before reading it.
 import { RadixSort, SORT_DISPATCH_OFFSET } from './sort.mjs';
-import { SORT_BLOCK, exclusiveScanWGSL } from './shaders.mjs';
+import { PART_SCAN_WGSL, SORT_BLOCK, exclusiveScanWGSL } from './shaders.mjs';
 
 const U = GPUBufferUsage;
 export const TILE = 16;
@@ -54,7 +54,7 @@ struct BinParams { n: u32, tilesX: u32, capacity: u32, numBlocks: u32, passes: u
 
 const EPT = ${EPT}u;
 const SORT_BLOCK = ${SORT_BLOCK}u;
-var<workgroup> part: array<u32, 256>;
+${PART_SCAN_WGSL}
 
 struct Foot { mean: vec2f, e: f32, conic: vec3f, dyStar: f32 }
 
@@ -113,14 +113,7 @@ fn threadSum(wg: u32, t: u32) -> u32 {
     if (j < B.n) { sum += tileCount(order[j]); }
   }
   part[t] = sum;
-  workgroupBarrier();
-  for (var off = 1u; off < 256u; off *= 2u) {
-    var v = 0u;
-    if (t >= off) { v = part[t - off]; }
-    workgroupBarrier();
-    part[t] += v;
-    workgroupBarrier();
-  }
+  scanPart(t);
   return sum;
 }
 

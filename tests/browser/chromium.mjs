@@ -39,10 +39,12 @@ export function serve(mounts) {
   }));
 }
 
-export async function launch() {
+/** Chromium with a fresh user data dir; `options`: more context options (e.g. viewport). {ctx, close}. */
+export async function launch(options = {}) {
   const { chromium } = await import(path.join(REPO, 'node_modules/playwright-core/index.mjs'));
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gsd-chromium-'));
-  const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+  const ctx = await chromium.launchPersistentContext(dir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS,
+                                                            ...options });
   const close = async () => { await ctx.close(); fs.rmSync(dir, { recursive: true, force: true }); };
   return { ctx, close };
 }

@@ -14,19 +14,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { launch, saveSnapshot } from '../browser/chromium.mjs';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
 const url = args.url, world = args.world || 'live', out = args.out || fs.mkdtempSync(path.join(os.tmpdir(), 'gsd-live-'));
 const size = args.size || '320x240';
 const renderPath = args.path || 'raster', progressive = args.progressive || '0';
-const CHROMIUM = process.env.GSD_CHROMIUM || '/usr/bin/chromium';
-// The flags that work for WebGPU on SwiftShader here (see tests/browser/chromium.mjs and README.md).
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--no-first-run', '--enable-unsafe-webgpu', '--disable-dawn-features=timestamp_quantization',
-];
 const t00 = Date.now();
 const result = { ok: false, steps: [], console: [], sessions: {}, snapshots: {} };
 const step = (name, extra = {}) => { result.steps.push({ name, ms: Date.now() - t00, ...extra }); };
@@ -36,12 +29,10 @@ async function sessions() {
   return r.json();
 }
 
-const { chromium } = await import(path.join(REPO, 'node_modules/playwright-core/index.mjs'));
-const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gsd-chromium-'));
-let ctx = null;
+let browser = null;
 try {
-  ctx = await chromium.launchPersistentContext(userDir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS,
-                                                          viewport: { width: 480, height: 360 } });
+  browser = await launch({ viewport: { width: 480, height: 360 } });
+  const { ctx } = browser;
   step('launched');
   const page = ctx.pages()[0] || await ctx.newPage();
   page.on('console', (m) => result.console.push(`${m.type()}: ${m.text()}`));
@@ -83,9 +74,7 @@ try {
   }
   step('walked', { seq, camera: await V(() => window.gsdViewer.worldCamera()) });
   await page.waitForTimeout(100);
-  result.snapshots.before = await V(() => window.gsdViewer.snapshot());
-  fs.writeFileSync(path.join(out, 'before.rgba'), Buffer.from(result.snapshots.before.rgba, 'base64'));
-  delete result.snapshots.before.rgba;
+  result.snapshots.before = await saveSnapshot(page, path.join(out, 'before.rgba'));
   await page.screenshot({ path: path.join(out, 'before.png') }).catch(() => {});
   step('before');
 
@@ -99,9 +88,7 @@ try {
     await waitSeq(seq);
   }
   step('door', { seq });
-  result.snapshots.after = await V(() => window.gsdViewer.snapshot());
-  fs.writeFileSync(path.join(out, 'after.rgba'), Buffer.from(result.snapshots.after.rgba, 'base64'));
-  delete result.snapshots.after.rgba;
+  result.snapshots.after = await saveSnapshot(page, path.join(out, 'after.rgba'));
   await page.screenshot({ path: path.join(out, 'after.png') }).catch(() => {});
   result.sessions.beforeCorruption = await sessions();
   result.statsBeforeCorruption = await V(() => window.gsdViewer.stats());
@@ -145,7 +132,6 @@ try {
 } finally {
   result.ms = Date.now() - t00;
   fs.writeFileSync(path.join(out, 'result.json'), JSON.stringify(result, null, 1));
-  if (ctx) await ctx.close().catch(() => {});
-  fs.rmSync(userDir, { recursive: true, force: true });
+  if (browser) await browser.close().catch(() => {});
 }
 console.log(JSON.stringify({ ok: result.ok, error: result.error, ms: result.ms, out }));

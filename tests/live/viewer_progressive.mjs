@@ -19,17 +19,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { launch, saveSnapshot } from '../browser/chromium.mjs';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
 const url = args.url, out = args.out || fs.mkdtempSync(path.join(os.tmpdir(), 'gsd-prog-'));
 const size = args.size || '160x120', renderPath = args.path || 'raster';
-const CHROMIUM = process.env.GSD_CHROMIUM || '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--headless', '--no-sandbox', '--disable-background-networking', '--disable-component-update',
-  '--disable-sync', '--no-first-run', '--enable-unsafe-webgpu', '--disable-dawn-features=timestamp_quantization',
-];
 const t00 = Date.now();
 const result = { ok: false, steps: [], console: [] };
 const step = (name, extra = {}) => { result.steps.push({ name, ms: Date.now() - t00, ...extra }); };
@@ -52,19 +46,12 @@ function gate(after) {
   return g;
 }
 
-async function snapshot(page, name) {
-  const s = await page.evaluate(() => window.gsdViewer.snapshot());
-  fs.writeFileSync(path.join(out, `${name}.rgba`), Buffer.from(s.rgba, 'base64'));
-  delete s.rgba;
-  return s;
-}
+const snapshot = (page, name) => saveSnapshot(page, path.join(out, `${name}.rgba`));
 
-const { chromium } = await import(path.join(REPO, 'node_modules/playwright-core/index.mjs'));
-const userDir = fs.mkdtempSync(path.join(os.tmpdir(), 'gsd-chromium-'));
-let ctx = null;
+let browser = null;
 try {
-  ctx = await chromium.launchPersistentContext(userDir, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS,
-                                                          viewport: { width: 320, height: 240 } });
+  browser = await launch({ viewport: { width: 320, height: 240 } });
+  const { ctx } = browser;
   step('launched');
   const page = ctx.pages()[0] || await ctx.newPage();
   page.on('console', (m) => result.console.push(`${m.type()}: ${m.text()}`));
@@ -177,7 +164,6 @@ try {
 } finally {
   result.ms = Date.now() - t00;
   fs.writeFileSync(path.join(out, 'result.json'), JSON.stringify(result, null, 1));
-  if (ctx) await ctx.close().catch(() => {});
-  fs.rmSync(userDir, { recursive: true, force: true });
+  if (browser) await browser.close().catch(() => {});
 }
 console.log(JSON.stringify({ ok: result.ok, error: result.error, ms: result.ms, out }));
