@@ -30,6 +30,11 @@ keyframe (the reference world's profiles have no palette).
 """
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
 import numpy as np
 
 from codec import Delta, Encoder
@@ -50,6 +55,9 @@ BEHIND = 0.1                       # importance of a cube outside the view cone
 COS_VIEW = 0.5                     # the view cone: 60 degrees either side of the view direction
 COS_REPLAN = 0.985                 # the refinement order is made again when the view turns 10 degrees,
 REPLAN_FRAMES = 8                  # ... or after this many frames of changed counts (at once over the budget)
+CUT_REFRESH_SHARE = 0.1           # a shared cut is made again once the world touched this share of it ...
+CUT_STALE_SHARE = 0.25             # ... and not handed out beyond this share
+CUT_KEEP_WARM_S = 120.0            # cuts are kept fresh for this long after a join last asked for one
 
 
 @kernel
@@ -176,8 +184,9 @@ class ProgressivePending(Pending):
     client's window opens, ``set_detail`` for the client's ``detail`` messages."""
 
     def __init__(self, encoder: Encoder, max_frame_bytes: int, budget: int | None = None,
-                 first_bytes: int = FIRST_BYTES, refine_bytes: int = REFINE_BYTES):
+                 first_bytes: int = FIRST_BYTES, refine_bytes: int = REFINE_BYTES, cuts: "CutCache | None" = None):
         super().__init__(encoder, max_frame_bytes)
+        self.cuts = cuts                     # the world's shared cuts (None: each keyframe cuts afresh)
         self.world_max = int(encoder.header.max_gaussians) or (1 << 62)
         self.budget = int(budget) if budget else self.world_max
         self.first_bytes = max(1024, min(first_bytes, max_frame_bytes * 3 // 4))
@@ -457,7 +466,35 @@ class ProgressivePending(Pending):
     # frames --------------------------------------------------------------------------------------
     def _keyframe(self) -> OutFrame:
         """A keyframe of stand-ins of the world's current state (within the budget), or a plain
-        keyframe when the world is small enough already."""
+        keyframe when the world is small enough already. A cut the world made ahead (``CutCache``)
+        serves when it is recent: the steps since it was made are this client's first dirty ids, so
+        its first frames bring it to the world's state as they would after any step."""
+        W = self.enc.state
+        key = (self.budget, self.first_bytes)
+        cut = self.cuts.take(key) if self.cuts is not None else None
+        if cut is not None:
+            self._adopt(cut)
+            dirty = self.cuts.touched_since(cut.seq)
+        else:
+            cut = self._cut()
+            dirty = []
+            if self.cuts is not None:
+                self.cuts.put(key, cut, self._params())
+        self.held = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
+        d = self._add_delta(cut.ids, cut.codes, self.held.state, keyframe=True)
+        d.seq = max(W.seq, 1)
+        data = self.held.encode_delta(d)
+        self.per = len(data) / max(1, len(cut.ids)) if len(cut.ids) > 64 else cut.per
+        steps = d.seq - self.last_sent if self.last_sent >= 0 else 0
+        self.dirty, self.settled = dirty, False
+        return self._out(data, d, True, steps, self.last_world_camera)
+
+    def _params(self) -> dict:
+        return {"max_frame_bytes": self.max_frame_bytes, "budget": self.budget if self.budget < self.world_max else None,
+                "first_bytes": self.first_bytes, "refine_bytes": self.refine_bytes}
+
+    def _cut(self) -> "Cut":
+        """Cubes and stand-ins of the world's current state: the tables, and the keyframe's ids and codes."""
         W = self.enc.state
         ids, codes = W.sorted_codes()
         n = len(ids)
@@ -470,6 +507,7 @@ class ProgressivePending(Pending):
                                                          e.state, keyframe=True))) / len(sample)
         target = max(1, min(int(self.first_bytes / self.per), self.budget // 2 if self.budget < n else n))
         self.held = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
+        made = self.cubes_made
         self._build(ids, positions, target if target < n else n)
         if target >= n and n <= self.budget:
             self.c_fine[:] = True                    # small enough: the plain keyframe
@@ -482,13 +520,16 @@ class ProgressivePending(Pending):
             parts = [(fine_ids, W.codes_of(fine_ids))]
             parts.append(self._stand_ins(coarse, fine_ids))
         add_ids, add = _concat_codes(parts, self.enc.profile)
-        d = self._add_delta(add_ids, add, self.held.state, keyframe=True)
-        d.seq = max(W.seq, 1)
-        data = self.held.encode_delta(d)
-        self.per = len(data) / max(1, len(add_ids)) if len(add_ids) > 64 else self.per
-        steps = d.seq - self.last_sent if self.last_sent >= 0 else 0
-        self.dirty, self.settled = [], False
-        return self._out(data, d, True, steps, self.last_world_camera)
+        return Cut(W.seq, n, {k: _copy(getattr(self, k)) for k in Cut.TABLES}, self.per, add_ids, add,
+                   self.cubes_made - made)
+
+    def _adopt(self, cut: "Cut") -> None:
+        """Take a shared cut's tables as this client's own (copies: the client's frames change them)."""
+        for k, v in cut.tables.items():
+            setattr(self, k, _copy(v))
+        self._plan_at, self._changed, self._since_plan = None, True, 0
+        self.per = cut.per
+        self.cubes_made += cut.cubes_made
 
     def _add_delta(self, ids, codes, state, keyframe=False) -> Delta:
         d = Delta.empty_like(self.enc.profile, seq=state.seq + 1, base_seq=state.seq, keyframe=keyframe)
@@ -710,3 +751,148 @@ class ProgressivePending(Pending):
             res[a] = r.view(W.codes[a].dtype)
             mask[(r != 0).any(0)] |= a.bit
         return group_updates(ids, mask, res)
+
+
+def _copy(v):
+    return v.copy() if isinstance(v, np.ndarray) else v
+
+
+@dataclass
+class Cut:
+    """A world's Gaussians grouped into cubes at ``seq``, with the keyframe of their stand-ins: what a
+    progressive joiner's first frame is made of (``ProgressivePending._cut``)."""
+    TABLES = ("origin", "cell", "c_key", "c_centre", "c_count", "c_base", "c_fine", "c_si", "c_has", "c_new",
+              "k_sorted", "k_cube", "m_ids", "m_cube")
+    seq: int
+    n: int                   # the world's Gaussians at seq
+    tables: dict             # ProgressivePending's cube tables, by attribute name
+    per: float               # bytes per Gaussian of a keyframe of this world
+    ids: np.ndarray          # the keyframe: ids ascending ...
+    codes: dict              # ... and {Attr: (C, n) codes}
+    cubes_made: int
+
+
+def _make_cut(snapshot: Encoder, params: dict) -> Cut:
+    """A cut of ``snapshot`` (an encoder whose state is a copy of the world's), on a worker thread."""
+    return ProgressivePending(snapshot, **params)._cut()
+
+
+class CutCache:
+    """The stand-in cuts of one world, shared by its progressive joiners and made ahead.
+
+    Cutting a large world takes long (about 1 s for 700k Gaussians on one core): too long for a
+    joiner's first image, and the world's thread would stall every other client meanwhile. So the
+    first cut is kept and handed to later joiners with the same budget, together with the ids the
+    world's steps touched since (the world calls ``note`` after each step while any cut is kept); its
+    stand-ins are stale by those steps only until the joiner's first frames. While joins keep coming
+    (``CUT_KEEP_WARM_S``), a cut whose world changed by ``CUT_REFRESH_SHARE`` is made again on a
+    worker thread from a snapshot of the world's state, one at a time: the world's thread pays only
+    for the copy. (A world that streams new content fast keeps that thread busy: about one core for
+    a 700k-Gaussian world walking into new chunks at 4,096 Gaussians a step.)
+    """
+
+    def __init__(self, encoder: Encoder, *, refresh_share: float = CUT_REFRESH_SHARE, stale_share: float = CUT_STALE_SHARE,
+                 keep_warm_s: float = CUT_KEEP_WARM_S, clock=time.monotonic):
+        self.enc = encoder
+        self.refresh_share, self.stale_share, self.keep_warm_s = refresh_share, stale_share, keep_warm_s
+        self.clock = clock
+        self.cuts: dict = {}                 # key -> Cut
+        self.wanted: dict = {}               # key -> (params, when a join last asked)
+        self.log: list = []                  # (seq, touched ids) of every step after the oldest cut or snapshot
+        self.job = None                      # (key, snapshot seq, Future) of the cut in the making
+        self.pool: ThreadPoolExecutor | None = None
+        self.made_ahead = 0                  # cuts made on the worker thread
+        self.cut_cpu_s = 0.0                 # their CPU time (thread time), for the metrics
+        self._lock = threading.Lock()
+
+    @property
+    def active(self) -> bool:
+        """The world must ``note`` its steps' touched ids."""
+        return bool(self.cuts) or self.job is not None
+
+    # -- world thread ----------------------------------------------------------------------------
+    def note(self, seq: int, touched: np.ndarray) -> None:
+        """After the world's step ``seq``: the ids it touched (``touched_ids``); refreshes cuts as needed."""
+        self.log.append((seq, np.asarray(touched, U64)))
+        self._collect()
+        self._expire()
+        self._refresh()
+        oldest = min([c.seq for c in self.cuts.values()] + ([self.job[1]] if self.job else []), default=None)
+        self.log = [] if oldest is None else [e for e in self.log if e[0] > oldest]
+
+    def touched_since(self, seq: int) -> list:
+        return [ids for s, ids in self.log if s > seq]
+
+    def take(self, key) -> Cut | None:
+        """The kept cut for ``key`` if it is recent enough to hand out, else None (the joiner cuts)."""
+        self._collect()
+        cut = self.cuts.get(key)
+        if key in self.wanted:
+            self.wanted[key] = (self.wanted[key][0], self.clock())
+        if cut is None:
+            return None
+        if self._touched(cut) > self.stale_share * max(cut.n, 1):
+            return None
+        W = self.enc.state
+        if cut.tables["c_has"].any() and (W.slots_of(cut.tables["c_si"][cut.tables["c_has"]]) >= 0).any():
+            del self.cuts[key]                       # the world has since taken a stand-in's id
+            return None
+        return cut
+
+    def put(self, key, cut: Cut, params: dict) -> None:
+        """A cut a joiner made on the world's thread: kept for the next joiners."""
+        self.cuts[key] = cut
+        self.wanted[key] = (params, self.clock())
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.cuts.clear()
+        self.wanted.clear()
+        self.log = []
+        self.job = None
+
+    # -- internals -------------------------------------------------------------------------------
+    def _touched(self, cut: Cut) -> int:
+        return sum(len(ids) for s, ids in self.log if s > cut.seq)
+
+    def _collect(self) -> None:
+        if self.job is None or not self.job[2].done():
+            return
+        key, _, fut = self.job
+        self.job = None
+        if fut.cancelled() or fut.exception() is not None or key not in self.wanted:
+            return
+        cut = fut.result()
+        old = self.cuts.get(key)
+        if old is None or old.seq < cut.seq:
+            self.cuts[key] = cut
+
+    def _expire(self) -> None:
+        now = self.clock()
+        for key in [k for k, (_, t) in self.wanted.items() if now - t > self.keep_warm_s]:
+            del self.wanted[key]
+            self.cuts.pop(key, None)
+
+    def _refresh(self) -> None:
+        if self.job is not None:
+            return
+        for key, (params, _) in self.wanted.items():
+            cut = self.cuts.get(key)
+            if cut is not None and self._touched(cut) <= self.refresh_share * max(cut.n, 1):
+                continue
+            snapshot = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
+            snapshot.header = self.enc.header
+            snapshot.state = self.enc.state.copy()
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(1, thread_name_prefix="gsd-cut")
+            self.job = (key, snapshot.state.seq, self.pool.submit(self._made_ahead, snapshot, params))
+            return
+
+    def _made_ahead(self, snapshot: Encoder, params: dict) -> Cut:
+        t0 = time.thread_time()
+        cut = _make_cut(snapshot, params)
+        with self._lock:
+            self.made_ahead += 1
+            self.cut_cpu_s += time.thread_time() - t0
+        return cut

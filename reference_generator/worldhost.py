@@ -48,7 +48,7 @@ from codec import Encoder
 
 from .actions import Action, Idle, coalesce
 from .flow import OutFrame, Pending, wait_for
-from .progressive_join import ProgressivePending, touched_ids
+from .progressive_join import CutCache, ProgressivePending, touched_ids
 from .protocol import to_delta
 from .world import World, WorldConfig
 
@@ -122,6 +122,7 @@ class WorldCore:
                                generator=f"gsd reference world (seed {seed})")
         self.encoder.encode_delta(to_delta(self.encoder, self.world.reset(seed)))
         self.pendings: dict = {}             # link id -> Pending
+        self.cuts = CutCache(self.encoder)   # stand-in cuts shared by progressive joiners
 
     def info(self) -> dict:
         return {"header": self.encoder.header_bytes(), "max_gaussians": self.world.max_gaussians}
@@ -135,26 +136,34 @@ class WorldCore:
             torch.cuda.synchronize(self.device)
         t1 = time.perf_counter()
         d = to_delta(self.encoder, out)
-        tracked = [p for p in self.pendings.values() if getattr(p, "tracked", False)]
         tp = time.thread_time()
-        touched = touched_ids(self.encoder.state, d) if tracked else None   # before the step applies
+        follow = self.cuts.active or any(getattr(p, "tracked", False) for p in self.pendings.values())
+        touched = touched_ids(self.encoder.state, d) if follow else None   # before the step applies
         t_prog = time.thread_time() - tp
         data = self.encoder.encode_delta(d)
+        if follow and self.cuts.active:
+            tp = time.thread_time()
+            self.cuts.note(d.seq, touched)
+            t_prog += time.thread_time() - tp
         t2 = time.perf_counter()
         cam = out.camera.as_dict()
         for p in self.pendings.values():
-            tp = time.thread_time()
-            p.push(d, data, action_ids, cam, touched)
             if p.__class__ is ProgressivePending:
+                tp = time.thread_time()
+                p.push(d, data, action_ids, cam, touched)
                 t_prog += time.thread_time() - tp
+            else:
+                p.push(d, data, action_ids, cam, touched)
         frames = {}
         for link in ready:
             if link in self.pendings:
                 p = self.pendings[link]
-                tp = time.thread_time()
-                frames[link] = p.take(cam)
                 if p.__class__ is ProgressivePending:
+                    tp = time.thread_time()
+                    frames[link] = p.take(cam)
                     t_prog += time.thread_time() - tp
+                else:
+                    frames[link] = p.take(cam)
         stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t0) * 1e3,
                           refining=self.refining(), progressive_ms=t_prog * 1e3)
         return stats, frames
@@ -170,7 +179,7 @@ class WorldCore:
         if progressive is None:
             self.pendings[link] = Pending(self.encoder, max_frame_bytes)
         else:
-            self.pendings[link] = ProgressivePending(self.encoder, max_frame_bytes, **progressive)
+            self.pendings[link] = ProgressivePending(self.encoder, max_frame_bytes, **progressive, cuts=self.cuts)
 
     def detail(self, link: int, budget: int | None, eye: dict | None) -> bool:
         """A progressive client's detail message (SPEC.md 11.9); returns ``refining``."""
@@ -196,6 +205,7 @@ class WorldCore:
         keeps its thread and chunks alive meanwhile (a world process whose worlds come and go grew
         by a thread and megabytes per dropped world until a full collection)."""
         self.pendings.clear()
+        self.cuts.close()
         self.world.close()
 
 
