@@ -3,13 +3,14 @@
 
 Per world size, one world (``WorldCore``, the server's own: world, encoder and the clients' pending
 changes, no sockets) steps 25 times a second of simulated time while its camera walks; three clients
-are attached: a plain one (keyframe, then the world's deltas), a progressive one (stand-ins, then
+are attached at once: a plain one (keyframe, then the world's deltas), a progressive one (stand-ins, then
 refinement), and a progressive one with a detail budget of 30% of the world. Each client has a link
 of its own of ``--rate`` Mbit/s, simulated by pacing bytes: a frame is cut at a world step when the
 client's link is free (the byte budget of SPEC.md 11.6 does the same on a real server), leaves once
 cut (server CPU time counted for the first frame) and arrives after its bytes (stream header
-included) at the link rate; latency, acks and transport framing are left out. Every frame is
-decoded and digest-checked by a client decoder.
+included) at the link rate; latency, acks and transport framing are left out. A fourth, progressive client joins
+at ``--late-step``: the world serves it the cut it keeps (``CutCache``). Every frame is decoded and
+digest-checked by a client decoder.
 
 After each progressive frame arrives, the client's view (the world's camera, a small image) of its
 state is rendered with ``quality.rasterizer`` and compared (PSNR) with the render of the world's own
@@ -22,6 +23,7 @@ import argparse
 import datetime
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -46,8 +48,21 @@ def camera_of(cam: dict, width: int, height: int, fov: float = 75.0):
     return pinhole(width, height, fov, look_at(eye, eye + fwd))
 
 
+def cpu_s() -> float:
+    """CPU seconds of this process (the codec's section workers included) less those of the world's
+    cut thread (``CutCache``), which runs beside the steps and is reported on its own."""
+    other = 0.0
+    for t in threading.enumerate():
+        if t.name.startswith("gsd-cut") and t.ident is not None:
+            try:
+                other += time.clock_gettime(time.pthread_getcpuclockid(t.ident))
+            except (OSError, AttributeError):
+                pass
+    return time.process_time() - other
+
+
 class Timed:
-    """Wraps a pending's push and take with CPU-time counters (process time: section workers too)."""
+    """Wraps a pending's push and take with CPU-time counters (``cpu_s``: section workers too)."""
 
     def __init__(self, pending):
         self.p, self.push_s, self.take_s = pending, 0.0, 0.0
@@ -55,11 +70,11 @@ class Timed:
 
     def _timed(self, fn, counter: str):
         def timed(*a, **k):
-            t = time.process_time()
+            t = cpu_s()
             try:
                 return fn(*a, **k)
             finally:
-                setattr(self, counter, getattr(self, counter) + time.process_time() - t)
+                setattr(self, counter, getattr(self, counter) + cpu_s() - t)
         return timed
 
     def lap(self) -> float:
@@ -97,7 +112,8 @@ def warm_up() -> None:
     core.close()
 
 
-def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, budget_share: float, log) -> dict:
+def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, budget_share: float, log,
+              late_step: int = 100) -> dict:
     t = time.perf_counter()
     core = WorldCore(WorldConfig(target_live=n, prefetch_margin=0), 0, "cpu")
     live = len(core.encoder.state)
@@ -140,9 +156,13 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
     cost = {k: [] for k in (1, 2, 3)}                 # CPU s per step, per client
     refining_cost = []
     done_at = None
+    late = None                                       # a progressive client joining at late_step
     for s in range(1, steps + 1):
         now = first[2]["cpu_s"] + s / 25.0
-        ready = tuple(k for k in (1, 2, 3) if links[k].free <= now)
+        if s == late_step:
+            late = join_late(core, header, rate, now, width, height, log)
+            links[4] = late["link"]
+        ready = tuple(k for k in links if links[k].free <= now)
         action = Turn(2.0) if s % 10 == 0 else Move(0.05)
         stats, frames = core.step(action, [], ready)
         for k in (1, 2, 3):
@@ -155,6 +175,8 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
             arrive = links[k].send(f, now)
             if k == 2 and done_at is None:             # every frame while refining, and the last
                 score(f.seq, links[2].total, arrive, core.world.camera().as_dict())
+            if k == 4 and late["done"] is None and (f.detail or {}).get("coarse", 1) == 0:
+                late["done"] = (arrive - late["at"], links[4].total, f.seq)
             if k == 2 and done_at is None and (f.detail or {}).get("coarse", 1) == 0:
                 done_at = (arrive, links[2].total, f.seq)
                 if str(links[2].dec.state.digest()) != str(core.encoder.state.digest()):
@@ -168,15 +190,41 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
            "refine_steps": len(refining_cost),
            "steady_ms": {k: 1e3 * float(np.mean(v)) for k, v in steady.items()},
            "plain_key": first[1], "budget_held_max": max(f[4] for f in links[3].frames),
-           "tracked_after": {k: bool(getattr(core.pendings[k], "tracked", False)) for k in (2, 3)}}
+           "tracked_after": {k: bool(getattr(core.pendings[k], "tracked", False)) for k in (2, 3)},
+           "late": None if late is None else {k: v for k, v in late.items() if k != "link"},
+           "cuts": {"made_ahead": core.cuts.made_ahead, "cpu_s": core.cuts.cut_cpu_s}}
     core.close()
     return out
+
+
+def join_late(core: WorldCore, header: bytes, rate: float, now: float, width: int, height: int, log) -> dict:
+    """A progressive client (no budget) joining the running world at simulated time ``now``: the
+    world serves it the cut it keeps (made for the first progressive client, or since on its worker
+    thread). Its first frame leaves after the wall time of its cut on the world's thread (the worker
+    thread competes for the cores meanwhile, as it would on a server)."""
+    core.attach(4, 1 << 26, {"budget": None})
+    link = Link("progressive, joining late", header, rate)
+    link.free = now + len(header) / rate
+    seq_kept = max((c.seq for c in core.cuts.cuts.values()), default=None)
+    t0, c0 = time.perf_counter(), cpu_s()
+    f = core.take(4)
+    cut, cpu = time.perf_counter() - t0, cpu_s() - c0
+    arrive = link.send(f, now + cut)
+    cam = core.world.camera().as_dict()
+    c = camera_of(cam, width, height)
+    _, mine = link.dec.state.to_gaussians()
+    _, world = core.encoder.state.to_gaussians()
+    p = psnr(render(mine, c), render(world, c))
+    log(f"late joiner at seq {f.seq}: first frame {len(f.data):,} bytes, cut in {cut:.2f} s wall ({cpu:.2f} s CPU), arrives {arrive - now:.2f} s after joining, {p:.2f} dB; kept cut of seq {seq_kept}")
+    return {"link": link, "at": now, "seq": f.seq, "cut_seq": seq_kept, "bytes": len(f.data), "held": len(link.dec.state),
+            "coarse": (f.detail or {}).get("coarse", 0), "cut_s": cut, "cpu_s": cpu, "first_s": arrive - now,
+            "psnr": p, "done": None}
 
 
 def report(results: list, args, seconds: float, load: str) -> str:
     lines = [BEGIN, "## Live server: progressive join (`reference_generator/progressive_join.py`, SPEC.md 11.9)", "",
              f"- command: `python -m quality.progressive_join --sizes {args.sizes} --rate {args.rate:g} "
-             f"--steps {args.steps} --size {args.size}`",
+             f"--steps {args.steps} --size {args.size} --late-step {args.late_step}`",
              f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; total {seconds:.0f} s; "
              f"load average before / after: {load}",
              f"- link: {args.rate:g} Mbit/s per client, **simulated by pacing bytes** (a frame leaves when cut at a "
@@ -186,12 +234,14 @@ def report(results: list, args, seconds: float, load: str) -> str:
              "time on this shared box measures the other jobs too; both are listed.",
              "- world: the reference world (`WorldConfig(target_live=N)`, seed 0, CPU, chunk prefetch off), "
              "25 steps per simulated second, the camera walking 1.25 m/s and turning; one server-side `WorldCore` "
-             "with three clients: plain, progressive, and progressive with a detail budget of 30% of the world.",
+             "with three clients joining at once: plain, progressive, and progressive with a detail budget of 30% of "
+             "the world; a fourth, progressive, joins later.",
              f"- PSNR: the progressive client's view (the world's camera, {args.size} pixels, `quality.rasterizer`) "
              "of its state against the render of the world's state at the same seq (what a plain client shows "
              "there); `inf` once identical.",
-             "- server cost: CPU time (process time, section workers included) of each client's `push` and "
-             "`take` per world step, on this 2-core box shared with other jobs.", ""]
+             "- server cost: CPU time (process time, section workers included, the world's cut thread left out) of "
+             "each client's `push` and `take` per world step, on this 2-core box shared with other jobs; the cut "
+             "thread's own CPU time is given with the later joiner.", ""]
     for r in results:
         f = r["first"]
         lines += [f"### World of target {r['n']:,}: {r['live']:,} live Gaussians at the join", ""]
@@ -224,6 +274,18 @@ def report(results: list, args, seconds: float, load: str) -> str:
         for c in r["curve"]:
             lines.append(f"| {c['seq']} | {c['total']:,} | {c['arrive']:.2f} | {c['held']:,} | {c['coarse']:,} | "
                          f"{'inf' if not np.isfinite(c['psnr']) else format(c['psnr'], '.2f')} |")
+        if r["late"]:
+            L = r["late"]
+            lines += ["", f"**Joining later** (a progressive client, no budget, at seq {L['seq']}, "
+                          f"{L['seq'] - 1} steps after the first ones): the world served it the cut it keeps, "
+                          f"of seq {L['cut_seq']} ({r['cuts']['made_ahead']} made ahead on the world's worker thread "
+                          f"during the run, {r['cuts']['cpu_s']:.2f} s of CPU there).", "",
+                      "| first frame bytes | Gaussians held | stand-ins | cut: wall s / CPU s "
+                      f"| first image at {r['rate_mbit']:g} Mbit/s, s after joining | its PSNR dB | refinement over, s |",
+                      "|---|---|---|---|---|---|---|",
+                      f"| {L['bytes']:,} | {L['held']:,} | {L['coarse']:,} | {L['cut_s']:.2f} / {L['cpu_s']:.2f} | "
+                      f"{L['first_s']:.2f} | {L['psnr']:.2f} | "
+                      f"{'not within the run' if L['done'] is None else format(L['done'][0], '.2f')} |"]
         s = r["steady_ms"]
         lines += ["", f"Server CPU per client per world step: progressive while refining {r['refine_ms']:.1f} ms "
                       f"(mean over {r['refine_steps']} steps, max {r['refine_ms_max']:.0f} ms: a step that cuts a "
@@ -251,14 +313,15 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=150, help="world steps after the join (25 a simulated second)")
     ap.add_argument("--size", default="128x80", help="render size WxH")
     ap.add_argument("--budget-share", type=float, default=0.3)
+    ap.add_argument("--late-step", type=int, default=100, help="world step at which a fourth, progressive client joins")
     ap.add_argument("--out", default="PROGRESSIVE.md", help="file whose progressive-join section is written")
     a = ap.parse_args(argv)
     w, h = (int(x) for x in a.size.split("x"))
     load0 = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     t = time.perf_counter()
     warm_up()
-    res = [run_world(int(n), a.rate, a.steps, w, h, a.budget_share, lambda m: print(m, file=sys.stderr, flush=True))
-           for n in a.sizes.split(",")]
+    res = [run_world(int(n), a.rate, a.steps, w, h, a.budget_share, lambda m: print(m, file=sys.stderr, flush=True),
+                     a.late_step) for n in a.sizes.split(",")]
     load = f"{load0} / " + "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
     section = report(res, a, time.perf_counter() - t, load)
     write(a.out, section)
