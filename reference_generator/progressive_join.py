@@ -474,7 +474,7 @@ class ProgressivePending(Pending):
         cut = self.cuts.take(key) if self.cuts is not None else None
         if cut is not None:
             self._adopt(cut)
-            dirty = self.cuts.touched_since(cut.seq)
+            dirty = self.cuts.touched_since(key)
         else:
             cut = self._cut()
             dirty = []
@@ -785,24 +785,29 @@ class CutCache:
     first cut is kept and handed to later joiners with the same budget, together with the ids the
     world's steps touched since (the world calls ``note`` after each step while any cut is kept); its
     stand-ins are stale by those steps only until the joiner's first frames. While joins keep coming
-    (``CUT_KEEP_WARM_S``), a cut whose world changed by ``CUT_REFRESH_SHARE`` is made again on a
-    worker thread from a snapshot of the world's state, one at a time: the world's thread pays only
-    for the copy. (A world that streams new content fast keeps that thread busy: about one core for
-    a 700k-Gaussian world walking into new chunks at 4,096 Gaussians a step.)
+    (``CUT_KEEP_WARM_S``), a cut whose world has touched ``CUT_REFRESH_SHARE`` of its Gaussians since
+    is made again on a worker thread from a snapshot of the world's state: the world's thread pays
+    only for the copy. One cut is made at a time, and the thread rests three times as long as its
+    last cut took, so it spends at most a quarter of a core: a world that changes faster than that
+    (700k Gaussians walking into new chunks at 4,096 a step) hands out staler cuts, and beyond
+    ``CUT_STALE_SHARE`` none (its joiner cuts on the world's thread, and that cut is kept).
     """
 
     def __init__(self, encoder: Encoder, *, refresh_share: float = CUT_REFRESH_SHARE, stale_share: float = CUT_STALE_SHARE,
-                 keep_warm_s: float = CUT_KEEP_WARM_S, clock=time.monotonic):
+                 keep_warm_s: float = CUT_KEEP_WARM_S, rest: float = 3.0, clock=time.monotonic):
         self.enc = encoder
-        self.refresh_share, self.stale_share, self.keep_warm_s = refresh_share, stale_share, keep_warm_s
+        self.refresh_share, self.stale_share, self.keep_warm_s, self.rest = refresh_share, stale_share, keep_warm_s, rest
         self.clock = clock
         self.cuts: dict = {}                 # key -> Cut
+        self.since: dict = {}                # key -> distinct ids (ascending) the world touched after its cut
         self.wanted: dict = {}               # key -> (params, when a join last asked)
-        self.log: list = []                  # (seq, touched ids) of every step after the oldest cut or snapshot
         self.job = None                      # (key, snapshot seq, Future) of the cut in the making
+        self.job_since = np.zeros(0, U64)    # ... and the ids touched after its snapshot
         self.pool: ThreadPoolExecutor | None = None
+        self.next_job = 0.0                  # clock time before which no cut is started
         self.made_ahead = 0                  # cuts made on the worker thread
         self.cut_cpu_s = 0.0                 # their CPU time (thread time), for the metrics
+        self._last_cpu = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -812,16 +817,25 @@ class CutCache:
 
     # -- world thread ----------------------------------------------------------------------------
     def note(self, seq: int, touched: np.ndarray) -> None:
-        """After the world's step ``seq``: the ids it touched (``touched_ids``); refreshes cuts as needed."""
-        self.log.append((seq, np.asarray(touched, U64)))
+        """After the world's step ``seq``: the ids it touched (``touched_ids``); drops cuts touched
+        too much, refreshes cuts as needed."""
+        new = sorted_unique(np.asarray(touched, U64))
+        if len(new):
+            for key, cut in list(self.cuts.items()):
+                got = _union(self.since[key], new)
+                if len(got) > self.stale_share * max(cut.n, 1):
+                    del self.cuts[key], self.since[key]
+                else:
+                    self.since[key] = got
+            if self.job is not None:
+                self.job_since = _union(self.job_since, new)
         self._collect()
         self._expire()
         self._refresh()
-        oldest = min([c.seq for c in self.cuts.values()] + ([self.job[1]] if self.job else []), default=None)
-        self.log = [] if oldest is None else [e for e in self.log if e[0] > oldest]
 
-    def touched_since(self, seq: int) -> list:
-        return [ids for s, ids in self.log if s > seq]
+    def touched_since(self, key) -> list:
+        """The ids touched after the kept cut of ``key`` was made, as a joiner's first dirty ids."""
+        return [self.since[key].copy()] if key in self.since else []
 
     def take(self, key) -> Cut | None:
         """The kept cut for ``key`` if it is recent enough to hand out, else None (the joiner cuts)."""
@@ -831,55 +845,54 @@ class CutCache:
             self.wanted[key] = (self.wanted[key][0], self.clock())
         if cut is None:
             return None
-        if self._touched(cut) > self.stale_share * max(cut.n, 1):
-            return None
-        W = self.enc.state
-        if cut.tables["c_has"].any() and (W.slots_of(cut.tables["c_si"][cut.tables["c_has"]]) >= 0).any():
-            del self.cuts[key]                       # the world has since taken a stand-in's id
+        t = cut.tables
+        if t["c_has"].any() and (self.enc.state.slots_of(t["c_si"][t["c_has"]]) >= 0).any():
+            del self.cuts[key], self.since[key]      # the world has since taken a stand-in's id
             return None
         return cut
 
     def put(self, key, cut: Cut, params: dict) -> None:
         """A cut a joiner made on the world's thread: kept for the next joiners."""
-        self.cuts[key] = cut
+        self.cuts[key], self.since[key] = cut, np.zeros(0, U64)
         self.wanted[key] = (params, self.clock())
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)
         self.cuts.clear()
+        self.since.clear()
         self.wanted.clear()
-        self.log = []
         self.job = None
 
     # -- internals -------------------------------------------------------------------------------
-    def _touched(self, cut: Cut) -> int:
-        return sum(len(ids) for s, ids in self.log if s > cut.seq)
-
     def _collect(self) -> None:
         if self.job is None or not self.job[2].done():
             return
         key, _, fut = self.job
-        self.job = None
+        self.job, since = None, self.job_since
+        self.job_since = np.zeros(0, U64)
+        with self._lock:
+            self.next_job = self.clock() + self.rest * self._last_cpu
         if fut.cancelled() or fut.exception() is not None or key not in self.wanted:
             return
         cut = fut.result()
         old = self.cuts.get(key)
-        if old is None or old.seq < cut.seq:
-            self.cuts[key] = cut
+        if (old is None or old.seq < cut.seq) and len(since) <= self.stale_share * max(cut.n, 1):
+            self.cuts[key], self.since[key] = cut, since
 
     def _expire(self) -> None:
         now = self.clock()
         for key in [k for k, (_, t) in self.wanted.items() if now - t > self.keep_warm_s]:
             del self.wanted[key]
             self.cuts.pop(key, None)
+            self.since.pop(key, None)
 
     def _refresh(self) -> None:
-        if self.job is not None:
+        if self.job is not None or self.clock() < self.next_job:
             return
         for key, (params, _) in self.wanted.items():
             cut = self.cuts.get(key)
-            if cut is not None and self._touched(cut) <= self.refresh_share * max(cut.n, 1):
+            if cut is not None and len(self.since[key]) <= self.refresh_share * max(cut.n, 1):
                 continue
             snapshot = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
             snapshot.header = self.enc.header
@@ -893,6 +906,16 @@ class CutCache:
         t0 = time.thread_time()
         cut = _make_cut(snapshot, params)
         with self._lock:
+            self._last_cpu = time.thread_time() - t0
             self.made_ahead += 1
-            self.cut_cpu_s += time.thread_time() - t0
+            self.cut_cpu_s += self._last_cpu
         return cut
+
+
+def _union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Union of two ascending arrays of distinct ids."""
+    if not len(a):
+        return b
+    out = np.concatenate([a, b[~sorted_member(b, a)]])
+    out.sort(kind="stable")
+    return out

@@ -90,7 +90,8 @@ def test_a_later_joiner_starts_from_the_kept_cut_and_reaches_the_worlds_state():
     assert w.cuts.active and cut.seq == 1 and len(cut.ids) < cut.n
     for _ in range(5):                                   # the world moves on: adds, updates, deletes
         w.step()
-    assert len(w.cuts.touched_since(cut.seq)) == 5
+    since = w.cuts.touched_since(key)[0]
+    assert 50 * 5 <= len(since) <= 60 * 5 and np.all(since[1:] > since[:-1])   # distinct ids, ascending
     late = ProgressivePending(w.enc, 1 << 24, None, first_bytes=6000, refine_bytes=1500, cuts=w.cuts)
     late._cut = lambda: pytest.fail("the later joiner cut the world again")
     c = {"p": late, "dec": Decoder(w.enc.header_bytes())}
@@ -122,10 +123,28 @@ def test_a_cut_whose_world_changed_is_made_again_on_a_worker_thread_and_served()
     fut.result(timeout=60)
     w.step()                                                    # collected at the next step
     assert w.cuts.cuts[key].seq == seq and w.cuts.made_ahead == 1 and w.cuts.cut_cpu_s > 0
-    assert w.cuts.job is None and w.cuts.log[0][0] > seq        # the log starts after the new cut
+    assert w.cuts.job is None and 50 <= len(w.cuts.since[key]) <= 60   # touched after the new cut only
     late = w.join()
     assert late["dec"].state.seq == w.enc.state.seq
     w.converge(late)
+
+
+def test_the_cut_thread_rests_three_times_its_last_cut():
+    w = World(refresh_share=0.005)
+    w.join()
+    w.step()
+    _, _, fut = w.cuts.job
+    fut.result(timeout=60)
+    w.clock.t = 5.0
+    w.step()                                                    # collected: rests from now on
+    assert w.cuts.next_job == pytest.approx(5.0 + 3 * w.cuts._last_cpu) and w.cuts._last_cpu > 0
+    w.step()
+    w.step()
+    assert w.cuts.job is None                                   # stale enough, but resting
+    w.clock.t = w.cuts.next_job + 0.001
+    w.step()
+    assert w.cuts.job is not None
+    w.cuts.job[2].result(timeout=60)
 
 
 def test_a_cut_touched_too_much_since_is_not_handed_out():
@@ -153,8 +172,8 @@ def test_a_cut_whose_stand_in_id_the_world_took_is_dropped():
     ids, g = w.enc.state.to_gaussians()
     d = w.enc.make_delta(add=(np.array([x], U64), g.take(np.array([0]))))
     touched = touched_ids(w.enc.state, d)
-    w.cuts.note(w.enc.state.seq + 1, touched)
     w.enc.encode_delta(d)
+    w.cuts.note(w.enc.state.seq, touched)
     assert w.cuts.take(key) is None and key not in w.cuts.cuts
 
 
@@ -168,5 +187,5 @@ def test_cuts_no_join_asked_for_lately_are_dropped_and_the_world_stops_noting():
         w.cuts.job[2].result(timeout=60)
     w.clock.t = 100.0
     w.step()
-    assert not w.cuts.cuts and not w.cuts.wanted and not w.cuts.log
+    assert not w.cuts.cuts and not w.cuts.wanted and not w.cuts.since
     assert not w.cuts.active or w.cuts.job is not None
