@@ -21,9 +21,11 @@ cubes when the budget asks for room. Importance is screen-space from the client'
 per squared distance, less behind the view direction; a cube already fine counts double, so a small
 move of the eye does not swap cubes back and forth.
 
-When no cube is coarse and the budget is at least the stream header's ``max_gaussians`` (the world
-can never outgrow it), the client's state equals the world's at the same seq: from then on it is an
-ordinary client (``flow.Pending``: the world's own encoded deltas).
+When no cube is coarse the client's state equals the world's at the same seq. If the world is then
+well within the budget (``ORDINARY_AT``, or the budget is at least the stream header's
+``max_gaussians``, which the world can never outgrow), it is an ordinary client (``flow.Pending``:
+the world's own encoded deltas, costing the world nothing of its own) until the world passes
+``TRACK_AT`` of the budget; then its frames are made for it again (``_track_from_world``).
 
 Streams with an SH palette (SPEC.md 5.9) are not refined this way: their clients get a plain
 keyframe (the reference world's profiles have no palette).
@@ -55,6 +57,8 @@ BEHIND = 0.1                       # importance of a cube outside the view cone
 COS_VIEW = 0.5                     # the view cone: 60 degrees either side of the view direction
 COS_REPLAN = 0.985                 # the refinement order is made again when the view turns 10 degrees,
 REPLAN_FRAMES = 8                  # ... or after this many frames of changed counts (at once over the budget)
+ORDINARY_AT = 0.8                  # a client with a budget holding the world's state gets the world's deltas
+TRACK_AT = 0.9                     # ... until the world passes this share of the budget (then frames of its own)
 CUT_REFRESH_SHARE = 0.1           # a shared cut is made again once the world touched this share of it ...
 CUT_STALE_SHARE = 0.25             # ... and not handed out beyond this share
 CUT_KEEP_WARM_S = 120.0            # cuts are kept fresh for this long after a join last asked for one
@@ -210,6 +214,8 @@ class ProgressivePending(Pending):
     def push(self, d: Delta, data: bytes, action_ids: list, camera: dict | None = None, touched=None) -> None:
         if not self.tracked:
             super().push(d, data, action_ids, camera)
+            if self._near_budget():
+                self._track_now = True                   # follow the client again, at the next frame (take)
             return
         self.actions += action_ids
         if camera is not None:
@@ -247,8 +253,13 @@ class ProgressivePending(Pending):
         if budget is not None and budget != self.budget:
             self.budget = int(budget)
             self.settled = False
-            if not self.tracked and self.budget < self.world_max and not self.enc.profile.palette:
+            if not self.tracked and self._near_budget():
                 self._track_now = True                   # at the next frame (take)
+
+    def _near_budget(self) -> bool:
+        """The world has passed ``TRACK_AT`` of the budget: an ordinary client must get frames of its own."""
+        return (self.budget < self.world_max and len(self.enc.state) > TRACK_AT * self.budget
+                and not self.enc.profile.palette)
 
     # -- world thread: frames --------------------------------------------------------------------
     def take(self, camera: dict | None = None) -> OutFrame | None:
@@ -547,8 +558,10 @@ class ProgressivePending(Pending):
         return out
 
     def _maybe_ordinary(self) -> None:
-        """Refinement is over and the world can never outgrow the budget: an ordinary client."""
-        if (self.budget >= self.world_max and not self.dirty and self.held.state.seq == self.enc.state.seq
+        """Refinement is over and the world is well within the budget (or can never outgrow it): an
+        ordinary client, sent the world's own deltas, until the world nears the budget (``push``)."""
+        within = self.budget >= self.world_max or len(self.enc.state) <= ORDINARY_AT * self.budget
+        if (within and not self.dirty and self.held.state.seq == self.enc.state.seq
                 and not (self.c_has & ~self.c_fine & (self.c_count > 0)).any()
                 and self.held.state.digest() == self.enc.state.digest()):
             self.tracked = False

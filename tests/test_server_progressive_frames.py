@@ -189,3 +189,38 @@ def test_compiled_stand_ins_match_the_numpy_moments():
     assert np.allclose(dc, ref.sh_dc, atol=1e-5) and np.allclose(rest, ref.sh_rest, atol=1e-5)
     one = np.flatnonzero(np.bincount(group) == 1)
     assert len(one) and np.array_equal(pos[one], g.positions[np.searchsorted(group, one)])
+
+
+def test_a_client_within_its_budget_gets_the_worlds_deltas_until_the_world_nears_it():
+    """Budget 10,000 on a world of 3,000: an ordinary client (the world's own frames); the world
+    grows past 90% of the budget: frames of its own again, never over the budget; the world shrinks
+    under 80%: ordinary again."""
+    w = World(n=3000, budget=10_000)
+    assert w.p.tracked and len(w.coarse())                          # stand-ins first
+    w.converge()
+    assert not w.p.tracked                                          # then the world's deltas
+    d = w.enc.make_delta(update=(w.enc.state.ids()[:5], w.enc.state.to_gaussians()[1].take(np.arange(5))))
+    data = w.enc.encode_delta(d)
+    w.p.push(d, data, [], None, touched_ids(w.enc.state, d))
+    f = w.take()
+    assert f.data == data                                           # the world's own bytes
+    rng = np.random.default_rng(5)
+    added = []
+    while not w.p.tracked:
+        g = synthetic_scene(1500, 1, int(rng.integers(1 << 30)), 20.0)
+        ids = w.enc.assign_ids(g.positions)
+        added.append(ids)
+        w.step(add=(ids, g))
+        assert len(w.dec.state) <= 10_000
+        assert len(w.enc.state) <= 9000 + 1500 or w.p.tracked
+    assert 9000 < len(w.enc.state) <= 10_500
+    for _ in range(3):                                              # past the budget: coarse cubes
+        g = synthetic_scene(1500, 1, int(rng.integers(1 << 30)), 20.0)
+        ids = w.enc.assign_ids(g.positions)
+        added.append(ids)
+        f = w.step(add=(ids, g))
+        assert w.p.tracked and len(w.dec.state) <= 10_000 and f.detail["coarse"] >= 0
+    assert len(w.enc.state) > 10_000
+    w.step(delete=np.concatenate(added))                            # back to 3,000: within 80%
+    w.converge()
+    assert not w.p.tracked
