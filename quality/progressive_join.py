@@ -106,7 +106,7 @@ def warm_up() -> None:
     """Load the codec's compiled kernels once (numba caches), so the first join does not pay for it."""
     core = WorldCore(WorldConfig(target_live=3000, view_radius=32, prefetch_margin=0), 1, "cpu")
     core.attach(1, 1 << 24, {"budget": 1000, "first_bytes": 8000, "refine_bytes": 6000})
-    core.take(1)
+    core.take(1, wait=True)
     for _ in range(3):
         core.step(Move(0.5), [], (1,))
     core.close()
@@ -132,7 +132,7 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
     first = {}
     for k in (1, 2, 3):
         t0, c0 = time.perf_counter(), time.process_time()
-        f = core.take(k)
+        f = core.take(k, wait=True)
         cut, cpu = time.perf_counter() - t0, time.process_time() - c0
         timers[k].lap()
         arrive = links[k].send(f, cpu)               # leaves after the cut's CPU time (not wall: a shared box)
@@ -207,7 +207,7 @@ def join_late(core: WorldCore, header: bytes, rate: float, now: float, width: in
     link.free = now + len(header) / rate
     seq_kept = max((c.seq for c in core.cuts.cuts.values()), default=None)
     t0, c0 = time.perf_counter(), cpu_s()
-    f = core.take(4)
+    f = core.take(4, wait=True)
     cut, cpu = time.perf_counter() - t0, cpu_s() - c0
     arrive = link.send(f, now + cut)
     cam = core.world.camera().as_dict()

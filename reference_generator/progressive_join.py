@@ -475,7 +475,7 @@ class ProgressivePending(Pending):
         return ids
 
     # frames --------------------------------------------------------------------------------------
-    def _keyframe(self) -> OutFrame:
+    def _keyframe(self) -> OutFrame | None:
         """A keyframe of stand-ins of the world's current state (within the budget), or a plain
         keyframe when the world is small enough already. A cut the world made ahead (``CutCache``)
         serves when it is recent: the steps since it was made are this client's first dirty ids, so
@@ -483,6 +483,9 @@ class ProgressivePending(Pending):
         W = self.enc.state
         key = (self.budget, self.first_bytes)
         cut = self.cuts.take(key) if self.cuts is not None else None
+        if cut is None and self.cuts is not None and self.cuts.ahead:
+            self.cuts.request(key, self._params())   # made on the world's cut thread: the world steps on
+            return None
         if cut is not None:
             self._adopt(cut)
             dirty = self.cuts.touched_since(key)
@@ -806,16 +809,21 @@ class CutCache:
     ``CUT_STALE_SHARE`` none (its joiner cuts on the world's thread, and that cut is kept).
     """
 
-    def __init__(self, encoder: Encoder, *, refresh_share: float = CUT_REFRESH_SHARE, stale_share: float = CUT_STALE_SHARE,
-                 keep_warm_s: float = CUT_KEEP_WARM_S, rest: float = 3.0, clock=time.monotonic):
+    def __init__(self, encoder: Encoder, *, ahead: bool = False, refresh_share: float = CUT_REFRESH_SHARE,
+                 stale_share: float = CUT_STALE_SHARE, keep_warm_s: float = CUT_KEEP_WARM_S, rest: float = 3.0,
+                 clock=time.monotonic):
         self.enc = encoder
+        self.ahead = ahead                   # a joiner with no cut to take waits for one from the cut thread
+        self.asked: dict = {}                # key -> params of cuts joiners wait for (made first, no rest)
+        self.errors: dict = {}               # key -> the exception its cut thread raised
         self.refresh_share, self.stale_share, self.keep_warm_s, self.rest = refresh_share, stale_share, keep_warm_s, rest
         self.clock = clock
         self.cuts: dict = {}                 # key -> Cut
         self.since: dict = {}                # key -> distinct ids (ascending) the world touched after its cut
         self.wanted: dict = {}               # key -> (params, when a join last asked)
         self.job = None                      # (key, snapshot seq, Future) of the cut in the making
-        self.job_since = np.zeros(0, U64)    # ... and the ids touched after its snapshot
+        self.job_since = np.zeros(0, U64)    # ... the ids touched after its snapshot
+        self.job_asked = False               # ... and whether a joiner waits for it (handed out however stale)
         self.pool: ThreadPoolExecutor | None = None
         self.next_job = 0.0                  # clock time before which no cut is started
         self.made_ahead = 0                  # cuts made on the worker thread
@@ -864,6 +872,26 @@ class CutCache:
             return None
         return cut
 
+    def request(self, key, params: dict) -> None:
+        """A joiner waits for a cut of ``key``: made next on the cut thread (``take`` hands it out)."""
+        if key in self.errors:
+            raise self.errors.pop(key)
+        self.wanted[key] = (params, self.clock())
+        if self.job is None or self.job[0] != key:
+            self.asked[key] = params
+        self._collect()
+        self._refresh()
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the cut in the making (if any) is done; for callers without a world to step."""
+        if self.job is not None:
+            try:
+                self.job[2].result(timeout)
+            except Exception:
+                pass
+        self._collect()
+        self._refresh()
+
     def put(self, key, cut: Cut, params: dict) -> None:
         """A cut a joiner made on the world's thread: kept for the next joiners."""
         self.cuts[key], self.since[key] = cut, np.zeros(0, U64)
@@ -875,6 +903,7 @@ class CutCache:
         self.cuts.clear()
         self.since.clear()
         self.wanted.clear()
+        self.asked.clear()
         self.job = None
 
     # -- internals -------------------------------------------------------------------------------
@@ -882,15 +911,18 @@ class CutCache:
         if self.job is None or not self.job[2].done():
             return
         key, _, fut = self.job
-        self.job, since = None, self.job_since
-        self.job_since = np.zeros(0, U64)
+        self.job, since, asked = None, self.job_since, self.job_asked
+        self.job_since, self.job_asked = np.zeros(0, U64), False
         with self._lock:
             self.next_job = self.clock() + self.rest * self._last_cpu
-        if fut.cancelled() or fut.exception() is not None or key not in self.wanted:
+        if fut.cancelled() or key not in self.wanted:
+            return
+        if fut.exception() is not None:
+            self.errors[key] = fut.exception()       # raised to the joiner that asks next
             return
         cut = fut.result()
         old = self.cuts.get(key)
-        if (old is None or old.seq < cut.seq) and len(since) <= self.stale_share * max(cut.n, 1):
+        if (old is None or old.seq < cut.seq) and (asked or len(since) <= self.stale_share * max(cut.n, 1)):
             self.cuts[key], self.since[key] = cut, since
 
     def _expire(self) -> None:
@@ -901,19 +933,30 @@ class CutCache:
             self.since.pop(key, None)
 
     def _refresh(self) -> None:
-        if self.job is not None or self.clock() < self.next_job:
+        if self.job is not None:
+            return
+        if self.asked:                               # a joiner waits: no rest
+            key, params = next(iter(self.asked.items()))
+            del self.asked[key]
+            self._start(key, params, True)
+            return
+        if self.clock() < self.next_job:
             return
         for key, (params, _) in self.wanted.items():
             cut = self.cuts.get(key)
             if cut is not None and len(self.since[key]) <= self.refresh_share * max(cut.n, 1):
                 continue
-            snapshot = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
-            snapshot.header = self.enc.header
-            snapshot.state = self.enc.state.copy()
-            if self.pool is None:
-                self.pool = ThreadPoolExecutor(1, thread_name_prefix="gsd-cut")
-            self.job = (key, snapshot.state.seq, self.pool.submit(self._made_ahead, snapshot, params))
+            self._start(key, params, False)
             return
+
+    def _start(self, key, params: dict, asked: bool) -> None:
+        snapshot = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
+        snapshot.header = self.enc.header
+        snapshot.state = self.enc.state.copy()
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="gsd-cut")
+        self.job = (key, snapshot.state.seq, self.pool.submit(self._made_ahead, snapshot, params))
+        self.job_since, self.job_asked = np.zeros(0, U64), asked
 
     def _made_ahead(self, snapshot: Encoder, params: dict) -> Cut:
         t0 = time.thread_time()

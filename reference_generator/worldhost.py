@@ -122,7 +122,7 @@ class WorldCore:
                                generator=f"gsd reference world (seed {seed})")
         self.encoder.encode_delta(to_delta(self.encoder, self.world.reset(seed)))
         self.pendings: dict = {}             # link id -> Pending
-        self.cuts = CutCache(self.encoder)   # stand-in cuts shared by progressive joiners
+        self.cuts = CutCache(self.encoder, ahead=True)   # stand-in cuts, made off this thread, shared by joiners
 
     def info(self) -> dict:
         return {"header": self.encoder.header_bytes(), "max_gaussians": self.world.max_gaussians}
@@ -191,9 +191,16 @@ class WorldCore:
     def detach(self, link: int) -> None:
         self.pendings.pop(link, None)
 
-    def take(self, link: int) -> OutFrame | None:
-        """The next frame for one client: its pending delta, or a keyframe, or None."""
-        return self.pendings[link].take(self.world.camera().as_dict())
+    def take(self, link: int, wait: bool = False) -> OutFrame | None:
+        """The next frame for one client: its pending delta, or a keyframe, or None (also while the
+        cut thread makes a progressive client's keyframe: a later step's ``take`` sends it).
+        ``wait``: block for that cut instead (callers with no world stepping: tests, benches)."""
+        p, cam = self.pendings[link], self.world.camera().as_dict()
+        f = p.take(cam)
+        while f is None and wait and self.cuts.job is not None:
+            self.cuts.wait()
+            f = p.take(cam)
+        return f
 
     def request_keyframe(self, link: int) -> bool:
         """The client's next frame is a keyframe; returns ``refining``."""

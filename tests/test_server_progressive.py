@@ -219,7 +219,7 @@ def test_refinement_goes_near_the_clients_eye_first_and_follows_it():
     n = len(core.encoder.state)
     core.attach(1, 1 << 24, {"budget": n // 3, **PROG})
     dec = Decoder(core.encoder.header_bytes())
-    dec.decode_frame(core.take(1).data)
+    dec.decode_frame(core.take(1, wait=True).data)
     p = core.pendings[1]
     ids, g = core.encoder.state.to_gaussians()
     centre = g.positions.mean(0)

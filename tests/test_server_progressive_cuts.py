@@ -189,3 +189,25 @@ def test_cuts_no_join_asked_for_lately_are_dropped_and_the_world_stops_noting():
     w.step()
     assert not w.cuts.cuts and not w.cuts.wanted and not w.cuts.since
     assert not w.cuts.active or w.cuts.job is not None
+
+
+def test_a_joiner_with_no_cut_to_take_waits_for_the_cut_thread_while_the_world_steps():
+    w = World(ahead=True)
+    other = w.join()                                  # the first joiner: no cut yet, none on this thread
+    assert other["dec"].state.seq == 0 and w.cuts.job is not None and w.cuts.job[0] == (other["p"].budget, 6000)
+    snap = w.cuts.job[1]
+    w.cuts.job[2].result(timeout=60)
+    w.step()                                          # the world steps on; the cut arrives at its take
+    assert other["dec"].state.seq == w.enc.state.seq > snap and not w.cuts.job
+    assert w.cuts.made_ahead == 1 and len(w.cuts.since[(other["p"].budget, 6000)]) > 0
+    w.converge(other)
+
+
+def test_a_cut_thread_failure_reaches_the_joiner_that_asks_again():
+    w = World(ahead=True)
+    w.cuts._made_ahead = lambda snapshot, params: (_ for _ in ()).throw(ValueError("no slot left"))
+    c = w.join()
+    w.cuts.job[2].exception(timeout=60)
+    with pytest.raises(ValueError, match="no slot left"):
+        w.step()                                      # the step's take asks again: the error comes up
+    assert c["p"].need_keyframe

@@ -144,7 +144,7 @@ def test_a_random_session_of_budgets_and_eyes_keeps_every_frame_within_its_budge
     core.attach(1, 1 << 24, {"budget": 900, "first_bytes": 8_000, "refine_bytes": 5_000})
     p = core.pendings[1]
     dec = Decoder(core.encoder.header_bytes())
-    f = core.take(1)
+    f = core.take(1, wait=True)
     dec.decode_frame(f.data)
     budgets = [900]
     for k in range(160):
