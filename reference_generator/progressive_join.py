@@ -794,19 +794,22 @@ def _make_cut(snapshot: Encoder, params: dict) -> Cut:
 
 
 class CutCache:
-    """The stand-in cuts of one world, shared by its progressive joiners and made ahead.
+    """The stand-in cuts of one world, made beside its steps and shared by its progressive joiners.
 
     Cutting a large world takes long (about 1 s for 700k Gaussians on one core): too long for a
-    joiner's first image, and the world's thread would stall every other client meanwhile. So the
-    first cut is kept and handed to later joiners with the same budget, together with the ids the
-    world's steps touched since (the world calls ``note`` after each step while any cut is kept); its
-    stand-ins are stale by those steps only until the joiner's first frames. While joins keep coming
-    (``CUT_KEEP_WARM_S``), a cut whose world has touched ``CUT_REFRESH_SHARE`` of its Gaussians since
-    is made again on a worker thread from a snapshot of the world's state: the world's thread pays
-    only for the copy. One cut is made at a time, and the thread rests three times as long as its
-    last cut took, so it spends at most a quarter of a core: a world that changes faster than that
-    (700k Gaussians walking into new chunks at 4,096 a step) hands out staler cuts, and beyond
-    ``CUT_STALE_SHARE`` none (its joiner cuts on the world's thread, and that cut is kept).
+    joiner's first image, and the world's thread would stall every other client meanwhile. So:
+
+    * with ``ahead`` (the server's worlds) a joiner with no cut to take asks for one (``request``)
+      and waits while the world steps on: the cut is made on a worker thread from a snapshot of the
+      world's state, and the world's thread pays only for the copy;
+    * every cut is kept and handed to later joiners with the same budget, together with the ids the
+      world's steps touched since (the world calls ``note`` after each step while any cut is kept),
+      so its stand-ins are stale by those steps only until the joiner's first frames;
+    * while joins keep coming (``CUT_KEEP_WARM_S``), a cut whose world has touched
+      ``CUT_REFRESH_SHARE`` of its Gaussians since is made again on the worker thread. One cut is
+      made at a time, and the thread then rests three times as long as its last cut took (a quarter
+      of a core at most): a world that changes faster than that (700k Gaussians walking into new
+      chunks at 4,096 a step) hands out staler cuts, and beyond ``CUT_STALE_SHARE`` none.
     """
 
     def __init__(self, encoder: Encoder, *, ahead: bool = False, refresh_share: float = CUT_REFRESH_SHARE,
