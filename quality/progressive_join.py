@@ -191,7 +191,7 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
            "refine_steps": len(refining_cost),
            "steady_ms": {k: 1e3 * float(np.mean(v)) for k, v in steady.items()},
            "plain_key": first[1], "budget_held_max": max(f[4] for f in links[3].frames),
-           "tracked_after": {k: bool(getattr(core.pendings[k], "tracked", False)) for k in (2, 3)},
+           "tracked_after": {k: bool(core.pendings[k].tracked) for k in (2, 3)},
            "late": None if late is None else {k: v for k, v in late.items() if k != "link"},
            "cuts": {"made_ahead": core.cuts.made_ahead, "cpu_s": core.cuts.cut_cpu_s}}
     core.close()

@@ -68,6 +68,8 @@ class Pending:
     ``head`` is the seq the client will be at once everything sent and pending has arrived.
     Owned by the world thread.
     """
+    tracked = False    # frames are made for this client alone (a progressive join, progressive_join.py)
+    busy = False       # ... and it has refinement to do: the world steps idle meanwhile
 
     def __init__(self, encoder: Encoder, max_frame_bytes: int):
         self.enc = encoder

@@ -137,7 +137,7 @@ class WorldCore:
         t1 = time.perf_counter()
         d = to_delta(self.encoder, out)
         tp = time.thread_time()
-        follow = self.cuts.active or any(getattr(p, "tracked", False) for p in self.pendings.values())
+        follow = self.cuts.active or any(p.tracked for p in self.pendings.values())
         touched = touched_ids(self.encoder.state, d) if follow else None   # before the step applies
         t_prog = time.thread_time() - tp
         data = self.encoder.encode_delta(d)
@@ -171,7 +171,7 @@ class WorldCore:
     def refining(self) -> bool:
         """A progressive client has refinement to do: a world that steps on actions only steps idle
         meanwhile, as refinement frames take the world's seq (SPEC.md 11.9)."""
-        return any(getattr(p, "busy", False) for p in self.pendings.values())
+        return any(p.busy for p in self.pendings.values())
 
     def attach(self, link: int, max_frame_bytes: int, progressive: dict | None = None) -> None:
         """A client's pending change; ``progressive`` ({"budget", "first_bytes", "refine_bytes"}):
