@@ -108,7 +108,8 @@ class Encoder:
                    keyframe: bool = False) -> Delta:
         """A code-space Delta against the current state (not applied).
 
-        add: (ids, Gaussians); update: (ids, Gaussians or {Attr: (n, C) floats}) [, mask];
+        add: (ids, Gaussians); update: (ids, Gaussians or {Attr: (n, C) floats}) [, mask], or a list
+        of such groups (distinct ids, each with its own attributes);
         delete: ids; delete_ranges: (R, 2) inclusive; delete_cells: {level: cell codes}.
         """
         p = self.profile
@@ -126,26 +127,49 @@ class Encoder:
                 else:
                     d.add[a] = p.quantize(a, vals[a], ids, order)
         if update is not None:
-            ids, values, *rest = update
-            user_mask = rest[0] if rest else full_mask(p.sh_degree)
-            given = np.ascontiguousarray(ids, U64)
+            # one group (ids, values[, mask]) or a list of them: groups of distinct ids that carry
+            # different attributes (each group's rows take residuals only in its own attributes)
+            groups = update if isinstance(update, list) else [update]
+            parts = []
+            for ids_g, values_g, *rest in groups:
+                parts.append((np.ascontiguousarray(ids_g, U64).reshape(-1), _as_attr_dict(values_g),
+                              rest[0] if rest else full_mask(p.sh_degree)))
+            given = parts[0][0] if len(parts) == 1 else np.concatenate([x[0] for x in parts])
             order = np.arange(len(given)) if not ascending_problem(given) else np.argsort(given, kind="stable")
             ids = given[order]
-            vals = _as_attr_dict(values)
             slots = self.state.slots_of(ids)
             if (slots < 0).any():
                 raise KeyError("UPDATE of an id that is not live")
             mask = np.zeros(len(ids), np.uint8)
             res = {}
-            for a in ATTRS:
-                if a in vals and user_mask & a.bit and p.comps(a):
-                    if a is Attr.SH_REST and p.palette:
-                        new = self._palette_codes(np.asarray(vals[a], np.float32)[order], d, False,
-                                                  self._weights(vals, order))
-                    else:
-                        new = p.quantize(a, vals[a], given, order)
-                    res[a] = np.empty_like(new)
-                    residuals(unsigned(self.state.codes[a]), slots, unsigned(new), unsigned(res[a]), mask, a.bit)
+            if len(parts) > 1:
+                where = np.empty(len(given), np.int64)
+                where[order] = np.arange(len(given))   # the sorted row of each given row
+            start = 0
+            for ids_g, vals, user_mask in parts:
+                k = len(ids_g)
+                if len(parts) == 1:
+                    rows, order_g, slots_g, mask_g = None, order, slots, mask
+                else:
+                    order_g = np.argsort(where[start:start + k], kind="stable")
+                    rows = where[start:start + k][order_g]
+                    slots_g, mask_g = slots[rows], np.zeros(k, np.uint8)
+                start += k
+                for a in ATTRS:
+                    if a in vals and user_mask & a.bit and p.comps(a):
+                        if a is Attr.SH_REST and p.palette:
+                            new = self._palette_codes(np.asarray(vals[a], np.float32)[order_g], d, False,
+                                                      self._weights(vals, order_g))
+                        else:
+                            new = p.quantize(a, vals[a], ids_g, order_g)
+                        r = np.empty_like(new)
+                        residuals(unsigned(self.state.codes[a]), slots_g, unsigned(new), unsigned(r), mask_g, a.bit)
+                        if rows is None:
+                            res[a] = r
+                        else:
+                            res.setdefault(a, np.zeros((new.shape[0], len(ids)), new.dtype))[:, rows] = r
+                if rows is not None:
+                    mask[rows] |= mask_g
             groups = mask_rows(mask)
             d.updates = group_updates(ids, mask, res, groups)
             d.slot_hint = (self.state.token(), [slots[rows] for _, rows in groups])

@@ -327,3 +327,24 @@ def test_packed_copy_equals_the_plain_views(monkeypatch):
             deltas.append(s.push(ops))
         assert deltas[0].equals(deltas[1]) and deltas[0].n_update and deltas[0].n_add and deltas[0].delete_cells
         assert s.push(FloatOps()).is_empty()                   # a step with nothing to send
+
+
+@pytest.mark.parametrize("profile", ["compact", "lossless"])
+def test_a_cpu_world_frames_through_the_codecs_encoder_equal_the_device_path(profile):
+    """``protocol.to_delta`` sends a CPU step to ``Encoder.make_delta`` (update groups with their own
+    attributes); the same steps through ``build_delta`` give the same frames, byte for byte."""
+    from reference_generator import Interact, Jump, Move, Turn, World, WorldConfig
+    from reference_generator.protocol import to_delta, to_ops
+
+    w = World(WorldConfig(target_live=3000, profile=profile, view_radius=32.0))
+    host = Encoder(w.profile, max_gaussians=w.max_gaussians)
+    dev = Encoder(w.profile, max_gaussians=w.max_gaussians)
+    out = w.reset(2)
+    assert host.encode_delta(to_delta(host, out)) == dev.encode_delta(build_delta(dev, to_ops(out)))
+    kinds = set()
+    for k in range(60):
+        out = w.step([Move(4.0), Move(4.0), Turn(5.0), Interact(), Jump()][k % 5])
+        d = to_delta(host, out)
+        kinds |= {("add", bool(len(d.add_ids))), ("upd", len(d.updates) > 1), ("cells", bool(d.delete_cells))}
+        assert host.encode_delta(d) == dev.encode_delta(build_delta(dev, to_ops(out))), k
+    assert {("add", True), ("upd", True), ("cells", True)} <= kinds        # every kind of op was there
