@@ -320,17 +320,20 @@ class _Pool:
 
     def near(self, xy: tuple, radius: float, device) -> torch.Tensor:
         """Rows whose rest position is within ``radius`` of ``xy`` and that were live when this step
-        began (so they may be UPDATEd), in chunks that reach the circle: a fixed number of
-        operations over all the pool's rows (a chunk out of reach gets a row limit of 0)."""
+        began (so they may be UPDATEd); only chunks that reach the circle are looked at."""
         x, y = xy
-        lim = [c.live_rows if c.live_rows and _square_dist(c.box, x, y) <= radius + 1.0 else 0 for c in self.chunks]
-        if not any(lim):
+        spans = []
+        for k, (c, s, e) in enumerate(self.ranges):
+            if c.live_rows and _square_dist(c.box, x, y) <= radius + 1.0:
+                spans.append((k, s, e))
+        if not spans:
             return torch.zeros(0, dtype=I64, device=device)
-        lim = torch.tensor(lim, dtype=I64, device=device)
-        p0 = self.f["p0"]
+        idx = torch.cat([torch.arange(s, e, device=device) for _, s, e in spans])
+        lim = torch.tensor([self.chunks[k].live_rows for k in range(len(self.chunks))], dtype=I64, device=device)
+        p0 = self.f["p0"][idx]
         d2 = (p0[:, 0] - x) ** 2 + (p0[:, 1] - y) ** 2
-        ok = (d2 < radius ** 2) & (self.f["rows"] < lim[self.f["cidx"]])
-        return torch.nonzero(ok).squeeze(1)
+        ok = (d2 < radius ** 2) & (self.f["rows"][idx] < lim[self.f["cidx"][idx]])
+        return idx[torch.nonzero(ok).squeeze(1)]
 
     def flush(self) -> None:
         if not self.n:
