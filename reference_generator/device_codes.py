@@ -26,7 +26,9 @@ The mirror is attached to its ``Encoder``; a delta built here is committed to th
 the encoder's state shows it was applied (same seq and digest), on the next ``build_delta``;
 if the state moved any other way, the mirror reloads it from the host state.
 
-Inputs may be numpy arrays as well (they become CPU tensors without a copy).
+Inputs may be numpy arrays as well (they become CPU tensors without a copy). The world's own
+steps on the CPU go to the codec's encoder instead (``protocol.to_delta``): on small frames a torch
+call per operation costs more than the work, and the frames are the same bytes (tested).
 """
 from __future__ import annotations
 
