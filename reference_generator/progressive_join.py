@@ -477,9 +477,10 @@ class ProgressivePending(Pending):
     # frames --------------------------------------------------------------------------------------
     def _keyframe(self) -> OutFrame | None:
         """A keyframe of stand-ins of the world's current state (within the budget), or a plain
-        keyframe when the world is small enough already. A cut the world made ahead (``CutCache``)
+        keyframe when the world is small enough already. A cut the world keeps (``CutCache``)
         serves when it is recent: the steps since it was made are this client's first dirty ids, so
-        its first frames bring it to the world's state as they would after any step."""
+        its first frames bring it to the world's state as they would after any step. With none to
+        take, a world that cuts ahead is asked for one and this returns None (a later take sends it)."""
         W = self.enc.state
         key = (self.budget, self.first_bytes)
         cut = self.cuts.take(key) if self.cuts is not None else None
@@ -807,9 +808,10 @@ class CutCache:
       so its stand-ins are stale by those steps only until the joiner's first frames;
     * while joins keep coming (``CUT_KEEP_WARM_S``), a cut whose world has touched
       ``CUT_REFRESH_SHARE`` of its Gaussians since is made again on the worker thread. One cut is
-      made at a time, and the thread then rests three times as long as its last cut took (a quarter
-      of a core at most): a world that changes faster than that (700k Gaussians walking into new
-      chunks at 4,096 a step) hands out staler cuts, and beyond ``CUT_STALE_SHARE`` none.
+      made at a time, and after each the thread rests three times as long as it took before it
+      refreshes again (refreshes take a quarter of a core at most; a cut a joiner waits for does not
+      wait): a world that changes faster than that (700k Gaussians walking into new chunks at 4,096
+      a step) hands out staler cuts, and beyond ``CUT_STALE_SHARE`` none.
     """
 
     def __init__(self, encoder: Encoder, *, ahead: bool = False, refresh_share: float = CUT_REFRESH_SHARE,
