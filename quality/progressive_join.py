@@ -30,6 +30,7 @@ import numpy as np
 
 from codec import Decoder
 from reference_generator.actions import Move, Turn
+from reference_generator.progressive_join import CUT_THREAD
 from reference_generator.world import WorldConfig
 from reference_generator.worldhost import WorldCore
 
@@ -53,7 +54,7 @@ def cpu_s() -> float:
     cut thread (``CutCache``), which runs beside the steps and is reported on its own."""
     other = 0.0
     for t in threading.enumerate():
-        if t.name.startswith("gsd-cut") and t.ident is not None:
+        if t.name.startswith(CUT_THREAD) and t.ident is not None:
             try:
                 other += time.clock_gettime(time.pthread_getcpuclockid(t.ident))
             except (OSError, AttributeError):

@@ -62,6 +62,7 @@ TRACK_AT = 0.9                     # ... until the world passes this share of th
 CUT_REFRESH_SHARE = 0.1           # a shared cut is made again once the world touched this share of it ...
 CUT_STALE_SHARE = 0.25             # ... and not handed out beyond this share
 CUT_KEEP_WARM_S = 120.0            # cuts are kept fresh for this long after a join last asked for one
+CUT_THREAD = "gsd-cut"             # the name of a world's cut thread (its CPU time is reported apart)
 
 
 @kernel
@@ -959,7 +960,7 @@ class CutCache:
         snapshot.header = self.enc.header
         snapshot.state = self.enc.state.copy()
         if self.pool is None:
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix="gsd-cut")
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix=CUT_THREAD)
         self.job = (key, snapshot.state.seq, self.pool.submit(self._made_ahead, snapshot, params))
         self.job_since, self.job_asked = np.zeros(0, U64), asked
 

@@ -93,3 +93,40 @@ export async function runRecorded(file, body, cleanup) {
   }
   if (result.error) { console.error(result.error); console.error(result.log.join('\n')); process.exit(1); }
 }
+
+/** `--name value` pairs of the command line as {name: value}. */
+export function cliArgs(argv = process.argv.slice(2)) {
+  return Object.fromEntries(argv.reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
+}
+
+/** `page`'s console lines and page errors pushed to `lines`, console lines after `label`. */
+export function logConsole(page, lines, label = '') {
+  page.on('console', (m) => lines.push(`${label}${m.type()}: ${m.text()}`));
+  page.on('pageerror', (e) => lines.push(`pageerror: ${e.message}`));
+}
+
+/** A live viewer test (tests/live/*.mjs): Chromium at `viewport`, then `body({ctx, page, result, step})`
+ *  with result = {ok, steps, console} plus `fields` and step(name, extra) timing a checkpoint. Whatever
+ *  happens, result.json in `out` gets result (ok once body returned, else its error; ms) and one summary
+ *  line goes to stdout: the exit code stays 0, the Python test reads result.json and decides. */
+export async function runLive(out, viewport, fields, body) {
+  const t00 = Date.now();
+  const result = { ok: false, steps: [], console: [], ...fields };
+  const step = (name, extra = {}) => { result.steps.push({ name, ms: Date.now() - t00, ...extra }); };
+  let browser = null;
+  try {
+    browser = await launch({ viewport });
+    step('launched');
+    const page = browser.ctx.pages()[0] || await browser.ctx.newPage();
+    logConsole(page, result.console);
+    await body({ ctx: browser.ctx, page, result, step });
+    result.ok = true;
+  } catch (e) {
+    result.error = String(e && e.stack || e);
+  } finally {
+    result.ms = Date.now() - t00;
+    fs.writeFileSync(path.join(out, 'result.json'), JSON.stringify(result, null, 1));
+    if (browser) await browser.close().catch(() => {});
+  }
+  console.log(JSON.stringify({ ok: result.ok, error: result.error, ms: result.ms, out }));
+}

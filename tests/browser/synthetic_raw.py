@@ -9,24 +9,15 @@ import sys
 import types
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[2]
 pkg = types.ModuleType("codec")
 pkg.__path__ = [str(REPO / "codec")]
 sys.modules.setdefault("codec", pkg)
+sys.path.insert(0, str(REPO / "reference_viewer" / "render"))
 from codec.synthetic import synthetic_scene  # noqa: E402
+from scene_raw import slot_floats  # noqa: E402
 
 n, deg, extent, out = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-g = synthetic_scene(n, sh_degree=deg, seed=1, extent=extent)
-k = (deg + 1) ** 2 - 1
-st = (16 + 3 * k + 3) // 4 * 4
-a = np.zeros((n, st), np.float32)
-a[:, 0:3] = g.positions
-a[:, 3] = g.opacities
-a[:, 4:7] = g.scales
-a[:, 8:12] = g.rotations
-a[:, 12:15] = g.sh_dc
-a[:, 16:16 + 3 * k] = g.sh_rest
+a = slot_floats(synthetic_scene(n, sh_degree=deg, seed=1, extent=extent))
 a.tofile(out)
-print(f"wrote {n} x {st} floats to {out}")
+print(f"wrote {a.shape[0]} x {a.shape[1]} floats to {out}")

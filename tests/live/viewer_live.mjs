@@ -14,29 +14,19 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { launch, saveSnapshot } from '../browser/chromium.mjs';
+import { cliArgs, runLive, saveSnapshot } from '../browser/chromium.mjs';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
+const args = cliArgs();
 const url = args.url, world = args.world || 'live', out = args.out || fs.mkdtempSync(path.join(os.tmpdir(), 'gsd-live-'));
 const size = args.size || '320x240';
 const renderPath = args.path || 'raster', progressive = args.progressive || '0';
-const t00 = Date.now();
-const result = { ok: false, steps: [], console: [], sessions: {}, snapshots: {} };
-const step = (name, extra = {}) => { result.steps.push({ name, ms: Date.now() - t00, ...extra }); };
 
 async function sessions() {
   const r = await fetch(`${url}/sessions`);
   return r.json();
 }
 
-let browser = null;
-try {
-  browser = await launch({ viewport: { width: 480, height: 360 } });
-  const { ctx } = browser;
-  step('launched');
-  const page = ctx.pages()[0] || await ctx.newPage();
-  page.on('console', (m) => result.console.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+await runLive(out, { width: 480, height: 360 }, { sessions: {}, snapshots: {} }, async ({ page, result, step }) => {
   const V = (fn, arg) => page.evaluate(fn, arg);
   const waitSeq = async (seq, timeout = 20000) => {
     await page.waitForFunction((s) => window.gsdViewer.seq() >= s, seq, { timeout, polling: 20 });
@@ -126,12 +116,4 @@ try {
     result.offline.renderedBefore = renderedBefore;
     step('offline');
   }
-  result.ok = true;
-} catch (e) {
-  result.error = String(e && e.stack || e);
-} finally {
-  result.ms = Date.now() - t00;
-  fs.writeFileSync(path.join(out, 'result.json'), JSON.stringify(result, null, 1));
-  if (browser) await browser.close().catch(() => {});
-}
-console.log(JSON.stringify({ ok: result.ok, error: result.error, ms: result.ms, out }));
+});

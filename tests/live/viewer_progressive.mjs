@@ -19,14 +19,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { launch, saveSnapshot } from '../browser/chromium.mjs';
+import { cliArgs, logConsole, runLive, saveSnapshot } from '../browser/chromium.mjs';
 
-const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
+const args = cliArgs();
 const url = args.url, out = args.out || fs.mkdtempSync(path.join(os.tmpdir(), 'gsd-prog-'));
 const size = args.size || '160x120', renderPath = args.path || 'raster';
-const t00 = Date.now();
-const result = { ok: false, steps: [], console: [] };
-const step = (name, extra = {}) => { result.steps.push({ name, ms: Date.now() - t00, ...extra }); };
 
 /** Server -> page messages pass through, except that after `after` binary messages they are queued
  * until release(). */
@@ -48,14 +45,7 @@ function gate(after) {
 
 const snapshot = (page, name) => saveSnapshot(page, path.join(out, `${name}.rgba`));
 
-let browser = null;
-try {
-  browser = await launch({ viewport: { width: 320, height: 240 } });
-  const { ctx } = browser;
-  step('launched');
-  const page = ctx.pages()[0] || await ctx.newPage();
-  page.on('console', (m) => result.console.push(`${m.type()}: ${m.text()}`));
-  page.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+await runLive(out, { width: 320, height: 240 }, {}, async ({ ctx, page, result, step }) => {
   const V = (fn, arg) => page.evaluate(fn, arg);
 
   // ---- page 1: the default join, its first frame held on screen until its picture is taken
@@ -109,8 +99,7 @@ try {
 
   // ---- page 2: a detail budget in the URL
   const page2 = await ctx.newPage();
-  page2.on('console', (m) => result.console.push(`page2 ${m.type()}: ${m.text()}`));
-  page2.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+  logConsole(page2, result.console, 'page2 ');
   await page2.goto(`${url}/viewer/index.html?world=${encodeURIComponent(args['budget-world'])}&size=${size}&follow=1`
                    + `&path=${renderPath}&budget=${args.budget}`);
   await page2.waitForFunction(() => window.gsdViewer && window.gsdViewer.frames >= 1, null, { timeout: 30000, polling: 50 });
@@ -140,8 +129,7 @@ try {
   // ---- page 3: the frame-time rule (SwiftShader's frames are far over 33 ms): a lower budget goes out
   // as a `detail` message, and the next frame (an idle step) is made for it
   const page3 = await ctx.newPage();
-  page3.on('console', (m) => result.console.push(`page3 ${m.type()}: ${m.text()}`));
-  page3.on('pageerror', (e) => result.console.push(`pageerror: ${e.message}`));
+  logConsole(page3, result.console, 'page3 ');
   await page3.goto(`${url}/viewer/index.html?world=${encodeURIComponent(args.world)}&size=${size}&follow=1&path=${renderPath}`);
   await page3.waitForFunction(() => window.gsdViewer && window.gsdViewer.frames >= 1, null, { timeout: 30000, polling: 50 });
   // frames are drawn only when something changes: the local camera turns 1 degree every 50 ms
@@ -158,12 +146,4 @@ try {
   result.rule.stats = await page3.evaluate(() => window.gsdViewer.stats());
   result.rule.log = await page3.evaluate(() => window.gsdViewer.log.map(({ t, ...e }) => e));
   step('rule');
-  result.ok = true;
-} catch (e) {
-  result.error = String(e && e.stack || e);
-} finally {
-  result.ms = Date.now() - t00;
-  fs.writeFileSync(path.join(out, 'result.json'), JSON.stringify(result, null, 1));
-  if (browser) await browser.close().catch(() => {});
-}
-console.log(JSON.stringify({ ok: result.ok, error: result.error, ms: result.ms, out }));
+});
