@@ -402,10 +402,10 @@ class Session:
         """The server's first message (SPEC.md 11.3): flow-control settings and the world's actions."""
         c = self.cfg
         m = {"type": "session", "world": self.world_name, "window": c.window,
-                "ack_timeout_s": c.ack_timeout, "idle_timeout_s": c.idle_timeout,
-                "keepalive_s": c.idle_timeout / 2, "max_gaussians": self.host.max_gaussians,
-                "watch_only": bool(self.grant and self.grant.watch_only),
-                "actions": {} if self.grant and self.grant.watch_only else ACTIONS}
+             "ack_timeout_s": c.ack_timeout, "idle_timeout_s": c.idle_timeout,
+             "keepalive_s": c.idle_timeout / 2, "max_gaussians": self.host.max_gaussians,
+             "watch_only": bool(self.grant and self.grant.watch_only),
+             "actions": {} if self.grant and self.grant.watch_only else ACTIONS}
         if self.progressive is not None:
             m["progressive"] = {"budget": self.progressive["budget"] or self.host.max_gaussians,
                                 "first_bytes": c.first_bytes, "refine_bytes": c.refine_bytes}

@@ -70,7 +70,6 @@ class StepStats:
                             # action, arrival to step done, less call_ms (time queued behind
                             # other steps and other worlds); None for an idle step
     refining: bool = False  # a progressive client still has refinement to do (SPEC.md 11.9)
-    progressive_ms: float = 0.0    # CPU ms (thread time) of the progressive clients' frames and bookkeeping
 
 
 class BusyMeter:
@@ -136,36 +135,18 @@ class WorldCore:
             torch.cuda.synchronize(self.device)
         t1 = time.perf_counter()
         d = to_delta(self.encoder, out)
-        tp = time.thread_time()
         follow = self.cuts.active or any(p.tracked for p in self.pendings.values())
         touched = touched_ids(self.encoder.state, d) if follow else None   # before the step applies
-        t_prog = time.thread_time() - tp
         data = self.encoder.encode_delta(d)
-        if follow and self.cuts.active:
-            tp = time.thread_time()
+        if self.cuts.active:                   # (then follow: touched was found)
             self.cuts.note(d.seq, touched)
-            t_prog += time.thread_time() - tp
         t2 = time.perf_counter()
         cam = out.camera.as_dict()
         for p in self.pendings.values():
-            if p.__class__ is ProgressivePending:
-                tp = time.thread_time()
-                p.push(d, data, action_ids, cam, touched)
-                t_prog += time.thread_time() - tp
-            else:
-                p.push(d, data, action_ids, cam, touched)
-        frames = {}
-        for link in ready:
-            if link in self.pendings:
-                p = self.pendings[link]
-                if p.__class__ is ProgressivePending:
-                    tp = time.thread_time()
-                    frames[link] = p.take(cam)
-                    t_prog += time.thread_time() - tp
-                else:
-                    frames[link] = p.take(cam)
+            p.push(d, data, action_ids, cam, touched)
+        frames = {link: self.pendings[link].take(cam) for link in ready if link in self.pendings}
         stats = StepStats(d.seq, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (time.perf_counter() - t0) * 1e3,
-                          refining=self.refining(), progressive_ms=t_prog * 1e3)
+                          refining=self.refining())
         return stats, frames
 
     def refining(self) -> bool:
