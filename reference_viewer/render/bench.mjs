@@ -2,7 +2,7 @@
 //   node reference_viewer/render/bench.mjs [--webgpu PATH/TO/webgpu/index.js] [--n 100000,1000000]
 //        [--width 1920] [--height 1080] [--sh 3] [--frames 50] [--format rgba16float,rgba8unorm,rgba32float]
 //        [--raw FILE.f32[,FILE2.f32...]] [--radius 14] [--varyings conic,uv] [--path raster,tiles]
-//        [--max-sigma 3] [--views 20,110,200] [--psnr DIR] [--save-raw FILE.f32]
+//        [--max-sigma 3] [--views 20,110,200] [--psnr DIR] [--save-raw FILE.f32] [--stream 5000,30]
 // --path: the renderer paths to measure, each on the same scene and views (default both): 'raster'
 // (instanced quads, fixed-function blending) and 'tiles' (the compute tile rasterizer, tiles.mjs;
 // --max-sigma its footprint cap, default 3, 'inf' for none). Per path and view: frame ms (CPU wall time
@@ -18,6 +18,12 @@
 // gsplat_bench.py. --psnr DIR writes each scene's floats, the cameras and both paths' images there and
 // runs reference_viewer/render/bench_psnr.py on them (PSNR against quality/rasterizer.py; it needs the
 // project's Python with numpy, and the numpy reference is slow past ~1M fragments x 1080p).
+// --stream K,R (per path, first view): frame times while the scene changes. Each frame is timed alone
+// (sync + encode + submit + onSubmittedWorkDone, no pipelining, as a viewer's frame loop): --frames x 4
+// frames of the still scene (steady p50 / p99), then as many while deltas of K Gaussians arrive R times
+// a second by the wall clock (each delta writes K random live slots with moved positions and turned
+// rotations into the store, as the decoder applies a delta; the frame after it syncs them). Prints
+// both p99s and their ratio.
 // Runs the same modules as the browser (render/index.mjs, shaders.mjs, sort.mjs, tiles.mjs) in node on
 // Dawn (the `webgpu` npm package, node_modules/webgpu by default), on whatever adapter Dawn picks (Vulkan
 // on a GPU machine). The generated scene is synthetic (seeded): a 20 m x 20 m ground plus 150 boxes,
@@ -34,6 +40,7 @@ const { create, globals } = await import(webgpuPath.startsWith('file:') || webgp
 Object.assign(globalThis, globals);
 const { Renderer } = await import('./index.mjs');   // after the globals: the modules read GPUBufferUsage
 const { RawStore } = await import('./raw_store.mjs');
+const { SLOT } = await import('../decoder/layout.mjs');
 const gpu = create([]);
 const W = Number(args.width ?? 1920), H = Number(args.height ?? 1080);
 const SH = Number(args.sh ?? 3);
@@ -42,6 +49,7 @@ const MAX_SIGMA = args['max-sigma'] === undefined ? undefined : args['max-sigma'
 const VIEWS = (args.views ?? '20,110,200').split(',').map(Number);
 const FRAMES = Number(args.frames ?? 50);
 const sizes = (args.n ?? '100000,1000000').split(',').map(Number);
+const STREAM = args.stream ? args.stream.split(',').map(Number) : null;
 
 function rng(seed) {
   let a = seed >>> 0;
@@ -131,6 +139,51 @@ function saveRaw(file, st, frame) {
   fs.writeFileSync(file.replace(/\.f32$/, '') + '.json', JSON.stringify({ ...frame, n: st.highWater, shDegree: st.shDegree }));
 }
 
+const pct = (xs, q) => { const a = [...xs].sort((x, y) => x - y); return a[Math.min(a.length - 1, Math.floor(q * a.length))]; };
+
+/** Frame times (each frame alone) of the still scene, then while deltas of `k` Gaussians arrive `rate`
+ *  times a second; the store is restored afterwards, so the next path draws the same scene. */
+async function streamFrames(r, st, cam, k, rate, frames) {
+  const frame = async () => {
+    const t0 = performance.now();
+    r.sync(st);
+    r.render(cam);
+    await r.device.queue.onSubmittedWorkDone();
+    return performance.now() - t0;
+  };
+  for (let i = 0; i < 5; i++) await frame();
+  const steady = [];
+  for (let i = 0; i < frames; i++) steady.push(await frame());
+  const { u, n } = rng(7);
+  const S = st.stride, row = new Float32Array(S), N = st.highWater;
+  const saved = st.data.slice(0, N * S);
+  const during = [];
+  let deltas = 0, applyMs = 0;
+  const t0 = performance.now();
+  while (during.length < frames) {
+    if (performance.now() - t0 >= (deltas * 1000) / rate) {
+      const ta = performance.now();
+      for (let j = 0; j < k; j++) {
+        const slot = Math.floor(u() * N);
+        row.set(st.data.subarray(slot * S, slot * S + S));
+        for (let c = 0; c < 3; c++) row[c] += 0.01 * n();
+        row[SLOT.ROTATION + 1] += 0.05 * n();   // a turn: the projection normalises the quaternion
+        st.write(slot, row);
+      }
+      applyMs += performance.now() - ta;
+      deltas += 1;
+    }
+    during.push(await frame());
+  }
+  st.load(saved, N);
+  const r2 = (x) => +x.toFixed(2);
+  const out = { k, rate, frames, deltas, applyMsPerDelta: r2(applyMs / deltas),
+                steadyP50: r2(pct(steady, 0.5)), steadyP99: r2(pct(steady, 0.99)),
+                streamP50: r2(pct(during, 0.5)), streamP99: r2(pct(during, 0.99)) };
+  out.p99Ratio = r2(out.streamP99 / out.steadyP99);
+  return out;
+}
+
 const RADIUS = Number(args.radius ?? 14);
 const formats = (args.format ?? 'rgba16float').split(',');
 const varyingsList = (args.varyings ?? 'conic').split(',');
@@ -182,6 +235,7 @@ for (const sceneName of sceneList) for (const N0 of (args.raw ? [Math.max(...siz
         const s = r.stats;
         res.gpu.push({ projectMs: r3(s.projectMs), sortMs: r3(s.sortMs), binMs: r3(s.binMs), rasterMs: r3(s.rasterMs) });
       }
+      if (STREAM) res.stream = await streamFrames(r, st, cams[0], STREAM[0], STREAM[1], FRAMES * 4);
       if (p !== 'tiles') delete res.tileEntries;
       if (!res.psnrVsFirst.length) delete res.psnrVsFirst; else res.psnrVsFirstPath = PATHS[0];
       if (r.errors.length) res.errors = r.errors;
