@@ -362,11 +362,15 @@ class Profile:
         q = self.quant
         if q is None:
             return np.ascontiguousarray(codes.T).view(np.float32)
-        c = codes.T.astype(np.float64)
         if attr is Attr.POSITION:
-            step = self.grid.cell_size / (1 << q.position_bits)
-            out = self.grid.cell_origin_of_ids(ids) + c * step
-        elif attr is Attr.SCALE:
+            return self.grid.positions_of(ids, codes, self.grid.cell_size / (1 << q.position_bits))
+        if attr is Attr.ROTATION:
+            out = np.empty((codes.shape[1], 4), np.float32)
+            if _smallest_three_decode(np.ascontiguousarray(codes), q.rotation_bits, out):
+                raise ValueError("a rotation code's index of the largest component is above 3")
+            return out
+        c = codes.T.astype(np.float64)
+        if attr is Attr.SCALE:
             out = q.scale_min + c * ((q.scale_max - q.scale_min) / ((1 << q.scale_bits) - 1))
         elif attr is Attr.SH_DC:
             out = q.dc_min + c * ((q.dc_max - q.dc_min) / ((1 << q.dc_bits) - 1))
@@ -377,8 +381,6 @@ class Profile:
             if self.palette:
                 raise ValueError("palette indices dequantize through the state's palette (SceneState.to_gaussians)")
             out = c * self.rest_steps()
-        elif attr is Attr.ROTATION:
-            out = _smallest_three_decode(c, q.rotation_bits)
         else:
             raise AssertionError(attr)
         return out.astype(np.float32)
@@ -462,14 +464,25 @@ def invalid_codes(codes, lo, hi, finite):
     return False
 
 
-def _smallest_three_decode(c: np.ndarray, bits: int) -> np.ndarray:
-    """(N,4) codes (i, a, b, c) as float64 -> (N,4) unit quaternions w,x,y,z."""
-    n = (1 << bits) - 1
-    i = c[:, 0].astype(np.int64)
-    small = c[:, 1:] * (SQRT2 / n) - INV_SQRT2
-    big = np.sqrt(np.maximum(0.0, 1.0 - (small * small).sum(1)))
-    out = np.empty((len(c), 4))
-    keep = np.array([[j for j in range(4) if j != k] for k in range(4)])[i]
-    np.put_along_axis(out, keep, small, axis=1)
-    out[np.arange(len(c)), i] = big
-    return out
+@kernel
+def _smallest_three_decode(codes, bits, out):
+    """(4, N) codes (i, a, b, c) -> (N, 4) unit quaternions w, x, y, z (SPEC.md 5.2): the three
+    small components from their codes, the largest (index i) from the unit norm."""
+    scale = np.sqrt(2.0) / ((1 << bits) - 1)
+    off = 1.0 / np.sqrt(2.0)
+    bad = False
+    for j in range(codes.shape[1]):
+        big = int(codes[0, j])
+        if big > 3:                  # not a code a checked stream holds
+            bad = True
+            continue
+        s = 0.0
+        m = 1
+        for k in range(4):
+            if k != big:
+                v = np.float64(codes[m, j]) * scale - off
+                s += v * v
+                out[j, k] = v
+                m += 1
+        out[j, big] = np.sqrt(max(0.0, 1.0 - s))
+    return bad

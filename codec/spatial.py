@@ -85,8 +85,16 @@ class Grid:
 
     def cell_origin_of_ids(self, ids: np.ndarray) -> np.ndarray:
         """(N,3) float64 origin of each id's birth cell."""
-        coords = morton_decode(ids >> U64(self.slot_bits), self.cell_bits)
-        return np.asarray(self.origin) + coords.astype(np.float64) * self.cell_size
+        return self.positions_of(ids, np.zeros((3, len(ids)), np.uint32), 0.0, np.float64)
+
+    def positions_of(self, ids: np.ndarray, codes: np.ndarray, step: float, dtype=np.float32) -> np.ndarray:
+        """(N,3) positions of SPEC.md 5.2: birth cell origin + code x step per axis, in float64,
+        rounded once to ``dtype``. One pass over the ids, no (N,3) temporaries."""
+        ids = np.ascontiguousarray(ids, U64)
+        out = np.empty((len(ids), 3), dtype)
+        _positions(ids, np.ascontiguousarray(codes), U64(self.slot_bits), np.asarray(self.origin, np.float64),
+                   float(self.cell_size), float(step), out)
+        return out
 
     def cell_range(self, codes: np.ndarray, level: int) -> tuple[np.ndarray, np.ndarray]:
         """First and last id (inclusive) covered by cells of an octree ``level``."""
@@ -123,6 +131,15 @@ def unspread(x):
 def _unspread_all(v, out):
     for i in range(v.shape[0]):
         out[i] = unspread(v[i])
+
+
+@kernel
+def _positions(ids, codes, shift, origin, cell, step, out):
+    for i in range(ids.shape[0]):
+        c = ids[i] >> shift
+        for a in range(3):
+            # cell coordinate * cell size is exact (a power of two), as is code * step: one rounding
+            out[i, a] = (origin[a] + np.float64(unspread(c >> np.uint64(a))) * cell) + np.float64(codes[a, i]) * step
 
 
 def _compact(v: np.ndarray, bits: int) -> np.ndarray:
