@@ -78,7 +78,8 @@ def scenes(a, work: Path, log) -> list[tuple[str, int, str]]:
     return out
 
 
-def measure(a, work: Path, log) -> dict:
+def measure(a, work: Path, log, done=lambda res: None) -> dict:
+    """Every scene through bench.mjs, then gsplat; ``done(res)`` after each step (partial tables)."""
     res = {"width": a.width, "height": a.height, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "scenes": [], "gsplat": None}
     for kind, n, f in scenes(a, work, log):
         rows = run([a.node, str(HERE / "bench.mjs"), "--webgpu", a.webgpu, "--raw", f, "--n", str(n), "--sh", "3",
@@ -87,6 +88,7 @@ def measure(a, work: Path, log) -> dict:
         adapter = next((r.get("adapter") for r in rows if "adapter" in r), None)
         res["adapter"] = adapter or res.get("adapter")
         res["scenes"].append({"kind": kind, "n": n, "file": f, "paths": [r for r in rows if "path" in r]})
+        done(res)
     if a.gsplat:
         files = [s["file"] for s in res["scenes"]]
         try:
@@ -94,6 +96,7 @@ def measure(a, work: Path, log) -> dict:
                                  "--width", str(a.width), "--height", str(a.height)], log)
         except RuntimeError as e:                  # the viewer's own figures still go out
             log(f"gsplat: {e}")
+        done(res)
     return res
 
 
@@ -172,15 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    res = measure(a, work, lambda s: print(s, flush=True))
-    (work / "render_bench.json").write_text(json.dumps(res, indent=1))
     cmd = "python reference_viewer/render/render_bench.py " + " ".join(
         x for x in (f"--scene {Path(a.scene).name}" if a.scene else "", f"--sizes {a.sizes}", f"--frames {a.frames}",
                     "" if (a.width, a.height) == (1920, 1080) else f"--width {a.width} --height {a.height}",
                     f"--stream {a.stream}", "" if a.gsplat else "--no-gsplat") if x)
-    text = tables(res, cmd)
-    write(Path(a.out), text)
-    print(text)
+
+    def done(res: dict) -> None:             # the tables so far: a run cut short keeps what it measured
+        (work / "render_bench.json").write_text(json.dumps(res, indent=1))
+        write(Path(a.out), tables(res, cmd))
+
+    res = measure(a, work, lambda s: print(s, flush=True), done)
+    print(tables(res, cmd))
     return 0
 
 
