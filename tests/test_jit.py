@@ -112,6 +112,48 @@ def test_compiled_and_python_loops_agree_on_random_streams():
     assert any(e != "ok" and not e.startswith("ok ") for r in python for e in r["errors"])
 
 
+def test_position_and_rotation_dequantization_follow_the_spec_formulas():
+    """The fused loops of Grid.positions_of and the rotation decode give, bit for bit, SPEC.md 5.2's
+    formulas evaluated in float64 with numpy and rounded once to float32, compiled and as Python."""
+    from codec.profile import _smallest_three_decode
+    from codec.spatial import _positions, morton_decode
+
+    rng = np.random.default_rng(5)
+    grid = Grid((-40.5, -3.25, 7.0), 0.125, 9, 11)
+    n = 50_000                                   # past LAZY_ELEMENTS: the JIT is on where available
+    ids = np.sort(rng.integers(0, 1 << (3 * 9 + 11), n, dtype=np.uint64))
+    codes = rng.integers(0, 1 << 16, (3, n)).astype(np.uint32)
+    step = grid.cell_size / (1 << 16)
+    cells = morton_decode(ids >> np.uint64(grid.slot_bits), grid.cell_bits).astype(np.float64)
+    want = ((np.asarray(grid.origin) + cells * grid.cell_size) + codes.T.astype(np.float64) * step).astype(np.float32)
+    got = grid.positions_of(ids, codes, step)
+    assert np.array_equal(got.view(np.uint32), want.view(np.uint32))
+    py = np.empty((n, 3), np.float32)
+    _positions.py_func(ids[:2000], codes[:, :2000], np.uint64(grid.slot_bits), np.asarray(grid.origin), grid.cell_size, step, py[:2000])
+    assert np.array_equal(py[:2000].view(np.uint32), want[:2000].view(np.uint32))
+
+    profile = Profile.preset("compact", 0, grid)
+    bits = profile.quant.rotation_bits
+    rc = np.empty((4, n), np.uint16)
+    rc[0] = rng.integers(0, 4, n)
+    rc[1:] = rng.integers(0, 1 << bits, (3, n))
+    small = rc[1:].T.astype(np.float64) * (np.sqrt(2.0) / ((1 << bits) - 1)) - 1.0 / np.sqrt(2.0)
+    q = np.empty((n, 4))
+    rows = np.arange(n)
+    for r in range(3):                           # the small components fill the places other than i, in order
+        col = r + (r >= rc[0])
+        q[rows, col] = small[:, r]
+    q[rows, rc[0]] = np.sqrt(np.maximum(0.0, 1.0 - (small * small).sum(1)))
+    got = profile.dequantize(Attr.ROTATION, rc, None)
+    assert np.array_equal(got.view(np.uint32), q.astype(np.float32).view(np.uint32))
+    py = np.empty((2000, 4), np.float32)
+    assert not _smallest_three_decode.py_func(rc[:, :2000], bits, py)
+    assert np.array_equal(py.view(np.uint32), q[:2000].astype(np.float32).view(np.uint32))
+    rc[0, 7] = 4                                 # no such component: an error, not a read past the row
+    with pytest.raises(ValueError):
+        profile.dequantize(Attr.ROTATION, rc, None)
+
+
 def test_lazy_switch_only_for_large_calls():
     """Small work stays in Python (no numba import for a tiny file); a large call turns the JIT on."""
     code = ("import numpy as np, sys; from codec import jit; from codec.digest import lane_sums_all;"
