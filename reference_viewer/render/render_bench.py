@@ -51,21 +51,25 @@ def run(cmd: list[str], log) -> list[dict]:
     return out
 
 
-def scenes(a, work: Path, log) -> list[tuple[str, int, str]]:
-    """(kind, n, slot-float file) per scene to measure, written into ``work``."""
+def scenes(a, work: Path, log):
+    """(kind, n, slot-float file) per scene to measure, each written into ``work`` just before it is
+    measured: the trained statistics at the first size, the bench scene, the real scene, then the
+    trained statistics at the other sizes (the largest last: a run cut short has the rest)."""
     py = sys.executable
     sizes = [int(s) for s in a.sizes.split(",")]
-    out = []
+
+    def trained(n: int):
+        f = work / f"trained_{n}.f32"
+        if not f.exists():
+            run([py, str(REPO / "tests/browser/synthetic_raw.py"), str(n), "3", "10", str(f)], log)
+        return "trained", n, str(f)
+
+    yield trained(sizes[0])
     bench = work / f"bench_{sizes[0]}.f32"
     if not bench.exists():
         run([a.node, str(HERE / "bench.mjs"), "--webgpu", a.webgpu, "--n", str(sizes[0]), "--sh", "3", "--path", "raster",
              "--frames", "1", "--views", "20", "--width", "64", "--height", "64", "--save-raw", str(bench)], log)
-    out.append(("bench", sizes[0], str(bench)))
-    for n in sizes:
-        f = work / f"trained_{n}.f32"
-        if not f.exists():
-            run([py, str(REPO / "tests/browser/synthetic_raw.py"), str(n), "3", "10", str(f)], log)
-        out.append(("trained", n, str(f)))
+    yield "bench", sizes[0], str(bench)
     if a.scene:
         f = Path(a.scene)
         if f.suffix != ".f32":
@@ -73,9 +77,9 @@ def scenes(a, work: Path, log) -> list[tuple[str, int, str]]:
             if not raw.exists():
                 run([py, str(HERE / "scene_raw.py"), str(f), str(raw)], log)
             f = raw
-        n = json.loads(f.with_suffix(".json").read_text())["n"]
-        out.append((Path(a.scene).name, n, str(f)))
-    return out
+        yield Path(a.scene).name, json.loads(f.with_suffix(".json").read_text())["n"], str(f)
+    for n in sizes[1:]:
+        yield trained(n)
 
 
 def measure(a, work: Path, log, done=lambda res: None) -> dict:
