@@ -33,10 +33,15 @@ STREAM_RATIO = 1.2
 GSPLAT_RATIO = 1.5
 
 
-def run(cmd: list[str], log) -> list[dict]:
-    """Run a command; its JSON lines (objects) as dicts, every line echoed to ``log``."""
+def run(cmd: list[str], log, timeout: float = 1800) -> list[dict]:
+    """Run a command; its JSON lines (objects) as dicts, every line echoed to ``log``. A command that
+    outlives ``timeout`` is killed and what it printed is kept."""
     log(f"$ {' '.join(cmd)}")
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    try:
+        p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        text = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        p = subprocess.CompletedProcess(cmd, -9, text, f"killed after {timeout:g} s")
     out = []
     for line in p.stdout.splitlines():
         if line.startswith("{"):
