@@ -135,17 +135,17 @@ def tables(res: dict, command: str) -> str:
         for p in s["paths"]:
             gp = p["gpu"][0]
             split = " / ".join("-" if gp.get(k) is None else f"{gp[k]:.2f}" for k in ("projectMs", "sortMs", "binMs", "rasterMs"))
-            ours = max(p["frameMs"])
+            top = max(p["frameMs"]) == best          # the scene's faster path carries the goal and the ratio
             ratio = ""
-            if g and ours == best:                   # slowest view against slowest view
+            if g and top:                            # slowest view against slowest view
                 r = best / max(g["frameMs"])
                 ratio = f"{r:.2f} ({'met' if r <= GSPLAT_RATIO else 'missed'} <= {GSPLAT_RATIO:g})"
-            verdict = ("met" if ours <= goal else "missed") if goal and ours == best else ""
+            verdict = ("met" if best <= goal else "missed") if goal and top else ""
             lines.append(f"| {s['kind']} | {s['n']:,} | {p['path']} | {_ms(p['frameMs'])} | "
                          f"{min(p['fps']):.0f}-{max(p['fps']):.0f} | {split} | "
                          f"{_ms(p['psnrVsFirst']) if p.get('psnrVsFirst') else '-'} | "
                          f"{_ms(g['frameMs']) if g and p['path'] == s['paths'][0]['path'] else ''} | {ratio} | "
-                         f"{f'<= {goal:g} ms' if goal and ours == best else ''} | {verdict} |")
+                         f"{f'<= {goal:g} ms' if goal and top else ''} | {verdict} |")
             if p.get("stream"):
                 streams.append((s, p))
     lines += ["", "Frame times while the scene changes (`--stream`: each frame timed alone, sync + render + "
