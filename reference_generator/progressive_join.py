@@ -109,30 +109,104 @@ def _moments(starts, sizes, pos, scl, rot, w, mu, cov, wsum):
 
 
 @kernel
-def _means(starts, sizes, planar, w, wsum, out):
-    """out[k, c]: the ``w``-weighted mean of ``planar[c]`` over group ``k``'s consecutive rows."""
+def _cube_key(positions, i, origin, cell):
+    """The key of the cube of ``cell`` metres (from ``origin``) holding positions[i], each
+    coordinate clamped to KEY_BITS bits."""
+    top = float((1 << KEY_BITS) - 1)
+    k = np.int64(0)
+    for a in range(3):
+        v = min(max(np.floor((np.float64(positions[i, a]) - origin[a]) / cell), 0.0), top)
+        k = (k << KEY_BITS) | np.int64(v)
+    return k
+
+
+@kernel
+def _cube_keys(positions, origin, cell, out):
+    for i in range(positions.shape[0]):
+        out[i] = _cube_key(positions, i, origin, cell)
+
+
+@kernel
+def _count_cubes(positions, origin, cell, table, bits):
+    """How many distinct cubes hold ``positions``: their keys in an open-addressing set ``table``
+    (-1 where empty, 2**bits entries, over twice the positions), no key array and no sort."""
+    m = table.shape[0] - 1
+    shift = np.uint64(64 - bits)
+    count = 0
+    for i in range(positions.shape[0]):
+        k = _cube_key(positions, i, origin, cell)
+        j = np.int64((np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> shift)
+        while table[j] != -1 and table[j] != k:
+            j = (j + 1) & m
+        if table[j] == -1:
+            table[j] = k
+            count += 1
+    return count
+
+
+@kernel
+def _cover(sigma, alpha, out):
+    """out[i]: alpha[i] times the product of row i's two largest sigmas (the area a Gaussian covers)."""
+    for i in range(sigma.shape[0]):
+        a, b, c = sigma[i, 0], sigma[i, 1], sigma[i, 2]
+        hi = max(a, b, c)
+        mid = max(min(a, b), min(max(a, b), c))
+        out[i] = alpha[i] * hi * mid
+
+
+@kernel
+def group_order(group, groups, out):
+    """out: the stable order of ``group`` (values 0..groups-1) by one counting pass, no sort."""
+    start = np.zeros(groups + 1, np.int64)
+    for i in range(group.shape[0]):
+        start[group[i] + 1] += 1
+    for g in range(groups):
+        start[g + 1] += start[g]
+    for i in range(group.shape[0]):
+        out[start[group[i]]] = i
+        start[group[i]] += 1
+
+
+@kernel
+def _extent(positions):
+    """The largest side of the positions' bounding box."""
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for i in range(positions.shape[0]):
+        for a in range(3):
+            v = np.float64(positions[i, a])
+            lo[a] = min(lo[a], v)
+            hi[a] = max(hi[a], v)
+    return max(hi[0] - lo[0], hi[1] - lo[1], hi[2] - lo[2])
+
+
+@kernel
+def _means(starts, sizes, planar, cols, w, wsum, out):
+    """out[k, c]: the ``w``-weighted mean of ``planar[c, cols[i]]`` over group ``k``'s consecutive
+    rows i (read in place: a state's code arrays, indexed by slot, need no gathered copy)."""
     for k in range(starts.shape[0]):
         a, b = starts[k], starts[k] + sizes[k]
         for c in range(planar.shape[0]):
             acc = 0.0
             for i in range(a, b):
-                acc += w[i] * planar[c, i]
+                acc += w[i] * planar[c, cols[i]]
             out[k, c] = acc / wsum[k]
 
 
-def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.ndarray) -> tuple:
+def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.ndarray, cols=None) -> tuple:
     """``codec.progressive.merged`` for Gaussians already in group order (``sizes[k]`` rows each, all above 0), its
-    moments in compiled loops; ``sh``: planar (C, n) arrays (floats, or codes that dequantize
-    affinely) whose weighted means come back as (groups, C) float64. Returns (positions, log-scales,
-    quaternions, opacity logits, [means]) of the stand-ins, a group of one giving its Gaussian."""
+    moments in compiled loops; ``sh``: planar (C, m) arrays (floats, or codes that dequantize
+    affinely) whose weighted means come back as (groups, C) float64, row i's values in column
+    ``cols[i]`` (default: column i). Returns (positions, log-scales, quaternions, opacity logits,
+    [means]) of the stand-ins, a group of one giving its Gaussian."""
     n = len(sizes)
+    cols = np.arange(len(positions), dtype=np.int64) if cols is None else np.asarray(cols, np.int64)
     starts = np.r_[0, np.cumsum(sizes)[:-1]].astype(np.int64)
-    s = np.sort(np.exp(scales.astype(np.float64)), axis=1)
-    cover = (1.0 / (1.0 + np.exp(-opacities.astype(np.float64)))) * s[:, 2] * s[:, 1]
+    cover = np.empty(len(positions))
+    _cover(np.exp(scales.astype(np.float64)), 1.0 / (1.0 + np.exp(-opacities.astype(np.float64))), cover)
     w = cover + 1e-30
-    pos = np.ascontiguousarray(positions, np.float64)
     mu, cov, wsum = np.empty((n, 3)), np.empty((n, 3, 3)), np.empty(n)
-    _moments(starts, np.asarray(sizes, np.int64), pos, np.ascontiguousarray(scales, np.float32),
+    _moments(starts, np.asarray(sizes, np.int64), np.ascontiguousarray(positions), np.ascontiguousarray(scales, np.float32),
              np.ascontiguousarray(rotations, np.float32), w, mu, cov, wsum)
     ev, vec = np.linalg.eigh(cov)
     vec[np.linalg.det(vec) < 0, :, 0] *= -1
@@ -145,13 +219,13 @@ def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.nd
     for x in sh:
         m = np.zeros((n, x.shape[0]))
         if x.shape[0]:
-            _means(starts, np.asarray(sizes, np.int64), x, w, wsum, m)
+            _means(starts, np.asarray(sizes, np.int64), x, cols, w, wsum, m)
         means.append(m)
     one = np.flatnonzero(np.asarray(sizes) == 1)
     src = starts[one]
     out_pos[one], out_scale[one], out_rot[one], out_opa[one] = positions[src], scales[src], rotations[src], opacities[src]
     for m, x in zip(means, sh):
-        m[one] = x[:, src].T
+        m[one] = x[:, cols[src]].T
     return out_pos, out_scale, out_rot, out_opa, means
 
 
@@ -299,9 +373,9 @@ class ProgressivePending(Pending):
         return self.enc.profile.dequantize(Attr.POSITION, codes, ids)
 
     def _keys(self, positions: np.ndarray) -> np.ndarray:
-        k = np.floor((positions.astype(np.float64) - self.origin) / self.cell).astype(np.int64)
-        k = np.clip(k, 0, (1 << KEY_BITS) - 1)
-        return (k[:, 0] << (2 * KEY_BITS)) | (k[:, 1] << KEY_BITS) | k[:, 2]
+        out = np.empty(len(positions), np.int64)
+        _cube_keys(np.ascontiguousarray(positions), self.origin, float(self.cell), out)
+        return out
 
     def _centres(self, keys: np.ndarray) -> np.ndarray:
         m = (1 << KEY_BITS) - 1
@@ -357,9 +431,14 @@ class ProgressivePending(Pending):
     def _cell_for(self, positions: np.ndarray, count: int) -> float:
         """The cube size whose occupied cubes number about ``count``, by bisection on its log
         (``_build`` then grows it while there are too many)."""
+        table = np.empty(1 << max(4, (2 * len(positions)).bit_length()), np.int64)
+
         def occupied(cell: float, pos: np.ndarray) -> int:
             self.cell = cell
-            return len(np.unique(self._keys(pos)))
+            bits = max(4, (2 * len(pos)).bit_length())
+            t = table[:1 << bits]
+            t.fill(-1)
+            return _count_cubes(np.ascontiguousarray(pos), self.origin, float(cell), t, bits)
 
         def bisect(lo: float, hi: float, pos: np.ndarray, want: int, steps: int) -> float:
             for _ in range(steps):
@@ -371,7 +450,7 @@ class ProgressivePending(Pending):
             return hi
 
         n = len(positions)
-        ext = max(float(np.ptp(positions, axis=0).max()) if n else 1.0, 1e-6)
+        ext = max(_extent(np.ascontiguousarray(positions)) if n else 1.0, 1e-6)
         lo, hi = np.log(ext / 65536), np.log(ext * 2)
         if n <= 100_000:
             return float(np.exp(bisect(lo, hi, positions, count, 20)))
@@ -392,46 +471,61 @@ class ProgressivePending(Pending):
 
     def _members(self, cubes: np.ndarray) -> np.ndarray:
         """World ids of the Gaussians of ``cubes`` (ascending)."""
+        return self.m_ids[self._member_rows(cubes)]
+
+    def _member_rows(self, cubes: np.ndarray) -> np.ndarray:
+        """Positions in ``m_ids`` (ascending) of the Gaussians of ``cubes``."""
         if not len(cubes):
-            return np.zeros(0, U64)
+            return np.zeros(0, np.int64)
         want = np.zeros(len(self.c_key), bool)
         want[cubes] = True
-        return self.m_ids[want[self.m_cube]]
+        return np.flatnonzero(want[self.m_cube])
 
     # stand-ins -----------------------------------------------------------------------------------
-    def _stand_ins(self, cubes: np.ndarray, taken: np.ndarray) -> tuple[np.ndarray, dict]:
+    def _stand_ins(self, cubes: np.ndarray, taken: np.ndarray, at: tuple | None = None) -> tuple[np.ndarray, dict]:
         """Stand-ins of ``cubes`` from their Gaussians' current values: fresh ids (none live in the
-        world or the client, none in ``taken``), codes. Records them as the cubes' stand-ins."""
+        world or the client, none in ``taken``), codes. Records them as the cubes' stand-ins.
+        ``at``: (slots, positions) of every id of ``m_ids``, when the caller has them (a cut: the
+        state has not moved since), so that no id is looked up or position decoded twice."""
         W = self.enc.state
         if not len(cubes):
             return np.zeros(0, U64), W.codes_of(np.zeros(0, U64))
-        mem = self._members(cubes)
+        rows = self._member_rows(cubes)
         slot = np.full(len(self.c_key), -1, np.int64)
         slot[cubes] = np.arange(len(cubes))
-        idx = np.searchsorted(self.m_ids, mem)
-        group = slot[self.m_cube[idx]]
-        o = np.argsort(group, kind="stable")          # in cube order: merge reads them without a copy
-        mem, group = mem[o], group[o]
+        group = slot[self.m_cube[rows]]
+        o = np.empty(len(group), np.int64)            # in cube order: merge reads them without a copy
+        group_order(group, len(cubes), o)
+        rows, group = rows[o], group[o]
+        mem = self.m_ids[rows]
         p = self.enc.profile
-        codes = W.codes_of(mem)
         if p.quant is None:                          # float codes: merge the floats
+            codes = W.codes_of(mem)
             g = Gaussians.from_attributes(W.floats(mem, codes))
             s = merged(g, group, len(cubes))
             ids = self._fresh(p.grid.cells_of(s.positions), taken)
             return self._made(cubes, ids, {a: p.quantize(a, s.attribute(a), ids) for a in ATTRS})
+        if at is not None:
+            slots, positions = at[0][rows], at[1][rows]
+        else:
+            slots = W.slots_of(mem)
+            if (slots < 0).any():
+                raise KeyError("a cube member is not live")
+            positions = p.dequantize(Attr.POSITION, W.codes[Attr.POSITION][:, slots], mem)
         # SH codes dequantize affinely (SPEC.md 5.3): their weighted mean, rounded, is the code of the
-        # floats' weighted mean; only the geometry goes through floats
-        geo = {a: p.dequantize(a, codes[a], mem) for a in (Attr.POSITION, Attr.SCALE, Attr.ROTATION, Attr.OPACITY)}
+        # floats' weighted mean, read from the state's arrays in place; only the geometry goes
+        # through floats
+        geo = {a: p.dequantize(a, W.codes[a][:, slots], mem) for a in (Attr.SCALE, Attr.ROTATION, Attr.OPACITY)}
         sizes = np.bincount(group, minlength=len(cubes))
-        pos, scl, rot, opa, (dc, rest) = merge_sorted(geo[Attr.POSITION], geo[Attr.SCALE], geo[Attr.ROTATION],
-                                                      geo[Attr.OPACITY][:, 0], [codes[Attr.SH_DC], codes[Attr.SH_REST]],
-                                                      sizes)
+        sh = [W.codes[Attr.SH_DC], W.codes[Attr.SH_REST]]
+        pos, scl, rot, opa, (dc, rest) = merge_sorted(positions, geo[Attr.SCALE], geo[Attr.ROTATION],
+                                                      geo[Attr.OPACITY][:, 0], sh, sizes, slots)
         ids = self._fresh(p.grid.cells_of(pos), taken)
         out = {Attr.POSITION: p.quantize(Attr.POSITION, pos, ids), Attr.SCALE: p.quantize(Attr.SCALE, scl, ids),
                Attr.ROTATION: p.quantize(Attr.ROTATION, rot, ids),
                Attr.OPACITY: p.quantize(Attr.OPACITY, opa[:, None], ids)}
-        for a, x in ((Attr.SH_DC, dc), (Attr.SH_REST, rest)):
-            out[a] = np.ascontiguousarray(np.rint(x.T)).astype(codes[a].dtype)
+        for a, x in zip((Attr.SH_DC, Attr.SH_REST), (dc, rest)):
+            out[a] = np.ascontiguousarray(np.rint(x.T)).astype(W.codes[a].dtype)
         return self._made(cubes, ids, out)
 
     def _made(self, cubes: np.ndarray, ids: np.ndarray, codes: dict) -> tuple[np.ndarray, dict]:
@@ -512,14 +606,15 @@ class ProgressivePending(Pending):
     def _cut(self) -> "Cut":
         """Cubes and stand-ins of the world's current state: the tables, and the keyframe's ids and codes."""
         W = self.enc.state
-        ids, codes = W.sorted_codes()
+        ids, slots = W.index.sorted_items()
+        ids = ids.copy()                             # the tables keep them; the index moves on
         n = len(ids)
-        positions = self.enc.profile.dequantize(Attr.POSITION, codes[Attr.POSITION], ids)
+        positions = self.enc.profile.dequantize(Attr.POSITION, W.codes[Attr.POSITION][:, slots], ids)
         probe = min(n, 4096)
         if probe:
             sample = np.unique(np.linspace(0, n - 1, probe).astype(np.int64))
             e = Encoder(self.enc.profile)
-            self.per = len(e.encode_delta(self._add_delta(ids[sample], {a: codes[a][:, sample] for a in ATTRS},
+            self.per = len(e.encode_delta(self._add_delta(ids[sample], {a: W.codes[a][:, slots[sample]] for a in ATTRS},
                                                          e.state, keyframe=True))) / len(sample)
         target = max(1, min(int(self.first_bytes / self.per), self.budget // 2 if self.budget < n else n))
         self.held = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
@@ -527,14 +622,14 @@ class ProgressivePending(Pending):
         self._build(ids, positions, target if target < n else n)
         if target >= n and n <= self.budget:
             self.c_fine[:] = True                    # small enough: the plain keyframe
-            parts = [(ids, codes)]
+            parts = [(ids, {a: W.codes[a][:, slots] for a in ATTRS})]
         else:
             single = self.c_count == 1
             self.c_fine[single] = True
             coarse = np.flatnonzero(~single)
-            fine_ids = self._members(np.flatnonzero(single))
-            parts = [(fine_ids, W.codes_of(fine_ids))]
-            parts.append(self._stand_ins(coarse, fine_ids))
+            fine = self._member_rows(np.flatnonzero(single))
+            parts = [(ids[fine], {a: W.codes[a][:, slots[fine]] for a in ATTRS})]
+            parts.append(self._stand_ins(coarse, ids[fine], at=(slots, positions)))
         add_ids, add = _concat_codes(parts, self.enc.profile)
         return Cut(W.seq, n, {k: _copy(getattr(self, k)) for k in Cut.TABLES}, self.per, add_ids, add,
                    self.cubes_made - made)
