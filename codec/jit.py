@@ -45,6 +45,10 @@ class Kernel:
     def __call__(self, *args):
         if self._compiled is not None:
             return self._compiled(*args)
+        if _on:  # a module imported after the JIT went on: its kernels compile now
+            with _LOCK:
+                _compile_pending()
+            return self._compiled(*args)
         if AVAILABLE and (_MODE == "1" or _large(args)) and switch_on():
             return self._compiled(*args)
         with np.errstate(over="ignore", invalid="ignore"):  # modular arithmetic, as compiled; NaN inputs are reported
@@ -86,14 +90,21 @@ def switch_on() -> bool:
             warnings.warn(f"numba could not be imported ({e}); the codec's loops run as Python", RuntimeWarning)
             AVAILABLE = False
             return False
-        for k in _KERNELS:
-            k._compiled = numba.njit(cache=True, nogil=True, inline="always" if k.inline else "never")(k.py_func)
-        by_kernel = {id(k): k._compiled for k in _KERNELS}
-        for k in _KERNELS:
-            g = k.py_func.__globals__
-            for name, value in list(g.items()):
-                if isinstance(value, Kernel) and id(value) in by_kernel:
-                    g[name] = by_kernel[id(value)]
+        _compile_pending()
         _on = True
     return True
+
+
+def _compile_pending() -> None:
+    """Give every kernel without one its numba dispatcher, and rebind every module-level name of a
+    kernel to its dispatcher (called with ``_LOCK`` held)."""
+    import numba
+    fresh = [k for k in _KERNELS if k._compiled is None]
+    for k in fresh:
+        k._compiled = numba.njit(cache=True, nogil=True, inline="always" if k.inline else "never")(k.py_func)
+    by_kernel = {id(k): k._compiled for k in _KERNELS}
+    for g in {id(k.py_func.__globals__): k.py_func.__globals__ for k in _KERNELS}.values():
+        for name, value in list(g.items()):
+            if isinstance(value, Kernel) and id(value) in by_kernel:
+                g[name] = by_kernel[id(value)]
 

@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from .attributes import Gaussians, covariances, rotmat_to_quat
+from .jit import kernel
 
 FIRST_BYTES = 1_500_000        # the coarse keyframe's target size: 0.5 s at 25 Mbit/s
 REFINE_BYTES = 500_000         # refinement frames of about this size (0.16 s each at 25 Mbit/s)
@@ -135,6 +136,63 @@ def stand_ins(g: Gaussians, cell: float, level: np.ndarray | None = None) -> tup
     return merged(g, group.reshape(-1), len(uniq)), group.reshape(-1)
 
 
+@kernel
+def eigh3(cov, ev, vec):
+    """numpy.linalg.eigh of each symmetric 3x3 ``cov[k]`` (eigenvalues ascending into ``ev[k]``,
+    unit eigenvectors the columns of ``vec[k]``) by cyclic Jacobi rotations: one compiled pass
+    instead of a LAPACK call per matrix. Eigenvectors are unique only up to sign (and within a
+    repeated eigenvalue), so they may differ from LAPACK's; the matrices they make do not."""
+    a = np.empty((3, 3))
+    v = np.empty((3, 3))
+    for k in range(cov.shape[0]):
+        for i in range(3):
+            for j in range(3):
+                a[i, j] = 0.5 * (cov[k, i, j] + cov[k, j, i])
+                v[i, j] = 1.0 if i == j else 0.0
+        for sweep in range(32):
+            off = a[0, 1] * a[0, 1] + a[0, 2] * a[0, 2] + a[1, 2] * a[1, 2]
+            diag = a[0, 0] * a[0, 0] + a[1, 1] * a[1, 1] + a[2, 2] * a[2, 2]
+            if off <= 1e-32 * diag or off == 0.0:
+                break
+            for pq in range(3):
+                p = 0 if pq < 2 else 1
+                q = 1 if pq == 0 else 2
+                apq = a[p, q]
+                if apq == 0.0:
+                    continue
+                theta = (a[q, q] - a[p, p]) / (2.0 * apq)
+                if abs(theta) > 1e150:
+                    t = 0.5 / theta
+                else:
+                    t = 1.0 / (abs(theta) + np.sqrt(theta * theta + 1.0))
+                    if theta < 0:
+                        t = -t
+                c = 1.0 / np.sqrt(t * t + 1.0)
+                s = t * c
+                a[p, p] -= t * apq
+                a[q, q] += t * apq
+                a[p, q] = 0.0
+                a[q, p] = 0.0
+                r = 3 - p - q
+                arp, arq = a[r, p], a[r, q]
+                a[r, p] = a[p, r] = c * arp - s * arq
+                a[r, q] = a[q, r] = s * arp + c * arq
+                for i in range(3):
+                    vip, viq = v[i, p], v[i, q]
+                    v[i, p] = c * vip - s * viq
+                    v[i, q] = s * vip + c * viq
+        o0, o1, o2 = 0, 1, 2                          # ascending, as eigh
+        if a[o0, o0] > a[o1, o1]:
+            o0, o1 = o1, o0
+        if a[o1, o1] > a[o2, o2]:
+            o1, o2 = o2, o1
+        if a[o0, o0] > a[o1, o1]:
+            o0, o1 = o1, o0
+        ev[k, 0], ev[k, 1], ev[k, 2] = a[o0, o0], a[o1, o1], a[o2, o2]
+        for i in range(3):
+            vec[k, i, 0], vec[k, i, 1], vec[k, i, 2] = v[i, o0], v[i, o1], v[i, o2]
+
+
 def merged(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
     """One stand-in per group ``0..n-1`` (each non-empty), as ``stand_ins`` makes them for its cubes:
     for callers that group the Gaussians their own way (the live server's cubes)."""
@@ -150,7 +208,8 @@ def merged(g: Gaussians, group: np.ndarray, n: int) -> Gaussians:
     d = p - mu[group[order]]
     second = covariances(g)[order] + d[:, :, None] * d[:, None, :]
     cov = np.add.reduceat(second * w[:, None, None], starts) / wsum[:, None, None]
-    ev, vec = np.linalg.eigh(cov)
+    ev, vec = np.empty((n, 3)), np.empty((n, 3, 3))
+    eigh3(cov, ev, vec)
     vec[np.linalg.det(vec) < 0, :, 0] *= -1                      # a proper rotation
     scales = np.sqrt(np.maximum(ev, 1e-24))
     s = np.sort(scales, axis=1)

@@ -45,7 +45,7 @@ from codec.delta import group_updates
 from codec.digest import unsigned
 from codec.id_index import id_order, sorted_member, sorted_unique
 from codec.jit import kernel
-from codec.progressive import FIRST_BYTES, REFINE_BYTES, merged
+from codec.progressive import FIRST_BYTES, REFINE_BYTES, eigh3, merged
 
 from .flow import FrameTooLarge, OutFrame, Pending
 
@@ -108,7 +108,7 @@ def _moments(starts, sizes, pos, scl, rot, w, mu, cov, wsum):
         wsum[k] = sw
 
 
-@kernel
+@kernel(inline=True)
 def _cube_key(positions, i, origin, cell):
     """The key of the cube of ``cell`` metres (from ``origin``) holding positions[i], each
     coordinate clamped to KEY_BITS bits."""
@@ -208,7 +208,8 @@ def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.nd
     mu, cov, wsum = np.empty((n, 3)), np.empty((n, 3, 3)), np.empty(n)
     _moments(starts, np.asarray(sizes, np.int64), np.ascontiguousarray(positions), np.ascontiguousarray(scales, np.float32),
              np.ascontiguousarray(rotations, np.float32), w, mu, cov, wsum)
-    ev, vec = np.linalg.eigh(cov)
+    ev, vec = np.empty((n, 3)), np.empty((n, 3, 3))
+    eigh3(cov, ev, vec)
     vec[np.linalg.det(vec) < 0, :, 0] *= -1
     sc = np.sqrt(np.maximum(ev, 1e-24))
     ss = np.sort(sc, axis=1)

@@ -169,5 +169,23 @@ def test_lazy_switch_only_for_large_calls():
     assert after == str(jit.AVAILABLE) and imported == str(jit.AVAILABLE)
 
 
+def test_kernels_of_a_module_imported_after_the_switch_compile_and_call_each_other(tmp_path):
+    """A module imported once the JIT is on (a server that decoded a large frame before loading the
+    progressive join): its kernels compile at their first call, and one calls another compiled."""
+    (tmp_path / "late_kernels.py").write_text(
+        "import numpy as np\nfrom codec.jit import kernel\n\n"
+        "@kernel(inline=True)\ndef twice(x):\n    return 2 * x\n\n"
+        "@kernel\ndef fill(out):\n    for i in range(out.shape[0]):\n        out[i] = twice(i)\n")
+    code = ("import numpy as np, sys; from codec import jit; jit.switch_on(); sys.path.insert(0, sys.argv[1]);"
+            "import late_kernels as m; out = np.zeros(10, np.int64); m.fill(out);"
+            "print(out.tolist() == [2 * i for i in range(10)], not isinstance(m.fill, jit.Kernel))")
+    env = dict(os.environ)
+    env.pop("GSD_JIT", None)
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", str(jit.AVAILABLE)]
+
+
 if __name__ == "__main__":
     print(json.dumps([_stream(*c) for c in CASES]))
