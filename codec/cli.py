@@ -33,7 +33,7 @@ from .fit import CLAMPING, DEFAULT_CELL_BITS, clamp_mask, fit_grid
 from .interop.clean import clean_scene
 from .interop.scene import SceneFileError, output_format, read_scene, read_scene_with_ids, scene_bytes, write_scene
 from .profile import DEFAULT_PROFILE, PRESETS, STREAM_PROFILE, Profile
-from .progressive import Frame, progressive_keyframe
+from .progressive import FIRST_BYTES, Frame, progressive_keyframe
 from .sequence import encode_sequence, file_ids, frame_paths
 from .spatial import Grid
 from .state import SceneState
@@ -919,8 +919,8 @@ def build_parser() -> argparse.ArgumentParser:
     _spz_frame_option(e, "read")
     e.add_argument("--fps", type=_frame_rate, default=None, metavar="N",
                    help="frame rate recorded in the stream header (informative: viewers play at it); default: unset")
-    e.add_argument("--progressive", type=_megabytes, nargs="?", const=1.5, default=None, metavar="MB",
-                   help="send the scene coarse first: a first frame of about MB megabytes (default 1.5) of stand-ins "
+    e.add_argument("--progressive", type=_megabytes, nargs="?", const=FIRST_BYTES / 1e6, default=None, metavar="MB",
+                   help=f"send the scene coarse first: a first frame of about MB megabytes (default {FIRST_BYTES / 1e6:g}) of stand-ins "
                         "for it, then frames that refine it to the full scene (the stream ends on the same scene "
                         "and digest; SPEC.md Appendix C)")
     e.add_argument("--json", action="store_true", help="print the summary as JSON")

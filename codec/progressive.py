@@ -24,7 +24,7 @@ import numpy as np
 from .attributes import Gaussians, covariances, rotmat_to_quat
 from .jit import kernel
 
-FIRST_BYTES = 1_500_000        # the coarse keyframe's target size: 0.5 s at 25 Mbit/s
+FIRST_BYTES = 1_000_000        # the coarse keyframe's target size: 0.32 s at 25 Mbit/s, leaving the server time to cut it
 REFINE_BYTES = 500_000         # refinement frames of about this size (0.16 s each at 25 Mbit/s)
 
 
