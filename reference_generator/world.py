@@ -45,6 +45,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from codec import SH_C0, Attr, Grid, Profile
@@ -305,6 +306,7 @@ class _Pool:
             start += k
         self.n = start
         self.chunks = [c for c, _ in parts]
+        self.boxes = np.array([c.box for c in self.chunks], np.float64).reshape(-1, 3)   # x0, y0, size
         keys = sorted({k for _, d in parts for k in d})
         self.f = {k: torch.cat([d[k] for _, d in parts]) for k in keys} if parts else {}
         if parts:
@@ -320,20 +322,22 @@ class _Pool:
 
     def near(self, xy: tuple, radius: float, device) -> torch.Tensor:
         """Rows whose rest position is within ``radius`` of ``xy`` and that were live when this step
-        began (so they may be UPDATEd); only chunks that reach the circle are looked at."""
-        x, y = xy
-        spans = []
-        for k, (c, s, e) in enumerate(self.ranges):
-            if c.live_rows and _square_dist(c.box, x, y) <= radius + 1.0:
-                spans.append((k, s, e))
-        if not spans:
+        began (so they may be UPDATEd), ascending; only rows of chunks that reach the circle count.
+        One pass over the pool's rows (a few torch calls), the chunks tested at once in numpy."""
+        if not self.n:
             return torch.zeros(0, dtype=I64, device=device)
-        idx = torch.cat([torch.arange(s, e, device=device) for _, s, e in spans])
-        lim = torch.tensor([self.chunks[k].live_rows for k in range(len(self.chunks))], dtype=I64, device=device)
-        p0 = self.f["p0"][idx]
-        d2 = (p0[:, 0] - x) ** 2 + (p0[:, 1] - y) ** 2
-        ok = (d2 < radius ** 2) & (self.f["rows"][idx] < lim[self.f["cidx"][idx]])
-        return idx[torch.nonzero(ok).squeeze(1)]
+        x, y = xy
+        b = self.boxes
+        dx = np.maximum(np.maximum(b[:, 0] - x, 0.0), x - (b[:, 0] + b[:, 2]))
+        dy = np.maximum(np.maximum(b[:, 1] - y, 0.0), y - (b[:, 1] + b[:, 2]))
+        live = np.fromiter((c.live_rows for c in self.chunks), np.int64, len(self.chunks))
+        lim = np.where(np.hypot(dx, dy) <= radius + 1.0, live, 0)      # rows of a chunk out of reach: none
+        if not lim.any():
+            return torch.zeros(0, dtype=I64, device=device)
+        p0 = self.f["p0"]
+        ok = (self.f["rows"] < torch.from_numpy(lim).to(device)[self.f["cidx"]]) & \
+            ((p0[:, 0] - x) ** 2 + (p0[:, 1] - y) ** 2 < radius ** 2)
+        return torch.nonzero(ok).squeeze(1)
 
     def flush(self) -> None:
         if not self.n:
@@ -342,14 +346,6 @@ class _Pool:
             rows = getattr(c, self.kind)["rows"]
             for a, sl in self.cols.items():
                 c.attrs[rows, sl] = self.cur[a][s:e]
-
-
-def _square_dist(box: tuple, x: float, y: float) -> float:
-    """Distance from (x, y) to the square (x0, y0, size)."""
-    x0, y0, size = box
-    dx = max(x0 - x, 0.0, x - (x0 + size))
-    dy = max(y0 - y, 0.0, y - (y0 + size))
-    return math.hypot(dx, dy)
 
 
 # ------------------------------------------------------------------------------------------ torch
@@ -555,6 +551,9 @@ class World:
         self.max_gaussians = self.cfg.max_gaussians
         self.layout_ = attr_layout(self.cfg.sh_degree)
         self.nf = n_floats(self.cfg.sh_degree)
+        self._no_ids = torch.zeros(0, dtype=I64, device=self.device)    # empty outputs, made once
+        self._no_attrs = torch.zeros((0, self.nf), device=self.device)
+        self._scan = None                                                 # _wanted's chunks around the camera
         self.density = self.cfg.density()
         self.chunks: dict = {}
         self.seed = None
@@ -649,7 +648,7 @@ class World:
             events.append(f"loaded {len(loaded)} chunk(s)")
         self._hold_ahead()
         return StepOutput(self.step_index, False, ids, attrs, updates=updates,
-                          delete_ids=torch.zeros(0, dtype=I64, device=self.device), delete_cells=cells,
+                          delete_ids=self._no_ids, delete_cells=cells,
                           camera=self.camera(), live=self.live, events=events)
 
     def camera(self) -> Camera:
@@ -737,23 +736,35 @@ class World:
 
     def _wanted(self, r: float | None = None) -> list:
         """Chunks within ``r`` (the view radius) not yet live, best first: near, and in front of the camera."""
-        c, r = self.cfg.chunk_size, self.cfg.view_radius if r is None else r
+        r = self.cfg.view_radius if r is None else r
+        x, y = self.cam_xy
+        scan = self._scan
+        if scan is None or scan[0] != (x, y, self.yaw) or scan[1] < r:
+            far = max(r, self.cfg.view_radius + self.cfg.prefetch_margin + self.cfg.retire_margin)
+            scan = self._scan = ((x, y, self.yaw), far, self._chunks_within(far))
+        live = self.chunks
+        return [k for _, k, d in scan[2] if d <= r and k not in live]
+
+    def _chunks_within(self, r: float) -> list:
+        """(rank, key, distance) of every chunk whose centre is within ``r`` of the camera, best
+        first. A step asks for three radii (load, generate ahead, keep); one scan of the largest
+        serves all three, as the rank does not depend on the radius."""
+        c = self.cfg.chunk_size
         x, y = self.cam_xy
         yaw = math.radians(self.yaw)
-        cos, sin, hypot, live = math.cos(yaw), math.sin(yaw), math.hypot, self.chunks
+        cos, sin, hypot = math.cos(yaw), math.sin(yaw), math.hypot
         out = []
-        # three calls a step on a few hundred chunks each: the per-chunk arithmetic of _chunk_dist
-        # inlined (the same operations, so the same order)
+        # the per-chunk arithmetic of _chunk_dist inlined (the same operations, so the same order)
         for i in range(math.floor((x - r) / c), math.floor((x + r) / c) + 1):
             vx = (i + 0.5) * c - x
             for j in range(math.floor((y - r) / c), math.floor((y + r) / c) + 1):
                 vy = (j + 0.5) * c - y
                 d = hypot(vx, vy)
-                if d <= r and (i, j) not in live:
+                if d <= r:
                     facing = (vx * cos + vy * sin) / max(d, 1e-6)
-                    out.append((d - 0.5 * c * facing, (i, j)))
+                    out.append((d - 0.5 * c * facing, (i, j), d))
         out.sort()
-        return [k for _, k in out]
+        return out
 
     def _load(self, limit: int | None) -> list:
         """Generate wanted chunks (nearest first) while the budget holds and the stream-in backlog is short."""
@@ -791,7 +802,7 @@ class World:
             if b == c.n:
                 self.pending.pop(0)
         if not ids:
-            return torch.zeros(0, dtype=I64, device=self.device), torch.zeros((0, self.nf), device=self.device)
+            return self._no_ids, self._no_attrs
         return torch.cat(ids), torch.cat(attrs)
 
     def _retire(self) -> list:
