@@ -369,21 +369,23 @@ class Profile:
             if _smallest_three_decode(np.ascontiguousarray(codes), q.rotation_bits, out):
                 raise ValueError("a rotation code's index of the largest component is above 3")
             return out
-        c = codes.T.astype(np.float64)
+        if attr is Attr.OPACITY:
+            alpha = (codes.T.astype(np.float64) + 0.5) / (1 << q.opacity_bits)
+            return np.log(alpha / (1.0 - alpha)).astype(np.float32)
+        comps = codes.shape[0]
         if attr is Attr.SCALE:
-            out = q.scale_min + c * ((q.scale_max - q.scale_min) / ((1 << q.scale_bits) - 1))
+            lo, step = q.scale_min, np.full(comps, (q.scale_max - q.scale_min) / ((1 << q.scale_bits) - 1))
         elif attr is Attr.SH_DC:
-            out = q.dc_min + c * ((q.dc_max - q.dc_min) / ((1 << q.dc_bits) - 1))
-        elif attr is Attr.OPACITY:
-            alpha = (c + 0.5) / (1 << q.opacity_bits)
-            out = np.log(alpha / (1.0 - alpha))
+            lo, step = q.dc_min, np.full(comps, (q.dc_max - q.dc_min) / ((1 << q.dc_bits) - 1))
         elif attr is Attr.SH_REST:
             if self.palette:
                 raise ValueError("palette indices dequantize through the state's palette (SceneState.to_gaussians)")
-            out = c * self.rest_steps()
+            lo, step = 0.0, self.rest_steps()
         else:
             raise AssertionError(attr)
-        return out.astype(np.float32)
+        out = np.empty((codes.shape[1], comps), np.float32)
+        _affine_decode(codes, float(lo), np.asarray(step, np.float64), out)
+        return out
 
     # -- stated error bounds (SPEC.md 5.4), used by tests -----------------------------------------
     def error_bound(self, attr: Attr) -> float:
@@ -462,6 +464,15 @@ def invalid_codes(codes, lo, hi, finite):
             if np.int64(mx) > hi[c] or np.int64(mn) < lo[c]:
                 return True
     return False
+
+
+@kernel
+def _affine_decode(codes, lo, step, out):
+    """(C, N) codes -> (N, C) float32 ``lo + code * step[c]`` (SPEC.md 5.3), evaluated in float64
+    then rounded once, as the formula reads; one pass, no float64 temporaries."""
+    for i in range(codes.shape[1]):
+        for c in range(codes.shape[0]):
+            out[i, c] = np.float32(lo + np.float64(codes[c, i]) * step[c])
 
 
 @kernel
