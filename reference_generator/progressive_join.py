@@ -46,7 +46,6 @@ from codec.digest import unsigned
 from codec.id_index import id_order, sorted_member, sorted_unique
 from codec.jit import kernel
 from codec.progressive import FIRST_BYTES, REFINE_BYTES, eigh3, merged
-from codec.sections import parallel_map
 
 from .flow import FrameTooLarge, OutFrame, Pending
 
@@ -182,19 +181,16 @@ def _extent(positions):
 
 
 @kernel
-def _means(starts, sizes, planar, cols, w, out):
+def _means(starts, sizes, planar, cols, w, wsum, out):
     """out[k, c]: the ``w``-weighted mean of ``planar[c, cols[i]]`` over group ``k``'s consecutive
     rows i (read in place: a state's code arrays, indexed by slot, need no gathered copy)."""
     for k in range(starts.shape[0]):
         a, b = starts[k], starts[k] + sizes[k]
-        sw = 0.0
-        for i in range(a, b):
-            sw += w[i]
         for c in range(planar.shape[0]):
             acc = 0.0
             for i in range(a, b):
                 acc += w[i] * planar[c, cols[i]]
-            out[k, c] = acc / sw
+            out[k, c] = acc / wsum[k]
 
 
 def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.ndarray, cols=None) -> tuple:
@@ -209,30 +205,23 @@ def merge_sorted(positions, scales, rotations, opacities, sh: list, sizes: np.nd
     cover = np.empty(len(positions))
     _cover(np.exp(scales.astype(np.float64)), 1.0 / (1.0 + np.exp(-opacities.astype(np.float64))), cover)
     w = cover + 1e-30
-    sizes = np.asarray(sizes, np.int64)
-
-    def geometry():
-        mu, cov, wsum = np.empty((n, 3)), np.empty((n, 3, 3)), np.empty(n)
-        _moments(starts, sizes, np.ascontiguousarray(positions), np.ascontiguousarray(scales, np.float32),
-                 np.ascontiguousarray(rotations, np.float32), w, mu, cov, wsum)
-        ev, vec = np.empty((n, 3)), np.empty((n, 3, 3))
-        eigh3(cov, ev, vec)
-        vec[np.linalg.det(vec) < 0, :, 0] *= -1
-        sc = np.sqrt(np.maximum(ev, 1e-24))
-        ss = np.sort(sc, axis=1)
-        alpha = np.clip(np.add.reduceat(cover, starts) / (ss[:, 2] * ss[:, 1]), 1e-4, 0.999)
-        return (mu.astype(np.float32), np.log(sc).astype(np.float32), rotmat_to_quat(vec).astype(np.float32),
-                np.log(alpha / (1 - alpha)).astype(np.float32))
-
-    def mean(x):
+    mu, cov, wsum = np.empty((n, 3)), np.empty((n, 3, 3)), np.empty(n)
+    _moments(starts, np.asarray(sizes, np.int64), np.ascontiguousarray(positions), np.ascontiguousarray(scales, np.float32),
+             np.ascontiguousarray(rotations, np.float32), w, mu, cov, wsum)
+    ev, vec = np.empty((n, 3)), np.empty((n, 3, 3))
+    eigh3(cov, ev, vec)
+    vec[np.linalg.det(vec) < 0, :, 0] *= -1
+    sc = np.sqrt(np.maximum(ev, 1e-24))
+    ss = np.sort(sc, axis=1)
+    alpha = np.clip(np.add.reduceat(cover, starts) / (ss[:, 2] * ss[:, 1]), 1e-4, 0.999)
+    out_pos, out_scale = mu.astype(np.float32), np.log(sc).astype(np.float32)
+    out_rot, out_opa = rotmat_to_quat(vec).astype(np.float32), np.log(alpha / (1 - alpha)).astype(np.float32)
+    means = []
+    for x in sh:
         m = np.zeros((n, x.shape[0]))
         if x.shape[0]:
-            _means(starts, sizes, x, cols, w, m)
-        return m
-    # the geometry and the SH means (most of the bytes read) at once on the section workers
-    jobs = [geometry] + [lambda x=x: mean(x) for x in sh]
-    (out_pos, out_scale, out_rot, out_opa), *means = parallel_map(lambda job: job(), jobs,
-                                                                    len(positions) * (64 + sum(len(x) for x in sh)))
+            _means(starts, np.asarray(sizes, np.int64), x, cols, w, wsum, m)
+        means.append(m)
     one = np.flatnonzero(np.asarray(sizes) == 1)
     src = starts[one]
     out_pos[one], out_scale[one], out_rot[one], out_opa[one] = positions[src], scales[src], rotations[src], opacities[src]
