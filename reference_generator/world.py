@@ -45,7 +45,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from codec import SH_C0, Attr, Grid, Profile
@@ -306,7 +305,6 @@ class _Pool:
             start += k
         self.n = start
         self.chunks = [c for c, _ in parts]
-        self.boxes = np.array([c.box for c in self.chunks], np.float64).reshape(-1, 3)   # x0, y0, size
         keys = sorted({k for _, d in parts for k in d})
         self.f = {k: torch.cat([d[k] for _, d in parts]) for k in keys} if parts else {}
         if parts:
@@ -322,22 +320,20 @@ class _Pool:
 
     def near(self, xy: tuple, radius: float, device) -> torch.Tensor:
         """Rows whose rest position is within ``radius`` of ``xy`` and that were live when this step
-        began (so they may be UPDATEd), ascending; only rows of chunks that reach the circle count.
-        One pass over the pool's rows (a few torch calls), the chunks tested at once in numpy."""
-        if not self.n:
-            return torch.zeros(0, dtype=I64, device=device)
+        began (so they may be UPDATEd); only chunks that reach the circle are looked at."""
         x, y = xy
-        b = self.boxes
-        dx = np.maximum(np.maximum(b[:, 0] - x, 0.0), x - (b[:, 0] + b[:, 2]))
-        dy = np.maximum(np.maximum(b[:, 1] - y, 0.0), y - (b[:, 1] + b[:, 2]))
-        live = np.fromiter((c.live_rows for c in self.chunks), np.int64, len(self.chunks))
-        lim = np.where(np.hypot(dx, dy) <= radius + 1.0, live, 0)      # rows of a chunk out of reach: none
-        if not lim.any():
+        spans = []
+        for k, (c, s, e) in enumerate(self.ranges):
+            if c.live_rows and _square_dist(c.box, x, y) <= radius + 1.0:
+                spans.append((k, s, e))
+        if not spans:
             return torch.zeros(0, dtype=I64, device=device)
-        p0 = self.f["p0"]
-        ok = (self.f["rows"] < torch.from_numpy(lim).to(device)[self.f["cidx"]]) & \
-            ((p0[:, 0] - x) ** 2 + (p0[:, 1] - y) ** 2 < radius ** 2)
-        return torch.nonzero(ok).squeeze(1)
+        idx = torch.cat([torch.arange(s, e, device=device) for _, s, e in spans])
+        lim = torch.tensor([self.chunks[k].live_rows for k in range(len(self.chunks))], dtype=I64, device=device)
+        p0 = self.f["p0"][idx]
+        d2 = (p0[:, 0] - x) ** 2 + (p0[:, 1] - y) ** 2
+        ok = (d2 < radius ** 2) & (self.f["rows"][idx] < lim[self.f["cidx"][idx]])
+        return idx[torch.nonzero(ok).squeeze(1)]
 
     def flush(self) -> None:
         if not self.n:
@@ -346,6 +342,14 @@ class _Pool:
             rows = getattr(c, self.kind)["rows"]
             for a, sl in self.cols.items():
                 c.attrs[rows, sl] = self.cur[a][s:e]
+
+
+def _square_dist(box: tuple, x: float, y: float) -> float:
+    """Distance from (x, y) to the square (x0, y0, size)."""
+    x0, y0, size = box
+    dx = max(x0 - x, 0.0, x - (x0 + size))
+    dy = max(y0 - y, 0.0, y - (y0 + size))
+    return math.hypot(dx, dy)
 
 
 # ------------------------------------------------------------------------------------------ torch
