@@ -26,7 +26,10 @@ let fpsCount = 0, fpsT0 = performance.now(), fps = null, lastT = performance.now
 // within a detail budget; README.md) unless ?progressive=0; ?budget=N fixes the detail budget.
 const urlBudget = /^\d+$/.test(q.get('budget') || '') && +q.get('budget') >= 1 ? +q.get('budget') : null;
 const progressiveJoin = q.get('progressive') !== '0';
-const renderPath = q.get('path') || 'raster';     // the renderer's path: raster | tiles | auto (render/index.mjs)
+// the renderer's path: raster | tiles | auto (render/index.mjs). 'auto' times both on this adapter at the
+// first frame with a scene and keeps the faster: the tile path was 4-10x faster at 1080p on H100 and H200
+// (RENDER_BENCH.md), the raster path can win on small scenes and other adapters
+const renderPath = q.get('path') || 'auto';
 let detail = null, adapterKind = null;
 
 // ------------------------------------------------------------------------------ canvas and renderer
