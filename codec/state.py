@@ -29,34 +29,40 @@ _NO_ACC = np.zeros((2, 0), np.uint32)
 _ENTRY_TAG = U64(0xFFFFFFFF) << U64(32)  # a palette entry's record: w_0 = index, w_1 = 0xFFFFFFFF (SPEC.md 7.1)
 
 
+_BATCH = 64  # columns whose cache lines are read together before they are updated
+
+
 @kernel
 def update_in_place(state, slots, res, lo, hi, signed_bits, finite, k0, k1, acc, hashed, old):
     """One attribute of one UPDATE block, in place: state[:, slots] += res (wrapping), the old codes
     kept in ``old`` (the undo record); with ``hashed``, acc += (zext(new) - zext(old)) * K per
     component (mod 2^32). Arrays are unsigned views; slots are distinct. If a new code is outside
-    its domain, the codes this call wrote are put back and it returns True."""
+    its domain, the codes this call wrote are put back and it returns True.
+
+    Columns go in batches, as in ``add_accumulators``: the batch's old codes are read first (into
+    ``old``: independent loads whose cache misses overlap), then updated from cache."""
     for c in range(res.shape[0]):
         a = np.uint64(k0[c])
         b = np.uint64(k1[c])
-        for i in range(res.shape[1]):
-            s = slots[i]
-            was = state[c, s]
-            old[c, i] = was
-            state[c, s] = was + res[c, i]  # stored first: the sum wraps at the code's width
-            new = state[c, s]
-            if not code_ok(new, lo[c], hi[c], signed_bits, finite):
-                for c2 in range(c + 1):
-                    for i2 in range(res.shape[1] if c2 < c else i + 1):
-                        state[c2, slots[i2]] = old[c2, i2]
-                return True
-            if hashed:
-                w = (np.uint64(new) + _TWO32 - np.uint64(was)) & _M
-                acc[0, i] = (np.uint64(acc[0, i]) + w * a) & _M
-                acc[1, i] = (np.uint64(acc[1, i]) + w * b) & _M
+        for s0 in range(0, res.shape[1], _BATCH):
+            e = min(res.shape[1], s0 + _BATCH)
+            for i in range(s0, e):
+                old[c, i] = state[c, slots[i]]
+            for i in range(s0, e):
+                s = slots[i]
+                was = old[c, i]
+                state[c, s] = was + res[c, i]  # stored first: the sum wraps at the code's width
+                new = state[c, s]
+                if not code_ok(new, lo[c], hi[c], signed_bits, finite):
+                    for c2 in range(c + 1):
+                        for i2 in range(res.shape[1] if c2 < c else i + 1):
+                            state[c2, slots[i2]] = old[c2, i2]
+                    return True
+                if hashed:
+                    w = (np.uint64(new) + _TWO32 - np.uint64(was)) & _M
+                    acc[0, i] = (np.uint64(acc[0, i]) + w * a) & _M
+                    acc[1, i] = (np.uint64(acc[1, i]) + w * b) & _M
     return False
-
-
-_BATCH = 64  # columns whose cache lines are read together before they are updated
 
 
 @kernel
