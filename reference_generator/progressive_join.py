@@ -155,7 +155,7 @@ def _cover(sigma, alpha, out):
 
 
 @kernel
-def group_order(group, groups, out):
+def _group_order(group, groups, out):
     """out: the stable order of ``group`` (values 0..groups-1) by one counting pass, no sort."""
     start = np.zeros(groups + 1, np.int64)
     for i in range(group.shape[0]):
@@ -496,7 +496,7 @@ class ProgressivePending(Pending):
         slot[cubes] = np.arange(len(cubes))
         group = slot[self.m_cube[rows]]
         o = np.empty(len(group), np.int64)            # in cube order: merge reads them without a copy
-        group_order(group, len(cubes), o)
+        _group_order(group, len(cubes), o)
         rows, group = rows[o], group[o]
         mem = self.m_ids[rows]
         p = self.enc.profile
