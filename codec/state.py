@@ -213,11 +213,15 @@ class SceneState:
         s = self.index.lookup(ids)
         if (s < 0).any():
             raise KeyError("id not live")
-        return {a: self.codes[a][:, s] for a in attrs}
+        return self.codes_at(s, attrs)
+
+    def codes_at(self, slots: np.ndarray, attrs=ATTRS) -> dict:
+        """{Attr: (C, n)} codes of the Gaussians in ``slots`` (live slots, e.g. from ``slots_of``)."""
+        return {a: self.codes[a][:, slots] for a in attrs}
 
     def sorted_codes(self) -> tuple[np.ndarray, dict]:
         ids, slots = self.index.sorted_items()
-        return ids.copy(), {a: self.codes[a][:, slots] for a in ATTRS}
+        return ids.copy(), self.codes_at(slots)
 
     def rest_codes_of(self, codes: np.ndarray) -> np.ndarray:
         """(3K, n) SH_REST component codes of Gaussians whose SH_REST codes are ``codes``: the codes

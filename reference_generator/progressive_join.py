@@ -512,11 +512,11 @@ class ProgressivePending(Pending):
             slots = W.slots_of(mem)
             if (slots < 0).any():
                 raise KeyError("a cube member is not live")
-            positions = p.dequantize(Attr.POSITION, W.codes[Attr.POSITION][:, slots], mem)
+            positions = p.dequantize(Attr.POSITION, W.codes_at(slots, (Attr.POSITION,))[Attr.POSITION], mem)
         # SH codes dequantize affinely (SPEC.md 5.3): their weighted mean, rounded, is the code of the
         # floats' weighted mean, read from the state's arrays in place; only the geometry goes
         # through floats
-        geo = {a: p.dequantize(a, W.codes[a][:, slots], mem) for a in (Attr.SCALE, Attr.ROTATION, Attr.OPACITY)}
+        geo = {a: p.dequantize(a, c, mem) for a, c in W.codes_at(slots, (Attr.SCALE, Attr.ROTATION, Attr.OPACITY)).items()}
         sizes = np.bincount(group, minlength=len(cubes))
         sh = [W.codes[Attr.SH_DC], W.codes[Attr.SH_REST]]
         pos, scl, rot, opa, (dc, rest) = merge_sorted(positions, geo[Attr.SCALE], geo[Attr.ROTATION],
@@ -610,12 +610,12 @@ class ProgressivePending(Pending):
         ids, slots = W.index.sorted_items()
         ids = ids.copy()                             # the tables keep them; the index moves on
         n = len(ids)
-        positions = self.enc.profile.dequantize(Attr.POSITION, W.codes[Attr.POSITION][:, slots], ids)
+        positions = self.enc.profile.dequantize(Attr.POSITION, W.codes_at(slots, (Attr.POSITION,))[Attr.POSITION], ids)
         probe = min(n, 4096)
         if probe:
             sample = np.unique(np.linspace(0, n - 1, probe).astype(np.int64))
             e = Encoder(self.enc.profile)
-            self.per = len(e.encode_delta(self._add_delta(ids[sample], {a: W.codes[a][:, slots[sample]] for a in ATTRS},
+            self.per = len(e.encode_delta(self._add_delta(ids[sample], W.codes_at(slots[sample]),
                                                          e.state, keyframe=True))) / len(sample)
         target = max(1, min(int(self.first_bytes / self.per), self.budget // 2 if self.budget < n else n))
         self.held = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
@@ -623,13 +623,13 @@ class ProgressivePending(Pending):
         self._build(ids, positions, target if target < n else n)
         if target >= n and n <= self.budget:
             self.c_fine[:] = True                    # small enough: the plain keyframe
-            parts = [(ids, {a: W.codes[a][:, slots] for a in ATTRS})]
+            parts = [(ids, W.codes_at(slots))]
         else:
             single = self.c_count == 1
             self.c_fine[single] = True
             coarse = np.flatnonzero(~single)
             fine = self._member_rows(np.flatnonzero(single))
-            parts = [(ids[fine], {a: W.codes[a][:, slots[fine]] for a in ATTRS})]
+            parts = [(ids[fine], W.codes_at(slots[fine]))]
             parts.append(self._stand_ins(coarse, ids[fine], at=(slots, positions)))
         add_ids, add = _concat_codes(parts, self.enc.profile)
         return Cut(W.seq, n, {k: _copy(getattr(self, k)) for k in Cut.TABLES}, self.per, add_ids, add,

@@ -669,7 +669,7 @@ class World:
             p.flush()
         chunks = [self.chunks[k] for k in sorted(self.chunks) if self.chunks[k].emitted]
         if not chunks:
-            return torch.zeros(0, dtype=I64, device=self.device), torch.zeros((0, self.nf), device=self.device)
+            return self._no_ids, self._no_attrs
         return (torch.cat([c.ids[:c.emitted] for c in chunks]), torch.cat([c.attrs[:c.emitted] for c in chunks]))
 
     def doors(self) -> list:
