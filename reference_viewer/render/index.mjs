@@ -64,7 +64,7 @@
  * writing the target (a storage texture) once per pixel. Its deviation is the cap: contributions beyond
  * maxSigma standard deviations are dropped (the image test measures what that costs).
  */
-import { PROJECT_WGSL, RASTER_WGSL, RASTER_UV_WGSL, PRESENT_WGSL, projectWGSL } from './shaders.mjs';
+import { PROJECT_WGSL, RASTER_WGSL, RASTER_UV_WGSL, PRESENT_WGSL, projectWGSL, DEPTH_KEY_PASSES } from './shaders.mjs';
 import { RadixSort } from './sort.mjs';
 import { TilePath } from './tiles.mjs';
 
@@ -230,7 +230,7 @@ export class Renderer {
   }
 
   _bindProject() {
-    const bufs = [this.params, this.splats, this.proj, this.sorter.keysA, this.sorter.valsA, this.drawArgs, this.palette];
+    const bufs = [this.params, this.splats, this.proj, ...this.sorter.input(DEPTH_KEY_PASSES), this.drawArgs, this.palette];
     this.projectGroup = this.device.createBindGroup({
       layout: this.projectPipeline.getBindGroupLayout(0),
       entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })),
@@ -420,7 +420,7 @@ export class Renderer {
       p.end();
     }
     const s = enc.beginComputePass(tw(2, 3));
-    this.sorter.encode(s, n);
+    this.sorter.encode(s, n, DEPTH_KEY_PASSES);
     s.end();
     if (sortOnly) return false;
     if (tiles) {

@@ -8,8 +8,9 @@ export const SORT_PARAMS_BYTES = SORT_DISPATCH_OFFSET + 64;   // the last 48 byt
 
 export class RadixSort {
   /**
-   * An even number of 8-bit passes up to 4 sorts the low 8 * passes bits of the keys (the others must be
-   * zero or equal). The pair count is the CPU's (encode) or, for an indirect sort, the GPU's: a shader
+   * 1 to 4 8-bit passes sort the low 8 * passes bits of the keys (the others must be zero or equal). The
+   * sorted pairs end in keysA/valsA; callers write the input where `input(passes)` says (A for an even
+   * number of passes, B for an odd one, so that the passes' ping-pong ends in A without a copy). The pair count is the CPU's (encode) or, for an indirect sort, the GPU's: a shader
    * writes params (bound as storage: u32 [64 k + 0..2] = n, 8 k, blocks of pass k, and [256..258] =
    * blocks, 1, 1, the dispatch at byte SORT_DISPATCH_OFFSET) before encodeIndirect runs.
    */
@@ -58,12 +59,18 @@ export class RadixSort {
     });
     const A = [this.keysA, this.valsA], B = [this.keysB, this.valsB];
     this.groups = [0, 1, 2, 3].map((k) => (k % 2 === 0 ? bg(k, ...A, ...B) : bg(k, ...B, ...A)));
+    this.groupsOdd = [0, 1, 2].map((k) => (k % 2 === 0 ? bg(k, ...B, ...A) : bg(k, ...A, ...B)));
     this.capacity = capacity;
     this.n = -1;
     return true;
   }
 
-  /** Record the passes sorting the first n pairs of keysA/valsA in place (ascending, stable). */
+  /** [keys, values] buffers that a sort of `passes` passes reads its input from. */
+  input(passes = 4) {
+    return passes % 2 ? [this.keysB, this.valsB] : [this.keysA, this.valsA];
+  }
+
+  /** Record the passes sorting the first n pairs of input(passes) into keysA/valsA (ascending, stable). */
   encode(pass, n, passes = 4) {
     if (n === 0) return;
     const numBlocks = Math.ceil(n / SORT_BLOCK);
@@ -71,8 +78,9 @@ export class RadixSort {
       for (let k = 0; k < 4; k++) this.device.queue.writeBuffer(this.params, k * PARAM_STRIDE, new Uint32Array([n, 8 * k, numBlocks, 0]));
       this.n = n;
     }
+    const groups = passes % 2 ? this.groupsOdd : this.groups;
     for (let k = 0; k < passes; k++) {
-      pass.setBindGroup(0, this.groups[k]);
+      pass.setBindGroup(0, groups[k]);
       pass.setPipeline(this.pHist);
       pass.dispatchWorkgroups(numBlocks);
       pass.setPipeline(this.pScan);
@@ -85,8 +93,9 @@ export class RadixSort {
   /** The same with the pair count and blocks a shader wrote into params (see the constructor). */
   encodeIndirect(pass, passes) {
     this.n = -1;
+    const groups = passes % 2 ? this.groupsOdd : this.groups;
     for (let k = 0; k < passes; k++) {
-      pass.setBindGroup(0, this.groups[k]);
+      pass.setBindGroup(0, groups[k]);
       pass.setPipeline(this.pHist);
       pass.dispatchWorkgroupsIndirect(this.params, SORT_DISPATCH_OFFSET);
       pass.setPipeline(this.pScan);
