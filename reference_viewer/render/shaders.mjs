@@ -204,10 +204,13 @@ export const exclusiveScanWGSL = (arr, count) => /* wgsl */ `
   for (var i = s0; i < s1; i++) { let v = ${arr}[i]; ${arr}[i] = run; run += v; }`;
 
 // ---------------------------------------------------------------------------------------- radix sort
-// LSD radix sort of (u32 key, u32 value) pairs, 8 bits per pass, 4 passes. A block is BLOCK = 256 * EPT
-// elements, one workgroup each. hist: per-block digit counts, digit-major (count[d * numBlocks + b]);
-// scan: one workgroup turns them into exclusive global offsets; scatter: each block walks its elements
-// in rounds of 256, ranking each among equal digits of the round (stable), and writes to its offset.
+// LSD radix sort of (u32 key, u32 value) pairs, 8 bits per pass, up to 4 passes. A block is BLOCK =
+// 256 * EPT elements, one workgroup each. hist: per-block digit counts, digit-major (count[d * numBlocks
+// + b]); their exclusive prefix sums, in two steps: scanChunks (numBlocks workgroups, each one chunk of
+// 256 counts, coalesced: the prefix within the chunk, and the chunk's sum) and scanSums (one workgroup:
+// the exclusive prefix of the numBlocks chunk sums); a count's global offset is its prefix in its chunk
+// plus its chunk's; scatter: each block walks its elements in rounds of 256, ranking each among equal
+// digits of the round (stable), and writes to its offset.
 export const SORT_EPT = 16;
 export const SORT_BLOCK = 256 * SORT_EPT;
 export const SORT_WGSL = /* wgsl */ `
@@ -218,6 +221,7 @@ struct SortParams { n: u32, shift: u32, numBlocks: u32, pad: u32 }
 @group(0) @binding(3) var<storage, read_write> keysOut: array<u32>;
 @group(0) @binding(4) var<storage, read_write> valsOut: array<u32>;
 @group(0) @binding(5) var<storage, read_write> blockHist: array<u32>;
+@group(0) @binding(6) var<storage, read_write> chunkSums: array<u32>;
 
 const EPT = ${SORT_EPT}u;
 const BLOCK = ${SORT_BLOCK}u;
@@ -241,13 +245,24 @@ fn hist(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
 }
 
 @compute @workgroup_size(256)
-fn scan(@builtin(local_invocation_index) t: u32) {
-${exclusiveScanWGSL('blockHist', '256u * S.numBlocks')}
+fn scanChunks(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
+  let i = wg.x * 256u + t;   // 256 * numBlocks counts: numBlocks whole chunks
+  let v = blockHist[i];
+  part[t] = v;
+  scanPart(t);
+  blockHist[i] = part[t] - v;
+  if (t == 255u) { chunkSums[wg.x] = part[255]; }
+}
+
+@compute @workgroup_size(256)
+fn scanSums(@builtin(local_invocation_index) t: u32) {
+${exclusiveScanWGSL('chunkSums', 'S.numBlocks')}
 }
 
 @compute @workgroup_size(256)
 fn scatter(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
-  offs[t] = blockHist[t * S.numBlocks + wg.x];
+  let c = t * S.numBlocks + wg.x;
+  offs[t] = blockHist[c] + chunkSums[c / 256u];
   workgroupBarrier();
   let start = wg.x * BLOCK;
   for (var r = 0u; r < EPT; r++) {

@@ -26,12 +26,14 @@ export class RadixSort {
         { binding: 3, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
         { binding: 4, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
         { binding: 5, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
+        { binding: 6, visibility: GPUShaderStage.COMPUTE, buffer: { type: 'storage' } },
       ],
     });
     const layout = device.createPipelineLayout({ bindGroupLayouts: [this.layout] });
     const mk = (entryPoint) => device.createComputePipeline({ layout, compute: { module, entryPoint } });
     this.pHist = mk('hist');
-    this.pScan = mk('scan');
+    this.pScanChunks = mk('scanChunks');
+    this.pScanSums = mk('scanSums');
     this.pScatter = mk('scatter');
     this.params = device.createBuffer({
       size: SORT_PARAMS_BYTES, usage: U.UNIFORM | U.STORAGE | U.INDIRECT | U.COPY_DST | U.COPY_SRC, label: label + ' params',
@@ -43,7 +45,7 @@ export class RadixSort {
   /** (Re)allocate for up to `capacity` pairs. keysA/valsA are where callers write input and read output. */
   ensure(capacity) {
     if (capacity <= this.capacity) return false;
-    for (const b of [this.keysA, this.valsA, this.keysB, this.valsB, this.hist]) b?.destroy();
+    for (const b of [this.keysA, this.valsA, this.keysB, this.valsB, this.hist, this.chunkSums]) b?.destroy();
     const bytes = Math.max(capacity, 1) * 4;
     const usage = U.STORAGE | U.COPY_SRC | U.COPY_DST;
     this.keysA = this.device.createBuffer({ size: bytes, usage, label: this.label + ' keys A' });
@@ -52,9 +54,10 @@ export class RadixSort {
     this.valsB = this.device.createBuffer({ size: bytes, usage, label: this.label + ' vals B' });
     const maxBlocks = Math.ceil(Math.max(capacity, 1) / SORT_BLOCK);
     this.hist = this.device.createBuffer({ size: 256 * maxBlocks * 4, usage: U.STORAGE });
+    this.chunkSums = this.device.createBuffer({ size: maxBlocks * 4, usage: U.STORAGE });
     const bg = (k, ki, vi, ko, vo) => this.device.createBindGroup({
       layout: this.layout,
-      entries: [{ buffer: this.params, offset: k * PARAM_STRIDE, size: 16 }, ...[ki, vi, ko, vo, this.hist].map((buffer) => ({ buffer }))]
+      entries: [{ buffer: this.params, offset: k * PARAM_STRIDE, size: 16 }, ...[ki, vi, ko, vo, this.hist, this.chunkSums].map((buffer) => ({ buffer }))]
         .map((resource, binding) => ({ binding, resource })),
     });
     const A = [this.keysA, this.valsA], B = [this.keysB, this.valsB];
@@ -83,7 +86,9 @@ export class RadixSort {
       pass.setBindGroup(0, groups[k]);
       pass.setPipeline(this.pHist);
       pass.dispatchWorkgroups(numBlocks);
-      pass.setPipeline(this.pScan);
+      pass.setPipeline(this.pScanChunks);
+      pass.dispatchWorkgroups(numBlocks);
+      pass.setPipeline(this.pScanSums);
       pass.dispatchWorkgroups(1);
       pass.setPipeline(this.pScatter);
       pass.dispatchWorkgroups(numBlocks);
@@ -98,7 +103,9 @@ export class RadixSort {
       pass.setBindGroup(0, groups[k]);
       pass.setPipeline(this.pHist);
       pass.dispatchWorkgroupsIndirect(this.params, SORT_DISPATCH_OFFSET);
-      pass.setPipeline(this.pScan);
+      pass.setPipeline(this.pScanChunks);
+      pass.dispatchWorkgroupsIndirect(this.params, SORT_DISPATCH_OFFSET);
+      pass.setPipeline(this.pScanSums);
       pass.dispatchWorkgroups(1);
       pass.setPipeline(this.pScatter);
       pass.dispatchWorkgroupsIndirect(this.params, SORT_DISPATCH_OFFSET);
