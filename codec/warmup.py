@@ -1,7 +1,7 @@
 """``python -m codec.warmup``: compile the codec's loops once, so no later process pays for it.
 
-Runs a small stream of each profile and SH degree (keyframe, mixed delta, compose, decode) with
-the JIT on; numba writes the machine code to its disk cache next to each module. scripts/setup.sh
+Runs a small stream of each profile and SH degree (keyframe, mixed delta, compose, decode; a
+progressive keyframe) with the JIT on; numba writes the machine code to its disk cache next to each module. scripts/setup.sh
 runs it after installing.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .compose import compose
 from .decoder import Decoder
 from .encoder import Encoder
 from .profile import PRESETS, Profile
+from .progressive import progressive_keyframe
 from .spatial import Grid
 
 
@@ -38,6 +39,11 @@ def warm_up() -> None:
             dec.decode_frame(enc.encode_delta(d2))
             if dec.state.digest() != enc.state.digest():
                 raise AssertionError("warm-up stream does not reproduce the encoder's state")
+            if name == "compact":                    # gsd encode --progressive: stand-ins, refinement
+                enc = Encoder(Profile.preset(name, degree, Grid.fit(g.positions)))
+                dec = Decoder(enc.header_bytes())
+                for f in progressive_keyframe(enc, g, first_bytes=20_000, refine_bytes=20_000):
+                    dec.decode_frame(f.data)
 
 
 def main() -> int:

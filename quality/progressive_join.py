@@ -31,6 +31,7 @@ import numpy as np
 from codec import Decoder
 from reference_generator.actions import Move, Turn
 from reference_generator.progressive_join import CUT_THREAD
+from reference_generator.warmup import warm_up
 from reference_generator.world import WorldConfig
 from reference_generator.worldhost import WorldCore
 
@@ -101,16 +102,6 @@ class Link:
         d = f.detail or {}
         self.frames.append((f.seq, len(f.data), arrive, self.total, len(self.dec.state), d.get("coarse", 0), f.keyframe))
         return arrive
-
-
-def warm_up() -> None:
-    """Load the codec's compiled kernels once (numba caches), so the first join does not pay for it."""
-    core = WorldCore(WorldConfig(target_live=3000, view_radius=32, prefetch_margin=0), 1, "cpu")
-    core.attach(1, 1 << 24, {"budget": 1000, "first_bytes": 8000, "refine_bytes": 6000})
-    core.take(1, wait=True)
-    for _ in range(3):
-        core.step(Move(0.5), [], (1,))
-    core.close()
 
 
 def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, budget_share: float, log,

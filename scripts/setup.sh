@@ -30,6 +30,8 @@ if ! command -v chromium >/dev/null 2>&1 && [ "${GSD_NO_APT:-0}" != 1 ]; then
       || echo "setup: could not install chromium; the browser tests will say why they skip"
   fi
 fi
-# Compile the codec's numba loops once (cached next to the modules) so no test or server pays for it.
+# Compile the numba loops of the codec, the world and the server once (cached next to the modules), so
+# no test, server or first joiner pays for it.
 .venv/bin/python -m codec.warmup
+.venv/bin/python -m reference_generator.warmup
 .venv/bin/python -c "import codec, gsd.fb" && echo "setup: ok (.venv ready; try: .venv/bin/gsd --help)"
