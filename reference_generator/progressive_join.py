@@ -999,6 +999,18 @@ class CutCache:
         self.cuts[key], self.since[key] = cut, np.zeros(0, U64)
         self.wanted[key] = (params, self.clock())
 
+    def prime(self, max_frame_bytes: int, first_bytes: int = FIRST_BYTES, refine_bytes: int = REFINE_BYTES) -> bool:
+        """Cut now, on the calling thread, for joiners without a budget, and keep the cut as a joiner's
+        would be kept: a world made to be joined (the server's) does this as it is created, so that its
+        first progressive joiners take a cut instead of waiting for one. A world small enough for a
+        plain first frame keeps nothing (its steps then note nothing). True if a cut is kept."""
+        p = ProgressivePending(self.enc, max_frame_bytes, None, first_bytes, refine_bytes, cuts=self)
+        cut = p._cut()
+        if not cut.cubes_made:
+            return False
+        self.put((p.budget, p.first_bytes), cut, p._params())
+        return True
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)

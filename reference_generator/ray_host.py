@@ -318,7 +318,8 @@ class RayBackend:
         stem = f"shared-{self.name}" if self.shared else f"{self.gw}-{self.name}"
         return str(self.pool.checkpoint_dir / f"{stem}.ckpt")
 
-    async def create(self, config, seed, device) -> None:
+    async def create(self, config, seed, device, progressive=None) -> None:
+        # progressive joins are not offered for worlds hosted by Ray (server.py): nothing to prime
         ray = _ray()
         p = self.pool
         opts = dict(max_restarts=p.max_restarts, max_task_retries=0, max_concurrency=1, **p.resources)

@@ -50,6 +50,7 @@ import torch
 from aiohttp import WSMsgType, web
 
 from codec.digest import Digest
+from codec.limits import SPEC_LIMITS
 from codec.progressive import FIRST_BYTES, REFINE_BYTES
 
 from .actions import from_json
@@ -721,8 +722,12 @@ class Server:
 
     def _new_host(self, name: str, config: WorldConfig) -> WorldHost:
         self.metrics.worlds.inc()
-        return WorldHost(name, config, seed=self.cfg.seed, device=self.cfg.device, tick_hz=self.cfg.tick_hz,
-                         on_step=self._on_step, pool=self.pool, meter=self.thread_lane)
+        c = self.cfg
+        offered = c.progressive and not c.ray        # then the world cuts its stand-ins as it is created
+        return WorldHost(name, config, seed=c.seed, device=c.device, tick_hz=c.tick_hz,
+                         on_step=self._on_step, pool=self.pool, meter=self.thread_lane,
+                         progressive={"max_frame_bytes": SPEC_LIMITS.max_frame_bytes, "first_bytes": c.first_bytes,
+                                      "refine_bytes": c.refine_bytes} if offered else None)
 
     def _on_step(self, host: WorldHost, s) -> None:
         self.metrics.step.observe(s.step_ms / 1e3)

@@ -114,7 +114,9 @@ class BusyMeter:
 class WorldCore:
     """The world, its encoder and its clients' pending deltas; every method runs on one thread."""
 
-    def __init__(self, config: WorldConfig, seed: int, device: str):
+    def __init__(self, config: WorldConfig, seed: int, device: str, progressive: dict | None = None):
+        """``progressive``: the progressive join the server offers ({"max_frame_bytes", "first_bytes",
+        "refine_bytes"}): the world cuts its stand-ins once as it is created (``CutCache.prime``)."""
         self.device = torch.device(device)
         self.world = World(config, self.device)
         self.encoder = Encoder(self.world.profile, max_gaussians=self.world.max_gaussians,
@@ -122,6 +124,8 @@ class WorldCore:
         self.encoder.encode_delta(to_delta(self.encoder, self.world.reset(seed)))
         self.pendings: dict = {}             # link id -> Pending
         self.cuts = CutCache(self.encoder, ahead=True)   # stand-in cuts, made off this thread, shared by joiners
+        if progressive is not None:
+            self.cuts.prime(**progressive)
 
     def info(self) -> dict:
         return {"header": self.encoder.header_bytes(), "max_gaussians": self.world.max_gaussians}
@@ -206,9 +210,9 @@ class ThreadBackend:
         self.meter = meter or BusyMeter()
         self.core: WorldCore | None = None
 
-    async def create(self, config, seed, device) -> None:
+    async def create(self, config, seed, device, progressive=None) -> None:
         loop = asyncio.get_running_loop()
-        self.core = await loop.run_in_executor(self.executor, WorldCore, config, seed, device)
+        self.core = await loop.run_in_executor(self.executor, WorldCore, config, seed, device, progressive)
 
     async def call(self, method: str, *args):
         loop = asyncio.get_running_loop()
@@ -454,10 +458,11 @@ class ProcessBackend:
     def pid(self) -> int | None:
         return self.worker.proc.pid
 
-    async def create(self, config, seed, device) -> None:
+    async def create(self, config, seed, device, progressive=None) -> None:
         self.worker.worlds += 1
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.worker.create_io, self.worker.create, self.wid, (config, seed, device))
+        await loop.run_in_executor(self.worker.create_io, self.worker.create, self.wid,
+                                   (config, seed, device, progressive))
 
     async def call(self, method: str, *args):
         return await self._req(method, args)
@@ -477,7 +482,7 @@ class WorldHost:
 
     def __init__(self, name: str, config: WorldConfig, *, seed: int = 0, device: str = "cpu",
                  tick_hz: float = 25.0, max_queued_actions: int = 64, on_step=None, pool: ProcessPool | None = None,
-                 meter: BusyMeter | None = None):
+                 meter: BusyMeter | None = None, progressive: dict | None = None):
         self.name = name
         self.config = config
         self.seed = seed
@@ -491,6 +496,7 @@ class WorldHost:
         self.prefetched: dict = {}           # link id -> OutFrame cut by the last step for it
         # pool: a ProcessPool, or a ray_host.RayPool (worlds as Ray actors); same backend interface
         self.backend = pool.backend(name) if pool else ThreadBackend(name, meter)
+        self.progressive = progressive       # WorldCore's: the progressive join offered, for its first cut
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.failed: BaseException | None = None
@@ -511,7 +517,7 @@ class WorldHost:
         return await self.backend.call(method, *args)
 
     async def start(self) -> None:
-        await self.backend.create(self.config, self.seed, self.device)
+        await self.backend.create(self.config, self.seed, self.device, self.progressive)
         info = await self.call("info")
         self.header, self.max_gaussians = info["header"], info["max_gaussians"]
         self._task = asyncio.create_task(self._run(), name=f"world-{self.name}")

@@ -211,3 +211,26 @@ def test_a_cut_thread_failure_reaches_the_joiner_that_asks_again():
     with pytest.raises(ValueError, match="no slot left"):
         w.step()                                      # the step's take asks again: the error comes up
     assert c["p"].need_keyframe
+
+
+def test_a_primed_world_hands_its_first_joiner_the_cut_it_made_as_it_was_created():
+    w = World(refresh_share=1.0)
+    assert not w.cuts.active
+    assert w.cuts.prime(1 << 24, first_bytes=6000, refine_bytes=1500)      # cut on this thread, kept
+    assert w.cuts.active and w.cuts.job is None
+    for _ in range(3):                                   # the world moves on before anyone joins
+        w.step()
+    first = ProgressivePending(w.enc, 1 << 24, None, first_bytes=6000, refine_bytes=1500, cuts=w.cuts)
+    first._cut = lambda: pytest.fail("the first joiner cut the world again")
+    c = {"p": first, "dec": Decoder(w.enc.header_bytes())}
+    w.clients.append(c)
+    f = w.take(c)                                        # at once: no cut to wait for
+    assert f is not None and f.keyframe and f.seq == w.enc.state.seq
+    assert sum(len(x) for x in first.dirty) > 0          # the three steps since the cut
+    w.converge(c)
+
+
+def test_a_world_small_enough_for_a_plain_first_frame_keeps_no_cut():
+    w = World(n=300)
+    assert not w.cuts.prime(1 << 24, first_bytes=6000, refine_bytes=1500)
+    assert not w.cuts.active and not w.cuts.cuts
