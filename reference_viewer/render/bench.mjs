@@ -24,6 +24,8 @@
 // a second by the wall clock (each delta writes K random live slots with moved positions and turned
 // rotations into the store, as the decoder applies a delta; the frame after it syncs them). Prints
 // both p99s and their ratio.
+// GSD_DAWN_FLAGS (space-separated Dawn flags, e.g. 'enable-dawn-features=skip_validation') is passed to
+// webgpu's create(): for finding what a frame spends outside its passes, not for the figures.
 // Runs the same modules as the browser (render/index.mjs, shaders.mjs, sort.mjs, tiles.mjs) in node on
 // Dawn (the `webgpu` npm package, node_modules/webgpu by default), on whatever adapter Dawn picks (Vulkan
 // on a GPU machine). The generated scene is synthetic (seeded): a 20 m x 20 m ground plus 150 boxes,
@@ -41,7 +43,7 @@ Object.assign(globalThis, globals);
 const { Renderer } = await import('./index.mjs');   // after the globals: the modules read GPUBufferUsage
 const { RawStore } = await import('./raw_store.mjs');
 const { SLOT } = await import('../decoder/layout.mjs');
-const gpu = create([]);
+const gpu = create(process.env.GSD_DAWN_FLAGS ? process.env.GSD_DAWN_FLAGS.split(' ') : []);   // e.g. 'enable-dawn-features=skip_validation'
 const W = Number(args.width ?? 1920), H = Number(args.height ?? 1080);
 const SH = Number(args.sh ?? 3);
 const PATHS = (args.path ?? 'raster,tiles').split(',');

@@ -233,6 +233,7 @@ var<workgroup> sd: array<u32, 256>;
 
 @compute @workgroup_size(256)
 fn hist(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
+  if (wg.x >= S.numBlocks) { return; }   // dispatched for a capacity past the count (RadixSort.encodeUpTo)
   atomicStore(&h[t], 0u);
   workgroupBarrier();
   let start = wg.x * BLOCK;
@@ -246,6 +247,7 @@ fn hist(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3
 
 @compute @workgroup_size(256)
 fn scanChunks(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
+  if (wg.x >= S.numBlocks) { return; }
   let i = wg.x * 256u + t;   // 256 * numBlocks counts: numBlocks whole chunks
   let v = blockHist[i];
   part[t] = v;
@@ -261,6 +263,7 @@ ${exclusiveScanWGSL('chunkSums', 'S.numBlocks')}
 
 @compute @workgroup_size(256)
 fn scatter(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
+  if (wg.x >= S.numBlocks) { return; }
   let c = t * S.numBlocks + wg.x;
   offs[t] = blockHist[c] + chunkSums[c / 256u];
   workgroupBarrier();

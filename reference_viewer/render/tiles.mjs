@@ -5,12 +5,13 @@
 //           A slot's tiles (16x16 pixels): within the rect of tiles its pixel box overlaps (from the
 //           projection), per tile row the columns its footprint ellipse meets (rowSpan)
 //   scan    one workgroup: exclusive prefix of blockSums; the total number of (tile, Gaussian) entries;
-//           n = min(total, capacity); the tile sort's params and indirect dispatch sizes
+//           n = min(total, capacity); the tile sort's params
 //   emit    the blocks again: each slot, in depth order, writes one entry per tile at its offset
 //           (key = tile id, value = slot); entries at or past the capacity are not written, so an
 //           overflow drops the farthest Gaussians' entries (see capacity below)
 //   sort    a stable LSD radix sort of the n entries by tile id (2 passes of 8 bits up to 65536 tiles,
-//           4 beyond), indirect: depth order holds within each tile because the entries were emitted
+//           4 beyond), its count the GPU's (dispatched for the capacity, direct: Dawn validates every
+//           indirect dispatch with a pass of its own); depth order holds within each tile because the entries were emitted
 //           in depth order
 //   ranges  one thread per entry (a grid-stride loop past 65535 workgroups): where each tile's run starts and ends
 //   raster  one 16x16 workgroup per tile: batches of 256 entries are loaded into workgroup memory
@@ -31,7 +32,7 @@
 // buffers to 1.25x that total (at most the device's storage binding size; past it the farthest
 // Gaussians' entries stay dropped, counted in stats.tileOverflows) and Renderer.readPixels renders an
 // overflowed frame again before reading it.
-import { RadixSort, SORT_DISPATCH_OFFSET } from './sort.mjs';
+import { RadixSort, SORT_CALLER_OFFSET } from './sort.mjs';
 import { PART_SCAN_WGSL, SORT_BLOCK, exclusiveScanWGSL } from './shaders.mjs';
 
 const U = GPUBufferUsage;
@@ -46,8 +47,8 @@ struct BinParams { n: u32, tilesX: u32, capacity: u32, numBlocks: u32, passes: u
 @group(0) @binding(2) var<storage, read> rects: array<vec4u>;    // tile rect per slot (x0 > x1: none)
 @group(0) @binding(7) var<storage, read> proj: array<vec4f>;     // [4 s] mean, alpha, e; [4 s + 1] conic
 @group(0) @binding(3) var<storage, read_write> blockSums: array<u32>;
-// the tile sort's params (RadixSort): [64 k + 0..2] pass k's n, shift, blocks; [256..258] its dispatch;
-// [260..262] the ranges' dispatch; [264] the total entries, [265] n = min(total, capacity)
+// the tile sort's params (RadixSort): [64 k + 0..2] pass k's n, shift, blocks; past them (the caller's
+// part) [264] the total entries, [265] n = min(total, capacity)
 @group(0) @binding(4) var<storage, read_write> control: array<u32>;
 @group(0) @binding(5) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(6) var<storage, read_write> vals: array<u32>;
@@ -137,8 +138,6 @@ ${exclusiveScanWGSL('blockSums', 'B.numBlocks')}
       control[64u * k + 1u] = 8u * k;
       control[64u * k + 2u] = blocks;
     }
-    control[256] = blocks; control[257] = 1u; control[258] = 1u;
-    control[260] = min((n + 255u) / 256u, 65535u); control[261] = 1u; control[262] = 1u;   // the ranges loop past that
   }
 }
 
@@ -362,10 +361,10 @@ export class TilePath {
       p.dispatchWorkgroups(1);
       p.setPipeline(this.pEmit);
       p.dispatchWorkgroups(numBlocks);
-      this.sorter.encodeIndirect(p, passes);
+      this.sorter.encodeUpTo(p, passes);
       p.setBindGroup(0, this.rangeGroup);
       p.setPipeline(this.pRanges);
-      p.dispatchWorkgroupsIndirect(this.sorter.params, SORT_DISPATCH_OFFSET + 16);
+      p.dispatchWorkgroups(Math.min(Math.ceil(this.capacity / 256), 65535));   // a grid-stride loop over n
     }
     p.end();
     const r = enc.beginComputePass(tw(6, 7));
@@ -377,7 +376,7 @@ export class TilePath {
     this.lastN = n;
     this.copied = !this.pending;
     if (this.copied) this.copiedFrame = this.frameId;
-    if (this.copied) enc.copyBufferToBuffer(this.sorter.params, SORT_DISPATCH_OFFSET + 32, this.infoRead, 0, 8);
+    if (this.copied) enc.copyBufferToBuffer(this.sorter.params, SORT_CALLER_OFFSET + 32, this.infoRead, 0, 8);
   }
 
   /** After submitting a frame encoded by encode(): read its entry total back (one readback in flight). */
@@ -404,7 +403,7 @@ export class TilePath {
     if (this.pending) await this.pending;
     if (!this.lastN) return false;   // no entries were made (and the totals in the buffer are older)
     const enc = this.device.createCommandEncoder();
-    enc.copyBufferToBuffer(this.sorter.params, SORT_DISPATCH_OFFSET + 32, this.infoRead, 0, 8);
+    enc.copyBufferToBuffer(this.sorter.params, SORT_CALLER_OFFSET + 32, this.infoRead, 0, 8);
     this.device.queue.submit([enc.finish()]);
     this.copied = true;
     this.copiedFrame = this.frameId;
