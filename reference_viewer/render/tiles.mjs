@@ -6,7 +6,7 @@
 //           projection), per tile row the columns its footprint ellipse meets (rowSpan)
 //   scan    one workgroup: exclusive prefix of blockSums; the total number of (tile, Gaussian) entries;
 //           n = min(total, capacity); the tile sort's params
-//   emit    the blocks again: each slot, in depth order, writes one entry per tile at its offset
+//   emit    the blocks again, each thread from the offset count left for it: each slot, in depth order, writes one entry per tile at its offset
 //           (key = tile id, value = slot); entries at or past the capacity are not written, so an
 //           overflow drops the farthest Gaussians' entries (see capacity below)
 //   sort    a stable LSD radix sort of the n entries by tile id (2 passes of 8 bits up to 65536 tiles,
@@ -47,6 +47,7 @@ struct BinParams { n: u32, tilesX: u32, capacity: u32, numBlocks: u32, passes: u
 @group(0) @binding(2) var<storage, read> rects: array<vec4u>;    // tile rect per slot (x0 > x1: none)
 @group(0) @binding(7) var<storage, read> proj: array<vec4f>;     // [4 s] mean, alpha, e; [4 s + 1] conic
 @group(0) @binding(3) var<storage, read_write> blockSums: array<u32>;
+@group(0) @binding(8) var<storage, read_write> threadOffs: array<u32>;   // count's: each thread's offset in its block
 // the tile sort's params (RadixSort): [64 k + 0..2] pass k's n, shift, blocks; past them (the caller's
 // part) [264] the total entries, [265] n = min(total, capacity)
 @group(0) @binding(4) var<storage, read_write> control: array<u32>;
@@ -120,7 +121,8 @@ fn threadSum(wg: u32, t: u32) -> u32 {
 
 @compute @workgroup_size(256)
 fn count(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
-  _ = threadSum(wg.x, t);
+  let sum = threadSum(wg.x, t);
+  threadOffs[wg.x * 256u + t] = part[t] - sum;   // so that emit need not count again
   if (t == 255u) { blockSums[wg.x] = part[255]; }
 }
 
@@ -143,8 +145,7 @@ ${exclusiveScanWGSL('blockSums', 'B.numBlocks')}
 
 @compute @workgroup_size(256)
 fn emit(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wg: vec3u) {
-  let sum = threadSum(wg.x, t);
-  var off = blockSums[wg.x] + part[t] - sum;
+  var off = blockSums[wg.x] + threadOffs[wg.x * 256u + t];
   let j0 = wg.x * 256u * EPT + t * EPT;
   for (var k = 0u; k < EPT; k++) {
     let j = j0 + k;
@@ -262,7 +263,7 @@ export class TilePath {
     const e = (binding, type) => ({ binding, visibility: GPUShaderStage.COMPUTE, buffer: { type } });
     this.binLayout = d.createBindGroupLayout({
       entries: [e(0, 'uniform'), e(1, 'read-only-storage'), e(2, 'read-only-storage'), ...[3, 4, 5, 6].map((b) => e(b, 'storage')),
-                e(7, 'read-only-storage')],
+                e(7, 'read-only-storage'), e(8, 'storage')],
     });
     const module = d.createShaderModule({ code: BIN_WGSL, label: 'tile binning' });
     const layout = d.createPipelineLayout({ bindGroupLayouts: [this.binLayout] });
@@ -291,9 +292,12 @@ export class TilePath {
     if (!this.rects || slots > this.slots) {
       this.rects?.destroy();
       this.blockSums?.destroy();
+      this.threadOffs?.destroy();
       this.slots = Math.max(slots, 1);
       this.rects = d.createBuffer({ size: this.slots * 16, usage: U.STORAGE, label: 'tile rects' });
       this.blockSums = d.createBuffer({ size: Math.ceil(this.slots / BIN_BLOCK) * 4, usage: U.STORAGE, label: 'bin block sums' });
+      this.threadOffs = d.createBuffer({ size: Math.ceil(this.slots / BIN_BLOCK) * BIN_BLOCK / EPT * 4, usage: U.STORAGE,
+                                         label: 'bin thread offsets' });
       changed = true;
     }
     if (!this.capacity) {
@@ -333,7 +337,8 @@ export class TilePath {
     q.writeBuffer(this.rasterParams, 0, new Uint32Array([width, height, tilesX, 0]));
     q.writeBuffer(this.rasterParams, 12, new Float32Array([this.cap2]));
     if (!this.binGroup) {
-      const bufs = [this.binParams, this.order, this.rects, this.blockSums, this.sorter.params, this.sorter.keysA, this.sorter.valsA, this.proj];
+      const bufs = [this.binParams, this.order, this.rects, this.blockSums, this.sorter.params, this.sorter.keysA, this.sorter.valsA,
+                    this.proj, this.threadOffs];
       this.binGroup = d.createBindGroup({ layout: this.binLayout, entries: bufs.map((buffer, binding) => ({ binding, resource: { buffer } })) });
       this.rangeGroup = d.createBindGroup({
         layout: this.pRanges.getBindGroupLayout(0),
@@ -411,7 +416,7 @@ export class TilePath {
   }
 
   destroy() {
-    for (const b of [this.rects, this.blockSums, this.infoRead, this.rangesBuf, this.binParams, this.rasterParams,
+    for (const b of [this.rects, this.blockSums, this.threadOffs, this.infoRead, this.rangesBuf, this.binParams, this.rasterParams,
                      this.sorter.keysA, this.sorter.valsA, this.sorter.keysB, this.sorter.valsB, this.sorter.hist, this.sorter.params]) b?.destroy();
   }
 }
