@@ -364,10 +364,15 @@ export class Renderer {
       });
       this.scatterGroupFor = this.splats;
     }
-    const rows = new Float32Array(n * S), data = store.data;
-    for (let k = 0; k < n; k++) rows.set(data.subarray(slots[k] * S, slots[k] * S + S), k * S);
+    if (!this.scatterStage || this.scatterStage.length < n * S) {   // kept: a delta allocates nothing here
+      this.scatterStage = new Float32Array(Math.max(64, 2 ** Math.ceil(Math.log2(n))) * S);
+    }
+    const rows = this.scatterStage, data = store.data;
+    for (let k = 0, o = 0; k < n; k++) {
+      for (let j = slots[k] * S, e = j + S; j < e; j++, o++) rows[o] = data[j];
+    }
     const groups = Math.ceil((n * S) / 256), gx = Math.min(groups, 65535), gy = Math.ceil(groups / gx);
-    q.writeBuffer(this.scatterRows, 0, rows);
+    q.writeBuffer(this.scatterRows, 0, rows.buffer, 0, rowBytes);
     q.writeBuffer(this.scatterSlots, 0, slots.buffer, slots.byteOffset, n * 4);
     q.writeBuffer(this.scatterParams, 0, new Uint32Array([n, S, gx * 256, 0]));
     const enc = d.createCommandEncoder();
