@@ -1,8 +1,8 @@
 """``python -m codec.warmup``: compile the codec's loops once, so no later process pays for it.
 
 Runs a small stream of each profile and SH degree (keyframe, mixed delta, compose, decode; a
-progressive keyframe) with the JIT on; numba writes the machine code to its disk cache next to each module. scripts/setup.sh
-runs it after installing.
+progressive keyframe) with the JIT on; numba writes the machine code to its disk cache next to each
+module. scripts/setup.sh runs it after installing.
 """
 from __future__ import annotations
 
