@@ -900,6 +900,8 @@ class CutCache:
     * with ``ahead`` (the server's worlds) a joiner with no cut to take asks for one (``request``)
       and waits while the world steps on: the cut is made on a worker thread from a snapshot of the
       world's state, and the world's thread pays only for the copy;
+    * a world made to be joined (the server's, when it offers progressive joins) cuts once as it is
+      created (``prime``), so that its first joiners find a cut too;
     * every cut is kept and handed to later joiners with the same budget, together with the ids the
       world's steps touched since (the world calls ``note`` after each step while any cut is kept),
       so its stand-ins are stale by those steps only until the joiner's first frames;
