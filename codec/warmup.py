@@ -46,12 +46,17 @@ def warm_up() -> None:
                     dec.decode_frame(f.data)
 
 
-def main() -> int:
+def run(name: str, warm) -> int:
+    """``warm()``, then say what it did: a warm-up module's ``main`` (the generator's too)."""
     t0 = time.perf_counter()
-    warm_up()
-    print(f"codec: loops compiled and cached in {time.perf_counter() - t0:.1f} s" if jit.AVAILABLE
-          else "codec: numba is not available; the loops run as Python")
+    warm()
+    print(f"{name}: loops compiled and cached in {time.perf_counter() - t0:.1f} s" if jit.AVAILABLE
+          else f"{name}: numba is not available; the loops run as Python")
     return 0
+
+
+def main() -> int:
+    return run("codec", warm_up)
 
 
 if __name__ == "__main__":

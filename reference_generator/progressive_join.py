@@ -512,7 +512,7 @@ class ProgressivePending(Pending):
             slots = W.slots_of(mem)
             if (slots < 0).any():
                 raise KeyError("a cube member is not live")
-            positions = p.dequantize(Attr.POSITION, W.codes_at(slots, (Attr.POSITION,))[Attr.POSITION], mem)
+            positions = p.dequantize(Attr.POSITION, W.codes[Attr.POSITION][:, slots], mem)
         # SH codes dequantize affinely (SPEC.md 5.3): their weighted mean, rounded, is the code of the
         # floats' weighted mean, read from the state's arrays in place; only the geometry goes
         # through floats
@@ -578,7 +578,7 @@ class ProgressivePending(Pending):
         its first frames bring it to the world's state as they would after any step. With none to
         take, a world that cuts ahead is asked for one and this returns None (a later take sends it)."""
         W = self.enc.state
-        key = (self.budget, self.first_bytes)
+        key = self.cut_key
         cut = self.cuts.take(key) if self.cuts is not None else None
         if cut is None and self.cuts is not None and self.cuts.ahead:
             self.cuts.request(key, self._params())   # made on the world's cut thread: the world steps on
@@ -600,6 +600,11 @@ class ProgressivePending(Pending):
         self.dirty, self.settled = dirty, False
         return self._out(data, d, True, steps, self.last_world_camera)
 
+    @property
+    def cut_key(self) -> tuple:
+        """What a world's kept cuts are shared by: joiners with this budget and first frame size."""
+        return self.budget, self.first_bytes
+
     def _params(self) -> dict:
         return {"max_frame_bytes": self.max_frame_bytes, "budget": self.budget if self.budget < self.world_max else None,
                 "first_bytes": self.first_bytes, "refine_bytes": self.refine_bytes}
@@ -610,7 +615,7 @@ class ProgressivePending(Pending):
         ids, slots = W.index.sorted_items()
         ids = ids.copy()                             # the tables keep them; the index moves on
         n = len(ids)
-        positions = self.enc.profile.dequantize(Attr.POSITION, W.codes_at(slots, (Attr.POSITION,))[Attr.POSITION], ids)
+        positions = self.enc.profile.dequantize(Attr.POSITION, W.codes[Attr.POSITION][:, slots], ids)
         probe = min(n, 4096)
         if probe:
             sample = np.unique(np.linspace(0, n - 1, probe).astype(np.int64))
@@ -1010,7 +1015,7 @@ class CutCache:
         cut = p._cut()
         if not cut.cubes_made:
             return False
-        self.put((p.budget, p.first_bytes), cut, p._params())
+        self.put(p.cut_key, cut, p._params())
         return True
 
     def close(self) -> None:

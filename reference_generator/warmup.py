@@ -8,9 +8,8 @@ runs it after the codec's warm-up.
 """
 from __future__ import annotations
 
-import time
-
 from codec import jit
+from codec.warmup import run
 
 from .actions import Move, Turn
 from .world import WorldConfig
@@ -32,11 +31,7 @@ def warm_up() -> None:
 
 
 def main() -> int:
-    t0 = time.perf_counter()
-    warm_up()
-    print(f"reference_generator: loops compiled and cached in {time.perf_counter() - t0:.1f} s" if jit.AVAILABLE
-          else "reference_generator: numba is not available; the loops run as Python")
-    return 0
+    return run("reference_generator", warm_up)
 
 
 if __name__ == "__main__":

@@ -349,6 +349,7 @@ export class Renderer {
       const cap = Math.max(64, 2 ** Math.ceil(Math.log2(n)));
       this.scatterRows = d.createBuffer({ size: cap * S * 4, usage: U.STORAGE | U.COPY_DST, label: 'scatter rows' });
       this.scatterSlots = d.createBuffer({ size: cap * 4, usage: U.STORAGE | U.COPY_DST, label: 'scatter slots' });
+      this.scatterStage = new Float32Array(cap * S);   // kept with them: a delta allocates nothing here
       this.scatterGroup = null;
     }
     if (!this.scatterPipeline) {
@@ -363,9 +364,6 @@ export class Renderer {
           .map((buffer, binding) => ({ binding, resource: { buffer } })),
       });
       this.scatterGroupFor = this.splats;
-    }
-    if (!this.scatterStage || this.scatterStage.length < n * S) {   // kept: a delta allocates nothing here
-      this.scatterStage = new Float32Array(Math.max(64, 2 ** Math.ceil(Math.log2(n))) * S);
     }
     const rows = this.scatterStage, data = store.data;
     for (let k = 0, o = 0; k < n; k++) {

@@ -81,18 +81,7 @@ export class RadixSort {
       for (let k = 0; k < 4; k++) this.device.queue.writeBuffer(this.params, k * PARAM_STRIDE, new Uint32Array([n, 8 * k, numBlocks, 0]));
       this.n = n;
     }
-    const groups = passes % 2 ? this.groupsOdd : this.groups;
-    for (let k = 0; k < passes; k++) {
-      pass.setBindGroup(0, groups[k]);
-      pass.setPipeline(this.pHist);
-      pass.dispatchWorkgroups(numBlocks);
-      pass.setPipeline(this.pScanChunks);
-      pass.dispatchWorkgroups(numBlocks);
-      pass.setPipeline(this.pScanSums);
-      pass.dispatchWorkgroups(1);
-      pass.setPipeline(this.pScatter);
-      pass.dispatchWorkgroups(numBlocks);
-    }
+    this._passes(pass, passes, numBlocks);
   }
 
   /** The same with the pair count and blocks a shader wrote into params (see the constructor): the
@@ -101,7 +90,11 @@ export class RadixSort {
    *  cost ~4 ms a frame on an H100 (a 1.8 ms frame took 6). */
   encodeUpTo(pass, passes) {
     this.n = -1;
-    const blocks = Math.ceil(Math.max(this.capacity, 1) / SORT_BLOCK);
+    this._passes(pass, passes, Math.ceil(Math.max(this.capacity, 1) / SORT_BLOCK));
+  }
+
+  /** Each pass's four dispatches over `blocks` workgroups (those past params' block count leave at once). */
+  _passes(pass, passes, blocks) {
     const groups = passes % 2 ? this.groupsOdd : this.groups;
     for (let k = 0; k < passes; k++) {
       pass.setBindGroup(0, groups[k]);

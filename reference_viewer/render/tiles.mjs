@@ -6,12 +6,14 @@
 //           projection), per tile row the columns its footprint ellipse meets (rowSpan)
 //   scan    one workgroup: exclusive prefix of blockSums; the total number of (tile, Gaussian) entries;
 //           n = min(total, capacity); the tile sort's params
-//   emit    the blocks again, each thread from the offset count left for it: each slot, in depth order, writes one entry per tile at its offset
+//   emit    the blocks again, each thread from the offset count left for it: each slot, in depth
+//           order, writes one entry per tile at its offset
 //           (key = tile id, value = slot); entries at or past the capacity are not written, so an
 //           overflow drops the farthest Gaussians' entries (see capacity below)
 //   sort    a stable LSD radix sort of the n entries by tile id (2 passes of 8 bits up to 65536 tiles,
 //           4 beyond), its count the GPU's (dispatched for the capacity, direct: Dawn validates every
-//           indirect dispatch with a pass of its own); depth order holds within each tile because the entries were emitted
+//           indirect dispatch with a pass of its own); depth order holds within each tile because the
+//           entries were emitted
 //           in depth order
 //   ranges  one thread per entry (a grid-stride loop past 65535 workgroups): where each tile's run starts and ends
 //   raster  one 16x16 workgroup per tile: batches of 256 entries are loaded into workgroup memory
