@@ -12,8 +12,46 @@
 // further by D^T S^-1 D <= P.cap2 (the footprint's largest Mahalanobis radius squared, 9 = 3 sigma by
 // default, see tiles.mjs) and writes the inclusive range of 16x16 tiles its pixel box overlaps
 // (rects[i]; x0 > x1 when culled).
+// A slot is read as vec4s (its stride is a multiple of 4 floats, decoder/layout.mjs): one thread reads
+// a whole slot, so scalar loads would touch each 32-byte sector up to eight times over a warp's
+// 256-byte-strided addresses. The SH rest floats are read per degree with constant offsets (shRestWGSL),
+// and the visible count is summed per workgroup before its one atomic add.
 export const DEPTH_KEY_PASSES = 3;   // 8-bit radix passes of a depth key
 const DEPTH_CULLED = 0xffffff;        // the key of a culled slot
+const XYZW = 'xyzw';
+
+// SH basis functions of degrees 1..3 (k = 0..14), of the unit direction (x, y, z0) and its products
+const SH_BASIS = [
+  '-C1 * y', 'C1 * zz0', '-C1 * x',
+  'C20 * xy', 'C21 * yz', 'C22 * (2.0 * zz - xx - yy)', 'C23 * xz', 'C24 * (xx - yy)',
+  'C30 * y * (3.0 * xx - yy)', 'C31 * xy * zz0', 'C32 * y * (4.0 * zz - xx - yy)',
+  'C33 * zz0 * (2.0 * zz - 3.0 * xx - 3.0 * yy)', 'C34 * x * (4.0 * zz - xx - yy)', 'C35 * zz0 * (xx - yy)',
+  'C36 * x * (xx - 3.0 * yy)',
+];
+
+/** WGSL adding the SH rest terms of degree `deg` to `col`: from the slot's vec4s (sv4, sv5, ...: slot
+ *  floats 16..) or, with a palette, from entry floats at `o` (palc). */
+function shRestWGSL(deg) {
+  const K = (deg + 1) * (deg + 1) - 1;
+  const f = (j) => `sv${(16 + j) >> 2}.${XYZW[(16 + j) & 3]}`;
+  const loads = [];
+  for (let v = 4; v <= (16 + 3 * K - 1) >> 2; v++) loads.push(`let sv${v} = data[b4 + ${v}u];`);
+  const slot = [], palette = [];
+  for (let k = 0; k < K; k++) {
+    slot.push(`(${SH_BASIS[k]}) * vec3f(${f(k)}, ${f(K + k)}, ${f(2 * K + k)})`);
+    palette.push(`(${SH_BASIS[k]}) * palc(o, ${k}u)`);
+  }
+  return `if (P.deg == ${deg}u) {
+      if (P.pal != 0u) {
+        let o = u32(data[b4 + 4u].x) * 3u * P.K;
+        col += ${palette.join('\n             + ')};
+      } else {
+        ${loads.join(' ')}
+        col += ${slot.join('\n             + ')};
+      }
+    }`;
+}
+
 export const projectWGSL = (tiles) => /* wgsl */ `
 struct Params {
   r0: vec4f, r1: vec4f, r2: vec4f,   // world-to-camera rows [R | t]
@@ -27,13 +65,15 @@ struct Params {
 struct DrawArgs { vertexCount: u32, instanceCount: atomic<u32>, firstVertex: u32, firstInstance: u32 }
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> data: array<f32>;
+@group(0) @binding(1) var<storage, read> data: array<vec4f>;
 @group(0) @binding(2) var<storage, read_write> proj: array<vec4f>;
 @group(0) @binding(3) var<storage, read_write> keys: array<u32>;
 @group(0) @binding(4) var<storage, read_write> vals: array<u32>;
 @group(0) @binding(5) var<storage, read_write> draw: DrawArgs;
 @group(0) @binding(6) var<storage, read> pal: array<f32>;   // palette entries, 3K floats each
 ${tiles ? '@group(0) @binding(7) var<storage, read_write> rects: array<vec4u>;' : ''}
+
+var<workgroup> visibleHere: atomic<u32>;
 
 const NEAR = 0.01;
 const ALPHA_MIN = 0.00392156862745098;  // 1/255
@@ -53,12 +93,9 @@ const C34 = -0.4570457994644658;
 const C35 = 1.445305721320277;
 const C36 = -0.5900435899266435;
 
-// SH rest coefficient k (0-based) of R, G, B (channel-major) from its first float o: in the slot
-// (o = b + 16), or with a palette in the entry (o = index * 3K)
-fn shc(o0: u32, k: u32) -> vec3f {
-  let o = o0 + k;
-  if (P.pal != 0u) { return vec3f(pal[o], pal[o + P.K], pal[o + 2u * P.K]); }
-  return vec3f(data[o], data[o + P.K], data[o + 2u * P.K]);
+// SH rest coefficient k (0-based) of R, G, B (channel-major) of the palette entry whose first float is o
+fn palc(o: u32, k: u32) -> vec3f {
+  return vec3f(pal[o + k], pal[o + k + P.K], pal[o + k + 2u * P.K]);
 }
 
 // The sort key of a camera-space depth z > 0: its float bits from 2^-16 to 2^16 (32 octaves of 2^19
@@ -70,26 +107,25 @@ fn depthKey(z: f32) -> u32 {
   return min((b - lo) >> 4u, ${DEPTH_CULLED - 1}u);
 }
 
-@compute @workgroup_size(256)
-fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let i = gid.x;
-  if (i >= P.n) { return; }
+// Projects slot i; true when it is visible (its splat, key and rect written).
+fn project(i: u32) -> bool {
   keys[i] = ${DEPTH_CULLED}u;
   vals[i] = i;
   ${tiles ? 'rects[i] = vec4u(1u, 1u, 0u, 0u);' : ''}
-  let b = i * P.stride;
-  let p = vec3f(data[b], data[b + 1u], data[b + 2u]);
-  let alpha = 1.0 / (1.0 + exp(-clamp(data[b + 3u], -80.0, 80.0)));
+  let b4 = i * (P.stride >> 2u);
+  let v0 = data[b4];                 // position, opacity logit
+  let p = v0.xyz;
+  let alpha = 1.0 / (1.0 + exp(-clamp(v0.w, -80.0, 80.0)));
   let w0 = P.r0.xyz; let w1 = P.r1.xyz; let w2 = P.r2.xyz;
   let t = vec3f(dot(w0, p) + P.r0.w, dot(w1, p) + P.r1.w, dot(w2, p) + P.r2.w);
-  if (!(t.z >= NEAR) || !(alpha >= ALPHA_MIN)) { return; }
+  if (!(t.z >= NEAR) || !(alpha >= ALPHA_MIN)) { return false; }
 
   // rotation R(q/|q|), q = (w, x, y, z); zero quaternion = identity
-  var q = vec4f(data[b + 8u], data[b + 9u], data[b + 10u], data[b + 11u]);
+  var q = data[b4 + 2u];
   let qn = length(q);
   q = select(vec4f(1.0, 0.0, 0.0, 0.0), q / qn, qn > 0.0);
   let qw = q.x; let qx = q.y; let qy = q.z; let qz = q.w;
-  let s = exp(vec3f(data[b + 4u], data[b + 5u], data[b + 6u]));
+  let s = exp(data[b4 + 1u].xyz);
   // rows of M = R diag(s); Sigma = M M^T
   let m0 = vec3f(1.0 - 2.0 * (qy * qy + qz * qz), 2.0 * (qx * qy - qw * qz), 2.0 * (qx * qz + qw * qy)) * s;
   let m1 = vec3f(2.0 * (qx * qy + qw * qz), 1.0 - 2.0 * (qx * qx + qz * qz), 2.0 * (qy * qz - qw * qx)) * s;
@@ -116,40 +152,29 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let ry = sqrt(e * cc);
   let u0 = max(ceil(mean.x - rx - 0.5), 0.0);
   let u1 = min(floor(mean.x + rx - 0.5), P.size.x - 1.0);
-  let v0 = max(ceil(mean.y - ry - 0.5), 0.0);
-  let v1 = min(floor(mean.y + ry - 0.5), P.size.y - 1.0);
-  if (!(det > 0.0) || !(u1 >= u0) || !(v1 >= v0)) { return; }
+  let v0y = max(ceil(mean.y - ry - 0.5), 0.0);
+  let v1y = min(floor(mean.y + ry - 0.5), P.size.y - 1.0);
+  if (!(det > 0.0) || !(u1 >= u0) || !(v1y >= v0y)) { return false; }
 
   // colour: SH at the unit direction camera centre -> mean
   var d = p - P.centre.xyz;
   let dn = length(d);
   d = select(d, d / dn, dn > 0.0);
-  var col = C0 * vec3f(data[b + 12u], data[b + 13u], data[b + 14u]);
-  if (P.deg >= 1u) {
-    let sb = select(b + 16u, u32(data[b + 16u]) * 3u * P.K, P.pal != 0u);
+  var col = C0 * data[b4 + 3u].xyz;
+  {
     let x = d.x; let y = d.y; let zz0 = d.z;
-    col += -C1 * y * shc(sb, 0u) + C1 * zz0 * shc(sb, 1u) - C1 * x * shc(sb, 2u);
-    if (P.deg >= 2u) {
-      let xx = x * x; let yy = y * y; let zz = zz0 * zz0;
-      let xy = x * y; let yz = y * zz0; let xz = x * zz0;
-      col += C20 * xy * shc(sb, 3u) + C21 * yz * shc(sb, 4u) + C22 * (2.0 * zz - xx - yy) * shc(sb, 5u)
-           + C23 * xz * shc(sb, 6u) + C24 * (xx - yy) * shc(sb, 7u);
-      if (P.deg >= 3u) {
-        col += C30 * y * (3.0 * xx - yy) * shc(sb, 8u) + C31 * xy * zz0 * shc(sb, 9u)
-             + C32 * y * (4.0 * zz - xx - yy) * shc(sb, 10u) + C33 * zz0 * (2.0 * zz - 3.0 * xx - 3.0 * yy) * shc(sb, 11u)
-             + C34 * x * (4.0 * zz - xx - yy) * shc(sb, 12u) + C35 * zz0 * (xx - yy) * shc(sb, 13u)
-             + C36 * x * (xx - 3.0 * yy) * shc(sb, 14u);
-      }
-    }
+    let xx = x * x; let yy = y * y; let zz = zz0 * zz0;
+    let xy = x * y; let yz = y * zz0; let xz = x * zz0;
+    ${shRestWGSL(1)} else ${shRestWGSL(2)} else ${shRestWGSL(3)}
   }
   col = max(col + 0.5, vec3f(0.0));
 
   proj[4u * i] = vec4f(mean, alpha, ${tiles ? 'e' : '0.0'});   // the tile path keeps the footprint's m^2 bound
   proj[4u * i + 1u] = vec4f(cc / det, -cb / det, ca / det, 1.0 / cc);
   proj[4u * i + 2u] = vec4f(col, alpha);
-${tiles ? `  rects[i] = vec4u(u32(u0) / 16u, u32(v0) / 16u, u32(u1) / 16u, u32(v1) / 16u);
+${tiles ? `  rects[i] = vec4u(u32(u0) / 16u, u32(v0y) / 16u, u32(u1) / 16u, u32(v1y) / 16u);
   keys[i] = depthKey(z);
-  atomicAdd(&draw.instanceCount, 1u);
+  return true;
 }
 ` : `  // the quad: the rectangle circumscribing that ellipse along its axes (half-axes sqrt(e l) v for the
   // eigenpairs (l, v) of S); every pixel centre it misses has a < 1/255, so the image is the same as
@@ -165,9 +190,18 @@ ${tiles ? `  rects[i] = vec4u(u32(u0) / 16u, u32(v0) / 16u, u32(u1) / 16u, u32(v
   let e2 = sqrt(e * l2) * vec2f(-v.y, v.x);
   proj[4u * i + 3u] = vec4f(e1, e2);
   keys[i] = depthKey(z);
-  atomicAdd(&draw.instanceCount, 1u);
+  return true;
 }
-`}`;
+`}
+@compute @workgroup_size(256)
+fn main(@builtin(global_invocation_id) gid: vec3u, @builtin(local_invocation_index) t: u32) {
+  if (gid.x < P.n && project(gid.x)) { atomicAdd(&visibleHere, 1u); }
+  workgroupBarrier();
+  if (t == 0u) {
+    let c = atomicLoad(&visibleHere);
+    if (c > 0u) { atomicAdd(&draw.instanceCount, c); }
+  }
+}`;
 export const PROJECT_WGSL = projectWGSL(false);
 
 // ---------------------------------------------------------------------------------------- scans
