@@ -2,7 +2,7 @@
 //   node reference_viewer/render/bench.mjs [--webgpu PATH/TO/webgpu/index.js] [--n 100000,1000000]
 //        [--width 1920] [--height 1080] [--sh 3] [--frames 50] [--format rgba16float,rgba8unorm,rgba32float]
 //        [--raw FILE.f32[,FILE2.f32...]] [--radius 14] [--varyings conic,uv] [--path raster,tiles]
-//        [--max-sigma 3] [--views 20,110,200] [--psnr DIR] [--save-raw FILE.f32] [--stream 5000,30]
+//        [--max-sigma 3] [--views 20,110,200] [--psnr DIR] [--save-raw FILE.f32] [--stream 5000,30[,500]]
 // --path: the renderer paths to measure, each on the same scene and views (default both): 'raster'
 // (instanced quads, fixed-function blending) and 'tiles' (the compute tile rasterizer, tiles.mjs;
 // --max-sigma its footprint cap, default 3, 'inf' for none). Per path and view: frame ms (CPU wall time
@@ -18,9 +18,10 @@
 // gsplat_bench.py. --psnr DIR writes each scene's floats, the cameras and both paths' images there and
 // runs reference_viewer/render/bench_psnr.py on them (PSNR against quality/rasterizer.py; it needs the
 // project's Python with numpy, and the numpy reference is slow past ~1M fragments x 1080p).
-// --stream K,R (per path, first view): frame times while the scene changes. Each frame is timed alone
-// (sync + encode + submit + onSubmittedWorkDone, no pipelining, as a viewer's frame loop): --frames x 4
-// frames of the still scene (steady p50 / p99), then as many while deltas of K Gaussians arrive R times
+// --stream K,R[,F] (per path, first view): frame times while the scene changes. Each frame is timed alone
+// (sync + encode + submit + onSubmittedWorkDone, no pipelining, as a viewer's frame loop): F frames
+// (default 500, so that a p99 is not simply the slowest frame) of the still scene (steady p50 / p99),
+// then as many while deltas of K Gaussians arrive R times
 // a second by the wall clock (each delta writes K random live slots with moved positions and turned
 // rotations into the store, as the decoder applies a delta; the frame after it syncs them). Prints
 // both p99s and their ratio.
@@ -237,7 +238,7 @@ for (const sceneName of sceneList) for (const N0 of (args.raw ? [Math.max(...siz
         const s = r.stats;
         res.gpu.push({ projectMs: r3(s.projectMs), sortMs: r3(s.sortMs), binMs: r3(s.binMs), rasterMs: r3(s.rasterMs) });
       }
-      if (STREAM) res.stream = await streamFrames(r, st, cams[0], STREAM[0], STREAM[1], FRAMES * 4);
+      if (STREAM) res.stream = await streamFrames(r, st, cams[0], STREAM[0], STREAM[1], STREAM[2] ?? 500);
       if (p !== 'tiles') delete res.tileEntries;
       if (!res.psnrVsFirst.length) delete res.psnrVsFirst; else res.psnrVsFirstPath = PATHS[0];
       if (r.errors.length) res.errors = r.errors;

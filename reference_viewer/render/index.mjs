@@ -155,6 +155,10 @@ export class Renderer {
     this.drawArgs = device.createBuffer({ size: 16, usage: U.INDIRECT | U.STORAGE | U.COPY_DST | U.COPY_SRC });
     this.countRead = device.createBuffer({ size: 4, usage: U.MAP_READ | U.COPY_DST });
 
+    // made with the others, not at the first scattered delta, whose frame would wait for its compile
+    const scatterModule = device.createShaderModule({ code: SCATTER_WGSL, label: 'scatter' });
+    this.scatterPipeline = device.createComputePipeline({ layout: 'auto', compute: { module: scatterModule, entryPoint: 'main' } });
+    this.scatterParams = device.createBuffer({ size: 16, usage: U.UNIFORM | U.COPY_DST, label: 'scatter params' });
     const projModule = device.createShaderModule({ code: PROJECT_WGSL, label: 'project' });
     this.projectPipeline = device.createComputePipeline({ layout: 'auto', compute: { module: projModule, entryPoint: 'main' } });
     this.varyings = opts.varyings ?? 'conic';
@@ -351,11 +355,6 @@ export class Renderer {
       this.scatterSlots = d.createBuffer({ size: cap * 4, usage: U.STORAGE | U.COPY_DST, label: 'scatter slots' });
       this.scatterStage = new Float32Array(cap * S);   // kept with them: a delta allocates nothing here
       this.scatterGroup = null;
-    }
-    if (!this.scatterPipeline) {
-      const m = d.createShaderModule({ code: SCATTER_WGSL, label: 'scatter' });
-      this.scatterPipeline = d.createComputePipeline({ layout: 'auto', compute: { module: m, entryPoint: 'main' } });
-      this.scatterParams = d.createBuffer({ size: 16, usage: U.UNIFORM | U.COPY_DST, label: 'scatter params' });
     }
     if (!this.scatterGroup || this.scatterGroupFor !== this.splats) {
       this.scatterGroup = d.createBindGroup({

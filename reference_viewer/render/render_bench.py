@@ -163,11 +163,11 @@ def tables(res: dict, command: str) -> str:
     lines += ["", "Frame times while the scene changes (`--stream`: each frame timed alone, sync + render + "
               "onSubmittedWorkDone; deltas of k Gaussians written into the store r times a second, synced by the next "
               f"frame; goal: p99 while streaming <= {STREAM_RATIO}x the still scene's p99):", "",
-              "| scene | Gaussians | path | k x r/s | deltas | still p50 / p99 ms | streaming p50 / p99 ms | p99 ratio | verdict |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| scene | Gaussians | path | k x r/s | frames per sample | deltas | still p50 / p99 ms | streaming p50 / p99 ms | p99 ratio | verdict |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for s, p in streams:
         t = p["stream"]
-        lines.append(f"| {s['kind']} | {s['n']:,} | {p['path']} | {t['k']:,} x {t['rate']:g} | {t['deltas']} | "
+        lines.append(f"| {s['kind']} | {s['n']:,} | {p['path']} | {t['k']:,} x {t['rate']:g} | {t['frames']} | {t['deltas']} | "
                      f"{t['steadyP50']:.2f} / {t['steadyP99']:.2f} | {t['streamP50']:.2f} / {t['streamP99']:.2f} | "
                      f"{t['p99Ratio']:.2f} | {'met' if t['p99Ratio'] <= STREAM_RATIO else 'missed'} |")
     lines += ["", END]
