@@ -135,7 +135,7 @@ class Encoder:
                 parts.append((np.ascontiguousarray(ids_g, U64).reshape(-1), _as_attr_dict(values_g),
                               rest[0] if rest else full_mask(p.sh_degree)))
             given = parts[0][0] if len(parts) == 1 else np.concatenate([x[0] for x in parts])
-            order = np.arange(len(given)) if not ascending_problem(given) else np.argsort(given, kind="stable")
+            order = np.arange(len(given)) if not ascending_problem(given) else id_order(given)
             ids = given[order]
             slots = self.state.slots_of(ids)
             if (slots < 0).any():
