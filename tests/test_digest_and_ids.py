@@ -345,14 +345,23 @@ def test_id_order_is_argsort_of_distinct_ids():
     assert np.array_equal(out, np.argsort(keys))
 
 
+@pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_id_index_against_a_dict(seed):
+def test_id_index_against_a_dict(seed, dense):
     """IdIndex (main array with tombstones, overlay, merges) answers like a dict of live id -> slot
-    through random inserts, removals, lookups, range queries and merges."""
+    through random inserts, removals, lookups, range queries and merges; ``dense``: cells hold slots
+    0..k-1 without a gap, as assign_ids hands them out (their lookups read no id)."""
     from codec.id_index import IdIndex
     rng = np.random.default_rng(seed)
     sb = 4
-    ids = np.unique(rng.integers(0, 1 << 20, 3000).astype(np.uint64))
+    if dense:
+        cells = np.unique(rng.integers(0, 1 << 16, 700).astype(np.uint64))
+        runs = rng.integers(1, 9, len(cells))
+        ids = np.repeat(cells << np.uint64(sb), runs) + (np.arange(runs.sum()) - np.repeat(np.cumsum(runs) - runs, runs)).astype(np.uint64)
+        q_extra = ids + np.uint64(1)  # each run's next slot: absent where it ends the run
+    else:
+        ids = np.unique(rng.integers(0, 1 << 20, 3000).astype(np.uint64))
+        q_extra = ids[:0]
     idx = IdIndex(ids.copy(), np.arange(len(ids)), sb)
     model = dict(zip(ids.tolist(), range(len(ids))))
     next_slot = len(ids)
@@ -369,7 +378,7 @@ def test_id_index_against_a_dict(seed):
         next_slot += len(fresh)
         if step % 7 == 3:
             idx.compact()
-        q = rng.integers(0, 1 << 20, 500).astype(np.uint64)
+        q = np.concatenate([rng.integers(0, 1 << 20, 500).astype(np.uint64), rng.choice(ids, 200), rng.choice(q_extra, min(200, len(q_extra)))])
         assert idx.lookup(q).tolist() == [model.get(x, -1) for x in q.tolist()]
         lo = np.sort(rng.integers(0, 1 << 20, 3).astype(np.uint64))
         hi = lo + np.uint64(5000)
