@@ -82,7 +82,7 @@ def merge_orders(ka, a, kb, b, out):
 def merge_live(main_ids, main_slots, over_ids, over_slots, ids, slots):
     """(ids, slots) = the live entries of main (slot >= 0) merged with the overlay, ascending: one
     linear pass (both are ascending and disjoint), where sorting them again cost a 1M-id index
-    tens of milliseconds at every merge."""
+    tens of milliseconds at every merge. Also merges new ids into the overlay (its slots are >= 0)."""
     i = 0
     j = 0
     k = 0
@@ -319,12 +319,14 @@ class IdIndex:
         """Add ids that are not live."""
         if len(ids) == 0:
             return
-        ids = np.asarray(ids, U64)
-        order = np.argsort(ids, kind="stable")  # usually ascending already
-        ids, slots = ids[order], np.asarray(slots, np.int64)[order]
-        at = np.searchsorted(self.over_ids, ids)  # a linear merge into the overlay, no sort of it
-        self.over_ids = np.insert(self.over_ids, at, ids)
-        self.over_slots = np.insert(self.over_slots, at, slots)
+        ids, slots = np.ascontiguousarray(ids, U64), np.ascontiguousarray(slots, np.int64)
+        if ascending_problem(ids):  # usually ascending already
+            order = np.argsort(ids, kind="stable")
+            ids, slots = ids[order], slots[order]
+        n = len(self.over_ids) + len(ids)
+        over_ids, over_slots = np.empty(n, U64), np.empty(n, np.int64)
+        merge_live(self.over_ids, self.over_slots, ids, slots, over_ids, over_slots)  # one linear pass
+        self.over_ids, self.over_slots = over_ids, over_slots
         if len(self.over_ids) > max(4096, len(self.main_ids) >> 3) or self.tombstones > max(4096, len(self.main_ids) >> 2):
             self.compact()
 
