@@ -24,7 +24,8 @@
 // then as many while deltas of K Gaussians arrive R times
 // a second by the wall clock (each delta writes K random live slots with moved positions and turned
 // rotations into the store, as the decoder applies a delta; the frame after it syncs them). Prints
-// both p99s and their ratio.
+// both p99s and their ratio, and for the frames that synced a delta their p50 / p99 and sync()'s
+// CPU time in them.
 // GSD_DAWN_FLAGS (space-separated Dawn flags, e.g. 'enable-dawn-features=skip_validation') is passed to
 // webgpu's create(): for finding what a frame spends outside its passes, not for the figures.
 // Runs the same modules as the browser (render/index.mjs, shaders.mjs, sort.mjs, tiles.mjs) in node on
@@ -147,9 +148,11 @@ const pct = (xs, q) => { const a = [...xs].sort((x, y) => x - y); return a[Math.
 /** Frame times (each frame alone) of the still scene, then while deltas of `k` Gaussians arrive `rate`
  *  times a second; the store is restored afterwards, so the next path draws the same scene. */
 async function streamFrames(r, st, cam, k, rate, frames) {
+  let syncMs = 0;
   const frame = async () => {
     const t0 = performance.now();
     r.sync(st);
+    syncMs = performance.now() - t0;
     r.render(cam);
     await r.device.queue.onSubmittedWorkDone();
     return performance.now() - t0;
@@ -160,11 +163,12 @@ async function streamFrames(r, st, cam, k, rate, frames) {
   const { u, n } = rng(7);
   const S = st.stride, row = new Float32Array(S), N = st.highWater;
   const saved = st.data.slice(0, N * S);
-  const during = [];
+  const during = [], deltaFrames = [], deltaSyncs = [];
   let deltas = 0, applyMs = 0;
   const t0 = performance.now();
   while (during.length < frames) {
-    if (performance.now() - t0 >= (deltas * 1000) / rate) {
+    const synced = performance.now() - t0 >= (deltas * 1000) / rate;
+    if (synced) {
       const ta = performance.now();
       for (let j = 0; j < k; j++) {
         const slot = Math.floor(u() * N);
@@ -177,12 +181,16 @@ async function streamFrames(r, st, cam, k, rate, frames) {
       deltas += 1;
     }
     during.push(await frame());
+    if (synced) { deltaFrames.push(during[during.length - 1]); deltaSyncs.push(syncMs); }
   }
   st.load(saved, N);
   const r2 = (x) => +x.toFixed(2);
   const out = { k, rate, frames, deltas, applyMsPerDelta: r2(applyMs / deltas),
                 steadyP50: r2(pct(steady, 0.5)), steadyP99: r2(pct(steady, 0.99)),
-                streamP50: r2(pct(during, 0.5)), streamP99: r2(pct(during, 0.99)) };
+                streamP50: r2(pct(during, 0.5)), streamP99: r2(pct(during, 0.99)),
+                // the frames that synced a delta: their time, and the CPU time of sync() in them
+                deltaFrameP50: r2(pct(deltaFrames, 0.5)), deltaFrameP99: r2(pct(deltaFrames, 0.99)),
+                syncMsP50: r2(pct(deltaSyncs, 0.5)), syncMsP99: r2(pct(deltaSyncs, 0.99)) };
   out.p99Ratio = r2(out.streamP99 / out.steadyP99);
   return out;
 }
