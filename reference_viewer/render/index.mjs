@@ -365,9 +365,7 @@ export class Renderer {
       this.scatterGroupFor = this.splats;
     }
     const rows = this.scatterStage, data = store.data;
-    for (let k = 0, o = 0; k < n; k++) {
-      for (let j = slots[k] * S, e = j + S; j < e; j++, o++) rows[o] = data[j];
-    }
+    for (let k = 0; k < n; k++) rows.set(data.subarray(slots[k] * S, slots[k] * S + S), k * S);   // a memcpy per row
     const groups = Math.ceil((n * S) / 256), gx = Math.min(groups, 65535), gy = Math.ceil(groups / gx);
     q.writeBuffer(this.scatterRows, 0, rows.buffer, 0, rowBytes);
     q.writeBuffer(this.scatterSlots, 0, slots.buffer, slots.byteOffset, n * 4);

@@ -14,7 +14,8 @@ export class RawStore {
     this.highWater = 0;
     this.live = 0;
     this.generation = 1;
-    this._dirty = new Set();
+    this._dirty = [];                        // slots written since takeDirty, each once (_marked)
+    this._marked = new Uint8Array(capacity);
     this._full = true;
     this.paletteSize = 0;
     this.paletteData = new Float32Array(0);
@@ -24,6 +25,7 @@ export class RawStore {
     if (count > this.capacity) {
       this.capacity = count;
       this.data = new Float32Array(count * this.stride);
+      this._marked = new Uint8Array(count);
     }
     this.data.fill(0);
     this.data.set(floats.subarray(0, count * this.stride));
@@ -31,7 +33,7 @@ export class RawStore {
     this.live = count;
     this.generation += 1;
     this._full = true;
-    this._dirty.clear();
+    this._clearDirty();
   }
   write(slot, floats) {
     if (slot >= this.capacity) {
@@ -39,25 +41,35 @@ export class RawStore {
       const d = new Float32Array(cap * this.stride);
       d.set(this.data);
       this.data = d;
+      const m = new Uint8Array(cap);
+      m.set(this._marked);
+      this._marked = m;
       this.capacity = cap;
       this.generation += 1;
       this._full = true;
     }
     this.data.set(floats.subarray(0, this.stride), slot * this.stride);
     if (slot >= this.highWater) { this.live += 1; this.highWater = slot + 1; }
-    this._dirty.add(slot);
+    this._mark(slot);
   }
   free(slot) {
     this.data.fill(0, slot * this.stride, (slot + 1) * this.stride);
     this.data[slot * this.stride + SLOT.OPACITY] = FREED_OPACITY;
     this.live -= 1;
-    this._dirty.add(slot);
+    this._mark(slot);
   }
   takeDirty() {
     const slots = Uint32Array.from(this._dirty).sort();
     const full = this._full;
-    this._dirty.clear();
+    this._clearDirty();
     this._full = false;
     return { full, slots };
+  }
+  _mark(slot) {
+    if (!this._marked[slot]) { this._marked[slot] = 1; this._dirty.push(slot); }
+  }
+  _clearDirty() {
+    for (const s of this._dirty) this._marked[s] = 0;
+    this._dirty.length = 0;
   }
 }
