@@ -23,9 +23,10 @@
 // (default 500, so that a p99 is not simply the slowest frame) of the still scene (steady p50 / p99)
 // and as many while deltas of K Gaussians arrive R times a second by the streaming frames' wall clock,
 // in alternating blocks of 50 frames (each delta writes K random live slots with moved positions and
-// turned rotations into the store, as the decoder applies a delta; the frame after it syncs them). Prints
-// both p99s and their ratio, and for the frames that synced a delta their p50 / p99 and sync()'s
-// CPU time in them.
+// turned rotations into the store, as the decoder applies a delta; the frame after it syncs them), after
+// 5 untimed frames of each kind (V8 runs a function's first calls unoptimized: a cold sync() of 5k rows
+// takes 20-50x its warm time). Prints both p99s and their ratio, and for the frames that synced a delta
+// their p50 / p99 and sync()'s CPU time in them.
 // GSD_DAWN_FLAGS (space-separated Dawn flags, e.g. 'enable-dawn-features=skip_validation') is passed to
 // webgpu's create(): for finding what a frame spends outside its passes, not for the figures.
 // Runs the same modules as the browser (render/index.mjs, shaders.mjs, sort.mjs, tiles.mjs) in node on
@@ -162,7 +163,17 @@ async function streamFrames(r, st, cam, k, rate, frames) {
   const { u, n } = rng(7);
   const S = st.stride, row = new Float32Array(S), N = st.highWater;
   const saved = st.data.slice(0, N * S);   // before any timed frame: the copy's memory weighs on both samples
+  const delta = () => {
+    for (let j = 0; j < k; j++) {
+      const slot = Math.floor(u() * N);
+      row.set(st.data.subarray(slot * S, slot * S + S));
+      for (let c = 0; c < 3; c++) row[c] += 0.01 * n();
+      row[SLOT.ROTATION + 1] += 0.05 * n();   // a turn: the projection normalises the quaternion
+      st.write(slot, row);
+    }
+  };
   for (let i = 0; i < 5; i++) await frame();
+  for (let i = 0; i < 5; i++) { delta(); await frame(); }   // the delta path warmed up too (JIT tiers)
   const steady = [], during = [], deltaFrames = [], deltaSyncs = [];
   let deltas = 0, applyMs = 0, streamed = 0;   // streamed: ms of streaming blocks so far (the deltas' clock)
   while (steady.length < frames || during.length < frames) {
@@ -172,13 +183,7 @@ async function streamFrames(r, st, cam, k, rate, frames) {
       const synced = performance.now() - t0 >= (deltas * 1000) / rate;
       if (synced) {
         const ta = performance.now();
-        for (let j = 0; j < k; j++) {
-          const slot = Math.floor(u() * N);
-          row.set(st.data.subarray(slot * S, slot * S + S));
-          for (let c = 0; c < 3; c++) row[c] += 0.01 * n();
-          row[SLOT.ROTATION + 1] += 0.05 * n();   // a turn: the projection normalises the quaternion
-          st.write(slot, row);
-        }
+        delta();
         applyMs += performance.now() - ta;
         deltas += 1;
       }
