@@ -25,7 +25,7 @@ pytestmark = pytest.mark.skipif(not (WEBGPU.exists() and ICD.exists() and shutil
 def _run(work: Path, out: Path) -> dict:
     env = dict(os.environ, LD_LIBRARY_PATH="/usr/lib/chromium", VK_ICD_FILENAMES=str(ICD))
     p = subprocess.run([sys.executable, str(REPO / "reference_viewer/render/render_bench.py"), "--sizes", "1500",
-                        "--frames", "1", "--width", "64", "--height", "48", "--stream", "150,30", "--no-gsplat",
+                        "--frames", "1", "--width", "64", "--height", "48", "--stream", "150,30,4", "--no-gsplat",
                         "--work", str(work), "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True,
                        timeout=600)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
@@ -45,6 +45,7 @@ def test_render_bench_writes_both_paths_and_streaming_frames(tmp_path):
             t = p["stream"]
             assert t["k"] == 150 and t["deltas"] >= 1 and t["frames"] == 4
             assert 0 < t["steadyP50"] <= t["steadyP99"] and 0 < t["streamP50"] <= t["streamP99"]
+            assert 0 < t["deltaFrameP50"] <= t["deltaFrameP99"] and 0 <= t["syncMsP50"] <= t["syncMsP99"]
             assert t["p99Ratio"] == pytest.approx(t["streamP99"] / t["steadyP99"], abs=0.01)
         assert min(paths["tiles"]["psnrVsFirst"]) > 40, paths["tiles"]["psnrVsFirst"]
     sys.path.insert(0, str(REPO / "reference_viewer/render"))

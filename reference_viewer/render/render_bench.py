@@ -1,7 +1,7 @@
 """RENDER_BENCH.md's GPU section in one command: the viewer's two paths beside gsplat, same scenes, same GPU.
 
     python reference_viewer/render/render_bench.py --node NODE --webgpu PATH/TO/webgpu/index.js
-        [--scene playbot.sog] [--sizes 1000000,4000000] [--frames 30] [--stream 5000,30] [--width 1920 --height 1080]
+        [--scene playbot.sog] [--sizes 1000000,4000000] [--frames 30] [--stream 5000,30[,500]] [--width 1920 --height 1080]
         [--gsplat | --no-gsplat] [--work DIR] [--out reference_viewer/RENDER_BENCH.md]
 
 Scenes (1920x1080, SH 3 unless the scene has less, bench.mjs's three orbit views):
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--width", type=int, default=1920)
     ap.add_argument("--height", type=int, default=1080)
-    ap.add_argument("--stream", default="5000,30", help="k,r: deltas of k Gaussians r times a second")
+    ap.add_argument("--stream", default="5000,30",
+                    help="k,r[,f]: deltas of k Gaussians r times a second, f frames per sample (bench.mjs: 500)")
     ap.add_argument("--gsplat", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/render_bench")
     ap.add_argument("--out", default=str(REPO / "reference_viewer/RENDER_BENCH.md"))
