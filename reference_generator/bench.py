@@ -36,10 +36,12 @@ import torch
 
 import codec
 from codec import Encoder, StreamWriter, validate_stream
+from codec.warmup import warm_up as warm_codec
 
 from .actions import Idle, Interact, Jump, Look, Move, Pose, Strafe, Turn
 from .differ import Differ
 from .simulate import run_session, scripted_session, summarize, sync, timed_step
+from .warmup import warm_up as warm_generator
 from .world import World, WorldConfig
 
 KIND_ORDER = ("move", "strafe", "turn", "look", "jump", "interact", "pose", "idle")
@@ -345,6 +347,12 @@ def main(argv=None) -> int:
                "profile": a.profile, "steps_per_kind": a.steps_per_kind, "dt": WorldConfig().dt,
                "max_add_per_step": WorldConfig().max_add_per_step, "sizes": [],
                "load_start": _load()}
+    # numba's loops compiled first, as scripts/setup.sh leaves them: on a fresh machine the first
+    # steps would otherwise time the compiler (one 1M move step's encode took 113 ms on a GPU host)
+    t0 = time.perf_counter()
+    warm_codec()
+    warm_generator()
+    print(f"compiled loops ready in {time.perf_counter() - t0:.1f} s", flush=True)
     for n in a.n:
         print(f"== n = {n:,} on {results['device']}", flush=True)
         w, enc = make_world(n, device, a.sh_degree, a.profile)
