@@ -77,7 +77,7 @@ class Encoder:
         cells = g.cells_of(np.asarray(positions, np.float32).reshape(-1, 3))
         shift = U64(g.slot_bits)
         idx = self.state.index
-        keysets = [idx.main_ids, idx.over_ids, self._issued]
+        keysets = [idx.main_ids, idx.over_ids, idx.run_ids, self._issued]
 
         def next_slot(uniq: np.ndarray) -> np.ndarray:
             lo, hi = uniq << shift, (uniq + U64(1)) << shift

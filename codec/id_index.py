@@ -1,7 +1,9 @@
 """A sorted id -> slot index that takes small batches in O(batch + log N).
 
-A large sorted main array with tombstones plus a small sorted overlay for recent inserts (a
-two-level LSM); the overlay is merged into the main array when it grows past N/8. Point lookups
+A large sorted main array, a sorted overlay and a small sorted run of the latest inserts (a
+three-level LSM), each with tombstones (slot -1): a batch of inserts merges into the run, the run
+into the overlay once it passes RUN_MAX ids, the overlay into the main array once it passes N/8.
+So an insert costs O(run) instead of O(overlay), which grew by a delta's adds every frame. Point lookups
 go through a hash table of the main array's cells (an id is its cell, then its slot in the cell:
 SPEC.md 3.3), so a lookup costs a probe and one or two cache misses instead of a 20-step binary
 search over megabytes; range queries are searchsorted on both arrays.
@@ -82,7 +84,8 @@ def merge_orders(ka, a, kb, b, out):
 def merge_live(main_ids, main_slots, over_ids, over_slots, ids, slots):
     """(ids, slots) = the live entries of main (slot >= 0) merged with the overlay, ascending: one
     linear pass (both are ascending and disjoint), where sorting them again cost a 1M-id index
-    tens of milliseconds at every merge. Also merges new ids into the overlay (its slots are >= 0)."""
+    tens of milliseconds at every merge. Also merges one level of IdIndex into the next (the
+    second's slots are >= 0)."""
     i = 0
     j = 0
     k = 0
@@ -238,12 +241,23 @@ def lookup_ids(main_ids, main_slots, table, slot_bits, hash_shift, over_ids, ove
                     w = p
             if r < 0 and over_ids.shape[0] > 0:
                 p = _search(over_ids, 0, over_ids.shape[0], x)
-                if p >= 0:
+                if p >= 0 and over_slots[p] >= 0:
                     r = over_slots[p]
                     w = -2 - p
             out[i] = r
             where[i] = w
     return touch
+
+
+RUN_MAX = 8192  # the latest inserts kept apart from the overlay, merged into it past this many
+
+
+def _merged(a_ids, a_slots, b_ids, b_slots) -> tuple[np.ndarray, np.ndarray]:
+    """The live entries of a (slot >= 0) merged with b (all live), ascending: one linear pass."""
+    n = int(np.count_nonzero(a_slots >= 0)) + len(b_ids)
+    ids, slots = np.empty(n, U64), np.empty(n, np.int64)
+    merge_live(a_ids, a_slots, b_ids, b_slots, ids, slots)
+    return ids, slots
 
 
 class IdIndex:
@@ -253,12 +267,15 @@ class IdIndex:
         self.slot_bits = slot_bits
         self.over_ids = _EMPTY_IDS
         self.over_slots = _EMPTY_SLOTS
-        self.tombstones = 0
+        self.run_ids = _EMPTY_IDS
+        self.run_slots = _EMPTY_SLOTS
+        self.tombstones = 0                  # in the main array
         self._cells = None
 
     def copy(self) -> "IdIndex":
         c = IdIndex(self.main_ids.copy(), self.main_slots.copy(), self.slot_bits)
         c.over_ids, c.over_slots, c.tombstones = self.over_ids.copy(), self.over_slots.copy(), self.tombstones
+        c.run_ids, c.run_slots = self.run_ids.copy(), self.run_slots.copy()
         return c
 
     def _table(self):
@@ -276,12 +293,19 @@ class IdIndex:
         return self._cells
 
     def find(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(slot of each id or -1 where not live, where it sits: a handle for ``remove_found``)."""
+        """(slot of each id or -1 where not live, where it sits: a handle for ``remove_found``: its
+        position in main (>= 0), or -2 - its position in the overlay followed by the run, or -1)."""
         q = np.ascontiguousarray(q, U64)
         out = np.empty(len(q), np.int64)
         where = np.empty(len(q), np.int64)
         table, sb, hs = self._table()
         lookup_ids(self.main_ids, self.main_slots, table, sb, hs, self.over_ids, self.over_slots, q, out, where)
+        if len(self.run_ids):
+            miss = np.flatnonzero(out < 0)   # ids not live, or in the run
+            pos = np.minimum(np.searchsorted(self.run_ids, q[miss]), len(self.run_ids) - 1)
+            hit = (self.run_ids[pos] == q[miss]) & (self.run_slots[pos] >= 0)
+            out[miss[hit]] = self.run_slots[pos[hit]]
+            where[miss[hit]] = -2 - len(self.over_ids) - pos[hit]
         return out, where
 
     def lookup(self, q: np.ndarray) -> np.ndarray:
@@ -291,7 +315,8 @@ class IdIndex:
     def in_ranges(self, first: np.ndarray, last: np.ndarray) -> np.ndarray:
         """Slots of live ids within any inclusive range [first_i, last_i] (may repeat)."""
         out = []
-        for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots)):
+        for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots),
+                            (self.run_ids, self.run_slots)):
             if len(keys) == 0 or len(first) == 0:
                 continue
             lo = np.searchsorted(keys, first, "left")
@@ -306,14 +331,16 @@ class IdIndex:
             self.remove_found(self.find(ids)[1])
 
     def remove_found(self, where: np.ndarray) -> None:
-        """Forget the live ids that ``find`` located at ``where`` (no lookup again)."""
+        """Forget the live ids that ``find`` located at ``where`` (no lookup again): tombstones, which
+        the next merge of their level drops."""
         in_main = where >= 0
         self.main_slots[where[in_main]] = -1
         self.tombstones += int(in_main.sum())
         if not in_main.all():
-            keep = np.ones(len(self.over_ids), bool)
-            keep[-2 - where[~in_main]] = False
-            self.over_ids, self.over_slots = self.over_ids[keep], self.over_slots[keep]
+            p = -2 - where[~in_main]
+            n_over = len(self.over_ids)
+            self.over_slots[p[p < n_over]] = -1
+            self.run_slots[p[p >= n_over] - n_over] = -1
 
     def insert(self, ids: np.ndarray, slots: np.ndarray) -> None:
         """Add ids that are not live."""
@@ -323,20 +350,25 @@ class IdIndex:
         if ascending_problem(ids):  # usually ascending already
             order = np.argsort(ids, kind="stable")
             ids, slots = ids[order], slots[order]
-        n = len(self.over_ids) + len(ids)
-        over_ids, over_slots = np.empty(n, U64), np.empty(n, np.int64)
-        merge_live(self.over_ids, self.over_slots, ids, slots, over_ids, over_slots)  # one linear pass
-        self.over_ids, self.over_slots = over_ids, over_slots
+        self.run_ids, self.run_slots = _merged(self.run_ids, self.run_slots, ids, slots)
+        if len(self.run_ids) > RUN_MAX:
+            self._fold_run()
         if len(self.over_ids) > max(4096, len(self.main_ids) >> 3) or self.tombstones > max(4096, len(self.main_ids) >> 2):
             self.compact()
 
+    def _fold_run(self) -> None:
+        """The run's live ids into the overlay (dropping the overlay's tombstones)."""
+        live = self.run_slots >= 0
+        self.over_ids, self.over_slots = _merged(self.over_ids, self.over_slots, self.run_ids[live], self.run_slots[live])
+        self.run_ids, self.run_slots = _EMPTY_IDS, _EMPTY_SLOTS
+
     def compact(self) -> None:
+        if len(self.run_ids):
+            self._fold_run()
         if len(self.over_ids) == 0 and self.tombstones == 0:
             return
-        n = len(self.main_ids) - self.tombstones + len(self.over_ids)
-        ids, slots = np.empty(n, U64), np.empty(n, np.int64)
-        merge_live(self.main_ids, self.main_slots, self.over_ids, self.over_slots, ids, slots)
-        self.main_ids, self.main_slots = ids, slots
+        live = self.over_slots >= 0
+        self.main_ids, self.main_slots = _merged(self.main_ids, self.main_slots, self.over_ids[live], self.over_slots[live])
         self.over_ids, self.over_slots, self.tombstones = _EMPTY_IDS, _EMPTY_SLOTS, 0
         self._cells = None
 

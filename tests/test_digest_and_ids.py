@@ -345,13 +345,18 @@ def test_id_order_is_argsort_of_distinct_ids():
     assert np.array_equal(out, np.argsort(keys))
 
 
+@pytest.mark.parametrize("run_max", [None, 450])
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_id_index_against_a_dict(seed, dense):
-    """IdIndex (main array with tombstones, overlay, merges) answers like a dict of live id -> slot
-    through random inserts, removals, lookups, range queries and merges; ``dense``: cells hold slots
-    0..k-1 without a gap, as assign_ids hands them out (their lookups read no id)."""
+def test_id_index_against_a_dict(seed, dense, run_max, monkeypatch):
+    """IdIndex (main array, overlay and run of the latest inserts, each with tombstones; merges)
+    answers like a dict of live id -> slot through random inserts, removals, lookups, range queries
+    and merges; ``dense``: cells hold slots 0..k-1 without a gap, as assign_ids hands them out (their
+    lookups read no id); ``run_max``: a run small enough to fold into the overlay between merges."""
+    from codec import id_index
     from codec.id_index import IdIndex
+    if run_max is not None:
+        monkeypatch.setattr(id_index, "RUN_MAX", run_max)
     rng = np.random.default_rng(seed)
     sb = 4
     if dense:
