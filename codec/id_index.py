@@ -82,10 +82,9 @@ def merge_orders(ka, a, kb, b, out):
 
 @kernel
 def merge_live(main_ids, main_slots, over_ids, over_slots, ids, slots):
-    """(ids, slots) = the live entries of main (slot >= 0) merged with the overlay, ascending: one
-    linear pass (both are ascending and disjoint), where sorting them again cost a 1M-id index
-    tens of milliseconds at every merge. Also merges one level of IdIndex into the next (the
-    second's slots are >= 0)."""
+    """(ids, slots) = the live entries (slot >= 0) of two levels of IdIndex merged, ascending: one
+    linear pass (both are ascending, their live ids disjoint), where sorting them again cost a
+    1M-id index tens of milliseconds at every merge; tombstones of either level are dropped."""
     i = 0
     j = 0
     k = 0
@@ -94,6 +93,8 @@ def merge_live(main_ids, main_slots, over_ids, over_slots, ids, slots):
     while i < n or j < m:
         if i < n and main_slots[i] < 0:
             i += 1
+        elif j < m and over_slots[j] < 0:
+            j += 1
         elif j >= m or (i < n and main_ids[i] < over_ids[j]):
             ids[k] = main_ids[i]
             slots[k] = main_slots[i]
@@ -253,8 +254,8 @@ RUN_MAX = 8192  # the latest inserts kept apart from the overlay, merged into it
 
 
 def _merged(a_ids, a_slots, b_ids, b_slots) -> tuple[np.ndarray, np.ndarray]:
-    """The live entries of a (slot >= 0) merged with b (all live), ascending: one linear pass."""
-    n = int(np.count_nonzero(a_slots >= 0)) + len(b_ids)
+    """The live entries of two levels merged (``merge_live``), in new arrays."""
+    n = int(np.count_nonzero(a_slots >= 0)) + int(np.count_nonzero(b_slots >= 0))
     ids, slots = np.empty(n, U64), np.empty(n, np.int64)
     merge_live(a_ids, a_slots, b_ids, b_slots, ids, slots)
     return ids, slots
@@ -357,9 +358,8 @@ class IdIndex:
             self.compact()
 
     def _fold_run(self) -> None:
-        """The run's live ids into the overlay (dropping the overlay's tombstones)."""
-        live = self.run_slots >= 0
-        self.over_ids, self.over_slots = _merged(self.over_ids, self.over_slots, self.run_ids[live], self.run_slots[live])
+        """The run's live ids into the overlay (the tombstones of both dropped)."""
+        self.over_ids, self.over_slots = _merged(self.over_ids, self.over_slots, self.run_ids, self.run_slots)
         self.run_ids, self.run_slots = _EMPTY_IDS, _EMPTY_SLOTS
 
     def compact(self) -> None:
@@ -367,8 +367,7 @@ class IdIndex:
             self._fold_run()
         if len(self.over_ids) == 0 and self.tombstones == 0:
             return
-        live = self.over_slots >= 0
-        self.main_ids, self.main_slots = _merged(self.main_ids, self.main_slots, self.over_ids[live], self.over_slots[live])
+        self.main_ids, self.main_slots = _merged(self.main_ids, self.main_slots, self.over_ids, self.over_slots)
         self.over_ids, self.over_slots, self.tombstones = _EMPTY_IDS, _EMPTY_SLOTS, 0
         self._cells = None
 
