@@ -46,6 +46,7 @@ def test_render_bench_writes_both_paths_and_streaming_frames(tmp_path):
             assert t["k"] == 150 and t["deltas"] >= 1 and t["frames"] == 4
             assert 0 < t["steadyP50"] <= t["steadyP99"] and 0 < t["streamP50"] <= t["streamP99"]
             assert 0 < t["deltaFrameP50"] <= t["deltaFrameP99"] and 0 <= t["syncMsP50"] <= t["syncMsP99"]
+            assert 0 <= t["gcFramesSteady"] <= t["frames"] and 0 <= t["gcFramesStream"] <= t["frames"]
             assert t["p99Ratio"] == pytest.approx(t["streamP99"] / t["steadyP99"], abs=0.01)
         assert min(paths["tiles"]["psnrVsFirst"]) > 40, paths["tiles"]["psnrVsFirst"]
     sys.path.insert(0, str(REPO / "reference_viewer/render"))

@@ -106,6 +106,15 @@ async function blit(r) {
 
 const currentStore = () => (mode === 'live' ? session?.store : player?.store) ?? null;
 
+/** Uploads the store's changes as a frame is applied, so that the next draw() only draws (see
+ *  Renderer.sync); draw() still syncs whatever came in by other paths. */
+function upload() {
+  const store = currentStore();
+  if (!renderer || !store) return;
+  if (store !== lastStore) { renderer.generation = null; lastStore = store; }  // a new decoder: full upload
+  renderer.sync(store);
+}
+
 let lastKey = '', idle = false;
 function draw() {
   if (!renderer || gpuBusy) return false;
@@ -116,10 +125,7 @@ function draw() {
   idle = key === lastKey;
   if (idle) return false;
   lastKey = key;
-  if (store) {
-    if (store !== lastStore) { renderer.generation = null; lastStore = store; }  // a new decoder: full upload
-    renderer.sync(store);
-  }
+  if (store) upload();
   const rc = renderCamera(cam.pose, canvas.width, canvas.height, fov);
   const t0 = performance.now();
   try {
@@ -203,7 +209,8 @@ async function startLive() {
     detail = new DetailBudget({ fixed: urlBudget, start: ADAPTER_BUDGETS[adapterKind] ?? ADAPTER_BUDGETS.other,
                                 max: budgets.max_gaussians, targetMs: Number(q.get('frame_ms')) || 1000 / 30 });
   }
-  session = new Session({ url: sessionUrl(), budgets, progressive: detail ? { budget: detail.budget } : null });
+  session = new Session({ url: sessionUrl(), budgets, progressive: detail ? { budget: detail.budget } : null,
+                          onFrame: upload });
   session.connect();
   api.session = session;
 }
@@ -223,6 +230,7 @@ function openBytes(bytes, name = 'stream.gsd') {
     fps: Number(document.getElementById('fps').value) || 25,
     loop: document.getElementById('loop').checked,
     onRestart: () => {},
+    onFrame: upload,
   });
   if (player.step()) {
     const box = storeBounds(player.store);
@@ -426,8 +434,7 @@ const api = {
     let px, rc;
     try {
       if (follow && mode === 'live' && session?.worldCamera) applyWorldCamera(session.worldCamera);
-      const store = currentStore();
-      if (store) { if (store !== lastStore) { renderer.generation = null; lastStore = store; } renderer.sync(store); }
+      upload();
       rc = renderCamera(cam.pose, canvas.width, canvas.height, fov);
       renderer.render(rc);
       px = await renderer.readPixels();

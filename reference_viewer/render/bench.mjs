@@ -22,11 +22,17 @@
 // (sync + encode + submit + onSubmittedWorkDone, no pipelining, as a viewer's frame loop): F frames
 // (default 500, so that a p99 is not simply the slowest frame) of the still scene (steady p50 / p99)
 // and as many while deltas of K Gaussians arrive R times a second by the streaming frames' wall clock,
-// in alternating blocks of 50 frames (each delta writes K random live slots with moved positions and
-// turned rotations into the store, as the decoder applies a delta; the frame after it syncs them), after
-// 5 untimed frames of each kind (V8 runs a function's first calls unoptimized: a cold sync() of 5k rows
-// takes 20-50x its warm time). Prints both p99s and their ratio, and for the frames that synced a delta
-// their p50 / p99 and sync()'s CPU time in them.
+// in alternating blocks of 50 frames. A delta arrives between two frames, as a viewer receives one: it
+// writes K random live slots with moved positions and turned rotations into the store, as the decoder
+// applies a delta, and sync() uploads them then, as the viewer does on a frame's arrival (its CPU time
+// is reported, not part of a frame); the frame after it draws the changed scene. 5 untimed frames of
+// each kind come first (V8 runs a function's first calls unoptimized: a cold sync() of 5k rows takes
+// 20-50x its warm time). Before each block the harness collects garbage (a full V8 GC, untimed): Dawn's
+// node binding polls with setImmediate while a frame is on the GPU, and the garbage of that polling
+// (not the viewer's) brought a 6-8 ms collection into about every 80th frame of either sample; a
+// browser has no such polling and collects in idle time. Prints both p99s and their ratio, the p50 /
+// p99 of the frames right after a delta, sync()'s CPU time per delta, and the V8 collections that still
+// fell inside timed frames, per sample.
 // GSD_DAWN_FLAGS (space-separated Dawn flags, e.g. 'enable-dawn-features=skip_validation') is passed to
 // webgpu's create(): for finding what a frame spends outside its passes, not for the figures.
 // Runs the same modules as the browser (render/index.mjs, shaders.mjs, sort.mjs, tiles.mjs) in node on
@@ -38,6 +44,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((a, v, i, all) => (v.startsWith('--') ? [...a, [v.slice(2), all[i + 1]]] : a), []));
 const webgpuPath = args.webgpu ?? new URL('../../node_modules/webgpu/index.js', import.meta.url).href;
@@ -151,14 +159,21 @@ const pct = (xs, q) => { const a = [...xs].sort((x, y) => x - y); return a[Math.
  *  slows the process over time); the store is restored afterwards, so the next path draws the same scene. */
 const STREAM_BLOCK = 50;
 async function streamFrames(r, st, cam, k, rate, frames) {
-  let syncMs = 0;
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  const gcs = [];   // [start, end] of each V8 collection
+  const obs = new PerformanceObserver((list) => { for (const e of list.getEntries()) gcs.push([e.startTime, e.startTime + e.duration]); });
+  obs.observe({ entryTypes: ['gc'] });
+  const collect = fullGc();
+  const spans = { steady: [], during: [] };   // [start, end] of each timed frame
+  let sample = null;
   const frame = async () => {
     const t0 = performance.now();
     r.sync(st);
-    syncMs = performance.now() - t0;
     r.render(cam);
     await r.device.queue.onSubmittedWorkDone();
-    return performance.now() - t0;
+    const t1 = performance.now();
+    spans[sample]?.push([t0, t1]);
+    return t1 - t0;
   };
   const { u, n } = rng(7);
   const S = st.stride, row = new Float32Array(S), N = st.highWater;
@@ -172,36 +187,57 @@ async function streamFrames(r, st, cam, k, rate, frames) {
       st.write(slot, row);
     }
   };
+  const uploads = [];
+  const arrive = () => {   // a delta between two frames: applied, then uploaded
+    const ta = performance.now();
+    delta();
+    const tb = performance.now();
+    r.sync(st);
+    uploads.push(performance.now() - tb);
+    return tb - ta;
+  };
   for (let i = 0; i < 5; i++) await frame();
-  for (let i = 0; i < 5; i++) { delta(); await frame(); }   // the delta path warmed up too (JIT tiers)
-  const steady = [], during = [], deltaFrames = [], deltaSyncs = [];
+  for (let i = 0; i < 5; i++) { arrive(); await frame(); }   // the delta path warmed up too (JIT tiers)
+  uploads.length = 0;
+  const steady = [], during = [], deltaFrames = [];
   let deltas = 0, applyMs = 0, streamed = 0;   // streamed: ms of streaming blocks so far (the deltas' clock)
   while (steady.length < frames || during.length < frames) {
+    collect();
+    sample = 'steady';
     for (let i = 0; i < STREAM_BLOCK && steady.length < frames; i++) steady.push(await frame());
+    collect();
+    sample = 'during';
     const t0 = performance.now() - streamed;
     for (let i = 0; i < STREAM_BLOCK && during.length < frames; i++) {
-      const synced = performance.now() - t0 >= (deltas * 1000) / rate;
-      if (synced) {
-        const ta = performance.now();
-        delta();
-        applyMs += performance.now() - ta;
-        deltas += 1;
-      }
+      const arrived = performance.now() - t0 >= (deltas * 1000) / rate;
+      if (arrived) { applyMs += arrive(); deltas += 1; }
       during.push(await frame());
-      if (synced) { deltaFrames.push(during[during.length - 1]); deltaSyncs.push(syncMs); }
+      if (arrived) deltaFrames.push(during[during.length - 1]);
     }
     streamed = performance.now() - t0;
+    sample = null;
   }
+  obs.disconnect();
   st.load(saved, N);
+  const inFrames = (name) => spans[name].filter(([a, b]) => gcs.some(([c, d]) => c < b && d > a)).length;
   const r2 = (x) => +x.toFixed(2);
   const out = { k, rate, frames, deltas, applyMsPerDelta: r2(applyMs / deltas),
                 steadyP50: r2(pct(steady, 0.5)), steadyP99: r2(pct(steady, 0.99)),
                 streamP50: r2(pct(during, 0.5)), streamP99: r2(pct(during, 0.99)),
-                // the frames that synced a delta: their time, and the CPU time of sync() in them
+                // the frames right after a delta, and sync()'s CPU time for each delta (between frames)
                 deltaFrameP50: r2(pct(deltaFrames, 0.5)), deltaFrameP99: r2(pct(deltaFrames, 0.99)),
-                syncMsP50: r2(pct(deltaSyncs, 0.5)), syncMsP99: r2(pct(deltaSyncs, 0.99)) };
+                syncMsP50: r2(pct(uploads, 0.5)), syncMsP99: r2(pct(uploads, 0.99)),
+                gcFramesSteady: inFrames('steady'), gcFramesStream: inFrames('during') };
   out.p99Ratio = r2(out.streamP99 / out.steadyP99);
   return out;
+}
+
+/** A full V8 collection, for the harness to run between timed blocks (node exposes one only behind a
+ *  flag, which the process may set for itself before making the function). */
+function fullGc() {
+  if (typeof globalThis.gc === 'function') return globalThis.gc;
+  v8.setFlagsFromString('--expose-gc');
+  return vm.runInNewContext('gc');
 }
 
 const RADIUS = Number(args.radius ?? 14);
