@@ -49,6 +49,7 @@ def test_render_bench_writes_both_paths_and_streaming_frames(tmp_path):
             assert 0 <= t["gcFramesSteady"] <= t["frames"] and 0 <= t["gcFramesStream"] <= t["frames"]
             assert t["p99Ratio"] == pytest.approx(t["streamP99"] / t["steadyP99"], abs=0.01)
         assert min(paths["tiles"]["psnrVsFirst"]) > 40, paths["tiles"]["psnrVsFirst"]
+        assert set(s["reference"]) == {"raster", "tiles"} and min(s["reference"].values()) > 35, s["reference"]
     sys.path.insert(0, str(REPO / "reference_viewer/render"))
     import render_bench                             # its second write replaces the section, not appends
     render_bench.write(out, render_bench.tables(res, "again"))
@@ -56,4 +57,4 @@ def test_render_bench_writes_both_paths_and_streaming_frames(tmp_path):
     assert text.startswith("# Reference viewer benchmarks\n\nEarlier text stays.\n")
     assert text.count("<!-- render_bench: begin -->") == 1 and text.count("<!-- render_bench: end -->") == 1
     assert "| trained | 1,500 | tiles |" in text and "| bench | 1,500 | raster |" in text
-    assert "| p99 ratio |" in text
+    assert "| p99 ratio |" in text and "| PSNR vs rasterizer.py dB (view 1) |" in text

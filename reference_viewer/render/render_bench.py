@@ -2,7 +2,7 @@
 
     python reference_viewer/render/render_bench.py --node NODE --webgpu PATH/TO/webgpu/index.js
         [--scene playbot.sog] [--sizes 1000000,4000000] [--frames 30] [--stream 5000,30[,500]] [--width 1920 --height 1080]
-        [--gsplat | --no-gsplat] [--work DIR] [--out reference_viewer/RENDER_BENCH.md]
+        [--gsplat | --no-gsplat] [--reference | --no-reference] [--work DIR] [--out reference_viewer/RENDER_BENCH.md]
 
 Scenes (1920x1080, SH 3 unless the scene has less, bench.mjs's three orbit views):
   * bench: bench.mjs's generated scene at the first size (ground + boxes, ~1.5 cm splats);
@@ -10,7 +10,8 @@ Scenes (1920x1080, SH 3 unless the scene has less, bench.mjs's three orbit views
   * the real scene of --scene (any file codec.interop.scene reads, or slot floats written by scene_raw.py).
 Per scene: bench.mjs --path raster,tiles (frame ms per view, FPS, GPU split, PSNR of the tile path's
 image against the raster path's) with --stream (frame p99 while deltas of 5k Gaussians arrive 30 times a
-second, against the still scene's p99), then gsplat_bench.py on the same scene and cameras (CUDA events
+second, against the still scene's p99); with --reference (default) bench.mjs --psnr on the first view
+(each path's PSNR against quality/rasterizer.py, the SPEC's reference); then gsplat_bench.py on the same scene and cameras (CUDA events
 around whole gsplat.rasterization calls). Writes the tables between the markers of --out (or appends
 them) and the raw results as JSON beside the tables' source (--work). Needs node with the `webgpu`
 package, python3 with numpy, and for --gsplat torch and gsplat on a CUDA GPU.
@@ -31,6 +32,7 @@ BEGIN, END = "<!-- render_bench: begin -->", "<!-- render_bench: end -->"
 GOALS_MS = {("bench", 1_000_000): 10.0, ("trained", 1_000_000): 5.0, ("trained", 4_000_000): 16.0}
 STREAM_RATIO = 1.2
 GSPLAT_RATIO = 1.5
+REFERENCE_VIEW = "20"        # bench.mjs's first orbit view (azimuth, degrees)
 
 
 def run(cmd: list[str], log, timeout: float = 1800) -> list[dict]:
@@ -87,6 +89,15 @@ def scenes(a, work: Path, log):
         yield trained(n)
 
 
+def reference_psnr(a, f: str, n: int, work: Path, log) -> dict:
+    """Each path's PSNR (dB) against quality/rasterizer.py, the first view only (the numpy reference
+    takes ~25 s a view at 1080p): bench.mjs --psnr, which runs bench_psnr.py on its images."""
+    rows = run([a.node, str(HERE / "bench.mjs"), "--webgpu", a.webgpu, "--raw", f, "--n", str(n), "--sh", "3",
+                "--frames", "1", "--views", REFERENCE_VIEW, "--path", "raster,tiles",
+                "--width", str(a.width), "--height", str(a.height), "--psnr", str(work / "psnr")], log)
+    return {r["image"].split("_")[0]: r["psnr"] for r in rows if "psnr" in r and "image" in r}
+
+
 def measure(a, work: Path, log, done=lambda res: None) -> dict:
     """Every scene through bench.mjs, then gsplat; ``done(res)`` after each step (partial tables)."""
     res = {"width": a.width, "height": a.height, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "scenes": [], "gsplat": None}
@@ -97,6 +108,8 @@ def measure(a, work: Path, log, done=lambda res: None) -> dict:
         adapter = next((r.get("adapter") for r in rows if "adapter" in r), None)
         res["adapter"] = adapter or res.get("adapter")
         res["scenes"].append({"kind": kind, "n": n, "file": f, "paths": [r for r in rows if "path" in r]})
+        if a.reference:
+            res["scenes"][-1]["reference"] = reference_psnr(a, f, n, work, log)
         done(res)
     if a.gsplat:
         files = [s["file"] for s in res["scenes"]]
@@ -111,6 +124,10 @@ def measure(a, work: Path, log, done=lambda res: None) -> dict:
 
 def _ms(xs) -> str:
     return " / ".join(f"{x:.2f}" for x in xs)
+
+
+def _db(x) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def gpu_ms(path: dict) -> float | None:
@@ -130,12 +147,13 @@ def tables(res: dict, command: str) -> str:
              + (f"; gsplat {g_info['gsplat']}, torch {g_info['torch']}, {g_info['device']}" if g_info else ""),
              f"- {res['width']}x{res['height']}, bench.mjs's three orbit views, frames timed back to back (CPU wall time around "
              "onSubmittedWorkDone); GPU split from timestamps (GPU time: their sum, slowest view); PSNR of the tile path's image against the raster path's "
-             "(images clipped to [0, 1]); gsplat: CUDA events around whole `gsplat.rasterization` calls (classic, "
+             "(images clipped to [0, 1]), and of each path's image of the first view against the reference rasterizer's "
+             "(`quality/rasterizer.py`, SPEC.md Appendix B; `bench.mjs --psnr`); gsplat: CUDA events around whole `gsplat.rasterization` calls (classic, "
              "SH evaluated by gsplat) on the same scene and cameras.", "",
              "| scene | Gaussians | path | frame ms (3 views) | FPS | GPU project / sort / bin / raster ms (view 1) | "
-             "tiles PSNR vs raster dB | gsplat ms | ours / gsplat (best path, slowest views) | "
+             "tiles PSNR vs raster dB | PSNR vs rasterizer.py dB (view 1) | gsplat ms | ours / gsplat (best path, slowest views) | "
              "GPU time ours / gsplat | goal | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     streams = []
     for s in res["scenes"]:
         g = g_rows.get(Path(s["file"]).name)
@@ -156,6 +174,7 @@ def tables(res: dict, command: str) -> str:
             lines.append(f"| {s['kind']} | {s['n']:,} | {p['path']} | {_ms(p['frameMs'])} | "
                          f"{min(p['fps']):.0f}-{max(p['fps']):.0f} | {split} | "
                          f"{_ms(p['psnrVsFirst']) if p.get('psnrVsFirst') else '-'} | "
+                         f"{_db(s.get('reference', {}).get(p['path']))} | "
                          f"{_ms(g['frameMs']) if g and p['path'] == s['paths'][0]['path'] else ''} | {ratio} | {gpu_ratio} | "
                          f"{f'<= {goal:g} ms' if goal and top else ''} | {verdict} |")
             if p.get("stream"):
@@ -202,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream", default="5000,30",
                     help="k,r[,f]: deltas of k Gaussians r times a second, f frames per sample (bench.mjs: 500)")
     ap.add_argument("--gsplat", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                    help="each path's PSNR against quality/rasterizer.py, first view (numpy: ~25 s a scene at 1080p)")
     ap.add_argument("--work", default=os.environ.get("TMPDIR", "/tmp") + "/render_bench")
     ap.add_argument("--out", default=str(REPO / "reference_viewer/RENDER_BENCH.md"))
     a = ap.parse_args(argv)
@@ -210,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd = "python reference_viewer/render/render_bench.py " + " ".join(
         x for x in (f"--scene {Path(a.scene).name}" if a.scene else "", f"--sizes {a.sizes}", f"--frames {a.frames}",
                     "" if (a.width, a.height) == (1920, 1080) else f"--width {a.width} --height {a.height}",
-                    f"--stream {a.stream}", "" if a.gsplat else "--no-gsplat") if x)
+                    f"--stream {a.stream}", "" if a.gsplat else "--no-gsplat",
+                    "" if a.reference else "--no-reference") if x)
 
     def done(res: dict) -> None:             # the tables so far: a run cut short keeps what it measured
         (work / "render_bench.json").write_text(json.dumps(res, indent=1))
