@@ -125,7 +125,7 @@ function draw() {
   idle = key === lastKey;
   if (idle) return false;
   lastKey = key;
-  if (store) upload();
+  upload();
   const rc = renderCamera(cam.pose, canvas.width, canvas.height, fov);
   const t0 = performance.now();
   try {
