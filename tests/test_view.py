@@ -303,6 +303,7 @@ def test_view_4d_sequence_in_browser_matches_reference(tmp_path):
     snap = res["snapshot"]
     assert (snap["seq"], snap["digest"], snap["live"]) == (want[K]["seq"], want[K]["digest"], want[K]["live"])
     assert res["label"].startswith(f"{K}/3 ") and f"frame {K} of 4" in res["hudText"], (res["label"], res["hudText"])
+    assert res["arrival"] == {"keyframe": False, "dirty": 0}, res["arrival"]   # uploaded as it was applied
 
     c = snap["camera"]
     cam = Camera(c["width"], c["height"], c["fx"], c["fy"], c["cx"], c["cy"],

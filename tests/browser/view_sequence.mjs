@@ -8,7 +8,8 @@
 // last K it waits a moment (nothing may move while paused) and takes a snapshot. Writes
 // OUT_DIR/snapshot.rgba (RGBA8, row-major) and OUT_DIR/result.json: {header: {frameRate, frames},
 // played, paused, seeks: [{k, frame, seq, digest, live, playing, error}], still, snapshot: {width, height,
-// camera, pose, seq, digest, live}, label, hudText, log}.
+// camera, pose, seq, digest, live}, label, hudText, arrival: {keyframe, dirty} (the store's dirty slots
+// right after one more frame is applied), log}.
 import path from 'node:path';
 import { launch, loggedPage, runRecorded, saveSnapshot, scrubTo, timelineState } from './chromium.mjs';
 
@@ -38,4 +39,11 @@ await runRecorded(path.join(outDir, 'result.json'), async (result) => {
   result.snapshot = await saveSnapshot(page, path.join(outDir, 'snapshot.rgba'));
   result.label = await page.evaluate(() => document.getElementById('tframe').textContent);
   result.hudText = await page.evaluate(() => document.getElementById('hud').innerText);
+  // one more frame applied in a single task, so no draw comes between: the viewer uploads a frame's
+  // changes as it is applied, which leaves the store nothing dirty
+  result.arrival = await page.evaluate(() => {
+    const p = window.gsdViewer.player;
+    if (!p.step()) return null;
+    return { keyframe: p.log.at(-1).keyframe, dirty: p.store.dirtyList.length };
+  });
 }, close);
