@@ -3,12 +3,16 @@
 A large sorted main array, a sorted overlay and a small sorted run of the latest inserts (a
 three-level LSM), each with tombstones (slot -1): a batch of inserts merges into the run, the run
 into the overlay once it passes RUN_MAX ids, the overlay into the main array once it passes N/8.
-So an insert costs O(run) instead of O(overlay), which grew by a delta's adds every frame. Point lookups
+So an insert costs O(run) instead of O(overlay), which grew by a delta's adds every frame. A main
+array of BACKGROUND_MIN ids or more is merged on a worker thread (``_Compaction``), as that merge and
+its cell table cost 30-70 ms at 1M ids, every ~30 frames of 4k adds. Point lookups
 go through a hash table of the main array's cells (an id is its cell, then its slot in the cell:
 SPEC.md 3.3), so a lookup costs a probe and one or two cache misses instead of a 20-step binary
 search over megabytes; range queries are searchsorted on both arrays.
 """
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -84,7 +88,9 @@ def merge_orders(ka, a, kb, b, out):
 def merge_live(main_ids, main_slots, over_ids, over_slots, ids, slots):
     """(ids, slots) = the live entries (slot >= 0) of two levels of IdIndex merged, ascending: one
     linear pass (both are ascending, their live ids disjoint), where sorting them again cost a
-    1M-id index tens of milliseconds at every merge; tombstones of either level are dropped."""
+    1M-id index tens of milliseconds at every merge; tombstones of either level are dropped. Returns
+    how many it wrote (fewer than counted before when a tombstone came in meanwhile: a background
+    compaction reads levels that the caller's removals still write)."""
     i = 0
     j = 0
     k = 0
@@ -105,6 +111,7 @@ def merge_live(main_ids, main_slots, over_ids, over_slots, ids, slots):
             slots[k] = over_slots[j]
             j += 1
             k += 1
+    return k
 
 
 def _expand(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -251,14 +258,59 @@ def lookup_ids(main_ids, main_slots, table, slot_bits, hash_shift, over_ids, ove
 
 
 RUN_MAX = 8192  # the latest inserts kept apart from the overlay, merged into it past this many
+MERGE_MIN = 4096  # an overlay or a count of tombstones in main this small never calls for a merge
+BACKGROUND_MIN = 1 << 18  # a main array at least this large is compacted on a worker thread
 
 
 def _merged(a_ids, a_slots, b_ids, b_slots) -> tuple[np.ndarray, np.ndarray]:
     """The live entries of two levels merged (``merge_live``), in new arrays."""
     n = int(np.count_nonzero(a_slots >= 0)) + int(np.count_nonzero(b_slots >= 0))
     ids, slots = np.empty(n, U64), np.empty(n, np.int64)
-    merge_live(a_ids, a_slots, b_ids, b_slots, ids, slots)
-    return ids, slots
+    k = merge_live(a_ids, a_slots, b_ids, b_slots, ids, slots)
+    return ids[:k], slots[:k]
+
+
+def _cell_table(ids: np.ndarray, slot_bits: int) -> tuple:
+    """The cell table of a main array (``build_cell_table``), with its key shift: O(N), sequential."""
+    sb = U64(slot_bits)
+    bits = max(4, (2 * count_cells(ids, sb)).bit_length())
+    # rows start on cache lines (numpy aligns to 16 bytes): else half of them span two
+    raw = np.zeros(((1 << bits) + 2) * 4, U64)
+    start = (-raw.ctypes.data // 8) % 8
+    table = raw[start:start + (1 << bits) * 4].reshape(-1, 4)
+    table[:, 0] = _EMPTY_KEY
+    build_cell_table(ids, sb, U64(64 - bits), table)
+    return table, sb, U64(64 - bits)
+
+
+def _compacted(main_ids, main_slots, over_ids, over_slots, slot_bits) -> tuple:
+    """A new main array (main and overlay merged, tombstones dropped) and its cell table."""
+    ids, slots = _merged(main_ids, main_slots, over_ids, over_slots)
+    return ids, slots, _cell_table(ids, slot_bits)
+
+
+class _Compaction:
+    """``_compacted`` of a large index on a worker thread (its kernels run without the GIL), so the
+    merge and the table, ~30-70 ms at 1M, do not stall the frame that passes the threshold. Meanwhile
+    the index answers from the levels being merged, takes inserts into its run, and logs the ids it
+    removes from them, which the swap then removes from the new main array."""
+
+    def __init__(self, idx: "IdIndex"):
+        self.removed: list[np.ndarray] = []
+        self.result = None
+        self.error = None
+        args = (idx.main_ids, idx.main_slots, idx.over_ids, idx.over_slots, idx.slot_bits)
+        self.thread = threading.Thread(target=self._run, args=args, name="gsd-id-index-compaction", daemon=True)
+        self.thread.start()
+
+    def _run(self, *args) -> None:
+        try:
+            self.result = _compacted(*args)
+        except BaseException as e:  # re-raised by the swap, on the caller's thread
+            self.error = e
+
+    def done(self) -> bool:
+        return not self.thread.is_alive()
 
 
 class IdIndex:
@@ -272,25 +324,19 @@ class IdIndex:
         self.run_slots = _EMPTY_SLOTS
         self.tombstones = 0                  # in the main array
         self._cells = None
+        self._compaction = None              # a _Compaction under way
 
     def copy(self) -> "IdIndex":
+        self._settle(wait=True)
         c = IdIndex(self.main_ids.copy(), self.main_slots.copy(), self.slot_bits)
         c.over_ids, c.over_slots, c.tombstones = self.over_ids.copy(), self.over_slots.copy(), self.tombstones
         c.run_ids, c.run_slots = self.run_ids.copy(), self.run_slots.copy()
         return c
 
     def _table(self):
-        """The cell table of the main array, built on first use after each merge (O(N), sequential)."""
+        """The cell table of the main array, built on first use after each merge."""
         if self._cells is None:
-            sb = U64(self.slot_bits)
-            bits = max(4, (2 * count_cells(self.main_ids, sb)).bit_length())
-            # rows start on cache lines (numpy aligns to 16 bytes): else half of them span two
-            raw = np.zeros(((1 << bits) + 2) * 4, U64)
-            start = (-raw.ctypes.data // 8) % 8
-            table = raw[start:start + (1 << bits) * 4].reshape(-1, 4)
-            table[:, 0] = _EMPTY_KEY
-            build_cell_table(self.main_ids, sb, U64(64 - bits), table)
-            self._cells = (table, sb, U64(64 - bits))
+            self._cells = _cell_table(self.main_ids, self.slot_bits)
         return self._cells
 
     def find(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -334,6 +380,11 @@ class IdIndex:
     def remove_found(self, where: np.ndarray) -> None:
         """Forget the live ids that ``find`` located at ``where`` (no lookup again): tombstones, which
         the next merge of their level drops."""
+        if self._compaction is not None:  # the levels being merged: the new main array learns at the swap
+            gone = where[where >= 0]
+            p = -2 - where[where < -1]
+            p = p[p < len(self.over_ids)]
+            self._compaction.removed.append(np.concatenate([self.main_ids[gone], self.over_ids[p]]))
         in_main = where >= 0
         self.main_slots[where[in_main]] = -1
         self.tombstones += int(in_main.sum())
@@ -352,10 +403,38 @@ class IdIndex:
             order = np.argsort(ids, kind="stable")
             ids, slots = ids[order], slots[order]
         self.run_ids, self.run_slots = _merged(self.run_ids, self.run_slots, ids, slots)
+        if self._compaction is not None and not self._settle(wait=False):
+            return                              # the run keeps what comes in until the swap
         if len(self.run_ids) > RUN_MAX:
             self._fold_run()
-        if len(self.over_ids) > max(4096, len(self.main_ids) >> 3) or self.tombstones > max(4096, len(self.main_ids) >> 2):
-            self.compact()
+        n = len(self.main_ids)
+        if len(self.over_ids) > max(MERGE_MIN, n >> 3) or self.tombstones > max(MERGE_MIN, n >> 2):
+            if n >= BACKGROUND_MIN:
+                self._compaction = _Compaction(self)
+            else:
+                self.compact()
+
+    def _settle(self, wait: bool) -> bool:
+        """Swap in a background compaction's result once it is done (``wait``: wait for it); True when
+        none is under way any more."""
+        c = self._compaction
+        if c is None:
+            return True
+        if not wait and not c.done():
+            return False
+        c.thread.join()
+        self._compaction = None
+        if c.error is not None:
+            raise c.error
+        self.main_ids, self.main_slots, self._cells = c.result
+        self.over_ids, self.over_slots, self.tombstones = _EMPTY_IDS, _EMPTY_SLOTS, 0
+        if c.removed:                           # removed while it merged: drop them from the new main array
+            gone = np.concatenate(c.removed)
+            _, where = self.find(gone)
+            where = where[where >= 0]
+            self.main_slots[where] = -1
+            self.tombstones += len(where)
+        return True
 
     def _fold_run(self) -> None:
         """The run's live ids into the overlay (the tombstones of both dropped)."""
@@ -363,6 +442,7 @@ class IdIndex:
         self.run_ids, self.run_slots = _EMPTY_IDS, _EMPTY_SLOTS
 
     def compact(self) -> None:
+        self._settle(wait=True)
         if len(self.run_ids):
             self._fold_run()
         if len(self.over_ids) == 0 and self.tombstones == 0:

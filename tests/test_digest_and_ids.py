@@ -345,18 +345,33 @@ def test_id_order_is_argsort_of_distinct_ids():
     assert np.array_equal(out, np.argsort(keys))
 
 
+@pytest.mark.parametrize("background", [False, True])
 @pytest.mark.parametrize("run_max", [None, 450])
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_id_index_against_a_dict(seed, dense, run_max, monkeypatch):
+def test_id_index_against_a_dict(seed, dense, run_max, background, monkeypatch):
     """IdIndex (main array, overlay and run of the latest inserts, each with tombstones; merges)
     answers like a dict of live id -> slot through random inserts, removals, lookups, range queries
     and merges; ``dense``: cells hold slots 0..k-1 without a gap, as assign_ids hands them out (their
-    lookups read no id); ``run_max``: a run small enough to fold into the overlay between merges."""
+    lookups read no id); ``run_max``: a run small enough to fold into the overlay between merges;
+    ``background``: merges into main on the worker thread, each held there for a few steps (while
+    the index answers from the old levels and logs its removals) before it may finish."""
+    import threading
     from codec import id_index
     from codec.id_index import IdIndex
     if run_max is not None:
         monkeypatch.setattr(id_index, "RUN_MAX", run_max)
+    gate, started = threading.Event(), []
+    if background:
+        monkeypatch.setattr(id_index, "MERGE_MIN", 600)
+        monkeypatch.setattr(id_index, "BACKGROUND_MIN", 0)
+        compacted = id_index._compacted
+
+        def held(*args):
+            started.append(len(args[0]))
+            assert gate.wait(30)
+            return compacted(*args)
+        monkeypatch.setattr(id_index, "_compacted", held)
     rng = np.random.default_rng(seed)
     sb = 4
     if dense:
@@ -381,7 +396,12 @@ def test_id_index_against_a_dict(seed, dense, run_max, monkeypatch):
         idx.insert(fresh, np.arange(next_slot, next_slot + len(fresh)))
         model.update(zip(fresh.tolist(), range(next_slot, next_slot + len(fresh))))
         next_slot += len(fresh)
-        if step % 7 == 3:
+        if background:
+            if idx._compaction is not None and step % 3 == 0:
+                gate.set()                     # let the held merge finish; the next insert swaps it in
+                idx._compaction.thread.join()
+                gate.clear()
+        elif step % 7 == 3:
             idx.compact()
         q = np.concatenate([rng.integers(0, 1 << 20, 500).astype(np.uint64), rng.choice(ids, 200), rng.choice(q_extra, min(200, len(q_extra)))])
         assert idx.lookup(q).tolist() == [model.get(x, -1) for x in q.tolist()]
@@ -389,5 +409,7 @@ def test_id_index_against_a_dict(seed, dense, run_max, monkeypatch):
         hi = lo + np.uint64(5000)
         want = sorted(s for x, s in model.items() if any(a <= x <= b for a, b in zip(lo.tolist(), hi.tolist())))
         assert sorted(set(idx.in_ranges(lo, hi).tolist())) == want
+    gate.set()
     got_ids, got_slots = idx.sorted_items()
     assert got_ids.tolist() == sorted(model) and got_slots.tolist() == [model[x] for x in sorted(model)]
+    assert len(started) >= (3 if background else 0), started
