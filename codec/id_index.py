@@ -380,19 +380,16 @@ class IdIndex:
     def remove_found(self, where: np.ndarray) -> None:
         """Forget the live ids that ``find`` located at ``where`` (no lookup again): tombstones, which
         the next merge of their level drops."""
-        if self._compaction is not None:  # the levels being merged: the new main array learns at the swap
-            gone = where[where >= 0]
-            p = -2 - where[where < -1]
-            p = p[p < len(self.over_ids)]
-            self._compaction.removed.append(np.concatenate([self.main_ids[gone], self.over_ids[p]]))
         in_main = where >= 0
-        self.main_slots[where[in_main]] = -1
-        self.tombstones += int(in_main.sum())
-        if not in_main.all():
-            p = -2 - where[~in_main]
-            n_over = len(self.over_ids)
-            self.over_slots[p[p < n_over]] = -1
-            self.run_slots[p[p >= n_over] - n_over] = -1
+        main_pos, p = where[in_main], -2 - where[~in_main]
+        n_over = len(self.over_ids)
+        over_pos, run_pos = p[p < n_over], p[p >= n_over] - n_over
+        if self._compaction is not None:  # the levels being merged: the new main array learns at the swap
+            self._compaction.removed.append(np.concatenate([self.main_ids[main_pos], self.over_ids[over_pos]]))
+        self.main_slots[main_pos] = -1
+        self.tombstones += len(main_pos)
+        self.over_slots[over_pos] = -1
+        self.run_slots[run_pos] = -1
 
     def insert(self, ids: np.ndarray, slots: np.ndarray) -> None:
         """Add ids that are not live."""
@@ -426,8 +423,7 @@ class IdIndex:
         self._compaction = None
         if c.error is not None:
             raise c.error
-        self.main_ids, self.main_slots, self._cells = c.result
-        self.over_ids, self.over_slots, self.tombstones = _EMPTY_IDS, _EMPTY_SLOTS, 0
+        self._install(*c.result)
         if c.removed:                           # removed while it merged: drop them from the new main array
             gone = np.concatenate(c.removed)
             _, where = self.find(gone)
@@ -447,9 +443,13 @@ class IdIndex:
             self._fold_run()
         if len(self.over_ids) == 0 and self.tombstones == 0:
             return
-        self.main_ids, self.main_slots = _merged(self.main_ids, self.main_slots, self.over_ids, self.over_slots)
+        self._install(*_merged(self.main_ids, self.main_slots, self.over_ids, self.over_slots))
+
+    def _install(self, ids: np.ndarray, slots: np.ndarray, cells: tuple | None = None) -> None:
+        """A merged main array in place of main and overlay, with its cell table (None: built on first
+        use)."""
+        self.main_ids, self.main_slots, self._cells = ids, slots, cells
         self.over_ids, self.over_slots, self.tombstones = _EMPTY_IDS, _EMPTY_SLOTS, 0
-        self._cells = None
 
     def sorted_items(self) -> tuple[np.ndarray, np.ndarray]:
         """All live (ids, slots) in ascending id order."""
