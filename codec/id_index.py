@@ -188,6 +188,31 @@ def _search(keys, lo, hi, x):
     return -1
 
 
+@kernel(inline=True)
+def _gallop(keys, start, x):
+    """Lower bound of x in keys (ascending), given that every key before ``start`` is below x:
+    steps of 1, 2, 4, ... from ``start``, then a binary search. Ascending queries each start where
+    the last one ended, so a sorted run of them reads nearby memory instead of descending the
+    whole array every time."""
+    n = keys.shape[0]
+    lo = start
+    hi = start
+    step = 1
+    while hi < n and keys[hi] < x:
+        lo = hi + 1
+        hi = start + step
+        step *= 2
+    if hi > n:
+        hi = n
+    while lo < hi:
+        m = (lo + hi) >> 1
+        if keys[m] < x:
+            lo = m + 1
+        else:
+            hi = m
+    return lo
+
+
 _BATCH = 64  # lookups whose memory reads are issued together
 
 
@@ -201,7 +226,9 @@ def lookup_ids(main_ids, main_slots, table, slot_bits, hash_shift, over_ids, ove
     run's end is surely absent), else a binary search of the run finds it. Lookups go in batches,
     one step of every lookup at a time (probe the table, find the cell's row, read the entry, check
     it): the batch's cache misses are independent loads, in flight together, instead of dependent
-    misses one id after another; a dense cell's id is not read at all, a third fewer misses."""
+    misses one id after another; a dense cell's id is not read at all, a third fewer misses. The
+    overlay is searched from where the previous id's search ended while the ids ascend (a frame's
+    ids come in sorted runs)."""
     m = table.shape[0] - 1
     slot_mask = (np.uint64(1) << slot_bits) - np.uint64(1)
     row = np.empty(_BATCH, np.int64)
@@ -209,6 +236,8 @@ def lookup_ids(main_ids, main_slots, table, slot_bits, hash_shift, over_ids, ove
     sure = np.zeros(_BATCH, np.bool_)
     has_main = main_ids.shape[0] > 0
     touch = np.uint64(0)  # returned, so that the reads of steps 1 and 3 are kept
+    n_over = over_ids.shape[0]
+    at = 0  # the overlay search's last lower bound
     for s in range(0, q.shape[0], _BATCH):
         e = min(q.shape[0], s + _BATCH)
         if has_main:
@@ -247,9 +276,12 @@ def lookup_ids(main_ids, main_slots, table, slot_bits, hash_shift, over_ids, ove
                 if p >= 0 and main_slots[p] >= 0:
                     r = main_slots[p]
                     w = p
-            if r < 0 and over_ids.shape[0] > 0:
-                p = _search(over_ids, 0, over_ids.shape[0], x)
-                if p >= 0 and over_slots[p] >= 0:
+            if r < 0 and n_over > 0:
+                if at > 0 and over_ids[min(at, n_over) - 1] >= x:
+                    at = 0  # the ids went down: search from the start
+                p = _gallop(over_ids, at, x)
+                at = p
+                if p < n_over and over_ids[p] == x and over_slots[p] >= 0:
                     r = over_slots[p]
                     w = -2 - p
             out[i] = r
