@@ -805,12 +805,11 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         if len(set(sets)) == 1:
             if len(union) < len(present):
                 q = torch.where(m.col_mask(union), q, old)
-        else:                                         # groups carry different attributes
-            carried = torch.zeros((u, m.ctot), dtype=torch.bool, device=dev)
-            start = 0
-            for s_, k in zip(sets, sizes):
-                for a in s_:
-                    carried[start:start + k, m.cols[a]] = True
+        else:                                         # groups carry different attributes: a row takes
+            row = torch.arange(u, device=dev)[:, None]  # the codes of its group's columns (no upload)
+            carried, start = m.col_mask(list(sets[0])), sizes[0]
+            for s_, k in zip(sets[1:], sizes[1:]):
+                carried = torch.where(row >= start, m.col_mask(list(s_)), carried)
                 start += k
             q = torch.where(carried, q, old)
         tcol = m.col_thresholds(ops.thresholds)
