@@ -374,6 +374,7 @@ class DeviceCodes:
         self.attr_of_col = torch.tensor(owner, dtype=I64, device=self.device)
         self.col_attr = torch.nn.functional.one_hot(self.attr_of_col, len(ATTRS)).to(torch.float32)
         self.attr_bits = torch.tensor([float(a.bit) for a in ATTRS], dtype=torch.float32, device=self.device)
+        self.mask_values = torch.arange(64, dtype=I64, device=self.device)
         self.quantizer = quantizer_of(profile, self.device)
         self.keep_origins = profile.quant is not None    # cell origins of the ids, for POSITION residuals
         self.no_ids = torch.zeros(0, dtype=I64, device=self.device)          # shared empty tensors
@@ -829,11 +830,12 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             mc = moved.index_select(1, m.attr_of_col)
             res = torch.where(mc, diff, 0)
             upd_rows = torch.where(mc, q, old)
-        _, o2 = torch.sort(mask[o1], stable=True)
+        sm, o2 = torch.sort(mask[o1], stable=True)
         order = o1[o2]
         i_upd_ids = pay.add(ids[order])
         i_upd_slots = pay.add(slots[order])      # the host state's slots too: the mirror allots them alike
-        i_counts = pay.add(torch.bincount(mask, minlength=64))
+        # where each mask's rows start in that order (bincount would wait for the device to size its output)
+        i_counts = pay.add(torch.searchsorted(sm, m.mask_values))
         wg_upd = _width_groups(p, union)
         r = torch.index_select(res, 0, order)
         for w, attrs in wg_upd:
@@ -860,7 +862,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         d.add.update(_unpack_groups(p, wg_add, [h[i] for i in i_add]))
     if i_upd_ids is not None:
         uid = h[i_upd_ids].view(U64)
-        counts = h[i_counts]
+        counts = np.diff(h[i_counts], append=u)                 # rows per mask value
         res_h = _unpack_groups(p, wg_upd, [h[i] for i in i_res])
         usl = h[i_upd_slots]
         start = int(counts[0])                                # rows whose codes did not move
