@@ -187,10 +187,14 @@ class TorchQuantizer:
             return self._smallest_three(v.to(F64)), ok
         raise AssertionError(attr)
 
-    def codes_all(self, x: torch.Tensor, origins: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, F) packed float32 rows, every attribute (``protocol.attr_layout`` order) -> ((n, Ctot)
-        int32 codes in the same column order, bool flag), as ``codes`` attribute by attribute but in a
-        fixed number of operations whatever the row count. ``origins``: the rows' cell origins.
+    def codes_all(self, x: torch.Tensor, ids: torch.Tensor,
+                  placed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n, F) packed float32 rows of ``ids``, every attribute (``protocol.attr_layout`` order) ->
+        ((n, Ctot) int32 codes in the same column order, bool flag), as ``codes`` attribute by attribute
+        but in a fixed number of operations whatever the row count. ``placed``: (n,) bool, False for rows
+        whose position columns are placeholders (their position is taken as their cell's origin, so
+        code 0, whatever the placeholder); None: every row's position is given. The cell origins are
+        computed from the ids here, in the same operations (SPEC.md 3.4).
 
         On a GPU, up to ``GRAPH_MAX_ROWS`` rows run as one replay of a CUDA graph of these operations
         (captured once per power-of-two row count; the rows padded with zeros).
@@ -205,10 +209,11 @@ class TorchQuantizer:
                     self._graphs[cap] = None
             g = self._graphs[cap]
             if g is not None:
-                return g(x, origins)
-        return self._codes_all(x, origins)
+                return g(x, ids, placed)
+        return self._codes_all(x, ids, placed)
 
-    def _codes_all(self, x: torch.Tensor, origins: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _codes_all(self, x: torch.Tensor, ids: torch.Tensor,
+                   placed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
         ok = torch.isfinite(x).all()
         if self.p.quant is None:
@@ -216,7 +221,11 @@ class TorchQuantizer:
         lay = _layout(self.p)
         out = torch.empty((n, lay[Attr.SH_REST].stop), dtype=I32, device=x.device)
         P = lay[Attr.POSITION]
-        c = torch.round((x[:, P].to(F64) - origins) / self.pos_step)
+        origins = self.cell_origins(ids)
+        xp = x[:, P].to(F64)
+        if placed is not None:
+            xp = torch.where(placed[:, None], xp, origins)
+        c = torch.round((xp - origins) / self.pos_step)
         if n:
             ok = ok & (c.abs().amax() <= 2**31 - 1)           # NaN fails it too
         out[:, P] = c.clamp(-2**31, 2**31 - 1)
@@ -274,24 +283,29 @@ class _GraphedCodes:
         dev = qz.device
         self.lock = threading.Lock()
         self.x = torch.zeros((cap, f), dtype=torch.float32, device=dev)
-        self.org = torch.zeros((cap, 3), dtype=F64, device=dev)
+        self.ids = torch.zeros(cap, dtype=I64, device=dev)
+        self.placed = torch.zeros(cap, dtype=torch.bool, device=dev)
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):             # warm-up off the capture, as CUDA graphs want
             for _ in range(2):
-                qz._codes_all(self.x, self.org)
+                qz._codes_all(self.x, self.ids, self.placed)
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.out, self.ok = qz._codes_all(self.x, self.org)
+            self.out, self.ok = qz._codes_all(self.x, self.ids, self.placed)
 
-    def __call__(self, x: torch.Tensor, origins: torch.Tensor):
+    def __call__(self, x: torch.Tensor, ids: torch.Tensor, placed: torch.Tensor | None):
         n = x.shape[0]
         with self.lock:                           # one stream order: copy in, replay, copy out
             self.x[:n].copy_(x)
-            self.x[n:].zero_()
-            self.org[:n].copy_(origins)
-            self.org[n:].zero_()
+            self.x[n:].zero_()                    # finite rows after them, not placed: code 0
+            self.ids[:n].copy_(ids)
+            if placed is None:
+                self.placed[:n].fill_(True)
+            else:
+                self.placed[:n].copy_(placed)
+            self.placed[n:].fill_(False)
             self.graph.replay()
             return self.out[:n].clone(), self.ok.clone()
 
@@ -376,7 +390,6 @@ class DeviceCodes:
         self.attr_bits = torch.tensor([float(a.bit) for a in ATTRS], dtype=torch.float32, device=self.device)
         self.mask_values = torch.arange(64, dtype=I64, device=self.device)
         self.quantizer = quantizer_of(profile, self.device)
-        self.keep_origins = profile.quant is not None    # cell origins of the ids, for POSITION residuals
         self.no_ids = torch.zeros(0, dtype=I64, device=self.device)          # shared empty tensors
         self.no_rows = torch.zeros((0, self.ctot), dtype=I32, device=self.device)
         self._load(self.no_ids, self.no_rows)
@@ -418,11 +431,9 @@ class DeviceCodes:
             self._col_thr[key] = t.to(self.device) if bool((t > 0).any()) else None
         return self._col_thr[key]
 
-    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor, origins: torch.Tensor | None = None) -> None:
+    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor) -> None:
         n = ids_sorted.numel()
         self.rows = rows.contiguous()
-        if self.keep_origins:
-            self.origins = (origins if origins is not None else self.quantizer.cell_origins(ids_sorted)).contiguous()
         self.high = n
         self.main_ids = ids_sorted
         self.main_slots = torch.arange(n, dtype=I64, device=self.device)
@@ -476,7 +487,7 @@ class DeviceCodes:
         """The host state -> the device (a full upload: only when the stream moved without this mirror)."""
         ids, codes = enc.state.sorted_codes()
         rows = torch.from_numpy(_host_rows(self.p, codes)).to(self.device)
-        self._load(torch.from_numpy(ids.view(np.int64).copy()).to(self.device), rows)      # origins from the ids
+        self._load(torch.from_numpy(ids.view(np.int64).copy()).to(self.device), rows)
         self.seq = enc.state.seq
         self.digest = enc.state.digest() if getattr(enc, "with_digest", True) else None
 
@@ -484,7 +495,7 @@ class DeviceCodes:
         """Apply a change the encoder applied: deletes, then ADDs, then UPDATEs (SPEC.md 6.3)."""
         self.seq = ch.seq
         if ch.keyframe:
-            self._load(ch.add_ids, ch.add_rows, ch.add_origins)
+            self._load(ch.add_ids, ch.add_rows)
             return
         if ch.upd_slots.numel():
             self.rows.index_copy_(0, ch.upd_slots, ch.upd_rows)
@@ -514,13 +525,7 @@ class DeviceCodes:
                 grown = torch.empty((cap, self.ctot), dtype=I32, device=self.device)
                 grown[:self.high] = self.rows[:self.high]
                 self.rows = grown
-                if self.keep_origins:
-                    g = torch.empty((cap, 3), dtype=F64, device=self.device)
-                    g[:self.high] = self.origins[:self.high]
-                    self.origins = g
             self.rows[self.high:self.high + n] = ch.add_rows
-            if self.keep_origins:
-                self.origins[self.high:self.high + n] = ch.add_origins
             new_slots = torch.arange(self.high, self.high + n, dtype=I64, device=self.device)
             self.high += n
             o_ids, o_slots = self.over_ids, self.over_slots
@@ -544,7 +549,7 @@ class DeviceCodes:
         live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
         ids, slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m], self.over_ids[live_o],
                                    self.over_slots[live_o])
-        self._load(ids, self.rows[slots], self.origins[slots] if self.keep_origins else None)
+        self._load(ids, self.rows[slots])
 
 
 # ----------------------------------------------------------------------------------- frame building
@@ -557,7 +562,6 @@ class Change:
     keyframe: bool
     add_ids: torch.Tensor                 # sorted
     add_rows: torch.Tensor                # (n, Ctot) int32
-    add_origins: torch.Tensor | None      # (n, 3) float64 cell origins (lossy profiles)
     upd_slots: torch.Tensor
     upd_rows: torch.Tensor                # (U, Ctot) codes of the updated slots after the frame
     del_ids: torch.Tensor
@@ -737,7 +741,6 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             add_ids, order = torch.sort(add_ids)
             add_x = torch.index_select(add_x, 0, order)
             oks.append((add_ids[1:] != add_ids[:-1]).all())
-    add_origins = qz.cell_origins(add_ids) if has_add and m.keep_origins else None
     groups = []
     for ids, vals in ops.updates:
         ids = as_tensor(ids, dev, I64).reshape(-1)
@@ -746,7 +749,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
                                  for a, v in vals.items() if p.comps(Attr(a))}))
     sizes = [g[0].numel() for g in groups]
     u = sum(sizes)
-    if groups:                                    # the rows' slots in the mirror: old codes, cell origins
+    if groups:                                    # the rows' slots in the mirror: their old codes
         ids = torch.cat([g[0] for g in groups]) if len(groups) > 1 else groups[0][0]
         sid, o1 = torch.sort(ids, stable=True)    # ids in order: the binary searches walk memory forwards
         slots = torch.empty_like(sid).index_copy_(0, o1, m.lookup(sid))
@@ -757,29 +760,29 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     clk("inputs")
 
     # quantize: every row of the frame at once -- the ADD rows, then the UPDATE rows, whose attributes
-    # that their group does not carry are placeholders (zeros; positions at the cell origin) that
-    # take the mirror's codes below
+    # that their group does not carry are placeholders (zeros; a position not given is not placed)
+    # that take the mirror's codes below
     F = lay[Attr.SH_REST].stop
-    org = add_origins
+    placed = None
     if groups:
         x = torch.zeros((n_add + u, F), dtype=torch.float32, device=dev)
         if has_add:
             x[:n_add] = add_x
-        if m.keep_origins:
-            uo = torch.index_select(m.origins, 0, slots_c)
-            org = torch.cat([add_origins, uo]) if has_add else uo
         start, sets = n_add, []
         for (gids, vals), k in zip(groups, sizes):
             for a, v in vals.items():
                 x[start:start + k, lay[a]] = v
-            if Attr.POSITION not in vals and m.keep_origins and p.comps(Attr.POSITION):
-                x[start:start + k, lay[Attr.POSITION]] = org[start:start + k]
+            if Attr.POSITION not in vals and p.comps(Attr.POSITION):
+                if placed is None:
+                    placed = torch.ones(n_add + u, dtype=torch.bool, device=dev)
+                placed[start:start + k] = False
             sets.append(tuple(a for a in present if a in vals))
             start += k
+        row_ids = torch.cat([add_ids, ids]) if has_add else ids
     else:
-        x = add_x if has_add else None
+        x, row_ids = (add_x, add_ids) if has_add else (None, None)
     if has_add or groups:
-        codes, ok = qz.codes_all(x, org)
+        codes, ok = qz.codes_all(x, row_ids, placed)
         oks.append(ok)
     clk("quantize")
 
@@ -889,7 +892,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         f, l = p.grid.cell_range(cells, k)
         first.append(f), last.append(l)
     none = m.no_ids
-    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, add_origins, upd_slots, upd_rows,
+    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, upd_slots, upd_rows,
                        as_tensor(d.delete_ids, dev, I64) if len(d.delete_ids) else none,
                        as_tensor(np.concatenate(first), dev, I64) if first else none,
                        as_tensor(np.concatenate(last), dev, I64) if last else none)

@@ -83,12 +83,20 @@ def test_all_attributes_at_once_equal_the_codes_of_each(name, sh):
     vals = [_values(p, a, ids, rng) for a in present]
     x = torch.from_numpy(np.concatenate([v.reshape(len(ids), -1) for v in vals], 1))
     t_ids = torch.from_numpy(ids.view(np.int64))
-    got, ok = tq.codes_all(x, tq.cell_origins(t_ids) if p.quant else None)
+    got, ok = tq.codes_all(x, t_ids)
     want = torch.cat([tq.codes(a, torch.from_numpy(v).reshape(len(ids), -1), t_ids)[0]
                       for a, v in zip(present, vals)], 1)
     assert bool(ok) and got.dtype == want.dtype and torch.equal(got, want)
+    if p.quant:  # rows whose position is a placeholder (not placed) take code 0 there, and pass the range check
+        placed = torch.ones(len(ids), dtype=torch.bool)
+        placed[:10] = False
+        far = x.clone()
+        far[:10, :3] = 1e30
+        got2, ok2 = tq.codes_all(far, t_ids, placed)
+        assert bool(ok2) and not got2[:10, :3].any() and torch.equal(got2[10:], want[10:])
+        assert torch.equal(got2[:10, 3:], want[:10, 3:])
     x[17, -1] = float("nan")
-    assert not bool(tq.codes_all(x, tq.cell_origins(t_ids) if p.quant else None)[1])
+    assert not bool(tq.codes_all(x, t_ids)[1])
 
 
 @pytest.mark.parametrize("name", ["compact", "high"])
