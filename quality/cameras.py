@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NEAR_PLANE = 0.01  # Gaussians whose camera-space depth z is below this are not drawn
+from codec.screen import NEAR_PLANE  # noqa: F401 (Gaussians nearer than this are not drawn)
 
 
 @dataclass(frozen=True)

@@ -39,9 +39,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from codec.attributes import Gaussians, covariances, quat_to_rotmat  # noqa: F401 (quat_to_rotmat: this module's API)
+from codec import screen
+from codec.attributes import Gaussians, quat_to_rotmat  # noqa: F401 (quat_to_rotmat: this module's API)
+from codec.screen import ALPHA_MIN, FOV_CLAMP, LOW_PASS, NEAR_PLANE, T_MIN  # noqa: F401 (this module's API)
 
-from .cameras import NEAR_PLANE, Camera
+from .cameras import Camera
 
 SH_C0 = 0.28209479177387814
 SH_C1 = 0.4886025119029199
@@ -49,11 +51,7 @@ SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.092548
 SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154,
          -0.4570457994644658, 1.445305721320277, -0.5900435899266435)
 
-LOW_PASS = 0.3           # pixels^2 added to the diagonal of the 2D covariance
-ALPHA_MIN = 1.0 / 255.0  # contributions below this are skipped
-ALPHA_MAX = 0.99         # alpha is clamped to this
-T_MIN = 1e-4             # compositing stops before T would fall below this
-FOV_CLAMP = 1.3          # the Jacobian is evaluated at most 1.3 half-fields of view off axis
+ALPHA_MAX = screen.ALPHA_MAX  # alpha is clamped to this (a module global: a comparison with gsplat sets 0.999)
 
 _CHUNK_FRAGMENTS = 1 << 21
 
@@ -89,49 +87,9 @@ def sh_colours(g: Gaussians, camera_centre: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------ geometry
 def project(g: Gaussians, cam: Camera) -> dict:
-    """Screen-space Gaussians: the visible ones' indices, depths, means, conics, opacities, pixel boxes.
-
-    Returned arrays are indexed by position in ``index`` (the rows of ``g`` kept).
-    """
-    p = g.positions.astype(np.float64)
-    t = p @ cam.rotation.T + cam.translation
-    alpha = 0.5 * (1.0 + np.tanh(0.5 * g.opacities.astype(np.float64)))  # sigmoid, no overflow
-    keep = (t[:, 2] >= NEAR_PLANE) & (alpha >= ALPHA_MIN)
-    idx = np.flatnonzero(keep)
-    t, alpha = t[idx], alpha[idx]
-    cov_c = cam.rotation @ covariances(g.take(idx)) @ cam.rotation.T   # camera-space (n, 3, 3)
-
-    z = t[:, 2]
-    half_x, half_y = 0.5 * cam.width / cam.fx, 0.5 * cam.height / cam.fy
-    lim_xp = (cam.width - cam.cx) / cam.fx + (FOV_CLAMP - 1) * half_x
-    lim_xn = cam.cx / cam.fx + (FOV_CLAMP - 1) * half_x
-    lim_yp = (cam.height - cam.cy) / cam.fy + (FOV_CLAMP - 1) * half_y
-    lim_yn = cam.cy / cam.fy + (FOV_CLAMP - 1) * half_y
-    tx = np.clip(t[:, 0] / z, -lim_xn, lim_xp)
-    ty = np.clip(t[:, 1] / z, -lim_yn, lim_yp)
-    J = np.zeros((len(idx), 2, 3))
-    J[:, 0, 0] = cam.fx / z
-    J[:, 0, 2] = -cam.fx * tx / z
-    J[:, 1, 1] = cam.fy / z
-    J[:, 1, 2] = -cam.fy * ty / z
-    cov2 = J @ cov_c @ J.transpose(0, 2, 1)
-    a = cov2[:, 0, 0] + LOW_PASS
-    b = cov2[:, 0, 1]
-    c = cov2[:, 1, 1] + LOW_PASS
-    det = a * c - b * b
-    mean = np.stack([cam.fx * t[:, 0] / z + cam.cx, cam.fy * t[:, 1] / z + cam.cy], axis=1)
-
-    # pixels whose centre can get alpha >= 1/255: inside m^2 <= 2 ln(255 alpha)
-    m2 = 2.0 * np.log(alpha / ALPHA_MIN)
-    rx, ry = np.sqrt(m2 * a), np.sqrt(m2 * c)
-    u0 = np.maximum(np.ceil(mean[:, 0] - rx - 0.5), 0)
-    u1 = np.minimum(np.floor(mean[:, 0] + rx - 0.5), cam.width - 1)
-    v0 = np.maximum(np.ceil(mean[:, 1] - ry - 0.5), 0)
-    v1 = np.minimum(np.floor(mean[:, 1] + ry - 0.5), cam.height - 1)
-    on = (det > 0) & (u1 >= u0) & (v1 >= v0) & np.isfinite(mean).all(1)
-    s = np.flatnonzero(on)
-    return {"index": idx[s], "depth": z[s], "mean": mean[s], "conic": np.stack([c, -b, a], 1)[s] / det[s, None],
-            "opacity": alpha[s], "box": np.stack([u0, v0, u1, v1], 1)[s].astype(np.int64)}
+    """Screen-space Gaussians (``codec.screen.project``): the visible ones' indices, depths, means,
+    conics, opacities, pixel boxes, indexed by position in ``index`` (the rows of ``g`` kept)."""
+    return screen.project(g, cam.rotation, cam.translation, cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
 
 
 # ------------------------------------------------------------------------------------------ rasterize

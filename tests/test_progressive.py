@@ -146,6 +146,36 @@ def test_with_a_view_the_gaussians_in_it_come_first_and_the_stream_still_ends_on
     assert np.mean(refinement[:half]) > 3 * np.mean(refinement[half:])
 
 
+def test_screen_weight_is_what_each_gaussian_makes_of_the_reference_render():
+    """The weight composites as the reference rasterizer does: per Gaussian, the sum over pixels of
+    alpha times the light left, here taken from the rasterizer's own fragments; compiled and as Python."""
+    from codec.progressive import composite, screen_weight
+    from quality import rasterizer
+    from quality.cameras import Camera
+    g = synthetic_scene(3_000, 1, 4, 6.0)
+    view = _View(eye=np.median(g.positions, 0) - np.array([9.0, 0.0, 0.0]), size=48)
+    w = screen_weight(g, view)
+    cam = Camera(view.width, view.height, view.fx, view.fy, view.cx, view.cy, view.world_to_camera)
+    proj = rasterizer.project(g, cam)
+    order = np.argsort(proj["depth"], kind="stable")
+    parts = list(rasterizer._fragments(proj, order, cam.width))
+    pix, gid, alpha = (np.concatenate([p[k] for p in parts]) for k in range(3))
+    s = np.argsort(pix, kind="stable")
+    pix, gid, alpha = pix[s], gid[s], alpha[s]
+    log1m = np.log1p(-alpha)
+    cs = np.cumsum(log1m)
+    first = np.r_[True, pix[1:] != pix[:-1]]
+    after = cs - np.repeat((cs - log1m)[first], np.diff(np.r_[np.flatnonzero(first), len(pix)]))
+    made = np.where(after >= np.log(rasterizer.T_MIN), alpha * np.exp(after - log1m), 0.0)
+    want = np.zeros(len(g))
+    want[proj["index"]] = np.bincount(gid, made, minlength=len(proj["index"]))
+    assert (want > 0).sum() > 500 and (w == 0).sum() > 100       # some seen, some hidden or outside
+    assert np.allclose(w, want, rtol=1e-9, atol=1e-12)
+    light, got = np.ones(cam.width * cam.height), np.zeros(len(proj["index"]))
+    composite.py_func(order, proj["mean"], proj["conic"], proj["opacity"], proj["box"], cam.width, light, got)
+    assert np.allclose(got, w[proj["index"]], rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("share", [0.1, 0.3])
 def test_a_budget_is_never_exceeded(share):
     g = synthetic_scene(10_000, 1, 4, 10.0)
