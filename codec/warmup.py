@@ -7,6 +7,7 @@ module. scripts/setup.sh runs it after installing.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -39,11 +40,21 @@ def warm_up() -> None:
             dec.decode_frame(enc.encode_delta(d2))
             if dec.state.digest() != enc.state.digest():
                 raise AssertionError("warm-up stream does not reproduce the encoder's state")
-            if name == "compact":                    # gsd encode --progressive: stand-ins, refinement
-                enc = Encoder(Profile.preset(name, degree, Grid.fit(g.positions)))
-                dec = Decoder(enc.header_bytes())
-                for f in progressive_keyframe(enc, g, first_bytes=20_000, refine_bytes=20_000):
-                    dec.decode_frame(f.data)
+            if name == "compact":                    # gsd encode --progressive: stand-ins, refinement;
+                for view in (None, _camera_behind(g)):  # and for a client's camera (its picture's weights)
+                    enc = Encoder(Profile.preset(name, degree, Grid.fit(g.positions)))
+                    dec = Decoder(enc.header_bytes())
+                    for f in progressive_keyframe(enc, g, first_bytes=20_000, refine_bytes=20_000, view=view):
+                        dec.decode_frame(f.data)
+
+
+def _camera_behind(g) -> SimpleNamespace:
+    """A 64x64 pinhole camera (OpenCV axes) behind the scene on -x, looking along +x at it."""
+    r = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    eye = np.median(g.positions, 0) - [2.0 * float(np.ptp(g.positions[:, 0])), 0.0, 0.0]
+    m = np.eye(4)
+    m[:3, :3], m[:3, 3] = r, -r @ eye
+    return SimpleNamespace(world_to_camera=m, width=64, height=64, fx=55.4, fy=55.4, cx=32.0, cy=32.0)
 
 
 def run(name: str, warm) -> int:
