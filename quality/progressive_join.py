@@ -154,6 +154,7 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
     cost = {k: [] for k in (1, 2, 3)}                 # CPU s per step, per client
     refining_cost = []
     done_at = None
+    budget_last = 0                                   # the step of the budgeted client's last frame
     late = None                                       # a progressive client joining at late_step
     for s in range(1, steps + 1):
         now = first[2]["cpu_s"] + s / 25.0
@@ -171,6 +172,7 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
             if f is None:
                 continue
             arrive = links[k].send(f, now)
+            budget_last = s if k == 3 else budget_last
             if k == 2 and done_at is None:             # every frame while refining, and the last
                 score(f.seq, links[2].total, arrive, core.world.camera().as_dict())
             if k == 4 and late["done"] is None and (f.detail or {}).get("coarse", 1) == 0:
@@ -181,6 +183,11 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
                     raise AssertionError("refinement over but the client's state is not the world's")
     steady = {k: cost[k][len(cost[k]) // 2:] for k in cost}
     world_live = len(core.encoder.state)
+    budget_psnr = None                    # the budgeted client's view at the end (when its frame is the last step's)
+    if budget_last == steps:
+        c = camera_of(core.world.camera().as_dict(), width, height)
+        held, world = links[3].dec.state.to_gaussians()[1], core.encoder.state.to_gaussians()[1]
+        budget_psnr = psnr(render(held, c), render(world, c))
     out = {"n": n, "live": live, "live_end": world_live, "budget": budget, "first": first, "curve": curve, "prime": prime,
            "done": done_at, "rate_mbit": rate_mbit,
            "refine_ms": 1e3 * float(np.mean(refining_cost)) if refining_cost else 0.0,
@@ -188,6 +195,7 @@ def run_world(n: int, rate_mbit: float, steps: int, width: int, height: int, bud
            "refine_steps": len(refining_cost),
            "steady_ms": {k: 1e3 * float(np.mean(v)) for k, v in steady.items()},
            "plain_key": first[1], "budget_held_max": max(f[4] for f in links[3].frames),
+           "budget_held_end": len(links[3].dec.state), "budget_psnr": budget_psnr,
            "tracked_after": {k: bool(core.pendings[k].tracked) for k in (2, 3)},
            "late": None if late is None else {k: v for k, v in late.items() if k != "link"},
            "cuts": {"made_ahead": core.cuts.made_ahead, "cpu_s": core.cuts.cut_cpu_s}}
@@ -275,7 +283,9 @@ def report(results: list, args, seconds: float, load: str) -> str:
         else:
             lines.append("Refinement not over within the run.")
         lines.append(f"The budgeted client held at most {r['budget_held_max']:,} Gaussians (budget {r['budget']:,}); "
-                     f"the world had {r['live_end']:,} at the end.")
+                     f"the world had {r['live_end']:,} at the end."
+                     + (f" Its view then, holding {r['budget_held_end'] / r['live_end']:.0%} of the world: "
+                        f"{r['budget_psnr']:.2f} dB against the world's render." if r.get("budget_psnr") is not None else ""))
         lines += ["", "| seq | bytes in (header included) | arrives, s | Gaussians held | stand-ins | PSNR dB |",
                   "|---|---|---|---|---|---|"]
         for c in r["curve"]:
