@@ -277,7 +277,7 @@ def lookup_ids(main_ids, main_slots, table, slot_bits, hash_shift, over_ids, ove
                     r = main_slots[p]
                     w = p
             if r < 0 and n_over > 0:
-                if at > 0 and over_ids[min(at, n_over) - 1] >= x:
+                if at > 0 and over_ids[at - 1] >= x:
                     at = 0  # the ids went down: search from the start
                 p = _gallop(over_ids, at, x)
                 at = p
