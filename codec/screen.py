@@ -65,3 +65,23 @@ def project(g: Gaussians, rotation: np.ndarray, translation: np.ndarray, fx: flo
     s = np.flatnonzero(on)
     return {"index": idx[s], "depth": z[s], "mean": mean[s], "conic": np.stack([c, -b, a], 1)[s] / det[s, None],
             "opacity": alpha[s], "box": np.stack([u0, v0, u1, v1], 1)[s].astype(np.int64)}
+
+
+def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
+    """World-to-camera 4x4 for a camera at ``eye`` looking at ``target`` (OpenCV axes).
+
+    Camera +z is the viewing direction, +x is to the right of it with respect to
+    ``up``, +y = z cross x points down (so "up" in the world is up in the image).
+    """
+    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
+    fwd = target - eye
+    fwd /= np.linalg.norm(fwd)
+    right = np.cross(fwd, up)
+    if np.linalg.norm(right) < 1e-9:  # looking along up: any perpendicular will do
+        right = np.cross(fwd, np.roll(up, 1))
+    right /= np.linalg.norm(right)
+    down = np.cross(fwd, right)
+    m = np.eye(4)
+    m[:3, :3] = np.stack([right, down, fwd])
+    m[:3, 3] = -m[:3, :3] @ eye
+    return m

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codec.screen import NEAR_PLANE  # noqa: F401 (Gaussians nearer than this are not drawn)
+from codec.screen import NEAR_PLANE, look_at  # noqa: F401 (this module's API: the near plane, look_at)
 
 
 @dataclass(frozen=True)
@@ -52,26 +52,6 @@ class Camera:
     @property
     def K(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-
-def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-    """World-to-camera 4x4 for a camera at ``eye`` looking at ``target`` (OpenCV axes).
-
-    Camera +z is the viewing direction, +x is to the right of it with respect to
-    ``up``, +y = z cross x points down (so "up" in the world is up in the image).
-    """
-    eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
-    fwd = target - eye
-    fwd /= np.linalg.norm(fwd)
-    right = np.cross(fwd, up)
-    if np.linalg.norm(right) < 1e-9:  # looking along up: any perpendicular will do
-        right = np.cross(fwd, np.roll(up, 1))
-    right /= np.linalg.norm(right)
-    down = np.cross(fwd, right)
-    m = np.eye(4)
-    m[:3, :3] = np.stack([right, down, fwd])
-    m[:3, 3] = -m[:3, :3] @ eye
-    return m
 
 
 def pinhole(width: int, height: int, fov: float, world_to_camera) -> Camera:

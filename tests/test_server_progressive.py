@@ -331,3 +331,29 @@ def test_a_server_with_progressive_off_ignores_the_hello_field():
                 assert len(c.decoder.state) == len(host.encoder.state)     # the whole scene at once
                 assert c.digest == str(host.encoder.state.digest())
     run(go())
+
+
+def test_the_picture_weight_of_a_cube_counts_only_what_the_eye_sees():
+    """``_weigh``: per cube, what its Gaussians make of the client's picture. A dense wall ahead takes
+    the picture; a cube behind the wall and a nearer cube behind the eye make none of it, although a
+    rank by distance would put the one behind the eye first."""
+    from codec import Encoder, Grid, Profile
+    from codec.attributes import Gaussians
+    from reference_generator.progressive_join import _weigh
+    rng = np.random.default_rng(3)
+    yz = rng.uniform(-4, 4, (3000, 2))
+    wall = np.c_[np.full(3000, 5.0), yz]                                 # x = 5, across the view
+    hidden = np.c_[np.full(500, 10.0), rng.uniform(-1, 1, (500, 2))]     # behind the wall
+    behind = np.c_[np.full(500, -3.0), rng.uniform(-1, 1, (500, 2))]     # behind the eye, nearer
+    pos = np.r_[wall, hidden, behind].astype(np.float32)
+    n = len(pos)
+    g = Gaussians(pos, np.full((n, 3), -1.5, np.float32), np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
+                  np.full(n, 4.0, np.float32), np.zeros((n, 3), np.float32), np.zeros((n, 0), np.float32))
+    enc = Encoder(Profile.preset("compact", 0, Grid.fit(g.positions)))
+    ids = enc.assign_ids(g.positions)
+    enc.keyframe(g, ids)
+    order = np.argsort(ids)
+    ids, cubes = ids[order], np.repeat([0, 1, 2], [3000, 500, 500])[order]
+    codes = enc.state.codes_of(ids)
+    _, (_, _, pic) = _weigh(0, np.zeros(3), np.array([1.0, 0.0, 0.0]), ids, cubes, codes, enc.profile, 3)
+    assert pic[0] > 0 and pic[1] < 1e-3 * pic[0] and pic[2] == 0
