@@ -173,18 +173,24 @@ def build_cell_table(ids, slot_bits, hash_shift, table):
         table[j, 2] = i + 1
 
 
-@kernel
-def _search(keys, lo, hi, x):
-    """Position of x in keys[lo:hi] (ascending), or -1."""
-    hi0 = hi
+@kernel(inline=True)
+def _lower(keys, lo, hi, x):
+    """Lower bound of x in keys[lo:hi] (ascending): the first position whose key is not below x."""
     while lo < hi:
         m = (lo + hi) >> 1
         if keys[m] < x:
             lo = m + 1
         else:
             hi = m
-    if lo < hi0 and keys[lo] == x:
-        return lo
+    return lo
+
+
+@kernel
+def _search(keys, lo, hi, x):
+    """Position of x in keys[lo:hi] (ascending), or -1."""
+    p = _lower(keys, lo, hi, x)
+    if p < hi and keys[p] == x:
+        return p
     return -1
 
 
@@ -202,15 +208,7 @@ def _gallop(keys, start, x):
         lo = hi + 1
         hi = start + step
         step *= 2
-    if hi > n:
-        hi = n
-    while lo < hi:
-        m = (lo + hi) >> 1
-        if keys[m] < x:
-            lo = m + 1
-        else:
-            hi = m
-    return lo
+    return _lower(keys, lo, min(hi, n), x)
 
 
 _BATCH = 64  # lookups whose memory reads are issued together

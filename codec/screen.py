@@ -8,6 +8,8 @@ splats with a 0.3 px^2 low-pass, the Jacobian clamped to 1.3 half-fields of view
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .attributes import Gaussians, covariances
@@ -20,14 +22,56 @@ T_MIN = 1e-4             # compositing stops before T would fall below this
 FOV_CLAMP = 1.3          # the Jacobian is evaluated at most 1.3 half-fields of view off axis
 
 
-def project(g: Gaussians, rotation: np.ndarray, translation: np.ndarray, fx: float, fy: float, cx: float,
-            cy: float, width: int, height: int) -> dict:
-    """Screen-space Gaussians of ``g`` for a camera (world-to-camera ``rotation`` and ``translation``,
-    intrinsics in pixels, image size): the visible ones' indices, depths, means, conics, opacities and
-    pixel boxes. Returned arrays are indexed by position in ``index`` (the rows of ``g`` kept)."""
-    rotation = np.asarray(rotation, np.float64)
-    p = g.positions.astype(np.float64)
-    t = p @ rotation.T + np.asarray(translation, np.float64)
+@dataclass(frozen=True)
+class Camera:
+    """Image size, intrinsics (pixels) and a 4x4 world-to-camera matrix (OpenCV axes)."""
+
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    world_to_camera: np.ndarray  # (4, 4) float64, rows: R | t ; last row 0 0 0 1
+
+    def __post_init__(self):
+        m = np.asarray(self.world_to_camera, dtype=np.float64)
+        if m.shape != (4, 4):
+            raise ValueError(f"world_to_camera must be 4x4, got {m.shape}")
+        object.__setattr__(self, "world_to_camera", m)
+        if self.width < 1 or self.height < 1 or not (self.fx > 0 and self.fy > 0):
+            raise ValueError("camera needs positive image size and focal lengths")
+
+    @property
+    def rotation(self) -> np.ndarray:
+        return self.world_to_camera[:3, :3]
+
+    @property
+    def translation(self) -> np.ndarray:
+        return self.world_to_camera[:3, 3]
+
+    @property
+    def centre(self) -> np.ndarray:
+        """Camera centre in world coordinates: -R^T t."""
+        return -self.rotation.T @ self.translation
+
+    @property
+    def K(self) -> np.ndarray:
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+
+def pinhole(width: int, height: int, fov: float, world_to_camera) -> Camera:
+    """A camera with horizontal field of view ``fov`` (degrees), square pixels, centred principal point."""
+    fx = 0.5 * width / np.tan(np.radians(fov) / 2)
+    return Camera(int(width), int(height), fx, fx, width / 2.0, height / 2.0, world_to_camera)
+
+
+def project(g: Gaussians, cam: Camera) -> dict:
+    """Screen-space Gaussians of ``g`` seen by ``cam``: the visible ones' indices, depths, means, conics,
+    opacities and pixel boxes. Returned arrays are indexed by position in ``index`` (the rows of ``g``
+    kept)."""
+    rotation, fx, fy, cx, cy, width, height = cam.rotation, cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height
+    t = g.positions.astype(np.float64) @ rotation.T + cam.translation
     alpha = 0.5 * (1.0 + np.tanh(0.5 * g.opacities.astype(np.float64)))  # sigmoid, no overflow
     keep = (t[:, 2] >= NEAR_PLANE) & (alpha >= ALPHA_MIN)
     idx = np.flatnonzero(keep)

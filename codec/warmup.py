@@ -7,7 +7,6 @@ module. scripts/setup.sh runs it after installing.
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -18,6 +17,7 @@ from .decoder import Decoder
 from .encoder import Encoder
 from .profile import PRESETS, Profile
 from .progressive import progressive_keyframe
+from .screen import Camera, look_at, pinhole
 from .spatial import Grid
 
 
@@ -48,13 +48,10 @@ def warm_up() -> None:
                         dec.decode_frame(f.data)
 
 
-def _camera_behind(g) -> SimpleNamespace:
-    """A 64x64 pinhole camera (OpenCV axes) behind the scene on -x, looking along +x at it."""
-    r = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+def _camera_behind(g) -> Camera:
+    """A 64x64 camera behind the scene on -x, looking along +x at it."""
     eye = np.median(g.positions, 0) - [2.0 * float(np.ptp(g.positions[:, 0])), 0.0, 0.0]
-    m = np.eye(4)
-    m[:3, :3], m[:3, 3] = r, -r @ eye
-    return SimpleNamespace(world_to_camera=m, width=64, height=64, fx=55.4, fy=55.4, cx=32.0, cy=32.0)
+    return pinhole(64, 64, 60.0, look_at(eye, eye + [1.0, 0.0, 0.0]))
 
 
 def run(name: str, warm) -> int:

@@ -9,55 +9,9 @@ These are gsplat's conventions, which is what makes the renders comparable.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from codec.screen import NEAR_PLANE, look_at  # noqa: F401 (this module's API: the near plane, look_at)
-
-
-@dataclass(frozen=True)
-class Camera:
-    """Image size, intrinsics (pixels) and a 4x4 world-to-camera matrix (OpenCV axes)."""
-
-    width: int
-    height: int
-    fx: float
-    fy: float
-    cx: float
-    cy: float
-    world_to_camera: np.ndarray  # (4, 4) float64, rows: R | t ; last row 0 0 0 1
-
-    def __post_init__(self):
-        m = np.asarray(self.world_to_camera, dtype=np.float64)
-        if m.shape != (4, 4):
-            raise ValueError(f"world_to_camera must be 4x4, got {m.shape}")
-        object.__setattr__(self, "world_to_camera", m)
-        if self.width < 1 or self.height < 1 or not (self.fx > 0 and self.fy > 0):
-            raise ValueError("camera needs positive image size and focal lengths")
-
-    @property
-    def rotation(self) -> np.ndarray:
-        return self.world_to_camera[:3, :3]
-
-    @property
-    def translation(self) -> np.ndarray:
-        return self.world_to_camera[:3, 3]
-
-    @property
-    def centre(self) -> np.ndarray:
-        """Camera centre in world coordinates: -R^T t."""
-        return -self.rotation.T @ self.translation
-
-    @property
-    def K(self) -> np.ndarray:
-        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
-
-
-def pinhole(width: int, height: int, fov: float, world_to_camera) -> Camera:
-    """A camera with horizontal field of view ``fov`` (degrees), square pixels, centred principal point."""
-    fx = 0.5 * width / np.tan(np.radians(fov) / 2)
-    return Camera(int(width), int(height), fx, fx, width / 2.0, height / 2.0, world_to_camera)
+from codec.screen import NEAR_PLANE, Camera, look_at, pinhole  # noqa: F401 (this module's API)
 
 
 def orbit_cameras(center, radius: float, n: int, width: int, height: int, fov: float = 60.0,

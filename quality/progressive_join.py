@@ -31,7 +31,7 @@ import numpy as np
 from codec import Decoder
 from codec.limits import SPEC_LIMITS
 from reference_generator.actions import Move, Turn
-from reference_generator.progressive_join import CUT_THREAD
+from reference_generator.progressive_join import CUT_THREAD, eye_of
 from reference_generator.warmup import warm_up
 from reference_generator.world import WorldConfig
 from reference_generator.worldhost import WorldCore
@@ -45,9 +45,7 @@ BEGIN, END = "<!-- progressive_join: begin -->", "<!-- progressive_join: end -->
 
 def camera_of(cam: dict, width: int, height: int, fov: float = 75.0):
     """The world's camera dict (position, yaw, pitch in degrees; z up) as a pinhole camera."""
-    eye = np.asarray(cam["position"], np.float64)
-    yaw, pitch = np.radians(cam["yaw"]), np.radians(cam["pitch"])
-    fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
+    eye, fwd = eye_of(cam)
     return pinhole(width, height, fov, look_at(eye, eye + fwd))
 
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from codec import screen
 from codec.attributes import Gaussians, quat_to_rotmat  # noqa: F401 (quat_to_rotmat: this module's API)
-from codec.screen import ALPHA_MIN, FOV_CLAMP, LOW_PASS, NEAR_PLANE, T_MIN  # noqa: F401 (this module's API)
+from codec.screen import ALPHA_MIN, FOV_CLAMP, LOW_PASS, NEAR_PLANE, T_MIN, project  # noqa: F401 (this module's API)
 
 from .cameras import Camera
 
@@ -86,12 +86,6 @@ def sh_colours(g: Gaussians, camera_centre: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ geometry
-def project(g: Gaussians, cam: Camera) -> dict:
-    """Screen-space Gaussians (``codec.screen.project``): the visible ones' indices, depths, means,
-    conics, opacities, pixel boxes, indexed by position in ``index`` (the rows of ``g`` kept)."""
-    return screen.project(g, cam.rotation, cam.translation, cam.fx, cam.fy, cam.cx, cam.cy, cam.width, cam.height)
-
-
 # ------------------------------------------------------------------------------------------ rasterize
 def _fragments(proj: dict, order: np.ndarray, width: int):
     """Yield (pixel, gaussian, alpha) arrays, alpha >= 1/255, for chunks of ``order`` (front to back)."""

@@ -36,7 +36,6 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -47,7 +46,7 @@ from codec.digest import unsigned
 from codec.id_index import id_order, sorted_member, sorted_unique
 from codec.jit import kernel
 from codec.progressive import FIRST_BYTES, REFINE_BYTES, eigh3, merged, screen_weight
-from codec.screen import look_at
+from codec.screen import look_at, pinhole
 
 from .flow import FrameTooLarge, OutFrame, Pending
 
@@ -368,12 +367,7 @@ class ProgressivePending(Pending):
 
     def _eye(self) -> tuple[np.ndarray, np.ndarray | None]:
         cam = self.eye or self.last_world_camera
-        if not cam:
-            return np.zeros(3), None
-        pos = np.asarray(cam.get("position", (0.0, 0.0, 0.0)), np.float64)
-        yaw, pitch = np.radians(float(cam.get("yaw", 0.0))), np.radians(float(cam.get("pitch", 0.0)))
-        fwd = np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
-        return pos, fwd
+        return eye_of(cam) if cam else (np.zeros(3), None)
 
     def _positions(self, state, ids: np.ndarray) -> np.ndarray:
         codes = state.codes_of(ids, (Attr.POSITION,))[Attr.POSITION]
@@ -933,6 +927,14 @@ class ProgressivePending(Pending):
         return group_updates(ids, mask, res)
 
 
+def eye_of(cam: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(eye position, unit view direction) of a camera dict (position, yaw and pitch in degrees; z up:
+    the conventions of actions.py)."""
+    pos = np.asarray(cam.get("position", (0.0, 0.0, 0.0)), np.float64)
+    yaw, pitch = np.radians(float(cam.get("yaw", 0.0))), np.radians(float(cam.get("pitch", 0.0)))
+    return pos, np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
+
+
 def _weigh(gen: int, pos: np.ndarray, fwd: np.ndarray, ids: np.ndarray, cubes: np.ndarray, codes: dict, profile,
            n_cubes: int) -> tuple:
     """(gen, (eye, direction, per-cube picture weight)): ``screen_weight`` of the Gaussians ``ids`` (their
@@ -942,9 +944,7 @@ def _weigh(gen: int, pos: np.ndarray, fwd: np.ndarray, ids: np.ndarray, cubes: n
     g = Gaussians(*(profile.dequantize(a, codes[a], ids) for a in (Attr.POSITION, Attr.SCALE, Attr.ROTATION)),
                   profile.dequantize(Attr.OPACITY, codes[Attr.OPACITY], ids).reshape(-1), np.zeros((n, 3)),
                   np.zeros((n, 0)))
-    w, h = PICTURE_SIZE
-    f = 0.5 * w / np.tan(np.radians(PICTURE_FOV) / 2)
-    view = SimpleNamespace(world_to_camera=look_at(pos, pos + fwd), width=w, height=h, fx=f, fy=f, cx=w / 2, cy=h / 2)
+    view = pinhole(*PICTURE_SIZE, PICTURE_FOV, look_at(pos, pos + fwd))
     return gen, (pos, fwd, np.bincount(cubes, weights=screen_weight(g, view), minlength=n_cubes))
 
 
@@ -1147,27 +1147,28 @@ class CutCache:
             self._start(key, params, False)
             return
 
+    def _thread(self) -> ThreadPoolExecutor:
+        """The world's cut thread (made at its first job)."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix=CUT_THREAD)
+        return self.pool
+
     def submit(self, fn, *args):
         """Run ``fn(*args)`` on the cut thread (a client's picture weights); its CPU time is counted
         in ``picture_cpu_s``. Returns the future."""
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix=CUT_THREAD)
-
         def timed():
             t0 = time.thread_time()
             out = fn(*args)
             with self._lock:
                 self.picture_cpu_s += time.thread_time() - t0
             return out
-        return self.pool.submit(timed)
+        return self._thread().submit(timed)
 
     def _start(self, key, params: dict, asked: bool) -> None:
         snapshot = Encoder(self.enc.profile, max_gaussians=self.enc.header.max_gaussians)
         snapshot.header = self.enc.header
         snapshot.state = self.enc.state.copy()
-        if self.pool is None:
-            self.pool = ThreadPoolExecutor(1, thread_name_prefix=CUT_THREAD)
-        self.job = (key, snapshot.state.seq, self.pool.submit(self._made_ahead, snapshot, params))
+        self.job = (key, snapshot.state.seq, self._thread().submit(self._made_ahead, snapshot, params))
         self.job_since, self.job_asked = np.zeros(0, U64), asked
 
     def _made_ahead(self, snapshot: Encoder, params: dict) -> Cut:
