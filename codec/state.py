@@ -1,7 +1,11 @@
 """SceneState: live Gaussians by id, in code space, and all-or-nothing apply (SPEC.md 6.3).
 
 Storage is slot based (like the viewer's GPU buffers): planar (C, capacity)
-code arrays (new rows appended at the tail, holes compacted in bulk) and an id -> slot index. apply() first
+code arrays and an id -> slot index. New rows go to the tail while the arrays have room there; the
+arrays double up to twice the live rows (or the budget), and past that new rows take the slots that
+deletes freed: a scene whose adds and deletes balance stops growing and never needs compacting;
+holes pile up only where the scene shrinks, and are compacted in bulk when they outnumber the live
+rows. apply() first
 validates the frame's ids, deletes and adds without touching the state; then applies its UPDATE
 blocks in place, keeping the old codes as an undo record (one pass over each updated row instead
 of a read pass now and a write pass at the commit); then checks the budget and the digest, and on
@@ -145,16 +149,19 @@ class SceneState:
         self.accs = np.zeros((2, capacity), np.uint32)  # per-slot digest accumulators (SPEC.md 7)
         self.index = IdIndex(slot_bits=self.profile.grid.slot_bits)
         self.high = 0          # slots [0, high) have been used
-        self.holes = 0         # slots below high that hold no live Gaussian
+        self.holes = 0         # slots below high that hold no live Gaussian: free[:holes]
+        self.free = np.zeros(0, np.int64)
         self.count = 0
         self.sums = (0, 0)
         self.hashed = True     # hashes/sums are maintained (False after an unhashed bulk load)
 
     def _grow(self, need: int) -> None:
+        """Room for slots [0, need): doubling, but not past the budget (at the budget, ADDs take freed
+        slots, so the arrays never need more slots than the budget allows Gaussians)."""
         cap = self.slot_ids.shape[0]
         if need <= cap:
             return
-        new = max(need, cap * 2, 1024)
+        new = max(need, min(max(cap * 2, 1024), self.max_gaussians))
         for a in ATTRS:
             arr = np.zeros((self.codes[a].shape[0], new), self.codes[a].dtype)
             arr[:, :cap] = self.codes[a]
@@ -193,7 +200,7 @@ class SceneState:
         c = SceneState.__new__(SceneState)
         c.__dict__.update(self.__dict__)
         c.codes = {a: v.copy() for a, v in self.codes.items()}
-        c.slot_ids, c.accs = self.slot_ids.copy(), self.accs.copy()
+        c.slot_ids, c.accs, c.free = self.slot_ids.copy(), self.accs.copy(), self.free.copy()
         c.index = self.index.copy()
         if self.palette is not None:
             c.palette, c.palette_accs, c.palette_uses = self.palette.copy(), self.palette_accs.copy(), \
@@ -484,18 +491,18 @@ class SceneState:
                 self.index.remove_found(plan["gone_where"])
             elif len(gone):
                 self.index.remove(self.slot_ids[gone])
-            self.holes += len(gone)
+            self._release(gone)
             n = len(d.add_ids)
-            if n:  # new Gaussians go to the tail: contiguous writes; holes are compacted in bulk
-                h = self.high
-                self._grow(h + n)
+            if n:
+                slots = self._take(n, plan["count"])
+                rows = slots if isinstance(slots, np.ndarray) else slice(slots.start, slots.stop)
                 for a in ATTRS:
-                    self.codes[a][:, h:h + n] = d.add[a]
-                self.slot_ids[h:h + n] = d.add_ids
+                    self.codes[a][:, rows] = d.add[a]
+                self.slot_ids[rows] = d.add_ids
                 if hashed:
-                    self.accs[:, h:h + n] = plan["add_accs"]
-                self.index.insert(d.add_ids, np.arange(h, h + n, dtype=np.int64))
-                self.high = h + n
+                    self.accs[:, rows] = plan["add_accs"]
+                self.index.insert(d.add_ids, np.arange(slots.start, slots.stop, dtype=np.int64)
+                                  if isinstance(slots, range) else slots)
         self.count = plan["count"]
         self.hashed = hashed
         if hashed:
@@ -504,13 +511,49 @@ class SceneState:
         if self.holes > max(self.count, 1 << 16):
             self._compact()
 
+    def _release(self, slots: np.ndarray) -> None:
+        """Slots whose Gaussians are gone, for later ADDs to take."""
+        k = len(slots)
+        if not k:
+            return
+        if self.holes + k > len(self.free):
+            grown = np.empty(max(2 * len(self.free), self.holes + k, 1024), np.int64)
+            grown[:self.holes] = self.free[:self.holes]
+            self.free = grown
+        self.free[self.holes:self.holes + k] = slots
+        self.holes += k
+
+    def _take(self, n: int, live: int) -> np.ndarray | range:
+        """Slots for n new Gaussians (``live`` after the frame). The tail while the arrays have room
+        there: a contiguous write (a scattered row costs a cache line per component). A full tail
+        doubles the arrays while they would hold at most twice the live Gaussians and stay within the
+        budget; past that, freed slots are taken (the most recently freed first: a retired region's
+        run), so the arrays stop growing and a churning scene never needs compacting."""
+        h, cap = self.high, self.slot_ids.shape[0]
+        limit = cap if cap >= min(2 * live, self.max_gaussians) else self.max_gaussians  # slots before freed ones
+        k = min(max(0, h + n - limit), self.holes)
+        self._grow(h + n - k)
+        self.high = h + n - k
+        if k == 0:
+            return range(h, h + n)
+        self.holes -= k
+        reused = self.free[self.holes:self.holes + k]
+        return np.concatenate([reused, np.arange(h, h + n - k, dtype=np.int64)])
+
     def _compact(self) -> None:
-        """Move live rows to slots 0..count-1 in id order (amortized: runs when holes outnumber rows)."""
+        """Move live rows to slots 0..count-1 in id order (amortized: runs when holes outnumber rows,
+        which takes a scene that shrank to under half its peak). The arrays keep their capacity."""
         ids, slots = self.index.sorted_items()
-        n = len(ids)
-        self.codes = {a: np.ascontiguousarray(self.codes[a][:, slots]) for a in ATTRS}
-        self.accs = np.ascontiguousarray(self.accs[:, slots])
-        self.slot_ids = ids.copy()
+        n, cap = len(ids), self.slot_ids.shape[0]
+        for a in ATTRS:
+            arr = np.zeros((self.codes[a].shape[0], cap), self.codes[a].dtype)
+            arr[:, :n] = self.codes[a][:, slots]
+            self.codes[a] = arr
+        accs = np.zeros((2, cap), np.uint32)
+        accs[:, :n] = self.accs[:, slots]
+        self.accs = accs
+        self.slot_ids = np.zeros(cap, U64)
+        self.slot_ids[:n] = ids
         self.index = IdIndex(ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)
         self.high, self.holes = n, 0
 
@@ -525,5 +568,6 @@ class SceneState:
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
         self.high, self.holes = n, 0
+        self.free = np.zeros(0, np.int64)
         if self.palette_uses is not None:
             self.palette_uses = np.bincount(self.codes[Attr.SH_REST][0], minlength=len(self.palette_uses))

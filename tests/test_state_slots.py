@@ -1,0 +1,86 @@
+"""SceneState's slot storage: new Gaussians go to the tail while the arrays have room, then take the
+slots that deletes freed, so a scene whose adds and deletes balance stops growing its arrays and
+never stops for a bulk compaction; a scene that shrinks is compacted without losing capacity. The
+decoder's state (fed the same frames) is the oracle."""
+from __future__ import annotations
+
+import numpy as np
+
+from codec import Decoder, Encoder
+from codec.attributes import Attr
+
+from conftest import make_profile, random_gaussians
+
+
+def _stream(n: int, sh_degree: int = 1, max_gaussians: int = 0):
+    rng = np.random.default_rng(7)
+    g = random_gaussians(rng, n, sh_degree, specials=False)
+    enc = Encoder(make_profile("compact", sh_degree, g.positions), max_gaussians=max_gaussians)
+    dec = Decoder(enc.header_bytes())
+    dec.decode_frame(enc.keyframe(g))
+    return enc, dec, rng
+
+
+def _live_ids(enc: Encoder) -> np.ndarray:
+    return enc.state.sorted_codes()[0]
+
+
+def _frame(enc, dec, rng, n_add, gone=None, moved=0):
+    g = random_gaussians(rng, n_add, 1, specials=False)
+    ops = {"add": (enc.assign_ids(g.positions), g), "delete": gone}
+    if moved:
+        ids = np.setdiff1d(rng.choice(_live_ids(enc), moved, replace=False), gone if gone is not None else [])
+        ops["update"] = (ids, {Attr.POSITION: random_gaussians(rng, len(ids), 1, specials=False).positions})
+    dec.decode_frame(enc.encode(**ops))
+
+
+def test_balanced_adds_and_deletes_stop_growing():
+    enc, dec, rng = _stream(3000)               # a keyframe's arrays are exactly full
+    st = enc.state
+    for k in range(120):
+        _frame(enc, dec, rng, 120, rng.choice(_live_ids(enc), 120, replace=False), moved=200)
+        if k == 0:
+            assert st.slot_ids.shape[0] == 6000  # doubled once: twice the live Gaussians
+        assert st.slot_ids.shape[0] == 6000 and st.high <= 6000
+        assert st.high - st.holes == st.count == 3000
+    assert st.high == 6000                      # the tail filled, then freed slots were taken
+    assert len(np.unique(st.index.sorted_items()[1])) == st.count
+    assert dec.state.equals(st) and dec.state.digest() == st.digest()
+
+
+def test_the_tail_first_while_it_has_room():
+    enc, dec, rng = _stream(500)
+    st = enc.state
+    _frame(enc, dec, rng, 10)                    # no room: doubled
+    assert (st.high, st.holes, st.slot_ids.shape[0]) == (510, 0, 1024)
+    gone = _live_ids(enc)[::10]
+    _frame(enc, dec, rng, 20, gone)              # room at the tail: appended there, the holes kept
+    assert (st.high, st.holes) == (530, len(gone))
+    assert dec.state.equals(st) and dec.state.digest() == st.digest()
+
+
+def test_at_the_budget_freed_slots_are_taken():
+    enc, dec, rng = _stream(1000, max_gaussians=1500)
+    st = enc.state
+    _frame(enc, dec, rng, 400)
+    assert st.slot_ids.shape[0] == 1500          # doubling would have made 2000
+    for _ in range(5):
+        _frame(enc, dec, rng, 150, rng.choice(_live_ids(enc), 150, replace=False))
+        assert st.slot_ids.shape[0] == 1500 and st.high <= 1500 and st.count == 1400
+    assert dec.state.equals(st) and dec.state.digest() == st.digest()
+
+
+def test_a_shrinking_scene_is_compacted_and_keeps_its_capacity():
+    enc, dec, rng = _stream(70_000, sh_degree=0)
+    st = enc.state
+    g = random_gaussians(rng, 10, 0, specials=False)
+    dec.decode_frame(enc.encode(add=(enc.assign_ids(g.positions), g)))   # grown past the keyframe's size
+    cap = st.slot_ids.shape[0]
+    live = _live_ids(enc)
+    dec.decode_frame(enc.encode(delete=live[rng.random(len(live)) < 0.97]))   # holes outnumber the live
+    assert st.holes == 0 and st.high == st.count < 3000                    # compacted
+    assert st.slot_ids.shape[0] == cap
+    assert np.array_equal(st.slot_ids[:st.count], _live_ids(enc))          # in id order
+    g = random_gaussians(rng, 50, 0, specials=False)
+    dec.decode_frame(enc.encode(add=(enc.assign_ids(g.positions), g)))
+    assert dec.state.equals(st) and dec.state.digest() == st.digest()
