@@ -127,7 +127,8 @@ def bench_walk(w: World, enc: Encoder, steps: int) -> dict:
     codec_ms = [r.codec_ms for r in recs]
     return {"steps": steps, "live": statistics.fmean(r.live for r in recs),
             "total_median": statistics.median(total), "total_p90": _q(total, 0.9), "total_p99": _q(total, 0.99),
-            "total_max": max(total), "gen_p99": _q([r.gen_ms for r in recs], 0.99),
+            "total_max": max(total), "over_goal": sum(1 for t in total if t > GOAL_TOTAL_MS),
+            "gen_p99": _q([r.gen_ms for r in recs], 0.99),
             "codec_median": statistics.median(codec_ms), "codec_p99": _q(codec_ms, 0.99),
             "add_steps": sum(1 for r in recs if r.add), "chunks_loaded": sum(
                 sum(int(e.split()[1]) for e in r.events if e.startswith("loaded ")) for r in recs)}
@@ -254,7 +255,8 @@ def render(results: dict) -> str:
             L += ["", f"**Walk** ({wk['steps']} steps, 25 moves then 25 strafes of 0.3 m, repeated; {wk['chunks_loaded']} "
                       f"chunks loaded, {wk['add_steps']} steps with ADDs, live {wk['live']:,.0f}): step total median "
                       f"{wk['total_median']:.2f} ms, p90 {wk['total_p90']:.2f}, p99 {wk['total_p99']:.2f}, max "
-                      f"{wk['total_max']:.1f} ({ok} against p99 <= {GOAL_TOTAL_MS:g} ms); generate p99 {wk['gen_p99']:.2f} ms; "
+                      f"{wk['total_max']:.1f} ({ok} against p99 <= {GOAL_TOTAL_MS:g} ms; "
+                      f"{wk.get('over_goal', 0)} steps over {GOAL_TOTAL_MS:g} ms); generate p99 {wk['gen_p99']:.2f} ms; "
                       f"codec median {wk['codec_median']:.2f} ms, p99 {wk['codec_p99']:.2f} ms."]
         s = size["session"]
         L += ["", f"**Scripted {s['steps']}-step session** (walk to the house, open the door, look, turn, walk "
@@ -326,7 +328,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps-per-kind", type=int, default=20)
     ap.add_argument("--session-steps", type=int, default=300)
     ap.add_argument("--differ-steps", type=int, default=9, help="full-scene diff steps (0: skip)")
-    ap.add_argument("--walk-steps", type=int, default=200, help="walk steps for step-time percentiles (0: skip)")
+    ap.add_argument("--walk-steps", type=int, default=1000,
+                    help="walk steps for step-time percentiles: long enough for dozens of chunks to load and retire (0: skip)")
     ap.add_argument("--sh-degree", type=int, default=3, choices=(0, 1, 2, 3))
     ap.add_argument("--profile", default="compact")
     ap.add_argument("--fps", type=float, default=25.0)
