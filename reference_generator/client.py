@@ -222,7 +222,8 @@ class Client:
         await self._send(msg if isinstance(msg, str) else json.dumps(msg))
 
     async def detail(self, budget: int | None = None, view: dict | None = None) -> None:
-        """A progressive session's new detail budget and/or eye ({"position", "yaw", "pitch"}), SPEC.md 11.9."""
+        """A progressive session's new detail budget and/or eye ({"position", "yaw", "pitch"}, optionally "fov"
+        and "aspect" of the client's picture), SPEC.md 11.9."""
         msg = {"type": "detail"}
         if budget is not None:
             msg["budget"] = budget

@@ -32,6 +32,7 @@ keyframe (the reference world's profiles have no palette).
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -55,9 +56,10 @@ KEY_BITS = 21                      # cube coordinates per axis in a key
 REFRESH = 0.25                     # a coarse cube's stand-in is remade once its count moved this much
 KEEP = 2.0                         # a fine cube's importance counts this many times (hysteresis)
 BEHIND = 0.1                       # importance of a cube outside the view cone
-COS_VIEW = 0.5                     # the view cone: 60 degrees either side of the view direction
-PICTURE_FOV = 75.0                 # degrees across: the view a client's picture is weighed for (the viewer: 70)
-PICTURE_SIZE = (160, 100)          # pixels: the picture the weights are composited in (a low resolution suffices)
+COS_VIEW = 0.5                     # the view cone: 60 degrees either side of the view direction (or wider: View)
+PICTURE_FOV = 75.0                 # degrees across: the view a client's picture is weighed for, when its
+PICTURE_ASPECT = 1.6               # ... `detail` names no fov and aspect (width / height) of its own
+PICTURE_PIXELS = 16_000            # the picture the weights are composited in (a low resolution suffices)
 COS_REPLAN = 0.985                 # the refinement order is made again when the view turns 10 degrees,
 REPLAN_FRAMES = 8                  # ... or after this many frames of changed counts (at once over the budget)
 ORDINARY_AT = 0.8                  # a client with a budget holding the world's state gets the world's deltas
@@ -282,7 +284,7 @@ class ProgressivePending(Pending):
         self.per = 16.0                      # bytes per Gaussian in a frame (measured at each keyframe)
         self.cubes_made = 0                  # stand-ins made, for the metrics
         self.pictures = 0                    # client's pictures weighed (``_picture``), for the metrics
-        self._pic, self._pic_job, self._pic_gen = None, None, 0   # (eye, direction, per-cube weights), its job
+        self._pic, self._pic_job, self._pic_gen = None, None, 0   # (eye, direction, per-cube weights, View), its job
         self._track_now = False              # a smaller budget came while an ordinary client: follow it
         self.last_world_camera: dict | None = None
 
@@ -742,7 +744,7 @@ class ProgressivePending(Pending):
         score = self.c_count / d2
         if fwd is not None:
             cos = (d @ fwd) / np.sqrt(d2)
-            score = np.where(cos >= COS_VIEW - self.cell / np.sqrt(d2), score, score * BEHIND)
+            score = np.where(cos >= View.of(self.eye).cos_cone - self.cell / np.sqrt(d2), score, score * BEHIND)
         score = np.where(self.c_fine, score * KEEP, score)
         if fwd is not None:              # cubes that make some of the client's picture come first, by what
             pic = self._picture(pos, fwd, alive)      # they make of it per Gaussian
@@ -802,17 +804,18 @@ class ProgressivePending(Pending):
         (its cubes meanwhile keep the last picture's weights; cubes new since rank by distance)."""
         self._picture_done()
         kept = self._pic
-        if (kept is None or np.linalg.norm(pos - kept[0]) > self.cell or float(fwd @ kept[1]) < COS_REPLAN) \
-                and self._pic_job is None:
+        view = View.of(self.eye)
+        if (kept is None or np.linalg.norm(pos - kept[0]) > self.cell or float(fwd @ kept[1]) < COS_REPLAN
+                or kept[3] != view) and self._pic_job is None:
             d = self.c_centre - pos
             dist = np.sqrt(np.maximum((d ** 2).sum(1), 1e-12))
-            rows = self._member_rows(np.flatnonzero(alive & ((d @ fwd) / dist >= COS_VIEW - self.cell / dist)))
+            rows = self._member_rows(np.flatnonzero(alive & ((d @ fwd) / dist >= view.cos_cone - self.cell / dist)))
             ids, cubes = self.m_ids[rows], self.m_cube[rows]
             slots = self.enc.state.slots_of(ids)
             live = slots >= 0
             codes = self.enc.state.codes_at(slots[live], (Attr.POSITION, Attr.SCALE, Attr.ROTATION, Attr.OPACITY))
             args = (self._pic_gen, pos.copy(), fwd.copy(), ids[live], cubes[live], codes, self.enc.profile,
-                    len(self.c_key))
+                    len(self.c_key), view)
             self.pictures += 1
             if self.cuts is not None:
                 self._pic_job = self.cuts.submit(_weigh, *args)
@@ -822,7 +825,7 @@ class ProgressivePending(Pending):
         if kept is None:
             return np.zeros(len(self.c_key))
         if len(kept[2]) < len(self.c_key):
-            self._pic = kept = (kept[0], kept[1], np.r_[kept[2], np.zeros(len(self.c_key) - len(kept[2]))])
+            self._pic = kept = (kept[0], kept[1], np.r_[kept[2], np.zeros(len(self.c_key) - len(kept[2]))], kept[3])
         return kept[2]
 
     def _frame(self) -> OutFrame:
@@ -935,17 +938,38 @@ def eye_of(cam: dict) -> tuple[np.ndarray, np.ndarray]:
     return pos, np.array([np.cos(pitch) * np.cos(yaw), np.cos(pitch) * np.sin(yaw), np.sin(pitch)])
 
 
+@dataclass(frozen=True)
+class View:
+    """The client's picture: ``fov`` degrees across, ``width`` x ``height`` pixels (about PICTURE_PIXELS,
+    of the client's aspect), and ``cos_cone``: the cone of cubes it may see, 60 degrees either side of
+    the view direction or as wide as the picture's corners."""
+    fov: float
+    width: int
+    height: int
+    cos_cone: float
+
+    @staticmethod
+    def of(eye: dict | None) -> "View":
+        """From a ``detail`` view's optional ``fov`` and ``aspect`` (SPEC.md 11.9), else the defaults."""
+        fov = float((eye or {}).get("fov", PICTURE_FOV))
+        aspect = float((eye or {}).get("aspect", PICTURE_ASPECT))
+        width = max(8, round(math.sqrt(PICTURE_PIXELS * aspect)))
+        height = max(8, round(PICTURE_PIXELS / width))
+        corner = math.atan(math.tan(math.radians(fov) / 2) * math.hypot(1.0, 1.0 / aspect))
+        return View(fov, width, height, min(COS_VIEW, math.cos(corner)))
+
+
 def _weigh(gen: int, pos: np.ndarray, fwd: np.ndarray, ids: np.ndarray, cubes: np.ndarray, codes: dict, profile,
-           n_cubes: int) -> tuple:
-    """(gen, (eye, direction, per-cube picture weight)): ``screen_weight`` of the Gaussians ``ids`` (their
-    position, scale, rotation and opacity ``codes``) seen from ``pos`` along ``fwd`` at ``PICTURE_FOV`` in a
-    ``PICTURE_SIZE`` picture, summed per cube (``cubes``). Reads only its arguments: runs on any thread."""
+           n_cubes: int, view: View = View.of(None)) -> tuple:
+    """(gen, (eye, direction, per-cube picture weight, view)): ``screen_weight`` of the Gaussians ``ids``
+    (their position, scale, rotation and opacity ``codes``) seen from ``pos`` along ``fwd`` in the picture
+    ``view``, summed per cube (``cubes``). Reads only its arguments: runs on any thread."""
     n = len(ids)
     g = Gaussians(*(profile.dequantize(a, codes[a], ids) for a in (Attr.POSITION, Attr.SCALE, Attr.ROTATION)),
                   profile.dequantize(Attr.OPACITY, codes[Attr.OPACITY], ids).reshape(-1), np.zeros((n, 3)),
                   np.zeros((n, 0)))
-    view = pinhole(*PICTURE_SIZE, PICTURE_FOV, look_at(pos, pos + fwd))
-    return gen, (pos, fwd, np.bincount(cubes, weights=screen_weight(g, view), minlength=n_cubes))
+    cam = pinhole(view.width, view.height, view.fov, look_at(pos, pos + fwd))
+    return gen, (pos, fwd, np.bincount(cubes, weights=screen_weight(g, cam), minlength=n_cubes), view)
 
 
 def _copy(v):

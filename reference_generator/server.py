@@ -153,6 +153,11 @@ class SessionClosed(Exception):
         self.code, self.reason = code, reason
 
 
+def _finite(v) -> bool:
+    """A JSON number (not a boolean) that is finite."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _json_int(v, name: str, lo: int = 0) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v < MAX_JSON_INT:
         raise SessionClosed(POLICY, f"{name} must be an integer in [{lo}, 2^53)")
@@ -537,9 +542,16 @@ class Session:
             pos = view.get("position") if isinstance(view, dict) else None
             yaw, pitch = (view.get("yaw", 0.0), view.get("pitch", 0.0)) if isinstance(view, dict) else (None, None)
             nums = (pos if isinstance(pos, list) and len(pos) == 3 else [None]) + [yaw, pitch]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in nums):
+            if not all(_finite(v) for v in nums):
                 raise SessionClosed(POLICY, "detail.view needs position [x, y, z], yaw and pitch: finite numbers")
             eye = {"position": [float(v) for v in pos], "yaw": float(yaw), "pitch": float(pitch)}
+            for key, fits, shown in (("fov", lambda v: 0 < v < 180, "degrees, above 0 and below 180"),
+                                     ("aspect", lambda v: 0.1 <= v <= 10, "from 0.1 to 10")):
+                v = view.get(key)
+                if v is not None:
+                    if not (_finite(v) and fits(v)):
+                        raise SessionClosed(POLICY, f"detail.view.{key} must be a number {shown}")
+                    eye[key] = float(v)
         if not self.actions.take():
             raise SessionClosed(POLICY, f"action rate over {self.cfg.actions_per_second:g}/s")
         await self.host.detail(self.link, budget, eye)

@@ -208,6 +208,30 @@ def test_detail_needs_a_progressive_session_and_valid_fields():
                     for _ in range(40):
                         await c.next_frame(5)
                 assert e.value.code == 1008 and "view" in e.value.reason
+            for bad in ({"fov": 180}, {"fov": 0}, {"fov": "wide"}, {"aspect": 0.05}, {"aspect": True}):
+                async with Client(s.url, progressive=True) as c:
+                    await c.next_frame()
+                    await c.detail(view={"position": [0, 0, 1.7], "yaw": 10, "pitch": 0, **bad})
+                    with pytest.raises(ProtocolClosed) as e:
+                        for _ in range(40):
+                            await c.next_frame(5)
+                    assert e.value.code == 1008 and f"view.{next(iter(bad))}" in e.value.reason, (bad, e.value.reason)
+    run(go(), 180)
+
+
+def test_a_view_with_its_own_fov_and_aspect_is_taken():
+    """A `view` with `fov` and `aspect` keeps the session open, reaches the client's pending, and makes
+    the picture weighed again for that view (SPEC.md 11.9)."""
+    async def go():
+        async with server(**PROG) as s:
+            async with Client(s.url, progressive=True) as c:
+                await c.next_frame()
+                await c.detail(view={"position": [0, 0, 1.7], "yaw": 10, "pitch": 0, "fov": 120, "aspect": 0.5})
+                p = _pending(s)
+                await wait_until(lambda: (p.eye or {}).get("fov") == 120.0, 30)
+                assert p.eye["aspect"] == 0.5
+                for _ in range(5):
+                    await c.next_frame(10)
     run(go(), 120)
 
 
@@ -355,5 +379,40 @@ def test_the_picture_weight_of_a_cube_counts_only_what_the_eye_sees():
     order = np.argsort(ids)
     ids, cubes = ids[order], np.repeat([0, 1, 2], [3000, 500, 500])[order]
     codes = enc.state.codes_of(ids)
-    _, (_, _, pic) = _weigh(0, np.zeros(3), np.array([1.0, 0.0, 0.0]), ids, cubes, codes, enc.profile, 3)
+    _, (_, _, pic, _) = _weigh(0, np.zeros(3), np.array([1.0, 0.0, 0.0]), ids, cubes, codes, enc.profile, 3)
     assert pic[0] > 0 and pic[1] < 1e-3 * pic[0] and pic[2] == 0
+
+
+def test_the_picture_is_the_clients_field_of_view_and_aspect():
+    """``View``: the default picture is 160x100 at 75 degrees within the 60-degree cone; a client's own
+    fov and aspect change what its picture holds, and a wide view widens the cone to its corners."""
+    from codec import Encoder, Grid, Profile
+    from codec.attributes import Gaussians
+    from reference_generator.progressive_join import View, _weigh
+    assert View.of(None) == View(75.0, 160, 100, 0.5)
+    tall = View.of({"fov": 60.0, "aspect": 0.5})
+    assert tall.width * tall.height == pytest.approx(16_000, rel=0.02) and tall.height > tall.width
+    wide = View.of({"fov": 150.0})
+    assert wide.cos_cone < 0.5 and np.degrees(np.arccos(wide.cos_cone)) < 90
+    rng = np.random.default_rng(5)
+    ahead = np.c_[np.full(400, 6.0), rng.uniform(-0.5, 0.5, (400, 2))]           # straight ahead
+    side = np.c_[np.full(400, 6.0), rng.uniform(9.5, 10.5, 400), rng.uniform(-0.5, 0.5, 400)]  # 59 degrees left
+    above = np.c_[np.full(400, 6.0), rng.uniform(-0.5, 0.5, 400), rng.uniform(4.5, 5.5, 400)]  # 40 degrees up
+    pos = np.r_[ahead, side, above].astype(np.float32)
+    n = len(pos)
+    g = Gaussians(pos, np.full((n, 3), -2.5, np.float32), np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
+                  np.full(n, 2.0, np.float32), np.zeros((n, 3), np.float32), np.zeros((n, 0), np.float32))
+    enc = Encoder(Profile.preset("compact", 0, Grid.fit(g.positions)))
+    ids = enc.assign_ids(g.positions)
+    enc.keyframe(g, ids)
+    order = np.argsort(ids)
+    ids, cubes = ids[order], np.repeat([0, 1, 2], 400)[order]
+    codes = enc.state.codes_of(ids)
+
+    def weights(view):
+        return _weigh(0, np.zeros(3), np.array([1.0, 0.0, 0.0]), ids, cubes, codes, enc.profile, 3, view)[1][2]
+
+    default, wide_w, tall_w = weights(View.of(None)), weights(wide), weights(tall)
+    assert default[0] > 0 and default[1] == 0 and default[2] == 0         # 75 x 50 degrees: ahead only
+    assert wide_w[1] > 0 and wide_w[2] > 0                                  # 150 degrees across: all three
+    assert tall_w[2] > 0 and tall_w[1] == 0                                 # 60 across, 98 high: ahead and above

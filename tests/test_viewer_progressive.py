@@ -159,7 +159,8 @@ def test_viewer_progressive_join(tmp_path, path):
     # --- the eye: one `detail` view for the moved camera; the session goes on
     v = result["view"]
     assert v["detailsAfter"] >= v["detailsBefore"] + 1 and v["state"] == "open"
-    assert v["sent"]["view"] == {"position": v["pose"]["position"], "yaw": v["pose"]["yaw"], "pitch": v["pose"]["pitch"]}
+    assert v["sent"]["view"] == {"position": v["pose"]["position"], "yaw": v["pose"]["yaw"], "pitch": v["pose"]["pitch"],
+                                 "fov": 70, "aspect": pytest.approx(160 / 120)}   # the page's fov, the canvas's aspect
     assert v["sent"]["budget"] is None, "the budget rule sent no budget (frame_ms off)"
 
     # --- a budget in the URL is never exceeded

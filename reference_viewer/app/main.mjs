@@ -166,8 +166,8 @@ function tick(t) {
 
 /**
  * A progressive session's `detail` messages (SPEC.md 11.9): a new budget when DetailBudget's rule
- * asks for one, and the local camera's pose as the eye when it moved or turned enough (viewMoved),
- * at most every VIEW_MIN_MS. While following the world's camera with no eye sent yet, the server
+ * asks for one, and the local camera's pose as the eye (with the page's field of view and the
+ * canvas's aspect) when it moved or turned enough (viewMoved), at most every VIEW_MIN_MS. While following the world's camera with no eye sent yet, the server
  * already orders refinement from that camera: nothing is sent. The eye is sent in the reference
  * world's conventions, so only while the page's up axis is the world's z.
  */
@@ -179,7 +179,8 @@ function sendDetail(t) {
   let view = null;
   if (upAxis() === 'z' && t - lastViewT >= VIEW_MIN_MS && (session.detailSent?.view || !follow)
       && viewMoved(p, session.detailSent?.view ?? session.worldCamera)) {
-    view = { position: [...p.position], yaw: p.yaw, pitch: p.pitch };
+    view = { position: [...p.position], yaw: p.yaw, pitch: p.pitch, fov: Math.min(179, Math.max(1, fov)),
+             aspect: Math.min(10, Math.max(0.1, canvas.width / Math.max(1, canvas.height))) };
   }
   if ((budget != null || view) && session.detail({ budget, view }) && view) lastViewT = t;
 }

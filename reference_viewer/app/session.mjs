@@ -161,8 +161,10 @@ export class Session {
 
   /**
    * A progressive session's `detail` message (SPEC.md 11.9): a new detail budget (an integer >= 1)
-   * and/or the client's eye ({position: [x, y, z], yaw, pitch}, degrees). Sent only in a session the
-   * server took as progressive (elsewhere the server closes it with 1008); false when not sent.
+   * and/or the client's eye ({position: [x, y, z], yaw, pitch}, degrees; optionally its `fov`, degrees
+   * across, and `aspect`, width / height, so that the server weighs the picture this client sees).
+   * Sent only in a session the server took as progressive (elsewhere the server closes it with
+   * 1008); false when not sent.
    */
   detail({ budget = null, view = null } = {}) {
     if (!this.isProgressive || !this.header || (budget == null && view == null)) return false;
@@ -171,6 +173,14 @@ export class Session {
     if (view != null) {
       const v = { position: view.position.map(Number), yaw: Number(view.yaw) || 0, pitch: Number(view.pitch) || 0 };
       if (![...v.position, v.yaw, v.pitch].every(Number.isFinite)) return false;
+      if (view.fov != null) {
+        v.fov = Number(view.fov);
+        if (!(v.fov > 0 && v.fov < 180)) return false;
+      }
+      if (view.aspect != null) {
+        v.aspect = Number(view.aspect);
+        if (!(v.aspect >= 0.1 && v.aspect <= 10)) return false;
+      }
       msg.view = v;
     }
     if (!this._send(msg)) return false;
