@@ -1,15 +1,16 @@
 """SceneState: live Gaussians by id, in code space, and all-or-nothing apply (SPEC.md 6.3).
 
-Storage is slot based (like the viewer's GPU buffers): planar (C, capacity)
-code arrays and an id -> slot index. New rows go to the tail while the arrays have room there; the
-arrays double up to twice the live rows (or the budget), and past that new rows take the slots that
-deletes freed: a scene whose adds and deletes balance stops growing and never needs compacting;
-holes pile up only where the scene shrinks, and are compacted in bulk when they outnumber the live
-rows. apply() first
-validates the frame's ids, deletes and adds without touching the state; then applies its UPDATE
-blocks in place, keeping the old codes as an undo record (one pass over each updated row instead
-of a read pass now and a write pass at the commit); then checks the budget and the digest, and on
-any failure puts the updated rows back before raising. Only then does it commit deletes and adds.
+Storage is slot based (like the viewer's GPU buffers): planar (C, capacity) code arrays and an
+id -> slot index. New rows go to the tail while the arrays have room there; the arrays double up to
+twice the live rows (or the budget), and past that new rows take the slots that deletes freed: a
+scene whose adds and deletes balance stops growing and never needs compacting; holes pile up only
+where the scene shrinks, and are compacted in bulk when they outnumber the live rows.
+
+apply() first validates the frame's ids, deletes and adds without touching the state; then applies
+its UPDATE blocks in place, keeping the old codes as an undo record (one pass over each updated row
+instead of a read pass now and a write pass at the commit); then checks the budget and the digest,
+and on any failure puts the updated rows back before raising. Only then does it commit deletes and
+adds.
 """
 from __future__ import annotations
 
@@ -494,15 +495,13 @@ class SceneState:
             self._release(gone)
             n = len(d.add_ids)
             if n:
-                slots = self._take(n, plan["count"])
-                rows = slots if isinstance(slots, np.ndarray) else slice(slots.start, slots.stop)
+                rows, slots = self._take(n, plan["count"])
                 for a in ATTRS:
                     self.codes[a][:, rows] = d.add[a]
                 self.slot_ids[rows] = d.add_ids
                 if hashed:
                     self.accs[:, rows] = plan["add_accs"]
-                self.index.insert(d.add_ids, np.arange(slots.start, slots.stop, dtype=np.int64)
-                                  if isinstance(slots, range) else slots)
+                self.index.insert(d.add_ids, slots)
         self.count = plan["count"]
         self.hashed = hashed
         if hashed:
@@ -523,8 +522,9 @@ class SceneState:
         self.free[self.holes:self.holes + k] = slots
         self.holes += k
 
-    def _take(self, n: int, live: int) -> np.ndarray | range:
-        """Slots for n new Gaussians (``live`` after the frame). The tail while the arrays have room
+    def _take(self, n: int, live: int) -> tuple:
+        """(rows, slots) for n new Gaussians (``live`` after the frame): the slots, and the index that
+        writes their columns (a slice when they are the tail's). The tail while the arrays have room
         there: a contiguous write (a scattered row costs a cache line per component). A full tail
         doubles the arrays while they would hold at most twice the live Gaussians and stay within the
         budget; past that, freed slots are taken (the most recently freed first: a retired region's
@@ -534,11 +534,12 @@ class SceneState:
         k = min(max(0, h + n - limit), self.holes)
         self._grow(h + n - k)
         self.high = h + n - k
+        tail = np.arange(h, h + n - k, dtype=np.int64)
         if k == 0:
-            return range(h, h + n)
+            return slice(h, h + n), tail
         self.holes -= k
-        reused = self.free[self.holes:self.holes + k]
-        return np.concatenate([reused, np.arange(h, h + n - k, dtype=np.int64)])
+        slots = np.concatenate([self.free[self.holes:self.holes + k], tail])
+        return slots, slots
 
     def _compact(self) -> None:
         """Move live rows to slots 0..count-1 in id order (amortized: runs when holes outnumber rows,
