@@ -201,10 +201,13 @@ for _ in range(31):
     _X2N.append(_mult_mod_p(_X2N[-1], _X2N[-1]))
 
 
+COMBINE_MIN_BYTES = 256 << 10  # smaller parts are checksummed again on the frame's thread
+
+
 def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     """The CRC-32 of A + B from crc1 = CRC(A), crc2 = CRC(B) and len(B) (zlib's crc32_combine): crc1
-    times x^(8 len2), plus crc2. Lets section workers checksum their own output; about 80 us in
-    Python, so worth it only for parts far larger than that takes to checksum (~200 kB)."""
+    times x^(8 len2), plus crc2. Lets section workers checksum their own output; about 20 us in
+    Python, so worth it only for parts larger than that takes zlib to checksum (COMBINE_MIN_BYTES)."""
     p, n, k = 1 << 31, len2, 3
     while n:
         if n & 1:
@@ -298,15 +301,15 @@ class SectionWriter:
                 _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
             if len(z) < len(raw):
                 comp, data = ZSTD, z
-        return data, len(raw), comp, filters, width, zlib.crc32(data) if self._crc_parts else None
+        return data, len(raw), comp, filters, width, \
+            zlib.crc32(data) if self._crc_parts and len(data) >= COMBINE_MIN_BYTES else None
 
     def parts(self) -> list:
         """Filter and compress every queued section (in parallel for big frames); fills ``descs``.
         Returns the stored sections in payload order (the caller joins them once, into its record).
         For a frame built on the workers, ``crcs`` then holds each section's CRC-32, taken on the
-        worker that built it (``crc32_combine`` joins them to the record's without reading the payload
-        again); for a small frame it is None (a combine costs about 80 us in Python, more than
-        checksumming its small parts once more)."""
+        worker that built it (``crc32_combine`` joins a part of COMBINE_MIN_BYTES or more to the
+        record's without reading it again); for a small frame it is None."""
         total = sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
         self._crc_parts = total >= PARALLEL_MIN_BYTES
         built = parallel_map(self._build, self._queue, total)

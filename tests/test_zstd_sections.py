@@ -148,6 +148,35 @@ def test_crc32_combine_is_the_crc_of_the_concatenation(la, lb):
     assert crc32_combine(zlib.crc32(a), zlib.crc32(b), lb) == zlib.crc32(a + b)
 
 
+def test_a_large_frames_crc_joins_worker_crcs_and_its_own():
+    """A frame built on the section workers takes the CRC of each part of COMBINE_MIN_BYTES or more from
+    its worker and checksums the smaller parts itself: the record's CRC-32 is that of its bytes."""
+    from codec.sections import COMBINE_MIN_BYTES, PARALLEL_MIN_BYTES
+    from codec.wire import FRAME_MAGIC
+    rng = np.random.default_rng(11)
+    g = random_gaussians(rng, 40_000, 3, specials=False)
+    g.sh_rest[:] = rng.normal(0, 0.3, g.sh_rest.shape)      # noise: SH sections that stay large
+    enc = Encoder(make_profile("high", 3, g.positions))
+    sizes = []
+    orig = SectionWriter.parts
+
+    def parts(self):
+        out = orig(self)
+        sizes.append((sum(len(x) for x in out), [len(x) for x in out], self.crcs))
+        return out
+    SectionWriter.parts = parts
+    try:
+        frame = enc.keyframe(g)
+    finally:
+        SectionWriter.parts = orig
+    total, lens, crcs = sizes[-1]
+    assert crcs is not None and total >= PARALLEL_MIN_BYTES // 4
+    assert any(n >= COMBINE_MIN_BYTES for n in lens) and any(n < COMBINE_MIN_BYTES for n in lens)
+    assert [c is not None for c in crcs] == [n >= COMBINE_MIN_BYTES for n in lens]
+    assert frame[:4] == FRAME_MAGIC
+    assert zlib.crc32(frame[:-4]) == int.from_bytes(frame[-4:], "little")
+
+
 def test_filter_trial_winner_is_reused_for_a_role_then_trialled_again(monkeypatch):
     """A stream's sections of one role are trialled on the first frame and every RETRIAL + 1 frames
     after; between trials the writer reuses the winner (the frames still decode to the same codes)."""
