@@ -361,33 +361,36 @@ def test_the_picture_weight_of_a_cube_counts_only_what_the_eye_sees():
     """``_weigh``: per cube, what its Gaussians make of the client's picture. A dense wall ahead takes
     the picture; a cube behind the wall and a nearer cube behind the eye make none of it, although a
     rank by distance would put the one behind the eye first."""
-    from codec import Encoder, Grid, Profile
-    from codec.attributes import Gaussians
     from reference_generator.progressive_join import _weigh
     rng = np.random.default_rng(3)
     yz = rng.uniform(-4, 4, (3000, 2))
     wall = np.c_[np.full(3000, 5.0), yz]                                 # x = 5, across the view
     hidden = np.c_[np.full(500, 10.0), rng.uniform(-1, 1, (500, 2))]     # behind the wall
     behind = np.c_[np.full(500, -3.0), rng.uniform(-1, 1, (500, 2))]     # behind the eye, nearer
-    pos = np.r_[wall, hidden, behind].astype(np.float32)
+    _, (_, _, pic, _) = _weigh(0, np.zeros(3), np.array([1.0, 0.0, 0.0]), *_cubes([wall, hidden, behind], -1.5, 4.0), 3)
+    assert pic[0] > 0 and pic[1] < 1e-3 * pic[0] and pic[2] == 0
+
+
+def _cubes(groups: list, log_scale: float, logit: float) -> tuple:
+    """(ids, cube of each, their codes, profile) of a keyframe of round Gaussians at the positions of each
+    group (group k is cube k), as ``_weigh`` takes them."""
+    from codec import Encoder, Grid, Profile
+    from codec.attributes import Gaussians
+    pos = np.concatenate(groups).astype(np.float32)
     n = len(pos)
-    g = Gaussians(pos, np.full((n, 3), -1.5, np.float32), np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
-                  np.full(n, 4.0, np.float32), np.zeros((n, 3), np.float32), np.zeros((n, 0), np.float32))
+    g = Gaussians(pos, np.full((n, 3), log_scale, np.float32), np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
+                  np.full(n, logit, np.float32), np.zeros((n, 3), np.float32), np.zeros((n, 0), np.float32))
     enc = Encoder(Profile.preset("compact", 0, Grid.fit(g.positions)))
     ids = enc.assign_ids(g.positions)
     enc.keyframe(g, ids)
     order = np.argsort(ids)
-    ids, cubes = ids[order], np.repeat([0, 1, 2], [3000, 500, 500])[order]
-    codes = enc.state.codes_of(ids)
-    _, (_, _, pic, _) = _weigh(0, np.zeros(3), np.array([1.0, 0.0, 0.0]), ids, cubes, codes, enc.profile, 3)
-    assert pic[0] > 0 and pic[1] < 1e-3 * pic[0] and pic[2] == 0
+    ids, cubes = ids[order], np.repeat(np.arange(len(groups)), [len(x) for x in groups])[order]
+    return ids, cubes, enc.state.codes_of(ids), enc.profile
 
 
 def test_the_picture_is_the_clients_field_of_view_and_aspect():
     """``View``: the default picture is 160x100 at 75 degrees within the 60-degree cone; a client's own
     fov and aspect change what its picture holds, and a wide view widens the cone to its corners."""
-    from codec import Encoder, Grid, Profile
-    from codec.attributes import Gaussians
     from reference_generator.progressive_join import View, _weigh
     assert View.of(None) == View(75.0, 160, 100, 0.5)
     tall = View.of({"fov": 60.0, "aspect": 0.5})
@@ -398,19 +401,10 @@ def test_the_picture_is_the_clients_field_of_view_and_aspect():
     ahead = np.c_[np.full(400, 6.0), rng.uniform(-0.5, 0.5, (400, 2))]           # straight ahead
     side = np.c_[np.full(400, 6.0), rng.uniform(9.5, 10.5, 400), rng.uniform(-0.5, 0.5, 400)]  # 59 degrees left
     above = np.c_[np.full(400, 6.0), rng.uniform(-0.5, 0.5, 400), rng.uniform(4.5, 5.5, 400)]  # 40 degrees up
-    pos = np.r_[ahead, side, above].astype(np.float32)
-    n = len(pos)
-    g = Gaussians(pos, np.full((n, 3), -2.5, np.float32), np.tile([1.0, 0, 0, 0], (n, 1)).astype(np.float32),
-                  np.full(n, 2.0, np.float32), np.zeros((n, 3), np.float32), np.zeros((n, 0), np.float32))
-    enc = Encoder(Profile.preset("compact", 0, Grid.fit(g.positions)))
-    ids = enc.assign_ids(g.positions)
-    enc.keyframe(g, ids)
-    order = np.argsort(ids)
-    ids, cubes = ids[order], np.repeat([0, 1, 2], 400)[order]
-    codes = enc.state.codes_of(ids)
+    scene = _cubes([ahead, side, above], -2.5, 2.0)
 
     def weights(view):
-        return _weigh(0, np.zeros(3), np.array([1.0, 0.0, 0.0]), ids, cubes, codes, enc.profile, 3, view)[1][2]
+        return _weigh(0, np.zeros(3), np.array([1.0, 0.0, 0.0]), *scene, 3, view)[1][2]
 
     default, wide_w, tall_w = weights(View.of(None)), weights(wide), weights(tall)
     assert default[0] > 0 and default[1] == 0 and default[2] == 0         # 75 x 50 degrees: ahead only
