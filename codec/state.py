@@ -2,9 +2,10 @@
 
 Storage is slot based (like the viewer's GPU buffers): planar (C, capacity) code arrays and an
 id -> slot index. New rows go to the tail while the arrays have room there; the arrays double up to
-twice the live rows (or the budget), and past that new rows take the slots that deletes freed: a
-scene whose adds and deletes balance stops growing and never needs compacting; holes pile up only
-where the scene shrinks, and are compacted in bulk when they outnumber the live rows.
+twice the live rows (or the budget, or a reserved size), and past that new rows take the slots that
+deletes freed: a scene whose adds and deletes balance stops growing and never needs compacting;
+holes pile up only where the scene shrinks, and are compacted in bulk when they outnumber the live
+rows.
 
 apply() first validates the frame's ids, deletes and adds without touching the state; then applies
 its UPDATE blocks in place, keeping the old codes as an undo record (one pass over each updated row
@@ -152,9 +153,17 @@ class SceneState:
         self.high = 0          # slots [0, high) have been used
         self.holes = 0         # slots below high that hold no live Gaussian: free[:holes]
         self.free = np.zeros(0, np.int64)
+        self.reserved = 0      # Gaussians the caller expects to hold at most (``reserve``)
         self.count = 0
         self.sums = (0, 0)
         self.hashed = True     # hashes/sums are maintained (False after an unhashed bulk load)
+
+    def reserve(self, n: int) -> None:
+        """Room for ``n`` Gaussians in slots (within the budget) now: a state that will fill up frame by
+        frame (a client being refined) then writes into fresh pages as it goes, instead of copying its
+        arrays at each doubling; while it holds at most ``n``, ADDs take freed slots before it grows."""
+        self.reserved = min(int(n), self.max_gaussians)
+        self._grow(self.reserved)
 
     def _grow(self, need: int) -> None:
         """Room for slots [0, need): doubling, but not past the budget (at the budget, ADDs take freed
@@ -527,10 +536,12 @@ class SceneState:
         writes their columns (a slice when they are the tail's). The tail while the arrays have room
         there: a contiguous write (a scattered row costs a cache line per component). A full tail
         doubles the arrays while they would hold at most twice the live Gaussians and stay within the
-        budget; past that, freed slots are taken (the most recently freed first: a retired region's
+        budget (and the room ``reserve`` asked for, while the scene is within it); past that, freed
+        slots are taken (the most recently freed first: a retired region's
         run), so the arrays stop growing and a churning scene never needs compacting."""
         h, cap = self.high, self.slot_ids.shape[0]
-        limit = cap if cap >= min(2 * live, self.max_gaussians) else self.max_gaussians  # slots before freed ones
+        enough = min(2 * live, self.max_gaussians, self.reserved if self.reserved >= live else 1 << 62)
+        limit = cap if cap >= enough else self.max_gaussians  # slots used before freed ones
         k = min(max(0, h + n - limit), self.holes)
         self._grow(h + n - k)
         self.high = h + n - k
@@ -569,6 +580,6 @@ class SceneState:
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
         self.high, self.holes = n, 0
-        self.free = np.zeros(0, np.int64)
+        self.free, self.reserved = np.zeros(0, np.int64), 0
         if self.palette_uses is not None:
             self.palette_uses = np.bincount(self.codes[Attr.SH_REST][0], minlength=len(self.palette_uses))

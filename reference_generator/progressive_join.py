@@ -598,6 +598,9 @@ class ProgressivePending(Pending):
         d = self._add_delta(cut.ids, cut.codes, self.held.state, keyframe=True)
         d.seq = max(W.seq, 1)
         data = self.held.encode_delta(d)
+        # the client's state fills up frame by frame as cubes refine: room for all it may hold, so that it
+        # does not copy its arrays at each doubling on the world's thread
+        self.held.state.reserve(min(self.budget, self.world_max, 2 * len(W)))
         self.per = len(data) / max(1, len(cut.ids)) if len(cut.ids) > 64 else cut.per
         steps = d.seq - self.last_sent if self.last_sent >= 0 else 0
         self.dirty, self.settled = dirty, False

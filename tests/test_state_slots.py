@@ -5,6 +5,7 @@ decoder's state (fed the same frames) is the oracle."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from codec import Decoder, Encoder
 from codec.attributes import Attr
@@ -84,3 +85,41 @@ def test_a_shrinking_scene_is_compacted_and_keeps_its_capacity():
     g = random_gaussians(rng, 50, 0, specials=False)
     dec.decode_frame(enc.encode(add=(enc.assign_ids(g.positions), g)))
     assert dec.state.equals(st) and dec.state.digest() == st.digest()
+
+
+def test_reserved_room_is_filled_without_copying_the_arrays():
+    """``reserve``: room for a state that fills up frame by frame (a progressive client's), within the
+    budget; ADDs up to it write in place."""
+    enc, dec, rng = _stream(500, max_gaussians=4000)
+    st = enc.state
+    st.reserve(10_000)                               # past the budget: the budget
+    assert st.slot_ids.shape[0] == 4000
+    arrays = [st.slot_ids, st.accs, *st.codes.values()]
+    for _ in range(7):
+        _frame(enc, dec, rng, 500)
+    assert st.count == 4000 and all(a is b for a, b in zip(arrays, [st.slot_ids, st.accs, *st.codes.values()]))
+    assert dec.state.equals(st) and dec.state.digest() == st.digest()
+
+
+def test_a_progressive_clients_state_has_room_for_what_it_will_hold():
+    """The server's copy of a progressive client's state reserves room for the most it may hold, so
+    refinement frames do not copy its arrays on the world's thread at each doubling."""
+    pytest.importorskip("torch")
+    from reference_generator.world import WorldConfig
+    from reference_generator.worldhost import WorldCore
+    from reference_generator.actions import Idle
+    core = WorldCore(WorldConfig(target_live=3000, prefetch_margin=0), 0, "cpu")
+    try:
+        live = len(core.encoder.state)
+        core.attach(1, 1 << 24, {"budget": None, "first_bytes": 8_000, "refine_bytes": 6_000})
+        core.attach(2, 1 << 24, {"budget": live // 3, "first_bytes": 8_000, "refine_bytes": 6_000})
+        core.take(1, wait=True), core.take(2, wait=True)
+        held = {k: core.pendings[k].held.state for k in (1, 2)}
+        cap = {k: s.slot_ids.shape[0] for k, s in held.items()}
+        assert cap[1] >= min(core.encoder.header.max_gaussians, 2 * live) and cap[2] == live // 3
+        for _ in range(40):
+            core.step(Idle(), [], (1, 2))
+        assert {k: s.slot_ids.shape[0] for k, s in held.items()} == cap
+        assert len(held[1]) == len(core.encoder.state)       # refined to the world's state
+    finally:
+        core.close()
