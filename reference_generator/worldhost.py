@@ -122,6 +122,7 @@ class WorldCore:
         self.encoder = Encoder(self.world.profile, max_gaussians=self.world.max_gaussians,
                                generator=f"gsd reference world (seed {seed})")
         self.encoder.encode_delta(to_delta(self.encoder, self.world.reset(seed)))
+        self.encoder.state.reserve(self.world.max_gaussians)   # its budget now, not a copy mid-session
         self.pendings: dict = {}             # link id -> Pending
         self.cuts = CutCache(self.encoder, ahead=True)   # stand-in cuts, made off this thread, shared by joiners
         if progressive is not None:

@@ -102,8 +102,9 @@ def test_reserved_room_is_filled_without_copying_the_arrays():
 
 
 def test_a_progressive_clients_state_has_room_for_what_it_will_hold():
-    """The server's copy of a progressive client's state reserves room for the most it may hold, so
-    refinement frames do not copy its arrays on the world's thread at each doubling."""
+    """A served world's state has room for its budget from its creation, and the server's copy of a
+    progressive client's state reserves room for the most it may hold, so neither copies its arrays
+    on the world's thread mid-session."""
     pytest.importorskip("torch")
     from reference_generator.world import WorldConfig
     from reference_generator.worldhost import WorldCore
@@ -111,6 +112,7 @@ def test_a_progressive_clients_state_has_room_for_what_it_will_hold():
     core = WorldCore(WorldConfig(target_live=3000, prefetch_margin=0), 0, "cpu")
     try:
         live = len(core.encoder.state)
+        assert core.encoder.state.slot_ids.shape[0] == core.world.max_gaussians   # the world's own, from the start
         core.attach(1, 1 << 24, {"budget": None, "first_bytes": 8_000, "refine_bytes": 6_000})
         core.attach(2, 1 << 24, {"budget": live // 3, "first_bytes": 8_000, "refine_bytes": 6_000})
         core.take(1, wait=True), core.take(2, wait=True)
@@ -121,5 +123,6 @@ def test_a_progressive_clients_state_has_room_for_what_it_will_hold():
             core.step(Idle(), [], (1, 2))
         assert {k: s.slot_ids.shape[0] for k, s in held.items()} == cap
         assert len(held[1]) == len(core.encoder.state)       # refined to the world's state
+        assert core.encoder.state.slot_ids.shape[0] == core.world.max_gaussians
     finally:
         core.close()
