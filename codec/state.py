@@ -32,6 +32,7 @@ U64 = np.uint64
 _M = np.uint64(M32)
 _TWO32 = np.uint64(1 << 32)
 _NO_ACC = np.zeros((2, 0), np.uint32)
+_NO_SLOTS = np.zeros(0, np.int64)
 _ENTRY_TAG = U64(0xFFFFFFFF) << U64(32)  # a palette entry's record: w_0 = index, w_1 = 0xFFFFFFFF (SPEC.md 7.1)
 
 
@@ -130,6 +131,8 @@ def _check_sorted(ids: np.ndarray, what: str) -> None:
 
 
 class SceneState:
+    COMPACT_MIN = 1 << 16  # holes that never call for a compaction, however few the live rows
+
     def __init__(self, profile: Profile, limits: Limits = SPEC_LIMITS, max_gaussians: int = 0):
         self.profile = profile
         self.limits = limits
@@ -154,6 +157,8 @@ class SceneState:
         self.holes = 0         # slots below high that hold no live Gaussian: free[:holes]
         self.free = np.zeros(0, np.int64)
         self.reserved = 0      # Gaussians the caller expects to hold at most (``reserve``)
+        self.added = _NO_SLOTS # the slots the last delta's ADDs took, in its id order (a keyframe's: 0..n-1)
+        self.compactions = 0   # bulk compactions so far (a mirror of the slots follows them)
         self.count = 0
         self.sums = (0, 0)
         self.hashed = True     # hashes/sums are maintained (False after an unhashed bulk load)
@@ -235,6 +240,12 @@ class SceneState:
     def codes_at(self, slots: np.ndarray, attrs=ATTRS) -> dict:
         """{Attr: (C, n)} codes of the Gaussians in ``slots`` (live slots, e.g. from ``slots_of``)."""
         return {a: self.codes[a][:, slots] for a in attrs}
+
+    def live_slots(self) -> tuple[np.ndarray, np.ndarray]:
+        """Live ids ascending and the slot each is stored in (a mirror of the storage copies the
+        code arrays up to ``high`` and this index, and then follows ``added`` and ``compactions``)."""
+        ids, slots = self.index.sorted_items()
+        return ids.copy(), slots.copy()
 
     def sorted_codes(self) -> tuple[np.ndarray, dict]:
         ids, slots = self.index.sorted_items()
@@ -344,7 +355,8 @@ class SceneState:
         n_del, n_add = len(d.delete_ids), len(d.add_ids)
         hinted = d.slot_hint is not None and not d.keyframe and d.slot_hint[0] == self.token() \
             and len(d.slot_hint[1]) == len(d.updates) \
-            and all(np.array_equal(self.slot_ids[s], b.ids) for s, b in zip(d.slot_hint[1], d.updates))
+            and all(len(s) == len(b.ids) and (not len(s) or 0 <= s.min() and s.max() < self.high)
+                    and np.array_equal(self.slot_ids[s], b.ids) for s, b in zip(d.slot_hint[1], d.updates))
         named = [d.delete_ids, d.add_ids] + ([] if hinted else [b.ids for b in d.updates])
         add_found = None  # slots of ADD ids that are live (None: none can be)
         if d.keyframe and not len(d.delete_ids):  # nothing is live before a keyframe: no lookups
@@ -485,6 +497,7 @@ class SceneState:
             self.palette[:, index] = codes
             self.palette_accs[:, index] = accs
         hashed = plan["hashed"]
+        self.added = _NO_SLOTS
         if d.keyframe:
             self._load_keyframe(d, plan)
         else:
@@ -505,6 +518,7 @@ class SceneState:
             n = len(d.add_ids)
             if n:
                 rows, slots = self._take(n, plan["count"])
+                self.added = slots
                 for a in ATTRS:
                     self.codes[a][:, rows] = d.add[a]
                 self.slot_ids[rows] = d.add_ids
@@ -516,7 +530,7 @@ class SceneState:
         if hashed:
             self.sums = plan["sums"]
         self.seq = d.seq
-        if self.holes > max(self.count, 1 << 16):
+        if self.holes > max(self.count, self.COMPACT_MIN):
             self._compact()
 
     def _release(self, slots: np.ndarray) -> None:
@@ -568,6 +582,7 @@ class SceneState:
         self.slot_ids[:n] = ids
         self.index = IdIndex(ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)
         self.high, self.holes = n, 0
+        self.compactions += 1
 
     def _load_keyframe(self, d: Delta, plan: dict) -> None:
         """Adopt the keyframe's arrays as storage: slots 0..n-1 in id order."""

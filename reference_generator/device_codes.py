@@ -365,12 +365,11 @@ class DeviceCodes:
     ``rows`` is (capacity, Ctot) int32, one row per slot, columns ``cols[attr]``. The index is a
     sorted ``main`` array of (id, slot) with tombstones (slot -1) plus a small sorted ``over``
     array of recent ADDs; lookups search both. The overlay is merged into ``main`` when it
-    outgrows ``MERGE_MIN`` and 1/8 of it; rows are compacted when dead slots outnumber live rows
-    and ``COMPACT_MIN``.
+    outgrows ``MERGE_MIN`` and 1/8 of it. Slots are the host state's (``SceneState``): ADDs go where it
+    put them, and the rows are compacted when it compacts.
     """
 
     MERGE_MIN = 1 << 15
-    COMPACT_MIN = 1 << 16
 
     def __init__(self, profile: Profile, device):
         self.p = profile
@@ -431,12 +430,15 @@ class DeviceCodes:
             self._col_thr[key] = t.to(self.device) if bool((t > 0).any()) else None
         return self._col_thr[key]
 
-    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor) -> None:
+    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor | None = None,
+              compactions: int = 0) -> None:
+        """Rows by slot, the live ids ascending and their slots (default: 0, 1, ... in id order)."""
         n = ids_sorted.numel()
         self.rows = rows.contiguous()
-        self.high = n
+        self.high = rows.shape[0]
+        self.compactions = compactions
         self.main_ids = ids_sorted
-        self.main_slots = torch.arange(n, dtype=I64, device=self.device)
+        self.main_slots = torch.arange(n, dtype=I64, device=self.device) if slots is None else slots
         self.over_ids = torch.zeros(0, dtype=I64, device=self.device)
         self.over_slots = torch.zeros(0, dtype=I64, device=self.device)
         self.over_dead = False               # the overlay may hold tombstones
@@ -472,7 +474,7 @@ class DeviceCodes:
         ch, self.pending = self.pending, None
         st = enc.state
         if ch is not None and st.seq == ch.seq and self.seq == ch.base_seq and self._same(enc, ch.delta.digest):
-            self.commit(ch, len(st))
+            self.commit(ch, st)
             self.digest = ch.delta.digest
         if self.seq != st.seq or not self._same(enc, self.digest):
             self.reload(enc)
@@ -484,18 +486,23 @@ class DeviceCodes:
         return digest == enc.state.digest() if len(enc.state) else digest in (None, enc.state.digest())
 
     def reload(self, enc: Encoder) -> None:
-        """The host state -> the device (a full upload: only when the stream moved without this mirror)."""
-        ids, codes = enc.state.sorted_codes()
-        rows = torch.from_numpy(_host_rows(self.p, codes)).to(self.device)
-        self._load(torch.from_numpy(ids.view(np.int64).copy()).to(self.device), rows)
+        """The host state -> the device, slot for slot (a full upload: only when the stream moved
+        without this mirror)."""
+        st = enc.state
+        ids, slots = st.live_slots()
+        rows = torch.from_numpy(_host_rows(self.p, {a: st.codes[a][:, :st.high] for a in ATTRS})).to(self.device)
+        self._load(torch.from_numpy(ids.view(np.int64)).to(self.device), rows,
+                   torch.from_numpy(slots).to(self.device), st.compactions)
         self.seq = enc.state.seq
         self.digest = enc.state.digest() if getattr(enc, "with_digest", True) else None
 
-    def commit(self, ch: "Change", live: int) -> None:
-        """Apply a change the encoder applied: deletes, then ADDs, then UPDATEs (SPEC.md 6.3)."""
+    def commit(self, ch: "Change", st) -> None:
+        """Apply a change the encoder applied to its state ``st``: deletes, then ADDs, then UPDATEs
+        (SPEC.md 6.3). Slots are the host state's: the ADDs take the slots it gave them (``st.added``)
+        and the rows are compacted when it compacted, so UPDATE slots found here are its slots too."""
         self.seq = ch.seq
         if ch.keyframe:
-            self._load(ch.add_ids, ch.add_rows)
+            self._load(ch.add_ids, ch.add_rows, compactions=st.compactions)
             return
         if ch.upd_slots.numel():
             self.rows.index_copy_(0, ch.upd_slots, ch.upd_rows)
@@ -520,22 +527,25 @@ class DeviceCodes:
             self.over_dead = self.over_dead or self.over_ids.numel() > 0
         n = ch.add_ids.numel()
         if n:
-            if self.high + n > self.rows.shape[0]:
-                cap = max(2 * self.rows.shape[0], self.high + n, 1024)
+            host = np.asarray(st.added, np.int64)
+            top = int(host.max()) + 1                 # the host's slots (numpy): no wait for the device
+            if top > self.rows.shape[0]:
+                cap = max(2 * self.rows.shape[0], top, 1024)
                 grown = torch.empty((cap, self.ctot), dtype=I32, device=self.device)
                 grown[:self.high] = self.rows[:self.high]
                 self.rows = grown
-            self.rows[self.high:self.high + n] = ch.add_rows
-            new_slots = torch.arange(self.high, self.high + n, dtype=I64, device=self.device)
-            self.high += n
+            new_slots = torch.from_numpy(host).to(self.device, non_blocking=True)
+            self.rows.index_copy_(0, new_slots, ch.add_rows)
+            self.high = max(self.high, top)
             o_ids, o_slots = self.over_ids, self.over_slots
             if self.over_dead:                        # an id deleted and ADDed again must not be there twice
                 live_o = o_slots >= 0
                 o_ids, o_slots = o_ids[live_o], o_slots[live_o]
                 self.over_dead = False
             self.over_ids, self.over_slots = _sort_merged(o_ids, o_slots, ch.add_ids, new_slots)
-        if self.high - live > max(live, self.COMPACT_MIN):
+        if st.compactions != self.compactions:      # the host compacted: rows in id order, as there
             self._compact()
+            self.compactions = st.compactions
         elif self.over_ids.numel() > max(self.MERGE_MIN, self.main_ids.numel() // 8):
             live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
             self.main_ids, self.main_slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m],
@@ -545,11 +555,11 @@ class DeviceCodes:
             self.over_dead = False
 
     def _compact(self) -> None:
-        """Live rows to slots 0..n-1 in id order (when holes outnumber live rows)."""
+        """Live rows to slots 0..n-1 in id order, as the host state compacts."""
         live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
         ids, slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m], self.over_ids[live_o],
                                    self.over_slots[live_o])
-        self._load(ids, self.rows[slots])
+        self._load(ids, self.rows[slots], compactions=self.compactions)
 
 
 # ----------------------------------------------------------------------------------- frame building

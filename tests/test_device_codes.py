@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from codec import ATTRS, Attr, Decoder, Encoder, Grid, Profile, validate_stream  # noqa: E402
+from codec import ATTRS, Attr, Decoder, Encoder, Grid, Profile, SceneState, validate_stream  # noqa: E402
 from codec.synthetic import synthetic_scene  # noqa: E402
 from reference_generator import device_codes as dc  # noqa: E402
 from reference_generator.device_codes import (  # noqa: E402
@@ -166,9 +166,9 @@ def test_wire_wraps_residuals_like_the_format():
 class Stream:
     """An encoder fed frames built in torch, and a decoder fed its bytes; digests compared every frame."""
 
-    def __init__(self, p: Profile):
+    def __init__(self, p: Profile, max_gaussians: int = 0):
         self.p = p
-        self.enc = Encoder(p)
+        self.enc = Encoder(p, max_gaussians=max_gaussians)
         self.dec = Decoder(self.enc.header_bytes())
         self.frames = [self.enc.header_bytes()]
 
@@ -181,10 +181,14 @@ class Stream:
         return d
 
     def check_mirror(self):
+        """The mirror holds the host state's codes, in the host state's slots (so its UPDATE slots are
+        hints the host's apply takes)."""
         m = mirror_of(self.enc, "cpu")
         ids = self.enc.state.ids()
         got, want = m.codes_of(ids), self.enc.state.codes_of(ids)
         assert all(np.array_equal(got[a], want[a]) for a in ATTRS)
+        t = torch.from_numpy(ids.view(np.int64))
+        assert np.array_equal(m.lookup(t).numpy(), self.enc.state.slots_of(ids))
         return m
 
 
@@ -198,7 +202,7 @@ def test_no_drift_over_1000_closed_loop_frames(monkeypatch):
     """Positions random-walk, colours and rotations change every frame, ids come and go: after 1,000
     frames the decoder holds exactly the quantized latest floats, and the digests never differed."""
     monkeypatch.setattr(DeviceCodes, "MERGE_MIN", 64)
-    monkeypatch.setattr(DeviceCodes, "COMPACT_MIN", 64)
+    monkeypatch.setattr(SceneState, "COMPACT_MIN", 64)
     rng = np.random.default_rng(5)
     x, p = _scene(400, 1, 5)
     lay = attr_layout(1)
@@ -242,7 +246,7 @@ def test_no_drift_over_1000_closed_loop_frames(monkeypatch):
 
 def test_mirror_through_deletes_by_id_and_cell_reused_ids_merges_and_compaction(monkeypatch):
     monkeypatch.setattr(DeviceCodes, "MERGE_MIN", 16)
-    monkeypatch.setattr(DeviceCodes, "COMPACT_MIN", 16)
+    monkeypatch.setattr(SceneState, "COMPACT_MIN", 16)
     rng = np.random.default_rng(6)
     x, p = _scene(600, 0, 6)
     s = Stream(p)
@@ -271,6 +275,37 @@ def test_mirror_through_deletes_by_id_and_cell_reused_ids_merges_and_compaction(
         s.push(ops)
         m = s.check_mirror()
     assert m.main_ids.numel() + m.over_ids.numel() >= len(s.enc.state)
+    assert validate_stream(b"".join(s.frames)) == []
+
+
+def test_the_mirror_follows_the_host_into_freed_slots_and_its_hints_are_taken(monkeypatch):
+    """At its budget the host state puts ADDs into the slots deletes freed; the mirror puts them in
+    the same slots, so the UPDATE slots it hands the host's apply are taken as they are (no lookup)."""
+    rng = np.random.default_rng(8)
+    x, p = _scene(700, 1, 8)
+    s = Stream(p, max_gaussians=640)
+    ids = s.enc.assign_ids(x[:, :3])
+    rows = dict(zip(ids.tolist(), range(len(ids))))
+    s.push(FloatOps(keyframe=True, add_ids=ids[:600], add=x[:600]))
+    out = list(ids[600:])                                  # ids not live, ready to come in
+    looked_up = []
+    find = type(s.enc.state.index).find
+    monkeypatch.setattr(type(s.enc.state.index), "find",    # the encoder's lookups (not the decoder's)
+                        lambda self, q: (self is s.enc.state.index and looked_up.append(len(q))) or find(self, q))
+    for f in range(30):
+        live = s.enc.state.ids()
+        gone = rng.choice(live, 30, replace=False)
+        come = np.sort(np.array(out[:30], U64))
+        out = out[30:] + list(gone)
+        moved = rng.choice(np.setdiff1d(live, gone), 50, replace=False)
+        vals = x[[rows[i] for i in moved.tolist()]]
+        looked_up.clear()
+        s.push(FloatOps(delete_ids=gone, add_ids=come, add=x[[rows[i] for i in come.tolist()]],
+                        updates=[(moved, {Attr.POSITION: vals[:, :3] + np.float32(0.01 * (f + 1))})]))
+        assert sum(looked_up) == 60                        # the deletes and ADDs only: UPDATE slots were hints
+        s.check_mirror()
+    st = s.enc.state
+    assert st.slot_ids.shape[0] == 640 and st.high <= 640  # the budget reached: freed slots taken
     assert validate_stream(b"".join(s.frames)) == []
 
 
