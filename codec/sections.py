@@ -308,8 +308,8 @@ class SectionWriter:
         """Filter and compress every queued section (in parallel for big frames); fills ``descs``.
         Returns the stored sections in payload order (the caller joins them once, into its record).
         For a frame built on the workers, ``crcs`` then holds each section's CRC-32, taken on the
-        worker that built it (``crc32_combine`` joins a part of COMBINE_MIN_BYTES or more to the
-        record's without reading it again); for a small frame it is None."""
+        worker that built it where the part has COMBINE_MIN_BYTES or more (``crc32_combine`` joins it to
+        the record's without reading it again), else None; for a small frame ``crcs`` is None."""
         total = sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
         self._crc_parts = total >= PARALLEL_MIN_BYTES
         built = parallel_map(self._build, self._queue, total)

@@ -174,15 +174,18 @@ class SceneState:
         """Room for slots [0, need): doubling, but not past the budget (at the budget, ADDs take freed
         slots, so the arrays never need more slots than the budget allows Gaussians)."""
         cap = self.slot_ids.shape[0]
-        if need <= cap:
-            return
-        new = max(need, min(max(cap * 2, 1024), self.max_gaussians))
-        for a in ATTRS:
-            arr = np.zeros((self.codes[a].shape[0], new), self.codes[a].dtype)
-            arr[:, :cap] = self.codes[a]
-            self.codes[a] = arr
-        ids = np.zeros(new, U64); ids[:cap] = self.slot_ids; self.slot_ids = ids
-        h = np.zeros((2, new), np.uint32); h[:, :cap] = self.accs; self.accs = h
+        if need > cap:
+            self._reallocate(max(need, min(max(cap * 2, 1024), self.max_gaussians)), slice(0, cap))
+
+    def _reallocate(self, cap: int, cols) -> None:
+        """New arrays of capacity ``cap`` whose first columns are the old arrays' columns ``cols``."""
+        def moved(old):
+            new = np.zeros(old.shape[:-1] + (cap,), old.dtype)
+            taken = old[..., cols]
+            new[..., :taken.shape[-1]] = taken
+            return new
+        self.codes = {a: moved(c) for a, c in self.codes.items()}
+        self.slot_ids, self.accs = moved(self.slot_ids), moved(self.accs)
 
     def _clear_palette(self) -> None:
         """The SH palette (SPEC.md 5.9): ``palette`` entries of zero codes, none contributing to the digest."""
@@ -551,10 +554,12 @@ class SceneState:
         there: a contiguous write (a scattered row costs a cache line per component). A full tail
         doubles the arrays while they would hold at most twice the live Gaussians and stay within the
         budget (and the room ``reserve`` asked for, while the scene is within it); past that, freed
-        slots are taken (the most recently freed first: a retired region's
-        run), so the arrays stop growing and a churning scene never needs compacting."""
+        slots are taken (the most recently freed first: a retired region's run), so the arrays stop
+        growing and a churning scene never needs compacting."""
         h, cap = self.high, self.slot_ids.shape[0]
-        enough = min(2 * live, self.max_gaussians, self.reserved if self.reserved >= live else 1 << 62)
+        enough = min(2 * live, self.max_gaussians)
+        if live <= self.reserved:
+            enough = min(enough, self.reserved)
         limit = cap if cap >= enough else self.max_gaussians  # slots used before freed ones
         k = min(max(0, h + n - limit), self.holes)
         self._grow(h + n - k)
@@ -570,16 +575,8 @@ class SceneState:
         """Move live rows to slots 0..count-1 in id order (amortized: runs when holes outnumber rows,
         which takes a scene that shrank to under half its peak). The arrays keep their capacity."""
         ids, slots = self.index.sorted_items()
-        n, cap = len(ids), self.slot_ids.shape[0]
-        for a in ATTRS:
-            arr = np.zeros((self.codes[a].shape[0], cap), self.codes[a].dtype)
-            arr[:, :n] = self.codes[a][:, slots]
-            self.codes[a] = arr
-        accs = np.zeros((2, cap), np.uint32)
-        accs[:, :n] = self.accs[:, slots]
-        self.accs = accs
-        self.slot_ids = np.zeros(cap, U64)
-        self.slot_ids[:n] = ids
+        n = len(ids)
+        self._reallocate(self.slot_ids.shape[0], slots)
         self.index = IdIndex(ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)
         self.high, self.holes = n, 0
         self.compactions += 1

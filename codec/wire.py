@@ -28,8 +28,8 @@ from .digest import Digest
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, Quantization
-from .sections import (COMBINE_MIN_BYTES, DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, LazyArray, SectionDesc,
-                       SectionWriter, crc32_combine, parallel_map, read_section, submit)
+from .sections import (DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, LazyArray, SectionDesc, SectionWriter,
+                       crc32_combine, parallel_map, read_section, submit)
 from .spatial import Grid
 
 HEADER_MAGIC = b"GSDH"
@@ -402,11 +402,8 @@ class FrameEncoder:
         frame_len = _PREFIX.size + len(meta) + sum(len(x) for x in parts) + 4
         head = _PREFIX.pack(FRAME_MAGIC, frame_len, len(meta))
         crc = zlib.crc32(meta, zlib.crc32(head))
-        for i, x in enumerate(parts):  # a large part's CRC comes from its worker
-            if sw.crcs is None or len(x) < COMBINE_MIN_BYTES:
-                crc = zlib.crc32(x, crc)
-            else:
-                crc = crc32_combine(crc, sw.crcs[i], len(x))
+        for x, c in zip(parts, sw.crcs or [None] * len(parts)):  # a large part's CRC comes from its worker
+            crc = zlib.crc32(x, crc) if c is None else crc32_combine(crc, c, len(x))
         return b"".join((head, meta, *parts, struct.pack("<I", crc)))
 
 _SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored_size", "<u4"), ("raw_size", "<u4"), ("compression", "u1"),

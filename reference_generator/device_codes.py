@@ -430,13 +430,11 @@ class DeviceCodes:
             self._col_thr[key] = t.to(self.device) if bool((t > 0).any()) else None
         return self._col_thr[key]
 
-    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor | None = None,
-              compactions: int = 0) -> None:
+    def _load(self, ids_sorted: torch.Tensor, rows: torch.Tensor, slots: torch.Tensor | None = None) -> None:
         """Rows by slot, the live ids ascending and their slots (default: 0, 1, ... in id order)."""
         n = ids_sorted.numel()
         self.rows = rows.contiguous()
         self.high = rows.shape[0]
-        self.compactions = compactions
         self.main_ids = ids_sorted
         self.main_slots = torch.arange(n, dtype=I64, device=self.device) if slots is None else slots
         self.over_ids = torch.zeros(0, dtype=I64, device=self.device)
@@ -490,9 +488,9 @@ class DeviceCodes:
         without this mirror)."""
         st = enc.state
         ids, slots = st.live_slots()
-        rows = torch.from_numpy(_host_rows(self.p, {a: st.codes[a][:, :st.high] for a in ATTRS})).to(self.device)
-        self._load(torch.from_numpy(ids.view(np.int64)).to(self.device), rows,
-                   torch.from_numpy(slots).to(self.device), st.compactions)
+        rows = torch.from_numpy(_host_rows(self.p, st.codes_at(slice(0, st.high)))).to(self.device)
+        self._load(torch.from_numpy(ids.view(np.int64)).to(self.device), rows, torch.from_numpy(slots).to(self.device))
+        self.compactions = st.compactions
         self.seq = enc.state.seq
         self.digest = enc.state.digest() if getattr(enc, "with_digest", True) else None
 
@@ -502,7 +500,8 @@ class DeviceCodes:
         and the rows are compacted when it compacted, so UPDATE slots found here are its slots too."""
         self.seq = ch.seq
         if ch.keyframe:
-            self._load(ch.add_ids, ch.add_rows, compactions=st.compactions)
+            self._load(ch.add_ids, ch.add_rows)
+            self.compactions = st.compactions
             return
         if ch.upd_slots.numel():
             self.rows.index_copy_(0, ch.upd_slots, ch.upd_rows)
@@ -559,7 +558,7 @@ class DeviceCodes:
         live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
         ids, slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m], self.over_ids[live_o],
                                    self.over_slots[live_o])
-        self._load(ids, self.rows[slots], compactions=self.compactions)
+        self._load(ids, self.rows[slots])
 
 
 # ----------------------------------------------------------------------------------- frame building

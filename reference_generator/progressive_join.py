@@ -37,6 +37,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -284,7 +285,7 @@ class ProgressivePending(Pending):
         self.per = 16.0                      # bytes per Gaussian in a frame (measured at each keyframe)
         self.cubes_made = 0                  # stand-ins made, for the metrics
         self.pictures = 0                    # client's pictures weighed (``_picture``), for the metrics
-        self._pic, self._pic_job, self._pic_gen = None, None, 0   # (eye, direction, per-cube weights, View), its job
+        self._pic, self._pic_job, self._pic_gen = None, None, 0   # the last Picture weighed, its job
         self._track_now = False              # a smaller budget came while an ordinary client: follow it
         self.last_world_camera: dict | None = None
 
@@ -746,11 +747,12 @@ class ProgressivePending(Pending):
         d2 = np.maximum((d ** 2).sum(1), (0.5 * self.cell) ** 2)
         score = self.c_count / d2
         if fwd is not None:
-            cos = (d @ fwd) / np.sqrt(d2)
-            score = np.where(cos >= View.of(self.eye).cos_cone - self.cell / np.sqrt(d2), score, score * BEHIND)
+            view = View.of(self.eye)
+            in_cone = (d @ fwd) / np.sqrt(d2) >= view.cos_cone - self.cell / np.sqrt(d2)
+            score = np.where(in_cone, score, score * BEHIND)
         score = np.where(self.c_fine, score * KEEP, score)
         if fwd is not None:              # cubes that make some of the client's picture come first, by what
-            pic = self._picture(pos, fwd, alive)      # they make of it per Gaussian
+            pic = self._picture(pos, fwd, view, alive & in_cone)      # they make of it per Gaussian
             seen = pic > 0
             if seen.any():
                 per = np.where(self.c_fine, KEEP, 1.0) * pic / np.maximum(self.c_count, 1)
@@ -797,9 +799,9 @@ class ProgressivePending(Pending):
         self._pic = pic
         return True
 
-    def _picture(self, pos: np.ndarray, fwd: np.ndarray, alive: np.ndarray) -> np.ndarray:
-        """Per cube, how much of the client's picture its Gaussians make (``_weigh``); zeros until the
-        first picture is weighed. Distance alone ranks a near cube behind a wall above the far ones in
+    def _picture(self, pos: np.ndarray, fwd: np.ndarray, view: "View", seen: np.ndarray) -> np.ndarray:
+        """Per cube, how much of the client's picture ``view`` its Gaussians make (``_weigh``: the live
+        cubes of the view cone, ``seen``); zeros until the first picture is weighed. Distance alone ranks a near cube behind a wall above the far ones in
         view: on a 200k world a budget of a quarter of it left the client's view at 34.7 dB against the
         world's, while a tenth of the world's Gaussians made all of the picture. A picture is weighed
         again once the eye moves a cube or turns as far as a plan is made again for; with the world's
@@ -807,12 +809,9 @@ class ProgressivePending(Pending):
         (its cubes meanwhile keep the last picture's weights; cubes new since rank by distance)."""
         self._picture_done()
         kept = self._pic
-        view = View.of(self.eye)
-        if (kept is None or np.linalg.norm(pos - kept[0]) > self.cell or float(fwd @ kept[1]) < COS_REPLAN
-                or kept[3] != view) and self._pic_job is None:
-            d = self.c_centre - pos
-            dist = np.sqrt(np.maximum((d ** 2).sum(1), 1e-12))
-            rows = self._member_rows(np.flatnonzero(alive & ((d @ fwd) / dist >= view.cos_cone - self.cell / dist)))
+        if (kept is None or np.linalg.norm(pos - kept.eye) > self.cell or float(fwd @ kept.direction) < COS_REPLAN
+                or kept.view != view) and self._pic_job is None:
+            rows = self._member_rows(np.flatnonzero(seen))
             ids, cubes = self.m_ids[rows], self.m_cube[rows]
             slots = self.enc.state.slots_of(ids)
             live = slots >= 0
@@ -827,9 +826,9 @@ class ProgressivePending(Pending):
             kept = self._pic
         if kept is None:
             return np.zeros(len(self.c_key))
-        if len(kept[2]) < len(self.c_key):
-            self._pic = kept = (kept[0], kept[1], np.r_[kept[2], np.zeros(len(self.c_key) - len(kept[2]))], kept[3])
-        return kept[2]
+        if len(kept.weights) < len(self.c_key):          # cubes new since: no weight yet
+            self._pic = kept = kept._replace(weights=np.r_[kept.weights, np.zeros(len(self.c_key) - len(kept.weights))])
+        return kept.weights
 
     def _frame(self) -> OutFrame:
         W, H = self.enc.state, self.held.state
@@ -962,9 +961,17 @@ class View:
         return View(fov, width, height, min(COS_VIEW, math.cos(corner)))
 
 
+class Picture(NamedTuple):
+    """What each cube makes of a client's picture (``weights``), and the eye and view it was weighed for."""
+    eye: np.ndarray
+    direction: np.ndarray
+    weights: np.ndarray
+    view: View
+
+
 def _weigh(gen: int, pos: np.ndarray, fwd: np.ndarray, ids: np.ndarray, cubes: np.ndarray, codes: dict, profile,
            n_cubes: int, view: View = View.of(None)) -> tuple:
-    """(gen, (eye, direction, per-cube picture weight, view)): ``screen_weight`` of the Gaussians ``ids``
+    """(gen, Picture): ``screen_weight`` of the Gaussians ``ids``
     (their position, scale, rotation and opacity ``codes``) seen from ``pos`` along ``fwd`` in the picture
     ``view``, summed per cube (``cubes``). Reads only its arguments: runs on any thread."""
     n = len(ids)
@@ -972,7 +979,7 @@ def _weigh(gen: int, pos: np.ndarray, fwd: np.ndarray, ids: np.ndarray, cubes: n
                   profile.dequantize(Attr.OPACITY, codes[Attr.OPACITY], ids).reshape(-1), np.zeros((n, 3)),
                   np.zeros((n, 0)))
     cam = pinhole(view.width, view.height, view.fov, look_at(pos, pos + fwd))
-    return gen, (pos, fwd, np.bincount(cubes, weights=screen_weight(g, cam), minlength=n_cubes), view)
+    return gen, Picture(pos, fwd, np.bincount(cubes, weights=screen_weight(g, cam), minlength=n_cubes), view)
 
 
 def _copy(v):
