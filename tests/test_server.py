@@ -175,6 +175,8 @@ def test_slow_consumer_is_bounded_and_does_not_stall_others():
                 await slow.send_str(json.dumps(HELLO))
                 await wait_until(lambda: len(s.sessions) == 1)
                 slow_sess = next(iter(s.sessions.values()))
+                # attached to its world (a loaded box may take a while to start the world)
+                await wait_until(lambda: slow_sess.link is not None, timeout=30)
                 async with Client(s.url) as fast:
                     await fast.next_frame()
                     t0 = time.monotonic()
