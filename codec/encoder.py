@@ -13,6 +13,7 @@ from .delta import Delta, PaletteSet, group_updates, mask_rows
 from .digest import unsigned
 from .jit import kernel
 from .profile import Profile
+from .quantize import placed_cells
 from .spatial import assign_slots
 from .id_index import ascending_problem, id_order, sorted_member, sorted_unique
 from .state import SceneState
@@ -72,9 +73,20 @@ class Encoder:
 
     # -- ids ------------------------------------------------------------------------------
     def assign_ids(self, positions: np.ndarray) -> np.ndarray:
-        """Fresh spatial ids for Gaussians born at ``positions`` (SPEC.md 3.3)."""
-        g = self.profile.grid
-        cells = g.cells_of(np.asarray(positions, np.float32).reshape(-1, 3))
+        """Fresh spatial ids for Gaussians born at ``positions`` (SPEC.md 3.3). Where the profile allows
+        ADD_IMPLICIT blocks, a Gaussian takes the cell its quantized position falls in and the
+        Gaussians new to a cell are numbered in placement order, so that a block of them needs no ids."""
+        p = self.profile
+        g = p.grid
+        positions = np.ascontiguousarray(np.asarray(positions, np.float32).reshape(-1, 3))
+        key = None
+        if p.implicit_ids:
+            pb = p.quant.position_bits
+            cells, key = np.empty(len(positions), U64), np.empty(len(positions), U64)
+            placed_cells(positions, np.asarray(g.origin, np.float64), float(g.cell_size), g.cell_size / (1 << pb),
+                         float((1 << g.cell_bits) - 1), float(1 << pb), cells, key)
+        else:
+            cells = g.cells_of(positions)
         shift = U64(g.slot_bits)
         idx = self.state.index
         keysets = [idx.main_ids, idx.over_ids, idx.run_ids, self._issued]
@@ -92,7 +104,7 @@ class Encoder:
                 best = np.where(hit, np.maximum(best, top - lo + U64(1)), best)
             return best
 
-        slots = assign_slots(cells, next_slot)
+        slots = assign_slots(cells, next_slot, key)
         if len(slots) and slots.max() >= U64(1) << shift:
             raise ValueError("a grid cell ran out of slots; use more slot_bits or smaller cells")
         ids = (cells << shift) | slots

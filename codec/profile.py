@@ -181,6 +181,11 @@ class Profile:
         return self.quant is None
 
     @property
+    def implicit_ids(self) -> bool:
+        """ADD_IMPLICIT blocks are possible: a lossy profile whose placement codes fit 64 bits (SPEC.md 6.1)."""
+        return self.quant is not None and 3 * (self.grid.cell_bits + self.quant.position_bits) <= 64
+
+    @property
     def palette(self) -> int:
         """Entries of the SH palette; 0 when SH_REST is coded per Gaussian (SPEC.md 5.9)."""
         return 0 if self.quant is None else self.quant.palette

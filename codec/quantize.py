@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .jit import kernel
-from .spatial import unspread
+from .spatial import spread, unspread
 
 OK, NONFINITE, TOO_FAR = 0, 1, 2
 _SQRT2 = np.sqrt(2.0)
@@ -38,6 +38,32 @@ def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out, 
             else:
                 far = True
     return NONFINITE if bad else TOO_FAR if far else OK
+
+
+@kernel
+def placed_cells(values, origin, cell_size, step, top_cell, top_code, cells, keys):
+    """For new Gaussians at ``values`` (N, 3): the Morton code of the cell that each one's quantized
+    position falls in (the cell of the position, or its upper neighbour where the position code would
+    round to 2^pb), and the Morton code of its position code there. Ids assigned in that cell, in that
+    order within it, can go in ADD_IMPLICIT blocks (SPEC.md 3.3, 6.1). Same arithmetic as position_codes."""
+    for i in range(values.shape[0]):
+        cm = np.uint64(0)
+        key = np.uint64(0)
+        for k in range(3):
+            v = np.float64(values[i, k])
+            c = np.floor((v - origin[k]) / cell_size)
+            if not c >= 0.0:  # below the grid, or NaN (the quantizer reports that)
+                c = 0.0
+            c = min(c, top_cell)
+            code = np.rint((v - (origin[k] + c * cell_size)) / step)
+            if code >= top_code and c < top_cell:
+                c += 1.0
+                code = np.rint((v - (origin[k] + c * cell_size)) / step)
+            cm |= spread(np.uint64(c)) << np.uint64(k)
+            if 0.0 <= code < top_code:
+                key |= spread(np.uint64(code)) << np.uint64(k)
+        cells[i] = cm
+        keys[i] = key
 
 
 @kernel

@@ -127,6 +127,18 @@ def unspread(x):
     return x
 
 
+@kernel(inline=True)
+def spread(x):
+    """The low 21 bits of x with two zero bits after each: one axis of a Morton code (unspread's inverse)."""
+    x = x & np.uint64(0x1FFFFF)
+    x = (x | (x << np.uint64(32))) & np.uint64(0x1F00000000FFFF)
+    x = (x | (x << np.uint64(16))) & np.uint64(0x1F0000FF0000FF)
+    x = (x | (x << np.uint64(8))) & np.uint64(0x100F00F00F00F00F)
+    x = (x | (x << np.uint64(4))) & np.uint64(0x10C30C30C30C30C3)
+    x = (x | (x << np.uint64(2))) & np.uint64(0x1249249249249249)
+    return x
+
+
 @kernel
 def _unspread_all(v, out):
     for i in range(v.shape[0]):
@@ -160,15 +172,16 @@ def morton_decode(codes: np.ndarray, bits: int) -> np.ndarray:
     return np.stack([_compact(codes >> U64(k), bits) for k in range(3)], axis=1)
 
 
-def assign_slots(cells: np.ndarray, next_slot_of_cell) -> np.ndarray:
-    """Slots for new Gaussians born in ``cells``: consecutive per cell from the cell's next free slot.
+def assign_slots(cells: np.ndarray, next_slot_of_cell, key: np.ndarray | None = None) -> np.ndarray:
+    """Slots for new Gaussians born in ``cells``: consecutive per cell from the cell's next free slot,
+    in the order of ``key`` within a cell (else in input order).
 
     ``next_slot_of_cell(unique_cells) -> uint64 array`` gives the first slot above any slot in use.
     """
     n = len(cells)
     if n == 0:
         return np.zeros(0, U64)
-    order = np.argsort(cells, kind="stable")
+    order = np.argsort(cells, kind="stable") if key is None else np.lexsort((key, cells))
     sorted_cells = cells[order]
     starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
     uniq = sorted_cells[starts]
@@ -177,3 +190,93 @@ def assign_slots(cells: np.ndarray, next_slot_of_cell) -> np.ndarray:
     slots = np.empty(n, U64)
     slots[order] = np.repeat(base, np.diff(np.r_[starts, n])) + rank.astype(U64)
     return slots
+
+
+# ------------------------------------------------------------------------------ implicit ids
+# An ADD_IMPLICIT block (SPEC.md 6.1) sends each Gaussian's placement code, the Morton code of its
+# position in steps across the whole grid: (morton(cell) << 3pb) | morton_pb(position code). Its
+# ids follow: the cell, and the Gaussian's rank among the block's Gaussians in that cell.
+PLACED, TOO_LARGE, DESCENDING, CELL_FULL = 0, 1, 2, 3
+
+
+@kernel
+def _implicit_ids(q, shift, slot_bits, bits, ids, codes):
+    """ids and (3, n) position codes of placements q (SPEC.md 6.1, implicit_ids); a status code."""
+    low = (np.uint64(1) << shift) - np.uint64(1)
+    full = np.uint64(1) << slot_bits
+    first = 0
+    prev = np.uint64(0)
+    for i in range(q.shape[0]):
+        v = q[i]
+        if bits < 64 and v >> np.uint64(bits) != np.uint64(0):
+            return TOO_LARGE
+        if i > 0 and v < prev:
+            return DESCENDING
+        cell = v >> shift
+        if i == 0 or cell != prev >> shift:
+            first = i
+        rank = np.uint64(i - first)
+        if rank >= full:
+            return CELL_FULL
+        ids[i] = (cell << slot_bits) | rank
+        m = v & low
+        for a in range(3):
+            codes[a, i] = unspread(m >> np.uint64(a))
+        prev = v
+    return PLACED
+
+
+@kernel
+def _placements(ids, codes, shift, slot_bits, top, out):
+    """Placement codes of ids whose position codes fit their cell and whose slots are ranks in
+    placement order (what _implicit_ids gives back); False where they are not."""
+    slot_mask = (np.uint64(1) << slot_bits) - np.uint64(1)
+    prev = np.uint64(0)
+    rank = np.uint64(0)
+    for i in range(ids.shape[0]):
+        m = np.uint64(0)
+        for a in range(3):
+            c = codes[a, i]
+            if c < 0 or c >= top:
+                return False
+            m |= spread(np.uint64(c)) << np.uint64(a)
+        cell = ids[i] >> slot_bits
+        v = (cell << shift) | m
+        if i > 0 and v < prev:
+            return False
+        if i > 0 and cell == prev >> shift:
+            rank += np.uint64(1)
+        else:
+            rank = np.uint64(0)
+        if ids[i] & slot_mask != rank:
+            return False
+        out[i] = v
+        prev = v
+    return True
+
+
+def implicit_ids(q: np.ndarray, grid: Grid, position_bits: int, code_dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and (3, n) POSITION codes an ADD_IMPLICIT block's placements ``q`` stand for
+    (ascending, as the block's ids); BAD_VALUE for placements out of order, too large, or more in
+    one cell than it has slots."""
+    q = np.ascontiguousarray(q, U64)
+    ids = np.empty(len(q), U64)
+    codes = np.empty((3, len(q)), code_dtype)
+    bits = 3 * (grid.cell_bits + position_bits)
+    status = _implicit_ids(q, U64(3 * position_bits), U64(grid.slot_bits), bits, ids, codes)
+    if status == TOO_LARGE:
+        raise GsdError(ErrorCode.BAD_VALUE, f"ADD_IMPLICIT placement outside the grid's {bits} bits")
+    if status == DESCENDING:
+        raise GsdError(ErrorCode.BAD_VALUE, "ADD_IMPLICIT placements not in ascending order")
+    if status == CELL_FULL:
+        raise GsdError(ErrorCode.BAD_VALUE, f"ADD_IMPLICIT: more Gaussians in a cell than its {1 << grid.slot_bits} slots")
+    return ids, codes
+
+
+def placements(ids: np.ndarray, codes: np.ndarray, grid: Grid, position_bits: int) -> np.ndarray | None:
+    """The placement codes that give back exactly ``ids`` (ascending) and POSITION ``codes`` through
+    implicit_ids, or None when these ids cannot be sent implicitly."""
+    out = np.empty(len(ids), U64)
+    ok = _placements(np.ascontiguousarray(ids, U64), np.ascontiguousarray(codes), U64(3 * position_bits),
+                     U64(grid.slot_bits), np.int64(1 << position_bits), out)
+    return out if ok else None

@@ -30,13 +30,13 @@ from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, Quantization
 from .sections import (DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, LazyArray, SectionDesc, SectionWriter,
                        crc32_combine, parallel_map, read_section, submit)
-from .spatial import Grid
+from .spatial import Grid, implicit_ids, placements
 
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
 VERSION = (1, 1)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
 KEYFRAME = 1
-ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE = 1, 2, 3, 4, 5, 6
+ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE, ADD_IMPLICIT = 1, 2, 3, 4, 5, 6, 7
 SH_PALETTE = 1      # StreamHeader.required_features bit 0: SH_REST codes are palette indices (SPEC.md 5.9)
 KNOWN_FEATURES = SH_PALETTE  # header feature bits this decoder understands
 KNOWN_FRAME_FEATURES = 0     # frame feature bits (none defined)
@@ -388,10 +388,14 @@ class FrameEncoder:
                      for rows in rest_degree_rows(p.sh_degree)]
             blocks.append((PALETTE, len(pal), 0, 0, secs))
         if len(d.add_ids):
-            secs = [sw.add(d.add_ids[None, :], DELTA | SHUFFLE)]
+            # ids that follow from the positions go implicitly: one section of placements instead
+            # of the ids and the position codes (SPEC.md 6.1)
+            q = placements(d.add_ids, d.add[Attr.POSITION], p.grid, p.quant.position_bits) if p.implicit_ids else None
+            kind, attrs = (ADD, present_attrs(p.sh_degree)) if q is None else (ADD_IMPLICIT, present_attrs(p.sh_degree)[1:])
+            secs = [sw.add((d.add_ids if q is None else q)[None, :], DELTA | SHUFFLE)]
             secs += [sw.add(d.add[a], self._attr_filters(a, False), rows, (ADD, a, _first(rows)))
-                     for a, rows in p.wire_parts(present_attrs(p.sh_degree))]
-            blocks.append((ADD, len(d.add_ids), 0, 0, secs))
+                     for a, rows in p.wire_parts(attrs)]
+            blocks.append((kind, len(d.add_ids), 0, 0, secs))
         for b in d.updates:
             secs = [sw.add(b.ids[None, :], DELTA | SHUFFLE)]
             secs += [sw.add(b.res[a], self._attr_filters(a, True), comp, (UPDATE, a, _first(comp)))
@@ -651,7 +655,7 @@ def _section_table(meta: bytes, start: int, n: int) -> list[SectionDesc]:
 
 def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, roles: dict) -> Delta:
     # Counts first: every limit is checked before any section is decompressed.
-    n_ids = sum(c for k, c, *_ in blocks if k in (ADD, UPDATE, DELETE_IDS, PALETTE))
+    n_ids = sum(c for k, c, *_ in blocks if k in (ADD, UPDATE, DELETE_IDS, PALETTE, ADD_IMPLICIT))
     n_rng = sum(c for k, c, *_ in blocks if k in (DELETE_RANGES, DELETE_CELLS))
     if n_ids > limits.max_ids_per_frame:
         raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{n_ids} ids in one frame")
@@ -697,7 +701,7 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             raise GsdError(ErrorCode.MALFORMED, "op block kind 0")
         if kind >= 128:
             continue  # optional extension block: skipped by 1.0 decoders
-        if kind > PALETTE:
+        if kind > ADD_IMPLICIT:
             raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required op kind {kind}")
         if kind == PALETTE:
             if not p.palette:
@@ -711,6 +715,14 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             parts = p.wire_parts(attrs)
             expect(secs, 1 + len(parts), "ADD")
             plan.append((ADD, section(secs[0], 1, count, 8, "ids"), count, attr_jobs(parts, secs[1:], count)))
+        elif kind == ADD_IMPLICIT:
+            if not p.implicit_ids:
+                raise GsdError(ErrorCode.MALFORMED, "ADD_IMPLICIT block in a lossless stream or one whose "
+                                                    "placements need more than 64 bits")
+            parts = p.wire_parts(attrs[1:])
+            expect(secs, 1 + len(parts), "ADD_IMPLICIT")
+            plan.append((ADD_IMPLICIT, section(secs[0], 1, count, 8, "position"), count,
+                         attr_jobs(parts, secs[1:], count)))
         elif kind == UPDATE:
             if mask == 0 or mask & ~fmask:
                 raise GsdError(ErrorCode.MALFORMED, f"UPDATE mask {mask:#x} invalid for SH degree {p.sh_degree}")
@@ -735,6 +747,9 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
                          gather(entry[3])[Attr.SH_REST]))
         elif kind == ADD:
             adds.append((arrays[entry[1]][0], gather(entry[3])))
+        elif kind == ADD_IMPLICIT:
+            ids, pos = implicit_ids(arrays[entry[1]][0], p.grid, p.quant.position_bits, p.dtype(Attr.POSITION))
+            adds.append((ids, {Attr.POSITION: pos, **gather(entry[3])}))
         elif kind == UPDATE:
             upds.append((arrays[entry[1]][0], entry[4], gather(entry[3])))
         elif kind == DELETE_IDS:

@@ -243,9 +243,18 @@ def test_morton_round_trip_and_reference(bits, data):
 
 
 # ---------------------------------------------------------------------------------------------- ids
-def ref_cell(grid: Grid, p) -> int:
-    c = [min(max(int(np.floor((float(p[k]) - grid.origin[k]) / grid.cell_size)), 0), (1 << grid.cell_bits) - 1)
-         for k in range(3)]
+def ref_cell(grid: Grid, p, position_bits: int | None = None) -> int:
+    """The cell of position p (SPEC.md 3.4); with ``position_bits``, the cell its quantized position
+    falls in (the upper neighbour where its code would round to 2^pb), as assign_ids gives for
+    ADD_IMPLICIT (3.3)."""
+    top = (1 << grid.cell_bits) - 1
+    c = [min(max(int(np.floor((float(p[k]) - grid.origin[k]) / grid.cell_size)), 0), top) for k in range(3)]
+    if position_bits is not None:
+        step = grid.cell_size / (1 << position_bits)
+        for k in range(3):
+            code = round((float(p[k]) - (grid.origin[k] + c[k] * grid.cell_size)) / step)
+            if code >= 1 << position_bits and c[k] < top:
+                c[k] += 1
     return ref_morton(*c, grid.cell_bits)
 
 
@@ -263,8 +272,9 @@ def test_assigned_ids_unique_in_space_and_in_birth_cell(seed, n, cell_bits, slot
     assert len(np.unique(ids)) == n
     assert (ids < np.uint64(grid.id_limit)).all()
     sample = rng.choice(n, min(n, 200), replace=False)
+    pb = p.quant.position_bits if p.implicit_ids else None
     for j in sample:
-        assert int(ids[j]) >> grid.slot_bits == ref_cell(grid, g.positions[j]), j
+        assert int(ids[j]) >> grid.slot_bits == ref_cell(grid, g.positions[j], pb), j
     # ids handed out but not yet added are not handed out again
     more = enc.assign_ids(g.positions[:50])
     assert not np.isin(more, ids).any()
@@ -283,7 +293,7 @@ def test_assigned_ids_unique_in_space_and_in_birth_cell(seed, n, cell_bits, slot
         by_cell[c] = max(by_cell.get(c, -1), int(i) & ((1 << grid.slot_bits) - 1))
     for i, pos in zip(new, newpos):
         c = int(i) >> grid.slot_bits
-        assert c == ref_cell(grid, pos)
+        assert c == ref_cell(grid, pos, pb)
         assert (int(i) & ((1 << grid.slot_bits) - 1)) > by_cell.get(c, -1)
 
 
@@ -309,8 +319,9 @@ def test_cell_delete_removes_exactly_that_cell(seed, level, name):
     # the cell really is the birth cell of the positions (level 0): plain-Python cells of survivors differ
     if level == 0:
         order = {int(i): j for j, i in enumerate(ids)}
+        pb = p.quant.position_bits if p.implicit_ids else None
         for i in before - after:
-            assert ref_cell(grid, g.positions[order[i]]) == victim
+            assert ref_cell(grid, g.positions[order[i]], pb) == victim
 
 
 @settings(max_examples=60)
