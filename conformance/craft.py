@@ -2,7 +2,7 @@
 
 The codec's own writers only produce conforming bytes; conformance vectors, the fuzzer
 and the bad-input tests need headers and frames with any field set to any value (a
-zero cell size, a block of kind 7, a section past the payload, a wrong CRC, an offset
+zero cell size, a block of kind 8, a section past the payload, a wrong CRC, an offset
 pointing outside the buffer). This module is the one place that writes them:
 
 - header and frame records: ``HeaderFields``/``header``, ``FrameFields``/``frame_meta``/
@@ -38,7 +38,7 @@ from gsd.fb.Section import CreateSection
 
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
-ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE = 1, 2, 3, 4, 5, 6
+ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE, ADD_IMPLICIT = 1, 2, 3, 4, 5, 6, 7
 KEYFRAME = 1
 SH_PALETTE = 1                           # StreamHeader.required_features bit 0 (1.1, SPEC.md 5.9)
 NONE, ZSTD = 0, 1
@@ -350,12 +350,13 @@ def band_rows(sh_degree: int) -> list[list[int]]:
 
 
 def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges=(), cells=(), palettes=(), adds=(),
-              updates=(), ext=(), palette: bool = False) -> tuple[list[BlockFields], Payload]:
+              updates=(), ext=(), palette: bool = False, implicit=()) -> tuple[list[BlockFields], Payload]:
     """Op blocks and their payload, laid out as SPEC.md 6.1 says, in the order deletes, ranges, cells, palettes,
-    adds, updates, ext; nothing is checked, so ids may repeat or descend and codes may be out of range.
+    adds, implicit adds, updates, ext; nothing is checked, so ids may repeat or descend and codes may be out of range.
 
     deletes: [ids]; ranges: [[(first, last), ...]]; cells: [(level, [cell, ...])]; palettes: [(indices,
-    entries)]; adds: [(ids, codes)]; updates: [(ids, mask, residuals)]; ext: [(kind, [array, ...])]. codes and
+    entries)]; adds: [(ids, codes)]; implicit: ADD_IMPLICIT blocks, [(placements, codes)] (POSITION's
+    codes unused); updates: [(ids, mask, residuals)]; ext: [(kind, [array, ...])]. codes and
     residuals are planar (C, n) arrays in the attributes' code dtypes, indexed by attribute (a list or a dict by
     Attr); residuals are read only for the attributes of their mask. ``palette``: the stream has an SH palette
     (SPEC.md 5.9), so SH_REST is one section of u16 indices (a (1, n) array) and PALETTE blocks carry the
@@ -395,6 +396,8 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
                                   [first] + bands(entries, enc.attr_filters(5, entries.dtype.itemsize, False))))
     for ids, codes in adds:
         blocks.append(BlockFields(ADD, len(ids), 0, 0, [ids_section(ids, enc.ids)] + attr_sections(codes, 0x3F, False)))
+    for q, codes in implicit:
+        blocks.append(BlockFields(ADD_IMPLICIT, len(q), 0, 0, [ids_section(q, enc.ids)] + attr_sections(codes, 0x3E, False)))
     for ids, mask, res in updates:
         blocks.append(BlockFields(UPDATE, len(ids), mask, 0,
                                   [ids_section(ids, enc.ids)] + attr_sections(res, mask, True)))

@@ -15,7 +15,7 @@ import zstandard
 
 from . import craft
 from .attribute_codes import dtype_of, entry_dtype
-from .refmodel import Layout
+from .refmodel import Layout, implicit_ids, placement_codes
 
 def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.ndarray:
     """The (comps, n) unsigned values of one well-formed section: decompress, unshuffle, unzigzag, delta sum."""
@@ -79,6 +79,11 @@ def read_frame_ops(record: bytes, L: Layout) -> FrameOps:
             ops.palettes.append((index, entries))
             continue
         ids = decode_section(payload, next(secs), 1, b.count)[0]
+        if b.kind == craft.ADD_IMPLICIT:   # the ADD it stands for (SPEC.md 6.1)
+            codes = _attributes(payload, secs, L, 0x3E, b.count)
+            codes[0] = np.array([placement_codes(L, int(v)) for v in ids], codes[0].dtype).reshape(-1, 3).T.copy()
+            ops.adds.append((np.array(implicit_ids(L, [int(v) for v in ids]), np.uint64), codes))
+            continue
         if b.kind == craft.DELETE_IDS:
             ops.deletes.append(ids)
         elif b.kind == craft.DELETE_CELLS:

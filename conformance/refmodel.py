@@ -14,7 +14,7 @@ file here.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from math import isfinite, isqrt
 
@@ -183,6 +183,7 @@ class RefFrame:
     ranges: list = field(default_factory=list)      # [(first, last), ...]
     cells: list = field(default_factory=list)       # [(level, code), ...]
     palettes: list = field(default_factory=list)    # [[(index, entry codes), ...], ...] per PALETTE block
+    implicit: list = field(default_factory=list)    # [[(placement, codes), ...], ...] per ADD_IMPLICIT block
     digest: tuple | None = None
 
 
@@ -192,6 +193,38 @@ def _ascending(ids: list[int], what: str = "ids") -> None:
             raise RefError("DUPLICATE_ID", f"{what} repeated in a block")
         if y < x:
             raise RefError("BAD_VALUE", f"{what} not ascending")
+
+
+def implicit_ids(L: Layout, q: list[int]) -> list[int]:
+    """SPEC.md 6.1: the ids of an ADD_IMPLICIT block's placements."""
+    B, S, pb = L.cell_bits, L.slot_bits, L.quant.position_bits
+    ids, first = [], 0
+    for i, v in enumerate(q):
+        if v >= 1 << (3 * (B + pb)):
+            raise RefError("BAD_VALUE", "placement outside the grid")
+        if i > 0 and v < q[i - 1]:
+            raise RefError("BAD_VALUE", "placements descending")
+        if i == 0 or v >> (3 * pb) != q[i - 1] >> (3 * pb):
+            first = i
+        if i - first >= 1 << S:
+            raise RefError("BAD_VALUE", "more placements in a cell than it has slots")
+        ids.append(((v >> (3 * pb)) << S) | (i - first))
+    return ids
+
+
+def placement_codes(L: Layout, v: int) -> tuple[int, int, int]:
+    """SPEC.md 6.1: the POSITION codes of a placement (demorton of its low 3 pb bits)."""
+    c = [0, 0, 0]
+    for i in range(L.quant.position_bits):
+        for a in range(3):
+            c[a] |= ((v >> (3 * i + a)) & 1) << i
+    return tuple(c)
+
+
+def implicit_adds(L: Layout, block: list) -> list:
+    """An ADD_IMPLICIT block [(placement, codes)] as the ADD block it stands for [(id, codes)]."""
+    ids = implicit_ids(L, [v for v, _ in block])
+    return [(x, (placement_codes(L, v),) + tuple(codes[1:])) for x, (v, codes) in zip(ids, block)]
 
 
 class RefState:
@@ -221,6 +254,8 @@ class RefState:
                 raise RefError("SEQUENCE_GAP")
             if f.seq <= f.base_seq:
                 raise RefError("MALFORMED", "seq <= base_seq")
+        if f.implicit:
+            f = replace(f, adds=f.adds + [implicit_adds(L, b) for b in f.implicit], implicit=[])
         blocks = [[i for i, _ in b] for b in f.adds] + [[i for i, _, _ in b] for b in f.updates] + f.delete_ids
         for ids in blocks:
             _ascending(ids)
@@ -658,7 +693,7 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
     # F10: frame limits, before anything is decoded
     if sum(s.raw_size for s in sections) > lim["max_frame_raw_bytes"]:
         raise RefError("LIMIT_EXCEEDED", "max_frame_raw_bytes")
-    if sum(c for k, c, *_ in blocks if k in (1, 2, 3, 6)) > lim["max_ids_per_frame"]:
+    if sum(c for k, c, *_ in blocks if k in (1, 2, 3, 6, 7)) > lim["max_ids_per_frame"]:
         raise RefError("LIMIT_EXCEEDED", "max_ids_per_frame")
     if sum(c for k, c, *_ in blocks if k in (4, 5)) > lim["max_ranges_per_frame"]:
         raise RefError("LIMIT_EXCEEDED", "max_ranges_per_frame")
@@ -670,8 +705,10 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
             raise RefError("MALFORMED", "block kind 0")
         if kind >= 128:
             continue
-        if kind > 6:
+        if kind > 7:
             raise RefError("UNSUPPORTED_FEATURE", f"block kind {kind}")
+        if kind == 7 and (L.quant is None or 3 * (L.cell_bits + L.quant.position_bits) > 64):
+            raise RefError("MALFORMED", "ADD_IMPLICIT block in a lossless stream or with placements over 64 bits")
         if kind == 6 and not L.palette:
             raise RefError("MALFORMED", "PALETTE block in a stream without an SH palette")
         if kind == 2 and (mask == 0 or mask & ~full_mask):
@@ -680,6 +717,8 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
             parts = [("ids", [0], 8)]
         elif kind == 4:
             parts = [("ranges", [0, 1], 8)]
+        elif kind == 7:
+            parts = [("placements", [0], 8)] + _attribute_parts(L, 0x3E)
         elif kind == 6:
             parts = [("index", [0], 2)] + [("entry", band_components(L, l), L.entry_width)
                                            for l in range(1, L.sh_degree + 1)]
@@ -714,10 +753,12 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
                 for jj, comp in enumerate(comps):
                     for i in range(n):
                         # ADD: codes in the attribute's type; UPDATE: residuals, unsigned (apply wraps)
-                        codes[i][a][comp] = L.wrap(a, u[jj * n + i]) if kind == 1 else u[jj * n + i]
+                        codes[i][a][comp] = L.wrap(a, u[jj * n + i]) if kind in (1, 7) else u[jj * n + i]
             rows = [tuple(tuple(c) for c in g) for g in codes]
             if kind == 1:
                 rf.adds.append(list(zip(first, rows)))
+            elif kind == 7:
+                rf.implicit.append(list(zip(first, rows)))
             else:
                 rf.updates.append([(x, mask, r) for x, r in zip(first, rows)])
     return rf

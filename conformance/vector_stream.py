@@ -106,19 +106,20 @@ class Stream:
         return self.frame(key=key, adds=[(ids, self.codes(n))], **kw)
 
     # -- frames ----------------------------------------------------------------------------------
-    def frame(self, *, key=False, adds=(), updates=(), deletes=(), ranges=(), cells=(), palettes=(), ext=(), seq=None,
+    def frame(self, *, key=False, adds=(), updates=(), deletes=(), ranges=(), cells=(), palettes=(), implicit=(), ext=(), seq=None,
               base=None, digest="auto", flags=None, features=0, extra_field=None, enc: Encoding | None = None,
               order=None, tweak=None, post=None, record=None, error: str | None = None, model: bool = True,
               layout=None) -> bytes:
         """Build, model and append one frame. ``error`` marks it as the frame where decoding must fail.
-        ``palettes``: PALETTE blocks, [(indices, (3K, n) entry codes)] (streams with an SH palette)."""
+        ``palettes``: PALETTE blocks, [(indices, (3K, n) entry codes)] (streams with an SH palette);
+        ``implicit``: ADD_IMPLICIT blocks, [(placements, codes)] (POSITION's codes unused)."""
         assert self.fail is None, "no frames after the failing one"
         enc = enc or Encoding()
         L = self.L
         seq = self.seq + 1 if seq is None else seq
         base = (self.seq if not key else 0) if base is None else base
         blocks, pl = craft.op_blocks(L.sh_degree, enc, deletes=deletes, ranges=ranges, cells=cells, palettes=palettes,
-                                     adds=adds, updates=updates, ext=ext, palette=bool(L.palette))
+                                     adds=adds, updates=updates, ext=ext, palette=bool(L.palette), implicit=implicit)
         if order is not None:
             blocks = order(blocks)
 
@@ -129,7 +130,8 @@ class Stream:
                       ranges=[(int(a), int(b)) for rs in ranges for a, b in rs],
                       cells=[(lv, int(c)) for lv, cs in cells for c in cs],
                       palettes=[[(int(e), tuple(int(x) for x in codes[:, j])) for j, e in enumerate(index)]
-                                for index, codes in palettes])
+                                for index, codes in palettes],
+                      implicit=[[(int(v), per_gaussian(c, j)) for j, v in enumerate(q)] for q, c in implicit])
         if error is None:
             trial = self._copy_model()
             trial.apply(rf)

@@ -477,7 +477,7 @@ CASES = {
     "frame_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(m, "required_features", 1 << 5)))),
     "header_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: _hdr(quant=COMPACT, required_features=2)),
     "header_palette_bit_without_palette": (E.BAD_HEADER, lambda S: _hdr(quant=COMPACT, required_features=1)),
-    "op_kind_7": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 7)))),
+    "op_kind_8": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 8)))),
     "op_palette_without_palette": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 6)))),
     "compression_2": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "compression", 2)))),
     "filter_bit_3": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "filters", 8)))),

@@ -19,7 +19,7 @@ export const SPEC_LIMITS = Object.freeze({
   max_gaussians: 2 ** 24,
 });
 
-export const ADD = 1, UPDATE = 2, DELETE_IDS = 3, DELETE_RANGES = 4, DELETE_CELLS = 5, PALETTE = 6;
+export const ADD = 1, UPDATE = 2, DELETE_IDS = 3, DELETE_RANGES = 4, DELETE_CELLS = 5, PALETTE = 6, ADD_IMPLICIT = 7;
 
 const u32le = (u8, p) => (u8[p] | (u8[p + 1] << 8) | (u8[p + 2] << 16) | (u8[p + 3] << 24)) >>> 0;
 const popcount = (x) => { let c = 0; for (; x; x &= x - 1) c++; return c; };
@@ -94,7 +94,7 @@ export function parseFrame(u8, message, L, p, seqBig) {
   for (const s of m.sections) rawSum += s.raw;
   if (rawSum > L.max_frame_raw_bytes) fail('LIMIT_EXCEEDED', `frame raw bytes ${rawSum}`);
   for (const b of m.blocks) {
-    if ((b.kind >= 1 && b.kind <= 3) || b.kind === PALETTE) idSum += b.count;
+    if ((b.kind >= 1 && b.kind <= 3) || b.kind === PALETTE || b.kind === ADD_IMPLICIT) idSum += b.count;
     else if (b.kind === 4 || b.kind === 5) rangeSum += b.count;
   }
   if (idSum > L.max_ids_per_frame) fail('LIMIT_EXCEEDED', `${idSum} ids in the frame`);
@@ -107,13 +107,17 @@ export function parseFrame(u8, message, L, p, seqBig) {
     const b = m.blocks[bi];
     if (b.kind === 0) fail('MALFORMED', `block ${bi}: kind 0`);
     if (b.kind >= 128) continue;
-    if (b.kind > PALETTE) fail('UNSUPPORTED_FEATURE', `block ${bi}: kind ${b.kind}`);
+    if (b.kind > ADD_IMPLICIT) fail('UNSUPPORTED_FEATURE', `block ${bi}: kind ${b.kind}`);
     if (b.kind === PALETTE && !p.palette) fail('MALFORMED', `block ${bi}: PALETTE in a stream without an SH palette`);
+    if (b.kind === ADD_IMPLICIT && !p.implicitIds) {
+      fail('MALFORMED', `block ${bi}: ADD_IMPLICIT in a lossless stream or with placements over 64 bits`);
+    }
     let want = 1;
     if (b.kind === UPDATE) {
       if (b.mask === 0 || (b.mask & ~p.fullMask)) fail('MALFORMED', `block ${bi}: UPDATE mask 0x${b.mask.toString(16)}`);
       want = 1 + popcount(b.mask & 0x1F) + ((b.mask & 0x20) ? restSecs : 0);
     } else if (b.kind === ADD) want = 1 + 5 + restSecs;
+    else if (b.kind === ADD_IMPLICIT) want = 1 + 4 + restSecs;
     else if (b.kind === PALETTE) want = 1 + d;
     if (b.sections.length !== want) fail('MALFORMED', `block ${bi}: ${b.sections.length} sections, kind ${b.kind} needs ${want}`);
     for (const si of b.sections) if (si >= nsec) fail('MALFORMED', `block ${bi}: section index ${si} of ${nsec}`);
@@ -127,12 +131,18 @@ export function parseFrame(u8, message, L, p, seqBig) {
   const adds = [], upds = [], dels = [], ranges = [], cells = [], pals = [];
   for (const b of blocks) {
     const n = b.count, S = b.sections;
-    if (b.kind === ADD || b.kind === UPDATE) {
-      const ids = sec(S[0], 1, n, 8);
-      const mask = b.kind === ADD ? p.fullMask : b.mask;
+    if (b.kind === ADD || b.kind === UPDATE || b.kind === ADD_IMPLICIT) {
+      const first = sec(S[0], 1, n, 8);
+      const mask = b.kind === UPDATE ? b.mask : p.fullMask;
       const comps = [];   // {j, src}: component j's n codes at src
-      let k = 1;
-      for (let a = 0; a < 5; a++) {
+      let k = 1, ids = first;
+      if (b.kind === ADD_IMPLICIT) {   // ids and position codes from the placements (6.1)
+        const w = p.attrWidth[0], pos = arena.take(3 * n * w);
+        ids = arena.take(8 * n);
+        implicitIds(p, first, n, ids, pos);
+        for (let c = 0; c < 3; c++) comps.push({ j: c, src: pos + c * n * w });
+      }
+      for (let a = b.kind === ADD_IMPLICIT ? 1 : 0; a < 5; a++) {
         if (!(mask & (1 << a))) continue;
         const C = p.attrComps[a], w = p.attrWidth[a], arr = sec(S[k++], C, n, w);
         for (let c = 0; c < C; c++) comps.push({ j: p.attrFirst[a] + c, src: arr + c * n * w });
@@ -147,7 +157,7 @@ export function parseFrame(u8, message, L, p, seqBig) {
         }
       }
       comps.sort((x, y) => x.j - y.j);
-      (b.kind === ADD ? adds : upds).push({ n, ids, mask, comps });
+      (b.kind === UPDATE ? upds : adds).push({ n, ids, mask, comps });
     } else if (b.kind === PALETTE) {
       const ids = sec(S[0], 1, n, 2), w = p.restWidth, comps = [];
       for (let l = 1; l <= d; l++) {
@@ -175,6 +185,14 @@ export function parseFrame(u8, message, L, p, seqBig) {
   idRules(p, adds, upds, dels, ranges, cells);
   paletteRules(p, pals);
   return { keyframe, m, adds, upds, dels, ranges, cells, pals, frameLen };
+}
+
+/** The ids and position codes of an ADD_IMPLICIT block's n placements at q (6.1), written at ids and pos. */
+function implicitIds(p, q, n, ids, pos) {
+  const r = K.implicitIds(q, n, 3 * (p.B + p.positionBits), 3 * p.positionBits, p.S, ids, pos, p.attrWidth[0]);
+  if (r === 1) fail('BAD_VALUE', `ADD_IMPLICIT placement outside the grid's ${3 * (p.B + p.positionBits)} bits`);
+  if (r === 2) fail('BAD_VALUE', 'ADD_IMPLICIT placements not ascending');
+  if (r === 3) fail('BAD_VALUE', 'ADD_IMPLICIT: more placements in a cell than it has slots');
 }
 
 /** The index rules of PALETTE blocks (6.2): ascending in a block, inside the palette, none in two blocks. */

@@ -74,6 +74,8 @@ export class Profile {
     this.S = h.grid.slotBits;
     this.idBits = 3 * this.B + this.S;
     const q = this.q;
+    this.positionBits = q ? q.positionBits : 0;
+    this.implicitIds = !!q && 3 * (this.B + q.positionBits) <= 64;   // ADD_IMPLICIT possible (SPEC 6.1)
     // width of scalar SH_REST codes, and of palette entry codes
     this.restWidth = q ? (d ? wb(Math.max(...q.restBits.slice(0, d))) : 1) : 4;
     // attribute -> [first component, count, width]

@@ -177,9 +177,9 @@ def invalid_streams() -> list[tuple[str, bytes, str, dict]]:
     two = dataclasses.replace(blocks[0], sections=blocks[0].sections + [blocks[0].sections[1]])
     f = craft.frame_record(craft.frame_meta(craft.FrameFields(2, 1, 0, 0, None, [two], pl.descs)), pl.bytes())
     out.append(("pal_three_sections", base + f, "MALFORMED", {}))
-    k7 = dataclasses.replace(blocks[0], kind=7)
-    f = craft.frame_record(craft.frame_meta(craft.FrameFields(2, 1, 0, 0, None, [k7], pl.descs)), pl.bytes())
-    out.append(("kind_7", base + f, "UNSUPPORTED_FEATURE", {}))
+    k8 = dataclasses.replace(blocks[0], kind=8)
+    f = craft.frame_record(craft.frame_meta(craft.FrameFields(2, 1, 0, 0, None, [k8], pl.descs)), pl.bytes())
+    out.append(("kind_8", base + f, "UNSUPPORTED_FEATURE", {}))
     # an ADD with the d band sections of scalar SH_REST (1 + 5 + d = 7 at d = 1: the palette's count too)
     # at degree 3: 1 + 5 + 3 sections where a palette stream wants 1 + 5 + 1
     enc3, base3, a3 = crafted(3, 40)
@@ -198,7 +198,8 @@ def invalid_streams() -> list[tuple[str, bytes, str, dict]]:
     f = craft.frame_record(craft.frame_meta(craft.FrameFields(2, 1, 0, 0, None, blocks, pl.descs)), pl.bytes())
     out.append(("pal_in_scalar_stream", bases + f, "MALFORMED", {}))
     # PALETTE counts toward max_ids_per_frame (9.1): the keyframe's 24 ADDs and its entries
-    entries = int(np.count_nonzero(enc.state.palette.any(axis=0)))
+    key_meta, _ = craft.split_frame(base[len(enc.header_bytes()):])
+    entries = sum(b.count for b in craft.parse_frame_meta(key_meta).blocks if b.kind == craft.PALETTE)
     out.append(("pal_ids_limit", base, "LIMIT_EXCEEDED", {"max_ids_per_frame": 24 + entries - 1}))
     out.append(("pal_ids_limit_ok", base, None, {"max_ids_per_frame": 24 + entries}))
     return out, (enc, base, a)

@@ -289,6 +289,45 @@ export function checkIds(ids: usize, n: u32, bits: u32): i32 {
   return 0;
 }
 
+/** Every third bit of x packed into the low bits: one axis of a Morton code (SPEC 3.2). */
+@inline function unspread(x: u64): u64 {
+  x &= 0x1249249249249249;
+  x = (x | (x >> 2)) & 0x10C30C30C30C30C3;
+  x = (x | (x >> 4)) & 0x100F00F00F00F00F;
+  x = (x | (x >> 8)) & 0x1F0000FF0000FF;
+  x = (x | (x >> 16)) & 0x1F00000000FFFF;
+  x = (x | (x >> 32)) & 0x1FFFFF;
+  return x;
+}
+
+/**
+ * The ids and POSITION codes of an ADD_IMPLICIT block (SPEC 6.1, implicit_ids): n u64 placements at
+ * q, ids written to ids (n u64), the three position codes planar at pos (3n codes of w bytes).
+ * bits = 3 (B + pb), shift = 3 pb, S = slot bits. 0: done; 1: a placement >= 2^bits; 2: placements
+ * descending; 3: more placements in one cell than it has slots.
+ */
+export function implicitIds(q: usize, n: u32, bits: u32, shift: u32, S: u32, ids: usize, pos: usize, w: u32): i32 {
+  const low: u64 = (<u64>1 << shift) - 1, full: u64 = <u64>1 << S;
+  let first: u32 = 0, prev: u64 = 0;
+  for (let i: u32 = 0; i < n; i++) {
+    const v = load<u64>(q + <usize>8 * <usize>i);
+    if (bits < 64 && (v >> bits) != 0) return 1;
+    if (i > 0 && v < prev) return 2;
+    const cell = v >> shift;
+    if (i == 0 || cell != (prev >> shift)) first = i;
+    const rank = <u64>(i - first);
+    if (rank >= full) return 3;
+    store<u64>(ids + <usize>8 * <usize>i, (cell << S) | rank);
+    const m = v & low;
+    for (let a: u32 = 0; a < 3; a++) {
+      const c = <u32>unspread(m >> a), at = pos + <usize>w * (<usize>a * <usize>n + <usize>i);
+      if (w == 4) store<u32>(at, c); else if (w == 2) store<u16>(at, <u16>c); else store<u8>(at, <u8>c);
+    }
+    prev = v;
+  }
+  return 0;
+}
+
 /** A bit set of 2^DUP_LOG bits for sharedIds, all zero between its calls (made at its first call). */
 const DUP_LOG: u32 = 20, DUP_SEARCHES: i32 = 4096;
 let dupBits: usize = 0;
