@@ -28,7 +28,7 @@ from codec import Decoder, Encoder, ErrorCode, GsdError, Limits, read_stream, wi
 from codec.attributes import Attr
 from codec.wire import decode_header
 from conformance import craft, refmodel
-from conformance.craft import (ADD, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, UPDATE, BlockFields, HeaderFields,
+from conformance.craft import (ADD, ADD_IMPLICIT, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, UPDATE, BlockFields, HeaderFields,
                                QuantFields, Section, edit_frame, fix_crc, frame_record, header_record, split_frame)
 
 from conftest import make_profile, random_gaussians
@@ -70,6 +70,8 @@ def build_stream(name="compact", degree=1, n=48, seed=0) -> Stream:
     profile = make_profile(name, degree, g.positions, cell_bits=4, slot_bits=12)
     enc = Encoder(profile)
     ids = enc.assign_ids(g.positions)
+    if profile.implicit_ids:
+        ids += np.uint64(1)   # slots 1, 2, ...: not ranks, so the keyframe is an ADD block with its ids
     frames, states = [], [enc.state.copy()]
     frames.append(enc.keyframe(g, ids)); states.append(enc.state.copy())
     moved = g.take(np.arange(0, n, 3))
@@ -81,6 +83,12 @@ def build_stream(name="compact", degree=1, n=48, seed=0) -> Stream:
     cell = int(ids[n - 8]) >> grid.slot_bits
     frames.append(enc.encode(delete=ids[1:6], delete_ranges=[[int(srt[10]), int(srt[13])]], delete_cells={0: [cell]}))
     states.append(enc.state.copy())
+    if profile.implicit_ids:  # three Gaussians in the grid's empty top corner cell: an ADD_IMPLICIT block
+        corner = g.take(np.arange(3))
+        corner.positions[:] = np.asarray(grid.origin) + grid.cell_size * ((1 << grid.cell_bits) - 0.5)
+        corner.positions[:, 0] += np.arange(3) * grid.cell_size / 8
+        frames.append(enc.encode(add=(enc.assign_ids(corner.positions), corner)))
+        states.append(enc.state.copy())
     return Stream(profile, enc.header_bytes(), frames, states, ids)
 
 
@@ -98,7 +106,7 @@ def test_stream_uses_every_block_kind(S):
     kinds = set()
     for f in S.frames:
         kinds |= {b.kind for b in craft.parse_frame_meta(split_frame(f)[0]).blocks}
-    assert kinds == {ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS}
+    assert kinds == {ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, ADD_IMPLICIT}
     assert len(S.states[-1]) < len(S.states[1])
 
 
@@ -465,6 +473,8 @@ CASES = {
     "update_mask_0": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(_first_block(m, UPDATE), "mask", 0)))),
     "update_mask_bit6": (E.MALFORMED, lambda S: (1, edit_frame(S.frames[1], lambda m: setattr(_first_block(m, UPDATE), "mask", _first_block(m, UPDATE).mask | 0x40)))),
     "add_missing_section": (E.MALFORMED, lambda S: (0, edit_frame(S.frames[0], lambda m: _first_block(m, ADD).sections.pop()))),
+    "implicit_with_position_section": (E.MALFORMED, lambda S: (3, edit_frame(S.frames[3], lambda m: _first_block(m, ADD_IMPLICIT).sections.insert(1, 1)))),
+    "implicit_block_twice": (E.DUPLICATE_ID, lambda S: (3, edit_frame(S.frames[3], lambda m: m.blocks.append(replace(_first_block(m, ADD_IMPLICIT)))))),
     "section_index_out_of_range": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: _first_block(m, DELETE_IDS).sections.__setitem__(0, 999)))),
     "raw_size_mismatch": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "raw_size", 8)))),
     "width_mismatch": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "width", 4)))),
