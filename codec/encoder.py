@@ -84,7 +84,7 @@ class Encoder:
             pb = p.quant.position_bits
             cells, key = np.empty(len(positions), U64), np.empty(len(positions), U64)
             placed_cells(positions, np.asarray(g.origin, np.float64), float(g.cell_size), g.cell_size / (1 << pb),
-                         float((1 << g.cell_bits) - 1), float(1 << pb), cells, key)
+                         float((1 << g.cell_bits) - 1), float(1 << pb), U64(3 * pb), cells, key)
         else:
             cells = g.cells_of(positions)
         shift = U64(g.slot_bits)

@@ -41,11 +41,12 @@ def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out, 
 
 
 @kernel
-def placed_cells(values, origin, cell_size, step, top_cell, top_code, cells, keys):
+def placed_cells(values, origin, cell_size, step, top_cell, top_code, shift, cells, keys):
     """For new Gaussians at ``values`` (N, 3): the Morton code of the cell that each one's quantized
     position falls in (the cell of the position, or its upper neighbour where the position code would
-    round to 2^pb), and the Morton code of its position code there. Ids assigned in that cell, in that
-    order within it, can go in ADD_IMPLICIT blocks (SPEC.md 3.3, 6.1). Same arithmetic as position_codes."""
+    round to 2^pb), and its placement code (SPEC.md 6.1: the cell's Morton code << ``shift``, with the
+    Morton code of its position code there below). Ids assigned in that cell, in placement order within
+    it, can go in ADD_IMPLICIT blocks (SPEC.md 3.3). Same arithmetic as position_codes."""
     for i in range(values.shape[0]):
         cm = np.uint64(0)
         key = np.uint64(0)
@@ -63,7 +64,7 @@ def placed_cells(values, origin, cell_size, step, top_cell, top_code, cells, key
             if 0.0 <= code < top_code:
                 key |= spread(np.uint64(code)) << np.uint64(k)
         cells[i] = cm
-        keys[i] = key
+        keys[i] = (cm << shift) | key
 
 
 @kernel

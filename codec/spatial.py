@@ -174,14 +174,15 @@ def morton_decode(codes: np.ndarray, bits: int) -> np.ndarray:
 
 def assign_slots(cells: np.ndarray, next_slot_of_cell, key: np.ndarray | None = None) -> np.ndarray:
     """Slots for new Gaussians born in ``cells``: consecutive per cell from the cell's next free slot,
-    in the order of ``key`` within a cell (else in input order).
+    in input order within a cell, or in the order of ``key`` (sorting by ``key`` must sort the cells:
+    a placement code, whose high bits are the cell).
 
     ``next_slot_of_cell(unique_cells) -> uint64 array`` gives the first slot above any slot in use.
     """
     n = len(cells)
     if n == 0:
         return np.zeros(0, U64)
-    order = np.argsort(cells, kind="stable") if key is None else np.lexsort((key, cells))
+    order = np.argsort(cells if key is None else key, kind="stable")
     sorted_cells = cells[order]
     starts = np.flatnonzero(np.r_[True, sorted_cells[1:] != sorted_cells[:-1]])
     uniq = sorted_cells[starts]
