@@ -60,7 +60,7 @@ import zstandard
 from codec import Decoder, GsdError, Limits
 
 from . import craft, fuzz
-from .craft import (ADD, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, DELTA, PALETTE, SHUFFLE, UINT, UPDATE, ZIGZAG,
+from .craft import (ADD, ADD_IMPLICIT, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, DELTA, PALETTE, SHUFFLE, UINT, UPDATE, ZIGZAG,
                     ZSTD, BlockFields, FrameFields, HeaderFields, QuantFields, Section)
 
 STAGES = ("framing", "crc", "metadata", "sections", "ops", "apply", "digest", "done")
@@ -269,7 +269,7 @@ def section_roles(f: FrameFields) -> dict[int, tuple[str, int, int]]:
     roles = {}
     for b in f.blocks:
         for k, s in enumerate(b.sections):
-            if k == 0 and b.kind in (ADD, UPDATE, DELETE_IDS, DELETE_CELLS):
+            if k == 0 and b.kind in (ADD, UPDATE, DELETE_IDS, DELETE_CELLS, ADD_IMPLICIT):   # placements: as ids
                 role = "ids"
             elif k == 0 and b.kind == DELETE_RANGES:
                 role = "ranges"
@@ -400,7 +400,7 @@ def mutate_resize(rng: random.Random, p: ParsedFrame) -> bool:
             a = a[:, :new]
         else:
             extra = np.repeat(a[:, -1:], new - n, axis=1)
-            if k == 0 and b.kind in (ADD, UPDATE, DELETE_IDS, DELETE_CELLS, PALETTE):  # fresh ids, ascending
+            if k == 0 and b.kind in (ADD, UPDATE, DELETE_IDS, DELETE_CELLS, PALETTE, ADD_IMPLICIT):  # fresh, ascending
                 top = (1 << (8 * a.dtype.itemsize)) - 1
                 extra = ((extra.astype(object) + np.arange(1, new - n + 1)) & top).astype(a.dtype)
             a = np.concatenate([a, extra], axis=1)
@@ -449,7 +449,7 @@ def mutate_meta(rng: random.Random, p: ParsedFrame) -> bool:
         b = rng.choice(f.blocks)
         k = rng.randrange(6)
         if k == 0:
-            b.kind = rng.choice((0, 1, 2, 3, 4, 5, 6, 7, 127, 128, 200, 255))
+            b.kind = rng.choice((0, 1, 2, 3, 4, 5, 6, 7, 8, 127, 128, 200, 255))
         elif k == 1:
             b.count = _interesting(rng, b.count, 32)
         elif k == 2:
