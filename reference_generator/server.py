@@ -38,6 +38,7 @@ import itertools
 import json
 import logging
 import math
+import re
 import signal
 import sys
 import time
@@ -179,6 +180,7 @@ def parse_hello(text: str) -> dict:
         raise SessionClosed(POLICY, "versions must be a list of \"major.minor\" strings")
     if not any(v.split(".")[0] == "1" for v in versions):
         raise SessionClosed(POLICY, "no common format version (server speaks 1.x)")
+    minor = max((int(v.split(".")[1]) for v in versions if re.fullmatch(r"1\.\d{1,4}", v)), default=0)
     sh = _json_int(m.get("max_sh_degree"), "max_sh_degree")
     if sh > 3:
         raise SessionClosed(POLICY, "max_sh_degree must be 0..3")
@@ -191,7 +193,7 @@ def parse_hello(text: str) -> dict:
             raise SessionClosed(POLICY, "progressive must be an object")
         budget = prog.get("budget")
         prog = {"budget": None if budget is None else _json_int(budget, "progressive.budget", 1)}
-    return {"progressive": prog, "max_sh_degree": sh,
+    return {"progressive": prog, "max_sh_degree": sh, "minor": minor,
             "max_gaussians": _json_int(b.get("max_gaussians"), "budgets.max_gaussians", 1),
             "max_bytes_per_second": _json_int(b.get("max_bytes_per_second"), "budgets.max_bytes_per_second", 1024),
             "max_frame_bytes": _json_int(b.get("max_frame_bytes"), "budgets.max_frame_bytes", 1024)}
@@ -694,6 +696,10 @@ class Server:
                        max_gaussians=min(w.max_gaussians, hello["max_gaussians"]))
 
     async def world_for(self, name: str | None, hello: dict) -> WorldHost:
+        minor = self.cfg.world.format_minor()
+        if minor > hello["minor"]:
+            raise SessionClosed(POLICY, f"this server's worlds stream format 1.{minor} (ADD_IMPLICIT blocks or an "
+                                        f"SH palette); the client's versions name only 1.{hello['minor']}")
         need = self.cfg.world.target_live
         if hello["max_gaussians"] < need and (name is None or name not in self.shared):
             raise SessionClosed(POLICY, f"the world's scene holds about {need} Gaussians, over the client's "

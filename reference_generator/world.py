@@ -104,6 +104,12 @@ class WorldConfig:
         o = -float(1 << (self.cell_bits - 1)) * self.cell_size
         return Grid((o, o, o), self.cell_size, self.cell_bits, self.slot_bits)
 
+    def format_minor(self) -> int:
+        """The format minor version this world's streams may need: 1 where its profile allows ADD_IMPLICIT
+        blocks or has an SH palette (SPEC.md 10, 11.2), else 0."""
+        p = Profile.preset(self.profile, self.sh_degree, self.grid())
+        return 1 if p.implicit_ids or p.palette else 0
+
     def density(self) -> int:
         """Gaussians per chunk so that about ``target_live`` are live at steady state."""
         r = self.view_radius + 0.5 * self.retire_margin

@@ -340,6 +340,29 @@ def test_bad_hello_is_refused_with_reason(hello, why):
     assert e.value.code == 1008 and why in e.value.reason
 
 
+def test_hello_minor_version_is_the_highest_of_major_1():
+    assert parse_hello(json.dumps(HELLO))["minor"] == 0
+    assert parse_hello(json.dumps({**HELLO, "versions": ["2.0", "1.1", "1.0", "1.x"]}))["minor"] == 1
+
+
+def test_worlds_that_may_stream_implicit_ids_refuse_a_1_0_client():
+    world = WorldConfig(cell_bits=12, target_live=20000, view_radius=32)   # 3 (12 + 8) <= 64: ADD_IMPLICIT possible
+    assert world.format_minor() == 1 and WorldConfig().format_minor() == 0
+
+    async def go():
+        async with server(world=world) as s:
+            async with aiohttp.ClientSession() as http:
+                ws = await raw_ws(s.url, http)
+                await ws.send_str(json.dumps(HELLO))                       # versions: ["1.0"]
+                msg = await ws.receive()
+                assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1008, msg
+                assert "1.1" in msg.extra
+            async with Client(s.url) as c:                                 # names 1.1: served
+                await c.next_frame()
+                assert not c.stats.errors
+    run(go())
+
+
 def test_disconnect_mid_frame_cleans_up():
     async def go():
         async with server(world=WorldConfig(target_live=20000, view_radius=32)) as s:
