@@ -270,7 +270,8 @@ def implicit_ids(q: np.ndarray, grid: Grid, position_bits: int, code_dtype) -> t
     if status == DESCENDING:
         raise GsdError(ErrorCode.BAD_VALUE, "ADD_IMPLICIT placements not in ascending order")
     if status == CELL_FULL:
-        raise GsdError(ErrorCode.BAD_VALUE, f"ADD_IMPLICIT: more Gaussians in a cell than its {1 << grid.slot_bits} slots")
+        raise GsdError(ErrorCode.BAD_VALUE,
+                       f"ADD_IMPLICIT: more Gaussians in a cell than its {1 << grid.slot_bits} slots")
     return ids, codes
 
 

@@ -391,7 +391,8 @@ class FrameEncoder:
             # ids that follow from the positions go implicitly: one section of placements instead
             # of the ids and the position codes (SPEC.md 6.1)
             q = placements(d.add_ids, d.add[Attr.POSITION], p.grid, p.quant.position_bits) if p.implicit_ids else None
-            kind, attrs = (ADD, present_attrs(p.sh_degree)) if q is None else (ADD_IMPLICIT, present_attrs(p.sh_degree)[1:])
+            attrs = present_attrs(p.sh_degree)
+            kind, attrs = (ADD, attrs) if q is None else (ADD_IMPLICIT, attrs[1:])
             secs = [sw.add((d.add_ids if q is None else q)[None, :], DELTA | SHUFFLE)]
             secs += [sw.add(d.add[a], self._attr_filters(a, False), rows, (ADD, a, _first(rows)))
                      for a, rows in p.wire_parts(attrs)]
