@@ -228,32 +228,37 @@ def _implicit_ids(q, shift, slot_bits, bits, ids, codes):
 
 
 @kernel
-def _placements(ids, codes, shift, slot_bits, top, out):
-    """Placement codes of ids whose position codes fit their cell and whose slots are ranks in
-    placement order (what _implicit_ids gives back); False where they are not."""
+def _placements(ids, codes, shift, slot_bits, top, out, ok):
+    """Placement codes of ascending ids, and per id whether its cell's ids here can go implicitly:
+    every position code of the cell fits it, and the slots are 0, 1, ... in placement order (what
+    _implicit_ids gives back for those cells). Returns how many ids can."""
     slot_mask = (np.uint64(1) << slot_bits) - np.uint64(1)
-    prev = np.uint64(0)
-    rank = np.uint64(0)
-    for i in range(ids.shape[0]):
+    n = ids.shape[0]
+    count = 0
+    start = 0
+    good = True
+    for i in range(n + 1):
+        if i == n or (i > 0 and ids[i] >> slot_bits != ids[i - 1] >> slot_bits):   # a cell's run ends
+            for j in range(start, i):
+                ok[j] = good
+            if good:
+                count += i - start
+            if i == n:
+                break
+            start = i
+            good = True
         m = np.uint64(0)
         for a in range(3):
             c = codes[a, i]
             if c < 0 or c >= top:
-                return False
-            m |= spread(np.uint64(c)) << np.uint64(a)
-        cell = ids[i] >> slot_bits
-        v = (cell << shift) | m
-        if i > 0 and v < prev:
-            return False
-        if i > 0 and cell == prev >> shift:
-            rank += np.uint64(1)
-        else:
-            rank = np.uint64(0)
-        if ids[i] & slot_mask != rank:
-            return False
+                good = False
+            else:
+                m |= spread(np.uint64(c)) << np.uint64(a)
+        v = ((ids[i] >> slot_bits) << shift) | m
+        if ids[i] & slot_mask != np.uint64(i - start) or (i > start and v < out[i - 1]):
+            good = False
         out[i] = v
-        prev = v
-    return True
+    return count
 
 
 def implicit_ids(q: np.ndarray, grid: Grid, position_bits: int, code_dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -275,10 +280,12 @@ def implicit_ids(q: np.ndarray, grid: Grid, position_bits: int, code_dtype) -> t
     return ids, codes
 
 
-def placements(ids: np.ndarray, codes: np.ndarray, grid: Grid, position_bits: int) -> np.ndarray | None:
-    """The placement codes that give back exactly ``ids`` (ascending) and POSITION ``codes`` through
-    implicit_ids, or None when these ids cannot be sent implicitly."""
+def placements(ids: np.ndarray, codes: np.ndarray, grid: Grid, position_bits: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Placement codes of ascending ``ids`` with POSITION ``codes``, the mask of those whose cells can
+    go in an ADD_IMPLICIT block (implicit_ids of the masked placements gives back exactly those ids
+    and codes), and its count."""
     out = np.empty(len(ids), U64)
-    ok = _placements(np.ascontiguousarray(ids, U64), np.ascontiguousarray(codes), U64(3 * position_bits),
-                     U64(grid.slot_bits), np.int64(1 << position_bits), out)
-    return out if ok else None
+    ok = np.empty(len(ids), np.bool_)
+    n = _placements(np.ascontiguousarray(ids, U64), np.ascontiguousarray(codes), U64(3 * position_bits),
+                    U64(grid.slot_bits), np.int64(1 << position_bits), out, ok)
+    return out, ok, int(n)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from codec import Decoder, Encoder, Grid, GsdError
 from codec.attributes import Attr
 from codec.spatial import implicit_ids, placements
-from codec.wire import ADD, ADD_IMPLICIT
+from codec.wire import ADD, ADD_IMPLICIT, IMPLICIT_SPLIT_MIN
 from conformance import craft
 from conftest import make_profile, random_gaussians
 
@@ -47,7 +47,8 @@ def test_the_spec_example():
     ids, codes = implicit_ids(np.array([8, 9, 9, 64], np.uint64), grid, 1, np.int32)
     assert ids.tolist() == [4, 5, 6, 32]
     assert codes.T.tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0]]
-    assert placements(ids, codes, grid, 1).tolist() == [8, 9, 9, 64]
+    q, ok, n = placements(ids, codes, grid, 1)
+    assert q.tolist() == [8, 9, 9, 64] and ok.all() and n == 4
 
 
 @settings(max_examples=80, deadline=None)
@@ -76,21 +77,27 @@ def test_placements_give_the_spec_ids_and_back(B, S, pb, data):
     ids, codes = implicit_ids(np.array(q, np.uint64), grid, pb, np.int32)
     assert ids.tolist() == want[0] and [tuple(c) for c in codes.T.tolist()] == want[1]
     assert (np.diff(ids.astype(np.int64)) > 0).all() if len(ids) > 1 else True
-    assert placements(ids, codes, grid, pb).tolist() == q
+    back, ok, n = placements(ids, codes, grid, pb)
+    assert back.tolist() == q and ok.all() and n == len(q)
 
 
 def test_ids_that_are_not_ranks_or_codes_outside_the_cell_stay_explicit():
     grid = Grid(cell_bits=2, slot_bits=2)
     ids, codes = implicit_ids(np.array([8, 9, 9, 64], np.uint64), grid, 1, np.int32)
-    assert placements(ids + np.uint64(1), codes, grid, 1) is None          # slot 1 first: not a rank
+    def cells_ok(ids, codes):
+        return placements(ids, codes, grid, 1)[1].tolist()
+
+    assert cells_ok(ids + np.uint64(1), codes) == [False] * 4                # slot 1 first: not a rank
     swapped = codes.copy()
     swapped[:, [0, 1]] = swapped[:, [1, 0]]
-    assert placements(ids, swapped, grid, 1) is None                        # slots not in placement order
+    assert cells_ok(ids, swapped) == [False, False, False, True]            # cell 1's slots not in placement order
     far = codes.copy()
     far[0, 0] = 2                                                           # code 2^pb: outside its cell
-    assert placements(ids, far, grid, 1) is None
+    assert cells_ok(ids, far) == [False, False, False, True]
     far[0, 0] = -1
-    assert placements(ids, far, grid, 1) is None
+    assert cells_ok(ids, far) == [False, False, False, True]
+    far[0, 3] = 5
+    assert cells_ok(ids, far) == [False] * 4
 
 
 def block_kinds(frame: bytes) -> list[int]:
@@ -123,10 +130,12 @@ def test_a_scene_keyframe_needs_no_ids_and_decodes_to_the_same_state(name):
     assert dec.state.digest() == enc.state.digest()
 
 
-def test_a_moved_scene_keyframe_falls_back_to_ids():
-    """Position codes leave their birth cell as Gaussians move: the state's keyframe needs its ids."""
+def test_a_moved_scene_keyframe_sends_the_moved_gaussians_cells_with_ids():
+    """Position codes leave their birth cell as Gaussians move: the cells of moved Gaussians go in an
+    ADD block with their ids, the others stay implicit."""
     rng = np.random.default_rng(4)
-    g = random_gaussians(rng, 2000, 0)
+    n = IMPLICIT_SPLIT_MIN + 2000
+    g = random_gaussians(rng, n, 0)
     p = make_profile("compact", 0, g.positions, cell_bits=8, slot_bits=12)
     enc = Encoder(p)
     ids = enc.assign_ids(g.positions)
@@ -134,9 +143,20 @@ def test_a_moved_scene_keyframe_falls_back_to_ids():
     moved = g.positions[:100] + p.grid.cell_size * 2
     enc.encode(update=(ids[:100], {Attr.POSITION: moved}))
     kf = enc.keyframe()
-    assert ADD in block_kinds(kf) and ADD_IMPLICIT not in block_kinds(kf)
+    meta, _ = craft.split_frame(kf)
+    counts = {b.kind: b.count for b in craft.parse_frame_meta(meta).blocks}
+    moved_cells = np.unique(ids[:100] >> np.uint64(p.grid.slot_bits))
+    assert counts[ADD] == np.isin(ids >> np.uint64(p.grid.slot_bits), moved_cells).sum()
+    assert counts[ADD_IMPLICIT] == n - counts[ADD]
     dec = Decoder(enc.header_bytes())
     dec.decode_frame(kf)
+    assert dec.state.digest() == enc.state.digest()
+    # a delta whose few implicit ADDs (50 in empty cells, 50 beside live Gaussians) are not worth a block
+    fresh = g.take(np.arange(100, 200))
+    fresh.positions[:50] = np.asarray(p.grid.origin) + p.grid.cell_size * (np.arange(50)[:, None] + 0.5)
+    f = enc.encode(add=(enc.assign_ids(fresh.positions), fresh))
+    assert block_kinds(f) == [ADD]
+    dec.decode_frame(f)
     assert dec.state.digest() == enc.state.digest()
 
 
