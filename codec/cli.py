@@ -489,8 +489,8 @@ def cmd_decode(args) -> int:
 
 
 # ------------------------------------------------------------------------------------ info
-_ROLES = ("ids", "position", "scale", "rotation", "opacity", "sh_dc", "sh_rest", "palette", "delete")
-_ROLE_SHORT = {"ids": "ids", "position": "pos", "scale": "scale", "rotation": "rot", "opacity": "opac",
+_ROLES = ("ids", "position", "placements", "scale", "rotation", "opacity", "sh_dc", "sh_rest", "palette", "delete")
+_ROLE_SHORT = {"ids": "ids", "position": "pos", "placements": "place", "scale": "scale", "rotation": "rot", "opacity": "opac",
                "sh_dc": "dc", "sh_rest": "rest", "palette": "palette", "delete": "del"}
 
 

@@ -741,7 +741,7 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
                                                     "placements need more than 64 bits")
             parts = p.wire_parts(attrs[1:])
             expect(secs, 1 + len(parts), "ADD_IMPLICIT")
-            plan.append((ADD_IMPLICIT, section(secs[0], 1, count, 8, "position"), count,
+            plan.append((ADD_IMPLICIT, section(secs[0], 1, count, 8, "placements"), count,
                          attr_jobs(parts, secs[1:], count)))
         elif kind == UPDATE:
             if mask == 0 or mask & ~fmask:
