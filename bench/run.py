@@ -56,7 +56,7 @@ STREAM = codec.STREAM_PROFILE     # what a live stream sends: the delta targets
 FULL_N = 1_000_000
 QUICK_N = 100_000
 DEGREES = (3, 0)
-ROLES = ("ids", "position", "scale", "rotation", "opacity", "sh_dc", "sh_rest", "delete")
+ROLES = ("ids", "position", "placements", "scale", "rotation", "opacity", "sh_dc", "sh_rest", "palette", "delete")
 
 # Targets; times are for a 1M-Gaussian scene.
 T_ENCODE_MS = {3: 1000.0}
