@@ -253,7 +253,15 @@ def encoder_for(g: Gaussians, args: argparse.Namespace, sequence: bool = False) 
     # keyframe would judge later frames' content of the same kind novel and give it entries of its own.
     per_entry = {} if sequence else {"gaussians_per_entry": FILE_GAUSSIANS_PER_ENTRY}
     return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode",
-                      frame_rate=getattr(args, "fps", None) or 0.0, **per_entry)
+                      frame_rate=getattr(args, "fps", None) or 0.0,
+                      implicit_ids=getattr(args, "format", "1.1") != "1.0", **per_entry)
+
+
+def _check_format(args) -> None:
+    """``--format 1.0``: a stream every 1.0 decoder reads, so no 1.1 feature (SPEC.md 10)."""
+    if args.format == "1.0" and PRESETS[args.profile] is not None and PRESETS[args.profile].palette:
+        raise UsageError(f"--format 1.0: the {args.profile!r} profile codes SH_REST through an SH palette, a format "
+                         f"1.1 feature; use --profile compact (or high, lossless) for a 1.0 stream")
 
 
 def read_input(args) -> tuple[Gaussians, str, dict]:
@@ -272,6 +280,7 @@ def cmd_encode(args) -> int:
         paths = frame_paths(args.input)
     except FileNotFoundError as e:
         raise UsageError(str(e)) from None
+    _check_format(args)
     if len(paths) > 1:
         return cmd_encode_sequence(args, paths)
     args = argparse.Namespace(**{**vars(args), "input": paths[0]})
@@ -907,6 +916,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "other on a 500k captured scene and a 200k synthetic one, and fewer cells keep more slots per "
                         "cell for Gaussians born later (14 with the preset's position bits, the old default, was 6%% "
                         "larger for positions 16x finer than the preset's)")
+    e.add_argument("--format", choices=("1.1", "1.0"), default="1.1",
+                   help="format version the stream needs: 1.1 (default) sends a block's ids implicitly where its "
+                        "Gaussians' positions give them (ADD_IMPLICIT) and allows the 'small' profile's SH palette; "
+                        "1.0 sends every id, for decoders of 1.0 (with --profile compact, high or lossless)")
     e.add_argument("--fixed-ranges", action="store_true",
                    help="use the preset's fixed scale/DC/SH ranges (the streaming defaults) instead of ranges fitted to "
                         "the scene; values outside them are clamped (and reported)")

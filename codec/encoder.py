@@ -51,7 +51,7 @@ class Encoder:
 
     def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
                  level: int = 1, digest: bool = True, gaussians_per_entry: int = 8,
-                 weighted: bool = True, frame_rate: float = 0.0):
+                 weighted: bool = True, frame_rate: float = 0.0, implicit_ids: bool = True):
         self.profile = profile
         # SH palette streams: a scene's palette gets one entry per this many Gaussians (up to the
         # header's sh_palette), its k-means weighing each Gaussian's SH error by its alpha
@@ -64,7 +64,7 @@ class Encoder:
         self._planned = None  # (entries' codes, sent flags) of a palette fixed in advance (plan_palette)
         self.header = StreamHeader(profile, max_gaussians, generator, frame_rate=frame_rate)  # frame_rate: informative
         self.state = SceneState(profile, max_gaussians=max_gaussians)
-        self.frames = FrameEncoder(profile, level)
+        self.frames = FrameEncoder(profile, level, implicit_ids)  # implicit_ids=False: no ADD_IMPLICIT (1.0 readers)
         self.with_digest = digest
         self._issued = np.zeros(0, U64)  # ids handed out by assign_ids, not yet added
 
@@ -80,7 +80,7 @@ class Encoder:
         g = p.grid
         positions = np.ascontiguousarray(np.asarray(positions, np.float32).reshape(-1, 3))
         key = None
-        if p.implicit_ids:
+        if p.implicit_ids:  # also when this encoder sends every id: the same scene, the same ids
             pb = p.quant.position_bits
             cells, key = np.empty(len(positions), U64), np.empty(len(positions), U64)
             placed_cells(positions, np.asarray(g.origin, np.float64), float(g.cell_size), g.cell_size / (1 << pb),

@@ -358,9 +358,11 @@ def _first(rows) -> int:
 class FrameEncoder:
     """Serializes a Delta for one profile. Reuse it: it holds the zstd context."""
 
-    def __init__(self, profile: Profile, level: int = 1):
+    def __init__(self, profile: Profile, level: int = 1, implicit_ids: bool = True):
         self.profile = profile
         self.level = level
+        # ADD_IMPLICIT blocks where the ids allow them (format 1.1); False: every id explicit, as 1.0 reads
+        self.implicit_ids = implicit_ids and profile.implicit_ids
         self._choices: dict = {}  # section role -> (filter trial winner, frames left before the next trial)
 
     def _attr_filters(self, attr: Attr, residual: bool) -> tuple[int, ...]:
@@ -383,7 +385,7 @@ class FrameEncoder:
                      for a, rows in p.wire_parts(attrs)]
             return kind, len(first), 0, 0, secs
 
-        if p.implicit_ids:
+        if self.implicit_ids:
             q, ok, n = placements(ids, codes[Attr.POSITION], p.grid, p.quant.position_bits)
             if n == len(ids):
                 return [block(ADD_IMPLICIT, q, codes, attrs[1:])]

@@ -368,3 +368,23 @@ def test_progress_bars_on_a_terminal_unless_quiet(tmp_path, monkeypatch, capsys,
         assert err.getvalue() == ""
     else:
         assert "encode:" in err.getvalue() and "verify:" in err.getvalue() and "/3 [" in err.getvalue()
+
+
+# ------------------------------------------------------------------------------------ format version
+def _kinds(stream: Path) -> set:
+    data = stream.read_bytes()
+    body = int.from_bytes(data[8:12], "little")
+    frame = data[16 + body:]
+    return {b.kind for b in craft.parse_frame_meta(craft.split_frame(frame)[0]).blocks}
+
+
+def test_format_1_0_sends_every_id_and_refuses_the_palette_profile(scene_ply, tmp_path):
+    ply, _ = scene_ply
+    new, old = tmp_path / "new.gsd", tmp_path / "old.gsd"
+    ok("encode", ply, new, "--profile", "compact", "--quiet")
+    ok("encode", ply, old, "--profile", "compact", "--format", "1.0", "--quiet")
+    assert _kinds(new) == {craft.ADD_IMPLICIT} and _kinds(old) == {craft.ADD}
+    assert json.loads(ok("info", old, "--json").stdout)["frames"][-1]["digest"] == \
+        json.loads(ok("info", new, "--json").stdout)["frames"][-1]["digest"]      # the same scene
+    r = gsd("encode", ply, tmp_path / "x.gsd", "--format", "1.0")                   # the default profile: 'small'
+    assert r.returncode == 2 and "SH palette" in r.stderr and not (tmp_path / "x.gsd").exists()
