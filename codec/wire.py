@@ -686,13 +686,14 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
     attrs = present_attrs(p.sh_degree)
     fmask = full_mask(p.sh_degree)
 
-    jobs: list = []  # (section index, comps, count, width, role); decoded together below
+    jobs: list = []  # (section, comps, count, width, into, then); decoded together below
 
-    def section(idx: int, comps: int, count: int, width: int, role: str, into=None) -> int:
+    def section(idx: int, comps: int, count: int, width: int, role: str, into=None, then=None) -> int:
+        """A section to decode; ``then`` runs on its values on the same worker (its result replaces them)."""
         if idx >= len(descs):
             raise GsdError(ErrorCode.MALFORMED, f"section index {idx} out of range")
         roles[role] = roles.get(role, 0) + descs[idx].stored_size
-        jobs.append((descs[idx], comps, count, width, into))
+        jobs.append((descs[idx], comps, count, width, into, then))
         return len(jobs) - 1
 
     def attr_jobs(parts, secs, count, width=None, role=None, dtype=None, comps=None):
@@ -743,7 +744,10 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
                                                     "placements need more than 64 bits")
             parts = p.wire_parts(attrs[1:])
             expect(secs, 1 + len(parts), "ADD_IMPLICIT")
-            plan.append((ADD_IMPLICIT, section(secs[0], 1, count, 8, "placements"), count,
+            # the ids and position codes are derived on the worker that decoded the placements, while
+            # the other sections decode
+            derive = lambda q: implicit_ids(q[0], p.grid, p.quant.position_bits, p.dtype(Attr.POSITION))  # noqa: E731
+            plan.append((ADD_IMPLICIT, section(secs[0], 1, count, 8, "placements", then=derive), count,
                          attr_jobs(parts, secs[1:], count)))
         elif kind == UPDATE:
             if mask == 0 or mask & ~fmask:
@@ -770,7 +774,7 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
         elif kind == ADD:
             adds.append((arrays[entry[1]][0], gather(entry[3])))
         elif kind == ADD_IMPLICIT:
-            ids, pos = implicit_ids(arrays[entry[1]][0], p.grid, p.quant.position_bits, p.dtype(Attr.POSITION))
+            ids, pos = arrays[entry[1]]
             adds.append((ids, {Attr.POSITION: pos, **gather(entry[3])}))
         elif kind == UPDATE:
             upds.append((arrays[entry[1]][0], entry[4], gather(entry[3])))
@@ -789,8 +793,10 @@ def _read_sections(payload, jobs: list) -> list:
     """Decode every section; the largest start first, so that the workers finish together. A bad
     frame raises the error of its first bad section in frame order, whichever worker met it first."""
     def attempt(job):
+        *args, then = job
         try:
-            return read_section(payload, *job)
+            values = read_section(payload, *args)
+            return values if then is None else then(values)
         except GsdError as e:
             return e
     order = sorted(range(len(jobs)), key=lambda i: -jobs[i][0].raw_size)
