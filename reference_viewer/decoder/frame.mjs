@@ -189,7 +189,8 @@ export function parseFrame(u8, message, L, p, seqBig) {
 
 /** The ids and position codes of an ADD_IMPLICIT block's n placements at q (6.1), written at ids and pos. */
 function implicitIds(p, q, n, ids, pos) {
-  const r = K.implicitIds(q, n, 3 * (p.B + p.positionBits), 3 * p.positionBits, p.S, ids, pos, p.attrWidth[0]);
+  const r = allocating('implicit ids', () =>
+    K.implicitIds(q, n, 3 * (p.B + p.positionBits), 3 * p.positionBits, p.S, ids, pos, p.attrWidth[0]));
   if (r === 1) fail('BAD_VALUE', `ADD_IMPLICIT placement outside the grid's ${3 * (p.B + p.positionBits)} bits`);
   if (r === 2) fail('BAD_VALUE', 'ADD_IMPLICIT placements not ascending');
   if (r === 3) fail('BAD_VALUE', 'ADD_IMPLICIT: more placements in a cell than it has slots');

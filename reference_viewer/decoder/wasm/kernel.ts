@@ -289,15 +289,16 @@ export function checkIds(ids: usize, n: u32, bits: u32): i32 {
   return 0;
 }
 
-/** Every third bit of x packed into the low bits: one axis of a Morton code (SPEC 3.2). */
-@inline function unspread(x: u64): u64 {
-  x &= 0x1249249249249249;
-  x = (x | (x >> 2)) & 0x10C30C30C30C30C3;
-  x = (x | (x >> 4)) & 0x100F00F00F00F00F;
-  x = (x | (x >> 8)) & 0x1F0000FF0000FF;
-  x = (x | (x >> 16)) & 0x1F00000000FFFF;
-  x = (x | (x >> 32)) & 0x1FFFFF;
-  return x;
+let demortonT: usize = 0;   // 4096 u32: 12 interleaved bits -> their 4 x, 4 y and 4 z bits at bytes 0, 1, 2
+function demortonInit(): void {
+  demortonT = heap.alloc(4096 * 4);
+  for (let m: u32 = 0; m < 4096; m++) {
+    let x: u32 = 0, y: u32 = 0, z: u32 = 0;
+    for (let k: u32 = 0; k < 4; k++) {
+      x |= ((m >> (3 * k)) & 1) << k; y |= ((m >> (3 * k + 1)) & 1) << k; z |= ((m >> (3 * k + 2)) & 1) << k;
+    }
+    store<u32>(demortonT + (<usize>m << 2), x | (y << 8) | (z << 16));
+  }
 }
 
 /**
@@ -307,7 +308,9 @@ export function checkIds(ids: usize, n: u32, bits: u32): i32 {
  * descending; 3: more placements in one cell than it has slots.
  */
 export function implicitIds(q: usize, n: u32, bits: u32, shift: u32, S: u32, ids: usize, pos: usize, w: u32): i32 {
+  if (!demortonT) demortonInit();
   const low: u64 = (<u64>1 << shift) - 1, full: u64 = <u64>1 << S;
+  const px = pos, py = pos + <usize>w * <usize>n, pz = pos + <usize>2 * <usize>w * <usize>n;
   let first: u32 = 0, prev: u64 = 0;
   for (let i: u32 = 0; i < n; i++) {
     const v = load<u64>(q + <usize>8 * <usize>i);
@@ -318,11 +321,18 @@ export function implicitIds(q: usize, n: u32, bits: u32, shift: u32, S: u32, ids
     const rank = <u64>(i - first);
     if (rank >= full) return 3;
     store<u64>(ids + <usize>8 * <usize>i, (cell << S) | rank);
-    const m = v & low;
-    for (let a: u32 = 0; a < 3; a++) {
-      const c = <u32>unspread(m >> a), at = pos + <usize>w * (<usize>a * <usize>n + <usize>i);
-      if (w == 4) store<u32>(at, c); else if (w == 2) store<u16>(at, <u16>c); else store<u8>(at, <u8>c);
+    // the position codes: 12 bits of the Morton code at a time through the table (4 bits per axis)
+    let m = v & low, xyz: u32 = 0, k: u32 = 0;
+    let x: u32 = 0, y: u32 = 0, z: u32 = 0;
+    while (m != 0) {
+      xyz = load<u32>(demortonT + (<usize>(<u32>m & 0xFFF) << 2));
+      x |= (xyz & 0xF) << k; y |= ((xyz >> 8) & 0xF) << k; z |= (xyz >> 16) << k;
+      m >>= 12; k += 4;
     }
+    const o = <usize>w * <usize>i;
+    if (w == 4) { store<u32>(px + o, x); store<u32>(py + o, y); store<u32>(pz + o, z); }
+    else if (w == 2) { store<u16>(px + o, <u16>x); store<u16>(py + o, <u16>y); store<u16>(pz + o, <u16>z); }
+    else { store<u8>(px + o, <u8>x); store<u8>(py + o, <u8>y); store<u8>(pz + o, <u8>z); }
     prev = v;
   }
   return 0;
