@@ -200,6 +200,19 @@ def assign_slots(cells: np.ndarray, next_slot_of_cell, key: np.ndarray | None = 
 PLACED, TOO_LARGE, DESCENDING, CELL_FULL = 0, 1, 2, 3
 
 
+def _demorton_table() -> np.ndarray:
+    """12 interleaved Morton bits -> their 4 x, 4 y and 4 z bits at bits 0, 8 and 16."""
+    m = np.arange(4096, dtype=np.uint32)
+    out = np.zeros(4096, np.uint32)
+    for k in range(4):
+        for a in range(3):
+            out |= ((m >> np.uint32(3 * k + a)) & np.uint32(1)) << np.uint32(8 * a + k)
+    return out
+
+
+_DEMORTON12 = _demorton_table()
+
+
 @kernel
 def _implicit_ids(q, shift, slot_bits, bits, ids, codes):
     """ids and (3, n) position codes of placements q (SPEC.md 6.1, implicit_ids); a status code."""
@@ -221,8 +234,18 @@ def _implicit_ids(q, shift, slot_bits, bits, ids, codes):
             return CELL_FULL
         ids[i] = (cell << slot_bits) | rank
         m = v & low
-        for a in range(3):
-            codes[a, i] = unspread(m >> np.uint64(a))
+        x = y = z = np.uint64(0)
+        k = np.uint64(0)
+        while m != np.uint64(0):  # 12 Morton bits (4 per axis) per table lookup
+            t = np.uint64(_DEMORTON12[m & np.uint64(0xFFF)])
+            x |= (t & np.uint64(0xF)) << k
+            y |= ((t >> np.uint64(8)) & np.uint64(0xF)) << k
+            z |= (t >> np.uint64(16)) << k
+            m >>= np.uint64(12)
+            k += np.uint64(4)
+        codes[0, i] = x
+        codes[1, i] = y
+        codes[2, i] = z
         prev = v
     return PLACED
 

@@ -52,7 +52,7 @@ def test_the_spec_example():
 
 
 @settings(max_examples=80, deadline=None)
-@given(B=st.integers(1, 8), S=st.integers(0, 6), pb=st.integers(1, 8), data=st.data())
+@given(B=st.integers(1, 8), S=st.integers(0, 6), pb=st.integers(1, 13), data=st.data())
 def test_placements_give_the_spec_ids_and_back(B, S, pb, data):
     top = 1 << (3 * (B + pb))
     # a few cells, each with a handful of Gaussians (sometimes more than its slots)
