@@ -499,8 +499,8 @@ def cmd_decode(args) -> int:
 
 # ------------------------------------------------------------------------------------ info
 _ROLES = ("ids", "position", "placements", "scale", "rotation", "opacity", "sh_dc", "sh_rest", "palette", "delete")
-_ROLE_SHORT = {"ids": "ids", "position": "pos", "placements": "place", "scale": "scale", "rotation": "rot", "opacity": "opac",
-               "sh_dc": "dc", "sh_rest": "rest", "palette": "palette", "delete": "del"}
+_ROLE_SHORT = {"ids": "ids", "position": "pos", "placements": "place", "scale": "scale", "rotation": "rot",
+               "opacity": "opac", "sh_dc": "dc", "sh_rest": "rest", "palette": "palette", "delete": "del"}
 
 
 def _header_dict(header: StreamHeader, header_bytes: int) -> dict:

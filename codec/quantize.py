@@ -20,6 +20,13 @@ _SQRT2 = np.sqrt(2.0)
 _INV_SQRT2 = 1.0 / _SQRT2
 
 
+@kernel(inline=True)
+def axis_code(v, origin, cell, cell_size, step):
+    """One axis of a position code (SPEC.md 5.3) against cell coordinate ``cell``: the one arithmetic
+    of the quantizer and of the id assignment that chooses the cell (ADD_IMPLICIT needs them equal)."""
+    return np.rint((v - (origin + cell * cell_size)) / step)
+
+
 @kernel
 def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out, start, stop):
     """out[k, j] = rint((v - origin of the id's birth cell) / step); TOO_FAR if a code leaves int32."""
@@ -31,8 +38,7 @@ def position_codes(values, ids, order, slot_bits, origin, cell_size, step, out, 
         for k in range(3):
             v = np.float64(values[r, k])
             bad |= v - v != 0.0
-            o = origin[k] + np.float64(unspread(cell >> np.uint64(k))) * cell_size
-            c = np.rint((v - o) / step)
+            c = axis_code(v, origin[k], np.float64(unspread(cell >> np.uint64(k))), cell_size, step)
             if -2147483647.0 <= c <= 2147483647.0:
                 out[k, j] = np.int32(c)
             else:
@@ -46,7 +52,7 @@ def placed_cells(values, origin, cell_size, step, top_cell, top_code, shift, cel
     position falls in (the cell of the position, or its upper neighbour where the position code would
     round to 2^pb), and its placement code (SPEC.md 6.1: the cell's Morton code << ``shift``, with the
     Morton code of its position code there below). Ids assigned in that cell, in placement order within
-    it, can go in ADD_IMPLICIT blocks (SPEC.md 3.3). Same arithmetic as position_codes."""
+    it, can go in ADD_IMPLICIT blocks (SPEC.md 3.3)."""
     for i in range(values.shape[0]):
         cm = np.uint64(0)
         key = np.uint64(0)
@@ -56,10 +62,10 @@ def placed_cells(values, origin, cell_size, step, top_cell, top_code, shift, cel
             if not c >= 0.0:  # below the grid, or NaN (the quantizer reports that)
                 c = 0.0
             c = min(c, top_cell)
-            code = np.rint((v - (origin[k] + c * cell_size)) / step)
+            code = axis_code(v, origin[k], c, cell_size, step)
             if code >= top_code and c < top_cell:
                 c += 1.0
-                code = np.rint((v - (origin[k] + c * cell_size)) / step)
+                code = axis_code(v, origin[k], c, cell_size, step)
             cm |= spread(np.uint64(c)) << np.uint64(k)
             if 0.0 <= code < top_code:
                 key |= spread(np.uint64(code)) << np.uint64(k)

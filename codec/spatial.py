@@ -103,21 +103,9 @@ class Grid:
         return first, first + ((U64(1) << shift) - U64(1))
 
 
-_SPREAD = [(U64(0x1F00000000FFFF), 32), (U64(0x1F0000FF0000FF), 16), (U64(0x100F00F00F00F00F), 8),
-           (U64(0x10C30C30C30C30C3), 4), (U64(0x1249249249249249), 2)]
-
-
-def _spread(v: np.ndarray, bits: int) -> np.ndarray:
-    """Insert two zero bits between each of the low 21 bits of v (magic-number bit spreading)."""
-    x = v.astype(U64) & U64(0x1FFFFF)
-    for mask, shift in _SPREAD:
-        x = (x | (x << U64(shift))) & mask
-    return x
-
-
 @kernel
 def unspread(x):
-    """Every third bit of x, packed: one axis of a Morton code (the inverse of _spread)."""
+    """Every third bit of x, packed: one axis of a Morton code (the inverse of spread)."""
     x = x & np.uint64(0x1249249249249249)
     x = (x | (x >> np.uint64(2))) & np.uint64(0x10C30C30C30C30C3)
     x = (x | (x >> np.uint64(4))) & np.uint64(0x100F00F00F00F00F)
@@ -137,6 +125,12 @@ def spread(x):
     x = (x | (x << np.uint64(4))) & np.uint64(0x10C30C30C30C30C3)
     x = (x | (x << np.uint64(2))) & np.uint64(0x1249249249249249)
     return x
+
+
+@kernel
+def _morton_all(coords, out):
+    for i in range(coords.shape[0]):
+        out[i] = spread(coords[i, 0]) | (spread(coords[i, 1]) << np.uint64(1)) | (spread(coords[i, 2]) << np.uint64(2))
 
 
 @kernel
@@ -163,8 +157,10 @@ def _compact(v: np.ndarray, bits: int) -> np.ndarray:
 
 def morton_encode(coords: np.ndarray, bits: int) -> np.ndarray:
     """Interleave (N,3) cell coordinates: bit 3i = x_i, 3i+1 = y_i, 3i+2 = z_i."""
-    coords = coords.astype(U64)
-    return _spread(coords[:, 0], bits) | (_spread(coords[:, 1], bits) << U64(1)) | (_spread(coords[:, 2], bits) << U64(2))
+    coords = np.ascontiguousarray(coords, U64).reshape(-1, 3)
+    out = np.empty(len(coords), U64)
+    _morton_all(coords, out)
+    return out
 
 
 def morton_decode(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -303,7 +299,8 @@ def implicit_ids(q: np.ndarray, grid: Grid, position_bits: int, code_dtype) -> t
     return ids, codes
 
 
-def placements(ids: np.ndarray, codes: np.ndarray, grid: Grid, position_bits: int) -> tuple[np.ndarray, np.ndarray, int]:
+def placements(ids: np.ndarray, codes: np.ndarray, grid: Grid,
+               position_bits: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Placement codes of ascending ``ids`` with POSITION ``codes``, the mask of those whose cells can
     go in an ADD_IMPLICIT block (implicit_ids of the masked placements gives back exactly those ids
     and codes), and its count."""

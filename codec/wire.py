@@ -746,7 +746,8 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             expect(secs, 1 + len(parts), "ADD_IMPLICIT")
             # the ids and position codes are derived on the worker that decoded the placements, while
             # the other sections decode
-            derive = lambda q: implicit_ids(q[0], p.grid, p.quant.position_bits, p.dtype(Attr.POSITION))  # noqa: E731
+            def derive(q):
+                return implicit_ids(q[0], p.grid, p.quant.position_bits, p.dtype(Attr.POSITION))
             plan.append((ADD_IMPLICIT, section(secs[0], 1, count, 8, "placements", then=derive), count,
                          attr_jobs(parts, secs[1:], count)))
         elif kind == UPDATE:

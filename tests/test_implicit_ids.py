@@ -1,5 +1,5 @@
 """ADD_IMPLICIT (SPEC.md 6.1): ids that follow from placement codes, against the spec's pseudo-code
-written out in plain Python; the encoder's id assignment that makes them possible (3.3), and its
+as the conformance model (conformance/refmodel.py) writes it out in plain Python; the encoder's id assignment that makes them possible (3.3), and its
 fallback to ADD where ids cannot be implicit."""
 from __future__ import annotations
 
@@ -12,34 +12,14 @@ from codec import Decoder, Encoder, Grid, GsdError
 from codec.attributes import Attr
 from codec.spatial import implicit_ids, placements
 from codec.wire import ADD, ADD_IMPLICIT, IMPLICIT_SPLIT_MIN
-from conformance import craft
+from conformance import craft, refmodel
 from conftest import make_profile, random_gaussians
 
 
-def ref_demorton(m: int, bits: int) -> tuple[int, int, int]:
-    c = [0, 0, 0]
-    for i in range(bits):
-        for a in range(3):
-            c[a] |= ((m >> (3 * i + a)) & 1) << i
-    return tuple(c)
-
-
 def ref_implicit_ids(q: list[int], B: int, S: int, pb: int):
-    """SPEC.md 6.1 implicit_ids, line by line; raises ValueError where the spec says BAD_VALUE."""
-    ids, codes, first = [], [], 0
-    for i, v in enumerate(q):
-        if v >= 1 << (3 * (B + pb)):
-            raise ValueError("too large")
-        if i > 0 and v < q[i - 1]:
-            raise ValueError("descending")
-        cell = v >> (3 * pb)
-        if i == 0 or cell != q[i - 1] >> (3 * pb):
-            first = i
-        if i - first >= 1 << S:
-            raise ValueError("cell full")
-        ids.append((cell << S) | (i - first))
-        codes.append(ref_demorton(v & ((1 << (3 * pb)) - 1), pb))
-    return ids, codes
+    """SPEC.md 6.1 implicit_ids as the conformance model reads it (plain Python, not the codec)."""
+    L = refmodel.Layout(0, craft.QuantFields(position_bits=pb), B, S)
+    return refmodel.implicit_ids(L, q), [refmodel.placement_codes(L, v) for v in q]
 
 
 def test_the_spec_example():
@@ -69,7 +49,7 @@ def test_placements_give_the_spec_ids_and_back(B, S, pb, data):
     grid = Grid(cell_bits=B, slot_bits=S)
     try:
         want = ref_implicit_ids(q, B, S, pb)
-    except ValueError:
+    except refmodel.RefError:
         with pytest.raises(GsdError) as e:
             implicit_ids(np.array(q, np.uint64), grid, pb, np.int32)
         assert e.value.code.name == "BAD_VALUE"
