@@ -128,12 +128,6 @@ def spread(x):
 
 
 @kernel
-def _morton_all(coords, out):
-    for i in range(coords.shape[0]):
-        out[i] = spread(coords[i, 0]) | (spread(coords[i, 1]) << np.uint64(1)) | (spread(coords[i, 2]) << np.uint64(2))
-
-
-@kernel
 def _unspread_all(v, out):
     for i in range(v.shape[0]):
         out[i] = unspread(v[i])
@@ -157,10 +151,9 @@ def _compact(v: np.ndarray, bits: int) -> np.ndarray:
 
 def morton_encode(coords: np.ndarray, bits: int) -> np.ndarray:
     """Interleave (N,3) cell coordinates: bit 3i = x_i, 3i+1 = y_i, 3i+2 = z_i."""
-    coords = np.ascontiguousarray(coords, U64).reshape(-1, 3)
-    out = np.empty(len(coords), U64)
-    _morton_all(coords, out)
-    return out
+    c = np.asarray(coords, U64).reshape(-1, 3)
+    # spread works on whole arrays as well as on scalars (numpy operators; compiled, array expressions)
+    return spread(c[:, 0]) | (spread(c[:, 1]) << U64(1)) | (spread(c[:, 2]) << U64(2))
 
 
 def morton_decode(codes: np.ndarray, bits: int) -> np.ndarray:
