@@ -352,11 +352,12 @@ def _merge_sorted(a_ids, a_slots, b_ids, b_slots):
 
 
 def _sort_merged(a_ids, a_slots, b_ids, b_slots):
-    """As ``_merge_sorted`` by one sort of both (fewer operations; for the small overlay)."""
+    """``b`` (new entries) merged into ``a`` by one sort of both (fewer operations; for the small overlay).
+    An id in both keeps ``b``'s entry first, so a lookup (the first match) finds the newest one."""
     if not a_ids.numel():
         return b_ids, b_slots
-    ids, order = torch.sort(torch.cat([a_ids, b_ids]))
-    return ids, torch.cat([a_slots, b_slots])[order]
+    ids, order = torch.sort(torch.cat([b_ids, a_ids]), stable=True)
+    return ids, torch.cat([b_slots, a_slots])[order]
 
 
 class DeviceCodes:
@@ -364,9 +365,10 @@ class DeviceCodes:
 
     ``rows`` is (capacity, Ctot) int32, one row per slot, columns ``cols[attr]``. The index is a
     sorted ``main`` array of (id, slot) with tombstones (slot -1) plus a small sorted ``over``
-    array of recent ADDs; lookups search both. The overlay is merged into ``main`` when it
-    outgrows ``MERGE_MIN`` and 1/8 of it. Slots are the host state's (``SceneState``): ADDs go where it
-    put them, and the rows are compacted when it compacts.
+    array of recent ADDs (an id deleted and ADDed again keeps its dead entry behind the new one
+    until the next merge); lookups search both, taking the first match. The overlay is merged into
+    ``main`` when it outgrows ``MERGE_MIN`` and 1/8 of it. Slots are the host state's
+    (``SceneState``): ADDs go where it put them, and the rows are compacted when it compacts.
     """
 
     MERGE_MIN = 1 << 15
@@ -439,7 +441,6 @@ class DeviceCodes:
         self.main_slots = torch.arange(n, dtype=I64, device=self.device) if slots is None else slots
         self.over_ids = torch.zeros(0, dtype=I64, device=self.device)
         self.over_slots = torch.zeros(0, dtype=I64, device=self.device)
-        self.over_dead = False               # the overlay may hold tombstones
 
     # -- queries ----------------------------------------------------------------------------------
     @staticmethod
@@ -512,7 +513,6 @@ class DeviceCodes:
                     hit = torch.zeros(keys.numel(), dtype=I32, device=self.device)
                     hit.index_add_(0, pos, (keys[pos] == ch.del_ids).to(I32))
                     slots.masked_fill_(hit > 0, -1)
-            self.over_dead = self.over_dead or self.over_ids.numel() > 0
         if ch.del_first.numel():
             for keys, slots in ((self.main_ids, self.main_slots), (self.over_ids, self.over_slots)):
                 if keys.numel():
@@ -523,7 +523,6 @@ class DeviceCodes:
                     edge.index_add_(0, hi, torch.full_like(hi, -1, dtype=I32))
                     inside = torch.cumsum(edge, 0, dtype=I32)[:-1] > 0
                     slots.masked_fill_(inside, -1)
-            self.over_dead = self.over_dead or self.over_ids.numel() > 0
         n = ch.add_ids.numel()
         if n:
             host = np.asarray(st.added, np.int64)
@@ -536,12 +535,9 @@ class DeviceCodes:
             new_slots = torch.from_numpy(host).to(self.device, non_blocking=True)
             self.rows.index_copy_(0, new_slots, ch.add_rows)
             self.high = max(self.high, top)
-            o_ids, o_slots = self.over_ids, self.over_slots
-            if self.over_dead:                        # an id deleted and ADDed again must not be there twice
-                live_o = o_slots >= 0
-                o_ids, o_slots = o_ids[live_o], o_slots[live_o]
-                self.over_dead = False
-            self.over_ids, self.over_slots = _sort_merged(o_ids, o_slots, ch.add_ids, new_slots)
+            # an id deleted and ADDed again stays in the overlay as a tombstone behind its new entry
+            # (dropped at the next merge): filtering it out here would wait for the device
+            self.over_ids, self.over_slots = _sort_merged(self.over_ids, self.over_slots, ch.add_ids, new_slots)
         if st.compactions != self.compactions:      # the host compacted: rows in id order, as there
             self._compact()
             self.compactions = st.compactions
@@ -551,7 +547,6 @@ class DeviceCodes:
                                                            self.over_ids[live_o], self.over_slots[live_o])
             self.over_ids = self.over_ids[:0]
             self.over_slots = self.over_slots[:0]
-            self.over_dead = False
 
     def _compact(self) -> None:
         """Live rows to slots 0..n-1 in id order, as the host state compacts."""
