@@ -47,6 +47,39 @@ def test_build_weights_pull_entries():
     assert np.abs(e[0] - centres[1]).max() < np.abs(e[0] - centres[0]).max() / 10
 
 
+def test_search_kernel_is_exact_and_blind_to_how_rows_are_blocked():
+    """nearest_in takes up to four rows of a group at a time: the result is the exhaustive search of
+    each row's group (a float64 reference picks the same entries), and bit for bit the same whether
+    rows come one at a time, grouped, or unsorted (runs of 1 to 7 rows, three nearest kept)."""
+    rng = np.random.default_rng(9)
+    dim, n = 13, 300
+    start = np.array([0, 5, 5, 17, 40, 41, 64])          # an empty group and a one-entry group
+    c = rng.normal(size=(start[-1], dim)).astype(np.float32)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    group = np.repeat(rng.choice(6, 60), rng.integers(1, 8, 60))[:n]
+    x = x[:len(group)]
+    p = 3
+    ct, cn = palette.prepared(c)
+
+    def run(order, block):
+        best, dist = np.full((len(x), p), -1, np.int64), np.full((len(x), p), np.inf, np.float32)
+        g = group[order]
+        for s in range(0, len(order), block):
+            palette.nearest_in(x, order[s:s + block], g[s:s + block], start, ct, cn, best, dist)
+        return best, dist
+    rows = np.arange(len(x))
+    best, dist = run(rows, len(x))
+    for order, block in ((rows, 1), (np.argsort(group, kind="stable"), len(x)), (rng.permutation(len(x)), 5)):
+        b, d = run(order, block)
+        assert np.array_equal(b, best) and np.array_equal(d, dist)
+    for i in range(len(x)):
+        lo, hi = start[group[i]], start[group[i] + 1]
+        ref = ((c[lo:hi].astype(np.float64) - x[i]) ** 2).sum(1)
+        want = lo + np.argsort(ref, kind="stable")[:p]
+        assert np.array_equal(best[i, :len(want)], want) and (best[i, len(want):] == -1).all()
+        assert np.allclose(dist[i, :len(want)] + (x[i].astype(np.float64) ** 2).sum(), ref[want - lo], atol=1e-4)
+
+
 def test_two_level_search_close_to_exhaustive():
     rng = np.random.default_rng(4)
     x = synthetic_scene(6000, sh_degree=2, seed=4).sh_rest
