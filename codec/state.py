@@ -591,6 +591,7 @@ class SceneState:
         self.slot_ids = ids if own and ids.flags.writeable and ids.flags.c_contiguous else ids.copy()
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
+        self.index.prepare()
         self.high, self.holes = n, 0
         self.free, self.reserved = np.zeros(0, np.int64), 0
         if self.palette_uses is not None:

@@ -365,8 +365,9 @@ def test_id_index_against_a_dict(seed, dense, run_max, background, monkeypatch):
     answers like a dict of live id -> slot through random inserts, removals, lookups, range queries
     and merges; ``dense``: cells hold slots 0..k-1 without a gap, as assign_ids hands them out (their
     lookups read no id); ``run_max``: a run small enough to fold into the overlay between merges;
-    ``background``: merges into main on the worker thread, each held there for a few steps (while
-    the index answers from the old levels and logs its removals) before it may finish."""
+    ``background``: the first cell table built ahead on a thread, and merges into main on the worker
+    thread, each held there for a few steps (while the index answers from the old levels and logs
+    its removals) before it may finish."""
     import threading
     from codec import id_index
     from codec.id_index import IdIndex
@@ -394,6 +395,9 @@ def test_id_index_against_a_dict(seed, dense, run_max, background, monkeypatch):
         ids = np.unique(rng.integers(0, 1 << 20, 3000).astype(np.uint64))
         q_extra = ids[:0]
     idx = IdIndex(ids.copy(), np.arange(len(ids)), sb)
+    if background:  # the main array's cell table built ahead, on a thread, as after a keyframe
+        idx.prepare()
+        assert isinstance(idx._cells, id_index._TableAhead)
     model = dict(zip(ids.tolist(), range(len(ids))))
     next_slot = len(ids)
     for step in range(60):
