@@ -15,6 +15,8 @@ adds.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from .attributes import ATTRS, Attr, Gaussians, full_mask, mask_attrs
@@ -37,6 +39,39 @@ _ENTRY_TAG = U64(0xFFFFFFFF) << U64(32)  # a palette entry's record: w_0 = index
 
 
 _BATCH = 64  # columns whose cache lines are read together before they are updated
+GROW_AHEAD_MIN = 1 << 18  # a keyframe this large, in a stream with room for more, grows on a worker
+
+
+def _moved(storage: tuple, cap: int, cols) -> tuple:
+    """(codes, slot_ids, accs) in new arrays of capacity ``cap`` whose first columns are ``cols``."""
+    def moved(old):
+        new = np.zeros(old.shape[:-1] + (cap,), old.dtype)
+        taken = old[..., cols]
+        new[..., :taken.shape[-1]] = taken
+        return new
+    codes, slot_ids, accs = storage
+    return {a: moved(c) for a, c in codes.items()}, moved(slot_ids), moved(accs)
+
+
+class _GrowAhead:
+    """A keyframe's arrays copied into arrays with room on a worker thread (numpy copies run without
+    the GIL), while the state waits for its next frame; that frame's ADDs then find the room. The
+    state swaps them in before it changes anything, so the copy is of what it still holds."""
+
+    def __init__(self, storage: tuple, cap: int):
+        self.result = None
+        self.thread = threading.Thread(target=self._run, args=(storage, cap), name="gsd-state-grow", daemon=True)
+        self.thread.start()
+
+    def _run(self, storage: tuple, cap: int) -> None:
+        try:
+            self.result = _moved(storage, cap, slice(0, storage[1].shape[0]))
+        except MemoryError:  # no room now: the state grows when it must, as without this
+            self.result = None
+
+    def get(self) -> tuple | None:
+        self.thread.join()
+        return self.result
 
 
 @kernel
@@ -137,6 +172,8 @@ class SceneState:
         self.profile = profile
         self.limits = limits
         self.max_gaussians = min(max_gaussians or limits.max_gaussians, limits.max_gaussians)
+        self.budget_declared = bool(max_gaussians)  # the stream says it may hold more than its keyframe
+        self._growing: _GrowAhead | None = None
         offsets = np.cumsum([2] + [profile.comps(a) for a in ATTRS])
         self._word_offset = {a: int(offsets[i]) for i, a in enumerate(ATTRS)}
         k = lane_constants(int(offsets[-1]))
@@ -168,6 +205,7 @@ class SceneState:
         frame (a client being refined) then writes into fresh pages as it goes, instead of copying its
         arrays at each doubling; while it holds at most ``n``, ADDs take freed slots before it grows."""
         self.reserved = min(int(n), self.max_gaussians)
+        self._settle_growth()
         self._grow(self.reserved)
 
     def _grow(self, need: int) -> None:
@@ -179,13 +217,22 @@ class SceneState:
 
     def _reallocate(self, cap: int, cols) -> None:
         """New arrays of capacity ``cap`` whose first columns are the old arrays' columns ``cols``."""
-        def moved(old):
-            new = np.zeros(old.shape[:-1] + (cap,), old.dtype)
-            taken = old[..., cols]
-            new[..., :taken.shape[-1]] = taken
-            return new
-        self.codes = {a: moved(c) for a, c in self.codes.items()}
-        self.slot_ids, self.accs = moved(self.slot_ids), moved(self.accs)
+        self.codes, self.slot_ids, self.accs = _moved((self.codes, self.slot_ids, self.accs), cap, cols)
+
+    def _grow_ahead(self) -> None:
+        """After a large keyframe in a stream whose budget has room for more: the growth the first
+        ADD would make (doubling, within the budget), made now on a worker."""
+        n = self.slot_ids.shape[0]
+        if self.budget_declared and n >= GROW_AHEAD_MIN and self.max_gaussians > n:
+            self._growing = _GrowAhead((self.codes, self.slot_ids, self.accs), min(2 * n, self.max_gaussians))
+
+    def _settle_growth(self, keep: bool = True) -> None:
+        """Swap in the arrays grown ahead (waiting for them), or drop them (``keep`` False)."""
+        g, self._growing = self._growing, None
+        if g is not None and keep:
+            grown = g.get()
+            if grown is not None:
+                self.codes, self.slot_ids, self.accs = grown
 
     def _clear_palette(self) -> None:
         """The SH palette (SPEC.md 5.9): ``palette`` entries of zero codes, none contributing to the digest."""
@@ -220,6 +267,7 @@ class SceneState:
         c.codes = {a: v.copy() for a, v in self.codes.items()}
         c.slot_ids, c.accs, c.free = self.slot_ids.copy(), self.accs.copy(), self.free.copy()
         c.index = self.index.copy()
+        c._growing = None  # arrays grown ahead belong to this state; the copy grows when it must
         if self.palette is not None:
             c.palette, c.palette_accs, c.palette_uses = self.palette.copy(), self.palette_accs.copy(), \
                 self.palette_uses.copy()
@@ -299,6 +347,7 @@ class SceneState:
         keeps the digest up to date even when the frame carries none (an encoder about
         to write one), which is cheaper than hashing the whole state afterwards.
         """
+        self._settle_growth(keep=not d.keyframe)  # before the plan: it updates rows in place
         plan = self._plan(d, check_seq, track_digest)
         plan["adopt"] = adopt
         self._commit(d, plan)
@@ -592,6 +641,7 @@ class SceneState:
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
         self.index.prepare()
+        self._grow_ahead()
         self.high, self.holes = n, 0
         self.free, self.reserved = np.zeros(0, np.int64), 0
         if self.palette_uses is not None:

@@ -126,3 +126,33 @@ def test_a_progressive_clients_state_has_room_for_what_it_will_hold():
         assert core.encoder.state.slot_ids.shape[0] == core.world.max_gaussians
     finally:
         core.close()
+
+
+def test_a_large_keyframe_with_room_in_the_budget_grows_on_a_worker(monkeypatch):
+    """A keyframe of a stream whose budget has room for more is copied into arrays with room (the
+    doubling the first ADD would make) on a worker while the state waits for its next frame; the
+    state swaps them in before it changes anything, so UPDATEs land in them and the next ADDs find
+    the room without a copy. A copy of the state, and a keyframe that arrives meanwhile, do not take
+    them; a stream that declares no budget (a file) grows only when it must."""
+    from codec import state as state_module
+    monkeypatch.setattr(state_module, "GROW_AHEAD_MIN", 256)
+    enc, dec, rng = _stream(1000, max_gaussians=5000)
+    st = dec.state
+    assert st._growing is not None and st.slot_ids.shape[0] == 1000
+    assert st.copy()._growing is None
+    live = _live_ids(enc)
+    moved = np.sort(rng.choice(live, 100, replace=False))
+    pos = random_gaussians(rng, 100, 1, specials=False).positions
+    dec.decode_frame(enc.encode(update=(moved, {Attr.POSITION: pos})))   # UPDATEs only: swapped in first
+    assert st._growing is None and st.slot_ids.shape[0] == 2000
+    arrays = [st.slot_ids, st.accs, *st.codes.values()]
+    _frame(enc, dec, rng, 600)
+    assert st.count == 1600 and all(a is b for a, b in zip(arrays, [st.slot_ids, st.accs, *st.codes.values()]))
+    assert dec.state.equals(enc.state) and dec.state.digest() == enc.state.digest()
+    dec.decode_frame(enc.keyframe())                                     # a resync keyframe: grows anew
+    assert st._growing is not None and st.slot_ids.shape[0] == 1600
+    _frame(enc, dec, rng, 100, rng.choice(_live_ids(enc), 50, replace=False), moved=30)
+    assert st.slot_ids.shape[0] == 3200
+    assert dec.state.equals(enc.state) and dec.state.digest() == enc.state.digest()
+    _, file_dec, _ = _stream(1000)
+    assert file_dec.state._growing is None
