@@ -49,12 +49,12 @@ def _merge_nearest(a, lo, best, dist, i):
 def nearest_in(x, rows, group, start, ct, cn, best, dist):
     """For each row ``r = rows[i]`` of ``x``: merge into ``best[r]`` / ``dist[r]`` (ascending,
     ``best.shape[1]`` long, kept from earlier calls) the nearest columns ``j`` of ``ct`` (D, K) with
-    ``start[g] <= j < start[g + 1]``, ``g = group[i]`` (``rows`` come grouped: ``group`` ascending
-    in runs). The distance is ``cn[j] - 2 x[r] . c_j`` (``cn`` = squared norms): add ``|x[r]|^2``
-    for the squared distance. Four rows of one group at a time against its run of columns: each
-    column value read serves four rows (twice the speed of one row at a time; a group's last rows
-    repeat its last row), and the inner loop runs over contiguous slices, so it vectorizes. Each
-    distance is summed in the same order whatever the grouping."""
+    ``start[g] <= j < start[g + 1]``, ``g = group[i]``. The distance is ``cn[j] - 2 x[r] . c_j``
+    (``cn`` = squared norms): add ``|x[r]|^2`` for the squared distance. Up to four consecutive
+    items of one group at a time against its run of columns (so grouped rows run fastest): each
+    column value read serves four rows, twice the speed of one row at a time (a shorter block
+    repeats its last row), and the inner loop runs over contiguous slices, so it vectorizes. Each
+    distance is summed in the same order however the rows are blocked."""
     n, dim = rows.shape[0], x.shape[1]
     acc = np.empty((4, ct.shape[1]), np.float32)
     two = np.float32(2.0)
