@@ -53,6 +53,8 @@ class Decoder:
             if not self.verify_digest:
                 d.digest = None
             self.state.apply(d, adopt=True)
+            if d.keyframe:
+                self.state.grow_ahead()  # room for the ADDs a live stream brings next, made while it waits
         except GsdError as e:
             raise e.at_frame(self.frames)
         self.frames += 1

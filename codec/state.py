@@ -219,11 +219,13 @@ class SceneState:
         """New arrays of capacity ``cap`` whose first columns are the old arrays' columns ``cols``."""
         self.codes, self.slot_ids, self.accs = _moved((self.codes, self.slot_ids, self.accs), cap, cols)
 
-    def _grow_ahead(self) -> None:
-        """After a large keyframe in a stream whose budget has room for more: the growth the first
-        ADD would make (doubling, within the budget), made now on a worker."""
+    def grow_ahead(self) -> None:
+        """Just after a large keyframe, in a stream whose budget has room for more (a live stream's
+        decoder): the growth its first ADD would make (doubling, within the budget), started now on
+        a worker, to be swapped in by the next ``apply``. A state that will ``reserve`` room has no
+        use for it."""
         n = self.slot_ids.shape[0]
-        if self.budget_declared and n >= GROW_AHEAD_MIN and self.max_gaussians > n:
+        if self.budget_declared and n >= GROW_AHEAD_MIN and self.max_gaussians > n and self.high == n:
             self._growing = _GrowAhead((self.codes, self.slot_ids, self.accs), min(2 * n, self.max_gaussians))
 
     def _settle_growth(self, keep: bool = True) -> None:
@@ -641,7 +643,6 @@ class SceneState:
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
         self.index.prepare()
-        self._grow_ahead()
         self.high, self.holes = n, 0
         self.free, self.reserved = np.zeros(0, np.int64), 0
         if self.palette_uses is not None:

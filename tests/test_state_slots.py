@@ -129,17 +129,18 @@ def test_a_progressive_clients_state_has_room_for_what_it_will_hold():
 
 
 def test_a_large_keyframe_with_room_in_the_budget_grows_on_a_worker(monkeypatch):
-    """A keyframe of a stream whose budget has room for more is copied into arrays with room (the
-    doubling the first ADD would make) on a worker while the state waits for its next frame; the
-    state swaps them in before it changes anything, so UPDATEs land in them and the next ADDs find
-    the room without a copy. A copy of the state, and a keyframe that arrives meanwhile, do not take
-    them; a stream that declares no budget (a file) grows only when it must."""
+    """A decoder's keyframe of a stream whose budget has room for more is copied into arrays with room
+    (the doubling the first ADD would make) on a worker while the state waits for its next frame;
+    the state swaps them in before it changes anything, so UPDATEs land in them and the next ADDs
+    find the room without a copy. A copy of the state, and a keyframe that arrives meanwhile, do not
+    take them; a stream that declares no budget (a file) grows only when it must, and an encoder
+    (whose caller reserves room itself) grows nothing ahead."""
     from codec import state as state_module
     monkeypatch.setattr(state_module, "GROW_AHEAD_MIN", 256)
     enc, dec, rng = _stream(1000, max_gaussians=5000)
     st = dec.state
     assert st._growing is not None and st.slot_ids.shape[0] == 1000
-    assert st.copy()._growing is None
+    assert st.copy()._growing is None and enc.state._growing is None
     live = _live_ids(enc)
     moved = np.sort(rng.choice(live, 100, replace=False))
     pos = random_gaussians(rng, 100, 1, specials=False).positions
