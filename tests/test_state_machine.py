@@ -8,11 +8,13 @@ arithmetic on integers. Decoder and encoder must both match it, with equal diges
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from codec import Decoder, Delta, Encoder, ErrorCode, Gaussians, GsdError, SceneState
+from codec import state as state_module
 from codec.attributes import ATTRS, Attr, full_mask, mask_attrs
 from codec.delta import UpdateBlock
 from codec.wire import FrameEncoder
@@ -56,12 +58,15 @@ def decoded_rows(state) -> dict:
 
 class StreamMachine(RuleBasedStateMachine):
     @initialize(name=st.sampled_from(PROFILE_NAMES), degree=st.sampled_from(SH_DEGREES),
-                cell_bits=st.integers(2, 4), slot_bits=st.integers(8, 12), seed=st.integers(0, 2**31))
-    def setup(self, name, degree, cell_bits, slot_bits, seed):
+                cell_bits=st.integers(2, 4), slot_bits=st.integers(8, 12), seed=st.integers(0, 2**31),
+                budget=st.sampled_from([0, 1 << 20]))
+    def setup(self, name, degree, cell_bits, slot_bits, seed, budget):
+        """``budget``: a stream that declares room for more than its keyframes, so the decoder grows
+        its arrays ahead after each one (``GROW_AHEAD_MIN`` is 1 here), or one that does not."""
         self.rng = np.random.default_rng(seed)
         box = np.array([[-EXTENT] * 3, [EXTENT] * 3], np.float32)
         self.profile = make_profile(name, degree, box, cell_bits, slot_bits)
-        self.enc = Encoder(self.profile)
+        self.enc = Encoder(self.profile, max_gaussians=budget)
         self.dec = Decoder(self.enc.header_bytes())
         self.fe = FrameEncoder(self.profile)
         self.model: dict[int, tuple] = {}
@@ -243,3 +248,8 @@ class StreamMachine(RuleBasedStateMachine):
 
 StreamMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=25, deadline=None)
 TestStreamMachine = StreamMachine.TestCase
+
+
+@pytest.fixture(autouse=True)
+def _grow_ahead_of_any_keyframe(monkeypatch):
+    monkeypatch.setattr(state_module, "GROW_AHEAD_MIN", 1)
