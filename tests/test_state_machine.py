@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from codec import Decoder, Delta, Encoder, ErrorCode, Gaussians, GsdError, SceneState
+from codec import id_index
 from codec import state as state_module
 from codec.attributes import ATTRS, Attr, full_mask, mask_attrs
 from codec.delta import UpdateBlock
@@ -251,5 +252,8 @@ TestStreamMachine = StreamMachine.TestCase
 
 
 @pytest.fixture(autouse=True)
-def _grow_ahead_of_any_keyframe(monkeypatch):
+def _work_ahead_at_any_size(monkeypatch):
+    """What a large scene does on worker threads (arrays grown and cell tables built ahead after a
+    keyframe, index merges) happens here at every size."""
     monkeypatch.setattr(state_module, "GROW_AHEAD_MIN", 1)
+    monkeypatch.setattr(id_index, "BACKGROUND_MIN", 0)
