@@ -13,11 +13,12 @@ search over megabytes; range queries are searchsorted on both arrays.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 
 from .jit import kernel
-from .sections import parallel_map
+from .sections import parallel_map, submit
 
 U64 = np.uint64
 _EMPTY_IDS = np.zeros(0, U64)
@@ -343,30 +344,6 @@ class _Compaction:
         return not self.thread.is_alive()
 
 
-class _TableAhead:
-    """``_cell_table`` of a large main array built on a worker thread (its kernels run without the
-    GIL) while the caller goes on; ``get`` waits for it."""
-
-    def __init__(self, ids: np.ndarray, slot_bits: int):
-        self.result = None
-        self.error = None
-        self.thread = threading.Thread(target=self._run, args=(ids, slot_bits), name="gsd-id-index-table",
-                                       daemon=True)
-        self.thread.start()
-
-    def _run(self, ids, slot_bits) -> None:
-        try:
-            self.result = _cell_table(ids, slot_bits)
-        except BaseException as e:  # re-raised by get, on the caller's thread
-            self.error = e
-
-    def get(self) -> tuple:
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
 class IdIndex:
     def __init__(self, ids: np.ndarray = _EMPTY_IDS, slots: np.ndarray = _EMPTY_SLOTS, slot_bits: int = 0):
         self.main_ids = np.asarray(ids, U64)
@@ -388,17 +365,18 @@ class IdIndex:
         return c
 
     def prepare(self) -> None:
-        """Start building a large main array's cell table on a worker thread (after a keyframe), so
-        that the next frame's lookups find it ready instead of building it first (20-90 ms at 1M)."""
+        """Start building a large main array's cell table on a section worker (after a keyframe; its
+        kernels run without the GIL), so that the next frame's lookups find it ready instead of
+        building it first (20-90 ms at 1M)."""
         if self._cells is None and len(self.main_ids) >= BACKGROUND_MIN:
-            self._cells = _TableAhead(self.main_ids, self.slot_bits)
+            self._cells = submit(_cell_table, self.main_ids, self.slot_bits)
 
     def _table(self):
         """The cell table of the main array, built on first use after each merge (or ahead: ``prepare``)."""
         if self._cells is None:
             self._cells = _cell_table(self.main_ids, self.slot_bits)
-        elif isinstance(self._cells, _TableAhead):
-            self._cells = self._cells.get()
+        elif isinstance(self._cells, Future):
+            self._cells = self._cells.result()
         return self._cells
 
     def find(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ adds.
 """
 from __future__ import annotations
 
-import threading
+from concurrent.futures import Future
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
 from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, code_ok, invalid_codes
-from .sections import parallel_map
+from .sections import parallel_map, submit
 
 U64 = np.uint64
 _M = np.uint64(M32)
@@ -53,25 +53,13 @@ def _moved(storage: tuple, cap: int, cols) -> tuple:
     return {a: moved(c) for a, c in codes.items()}, moved(slot_ids), moved(accs)
 
 
-class _GrowAhead:
-    """A keyframe's arrays copied into arrays with room on a worker thread (numpy copies run without
-    the GIL), while the state waits for its next frame; that frame's ADDs then find the room. The
-    state swaps them in before it changes anything, so the copy is of what it still holds."""
-
-    def __init__(self, storage: tuple, cap: int):
-        self.result = None
-        self.thread = threading.Thread(target=self._run, args=(storage, cap), name="gsd-state-grow", daemon=True)
-        self.thread.start()
-
-    def _run(self, storage: tuple, cap: int) -> None:
-        try:
-            self.result = _moved(storage, cap, slice(0, storage[1].shape[0]))
-        except MemoryError:  # no room now: the state grows when it must, as without this
-            self.result = None
-
-    def get(self) -> tuple | None:
-        self.thread.join()
-        return self.result
+def _grown(storage: tuple, cap: int) -> tuple | None:
+    """A keyframe's (codes, slot_ids, accs) copied into arrays of capacity ``cap`` (made on a section
+    worker while the state waits for its next frame); None where there is no memory for them now."""
+    try:
+        return _moved(storage, cap, slice(0, storage[1].shape[0]))
+    except MemoryError:  # the state grows when it must, as without this
+        return None
 
 
 @kernel
@@ -173,7 +161,7 @@ class SceneState:
         self.limits = limits
         self.max_gaussians = min(max_gaussians or limits.max_gaussians, limits.max_gaussians)
         self.budget_declared = bool(max_gaussians)  # the stream says it may hold more than its keyframe
-        self._growing: _GrowAhead | None = None
+        self._growing: Future | None = None  # arrays grown ahead (grow_ahead), of _grown
         offsets = np.cumsum([2] + [profile.comps(a) for a in ATTRS])
         self._word_offset = {a: int(offsets[i]) for i, a in enumerate(ATTRS)}
         k = lane_constants(int(offsets[-1]))
@@ -226,15 +214,21 @@ class SceneState:
         use for it."""
         n = self.slot_ids.shape[0]
         if self.budget_declared and n >= GROW_AHEAD_MIN and self.max_gaussians > n and self.high == n:
-            self._growing = _GrowAhead((self.codes, self.slot_ids, self.accs), min(2 * n, self.max_gaussians))
+            cap = min(2 * n, self.max_gaussians)
+            self._growing = submit(_grown, (self.codes, self.slot_ids, self.accs), cap)
 
     def _settle_growth(self, keep: bool = True) -> None:
-        """Swap in the arrays grown ahead (waiting for them), or drop them (``keep`` False)."""
+        """Swap in the arrays grown ahead (waiting for them), or drop them (``keep`` False). Either
+        way before the state changes: the copy is of what it holds until then."""
         g, self._growing = self._growing, None
-        if g is not None and keep:
-            grown = g.get()
-            if grown is not None:
-                self.codes, self.slot_ids, self.accs = grown
+        if g is None:
+            return
+        if not keep:
+            g.cancel()  # not begun: it never runs; under way: its copy is dropped when done
+            return
+        grown = g.result()
+        if grown is not None:
+            self.codes, self.slot_ids, self.accs = grown
 
     def _clear_palette(self) -> None:
         """The SH palette (SPEC.md 5.9): ``palette`` entries of zero codes, none contributing to the digest."""

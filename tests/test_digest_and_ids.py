@@ -369,6 +369,7 @@ def test_id_index_against_a_dict(seed, dense, run_max, background, monkeypatch):
     thread, each held there for a few steps (while the index answers from the old levels and logs
     its removals) before it may finish."""
     import threading
+    from concurrent.futures import Future
     from codec import id_index
     from codec.id_index import IdIndex
     if run_max is not None:
@@ -397,7 +398,7 @@ def test_id_index_against_a_dict(seed, dense, run_max, background, monkeypatch):
     idx = IdIndex(ids.copy(), np.arange(len(ids)), sb)
     if background:  # the main array's cell table built ahead, on a thread, as after a keyframe
         idx.prepare()
-        assert isinstance(idx._cells, id_index._TableAhead)
+        assert isinstance(idx._cells, Future)
     model = dict(zip(ids.tolist(), range(len(ids))))
     next_slot = len(ids)
     for step in range(60):
