@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .jit import kernel
-from .spatial import spread, unspread
+from .spatial import interleave, unspread
 
 OK, NONFINITE, TOO_FAR = 0, 1, 2
 _SQRT2 = np.sqrt(2.0)
@@ -53,24 +53,23 @@ def placed_cells(values, origin, cell_size, step, top_cell, top_code, shift, cel
     round to 2^pb), and its placement code (SPEC.md 6.1: the cell's Morton code << ``shift``, with the
     Morton code of its position code there below). Ids assigned in that cell, in placement order within
     it, can go in ADD_IMPLICIT blocks (SPEC.md 3.3)."""
+    cell = np.empty(3, np.uint64)
+    code = np.empty(3, np.uint64)
     for i in range(values.shape[0]):
-        cm = np.uint64(0)
-        key = np.uint64(0)
         for k in range(3):
             v = np.float64(values[i, k])
             c = np.floor((v - origin[k]) / cell_size)
             if not c >= 0.0:  # below the grid, or NaN (the quantizer reports that)
                 c = 0.0
             c = min(c, top_cell)
-            code = axis_code(v, origin[k], c, cell_size, step)
-            if code >= top_code and c < top_cell:
+            q = axis_code(v, origin[k], c, cell_size, step)
+            if q >= top_code and c < top_cell:
                 c += 1.0
-                code = axis_code(v, origin[k], c, cell_size, step)
-            cm |= spread(np.uint64(c)) << np.uint64(k)
-            if 0.0 <= code < top_code:
-                key |= spread(np.uint64(code)) << np.uint64(k)
-        cells[i] = cm
-        keys[i] = (cm << shift) | key
+                q = axis_code(v, origin[k], c, cell_size, step)
+            cell[k] = np.uint64(c)
+            code[k] = np.uint64(q) if 0.0 <= q < top_code else np.uint64(0)
+        cells[i] = interleave(cell[0], cell[1], cell[2])
+        keys[i] = (cells[i] << shift) | interleave(code[0], code[1], code[2])
 
 
 @kernel

@@ -127,6 +127,13 @@ def spread(x):
     return x
 
 
+@kernel(inline=True)
+def interleave(x, y, z):
+    """The Morton code of three coordinates (SPEC.md 3.2): bit 3i = x_i, 3i + 1 = y_i, 3i + 2 = z_i
+    (uint64 scalars, or whole arrays through ``py_func``)."""
+    return spread(x) | (spread(y) << np.uint64(1)) | (spread(z) << np.uint64(2))
+
+
 @kernel
 def _unspread_all(v, out):
     for i in range(v.shape[0]):
@@ -152,8 +159,9 @@ def _compact(v: np.ndarray, bits: int) -> np.ndarray:
 def morton_encode(coords: np.ndarray, bits: int) -> np.ndarray:
     """Interleave (N,3) cell coordinates: bit 3i = x_i, 3i+1 = y_i, 3i+2 = z_i."""
     c = np.asarray(coords, U64).reshape(-1, 3)
-    # spread works on whole arrays as well as on scalars (numpy operators; compiled, array expressions)
-    return spread(c[:, 0]) | (spread(c[:, 1]) << U64(1)) | (spread(c[:, 2]) << U64(2))
+    # interleave's Python body over whole arrays: each spread runs compiled over one axis, 3x faster at
+    # 1M than interleave compiled for arrays
+    return interleave.py_func(c[:, 0], c[:, 1], c[:, 2])
 
 
 def morton_decode(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -249,6 +257,7 @@ def _placements(ids, codes, shift, slot_bits, top, out, ok):
     count = 0
     start = 0
     good = True
+    c = np.empty(3, np.uint64)  # the position codes as a placement holds them (an axis out of range: 0)
     for i in range(n + 1):
         if i == n or (i > 0 and ids[i] >> slot_bits != ids[i - 1] >> slot_bits):   # a cell's run ends
             for j in range(start, i):
@@ -259,14 +268,11 @@ def _placements(ids, codes, shift, slot_bits, top, out, ok):
                 break
             start = i
             good = True
-        m = np.uint64(0)
         for a in range(3):
-            c = codes[a, i]
-            if c < 0 or c >= top:
-                good = False
-            else:
-                m |= spread(np.uint64(c)) << np.uint64(a)
-        v = ((ids[i] >> slot_bits) << shift) | m
+            inside = 0 <= codes[a, i] < top
+            c[a] = np.uint64(codes[a, i]) if inside else np.uint64(0)
+            good = good and inside
+        v = ((ids[i] >> slot_bits) << shift) | interleave(c[0], c[1], c[2])
         if ids[i] & slot_mask != np.uint64(i - start) or (i > start and v < out[i - 1]):
             good = False
         out[i] = v
