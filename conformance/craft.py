@@ -260,6 +260,11 @@ def split_frame(record: bytes) -> tuple[bytes, bytes]:
     return record[12:12 + mlen], record[12 + mlen:flen - 4]
 
 
+def block_kinds(record: bytes) -> list[int]:
+    """The kinds of a frame record's op blocks, in order."""
+    return [b.kind for b in parse_frame_meta(split_frame(record)[0]).blocks]
+
+
 def edit_frame(record: bytes, edit=None, payload: bytes | None = None) -> bytes:
     """Rebuild a frame record after ``edit(FrameFields)`` (and with another payload); the CRC is
     correct, so the edit reaches the checks behind it."""
@@ -397,7 +402,8 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
     for ids, codes in adds:
         blocks.append(BlockFields(ADD, len(ids), 0, 0, [ids_section(ids, enc.ids)] + attr_sections(codes, 0x3F, False)))
     for q, codes in implicit:
-        blocks.append(BlockFields(ADD_IMPLICIT, len(q), 0, 0, [ids_section(q, enc.ids)] + attr_sections(codes, 0x3E, False)))
+        blocks.append(BlockFields(ADD_IMPLICIT, len(q), 0, 0,
+                                  [ids_section(q, enc.ids)] + attr_sections(codes, 0x3E, False)))
     for ids, mask, res in updates:
         blocks.append(BlockFields(UPDATE, len(ids), mask, 0,
                                   [ids_section(ids, enc.ids)] + attr_sections(res, mask, True)))

@@ -1,6 +1,6 @@
 """ADD_IMPLICIT (SPEC.md 6.1): ids that follow from placement codes, against the spec's pseudo-code
-as the conformance model (conformance/refmodel.py) writes it out in plain Python; the encoder's id assignment that makes them possible (3.3), and its
-fallback to ADD where ids cannot be implicit."""
+as the conformance model (conformance/refmodel.py) writes it out in plain Python; the encoder's id
+assignment that makes them possible (3.3), and its fallback to ADD where ids cannot be implicit."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,6 +13,7 @@ from codec.attributes import Attr
 from codec.spatial import implicit_ids, placements
 from codec.wire import ADD, ADD_IMPLICIT, IMPLICIT_SPLIT_MIN
 from conformance import craft, refmodel
+from conformance.craft import block_kinds
 from conftest import make_profile, random_gaussians
 
 
@@ -78,11 +79,6 @@ def test_ids_that_are_not_ranks_or_codes_outside_the_cell_stay_explicit():
     assert cells_ok(ids, far) == [False, False, False, True]
     far[0, 3] = 5
     assert cells_ok(ids, far) == [False] * 4
-
-
-def block_kinds(frame: bytes) -> list[int]:
-    meta, _ = craft.split_frame(frame)
-    return [b.kind for b in craft.parse_frame_meta(meta).blocks]
 
 
 @pytest.mark.parametrize("name", ["compact", "small"])
