@@ -312,12 +312,21 @@ class Encoder:
         d.digest = None
         if d.palette is not None and d.palette is not self._made:
             self._search = None  # entries set by someone else: search the state's palette afresh
-        self.state.apply(d, track_digest=self.with_digest, adopt=adopt)
+        frame = []
+
+        def begin():  # the delta is well-formed: a large frame's sections compress on a worker meanwhile
+            frame.append(self.frames.start(d))
+        try:
+            self.state.apply(d, track_digest=self.with_digest, adopt=adopt, on_valid=begin)
+        except BaseException:
+            if frame:
+                frame[0].cancel()
+            raise
         if len(d.add_ids) and len(self._issued):
             self._issued = self._issued[~sorted_member(self._issued, d.add_ids)]
         if self.with_digest:
             d.digest = self.state.digest()
-        return self.frames.encode(d)
+        return frame[0].finish()
 
     def encode(self, **ops) -> bytes:
         """make_delta(**ops) then encode_delta: one call per frame."""

@@ -304,13 +304,17 @@ class SectionWriter:
         return data, len(raw), comp, filters, width, \
             zlib.crc32(data) if self._crc_parts and len(data) >= COMBINE_MIN_BYTES else None
 
+    def raw_bytes(self) -> int:
+        """The queued sections' size before compression."""
+        return sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
+
     def parts(self) -> list:
         """Filter and compress every queued section (in parallel for big frames); fills ``descs``.
         Returns the stored sections in payload order (the caller joins them once, into its record).
         For a frame built on the workers, ``crcs`` then holds each section's CRC-32, taken on the
         worker that built it where the part has COMBINE_MIN_BYTES or more (``crc32_combine`` joins it to
         the record's without reading it again), else None; for a small frame ``crcs`` is None."""
-        total = sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
+        total = self.raw_bytes()
         self._crc_parts = total >= PARALLEL_MIN_BYTES
         built = parallel_map(self._build, self._queue, total)
         offset = 0

@@ -335,16 +335,19 @@ class SceneState:
         return same_palette and np.array_equal(a_ids, b_ids) and all(np.array_equal(a[k], b[k]) for k in ATTRS)
 
     # -- apply -------------------------------------------------------------------------------
-    def apply(self, d: Delta, check_seq: bool = True, adopt: bool = False, track_digest: bool = False) -> None:
+    def apply(self, d: Delta, check_seq: bool = True, adopt: bool = False, track_digest: bool = False,
+              on_valid=None) -> None:
         """Apply a frame all-or-nothing; raises GsdError and leaves the state as it was.
 
         ``adopt`` lets a keyframe's arrays become the state's storage without a copy
         (only for a Delta nobody else holds, e.g. one just decoded). ``track_digest``
         keeps the digest up to date even when the frame carries none (an encoder about
         to write one), which is cheaper than hashing the whole state afterwards.
+        ``on_valid()`` is called once the delta's shapes, types and id order are checked, before
+        the rest (an encoder then starts writing the frame, which is safe to build from there on).
         """
         self._settle_growth(keep=not d.keyframe)  # before the plan: it updates rows in place
-        plan = self._plan(d, check_seq, track_digest)
+        plan = self._plan(d, check_seq, track_digest, on_valid)
         plan["adopt"] = adopt
         self._commit(d, plan)
 
@@ -385,7 +388,7 @@ class SceneState:
             if arr is None or arr.shape != (p.comps(a), len(d.add_ids)) or arr.dtype != p.dtype(a):
                 raise GsdError(ErrorCode.MALFORMED, f"ADD {a.name}: wrong array shape or dtype")
 
-    def _plan(self, d: Delta, check_seq: bool, track_digest: bool = False) -> dict:
+    def _plan(self, d: Delta, check_seq: bool, track_digest: bool = False, on_valid=None) -> dict:
         p = self.profile
         if check_seq:
             if d.keyframe:
@@ -397,6 +400,8 @@ class SceneState:
                 if d.seq <= d.base_seq:
                     raise GsdError(ErrorCode.MALFORMED, "seq must be greater than base_seq")
         self._validate_delta(d)
+        if on_valid is not None:
+            on_valid()
         index = IdIndex(slot_bits=p.grid.slot_bits) if d.keyframe else self.index
         # One lookup for every id the frame names (the index is latency-bound, not work-bound);
         # UPDATE slots the encoder found against this very state are taken as they are.

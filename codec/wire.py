@@ -396,6 +396,13 @@ class FrameEncoder:
         return [block(ADD, ids, codes, attrs)]
 
     def encode(self, d: Delta) -> bytes:
+        return self.start(d).finish()
+
+    def start(self, d: Delta) -> "PendingFrame":
+        """Queue ``d``'s sections; for a large frame (OVERLAP_MIN_BYTES raw) they are filtered and
+        compressed on a section worker from now on. ``finish()`` writes the metadata, which reads
+        ``d.digest`` only then: an encoder applies the delta to its state (and takes the digest)
+        while the worker compresses. ``d``'s arrays must not change until ``finish()``."""
         p = self.profile
         sw = SectionWriter(self.level, choices=self._choices)
         blocks = []  # (kind, count, mask, level, [section indices])
@@ -423,14 +430,36 @@ class FrameEncoder:
             secs += [sw.add(b.res[a], self._attr_filters(a, True), comp, (UPDATE, a, _first(comp)))
                      for a, comp in p.wire_parts(mask_attrs(b.mask))]
             blocks.append((UPDATE, len(b.ids), b.mask, 0, secs))
-        parts = sw.parts()
-        meta = frame_metadata(d, blocks, sw.descs)
+        return PendingFrame(d, sw, blocks)
+
+
+OVERLAP_MIN_BYTES = 64 << 10  # smaller frames are built on the caller's thread: a hand-off costs more
+
+
+class PendingFrame:
+    """A frame whose sections are queued (and, when large, being built on a section worker)."""
+
+    def __init__(self, d: Delta, sw: SectionWriter, blocks: list):
+        self.d, self.sw, self.blocks = d, sw, blocks
+        self._parts = submit(sw.parts) if sw.raw_bytes() >= OVERLAP_MIN_BYTES else None
+
+    def finish(self) -> bytes:
+        """The frame's bytes, with the metadata (and ``d.digest``) as they are now."""
+        sw, d = self.sw, self.d
+        parts = self._parts.result() if self._parts is not None else sw.parts()
+        meta = frame_metadata(d, self.blocks, sw.descs)
         frame_len = _PREFIX.size + len(meta) + sum(len(x) for x in parts) + 4
         head = _PREFIX.pack(FRAME_MAGIC, frame_len, len(meta))
         crc = zlib.crc32(meta, zlib.crc32(head))
         for x, c in zip(parts, sw.crcs or [None] * len(parts)):  # a large part's CRC comes from its worker
             crc = zlib.crc32(x, crc) if c is None else crc32_combine(crc, c, len(x))
         return b"".join((head, meta, *parts, struct.pack("<I", crc)))
+
+    def cancel(self) -> None:
+        """The frame will not be written (its delta was refused): wait for the worker to let go of it."""
+        if self._parts is not None and not self._parts.cancel():
+            self._parts.exception()  # waits; an error of its own does not matter now
+
 
 _SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored_size", "<u4"), ("raw_size", "<u4"), ("compression", "u1"),
                            ("filters", "u1"), ("width", "u1"), ("reserved", "u1")])
