@@ -441,7 +441,8 @@ class PendingFrame:
 
     def __init__(self, d: Delta, sw: SectionWriter, blocks: list):
         self.d, self.sw, self.blocks = d, sw, blocks
-        self._parts = submit(sw.parts) if sw.raw_bytes() >= OVERLAP_MIN_BYTES else None
+        raw = sw.raw_bytes()  # a frame of PARALLEL_MIN_BYTES or more is built on all the workers instead
+        self._parts = submit(sw.parts) if OVERLAP_MIN_BYTES <= raw < PARALLEL_MIN_BYTES else None
 
     def finish(self) -> bytes:
         """The frame's bytes, with the metadata (and ``d.digest``) as they are now."""
