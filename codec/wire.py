@@ -433,7 +433,7 @@ class FrameEncoder:
         return PendingFrame(d, sw, blocks)
 
 
-OVERLAP_MIN_BYTES = 64 << 10  # smaller frames are built on the caller's thread: a hand-off costs more
+OVERLAP_MIN_BYTES = 256 << 10  # smaller frames are built on the caller's thread: the hand-off costs about what it saves
 
 
 class PendingFrame:

@@ -336,28 +336,22 @@ def _host_rows(profile: Profile, codes: dict) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ the device mirror
-def _merge_sorted(a_ids, a_slots, b_ids, b_slots):
-    """Two sorted id arrays with disjoint ids -> one, in O(a + b log a)."""
-    n = a_ids.numel() + b_ids.numel()
-    at = torch.searchsorted(a_ids, b_ids) + torch.arange(b_ids.numel(), device=b_ids.device)
-    into = torch.zeros(n, dtype=torch.bool, device=b_ids.device)
-    into[at] = True
-    ids = torch.empty(n, dtype=I64, device=b_ids.device)
-    slots = torch.empty(n, dtype=I64, device=b_ids.device)
-    ids.masked_scatter_(into, b_ids)
-    slots.masked_scatter_(into, b_slots)
-    ids.masked_scatter_(~into, a_ids)
-    slots.masked_scatter_(~into, a_slots)
-    return ids, slots
-
-
-def _sort_merged(a_ids, a_slots, b_ids, b_slots):
-    """``b`` (new entries) merged into ``a`` by one sort of both (fewer operations; for the small overlay).
-    An id in both keeps ``b``'s entry first, so a lookup (the first match) finds the newest one."""
+def _merge(a_ids, a_slots, b_ids, b_slots):
+    """Sorted ``a`` and sorted ``b`` (its ids distinct) -> one sorted array; an id in both keeps ``b``'s
+    entry (the newer) first, so a lookup (the first match) finds it. Each entry's place is its index
+    plus the other side's entries before it (two binary searches), written by two scatters: a
+    fixed handful of launches, where a sort of both would launch one per key byte."""
     if not a_ids.numel():
         return b_ids, b_slots
-    ids, order = torch.sort(torch.cat([b_ids, a_ids]), stable=True)
-    return ids, torch.cat([b_slots, a_slots])[order]
+    dev = b_ids.device
+    at_b = torch.searchsorted(a_ids, b_ids) + torch.arange(b_ids.numel(), device=dev)
+    at_a = torch.searchsorted(b_ids, a_ids, right=True) + torch.arange(a_ids.numel(), device=dev)
+    n = a_ids.numel() + b_ids.numel()
+    ids = torch.empty(n, dtype=I64, device=dev)
+    slots = torch.empty(n, dtype=I64, device=dev)
+    ids[at_b], ids[at_a] = b_ids, a_ids
+    slots[at_b], slots[at_a] = b_slots, a_slots
+    return ids, slots
 
 
 class DeviceCodes:
@@ -389,7 +383,7 @@ class DeviceCodes:
         self.attr_of_col = torch.tensor(owner, dtype=I64, device=self.device)
         self.col_attr = torch.nn.functional.one_hot(self.attr_of_col, len(ATTRS)).to(torch.float32)
         self.attr_bits = torch.tensor([float(a.bit) for a in ATTRS], dtype=torch.float32, device=self.device)
-        self.mask_values = torch.arange(64, dtype=I64, device=self.device)
+        self.mask_values = torch.arange(64, dtype=torch.uint8, device=self.device)
         self.quantizer = quantizer_of(profile, self.device)
         self.no_ids = torch.zeros(0, dtype=I64, device=self.device)          # shared empty tensors
         self.no_rows = torch.zeros((0, self.ctot), dtype=I32, device=self.device)
@@ -537,13 +531,13 @@ class DeviceCodes:
             self.high = max(self.high, top)
             # an id deleted and ADDed again stays in the overlay as a tombstone behind its new entry
             # (dropped at the next merge): filtering it out here would wait for the device
-            self.over_ids, self.over_slots = _sort_merged(self.over_ids, self.over_slots, ch.add_ids, new_slots)
+            self.over_ids, self.over_slots = _merge(self.over_ids, self.over_slots, ch.add_ids, new_slots)
         if st.compactions != self.compactions:      # the host compacted: rows in id order, as there
             self._compact()
             self.compactions = st.compactions
         elif self.over_ids.numel() > max(self.MERGE_MIN, self.main_ids.numel() // 8):
             live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
-            self.main_ids, self.main_slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m],
+            self.main_ids, self.main_slots = _merge(self.main_ids[live_m], self.main_slots[live_m],
                                                            self.over_ids[live_o], self.over_slots[live_o])
             self.over_ids = self.over_ids[:0]
             self.over_slots = self.over_slots[:0]
@@ -551,7 +545,7 @@ class DeviceCodes:
     def _compact(self) -> None:
         """Live rows to slots 0..n-1 in id order, as the host state compacts."""
         live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
-        ids, slots = _merge_sorted(self.main_ids[live_m], self.main_slots[live_m], self.over_ids[live_o],
+        ids, slots = _merge(self.main_ids[live_m], self.main_slots[live_m], self.over_ids[live_o],
                                    self.over_slots[live_o])
         self._load(ids, self.rows[slots])
 
@@ -830,7 +824,7 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             diff = q.to(I64) - old.to(I64)
             moved_c = diff.abs() > tcol               # a rotation's component index moves at any change
         moved = (moved_c.to(torch.float32) @ m.col_attr) > 0.5          # (u, attributes)
-        mask = (moved.to(torch.float32) @ m.attr_bits).round().to(I64)
+        mask = (moved.to(torch.float32) @ m.attr_bits).round().to(torch.uint8)  # 6 bits: sorted in one radix pass
         if tcol is None:
             upd_rows = q
         else:                                         # attributes that did not move keep their codes
