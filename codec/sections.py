@@ -235,6 +235,16 @@ def _filter(planar: np.ndarray, filters: int) -> np.ndarray:
     return out
 
 
+def _compress_all(level: int, raws: list) -> list:
+    """Each of ``raws`` as a zstd frame, in one call that holds no GIL (python-zstandard's C backend;
+    others compress them one by one)."""
+    cctx = _cctx(level)
+    try:
+        return [seg.tobytes() for seg in cctx.multi_compress_to_buffer(raws, threads=0)]
+    except NotImplementedError:  # the CFFI backend has no such call
+        return [cctx.compress(r) for r in raws]
+
+
 class SectionWriter:
     """Accumulates filtered, compressed sections into one payload."""
 
@@ -244,6 +254,7 @@ class SectionWriter:
         self._queue: list = []
         self._choices = choices
         self._crc_parts = False
+        self._started = None
         self.descs: list[SectionDesc] = []
         self.crcs: list[int] | None = None
 
@@ -274,7 +285,9 @@ class SectionWriter:
         best = int(np.argmin([len(z) for z in zs]))
         return candidates[best], ((raws[best], zs[best]) if whole else None)
 
-    def _build(self, job) -> tuple[bytes, int, int, int, int, int]:
+    def _raw(self, job) -> tuple:
+        """Filter one queued section: (raw bytes, filters, width, its compressed bytes when the filter
+        trial already compressed the whole array, else None)."""
         planar, filters, rows, role = job
         if rows is not None:
             planar = planar[rows]
@@ -293,30 +306,60 @@ class SectionWriter:
                     if key is not None:
                         self._choices[key] = (filters, RETRIAL)
         raw = _filter(planar, filters) if done is None else done[0]
-        width = planar.dtype.itemsize
-        comp = NONE
-        data = raw
-        if self._level > 0 and len(raw) >= self._min:
-            z = done[1] if done is not None else \
-                _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
-            if len(z) < len(raw):
-                comp, data = ZSTD, z
+        return raw, filters, planar.dtype.itemsize, None if done is None else done[1]
+
+    def _compresses(self, raw) -> bool:
+        return self._level > 0 and len(raw) >= self._min
+
+    def _stored(self, raw, filters: int, width: int, z) -> tuple:
+        """(stored bytes, raw size, compression, filters, width, CRC-32 or None): the compressed bytes
+        ``z`` where they are smaller than the raw ones."""
+        comp, data = (ZSTD, z) if z is not None and len(z) < len(raw) else (NONE, raw)
         return data, len(raw), comp, filters, width, \
             zlib.crc32(data) if self._crc_parts and len(data) >= COMBINE_MIN_BYTES else None
+
+    def _build(self, job) -> tuple:
+        raw, filters, width, z = self._raw(job)
+        if z is None and self._compresses(raw):
+            z = _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
+        return self._stored(raw, filters, width, z)
 
     def raw_bytes(self) -> int:
         """The queued sections' size before compression."""
         return sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
 
+    def start(self) -> None:
+        """Filter every queued section on this thread, and compress them on a section worker from now on
+        (parts() collects them). The worker compresses them all in one zstd call, so it takes the GIL
+        back once, not once per section: a thread that does that per section waits each time for the
+        Python running on the caller's thread (an encoder's apply, meanwhile)."""
+        raws = [self._raw(job) for job in self._queue]
+        todo = [k for k, (raw, _, _, z) in enumerate(raws) if z is None and self._compresses(raw)]
+        job = submit(_compress_all, self._level, [raws[k][0] for k in todo]) if todo else None
+        self._started = (raws, todo, job)
+
+    def cancel(self) -> None:
+        """After start(): the parts will not be wanted; wait for the worker to let go of the sections."""
+        job = self._started[2] if self._started else None
+        if job is not None and not job.cancel():
+            job.exception()  # waits; an error of its own does not matter now
+
     def parts(self) -> list:
-        """Filter and compress every queued section (in parallel for big frames); fills ``descs``.
-        Returns the stored sections in payload order (the caller joins them once, into its record).
-        For a frame built on the workers, ``crcs`` then holds each section's CRC-32, taken on the
-        worker that built it where the part has COMBINE_MIN_BYTES or more (``crc32_combine`` joins it to
-        the record's without reading it again), else None; for a small frame ``crcs`` is None."""
-        total = self.raw_bytes()
-        self._crc_parts = total >= PARALLEL_MIN_BYTES
-        built = parallel_map(self._build, self._queue, total)
+        """Filter and compress every queued section (in parallel for big frames; or collect what start()
+        began); fills ``descs``. Returns the stored sections in payload order (the caller joins them once,
+        into its record). For a frame built on the workers, ``crcs`` then holds each section's CRC-32,
+        taken on the worker that built it where the part has COMBINE_MIN_BYTES or more (``crc32_combine``
+        joins it to the record's without reading it again), else None; otherwise ``crcs`` is None."""
+        if self._started:
+            raws, todo, job = self._started
+            zs = [z for *_, z in raws]
+            for k, z in zip(todo, job.result() if job is not None else []):
+                zs[k] = z
+            built = [self._stored(raw, f, w, z) for (raw, f, w, _), z in zip(raws, zs)]
+        else:
+            total = self.raw_bytes()
+            self._crc_parts = total >= PARALLEL_MIN_BYTES
+            built = parallel_map(self._build, self._queue, total)
         offset = 0
         self.descs = []
         for data, raw_len, comp, filters, width, _ in built:

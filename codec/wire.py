@@ -437,17 +437,19 @@ OVERLAP_MIN_BYTES = 256 << 10  # smaller frames are built on the caller's thread
 
 
 class PendingFrame:
-    """A frame whose sections are queued (and, when large, being built on a section worker)."""
+    """A frame whose sections are queued (and, when large, being compressed on a section worker)."""
 
     def __init__(self, d: Delta, sw: SectionWriter, blocks: list):
         self.d, self.sw, self.blocks = d, sw, blocks
-        raw = sw.raw_bytes()  # a frame of PARALLEL_MIN_BYTES or more is built on all the workers instead
-        self._parts = submit(sw.parts) if OVERLAP_MIN_BYTES <= raw < PARALLEL_MIN_BYTES else None
+        # a frame of PARALLEL_MIN_BYTES or more is built on all the workers by finish() instead
+        self.started = OVERLAP_MIN_BYTES <= sw.raw_bytes() < PARALLEL_MIN_BYTES
+        if self.started:
+            sw.start()
 
     def finish(self) -> bytes:
         """The frame's bytes, with the metadata (and ``d.digest``) as they are now."""
         sw, d = self.sw, self.d
-        parts = self._parts.result() if self._parts is not None else sw.parts()
+        parts = sw.parts()
         meta = frame_metadata(d, self.blocks, sw.descs)
         frame_len = _PREFIX.size + len(meta) + sum(len(x) for x in parts) + 4
         head = _PREFIX.pack(FRAME_MAGIC, frame_len, len(meta))
@@ -458,8 +460,8 @@ class PendingFrame:
 
     def cancel(self) -> None:
         """The frame will not be written (its delta was refused): wait for the worker to let go of it."""
-        if self._parts is not None and not self._parts.cancel():
-            self._parts.exception()  # waits; an error of its own does not matter now
+        if self.started:
+            self.sw.cancel()
 
 
 _SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored_size", "<u4"), ("raw_size", "<u4"), ("compression", "u1"),

@@ -23,7 +23,7 @@ def _frames(overlap_min: int, monkeypatch) -> tuple[list, list]:
     built = []
 
     def finish(self):
-        built.append(self._parts is not None)
+        built.append(self.started)
         return FINISH(self)
     monkeypatch.setattr(wire.PendingFrame, "finish", finish)
     g = synthetic_scene(N, 3, 5)
@@ -79,7 +79,7 @@ def test_a_refused_delta_leaves_no_frame_and_the_state_as_it_was(monkeypatch):
     with pytest.raises(GsdError) as e:
         enc.encode_delta(d)
     assert e.value.code == ErrorCode.ID_MISSING
-    assert len(started) == 1 and started[0]._parts.done()
+    assert len(started) == 1 and started[0].started and started[0].sw._started[2].done()
     assert enc.state.digest() == before and enc.state.seq == seq
 
     # malformed: refused before any frame starts
