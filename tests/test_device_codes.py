@@ -278,6 +278,20 @@ def test_mirror_through_deletes_by_id_and_cell_reused_ids_merges_and_compaction(
     assert validate_stream(b"".join(s.frames)) == []
 
 
+@pytest.mark.parametrize("na, nb", [(0, 5), (5, 0), (1, 1), (40, 7), (3000, 900)])
+def test_index_merge_is_a_stable_sort_with_the_new_entries_first(na, nb):
+    """The mirror's merge (two binary searches and scatters) orders as a stable sort of new + old: an id
+    in both (a dead entry and its re-ADD) keeps the new entry first, where lookups take it."""
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        a = torch.sort(torch.randint(0, 2 * (na + nb) + 1, (na,), generator=g))[0]     # may repeat
+        b = torch.unique(torch.randint(0, 2 * (na + nb) + 1, (nb,), generator=g))      # distinct
+        a_slots, b_slots = torch.randperm(na, generator=g), torch.randperm(b.numel(), generator=g) + na
+        ids, slots = dc._merge(a, a_slots, b, b_slots)
+        want, order = torch.sort(torch.cat([b, a]), stable=True)
+        assert torch.equal(ids, want) and torch.equal(slots, torch.cat([b_slots, a_slots])[order])
+
+
 def test_the_mirror_follows_the_host_into_freed_slots_and_its_hints_are_taken(monkeypatch):
     """At its budget the host state puts ADDs into the slots deletes freed; the mirror puts them in
     the same slots, so the UPDATE slots it hands the host's apply are taken as they are (no lookup)."""
