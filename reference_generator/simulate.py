@@ -40,7 +40,7 @@ class StepRecord:
     bytes: int
     gen_ms: float
     codes_ms: float          # on the generator's device: quantize, residuals, masks, the one copy to the host
-    encode_ms: float         # on the host: Encoder.encode_delta (apply, digest, frame, zstd)
+    encode_ms: float         # on the host: Encoder.encode_delta (apply, digest, frame; a large frame's zstd beside the apply)
     events: list = field(default_factory=list)
 
     @property
