@@ -158,6 +158,11 @@ PARALLEL_MIN_BYTES = 1 << 20
 MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worker threads  # below this, thread hand-off costs more than it saves
 
 
+def on_worker() -> bool:
+    """True on a section worker thread: work it hands to the pool and waits for could deadlock it."""
+    return threading.current_thread().name.startswith(_PREFIX)
+
+
 def submit(fn, *args):
     """Run ``fn(*args)`` on a section worker thread; returns its future."""
     return _POOL.submit(fn, *args)
@@ -175,7 +180,7 @@ def parallel_map(fn, items: list, total_bytes: int) -> list:
     """Map over sections (or other independent ranges) on worker threads (zstd, numpy and the
     compiled loops release the GIL) when the work is large. A worker that maps again runs its
     items itself: waiting on its own pool could deadlock it."""
-    if total_bytes < PARALLEL_MIN_BYTES or len(items) < 2 or threading.current_thread().name.startswith(_PREFIX):
+    if total_bytes < PARALLEL_MIN_BYTES or len(items) < 2 or on_worker():
         return [fn(x) for x in items]
     return list(_POOL.map(fn, items))
 

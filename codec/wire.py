@@ -29,7 +29,7 @@ from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, Quantization
 from .sections import (DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, LazyArray, SectionDesc, SectionWriter,
-                       crc32_combine, parallel_map, read_section, submit)
+                       crc32_combine, on_worker, parallel_map, read_section, submit)
 from .spatial import Grid, implicit_ids, placements
 
 HEADER_MAGIC = b"GSDH"
@@ -442,7 +442,7 @@ class PendingFrame:
     def __init__(self, d: Delta, sw: SectionWriter, blocks: list):
         self.d, self.sw, self.blocks = d, sw, blocks
         # a frame of PARALLEL_MIN_BYTES or more is built on all the workers by finish() instead
-        self.started = OVERLAP_MIN_BYTES <= sw.raw_bytes() < PARALLEL_MIN_BYTES
+        self.started = OVERLAP_MIN_BYTES <= sw.raw_bytes() < PARALLEL_MIN_BYTES and not on_worker()
         if self.started:
             sw.start()
 

@@ -92,3 +92,19 @@ def test_a_refused_delta_leaves_no_frame_and_the_state_as_it_was(monkeypatch):
     # and the encoder goes on: its next frame decodes to the same state
     dec.decode_frame(enc.encode(add=(ids[N - 100:], g.take(np.arange(N - 100, N)))))
     assert dec.state.digest() == enc.state.digest()
+
+
+def test_encoders_on_every_section_worker_build_their_frames_themselves(monkeypatch):
+    """An encoder running on a section worker does not hand its frame to the pool and wait for it: with
+    every worker doing so, nothing would be left to compress."""
+    from codec import sections
+    monkeypatch.setattr(wire, "OVERLAP_MIN_BYTES", 0)
+    g = synthetic_scene(N, 3, 8)
+    ids = Encoder(make_profile("compact", 3, g.positions)).assign_ids(g.positions)
+
+    def encode():
+        enc = Encoder(make_profile("compact", 3, g.positions))
+        return enc.keyframe(g, ids)
+    jobs = [sections.submit(encode) for _ in range(sections._POOL._max_workers)]
+    frames = [j.result(timeout=120) for j in jobs]
+    assert frames == [encode()] * len(jobs)
