@@ -396,13 +396,13 @@ class FrameEncoder:
         return [block(ADD, ids, codes, attrs)]
 
     def encode(self, d: Delta) -> bytes:
-        return self.start(d).finish()
+        return self.start(d, background=False).finish()
 
-    def start(self, d: Delta) -> "PendingFrame":
-        """Queue ``d``'s sections; for a large frame (OVERLAP_MIN_BYTES raw) they are filtered and
-        compressed on a section worker from now on. ``finish()`` writes the metadata, which reads
-        ``d.digest`` only then: an encoder applies the delta to its state (and takes the digest)
-        while the worker compresses. ``d``'s arrays must not change until ``finish()``."""
+    def start(self, d: Delta, background: bool = True) -> "PendingFrame":
+        """Queue ``d``'s sections; with ``background``, a large frame's (OVERLAP_MIN_BYTES raw) are
+        filtered and compressed on a section worker from now on. ``finish()`` writes the metadata,
+        which reads ``d.digest`` only then: an encoder applies the delta to its state (and takes the
+        digest) while the worker compresses. ``d``'s arrays must not change until ``finish()``."""
         p = self.profile
         sw = SectionWriter(self.level, choices=self._choices)
         blocks = []  # (kind, count, mask, level, [section indices])
@@ -430,7 +430,7 @@ class FrameEncoder:
             secs += [sw.add(b.res[a], self._attr_filters(a, True), comp, (UPDATE, a, _first(comp)))
                      for a, comp in p.wire_parts(mask_attrs(b.mask))]
             blocks.append((UPDATE, len(b.ids), b.mask, 0, secs))
-        return PendingFrame(d, sw, blocks)
+        return PendingFrame(d, sw, blocks, background)
 
 
 OVERLAP_MIN_BYTES = 256 << 10  # smaller frames are built on the caller's thread: the hand-off costs about what it saves
@@ -439,10 +439,10 @@ OVERLAP_MIN_BYTES = 256 << 10  # smaller frames are built on the caller's thread
 class PendingFrame:
     """A frame whose sections are queued (and, when large, being compressed on a section worker)."""
 
-    def __init__(self, d: Delta, sw: SectionWriter, blocks: list):
+    def __init__(self, d: Delta, sw: SectionWriter, blocks: list, background: bool):
         self.d, self.sw, self.blocks = d, sw, blocks
         # a frame of PARALLEL_MIN_BYTES or more is built on all the workers by finish() instead
-        self.started = OVERLAP_MIN_BYTES <= sw.raw_bytes() < PARALLEL_MIN_BYTES and not on_worker()
+        self.started = background and OVERLAP_MIN_BYTES <= sw.raw_bytes() < PARALLEL_MIN_BYTES and not on_worker()
         if self.started:
             sw.start()
 
