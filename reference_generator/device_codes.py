@@ -538,7 +538,7 @@ class DeviceCodes:
         elif self.over_ids.numel() > max(self.MERGE_MIN, self.main_ids.numel() // 8):
             live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
             self.main_ids, self.main_slots = _merge(self.main_ids[live_m], self.main_slots[live_m],
-                                                           self.over_ids[live_o], self.over_slots[live_o])
+                                                    self.over_ids[live_o], self.over_slots[live_o])
             self.over_ids = self.over_ids[:0]
             self.over_slots = self.over_slots[:0]
 
@@ -546,7 +546,7 @@ class DeviceCodes:
         """Live rows to slots 0..n-1 in id order, as the host state compacts."""
         live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
         ids, slots = _merge(self.main_ids[live_m], self.main_slots[live_m], self.over_ids[live_o],
-                                   self.over_slots[live_o])
+                            self.over_slots[live_o])
         self._load(ids, self.rows[slots])
 
 
