@@ -343,8 +343,13 @@ class SectionWriter:
         job = submit(_compress_all, self._level, [raws[k][0] for k in todo]) if todo else None
         self._started = (raws, todo, job)
 
+    @property
+    def started(self) -> bool:
+        """start() handed the sections to a worker."""
+        return self._started is not None
+
     def cancel(self) -> None:
-        """After start(): the parts will not be wanted; wait for the worker to let go of the sections."""
+        """The parts will not be wanted: after start(), wait for the worker to let go of the sections."""
         job = self._started[2] if self._started else None
         if job is not None and not job.cancel():
             job.exception()  # waits; an error of its own does not matter now
@@ -355,7 +360,7 @@ class SectionWriter:
         into its record). For a frame built on the workers, ``crcs`` then holds each section's CRC-32,
         taken on the worker that built it where the part has COMBINE_MIN_BYTES or more (``crc32_combine``
         joins it to the record's without reading it again), else None; otherwise ``crcs`` is None."""
-        if self._started:
+        if self.started:
             raws, todo, job = self._started
             zs = [z for *_, z in raws]
             for k, z in zip(todo, job.result() if job is not None else []):

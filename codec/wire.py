@@ -442,9 +442,13 @@ class PendingFrame:
     def __init__(self, d: Delta, sw: SectionWriter, blocks: list, background: bool):
         self.d, self.sw, self.blocks = d, sw, blocks
         # a frame of PARALLEL_MIN_BYTES or more is built on all the workers by finish() instead
-        self.started = background and OVERLAP_MIN_BYTES <= sw.raw_bytes() < PARALLEL_MIN_BYTES and not on_worker()
-        if self.started:
+        if background and OVERLAP_MIN_BYTES <= sw.raw_bytes() < PARALLEL_MIN_BYTES and not on_worker():
             sw.start()
+
+    @property
+    def started(self) -> bool:
+        """Its sections are being compressed on a worker."""
+        return self.sw.started
 
     def finish(self) -> bytes:
         """The frame's bytes, with the metadata (and ``d.digest``) as they are now."""
@@ -460,8 +464,7 @@ class PendingFrame:
 
     def cancel(self) -> None:
         """The frame will not be written (its delta was refused): wait for the worker to let go of it."""
-        if self.started:
-            self.sw.cancel()
+        self.sw.cancel()
 
 
 _SECTION_DTYPE = np.dtype([("offset", "<u4"), ("stored_size", "<u4"), ("raw_size", "<u4"), ("compression", "u1"),
