@@ -20,7 +20,9 @@ that touches every changed Gaussian runs there, in torch, on that device:
   not move past their threshold drop out; each row's mask names the attributes that moved),
   rows grouped by mask into UPDATE blocks sorted by id, and everything the host needs in
   **one** device-to-host copy of a packed byte buffer. The host only frames and compresses
-  (``Encoder.encode_delta``).
+  (``Encoder.encode_delta``). On a GPU all of that is one CUDA graph replay (``_FrameGraph``): a
+  frame's rows are padded to a power of two so that its operations have fixed shapes, and the
+  mirror's index then lives in fixed-size buffers that the graph searches in place.
 
 The mirror is attached to its ``Encoder``; a delta built here is committed to the mirror when
 the encoder's state shows it was applied (same seq and digest), on the next ``build_delta``;
@@ -124,7 +126,6 @@ class TorchQuantizer:
         self.origin = torch.tensor(g.origin, dtype=F64, device=self.device)
         self.cell_size = float(g.cell_size)
         self.slot_bits = int(g.slot_bits)
-        self._graphs: dict = {}
         if q is None:
             return
         self.pos_step = g.cell_size / (1 << q.position_bits)
@@ -194,26 +195,9 @@ class TorchQuantizer:
         but in a fixed number of operations whatever the row count. ``placed``: (n,) bool, False for rows
         whose position columns are placeholders (their position is taken as their cell's origin, so
         code 0, whatever the placeholder); None: every row's position is given. The cell origins are
-        computed from the ids here, in the same operations (SPEC.md 3.4).
-
-        On a GPU, up to ``GRAPH_MAX_ROWS`` rows run as one replay of a CUDA graph of these operations
-        (captured once per power-of-two row count; the rows padded with zeros).
+        computed from the ids here, in the same operations (SPEC.md 3.4). No operation waits for the
+        device, so a frame's build can run as one CUDA graph (``_FrameGraph``).
         """
-        n = x.shape[0]
-        if GRAPHS and x.is_cuda and self.p.quant is not None and 0 < n <= GRAPH_MAX_ROWS:
-            cap = max(GRAPH_MIN_ROWS, 1 << (n - 1).bit_length())
-            if cap not in self._graphs:
-                try:
-                    self._graphs[cap] = _GraphedCodes(self, cap, x.shape[1])
-                except RuntimeError:                  # no capture here: the operations one by one
-                    self._graphs[cap] = None
-            g = self._graphs[cap]
-            if g is not None:
-                return g(x, ids, placed)
-        return self._codes_all(x, ids, placed)
-
-    def _codes_all(self, x: torch.Tensor, ids: torch.Tensor,
-                   placed: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         n = x.shape[0]
         ok = torch.isfinite(x).all()
         if self.p.quant is None:
@@ -267,47 +251,6 @@ class TorchQuantizer:
         if not bool(ok):
             raise ValueError(f"{attr.name.lower()} has NaN or infinite values, or a position too far from its cell")
         return wire(self.p, attr, c).t().contiguous().cpu().numpy().view(self.p.dtype(attr))
-
-
-GRAPHS = True              # codes_all of a frame's rows as a CUDA graph replay on a GPU: one launch instead of
-                           # ~130 (an idle step's codes at 1M on an H100: 2.8 -> 1.7 ms; GENERATOR_BENCH.md)
-GRAPH_MIN_ROWS, GRAPH_MAX_ROWS = 1 << 11, 1 << 16
-
-
-class _GraphedCodes:
-    """``TorchQuantizer._codes_all`` of ``cap`` rows captured as a CUDA graph: a call copies its rows
-    in (zeros after them), replays, and copies the codes out. The graph's buffers are shared by every
-    stream of the profile on the device (worlds on threads), so a call holds a lock while it enqueues."""
-
-    def __init__(self, qz: TorchQuantizer, cap: int, f: int):
-        dev = qz.device
-        self.lock = threading.Lock()
-        self.x = torch.zeros((cap, f), dtype=torch.float32, device=dev)
-        self.ids = torch.zeros(cap, dtype=I64, device=dev)
-        self.placed = torch.zeros(cap, dtype=torch.bool, device=dev)
-        side = torch.cuda.Stream(dev)
-        side.wait_stream(torch.cuda.current_stream(dev))
-        with torch.cuda.stream(side):             # warm-up off the capture, as CUDA graphs want
-            for _ in range(2):
-                qz._codes_all(self.x, self.ids, self.placed)
-        torch.cuda.current_stream(dev).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-            self.out, self.ok = qz._codes_all(self.x, self.ids, self.placed)
-
-    def __call__(self, x: torch.Tensor, ids: torch.Tensor, placed: torch.Tensor | None):
-        n = x.shape[0]
-        with self.lock:                           # one stream order: copy in, replay, copy out
-            self.x[:n].copy_(x)
-            self.x[n:].zero_()                    # finite rows after them, not placed: code 0
-            self.ids[:n].copy_(ids)
-            if placed is None:
-                self.placed[:n].fill_(True)
-            else:
-                self.placed[:n].copy_(placed)
-            self.placed[n:].fill_(False)
-            self.graph.replay()
-            return self.out[:n].clone(), self.ok.clone()
 
 
 _UNSIGNED = {1: torch.uint8, 2: torch.uint16, 4: torch.uint32}
@@ -387,11 +330,14 @@ class DeviceCodes:
         self.quantizer = quantizer_of(profile, self.device)
         self.no_ids = torch.zeros(0, dtype=I64, device=self.device)          # shared empty tensors
         self.no_rows = torch.zeros((0, self.ctot), dtype=I32, device=self.device)
+        self._fixed: dict | None = None           # the index in fixed buffers, once frame graphs read it
         self._load(self.no_ids, self.no_rows)
         self.seq = 0
         self.digest = None
         self.pending: Change | None = None
         self.staging: torch.Tensor | None = None  # page-locked bytes for the copy to the host (CUDA)
+        self._graphs: dict = {}                   # frame graphs by size (``frame_graph``)
+        self._graph_reads = None
 
     def col_index(self, attrs: list):
         """Columns of ``attrs`` (a slice when they are all the columns, else an index tensor)."""
@@ -411,12 +357,16 @@ class DeviceCodes:
             self._col_mask[key] = mk.to(self.device)
         return self._col_mask[key]
 
+    @staticmethod
+    def thresholds_key(thresholds: dict | None) -> tuple:
+        return tuple(sorted((int(Attr(a)), int(t)) for a, t in thresholds.items())) if thresholds else ()
+
     def col_thresholds(self, thresholds: dict | None) -> torch.Tensor | None:
         """(Ctot,) int64 allowed change per column in quantized units (a rotation's component index: 0),
         or None when every threshold is 0 (or the profile is lossless)."""
         if not thresholds or self.p.lossless:
             return None
-        key = tuple(sorted((int(Attr(a)), int(t)) for a, t in thresholds.items()))
+        key = self.thresholds_key(thresholds)
         if key not in self._col_thr:
             t = torch.zeros(self.ctot, dtype=I64)
             for a, v in thresholds.items():
@@ -431,10 +381,39 @@ class DeviceCodes:
         n = ids_sorted.numel()
         self.rows = rows.contiguous()
         self.high = rows.shape[0]
-        self.main_ids = ids_sorted
-        self.main_slots = torch.arange(n, dtype=I64, device=self.device) if slots is None else slots
-        self.over_ids = torch.zeros(0, dtype=I64, device=self.device)
-        self.over_slots = torch.zeros(0, dtype=I64, device=self.device)
+        self._set("main", ids_sorted, torch.arange(n, dtype=I64, device=self.device) if slots is None else slots)
+        self._set("over", self.no_ids, self.no_ids)
+
+    def _set(self, part: str, ids: torch.Tensor, slots: torch.Tensor) -> None:
+        """Make sorted ``ids`` and their ``slots`` the ``main`` or ``over`` index. Once frame graphs read
+        the index, it lives in buffers of a fixed size (``fixed_index``): copied in, padded after with
+        keys above every id and slot -1, and grown (so the graphs go) only when it outgrows them."""
+        if self._fixed is not None:
+            kb, sb, used = self._fixed.get(part, (None, None, 0))
+            n = ids.numel()
+            if kb is None or kb.numel() < n:
+                cap = max(1 << 12, 2 * n)
+                kb = torch.full((cap,), _KEY_PAD, dtype=I64, device=self.device)
+                sb = torch.full((cap,), -1, dtype=I64, device=self.device)
+                used = 0
+            kb[:n].copy_(ids)
+            sb[:n].copy_(slots)
+            if used > n:
+                kb[n:used].fill_(_KEY_PAD)
+                sb[n:used].fill_(-1)
+            self._fixed[part] = (kb, sb, n)
+            ids, slots = kb[:n], sb[:n]
+        setattr(self, part + "_ids", ids)
+        setattr(self, part + "_slots", slots)
+
+    def fixed_index(self) -> tuple:
+        """(main ids, main slots, overlay ids, overlay slots) in their fixed buffers, padded: what a frame
+        graph searches (made on first use)."""
+        if self._fixed is None:
+            self._fixed = {}
+            self._set("main", self.main_ids, self.main_slots)
+            self._set("over", self.over_ids, self.over_slots)
+        return (*self._fixed["main"][:2], *self._fixed["over"][:2])
 
     # -- queries ----------------------------------------------------------------------------------
     @staticmethod
@@ -444,13 +423,31 @@ class DeviceCodes:
         pos = torch.searchsorted(keys, q).clamp_max(keys.numel() - 1)
         return torch.where(keys[pos] == q, slots[pos], -1)
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """Slot of each id, -1 where it is not live."""
-        s = self._find(self.main_ids, self.main_slots, ids)
-        if self.over_ids.numel():
-            o = self._find(self.over_ids, self.over_slots, ids)
+    def lookup(self, ids: torch.Tensor, fixed: bool = False) -> torch.Tensor:
+        """Slot of each id, -1 where it is not live. ``fixed``: search the fixed buffers (``fixed_index``:
+        the same answers, in operations of the same shapes whatever the index holds)."""
+        mk, ms, ok, os_ = self.fixed_index() if fixed else (self.main_ids, self.main_slots, self.over_ids, self.over_slots)
+        s = self._find(mk, ms, ids)
+        if ok.numel():
+            o = self._find(ok, os_, ids)
             s = torch.where(o >= 0, o, s)
         return s
+
+    def frame_graph(self, key: tuple, tcol) -> "_FrameGraph | None":
+        """The frame graph of ``key`` (rows of ADDs, rows of UPDATEs, ADD part or not, attributes
+        carried, thresholds), made on first use; None where this device cannot capture one. Graphs
+        read ``rows`` and the index buffers where they lie, so all of them go when those move (grown,
+        reloaded)."""
+        reads = (self.rows,) + self.fixed_index()[::2]    # the tensors a graph reads where they lie
+        if self._graph_reads is None or any(a is not b for a, b in zip(reads, self._graph_reads)):
+            self._graphs.clear()
+            self._graph_reads = reads
+        if key not in self._graphs:
+            try:
+                self._graphs[key] = _FrameGraph(self, key[0], key[1], key[2], key[3], tcol)
+            except RuntimeError:                  # no capture here: the operations one by one
+                self._graphs[key] = None
+        return self._graphs[key]
 
     def codes_of(self, ids) -> dict:
         """{Attr: (C, n) numpy codes} of live ids, as ``SceneState.codes_of`` (KeyError if one is not live)."""
@@ -531,16 +528,15 @@ class DeviceCodes:
             self.high = max(self.high, top)
             # an id deleted and ADDed again stays in the overlay as a tombstone behind its new entry
             # (dropped at the next merge): filtering it out here would wait for the device
-            self.over_ids, self.over_slots = _merge(self.over_ids, self.over_slots, ch.add_ids, new_slots)
+            self._set("over", *_merge(self.over_ids, self.over_slots, ch.add_ids, new_slots))
         if st.compactions != self.compactions:      # the host compacted: rows in id order, as there
             self._compact()
             self.compactions = st.compactions
         elif self.over_ids.numel() > max(self.MERGE_MIN, self.main_ids.numel() // 8):
             live_m, live_o = self.main_slots >= 0, self.over_slots >= 0
-            self.main_ids, self.main_slots = _merge(self.main_ids[live_m], self.main_slots[live_m],
-                                                    self.over_ids[live_o], self.over_slots[live_o])
-            self.over_ids = self.over_ids[:0]
-            self.over_slots = self.over_slots[:0]
+            self._set("main", *_merge(self.main_ids[live_m], self.main_slots[live_m],
+                                      self.over_ids[live_o], self.over_slots[live_o]))
+            self._set("over", self.no_ids, self.no_ids)
 
     def _compact(self) -> None:
         """Live rows to slots 0..n-1 in id order, as the host state compacts."""
@@ -609,7 +605,12 @@ class _Clock:
             self.t = now
 
 
-PACK_ON_CPU = False       # pack on the CPU too (as on a GPU), to test the packing where there is no GPU
+SHAPED_ON_CPU = False     # on the CPU too: a frame's rows padded to a graph's sizes and its parts packed into
+                          # one buffer, as on a GPU (run eagerly), to test both where there is no GPU
+GRAPHS = True             # a frame's device work as one CUDA graph replay on a GPU: one launch for ~100 (and
+                          # ~300 torch calls) that each cost the host microseconds while the device idles
+GRAPH_MIN_ROWS, GRAPH_MAX_ROWS = 1 << 11, 1 << 16
+_KEY_PAD = 2**63 - 1      # the fixed index's padding keys: after every id
 _MIRRORS: "weakref.WeakKeyDictionary[Encoder, DeviceCodes]" = weakref.WeakKeyDictionary()
 _QUANTIZERS: dict = {}
 
@@ -650,10 +651,12 @@ class _Payload:
     def fetch(self) -> list:
         if not self.parts:
             return []
-        if self.device.type == "cpu" and not PACK_ON_CPU:
+        if self.device.type == "cpu" and not SHAPED_ON_CPU:
             return [t.numpy() for t in self.parts]
-        order = sorted(range(len(self.parts)), key=lambda k: -self.parts[k].element_size())  # aligned views
-        flat = torch.cat([self.parts[k].reshape(-1).view(torch.uint8) for k in order])
+        if len(self.parts) == 1:                  # a graph's packed output alone: no packing copy
+            flat, spans = self.parts[0].view(torch.uint8).reshape(-1), [(0, self.parts[0].nbytes)]
+        else:
+            flat, spans = _pack(self.parts)
         if self.device.type == "cuda":
             # through a page-locked staging buffer kept by the mirror (allocating one costs milliseconds),
             # waiting for this stream only; the bytes are then copied out, as the buffer is reused
@@ -666,17 +669,28 @@ class _Payload:
             buf = stage[:n].numpy().copy()
         else:
             buf = flat.cpu().numpy()
-        out, pos = [None] * len(self.parts), 0
-        for k in order:
-            t = self.parts[k]
-            nb = t.numel() * t.element_size()
-            out[k] = buf[pos:pos + nb].view(_NP[t.dtype]).reshape(tuple(t.shape))
-            pos += nb
-        return out
+        return _split(buf, self.parts, spans)
 
 
 _NP = {torch.int8: np.int8, torch.int16: np.int16, torch.int32: np.int32, torch.int64: np.int64,
        torch.uint8: np.uint8, torch.uint16: np.uint16, torch.uint32: np.uint32, torch.float32: np.float32}
+
+
+def _pack(parts: list) -> tuple:
+    """Tensors -> (one uint8 tensor of their bytes, widest elements first so that every part stays
+    aligned; each part's (offset, bytes) in it)."""
+    order = sorted(range(len(parts)), key=lambda k: -parts[k].element_size())
+    flat = torch.cat([parts[k].reshape(-1).view(torch.uint8) for k in order])
+    spans, pos = [None] * len(parts), 0
+    for k in order:
+        spans[k] = (pos, parts[k].nbytes)
+        pos += parts[k].nbytes
+    return flat, spans
+
+
+def _split(buf: np.ndarray, parts: list, spans: list) -> list:
+    """Host bytes of ``_pack(parts)`` -> a numpy view per part (its dtype and shape)."""
+    return [buf[o:o + nb].view(_NP[t.dtype]).reshape(tuple(t.shape)) for t, (o, nb) in zip(parts, spans)]
 
 
 def _width_groups(p: Profile, attrs: list) -> list:
@@ -707,114 +721,113 @@ def _unpack_groups(p: Profile, groups: list, arrays: list) -> dict:
     return out
 
 
-def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
-    """The code-space Delta of ``ops`` against the encoder's current state (not yet applied).
+def _cap(n: int) -> int:
+    """Rows of the graph that takes a frame part of n rows (0: the frame has no such part)."""
+    return 0 if n == 0 else max(GRAPH_MIN_ROWS, 1 << (n - 1).bit_length())
 
-    Quantization, residuals against the device mirror and UPDATE masks run on ``device`` (the
-    tensors' own by default); one packed copy brings the codes to the host. Each attribute is
-    quantized once for the ADDs and every UPDATE group together; codes cross as one narrow
-    array per code width.
-    """
-    from codec.delta import UpdateBlock       # the wire-form UPDATE block
 
-    p = enc.profile
-    dev = torch.device(device) if device is not None else _device_of(ops)
-    clk = _Clock(dev)
-    m = mirror_of(enc, dev)
-    clk("mirror")
-    qz = quantizer_of(p, dev)
-    lay = _layout(p)
-    present = [a for a in ATTRS if p.comps(a)]
-    pay = _Payload(dev, m)
-    oks = []                                   # flags: every check of the frame passed
+class _FrameRows:
+    """A frame's input rows on the device at fixed sizes: ``ca`` ADD rows and ``cu`` UPDATE rows, the
+    frame's own first, then padding that changes nothing: negative ids (first once sorted, never
+    equal to an id), zero floats, no column carried (an UPDATE row then keeps the mirror's codes: its
+    residual is 0 and it drops out) and no position placed. ``fill`` writes a frame's rows over the
+    last frame's; only rows that held the last frame's and now are padding are padded again."""
 
-    # inputs: ADDs in id order, UPDATE groups as given
-    add_ids = as_tensor(ops.add_ids if ops.add_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
-    n_add = add_ids.numel()
-    has_add = bool(n_add or ops.keyframe)
-    if has_add:
-        add_x = (as_tensor(ops.add, dev, torch.float32) if ops.add is not None
-                 else torch.zeros((0, lay[Attr.SH_REST].stop), device=dev)).reshape(n_add, -1)
-        if n_add > 1:
-            add_ids, order = torch.sort(add_ids)
-            add_x = torch.index_select(add_x, 0, order)
-            oks.append((add_ids[1:] != add_ids[:-1]).all())
-    groups = []
-    for ids, vals in ops.updates:
-        ids = as_tensor(ids, dev, I64).reshape(-1)
-        if ids.numel():
-            groups.append((ids, {Attr(a): as_tensor(v, dev, torch.float32).reshape(ids.numel(), -1)
-                                 for a, v in vals.items() if p.comps(Attr(a))}))
-    sizes = [g[0].numel() for g in groups]
-    u = sum(sizes)
-    if groups:                                    # the rows' slots in the mirror: their old codes
-        ids = torch.cat([g[0] for g in groups]) if len(groups) > 1 else groups[0][0]
-        sid, o1 = torch.sort(ids, stable=True)    # ids in order: the binary searches walk memory forwards
-        slots = torch.empty_like(sid).index_copy_(0, o1, m.lookup(sid))
-        oks.append((slots >= 0).all())
-        if u > 1:
-            oks.append((sid[1:] != sid[:-1]).all())
-        slots_c = slots.clamp_min(0)
-    clk("inputs")
+    def __init__(self, m: "DeviceCodes", ca: int, cu: int, has_add: bool, fixed: bool):
+        dev = m.device
+        self.ca, self.cu, self.has_add = ca, cu, has_add
+        self.fixed = fixed                                          # search the mirror's fixed index
+        self.pad_a = -1 - torch.arange(ca, dtype=I64, device=dev)
+        self.add_ids = self.pad_a.clone()
+        self.add_x = torch.zeros((ca, m.ctot), dtype=torch.float32, device=dev)
+        self.pad_u = -1 - torch.arange(cu, dtype=I64, device=dev)
+        self.upd_ids = self.pad_u.clone()
+        self.upd_x = torch.zeros((cu, m.ctot), dtype=torch.float32, device=dev)
+        self.carried = torch.zeros((cu, m.ctot), dtype=torch.bool, device=dev)
+        self.n_add = self.u = 0                                     # the frame's rows held now
 
-    # quantize: every row of the frame at once -- the ADD rows, then the UPDATE rows, whose attributes
-    # that their group does not carry are placeholders (zeros; a position not given is not placed)
-    # that take the mirror's codes below
-    F = lay[Attr.SH_REST].stop
-    placed = None
-    if groups:
-        x = torch.zeros((n_add + u, F), dtype=torch.float32, device=dev)
-        if has_add:
-            x[:n_add] = add_x
-        start, sets = n_add, []
-        for (gids, vals), k in zip(groups, sizes):
+    def fill(self, m: "DeviceCodes", add_ids, add_x, groups: list, sets: list) -> None:
+        n = add_ids.numel() if add_ids is not None else 0
+        if n:
+            self.add_ids[:n].copy_(add_ids)
+            self.add_x[:n].copy_(add_x)
+        if n < self.n_add:
+            self.add_ids[n:self.n_add].copy_(self.pad_a[n:self.n_add])
+            self.add_x[n:self.n_add].zero_()
+        self.n_add = n
+        u = sum(g[0].numel() for g in groups)
+        if u or self.u:
+            self.upd_x[:max(u, self.u)].zero_()         # the columns a group does not carry, and stale rows
+        lay, start = _layout(m.p), 0
+        for (ids, vals), s in zip(groups, sets):
+            k = ids.numel()
+            self.upd_ids[start:start + k].copy_(ids)
             for a, v in vals.items():
-                x[start:start + k, lay[a]] = v
-            if Attr.POSITION not in vals and p.comps(Attr.POSITION):
-                if placed is None:
-                    placed = torch.ones(n_add + u, dtype=torch.bool, device=dev)
-                placed[start:start + k] = False
-            sets.append(tuple(a for a in present if a in vals))
+                self.upd_x[start:start + k, lay[a]].copy_(v)
+            self.carried[start:start + k] = m.col_mask(list(s))
             start += k
-        row_ids = torch.cat([add_ids, ids]) if has_add else ids
+        if u < self.u:
+            self.upd_ids[u:self.u].copy_(self.pad_u[u:self.u])
+            self.carried[u:self.u] = False
+        self.u = u
+
+
+@dataclass
+class _FrameOut:
+    parts: list                   # tensors for the host, in the order ``at`` names them
+    at: dict
+    add_ids: torch.Tensor         # (ca,) sorted: padding first
+    add_rows: torch.Tensor        # (ca, Ctot) their codes
+    upd_slots: torch.Tensor       # (cu,) the UPDATE rows' slots in the mirror, in fill order
+    upd_rows: torch.Tensor        # (cu, Ctot) their codes after the frame
+
+
+def _frame_device(m: "DeviceCodes", r: _FrameRows, union: tuple, tcol) -> _FrameOut:
+    """A frame's work on the device, on fixed-size rows and without one wait for the device (so that
+    it can be captured as a CUDA graph): ADD codes in id order; UPDATE codes, residuals against the
+    mirror and masks (a row's mask names the attributes that moved past their threshold; rows that
+    did not move drop out), rows sorted by mask then id, where each mask's rows start, and residuals
+    of the ``union`` of the carried attributes; every check of the frame as one flag."""
+    p, qz = m.p, m.quantizer
+    present = [a for a in ATTRS if p.comps(a)]
+    pos0 = m.cols[Attr.POSITION].start
+    oks, parts, at = [], [], {}
+
+    def put(name, t):
+        at[name] = len(parts)
+        parts.append(t.to(torch.uint8) if t.dtype == torch.bool else t.contiguous())
+
+    add_ids, add_x = r.add_ids, r.add_x
+    if r.ca > 1:
+        add_ids, order = torch.sort(r.add_ids)
+        add_x = torch.index_select(r.add_x, 0, order)
+        oks.append((add_ids[1:] != add_ids[:-1]).all())
+    # every row of the frame quantized at once: the ADDs (padding not placed), then the UPDATE rows,
+    # whose columns that their group does not carry are placeholders (zeros; a position not given is
+    # not placed) that take the mirror's codes below
+    if r.cu:
+        x = torch.cat([add_x, r.upd_x]) if r.ca else r.upd_x
+        ids = torch.cat([add_ids, r.upd_ids]) if r.ca else r.upd_ids
+        placed = torch.cat([add_ids >= 0, r.carried[:, pos0]]) if r.ca else r.carried[:, pos0]
     else:
-        x, row_ids = (add_x, add_ids) if has_add else (None, None)
-    if has_add or groups:
-        codes, ok = qz.codes_all(x, row_ids, placed)
-        oks.append(ok)
-    clk("quantize")
-
-    i_add_ids, i_add = None, []
-    add_rows = m.no_rows
-    wg_add = _width_groups(p, present)
-    if has_add:
-        add_rows = codes[:n_add] if groups else codes
-        i_add_ids = pay.add(add_ids)
-        for w, attrs in wg_add:
+        x, ids, placed = add_x, add_ids, add_ids >= 0
+    codes, ok = qz.codes_all(x, ids, placed)
+    oks.append(ok)
+    add_rows = codes[:r.ca]
+    if r.has_add:
+        put("add_ids", add_ids)
+        for w, attrs in _width_groups(p, present):
             cols = m.col_index(attrs)
-            i_add.append(pay.add(_narrow(p, w, add_rows if cols is None else add_rows[:, cols])))
-    clk("add_pack")
-
-    # UPDATE: residuals against the mirror; a row's mask names the attributes that moved
-    upd_slots = m.no_ids
-    upd_rows = m.no_rows
-    i_upd_ids = i_counts = None
-    i_res, wg_upd = [], []
-    if groups:
-        q = codes[n_add:]
-        old = torch.index_select(m.rows, 0, slots_c)
-        union = [a for a in present if any(a in s_ for s_ in sets)]
-        if len(set(sets)) == 1:
-            if len(union) < len(present):
-                q = torch.where(m.col_mask(union), q, old)
-        else:                                         # groups carry different attributes: a row takes
-            row = torch.arange(u, device=dev)[:, None]  # the codes of its group's columns (no upload)
-            carried, start = m.col_mask(list(sets[0])), sizes[0]
-            for s_, k in zip(sets[1:], sizes[1:]):
-                carried = torch.where(row >= start, m.col_mask(list(s_)), carried)
-                start += k
-            q = torch.where(carried, q, old)
-        tcol = m.col_thresholds(ops.thresholds)
+            put(("add", w), _narrow(p, w, add_rows if cols is None else add_rows[:, cols]))
+    upd_rows, slots = m.no_rows, m.no_ids
+    if r.cu:
+        sid, o1 = torch.sort(r.upd_ids, stable=True)   # padding first; the ids in order, so the binary
+        slots = torch.empty_like(sid).index_copy_(0, o1, m.lookup(sid, r.fixed))  # searches walk forwards
+        oks.append(((slots >= 0) | (r.upd_ids < 0)).all())
+        if r.cu > 1:
+            oks.append((sid[1:] != sid[:-1]).all())
+        old = torch.index_select(m.rows, 0, slots.clamp_min(0))
+        q = torch.where(r.carried, codes[r.ca:], old)
         if tcol is None:
             # int32 codes: a residual wraps modulo 2^32 as the wire's does, so with no threshold the
             # int32 difference is the residual (rows and attributes that did not move have 0)
@@ -833,40 +846,136 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
             upd_rows = torch.where(mc, q, old)
         sm, o2 = torch.sort(mask[o1], stable=True)
         order = o1[o2]
-        i_upd_ids = pay.add(ids[order])
-        i_upd_slots = pay.add(slots[order])      # the host state's slots too: the mirror allots them alike
+        put("upd_ids", r.upd_ids[order])
+        put("upd_slots", slots[order])          # the host state's slots too: the mirror allots them alike
         # where each mask's rows start in that order (bincount would wait for the device to size its output)
-        i_counts = pay.add(torch.searchsorted(sm, m.mask_values))
-        wg_upd = _width_groups(p, union)
-        r = torch.index_select(res, 0, order)
-        for w, attrs in wg_upd:
+        put("starts", torch.searchsorted(sm, m.mask_values))
+        res = torch.index_select(res, 0, order)
+        for w, attrs in _width_groups(p, list(union)):
             cols = m.col_index(attrs)
-            i_res.append(pay.add(_narrow(p, w, r if cols is None else r[:, cols])))
-        upd_slots = slots
-    clk("residuals")
-    # deletes (few: ids and cells go to the host as they are)
+            put(("res", w), _narrow(p, w, res if cols is None else res[:, cols]))
+    put("ok", torch.stack(oks).all().reshape(1))
+    return _FrameOut(parts, at, add_ids, add_rows, slots, upd_rows)
+
+
+class _FrameGraph:
+    """``_frame_device`` at one frame size, with its input rows: on a GPU captured once as a CUDA graph
+    (with the packing of its parts into one buffer), so that a frame costs the rows' copies and one
+    replay; on the CPU (``SHAPED_ON_CPU``) run as it is. The graph reads the mirror's ``rows`` where
+    they were at capture (``DeviceCodes`` drops its graphs when they move)."""
+
+    def __init__(self, m: "DeviceCodes", ca: int, cu: int, has_add: bool, union: tuple, tcol):
+        self.rows = _FrameRows(m, ca, cu, has_add, True)
+        self.args = (m, self.rows, union, tcol)
+        self.graph = None
+        if m.device.type == "cuda":
+            dev = m.device
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side):         # warm-up off the capture, as CUDA graphs want
+                for _ in range(2):
+                    _pack(_frame_device(*self.args).parts)
+            torch.cuda.current_stream(dev).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+                self.out = _frame_device(*self.args)
+                self.flat, self.spans = _pack(self.out.parts)
+
+    def run(self) -> _FrameOut:
+        if self.graph is None:
+            self.out = _frame_device(*self.args)
+            self.flat, self.spans = _pack(self.out.parts)
+        else:
+            self.graph.replay()
+        return self.out
+
+
+def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
+    """The code-space Delta of ``ops`` against the encoder's current state (not yet applied).
+
+    Quantization, residuals against the device mirror and UPDATE masks run on ``device`` (the
+    tensors' own by default), on a GPU as one CUDA graph replay for frames of up to
+    ``GRAPH_MAX_ROWS`` ADD and UPDATE rows (rows padded to a power of two); one packed copy brings
+    the codes to the host. Each attribute is quantized once for the ADDs and every UPDATE group
+    together; codes cross as one narrow array per code width.
+    """
+    from codec.delta import UpdateBlock       # the wire-form UPDATE block
+
+    p = enc.profile
+    dev = torch.device(device) if device is not None else _device_of(ops)
+    clk = _Clock(dev)
+    m = mirror_of(enc, dev)
+    clk("mirror")
+    lay = _layout(p)
+    present = [a for a in ATTRS if p.comps(a)]
+
+    add_ids = as_tensor(ops.add_ids if ops.add_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
+    n_add = add_ids.numel()
+    has_add = bool(n_add or ops.keyframe)
+    add_x = None
+    if has_add:
+        add_x = (as_tensor(ops.add, dev, torch.float32) if ops.add is not None
+                 else torch.zeros((0, lay[Attr.SH_REST].stop), device=dev)).reshape(n_add, -1)
+    groups = []
+    for ids, vals in ops.updates:
+        ids = as_tensor(ids, dev, I64).reshape(-1)
+        if ids.numel():
+            groups.append((ids, {Attr(a): as_tensor(v, dev, torch.float32).reshape(ids.numel(), -1)
+                                 for a, v in vals.items() if p.comps(Attr(a))}))
+    u = sum(g[0].numel() for g in groups)
+    if u and m.rows.shape[0] == 0:
+        raise KeyError("UPDATE of an id that is not live")
+    sets = [tuple(a for a in present if a in vals) for _, vals in groups]
+    union = tuple(a for a in present if any(a in s for s in sets))
+    tcol = m.col_thresholds(ops.thresholds)
+    shaped = (dev.type == "cuda" and GRAPHS) or (dev.type == "cpu" and SHAPED_ON_CPU)
+    g = None
+    if shaped and max(n_add, u) <= GRAPH_MAX_ROWS:
+        g = m.frame_graph((_cap(n_add), _cap(u), has_add, union, m.thresholds_key(ops.thresholds)), tcol)
+    if g is not None:
+        rows = g.rows
+        rows.fill(m, add_ids, add_x, groups, sets)
+        clk("inputs")
+        out = g.run()
+        parts, spans = [g.flat], g.spans
+    else:
+        rows = _FrameRows(m, n_add, u, has_add, False)
+        rows.fill(m, add_ids, add_x, groups, sets)
+        clk("inputs")
+        out = _frame_device(m, rows, union, tcol)
+        parts, spans = out.parts, None
+    clk("device")
+    pay = _Payload(dev, m)
+    for t in parts:
+        pay.add(t)
     del_ids = as_tensor(ops.delete_ids if ops.delete_ids is not None else np.zeros(0, np.int64), dev, I64).reshape(-1)
     i_del = pay.add(del_ids) if del_ids.numel() else None
     cell_levels = sorted(int(k) for k in ops.delete_cells)
     i_cells = [pay.add(as_tensor(ops.delete_cells[k], dev, I64).reshape(-1)) for k in cell_levels]
-    i_ok = pay.add(torch.stack(oks).all().reshape(1)) if oks else None
-
     clk("deletes")
     h = pay.fetch()                                           # the one device-to-host copy
     clk("fetch")
-    if i_ok is not None and not h[i_ok][0]:
-        _raise_bad(h, i_add_ids, m, groups)
+    f = _split(h[0], out.parts, spans) if spans is not None else h[:len(out.parts)]
+    at = out.at
+    ca, cu = rows.ca, rows.cu
+    sorted_add = f[at["add_ids"]][ca - n_add:].view(U64) if has_add else None
+    if not f[at["ok"]][0]:
+        _raise_bad(sorted_add, m, groups)
     d = Delta.empty_like(p, seq=enc.state.seq + 1, base_seq=enc.state.seq, keyframe=ops.keyframe)
-    if i_add_ids is not None:
-        d.add_ids = h[i_add_ids].view(U64)
+    if has_add:
+        d.add_ids = sorted_add
         d.add = {a: np.zeros((0, n_add), p.dtype(a)) for a in ATTRS}
-        d.add.update(_unpack_groups(p, wg_add, [h[i] for i in i_add]))
-    if i_upd_ids is not None:
-        uid = h[i_upd_ids].view(U64)
-        counts = np.diff(h[i_counts], append=u)                 # rows per mask value
-        res_h = _unpack_groups(p, wg_upd, [h[i] for i in i_res])
-        usl = h[i_upd_slots]
-        start = int(counts[0])                                # rows whose codes did not move
+        wg = _width_groups(p, present)
+        d.add.update(_unpack_groups(p, wg, [f[at[("add", w)]][:, ca - n_add:] if ca > n_add else f[at[("add", w)]]
+                                            for w, _ in wg]))
+        if ca > n_add:                                        # padding before them: the codes' own arrays
+            d.add = {a: np.ascontiguousarray(v) for a, v in d.add.items()}
+    if u:
+        uid = f[at["upd_ids"]].view(U64)
+        counts = np.diff(f[at["starts"]], append=cu)          # rows per mask value
+        res_h = _unpack_groups(p, _width_groups(p, list(union)), [f[at[("res", w)]] for w, _ in _width_groups(p, list(union))])
+        usl = f[at["upd_slots"]]
+        start = int(counts[0])                                # rows whose codes did not move (and padding)
         blocks, hints = [], []
         for mk in np.flatnonzero(counts[1:]) + 1:
             k = int(counts[mk])
@@ -887,10 +996,12 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         d.delete_cells = {k: np.unique(h[i].view(U64)) for k, i in zip(cell_levels, i_cells) if len(h[i])}
     first, last = [], []
     for k, cells in d.delete_cells.items():
-        f, l = p.grid.cell_range(cells, k)
-        first.append(f), last.append(l)
+        fc, lc = p.grid.cell_range(cells, k)
+        first.append(fc), last.append(lc)
     none = m.no_ids
-    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe, add_ids, add_rows, upd_slots, upd_rows,
+    m.pending = Change(d, d.seq, d.base_seq, ops.keyframe,
+                       out.add_ids[ca - n_add:] if has_add else none, out.add_rows[ca - n_add:] if has_add else m.no_rows,
+                       out.upd_slots[:u] if u else none, out.upd_rows[:u] if u else m.no_rows,
                        as_tensor(d.delete_ids, dev, I64) if len(d.delete_ids) else none,
                        as_tensor(np.concatenate(first), dev, I64) if first else none,
                        as_tensor(np.concatenate(last), dev, I64) if last else none)
@@ -898,9 +1009,9 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     return d
 
 
-def _raise_bad(h, i_add_ids, m, groups) -> None:
+def _raise_bad(add_ids, m, groups) -> None:
     """Say what was wrong with a frame whose flag came back set (the slow path of an error)."""
-    if i_add_ids is not None and len(h[i_add_ids]) > 1 and (np.diff(h[i_add_ids]) == 0).any():
+    if add_ids is not None and len(add_ids) > 1 and (np.diff(add_ids) == 0).any():
         raise ValueError("an id is ADDed twice in one frame")
     if groups:
         ids = torch.cat([g[0] for g in groups])

@@ -4,7 +4,7 @@ The torch quantizer against the codec's normative numpy quantizer (bit for bit, 
 inputs, every attribute and profile); the device mirror against the encoder's state (deletes by
 id and cell, ids reused, overlay merges, compaction, frames made elsewhere); frames built in
 torch against a decoder (digests equal after every step, no drift over 1,000 closed-loop
-frames); the packed device-to-host copy against the plain views; errors that leave the stream
+frames); padded rows (a frame graph's) and the packed device-to-host copy against the plain views; errors that leave the stream
 as it was.
 """
 from __future__ import annotations
@@ -361,14 +361,15 @@ def test_errors_leave_the_stream_as_it_was():
     s.check_mirror()
 
 
-def test_packed_copy_equals_the_plain_views(monkeypatch):
-    """On a GPU the codes come back as one packed byte buffer; packing on the CPU gives the same deltas."""
+def test_padded_rows_and_packed_copy_equal_the_plain_views(monkeypatch):
+    """On a GPU a frame's rows are padded to a graph's sizes and its codes come back as one packed
+    byte buffer; padding and packing on the CPU give the same deltas."""
     for name, sh in (("compact", 3), ("high", 2), ("lossless", 1)):
         x, p = _scene(500, sh, 9, name)
         lay = attr_layout(sh)
         deltas = []
         for packed in (False, True):
-            monkeypatch.setattr(dc, "PACK_ON_CPU", packed)
+            monkeypatch.setattr(dc, "SHAPED_ON_CPU", packed)
             s = Stream(p)
             ids = s.enc.assign_ids(x[:, :3])
             s.push(FloatOps(keyframe=True, add_ids=ids, add=x))
