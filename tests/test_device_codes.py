@@ -198,9 +198,12 @@ def _scene(n, sh, seed, profile="compact"):
     return pack_gaussians(g), p
 
 
-def test_no_drift_over_1000_closed_loop_frames(monkeypatch):
+@pytest.mark.parametrize("shaped", [False, True])
+def test_no_drift_over_1000_closed_loop_frames(monkeypatch, shaped):
     """Positions random-walk, colours and rotations change every frame, ids come and go: after 1,000
-    frames the decoder holds exactly the quantized latest floats, and the digests never differed."""
+    frames the decoder holds exactly the quantized latest floats, and the digests never differed.
+    ``shaped``: as on a GPU, rows padded to a frame graph's sizes and the index in fixed buffers."""
+    monkeypatch.setattr(dc, "SHAPED_ON_CPU", shaped)
     monkeypatch.setattr(DeviceCodes, "MERGE_MIN", 64)
     monkeypatch.setattr(SceneState, "COMPACT_MIN", 64)
     rng = np.random.default_rng(5)
@@ -244,7 +247,9 @@ def test_no_drift_over_1000_closed_loop_frames(monkeypatch):
     assert validate_stream(b"".join(s.frames)) == []
 
 
-def test_mirror_through_deletes_by_id_and_cell_reused_ids_merges_and_compaction(monkeypatch):
+@pytest.mark.parametrize("shaped", [False, True])
+def test_mirror_through_deletes_by_id_and_cell_reused_ids_merges_and_compaction(monkeypatch, shaped):
+    monkeypatch.setattr(dc, "SHAPED_ON_CPU", shaped)
     monkeypatch.setattr(DeviceCodes, "MERGE_MIN", 16)
     monkeypatch.setattr(SceneState, "COMPACT_MIN", 16)
     rng = np.random.default_rng(6)
@@ -275,6 +280,28 @@ def test_mirror_through_deletes_by_id_and_cell_reused_ids_merges_and_compaction(
         s.push(ops)
         m = s.check_mirror()
     assert m.main_ids.numel() + m.over_ids.numel() >= len(s.enc.state)
+    assert validate_stream(b"".join(s.frames)) == []
+
+
+def test_frame_graphs_follow_the_rows_and_the_index_as_they_grow(monkeypatch):
+    """Frame graphs read the mirror's rows and its index buffers where they lie: when either grows
+    past its size, the graphs made before are dropped and new ones read the new tensors."""
+    monkeypatch.setattr(dc, "SHAPED_ON_CPU", True)
+    x, p = _scene(6100, 0, 3)
+    s = Stream(p)
+    ids = s.enc.assign_ids(x[:, :3])
+    s.push(FloatOps(keyframe=True, add_ids=ids[:100], add=x[:100]))
+    m = s.check_mirror()
+    reads = [m._graph_reads]
+    for k in range(100, 6100, 1500):                  # ADDs, and UPDATEs of rows already there
+        old = np.arange(0, k, 7)
+        s.push(FloatOps(add_ids=ids[k:k + 1500], add=x[k:k + 1500],
+                        updates=[(ids[old], {Attr.POSITION: x[old, :3] + np.float32(0.001 * k)})]))
+        m = s.check_mirror()
+        reads.append(m._graph_reads)
+    assert m._fixed["over"][0].numel() > 4096 and m.rows.shape[0] >= 6100    # both grew
+    assert any(a[0] is not b[0] for a, b in zip(reads, reads[1:]))            # the rows moved
+    assert any(a[2] is not b[2] for a, b in zip(reads, reads[1:]))            # the overlay's buffer moved
     assert validate_stream(b"".join(s.frames)) == []
 
 
