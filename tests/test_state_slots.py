@@ -157,3 +157,40 @@ def test_a_large_keyframe_with_room_in_the_budget_grows_on_a_worker(monkeypatch)
     assert dec.state.equals(enc.state) and dec.state.digest() == enc.state.digest()
     _, file_dec, _ = _stream(1000)
     assert file_dec.state._growing is None
+
+
+@pytest.mark.parametrize("spoil", ["none", "swap", "past_high", "negative", "short", "other_token"])
+def test_update_slot_hints_are_taken_only_where_they_hold(spoil):
+    """An encoder hands its UPDATE blocks' slots to apply (``Delta.slot_hint``), which takes them only
+    if every one holds its block's id (``slots_hold``, compiled and as Python); otherwise it looks the
+    ids up. Either way the frame and the state are those of a delta without hints."""
+    import copy
+
+    from codec.state import slots_hold
+
+    enc, dec, rng = _stream(3000)
+    ids = rng.choice(_live_ids(enc), 400, replace=False)
+    moved = random_gaussians(rng, len(ids), 1, specials=False).positions
+    d = enc.make_delta(update=(ids, {Attr.POSITION: moved}))
+    token, hints = d.slot_hint
+    hints = [h.copy() for h in hints]
+    if spoil == "swap":
+        hints[0][[0, -1]] = hints[0][[-1, 0]]
+    elif spoil == "past_high":
+        hints[0][-1] = enc.state.high
+    elif spoil == "negative":
+        hints[0][0] = -1
+    elif spoil == "short":
+        hints[0] = hints[0][:-1]
+    elif spoil == "other_token":
+        token = None
+    holds = [bool(slots_hold(enc.state.slot_ids, enc.state.high, h, b.ids)) for h, b in zip(hints, d.updates)]
+    as_python = [bool(slots_hold.py_func(enc.state.slot_ids, enc.state.high, h, b.ids)) for h, b in zip(hints, d.updates)]
+    assert holds == as_python and all(holds) == (spoil in ("none", "other_token"))
+    plain = copy.deepcopy(enc)
+    d.slot_hint = (token, hints)
+    frame = enc.encode_delta(d)
+    d.slot_hint = None
+    assert plain.encode_delta(d) == frame
+    dec.decode_frame(frame)
+    assert dec.state.digest() == enc.state.digest() == plain.state.digest()
