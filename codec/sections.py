@@ -155,7 +155,10 @@ _PREFIX = "gsd-sections"
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # usable here
 _POOL = ThreadPoolExecutor(max_workers=min(8, _CPUS), thread_name_prefix=_PREFIX)
 PARALLEL_MIN_BYTES = 1 << 20
-MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worker threads  # below this, thread hand-off costs more than it saves
+MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worker threads
+# SectionWriter.start: a frame's sections compress in up to this many worker jobs of at least
+# START_JOB_BYTES each, when the machine has cores to spare beside the encoder's own thread
+START_JOBS, START_JOB_BYTES = max(1, min(4, _CPUS - 1)), 128 << 10  # below this, thread hand-off costs more than it saves
 
 
 def on_worker() -> bool:
@@ -334,14 +337,22 @@ class SectionWriter:
         return sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
 
     def start(self) -> None:
-        """Filter every queued section on this thread, and compress them on a section worker from now on
-        (parts() collects them). The worker compresses them all in one zstd call, so it takes the GIL
+        """Filter every queued section on this thread, and compress them on section workers from now on
+        (parts() collects them). A worker compresses its share in one zstd call, so it takes the GIL
         back once, not once per section: a thread that does that per section waits each time for the
-        Python running on the caller's thread (an encoder's apply, meanwhile)."""
+        Python running on the caller's thread (an encoder's apply, meanwhile). Where cores are spare,
+        a large frame's sections are shared out (largest first, to the job with the fewest bytes)."""
         raws = [self._raw(job) for job in self._queue]
         todo = [k for k, (raw, _, _, z) in enumerate(raws) if z is None and self._compresses(raw)]
-        job = submit(_compress_all, self._level, [raws[k][0] for k in todo]) if todo else None
-        self._started = (raws, todo, job)
+        total = sum(len(raws[k][0]) for k in todo)
+        shares = [[] for _ in range(max(1, min(START_JOBS, total // START_JOB_BYTES)))]
+        load = [0] * len(shares)
+        for k in sorted(todo, key=lambda k: -len(raws[k][0])):
+            j = load.index(min(load))
+            shares[j].append(k)
+            load[j] += len(raws[k][0])
+        jobs = [(share, submit(_compress_all, self._level, [raws[k][0] for k in share])) for share in shares if share]
+        self._started = (raws, jobs)
 
     @property
     def started(self) -> bool:
@@ -350,9 +361,9 @@ class SectionWriter:
 
     def cancel(self) -> None:
         """The parts will not be wanted: after start(), wait for the worker to let go of the sections."""
-        job = self._started[2] if self._started else None
-        if job is not None and not job.cancel():
-            job.exception()  # waits; an error of its own does not matter now
+        for _, job in self._started[1] if self._started else ():
+            if not job.cancel():
+                job.exception()  # waits; an error of its own does not matter now
 
     def parts(self) -> list:
         """Filter and compress every queued section (in parallel for big frames; or collect what start()
@@ -361,10 +372,11 @@ class SectionWriter:
         taken on the worker that built it where the part has COMBINE_MIN_BYTES or more (``crc32_combine``
         joins it to the record's without reading it again), else None; otherwise ``crcs`` is None."""
         if self.started:
-            raws, todo, job = self._started
+            raws, jobs = self._started
             zs = [z for *_, z in raws]
-            for k, z in zip(todo, job.result() if job is not None else []):
-                zs[k] = z
+            for share, job in jobs:
+                for k, z in zip(share, job.result()):
+                    zs[k] = z
             built = [self._stored(raw, f, w, z) for (raw, f, w, _), z in zip(raws, zs)]
         else:
             total = self.raw_bytes()

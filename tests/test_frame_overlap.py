@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import codec.sections as sections
 import codec.wire as wire
 from codec import Decoder, Encoder, ErrorCode, GsdError
 from codec.attributes import Attr
@@ -44,7 +45,11 @@ def _frames(overlap_min: int, monkeypatch) -> tuple[list, list]:
     return frames, built
 
 
-def test_overlapped_frames_are_the_frames_written_after_the_apply(monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_overlapped_frames_are_the_frames_written_after_the_apply(monkeypatch, jobs):
+    """``jobs``: the sections shared out among that many workers (a machine with cores to spare)."""
+    monkeypatch.setattr(sections, "START_JOBS", jobs)
+    monkeypatch.setattr(sections, "START_JOB_BYTES", 1024)
     after, how_after = _frames(1 << 60, monkeypatch)
     during, how_during = _frames(0, monkeypatch)
     assert not any(how_after) and all(how_during) and len(how_during) == len(during) - 1
@@ -55,7 +60,10 @@ def test_overlapped_frames_are_the_frames_written_after_the_apply(monkeypatch):
     assert dec.frames == len(during) - 1
 
 
-def test_a_refused_delta_leaves_no_frame_and_the_state_as_it_was(monkeypatch):
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_a_refused_delta_leaves_no_frame_and_the_state_as_it_was(monkeypatch, jobs):
+    monkeypatch.setattr(sections, "START_JOBS", jobs)
+    monkeypatch.setattr(sections, "START_JOB_BYTES", 1024)
     monkeypatch.setattr(wire, "OVERLAP_MIN_BYTES", 0)
     started = []
 
@@ -79,7 +87,7 @@ def test_a_refused_delta_leaves_no_frame_and_the_state_as_it_was(monkeypatch):
     with pytest.raises(GsdError) as e:
         enc.encode_delta(d)
     assert e.value.code == ErrorCode.ID_MISSING
-    assert len(started) == 1 and started[0].started and started[0].sw._started[2].done()
+    assert len(started) == 1 and started[0].started and all(job.done() for _, job in started[0].sw._started[1])
     assert enc.state.digest() == before and enc.state.seq == seq
 
     # malformed: refused before any frame starts
