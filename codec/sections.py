@@ -35,6 +35,7 @@ class SectionDesc:
 
 _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 _ONE = np.uint64(1)
+_BYTE = np.uint64(0xFF)
 
 
 @kernel(inline=True)
@@ -55,22 +56,6 @@ def shuffled_value(raw, k, n, width):
     for b in range(width):
         v |= np.uint64(raw[b * n + k]) << np.uint64(8 * b)
     return v
-
-
-@kernel(inline=True)
-def put_shuffled(out, k, n, width, v):
-    """The encoder's side of ``shuffled_value``: byte b of v to out[b * n + k]."""
-    if width == 2:
-        out[k] = np.uint8(v & np.uint64(0xFF))
-        out[n + k] = np.uint8((v >> np.uint64(8)) & np.uint64(0xFF))
-    elif width == 4:
-        out[k] = np.uint8(v & np.uint64(0xFF))
-        out[n + k] = np.uint8((v >> np.uint64(8)) & np.uint64(0xFF))
-        out[2 * n + k] = np.uint8((v >> np.uint64(16)) & np.uint64(0xFF))
-        out[3 * n + k] = np.uint8((v >> np.uint64(24)) & np.uint64(0xFF))
-    else:
-        for b in range(width):
-            out[b * n + k] = np.uint8((v >> np.uint64(8 * b)) & np.uint64(0xFF))
 
 
 @kernel
@@ -108,7 +93,10 @@ def unfilter(raw, count, width, filters, out):
 
 @kernel
 def filter_bytes(a, width, filters, out):
-    """SPEC.md 4.4 encode pipeline: (C, N) unsigned values -> ``out`` bytes (delta per row, zigzag, shuffle)."""
+    """SPEC.md 4.4 encode pipeline: (C, N) unsigned values -> ``out`` bytes (delta per row, zigzag, shuffle).
+
+    A row at a time, each step its own loop over the row (the filters are fixed for the call), so
+    that the compiler vectorizes them: byte plane b of value k goes to out[b * C * N + k]."""
     count = a.shape[1]
     n = a.shape[0] * count
     shuffle = (filters & 4) != 0 and width > 1
@@ -116,22 +104,35 @@ def filter_bytes(a, width, filters, out):
     delta = (filters & 1) != 0
     wmask = _ONES >> np.uint64(64 - 8 * width)
     top = np.uint64(8 * width - 1)
+    v = np.empty(count, np.uint64)
     for c in range(a.shape[0]):
-        prev = np.uint64(0)
-        for i in range(count):
-            v = np.uint64(a[c, i])
-            if delta:
-                cur = v
-                v = (v - prev) & wmask
+        if delta:
+            prev = np.uint64(0)
+            for i in range(count):
+                cur = np.uint64(a[c, i])
+                v[i] = (cur - prev) & wmask
                 prev = cur
-            if zigzag:
-                v = ((v << _ONE) & wmask) ^ (wmask if (v >> top) & _ONE else np.uint64(0))
-            k = c * count + i
-            if shuffle:
-                put_shuffled(out, k, n, width, v)
-            else:
+        else:
+            for i in range(count):
+                v[i] = np.uint64(a[c, i])
+        if zigzag:
+            for i in range(count):
+                x = v[i]
+                v[i] = ((x << _ONE) & wmask) ^ ((np.uint64(0) - ((x >> top) & _ONE)) & wmask)
+        base = c * count
+        if shuffle:
+            for b in range(width):
+                shift = np.uint64(8 * b)
+                at = b * n + base
+                for i in range(count):
+                    out[at + i] = np.uint8((v[i] >> shift) & _BYTE)
+        elif width == 1:
+            for i in range(count):
+                out[base + i] = np.uint8(v[i] & _BYTE)
+        else:
+            for i in range(count):
                 for b in range(width):
-                    out[k * width + b] = np.uint8((v >> np.uint64(8 * b)) & np.uint64(0xFF))
+                    out[(base + i) * width + b] = np.uint8((v[i] >> np.uint64(8 * b)) & _BYTE)
 
 
 _local = threading.local()
