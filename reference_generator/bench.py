@@ -9,7 +9,8 @@ Gaussians under a budget of 1.2 n, walks until the scene is that full, then time
 measured). Each step is split into: *generate* (World.step, its stream synchronized; chunks
 generated ahead on the world's worker thread are not waited for unless a step needs one),
 *codes* (protocol.to_delta: on a GPU, on the world's device: quantization, residuals against the
-device mirror of the closed-loop codes, UPDATE masks and blocks, the one device-to-host copy; on
+device mirror of the closed-loop codes, UPDATE masks and blocks as one CUDA graph replay, the one
+device-to-host copy; on
 the CPU, the floats to numpy and the codec's Encoder.make_delta) and
 *encode* (Encoder.encode_delta on the host: apply, digest, frame; a large frame's zstd beside the
 apply); *codec* = codes + encode. A walk (``walk_steps`` steps, moving and strafing through new chunks) gives the step
@@ -222,7 +223,8 @@ def render(results: dict) -> str:
          f"- step = {results['dt'] * 1000:.0f} ms of world time ({1 / results['dt']:g} steps/s); "
          f"timings are per step, median / p90 over {results['steps_per_kind']} steps per action kind; "
          f"*codes* = protocol.to_delta: on a GPU, on the world's device (quantize, residuals against the device "
-         f"mirror of the closed-loop codes, UPDATE masks and blocks, one device-to-host copy); on the CPU, the "
+         f"mirror of the closed-loop codes, UPDATE masks and blocks, as one CUDA graph replay; one device-to-host "
+         f"copy); on the CPU, the "
          f"floats to numpy and the codec's Encoder.make_delta; *encode* = on the host: "
          f"Encoder.encode_delta (apply, digest, frame; a large frame's zstd runs on a worker during the apply); *codec* = codes + encode; goal: codec median "
          f"<= {GOAL_CODEC_MS:g} ms and step p99 <= {GOAL_TOTAL_MS:g} ms.",
