@@ -162,6 +162,15 @@ MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worke
 START_JOBS, START_JOB_BYTES = max(1, min(4, _CPUS - 1)), 128 << 10  # below this, thread hand-off costs more than it saves
 
 
+SPARE = _CPUS >= 3  # cores beside the caller's thread and a compressing worker
+
+
+def spare_workers() -> bool:
+    """True where the machine has cores to spare for work handed to a worker beside a frame's
+    compression (on two cores the hand-off costs more than it saves)."""
+    return SPARE
+
+
 def on_worker() -> bool:
     """True on a section worker thread: work it hands to the pool and waits for could deadlock it."""
     return threading.current_thread().name.startswith(_PREFIX)

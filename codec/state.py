@@ -28,7 +28,7 @@ from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
 from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, code_ok, invalid_codes
-from .sections import parallel_map, submit
+from .sections import on_worker, parallel_map, spare_workers, submit
 
 U64 = np.uint64
 _M = np.uint64(M32)
@@ -40,6 +40,7 @@ _ENTRY_TAG = U64(0xFFFFFFFF) << U64(32)  # a palette entry's record: w_0 = index
 
 _BATCH = 64  # columns whose cache lines are read together before they are updated
 GROW_AHEAD_MIN = 1 << 18  # a keyframe this large, in a stream with room for more, grows on a worker
+ADD_JOB_MIN = 1024  # a delta with this many ADDs has them looked up, checked and hashed on a worker meanwhile
 
 
 def _moved(storage: tuple, cap: int, cols) -> tuple:
@@ -414,16 +415,42 @@ class SceneState:
                 if d.seq <= d.base_seq:
                     raise GsdError(ErrorCode.MALFORMED, "seq must be greater than base_seq")
         self._validate_delta(d)
-        if on_valid is not None:
-            on_valid()
+        hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
+            else (d.digest is not None or track_digest)
+        # A delta's ADDs read nothing that the rest of the plan writes: with cores to spare, a worker
+        # looks their ids up, checks their codes and hashes their rows while this thread goes on (the
+        # frame's start, deletes, UPDATE lookups); their outcomes are taken in the same order as here.
+        add_job = None
+        if not d.keyframe and len(d.add_ids) >= ADD_JOB_MIN and spare_workers() and not on_worker():
+            add_job = submit(self._add_checks, d, hashed)
+        try:
+            if on_valid is not None:
+                on_valid()
+            return self._plan_rest(d, hashed, add_job)
+        finally:
+            if add_job is not None and not add_job.cancel():
+                add_job.exception()  # nothing may read the state once the plan is over
+
+    def _add_checks(self, d: Delta, hashed: bool) -> tuple:
+        """(slots of the ADD ids that are live, the attributes with codes outside their domain, the ADD
+        rows' accumulators or None): what a plan needs of a delta's ADDs, read-only."""
+        p = self.profile
+        found = self.index.find(d.add_ids)[0]
+        bad = [a for a in ATTRS if p.has_invalid(a, d.add[a])]
+        return found[found >= 0], bad, row_accumulators(d.add_ids, [d.add[a] for a in ATTRS]) if hashed else None
+
+    def _plan_rest(self, d: Delta, hashed: bool, add_job) -> dict:
+        p = self.profile
         index = IdIndex(slot_bits=p.grid.slot_bits) if d.keyframe else self.index
         # One lookup for every id the frame names (the index is latency-bound, not work-bound);
         # UPDATE slots the encoder found against this very state are taken as they are.
-        n_del, n_add = len(d.delete_ids), len(d.add_ids)
+        n_del = len(d.delete_ids)
         hinted = d.slot_hint is not None and not d.keyframe and d.slot_hint[0] == self.token() \
             and len(d.slot_hint[1]) == len(d.updates) \
             and all(slots_hold(self.slot_ids, self.high, s, b.ids) for s, b in zip(d.slot_hint[1], d.updates))
-        named = [d.delete_ids, d.add_ids] + ([] if hinted else [b.ids for b in d.updates])
+        add_ids = d.add_ids if add_job is None else d.add_ids[:0]    # the worker looks those up
+        n_add = len(add_ids)
+        named = [d.delete_ids, add_ids] + ([] if hinted else [b.ids for b in d.updates])
         add_found = None  # slots of ADD ids that are live (None: none can be)
         if d.keyframe and not len(d.delete_ids):  # nothing is live before a keyframe: no lookups
             found = np.full(n_add + d.n_update, -1, np.int64) if d.n_update else np.zeros(0, np.int64)
@@ -448,23 +475,26 @@ class SceneState:
         else:
             gone = np.sort(del_slots)  # distinct ids, so distinct slots
         # 3. adds
-        if n_add:
-            live = add_found[add_found >= 0] if add_found is not None else ()
+        aa = None
+        if len(d.add_ids):
+            if add_job is not None:
+                live, bad, aa = add_job.result()
+            else:
+                live = add_found[add_found >= 0] if add_found is not None else ()
+                flags = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
+                bad = [a for a, b in zip(ATTRS, flags) if b]
             if len(live) and (~sorted_member(live, gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
-            bad = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
-            for a, b in zip(ATTRS, bad):
-                if b:
-                    raise GsdError(ErrorCode.BAD_VALUE, f"ADD {a.name}: code outside its domain")
-        hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
-            else (d.digest is not None or track_digest)
+            if bad:
+                raise GsdError(ErrorCode.BAD_VALUE, f"ADD {bad[0].name}: code outside its domain")
         undo = []
         plan = {"gone": gone, "hashed": hashed, "gone_where": where[:n_del] if not firsts else None, "undo": undo}
         if hashed and not self.hashed and not d.keyframe:
             self._rehash()
         s0, s1 = (0, 0) if d.keyframe else self.sums
-        if hashed and n_add:
-            aa = row_accumulators(d.add_ids, [d.add[a] for a in ATTRS])
+        if hashed and len(d.add_ids):
+            if aa is None:
+                aa = row_accumulators(d.add_ids, [d.add[a] for a in ATTRS])
             a0, a1 = lane_sums_all(aa)
             s0, s1 = s0 + int(a0), s1 + int(a1)
             plan["add_accs"] = aa
@@ -500,7 +530,7 @@ class SceneState:
         try:
             # 5. budget
             before = 0 if d.keyframe else self.count
-            after = plan["count"] = before - len(gone) + n_add
+            after = plan["count"] = before - len(gone) + len(d.add_ids)
             if after > self.max_gaussians:
                 raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"scene would hold {after} Gaussians, budget {self.max_gaussians}")
             plan["palette"] = self._plan_palette(d)

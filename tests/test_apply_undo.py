@@ -86,3 +86,40 @@ def test_failed_frame_puts_updated_rows_back(failure, loops, monkeypatch):
     st.max_gaussians = before.max_gaussians
     st.apply(good)  # the state still takes the good frame, and its digest checks
     assert st.digest() == good.digest
+
+
+@pytest.mark.parametrize("job", [False, True])
+@pytest.mark.parametrize("fault", ["none", "add_live", "add_domain", "add_live_and_update_missing",
+                                   "add_domain_and_delete_missing"])
+def test_adds_checked_on_a_worker_give_the_same_outcome(monkeypatch, job, fault):
+    """With cores to spare, a delta's ADDs are looked up, checked and hashed on a worker while the
+    plan goes on (``ADD_JOB_MIN``): the same error, in the same order of the checks (deletes, ADDs,
+    UPDATEs), and the state untouched; or the same state and digest."""
+    import codec.sections as sections
+
+    monkeypatch.setattr(sections, "SPARE", job)
+    monkeypatch.setattr(state_module, "ADD_JOB_MIN", 1 if job else 1 << 60)
+    st, d = _setup()
+    before, seq = st.digest(), st.seq
+    live = st.ids()
+    if fault in ("add_live", "add_live_and_update_missing"):
+        d.add_ids = np.sort(np.concatenate([d.add_ids[1:], live[-1:]]))
+    if fault == "add_domain" or fault == "add_domain_and_delete_missing":
+        d.add[Attr.OPACITY] = d.add[Attr.OPACITY].copy()
+        d.add[Attr.ROTATION] = d.add[Attr.ROTATION].copy()
+        d.add[Attr.ROTATION][0, 0] = 7                  # the largest component's index is 0..3
+    if fault == "add_live_and_update_missing":
+        b = d.updates[0]
+        b.ids = np.sort(np.concatenate([b.ids[1:], np.array([live.max() + np.uint64(1)])]))  # not live
+    if fault == "add_domain_and_delete_missing":
+        d.delete_ids = np.sort(np.concatenate([d.delete_ids[1:], np.array([live.max() + np.uint64(7)])]))
+    want = {"none": None, "add_live": ErrorCode.ID_EXISTS, "add_domain": ErrorCode.BAD_VALUE,
+            "add_live_and_update_missing": ErrorCode.ID_EXISTS, "add_domain_and_delete_missing": ErrorCode.ID_MISSING}[fault]
+    if want is None:
+        st.apply(d)
+        assert st.digest() == d.digest
+        return
+    with pytest.raises(GsdError) as e:
+        st.apply(d)
+    assert e.value.code == want
+    assert st.digest() == before and st.seq == seq
