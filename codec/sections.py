@@ -155,13 +155,11 @@ def _dctx() -> "zstandard.ZstdDecompressor":
 _PREFIX = "gsd-sections"
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)  # usable here
 _POOL = ThreadPoolExecutor(max_workers=min(8, _CPUS), thread_name_prefix=_PREFIX)
-PARALLEL_MIN_BYTES = 1 << 20
+PARALLEL_MIN_BYTES = 1 << 20  # below this, thread hand-off costs more than it saves
 MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worker threads
 # SectionWriter.start: a frame's sections compress in up to this many worker jobs of at least
 # START_JOB_BYTES each, when the machine has cores to spare beside the encoder's own thread
-START_JOBS, START_JOB_BYTES = max(1, min(4, _CPUS - 1)), 128 << 10  # below this, thread hand-off costs more than it saves
-
-
+START_JOBS, START_JOB_BYTES = max(1, min(4, _CPUS - 1)), 128 << 10
 SPARE = _CPUS >= 3  # cores beside the caller's thread and a compressing worker
 
 
