@@ -20,6 +20,11 @@ step (keyframes measured every 50 steps) and against a video stream, and a full-
 (reference_generator.differ over World.scene()) shows what a model without native deltas pays.
 Results go to GENERATOR_BENCH.md, one section per device (re-running on another device keeps
 the other sections).
+
+``--kinds-only`` stops after the action kinds and prints their codec split (codes, encode, codec;
+steps that ADDed 2,000 or more Gaussians apart) and the device stages of *codes*
+(device_codes.TIMING, the device synchronized at each stage's end, in a second pass), writing no
+report: a before/after of the codec in well under a minute of a GPU.
 """
 from __future__ import annotations
 
@@ -194,6 +199,37 @@ def kind_rows(res: dict) -> list:
     return rows
 
 
+def print_codec_split(w: World, enc: Encoder, timed: dict, steps: int) -> dict:
+    """The codec split of every action kind (median ms of its ``timed`` steps, from bench_kinds; those
+    that ADDed 2,000 or more Gaussians apart), then on a GPU the device stages of *codes* in a second
+    pass of ``steps`` steps per kind. Returns both."""
+    from . import device_codes
+
+    out = {}
+    print(f"   {'kind':<9} {'codes':>6} {'encode':>7} {'codec':>6} | ADD steps: n, codes, encode, codec (ms)")
+    for kind, recs in timed.items():
+        loads = [r for r in recs if r.add >= 2000]
+        row = {"all": [statistics.median(getattr(r, k) for r in recs) for k in ("codes_ms", "encode_ms", "codec_ms")],
+               "adds": [statistics.median(getattr(r, k) for r in loads) for k in ("codes_ms", "encode_ms", "codec_ms")]
+               if loads else None, "add_steps": len(loads)}
+        out[kind] = row
+        adds = " ".join(f"{v:6.2f}" for v in row["adds"]) if loads else "     -"
+        print(f"   {kind:<9} " + " ".join(f"{v:6.2f}" for v in row["all"]) + f" | {len(loads):2d} {adds}", flush=True)
+    if w.device.type == "cuda":
+        device_codes.TIMING = {}
+        try:
+            for kind in KIND_ORDER:
+                device_codes.TIMING.clear()
+                for k in range(steps):
+                    timed_step(w, enc, kind_actions(kind, w, k))
+                stages = {st: statistics.median(v) for st, v in device_codes.TIMING.items()}
+                out[kind]["stages"] = stages
+                print(f"   {kind:<9} stages: " + ", ".join(f"{st} {v:.3f}" for st, v in stages.items()), flush=True)
+        finally:
+            device_codes.TIMING = None
+    return out
+
+
 def _verdict(total_p99, codec_ms) -> str:
     return "PASS" if total_p99 <= GOAL_TOTAL_MS and codec_ms <= GOAL_CODEC_MS else "MISS"
 
@@ -340,6 +376,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="GENERATOR_BENCH.md")
     ap.add_argument("--session-file", default=None, help="also keep the session stream here")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--kinds-only", action="store_true",
+                    help="time the action kinds only and print their codec split and device stages (no report)")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -365,11 +403,17 @@ def main(argv=None) -> int:
         warm = warm_up(w, enc, n)
         print(f"   keyframe {rec.live:,} Gaussians: generate {rec.gen_ms:.0f} ms, codec {rec.codec_ms:.0f} ms; "
               f"warm-up {warm} steps -> live {w.live:,}", flush=True)
-        kinds = kind_rows(bench_kinds(w, enc, a.steps_per_kind))
+        timed = bench_kinds(w, enc, a.steps_per_kind)
+        kinds = kind_rows(timed)
         for r in kinds:
             print(f"   {r['kind']:<9} live {r['live']:>10,.0f}  generate {r['gen_median']:7.2f} ms  codec "
                   f"{r['codec_median']:6.2f} ms  total {r['total_median']:7.2f} ms (p90 {r['total_p90']:.2f})  "
                   f"{r['bytes_mean']:>9,.0f} B/step", flush=True)
+        if a.kinds_only:
+            results["sizes"].append({"n": n, "kinds": kinds,
+                                     "codec_split": print_codec_split(w, enc, timed, a.steps_per_kind)})
+            w.close()
+            continue
         size = {"n": n, "density": w.density, "warmup_steps": warm, "keyframe_gaussians": rec.live,
                 "keyframe_bytes": rec.bytes, "reset_gen_ms": rec.gen_ms, "reset_codec_ms": rec.codec_ms,
                 "kinds": kinds}
@@ -411,6 +455,11 @@ def main(argv=None) -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     results["load_end"] = _load()
+    if a.kinds_only:
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(results, f, indent=1, default=float)
+        return 0
     section = render(results)
     write_report(a.out, section, results["device_key"])
     print(f"wrote {a.out}")

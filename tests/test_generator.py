@@ -344,6 +344,23 @@ def test_simulate_command_writes_a_valid_stream(tmp_path, capsys):
     assert math.isfinite(rep["totals"]["delta_bytes_mean"])
 
 
+def test_bench_kinds_only_prints_the_codec_split_and_writes_no_report(tmp_path, capsys):
+    """``python -m reference_generator.bench --kinds-only``: the action kinds' codec split, quickly."""
+    from reference_generator.bench import KIND_ORDER
+    from reference_generator.bench import main as bench_main
+
+    js, report = tmp_path / "k.json", tmp_path / "GENERATOR_BENCH.md"
+    rc = bench_main(["--n", "3000", "--steps-per-kind", "2", "--kinds-only", "--threads", "1",
+                     "--json", str(js), "--out", str(report)])
+    text = capsys.readouterr().out
+    assert rc == 0 and not report.exists()
+    assert "ADD steps: n, codes, encode, codec" in text
+    split = json.loads(js.read_text())["sizes"][0]["codec_split"]
+    assert list(split) == list(KIND_ORDER)
+    for row in split.values():
+        assert all(math.isfinite(v) and v > 0 for v in row["all"])      # codes, encode, codec medians
+
+
 def test_chunks_generated_ahead_change_nothing():
     """Chunks made on the worker thread ahead of need give the same stream as chunks made when needed."""
     def run(margin):
