@@ -431,12 +431,15 @@ class SceneState:
             if add_job is not None and not add_job.cancel():
                 add_job.exception()  # nothing may read the state once the plan is over
 
-    def _add_checks(self, d: Delta, hashed: bool) -> tuple:
+    def _add_checks(self, d: Delta, hashed: bool, found: np.ndarray | None = None) -> tuple:
         """(slots of the ADD ids that are live, the attributes with codes outside their domain, the ADD
-        rows' accumulators or None): what a plan needs of a delta's ADDs, read-only."""
+        rows' accumulators or None): what a plan needs of a delta's ADDs, read-only. ``found``: the ADD
+        ids' slots where the plan looked them up with the rest of the frame's ids (else here)."""
         p = self.profile
-        found = self.index.find(d.add_ids)[0]
-        bad = [a for a in ATTRS if p.has_invalid(a, d.add[a])]
+        if found is None:
+            found = self.index.find(d.add_ids)[0]
+        flags = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
+        bad = [a for a, f in zip(ATTRS, flags) if f]
         return found[found >= 0], bad, row_accumulators(d.add_ids, [d.add[a] for a in ATTRS]) if hashed else None
 
     def _plan_rest(self, d: Delta, hashed: bool, add_job) -> dict:
@@ -475,14 +478,9 @@ class SceneState:
         else:
             gone = np.sort(del_slots)  # distinct ids, so distinct slots
         # 3. adds
-        aa = None
         if len(d.add_ids):
-            if add_job is not None:
-                live, bad, aa = add_job.result()
-            else:
-                live = add_found[add_found >= 0] if add_found is not None else ()
-                flags = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
-                bad = [a for a, b in zip(ATTRS, flags) if b]
+            live, bad, aa = add_job.result() if add_job is not None else \
+                self._add_checks(d, hashed, add_found if add_found is not None else _NO_SLOTS)
             if len(live) and (~sorted_member(live, gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
             if bad:
@@ -493,8 +491,6 @@ class SceneState:
             self._rehash()
         s0, s1 = (0, 0) if d.keyframe else self.sums
         if hashed and len(d.add_ids):
-            if aa is None:
-                aa = row_accumulators(d.add_ids, [d.add[a] for a in ATTRS])
             a0, a1 = lane_sums_all(aa)
             s0, s1 = s0 + int(a0), s1 + int(a1)
             plan["add_accs"] = aa

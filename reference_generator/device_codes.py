@@ -444,7 +444,7 @@ class DeviceCodes:
             self._graph_reads = reads
         if key not in self._graphs:
             try:
-                self._graphs[key] = _FrameGraph(self, key[0], key[1], key[2], key[3], tcol)
+                self._graphs[key] = _FrameGraph(self, *key[:4], tcol)
             except RuntimeError:                  # no capture here: the operations one by one
                 self._graphs[key] = None
         return self._graphs[key]
@@ -932,18 +932,11 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     g = None
     if shaped and max(n_add, u) <= GRAPH_MAX_ROWS:
         g = m.frame_graph((_cap(n_add), _cap(u), has_add, union, m.thresholds_key(ops.thresholds)), tcol)
-    if g is not None:
-        rows = g.rows
-        rows.fill(m, add_ids, add_x, groups, sets)
-        clk("inputs")
-        out = g.run()
-        parts, spans = [g.flat], g.spans
-    else:
-        rows = _FrameRows(m, n_add, u, has_add, False)
-        rows.fill(m, add_ids, add_x, groups, sets)
-        clk("inputs")
-        out = _frame_device(m, rows, union, tcol)
-        parts, spans = out.parts, None
+    rows = g.rows if g is not None else _FrameRows(m, n_add, u, has_add, False)
+    rows.fill(m, add_ids, add_x, groups, sets)
+    clk("inputs")
+    out = g.run() if g is not None else _frame_device(m, rows, union, tcol)
+    parts, spans = ([g.flat], g.spans) if g is not None else (out.parts, None)
     clk("device")
     pay = _Payload(dev, m)
     for t in parts:
@@ -973,7 +966,8 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     if u:
         uid = f[at["upd_ids"]].view(U64)
         counts = np.diff(f[at["starts"]], append=cu)          # rows per mask value
-        res_h = _unpack_groups(p, _width_groups(p, list(union)), [f[at[("res", w)]] for w, _ in _width_groups(p, list(union))])
+        wg = _width_groups(p, list(union))
+        res_h = _unpack_groups(p, wg, [f[at[("res", w)]] for w, _ in wg])
         usl = f[at["upd_slots"]]
         start = int(counts[0])                                # rows whose codes did not move (and padding)
         blocks, hints = [], []
