@@ -34,6 +34,7 @@ call per operation costs more than the work, and the frames are the same bytes (
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -188,22 +189,34 @@ class TorchQuantizer:
             return self._smallest_three(v.to(F64)), ok
         raise AssertionError(attr)
 
-    def codes_all(self, x: torch.Tensor, ids: torch.Tensor,
-                  placed: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def codes_all(self, x: torch.Tensor, ids: torch.Tensor, placed: torch.Tensor | None = None,
+                  lanes: "_Lanes | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, F) packed float32 rows of ``ids``, every attribute (``protocol.attr_layout`` order) ->
         ((n, Ctot) int32 codes in the same column order, bool flag), as ``codes`` attribute by attribute
         but in a fixed number of operations whatever the row count. ``placed``: (n,) bool, False for rows
         whose position columns are placeholders (their position is taken as their cell's origin, so
         code 0, whatever the placeholder); None: every row's position is given. The cell origins are
         computed from the ids here, in the same operations (SPEC.md 3.4). No operation waits for the
-        device, so a frame's build can run as one CUDA graph (``_FrameGraph``).
+        device, so a frame's build can run as one CUDA graph (``_FrameGraph``); with ``lanes`` the
+        rotations and the other attributes are quantized beside the positions.
         """
+        ln = lanes or _NO_LANES
         n = x.shape[0]
         ok = torch.isfinite(x).all()
         if self.p.quant is None:
             return x.contiguous().view(I32), ok
         lay = _layout(self.p)
-        out = torch.empty((n, lay[Attr.SH_REST].stop), dtype=I32, device=x.device)
+        out = ln.keep(torch.empty((n, lay[Attr.SH_REST].stop), dtype=I32, device=x.device))
+        R, O, S = lay[Attr.ROTATION], lay[Attr.OPACITY], lay[Attr.SH_REST]
+        with ln.lane(2):
+            out[:, R] = self._smallest_three(x[:, R].to(F64))
+        with ln.lane(3):
+            u = torch.round((x.index_select(1, self.u_cols).to(F64) - self.u_lo) * self.u_k)
+            out.index_copy_(1, self.u_cols, torch.minimum(u.clamp_min(0), self.u_top).to(I32))
+            out[:, O] = torch.searchsorted(self.op_thr, x[:, O].contiguous(), right=True)
+            if S.stop > S.start:
+                r = torch.round(x[:, S] * self.rest_inv)
+                out[:, S] = torch.maximum(torch.minimum(r, self.rest_lim), -self.rest_lim)
         P = lay[Attr.POSITION]
         origins = self.cell_origins(ids)
         xp = x[:, P].to(F64)
@@ -213,16 +226,7 @@ class TorchQuantizer:
         if n:
             ok = ok & (c.abs().amax() <= 2**31 - 1)           # NaN fails it too
         out[:, P] = c.clamp(-2**31, 2**31 - 1)
-        u = torch.round((x.index_select(1, self.u_cols).to(F64) - self.u_lo) * self.u_k)
-        out.index_copy_(1, self.u_cols, torch.minimum(u.clamp_min(0), self.u_top).to(I32))
-        R = lay[Attr.ROTATION]
-        out[:, R] = self._smallest_three(x[:, R].to(F64))
-        O = lay[Attr.OPACITY]
-        out[:, O] = torch.searchsorted(self.op_thr, x[:, O].contiguous(), right=True)
-        S = lay[Attr.SH_REST]
-        if S.stop > S.start:
-            r = torch.round(x[:, S] * self.rest_inv)
-            out[:, S] = torch.maximum(torch.minimum(r, self.rest_lim), -self.rest_lim)
+        ln.join(2, 3)
         return out, ok
 
     @staticmethod
@@ -609,6 +613,7 @@ SHAPED_ON_CPU = False     # on the CPU too: a frame's rows padded to a graph's s
                           # one buffer, as on a GPU (run eagerly), to test both where there is no GPU
 GRAPHS = True             # a frame's device work as one CUDA graph replay on a GPU: one launch for ~100 (and
                           # ~300 torch calls) that each cost the host microseconds while the device idles
+LANES = True              # a frame graph's independent parts on side streams, side by side on the device
 GRAPH_MIN_ROWS, GRAPH_MAX_ROWS = 1 << 11, 1 << 16
 _KEY_PAD = 2**63 - 1      # the fixed index's padding keys: after every id
 _MIRRORS: "weakref.WeakKeyDictionary[Encoder, DeviceCodes]" = weakref.WeakKeyDictionary()
@@ -782,12 +787,63 @@ class _FrameOut:
     upd_rows: torch.Tensor        # (cu, Ctot) their codes after the frame
 
 
-def _frame_device(m: "DeviceCodes", r: _FrameRows, union: tuple, tcol) -> _FrameOut:
+class _Lanes:
+    """Side streams for the independent parts of a frame graph: the graph's ~150 kernels are small,
+    so the device's time is their latency one after another, and parts in lanes run side by side
+    (the mirror lookup of the UPDATE rows, the ADD sort and packing, the rotations, the other
+    attributes). A lane starts after everything the capturing stream has so far; ``join`` makes that
+    stream wait for lanes. Tensors that cross lanes are kept (``keep``) as long as the graph, so no
+    lane reuses memory that another still reads."""
+
+    def __init__(self, dev, n: int = 4):
+        self.dev = dev
+        self.side = [torch.cuda.Stream(dev) for _ in range(n)]
+        self.held: list = []
+
+    @contextlib.contextmanager
+    def lane(self, k: int):
+        main = torch.cuda.current_stream(self.dev)
+        self.side[k].wait_stream(main)
+        with torch.cuda.stream(self.side[k]):
+            yield
+
+    def join(self, *ks: int) -> None:
+        main = torch.cuda.current_stream(self.dev)
+        for k in ks or range(len(self.side)):
+            main.wait_stream(self.side[k])
+
+    def keep(self, t):
+        self.held.append(t)
+        return t
+
+
+class _InPlace:
+    """No lanes: every part in turn on the current stream (the CPU, and frames built without a graph)."""
+
+    @staticmethod
+    def lane(k: int):
+        return contextlib.nullcontext()
+
+    @staticmethod
+    def join(*ks: int) -> None:
+        pass
+
+    @staticmethod
+    def keep(t):
+        return t
+
+
+_NO_LANES = _InPlace()
+
+
+def _frame_device(m: "DeviceCodes", r: _FrameRows, union: tuple, tcol, lanes: _Lanes | None = None) -> _FrameOut:
     """A frame's work on the device, on fixed-size rows and without one wait for the device (so that
     it can be captured as a CUDA graph): ADD codes in id order; UPDATE codes, residuals against the
     mirror and masks (a row's mask names the attributes that moved past their threshold; rows that
     did not move drop out), rows sorted by mask then id, where each mask's rows start, and residuals
-    of the ``union`` of the carried attributes; every check of the frame as one flag."""
+    of the ``union`` of the carried attributes; every check of the frame as one flag. ``lanes``: the
+    independent parts on side streams (``_Lanes``)."""
+    ln = lanes or _NO_LANES
     p, qz = m.p, m.quantizer
     present = [a for a in ATTRS if p.comps(a)]
     pos0 = m.cols[Attr.POSITION].start
@@ -797,36 +853,42 @@ def _frame_device(m: "DeviceCodes", r: _FrameRows, union: tuple, tcol) -> _Frame
         at[name] = len(parts)
         parts.append(t.to(torch.uint8) if t.dtype == torch.bool else t.contiguous())
 
-    add_ids, add_x = r.add_ids, r.add_x
-    if r.ca > 1:
-        add_ids, order = torch.sort(r.add_ids)
-        add_x = torch.index_select(r.add_x, 0, order)
-        oks.append((add_ids[1:] != add_ids[:-1]).all())
-    # every row of the frame quantized at once: the ADDs (padding not placed), then the UPDATE rows,
-    # whose columns that their group does not carry are placeholders (zeros; a position not given is
-    # not placed) that take the mirror's codes below
+    add_ids, order, slots = r.add_ids, None, m.no_ids
+    if r.ca > 1:                                      # the ADD ids in order (their rows follow below)
+        with ln.lane(1):
+            add_ids, order = ln.keep(torch.sort(r.add_ids))
+            oks.append(ln.keep((add_ids[1:] != add_ids[:-1]).all()))
+    if r.cu:                                          # the UPDATE rows' slots and codes in the mirror
+        with ln.lane(0):
+            sid, o1 = ln.keep(torch.sort(r.upd_ids, stable=True))   # padding first; the ids in order,
+            slots = ln.keep(torch.empty_like(sid).index_copy_(0, o1, m.lookup(sid, r.fixed)))  # so the
+            oks.append(ln.keep(((slots >= 0) | (r.upd_ids < 0)).all()))   # binary searches walk forwards
+            if r.cu > 1:
+                oks.append(ln.keep((sid[1:] != sid[:-1]).all()))
+            old = ln.keep(torch.index_select(m.rows, 0, slots.clamp_min(0)))
+    # every row of the frame quantized at once, in fill order: the ADDs (padding not placed), then the
+    # UPDATE rows, whose columns that their group does not carry are placeholders (zeros; a position
+    # not given is not placed) that take the mirror's codes below
     if r.cu:
-        x = torch.cat([add_x, r.upd_x]) if r.ca else r.upd_x
-        ids = torch.cat([add_ids, r.upd_ids]) if r.ca else r.upd_ids
-        placed = torch.cat([add_ids >= 0, r.carried[:, pos0]]) if r.ca else r.carried[:, pos0]
+        x = torch.cat([r.add_x, r.upd_x]) if r.ca else r.upd_x
+        ids = torch.cat([r.add_ids, r.upd_ids]) if r.ca else r.upd_ids
+        placed = torch.cat([r.add_ids >= 0, r.carried[:, pos0]]) if r.ca else r.carried[:, pos0]
     else:
-        x, ids, placed = add_x, add_ids, add_ids >= 0
-    codes, ok = qz.codes_all(x, ids, placed)
+        x, ids, placed = r.add_x, r.add_ids, r.add_ids >= 0
+    codes, ok = qz.codes_all(ln.keep(x), ids, placed, lanes)
     oks.append(ok)
     add_rows = codes[:r.ca]
     if r.has_add:
-        put("add_ids", add_ids)
-        for w, attrs in _width_groups(p, present):
-            cols = m.col_index(attrs)
-            put(("add", w), _narrow(p, w, add_rows if cols is None else add_rows[:, cols]))
-    upd_rows, slots = m.no_rows, m.no_ids
+        with ln.lane(1):                              # after the codes (and the sort, earlier in this lane)
+            if order is not None:
+                add_rows = ln.keep(torch.index_select(add_rows, 0, order))
+            put("add_ids", add_ids)
+            for w, attrs in _width_groups(p, present):
+                cols = m.col_index(attrs)
+                put(("add", w), _narrow(p, w, add_rows if cols is None else add_rows[:, cols]))
+    upd_rows = m.no_rows
     if r.cu:
-        sid, o1 = torch.sort(r.upd_ids, stable=True)   # padding first; the ids in order, so the binary
-        slots = torch.empty_like(sid).index_copy_(0, o1, m.lookup(sid, r.fixed))  # searches walk forwards
-        oks.append(((slots >= 0) | (r.upd_ids < 0)).all())
-        if r.cu > 1:
-            oks.append((sid[1:] != sid[:-1]).all())
-        old = torch.index_select(m.rows, 0, slots.clamp_min(0))
+        ln.join(0)
         q = torch.where(r.carried, codes[r.ca:], old)
         if tcol is None:
             # int32 codes: a residual wraps modulo 2^32 as the wire's does, so with no threshold the
@@ -845,15 +907,16 @@ def _frame_device(m: "DeviceCodes", r: _FrameRows, union: tuple, tcol) -> _Frame
             res = torch.where(mc, diff, 0)
             upd_rows = torch.where(mc, q, old)
         sm, o2 = torch.sort(mask[o1], stable=True)
-        order = o1[o2]
-        put("upd_ids", r.upd_ids[order])
-        put("upd_slots", slots[order])          # the host state's slots too: the mirror allots them alike
+        order_u = o1[o2]
+        put("upd_ids", r.upd_ids[order_u])
+        put("upd_slots", slots[order_u])        # the host state's slots too: the mirror allots them alike
         # where each mask's rows start in that order (bincount would wait for the device to size its output)
         put("starts", torch.searchsorted(sm, m.mask_values))
-        res = torch.index_select(res, 0, order)
+        res = torch.index_select(res, 0, order_u)
         for w, attrs in _width_groups(p, list(union)):
             cols = m.col_index(attrs)
             put(("res", w), _narrow(p, w, res if cols is None else res[:, cols]))
+    ln.join()
     put("ok", torch.stack(oks).all().reshape(1))
     return _FrameOut(parts, at, add_ids, add_rows, slots, upd_rows)
 
@@ -869,17 +932,29 @@ class _FrameGraph:
         self.args = (m, self.rows, union, tcol)
         self.graph = None
         if m.device.type == "cuda":
-            dev = m.device
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side):         # warm-up off the capture, as CUDA graphs want
-                for _ in range(2):
-                    _pack(_frame_device(*self.args).parts)
-            torch.cuda.current_stream(dev).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
-                self.out = _frame_device(*self.args)
-                self.flat, self.spans = _pack(self.out.parts)
+            try:
+                self._capture(_Lanes(m.device) if LANES else None)
+            except RuntimeError:
+                if not LANES:
+                    raise
+                self._capture(None)               # this device cannot capture side streams: one lane
+
+    def _capture(self, lanes: _Lanes | None) -> None:
+        dev = self.rows.add_ids.device
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):             # warm-up off the capture, as CUDA graphs want
+            for _ in range(2):
+                _pack(_frame_device(*self.args, lanes).parts)
+                if lanes is not None:             # nothing of a run still on a lane when its tensors go
+                    torch.cuda.synchronize(dev)
+                    lanes.held.clear()
+        torch.cuda.current_stream(dev).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+            self.out = _frame_device(*self.args, lanes)
+            self.flat, self.spans = _pack(self.out.parts)
+        self.lanes = lanes                        # the graph's memory that crosses lanes: kept with it
 
     def run(self) -> _FrameOut:
         if self.graph is None:
