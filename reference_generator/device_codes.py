@@ -798,19 +798,26 @@ class _Lanes:
     def __init__(self, dev, n: int = 4):
         self.dev = dev
         self.side = [torch.cuda.Stream(dev) for _ in range(n)]
+        self.used: set = set()                    # lanes forked since the last full join
         self.held: list = []
 
     @contextlib.contextmanager
     def lane(self, k: int):
         main = torch.cuda.current_stream(self.dev)
         self.side[k].wait_stream(main)
+        self.used.add(k)
         with torch.cuda.stream(self.side[k]):
             yield
 
     def join(self, *ks: int) -> None:
+        """The current stream waits for lanes ``ks`` (default: every lane forked), where forked: a
+        captured stream may only wait for work of its own capture."""
         main = torch.cuda.current_stream(self.dev)
-        for k in ks or range(len(self.side)):
-            main.wait_stream(self.side[k])
+        for k in ks or sorted(self.used):
+            if k in self.used:
+                main.wait_stream(self.side[k])
+        if not ks:
+            self.used.clear()
 
     def keep(self, t):
         self.held.append(t)
