@@ -206,17 +206,19 @@ class TorchQuantizer:
         if self.p.quant is None:
             return x.contiguous().view(I32), ok
         lay = _layout(self.p)
-        out = ln.keep(torch.empty((n, lay[Attr.SH_REST].stop), dtype=I32, device=x.device))
         R, O, S = lay[Attr.ROTATION], lay[Attr.OPACITY], lay[Attr.SH_REST]
+        part = {}                                  # each lane's own codes, put side by side at the end
         with ln.lane(2):
-            out[:, R] = self._smallest_three(x[:, R].to(F64))
+            part[Attr.ROTATION] = ln.keep(self._smallest_three(x[:, R].to(F64)))
         with ln.lane(3):
             u = torch.round((x.index_select(1, self.u_cols).to(F64) - self.u_lo) * self.u_k)
-            out.index_copy_(1, self.u_cols, torch.minimum(u.clamp_min(0), self.u_top).to(I32))
-            out[:, O] = torch.searchsorted(self.op_thr, x[:, O].contiguous(), right=True)
+            u = ln.keep(torch.minimum(u.clamp_min(0), self.u_top).to(I32))
+            k = self.p.comps(Attr.SCALE)
+            part[Attr.SCALE], part[Attr.SH_DC] = u[:, :k], u[:, k:]
+            part[Attr.OPACITY] = ln.keep(torch.searchsorted(self.op_thr, x[:, O].contiguous(), right=True).to(I32))
             if S.stop > S.start:
                 r = torch.round(x[:, S] * self.rest_inv)
-                out[:, S] = torch.maximum(torch.minimum(r, self.rest_lim), -self.rest_lim)
+                part[Attr.SH_REST] = ln.keep(torch.maximum(torch.minimum(r, self.rest_lim), -self.rest_lim).to(I32))
         P = lay[Attr.POSITION]
         origins = self.cell_origins(ids)
         xp = x[:, P].to(F64)
@@ -225,9 +227,9 @@ class TorchQuantizer:
         c = torch.round((xp - origins) / self.pos_step)
         if n:
             ok = ok & (c.abs().amax() <= 2**31 - 1)           # NaN fails it too
-        out[:, P] = c.clamp(-2**31, 2**31 - 1)
+        part[Attr.POSITION] = c.clamp(-2**31, 2**31 - 1).to(I32)
         ln.join(2, 3)
-        return out, ok
+        return torch.cat([part[a] for a in ATTRS if a in part], 1), ok
 
     @staticmethod
     def _uniform(v, lo, hi, bits):

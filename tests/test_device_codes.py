@@ -433,3 +433,115 @@ def test_a_cpu_world_frames_through_the_codecs_encoder_equal_the_device_path(pro
         kinds |= {("add", bool(len(d.add_ids))), ("upd", len(d.updates) > 1), ("cells", bool(d.delete_cells))}
         assert host.encode_delta(d) == dev.encode_delta(build_delta(dev, to_ops(out))), k
     assert {("add", True), ("upd", True), ("cells", True)} <= kinds        # every kind of op was there
+
+
+class _RecordedLanes:
+    """Lanes that run in turn on the CPU and check what streams would need: every tensor an operation
+    reads or writes was last written by its own lane or by one whose work that lane has waited for
+    (a vector clock per lane: forking takes the forking stream's, joining merges the lane's into it),
+    and every lane forked is joined by the frame's end."""
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        lanes = self
+        self.cur, self.seq = "main", 0
+        self.seen = {"main": {"main": 0}}       # lane -> {lane: the last of its operations waited for}
+        self.writer: dict = {}                  # storage -> (lane, operation)
+        self.forked: set = set()
+        self.bad: list = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                flat = [a for a in list(args) + list(kwargs.values()) for a in (a if isinstance(a, (list, tuple)) else [a])]
+                for t in flat:
+                    if isinstance(t, torch.Tensor):
+                        lanes._read(t, func)
+                out = func(*args, **kwargs)
+                lanes.seq += 1
+                lanes.seen[lanes.cur][lanes.cur] = lanes.seq
+                # what the operation wrote: its mutated arguments, and its results unless they are views
+                written = [a for a, arg in zip(args, func._schema.arguments)
+                           if isinstance(a, torch.Tensor) and arg.alias_info is not None and arg.alias_info.is_write]
+                outs = out if isinstance(out, (list, tuple)) else [out]
+                written += [o for o, ret in zip(outs, func._schema.returns)
+                            if isinstance(o, torch.Tensor) and ret.alias_info is None]
+                for t in written:
+                    lanes.writer[t.untyped_storage().data_ptr()] = (lanes.cur, lanes.seq)
+                return out
+
+        self.mode = Mode()
+
+    def _read(self, t, func):
+        w = self.writer.get(t.untyped_storage().data_ptr())
+        if w is not None and w[0] != self.cur and self.seen[self.cur].get(w[0], 0) < w[1]:
+            self.bad.append(f"{func} on {self.cur} uses a tensor {tuple(t.shape)} of {w[0]} before waiting for it")
+
+    def lane(self, k: int):
+        import contextlib
+
+        @contextlib.contextmanager
+        def run():
+            name = f"lane{k}"
+            view = self.seen.setdefault(name, {})
+            for s, q in self.seen["main"].items():
+                view[s] = max(view.get(s, 0), q)
+            self.forked.add(k)
+            self.cur = name
+            try:
+                yield
+            finally:
+                self.cur = "main"
+        return run()
+
+    def join(self, *ks: int) -> None:
+        for k in ks or sorted(self.forked):
+            for s, q in self.seen.get(f"lane{k}", {}).items():
+                self.seen["main"][s] = max(self.seen["main"].get(s, 0), q)
+        if not ks:
+            self.forked.clear()
+
+    @staticmethod
+    def keep(t):
+        return t
+
+
+def test_a_frames_lanes_wait_for_what_they_use(monkeypatch):
+    """On a GPU a frame graph's independent parts run on side streams (lanes). Run in turn on the CPU
+    under a checker, no part uses a tensor before its lane has waited for the lane that wrote it,
+    every lane is joined by the frame's end, and the frames equal those built in one lane."""
+    x, p = _scene(3000, 3, 5, "compact")
+    lay = attr_layout(3)
+    monkeypatch.setattr(dc, "SHAPED_ON_CPU", True)
+    plain = dc._frame_device
+    checkers = []
+
+    def in_lanes(m, r, union, tcol, lanes=None):
+        ln = _RecordedLanes()
+        checkers.append(ln)
+        with ln.mode:
+            out = plain(m, r, union, tcol, ln)
+        assert not ln.forked, "lanes left unjoined"
+        return out
+
+    deltas = []
+    for checked in (False, True):
+        if checked:
+            monkeypatch.setattr(dc, "_frame_device", in_lanes)
+        s = Stream(p)
+        ids = s.enc.assign_ids(x[:, :3])
+        s.push(FloatOps(keyframe=True, add_ids=ids[:2000], add=x[:2000]))
+        r = np.random.default_rng(3)
+        for step in range(4):
+            u = r.choice(2000, 300, replace=False)
+            u1, u2 = u[:200], u[200:]
+            new = slice(2000 + 250 * step, 2250 + 250 * step)
+            ops = FloatOps(updates=[(ids[u1], {Attr.POSITION: x[u1, :3] + 0.01 * (step + 1)}),
+                                    (ids[u2], {Attr.ROTATION: r.normal(size=(100, 4)).astype(np.float32),
+                                               Attr.SH_DC: x[u2][:, lay[Attr.SH_DC]] + 0.2})],
+                           add_ids=ids[new], add=x[new])
+            deltas.append(s.push(ops))
+    assert len(checkers) == 5 and all(not c.bad for c in checkers), [c.bad[:3] for c in checkers]
+    assert all(a.equals(b) for a, b in zip(deltas[:4], deltas[4:]))
+    assert all(d.n_update and d.n_add for d in deltas)
