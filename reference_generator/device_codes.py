@@ -22,7 +22,9 @@ that touches every changed Gaussian runs there, in torch, on that device:
   **one** device-to-host copy of a packed byte buffer. The host only frames and compresses
   (``Encoder.encode_delta``). On a GPU all of that is one CUDA graph replay (``_FrameGraph``): a
   frame's rows are padded to a power of two so that its operations have fixed shapes, and the
-  mirror's index then lives in fixed-size buffers that the graph searches in place.
+  mirror's index then lives in fixed-size buffers that the graph searches in place. The graph's
+  independent parts (the UPDATE rows' lookup, the ADD sort and packing, groups of attributes) are
+  captured on side streams (``_Lanes``), so the device runs them side by side.
 
 The mirror is attached to its ``Encoder``; a delta built here is committed to the mirror when
 the encoder's state shows it was applied (same seq and digest), on the next ``build_delta``;
