@@ -462,9 +462,8 @@ class SceneState:
         if domains:
             flags = parallel_map(lambda x: p.has_invalid(x, d.add[x]), ATTRS, sum(d.add[x].nbytes for x in ATTRS))
             bad = [x for x, f in zip(ATTRS, flags) if f]
-        if acc is not None:  # all of them: on the section workers where they are many
-            whole = (a, b) == (0, len(d.add_ids))
-            row_accumulators(d.add_ids, [d.add[x] for x in ATTRS], out=acc, span=None if whole else (a, b))
+        if acc is not None:
+            row_accumulators(d.add_ids, [d.add[x] for x in ATTRS], out=acc, span=(a, b))
         return found[found >= 0], bad, acc
 
     def _plan_rest(self, d: Delta, hashed: bool, add_jobs) -> dict:
