@@ -142,14 +142,12 @@ def unsigned(codes: np.ndarray) -> np.ndarray:
     return codes if codes.dtype.kind == "u" else codes.view(np.dtype(f"u{codes.dtype.itemsize}"))
 
 
-def row_accumulators(ids: np.ndarray, planar_codes: list[np.ndarray], out: np.ndarray | None = None,
-                     span: tuple[int, int] | None = None) -> np.ndarray:
+def row_accumulators(ids: np.ndarray, planar_codes: list[np.ndarray]) -> np.ndarray:
     """(2, N) uint32 accumulators of N Gaussians from their ids and (C, N) codes in attribute order
-    (ranges of columns on the section workers for a large N). With ``out`` and ``span`` (start, stop),
-    only those columns, written into ``out``: jobs that share one output each fill their own span."""
+    (ranges of columns on the section workers for a large N)."""
     total = 2 + sum(c.shape[0] for c in planar_codes)
     k = lane_constants(total)
-    acc = np.empty((2, len(ids)), np.uint32) if out is None else out
+    acc = np.empty((2, len(ids)), np.uint32)
     ids = np.ascontiguousarray(ids, np.uint64)
     words = []
     j = 2
@@ -159,15 +157,12 @@ def row_accumulators(ids: np.ndarray, planar_codes: list[np.ndarray], out: np.nd
             words.append((unsigned(codes), k[0, j:j + c], k[1, j:j + c]))
         j += c
 
-    def spans(s):
+    def span(s):
         id_accumulators(ids, k, acc, *s)
         for w in words:
             add_words(acc, *w, *s)
-    if span is not None:
-        spans(span)
-        return acc
     n = len(ids)
-    parallel_map(spans, column_spans(n), n * total)
+    parallel_map(span, column_spans(n), n * total)
     return acc
 
 

@@ -379,11 +379,6 @@ class IdIndex:
             self._cells = self._cells.result()
         return self._cells
 
-    def table_ready(self) -> bool:
-        """The main array's cell table is built, or being built (``prepare``): lookups on several
-        threads then share it instead of each building one."""
-        return self._cells is not None or len(self.main_ids) == 0
-
     def find(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(slot of each id or -1 where not live, where it sits: a handle for ``remove_found``: its
         position in main (>= 0), or -2 - its position in the overlay followed by the run, or -1)."""

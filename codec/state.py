@@ -40,8 +40,7 @@ _ENTRY_TAG = U64(0xFFFFFFFF) << U64(32)  # a palette entry's record: w_0 = index
 
 _BATCH = 64  # columns whose cache lines are read together before they are updated
 GROW_AHEAD_MIN = 1 << 18  # a keyframe this large, in a stream with room for more, grows on a worker
-ADD_JOB_MIN = 1024  # a delta with this many ADDs has them looked up, checked and hashed on workers meanwhile,
-ADD_JOBS = 4        # in up to this many jobs of at least ADD_JOB_MIN ADDs each
+ADD_JOB_MIN = 1024  # a delta with this many ADDs has them looked up, checked and hashed on a worker meanwhile
 
 
 def _moved(storage: tuple, cap: int, cols) -> tuple:
@@ -418,55 +417,32 @@ class SceneState:
         self._validate_delta(d)
         hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
             else (d.digest is not None or track_digest)
-        # A delta's ADDs read nothing that the rest of the plan writes: with cores to spare, workers
-        # look their ids up, check their codes and hash their rows (each job a share of the ADDs)
-        # while this thread goes on (the frame's start, deletes, UPDATE lookups); their outcomes are
-        # taken in the same order as here.
-        add_jobs = None
+        # A delta's ADDs read nothing that the rest of the plan writes: with cores to spare, a worker
+        # looks their ids up, checks their codes and hashes their rows while this thread goes on (the
+        # frame's start, deletes, UPDATE lookups); their outcomes are taken in the same order as here.
+        add_job = None
         if not d.keyframe and len(d.add_ids) >= ADD_JOB_MIN and spare_workers() and not on_worker():
-            add_jobs = self._add_jobs(d, hashed)
+            add_job = submit(self._add_checks, d, hashed)
         try:
             if on_valid is not None:
                 on_valid()
-            return self._plan_rest(d, hashed, add_jobs)
+            return self._plan_rest(d, hashed, add_job)
         finally:
-            for job in add_jobs or ():
-                if not job.cancel():
-                    job.exception()  # nothing may read the state once the plan is over
+            if add_job is not None and not add_job.cancel():
+                add_job.exception()  # nothing may read the state once the plan is over
 
-    def _add_jobs(self, d: Delta, hashed: bool) -> list:
-        """The ADD checks as up to ADD_JOBS worker jobs of ADD_JOB_MIN or more ADDs each (one while the
-        index's cell table is still to be built: each job would build it); ``_add_outcome`` joins them."""
-        n = len(d.add_ids)
-        k = max(1, min(ADD_JOBS, n // ADD_JOB_MIN)) if self.index.table_ready() else 1
-        cuts = [n * i // k for i in range(k + 1)]
-        acc = np.empty((2, n), np.uint32) if hashed else None
-        return [submit(self._add_checks, d, acc, cuts[i], cuts[i + 1], i == 0) for i in range(k)]
-
-    @staticmethod
-    def _add_outcome(jobs: list) -> tuple:
-        """The ADD jobs' outcome as ``_add_checks`` gives it for all the ADDs."""
-        parts = [job.result() for job in jobs]
-        return np.concatenate([p[0] for p in parts]), parts[0][1], parts[0][2]
-
-    def _add_checks(self, d: Delta, acc: np.ndarray | None, a: int, b: int, domains: bool,
-                    found: np.ndarray | None = None) -> tuple:
-        """ADDs a..b of a delta: (slots of their ids that are live, the attributes with codes outside
-        their domain if ``domains`` (of all the ADDs) else [], ``acc``), read-only but for their columns of
-        ``acc``, the ADD rows' accumulators (None: not hashed). ``found``: their slots where the plan
-        looked them up with the rest of the frame's ids (else here)."""
+    def _add_checks(self, d: Delta, hashed: bool, found: np.ndarray | None = None) -> tuple:
+        """(slots of the ADD ids that are live, the attributes with codes outside their domain, the ADD
+        rows' accumulators or None): what a plan needs of a delta's ADDs, read-only. ``found``: the ADD
+        ids' slots where the plan looked them up with the rest of the frame's ids (else here)."""
         p = self.profile
         if found is None:
-            found = self.index.find(d.add_ids[a:b])[0]
-        bad = []
-        if domains:
-            flags = parallel_map(lambda x: p.has_invalid(x, d.add[x]), ATTRS, sum(d.add[x].nbytes for x in ATTRS))
-            bad = [x for x, f in zip(ATTRS, flags) if f]
-        if acc is not None:
-            row_accumulators(d.add_ids, [d.add[x] for x in ATTRS], out=acc, span=(a, b))
-        return found[found >= 0], bad, acc
+            found = self.index.find(d.add_ids)[0]
+        flags = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
+        bad = [a for a, f in zip(ATTRS, flags) if f]
+        return found[found >= 0], bad, row_accumulators(d.add_ids, [d.add[a] for a in ATTRS]) if hashed else None
 
-    def _plan_rest(self, d: Delta, hashed: bool, add_jobs) -> dict:
+    def _plan_rest(self, d: Delta, hashed: bool, add_job) -> dict:
         p = self.profile
         index = IdIndex(slot_bits=p.grid.slot_bits) if d.keyframe else self.index
         # One lookup for every id the frame names (the index is latency-bound, not work-bound);
@@ -475,7 +451,7 @@ class SceneState:
         hinted = d.slot_hint is not None and not d.keyframe and d.slot_hint[0] == self.token() \
             and len(d.slot_hint[1]) == len(d.updates) \
             and all(slots_hold(self.slot_ids, self.high, s, b.ids) for s, b in zip(d.slot_hint[1], d.updates))
-        add_ids = d.add_ids if add_jobs is None else d.add_ids[:0]    # the workers look those up
+        add_ids = d.add_ids if add_job is None else d.add_ids[:0]    # the worker looks those up
         n_add = len(add_ids)
         named = [d.delete_ids, add_ids] + ([] if hinted else [b.ids for b in d.updates])
         add_found = None  # slots of ADD ids that are live (None: none can be)
@@ -503,9 +479,8 @@ class SceneState:
             gone = np.sort(del_slots)  # distinct ids, so distinct slots
         # 3. adds
         if len(d.add_ids):
-            live, bad, aa = self._add_outcome(add_jobs) if add_jobs is not None else self._add_checks(
-                d, np.empty((2, len(d.add_ids)), np.uint32) if hashed else None, 0, len(d.add_ids), True,
-                add_found if add_found is not None else _NO_SLOTS)
+            live, bad, aa = add_job.result() if add_job is not None else \
+                self._add_checks(d, hashed, add_found if add_found is not None else _NO_SLOTS)
             if len(live) and (~sorted_member(live, gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
             if bad:
