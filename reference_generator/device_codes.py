@@ -620,6 +620,10 @@ GRAPHS = True             # a frame's device work as one CUDA graph replay on a 
 LANES = True              # a frame graph's independent parts on side streams, side by side on the device
 GRAPH_MIN_ROWS, GRAPH_MAX_ROWS = 1 << 11, 1 << 16
 _KEY_PAD = 2**63 - 1      # the fixed index's padding keys: after every id
+# Held while a frame graph is captured. A thread doing CUDA work beside the frame builder (the world's
+# chunk worker) holds it while it works and lets go where it pauses: some CUDA calls (a new random
+# generator, for one) refuse to run while any graph is being captured.
+CAPTURE_LOCK = threading.Lock()
 _MIRRORS: "weakref.WeakKeyDictionary[Encoder, DeviceCodes]" = weakref.WeakKeyDictionary()
 _QUANTIZERS: dict = {}
 
@@ -962,7 +966,7 @@ class _FrameGraph:
                     lanes.held.clear()
         torch.cuda.current_stream(dev).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        with CAPTURE_LOCK, torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self.out = _frame_device(*self.args, lanes)
             self.flat, self.spans = _pack(self.out.parts)
         self.lanes = lanes                        # the graph's memory that crosses lanes: kept with it

@@ -51,6 +51,7 @@ from codec import SH_C0, Attr, Grid, Profile
 from codec.attributes import rest_coeffs
 
 from .actions import Action, Idle, Interact, Jump, Look, Move, Pose, Strafe, Turn
+from .device_codes import CAPTURE_LOCK
 from .protocol import Camera, StepOutput, UpdateGroup, attr_layout, n_floats
 
 F32 = torch.float32
@@ -479,6 +480,10 @@ class _Ahead:
         self.stream = torch.cuda.Stream(world.device) if world.device.type == "cuda" else None
 
     def _make(self, seed: int, key: tuple):
+        with CAPTURE_LOCK:                      # let go at each pause point (World._pause_point)
+            return self._made(seed, key)
+
+    def _made(self, seed: int, key: tuple):
         w = self.w
         _WORKER.on = True
         w._pause_point()
@@ -584,9 +589,14 @@ class World:
         self._gate.resume()
 
     def _pause_point(self) -> None:
-        """On the chunk worker: wait here while the gate is paused (elsewhere: nothing)."""
+        """On the chunk worker: wait here while the gate is paused (elsewhere: nothing), letting go of
+        the device meanwhile (``device_codes.CAPTURE_LOCK``: a frame graph may be captured then)."""
         if getattr(_WORKER, "on", False):
-            self._gate.wait()
+            CAPTURE_LOCK.release()
+            try:
+                self._gate.wait()
+            finally:
+                CAPTURE_LOCK.acquire()
 
     def _hold_ahead(self) -> None:
         if self._ahead is not None and self.cfg.prefetch_pause_ms > 0:

@@ -374,3 +374,37 @@ def test_chunks_generated_ahead_change_nothing():
     (a, ahead), (b, none) = run(16.0), run(0.0)
     assert ahead is not None and none is None
     assert a == b
+
+
+def test_the_chunk_worker_lets_go_of_the_device_where_it_pauses():
+    """A frame graph's capture takes ``device_codes.CAPTURE_LOCK`` (some CUDA calls refuse to run on any
+    thread during a capture); the world's chunk worker holds it while it works and lets go while it
+    waits at a pause point, so a capture waits for at most one of its operations, and the worker
+    goes on only once the capture is over."""
+    import threading
+    import time
+
+    from reference_generator import device_codes as dc
+    from reference_generator import world as W
+
+    w = W.World(W.WorldConfig(target_live=2000))
+    w._gate.pause(30.0)
+    went_on = threading.Event()
+
+    def worker():
+        W._WORKER.on = True
+        with dc.CAPTURE_LOCK:
+            w._pause_point()                    # waits at the paused gate
+            went_on.set()
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    time.sleep(0.1)
+    assert dc.CAPTURE_LOCK.acquire(timeout=5)  # free while the worker waits
+    w._gate.resume()
+    time.sleep(0.1)
+    assert not went_on.is_set()                # the worker waits for the capture to end
+    dc.CAPTURE_LOCK.release()
+    assert went_on.wait(5)
+    t.join(5)
+    assert not dc.CAPTURE_LOCK.locked()
