@@ -947,15 +947,9 @@ class _FrameGraph:
         self.args = (m, self.rows, union, tcol)
         self.graph = None
         if m.device.type == "cuda":
-            try:
-                self._capture(_Lanes(m.device) if LANES else None)
-            except RuntimeError:
-                if not LANES:
-                    raise
-                self._capture(None)               # this device cannot capture side streams: one lane
+            self._capture(m.device, _Lanes(m.device) if LANES else None)
 
-    def _capture(self, lanes: _Lanes | None) -> None:
-        dev = self.rows.add_ids.device
+    def _capture(self, dev, lanes: _Lanes | None) -> None:
         side = torch.cuda.Stream(dev)
         side.wait_stream(torch.cuda.current_stream(dev))
         with torch.cuda.stream(side):             # warm-up off the capture, as CUDA graphs want

@@ -480,23 +480,20 @@ class _Ahead:
         self.stream = torch.cuda.Stream(world.device) if world.device.type == "cuda" else None
 
     def _make(self, seed: int, key: tuple):
-        with CAPTURE_LOCK:                      # let go at each pause point (World._pause_point)
-            return self._made(seed, key)
-
-    def _made(self, seed: int, key: tuple):
         w = self.w
         _WORKER.on = True
-        w._pause_point()
-        if self.stream is None:
-            lay = w._layout(key, seed)
+        with CAPTURE_LOCK:                      # let go at each pause point (World._pause_point)
             w._pause_point()
-            return lay, w._generate(lay)
-        with torch.cuda.stream(self.stream):
-            lay = w._layout(key, seed)
-            w._pause_point()
-            ch = w._generate(lay)
-        self.stream.synchronize()               # ready when the future is: the main stream never waits on it
-        return lay, ch
+            if self.stream is None:
+                lay = w._layout(key, seed)
+                w._pause_point()
+                return lay, w._generate(lay)
+            with torch.cuda.stream(self.stream):
+                lay = w._layout(key, seed)
+                w._pause_point()
+                ch = w._generate(lay)
+            self.stream.synchronize()           # ready when the future is: the main stream never waits on it
+            return lay, ch
 
     def clear(self) -> None:
         for f in self.jobs.values():
