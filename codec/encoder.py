@@ -51,13 +51,17 @@ class Encoder:
 
     def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
                  level: int = 1, digest: bool = True, gaussians_per_entry: int = 8,
-                 weighted: bool = True, frame_rate: float = 0.0, implicit_ids: bool = True):
+                 weighted: bool = True, frame_rate: float = 0.0, implicit_ids: bool = True,
+                 palette_search=None):
         self.profile = profile
         # SH palette streams: a scene's palette gets one entry per this many Gaussians (up to the
         # header's sh_palette), its k-means weighing each Gaussian's SH error by its alpha
-        # (``weighted``, ``importance``); ``_search`` finds entries for new content.
+        # (``weighted``, ``importance``); ``_search`` finds entries for new content. ``palette_search``:
+        # a class with ``palette.PaletteSearch``'s constructor and methods that does the search
+        # elsewhere, e.g. on the GPU that holds a generator's scene (rows in, indices out).
         self.gaussians_per_entry = gaussians_per_entry
         self.weighted = weighted
+        self._search_type = palette_search or palette.PaletteSearch
         self._search: palette.PaletteSearch | None = None
         self._fit = None  # (median, 99th percentile) of the squared distances of the palette's own rows
         self._made = None    # the palette entries of the last delta built here
@@ -244,7 +248,7 @@ class Encoder:
         if fresh:
             k = min(p.palette, max(1, -(-len(values) // self.gaussians_per_entry)))
             codes = p.quantize_rest(palette.build(values, k, weights=weights))
-            search = palette.PaletteSearch(p.dequantize_rest(codes), np.arange(codes.shape[1]))
+            search = self._search_type(p.dequantize_rest(codes), np.arange(codes.shape[1]))
             found, dist = search.nearest(values)
             # Number the entries in the order of their first Gaussian (rows come in id order, i.e.
             # along the Morton curve), so that the index section delta-codes a little smaller;
@@ -260,7 +264,7 @@ class Encoder:
             return renumber[found].astype(np.uint16)[None, :]
         if self._search is None:  # a palette this encoder did not build: search the state's
             entries = self.state.palette_set()
-            self._search = palette.PaletteSearch(p.dequantize_rest(entries.codes), entries.index.astype(np.int64))
+            self._search = self._search_type(p.dequantize_rest(entries.codes), entries.index.astype(np.int64))
             self._fit = None
         found, dist = self._search.nearest(values)
         if self._fit is None and len(self._search) and len(dist):  # the first rows stand for the palette's
@@ -277,10 +281,12 @@ class Encoder:
                 codes = p.quantize_rest(palette.build(values[poor], k, weights=w))
                 index = free[:codes.shape[1]].astype(np.uint16)
                 d.palette = PaletteSet.merged(d.palette, PaletteSet(index, codes))
-                self._search.add(p.dequantize_rest(codes), index)
-                near, nd = self._search.nearest(values)  # any row of the frame may fit a new entry best
+                fresh_entries = p.dequantize_rest(codes)
+                self._search.add(fresh_entries, index)
+                # any row of the frame may fit a new entry best: only the new entries need a look
+                near, nd = palette.nearest(values, fresh_entries)
                 better = nd < dist
-                found[better], dist[better] = near[better], nd[better]
+                found[better], dist[better] = index[near[better]], nd[better]
         return found.astype(np.uint16)[None, :]
 
     def _weights(self, vals: dict, order: np.ndarray) -> np.ndarray | None:

@@ -46,6 +46,7 @@ from codec.warmup import warm_up as warm_codec
 
 from .actions import Idle, Interact, Jump, Look, Move, Pose, Strafe, Turn
 from .differ import Differ
+from .protocol import encoder_for
 from .simulate import run_session, scripted_session, summarize, sync, timed_step
 from .warmup import warm_up as warm_generator
 from .world import World, WorldConfig
@@ -64,7 +65,7 @@ def make_world(n: int, device, sh_degree: int, profile: str) -> tuple[World, Enc
     # aim 8% higher to hold about n while moving; the budget leaves 20% headroom
     cfg = WorldConfig(sh_degree=sh_degree, profile=profile, target_live=int(1.08 * n), max_gaussians=int(1.2 * n))
     w = World(cfg, device)
-    return w, Encoder(w.profile, max_gaussians=cfg.max_gaussians, generator="reference_generator bench")
+    return w, encoder_for(w.profile, device, max_gaussians=cfg.max_gaussians, generator="reference_generator bench")
 
 
 def warm_up(w: World, enc: Encoder, n: int, max_steps: int = 400) -> int:
@@ -319,6 +320,19 @@ def render(results: dict) -> str:
                       f"most {results['max_add_per_step']:,} a step): median {sl['add_median']:,.0f} ADDs, generate "
                       f"{sl['gen_median']:.1f} ms, codec {sl['codec_median']:.1f} ms, {sl['bytes_median']:,.0f} bytes; "
                       f"the other steps carry only motion (UPDATEs) and retirements (DELETE_CELLS)."]
+        if size.get("palette_session"):
+            ps, pl, sl = size["palette_session"], size.get("palette_session_loads"), size.get("session_loads")
+            per_add = (f" Its ADD steps: {pl['bytes_total'] / pl['add_total']:.2f} bytes per added Gaussian against "
+                       f"{sl['bytes_total'] / sl['add_total']:.2f}, codec median {pl['codec_median']:.1f} ms."
+                       if pl and sl and "add_total" in pl and "add_total" in sl else "")
+            L += ["", f"**The same session with an SH palette** (profile `{ps['profile']}`: SH_REST as one u16 index "
+                      f"into a palette of up to 65,536 entries carried in the stream, SPEC.md 5.9; its other bit depths "
+                      f"as that preset's): deltas mean {ps['delta_bytes_mean']:,.0f} bytes per step, "
+                      f"**{ps['delta_bytes_mean'] / max(s['delta_bytes_mean'], 1):.3f}x** the session above (median "
+                      f"{ps['delta_bytes_median']:,.0f}, max {ps['delta_bytes_max']:,.0f}); keyframe "
+                      f"{ps['keyframe_bytes'] / 1e6:.2f} MB against {s['keyframe_bytes'] / 1e6:.2f} MB. Time per step, "
+                      f"median / p90 ms: codes {ps['codes_ms_median']:.2f} / {ps['codes_ms_p90']:.2f}, encode "
+                      f"{ps['encode_ms_median']:.2f} / {ps['encode_ms_p90']:.2f}.{per_add} validate_stream: {ps['valid']}."]
         if size.get("differ"):
             dfr = size["differ"]
             ok = "PASS" if dfr["diff_ms_median"] <= GOAL_DIFF_MS else "MISS"
@@ -359,6 +373,32 @@ def write_report(path: str, section: str, key: str) -> None:
         f.write(new)
 
 
+def bench_session(w: World, enc: Encoder, a, keep: str | None) -> tuple[dict, dict | None]:
+    """The scripted session on a fresh world: its summary (stream validated) and its ADD steps'."""
+    path = keep or os.path.join("/tmp", f"gsd_bench_session_{os.getpid()}.gsd")
+    with StreamWriter(path, enc.header_bytes()) as sw:
+        records, full = run_session(w, enc, 0, scripted_session(a.session_steps), sw, 50)
+    s = summarize(records, full, len(enc.header_bytes()), a.fps, a.video_mbps)
+    problems = validate_stream(path)
+    s["valid"] = "ok" if not problems else "; ".join(map(str, problems))
+    if not keep:
+        os.remove(path)
+    loads = [r for r in records[1:] if r.add]
+    if not loads:
+        return s, None
+    return s, {"steps": len(loads), "add_median": statistics.median(r.add for r in loads),
+               "add_total": sum(r.add for r in loads), "bytes_total": sum(r.bytes for r in loads),
+               "gen_median": statistics.median(r.gen_ms for r in loads),
+               "codec_median": statistics.median(r.codec_ms for r in loads),
+               "bytes_median": statistics.median(r.bytes for r in loads)}
+
+
+def _print_session(s: dict, profile: str) -> None:
+    print(f"   session ({profile}): {s['delta_bytes_mean']:,.0f} B/step mean (median {s['delta_bytes_median']:,.0f}), "
+          f"full scene {s['full_scene_bytes_mean']:,.0f} B/step, video {s['video_bytes_per_step']:,.0f} B/step; "
+          f"validate_stream {s['valid']}", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m reference_generator.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -370,6 +410,8 @@ def main(argv=None) -> int:
                     help="walk steps for step-time percentiles: long enough for dozens of chunks to load and retire (0: skip)")
     ap.add_argument("--sh-degree", type=int, default=3, choices=(0, 1, 2, 3))
     ap.add_argument("--profile", default="compact")
+    ap.add_argument("--palette-profile", default="small",
+                    help="profile of a second run of the scripted session, with an SH palette (SPEC.md 5.9); none: skip")
     ap.add_argument("--fps", type=float, default=25.0)
     ap.add_argument("--video-mbps", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -423,34 +465,24 @@ def main(argv=None) -> int:
             print(f"   walk {wk['steps']} steps ({wk['chunks_loaded']} chunks loaded): total median {wk['total_median']:.2f} ms, "
                   f"p90 {wk['total_p90']:.2f}, p99 {wk['total_p99']:.2f}, max {wk['total_max']:.1f}", flush=True)
         differ_w = w
-        # the scripted session, on a fresh world of the same size
+        # the scripted session, on a fresh world of the same size; again with an SH palette
         w2, enc2 = make_world(n, device, a.sh_degree, a.profile)
-        path = a.session_file or os.path.join("/tmp", f"gsd_bench_session_{os.getpid()}.gsd")
-        with StreamWriter(path, enc2.header_bytes()) as sw:
-            records, full = run_session(w2, enc2, 0, scripted_session(a.session_steps), sw, 50)
-        s = summarize(records, full, len(enc2.header_bytes()), a.fps, a.video_mbps)
-        problems = validate_stream(path)
-        s["valid"] = "ok" if not problems else "; ".join(map(str, problems))
-        if not a.session_file:
-            os.remove(path)
-        size["session"] = s
-        loads = [r for r in records[1:] if r.add]
-        if loads:
-            size["session_loads"] = {
-                "steps": len(loads), "add_median": statistics.median(r.add for r in loads),
-                "gen_median": statistics.median(r.gen_ms for r in loads),
-                "codec_median": statistics.median(r.codec_ms for r in loads),
-                "bytes_median": statistics.median(r.bytes for r in loads)}
-        print(f"   session: {s['delta_bytes_mean']:,.0f} B/step mean (median {s['delta_bytes_median']:,.0f}), full scene "
-              f"{s['full_scene_bytes_mean']:,.0f} B/step, video {s['video_bytes_per_step']:,.0f} B/step; "
-              f"validate_stream {s['valid']}", flush=True)
+        size["session"], size["session_loads"] = bench_session(w2, enc2, a, a.session_file)
+        _print_session(size["session"], a.profile)
+        w2.close()
+        if a.palette_profile != "none" and a.sh_degree:
+            w3, enc3 = make_world(n, device, a.sh_degree, a.palette_profile)
+            size["palette_session"], size["palette_session_loads"] = bench_session(w3, enc3, a, None)
+            size["palette_session"]["profile"] = a.palette_profile
+            _print_session(size["palette_session"], a.palette_profile)
+            w3.close()
+            del w3, enc3
         if a.differ_steps:
             size["differ"] = bench_differ(differ_w, a.differ_steps)
             print(f"   full-scene diff: export {size['differ']['scene_ms_median']:.2f} ms, diff + encode "
                   f"{size['differ']['diff_ms_median']:.2f} ms/step", flush=True)
         results["sizes"].append(size)
         w.close()
-        w2.close()
         del w, w2, enc, enc2, differ_w
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -466,7 +498,8 @@ def main(argv=None) -> int:
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1, default=float)
-    return 0 if all(sz["session"]["valid"] == "ok" for sz in results["sizes"]) else 1
+    return 0 if all(sz[k]["valid"] == "ok" for sz in results["sizes"] for k in ("session", "palette_session")
+                    if k in sz) else 1
 
 
 if __name__ == "__main__":

@@ -986,6 +986,9 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     from codec.delta import UpdateBlock       # the wire-form UPDATE block
 
     p = enc.profile
+    if p.palette:
+        raise ValueError("SH palette profiles are encoded on the host (protocol.to_delta): the encoder picks "
+                         "each Gaussian's palette entry and grows the palette as it builds a delta")
     dev = torch.device(device) if device is not None else _device_of(ops)
     clk = _Clock(dev)
     m = mirror_of(enc, dev)

@@ -27,6 +27,7 @@ from codec.attributes import components
 
 from .actions import Action
 from .device_codes import FloatOps, build_delta
+from .device_palette import DevicePaletteSearch
 
 U64 = np.uint64
 
@@ -187,15 +188,26 @@ def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
     the host. A step on the CPU goes to the codec's own encoder as numpy arrays (``to_host``, then
     ``Encoder.make_delta``): the same codes, without a torch call per operation, which on the
     small frames of a CPU world cost more than the work (0.9 against 0.4 ms a step at 3,000
-    Gaussians).
+    Gaussians). A profile with an SH palette (SPEC.md 5.9) takes the host path on every device:
+    its SH_REST codes are palette indices that the encoder chooses (and its palette grows) as it
+    builds the delta; an encoder made by ``encoder_for`` searches the palette on the world's device.
     """
-    if out.add.device.type != "cpu":
+    if out.add.device.type != "cpu" and not encoder.profile.palette:
         return build_delta(encoder, to_ops(out), out.add.device)
     h = to_host(out, encoder.profile.sh_degree)
     return encoder.make_delta(add=(h.add_ids, h.add) if len(h.add_ids) or h.keyframe else None,
                               update=[(ids, vals) for ids, vals in h.updates if len(ids)] or None,
                               delete=h.delete_ids if len(h.delete_ids) else None,
                               delete_cells=h.delete_cells or None, keyframe=h.keyframe)
+
+
+def encoder_for(profile: Profile, device, **kw) -> Encoder:
+    """The encoder of a world on ``device``: ``Encoder(profile, **kw)``, whose SH palette (if the
+    profile has one) is searched on that device when it is a GPU (``DevicePaletteSearch``)."""
+    device = torch.device(device)
+    if profile.palette and device.type != "cpu":
+        kw.setdefault("palette_search", DevicePaletteSearch.on(device))
+    return Encoder(profile, **kw)
 
 
 def encode_output(encoder: Encoder, out: StepOutput) -> bytes:

@@ -985,8 +985,9 @@ def parse_args(argv=None) -> ServerConfig:
                     help="Gaussians in view at steady state, per world (default: %(default)s)")
     ap.add_argument("--sh-degree", type=int, default=3, choices=range(4),
                     help="spherical-harmonics degree of the worlds' Gaussians (default: %(default)s)")
-    ap.add_argument("--profile", default="compact", choices=("compact", "high", "lossless"),
-                    help="quantization profile of the streams (SPEC.md 5; default: %(default)s)")
+    ap.add_argument("--profile", default="compact", choices=("compact", "small", "high", "lossless"),
+                    help="quantization profile of the streams (SPEC.md 5; default: %(default)s); small codes SH "
+                         "through a palette (SPEC.md 5.9): about 0.6x the bytes of new content, format 1.1 clients only")
     ap.add_argument("--tick-hz", type=float, default=25.0,
                     help="idle world steps per second when no action arrives (an action steps at once); "
                          "0: step on actions only (default: %(default)s)")

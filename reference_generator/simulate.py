@@ -24,7 +24,7 @@ from codec import Encoder, StreamWriter, validate_stream
 from codec.profile import PRESETS
 
 from .actions import Action, scripted_session  # scripted_session: the session gsd-world, gsd-watch and bench play
-from .protocol import to_delta
+from .protocol import encoder_for, to_delta
 from .world import World, WorldConfig
 
 
@@ -218,7 +218,7 @@ def main(argv: list | None = None) -> int:
     cfg = WorldConfig(sh_degree=a.sh_degree, profile=a.profile, target_live=a.target_live,
                       max_gaussians=a.max_gaussians)
     world = World(cfg, device)
-    enc = Encoder(world.profile, max_gaussians=cfg.max_gaussians, generator="reference_generator (gsd-world)")
+    enc = encoder_for(world.profile, device, max_gaussians=cfg.max_gaussians, generator="reference_generator (gsd-world)")
     header = enc.header_bytes()
     actions = scripted_session(a.steps)
     if not a.quiet:

@@ -49,7 +49,7 @@ from codec import Encoder
 from .actions import Action, Idle, coalesce
 from .flow import OutFrame, Pending, wait_for
 from .progressive_join import CutCache, ProgressivePending, touched_ids
-from .protocol import to_delta
+from .protocol import encoder_for, to_delta
 from .world import World, WorldConfig
 
 log = logging.getLogger("gsd.server")
@@ -119,7 +119,7 @@ class WorldCore:
         "refine_bytes"}): the world cuts its stand-ins once as it is created (``CutCache.prime``)."""
         self.device = torch.device(device)
         self.world = World(config, self.device)
-        self.encoder = Encoder(self.world.profile, max_gaussians=self.world.max_gaussians,
+        self.encoder = encoder_for(self.world.profile, self.device, max_gaussians=self.world.max_gaussians,
                                generator=f"gsd reference world (seed {seed})")
         self.encoder.encode_delta(to_delta(self.encoder, self.world.reset(seed)))
         self.encoder.state.reserve(self.world.max_gaussians)   # its budget now, not a copy mid-session
