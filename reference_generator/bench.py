@@ -41,12 +41,12 @@ import numpy as np
 import torch
 
 import codec
-from codec import Encoder, StreamWriter, validate_stream
+from codec import Attr, Encoder, Gaussians, StreamWriter, validate_stream
 from codec.warmup import warm_up as warm_codec
 
 from .actions import Idle, Interact, Jump, Look, Move, Pose, Strafe, Turn
 from .differ import Differ
-from .protocol import encoder_for
+from .protocol import attr_layout, encoder_for
 from .simulate import run_session, scripted_session, summarize, sync, timed_step
 from .warmup import warm_up as warm_generator
 from .world import World, WorldConfig
@@ -313,7 +313,7 @@ def render(results: dict) -> str:
               f"live mean {s['live_mean']:,.0f}; {s['add_total']:,} ADDs, {s['update_total']:,} UPDATEs, "
               f"{s['delete_cells_total']:,} cells deleted. Time per step, median / p90 ms: generate "
               f"{s['gen_ms_median']:.2f} / {s['gen_ms_p90']:.2f}, codes {s['codes_ms_median']:.2f} / {s['codes_ms_p90']:.2f}, "
-              f"encode {s['encode_ms_median']:.2f} / {s['encode_ms_p90']:.2f}. validate_stream: {s['valid']}."]
+              f"encode {s['encode_ms_median']:.2f} / {s['encode_ms_p90']:.2f}.{_psnr_text(s)} validate_stream: {s['valid']}."]
         if size.get("session_loads"):
             sl = size["session_loads"]
             L += ["", f"Steps of the session that ADDed Gaussians ({sl['steps']} of {s['steps']}; new chunks stream in at "
@@ -332,7 +332,8 @@ def render(results: dict) -> str:
                       f"{ps['delta_bytes_median']:,.0f}, max {ps['delta_bytes_max']:,.0f}); keyframe "
                       f"{ps['keyframe_bytes'] / 1e6:.2f} MB against {s['keyframe_bytes'] / 1e6:.2f} MB. Time per step, "
                       f"median / p90 ms: codes {ps['codes_ms_median']:.2f} / {ps['codes_ms_p90']:.2f}, encode "
-                      f"{ps['encode_ms_median']:.2f} / {ps['encode_ms_p90']:.2f}.{per_add} validate_stream: {ps['valid']}."]
+                      f"{ps['encode_ms_median']:.2f} / {ps['encode_ms_p90']:.2f}.{per_add}{_psnr_text(ps)} "
+                      f"validate_stream: {ps['valid']}."]
         if size.get("differ"):
             dfr = size["differ"]
             ok = "PASS" if dfr["diff_ms_median"] <= GOAL_DIFF_MS else "MISS"
@@ -379,6 +380,7 @@ def bench_session(w: World, enc: Encoder, a, keep: str | None) -> tuple[dict, di
     with StreamWriter(path, enc.header_bytes()) as sw:
         records, full = run_session(w, enc, 0, scripted_session(a.session_steps), sw, 50)
     s = summarize(records, full, len(enc.header_bytes()), a.fps, a.video_mbps)
+    s["psnr"] = state_psnr(w, enc)
     problems = validate_stream(path)
     s["valid"] = "ok" if not problems else "; ".join(map(str, problems))
     if not keep:
@@ -393,10 +395,41 @@ def bench_session(w: World, enc: Encoder, a, keep: str | None) -> tuple[dict, di
                "bytes_median": statistics.median(r.bytes for r in loads)}
 
 
+def _psnr_text(s: dict) -> str:
+    if "psnr" not in s:
+        return ""
+    return (f" The final state renders at **{s['psnr']:.2f} dB** PSNR against the world's floats (4 orbit views, "
+            f"256 px, at most 200,000 Gaussians: `state_psnr`).")
+
+
+def state_psnr(w: World, enc: Encoder, views: int = 4, size: int = 256, max_render: int = 200_000) -> float:
+    """Mean PSNR (dB) of the decoder's scene against the world's floats: ``views`` orbit renders of
+    ``size`` pixels (quality.rasterizer), both thinned to the same ``max_render`` Gaussians. What the
+    stream's quantization costs the picture, so that sessions of two profiles compare at their quality."""
+    from quality.compare import default_views, render_views
+    from quality.metrics import psnr
+    from quality.scenes import spatial_subsample
+
+    ids, x = w.scene()
+    ids = ids.cpu().numpy().astype(np.uint64)
+    order = np.argsort(ids)
+    lay = attr_layout(w.cfg.sh_degree)
+    x = x.cpu().numpy()[order]
+    ref = Gaussians(x[:, lay[Attr.POSITION]], x[:, lay[Attr.SCALE]], x[:, lay[Attr.ROTATION]],
+                    x[:, lay[Attr.OPACITY]][:, 0], x[:, lay[Attr.SH_DC]], x[:, lay[Attr.SH_REST]])
+    state_ids, dec = enc.state.to_gaussians()
+    if not np.array_equal(state_ids, ids[order]):
+        raise AssertionError("the encoder's state does not hold the world's scene")
+    keep = spatial_subsample(ref.positions, max_render)
+    ref, dec = ref.take(keep), dec.take(keep)
+    cams = default_views(ref, views, size, size)
+    return float(np.mean([psnr(a, b) for a, b in zip(render_views(dec, cams), render_views(ref, cams))]))
+
+
 def _print_session(s: dict, profile: str) -> None:
     print(f"   session ({profile}): {s['delta_bytes_mean']:,.0f} B/step mean (median {s['delta_bytes_median']:,.0f}), "
           f"full scene {s['full_scene_bytes_mean']:,.0f} B/step, video {s['video_bytes_per_step']:,.0f} B/step; "
-          f"validate_stream {s['valid']}", flush=True)
+          f"PSNR of the final state {s['psnr']:.2f} dB; validate_stream {s['valid']}", flush=True)
 
 
 def main(argv=None) -> int:
