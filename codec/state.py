@@ -476,7 +476,7 @@ class SceneState:
             ranged = index.in_ranges(np.concatenate(firsts), np.concatenate(lasts))
             gone = sorted_unique(np.concatenate([del_slots, ranged]))
         else:
-            gone = np.sort(del_slots)  # distinct ids, so distinct slots
+            gone = np.sort(del_slots, kind="stable")  # distinct ids, so distinct slots; often in runs
         # 3. adds
         if len(d.add_ids):
             live, bad, aa = add_job.result() if add_job is not None else \
