@@ -132,7 +132,7 @@ class TorchQuantizer:
         if q is None:
             return
         self.pos_step = g.cell_size / (1 << q.position_bits)
-        if profile.sh_degree:
+        if profile.sh_degree and not profile.palette:
             self.rest_inv = torch.from_numpy((1.0 / profile.rest_steps()).astype(np.float32)).to(self.device)
             self.rest_lim = torch.from_numpy(profile.rest_limits().astype(np.float32)).to(self.device)
         self.op_thr = torch.from_numpy(opacity_thresholds(profile)).to(self.device)
@@ -185,6 +185,8 @@ class TorchQuantizer:
         if attr is Attr.OPACITY:
             return torch.searchsorted(self.op_thr, v.contiguous(), right=True).to(I32), ok
         if attr is Attr.SH_REST:
+            if p.palette:
+                raise ValueError("SH_REST of a palette profile is a palette index: the encoder picks it (host)")
             c = torch.round(v * self.rest_inv)                # float32 product, as numpy's
             return torch.maximum(torch.minimum(c, self.rest_lim), -self.rest_lim).to(I32), ok
         if attr is Attr.ROTATION:
@@ -218,7 +220,9 @@ class TorchQuantizer:
             k = self.p.comps(Attr.SCALE)
             part[Attr.SCALE], part[Attr.SH_DC] = u[:, :k], u[:, k:]
             part[Attr.OPACITY] = ln.keep(torch.searchsorted(self.op_thr, x[:, O].contiguous(), right=True).to(I32))
-            if S.stop > S.start:
+            if self.p.palette:                # an index the encoder picks: no row here carries one
+                part[Attr.SH_REST] = torch.zeros((n, 1), dtype=I32, device=x.device)
+            elif S.stop > S.start:
                 r = torch.round(x[:, S] * self.rest_inv)
                 part[Attr.SH_REST] = ln.keep(torch.maximum(torch.minimum(r, self.rest_lim), -self.rest_lim).to(I32))
         P = lay[Attr.POSITION]
@@ -468,14 +472,45 @@ class DeviceCodes:
 
     # -- keeping in step with the encoder ------------------------------------------------------------
     def catch_up(self, enc: Encoder) -> None:
-        """Commit the pending change if the encoder applied it; reload from the host on any other move."""
+        """Commit the pending change if the encoder applied it; reload from the host on any other move.
+        A pending ``Delta`` (``follow_host``) is read back from the host state it left."""
         ch, self.pending = self.pending, None
         st = enc.state
+        if isinstance(ch, Delta):
+            ch = self._host_change(ch, st) if st.seq == ch.seq and (ch.keyframe or st.compactions == self.compactions) \
+                else None
         if ch is not None and st.seq == ch.seq and self.seq == ch.base_seq and self._same(enc, ch.delta.digest):
             self.commit(ch, st)
             self.digest = ch.delta.digest
         if self.seq != st.seq or not self._same(enc, self.digest):
             self.reload(enc)
+
+    def _host_change(self, d: Delta, st) -> "Change":
+        """The Change of ``d``, a frame the host state ``st`` has just applied (and not compacted in):
+        its ADDs' codes are the frame's own, the UPDATEd slots' are read from the state (slots from the
+        encoder's hint where it left one: the frame moved no UPDATEd Gaussian)."""
+        dev, p = self.device, self.p
+
+        def ids_of(a) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, U64).view(np.int64)).to(dev) if len(a) else self.no_ids
+
+        def rows_of(codes: dict) -> torch.Tensor:
+            return torch.from_numpy(_host_rows(p, codes)).to(dev)
+
+        upd_slots = None
+        if d.updates:
+            hint = d.slot_hint
+            upd_slots = np.concatenate(hint[1]) if hint is not None and len(hint[1]) == len(d.updates) \
+                else st.slots_of(d.update_ids)
+        first, last = [d.delete_ranges[:, 0]], [d.delete_ranges[:, 1]]
+        for k, cells in d.delete_cells.items():
+            fc, lc = p.grid.cell_range(cells, k)
+            first.append(fc), last.append(lc)
+        return Change(d, d.seq, d.base_seq, d.keyframe, ids_of(d.add_ids),
+                      rows_of(d.add) if d.n_add else self.no_rows,
+                      torch.from_numpy(upd_slots).to(dev) if upd_slots is not None else self.no_ids,
+                      rows_of(st.codes_at(upd_slots)) if upd_slots is not None else self.no_rows,
+                      ids_of(d.delete_ids), ids_of(np.concatenate(first)), ids_of(np.concatenate(last)))
 
     @staticmethod
     def _same(enc: Encoder, digest) -> bool:
@@ -986,9 +1021,9 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     from codec.delta import UpdateBlock       # the wire-form UPDATE block
 
     p = enc.profile
-    if p.palette:
-        raise ValueError("SH palette profiles are encoded on the host (protocol.to_delta): the encoder picks "
-                         "each Gaussian's palette entry and grows the palette as it builds a delta")
+    if p.palette and not palette_free(ops):
+        raise ValueError("a frame that ADDs Gaussians or UPDATEs SH_REST under an SH palette profile is built on "
+                         "the host (protocol.to_delta): the encoder picks each palette entry and grows the palette")
     dev = torch.device(device) if device is not None else _device_of(ops)
     clk = _Clock(dev)
     m = mirror_of(enc, dev)
@@ -1090,6 +1125,24 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
     return d
 
 
+def palette_free(ops: FloatOps) -> bool:
+    """``ops`` needs no SH palette entry: no keyframe, no ADD, no UPDATE of SH_REST. Such a frame of a
+    palette profile is built here like any other (its SH_REST codes are the mirror's, untouched)."""
+    n_add = 0 if ops.add_ids is None else len(ops.add_ids)
+    return not ops.keyframe and not n_add and not any(Attr(a) is Attr.SH_REST for _, v in ops.updates for a in v)
+
+
+def follow_host(enc: Encoder, d: Delta) -> None:
+    """``d`` was built on the host against ``enc``'s state (a palette frame: ``protocol.to_delta``).
+    The encoder's mirror, if it has one, first commits what came before, then takes ``d`` from the
+    host state once the encoder has applied it (``DeviceCodes.catch_up``): a few rows up, not the
+    whole state again."""
+    m = _MIRRORS.get(enc)
+    if m is not None:
+        m.catch_up(enc)
+        m.pending = d
+
+
 def _raise_bad(add_ids, m, groups) -> None:
     """Say what was wrong with a frame whose flag came back set (the slow path of an error)."""
     if add_ids is not None and len(add_ids) > 1 and (np.diff(add_ids) == 0).any():
@@ -1114,11 +1167,12 @@ _LAYOUTS: dict = {}
 
 
 def _layout(p: Profile) -> dict:
-    lay = _LAYOUTS.get(p.sh_degree)
+    key = (p.sh_degree, p.comps(Attr.SH_REST))     # a palette profile's SH_REST: one index column
+    lay = _LAYOUTS.get(key)
     if lay is None:
         lay, start = {}, 0
         for a in ATTRS:
             lay[a] = slice(start, start + p.comps(a))
             start += p.comps(a)
-        _LAYOUTS[p.sh_degree] = lay
+        _LAYOUTS[key] = lay
     return lay

@@ -30,6 +30,7 @@ class DevicePaletteSearch:
         self.norms = torch.zeros(0, dtype=torch.float32, device=self.device)
         self.index = np.zeros(0, np.int64)
         self._index = torch.zeros(0, dtype=torch.int64, device=self.device)
+        self._row = np.zeros(0, np.int64)     # palette index -> its row here, -1 where absent
         self.add(entries, index)
 
     @classmethod
@@ -38,29 +39,49 @@ class DevicePaletteSearch:
         return functools.partial(cls, device=device)
 
     def add(self, entries: np.ndarray, index: np.ndarray) -> None:
-        """Make entries (rows) findable under their palette indices (replacing any at those indices)."""
+        """Make entries (rows) findable under their (distinct) palette indices, replacing any at those
+        indices in place: a frame's few new entries cost a few rows, not a pass over the palette."""
         entries = np.ascontiguousarray(entries, np.float32).reshape(-1, self.dim)
         index = np.asarray(index, np.int64).reshape(-1)
-        keep = ~np.isin(self.index, index)
-        self._take(np.flatnonzero(keep))
+        if not len(index):
+            return
         e = torch.from_numpy(entries).to(self.device)
-        self.entries = torch.cat([self.entries, e])
-        self.norms = torch.cat([self.norms, (e * e).sum(1)])
-        self.index = np.concatenate([self.index, index])
-        self._index = torch.from_numpy(self.index).to(self.device)
+        rows = self._rows_of(index)
+        old = np.flatnonzero(rows >= 0)
+        if len(old):
+            r, o = torch.from_numpy(rows[old]).to(self.device), torch.from_numpy(old).to(self.device)
+            self.entries[r] = e[o]
+            self.norms[r] = (e[o] * e[o]).sum(1)
+        new = np.flatnonzero(rows < 0)
+        if len(new):
+            en = e if len(new) == len(index) else e[torch.from_numpy(new).to(self.device)]
+            self.entries = torch.cat([self.entries, en])
+            self.norms = torch.cat([self.norms, (en * en).sum(1)])
+            self.index = np.concatenate([self.index, index[new]])
+            self._index = torch.from_numpy(self.index).to(self.device)
+            top = int(index[new].max()) + 1
+            if top > len(self._row):
+                self._row = np.concatenate([self._row, np.full(top - len(self._row), -1, np.int64)])
+            self._row[index[new]] = np.arange(len(self.index) - len(new), len(self.index))
 
     def relabel(self, index_map: np.ndarray) -> None:
         """Entry ``i`` becomes entry ``index_map[i]``; entries mapped to a negative index are dropped."""
         new = np.asarray(index_map, np.int64)[self.index]
         keep = np.flatnonzero(new >= 0)
-        self._take(keep)
+        if len(keep) != len(self.index):
+            r = torch.from_numpy(keep).to(self.device)
+            self.entries, self.norms = self.entries[r], self.norms[r]
         self.index = new[keep]
         self._index = torch.from_numpy(self.index).to(self.device)
+        self._map()
 
-    def _take(self, rows: np.ndarray) -> None:
-        if len(rows) != len(self.index):
-            r = torch.from_numpy(rows).to(self.device)
-            self.entries, self.norms, self.index = self.entries[r], self.norms[r], self.index[rows]
+    def _rows_of(self, index: np.ndarray) -> np.ndarray:
+        inside = index < len(self._row)
+        return np.where(inside, self._row[np.where(inside, index, 0)], -1) if len(self._row) else np.full(len(index), -1)
+
+    def _map(self) -> None:
+        self._row = np.full(int(self.index.max()) + 1 if len(self.index) else 0, -1, np.int64)
+        self._row[self.index] = np.arange(len(self.index))
 
     def __len__(self) -> int:
         return len(self.index)

@@ -26,7 +26,7 @@ from codec import ATTRS, Attr, Delta, Encoder, Profile
 from codec.attributes import components
 
 from .actions import Action
-from .device_codes import FloatOps, build_delta
+from .device_codes import FloatOps, build_delta, follow_host, palette_free
 from .device_palette import DevicePaletteSearch
 
 U64 = np.uint64
@@ -188,17 +188,24 @@ def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
     the host. A step on the CPU goes to the codec's own encoder as numpy arrays (``to_host``, then
     ``Encoder.make_delta``): the same codes, without a torch call per operation, which on the
     small frames of a CPU world cost more than the work (0.9 against 0.4 ms a step at 3,000
-    Gaussians). A profile with an SH palette (SPEC.md 5.9) takes the host path on every device:
-    its SH_REST codes are palette indices that the encoder chooses (and its palette grows) as it
-    builds the delta; an encoder made by ``encoder_for`` searches the palette on the world's device.
+    Gaussians). With an SH palette (SPEC.md 5.9) a step that ADDs (or UPDATEs SH_REST) takes the
+    host path on every device: its SH_REST codes are palette indices that the encoder chooses (and
+    its palette grows) as it builds the delta; an encoder made by ``encoder_for`` searches the
+    palette on the world's device. Its other steps take the device path, whose mirror reads the
+    host-built frames back from the encoder's state (``device_codes.follow_host``).
     """
-    if out.add.device.type != "cpu" and not encoder.profile.palette:
-        return build_delta(encoder, to_ops(out), out.add.device)
+    if out.add.device.type != "cpu":
+        ops = to_ops(out)
+        if not encoder.profile.palette or palette_free(ops):
+            return build_delta(encoder, ops, out.add.device)
     h = to_host(out, encoder.profile.sh_degree)
-    return encoder.make_delta(add=(h.add_ids, h.add) if len(h.add_ids) or h.keyframe else None,
+    d = encoder.make_delta(add=(h.add_ids, h.add) if len(h.add_ids) or h.keyframe else None,
                               update=[(ids, vals) for ids, vals in h.updates if len(ids)] or None,
                               delete=h.delete_ids if len(h.delete_ids) else None,
                               delete_cells=h.delete_cells or None, keyframe=h.keyframe)
+    if out.add.device.type != "cpu":
+        follow_host(encoder, d)
+    return d
 
 
 def encoder_for(profile: Profile, device, **kw) -> Encoder:

@@ -545,3 +545,70 @@ def test_a_frames_lanes_wait_for_what_they_use(monkeypatch):
     assert len(checkers) == 5 and all(not c.bad for c in checkers), [c.bad[:3] for c in checkers]
     assert all(a.equals(b) for a, b in zip(deltas[:4], deltas[4:]))
     assert all(d.n_update and d.n_add for d in deltas)
+
+
+@pytest.mark.parametrize("shaped", [False, True])
+def test_a_palette_stream_mixes_host_frames_and_device_frames(monkeypatch, shaped):
+    """Under an SH palette profile the frames that ADD (or UPDATE SH_REST) are built on the host, the
+    others here: the mirror reads each host frame back from the encoder's state (no reload after the
+    first), its device frames equal the host's own, and the stream decodes to the encoder's state."""
+    monkeypatch.setattr(dc, "SHAPED_ON_CPU", shaped)
+    reloads = []
+    real_reload = DeviceCodes.reload
+    monkeypatch.setattr(DeviceCodes, "reload", lambda m, enc: (reloads.append(enc.state.seq), real_reload(m, enc)))
+    rng = np.random.default_rng(12)
+    x, p = _scene(600, 1, 12, "small")
+    assert p.palette
+    lay = attr_layout(1)
+    P, D, S = lay[Attr.POSITION], lay[Attr.SH_DC], lay[Attr.SH_REST]
+    floats = lambda rows: {a: x[rows][:, lay[a]] for a in ATTRS if p.comps(a)}  # noqa: E731
+    s = Stream(p)
+
+    def host(d):
+        dc.follow_host(s.enc, d)
+        frame = s.enc.encode_delta(d)
+        s.frames.append(frame)
+        s.dec.decode_frame(frame)
+        assert s.dec.state.digest() == s.enc.state.digest()
+
+    ids = s.enc.assign_ids(x[:400, :3])
+    host(s.enc.make_delta(add=(ids, floats(np.arange(400))), keyframe=True))
+    live = dict(zip(ids.tolist(), range(400)))             # id -> row of x
+    with pytest.raises(ValueError, match="palette"):
+        build_delta(s.enc, FloatOps(add_ids=np.array([int(ids.max()) + 1], U64), add=x[:1]), "cpu")
+    with pytest.raises(ValueError, match="palette"):
+        build_delta(s.enc, FloatOps(updates=[(ids[:3], {Attr.SH_REST: x[:3, S]})]), "cpu")
+    born = 400
+    for f in range(60):
+        keys = np.array(sorted(live), U64)
+        pick = rng.choice(len(keys), 40, replace=False)
+        rows = np.array([live[int(k)] for k in keys[pick]])
+        x[rows[:30], 0] += np.float32(0.01)
+        x[rows[30:], D.start] += np.float32(0.05)
+        ops = FloatOps(updates=[(keys[pick[:30]], {Attr.POSITION: x[rows[:30], P]}),
+                                (keys[pick[30:]], {Attr.SH_DC: x[rows[30:], D]})])
+        if f % 10 == 4:                                      # new content and a few gone: the host's frame
+            new = np.arange(born, born + 20)
+            new_ids = s.enc.assign_ids(x[new, :3])
+            gone = keys[rng.choice(len(keys), 5, replace=False)]
+            host(s.enc.make_delta(add=(new_ids, floats(new)), delete=gone))
+            live.update(zip(new_ids.tolist(), new.tolist()))
+            for k in gone.tolist():
+                del live[k]
+            born += 20
+        elif f % 10 == 7:                                    # an SH_REST change: the host's too
+            x[rows[:5], S] *= np.float32(0.5)
+            host(s.enc.make_delta(update=(keys[pick[:5]], {Attr.SH_REST: x[rows[:5], S]})))
+        else:
+            s.push(ops)
+        if f % 20 == 19:
+            s.check_mirror()
+    assert reloads == [1]                                    # the first device frame's, after the keyframe
+    keys = np.array(sorted(live), U64)
+    rows = np.array([live[int(k)] for k in keys[:50]])
+    upd = [(keys[:50], {Attr.POSITION: x[rows, P] + np.float32(0.02)})]
+    want = s.enc.make_delta(update=upd)
+    got = build_delta(s.enc, FloatOps(updates=upd), "cpu")
+    assert [(b.mask, b.ids.tolist()) for b in got.updates] == [(b.mask, b.ids.tolist()) for b in want.updates]
+    assert all(np.array_equal(g.res[a], w.res[a]) for g, w in zip(got.updates, want.updates) for a in g.res)
+    assert validate_stream(b"".join(s.frames)) == []

@@ -33,6 +33,10 @@ def test_device_search_is_exhaustive_through_adds_replacements_and_relabels(monk
     remap = np.where(np.arange(600) % 3 == 0, -1, np.arange(600) + 1000)  # drop every third label
     s.relabel(remap)
     table = {int(remap[k]): v for k, v in table.items() if remap[k] >= 0}
+    mixed = rng.normal(size=(40, 9)).astype(np.float32)                   # 20 replace, 20 are new
+    labels = np.concatenate([rng.choice(sorted(table), 20, replace=False), 5000 + np.arange(20) * 7])
+    s.add(mixed, labels)
+    table.update(zip(labels.tolist(), mixed))
     assert len(s) == len(table) and sorted(s.index) == sorted(table)
     labels = np.array(sorted(table))
     host = np.stack([table[k] for k in labels])
@@ -85,10 +89,10 @@ def test_a_palette_world_streams_decodes_and_takes_the_nearest_entries(on_device
     assert validate_stream(b"".join(frames)) == []
 
 
-def test_the_device_frame_builder_leaves_palette_profiles_to_the_host():
+def test_the_device_frame_builder_leaves_palette_entries_to_the_host():
     enc = Encoder(Profile.preset("small", 1))
     with pytest.raises(ValueError, match="palette"):
-        build_delta(enc, FloatOps(add_ids=np.zeros(0, np.int64), add=np.zeros((0, 23), np.float32)))
+        build_delta(enc, FloatOps(keyframe=True, add_ids=np.zeros(0, np.int64), add=np.zeros((0, 23), np.float32)))
 
 
 def test_bench_runs_the_session_again_with_a_palette(tmp_path, capsys):
