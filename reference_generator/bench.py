@@ -330,7 +330,9 @@ def render(results: dict) -> str:
                       f"as that preset's): deltas mean {ps['delta_bytes_mean']:,.0f} bytes per step, "
                       f"**{ps['delta_bytes_mean'] / max(s['delta_bytes_mean'], 1):.3f}x** the session above (median "
                       f"{ps['delta_bytes_median']:,.0f}, max {ps['delta_bytes_max']:,.0f}); keyframe "
-                      f"{ps['keyframe_bytes'] / 1e6:.2f} MB against {s['keyframe_bytes'] / 1e6:.2f} MB. Time per step, "
+                      f"{ps['keyframe_bytes'] / 1e6:.2f} MB against {s['keyframe_bytes'] / 1e6:.2f} MB. Steps that ADD "
+                      f"are built by the host encoder, which picks and adds palette entries (searched on the world's "
+                      f"device); the others as above (protocol.to_delta). Time per step, "
                       f"median / p90 ms: codes {ps['codes_ms_median']:.2f} / {ps['codes_ms_p90']:.2f}, encode "
                       f"{ps['encode_ms_median']:.2f} / {ps['encode_ms_p90']:.2f}.{per_add}{_psnr_text(ps)} "
                       f"validate_stream: {ps['valid']}."]
