@@ -180,6 +180,11 @@ def to_ops(out: StepOutput) -> FloatOps:
                     delete_cells=out.delete_cells)
 
 
+# Build a CPU world's frames as a GPU world's are (device_codes.build_delta, the device mirror): the
+# GPU paths' own logic, exercised where there is no GPU (tests); slower than the host path on a CPU.
+DEVICE_PATH_ON_CPU = False
+
+
 def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
     """The code-space Delta of one step against the encoder's current state (not yet applied).
 
@@ -194,7 +199,7 @@ def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
     palette on the world's device. Its other steps take the device path, whose mirror reads the
     host-built frames back from the encoder's state (``device_codes.follow_host``).
     """
-    if out.add.device.type != "cpu":
+    if out.add.device.type != "cpu" or DEVICE_PATH_ON_CPU:
         ops = to_ops(out)
         if not encoder.profile.palette or palette_free(ops):
             return build_delta(encoder, ops, out.add.device)
@@ -203,7 +208,7 @@ def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
                               update=[(ids, vals) for ids, vals in h.updates if len(ids)] or None,
                               delete=h.delete_ids if len(h.delete_ids) else None,
                               delete_cells=h.delete_cells or None, keyframe=h.keyframe)
-    if out.add.device.type != "cpu":
+    if out.add.device.type != "cpu" or DEVICE_PATH_ON_CPU:
         follow_host(encoder, d)
     return d
 

@@ -89,6 +89,33 @@ def test_a_palette_world_streams_decodes_and_takes_the_nearest_entries(on_device
     assert validate_stream(b"".join(frames)) == []
 
 
+def test_a_palette_world_on_the_device_path_builds_only_its_adds_on_the_host(monkeypatch):
+    """The path of a GPU world (here on the CPU): steps that ADD go to the host encoder, the others to
+    the device frame builder, whose mirror follows the host's frames without reloading the state."""
+    from reference_generator import device_codes, protocol
+
+    monkeypatch.setattr(protocol, "DEVICE_PATH_ON_CPU", True)
+    built, reloads = [], []
+    real_build, real_reload = protocol.build_delta, device_codes.DeviceCodes.reload
+    monkeypatch.setattr(protocol, "build_delta", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    monkeypatch.setattr(device_codes.DeviceCodes, "reload", lambda m, e: reloads.append(1) or real_reload(m, e))
+    w = World(CFG)
+    enc = encoder_for(w.profile, "cpu", max_gaussians=CFG.max_gaussians)
+    dec = Decoder(enc.header_bytes())
+    frames, adds = [enc.header_bytes()], 0
+    for a in [None] + WALK + [Turn(30)] * 4:
+        out = w.reset(0) if a is None else w.step(a)
+        d = to_delta(enc, out)
+        adds += a is not None and d.n_add > 0
+        frames.append(enc.encode_delta(d))
+        dec.decode_frame(frames[-1])
+        assert dec.state.digest() == enc.state.digest()
+    w.close()
+    assert adds and len(built) == len(WALK) + 4 - adds
+    assert len(reloads) == 1                     # the first device frame's, after the keyframe
+    assert validate_stream(b"".join(frames)) == []
+
+
 def test_the_device_frame_builder_leaves_palette_entries_to_the_host():
     enc = Encoder(Profile.preset("small", 1))
     with pytest.raises(ValueError, match="palette"):
