@@ -26,8 +26,10 @@ class DevicePaletteSearch:
         entries = np.asarray(entries, np.float32)
         self.device = torch.device(device)
         self.dim = entries.shape[1] if entries.ndim == 2 else 0
-        self.entries = torch.zeros((0, self.dim), dtype=torch.float32, device=self.device)
-        self.norms = torch.zeros(0, dtype=torch.float32, device=self.device)
+        # each entry c as the row (c, -|c|^2 / 2): one matrix product with (x, 1) gives x.c - |c|^2 / 2,
+        # largest for the nearest entry (|x - c|^2 = |x|^2 - 2 (x.c - |c|^2 / 2)), with no second pass
+        # over the block to add the norms
+        self.rows = torch.zeros((0, self.dim + 1), dtype=torch.float32, device=self.device)
         self.index = np.zeros(0, np.int64)
         self._index = torch.zeros(0, dtype=torch.int64, device=self.device)
         self._row = np.zeros(0, np.int64)     # palette index -> its row here, -1 where absent
@@ -46,17 +48,15 @@ class DevicePaletteSearch:
         if not len(index):
             return
         e = torch.from_numpy(entries).to(self.device)
+        e = torch.cat([e, -0.5 * (e * e).sum(1, keepdim=True)], 1)
         rows = self._rows_of(index)
         old = np.flatnonzero(rows >= 0)
         if len(old):
             r, o = torch.from_numpy(rows[old]).to(self.device), torch.from_numpy(old).to(self.device)
-            self.entries[r] = e[o]
-            self.norms[r] = (e[o] * e[o]).sum(1)
+            self.rows[r] = e[o]
         new = np.flatnonzero(rows < 0)
         if len(new):
-            en = e if len(new) == len(index) else e[torch.from_numpy(new).to(self.device)]
-            self.entries = torch.cat([self.entries, en])
-            self.norms = torch.cat([self.norms, (en * en).sum(1)])
+            self.rows = torch.cat([self.rows, e if len(new) == len(index) else e[torch.from_numpy(new).to(self.device)]])
             self.index = np.concatenate([self.index, index[new]])
             self._index = torch.from_numpy(self.index).to(self.device)
             top = int(index[new].max()) + 1
@@ -69,8 +69,7 @@ class DevicePaletteSearch:
         new = np.asarray(index_map, np.int64)[self.index]
         keep = np.flatnonzero(new >= 0)
         if len(keep) != len(self.index):
-            r = torch.from_numpy(keep).to(self.device)
-            self.entries, self.norms = self.entries[r], self.norms[r]
+            self.rows = self.rows[torch.from_numpy(keep).to(self.device)]
         self.index = new[keep]
         self._index = torch.from_numpy(self.index).to(self.device)
         self._map()
@@ -93,20 +92,20 @@ class DevicePaletteSearch:
         if n == 0 or k == 0:
             return np.zeros(n, np.int64), np.full(n, np.inf, np.float32)
         xt = torch.from_numpy(x).to(self.device)
+        xa = torch.cat([xt, torch.ones((n, 1), dtype=torch.float32, device=self.device)], 1)
         step_k = min(k, max(1, BLOCK // min(n, 4096)))
         step_n = max(1, BLOCK // step_k)
         best = torch.empty(n, dtype=torch.int64, device=self.device)
         dist = torch.empty(n, dtype=torch.float32, device=self.device)
         for r0 in range(0, n, step_n):
-            xs = xt[r0:r0 + step_n]
-            bd = torch.full((len(xs),), float("inf"), device=self.device)
+            xs = xa[r0:r0 + step_n]
+            bs = torch.full((len(xs),), float("-inf"), device=self.device)
             bj = torch.zeros(len(xs), dtype=torch.int64, device=self.device)
             for c0 in range(0, k, step_k):
-                # |c|^2 - 2 x.c: the squared distance less |x|^2, which every entry shares
-                d = torch.addmm(self.norms[None, c0:c0 + step_k], xs, self.entries[c0:c0 + step_k].T, alpha=-2.0)
-                v, j = d.min(1)
-                better = v < bd
-                bd, bj = torch.where(better, v, bd), torch.where(better, j + c0, bj)
-            best[r0:r0 + step_n], dist[r0:r0 + step_n] = bj, bd + (xs * xs).sum(1)
+                v, j = (xs @ self.rows[c0:c0 + step_k].T).max(1)     # x.c - |c|^2 / 2, largest first
+                better = v > bs
+                bs, bj = torch.where(better, v, bs), torch.where(better, j + c0, bj)
+            xn = xt[r0:r0 + step_n]
+            best[r0:r0 + step_n], dist[r0:r0 + step_n] = bj, (xn * xn).sum(1) - 2 * bs
         out = torch.stack([self._index[best], dist.clamp_min(0).view(torch.int32).to(torch.int64)]).cpu().numpy()
         return out[0], out[1].astype(np.int32).view(np.float32)
