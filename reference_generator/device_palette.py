@@ -3,8 +3,8 @@
 ``codec.palette.PaletteSearch`` searches on the host: two levels (coarse groups, then the entries of
 a few of them), compiled loops on the CPU's cores. A step of a world at a million Gaussians adds up to
 4,096 of them, and against 65,536 entries that search takes tens of milliseconds on a server CPU.
-A GPU compares every row with every entry (one matrix product per block) in well under a
-millisecond, and the answer is exact rather than probed. ``DevicePaletteSearch`` has the host
+A GPU compares every row with every entry (one matrix product per block): 4,096 rows against
+65,536 entries in under 2 ms on an H100, and the answer is exact rather than probed. ``DevicePaletteSearch`` has the host
 search's constructor and methods, so an ``Encoder(palette_search=...)`` uses it in its place:
 rows come in as numpy arrays and indices go out as numpy arrays; the entries stay on the device.
 """
