@@ -612,3 +612,32 @@ def test_a_palette_stream_mixes_host_frames_and_device_frames(monkeypatch, shape
     assert [(b.mask, b.ids.tolist()) for b in got.updates] == [(b.mask, b.ids.tolist()) for b in want.updates]
     assert all(np.array_equal(g.res[a], w.res[a]) for g, w in zip(got.updates, want.updates) for a in g.res)
     assert validate_stream(b"".join(s.frames)) == []
+
+
+def test_a_host_frame_that_compacts_the_state_reloads_the_mirror(monkeypatch):
+    """A palette frame built on the host whose apply compacts the host state (slots renumbered): the
+    mirror cannot follow it row by row, so it reloads, and the next device frame is right."""
+    monkeypatch.setattr(SceneState, "COMPACT_MIN", 16)
+    reloads = []
+    real_reload = DeviceCodes.reload
+    monkeypatch.setattr(DeviceCodes, "reload", lambda m, enc: (reloads.append(enc.state.seq), real_reload(m, enc)))
+    x, p = _scene(300, 1, 13, "small")
+    lay = attr_layout(1)
+    floats = lambda rows: {a: x[rows][:, lay[a]] for a in ATTRS if p.comps(a)}  # noqa: E731
+    s = Stream(p)
+    ids = s.enc.assign_ids(x[:250, :3])
+    s.dec.decode_frame(s.enc.encode_delta(s.enc.make_delta(add=(ids, floats(np.arange(250))), keyframe=True)))
+    s.push(FloatOps(updates=[(ids[:20], {Attr.POSITION: x[:20, :3] + np.float32(0.01)})]))   # the mirror is made
+    compactions = s.enc.state.compactions
+    gone = np.sort(ids)[:200]
+    new_ids = s.enc.assign_ids(x[250:260, :3])
+    moved = np.argsort(ids)[200:210]             # rows of 10 of the Gaussians that stay
+    d = s.enc.make_delta(add=(new_ids, floats(np.arange(250, 260))), delete=gone,
+                         update=(ids[moved], {Attr.POSITION: x[moved, :3] + np.float32(0.02)}))
+    dc.follow_host(s.enc, d)
+    s.dec.decode_frame(s.enc.encode_delta(d))
+    assert s.enc.state.compactions > compactions
+    live = s.enc.state.ids()
+    s.push(FloatOps(updates=[(live[:30], {Attr.SH_DC: np.full((30, 3), 0.25, np.float32)})]))
+    assert reloads == [1, 3]                 # the first device frame's, and the one after the compaction
+    s.check_mirror()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 torch = pytest.importorskip("torch")  # the world needs the optional 'world' extra
 
@@ -48,6 +50,35 @@ def test_device_search_is_exhaustive_through_adds_replacements_and_relabels(monk
     empty = DevicePaletteSearch(np.zeros((0, 9), np.float32), np.zeros(0, np.int64))
     i, d = empty.nearest(x[:3])
     assert (i == 0).all() and np.isinf(d).all()
+
+
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "relabel"]), st.integers(1, 40), st.integers(0, 2**32 - 1)),
+                    min_size=1, max_size=8))
+def test_device_search_follows_any_sequence_of_adds_and_relabels(ops):
+    """Against a model (palette index -> entry): adds of new, replaced and mixed indices, relabels that
+    drop and renumber; after each, the same nearest entries as an exhaustive search of the model."""
+    rng = np.random.default_rng(len(ops))
+    s = DevicePaletteSearch(np.zeros((0, 5), np.float32), np.zeros(0, np.int64))
+    table = {}
+    for kind, k, seed in ops:
+        r = np.random.default_rng(seed)
+        if kind == "add":
+            index = r.choice(120, size=min(k, 120), replace=False)
+            entries = r.normal(size=(len(index), 5)).astype(np.float32)
+            s.add(entries, index)
+            table.update(zip(index.tolist(), entries))
+        else:
+            remap = np.where(r.random(120) < 0.3, -1, r.permutation(120))
+            s.relabel(remap)
+            table = {int(remap[i]): v for i, v in table.items() if remap[i] >= 0}
+        assert sorted(s.index.tolist()) == sorted(table) and len(s) == len(table)
+        if table:
+            labels = np.array(sorted(table))
+            x = rng.normal(size=(30, 5)).astype(np.float32)
+            got, _ = s.nearest(x)
+            _, best = palette.nearest(x, np.stack([table[i] for i in labels]))
+            chosen = ((x - np.stack([table[int(i)] for i in got])) ** 2).sum(1)   # ties (equal entries) may go either way
+            np.testing.assert_allclose(chosen, best, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("on_device", [False, True])
