@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from codec import ATTRS, Attr, Delta, Encoder, Profile
+from codec.state import slots_hold
 
 I64 = torch.int64
 I32 = torch.int32
@@ -487,8 +488,8 @@ class DeviceCodes:
 
     def _host_change(self, d: Delta, st) -> "Change":
         """The Change of ``d``, a frame the host state ``st`` has just applied (and not compacted in):
-        its ADDs' codes are the frame's own, the UPDATEd slots' are read from the state (slots from the
-        encoder's hint where it left one: the frame moved no UPDATEd Gaussian)."""
+        its ADDs' codes are the frame's own, the UPDATEd slots' are read from the state (their slots
+        from the encoder's hint where it still holds: the frame moved no UPDATEd Gaussian)."""
         dev, p = self.device, self.p
 
         def ids_of(a) -> torch.Tensor:
@@ -499,9 +500,11 @@ class DeviceCodes:
 
         upd_slots = None
         if d.updates:
+            ids = d.update_ids
             hint = d.slot_hint
-            upd_slots = np.concatenate(hint[1]) if hint is not None and len(hint[1]) == len(d.updates) \
-                else st.slots_of(d.update_ids)
+            upd_slots = np.concatenate(hint[1]) if hint is not None and len(hint[1]) == len(d.updates) else None
+            if upd_slots is None or not slots_hold(st.slot_ids, st.high, upd_slots, ids):
+                upd_slots = st.slots_of(ids)
         first, last = [d.delete_ranges[:, 0]], [d.delete_ranges[:, 1]]
         for k, cells in d.delete_cells.items():
             fc, lc = p.grid.cell_range(cells, k)

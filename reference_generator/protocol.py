@@ -205,9 +205,9 @@ def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
             return build_delta(encoder, ops, out.add.device)
     h = to_host(out, encoder.profile.sh_degree)
     d = encoder.make_delta(add=(h.add_ids, h.add) if len(h.add_ids) or h.keyframe else None,
-                              update=[(ids, vals) for ids, vals in h.updates if len(ids)] or None,
-                              delete=h.delete_ids if len(h.delete_ids) else None,
-                              delete_cells=h.delete_cells or None, keyframe=h.keyframe)
+                           update=[(ids, vals) for ids, vals in h.updates if len(ids)] or None,
+                           delete=h.delete_ids if len(h.delete_ids) else None,
+                           delete_cells=h.delete_cells or None, keyframe=h.keyframe)
     if out.add.device.type != "cpu" or DEVICE_PATH_ON_CPU:
         follow_host(encoder, d)
     return d
