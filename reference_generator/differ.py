@@ -169,6 +169,9 @@ class Differ:
                  spatial_ids: bool = False, device: str | torch.device = "cpu", measure_full: bool = False):
         self.enc = encoder
         self.p = encoder.profile
+        if self.p.palette:
+            raise ValueError(f"the full-scene path codes SH_REST per Gaussian on the device; profile "
+                             f"{self.p.name!r} codes it through an SH palette: use compact, high or lossless")
         self.tol = float(tolerance)
         if not self.tol > 0:
             raise ValueError("tolerance must be > 0")

@@ -260,6 +260,8 @@ def test_bad_input_is_refused():
         df.encode(x, np.arange(len(x) - 1))                  # one id per row
     with pytest.raises(ValueError):
         Differ(enc, tolerance=0)
+    with pytest.raises(ValueError, match="palette"):
+        Differ(Encoder(Profile.preset("small", 1)))         # SH_REST through a palette: the host encoder's
     with pytest.raises(ValueError):
         Differ(enc, thresholds={Attr.SCALE: -1})
     with pytest.raises(ValueError):
