@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from codec import ATTRS, Attr, Decoder, Encoder, Grid, Profile, SceneState, validate_stream  # noqa: E402
+from codec import ATTRS, Attr, Decoder, Encoder, GsdError, Grid, Profile, SceneState, validate_stream  # noqa: E402
 from codec.synthetic import synthetic_scene  # noqa: E402
 from reference_generator import device_codes as dc  # noqa: E402
 from reference_generator.device_codes import (  # noqa: E402
@@ -640,4 +640,28 @@ def test_a_host_frame_that_compacts_the_state_reloads_the_mirror(monkeypatch):
     live = s.enc.state.ids()
     s.push(FloatOps(updates=[(live[:30], {Attr.SH_DC: np.full((30, 3), 0.25, np.float32)})]))
     assert reloads == [1, 3]                 # the first device frame's, and the one after the compaction
+    s.check_mirror()
+
+
+def test_a_host_frame_the_encoder_refuses_leaves_the_mirror_as_it_was(monkeypatch):
+    """A palette frame built on the host whose apply fails (over the Gaussian budget) changes neither
+    the state nor the mirror: the next device frame commits without a reload and is right."""
+    reloads = []
+    real_reload = DeviceCodes.reload
+    monkeypatch.setattr(DeviceCodes, "reload", lambda m, enc: (reloads.append(enc.state.seq), real_reload(m, enc)))
+    x, p = _scene(300, 1, 14, "small")
+    lay = attr_layout(1)
+    floats = lambda rows: {a: x[rows][:, lay[a]] for a in ATTRS if p.comps(a)}  # noqa: E731
+    s = Stream(p, max_gaussians=210)
+    ids = s.enc.assign_ids(x[:200, :3])
+    s.dec.decode_frame(s.enc.encode_delta(s.enc.make_delta(add=(ids, floats(np.arange(200))), keyframe=True)))
+    s.push(FloatOps(updates=[(ids[:20], {Attr.POSITION: x[:20, :3] + np.float32(0.01)})]))
+    digest = s.enc.state.digest()
+    d = s.enc.make_delta(add=(s.enc.assign_ids(x[200:250, :3]), floats(np.arange(200, 250))))
+    dc.follow_host(s.enc, d)
+    with pytest.raises(GsdError):
+        s.enc.encode_delta(d)
+    assert s.enc.state.digest() == digest
+    s.push(FloatOps(updates=[(ids[20:40], {Attr.SH_DC: np.full((20, 3), 0.5, np.float32)})]))
+    assert reloads == [1]
     s.check_mirror()
