@@ -30,6 +30,11 @@ The mirror is attached to its ``Encoder``; a delta built here is committed to th
 the encoder's state shows it was applied (same seq and digest), on the next ``build_delta``;
 if the state moved any other way, the mirror reloads it from the host state.
 
+Under an SH palette profile (SPEC.md 5.9) a frame that needs palette entries (a keyframe, ADDs,
+an UPDATE of SH_REST) is built by the host encoder, which picks them; the others are built here.
+``follow_host`` hands such a host-built frame to the mirror, which reads it back from the host
+state once it is applied (its rows, not the whole state).
+
 Inputs may be numpy arrays as well (they become CPU tensors without a copy). The world's own
 steps on the CPU go to the codec's encoder instead (``protocol.to_delta``): on small frames a torch
 call per operation costs more than the work, and the frames are the same bytes (tested).
