@@ -547,21 +547,32 @@ def test_a_frames_lanes_wait_for_what_they_use(monkeypatch):
     assert all(d.n_update and d.n_add for d in deltas)
 
 
+def _count_reloads(monkeypatch) -> list:
+    """The state seq at each full reload of a mirror, as the test goes."""
+    seqs, real = [], DeviceCodes.reload
+    monkeypatch.setattr(DeviceCodes, "reload", lambda m, enc: (seqs.append(enc.state.seq), real(m, enc)))
+    return seqs
+
+
+def _palette_scene(n, seed):
+    """A scene, its SH1 ``small`` profile (SH palette) and a function giving rows of it as {Attr: floats}."""
+    x, p = _scene(n, 1, seed, "small")
+    lay = attr_layout(1)
+    return x, p, lambda rows: {a: x[rows][:, lay[a]] for a in ATTRS if p.comps(a)}
+
+
 @pytest.mark.parametrize("shaped", [False, True])
 def test_a_palette_stream_mixes_host_frames_and_device_frames(monkeypatch, shaped):
     """Under an SH palette profile the frames that ADD (or UPDATE SH_REST) are built on the host, the
     others here: the mirror reads each host frame back from the encoder's state (no reload after the
     first), its device frames equal the host's own, and the stream decodes to the encoder's state."""
     monkeypatch.setattr(dc, "SHAPED_ON_CPU", shaped)
-    reloads = []
-    real_reload = DeviceCodes.reload
-    monkeypatch.setattr(DeviceCodes, "reload", lambda m, enc: (reloads.append(enc.state.seq), real_reload(m, enc)))
+    reloads = _count_reloads(monkeypatch)
     rng = np.random.default_rng(12)
-    x, p = _scene(600, 1, 12, "small")
+    x, p, floats = _palette_scene(600, 12)
     assert p.palette
     lay = attr_layout(1)
     P, D, S = lay[Attr.POSITION], lay[Attr.SH_DC], lay[Attr.SH_REST]
-    floats = lambda rows: {a: x[rows][:, lay[a]] for a in ATTRS if p.comps(a)}  # noqa: E731
     s = Stream(p)
 
     def host(d):
@@ -618,12 +629,8 @@ def test_a_host_frame_that_compacts_the_state_reloads_the_mirror(monkeypatch):
     """A palette frame built on the host whose apply compacts the host state (slots renumbered): the
     mirror cannot follow it row by row, so it reloads, and the next device frame is right."""
     monkeypatch.setattr(SceneState, "COMPACT_MIN", 16)
-    reloads = []
-    real_reload = DeviceCodes.reload
-    monkeypatch.setattr(DeviceCodes, "reload", lambda m, enc: (reloads.append(enc.state.seq), real_reload(m, enc)))
-    x, p = _scene(300, 1, 13, "small")
-    lay = attr_layout(1)
-    floats = lambda rows: {a: x[rows][:, lay[a]] for a in ATTRS if p.comps(a)}  # noqa: E731
+    reloads = _count_reloads(monkeypatch)
+    x, p, floats = _palette_scene(300, 13)
     s = Stream(p)
     ids = s.enc.assign_ids(x[:250, :3])
     s.dec.decode_frame(s.enc.encode_delta(s.enc.make_delta(add=(ids, floats(np.arange(250))), keyframe=True)))
@@ -646,12 +653,8 @@ def test_a_host_frame_that_compacts_the_state_reloads_the_mirror(monkeypatch):
 def test_a_host_frame_the_encoder_refuses_leaves_the_mirror_as_it_was(monkeypatch):
     """A palette frame built on the host whose apply fails (over the Gaussian budget) changes neither
     the state nor the mirror: the next device frame commits without a reload and is right."""
-    reloads = []
-    real_reload = DeviceCodes.reload
-    monkeypatch.setattr(DeviceCodes, "reload", lambda m, enc: (reloads.append(enc.state.seq), real_reload(m, enc)))
-    x, p = _scene(300, 1, 14, "small")
-    lay = attr_layout(1)
-    floats = lambda rows: {a: x[rows][:, lay[a]] for a in ATTRS if p.comps(a)}  # noqa: E731
+    reloads = _count_reloads(monkeypatch)
+    x, p, floats = _palette_scene(300, 14)
     s = Stream(p, max_gaussians=210)
     ids = s.enc.assign_ids(x[:200, :3])
     s.dec.decode_frame(s.enc.encode_delta(s.enc.make_delta(add=(ids, floats(np.arange(200))), keyframe=True)))
