@@ -491,18 +491,20 @@ class DeviceCodes:
         if self.seq != st.seq or not self._same(enc, self.digest):
             self.reload(enc)
 
+    def deleted(self, d: Delta) -> tuple:
+        """(ids, first ids, last ids) on the device: what ``d`` deletes by id, and the inclusive id
+        ranges it deletes (its DELETE_RANGES and the ranges of its deleted cells)."""
+        first, last = [d.delete_ranges[:, 0]], [d.delete_ranges[:, 1]]
+        for k, cells in d.delete_cells.items():
+            fc, lc = self.p.grid.cell_range(cells, k)
+            first.append(fc), last.append(lc)
+        first, last = np.concatenate(first), np.concatenate(last)
+        return tuple(as_tensor(a, self.device, I64) if len(a) else self.no_ids for a in (d.delete_ids, first, last))
+
     def _host_change(self, d: Delta, st) -> "Change":
         """The Change of ``d``, a frame the host state ``st`` has just applied (and not compacted in):
         its ADDs' codes are the frame's own, the UPDATEd slots' are read from the state (their slots
         from the encoder's hint where it still holds: the frame moved no UPDATEd Gaussian)."""
-        dev, p = self.device, self.p
-
-        def ids_of(a) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, U64).view(np.int64)).to(dev) if len(a) else self.no_ids
-
-        def rows_of(codes: dict) -> torch.Tensor:
-            return torch.from_numpy(_host_rows(p, codes)).to(dev)
-
         upd_slots = None
         if d.updates:
             ids = d.update_ids
@@ -510,15 +512,16 @@ class DeviceCodes:
             upd_slots = np.concatenate(hint[1]) if hint is not None and len(hint[1]) == len(d.updates) else None
             if upd_slots is None or not slots_hold(st.slot_ids, st.high, upd_slots, ids):
                 upd_slots = st.slots_of(ids)
-        first, last = [d.delete_ranges[:, 0]], [d.delete_ranges[:, 1]]
-        for k, cells in d.delete_cells.items():
-            fc, lc = p.grid.cell_range(cells, k)
-            first.append(fc), last.append(lc)
-        return Change(d, d.seq, d.base_seq, d.keyframe, ids_of(d.add_ids),
-                      rows_of(d.add) if d.n_add else self.no_rows,
-                      torch.from_numpy(upd_slots).to(dev) if upd_slots is not None else self.no_ids,
-                      rows_of(st.codes_at(upd_slots)) if upd_slots is not None else self.no_rows,
-                      ids_of(d.delete_ids), ids_of(np.concatenate(first)), ids_of(np.concatenate(last)))
+        none = self.no_ids
+        return Change(d, d.seq, d.base_seq, d.keyframe, as_tensor(d.add_ids, self.device, I64) if d.n_add else none,
+                      self._rows(d.add) if d.n_add else self.no_rows,
+                      as_tensor(upd_slots, self.device, I64) if upd_slots is not None else none,
+                      self._rows(st.codes_at(upd_slots)) if upd_slots is not None else self.no_rows,
+                      *self.deleted(d))
+
+    def _rows(self, codes: dict) -> torch.Tensor:
+        """{Attr: (C, n) host codes} -> (n, Ctot) rows on the device."""
+        return torch.from_numpy(_host_rows(self.p, codes)).to(self.device)
 
     @staticmethod
     def _same(enc: Encoder, digest) -> bool:
@@ -1118,17 +1121,11 @@ def build_delta(enc: Encoder, ops: FloatOps, device=None) -> Delta:
         d.delete_ids = np.unique(h[i_del].view(U64))
     if cell_levels:
         d.delete_cells = {k: np.unique(h[i].view(U64)) for k, i in zip(cell_levels, i_cells) if len(h[i])}
-    first, last = [], []
-    for k, cells in d.delete_cells.items():
-        fc, lc = p.grid.cell_range(cells, k)
-        first.append(fc), last.append(lc)
     none = m.no_ids
     m.pending = Change(d, d.seq, d.base_seq, ops.keyframe,
                        out.add_ids[ca - n_add:] if has_add else none, out.add_rows[ca - n_add:] if has_add else m.no_rows,
                        out.upd_slots[:u] if u else none, out.upd_rows[:u] if u else m.no_rows,
-                       as_tensor(d.delete_ids, dev, I64) if len(d.delete_ids) else none,
-                       as_tensor(np.concatenate(first), dev, I64) if first else none,
-                       as_tensor(np.concatenate(last), dev, I64) if last else none)
+                       *m.deleted(d))
     clk("host")
     return d
 

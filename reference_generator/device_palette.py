@@ -4,9 +4,10 @@
 a few of them), compiled loops on the CPU's cores. A step of a world at a million Gaussians adds up to
 4,096 of them, and against 65,536 entries that search takes tens of milliseconds on a server CPU.
 A GPU compares every row with every entry (one matrix product per block): 4,096 rows against
-65,536 entries in under 2 ms on an H100, and the answer is exact rather than probed. ``DevicePaletteSearch`` has the host
-search's constructor and methods, so an ``Encoder(palette_search=...)`` uses it in its place:
-rows come in as numpy arrays and indices go out as numpy arrays; the entries stay on the device.
+65,536 entries in under 2 ms on an H100, and the answer is exact rather than probed.
+``DevicePaletteSearch`` has the host search's constructor and methods, so an
+``Encoder(palette_search=...)`` uses it in its place: rows come in as numpy arrays and indices go
+out as numpy arrays; the entries stay on the device.
 """
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ class DevicePaletteSearch:
             return
         e = torch.from_numpy(entries).to(self.device)
         e = torch.cat([e, -0.5 * (e * e).sum(1, keepdim=True)], 1)
-        rows = self._rows_of(index)
+        top = int(index.max()) + 1
+        if top > len(self._row):
+            self._row = np.concatenate([self._row, np.full(top - len(self._row), -1, np.int64)])
+        rows = self._row[index]
         old = np.flatnonzero(rows >= 0)
         if len(old):
             r, o = torch.from_numpy(rows[old]).to(self.device), torch.from_numpy(old).to(self.device)
@@ -59,9 +63,6 @@ class DevicePaletteSearch:
             self.rows = torch.cat([self.rows, e if len(new) == len(index) else e[torch.from_numpy(new).to(self.device)]])
             self.index = np.concatenate([self.index, index[new]])
             self._index = torch.from_numpy(self.index).to(self.device)
-            top = int(index[new].max()) + 1
-            if top > len(self._row):
-                self._row = np.concatenate([self._row, np.full(top - len(self._row), -1, np.int64)])
             self._row[index[new]] = np.arange(len(self.index) - len(new), len(self.index))
 
     def relabel(self, index_map: np.ndarray) -> None:
@@ -73,10 +74,6 @@ class DevicePaletteSearch:
         self.index = new[keep]
         self._index = torch.from_numpy(self.index).to(self.device)
         self._map()
-
-    def _rows_of(self, index: np.ndarray) -> np.ndarray:
-        inside = index < len(self._row)
-        return np.where(inside, self._row[np.where(inside, index, 0)], -1) if len(self._row) else np.full(len(index), -1)
 
     def _map(self) -> None:
         self._row = np.full(int(self.index.max()) + 1 if len(self.index) else 0, -1, np.int64)

@@ -199,7 +199,8 @@ def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
     palette on the world's device. Its other steps take the device path, whose mirror reads the
     host-built frames back from the encoder's state (``device_codes.follow_host``).
     """
-    if out.add.device.type != "cpu" or DEVICE_PATH_ON_CPU:
+    on_device = out.add.device.type != "cpu" or DEVICE_PATH_ON_CPU
+    if on_device:
         ops = to_ops(out)
         if not encoder.profile.palette or palette_free(ops):
             return build_delta(encoder, ops, out.add.device)
@@ -208,7 +209,7 @@ def to_delta(encoder: Encoder, out: StepOutput) -> Delta:
                            update=[(ids, vals) for ids, vals in h.updates if len(ids)] or None,
                            delete=h.delete_ids if len(h.delete_ids) else None,
                            delete_cells=h.delete_cells or None, keyframe=h.keyframe)
-    if out.add.device.type != "cpu" or DEVICE_PATH_ON_CPU:
+    if on_device:
         follow_host(encoder, d)
     return d
 
