@@ -254,7 +254,8 @@ def encoder_for(g: Gaussians, args: argparse.Namespace, sequence: bool = False) 
     per_entry = {} if sequence else {"gaussians_per_entry": FILE_GAUSSIANS_PER_ENTRY}
     return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode",
                       frame_rate=getattr(args, "fps", None) or 0.0,
-                      implicit_ids=getattr(args, "format", "1.1") != "1.0", **per_entry)
+                      implicit_ids=getattr(args, "format", "1.2") != "1.0",
+                      ranked_ids=getattr(args, "format", "1.2") == "1.2", **per_entry)
 
 
 def _check_format(args) -> None:
@@ -916,8 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "other on a 500k captured scene and a 200k synthetic one, and fewer cells keep more slots per "
                         "cell for Gaussians born later (14 with the preset's position bits, the old default, was 6%% "
                         "larger for positions 16x finer than the preset's)")
-    e.add_argument("--format", choices=("1.1", "1.0"), default="1.1",
-                   help="format version the stream needs: 1.1 (default) sends a block's ids implicitly where its "
+    e.add_argument("--format", choices=("1.2", "1.1", "1.0"), default="1.2",
+                   help="format version the stream needs: 1.2 (default) also sends the ids of a sequence's UPDATEs "
+                        "and DELETEs as ranks among the live ids; 1.1 sends a block's ids implicitly where its "
                         "Gaussians' positions give them (ADD_IMPLICIT) and allows the 'small' profile's SH palette; "
                         "1.0 sends every id, for decoders of 1.0 (with --profile compact, high or lossless)")
     e.add_argument("--fixed-ranges", action="store_true",

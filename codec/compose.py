@@ -45,6 +45,8 @@ def _covered(ids: np.ndarray, firsts: np.ndarray, lasts: np.ndarray) -> np.ndarr
 
 
 def compose(d1: Delta, d2: Delta, profile: Profile) -> Delta:
+    if d1.ranked or d2.ranked:  # SPEC.md 8.1: compose takes deltas decoded against their states
+        raise ValueError("compose: a delta holds ranked blocks not yet resolved (apply it to its state first)")
     if d2.keyframe:
         return _copy(d2)
     if d2.base_seq != d1.seq:

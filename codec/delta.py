@@ -34,6 +34,19 @@ class UpdateBlock:
 
 
 @dataclass
+class RankedBlock:
+    """An UPDATE_RANKED or DELETE_RANKED block as read (SPEC.md 6.1, ranked ids): ranks among the
+    ids live before the frame. The state that applies the frame resolves it into an UPDATE block
+    (``update``, whose ids are then filled in) or DELETE_IDS ids (``update`` None)."""
+
+    ranks: np.ndarray                 # uint32, as on the wire (the state checks their order)
+    update: UpdateBlock | None = None
+
+    def __len__(self) -> int:
+        return len(self.ranks)
+
+
+@dataclass
 class PaletteSet:
     """Palette entries a frame sets (SPEC.md 6.1, PALETTE): indices strictly ascending, and the
     (3K, n) SH_REST component codes of each entry."""
@@ -87,6 +100,9 @@ class Delta:
     delete_cells: dict = field(default_factory=dict)  # level -> cell codes
     digest: Digest | None = None
     palette: PaletteSet | None = None                # entries set by PALETTE blocks (SH palette streams)
+    # ranked blocks not yet resolved against the state before the frame (a decoded frame's, until
+    # it is applied: SceneState.apply moves them into ``updates`` and ``delete_ids``)
+    ranked: list = field(default_factory=list)       # RankedBlock, in wire order
     # (state token, slots of each UPDATE block) from the encoder that built this delta against that
     # state: apply skips looking the ids up again while the state is unchanged. Not part of the frame.
     slot_hint: tuple | None = field(default=None, repr=False, compare=False)
@@ -112,7 +128,10 @@ class Delta:
         return np.concatenate([np.full(len(b.ids), b.mask, np.uint8) for b in self.updates])
 
     def counts(self) -> dict:
-        return {"add": self.n_add, "update": self.n_update, "delete_ids": len(self.delete_ids),
+        """Ops by kind; a ranked block not yet resolved counts with the kind it resolves to."""
+        ranked_upd = sum(len(b) for b in self.ranked if b.update is not None)
+        ranked_del = sum(len(b) for b in self.ranked if b.update is None)
+        return {"add": self.n_add, "update": self.n_update + ranked_upd, "delete_ids": len(self.delete_ids) + ranked_del,
                 "palette": 0 if self.palette is None else len(self.palette),
                 "delete_ranges": len(self.delete_ranges),
                 "delete_cells": int(sum(len(c) for c in self.delete_cells.values()))}
@@ -133,6 +152,12 @@ class Delta:
         if (self.seq, self.base_seq, self.keyframe, self.digest) != (other.seq, other.base_seq, other.keyframe, other.digest):
             return False
         if len(self.updates) != len(other.updates) or set(self.delete_cells) != set(other.delete_cells):
+            return False
+        if len(self.ranked) != len(other.ranked) or any(
+                (x.update is None) != (y.update is None) or not np.array_equal(x.ranks, y.ranks)
+                or (x.update is not None and (x.update.mask != y.update.mask or set(x.update.res) != set(y.update.res)
+                                              or not all(np.array_equal(x.update.res[a], y.update.res[a]) for a in x.update.res)))
+                for x, y in zip(self.ranked, other.ranked)):
             return False
         arrays = [(self.add_ids, other.add_ids), (self.delete_ids, other.delete_ids),
                   (self.delete_ranges, other.delete_ranges)]

@@ -52,7 +52,7 @@ class Encoder:
     def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
                  level: int = 1, digest: bool = True, gaussians_per_entry: int = 8,
                  weighted: bool = True, frame_rate: float = 0.0, implicit_ids: bool = True,
-                 palette_search=None):
+                 ranked_ids: bool = True, palette_search=None):
         self.profile = profile
         # SH palette streams: a scene's palette gets one entry per this many Gaussians (up to the
         # header's sh_palette), its k-means weighing each Gaussian's SH error by its alpha
@@ -69,6 +69,9 @@ class Encoder:
         self.header = StreamHeader(profile, max_gaussians, generator, frame_rate=frame_rate)  # frame_rate: informative
         self.state = SceneState(profile, max_gaussians=max_gaussians)
         self.frames = FrameEncoder(profile, level, implicit_ids)  # implicit_ids=False: no ADD_IMPLICIT (1.0 readers)
+        # UPDATE and DELETE_IDS ids of deltas as ranks among the live ids (format 1.2, SPEC.md 6.1);
+        # False: ids, for 1.0 and 1.1 readers
+        self.ranked_ids = ranked_ids
         self.with_digest = digest
         self._issued = np.zeros(0, U64)  # ids handed out by assign_ids, not yet added
 
@@ -322,7 +325,9 @@ class Encoder:
         frame = []
 
         def begin():  # the delta is well-formed: a large frame's sections compress on a worker meanwhile
-            frame.append(self.frames.start(d))
+            # (ranks are taken now, against the state before the delta)
+            ranked = self.ranked_ids and not d.keyframe and (len(d.delete_ids) or d.updates)
+            frame.append(self.frames.start(d, rank=self.state.ranks_of if ranked else None))
         try:
             self.state.apply(d, track_digest=self.with_digest, adopt=adopt, on_valid=begin)
         except BaseException:

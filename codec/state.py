@@ -11,7 +11,8 @@ apply() first validates the frame's ids, deletes and adds without touching the s
 its UPDATE blocks in place, keeping the old codes as an undo record (one pass over each updated row
 instead of a read pass now and a write pass at the commit); then checks the budget and the digest,
 and on any failure puts the updated rows back before raising. Only then does it commit deletes and
-adds.
+adds. A frame's ranked blocks (SPEC.md 6.1) are resolved to ids first, against the live ids in
+rank order (an ``OrderIndex``, built the first time a frame needs it and kept up to date after).
 """
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from concurrent.futures import Future
 import numpy as np
 
 from .attributes import ATTRS, Attr, Gaussians, full_mask, mask_attrs
-from .delta import Delta, PaletteSet
+from .delta import Delta, PaletteSet, UpdateBlock
 from .digest import (M32, Digest, fmix, lane_constants, lane_sums, lane_sums_all, lane_sums_at,
                      row_accumulators, unsigned)
 from .errors import ErrorCode, GsdError
 from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
+from .order_index import OrderIndex
 from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, code_ok, invalid_codes
@@ -193,6 +195,7 @@ class SceneState:
         self.slot_ids = np.zeros(capacity, U64)
         self.accs = np.zeros((2, capacity), np.uint32)  # per-slot digest accumulators (SPEC.md 7)
         self.index = IdIndex(slot_bits=self.profile.grid.slot_bits)
+        self._order = None     # OrderIndex of the live ids (ranked blocks), once one was needed
         self.high = 0          # slots [0, high) have been used
         self.holes = 0         # slots below high that hold no live Gaussian: free[:holes]
         self.free = np.zeros(0, np.int64)
@@ -278,6 +281,7 @@ class SceneState:
         c.codes = {a: v.copy() for a, v in self.codes.items()}
         c.slot_ids, c.accs, c.free = self.slot_ids.copy(), self.accs.copy(), self.free.copy()
         c.index = self.index.copy()
+        c._order = None if self._order is None else self._order.copy()
         c._growing = None  # arrays grown ahead belong to this state; the copy grows when it must
         if self.palette is not None:
             c.palette, c.palette_accs, c.palette_uses = self.palette.copy(), self.palette_accs.copy(), \
@@ -291,6 +295,17 @@ class SceneState:
 
     def slots_of(self, ids: np.ndarray) -> np.ndarray:
         return self.index.lookup(ids)
+
+    def order(self) -> OrderIndex:
+        """The live ids by rank (SPEC.md 6.1, ranked ids): built on first use, then kept up to date by
+        every frame this state applies, so that a stream without ranked blocks never pays for it."""
+        if self._order is None:
+            self._order = OrderIndex(self.index.sorted_items()[0])
+        return self._order
+
+    def ranks_of(self, ids: np.ndarray) -> np.ndarray:
+        """The ranks of live ``ids`` among the live ids (what a ranked block sends for them)."""
+        return self.order().rank(ids)
 
     def codes_of(self, ids: np.ndarray, attrs=ATTRS) -> dict:
         """{Attr: (C, n)} codes of live ids, for ``attrs``; KeyError if an id is not live."""
@@ -414,6 +429,8 @@ class SceneState:
                     raise GsdError(ErrorCode.SEQUENCE_GAP, f"frame is based on seq {d.base_seq}, state is at {self.seq}")
                 if d.seq <= d.base_seq:
                     raise GsdError(ErrorCode.MALFORMED, "seq must be greater than base_seq")
+        if d.ranked:
+            self._resolve_ranked(d)
         self._validate_delta(d)
         hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
             else (d.digest is not None or track_digest)
@@ -430,6 +447,38 @@ class SceneState:
         finally:
             if add_job is not None and not add_job.cancel():
                 add_job.exception()  # nothing may read the state once the plan is over
+
+    def _resolve_ranked(self, d: Delta) -> None:
+        """SPEC.md 6.1, ranked ids: each ranked block's ranks become the ids of those ranks among the
+        ids live now (none before a keyframe); an UPDATE_RANKED joins ``d.updates``, a DELETE_RANKED
+        ``d.delete_ids``. Ranks must be strictly ascending and below the live count."""
+        for b in d.ranked:
+            problem = ascending_problem(b.ranks)
+            if problem:
+                raise GsdError(ErrorCode.DUPLICATE_ID if problem == 1 else ErrorCode.BAD_VALUE,
+                               "ranks in a ranked block must be strictly ascending")
+        live = 0 if d.keyframe else self.count
+        if any(len(b) and int(b.ranks[-1]) >= live for b in d.ranked):
+            raise GsdError(ErrorCode.ID_MISSING, f"a rank names no live Gaussian (the state holds {live})")
+        deletes = [d.delete_ids] if len(d.delete_ids) else []
+        updates = []
+        for b in d.ranked:
+            ids = self.order().select(b.ranks) if len(b) else np.zeros(0, U64)
+            if b.update is None:
+                deletes.append(ids)
+            else:
+                updates.append(UpdateBlock(b.update.mask, ids, b.update.res))
+        if len(deletes) > 1:  # one DELETE_IDS set: each block ascending (checked here for the unranked
+            for ids in deletes:   # one), and no id in two blocks
+                _check_sorted(ids, "DELETE_IDS")
+            ids = np.sort(np.concatenate(deletes), kind="stable")
+            if (ids[1:] == ids[:-1]).any():
+                raise GsdError(ErrorCode.DUPLICATE_ID, "an id is in two DELETE_IDS blocks")
+            d.delete_ids = ids
+        elif deletes:
+            d.delete_ids = deletes[0]
+        d.updates = d.updates + updates
+        d.ranked = []
 
     def _add_checks(self, d: Delta, hashed: bool, found: np.ndarray | None = None) -> tuple:
         """(slots of the ADD ids that are live, the attributes with codes outside their domain, the ADD
@@ -602,6 +651,8 @@ class SceneState:
                             self._count_uses(old[0], -1)
                             self._count_uses(self.codes[a][0, slots], 1)
                 self._count_uses(d.add[Attr.SH_REST][0], 1)
+            if self._order is not None:
+                self._order.update(np.sort(self.slot_ids[gone]), d.add_ids)
             if plan["gone_where"] is not None:
                 self.index.remove_found(plan["gone_where"])
             elif len(gone):
@@ -680,6 +731,7 @@ class SceneState:
         self.slot_ids = ids if own and ids.flags.writeable and ids.flags.c_contiguous else ids.copy()
         self.accs = plan["add_accs"] if plan["hashed"] and n else np.zeros((2, n), np.uint32)
         self.index = IdIndex(self.slot_ids.copy(), np.arange(n, dtype=np.int64), self.profile.grid.slot_bits)  # own copy: slot_ids is written per slot on later ADDs
+        self._order = None
         self.index.prepare()
         self.high, self.holes = n, 0
         self.free, self.reserved = np.zeros(0, np.int64), 0

@@ -23,7 +23,7 @@ from gsd.fb.Grid import CreateGrid
 
 from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs, rest_degree_rows
 from .id_index import ascending_problem
-from .delta import Delta, PaletteSet, UpdateBlock
+from .delta import Delta, PaletteSet, RankedBlock, UpdateBlock
 from .digest import Digest
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
@@ -34,9 +34,12 @@ from .spatial import Grid, implicit_ids, placements
 
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
-VERSION = (1, 1)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
+VERSION = (1, 2)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
 KEYFRAME = 1
 ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE, ADD_IMPLICIT = 1, 2, 3, 4, 5, 6, 7
+UPDATE_RANKED, DELETE_RANKED = 8, 9  # format 1.2: ids as ranks among the live ids (SPEC.md 6.1)
+LAST_KIND = DELETE_RANKED           # kinds above it up to 127: required kinds this decoder does not know
+ID_KINDS = (ADD, UPDATE, DELETE_IDS, PALETTE, ADD_IMPLICIT, UPDATE_RANKED, DELETE_RANKED)  # max_ids_per_frame
 SH_PALETTE = 1      # StreamHeader.required_features bit 0: SH_REST codes are palette indices (SPEC.md 5.9)
 KNOWN_FEATURES = SH_PALETTE  # header feature bits this decoder understands
 KNOWN_FRAME_FEATURES = 0     # frame feature bits (none defined)
@@ -395,20 +398,31 @@ class FrameEncoder:
                         block(ADD, ids[rest], {a: codes[a][:, rest] for a in attrs}, attrs)]
         return [block(ADD, ids, codes, attrs)]
 
-    def encode(self, d: Delta) -> bytes:
-        return self.start(d, background=False).finish()
+    def encode(self, d: Delta, rank=None) -> bytes:
+        return self.start(d, background=False, rank=rank).finish()
 
-    def start(self, d: Delta, background: bool = True) -> "PendingFrame":
+    def start(self, d: Delta, background: bool = True, rank=None) -> "PendingFrame":
         """Queue ``d``'s sections; with ``background``, a large frame's (OVERLAP_MIN_BYTES raw) are
         filtered and compressed on a section worker from now on. ``finish()`` writes the metadata,
         which reads ``d.digest`` only then: an encoder applies the delta to its state (and takes the
-        digest) while the worker compresses. ``d``'s arrays must not change until ``finish()``."""
+        digest) while the worker compresses. ``d``'s arrays must not change until ``finish()``.
+
+        ``rank``: a function from live ids to their ranks among the ids live before ``d`` (format
+        1.2); with it, UPDATE and DELETE_IDS blocks are written ranked (UPDATE_RANKED, DELETE_RANKED)."""
         p = self.profile
         sw = SectionWriter(self.level, choices=self._choices)
         blocks = []  # (kind, count, mask, level, [section indices])
-        for ids in (d.delete_ids,):
-            if len(ids):
-                blocks.append((DELETE_IDS, len(ids), 0, 0, [sw.add(ids[None, :], DELTA | SHUFFLE)]))
+
+        def ids_section(ids):
+            """(the block's id section, ranked?): ranks when the caller ranks this frame's ids."""
+            if rank is None:
+                return sw.add(ids[None, :], DELTA | SHUFFLE), False
+            return sw.add(rank(ids).astype(np.uint32)[None, :], DELTA | SHUFFLE), True
+        if d.ranked:
+            raise ValueError("a Delta with ranked blocks not yet resolved against its state cannot be written")
+        if len(d.delete_ids):
+            sec, ranked = ids_section(d.delete_ids)
+            blocks.append((DELETE_RANKED if ranked else DELETE_IDS, len(d.delete_ids), 0, 0, [sec]))
         if len(d.delete_ranges):
             r = np.ascontiguousarray(d.delete_ranges.T)
             blocks.append((DELETE_RANGES, r.shape[1], 0, 0, [sw.add(r, DELTA | ZIGZAG | SHUFFLE)]))
@@ -426,10 +440,10 @@ class FrameEncoder:
         if len(d.add_ids):
             blocks += self._add_blocks(sw, d.add_ids, d.add)
         for b in d.updates:
-            secs = [sw.add(b.ids[None, :], DELTA | SHUFFLE)]
-            secs += [sw.add(b.res[a], self._attr_filters(a, True), comp, (UPDATE, a, _first(comp)))
-                     for a, comp in p.wire_parts(mask_attrs(b.mask))]
-            blocks.append((UPDATE, len(b.ids), b.mask, 0, secs))
+            sec, ranked = ids_section(b.ids)
+            secs = [sec] + [sw.add(b.res[a], self._attr_filters(a, True), comp, (UPDATE, a, _first(comp)))
+                            for a, comp in p.wire_parts(mask_attrs(b.mask))]
+            blocks.append((UPDATE_RANKED if ranked else UPDATE, len(b.ids), b.mask, 0, secs))
         return PendingFrame(d, sw, blocks, background)
 
 
@@ -712,7 +726,7 @@ def _section_table(meta: bytes, start: int, n: int) -> list[SectionDesc]:
 
 def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, roles: dict) -> Delta:
     # Counts first: every limit is checked before any section is decompressed.
-    n_ids = sum(c for k, c, *_ in blocks if k in (ADD, UPDATE, DELETE_IDS, PALETTE, ADD_IMPLICIT))
+    n_ids = sum(c for k, c, *_ in blocks if k in ID_KINDS)
     n_rng = sum(c for k, c, *_ in blocks if k in (DELETE_RANGES, DELETE_CELLS))
     if n_ids > limits.max_ids_per_frame:
         raise GsdError(ErrorCode.LIMIT_EXCEEDED, f"{n_ids} ids in one frame")
@@ -759,7 +773,7 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             raise GsdError(ErrorCode.MALFORMED, "op block kind 0")
         if kind >= 128:
             continue  # optional extension block: skipped by 1.0 decoders
-        if kind > ADD_IMPLICIT:
+        if kind > LAST_KIND:
             raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown required op kind {kind}")
         if kind == PALETTE:
             if not p.palette:
@@ -785,15 +799,17 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
                 return implicit_ids(q[0], p.grid, p.quant.position_bits, p.dtype(Attr.POSITION))
             plan.append((ADD_IMPLICIT, section(secs[0], 1, count, 8, "placements", then=derive), count,
                          attr_jobs(parts, secs[1:], count)))
-        elif kind == UPDATE:
+        elif kind in (UPDATE, UPDATE_RANKED):
+            name = "UPDATE" if kind == UPDATE else "UPDATE_RANKED"
             if mask == 0 or mask & ~fmask:
-                raise GsdError(ErrorCode.MALFORMED, f"UPDATE mask {mask:#x} invalid for SH degree {p.sh_degree}")
+                raise GsdError(ErrorCode.MALFORMED, f"{name} mask {mask:#x} invalid for SH degree {p.sh_degree}")
             parts = p.wire_parts(mask_attrs(mask))
-            expect(secs, 1 + len(parts), "UPDATE")
-            plan.append((UPDATE, section(secs[0], 1, count, 8, "ids"), count, attr_jobs(parts, secs[1:], count), mask))
-        elif kind == DELETE_IDS:
-            expect(secs, 1, "DELETE_IDS")
-            plan.append((DELETE_IDS, section(secs[0], 1, count, 8, "delete")))
+            expect(secs, 1 + len(parts), name)
+            first = section(secs[0], 1, count, 8, "ids") if kind == UPDATE else section(secs[0], 1, count, 4, "ids")
+            plan.append((kind, first, count, attr_jobs(parts, secs[1:], count), mask))
+        elif kind in (DELETE_IDS, DELETE_RANKED):
+            expect(secs, 1, "DELETE_IDS" if kind == DELETE_IDS else "DELETE_RANKED")
+            plan.append((kind, section(secs[0], 1, count, 8 if kind == DELETE_IDS else 4, "delete")))
         elif kind == DELETE_RANGES:
             expect(secs, 1, "DELETE_RANGES")
             plan.append((DELETE_RANGES, section(secs[0], 2, count, 8, "delete")))
@@ -814,8 +830,12 @@ def _read_blocks(d: Delta, blocks, descs, payload, p: Profile, limits: Limits, r
             adds.append((ids, {Attr.POSITION: pos, **gather(entry[3])}))
         elif kind == UPDATE:
             upds.append((arrays[entry[1]][0], entry[4], gather(entry[3])))
+        elif kind == UPDATE_RANKED:
+            d.ranked.append(RankedBlock(arrays[entry[1]][0], UpdateBlock(entry[4], np.zeros(0, np.uint64), gather(entry[3]))))
         elif kind == DELETE_IDS:
             dels.append(arrays[entry[1]][0])
+        elif kind == DELETE_RANKED:
+            d.ranked.append(RankedBlock(arrays[entry[1]][0]))
         elif kind == DELETE_RANGES:
             ranges.append(arrays[entry[1]].T)
         else:

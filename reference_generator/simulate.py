@@ -218,7 +218,8 @@ def main(argv: list | None = None) -> int:
     cfg = WorldConfig(sh_degree=a.sh_degree, profile=a.profile, target_live=a.target_live,
                       max_gaussians=a.max_gaussians)
     world = World(cfg, device)
-    enc = encoder_for(world.profile, device, max_gaussians=cfg.max_gaussians, generator="reference_generator (gsd-world)")
+    enc = encoder_for(world.profile, device, max_gaussians=cfg.max_gaussians, generator="reference_generator (gsd-world)",
+                      ranked_ids=cfg.ranked_ids)
     header = enc.header_bytes()
     actions = scripted_session(a.steps)
     if not a.quiet:

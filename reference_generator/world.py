@@ -65,6 +65,7 @@ class WorldConfig:
     """Everything but the seed. The defaults give ~200k live Gaussians at SH degree 3."""
     sh_degree: int = 3
     profile: str = "compact"
+    ranked_ids: bool = True         # deltas' UPDATE and DELETE ids as ranks among the live ids (format 1.2)
     cell_size: float = 1.0          # metres; position step is cell_size / 2^position_bits
     cell_bits: int = 14             # 2^14 cells a side: a 16 km square world
     slot_bits: int = 20
@@ -106,8 +107,10 @@ class WorldConfig:
         return Grid((o, o, o), self.cell_size, self.cell_bits, self.slot_bits)
 
     def format_minor(self) -> int:
-        """The format minor version this world's streams may need: 1 where its profile allows ADD_IMPLICIT
-        blocks or has an SH palette (SPEC.md 10, 11.2), else 0."""
+        """The format minor version this world's streams may need (SPEC.md 10, 11.2): 2 with ranked ids,
+        else 1 where its profile allows ADD_IMPLICIT blocks or has an SH palette, else 0."""
+        if self.ranked_ids:
+            return 2
         p = Profile.preset(self.profile, self.sh_degree, self.grid())
         return 1 if p.implicit_ids or p.palette else 0
 

@@ -77,6 +77,7 @@ def build_stream(name="compact", degree=1, n=48, seed=0) -> Stream:
     moved = g.take(np.arange(0, n, 3))
     moved.positions[:] += 0.3
     moved.sh_dc[::2] += 0.3
+    enc.ranked_ids = False  # ids as ids here, as ranks in the last frames (format 1.2)
     frames.append(enc.encode(update=(ids[::3], moved))); states.append(enc.state.copy())
     grid = profile.grid
     srt = np.sort(ids)
@@ -89,6 +90,11 @@ def build_stream(name="compact", degree=1, n=48, seed=0) -> Stream:
         corner.positions[:, 0] += np.arange(3) * grid.cell_size / 8
         frames.append(enc.encode(add=(enc.assign_ids(corner.positions), corner)))
         states.append(enc.state.copy())
+    enc.ranked_ids = True   # the last frame: UPDATE_RANKED and DELETE_RANKED
+    live = enc.state.ids()
+    dc = enc.state.floats(live[::4], enc.state.codes_of(live[::4]))[Attr.SH_DC] + 0.2
+    frames.append(enc.encode(update=(live[::4], {Attr.SH_DC: dc}), delete=live[1:3]))
+    states.append(enc.state.copy())
     return Stream(profile, enc.header_bytes(), frames, states, ids)
 
 
@@ -106,7 +112,7 @@ def test_stream_uses_every_block_kind(S):
     kinds = set()
     for f in S.frames:
         kinds |= set(craft.block_kinds(f))
-    assert kinds == {ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, ADD_IMPLICIT}
+    assert kinds == {ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, ADD_IMPLICIT, wire.UPDATE_RANKED, wire.DELETE_RANKED}
     assert len(S.states[-1]) < len(S.states[1])
 
 
@@ -487,7 +493,7 @@ CASES = {
     "frame_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(m, "required_features", 1 << 5)))),
     "header_required_feature": (E.UNSUPPORTED_FEATURE, lambda S: _hdr(quant=COMPACT, required_features=2)),
     "header_palette_bit_without_palette": (E.BAD_HEADER, lambda S: _hdr(quant=COMPACT, required_features=1)),
-    "op_kind_8": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 8)))),
+    "op_kind_10": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 10)))),
     "op_palette_without_palette": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 6)))),
     "compression_2": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "compression", 2)))),
     "filter_bit_3": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "filters", 8)))),

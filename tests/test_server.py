@@ -66,7 +66,7 @@ async def raw_ws(url: str, http: aiohttp.ClientSession, **kw):
     return await http.ws_connect(url, **kw)
 
 
-HELLO = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0"], "max_sh_degree": 3,
+HELLO = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1", "1.2"], "max_sh_degree": 3,
          "budgets": {"max_gaussians": 2_000_000, "max_bytes_per_second": 100_000_000, "max_frame_bytes": 1 << 24}}
 
 
@@ -341,25 +341,45 @@ def test_bad_hello_is_refused_with_reason(hello, why):
 
 
 def test_hello_minor_version_is_the_highest_of_major_1():
-    assert parse_hello(json.dumps(HELLO))["minor"] == 0
+    assert parse_hello(json.dumps({**HELLO, "versions": ["1.0"]}))["minor"] == 0
     assert parse_hello(json.dumps({**HELLO, "versions": ["2.0", "1.1", "1.0", "1.x"]}))["minor"] == 1
+    assert parse_hello(json.dumps(HELLO))["minor"] == 2
 
 
 def test_worlds_that_may_stream_implicit_ids_refuse_a_1_0_client():
-    world = WorldConfig(cell_bits=12, target_live=20000, view_radius=32)   # 3 (12 + 8) <= 64: ADD_IMPLICIT possible
-    assert world.format_minor() == 1 and WorldConfig().format_minor() == 0
+    world = WorldConfig(cell_bits=12, target_live=20000, view_radius=32, ranked_ids=False)  # 3 (12 + 8) <= 64: ADD_IMPLICIT
+    assert world.format_minor() == 1 and WorldConfig(ranked_ids=False).format_minor() == 0
 
     async def go():
         async with server(world=world) as s:
             async with aiohttp.ClientSession() as http:
                 ws = await raw_ws(s.url, http)
-                await ws.send_str(json.dumps(HELLO))                       # versions: ["1.0"]
+                await ws.send_str(json.dumps({**HELLO, "versions": ["1.0"]}))
                 msg = await ws.receive()
                 assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1008, msg
                 assert "1.1" in msg.extra
             async with Client(s.url) as c:                                 # names 1.1: served
                 await c.next_frame()
                 assert not c.stats.errors
+    run(go())
+
+
+def test_worlds_with_ranked_ids_refuse_a_1_1_client_and_serve_1_2():
+    assert WorldConfig().format_minor() == 2
+
+    async def go():
+        async with server() as s:
+            async with aiohttp.ClientSession() as http:
+                ws = await raw_ws(s.url, http)
+                await ws.send_str(json.dumps({**HELLO, "versions": ["1.0", "1.1"]}))
+                msg = await ws.receive()
+                assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1008, msg
+                assert "1.2" in msg.extra and "ranked ids" in msg.extra
+            async with Client(s.url) as c:                                 # names 1.2: served ranked frames
+                for _ in range(3):
+                    await c.step(Move(0.5))
+                assert not c.stats.errors
+                assert c.decoder.state.order() is not None and len(c.decoder.state.order()) == len(c.decoder.state)
     run(go())
 
 
