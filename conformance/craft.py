@@ -2,7 +2,7 @@
 
 The codec's own writers only produce conforming bytes; conformance vectors, the fuzzer
 and the bad-input tests need headers and frames with any field set to any value (a
-zero cell size, a block of kind 8, a section past the payload, a wrong CRC, an offset
+zero cell size, a block of kind 10, a section past the payload, a wrong CRC, an offset
 pointing outside the buffer). This module is the one place that writes them:
 
 - header and frame records: ``HeaderFields``/``header``, ``FrameFields``/``frame_meta``/
@@ -39,6 +39,7 @@ from gsd.fb.Section import CreateSection
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
 ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE, ADD_IMPLICIT = 1, 2, 3, 4, 5, 6, 7
+UPDATE_RANKED, DELETE_RANKED = 8, 9      # 1.2: ranks among the live ids instead of ids (SPEC.md 6.1)
 KEYFRAME = 1
 SH_PALETTE = 1                           # StreamHeader.required_features bit 0 (1.1, SPEC.md 5.9)
 NONE, ZSTD = 0, 1
@@ -335,6 +336,7 @@ class Encoding:
     ranges: int = DELTA | ZIGZAG | SHUFFLE
     cells: int = DELTA | ZIGZAG | SHUFFLE
     palette: int = DELTA | SHUFFLE   # a PALETTE block's u16 indices
+    ranks: int = DELTA | SHUFFLE     # a ranked block's u32 ranks
     attr: Callable | None = None     # fn(attribute index, width, residual) -> filters
     compression: str = "auto"
     zstd_frames: int = 1
@@ -355,13 +357,17 @@ def band_rows(sh_degree: int) -> list[list[int]]:
 
 
 def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges=(), cells=(), palettes=(), adds=(),
-              updates=(), ext=(), palette: bool = False, implicit=()) -> tuple[list[BlockFields], Payload]:
-    """Op blocks and their payload, laid out as SPEC.md 6.1 says, in the order deletes, ranges, cells, palettes,
-    adds, implicit adds, updates, ext; nothing is checked, so ids may repeat or descend and codes may be out of range.
+              updates=(), ext=(), palette: bool = False, implicit=(), ranked_updates=(),
+              ranked_deletes=()) -> tuple[list[BlockFields], Payload]:
+    """Op blocks and their payload, laid out as SPEC.md 6.1 says, in the order deletes, ranked deletes, ranges,
+    cells, palettes, adds, implicit adds, updates, ranked updates, ext; nothing is checked, so ids and ranks may
+    repeat or descend and codes may be out of range.
 
-    deletes: [ids]; ranges: [[(first, last), ...]]; cells: [(level, [cell, ...])]; palettes: [(indices,
-    entries)]; adds: [(ids, codes)]; implicit: ADD_IMPLICIT blocks, [(placements, codes)] (POSITION's
-    codes unused); updates: [(ids, mask, residuals)]; ext: [(kind, [array, ...])]. codes and
+    deletes: [ids]; ranked_deletes: DELETE_RANKED blocks, [ranks]; ranges: [[(first, last), ...]]; cells:
+    [(level, [cell, ...])]; palettes: [(indices, entries)]; adds: [(ids, codes)]; implicit: ADD_IMPLICIT
+    blocks, [(placements, codes)] (POSITION's codes unused); updates: [(ids, mask, residuals)];
+    ranked_updates: UPDATE_RANKED blocks, [(ranks, mask, residuals)]; ext: [(kind, [array, ...])]. Ranks are
+    written as u32 (a (1, n) section of width 4). codes and
     residuals are planar (C, n) arrays in the attributes' code dtypes, indexed by attribute (a list or a dict by
     Attr); residuals are read only for the attributes of their mask. ``palette``: the stream has an SH palette
     (SPEC.md 5.9), so SH_REST is one section of u16 indices (a (1, n) array) and PALETTE blocks carry the
@@ -387,9 +393,14 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
                 out += bands(arrays[a], f) if a == 5 and not palette else [sec(np.ascontiguousarray(arrays[a]), f)]
         return out
 
+    def ranks_section(ranks):
+        return sec(np.asarray(ranks, np.uint32)[None, :], enc.ranks)
+
     blocks = []
     for ids in deletes:
         blocks.append(BlockFields(DELETE_IDS, len(ids), 0, 0, [ids_section(ids, enc.ids)]))
+    for ranks in ranked_deletes:
+        blocks.append(BlockFields(DELETE_RANKED, len(ranks), 0, 0, [ranks_section(ranks)]))
     for rs in ranges:
         r = np.array(rs, np.uint64).reshape(-1, 2).T.copy()
         blocks.append(BlockFields(DELETE_RANGES, r.shape[1], 0, 0, [sec(r, enc.ranges)]))
@@ -407,6 +418,9 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
     for ids, mask, res in updates:
         blocks.append(BlockFields(UPDATE, len(ids), mask, 0,
                                   [ids_section(ids, enc.ids)] + attr_sections(res, mask, True)))
+    for ranks, mask, res in ranked_updates:
+        blocks.append(BlockFields(UPDATE_RANKED, len(ranks), mask, 0,
+                                  [ranks_section(ranks)] + attr_sections(res, mask, True)))
     for kind, arrays in ext:
         blocks.append(BlockFields(kind, 0, 0, 0, [sec(arr, 0) for arr in arrays]))
     return blocks, pl

@@ -15,7 +15,7 @@ import zstandard
 
 from . import craft
 from .attribute_codes import dtype_of, entry_dtype
-from .refmodel import Layout, implicit_ids, placement_codes
+from .refmodel import Layout, implicit_ids, placement_codes, resolve_ranks
 
 def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.ndarray:
     """The (comps, n) unsigned values of one well-formed section: decompress, unshuffle, unzigzag, delta sum."""
@@ -55,13 +55,16 @@ class FrameOps:
                 "cells": self.cells, "palettes": self.palettes}
 
 
-def read_frame_ops(record: bytes, L: Layout) -> FrameOps:
+def read_frame_ops(record: bytes, L: Layout, live=None) -> FrameOps:
     """The ops of a valid frame record. Empty blocks are dropped, UPDATE blocks of one mask merged
     (ids ascending) and ordered by mask, DELETE_CELLS ordered by level: one canonical form however the
-    writer split its blocks."""
+    writer split its blocks. Ranked blocks (1.2) are resolved against ``live``, the ids live before the
+    frame (SPEC.md 6.1), and come out as the UPDATE and DELETE_IDS blocks they stand for, so a vector
+    does not change when the writer starts or stops sending ranks."""
     meta, payload = craft.split_frame(record)
     f = craft.parse_frame_meta(meta)
     ops = FrameOps(f.seq, f.base_seq, bool(f.flags & craft.KEYFRAME), f.digest)
+    before = [] if ops.keyframe or live is None else sorted(int(i) for i in live)
     updates: dict[int, list] = {}
     for b in f.blocks:
         if b.count == 0:
@@ -78,19 +81,24 @@ def read_frame_ops(record: bytes, L: Layout) -> FrameOps:
                 entries[rows] = decode_section(payload, next(secs), len(rows), b.count).view(entries.dtype)
             ops.palettes.append((index, entries))
             continue
-        ids = decode_section(payload, next(secs), 1, b.count)[0]
+        if b.kind in (craft.UPDATE_RANKED, craft.DELETE_RANKED):
+            assert live is not None or ops.keyframe, "a ranked block: read_frame_ops needs the live ids"
+            ranks = [int(r) for r in decode_section(payload, next(secs), 1, b.count)[0]]
+            ids = np.array(resolve_ranks(before, ranks), np.uint64)
+        else:
+            ids = decode_section(payload, next(secs), 1, b.count)[0]
         if b.kind == craft.ADD_IMPLICIT:   # the ADD it stands for (SPEC.md 6.1)
             codes = _attributes(payload, secs, L, 0x3E, b.count)
             codes[0] = np.array([placement_codes(L, int(v)) for v in ids], codes[0].dtype).reshape(-1, 3).T.copy()
             ops.adds.append((np.array(implicit_ids(L, [int(v) for v in ids]), np.uint64), codes))
             continue
-        if b.kind == craft.DELETE_IDS:
+        if b.kind in (craft.DELETE_IDS, craft.DELETE_RANKED):
             ops.deletes.append(ids)
         elif b.kind == craft.DELETE_CELLS:
             ops.cells.append((b.level, [int(c) for c in ids]))
         elif b.kind == craft.ADD:
             ops.adds.append((ids, _attributes(payload, secs, L, 0x3F, b.count)))
-        elif b.kind == craft.UPDATE:
+        elif b.kind in (craft.UPDATE, craft.UPDATE_RANKED):
             updates.setdefault(b.mask, []).append((ids, _attributes(payload, secs, L, b.mask, b.count)))
     for mask in sorted(updates):
         ids = np.concatenate([i for i, _ in updates[mask]])

@@ -43,7 +43,7 @@ LATE_CODES = {"MALFORMED", "UNSUPPORTED_FEATURE", "DECOMPRESSION_FAILED", "DUPLI
 def f10_fails(record: bytes, limits: Limits) -> bool:
     """Whether a frame (that verifies) fails F10: its declared raw bytes, id counts or range counts."""
     f = fs.parse_frame(record).fields
-    ids = sum(b.count for b in f.blocks if b.kind in (1, 2, 3, 6))
+    ids = sum(b.count for b in f.blocks if b.kind in (1, 2, 3, 6, 7, 8, 9))
     rng = sum(b.count for b in f.blocks if b.kind in (4, 5))
     return (sum(s.raw_size for s in f.sections) > limits.max_frame_raw_bytes or ids > limits.max_ids_per_frame
             or rng > limits.max_ranges_per_frame)

@@ -31,6 +31,7 @@ from .vectors_metadata import gen_header, gen_metadata
 from .vectors_ops import gen_empty, gen_masks, gen_ops, gen_replace, gen_state_invalid
 from .vectors_palette import gen_palette, gen_palette_invalid
 from .vectors_quantization import gen_profiles, gen_values
+from .vectors_ranked import gen_ranked, gen_ranked_invalid
 from .vectors_records import gen_checksum, gen_framing
 from .vectors_sections import gen_compression, gen_encoding
 from .vectors_sequencing import gen_keyframes, gen_sequence
@@ -43,10 +44,10 @@ VECTOR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors")
 
 # The manifest lists vectors in this order: valid ones first, then the invalid ones.
 GROUPS = [gen_ops, gen_masks, gen_profiles, gen_ids, gen_keyframes, gen_compose, gen_empty, gen_replace,
-          gen_encoding, gen_limits_valid_and_invalid, gen_palette, gen_implicit, gen_framing, gen_checksum,
-          gen_version_feature, gen_header, gen_metadata, gen_verification, gen_ids_invalid, gen_state_invalid,
-          gen_values, gen_compression, gen_sequence, gen_digest, gen_palette_invalid, gen_implicit_invalid,
-          gen_spec_examples]
+          gen_encoding, gen_limits_valid_and_invalid, gen_palette, gen_implicit, gen_ranked, gen_framing,
+          gen_checksum, gen_version_feature, gen_header, gen_metadata, gen_verification, gen_ids_invalid,
+          gen_state_invalid, gen_values, gen_compression, gen_sequence, gen_digest, gen_palette_invalid,
+          gen_implicit_invalid, gen_ranked_invalid, gen_spec_examples]
 
 
 def generate(out: str = VECTOR_DIR) -> dict:

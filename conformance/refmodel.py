@@ -184,6 +184,8 @@ class RefFrame:
     cells: list = field(default_factory=list)       # [(level, code), ...]
     palettes: list = field(default_factory=list)    # [[(index, entry codes), ...], ...] per PALETTE block
     implicit: list = field(default_factory=list)    # [[(placement, codes), ...], ...] per ADD_IMPLICIT block
+    ranked_updates: list = field(default_factory=list)  # [[(rank, mask, residuals)], ...] per UPDATE_RANKED block
+    ranked_deletes: list = field(default_factory=list)  # [[rank, ...], ...] per DELETE_RANKED block
     digest: tuple | None = None
 
 
@@ -209,6 +211,21 @@ def implicit_ids(L: Layout, q: list[int]) -> list[int]:
         if i - first >= 1 << S:
             raise RefError("BAD_VALUE", "more placements in a cell than it has slots")
         ids.append(((v >> (3 * pb)) << S) | (i - first))
+    return ids
+
+
+def resolve_ranks(live: list[int], ranks: list[int]) -> list[int]:
+    """SPEC.md 6.1 resolve_ranked for one block: the ids its ranks name in ``live`` (the ids live before the
+    frame, ascending), each rank checked in turn as the spec's loop does."""
+    ids = []
+    for i, r in enumerate(ranks):
+        if i > 0 and r == ranks[i - 1]:
+            raise RefError("DUPLICATE_ID", "ranks repeated in a block")
+        if i > 0 and r < ranks[i - 1]:
+            raise RefError("BAD_VALUE", "ranks not ascending")
+        if r >= len(live):
+            raise RefError("ID_MISSING", f"rank {r} with {len(live)} live ids")
+        ids.append(live[r])
     return ids
 
 
@@ -254,6 +271,14 @@ class RefState:
                 raise RefError("SEQUENCE_GAP")
             if f.seq <= f.base_seq:
                 raise RefError("MALFORMED", "seq <= base_seq")
+        if f.ranked_updates or f.ranked_deletes:
+            # 0. ranked blocks become UPDATE and DELETE_IDS blocks, all against the ids live before the frame
+            before = [] if f.keyframe else sorted(self.g)
+            upd = [[(x, m, r) for x, (_, m, r) in zip(resolve_ranks(before, [k for k, _, _ in b]), b)]
+                   for b in f.ranked_updates]
+            gone = [resolve_ranks(before, b) for b in f.ranked_deletes]
+            f = replace(f, updates=f.updates + upd, delete_ids=f.delete_ids + gone, ranked_updates=[],
+                        ranked_deletes=[])
         if f.implicit:
             f = replace(f, adds=f.adds + [implicit_adds(L, b) for b in f.implicit], implicit=[])
         blocks = [[i for i, _ in b] for b in f.adds] + [[i for i, _, _ in b] for b in f.updates] + f.delete_ids
@@ -693,7 +718,7 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
     # F10: frame limits, before anything is decoded
     if sum(s.raw_size for s in sections) > lim["max_frame_raw_bytes"]:
         raise RefError("LIMIT_EXCEEDED", "max_frame_raw_bytes")
-    if sum(c for k, c, *_ in blocks if k in (1, 2, 3, 6, 7)) > lim["max_ids_per_frame"]:
+    if sum(c for k, c, *_ in blocks if k in (1, 2, 3, 6, 7, 8, 9)) > lim["max_ids_per_frame"]:
         raise RefError("LIMIT_EXCEEDED", "max_ids_per_frame")
     if sum(c for k, c, *_ in blocks if k in (4, 5)) > lim["max_ranges_per_frame"]:
         raise RefError("LIMIT_EXCEEDED", "max_ranges_per_frame")
@@ -705,16 +730,20 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
             raise RefError("MALFORMED", "block kind 0")
         if kind >= 128:
             continue
-        if kind > 7:
+        if kind > 9:
             raise RefError("UNSUPPORTED_FEATURE", f"block kind {kind}")
         if kind == 7 and (L.quant is None or 3 * (L.cell_bits + L.quant.position_bits) > 64):
             raise RefError("MALFORMED", "ADD_IMPLICIT block in a lossless stream or with placements over 64 bits")
         if kind == 6 and not L.palette:
             raise RefError("MALFORMED", "PALETTE block in a stream without an SH palette")
-        if kind == 2 and (mask == 0 or mask & ~full_mask):
+        if kind in (2, 8) and (mask == 0 or mask & ~full_mask):
             raise RefError("MALFORMED", f"UPDATE mask {mask:#x}")
         if kind in (3, 5):
             parts = [("ids", [0], 8)]
+        elif kind == 9:
+            parts = [("ranks", [0], 4)]
+        elif kind == 8:
+            parts = [("ranks", [0], 4)] + _attribute_parts(L, mask)
         elif kind == 4:
             parts = [("ranges", [0, 1], 8)]
         elif kind == 7:
@@ -736,6 +765,8 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
         first = values[0]
         if kind == 3:
             rf.delete_ids.append(first)
+        elif kind == 9:
+            rf.ranked_deletes.append(first)
         elif kind == 4:
             rf.ranges += [(first[i], first[n + i]) for i in range(n)]
         elif kind == 5:
@@ -759,6 +790,8 @@ def read_frame(f: RefBuffer, payload: bytes, L: Layout, lim: dict) -> RefFrame:
                 rf.adds.append(list(zip(first, rows)))
             elif kind == 7:
                 rf.implicit.append(list(zip(first, rows)))
+            elif kind == 8:
+                rf.ranked_updates.append([(x, mask, r) for x, r in zip(first, rows)])
             else:
                 rf.updates.append([(x, mask, r) for x, r in zip(first, rows)])
     return rf

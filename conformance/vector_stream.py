@@ -109,17 +109,20 @@ class Stream:
     def frame(self, *, key=False, adds=(), updates=(), deletes=(), ranges=(), cells=(), palettes=(), implicit=(), ext=(), seq=None,
               base=None, digest="auto", flags=None, features=0, extra_field=None, enc: Encoding | None = None,
               order=None, tweak=None, post=None, record=None, error: str | None = None, model: bool = True,
-              layout=None) -> bytes:
+              layout=None, ranked_updates=(), ranked_deletes=()) -> bytes:
         """Build, model and append one frame. ``error`` marks it as the frame where decoding must fail.
         ``palettes``: PALETTE blocks, [(indices, (3K, n) entry codes)] (streams with an SH palette);
-        ``implicit``: ADD_IMPLICIT blocks, [(placements, codes)] (POSITION's codes unused)."""
+        ``implicit``: ADD_IMPLICIT blocks, [(placements, codes)] (POSITION's codes unused);
+        ``ranked_updates``: UPDATE_RANKED blocks, [(ranks, mask, residuals)]; ``ranked_deletes``: DELETE_RANKED
+        blocks, [ranks]. Ranks go to the model as ranks: it resolves them against its own state (SPEC.md 6.1)."""
         assert self.fail is None, "no frames after the failing one"
         enc = enc or Encoding()
         L = self.L
         seq = self.seq + 1 if seq is None else seq
         base = (self.seq if not key else 0) if base is None else base
         blocks, pl = craft.op_blocks(L.sh_degree, enc, deletes=deletes, ranges=ranges, cells=cells, palettes=palettes,
-                                     adds=adds, updates=updates, ext=ext, palette=bool(L.palette), implicit=implicit)
+                                     adds=adds, updates=updates, ext=ext, palette=bool(L.palette), implicit=implicit,
+                                     ranked_updates=ranked_updates, ranked_deletes=ranked_deletes)
         if order is not None:
             blocks = order(blocks)
 
@@ -131,7 +134,10 @@ class Stream:
                       cells=[(lv, int(c)) for lv, cs in cells for c in cs],
                       palettes=[[(int(e), tuple(int(x) for x in codes[:, j])) for j, e in enumerate(index)]
                                 for index, codes in palettes],
-                      implicit=[[(int(v), per_gaussian(c, j)) for j, v in enumerate(q)] for q, c in implicit])
+                      implicit=[[(int(v), per_gaussian(c, j)) for j, v in enumerate(q)] for q, c in implicit],
+                      ranked_updates=[[(int(k), m, per_gaussian(r, j)) for j, k in enumerate(ranks)]
+                                      for ranks, m, r in ranked_updates],
+                      ranked_deletes=[[int(k) for k in ranks] for ranks in ranked_deletes])
         if error is None:
             trial = self._copy_model()
             trial.apply(rf)
@@ -233,7 +239,7 @@ class VectorWriter:
 
     def manifest(self) -> dict:
         return {
-            "format": "GSD 1.1",
+            "format": "GSD 1.2",
             "generator": "python -m conformance.generate",
             "digest_text": "count:lane0hex8:lane1hex8",
             "default_limits": dataclasses.asdict(DEFAULT_LIMITS),

@@ -32,7 +32,7 @@ def gen_compose(g: VectorWriter) -> None:
 
     def composed(s: Stream, c, digest) -> None:
         """Append the composed Delta, serialized by the codec and read back from its bytes."""
-        ops = read_frame_ops(FrameEncoder(prof).encode(c), s.L)
+        ops = read_frame_ops(FrameEncoder(prof).encode(c), s.L, s.live())
         s.frame(key=ops.keyframe, seq=ops.seq, base=ops.base_seq, digest=digest, **ops.blocks())
 
     def residuals_on(s: Stream, model: RefState, ids, mask):

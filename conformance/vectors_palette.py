@@ -210,7 +210,7 @@ def gen_palette(g: VectorWriter) -> None:
         return decode_frame(rec, prof)[0]
 
     def composed(s: Stream, c, digest):
-        ops = read_frame_ops(FrameEncoder(prof).encode(c), s.L)
+        ops = read_frame_ops(FrameEncoder(prof).encode(c), s.L, s.live())
         s.frame(key=ops.keyframe, seq=ops.seq, base=ops.base_seq, digest=digest, **ops.blocks())
 
     s = stream(g, "pal_compose_same_entry", hf)

@@ -54,7 +54,8 @@ def _encoder_stream(g: VectorWriter, vid: str, profile_name: str, d: int, n: int
     """Deltas made by the codec's Encoder from float Gaussians (its quantization and closed loop).
 
     They are serialized here with fixed section choices rather than taken as the Encoder's bytes, so
-    the vectors do not change when the encoder's filter or compression heuristics are tuned. Each
+    the vectors do not change when the encoder's filter or compression heuristics are tuned or when it
+    sends ids as ranks (read back against the state before each frame). Each
     frame carries the Encoder's digest, which the reference model must reproduce.
     """
     profile = Profile.preset(profile_name, d, Grid(*G))
@@ -69,7 +70,7 @@ def _encoder_stream(g: VectorWriter, vid: str, profile_name: str, d: int, n: int
                          rng.normal(size=m), rng.normal(scale=0.6, size=(m, 3)), rng.normal(scale=0.15, size=(m, 3 * k)))
 
     def push(delta):
-        ops = read_frame_ops(enc.encode_delta(delta), s.L)  # advances the closed loop; carries its digest
+        ops = read_frame_ops(enc.encode_delta(delta), s.L, s.live())  # advances the closed loop; carries its digest
         s.frame(key=ops.keyframe, seq=ops.seq, base=ops.base_seq, digest=ops.digest, **ops.blocks())
 
     g0 = gaussians(n)

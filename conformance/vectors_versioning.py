@@ -1,5 +1,5 @@
 """Vectors for SPEC.md 10 (versioning and extensions): major versions, required feature bits,
-required op kinds, filter bits and compression ids that a 1.0 decoder does not know.
+required op kinds (10..127 since 1.2), filter bits and compression ids that a 1.2 decoder does not know.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def gen_version_feature(g: VectorWriter) -> None:
     s.add_frame(1, features=1 << 63, error="UNSUPPORTED_FEATURE", model=False)
     s.invalid("feature", "third frame with required_features bit 63", [S_VERSION, S_FRAME])
 
-    for kind in (8, 64, 127):
+    for kind in (10, 64, 127):
         s = g.stream(f"feat_op_kind_{kind}", key_n=3)
         s.frame(ext=[(kind, [np.arange(4, dtype=np.uint8)[None, :]])], error="UNSUPPORTED_FEATURE", model=False)
         s.invalid("feature", f"op block of unknown required kind {kind}", [S_OPS, S_VERSION])

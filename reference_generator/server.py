@@ -989,9 +989,9 @@ def parse_args(argv=None) -> ServerConfig:
                     help="quantization profile of the streams (SPEC.md 5; default: %(default)s); small codes SH "
                          "through a palette (SPEC.md 5.9): about 0.6x the bytes of new content, format 1.1 clients only")
     ap.add_argument("--format", choices=("1.2", "1.1"), default="1.2",
-                    help="format version of the streams: 1.2 (default) sends the ids of UPDATEs and DELETEs as ranks "
-                         "among the live ids (about 0.4x their bytes in a world session; clients naming 1.2 only); 1.1 "
-                         "sends them as ids, for older clients")
+                    help="format version of the streams: 1.2 sends the ids of UPDATEs and DELETEs as ranks among the "
+                         "live ids (about 0.4x their bytes in a world session; clients naming 1.2 only); 1.1 sends them "
+                         "as ids, for older clients (default: %(default)s)")
     ap.add_argument("--tick-hz", type=float, default=25.0,
                     help="idle world steps per second when no action arrives (an action steps at once); "
                          "0: step on actions only (default: %(default)s)")

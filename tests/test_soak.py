@@ -102,7 +102,7 @@ def test_a_shared_world_joined_while_its_last_session_leaves_is_kept():
     from reference_generator.server import Server, ServerConfig, parse_hello
     from reference_generator.world import WorldConfig
 
-    hello = parse_hello(json.dumps({"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1"],
+    hello = parse_hello(json.dumps({"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1", "1.2"],
                                     "max_sh_degree": 3, "budgets": {"max_gaussians": 10 ** 6,
                                     "max_bytes_per_second": 10 ** 8, "max_frame_bytes": 1 << 24}}))
 
