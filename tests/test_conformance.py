@@ -108,8 +108,8 @@ def test_vector_coverage():
             masks_sh3.update(b.mask for b in blocks if b.kind == UPDATE)
     assert masks_sh3 == set(range(1, 64)), "all 63 UPDATE masks at SH degree 3"
     assert {(name, d) for name in PRESETS for d in range(4)} <= profiles
-    assert {1, 2, 3, 4, 5, 6} <= kinds_valid and any(k >= 128 for k in kinds_valid)
-    assert 0 in kinds_invalid and any(7 <= k <= 127 for k in kinds_invalid)
+    assert set(range(1, 10)) <= kinds_valid and any(k >= 128 for k in kinds_valid)   # kinds 1..9 (SPEC.md 6.1)
+    assert 0 in kinds_invalid and any(10 <= k <= 127 for k in kinds_invalid)           # reserved required kinds
 
     by_limit: dict[str, set] = {}
     for v in VECTORS:
