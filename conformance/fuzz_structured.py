@@ -449,7 +449,7 @@ def mutate_meta(rng: random.Random, p: ParsedFrame) -> bool:
         b = rng.choice(f.blocks)
         k = rng.randrange(6)
         if k == 0:
-            b.kind = rng.choice((0, 1, 2, 3, 4, 5, 6, 7, 8, 127, 128, 200, 255))
+            b.kind = rng.choice((0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 127, 128, 200, 255))
         elif k == 1:
             b.count = _interesting(rng, b.count, 32)
         elif k == 2:
