@@ -26,9 +26,9 @@ from .digest import (M32, Digest, fmix, lane_constants, lane_sums, lane_sums_all
                      row_accumulators, unsigned)
 from .errors import ErrorCode, GsdError
 from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
-from .order_index import OrderIndex
 from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
+from .order_index import OrderIndex
 from .profile import Profile, code_ok, invalid_codes
 from .sections import on_worker, parallel_map, spare_workers, submit
 
