@@ -35,6 +35,19 @@ def _lower(keys, p, lo, hi, x):
 
 
 @kernel
+def locate_sorted(first, ids, logical):
+    """logical[i] = the last block whose first id is <= ids[i] (ascending), else block 0: one walk
+    along ``first`` beside the ids, O(len(ids) + blocks), where a search per id cost ~14 steps."""
+    b = 0
+    nb = first.shape[0]
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        while b + 1 < nb and first[b + 1] <= x:
+            b += 1
+        logical[i] = b
+
+
+@kernel
 def rank_in_blocks(keys, cnt, order, ids, logical, below, out):
     """out[i] = the rank of ids[i] (ascending): the ids before its block, then its place in the
     block, searched on from the previous id's place when it is in the same block."""
@@ -186,11 +199,11 @@ class OrderIndex:
         return np.concatenate([self.keys[p, :self.cnt[p]] for p in self.order]) if len(self.order) else np.zeros(0, U64)
 
     def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The logical block of each id (the last whose first id is <= it, else the first) and the
-        number of ids before that block."""
+        """The logical block of each of the ascending ``ids`` (the last whose first id is <= it, else
+        the first) and the number of ids before that block."""
         first, below = self._blocks()
-        logical = np.searchsorted(first, ids, "right") - 1
-        np.maximum(logical, 0, out=logical)
+        logical = np.empty(len(ids), np.int64)
+        locate_sorted(first, ids, logical)
         return logical, below[logical]
 
     def select(self, ranks: np.ndarray) -> np.ndarray:

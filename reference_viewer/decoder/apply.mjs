@@ -5,10 +5,14 @@
 // wasm kernel's (decoder/wasm/kernel.ts); blocks reach it as records in the frame arena (BL, PB).
 // With an SH palette (SPEC 5.9) the palette is part of the state: PALETTE entries are checked and
 // hashed against the entries they replace (step 2a) and written at the commit, a keyframe's into
-// the new store's all-zero palette.
+// the new store's all-zero palette. Ranked blocks (SPEC 6.1, 1.2) become UPDATE and DELETE_IDS blocks
+// first (step 0), their ranks resolved against the ids live before the frame (the store's LiveOrder,
+// order.mjs); where the store has that order, the commit keeps it up to date and a keyframe rebuilds it.
 import { fail } from './errors.mjs';
 import { digestText } from './digest.mjs';
 import { SceneStore, H_MARK } from './store.mjs';
+import { LiveOrder } from './order.mjs';
+import { crossCheck } from './frame.mjs';
 import { K, arena, views, blockRecord, paletteRecord, blockField as field } from './kernel.mjs';
 
 /** Merged, sorted, disjoint id intervals of all ranges and cells, as u64 pairs in the arena: {iv, n}. */
@@ -31,12 +35,48 @@ function intervals(p, ranges, cells) {
 }
 
 /**
+ * Step 0 of a frame with ranked blocks (SPEC 6.1): each block's ranks name the ids at those places
+ * among the ids live before the frame (none for a keyframe); the blocks join upds and dels as the
+ * UPDATE and DELETE_IDS blocks of those ids, and an id in two blocks of a group is DUPLICATE_ID (the
+ * parse checked the unranked blocks alone). The store's order is made here at the stream's first
+ * ranked block. Reads the state, changes nothing.
+ */
+function resolveRanked(store, keyframe, adds, upds, dels, rupds, rdels) {
+  const ru = rupds.filter((b) => b.n > 0), rd = rdels.filter((b) => b.n > 0);
+  if (!ru.length && !rd.length) return { upds, dels };   // empty blocks: nothing to update or delete
+  if (keyframe) fail('ID_MISSING', 'a rank in a keyframe (no ids are live before it)');
+  // (the deletes' places in the order too: the commit removes them there without a search)
+  const ord = store.liveOrder(), all = ru.concat(rd), outs = all.map((b) => arena.take(8 * b.n));
+  const hints = all.map((b, j) => (j < ru.length ? 0 : arena.take(8 * b.n)));
+  if (ord.selectLists(all, outs, hints) >= 0) fail('ID_MISSING', `a rank not below ${ord.size}, the number of live ids`);
+  const rus = ru.map((b, j) => ({ ...b, ids: outs[j] }));
+  const rds = rd.map((b, j) => ({ ...b, ids: outs[ru.length + j], hints: hints[ru.length + j] }));
+  if (rus.length) crossCheck(adds.concat(upds, rus));
+  if (rds.length) crossCheck(dels.concat(rds));
+  return { upds: upds.concat(rus), dels: dels.concat(rds) };
+}
+
+/** A keyframe's live ids in order, from its ADD blocks' ids (each block's ascending, none in two: F13). */
+function orderOfAdds(adds, nAdd) {
+  const full = adds.filter((b) => b.n > 0);
+  if (full.length === 0) return new LiveOrder();
+  if (full.length === 1) return LiveOrder.ofIds(full[0].ids, full[0].n);
+  const all = arena.take(8 * nAdd), u8 = views().u8;   // one list, sorted by the kernel
+  let at = all;
+  for (const b of full) { u8.copyWithin(at, b.ids, b.ids + 8 * b.n); at += 8 * b.n; }
+  return LiveOrder.ofIds(all, nAdd);
+}
+
+/**
  * Applies plan (parseFrame's) to dec.store, all-or-nothing; dec: {profile, store, budget,
  * verifyDigest, stamp}. Returns the counts {add, update, deleteIds, deleteRanges, deleteCells,
- * palette, deleted, live}. Throws GsdError with the state (palette included) as it was.
+ * palette, deleted, live} (a ranked block counts as the UPDATE or DELETE_IDS block it becomes).
+ * Throws GsdError with the state (palette included) as it was.
  */
-export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, pals = [] }) {
+export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, pals = [], rupds = [], rdels = [] }) {
   const p = dec.profile, store = dec.store, st = store.st;
+  // ---- step 0: ranked blocks resolved against the state before the frame
+  if (rupds.length || rdels.length) ({ upds, dels } = resolveRanked(store, keyframe, adds, upds, dels, rupds, rdels));
   if (++dec.stamp >= 0x7FFFFFFF) {   // stamps of staged deletes in the rows' mark word
     const rows = store.rows, R = store.R;
     for (let s = 0; s < store.highWater; s++) rows[s * R + H_MARK] = 0;
@@ -47,6 +87,7 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, p
   let live = keyframe ? 0 : store.live;
   // ---- step 2: deletes (staged: a mark in the row, the stamp of this frame)
   const delLists = [];   // [slots pointer, count]
+  let ivList = null;     // the slots of the ranges and cells (one of delLists), and room for their ids
   let deleted = 0, nDelIds = 0, nRanges = 0, nCells = 0;
   for (const { n, ids } of dels) {
     nDelIds += n;
@@ -63,7 +104,8 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, p
     if (n) {
       const sl = arena.take(4 * store.highWater);
       const k = K.stageIntervals(st, iv, n, stamp, sl);
-      delLists.push([sl, k]);
+      ivList = [sl, k, store.order ? arena.take(8 * k) : 0];
+      delLists.push(ivList);
       deleted += k;
     }
   }
@@ -93,7 +135,7 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, p
     lane0 = (lane0 + d0) >>> 0; lane1 = (lane1 + d1) >>> 0;
   }
   // ---- step 3: adds (checked and hashed here; written at commit; a keyframe's into a new store)
-  let nAdd = 0, built = null;
+  let nAdd = 0, built = null, order = null;   // (order: a keyframe's new live-id order)
   const addRecs = [];
   if (keyframe) {
     for (const b of adds) nAdd += b.n;
@@ -113,6 +155,7 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, p
         if (j >= 0) fail('BAD_VALUE', `invalid code (component ${j}) in an ADD`);
         first += b.n;
       }
+      if (store.order) order = orderOfAdds(adds, nAdd);   // the stream sends ranked blocks: keep the order
     } catch (e) {
       built.release();
       throw e;
@@ -154,17 +197,30 @@ export function applyPlan(dec, { keyframe, m, adds, upds, dels, ranges, cells, p
       }
     }
     // memory for the commit (may grow the store, or fail: then undone like any failure)
-    if (!keyframe) store.reserve(nAdd, live, deleted);
+    if (!keyframe) {
+      store.reserve(nAdd, live, deleted);
+      if (store.order) store.order.reserve(nAdd);
+    }
   } catch (e) {
     for (let u = undo.length - 1; u >= 0; u--) K.updUndo(st, undo[u]);
     if (built) built.release();
+    if (order) order.release();
     throw e;
   }
   // ---- step 7: commit (nothing below can fail: memory was reserved above)
   if (keyframe) {
-    store._adopt(built);
+    store._adopt(built, order);
     for (const b of pals) store._paletteSet(b.ids, b.n);
   } else {
+    const ord = store.order;
+    if (ord) {   // the live-id order first: the rows of the deleted slots still hold their ids
+      let missed = 0;
+      for (const b of dels) if (b.hints) missed += ord.removeHinted(b.ids, b.hints, b.n);   // (first: their places hold)
+      for (const b of dels) if (!b.hints) missed += ord.removeIds(b.ids, b.n);
+      if (ivList) missed += ord.removeSlots(st, ivList[0], ivList[1], ivList[2]);
+      for (const b of adds) missed += ord.insertIds(b.ids, b.n);
+      if (missed) store._setOrder(null);   // (never expected; it would be made again when needed)
+    }
     for (const [sl, n] of delLists) K.commitDeletes(st, sl, n);
     for (const bl of addRecs) K.commitAdd(st, bl);
     for (const bl of undo) K.commitUpd(st, bl);

@@ -1,6 +1,6 @@
-// GSD 1.1 decoder (SPEC.md 4, 5, 6, 7, 9; the SH palette of 5.9): records -> checked plan (decoder/frame.mjs) ->
-// all-or-nothing apply into a SceneStore (decoder/apply.mjs). Written from SPEC.md; the Python codec
-// is a separate implementation.
+// GSD 1.2 decoder (SPEC.md 4, 5, 6, 7, 9; the SH palette of 5.9, ranked ids of 6.1): records ->
+// checked plan (decoder/frame.mjs) -> all-or-nothing apply into a SceneStore (decoder/apply.mjs).
+// Written from SPEC.md; the Python codec is a separate implementation.
 import { GsdError, fail } from './errors.mjs';
 import { Profile } from './profile.mjs';
 import { SceneStore } from './store.mjs';
@@ -90,7 +90,8 @@ export class Decoder {
   /**
    * The frame checks alone (F1..F13: framing, CRC, metadata, sections, sequencing, id rules),
    * without touching the state: the plan that readFrame applies (benchmarks, tests). Its arrays are
-   * valid until the next frame is read.
+   * valid until the next frame is read. Ranked blocks stay ranks there (rupds, rdels): their ids
+   * depend on the state, and readFrame resolves them (F14).
    */
   checkFrame(u8, { message = false } = {}) {
     u8 = asBytes(u8);

@@ -20,6 +20,7 @@ export const SPEC_LIMITS = Object.freeze({
 });
 
 export const ADD = 1, UPDATE = 2, DELETE_IDS = 3, DELETE_RANGES = 4, DELETE_CELLS = 5, PALETTE = 6, ADD_IMPLICIT = 7;
+export const UPDATE_RANKED = 8, DELETE_RANKED = 9;   // 1.2: ranks among the live ids instead of ids (SPEC 6.1)
 
 const u32le = (u8, p) => (u8[p] | (u8[p + 1] << 8) | (u8[p + 2] << 16) | (u8[p + 3] << 24)) >>> 0;
 const popcount = (x) => { let c = 0; for (; x; x &= x - 1) c++; return c; };
@@ -64,8 +65,10 @@ export function readHeaderRecord(u8, message, L) {
  * `seqBig`. Returns the plan {keyframe, m (the metadata), adds, upds (blocks: {n, ids, mask, comps:
  * [{j, src}] by ascending j}), dels ({n, ids}), ranges ({n, r}), cells ({n, level, c}), pals
  * (PALETTE blocks: {n, ids: the u16 entry indices, comps: [{j, src}], j the entry component}),
- * frameLen}; ids, r, c and src are pointers into the frame arena (decoder/kernel.mjs), valid until
- * the next frame.
+ * rupds and rdels (UPDATE_RANKED and DELETE_RANKED blocks: as upds and dels with `ranks`, u32
+ * ascending, in place of ids: apply resolves them against the state, SPEC 6.1), frameLen}; ids,
+ * ranks, r, c and src are pointers into the frame arena (decoder/kernel.mjs), valid until the next
+ * frame.
  */
 export function parseFrame(u8, message, L, p, seqBig) {
   // ---- F1..F8 framing
@@ -94,7 +97,7 @@ export function parseFrame(u8, message, L, p, seqBig) {
   for (const s of m.sections) rawSum += s.raw;
   if (rawSum > L.max_frame_raw_bytes) fail('LIMIT_EXCEEDED', `frame raw bytes ${rawSum}`);
   for (const b of m.blocks) {
-    if ((b.kind >= 1 && b.kind <= 3) || b.kind === PALETTE || b.kind === ADD_IMPLICIT) idSum += b.count;
+    if ((b.kind >= 1 && b.kind <= 3) || (b.kind >= PALETTE && b.kind <= DELETE_RANKED)) idSum += b.count;
     else if (b.kind === 4 || b.kind === 5) rangeSum += b.count;
   }
   if (idSum > L.max_ids_per_frame) fail('LIMIT_EXCEEDED', `${idSum} ids in the frame`);
@@ -107,13 +110,13 @@ export function parseFrame(u8, message, L, p, seqBig) {
     const b = m.blocks[bi];
     if (b.kind === 0) fail('MALFORMED', `block ${bi}: kind 0`);
     if (b.kind >= 128) continue;
-    if (b.kind > ADD_IMPLICIT) fail('UNSUPPORTED_FEATURE', `block ${bi}: kind ${b.kind}`);
+    if (b.kind > DELETE_RANKED) fail('UNSUPPORTED_FEATURE', `block ${bi}: kind ${b.kind}`);
     if (b.kind === PALETTE && !p.palette) fail('MALFORMED', `block ${bi}: PALETTE in a stream without an SH palette`);
     if (b.kind === ADD_IMPLICIT && !p.implicitIds) {
       fail('MALFORMED', `block ${bi}: ADD_IMPLICIT in a lossless stream or with placements over 64 bits`);
     }
     let want = 1;
-    if (b.kind === UPDATE) {
+    if (b.kind === UPDATE || b.kind === UPDATE_RANKED) {
       if (b.mask === 0 || (b.mask & ~p.fullMask)) fail('MALFORMED', `block ${bi}: UPDATE mask 0x${b.mask.toString(16)}`);
       want = 1 + popcount(b.mask & 0x1F) + ((b.mask & 0x20) ? restSecs : 0);
     } else if (b.kind === ADD) want = 1 + 5 + restSecs;
@@ -128,12 +131,12 @@ export function parseFrame(u8, message, L, p, seqBig) {
   for (const b of blocks) for (const si of b.sections) refs[si]++;
   const ctx = { cache: new Map(), refs };
   const sec = (si, C, n, w) => decodeSection(payload, payloadAt, m.sections[si], si, C, n, w, ctx);
-  const adds = [], upds = [], dels = [], ranges = [], cells = [], pals = [];
+  const adds = [], upds = [], dels = [], ranges = [], cells = [], pals = [], rupds = [], rdels = [];
   for (const b of blocks) {
     const n = b.count, S = b.sections;
-    if (b.kind === ADD || b.kind === UPDATE || b.kind === ADD_IMPLICIT) {
-      const first = sec(S[0], 1, n, 8);
-      const mask = b.kind === UPDATE ? b.mask : p.fullMask;
+    if (b.kind === ADD || b.kind === UPDATE || b.kind === ADD_IMPLICIT || b.kind === UPDATE_RANKED) {
+      const ranked = b.kind === UPDATE_RANKED, first = sec(S[0], 1, n, ranked ? 4 : 8);
+      const mask = b.kind === UPDATE || ranked ? b.mask : p.fullMask;
       const comps = [];   // {j, src}: component j's n codes at src
       let k = 1, ids = first;
       if (b.kind === ADD_IMPLICIT) {   // ids and position codes from the placements (6.1)
@@ -157,7 +160,8 @@ export function parseFrame(u8, message, L, p, seqBig) {
         }
       }
       comps.sort((x, y) => x.j - y.j);
-      (b.kind === UPDATE ? upds : adds).push({ n, ids, mask, comps });
+      if (ranked) rupds.push({ n, ranks: first, mask, comps });
+      else (b.kind === UPDATE ? upds : adds).push({ n, ids, mask, comps });
     } else if (b.kind === PALETTE) {
       const ids = sec(S[0], 1, n, 2), w = p.restWidth, comps = [];
       for (let l = 1; l <= d; l++) {
@@ -168,6 +172,8 @@ export function parseFrame(u8, message, L, p, seqBig) {
       pals.push({ n, ids, mask: 0, comps });
     } else if (b.kind === DELETE_IDS) {
       dels.push({ n, ids: sec(S[0], 1, n, 8) });
+    } else if (b.kind === DELETE_RANKED) {
+      rdels.push({ n, ranks: sec(S[0], 1, n, 4) });
     } else if (b.kind === DELETE_RANGES) {
       ranges.push({ n, r: sec(S[0], 2, n, 8) });
     } else {
@@ -184,7 +190,15 @@ export function parseFrame(u8, message, L, p, seqBig) {
   }
   idRules(p, adds, upds, dels, ranges, cells);
   paletteRules(p, pals);
-  return { keyframe, m, adds, upds, dels, ranges, cells, pals, frameLen };
+  for (const b of rupds.concat(rdels)) rankRules(b);
+  return { keyframe, m, adds, upds, dels, ranges, cells, pals, rupds, rdels, frameLen };
+}
+
+/** The ranks of a ranked block strictly ascending (6.2); that they name live ids is apply's (6.1, F14). */
+function rankRules({ n, ranks }) {
+  const r = K.checkRanks(ranks, n);
+  if (r === 2) fail('DUPLICATE_ID', 'equal adjacent ranks in a ranked block');
+  if (r === 3) fail('BAD_VALUE', 'ranks not ascending in a ranked block');
 }
 
 /** The ids and position codes of an ADD_IMPLICIT block's n placements at q (6.1), written at ids and pos. */
@@ -210,6 +224,25 @@ function paletteRules(p, pals) {
   for (const { n, ids } of pals) if (K.markPalIdx(bits, ids, n)) fail('DUPLICATE_ID', 'a palette index in two PALETTE blocks');
 }
 
+/**
+ * DUPLICATE_ID when an id is in two blocks of a group (ADD and UPDATE blocks; DELETE_IDS blocks),
+ * each block's ids ascending: the kernel's bit set of the ids' hashes, its collisions settled by
+ * binary searches; where there are too many of those (many ids), a scratch id table of them all.
+ */
+export function crossCheck(group) {
+  const nonEmpty = group.filter((b) => b.n > 0);
+  if (nonEmpty.length < 2) return;
+  const lists = arena.take(8 * nonEmpty.length), u = views().u32;
+  nonEmpty.forEach((b, k) => { u[(lists >> 2) + 2 * k] = b.ids; u[(lists >> 2) + 2 * k + 1] = b.n; });
+  const r = allocating('id check', () => K.sharedIds(lists, nonEmpty.length));
+  if (r === 1) fail('DUPLICATE_ID', 'an id in two blocks');
+  if (r === 0) return;
+  const t = allocating('id check', () => K.idtNew(nonEmpty.reduce((s, b) => s + b.n, 0)));
+  try {
+    for (const { n, ids } of nonEmpty) if (K.insertIds(t, ids, n)) fail('DUPLICATE_ID', 'an id in two blocks');
+  } finally { K.idtFree(t); }
+}
+
 function idRules(p, adds, upds, dels, ranges, cells) {
   const bits = p.idBits;
   const checkBlock = ({ n, ids }) => {
@@ -221,22 +254,6 @@ function idRules(p, adds, upds, dels, ranges, cells) {
   for (const b of adds) checkBlock(b);
   for (const b of upds) checkBlock(b);
   for (const b of dels) checkBlock(b);
-  // an id in two blocks of a group (the blocks' ids are ascending, checked above): the kernel's
-  // bit set of the ids' hashes, its collisions settled by binary searches; where there are too many
-  // of those (many ids), a scratch id table of them all
-  const crossCheck = (group) => {
-    const nonEmpty = group.filter((b) => b.n > 0);
-    if (nonEmpty.length < 2) return;
-    const lists = arena.take(8 * nonEmpty.length), u = views().u32;
-    nonEmpty.forEach((b, k) => { u[(lists >> 2) + 2 * k] = b.ids; u[(lists >> 2) + 2 * k + 1] = b.n; });
-    const r = allocating('id check', () => K.sharedIds(lists, nonEmpty.length));
-    if (r === 1) fail('DUPLICATE_ID', 'an id in two blocks');
-    if (r === 0) return;
-    const t = allocating('id check', () => K.idtNew(nonEmpty.reduce((s, b) => s + b.n, 0)));
-    try {
-      for (const { n, ids } of nonEmpty) if (K.insertIds(t, ids, n)) fail('DUPLICATE_ID', 'an id in two blocks');
-    } finally { K.idtFree(t); }
-  };
   crossCheck(adds.concat(upds));
   crossCheck(dels);
   for (const { n, r } of ranges) {

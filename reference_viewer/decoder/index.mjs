@@ -1,4 +1,4 @@
-// GSD 1.1 decoder for the reference viewer: plain ES modules and one wasm module, no build step at
+// GSD 1.2 decoder for the reference viewer: plain ES modules and one wasm module, no build step at
 // load time; runs in Node 20+ and in browsers. The vendored flatbuffers runtime is imported by relative
 // path; the decoder's own inner loops and zstd's decoder are the wasm kernel decoder/wasm/kernel.wasm
 // (AssemblyScript source kernel.ts beside it, merged with zstddec's build of zstd's C decoder by
@@ -9,6 +9,7 @@
 //                 table, sections (sections.mjs, zstd.mjs), sequencing and id rules -> a plan
 //   apply.mjs     the plan against the state: validation, all-or-nothing apply with undo, digest
 //   store.mjs     the SceneStore the renderer reads; layout.mjs its slot float layout
+//   order.mjs     the live ids in order, for ranked blocks (SPEC 6.1, 1.2), made at a stream's first one
 // An independent implementation of SPEC.md (sections 1-9, Appendix A); passes every vector of
 // conformance/ (node reference_viewer/tools/testee.mjs is its conformance testee).
 //
@@ -27,6 +28,8 @@
 //       // dec.store (data, slots, dirty set, generation, SH palette) are exactly as before
 //   SH palette streams (SPEC 5.9, header required_features bit 0): the palette is part of the state;
 //       dec.store.paletteSize / paletteData / takePaletteDirty() give it to the renderer (store.mjs)
+//   Ranked blocks (SPEC 6.1, 1.2: UPDATE_RANKED, DELETE_RANKED) resolve against the ids live before
+//       the frame; their counts are those of the UPDATE and DELETE_IDS blocks they become
 //   readHeader(u8, { message: true }) / readFrame(u8, { message: true }): u8 must hold exactly one
 //       record (one WebSocket message, SPEC 11.3); bytes after it are MALFORMED
 //   dec.digestText()                  // digest of the current state, text form (SPEC 7.4)

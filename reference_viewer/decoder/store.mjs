@@ -45,8 +45,11 @@
 // lane sums, a staging mark, flags, then the codes at their width: profile.mjs _rowLayout), so that a
 // delta's random access to a slot touches one cache line of the rows besides the slot's floats and
 // its id-table entry; the floats; the id table; the free list; the dirty set (a bit per slot and a
-// list). This class reads them through views and calls the kernel for every change.
+// list). This class reads them through views and calls the kernel for every change. A stream that
+// sends ranked blocks (SPEC 6.1, 1.2) also gets the live ids in order (order.mjs), made at its first
+// one and kept by every change from then on.
 import { K, views, allocating, arena, finalizer, blockRecord, blockField } from './kernel.mjs';
+import { LiveOrder } from './order.mjs';
 
 const NONE = new Uint32Array(0);
 import { digestText } from './digest.mjs';
@@ -72,6 +75,7 @@ export class SceneStore {
   constructor(profile, capacity = 0) {
     this._gen = 0;
     this._lastTakenGeneration = 0;
+    this._order = null;
     this._own = { st: 0, free() { if (this.st) K.storeFree(this.st); this.st = 0; } };
     if (finalizer) finalizer.register(this, this._own, this._own);
     this.reset(profile, capacity);
@@ -82,6 +86,7 @@ export class SceneStore {
   reset(profile, capacity = 0) {
     const st = newRecord(profile, capacity);
     const before = this._own.st ? this.generation : this._gen;
+    this._setOrder(null);
     this._own.free();
     this._own.st = st;
     this._gen = before + 1;   // the new record counts from 0
@@ -102,6 +107,7 @@ export class SceneStore {
 
   /** Frees the store's kernel memory (the store is unusable afterwards). */
   release() {
+    this._setOrder(null);
     this._own.free();
     if (finalizer) finalizer.unregister(this._own);
   }
@@ -215,6 +221,16 @@ export class SceneStore {
   // ------------------------------------------------------------------ decoder side
   lookup(lo, hi) { return K.idGet(this._own.st, big(lo, hi)); }
 
+  /** The live ids in order (a LiveOrder), or null: none was needed since the stream or its last keyframe began. */
+  get order() { return this._order || null; }
+  /** The live ids in order, made now from the store's rows when there is none (LIMIT_EXCEEDED when out of memory). */
+  liveOrder() { return this._order || (this._order = LiveOrder.ofStore(this._own.st)); }
+  /** Replaces the order (null: none; made again when a ranked block needs it). */
+  _setOrder(ord) {
+    if (this._order && this._order !== ord) this._order.release();
+    this._order = ord;
+  }
+
   /**
    * Makes room for `adds` more Gaussians (after `freedFirst` slots are freed) and a table of
    * `liveAfter` ids without touching the state visible to the renderer (except by a reallocation,
@@ -243,7 +259,9 @@ export class SceneStore {
     const bl = blockRecord({ n: 1, ids, mask: p.fullMask, comps }, false);
     if (K.addCheck(this._own.st, bl, 0xFFFFFFFF) !== 0) return -1;   // (no row carries that stamp)
     this.reserve(1, this.live + 1);
+    if (this._order) this._order.reserve(1);
     this.lane0 = this.lane0 + blockField(bl, 14); this.lane1 = this.lane1 + blockField(bl, 15);
+    if (this._order) this._order.insertIds(ids, 1);
     K.commitAdd(this._own.st, bl);
     return views().u32[(blockField(bl, 4) >> 2)];
   }
@@ -255,15 +273,20 @@ export class SceneStore {
     K.laneSums(this._own.st, one, 1, one + 4);
     const u = views().u32;
     this.lane0 = this.lane0 - u[(one >> 2) + 1]; this.lane1 = this.lane1 - u[(one >> 2) + 2];
+    if (this._order) this._order.removeSlots(this._own.st, one, 1, arena.take(8));
     K.commitDeletes(this._own.st, one, 1);
   }
 
   /** Compacts when more slots are free than live (and more than COMPACT_MIN_FREE). */
   maybeCompact() { K.maybeCompact(this._own.st, COMPACT_MIN_FREE); }
 
-  /** Takes over the contents of another store of the same profile (a keyframe's); generation++. */
-  _adopt(t) {
+  /**
+   * Takes over the contents of another store of the same profile (a keyframe's), with `order` as its
+   * live ids in order (or none); generation++.
+   */
+  _adopt(t, order = null) {
     const before = this.generation;
+    this._setOrder(order);
     this._own.free();
     this._own.st = t._own.st;
     t._own.st = 0;

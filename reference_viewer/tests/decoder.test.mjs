@@ -152,7 +152,7 @@ test('truncated prefixes of a valid stream: every cut is TRUNCATED at the record
 test('random byte corruption: only GsdErrors, and a rejected frame leaves the state as it was', () => {
   let seed = 12345;
   const rnd = (n) => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n; };
-  for (const id of ['op_all_kinds_in_one_frame', 'profile_compact_sh3', 'enc_filters_7', 'op_long_mixed_chain']) {
+  for (const id of ['op_all_kinds_in_one_frame', 'profile_compact_sh3', 'enc_filters_7', 'op_long_mixed_chain', 'ranked_many', 'ranked_several_blocks']) {
     const v = vector(id);
     if (!v) continue;
     const orig = vectorBytes(v);

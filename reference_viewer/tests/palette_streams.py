@@ -6,7 +6,8 @@
   resync keyframe of the state), at SH degrees 1 and 3, with 1-byte and 2-byte entry codes;
 - invalid streams, one defect each, written with conformance/craft.py: header feature bits and
   sh_palette domains, PALETTE blocks in a stream without a palette, the 6.2 index rules, entry and
-  index code validity, section counts, a digest without the palette records.
+  index code validity, section counts, a digest without the palette records; UPDATE_RANKED blocks
+  (1.2) of palette indices, which follow UPDATE's palette rules.
 
 ``cases.json`` lists every stream with its expected protocol lines (conformance/README.md), which
 are the Python reference decoder's and, for invalid streams, are checked here against the error the
@@ -170,6 +171,11 @@ def invalid_streams() -> list[tuple[str, bytes, str, dict]]:
         # a good PALETTE block, then an ADD that fails: the palette must stay as it was
         ("pal_then_add_fails", frame(palettes=[([3, 9], e2)], adds=[(fresh, big_index)]), "BAD_VALUE"),
         ("pal_then_upd_missing", frame(palettes=[([3, 9], e2)], updates=[(fresh[:1], 0x20, ok_res)]), "ID_MISSING"),
+        # ranked (1.2): rank 0 is the first id, whose index the residuals above change; 24 Gaussians live
+        ("upd_ranked_index_ok", frame(palettes=[([3, 9], e2)], ranked_updates=[([0], 0x20, ok_res)]), None),
+        ("upd_ranked_index_outside", frame(ranked_updates=[([0], 0x20, upd_res)]), "BAD_VALUE"),
+        ("upd_ranked_rank_missing", frame(ranked_updates=[([24], 0x20, ok_res)]), "ID_MISSING"),
+        ("upd_ranked_and_upd", frame(updates=[(ids[:1], 0x20, ok_res)], ranked_updates=[([0], 0x20, ok_res)]), "DUPLICATE_ID"),
     ]:
         out.append((name, base + f, err, {}))
     # section counts and kinds
@@ -177,9 +183,9 @@ def invalid_streams() -> list[tuple[str, bytes, str, dict]]:
     two = dataclasses.replace(blocks[0], sections=blocks[0].sections + [blocks[0].sections[1]])
     f = craft.frame_record(craft.frame_meta(craft.FrameFields(2, 1, 0, 0, None, [two], pl.descs)), pl.bytes())
     out.append(("pal_three_sections", base + f, "MALFORMED", {}))
-    k8 = dataclasses.replace(blocks[0], kind=8)
-    f = craft.frame_record(craft.frame_meta(craft.FrameFields(2, 1, 0, 0, None, [k8], pl.descs)), pl.bytes())
-    out.append(("kind_8", base + f, "UNSUPPORTED_FEATURE", {}))
+    k10 = dataclasses.replace(blocks[0], kind=10)   # (8 and 9 are the ranked kinds of 1.2)
+    f = craft.frame_record(craft.frame_meta(craft.FrameFields(2, 1, 0, 0, None, [k10], pl.descs)), pl.bytes())
+    out.append(("kind_10", base + f, "UNSUPPORTED_FEATURE", {}))
     # an ADD with the d band sections of scalar SH_REST (1 + 5 + d = 7 at d = 1: the palette's count too)
     # at degree 3: 1 + 5 + 3 sections where a palette stream wants 1 + 5 + 1
     enc3, base3, a3 = crafted(3, 40)

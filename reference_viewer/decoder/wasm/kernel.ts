@@ -56,6 +56,11 @@
 const H_MARK: u32 = 4, H_FLAGS: u32 = 5;   // row words (the sums are words 2 and 3: bytes 8, 12)
 const PC: usize = 128;
 
+// the live ids in order, for ranked ids (SPEC 6.1, 1.2): order.ts; ordFromStore and ordRemoveSlots below
+import { ordBuild, ordRemoveIds } from './order';
+export { LB, ordWarm, ordNew, ordFree, ordSize, ordLeaves, ordPages, ordReserve, ordInsert, ordRemove, ordInsertIds,
+  ordRemoveIds, ordRemoveHinted, ordSelect, ordSelectLists, ordAt, ordCopy, ordCheck, ordBuild } from './order';
+
 // ------------------------------------------------------------------ memory
 export function alloc(n: usize): usize { return heap.alloc(n > 0 ? n : 4); }
 /**
@@ -394,6 +399,15 @@ export function insertIds(t: usize, ids: usize, n: u32): i32 {
   for (let i: usize = 0; i < n; i++) {
     const p = ids + 8 * i;   // the slot: the id's address / 8 (the table's keys are the ids in place)
     if (idtSet(t, load<u64>(p), <i32>(p >>> 3)) >= 0) return 1;
+  }
+  return 0;
+}
+
+/** The u32 ranks of an UPDATE_RANKED or DELETE_RANKED block: 0 strictly ascending; 2 equal neighbours; 3 descending. */
+export function checkRanks(r: usize, n: u32): i32 {
+  for (let i: usize = 1; i < <usize>n; i++) {
+    const a = load<u32>(r + 4 * (i - 1)), b = load<u32>(r + 4 * i);
+    if (b <= a) return b == a ? 2 : 3;
   }
   return 0;
 }
@@ -1557,6 +1571,33 @@ export function maybeCompact(st: usize, minFree: u32): u32 {
   store<u32>(st, dst, 16); store<u32>(st, 0, 56);
   store<u32>(st, load<u32>(st, 32) + 1, 32);
   return 1;
+}
+
+/**
+ * The store's live ids into the empty order o (order.ts), from its rows in slot order (sorted there
+ * unless they are ascending already, as after a keyframe of one ADD block): 0, or 1 when two rows
+ * hold one id. May trap (out of memory): o stays empty then.
+ */
+export function ordFromStore(o: usize, st: usize): i32 {
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(load<usize>(st), 4), hw = load<u32>(st, 16);
+  const n = load<u32>(st, 20), ids = block(n, 8);
+  let k: usize = 0;
+  for (let s: u32 = 0; s < hw && k < <usize>n; s++) {
+    const row = rows + R4 * <usize>s;
+    if (load<u32>(row, 4 * H_FLAGS) & 1) store<u64>(ids + 8 * k++, load<u64>(row));
+  }
+  const r = k == <usize>n ? ordBuild(o, ids, n) : 1;
+  heap.free(ids);
+  return r;
+}
+/**
+ * Removes the ids of the n slots at slots (their rows still hold them) from the order o, through the
+ * scratch ids (n u64, the caller's): the count of those not there.
+ */
+export function ordRemoveSlots(o: usize, st: usize, slots: usize, n: u32, ids: usize): u32 {
+  const rows = load<usize>(st, 4), R4 = <usize>4 * <usize>load<u32>(load<usize>(st), 4);
+  for (let i: usize = 0; i < <usize>n; i++) store<u64>(ids + 8 * i, load<u64>(rows + R4 * <usize>load<u32>(slots + 4 * i)));
+  return ordRemoveIds(o, ids, n);
 }
 
 /** The dirty slots, ascending, by a scan of the bits (when there are many), into out; returns the count. */
