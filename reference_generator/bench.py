@@ -322,8 +322,8 @@ def render(results: dict) -> str:
         if ic and ic["ids"]:
             L += ["", f"UPDATE and DELETE ids of the session's deltas ({ic['ids']:,} ids; each block compressed as the "
                       f"encoder writes it): **{ic['ranked_bytes'] / ic['ids']:.3f} bytes per id as ranks** among the live "
-                      f"ids (format 1.2, what the stream sends) against {ic['id_bytes'] / ic['ids']:.3f} as ids (1.1): "
-                      f"**{ic['ranked_bytes'] / max(ic['id_bytes'], 1):.2f}x**."]
+                      f"ids (format 1.2, `gsd-serve --format 1.2`) against {ic['id_bytes'] / ic['ids']:.3f} as ids (1.1, "
+                      f"what this stream sends): **{ic['ranked_bytes'] / max(ic['id_bytes'], 1):.2f}x**."]
         if size.get("session_loads"):
             sl = size["session_loads"]
             L += ["", f"Steps of the session that ADDed Gaussians ({sl['steps']} of {s['steps']}; new chunks stream in at "

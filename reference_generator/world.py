@@ -65,7 +65,7 @@ class WorldConfig:
     """Everything but the seed. The defaults give ~200k live Gaussians at SH degree 3."""
     sh_degree: int = 3
     profile: str = "compact"
-    ranked_ids: bool = True         # deltas' UPDATE and DELETE ids as ranks among the live ids (format 1.2)
+    ranked_ids: bool = False        # deltas' UPDATE and DELETE ids as ranks among the live ids (format 1.2)
     cell_size: float = 1.0          # metres; position step is cell_size / 2^position_bits
     cell_bits: int = 14             # 2^14 cells a side: a 16 km square world
     slot_bits: int = 20

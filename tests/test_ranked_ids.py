@@ -70,7 +70,7 @@ def _session(enc: Encoder, g, rng, frames=12):
 
 def test_encoder_ranks_update_and_delete_ids_and_the_stream_decodes_to_the_same_state():
     g, profile = _scene()
-    ranked, plain = Encoder(profile), Encoder(profile, ranked_ids=False)
+    ranked, plain = Encoder(profile, ranked_ids=True), Encoder(profile)
     fr = _session(ranked, g, np.random.default_rng(1))
     fp = _session(plain, g, np.random.default_rng(1))
     assert ranked.state.digest() == plain.state.digest()
@@ -91,7 +91,7 @@ def test_encoder_ranks_update_and_delete_ids_and_the_stream_decodes_to_the_same_
 
 def test_the_order_index_follows_keyframes_ranges_cells_and_replacements():
     g, profile = _scene(2000)
-    enc = Encoder(profile)
+    enc = Encoder(profile, ranked_ids=True)
     dec = Decoder(enc.header_bytes())
     rng = np.random.default_rng(5)
     ids = enc.assign_ids(g.positions)

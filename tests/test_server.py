@@ -365,10 +365,11 @@ def test_worlds_that_may_stream_implicit_ids_refuse_a_1_0_client():
 
 
 def test_worlds_with_ranked_ids_refuse_a_1_1_client_and_serve_1_2():
-    assert WorldConfig().format_minor() == 2
+    world = WorldConfig(ranked_ids=True)
+    assert world.format_minor() == 2 and WorldConfig().format_minor() == 0
 
     async def go():
-        async with server() as s:
+        async with server(world=world) as s:
             async with aiohttp.ClientSession() as http:
                 ws = await raw_ws(s.url, http)
                 await ws.send_str(json.dumps({**HELLO, "versions": ["1.0", "1.1"]}))
