@@ -50,6 +50,13 @@ function makeRanked(f, ctx, i, ranks = ctx.ranks(ctx.blockIds[i])) {
   b.sections = Uint32Array.from([s, ...Array.from(b.sections).slice(1)]);
 }
 
+/** A DELETE_RANKED block appended to f, naming the first id of block i. */
+function addRankedDeleteOfFirst(f, ctx, i) {
+  f.m.blocks.push({ kind: DELETE_IDS, count: 1, mask: 0, level: 0, sections: Uint32Array.from([0]) });
+  ctx.blockIds.push(ctx.blockIds[i].slice(0, 1));
+  makeRanked(f, ctx, f.m.blocks.length - 1);
+}
+
 /** A stream's records with every delta's UPDATE and DELETE_IDS blocks that pick(i) chooses made ranked. */
 function rankedStream(u8, limits, stopAt, pick) {
   const spans = recordSpans(u8), dec = new Decoder({ limits }), parts = [u8.subarray(0, spans[0][1])];
@@ -193,25 +200,19 @@ test('defects: an id named by a ranked and an unranked block of one group; an up
   assert.equal(twiceU.code, 'DUPLICATE_ID');
   // DELETE_IDS kept, its first id again as DELETE_RANKED
   const twiceD = tryEdited((f, c) => {
-    f.m.blocks.push({ kind: DELETE_IDS, count: 1, mask: 0, level: 0, sections: Uint32Array.from([0]) });
-    c.blockIds.push(c.blockIds[del].slice(0, 1));
-    makeRanked(f, c, f.m.blocks.length - 1);
+    addRankedDeleteOfFirst(f, c, del);
   });
   assert.equal(twiceD.code, 'DUPLICATE_ID');
   // both ranked, both naming one id
   const twiceR = tryEdited((f, c) => {
     makeRanked(f, c, del);
-    f.m.blocks.push({ kind: DELETE_IDS, count: 1, mask: 0, level: 0, sections: Uint32Array.from([0]) });
-    c.blockIds.push(c.blockIds[del].slice(0, 1));
-    makeRanked(f, c, f.m.blocks.length - 1);
+    addRankedDeleteOfFirst(f, c, del);
   });
   assert.equal(twiceR.code, 'DUPLICATE_ID');
   // the UPDATE's first id deleted by a DELETE_RANKED of the same frame: the UPDATE_RANKED misses it (6.3 step 4)
   const gone = tryEdited((f, c) => {
     makeRanked(f, c, upd);
-    f.m.blocks.push({ kind: DELETE_IDS, count: 1, mask: 0, level: 0, sections: Uint32Array.from([0]) });
-    c.blockIds.push(c.blockIds[upd].slice(0, 1));
-    makeRanked(f, c, f.m.blocks.length - 1);
+    addRankedDeleteOfFirst(f, c, upd);
   });
   assert.equal(gone.code, 'ID_MISSING');
 });
