@@ -153,16 +153,16 @@ class Delta:
             return False
         if len(self.updates) != len(other.updates) or set(self.delete_cells) != set(other.delete_cells):
             return False
-        if len(self.ranked) != len(other.ranked) or any(
-                (x.update is None) != (y.update is None) or not np.array_equal(x.ranks, y.ranks)
-                or (x.update is not None and (x.update.mask != y.update.mask or set(x.update.res) != set(y.update.res)
-                                              or not all(np.array_equal(x.update.res[a], y.update.res[a]) for a in x.update.res)))
-                for x, y in zip(self.ranked, other.ranked)):
+        if len(self.ranked) != len(other.ranked) or any((x.update is None) != (y.update is None)
+                                                        for x, y in zip(self.ranked, other.ranked)):
             return False
         arrays = [(self.add_ids, other.add_ids), (self.delete_ids, other.delete_ids),
                   (self.delete_ranges, other.delete_ranges)]
         arrays += [(self.add[a], other.add[a]) for a in Attr if a in self.add or a in other.add]
-        for x, y in zip(self.updates, other.updates):
+        arrays += [(x.ranks, y.ranks) for x, y in zip(self.ranked, other.ranked)]
+        blocks = list(zip(self.updates, other.updates))
+        blocks += [(x.update, y.update) for x, y in zip(self.ranked, other.ranked) if x.update is not None]
+        for x, y in blocks:   # UPDATE blocks, and those of UPDATE_RANKED blocks (ids empty until resolved)
             if x.mask != y.mask or set(x.res) != set(y.res):
                 return False
             arrays += [(x.ids, y.ids)] + [(x.res[a], y.res[a]) for a in x.res]

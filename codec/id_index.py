@@ -17,6 +17,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from .errors import ErrorCode, GsdError
 from .jit import kernel
 from .sections import parallel_map, submit
 
@@ -138,6 +139,23 @@ def ascending_problem(ids):
             return 1
         desc |= ids[i] < ids[i - 1]
     return 2 if desc else 0
+
+
+def merge_id_blocks(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Ids of one op kind from its blocks (SPEC.md 6.2): the block's own array when there is one (the state checks
+    its order), else each block checked ascending, then merged in id order (returns the order)."""
+    if not parts:
+        return np.zeros(0, np.uint64), None
+    if len(parts) == 1:
+        return parts[0], None
+    for ids in parts:
+        problem = ascending_problem(ids)
+        if problem:
+            code = ErrorCode.DUPLICATE_ID if problem == 1 else ErrorCode.BAD_VALUE
+            raise GsdError(code, "ids in a block must be strictly ascending")
+    ids = np.concatenate(parts)
+    order = np.argsort(ids, kind="stable")
+    return ids[order], order
 
 
 _EMPTY_KEY = np.uint64(0xFFFFFFFFFFFFFFFF)

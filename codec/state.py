@@ -25,7 +25,7 @@ from .delta import Delta, PaletteSet, UpdateBlock
 from .digest import (M32, Digest, fmix, lane_constants, lane_sums, lane_sums_all, lane_sums_at,
                      row_accumulators, unsigned)
 from .errors import ErrorCode, GsdError
-from .id_index import IdIndex, ascending_problem, sorted_member, sorted_unique
+from .id_index import IdIndex, ascending_problem, merge_id_blocks, sorted_member, sorted_unique
 from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
 from .order_index import OrderIndex
@@ -468,15 +468,7 @@ class SceneState:
                 deletes.append(ids)
             else:
                 updates.append(UpdateBlock(b.update.mask, ids, b.update.res))
-        if len(deletes) > 1:  # one DELETE_IDS set: each block ascending (checked here for the unranked
-            for ids in deletes:   # one), and no id in two blocks
-                _check_sorted(ids, "DELETE_IDS")
-            ids = np.sort(np.concatenate(deletes), kind="stable")
-            if (ids[1:] == ids[:-1]).any():
-                raise GsdError(ErrorCode.DUPLICATE_ID, "an id is in two DELETE_IDS blocks")
-            d.delete_ids = ids
-        elif deletes:
-            d.delete_ids = deletes[0]
+        d.delete_ids, _ = merge_id_blocks(deletes)   # an id in two blocks: repeated, found by the id rules
         d.updates = d.updates + updates
         d.ranked = []
 

@@ -22,7 +22,7 @@ from gsd.fb.Digest import CreateDigest
 from gsd.fb.Grid import CreateGrid
 
 from .attributes import ATTRS, Attr, full_mask, mask_attrs, present_attrs, rest_degree_rows
-from .id_index import ascending_problem
+from .id_index import merge_id_blocks
 from .delta import Delta, PaletteSet, RankedBlock, UpdateBlock
 from .digest import Digest
 from .errors import ErrorCode, GsdError
@@ -872,36 +872,19 @@ def _palette_set(pals: list) -> PaletteSet | None:
         return None
     if len(pals) == 1:
         return PaletteSet(*pals[0])  # the state checks the order
-    index, order = _merge_blocks([i.astype(np.uint64) for i, _ in pals])
+    index, order = merge_id_blocks([i.astype(np.uint64) for i, _ in pals])
     return PaletteSet(index.astype(np.uint16), np.concatenate([c for _, c in pals], axis=1)[:, order])
 
 
-def _merge_blocks(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Ids of one op kind from its blocks: the block's own array when there is one (the state checks
-    its order), else each block checked ascending, then merged in id order (returns the order)."""
-    if not parts:
-        return np.zeros(0, np.uint64), None
-    if len(parts) == 1:
-        return parts[0], None
-    for ids in parts:
-        problem = ascending_problem(ids)
-        if problem:
-            code = ErrorCode.DUPLICATE_ID if problem == 1 else ErrorCode.BAD_VALUE
-            raise GsdError(code, "ids in a block must be strictly ascending")
-    ids = np.concatenate(parts)
-    order = np.argsort(ids, kind="stable")
-    return ids[order], order
-
-
 def _assemble(d: Delta, p: Profile, adds, upds, dels, ranges, cells) -> Delta:
-    d.add_ids, order = _merge_blocks([a[0] for a in adds])
+    d.add_ids, order = merge_id_blocks([a[0] for a in adds])
     for a in ATTRS:
         parts = [c[a] for _, c in adds if a in c]
         arr = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0] if parts \
             else np.zeros((p.comps(a), len(d.add_ids)), p.dtype(a))
         d.add[a] = arr[:, order] if order is not None else arr
     d.updates = [UpdateBlock(mask, ids, res) for ids, mask, res in upds]
-    d.delete_ids, _ = _merge_blocks(dels)
+    d.delete_ids, _ = merge_id_blocks(dels)
     d.delete_ranges = np.concatenate(ranges) if ranges else np.zeros((0, 2), np.uint64)
     d.delete_cells = cells
     return d

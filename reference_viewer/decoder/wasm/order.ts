@@ -330,6 +330,14 @@ function mergePages(o: usize, r: usize): void {
   if (load<u32>(P + P_CNT + 4 * (j - 1)) + load<u32>(P + P_CNT + 4 * j) <= LB / 2) mergeLeaves(o, P, j - 1);
 }
 
+/** Reads the cache lines of leaf e of page P (a sum the caller keeps, so the reads stay). */
+@inline function touchLeaf(o: usize, P: usize, e: usize): u32 {
+  const L = leafAt(o, load<u32>(P + P_LEAF + 4 * e));
+  let w: u32 = 0;
+  for (let b: usize = 0; b < LB8; b += 64) w += load<u32>(L + b);
+  return w;
+}
+
 /**
  * Reads the lines of the leaves of ids [i0, i1) (the order is not empty), so that their misses
  * overlap; their places into HINTS: the first one's by a search, each next one's by a walk on from
@@ -354,22 +362,29 @@ function warmLeaves(o: usize, ids: usize, i0: usize, i1: usize): void {
     }
     prev = x;
     store<u64>(HINTS + 8 * (i - i0), <u64>r | (<u64>e << 32));
-    const L = leafAt(o, load<u32>(P + P_LEAF + 4 * e));
-    for (let b: usize = 0; b < LB8; b += 64) w += load<u32>(L + b);
+    w += touchLeaf(o, P, e);
   }
   ordWarm += w;
 }
-/** Inserts the n ids at ids (room reserved), a batch at a time: the count of those that were there already. */
-export function ordInsertIds(o: usize, ids: usize, n: u32): u32 {
+/**
+ * Inserts (``insert``) or removes the n ids at ids, a batch at a time, each batch's leaves read
+ * first: the count of those that were there already (insert) or were not (remove).
+ */
+@inline function changeIds(o: usize, ids: usize, n: u32, insert: bool): u32 {
   let bad: u32 = 0;
   for (let i0: usize = 0; i0 < <usize>n; i0 += BATCH) {
     const i1 = i0 + BATCH < <usize>n ? i0 + BATCH : <usize>n;
     const warm = load<u32>(o, 4) != 0;
     if (warm) warmLeaves(o, ids, i0, i1);
-    for (let i = i0; i < i1; i++) bad += insertAt(o, load<u64>(ids + 8 * i), warm ? load<u64>(HINTS + 8 * (i - i0)) : 0xFFFFFFFF);
+    for (let i = i0; i < i1; i++) {
+      const id = load<u64>(ids + 8 * i), hint = warm ? load<u64>(HINTS + 8 * (i - i0)) : 0xFFFFFFFF;
+      bad += insert ? insertAt(o, id, hint) : removeAt(o, id, hint);
+    }
   }
   return bad;
 }
+/** Inserts the n ids at ids (room reserved): the count of those that were there already. */
+export function ordInsertIds(o: usize, ids: usize, n: u32): u32 { return changeIds(o, ids, n, true); }
 /**
  * Removes the n ascending ids at ids, each at the place hints gives (ordSelectLists' hints of the
  * ranks that named them, before any change), last first, so that the places of the ids before it
@@ -387,25 +402,15 @@ export function ordRemoveHinted(o: usize, ids: usize, hints: usize, n: u32): u32
       if (r >= np) continue;
       const P = pageAt(o, load<u32>(rp + 4 * r));
       if (e >= <usize>load<u32>(P)) continue;
-      const L = leafAt(o, load<u32>(P + P_LEAF + 4 * e));
-      for (let b: usize = 0; b < LB8; b += 64) w += load<u32>(L + b);
+      w += touchLeaf(o, P, e);
     }
     ordWarm += w;
     for (let i = i1 - 1; i >= i0; i--) bad += removeAt(o, load<u64>(ids + 8 * i), load<u64>(hints + 8 * i));
   }
   return bad;
 }
-/** Removes the n ids at ids, a batch at a time: the count of those that were not there. */
-export function ordRemoveIds(o: usize, ids: usize, n: u32): u32 {
-  let bad: u32 = 0;
-  for (let i0: usize = 0; i0 < <usize>n; i0 += BATCH) {
-    const i1 = i0 + BATCH < <usize>n ? i0 + BATCH : <usize>n;
-    const warm = load<u32>(o, 4) != 0;
-    if (warm) warmLeaves(o, ids, i0, i1);
-    for (let i = i0; i < i1; i++) bad += removeAt(o, load<u64>(ids + 8 * i), warm ? load<u64>(HINTS + 8 * (i - i0)) : 0xFFFFFFFF);
-  }
-  return bad;
-}
+/** Removes the n ids at ids: the count of those that were not there. */
+export function ordRemoveIds(o: usize, ids: usize, n: u32): u32 { return changeIds(o, ids, n, false); }
 
 /**
  * The ids of the n ranks at ranks (u32) into out (n u64): -1, or the index of the first rank >= the
