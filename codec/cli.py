@@ -252,10 +252,10 @@ def encoder_for(g: Gaussians, args: argparse.Namespace, sequence: bool = False) 
     # for itself. A sequence keeps the Encoder's one per 8: a palette fitted that tightly to its
     # keyframe would judge later frames' content of the same kind novel and give it entries of its own.
     per_entry = {} if sequence else {"gaussians_per_entry": FILE_GAUSSIANS_PER_ENTRY}
+    fmt = getattr(args, "format", "1.2")
     return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode",
                       frame_rate=getattr(args, "fps", None) or 0.0,
-                      implicit_ids=getattr(args, "format", "1.2") != "1.0",
-                      ranked_ids=getattr(args, "format", "1.2") == "1.2", **per_entry)
+                      implicit_ids=fmt != "1.0", ranked_ids=fmt == "1.2", **per_entry)
 
 
 def _check_format(args) -> None:
