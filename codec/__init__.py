@@ -23,7 +23,7 @@ from .stream import StreamWriter, read_stream, validate_stream
 from .wire import StreamHeader, decode_frame, decode_header, encode_header
 
 __version__ = "1.1.0"
-FORMAT_VERSION = "1.2"
+FORMAT_VERSION = "1.3"
 
 
 def apply(state: SceneState, delta: Delta) -> None:

@@ -252,10 +252,11 @@ def encoder_for(g: Gaussians, args: argparse.Namespace, sequence: bool = False) 
     # for itself. A sequence keeps the Encoder's one per 8: a palette fitted that tightly to its
     # keyframe would judge later frames' content of the same kind novel and give it entries of its own.
     per_entry = {} if sequence else {"gaussians_per_entry": FILE_GAUSSIANS_PER_ENTRY}
-    fmt = getattr(args, "format", "1.2")
+    fmt = getattr(args, "format", "1.3")
     return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode",
                       frame_rate=getattr(args, "fps", None) or 0.0,
-                      implicit_ids=fmt != "1.0", ranked_ids=fmt == "1.2", **per_entry)
+                      implicit_ids=fmt != "1.0", ranked_ids=fmt in ("1.2", "1.3"), channel_filter=fmt == "1.3",
+                      **per_entry)
 
 
 def _check_format(args) -> None:
@@ -917,8 +918,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "other on a 500k captured scene and a 200k synthetic one, and fewer cells keep more slots per "
                         "cell for Gaussians born later (14 with the preset's position bits, the old default, was 6%% "
                         "larger for positions 16x finer than the preset's)")
-    e.add_argument("--format", choices=("1.2", "1.1", "1.0"), default="1.2",
-                   help="format version the stream needs: 1.2 (default) also sends the ids of a sequence's UPDATEs "
+    e.add_argument("--format", choices=("1.3", "1.2", "1.1", "1.0"), default="1.3",
+                   help="format version the stream needs: 1.3 (default) may also store colour sections as differences "
+                        "between the colour channels; 1.2 sends the ids of a sequence's UPDATEs "
                         "and DELETEs as ranks among the live ids; 1.1 sends a block's ids implicitly where its "
                         "Gaussians' positions give them (ADD_IMPLICIT) and allows the 'small' profile's SH palette; "
                         "1.0 sends every id, for decoders of 1.0 (with --profile compact, high or lossless)")

@@ -52,7 +52,7 @@ class Encoder:
     def __init__(self, profile: Profile, *, max_gaussians: int = 0, generator: str = "gsd-python",
                  level: int = 1, digest: bool = True, gaussians_per_entry: int = 8,
                  weighted: bool = True, frame_rate: float = 0.0, implicit_ids: bool = True,
-                 ranked_ids: bool = False, palette_search=None):
+                 ranked_ids: bool = False, channel_filter: bool = False, palette_search=None):
         self.profile = profile
         # SH palette streams: a scene's palette gets one entry per this many Gaussians (up to the
         # header's sh_palette), its k-means weighing each Gaussian's SH error by its alpha
@@ -68,7 +68,11 @@ class Encoder:
         self._planned = None  # (entries' codes, sent flags) of a palette fixed in advance (plan_palette)
         self.header = StreamHeader(profile, max_gaussians, generator, frame_rate=frame_rate)  # frame_rate: informative
         self.state = SceneState(profile, max_gaussians=max_gaussians)
-        self.frames = FrameEncoder(profile, level, implicit_ids)  # implicit_ids=False: no ADD_IMPLICIT (1.0 readers)
+        # implicit_ids=False: no ADD_IMPLICIT (1.0 readers). channel_filter: colour sections may be stored
+        # as differences between the colour channels (the CHANNEL filter, format 1.3), where a trial finds
+        # that smaller (a captured scene's SH_DC: 0.4-0.7 B per Gaussian; the synthetic scenes'
+        # independent channels: never), at the cost of two more trial compressions per colour section
+        self.frames = FrameEncoder(profile, level, implicit_ids, channel_filter)
         # UPDATE and DELETE_IDS ids of deltas as ranks among the live ids (format 1.2, SPEC.md 6.1):
         # fewer bytes (a world session's ids 0.55-0.68x, a random 5k edit's 0.60x), but the encoder and
         # every decoder then keep the live ids in rank order (a random 5k edit at 1M: +1.3 ms encode,

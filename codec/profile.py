@@ -90,6 +90,12 @@ SIZE_RELATIVE_POSITIONS = {"small": 16}
 # bits, 1.1 dB for these three bits and 1.1 B per Gaussian). With entries to spare (100k synthetic
 # SH1 and SH3 scenes) the palette is accurate and those bits show: they are kept.
 SHARED_PALETTE_TRIM = {"small": ("scale_bits", "rotation_bits", "dc_bits")}
+# Bit shifts a fitted preset makes for a scene without SH_REST (degree 0), where scale, opacity and
+# SH_DC make the whole picture. Measured on two captured SH0 scenes (153k and 91k Gaussians, `small`
+# with the CHANNEL filter), one attribute bit at a time: scale's bit buys 1.3-2.1 dB for 0.37 B per
+# Gaussian, opacity's 0.05-0.4 dB for 0.12 B, while SH_DC's eighth bit buys 0.2-0.8 dB for 0.3-0.4 B.
+# Together: +1.3 to +1.4 dB for +0.13 to +0.20 B per Gaussian, above the line from `small` to `compact`.
+NO_REST_SHIFT = {"small": {"scale_bits": 1, "opacity_bits": 1, "dc_bits": -1}}
 GAUSSIANS_PER_SHARED_ENTRY = 2
 DEFAULT_PROFILE = "small"    # gsd encode's: the scene is known before the header is written
 STREAM_PROFILE = "compact"   # Profile()'s and the streaming generator's (content arrives over time)
@@ -133,8 +139,9 @@ class Profile:
         profile for content known before the header is written (``preset`` keeps the fixed ranges, the
         streaming defaults). Without ``grid`` the grid is fitted too (``fit.fit_grid``: ``cell_bits``
         cells per axis, and the position bits that keep the preset's precision relative to the scene);
-        a SIZE_RELATIVE_POSITIONS preset then takes no finer a step than the Gaussians' sizes need, and a
-        SHARED_PALETTE_TRIM preset gives up bits where its palette is shared."""
+        a SIZE_RELATIVE_POSITIONS preset then takes no finer a step than the Gaussians' sizes need, a
+        SHARED_PALETTE_TRIM preset gives up bits where its palette is shared, and a NO_REST_SHIFT preset
+        moves bits between attributes for a scene without SH_REST."""
         from . import fit
 
         if name not in PRESETS:
@@ -153,6 +160,8 @@ class Profile:
                     grid, gaussians.scales, q.position_bits, SIZE_RELATIVE_POSITIONS[name]))
             if name in SHARED_PALETTE_TRIM and q.palette and len(gaussians) > GAUSSIANS_PER_SHARED_ENTRY * q.palette:
                 q = dataclasses.replace(q, **{f: getattr(q, f) - 1 for f in SHARED_PALETTE_TRIM[name]})
+            if name in NO_REST_SHIFT and d == 0:
+                q = dataclasses.replace(q, **{f: getattr(q, f) + k for f, k in NO_REST_SHIFT[name].items()})
         return cls(d, grid, q, name)
 
     def clamped(self, values) -> dict[Attr, int]:

@@ -1,7 +1,9 @@
 """Raw array sections of a frame payload: filters and zstd (SPEC.md 4.4).
 
-Decode pipeline: decompress -> unshuffle -> unzigzag -> delta prefix-sum.
-The encoder runs it backwards. Arrays are planar (C, N): component-major.
+Decode pipeline: decompress -> unshuffle -> unzigzag -> delta prefix-sum -> channel sum (the
+components of a colour section as three channels: each channel plus the one before it). The encoder
+runs it backwards. Arrays are planar (C, N):
+component-major.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import zstandard
 from .errors import ErrorCode, GsdError
 from .jit import kernel
 
-DELTA, ZIGZAG, SHUFFLE = 1, 2, 4
-KNOWN_FILTERS = DELTA | ZIGZAG | SHUFFLE
+DELTA, ZIGZAG, SHUFFLE, CHANNEL = 1, 2, 4, 8  # CHANNEL: format 1.3
+KNOWN_FILTERS = DELTA | ZIGZAG | SHUFFLE | CHANNEL
 NONE, ZSTD = 0, 1
 UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -58,19 +60,31 @@ def shuffled_value(raw, k, n, width):
     return v
 
 
+@kernel(inline=True)
+def channel_stride(filters, comps):
+    """Components per channel g = C / 3 where the CHANNEL filter applies (bit 3 set, C a multiple of
+    3: SH_DC, an SH_REST band, a palette entry band), else 0."""
+    if (filters & 8) != 0 and comps % 3 == 0:
+        return comps // 3
+    return 0
+
+
 @kernel
 def unfilter(raw, count, width, filters, out):
     """SPEC.md 4.4 decode pipeline for one section: bytes -> (C, count) values of ``width`` bytes.
 
-    Unshuffle (byte plane b of value k at raw[b * C * count + k]), unzigzag, then a running sum
-    along each component's row; all arithmetic modulo 2^(8 * width)."""
+    Unshuffle (byte plane b of value k at raw[b * C * count + k]), unzigzag, a running sum along each
+    component's row, then (CHANNEL, where C is a multiple of 3) each component plus the one C/3
+    before it, element by element: channel 1 plus channel 0, then channel 2 plus channel 1; all
+    arithmetic modulo 2^(8 * width)."""
     n = out.shape[0] * count
     shuffle = (filters & 4) != 0 and width > 1
     zigzag = (filters & 2) != 0
     delta = (filters & 1) != 0
+    g = channel_stride(filters, out.shape[0])
     wmask = _ONES >> np.uint64(64 - 8 * width)
     for c in range(out.shape[0]):
-        if shuffle and not zigzag and not delta:  # positions: byte planes to values, nothing else
+        if shuffle and not zigzag and not delta and g == 0:  # positions: byte planes to values
             for i in range(count):
                 out[c, i] = shuffled_value(raw, c * count + i, n, width)
             continue
@@ -89,11 +103,15 @@ def unfilter(raw, count, width, filters, out):
                 acc = (acc + v) & wmask
                 v = acc
             out[c, i] = v
+        if g and c >= g:
+            for i in range(count):
+                out[c, i] = (np.uint64(out[c, i]) + np.uint64(out[c - g, i])) & wmask
 
 
 @kernel
 def filter_bytes(a, width, filters, out):
-    """SPEC.md 4.4 encode pipeline: (C, N) unsigned values -> ``out`` bytes (delta per row, zigzag, shuffle).
+    """SPEC.md 4.4 encode pipeline: (C, N) unsigned values -> ``out`` bytes (channel differences,
+    delta per row, zigzag, shuffle).
 
     A row at a time, each step its own loop over the row (the filters are fixed for the call), so
     that the compiler vectorizes them: byte plane b of value k goes to out[b * C * N + k]."""
@@ -102,19 +120,23 @@ def filter_bytes(a, width, filters, out):
     shuffle = (filters & 4) != 0 and width > 1
     zigzag = (filters & 2) != 0
     delta = (filters & 1) != 0
+    g = channel_stride(filters, a.shape[0])
     wmask = _ONES >> np.uint64(64 - 8 * width)
     top = np.uint64(8 * width - 1)
     v = np.empty(count, np.uint64)
     for c in range(a.shape[0]):
-        if delta:
-            prev = np.uint64(0)
+        if g and c >= g:  # each channel's component minus the previous channel's
             for i in range(count):
-                cur = np.uint64(a[c, i])
-                v[i] = (cur - prev) & wmask
-                prev = cur
+                v[i] = (np.uint64(a[c, i]) - np.uint64(a[c - g, i])) & wmask
         else:
             for i in range(count):
                 v[i] = np.uint64(a[c, i])
+        if delta:
+            prev = np.uint64(0)
+            for i in range(count):
+                cur = v[i]
+                v[i] = (cur - prev) & wmask
+                prev = cur
         if zigzag:
             for i in range(count):
                 x = v[i]
@@ -238,13 +260,19 @@ TRIAL_MIN_BYTES = 16384  # smaller sections take the first candidate filter
 RETRIAL = 15  # frames that reuse a role's trial winner before it is trialled again
 
 
+def is_plain(filters: int, width: int, comps: int) -> bool:
+    """True where the filters leave the values as they are (SHUFFLE of 1-byte values and CHANNEL of a
+    section whose component count is not a multiple of 3 are no-ops): the stored bytes are the array."""
+    return not filters & (DELTA | ZIGZAG) and not (filters & SHUFFLE and width > 1) and not (filters & CHANNEL and comps % 3 == 0)
+
+
 def _filter(planar: np.ndarray, filters: int) -> np.ndarray:
-    """Encoder side of the pipeline: delta, zigzag, shuffle -> raw bytes (a uint8 array)."""
+    """Encoder side of the pipeline: channel differences, delta, zigzag, shuffle -> raw bytes (a uint8 array)."""
     a = np.ascontiguousarray(planar)
     width = a.dtype.itemsize
     if a.dtype.kind != "u":
         a = a.view(UINT[width])
-    if not filters & (DELTA | ZIGZAG) and not (filters & SHUFFLE and width > 1):
+    if is_plain(filters, width, a.shape[0]):
         return a.reshape(-1).view(np.uint8)
     out = np.empty(a.size * width, np.uint8)
     filter_bytes(a, width, filters, out)
@@ -430,7 +458,7 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
     if desc.compression == NONE and desc.stored_size != desc.raw_size:
         raise GsdError(ErrorCode.MALFORMED, "uncompressed section with stored_size != raw_size")
     stored = payload[desc.offset: desc.offset + desc.stored_size]
-    plain = not desc.filters & (DELTA | ZIGZAG) and not (desc.filters & SHUFFLE and width > 1)
+    plain = is_plain(desc.filters, width, comps)
     # Memory follows the data: the output is allocated before decompressing only where the stored
     # bytes can plausibly hold it; otherwise the frame is decompressed (or refused) first.
     raw = None

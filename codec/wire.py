@@ -28,13 +28,13 @@ from .digest import Digest
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
 from .profile import Profile, Quantization
-from .sections import (DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, LazyArray, SectionDesc, SectionWriter,
+from .sections import (CHANNEL, DELTA, PARALLEL_MIN_BYTES, SHUFFLE, ZIGZAG, LazyArray, SectionDesc, SectionWriter,
                        crc32_combine, on_worker, parallel_map, read_section, submit)
 from .spatial import Grid, implicit_ids, placements
 
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
-VERSION = (1, 2)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
+VERSION = (1, 3)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
 KEYFRAME = 1
 ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE, ADD_IMPLICIT = 1, 2, 3, 4, 5, 6, 7
 UPDATE_RANKED, DELETE_RANKED = 8, 9  # format 1.2: ids as ranks among the live ids (SPEC.md 6.1)
@@ -361,19 +361,23 @@ def _first(rows) -> int:
 class FrameEncoder:
     """Serializes a Delta for one profile. Reuse it: it holds the zstd context."""
 
-    def __init__(self, profile: Profile, level: int = 1, implicit_ids: bool = True):
+    def __init__(self, profile: Profile, level: int = 1, implicit_ids: bool = True, channels: bool = False):
         self.profile = profile
         self.level = level
         # ADD_IMPLICIT blocks where the ids allow them (format 1.1); False: every id explicit, as 1.0 reads
         self.implicit_ids = implicit_ids and profile.implicit_ids
+        # colour sections may be stored as channel differences (the CHANNEL filter, format 1.3)
+        self.channels = channels
         self._choices: dict = {}  # section role -> (filter trial winner, frames left before the next trial)
 
     def _attr_filters(self, attr: Attr, residual: bool) -> tuple[int, ...]:
         """Candidate filters; the section writer keeps the one that compresses best."""
         shuffle = SHUFFLE if self.profile.width(attr) > 1 else 0
-        if residual:
-            return (ZIGZAG | shuffle, DELTA | ZIGZAG | shuffle)
-        return (shuffle, DELTA | ZIGZAG | shuffle)
+        plain = (ZIGZAG | shuffle) if residual else shuffle
+        both = (plain, DELTA | ZIGZAG | shuffle)
+        if self.channels and (attr is Attr.SH_DC or attr is Attr.SH_REST and not self.profile.palette):
+            return both + (CHANNEL | ZIGZAG | shuffle, CHANNEL | DELTA | ZIGZAG | shuffle)
+        return both
 
     def _add_blocks(self, sw: SectionWriter, ids: np.ndarray, codes: dict) -> list[tuple]:
         """The ADDs as blocks: those of cells whose ids follow from their positions in an ADD_IMPLICIT
@@ -434,7 +438,10 @@ class FrameEncoder:
             pal = d.palette
             secs = [sw.add(np.asarray(pal.index, np.uint16)[None, :], DELTA | SHUFFLE)]
             shuffle = SHUFFLE if pal.codes.dtype.itemsize > 1 else 0
-            secs += [sw.add(pal.codes, (shuffle, DELTA | ZIGZAG | shuffle), rows, (PALETTE, _first(rows)))
+            cands = (shuffle, DELTA | ZIGZAG | shuffle)
+            if self.channels:
+                cands += (CHANNEL | ZIGZAG | shuffle, CHANNEL | DELTA | ZIGZAG | shuffle)
+            secs += [sw.add(pal.codes, cands, rows, (PALETTE, _first(rows)))
                      for rows in rest_degree_rows(p.sh_degree)]
             blocks.append((PALETTE, len(pal), 0, 0, secs))
         if len(d.add_ids):
