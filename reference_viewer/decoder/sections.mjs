@@ -1,6 +1,6 @@
 // Section decoding (SPEC.md 4.4): checks, decompress (zstd reads the stored bytes from the record's
 // copy in the frame arena and writes into the arena), then the kernel's unfilter (unshuffle,
-// unzigzag, delta) into the frame arena.
+// unzigzag, delta, channel) into the frame arena.
 import { fail } from './errors.mjs';
 import { scan, zstdInto } from './zstd.mjs';
 import { K, arena } from './kernel.mjs';
@@ -17,7 +17,7 @@ if (!LE) throw new Error('GSD decoder: big-endian hosts are not supported');
  */
 export function decodeSection(pl, plAt, s, index, C, n, w, ctx) {
   if (s.width !== w) fail('MALFORMED', `section ${index}: width ${s.width}, role needs ${w}`);
-  if (s.filters & 0xF8) fail('UNSUPPORTED_FEATURE', `section ${index}: filter bits ${s.filters}`);
+  if (s.filters & 0xF0) fail('UNSUPPORTED_FEATURE', `section ${index}: filter bits ${s.filters}`);
   const N = C * n;
   if (s.raw !== N * w) fail('MALFORMED', `section ${index}: raw_size ${s.raw} != ${N * w}`);
   if (s.offset + s.stored > pl.length) fail('MALFORMED', `section ${index}: past the payload`);
@@ -37,8 +37,9 @@ export function decodeSection(pl, plAt, s, index, C, n, w, ctx) {
     }
     if (shared) ctx.cache.set(index, raw);
   }
-  let f = s.filters & 7;
-  if (w === 1) f &= 3;   // one byte plane: the shuffle changes nothing
+  let f = s.filters;
+  if (w === 1) f &= ~4;   // one byte plane: the shuffle changes nothing
+  if (C % 3 !== 0) f &= ~8;   // CHANNEL needs three channels of C / 3 components
   if (f === 0) return raw;   // the kernels only read sections
   // in place unless shuffled (reads across planes) or shared (the raw bytes are read again)
   const dst = (f & 4) || shared ? arena.take(N * w) : raw;

@@ -134,8 +134,9 @@ export function crc32(c: u32, p: usize, n: usize): u32 {
 // ------------------------------------------------------------------ sections (SPEC 4.4)
 /**
  * raw (C n elements of w bytes, byte-shuffled when filters & 4) -> dst (C n elements of w bytes):
- * unzigzag (filters & 2) and the per-component prefix sum (filters & 1), modulo 2^(8 w).
- * dst may equal raw only without the shuffle.
+ * unzigzag (filters & 2), the per-component prefix sum (filters & 1), then the channel sum
+ * (filters & 8, where C is a multiple of 3: component j plus component j - C/3, ascending j), modulo
+ * 2^(8 w). dst may equal raw only without the shuffle.
  */
 export function unfilter(raw: usize, dst: usize, C: u32, n: u32, w: u32, filters: u32): void {
   const N = <usize>C * n, shuffle = (filters & 4) != 0, zig = (filters & 2) != 0, delta = (filters & 1) != 0;
@@ -144,35 +145,56 @@ export function unfilter(raw: usize, dst: usize, C: u32, n: u32, w: u32, filters
     if (zig && delta) filter64(dst, C, n, true, true);
     else if (zig) filter64(dst, C, n, true, false);
     else if (delta) filter64(dst, C, n, false, true);
-    return;
-  }
-  if (w == 4) {
+  } else if (w == 4) {
     if (shuffle) unshuffle32(raw, dst, N); else if (raw != dst) memory.copy(dst, raw, 4 * N);
     if (zig && delta) filter32(dst, C, n, true, true);
     else if (zig) filter32(dst, C, n, true, false);
     else if (delta) filter32(dst, C, n, false, true);
-    return;
-  }
-  if (w == 1) {   // (never shuffled: one byte plane)
+  } else if (w == 1) {   // (never shuffled: one byte plane)
     if (zig && delta) filter8(raw, dst, C, n, true, true);
     else if (zig) filter8(raw, dst, C, n, true, false);
     else if (delta) filter8(raw, dst, C, n, false, true);
     else if (raw != dst) memory.copy(dst, raw, N);
-    return;
-  }
-  const mask: u32 = (1 << (8 * w)) - 1;
-  for (let j: usize = 0; j < C; j++) {
-    let prev: u32 = 0;
-    for (let e = j * n, end = e + n; e < end; e++) {
-      let v: u32;
-      if (w == 1) v = load<u8>(raw + e);
-      else v = shuffle ? (<u32>load<u8>(raw + e) | (<u32>load<u8>(raw + N + e) << 8)) : <u32>load<u16>(raw + 2 * e);
-      if (zig) v = ((v >>> 1) ^ (0 - (v & 1))) & mask;
-      if (delta) { v = (v + prev) & mask; prev = v; }
-      if (w == 1) store<u8>(dst + e, <u8>v);
-      else store<u16>(dst + 2 * e, <u16>v);
+  } else if (!shuffle && !zig && !delta) {   // (the channel sum alone)
+    if (raw != dst) memory.copy(dst, raw, 2 * N);
+  } else {
+    const mask: u32 = (1 << (8 * w)) - 1;
+    for (let j: usize = 0; j < C; j++) {
+      let prev: u32 = 0;
+      for (let e = j * n, end = e + n; e < end; e++) {
+        let v = shuffle ? (<u32>load<u8>(raw + e) | (<u32>load<u8>(raw + N + e) << 8)) : <u32>load<u16>(raw + 2 * e);
+        if (zig) v = ((v >>> 1) ^ (0 - (v & 1))) & mask;
+        if (delta) { v = (v + prev) & mask; prev = v; }
+        store<u16>(dst + 2 * e, <u16>v);
+      }
     }
   }
+  if ((filters & 8) != 0 && C % 3 == 0) channelSum(dst, C, n, w);
+}
+/**
+ * In place on C components of n elements of w bytes (C a multiple of 3, g = C / 3): component j plus
+ * component j - g, element by element, for j = g .. C-1 ascending (the second channel gets the first's
+ * values, then the third the second's), modulo 2^(8 w); 16 bytes at a time, lanes of w bytes.
+ */
+function channelSum(p: usize, C: u32, n: u32, w: u32): void {
+  const row = <usize>n * w, g = C / 3, from = p + <usize>g * row, end = p + <usize>C * row;
+  if (w == 8) channelRows<u64>(from, end, <usize>g * row);
+  else if (w == 4) channelRows<u32>(from, end, <usize>g * row);
+  else if (w == 2) channelRows<u16>(from, end, <usize>g * row);
+  else channelRows<u8>(from, end, <usize>g * row);
+}
+/** [d, end) += [d - back, end - back) in lanes of T, ascending, so that every byte read is final (the
+ * third channel reads the second's sums); 16 bytes at a time where those lie wholly below them. */
+@inline function channelRows<T>(d: usize, end: usize, back: usize): void {
+  const T_SIZE = <usize>sizeof<T>();
+  if (back >= 16) for (; d + 16 <= end; d += 16) {
+    const a = v128.load(d), b = v128.load(d - back);
+    if (T_SIZE == 8) v128.store(d, i64x2.add(a, b));
+    else if (T_SIZE == 4) v128.store(d, i32x4.add(a, b));
+    else if (T_SIZE == 2) v128.store(d, i16x8.add(a, b));
+    else v128.store(d, i8x16.add(a, b));
+  }
+  for (; d < end; d += T_SIZE) store<T>(d, <T>(load<T>(d) + load<T>(d - back)));
 }
 /** Byte planes (plane k: byte k of every element) -> N little-endian u32 (raw != dst), 16 at a time. */
 function unshuffle32(raw: usize, dst: usize, N: usize): void {
