@@ -44,6 +44,7 @@ KEYFRAME = 1
 SH_PALETTE = 1                           # StreamHeader.required_features bit 0 (1.1, SPEC.md 5.9)
 NONE, ZSTD = 0, 1
 DELTA, ZIGZAG, SHUFFLE = 1, 2, 4
+CHANNEL = 8                              # 1.3: colour components as differences between the channels (SPEC.md 4.4)
 FRAME_BLOCKS, FRAME_SECTIONS = 5, 6      # field ids of the Frame table's two vectors
 
 UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}   # unsigned element type by byte width
@@ -289,10 +290,16 @@ class Payload:
     @staticmethod
     def filtered(planar: np.ndarray, filters: int) -> tuple[bytes, int]:
         """The raw (uncompressed) section bytes of a (C, N) array and its element width: the encoder
-        side of SPEC.md 4.4's pipeline (delta within each component, zigzag, shuffle into byte planes)."""
+        side of SPEC.md 4.4's pipeline (channel differences where C is a multiple of 3, delta within
+        each component, zigzag, shuffle into byte planes)."""
         a = np.ascontiguousarray(planar)
         w = a.dtype.itemsize
         u = a.view(UINT[w])
+        if filters & CHANNEL and u.ndim == 2 and u.shape[0] % 3 == 0:
+            g = u.shape[0] // 3   # components g..C-1 minus the one g before, of the original values
+            d = u.copy()
+            d[g:] = u[g:] - u[:-g]
+            u = d
         if filters & DELTA and u.shape[-1] > 1:
             d = u.copy()
             d[..., 1:] = u[..., 1:] - u[..., :-1]
@@ -338,16 +345,21 @@ class Encoding:
     palette: int = DELTA | SHUFFLE   # a PALETTE block's u16 indices
     ranks: int = DELTA | SHUFFLE     # a ranked block's u32 ranks
     attr: Callable | None = None     # fn(attribute index, width, residual) -> filters
+    channel: bool = False            # 1.3: CHANNEL added to every colour section (SH_DC, SH_REST, entry bands)
     compression: str = "auto"
     zstd_frames: int = 1
     zstd_args: dict | None = None
     level: int = 3
 
     def attr_filters(self, a: int, width: int, residual: bool) -> int:
+        """Filters of a section of attribute ``a`` (5 = SH_REST: its bands, its palette indices and a
+        PALETTE block's entry bands)."""
         if self.attr is not None:
-            return self.attr(a, width, residual)
-        f = SHUFFLE if width > 1 else 0
-        return f | ZIGZAG if residual else f
+            f = self.attr(a, width, residual)
+        else:
+            f = SHUFFLE if width > 1 else 0
+            f = f | ZIGZAG if residual else f
+        return f | CHANNEL if self.channel and a in (4, 5) else f
 
 
 def band_rows(sh_degree: int) -> list[list[int]]:

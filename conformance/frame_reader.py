@@ -18,7 +18,8 @@ from .attribute_codes import dtype_of, entry_dtype
 from .refmodel import Layout, implicit_ids, placement_codes, resolve_ranks
 
 def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.ndarray:
-    """The (comps, n) unsigned values of one well-formed section: decompress, unshuffle, unzigzag, delta sum."""
+    """The (comps, n) unsigned values of one well-formed section: decompress, unshuffle, unzigzag, delta sum,
+    channel sum."""
     w = s.width
     raw = bytes(payload[s.offset:s.offset + s.stored_size])
     if s.compression == craft.ZSTD:
@@ -32,6 +33,10 @@ def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.n
         u = (u >> craft.UINT[w](1)) ^ (craft.UINT[w](0) - (u & craft.UINT[w](1)))
     if s.filters & craft.DELTA:
         u = np.cumsum(u, axis=1, dtype=craft.UINT[w])
+    if s.filters & craft.CHANNEL and comps % 3 == 0:
+        g = comps // 3
+        for j in range(g, comps):   # ascending: each channel plus the decoded one before it
+            u[j] += u[j - g]
     return u
 
 

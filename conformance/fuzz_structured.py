@@ -60,8 +60,8 @@ import zstandard
 from codec import Decoder, GsdError, Limits
 
 from . import craft, fuzz
-from .craft import (ADD, ADD_IMPLICIT, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, DELTA, PALETTE, SHUFFLE, UINT, UPDATE, ZIGZAG,
-                    ZSTD, BlockFields, FrameFields, HeaderFields, QuantFields, Section)
+from .craft import (ADD, ADD_IMPLICIT, CHANNEL, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, DELTA, PALETTE, SHUFFLE, UINT,
+                    UPDATE, ZIGZAG, ZSTD, BlockFields, FrameFields, HeaderFields, QuantFields, Section)
 
 STAGES = ("framing", "crc", "metadata", "sections", "ops", "apply", "digest", "done")
 FRAMING, CRC, METADATA, SECTIONS, OPS, APPLY, DIGEST, DONE = range(len(STAGES))
@@ -233,6 +233,10 @@ def unfilter(raw: bytes, width: int, filters: int, count: int) -> np.ndarray | N
     u = u.reshape(comps, cnt)
     if filters & DELTA:
         u = np.cumsum(u, axis=1, dtype=t)
+    if filters & CHANNEL and comps % 3 == 0:
+        g = comps // 3
+        for j in range(g, comps):   # ascending: each channel plus the decoded one before it
+            u[j] += u[j - g]
     return u
 
 
@@ -373,7 +377,7 @@ def mutate_content(rng: random.Random, p: ParsedFrame, known_ids: list[int]) -> 
     hostile(rng, a, role, known_ids)
     filters = desc.filters
     if rng.random() < 0.1:
-        filters = rng.choice((0, DELTA, ZIGZAG, SHUFFLE, DELTA | ZIGZAG, DELTA | SHUFFLE, ZIGZAG | SHUFFLE, 7))
+        filters = rng.randrange(16)   # any combination of DELTA, ZIGZAG, SHUFFLE and CHANNEL
     compression = desc.compression if rng.random() < 0.9 else ZSTD - desc.compression if desc.compression in (0, 1) \
         else desc.compression
     _store(p, s, a, filters, rng, compression)
@@ -497,7 +501,8 @@ def mutate_meta(rng: random.Random, p: ParsedFrame) -> bool:
         elif k == 3:
             d.compression = rng.choice((0, 1, 2, 3, 255))
         elif k == 4:
-            d.filters = rng.choice((0, 1, 2, 3, 4, 5, 6, 7, 8, 0x80, 0xFF, d.filters ^ (1 << rng.randrange(8))))
+            d.filters = rng.choice((rng.randrange(16), d.filters ^ CHANNEL, 0x10, 0x18, 0x80, 0xFF,
+                                    d.filters ^ (1 << rng.randrange(8))))
         elif k == 5:
             d.width = rng.choice((0, 1, 2, 3, 4, 5, 8, 16, 255))
         elif k == 6:

@@ -651,8 +651,8 @@ def decode_section(payload: bytes, s: Section, comps: int, n: int, w: int) -> li
     """decode_section of SPEC.md 4.4: the unsigned values, component j of element i at j*n + i."""
     if s.width != w:
         raise RefError("MALFORMED", f"section width {s.width}, role width {w}")
-    if s.filters & 0xF8:
-        raise RefError("UNSUPPORTED_FEATURE", "filter bits 3..7")
+    if s.filters & 0xF0:
+        raise RefError("UNSUPPORTED_FEATURE", "filter bits 4..7")
     if s.raw_size != comps * n * w:
         raise RefError("MALFORMED", "raw_size")
     if s.offset + s.stored_size > len(payload):
@@ -680,6 +680,11 @@ def decode_section(payload: bytes, s: Section, comps: int, n: int, w: int) -> li
         for j in range(comps):
             for i in range(1, n):
                 u[j * n + i] = (u[j * n + i] + u[j * n + i - 1]) & top
+    if s.filters & 8 and comps % 3 == 0:              # CHANNEL (1.3): three channels of g components
+        g = comps // 3
+        for j in range(g, comps):                     # ascending: green gets red's decoded value, then blue green's
+            for i in range(n):
+                u[j * n + i] = (u[j * n + i] + u[(j - g) * n + i]) & top
     return u
 
 

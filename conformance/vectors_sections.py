@@ -132,8 +132,8 @@ def gen_encoding(g: VectorWriter) -> None:
 
     s = g.stream("enc_unreferenced_section_not_decoded", key_n=3)
     s.add_frame(1, tweak=lambda ff, pl: ff.sections.append(Section(0xFFFFFF00, 64, 64, 9, 0xF8, 3)))
-    s.valid("encoding", "a descriptor no block references (bad offset, compression 9, filter bits 3..7, width 3) "
-                        "is not decoded", sec)
+    s.valid("encoding", "a descriptor no block references (bad offset, compression 9, filters 0xF8: CHANNEL and "
+                        "the unknown bits 4..7, width 3) is not decoded", sec)
 
     hf = hf_preset("compact", 1)
     s = g.stream("enc_reserved_bytes_nonzero", hf=hf, header=craft.header(hf, reserved=0xBEEF), key_n=None)

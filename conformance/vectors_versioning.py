@@ -1,5 +1,6 @@
 """Vectors for SPEC.md 10 (versioning and extensions): major versions, required feature bits,
-required op kinds (10..127 since 1.2), filter bits and compression ids that a 1.2 decoder does not know.
+required op kinds (10..127 since 1.2), filter bits (4..7 since 1.3) and compression ids that a 1.3
+decoder does not know.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def gen_version_feature(g: VectorWriter) -> None:
         s.invalid("feature", f"op block of unknown required kind {kind}", [S_OPS, S_VERSION])
 
     for vid, which, bits, desc in [
-        ("feat_filter_bit_3_ids", 0, 8, "ADD ids section with filter bit 3"),
+        ("feat_filter_bit_4_ids", 0, 0x10, "ADD ids section with filter bit 4"),
         ("feat_filter_bit_7_attr", 2, 0x80, "ADD scale section with filter bit 7"),
     ]:
         s = g.stream(vid, key_n=3)

@@ -496,7 +496,7 @@ CASES = {
     "op_kind_10": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 10)))),
     "op_palette_without_palette": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 6)))),
     "compression_2": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "compression", 2)))),
-    "filter_bit_3": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "filters", 8)))),
+    "filter_bit_4": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "filters", 16)))),
     # limits
     "add_count_2^31": (E.LIMIT_EXCEEDED, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(_first_block(m, ADD), "count", 2**31)))),
     "too_many_blocks": (E.LIMIT_EXCEEDED, lambda S: (2, edit_frame(S.frames[2], lambda m: m.blocks.extend([BlockFields(200, 0)] * 4097)))),

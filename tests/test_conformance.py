@@ -1,6 +1,6 @@
 """The conformance suite checks itself.
 
-Vectors regenerate byte for byte; they cover every op, UPDATE mask, profile x SH degree,
+Vectors regenerate byte for byte; they cover every op, UPDATE mask, filter combination, profile x SH degree,
 error code and limit; our codec passes all of them through the runner's process protocol; a testee that
 skips CRC checks fails exactly the checksum vectors; validate_stream reports every invalid vector with
 its frame and code; and the codec's final states equal the manifest's (which come from refmodel).
@@ -88,16 +88,21 @@ def test_vector_coverage():
     assert {v["expected"]["error"] for v in INVALID} == set(ErrorCode.__members__), "every error code triggered"
 
     masks_sh3, profiles, kinds_valid, kinds_invalid = set(), set(), set(), set()
+    filters_valid, filters_invalid = set(), set()
     for v in VECTORS:
         data = data_of(v)
         valid = v["expected"]["result"] == "valid"
-        blocks = []
+        blocks, filters = [], set()
         for kind, off, n in record_spans(data)[1:]:
             try:
-                blocks += craft.parse_frame_meta(craft.split_frame(data[off:off + n])[0]).blocks
+                f = craft.parse_frame_meta(craft.split_frame(data[off:off + n])[0])
             except Exception:  # deliberately broken metadata
-                pass
+                continue
+            blocks += f.blocks
+            filters.update(f.sections[k].filters for b in f.blocks if 1 <= b.kind <= 9 for k in b.sections
+                           if k < len(f.sections))
         (kinds_valid if valid else kinds_invalid).update(b.kind for b in blocks)
+        (filters_valid if valid else filters_invalid).update(filters)
         if not valid:
             continue
         dec = Decoder(limits=limits_of(v))
@@ -110,6 +115,12 @@ def test_vector_coverage():
     assert {(name, d) for name in PRESETS for d in range(4)} <= profiles
     assert set(range(1, 10)) <= kinds_valid and any(k >= 128 for k in kinds_valid)   # kinds 1..9 (SPEC.md 6.1)
     assert 0 in kinds_invalid and any(10 <= k <= 127 for k in kinds_invalid)           # reserved required kinds
+    # referenced sections: every combination of DELTA, ZIGZAG, SHUFFLE and CHANNEL (bit 3, 1.3) in valid vectors,
+    # and each of the unknown bits 4..7 (SPEC.md 4.4) alone and beside CHANNEL in invalid ones
+    assert set(range(16)) <= filters_valid
+    assert {f & 0xF0 for f in filters_valid} == {0}
+    assert {0x10, 0x80} <= {f & 0xF0 for f in filters_invalid}
+    assert any(f & 0x08 and f & 0xF0 for f in filters_invalid)
 
     by_limit: dict[str, set] = {}
     for v in VECTORS:

@@ -122,7 +122,7 @@ def test_oracle_catches_an_untyped_exception(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ mutators
-@pytest.mark.parametrize("filters", range(8))
+@pytest.mark.parametrize("filters", range(16))
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
 def test_unfilter_inverts_the_section_filters(filters, dtype):
     rng = np.random.default_rng(filters)

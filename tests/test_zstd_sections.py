@@ -200,7 +200,7 @@ def test_filter_trial_winner_is_reused_for_a_role_then_trialled_again(monkeypatc
         assert len(trials) == 1 + frame // (RETRIAL + 1)
 
 
-@pytest.mark.parametrize("filters", range(8))
+@pytest.mark.parametrize("filters", range(16))
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 17), (45, 300), (2, 5000)])
 def test_section_filter_matches_the_spec_pipeline_compiled_and_as_python(filters, dtype, shape):
