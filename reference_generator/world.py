@@ -66,6 +66,7 @@ class WorldConfig:
     sh_degree: int = 3
     profile: str = "compact"
     ranked_ids: bool = False        # deltas' UPDATE and DELETE ids as ranks among the live ids (format 1.2)
+    channel_filter: bool = False    # colour sections may be stored as channel differences (format 1.3)
     cell_size: float = 1.0          # metres; position step is cell_size / 2^position_bits
     cell_bits: int = 14             # 2^14 cells a side: a 16 km square world
     slot_bits: int = 20
@@ -107,8 +108,11 @@ class WorldConfig:
         return Grid((o, o, o), self.cell_size, self.cell_bits, self.slot_bits)
 
     def format_minor(self) -> int:
-        """The format minor version this world's streams may need (SPEC.md 10, 11.2): 2 with ranked ids,
-        else 1 where its profile allows ADD_IMPLICIT blocks or has an SH palette, else 0."""
+        """The format minor version this world's streams may need (SPEC.md 10, 11.2): 3 with the CHANNEL
+        filter, 2 with ranked ids, else 1 where its profile allows ADD_IMPLICIT blocks or has an SH
+        palette, else 0."""
+        if self.channel_filter:
+            return 3
         if self.ranked_ids:
             return 2
         p = Profile.preset(self.profile, self.sh_degree, self.grid())
