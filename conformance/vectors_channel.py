@@ -25,6 +25,7 @@ from .vector_stream import G, NARROW, Stream, VectorWriter, hf_preset, set_secti
 from .vectors_implicit import implicit, placed
 from .vectors_palette import entries, hf_palette, using
 from .vectors_ranked import ranked_update
+from .vectors_sections import every_section_filtered
 
 CAT = "channel"
 SEC = [S_SECTIONS]
@@ -211,12 +212,7 @@ def gen_channel(g: VectorWriter) -> None:
     # every combination of the four filters with CHANNEL, on every section (enc_filters_* has the others)
     for f in range(CHANNEL, 2 * CHANNEL):
         s = stream(g, f"channel_filters_{f}", hf_preset("high", 1))
-        e = Encoding(ids=f, ranges=f, cells=f, attr=lambda a, w, r, f=f: f)
-        s.frame(key=True, adds=[(s.fresh_ids(40), s.codes(40))], enc=e)
-        ids = s.live()[2::3]
-        live = s.live()
-        s.frame(updates=[(ids, 0x3F, s.residuals(ids, 0x3F))], ranges=[[(int(live[-1]), int(live[-1])),
-                (int(live[1]), int(live[1]))]], enc=e)
+        every_section_filtered(s, f)
         s.valid(CAT, f"every section with filters {f} ({names(f)})", SEC, state=False)
 
     s = _encoder_stream(g, "channel_encoder")

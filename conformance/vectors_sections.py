@@ -14,16 +14,22 @@ from .spec_index import S_DIGEST, S_FRAME, S_HEADER, S_HEADER_REC, S_OPS, S_SCHE
 from .vector_stream import VectorWriter, hf_preset
 
 
+def every_section_filtered(s, f: int) -> None:
+    """Frames of ``s`` whose every section has filters ``f``: a keyframe of 40, then an UPDATE of every
+    third Gaussian (all attributes) and a DELETE_RANGES of two single ids."""
+    e = Encoding(ids=f, ranges=f, cells=f, attr=lambda a, w, r, f=f: f)
+    s.frame(key=True, adds=[(s.fresh_ids(40), s.codes(40))], enc=e)
+    ids = s.live()[2::3]
+    live = s.live()
+    s.frame(updates=[(ids, 0x3F, s.residuals(ids, 0x3F))], ranges=[[(int(live[-1]), int(live[-1])),
+            (int(live[1]), int(live[1]))]], enc=e)
+
+
 def gen_encoding(g: VectorWriter) -> None:
     sec = [S_SECTIONS]
     for f in range(8):
         s = g.stream(f"enc_filters_{f}", key_n=None, hf=hf_preset("high", 1))
-        e = Encoding(ids=f, ranges=f, cells=f, attr=lambda a, w, r, f=f: f)
-        s.frame(key=True, adds=[(s.fresh_ids(40), s.codes(40))], enc=e)
-        ids = s.live()[2::3]
-        live = s.live()
-        s.frame(updates=[(ids, 0x3F, s.residuals(ids, 0x3F))], ranges=[[(int(live[-1]), int(live[-1])),
-                (int(live[1]), int(live[1]))]], enc=e)
+        every_section_filtered(s, f)
         names = "+".join(n for b, n in ((1, "DELTA"), (2, "ZIGZAG"), (4, "SHUFFLE")) if f & b) or "none"
         s.valid("encoding", f"every section with filters {f} ({names})", sec, state=False)
 
