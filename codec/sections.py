@@ -2,8 +2,7 @@
 
 Decode pipeline: decompress -> unshuffle -> unzigzag -> delta prefix-sum -> channel sum (the
 components of a colour section as three channels: each channel plus the one before it). The encoder
-runs it backwards. Arrays are planar (C, N):
-component-major.
+runs it backwards. Arrays are planar (C, N): component-major.
 """
 from __future__ import annotations
 
@@ -263,11 +262,13 @@ RETRIAL = 15  # frames that reuse a role's trial winner before it is trialled ag
 def is_plain(filters: int, width: int, comps: int) -> bool:
     """True where the filters leave the values as they are (SHUFFLE of 1-byte values and CHANNEL of a
     section whose component count is not a multiple of 3 are no-ops): the stored bytes are the array."""
-    return not filters & (DELTA | ZIGZAG) and not (filters & SHUFFLE and width > 1) and not (filters & CHANNEL and comps % 3 == 0)
+    return (not filters & (DELTA | ZIGZAG) and not (filters & SHUFFLE and width > 1)
+            and not (filters & CHANNEL and comps % 3 == 0))
 
 
 def _filter(planar: np.ndarray, filters: int) -> np.ndarray:
-    """Encoder side of the pipeline: channel differences, delta, zigzag, shuffle -> raw bytes (a uint8 array)."""
+    """Encoder side of the pipeline: channel differences, delta, zigzag, shuffle -> raw bytes (a
+    uint8 array)."""
     a = np.ascontiguousarray(planar)
     width = a.dtype.itemsize
     if a.dtype.kind != "u":
