@@ -103,7 +103,8 @@ class Client:
                  progressive: bool = False, budget: int | None = None):
         self.url = url
         self.token = token                   # session token (SPEC.md 11.8), sent as Authorization: Bearer
-        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1", "1.2", "1.3"], "max_sh_degree": max_sh_degree,
+        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1", "1.2", "1.3"],
+                      "max_sh_degree": max_sh_degree,
                       "budgets": {"max_gaussians": max_gaussians, "max_bytes_per_second": max_bytes_per_second,
                                   "max_frame_bytes": max_frame_bytes}}
         if progressive:                      # join coarse first, refined after (SPEC.md 11.9)
