@@ -698,9 +698,8 @@ class Server:
     async def world_for(self, name: str | None, hello: dict) -> WorldHost:
         minor = self.cfg.world.format_minor()
         if minor > hello["minor"]:
-            raise SessionClosed(POLICY, f"this server's worlds stream format 1.{minor} (CHANNEL sections, ranked "
-                                        f"ids, ADD_IMPLICIT blocks or an SH palette); the client's versions name "
-                                        f"only 1.{hello['minor']}")
+            raise SessionClosed(POLICY, f"this server's worlds stream format 1.{minor} (CHANNEL, ranked ids, "
+                                        f"ADD_IMPLICIT or an SH palette); the client names only 1.{hello['minor']}")
         need = self.cfg.world.target_live
         if hello["max_gaussians"] < need and (name is None or name not in self.shared):
             raise SessionClosed(POLICY, f"the world's scene holds about {need} Gaussians, over the client's "
