@@ -124,18 +124,21 @@ def filter_bytes(a, width, filters, out):
     top = np.uint64(8 * width - 1)
     v = np.empty(count, np.uint64)
     for c in range(a.shape[0]):
-        if g and c >= g:  # each channel's component minus the previous channel's
+        if g and c >= g:  # each channel's component minus the previous channel's, then delta
+            prev = np.uint64(0)
             for i in range(count):
-                v[i] = (np.uint64(a[c, i]) - np.uint64(a[c - g, i])) & wmask
+                cur = (np.uint64(a[c, i]) - np.uint64(a[c - g, i])) & wmask
+                v[i] = (cur - prev) & wmask if delta else cur
+                prev = cur
+        elif delta:
+            prev = np.uint64(0)
+            for i in range(count):
+                cur = np.uint64(a[c, i])
+                v[i] = (cur - prev) & wmask
+                prev = cur
         else:
             for i in range(count):
                 v[i] = np.uint64(a[c, i])
-        if delta:
-            prev = np.uint64(0)
-            for i in range(count):
-                cur = v[i]
-                v[i] = (cur - prev) & wmask
-                prev = cur
         if zigzag:
             for i in range(count):
                 x = v[i]
