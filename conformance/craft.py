@@ -278,6 +278,25 @@ def edit_frame(record: bytes, edit=None, payload: bytes | None = None) -> bytes:
 
 
 # ----------------------------------------------------------------------------------- payload
+def unfiltered(raw: bytes, width: int, filters: int, comps: int, n: int) -> np.ndarray:
+    """The (comps, n) unsigned values of a section's decompressed bytes: the decoder side of SPEC.md
+    4.4's pipeline (unshuffle, unzigzag, delta sum, channel sum), the inverse of ``Payload.filtered``."""
+    t = UINT[width]
+    b = np.frombuffer(raw, np.uint8)
+    if filters & SHUFFLE and width > 1:
+        b = np.ascontiguousarray(b.reshape(width, comps * n).T)
+    u = b.view(t).reshape(comps, n).copy()
+    if filters & ZIGZAG:
+        u = (u >> t(1)) ^ (t(0) - (u & t(1)))
+    if filters & DELTA:
+        u = np.cumsum(u, axis=1, dtype=t)
+    if filters & CHANNEL and comps % 3 == 0:
+        g = comps // 3
+        for j in range(g, comps):   # ascending: each channel plus the decoded one before it
+            u[j] += u[j - g]
+    return u
+
+
 class Payload:
     """Sections of one frame payload. Filters go through SectionWriter; compression is chosen here."""
 

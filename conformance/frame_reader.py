@@ -24,20 +24,7 @@ def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.n
     raw = bytes(payload[s.offset:s.offset + s.stored_size])
     if s.compression == craft.ZSTD:
         raw = zstandard.ZstdDecompressor().decompress(raw)
-    count = comps * n
-    b = np.frombuffer(raw, np.uint8)
-    if s.filters & craft.SHUFFLE and w > 1:
-        b = np.ascontiguousarray(b.reshape(w, count).T)
-    u = b.view(craft.UINT[w]).reshape(comps, n).copy()
-    if s.filters & craft.ZIGZAG:
-        u = (u >> craft.UINT[w](1)) ^ (craft.UINT[w](0) - (u & craft.UINT[w](1)))
-    if s.filters & craft.DELTA:
-        u = np.cumsum(u, axis=1, dtype=craft.UINT[w])
-    if s.filters & craft.CHANNEL and comps % 3 == 0:
-        g = comps // 3
-        for j in range(g, comps):   # ascending: each channel plus the decoded one before it
-            u[j] += u[j - g]
-    return u
+    return craft.unfiltered(raw, w, s.filters, comps, n)
 
 
 @dataclass

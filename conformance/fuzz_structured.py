@@ -60,8 +60,8 @@ import zstandard
 from codec import Decoder, GsdError, Limits
 
 from . import craft, fuzz
-from .craft import (ADD, ADD_IMPLICIT, CHANNEL, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, DELTA, PALETTE, SHUFFLE, UINT,
-                    UPDATE, ZIGZAG, ZSTD, BlockFields, FrameFields, HeaderFields, QuantFields, Section)
+from .craft import (ADD, ADD_IMPLICIT, CHANNEL, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, PALETTE, UINT, UPDATE, ZSTD,
+                    BlockFields, FrameFields, HeaderFields, QuantFields, Section)
 
 STAGES = ("framing", "crc", "metadata", "sections", "ops", "apply", "digest", "done")
 FRAMING, CRC, METADATA, SECTIONS, OPS, APPLY, DIGEST, DONE = range(len(STAGES))
@@ -223,21 +223,7 @@ def unfilter(raw: bytes, width: int, filters: int, count: int) -> np.ndarray | N
         return None
     n = len(raw) // width
     comps, cnt = (n // count, count) if count and n % count == 0 else (1, n)
-    if filters & SHUFFLE and width > 1:
-        u = np.ascontiguousarray(np.frombuffer(raw, np.uint8).reshape(width, n).T).view(UINT[width]).reshape(-1)
-    else:
-        u = np.frombuffer(raw, UINT[width]).copy()
-    t = UINT[width]
-    if filters & ZIGZAG:
-        u = (u >> t(1)) ^ (t(0) - (u & t(1)))
-    u = u.reshape(comps, cnt)
-    if filters & DELTA:
-        u = np.cumsum(u, axis=1, dtype=t)
-    if filters & CHANNEL and comps % 3 == 0:
-        g = comps // 3
-        for j in range(g, comps):   # ascending: each channel plus the decoded one before it
-            u[j] += u[j - g]
-    return u
+    return craft.unfiltered(raw, width, filters, comps, cnt)
 
 
 def decompress(desc: Section, stored: bytes) -> bytes | None:
