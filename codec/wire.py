@@ -373,9 +373,14 @@ class FrameEncoder:
     def _attr_filters(self, attr: Attr, residual: bool) -> tuple[int, ...]:
         """Candidate filters; the section writer keeps the one that compresses best."""
         shuffle = SHUFFLE if self.profile.width(attr) > 1 else 0
-        plain = (ZIGZAG | shuffle) if residual else shuffle
+        colour = attr is Attr.SH_DC or attr is Attr.SH_REST and not self.profile.palette
+        return self._candidates((ZIGZAG | shuffle) if residual else shuffle, shuffle, colour)
+
+    def _candidates(self, plain: int, shuffle: int, colour: bool) -> tuple[int, ...]:
+        """A section's filter candidates: ``plain`` or delta-coded, and for a colour section of an
+        encoder that may use CHANNEL, both also as channel differences."""
         both = (plain, DELTA | ZIGZAG | shuffle)
-        if self.channels and (attr is Attr.SH_DC or attr is Attr.SH_REST and not self.profile.palette):
+        if colour and self.channels:
             return both + (CHANNEL | ZIGZAG | shuffle, CHANNEL | DELTA | ZIGZAG | shuffle)
         return both
 
@@ -438,9 +443,7 @@ class FrameEncoder:
             pal = d.palette
             secs = [sw.add(np.asarray(pal.index, np.uint16)[None, :], DELTA | SHUFFLE)]
             shuffle = SHUFFLE if pal.codes.dtype.itemsize > 1 else 0
-            cands = (shuffle, DELTA | ZIGZAG | shuffle)
-            if self.channels:
-                cands += (CHANNEL | ZIGZAG | shuffle, CHANNEL | DELTA | ZIGZAG | shuffle)
+            cands = self._candidates(shuffle, shuffle, colour=True)
             secs += [sw.add(pal.codes, cands, rows, (PALETTE, _first(rows)))
                      for rows in rest_degree_rows(p.sh_degree)]
             blocks.append((PALETTE, len(pal), 0, 0, secs))
