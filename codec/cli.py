@@ -256,7 +256,7 @@ def encoder_for(g: Gaussians, args: argparse.Namespace, sequence: bool = False) 
     return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode",
                       frame_rate=getattr(args, "fps", None) or 0.0,
                       implicit_ids=fmt != "1.0", ranked_ids=fmt in ("1.2", "1.3"), channel_filter=fmt == "1.3",
-                      **per_entry)
+                      shape_rounding=True, **per_entry)
 
 
 def _check_format(args) -> None:

@@ -117,6 +117,9 @@ _UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32}
 
 
+_NO_SCALES = np.zeros((0, 3), np.float32)  # ROTATION rounds to the nearest code
+
+
 @dataclass(frozen=True)
 class Profile:
     """Everything needed to turn floats into codes and back: SH degree, grid, quantization."""
@@ -306,10 +309,12 @@ class Profile:
         return bool(codes.size) and bool(invalid_codes(codes, b.lo, b.hi, b.finite))
 
     # -- floats -> codes (encoder side) -----------------------------------------------
-    def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray, order: np.ndarray | None = None, *,
+                 scales: np.ndarray | None = None) -> np.ndarray:
         """(N, C) float values -> (C, N) planar codes; with ``order``, column j is row order[j]
         (the encoder sorts by id while quantizing). Rounding is the encoder's choice (round half
-        even); quantize.py fixes the arithmetic.
+        even); quantize.py fixes the arithmetic. ``scales``: the rows' (N, 3) log-scales, with which
+        ROTATION codes are chosen for the Gaussian's shape rather than rounded (``rotation_codes``).
 
         The float rows are read in their own order and the codes then put in ``order``: reading
         1-4-byte codes of one component at random stays in cache, reading 12-16-byte float rows at
@@ -347,7 +352,9 @@ class Profile:
                                           values.size))
             parallel_map(lambda s: take_columns(rows, row_order, out, *s), spans, values.size)
         elif attr is Attr.ROTATION:
-            status = run(rotation_codes, values, row_order, float((1 << q.rotation_bits) - 1))
+            shape = _NO_SCALES if scales is None else \
+                np.ascontiguousarray(scales, dtype=np.float32).reshape(n, 3)
+            status = run(rotation_codes, values, shape, row_order, float((1 << q.rotation_bits) - 1))
         else:
             raise AssertionError(attr)
         if codes is not out and status == OK:

@@ -81,7 +81,7 @@ def _gsd(g: Gaussians, name: str, repeat: int) -> Result:
     profile = Profile.preset(name, g.sh_degree, Grid.fit(g.positions))
 
     def enc():
-        e = Encoder(profile)
+        e = Encoder(profile, shape_rounding=True)   # as `gsd encode` writes files
         ids = e.assign_ids(g.positions)
         return e.header_bytes(), e.keyframe(g, ids=ids)
     (header, frame), t_enc = _best(enc, repeat)
@@ -146,9 +146,11 @@ def score(results: list[Result], reference: list[np.ndarray], cams: list[Camera]
 
 
 def quantize_only(g: Gaussians, profile: Profile, attr: Attr, ids: np.ndarray) -> Gaussians:
-    """``g`` with one attribute replaced by its quantized-then-dequantized value under ``profile``."""
+    """``g`` with one attribute replaced by its quantized-then-dequantized value under ``profile``
+    (ROTATION codes chosen for the shape, as `gsd encode` writes them; SPEC.md Appendix C)."""
     arrays = {a: g.attribute(a) for a in ATTRS}
-    arrays[attr] = profile.dequantize(attr, profile.quantize(attr, arrays[attr], ids), ids)
+    shape = g.scales if attr is Attr.ROTATION else None
+    arrays[attr] = profile.dequantize(attr, profile.quantize(attr, arrays[attr], ids, scales=shape), ids)
     return Gaussians.from_attributes(arrays)
 
 
@@ -178,7 +180,7 @@ def what_if(g: Gaussians, reference: list[np.ndarray], cams: list[Camera], rest_
     for bits in rest_bits_options:
         q = dataclasses.replace(PRESETS[base], rest_bits=tuple(bits))
         profile = Profile(g.sh_degree, Grid.fit(g.positions), q, f"{base}-rest{'/'.join(map(str, bits))}")
-        enc = Encoder(profile)
+        enc = Encoder(profile, shape_rounding=True)
         header, frame = enc.header_bytes(), enc.keyframe(g, ids=enc.assign_ids(g.positions))
         dec = Decoder(header)
         dec.decode_frame(frame)

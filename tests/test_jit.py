@@ -26,12 +26,12 @@ N = 800
 FRAMES = 8
 
 
-def _stream(name: str, degree: int, seed: int) -> dict:
+def _stream(name: str, degree: int, seed: int, shape: bool) -> dict:
     """Encode a random session (adds, updates of random masks, deletes, ranges, cells), decode it,
     compose consecutive deltas, corrupt frames; return digests of everything observable."""
     rng = np.random.default_rng(seed)
     g = synthetic_scene(N, degree, seed)
-    enc = Encoder(Profile.preset(name, degree, Grid.fit(g.positions, cell_bits=6)))
+    enc = Encoder(Profile.preset(name, degree, Grid.fit(g.positions, cell_bits=6)), shape_rounding=shape)
     dec = Decoder(enc.header_bytes())
     h = hashlib.sha256()
     ids = enc.assign_ids(g.positions)
@@ -92,7 +92,7 @@ def _stream(name: str, degree: int, seed: int) -> dict:
     return {"hash": h.hexdigest(), "digest": str(dec.state.digest()), "errors": errors}
 
 
-CASES = [("compact", 3, 1), ("high", 1, 2), ("lossless", 2, 3), ("compact", 0, 4)]
+CASES = [("compact", 3, 1, False), ("high", 1, 2, True), ("lossless", 2, 3, False), ("compact", 0, 4, True)]
 
 
 def _run(mode: str) -> list:
