@@ -296,7 +296,8 @@ def progressive_keyframe(enc, g: Gaussians, ids: np.ndarray | None = None, *, fi
     probe = min(n, 4096)            # bytes per Gaussian, from a keyframe of a spread-out sample
     if probe:
         from .encoder import Encoder
-        e = Encoder(enc.profile, gaussians_per_entry=enc.gaussians_per_entry, implicit_ids=enc.frames.implicit_ids)
+        e = Encoder(enc.profile, gaussians_per_entry=enc.gaussians_per_entry, implicit_ids=enc.frames.implicit_ids,
+                    shape_rounding=enc.shape_rounding)
         sample = np.linspace(0, n - 1, probe).astype(np.int64)
         per = len(e.keyframe(g.take(sample), ids[sample])) / probe
     else:

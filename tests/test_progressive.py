@@ -57,7 +57,7 @@ def test_palette_streams_refine_to_the_plain_keyframes_palette_and_digest(sequen
     ids = enc.assign_ids(g.positions)
     dec, frames = _play(enc, g, ids, first_bytes=15_000, refine_bytes=30_000)
     assert len(frames) > 2
-    plain = Encoder(enc.profile, gaussians_per_entry=enc.gaussians_per_entry)
+    plain = Encoder(enc.profile, gaussians_per_entry=enc.gaussians_per_entry, shape_rounding=enc.shape_rounding)
     plain.keyframe(g, ids)
     assert dec.state.digest() == enc.state.digest() == plain.state.digest()
     (a_ids, a), (b_ids, b) = dec.state.to_gaussians(), plain.state.to_gaussians()
