@@ -152,10 +152,11 @@ def clamp_mask(profile, attr: Attr, values: np.ndarray) -> np.ndarray | None:
     if q is None or attr not in CLAMPING:
         return None
     c = components(attr, profile.sh_degree)
-    v = np.asarray(values, np.float32).reshape(-1, c)
+    v = np.asarray(values, np.float32)
+    if c == 0:  # SH_REST at degree 0: (N, 0), which reshape(-1, 0) cannot infer
+        return np.zeros((len(v) if v.ndim else 0, 0), bool)
+    v = v.reshape(-1, c)
     if attr is Attr.SH_REST:  # float32, as quantize.rest_codes
-        if c == 0:
-            return np.zeros(v.shape, bool)
         inv = (1.0 / profile.rest_steps()).astype(np.float32)
         lim = profile.rest_limits().astype(np.float32)
         return np.abs(np.rint(v * inv)) > lim

@@ -179,6 +179,24 @@ def test_encode_sequence_fps_info_and_decoded_frames(tmp_path, capsys):
     assert code == 0 and (tmp_path / "again.gsd").read_bytes() == out.read_bytes()
 
 
+def test_sh0_sequence_with_the_default_profile(tmp_path, capsys):
+    """Scenes without SH_REST through `gsd encode`'s defaults (an SH palette profile at degree 0):
+    the clamp report of each delta has no SH_REST components to count, and every frame decodes."""
+    g = synthetic_scene(N, 0, 4)
+    moved = g.take(np.arange(N))
+    moved.positions[: N // 10] += 0.05
+    moved.scales[: N // 10] += 0.3
+    for i, h in enumerate((g, moved)):
+        write_ply(tmp_path / f"f{i}.ply", h)
+    out = tmp_path / "seq.gsd"
+    code, text, _ = run(["encode", str(tmp_path / "f*.ply"), out], capsys)
+    assert code == 0, text
+    header, states = decoded_frames(out)
+    assert header.profile.sh_degree == 0 and len(states) == 2
+    for want, (ids, got) in zip((g, moved), states):
+        assert_close(header.profile, want, got, by_position(want, got))
+
+
 def test_one_file_with_fps_and_without(tmp_path, capsys):
     g = synthetic_scene(500, 0, 1)
     write_ply(tmp_path / "a.ply", g)
