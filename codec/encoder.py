@@ -193,7 +193,9 @@ class Encoder:
                             new = self._palette_codes(np.asarray(vals[a], np.float32)[order_g], d, False,
                                                       self._weights(vals, order_g))
                         else:
-                            new = p.quantize(a, vals[a], ids_g, order_g, scales=self._shape(a, made, order_g, slots_g))
+                            shape = self._shape(a, made, order_g, slots_g)
+                            new = p.quantize(a, vals[a], ids_g, order_g, scales=shape,
+                                             held=None if shape is None else self.state.codes[a][:, slots_g])
                             made[a] = new
                         r = np.empty_like(new)
                         residuals(unsigned(self.state.codes[a]), slots_g, unsigned(new), unsigned(r), mask_g, a.bit)

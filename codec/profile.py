@@ -118,6 +118,7 @@ _SIGNED = {1: np.int8, 2: np.int16, 4: np.int32}
 
 
 _NO_SCALES = np.zeros((0, 3), np.float32)  # ROTATION rounds to the nearest code
+_NO_HELD = np.zeros((4, 0), np.uint8)       # ... and keeps no code a decoder holds
 
 
 @dataclass(frozen=True)
@@ -310,11 +311,13 @@ class Profile:
 
     # -- floats -> codes (encoder side) -----------------------------------------------
     def quantize(self, attr: Attr, values: np.ndarray, ids: np.ndarray, order: np.ndarray | None = None, *,
-                 scales: np.ndarray | None = None) -> np.ndarray:
+                 scales: np.ndarray | None = None, held: np.ndarray | None = None) -> np.ndarray:
         """(N, C) float values -> (C, N) planar codes; with ``order``, column j is row order[j]
         (the encoder sorts by id while quantizing). Rounding is the encoder's choice (round half
         even); quantize.py fixes the arithmetic. ``scales``: the rows' (N, 3) log-scales, with which
-        ROTATION codes are chosen for the Gaussian's shape rather than rounded (``rotation_codes``).
+        ROTATION codes are chosen for the Gaussian's shape rather than rounded; ``held``: with them,
+        the (4, N) ROTATION codes a decoder holds for the columns, kept where as good
+        (``rotation_codes``).
 
         The float rows are read in their own order and the codes then put in ``order``: reading
         1-4-byte codes of one component at random stays in cache, reading 12-16-byte float rows at
@@ -354,7 +357,12 @@ class Profile:
         elif attr is Attr.ROTATION:
             shape = _NO_SCALES if scales is None else \
                 np.ascontiguousarray(scales, dtype=np.float32).reshape(n, 3)
-            status = run(rotation_codes, values, shape, row_order, float((1 << q.rotation_bits) - 1))
+            kept = _NO_HELD if held is None or scales is None else held
+            if kept is not _NO_HELD and codes is not out:  # columns in input order until put in ``order``
+                kept = np.empty_like(held)
+                kept[:, order] = held
+            status = run(rotation_codes, values, shape, np.ascontiguousarray(kept, out.dtype), row_order,
+                         float((1 << q.rotation_bits) - 1))
         else:
             raise AssertionError(attr)
         if codes is not out and status == OK:

@@ -126,11 +126,16 @@ def take_columns(rows, order, out, start, stop):
 
 
 @kernel(inline=True)
-def turn_error(q, c, w0, w1, w2):
-    """Covariance error of decoding unit quaternion ``q`` as ``c``: with v the vector part of
-    conj(q) c (half the small rotation between them, in the Gaussian's own axes) and w_k = (s_i^2 -
-    s_j^2)^2 for the other two axes i, j, ||R' S^2 R'^T - R S^2 R^T||_F^2 = 8 sum_k w_k v_k^2 to
-    first order. A turn about an axis whose two partners are equally long changes nothing."""
+def turn_error(q, big, slot, a, b, e, step, c, w0, w1, w2):
+    """Covariance error of decoding unit quaternion ``q`` (largest component ``big``) from the
+    stored codes (a, b, e): with v the vector part of conj(q) c, c the decoded quaternion (half the
+    small turn between them, in the Gaussian's own axes) and w_k = (s_i^2 - s_j^2)^2 for the other
+    two axes i, j, ||R' S^2 R'^T - R S^2 R^T||_F^2 = 8 sum_k w_k v_k^2 to first order. A turn about
+    an axis whose two partners are equally long changes nothing."""
+    c[slot[0]] = a * step - _INV_SQRT2
+    c[slot[1]] = b * step - _INV_SQRT2
+    c[slot[2]] = e * step - _INV_SQRT2
+    c[big] = np.sqrt(max(0.0, 1.0 - (c[slot[0]] ** 2 + c[slot[1]] ** 2 + c[slot[2]] ** 2)))
     x = q[0] * c[1] - q[1] * c[0] - q[2] * c[3] + q[3] * c[2]
     y = q[0] * c[2] + q[1] * c[3] - q[2] * c[0] - q[3] * c[1]
     z = q[0] * c[3] - q[1] * c[2] + q[2] * c[1] - q[3] * c[0]
@@ -138,24 +143,28 @@ def turn_error(q, c, w0, w1, w2):
 
 
 @kernel
-def rotation_codes(values, scales, order, top, out, start, stop):
+def rotation_codes(values, scales, held, order, top, out, start, stop):
     """Smallest three: (index of the largest |component|, the other three mapped from
     [-1/sqrt2, 1/sqrt2] to 0..top), of the normalized quaternion with its largest component >= 0.
 
     Without ``scales`` (0 rows) each stored component rounds to its nearest code. With ``scales``
     (the rows' log-scales) the encoder takes, of the 27 codes within one step of that, the one whose
-    decoded rotation moves the Gaussian's covariance least (``turn_error``): a captured scene's
-    Gaussians are needles and discs, whose error is in the turns that swing their long axes, and
-    picking the code for those halves the rotation's render error at the same bytes (SPEC.md
-    Appendix C)."""
+    decoded rotation moves the Gaussian's covariance least (``turn_error``; the nearest on ties): a
+    captured scene's Gaussians are needles and discs, whose error is in the turns that swing their
+    long axes, and picking the code for those halves the rotation's render error at the same bytes
+    (SPEC.md Appendix C). ``held`` (4 x columns, or 0 columns): the codes a decoder holds for the
+    rows (an UPDATE); a held code among the 27 that moves the covariance no more than the nearest
+    code does is kept, so a rotation that barely changed costs no residual."""
     scale = top / _SQRT2
     step = _SQRT2 / top
     shaped = scales.shape[0] > 0
+    keep = held.shape[1] > 0
     q = np.empty(4, np.float64)
     c = np.empty(4, np.float64)
     near = np.empty(3, np.float64)
     best = np.empty(3, np.float64)
     slot = np.empty(3, np.int64)
+    w = np.empty(3, np.float64)
     bad = False
     for j in range(start, stop):
         r = order[j]
@@ -186,25 +195,26 @@ def rotation_codes(values, scales, order, top, out, start, stop):
                 best[m] = near[m]
                 m += 1
         if shaped:
-            w = np.empty(3, np.float64)
             for k in range(3):
                 w[k] = np.exp(2.0 * np.float64(scales[r, k]))
             w0, w1, w2 = (w[1] - w[2]) ** 2, (w[0] - w[2]) ** 2, (w[0] - w[1]) ** 2
-            least = np.inf
+            rounded = turn_error(q, big, slot, near[0], near[1], near[2], step, c, w0, w1, w2)
+            least = rounded
             for d0 in range(-1, 2):
                 for d1 in range(-1, 2):
                     for d2 in range(-1, 2):
                         a, b, e = near[0] + d0, near[1] + d1, near[2] + d2
                         if min(a, b, e) < 0.0 or max(a, b, e) > top:
                             continue
-                        c[slot[0]] = a * step - _INV_SQRT2
-                        c[slot[1]] = b * step - _INV_SQRT2
-                        c[slot[2]] = e * step - _INV_SQRT2
-                        c[big] = np.sqrt(max(0.0, 1.0 - (c[slot[0]] ** 2 + c[slot[1]] ** 2 + c[slot[2]] ** 2)))
-                        err = turn_error(q, c, w0, w1, w2)
-                        if err < least or (err == least and d0 == 0 and d1 == 0 and d2 == 0):
+                        err = turn_error(q, big, slot, a, b, e, step, c, w0, w1, w2)
+                        if err < least:
                             least = err
                             best[0], best[1], best[2] = a, b, e
+            if keep and held[0, j] == big:
+                a, b, e = np.float64(held[1, j]), np.float64(held[2, j]), np.float64(held[3, j])
+                if abs(a - near[0]) <= 1.0 and abs(b - near[1]) <= 1.0 and abs(e - near[2]) <= 1.0 \
+                        and turn_error(q, big, slot, a, b, e, step, c, w0, w1, w2) <= rounded:
+                    best[0], best[1], best[2] = a, b, e
         for m in range(3):
             out[m + 1, j] = best[m]
     return NONFINITE if bad else OK

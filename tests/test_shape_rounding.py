@@ -69,10 +69,41 @@ def test_compiled_and_python_choose_the_same_codes():
     order = np.random.default_rng(0).permutation(len(rot)).astype(np.int64)
     got = np.empty((4, len(rot)), np.uint8)
     want = np.empty_like(got)
-    rotation_codes(rot, scales, order, 127.0, got, 0, len(rot))
+    none = np.zeros((4, 0), np.uint8)
+    rotation_codes(rot, scales, none, order, 127.0, got, 0, len(rot))
     with np.errstate(over="ignore", invalid="ignore"):
-        rotation_codes.py_func(rot, scales, order, 127.0, want, 0, len(rot))
+        rotation_codes.py_func(rot, scales, none, order, 127.0, want, 0, len(rot))
     assert np.array_equal(got, want)
+    held = np.clip(got.astype(np.int64) + np.random.default_rng(1).integers(-1, 2, got.shape), 0, 127).astype(np.uint8)
+    held[0] = got[0]
+    rotation_codes(rot, scales, held, order, 127.0, got, 0, len(rot))
+    with np.errstate(over="ignore", invalid="ignore"):
+        rotation_codes.py_func(rot, scales, held, order, 127.0, want, 0, len(rot))
+    assert np.array_equal(got, want)
+
+
+def test_a_held_code_is_kept_where_it_is_as_good_as_rounding():
+    """An UPDATE's rotation keeps the code the decoder holds when that code is among the 27 and moves
+    the covariance no more than the rounded one: small turns and noise cost no residual, and the
+    result is never worse than rounding."""
+    rot, scales = _shapes(20_000, 4)
+    p = Profile.preset("compact", 0, Grid.fit(np.zeros((1, 3), np.float32)))
+    ids = np.zeros(len(rot), np.uint64)
+    before = p.quantize(Attr.ROTATION, rot, ids, scales=scales)
+    assert np.array_equal(p.quantize(Attr.ROTATION, rot, ids, scales=scales, held=before), before)
+    nudged = rot + np.random.default_rng(5).normal(0, 2e-3, rot.shape).astype(np.float32)
+    fresh = p.quantize(Attr.ROTATION, nudged, ids, scales=scales)
+    kept = p.quantize(Attr.ROTATION, nudged, ids, scales=scales, held=before)
+    near = p.quantize(Attr.ROTATION, nudged, ids)
+    assert (kept == before).all(0).mean() > (fresh == before).all(0).mean() + 0.2
+    truth = _cov(nudged.astype(np.float64), scales)
+    err = lambda codes: ((_cov(p.dequantize(Attr.ROTATION, codes, None).astype(np.float64), scales) - truth) ** 2
+                         ).sum((1, 2)) / np.exp(4.0 * scales.max(1).astype(np.float64))
+    assert (err(kept) <= err(near) * 1.01 + 1e-12).mean() > 0.999
+    assert np.abs(kept.astype(np.int64) - near.astype(np.int64)).max() == 1
+    far = before.copy()
+    far[1:] = np.where(before[1:] > 60, 0, 127)   # held codes more than a step away are not candidates
+    assert np.array_equal(p.quantize(Attr.ROTATION, nudged, ids, scales=scales, held=far), fresh)
 
 
 def test_encoder_keeps_shaped_codes_in_closed_loop():
@@ -97,11 +128,12 @@ def test_encoder_keeps_shaped_codes_in_closed_loop():
     turned[:100] = np.random.default_rng(1).normal(size=(100, 4))
     dec.decode_frame(enc.encode(update=(ids, {Attr.ROTATION: turned}, Attr.ROTATION.bit)))
     grown = g.scales[:100] + 0.5                     # scale and rotation in one UPDATE: the new scales count
+    prev = enc.state.codes_of(ids[:100])[Attr.ROTATION]
     dec.decode_frame(enc.encode(update=(ids[:100], {Attr.SCALE: grown, Attr.ROTATION: turned[:100]},
                                         Attr.SCALE.bit | Attr.ROTATION.bit)))
     moved = enc.state.codes_of(ids[:100])[Attr.ROTATION]
     held = p.dequantize(Attr.SCALE, enc.state.codes_of(ids[:100])[Attr.SCALE], None)
-    assert np.array_equal(moved, p.quantize(Attr.ROTATION, turned[:100], ids[:100], scales=held))
+    assert np.array_equal(moved, p.quantize(Attr.ROTATION, turned[:100], ids[:100], scales=held, held=prev))
     assert dec.state.digest() == enc.state.digest()
 
 
