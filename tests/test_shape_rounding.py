@@ -141,3 +141,19 @@ def test_gsd_encode_chooses_rotation_codes_for_the_shape():
     g = synthetic_scene(500, 0, 3)
     _, enc = encoder_for(g, build_parser().parse_args(["encode", "in.ply", "out.gsd"]))
     assert enc.shape_rounding
+
+
+def test_large_arrays_in_id_order_choose_as_small_ones_do():
+    """Past one worker's span the codes are computed in input order and then put in id order; the
+    held codes (given in id order) must follow them there."""
+    rot, scales = _shapes(70_000, 6)
+    p = Profile.preset("compact", 0, Grid.fit(np.zeros((1, 3), np.float32)))
+    ids = np.zeros(len(rot), np.uint64)
+    order = np.random.default_rng(2).permutation(len(rot)).astype(np.int64)
+    held = p.quantize(Attr.ROTATION, rot[order] + np.float32(1e-3), ids, scales=scales[order])
+    got = p.quantize(Attr.ROTATION, rot, ids, order, scales=scales, held=held)
+    want = np.concatenate([p.quantize(Attr.ROTATION, rot[order[k:k + 10_000]], ids[:10_000][:len(order[k:k + 10_000])],
+                                      scales=scales[order[k:k + 10_000]], held=held[:, k:k + 10_000])
+                           for k in range(0, len(rot), 10_000)], axis=1)
+    assert np.array_equal(got, want)
+    assert not np.array_equal(got, p.quantize(Attr.ROTATION, rot, ids, order, scales=scales))
