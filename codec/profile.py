@@ -15,8 +15,8 @@ from .attributes import Attr, components, rest_degree_rows
 from .errors import ErrorCode, GsdError
 from .jit import kernel
 from .sections import SPAN, column_spans, parallel_map
-from .quantize import (NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, take_columns,
-                       take_planar, uniform_codes)
+from .quantize import (NONFINITE, OK, TOO_FAR, opacity_codes, position_codes, rest_codes, rotation_codes, smallest_three,
+                       take_columns, take_planar, uniform_codes)
 from .spatial import Grid
 
 SQRT2 = np.sqrt(2.0)
@@ -508,21 +508,12 @@ def _affine_decode(codes, lo, step, out):
 def _smallest_three_decode(codes, bits, out):
     """(4, N) codes (i, a, b, c) -> (N, 4) unit quaternions w, x, y, z (SPEC.md 5.2): the three
     small components from their codes, the largest (index i) from the unit norm."""
-    scale = np.sqrt(2.0) / ((1 << bits) - 1)
-    off = 1.0 / np.sqrt(2.0)
+    step = np.sqrt(2.0) / ((1 << bits) - 1)
     bad = False
     for j in range(codes.shape[1]):
         big = int(codes[0, j])
         if big > 3:                  # not a code a checked stream holds
             bad = True
             continue
-        s = 0.0
-        m = 1
-        for k in range(4):
-            if k != big:
-                v = np.float64(codes[m, j]) * scale - off
-                s += v * v
-                out[j, k] = v
-                m += 1
-        out[j, big] = np.sqrt(max(0.0, 1.0 - s))
+        smallest_three(big, codes[1:, j], step, out[j])
     return bad

@@ -126,16 +126,28 @@ def take_columns(rows, order, out, start, stop):
 
 
 @kernel(inline=True)
-def turn_error(q, big, slot, a, b, e, step, c, w0, w1, w2):
-    """Covariance error of decoding unit quaternion ``q`` (largest component ``big``) from the
-    stored codes (a, b, e): with v the vector part of conj(q) c, c the decoded quaternion (half the
-    small turn between them, in the Gaussian's own axes) and w_k = (s_i^2 - s_j^2)^2 for the other
-    two axes i, j, ||R' S^2 R'^T - R S^2 R^T||_F^2 = 8 sum_k w_k v_k^2 to first order. A turn about
-    an axis whose two partners are equally long changes nothing."""
-    c[slot[0]] = a * step - _INV_SQRT2
-    c[slot[1]] = b * step - _INV_SQRT2
-    c[slot[2]] = e * step - _INV_SQRT2
-    c[big] = np.sqrt(max(0.0, 1.0 - (c[slot[0]] ** 2 + c[slot[1]] ** 2 + c[slot[2]] ** 2)))
+def smallest_three(big, stored, step, q):
+    """q = the quaternion of a ROTATION code (SPEC.md 5.3, decode): ``stored`` holds the codes of
+    the three components other than ``big`` in ascending index order (step sqrt(2) / n each, from
+    -1/sqrt(2)); the largest follows from the unit norm. Decoders read codes with it, and the
+    encoder weighs candidate codes by what they will decode to."""
+    s = 0.0
+    m = 0
+    for k in range(4):
+        if k != big:
+            v = np.float64(stored[m]) * step - _INV_SQRT2
+            s += v * v
+            q[k] = v
+            m += 1
+    q[big] = np.sqrt(max(0.0, 1.0 - s))
+
+
+@kernel(inline=True)
+def turn_error(q, c, w0, w1, w2):
+    """Covariance error of decoding unit quaternion ``q`` as ``c``: with v the vector part of
+    conj(q) c (half the small turn between them, in the Gaussian's own axes) and w_k = (s_i^2 -
+    s_j^2)^2 for the other two axes i, j, ||R' S^2 R'^T - R S^2 R^T||_F^2 = 8 sum_k w_k v_k^2 to
+    first order. A turn about an axis whose two partners are equally long changes nothing."""
     x = q[0] * c[1] - q[1] * c[0] - q[2] * c[3] + q[3] * c[2]
     y = q[0] * c[2] + q[1] * c[3] - q[2] * c[0] - q[3] * c[1]
     z = q[0] * c[3] - q[1] * c[2] + q[2] * c[1] - q[3] * c[0]
@@ -163,7 +175,7 @@ def rotation_codes(values, scales, held, order, top, out, start, stop):
     c = np.empty(4, np.float64)
     near = np.empty(3, np.float64)
     best = np.empty(3, np.float64)
-    slot = np.empty(3, np.int64)
+    trial = np.empty(3, np.float64)
     w = np.empty(3, np.float64)
     bad = False
     for j in range(start, stop):
@@ -190,7 +202,6 @@ def rotation_codes(values, scales, held, order, top, out, start, stop):
         m = 0
         for k in range(4):
             if k != big:
-                slot[m] = k
                 near[m] = min(max(np.rint((q[k] + _INV_SQRT2) * scale), 0.0), top)
                 best[m] = near[m]
                 m += 1
@@ -198,23 +209,25 @@ def rotation_codes(values, scales, held, order, top, out, start, stop):
             for k in range(3):
                 w[k] = np.exp(2.0 * np.float64(scales[r, k]))
             w0, w1, w2 = (w[1] - w[2]) ** 2, (w[0] - w[2]) ** 2, (w[0] - w[1]) ** 2
-            rounded = turn_error(q, big, slot, near[0], near[1], near[2], step, c, w0, w1, w2)
+            smallest_three(big, near, step, c)
+            rounded = turn_error(q, c, w0, w1, w2)
             least = rounded
-            for d0 in range(-1, 2):
-                for d1 in range(-1, 2):
-                    for d2 in range(-1, 2):
-                        a, b, e = near[0] + d0, near[1] + d1, near[2] + d2
-                        if min(a, b, e) < 0.0 or max(a, b, e) > top:
-                            continue
-                        err = turn_error(q, big, slot, a, b, e, step, c, w0, w1, w2)
-                        if err < least:
-                            least = err
-                            best[0], best[1], best[2] = a, b, e
+            for d in range(27):
+                trial[0], trial[1], trial[2] = near[0] + d // 9 - 1, near[1] + d // 3 % 3 - 1, near[2] + d % 3 - 1
+                if min(trial[0], trial[1], trial[2]) < 0.0 or max(trial[0], trial[1], trial[2]) > top:
+                    continue
+                smallest_three(big, trial, step, c)
+                err = turn_error(q, c, w0, w1, w2)
+                if err < least:
+                    least = err
+                    best[0], best[1], best[2] = trial[0], trial[1], trial[2]
             if keep and held[0, j] == big:
-                a, b, e = np.float64(held[1, j]), np.float64(held[2, j]), np.float64(held[3, j])
-                if abs(a - near[0]) <= 1.0 and abs(b - near[1]) <= 1.0 and abs(e - near[2]) <= 1.0 \
-                        and turn_error(q, big, slot, a, b, e, step, c, w0, w1, w2) <= rounded:
-                    best[0], best[1], best[2] = a, b, e
+                for m in range(3):
+                    trial[m] = np.float64(held[m + 1, j])
+                if abs(trial[0] - near[0]) <= 1.0 and abs(trial[1] - near[1]) <= 1.0 and abs(trial[2] - near[2]) <= 1.0:
+                    smallest_three(big, trial, step, c)
+                    if turn_error(q, c, w0, w1, w2) <= rounded:
+                        best[0], best[1], best[2] = trial[0], trial[1], trial[2]
         for m in range(3):
             out[m + 1, j] = best[m]
     return NONFINITE if bad else OK

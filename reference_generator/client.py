@@ -34,10 +34,13 @@ import aiohttp
 
 from codec import Decoder, GsdError, StreamWriter
 from codec.limits import SPEC_LIMITS, Limits
-from codec.wire import frame_is_keyframe
+from codec.wire import VERSION, frame_is_keyframe
 
 from .actions import Action, to_json
 from .flow import wait_for
+
+# The format versions a hello names: every minor version of the codec's major that its decoder reads
+VERSIONS = tuple(f"{VERSION[0]}.{m}" for m in range(VERSION[1] + 1))
 
 
 @dataclass
@@ -103,8 +106,7 @@ class Client:
                  progressive: bool = False, budget: int | None = None):
         self.url = url
         self.token = token                   # session token (SPEC.md 11.8), sent as Authorization: Bearer
-        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": ["1.0", "1.1", "1.2", "1.3"],
-                      "max_sh_degree": max_sh_degree,
+        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": list(VERSIONS), "max_sh_degree": max_sh_degree,
                       "budgets": {"max_gaussians": max_gaussians, "max_bytes_per_second": max_bytes_per_second,
                                   "max_frame_bytes": max_frame_bytes}}
         if progressive:                      # join coarse first, refined after (SPEC.md 11.9)

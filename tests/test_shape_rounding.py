@@ -3,6 +3,8 @@ rounded codes, never worse for the covariance than rounding, the rounded code wh
 every choice equal, compiled and as Python alike, and closed loop in an encoder."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -34,21 +36,26 @@ def _cov(q: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.einsum("nik,nk,njk->nij", r, s2, r)
 
 
+def _cov_error(p: Profile, codes: np.ndarray, rot: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Per Gaussian: squared Frobenius distance between the covariance of the decoded ``codes`` and
+    that of ``rot``, relative to the Gaussian's largest scale^4."""
+    truth = _cov(rot.astype(np.float64), scales)
+    got = _cov(p.dequantize(Attr.ROTATION, codes, None).astype(np.float64), scales)
+    return ((got - truth) ** 2).sum((1, 2)) / np.exp(4.0 * scales.max(1).astype(np.float64))
+
+
 @pytest.mark.parametrize("bits", [4, 7, 10])
 def test_shaped_codes_stay_within_a_step_and_move_the_covariance_less(bits):
     rot, scales = _shapes(20_000, bits)
     p = Profile.preset("compact", 0, Grid.fit(np.zeros((1, 3), np.float32)))
-    p = Profile(0, p.grid, type(p.quant)(**{**p.quant.__dict__, "rotation_bits": bits}), "test")
+    p = Profile(0, p.grid, dataclasses.replace(p.quant, rotation_bits=bits), "test")
     ids = np.zeros(len(rot), np.uint64)
     near = p.quantize(Attr.ROTATION, rot, ids)
     shaped = p.quantize(Attr.ROTATION, rot, ids, scales=scales)
     assert np.array_equal(shaped[0], near[0])                      # the same largest component
     assert np.abs(shaped.astype(np.int64) - near.astype(np.int64)).max() == 1
     assert shaped[1:].max() <= (1 << bits) - 1
-    truth = _cov(rot.astype(np.float64), scales)
-    err = lambda codes: ((_cov(p.dequantize(Attr.ROTATION, codes, None).astype(np.float64), scales) - truth) ** 2
-                         ).sum((1, 2)) / np.exp(4.0 * scales.max(1).astype(np.float64))
-    e_near, e_shaped = err(near), err(shaped)
+    e_near, e_shaped = _cov_error(p, near, rot, scales), _cov_error(p, shaped, rot, scales)
     assert e_shaped.mean() < 0.6 * e_near.mean()
     # per Gaussian the choice is made to first order: never more than a hair worse than rounding
     assert (e_shaped <= e_near * 1.01 + 1e-12).mean() > 0.999
@@ -96,10 +103,7 @@ def test_a_held_code_is_kept_where_it_is_as_good_as_rounding():
     kept = p.quantize(Attr.ROTATION, nudged, ids, scales=scales, held=before)
     near = p.quantize(Attr.ROTATION, nudged, ids)
     assert (kept == before).all(0).mean() > (fresh == before).all(0).mean() + 0.2
-    truth = _cov(nudged.astype(np.float64), scales)
-    err = lambda codes: ((_cov(p.dequantize(Attr.ROTATION, codes, None).astype(np.float64), scales) - truth) ** 2
-                         ).sum((1, 2)) / np.exp(4.0 * scales.max(1).astype(np.float64))
-    assert (err(kept) <= err(near) * 1.01 + 1e-12).mean() > 0.999
+    assert (_cov_error(p, kept, nudged, scales) <= _cov_error(p, near, nudged, scales) * 1.01 + 1e-12).mean() > 0.999
     assert np.abs(kept.astype(np.int64) - near.astype(np.int64)).max() == 1
     far = before.copy()
     far[1:] = np.where(before[1:] > 60, 0, 127)   # held codes more than a step away are not candidates
