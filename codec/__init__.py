@@ -20,10 +20,11 @@ from .profile import DEFAULT_PROFILE, PRESETS, STREAM_PROFILE, Profile, Quantiza
 from .spatial import Grid
 from .state import SceneState
 from .stream import StreamWriter, read_stream, validate_stream
+from . import wire
 from .wire import StreamHeader, decode_frame, decode_header, encode_header
 
 __version__ = "1.1.0"
-FORMAT_VERSION = "1.3"
+FORMAT_VERSION = "%d.%d" % wire.VERSION
 
 
 def apply(state: SceneState, delta: Delta) -> None:

@@ -1,8 +1,10 @@
-"""Raw array sections of a frame payload: filters and zstd (SPEC.md 4.4).
+"""Raw array sections of a frame payload: filters, zstd and the gap code (SPEC.md 4.4).
 
 Decode pipeline: decompress -> unshuffle -> unzigzag -> delta prefix-sum -> channel sum (the
 components of a colour section as three channels: each channel plus the one before it). The encoder
-runs it backwards. Arrays are planar (C, N): component-major.
+runs it backwards. Arrays are planar (C, N): component-major. A gap-coded section (format 1.4: one
+component of ascending values, such as ranks) holds exp-Golomb codes of the gaps between its values
+instead, with no filter.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .jit import kernel
 
 DELTA, ZIGZAG, SHUFFLE, CHANNEL = 1, 2, 4, 8  # CHANNEL: format 1.3
 KNOWN_FILTERS = DELTA | ZIGZAG | SHUFFLE | CHANNEL
-NONE, ZSTD = 0, 1
+NONE, ZSTD, GAPS = 0, 1, 2  # GAPS: format 1.4
 UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
@@ -157,6 +159,150 @@ def filter_bytes(a, width, filters, out):
             for i in range(count):
                 for b in range(width):
                     out[(base + i) * width + b] = np.uint8((v[i] >> np.uint64(8 * b)) & _BYTE)
+
+
+# ------------------------------------------------------------------------------------- gap code
+@kernel(inline=True)
+def _bit_length(v):
+    b = 0
+    while (v >> b) != 0:
+        b += 1
+    return b
+
+
+@kernel
+def gap_order(values, width):
+    """The order k of the gap code for ``values`` (strictly ascending), or -1 where they are not.
+    Chosen from the histogram of the gaps' bit lengths, not by coding every order: a gap of b bits
+    costs 1 + k bits where b <= k, else about 2b - k - 1 (exactly, unless its top b - k bits are all
+    ones)."""
+    hist = np.zeros(66, np.int64)
+    prev = np.int64(-1)
+    for i in range(values.shape[0]):
+        x = np.int64(values[i])
+        if x <= prev:
+            return -1
+        hist[_bit_length(x - prev - 1)] += 1
+        prev = x
+    best_k = 0
+    best = np.int64(-1)
+    for k in range(8 * width):
+        bits = np.int64(0)
+        for b in range(66):
+            bits += hist[b] * (1 + k if b <= k else 2 * b - k - 1)
+        if best < 0 or bits < best:
+            best = bits
+            best_k = k
+    return best_k
+
+
+@kernel
+def gap_bits(values, k):
+    """Bits of the gap code of ``values`` (strictly ascending) at order k, its k byte excluded."""
+    total = np.int64(0)
+    prev = np.int64(-1)
+    for i in range(values.shape[0]):
+        x = np.int64(values[i])
+        total += 2 * (_bit_length(((x - prev - 1) >> k) + 1) - 1) + 1 + k
+        prev = x
+    return total
+
+
+@kernel
+def gap_write(values, k, out):
+    """SPEC.md 4.4 gap code: ``out`` (zeros, 1 + ceil(gap_bits / 8) bytes) gets k, then per gap v the
+    Elias gamma code of q = (v >> k) + 1 (z zeros, then q's z + 1 bits) and v's k low bits, most
+    significant bit first. Bits go through an accumulator that never holds more than 41 of them."""
+    out[0] = k
+    acc = np.int64(0)
+    held = 0
+    at = 1
+    prev = np.int64(-1)
+    low = (np.int64(1) << k) - 1
+    for i in range(values.shape[0]):
+        x = np.int64(values[i])
+        v = x - prev - 1
+        prev = x
+        q = (v >> k) + 1
+        z = _bit_length(q) - 1
+        for part in range(2):  # z zeros; then q and the low bits, z + 1 + k bits
+            if part == 0:
+                acc <<= z
+                held += z
+            else:
+                acc = (acc << (z + 1 + k)) | (q << k) | (v & low)
+                held += z + 1 + k
+            while held >= 8:
+                out[at] = (acc >> (held - 8)) & 0xFF
+                at += 1
+                held -= 8
+            acc &= (np.int64(1) << held) - 1
+    if held:
+        out[at] = (acc << (8 - held)) & 0xFF
+
+
+@kernel
+def gap_read(stored, n, width, out):
+    """SPEC.md 4.4 gap_decode: the n values of a gap-coded section into ``out``. Returns 0, or 1 where
+    the stored bytes are not a valid code (k too large, a zero run or a value too long, codes past
+    the end, bytes or one bits after the last code)."""
+    size = stored.shape[0]
+    if size < 1:
+        return 1
+    k = np.int64(stored[0])
+    limit = 8 * width
+    if k >= limit:
+        return 1
+    end = 8 * size
+    top = np.int64(1) << limit
+    pos = 8
+    prev = np.int64(-1)
+    for i in range(n):
+        z = 0
+        while True:
+            if pos >= end:
+                return 1
+            bit = (np.int64(stored[pos >> 3]) >> (7 - (pos & 7))) & 1
+            pos += 1
+            if bit:
+                break
+            z += 1
+            if z + k > limit:
+                return 1
+        m = z + k
+        if pos + m > end:
+            return 1
+        t = np.int64(0)
+        for j in range(m):
+            t = (t << 1) | ((np.int64(stored[pos >> 3]) >> (7 - (pos & 7))) & 1)
+            pos += 1
+        x = prev + 1 + (((np.int64(1) << z) - 1) << k) + t
+        if x >= top:
+            return 1
+        out[i] = x
+        prev = x
+    if end - pos >= 8:
+        return 1
+    while pos < end:
+        if (np.int64(stored[pos >> 3]) >> (7 - (pos & 7))) & 1:
+            return 1
+        pos += 1
+    return 0
+
+
+def gap_encode(planar: np.ndarray) -> bytes | None:
+    """The stored bytes of a (1, N) array of strictly ascending values of 1, 2 or 4 bytes as a
+    gap-coded section (compression 2, format 1.4), at the order its gaps favour; None where the code
+    does not apply (more than one component, 8-byte values, values not strictly ascending)."""
+    if planar.ndim != 2 or planar.shape[0] != 1 or planar.dtype.itemsize > 4:
+        return None
+    row = planar[0]
+    k = gap_order(row, planar.dtype.itemsize)
+    if k < 0:
+        return None
+    out = np.zeros(1 + (gap_bits(row, k) + 7) // 8, np.uint8)
+    gap_write(row, k, out)
+    return out.tobytes()
 
 
 _local = threading.local()
@@ -307,7 +453,7 @@ class SectionWriter:
         self.crcs: list[int] | None = None
 
     def add(self, planar: np.ndarray, filters: int | tuple[int, ...], rows: np.ndarray | None = None,
-            role=None) -> int:
+            role=None, gaps: bool = False) -> int:
         """Queue a (C, N) array, or those ``rows`` of it; returns its section index. Sections are built
         by parts() (on worker threads for a big frame, which also gather the rows).
 
@@ -316,8 +462,11 @@ class SectionWriter:
         section holds) and the writer's ``choices`` (a dict kept from frame to frame), the winner of a
         trial is reused for that role in the next RETRIAL frames: sections of one role keep their
         statistics through a stream, and the trial compresses the sample once per candidate.
+
+        ``gaps``: the array is one row of strictly ascending values (ranks); it is also gap coded
+        (compression 2, format 1.4), and stored that way where that is smaller.
         """
-        self._queue.append((planar, filters, rows, role))
+        self._queue.append((planar, filters, rows, role, gaps))
         return len(self._queue) - 1
 
     def _choose(self, planar: np.ndarray, candidates: tuple[int, ...]) -> tuple[int, tuple | None]:
@@ -335,8 +484,8 @@ class SectionWriter:
 
     def _raw(self, job) -> tuple:
         """Filter one queued section: (raw bytes, filters, width, its compressed bytes when the filter
-        trial already compressed the whole array, else None)."""
-        planar, filters, rows, role = job
+        trial already compressed the whole array, else None, its gap code or None)."""
+        planar, filters, rows, role, gaps = job
         if rows is not None:
             planar = planar[rows]
         done = None
@@ -354,27 +503,30 @@ class SectionWriter:
                     if key is not None:
                         self._choices[key] = (filters, RETRIAL)
         raw = _filter(planar, filters) if done is None else done[0]
-        return raw, filters, planar.dtype.itemsize, None if done is None else done[1]
+        return raw, filters, planar.dtype.itemsize, None if done is None else done[1], \
+            gap_encode(planar) if gaps and self._level > 0 else None
 
     def _compresses(self, raw) -> bool:
         return self._level > 0 and len(raw) >= self._min
 
-    def _stored(self, raw, filters: int, width: int, z) -> tuple:
+    def _stored(self, raw, filters: int, width: int, z, gap=None) -> tuple:
         """(stored bytes, raw size, compression, filters, width, CRC-32 or None): the compressed bytes
-        ``z`` where they are smaller than the raw ones."""
+        ``z`` where they are smaller than the raw ones, the gap code ``gap`` where it is smaller still."""
         comp, data = (ZSTD, z) if z is not None and len(z) < len(raw) else (NONE, raw)
+        if gap is not None and len(gap) < len(data):
+            comp, data, filters = GAPS, gap, 0
         return data, len(raw), comp, filters, width, \
             zlib.crc32(data) if self._crc_parts and len(data) >= COMBINE_MIN_BYTES else None
 
     def _build(self, job) -> tuple:
-        raw, filters, width, z = self._raw(job)
+        raw, filters, width, z, gap = self._raw(job)
         if z is None and self._compresses(raw):
             z = _cctx(self._level, -1 if len(raw) >= MT_MIN_BYTES else 0).compress(raw)
-        return self._stored(raw, filters, width, z)
+        return self._stored(raw, filters, width, z, gap)
 
     def raw_bytes(self) -> int:
         """The queued sections' size before compression."""
-        return sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _ in self._queue)
+        return sum(p.nbytes if r is None else p.nbytes * len(r) // max(1, len(p)) for p, _, r, _, _ in self._queue)
 
     def start(self) -> None:
         """Filter every queued section on this thread, and compress them on section workers from now on
@@ -383,7 +535,7 @@ class SectionWriter:
         Python running on the caller's thread (an encoder's apply, meanwhile). Where cores are spare,
         a large frame's sections are shared out (largest first, to the job with the fewest bytes)."""
         raws = [self._raw(job) for job in self._queue]
-        todo = [k for k, (raw, _, _, z) in enumerate(raws) if z is None and self._compresses(raw)]
+        todo = [k for k, (raw, _, _, z, _) in enumerate(raws) if z is None and self._compresses(raw)]
         total = sum(len(raws[k][0]) for k in todo)
         shares = [[] for _ in range(max(1, min(START_JOBS, total // START_JOB_BYTES)))]
         load = [0] * len(shares)
@@ -413,11 +565,11 @@ class SectionWriter:
         joins it to the record's without reading it again), else None; otherwise ``crcs`` is None."""
         if self.started:
             raws, jobs = self._started
-            zs = [z for *_, z in raws]
+            zs = [r[3] for r in raws]
             for share, job in jobs:
                 for k, z in zip(share, job.result()):
                     zs[k] = z
-            built = [self._stored(raw, f, w, z) for (raw, f, w, _), z in zip(raws, zs)]
+            built = [self._stored(raw, f, w, z, gap) for (raw, f, w, _, gap), z in zip(raws, zs)]
         else:
             total = self.raw_bytes()
             self._crc_parts = total >= PARALLEL_MIN_BYTES
@@ -457,11 +609,24 @@ def read_section(payload: memoryview, desc: SectionDesc, comps: int, count: int,
         raise GsdError(ErrorCode.MALFORMED, f"section raw_size {desc.raw_size}, expected {expected}")
     if desc.offset + desc.stored_size > len(payload):
         raise GsdError(ErrorCode.MALFORMED, "section extends past the payload")
-    if desc.compression not in (NONE, ZSTD):
+    if desc.compression not in (NONE, ZSTD, GAPS):
         raise GsdError(ErrorCode.UNSUPPORTED_FEATURE, f"unknown compression {desc.compression}")
     if desc.compression == NONE and desc.stored_size != desc.raw_size:
         raise GsdError(ErrorCode.MALFORMED, "uncompressed section with stored_size != raw_size")
     stored = payload[desc.offset: desc.offset + desc.stored_size]
+    if desc.compression == GAPS:
+        if comps != 1 or width == 8 or desc.filters:
+            raise GsdError(ErrorCode.MALFORMED, "a gap-coded section needs one component of 1, 2 or 4 bytes "
+                           "and no filter")
+        values = np.empty((1, count), UINT[width])
+        if gap_read(np.frombuffer(stored, np.uint8), count, width, values[0]):
+            raise GsdError(ErrorCode.DECOMPRESSION_FAILED, "gap code: not a valid code of the section's values")
+        if into is None:
+            return values
+        dest, rows = into
+        dest = dest.get() if isinstance(dest, LazyArray) else dest
+        dest.view(UINT[width])[rows] = values
+        return dest
     plain = is_plain(desc.filters, width, comps)
     # Memory follows the data: the output is allocated before decompressing only where the stored
     # bytes can plausibly hold it; otherwise the frame is decompressed (or refused) first.

@@ -34,7 +34,7 @@ from .spatial import Grid, implicit_ids, placements
 
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
-VERSION = (1, 3)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
+VERSION = (1, 4)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
 KEYFRAME = 1
 ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE, ADD_IMPLICIT = 1, 2, 3, 4, 5, 6, 7
 UPDATE_RANKED, DELETE_RANKED = 8, 9  # format 1.2: ids as ranks among the live ids (SPEC.md 6.1)
@@ -361,13 +361,16 @@ def _first(rows) -> int:
 class FrameEncoder:
     """Serializes a Delta for one profile. Reuse it: it holds the zstd context."""
 
-    def __init__(self, profile: Profile, level: int = 1, implicit_ids: bool = True, channels: bool = False):
+    def __init__(self, profile: Profile, level: int = 1, implicit_ids: bool = True, channels: bool = False,
+                 gaps: bool = False):
         self.profile = profile
         self.level = level
         # ADD_IMPLICIT blocks where the ids allow them (format 1.1); False: every id explicit, as 1.0 reads
         self.implicit_ids = implicit_ids and profile.implicit_ids
         # colour sections may be stored as channel differences (the CHANNEL filter, format 1.3)
         self.channels = channels
+        # ranks may be stored as exp-Golomb codes of their gaps (the gap code, format 1.4)
+        self.gaps = gaps
         self._choices: dict = {}  # section role -> (filter trial winner, frames left before the next trial)
 
     def _attr_filters(self, attr: Attr, residual: bool) -> tuple[int, ...]:
@@ -426,7 +429,7 @@ class FrameEncoder:
             """(the block's id section, ranked?): ranks when the caller ranks this frame's ids."""
             if rank is None:
                 return sw.add(ids[None, :], DELTA | SHUFFLE), False
-            return sw.add(rank(ids).astype(np.uint32)[None, :], DELTA | SHUFFLE), True
+            return sw.add(rank(ids).astype(np.uint32)[None, :], DELTA | SHUFFLE, gaps=self.gaps), True
         if d.ranked:
             raise ValueError("a Delta with ranked blocks not yet resolved against its state cannot be written")
         if len(d.delete_ids):

@@ -387,13 +387,13 @@ def write_report(path: str, section: str, key: str) -> None:
 
 
 def id_costs(path: str, level: int = 1) -> dict:
-    """The UPDATE and DELETE ids of a stream's deltas (keyframes have none), each block's compressed
+    """The UPDATE and DELETE ids of a stream's deltas (keyframes have none), each block's stored
     as the encoder writes them (DELTA and SHUFFLE, zstd at ``level``) two ways: as ranks among the
-    ids live before the frame (format 1.2, SPEC.md 6.1) and as ids (format 1.1). The same deltas,
-    whichever way the stream sent them."""
+    ids live before the frame (format 1.2, SPEC.md 6.1; gap coded where that is smaller, 1.4) and as
+    ids (format 1.1). The same deltas, whichever way the stream sent them."""
     def nbytes(values) -> int:
         w = SectionWriter(level)
-        w.add(values[None, :], DELTA | SHUFFLE)
+        w.add(values[None, :], DELTA | SHUFFLE, gaps=True)   # ids (8 bytes) are never gap coded
         return len(w.parts()[0])
     with open(path, "rb") as f:
         data = f.read()
