@@ -27,7 +27,7 @@ from tqdm import tqdm
 from . import FORMAT_VERSION, __version__
 from . import ply
 from .attributes import ATTRS, Attr, Gaussians, rest_coeffs
-from .encoder import Encoder
+from .encoder import Encoder, format_options
 from .errors import GsdError
 from .fit import CLAMPING, DEFAULT_CELL_BITS, clamp_mask, fit_grid
 from .interop.clean import clean_scene
@@ -38,7 +38,7 @@ from .sequence import encode_sequence, file_ids, frame_paths
 from .spatial import Grid
 from .state import SceneState
 from .stream import StreamWriter, read_stream, split_frames, validate_stream
-from .wire import StreamHeader, decode_header
+from .wire import FORMATS, StreamHeader, decode_header
 
 U64 = np.uint64
 PROG = "gsd"
@@ -252,18 +252,17 @@ def encoder_for(g: Gaussians, args: argparse.Namespace, sequence: bool = False) 
     # for itself. A sequence keeps the Encoder's one per 8: a palette fitted that tightly to its
     # keyframe would judge later frames' content of the same kind novel and give it entries of its own.
     per_entry = {} if sequence else {"gaussians_per_entry": FILE_GAUSSIANS_PER_ENTRY}
-    fmt = getattr(args, "format", "1.3")
     return g, Encoder(profile, level=args.level, generator=f"gsd {__version__} encode",
-                      frame_rate=getattr(args, "fps", None) or 0.0,
-                      implicit_ids=fmt != "1.0", ranked_ids=fmt in ("1.2", "1.3"), channel_filter=fmt == "1.3",
-                      shape_rounding=True, **per_entry)
+                      frame_rate=getattr(args, "fps", None) or 0.0, shape_rounding=True,
+                      **format_options(getattr(args, "format", FORMATS[-1])), **per_entry)
 
 
 def _check_format(args) -> None:
     """``--format 1.0``: a stream every 1.0 decoder reads, so no 1.1 feature (SPEC.md 10)."""
     if args.format == "1.0" and PRESETS[args.profile] is not None and PRESETS[args.profile].palette:
-        raise UsageError(f"--format 1.0: the {args.profile!r} profile codes SH_REST through an SH palette, a format "
-                         f"1.1 feature; use --profile compact (or high, lossless) for a 1.0 stream")
+        raise UsageError(f"--format 1.0: the {args.profile!r} profile's stream header declares an SH palette for "
+                         f"SH_REST (also where a scene has none), a format 1.1 feature; use --profile compact (or high, "
+                         f"lossless) for a 1.0 stream")
 
 
 def read_input(args) -> tuple[Gaussians, str, dict]:
@@ -918,8 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "other on a 500k captured scene and a 200k synthetic one, and fewer cells keep more slots per "
                         "cell for Gaussians born later (14 with the preset's position bits, the old default, was 6%% "
                         "larger for positions 16x finer than the preset's)")
-    e.add_argument("--format", choices=("1.3", "1.2", "1.1", "1.0"), default="1.3",
-                   help="format version the stream needs: 1.3 (default) may also store colour sections as differences "
+    e.add_argument("--format", choices=FORMATS[::-1], default=FORMATS[-1],
+                   help="format version the stream needs: 1.4 (default) may also store a sequence's ranks as "
+                        "exp-Golomb codes of their gaps; 1.3 may store colour sections as differences "
                         "between the colour channels; 1.2 sends the ids of a sequence's UPDATEs "
                         "and DELETEs as ranks among the live ids; 1.1 sends a block's ids implicitly where its "
                         "Gaussians' positions give them (ADD_IMPLICIT) and allows the 'small' profile's SH palette; "

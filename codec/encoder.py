@@ -17,7 +17,7 @@ from .quantize import placed_cells
 from .spatial import assign_slots
 from .id_index import ascending_problem, id_order, sorted_member, sorted_unique
 from .state import SceneState
-from .wire import FrameEncoder, StreamHeader, encode_header
+from .wire import FORMATS, FrameEncoder, StreamHeader, encode_header
 
 U64 = np.uint64
 # Which rows of a later frame earn new palette entries, judged by their distance to the nearest entry
@@ -44,6 +44,15 @@ def residuals(state, slots, new, res, mask, bit):
             res[c, i] = r
             if res[c, i] != 0:
                 mask[i] |= bit
+
+
+def format_options(fmt: str) -> dict:
+    """The Encoder options of a stream that decoders of format ``fmt`` (one of FORMATS) read (SPEC.md
+    10): each minor version adds a way to send fewer bytes, and this uses every one it allows."""
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r}: this codec writes {', '.join(FORMATS)}")
+    minor = int(fmt.split(".")[1])
+    return {"implicit_ids": minor >= 1, "ranked_ids": minor >= 2, "channel_filter": minor >= 3, "gap_code": minor >= 4}
 
 
 class Encoder:

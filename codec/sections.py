@@ -164,10 +164,27 @@ def filter_bytes(a, width, filters, out):
 # ------------------------------------------------------------------------------------- gap code
 @kernel(inline=True)
 def _bit_length(v):
+    """Bits of v (0 <= v < 2^63): 0 for 0, by halving steps rather than one bit at a time."""
     b = 0
-    while (v >> b) != 0:
+    if v >= np.int64(1) << 32:
+        v >>= 32
+        b += 32
+    if v >= 1 << 16:
+        v >>= 16
+        b += 16
+    if v >= 1 << 8:
+        v >>= 8
+        b += 8
+    if v >= 1 << 4:
+        v >>= 4
+        b += 4
+    if v >= 1 << 2:
+        v >>= 2
+        b += 2
+    if v >= 2:
+        v >>= 1
         b += 1
-    return b
+    return b + np.int64(v)
 
 
 @kernel
@@ -245,7 +262,8 @@ def gap_write(values, k, out):
 def gap_read(stored, n, width, out):
     """SPEC.md 4.4 gap_decode: the n values of a gap-coded section into ``out``. Returns 0, or 1 where
     the stored bytes are not a valid code (k too large, a zero run or a value too long, codes past
-    the end, bytes or one bits after the last code)."""
+    the end, bytes or one bits after the last code). Bits are taken a byte's worth at a time: a
+    code's zeros by the bit length of what is left of its byte, its z + k bits in up to 5 pieces."""
     size = stored.shape[0]
     if size < 1:
         return 1
@@ -259,23 +277,33 @@ def gap_read(stored, n, width, out):
     prev = np.int64(-1)
     for i in range(n):
         z = 0
-        while True:
+        while True:  # the zeros before the code's one bit
             if pos >= end:
                 return 1
-            bit = (np.int64(stored[pos >> 3]) >> (7 - (pos & 7))) & 1
-            pos += 1
-            if bit:
-                break
-            z += 1
-            if z + k > limit:
-                return 1
+            left = 8 - (pos & 7)
+            rest = np.int64(stored[pos >> 3]) & ((1 << left) - 1)
+            if rest == 0:
+                z += left
+                pos += left
+                if z + k > limit:
+                    return 1
+                continue
+            lead = left - _bit_length(rest)
+            z += lead
+            pos += lead + 1
+            break
+        if z + k > limit:
+            return 1
         m = z + k
         if pos + m > end:
             return 1
         t = np.int64(0)
-        for j in range(m):
-            t = (t << 1) | ((np.int64(stored[pos >> 3]) >> (7 - (pos & 7))) & 1)
-            pos += 1
+        while m > 0:
+            left = 8 - (pos & 7)
+            take = min(left, m)
+            t = (t << take) | ((np.int64(stored[pos >> 3]) >> (left - take)) & ((1 << take) - 1))
+            pos += take
+            m -= take
         x = prev + 1 + (((np.int64(1) << z) - 1) << k) + t
         if x >= top:
             return 1
@@ -283,10 +311,8 @@ def gap_read(stored, n, width, out):
         prev = x
     if end - pos >= 8:
         return 1
-    while pos < end:
-        if (np.int64(stored[pos >> 3]) >> (7 - (pos & 7))) & 1:
-            return 1
-        pos += 1
+    if pos < end and (np.int64(stored[pos >> 3]) & ((1 << (8 - (pos & 7))) - 1)) != 0:
+        return 1
     return 0
 
 

@@ -35,6 +35,7 @@ from .spatial import Grid, implicit_ids, placements
 HEADER_MAGIC = b"GSDH"
 FRAME_MAGIC = b"GSDF"
 VERSION = (1, 4)  # written by this encoder; any minor version of major 1 is read (SPEC.md 10)
+FORMATS = tuple(f"{VERSION[0]}.{m}" for m in range(VERSION[1] + 1))  # every version this decoder reads, "1.0" first
 KEYFRAME = 1
 ADD, UPDATE, DELETE_IDS, DELETE_RANGES, DELETE_CELLS, PALETTE, ADD_IMPLICIT = 1, 2, 3, 4, 5, 6, 7
 UPDATE_RANKED, DELETE_RANKED = 8, 9  # format 1.2: ids as ranks among the live ids (SPEC.md 6.1)

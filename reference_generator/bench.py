@@ -69,7 +69,7 @@ def make_world(n: int, device, sh_degree: int, profile: str) -> tuple[World, Enc
     cfg = WorldConfig(sh_degree=sh_degree, profile=profile, target_live=int(1.08 * n), max_gaussians=int(1.2 * n))
     w = World(cfg, device)
     return w, encoder_for(w.profile, device, max_gaussians=cfg.max_gaussians, generator="reference_generator bench",
-                          ranked_ids=cfg.ranked_ids, channel_filter=cfg.channel_filter)
+                          **cfg.encoder_options())
 
 
 def warm_up(w: World, enc: Encoder, n: int, max_steps: int = 400) -> int:

@@ -34,13 +34,13 @@ import aiohttp
 
 from codec import Decoder, GsdError, StreamWriter
 from codec.limits import SPEC_LIMITS, Limits
-from codec.wire import VERSION, frame_is_keyframe
+from codec.wire import FORMATS, frame_is_keyframe
 
 from .actions import Action, to_json
 from .flow import wait_for
 
 # The format versions a hello names: every minor version of the codec's major that its decoder reads
-VERSIONS = tuple(f"{VERSION[0]}.{m}" for m in range(VERSION[1] + 1))
+VERSIONS = FORMATS
 
 
 @dataclass

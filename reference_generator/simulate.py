@@ -219,7 +219,7 @@ def main(argv: list | None = None) -> int:
                       max_gaussians=a.max_gaussians)
     world = World(cfg, device)
     enc = encoder_for(world.profile, device, max_gaussians=cfg.max_gaussians, generator="reference_generator (gsd-world)",
-                      ranked_ids=cfg.ranked_ids, channel_filter=cfg.channel_filter)
+                      **cfg.encoder_options())
     header = enc.header_bytes()
     actions = scripted_session(a.steps)
     if not a.quiet:

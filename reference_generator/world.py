@@ -67,6 +67,7 @@ class WorldConfig:
     profile: str = "compact"
     ranked_ids: bool = False        # deltas' UPDATE and DELETE ids as ranks among the live ids (format 1.2)
     channel_filter: bool = False    # colour sections may be stored as channel differences (format 1.3)
+    gap_code: bool = False          # ranks may be stored as exp-Golomb codes of their gaps (format 1.4)
     cell_size: float = 1.0          # metres; position step is cell_size / 2^position_bits
     cell_bits: int = 14             # 2^14 cells a side: a 16 km square world
     slot_bits: int = 20
@@ -107,10 +108,16 @@ class WorldConfig:
         o = -float(1 << (self.cell_bits - 1)) * self.cell_size
         return Grid((o, o, o), self.cell_size, self.cell_bits, self.slot_bits)
 
+    def encoder_options(self) -> dict:
+        """The Encoder options of this world's streams."""
+        return {"ranked_ids": self.ranked_ids, "channel_filter": self.channel_filter, "gap_code": self.gap_code}
+
     def format_minor(self) -> int:
-        """The format minor version this world's streams may need (SPEC.md 10, 11.2): 3 with the CHANNEL
-        filter, 2 with ranked ids, else 1 where its profile allows ADD_IMPLICIT blocks or has an SH
-        palette, else 0."""
+        """The format minor version this world's streams may need (SPEC.md 10, 11.2): 4 with the gap code,
+        3 with the CHANNEL filter, 2 with ranked ids, else 1 where its profile allows ADD_IMPLICIT blocks
+        or has an SH palette, else 0."""
+        if self.gap_code:
+            return 4
         if self.channel_filter:
             return 3
         if self.ranked_ids:

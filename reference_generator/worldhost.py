@@ -120,8 +120,8 @@ class WorldCore:
         self.device = torch.device(device)
         self.world = World(config, self.device)
         self.encoder = encoder_for(self.world.profile, self.device, max_gaussians=self.world.max_gaussians,
-                               generator=f"gsd reference world (seed {seed})", ranked_ids=config.ranked_ids,
-                               channel_filter=config.channel_filter)
+                               generator=f"gsd reference world (seed {seed})",
+                               **config.encoder_options())
         self.encoder.encode_delta(to_delta(self.encoder, self.world.reset(seed)))
         self.encoder.state.reserve(self.world.max_gaussians)   # its budget now, not a copy mid-session
         self.pendings: dict = {}             # link id -> Pending

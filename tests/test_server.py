@@ -383,6 +383,25 @@ def test_worlds_with_the_channel_filter_refuse_a_1_2_client_and_serve_1_3():
     run(go())
 
 
+def test_worlds_with_the_gap_code_refuse_a_1_3_client_and_serve_1_4():
+    world = replace(SMALL, ranked_ids=True, channel_filter=True, gap_code=True)
+    assert world.format_minor() == 4
+
+    async def go():
+        async with server(world=world) as s:
+            async with aiohttp.ClientSession() as http:
+                ws = await raw_ws(s.url, http)
+                await ws.send_str(json.dumps({**HELLO, "versions": ["1.0", "1.1", "1.2", "1.3"]}))
+                msg = await ws.receive()
+                assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1008, msg
+                assert "1.4" in msg.extra and "gap code" in msg.extra
+            async with Client(s.url) as c:                                 # the client names 1.4: served
+                for _ in range(3):
+                    await c.step(Move(0.5))
+                assert not c.stats.errors and c.decoder.state.seq >= 4
+    run(go())
+
+
 def test_worlds_with_ranked_ids_refuse_a_1_1_client_and_serve_1_2():
     world = WorldConfig(ranked_ids=True)
     assert world.format_minor() == 2 and WorldConfig().format_minor() == 0
