@@ -44,6 +44,7 @@ from codec import Attr, Decoder, Encoder
 from codec import synthetic as synthetic_module
 from codec.ply import ply_size_bytes, read_ply, write_ply
 from codec.synthetic import synthetic_motion, synthetic_scene
+from codec.stream import id_costs
 from codec.wire import decode_frame
 
 from .realtime import measure as measure_realtime
@@ -63,6 +64,7 @@ T_ENCODE_MS = {3: 1000.0}
 T_DECODE_MS = {3: 100.0, 0: 40.0}
 T_SIZE_BPG = {3: 16.0, 0: 7.0}          # default lossy profile, strictly under
 T_DELTA_MS = 2.0
+T_RANKED_RATIO = 0.6  # a delta's UPDATE and DELETE ids as ranks, against the same ids sent as ids
 T_MOTION_BPG = 2.0                      # strictly under
 MOTION_FRACTION = 0.10
 MOTION_STEPS = 3.0                      # motion std in position steps of the default profile
@@ -178,11 +180,13 @@ def bench_delta(g, reps: int, warmup: int = 3, seed: int = 0) -> dict:
     setup_s = time.perf_counter() - t0
     t_assign, t_enc, t_dec, sizes = [], [], [], []
     frame = None
+    frames = [rig.keyframe]
     for i in range(warmup + reps):
         md = rig.make()  # untimed: picks the rows, assigns the adds' ids
         de, frame = clock(rig.enc.encode, **md.ops)
         rig.scene.commit(md)
         dd, d = clock(rig.dec.decode_frame, frame)  # digest verified (the frame carries it)
+        frames.append(frame)
         if i >= warmup:
             t_enc.append(de)
             t_dec.append(dd)
@@ -196,8 +200,10 @@ def bench_delta(g, reps: int, warmup: int = 3, seed: int = 0) -> dict:
         dt, _ = clock(probe.assign_ids, md.add.positions)
         t_assign.append(dt)
     _, _, info = decode_frame(frame, rig.profile, info=True)
+    ids = id_costs(rig.enc.header_bytes() + b"".join(frames))  # this stream's ids as ranks and as ids
+    ids["deltas"] = len(frames) - 1
     return dict(n=len(g), counts=d.counts(), sizes=sizes, encode=t_enc, decode=t_dec, assign=t_assign,
-                info=info, setup_s=setup_s, reps=reps, live=len(rig.dec.state))
+                info=info, setup_s=setup_s, reps=reps, live=len(rig.dec.state), id_costs=ids)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -391,6 +397,15 @@ def render(env: dict, n: int, reps: int, kfs: list[dict], peers: dict, motions: 
               f"apply all-or-nothing, digest verified). Median [p10–p90] of {delta['reps']} deltas, ms.", "",
               table(["scene", "ops", "frame", "B/op", "assign_ids (500)", "encode ms", "decode + apply ms"], rows),
               "", "Bytes by section of the last delta:", "", table(["section", "bytes"], role_rows), ""]
+    ic = delta.get("id_costs")
+    if ic and ic["ids"]:
+        ratio = ic["ranked_bytes"] / max(ic["id_bytes"], 1)
+        parts += [f"The UPDATE and DELETE ids of all {ic['deltas']:,} deltas ({ic['ids']:,} ids; "
+                  "`codec.stream.id_costs`): "
+                  f"{ic['id_bytes'] / ic['ids']:.3f} bytes per id as ids (format 1.1, what this stream sends), "
+                  f"**{ic['ranked_bytes'] / ic['ids']:.3f} as ranks** among the live ids, gap coded where that is "
+                  f"smaller (1.4; `Encoder(ranked_ids=True, gap_code=True)`): "
+                  f"{with_target(f'{ratio:.3f}x', ratio <= T_RANKED_RATIO, f'≤ {T_RANKED_RATIO}x')}.", ""]
 
     # ---- c. motions
     rows = []

@@ -7,11 +7,14 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+import numpy as np
+
 from .decoder import Decoder
 from .delta import Delta
 from .errors import ErrorCode, GsdError
 from .limits import SPEC_LIMITS, Limits
-from .wire import FrameInfo, StreamHeader, decode_header, frame_length
+from .sections import DELTA, SHUFFLE, SectionWriter
+from .wire import FrameInfo, StreamHeader, decode_frame, decode_header, frame_length
 
 
 class StreamWriter:
@@ -125,3 +128,30 @@ def validate_stream(source, limits: Limits = SPEC_LIMITS) -> list[GsdError]:
         pos += n
         index += 1
     return problems
+
+
+def id_costs(source, level: int = 1) -> dict:
+    """What the UPDATE and DELETE ids of a stream's deltas (keyframes have none) cost, each block
+    stored as the encoder writes it (DELTA and SHUFFLE, zstd at ``level``), two ways: as ranks among
+    the ids live before the frame (format 1.2, SPEC.md 6.1; gap coded where that is smaller, 1.4) and
+    as ids (format 1.1). The same deltas, whichever way the stream sent them. ``source``: a stream
+    file or its bytes. Returns {"ids", "ranked_bytes", "id_bytes"}."""
+    def nbytes(values) -> int:
+        w = SectionWriter(level)
+        w.add(values[None, :], DELTA | SHUFFLE, gaps=True)   # ids (8 bytes) are never gap coded
+        return len(w.parts()[0])
+    data = _load(source)
+    header, end, spans = split_frames(data)
+    dec, n, as_ranks, as_ids = Decoder(data[:spans[0][0]] if spans else data[:end]), 0, 0, 0
+    for at, size in spans:
+        d = decode_frame(data[at:at + size], header.profile)[0]
+        if not d.keyframe:
+            order = dec.state.order()
+            blocks = [b.ranks.astype(np.int64) for b in d.ranked]
+            blocks += [order.rank(ids) for ids in [b.ids for b in d.updates] + [d.delete_ids] if len(ids)]
+            for r in blocks:
+                n += len(r)
+                as_ranks += nbytes(r.astype(np.uint32))
+                as_ids += nbytes(order.select(r))
+        dec.state.apply(d)   # the frame parsed once: applied (digest checked) as parsed
+    return {"ids": n, "ranked_bytes": as_ranks, "id_bytes": as_ids}

@@ -42,9 +42,7 @@ import torch
 
 import codec
 from codec import Attr, Decoder, Encoder, Gaussians, StreamWriter, validate_stream
-from codec.sections import DELTA, SHUFFLE, SectionWriter
-from codec.stream import split_frames
-from codec.wire import decode_frame
+from codec.stream import id_costs
 from codec.warmup import warm_up as warm_codec
 
 from .actions import Idle, Interact, Jump, Look, Move, Pose, Strafe, Turn
@@ -320,10 +318,11 @@ def render(results: dict) -> str:
               f"encode {s['encode_ms_median']:.2f} / {s['encode_ms_p90']:.2f}.{_psnr_text(s)} validate_stream: {s['valid']}."]
         ic = s.get("id_costs")
         if ic and ic["ids"]:
-            L += ["", f"UPDATE and DELETE ids of the session's deltas ({ic['ids']:,} ids; each block compressed as the "
+            L += ["", f"UPDATE and DELETE ids of the session's deltas ({ic['ids']:,} ids; each block stored as the "
                       f"encoder writes it): **{ic['ranked_bytes'] / ic['ids']:.3f} bytes per id as ranks** among the live "
-                      f"ids (format 1.2, `gsd-serve --format 1.2`) against {ic['id_bytes'] / ic['ids']:.3f} as ids (1.1, "
-                      f"what this stream sends): **{ic['ranked_bytes'] / max(ic['id_bytes'], 1):.2f}x**."]
+                      f"ids, gap coded where that is smaller (format 1.4, `gsd-serve --format 1.4`) against "
+                      f"{ic['id_bytes'] / ic['ids']:.3f} as ids (1.1, what this stream sends): "
+                      f"**{ic['ranked_bytes'] / max(ic['id_bytes'], 1):.2f}x**."]
         if size.get("session_loads"):
             sl = size["session_loads"]
             L += ["", f"Steps of the session that ADDed Gaussians ({sl['steps']} of {s['steps']}; new chunks stream in at "
@@ -384,34 +383,6 @@ def write_report(path: str, section: str, key: str) -> None:
         new = old.rstrip("\n") + "\n\n" + section + "\n"
     with open(path, "w") as f:
         f.write(new)
-
-
-def id_costs(path: str, level: int = 1) -> dict:
-    """The UPDATE and DELETE ids of a stream's deltas (keyframes have none), each block's stored
-    as the encoder writes them (DELTA and SHUFFLE, zstd at ``level``) two ways: as ranks among the
-    ids live before the frame (format 1.2, SPEC.md 6.1; gap coded where that is smaller, 1.4) and as
-    ids (format 1.1). The same deltas, whichever way the stream sent them."""
-    def nbytes(values) -> int:
-        w = SectionWriter(level)
-        w.add(values[None, :], DELTA | SHUFFLE, gaps=True)   # ids (8 bytes) are never gap coded
-        return len(w.parts()[0])
-    with open(path, "rb") as f:
-        data = f.read()
-    header, end, spans = split_frames(data)
-    dec, n, as_ranks, as_ids = Decoder(data[:spans[0][0]] if spans else data[:end]), 0, 0, 0
-    for at, size in spans:
-        rec = data[at:at + size]
-        d = decode_frame(rec, header.profile)[0]
-        if not d.keyframe:
-            order = dec.state.order()
-            blocks = [b.ranks.astype(np.int64) for b in d.ranked]
-            blocks += [order.rank(ids) for ids in [b.ids for b in d.updates] + [d.delete_ids] if len(ids)]
-            for r in blocks:
-                n += len(r)
-                as_ranks += nbytes(r.astype(np.uint32))
-                as_ids += nbytes(order.select(r))
-        dec.state.apply(d)   # the frame parsed once: applied (digest checked) as parsed
-    return {"ids": n, "ranked_bytes": as_ranks, "id_bytes": as_ids}
 
 
 def bench_session(w: World, enc: Encoder, a, keep: str | None) -> tuple[dict, dict | None]:

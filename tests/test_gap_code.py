@@ -9,6 +9,7 @@ import pytest
 from codec import Decoder, Encoder, ErrorCode, GsdError, Profile
 from codec.attributes import Attr
 from codec.encoder import format_options
+from codec.stream import id_costs
 from codec.sections import (DELTA, GAPS, NONE, SHUFFLE, ZSTD, SectionDesc, SectionWriter, gap_bits, gap_encode,
                             gap_order, gap_read, gap_write, read_section)
 from codec.synthetic import synthetic_scene
@@ -216,3 +217,17 @@ def test_each_format_allows_what_its_readers_know():
                                      "gap_code": False}
     with pytest.raises(ValueError):
         format_options("1.9")
+
+
+def test_id_costs_counts_every_update_and_delete_id_both_ways():
+    g = synthetic_scene(20_000, 0, 4)
+    enc = Encoder(Profile.fit("compact", g))
+    ids = enc.assign_ids(g.positions)
+    frames = [enc.keyframe(g, ids)]
+    rng = np.random.default_rng(2)
+    rows = rng.choice(len(ids), 3000, replace=False)
+    frames.append(enc.encode(update=(ids[rows[:2000]], {Attr.POSITION: g.positions[rows[:2000]] + np.float32(0.1)}),
+                             delete=ids[rows[2000:]]))
+    c = id_costs(enc.header_bytes() + b"".join(frames))
+    assert c["ids"] == 3000
+    assert 0 < c["ranked_bytes"] < 0.7 * c["id_bytes"]
