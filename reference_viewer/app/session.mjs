@@ -94,8 +94,9 @@ export class Session {
     this.ws = ws;
     ws.onopen = () => {
       this.stats.connects += 1;
-      // 1.1: SH palette streams and implicit ids; 1.2: ranked ids; 1.3: CHANNEL sections (SPEC 11.2)
-      const hello = { type: 'hello', protocol: 'gsd/1', versions: ['1.0', '1.1', '1.2', '1.3'],
+      // 1.1: SH palette streams and implicit ids; 1.2: ranked ids; 1.3: CHANNEL sections; 1.4: gap-coded
+      // sections (SPEC 11.2)
+      const hello = { type: 'hello', protocol: 'gsd/1', versions: ['1.0', '1.1', '1.2', '1.3', '1.4'],
                       max_sh_degree: this.maxShDegree, budgets: this.budgets };
       if (this.progressive) {
         const b = this.progressive.budget;

@@ -1,6 +1,6 @@
-// GSD 1.3 decoder (SPEC.md 4, 5, 6, 7, 9; the SH palette of 5.9, ranked ids of 6.1, the CHANNEL filter
-// of 4.4): records -> checked plan (decoder/frame.mjs) -> all-or-nothing apply into a SceneStore
-// (decoder/apply.mjs).
+// GSD 1.4 decoder (SPEC.md 4, 5, 6, 7, 9; the SH palette of 5.9, ranked ids of 6.1, the CHANNEL filter
+// and the gap code of 4.4): records -> checked plan (decoder/frame.mjs) -> all-or-nothing apply into a
+// SceneStore (decoder/apply.mjs).
 // Written from SPEC.md; the Python codec is a separate implementation.
 import { GsdError, fail } from './errors.mjs';
 import { Profile } from './profile.mjs';

@@ -1,4 +1,4 @@
-// GSD 1.3 decoder for the reference viewer: plain ES modules and one wasm module, no build step at
+// GSD 1.4 decoder for the reference viewer: plain ES modules and one wasm module, no build step at
 // load time; runs in Node 20+ and in browsers. The vendored flatbuffers runtime is imported by relative
 // path; the decoder's own inner loops and zstd's decoder are the wasm kernel decoder/wasm/kernel.wasm
 // (AssemblyScript source kernel.ts beside it, merged with zstddec's build of zstd's C decoder by

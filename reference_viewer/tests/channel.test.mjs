@@ -11,10 +11,9 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Decoder, GsdError, decodeStreamLines } from '../decoder/index.mjs';
 import { decodeSection } from '../decoder/sections.mjs';
-import { ADD, UPDATE, PALETTE, ADD_IMPLICIT, UPDATE_RANKED } from '../decoder/frame.mjs';
 import { arena, views } from '../decoder/kernel.mjs';
 import { manifest, vectorBytes, expectedLines } from './helpers.mjs';
-import { parseRecord, frameRecord, recordSpans, concat } from './frame_writer.mjs';
+import { parseRecord, frameRecord, recordSpans, concat, sectionRoles } from './frame_writer.mjs';
 
 const DELTA = 1, ZIGZAG = 2, SHUFFLE = 4, CHANNEL = 8;
 const hex = (s) => Uint8Array.from(s.match(/../g), (b) => parseInt(b, 16));
@@ -140,30 +139,6 @@ test('filter bits 4..7 are UNSUPPORTED_FEATURE; bit 3 alone is not', () => {
   assert.deepEqual(decode(bytes, { C: 3, n: 2, w: 1, filters: CHANNEL }).values, [0n, 0n, 0n, 0n, 0n, 0n]);
 });
 
-/**
- * [{si, C, n, w}]: the roles of block b's sections (SPEC 4.4's table) in a stream of profile p.
- */
-function roles(p, b) {
-  const n = b.count, S = b.sections, out = [];
-  if (b.kind === PALETTE) {
-    out.push({ si: S[0], C: 1, n, w: 2 });
-    for (let l = 1; l <= p.shDegree; l++) out.push({ si: S[l], C: 3 * (2 * l + 1), n, w: p.restWidth });
-    return out;
-  }
-  if (b.kind !== ADD && b.kind !== UPDATE && b.kind !== ADD_IMPLICIT && b.kind !== UPDATE_RANKED) {
-    return [{ si: S[0], C: b.kind === 4 ? 2 : 1, n, w: b.kind === 9 ? 4 : 8 }];
-  }
-  out.push({ si: S[0], C: 1, n, w: b.kind === UPDATE_RANKED ? 4 : 8 });
-  const mask = b.kind === UPDATE || b.kind === UPDATE_RANKED ? b.mask : 0x3F;
-  let k = 1;
-  for (let a = b.kind === ADD_IMPLICIT ? 1 : 0; a < 5; a++) {
-    if (mask & (1 << a)) out.push({ si: S[k++], C: p.attrComps[a], n, w: p.attrWidth[a] });
-  }
-  if ((mask & 0x20) && p.palette) out.push({ si: S[k++], C: 1, n, w: 2 });
-  else if (mask & 0x20) for (let l = 1; l <= p.shDegree; l++) out.push({ si: S[k++], C: 3 * (2 * l + 1), n, w: p.attrWidth[5] });
-  return out;
-}
-
 const CHOICES = [CHANNEL | ZIGZAG, CHANNEL | ZIGZAG | DELTA, CHANNEL | ZIGZAG | DELTA | SHUFFLE, CHANNEL, CHANNEL | SHUFFLE];
 
 /**
@@ -181,7 +156,7 @@ function withChannel(u8, limits) {
     const f = parseRecord(u8.subarray(a, b)), refs = new Map(), first = new Map();
     for (const blk of f.m.blocks) {
       if (blk.kind === 0 || blk.kind >= 10) continue;
-      for (const r of roles(p, blk)) { refs.set(r.si, (refs.get(r.si) || 0) + 1); if (!first.has(r.si)) first.set(r.si, r); }
+      for (const r of sectionRoles(p, blk)) { refs.set(r.si, (refs.get(r.si) || 0) + 1); if (!first.has(r.si)) first.set(r.si, r); }
     }
     const extra = [];
     let end = f.payload.length;

@@ -1,10 +1,12 @@
 // Frame records written by the decoder's tests (SPEC 4.7): a parsed frame's metadata (flatbuf.mjs's
 // readFrameMeta shape) written back with the vendored FlatBuffers builder, with sections appended to
-// its payload (uncompressed), so that a test can turn a vector's frame into another one (its UPDATE
-// and DELETE_IDS blocks into ranked ones, say) whose result it knows.
+// its payload (uncompressed or gap coded), so that a test can turn a vector's frame into another one
+// (its UPDATE and DELETE_IDS blocks into ranked ones, its ascending sections gap coded, say) whose
+// result it knows; the sections' roles (SPEC 4.4's table) and the gap code's encoder (4.4, format 1.4).
 import { Builder } from '../vendor/flatbuffers/builder.js';
 import { readFrameMeta } from '../decoder/flatbuf.mjs';
 import { crc32 } from '../decoder/crc32.mjs';
+import { ADD, UPDATE, PALETTE, ADD_IMPLICIT, UPDATE_RANKED } from '../decoder/frame.mjs';
 
 const u32le = (u8, p) => (u8[p] | (u8[p + 1] << 8) | (u8[p + 2] << 16) | (u8[p + 3] << 24)) >>> 0;
 
@@ -78,6 +80,85 @@ export function addU32Section(f, values, { filters = 5, width = 4 } = {}) {
   f.m.sections.push({ offset: f.payload.length, stored: raw.length, raw: raw.length, compression: 0, filters, width });
   f.payload = payload;
   return f.m.sections.length - 1;
+}
+
+/**
+ * Appends the stored bytes of a section to {m, payload} with the descriptor fields desc
+ * ({raw, compression, filters, width}); returns its index.
+ */
+export function addSection(f, bytes, desc) {
+  const payload = new Uint8Array(f.payload.length + bytes.length);
+  payload.set(f.payload); payload.set(bytes, f.payload.length);
+  f.m.sections.push({ offset: f.payload.length, stored: bytes.length, ...desc });
+  f.payload = payload;
+  return f.m.sections.length - 1;
+}
+
+/**
+ * [{si, C, n, w}]: the roles of block b's sections (SPEC 4.4's table) in a stream of profile p (a
+ * Decoder's `profile`).
+ */
+export function sectionRoles(p, b) {
+  const n = b.count, S = b.sections, out = [];
+  if (b.kind === PALETTE) {
+    out.push({ si: S[0], C: 1, n, w: 2 });
+    for (let l = 1; l <= p.shDegree; l++) out.push({ si: S[l], C: 3 * (2 * l + 1), n, w: p.restWidth });
+    return out;
+  }
+  if (b.kind !== ADD && b.kind !== UPDATE && b.kind !== ADD_IMPLICIT && b.kind !== UPDATE_RANKED) {
+    return [{ si: S[0], C: b.kind === 4 ? 2 : 1, n, w: b.kind === 9 ? 4 : 8 }];
+  }
+  out.push({ si: S[0], C: 1, n, w: b.kind === UPDATE_RANKED ? 4 : 8 });
+  const mask = b.kind === UPDATE || b.kind === UPDATE_RANKED ? b.mask : 0x3F;
+  let k = 1;
+  for (let a = b.kind === ADD_IMPLICIT ? 1 : 0; a < 5; a++) {
+    if (mask & (1 << a)) out.push({ si: S[k++], C: p.attrComps[a], n, w: p.attrWidth[a] });
+  }
+  if ((mask & 0x20) && p.palette) out.push({ si: S[k++], C: 1, n, w: 2 });
+  else if (mask & 0x20) for (let l = 1; l <= p.shDegree; l++) out.push({ si: S[k++], C: 3 * (2 * l + 1), n, w: p.attrWidth[5] });
+  return out;
+}
+
+/**
+ * The stored bytes of a gap-coded section (SPEC 4.4, compression 2, format 1.4) of the given gaps
+ * (Numbers or BigInts >= 0) at order k, written from the spec's text with BigInt arithmetic: k, then
+ * per gap v the Elias gamma code of q = (v >> k) + 1 (z zeros, then q's z + 1 bits) and v's k low
+ * bits, most significant bit first, zero padding. Nothing is checked: gaps that make values past the
+ * width, or a k past it, give the bytes a test of those rules needs.
+ */
+export function gapCodeOfGaps(gaps, k) {
+  const bits = [];
+  const put = (x, m) => { for (let j = m - 1; j >= 0; j--) bits.push(Number((x >> BigInt(j)) & 1n)); };
+  for (const g of gaps) {
+    const v = BigInt(g), q = (v >> BigInt(k)) + 1n, z = q.toString(2).length - 1;
+    put(0n, z);
+    put(q, z + 1);
+    put(v & ((1n << BigInt(k)) - 1n), k);
+  }
+  const out = new Uint8Array(1 + Math.ceil(bits.length / 8));
+  out[0] = k;
+  bits.forEach((b, i) => { out[1 + (i >> 3)] |= b << (7 - (i & 7)); });
+  return out;
+}
+
+/** The gaps of strictly ascending values (value 0 itself, then each value minus the one before, minus 1). */
+export function gapsOf(values) {
+  return values.map((x, i) => BigInt(x) - (i ? BigInt(values[i - 1]) + 1n : 0n));
+}
+
+/** The gap code of strictly ascending values at order k. */
+export const gapCode = (values, k) => gapCodeOfGaps(gapsOf(values), k);
+
+/** The order k < 8w that gives the fewest bytes for strictly ascending values (the first of equals). */
+export function bestGapOrder(values, w) {
+  let best = 0, size = Infinity;
+  const gaps = gapsOf(values);
+  for (let k = 0; k < 8 * w; k++) {
+    let bits = 0;
+    for (const v of gaps) bits += 2 * ((v >> BigInt(k)) + 1n).toString(2).length - 1 + k;
+    if (bits < size) { size = bits; best = k; }
+  }
+  return best;
 }
 
 /** Record boundaries of a stream: [[start, end], ...], header first, up to the first record that does not fit. */

@@ -45,7 +45,7 @@ test('any other close: the usual backoff, no busy flag', async (t) => {
   s.close();
 });
 
-test('the hello announces format versions 1.0 to 1.3 (SH palette streams, ranked ids, CHANNEL sections: SPEC.md 11.2)', async () => {
+test('the hello announces format versions 1.0 to 1.4 (SH palette streams, ranked ids, CHANNEL sections, gap-coded sections: SPEC.md 11.2)', async () => {
   const s = await session();
   FakeSocket.made.length = 0;
   s.connect();
@@ -54,6 +54,6 @@ test('the hello announces format versions 1.0 to 1.3 (SH palette streams, ranked
   ws.onopen();
   assert.equal(sent[0].type, 'hello');
   assert.equal(sent[0].protocol, 'gsd/1');
-  assert.deepEqual(sent[0].versions, ['1.0', '1.1', '1.2', '1.3']);
+  assert.deepEqual(sent[0].versions, ['1.0', '1.1', '1.2', '1.3', '1.4']);
   s.close();
 });

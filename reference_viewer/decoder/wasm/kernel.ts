@@ -425,6 +425,59 @@ export function insertIds(t: usize, ids: usize, n: u32): i32 {
   return 0;
 }
 
+/** The code at which gapDecode failed (its index), when it returns 1, 2 or 3. */
+export let gapFailCode: u32 = 0;
+
+/** The bits of st[0, len) from bit pos (most significant first), left-aligned: 57+ of them, zeros past len. */
+// @ts-ignore: decorator
+@inline function gapWord(st: usize, len: usize, pos: u64): u64 {
+  const byte = <usize>(pos >> 3);
+  let word: u64 = 0;
+  if (byte + 8 <= len) word = bswap<u64>(load<u64>(st + byte));
+  else for (let j = byte; j < len; j++) word |= <u64>load<u8>(st + j) << (<u64>(56 - 8 * (j - byte)));
+  return word << (pos & 7);
+}
+
+/**
+ * gap_decode of SPEC.md 4.4 (compression 2, format 1.4): the n codes of order k after the k byte of
+ * the stored bytes st[0, len) (k < W = 8w, checked by the caller) as n w-byte values at out. Code i
+ * is z zeros, a one, z + k bits t; its gap (2^z - 1) 2^k + t; value 0 the gap, value i value i-1
+ * plus 1 plus the gap. Returns 0, or: 1 a code past the stored bytes, 2 a zero run longer than
+ * W - k, 3 a value >= 2^W (for 1 to 3, gapFailCode is the code's index), 4 whole bytes after the
+ * last code, 5 a one bit in the padding. It reads st only below len (8 bytes at a time where 8 are
+ * there) and writes out[0, n w); values and bit positions are u64 (a value is below 2^34 before its
+ * check), so nothing wraps for any len or n.
+ */
+export function gapDecode(st: usize, len: u32, n: u32, k: u32, w: u32, out: usize): i32 {
+  const W: u32 = 8 * w, run = W - k, L = <usize>len, end: u64 = <u64>len << 3, top: u64 = <u64>1 << W;
+  let pos: u64 = 8, prev: u64 = <u64>-1;
+  for (let i: u32 = 0; i < n; i++) {
+    const word = gapWord(st, L, pos);
+    const z = <u32>clz<u64>(word);   // 64: no one among the bits at hand
+    if (z > run) {   // the sequential reading meets the end or the (run + 1)th zero first
+      gapFailCode = i;
+      return pos + run + 1 <= end ? 2 : 1;
+    }
+    const m = z + k, used: u64 = <u64>(z + 1 + m);
+    if (pos + used > end) { gapFailCode = i; return 1; }
+    let t: u64 = 0;
+    if (m != 0) {
+      // the whole code in the word when it is at most 57 bits; else t from a word at its own start
+      t = used <= 57 ? (word << (z + 1)) >> (64 - m) : gapWord(st, L, pos + z + 1) >> (64 - m);
+    }
+    const x = prev + 1 + ((((<u64>1) << z) - 1) << k) + t;   // < 2^34: z + k <= 32
+    if (x >= top) { gapFailCode = i; return 3; }
+    if (w == 4) store<u32>(out + 4 * <usize>i, <u32>x);
+    else if (w == 2) store<u16>(out + 2 * <usize>i, <u16>x);
+    else store<u8>(out + <usize>i, <u8>x);
+    prev = x;
+    pos += used;
+  }
+  if (end - pos >= 8) return 4;
+  if (pos < end && (load<u8>(st + <usize>(pos >> 3)) & (0xFF >> <u32>(pos & 7))) != 0) return 5;
+  return 0;
+}
+
 /** The u32 ranks of an UPDATE_RANKED or DELETE_RANKED block: 0 strictly ascending; 2 equal neighbours; 3 descending. */
 export function checkRanks(r: usize, n: u32): i32 {
   for (let i: usize = 1; i < <usize>n; i++) {
