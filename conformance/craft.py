@@ -11,7 +11,8 @@ pointing outside the buffer). This module is the one place that writes them:
 - op blocks: ``op_blocks``/``ops_frame`` lay out ops given as arrays as SPEC.md 6.1 says,
   valid or not, with the filters and compression of an ``Encoding``;
 - payloads: ``Payload`` (the filters of SPEC.md 4.4 written out here, so the bytes do not
-  follow the codec's section writer) and the zstd frame surgery that compression vectors need;
+  follow the codec's section writer; gap codes, compression 2, through the codec's one
+  implementation, ``gap_code``/``gap_values``) and the zstd frame surgery that compression vectors need;
 - in-place edits: ``fix_crc``/``fix_crcs`` after tampering, ``frame_vector_len_at`` and
   ``set_root_soffset`` to aim one offset or length outside the buffer;
 - hand-laid FlatBuffers: ``fb_layout`` places every object where it is told (the
@@ -28,6 +29,7 @@ import flatbuffers
 import numpy as np
 import zstandard
 
+from codec.sections import gap_bits, gap_encode, gap_read, gap_write
 from gsd.fb import Frame as FbFrame
 from gsd.fb import OpBlock as FbOpBlock
 from gsd.fb import Quantization as FbQuant
@@ -43,6 +45,7 @@ UPDATE_RANKED, DELETE_RANKED = 8, 9      # 1.2: ranks among the live ids instead
 KEYFRAME = 1
 SH_PALETTE = 1                           # StreamHeader.required_features bit 0 (1.1, SPEC.md 5.9)
 NONE, ZSTD = 0, 1
+GAPS = 2                                 # 1.4: the gap code, exp-Golomb codes of ascending values' gaps (SPEC.md 4.4)
 DELTA, ZIGZAG, SHUFFLE = 1, 2, 4
 CHANNEL = 8                              # 1.3: colour components as differences between the channels (SPEC.md 4.4)
 FRAME_BLOCKS, FRAME_SECTIONS = 5, 6      # field ids of the Frame table's two vectors
@@ -297,6 +300,36 @@ def unfiltered(raw: bytes, width: int, filters: int, comps: int, n: int) -> np.n
     return u
 
 
+def gap_code(planar: np.ndarray, k: int | None = None) -> bytes:
+    """The stored bytes of a (1, n) array of strictly ascending values as a gap-coded section (compression 2):
+    the order byte ``k``, then the codes; k None: the codec writer's choice (``gap_encode``), of values of 1, 2
+    or 4 bytes. With k given any element width is written (8-byte values too, for sections that must be
+    refused); values below 2^63."""
+    a = np.asarray(planar)
+    if a.ndim != 2 or a.shape[0] != 1:
+        raise ValueError("the gap code holds one component")
+    row = np.ascontiguousarray(a[0])
+    if len(row) > 1 and not bool(np.all(row[1:] > row[:-1])):
+        raise ValueError("the gap code needs strictly ascending values")
+    if k is None:
+        data = gap_encode(np.ascontiguousarray(a))
+        if data is None:
+            raise ValueError("the codec's writer does not gap code these values")
+        return data
+    out = np.zeros(1 + (int(gap_bits(row, k)) + 7) // 8, np.uint8)
+    gap_write(row, k, out)
+    return out.tobytes()
+
+
+def gap_values(stored: bytes, n: int, width: int) -> np.ndarray | None:
+    """The (1, n) values of a gap-coded section's stored bytes (SPEC.md 4.4 gap_decode), or None where they
+    are not a valid code of n values of ``width`` bytes (1, 2 or 4)."""
+    out = np.zeros((1, n), UINT[width])
+    if gap_read(np.frombuffer(bytes(stored), np.uint8), n, width, out[0]):
+        return None
+    return out
+
+
 class Payload:
     """Sections of one frame payload. Filters go through SectionWriter; compression is chosen here."""
 
@@ -340,6 +373,12 @@ class Payload:
                 data, comp = z, ZSTD
         return self.add_raw(data, len(raw), comp, filters, width)
 
+    def add_gaps(self, planar: np.ndarray, k: int | None = None) -> int:
+        """Append a (1, n) array of strictly ascending values, gap coded at order ``k`` (compression 2, no
+        filters); None: the order the codec's writer picks."""
+        a = np.ascontiguousarray(planar)
+        return self.add_raw(gap_code(a, k), a.nbytes, GAPS, 0, a.dtype.itemsize)
+
     def add_raw(self, data: bytes, raw_size: int, compression: int, filters: int, width: int,
                 offset: int | None = None) -> int:
         """Append stored bytes with an arbitrary descriptor (offset defaults to where they land)."""
@@ -365,6 +404,9 @@ class Encoding:
     ranks: int = DELTA | SHUFFLE     # a ranked block's u32 ranks
     attr: Callable | None = None     # fn(attribute index, width, residual) -> filters
     channel: bool = False            # 1.3: CHANNEL added to every colour section (SH_DC, SH_REST, entry bands)
+    gaps: frozenset = frozenset()    # 1.4: sections stored with the gap code: "ranks", "palette" (a PALETTE
+                                     # block's indices) and attribute indices (3 OPACITY, 5 SH_REST palette indices)
+    gap_k: int | None = None         # their order k; None: the order the codec's writer picks
     compression: str = "auto"
     zstd_frames: int = 1
     zstd_args: dict | None = None
@@ -402,12 +444,15 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
     residuals are planar (C, n) arrays in the attributes' code dtypes, indexed by attribute (a list or a dict by
     Attr); residuals are read only for the attributes of their mask. ``palette``: the stream has an SH palette
     (SPEC.md 5.9), so SH_REST is one section of u16 indices (a (1, n) array) and PALETTE blocks carry the
-    entries, (3K, n) component codes, as band sections.
+    entries, (3K, n) component codes, as band sections. The sections of the roles in ``enc.gaps`` (ranks, PALETTE
+    indices, OPACITY, SH_REST palette indices) are gap coded (1.4), so their values must ascend strictly.
     """
     enc = enc or Encoding()
     pl = Payload(enc.level)
 
-    def sec(arr, filters):
+    def sec(arr, filters, role=None):
+        if role is not None and role in enc.gaps:
+            return pl.add_gaps(arr, enc.gap_k)
         return pl.add(arr, filters, enc.compression, enc.zstd_frames, enc.zstd_args)
 
     def ids_section(ids, filters):
@@ -421,11 +466,11 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
         for a in range(6):
             if mask >> a & 1 and arrays[a].shape[0]:
                 f = enc.attr_filters(a, arrays[a].dtype.itemsize, residual)
-                out += bands(arrays[a], f) if a == 5 and not palette else [sec(np.ascontiguousarray(arrays[a]), f)]
+                out += bands(arrays[a], f) if a == 5 and not palette else [sec(np.ascontiguousarray(arrays[a]), f, a)]
         return out
 
     def ranks_section(ranks):
-        return sec(np.asarray(ranks, np.uint32)[None, :], enc.ranks)
+        return sec(np.asarray(ranks, np.uint32)[None, :], enc.ranks, "ranks")
 
     blocks = []
     for ids in deletes:
@@ -438,7 +483,7 @@ def op_blocks(sh_degree: int, enc: Encoding | None = None, *, deletes=(), ranges
     for level, cs in cells:
         blocks.append(BlockFields(DELETE_CELLS, len(cs), 0, level, [ids_section(cs, enc.cells)]))
     for index, entries in palettes:
-        first = sec(np.asarray(index, np.uint16)[None, :], enc.palette)
+        first = sec(np.asarray(index, np.uint16)[None, :], enc.palette, "palette")
         blocks.append(BlockFields(PALETTE, len(index), 0, 0,
                                   [first] + bands(entries, enc.attr_filters(5, entries.dtype.itemsize, False))))
     for ids, codes in adds:

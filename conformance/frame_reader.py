@@ -19,9 +19,14 @@ from .refmodel import Layout, implicit_ids, placement_codes, resolve_ranks
 
 def decode_section(payload: bytes, s: craft.Section, comps: int, n: int) -> np.ndarray:
     """The (comps, n) unsigned values of one well-formed section: decompress, unshuffle, unzigzag, delta sum,
-    channel sum."""
+    channel sum; or, gap coded (1.4), the values its codes give."""
     w = s.width
     raw = bytes(payload[s.offset:s.offset + s.stored_size])
+    if s.compression == craft.GAPS:
+        values = craft.gap_values(raw, n, w) if comps == 1 and s.filters == 0 else None
+        if values is None:
+            raise ValueError("a gap-coded section that is not a valid code of one component")
+        return values
     if s.compression == craft.ZSTD:
         raw = zstandard.ZstdDecompressor().decompress(raw)
     return craft.unfiltered(raw, w, s.filters, comps, n)
@@ -41,18 +46,22 @@ class FrameOps:
     ranges: list = field(default_factory=list)     # [[(first, last), ...]]
     cells: list = field(default_factory=list)      # [(level, [cell, ...])], by level
     palettes: list = field(default_factory=list)   # [(indices, (3K, n) entry codes)]
+    ranked_updates: list = field(default_factory=list)  # [(ranks, mask, [planar residuals])], as written
+    ranked_deletes: list = field(default_factory=list)  # [ranks], as written
 
     def blocks(self) -> dict:
         return {"adds": self.adds, "updates": self.updates, "deletes": self.deletes, "ranges": self.ranges,
-                "cells": self.cells, "palettes": self.palettes}
+                "cells": self.cells, "palettes": self.palettes, "ranked_updates": self.ranked_updates,
+                "ranked_deletes": self.ranked_deletes}
 
 
-def read_frame_ops(record: bytes, L: Layout, live=None) -> FrameOps:
+def read_frame_ops(record: bytes, L: Layout, live=None, ranks: bool = False) -> FrameOps:
     """The ops of a valid frame record. Empty blocks are dropped, UPDATE blocks of one mask merged
     (ids ascending) and ordered by mask, DELETE_CELLS ordered by level: one canonical form however the
     writer split its blocks. Ranked blocks (1.2) are resolved against ``live``, the ids live before the
     frame (SPEC.md 6.1), and come out as the UPDATE and DELETE_IDS blocks they stand for, so a vector
-    does not change when the writer starts or stops sending ranks."""
+    does not change when the writer starts or stops sending ranks; with ``ranks``, they stay ranked
+    blocks (ranked_updates, ranked_deletes), each as written."""
     meta, payload = craft.split_frame(record)
     f = craft.parse_frame_meta(meta)
     ops = FrameOps(f.seq, f.base_seq, bool(f.flags & craft.KEYFRAME), f.digest)
@@ -73,10 +82,17 @@ def read_frame_ops(record: bytes, L: Layout, live=None) -> FrameOps:
                 entries[rows] = decode_section(payload, next(secs), len(rows), b.count).view(entries.dtype)
             ops.palettes.append((index, entries))
             continue
+        if b.kind in (craft.UPDATE_RANKED, craft.DELETE_RANKED) and ranks:
+            r = decode_section(payload, next(secs), 1, b.count)[0].astype(np.uint32)
+            if b.kind == craft.DELETE_RANKED:
+                ops.ranked_deletes.append(r)
+            else:
+                ops.ranked_updates.append((r, b.mask, _attributes(payload, secs, L, b.mask, b.count)))
+            continue
         if b.kind in (craft.UPDATE_RANKED, craft.DELETE_RANKED):
             assert live is not None or ops.keyframe, "a ranked block: read_frame_ops needs the live ids"
-            ranks = [int(r) for r in decode_section(payload, next(secs), 1, b.count)[0]]
-            ids = np.array(resolve_ranks(before, ranks), np.uint64)
+            rk = [int(r) for r in decode_section(payload, next(secs), 1, b.count)[0]]
+            ids = np.array(resolve_ranks(before, rk), np.uint64)
         else:
             ids = decode_section(payload, next(secs), 1, b.count)[0]
         if b.kind == craft.ADD_IMPLICIT:   # the ADD it stands for (SPEC.md 6.1)

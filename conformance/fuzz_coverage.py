@@ -7,8 +7,8 @@ The structure-aware fuzzer (fuzz_structured.py) steers by a behavioural signal (
 error code). This one steers by code coverage of the decoder itself: every module of ``codec`` and of
 the generated FlatBuffers readers (``gsd``) is imported under ``atheris.instrument_imports``, so libFuzzer
 sees each branch and comparison the decoder takes (its ``cov:`` and ``ft:`` counts), and an input that
-takes a new one joins the corpus. Inputs are made beneath the CRC/zstd framing by the structure-aware
-mutators: ``fuzz_structured.mutate_stream`` is libFuzzer's custom mutator (its seed drives the random
+takes a new one joins the corpus. Inputs are made beneath the CRC, zstd and gap-code framing by the
+structure-aware mutators: ``fuzz_structured.mutate_stream`` is libFuzzer's custom mutator (its seed drives the random
 choices), and one mutation in ten is libFuzzer's own byte mutator (which uses the comparisons it saw)
 with the CRCs recomputed most of the time.
 
@@ -25,7 +25,8 @@ with the CRCs recomputed most of the time.
   ``fuzz.save_crash`` (the stream and a note, the traceback appended to the note) and the run goes on.
 - Depth: the same stage probes and table as the structure-aware fuzzer.
 - The kernels run as Python (``GSD_JIT=0`` in the fuzzing processes): numba cannot compile the
-  instrumented bytecode, and their per-element checks are then covered too. The compiled kernels run
+  instrumented bytecode, and their per-element checks (the gap code's, 1.4, bit by bit among them) are
+  then covered too. The compiled kernels run
   the same loops (tests/test_jit.py compares them); the structure-aware fuzzer runs them compiled on
   large inputs.
 - Header decoding is not memoized here (fuzz_structured memoizes it for speed): an input's coverage

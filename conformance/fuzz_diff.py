@@ -8,8 +8,11 @@ process by the reference codec (the fuzzer's oracle included: no exception but G
 change after a failed frame) and by the JS decoder of reference_viewer/decoder in one long-lived node
 process (conformance/fuzz_batch.mjs, streams piped in batches while Python prepares the next batch).
 The two transcripts of the conformance protocol (conformance/README.md) must be equal line for line:
-the same digest after every frame, the same error code at the same frame. Every disagreement and
-every crash is saved (stream, limits and both transcripts) to the save directory.
+the same digest after every frame, the same error code at the same frame. Only corrupt zstd data has
+leeway (SPEC.md 4.4 leaves its detection to the zstd library); the gap code (compression 2, 1.4) has
+none, so the mutators' broken gap codes (an order byte out of range, a code bit flipped, bytes cut or
+added, padding bits set) must fail alike in both decoders. Every disagreement and every crash is saved
+(stream, limits and both transcripts) to the save directory.
 """
 from __future__ import annotations
 
@@ -68,7 +71,8 @@ def classify(py: list[str], js: list[str], py_stage: int | None, data: bytes, li
              pristine: set | None = None) -> str:
     """'same'; 'zstd': the transcripts part at a frame holding a zstd frame that no compressor wrote
     (``pristine``: hashes of the zstd frames of the seed vectors and of the mutators' compressor) --
-    corrupt zstd data, which SPEC.md 4.4 lets each zstd library detect or decode as it does;
+    corrupt zstd data, which SPEC.md 4.4 lets each zstd library detect or decode as it does (a gap-coded
+    section, whoever wrote it, earns no such leeway);
     'permitted': both stop at the same frame with different codes, the frame passed F1..F10 (the
     reference decoder got to its blocks, F10 rechecked here) and both codes are of F11..F14, so
     SPEC.md 4.9 lets a frame with several defects report either; else 'disagree'."""

@@ -10,10 +10,14 @@ beneath the framing, so nearly every input reaches the checks behind the CRC:
   fields changed (seq, base_seq, flags, features, digest; a block's kind, count, mask, level and
   section list; a section descriptor's offset, sizes, compression, filters, width, reserved byte;
   blocks and descriptors dropped, repeated, swapped), then rebuilt with a correct CRC;
-- ``content``: one section decompressed and unfiltered into its (components, count) element array,
-  given hostile values (ids swapped, repeated, outside the grid, of another frame; codes outside
-  their domain; residuals that wrap; ranges reversed), refiltered (sometimes with other filters),
-  recompressed (so zstd accepts it) and laid back into the payload with the descriptors updated;
+- ``content``: one section decompressed and unfiltered (or its gap code decoded) into its
+  (components, count) element array, given hostile values (ids and ranks swapped, repeated, outside
+  the grid, of another frame; codes outside their domain; residuals that wrap; ranges reversed),
+  refiltered (sometimes with other filters), recompressed (so zstd accepts it; sometimes as another
+  compression: none, zstd, or the gap code of 1.4 where the values allow it, rank sections most
+  often) and laid back into the payload with the descriptors updated; a gap-coded section's codes
+  are sometimes edited beneath their values instead (the order byte, a code bit, a byte cut or
+  added, a padding bit set, every code dropped);
 - ``resize``: a block's count changed coherently (every section of the block truncated or extended,
   new ids fresh), so apply sees well-formed frames of other sizes;
 - ``frames``: frames reordered, dropped, duplicated, spliced in from another vector, the stream cut,
@@ -60,8 +64,9 @@ import zstandard
 from codec import Decoder, GsdError, Limits
 
 from . import craft, fuzz
-from .craft import (ADD, ADD_IMPLICIT, CHANNEL, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, PALETTE, UINT, UPDATE, ZSTD,
-                    BlockFields, FrameFields, HeaderFields, QuantFields, Section)
+from .craft import (ADD, ADD_IMPLICIT, CHANNEL, DELETE_CELLS, DELETE_IDS, DELETE_RANGES, DELETE_RANKED, GAPS, NONE,
+                    PALETTE, UINT, UPDATE, UPDATE_RANKED, ZSTD, BlockFields, FrameFields, HeaderFields, QuantFields,
+                    Section)
 
 STAGES = ("framing", "crc", "metadata", "sections", "ops", "apply", "digest", "done")
 FRAMING, CRC, METADATA, SECTIONS, OPS, APPLY, DIGEST, DONE = range(len(STAGES))
@@ -69,7 +74,7 @@ STAGE_DOC = {
     "framing": "record prefix: magic, version, lengths against the data and max_frame_bytes",
     "crc": "the record's CRC-32",
     "metadata": "FlatBuffers verification, limits on counts, features, block/section table",
-    "sections": "section descriptors, decompression, filters",
+    "sections": "section descriptors, decompression (zstd, the gap code), filters",
     "ops": "op assembly: id order within blocks, merging",
     "apply": "sequencing, id rules, code validity, all-or-nothing apply",
     "digest": "the frame's digest checked against the state",
@@ -227,10 +232,17 @@ def unfilter(raw: bytes, width: int, filters: int, count: int) -> np.ndarray | N
 
 
 def decompress(desc: Section, stored: bytes) -> bytes | None:
-    if desc.compression == 0:
+    """A section's raw bytes: stored, unzstded, or (gap code) its values as unfiltered elements; None where
+    they do not decode."""
+    if desc.compression == NONE:
         return bytes(stored)
-    if desc.compression != ZSTD or desc.raw_size > 1 << 24:
+    if desc.compression not in (ZSTD, GAPS) or desc.raw_size > 1 << 24:
         return None
+    if desc.compression == GAPS:
+        if desc.width not in (1, 2, 4) or desc.filters or desc.raw_size % desc.width:
+            return None
+        values = craft.gap_values(stored, desc.raw_size // desc.width, desc.width)
+        return None if values is None else values.tobytes()
     try:
         out = zstandard.ZstdDecompressor().decompressobj().decompress(bytes(stored))
     except zstandard.ZstdError:
@@ -255,7 +267,7 @@ def compress(raw: bytes, level: int = 1) -> bytes:
 
 
 def section_roles(f: FrameFields) -> dict[int, tuple[str, int, int]]:
-    """section index -> (role, block kind, block count); role is ids, ranges, pindex, codes or residual."""
+    """section index -> (role, block kind, block count); role is ids, ranges, pindex, ranks, codes or residual."""
     roles = {}
     for b in f.blocks:
         for k, s in enumerate(b.sections):
@@ -265,8 +277,10 @@ def section_roles(f: FrameFields) -> dict[int, tuple[str, int, int]]:
                 role = "ranges"
             elif k == 0 and b.kind == PALETTE:
                 role = "pindex"
+            elif k == 0 and b.kind in (UPDATE_RANKED, DELETE_RANKED):
+                role = "ranks"
             else:
-                role = "residual" if b.kind == UPDATE else "codes"
+                role = "residual" if b.kind in (UPDATE, UPDATE_RANKED) else "codes"
             roles.setdefault(s, (role, b.kind, b.count))
     return roles
 
@@ -281,7 +295,7 @@ def hostile(rng: random.Random, a: np.ndarray, role: str, known_ids: list[int]) 
     top = (1 << bits) - 1
     i, j = rng.randrange(c), rng.randrange(n)
     v = int(a[i, j])
-    if role in ("ids", "pindex", "ranges") and rng.random() < 0.6:
+    if role in ("ids", "pindex", "ranges", "ranks") and rng.random() < 0.6:
         choice = rng.randrange(9)
         if choice == 0 and n > 1:                       # two neighbours swapped: out of order
             j = rng.randrange(n - 1)
@@ -329,21 +343,68 @@ def hostile(rng: random.Random, a: np.ndarray, role: str, known_ids: list[int]) 
         a[i, j] = t(nv & top)
 
 
-def _content_of(p: ParsedFrame, s: int):
+def section_values(p: ParsedFrame, s: int, count: int) -> np.ndarray | None:
+    """The (components, count) element array of section s as its descriptor says to read it (decompressed
+    and unfiltered, or its gap code decoded), or None where it does not decode."""
     desc = p.fields.sections[s]
     raw = decompress(desc, p.stored[s])
     if raw is None or desc.raw_size != len(raw):
-        return None, None
-    return desc, raw
+        return None
+    return unfilter(raw, desc.width, 0 if desc.compression == GAPS else desc.filters, count)
+
+
+def _gap_coded(a: np.ndarray, rng: random.Random) -> bytes | None:
+    """The gap code of a (1, n) array at the writer's order or a random one, or None where it does not
+    apply (more than one component, 8-byte values, values not strictly ascending)."""
+    if a.shape[0] != 1 or a.dtype.itemsize > 4:
+        return None
+    try:
+        return craft.gap_code(a, rng.choice((None, None, 0, rng.randrange(8 * a.dtype.itemsize))))
+    except ValueError:
+        return None
 
 
 def _store(p: ParsedFrame, s: int, a: np.ndarray, filters: int, rng: random.Random, compression: int) -> None:
-    raw, width = craft.Payload.filtered(a, filters)
+    """Section s rewritten to hold ``a`` with ``filters`` and ``compression``; values the gap code cannot
+    hold are stored uncompressed instead."""
     desc = p.fields.sections[s]
+    if compression == GAPS:
+        data = _gap_coded(a, rng)
+        if data is not None:
+            desc.stored_size, desc.raw_size, desc.filters, desc.width, desc.compression = len(data), a.nbytes, 0, \
+                a.dtype.itemsize, GAPS
+            p.stored[s] = data
+            return
+        compression = NONE
+    raw, width = craft.Payload.filtered(a, filters)
     data = compress(raw, rng.choice((1, 1, 3))) if compression == ZSTD else raw
     desc.stored_size, desc.raw_size, desc.filters, desc.width, desc.compression = len(data), len(raw), filters, \
         width, compression
     p.stored[s] = data
+
+
+def mutate_gap_code(rng: random.Random, p: ParsedFrame, s: int) -> None:
+    """One edit of a gap-coded section's stored bytes beneath its values (SPEC.md 4.4 gap code): the order
+    byte (0, one off, 8w - 1, 8w, 255), a bit of the codes, the last byte cut, a byte added, a bit of the
+    last byte set (a padding bit, where the codes leave any), or every code dropped."""
+    desc = p.fields.sections[s]
+    data = bytearray(p.stored[s])
+    top = 8 * desc.width
+    choice = rng.randrange(6)
+    if choice == 0 and data:
+        data[0] = rng.choice((0, max(data[0] - 1, 0), min(data[0] + 1, 255), (top - 1) & 0xFF, top & 0xFF, 255))
+    elif choice == 1 and len(data) > 1:
+        data[rng.randrange(1, len(data))] ^= 1 << rng.randrange(8)
+    elif choice == 2 and data:
+        del data[-1]
+    elif choice == 3:
+        data.append(rng.choice((0, 0x80, 0xFF, rng.getrandbits(8))))
+    elif choice == 4 and len(data) > 1:
+        data[-1] |= 1 << rng.randrange(8)
+    else:
+        del data[1:]
+    desc.stored_size = len(data)
+    p.stored[s] = bytes(data)
 
 
 def mutate_content(rng: random.Random, p: ParsedFrame, known_ids: list[int]) -> bool:
@@ -353,10 +414,11 @@ def mutate_content(rng: random.Random, p: ParsedFrame, known_ids: list[int]) -> 
         return False
     s = rng.choice(cands)
     role, kind, count = roles[s]
-    desc, raw = _content_of(p, s)
-    if desc is None:
-        return False
-    a = unfilter(raw, desc.width, desc.filters, count)
+    desc = p.fields.sections[s]
+    if desc.compression == GAPS and rng.random() < 0.3:
+        mutate_gap_code(rng, p, s)
+        return True
+    a = section_values(p, s, count)
     if a is None:
         return False
     a = a.copy()
@@ -364,8 +426,11 @@ def mutate_content(rng: random.Random, p: ParsedFrame, known_ids: list[int]) -> 
     filters = desc.filters
     if rng.random() < 0.1:
         filters = rng.randrange(16)   # any combination of DELTA, ZIGZAG, SHUFFLE and CHANNEL
-    compression = desc.compression if rng.random() < 0.9 else ZSTD - desc.compression if desc.compression in (0, 1) \
-        else desc.compression
+    compression = desc.compression
+    if rng.random() < 0.1:
+        compression = rng.choice((NONE, ZSTD, GAPS))   # the gap code where the values allow it (_store)
+    elif role == "ranks" and rng.random() < 0.2:
+        compression = GAPS
     _store(p, s, a, filters, rng, compression)
     return True
 
@@ -380,17 +445,16 @@ def mutate_resize(rng: random.Random, p: ParsedFrame) -> bool:
     new = rng.choice((max(n - 1, 0), 0, n + 1, n + rng.randint(2, 16), max(n // 2, 0), min(2 * n, 4096)))
     arrays = []
     for k, s in enumerate(b.sections):
-        desc, raw = _content_of(p, s)
-        if desc is None:
-            return False
-        a = unfilter(raw, desc.width, desc.filters, n)
+        desc = p.fields.sections[s]
+        a = section_values(p, s, n)
         if a is None or a.shape[1] != n or (n == 0 and new > 0):
             return False
         if new <= n:
             a = a[:, :new]
         else:
             extra = np.repeat(a[:, -1:], new - n, axis=1)
-            if k == 0 and b.kind in (ADD, UPDATE, DELETE_IDS, DELETE_CELLS, PALETTE, ADD_IMPLICIT):  # fresh, ascending
+            if k == 0 and b.kind in (ADD, UPDATE, DELETE_IDS, DELETE_CELLS, PALETTE, ADD_IMPLICIT, UPDATE_RANKED,
+                                     DELETE_RANKED):  # fresh, ascending
                 top = (1 << (8 * a.dtype.itemsize)) - 1
                 extra = ((extra.astype(object) + np.arange(1, new - n + 1)) & top).astype(a.dtype)
             a = np.concatenate([a, extra], axis=1)
@@ -636,8 +700,7 @@ class Entry:
                     roles = section_roles(p.fields)
                     for s, (role, kind, count) in roles.items():
                         if role == "ids" and s < len(p.fields.sections):
-                            desc, raw = _content_of(p, s)
-                            a = unfilter(raw, desc.width, desc.filters, count) if desc else None
+                            a = section_values(p, s, count)
                             if a is not None:
                                 ids += [int(x) for x in a.reshape(-1)[:16]]
                 except Exception:  # noqa: BLE001 -- a mutated frame that no longer parses

@@ -26,6 +26,7 @@ from .vector_stream import VectorWriter
 from .vectors_channel import gen_channel, gen_channel_invalid
 from .vectors_compose import gen_compose
 from .vectors_digest import gen_digest
+from .vectors_gaps import gen_gaps, gen_gaps_invalid
 from .vectors_implicit import gen_implicit, gen_implicit_invalid
 from .vectors_limits import gen_limits_valid_and_invalid
 from .vectors_metadata import gen_header, gen_metadata
@@ -45,10 +46,10 @@ VECTOR_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors")
 
 # The manifest lists vectors in this order: valid ones first, then the invalid ones.
 GROUPS = [gen_ops, gen_masks, gen_profiles, gen_ids, gen_keyframes, gen_compose, gen_empty, gen_replace,
-          gen_encoding, gen_limits_valid_and_invalid, gen_palette, gen_implicit, gen_ranked, gen_channel, gen_framing,
-          gen_checksum, gen_version_feature, gen_header, gen_metadata, gen_verification, gen_ids_invalid,
+          gen_encoding, gen_limits_valid_and_invalid, gen_palette, gen_implicit, gen_ranked, gen_channel, gen_gaps,
+          gen_framing, gen_checksum, gen_version_feature, gen_header, gen_metadata, gen_verification, gen_ids_invalid,
           gen_state_invalid, gen_values, gen_compression, gen_sequence, gen_digest, gen_palette_invalid,
-          gen_implicit_invalid, gen_ranked_invalid, gen_channel_invalid, gen_spec_examples]
+          gen_implicit_invalid, gen_ranked_invalid, gen_channel_invalid, gen_gaps_invalid, gen_spec_examples]
 
 
 def generate(out: str = VECTOR_DIR) -> dict:

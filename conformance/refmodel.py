@@ -558,7 +558,7 @@ def check_records(data: bytes, limits: dict) -> tuple[int, str] | None:
 # H10 and F10..F14 from the bytes: the header's parameter domains, the frame limits, op block
 # structure (SPEC.md 6.1), the section pipeline (4.4), then apply (RefState). Written from the spec
 # text with plain Python; zstd frames are opened by the zstandard library after the header checks
-# of 4.4 are done here.
+# of 4.4 are done here; gap codes (compression 2, 1.4) are read here bit by bit.
 
 def _f32(b: bytes, p: int) -> float:
     return struct.unpack_from("<f", b, p)[0]
@@ -647,6 +647,58 @@ def zstd_content(stored: bytes, raw_size: int) -> bytes:
     return out
 
 
+def gap_decode(stored: bytes, n: int, w: int) -> list[int]:
+    """gap_decode of SPEC.md 4.4 (compression 2, 1.4): the n values of a section stored as the order byte k,
+    then per value the exp-Golomb code of order k of its gap (z zero bits, a one bit, z + k bits t, most
+    significant first; gap (2^z - 1) * 2^k + t; value = previous value + 1 + gap, the first one its gap),
+    then zero bits to the end of the last byte. Read one bit at a time."""
+    def fail(why):
+        return RefError("DECOMPRESSION_FAILED", "gap code: " + why)
+
+    bits = 8 * w
+    if len(stored) < 1:
+        raise fail("no order byte")
+    k = stored[0]
+    if k >= bits:
+        raise fail(f"order {k} not below {bits}")
+    end = 8 * len(stored)
+    pos = 8
+
+    def bit(p: int) -> int:
+        return (stored[p >> 3] >> (7 - (p & 7))) & 1
+
+    u: list[int] = []
+    prev = -1
+    for _ in range(n):
+        z = 0
+        while True:
+            if pos >= end:
+                raise fail("a code runs past the stored bytes")
+            b = bit(pos)
+            pos += 1
+            if b == 1:
+                break
+            z += 1
+            if z + k > bits:
+                raise fail(f"a run of {z} zeros at order {k}")
+        if pos + z + k > end:
+            raise fail("a code runs past the stored bytes")
+        t = 0
+        for _ in range(z + k):
+            t = (t << 1) | bit(pos)
+            pos += 1
+        value = prev + 1 + ((1 << z) - 1) * (1 << k) + t
+        if value >= 1 << bits:
+            raise fail(f"a value of {bits} bits or more")
+        u.append(value)
+        prev = value
+    if end - pos >= 8:
+        raise fail("a whole byte after the last code")
+    if any(bit(p) for p in range(pos, end)):
+        raise fail("a one among the padding bits")
+    return u
+
+
 def decode_section(payload: bytes, s: Section, comps: int, n: int, w: int) -> list[int]:
     """decode_section of SPEC.md 4.4: the unsigned values, component j of element i at j*n + i."""
     if s.width != w:
@@ -662,6 +714,10 @@ def decode_section(payload: bytes, s: Section, comps: int, n: int, w: int) -> li
         if s.stored_size != s.raw_size:
             raise RefError("MALFORMED", "uncompressed stored_size != raw_size")
         raw = stored
+    elif s.compression == 2:                          # gap code (1.4): the values themselves, no filter to undo
+        if comps != 1 or w == 8 or s.filters != 0:
+            raise RefError("MALFORMED", "gap code on a section of C != 1, width 8 or with filters")
+        return gap_decode(stored, n, w)
     elif s.compression == 1:
         raw = zstd_content(stored, s.raw_size)
     else:

@@ -239,7 +239,7 @@ class VectorWriter:
 
     def manifest(self) -> dict:
         return {
-            "format": "GSD 1.3",
+            "format": "GSD 1.4",
             "generator": "python -m conformance.generate",
             "digest_text": "count:lane0hex8:lane1hex8",
             "default_limits": dataclasses.asdict(DEFAULT_LIMITS),

@@ -232,11 +232,12 @@ def gen_compression(g: VectorWriter) -> None:
         "(one raw, one RLE) need no dictionary; content checksum correct", lambda raw: _hand_laid_raw(raw, 1))
 
 
-def _set_stored(ff, pl, i: int, data: bytes) -> None:
-    """Section ``i`` now stores ``data`` as zstd (compression 1); the sections after it move along."""
+def _set_stored(ff, pl, i: int, data: bytes, compression: int = 1) -> None:
+    """Section ``i`` now stores ``data`` with ``compression`` (zstd unless told); the sections after it move
+    along."""
     old = ff.sections[i]
     pl.parts[i] = data
-    ff.sections[i] = replace(old, stored_size=len(data), compression=1)
+    ff.sections[i] = replace(old, stored_size=len(data), compression=compression)
     for j in range(i + 1, len(ff.sections)):
         ff.sections[j] = replace(ff.sections[j], offset=ff.sections[j].offset + len(data) - old.stored_size)
 

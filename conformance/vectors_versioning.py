@@ -1,6 +1,6 @@
 """Vectors for SPEC.md 10 (versioning and extensions): major versions, required feature bits,
-required op kinds (10..127 since 1.2), filter bits (4..7 since 1.3) and compression ids that a 1.3
-decoder does not know.
+required op kinds (10..127 since 1.2), filter bits (4..7 since 1.3) and compression ids (3..255 since
+1.4) that a 1.4 decoder does not know.
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def gen_version_feature(g: VectorWriter) -> None:
         s.add_frame(2, tweak=lambda ff, pl, w=which, b=bits: ff.sections.__setitem__(
             w, replace(ff.sections[w], filters=ff.sections[w].filters | b)), error="UNSUPPORTED_FEATURE", model=False)
         s.invalid("feature", desc, [S_SECTIONS, S_VERSION])
-    for comp in (2, 255):
+    for comp in (3, 255):
         s = g.stream(f"feat_compression_{comp}", key_n=3)
         s.add_frame(2, tweak=set_section(0, compression=comp), enc=Encoding(compression="zstd"),
                     error="UNSUPPORTED_FEATURE", model=False)
