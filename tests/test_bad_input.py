@@ -495,7 +495,8 @@ CASES = {
     "header_palette_bit_without_palette": (E.BAD_HEADER, lambda S: _hdr(quant=COMPACT, required_features=1)),
     "op_kind_10": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 10)))),
     "op_palette_without_palette": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_first_block(m, DELETE_IDS), "kind", 6)))),
-    "compression_2": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "compression", 2)))),
+    "compression_3": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "compression", 3)))),
+    "compression_2_ids": (E.MALFORMED, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "compression", 2)))),
     "filter_bit_4": (E.UNSUPPORTED_FEATURE, lambda S: (2, edit_frame(S.frames[2], lambda m: setattr(_ids_section(m), "filters", 16)))),
     # limits
     "add_count_2^31": (E.LIMIT_EXCEEDED, lambda S: (0, edit_frame(S.frames[0], lambda m: setattr(_first_block(m, ADD), "count", 2**31)))),

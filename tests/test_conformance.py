@@ -89,20 +89,26 @@ def test_vector_coverage():
 
     masks_sh3, profiles, kinds_valid, kinds_invalid = set(), set(), set(), set()
     filters_valid, filters_invalid = set(), set()
+    comps_valid, comps_invalid, gap_orders = set(), set(), set()   # compression ids; (width, k) of gap codes
     for v in VECTORS:
         data = data_of(v)
         valid = v["expected"]["result"] == "valid"
-        blocks, filters = [], set()
+        blocks, filters, comps = [], set(), set()
         for kind, off, n in record_spans(data)[1:]:
             try:
-                f = craft.parse_frame_meta(craft.split_frame(data[off:off + n])[0])
+                meta, payload = craft.split_frame(data[off:off + n])
+                f = craft.parse_frame_meta(meta)
             except Exception:  # deliberately broken metadata
                 continue
             blocks += f.blocks
-            filters.update(f.sections[k].filters for b in f.blocks if 1 <= b.kind <= 9 for k in b.sections
-                           if k < len(f.sections))
+            used = [f.sections[k] for b in f.blocks if 1 <= b.kind <= 9 for k in b.sections if k < len(f.sections)]
+            filters.update(s.filters for s in used)
+            comps.update(s.compression for s in used)
+            if valid:
+                gap_orders.update((s.width, payload[s.offset]) for s in used if s.compression == 2)
         (kinds_valid if valid else kinds_invalid).update(b.kind for b in blocks)
         (filters_valid if valid else filters_invalid).update(filters)
+        (comps_valid if valid else comps_invalid).update(comps)
         if not valid:
             continue
         dec = Decoder(limits=limits_of(v))
@@ -121,6 +127,10 @@ def test_vector_coverage():
     assert {f & 0xF0 for f in filters_valid} == {0}
     assert {0x10, 0x80} <= {f & 0xF0 for f in filters_invalid}
     assert any(f & 0x08 and f & 0xF0 for f in filters_invalid)
+    # compressions none, zstd and the gap code (1.4) in valid vectors, unknown ones in invalid; gap codes of
+    # every width at the least and the greatest order
+    assert comps_valid == {0, 1, 2} and {3, 255} <= comps_invalid
+    assert all({(w, 0), (w, 8 * w - 1)} <= gap_orders for w in (1, 2, 4))
 
     by_limit: dict[str, set] = {}
     for v in VECTORS:
