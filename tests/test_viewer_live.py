@@ -138,9 +138,10 @@ def _image(out: Path, name: str, snap: dict) -> np.ndarray:
     return raw.reshape(snap["height"], snap["width"], 4)[:, :, :3].astype(np.float64) / 255.0
 
 
-@pytest.mark.parametrize("path", ["raster", "tiles"])
-def test_viewer_live(tmp_path, path):
-    (result, py_seen, node_out), t_server, elapsed = served(["--target-live", str(TARGET_LIVE)],
+# the tiles path also takes the newest format: ranked ids, CHANNEL and gap-coded ranks (SPEC.md 10)
+@pytest.mark.parametrize("path, fmt", [("raster", "1.1"), ("tiles", "1.4")])
+def test_viewer_live(tmp_path, path, fmt):
+    (result, py_seen, node_out), t_server, elapsed = served(["--target-live", str(TARGET_LIVE), "--format", fmt],
                                                            lambda port: _run(port, tmp_path, path))
     check_page(result, node_out)
     assert result["redirected"].endswith("/viewer/index.html"), result["redirected"]
