@@ -12,9 +12,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Decoder, GsdError, decodeStreamLines } from '../decoder/index.mjs';
 import { decodeSection } from '../decoder/sections.mjs';
-import { H_MARK } from '../decoder/store.mjs';
 import { arena, views } from '../decoder/kernel.mjs';
-import { manifest, vectorBytes, expectedLines } from './helpers.mjs';
+import { manifest, vectorBytes, expectedLines, snapshot } from './helpers.mjs';
 import {
   parseRecord, frameRecord, recordSpans, concat, sectionRoles, addSection, gapCode, gapCodeOfGaps, gapsOf, bestGapOrder,
 } from './frame_writer.mjs';
@@ -342,17 +341,6 @@ test('the Python encoder\'s ranked streams with gap-coded ranks give the referen
   }
   assert.ok(gapped >= 15, `${gapped} gap-coded sections`);
 });
-
-/** The state a test compares: every row but its staging mark, the floats, the store's lists, the palette and the order. */
-function snapshot(dec) {
-  const s = dec.store, rows = [];
-  for (let slot = 0; slot < s.highWater; slot++) { const r = s.rows.slice(slot * s.R, (slot + 1) * s.R); r[H_MARK] = 0; rows.push(r); }
-  return {
-    seq: dec.seqBig, digest: dec.digestText(), live: s.live, highWater: s.highWater, generation: s.generation, rows,
-    data: s.data.slice(0, s.highWater * s.stride), dirty: s.dirtyList.slice(), free: s.freeList.slice(),
-    palette: s.paletteData ? s.paletteData.slice() : null, order: s.order ? [...s.order.toArray()] : null,
-  };
-}
 
 /**
  * Each stream's gap-coded sections, one at a time, replaced by edit(stored, role, desc) -> {bytes, desc

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { H_MARK } from '../decoder/store.mjs';
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const VECTORS = join(ROOT, 'conformance', 'vectors');
@@ -24,4 +25,15 @@ export function expectedLines(v) {
   const lines = ['header ok', ...e.digests.map((d, k) => `frame ${k} ok ${d}`)];
   if (e.result === 'invalid') lines.push(`frame ${e.frame} error ${e.error}`);
   return lines;
+}
+
+/** A decoder's state as tests compare it (a refused frame must leave it as it was): every row but its staging mark, the floats, the store's lists, the palette and the order. */
+export function snapshot(dec) {
+  const s = dec.store, rows = [];
+  for (let slot = 0; slot < s.highWater; slot++) { const r = s.rows.slice(slot * s.R, (slot + 1) * s.R); r[H_MARK] = 0; rows.push(r); }
+  return {
+    seq: dec.seqBig, digest: dec.digestText(), live: s.live, highWater: s.highWater, generation: s.generation, rows,
+    data: s.data.slice(0, s.highWater * s.stride), dirty: s.dirtyList.slice(), free: s.freeList.slice(),
+    palette: s.paletteData ? s.paletteData.slice() : null, order: s.order ? [...s.order.toArray()] : null,
+  };
 }

@@ -5,9 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Decoder, GsdError, decodeStreamLines, makeLimits } from '../decoder/index.mjs';
-import { H_MARK } from '../decoder/store.mjs';
 import { views } from '../decoder/kernel.mjs';
-import { manifest, vector, vectorBytes, expectedLines } from './helpers.mjs';
+import { manifest, vector, vectorBytes, expectedLines, snapshot } from './helpers.mjs';
 import { parseRecord, frameRecord, addU32Section, recordSpans, concat } from './frame_writer.mjs';
 
 const UPDATE = 2, DELETE_IDS = 3, UPDATE_RANKED = 8, DELETE_RANKED = 9;
@@ -114,17 +113,6 @@ test('a stream without ranked blocks never makes the order', () => {
 });
 
 // ---- one defect each, on a delta with an UPDATE block of 3+ ids and a DELETE_IDS block, after ranked frames
-
-/** The state a test compares: every row but its staging mark, the floats, the store's lists, and the order. */
-function snapshot(dec) {
-  const s = dec.store, rows = [];
-  for (let slot = 0; slot < s.highWater; slot++) { const r = s.rows.slice(slot * s.R, (slot + 1) * s.R); r[H_MARK] = 0; rows.push(r); }
-  return {
-    seq: dec.seqBig, digest: dec.digestText(), live: s.live, highWater: s.highWater, generation: s.generation, rows,
-    data: s.data.slice(0, s.highWater * s.stride), dirty: s.dirtyList.slice(), free: s.freeList.slice(),
-    order: s.order ? [...s.order.toArray()] : null,
-  };
-}
 
 /** A vector, frame index and block indices (UPDATE of 3+ ids, DELETE_IDS) for the defects; found once. */
 const target = (() => {
