@@ -16,9 +16,11 @@ from codec import Encoder, Profile, cli
 from codec.attributes import Attr
 from codec.ply import read_ply_with_ids, write_ply
 from codec.sequence import SequenceEncoder, file_ids, frame_paths, match_rows
-from codec.stream import read_stream
+from codec.sections import GAPS
+from codec.stream import read_stream, split_frames
 from codec.synthetic import synthetic_scene
 from codec.wire import decode_header, encode_header
+from conformance import craft
 
 N = 1500
 
@@ -250,3 +252,24 @@ def test_reference_world_steps_round_trip_as_a_sequence(tmp_path, capsys):
         assert len(got) == len(want)
         near = min_distances(want.positions, got.positions)
         assert near.max() < 0.01          # every step's Gaussian is there, within two quantizations
+
+
+@pytest.mark.parametrize("fmt, gapped", [(None, True), ("1.3", False)])
+def test_a_sequence_sends_scattered_ranks_gap_coded_unless_an_older_format_is_asked(tmp_path, capsys, fmt, gapped):
+    """`gsd encode` of a sequence ranks its UPDATE ids; by default (format 1.4) a scattered rank list is
+    stored as the gap code, with --format 1.3 as zstd."""
+    g = synthetic_scene(N, 0, 6)
+    moved = g.take(np.arange(N))
+    rows = np.random.default_rng(1).choice(N, N // 20, replace=False)  # scattered over the id space
+    moved.positions[rows] += 0.05
+    for i, h in enumerate((g, moved)):
+        write_ply(tmp_path / f"f{i}.ply", h)
+    out = tmp_path / "seq.gsd"
+    code, text, _ = run(["encode", str(tmp_path / "f*.ply"), out, *(["--format", fmt] if fmt else [])], capsys)
+    assert code == 0, text
+    data = out.read_bytes()
+    _, _, spans = split_frames(data)
+    at, size = spans[1]
+    meta, _ = craft.split_frame(data[at:at + size])
+    assert (GAPS in {s.compression for s in craft.parse_frame_meta(meta).sections}) == gapped
+    assert len(decoded_frames(out)[1]) == 2
