@@ -29,7 +29,7 @@ import flatbuffers
 import numpy as np
 import zstandard
 
-from codec.sections import gap_bits, gap_encode, gap_read, gap_write
+from codec.sections import gap_encode, gap_read
 from gsd.fb import Frame as FbFrame
 from gsd.fb import OpBlock as FbOpBlock
 from gsd.fb import Quantization as FbQuant
@@ -305,20 +305,11 @@ def gap_code(planar: np.ndarray, k: int | None = None) -> bytes:
     the order byte ``k``, then the codes; k None: the codec writer's choice (``gap_encode``), of values of 1, 2
     or 4 bytes. With k given any element width is written (8-byte values too, for sections that must be
     refused); values below 2^63."""
-    a = np.asarray(planar)
-    if a.ndim != 2 or a.shape[0] != 1:
-        raise ValueError("the gap code holds one component")
-    row = np.ascontiguousarray(a[0])
-    if len(row) > 1 and not bool(np.all(row[1:] > row[:-1])):
-        raise ValueError("the gap code needs strictly ascending values")
-    if k is None:
-        data = gap_encode(np.ascontiguousarray(a))
-        if data is None:
-            raise ValueError("the codec's writer does not gap code these values")
-        return data
-    out = np.zeros(1 + (int(gap_bits(row, k)) + 7) // 8, np.uint8)
-    gap_write(row, k, out)
-    return out.tobytes()
+    data = gap_encode(np.ascontiguousarray(planar), k)
+    if data is None:
+        raise ValueError("the gap code holds one component of strictly ascending values (of 1, 2 or 4 bytes "
+                         "without a given k)")
+    return data
 
 
 def gap_values(stored: bytes, n: int, width: int) -> np.ndarray | None:

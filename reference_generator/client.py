@@ -39,9 +39,6 @@ from codec.wire import FORMATS, frame_is_keyframe
 from .actions import Action, to_json
 from .flow import wait_for
 
-# The format versions a hello names: every minor version of the codec's major that its decoder reads
-VERSIONS = FORMATS
-
 
 @dataclass
 class FrameEvent:
@@ -106,7 +103,7 @@ class Client:
                  progressive: bool = False, budget: int | None = None):
         self.url = url
         self.token = token                   # session token (SPEC.md 11.8), sent as Authorization: Bearer
-        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": list(VERSIONS), "max_sh_degree": max_sh_degree,
+        self.hello = {"type": "hello", "protocol": "gsd/1", "versions": list(FORMATS), "max_sh_degree": max_sh_degree,
                       "budgets": {"max_gaussians": max_gaussians, "max_bytes_per_second": max_bytes_per_second,
                                   "max_frame_bytes": max_frame_bytes}}
         if progressive:                      # join coarse first, refined after (SPEC.md 11.9)

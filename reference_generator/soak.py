@@ -56,8 +56,10 @@ from pathlib import Path
 
 import aiohttp
 
+from codec.wire import FORMATS
+
 from .actions import Move, Turn
-from .client import VERSIONS, Client, ProtocolClosed, ServerBusy
+from .client import Client, ProtocolClosed, ServerBusy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,7 +90,7 @@ def _malformed(kind: str):
     if kind == "binary":
         return b"\x00gsd?"
     if kind == "second_hello":
-        return json.dumps({"type": "hello", "protocol": "gsd/1", "versions": list(VERSIONS), "max_sh_degree": 3,
+        return json.dumps({"type": "hello", "protocol": "gsd/1", "versions": list(FORMATS), "max_sh_degree": 3,
                            "budgets": {"max_gaussians": 10 ** 6, "max_bytes_per_second": 10 ** 7,
                                        "max_frame_bytes": 1 << 24}})
     if kind == "bad_params":

@@ -19,10 +19,7 @@ UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32}
 
 
 def _coded(values, k: int, width: int = 4) -> bytes:
-    row = np.asarray(values, UINT[width])
-    out = np.zeros(1 + (gap_bits(row, k) + 7) // 8, np.uint8)
-    gap_write(row, k, out)
-    return out.tobytes()
+    return gap_encode(np.asarray(values, UINT[width])[None, :], k)
 
 
 def _read(stored: bytes, count: int, width: int = 4, comps: int = 1, filters: int = 0) -> np.ndarray:

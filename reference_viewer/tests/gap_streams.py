@@ -4,7 +4,7 @@ reference_viewer/tests/gaps.test.mjs reads, into reference_viewer/tests/data/gap
 - streams of the Python codec's Encoder(ranked_ids=True, gap_code=True): keyframes, then deltas whose
   UPDATE and DELETE_IDS blocks are ranked (6.1), their ranks gap coded where that is smaller than zstd
   (sparse and dense updates, deletes, adds, a single rank, a resync keyframe; a palette stream too);
-- sections: the bytes of the Python codec's gap_write for sets of ascending values at widths 1, 2
+- sections: the bytes of the Python codec's gap_encode for sets of ascending values at widths 1, 2
   and 4 and several orders k (the order gap_order picks among them), with their values.
 
 ``cases.json`` lists every stream with its expected protocol lines (conformance/README.md), the
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from codec import Encoder, Grid, Limits, Profile  # noqa: E402
 from codec.attributes import Attr  # noqa: E402
-from codec.sections import gap_bits, gap_order, gap_write  # noqa: E402
+from codec.sections import gap_encode, gap_order  # noqa: E402
 from codec.synthetic import synthetic_scene  # noqa: E402
 from conformance.testee_python import decode  # noqa: E402
 
@@ -80,7 +80,7 @@ def ranked_stream(preset: str, d: int, n: int, seed: int) -> bytes:
 
 
 def section_cases() -> list[dict]:
-    """Python gap_write bytes for sets of ascending values, each at several orders."""
+    """Python gap_encode bytes for sets of ascending values, each at several orders."""
     rng = np.random.default_rng(14)
     out = []
     for width in (1, 2, 4):
@@ -93,10 +93,8 @@ def section_cases() -> list[dict]:
             row = values.astype(UINT[width])
             best = int(gap_order(row, width))
             for k in sorted({0, 1, best, 4 * width, 8 * width - 1}):
-                stored = np.zeros(1 + (gap_bits(row, k) + 7) // 8, np.uint8)
-                gap_write(row, k, stored)
                 out.append({"width": width, "k": k, "best": k == best, "values": row.tolist(),
-                            "hex": stored.tobytes().hex()})
+                            "hex": gap_encode(row[None, :], k).hex()})
     return out
 
 
