@@ -363,13 +363,6 @@ MT_MIN_BYTES = 8 << 20  # one section this big is compressed by zstd's own worke
 # SectionWriter.start: a frame's sections compress in up to this many worker jobs of at least
 # START_JOB_BYTES each, when the machine has cores to spare beside the encoder's own thread
 START_JOBS, START_JOB_BYTES = max(1, min(4, _CPUS - 1)), 128 << 10
-SPARE = _CPUS >= 3  # cores beside the caller's thread and a compressing worker
-
-
-def spare_workers() -> bool:
-    """True where the machine has cores to spare for work handed to a worker beside a frame's
-    compression (on two cores the hand-off costs more than it saves)."""
-    return SPARE
 
 
 def on_worker() -> bool:

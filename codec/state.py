@@ -30,7 +30,7 @@ from .jit import kernel
 from .limits import SPEC_LIMITS, Limits
 from .order_index import OrderIndex
 from .profile import Profile, code_ok, invalid_codes
-from .sections import on_worker, parallel_map, spare_workers, submit
+from .sections import parallel_map, submit
 
 U64 = np.uint64
 _M = np.uint64(M32)
@@ -42,7 +42,6 @@ _ENTRY_TAG = U64(0xFFFFFFFF) << U64(32)  # a palette entry's record: w_0 = index
 
 _BATCH = 64  # columns whose cache lines are read together before they are updated
 GROW_AHEAD_MIN = 1 << 18  # a keyframe this large, in a stream with room for more, grows on a worker
-ADD_JOB_MIN = 1024  # a delta with this many ADDs has them looked up, checked and hashed on a worker meanwhile
 
 
 def _moved(storage: tuple, cap: int, cols) -> tuple:
@@ -434,19 +433,12 @@ class SceneState:
         self._validate_delta(d)
         hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
             else (d.digest is not None or track_digest)
-        # A delta's ADDs read nothing that the rest of the plan writes: with cores to spare, a worker
-        # looks their ids up, checks their codes and hashes their rows while this thread goes on (the
-        # frame's start, deletes, UPDATE lookups); their outcomes are taken in the same order as here.
-        add_job = None
-        if not d.keyframe and len(d.add_ids) >= ADD_JOB_MIN and spare_workers() and not on_worker():
-            add_job = submit(self._add_checks, d, hashed)
-        try:
-            if on_valid is not None:
-                on_valid()
-            return self._plan_rest(d, hashed, add_job)
-        finally:
-            if add_job is not None and not add_job.cancel():
-                add_job.exception()  # nothing may read the state once the plan is over
+        # The ADDs' checks (lookups, code domains, row hashes) run here, between Python steps of the
+        # plan: on a worker they waited on this thread for the GIL at every kernel call, and a 4,096-ADD
+        # step's encode took 0.4-0.9 ms longer on a 16-core host than with them here.
+        if on_valid is not None:
+            on_valid()
+        return self._plan_rest(d, hashed)
 
     def _resolve_ranked(self, d: Delta) -> None:
         """SPEC.md 6.1, ranked ids: each ranked block's ranks become the ids of those ranks among the
@@ -472,18 +464,16 @@ class SceneState:
         d.updates = d.updates + updates
         d.ranked = []
 
-    def _add_checks(self, d: Delta, hashed: bool, found: np.ndarray | None = None) -> tuple:
+    def _add_checks(self, d: Delta, hashed: bool, found: np.ndarray) -> tuple:
         """(slots of the ADD ids that are live, the attributes with codes outside their domain, the ADD
-        rows' accumulators or None): what a plan needs of a delta's ADDs, read-only. ``found``: the ADD
-        ids' slots where the plan looked them up with the rest of the frame's ids (else here)."""
+        rows' accumulators or None): what a plan needs of a delta's ADDs. ``found``: the ADD ids'
+        slots, looked up with the rest of the frame's ids."""
         p = self.profile
-        if found is None:
-            found = self.index.find(d.add_ids)[0]
         flags = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
         bad = [a for a, f in zip(ATTRS, flags) if f]
         return found[found >= 0], bad, row_accumulators(d.add_ids, [d.add[a] for a in ATTRS]) if hashed else None
 
-    def _plan_rest(self, d: Delta, hashed: bool, add_job) -> dict:
+    def _plan_rest(self, d: Delta, hashed: bool) -> dict:
         p = self.profile
         index = IdIndex(slot_bits=p.grid.slot_bits) if d.keyframe else self.index
         # One lookup for every id the frame names (the index is latency-bound, not work-bound);
@@ -492,9 +482,8 @@ class SceneState:
         hinted = d.slot_hint is not None and not d.keyframe and d.slot_hint[0] == self.token() \
             and len(d.slot_hint[1]) == len(d.updates) \
             and all(slots_hold(self.slot_ids, self.high, s, b.ids) for s, b in zip(d.slot_hint[1], d.updates))
-        add_ids = d.add_ids if add_job is None else d.add_ids[:0]    # the worker looks those up
-        n_add = len(add_ids)
-        named = [d.delete_ids, add_ids] + ([] if hinted else [b.ids for b in d.updates])
+        n_add = len(d.add_ids)
+        named = [d.delete_ids, d.add_ids] + ([] if hinted else [b.ids for b in d.updates])
         add_found = None  # slots of ADD ids that are live (None: none can be)
         if d.keyframe and not len(d.delete_ids):  # nothing is live before a keyframe: no lookups
             found = np.full(n_add + d.n_update, -1, np.int64) if d.n_update else np.zeros(0, np.int64)
@@ -520,8 +509,7 @@ class SceneState:
             gone = np.sort(del_slots, kind="stable")  # distinct ids, so distinct slots; often in runs
         # 3. adds
         if len(d.add_ids):
-            live, bad, aa = add_job.result() if add_job is not None else \
-                self._add_checks(d, hashed, add_found if add_found is not None else _NO_SLOTS)
+            live, bad, aa = self._add_checks(d, hashed, add_found if add_found is not None else _NO_SLOTS)
             if len(live) and (~sorted_member(live, gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
             if bad:

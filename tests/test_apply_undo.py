@@ -88,17 +88,12 @@ def test_failed_frame_puts_updated_rows_back(failure, loops, monkeypatch):
     assert st.digest() == good.digest
 
 
-@pytest.mark.parametrize("job", [False, True])
 @pytest.mark.parametrize("fault", ["none", "add_live", "add_domain", "add_live_and_update_missing",
                                    "add_domain_and_delete_missing"])
-def test_adds_checked_on_a_worker_give_the_same_outcome(monkeypatch, job, fault):
-    """With cores to spare, a delta's ADDs are looked up, checked and hashed on a worker while the
-    plan goes on (``ADD_JOB_MIN``): the same error, in the same order of the checks (deletes, ADDs,
-    UPDATEs), and the state untouched; or the same state and digest."""
-    import codec.sections as sections
-
-    monkeypatch.setattr(sections, "SPARE", job)
-    monkeypatch.setattr(state_module, "ADD_JOB_MIN", 1 if job else 1 << 60)
+def test_add_faults_are_found_in_the_order_of_the_checks(fault):
+    """A delta's ADDs are checked after its deletes and before its UPDATEs: a frame with two faults
+    gives the error of the first, and the state is untouched; a good one gives the same state and
+    digest."""
     st, d = _setup()
     before, seq = st.digest(), st.seq
     live = st.ids()
