@@ -433,9 +433,6 @@ class SceneState:
         self._validate_delta(d)
         hashed = (self.hashed or d.digest is not None or track_digest) if not d.keyframe \
             else (d.digest is not None or track_digest)
-        # The ADDs' checks (lookups, code domains, row hashes) run here, between Python steps of the
-        # plan: on a worker they waited on this thread for the GIL at every kernel call, and a 4,096-ADD
-        # step's encode took 0.4-0.9 ms longer on a 16-core host than with them here.
         if on_valid is not None:
             on_valid()
         return self._plan_rest(d, hashed)
@@ -464,15 +461,6 @@ class SceneState:
         d.updates = d.updates + updates
         d.ranked = []
 
-    def _add_checks(self, d: Delta, hashed: bool, found: np.ndarray) -> tuple:
-        """(slots of the ADD ids that are live, the attributes with codes outside their domain, the ADD
-        rows' accumulators or None): what a plan needs of a delta's ADDs. ``found``: the ADD ids'
-        slots, looked up with the rest of the frame's ids."""
-        p = self.profile
-        flags = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
-        bad = [a for a, f in zip(ATTRS, flags) if f]
-        return found[found >= 0], bad, row_accumulators(d.add_ids, [d.add[a] for a in ATTRS]) if hashed else None
-
     def _plan_rest(self, d: Delta, hashed: bool) -> dict:
         p = self.profile
         index = IdIndex(slot_bits=p.grid.slot_bits) if d.keyframe else self.index
@@ -484,7 +472,7 @@ class SceneState:
             and all(slots_hold(self.slot_ids, self.high, s, b.ids) for s, b in zip(d.slot_hint[1], d.updates))
         n_add = len(d.add_ids)
         named = [d.delete_ids, d.add_ids] + ([] if hinted else [b.ids for b in d.updates])
-        add_found = None  # slots of ADD ids that are live (None: none can be)
+        add_found = _NO_SLOTS  # the ADD ids' slots (none where nothing is live)
         if d.keyframe and not len(d.delete_ids):  # nothing is live before a keyframe: no lookups
             found = np.full(n_add + d.n_update, -1, np.int64) if d.n_update else np.zeros(0, np.int64)
             where = found
@@ -507,13 +495,19 @@ class SceneState:
             gone = sorted_unique(np.concatenate([del_slots, ranged]))
         else:
             gone = np.sort(del_slots, kind="stable")  # distinct ids, so distinct slots; often in runs
-        # 3. adds
-        if len(d.add_ids):
-            live, bad, aa = self._add_checks(d, hashed, add_found if add_found is not None else _NO_SLOTS)
+        # 3. adds: no id live (unless deleted above), every code in its domain, then their rows hashed.
+        # On this thread: handed to a worker, these short compiled calls each waited on this thread for
+        # the GIL, and a 4,096-ADD step's encode took 0.4-0.9 ms longer on a 16-core host.
+        aa = None
+        if n_add:
+            live = add_found[add_found >= 0]
             if len(live) and (~sorted_member(live, gone)).any():
                 raise GsdError(ErrorCode.ID_EXISTS, "ADD of an id that is live")
-            if bad:
-                raise GsdError(ErrorCode.BAD_VALUE, f"ADD {bad[0].name}: code outside its domain")
+            bad = parallel_map(lambda a: p.has_invalid(a, d.add[a]), ATTRS, sum(d.add[a].nbytes for a in ATTRS))
+            if any(bad):
+                raise GsdError(ErrorCode.BAD_VALUE, f"ADD {ATTRS[bad.index(True)].name}: code outside its domain")
+            if hashed:
+                aa = row_accumulators(d.add_ids, [d.add[a] for a in ATTRS])
         undo = []
         plan = {"gone": gone, "hashed": hashed, "gone_where": where[:n_del] if not firsts else None, "undo": undo}
         if hashed and not self.hashed and not d.keyframe:

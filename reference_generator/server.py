@@ -1066,10 +1066,9 @@ def parse_args(argv=None) -> ServerConfig:
     if secret is None and not is_loopback(a.host):
         ap.error(f"--host {a.host} serves other machines: give --auth-secret-file or set ${SECRET_ENV} "
                  f"(without a secret the server is local-only)")
-    options = format_options(a.format)
-    world = WorldConfig(sh_degree=a.sh_degree, profile=a.profile, target_live=a.target_live,
-                        ranked_ids=options["ranked_ids"], channel_filter=options["channel_filter"],
-                        gap_code=options["gap_code"])
+    # the format's Encoder options, but for ADD_IMPLICIT, which the world's profile decides
+    options = {k: v for k, v in format_options(a.format).items() if k != "implicit_ids"}
+    world = WorldConfig(sh_degree=a.sh_degree, profile=a.profile, target_live=a.target_live, **options)
     logging.basicConfig(level=a.log_level.upper(), stream=sys.stderr)
     logging.getLogger().handlers[0].setFormatter(JsonFormatter())
     return ServerConfig(host=a.host, port=a.port, world=world, seed=a.seed, device=a.device, tick_hz=a.tick_hz,

@@ -13,7 +13,7 @@ import { Decoder, GsdError, decodeStreamLines } from '../decoder/index.mjs';
 import { decodeSection } from '../decoder/sections.mjs';
 import { arena, views } from '../decoder/kernel.mjs';
 import { manifest, vectorBytes, expectedLines } from './helpers.mjs';
-import { parseRecord, frameRecord, recordSpans, concat, sectionRoles } from './frame_writer.mjs';
+import { parseRecord, frameRecord, recordSpans, concat, sectionUses } from './frame_writer.mjs';
 
 const DELTA = 1, ZIGZAG = 2, SHUFFLE = 4, CHANNEL = 8;
 const hex = (s) => Uint8Array.from(s.match(/../g), (b) => parseInt(b, 16));
@@ -153,11 +153,7 @@ function withChannel(u8, limits) {
   const p = dec.profile, parts = [u8.subarray(0, spans[0][1])];
   let rewritten = 0, pick = 0;
   for (const [a, b] of spans.slice(1)) {
-    const f = parseRecord(u8.subarray(a, b)), refs = new Map(), first = new Map();
-    for (const blk of f.m.blocks) {
-      if (blk.kind === 0 || blk.kind >= 10) continue;
-      for (const r of sectionRoles(p, blk)) { refs.set(r.si, (refs.get(r.si) || 0) + 1); if (!first.has(r.si)) first.set(r.si, r); }
-    }
+    const f = parseRecord(u8.subarray(a, b)), { refs, first } = sectionUses(p, f);
     const extra = [];
     let end = f.payload.length;
     for (const [si, r] of first) {

@@ -120,6 +120,20 @@ export function sectionRoles(p, b) {
 }
 
 /**
+ * {refs, first}: for each section of frame f (a parseRecord result) that the blocks of known kinds
+ * reference, how many roles reference it and the first of them (sectionRoles), in a stream of
+ * profile p. A test that rewrites a section in place takes only those referenced once.
+ */
+export function sectionUses(p, f) {
+  const refs = new Map(), first = new Map();
+  for (const blk of f.m.blocks) {
+    if (blk.kind === 0 || blk.kind >= 10) continue;
+    for (const r of sectionRoles(p, blk)) { refs.set(r.si, (refs.get(r.si) || 0) + 1); if (!first.has(r.si)) first.set(r.si, r); }
+  }
+  return { refs, first };
+}
+
+/**
  * The stored bytes of a gap-coded section (SPEC 4.4, compression 2, format 1.4) of the given gaps
  * (Numbers or BigInts >= 0) at order k, written from the spec's text with BigInt arithmetic: k, then
  * per gap v the Elias gamma code of q = (v >> k) + 1 (z zeros, then q's z + 1 bits) and v's k low

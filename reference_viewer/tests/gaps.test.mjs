@@ -15,7 +15,7 @@ import { decodeSection } from '../decoder/sections.mjs';
 import { arena, views } from '../decoder/kernel.mjs';
 import { manifest, vectorBytes, expectedLines, snapshot } from './helpers.mjs';
 import {
-  parseRecord, frameRecord, recordSpans, concat, sectionRoles, addSection, gapCode, gapCodeOfGaps, gapsOf, bestGapOrder,
+  parseRecord, frameRecord, recordSpans, concat, sectionRoles, sectionUses, addSection, gapCode, gapCodeOfGaps, gapsOf, bestGapOrder,
 } from './frame_writer.mjs';
 
 const GAPS = 2;
@@ -434,11 +434,7 @@ function withGaps(u8, limits, { rotate = false } = {}) {
   const p = dec.profile, parts = [u8.subarray(0, spans[0][1])], widths = new Set();
   let rewritten = 0, turn = 0;
   for (const [a, b] of spans.slice(1)) {
-    const f = parseRecord(u8.subarray(a, b)), refs = new Map(), first = new Map();
-    for (const blk of f.m.blocks) {
-      if (blk.kind === 0 || blk.kind >= 10) continue;
-      for (const r of sectionRoles(p, blk)) { refs.set(r.si, (refs.get(r.si) || 0) + 1); if (!first.has(r.si)) first.set(r.si, r); }
-    }
+    const f = parseRecord(u8.subarray(a, b)), { refs, first } = sectionUses(p, f);
     for (const [si, r] of first) {
       const s = f.m.sections[si];
       if (refs.get(si) !== 1 || r.C !== 1 || r.w > 4 || s.width !== r.w || s.raw !== r.n * r.w || (s.filters & 0xF0)) continue;
