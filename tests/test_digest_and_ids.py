@@ -342,13 +342,15 @@ def test_cells_and_cell_ranges_on_any_grid(grid, data):
 
 
 def test_id_order_is_argsort_of_distinct_ids():
-    """id_order sorts large arrays in halves on the workers and merges them: the same order as argsort."""
-    from codec.id_index import SPLIT_SORT_MIN, id_order, merge_orders
+    """id_order sorts small arrays by timsort, large ones in halves on the workers, merged: at every
+    size, the same order as argsort."""
+    from codec.id_index import SPLIT_SORT_MIN, STABLE_SORT_MAX, id_order, merge_orders
     rng = np.random.default_rng(11)
-    n = SPLIT_SORT_MIN + 12345
-    for ids in (rng.choice(1 << 39, n, replace=False).astype(np.uint64), np.arange(n, dtype=np.uint64)[::-1].copy(),
-                np.arange(n, dtype=np.uint64)):
-        assert np.array_equal(id_order(ids), np.argsort(ids))
+    for n in (0, 1, 500, STABLE_SORT_MAX, STABLE_SORT_MAX + 1, SPLIT_SORT_MIN + 12345):
+        runs = np.concatenate([np.arange(k, n, 7, dtype=np.uint64) for k in range(7)])  # ascending runs
+        for ids in (rng.choice(1 << 39, n, replace=False).astype(np.uint64), np.arange(n, dtype=np.uint64)[::-1].copy(),
+                    np.arange(n, dtype=np.uint64), runs):
+            assert np.array_equal(id_order(ids), np.argsort(ids))
     keys = rng.choice(1000, 60, replace=False).astype(np.uint64)  # the merge as Python, too
     a, b = np.argsort(keys[:25]), np.argsort(keys[25:])
     out = np.empty(60, np.int64)
