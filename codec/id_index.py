@@ -45,18 +45,17 @@ def sorted_member(x: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     return sorted_set[pos] == x
 
 
+STABLE_SORT_MAX = 1 << 13  # ids up to here are ordered by timsort
 SPLIT_SORT_MIN = 1 << 18  # ids from here up are sorted in parts on the section workers, then merged
-# Up to this many ids are ordered by numpy's stable sort (timsort), from here up by its quicksort. A
-# frame's ids are few and often come in ascending runs (a cell's ADDs), which timsort takes in one
-# pass: a 5k edit's 4,000 random UPDATE ids order in 51 instead of 118 us, and the two sorts meet at
-# about 8,000 random ids.
-STABLE_SORT_MAX = 1 << 13
 
 
 def id_order(ids: np.ndarray) -> np.ndarray:
-    """np.argsort of distinct uint64 ids (any sort is stable on distinct keys). A large array is
-    sorted in two halves at once on the section workers (numpy's sort releases the GIL), each
-    with its sorted keys, and the halves are then merged reading those keys in order."""
+    """np.argsort of distinct uint64 ids (any sort is stable on distinct keys), by the sort that
+    suits their number. A frame's ids are few and often come in ascending runs (a cell's ADDs),
+    which numpy's stable sort (timsort) takes in one pass: a 5k edit's 4,000 random UPDATE ids
+    order in 51 instead of quicksort's 118 us, and the two meet at about 8,000 random ids. A large
+    array is sorted in two halves at once on the section workers (numpy's sort releases the GIL),
+    each with its sorted keys, and the halves are then merged reading those keys in order."""
     n = len(ids)
     if n <= STABLE_SORT_MAX:
         return np.argsort(ids, kind="stable")
@@ -465,7 +464,7 @@ class IdIndex:
             return
         ids, slots = np.ascontiguousarray(ids, U64), np.ascontiguousarray(slots, np.int64)
         if ascending_problem(ids):  # usually ascending already
-            order = np.argsort(ids, kind="stable")
+            order = id_order(ids)
             ids, slots = ids[order], slots[order]
         self.run_ids, self.run_slots = _merged(self.run_ids, self.run_slots, ids, slots)
         if self._compaction is not None and not self._settle(wait=False):

@@ -513,7 +513,7 @@ class SceneState:
         if hashed and not self.hashed and not d.keyframe:
             self._rehash()
         s0, s1 = (0, 0) if d.keyframe else self.sums
-        if hashed and len(d.add_ids):
+        if aa is not None:  # the ADDs' rows, hashed in step 3
             a0, a1 = lane_sums_all(aa)
             s0, s1 = s0 + int(a0), s1 + int(a1)
             plan["add_accs"] = aa
